@@ -1,0 +1,5 @@
+// Package accounts owns users, devices, access and refresh tokens, password
+// hashing (argon2id), User-Interactive Authentication, and the Client-Server
+// endpoints for registration, login, logout, devices and account management.
+// Authenticate resolves an access token to a device from memory.
+package accounts

@@ -1,0 +1,196 @@
+package accounts
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+// Profile field limits.
+const (
+	maxProfileBytes    = 65536
+	maxProfileKeyBytes = 255
+)
+
+func (s *Service) profileRoutes(mux *http.ServeMux) {
+	const v3 = "/_matrix/client/v3"
+	mux.HandleFunc("GET "+v3+"/profile/{userId}", mxhttp.Handle(s.getProfile))
+	mux.HandleFunc("GET "+v3+"/profile/{userId}/{keyName}", mxhttp.Handle(s.getProfileField))
+	mux.HandleFunc("PUT "+v3+"/profile/{userId}/{keyName}", s.Auth(s.putProfileField))
+	mux.HandleFunc("DELETE "+v3+"/profile/{userId}/{keyName}", s.Auth(s.deleteProfileField))
+}
+
+// Profile returns a user's profile fields (values are JSON). ok is false
+// when the user does not exist.
+func (s *Service) Profile(ctx context.Context, uid id.UserID) (map[string]json.RawMessage, bool, error) {
+	rows, err := s.db.Query(ctx, "SELECT field, value FROM profiles WHERE user_id = $1", uid)
+	if err != nil {
+		return nil, false, err
+	}
+	defer rows.Close()
+	out := map[string]json.RawMessage{}
+	for rows.Next() {
+		var k, v string
+		if err := rows.Scan(&k, &v); err != nil {
+			return nil, false, err
+		}
+		if k == "displayname" || k == "avatar_url" {
+			b, _ := json.Marshal(v)
+			out[k] = b
+		} else {
+			out[k] = json.RawMessage(v)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, err
+	}
+	if len(out) == 0 {
+		if _, ok, err := s.GetUser(ctx, uid); err != nil || !ok {
+			return nil, false, err
+		}
+	}
+	return out, true, nil
+}
+
+// DisplayName returns a user's display name and avatar URL ("" if unset).
+func (s *Service) DisplayName(ctx context.Context, uid id.UserID) (name, avatar string) {
+	rows, err := s.db.Query(ctx, "SELECT field, value FROM profiles WHERE user_id = $1 AND field IN ('displayname', 'avatar_url')", uid)
+	if err != nil {
+		return "", ""
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k, v string
+		rows.Scan(&k, &v)
+		if k == "displayname" {
+			name = v
+		} else {
+			avatar = v
+		}
+	}
+	return name, avatar
+}
+
+// SetProfileField stores one profile field. displayname and avatar_url are
+// plain strings; other fields hold JSON. An empty displayname/avatar_url
+// removes it. The ProfileChanged hooks run for displayname and avatar_url.
+func (s *Service) SetProfileField(ctx context.Context, uid id.UserID, field, value string) error {
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		if value == "" && (field == "displayname" || field == "avatar_url") {
+			_, err := tx.Exec(ctx, "DELETE FROM profiles WHERE user_id = $1 AND field = $2", uid, field)
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO profiles (user_id, field, value) VALUES ($1, $2, $3)
+			ON CONFLICT (user_id, field) DO UPDATE SET value = excluded.value`, uid, field, value)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if field == "displayname" || field == "avatar_url" {
+		name, avatar := s.DisplayName(ctx, uid)
+		for _, h := range s.Hooks.ProfileChanged {
+			h(ctx, uid, name, avatar)
+		}
+	}
+	return nil
+}
+
+func (s *Service) getProfile(w http.ResponseWriter, r *http.Request) (any, error) {
+	p, ok, err := s.Profile(r.Context(), id.UserID(r.PathValue("userId")))
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, mxhttp.NotFound("profile not found")
+	}
+	return p, nil
+}
+
+func (s *Service) getProfileField(w http.ResponseWriter, r *http.Request) (any, error) {
+	key := r.PathValue("keyName")
+	p, ok, err := s.Profile(r.Context(), id.UserID(r.PathValue("userId")))
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, mxhttp.NotFound("profile not found")
+	}
+	v, ok := p[key]
+	if !ok {
+		return nil, mxhttp.NotFound("profile field not set")
+	}
+	return map[string]json.RawMessage{key: v}, nil
+}
+
+func (s *Service) putProfileField(w http.ResponseWriter, r *http.Request, sess *Session) (any, error) {
+	uid := id.UserID(r.PathValue("userId"))
+	key := r.PathValue("keyName")
+	if uid != sess.UserID && !sess.IsAdmin {
+		return nil, mxhttp.Forbidden("cannot change another user's profile")
+	}
+	if len(key) > maxProfileKeyBytes || key == "" {
+		return nil, mxhttp.InvalidParam("invalid profile field name")
+	}
+	body, err := mxhttp.ReadBody(r, maxProfileBytes)
+	if err != nil {
+		return nil, err
+	}
+	var obj map[string]json.RawMessage
+	if err := mxhttp.Unmarshal(body, &obj); err != nil {
+		return nil, err
+	}
+	raw, ok := obj[key]
+	if !ok {
+		return nil, mxhttp.MissingParam("body must contain the field %q", key)
+	}
+	if len(obj) != 1 {
+		return nil, mxhttp.BadJSON("body must contain only the field %q", key)
+	}
+	value := string(raw)
+	if key == "displayname" || key == "avatar_url" {
+		var str *string
+		if err := json.Unmarshal(raw, &str); err != nil {
+			return nil, mxhttp.BadJSON("%s must be a string", key)
+		}
+		value = ""
+		if str != nil {
+			value = *str
+		}
+		if key == "avatar_url" && value != "" && !strings.HasPrefix(value, "mxc://") {
+			return nil, mxhttp.InvalidParam("avatar_url must be an mxc:// URI")
+		}
+		if len(value) > 1024 {
+			return nil, mxhttp.TooLarge("%s too long", key)
+		}
+	}
+	if err := s.SetProfileField(r.Context(), uid, key, value); err != nil {
+		return nil, err
+	}
+	return mxhttp.Empty, nil
+}
+
+func (s *Service) deleteProfileField(w http.ResponseWriter, r *http.Request, sess *Session) (any, error) {
+	uid := id.UserID(r.PathValue("userId"))
+	key := r.PathValue("keyName")
+	if uid != sess.UserID && !sess.IsAdmin {
+		return nil, mxhttp.Forbidden("cannot change another user's profile")
+	}
+	if key == "displayname" || key == "avatar_url" {
+		return mxhttp.Empty, s.SetProfileField(r.Context(), uid, key, "")
+	}
+	err := s.db.Write(r.Context(), func(tx *storage.Tx) error {
+		_, err := tx.Exec(r.Context(), "DELETE FROM profiles WHERE user_id = $1 AND field = $2", uid, key)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return mxhttp.Empty, nil
+}

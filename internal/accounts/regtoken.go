@@ -1,0 +1,81 @@
+package accounts
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+// RegistrationToken is a token that lets someone register while open
+// registration is off.
+type RegistrationToken struct {
+	Token       string `json:"token"`
+	UsesAllowed *int64 `json:"uses_allowed"`
+	Pending     int64  `json:"pending"`
+	Completed   int64  `json:"completed"`
+	ExpiryTime  *int64 `json:"expiry_time"`
+}
+
+// CreateRegistrationToken stores a new registration token; an empty token
+// gets a random one.
+func (s *Service) CreateRegistrationToken(ctx context.Context, t RegistrationToken) (*RegistrationToken, error) {
+	if t.Token == "" {
+		t.Token = randomString("", 12)
+	}
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, "INSERT INTO registration_tokens (token, uses_allowed, expiry_ts) VALUES ($1, $2, $3)", t.Token, t.UsesAllowed, t.ExpiryTime)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// ValidRegistrationToken reports whether tok can still be used.
+func (s *Service) ValidRegistrationToken(ctx context.Context, tok string) (bool, error) {
+	var uses sql.NullInt64
+	var completed int64
+	var expiry sql.NullInt64
+	err := s.db.QueryRow(ctx, "SELECT uses_allowed, completed, expiry_ts FROM registration_tokens WHERE token = $1", tok).Scan(&uses, &completed, &expiry)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if uses.Valid && completed >= uses.Int64 {
+		return false, nil
+	}
+	if expiry.Valid && time.Now().UnixMilli() > expiry.Int64 {
+		return false, nil
+	}
+	return true, nil
+}
+
+func (s *Service) useRegistrationToken(ctx context.Context, tok string) error {
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, "UPDATE registration_tokens SET completed = completed + 1 WHERE token = $1", tok)
+		return err
+	})
+}
+
+func (s *Service) getTokenValidity(w http.ResponseWriter, r *http.Request) (any, error) {
+	tok := r.URL.Query().Get("token")
+	if tok == "" {
+		return nil, mxhttp.MissingParam("missing token")
+	}
+	if !s.opts.RegistrationRequiresToken {
+		return nil, mxhttp.Forbidden("registration tokens are not enabled")
+	}
+	ok, err := s.ValidRegistrationToken(r.Context(), tok)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]bool{"valid": ok}, nil
+}

@@ -1,0 +1,567 @@
+package accounts
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+// Session is an authenticated request's identity.
+type Session struct {
+	UserID    id.UserID
+	DeviceID  id.DeviceID
+	IsAdmin   bool
+	IsGuest   bool
+	TokenHash string
+	ExpiresTS int64 // 0: never
+}
+
+// Hooks lets other packages react to account changes. Each hook is called
+// after the change has committed.
+type Hooks struct {
+	// DeviceDeleted runs after a device and its tokens were removed.
+	DeviceDeleted []func(ctx context.Context, user id.UserID, device id.DeviceID)
+	// DeviceAdded runs after a device was created.
+	DeviceAdded []func(ctx context.Context, user id.UserID, device id.DeviceID)
+	// Deactivated runs after an account was deactivated (leave rooms, drop keys).
+	Deactivated []func(ctx context.Context, user id.UserID)
+	// ProfileChanged runs after the display name or avatar changed.
+	ProfileChanged []func(ctx context.Context, user id.UserID, displayName, avatarURL string)
+}
+
+// Options configure the service.
+type Options struct {
+	ServerName               string
+	OpenRegistration         bool
+	RegistrationRequiresToken bool
+	SharedSecret             string
+	AccessTokenLifetime      time.Duration
+}
+
+// Service is the accounts service.
+type Service struct {
+	db   *storage.DB
+	log  *slog.Logger
+	opts Options
+	Hooks Hooks
+
+	mu     sync.RWMutex
+	tokens map[string]*Session // token hash -> session; a nil entry caches a miss
+
+	uia *uiaStore
+}
+
+// New returns the accounts service.
+func New(db *storage.DB, log *slog.Logger, opts Options) *Service {
+	return &Service{db: db, log: log, opts: opts, tokens: map[string]*Session{}, uia: newUIAStore()}
+}
+
+// ServerName is the node's server name.
+func (s *Service) ServerName() string { return s.opts.ServerName }
+
+func hashToken(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(sum[:])
+}
+
+func randomString(prefix string, n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return prefix + base64.RawURLEncoding.EncodeToString(b)
+}
+
+const deviceIDChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+func newDeviceID() id.DeviceID {
+	b := make([]byte, 10)
+	rand.Read(b)
+	for i := range b {
+		b[i] = deviceIDChars[int(b[i])%len(deviceIDChars)]
+	}
+	return id.DeviceID(b)
+}
+
+var localpartRE = regexp.MustCompile(`^[a-z0-9._=\-/+]+$`)
+
+// ValidateLocalpart checks a localpart for a new user.
+func (s *Service) ValidateLocalpart(localpart string) error {
+	if localpart == "" || !localpartRE.MatchString(localpart) {
+		return mxhttp.InvalidUsername("user ID may only contain a-z, 0-9, ., _, =, -, / and +")
+	}
+	if len("@"+localpart+":"+s.opts.ServerName) > 255 {
+		return mxhttp.InvalidUsername("user ID is too long")
+	}
+	return nil
+}
+
+// UserID returns the full user ID for a localpart on this server.
+func (s *Service) UserID(localpart string) id.UserID {
+	return id.NewUserID(localpart, s.opts.ServerName)
+}
+
+// ParseLocalUser accepts a localpart or a full user ID of this server.
+func (s *Service) ParseLocalUser(user string) (id.UserID, error) {
+	if strings.HasPrefix(user, "@") {
+		uid := id.UserID(user)
+		lp, hs, err := uid.Parse()
+		if err != nil || hs != s.opts.ServerName {
+			return "", mxhttp.InvalidParam("not a user of this server: %s", user)
+		}
+		return s.UserID(strings.ToLower(lp)), nil
+	}
+	return s.UserID(strings.ToLower(user)), nil
+}
+
+// User is a stored account.
+type User struct {
+	ID           id.UserID
+	PasswordHash string
+	IsAdmin      bool
+	Deactivated  bool
+	Locked       bool
+	Suspended    bool
+	ShadowBanned bool
+	IsGuest      bool
+	CreatedTS    int64
+}
+
+// ErrUserExists is returned when registering a taken user ID.
+var ErrUserExists = mxhttp.UserInUse("user ID already taken")
+
+// CreateUser stores a new account. An empty password makes an account that
+// cannot log in with a password.
+func (s *Service) CreateUser(ctx context.Context, localpart, password string, admin bool) (id.UserID, error) {
+	if err := s.ValidateLocalpart(localpart); err != nil {
+		return "", err
+	}
+	uid := s.UserID(localpart)
+	hash := ""
+	if password != "" {
+		var err error
+		if hash, err = HashPassword(password); err != nil {
+			return "", err
+		}
+	}
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		var n int
+		if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM users WHERE user_id = $1", uid).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return ErrUserExists
+		}
+		_, err := tx.Exec(ctx, "INSERT INTO users (user_id, password_hash, is_admin, created_ts) VALUES ($1, $2, $3, $4)",
+			uid, hash, admin, time.Now().UnixMilli())
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, "INSERT INTO profiles (user_id, field, value) VALUES ($1, 'displayname', $2)", uid, localpart)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	s.log.Info("user created", "user_id", uid, "admin", admin)
+	return uid, nil
+}
+
+// GetUser loads an account; ok is false if it does not exist.
+func (s *Service) GetUser(ctx context.Context, uid id.UserID) (*User, bool, error) {
+	u := &User{ID: uid}
+	err := s.db.QueryRow(ctx, `SELECT password_hash, is_admin, deactivated, locked, suspended, shadow_banned, is_guest, created_ts
+		FROM users WHERE user_id = $1`, uid).Scan(&u.PasswordHash, &u.IsAdmin, &u.Deactivated, &u.Locked, &u.Suspended, &u.ShadowBanned, &u.IsGuest, &u.CreatedTS)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("load user %s: %w", uid, err)
+	}
+	return u, true, nil
+}
+
+// ListUsers returns every account.
+func (s *Service) ListUsers(ctx context.Context) ([]User, error) {
+	rows, err := s.db.Query(ctx, `SELECT user_id, is_admin, deactivated, locked, suspended, shadow_banned, is_guest, created_ts FROM users ORDER BY user_id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []User
+	for rows.Next() {
+		var u User
+		if err := rows.Scan(&u.ID, &u.IsAdmin, &u.Deactivated, &u.Locked, &u.Suspended, &u.ShadowBanned, &u.IsGuest, &u.CreatedTS); err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// SetPassword replaces a user's password. If keepDevice is non-empty, every
+// other device is logged out (all are when it is empty and logoutDevices).
+func (s *Service) SetPassword(ctx context.Context, uid id.UserID, password string, logoutDevices bool, keepDevice id.DeviceID) error {
+	hash, err := HashPassword(password)
+	if err != nil {
+		return err
+	}
+	err = s.db.Write(ctx, func(tx *storage.Tx) error {
+		res, err := tx.Exec(ctx, "UPDATE users SET password_hash = $1 WHERE user_id = $2", hash, uid)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return mxhttp.NotFound("no such user")
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if logoutDevices {
+		devs, err := s.Devices(ctx, uid)
+		if err != nil {
+			return err
+		}
+		for _, d := range devs {
+			if d.DeviceID != keepDevice {
+				if err := s.DeleteDevice(ctx, uid, d.DeviceID); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// SetAdmin grants or revokes server admin rights.
+func (s *Service) SetAdmin(ctx context.Context, uid id.UserID, admin bool) error {
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, "UPDATE users SET is_admin = $1 WHERE user_id = $2", admin, uid)
+		return err
+	})
+	s.dropCachedUser(uid)
+	return err
+}
+
+// Deactivate disables an account: its devices and tokens are deleted, its
+// password is cleared, and the Deactivated hooks run (leaving rooms and so on).
+func (s *Service) Deactivate(ctx context.Context, uid id.UserID, erase bool) error {
+	devs, err := s.Devices(ctx, uid)
+	if err != nil {
+		return err
+	}
+	for _, d := range devs {
+		if err := s.DeleteDevice(ctx, uid, d.DeviceID); err != nil {
+			return err
+		}
+	}
+	err = s.db.Write(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, "UPDATE users SET deactivated = TRUE, password_hash = '' WHERE user_id = $1", uid); err != nil {
+			return err
+		}
+		if erase {
+			if _, err := tx.Exec(ctx, "DELETE FROM profiles WHERE user_id = $1", uid); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.dropCachedUser(uid)
+	for _, h := range s.Hooks.Deactivated {
+		h(ctx, uid)
+	}
+	s.log.Info("user deactivated", "user_id", uid)
+	return nil
+}
+
+// Device is a user's device (a login session).
+type Device struct {
+	UserID      id.UserID   `json:"-"`
+	DeviceID    id.DeviceID `json:"device_id"`
+	DisplayName *string     `json:"display_name,omitempty"`
+	LastSeenIP  string      `json:"last_seen_ip,omitempty"`
+	LastSeenTS  int64       `json:"last_seen_ts,omitempty"`
+}
+
+// Devices lists a user's devices.
+func (s *Service) Devices(ctx context.Context, uid id.UserID) ([]Device, error) {
+	rows, err := s.db.Query(ctx, "SELECT device_id, display_name, last_seen_ip, last_seen_ts FROM devices WHERE user_id = $1 ORDER BY device_id", uid)
+	if err != nil {
+		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	defer rows.Close()
+	out := []Device{}
+	for rows.Next() {
+		d := Device{UserID: uid}
+		var name sql.NullString
+		if err := rows.Scan(&d.DeviceID, &name, &d.LastSeenIP, &d.LastSeenTS); err != nil {
+			return nil, err
+		}
+		if name.Valid {
+			d.DisplayName = &name.String
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// GetDevice loads one device.
+func (s *Service) GetDevice(ctx context.Context, uid id.UserID, dev id.DeviceID) (*Device, error) {
+	d := &Device{UserID: uid, DeviceID: dev}
+	var name sql.NullString
+	err := s.db.QueryRow(ctx, "SELECT display_name, last_seen_ip, last_seen_ts FROM devices WHERE user_id = $1 AND device_id = $2", uid, dev).
+		Scan(&name, &d.LastSeenIP, &d.LastSeenTS)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, mxhttp.NotFound("unknown device")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if name.Valid {
+		d.DisplayName = &name.String
+	}
+	return d, nil
+}
+
+// RenameDevice sets a device's display name.
+func (s *Service) RenameDevice(ctx context.Context, uid id.UserID, dev id.DeviceID, name string) error {
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		res, err := tx.Exec(ctx, "UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3", name, uid, dev)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return mxhttp.NotFound("unknown device")
+		}
+		return nil
+	})
+}
+
+// DeleteDevice removes a device with its tokens, then runs the
+// DeviceDeleted hooks (which remove its keys and to-device messages).
+func (s *Service) DeleteDevice(ctx context.Context, uid id.UserID, dev id.DeviceID) error {
+	var hashes []string
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		rows, err := tx.Query(ctx, "SELECT token_hash FROM access_tokens WHERE user_id = $1 AND device_id = $2", uid, dev)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var h string
+			if err := rows.Scan(&h); err != nil {
+				rows.Close()
+				return err
+			}
+			hashes = append(hashes, h)
+		}
+		rows.Close()
+		for _, q := range []string{
+			"DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
+			"DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2",
+			"DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
+		} {
+			if _, err := tx.Exec(ctx, q, uid, dev); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete device: %w", err)
+	}
+	s.mu.Lock()
+	for _, h := range hashes {
+		delete(s.tokens, h)
+	}
+	s.mu.Unlock()
+	for _, h := range s.Hooks.DeviceDeleted {
+		h(ctx, uid, dev)
+	}
+	return nil
+}
+
+// LoginResult is what a new login session gets.
+type LoginResult struct {
+	UserID       id.UserID   `json:"user_id"`
+	AccessToken  string      `json:"access_token"`
+	DeviceID     id.DeviceID `json:"device_id"`
+	RefreshToken string      `json:"refresh_token,omitempty"`
+	ExpiresInMS  int64       `json:"expires_in_ms,omitempty"`
+	HomeServer   string      `json:"home_server,omitempty"`
+}
+
+// NewSession creates (or reuses) a device and issues an access token for it.
+// With refresh set, a refresh token is issued too and the access token
+// expires after the configured lifetime.
+func (s *Service) NewSession(ctx context.Context, uid id.UserID, dev id.DeviceID, displayName *string, refresh bool) (*LoginResult, error) {
+	if dev == "" {
+		dev = newDeviceID()
+	}
+	access := randomString("mos_", 32)
+	res := &LoginResult{UserID: uid, AccessToken: access, DeviceID: dev, HomeServer: s.opts.ServerName}
+	now := time.Now().UnixMilli()
+	var expires int64
+	if refresh {
+		res.RefreshToken = randomString("mor_", 32)
+		if s.opts.AccessTokenLifetime > 0 {
+			res.ExpiresInMS = s.opts.AccessTokenLifetime.Milliseconds()
+			expires = now + res.ExpiresInMS
+		}
+	}
+	var oldHashes []string
+	created := false
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		var n int
+		if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM devices WHERE user_id = $1 AND device_id = $2", uid, dev).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			created = true
+			if _, err := tx.Exec(ctx, "INSERT INTO devices (user_id, device_id, display_name, created_ts, last_seen_ts) VALUES ($1, $2, $3, $4, $4)",
+				uid, dev, displayName, now); err != nil {
+				return err
+			}
+		} else {
+			// Logging in with an existing device ID replaces its tokens.
+			rows, err := tx.Query(ctx, "SELECT token_hash FROM access_tokens WHERE user_id = $1 AND device_id = $2", uid, dev)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var h string
+				rows.Scan(&h)
+				oldHashes = append(oldHashes, h)
+			}
+			rows.Close()
+			if _, err := tx.Exec(ctx, "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2", uid, dev); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2", uid, dev); err != nil {
+				return err
+			}
+			if displayName != nil {
+				if _, err := tx.Exec(ctx, "UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3", *displayName, uid, dev); err != nil {
+					return err
+				}
+			}
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts) VALUES ($1, $2, $3, $4, $5)",
+			hashToken(access), uid, dev, now, expires); err != nil {
+			return err
+		}
+		if refresh {
+			if _, err := tx.Exec(ctx, "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts) VALUES ($1, $2, $3, $4)",
+				hashToken(res.RefreshToken), uid, dev, now); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create session: %w", err)
+	}
+	s.mu.Lock()
+	for _, h := range oldHashes {
+		delete(s.tokens, h)
+	}
+	delete(s.tokens, hashToken(access)) // drop a cached miss, if any
+	s.mu.Unlock()
+	if created {
+		for _, h := range s.Hooks.DeviceAdded {
+			h(ctx, uid, dev)
+		}
+	}
+	return res, nil
+}
+
+// Refresh exchanges a refresh token for a new access and refresh token pair.
+func (s *Service) Refresh(ctx context.Context, refreshToken string) (*LoginResult, error) {
+	var uid id.UserID
+	var dev id.DeviceID
+	err := s.db.QueryRow(ctx, "SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = $1", hashToken(refreshToken)).Scan(&uid, &dev)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, mxhttp.UnknownToken("unknown refresh token")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.NewSession(ctx, uid, dev, nil, true)
+}
+
+// Logout revokes one access token (and its device).
+func (s *Service) Logout(ctx context.Context, sess *Session) error {
+	return s.DeleteDevice(ctx, sess.UserID, sess.DeviceID)
+}
+
+// ErrUnknownToken is the error for a token that is not (or no longer) valid.
+var ErrUnknownToken = mxhttp.UnknownToken("unknown or expired access token")
+
+// Authenticate resolves an access token to its session, from memory after
+// the first lookup.
+func (s *Service) Authenticate(ctx context.Context, token string) (*Session, error) {
+	if token == "" {
+		return nil, mxhttp.MissingToken("missing access token")
+	}
+	h := hashToken(token)
+	s.mu.RLock()
+	sess, ok := s.tokens[h]
+	s.mu.RUnlock()
+	if !ok {
+		sess = &Session{TokenHash: h}
+		var deactivated, locked bool
+		err := s.db.QueryRow(ctx, `SELECT t.user_id, t.device_id, t.expires_ts, u.is_admin, u.is_guest, u.deactivated, u.locked
+			FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = $1`, h).
+			Scan(&sess.UserID, &sess.DeviceID, &sess.ExpiresTS, &sess.IsAdmin, &sess.IsGuest, &deactivated, &locked)
+		if errors.Is(err, sql.ErrNoRows) || deactivated {
+			sess = nil
+		} else if err != nil {
+			return nil, fmt.Errorf("look up access token: %w", err)
+		} else if locked {
+			return nil, mxhttp.UserLocked("this account has been locked").With("soft_logout", true)
+		}
+		s.mu.Lock()
+		if len(s.tokens) > 200000 {
+			clear(s.tokens) // bound memory under a flood of bad tokens
+		}
+		s.tokens[h] = sess
+		s.mu.Unlock()
+	}
+	if sess == nil {
+		return nil, ErrUnknownToken
+	}
+	if sess.ExpiresTS != 0 && time.Now().UnixMilli() > sess.ExpiresTS {
+		return nil, mxhttp.UnknownToken("access token expired").With("soft_logout", true)
+	}
+	return sess, nil
+}
+
+// dropCachedUser forgets cached sessions of uid so flags are re-read.
+func (s *Service) dropCachedUser(uid id.UserID) {
+	s.mu.Lock()
+	for h, sess := range s.tokens {
+		if sess != nil && sess.UserID == uid {
+			delete(s.tokens, h)
+		}
+	}
+	s.mu.Unlock()
+}

@@ -1,0 +1,174 @@
+package accounts
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/mxhttp"
+)
+
+// User-Interactive Authentication stage types.
+const (
+	StagePassword          = "m.login.password"
+	StageDummy             = "m.login.dummy"
+	StageRegistrationToken = "m.login.registration_token"
+)
+
+const uiaSessionLifetime = 15 * time.Minute
+
+type uiaSession struct {
+	completed []string
+	created   time.Time
+	// pinned binds the session to what it was started for, so a session
+	// completed for one request cannot authorise a different one.
+	pinned string
+	token  string // registration token used, counted on completion
+}
+
+type uiaStore struct {
+	mu       sync.Mutex
+	sessions map[string]*uiaSession
+}
+
+func newUIAStore() *uiaStore { return &uiaStore{sessions: map[string]*uiaSession{}} }
+
+func (u *uiaStore) get(id string) *uiaSession {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	now := time.Now()
+	for k, s := range u.sessions {
+		if now.Sub(s.created) > uiaSessionLifetime {
+			delete(u.sessions, k)
+		}
+	}
+	return u.sessions[id]
+}
+
+func (u *uiaStore) create(pinned string) (string, *uiaSession) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.sessions) > 100000 {
+		clear(u.sessions)
+	}
+	sid := randomString("", 18)
+	s := &uiaSession{created: time.Now(), pinned: pinned}
+	u.sessions[sid] = s
+	return sid, s
+}
+
+func (u *uiaStore) remove(id string) {
+	u.mu.Lock()
+	delete(u.sessions, id)
+	u.mu.Unlock()
+}
+
+// uiaRequired is the 401 response that tells the client which stages to do.
+type uiaRequired struct {
+	Flows     []uiaFlow      `json:"flows"`
+	Params    map[string]any `json:"params"`
+	Session   string         `json:"session"`
+	Completed []string       `json:"completed,omitempty"`
+	ErrCode   string         `json:"errcode,omitempty"`
+	ErrMsg    string         `json:"error,omitempty"`
+}
+
+type uiaFlow struct {
+	Stages []string `json:"stages"`
+}
+
+func (e *uiaRequired) Error() string     { return "user-interactive authentication required" }
+func (e *uiaRequired) HTTPStatus() int   { return http.StatusUnauthorized }
+func (e *uiaRequired) ResponseBody() any { return e }
+
+// AuthDict is the "auth" object of a UIA request.
+type AuthDict struct {
+	Type       string          `json:"type"`
+	Session    string          `json:"session"`
+	Password   string          `json:"password"`
+	Token      string          `json:"token"`
+	User       string          `json:"user"`
+	Identifier json.RawMessage `json:"identifier"`
+}
+
+// uia runs one round of User-Interactive Authentication. flows lists the
+// acceptable stage sequences. pinned identifies the request (method, path,
+// user) so a session cannot be replayed for another. It returns nil when a
+// flow is complete, or the 401 response to send.
+func (s *Service) interactiveAuth(ctx context.Context, auth *AuthDict, flows [][]string, pinned string, user id.UserID) (*uiaSession, error) {
+	resp := &uiaRequired{Params: map[string]any{}}
+	for _, f := range flows {
+		resp.Flows = append(resp.Flows, uiaFlow{Stages: f})
+	}
+	var sess *uiaSession
+	sid := ""
+	if auth != nil && auth.Session != "" {
+		sid = auth.Session
+		sess = s.uia.get(sid)
+		if sess != nil && sess.pinned != pinned {
+			return nil, mxhttp.Forbidden("UIA session was started for a different request")
+		}
+	}
+	if sess == nil {
+		sid, sess = s.uia.create(pinned)
+	}
+	resp.Session = sid
+	if auth != nil && auth.Type != "" {
+		if err := s.doStage(ctx, auth, sess, user); err != nil {
+			me, _ := mxhttp.AsError(err)
+			resp.ErrCode, resp.ErrMsg = me.Code, me.Message
+		} else if !slices.Contains(sess.completed, auth.Type) {
+			sess.completed = append(sess.completed, auth.Type)
+		}
+	}
+	for _, f := range flows {
+		done := true
+		for _, st := range f {
+			if !slices.Contains(sess.completed, st) {
+				done = false
+				break
+			}
+		}
+		if done {
+			s.uia.remove(sid)
+			return sess, nil
+		}
+	}
+	resp.Completed = sess.completed
+	return nil, resp
+}
+
+func (s *Service) doStage(ctx context.Context, auth *AuthDict, sess *uiaSession, user id.UserID) error {
+	switch auth.Type {
+	case StageDummy:
+		return nil
+	case StagePassword:
+		uid, err := s.identifierUser(auth)
+		if err != nil {
+			return err
+		}
+		if user != "" && uid != user {
+			return mxhttp.Forbidden("can only authenticate as yourself")
+		}
+		if _, err := s.checkPassword(ctx, uid, auth.Password); err != nil {
+			return err
+		}
+		return nil
+	case StageRegistrationToken:
+		ok, err := s.ValidRegistrationToken(ctx, auth.Token)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return mxhttp.Unauthorized("invalid registration token")
+		}
+		sess.token = auth.Token
+		return nil
+	}
+	return mxhttp.Unrecognized("unsupported authentication type %q", auth.Type)
+}

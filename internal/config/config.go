@@ -1,0 +1,311 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the node's configuration. Each field's yaml tag is its name in
+// the file; the flag is that name with dashes (--server-name) and the
+// environment variable is MATRIXOS_ and the name in capitals
+// (MATRIXOS_SERVER_NAME). The doc tag is written as a comment into the
+// generated file and shown by --help.
+type Config struct {
+	DataDir          string `yaml:"data" doc:"Directory for the database, signing key and media."`
+	ServerName       string `yaml:"server_name" doc:"The server name: the part after ':' in user IDs. Cannot change once users exist."`
+	Listen           string `yaml:"listen" doc:"Address of the Client-Server API listener (plain HTTP; put TLS in front for public use)."`
+	PublicBaseURL    string `yaml:"public_baseurl" doc:"URL clients use to reach this node, served in /.well-known/matrix/client. Empty: http://<listen>."`
+	Database         string `yaml:"database" doc:"Database: empty for embedded SQLite in the data directory, or a postgres://user:pass@host/db URL."`
+	OpenRegistration bool   `yaml:"open_registration" doc:"Let anyone register with m.login.dummy. For tests and private networks only."`
+	RegistrationSharedSecret string `yaml:"registration_shared_secret" doc:"Secret for the Synapse-compatible admin registration API (/_synapse/admin/v1/register). Empty: disabled."`
+	RegistrationRequiresToken bool  `yaml:"registration_requires_token" doc:"Allow registration with a registration token (m.login.registration_token), even when open registration is off."`
+	MetricsListen    string `yaml:"metrics_listen" doc:"Address of a separate listener for /metrics, /health and pprof. Empty: /metrics and /health on the client listener (pprof off)."`
+	LogLevel         string `yaml:"log_level" doc:"Log level: debug, info, warn or error."`
+	LogFormat        string `yaml:"log_format" doc:"Log format: text or json."`
+	DefaultRoomVersion string `yaml:"default_room_version" doc:"Room version for new rooms when the client asks for none."`
+	MaxUploadBytes   int64  `yaml:"max_upload_bytes" doc:"Largest media upload, in bytes."`
+	AccessTokenLifetime time.Duration `yaml:"access_token_lifetime" doc:"Lifetime of access tokens for clients that support refresh tokens (0: never expire)."`
+	AllowPrivateNetworks []string `yaml:"allow_private_networks" doc:"CIDR ranges that outbound requests (federation, previews, push) may reach although private or loopback."`
+}
+
+// Default returns the built-in defaults.
+func Default() Config {
+	return Config{
+		DataDir:             "./matrixos-data",
+		ServerName:          "localhost:8008",
+		Listen:              "127.0.0.1:8008",
+		LogLevel:            "info",
+		LogFormat:           "text",
+		DefaultRoomVersion:  "11",
+		MaxUploadBytes:      50 << 20,
+		AccessTokenLifetime: 0,
+		RegistrationRequiresToken: true,
+	}
+}
+
+// FileName is the config file's name inside the data directory.
+const FileName = "matrixos.yaml"
+
+// DatabaseDSN returns the database to open: the configured URL, or the
+// SQLite file in the data directory.
+func (c *Config) DatabaseDSN() string {
+	if c.Database != "" {
+		return c.Database
+	}
+	return filepath.Join(c.DataDir, "matrixos.db")
+}
+
+// BaseURL is the URL clients should use to reach the node.
+func (c *Config) BaseURL() string {
+	if c.PublicBaseURL != "" {
+		return strings.TrimRight(c.PublicBaseURL, "/")
+	}
+	return "http://" + c.Listen
+}
+
+// Validate checks the settings for mistakes that would break the node.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.ServerName == "" {
+		errs = append(errs, errors.New("server_name must not be empty"))
+	}
+	if c.Listen == "" {
+		errs = append(errs, errors.New("listen must not be empty"))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log_format %q: want text or json", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+type field struct {
+	name string // yaml name
+	doc  string
+	v    reflect.Value
+}
+
+func (c *Config) fields() []field {
+	rv := reflect.ValueOf(c).Elem()
+	rt := rv.Type()
+	out := make([]field, 0, rt.NumField())
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		out = append(out, field{name: f.Tag.Get("yaml"), doc: f.Tag.Get("doc"), v: rv.Field(i)})
+	}
+	return out
+}
+
+// FlagName returns the command-line flag for a setting.
+func FlagName(name string) string { return strings.ReplaceAll(name, "_", "-") }
+
+// EnvName returns the environment variable for a setting.
+func EnvName(name string) string { return "MATRIXOS_" + strings.ToUpper(name) }
+
+func setString(v reflect.Value, s string) error {
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return err
+		}
+		v.SetBool(b)
+	case reflect.Int, reflect.Int64:
+		if v.Type() == reflect.TypeOf(time.Duration(0)) {
+			d, err := time.ParseDuration(s)
+			if err != nil {
+				return err
+			}
+			v.SetInt(int64(d))
+			return nil
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return err
+		}
+		v.SetInt(n)
+	case reflect.Slice:
+		var parts []string
+		for p := range strings.SplitSeq(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				parts = append(parts, p)
+			}
+		}
+		v.Set(reflect.ValueOf(parts))
+	default:
+		return fmt.Errorf("unsupported setting type %s", v.Type())
+	}
+	return nil
+}
+
+func formatValue(v reflect.Value) string {
+	switch v.Kind() {
+	case reflect.Slice:
+		s := make([]string, v.Len())
+		for i := range s {
+			s[i] = v.Index(i).String()
+		}
+		return strings.Join(s, ",")
+	case reflect.Int64:
+		if v.Type() == reflect.TypeOf(time.Duration(0)) {
+			return time.Duration(v.Int()).String()
+		}
+	}
+	return fmt.Sprint(v.Interface())
+}
+
+// Flags holds the command-line overrides registered by RegisterFlags.
+type Flags struct {
+	ConfigFile string
+	values     map[string]*string
+	set        map[string]bool
+	fs         *flag.FlagSet
+}
+
+// RegisterFlags adds --config and one flag per setting to fs.
+func RegisterFlags(fs *flag.FlagSet) *Flags {
+	f := &Flags{values: map[string]*string{}, fs: fs}
+	fs.StringVar(&f.ConfigFile, "config", "", "config file (default: <data>/"+FileName+")")
+	def := Default()
+	for _, fl := range def.fields() {
+		name := FlagName(fl.name)
+		if fl.v.Kind() == reflect.Bool {
+			b := new(bool)
+			fs.BoolVar(b, name, fl.v.Bool(), fl.doc+" [$"+EnvName(fl.name)+"]")
+			p := new(string)
+			f.values[fl.name] = p
+			// bool flags are read back through Visit
+			continue
+		}
+		f.values[fl.name] = fs.String(name, formatValue(fl.v), fl.doc+" [$"+EnvName(fl.name)+"]")
+	}
+	return f
+}
+
+func (f *Flags) collect() map[string]string {
+	out := map[string]string{}
+	if f == nil || f.fs == nil {
+		return out
+	}
+	f.fs.Visit(func(fl *flag.Flag) {
+		for name := range f.values {
+			if FlagName(name) == fl.Name {
+				out[name] = fl.Value.String()
+			}
+		}
+	})
+	return out
+}
+
+// Load builds the effective configuration: defaults, then the config file
+// (created with comments if it does not exist and create is set), then the
+// environment, then flags. It returns the path of the config file used.
+func Load(flags *Flags, create bool) (Config, string, error) {
+	c := Default()
+	set := flags.collect()
+	env := map[string]string{}
+	for _, fl := range c.fields() {
+		if v, ok := os.LookupEnv(EnvName(fl.name)); ok {
+			env[fl.name] = v
+		}
+	}
+	// The data directory decides where the file lives, so resolve it first.
+	if v, ok := env["data"]; ok {
+		c.DataDir = v
+	}
+	if v, ok := set["data"]; ok {
+		c.DataDir = v
+	}
+	path := ""
+	if flags != nil {
+		path = flags.ConfigFile
+	}
+	if path == "" {
+		path = os.Getenv("MATRIXOS_CONFIG")
+	}
+	explicit := path != ""
+	if path == "" {
+		path = filepath.Join(c.DataDir, FileName)
+	}
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		dataDir := c.DataDir
+		if err := yaml.Unmarshal(b, &c); err != nil {
+			return c, path, fmt.Errorf("parse %s: %w", path, err)
+		}
+		if !explicit {
+			c.DataDir = dataDir // the file sits in the data dir it describes
+		}
+	case errors.Is(err, os.ErrNotExist) && create && !explicit:
+		// First start: write the defaults with the overrides given now, below.
+	case errors.Is(err, os.ErrNotExist) && !explicit:
+	default:
+		return c, path, fmt.Errorf("read config: %w", err)
+	}
+	apply := func(src map[string]string, what string) error {
+		for _, fl := range c.fields() {
+			if v, ok := src[fl.name]; ok {
+				if err := setString(fl.v, v); err != nil {
+					return fmt.Errorf("%s %s: %w", what, fl.name, err)
+				}
+			}
+		}
+		return nil
+	}
+	if err := apply(env, "environment"); err != nil {
+		return c, path, err
+	}
+	if err := apply(set, "flag"); err != nil {
+		return c, path, err
+	}
+	if err := c.Validate(); err != nil {
+		return c, path, err
+	}
+	if errors.Is(err, os.ErrNotExist) && create && !explicit {
+		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+			return c, path, fmt.Errorf("create data directory: %w", err)
+		}
+		if err := os.WriteFile(path, c.Commented(), 0o600); err != nil {
+			return c, path, fmt.Errorf("write config: %w", err)
+		}
+	}
+	return c, path, nil
+}
+
+// Commented renders the configuration as a YAML file with each setting's
+// documentation as a comment.
+func (c *Config) Commented() []byte {
+	var buf bytes.Buffer
+	buf.WriteString("# Matrix OS configuration.\n# Every setting can also be given as a flag (--name-with-dashes) or an\n# environment variable (MATRIXOS_NAME). See docs/configuration.md.\n")
+	for _, fl := range c.fields() {
+		if fl.name == "data" {
+			continue // the file lives in the data directory
+		}
+		buf.WriteString("\n# " + fl.doc + "\n")
+		out, _ := yaml.Marshal(map[string]any{fl.name: fl.v.Interface()})
+		if fl.v.Type() == reflect.TypeOf(time.Duration(0)) {
+			out = []byte(fl.name + ": " + time.Duration(fl.v.Int()).String() + "\n")
+		}
+		buf.Write(out)
+	}
+	return buf.Bytes()
+}

@@ -1,0 +1,142 @@
+package mxhttp
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+)
+
+// MaxBodyBytes is the default limit on a JSON request body. Events are
+// limited to 65,536 bytes by the spec; other bodies (key uploads, filters)
+// get some more room.
+const MaxBodyBytes = 1 << 20
+
+// ReadBody reads a request body of at most limit bytes.
+func ReadBody(r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, TooLarge("request body too large (limit %d bytes)", limit)
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, limit))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, TooLarge("request body too large (limit %d bytes)", limit)
+		}
+		return nil, BadJSON("could not read request body: %v", err)
+	}
+	return b, nil
+}
+
+// DecodeJSON reads the request body as one JSON object into v. An empty body
+// decodes as {}. Syntax errors give M_NOT_JSON, type mismatches M_BAD_JSON.
+func DecodeJSON(r *http.Request, v any) error {
+	b, err := ReadBody(r, MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	return Unmarshal(b, v)
+}
+
+// Unmarshal decodes body (a JSON object) into v with the spec's errors.
+func Unmarshal(b []byte, v any) error {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		b = []byte("{}")
+	}
+	if !json.Valid(b) {
+		return NotJSON("request body is not valid JSON")
+	}
+	if b[0] != '{' {
+		return BadJSON("request body must be a JSON object")
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		var ute *json.UnmarshalTypeError
+		if errors.As(err, &ute) {
+			if ute.Field != "" {
+				return BadJSON("field %q has the wrong type: expected %s", ute.Field, ute.Type)
+			}
+			return BadJSON("wrong type: expected %s", ute.Type)
+		}
+		return BadJSON("invalid request body: %v", err)
+	}
+	return nil
+}
+
+// WriteJSON writes v as a JSON response with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		slog.Error("encode response", "err", err)
+		status = http.StatusInternalServerError
+		b = []byte(`{"errcode":"M_UNKNOWN","error":"could not encode response"}`)
+	}
+	WriteRawJSON(w, status, b)
+}
+
+// WriteRawJSON writes an already-encoded JSON body.
+func WriteRawJSON(w http.ResponseWriter, status int, b []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+// WriteError writes err as a Matrix error response. Errors that are not
+// *Error are logged and answered with M_UNKNOWN.
+func WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	var custom CustomError
+	if errors.As(err, &custom) {
+		WriteJSON(w, custom.HTTPStatus(), custom.ResponseBody())
+		return
+	}
+	me, ok := AsError(err)
+	if !ok {
+		slog.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	if me.Code == "M_LIMIT_EXCEEDED" {
+		if ms, ok := me.Extra["retry_after_ms"].(int64); ok {
+			w.Header().Set("Retry-After", strconv.FormatInt((ms+999)/1000, 10))
+		}
+	}
+	WriteJSON(w, me.Status, me.Body())
+}
+
+// CustomError is an error with its own response body, such as the 401
+// User-Interactive Authentication response.
+type CustomError interface {
+	error
+	HTTPStatus() int
+	ResponseBody() any
+}
+
+// HandlerFunc is an HTTP handler that returns its response value or an
+// error; Handle adapts it to http.Handler.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request) (any, error)
+
+// Handle adapts h: a nil error writes the value as 200 JSON (unless the
+// handler already wrote a response and returned nil, nil).
+func Handle(h HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := h(w, r)
+		if err != nil {
+			WriteError(w, r, err)
+			return
+		}
+		if v == nil {
+			return
+		}
+		if raw, ok := v.(json.RawMessage); ok {
+			WriteRawJSON(w, http.StatusOK, raw)
+			return
+		}
+		WriteJSON(w, http.StatusOK, v)
+	}
+}
+
+// Empty is the {} response body.
+var Empty = struct{}{}

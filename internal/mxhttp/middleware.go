@@ -1,0 +1,60 @@
+package mxhttp
+
+import (
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+)
+
+// CORS adds the headers the spec asks for on the client API, and answers
+// preflight requests, so web clients on other origins can talk to the node.
+func CORS(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization")
+		h.Set("Access-Control-Expose-Headers", "Content-Disposition, Retry-After")
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Recover turns a panic in a handler into M_UNKNOWN and a logged stack,
+// so one bad request never takes the node down.
+func Recover(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				log.Error("panic in handler", "method", r.Method, "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+				WriteJSON(w, http.StatusInternalServerError, Unknown("internal server error").Body())
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// NotFoundHandler answers unknown endpoints with M_UNRECOGNIZED (404), and
+// known paths with an unsupported method with 405 M_UNRECOGNIZED.
+func NotFoundHandler(w http.ResponseWriter, r *http.Request) {
+	WriteJSON(w, http.StatusNotFound, Unrecognized("unrecognized request: %s %s", r.Method, r.URL.Path).Body())
+}
+
+// AccessToken returns the token from the Authorization header or, for
+// older clients, the access_token query parameter.
+func AccessToken(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if tok, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(tok)
+		}
+		return ""
+	}
+	return r.URL.Query().Get("access_token")
+}

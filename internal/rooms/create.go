@@ -1,0 +1,86 @@
+package rooms
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/mxhttp"
+)
+
+// SupportedVersions are the room versions this node can create and join.
+var SupportedVersions = []id.RoomVersion{id.RoomV3, id.RoomV4, id.RoomV5, id.RoomV6, id.RoomV7, id.RoomV8, id.RoomV9, id.RoomV10, id.RoomV11, id.RoomV12}
+
+// IsSupported reports whether v is a supported room version.
+func IsSupported(v id.RoomVersion) bool {
+	for _, s := range SupportedVersions {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+// CreateRoom creates a room: createContent is the m.room.create content
+// (room_version is filled in), and rest are the events that follow it
+// (the creator's join, power levels, presets, initial state, ...).
+func (e *Engine) CreateRoom(ctx context.Context, version id.RoomVersion, creator id.UserID, createContent map[string]any, rest []Proto) (id.RoomID, []*Event, error) {
+	if !IsSupported(version) {
+		return "", nil, mxhttp.UnsupportedRoomV("room version %q is not supported", version)
+	}
+	r := &room{version: version, state: map[stateKey]*Event{}, txns: map[string]id.EventID{}}
+	if !version.RoomIDIsCreateEventID() {
+		b := make([]byte, 18)
+		rand.Read(b)
+		r.id = id.RoomID("!" + base64.RawURLEncoding.EncodeToString(b) + ":" + e.signer.ServerName)
+	}
+	if createContent == nil {
+		createContent = map[string]any{}
+	}
+	createContent["room_version"] = string(version)
+	if !version.CreatorInContent() {
+		// Before v11 the creator is named in the content.
+		if _, ok := createContent["creator"]; !ok {
+			createContent["creator"] = creator
+		}
+	} else {
+		delete(createContent, "creator")
+	}
+	cc, err := json.Marshal(createContent)
+	if err != nil {
+		return "", nil, mxhttp.BadJSON("invalid creation_content")
+	}
+	empty := ""
+	r.mu.Lock()
+	createEv, err := e.build(r, Proto{Type: "m.room.create", StateKey: &empty, Sender: creator, Content: cc})
+	if err == nil {
+		err = e.authorize(ctx, r, createEv)
+	}
+	if err != nil {
+		r.mu.Unlock()
+		return "", nil, err
+	}
+	e.applyMemory(r, createEv)
+	e.mu.Lock()
+	if _, exists := e.rooms[r.id]; exists {
+		e.mu.Unlock()
+		r.mu.Unlock()
+		return "", nil, mxhttp.RoomInUse("room already exists")
+	}
+	e.rooms[r.id] = r
+	e.mu.Unlock()
+	evs, err := e.appendEvents(ctx, r, rest, []*Event{createEv})
+	if err != nil {
+		e.mu.Lock()
+		delete(e.rooms, r.id)
+		for _, rs := range e.members {
+			delete(rs, r.id)
+		}
+		e.mu.Unlock()
+		return "", nil, err
+	}
+	return r.id, evs, nil
+}

@@ -1,0 +1,959 @@
+package rooms
+
+import (
+	"context"
+	"crypto/ed25519"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/federation/eventauth"
+	"maunium.net/go/mautrix/federation/pdu"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+// MaxEventBytes is the spec's limit on a PDU's size.
+const MaxEventBytes = 65536
+
+// Signer is the server's event signing identity.
+type Signer struct {
+	ServerName string
+	KeyID      id.KeyID
+	Key        ed25519.PrivateKey
+}
+
+// Engine appends events to rooms and answers questions about them.
+type Engine struct {
+	db     *storage.DB
+	log    *slog.Logger
+	signer Signer
+
+	// OnEvent hooks run, in order, after each event has committed. They run
+	// on the sender's goroutine and must be quick (wake-ups, counters).
+	OnEvent []func(ev *Event, r *RoomInfo)
+
+	mu      sync.Mutex
+	rooms   map[id.RoomID]*room
+	members map[id.UserID]map[id.RoomID]string // user -> room -> membership
+
+	cache eventCache
+}
+
+// New returns the engine; call Load before use.
+func New(db *storage.DB, log *slog.Logger, signer Signer) *Engine {
+	return &Engine{
+		db: db, log: log, signer: signer,
+		rooms:   map[id.RoomID]*room{},
+		members: map[id.UserID]map[id.RoomID]string{},
+		cache:   newEventCache(20000),
+	}
+}
+
+// ServerName is the node's server name.
+func (e *Engine) ServerName() string { return e.signer.ServerName }
+
+// room is the in-memory view of one room. mu serialises its pipeline.
+type room struct {
+	mu          sync.Mutex
+	id          id.RoomID
+	version     id.RoomVersion
+	state       map[stateKey]*Event
+	extremities []id.EventID
+	depth       int64
+	lastPos     int64 // highest committed position in the room
+	txns        map[string]id.EventID
+
+	// Touched only by write functions, which the single writer runs in
+	// queue order.
+	dbSnapshot int64
+	dbChainLen int
+}
+
+// RoomInfo is a read-only summary passed to hooks.
+type RoomInfo struct {
+	ID      id.RoomID
+	Version id.RoomVersion
+	// Members maps each user with a membership to it (join, invite, ...),
+	// after the event.
+	Members map[id.UserID]string
+}
+
+// Load reads every user's memberships into memory.
+func (e *Engine) Load(ctx context.Context) error {
+	rows, err := e.db.Query(ctx, "SELECT room_id, user_id, membership FROM memberships")
+	if err != nil {
+		return fmt.Errorf("load memberships: %w", err)
+	}
+	defer rows.Close()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for rows.Next() {
+		var roomID id.RoomID
+		var userID id.UserID
+		var m string
+		if err := rows.Scan(&roomID, &userID, &m); err != nil {
+			return err
+		}
+		e.setMembershipLocked(userID, roomID, m)
+	}
+	return rows.Err()
+}
+
+func (e *Engine) setMembershipLocked(user id.UserID, roomID id.RoomID, m string) {
+	rs := e.members[user]
+	if rs == nil {
+		rs = map[id.RoomID]string{}
+		e.members[user] = rs
+	}
+	rs[roomID] = m
+}
+
+// Memberships returns a copy of the user's room memberships.
+func (e *Engine) Memberships(user id.UserID) map[id.RoomID]string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[id.RoomID]string, len(e.members[user]))
+	for r, m := range e.members[user] {
+		out[r] = m
+	}
+	return out
+}
+
+// JoinedRooms lists the rooms the user is joined to.
+func (e *Engine) JoinedRooms(user id.UserID) []id.RoomID {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []id.RoomID
+	for r, m := range e.members[user] {
+		if m == "join" {
+			out = append(out, r)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Membership returns the user's current membership in the room ("" if none).
+func (e *Engine) Membership(user id.UserID, roomID id.RoomID) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.members[user][roomID]
+}
+
+// ErrNoRoom is returned for an unknown room.
+var ErrNoRoom = mxhttp.NotFound("room not found")
+
+// room returns the loaded room, reading it from the database on first use.
+func (e *Engine) room(ctx context.Context, roomID id.RoomID) (*room, error) {
+	e.mu.Lock()
+	r, ok := e.rooms[roomID]
+	e.mu.Unlock()
+	if ok {
+		return r, nil
+	}
+	r = &room{id: roomID, state: map[stateKey]*Event{}, txns: map[string]id.EventID{}}
+	var ext string
+	err := e.db.QueryRow(ctx, "SELECT version, snapshot, depth, extremities, last_pos FROM rooms WHERE room_id = $1", roomID).
+		Scan(&r.version, &r.dbSnapshot, &r.depth, &ext, &r.lastPos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNoRoom
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load room %s: %w", roomID, err)
+	}
+	if err := json.Unmarshal([]byte(ext), &r.extremities); err != nil {
+		return nil, fmt.Errorf("room %s extremities: %w", roomID, err)
+	}
+	ids, chainLen, err := e.snapshotState(ctx, r.dbSnapshot)
+	if err != nil {
+		return nil, err
+	}
+	r.dbChainLen = chainLen
+	evs, err := e.Events(ctx, mapValues(ids))
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range evs {
+		r.state[stateKey{ev.Type, *ev.StateKey}] = ev
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if existing, ok := e.rooms[roomID]; ok {
+		return existing, nil
+	}
+	e.rooms[roomID] = r
+	return r, nil
+}
+
+func mapValues[K comparable, V any](m map[K]V) []V {
+	out := make([]V, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+// Version returns a room's version.
+func (e *Engine) Version(ctx context.Context, roomID id.RoomID) (id.RoomVersion, error) {
+	r, err := e.room(ctx, roomID)
+	if err != nil {
+		return "", err
+	}
+	return r.version, nil
+}
+
+// CurrentState returns the room's current state events.
+func (e *Engine) CurrentState(ctx context.Context, roomID id.RoomID) ([]*Event, error) {
+	r, err := e.room(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*Event, 0, len(r.state))
+	for _, ev := range r.state {
+		out = append(out, ev)
+	}
+	slices.SortFunc(out, func(a, b *Event) int { return int(a.Pos - b.Pos) })
+	return out, nil
+}
+
+// StateEvent returns one current state event, or nil.
+func (e *Engine) StateEvent(ctx context.Context, roomID id.RoomID, evType, sk string) (*Event, error) {
+	r, err := e.room(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.state[stateKey{evType, sk}], nil
+}
+
+// LastPos returns the position of the room's latest committed event.
+func (e *Engine) LastPos(ctx context.Context, roomID id.RoomID) int64 {
+	r, err := e.room(ctx, roomID)
+	if err != nil {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastPos
+}
+
+// Proto is an event a local user asks to send.
+type Proto struct {
+	Type     string
+	StateKey *string
+	Sender   id.UserID
+	Content  json.RawMessage
+	Redacts  id.EventID
+	TxnID    string
+	DeviceID id.DeviceID
+	// TS overrides the origin_server_ts (appservices' ts parameter).
+	TS int64
+}
+
+// Send builds, authorises and appends an event to a room, returning once it
+// has committed. A repeated (sender, device, txn_id) returns the earlier
+// event.
+func (e *Engine) Send(ctx context.Context, roomID id.RoomID, p Proto) (*Event, error) {
+	r, err := e.room(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	evs, err := e.appendEvents(ctx, r, []Proto{p}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return evs[0], nil
+}
+
+// SendMany appends several events to one room in order, atomically with
+// respect to other senders.
+func (e *Engine) SendMany(ctx context.Context, roomID id.RoomID, ps []Proto) ([]*Event, error) {
+	r, err := e.room(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	return e.appendEvents(ctx, r, ps, nil)
+}
+
+func txnKey(p Proto) string {
+	return string(p.Sender) + "\x00" + string(p.DeviceID) + "\x00" + p.TxnID
+}
+
+// appendEvents builds, authorises and persists ps in order. pre holds
+// events already built and applied to memory by the caller, which holds
+// r.mu; they are persisted first.
+func (e *Engine) appendEvents(ctx context.Context, r *room, ps []Proto, pre []*Event) ([]*Event, error) {
+	if pre == nil {
+		r.mu.Lock()
+	}
+	// A retried transaction returns the original event.
+	if len(ps) == 1 && ps[0].TxnID != "" {
+		if evID, ok := r.txns[txnKey(ps[0])]; ok {
+			r.mu.Unlock()
+			return e.eventsOrErr(ctx, evID)
+		}
+		var evID id.EventID
+		err := e.db.QueryRow(ctx, "SELECT event_id FROM transactions WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+			ps[0].Sender, ps[0].DeviceID, ps[0].TxnID).Scan(&evID)
+		if err == nil {
+			r.mu.Unlock()
+			return e.eventsOrErr(ctx, evID)
+		}
+	}
+	built := pre
+	undo := r.snapshotMemory()
+	for _, p := range ps {
+		ev, err := e.build(r, p)
+		if err == nil {
+			err = e.authorize(ctx, r, ev)
+		}
+		if err != nil {
+			undo()
+			e.resyncMembers(r, built)
+			r.mu.Unlock()
+			return nil, err
+		}
+		e.applyMemory(r, ev)
+		built = append(built, ev)
+	}
+	wait := e.db.Enqueue(ctx, func(tx *storage.Tx) error {
+		for _, ev := range built {
+			if err := e.persist(ctx, tx, r, ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	r.mu.Unlock()
+	if err := wait(); err != nil {
+		// Memory ran ahead of a write that failed: drop the room so it is
+		// read again from the database.
+		e.mu.Lock()
+		delete(e.rooms, r.id)
+		e.mu.Unlock()
+		e.log.Error("persist events failed", "room_id", r.id, "err", err)
+		return nil, fmt.Errorf("persist events: %w", err)
+	}
+	r.mu.Lock()
+	for _, ev := range built {
+		if ev.Pos > r.lastPos {
+			r.lastPos = ev.Pos
+		}
+	}
+	r.mu.Unlock()
+	for _, ev := range built {
+		e.cache.put(ev)
+		e.runHooks(r, ev)
+	}
+	return built, nil
+}
+
+func (e *Engine) eventsOrErr(ctx context.Context, evID id.EventID) ([]*Event, error) {
+	ev, err := e.Event(ctx, evID)
+	if err != nil {
+		return nil, err
+	}
+	return []*Event{ev}, nil
+}
+
+func (e *Engine) runHooks(r *room, ev *Event) {
+	info := &RoomInfo{ID: r.id, Version: r.version, Members: map[id.UserID]string{}}
+	r.mu.Lock()
+	for k, st := range r.state {
+		if k.Type == "m.room.member" {
+			info.Members[id.UserID(k.StateKey)] = st.Membership()
+		}
+	}
+	r.mu.Unlock()
+	for _, h := range e.OnEvent {
+		h(ev, info)
+	}
+}
+
+// snapshotMemory records the room's in-memory fields so a failed build can
+// be rolled back.
+func (r *room) snapshotMemory() func() {
+	state := make(map[stateKey]*Event, len(r.state))
+	for k, v := range r.state {
+		state[k] = v
+	}
+	ext := slices.Clone(r.extremities)
+	depth := r.depth
+	return func() {
+		r.state, r.extremities, r.depth = state, ext, depth
+	}
+}
+
+// resyncMembers sets the membership index for the users touched by evs
+// back to what the room's (restored) state says.
+func (e *Engine) resyncMembers(r *room, evs []*Event) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, ev := range evs {
+		if ev.Type != "m.room.member" || ev.StateKey == nil {
+			continue
+		}
+		user := id.UserID(*ev.StateKey)
+		if st, ok := r.state[stateKey{"m.room.member", *ev.StateKey}]; ok {
+			e.setMembershipLocked(user, r.id, st.Membership())
+		} else if rs := e.members[user]; rs != nil {
+			delete(rs, r.id)
+		}
+	}
+}
+
+// build turns a proto into a signed PDU on top of the room's current
+// extremities.
+func (e *Engine) build(r *room, p Proto) (*Event, error) {
+	content := p.Content
+	if len(content) == 0 {
+		content = json.RawMessage("{}")
+	}
+	ts := p.TS
+	if ts == 0 {
+		ts = time.Now().UnixMilli()
+	}
+	depth := r.depth + 1
+	if depth > 1<<53-1 {
+		depth = 1<<53 - 1
+	}
+	pd := &pdu.PDU{
+		AuthEvents:     []id.EventID{},
+		Content:        []byte(content),
+		Depth:          depth,
+		OriginServerTS: ts,
+		PrevEvents:     slices.Clone(r.extremities),
+		RoomID:         r.id,
+		Sender:         p.Sender,
+		StateKey:       p.StateKey,
+		Type:           p.Type,
+	}
+	if pd.PrevEvents == nil {
+		pd.PrevEvents = []id.EventID{}
+	}
+	if p.Type == "m.room.redaction" && p.Redacts != "" {
+		if r.version.RedactsInContent() {
+			var c map[string]any
+			json.Unmarshal(content, &c)
+			if c == nil {
+				c = map[string]any{}
+			}
+			c["redacts"] = p.Redacts
+			b, _ := json.Marshal(c)
+			pd.Content = b
+		}
+		red := p.Redacts
+		pd.Redacts = &red
+	}
+	if r.version.RoomIDIsCreateEventID() && p.Type == "m.room.create" {
+		pd.RoomID = ""
+	}
+	for _, k := range pd.AuthEventSelection(r.version) {
+		if ae, ok := r.state[stateKey{k.Type, k.StateKey}]; ok {
+			pd.AuthEvents = append(pd.AuthEvents, ae.ID)
+		}
+	}
+	// Unsigned data clients expect on state events.
+	if p.StateKey != nil {
+		if prev, ok := r.state[stateKey{p.Type, *p.StateKey}]; ok {
+			u, _ := json.Marshal(map[string]any{
+				"prev_content":   json.RawMessage(prev.PDU.Content),
+				"replaces_state": prev.ID,
+				"prev_sender":    prev.Sender,
+			})
+			pd.Unsigned = u
+		}
+	}
+	if err := pd.Sign(r.version, e.signer.ServerName, e.signer.KeyID, e.signer.Key); err != nil {
+		return nil, fmt.Errorf("sign event: %w", err)
+	}
+	evID, err := pd.GetEventID(r.version)
+	if err != nil {
+		return nil, fmt.Errorf("event ID: %w", err)
+	}
+	raw, err := json.Marshal(pd)
+	if err != nil {
+		return nil, fmt.Errorf("encode event: %w", err)
+	}
+	// The size limit applies to the PDU as sent over federation.
+	if len(raw) > MaxEventBytes {
+		return nil, mxhttp.TooLarge("event too large (%d bytes, limit %d)", len(raw), MaxEventBytes)
+	}
+	if r.version.RoomIDIsCreateEventID() && p.Type == "m.room.create" {
+		r.id = id.RoomID("!" + strings.TrimPrefix(string(evID), "$"))
+	}
+	ev := &Event{
+		ID: evID, RoomID: r.id, Type: p.Type, StateKey: p.StateKey, Sender: p.Sender,
+		Depth: depth, TS: ts, PDU: pd, JSON: raw, TxnID: p.TxnID, DeviceID: p.DeviceID,
+	}
+	ev.RelType, ev.RelatesTo, ev.ThreadID = relationOf(content)
+	return ev, nil
+}
+
+// relationOf extracts m.relates_to from content.
+func relationOf(content []byte) (relType string, relatesTo, threadID id.EventID) {
+	var c struct {
+		RelatesTo *struct {
+			RelType string     `json:"rel_type"`
+			EventID id.EventID `json:"event_id"`
+		} `json:"m.relates_to"`
+	}
+	if json.Unmarshal(content, &c) != nil || c.RelatesTo == nil {
+		return "", "", ""
+	}
+	relType, relatesTo = c.RelatesTo.RelType, c.RelatesTo.EventID
+	if relType == "m.thread" {
+		threadID = relatesTo
+	}
+	return relType, relatesTo, threadID
+}
+
+// authorize checks ev against the room's auth rules, with its auth events
+// taken from the current state.
+func (e *Engine) authorize(ctx context.Context, r *room, ev *Event) error {
+	authEvents := make([]*pdu.PDU, 0, len(ev.PDU.AuthEvents))
+	byID := map[id.EventID]*pdu.PDU{}
+	for _, st := range r.state {
+		byID[st.ID] = st.PDU
+	}
+	for _, aid := range ev.PDU.AuthEvents {
+		authEvents = append(authEvents, byID[aid])
+	}
+	getEvents := func(ids []id.EventID) ([]*pdu.PDU, error) {
+		out := make([]*pdu.PDU, 0, len(ids))
+		for _, eid := range ids {
+			if p, ok := byID[eid]; ok {
+				out = append(out, p)
+				continue
+			}
+			stored, err := e.Event(ctx, eid)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, stored.PDU)
+		}
+		return out, nil
+	}
+	getKey := func(serverName string, keyID id.KeyID, _ time.Time) (id.SigningKey, time.Time, error) {
+		return "", time.Time{}, fmt.Errorf("no key for %s %s", serverName, keyID)
+	}
+	if err := eventauth.Authorize(r.version, ev.PDU, authEvents, getEvents, getKey); err != nil {
+		return mxhttp.Forbidden("%s", authMessage(err))
+	}
+	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {
+		if err := e.authorizeRedaction(ctx, r, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func authMessage(err error) string {
+	var afe eventauth.AuthFailError
+	if errors.As(err, &afe) {
+		return "event not allowed: " + afe.Message
+	}
+	return "event not allowed: " + err.Error()
+}
+
+// authorizeRedaction applies the redaction rule that the auth rules leave
+// to the server: the redacter needs the redact power level unless it
+// redacts its own event.
+func (e *Engine) authorizeRedaction(ctx context.Context, r *room, ev *Event) error {
+	pl := e.powerLevelsLocked(r)
+	if pl.GetUserLevel(ev.Sender) >= pl.Redact() {
+		return nil
+	}
+	target, err := e.Event(ctx, *ev.PDU.Redacts)
+	if err != nil {
+		return mxhttp.Forbidden("cannot redact an unknown event")
+	}
+	if target.Sender != ev.Sender || target.RoomID != r.id {
+		return mxhttp.Forbidden("insufficient power level to redact another user's event")
+	}
+	return nil
+}
+
+// powerLevelsLocked returns the room's power levels (with the create event
+// attached for creator power). r.mu must be held.
+func (e *Engine) powerLevelsLocked(r *room) *event.PowerLevelsEventContent {
+	pl := &event.PowerLevelsEventContent{}
+	create := r.state[stateKey{"m.room.create", ""}]
+	if st, ok := r.state[stateKey{"m.room.power_levels", ""}]; ok {
+		json.Unmarshal(st.PDU.Content, pl)
+	} else if create != nil {
+		// No power levels yet: the creator has 100, everyone else 0.
+		pl.Users = map[id.UserID]int{create.Sender: 100}
+		zero := 0
+		pl.StateDefaultPtr = &zero
+	}
+	if create != nil {
+		if ce, err := create.PDU.ToClientEvent(r.version); err == nil {
+			pl.CreateEvent = ce
+		}
+	}
+	return pl
+}
+
+// PowerLevels returns the room's current power levels.
+func (e *Engine) PowerLevels(ctx context.Context, roomID id.RoomID) (*event.PowerLevelsEventContent, error) {
+	r, err := e.room(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return e.powerLevelsLocked(r), nil
+}
+
+// applyMemory updates the in-memory room and membership index with an
+// authorised event.
+func (e *Engine) applyMemory(r *room, ev *Event) {
+	r.extremities = []id.EventID{ev.ID}
+	r.depth = ev.Depth
+	if ev.TxnID != "" {
+		if len(r.txns) > 10000 {
+			clear(r.txns)
+		}
+		r.txns[string(ev.Sender)+"\x00"+string(ev.DeviceID)+"\x00"+ev.TxnID] = ev.ID
+	}
+	if ev.StateKey == nil {
+		return
+	}
+	r.state[stateKey{ev.Type, *ev.StateKey}] = ev
+	if ev.Type == "m.room.member" {
+		e.mu.Lock()
+		e.setMembershipLocked(id.UserID(*ev.StateKey), r.id, ev.Membership())
+		e.mu.Unlock()
+	}
+}
+
+// snapshotFullEvery bounds delta chains: every this many state changes a
+// snapshot stores the full state.
+const snapshotFullEvery = 64
+
+// persist writes one event inside the writer's transaction.
+func (e *Engine) persist(ctx context.Context, tx *storage.Tx, r *room, ev *Event) error {
+	pos := tx.NextPos()
+	ev.Pos = pos
+	ev.SnapshotBefore = r.dbSnapshot
+	if ev.Type == "m.room.create" && ev.StateKey != nil && *ev.StateKey == "" {
+		var c struct {
+			RoomVersion string `json:"room_version"`
+		}
+		json.Unmarshal(ev.PDU.Content, &c)
+		if _, err := tx.Exec(ctx, "INSERT INTO rooms (room_id, version, creator, created_ts) VALUES ($1, $2, $3, $4)",
+			r.id, string(r.version), ev.Sender, ev.TS); err != nil {
+			return fmt.Errorf("insert room: %w", err)
+		}
+	}
+	var sk *string = ev.StateKey
+	if _, err := tx.Exec(ctx, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, depth, origin_ts, json,
+		snapshot_before, txn_id, device_id, rel_type, relates_to, thread_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+		pos, ev.ID, r.id, ev.Type, sk, ev.Sender, ev.Depth, ev.TS, string(ev.JSON), ev.SnapshotBefore,
+		nullString(ev.TxnID), nullString(string(ev.DeviceID)), nullString(ev.RelType), nullString(string(ev.RelatesTo)), nullString(string(ev.ThreadID))); err != nil {
+		return fmt.Errorf("insert event: %w", err)
+	}
+	if ev.TxnID != "" {
+		if _, err := tx.Exec(ctx, `INSERT INTO transactions (user_id, device_id, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT DO NOTHING`, ev.Sender, ev.DeviceID, ev.TxnID, ev.ID, ev.TS); err != nil {
+			return fmt.Errorf("insert transaction: %w", err)
+		}
+	}
+	if ev.StateKey != nil {
+		if err := e.persistState(ctx, tx, r, ev); err != nil {
+			return err
+		}
+	}
+	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {
+		if err := e.applyRedaction(ctx, tx, r, ev); err != nil {
+			return err
+		}
+	}
+	ext, _ := json.Marshal([]id.EventID{ev.ID})
+	if _, err := tx.Exec(ctx, "UPDATE rooms SET snapshot = $1, depth = $2, extremities = $3, last_pos = $4 WHERE room_id = $5",
+		r.dbSnapshot, ev.Depth, string(ext), pos, r.id); err != nil {
+		return fmt.Errorf("update room: %w", err)
+	}
+	return nil
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// persistState records a new state snapshot: a delta on the previous one,
+// or the full state every snapshotFullEvery changes.
+func (e *Engine) persistState(ctx context.Context, tx *storage.Tx, r *room, ev *Event) error {
+	parent := r.dbSnapshot
+	chain := r.dbChainLen + 1
+	entries := map[stateKey]id.EventID{{ev.Type, *ev.StateKey}: ev.ID}
+	if parent == 0 || chain >= snapshotFullEvery {
+		full, _, err := e.snapshotStateTx(ctx, tx, parent)
+		if err != nil {
+			return err
+		}
+		for k, v := range full {
+			if _, ok := entries[k]; !ok {
+				entries[k] = v
+			}
+		}
+		parent, chain = 0, 0
+	}
+	snap := ev.Pos
+	if _, err := tx.Exec(ctx, "INSERT INTO state_snapshots (snapshot_id, room_id, parent_id, chain_len) VALUES ($1, $2, $3, $4)",
+		snap, r.id, parent, chain); err != nil {
+		return fmt.Errorf("insert snapshot: %w", err)
+	}
+	for k, v := range entries {
+		if _, err := tx.Exec(ctx, "INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)",
+			snap, k.Type, k.StateKey, v); err != nil {
+			return fmt.Errorf("insert snapshot entry: %w", err)
+		}
+	}
+	r.dbSnapshot, r.dbChainLen = snap, chain
+	if ev.Type == "m.room.member" {
+		if _, err := tx.Exec(ctx, `INSERT INTO memberships (room_id, user_id, membership, event_id, pos, forgotten) VALUES ($1, $2, $3, $4, $5, FALSE)
+			ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, pos = excluded.pos, forgotten = FALSE`,
+			r.id, *ev.StateKey, ev.Membership(), ev.ID, ev.Pos); err != nil {
+			return fmt.Errorf("update membership: %w", err)
+		}
+	}
+	return nil
+}
+
+// snapshotState returns the state (type/state_key -> event ID) of a snapshot.
+func (e *Engine) snapshotState(ctx context.Context, snap int64) (map[stateKey]id.EventID, int, error) {
+	return e.snapshotStateQ(ctx, e.db.QueryRow, e.db.Query, snap)
+}
+
+func (e *Engine) snapshotStateTx(ctx context.Context, tx *storage.Tx, snap int64) (map[stateKey]id.EventID, int, error) {
+	return e.snapshotStateQ(ctx, tx.QueryRow, tx.Query, snap)
+}
+
+func (e *Engine) snapshotStateQ(ctx context.Context,
+	queryRow func(context.Context, string, ...any) *sql.Row,
+	query func(context.Context, string, ...any) (*sql.Rows, error),
+	snap int64) (map[stateKey]id.EventID, int, error) {
+	out := map[stateKey]id.EventID{}
+	if snap == 0 {
+		return out, 0, nil
+	}
+	// Walk up the delta chain; nearer snapshots win.
+	var chain []int64
+	chainLen := 0
+	for cur := snap; cur != 0; {
+		chain = append(chain, cur)
+		var parent int64
+		var cl int
+		if err := queryRow(ctx, "SELECT parent_id, chain_len FROM state_snapshots WHERE snapshot_id = $1", cur).Scan(&parent, &cl); err != nil {
+			return nil, 0, fmt.Errorf("load snapshot %d: %w", cur, err)
+		}
+		if cur == snap {
+			chainLen = cl
+		}
+		cur = parent
+	}
+	for i := len(chain) - 1; i >= 0; i-- {
+		rows, err := query(ctx, "SELECT type, state_key, event_id FROM state_snapshot_entries WHERE snapshot_id = $1", chain[i])
+		if err != nil {
+			return nil, 0, fmt.Errorf("load snapshot entries: %w", err)
+		}
+		for rows.Next() {
+			var k stateKey
+			var v id.EventID
+			if err := rows.Scan(&k.Type, &k.StateKey, &v); err != nil {
+				rows.Close()
+				return nil, 0, err
+			}
+			out[k] = v
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, 0, err
+		}
+	}
+	return out, chainLen, nil
+}
+
+// applyRedaction redacts the target event as stored.
+func (e *Engine) applyRedaction(ctx context.Context, tx *storage.Tx, r *room, red *Event) error {
+	targetID := *red.PDU.Redacts
+	var raw string
+	var roomID id.RoomID
+	err := tx.QueryRow(ctx, "SELECT json, room_id FROM events WHERE event_id = $1", targetID).Scan(&raw, &roomID)
+	if errors.Is(err, sql.ErrNoRows) || roomID != r.id {
+		return nil // redacting an unknown event is allowed; nothing to change
+	}
+	if err != nil {
+		return fmt.Errorf("load redaction target: %w", err)
+	}
+	var target pdu.PDU
+	if err := json.Unmarshal([]byte(raw), &target); err != nil {
+		return fmt.Errorf("decode redaction target: %w", err)
+	}
+	redacted := target.Redact(r.version)
+	because, _ := json.Marshal(red.Client(ClientOptions{}))
+	redacted.Unsigned, _ = json.Marshal(map[string]json.RawMessage{"redacted_because": because})
+	b, err := json.Marshal(redacted)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, "UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3", string(b), red.ID, targetID); err != nil {
+		return fmt.Errorf("store redacted event: %w", err)
+	}
+	tx.AfterCommit(func() { e.cache.drop(targetID) })
+	return nil
+}
+
+// Event loads one event by ID.
+func (e *Engine) Event(ctx context.Context, evID id.EventID) (*Event, error) {
+	if ev := e.cache.get(evID); ev != nil {
+		return ev, nil
+	}
+	evs, err := e.queryEvents(ctx, "WHERE event_id = $1", evID)
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, mxhttp.NotFound("event not found")
+	}
+	e.cache.put(evs[0])
+	return evs[0], nil
+}
+
+// Events loads events by ID, skipping unknown ones.
+func (e *Engine) Events(ctx context.Context, ids []id.EventID) ([]*Event, error) {
+	out := make([]*Event, 0, len(ids))
+	for _, eid := range ids {
+		ev, err := e.Event(ctx, eid)
+		if err != nil {
+			var me *mxhttp.Error
+			if errors.As(err, &me) && me.Code == "M_NOT_FOUND" {
+				continue
+			}
+			return nil, err
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+const eventColumns = `pos, event_id, room_id, type, state_key, sender, depth, origin_ts, json, snapshot_before, rejected,
+	COALESCE(redacted_by, ''), COALESCE(txn_id, ''), COALESCE(device_id, ''), COALESCE(rel_type, ''), COALESCE(relates_to, ''), COALESCE(thread_id, '')`
+
+// queryEvents runs "SELECT <event columns> FROM events <where>".
+func (e *Engine) queryEvents(ctx context.Context, where string, args ...any) ([]*Event, error) {
+	rows, err := e.db.Query(ctx, "SELECT "+eventColumns+" FROM events "+where, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query events: %w", err)
+	}
+	defer rows.Close()
+	var out []*Event
+	for rows.Next() {
+		ev, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ev)
+	}
+	return out, rows.Err()
+}
+
+func scanEvent(rows *sql.Rows) (*Event, error) {
+	ev := &Event{}
+	var sk sql.NullString
+	var raw string
+	if err := rows.Scan(&ev.Pos, &ev.ID, &ev.RoomID, &ev.Type, &sk, &ev.Sender, &ev.Depth, &ev.TS, &raw, &ev.SnapshotBefore,
+		&ev.Rejected, &ev.RedactedBy, &ev.TxnID, &ev.DeviceID, &ev.RelType, &ev.RelatesTo, &ev.ThreadID); err != nil {
+		return nil, fmt.Errorf("scan event: %w", err)
+	}
+	if sk.Valid {
+		ev.StateKey = &sk.String
+	}
+	ev.JSON = []byte(raw)
+	ev.PDU = &pdu.PDU{}
+	if err := json.Unmarshal(ev.JSON, ev.PDU); err != nil {
+		return nil, fmt.Errorf("decode event %s: %w", ev.ID, err)
+	}
+	return ev, nil
+}
+
+// StateAt returns the state before the event at snapshot snap, plus the
+// event itself if it is a state event and after is set.
+func (e *Engine) StateAt(ctx context.Context, snap int64) ([]*Event, error) {
+	ids, _, err := e.snapshotState(ctx, snap)
+	if err != nil {
+		return nil, err
+	}
+	evs, err := e.Events(ctx, mapValues(ids))
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(evs, func(a, b *Event) int { return int(a.Pos - b.Pos) })
+	return evs, nil
+}
+
+// StateAfter returns the room state just after ev.
+func (e *Engine) StateAfter(ctx context.Context, ev *Event) ([]*Event, error) {
+	if ev.IsState() {
+		return e.StateAt(ctx, ev.Pos)
+	}
+	return e.StateAt(ctx, ev.SnapshotBefore)
+}
+
+// SnapshotAtPos returns the room's state snapshot as of stream position pos
+// (the state after every event at or before pos).
+func (e *Engine) SnapshotAtPos(ctx context.Context, roomID id.RoomID, pos int64) (int64, error) {
+	var snap sql.NullInt64
+	err := e.db.QueryRow(ctx, `SELECT MAX(pos) FROM events WHERE room_id = $1 AND pos <= $2 AND state_key IS NOT NULL`, roomID, pos).Scan(&snap)
+	if err != nil {
+		return 0, fmt.Errorf("snapshot at position: %w", err)
+	}
+	return snap.Int64, nil
+}
+
+// RoomEvents returns up to limit events of a room with from < pos <= to,
+// newest first when backwards, oldest first otherwise.
+func (e *Engine) RoomEvents(ctx context.Context, roomID id.RoomID, from, to int64, limit int, backwards bool) ([]*Event, error) {
+	order := "ASC"
+	if backwards {
+		order = "DESC"
+	}
+	return e.queryEvents(ctx, "WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos "+order+" LIMIT $4", roomID, from, to, limit)
+}
+
+// AllRooms lists every room the node knows.
+func (e *Engine) AllRooms(ctx context.Context) ([]id.RoomID, error) {
+	rows, err := e.db.Query(ctx, "SELECT room_id FROM rooms ORDER BY room_id")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []id.RoomID
+	for rows.Next() {
+		var r id.RoomID
+		if err := rows.Scan(&r); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,82 @@
+package rooms
+
+import "github.com/matrixos/matrixos/internal/storage"
+
+// Migrations are the rooms tables.
+var Migrations = []storage.Migration{{
+	Component: "rooms",
+	Version:   1,
+	SQL: `
+CREATE TABLE rooms (
+	room_id TEXT PRIMARY KEY,
+	version TEXT NOT NULL,
+	creator TEXT NOT NULL,
+	created_ts BIGINT NOT NULL,
+	published BOOLEAN NOT NULL DEFAULT FALSE,
+	snapshot BIGINT NOT NULL DEFAULT 0,
+	depth BIGINT NOT NULL DEFAULT 0,
+	extremities TEXT NOT NULL DEFAULT '[]',
+	last_pos BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE events (
+	pos BIGINT PRIMARY KEY,
+	event_id TEXT NOT NULL UNIQUE,
+	room_id TEXT NOT NULL,
+	type TEXT NOT NULL,
+	state_key TEXT,
+	sender TEXT NOT NULL,
+	depth BIGINT NOT NULL,
+	origin_ts BIGINT NOT NULL,
+	json TEXT NOT NULL,
+	snapshot_before BIGINT NOT NULL,
+	rejected BOOLEAN NOT NULL DEFAULT FALSE,
+	redacted_by TEXT,
+	txn_id TEXT,
+	device_id TEXT,
+	rel_type TEXT,
+	relates_to TEXT,
+	thread_id TEXT
+);
+CREATE INDEX events_room_pos ON events (room_id, pos);
+CREATE INDEX events_relates ON events (relates_to, rel_type);
+CREATE INDEX events_room_thread ON events (room_id, thread_id, pos);
+CREATE INDEX events_room_ts ON events (room_id, origin_ts);
+CREATE TABLE state_snapshots (
+	snapshot_id BIGINT PRIMARY KEY,
+	room_id TEXT NOT NULL,
+	parent_id BIGINT NOT NULL,
+	chain_len INTEGER NOT NULL
+);
+CREATE TABLE state_snapshot_entries (
+	snapshot_id BIGINT NOT NULL,
+	type TEXT NOT NULL,
+	state_key TEXT NOT NULL,
+	event_id TEXT NOT NULL,
+	PRIMARY KEY (snapshot_id, type, state_key)
+);
+CREATE TABLE memberships (
+	room_id TEXT NOT NULL,
+	user_id TEXT NOT NULL,
+	membership TEXT NOT NULL,
+	event_id TEXT NOT NULL,
+	pos BIGINT NOT NULL,
+	forgotten BOOLEAN NOT NULL DEFAULT FALSE,
+	PRIMARY KEY (room_id, user_id)
+);
+CREATE INDEX memberships_user ON memberships (user_id);
+CREATE TABLE transactions (
+	user_id TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	txn_id TEXT NOT NULL,
+	event_id TEXT NOT NULL,
+	created_ts BIGINT NOT NULL,
+	PRIMARY KEY (user_id, device_id, txn_id)
+);
+CREATE TABLE room_aliases (
+	alias TEXT PRIMARY KEY,
+	room_id TEXT NOT NULL,
+	creator TEXT NOT NULL
+);
+CREATE INDEX room_aliases_room ON room_aliases (room_id);
+`,
+}}

@@ -1,0 +1,441 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL driver "pgx"
+	_ "github.com/ncruces/go-sqlite3/driver"
+	_ "github.com/ncruces/go-sqlite3/embed"
+)
+
+// Dialect names the SQL engine behind a DB.
+type Dialect int
+
+const (
+	SQLite Dialect = iota
+	Postgres
+)
+
+func (d Dialect) String() string {
+	if d == Postgres {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// DB is the node's database. Reads go straight to a connection pool; writes
+// are queued to a single writer that groups them into batched transactions
+// (group commit), so many concurrent writers share one fsync.
+//
+// DB also owns the node's stream position: a single counter that orders every
+// durable change a client can sync (events, account data, receipts, ...).
+// Positions are handed out inside write transactions, so commit order equals
+// position order, and Visible reports the highest position whose transaction
+// has committed.
+type DB struct {
+	Dialect Dialect
+
+	read  *sql.DB
+	write *sql.DB
+	log   *slog.Logger
+
+	queries sync.Map // query text -> rewritten text (SQLite placeholders)
+
+	writes  chan *writeReq
+	stop    chan struct{}
+	stopped chan struct{}
+	closing sync.Once
+
+	pos     int64        // last allocated position; writer goroutine only
+	visible atomic.Int64 // highest committed position
+
+	seqMu sync.Mutex
+	seqs  []*Sequence // sequences persisted with each batch
+}
+
+// Open opens the database named by dsn: a postgres:// or postgresql:// URL
+// for PostgreSQL, anything else is a SQLite file path (optionally prefixed by
+// "sqlite:" or "file:").
+func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	db := &DB{
+		log:     log,
+		writes:  make(chan *writeReq, 4096),
+		stop:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	var err error
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		db.Dialect = Postgres
+		db.read, err = sql.Open("pgx", dsn)
+		if err != nil {
+			return nil, fmt.Errorf("open postgres: %w", err)
+		}
+		db.read.SetMaxOpenConns(32)
+		db.read.SetMaxIdleConns(16)
+		db.write = db.read
+	} else {
+		db.Dialect = SQLite
+		path := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "file:")
+		if dir := filepath.Dir(path); dir != "" {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return nil, fmt.Errorf("create database directory: %w", err)
+			}
+		}
+		pragmas := "&_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)&_pragma=cache_size(-16000)"
+		db.write, err = sql.Open("sqlite3", "file:"+path+"?_txlock=immediate&_pragma=journal_mode(wal)&_pragma=synchronous(full)"+pragmas)
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite: %w", err)
+		}
+		db.write.SetMaxOpenConns(1)
+		db.write.SetMaxIdleConns(1)
+		db.write.SetConnMaxLifetime(0)
+		db.write.SetConnMaxIdleTime(0)
+		// Create the file and switch it to WAL before readers attach.
+		if err := db.write.PingContext(ctx); err != nil {
+			db.write.Close()
+			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+		}
+		db.read, err = sql.Open("sqlite3", "file:"+path+"?_pragma=query_only(1)"+pragmas)
+		if err != nil {
+			db.write.Close()
+			return nil, fmt.Errorf("open sqlite readers: %w", err)
+		}
+		db.read.SetMaxOpenConns(8)
+		db.read.SetMaxIdleConns(8)
+		db.read.SetConnMaxIdleTime(0)
+		db.read.SetConnMaxLifetime(0)
+	}
+	if err := db.read.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect to %s database: %w", db.Dialect, err)
+	}
+	if err := db.Migrate(ctx, coreMigrations); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := db.loadPosition(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	go db.writer()
+	return db, nil
+}
+
+// Close stops the writer after the queued writes are done, and closes the
+// connections.
+func (db *DB) Close() error {
+	db.closing.Do(func() {
+		close(db.stop)
+	})
+	select {
+	case <-db.stopped:
+	case <-time.After(30 * time.Second):
+	}
+	var errs []error
+	if db.write != nil && db.write != db.read {
+		errs = append(errs, db.write.Close())
+	}
+	if db.read != nil {
+		errs = append(errs, db.read.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// rewrite turns $1-style placeholders into SQLite's ?1 form. Queries are
+// written once, in PostgreSQL's style.
+func (db *DB) rewrite(q string) string {
+	if db.Dialect == Postgres {
+		return q
+	}
+	if v, ok := db.queries.Load(q); ok {
+		return v.(string)
+	}
+	out := strings.ReplaceAll(q, "$", "?")
+	db.queries.Store(q, out)
+	return out
+}
+
+// Query runs a read query.
+func (db *DB) Query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return db.read.QueryContext(ctx, db.rewrite(q), args...)
+}
+
+// QueryRow runs a read query that returns at most one row.
+func (db *DB) QueryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	return db.read.QueryRowContext(ctx, db.rewrite(q), args...)
+}
+
+// Visible is the highest stream position whose write has committed.
+func (db *DB) Visible() int64 { return db.visible.Load() }
+
+// Tx is one write inside a batched transaction.
+type Tx struct {
+	db        *DB
+	tx        *sql.Tx
+	afterFns  []func()
+	positions int
+}
+
+// Exec runs a statement in the transaction.
+func (tx *Tx) Exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	return tx.tx.ExecContext(ctx, tx.db.rewrite(q), args...)
+}
+
+// Query runs a query in the transaction.
+func (tx *Tx) Query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return tx.tx.QueryContext(ctx, tx.db.rewrite(q), args...)
+}
+
+// QueryRow runs a single-row query in the transaction.
+func (tx *Tx) QueryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	return tx.tx.QueryRowContext(ctx, tx.db.rewrite(q), args...)
+}
+
+// NextPos allocates the next stream position. Positions become visible to
+// readers (DB.Visible) once the transaction commits.
+func (tx *Tx) NextPos() int64 {
+	tx.db.pos++
+	tx.positions++
+	return tx.db.pos
+}
+
+// Dialect reports the database engine.
+func (tx *Tx) Dialect() Dialect { return tx.db.Dialect }
+
+// AfterCommit registers fn to run once the transaction has committed
+// successfully, before Write returns.
+func (tx *Tx) AfterCommit(fn func()) { tx.afterFns = append(tx.afterFns, fn) }
+
+type writeReq struct {
+	ctx  context.Context
+	fn   func(*Tx) error
+	done chan error
+	tx   Tx
+}
+
+// ErrClosed is returned by Write after Close.
+var ErrClosed = errors.New("storage: database closed")
+
+// Write runs fn in a write transaction and returns once it has committed
+// durably (or failed). Writes from concurrent callers are batched into one
+// transaction; each fn runs inside its own savepoint so a failing fn does not
+// affect the others. fn must not block on other writes.
+func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) error {
+	return db.Enqueue(ctx, fn)()
+}
+
+// Enqueue queues fn like Write but returns at once; the returned function
+// waits for the outcome. Writes run in the order they were queued, so a
+// caller holding a lock while queueing gets its writes applied in that
+// lock's order without holding it during the commit.
+func (db *DB) Enqueue(ctx context.Context, fn func(tx *Tx) error) (wait func() error) {
+	req := &writeReq{ctx: context.WithoutCancel(ctx), fn: fn, done: make(chan error, 1)}
+	select {
+	case db.writes <- req:
+	case <-db.stop:
+		return func() error { return ErrClosed }
+	case <-ctx.Done():
+		err := ctx.Err()
+		return func() error { return err }
+	}
+	// Once queued, the write will be attempted; wait for its outcome even if
+	// the caller's context ends, so an acknowledged result is never a guess.
+	return func() error {
+		err := <-req.done
+		if err == nil {
+			for _, f := range req.tx.afterFns {
+				f()
+			}
+		}
+		return err
+	}
+}
+
+const maxBatch = 256
+
+func (db *DB) writer() {
+	defer close(db.stopped)
+	batch := make([]*writeReq, 0, maxBatch)
+	for {
+		var first *writeReq
+		select {
+		case first = <-db.writes:
+		case <-db.stop:
+			// Drain what is queued, then stop.
+			for {
+				select {
+				case r := <-db.writes:
+					db.commitBatch([]*writeReq{r})
+				default:
+					return
+				}
+			}
+		}
+		batch = append(batch[:0], first)
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-db.writes:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		db.commitBatch(batch)
+	}
+}
+
+func (db *DB) commitBatch(batch []*writeReq) {
+	ctx := context.Background()
+	start := time.Now()
+	startPos := db.pos
+	fail := func(err error) {
+		db.pos = startPos
+		for _, r := range batch {
+			if r.done != nil {
+				r.done <- err
+				r.done = nil
+			}
+		}
+	}
+	sqlTx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		fail(fmt.Errorf("begin write transaction: %w", err))
+		return
+	}
+	results := make([]error, len(batch))
+	single := len(batch) == 1
+	for i, r := range batch {
+		r.tx = Tx{db: db, tx: sqlTx}
+		if err := r.ctx.Err(); err != nil {
+			results[i] = err
+			continue
+		}
+		if single {
+			results[i] = r.fn(&r.tx)
+			continue
+		}
+		if _, err := sqlTx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
+			sqlTx.Rollback()
+			fail(fmt.Errorf("savepoint: %w", err))
+			return
+		}
+		if err := r.fn(&r.tx); err != nil {
+			results[i] = err
+			if _, rerr := sqlTx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT w"); rerr != nil {
+				sqlTx.Rollback()
+				fail(fmt.Errorf("rollback to savepoint: %w", rerr))
+				return
+			}
+		}
+		if _, err := sqlTx.ExecContext(ctx, "RELEASE SAVEPOINT w"); err != nil {
+			sqlTx.Rollback()
+			fail(fmt.Errorf("release savepoint: %w", err))
+			return
+		}
+	}
+	if single && results[0] != nil {
+		sqlTx.Rollback()
+		fail(results[0])
+		return
+	}
+	if err := db.persistSequences(ctx, sqlTx); err != nil {
+		sqlTx.Rollback()
+		fail(err)
+		return
+	}
+	if err := sqlTx.Commit(); err != nil {
+		fail(fmt.Errorf("commit: %w", err))
+		return
+	}
+	db.visible.Store(db.pos)
+	writeBatchSize.Observe(float64(len(batch)))
+	writeBatchSeconds.Observe(time.Since(start).Seconds())
+	for i, r := range batch {
+		r.done <- results[i]
+	}
+}
+
+func (db *DB) loadPosition(ctx context.Context) error {
+	var pos sql.NullInt64
+	if err := db.read.QueryRowContext(ctx, "SELECT value FROM stream_position WHERE id = 1").Scan(&pos); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("load stream position: %w", err)
+	}
+	db.pos = pos.Int64
+	db.visible.Store(db.pos)
+	return nil
+}
+
+var coreMigrations = []Migration{{
+	Component: "storage",
+	Version:   1,
+	SQL: `
+CREATE TABLE stream_position (id INTEGER PRIMARY KEY, value BIGINT NOT NULL);
+CREATE TABLE sequences (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
+`,
+}}
+
+// persistSequences records the stream position and every sequence that
+// moved in this batch, inside the batch's transaction.
+func (db *DB) persistSequences(ctx context.Context, tx *sql.Tx) error {
+	if db.pos != db.visible.Load() {
+		if _, err := tx.ExecContext(ctx, db.rewrite(`INSERT INTO stream_position (id, value) VALUES (1, $1)
+			ON CONFLICT (id) DO UPDATE SET value = excluded.value`), db.pos); err != nil {
+			return fmt.Errorf("save stream position: %w", err)
+		}
+	}
+	db.seqMu.Lock()
+	defer db.seqMu.Unlock()
+	for _, s := range db.seqs {
+		if s.next != s.saved {
+			if _, err := tx.ExecContext(ctx, db.rewrite(`INSERT INTO sequences (name, value) VALUES ($1, $2)
+				ON CONFLICT (name) DO UPDATE SET value = excluded.value`), s.name, s.next); err != nil {
+				return fmt.Errorf("save sequence %s: %w", s.name, err)
+			}
+			s.saved = s.next
+		}
+	}
+	return nil
+}
+
+// Sequence is a named counter that is advanced only inside write
+// transactions and persisted with them.
+type Sequence struct {
+	name  string
+	next  int64
+	saved int64
+}
+
+// Sequence returns the named counter, loading its value. Call it during
+// start-up, before writes begin.
+func (db *DB) Sequence(ctx context.Context, name string) (*Sequence, error) {
+	s := &Sequence{name: name}
+	err := db.read.QueryRowContext(ctx, db.rewrite("SELECT value FROM sequences WHERE name = $1"), name).Scan(&s.next)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("load sequence %s: %w", name, err)
+	}
+	s.saved = s.next
+	db.seqMu.Lock()
+	db.seqs = append(db.seqs, s)
+	db.seqMu.Unlock()
+	return s, nil
+}
+
+// Next advances the sequence within tx.
+func (s *Sequence) Next(tx *Tx) int64 {
+	s.next++
+	return s.next
+}

@@ -1,0 +1,192 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/rooms"
+)
+
+// Token is a sync position: Pos is the node's durable stream position,
+// Eph the in-memory serial of ephemeral data (typing).
+type Token struct {
+	Pos int64
+	Eph int64
+}
+
+func (t Token) String() string { return fmt.Sprintf("s%d_%d", t.Pos, t.Eph) }
+
+// ParseToken reads a token made by String. An empty string is the zero
+// token (initial sync).
+func ParseToken(s string) (Token, error) {
+	if s == "" {
+		return Token{}, nil
+	}
+	rest, ok := strings.CutPrefix(s, "s")
+	if !ok {
+		return Token{}, fmt.Errorf("bad token %q", s)
+	}
+	a, b, _ := strings.Cut(rest, "_")
+	pos, err := strconv.ParseInt(a, 10, 64)
+	if err != nil || pos < 0 {
+		return Token{}, fmt.Errorf("bad token %q", s)
+	}
+	var eph int64
+	if b != "" {
+		if eph, err = strconv.ParseInt(b, 10, 64); err != nil || eph < 0 {
+			return Token{}, fmt.Errorf("bad token %q", s)
+		}
+	}
+	return Token{Pos: pos, Eph: eph}, nil
+}
+
+// Events is a {"events": [...]} list.
+type Events struct {
+	Events []any `json:"events"`
+}
+
+// Add appends an event.
+func (e *Events) Add(ev any) { e.Events = append(e.Events, ev) }
+
+// Empty reports whether the list has no events.
+func (e *Events) Empty() bool { return e == nil || len(e.Events) == 0 }
+
+// Timeline is a room's timeline section.
+type Timeline struct {
+	Events    []any  `json:"events"`
+	Limited   bool   `json:"limited"`
+	PrevBatch string `json:"prev_batch,omitempty"`
+}
+
+// Counts are unread notification counts.
+type Counts struct {
+	NotificationCount int `json:"notification_count"`
+	HighlightCount    int `json:"highlight_count"`
+}
+
+// Summary is a room summary (for clients to name rooms).
+type Summary struct {
+	Heroes             []id.UserID `json:"m.heroes,omitempty"`
+	JoinedMemberCount  *int        `json:"m.joined_member_count,omitempty"`
+	InvitedMemberCount *int        `json:"m.invited_member_count,omitempty"`
+}
+
+// JoinedRoom is a joined room's section.
+type JoinedRoom struct {
+	Summary                   *Summary                 `json:"summary,omitempty"`
+	State                     *Events                  `json:"state,omitempty"`
+	Timeline                  *Timeline                `json:"timeline,omitempty"`
+	Ephemeral                 *Events                  `json:"ephemeral,omitempty"`
+	AccountData               *Events                  `json:"account_data,omitempty"`
+	UnreadNotifications       *Counts                  `json:"unread_notifications,omitempty"`
+	UnreadThreadNotifications map[id.EventID]*Counts   `json:"unread_thread_notifications,omitempty"`
+}
+
+// InvitedRoom is an invited room's section (stripped state).
+type InvitedRoom struct {
+	InviteState *Events `json:"invite_state"`
+}
+
+// KnockedRoom is a knocked room's section (stripped state).
+type KnockedRoom struct {
+	KnockState *Events `json:"knock_state"`
+}
+
+// LeftRoom is a left room's section.
+type LeftRoom struct {
+	State       *Events   `json:"state,omitempty"`
+	Timeline    *Timeline `json:"timeline,omitempty"`
+	AccountData *Events   `json:"account_data,omitempty"`
+}
+
+// Rooms groups rooms by membership.
+type Rooms struct {
+	Join   map[id.RoomID]*JoinedRoom  `json:"join,omitempty"`
+	Invite map[id.RoomID]*InvitedRoom `json:"invite,omitempty"`
+	Knock  map[id.RoomID]*KnockedRoom `json:"knock,omitempty"`
+	Leave  map[id.RoomID]*LeftRoom    `json:"leave,omitempty"`
+}
+
+// DeviceLists reports users whose devices changed.
+type DeviceLists struct {
+	Changed []id.UserID `json:"changed,omitempty"`
+	Left    []id.UserID `json:"left,omitempty"`
+}
+
+// Response is a /sync response.
+type Response struct {
+	NextBatch                    string         `json:"next_batch"`
+	Rooms                        *Rooms         `json:"rooms,omitempty"`
+	AccountData                  *Events        `json:"account_data,omitempty"`
+	Presence                     *Events        `json:"presence,omitempty"`
+	ToDevice                     *Events        `json:"to_device,omitempty"`
+	DeviceLists                  *DeviceLists   `json:"device_lists,omitempty"`
+	DeviceOneTimeKeysCount       map[string]int `json:"device_one_time_keys_count,omitempty"`
+	DeviceUnusedFallbackKeyTypes []string       `json:"device_unused_fallback_key_types,omitempty"`
+
+	// news is set when something worth returning early was added.
+	news bool
+}
+
+// MarkNews tells the long-poll that the response has content to return.
+func (r *Response) MarkNews() { r.news = true }
+
+// JoinedRoom returns (creating if needed) the joined-room section.
+func (r *Response) JoinedRoom(roomID id.RoomID) *JoinedRoom {
+	if r.Rooms == nil {
+		r.Rooms = &Rooms{}
+	}
+	if r.Rooms.Join == nil {
+		r.Rooms.Join = map[id.RoomID]*JoinedRoom{}
+	}
+	jr := r.Rooms.Join[roomID]
+	if jr == nil {
+		jr = &JoinedRoom{}
+		r.Rooms.Join[roomID] = jr
+	}
+	return jr
+}
+
+// Request describes one /sync computation, as Sources see it.
+type Request struct {
+	User   id.UserID
+	Device id.DeviceID
+	Since  Token // zero for an initial sync
+	To     Token // upper bound, inclusive
+	// FullState asks for complete state (initial sync or full_state=true).
+	FullState bool
+	Filter    *Filter
+	// Joined lists the rooms the user is joined to at To.
+	Joined []id.RoomID
+	// NewlyJoined are rooms joined after Since (their room sections get
+	// full data).
+	NewlyJoined map[id.RoomID]bool
+}
+
+// Initial reports whether this is an initial sync.
+func (r *Request) Initial() bool { return r.Since.Pos == 0 && r.Since.Eph == 0 }
+
+// Source adds its part to sync responses. Fill is called with the
+// response after the room timelines are in; it must call resp.MarkNews()
+// when it added anything a waiting client should be woken for.
+type Source interface {
+	Fill(ctx context.Context, req *Request, resp *Response) error
+}
+
+// SourceFunc adapts a function to Source.
+type SourceFunc func(ctx context.Context, req *Request, resp *Response) error
+
+// Fill calls f.
+func (f SourceFunc) Fill(ctx context.Context, req *Request, resp *Response) error { return f(ctx, req, resp) }
+
+// clientEvent renders an event for a sync response.
+func clientEvent(ev *rooms.Event, req *Request) any {
+	return ev.Client(rooms.ClientOptions{User: req.User, Device: req.Device, OmitRoomID: true})
+}
+
+var _ = json.Marshal
