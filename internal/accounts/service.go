@@ -29,7 +29,14 @@ type Session struct {
 	IsGuest   bool
 	TokenHash string
 	ExpiresTS int64 // 0: never
+
+	cachedAt time.Time
 }
+
+// tokenCacheTTL bounds how long a cached token is trusted without looking
+// at the database again, so changes made by another process (the admin
+// CLI, another worker) take effect quickly.
+const tokenCacheTTL = 30 * time.Second
 
 // Hooks lets other packages react to account changes. Each hook is called
 // after the change has committed.
@@ -526,8 +533,11 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*Session, err
 	s.mu.RLock()
 	sess, ok := s.tokens[h]
 	s.mu.RUnlock()
+	if ok && sess != nil && time.Since(sess.cachedAt) > tokenCacheTTL {
+		ok = false
+	}
 	if !ok {
-		sess = &Session{TokenHash: h}
+		sess = &Session{TokenHash: h, cachedAt: time.Now()}
 		var deactivated, locked bool
 		err := s.db.QueryRow(ctx, `SELECT t.user_id, t.device_id, t.expires_ts, u.is_admin, u.is_guest, u.deactivated, u.locked
 			FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = $1`, h).

@@ -1,0 +1,59 @@
+// Command matrixos runs a Matrix OS node: a Matrix homeserver in one binary.
+//
+//	matrixos [serve] [flags]          run the node (the default)
+//	matrixos user add NAME [--admin] [--password-file FILE]
+//	matrixos user list | reset-password NAME | deactivate NAME
+//	matrixos version
+//	matrixos config                   print the effective configuration
+//
+// Every command takes --data DIR (default ./matrixos-data) and --config FILE.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	args := os.Args[1:]
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = serve(args)
+	case "user":
+		err = user(args)
+	case "version":
+		err = version(args)
+	case "config":
+		err = printConfig(args)
+	case "help":
+		usage()
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "matrixos: unknown command %q\n\n", cmd)
+		usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "matrixos %s: %v\n", cmd, err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `Usage:
+  matrixos [serve] [flags]                run the node (default)
+  matrixos user add NAME [--admin] [--password-file FILE]
+  matrixos user list
+  matrixos user reset-password NAME [--password-file FILE]
+  matrixos user deactivate NAME
+  matrixos version
+  matrixos config                         print the effective configuration
+
+Run "matrixos serve -h" for every setting.
+`)
+}

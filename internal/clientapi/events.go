@@ -1,0 +1,462 @@
+package clientapi
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/sync"
+)
+
+// readBodyObject reads a JSON object body of at most the event size limit.
+func readBodyObject(r *http.Request) (json.RawMessage, error) {
+	b, err := mxhttp.ReadBody(r, rooms.MaxEventBytes)
+	if err != nil {
+		return nil, err
+	}
+	var obj map[string]json.RawMessage
+	if err := mxhttp.Unmarshal(b, &obj); err != nil {
+		return nil, err
+	}
+	if len(b) == 0 {
+		b = []byte("{}")
+	}
+	return b, nil
+}
+
+func validEventType(t string) error {
+	if t == "" || len(t) > 255 {
+		return mxhttp.InvalidParam("invalid event type")
+	}
+	return nil
+}
+
+func (s *Service) sendMessage(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	roomID, err := s.roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	evType := r.PathValue("eventType")
+	if err := validEventType(evType); err != nil {
+		return nil, err
+	}
+	if evType == "m.room.redaction" {
+		return nil, mxhttp.InvalidParam("use the /redact endpoint to redact events")
+	}
+	content, err := readBodyObject(r)
+	if err != nil {
+		return nil, err
+	}
+	txn := r.PathValue("txnId")
+	ev, err := s.rooms.Send(r.Context(), roomID, rooms.Proto{
+		Type: evType, Sender: sess.UserID, Content: content, TxnID: txn, DeviceID: sess.DeviceID,
+	})
+	if err != nil {
+		return nil, s.roomErr(r.Context(), err, roomID, sess.UserID)
+	}
+	return map[string]any{"event_id": ev.ID}, nil
+}
+
+// roomErr turns an unknown room into M_FORBIDDEN for users not in it (the
+// spec's answer when you may not see a room) and leaves other errors alone.
+func (s *Service) roomErr(ctx context.Context, err error, roomID id.RoomID, user id.UserID) error {
+	if errors.Is(err, rooms.ErrNoRoom) {
+		return mxhttp.Forbidden("you are not in room %s", roomID)
+	}
+	return err
+}
+
+func (s *Service) putState(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	roomID, err := s.roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	evType := r.PathValue("eventType")
+	if err := validEventType(evType); err != nil {
+		return nil, err
+	}
+	sk := r.PathValue("stateKey")
+	if len(sk) > 255 {
+		return nil, mxhttp.InvalidParam("state key too long")
+	}
+	content, err := readBodyObject(r)
+	if err != nil {
+		return nil, err
+	}
+	if evType == "m.room.member" {
+		var c struct {
+			Membership string `json:"membership"`
+		}
+		if json.Unmarshal(content, &c) != nil || c.Membership == "" {
+			return nil, mxhttp.BadJSON("membership events need a membership")
+		}
+	}
+	// Setting state to what it already is does not create an event.
+	if cur, err := s.rooms.StateEvent(r.Context(), roomID, evType, sk); err == nil && cur != nil && cur.Sender == sess.UserID {
+		if jsonEqual(cur.Content(), content) {
+			return map[string]any{"event_id": cur.ID}, nil
+		}
+	}
+	ev, err := s.rooms.Send(r.Context(), roomID, rooms.Proto{Type: evType, StateKey: &sk, Sender: sess.UserID, Content: content, DeviceID: sess.DeviceID})
+	if err != nil {
+		return nil, s.roomErr(r.Context(), err, roomID, sess.UserID)
+	}
+	return map[string]any{"event_id": ev.ID}, nil
+}
+
+func jsonEqual(a, b json.RawMessage) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	xa, _ := json.Marshal(x)
+	ya, _ := json.Marshal(y)
+	return string(xa) == string(ya)
+}
+
+// visibleUpTo returns the highest stream position of the room the user may
+// read: everything while joined; up to the moment they left otherwise;
+// everything for world-readable rooms. ok is false when they may read
+// nothing.
+func (s *Service) visibleUpTo(ctx context.Context, user id.UserID, roomID id.RoomID) (int64, bool, error) {
+	var membership string
+	var pos int64
+	err := s.db.QueryRow(ctx, "SELECT membership, pos FROM memberships WHERE room_id = $1 AND user_id = $2", roomID, user).Scan(&membership, &pos)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, false, err
+	}
+	switch membership {
+	case "join":
+		return math.MaxInt64, true, nil
+	case "leave", "ban":
+		return pos, true, nil
+	}
+	if hv, _ := s.rooms.StateEvent(ctx, roomID, "m.room.history_visibility", ""); hv != nil {
+		var c struct {
+			HistoryVisibility string `json:"history_visibility"`
+		}
+		json.Unmarshal(hv.Content(), &c)
+		if c.HistoryVisibility == "world_readable" {
+			return math.MaxInt64, true, nil
+		}
+	}
+	return 0, false, nil
+}
+
+func (s *Service) requireVisible(ctx context.Context, user id.UserID, roomID id.RoomID) (int64, error) {
+	upTo, ok, err := s.visibleUpTo(ctx, user, roomID)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, mxhttp.Forbidden("you are not allowed to see this room")
+	}
+	return upTo, nil
+}
+
+func (s *Service) client(ev *rooms.Event, sess *accounts.Session) *rooms.ClientEvent {
+	return ev.Client(rooms.ClientOptions{User: sess.UserID, Device: sess.DeviceID})
+}
+
+func (s *Service) getStateEvent(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	roomID, err := s.roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	upTo, err := s.requireVisible(r.Context(), sess.UserID, roomID)
+	if err != nil {
+		return nil, err
+	}
+	evType, sk := r.PathValue("eventType"), r.PathValue("stateKey")
+	var ev *rooms.Event
+	if upTo == math.MaxInt64 {
+		ev, err = s.rooms.StateEvent(r.Context(), roomID, evType, sk)
+	} else {
+		ev, err = s.stateEventAt(r.Context(), roomID, upTo, evType, sk)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if ev == nil {
+		return nil, mxhttp.NotFound("state event not found")
+	}
+	if r.URL.Query().Get("format") == "event" {
+		return s.client(ev, sess), nil
+	}
+	return ev.Content(), nil
+}
+
+func (s *Service) stateEventAt(ctx context.Context, roomID id.RoomID, pos int64, evType, sk string) (*rooms.Event, error) {
+	evs, err := s.stateAt(ctx, roomID, pos)
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range evs {
+		if ev.Type == evType && *ev.StateKey == sk {
+			return ev, nil
+		}
+	}
+	return nil, nil
+}
+
+func (s *Service) stateAt(ctx context.Context, roomID id.RoomID, pos int64) ([]*rooms.Event, error) {
+	if pos == math.MaxInt64 {
+		return s.rooms.CurrentState(ctx, roomID)
+	}
+	snap, err := s.rooms.SnapshotAtPos(ctx, roomID, pos)
+	if err != nil {
+		return nil, err
+	}
+	return s.rooms.StateAt(ctx, snap)
+}
+
+func (s *Service) getState(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	roomID, err := s.roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	upTo, err := s.requireVisible(r.Context(), sess.UserID, roomID)
+	if err != nil {
+		return nil, err
+	}
+	evs, err := s.stateAt(r.Context(), roomID, upTo)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]any, 0, len(evs))
+	for _, ev := range evs {
+		out = append(out, s.client(ev, sess))
+	}
+	return out, nil
+}
+
+func (s *Service) getEvent(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	roomID, err := s.roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	upTo, err := s.requireVisible(r.Context(), sess.UserID, roomID)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := s.rooms.Event(r.Context(), id.EventID(r.PathValue("eventId")))
+	if err != nil {
+		return nil, err
+	}
+	if ev.RoomID != roomID || ev.Pos > upTo {
+		return nil, mxhttp.NotFound("event not found")
+	}
+	return s.client(ev, sess), nil
+}
+
+func (s *Service) getMembers(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	roomID, err := s.roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	upTo, err := s.requireVisible(r.Context(), sess.UserID, roomID)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	if at := q.Get("at"); at != "" {
+		tok, err := sync.ParseToken(at)
+		if err != nil {
+			return nil, mxhttp.InvalidParam("invalid at token")
+		}
+		upTo = min(upTo, tok.Pos)
+	}
+	evs, err := s.stateAt(r.Context(), roomID, upTo)
+	if err != nil {
+		return nil, err
+	}
+	want, notWant := q.Get("membership"), q.Get("not_membership")
+	out := []any{}
+	for _, ev := range evs {
+		if ev.Type != "m.room.member" {
+			continue
+		}
+		m := ev.Membership()
+		if (want != "" && m != want) || (notWant != "" && m == notWant) {
+			continue
+		}
+		out = append(out, s.client(ev, sess))
+	}
+	return map[string]any{"chunk": out}, nil
+}
+
+func (s *Service) getJoinedMembers(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	roomID, err := s.roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	if s.rooms.Membership(sess.UserID, roomID) != "join" {
+		return nil, mxhttp.Forbidden("you are not in this room")
+	}
+	evs, err := s.rooms.CurrentState(r.Context(), roomID)
+	if err != nil {
+		return nil, err
+	}
+	type member struct {
+		DisplayName *string `json:"display_name,omitempty"`
+		AvatarURL   *string `json:"avatar_url,omitempty"`
+	}
+	joined := map[string]member{}
+	for _, ev := range evs {
+		if ev.Type != "m.room.member" || ev.Membership() != "join" {
+			continue
+		}
+		var c struct {
+			DisplayName *string `json:"displayname"`
+			AvatarURL   *string `json:"avatar_url"`
+		}
+		json.Unmarshal(ev.Content(), &c)
+		joined[*ev.StateKey] = member{DisplayName: c.DisplayName, AvatarURL: c.AvatarURL}
+	}
+	return map[string]any{"joined": joined}, nil
+}
+
+const maxMessagesLimit = 1000
+
+func (s *Service) getMessages(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	roomID, err := s.roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	ctx := r.Context()
+	upTo, err := s.requireVisible(ctx, sess.UserID, roomID)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	dir := q.Get("dir")
+	if dir != "b" && dir != "f" {
+		return nil, mxhttp.InvalidParam("dir must be b or f")
+	}
+	limit := 10
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 0 {
+			return nil, mxhttp.InvalidParam("invalid limit")
+		}
+		limit = min(n, maxMessagesLimit)
+	}
+	var filter *sync.RoomEventFilter
+	if f := q.Get("filter"); f != "" {
+		filter = &sync.RoomEventFilter{}
+		if err := mxhttp.Unmarshal([]byte(f), filter); err != nil {
+			return nil, mxhttp.InvalidParam("invalid filter")
+		}
+		if filter.Limit != nil {
+			limit = min(max(*filter.Limit, 0), maxMessagesLimit)
+		}
+	}
+	visible := min(upTo, s.db.Visible())
+	var from int64
+	if f := q.Get("from"); f != "" {
+		tok, err := sync.ParseToken(f)
+		if err != nil {
+			return nil, mxhttp.InvalidParam("invalid from token")
+		}
+		from = tok.Pos
+	} else if dir == "b" {
+		from = visible
+	} else {
+		from = 0
+	}
+	var to int64 = -1
+	if t := q.Get("to"); t != "" {
+		tok, err := sync.ParseToken(t)
+		if err != nil {
+			return nil, mxhttp.InvalidParam("invalid to token")
+		}
+		to = tok.Pos
+	}
+	var evs []*rooms.Event
+	var lo, hi int64
+	if dir == "b" {
+		hi = min(from, visible)
+		lo = 0
+		if to >= 0 {
+			lo = to
+		}
+		evs, err = s.rooms.RoomEvents(ctx, roomID, lo, hi, limit, true)
+	} else {
+		lo = from
+		hi = visible
+		if to >= 0 {
+			hi = min(hi, to)
+		}
+		evs, err = s.rooms.RoomEvents(ctx, roomID, lo, hi, limit, false)
+	}
+	if err != nil {
+		return nil, err
+	}
+	chunk := make([]any, 0, len(evs))
+	var stateNeeded map[id.UserID]bool
+	lazy := filter != nil && filter.LazyLoadMembers
+	if lazy {
+		stateNeeded = map[id.UserID]bool{}
+	}
+	for _, ev := range evs {
+		if filter != nil && (!filter.Allows(ev.Type, ev.Sender)) {
+			continue
+		}
+		chunk = append(chunk, s.client(ev, sess))
+		if lazy {
+			stateNeeded[ev.Sender] = true
+		}
+	}
+	resp := map[string]any{"chunk": chunk, "start": sync.Token{Pos: from}.String()}
+	if len(evs) == limit && limit > 0 {
+		last := evs[len(evs)-1]
+		if dir == "b" {
+			resp["end"] = sync.Token{Pos: last.Pos - 1}.String()
+		} else {
+			resp["end"] = sync.Token{Pos: last.Pos}.String()
+		}
+	}
+	if lazy && len(stateNeeded) > 0 {
+		state, err := s.rooms.CurrentState(ctx, roomID)
+		if err != nil {
+			return nil, err
+		}
+		var members []any
+		for _, st := range state {
+			if st.Type == "m.room.member" && stateNeeded[id.UserID(*st.StateKey)] {
+				members = append(members, s.client(st, sess))
+			}
+		}
+		resp["state"] = members
+	}
+	return resp, nil
+}
+
+func (s *Service) redact(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	roomID, err := s.roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	content, err := readBodyObject(r)
+	if err != nil {
+		return nil, err
+	}
+	target := id.EventID(r.PathValue("eventId"))
+	ev, err := s.rooms.Send(r.Context(), roomID, rooms.Proto{
+		Type: "m.room.redaction", Sender: sess.UserID, Content: content, Redacts: target,
+		TxnID: "redact:" + r.PathValue("txnId"), DeviceID: sess.DeviceID,
+	})
+	if err != nil {
+		return nil, s.roomErr(r.Context(), err, roomID, sess.UserID)
+	}
+	return map[string]any{"event_id": ev.ID}, nil
+}

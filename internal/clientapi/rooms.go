@@ -1,0 +1,386 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/rooms"
+)
+
+type createRoomRequest struct {
+	Visibility                string            `json:"visibility"`
+	RoomAliasName             string            `json:"room_alias_name"`
+	Name                      *string           `json:"name"`
+	Topic                     *string           `json:"topic"`
+	Invite                    []id.UserID       `json:"invite"`
+	Invite3PID                []json.RawMessage `json:"invite_3pid"`
+	RoomVersion               id.RoomVersion    `json:"room_version"`
+	CreationContent           map[string]any    `json:"creation_content"`
+	InitialState              []stateEventReq   `json:"initial_state"`
+	Preset                    string            `json:"preset"`
+	IsDirect                  bool              `json:"is_direct"`
+	PowerLevelContentOverride map[string]any    `json:"power_level_content_override"`
+}
+
+type stateEventReq struct {
+	Type     string          `json:"type"`
+	StateKey string          `json:"state_key"`
+	Content  json.RawMessage `json:"content"`
+}
+
+func str(s string) *string { return &s }
+
+func mustJSON(v any) json.RawMessage {
+	b, _ := json.Marshal(v)
+	return b
+}
+
+func (s *Service) createRoom(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	var req createRoomRequest
+	if err := mxhttp.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	ctx := r.Context()
+	version := req.RoomVersion
+	if version == "" {
+		version = s.defaultVersion
+	}
+	if !rooms.IsSupported(version) {
+		return nil, mxhttp.UnsupportedRoomV("room version %q is not supported", version)
+	}
+	switch req.Visibility {
+	case "", "private", "public":
+	default:
+		return nil, mxhttp.InvalidParam("visibility must be public or private")
+	}
+	preset := req.Preset
+	if preset == "" {
+		preset = "private_chat"
+		if req.Visibility == "public" {
+			preset = "public_chat"
+		}
+	}
+	joinRule, history, guest := "invite", "shared", "can_join"
+	switch preset {
+	case "private_chat", "trusted_private_chat":
+	case "public_chat":
+		joinRule, guest = "public", "forbidden"
+	default:
+		return nil, mxhttp.InvalidParam("unknown preset %q", preset)
+	}
+	if len(req.Invite) > 100 || len(req.InitialState) > 100 {
+		return nil, mxhttp.InvalidParam("too many invites or initial state events")
+	}
+	for _, u := range req.Invite {
+		if _, _, err := u.Parse(); err != nil {
+			return nil, mxhttp.InvalidParam("invalid user ID in invite: %q", u)
+		}
+	}
+	var alias id.RoomAlias
+	if req.RoomAliasName != "" {
+		if strings.ContainsAny(req.RoomAliasName, ":# ") {
+			return nil, mxhttp.InvalidParam("room_alias_name must be a localpart")
+		}
+		alias = id.RoomAlias("#" + req.RoomAliasName + ":" + s.serverName)
+		if roomID, _ := s.resolveLocalAlias(ctx, alias); roomID != "" {
+			return nil, mxhttp.RoomInUse("room alias already taken")
+		}
+	}
+	if version.PrivilegedRoomCreators() && preset == "trusted_private_chat" && len(req.Invite) > 0 {
+		if req.CreationContent == nil {
+			req.CreationContent = map[string]any{}
+		}
+		if _, ok := req.CreationContent["additional_creators"]; !ok {
+			req.CreationContent["additional_creators"] = req.Invite
+		}
+	}
+
+	var evs []rooms.Proto
+	add := func(typ string, sk *string, content any) {
+		evs = append(evs, rooms.Proto{Type: typ, StateKey: sk, Sender: sess.UserID, Content: mustJSON(content)})
+	}
+	member := map[string]any{"membership": "join"}
+	if name, avatar := s.accounts.DisplayName(ctx, sess.UserID); name != "" || avatar != "" {
+		if name != "" {
+			member["displayname"] = name
+		}
+		if avatar != "" {
+			member["avatar_url"] = avatar
+		}
+	}
+	add("m.room.member", str(string(sess.UserID)), member)
+
+	pl := map[string]any{
+		"users":          map[string]int{string(sess.UserID): 100},
+		"users_default":  0,
+		"events_default": 0,
+		"state_default":  50,
+		"ban":            50,
+		"kick":           50,
+		"redact":         50,
+		"invite":         0,
+		"events": map[string]int{
+			"m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+			"m.room.server_acl": 100, "m.room.encryption": 100,
+		},
+		"notifications": map[string]int{"room": 50},
+	}
+	if version.PrivilegedRoomCreators() {
+		// Creators have unlimited power in v12+ and must not be listed.
+		pl["users"] = map[string]int{}
+	}
+	if preset == "trusted_private_chat" {
+		users := pl["users"].(map[string]int)
+		for _, u := range req.Invite {
+			if !version.PrivilegedRoomCreators() {
+				users[string(u)] = 100
+			}
+		}
+	}
+	for k, v := range req.PowerLevelContentOverride {
+		pl[k] = v
+	}
+	add("m.room.power_levels", str(""), pl)
+	if alias != "" {
+		add("m.room.canonical_alias", str(""), map[string]any{"alias": alias})
+	}
+	add("m.room.join_rules", str(""), map[string]any{"join_rule": joinRule})
+	add("m.room.history_visibility", str(""), map[string]any{"history_visibility": history})
+	if guest != "" && preset != "public_chat" {
+		add("m.room.guest_access", str(""), map[string]any{"guest_access": guest})
+	}
+	for _, st := range req.InitialState {
+		if st.Type == "" {
+			return nil, mxhttp.BadJSON("initial_state events need a type")
+		}
+		if st.Type == "m.room.create" || st.Type == "m.room.member" {
+			return nil, mxhttp.BadJSON("initial_state must not contain %s", st.Type)
+		}
+		if len(st.Content) == 0 || st.Content[0] != '{' {
+			return nil, mxhttp.BadJSON("initial_state content must be an object")
+		}
+		sk := st.StateKey
+		evs = append(evs, rooms.Proto{Type: st.Type, StateKey: &sk, Sender: sess.UserID, Content: st.Content})
+	}
+	if req.Name != nil {
+		add("m.room.name", str(""), map[string]any{"name": *req.Name})
+	}
+	if req.Topic != nil {
+		add("m.room.topic", str(""), map[string]any{"topic": *req.Topic})
+	}
+	for _, u := range req.Invite {
+		content := map[string]any{"membership": "invite"}
+		if req.IsDirect {
+			content["is_direct"] = true
+		}
+		if name, avatar := s.accounts.DisplayName(ctx, u); name != "" {
+			content["displayname"] = name
+			if avatar != "" {
+				content["avatar_url"] = avatar
+			}
+		}
+		add("m.room.member", str(string(u)), content)
+	}
+	roomID, _, err := s.rooms.CreateRoom(ctx, version, sess.UserID, req.CreationContent, evs)
+	if err != nil {
+		return nil, err
+	}
+	if alias != "" {
+		if err := s.createAlias(ctx, alias, roomID, sess.UserID); err != nil {
+			return nil, err
+		}
+	}
+	if req.Visibility == "public" {
+		if err := s.setPublished(ctx, roomID, true); err != nil {
+			return nil, err
+		}
+	}
+	return map[string]any{"room_id": roomID}, nil
+}
+
+// membership sends an m.room.member event for target.
+func (s *Service) membership(r *http.Request, sess *accounts.Session, roomID id.RoomID, target id.UserID, membership, reason string, extra map[string]any) (*rooms.Event, error) {
+	content := map[string]any{"membership": membership}
+	if reason != "" {
+		content["reason"] = reason
+	}
+	for k, v := range extra {
+		content[k] = v
+	}
+	if membership == "join" || membership == "invite" || membership == "knock" {
+		if _, ok := content["displayname"]; !ok {
+			if name, avatar := s.accounts.DisplayName(r.Context(), target); name != "" || avatar != "" {
+				if name != "" {
+					content["displayname"] = name
+				}
+				if avatar != "" {
+					content["avatar_url"] = avatar
+				}
+			}
+		}
+	}
+	sk := string(target)
+	return s.rooms.Send(r.Context(), roomID, rooms.Proto{Type: "m.room.member", StateKey: &sk, Sender: sess.UserID, Content: mustJSON(content)})
+}
+
+type membershipRequest struct {
+	UserID id.UserID `json:"user_id"`
+	Reason string    `json:"reason"`
+}
+
+func (s *Service) roomIDParam(r *http.Request) (id.RoomID, error) {
+	roomID := id.RoomID(r.PathValue("roomId"))
+	if !strings.HasPrefix(string(roomID), "!") {
+		return "", mxhttp.InvalidParam("invalid room ID %q", roomID)
+	}
+	return roomID, nil
+}
+
+func (s *Service) joinRoomByID(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	roomID, err := s.roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.join(r, sess, roomID)
+}
+
+func (s *Service) join(r *http.Request, sess *accounts.Session, roomID id.RoomID) (any, error) {
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	if err := mxhttp.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if _, err := s.rooms.Version(r.Context(), roomID); err != nil {
+		return nil, mxhttp.NotFound("room not found (joining rooms on other servers needs federation)")
+	}
+	if s.rooms.Membership(sess.UserID, roomID) == "join" {
+		return map[string]any{"room_id": roomID}, nil
+	}
+	if _, err := s.membership(r, sess, roomID, sess.UserID, "join", req.Reason, nil); err != nil {
+		return nil, err
+	}
+	return map[string]any{"room_id": roomID}, nil
+}
+
+func (s *Service) joinRoomByIDOrAlias(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	target := r.PathValue("roomIdOrAlias")
+	var roomID id.RoomID
+	switch {
+	case strings.HasPrefix(target, "!"):
+		roomID = id.RoomID(target)
+	case strings.HasPrefix(target, "#"):
+		rid, err := s.resolveLocalAlias(r.Context(), id.RoomAlias(target))
+		if err != nil {
+			return nil, err
+		}
+		if rid == "" {
+			return nil, mxhttp.NotFound("room alias not found")
+		}
+		roomID = rid
+	default:
+		return nil, mxhttp.InvalidParam("not a room ID or alias: %q", target)
+	}
+	return s.join(r, sess, roomID)
+}
+
+func (s *Service) invite(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	roomID, err := s.roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	var req membershipRequest
+	if err := mxhttp.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if req.UserID == "" {
+		return nil, mxhttp.MissingParam("missing user_id")
+	}
+	if _, _, err := req.UserID.Parse(); err != nil {
+		return nil, mxhttp.InvalidParam("invalid user_id")
+	}
+	switch s.rooms.Membership(req.UserID, roomID) {
+	case "join":
+		return nil, mxhttp.Forbidden("user is already in the room")
+	case "ban":
+		return nil, mxhttp.Forbidden("user is banned from the room")
+	}
+	if _, err := s.membership(r, sess, roomID, req.UserID, "invite", req.Reason, nil); err != nil {
+		return nil, err
+	}
+	return mxhttp.Empty, nil
+}
+
+func (s *Service) leave(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	roomID, err := s.roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	var req membershipRequest
+	if err := mxhttp.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	switch s.rooms.Membership(sess.UserID, roomID) {
+	case "", "leave":
+		if _, err := s.rooms.Version(r.Context(), roomID); err != nil {
+			return nil, mxhttp.NotFound("room not found")
+		}
+		return nil, mxhttp.Forbidden("you are not in this room")
+	}
+	if _, err := s.membership(r, sess, roomID, sess.UserID, "leave", req.Reason, nil); err != nil {
+		return nil, err
+	}
+	return mxhttp.Empty, nil
+}
+
+// moderate implements kick, ban and unban.
+func (s *Service) moderate(membership string) accounts.AuthedHandler {
+	return func(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+		roomID, err := s.roomIDParam(r)
+		if err != nil {
+			return nil, err
+		}
+		var req membershipRequest
+		if err := mxhttp.DecodeJSON(r, &req); err != nil {
+			return nil, err
+		}
+		if req.UserID == "" {
+			return nil, mxhttp.MissingParam("missing user_id")
+		}
+		if _, _, err := req.UserID.Parse(); err != nil {
+			return nil, mxhttp.InvalidParam("invalid user_id")
+		}
+		current := s.rooms.Membership(req.UserID, roomID)
+		target := membership
+		switch membership {
+		case "kick":
+			if current != "join" && current != "invite" && current != "knock" {
+				return nil, mxhttp.Forbidden("user is not in the room")
+			}
+			target = "leave"
+		case "unban":
+			if current != "ban" {
+				return nil, mxhttp.Forbidden("user is not banned")
+			}
+			target = "leave"
+		}
+		if _, err := s.membership(r, sess, roomID, req.UserID, target, req.Reason, nil); err != nil {
+			return nil, err
+		}
+		return mxhttp.Empty, nil
+	}
+}
+
+func (s *Service) joinedRooms(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	joined := s.rooms.JoinedRooms(sess.UserID)
+	if joined == nil {
+		joined = []id.RoomID{}
+	}
+	return map[string]any{"joined_rooms": joined}, nil
+}

@@ -1,0 +1,59 @@
+package clientapi
+
+import (
+	"log/slog"
+	"net/http"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+// Service serves the room and event endpoints.
+type Service struct {
+	db             *storage.DB
+	log            *slog.Logger
+	accounts       *accounts.Service
+	rooms          *rooms.Engine
+	serverName     string
+	defaultVersion id.RoomVersion
+}
+
+// New returns the service.
+func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Engine, defaultVersion id.RoomVersion) *Service {
+	return &Service{db: db, log: log, accounts: acc, rooms: eng, serverName: eng.ServerName(), defaultVersion: defaultVersion}
+}
+
+// Routes registers the endpoints.
+func (s *Service) Routes(mux *http.ServeMux) {
+	const v3 = "/_matrix/client/v3"
+	a := s.accounts.Auth
+	mux.HandleFunc("POST "+v3+"/createRoom", a(s.createRoom))
+	mux.HandleFunc("POST "+v3+"/join/{roomIdOrAlias}", a(s.joinRoomByIDOrAlias))
+	mux.HandleFunc("POST "+v3+"/rooms/{roomId}/join", a(s.joinRoomByID))
+	mux.HandleFunc("POST "+v3+"/rooms/{roomId}/invite", a(s.invite))
+	mux.HandleFunc("POST "+v3+"/rooms/{roomId}/leave", a(s.leave))
+	mux.HandleFunc("POST "+v3+"/rooms/{roomId}/kick", a(s.moderate("kick")))
+	mux.HandleFunc("POST "+v3+"/rooms/{roomId}/ban", a(s.moderate("ban")))
+	mux.HandleFunc("POST "+v3+"/rooms/{roomId}/unban", a(s.moderate("unban")))
+	mux.HandleFunc("GET "+v3+"/joined_rooms", a(s.joinedRooms))
+
+	mux.HandleFunc("PUT "+v3+"/rooms/{roomId}/send/{eventType}/{txnId}", a(s.sendMessage))
+	mux.HandleFunc("PUT "+v3+"/rooms/{roomId}/state/{eventType}/{stateKey...}", a(s.putState))
+	mux.HandleFunc("GET "+v3+"/rooms/{roomId}/state/{eventType}/{stateKey...}", a(s.getStateEvent))
+	mux.HandleFunc("GET "+v3+"/rooms/{roomId}/state", a(s.getState))
+	mux.HandleFunc("GET "+v3+"/rooms/{roomId}/event/{eventId}", a(s.getEvent))
+	mux.HandleFunc("GET "+v3+"/rooms/{roomId}/members", a(s.getMembers))
+	mux.HandleFunc("GET "+v3+"/rooms/{roomId}/joined_members", a(s.getJoinedMembers))
+	mux.HandleFunc("GET "+v3+"/rooms/{roomId}/messages", a(s.getMessages))
+	mux.HandleFunc("PUT "+v3+"/rooms/{roomId}/redact/{eventId}/{txnId}", a(s.redact))
+
+	mux.HandleFunc("PUT "+v3+"/directory/room/{roomAlias}", a(s.putAlias))
+	mux.HandleFunc("GET "+v3+"/directory/room/{roomAlias}", s.getAlias)
+	mux.HandleFunc("DELETE "+v3+"/directory/room/{roomAlias}", a(s.deleteAlias))
+	mux.HandleFunc("GET "+v3+"/rooms/{roomId}/aliases", a(s.getRoomAliases))
+	mux.HandleFunc("GET "+v3+"/directory/list/room/{roomId}", s.getVisibility)
+	mux.HandleFunc("PUT "+v3+"/directory/list/room/{roomId}", a(s.putVisibility))
+}

@@ -1,0 +1,49 @@
+package node
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+var (
+	httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "matrixos", Subsystem: "http", Name: "requests_total",
+		Help: "HTTP requests by route pattern and status code.",
+	}, []string{"route", "code"})
+	httpDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "matrixos", Subsystem: "http", Name: "request_seconds",
+		Help:    "HTTP request duration by route pattern (long-polls included).",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
+	}, []string{"route"})
+)
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// instrument counts requests per route pattern (not per raw path, which
+// would explode the label space).
+func instrument(mux *http.ServeMux, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		_, route := mux.Handler(r)
+		if route == "" {
+			route = "unmatched"
+		}
+		httpRequests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+		httpDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}

@@ -1,0 +1,232 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/clientapi"
+	"github.com/matrixos/matrixos/internal/config"
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/storage"
+	"github.com/matrixos/matrixos/internal/sync"
+)
+
+// Version is the node's version, set at build time.
+var Version = "0.1.0-dev"
+
+// Node is a running Matrix OS node.
+type Node struct {
+	cfg config.Config
+	log *slog.Logger
+
+	DB       *storage.DB
+	Accounts *accounts.Service
+	Rooms    *rooms.Engine
+	Sync     *sync.Service
+	Client   *clientapi.Service
+
+	registry *prometheus.Registry
+	handler  http.Handler
+	servers  []*http.Server
+	// Addr is the client listener's address once listening.
+	Addr string
+}
+
+// NewLogger builds the node's logger from the config.
+func NewLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// migrations lists every package's tables.
+func migrations() []storage.Migration {
+	return slices.Concat(accounts.Migrations, rooms.Migrations, sync.Migrations)
+}
+
+// OpenDB opens the configured database and applies every migration. The
+// admin subcommands use it directly.
+func OpenDB(ctx context.Context, cfg config.Config, log *slog.Logger) (*storage.DB, error) {
+	db, err := storage.Open(ctx, cfg.DatabaseDSN(), log)
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Migrate(ctx, migrations()); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// AccountsOptions derives the accounts settings from the config.
+func AccountsOptions(cfg config.Config) accounts.Options {
+	return accounts.Options{
+		ServerName:                cfg.ServerName,
+		OpenRegistration:          cfg.OpenRegistration,
+		RegistrationRequiresToken: cfg.RegistrationRequiresToken,
+		SharedSecret:              cfg.RegistrationSharedSecret,
+		AccessTokenLifetime:       cfg.AccessTokenLifetime,
+	}
+}
+
+// New builds a node: opens storage, loads the key, wires the services.
+func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error) {
+	n := &Node{cfg: cfg, log: log}
+	keyID, key, err := LoadOrCreateKey(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	n.DB, err = OpenDB(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	n.Accounts = accounts.New(n.DB, log, AccountsOptions(cfg))
+	n.Rooms = rooms.New(n.DB, log, rooms.Signer{ServerName: cfg.ServerName, KeyID: keyID, Key: key})
+	if err := n.Rooms.Load(ctx); err != nil {
+		n.DB.Close()
+		return nil, err
+	}
+	n.Sync = sync.New(n.DB, log, n.Accounts, n.Rooms)
+	n.Client = clientapi.New(n.DB, log, n.Accounts, n.Rooms, id.RoomVersion(cfg.DefaultRoomVersion))
+	n.wireHooks()
+
+	n.registry = prometheus.NewRegistry()
+	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.registry.MustRegister(storage.Collectors()...)
+	n.registry.MustRegister(httpRequests, httpDuration)
+
+	mux := http.NewServeMux()
+	n.discoveryRoutes(mux)
+	n.Accounts.Routes(mux)
+	n.Sync.Routes(mux)
+	n.Client.Routes(mux)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// A known path with another method is 405, per the spec.
+		for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "/" && pattern != "" {
+				mxhttp.WriteJSON(w, http.StatusMethodNotAllowed, mxhttp.Unrecognized("method %s not allowed here", r.Method).Body())
+				return
+			}
+		}
+		mxhttp.NotFoundHandler(w, r)
+	})
+	if cfg.MetricsListen == "" {
+		n.opsRoutes(mux, false)
+	}
+	n.handler = mxhttp.Recover(log, instrument(mux, mxhttp.CORS(mux)))
+	return n, nil
+}
+
+// wireHooks connects services that react to each other's changes.
+func (n *Node) wireHooks() {
+	n.Accounts.Hooks.ProfileChanged = append(n.Accounts.Hooks.ProfileChanged, n.Client.OnProfileChanged)
+	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, n.Client.OnDeactivated)
+}
+
+func (n *Node) opsRoutes(mux *http.ServeMux, withPprof bool) {
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		var one int
+		if err := n.DB.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+			http.Error(w, "database unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+}
+
+// Handler is the node's client HTTP handler (for in-process tests).
+func (n *Node) Handler() http.Handler { return n.handler }
+
+// Start listens on the configured addresses and serves in the background.
+func (n *Node) Start() error {
+	ln, err := net.Listen("tcp", n.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", n.cfg.Listen, err)
+	}
+	n.Addr = ln.Addr().String()
+	srv := &http.Server{
+		Handler:           n.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+	}
+	n.servers = append(n.servers, srv)
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("client listener failed", "err", err)
+		}
+	}()
+	if n.cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", n.cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", n.cfg.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		n.opsRoutes(mux, true)
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		n.servers = append(n.servers, msrv)
+		go msrv.Serve(mln)
+		n.log.Info("metrics listener", "addr", mln.Addr().String())
+	}
+	return nil
+}
+
+// Shutdown stops accepting requests, lets running ones finish (long-polls
+// are cut short), then closes the database after the queued writes.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.Sync.Notifier.WakeAll()
+	var errs []error
+	for _, srv := range n.servers {
+		if err := srv.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, n.DB.Close())
+	return errors.Join(errs...)
+}
+
+// Banner is the start-up text for people.
+func (n *Node) Banner(configPath string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Matrix OS %s is running.\n", Version)
+	fmt.Fprintf(&b, "  Server name:  %s\n", n.cfg.ServerName)
+	fmt.Fprintf(&b, "  Client API:   http://%s\n", n.Addr)
+	fmt.Fprintf(&b, "  Data:         %s (config %s)\n", n.cfg.DataDir, configPath)
+	fmt.Fprintf(&b, "  Database:     %s\n", n.DB.Dialect)
+	fmt.Fprintf(&b, "Create the first admin with:\n  %s user add admin --admin --data %s\n", os.Args[0], n.cfg.DataDir)
+	return b.String()
+}

@@ -1,0 +1,544 @@
+package sync
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	gosync "sync"
+	"sync/atomic"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+// Service serves /sync and the filter endpoints.
+type Service struct {
+	db       *storage.DB
+	log      *slog.Logger
+	accounts *accounts.Service
+	rooms    *rooms.Engine
+	Notifier *Notifier
+
+	// Eph is the serial of ephemeral (non-durable) changes such as typing.
+	Eph atomic.Int64
+
+	mu      gosync.Mutex
+	sources []Source
+}
+
+// New returns the sync service. It wakes members of a room whenever an
+// event commits there.
+func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Engine) *Service {
+	s := &Service{db: db, log: log, accounts: acc, rooms: eng, Notifier: NewNotifier()}
+	eng.OnEvent = append(eng.OnEvent, s.onEvent)
+	return s
+}
+
+// AddSource registers a contributor to sync responses.
+func (s *Service) AddSource(src Source) {
+	s.mu.Lock()
+	s.sources = append(s.sources, src)
+	s.mu.Unlock()
+}
+
+// BumpEph advances the ephemeral serial and returns it.
+func (s *Service) BumpEph() int64 { return s.Eph.Add(1) }
+
+func (s *Service) onEvent(ev *rooms.Event, info *rooms.RoomInfo) {
+	users := make([]id.UserID, 0, len(info.Members))
+	for u, m := range info.Members {
+		if m == "join" || m == "invite" || m == "knock" {
+			users = append(users, u)
+		}
+	}
+	if ev.Type == "m.room.member" && ev.StateKey != nil {
+		users = append(users, id.UserID(*ev.StateKey)) // left, banned, ...
+	}
+	s.Notifier.Wake(users...)
+}
+
+// Routes registers /sync and the filter endpoints.
+func (s *Service) Routes(mux *http.ServeMux) {
+	const v3 = "/_matrix/client/v3"
+	mux.HandleFunc("GET "+v3+"/sync", s.accounts.Auth(s.handleSync))
+	mux.HandleFunc("POST "+v3+"/user/{userId}/filter", s.accounts.Auth(s.postFilter))
+	mux.HandleFunc("GET "+v3+"/user/{userId}/filter/{filterId}", s.accounts.Auth(s.getFilter))
+}
+
+const maxSyncTimeout = 5 * time.Minute
+
+func (s *Service) handleSync(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	q := r.URL.Query()
+	since, err := ParseToken(q.Get("since"))
+	if err != nil {
+		return nil, mxhttp.InvalidParam("invalid since token")
+	}
+	timeout := time.Duration(0)
+	if t := q.Get("timeout"); t != "" {
+		ms, err := strconv.ParseInt(t, 10, 64)
+		if err != nil || ms < 0 {
+			return nil, mxhttp.InvalidParam("invalid timeout")
+		}
+		timeout = min(time.Duration(ms)*time.Millisecond, maxSyncTimeout)
+	}
+	full := false
+	switch q.Get("full_state") {
+	case "", "false":
+	case "true":
+		full = true
+	default:
+		return nil, mxhttp.InvalidParam("full_state must be true or false")
+	}
+	filter, err := s.resolveFilter(r.Context(), sess.UserID, q.Get("filter"))
+	if err != nil {
+		return nil, err
+	}
+	if p := q.Get("set_presence"); p != "" && p != "online" && p != "offline" && p != "unavailable" {
+		return nil, mxhttp.InvalidParam("invalid set_presence")
+	}
+	if since.Pos > s.db.Visible() {
+		// A token from the future (e.g. after a restore): start over.
+		since = Token{}
+	}
+	ctx := r.Context()
+	deadline := time.Now().Add(timeout)
+	for {
+		ch := s.Notifier.Channel(sess.UserID)
+		resp, err := s.build(ctx, sess, since, full, filter)
+		if err != nil {
+			return nil, err
+		}
+		if resp.news || since == (Token{}) || full || timeout == 0 || !time.Now().Before(deadline) {
+			return resp, nil
+		}
+		wctx, cancel := context.WithDeadline(ctx, deadline)
+		woke := s.Notifier.Wait(wctx, ch)
+		cancel()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !woke {
+			// Timed out: answer with the (empty) response and a fresh token.
+			return s.build(ctx, sess, since, full, filter)
+		}
+	}
+}
+
+// build computes one sync response.
+func (s *Service) build(ctx context.Context, sess *accounts.Session, since Token, full bool, filter *Filter) (*Response, error) {
+	to := Token{Pos: s.db.Visible(), Eph: s.Eph.Load()}
+	req := &Request{
+		User: sess.UserID, Device: sess.DeviceID, Since: since, To: to,
+		FullState: full || since.Pos == 0, Filter: filter, NewlyJoined: map[id.RoomID]bool{},
+	}
+	resp := &Response{NextBatch: to.String()}
+	if err := s.fillRooms(ctx, req, resp); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	sources := slices.Clone(s.sources)
+	s.mu.Unlock()
+	for _, src := range sources {
+		if err := src.Fill(ctx, req, resp); err != nil {
+			return nil, fmt.Errorf("sync source: %w", err)
+		}
+	}
+	return resp, nil
+}
+
+// membershipRow is a user's membership in one room as of now.
+type membershipRow struct {
+	room       id.RoomID
+	membership string
+	eventID    id.EventID
+	pos        int64
+	forgotten  bool
+}
+
+func (s *Service) memberships(ctx context.Context, user id.UserID) ([]membershipRow, error) {
+	rows, err := s.db.Query(ctx, "SELECT room_id, membership, event_id, pos, forgotten FROM memberships WHERE user_id = $1", user)
+	if err != nil {
+		return nil, fmt.Errorf("load memberships: %w", err)
+	}
+	defer rows.Close()
+	var out []membershipRow
+	for rows.Next() {
+		var m membershipRow
+		if err := rows.Scan(&m.room, &m.membership, &m.eventID, &m.pos, &m.forgotten); err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+func (s *Service) fillRooms(ctx context.Context, req *Request, resp *Response) error {
+	ms, err := s.memberships(ctx, req.User)
+	if err != nil {
+		return err
+	}
+	var roomFilter *RoomFilter
+	if req.Filter != nil {
+		roomFilter = req.Filter.Room
+	}
+	for _, m := range ms {
+		if m.pos > req.To.Pos {
+			// Changed after our upper bound: the next sync reports it.
+			continue
+		}
+		if m.membership == "join" {
+			req.Joined = append(req.Joined, m.room)
+		}
+		if !roomFilter.AllowsRoom(m.room) {
+			continue
+		}
+		changed := m.pos > req.Since.Pos
+		switch m.membership {
+		case "join":
+			if changed && !req.Initial() {
+				req.NewlyJoined[m.room] = true
+			}
+			if err := s.fillJoined(ctx, req, resp, m); err != nil {
+				return err
+			}
+		case "invite", "knock":
+			if !changed && !req.FullState {
+				continue
+			}
+			if err := s.fillStripped(ctx, req, resp, m); err != nil {
+				return err
+			}
+		case "leave", "ban":
+			if m.forgotten {
+				continue
+			}
+			includeLeave := roomFilter != nil && roomFilter.IncludeLeave
+			if !changed && !(req.FullState && includeLeave) {
+				continue
+			}
+			if req.Initial() && !includeLeave {
+				continue
+			}
+			if err := s.fillLeft(ctx, req, resp, m); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// timeline loads the room's events in (from, to], newest limit of them.
+func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, from, to int64) (*Timeline, []*rooms.Event, error) {
+	limit := req.Filter.TimelineLimit()
+	tf := req.Filter.timeline()
+	// Read a few more than needed so filtered-out events rarely shrink the
+	// page; this is a sync, not an exact pagination.
+	evs, err := s.rooms.RoomEvents(ctx, roomID, from, to, limit+1, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	limited := len(evs) > limit
+	if limited {
+		evs = evs[:limit]
+	}
+	slices.Reverse(evs)
+	tl := &Timeline{Events: []any{}, Limited: limited}
+	var kept []*rooms.Event
+	for _, ev := range evs {
+		if tf != nil && !tf.Allows(ev.Type, ev.Sender) {
+			continue
+		}
+		kept = append(kept, ev)
+		tl.Events = append(tl.Events, clientEvent(ev, req))
+	}
+	if len(evs) > 0 {
+		tl.PrevBatch = Token{Pos: evs[0].Pos - 1}.String()
+	} else {
+		tl.PrevBatch = Token{Pos: to}.String()
+	}
+	return tl, evs, nil
+}
+
+func (s *Service) fillJoined(ctx context.Context, req *Request, resp *Response, m membershipRow) error {
+	newly := req.NewlyJoined[m.room]
+	from := req.Since.Pos
+	if newly {
+		from = 0
+	}
+	last := s.rooms.LastPos(ctx, m.room)
+	if !req.FullState && !newly && last <= req.Since.Pos {
+		return nil // nothing new in the room's timeline
+	}
+	tl, evs, err := s.timeline(ctx, req, m.room, from, req.To.Pos)
+	if err != nil {
+		return err
+	}
+	jr := resp.JoinedRoom(m.room)
+	jr.Timeline = tl
+	if len(tl.Events) > 0 {
+		resp.MarkNews()
+	}
+	state, err := s.stateSection(ctx, req, m.room, evs, tl.Limited, req.FullState || newly)
+	if err != nil {
+		return err
+	}
+	jr.State = state
+	if newly {
+		resp.MarkNews()
+	}
+	if req.FullState || newly || hasMemberChange(evs) {
+		jr.Summary = s.summary(ctx, m.room, req.User)
+	}
+	return nil
+}
+
+func hasMemberChange(evs []*rooms.Event) bool {
+	for _, ev := range evs {
+		if ev.Type == "m.room.member" {
+			return true
+		}
+	}
+	return false
+}
+
+// stateSection computes the "state" of a room section: the state at the
+// start of the timeline, entirely (full) or as the change since the last
+// sync (limited timelines), minus what the timeline itself carries.
+func (s *Service) stateSection(ctx context.Context, req *Request, roomID id.RoomID, timeline []*rooms.Event, limited, full bool) (*Events, error) {
+	out := &Events{Events: []any{}}
+	if !full && !limited {
+		return out, nil
+	}
+	var startSnap int64
+	var err error
+	if len(timeline) > 0 {
+		startSnap = timeline[0].SnapshotBefore
+	} else if startSnap, err = s.rooms.SnapshotAtPos(ctx, roomID, req.To.Pos); err != nil {
+		return nil, err
+	}
+	startState, err := s.rooms.StateAt(ctx, startSnap)
+	if err != nil {
+		return nil, err
+	}
+	var sinceIDs map[id.EventID]bool
+	if !full {
+		sinceSnap, err := s.rooms.SnapshotAtPos(ctx, roomID, req.Since.Pos)
+		if err != nil {
+			return nil, err
+		}
+		sinceState, err := s.rooms.StateAt(ctx, sinceSnap)
+		if err != nil {
+			return nil, err
+		}
+		sinceIDs = make(map[id.EventID]bool, len(sinceState))
+		for _, ev := range sinceState {
+			sinceIDs[ev.ID] = true
+		}
+	}
+	inTimeline := map[id.EventID]bool{}
+	senders := map[id.UserID]bool{req.User: true}
+	for _, ev := range timeline {
+		inTimeline[ev.ID] = true
+		senders[ev.Sender] = true
+	}
+	lazy := req.Filter.LazyLoadMembers()
+	sf := req.Filter.state()
+	for _, ev := range startState {
+		if inTimeline[ev.ID] || sinceIDs[ev.ID] {
+			continue
+		}
+		if lazy && ev.Type == "m.room.member" && ev.StateKey != nil && !senders[id.UserID(*ev.StateKey)] {
+			continue
+		}
+		if sf != nil && !sf.Allows(ev.Type, ev.Sender) {
+			continue
+		}
+		out.Add(clientEvent(ev, req))
+	}
+	return out, nil
+}
+
+func (s *Service) summary(ctx context.Context, roomID id.RoomID, self id.UserID) *Summary {
+	state, err := s.rooms.CurrentState(ctx, roomID)
+	if err != nil {
+		return nil
+	}
+	joined, invited := 0, 0
+	var heroes []id.UserID
+	for _, ev := range state {
+		if ev.Type != "m.room.member" || ev.StateKey == nil {
+			continue
+		}
+		switch ev.Membership() {
+		case "join":
+			joined++
+		case "invite":
+			invited++
+		default:
+			continue
+		}
+		if u := id.UserID(*ev.StateKey); u != self && len(heroes) < 5 {
+			heroes = append(heroes, u)
+		}
+	}
+	return &Summary{Heroes: heroes, JoinedMemberCount: &joined, InvitedMemberCount: &invited}
+}
+
+// strippedTypes are the state events shown to invitees and knockers.
+var strippedTypes = []string{"m.room.create", "m.room.name", "m.room.avatar", "m.room.topic", "m.room.join_rules",
+	"m.room.canonical_alias", "m.room.encryption"}
+
+// StrippedState returns the stripped state shown with an invite or knock.
+func StrippedState(ctx context.Context, eng *rooms.Engine, roomID id.RoomID, memberEvent *rooms.Event) []any {
+	var out []any
+	for _, t := range strippedTypes {
+		if ev, err := eng.StateEvent(ctx, roomID, t, ""); err == nil && ev != nil {
+			out = append(out, map[string]any{"type": ev.Type, "state_key": *ev.StateKey, "sender": ev.Sender, "content": ev.Content()})
+		}
+	}
+	if memberEvent != nil {
+		out = append(out, memberEvent.Client(rooms.ClientOptions{OmitRoomID: true}))
+	}
+	return out
+}
+
+func (s *Service) fillStripped(ctx context.Context, req *Request, resp *Response, m membershipRow) error {
+	ev, err := s.rooms.Event(ctx, m.eventID)
+	if err != nil {
+		return err
+	}
+	if resp.Rooms == nil {
+		resp.Rooms = &Rooms{}
+	}
+	evs := &Events{Events: StrippedState(ctx, s.rooms, m.room, ev)}
+	if m.membership == "invite" {
+		if resp.Rooms.Invite == nil {
+			resp.Rooms.Invite = map[id.RoomID]*InvitedRoom{}
+		}
+		resp.Rooms.Invite[m.room] = &InvitedRoom{InviteState: evs}
+	} else {
+		if resp.Rooms.Knock == nil {
+			resp.Rooms.Knock = map[id.RoomID]*KnockedRoom{}
+		}
+		resp.Rooms.Knock[m.room] = &KnockedRoom{KnockState: evs}
+	}
+	resp.MarkNews()
+	return nil
+}
+
+func (s *Service) fillLeft(ctx context.Context, req *Request, resp *Response, m membershipRow) error {
+	from := req.Since.Pos
+	tl, evs, err := s.timeline(ctx, req, m.room, from, m.pos)
+	if err != nil {
+		return err
+	}
+	state, err := s.stateSection(ctx, req, m.room, evs, tl.Limited, req.FullState)
+	if err != nil {
+		return err
+	}
+	if resp.Rooms == nil {
+		resp.Rooms = &Rooms{}
+	}
+	if resp.Rooms.Leave == nil {
+		resp.Rooms.Leave = map[id.RoomID]*LeftRoom{}
+	}
+	resp.Rooms.Leave[m.room] = &LeftRoom{State: state, Timeline: tl}
+	resp.MarkNews()
+	return nil
+}
+
+// Filters.
+
+const maxFilterBytes = 65536
+
+func (s *Service) resolveFilter(ctx context.Context, user id.UserID, param string) (*Filter, error) {
+	if param == "" {
+		return nil, nil
+	}
+	var raw string
+	if param[0] == '{' {
+		raw = param
+	} else {
+		err := s.db.QueryRow(ctx, "SELECT filter FROM sync_filters WHERE user_id = $1 AND filter_id = $2", user, param).Scan(&raw)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, mxhttp.InvalidParam("unknown filter %q", param)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	f := &Filter{}
+	if err := mxhttp.Unmarshal([]byte(raw), f); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (s *Service) postFilter(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	if id.UserID(r.PathValue("userId")) != sess.UserID {
+		return nil, mxhttp.Forbidden("cannot create filters for other users")
+	}
+	body, err := mxhttp.ReadBody(r, maxFilterBytes)
+	if err != nil {
+		return nil, err
+	}
+	var f Filter
+	if err := mxhttp.Unmarshal(body, &f); err != nil {
+		return nil, err
+	}
+	canon, _ := json.Marshal(f)
+	var filterID string
+	err = s.db.Write(r.Context(), func(tx *storage.Tx) error {
+		var n int64
+		if err := tx.QueryRow(r.Context(), "SELECT COUNT(*) FROM sync_filters WHERE user_id = $1", sess.UserID).Scan(&n); err != nil {
+			return err
+		}
+		filterID = strconv.FormatInt(n, 10)
+		_, err := tx.Exec(r.Context(), "INSERT INTO sync_filters (user_id, filter_id, filter) VALUES ($1, $2, $3)", sess.UserID, filterID, string(canon))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"filter_id": filterID}, nil
+}
+
+func (s *Service) getFilter(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	if id.UserID(r.PathValue("userId")) != sess.UserID {
+		return nil, mxhttp.Forbidden("cannot read filters of other users")
+	}
+	var raw string
+	err := s.db.QueryRow(r.Context(), "SELECT filter FROM sync_filters WHERE user_id = $1 AND filter_id = $2", sess.UserID, r.PathValue("filterId")).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, mxhttp.NotFound("unknown filter")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return json.RawMessage(raw), nil
+}
+
+// Migrations are the sync tables.
+var Migrations = []storage.Migration{{
+	Component: "sync",
+	Version:   1,
+	SQL: `
+CREATE TABLE sync_filters (
+	user_id TEXT NOT NULL,
+	filter_id TEXT NOT NULL,
+	filter TEXT NOT NULL,
+	PRIMARY KEY (user_id, filter_id)
+);
+`,
+}}
