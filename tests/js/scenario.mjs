@@ -28,6 +28,8 @@ if (!debug) {
     const keep =
         (level) =>
         (...args) => {
+            // Noise for every brand-new room; not a server problem.
+            if (args.map(String).join(" ").includes("Got room state event for unknown room")) return;
             sdkLog.push(`[sdk ${level}] ${args.map(fmtArg).join(" ")}`);
             if (sdkLog.length > 60) sdkLog.shift();
         };
@@ -109,9 +111,11 @@ async function step(name, fn, { soft = false } = {}) {
 
 /**
  * waitFor resolves once check() returns a truthy value, testing it now and
- * after every `event` emitted by emitter; it rejects after ms with what.
+ * after every event (a name or a list of names) emitted by emitter; it
+ * rejects after ms with what (a string or a function giving one).
  */
 function waitFor(emitter, event, check, what, ms = WAIT_MS) {
+    const events = Array.isArray(event) ? event : [event];
     return new Promise((resolve, reject) => {
         let done = false;
         const test = () => {
@@ -137,9 +141,9 @@ function waitFor(emitter, event, check, what, ms = WAIT_MS) {
         const cleanup = () => {
             done = true;
             clearTimeout(t);
-            emitter.off(event, test);
+            for (const e of events) emitter.off(e, test);
         };
-        emitter.on(event, test);
+        for (const e of events) emitter.on(e, test);
         test();
     });
 }
@@ -279,7 +283,9 @@ async function main() {
         () =>
             waitFor(
                 b,
-                sdk.RoomEvent.MyMembership,
+                // A brand-new room is stored (ClientEvent.Room) only after
+                // its membership event has been processed.
+                [sdk.RoomEvent.MyMembership, sdk.ClientEvent.Room],
                 () => b.getRoom(roomId)?.getMyMembership() === "invite",
                 `invite to ${roomId} in B's sync (rooms.invite)`,
             ),
