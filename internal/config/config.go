@@ -21,34 +21,34 @@ import (
 // (MATRIXOS_SERVER_NAME). The doc tag is written as a comment into the
 // generated file and shown by --help.
 type Config struct {
-	DataDir          string `yaml:"data" doc:"Directory for the database, signing key and media."`
-	ServerName       string `yaml:"server_name" doc:"The server name: the part after ':' in user IDs. Cannot change once users exist."`
-	Listen           string `yaml:"listen" doc:"Address of the Client-Server API listener (plain HTTP; put TLS in front for public use)."`
-	PublicBaseURL    string `yaml:"public_baseurl" doc:"URL clients use to reach this node, served in /.well-known/matrix/client. Empty: http://<listen>."`
-	Database         string `yaml:"database" doc:"Database: empty for embedded SQLite in the data directory, or a postgres://user:pass@host/db URL."`
-	OpenRegistration bool   `yaml:"open_registration" doc:"Let anyone register with m.login.dummy. For tests and private networks only."`
-	RegistrationSharedSecret string `yaml:"registration_shared_secret" doc:"Secret for the Synapse-compatible admin registration API (/_synapse/admin/v1/register). Empty: disabled."`
-	RegistrationRequiresToken bool  `yaml:"registration_requires_token" doc:"Allow registration with a registration token (m.login.registration_token), even when open registration is off."`
-	MetricsListen    string `yaml:"metrics_listen" doc:"Address of a separate listener for /metrics, /health and pprof. Empty: /metrics and /health on the client listener (pprof off)."`
-	LogLevel         string `yaml:"log_level" doc:"Log level: debug, info, warn or error."`
-	LogFormat        string `yaml:"log_format" doc:"Log format: text or json."`
-	DefaultRoomVersion string `yaml:"default_room_version" doc:"Room version for new rooms when the client asks for none."`
-	MaxUploadBytes   int64  `yaml:"max_upload_bytes" doc:"Largest media upload, in bytes."`
-	AccessTokenLifetime time.Duration `yaml:"access_token_lifetime" doc:"Lifetime of access tokens for clients that support refresh tokens (0: never expire)."`
-	AllowPrivateNetworks []string `yaml:"allow_private_networks" doc:"CIDR ranges that outbound requests (federation, previews, push) may reach although private or loopback."`
+	DataDir                   string        `yaml:"data" doc:"Directory for the database, signing key and media."`
+	ServerName                string        `yaml:"server_name" doc:"The server name: the part after ':' in user IDs. Cannot change once users exist."`
+	Listen                    string        `yaml:"listen" doc:"Address of the Client-Server API listener (plain HTTP; put TLS in front for public use)."`
+	PublicBaseURL             string        `yaml:"public_baseurl" doc:"URL clients use to reach this node, served in /.well-known/matrix/client. Empty: http://<listen>."`
+	Database                  string        `yaml:"database" doc:"Database: empty for embedded SQLite in the data directory, or a postgres://user:pass@host/db URL."`
+	OpenRegistration          bool          `yaml:"open_registration" doc:"Let anyone register with m.login.dummy. For tests and private networks only."`
+	RegistrationSharedSecret  string        `yaml:"registration_shared_secret" doc:"Secret for the Synapse-compatible admin registration API (/_synapse/admin/v1/register). Empty: disabled."`
+	RegistrationRequiresToken bool          `yaml:"registration_requires_token" doc:"Allow registration with a registration token (m.login.registration_token), even when open registration is off."`
+	MetricsListen             string        `yaml:"metrics_listen" doc:"Address of a separate listener for /metrics, /health and pprof. Empty: /metrics and /health on the client listener (pprof off)."`
+	LogLevel                  string        `yaml:"log_level" doc:"Log level: debug, info, warn or error."`
+	LogFormat                 string        `yaml:"log_format" doc:"Log format: text or json."`
+	DefaultRoomVersion        string        `yaml:"default_room_version" doc:"Room version for new rooms when the client asks for none."`
+	MaxUploadBytes            int64         `yaml:"max_upload_bytes" doc:"Largest media upload, in bytes."`
+	AccessTokenLifetime       time.Duration `yaml:"access_token_lifetime" doc:"Lifetime of access tokens for clients that support refresh tokens (0: never expire)."`
+	AllowPrivateNetworks      []string      `yaml:"allow_private_networks" doc:"CIDR ranges that outbound requests (federation, previews, push) may reach although private or loopback."`
 }
 
 // Default returns the built-in defaults.
 func Default() Config {
 	return Config{
-		DataDir:             "./matrixos-data",
-		ServerName:          "localhost:8008",
-		Listen:              "127.0.0.1:8008",
-		LogLevel:            "info",
-		LogFormat:           "text",
-		DefaultRoomVersion:  "11",
-		MaxUploadBytes:      50 << 20,
-		AccessTokenLifetime: 0,
+		DataDir:                   "./matrixos-data",
+		ServerName:                "localhost:8008",
+		Listen:                    "127.0.0.1:8008",
+		LogLevel:                  "info",
+		LogFormat:                 "text",
+		DefaultRoomVersion:        "11",
+		MaxUploadBytes:            50 << 20,
+		AccessTokenLifetime:       0,
 		RegistrationRequiresToken: true,
 	}
 }

@@ -29,13 +29,13 @@ func (n *Node) discoveryRoutes(mux *http.ServeMux) {
 			available[v] = "stable"
 		}
 		return map[string]any{"capabilities": map[string]any{
-			"m.change_password":      map[string]bool{"enabled": true},
-			"m.room_versions":        map[string]any{"default": n.cfg.DefaultRoomVersion, "available": available},
-			"m.set_displayname":      map[string]bool{"enabled": true},
-			"m.set_avatar_url":       map[string]bool{"enabled": true},
-			"m.3pid_changes":         map[string]bool{"enabled": false},
-			"m.get_login_token":      map[string]bool{"enabled": false},
-			"m.profile_fields":       map[string]any{"enabled": true},
+			"m.change_password": map[string]bool{"enabled": true},
+			"m.room_versions":   map[string]any{"default": n.cfg.DefaultRoomVersion, "available": available},
+			"m.set_displayname": map[string]bool{"enabled": true},
+			"m.set_avatar_url":  map[string]bool{"enabled": true},
+			"m.3pid_changes":    map[string]bool{"enabled": false},
+			"m.get_login_token": map[string]bool{"enabled": false},
+			"m.profile_fields":  map[string]any{"enabled": true},
 		}}, nil
 	}))
 }

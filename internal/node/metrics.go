@@ -1,6 +1,7 @@
 package node
 
 import (
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -34,7 +35,8 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // instrument counts requests per route pattern (not per raw path, which
 // would explode the label space).
-func instrument(mux *http.ServeMux, next http.Handler) http.Handler {
+// It also logs each request at debug level.
+func instrument(log *slog.Logger, mux *http.ServeMux, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
@@ -44,6 +46,14 @@ func instrument(mux *http.ServeMux, next http.Handler) http.Handler {
 			route = "unmatched"
 		}
 		httpRequests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
-		httpDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		took := time.Since(start)
+		httpDuration.WithLabelValues(route).Observe(took.Seconds())
+		if log.Enabled(r.Context(), slog.LevelDebug) || sw.code >= 500 {
+			level := slog.LevelDebug
+			if sw.code >= 500 {
+				level = slog.LevelWarn
+			}
+			log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", sw.code, "took", took)
+		}
 	})
 }

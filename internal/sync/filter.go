@@ -9,11 +9,11 @@ import (
 
 // EventFilter selects events by type and sender.
 type EventFilter struct {
-	Limit      *int        `json:"limit,omitempty"`
-	Types      *[]string   `json:"types,omitempty"`
-	NotTypes   []string    `json:"not_types,omitempty"`
+	Limit      *int         `json:"limit,omitempty"`
+	Types      *[]string    `json:"types,omitempty"`
+	NotTypes   []string     `json:"not_types,omitempty"`
 	Senders    *[]id.UserID `json:"senders,omitempty"`
-	NotSenders []id.UserID `json:"not_senders,omitempty"`
+	NotSenders []id.UserID  `json:"not_senders,omitempty"`
 }
 
 // RoomEventFilter adds room-event options.

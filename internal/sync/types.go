@@ -78,13 +78,13 @@ type Summary struct {
 
 // JoinedRoom is a joined room's section.
 type JoinedRoom struct {
-	Summary                   *Summary                 `json:"summary,omitempty"`
-	State                     *Events                  `json:"state,omitempty"`
-	Timeline                  *Timeline                `json:"timeline,omitempty"`
-	Ephemeral                 *Events                  `json:"ephemeral,omitempty"`
-	AccountData               *Events                  `json:"account_data,omitempty"`
-	UnreadNotifications       *Counts                  `json:"unread_notifications,omitempty"`
-	UnreadThreadNotifications map[id.EventID]*Counts   `json:"unread_thread_notifications,omitempty"`
+	Summary                   *Summary               `json:"summary,omitempty"`
+	State                     *Events                `json:"state,omitempty"`
+	Timeline                  *Timeline              `json:"timeline,omitempty"`
+	Ephemeral                 *Events                `json:"ephemeral,omitempty"`
+	AccountData               *Events                `json:"account_data,omitempty"`
+	UnreadNotifications       *Counts                `json:"unread_notifications,omitempty"`
+	UnreadThreadNotifications map[id.EventID]*Counts `json:"unread_thread_notifications,omitempty"`
 }
 
 // InvitedRoom is an invited room's section (stripped state).
@@ -182,7 +182,9 @@ type Source interface {
 type SourceFunc func(ctx context.Context, req *Request, resp *Response) error
 
 // Fill calls f.
-func (f SourceFunc) Fill(ctx context.Context, req *Request, resp *Response) error { return f(ctx, req, resp) }
+func (f SourceFunc) Fill(ctx context.Context, req *Request, resp *Response) error {
+	return f(ctx, req, resp)
+}
 
 // clientEvent renders an event for a sync response.
 func clientEvent(ev *rooms.Event, req *Request) any {

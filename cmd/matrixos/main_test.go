@@ -1,0 +1,211 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/matrixos/matrixos/internal/storage/pgtest"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "matrixos-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "matrixos")
+	cmd := exec.Command("go", "build", "-o", binary, ".")
+	cmd.Env = append(os.Environ(), "GOEXPERIMENT=jsonv2")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	defer os.RemoveAll(dir)
+	pgtest.RunMain(m)
+}
+
+func run(t *testing.T, stdin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("matrixos %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+func TestUserCommands(t *testing.T) {
+	data := t.TempDir()
+	out := run(t, "supersecret1\n", "user", "add", "alice", "--admin", "--password-file", "-", "--data", data)
+	if !strings.Contains(out, "@alice:localhost:8008") {
+		t.Fatalf("user add: %s", out)
+	}
+	run(t, "supersecret2\n", "user", "add", "bob", "--password-file", "-", "--data", data)
+	out = run(t, "", "user", "list", "--data", data)
+	if !strings.Contains(out, "@alice:localhost:8008\tadmin") || !strings.Contains(out, "@bob:localhost:8008") {
+		t.Fatalf("user list: %s", out)
+	}
+	run(t, "supersecret3\n", "user", "reset-password", "bob", "--password-file", "-", "--data", data)
+	run(t, "", "user", "deactivate", "bob", "--data", data)
+	out = run(t, "", "user", "list", "--data", data)
+	if !strings.Contains(out, "@bob:localhost:8008\tdeactivated") {
+		t.Fatalf("user list after deactivate: %s", out)
+	}
+	cmd := exec.Command(binary, "user", "add", "alice", "--password-file", "-", "--data", data)
+	cmd.Stdin = strings.NewReader("supersecret1\n")
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Fatalf("adding a taken user should fail: %s", out)
+	}
+	if out := run(t, "", "version"); !strings.HasPrefix(out, "matrixos ") {
+		t.Fatalf("version: %s", out)
+	}
+	out = run(t, "", "config", "--data", data, "--server-name", "example.org")
+	if !strings.Contains(out, "server_name: example.org") {
+		t.Fatalf("config: %s", out)
+	}
+}
+
+// server is a matrixos process under test.
+type server struct {
+	cmd *exec.Cmd
+	url string
+}
+
+func startServer(t *testing.T, args ...string) *server {
+	t.Helper()
+	cmd := exec.Command(binary, append([]string{"serve", "--listen", "127.0.0.1:0", "--server-name", "localhost", "--open-registration", "--log-level", "warn"}, args...)...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if u, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "Client API:"); ok {
+				found <- strings.TrimSpace(u)
+			}
+		}
+	}()
+	select {
+	case u := <-found:
+		s := &server{cmd: cmd, url: u}
+		t.Cleanup(func() { s.cmd.Process.Kill(); s.cmd.Wait() })
+		return s
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("server did not start")
+	}
+	return nil
+}
+
+func call(t *testing.T, method, url, token string, body any) (int, map[string]any) {
+	var r io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		r = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, url, r)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// TestAcknowledgedEventsSurviveKill9 sends a burst of messages from several
+// senders, kills the server with SIGKILL in the middle, restarts it and
+// checks that every event acknowledged with 200 is there.
+func TestAcknowledgedEventsSurviveKill9(t *testing.T) {
+	for _, engine := range []string{"sqlite", "postgres"} {
+		t.Run(engine, func(t *testing.T) {
+			data := t.TempDir()
+			args := []string{"--data", data}
+			if engine == "postgres" {
+				args = append(args, "--database", pgtest.Start(t))
+			}
+			s := startServer(t, args...)
+			code, reg := call(t, "POST", s.url+"/_matrix/client/v3/register", "", map[string]any{
+				"username": "burst", "password": "supersecret", "auth": map[string]string{"type": "m.login.dummy"}})
+			if code != 200 {
+				t.Fatalf("register: %d %v", code, reg)
+			}
+			token := reg["access_token"].(string)
+			code, room := call(t, "POST", s.url+"/_matrix/client/v3/createRoom", token, map[string]any{})
+			if code != 200 {
+				t.Fatalf("createRoom: %d %v", code, room)
+			}
+			roomID := room["room_id"].(string)
+
+			var mu sync.Mutex
+			var acked []string
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var wg sync.WaitGroup
+			for w := range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; ctx.Err() == nil && i < 2000; i++ {
+						url := fmt.Sprintf("%s/_matrix/client/v3/rooms/%s/send/m.room.message/w%d-%d", s.url, roomID, w, i)
+						code, resp := call(t, "PUT", url, token, map[string]string{"msgtype": "m.text", "body": "burst"})
+						if code != 200 {
+							return // the server is gone
+						}
+						mu.Lock()
+						acked = append(acked, resp["event_id"].(string))
+						mu.Unlock()
+					}
+				}()
+			}
+			time.Sleep(700 * time.Millisecond)
+			s.cmd.Process.Signal(syscall.SIGKILL)
+			s.cmd.Wait()
+			wg.Wait()
+			mu.Lock()
+			n := len(acked)
+			mu.Unlock()
+			if n == 0 {
+				t.Fatal("no event was acknowledged before the kill")
+			}
+			s2 := startServer(t, args...)
+			for _, evID := range acked {
+				code, ev := call(t, "GET", s2.url+"/_matrix/client/v3/rooms/"+roomID+"/event/"+evID, token, nil)
+				if code != 200 {
+					t.Fatalf("acknowledged event %s lost after kill -9: %d %v", evID, code, ev)
+				}
+			}
+			t.Logf("%d acknowledged events survived kill -9", n)
+			// The room still works.
+			code, _ = call(t, "PUT", s2.url+"/_matrix/client/v3/rooms/"+roomID+"/send/m.room.message/after", token, map[string]string{"msgtype": "m.text", "body": "after"})
+			if code != 200 {
+				t.Fatalf("send after restart: %d", code)
+			}
+		})
+	}
+}
