@@ -12,7 +12,7 @@ import (
 )
 
 // SupportedVersions are the room versions this node can create and join.
-var SupportedVersions = []id.RoomVersion{id.RoomV3, id.RoomV4, id.RoomV5, id.RoomV6, id.RoomV7, id.RoomV8, id.RoomV9, id.RoomV10, id.RoomV11, id.RoomV12}
+var SupportedVersions = []id.RoomVersion{id.RoomV1, id.RoomV2, id.RoomV3, id.RoomV4, id.RoomV5, id.RoomV6, id.RoomV7, id.RoomV8, id.RoomV9, id.RoomV10, id.RoomV11, id.RoomV12}
 
 // IsSupported reports whether v is a supported room version.
 func IsSupported(v id.RoomVersion) bool {
@@ -41,11 +41,9 @@ func (e *Engine) CreateRoom(ctx context.Context, version id.RoomVersion, creator
 		createContent = map[string]any{}
 	}
 	createContent["room_version"] = string(version)
-	if !version.CreatorInContent() {
+	if version.CreatorInContent() {
 		// Before v11 the creator is named in the content.
-		if _, ok := createContent["creator"]; !ok {
-			createContent["creator"] = creator
-		}
+		createContent["creator"] = creator
 	} else {
 		delete(createContent, "creator")
 	}

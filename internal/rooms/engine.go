@@ -477,16 +477,24 @@ func (e *Engine) build(r *room, p Proto) (*Event, error) {
 			pd.Unsigned = u
 		}
 	}
-	if err := pd.Sign(r.version, e.signer.ServerName, e.signer.KeyID, e.signer.Key); err != nil {
-		return nil, fmt.Errorf("sign event: %w", err)
-	}
-	evID, err := pd.GetEventID(r.version)
-	if err != nil {
-		return nil, fmt.Errorf("event ID: %w", err)
-	}
-	raw, err := json.Marshal(pd)
-	if err != nil {
-		return nil, fmt.Errorf("encode event: %w", err)
+	var evID id.EventID
+	var raw []byte
+	if usesV1Format(r.version) {
+		var err error
+		if evID, raw, err = e.buildV1(r, pd); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := pd.Sign(r.version, e.signer.ServerName, e.signer.KeyID, e.signer.Key); err != nil {
+			return nil, fmt.Errorf("sign event: %w", err)
+		}
+		var err error
+		if evID, err = pd.GetEventID(r.version); err != nil {
+			return nil, fmt.Errorf("event ID: %w", err)
+		}
+		if raw, err = json.Marshal(pd); err != nil {
+			return nil, fmt.Errorf("encode event: %w", err)
+		}
 	}
 	// The size limit applies to the PDU as sent over federation.
 	if len(raw) > MaxEventBytes {
@@ -550,7 +558,21 @@ func (e *Engine) authorize(ctx context.Context, r *room, ev *Event) error {
 	getKey := func(serverName string, keyID id.KeyID, _ time.Time) (id.SigningKey, time.Time, error) {
 		return "", time.Time{}, fmt.Errorf("no key for %s %s", serverName, keyID)
 	}
-	if err := eventauth.Authorize(r.version, ev.PDU, authEvents, getEvents, getKey); err != nil {
+	version, checked := r.version, ev.PDU
+	if usesV1Format(r.version) {
+		// Rooms v1 and v2 share v3's auth rules; only their event format
+		// differs. The rules compare prev_events with the create event's
+		// ID, which mautrix computes in the v3 format, so translate it.
+		version = id.RoomV3
+		if create := r.state[stateKey{"m.room.create", ""}]; create != nil && len(checked.PrevEvents) == 1 && checked.PrevEvents[0] == create.ID {
+			if v3ID, err := create.PDU.GetEventID(id.RoomV3); err == nil {
+				c := *checked
+				c.PrevEvents = []id.EventID{v3ID}
+				checked = &c
+			}
+		}
+	}
+	if err := eventauth.Authorize(version, checked, authEvents, getEvents, getKey); err != nil {
 		return mxhttp.Forbidden("%s", authMessage(err))
 	}
 	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {
@@ -601,7 +623,8 @@ func (e *Engine) powerLevelsLocked(r *room) *event.PowerLevelsEventContent {
 		pl.StateDefaultPtr = &zero
 	}
 	if create != nil {
-		if ce, err := create.PDU.ToClientEvent(r.version); err == nil {
+		ce := &event.Event{Sender: create.Sender, Type: event.StateCreate}
+		if err := json.Unmarshal(create.PDU.Content, &ce.Content); err == nil && ce.Content.ParseRaw(ce.Type) == nil {
 			pl.CreateEvent = ce
 		}
 	}
@@ -805,16 +828,11 @@ func (e *Engine) applyRedaction(ctx context.Context, tx *storage.Tx, r *room, re
 	if err != nil {
 		return fmt.Errorf("load redaction target: %w", err)
 	}
-	var target pdu.PDU
-	if err := json.Unmarshal([]byte(raw), &target); err != nil {
-		return fmt.Errorf("decode redaction target: %w", err)
-	}
-	redacted := target.Redact(r.version)
 	because, _ := json.Marshal(red.Client(ClientOptions{}))
-	redacted.Unsigned, _ = json.Marshal(map[string]json.RawMessage{"redacted_because": because})
-	b, err := json.Marshal(redacted)
+	unsigned, _ := json.Marshal(map[string]json.RawMessage{"redacted_because": because})
+	b, err := redactStored([]byte(raw), r.version, unsigned)
 	if err != nil {
-		return err
+		return fmt.Errorf("redact event: %w", err)
 	}
 	if _, err := tx.Exec(ctx, "UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3", string(b), red.ID, targetID); err != nil {
 		return fmt.Errorf("store redacted event: %w", err)
@@ -889,8 +907,8 @@ func scanEvent(rows *sql.Rows) (*Event, error) {
 		ev.StateKey = &sk.String
 	}
 	ev.JSON = []byte(raw)
-	ev.PDU = &pdu.PDU{}
-	if err := json.Unmarshal(ev.JSON, ev.PDU); err != nil {
+	var err error
+	if ev.PDU, err = parsePDU(ev.JSON); err != nil {
 		return nil, fmt.Errorf("decode event %s: %w", ev.ID, err)
 	}
 	return ev, nil

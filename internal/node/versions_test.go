@@ -1,0 +1,60 @@
+package node_test
+
+import (
+	"context"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+// TestEveryRoomVersion creates a room of each supported version and runs
+// the basics through it: join, message, state change, redaction.
+func TestEveryRoomVersion(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	ctx := context.Background()
+	alice, bob := n.Register("alice"), n.Register("bob")
+	for _, v := range rooms.SupportedVersions {
+		t.Run("v"+string(v), func(t *testing.T) {
+			room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{RoomVersion: v, Preset: "public_chat", Name: "v" + string(v)})
+			if err != nil {
+				t.Fatalf("create: %v", err)
+			}
+			if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+				t.Fatalf("join: %v", err)
+			}
+			sent, err := bob.SendText(ctx, room.RoomID, "hi")
+			if err != nil {
+				t.Fatalf("send: %v", err)
+			}
+			if _, err := alice.SendStateEvent(ctx, room.RoomID, event.StateTopic, "", map[string]string{"topic": "t"}); err != nil {
+				t.Fatalf("state: %v", err)
+			}
+			if _, err := alice.RedactEvent(ctx, room.RoomID, sent.EventID); err != nil {
+				t.Fatalf("redact: %v", err)
+			}
+			ev, err := bob.GetEvent(ctx, room.RoomID, sent.EventID)
+			if err != nil {
+				t.Fatalf("get: %v", err)
+			}
+			if len(ev.Content.Raw) != 0 {
+				t.Fatalf("not redacted: %v", ev.Content.Raw)
+			}
+			var create event.CreateEventContent
+			if err := alice.StateEvent(ctx, room.RoomID, event.StateCreate, "", &create); err != nil {
+				t.Fatal(err)
+			}
+			if create.RoomVersion != id.RoomVersion(v) {
+				t.Fatalf("room_version %q", create.RoomVersion)
+			}
+			// Bob may not change the power levels.
+			if _, err := bob.SendStateEvent(ctx, room.RoomID, event.StatePowerLevels, "", map[string]any{"users": map[string]int{string(bob.UserID): 100}}); err == nil {
+				t.Fatal("bob changed power levels without power")
+			}
+		})
+	}
+}
