@@ -31,7 +31,7 @@ func (e *Engine) CreateRoom(ctx context.Context, version id.RoomVersion, creator
 	if !IsSupported(version) {
 		return "", nil, mxhttp.UnsupportedRoomV("room version %q is not supported", version)
 	}
-	r := &room{version: version, state: map[stateKey]*Event{}, txns: map[string]id.EventID{}}
+	r := newRoom("", version)
 	if !version.RoomIDIsCreateEventID() {
 		b := make([]byte, 18)
 		rand.Read(b)

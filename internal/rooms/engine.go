@@ -72,6 +72,11 @@ type room struct {
 	depth       int64
 	lastPos     int64 // highest committed position in the room
 	txns        map[string]id.EventID
+	// byID indexes the current state events by event ID.
+	byID map[id.EventID]*Event
+	// members maps users to their membership. It is never modified in
+	// place: a change installs a new map, so hooks may keep a reference.
+	members map[id.UserID]string
 
 	// Touched only by write functions, which the single writer runs in
 	// queue order.
@@ -161,7 +166,7 @@ func (e *Engine) room(ctx context.Context, roomID id.RoomID) (*room, error) {
 	if ok {
 		return r, nil
 	}
-	r = &room{id: roomID, state: map[stateKey]*Event{}, txns: map[string]id.EventID{}}
+	r = newRoom(roomID, "")
 	var ext string
 	err := e.db.QueryRow(ctx, "SELECT version, snapshot, depth, extremities, last_pos FROM rooms WHERE room_id = $1", roomID).
 		Scan(&r.version, &r.dbSnapshot, &r.depth, &ext, &r.lastPos)
@@ -184,7 +189,7 @@ func (e *Engine) room(ctx context.Context, roomID id.RoomID) (*room, error) {
 		return nil, err
 	}
 	for _, ev := range evs {
-		r.state[stateKey{ev.Type, *ev.StateKey}] = ev
+		r.setState(ev)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -370,13 +375,8 @@ func (e *Engine) eventsOrErr(ctx context.Context, evID id.EventID) ([]*Event, er
 }
 
 func (e *Engine) runHooks(r *room, ev *Event) {
-	info := &RoomInfo{ID: r.id, Version: r.version, Members: map[id.UserID]string{}}
 	r.mu.Lock()
-	for k, st := range r.state {
-		if k.Type == "m.room.member" {
-			info.Members[id.UserID(k.StateKey)] = st.Membership()
-		}
-	}
+	info := &RoomInfo{ID: r.id, Version: r.version, Members: r.members}
 	r.mu.Unlock()
 	for _, h := range e.OnEvent {
 		h(ev, info)
@@ -390,10 +390,14 @@ func (r *room) snapshotMemory() func() {
 	for k, v := range r.state {
 		state[k] = v
 	}
+	byID := make(map[id.EventID]*Event, len(r.byID))
+	for k, v := range r.byID {
+		byID[k] = v
+	}
 	ext := slices.Clone(r.extremities)
-	depth := r.depth
+	depth, members := r.depth, r.members
 	return func() {
-		r.state, r.extremities, r.depth = state, ext, depth
+		r.state, r.byID, r.extremities, r.depth, r.members = state, byID, ext, depth, members
 	}
 }
 
@@ -533,18 +537,16 @@ func relationOf(content []byte) (relType string, relatesTo, threadID id.EventID)
 // taken from the current state.
 func (e *Engine) authorize(ctx context.Context, r *room, ev *Event) error {
 	authEvents := make([]*pdu.PDU, 0, len(ev.PDU.AuthEvents))
-	byID := map[id.EventID]*pdu.PDU{}
-	for _, st := range r.state {
-		byID[st.ID] = st.PDU
-	}
 	for _, aid := range ev.PDU.AuthEvents {
-		authEvents = append(authEvents, byID[aid])
+		if st, ok := r.byID[aid]; ok {
+			authEvents = append(authEvents, st.PDU)
+		}
 	}
 	getEvents := func(ids []id.EventID) ([]*pdu.PDU, error) {
 		out := make([]*pdu.PDU, 0, len(ids))
 		for _, eid := range ids {
-			if p, ok := byID[eid]; ok {
-				out = append(out, p)
+			if st, ok := r.byID[eid]; ok {
+				out = append(out, st.PDU)
 				continue
 			}
 			stored, err := e.Event(ctx, eid)
@@ -656,11 +658,37 @@ func (e *Engine) applyMemory(r *room, ev *Event) {
 	if ev.StateKey == nil {
 		return
 	}
-	r.state[stateKey{ev.Type, *ev.StateKey}] = ev
+	r.setState(ev)
 	if ev.Type == "m.room.member" {
 		e.mu.Lock()
 		e.setMembershipLocked(id.UserID(*ev.StateKey), r.id, ev.Membership())
 		e.mu.Unlock()
+	}
+}
+
+func newRoom(roomID id.RoomID, version id.RoomVersion) *room {
+	return &room{
+		id: roomID, version: version,
+		state: map[stateKey]*Event{}, byID: map[id.EventID]*Event{},
+		txns: map[string]id.EventID{}, members: map[id.UserID]string{},
+	}
+}
+
+// setState makes ev the current state for its key.
+func (r *room) setState(ev *Event) {
+	k := stateKey{ev.Type, *ev.StateKey}
+	if old, ok := r.state[k]; ok {
+		delete(r.byID, old.ID)
+	}
+	r.state[k] = ev
+	r.byID[ev.ID] = ev
+	if ev.Type == "m.room.member" {
+		m := make(map[id.UserID]string, len(r.members)+1)
+		for u, v := range r.members {
+			m[u] = v
+		}
+		m[id.UserID(*ev.StateKey)] = ev.Membership()
+		r.members = m
 	}
 }
 

@@ -54,14 +54,7 @@ func (e *Engine) buildV1(r *room, pd *pdu.PDU) (id.EventID, []byte, error) {
 	return evID, raw, nil
 }
 
-func (r *room) findState(evID id.EventID) *Event {
-	for _, ev := range r.state {
-		if ev.ID == evID {
-			return ev
-		}
-	}
-	return nil
-}
+func (r *room) findState(evID id.EventID) *Event { return r.byID[evID] }
 
 // parsePDU decodes stored event JSON of either format into the pdu.PDU view.
 func parsePDU(raw []byte) (*pdu.PDU, error) {
