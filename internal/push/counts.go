@@ -1,0 +1,383 @@
+package push
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/storage"
+	"github.com/matrixos/matrixos/internal/sync"
+)
+
+// unreadEntry is one event that notified a user and is not read yet.
+type unreadEntry struct {
+	pos       int64
+	thread    id.EventID // "" for the main timeline
+	highlight bool
+}
+
+// roomUnread is a user's unread notifications in one room, and how far
+// the user has read.
+type roomUnread struct {
+	entries []unreadEntry // ascending pos
+	readAll int64         // unthreaded receipt
+	read    map[id.EventID]int64
+}
+
+func (ru *roomUnread) readPos(thread id.EventID) int64 {
+	return max(ru.readAll, ru.read[thread])
+}
+
+func (ru *roomUnread) add(e unreadEntry) {
+	i := len(ru.entries)
+	for i > 0 && ru.entries[i-1].pos > e.pos {
+		i--
+	}
+	if i > 0 && ru.entries[i-1].pos == e.pos {
+		return
+	}
+	ru.entries = slices.Insert(ru.entries, i, e)
+}
+
+// markRead records a receipt and drops the entries it covers; all means
+// an unthreaded receipt. It reports whether any entry was dropped.
+func (ru *roomUnread) markRead(all bool, thread id.EventID, upTo int64) bool {
+	if all {
+		ru.readAll = max(ru.readAll, upTo)
+	} else {
+		if ru.read == nil {
+			ru.read = map[id.EventID]int64{}
+		}
+		ru.read[thread] = max(ru.read[thread], upTo)
+	}
+	n := len(ru.entries)
+	ru.entries = slices.DeleteFunc(ru.entries, func(e unreadEntry) bool {
+		return e.pos <= upTo && (all || e.thread == thread)
+	})
+	return len(ru.entries) != n
+}
+
+func (ru *roomUnread) counts() (main sync.Counts, threads map[id.EventID]*sync.Counts) {
+	for _, e := range ru.entries {
+		c := &main
+		if e.thread != "" {
+			if threads == nil {
+				threads = map[id.EventID]*sync.Counts{}
+			}
+			if c = threads[e.thread]; c == nil {
+				c = &sync.Counts{}
+				threads[e.thread] = c
+			}
+		}
+		c.NotificationCount++
+		if e.highlight {
+			c.HighlightCount++
+		}
+	}
+	return main, threads
+}
+
+// roomUnreadLocked returns the user's state for a room, creating it if
+// create is set. s.countsMu must be held.
+func (s *Service) roomUnreadLocked(user id.UserID, roomID id.RoomID, create bool) *roomUnread {
+	rs := s.unread[user]
+	if rs == nil {
+		if !create {
+			return nil
+		}
+		rs = map[id.RoomID]*roomUnread{}
+		s.unread[user] = rs
+	}
+	ru := rs[roomID]
+	if ru == nil && create {
+		ru = &roomUnread{}
+		rs[roomID] = ru
+	}
+	return ru
+}
+
+// Counts returns the user's unread counts in a room: room covers the main
+// timeline only, threads each thread (by thread root) with unread
+// notifications. For clients that do not ask for thread counts, the room
+// total is room plus every thread (see [Total]).
+func (s *Service) Counts(user id.UserID, roomID id.RoomID) (room sync.Counts, threads map[id.EventID]*sync.Counts) {
+	s.countsMu.Lock()
+	defer s.countsMu.Unlock()
+	if ru := s.roomUnreadLocked(user, roomID, false); ru != nil {
+		return ru.counts()
+	}
+	return sync.Counts{}, nil
+}
+
+// Total adds thread counts to main-timeline counts.
+func Total(room sync.Counts, threads map[id.EventID]*sync.Counts) sync.Counts {
+	for _, c := range threads {
+		room.NotificationCount += c.NotificationCount
+		room.HighlightCount += c.HighlightCount
+	}
+	return room
+}
+
+// countsWrite is the database side of one change to unread counts.
+type countsWrite struct {
+	inserts []unreadRow
+	deletes []unreadDelete
+	users   []id.UserID // whose counts changed
+	room    id.RoomID
+}
+
+type unreadRow struct {
+	user id.UserID
+	unreadEntry
+}
+
+type unreadDelete struct {
+	user   id.UserID
+	all    bool // every thread
+	thread id.EventID
+	upTo   int64 // 0 with all: the whole room
+}
+
+// enqueueLocked queues w; s.countsMu must be held, so writes reach the
+// database in the order memory changed. The write allocates a stream
+// position and records it as the rooms' counts change, before it becomes
+// visible, so /sync reports the new counts.
+func (s *Service) enqueueLocked(ctx context.Context, w *countsWrite) func() error {
+	return s.db.Enqueue(ctx, func(tx *storage.Tx) error {
+		for _, d := range w.deletes {
+			var err error
+			switch {
+			case d.all && d.upTo == 0:
+				_, err = tx.Exec(ctx, "DELETE FROM push_unread WHERE user_id = $1 AND room_id = $2", d.user, w.room)
+			case d.all:
+				_, err = tx.Exec(ctx, "DELETE FROM push_unread WHERE user_id = $1 AND room_id = $2 AND pos <= $3", d.user, w.room, d.upTo)
+			default:
+				_, err = tx.Exec(ctx, "DELETE FROM push_unread WHERE user_id = $1 AND room_id = $2 AND pos <= $3 AND thread_id = $4",
+					d.user, w.room, d.upTo, d.thread)
+			}
+			if err != nil {
+				return fmt.Errorf("clear unread notifications: %w", err)
+			}
+		}
+		for _, r := range w.inserts {
+			if _, err := tx.Exec(ctx, `INSERT INTO push_unread (user_id, room_id, pos, thread_id, highlight) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (user_id, room_id, pos) DO NOTHING`, r.user, w.room, r.pos, r.thread, r.highlight); err != nil {
+				return fmt.Errorf("record unread notification: %w", err)
+			}
+		}
+		pos := tx.NextPos()
+		s.changedMu.Lock()
+		for _, u := range w.users {
+			m := s.changed[u]
+			if m == nil {
+				m = map[id.RoomID]int64{}
+				s.changed[u] = m
+			}
+			m[w.room] = pos
+		}
+		s.changedMu.Unlock()
+		return nil
+	})
+}
+
+// OnEvent updates unread counts for a committed event; it suits
+// rooms.Engine.OnEvent. Every local joined member but the sender has
+// their rules evaluated; the sender's own event marks the room (or the
+// event's thread) read up to it. It returns once the counts are durable.
+func (s *Service) OnEvent(ev *rooms.Event, info *rooms.RoomInfo) {
+	if ev.Rejected {
+		return
+	}
+	ctx := context.Background()
+	server := s.rooms.ServerName()
+	local := func(u id.UserID) bool { return u.Homeserver() == server }
+
+	joined := 0
+	for _, m := range info.Members {
+		if m == "join" {
+			joined++
+		}
+	}
+	type hit struct {
+		user      id.UserID
+		highlight bool
+	}
+	var hits []hit
+	if joined > 0 {
+		x, err := s.evalCtx(ctx, ev, joined)
+		if err != nil {
+			s.log.Warn("push rules: unreadable event", "event_id", ev.ID, "err", err)
+			return
+		}
+		for u, m := range info.Members {
+			if m != "join" || u == ev.Sender || !local(u) {
+				continue
+			}
+			_, cs := s.rulesOf(u).build(u)
+			x.user = u
+			if out := cs.evaluate(x); out.Notify {
+				hits = append(hits, hit{u, out.Highlight})
+			}
+		}
+	}
+	// A local user whose membership ended has nothing unread here.
+	var gone id.UserID
+	if ev.Type == "m.room.member" && ev.StateKey != nil && local(id.UserID(*ev.StateKey)) && ev.Membership() != "join" {
+		gone = id.UserID(*ev.StateKey)
+	}
+
+	thread, threadKnown := id.EventID(""), false
+	threadOf := func() id.EventID {
+		if !threadKnown {
+			thread, threadKnown = s.threadOf(ctx, ev), true
+		}
+		return thread
+	}
+	senderLocal := local(ev.Sender)
+	if len(hits) > 0 || senderLocal {
+		threadOf()
+	}
+
+	w := &countsWrite{room: ev.RoomID}
+	s.countsMu.Lock()
+	for _, h := range hits {
+		ru := s.roomUnreadLocked(h.user, ev.RoomID, true)
+		if ev.Pos <= ru.readPos(thread) {
+			continue // a receipt already covers it
+		}
+		e := unreadEntry{pos: ev.Pos, thread: thread, highlight: h.highlight}
+		ru.add(e)
+		w.inserts = append(w.inserts, unreadRow{h.user, e})
+		w.users = append(w.users, h.user)
+	}
+	if senderLocal && ev.Sender != gone {
+		// Sending an event moves the sender's read marker to it: the
+		// event's thread, or the whole room for a main-timeline event.
+		if ru := s.roomUnreadLocked(ev.Sender, ev.RoomID, true); ru.markRead(thread == "", thread, ev.Pos) {
+			w.deletes = append(w.deletes, unreadDelete{user: ev.Sender, all: thread == "", thread: thread, upTo: ev.Pos})
+			w.users = append(w.users, ev.Sender)
+		}
+	}
+	if gone != "" {
+		if rs := s.unread[gone]; rs != nil {
+			if ru := rs[ev.RoomID]; ru != nil {
+				delete(rs, ev.RoomID)
+				if len(ru.entries) > 0 {
+					w.deletes = append(w.deletes, unreadDelete{user: gone, all: true})
+				}
+			}
+		}
+	}
+	if len(w.inserts) == 0 && len(w.deletes) == 0 {
+		s.countsMu.Unlock()
+		return
+	}
+	wait := s.enqueueLocked(ctx, w)
+	s.countsMu.Unlock()
+	if err := wait(); err != nil {
+		s.log.Error("save unread notifications", "event_id", ev.ID, "room_id", ev.RoomID, "err", err)
+		return
+	}
+	s.wake(w.users...)
+}
+
+// maxThreadHops bounds the walk up relations to find an event's thread.
+const maxThreadHops = 3
+
+// threadOf returns the thread root of ev, following relations up to
+// maxThreadHops events (so a reaction to a threaded reply counts in the
+// thread), or "" for the main timeline.
+func (s *Service) threadOf(ctx context.Context, ev *rooms.Event) id.EventID {
+	if ev.ThreadID != "" {
+		return ev.ThreadID
+	}
+	rel := ev.RelatesTo
+	for hop := 0; hop < maxThreadHops && rel != "" && s.rooms != nil; hop++ {
+		parent, err := s.rooms.Event(ctx, rel)
+		if err != nil || parent == nil || parent.RoomID != ev.RoomID {
+			return ""
+		}
+		if parent.ThreadID != "" {
+			return parent.ThreadID
+		}
+		rel = parent.RelatesTo
+	}
+	return ""
+}
+
+// MarkRead clears the user's notifications in a room up to and including
+// stream position upToPos, as a read receipt does. threadID is the
+// receipt's thread_id: "" for an unthreaded receipt (every thread and the
+// main timeline), "main" for the main timeline, otherwise a thread root.
+func (s *Service) MarkRead(ctx context.Context, user id.UserID, roomID id.RoomID, threadID string, upToPos int64) error {
+	all := threadID == ""
+	var thread id.EventID
+	if threadID != "main" {
+		thread = id.EventID(threadID)
+	}
+	w := &countsWrite{room: roomID, users: []id.UserID{user}}
+	s.countsMu.Lock()
+	ru := s.roomUnreadLocked(user, roomID, true)
+	if !ru.markRead(all, thread, upToPos) {
+		s.countsMu.Unlock()
+		return nil
+	}
+	w.deletes = append(w.deletes, unreadDelete{user: user, all: all, thread: thread, upTo: upToPos})
+	wait := s.enqueueLocked(ctx, w)
+	s.countsMu.Unlock()
+	if err := wait(); err != nil {
+		return fmt.Errorf("clear unread notifications: %w", err)
+	}
+	s.wake(user)
+	return nil
+}
+
+// loadUnread reads the stored unread notifications.
+func (s *Service) loadUnread(ctx context.Context) (map[id.UserID]map[id.RoomID]*roomUnread, error) {
+	rows, err := s.db.Query(ctx, "SELECT user_id, room_id, pos, thread_id, highlight FROM push_unread ORDER BY pos")
+	if err != nil {
+		return nil, fmt.Errorf("load unread notifications: %w", err)
+	}
+	out := map[id.UserID]map[id.RoomID]*roomUnread{}
+	err = scanRows(rows, func() error {
+		var user id.UserID
+		var roomID id.RoomID
+		var e unreadEntry
+		if err := rows.Scan(&user, &roomID, &e.pos, &e.thread, &e.highlight); err != nil {
+			return err
+		}
+		rs := out[user]
+		if rs == nil {
+			rs = map[id.RoomID]*roomUnread{}
+			out[user] = rs
+		}
+		ru := rs[roomID]
+		if ru == nil {
+			ru = &roomUnread{}
+			rs[roomID] = ru
+		}
+		ru.entries = append(ru.entries, e)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load unread notifications: %w", err)
+	}
+	return out, nil
+}
+
+// changedSince lists the user's rooms whose counts changed at a position
+// in (since, to].
+func (s *Service) changedSince(user id.UserID, since, to int64) []id.RoomID {
+	s.changedMu.Lock()
+	defer s.changedMu.Unlock()
+	var out []id.RoomID
+	for r, p := range s.changed[user] {
+		if p > since && p <= to {
+			out = append(out, r)
+		}
+	}
+	return out
+}

@@ -1,0 +1,21 @@
+// Package push owns push rules and unread notification counts (the
+// Client-Server "Push notifications" module).
+//
+// Each user's rules are the spec's predefined (server-default) rules, with
+// the user's changes to their enabled flags and actions, plus the user's own
+// rules. The /pushrules endpoints read and change them, and every change is
+// reported to the user's clients as an m.push_rules account-data event in
+// /sync (see [Service.RulesSource]).
+//
+// When an event commits, [Service.OnEvent] evaluates the rules of every
+// local joined member but the sender and records, per room and per thread,
+// the events that notify or highlight. Read receipts ([Service.MarkRead])
+// and the user's own events clear them. Counts are kept in memory and
+// written through to the database before the send returns;
+// [Service.CountsSource] reports them in /sync.
+//
+// Rule conditions are evaluated with maunium.net/go/mautrix/pushrules,
+// except event_match and content-rule patterns, which are matched here with
+// the spec's semantics (whole-value, case-insensitive globs; word boundaries
+// for content.body).
+package push

@@ -1,0 +1,166 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	"maunium.net/go/mautrix/id"
+)
+
+const (
+	alice = id.UserID("@alice:hs")
+	bob   = id.UserID("@bob:hs")
+	carol = id.UserID("@carol:hs")
+)
+
+func TestDefaults(t *testing.T) {
+	rs := Defaults(alice)
+	want := map[Kind][]string{
+		Override: {RuleMaster, RuleSuppressNotices, RuleInviteForMe, RuleMemberEvent, RuleIsUserMention,
+			RuleContainsDisplayName, RuleIsRoomMention, RuleRoomNotif, RuleTombstone, RuleReaction,
+			RuleServerACL, RuleSuppressEdits},
+		Content:   {RuleContainsUserName},
+		Underride: {RuleCall, RuleEncryptedRoomOneToOne, RuleRoomOneToOne, RuleMessage, RuleEncrypted},
+	}
+	for _, k := range Kinds {
+		var got []string
+		for _, r := range rs.List(k) {
+			got = append(got, r.RuleID)
+			if !r.Default {
+				t.Errorf("%s: default = false", r.RuleID)
+			}
+			if r.Enabled != (r.RuleID != RuleMaster) {
+				t.Errorf("%s: enabled = %v", r.RuleID, r.Enabled)
+			}
+		}
+		if len(got) != len(want[k]) {
+			t.Fatalf("%s rules = %v, want %v", k, got, want[k])
+		}
+		for i := range got {
+			if got[i] != want[k][i] {
+				t.Errorf("%s rule %d = %s, want %s", k, i, got[i], want[k][i])
+			}
+		}
+	}
+	if p := rs.Content[0].Pattern; p != "alice" {
+		t.Errorf("contains_user_name pattern = %q", p)
+	}
+	b, _ := json.Marshal(rs.Find(Override, RuleIsUserMention))
+	const wantJSON = `{"rule_id":".m.rule.is_user_mention","default":true,"enabled":true,` +
+		`"actions":["notify",{"set_tweak":"sound","value":"default"},{"set_tweak":"highlight"}],` +
+		`"conditions":[{"kind":"event_property_contains","key":"content.m\\.mentions.user_ids","value":"@alice:hs"}]}`
+	if string(b) != wantJSON {
+		t.Errorf("is_user_mention =\n%s\nwant\n%s", b, wantJSON)
+	}
+	b, _ = json.Marshal(rs.Find(Override, RuleMaster))
+	if want := `{"rule_id":".m.rule.master","default":true,"enabled":false,"actions":[],"conditions":[]}`; string(b) != want {
+		t.Errorf("master = %s, want %s", b, want)
+	}
+}
+
+func TestEvaluateDefaults(t *testing.T) {
+	fr := &fakeRooms{
+		names:  map[id.UserID]string{alice: "Alice Liddell"},
+		levels: map[id.UserID]int{carol: 100},
+	}
+	s := New(nil, nil, nil, fr, Options{})
+	empty, aliceKey := "", string(alice)
+	tests := []struct {
+		name      string
+		typ       string
+		sender    id.UserID
+		stateKey  *string
+		content   string
+		members   int
+		rule      string
+		notify    bool
+		highlight bool
+	}{
+		{"group message", "m.room.message", bob, nil, `{"msgtype":"m.text","body":"hello"}`, 3, RuleMessage, true, false},
+		{"one-to-one message", "m.room.message", bob, nil, `{"msgtype":"m.text","body":"hello"}`, 2, RuleRoomOneToOne, true, false},
+		{"notice", "m.room.message", bob, nil, `{"msgtype":"m.notice","body":"beep"}`, 2, RuleSuppressNotices, false, false},
+		{"user mention", "m.room.message", bob, nil, `{"msgtype":"m.text","body":"hi","m.mentions":{"user_ids":["@alice:hs"]}}`, 3, RuleIsUserMention, true, true},
+		{"mentions someone else", "m.room.message", bob, nil, `{"body":"alice and Alice Liddell","m.mentions":{"user_ids":["@carol:hs"]}}`, 3, RuleMessage, true, false},
+		{"legacy user name", "m.room.message", bob, nil, `{"msgtype":"m.text","body":"hey ALICE!"}`, 3, RuleContainsUserName, true, true},
+		{"legacy display name", "m.room.message", bob, nil, `{"msgtype":"m.text","body":"ping Alice Liddell."}`, 3, RuleContainsDisplayName, true, true},
+		{"user name inside a word", "m.room.message", bob, nil, `{"msgtype":"m.text","body":"malice_x"}`, 3, RuleMessage, true, false},
+		{"encrypted one-to-one", "m.room.encrypted", bob, nil, `{"algorithm":"m.megolm.v1.aes-sha2","ciphertext":"x"}`, 2, RuleEncryptedRoomOneToOne, true, false},
+		{"encrypted group", "m.room.encrypted", bob, nil, `{"algorithm":"m.megolm.v1.aes-sha2","ciphertext":"x"}`, 5, RuleEncrypted, true, false},
+		{"room mention by admin", "m.room.message", carol, nil, `{"body":"all","m.mentions":{"room":true}}`, 3, RuleIsRoomMention, true, true},
+		{"room mention without power", "m.room.message", bob, nil, `{"body":"all","m.mentions":{"room":true}}`, 3, RuleMessage, true, false},
+		{"legacy @room by admin", "m.room.message", carol, nil, `{"body":"hey @room!"}`, 3, RuleRoomNotif, true, true},
+		{"legacy @room with mentions", "m.room.message", carol, nil, `{"body":"hey @room!","m.mentions":{}}`, 3, RuleMessage, true, false},
+		{"reaction", "m.reaction", bob, nil, `{"m.relates_to":{"rel_type":"m.annotation","event_id":"$x","key":"👍"}}`, 2, RuleReaction, false, false},
+		{"edit", "m.room.message", bob, nil, `{"body":"* hi alice","m.relates_to":{"rel_type":"m.replace","event_id":"$x"}}`, 2, RuleSuppressEdits, false, false},
+		{"tombstone", "m.room.tombstone", carol, &empty, `{"body":"moved","replacement_room":"!new:hs"}`, 3, RuleTombstone, true, true},
+		{"tombstone with a state key", "m.room.tombstone", carol, ptr("x"), `{"replacement_room":"!new:hs"}`, 3, "", false, false},
+		{"member event", "m.room.member", bob, ptr(string(bob)), `{"membership":"join"}`, 3, RuleMemberEvent, false, false},
+		{"invite for me", "m.room.member", bob, &aliceKey, `{"membership":"invite"}`, 3, RuleInviteForMe, true, false},
+		{"call", "m.call.invite", bob, nil, `{"call_id":"1","version":"1"}`, 3, RuleCall, true, false},
+		{"server acl", "m.room.server_acl", carol, &empty, `{"allow":["*"]}`, 3, RuleServerACL, false, false},
+		{"topic", "m.room.topic", carol, &empty, `{"topic":"hi"}`, 3, "", false, false},
+		{"message type prefix only", "m.room.message.extra", bob, nil, `{"body":"x"}`, 3, "", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := mkEvent(tt.typ, tt.sender, tt.stateKey, tt.content)
+			got, err := s.Evaluate(context.Background(), alice, ev, tt.members)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := Outcome{RuleID: tt.rule, Notify: tt.notify, Highlight: tt.highlight}
+			if got != want {
+				t.Errorf("Evaluate = %+v, want %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestGlob(t *testing.T) {
+	tests := []struct {
+		pattern, value string
+		words, want    bool
+	}{
+		{"lunc?*", "Lunch plans", false, true},
+		{"lunc?*", "LUNCH", false, true},
+		{"lunc?*", " lunch", false, false},
+		{"lunc?*", "lunc", false, false},
+		{"m.notice", "m.notice", false, true},
+		{"m.notice", "m.noticeX", false, false},
+		{"", "", false, true},
+		{"", "x", false, false},
+		{"ex*ple", "An example event.", true, true},
+		{"ex*ple", "exple", true, true},
+		{"ex*ple", "An exciting triple-whammy", true, true},
+		{"cake", "pancakes", true, false},
+		{"@room", "hi @room", true, true},
+		{"@room", "a@roomy", true, false},
+	}
+	for _, tt := range tests {
+		if got := compileGlob(tt.pattern, tt.words).match(tt.value); got != tt.want {
+			t.Errorf("glob(%q, words=%v).match(%q) = %v, want %v", tt.pattern, tt.words, tt.value, got, tt.want)
+		}
+	}
+}
+
+func TestSplitPath(t *testing.T) {
+	tests := map[string][]string{
+		"content.body":                   {"content", "body"},
+		`content.m\.relates_to.rel_type`: {"content", "m.relates_to", "rel_type"},
+		`content.a\\b`:                   {"content", `a\b`},
+		`content.m\.mentions.user_ids`:   {"content", "m.mentions", "user_ids"},
+	}
+	for in, want := range tests {
+		got := splitPath(in)
+		if len(got) != len(want) {
+			t.Errorf("splitPath(%q) = %q, want %q", in, got, want)
+			continue
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Errorf("splitPath(%q) = %q, want %q", in, got, want)
+			}
+		}
+	}
+}

@@ -1,0 +1,337 @@
+package push
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+// RoomState is what the service reads about rooms; *rooms.Engine has it.
+type RoomState interface {
+	ServerName() string
+	StateEvent(ctx context.Context, roomID id.RoomID, evType, stateKey string) (*rooms.Event, error)
+	PowerLevels(ctx context.Context, roomID id.RoomID) (*event.PowerLevelsEventContent, error)
+	Event(ctx context.Context, evID id.EventID) (*rooms.Event, error)
+}
+
+// Options configure the service.
+type Options struct {
+	// DisplayName, if set, returns a user's display name in a room for the
+	// contains_display_name condition. By default it is read from the
+	// user's m.room.member state event.
+	DisplayName func(ctx context.Context, roomID id.RoomID, user id.UserID) string
+	// Wake, if set, wakes the users' /sync long-polls after their push
+	// rules or unread counts changed (typically (*sync.Notifier).Wake).
+	Wake func(users ...id.UserID)
+}
+
+// Service owns push rules and unread notification counts.
+type Service struct {
+	db    *storage.DB
+	log   *slog.Logger
+	acc   *accounts.Service
+	rooms RoomState
+	opts  Options
+
+	ruleWriteMu sync.Mutex // serialises rule changes
+	mu          sync.RWMutex
+	users       map[id.UserID]*userRules
+
+	countsMu sync.Mutex // guards unread; held while queueing count writes
+	unread   map[id.UserID]map[id.RoomID]*roomUnread
+
+	changedMu sync.Mutex // guards changed; never held while queueing writes
+	changed   map[id.UserID]map[id.RoomID]int64
+}
+
+// New returns the service; call Load before use. acc may be nil when the
+// HTTP routes are not used.
+func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, rs RoomState, opts Options) *Service {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{
+		db: db, log: log, acc: acc, rooms: rs, opts: opts,
+		users:   map[id.UserID]*userRules{},
+		unread:  map[id.UserID]map[id.RoomID]*roomUnread{},
+		changed: map[id.UserID]map[id.RoomID]int64{},
+	}
+}
+
+func (s *Service) wake(users ...id.UserID) {
+	if s.opts.Wake != nil && len(users) > 0 {
+		s.opts.Wake(users...)
+	}
+}
+
+// defaultChange is a user's change to a server-default rule.
+type defaultChange struct {
+	enabled *bool
+	actions []json.RawMessage // nil: unchanged
+}
+
+// userRules is an immutable snapshot of one user's rule changes.
+type userRules struct {
+	custom   map[Kind][]*Rule
+	defaults map[string]defaultChange
+	pos      int64 // stream position of the last change; 0 if none
+
+	once sync.Once
+	rs   *Ruleset
+	cs   *compiledSet
+}
+
+func (u *userRules) copy() *userRules {
+	c := &userRules{custom: map[Kind][]*Rule{}, defaults: map[string]defaultChange{}, pos: u.pos}
+	for k, l := range u.custom {
+		c.custom[k] = slices.Clone(l)
+	}
+	for k, v := range u.defaults {
+		c.defaults[k] = v
+	}
+	return c
+}
+
+// build assembles (once) the user's full ruleset and its compiled form.
+func (u *userRules) build(user id.UserID) (*Ruleset, *compiledSet) {
+	u.once.Do(func() {
+		d := Defaults(user)
+		for _, k := range Kinds {
+			for _, r := range d.List(k) {
+				if ch, ok := u.defaults[r.RuleID]; ok {
+					if ch.enabled != nil {
+						r.Enabled = *ch.enabled
+					}
+					if ch.actions != nil {
+						r.Actions = ch.actions
+					}
+				}
+			}
+		}
+		rs := &Ruleset{}
+		for _, k := range Kinds {
+			custom := u.custom[k]
+			def := d.List(k)
+			var list []*Rule
+			if k == Override && len(def) > 0 && def[0].RuleID == RuleMaster {
+				// .m.rule.master outranks even user-defined rules.
+				list = append(list, def[0])
+				def = def[1:]
+			}
+			list = append(list, custom...)
+			list = append(list, def...)
+			rs.set(k, list)
+		}
+		u.rs, u.cs = rs, compile(rs)
+	})
+	return u.rs, u.cs
+}
+
+func (s *Service) rulesOf(user id.UserID) *userRules {
+	s.mu.RLock()
+	u := s.users[user]
+	s.mu.RUnlock()
+	if u != nil {
+		return u
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if u = s.users[user]; u == nil {
+		u = &userRules{custom: map[Kind][]*Rule{}, defaults: map[string]defaultChange{}}
+		s.users[user] = u
+	}
+	return u
+}
+
+// Rules returns the user's full ruleset ("global"). The result is shared:
+// callers must not modify it.
+func (s *Service) Rules(user id.UserID) *Ruleset {
+	rs, _ := s.rulesOf(user).build(user)
+	return rs
+}
+
+// RulesPos returns the stream position of the user's last rule change (0
+// if the user never changed their rules).
+func (s *Service) RulesPos(user id.UserID) int64 { return s.rulesOf(user).pos }
+
+// AccountData returns the content of the user's m.push_rules account-data
+// event: {"global": ruleset}.
+func (s *Service) AccountData(user id.UserID) json.RawMessage {
+	b, err := json.Marshal(map[string]*Ruleset{"global": s.Rules(user)})
+	if err != nil {
+		s.log.Error("encode push rules", "user_id", user, "err", err)
+		return json.RawMessage(`{"global":{}}`)
+	}
+	return b
+}
+
+// Evaluate runs the user's rules against an event in a room with
+// memberCount joined members.
+func (s *Service) Evaluate(ctx context.Context, user id.UserID, ev *rooms.Event, memberCount int) (Outcome, error) {
+	x, err := s.evalCtx(ctx, ev, memberCount)
+	if err != nil {
+		return Outcome{}, err
+	}
+	_, cs := s.rulesOf(user).build(user)
+	x.user = user
+	return cs.evaluate(x), nil
+}
+
+func (s *Service) evalCtx(ctx context.Context, ev *rooms.Event, memberCount int) (*evalCtx, error) {
+	x, err := newEvalCtx(ev, memberCount)
+	if err != nil {
+		return nil, err
+	}
+	x.powerLevels = func() *event.PowerLevelsEventContent {
+		if s.rooms == nil {
+			return nil
+		}
+		pl, err := s.rooms.PowerLevels(ctx, ev.RoomID)
+		if err != nil {
+			return nil
+		}
+		return pl
+	}
+	x.displayName = func(user id.UserID) string { return s.displayName(ctx, ev.RoomID, user) }
+	return x, nil
+}
+
+func (s *Service) displayName(ctx context.Context, roomID id.RoomID, user id.UserID) string {
+	if s.opts.DisplayName != nil {
+		return s.opts.DisplayName(ctx, roomID, user)
+	}
+	if s.rooms == nil {
+		return ""
+	}
+	ev, err := s.rooms.StateEvent(ctx, roomID, "m.room.member", string(user))
+	if err != nil || ev == nil || ev.PDU == nil {
+		return ""
+	}
+	var c struct {
+		DisplayName string `json:"displayname"`
+	}
+	json.Unmarshal(ev.PDU.Content, &c)
+	return c.DisplayName
+}
+
+// Load reads every user's rule changes and unread notifications.
+func (s *Service) Load(ctx context.Context) error {
+	users := map[id.UserID]*userRules{}
+	get := func(u id.UserID) *userRules {
+		if users[u] == nil {
+			users[u] = &userRules{custom: map[Kind][]*Rule{}, defaults: map[string]defaultChange{}}
+		}
+		return users[u]
+	}
+	rows, err := s.db.Query(ctx, `SELECT user_id, kind, rule_id, enabled, actions, conditions, pattern
+		FROM push_rules ORDER BY user_id, kind, priority`)
+	if err != nil {
+		return fmt.Errorf("load push rules: %w", err)
+	}
+	err = scanRows(rows, func() error {
+		var user id.UserID
+		var kind, actions, conditions string
+		r := &Rule{}
+		if err := rows.Scan(&user, &kind, &r.RuleID, &r.Enabled, &actions, &conditions, &r.Pattern); err != nil {
+			return err
+		}
+		if err := json.Unmarshal([]byte(actions), &r.Actions); err != nil {
+			return fmt.Errorf("push rule %s actions: %w", r.RuleID, err)
+		}
+		if r.Actions == nil {
+			r.Actions = []json.RawMessage{}
+		}
+		if conditions != "" {
+			if err := json.Unmarshal([]byte(conditions), &r.Conditions); err != nil {
+				return fmt.Errorf("push rule %s conditions: %w", r.RuleID, err)
+			}
+			if r.Conditions == nil {
+				r.Conditions = []json.RawMessage{}
+			}
+		}
+		u := get(user)
+		u.custom[Kind(kind)] = append(u.custom[Kind(kind)], r)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load push rules: %w", err)
+	}
+	rows, err = s.db.Query(ctx, "SELECT user_id, rule_id, enabled, actions FROM push_rule_defaults")
+	if err != nil {
+		return fmt.Errorf("load push rule defaults: %w", err)
+	}
+	err = scanRows(rows, func() error {
+		var user id.UserID
+		var ruleID string
+		var enabled sql.NullBool
+		var actions sql.NullString
+		if err := rows.Scan(&user, &ruleID, &enabled, &actions); err != nil {
+			return err
+		}
+		var ch defaultChange
+		if enabled.Valid {
+			ch.enabled = &enabled.Bool
+		}
+		if actions.Valid {
+			if err := json.Unmarshal([]byte(actions.String), &ch.actions); err != nil {
+				return fmt.Errorf("push rule %s actions: %w", ruleID, err)
+			}
+			if ch.actions == nil {
+				ch.actions = []json.RawMessage{}
+			}
+		}
+		get(user).defaults[ruleID] = ch
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load push rule defaults: %w", err)
+	}
+	rows, err = s.db.Query(ctx, "SELECT user_id, pos FROM push_rules_stream")
+	if err != nil {
+		return fmt.Errorf("load push rule positions: %w", err)
+	}
+	err = scanRows(rows, func() error {
+		var user id.UserID
+		var pos int64
+		if err := rows.Scan(&user, &pos); err != nil {
+			return err
+		}
+		get(user).pos = pos
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load push rule positions: %w", err)
+	}
+	unread, err := s.loadUnread(ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.users = users
+	s.mu.Unlock()
+	s.countsMu.Lock()
+	s.unread = unread
+	s.countsMu.Unlock()
+	return nil
+}
+
+func scanRows(rows *sql.Rows, scan func() error) error {
+	defer rows.Close()
+	for rows.Next() {
+		if err := scan(); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
