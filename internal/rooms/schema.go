@@ -79,4 +79,11 @@ CREATE TABLE room_aliases (
 );
 CREATE INDEX room_aliases_room ON room_aliases (room_id);
 `,
+}, {
+	Component: "rooms",
+	Version:   2,
+	SQL: `
+CREATE INDEX events_relates_pos ON events (relates_to, pos);
+CREATE INDEX rooms_published ON rooms (published);
+`,
 }}
