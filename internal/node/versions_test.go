@@ -31,8 +31,16 @@ func TestEveryRoomVersion(t *testing.T) {
 			if err != nil {
 				t.Fatalf("send: %v", err)
 			}
-			if _, err := alice.SendStateEvent(ctx, room.RoomID, event.StateTopic, "", map[string]string{"topic": "t"}); err != nil {
+			topic, err := alice.SendStateEvent(ctx, room.RoomID, event.StateTopic, "", map[string]string{"topic": "t"})
+			if err != nil {
 				t.Fatalf("state: %v", err)
+			}
+			if _, err := alice.RedactEvent(ctx, room.RoomID, topic.EventID); err != nil {
+				t.Fatalf("redact state: %v", err)
+			}
+			var content map[string]any
+			if err := bob.StateEvent(ctx, room.RoomID, event.StateTopic, "", &content); err != nil || len(content) != 0 {
+				t.Fatalf("redacted state event still has content %v (%v)", content, err)
 			}
 			if _, err := alice.RedactEvent(ctx, room.RoomID, sent.EventID); err != nil {
 				t.Fatalf("redact: %v", err)

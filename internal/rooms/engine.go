@@ -655,6 +655,15 @@ func (e *Engine) applyMemory(r *room, ev *Event) {
 		}
 		r.txns[string(ev.Sender)+"\x00"+string(ev.DeviceID)+"\x00"+ev.TxnID] = ev.ID
 	}
+	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {
+		// A redacted state event stays current state, redacted.
+		if target, ok := r.byID[*ev.PDU.Redacts]; ok {
+			red := *target
+			red.PDU = target.PDU.Redact(r.version)
+			red.RedactedBy = ev.ID
+			r.setState(&red)
+		}
+	}
 	if ev.StateKey == nil {
 		return
 	}
