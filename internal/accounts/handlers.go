@@ -291,14 +291,21 @@ func (s *Service) postRegister(w http.ResponseWriter, r *http.Request) (any, err
 	if err != nil {
 		return nil, err
 	}
+	if done.token != "" {
+		ok, err := s.claimRegistrationToken(r.Context(), done.token)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, mxhttp.Unauthorized("registration token is no longer valid")
+		}
+	}
 	uid, err := s.CreateUser(r.Context(), localpart, req.Password, false)
 	if err != nil {
-		return nil, err
-	}
-	if done.token != "" {
-		if err := s.useRegistrationToken(r.Context(), done.token); err != nil {
-			s.log.Warn("count registration token use", "err", err)
+		if done.token != "" {
+			s.releaseRegistrationToken(r.Context(), done.token)
 		}
+		return nil, err
 	}
 	if req.InhibitLogin {
 		return map[string]any{"user_id": uid, "home_server": s.opts.ServerName}, nil
@@ -524,7 +531,7 @@ func (s *Service) postAdminRegister(w http.ResponseWriter, r *http.Request) (any
 	}
 	sess := s.uia.get(req.Nonce)
 	if sess == nil || sess.pinned != "admin-register" {
-		return nil, mxhttp.Unknown("unrecognised nonce").With("errcode", "M_UNKNOWN")
+		return nil, &mxhttp.Error{Status: http.StatusBadRequest, Code: "M_UNKNOWN", Message: "unrecognised nonce"}
 	}
 	s.uia.remove(req.Nonce)
 	mac := hmac.New(sha1.New, []byte(s.opts.SharedSecret))

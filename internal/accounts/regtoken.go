@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/matrixos/matrixos/internal/mxhttp"
@@ -21,11 +23,19 @@ type RegistrationToken struct {
 	ExpiryTime  *int64 `json:"expiry_time"`
 }
 
+const tokenChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-"
+
 // CreateRegistrationToken stores a new registration token; an empty token
 // gets a random one.
 func (s *Service) CreateRegistrationToken(ctx context.Context, t RegistrationToken) (*RegistrationToken, error) {
 	if t.Token == "" {
 		t.Token = randomString("", 12)
+	}
+	if len(t.Token) > 64 || strings.Trim(t.Token, tokenChars) != "" {
+		return nil, mxhttp.InvalidParam("registration tokens are at most 64 characters of A-Z, a-z, 0-9, ., _, ~ and -")
+	}
+	if t.UsesAllowed != nil && *t.UsesAllowed < 0 {
+		return nil, mxhttp.InvalidParam("uses_allowed must not be negative")
 	}
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		_, err := tx.Exec(ctx, "INSERT INTO registration_tokens (token, uses_allowed, expiry_ts) VALUES ($1, $2, $3)", t.Token, t.UsesAllowed, t.ExpiryTime)
@@ -58,11 +68,37 @@ func (s *Service) ValidRegistrationToken(ctx context.Context, tok string) (bool,
 	return true, nil
 }
 
-func (s *Service) useRegistrationToken(ctx context.Context, tok string) error {
-	return s.db.Write(ctx, func(tx *storage.Tx) error {
-		_, err := tx.Exec(ctx, "UPDATE registration_tokens SET completed = completed + 1 WHERE token = $1", tok)
+// claimRegistrationToken counts one use of tok if it is still valid, in one
+// statement so concurrent registrations cannot overdraw it. ok is false
+// when the token is used up, expired or unknown.
+func (s *Service) claimRegistrationToken(ctx context.Context, tok string) (ok bool, err error) {
+	err = s.db.Write(ctx, func(tx *storage.Tx) error {
+		res, err := tx.Exec(ctx, `UPDATE registration_tokens SET completed = completed + 1
+			WHERE token = $1 AND (uses_allowed IS NULL OR completed < uses_allowed) AND (expiry_ts IS NULL OR expiry_ts >= $2)`,
+			tok, time.Now().UnixMilli())
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		ok = n == 1
 		return err
 	})
+	if err != nil {
+		return false, fmt.Errorf("claim registration token: %w", err)
+	}
+	return ok, nil
+}
+
+// releaseRegistrationToken gives back a use claimed for a registration
+// that then failed.
+func (s *Service) releaseRegistrationToken(ctx context.Context, tok string) {
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, "UPDATE registration_tokens SET completed = completed - 1 WHERE token = $1 AND completed > 0", tok)
+		return err
+	})
+	if err != nil {
+		s.log.Warn("release registration token", "err", err)
+	}
 }
 
 func (s *Service) getTokenValidity(w http.ResponseWriter, r *http.Request) (any, error) {
