@@ -1,0 +1,10 @@
+// Package accountdata owns users' account data: global and per-room
+// key/value JSON objects (PUT/GET /user/{userId}/account_data/{type} and
+// /user/{userId}/rooms/{roomId}/account_data/{type}), room tags (the m.tag
+// room account data, edited through /user/{userId}/rooms/{roomId}/tags),
+// and the sync source that delivers changed account data to clients.
+//
+// Only the latest value of each (user, room, type) is kept. Every change
+// takes a node stream position in the same write, so /sync reports what
+// changed after a token.
+package accountdata

@@ -1,0 +1,102 @@
+package accountdata
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/storage"
+	"github.com/matrixos/matrixos/internal/sync"
+)
+
+// Service stores account data and serves its endpoints.
+type Service struct {
+	db       *storage.DB
+	log      *slog.Logger
+	accounts *accounts.Service
+	notifier *sync.Notifier
+
+	// Virtual answers GET requests for global types that another service
+	// keeps (m.push_rules), keyed by type. Set it before serving.
+	Virtual map[string]func(user id.UserID) json.RawMessage
+}
+
+// New returns the service; it wakes users' long-polls through notifier.
+func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, notifier *sync.Notifier) *Service {
+	return &Service{db: db, log: log, accounts: acc, notifier: notifier, Virtual: map[string]func(id.UserID) json.RawMessage{}}
+}
+
+// Get returns the content of the user's account data of this type, global
+// when roomID is empty. ok is false when it was never set.
+func (s *Service) Get(ctx context.Context, user id.UserID, roomID id.RoomID, typ string) (content json.RawMessage, ok bool, err error) {
+	var raw string
+	err = s.db.QueryRow(ctx, "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
+		user, roomID, typ).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("load account data %s: %w", typ, err)
+	}
+	return json.RawMessage(raw), true, nil
+}
+
+// Set stores content (a JSON object) as the user's account data of this
+// type, global when roomID is empty, and wakes the user's long-polls. Unlike
+// the HTTP API it accepts server-controlled types such as m.fully_read.
+func (s *Service) Set(ctx context.Context, user id.UserID, roomID id.RoomID, typ string, content json.RawMessage) error {
+	_, err := s.Update(ctx, user, roomID, typ, func(json.RawMessage) (json.RawMessage, bool, error) {
+		return content, true, nil
+	})
+	return err
+}
+
+// Update replaces the user's account data of this type with what fn makes
+// of the current content (nil when unset), in one write: fn runs inside the
+// write transaction and must be quick. When fn reports no change nothing is
+// written. Update reports whether it wrote.
+func (s *Service) Update(ctx context.Context, user id.UserID, roomID id.RoomID, typ string,
+	fn func(old json.RawMessage) (updated json.RawMessage, changed bool, err error)) (bool, error) {
+	changed := false
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		var raw string
+		var old json.RawMessage
+		err := tx.QueryRow(ctx, "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
+			user, roomID, typ).Scan(&raw)
+		switch {
+		case err == nil:
+			old = json.RawMessage(raw)
+		case !errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("load account data %s: %w", typ, err)
+		}
+		updated, ok, err := fn(old)
+		if err != nil || !ok {
+			return err
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, updated); err != nil {
+			return fmt.Errorf("account data %s: %w", typ, err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO account_data (user_id, room_id, type, content, pos) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, pos = excluded.pos`,
+			user, roomID, typ, buf.String(), tx.NextPos()); err != nil {
+			return fmt.Errorf("store account data %s: %w", typ, err)
+		}
+		changed = true
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	if changed {
+		s.notifier.Wake(user)
+	}
+	return changed, nil
+}
