@@ -2,7 +2,7 @@ package accountdata
 
 import "github.com/matrixos/matrixos/internal/storage"
 
-// Migrations are the account data tables. room_id is '' for global data.
+// Migrations are the account data tables. room_id is empty for global data.
 var Migrations = []storage.Migration{{
 	Component: "accountdata",
 	Version:   1,
