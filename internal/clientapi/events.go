@@ -255,6 +255,13 @@ func (s *Service) getEvent(w http.ResponseWriter, r *http.Request, sess *account
 	if ev.RoomID != roomID || ev.Pos > upTo {
 		return nil, mxhttp.NotFound("event not found")
 	}
+	vis, err := s.rooms.Visibility(r.Context(), roomID, sess.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if !vis.CanSee(ev) {
+		return nil, mxhttp.NotFound("event not found")
+	}
 	return s.client(ev, sess), nil
 }
 
@@ -401,6 +408,14 @@ func (s *Service) getMessages(w http.ResponseWriter, r *http.Request, sess *acco
 	if err != nil {
 		return nil, err
 	}
+	// The page boundary comes from what was read, before the history
+	// visibility filter drops events.
+	read := evs
+	vis, err := s.rooms.Visibility(ctx, roomID, sess.UserID)
+	if err != nil {
+		return nil, err
+	}
+	evs = vis.FilterVisible(evs)
 	chunk := make([]any, 0, len(evs))
 	var stateNeeded map[id.UserID]bool
 	lazy := filter != nil && filter.LazyLoadMembers
@@ -417,8 +432,8 @@ func (s *Service) getMessages(w http.ResponseWriter, r *http.Request, sess *acco
 		}
 	}
 	resp := map[string]any{"chunk": chunk, "start": sync.Token{Pos: from}.String()}
-	if len(evs) == limit && limit > 0 {
-		last := evs[len(evs)-1]
+	if len(read) == limit && limit > 0 {
+		last := read[len(read)-1]
 		if dir == "b" {
 			resp["end"] = sync.Token{Pos: last.Pos - 1}.String()
 		} else {

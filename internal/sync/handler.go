@@ -239,7 +239,10 @@ func (s *Service) fillRooms(ctx context.Context, req *Request, resp *Response) e
 }
 
 // timeline loads the room's events in (from, to], newest limit of them.
-func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, from, to int64) (*Timeline, []*rooms.Event, error) {
+// memberPos is the position of the user's latest membership event: events
+// after it are certainly visible to a joined user; older ones go through
+// the history visibility rules.
+func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, from, to, memberPos int64) (*Timeline, []*rooms.Event, error) {
 	limit := req.Filter.TimelineLimit()
 	tf := req.Filter.timeline()
 	// Read a few more than needed so filtered-out events rarely shrink the
@@ -253,6 +256,16 @@ func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, 
 		evs = evs[:limit]
 	}
 	slices.Reverse(evs)
+	if len(evs) > 0 && evs[0].Pos < memberPos {
+		vis, err := s.rooms.Visibility(ctx, roomID, req.User)
+		if err != nil {
+			return nil, nil, err
+		}
+		if visible := vis.FilterVisible(evs); len(visible) < len(evs) {
+			evs = visible
+			limited = false // nothing older is visible either
+		}
+	}
 	tl := &Timeline{Events: []any{}, Limited: limited}
 	var kept []*rooms.Event
 	for _, ev := range evs {
@@ -280,7 +293,7 @@ func (s *Service) fillJoined(ctx context.Context, req *Request, resp *Response, 
 	if !req.FullState && !newly && last <= req.Since.Pos {
 		return nil // nothing new in the room's timeline
 	}
-	tl, evs, err := s.timeline(ctx, req, m.room, from, req.To.Pos)
+	tl, evs, err := s.timeline(ctx, req, m.room, from, req.To.Pos, m.pos)
 	if err != nil {
 		return err
 	}
@@ -439,7 +452,7 @@ func (s *Service) fillStripped(ctx context.Context, req *Request, resp *Response
 
 func (s *Service) fillLeft(ctx context.Context, req *Request, resp *Response, m membershipRow) error {
 	from := req.Since.Pos
-	tl, evs, err := s.timeline(ctx, req, m.room, from, m.pos)
+	tl, evs, err := s.timeline(ctx, req, m.room, from, m.pos, m.pos)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,136 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"maunium.net/go/mautrix/id"
+)
+
+// Visibility answers, for one user and one room, which events the user may
+// see under the room's history visibility rules, applied per event: the
+// history_visibility in force when the event was sent, and the user's
+// membership at that moment.
+type Visibility struct {
+	hv      []posValue // history visibility changes, by position
+	member  []posValue // the user's membership changes, by position
+	current string     // the user's membership now
+}
+
+type posValue struct {
+	pos   int64
+	value string
+}
+
+// at returns the value in force at position pos: the last change at or
+// before it (changes at pos count, so a user sees their own join).
+func at(list []posValue, pos int64, def string) string {
+	i := sort.Search(len(list), func(i int) bool { return list[i].pos > pos })
+	if i == 0 {
+		return def
+	}
+	return list[i-1].value
+}
+
+// Visibility loads what is needed to check the user's view of the room.
+func (e *Engine) Visibility(ctx context.Context, roomID id.RoomID, user id.UserID) (*Visibility, error) {
+	v := &Visibility{current: e.Membership(user, roomID)}
+	rows, err := e.db.Query(ctx, `SELECT pos, type, json FROM events WHERE room_id = $1
+		AND ((type = 'm.room.history_visibility' AND state_key = '') OR (type = 'm.room.member' AND state_key = $2))
+		ORDER BY pos`, roomID, user)
+	if err != nil {
+		return nil, fmt.Errorf("load visibility: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var pos int64
+		var typ, raw string
+		if err := rows.Scan(&pos, &typ, &raw); err != nil {
+			return nil, err
+		}
+		p, err := parsePDU([]byte(raw))
+		if err != nil {
+			return nil, err
+		}
+		var c struct {
+			HistoryVisibility string `json:"history_visibility"`
+			Membership        string `json:"membership"`
+		}
+		json.Unmarshal(p.Content, &c)
+		if typ == "m.room.member" {
+			v.member = append(v.member, posValue{pos, c.Membership})
+		} else {
+			// A redacted or odd value counts as the default, shared.
+			hv := c.HistoryVisibility
+			switch hv {
+			case "world_readable", "shared", "invited", "joined":
+			default:
+				hv = "shared"
+			}
+			v.hv = append(v.hv, posValue{pos, hv})
+		}
+	}
+	return v, rows.Err()
+}
+
+// CanSee reports whether the user may see ev.
+func (v *Visibility) CanSee(ev *Event) bool {
+	hv := at(v.hv, ev.Pos-1, "shared") // the setting before the event itself
+	if ev.Type == "m.room.history_visibility" {
+		// The change is visible under the more permissive of both.
+		if next := at(v.hv, ev.Pos, "shared"); rank(next) < rank(hv) {
+			hv = next
+		}
+	}
+	if hv == "world_readable" {
+		return true
+	}
+	m := at(v.member, ev.Pos, "leave")
+	switch {
+	case m == "join":
+		return true
+	case hv == "shared" && v.joinedAfter(ev.Pos):
+		return true
+	case hv == "invited" && (m == "invite" || (m == "join")):
+		return true
+	}
+	return false
+}
+
+// joinedAfter reports whether the user was joined at any point after pos.
+func (v *Visibility) joinedAfter(pos int64) bool {
+	if v.current == "join" {
+		return true
+	}
+	for _, m := range v.member {
+		if m.pos > pos && m.value == "join" {
+			return true
+		}
+	}
+	return false
+}
+
+func rank(hv string) int {
+	switch hv {
+	case "world_readable":
+		return 0
+	case "shared":
+		return 1
+	case "invited":
+		return 2
+	}
+	return 3
+}
+
+// FilterVisible returns the events of evs the user may see.
+func (v *Visibility) FilterVisible(evs []*Event) []*Event {
+	out := evs[:0:0]
+	for _, ev := range evs {
+		if v.CanSee(ev) {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
