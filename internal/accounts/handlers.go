@@ -90,7 +90,7 @@ func (s *Service) identifierUser(auth *AuthDict) (id.UserID, error) {
 		case "m.id.thirdparty", "m.id.phone":
 			return "", mxhttp.Forbidden("third-party identifiers are not supported on this server")
 		default:
-			return "", mxhttp.Unrecognized("unknown identifier type %q", ident.Type)
+			return "", mxhttp.BadRequest("unknown identifier type %q", ident.Type)
 		}
 	}
 	if user == "" {
@@ -167,7 +167,7 @@ func (s *Service) postLogin(w http.ResponseWriter, r *http.Request) (any, error)
 	case "":
 		return nil, mxhttp.MissingParam("missing login type")
 	default:
-		return nil, mxhttp.Unrecognized("unsupported login type %q", req.Type)
+		return nil, mxhttp.BadRequest("unsupported login type %q", req.Type)
 	}
 	if len(req.DeviceID) > 255 {
 		return nil, mxhttp.InvalidParam("device_id too long")
@@ -232,7 +232,11 @@ func (s *Service) postRefresh(w http.ResponseWriter, r *http.Request) (any, erro
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"access_token": res.AccessToken, "refresh_token": res.RefreshToken, "expires_in_ms": res.ExpiresInMS}, nil
+	out := map[string]any{"access_token": res.AccessToken, "refresh_token": res.RefreshToken}
+	if res.ExpiresInMS > 0 {
+		out["expires_in_ms"] = res.ExpiresInMS
+	}
+	return out, nil
 }
 
 type registerRequest struct {

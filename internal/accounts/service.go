@@ -53,18 +53,18 @@ type Hooks struct {
 
 // Options configure the service.
 type Options struct {
-	ServerName               string
-	OpenRegistration         bool
+	ServerName                string
+	OpenRegistration          bool
 	RegistrationRequiresToken bool
-	SharedSecret             string
-	AccessTokenLifetime      time.Duration
+	SharedSecret              string
+	AccessTokenLifetime       time.Duration
 }
 
 // Service is the accounts service.
 type Service struct {
-	db   *storage.DB
-	log  *slog.Logger
-	opts Options
+	db    *storage.DB
+	log   *slog.Logger
+	opts  Options
 	Hooks Hooks
 
 	mu     sync.RWMutex

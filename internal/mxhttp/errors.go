@@ -53,6 +53,7 @@ var (
 	LimitExceeded    = newErr(http.StatusTooManyRequests, "M_LIMIT_EXCEEDED")
 	Unrecognized     = newErr(http.StatusNotFound, "M_UNRECOGNIZED")
 	Unknown          = newErr(http.StatusInternalServerError, "M_UNKNOWN")
+	BadRequest       = newErr(http.StatusBadRequest, "M_UNKNOWN") // invalid request with no more specific code
 	MissingParam     = newErr(http.StatusBadRequest, "M_MISSING_PARAM")
 	InvalidParam     = newErr(http.StatusBadRequest, "M_INVALID_PARAM")
 	TooLarge         = newErr(http.StatusRequestEntityTooLarge, "M_TOO_LARGE")
