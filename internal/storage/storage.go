@@ -14,7 +14,8 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL driver "pgx"
-	_ "github.com/ncruces/go-sqlite3/driver"
+	"github.com/ncruces/go-sqlite3/driver"
+	"github.com/ncruces/go-sqlite3/ext/fts5"
 )
 
 // Dialect names the SQL engine behind a DB.
@@ -94,7 +95,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 			}
 		}
 		pragmas := "&_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)&_pragma=cache_size(-16000)"
-		db.write, err = sql.Open("sqlite3", "file:"+path+"?_txlock=immediate&_pragma=journal_mode(wal)&_pragma=synchronous(full)"+pragmas)
+		db.write, err = driver.Open("file:"+path+"?_txlock=immediate&_pragma=journal_mode(wal)&_pragma=synchronous(full)"+pragmas, fts5.Register)
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite: %w", err)
 		}
@@ -107,7 +108,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 			db.write.Close()
 			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 		}
-		db.read, err = sql.Open("sqlite3", "file:"+path+"?_pragma=query_only(1)"+pragmas)
+		db.read, err = driver.Open("file:"+path+"?_pragma=query_only(1)"+pragmas, fts5.Register)
 		if err != nil {
 			db.write.Close()
 			return nil, fmt.Errorf("open sqlite readers: %w", err)
