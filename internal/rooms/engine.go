@@ -41,6 +41,11 @@ type Engine struct {
 	// OnEvent hooks run, in order, after each event has committed. They run
 	// on the sender's goroutine and must be quick (wake-ups, counters).
 	OnEvent []func(ev *Event, r *RoomInfo)
+	// OnPersist hooks run inside the write transaction that stores each
+	// event, so data derived from it (search index, counts) commits
+	// atomically with the event and no backlog is left behind. They run on
+	// the database writer and must only write.
+	OnPersist []func(ctx context.Context, tx *storage.Tx, ev *Event, r *RoomInfo) error
 
 	mu      sync.Mutex
 	rooms   map[id.RoomID]*room
@@ -375,9 +380,7 @@ func (e *Engine) eventsOrErr(ctx context.Context, evID id.EventID) ([]*Event, er
 }
 
 func (e *Engine) runHooks(r *room, ev *Event) {
-	r.mu.Lock()
-	info := &RoomInfo{ID: r.id, Version: r.version, Members: r.members}
-	r.mu.Unlock()
+	info := &RoomInfo{ID: r.id, Version: r.version, Members: ev.membersAfter}
 	for _, h := range e.OnEvent {
 		h(ev, info)
 	}
@@ -664,6 +667,7 @@ func (e *Engine) applyMemory(r *room, ev *Event) {
 			r.setState(&red)
 		}
 	}
+	defer func() { ev.membersAfter = r.members }()
 	if ev.StateKey == nil {
 		return
 	}
@@ -742,6 +746,14 @@ func (e *Engine) persist(ctx context.Context, tx *storage.Tx, r *room, ev *Event
 	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {
 		if err := e.applyRedaction(ctx, tx, r, ev); err != nil {
 			return err
+		}
+	}
+	if len(e.OnPersist) > 0 {
+		info := &RoomInfo{ID: r.id, Version: r.version, Members: ev.membersAfter}
+		for _, h := range e.OnPersist {
+			if err := h(ctx, tx, ev, info); err != nil {
+				return err
+			}
 		}
 	}
 	ext, _ := json.Marshal([]id.EventID{ev.ID})

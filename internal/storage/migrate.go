@@ -15,6 +15,20 @@ type Migration struct {
 	Component string
 	Version   int
 	SQL       string
+	// SQLite and Postgres, when set, replace SQL on that engine. Keep them
+	// for what has no portable form (full-text search indexes).
+	SQLite   string
+	Postgres string
+}
+
+func (m Migration) text(d Dialect) string {
+	if d == SQLite && m.SQLite != "" {
+		return m.SQLite
+	}
+	if d == Postgres && m.Postgres != "" {
+		return m.Postgres
+	}
+	return m.SQL
 }
 
 // Migrate applies the migrations that have not run yet, each component's in
@@ -45,7 +59,7 @@ func (db *DB) Migrate(ctx context.Context, migrations []Migration) error {
 		if err != nil {
 			return fmt.Errorf("migration %s/%d: %w", m.Component, m.Version, err)
 		}
-		for _, stmt := range splitStatements(m.SQL) {
+		for _, stmt := range splitStatements(m.text(db.Dialect)) {
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
 				tx.Rollback()
 				return fmt.Errorf("migration %s/%d: %w\n%s", m.Component, m.Version, err, stmt)
