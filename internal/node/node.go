@@ -23,6 +23,7 @@ import (
 	"github.com/matrixos/matrixos/internal/clientapi"
 	"github.com/matrixos/matrixos/internal/config"
 	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/push"
 	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
 	"github.com/matrixos/matrixos/internal/sync"
@@ -41,6 +42,7 @@ type Node struct {
 	Rooms    *rooms.Engine
 	Sync     *sync.Service
 	Client   *clientapi.Service
+	Push     *push.Service
 
 	registry *prometheus.Registry
 	handler  http.Handler
@@ -62,7 +64,12 @@ func NewLogger(cfg config.Config, w io.Writer) *slog.Logger {
 
 // migrations lists every package's tables.
 func migrations() []storage.Migration {
-	return slices.Concat(accounts.Migrations, rooms.Migrations, sync.Migrations)
+	return slices.Concat(
+		accounts.Migrations,
+		rooms.Migrations,
+		sync.Migrations,
+		push.Migrations,
+	)
 }
 
 // OpenDB opens the configured database and applies every migration. The
@@ -109,6 +116,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 	n.Sync = sync.New(n.DB, log, n.Accounts, n.Rooms)
 	n.Client = clientapi.New(n.DB, log, n.Accounts, n.Rooms, id.RoomVersion(cfg.DefaultRoomVersion))
+	n.Push = push.New(n.DB, log, n.Accounts, n.Rooms, push.Options{Wake: n.Sync.Notifier.Wake})
+	if err := n.Push.Load(ctx); err != nil {
+		n.DB.Close()
+		return nil, err
+	}
+	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Push.OnEvent)
+	n.Sync.AddSource(n.Push.RulesSource())
+	n.Sync.AddLateSource(n.Push.CountsSource())
 	n.wireHooks()
 
 	n.registry = prometheus.NewRegistry()
@@ -121,6 +136,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Accounts.Routes(mux)
 	n.Sync.Routes(mux)
 	n.Client.Routes(mux)
+	n.Push.Routes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// A known path with another method is 405, per the spec.
 		for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {

@@ -35,6 +35,7 @@ type Service struct {
 
 	mu      gosync.Mutex
 	sources []Source
+	late    []Source
 }
 
 // New returns the sync service. It wakes members of a room whenever an
@@ -49,6 +50,15 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Eng
 func (s *Service) AddSource(src Source) {
 	s.mu.Lock()
 	s.sources = append(s.sources, src)
+	s.mu.Unlock()
+}
+
+// AddLateSource registers a contributor that runs after every other
+// source, for data about the rooms the others put in the response
+// (unread counts).
+func (s *Service) AddLateSource(src Source) {
+	s.mu.Lock()
+	s.late = append(s.late, src)
 	s.mu.Unlock()
 }
 
@@ -147,7 +157,7 @@ func (s *Service) build(ctx context.Context, sess *accounts.Session, since Token
 		return nil, err
 	}
 	s.mu.Lock()
-	sources := slices.Clone(s.sources)
+	sources := slices.Concat(s.sources, s.late)
 	s.mu.Unlock()
 	for _, src := range sources {
 		if err := src.Fill(ctx, req, resp); err != nil {
