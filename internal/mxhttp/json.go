@@ -2,6 +2,7 @@ package mxhttp
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -92,6 +93,12 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	var custom CustomError
 	if errors.As(err, &custom) {
 		WriteJSON(w, custom.HTTPStatus(), custom.ResponseBody())
+		return
+	}
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away (a long-poll it gave up on); nobody reads
+		// this answer, and it is no server error.
+		w.WriteHeader(499)
 		return
 	}
 	me, ok := AsError(err)
