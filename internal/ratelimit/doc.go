@@ -1,0 +1,11 @@
+// Package ratelimit limits request rates with token buckets kept in
+// memory: one bucket per (kind, user) for authenticated requests and per
+// (kind, client IP) for the others. Kinds are login, register, send and
+// upload; Middleware picks the kind from the request's route.
+//
+// A bucket holds up to Burst tokens and refills at PerMinute tokens a
+// minute; each request takes one. An empty bucket answers 429
+// M_LIMIT_EXCEEDED with retry_after_ms and a Retry-After header. The map of
+// buckets is bounded: when full, buckets that have refilled completely
+// (indistinguishable from new ones) are dropped first.
+package ratelimit

@@ -1,0 +1,121 @@
+package ratelimit_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/matrixos/matrixos/internal/ratelimit"
+)
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func TestAllowRefills(t *testing.T) {
+	l := ratelimit.New(ratelimit.Options{Rules: map[string]ratelimit.Rule{"k": {PerMinute: 60, Burst: 3}}})
+	c := &clock{t: time.Unix(1000, 0)}
+	l.SetClock(c.now)
+	for i := range 3 {
+		if ok, _ := l.Allow("k", "a"); !ok {
+			t.Fatalf("request %d refused within the burst", i)
+		}
+	}
+	ok, wait := l.Allow("k", "a")
+	if ok || wait <= 0 || wait > time.Second {
+		t.Fatalf("4th request: ok=%v wait=%v, want refused with wait in (0, 1s]", ok, wait)
+	}
+	if ok, _ := l.Allow("k", "b"); !ok {
+		t.Fatal("another key shares the bucket")
+	}
+	c.t = c.t.Add(time.Second)
+	if ok, _ := l.Allow("k", "a"); !ok {
+		t.Fatal("no token after a second at 60/min")
+	}
+	if ok, _ := l.Allow("unlimited", "a"); !ok {
+		t.Fatal("a kind without a rule was limited")
+	}
+}
+
+func TestBoundedBuckets(t *testing.T) {
+	l := ratelimit.New(ratelimit.Options{Rules: map[string]ratelimit.Rule{"k": {PerMinute: 1, Burst: 2}}, MaxKeys: 100})
+	for i := range 1000 {
+		l.Allow("k", fmt.Sprint(i))
+	}
+	if n := l.Len(); n > 100 {
+		t.Fatalf("%d buckets kept, want at most 100", n)
+	}
+}
+
+func TestWrap(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("{}")) })
+	tests := []struct {
+		name   string
+		who    ratelimit.Identity
+		remote []string
+		want   []int
+	}{
+		{"anonymous per IP", ratelimit.Identity{}, []string{"10.0.0.1:1", "10.0.0.1:2", "10.0.0.2:1"}, []int{200, 429, 200}},
+		{"user", ratelimit.Identity{User: "@a:x"}, []string{"10.0.0.1:1", "10.0.0.2:1"}, []int{200, 429}},
+		{"exempt", ratelimit.Identity{User: "@admin:x", Exempt: true}, []string{"10.0.0.1:1", "10.0.0.1:1"}, []int{200, 200}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := ratelimit.New(ratelimit.Options{
+				Rules:    map[string]ratelimit.Rule{ratelimit.Login: {PerMinute: 1, Burst: 1}},
+				Identify: func(*http.Request) ratelimit.Identity { return tt.who },
+			})
+			h := l.Middleware(ok)
+			for i, remote := range tt.remote {
+				req := httptest.NewRequest("POST", "/_matrix/client/v3/login", nil)
+				req.RemoteAddr = remote
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != tt.want[i] {
+					t.Fatalf("request %d: status %d, want %d", i, rec.Code, tt.want[i])
+				}
+				if rec.Code == 429 {
+					var body struct {
+						Errcode    string `json:"errcode"`
+						RetryAfter int64  `json:"retry_after_ms"`
+					}
+					json.Unmarshal(rec.Body.Bytes(), &body)
+					if body.Errcode != "M_LIMIT_EXCEEDED" || body.RetryAfter <= 0 || rec.Header().Get("Retry-After") == "" {
+						t.Fatalf("429 body %s, headers %v", rec.Body, rec.Header())
+					}
+				}
+			}
+			// Other routes are never limited.
+			for range 3 {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, httptest.NewRequest("GET", "/_matrix/client/v3/login", nil))
+				if rec.Code != 200 {
+					t.Fatalf("GET /login limited: %d", rec.Code)
+				}
+			}
+		})
+	}
+}
+
+func TestClientIP(t *testing.T) {
+	tests := []struct{ remote, xff, want string }{
+		{"192.0.2.1:5000", "", "192.0.2.1"},
+		{"192.0.2.1:5000", "198.51.100.7", "192.0.2.1"},
+		{"127.0.0.1:5000", "198.51.100.7, 203.0.113.9", "203.0.113.9"},
+		{"[::1]:5000", "203.0.113.9", "203.0.113.9"},
+		{"127.0.0.1:5000", "garbage", "127.0.0.1"},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = tt.remote
+		if tt.xff != "" {
+			r.Header.Set("X-Forwarded-For", tt.xff)
+		}
+		if got := ratelimit.ClientIP(r); got != tt.want {
+			t.Errorf("ClientIP(%s, %q) = %s, want %s", tt.remote, tt.xff, got, tt.want)
+		}
+	}
+}
