@@ -1,0 +1,312 @@
+// Command matrixos-bench is a load generator for Matrix homeservers. It
+// speaks only the Client-Server API, so the same run can be pointed at
+// Matrix OS or at any other homeserver for a side-by-side comparison.
+//
+// It registers its own users (open registration or the shared-secret admin
+// API), then runs scenarios:
+//
+//	send         K concurrent senders in one room: throughput and latency
+//	wakeup       one user's pending long-poll /sync is woken by another's send
+//	fanout       one room, U members long-polling: time until each has a message
+//	initialsync  initial /sync of a user in R rooms with H events each
+//
+// With --pid (or --spawn) it also reports the server's RSS, idle and peak.
+// Every loop is bounded in count and by --duration; it talks only to
+// loopback addresses unless --allow-remote is given.
+//
+// Usage:
+//
+//	matrixos-bench --spawn ./bin/matrixos --scenario all
+//	matrixos-bench --url http://127.0.0.1:8008 --pid $(pidof matrixos) --scenario send --json
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the command-line settings.
+type options struct {
+	URL            string
+	Scenarios      []string
+	Senders        int
+	Messages       int
+	Users          []int
+	Rooms          int
+	Events         int
+	Iterations     int
+	FanoutMessages int
+	SyncIterations int
+	PID            int
+	Duration       time.Duration
+	SettleTimeout  time.Duration
+	Register       string
+	SharedSecret   string
+	Password       string
+	JSON           bool
+	Spawn          string
+	SpawnArgs      []string
+	AllowRemote    bool
+	Pprof          string
+	PprofSeconds   int
+	PprofOut       string
+	Concurrency    int
+}
+
+var allScenarios = []string{"send", "wakeup", "fanout", "initialsync"}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("matrixos-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.URL, "url", "http://127.0.0.1:8008", "homeserver base URL (ignored with --spawn)")
+	scenario := fs.String("scenario", "all", "comma-separated: send, wakeup, fanout, initialsync, or all")
+	fs.IntVar(&o.Senders, "senders", 8, "send: concurrent senders (K)")
+	fs.IntVar(&o.Messages, "messages", 500, "send: messages per sender (N)")
+	users := fs.String("users", "50", "fanout: long-polling members (U); a comma list runs each, e.g. 50,200")
+	fs.IntVar(&o.Rooms, "rooms", 20, "initialsync: rooms (R)")
+	fs.IntVar(&o.Events, "events", 50, "initialsync: messages per room (H)")
+	fs.IntVar(&o.Iterations, "iterations", 200, "wakeup: sends measured")
+	fs.IntVar(&o.FanoutMessages, "fanout-messages", 20, "fanout: messages sent, one at a time")
+	fs.IntVar(&o.SyncIterations, "sync-iterations", 20, "initialsync: initial syncs measured")
+	fs.IntVar(&o.PID, "pid", 0, "server process ID: report its RSS (idle and peak) from /proc")
+	fs.DurationVar(&o.Duration, "duration", 15*time.Minute, "cap on the whole run")
+	fs.DurationVar(&o.SettleTimeout, "settle-timeout", 30*time.Second, "send: how long to wait for unread counts to catch up after the burst")
+	fs.StringVar(&o.Register, "register", "open", "how users are created: open (m.login.dummy) or shared-secret")
+	fs.StringVar(&o.SharedSecret, "shared-secret", "", "registration shared secret (--register shared-secret)")
+	fs.StringVar(&o.Password, "password", "bench-Password-1", "password of the registered users")
+	fs.BoolVar(&o.JSON, "json", false, "print one JSON object per scenario on stdout (the table goes to stderr)")
+	fs.StringVar(&o.Spawn, "spawn", "", "start this matrixos binary on a temporary data directory and measure it (start-up time, RSS)")
+	fs.Func("spawn-arg", "extra argument for the spawned node (repeatable), e.g. --spawn-arg=--metrics-listen=127.0.0.1:9108", func(s string) error {
+		o.SpawnArgs = append(o.SpawnArgs, s)
+		return nil
+	})
+	fs.BoolVar(&o.AllowRemote, "allow-remote", false, "allow a non-loopback --url")
+	fs.StringVar(&o.Pprof, "pprof", "", "base URL of the server's pprof listener: take a CPU profile during the send burst")
+	fs.IntVar(&o.PprofSeconds, "pprof-seconds", 5, "CPU profile length")
+	fs.StringVar(&o.PprofOut, "pprof-out", "send.pprof", "where the CPU profile is written")
+	fs.IntVar(&o.Concurrency, "setup-concurrency", 2, "parallel requests while registering users and filling rooms")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	for _, s := range strings.Split(*scenario, ",") {
+		s = strings.TrimSpace(s)
+		switch s {
+		case "all":
+			o.Scenarios = append(o.Scenarios, allScenarios...)
+		case "send", "wakeup", "fanout", "initialsync":
+			o.Scenarios = append(o.Scenarios, s)
+		default:
+			return nil, fmt.Errorf("unknown scenario %q", s)
+		}
+	}
+	for _, s := range strings.Split(*users, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("--users: %q is not a positive number", s)
+		}
+		o.Users = append(o.Users, n)
+	}
+	for name, v := range map[string]int{"senders": o.Senders, "messages": o.Messages, "rooms": o.Rooms, "events": o.Events,
+		"iterations": o.Iterations, "fanout-messages": o.FanoutMessages, "sync-iterations": o.SyncIterations, "setup-concurrency": o.Concurrency} {
+		if v < 1 || v > 1_000_000 {
+			return nil, fmt.Errorf("--%s must be between 1 and 1000000", name)
+		}
+	}
+	switch o.Register {
+	case "open":
+	case "shared-secret":
+		if o.SharedSecret == "" {
+			return nil, errors.New("--register shared-secret needs --shared-secret")
+		}
+	default:
+		return nil, fmt.Errorf("--register: want open or shared-secret, not %q", o.Register)
+	}
+	if o.Duration <= 0 {
+		return nil, errors.New("--duration must be positive")
+	}
+	return o, nil
+}
+
+// checkLoopback refuses a URL whose host is not a loopback address.
+func checkLoopback(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("invalid --url %q", raw)
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return nil
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		return fmt.Errorf("resolve %s: %w", host, err)
+	}
+	for _, ip := range ips {
+		if !ip.IsLoopback() {
+			return fmt.Errorf("%s is not a loopback address; pass --allow-remote to load a remote server", host)
+		}
+	}
+	return nil
+}
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "matrixos-bench:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, o.Duration)
+	defer cancel()
+
+	b := &bench{o: o, log: stderr, hc: newHTTPClient(), runID: randomID()}
+	var results []*result
+	emit := func(r *result) {
+		results = append(results, r)
+		if o.JSON {
+			line, _ := json.Marshal(r)
+			fmt.Fprintln(stdout, string(line))
+		}
+	}
+	if o.Spawn != "" {
+		secret := ""
+		if o.Register == "shared-secret" {
+			secret = o.SharedSecret
+		}
+		sp, err := spawnNode(ctx, o.Spawn, secret, o.SpawnArgs)
+		if err != nil {
+			return err
+		}
+		defer sp.stop()
+		o.URL, o.PID = sp.URL, sp.PID
+		r := &result{Scenario: "startup", Params: map[string]any{"binary": o.Spawn}}
+		r.add("startup_ms", ms(sp.Startup), "ms")
+		r.target("startup_ms", "< 100 ms", below(100))
+		emit(r)
+		b.logf("spawned %s (pid %d) at %s, first /versions after %v", o.Spawn, sp.PID, sp.URL, sp.Startup)
+	} else if !o.AllowRemote {
+		if err := checkLoopback(o.URL); err != nil {
+			return err
+		}
+	}
+	o.URL = strings.TrimRight(o.URL, "/")
+	if err := versions(ctx, b.hc, o.URL); err != nil {
+		return fmt.Errorf("server at %s: %w", o.URL, err)
+	}
+
+	var sampler *rssSampler
+	var idleRSS int64
+	if o.PID != 0 {
+		time.Sleep(500 * time.Millisecond) // let start-up garbage settle
+		if idleRSS, _, err = memStatus(o.PID); err != nil {
+			return fmt.Errorf("--pid %d: %w", o.PID, err)
+		}
+		sampler = startSampler(o.PID, 20*time.Millisecond)
+	}
+	if err := b.registerAll(ctx, b.usersNeeded()); err != nil {
+		return err
+	}
+	if sampler != nil {
+		// Password hashing during registration is not part of the
+		// scenarios: note its peak, let the server settle, start over.
+		b.setupPeak = sampler.Peak()
+		time.Sleep(3 * time.Second)
+		sampler.Reset()
+	}
+
+	for _, s := range o.Scenarios {
+		if ctx.Err() != nil {
+			break
+		}
+		var rs []*result
+		var err error
+		switch s {
+		case "send":
+			rs, err = b.send(ctx)
+		case "wakeup":
+			rs, err = b.wakeup(ctx)
+		case "fanout":
+			for _, u := range o.Users {
+				r, ferr := b.fanout(ctx, u)
+				if r != nil {
+					rs = append(rs, r)
+				}
+				if ferr != nil {
+					err = ferr
+					break
+				}
+			}
+		case "initialsync":
+			rs, err = b.initialSync(ctx)
+		}
+		for _, r := range rs {
+			emit(r)
+		}
+		if err != nil {
+			b.logf("scenario %s failed: %v", s, err)
+			emit(&result{Scenario: s, Errors: 1, Note: err.Error()})
+		}
+	}
+
+	if sampler != nil {
+		sampler.Stop()
+		_, hwm, _ := memStatus(o.PID)
+		time.Sleep(2 * time.Second)
+		after, _, _ := memStatus(o.PID)
+		r := &result{Scenario: "rss", Params: map[string]any{"pid": o.PID}}
+		r.add("idle_mib", mib(idleRSS), "MiB")
+		r.target("idle_mib", "< 30 MB", below(30))
+		r.add("peak_scenarios_mib", mib(sampler.Peak()), "MiB")
+		r.target("peak_scenarios_mib", "< 120 MB", below(120))
+		if b.setupPeak > 0 {
+			r.add("peak_registration_mib", mib(b.setupPeak), "MiB")
+		}
+		r.add("vmhwm_mib", mib(hwm), "MiB")
+		r.add("after_idle_2s_mib", mib(after), "MiB")
+		r.Note = "peak_scenarios leaves out user registration (password hashing); vmhwm is the kernel's lifetime peak"
+		emit(r)
+	}
+	if b.retries.Load() > 0 {
+		b.logf("%d requests were rate-limited (429) and retried", b.retries.Load())
+	}
+	tableOut := stdout
+	if o.JSON {
+		tableOut = stderr
+	}
+	fmt.Fprintln(tableOut)
+	writeTable(tableOut, results)
+	return ctx.Err()
+}
+
+func randomID() string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

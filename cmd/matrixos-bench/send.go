@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// send measures throughput and latency of K concurrent senders, each
+// sending N messages one after another into one room. Afterwards it checks
+// that the server has no backlog: the room creator (who sends nothing)
+// must already see every message counted in its unread notifications.
+func (b *bench) send(ctx context.Context) ([]*result, error) {
+	k, n := b.o.Senders, b.o.Messages
+	users := b.take(1 + k)
+	owner, senders := users[0], users[1:]
+	room, err := owner.createRoom(ctx, "public_chat")
+	if err != nil {
+		return nil, err
+	}
+	if err := parallel(ctx, k, b.o.Concurrency, func(i int) error { return senders[i].join(ctx, room) }); err != nil {
+		return nil, err
+	}
+	b.logf("send: %d senders x %d messages into %s", k, n, room)
+
+	var cpu0 time.Duration
+	if b.o.PID != 0 {
+		cpu0, _ = cpuTime(b.o.PID)
+	}
+	waitProfile := b.profile(ctx)
+	lat := &latencies{}
+	var errs atomic.Int64
+	var firstErr atomic.Value
+	start := time.Now()
+	var wg sync.WaitGroup
+	for s, c := range senders {
+		wg.Go(func() {
+			for i := range n {
+				if ctx.Err() != nil {
+					return
+				}
+				t0 := time.Now()
+				if _, err := c.send(ctx, room, fmt.Sprintf("%s-s%d-%d", b.runID, s, i)); err != nil {
+					errs.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				lat.add(time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	wall := time.Since(start)
+	r := &result{Scenario: "send", Params: map[string]any{"senders": k, "messages": n}, Errors: int(errs.Load())}
+	if e := firstErr.Load(); e != nil {
+		r.Note = "first error: " + e.(string)
+	}
+	s := lat.summary()
+	r.add("events", float64(s.N), "")
+	r.add("wall_ms", ms(wall), "ms")
+	r.add("throughput_eps", float64(int(float64(s.N)/wall.Seconds()*10))/10, "events/s")
+	r.target("throughput_eps", ">= 1000 events/s", atLeast(1000))
+	r.addLatency("", s)
+	r.target("p99_ms", "< 50 ms", below(50))
+	if b.o.PID != 0 {
+		cpu1, _ := cpuTime(b.o.PID)
+		r.add("server_cpu_burst_pct", float64(int((cpu1-cpu0).Seconds()/wall.Seconds()*1000))/10, "%cpu")
+	}
+
+	// Backlog: how long after the burst until the observer's unread count
+	// covers every message.
+	backlog, count, counted := b.settle(ctx, owner, room, s.N)
+	r.add("unread_count", float64(count), "")
+	if counted {
+		r.add("backlog_ms", ms(backlog), "ms")
+		r.target("backlog_ms", "0 (counts done when the burst ends)", func(v float64) bool { return v == 0 })
+	} else {
+		r.Note = join(r.Note, fmt.Sprintf("unread count did not reach %d within %v", s.N, b.o.SettleTimeout))
+	}
+	if b.o.PID != 0 {
+		c0, _ := cpuTime(b.o.PID)
+		time.Sleep(time.Second)
+		c1, _ := cpuTime(b.o.PID)
+		r.add("server_cpu_after_pct", float64(int((c1-c0).Seconds()*1000))/10, "%cpu")
+	}
+	waitProfile()
+	return []*result{r}, nil
+}
+
+func join(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
+}
+
+// settle polls the observer's unread notification count for room until it
+// reaches want. It returns 0 when the first poll already shows every
+// message, otherwise the time from the end of the burst until it did.
+// counted is false when the count never got there (the server counts
+// nothing, or too slowly for --settle-timeout).
+func (b *bench) settle(ctx context.Context, c *client, room string, want int) (backlog time.Duration, count int, counted bool) {
+	end := time.Now()
+	filter := fmt.Sprintf(`{"room":{"rooms":[%q],"timeline":{"limit":1},"state":{"lazy_load_members":true}}}`, room)
+	deadline := end.Add(b.o.SettleTimeout)
+	lastChange, last := end, -1
+	for first := true; ; first = false {
+		resp, err := c.sync(ctx, "", 0, filter)
+		if err == nil {
+			count = resp.Rooms.Join[room].Unread.Notifications
+			if count >= want {
+				if first {
+					return 0, count, true
+				}
+				return time.Since(end), count, true
+			}
+			if count != last {
+				last, lastChange = count, time.Now()
+			}
+		}
+		// A server that reports no counts at all: stop after 3 s.
+		if count == 0 && time.Since(lastChange) > 3*time.Second {
+			return 0, count, false
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return 0, count, false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
