@@ -360,6 +360,14 @@ func (s *Service) getWhoami(w http.ResponseWriter, r *http.Request, sess *Sessio
 	return map[string]any{"user_id": sess.UserID, "device_id": sess.DeviceID, "is_guest": sess.IsGuest}, nil
 }
 
+// RequireUIA authenticates a request that carries an access token and
+// possibly a UIA "auth" dict, and requires the password stage (the dummy
+// stage for accounts without a password). It returns the UIA 401 response
+// as the error until a flow is complete.
+func (s *Service) RequireUIA(r *http.Request, auth *AuthDict) (*Session, error) {
+	return s.authedUIA(r, auth)
+}
+
 // authedUIA authenticates a request that carries both an access token and
 // possibly a UIA "auth" dict, and requires the password stage.
 func (s *Service) authedUIA(r *http.Request, auth *AuthDict) (*Session, error) {

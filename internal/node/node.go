@@ -22,11 +22,14 @@ import (
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/clientapi"
 	"github.com/matrixos/matrixos/internal/config"
+	"github.com/matrixos/matrixos/internal/keys"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/push"
 	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/search"
 	"github.com/matrixos/matrixos/internal/storage"
 	"github.com/matrixos/matrixos/internal/sync"
+	"github.com/matrixos/matrixos/internal/userdir"
 )
 
 // Version is the node's version, set at build time.
@@ -43,6 +46,9 @@ type Node struct {
 	Sync     *sync.Service
 	Client   *clientapi.Service
 	Push     *push.Service
+	Search   *search.Service
+	UserDir  *userdir.Service
+	Keys     *keys.Service
 
 	registry *prometheus.Registry
 	handler  http.Handler
@@ -69,6 +75,8 @@ func migrations() []storage.Migration {
 		rooms.Migrations,
 		sync.Migrations,
 		push.Migrations,
+		search.Migrations,
+		keys.Migrations,
 	)
 }
 
@@ -123,7 +131,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Push.OnEvent)
 	n.Sync.AddSource(n.Push.RulesSource())
+	n.Keys = keys.New(n.DB, log, n.Accounts, n.Rooms, n.Sync.Notifier)
+	n.Sync.AddSource(n.Keys)
 	n.Sync.AddLateSource(n.Push.CountsSource())
+	n.Search = search.New(n.DB, log, n.Accounts, n.Rooms)
+	n.UserDir = userdir.New(n.DB, n.Accounts, n.Rooms)
 	n.wireHooks()
 
 	n.registry = prometheus.NewRegistry()
@@ -137,6 +149,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Sync.Routes(mux)
 	n.Client.Routes(mux)
 	n.Push.Routes(mux)
+	n.Search.Routes(mux)
+	n.UserDir.Routes(mux)
+	n.Keys.Routes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// A known path with another method is 405, per the spec.
 		for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {
@@ -160,6 +175,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 func (n *Node) wireHooks() {
 	n.Accounts.Hooks.ProfileChanged = append(n.Accounts.Hooks.ProfileChanged, n.Client.OnProfileChanged)
 	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, n.Client.OnDeactivated)
+	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, n.Keys.OnDeactivated)
+	n.Accounts.Hooks.DeviceDeleted = append(n.Accounts.Hooks.DeviceDeleted, n.Keys.OnDeviceDeleted)
 }
 
 func (n *Node) opsRoutes(mux *http.ServeMux, withPprof bool) {

@@ -127,7 +127,7 @@ type Response struct {
 	ToDevice                     *Events        `json:"to_device,omitempty"`
 	DeviceLists                  *DeviceLists   `json:"device_lists,omitempty"`
 	DeviceOneTimeKeysCount       map[string]int `json:"device_one_time_keys_count,omitempty"`
-	DeviceUnusedFallbackKeyTypes []string       `json:"device_unused_fallback_key_types,omitempty"`
+	DeviceUnusedFallbackKeyTypes []string       `json:"device_unused_fallback_key_types,omitzero"` // [] is sent, nil is not
 
 	// news is set when something worth returning early was added.
 	news bool

@@ -1,0 +1,102 @@
+package keys
+
+import "github.com/matrixos/matrixos/internal/storage"
+
+// Migrations are the keys tables.
+var Migrations = []storage.Migration{{
+	Component: "keys",
+	Version:   1,
+	SQL: `
+CREATE TABLE e2e_device_keys (
+	user_id TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	key_json TEXT NOT NULL,
+	PRIMARY KEY (user_id, device_id)
+);
+CREATE TABLE e2e_one_time_keys (
+	user_id TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	algorithm TEXT NOT NULL,
+	key_id TEXT NOT NULL,
+	key_json TEXT NOT NULL,
+	seq BIGINT NOT NULL,
+	PRIMARY KEY (user_id, device_id, algorithm, key_id)
+);
+CREATE INDEX e2e_one_time_keys_order ON e2e_one_time_keys (user_id, device_id, algorithm, seq);
+CREATE TABLE e2e_fallback_keys (
+	user_id TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	algorithm TEXT NOT NULL,
+	key_id TEXT NOT NULL,
+	key_json TEXT NOT NULL,
+	used BOOLEAN NOT NULL DEFAULT FALSE,
+	PRIMARY KEY (user_id, device_id, algorithm)
+);
+CREATE TABLE e2e_cross_signing_keys (
+	user_id TEXT NOT NULL,
+	key_type TEXT NOT NULL,
+	public_key TEXT NOT NULL,
+	key_json TEXT NOT NULL,
+	PRIMARY KEY (user_id, key_type)
+);
+CREATE TABLE e2e_signatures (
+	target_user TEXT NOT NULL,
+	target_key TEXT NOT NULL,
+	signer_user TEXT NOT NULL,
+	signer_key_id TEXT NOT NULL,
+	signature TEXT NOT NULL,
+	PRIMARY KEY (target_user, target_key, signer_user, signer_key_id)
+);
+CREATE INDEX e2e_signatures_signer ON e2e_signatures (signer_user, signer_key_id);
+CREATE TABLE e2e_device_changes (
+	pos BIGINT NOT NULL,
+	user_id TEXT NOT NULL,
+	viewer TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (pos, user_id, viewer)
+);
+CREATE INDEX e2e_device_changes_user ON e2e_device_changes (user_id, pos);
+CREATE TABLE to_device_messages (
+	pos BIGINT PRIMARY KEY,
+	user_id TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	sender TEXT NOT NULL,
+	type TEXT NOT NULL,
+	content TEXT NOT NULL
+);
+CREATE INDEX to_device_messages_device ON to_device_messages (user_id, device_id, pos);
+CREATE TABLE to_device_deliveries (
+	user_id TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	token_pos BIGINT NOT NULL,
+	upto_pos BIGINT NOT NULL,
+	PRIMARY KEY (user_id, device_id, token_pos)
+);
+CREATE TABLE to_device_txns (
+	user_id TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	txn_id TEXT NOT NULL,
+	created_ts BIGINT NOT NULL,
+	PRIMARY KEY (user_id, device_id, txn_id)
+);
+CREATE TABLE key_backup_versions (
+	user_id TEXT NOT NULL,
+	version BIGINT NOT NULL,
+	algorithm TEXT NOT NULL,
+	auth_data TEXT NOT NULL,
+	etag BIGINT NOT NULL DEFAULT 0,
+	deleted BOOLEAN NOT NULL DEFAULT FALSE,
+	PRIMARY KEY (user_id, version)
+);
+CREATE TABLE key_backup_keys (
+	user_id TEXT NOT NULL,
+	version BIGINT NOT NULL,
+	room_id TEXT NOT NULL,
+	session_id TEXT NOT NULL,
+	first_message_index BIGINT NOT NULL,
+	forwarded_count BIGINT NOT NULL,
+	is_verified BOOLEAN NOT NULL,
+	session_data TEXT NOT NULL,
+	PRIMARY KEY (user_id, version, room_id, session_id)
+);
+`,
+}}

@@ -1,0 +1,214 @@
+package keys
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/storage"
+	"github.com/matrixos/matrixos/internal/sync"
+)
+
+// Limits bound what one client can store or send.
+type Limits struct {
+	// MaxOneTimeKeysPerUpload caps the one-time keys in one /keys/upload.
+	MaxOneTimeKeysPerUpload int
+	// MaxOneTimeKeysPerDevice caps the unclaimed one-time keys a device
+	// may hold.
+	MaxOneTimeKeysPerDevice int
+	// MaxToDeviceBytes caps one to-device message's content.
+	MaxToDeviceBytes int
+	// MaxToDeviceRequestBytes caps a /sendToDevice request body.
+	MaxToDeviceRequestBytes int64
+	// MaxToDeviceMessages caps the messages of one /sendToDevice request.
+	MaxToDeviceMessages int
+	// MaxToDeviceQueue caps the undelivered messages queued for a device.
+	MaxToDeviceQueue int
+	// ToDevicePerSync is the most to-device messages one /sync returns.
+	ToDevicePerSync int
+	// MaxBackupRequestBytes caps a /room_keys/keys upload.
+	MaxBackupRequestBytes int64
+}
+
+// DefaultLimits are the limits New uses.
+var DefaultLimits = Limits{
+	MaxOneTimeKeysPerUpload: 1000,
+	MaxOneTimeKeysPerDevice: 10000,
+	MaxToDeviceBytes:        65536,
+	MaxToDeviceRequestBytes: 8 << 20,
+	MaxToDeviceMessages:     10000,
+	MaxToDeviceQueue:        50000,
+	ToDevicePerSync:         100,
+	MaxBackupRequestBytes:   16 << 20,
+}
+
+// Service serves the end-to-end encryption endpoints and contributes the
+// encryption parts of /sync.
+type Service struct {
+	db       *storage.DB
+	log      *slog.Logger
+	accounts *accounts.Service
+	rooms    *rooms.Engine
+	notifier *sync.Notifier
+	// Limits may be changed before the service handles requests.
+	Limits Limits
+}
+
+// New returns the keys service. notifier wakes long-polling /sync
+// requests when to-device messages or device-list changes arrive.
+func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Engine, notifier *sync.Notifier) *Service {
+	return &Service{db: db, log: log, accounts: acc, rooms: eng, notifier: notifier, Limits: DefaultLimits}
+}
+
+// Routes registers the endpoints on mux.
+func (s *Service) Routes(mux *http.ServeMux) {
+	const v3 = "/_matrix/client/v3"
+	mux.HandleFunc("POST "+v3+"/keys/upload", s.accounts.Auth(s.postUpload))
+	mux.HandleFunc("POST "+v3+"/keys/query", s.accounts.Auth(s.postQuery))
+	mux.HandleFunc("POST "+v3+"/keys/claim", s.accounts.Auth(s.postClaim))
+	mux.HandleFunc("GET "+v3+"/keys/changes", s.accounts.Auth(s.getChanges))
+	mux.HandleFunc("POST "+v3+"/keys/device_signing/upload", mxhttp.Handle(s.postDeviceSigning))
+	mux.HandleFunc("POST "+v3+"/keys/signatures/upload", s.accounts.Auth(s.postSignatures))
+	mux.HandleFunc("PUT "+v3+"/sendToDevice/{eventType}/{txnId}", s.accounts.Auth(s.putSendToDevice))
+
+	mux.HandleFunc("POST "+v3+"/room_keys/version", s.accounts.Auth(s.postBackupVersion))
+	mux.HandleFunc("GET "+v3+"/room_keys/version", s.accounts.Auth(s.getBackupVersion))
+	mux.HandleFunc("GET "+v3+"/room_keys/version/{version}", s.accounts.Auth(s.getBackupVersion))
+	mux.HandleFunc("PUT "+v3+"/room_keys/version/{version}", s.accounts.Auth(s.putBackupVersion))
+	mux.HandleFunc("DELETE "+v3+"/room_keys/version/{version}", s.accounts.Auth(s.deleteBackupVersion))
+	for _, p := range []string{"/room_keys/keys", "/room_keys/keys/{roomId}", "/room_keys/keys/{roomId}/{sessionId}"} {
+		mux.HandleFunc("GET "+v3+p, s.accounts.Auth(s.getBackupKeys))
+		mux.HandleFunc("PUT "+v3+p, s.accounts.Auth(s.putBackupKeys))
+		mux.HandleFunc("DELETE "+v3+p, s.accounts.Auth(s.deleteBackupKeys))
+	}
+}
+
+// OnDeviceDeleted removes a deleted device's keys, signatures and queued
+// to-device messages, and tells the users who share a room with its owner.
+func (s *Service) OnDeviceDeleted(ctx context.Context, user id.UserID, device id.DeviceID) {
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		for _, q := range []string{
+			"DELETE FROM e2e_device_keys WHERE user_id = $1 AND device_id = $2",
+			"DELETE FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = $2",
+			"DELETE FROM e2e_fallback_keys WHERE user_id = $1 AND device_id = $2",
+			"DELETE FROM e2e_signatures WHERE target_user = $1 AND target_key = $2",
+			"DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2",
+			"DELETE FROM to_device_deliveries WHERE user_id = $1 AND device_id = $2",
+			"DELETE FROM to_device_txns WHERE user_id = $1 AND device_id = $2",
+		} {
+			if _, err := tx.Exec(ctx, q, user, device); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Exec(ctx, "DELETE FROM e2e_signatures WHERE signer_user = $1 AND signer_key_id = $2", user, "ed25519:"+string(device)); err != nil {
+			return err
+		}
+		return recordChange(ctx, tx, user, "")
+	})
+	if err != nil {
+		s.log.Error("remove keys of deleted device", "user_id", user, "device_id", device, "err", err)
+		return
+	}
+	s.wakeSharers(ctx, user)
+}
+
+// OnDeactivated removes everything a deactivated account had stored here:
+// cross-signing keys, signatures it made and key backups. (Its devices'
+// keys went with OnDeviceDeleted.)
+func (s *Service) OnDeactivated(ctx context.Context, user id.UserID) {
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		for _, q := range []string{
+			"DELETE FROM e2e_device_keys WHERE user_id = $1",
+			"DELETE FROM e2e_one_time_keys WHERE user_id = $1",
+			"DELETE FROM e2e_fallback_keys WHERE user_id = $1",
+			"DELETE FROM e2e_cross_signing_keys WHERE user_id = $1",
+			"DELETE FROM e2e_signatures WHERE target_user = $1 OR signer_user = $1",
+			"DELETE FROM to_device_messages WHERE user_id = $1",
+			"DELETE FROM to_device_deliveries WHERE user_id = $1",
+			"DELETE FROM to_device_txns WHERE user_id = $1",
+			"DELETE FROM key_backup_keys WHERE user_id = $1",
+			"DELETE FROM key_backup_versions WHERE user_id = $1",
+		} {
+			if _, err := tx.Exec(ctx, q, user); err != nil {
+				return err
+			}
+		}
+		return recordChange(ctx, tx, user, "")
+	})
+	if err != nil {
+		s.log.Error("remove keys of deactivated account", "user_id", user, "err", err)
+		return
+	}
+	s.wakeSharers(ctx, user)
+}
+
+// recordChange notes that user's devices or cross-signing keys changed,
+// for every user who shares a room with them (viewer "") or for viewer
+// alone.
+func recordChange(ctx context.Context, tx *storage.Tx, user id.UserID, viewer id.UserID) error {
+	_, err := tx.Exec(ctx, "INSERT INTO e2e_device_changes (pos, user_id, viewer) VALUES ($1, $2, $3)", tx.NextPos(), user, viewer)
+	return err
+}
+
+// activeRooms returns the rooms where user is joined or invited.
+func (s *Service) activeRooms(user id.UserID) map[id.RoomID]bool {
+	out := map[id.RoomID]bool{}
+	for r, m := range s.rooms.Memberships(user) {
+		if m == "join" || m == "invite" {
+			out[r] = true
+		}
+	}
+	return out
+}
+
+// sharesRoom reports whether other is joined or invited to one of rooms.
+func (s *Service) sharesRoom(rooms map[id.RoomID]bool, other id.UserID) bool {
+	for r, m := range s.rooms.Memberships(other) {
+		if (m == "join" || m == "invite") && rooms[r] {
+			return true
+		}
+	}
+	return false
+}
+
+// sharers lists user and everyone who shares a room with them.
+func (s *Service) sharers(ctx context.Context, user id.UserID) []id.UserID {
+	seen := map[id.UserID]bool{user: true}
+	out := []id.UserID{user}
+	for r := range s.activeRooms(user) {
+		state, err := s.rooms.CurrentState(ctx, r)
+		if err != nil {
+			continue
+		}
+		for _, ev := range state {
+			if ev.Type != "m.room.member" || ev.StateKey == nil {
+				continue
+			}
+			u := id.UserID(*ev.StateKey)
+			if m := ev.Membership(); (m == "join" || m == "invite") && !seen[u] {
+				seen[u] = true
+				out = append(out, u)
+			}
+		}
+	}
+	return out
+}
+
+// wakeSharers wakes the long-polls of user and everyone sharing a room
+// with them.
+func (s *Service) wakeSharers(ctx context.Context, user id.UserID) {
+	if s.notifier != nil {
+		s.notifier.Wake(s.sharers(ctx, user)...)
+	}
+}
+
+func (s *Service) wake(users ...id.UserID) {
+	if s.notifier != nil {
+		s.notifier.Wake(users...)
+	}
+}
