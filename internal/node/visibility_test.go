@@ -27,7 +27,7 @@ func TestHistoryVisibility(t *testing.T) {
 	ctx := context.Background()
 	alice := n.Register("alice")
 	for _, tc := range []struct {
-		hv                       string
+		hv                        string
 		seeBefore, seeAfterInvite bool
 	}{
 		{"shared", true, true},
@@ -72,4 +72,3 @@ func TestHistoryVisibility(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
-

@@ -1,0 +1,414 @@
+// Package search owns server-side search (/search): a full-text index of
+// message bodies, room names and topics, kept in the same transaction as
+// the events it indexes, on SQLite FTS5 or PostgreSQL text search behind
+// one interface.
+package search
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/storage"
+	"github.com/matrixos/matrixos/internal/sync"
+)
+
+// Migrations are the search tables: one portable table of indexed events,
+// and the engine's own full-text index.
+var Migrations = []storage.Migration{{
+	Component: "search",
+	Version:   1,
+	SQLite: `
+CREATE TABLE search_events (pos BIGINT PRIMARY KEY, room_id TEXT NOT NULL, sender TEXT NOT NULL, key TEXT NOT NULL, origin_ts BIGINT NOT NULL);
+CREATE INDEX search_events_room ON search_events (room_id, pos);
+CREATE VIRTUAL TABLE search_fts USING fts5(text, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2');
+`,
+	Postgres: `
+CREATE TABLE search_events (pos BIGINT PRIMARY KEY, room_id TEXT NOT NULL, sender TEXT NOT NULL, key TEXT NOT NULL, origin_ts BIGINT NOT NULL, vec tsvector NOT NULL);
+CREATE INDEX search_events_room ON search_events (room_id, pos);
+CREATE INDEX search_events_vec ON search_events USING GIN (vec);
+`,
+}}
+
+// Service indexes events and answers /search.
+type Service struct {
+	db       *storage.DB
+	log      *slog.Logger
+	accounts *accounts.Service
+	rooms    *rooms.Engine
+}
+
+// New returns the service and registers its indexing hook on the engine.
+func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Engine) *Service {
+	s := &Service{db: db, log: log, accounts: acc, rooms: eng}
+	eng.OnPersist = append(eng.OnPersist, s.index)
+	return s
+}
+
+// Routes registers /search.
+func (s *Service) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /_matrix/client/v3/search", s.accounts.Auth(s.handleSearch))
+}
+
+// indexed maps event types to the content key that is indexed.
+var indexed = map[string]string{
+	"m.room.message": "content.body",
+	"m.room.name":    "content.name",
+	"m.room.topic":   "content.topic",
+}
+
+// index runs inside the event's write transaction.
+func (s *Service) index(ctx context.Context, tx *storage.Tx, ev *rooms.Event, _ *rooms.RoomInfo) error {
+	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {
+		return s.unindex(ctx, tx, *ev.PDU.Redacts)
+	}
+	key, ok := indexed[ev.Type]
+	if !ok {
+		return nil
+	}
+	var c map[string]any
+	json.Unmarshal(ev.Content(), &c)
+	text, _ := c[strings.TrimPrefix(key, "content.")].(string)
+	if text == "" {
+		return nil
+	}
+	if len(text) > 16384 {
+		text = text[:16384]
+	}
+	if tx.Dialect() == storage.Postgres {
+		_, err := tx.Exec(ctx, `INSERT INTO search_events (pos, room_id, sender, key, origin_ts, vec)
+			VALUES ($1, $2, $3, $4, $5, to_tsvector('simple', $6)) ON CONFLICT DO NOTHING`, ev.Pos, ev.RoomID, ev.Sender, key, ev.TS, text)
+		return err
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO search_events (pos, room_id, sender, key, origin_ts) VALUES ($1, $2, $3, $4, $5)`,
+		ev.Pos, ev.RoomID, ev.Sender, key, ev.TS); err != nil {
+		return fmt.Errorf("index event: %w", err)
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO search_fts (rowid, text) VALUES ($1, $2)`, ev.Pos, text)
+	return err
+}
+
+func (s *Service) unindex(ctx context.Context, tx *storage.Tx, target id.EventID) error {
+	var pos int64
+	if err := tx.QueryRow(ctx, "SELECT pos FROM events WHERE event_id = $1", target).Scan(&pos); err != nil {
+		return nil // unknown event: nothing indexed
+	}
+	if _, err := tx.Exec(ctx, "DELETE FROM search_events WHERE pos = $1", pos); err != nil {
+		return err
+	}
+	if tx.Dialect() == storage.SQLite {
+		if _, err := tx.Exec(ctx, "DELETE FROM search_fts WHERE rowid = $1", pos); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type searchRequest struct {
+	SearchCategories struct {
+		RoomEvents *roomEventsCriteria `json:"room_events"`
+	} `json:"search_categories"`
+}
+
+type roomEventsCriteria struct {
+	SearchTerm   string                `json:"search_term"`
+	Keys         []string              `json:"keys"`
+	Filter       *sync.RoomEventFilter `json:"filter"`
+	OrderBy      string                `json:"order_by"`
+	EventContext *struct {
+		BeforeLimit    *int `json:"before_limit"`
+		AfterLimit     *int `json:"after_limit"`
+		IncludeProfile bool `json:"include_profile"`
+	} `json:"event_context"`
+	IncludeState bool `json:"include_state"`
+	Groupings    *struct {
+		GroupBy []struct {
+			Key string `json:"key"`
+		} `json:"group_by"`
+	} `json:"groupings"`
+}
+
+// terms splits a search term into words for both engines' query syntax.
+func terms(q string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(q, func(r rune) bool {
+		return !(r == '_' || r == '-' || r == '\'' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r > 127)
+	}) {
+		if f = strings.Trim(f, "-'"); f != "" {
+			out = append(out, strings.ToLower(f))
+		}
+		if len(out) == 16 {
+			break
+		}
+	}
+	return out
+}
+
+const maxLimit = 100
+
+func (s *Service) handleSearch(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	var req searchRequest
+	if err := mxhttp.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	c := req.SearchCategories.RoomEvents
+	if c == nil {
+		return map[string]any{"search_categories": map[string]any{}}, nil
+	}
+	if c.SearchTerm == "" {
+		return nil, mxhttp.MissingParam("missing search_term")
+	}
+	switch c.OrderBy {
+	case "", "rank", "recent":
+	default:
+		return nil, mxhttp.InvalidParam("order_by must be rank or recent")
+	}
+	keys := c.Keys
+	if len(keys) == 0 {
+		keys = []string{"content.body", "content.name", "content.topic"}
+	}
+	for _, k := range keys {
+		if k != "content.body" && k != "content.name" && k != "content.topic" {
+			return nil, mxhttp.InvalidParam("unknown search key %q", k)
+		}
+	}
+	offset := 0
+	if nb := r.URL.Query().Get("next_batch"); nb != "" {
+		n, err := strconv.Atoi(nb)
+		if err != nil || n < 0 {
+			return nil, mxhttp.InvalidParam("invalid next_batch")
+		}
+		offset = n
+	}
+	limit := 10
+	if c.Filter != nil && c.Filter.Limit != nil {
+		limit = min(max(*c.Filter.Limit, 1), maxLimit)
+	}
+	// Rooms the user may search: joined ones, narrowed by the filter.
+	var roomIDs []id.RoomID
+	for _, rid := range s.rooms.JoinedRooms(sess.UserID) {
+		if c.Filter == nil || c.Filter.AllowsRoom(rid) {
+			roomIDs = append(roomIDs, rid)
+		}
+	}
+	words := terms(c.SearchTerm)
+	result := map[string]any{"count": 0, "results": []any{}, "highlights": words}
+	if len(roomIDs) == 0 || len(words) == 0 {
+		return map[string]any{"search_categories": map[string]any{"room_events": result}}, nil
+	}
+	hits, total, err := s.query(r.Context(), words, roomIDs, keys, c.OrderBy == "recent", offset, limit, c.Filter)
+	if err != nil {
+		return nil, err
+	}
+	results := []any{}
+	visCache := map[id.RoomID]*rooms.Visibility{}
+	groups := map[string]map[string]map[string]any{}
+	for _, h := range hits {
+		ev, err := s.rooms.Event(r.Context(), h.eventID)
+		if err != nil {
+			continue
+		}
+		vis, ok := visCache[ev.RoomID]
+		if !ok {
+			if vis, err = s.rooms.Visibility(r.Context(), ev.RoomID, sess.UserID); err != nil {
+				return nil, err
+			}
+			visCache[ev.RoomID] = vis
+		}
+		if !vis.CanSee(ev) {
+			continue
+		}
+		item := map[string]any{"rank": h.rank, "result": ev.Client(rooms.ClientOptions{User: sess.UserID, Device: sess.DeviceID})}
+		if c.EventContext != nil {
+			item["context"] = s.context(r.Context(), ev, sess, vis, c.EventContext.BeforeLimit, c.EventContext.AfterLimit, c.EventContext.IncludeProfile)
+		}
+		results = append(results, item)
+		if c.Groupings != nil {
+			for _, g := range c.Groupings.GroupBy {
+				var k string
+				switch g.Key {
+				case "room_id":
+					k = string(ev.RoomID)
+				case "sender":
+					k = string(ev.Sender)
+				default:
+					continue
+				}
+				if groups[g.Key] == nil {
+					groups[g.Key] = map[string]map[string]any{}
+				}
+				grp := groups[g.Key][k]
+				if grp == nil {
+					grp = map[string]any{"results": []id.EventID{}, "order": len(groups[g.Key]) + 1}
+					groups[g.Key][k] = grp
+				}
+				grp["results"] = append(grp["results"].([]id.EventID), ev.ID)
+			}
+		}
+	}
+	result["results"] = results
+	result["count"] = total
+	if len(groups) > 0 {
+		result["groups"] = groups
+	}
+	if offset+len(hits) < total && len(hits) == limit {
+		result["next_batch"] = strconv.Itoa(offset + len(hits))
+	}
+	if c.IncludeState {
+		state := map[id.RoomID][]any{}
+		for _, rid := range roomIDs {
+			evs, err := s.rooms.CurrentState(r.Context(), rid)
+			if err != nil {
+				continue
+			}
+			for _, st := range evs {
+				state[rid] = append(state[rid], st.Client(rooms.ClientOptions{User: sess.UserID}))
+			}
+		}
+		result["state"] = state
+	}
+	return map[string]any{"search_categories": map[string]any{"room_events": result}}, nil
+}
+
+type hit struct {
+	eventID id.EventID
+	rank    float64
+}
+
+func placeholders(start, n int) string {
+	ps := make([]string, n)
+	for i := range ps {
+		ps[i] = "$" + strconv.Itoa(start+i)
+	}
+	return strings.Join(ps, ", ")
+}
+
+// query runs the engine's full-text search. Filters on senders and types
+// are applied in SQL where they map to columns.
+func (s *Service) query(ctx context.Context, words []string, roomIDs []id.RoomID, keys []string, recent bool, offset, limit int, f *sync.RoomEventFilter) ([]hit, int, error) {
+	var args []any
+	var match, rankExpr, from string
+	if s.db.Dialect == storage.Postgres {
+		args = append(args, strings.Join(words, " "))
+		from = "search_events s CROSS JOIN plainto_tsquery('simple', $1) q"
+		match = "s.vec @@ q"
+		rankExpr = "ts_rank(s.vec, q)"
+	} else {
+		quoted := make([]string, len(words))
+		for i, w := range words {
+			quoted[i] = `"` + strings.ReplaceAll(w, `"`, `""`) + `"`
+		}
+		args = append(args, strings.Join(quoted, " "))
+		from = "search_fts JOIN search_events s ON s.pos = search_fts.rowid"
+		match = "search_fts MATCH $1"
+		rankExpr = "-bm25(search_fts)"
+	}
+	where := match
+	where += " AND s.room_id IN (" + placeholders(len(args)+1, len(roomIDs)) + ")"
+	for _, r := range roomIDs {
+		args = append(args, r)
+	}
+	where += " AND s.key IN (" + placeholders(len(args)+1, len(keys)) + ")"
+	for _, k := range keys {
+		args = append(args, k)
+	}
+	if f != nil {
+		if f.Senders != nil && len(*f.Senders) > 0 {
+			where += " AND s.sender IN (" + placeholders(len(args)+1, len(*f.Senders)) + ")"
+			for _, u := range *f.Senders {
+				args = append(args, u)
+			}
+		}
+		for _, u := range f.NotSenders {
+			args = append(args, u)
+			where += " AND s.sender <> $" + strconv.Itoa(len(args))
+		}
+	}
+	var total int
+	if err := s.db.QueryRow(ctx, "SELECT COUNT(*) FROM "+from+" WHERE "+where, args...).Scan(&total); err != nil {
+		return nil, 0, fmt.Errorf("count search results: %w", err)
+	}
+	order := "rank DESC, s.pos DESC"
+	if recent {
+		order = "s.pos DESC"
+	}
+	args = append(args, limit, offset)
+	q := "SELECT e.event_id, e.type, e.sender, " + rankExpr + " AS rank FROM " + from + " JOIN events e ON e.pos = s.pos WHERE " + where +
+		" ORDER BY " + order + " LIMIT $" + strconv.Itoa(len(args)-1) + " OFFSET $" + strconv.Itoa(len(args))
+	rows, err := s.db.Query(ctx, q, args...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("search: %w", err)
+	}
+	defer rows.Close()
+	var out []hit
+	for rows.Next() {
+		var h hit
+		var typ string
+		var sender id.UserID
+		if err := rows.Scan(&h.eventID, &typ, &sender, &h.rank); err != nil {
+			return nil, 0, err
+		}
+		if f != nil && !f.Allows(typ, sender) {
+			continue
+		}
+		out = append(out, h)
+	}
+	return out, total, rows.Err()
+}
+
+// context builds a result's event context.
+func (s *Service) context(ctx context.Context, ev *rooms.Event, sess *accounts.Session, vis *rooms.Visibility, before, after *int, profile bool) map[string]any {
+	nb, na := 5, 5
+	if before != nil {
+		nb = min(max(*before, 0), 50)
+	}
+	if after != nil {
+		na = min(max(*after, 0), 50)
+	}
+	opts := rooms.ClientOptions{User: sess.UserID, Device: sess.DeviceID}
+	render := func(evs []*rooms.Event) []any {
+		out := []any{}
+		for _, e := range vis.FilterVisible(evs) {
+			out = append(out, e.Client(opts))
+		}
+		return out
+	}
+	out := map[string]any{"start": sync.Token{Pos: ev.Pos - 1}.String(), "end": sync.Token{Pos: ev.Pos}.String()}
+	if bs, err := s.rooms.RoomEvents(ctx, ev.RoomID, 0, ev.Pos-1, nb, true); err == nil {
+		out["events_before"] = render(bs)
+		if len(bs) > 0 {
+			out["start"] = sync.Token{Pos: bs[len(bs)-1].Pos - 1}.String()
+		}
+	}
+	if as, err := s.rooms.RoomEvents(ctx, ev.RoomID, ev.Pos, s.db.Visible(), na, false); err == nil {
+		out["events_after"] = render(as)
+		if len(as) > 0 {
+			out["end"] = sync.Token{Pos: as[len(as)-1].Pos}.String()
+		}
+	}
+	if profile {
+		info := map[id.UserID]map[string]any{}
+		if m, err := s.rooms.StateEvent(ctx, ev.RoomID, "m.room.member", string(ev.Sender)); err == nil && m != nil {
+			var c map[string]any
+			json.Unmarshal(m.Content(), &c)
+			p := map[string]any{}
+			for _, k := range []string{"displayname", "avatar_url"} {
+				if v, ok := c[k]; ok {
+					p[k] = v
+				}
+			}
+			info[ev.Sender] = p
+		}
+		out["profile_info"] = info
+	}
+	return out
+}
