@@ -19,9 +19,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/accountdata"
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/clientapi"
 	"github.com/matrixos/matrixos/internal/config"
+	"github.com/matrixos/matrixos/internal/ephemeral"
 	"github.com/matrixos/matrixos/internal/keys"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/push"
@@ -50,6 +52,9 @@ type Node struct {
 	UserDir  *userdir.Service
 	Keys     *keys.Service
 
+	AccountData *accountdata.Service
+	Ephemeral   *ephemeral.Service
+
 	registry *prometheus.Registry
 	handler  http.Handler
 	servers  []*http.Server
@@ -77,6 +82,8 @@ func migrations() []storage.Migration {
 		push.Migrations,
 		search.Migrations,
 		keys.Migrations,
+		accountdata.Migrations,
+		ephemeral.Migrations,
 	)
 }
 
@@ -133,6 +140,18 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Sync.AddSource(n.Push.RulesSource())
 	n.Keys = keys.New(n.DB, log, n.Accounts, n.Rooms, n.Sync.Notifier)
 	n.Sync.AddSource(n.Keys)
+	n.AccountData = accountdata.New(n.DB, log, n.Accounts, n.Sync.Notifier)
+	n.AccountData.Virtual["m.push_rules"] = n.Push.AccountData
+	n.Sync.AddSource(n.AccountData)
+	n.Ephemeral = ephemeral.New(n.DB, log, n.Accounts, n.Rooms, n.Sync, n.AccountData)
+	n.Ephemeral.OnRead = func(ctx context.Context, user id.UserID, roomID id.RoomID, threadID string, pos int64) {
+		if err := n.Push.MarkRead(ctx, user, roomID, threadID, pos); err != nil {
+			log.Warn("clear notifications after receipt", "user_id", user, "room_id", roomID, "err", err)
+		}
+	}
+	for _, src := range n.Ephemeral.Sources() {
+		n.Sync.AddSource(src)
+	}
 	n.Sync.AddLateSource(n.Push.CountsSource())
 	n.Search = search.New(n.DB, log, n.Accounts, n.Rooms)
 	n.UserDir = userdir.New(n.DB, n.Accounts, n.Rooms)
@@ -152,6 +171,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Search.Routes(mux)
 	n.UserDir.Routes(mux)
 	n.Keys.Routes(mux)
+	n.AccountData.Routes(mux)
+	n.Ephemeral.Routes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// A known path with another method is 405, per the spec.
 		for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {
