@@ -389,6 +389,23 @@ func (s *Service) authedUIA(r *http.Request, auth *AuthDict) (*Session, error) {
 	return sess, nil
 }
 
+// optionalTokenUIA is authedUIA for the endpoints where the access token is
+// optional (password change, deactivation): without a token, the password
+// stage identifies the user, and the session has no device.
+func (s *Service) optionalTokenUIA(r *http.Request, auth *AuthDict) (*Session, error) {
+	if mxhttp.AccessToken(r) != "" {
+		return s.authedUIA(r, auth)
+	}
+	done, err := s.interactiveAuth(r.Context(), auth, [][]string{{StagePassword}}, r.Method+" "+r.URL.Path, "")
+	if err != nil {
+		return nil, err
+	}
+	if done.user == "" {
+		return nil, mxhttp.Forbidden("authentication did not identify a user")
+	}
+	return &Session{UserID: done.user}, nil
+}
+
 func (s *Service) postPassword(w http.ResponseWriter, r *http.Request) (any, error) {
 	var req struct {
 		Auth          *AuthDict `json:"auth"`
@@ -404,7 +421,7 @@ func (s *Service) postPassword(w http.ResponseWriter, r *http.Request) (any, err
 	if len(req.NewPassword) > 512 {
 		return nil, mxhttp.InvalidParam("password too long")
 	}
-	sess, err := s.authedUIA(r, req.Auth)
+	sess, err := s.optionalTokenUIA(r, req.Auth)
 	if err != nil {
 		return nil, err
 	}
@@ -423,7 +440,7 @@ func (s *Service) postDeactivate(w http.ResponseWriter, r *http.Request) (any, e
 	if err := mxhttp.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	sess, err := s.authedUIA(r, req.Auth)
+	sess, err := s.optionalTokenUIA(r, req.Auth)
 	if err != nil {
 		return nil, err
 	}
@@ -475,10 +492,8 @@ func (s *Service) deleteDevice(w http.ResponseWriter, r *http.Request, sess *Ses
 	if err := mxhttp.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
+	// Deleting a device that is already gone succeeds, as the spec says.
 	dev := id.DeviceID(r.PathValue("deviceId"))
-	if _, err := s.GetDevice(r.Context(), sess.UserID, dev); err != nil {
-		return nil, err
-	}
 	if _, err := s.authedUIA(r, req.Auth); err != nil {
 		return nil, err
 	}

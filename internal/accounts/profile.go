@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"regexp"
 	"strings"
 
 	"maunium.net/go/mautrix/id"
@@ -129,16 +130,30 @@ func (s *Service) getProfileField(w http.ResponseWriter, r *http.Request) (any, 
 	return map[string]json.RawMessage{key: v}, nil
 }
 
+// profileKeyRE is the spec's grammar for profile field names.
+var profileKeyRE = regexp.MustCompile(`^(avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$`)
+
+// checkProfileKey validates a profile field name from the request path.
+func checkProfileKey(key string) error {
+	if len(key) > maxProfileKeyBytes {
+		return &mxhttp.Error{Status: http.StatusBadRequest, Code: "M_KEY_TOO_LARGE", Message: "profile field names are limited to 255 bytes"}
+	}
+	if !profileKeyRE.MatchString(key) {
+		return mxhttp.InvalidParam("invalid profile field name %q", key)
+	}
+	return nil
+}
+
 func (s *Service) putProfileField(w http.ResponseWriter, r *http.Request, sess *Session) (any, error) {
 	uid := id.UserID(r.PathValue("userId"))
 	key := r.PathValue("keyName")
 	if uid != sess.UserID && !sess.IsAdmin {
 		return nil, mxhttp.Forbidden("cannot change another user's profile")
 	}
-	if len(key) > maxProfileKeyBytes || key == "" {
-		return nil, mxhttp.InvalidParam("invalid profile field name")
+	if err := checkProfileKey(key); err != nil {
+		return nil, err
 	}
-	body, err := mxhttp.ReadBody(r, maxProfileBytes)
+	body, err := mxhttp.ReadBody(r, 2*maxProfileBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -167,8 +182,26 @@ func (s *Service) putProfileField(w http.ResponseWriter, r *http.Request, sess *
 			return nil, mxhttp.InvalidParam("avatar_url must be an mxc:// URI")
 		}
 		if len(value) > 1024 {
-			return nil, mxhttp.TooLarge("%s too long", key)
+			return nil, mxhttp.InvalidParam("%s is limited to 1024 bytes", key)
 		}
+	}
+	if uid != sess.UserID {
+		if _, ok, err := s.GetUser(r.Context(), uid); err != nil {
+			return nil, err
+		} else if !ok {
+			return nil, mxhttp.NotFound("no such user")
+		}
+	}
+	cur, _, err := s.Profile(r.Context(), uid)
+	if err != nil {
+		return nil, err
+	}
+	if cur == nil {
+		cur = map[string]json.RawMessage{}
+	}
+	cur[key] = raw
+	if b, _ := json.Marshal(cur); len(b) > maxProfileBytes {
+		return nil, &mxhttp.Error{Status: http.StatusBadRequest, Code: "M_PROFILE_TOO_LARGE", Message: "profiles are limited to 64 KiB"}
 	}
 	if err := s.SetProfileField(r.Context(), uid, key, value); err != nil {
 		return nil, err
@@ -182,8 +215,14 @@ func (s *Service) deleteProfileField(w http.ResponseWriter, r *http.Request, ses
 	if uid != sess.UserID && !sess.IsAdmin {
 		return nil, mxhttp.Forbidden("cannot change another user's profile")
 	}
+	if err := checkProfileKey(key); err != nil {
+		return nil, err
+	}
 	if key == "displayname" || key == "avatar_url" {
-		return mxhttp.Empty, s.SetProfileField(r.Context(), uid, key, "")
+		if err := s.SetProfileField(r.Context(), uid, key, ""); err != nil {
+			return nil, err
+		}
+		return mxhttp.Empty, nil
 	}
 	err := s.db.Write(r.Context(), func(tx *storage.Tx) error {
 		_, err := tx.Exec(r.Context(), "DELETE FROM profiles WHERE user_id = $1 AND field = $2", uid, key)

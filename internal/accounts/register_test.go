@@ -41,6 +41,9 @@ func flowsOf(t *testing.T, m map[string]any) [][]string {
 // uiaSession starts a UIA session for body on path and returns it.
 func uiaSession(t *testing.T, n *testnode.Node, method, path, token string, body map[string]any) (string, map[string]any) {
 	t.Helper()
+	if body == nil {
+		body = map[string]any{}
+	}
 	r := call(t, n, method, path, token, body)
 	if r.Status != http.StatusUnauthorized {
 		t.Fatalf("%s %s without auth: got %d, want 401: %s", method, path, r.Status, r.Body)

@@ -28,7 +28,8 @@ type uiaSession struct {
 	// pinned binds the session to what it was started for, so a session
 	// completed for one request cannot authorise a different one.
 	pinned string
-	token  string // registration token used, counted on completion
+	token  string    // registration token used, counted on completion
+	user   id.UserID // user proven by the password stage
 }
 
 type uiaStore struct {
@@ -148,6 +149,12 @@ func (s *Service) doStage(ctx context.Context, auth *AuthDict, sess *uiaSession,
 	case StageDummy:
 		return nil
 	case StagePassword:
+		if user != "" && auth.User == "" && (len(auth.Identifier) == 0 || string(auth.Identifier) == "null") {
+			// Re-authenticating a logged-in user: the identifier may be left out.
+			a := *auth
+			a.User = string(user)
+			auth = &a
+		}
 		uid, err := s.identifierUser(auth)
 		if err != nil {
 			return err
@@ -155,9 +162,13 @@ func (s *Service) doStage(ctx context.Context, auth *AuthDict, sess *uiaSession,
 		if user != "" && uid != user {
 			return mxhttp.Forbidden("can only authenticate as yourself")
 		}
+		if sess.user != "" && sess.user != uid {
+			return mxhttp.Forbidden("UIA session belongs to another user")
+		}
 		if _, err := s.checkPassword(ctx, uid, auth.Password); err != nil {
 			return err
 		}
+		sess.user = uid
 		return nil
 	case StageRegistrationToken:
 		ok, err := s.ValidRegistrationToken(ctx, auth.Token)
