@@ -277,13 +277,21 @@ func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, 
 		}
 	}
 	tl := &Timeline{Events: []any{}, Limited: limited}
+	aggs, err := s.rooms.Aggregate(ctx, evs, rooms.ClientOptions{User: req.User, Device: req.Device, OmitRoomID: true}, to)
+	if err != nil {
+		return nil, nil, err
+	}
 	var kept []*rooms.Event
 	for _, ev := range evs {
 		if tf != nil && !tf.Allows(ev.Type, ev.Sender) {
 			continue
 		}
 		kept = append(kept, ev)
-		tl.Events = append(tl.Events, clientEvent(ev, req))
+		ce := clientEvent(ev, req)
+		if c, ok := ce.(*rooms.ClientEvent); ok {
+			aggs.Add(c) // bundled aggregations (edits, threads, references)
+		}
+		tl.Events = append(tl.Events, ce)
 	}
 	if len(evs) > 0 {
 		tl.PrevBatch = Token{Pos: evs[0].Pos - 1}.String()
