@@ -130,7 +130,7 @@ func jsonEqual(a, b json.RawMessage) bool {
 func (s *Service) visibleUpTo(ctx context.Context, user id.UserID, roomID id.RoomID) (int64, bool, error) {
 	var membership string
 	var pos int64
-	err := s.db.QueryRow(ctx, "SELECT membership, pos FROM memberships WHERE room_id = $1 AND user_id = $2", roomID, user).Scan(&membership, &pos)
+	err := s.db.QueryRow(ctx, "SELECT membership, pos FROM memberships WHERE room_id = $1 AND user_id = $2 AND forgotten = FALSE", roomID, user).Scan(&membership, &pos)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return 0, false, err
 	}
@@ -262,7 +262,11 @@ func (s *Service) getEvent(w http.ResponseWriter, r *http.Request, sess *account
 	if !vis.CanSee(ev) {
 		return nil, mxhttp.NotFound("event not found")
 	}
-	return s.client(ev, sess), nil
+	aggs, err := s.aggregations(r.Context(), sess, upTo, []*rooms.Event{ev})
+	if err != nil {
+		return nil, err
+	}
+	return aggs.Add(s.client(ev, sess)), nil
 }
 
 func (s *Service) getMembers(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
@@ -416,6 +420,10 @@ func (s *Service) getMessages(w http.ResponseWriter, r *http.Request, sess *acco
 		return nil, err
 	}
 	evs = vis.FilterVisible(evs)
+	aggs, err := s.aggregations(ctx, sess, upTo, evs)
+	if err != nil {
+		return nil, err
+	}
 	chunk := make([]any, 0, len(evs))
 	var stateNeeded map[id.UserID]bool
 	lazy := filter != nil && filter.LazyLoadMembers
@@ -426,7 +434,7 @@ func (s *Service) getMessages(w http.ResponseWriter, r *http.Request, sess *acco
 		if filter != nil && (!filter.Allows(ev.Type, ev.Sender)) {
 			continue
 		}
-		chunk = append(chunk, s.client(ev, sess))
+		chunk = append(chunk, aggs.Add(s.client(ev, sess)))
 		if lazy {
 			stateNeeded[ev.Sender] = true
 		}

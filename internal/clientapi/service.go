@@ -56,4 +56,10 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+v3+"/rooms/{roomId}/aliases", a(s.getRoomAliases))
 	mux.HandleFunc("GET "+v3+"/directory/list/room/{roomId}", s.getVisibility)
 	mux.HandleFunc("PUT "+v3+"/directory/list/room/{roomId}", a(s.putVisibility))
+
+	const v1 = "/_matrix/client/v1"
+	mux.HandleFunc("GET "+v1+"/rooms/{roomId}/relations/{eventId}", a(s.getRelations))
+	mux.HandleFunc("GET "+v1+"/rooms/{roomId}/relations/{eventId}/{relType}", a(s.getRelations))
+	mux.HandleFunc("GET "+v1+"/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", a(s.getRelations))
+	mux.HandleFunc("GET "+v1+"/rooms/{roomId}/threads", a(s.getThreads))
 }
