@@ -109,7 +109,7 @@ func (s *Service) postUpload(w http.ResponseWriter, r *http.Request, sess *accou
 			return nil, mxhttp.InvalidParam("one-time key name %q is not <algorithm>:<key_id>", k)
 		}
 		if !validKeyObject(v) {
-			return nil, mxhttp.BadJSON("one-time key %q must be a string or an object", k)
+			return nil, mxhttp.BadJSON("one-time key %q must be a string or an object with key and signatures", k)
 		}
 	}
 	fallbackAlgs := map[string]bool{}
@@ -123,7 +123,7 @@ func (s *Service) postUpload(w http.ResponseWriter, r *http.Request, sess *accou
 		}
 		fallbackAlgs[alg] = true
 		if !validKeyObject(v) {
-			return nil, mxhttp.BadJSON("fallback key %q must be a string or an object", k)
+			return nil, mxhttp.BadJSON("fallback key %q must be a string or an object with key and signatures", k)
 		}
 	}
 	changed := false
@@ -174,9 +174,20 @@ func (s *Service) postUpload(w http.ResponseWriter, r *http.Request, sess *accou
 	return map[string]any{"one_time_key_counts": counts}, nil
 }
 
+// validKeyObject accepts a key as the spec defines it: a bare string
+// (unsigned curve25519) or an object with a "key" string and
+// "signatures".
 func validKeyObject(v json.RawMessage) bool {
 	v = bytes.TrimSpace(v)
-	return len(v) > 0 && (v[0] == '{' || v[0] == '"')
+	if len(v) > 0 && v[0] == '"' {
+		var s string
+		return json.Unmarshal(v, &s) == nil
+	}
+	var obj struct {
+		Key        *string                      `json:"key"`
+		Signatures map[string]map[string]string `json:"signatures"`
+	}
+	return len(v) > 0 && v[0] == '{' && json.Unmarshal(v, &obj) == nil && obj.Key != nil && obj.Signatures != nil
 }
 
 func compact(v []byte) string {
