@@ -62,4 +62,6 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+v1+"/rooms/{roomId}/relations/{eventId}/{relType}", a(s.getRelations))
 	mux.HandleFunc("GET "+v1+"/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}", a(s.getRelations))
 	mux.HandleFunc("GET "+v1+"/rooms/{roomId}/threads", a(s.getThreads))
+	mux.HandleFunc("GET "+v1+"/rooms/{roomId}/timestamp_to_event", a(s.getTimestampToEvent))
+	mux.HandleFunc("GET "+v3+"/rooms/{roomId}/context/{eventId}", a(s.getContext))
 }

@@ -1,0 +1,172 @@
+package clientapi_test
+
+import (
+	"context"
+	"net/url"
+	"slices"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+// chat creates a room where alice and bob talk, with n numbered messages
+// from alice a few milliseconds apart.
+func chat(t *testing.T, n *testnode.Node, count int) (alice, bob *mautrix.Client, room id.RoomID, msgs []id.EventID) {
+	t.Helper()
+	ctx := context.Background()
+	alice, bob = n.Register("alice"), n.Register("bob")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoomByID(ctx, created.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	for i := range count {
+		msgs = append(msgs, send(t, alice, created.RoomID, event.EventMessage, text(string(rune('0'+i)))))
+		time.Sleep(3 * time.Millisecond)
+	}
+	return alice, bob, created.RoomID, msgs
+}
+
+func TestContext(t *testing.T) {
+	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice, bob, room, msgs := chat(t, n, 9)
+		eve := n.Register("eve")
+
+		cx, err := bob.Context(ctx, room, msgs[4], nil, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cx.Event.ID != msgs[4] {
+			t.Fatalf("event %s, want %s", cx.Event.ID, msgs[4])
+		}
+		if got, want := ids(cx.EventsBefore), []id.EventID{msgs[3], msgs[2]}; !slices.Equal(got, want) {
+			t.Fatalf("events_before %v, want %v", got, want)
+		}
+		if got, want := ids(cx.EventsAfter), []id.EventID{msgs[5], msgs[6]}; !slices.Equal(got, want) {
+			t.Fatalf("events_after %v, want %v", got, want)
+		}
+		members := 0
+		for _, st := range cx.State {
+			if st.Type == event.StateMember {
+				members++
+			}
+		}
+		if members != 2 {
+			t.Fatalf("state should hold both members, has %d", members)
+		}
+		// The tokens continue with /messages on either side.
+		back, err := bob.Messages(ctx, room, cx.Start, "", mautrix.DirectionBackward, nil, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := ids(back.Chunk), []id.EventID{msgs[1], msgs[0]}; !slices.Equal(got, want) {
+			t.Fatalf("messages before start: %v, want %v", got, want)
+		}
+		fwd, err := bob.Messages(ctx, room, cx.End, "", mautrix.DirectionForward, nil, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := ids(fwd.Chunk), []id.EventID{msgs[7], msgs[8]}; !slices.Equal(got, want) {
+			t.Fatalf("messages after end: %v, want %v", got, want)
+		}
+		// limit 0 still returns the event.
+		path := "/_matrix/client/v3/rooms/" + url.PathEscape(string(room)) + "/context/" + url.PathEscape(string(msgs[4]))
+		status, body := call(t, bob, "GET", path, url.Values{"limit": {"0"}}, nil, true)
+		if status != 200 {
+			t.Fatalf("context limit 0: %d %s", status, body)
+		}
+		zero := decode[mautrix.RespContext](t, body)
+		if zero.Event.ID != msgs[4] || len(zero.EventsBefore)+len(zero.EventsAfter) != 0 {
+			t.Fatalf("limit 0: %s", body)
+		}
+		// Filters apply to the context and the state; lazy loading keeps
+		// only the senders' members.
+		cx, err = bob.Context(ctx, room, msgs[4], &mautrix.FilterPart{LazyLoadMembers: true}, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range cx.State {
+			if st.Type == event.StateMember && st.GetStateKey() != alice.UserID.String() && st.GetStateKey() != bob.UserID.String() {
+				t.Fatalf("unexpected member %s", st.GetStateKey())
+			}
+		}
+		cx, err = bob.Context(ctx, room, msgs[4], &mautrix.FilterPart{NotTypes: []event.Type{event.EventMessage}}, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(cx.EventsBefore)+len(cx.EventsAfter) != 0 || cx.Event.ID != msgs[4] {
+			t.Fatalf("filtered context: %d before, %d after", len(cx.EventsBefore), len(cx.EventsAfter))
+		}
+
+		// Bad input.
+		_, err = bob.Context(ctx, room, "$missing", nil, 4)
+		wantCode(t, err, "M_NOT_FOUND")
+		status, body = call(t, bob, "GET", path, url.Values{"limit": {"x"}}, nil, false)
+		wantStatus(t, status, body, 400, "M_INVALID_PARAM")
+		status, body = call(t, bob, "GET", path, url.Values{"filter": {"{not json"}}, nil, false)
+		wantStatus(t, status, body, 400, "M_INVALID_PARAM")
+		_, err = eve.Context(ctx, room, msgs[4], nil, 4)
+		wantCode(t, err, "M_FORBIDDEN")
+	})
+}
+
+func TestTimestampToEvent(t *testing.T) {
+	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		_, bob, room, msgs := chat(t, n, 5)
+		ev, err := bob.GetEvent(ctx, room, msgs[2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := ev.Timestamp
+		for _, tc := range []struct {
+			ts   int64
+			dir  mautrix.Direction
+			want id.EventID
+		}{
+			{ts, mautrix.DirectionForward, msgs[2]},
+			{ts, mautrix.DirectionBackward, msgs[2]},
+			{ts + 1, mautrix.DirectionForward, msgs[3]},
+			{ts - 1, mautrix.DirectionBackward, msgs[1]},
+		} {
+			resp, err := bob.TimestampToEvent(ctx, room, time.UnixMilli(tc.ts), tc.dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.EventID != tc.want {
+				t.Errorf("ts %d dir %c: %s, want %s", tc.ts, tc.dir, resp.EventID, tc.want)
+			}
+		}
+		path := "/_matrix/client/v1/rooms/" + url.PathEscape(string(room)) + "/timestamp_to_event"
+		if status, body := call(t, bob, "GET", path, url.Values{"ts": {"0"}, "dir": {"f"}}, nil, true); status != 200 {
+			t.Fatalf("timestamp_to_event: %d %s", status, body)
+		}
+		_, err = bob.TimestampToEvent(ctx, room, time.UnixMilli(ts+3600_000), mautrix.DirectionForward)
+		wantCode(t, err, "M_NOT_FOUND")
+		_, err = bob.TimestampToEvent(ctx, room, time.UnixMilli(1), mautrix.DirectionBackward)
+		wantCode(t, err, "M_NOT_FOUND")
+		for _, tc := range []struct {
+			q    url.Values
+			code string
+		}{
+			{url.Values{"ts": {"1"}, "dir": {"x"}}, "M_INVALID_PARAM"},
+			{url.Values{"ts": {"soon"}, "dir": {"f"}}, "M_INVALID_PARAM"},
+			{url.Values{"dir": {"f"}}, "M_MISSING_PARAM"},
+			{url.Values{"ts": {"1"}}, "M_MISSING_PARAM"},
+		} {
+			status, body := call(t, bob, "GET", path, tc.q, nil, false)
+			wantStatus(t, status, body, 400, tc.code)
+		}
+		eve := n.Register("eve")
+		_, err = eve.TimestampToEvent(ctx, room, time.UnixMilli(ts), mautrix.DirectionForward)
+		wantCode(t, err, "M_FORBIDDEN")
+	})
+}
