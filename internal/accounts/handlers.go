@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"maunium.net/go/mautrix/id"
@@ -113,7 +114,7 @@ func (s *Service) checkPassword(ctx context.Context, uid id.UserID, password str
 	}
 	if !ok || u.PasswordHash == "" {
 		// Spend comparable time so user existence does not leak by timing.
-		CheckPassword(dummyHash, password)
+		CheckPassword(dummyHash(), password)
 		return nil, mxhttp.Forbidden("invalid username or password")
 	}
 	match, err := CheckPassword(u.PasswordHash, password)
@@ -129,7 +130,12 @@ func (s *Service) checkPassword(ctx context.Context, uid id.UserID, password str
 	return u, nil
 }
 
-var dummyHash, _ = HashPassword("matrixos-dummy-password")
+// dummyHash is a hash to check against when there is no user, made on
+// first use.
+var dummyHash = sync.OnceValue(func() string {
+	h, _ := HashPassword("matrixos-dummy-password")
+	return h
+})
 
 type loginRequest struct {
 	Type                     string          `json:"type"`
