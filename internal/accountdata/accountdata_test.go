@@ -1,0 +1,254 @@
+package accountdata_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+
+	"github.com/matrixos/matrixos/internal/spectest"
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+func TestGlobalAccountData(t *testing.T) {
+	spec := spectest.LoadDefault(t)
+	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice, bob := n.Register("alice"), n.Register("bob")
+		// A room moves the stream past position 0, whose token reads as an
+		// initial sync.
+		if _, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{}); err != nil {
+			t.Fatal(err)
+		}
+		since := syncOnce(t, alice, "", 0).NextBatch
+
+		// A long-poll wakes up when account data changes.
+		done := make(chan *mautrix.RespSync, 1)
+		go func() {
+			s, err := alice.SyncRequest(ctx, 10000, since, "", false, "")
+			if err != nil {
+				t.Errorf("long-poll: %v", err)
+			}
+			done <- s
+		}()
+		time.Sleep(100 * time.Millisecond)
+		if err := alice.SetAccountData(ctx, "org.example.config", map[string]any{"theme": "dark"}); err != nil {
+			t.Fatalf("set: %v", err)
+		}
+		select {
+		case s := <-done:
+			if s == nil {
+				t.FailNow()
+			}
+			if c := findEvent(s.AccountData.Events, "org.example.config"); c["theme"] != "dark" {
+				t.Fatalf("long-poll got %d events, want the new account data", len(s.AccountData.Events))
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("long-poll did not wake for account data")
+		}
+
+		var got map[string]any
+		if err := alice.GetAccountData(ctx, "org.example.config", &got); err != nil || got["theme"] != "dark" {
+			t.Fatalf("get: %v %v", got, err)
+		}
+		// Upsert: only the latest value is kept and synced.
+		if err := alice.SetAccountData(ctx, "org.example.config", map[string]any{"theme": "light"}); err != nil {
+			t.Fatal(err)
+		}
+		s := syncOnce(t, alice, "", 0)
+		if countEvents(s.AccountData.Events, "org.example.config") != 1 || findEvent(s.AccountData.Events, "org.example.config")["theme"] != "light" {
+			t.Fatalf("initial sync account data: %v", s.AccountData.Events)
+		}
+		// Nothing changed since: an incremental sync carries no account data.
+		if s2 := syncOnce(t, alice, s.NextBatch, 0); len(s2.AccountData.Events) != 0 {
+			t.Fatalf("unchanged account data repeated: %v", s2.AccountData.Events)
+		}
+		// The filter's account_data types apply.
+		fs, err := alice.SyncRequest(ctx, 0, "", `{"account_data":{"types":["m.other"]}}`, false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(fs.AccountData.Events) != 0 {
+			t.Fatalf("filtered-out account data delivered: %v", fs.AccountData.Events)
+		}
+
+		// Errors.
+		wantErr(t, "unset type", alice.GetAccountData(ctx, "org.example.unset", &got), "M_NOT_FOUND", 404)
+		path := func(c *mautrix.Client, typ string) string {
+			return fmt.Sprintf("/user/%s/account_data/%s", url.PathEscape(string(c.UserID)), url.PathEscape(typ))
+		}
+		for _, tc := range []struct {
+			name, method, path, body string
+			status                   int
+			code                     string
+		}{
+			{"other user's data", "GET", path(alice, "org.example.config"), "", 403, "M_FORBIDDEN"},
+			{"set other user's data", "PUT", path(alice, "org.example.config"), `{}`, 403, "M_FORBIDDEN"},
+			{"array body", "PUT", path(bob, "org.example.x"), `[1, 2]`, 400, "M_BAD_JSON"},
+			{"string body", "PUT", path(bob, "org.example.x"), `"text"`, 400, "M_BAD_JSON"},
+			{"not JSON", "PUT", path(bob, "org.example.x"), `{nope`, 400, "M_NOT_JSON"},
+			{"m.fully_read", "PUT", path(bob, "m.fully_read"), `{"event_id":"$x"}`, 405, "M_BAD_JSON"},
+			{"m.push_rules", "PUT", path(bob, "m.push_rules"), `{}`, 405, "M_BAD_JSON"},
+		} {
+			status, body := raw(t, spec, bob, tc.method, tc.path, tc.body)
+			if status != tc.status || body["errcode"] != tc.code {
+				t.Errorf("%s: got %d %v, want %d %s", tc.name, status, body, tc.status, tc.code)
+			}
+		}
+		// Bob's own data is unaffected by the failed attempts.
+		if err := bob.GetAccountData(ctx, "org.example.x", &got); err == nil {
+			t.Errorf("a rejected PUT stored data")
+		}
+		// m.push_rules reads the push rules.
+		status, body := raw(t, spec, bob, "GET", path(bob, "m.push_rules"), "")
+		if status != http.StatusOK || body["global"] == nil {
+			t.Errorf("GET m.push_rules: %d %v", status, body)
+		}
+	})
+}
+
+func TestRoomAccountData(t *testing.T) {
+	spec := spectest.LoadDefault(t)
+	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice, bob := n.Register("alice"), n.Register("bob")
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "ad"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		other, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "not alice's"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := syncOnce(t, alice, "", 0)
+		if err := alice.SetRoomAccountData(ctx, room.RoomID, "org.example.room", map[string]any{"n": 1}); err != nil {
+			t.Fatalf("set: %v", err)
+		}
+		// Data for a room alice is not in is stored but not synced.
+		if err := alice.SetRoomAccountData(ctx, other.RoomID, "org.example.room", map[string]any{"n": 2}); err != nil {
+			t.Fatalf("set for another room: %v", err)
+		}
+		var got map[string]any
+		if err := alice.GetRoomAccountData(ctx, room.RoomID, "org.example.room", &got); err != nil || got["n"] != float64(1) {
+			t.Fatalf("get: %v %v", got, err)
+		}
+		wantErr(t, "room data is not global", alice.GetAccountData(ctx, "org.example.room", &got), "M_NOT_FOUND", 404)
+		wantErr(t, "unset room type", alice.GetRoomAccountData(ctx, room.RoomID, "org.example.unset", &got), "M_NOT_FOUND", 404)
+
+		s := syncOnce(t, alice, first.NextBatch, 0)
+		if c := findEvent(roomAccountData(s, room.RoomID), "org.example.room"); c["n"] != float64(1) {
+			t.Fatalf("incremental sync room account data: %+v", s.Rooms.Join[room.RoomID])
+		}
+		if _, ok := s.Rooms.Join[other.RoomID]; ok {
+			t.Fatalf("account data of a room alice is not joined to was synced")
+		}
+		if len(s.AccountData.Events) != 0 {
+			t.Fatalf("room data appeared as global: %v", s.AccountData.Events)
+		}
+		s = syncOnce(t, alice, "", 0)
+		if c := findEvent(roomAccountData(s, room.RoomID), "org.example.room"); c["n"] != float64(1) {
+			t.Fatalf("initial sync room account data: %+v", s.Rooms.Join[room.RoomID])
+		}
+
+		rpath := func(c *mautrix.Client, roomID, typ string) string {
+			return fmt.Sprintf("/user/%s/rooms/%s/account_data/%s", url.PathEscape(string(c.UserID)), url.PathEscape(roomID), url.PathEscape(typ))
+		}
+		for _, tc := range []struct {
+			name, method, path, body string
+			status                   int
+			code                     string
+		}{
+			{"other user's room data", "GET", rpath(alice, string(room.RoomID), "org.example.room"), "", 403, "M_FORBIDDEN"},
+			{"bad room ID", "GET", rpath(bob, "@notaroom:localhost", "org.example.room"), "", 400, "M_INVALID_PARAM"},
+			{"bad room ID on PUT", "PUT", rpath(bob, "notaroom", "org.example.room"), `{}`, 400, "M_INVALID_PARAM"},
+			{"array body", "PUT", rpath(bob, string(room.RoomID), "org.example.room"), `[]`, 400, "M_BAD_JSON"},
+			{"m.fully_read", "PUT", rpath(bob, string(room.RoomID), "m.fully_read"), `{"event_id":"$x"}`, 405, "M_BAD_JSON"},
+		} {
+			status, body := raw(t, spec, bob, tc.method, tc.path, tc.body)
+			if status != tc.status || body["errcode"] != tc.code {
+				t.Errorf("%s: got %d %v, want %d %s", tc.name, status, body, tc.status, tc.code)
+			}
+		}
+
+		// Account data survives a restart.
+		n2 := n.Restart()
+		u, _ := url.Parse(n2.URL)
+		alice.HomeserverURL = u
+		if err := alice.GetRoomAccountData(ctx, room.RoomID, "org.example.room", &got); err != nil || got["n"] != float64(1) {
+			t.Fatalf("after restart: %v %v", got, err)
+		}
+	})
+}
+
+func TestTags(t *testing.T) {
+	spec := spectest.LoadDefault(t)
+	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice, bob := n.Register("alice"), n.Register("bob")
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "tagged"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tags, err := alice.GetTags(ctx, room.RoomID)
+		if err != nil || len(tags.Tags) != 0 {
+			t.Fatalf("tags of an untagged room: %v %v", tags, err)
+		}
+		first := syncOnce(t, alice, "", 0)
+		if err := alice.AddTag(ctx, room.RoomID, event.RoomTagFavourite, 0.25); err != nil {
+			t.Fatalf("add tag: %v", err)
+		}
+		if err := alice.AddTagWithCustomData(ctx, room.RoomID, "u.work", map[string]any{}); err != nil {
+			t.Fatalf("add tag: %v", err)
+		}
+		tagsPath := fmt.Sprintf("/user/%s/rooms/%s/tags", url.PathEscape(string(alice.UserID)), url.PathEscape(string(room.RoomID)))
+		status, body := raw(t, spec, alice, "GET", tagsPath, "")
+		got, _ := body["tags"].(map[string]any)
+		fav, _ := got["m.favourite"].(map[string]any)
+		if status != 200 || len(got) != 2 || fav["order"] != 0.25 {
+			t.Fatalf("GET tags: %d %v", status, body)
+		}
+		s := syncOnce(t, alice, first.NextBatch, 0)
+		c := findEvent(roomAccountData(s, room.RoomID), "m.tag")
+		if synced, _ := c["tags"].(map[string]any); len(synced) != 2 {
+			t.Fatalf("m.tag in sync: %v", c)
+		}
+		if err := alice.RemoveTag(ctx, room.RoomID, "u.work"); err != nil {
+			t.Fatalf("remove tag: %v", err)
+		}
+		// Removing a tag that is not there is fine.
+		if err := alice.RemoveTag(ctx, room.RoomID, "u.never"); err != nil {
+			t.Fatalf("remove missing tag: %v", err)
+		}
+		tags, err = alice.GetTags(ctx, room.RoomID)
+		if err != nil || len(tags.Tags) != 1 {
+			t.Fatalf("after removal: %v %v", tags, err)
+		}
+		s = syncOnce(t, alice, s.NextBatch, 0)
+		c = findEvent(roomAccountData(s, room.RoomID), "m.tag")
+		if synced, _ := c["tags"].(map[string]any); len(synced) != 1 {
+			t.Fatalf("m.tag in sync after removal: %v", c)
+		}
+
+		for _, tc := range []struct {
+			name, method, path, body string
+			status                   int
+			code                     string
+		}{
+			{"other user's tags", "GET", tagsPath, "", 403, "M_FORBIDDEN"},
+			{"tag other user's room", "PUT", tagsPath + "/u.x", `{}`, 403, "M_FORBIDDEN"},
+			{"untag other user's room", "DELETE", tagsPath + "/m.favourite", "", 403, "M_FORBIDDEN"},
+			{"order not a number", "PUT", fmt.Sprintf("/user/%s/rooms/%s/tags/u.x", url.PathEscape(string(bob.UserID)), url.PathEscape(string(room.RoomID))), `{"order":"first"}`, 400, "M_BAD_JSON"},
+			{"body not an object", "PUT", fmt.Sprintf("/user/%s/rooms/%s/tags/u.x", url.PathEscape(string(bob.UserID)), url.PathEscape(string(room.RoomID))), `[]`, 400, "M_BAD_JSON"},
+		} {
+			status, body := raw(t, spec, bob, tc.method, tc.path, tc.body)
+			if status != tc.status || body["errcode"] != tc.code {
+				t.Errorf("%s: got %d %v, want %d %s", tc.name, status, body, tc.status, tc.code)
+			}
+		}
+	})
+}
