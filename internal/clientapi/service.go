@@ -64,4 +64,6 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+v1+"/rooms/{roomId}/threads", a(s.getThreads))
 	mux.HandleFunc("GET "+v1+"/rooms/{roomId}/timestamp_to_event", a(s.getTimestampToEvent))
 	mux.HandleFunc("GET "+v3+"/rooms/{roomId}/context/{eventId}", a(s.getContext))
+	mux.HandleFunc("POST "+v3+"/knock/{roomIdOrAlias}", a(s.knock))
+	mux.HandleFunc("POST "+v3+"/rooms/{roomId}/forget", a(s.forget))
 }

@@ -1,0 +1,91 @@
+package clientapi
+
+import (
+	"net/http"
+	"strings"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+// resolveRoom turns a room ID or a local alias into a room ID.
+func (s *Service) resolveRoom(r *http.Request, target string) (id.RoomID, error) {
+	switch {
+	case strings.HasPrefix(target, "!"):
+		return id.RoomID(target), nil
+	case strings.HasPrefix(target, "#"):
+		roomID, err := s.resolveLocalAlias(r.Context(), id.RoomAlias(target))
+		if err != nil {
+			return "", err
+		}
+		if roomID == "" {
+			return "", mxhttp.NotFound("room alias not found")
+		}
+		return roomID, nil
+	}
+	return "", mxhttp.InvalidParam("not a room ID or alias: %q", target)
+}
+
+// knock serves POST /knock/{roomIdOrAlias}: it asks to join a room whose
+// join rule is knock (or knock_restricted). The room's members accept by
+// inviting and refuse by kicking; the knocker withdraws by leaving.
+func (s *Service) knock(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	roomID, err := s.resolveRoom(r, r.PathValue("roomIdOrAlias"))
+	if err != nil {
+		return nil, err
+	}
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	if err := mxhttp.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	version, err := s.rooms.Version(r.Context(), roomID)
+	if err != nil {
+		return nil, mxhttp.NotFound("room not found (knocking on rooms on other servers needs federation)")
+	}
+	if !version.Knocks() {
+		return nil, mxhttp.Forbidden("room version %s does not support knocking", version)
+	}
+	switch s.rooms.Membership(sess.UserID, roomID) {
+	case "join":
+		return nil, mxhttp.Forbidden("you are already in the room")
+	case "invite":
+		return nil, mxhttp.Forbidden("you are already invited to the room")
+	case "ban":
+		return nil, mxhttp.Forbidden("you are banned from the room")
+	}
+	if _, err := s.membership(r, sess, roomID, sess.UserID, "knock", req.Reason, nil); err != nil {
+		return nil, s.roomErr(r.Context(), err, roomID, sess.UserID)
+	}
+	return map[string]any{"room_id": roomID}, nil
+}
+
+// forget serves POST /rooms/{roomId}/forget: a room the user has left
+// disappears from their sync and its history becomes unreadable to them.
+func (s *Service) forget(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	roomID, err := s.roomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.rooms.Version(r.Context(), roomID); err != nil {
+		return nil, mxhttp.NotFound("room not found")
+	}
+	switch m := s.rooms.Membership(sess.UserID, roomID); m {
+	case "join", "invite", "knock":
+		return nil, &mxhttp.Error{Status: http.StatusBadRequest, Code: "M_UNKNOWN",
+			Message: "user " + string(sess.UserID) + " is in room " + string(roomID) + " (" + m + "); leave it first"}
+	}
+	err = s.db.Write(r.Context(), func(tx *storage.Tx) error {
+		_, err := tx.Exec(r.Context(), "UPDATE memberships SET forgotten = TRUE WHERE room_id = $1 AND user_id = $2 AND membership IN ('leave', 'ban')",
+			roomID, sess.UserID)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return mxhttp.Empty, nil
+}
