@@ -201,8 +201,12 @@ func (s *Service) fillToDevice(ctx context.Context, req *sync.Request, resp *syn
 	resp.MarkNews()
 	if more {
 		// The token of this response is beyond messages not yet sent:
-		// remember how far this delivery really went.
+		// remember how far this delivery really went. The stream position
+		// is also advanced, so the next response gets another token: were
+		// two pages to share one, a retried sync could not be told from
+		// the next one.
 		return s.db.Write(ctx, func(tx *storage.Tx) error {
+			tx.NextPos()
 			if _, err := tx.Exec(ctx, "DELETE FROM to_device_deliveries WHERE user_id = $1 AND device_id = $2 AND token_pos = $3",
 				req.User, req.Device, req.To.Pos); err != nil {
 				return err

@@ -1,0 +1,120 @@
+package keys_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+// deviceList returns the users of device_lists.<which> in a sync.
+func deviceList(s map[string]any, which string) []string {
+	var out []string
+	l, _ := get(s, "device_lists", which).([]any)
+	for _, u := range l {
+		out = append(out, u.(string))
+	}
+	return out
+}
+
+func TestDeviceListTracking(t *testing.T) {
+	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice, bob, carol := n.Register("alice"), n.Register("bob"), n.Register("carol")
+		room := shareRoom(t, alice, bob)
+		since := syncOnce(t, alice, "", 0)["next_batch"].(string)
+
+		// Bob uploads keys: Alice is told.
+		wantOK(t, call(t, bob, "POST", v3+"/keys/upload", map[string]any{"device_keys": newFakeDevice(t, bob).deviceKeys(t)}))
+		s := syncOnce(t, alice, since, 0)
+		if !slices.Contains(deviceList(s, "changed"), string(bob.UserID)) {
+			t.Fatalf("changed = %v, want Bob", deviceList(s, "changed"))
+		}
+		ch := wantOK(t, call(t, alice, "GET", v3+"/keys/changes?from="+since+"&to="+s["next_batch"].(string), nil))
+		if !slices.Contains(toStrings(ch["changed"]), string(bob.UserID)) {
+			t.Errorf("/keys/changes = %v, want Bob", ch)
+		}
+		since = s["next_batch"].(string)
+
+		// Carol shares no room: her keys are none of Alice's business.
+		wantOK(t, call(t, carol, "POST", v3+"/keys/upload", map[string]any{"device_keys": newFakeDevice(t, carol).deviceKeys(t)}))
+		s = syncOnce(t, alice, since, 0)
+		if slices.Contains(deviceList(s, "changed"), string(carol.UserID)) {
+			t.Errorf("Carol in changed without a shared room")
+		}
+		since = s["next_batch"].(string)
+
+		// A long-poll wakes when Bob's new device uploads keys.
+		done := make(chan map[string]any, 1)
+		go func() { done <- syncOnce(t, alice, since, 10000) }()
+		time.Sleep(100 * time.Millisecond)
+		bob2 := n.Login(bob.UserID)
+		wantOK(t, call(t, bob2, "POST", v3+"/keys/upload", map[string]any{"device_keys": newFakeDevice(t, bob2).deviceKeys(t)}))
+		select {
+		case s = <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("long-poll did not wake for a device change")
+		}
+		if !slices.Contains(deviceList(s, "changed"), string(bob.UserID)) {
+			t.Errorf("changed = %v after Bob's new device", deviceList(s, "changed"))
+		}
+		since = s["next_batch"].(string)
+
+		// Bob deletes that device: Alice is told, the keys are gone.
+		if err := n.Accounts.DeleteDevice(ctx, bob.UserID, bob2.DeviceID); err != nil {
+			t.Fatal(err)
+		}
+		s = syncOnce(t, alice, since, 0)
+		if !slices.Contains(deviceList(s, "changed"), string(bob.UserID)) {
+			t.Errorf("changed = %v after Bob deleted a device", deviceList(s, "changed"))
+		}
+		q := wantOK(t, call(t, alice, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(bob.UserID): []string{}}}))
+		if get(q, "device_keys", string(bob.UserID), string(bob2.DeviceID)) != nil {
+			t.Errorf("deleted device's keys still served")
+		}
+		since = s["next_batch"].(string)
+
+		// Carol joins a room with Alice: she is now tracked.
+		room2 := shareRoom(t, alice, carol)
+		s = syncOnce(t, alice, since, 0)
+		if !slices.Contains(deviceList(s, "changed"), string(carol.UserID)) {
+			t.Errorf("changed = %v after Carol joined", deviceList(s, "changed"))
+		}
+		since = s["next_batch"].(string)
+
+		// Bob leaves: he is in left.
+		if _, err := bob.LeaveRoom(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		s = syncOnce(t, alice, since, 0)
+		if !slices.Contains(deviceList(s, "left"), string(bob.UserID)) {
+			t.Errorf("left = %v, want Bob", deviceList(s, "left"))
+		}
+		since = s["next_batch"].(string)
+
+		// Alice leaves the room with Carol: Carol is in Alice's left, and
+		// Alice in Carol's.
+		carolSince := syncOnce(t, carol, "", 0)["next_batch"].(string)
+		if _, err := alice.LeaveRoom(ctx, room2); err != nil {
+			t.Fatal(err)
+		}
+		s = syncOnce(t, alice, since, 0)
+		if !slices.Contains(deviceList(s, "left"), string(carol.UserID)) {
+			t.Errorf("left = %v, want Carol", deviceList(s, "left"))
+		}
+		if cs := syncOnce(t, carol, carolSince, 0); !slices.Contains(deviceList(cs, "left"), string(alice.UserID)) {
+			t.Errorf("Carol's left = %v, want Alice", deviceList(cs, "left"))
+		}
+	})
+}
+
+func toStrings(v any) []string {
+	var out []string
+	l, _ := v.([]any)
+	for _, x := range l {
+		out = append(out, x.(string))
+	}
+	return out
+}
