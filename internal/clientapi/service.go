@@ -56,6 +56,8 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+v3+"/rooms/{roomId}/aliases", a(s.getRoomAliases))
 	mux.HandleFunc("GET "+v3+"/directory/list/room/{roomId}", s.getVisibility)
 	mux.HandleFunc("PUT "+v3+"/directory/list/room/{roomId}", a(s.putVisibility))
+	mux.HandleFunc("GET "+v3+"/publicRooms", s.getPublicRooms)
+	mux.HandleFunc("POST "+v3+"/publicRooms", a(s.postPublicRooms))
 
 	const v1 = "/_matrix/client/v1"
 	mux.HandleFunc("GET "+v1+"/rooms/{roomId}/relations/{eventId}", a(s.getRelations))

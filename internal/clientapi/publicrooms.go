@@ -1,0 +1,230 @@
+package clientapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/mxhttp"
+)
+
+// maxPublicRooms bounds one page of the room directory.
+const maxPublicRooms = 1000
+
+// publicRoomsRequest is the POST /publicRooms body (GET takes the same as
+// query parameters, without the filter).
+type publicRoomsRequest struct {
+	Limit  *int   `json:"limit"`
+	Since  string `json:"since"`
+	Filter *struct {
+		GenericSearchTerm string     `json:"generic_search_term"`
+		RoomTypes         *[]*string `json:"room_types"`
+	} `json:"filter"`
+	IncludeAllNetworks   bool   `json:"include_all_networks"`
+	ThirdPartyInstanceID string `json:"third_party_instance_id"`
+}
+
+// publicRoom is one room of the directory.
+type publicRoom struct {
+	RoomID           id.RoomID `json:"room_id"`
+	Name             string    `json:"name,omitempty"`
+	Topic            string    `json:"topic,omitempty"`
+	AvatarURL        string    `json:"avatar_url,omitempty"`
+	CanonicalAlias   string    `json:"canonical_alias,omitempty"`
+	NumJoinedMembers int       `json:"num_joined_members"`
+	WorldReadable    bool      `json:"world_readable"`
+	GuestCanJoin     bool      `json:"guest_can_join"`
+	JoinRule         string    `json:"join_rule,omitempty"`
+	RoomType         string    `json:"room_type,omitempty"`
+}
+
+func (s *Service) getPublicRooms(w http.ResponseWriter, r *http.Request) {
+	mxhttp.Handle(func(w http.ResponseWriter, r *http.Request) (any, error) {
+		q := r.URL.Query()
+		var req publicRoomsRequest
+		if l := q.Get("limit"); l != "" {
+			n, err := strconv.Atoi(l)
+			if err != nil {
+				return nil, mxhttp.InvalidParam("invalid limit")
+			}
+			req.Limit = &n
+		}
+		req.Since = q.Get("since")
+		switch q.Get("include_all_networks") {
+		case "", "false":
+		case "true":
+			req.IncludeAllNetworks = true
+		default:
+			return nil, mxhttp.InvalidParam("include_all_networks must be true or false")
+		}
+		req.ThirdPartyInstanceID = q.Get("third_party_instance_id")
+		return s.publicRooms(r.Context(), q.Get("server"), req)
+	})(w, r)
+}
+
+func (s *Service) postPublicRooms(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	var req publicRoomsRequest
+	if err := mxhttp.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	return s.publicRooms(r.Context(), r.URL.Query().Get("server"), req)
+}
+
+// publicRooms answers a directory query: the published rooms, most joined
+// members first, filtered, a page at a time. Pagination tokens are offsets
+// ("o<n>"), so either token pages in its own direction.
+func (s *Service) publicRooms(ctx context.Context, server string, req publicRoomsRequest) (any, error) {
+	if server != "" && server != s.serverName {
+		return nil, mxhttp.InvalidParam("cannot list the room directory of %s (no federation)", server)
+	}
+	if req.IncludeAllNetworks && req.ThirdPartyInstanceID != "" {
+		return nil, mxhttp.InvalidParam("include_all_networks and third_party_instance_id are exclusive")
+	}
+	limit := maxPublicRooms
+	if req.Limit != nil {
+		if *req.Limit < 0 {
+			return nil, mxhttp.InvalidParam("limit must not be negative")
+		}
+		if *req.Limit > 0 {
+			limit = min(*req.Limit, maxPublicRooms)
+		}
+	}
+	offset := 0
+	if req.Since != "" {
+		n, err := strconv.Atoi(strings.TrimPrefix(req.Since, "o"))
+		if err != nil || n < 0 || !strings.HasPrefix(req.Since, "o") {
+			return nil, mxhttp.InvalidParam("invalid since token")
+		}
+		offset = n
+	}
+	all := []*publicRoom{}
+	if req.ThirdPartyInstanceID == "" {
+		// Rooms of third-party networks would come from application
+		// services; this node publishes none, so only the Matrix list
+		// exists and include_all_networks changes nothing.
+		var err error
+		if all, err = s.publishedRooms(ctx); err != nil {
+			return nil, err
+		}
+	}
+	var term string
+	var types *[]*string
+	if req.Filter != nil {
+		term = strings.ToLower(strings.TrimSpace(req.Filter.GenericSearchTerm))
+		types = req.Filter.RoomTypes
+	}
+	rooms := all[:0]
+	for _, pr := range all {
+		if term != "" && !strings.Contains(strings.ToLower(pr.Name), term) && !strings.Contains(strings.ToLower(pr.Topic), term) &&
+			!strings.Contains(strings.ToLower(pr.CanonicalAlias), term) && !strings.Contains(strings.ToLower(string(pr.RoomID)), term) {
+			continue
+		}
+		if types != nil && !slices.ContainsFunc(*types, func(t *string) bool {
+			return (t == nil && pr.RoomType == "") || (t != nil && *t == pr.RoomType)
+		}) {
+			continue
+		}
+		rooms = append(rooms, pr)
+	}
+	slices.SortFunc(rooms, func(a, b *publicRoom) int {
+		if a.NumJoinedMembers != b.NumJoinedMembers {
+			return b.NumJoinedMembers - a.NumJoinedMembers
+		}
+		return strings.Compare(string(a.RoomID), string(b.RoomID))
+	})
+	resp := map[string]any{"total_room_count_estimate": len(rooms)}
+	start := min(offset, len(rooms))
+	end := min(start+limit, len(rooms))
+	resp["chunk"] = rooms[start:end]
+	if end < len(rooms) {
+		resp["next_batch"] = "o" + strconv.Itoa(end)
+	}
+	if start > 0 {
+		resp["prev_batch"] = "o" + strconv.Itoa(max(0, start-limit))
+	}
+	return resp, nil
+}
+
+// publishedRooms describes every room published in the directory.
+func (s *Service) publishedRooms(ctx context.Context) ([]*publicRoom, error) {
+	rows, err := s.db.Query(ctx, "SELECT room_id FROM rooms WHERE published = TRUE")
+	if err != nil {
+		return nil, err
+	}
+	var ids []id.RoomID
+	for rows.Next() {
+		var roomID id.RoomID
+		if err := rows.Scan(&roomID); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids = append(ids, roomID)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]*publicRoom, 0, len(ids))
+	for _, roomID := range ids {
+		pr, err := s.describeRoom(ctx, roomID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, pr)
+	}
+	return out, nil
+}
+
+// describeRoom summarises a room's current state for the directory.
+func (s *Service) describeRoom(ctx context.Context, roomID id.RoomID) (*publicRoom, error) {
+	state, err := s.rooms.CurrentState(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	pr := &publicRoom{RoomID: roomID}
+	for _, ev := range state {
+		var c struct {
+			Name              string `json:"name"`
+			Topic             string `json:"topic"`
+			URL               string `json:"url"`
+			Alias             string `json:"alias"`
+			HistoryVisibility string `json:"history_visibility"`
+			GuestAccess       string `json:"guest_access"`
+			JoinRule          string `json:"join_rule"`
+			Type              string `json:"type"`
+		}
+		if *ev.StateKey != "" && ev.Type != "m.room.member" {
+			continue
+		}
+		json.Unmarshal(ev.Content(), &c)
+		switch ev.Type {
+		case "m.room.member":
+			if ev.Membership() == "join" {
+				pr.NumJoinedMembers++
+			}
+		case "m.room.name":
+			pr.Name = c.Name
+		case "m.room.topic":
+			pr.Topic = c.Topic
+		case "m.room.avatar":
+			pr.AvatarURL = c.URL
+		case "m.room.canonical_alias":
+			pr.CanonicalAlias = c.Alias
+		case "m.room.history_visibility":
+			pr.WorldReadable = c.HistoryVisibility == "world_readable"
+		case "m.room.guest_access":
+			pr.GuestCanJoin = c.GuestAccess == "can_join"
+		case "m.room.join_rules":
+			pr.JoinRule = c.JoinRule
+		case "m.room.create":
+			pr.RoomType = c.Type
+		}
+	}
+	return pr, nil
+}
