@@ -68,4 +68,5 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+v3+"/rooms/{roomId}/context/{eventId}", a(s.getContext))
 	mux.HandleFunc("POST "+v3+"/knock/{roomIdOrAlias}", a(s.knock))
 	mux.HandleFunc("POST "+v3+"/rooms/{roomId}/forget", a(s.forget))
+	mux.HandleFunc("POST "+v3+"/rooms/{roomId}/upgrade", a(s.upgradeRoom))
 }
