@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"unicode/utf8"
 )
 
 // MaxBodyBytes is the default limit on a JSON request body. Events are
@@ -48,11 +49,14 @@ func Unmarshal(b []byte, v any) error {
 	if len(b) == 0 {
 		b = []byte("{}")
 	}
-	if !json.Valid(b) {
-		return NotJSON("request body is not valid JSON")
+	if !utf8.Valid(b) || !json.Valid(b) {
+		return NotJSON("request body is not valid UTF-8 JSON")
 	}
 	if b[0] != '{' {
 		return BadJSON("request body must be a JSON object")
+	}
+	if hasNUL(b) {
+		return BadJSON("strings must not contain U+0000")
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		var ute *json.UnmarshalTypeError
@@ -65,6 +69,22 @@ func Unmarshal(b []byte, v any) error {
 		return BadJSON("invalid request body: %v", err)
 	}
 	return nil
+}
+
+// hasNUL reports whether valid JSON text b contains the escape \u0000,
+// which no database column or event can hold. Backslashes occur only in
+// strings, so escapes can be found without tracking string boundaries.
+func hasNUL(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' {
+			continue
+		}
+		if i+5 < len(b) && b[i+1] == 'u' && string(b[i+2:i+6]) == "0000" {
+			return true
+		}
+		i++ // skip the escaped character
+	}
+	return false
 }
 
 // WriteJSON writes v as a JSON response with the given status.

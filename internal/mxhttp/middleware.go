@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strings"
+	"unicode/utf8"
 )
 
 // CORS adds the headers the spec asks for on the client API, and answers
@@ -57,4 +58,33 @@ func AccessToken(r *http.Request) string {
 		return ""
 	}
 	return r.URL.Query().Get("access_token")
+}
+
+// CheckRequest refuses requests whose path or query string, once decoded,
+// is not valid UTF-8 or contains NUL: such text is never a valid Matrix
+// identifier or parameter, and databases reject it.
+func CheckRequest(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !cleanText(r.URL.Path) {
+			WriteJSON(w, http.StatusBadRequest, InvalidParam("request path is not valid UTF-8").Body())
+			return
+		}
+		if r.URL.RawQuery != "" {
+			for k, vs := range r.URL.Query() {
+				ok := cleanText(k)
+				for _, v := range vs {
+					ok = ok && cleanText(v)
+				}
+				if !ok {
+					WriteJSON(w, http.StatusBadRequest, InvalidParam("query parameter %q is not valid UTF-8", strings.ToValidUTF8(k, "?")).Body())
+					return
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func cleanText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }

@@ -188,7 +188,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	if cfg.MetricsListen == "" {
 		n.opsRoutes(mux, false)
 	}
-	n.handler = mxhttp.Recover(log, instrument(log, mux, mxhttp.CORS(mux)))
+	n.handler = mxhttp.Recover(log, instrument(log, mux, mxhttp.CORS(mxhttp.CheckRequest(mux))))
 	return n, nil
 }
 

@@ -489,11 +489,13 @@ func (e *Engine) build(r *room, p Proto) (*Event, error) {
 	if usesV1Format(r.version) {
 		var err error
 		if evID, raw, err = e.buildV1(r, pd); err != nil {
-			return nil, err
+			return nil, mxhttp.BadJSON("event cannot be encoded as canonical JSON: %v", err)
 		}
 	} else {
 		if err := pd.Sign(r.version, e.signer.ServerName, e.signer.KeyID, e.signer.Key); err != nil {
-			return nil, fmt.Errorf("sign event: %w", err)
+			// Only the content can make signing fail: floats, integers
+			// beyond 2^53, invalid UTF-8.
+			return nil, mxhttp.BadJSON("event cannot be encoded as canonical JSON: %v", err)
 		}
 		var err error
 		if evID, err = pd.GetEventID(r.version); err != nil {
