@@ -1,0 +1,97 @@
+package ephemeral_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+
+	"github.com/matrixos/matrixos/internal/spectest"
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+func TestPresence(t *testing.T) {
+	spec := spectest.LoadDefault(t)
+	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice, bob, carol, _ := setup(t, n)
+		since := syncOnce(t, bob, "", 0).NextBatch
+
+		ch := pollUntil(bob, since, func(s *mautrix.RespSync) bool {
+			p := presenceOf(s, alice.UserID)
+			return p["presence"] == "online" && p["status_msg"] == "busy"
+		})
+		time.Sleep(50 * time.Millisecond)
+		if err := alice.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceOnline, StatusMsg: "busy"}); err != nil {
+			t.Fatalf("set presence: %v", err)
+		}
+		s := await(t, "presence change", ch)
+		if p := presenceOf(s, alice.UserID); p["currently_active"] != true || p["last_active_ago"] == nil {
+			t.Fatalf("presence content %v", p)
+		}
+		p, err := bob.GetPresence(ctx, alice.UserID)
+		if err != nil || p.Presence != event.PresenceOnline || p.StatusMsg != "busy" || !p.CurrentlyActive {
+			t.Fatalf("GET presence: %+v %v", p, err)
+		}
+		if s := syncOnce(t, bob, s.NextBatch, 0); presenceOf(s, alice.UserID) != nil {
+			t.Fatal("unchanged presence repeated")
+		}
+		// Carol shares no room with alice: no presence for her.
+		if presenceOf(syncOnce(t, carol, "", 0), alice.UserID) != nil {
+			t.Fatal("carol sees alice's presence")
+		}
+		if s := syncOnce(t, alice, "", 0); presenceOf(s, alice.UserID)["presence"] != "online" {
+			t.Fatal("alice's own presence missing from her sync")
+		}
+		validateSyncEvents(t, spec, bob)
+
+		if err := alice.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceUnavailable}); err != nil {
+			t.Fatal(err)
+		}
+		if p := presenceOf(syncOnce(t, bob, s.NextBatch, 0), alice.UserID); p["presence"] != "unavailable" || p["status_msg"] != nil {
+			t.Fatalf("presence after change: %v", p)
+		}
+		// Syncing marks a user online (the sync handler calls SetOnline).
+		n.Ephemeral.SetOnline(carol.UserID)
+		if p, err := carol.GetOwnPresence(ctx); err != nil || p.Presence != event.PresenceOnline {
+			t.Fatalf("after SetOnline: %+v %v", p, err)
+		}
+
+		path := func(u string) string { return fmt.Sprintf("/presence/%s/status", url.PathEscape(u)) }
+		status, body := raw(t, spec, bob, "GET", path(string(alice.UserID)), "")
+		if status != 200 || body["presence"] != "unavailable" {
+			t.Fatalf("GET presence: %d %v", status, body)
+		}
+		for _, tc := range []struct {
+			name, method string
+			c            *mautrix.Client
+			path         string
+			body         string
+			code         string
+		}{
+			{"no shared room", "GET", carol, path(string(alice.UserID)), "", "M_FORBIDDEN"},
+			{"unknown user", "GET", bob, path("@nobody:localhost"), "", "M_NOT_FOUND"},
+			{"set another user's", "PUT", bob, path(string(alice.UserID)), `{"presence":"online"}`, "M_FORBIDDEN"},
+			{"bad state", "PUT", bob, path(string(bob.UserID)), `{"presence":"asleep"}`, "M_INVALID_PARAM"},
+			{"missing state", "PUT", bob, path(string(bob.UserID)), `{"status_msg":"hi"}`, "M_BAD_JSON"},
+			{"status not a string", "PUT", bob, path(string(bob.UserID)), `{"presence":"online","status_msg":5}`, "M_BAD_JSON"},
+		} {
+			status, body := raw(t, spec, tc.c, tc.method, tc.path, tc.body)
+			if body["errcode"] != tc.code || status < 400 {
+				t.Errorf("%s: got %d %v, want %s", tc.name, status, body, tc.code)
+			}
+		}
+
+		// The durable copy survives a restart.
+		n2 := n.Restart()
+		u, _ := url.Parse(n2.URL)
+		bob.HomeserverURL = u
+		if p, err := bob.GetPresence(ctx, alice.UserID); err != nil || p.Presence != event.PresenceUnavailable {
+			t.Fatalf("after restart: %+v %v", p, err)
+		}
+	})
+}
