@@ -74,7 +74,7 @@ func checkSpec(t *testing.T, method, path string, r rawResponse) {
 		ErrCode *string `json:"errcode"`
 		Error   *string `json:"error"`
 	}
-	if r.Status >= 400 {
+	if r.Status >= 400 && !(r.Status == http.StatusUnauthorized && bytes.Contains(r.Body, []byte(`"flows"`))) {
 		if err := json.Unmarshal(r.Body, &e); err != nil || e.ErrCode == nil || !strings.HasPrefix(*e.ErrCode, "M_") {
 			t.Errorf("%s %s: error %d without a Matrix error body: %s", method, path, r.Status, r.Body)
 			return
