@@ -84,6 +84,7 @@ func migrations() []storage.Migration {
 		keys.Migrations,
 		accountdata.Migrations,
 		ephemeral.Migrations,
+		csExtraMigrations,
 	)
 }
 
@@ -173,6 +174,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Keys.Routes(mux)
 	n.AccountData.Routes(mux)
 	n.Ephemeral.Routes(mux)
+	n.csExtraRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// A known path with another method is 405, per the spec.
 		for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {
@@ -269,6 +271,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	n.stopCSExtra()
 	errs = append(errs, n.DB.Close())
 	return errors.Join(errs...)
 }

@@ -1,0 +1,12 @@
+// Package spaces serves room previews: the space hierarchy
+// (GET /_matrix/client/v1/rooms/{roomId}/hierarchy), which walks the
+// m.space.child state of local rooms depth first, and the room summary
+// (GET /_matrix/client/v1/room_summary/{roomIdOrAlias}).
+//
+// Both answer only for rooms the caller may preview: rooms they are joined
+// to, invited to or knocking on, rooms whose join rule lets them join or
+// knock (public, knock, knock_restricted, or restricted when they are in an
+// allowed room), and world-readable rooms. A banned user may preview
+// nothing. Rooms this server does not know are left out; there is no
+// federation yet.
+package spaces

@@ -1,0 +1,182 @@
+package spaces
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/rooms"
+)
+
+// Summary is a room's summary (the spec's RoomSummary).
+type Summary struct {
+	RoomID           id.RoomID   `json:"room_id"`
+	Name             string      `json:"name,omitempty"`
+	Topic            string      `json:"topic,omitempty"`
+	AvatarURL        string      `json:"avatar_url,omitempty"`
+	CanonicalAlias   string      `json:"canonical_alias,omitempty"`
+	NumJoinedMembers int         `json:"num_joined_members"`
+	WorldReadable    bool        `json:"world_readable"`
+	GuestCanJoin     bool        `json:"guest_can_join"`
+	JoinRule         string      `json:"join_rule,omitempty"`
+	RoomType         string      `json:"room_type,omitempty"`
+	AllowedRoomIDs   []id.RoomID `json:"allowed_room_ids,omitempty"`
+	Encryption       string      `json:"encryption,omitempty"`
+	RoomVersion      string      `json:"room_version,omitempty"`
+}
+
+// roomView is what the package reads from a room's current state.
+type roomView struct {
+	Summary
+	historyVisibility string
+	members           map[id.UserID]string
+	children          []*rooms.Event // m.space.child events with a via list
+}
+
+// view reads the room's current state; it returns nil for an unknown room.
+func (s *Service) view(ctx context.Context, roomID id.RoomID) (*roomView, error) {
+	state, err := s.rooms.CurrentState(ctx, roomID)
+	if errors.Is(err, rooms.ErrNoRoom) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	v := &roomView{Summary: Summary{RoomID: roomID, JoinRule: "invite"}, historyVisibility: "shared", members: map[id.UserID]string{}}
+	for _, ev := range state {
+		if ev.PDU == nil || ev.StateKey == nil {
+			continue
+		}
+		var c map[string]json.RawMessage
+		json.Unmarshal(ev.PDU.Content, &c)
+		str := func(k string) string {
+			var s string
+			json.Unmarshal(c[k], &s)
+			return s
+		}
+		sk := *ev.StateKey
+		switch ev.Type {
+		case "m.room.create":
+			if sk == "" {
+				v.RoomType = str("type")
+			}
+		case "m.room.name":
+			if sk == "" {
+				v.Name = str("name")
+			}
+		case "m.room.topic":
+			if sk == "" {
+				v.Topic = plainTopic(c)
+			}
+		case "m.room.avatar":
+			if sk == "" {
+				v.AvatarURL = str("url")
+			}
+		case "m.room.canonical_alias":
+			if sk == "" {
+				v.CanonicalAlias = str("alias")
+			}
+		case "m.room.join_rules":
+			if sk == "" {
+				v.JoinRule = str("join_rule")
+				var allow []struct {
+					Type   string    `json:"type"`
+					RoomID id.RoomID `json:"room_id"`
+				}
+				json.Unmarshal(c["allow"], &allow)
+				v.AllowedRoomIDs = nil
+				for _, a := range allow {
+					if a.Type == "m.room_membership" && a.RoomID != "" {
+						v.AllowedRoomIDs = append(v.AllowedRoomIDs, a.RoomID)
+					}
+				}
+			}
+		case "m.room.history_visibility":
+			if sk == "" {
+				v.historyVisibility = str("history_visibility")
+			}
+		case "m.room.guest_access":
+			if sk == "" {
+				v.GuestCanJoin = str("guest_access") == "can_join"
+			}
+		case "m.room.encryption":
+			if sk == "" {
+				v.Encryption = str("algorithm")
+			}
+		case "m.room.member":
+			m := str("membership")
+			v.members[id.UserID(sk)] = m
+			if m == "join" {
+				v.NumJoinedMembers++
+			}
+		case "m.space.child":
+			var via []string
+			if json.Unmarshal(c["via"], &via) == nil && len(via) > 0 && sk != "" {
+				v.children = append(v.children, ev)
+			}
+		}
+	}
+	if v.JoinRule != "restricted" && v.JoinRule != "knock_restricted" {
+		v.AllowedRoomIDs = nil
+	}
+	v.WorldReadable = v.historyVisibility == "world_readable"
+	if ver, err := s.rooms.Version(ctx, roomID); err == nil {
+		v.RoomVersion = string(ver)
+	}
+	return v, nil
+}
+
+// plainTopic returns the topic's text/plain form: the m.topic content
+// block's text/plain representation, else the topic field.
+func plainTopic(c map[string]json.RawMessage) string {
+	var block struct {
+		Text []struct {
+			Mimetype string `json:"mimetype"`
+			Body     string `json:"body"`
+		} `json:"m.text"`
+	}
+	if json.Unmarshal(c["m.topic"], &block) == nil {
+		for _, t := range block.Text {
+			if t.Mimetype == "" || t.Mimetype == "text/plain" {
+				return t.Body
+			}
+		}
+	}
+	var topic string
+	json.Unmarshal(c["topic"], &topic)
+	return topic
+}
+
+// canPreview reports whether user (possibly "" for an anonymous caller)
+// may see the room's summary.
+func (s *Service) canPreview(v *roomView, user id.UserID) bool {
+	m := ""
+	if user != "" {
+		m = v.members[user]
+	}
+	switch m {
+	case "ban":
+		return false
+	case "join", "invite", "knock":
+		return true
+	}
+	if v.WorldReadable {
+		return true
+	}
+	switch v.JoinRule {
+	case "public", "knock", "knock_restricted":
+		return true
+	case "restricted":
+		if user == "" {
+			return false
+		}
+		for _, allowed := range v.AllowedRoomIDs {
+			if s.rooms.Membership(user, allowed) == "join" {
+				return true
+			}
+		}
+	}
+	return false
+}
