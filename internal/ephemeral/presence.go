@@ -27,8 +27,9 @@ const (
 
 const (
 	// offlineAfter is how long a user who is not offline may go without
-	// syncing or setting their presence before they are marked offline.
-	offlineAfter = 3 * time.Minute
+	// starting a sync or setting their presence before they are marked
+	// offline. It exceeds the longest sync long-poll (five minutes).
+	offlineAfter = 6 * time.Minute
 	// activeWithin is how recent activity must be to count as current.
 	activeWithin = time.Minute
 	// reapEvery is how often users are checked against offlineAfter.
