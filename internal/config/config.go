@@ -36,6 +36,15 @@ type Config struct {
 	MaxUploadBytes            int64         `yaml:"max_upload_bytes" doc:"Largest media upload, in bytes."`
 	AccessTokenLifetime       time.Duration `yaml:"access_token_lifetime" doc:"Lifetime of access tokens for clients that support refresh tokens (0: never expire)."`
 	AllowPrivateNetworks      []string      `yaml:"allow_private_networks" doc:"CIDR ranges that outbound requests (federation, previews, push) may reach although private or loopback."`
+	RateLimit                 bool          `yaml:"rate_limit" doc:"Limit request rates on login, registration, sending events and media upload, per user (per client IP without an access token). Server admins and appservices are exempt."`
+	RateLimitLoginPerMin      int64         `yaml:"rate_limit_login_per_minute" doc:"Login attempts a client IP may make per minute (0: unlimited)."`
+	RateLimitLoginBurst       int64         `yaml:"rate_limit_login_burst" doc:"Login attempts a client IP may make at once before the per-minute rate applies."`
+	RateLimitRegPerMin        int64         `yaml:"rate_limit_register_per_minute" doc:"Registration requests a client IP may make per minute (0: unlimited)."`
+	RateLimitRegBurst         int64         `yaml:"rate_limit_register_burst" doc:"Registration requests a client IP may make at once."`
+	RateLimitSendPerMin       int64         `yaml:"rate_limit_send_per_minute" doc:"Events (messages, state, redactions) a user may send per minute (0: unlimited)."`
+	RateLimitSendBurst        int64         `yaml:"rate_limit_send_burst" doc:"Events a user may send at once."`
+	RateLimitUploadPerMin     int64         `yaml:"rate_limit_upload_per_minute" doc:"Media uploads a user may make per minute (0: unlimited)."`
+	RateLimitUploadBurst      int64         `yaml:"rate_limit_upload_burst" doc:"Media uploads a user may make at once."`
 }
 
 // Default returns the built-in defaults.
@@ -50,6 +59,15 @@ func Default() Config {
 		MaxUploadBytes:            50 << 20,
 		AccessTokenLifetime:       0,
 		RegistrationRequiresToken: true,
+		RateLimit:                 true,
+		RateLimitLoginPerMin:      20,
+		RateLimitLoginBurst:       10,
+		RateLimitRegPerMin:        6,
+		RateLimitRegBurst:         5,
+		RateLimitSendPerMin:       600,
+		RateLimitSendBurst:        100,
+		RateLimitUploadPerMin:     60,
+		RateLimitUploadBurst:      20,
 	}
 }
 

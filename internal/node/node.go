@@ -21,12 +21,14 @@ import (
 
 	"github.com/matrixos/matrixos/internal/accountdata"
 	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/admin"
 	"github.com/matrixos/matrixos/internal/clientapi"
 	"github.com/matrixos/matrixos/internal/config"
 	"github.com/matrixos/matrixos/internal/ephemeral"
 	"github.com/matrixos/matrixos/internal/keys"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/push"
+	"github.com/matrixos/matrixos/internal/ratelimit"
 	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/search"
 	"github.com/matrixos/matrixos/internal/storage"
@@ -54,6 +56,8 @@ type Node struct {
 
 	AccountData *accountdata.Service
 	Ephemeral   *ephemeral.Service
+	Admin       *admin.Service
+	RateLimit   *ratelimit.Limiter
 
 	registry *prometheus.Registry
 	handler  http.Handler
@@ -84,6 +88,7 @@ func migrations() []storage.Migration {
 		keys.Migrations,
 		accountdata.Migrations,
 		ephemeral.Migrations,
+		admin.Migrations,
 		csExtraMigrations,
 	)
 }
@@ -175,6 +180,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.AccountData.Routes(mux)
 	n.Ephemeral.Routes(mux)
 	n.csExtraRoutes(mux)
+	n.adminRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// A known path with another method is 405, per the spec.
 		for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {
@@ -190,7 +196,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	if cfg.MetricsListen == "" {
 		n.opsRoutes(mux, false)
 	}
-	n.handler = mxhttp.Recover(log, instrument(log, mux, mxhttp.CORS(mxhttp.CheckRequest(mux))))
+	n.handler = mxhttp.Recover(log, instrument(log, mux, mxhttp.CORS(mxhttp.CheckRequest(n.protect(mux)))))
 	return n, nil
 }
 

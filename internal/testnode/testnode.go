@@ -57,6 +57,7 @@ func Start(t testing.TB, engine Engine, opts ...Option) *Node {
 	cfg.ServerName = "localhost"
 	cfg.OpenRegistration = true
 	cfg.LogLevel = "warn"
+	cfg.RateLimit = false // tests that need it turn it back on
 	if engine == Postgres {
 		cfg.Database = pgtest.Start(t)
 	}

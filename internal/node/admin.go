@@ -1,0 +1,59 @@
+package node
+
+import (
+	"net/http"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/admin"
+	"github.com/matrixos/matrixos/internal/config"
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/ratelimit"
+)
+
+// RateLimitRules derives the rate limits from the config; nil when rate
+// limiting is off.
+func RateLimitRules(cfg config.Config) map[string]ratelimit.Rule {
+	if !cfg.RateLimit {
+		return nil
+	}
+	return map[string]ratelimit.Rule{
+		ratelimit.Login:    {PerMinute: cfg.RateLimitLoginPerMin, Burst: cfg.RateLimitLoginBurst},
+		ratelimit.Register: {PerMinute: cfg.RateLimitRegPerMin, Burst: cfg.RateLimitRegBurst},
+		ratelimit.Send:     {PerMinute: cfg.RateLimitSendPerMin, Burst: cfg.RateLimitSendBurst},
+		ratelimit.Upload:   {PerMinute: cfg.RateLimitUploadPerMin, Burst: cfg.RateLimitUploadBurst},
+	}
+}
+
+// adminRoutes builds the admin service (reports, server notices, admin
+// API) and the rate limiter, and registers the admin endpoints.
+func (n *Node) adminRoutes(mux *http.ServeMux) {
+	n.Admin = admin.New(n.DB, n.log, n.Accounts, n.Rooms, admin.Options{
+		Version:     Version,
+		RoomVersion: id.RoomVersion(n.cfg.DefaultRoomVersion),
+	})
+	if n.AccountData != nil {
+		n.Admin.Tags = n.AccountData
+	}
+	n.Admin.Routes(mux)
+	n.RateLimit = ratelimit.New(ratelimit.Options{
+		Rules: RateLimitRules(n.cfg),
+		Identify: func(r *http.Request) ratelimit.Identity {
+			tok := mxhttp.AccessToken(r)
+			if tok == "" {
+				return ratelimit.Identity{}
+			}
+			sess, err := n.Accounts.Authenticate(r.Context(), tok)
+			if err != nil {
+				return ratelimit.Identity{}
+			}
+			return ratelimit.Identity{User: string(sess.UserID), Exempt: sess.IsAdmin}
+		},
+	})
+}
+
+// protect puts rate limiting and the admin guard (suspended and
+// shadow-banned users, blocked rooms) in front of the client API.
+func (n *Node) protect(next http.Handler) http.Handler {
+	return n.RateLimit.Middleware(n.Admin.Guard(next))
+}
