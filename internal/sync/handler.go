@@ -33,6 +33,10 @@ type Service struct {
 	// Eph is the serial of ephemeral (non-durable) changes such as typing.
 	Eph atomic.Int64
 
+	// OnSync, when set, runs at the start of every /sync with the
+	// set_presence parameter (presence tracking).
+	OnSync func(user id.UserID, setPresence string)
+
 	mu      gosync.Mutex
 	sources []Source
 	late    []Source
@@ -119,7 +123,15 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request, sess *accou
 	}
 	if since.Pos > s.db.Visible() {
 		// A token from the future (e.g. after a restore): start over.
-		since = Token{}
+		since = Token{initial: true}
+	}
+	if since.Eph > s.Eph.Load() {
+		// The ephemeral serial restarted with the node; typing from before
+		// the restart is gone anyway.
+		since.Eph = 0
+	}
+	if s.OnSync != nil {
+		s.OnSync(sess.UserID, q.Get("set_presence"))
 	}
 	ctx := r.Context()
 	deadline := time.Now().Add(timeout)
@@ -129,7 +141,7 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request, sess *accou
 		if err != nil {
 			return nil, err
 		}
-		if resp.news || since == (Token{}) || full || timeout == 0 || !time.Now().Before(deadline) {
+		if resp.news || since.initial || full || timeout == 0 || !time.Now().Before(deadline) {
 			return resp, nil
 		}
 		wctx, cancel := context.WithDeadline(ctx, deadline)
@@ -150,7 +162,7 @@ func (s *Service) build(ctx context.Context, sess *accounts.Session, since Token
 	to := Token{Pos: s.db.Visible(), Eph: s.Eph.Load()}
 	req := &Request{
 		User: sess.UserID, Device: sess.DeviceID, Since: since, To: to,
-		FullState: full || since.Pos == 0, Filter: filter, NewlyJoined: map[id.RoomID]bool{},
+		FullState: full || since.initial, Filter: filter, NewlyJoined: map[id.RoomID]bool{},
 	}
 	resp := &Response{NextBatch: to.String()}
 	if err := s.fillRooms(ctx, req, resp); err != nil {

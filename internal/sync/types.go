@@ -17,6 +17,10 @@ import (
 type Token struct {
 	Pos int64
 	Eph int64
+
+	// initial marks the absence of a token (an initial sync), which is not
+	// the same as position zero on a node that has stored nothing yet.
+	initial bool
 }
 
 func (t Token) String() string { return fmt.Sprintf("s%d_%d", t.Pos, t.Eph) }
@@ -25,7 +29,7 @@ func (t Token) String() string { return fmt.Sprintf("s%d_%d", t.Pos, t.Eph) }
 // token (initial sync).
 func ParseToken(s string) (Token, error) {
 	if s == "" {
-		return Token{}, nil
+		return Token{initial: true}, nil
 	}
 	rest, ok := strings.CutPrefix(s, "s")
 	if !ok {
@@ -169,7 +173,7 @@ type Request struct {
 }
 
 // Initial reports whether this is an initial sync.
-func (r *Request) Initial() bool { return r.Since.Pos == 0 && r.Since.Eph == 0 }
+func (r *Request) Initial() bool { return r.Since.initial }
 
 // Source adds its part to sync responses. Fill is called with the
 // response after the room timelines are in; it must call resp.MarkNews()
