@@ -1,0 +1,257 @@
+package admin_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+// TestNonAdminsForbidden checks every admin endpoint refuses a normal user
+// with M_FORBIDDEN (before looking anything up) and anonymous callers
+// with M_MISSING_TOKEN.
+func TestNonAdminsForbidden(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	ctx := context.Background()
+	bob := n.Register("bob")
+	other := n.Register("other")
+	room, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, r := url.PathEscape(string(other.UserID)), url.PathEscape(string(room.RoomID))
+	endpoints := []struct{ method, path string }{
+		{"GET", "/_matrix/client/v3/admin/whois/" + u},
+		{"GET", "/_matrix/client/v1/admin/suspend/" + u},
+		{"PUT", "/_matrix/client/v1/admin/suspend/" + u},
+		{"GET", "/_matrix/client/v1/admin/lock/" + u},
+		{"PUT", "/_matrix/client/v1/admin/lock/" + u},
+		{"GET", "/_synapse/admin/v1/server_version"},
+		{"GET", "/_synapse/admin/v2/users"},
+		{"GET", "/_synapse/admin/v2/users/" + u},
+		{"PUT", "/_synapse/admin/v2/users/" + u},
+		{"GET", "/_synapse/admin/v2/users/" + u + "/devices"},
+		{"POST", "/_synapse/admin/v1/deactivate/" + u},
+		{"POST", "/_synapse/admin/v1/reset_password/" + u},
+		{"POST", "/_synapse/admin/v1/users/" + u + "/shadow_ban"},
+		{"DELETE", "/_synapse/admin/v1/users/" + u + "/shadow_ban"},
+		{"POST", "/_synapse/admin/v1/users/" + u + "/login"},
+		{"GET", "/_synapse/admin/v1/users/" + u + "/joined_rooms"},
+		{"GET", "/_synapse/admin/v1/users/" + u + "/admin"},
+		{"PUT", "/_synapse/admin/v1/users/" + u + "/admin"},
+		{"GET", "/_synapse/admin/v1/whois/" + u},
+		{"PUT", "/_synapse/admin/v1/suspend/" + u},
+		{"GET", "/_synapse/admin/v1/username_available?username=x"},
+		{"GET", "/_synapse/admin/v1/rooms"},
+		{"GET", "/_synapse/admin/v1/rooms/" + r},
+		{"GET", "/_synapse/admin/v1/rooms/" + r + "/members"},
+		{"GET", "/_synapse/admin/v1/rooms/" + r + "/state"},
+		{"DELETE", "/_synapse/admin/v1/rooms/" + r},
+		{"DELETE", "/_synapse/admin/v2/rooms/" + r},
+		{"GET", "/_synapse/admin/v2/rooms/" + r + "/delete_status"},
+		{"GET", "/_synapse/admin/v2/rooms/delete_status/x"},
+		{"GET", "/_synapse/admin/v1/rooms/" + r + "/block"},
+		{"PUT", "/_synapse/admin/v1/rooms/" + r + "/block"},
+		{"GET", "/_synapse/admin/v1/users/" + u + "/media"},
+		{"GET", "/_synapse/admin/v1/room/" + r + "/media"},
+		{"POST", "/_synapse/admin/v1/room/" + r + "/media/quarantine"},
+		{"POST", "/_synapse/admin/v1/media/quarantine/localhost/abc"},
+		{"DELETE", "/_synapse/admin/v1/media/localhost/abc"},
+		{"GET", "/_synapse/admin/v1/event_reports"},
+		{"GET", "/_synapse/admin/v1/event_reports/1"},
+		{"DELETE", "/_synapse/admin/v1/event_reports/1"},
+		{"GET", "/_synapse/admin/v1/room_reports"},
+		{"GET", "/_synapse/admin/v1/user_reports"},
+		{"GET", "/_synapse/admin/v1/registration_tokens"},
+		{"POST", "/_synapse/admin/v1/registration_tokens/new"},
+		{"GET", "/_synapse/admin/v1/registration_tokens/abc"},
+		{"PUT", "/_synapse/admin/v1/registration_tokens/abc"},
+		{"DELETE", "/_synapse/admin/v1/registration_tokens/abc"},
+		{"POST", "/_synapse/admin/v1/send_server_notice"},
+		{"PUT", "/_synapse/admin/v1/send_server_notice/txn1"},
+	}
+	anon := n.Client()
+	for _, ep := range endpoints {
+		t.Run(ep.method+" "+ep.path, func(t *testing.T) {
+			want(t, call(t, bob, ep.method, ep.path, map[string]any{}, false), http.StatusForbidden, "M_FORBIDDEN")
+			want(t, call(t, anon, ep.method, ep.path, map[string]any{}, false), http.StatusUnauthorized, "M_MISSING_TOKEN")
+		})
+	}
+	// The spec's whois may be called about oneself.
+	me := call(t, bob, "GET", "/_matrix/client/v3/admin/whois/"+url.PathEscape(string(bob.UserID)), nil, true)
+	if me.status != 200 || me.obj(t)["user_id"] != string(bob.UserID) {
+		t.Fatalf("whois self: %d %s", me.status, me.body)
+	}
+}
+
+func TestAdminUsers(t *testing.T) {
+	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		adm := admin(t, n)
+		bob := n.Register("bob")
+		bobPath := url.PathEscape(string(bob.UserID))
+
+		// List: everyone, then only admins, then by name.
+		list := call(t, adm, "GET", "/_synapse/admin/v2/users", nil, false)
+		if list.status != 200 || list.obj(t)["total"].(float64) != 2 {
+			t.Fatalf("list users: %d %s", list.status, list.body)
+		}
+		admins := call(t, adm, "GET", "/_synapse/admin/v2/users?admins=true", nil, false).obj(t)
+		if users := admins["users"].([]any); len(users) != 1 || users[0].(map[string]any)["name"] != string(adm.UserID) {
+			t.Fatalf("admins=true: %v", admins)
+		}
+		byName := call(t, adm, "GET", "/_synapse/admin/v2/users?name=bob&limit=1", nil, false).obj(t)
+		if byName["total"].(float64) != 1 {
+			t.Fatalf("name=bob: %v", byName)
+		}
+		paged := call(t, adm, "GET", "/_synapse/admin/v2/users?limit=1", nil, false).obj(t)
+		if paged["next_token"] != "1" {
+			t.Fatalf("limit=1 should give next_token 1: %v", paged)
+		}
+		want(t, call(t, adm, "GET", "/_synapse/admin/v2/users?order_by=nope", nil, false), 400, "M_INVALID_PARAM")
+
+		// Query one user.
+		info := call(t, adm, "GET", "/_synapse/admin/v2/users/"+bobPath, nil, false).obj(t)
+		if info["name"] != string(bob.UserID) || info["admin"] != false || info["deactivated"] != false {
+			t.Fatalf("user info: %v", info)
+		}
+		want(t, call(t, adm, "GET", "/_synapse/admin/v2/users/@nobody:localhost", nil, false), 404, "M_NOT_FOUND")
+		want(t, call(t, adm, "GET", "/_synapse/admin/v2/users/@bob:elsewhere", nil, false), 400, "M_INVALID_PARAM")
+
+		// Create a user, who can then log in; modify it.
+		created := call(t, adm, "PUT", "/_synapse/admin/v2/users/@carol:localhost", map[string]any{"password": "carol-pass-1", "displayname": "Carol"}, false)
+		if created.status != 201 || created.obj(t)["displayname"] != "Carol" {
+			t.Fatalf("create user: %d %s", created.status, created.body)
+		}
+		carol := n.Client()
+		if _, err := carol.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "carol"}, Password: "carol-pass-1", StoreCredentials: true}); err != nil {
+			t.Fatalf("created user cannot log in: %v", err)
+		}
+		mod := call(t, adm, "PUT", "/_synapse/admin/v2/users/@carol:localhost", map[string]any{"displayname": "Carol B", "admin": true}, false)
+		if mod.status != 200 || mod.obj(t)["displayname"] != "Carol B" || mod.obj(t)["admin"] != true {
+			t.Fatalf("modify user: %d %s", mod.status, mod.body)
+		}
+
+		// Reset the password: the old one stops working, devices are logged out.
+		if r := call(t, adm, "POST", "/_synapse/admin/v1/reset_password/"+bobPath, map[string]any{"new_password": "new-bob-pass"}, false); r.status != 200 {
+			t.Fatalf("reset password: %d %s", r.status, r.body)
+		}
+		if _, err := bob.Whoami(ctx); err == nil {
+			t.Fatal("bob's old token still works after the password reset")
+		}
+		bob2 := n.Client()
+		if _, err := bob2.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: string(bob.UserID)}, Password: "new-bob-pass", StoreCredentials: true}); err != nil {
+			t.Fatalf("login with the new password: %v", err)
+		}
+
+		// Log in as bob: the token is bob's, on a new device.
+		login := call(t, adm, "POST", "/_synapse/admin/v1/users/"+bobPath+"/login", map[string]any{}, false).obj(t)
+		puppet := n.Client()
+		puppet.AccessToken = login["access_token"].(string)
+		who, err := puppet.Whoami(ctx)
+		if err != nil || who.UserID != bob.UserID {
+			t.Fatalf("login as bob: %v %v", who, err)
+		}
+		devs := call(t, adm, "GET", "/_synapse/admin/v2/users/"+bobPath+"/devices", nil, false).obj(t)
+		if devs["total"].(float64) != 2 {
+			t.Fatalf("bob should have 2 devices: %v", devs)
+		}
+		want(t, call(t, adm, "POST", "/_synapse/admin/v1/users/"+url.PathEscape(string(adm.UserID))+"/login", map[string]any{}, false), 400, "M_INVALID_PARAM")
+
+		// Joined rooms and whois.
+		room, err := bob2.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		jr := call(t, adm, "GET", "/_synapse/admin/v1/users/"+bobPath+"/joined_rooms", nil, false).obj(t)
+		if rooms := jr["joined_rooms"].([]any); len(rooms) != 1 || rooms[0] != string(room.RoomID) {
+			t.Fatalf("joined rooms: %v", jr)
+		}
+		who2 := call(t, adm, "GET", "/_matrix/client/v3/admin/whois/"+bobPath, nil, true).obj(t)
+		if len(who2["devices"].(map[string]any)) != 2 {
+			t.Fatalf("whois: %v", who2)
+		}
+
+		// Deactivate: bob can no longer log in and is out of his rooms.
+		if r := call(t, adm, "POST", "/_synapse/admin/v1/deactivate/"+bobPath, map[string]any{"erase": false}, false); r.status != 200 {
+			t.Fatalf("deactivate: %d %s", r.status, r.body)
+		}
+		if _, err := n.Client().Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: string(bob.UserID)}, Password: "new-bob-pass"}); err == nil {
+			t.Fatal("deactivated user logged in")
+		}
+		if got := n.Rooms.Membership(bob.UserID, room.RoomID); got != "leave" {
+			t.Fatalf("deactivated user's membership %q, want leave", got)
+		}
+		deact := call(t, adm, "GET", "/_synapse/admin/v2/users?deactivated=true", nil, false).obj(t)
+		if deact["total"].(float64) != 3 {
+			t.Fatalf("deactivated=true should list all 3: %v", deact)
+		}
+		if call(t, adm, "GET", "/_synapse/admin/v2/users", nil, false).obj(t)["total"].(float64) != 2 {
+			t.Fatal("deactivated users are listed by default")
+		}
+		ver := call(t, adm, "GET", "/_synapse/admin/v1/server_version", nil, false).obj(t)
+		if ver["server_version"] == "" {
+			t.Fatalf("server_version: %v", ver)
+		}
+	})
+}
+
+// TestSuspendAndLock covers the spec's account moderation endpoints.
+func TestSuspendAndLock(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	ctx := context.Background()
+	adm := admin(t, n)
+	eve := n.Register("eve")
+	evePath := url.PathEscape(string(eve.UserID))
+	room, err := eve.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	r := call(t, adm, "PUT", "/_matrix/client/v1/admin/suspend/"+evePath, map[string]any{"suspended": true}, true)
+	if r.status != 200 || r.obj(t)["suspended"] != true {
+		t.Fatalf("suspend: %d %s", r.status, r.body)
+	}
+	if got := call(t, adm, "GET", "/_matrix/client/v1/admin/suspend/"+evePath, nil, true).obj(t); got["suspended"] != true {
+		t.Fatalf("suspend status: %v", got)
+	}
+	_, err = eve.SendMessageEvent(ctx, room.RoomID, event.EventMessage, map[string]string{"msgtype": "m.text", "body": "hi"})
+	wantErr(t, err, "M_USER_SUSPENDED")
+	_, err = eve.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+	wantErr(t, err, "M_USER_SUSPENDED")
+	wantErr(t, eve.SetDisplayName(ctx, "Evil"), "M_USER_SUSPENDED")
+	// Reading and leaving still work.
+	if _, err := eve.JoinedRooms(ctx); err != nil {
+		t.Fatalf("suspended user cannot read: %v", err)
+	}
+	if _, err := eve.LeaveRoom(ctx, room.RoomID); err != nil {
+		t.Fatalf("suspended user cannot leave: %v", err)
+	}
+	call(t, adm, "PUT", "/_matrix/client/v1/admin/suspend/"+evePath, map[string]any{"suspended": false}, true)
+	if _, err := eve.CreateRoom(ctx, &mautrix.ReqCreateRoom{}); err != nil {
+		t.Fatalf("unsuspended user: %v", err)
+	}
+
+	// Admins cannot be targeted, nor can one suspend oneself.
+	admPath := url.PathEscape(string(adm.UserID))
+	want(t, call(t, adm, "PUT", "/_matrix/client/v1/admin/suspend/"+admPath, map[string]any{"suspended": true}, true), 403, "M_FORBIDDEN")
+	want(t, call(t, adm, "GET", "/_matrix/client/v1/admin/lock/@nobody:localhost", nil, true), 404, "M_NOT_FOUND")
+	want(t, call(t, adm, "GET", "/_matrix/client/v1/admin/lock/@eve:elsewhere", nil, true), 400, "M_INVALID_PARAM")
+
+	// Locking logs eve out of every request.
+	r = call(t, adm, "PUT", "/_matrix/client/v1/admin/lock/"+evePath, map[string]any{"locked": true}, true)
+	if r.status != 200 || r.obj(t)["locked"] != true {
+		t.Fatalf("lock: %d %s", r.status, r.body)
+	}
+	_, err = eve.Whoami(ctx)
+	wantErr(t, err, "M_USER_LOCKED")
+	call(t, adm, "PUT", "/_matrix/client/v1/admin/lock/"+evePath, map[string]any{"locked": false}, true)
+	if _, err := eve.Whoami(ctx); err != nil {
+		t.Fatalf("unlocked user: %v", err)
+	}
+}
