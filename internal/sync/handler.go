@@ -228,7 +228,7 @@ func (s *Service) fillRooms(ctx context.Context, req *Request, resp *Response) e
 		changed := m.pos > req.Since.Pos
 		switch m.membership {
 		case "join":
-			if changed && !req.Initial() {
+			if changed && !req.Initial() && s.joinedSince(ctx, m, req.Since.Pos) {
 				req.NewlyJoined[m.room] = true
 			}
 			if err := s.fillJoined(ctx, req, resp, m); err != nil {
@@ -258,6 +258,34 @@ func (s *Service) fillRooms(ctx context.Context, req *Request, resp *Response) e
 		}
 	}
 	return nil
+}
+
+// joinedSince reports whether the user's join in m happened after since,
+// rather than being a profile change of someone already joined then (which
+// is also a join event). It walks back through replaced member events.
+func (s *Service) joinedSince(ctx context.Context, m membershipRow, since int64) bool {
+	evID := m.eventID
+	for range 20 {
+		ev, err := s.rooms.Event(ctx, evID)
+		if err != nil {
+			return true
+		}
+		if ev.Pos <= since {
+			return ev.Membership() != "join"
+		}
+		if ev.Membership() != "join" {
+			return true
+		}
+		var u struct {
+			ReplacesState id.EventID `json:"replaces_state"`
+		}
+		json.Unmarshal(ev.PDU.Unsigned, &u)
+		if u.ReplacesState == "" {
+			return true
+		}
+		evID = u.ReplacesState
+	}
+	return true
 }
 
 // timeline loads the room's events in (from, to], newest limit of them.

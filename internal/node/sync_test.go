@@ -1,0 +1,73 @@
+package node_test
+
+import (
+	"context"
+	"testing"
+
+	"maunium.net/go/mautrix"
+
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+// TestProfileChangeIsNotANewJoin: a display name change is a join event,
+// but the member must not get the room's full state again.
+func TestProfileChangeIsNotANewJoin(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	ctx := context.Background()
+	alice := n.Register("alice")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "r"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1, err := alice.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.SetDisplayName(ctx, "Alice A."); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := alice.SyncRequest(ctx, 0, s1.NextBatch, "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jr := s2.Rooms.Join[room.RoomID]
+	if jr == nil || len(jr.Timeline.Events) != 1 {
+		t.Fatalf("want the member event in the timeline, got %+v", jr)
+	}
+	if len(jr.State.Events) != 0 {
+		t.Fatalf("profile change resent %d state events", len(jr.State.Events))
+	}
+}
+
+// TestSyncCatchUpAfterRestart: a client that synced before a restart
+// continues with its token and gets exactly what it missed.
+func TestSyncCatchUpAfterRestart(t *testing.T) {
+	for _, e := range testnode.Engines {
+		t.Run(string(e), func(t *testing.T) {
+			n := testnode.Start(t, e)
+			ctx := context.Background()
+			alice, bob := n.Register("alice"), n.Register("bob")
+			room, _ := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+			bob.JoinRoomByID(ctx, room.RoomID)
+			s1, err := bob.SyncRequest(ctx, 0, "", "", false, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			n2 := n.Restart()
+			alice.HomeserverURL = mustURL(t, n2.URL)
+			bob.HomeserverURL = mustURL(t, n2.URL)
+			sent, err := alice.SendText(ctx, room.RoomID, "while you were away")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s2, err := bob.SyncRequest(ctx, 1000, s1.NextBatch, "", false, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			evs := s2.Rooms.Join[room.RoomID].Timeline.Events
+			if len(evs) != 1 || evs[0].ID != sent.EventID {
+				t.Fatalf("catch-up after restart: %d events", len(evs))
+			}
+		})
+	}
+}
