@@ -67,7 +67,7 @@ func (s *Service) Routes(mux *http.ServeMux) {
 func (s *Service) getLoginFlows(w http.ResponseWriter, r *http.Request) (any, error) {
 	return map[string]any{"flows": []map[string]any{
 		{"type": StagePassword},
-		{"type": "m.login.token"},
+		{"type": "m.login.token", "get_login_token": true},
 	}}, nil
 }
 

@@ -295,9 +295,15 @@ func (s *Service) invite(w http.ResponseWriter, r *http.Request, sess *accounts.
 	if err != nil {
 		return nil, err
 	}
-	var req membershipRequest
+	var req struct {
+		membershipRequest
+		IDServer string `json:"id_server"` // the third-party invite form
+	}
 	if err := mxhttp.DecodeJSON(r, &req); err != nil {
 		return nil, err
+	}
+	if req.UserID == "" && req.IDServer != "" {
+		return nil, errThirdPartyInvite
 	}
 	if req.UserID == "" {
 		return nil, mxhttp.MissingParam("missing user_id")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -100,6 +101,19 @@ func (g *Guard) Resolve(ctx context.Context, host string) ([]netip.Addr, error) 
 		}
 		return []netip.Addr{a.WithZone("")}, nil
 	}
+	if a, numeric := parseLegacyIPv4(host); numeric {
+		// 127.1, 0x7f.0.0.1, 2130706433: what browsers and inet_aton read
+		// as IPv4 addresses is checked as one, never handed to DNS.
+		if !a.IsValid() {
+			return nil, &AddrError{Host: host, Class: Invalid}
+		}
+		if err := g.Check(a); err != nil {
+			ae := err.(*AddrError)
+			ae.Host = host
+			return nil, ae
+		}
+		return []netip.Addr{a}, nil
+	}
 	var r Resolver = net.DefaultResolver
 	if g.Resolver != nil {
 		r = g.Resolver
@@ -183,4 +197,58 @@ func (g *Guard) dialer() *net.Dialer {
 	}
 	d.ControlContext = nil
 	return d
+}
+
+// parseLegacyIPv4 reads host as the URL standard's IPv4 parser does: when
+// its last label is a number, the host is an IPv4 address of one to four
+// decimal, octal (0...) or hex (0x...) parts. numeric is false for host
+// names; an invalid numeric host returns an invalid address.
+func parseLegacyIPv4(host string) (addr netip.Addr, numeric bool) {
+	labels := strings.Split(strings.TrimSuffix(host, "."), ".")
+	if _, ok := parseIPv4Part(labels[len(labels)-1]); !ok {
+		return netip.Addr{}, false
+	}
+	if len(labels) > 4 {
+		return netip.Addr{}, true
+	}
+	var parts []uint64
+	for _, l := range labels {
+		v, ok := parseIPv4Part(l)
+		if !ok {
+			return netip.Addr{}, true
+		}
+		parts = append(parts, v)
+	}
+	last := parts[len(parts)-1]
+	if last >= 1<<(8*(5-len(parts))) {
+		return netip.Addr{}, true
+	}
+	v := last
+	for i, p := range parts[:len(parts)-1] {
+		if p > 255 {
+			return netip.Addr{}, true
+		}
+		v |= p << (8 * (3 - i))
+	}
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), true
+}
+
+func parseIPv4Part(s string) (uint64, bool) {
+	base := 10
+	switch {
+	case s == "":
+		return 0, false
+	case strings.HasPrefix(s, "0x") || strings.HasPrefix(s, "0X"):
+		base, s = 16, s[2:]
+		if s == "" {
+			return 0, true
+		}
+	case len(s) > 1 && s[0] == '0':
+		base, s = 8, s[1:]
+	}
+	v, err := strconv.ParseUint(s, base, 32)
+	if err != nil {
+		return 0, false
+	}
+	return v, true
 }

@@ -193,3 +193,17 @@ func TestClientRefusesLoopbackAndRedirects(t *testing.T) {
 		t.Errorf("redirect loop: %v", err)
 	}
 }
+
+func TestResolveNumericHosts(t *testing.T) {
+	g := &netguard.Guard{Resolver: fakeResolver{"cafe.de": {"93.184.216.34"}, "1e100.net": {"142.250.0.1"}}}
+	for _, host := range []string{"127.1", "0x7f.0.0.1", "0177.0.0.1", "2130706433", "0x7f000001", "10.1", "169.254.43518", "127.0.0.1.", "256.1.1.1", "1.2.3.4.5"} {
+		if _, err := g.Resolve(context.Background(), host); !errors.Is(err, netguard.ErrForbidden) {
+			t.Errorf("Resolve(%s) = %v, want ErrForbidden", host, err)
+		}
+	}
+	for _, host := range []string{"cafe.de", "1e100.net", "8.8.8.8", "134744072"} {
+		if _, err := g.Resolve(context.Background(), host); err != nil {
+			t.Errorf("Resolve(%s) = %v", host, err)
+		}
+	}
+}

@@ -34,7 +34,7 @@ func (n *Node) discoveryRoutes(mux *http.ServeMux) {
 			"m.set_displayname": map[string]bool{"enabled": true},
 			"m.set_avatar_url":  map[string]bool{"enabled": true},
 			"m.3pid_changes":    map[string]bool{"enabled": false},
-			"m.get_login_token": map[string]bool{"enabled": false},
+			"m.get_login_token": map[string]bool{"enabled": true},
 			"m.profile_fields":  map[string]any{"enabled": true},
 		}}, nil
 	}))

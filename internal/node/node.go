@@ -26,6 +26,7 @@ import (
 	"github.com/matrixos/matrixos/internal/config"
 	"github.com/matrixos/matrixos/internal/ephemeral"
 	"github.com/matrixos/matrixos/internal/keys"
+	"github.com/matrixos/matrixos/internal/media"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/push"
 	"github.com/matrixos/matrixos/internal/ratelimit"
@@ -58,6 +59,7 @@ type Node struct {
 	Ephemeral   *ephemeral.Service
 	Admin       *admin.Service
 	RateLimit   *ratelimit.Limiter
+	Media       *media.Service
 
 	registry *prometheus.Registry
 	handler  http.Handler
@@ -90,6 +92,7 @@ func migrations() []storage.Migration {
 		ephemeral.Migrations,
 		admin.Migrations,
 		csExtraMigrations,
+		media.Migrations,
 	)
 }
 
@@ -115,6 +118,18 @@ func AccountsOptions(cfg config.Config) accounts.Options {
 		RegistrationRequiresToken: cfg.RegistrationRequiresToken,
 		SharedSecret:              cfg.RegistrationSharedSecret,
 		AccessTokenLifetime:       cfg.AccessTokenLifetime,
+	}
+}
+
+// MediaOptions derives the media repository settings from the config.
+func MediaOptions(cfg config.Config) media.Options {
+	return media.Options{
+		ServerName:            cfg.ServerName,
+		DataDir:               cfg.DataDir,
+		MaxUploadBytes:        cfg.MaxUploadBytes,
+		QuotaBytes:            cfg.MediaQuotaBytes,
+		LegacyUnauthenticated: cfg.MediaLegacyNoAuth,
+		AllowPrivateNetworks:  cfg.AllowPrivateNetworks,
 	}
 }
 
@@ -162,6 +177,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Search = search.New(n.DB, log, n.Accounts, n.Rooms)
 	n.UserDir = userdir.New(n.DB, n.Accounts, n.Rooms)
 	n.wireHooks()
+	n.Media, err = media.New(n.DB, log, n.Accounts, MediaOptions(cfg))
+	if err != nil {
+		n.DB.Close()
+		return nil, err
+	}
 
 	n.registry = prometheus.NewRegistry()
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -182,6 +202,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.csExtraRoutes(mux)
 	n.adminRoutes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	n.Media.Routes(mux)
 		// A known path with another method is 405, per the spec.
 		for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {
 			probe := r.Clone(r.Context())

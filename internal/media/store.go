@@ -1,0 +1,216 @@
+package media
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// KeyFile is the media key's file name in the data directory.
+const KeyFile = "media.key"
+
+// errTooLarge is returned by Put when the content exceeds its limit.
+var errTooLarge = errors.New("content too large")
+
+// Store keeps file contents under <data>/media, addressed by the sha256 of
+// the plaintext (one file per distinct content) and sealed with the node's
+// media key. File names are an HMAC of the hash, so the directory does not
+// reveal which known files the node holds.
+type Store struct {
+	dir     string
+	key     []byte
+	nameKey []byte
+	locks   [64]sync.Mutex
+}
+
+// OpenStore opens the store in dataDir, creating the directory and the
+// media key (mode 0600) on first use.
+func OpenStore(dataDir string) (*Store, error) {
+	key, err := loadOrCreateKey(filepath.Join(dataDir, KeyFile))
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(dataDir, "media")
+	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
+		return nil, fmt.Errorf("create media directory: %w", err)
+	}
+	// Leftovers of uploads cut short by a crash.
+	if ents, err := os.ReadDir(filepath.Join(dir, "tmp")); err == nil {
+		for _, e := range ents {
+			os.Remove(filepath.Join(dir, "tmp", e.Name()))
+		}
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("matrixos media names v1"))
+	return &Store{dir: dir, key: key, nameKey: m.Sum(nil)}, nil
+}
+
+func loadOrCreateKey(path string) ([]byte, error) {
+	const prefix = "matrixos-media-key-v1 "
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, fmt.Errorf("generate media key: %w", err)
+		}
+		line := prefix + base64.RawStdEncoding.EncodeToString(key) + "\n"
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("create data directory: %w", err)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("create media key: %w", err)
+		}
+		_, werr := f.WriteString(line)
+		serr := f.Sync()
+		if err := errors.Join(werr, serr, f.Close()); err != nil {
+			return nil, fmt.Errorf("write media key: %w", err)
+		}
+		b = []byte(line)
+	} else if err != nil {
+		return nil, fmt.Errorf("read media key: %w", err)
+	}
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("media key %s is readable by others (mode %v); chmod 600 it", path, st.Mode().Perm())
+	}
+	enc, ok := strings.CutPrefix(strings.TrimSpace(string(b)), prefix)
+	key, err := base64.RawStdEncoding.DecodeString(enc)
+	if !ok || err != nil || len(key) != 32 {
+		return nil, fmt.Errorf("media key %s is malformed", path)
+	}
+	return key, nil
+}
+
+// Blob describes stored content.
+type Blob struct {
+	SHA256 string // hex
+	Size   int64
+}
+
+func (s *Store) path(sum []byte) string {
+	m := hmac.New(sha256.New, s.nameKey)
+	m.Write(sum)
+	name := hex.EncodeToString(m.Sum(nil))
+	return filepath.Join(s.dir, name[:2], name[2:4], name)
+}
+
+func (s *Store) lock(sha string) func() {
+	var i byte
+	if len(sha) >= 2 {
+		b, _ := hex.DecodeString(sha[:2])
+		if len(b) == 1 {
+			i = b[0]
+		}
+	}
+	m := &s.locks[int(i)%len(s.locks)]
+	m.Lock()
+	return m.Unlock
+}
+
+// Put stores what r yields, at most limit bytes (more: errTooLarge). With
+// the content in place and the content's lock held, it calls commit (if not
+// nil), which records the reference to the blob; Remove takes the same
+// lock, so a blob is never removed between being written and referenced.
+func (s *Store) Put(r io.Reader, limit int64, commit func(Blob) error) (Blob, error) {
+	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "upload-*")
+	if err != nil {
+		return Blob{}, fmt.Errorf("create media file: %w", err)
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	w, err := newSealWriter(tmp, s.key)
+	if err != nil {
+		return Blob{}, err
+	}
+	n, err := io.Copy(w, io.LimitReader(r, limit+1))
+	if err != nil {
+		return Blob{}, fmt.Errorf("store media: %w", err)
+	}
+	if n > limit {
+		return Blob{}, errTooLarge
+	}
+	sum, err := w.Close()
+	if err != nil {
+		return Blob{}, fmt.Errorf("store media: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return Blob{}, fmt.Errorf("store media: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return Blob{}, fmt.Errorf("store media: %w", err)
+	}
+	b := Blob{SHA256: hex.EncodeToString(sum), Size: n}
+	unlock := s.lock(b.SHA256)
+	defer unlock()
+	dst := s.path(sum)
+	if _, err := os.Stat(dst); err != nil {
+		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+			return Blob{}, fmt.Errorf("store media: %w", err)
+		}
+		if err := os.Rename(tmp.Name(), dst); err != nil {
+			return Blob{}, fmt.Errorf("store media: %w", err)
+		}
+		keep = true
+	}
+	if commit != nil {
+		if err := commit(b); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+// Reader reads stored content; it is an io.ReadSeekCloser.
+type Reader interface {
+	io.ReadSeekCloser
+	Size() int64
+}
+
+// Open returns a reader of the content with the given sha256.
+func (s *Store) Open(sha string) (Reader, error) {
+	sum, err := hex.DecodeString(sha)
+	if err != nil || len(sum) != sha256.Size {
+		return nil, fmt.Errorf("bad content hash %q", sha)
+	}
+	r, err := openSealed(s.path(sum), s.key, sum)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Remove deletes the content with the given sha256 unless inUse reports
+// that something still refers to it. It runs under the content's lock.
+func (s *Store) Remove(sha string, inUse func() (bool, error)) error {
+	sum, err := hex.DecodeString(sha)
+	if err != nil || len(sum) != sha256.Size {
+		return fmt.Errorf("bad content hash %q", sha)
+	}
+	unlock := s.lock(sha)
+	defer unlock()
+	if inUse != nil {
+		used, err := inUse()
+		if err != nil || used {
+			return err
+		}
+	}
+	if err := os.Remove(s.path(sum)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove media file: %w", err)
+	}
+	return nil
+}
