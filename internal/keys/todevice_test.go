@@ -112,7 +112,6 @@ func TestToDevicePaging(t *testing.T) {
 	})
 }
 
-
 func TestSendToDeviceErrors(t *testing.T) {
 	eachEngine(t, func(t *testing.T, n *testnode.Node) {
 		n.Keys.Limits.MaxToDeviceQueue = 2
