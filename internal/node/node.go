@@ -165,6 +165,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.AccountData.Virtual["m.push_rules"] = n.Push.AccountData
 	n.Sync.AddSource(n.AccountData)
 	n.Ephemeral = ephemeral.New(n.DB, log, n.Accounts, n.Rooms, n.Sync, n.AccountData)
+	n.Sync.OnSync = n.Ephemeral.SetFromSync
 	n.Ephemeral.OnRead = func(ctx context.Context, user id.UserID, roomID id.RoomID, threadID string, pos int64) {
 		if err := n.Push.MarkRead(ctx, user, roomID, threadID, pos); err != nil {
 			log.Warn("clear notifications after receipt", "user_id", user, "room_id", roomID, "err", err)
@@ -176,12 +177,12 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Sync.AddLateSource(n.Push.CountsSource())
 	n.Search = search.New(n.DB, log, n.Accounts, n.Rooms)
 	n.UserDir = userdir.New(n.DB, n.Accounts, n.Rooms)
-	n.wireHooks()
 	n.Media, err = media.New(n.DB, log, n.Accounts, MediaOptions(cfg))
 	if err != nil {
 		n.DB.Close()
 		return nil, err
 	}
+	n.wireHooks()
 
 	n.registry = prometheus.NewRegistry()
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -201,8 +202,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Ephemeral.Routes(mux)
 	n.csExtraRoutes(mux)
 	n.adminRoutes(mux)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 	n.Media.Routes(mux)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// A known path with another method is 405, per the spec.
 		for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {
 			probe := r.Clone(r.Context())
