@@ -42,7 +42,7 @@ type Config struct {
 	RateLimitLoginPerMin      int64         `yaml:"rate_limit_login_per_minute" doc:"Login attempts a client IP may make per minute (0: unlimited)."`
 	RateLimitLoginBurst       int64         `yaml:"rate_limit_login_burst" doc:"Login attempts a client IP may make at once before the per-minute rate applies."`
 	RateLimitRegPerMin        int64         `yaml:"rate_limit_register_per_minute" doc:"Registration requests a client IP may make per minute (0: unlimited)."`
-	RateLimitRegBurst         int64         `yaml:"rate_limit_register_burst" doc:"Registration requests a client IP may make at once."`
+	RateLimitRegBurst         int64         `yaml:"rate_limit_register_burst" doc:"Registration requests a client IP may make at once (a registration takes two: one to start the flow, one to finish it)."`
 	RateLimitSendPerMin       int64         `yaml:"rate_limit_send_per_minute" doc:"Events (messages, state, redactions) a user may send per minute (0: unlimited)."`
 	RateLimitSendBurst        int64         `yaml:"rate_limit_send_burst" doc:"Events a user may send at once."`
 	RateLimitUploadPerMin     int64         `yaml:"rate_limit_upload_per_minute" doc:"Media uploads a user may make per minute (0: unlimited)."`
@@ -64,8 +64,8 @@ func Default() Config {
 		RateLimit:                 true,
 		RateLimitLoginPerMin:      20,
 		RateLimitLoginBurst:       10,
-		RateLimitRegPerMin:        6,
-		RateLimitRegBurst:         5,
+		RateLimitRegPerMin:        10,
+		RateLimitRegBurst:         10,
 		RateLimitSendPerMin:       600,
 		RateLimitSendBurst:        100,
 		RateLimitUploadPerMin:     60,

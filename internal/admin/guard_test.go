@@ -1,0 +1,211 @@
+package admin_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/config"
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+func TestShadowBan(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	ctx := context.Background()
+	adm := admin(t, n)
+	alice, troll := n.Register("alice"), n.Register("troll")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := troll.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	if r := call(t, adm, "POST", "/_synapse/admin/v1/users/"+url.PathEscape(string(troll.UserID))+"/shadow_ban", map[string]any{}, false); r.status != 200 {
+		t.Fatalf("shadow ban: %d %s", r.status, r.body)
+	}
+	if info := call(t, adm, "GET", "/_synapse/admin/v2/users/"+url.PathEscape(string(troll.UserID)), nil, false).obj(t); info["shadow_banned"] != true {
+		t.Fatalf("user info after shadow ban: %v", info)
+	}
+	sent, err := troll.SendMessageEvent(ctx, room.RoomID, event.EventMessage, map[string]string{"msgtype": "m.text", "body": "buy now"})
+	if err != nil || sent.EventID == "" {
+		t.Fatalf("shadow-banned send should look successful: %v %v", sent, err)
+	}
+	again, _ := troll.SendMessageEvent(ctx, room.RoomID, event.EventMessage, map[string]string{"msgtype": "m.text", "body": "buy now"}, mautrix.ReqSendEvent{TransactionID: "fixed"})
+	retry, _ := troll.SendMessageEvent(ctx, room.RoomID, event.EventMessage, map[string]string{"msgtype": "m.text", "body": "buy now"}, mautrix.ReqSendEvent{TransactionID: "fixed"})
+	if again.EventID != retry.EventID {
+		t.Fatalf("a retried transaction got another fake event ID: %s, %s", again.EventID, retry.EventID)
+	}
+	if _, err := troll.SendStateEvent(ctx, room.RoomID, event.StateTopic, "", map[string]string{"topic": "spam"}); err != nil {
+		t.Fatalf("shadow-banned state send: %v", err)
+	}
+	if _, err := alice.GetEvent(ctx, room.RoomID, sent.EventID); err == nil {
+		t.Fatal("the shadow-banned message was stored")
+	}
+	msgs, err := alice.Messages(ctx, room.RoomID, "", "", mautrix.DirectionBackward, nil, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range msgs.Chunk {
+		if ev.Sender == troll.UserID && ev.Type != event.StateMember {
+			t.Fatalf("alice sees the shadow-banned user's %s", ev.Type)
+		}
+	}
+	call(t, adm, "DELETE", "/_synapse/admin/v1/users/"+url.PathEscape(string(troll.UserID))+"/shadow_ban", nil, false)
+	real, err := troll.SendMessageEvent(ctx, room.RoomID, event.EventMessage, map[string]string{"msgtype": "m.text", "body": "sorry"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.GetEvent(ctx, room.RoomID, real.EventID); err != nil {
+		t.Fatalf("message after the shadow ban was lifted: %v", err)
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite, func(c *config.Config) {
+		c.RateLimit = true
+		c.RateLimitSendPerMin, c.RateLimitSendBurst = 1, 3
+		c.RateLimitLoginPerMin, c.RateLimitLoginBurst = 1, 2
+		c.RateLimitRegBurst = 100
+	})
+	ctx := context.Background()
+	adm := admin(t, n)
+	alice := n.Register("alice")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := adm.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	send := func(c *mautrix.Client, i int) response {
+		path := fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/t%d", url.PathEscape(string(room.RoomID)), i)
+		return call(t, c, "PUT", path, map[string]string{"msgtype": "m.text", "body": "hi"}, true)
+	}
+	for i := range 3 {
+		if r := send(alice, i); r.status != 200 {
+			t.Fatalf("send %d within the burst: %d %s", i, r.status, r.body)
+		}
+	}
+	r := send(alice, 3)
+	want(t, r, 429, "M_LIMIT_EXCEEDED")
+	ms, ok := r.obj(t)["retry_after_ms"].(float64)
+	if !ok || ms <= 0 || ms > 60000 {
+		t.Fatalf("retry_after_ms %v", r.obj(t)["retry_after_ms"])
+	}
+	if secs, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || secs < 1 {
+		t.Fatalf("Retry-After header %q", r.header.Get("Retry-After"))
+	}
+	// Other users have their own bucket; admins have none.
+	bob := n.Register("bob")
+	if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	if r := send(bob, 100); r.status != 200 {
+		t.Fatalf("bob limited by alice's bucket: %d %s", r.status, r.body)
+	}
+	for i := range 10 {
+		if r := send(adm, 200+i); r.status != 200 {
+			t.Fatalf("admin send %d limited: %d %s", i, r.status, r.body)
+		}
+	}
+
+	// Logins are limited per client IP.
+	login := func() error {
+		_, err := n.Client().Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword,
+			Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: string(alice.UserID)}, Password: testnode.Password})
+		return err
+	}
+	for i := range 2 {
+		if err := login(); err != nil {
+			t.Fatalf("login %d: %v", i, err)
+		}
+	}
+	wantErr(t, login(), "M_LIMIT_EXCEEDED")
+}
+
+func TestServerNotices(t *testing.T) {
+	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		adm := admin(t, n)
+		alice := n.Register("alice")
+		if err := n.Admin.SendNotice(ctx, alice.UserID, "Maintenance tonight"); err != nil {
+			t.Fatal(err)
+		}
+		sync := call(t, alice, "GET", "/_matrix/client/v3/sync?timeout=0", nil, false).obj(t)
+		invites, _ := sync["rooms"].(map[string]any)["invite"].(map[string]any)
+		if len(invites) != 1 {
+			t.Fatalf("want one invite, sync has %v", sync["rooms"])
+		}
+		var roomID id.RoomID
+		for r := range invites {
+			roomID = id.RoomID(r)
+		}
+		if _, err := alice.JoinRoomByID(ctx, roomID); err != nil {
+			t.Fatal(err)
+		}
+		// A second notice goes to the same room.
+		r := call(t, adm, "POST", "/_synapse/admin/v1/send_server_notice", map[string]any{
+			"user_id": alice.UserID, "content": map[string]string{"msgtype": "m.server_notice", "body": "Done"}}, false)
+		if r.status != 200 || r.obj(t)["event_id"] == nil {
+			t.Fatalf("send_server_notice: %d %s", r.status, r.body)
+		}
+		sync = call(t, alice, "GET", "/_matrix/client/v3/sync?timeout=0", nil, false).obj(t)
+		joined := sync["rooms"].(map[string]any)["join"].(map[string]any)
+		jr, ok := joined[string(roomID)].(map[string]any)
+		if !ok || len(joined) != 1 {
+			t.Fatalf("notices room not joined: %v", joined)
+		}
+		var bodies []string
+		for _, ev := range jr["timeline"].(map[string]any)["events"].([]any) {
+			e := ev.(map[string]any)
+			if e["type"] == "m.room.message" {
+				c := e["content"].(map[string]any)
+				if c["msgtype"] != "m.server_notice" || e["sender"] != "@server:localhost" {
+					t.Fatalf("notice event: %v", e)
+				}
+				bodies = append(bodies, c["body"].(string))
+			}
+		}
+		if fmt.Sprint(bodies) != "[Maintenance tonight Done]" {
+			t.Fatalf("notices %v", bodies)
+		}
+		tagged := false
+		if ad, ok := jr["account_data"].(map[string]any); ok {
+			for _, ev := range ad["events"].([]any) {
+				e := ev.(map[string]any)
+				if e["type"] == "m.tag" {
+					_, tagged = e["content"].(map[string]any)["tags"].(map[string]any)["m.server_notice"]
+				}
+			}
+		}
+		if !tagged {
+			t.Fatalf("notices room has no m.server_notice tag: %v", jr["account_data"])
+		}
+		// Alice may not post in it; after leaving, the next notice invites her again.
+		_, err := alice.SendMessageEvent(ctx, roomID, event.EventMessage, map[string]string{"msgtype": "m.text", "body": "hi"})
+		wantErr(t, err, "M_FORBIDDEN")
+		if _, err := alice.LeaveRoom(ctx, roomID); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Admin.SendNotice(ctx, alice.UserID, "Back"); err != nil {
+			t.Fatal(err)
+		}
+		if m := n.Rooms.Membership(alice.UserID, roomID); m != "invite" {
+			t.Fatalf("after leaving and a new notice, membership %q, want invite", m)
+		}
+		want(t, call(t, adm, "POST", "/_synapse/admin/v1/send_server_notice", map[string]any{
+			"user_id": "@nobody:localhost", "content": map[string]string{"msgtype": "m.text", "body": "x"}}, false), 404, "M_NOT_FOUND")
+		// The system user cannot log in.
+		if _, err := n.Client().Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword,
+			Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "server"}, Password: ""}); err == nil {
+			t.Fatal("logged in as the server notices user")
+		}
+	})
+}
