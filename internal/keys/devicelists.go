@@ -18,9 +18,8 @@ import (
 //   - left: users whose membership changed in a room of user's during the
 //     window and who now share no room with user.
 //
-// Membership changes are read from the rooms' memberships index (the
-// latest change of each member); a change after to is reported by the
-// next sync. Reporting a user who did not really start or stop sharing is
+// Membership changes are read from the member events of the window.
+// Reporting a user who did not really start or stop sharing is
 // harmless (clients re-query or stop tracking), missing one is not, so the
 // computation errs on the side of reporting.
 func (s *Service) deviceLists(ctx context.Context, user id.UserID, since, to int64) (changed, left []id.UserID, err error) {
@@ -81,49 +80,71 @@ func (s *Service) deviceLists(ctx context.Context, user id.UserID, since, to int
 }
 
 // membershipChanges returns the users whose membership changed in
-// (since, to] in a room where user has a membership; for rooms where
-// user's own membership changed, every member of the room.
+// (since, to] in a room where user is (or was, in that window) a member,
+// and every current member of the rooms where user's own membership
+// changed. It reads the rooms package's tables (never writes them): the
+// user's memberships index, and the member events of the window.
 func (s *Service) membershipChanges(ctx context.Context, user id.UserID, since, to int64) (map[id.UserID]bool, error) {
+	rows, err := s.db.Query(ctx, "SELECT room_id FROM memberships WHERE user_id = $1 AND pos > $2 AND pos <= $3", user, since, to)
+	if err != nil {
+		return nil, fmt.Errorf("load own membership changes: %w", err)
+	}
+	own := map[id.RoomID]bool{}
+	for rows.Next() {
+		var r id.RoomID
+		if err := rows.Scan(&r); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		own[r] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
 	out := map[id.UserID]bool{}
-	for roomID, m := range s.rooms.Memberships(user) {
-		active := m == "join" || m == "invite"
-		if s.rooms.LastPos(ctx, roomID) <= since {
+	rooms := s.activeRooms(user)
+	for r := range own {
+		rooms[r] = true
+	}
+	for roomID := range rooms {
+		if !own[roomID] && s.rooms.LastPos(ctx, roomID) <= since {
 			continue
 		}
-		// The memberships table belongs to the rooms package; it is read
-		// here, never written.
-		rows, err := s.db.Query(ctx, "SELECT user_id, pos FROM memberships WHERE room_id = $1", roomID)
+		rows, err := s.db.Query(ctx, `SELECT state_key FROM events
+			WHERE room_id = $1 AND type = 'm.room.member' AND pos > $2 AND pos <= $3`, roomID, since, to)
 		if err != nil {
-			return nil, fmt.Errorf("load memberships: %w", err)
+			return nil, fmt.Errorf("load membership events: %w", err)
 		}
-		var all, moved []id.UserID
-		self := false
+		self := own[roomID]
 		for rows.Next() {
 			var u id.UserID
-			var pos int64
-			if err := rows.Scan(&u, &pos); err != nil {
+			if err := rows.Scan(&u); err != nil {
 				rows.Close()
 				return nil, err
 			}
-			all = append(all, u)
-			if pos > since && pos <= to {
-				moved = append(moved, u)
-				if u == user {
-					self = true
-				}
+			out[u] = true
+			if u == user {
+				self = true
 			}
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return nil, err
 		}
-		if self {
-			moved = all
-		} else if !active {
-			continue // left before the window: nobody there is shared any more
+		if !self {
+			continue
 		}
-		for _, u := range moved {
-			out[u] = true
+		state, err := s.rooms.CurrentState(ctx, roomID)
+		if err != nil {
+			return nil, err
+		}
+		for _, ev := range state {
+			if ev.Type == "m.room.member" && ev.StateKey != nil {
+				if m := ev.Membership(); m == "join" || m == "invite" {
+					out[id.UserID(*ev.StateKey)] = true
+				}
+			}
 		}
 	}
 	return out, nil

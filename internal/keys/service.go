@@ -91,9 +91,15 @@ func (s *Service) Routes(mux *http.ServeMux) {
 // OnDeviceDeleted removes a deleted device's keys, signatures and queued
 // to-device messages, and tells the users who share a room with its owner.
 func (s *Service) OnDeviceDeleted(ctx context.Context, user id.UserID, device id.DeviceID) {
+	hadKeys := false
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		res, err := tx.Exec(ctx, "DELETE FROM e2e_device_keys WHERE user_id = $1 AND device_id = $2", user, device)
+		if err != nil {
+			return err
+		}
+		n, _ := res.RowsAffected()
+		hadKeys = n > 0
 		for _, q := range []string{
-			"DELETE FROM e2e_device_keys WHERE user_id = $1 AND device_id = $2",
 			"DELETE FROM e2e_one_time_keys WHERE user_id = $1 AND device_id = $2",
 			"DELETE FROM e2e_fallback_keys WHERE user_id = $1 AND device_id = $2",
 			"DELETE FROM e2e_signatures WHERE target_user = $1 AND target_key = $2",
@@ -108,13 +114,18 @@ func (s *Service) OnDeviceDeleted(ctx context.Context, user id.UserID, device id
 		if _, err := tx.Exec(ctx, "DELETE FROM e2e_signatures WHERE signer_user = $1 AND signer_key_id = $2", user, "ed25519:"+string(device)); err != nil {
 			return err
 		}
+		if !hadKeys {
+			return nil // nobody could have known the device
+		}
 		return recordChange(ctx, tx, user, "")
 	})
 	if err != nil {
 		s.log.Error("remove keys of deleted device", "user_id", user, "device_id", device, "err", err)
 		return
 	}
-	s.wakeSharers(ctx, user)
+	if hadKeys {
+		s.wakeSharers(ctx, user)
+	}
 }
 
 // OnDeactivated removes everything a deactivated account had stored here:
