@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"image"
+	"image/color"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -454,5 +455,53 @@ func TestLargeStreamingUpload(t *testing.T) {
 	got := readAll(t, download(t, c, resp.ContentURI))
 	if !bytes.Equal(got, data) {
 		t.Fatalf("round trip of %d bytes failed (%d back)", len(data), len(got))
+	}
+}
+
+// withOrientation inserts an EXIF APP1 segment with the orientation tag
+// right after the JPEG's start marker.
+func withOrientation(jpg []byte, o uint16) []byte {
+	tiff := []byte{'M', 'M', 0, '*', 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, byte(o >> 8), byte(o), 0, 0, 0, 0, 0, 0}
+	payload := append([]byte("Exif\x00\x00"), tiff...)
+	seg := []byte{0xFF, 0xE1, byte((len(payload) + 2) >> 8), byte(len(payload) + 2)}
+	out := append([]byte{}, jpg[:2]...)
+	out = append(out, seg...)
+	out = append(out, payload...)
+	return append(out, jpg[2:]...)
+}
+
+func TestThumbnailFollowsEXIFOrientation(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	c := n.Register("exif")
+	// Landscape as stored: left half red, right half blue. Orientation 6
+	// turns it a quarter clockwise: portrait, red on top.
+	src := image.NewRGBA(image.Rect(0, 0, 80, 40))
+	for y := range 40 {
+		for x := range 80 {
+			if x < 40 {
+				src.Set(x, y, color.RGBA{255, 0, 0, 255})
+			} else {
+				src.Set(x, y, color.RGBA{0, 0, 255, 255})
+			}
+		}
+	}
+	uri := upload(t, c, withOrientation(encodeJPEG(t, src), 6), "image/jpeg", "turned.jpg")
+	resp, err := c.DownloadThumbnail(context.Background(), uri, 600, 800, mautrix.DownloadThumbnailExtra{Method: "scale"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _, err := image.Decode(bytes.NewReader(readAll(t, resp)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := img.Bounds(); b.Dx() != 40 || b.Dy() != 80 {
+		t.Fatalf("thumbnail is %v, want 40x80", b)
+	}
+	top, bottom := img.At(20, 10), img.At(20, 70)
+	if r, _, b, _ := top.RGBA(); r < 0x8000 || b > 0x8000 {
+		t.Errorf("top is %v, want red", top)
+	}
+	if r, _, b, _ := bottom.RGBA(); r > 0x8000 || b < 0x8000 {
+		t.Errorf("bottom is %v, want blue", bottom)
 	}
 }

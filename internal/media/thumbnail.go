@@ -190,6 +190,14 @@ func (s *Service) makeThumb(m *Media, size thumbSize) ([]byte, string, error) {
 	if int64(cfg.Width)*int64(cfg.Height) > maxThumbnailPixels {
 		return nil, "", errThumbTooLarge
 	}
+	orientation := 1
+	if format == "jpeg" {
+		if _, err := r.Seek(0, io.SeekStart); err != nil {
+			return nil, "", err
+		}
+		head, _ := io.ReadAll(io.LimitReader(r, 128<<10))
+		orientation = jpegOrientation(head)
+	}
 	if _, err := r.Seek(0, io.SeekStart); err != nil {
 		return nil, "", err
 	}
@@ -197,7 +205,11 @@ func (s *Service) makeThumb(m *Media, size thumbSize) ([]byte, string, error) {
 	if err != nil {
 		return nil, "", errCannotThumbnail
 	}
-	dst := resize(src, size)
+	box := size
+	if swapsAxes(orientation) {
+		box.W, box.H = size.H, size.W
+	}
+	dst := orient(resize(src, box), orientation)
 	var buf bytes.Buffer
 	opaque := format == "jpeg"
 	if o, ok := src.(interface{ Opaque() bool }); ok && format == "webp" {
