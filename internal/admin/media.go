@@ -28,8 +28,11 @@ type MediaAdmin interface {
 	// UserMedia lists the user's uploads, newest first, from offset from
 	// (at most limit), with the total count.
 	UserMedia(ctx context.Context, user id.UserID, from, limit int) ([]MediaInfo, int, error)
-	// Quarantine makes a file unavailable for download.
-	Quarantine(ctx context.Context, serverName, mediaID string, by id.UserID) error
+	// Exists reports whether the media is stored.
+	Exists(ctx context.Context, serverName, mediaID string) (bool, error)
+	// Quarantine makes a file unavailable for download (or, with on
+	// false, available again).
+	Quarantine(ctx context.Context, serverName, mediaID string, on bool) error
 	// Delete removes a file (and its thumbnails) for good.
 	Delete(ctx context.Context, serverName, mediaID string) error
 }
@@ -41,7 +44,8 @@ func (s *Service) mediaRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+v1+"/users/{userId}/media", s.admin(s.userMedia))
 	mux.HandleFunc("GET "+v1+"/room/{roomId}/media", s.admin(s.roomMedia))
 	mux.HandleFunc("POST "+v1+"/room/{roomId}/media/quarantine", s.admin(s.quarantineRoomMedia))
-	mux.HandleFunc("POST "+v1+"/media/quarantine/{serverName}/{mediaId}", s.admin(s.quarantineMedia))
+	mux.HandleFunc("POST "+v1+"/media/quarantine/{serverName}/{mediaId}", s.admin(s.quarantineMedia(true)))
+	mux.HandleFunc("POST "+v1+"/media/unquarantine/{serverName}/{mediaId}", s.admin(s.quarantineMedia(false)))
 	mux.HandleFunc("DELETE "+v1+"/media/{serverName}/{mediaId}", s.admin(s.deleteMedia))
 }
 
@@ -114,7 +118,7 @@ func (s *Service) quarantineRoomMedia(w http.ResponseWriter, r *http.Request, se
 		if !ok || server != s.serverName {
 			continue
 		}
-		if err := s.Media.Quarantine(r.Context(), server, mediaID, sess.UserID); err != nil {
+		if err := s.Media.Quarantine(r.Context(), server, mediaID, true); err != nil {
 			s.log.Warn("quarantine room media", "room_id", roomID, "uri", u, "err", err)
 			continue
 		}
@@ -123,22 +127,42 @@ func (s *Service) quarantineRoomMedia(w http.ResponseWriter, r *http.Request, se
 	return map[string]int{"num_quarantined": n}, nil
 }
 
-func (s *Service) quarantineMedia(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+func (s *Service) quarantineMedia(on bool) accounts.AuthedHandler {
+	return func(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+		server, mediaID, err := s.storedMedia(r)
+		if err != nil {
+			return nil, err
+		}
+		if err := s.Media.Quarantine(r.Context(), server, mediaID, on); err != nil {
+			return nil, err
+		}
+		s.log.Info("media quarantine changed", "admin", sess.UserID, "server", server, "media_id", mediaID, "quarantined", on)
+		return mxhttp.Empty, nil
+	}
+}
+
+// storedMedia reads the {serverName}/{mediaId} path values of media the
+// node stores.
+func (s *Service) storedMedia(r *http.Request) (server, mediaID string, err error) {
 	if s.Media == nil {
-		return nil, errNoMedia
+		return "", "", errNoMedia
 	}
-	if err := s.Media.Quarantine(r.Context(), r.PathValue("serverName"), r.PathValue("mediaId"), sess.UserID); err != nil {
-		return nil, err
+	server, mediaID = r.PathValue("serverName"), r.PathValue("mediaId")
+	ok, err := s.Media.Exists(r.Context(), server, mediaID)
+	if err != nil {
+		return "", "", err
 	}
-	s.log.Info("media quarantined", "admin", sess.UserID, "server", r.PathValue("serverName"), "media_id", r.PathValue("mediaId"))
-	return mxhttp.Empty, nil
+	if !ok {
+		return "", "", mxhttp.NotFound("media not found")
+	}
+	return server, mediaID, nil
 }
 
 func (s *Service) deleteMedia(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	if s.Media == nil {
-		return nil, errNoMedia
+	server, mediaID, err := s.storedMedia(r)
+	if err != nil {
+		return nil, err
 	}
-	server, mediaID := r.PathValue("serverName"), r.PathValue("mediaId")
 	if server != s.serverName {
 		return nil, mxhttp.InvalidParam("can only delete local media")
 	}

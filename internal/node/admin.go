@@ -1,12 +1,14 @@
 package node
 
 import (
+	"context"
 	"net/http"
 
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/admin"
 	"github.com/matrixos/matrixos/internal/config"
+	"github.com/matrixos/matrixos/internal/media"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/ratelimit"
 )
@@ -35,6 +37,9 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 	if n.AccountData != nil {
 		n.Admin.Tags = n.AccountData
 	}
+	if n.Media != nil {
+		n.Admin.Media = mediaAdmin{n.Media}
+	}
 	n.Admin.Routes(mux)
 	n.RateLimit = ratelimit.New(ratelimit.Options{
 		Rules: RateLimitRules(n.cfg),
@@ -56,4 +61,30 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 // shadow-banned users, blocked rooms) in front of the client API.
 func (n *Node) protect(next http.Handler) http.Handler {
 	return n.RateLimit.Middleware(n.Admin.Guard(next))
+}
+
+// mediaAdmin adapts the media repository to what the admin API needs.
+type mediaAdmin struct{ *media.Service }
+
+func (m mediaAdmin) UserMedia(ctx context.Context, user id.UserID, from, limit int) ([]admin.MediaInfo, int, error) {
+	all, err := m.ListByUser(ctx, user, 0, 1<<30)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := []admin.MediaInfo{}
+	for i := from; i < len(all) && len(out) < limit; i++ {
+		md := all[i]
+		info := admin.MediaInfo{MediaID: md.MediaID, MediaType: md.ContentType, MediaLength: md.Size,
+			UploadName: md.Filename, CreatedTS: md.CreatedTS}
+		if md.Quarantined {
+			info.QuarantinedBy = "admin"
+		}
+		out = append(out, info)
+	}
+	return out, len(all), nil
+}
+
+func (m mediaAdmin) Exists(ctx context.Context, server, mediaID string) (bool, error) {
+	md, err := m.Get(ctx, server, mediaID)
+	return md != nil, err
 }
