@@ -213,6 +213,16 @@ func TestSuspendAndLock(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Admins are told they may suspend and lock; others are not.
+	caps := call(t, adm, "GET", "/_matrix/client/v3/capabilities", nil, true).obj(t)["capabilities"].(map[string]any)
+	if mod, _ := caps["m.account_moderation"].(map[string]any); mod["suspend"] != true || mod["lock"] != true {
+		t.Fatalf("admin capabilities: %v", caps)
+	}
+	caps = call(t, eve, "GET", "/_matrix/client/v3/capabilities", nil, true).obj(t)["capabilities"].(map[string]any)
+	if _, ok := caps["m.account_moderation"]; ok {
+		t.Fatalf("a normal user gets m.account_moderation: %v", caps)
+	}
+
 	r := call(t, adm, "PUT", "/_matrix/client/v1/admin/suspend/"+evePath, map[string]any{"suspended": true}, true)
 	if r.status != 200 || r.obj(t)["suspended"] != true {
 		t.Fatalf("suspend: %d %s", r.status, r.body)

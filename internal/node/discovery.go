@@ -28,7 +28,7 @@ func (n *Node) discoveryRoutes(mux *http.ServeMux) {
 		for _, v := range rooms.SupportedVersions {
 			available[v] = "stable"
 		}
-		return map[string]any{"capabilities": map[string]any{
+		caps := map[string]any{
 			"m.change_password": map[string]bool{"enabled": true},
 			"m.room_versions":   map[string]any{"default": n.cfg.DefaultRoomVersion, "available": available},
 			"m.set_displayname": map[string]bool{"enabled": true},
@@ -36,6 +36,10 @@ func (n *Node) discoveryRoutes(mux *http.ServeMux) {
 			"m.3pid_changes":    map[string]bool{"enabled": false},
 			"m.get_login_token": map[string]bool{"enabled": true},
 			"m.profile_fields":  map[string]any{"enabled": true},
-		}}, nil
+		}
+		if sess.IsAdmin {
+			caps["m.account_moderation"] = map[string]bool{"suspend": true, "lock": true}
+		}
+		return map[string]any{"capabilities": caps}, nil
 	}))
 }
