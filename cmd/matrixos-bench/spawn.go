@@ -45,7 +45,7 @@ func spawnNode(ctx context.Context, binary, sharedSecret string, extra []string)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	args := []string{"serve", "--data", dir, "--listen", addr, "--server-name", "localhost",
-		"--open-registration", "--log-level", "warn"}
+		"--open-registration", "--log-level", "warn", "--rate-limit=false"}
 	if sharedSecret != "" {
 		args = append(args, "--registration-shared-secret", sharedSecret)
 	}
