@@ -46,30 +46,43 @@ var errBadHash = errors.New("unsupported password hash")
 
 // CheckPassword reports whether password matches the PHC-formatted hash.
 func CheckPassword(hash, password string) (bool, error) {
+	a, err := parseArgon2(hash)
+	if err != nil {
+		return false, err
+	}
+	got := argonKey([]byte(password), a.salt, a.t, a.m, a.p, uint32(len(a.key)))
+	return subtle.ConstantTimeCompare(got, a.key) == 1, nil
+}
+
+// argon2Hash is a parsed PHC argon2id string.
+type argon2Hash struct {
+	m, t      uint32
+	p         uint8
+	salt, key []byte
+}
+
+// parseArgon2 reads "$argon2id$v=19$m=…,t=…,p=…$salt$key" strictly, and
+// refuses parameters that argon2 cannot run (it panics on t or p of 0) or
+// that would exhaust the machine.
+func parseArgon2(hash string) (*argon2Hash, error) {
 	parts := strings.Split(hash, "$")
-	if len(parts) != 6 || parts[1] != "argon2id" {
-		return false, errBadHash
+	if len(parts) != 6 || parts[0] != "" || parts[1] != "argon2id" || parts[2] != fmt.Sprintf("v=%d", argon2.Version) {
+		return nil, errBadHash
 	}
-	var version int
-	if _, err := fmt.Sscanf(parts[2], "v=%d", &version); err != nil || version != argon2.Version {
-		return false, errBadHash
+	var a argon2Hash
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &a.m, &a.t, &a.p); err != nil ||
+		parts[3] != fmt.Sprintf("m=%d,t=%d,p=%d", a.m, a.t, a.p) {
+		return nil, errBadHash
 	}
-	var m, t uint32
-	var p uint8
-	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil {
-		return false, errBadHash
+	var err error
+	if a.salt, err = base64.RawStdEncoding.Strict().DecodeString(parts[4]); err != nil {
+		return nil, errBadHash
 	}
-	salt, err := base64.RawStdEncoding.DecodeString(parts[4])
-	if err != nil {
-		return false, errBadHash
+	if a.key, err = base64.RawStdEncoding.Strict().DecodeString(parts[5]); err != nil {
+		return nil, errBadHash
 	}
-	want, err := base64.RawStdEncoding.DecodeString(parts[5])
-	if err != nil {
-		return false, errBadHash
+	if a.m > 1<<20 || a.t == 0 || a.t > 16 || a.p == 0 || len(a.salt) < 8 || len(a.key) < 16 || len(a.key) > 64 {
+		return nil, errBadHash
 	}
-	if m > 1<<20 || t > 16 || p == 0 || len(want) == 0 || len(want) > 64 {
-		return false, errBadHash // refuse parameters that would exhaust the machine
-	}
-	got := argonKey([]byte(password), salt, t, m, p, uint32(len(want)))
-	return subtle.ConstantTimeCompare(got, want) == 1, nil
+	return &a, nil
 }
