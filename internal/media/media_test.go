@@ -371,6 +371,12 @@ func TestDeleteRemovesFiles(t *testing.T) {
 		if err != nil || len(list) != 2 {
 			t.Fatalf("ListByUser: %d items, %v", len(list), err)
 		}
+		if list[0].MediaID != b.FileID || list[0].Filename != "b.png" || list[0].Size != int64(len(data)) {
+			t.Errorf("newest upload first: %+v", list[0])
+		}
+		if page, total, err := n.Media.UserMediaPage(ctx, c.UserID, 1, 10); err != nil || len(page) != 1 || total != 2 || page[0].MediaID != a.FileID {
+			t.Errorf("second page: %v (%d), %v", page, total, err)
+		}
 		if err := n.Media.Delete(ctx, "localhost", a.FileID); err != nil {
 			t.Fatal(err)
 		}
@@ -400,11 +406,14 @@ func TestQuarantine(t *testing.T) {
 	ctx := context.Background()
 	c := n.Register("q")
 	uri := upload(t, c, []byte("bad"), "text/plain", "")
-	if err := n.Media.Quarantine(ctx, "localhost", uri.FileID, true); err != nil {
+	if err := n.Media.QuarantineBy(ctx, "localhost", uri.FileID, "@admin:localhost"); err != nil {
 		t.Fatal(err)
 	}
 	_, err := c.Download(ctx, uri)
 	wantErr(t, "quarantined download", err, "M_NOT_FOUND", 404)
+	if m, err := n.Media.Get(ctx, "localhost", uri.FileID); err != nil || !m.Quarantined || m.QuarantinedBy != "@admin:localhost" {
+		t.Errorf("quarantined media: %+v, %v", m, err)
+	}
 	if err := n.Media.Quarantine(ctx, "localhost", uri.FileID, false); err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,8 @@ import "github.com/matrixos/matrixos/internal/storage"
 //
 // media has one row per media ID. A row created by POST /media/v1/create
 // and not uploaded yet has sha256 ” and expires at expires_ts; an
-// uploaded row has expires_ts 0. Rows with the same sha256 share one
+// uploaded row has expires_ts 0. quarantined_by names the admin who
+// quarantined it. Rows with the same sha256 share one
 // stored file. media_thumbnails lists the thumbnails made of a media item,
 // stored the same way. url_previews caches preview_url answers.
 var Migrations = []storage.Migration{{
@@ -24,6 +25,7 @@ CREATE TABLE media (
 	created_ts BIGINT NOT NULL,
 	expires_ts BIGINT NOT NULL,
 	quarantined BOOLEAN NOT NULL,
+	quarantined_by TEXT NOT NULL,
 	PRIMARY KEY (server, media_id)
 );
 CREATE INDEX media_user ON media (user_id, created_ts);

@@ -96,16 +96,17 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, opts Options) 
 
 // Media is one media item's metadata.
 type Media struct {
-	Server      string
-	MediaID     string
-	UserID      id.UserID
-	ContentType string
-	Filename    string
-	Size        int64
-	SHA256      string // "" while an async upload is pending
-	CreatedTS   int64
-	ExpiresTS   int64 // pending uploads only
-	Quarantined bool
+	Server        string
+	MediaID       string
+	UserID        id.UserID
+	ContentType   string
+	Filename      string
+	Size          int64
+	SHA256        string // "" while an async upload is pending
+	CreatedTS     int64
+	ExpiresTS     int64 // pending uploads only
+	Quarantined   bool
+	QuarantinedBy id.UserID
 }
 
 // Pending reports whether the media ID was created but not uploaded yet.
@@ -114,11 +115,11 @@ func (m *Media) Pending() bool { return m.SHA256 == "" }
 // URI is the media's mxc:// URI.
 func (m *Media) URI() id.ContentURI { return id.ContentURI{Homeserver: m.Server, FileID: m.MediaID} }
 
-const mediaColumns = `server, media_id, user_id, content_type, filename, size, sha256, created_ts, expires_ts, quarantined`
+const mediaColumns = `server, media_id, user_id, content_type, filename, size, sha256, created_ts, expires_ts, quarantined, quarantined_by`
 
 func scanMedia(row interface{ Scan(...any) error }) (*Media, error) {
 	var m Media
-	if err := row.Scan(&m.Server, &m.MediaID, &m.UserID, &m.ContentType, &m.Filename, &m.Size, &m.SHA256, &m.CreatedTS, &m.ExpiresTS, &m.Quarantined); err != nil {
+	if err := row.Scan(&m.Server, &m.MediaID, &m.UserID, &m.ContentType, &m.Filename, &m.Size, &m.SHA256, &m.CreatedTS, &m.ExpiresTS, &m.Quarantined, &m.QuarantinedBy); err != nil {
 		return nil, err
 	}
 	return &m, nil
@@ -137,7 +138,7 @@ func (s *Service) Get(ctx context.Context, server, mediaID string) (*Media, erro
 }
 
 // ListByUser returns the media a user uploaded, newest first: at most
-// limit items created before the timestamp before (0: now).
+// limit items (0: 100) created before the timestamp before (0: now).
 func (s *Service) ListByUser(ctx context.Context, user id.UserID, before int64, limit int) ([]*Media, error) {
 	if before <= 0 {
 		before = 1 << 62
@@ -145,8 +146,25 @@ func (s *Service) ListByUser(ctx context.Context, user id.UserID, before int64, 
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := s.db.Query(ctx, `SELECT `+mediaColumns+` FROM media WHERE user_id = $1 AND created_ts < $2
-		ORDER BY created_ts DESC, media_id LIMIT $3`, string(user), before, limit)
+	return s.list(ctx, user, `user_id = $1 AND created_ts < $2 ORDER BY created_ts DESC, media_id LIMIT $3`, string(user), before, limit)
+}
+
+// UserMediaPage returns a page of a user's uploads, newest first: at most
+// limit items (0: 100) from offset from, and how many there are in all.
+func (s *Service) UserMediaPage(ctx context.Context, user id.UserID, from, limit int) ([]*Media, int, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	var total int
+	if err := s.db.QueryRow(ctx, `SELECT COUNT(*) FROM media WHERE user_id = $1`, string(user)).Scan(&total); err != nil {
+		return nil, 0, fmt.Errorf("count media of %s: %w", user, err)
+	}
+	page, err := s.list(ctx, user, `user_id = $1 ORDER BY created_ts DESC, media_id LIMIT $2 OFFSET $3`, string(user), limit, max(from, 0))
+	return page, total, err
+}
+
+func (s *Service) list(ctx context.Context, user id.UserID, where string, args ...any) ([]*Media, error) {
+	rows, err := s.db.Query(ctx, `SELECT `+mediaColumns+` FROM media WHERE `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list media of %s: %w", user, err)
 	}
@@ -230,7 +248,7 @@ func (s *Service) Upload(ctx context.Context, req UploadRequest) (*Media, error)
 	err := s.put(ctx, &req, func(b Blob) error {
 		m.SHA256, m.Size = b.SHA256, b.Size
 		return s.db.Write(ctx, func(tx *storage.Tx) error {
-			_, err := tx.Exec(ctx, `INSERT INTO media (`+mediaColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, FALSE)`,
+			_, err := tx.Exec(ctx, `INSERT INTO media (`+mediaColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, FALSE, '')`,
 				m.Server, m.MediaID, string(m.UserID), m.ContentType, m.Filename, m.Size, m.SHA256, m.CreatedTS)
 			return err
 		})
@@ -294,7 +312,7 @@ func (s *Service) Create(ctx context.Context, user id.UserID) (*Media, error) {
 			limited = true
 			return nil
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO media (`+mediaColumns+`) VALUES ($1, $2, $3, $4, '', 0, '', $5, $6, FALSE)`,
+		_, err := tx.Exec(ctx, `INSERT INTO media (`+mediaColumns+`) VALUES ($1, $2, $3, $4, '', 0, '', $5, $6, FALSE, '')`,
 			m.Server, m.MediaID, string(user), m.ContentType, m.CreatedTS, m.ExpiresTS)
 		return err
 	})
@@ -436,11 +454,20 @@ func (s *Service) Delete(ctx context.Context, server, mediaID string) error {
 	return nil
 }
 
-// Quarantine hides (or, with on false, shows again) a media item: its
+// Quarantine hides a media item (or, with on false, serves it again): its
 // content is no longer served, though it stays stored.
 func (s *Service) Quarantine(ctx context.Context, server, mediaID string, on bool) error {
+	return s.setQuarantine(ctx, server, mediaID, on, "")
+}
+
+// QuarantineBy is Quarantine on, recording the admin who asked.
+func (s *Service) QuarantineBy(ctx context.Context, server, mediaID string, by id.UserID) error {
+	return s.setQuarantine(ctx, server, mediaID, true, by)
+}
+
+func (s *Service) setQuarantine(ctx context.Context, server, mediaID string, on bool, by id.UserID) error {
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		_, err := tx.Exec(ctx, `UPDATE media SET quarantined = $1 WHERE server = $2 AND media_id = $3`, on, server, mediaID)
+		_, err := tx.Exec(ctx, `UPDATE media SET quarantined = $1, quarantined_by = $2 WHERE server = $3 AND media_id = $4`, on, string(by), server, mediaID)
 		return err
 	})
 	if err != nil {
