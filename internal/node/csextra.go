@@ -1,22 +1,33 @@
 package node
 
 import (
+	"context"
 	"net/http"
+	"slices"
 
 	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/pushers"
 	"github.com/matrixos/matrixos/internal/spaces"
-	"github.com/matrixos/matrixos/internal/storage"
 )
 
 // csExtraMigrations are the tables of the services wired by csExtraRoutes.
-var csExtraMigrations = []storage.Migration{}
+var csExtraMigrations = slices.Concat(
+	pushers.Migrations,
+)
+
+// csExtra holds the services wired by csExtraRoutes.
+type csExtra struct {
+	pushers *pushers.Service
+}
 
 // csExtraRoutes builds and wires the rest of the Client-Server API: space
-// hierarchy and room summaries, the small modules of clientapi, and the
-// discovery documents this node has nothing to put in.
+// hierarchy and room summaries, pushers and push delivery, the small
+// modules of clientapi, and the discovery documents this node has nothing
+// to put in.
 func (n *Node) csExtraRoutes(mux *http.ServeMux) {
 	spaces.New(n.Accounts, n.Rooms).Routes(mux)
 	n.Client.ExtraRoutes(mux)
+	n.wirePushers(mux)
 
 	notFound := func(msg string) http.HandlerFunc {
 		return mxhttp.Handle(func(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -32,5 +43,31 @@ func (n *Node) csExtraRoutes(mux *http.ServeMux) {
 	}))
 }
 
+// wirePushers starts pushers and push delivery.
+func (n *Node) wirePushers(mux *http.ServeMux) {
+	opts := pushers.Options{AllowPrivateNetworks: n.cfg.AllowPrivateNetworks}
+	p, err := pushers.New(n.DB, n.log, n.Accounts, n.Rooms, n.Push, opts)
+	if err != nil {
+		// A bad allow_private_networks entry (config validation reports
+		// it): push gateways get no exception.
+		n.log.Error("push gateways: allow_private_networks ignored", "err", err)
+		opts.AllowPrivateNetworks = nil
+		p, _ = pushers.New(n.DB, n.log, n.Accounts, n.Rooms, n.Push, opts)
+	}
+	if err := p.Load(context.Background()); err != nil {
+		n.log.Error("load pushers", "err", err)
+	}
+	n.csExtra.pushers = p
+	n.Push.OnNotify = append(n.Push.OnNotify, p.OnNotify)
+	n.Accounts.Hooks.DeviceDeleted = append(n.Accounts.Hooks.DeviceDeleted, p.OnDeviceDeleted)
+	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, p.OnDeactivated)
+	p.Routes(mux)
+	p.Start()
+}
+
 // stopCSExtra stops the background work of those services.
-func (n *Node) stopCSExtra() {}
+func (n *Node) stopCSExtra() {
+	if n.csExtra.pushers != nil {
+		n.csExtra.pushers.Stop()
+	}
+}

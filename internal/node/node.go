@@ -61,6 +61,8 @@ type Node struct {
 	RateLimit   *ratelimit.Limiter
 	Media       *media.Service
 
+	csExtra csExtra // services wired by csExtraRoutes
+
 	registry *prometheus.Registry
 	handler  http.Handler
 	servers  []*http.Server

@@ -2,6 +2,7 @@ package push
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -204,6 +205,7 @@ func (s *Service) OnEvent(ev *rooms.Event, info *rooms.RoomInfo) {
 	type hit struct {
 		user      id.UserID
 		highlight bool
+		actions   []json.RawMessage
 	}
 	var hits []hit
 	if joined > 0 {
@@ -218,8 +220,8 @@ func (s *Service) OnEvent(ev *rooms.Event, info *rooms.RoomInfo) {
 			}
 			_, cs := s.rulesOf(u).build(u)
 			x.user = u
-			if out := cs.evaluate(x); out.Notify {
-				hits = append(hits, hit{u, out.Highlight})
+			if out, actions := cs.match(x); out.Notify {
+				hits = append(hits, hit{u, out.Highlight, actions})
 			}
 		}
 	}
@@ -282,6 +284,11 @@ func (s *Service) OnEvent(ev *rooms.Event, info *rooms.RoomInfo) {
 		return
 	}
 	s.wake(w.users...)
+	for _, h := range hits {
+		for _, f := range s.OnNotify {
+			f(h.user, ev, h.actions, h.highlight)
+		}
+	}
 }
 
 // maxThreadHops bounds the walk up relations to find an event's thread.

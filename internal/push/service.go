@@ -53,6 +53,10 @@ type Service struct {
 
 	changedMu sync.Mutex // guards changed; never held while queueing writes
 	changed   map[id.UserID]map[id.RoomID]int64
+
+	// OnNotify hooks run after an event's notifications are recorded,
+	// once per user the event notifies (see [NotifyFunc]).
+	OnNotify []NotifyFunc
 }
 
 // New returns the service; call Load before use. acc may be nil when the
