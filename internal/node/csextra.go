@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/openid"
 	"github.com/matrixos/matrixos/internal/pushers"
 	"github.com/matrixos/matrixos/internal/spaces"
 )
@@ -13,6 +14,7 @@ import (
 // csExtraMigrations are the tables of the services wired by csExtraRoutes.
 var csExtraMigrations = slices.Concat(
 	pushers.Migrations,
+	openid.Migrations,
 )
 
 // csExtra holds the services wired by csExtraRoutes.
@@ -21,13 +23,14 @@ type csExtra struct {
 }
 
 // csExtraRoutes builds and wires the rest of the Client-Server API: space
-// hierarchy and room summaries, pushers and push delivery, the small
+// hierarchy and room summaries, pushers and push delivery, OpenID tokens, the small
 // modules of clientapi, and the discovery documents this node has nothing
 // to put in.
 func (n *Node) csExtraRoutes(mux *http.ServeMux) {
 	spaces.New(n.Accounts, n.Rooms).Routes(mux)
 	n.Client.ExtraRoutes(mux)
 	n.wirePushers(mux)
+	openid.New(n.DB, n.Accounts, n.cfg.ServerName).Routes(mux)
 
 	notFound := func(msg string) http.HandlerFunc {
 		return mxhttp.Handle(func(w http.ResponseWriter, r *http.Request) (any, error) {
