@@ -242,7 +242,8 @@ func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) error {
 // caller holding a lock while queueing gets its writes applied in that
 // lock's order without holding it during the commit.
 func (db *DB) Enqueue(ctx context.Context, fn func(tx *Tx) error) (wait func() error) {
-	req := &writeReq{ctx: context.WithoutCancel(ctx), fn: fn, done: make(chan error, 1)}
+	done := make(chan error, 1) // the writer may clear req.done once it has answered
+	req := &writeReq{ctx: context.WithoutCancel(ctx), fn: fn, done: done}
 	select {
 	case db.writes <- req:
 	case <-db.stop:
@@ -254,7 +255,7 @@ func (db *DB) Enqueue(ctx context.Context, fn func(tx *Tx) error) (wait func() e
 	// Once queued, the write will be attempted; wait for its outcome even if
 	// the caller's context ends, so an acknowledged result is never a guess.
 	return func() error {
-		err := <-req.done
+		err := <-done
 		if err == nil {
 			for _, f := range req.tx.afterFns {
 				f()
