@@ -30,9 +30,9 @@ type MediaAdmin interface {
 	UserMedia(ctx context.Context, user id.UserID, from, limit int) ([]MediaInfo, int, error)
 	// Exists reports whether the media is stored.
 	Exists(ctx context.Context, serverName, mediaID string) (bool, error)
-	// Quarantine makes a file unavailable for download (or, with on
-	// false, available again).
-	Quarantine(ctx context.Context, serverName, mediaID string, on bool) error
+	// Quarantine makes a file unavailable for download, recording the
+	// admin who did it (or, with on false, makes it available again).
+	Quarantine(ctx context.Context, serverName, mediaID string, by id.UserID, on bool) error
 	// Delete removes a file (and its thumbnails) for good.
 	Delete(ctx context.Context, serverName, mediaID string) error
 }
@@ -118,7 +118,7 @@ func (s *Service) quarantineRoomMedia(w http.ResponseWriter, r *http.Request, se
 		if !ok || server != s.serverName {
 			continue
 		}
-		if err := s.Media.Quarantine(r.Context(), server, mediaID, true); err != nil {
+		if err := s.Media.Quarantine(r.Context(), server, mediaID, sess.UserID, true); err != nil {
 			s.log.Warn("quarantine room media", "room_id", roomID, "uri", u, "err", err)
 			continue
 		}
@@ -133,7 +133,7 @@ func (s *Service) quarantineMedia(on bool) accounts.AuthedHandler {
 		if err != nil {
 			return nil, err
 		}
-		if err := s.Media.Quarantine(r.Context(), server, mediaID, on); err != nil {
+		if err := s.Media.Quarantine(r.Context(), server, mediaID, sess.UserID, on); err != nil {
 			return nil, err
 		}
 		s.log.Info("media quarantine changed", "admin", sess.UserID, "server", server, "media_id", mediaID, "quarantined", on)

@@ -37,6 +37,10 @@ func TestAdminMedia(t *testing.T) {
 	if r := download(); r.status == 200 {
 		t.Fatal("quarantined media is still served")
 	}
+	list = call(t, adm, "GET", "/_synapse/admin/v1/users/"+url.PathEscape(string(alice.UserID))+"/media", nil, false).obj(t)
+	if by := list["media"].([]any)[0].(map[string]any)["quarantined_by"]; by != string(adm.UserID) {
+		t.Fatalf("quarantined_by %v, want %s", by, adm.UserID)
+	}
 	call(t, adm, "POST", "/_synapse/admin/v1/media/unquarantine/localhost/"+mediaID, map[string]any{}, false)
 	if r := download(); r.status != 200 {
 		t.Fatalf("download after unquarantine: %d %s", r.status, r.body)

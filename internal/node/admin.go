@@ -67,21 +67,23 @@ func (n *Node) protect(next http.Handler) http.Handler {
 type mediaAdmin struct{ *media.Service }
 
 func (m mediaAdmin) UserMedia(ctx context.Context, user id.UserID, from, limit int) ([]admin.MediaInfo, int, error) {
-	all, err := m.ListByUser(ctx, user, 0, 1<<30)
+	page, total, err := m.UserMediaPage(ctx, user, from, limit)
 	if err != nil {
 		return nil, 0, err
 	}
-	out := []admin.MediaInfo{}
-	for i := from; i < len(all) && len(out) < limit; i++ {
-		md := all[i]
-		info := admin.MediaInfo{MediaID: md.MediaID, MediaType: md.ContentType, MediaLength: md.Size,
-			UploadName: md.Filename, CreatedTS: md.CreatedTS}
-		if md.Quarantined {
-			info.QuarantinedBy = "admin"
-		}
-		out = append(out, info)
+	out := make([]admin.MediaInfo, 0, len(page))
+	for _, md := range page {
+		out = append(out, admin.MediaInfo{MediaID: md.MediaID, MediaType: md.ContentType, MediaLength: md.Size,
+			UploadName: md.Filename, CreatedTS: md.CreatedTS, QuarantinedBy: string(md.QuarantinedBy)})
 	}
-	return out, len(all), nil
+	return out, total, nil
+}
+
+func (m mediaAdmin) Quarantine(ctx context.Context, server, mediaID string, by id.UserID, on bool) error {
+	if on {
+		return m.QuarantineBy(ctx, server, mediaID, by)
+	}
+	return m.Service.Quarantine(ctx, server, mediaID, false)
 }
 
 func (m mediaAdmin) Exists(ctx context.Context, server, mediaID string) (bool, error) {
