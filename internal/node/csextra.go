@@ -7,6 +7,7 @@ import (
 
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/openid"
+	"github.com/matrixos/matrixos/internal/peek"
 	"github.com/matrixos/matrixos/internal/pushers"
 	"github.com/matrixos/matrixos/internal/spaces"
 )
@@ -23,14 +24,17 @@ type csExtra struct {
 }
 
 // csExtraRoutes builds and wires the rest of the Client-Server API: space
-// hierarchy and room summaries, pushers and push delivery, OpenID tokens, the small
-// modules of clientapi, and the discovery documents this node has nothing
-// to put in.
+// hierarchy and room summaries, pushers and push delivery, OpenID tokens,
+// room previews (initialSync and /events), the small modules of clientapi,
+// and the discovery documents this node has nothing to put in.
 func (n *Node) csExtraRoutes(mux *http.ServeMux) {
 	spaces.New(n.Accounts, n.Rooms).Routes(mux)
 	n.Client.ExtraRoutes(mux)
 	n.wirePushers(mux)
 	openid.New(n.DB, n.Accounts, n.cfg.ServerName).Routes(mux)
+	pk := peek.New(n.DB, n.Accounts, n.Rooms)
+	n.Rooms.OnEvent = append(n.Rooms.OnEvent, pk.OnEvent)
+	pk.Routes(mux)
 
 	notFound := func(msg string) http.HandlerFunc {
 		return mxhttp.Handle(func(w http.ResponseWriter, r *http.Request) (any, error) {
