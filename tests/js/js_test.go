@@ -1,5 +1,6 @@
-// Package js runs the matrix-js-sdk end-to-end scenario (scenario.mjs)
-// against a freshly built matrixos binary.
+// Package js runs the matrix-js-sdk end-to-end scenarios (scenario.mjs,
+// and e2ee.mjs with the SDK's Rust crypto) against a freshly built
+// matrixos binary.
 //
 // The scenario needs node and the npm packages of this directory
 // (`npm ci` in tests/js). Without them the test skips, unless the CI
@@ -28,6 +29,21 @@ const buildTags = "goolm"
 // TestMatrixJSSDKScenario builds cmd/matrixos, serves a node with open
 // registration on a loopback port and runs scenario.mjs against it.
 func TestMatrixJSSDKScenario(t *testing.T) {
+	runScript(t, "scenario.mjs")
+}
+
+// TestMatrixJSSDKE2EE runs e2ee.mjs: two matrix-js-sdk clients with the
+// SDK's Rust crypto (@matrix-org/matrix-sdk-crypto-wasm) set up
+// cross-signing and a key backup and exchange Megolm-encrypted messages.
+func TestMatrixJSSDKE2EE(t *testing.T) {
+	runScript(t, "e2ee.mjs")
+}
+
+// runScript builds cmd/matrixos, serves a node with open registration on a
+// loopback port and runs the node script against it, failing the test with
+// the script's output and the server's log when the script fails.
+func runScript(t *testing.T, script string) {
+	t.Helper()
 	node := requireNode(t)
 
 	root, err := filepath.Abs(filepath.Join("..", ".."))
@@ -37,17 +53,17 @@ func TestMatrixJSSDKScenario(t *testing.T) {
 	bin := buildServer(t, root)
 	url, logs := startServer(t, bin)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "scenario.mjs")
+	cmd := exec.CommandContext(ctx, node, script)
 	cmd.Env = append(os.Environ(), "MATRIXOS_URL="+url)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Errorf("node scenario.mjs: %v\n--- scenario output ---\n%s", err, out)
+		t.Errorf("node %s: %v\n--- script output ---\n%s", script, err, out)
 		t.Logf("--- server log (last 200 lines) ---\n%s", tail(logs.String(), 200))
 		return
 	}
-	t.Logf("scenario output:\n%s", out)
+	t.Logf("%s output:\n%s", script, out)
 }
 
 // requireNode returns the path of node, skipping the test (failing it under
