@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,8 @@ type bench struct {
 	fanoutPool []*client
 
 	setupPeak int64 // RSS peak while registering users
+	startRSS  int64 // RSS when the scenarios began
+	profiled  bool  // a CPU profile has been taken
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -132,13 +135,16 @@ feed:
 	return parent.Err()
 }
 
-// profile fetches a CPU profile of the given length from the server's
-// pprof listener into path; it runs in the background and the returned
-// function waits for it.
-func (b *bench) profile(ctx context.Context) (wait func()) {
-	if b.o.Pprof == "" {
+// profile fetches a CPU profile (--pprof-seconds long) from the server's
+// pprof listener into --pprof-out when key names the --pprof-scenario; it
+// runs in the background and the returned function waits for it. Only the
+// first matching phase is profiled.
+func (b *bench) profile(ctx context.Context, key string) (wait func()) {
+	want := b.o.PprofScenario
+	if b.o.Pprof == "" || b.profiled || !(key == want || (want == "fanout" && strings.HasPrefix(key, "fanout"))) {
 		return func() {}
 	}
+	b.profiled = true
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -102,8 +103,8 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 		ae := &apiError{Status: resp.StatusCode}
 		json.Unmarshal(data, ae)
 		if resp.StatusCode == http.StatusTooManyRequests {
-			if c.retries != nil {
-				c.retries.Add(1)
+			if c.retries != nil && c.retries.Add(1) == 1 {
+				fmt.Fprintf(os.Stderr, "matrixos-bench: %s %s was rate-limited (429); figures include the waits — turn the server's rate limits off for benchmarking\n", method, path)
 			}
 			wait := time.Duration(max(ae.Retry, 50)) * time.Millisecond
 			select {

@@ -90,6 +90,7 @@ func (b *bench) fanout(ctx context.Context, u int) (*result, error) {
 	// Let every member's first long-poll reach the server.
 	time.Sleep(500*time.Millisecond + time.Duration(u)*2*time.Millisecond)
 	b.logf("fanout: %d messages to %d long-polling members", m, u)
+	waitProfile := b.profile(ctx, "fanout"+strconv.Itoa(u))
 	starts := make([]time.Time, m)
 	r := &result{Scenario: "fanout", Params: map[string]any{"members": u, "messages": m}}
 	missing := 0
@@ -114,6 +115,7 @@ func (b *bench) fanout(ctx context.Context, u int) (*result, error) {
 	}
 	stopPolls()
 	wg.Wait()
+	waitProfile()
 
 	per, worst := &latencies{}, &latencies{}
 	for i := range m {

@@ -43,6 +43,8 @@ func (b *bench) initialSync(ctx context.Context) ([]*result, error) {
 		r.Note = fmt.Sprintf("initial sync listed %d joined rooms, want %d", len(resp.Rooms.Join), len(rooms))
 	}
 	lat := &latencies{}
+	waitProfile := b.profile(ctx, "initialsync")
+	defer waitProfile()
 	for range b.o.SyncIterations {
 		if ctx.Err() != nil {
 			break

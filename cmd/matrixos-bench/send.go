@@ -29,7 +29,7 @@ func (b *bench) send(ctx context.Context) ([]*result, error) {
 	if b.o.PID != 0 {
 		cpu0, _ = cpuTime(b.o.PID)
 	}
-	waitProfile := b.profile(ctx)
+	waitProfile := b.profile(ctx, "send")
 	lat := &latencies{}
 	var errs atomic.Int64
 	var firstErr atomic.Value

@@ -50,6 +50,7 @@ func (b *bench) wakeup(ctx context.Context) ([]*result, error) {
 	b.logf("wakeup: %d sends by %s, each waking %s's pending /sync", b.o.Iterations, a.userID, w.userID)
 	wake, sendLat := &latencies{}, &latencies{}
 	r := &result{Scenario: "wakeup", Params: map[string]any{"iterations": b.o.Iterations}}
+	defer b.profile(ctx, "wakeup")()
 	for i := range b.o.Iterations {
 		if ctx.Err() != nil {
 			break

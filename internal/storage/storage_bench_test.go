@@ -165,3 +165,35 @@ func batchStats() (batches uint64, writes float64) {
 	}
 	return m.Histogram.GetSampleCount(), m.Histogram.GetSampleSum()
 }
+
+// BenchmarkQueryRowPrepared is BenchmarkQueryRow with a statement prepared
+// once (database/sql keeps it prepared on each pool connection): the saving
+// a statement cache in DB.Query would bring.
+func BenchmarkQueryRowPrepared(b *testing.B) {
+	ctx := context.Background()
+	db := benchDB(b)
+	if err := db.Write(ctx, func(tx *Tx) error {
+		for range 1000 {
+			if err := insertRow(ctx, tx); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		b.Fatal(err)
+	}
+	stmt, err := db.read.PrepareContext(ctx, db.rewrite("SELECT v FROM bench_rows WHERE k = $1"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer stmt.Close()
+	var k int64
+	b.ReportAllocs()
+	for b.Loop() {
+		var v string
+		k++
+		if err := stmt.QueryRowContext(ctx, k%1000+1).Scan(&v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
