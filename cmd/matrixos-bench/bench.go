@@ -51,6 +51,8 @@ func (b *bench) usersNeeded() int {
 			n += 1 + maxU
 		case "initialsync":
 			n++
+		case "longpoll":
+			n += b.o.LongpollUsers
 		}
 	}
 	return n

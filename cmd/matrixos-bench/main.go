@@ -9,6 +9,7 @@
 //	wakeup       one user's pending long-poll /sync is woken by another's send
 //	fanout       one room, U members long-polling: time until each has a message
 //	initialsync  initial /sync of a user in R rooms with H events each
+//	longpoll     C concurrent long-polling /sync connections, all woken by one send
 //
 // With --pid (or --spawn) it also reports the server's RSS, idle and peak.
 // Every loop is bounded in count and by --duration; it talks only to
@@ -66,6 +67,8 @@ type options struct {
 	PprofOut       string
 	PprofScenario  string
 	Concurrency    int
+	Connections    int
+	LongpollUsers  int
 }
 
 var allScenarios = []string{"send", "wakeup", "fanout", "initialsync"}
@@ -75,7 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("matrixos-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.URL, "url", "http://127.0.0.1:8008", "homeserver base URL (ignored with --spawn)")
-	scenario := fs.String("scenario", "all", "comma-separated: send, wakeup, fanout, initialsync, or all")
+	scenario := fs.String("scenario", "all", "comma-separated: send, wakeup, fanout, initialsync, longpoll; all is the first four")
 	fs.IntVar(&o.Senders, "senders", 8, "send: concurrent senders (K)")
 	fs.IntVar(&o.Messages, "messages", 500, "send: messages per sender (N)")
 	users := fs.String("users", "50", "fanout: long-polling members (U); a comma list runs each, e.g. 50,200")
@@ -101,6 +104,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.PprofScenario, "pprof-scenario", "send", "scenario to profile: send, wakeup, fanout (the first run), fanout<U> (e.g. fanout200) or initialsync")
 	fs.IntVar(&o.PprofSeconds, "pprof-seconds", 5, "CPU profile length")
 	fs.StringVar(&o.PprofOut, "pprof-out", "send.pprof", "where the CPU profile is written")
+	fs.IntVar(&o.Connections, "connections", 5000, "longpoll: concurrent long-polling /sync connections")
+	fs.IntVar(&o.LongpollUsers, "longpoll-users", 10, "longpoll: users the connections are spread over")
 	fs.IntVar(&o.Concurrency, "setup-concurrency", 2, "parallel requests while registering users and filling rooms")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -113,7 +118,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		switch s {
 		case "all":
 			o.Scenarios = append(o.Scenarios, allScenarios...)
-		case "send", "wakeup", "fanout", "initialsync":
+		case "send", "wakeup", "fanout", "initialsync", "longpoll":
 			o.Scenarios = append(o.Scenarios, s)
 		default:
 			return nil, fmt.Errorf("unknown scenario %q", s)
@@ -127,7 +132,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		o.Users = append(o.Users, n)
 	}
 	for name, v := range map[string]int{"senders": o.Senders, "messages": o.Messages, "rooms": o.Rooms, "events": o.Events,
-		"iterations": o.Iterations, "fanout-messages": o.FanoutMessages, "sync-iterations": o.SyncIterations, "setup-concurrency": o.Concurrency} {
+		"iterations": o.Iterations, "fanout-messages": o.FanoutMessages, "sync-iterations": o.SyncIterations, "setup-concurrency": o.Concurrency,
+		"connections": o.Connections, "longpoll-users": o.LongpollUsers} {
 		if v < 1 || v > 1_000_000 {
 			return nil, fmt.Errorf("--%s must be between 1 and 1000000", name)
 		}
@@ -268,6 +274,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 			}
 		case "initialsync":
 			rs, err = b.initialSync(ctx)
+		case "longpoll":
+			rs, err = b.longpoll(ctx)
 		}
 		for _, r := range rs {
 			emit(r)
