@@ -3,6 +3,7 @@ package accounts_test
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -147,6 +148,29 @@ func TestRefreshTokens(t *testing.T) {
 		if who["user_id"] != string(alice.UserID) {
 			t.Fatalf("whoami with refreshed token: %v", who)
 		}
+
+		// Of two concurrent refreshes with one token, only one succeeds.
+		m = wantOK(t, call(t, n, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": refresh2}))
+		access2, refresh2 = m["access_token"].(string), m["refresh_token"].(string)
+		statuses := make(chan int, 2)
+		for range 2 {
+			go func() {
+				req, _ := http.NewRequest("POST", n.URL+"/_matrix/client/v3/refresh", strings.NewReader(`{"refresh_token":"`+refresh2+`"}`))
+				res, err := http.DefaultClient.Do(req)
+				if err != nil {
+					statuses <- 0
+					return
+				}
+				res.Body.Close()
+				statuses <- res.StatusCode
+			}()
+		}
+		if a, b := <-statuses, <-statuses; a+b != 200+401 {
+			t.Fatalf("concurrent refreshes answered %d and %d, want one 200 and one 401", a, b)
+		}
+		m = wantOK(t, call(t, n, "POST", loginPath, "", map[string]any{
+			"type": "m.login.password", "user": alice.UserID.Localpart(), "password": testnode.Password, "refresh_token": true}))
+		access2, refresh2 = m["access_token"].(string), m["refresh_token"].(string)
 
 		// An expired access token is a soft logout.
 		time.Sleep(lifetime + 200*time.Millisecond)

@@ -505,12 +505,26 @@ func (s *Service) NewSession(ctx context.Context, uid id.UserID, dev id.DeviceID
 func (s *Service) Refresh(ctx context.Context, refreshToken string) (*LoginResult, error) {
 	var uid id.UserID
 	var dev id.DeviceID
-	err := s.db.QueryRow(ctx, "SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = $1", hashToken(refreshToken)).Scan(&uid, &dev)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, mxhttp.UnknownToken("unknown refresh token")
+	unknown := mxhttp.UnknownToken("unknown refresh token")
+	// Take the token in one transaction so that two concurrent refreshes
+	// cannot both succeed.
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		h := hashToken(refreshToken)
+		err := tx.QueryRow(ctx, "SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = $1", h).Scan(&uid, &dev)
+		if errors.Is(err, sql.ErrNoRows) {
+			return unknown
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, "DELETE FROM refresh_tokens WHERE token_hash = $1", h)
+		return err
+	})
+	if errors.Is(err, unknown) {
+		return nil, unknown
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("refresh: %w", err)
 	}
 	return s.NewSession(ctx, uid, dev, nil, true)
 }

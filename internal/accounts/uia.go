@@ -23,6 +23,10 @@ const (
 const uiaSessionLifetime = 15 * time.Minute
 
 type uiaSession struct {
+	// mu serialises requests on one session; finished is set once a
+	// flow completed, so the session authorises exactly one request.
+	mu        sync.Mutex
+	finished  bool
 	completed []string
 	created   time.Time
 	// pinned binds the session to what it was started for, so a session
@@ -42,20 +46,28 @@ func newUIAStore() *uiaStore { return &uiaStore{sessions: map[string]*uiaSession
 func (u *uiaStore) get(id string) *uiaSession {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	now := time.Now()
-	for k, s := range u.sessions {
-		if now.Sub(s.created) > uiaSessionLifetime {
-			delete(u.sessions, k)
-		}
+	s := u.sessions[id]
+	if s != nil && time.Since(s.created) > uiaSessionLifetime {
+		delete(u.sessions, id)
+		return nil
 	}
-	return u.sessions[id]
+	return s
 }
 
 func (u *uiaStore) create(pinned string) (string, *uiaSession) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if len(u.sessions) > 100000 {
-		clear(u.sessions)
+	if len(u.sessions) >= 10000 {
+		// Sweep expired sessions now and then; under a flood, start over.
+		now := time.Now()
+		for k, s := range u.sessions {
+			if now.Sub(s.created) > uiaSessionLifetime {
+				delete(u.sessions, k)
+			}
+		}
+		if len(u.sessions) > 100000 {
+			clear(u.sessions)
+		}
 	}
 	sid := randomString("", 18)
 	s := &uiaSession{created: time.Now(), pinned: pinned}
@@ -119,6 +131,11 @@ func (s *Service) interactiveAuth(ctx context.Context, auth *AuthDict, flows [][
 		sid, sess = s.uia.create(pinned)
 	}
 	resp.Session = sid
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if sess.finished {
+		return nil, mxhttp.Forbidden("UIA session was already used")
+	}
 	if auth != nil && auth.Type != "" {
 		if err := s.doStage(ctx, auth, sess, user); err != nil {
 			me, _ := mxhttp.AsError(err)
@@ -136,11 +153,12 @@ func (s *Service) interactiveAuth(ctx context.Context, auth *AuthDict, flows [][
 			}
 		}
 		if done {
+			sess.finished = true
 			s.uia.remove(sid)
 			return sess, nil
 		}
 	}
-	resp.Completed = sess.completed
+	resp.Completed = slices.Clone(sess.completed)
 	return nil, resp
 }
 
