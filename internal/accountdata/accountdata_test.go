@@ -3,7 +3,6 @@ package accountdata_test
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"net/url"
 	"testing"
 	"time"
@@ -11,13 +10,11 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 
-	"github.com/matrixos/matrixos/internal/spectest"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
 func TestGlobalAccountData(t *testing.T) {
-	spec := spectest.LoadDefault(t)
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob := n.Register("alice"), n.Register("bob")
 		// A room moves the stream past position 0, whose token reads as an
@@ -25,7 +22,7 @@ func TestGlobalAccountData(t *testing.T) {
 		if _, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{}); err != nil {
 			t.Fatal(err)
 		}
-		since := syncOnce(t, alice, "", 0).NextBatch
+		since := testnode.SyncOnce(t, alice, "", 0).NextBatch
 
 		// A long-poll wakes up when account data changes.
 		done := make(chan *mautrix.RespSync, 1)
@@ -45,7 +42,7 @@ func TestGlobalAccountData(t *testing.T) {
 			if s == nil {
 				t.FailNow()
 			}
-			if c := findEvent(s.AccountData.Events, "org.example.config"); c["theme"] != "dark" {
+			if c := testnode.EventContent(s.AccountData.Events, "org.example.config"); c["theme"] != "dark" {
 				t.Fatalf("long-poll got %d events, want the new account data", len(s.AccountData.Events))
 			}
 		case <-time.After(5 * time.Second):
@@ -60,12 +57,12 @@ func TestGlobalAccountData(t *testing.T) {
 		if err := alice.SetAccountData(ctx, "org.example.config", map[string]any{"theme": "light"}); err != nil {
 			t.Fatal(err)
 		}
-		s := syncOnce(t, alice, "", 0)
-		if countEvents(s.AccountData.Events, "org.example.config") != 1 || findEvent(s.AccountData.Events, "org.example.config")["theme"] != "light" {
+		s := testnode.SyncOnce(t, alice, "", 0)
+		if testnode.CountEvents(s.AccountData.Events, "org.example.config") != 1 || testnode.EventContent(s.AccountData.Events, "org.example.config")["theme"] != "light" {
 			t.Fatalf("initial sync account data: %v", s.AccountData.Events)
 		}
 		// Nothing changed since: an incremental sync carries no account data.
-		if s2 := syncOnce(t, alice, s.NextBatch, 0); len(s2.AccountData.Events) != 0 {
+		if s2 := testnode.SyncOnce(t, alice, s.NextBatch, 0); len(s2.AccountData.Events) != 0 {
 			t.Fatalf("unchanged account data repeated: %v", s2.AccountData.Events)
 		}
 		// The filter's account_data types apply.
@@ -78,7 +75,7 @@ func TestGlobalAccountData(t *testing.T) {
 		}
 
 		// Errors.
-		wantErr(t, "unset type", alice.GetAccountData(ctx, "org.example.unset", &got), "M_NOT_FOUND", 404)
+		testnode.WantErr(t, alice.GetAccountData(ctx, "org.example.unset", &got), "M_NOT_FOUND", 404)
 		path := func(c *mautrix.Client, typ string) string {
 			return fmt.Sprintf("/user/%s/account_data/%s", url.PathEscape(string(c.UserID)), url.PathEscape(typ))
 		}
@@ -95,9 +92,9 @@ func TestGlobalAccountData(t *testing.T) {
 			{"m.fully_read", "PUT", path(bob, "m.fully_read"), `{"event_id":"$x"}`, 405, "M_BAD_JSON"},
 			{"m.push_rules", "PUT", path(bob, "m.push_rules"), `{}`, 405, "M_BAD_JSON"},
 		} {
-			status, body := raw(t, spec, bob, tc.method, tc.path, tc.body)
-			if status != tc.status || body["errcode"] != tc.code {
-				t.Errorf("%s: got %d %v, want %d %s", tc.name, status, body, tc.status, tc.code)
+			res := testnode.Call(t, bob, tc.method, testnode.V3+tc.path, tc.body)
+			if res.Status != tc.status || res.ErrCode() != tc.code {
+				t.Errorf("%s: got %d %s, want %d %s", tc.name, res.Status, res.Body, tc.status, tc.code)
 			}
 		}
 		// Bob's own data is unaffected by the failed attempts.
@@ -105,16 +102,14 @@ func TestGlobalAccountData(t *testing.T) {
 			t.Errorf("a rejected PUT stored data")
 		}
 		// m.push_rules reads the push rules.
-		status, body := raw(t, spec, bob, "GET", path(bob, "m.push_rules"), "")
-		if status != http.StatusOK || body["global"] == nil {
-			t.Errorf("GET m.push_rules: %d %v", status, body)
+		if body := testnode.Call(t, bob, "GET", testnode.V3+path(bob, "m.push_rules"), nil).OK(t); body["global"] == nil {
+			t.Errorf("GET m.push_rules: %v", body)
 		}
 	})
 }
 
 func TestRoomAccountData(t *testing.T) {
-	spec := spectest.LoadDefault(t)
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob := n.Register("alice"), n.Register("bob")
 		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "ad"})
@@ -125,7 +120,7 @@ func TestRoomAccountData(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		first := syncOnce(t, alice, "", 0)
+		first := testnode.SyncOnce(t, alice, "", 0)
 		if err := alice.SetRoomAccountData(ctx, room.RoomID, "org.example.room", map[string]any{"n": 1}); err != nil {
 			t.Fatalf("set: %v", err)
 		}
@@ -137,11 +132,11 @@ func TestRoomAccountData(t *testing.T) {
 		if err := alice.GetRoomAccountData(ctx, room.RoomID, "org.example.room", &got); err != nil || got["n"] != float64(1) {
 			t.Fatalf("get: %v %v", got, err)
 		}
-		wantErr(t, "room data is not global", alice.GetAccountData(ctx, "org.example.room", &got), "M_NOT_FOUND", 404)
-		wantErr(t, "unset room type", alice.GetRoomAccountData(ctx, room.RoomID, "org.example.unset", &got), "M_NOT_FOUND", 404)
+		testnode.WantErr(t, alice.GetAccountData(ctx, "org.example.room", &got), "M_NOT_FOUND", 404)
+		testnode.WantErr(t, alice.GetRoomAccountData(ctx, room.RoomID, "org.example.unset", &got), "M_NOT_FOUND", 404)
 
-		s := syncOnce(t, alice, first.NextBatch, 0)
-		if c := findEvent(roomAccountData(s, room.RoomID), "org.example.room"); c["n"] != float64(1) {
+		s := testnode.SyncOnce(t, alice, first.NextBatch, 0)
+		if c := testnode.EventContent(roomAccountData(s, room.RoomID), "org.example.room"); c["n"] != float64(1) {
 			t.Fatalf("incremental sync room account data: %+v", s.Rooms.Join[room.RoomID])
 		}
 		if _, ok := s.Rooms.Join[other.RoomID]; ok {
@@ -150,8 +145,8 @@ func TestRoomAccountData(t *testing.T) {
 		if len(s.AccountData.Events) != 0 {
 			t.Fatalf("room data appeared as global: %v", s.AccountData.Events)
 		}
-		s = syncOnce(t, alice, "", 0)
-		if c := findEvent(roomAccountData(s, room.RoomID), "org.example.room"); c["n"] != float64(1) {
+		s = testnode.SyncOnce(t, alice, "", 0)
+		if c := testnode.EventContent(roomAccountData(s, room.RoomID), "org.example.room"); c["n"] != float64(1) {
 			t.Fatalf("initial sync room account data: %+v", s.Rooms.Join[room.RoomID])
 		}
 
@@ -169,9 +164,9 @@ func TestRoomAccountData(t *testing.T) {
 			{"array body", "PUT", rpath(bob, string(room.RoomID), "org.example.room"), `[]`, 400, "M_BAD_JSON"},
 			{"m.fully_read", "PUT", rpath(bob, string(room.RoomID), "m.fully_read"), `{"event_id":"$x"}`, 405, "M_BAD_JSON"},
 		} {
-			status, body := raw(t, spec, bob, tc.method, tc.path, tc.body)
-			if status != tc.status || body["errcode"] != tc.code {
-				t.Errorf("%s: got %d %v, want %d %s", tc.name, status, body, tc.status, tc.code)
+			res := testnode.Call(t, bob, tc.method, testnode.V3+tc.path, tc.body)
+			if res.Status != tc.status || res.ErrCode() != tc.code {
+				t.Errorf("%s: got %d %s, want %d %s", tc.name, res.Status, res.Body, tc.status, tc.code)
 			}
 		}
 
@@ -186,8 +181,7 @@ func TestRoomAccountData(t *testing.T) {
 }
 
 func TestTags(t *testing.T) {
-	spec := spectest.LoadDefault(t)
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob := n.Register("alice"), n.Register("bob")
 		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "tagged"})
@@ -198,7 +192,7 @@ func TestTags(t *testing.T) {
 		if err != nil || len(tags.Tags) != 0 {
 			t.Fatalf("tags of an untagged room: %v %v", tags, err)
 		}
-		first := syncOnce(t, alice, "", 0)
+		first := testnode.SyncOnce(t, alice, "", 0)
 		if err := alice.AddTag(ctx, room.RoomID, event.RoomTagFavourite, 0.25); err != nil {
 			t.Fatalf("add tag: %v", err)
 		}
@@ -206,14 +200,14 @@ func TestTags(t *testing.T) {
 			t.Fatalf("add tag: %v", err)
 		}
 		tagsPath := fmt.Sprintf("/user/%s/rooms/%s/tags", url.PathEscape(string(alice.UserID)), url.PathEscape(string(room.RoomID)))
-		status, body := raw(t, spec, alice, "GET", tagsPath, "")
+		body := testnode.Call(t, alice, "GET", testnode.V3+tagsPath, nil).OK(t)
 		got, _ := body["tags"].(map[string]any)
 		fav, _ := got["m.favourite"].(map[string]any)
-		if status != 200 || len(got) != 2 || fav["order"] != 0.25 {
-			t.Fatalf("GET tags: %d %v", status, body)
+		if len(got) != 2 || fav["order"] != 0.25 {
+			t.Fatalf("GET tags: %v", body)
 		}
-		s := syncOnce(t, alice, first.NextBatch, 0)
-		c := findEvent(roomAccountData(s, room.RoomID), "m.tag")
+		s := testnode.SyncOnce(t, alice, first.NextBatch, 0)
+		c := testnode.EventContent(roomAccountData(s, room.RoomID), "m.tag")
 		if synced, _ := c["tags"].(map[string]any); len(synced) != 2 {
 			t.Fatalf("m.tag in sync: %v", c)
 		}
@@ -228,8 +222,8 @@ func TestTags(t *testing.T) {
 		if err != nil || len(tags.Tags) != 1 {
 			t.Fatalf("after removal: %v %v", tags, err)
 		}
-		s = syncOnce(t, alice, s.NextBatch, 0)
-		c = findEvent(roomAccountData(s, room.RoomID), "m.tag")
+		s = testnode.SyncOnce(t, alice, s.NextBatch, 0)
+		c = testnode.EventContent(roomAccountData(s, room.RoomID), "m.tag")
 		if synced, _ := c["tags"].(map[string]any); len(synced) != 1 {
 			t.Fatalf("m.tag in sync after removal: %v", c)
 		}
@@ -245,9 +239,9 @@ func TestTags(t *testing.T) {
 			{"order not a number", "PUT", fmt.Sprintf("/user/%s/rooms/%s/tags/u.x", url.PathEscape(string(bob.UserID)), url.PathEscape(string(room.RoomID))), `{"order":"first"}`, 400, "M_BAD_JSON"},
 			{"body not an object", "PUT", fmt.Sprintf("/user/%s/rooms/%s/tags/u.x", url.PathEscape(string(bob.UserID)), url.PathEscape(string(room.RoomID))), `[]`, 400, "M_BAD_JSON"},
 		} {
-			status, body := raw(t, spec, bob, tc.method, tc.path, tc.body)
-			if status != tc.status || body["errcode"] != tc.code {
-				t.Errorf("%s: got %d %v, want %d %s", tc.name, status, body, tc.status, tc.code)
+			res := testnode.Call(t, bob, tc.method, testnode.V3+tc.path, tc.body)
+			if res.Status != tc.status || res.ErrCode() != tc.code {
+				t.Errorf("%s: got %d %s, want %d %s", tc.name, res.Status, res.Body, tc.status, tc.code)
 			}
 		}
 	})
