@@ -52,7 +52,8 @@ func NotFoundHandler(w http.ResponseWriter, r *http.Request) {
 // older clients, the access_token query parameter.
 func AccessToken(r *http.Request) string {
 	if h := r.Header.Get("Authorization"); h != "" {
-		if tok, ok := strings.CutPrefix(h, "Bearer "); ok {
+		// The scheme name is case-insensitive (RFC 9110, section 11.1).
+		if scheme, tok, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
 			return strings.TrimSpace(tok)
 		}
 		return ""

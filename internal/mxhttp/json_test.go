@@ -1,0 +1,51 @@
+package mxhttp_test
+
+import (
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/matrixos/matrixos/internal/mxhttp"
+)
+
+func TestUnmarshal(t *testing.T) {
+	for _, tc := range []struct {
+		body, code string // code "" means success
+	}{
+		{``, ""},
+		{`  {}  `, ""},
+		{`{"type":"x","count":2}`, ""},
+		{`{"type":"a\\u0000b"}`, ""}, // an escaped backslash, then "u0000"
+		{`{"type":"a\\\u0000b"}`, "M_BAD_JSON"},
+		{`{`, "M_NOT_JSON"},
+		{`{"type":"x"} {}`, "M_NOT_JSON"},
+		{"{\"type\":\"\xff\"}", "M_NOT_JSON"},
+		{`[]`, "M_BAD_JSON"},
+		{`null`, "M_BAD_JSON"},
+		{`"x"`, "M_BAD_JSON"},
+		{`{"type":1}`, "M_BAD_JSON"},
+		{`{"count":"2"}`, "M_BAD_JSON"},
+		{`{"type":"a\u0000b"}`, "M_BAD_JSON"},
+		{`{"a\u0000":1}`, "M_BAD_JSON"},
+	} {
+		var v request
+		err := mxhttp.Unmarshal([]byte(tc.body), &v)
+		var me *mxhttp.Error
+		switch {
+		case tc.code == "" && err != nil:
+			t.Errorf("Unmarshal(%q) = %v, want success", tc.body, err)
+		case tc.code != "" && (!errors.As(err, &me) || me.Code != tc.code || me.Status != 400):
+			t.Errorf("Unmarshal(%q) = %v, want 400 %s", tc.body, err, tc.code)
+		}
+	}
+}
+
+func TestDecodeJSONTooLarge(t *testing.T) {
+	r := httptest.NewRequest("POST", "/x", strings.NewReader(`{"type":"`+strings.Repeat("x", mxhttp.MaxBodyBytes)+`"}`))
+	var v request
+	var me *mxhttp.Error
+	if err := mxhttp.DecodeJSON(r, &v); !errors.As(err, &me) || me.Status != 413 || me.Code != "M_TOO_LARGE" {
+		t.Fatalf("DecodeJSON of an oversized body = %v, want 413 M_TOO_LARGE", err)
+	}
+}
