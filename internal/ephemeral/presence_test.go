@@ -10,16 +10,14 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 
-	"github.com/matrixos/matrixos/internal/spectest"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
 func TestPresence(t *testing.T) {
-	spec := spectest.LoadDefault(t)
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob, carol, _ := setup(t, n)
-		since := syncOnce(t, bob, "", 0).NextBatch
+		since := testnode.SyncOnce(t, bob, "", 0).NextBatch
 
 		ch := pollUntil(bob, since, func(s *mautrix.RespSync) bool {
 			p := presenceOf(s, alice.UserID)
@@ -37,22 +35,22 @@ func TestPresence(t *testing.T) {
 		if err != nil || p.Presence != event.PresenceOnline || p.StatusMsg != "busy" || !p.CurrentlyActive {
 			t.Fatalf("GET presence: %+v %v", p, err)
 		}
-		if s := syncOnce(t, bob, s.NextBatch, 0); presenceOf(s, alice.UserID) != nil {
+		if s := testnode.SyncOnce(t, bob, s.NextBatch, 0); presenceOf(s, alice.UserID) != nil {
 			t.Fatal("unchanged presence repeated")
 		}
 		// Carol shares no room with alice: no presence for her.
-		if presenceOf(syncOnce(t, carol, "", 0), alice.UserID) != nil {
+		if presenceOf(testnode.SyncOnce(t, carol, "", 0), alice.UserID) != nil {
 			t.Fatal("carol sees alice's presence")
 		}
-		if s := syncOnce(t, alice, "", 0); presenceOf(s, alice.UserID)["presence"] != "online" {
+		if s := testnode.SyncOnce(t, alice, "", 0); presenceOf(s, alice.UserID)["presence"] != "online" {
 			t.Fatal("alice's own presence missing from her sync")
 		}
-		validateSyncEvents(t, spec, bob)
+		validateSyncEvents(t, bob)
 
 		if err := alice.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceUnavailable}); err != nil {
 			t.Fatal(err)
 		}
-		if p := presenceOf(syncOnce(t, bob, s.NextBatch, 0), alice.UserID); p["presence"] != "unavailable" || p["status_msg"] != nil {
+		if p := presenceOf(testnode.SyncOnce(t, bob, s.NextBatch, 0), alice.UserID); p["presence"] != "unavailable" || p["status_msg"] != nil {
 			t.Fatalf("presence after change: %v", p)
 		}
 		// Syncing marks a user online (the sync handler calls SetOnline).
@@ -62,9 +60,8 @@ func TestPresence(t *testing.T) {
 		}
 
 		path := func(u string) string { return fmt.Sprintf("/presence/%s/status", url.PathEscape(u)) }
-		status, body := raw(t, spec, bob, "GET", path(string(alice.UserID)), "")
-		if status != 200 || body["presence"] != "unavailable" {
-			t.Fatalf("GET presence: %d %v", status, body)
+		if body := testnode.Call(t, bob, "GET", testnode.V3+path(string(alice.UserID)), nil).OK(t); body["presence"] != "unavailable" {
+			t.Fatalf("GET presence: %v", body)
 		}
 		for _, tc := range []struct {
 			name, method string
@@ -80,9 +77,9 @@ func TestPresence(t *testing.T) {
 			{"missing state", "PUT", bob, path(string(bob.UserID)), `{"status_msg":"hi"}`, "M_BAD_JSON"},
 			{"status not a string", "PUT", bob, path(string(bob.UserID)), `{"presence":"online","status_msg":5}`, "M_BAD_JSON"},
 		} {
-			status, body := raw(t, spec, tc.c, tc.method, tc.path, tc.body)
-			if body["errcode"] != tc.code || status < 400 {
-				t.Errorf("%s: got %d %v, want %s", tc.name, status, body, tc.code)
+			res := testnode.Call(t, tc.c, tc.method, testnode.V3+tc.path, tc.body)
+			if res.ErrCode() != tc.code || res.Status < 400 {
+				t.Errorf("%s: got %d %s, want %s", tc.name, res.Status, res.Body, tc.code)
 			}
 		}
 

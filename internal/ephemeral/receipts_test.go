@@ -11,7 +11,6 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/matrixos/matrixos/internal/spectest"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
@@ -32,8 +31,7 @@ type readCall struct {
 }
 
 func TestReceipts(t *testing.T) {
-	spec := spectest.LoadDefault(t)
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob, carol, roomID := setup(t, n)
 		reads := make(chan readCall, 16)
@@ -45,7 +43,7 @@ func TestReceipts(t *testing.T) {
 		msg1 := sendText(t, alice, roomID, "one")
 		msg2 := sendText(t, alice, roomID, "two")
 		msg3 := sendText(t, alice, roomID, "three")
-		since := syncOnce(t, alice, "", 0).NextBatch
+		since := testnode.SyncOnce(t, alice, "", 0).NextBatch
 
 		// A public receipt reaches the other member's long-poll.
 		ch := pollUntil(alice, since, func(s *mautrix.RespSync) bool {
@@ -72,10 +70,10 @@ func TestReceipts(t *testing.T) {
 		if err := bob.SendReceipt(ctx, roomID, msg3, event.ReceiptTypeReadPrivate, nil); err != nil {
 			t.Fatalf("private receipt: %v", err)
 		}
-		if hasReceiptType(syncOnce(t, alice, s.NextBatch, 0), "m.read.private") || hasReceiptType(syncOnce(t, alice, "", 0), "m.read.private") {
+		if hasReceiptType(testnode.SyncOnce(t, alice, s.NextBatch, 0), "m.read.private") || hasReceiptType(testnode.SyncOnce(t, alice, "", 0), "m.read.private") {
 			t.Fatal("alice sees bob's private receipt")
 		}
-		if receipt(syncOnce(t, bob, "", 0), roomID, msg3, "m.read.private", bob.UserID) == nil {
+		if receipt(testnode.SyncOnce(t, bob, "", 0), roomID, msg3, "m.read.private", bob.UserID) == nil {
 			t.Fatal("bob does not see his own private receipt")
 		}
 
@@ -83,7 +81,7 @@ func TestReceipts(t *testing.T) {
 		if err := bob.SendReceipt(ctx, roomID, msg1, event.ReceiptTypeRead, nil); err != nil {
 			t.Fatalf("older receipt: %v", err)
 		}
-		s = syncOnce(t, alice, "", 0)
+		s = testnode.SyncOnce(t, alice, "", 0)
 		if receipt(s, roomID, msg1, "m.read", bob.UserID) != nil || receipt(s, roomID, msg2, "m.read", bob.UserID) == nil {
 			t.Fatal("receipt moved backwards")
 		}
@@ -102,7 +100,7 @@ func TestReceipts(t *testing.T) {
 		if err := bob.SendReceipt(ctx, roomID, reply.EventID, event.ReceiptTypeRead, &mautrix.ReqSendReceipt{ThreadID: string(msg1)}); err != nil {
 			t.Fatalf("thread receipt: %v", err)
 		}
-		s = syncOnce(t, alice, "", 0)
+		s = testnode.SyncOnce(t, alice, "", 0)
 		if info := receipt(s, roomID, msg3, "m.read", bob.UserID); info["thread_id"] != "main" {
 			t.Fatalf("main-thread receipt: %v", info)
 		}
@@ -112,7 +110,7 @@ func TestReceipts(t *testing.T) {
 		if receipt(s, roomID, msg2, "m.read", bob.UserID) == nil {
 			t.Fatal("threaded receipts replaced the unthreaded one")
 		}
-		validateSyncEvents(t, spec, alice)
+		validateSyncEvents(t, alice)
 
 		other, err := carol.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
 		if err != nil {
@@ -140,23 +138,22 @@ func TestReceipts(t *testing.T) {
 			{"not joined", carol, path("m.read", msg3), `{}`, "M_FORBIDDEN"},
 			{"not an object", bob, path("m.read", msg3), `[]`, "M_BAD_JSON"},
 		} {
-			status, body := raw(t, spec, tc.c, "POST", tc.path, tc.body)
-			if body["errcode"] != tc.code || status < 400 {
-				t.Errorf("%s: got %d %v, want %s", tc.name, status, body, tc.code)
+			res := testnode.Call(t, tc.c, "POST", testnode.V3+tc.path, tc.body)
+			if res.ErrCode() != tc.code || res.Status < 400 {
+				t.Errorf("%s: got %d %s, want %s", tc.name, res.Status, res.Body, tc.code)
 			}
 		}
 	})
 }
 
 func TestReadMarkers(t *testing.T) {
-	spec := spectest.LoadDefault(t)
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob, carol, roomID := setup(t, n)
 		msg1 := sendText(t, alice, roomID, "one")
 		msg2 := sendText(t, alice, roomID, "two")
 		msg3 := sendText(t, alice, roomID, "three")
-		bobSince := syncOnce(t, bob, "", 0).NextBatch
+		bobSince := testnode.SyncOnce(t, bob, "", 0).NextBatch
 
 		if err := bob.SetReadMarkers(ctx, roomID, map[string]any{"m.fully_read": msg2, "m.read": msg2}); err != nil {
 			t.Fatalf("read markers: %v", err)
@@ -174,11 +171,11 @@ func TestReadMarkers(t *testing.T) {
 		if got := fullyRead(); got != msg2 {
 			t.Fatalf("m.fully_read at %s, want %s", got, msg2)
 		}
-		s := syncOnce(t, bob, bobSince, 0)
-		if c := findEvent(s.Rooms.Join[roomID].AccountData.Events, "m.fully_read"); c["event_id"] != string(msg2) {
+		s := testnode.SyncOnce(t, bob, bobSince, 0)
+		if c := testnode.EventContent(s.Rooms.Join[roomID].AccountData.Events, "m.fully_read"); c["event_id"] != string(msg2) {
 			t.Fatalf("m.fully_read not synced: %+v", s.Rooms.Join[roomID])
 		}
-		if receipt(syncOnce(t, alice, "", 0), roomID, msg2, "m.read", bob.UserID) == nil {
+		if receipt(testnode.SyncOnce(t, alice, "", 0), roomID, msg2, "m.read", bob.UserID) == nil {
 			t.Fatal("read marker's m.read not visible to alice")
 		}
 		// The marker does not move backwards.
@@ -198,10 +195,10 @@ func TestReadMarkers(t *testing.T) {
 		if err := bob.SetReadMarkers(ctx, roomID, map[string]any{"m.read.private": msg3}); err != nil {
 			t.Fatal(err)
 		}
-		if hasReceiptType(syncOnce(t, alice, "", 0), "m.read.private") {
+		if hasReceiptType(testnode.SyncOnce(t, alice, "", 0), "m.read.private") {
 			t.Fatal("alice sees bob's private receipt")
 		}
-		if receipt(syncOnce(t, bob, "", 0), roomID, msg3, "m.read.private", bob.UserID) == nil {
+		if receipt(testnode.SyncOnce(t, bob, "", 0), roomID, msg3, "m.read.private", bob.UserID) == nil {
 			t.Fatal("bob's private receipt missing")
 		}
 
@@ -223,9 +220,9 @@ func TestReadMarkers(t *testing.T) {
 			{"not joined", carol, fmt.Sprintf(`{"m.fully_read": %q}`, msg1), "M_FORBIDDEN"},
 			{"not JSON", bob, `{`, "M_NOT_JSON"},
 		} {
-			status, body := raw(t, spec, tc.c, "POST", path, tc.body)
-			if body["errcode"] != tc.code || status < 400 {
-				t.Errorf("%s: got %d %v, want %s", tc.name, status, body, tc.code)
+			res := testnode.Call(t, tc.c, "POST", testnode.V3+path, tc.body)
+			if res.ErrCode() != tc.code || res.Status < 400 {
+				t.Errorf("%s: got %d %s, want %s", tc.name, res.Status, res.Body, tc.code)
 			}
 		}
 	})

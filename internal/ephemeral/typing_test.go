@@ -10,16 +10,14 @@ import (
 
 	"maunium.net/go/mautrix"
 
-	"github.com/matrixos/matrixos/internal/spectest"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
 func TestTyping(t *testing.T) {
-	spec := spectest.LoadDefault(t)
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob, carol, roomID := setup(t, n)
-		since := syncOnce(t, bob, "", 0).NextBatch
+		since := testnode.SyncOnce(t, bob, "", 0).NextBatch
 
 		// Bob's long-poll sees Alice start typing...
 		ch := pollUntil(bob, since, func(s *mautrix.RespSync) bool {
@@ -57,19 +55,19 @@ func TestTyping(t *testing.T) {
 		if _, err := alice.UserTyping(ctx, roomID, true, 20*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		s = syncOnce(t, bob, "", 0)
+		s = testnode.SyncOnce(t, bob, "", 0)
 		if users, _ := typingUsers(s, roomID); !slices.Equal(users, []string{string(alice.UserID)}) {
 			t.Fatalf("initial sync typing: %v", users)
 		}
-		if _, ok := typingUsers(syncOnce(t, bob, s.NextBatch, 0), roomID); ok {
+		if _, ok := typingUsers(testnode.SyncOnce(t, bob, s.NextBatch, 0), roomID); ok {
 			t.Fatalf("unchanged typing list repeated")
 		}
-		validateSyncEvents(t, spec, bob)
+		validateSyncEvents(t, bob)
 		// Leaving the room stops typing.
 		if _, err := alice.LeaveRoom(ctx, roomID); err != nil {
 			t.Fatal(err)
 		}
-		if users, ok := typingUsers(syncOnce(t, bob, s.NextBatch, 0), roomID); !ok || len(users) != 0 {
+		if users, ok := typingUsers(testnode.SyncOnce(t, bob, s.NextBatch, 0), roomID); !ok || len(users) != 0 {
 			t.Fatalf("typing after leaving: %v (reported: %v)", users, ok)
 		}
 
@@ -92,9 +90,9 @@ func TestTyping(t *testing.T) {
 			{"not JSON", bob, path(string(bob.UserID)), `{typing`, "M_NOT_JSON"},
 			{"negative timeout", bob, path(string(bob.UserID)), `{"typing":true,"timeout":-5}`, "M_INVALID_PARAM"},
 		} {
-			status, body := raw(t, spec, tc.c, "PUT", tc.path, tc.body)
-			if body["errcode"] != tc.code || status < 400 {
-				t.Errorf("%s: got %d %v, want %s", tc.name, status, body, tc.code)
+			res := testnode.Call(t, tc.c, "PUT", testnode.V3+tc.path, tc.body)
+			if res.ErrCode() != tc.code || res.Status < 400 {
+				t.Errorf("%s: got %d %s, want %s", tc.name, res.Status, res.Body, tc.code)
 			}
 		}
 	})

@@ -12,13 +12,13 @@ import (
 // A read receipt clears the reader's unread notification count (the node
 // wires OnRead to the push service).
 func TestReceiptClearsUnread(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		alice, bob, _, roomID := setup(t, n)
 		sendText(t, alice, roomID, "one")
 		last := sendText(t, alice, roomID, "two")
 		unread := func() int {
 			t.Helper()
-			jr := syncOnce(t, bob, "", 0).Rooms.Join[roomID]
+			jr := testnode.SyncOnce(t, bob, "", 0).Rooms.Join[roomID]
 			if jr == nil || jr.UnreadNotifications == nil {
 				t.Fatalf("no unread_notifications for the room")
 			}
