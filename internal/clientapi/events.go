@@ -453,7 +453,7 @@ func (s *Service) getMessages(w http.ResponseWriter, r *http.Request, sess *acco
 		if err != nil {
 			return nil, err
 		}
-		var members []any
+		members := []any{}
 		for _, st := range state {
 			if st.Type == "m.room.member" && stateNeeded[id.UserID(*st.StateKey)] {
 				members = append(members, s.client(st, sess))
