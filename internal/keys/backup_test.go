@@ -18,17 +18,17 @@ func keyData(verified bool, fmi, fc int, tag string) map[string]any {
 }
 
 func TestKeyBackup(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		alice := n.Register("alice")
-		wantErr(t, call(t, alice, "GET", v3+"/room_keys/version", nil), http.StatusNotFound, "M_NOT_FOUND")
-		wantErr(t, call(t, alice, "PUT", v3+"/room_keys/keys?version=1", map[string]any{"rooms": map[string]any{}}), http.StatusNotFound, "M_NOT_FOUND")
-		wantErr(t, call(t, alice, "POST", v3+"/room_keys/version", map[string]any{"algorithm": backupAlg}), http.StatusBadRequest, "M_MISSING_PARAM")
+		testnode.Call(t, alice, "GET", v3+"/room_keys/version", nil).Want(t, http.StatusNotFound, "M_NOT_FOUND")
+		testnode.Call(t, alice, "PUT", v3+"/room_keys/keys?version=1", map[string]any{"rooms": map[string]any{}}).Want(t, http.StatusNotFound, "M_NOT_FOUND")
+		testnode.Call(t, alice, "POST", v3+"/room_keys/version", map[string]any{"algorithm": backupAlg}).Want(t, http.StatusBadRequest, "M_MISSING_PARAM")
 
-		v := wantOK(t, call(t, alice, "POST", v3+"/room_keys/version", map[string]any{"algorithm": backupAlg, "auth_data": map[string]any{"public_key": "pk"}}))
+		v := testnode.Call(t, alice, "POST", v3+"/room_keys/version", map[string]any{"algorithm": backupAlg, "auth_data": map[string]any{"public_key": "pk"}}).OK(t)
 		if v["version"] != "1" {
 			t.Fatalf("version = %v", v)
 		}
-		info := wantOK(t, call(t, alice, "GET", v3+"/room_keys/version", nil))
+		info := testnode.Call(t, alice, "GET", v3+"/room_keys/version", nil).OK(t)
 		if info["version"] != "1" || info["count"] != float64(0) || get(info, "auth_data", "public_key") != "pk" {
 			t.Fatalf("info = %v", info)
 		}
@@ -36,7 +36,7 @@ func TestKeyBackup(t *testing.T) {
 
 		const room, sess = "!room:localhost", "sess1"
 		keyPath := v3 + "/room_keys/keys/" + room + "/" + sess
-		up := wantOK(t, call(t, alice, "PUT", keyPath+"?version=1", keyData(false, 5, 1, "first")))
+		up := testnode.Call(t, alice, "PUT", keyPath+"?version=1", keyData(false, 5, 1, "first")).OK(t)
 		if up["count"] != float64(1) || up["etag"] == etag0 {
 			t.Fatalf("put = %v (etag before %v)", up, etag0)
 		}
@@ -55,9 +55,9 @@ func TestKeyBackup(t *testing.T) {
 			{"verified beats index", keyData(true, 9, 9, "verified"), true},
 			{"unverified never replaces verified", keyData(false, 0, 0, "x"), false},
 		} {
-			before := wantOK(t, call(t, alice, "GET", keyPath+"?version=1", nil))
-			res := wantOK(t, call(t, alice, "PUT", keyPath+"?version=1", tc.data))
-			after := wantOK(t, call(t, alice, "GET", keyPath+"?version=1", nil))
+			before := testnode.Call(t, alice, "GET", keyPath+"?version=1", nil).OK(t)
+			res := testnode.Call(t, alice, "PUT", keyPath+"?version=1", tc.data).OK(t)
+			after := testnode.Call(t, alice, "GET", keyPath+"?version=1", nil).OK(t)
 			replaced := get(after, "session_data", "ciphertext") == get(tc.data, "session_data", "ciphertext")
 			if replaced != tc.replace {
 				t.Errorf("%s: replaced = %v, want %v (before %v)", tc.name, replaced, tc.replace, before)
@@ -68,73 +68,73 @@ func TestKeyBackup(t *testing.T) {
 		}
 
 		// Bulk upload of two rooms, then reads at each level.
-		wantOK(t, call(t, alice, "PUT", v3+"/room_keys/keys?version=1", map[string]any{"rooms": map[string]any{
+		testnode.Call(t, alice, "PUT", v3+"/room_keys/keys?version=1", map[string]any{"rooms": map[string]any{
 			"!other:localhost": map[string]any{"sessions": map[string]any{"s2": keyData(false, 0, 0, "s2"), "s3": keyData(false, 0, 0, "s3")}},
-		}}))
-		all := wantOK(t, call(t, alice, "GET", v3+"/room_keys/keys?version=1", nil))
+		}}).OK(t)
+		all := testnode.Call(t, alice, "GET", v3+"/room_keys/keys?version=1", nil).OK(t)
 		if len(get(all, "rooms").(map[string]any)) != 2 {
 			t.Errorf("all keys = %v", all)
 		}
-		r := wantOK(t, call(t, alice, "GET", v3+"/room_keys/keys/!other:localhost?version=1", nil))
+		r := testnode.Call(t, alice, "GET", v3+"/room_keys/keys/!other:localhost?version=1", nil).OK(t)
 		if len(get(r, "sessions").(map[string]any)) != 2 {
 			t.Errorf("room keys = %v", r)
 		}
-		r = wantOK(t, call(t, alice, "GET", v3+"/room_keys/keys/!none:localhost?version=1", nil))
+		r = testnode.Call(t, alice, "GET", v3+"/room_keys/keys/!none:localhost?version=1", nil).OK(t)
 		if s, ok := get(r, "sessions").(map[string]any); !ok || len(s) != 0 {
 			t.Errorf("unknown room = %v, want empty sessions", r)
 		}
-		wantErr(t, call(t, alice, "GET", v3+"/room_keys/keys/!none:localhost/x?version=1", nil), http.StatusNotFound, "M_NOT_FOUND")
-		wantErr(t, call(t, alice, "GET", v3+"/room_keys/keys?version=7", nil), http.StatusNotFound, "M_NOT_FOUND")
-		wantErr(t, call(t, alice, "GET", v3+"/room_keys/keys", nil), http.StatusBadRequest, "M_MISSING_PARAM")
-		wantErr(t, call(t, alice, "PUT", keyPath+"?version=1", map[string]any{"first_message_index": 1}), http.StatusBadRequest, "M_BAD_JSON")
+		testnode.Call(t, alice, "GET", v3+"/room_keys/keys/!none:localhost/x?version=1", nil).Want(t, http.StatusNotFound, "M_NOT_FOUND")
+		testnode.Call(t, alice, "GET", v3+"/room_keys/keys?version=7", nil).Want(t, http.StatusNotFound, "M_NOT_FOUND")
+		testnode.Call(t, alice, "GET", v3+"/room_keys/keys", nil).Want(t, http.StatusBadRequest, "M_MISSING_PARAM")
+		testnode.Call(t, alice, "PUT", keyPath+"?version=1", map[string]any{"first_message_index": 1}).Want(t, http.StatusBadRequest, "M_BAD_JSON")
 
-		del := wantOK(t, call(t, alice, "DELETE", v3+"/room_keys/keys/!other:localhost/s2?version=1", nil))
+		del := testnode.Call(t, alice, "DELETE", v3+"/room_keys/keys/!other:localhost/s2?version=1", nil).OK(t)
 		if del["count"] != float64(2) {
 			t.Errorf("after delete = %v", del)
 		}
 
 		// Version updates: only auth_data may change.
-		wantOK(t, call(t, alice, "PUT", v3+"/room_keys/version/1", map[string]any{"algorithm": backupAlg, "auth_data": map[string]any{"public_key": "pk2"}, "version": "1"}))
-		wantErr(t, call(t, alice, "PUT", v3+"/room_keys/version/1", map[string]any{"algorithm": "other", "auth_data": map[string]any{}}), http.StatusBadRequest, "M_INVALID_PARAM")
-		wantErr(t, call(t, alice, "PUT", v3+"/room_keys/version/1", map[string]any{"algorithm": backupAlg, "auth_data": map[string]any{}, "version": "2"}), http.StatusBadRequest, "M_INVALID_PARAM")
-		wantErr(t, call(t, alice, "PUT", v3+"/room_keys/version/9", map[string]any{"algorithm": backupAlg, "auth_data": map[string]any{}}), http.StatusNotFound, "M_NOT_FOUND")
+		testnode.Call(t, alice, "PUT", v3+"/room_keys/version/1", map[string]any{"algorithm": backupAlg, "auth_data": map[string]any{"public_key": "pk2"}, "version": "1"}).OK(t)
+		testnode.Call(t, alice, "PUT", v3+"/room_keys/version/1", map[string]any{"algorithm": "other", "auth_data": map[string]any{}}).Want(t, http.StatusBadRequest, "M_INVALID_PARAM")
+		testnode.Call(t, alice, "PUT", v3+"/room_keys/version/1", map[string]any{"algorithm": backupAlg, "auth_data": map[string]any{}, "version": "2"}).Want(t, http.StatusBadRequest, "M_INVALID_PARAM")
+		testnode.Call(t, alice, "PUT", v3+"/room_keys/version/9", map[string]any{"algorithm": backupAlg, "auth_data": map[string]any{}}).Want(t, http.StatusNotFound, "M_NOT_FOUND")
 
 		// A new version becomes current; uploads to the old one are refused.
-		v = wantOK(t, call(t, alice, "POST", v3+"/room_keys/version", map[string]any{"algorithm": backupAlg, "auth_data": map[string]any{"public_key": "new"}}))
+		v = testnode.Call(t, alice, "POST", v3+"/room_keys/version", map[string]any{"algorithm": backupAlg, "auth_data": map[string]any{"public_key": "new"}}).OK(t)
 		if v["version"] != "2" {
 			t.Fatalf("second version = %v", v)
 		}
-		e := wantErr(t, call(t, alice, "PUT", keyPath+"?version=1", keyData(true, 0, 0, "x")), http.StatusForbidden, "M_WRONG_ROOM_KEYS_VERSION")
+		e := testnode.Call(t, alice, "PUT", keyPath+"?version=1", keyData(true, 0, 0, "x")).Want(t, http.StatusForbidden, "M_WRONG_ROOM_KEYS_VERSION").JSON(t)
 		if e["current_version"] != "2" {
 			t.Errorf("current_version = %v", e["current_version"])
 		}
-		wantOK(t, call(t, alice, "GET", v3+"/room_keys/version/1", nil))
+		testnode.Call(t, alice, "GET", v3+"/room_keys/version/1", nil).OK(t)
 
 		// Deleting a version; deleting it again is fine, an unknown one is not.
-		wantOK(t, call(t, alice, "DELETE", v3+"/room_keys/version/2", nil))
-		wantOK(t, call(t, alice, "DELETE", v3+"/room_keys/version/2", nil))
-		wantErr(t, call(t, alice, "DELETE", v3+"/room_keys/version/99", nil), http.StatusNotFound, "M_NOT_FOUND")
-		wantErr(t, call(t, alice, "GET", v3+"/room_keys/version/2", nil), http.StatusNotFound, "M_NOT_FOUND")
-		if cur := wantOK(t, call(t, alice, "GET", v3+"/room_keys/version", nil)); cur["version"] != "1" || cur["count"] != float64(2) {
+		testnode.Call(t, alice, "DELETE", v3+"/room_keys/version/2", nil).OK(t)
+		testnode.Call(t, alice, "DELETE", v3+"/room_keys/version/2", nil).OK(t)
+		testnode.Call(t, alice, "DELETE", v3+"/room_keys/version/99", nil).Want(t, http.StatusNotFound, "M_NOT_FOUND")
+		testnode.Call(t, alice, "GET", v3+"/room_keys/version/2", nil).Want(t, http.StatusNotFound, "M_NOT_FOUND")
+		if cur := testnode.Call(t, alice, "GET", v3+"/room_keys/version", nil).OK(t); cur["version"] != "1" || cur["count"] != float64(2) {
 			t.Errorf("current after delete = %v", cur)
 		}
 	})
 }
 
 func TestDeleteAndDeactivate(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob := n.Register("alice"), n.Register("bob")
 		dev := newFakeDevice(t, alice)
-		wantOK(t, call(t, alice, "POST", v3+"/keys/upload", map[string]any{
+		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{
 			"device_keys": dev.deviceKeys(t), "one_time_keys": map[string]any{"signed_curve25519:A": dev.otk(t, "k", false)},
-		}))
+		}).OK(t)
 		master := newKeyPair(t)
-		wantOK(t, call(t, alice, "POST", v3+"/keys/device_signing/upload", map[string]any{"master_key": crossSigningKey(alice.UserID, "master", master)}))
-		wantOK(t, call(t, alice, "POST", v3+"/room_keys/version", map[string]any{"algorithm": backupAlg, "auth_data": map[string]any{}}))
-		wantOK(t, call(t, bob, "PUT", v3+"/sendToDevice/m.test/1", map[string]any{
+		testnode.Call(t, alice, "POST", v3+"/keys/device_signing/upload", map[string]any{"master_key": crossSigningKey(alice.UserID, "master", master)}).OK(t)
+		testnode.Call(t, alice, "POST", v3+"/room_keys/version", map[string]any{"algorithm": backupAlg, "auth_data": map[string]any{}}).OK(t)
+		testnode.Call(t, bob, "PUT", v3+"/sendToDevice/m.test/1", map[string]any{
 			"messages": map[string]any{string(alice.UserID): map[string]any{"*": map[string]any{}}},
-		}))
+		}).OK(t)
 		count := func(table string) int {
 			var c int
 			if err := n.DB.QueryRow(ctx, "SELECT COUNT(*) FROM "+table+" WHERE user_id = $1", alice.UserID).Scan(&c); err != nil {

@@ -8,10 +8,10 @@ import (
 )
 
 func TestCrossSigning(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		alice, bob, carol := n.Register("alice"), n.Register("bob"), n.Register("carol")
 		dev := newFakeDevice(t, alice)
-		wantOK(t, call(t, alice, "POST", v3+"/keys/upload", map[string]any{"device_keys": dev.deviceKeys(t)}))
+		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{"device_keys": dev.deviceKeys(t)}).OK(t)
 
 		master, ssk, usk := newKeyPair(t), newKeyPair(t), newKeyPair(t)
 		mk := crossSigningKey(alice.UserID, "master", master)
@@ -20,28 +20,25 @@ func TestCrossSigning(t *testing.T) {
 
 		// A self-signing key not signed by the master key is refused.
 		badSSK := newKeyPair(t).sign(t, crossSigningKey(alice.UserID, "self_signing", ssk), alice.UserID, "ed25519:"+master.pub)
-		wantErr(t, call(t, alice, "POST", v3+"/keys/device_signing/upload", map[string]any{"master_key": mk, "self_signing_key": badSSK}),
-			http.StatusBadRequest, "M_INVALID_SIGNATURE")
-		wantErr(t, call(t, alice, "POST", v3+"/keys/device_signing/upload", map[string]any{"self_signing_key": sk}),
-			http.StatusBadRequest, "M_MISSING_PARAM")
-		wantErr(t, call(t, alice, "POST", v3+"/keys/device_signing/upload", map[string]any{"master_key": crossSigningKey(bob.UserID, "master", master)}),
-			http.StatusBadRequest, "M_INVALID_PARAM")
+		testnode.Call(t, alice, "POST", v3+"/keys/device_signing/upload", map[string]any{"master_key": mk, "self_signing_key": badSSK}).Want(t, http.StatusBadRequest, "M_INVALID_SIGNATURE")
+		testnode.Call(t, alice, "POST", v3+"/keys/device_signing/upload", map[string]any{"self_signing_key": sk}).Want(t, http.StatusBadRequest, "M_MISSING_PARAM")
+		testnode.Call(t, alice, "POST", v3+"/keys/device_signing/upload", map[string]any{"master_key": crossSigningKey(bob.UserID, "master", master)}).Want(t, http.StatusBadRequest, "M_INVALID_PARAM")
 
 		// The first upload needs no UIA, nor does repeating it.
 		up := map[string]any{"master_key": mk, "self_signing_key": sk, "user_signing_key": uk}
-		wantOK(t, call(t, alice, "POST", v3+"/keys/device_signing/upload", up))
-		wantOK(t, call(t, alice, "POST", v3+"/keys/device_signing/upload", up))
+		testnode.Call(t, alice, "POST", v3+"/keys/device_signing/upload", up).OK(t)
+		testnode.Call(t, alice, "POST", v3+"/keys/device_signing/upload", up).OK(t)
 
 		// Replacing keys needs the password.
 		master2 := newKeyPair(t)
 		up2 := map[string]any{"master_key": crossSigningKey(alice.UserID, "master", master2)}
-		uia := wantErrStatus(t, call(t, alice, "POST", v3+"/keys/device_signing/upload", up2), http.StatusUnauthorized)
+		uia := testnode.Call(t, alice, "POST", v3+"/keys/device_signing/upload", up2).Want(t, http.StatusUnauthorized, "").JSON(t)
 		if uia["session"] == nil || uia["flows"] == nil {
 			t.Fatalf("no UIA challenge: %v", uia)
 		}
 
 		// Query: Bob sees master and self-signing keys, not the user-signing one.
-		q := wantOK(t, call(t, bob, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(alice.UserID): []string{}}}))
+		q := testnode.Call(t, bob, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(alice.UserID): []string{}}}).OK(t)
 		if get(q, "master_keys", string(alice.UserID), "keys", "ed25519:"+master.pub) != master.pub {
 			t.Fatalf("master key missing: %v", q)
 		}
@@ -51,7 +48,7 @@ func TestCrossSigning(t *testing.T) {
 		if get(q, "user_signing_keys", string(alice.UserID)) != nil {
 			t.Errorf("Bob sees Alice's user-signing key")
 		}
-		q = wantOK(t, call(t, alice, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(alice.UserID): []string{}}}))
+		q = testnode.Call(t, alice, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(alice.UserID): []string{}}}).OK(t)
 		if get(q, "user_signing_keys", string(alice.UserID)) == nil {
 			t.Errorf("Alice does not see her own user-signing key: %v", q)
 		}
@@ -59,13 +56,13 @@ func TestCrossSigning(t *testing.T) {
 		// The self-signing key signs Alice's device.
 		devObj := dev.deviceKeys(t)
 		ssk.sign(t, devObj, alice.UserID, "ed25519:"+ssk.pub)
-		res := wantOK(t, call(t, alice, "POST", v3+"/keys/signatures/upload", map[string]any{
+		res := testnode.Call(t, alice, "POST", v3+"/keys/signatures/upload", map[string]any{
 			string(alice.UserID): map[string]any{string(alice.DeviceID): devObj},
-		}))
+		}).OK(t)
 		if f, _ := res["failures"].(map[string]any); len(f) != 0 {
 			t.Fatalf("failures: %v", f)
 		}
-		q = wantOK(t, call(t, bob, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(alice.UserID): []string{}}}))
+		q = testnode.Call(t, bob, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(alice.UserID): []string{}}}).OK(t)
 		if get(q, "device_keys", string(alice.UserID), string(alice.DeviceID), "signatures", string(alice.UserID), "ed25519:"+ssk.pub) == nil {
 			t.Errorf("device signature not returned: %v", q)
 		}
@@ -76,9 +73,9 @@ func TestCrossSigning(t *testing.T) {
 		changed := dev.deviceKeys(t)
 		changed["algorithms"] = []string{"x"}
 		ssk.sign(t, changed, alice.UserID, "ed25519:"+ssk.pub)
-		res = wantOK(t, call(t, alice, "POST", v3+"/keys/signatures/upload", map[string]any{
+		res = testnode.Call(t, alice, "POST", v3+"/keys/signatures/upload", map[string]any{
 			string(alice.UserID): map[string]any{string(alice.DeviceID): forged, "NOSUCHKEY": changed},
-		}))
+		}).OK(t)
 		if get(res, "failures", string(alice.UserID), string(alice.DeviceID), "errcode") != "M_INVALID_SIGNATURE" {
 			t.Errorf("forged signature not reported: %v", res)
 		}
@@ -89,24 +86,24 @@ func TestCrossSigning(t *testing.T) {
 		// Alice signs Bob's master key with her user-signing key: only
 		// Alice sees that signature.
 		bobMaster := newKeyPair(t)
-		wantOK(t, call(t, bob, "POST", v3+"/keys/device_signing/upload", map[string]any{"master_key": crossSigningKey(bob.UserID, "master", bobMaster)}))
+		testnode.Call(t, bob, "POST", v3+"/keys/device_signing/upload", map[string]any{"master_key": crossSigningKey(bob.UserID, "master", bobMaster)}).OK(t)
 		signed := usk.sign(t, crossSigningKey(bob.UserID, "master", bobMaster), alice.UserID, "ed25519:"+usk.pub)
-		res = wantOK(t, call(t, alice, "POST", v3+"/keys/signatures/upload", map[string]any{string(bob.UserID): map[string]any{bobMaster.pub: signed}}))
+		res = testnode.Call(t, alice, "POST", v3+"/keys/signatures/upload", map[string]any{string(bob.UserID): map[string]any{bobMaster.pub: signed}}).OK(t)
 		if f, _ := res["failures"].(map[string]any); len(f) != 0 {
 			t.Fatalf("failures: %v", f)
 		}
 		sigPath := []string{"master_keys", string(bob.UserID), "signatures", string(alice.UserID), "ed25519:" + usk.pub}
-		q = wantOK(t, call(t, alice, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(bob.UserID): []string{}}}))
+		q = testnode.Call(t, alice, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(bob.UserID): []string{}}}).OK(t)
 		if get(q, sigPath...) == nil {
 			t.Errorf("Alice does not see her signature on Bob's master key: %v", q)
 		}
-		q = wantOK(t, call(t, carol, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(bob.UserID): []string{}}}))
+		q = testnode.Call(t, carol, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(bob.UserID): []string{}}}).OK(t)
 		if get(q, sigPath...) != nil {
 			t.Errorf("Carol sees Alice's signature on Bob's master key")
 		}
 		// Signing Bob's master key with the self-signing key is refused.
 		wrong := ssk.sign(t, crossSigningKey(bob.UserID, "master", bobMaster), alice.UserID, "ed25519:"+ssk.pub)
-		res = wantOK(t, call(t, alice, "POST", v3+"/keys/signatures/upload", map[string]any{string(bob.UserID): map[string]any{bobMaster.pub: wrong}}))
+		res = testnode.Call(t, alice, "POST", v3+"/keys/signatures/upload", map[string]any{string(bob.UserID): map[string]any{bobMaster.pub: wrong}}).OK(t)
 		if get(res, "failures", string(bob.UserID), bobMaster.pub, "errcode") != "M_INVALID_SIGNATURE" {
 			t.Errorf("signature by the wrong key not reported: %v", res)
 		}
@@ -116,19 +113,10 @@ func TestCrossSigning(t *testing.T) {
 			"type": "m.login.password", "session": uia["session"], "password": testnode.Password,
 			"identifier": map[string]any{"type": "m.id.user", "user": string(alice.UserID)},
 		}
-		wantOK(t, call(t, alice, "POST", v3+"/keys/device_signing/upload", up2))
-		q = wantOK(t, call(t, bob, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(alice.UserID): []string{}}}))
+		testnode.Call(t, alice, "POST", v3+"/keys/device_signing/upload", up2).OK(t)
+		q = testnode.Call(t, bob, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(alice.UserID): []string{}}}).OK(t)
 		if get(q, "master_keys", string(alice.UserID), "keys", "ed25519:"+master2.pub) != master2.pub {
 			t.Errorf("master key not replaced: %v", q)
 		}
 	})
-}
-
-// wantErrStatus fails unless r has this status and returns its body.
-func wantErrStatus(t *testing.T, r response, status int) map[string]any {
-	t.Helper()
-	if r.Status != status {
-		t.Fatalf("got %d, want %d: %s", r.Status, status, r.Body)
-	}
-	return r.JSON(t)
 }

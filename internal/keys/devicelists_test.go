@@ -20,26 +20,26 @@ func deviceList(s map[string]any, which string) []string {
 }
 
 func TestDeviceListTracking(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob, carol := n.Register("alice"), n.Register("bob"), n.Register("carol")
 		room := shareRoom(t, alice, bob)
 		since := syncOnce(t, alice, "", 0)["next_batch"].(string)
 
 		// Bob uploads keys: Alice is told.
-		wantOK(t, call(t, bob, "POST", v3+"/keys/upload", map[string]any{"device_keys": newFakeDevice(t, bob).deviceKeys(t)}))
+		testnode.Call(t, bob, "POST", v3+"/keys/upload", map[string]any{"device_keys": newFakeDevice(t, bob).deviceKeys(t)}).OK(t)
 		s := syncOnce(t, alice, since, 0)
 		if !slices.Contains(deviceList(s, "changed"), string(bob.UserID)) {
 			t.Fatalf("changed = %v, want Bob", deviceList(s, "changed"))
 		}
-		ch := wantOK(t, call(t, alice, "GET", v3+"/keys/changes?from="+since+"&to="+s["next_batch"].(string), nil))
+		ch := testnode.Call(t, alice, "GET", v3+"/keys/changes?from="+since+"&to="+s["next_batch"].(string), nil).OK(t)
 		if !slices.Contains(toStrings(ch["changed"]), string(bob.UserID)) {
 			t.Errorf("/keys/changes = %v, want Bob", ch)
 		}
 		since = s["next_batch"].(string)
 
 		// Carol shares no room: her keys are none of Alice's business.
-		wantOK(t, call(t, carol, "POST", v3+"/keys/upload", map[string]any{"device_keys": newFakeDevice(t, carol).deviceKeys(t)}))
+		testnode.Call(t, carol, "POST", v3+"/keys/upload", map[string]any{"device_keys": newFakeDevice(t, carol).deviceKeys(t)}).OK(t)
 		s = syncOnce(t, alice, since, 0)
 		if slices.Contains(deviceList(s, "changed"), string(carol.UserID)) {
 			t.Errorf("Carol in changed without a shared room")
@@ -51,7 +51,7 @@ func TestDeviceListTracking(t *testing.T) {
 		go func() { done <- syncOnce(t, alice, since, 10000) }()
 		time.Sleep(100 * time.Millisecond)
 		bob2 := n.Login(bob.UserID)
-		wantOK(t, call(t, bob2, "POST", v3+"/keys/upload", map[string]any{"device_keys": newFakeDevice(t, bob2).deviceKeys(t)}))
+		testnode.Call(t, bob2, "POST", v3+"/keys/upload", map[string]any{"device_keys": newFakeDevice(t, bob2).deviceKeys(t)}).OK(t)
 		select {
 		case s = <-done:
 		case <-time.After(5 * time.Second):
@@ -70,7 +70,7 @@ func TestDeviceListTracking(t *testing.T) {
 		if !slices.Contains(deviceList(s, "changed"), string(bob.UserID)) {
 			t.Errorf("changed = %v after Bob deleted a device", deviceList(s, "changed"))
 		}
-		q := wantOK(t, call(t, alice, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(bob.UserID): []string{}}}))
+		q := testnode.Call(t, alice, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(bob.UserID): []string{}}}).OK(t)
 		if get(q, "device_keys", string(bob.UserID), string(bob2.DeviceID)) != nil {
 			t.Errorf("deleted device's keys still served")
 		}

@@ -210,7 +210,7 @@ func (d *e2eeDevice) wantPlain(evID id.EventID, body string) {
 }
 
 func TestEndToEndEncryption(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice := newE2EEDevice(t, "alice", n.Register("alice"))
 		bob := newE2EEDevice(t, "bob", n.Register("bob"))

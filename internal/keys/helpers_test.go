@@ -1,119 +1,22 @@
 package keys_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
-	"io"
-	"net/http"
-	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto/canonicaljson"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/matrixos/matrixos/internal/spectest"
 	"github.com/matrixos/matrixos/internal/storage/pgtest"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
 func TestMain(m *testing.M) { pgtest.RunMain(m) }
-
-// eachEngine runs f against a fresh node on each database engine.
-func eachEngine(t *testing.T, f func(t *testing.T, n *testnode.Node)) {
-	t.Helper()
-	for _, e := range testnode.Engines {
-		t.Run(string(e), func(t *testing.T) {
-			f(t, testnode.Start(t, e))
-		})
-	}
-}
-
-// response is a raw HTTP answer.
-type response struct {
-	Status int
-	Body   []byte
-}
-
-// JSON decodes the body as an object.
-func (r response) JSON(t *testing.T) map[string]any {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal(r.Body, &m); err != nil {
-		t.Fatalf("response body is not a JSON object: %v: %s", err, r.Body)
-	}
-	return m
-}
-
-// call sends a request with the client's access token. body is sent as is
-// when it is a string, JSON-encoded otherwise. Responses are checked
-// against the spec and must never be a 500.
-func call(t *testing.T, c *mautrix.Client, method, path string, body any) response {
-	t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		enc, err := json.Marshal(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(enc)
-	}
-	req, err := http.NewRequest(method, c.HomeserverURL.String()+path, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.AccessToken != "" {
-		req.Header.Set("Authorization", "Bearer "+c.AccessToken)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.StatusCode >= 500 {
-		t.Fatalf("%s %s: status %d: %s", method, path, res.StatusCode, b)
-	}
-	p, _, _ := strings.Cut(path, "?")
-	if err := spectest.LoadDefault(t).ValidateResponse(method, p, res.StatusCode, b); err != nil && !errors.Is(err, spectest.ErrUnknownOperation) {
-		t.Errorf("%s %s: %v\nbody: %s", method, path, err, b)
-	}
-	return response{Status: res.StatusCode, Body: b}
-}
-
-// wantErr fails unless r is an error with this status and errcode.
-func wantErr(t *testing.T, r response, status int, errcode string) map[string]any {
-	t.Helper()
-	m := r.JSON(t)
-	if r.Status != status || m["errcode"] != errcode {
-		t.Fatalf("got %d %v, want %d %s: %s", r.Status, m["errcode"], status, errcode, r.Body)
-	}
-	return m
-}
-
-// wantOK fails unless r is a 200 and returns its body.
-func wantOK(t *testing.T, r response) map[string]any {
-	t.Helper()
-	if r.Status != http.StatusOK {
-		t.Fatalf("got %d, want 200: %s", r.Status, r.Body)
-	}
-	return r.JSON(t)
-}
 
 // get walks a decoded JSON value along keys.
 func get(v any, keys ...string) any {
@@ -127,7 +30,7 @@ func get(v any, keys ...string) any {
 	return v
 }
 
-const v3 = "/_matrix/client/v3"
+const v3 = testnode.V3
 
 // keyPair is an ed25519 signing key.
 type keyPair struct {
@@ -228,7 +131,7 @@ func syncOnce(t *testing.T, c *mautrix.Client, since string, timeoutMS int) map[
 	if since != "" {
 		path += "&since=" + since
 	}
-	return wantOK(t, call(t, c, "GET", path, nil))
+	return testnode.Call(t, c, "GET", path, nil).OK(t)
 }
 
 func itoa(i int) string {

@@ -8,7 +8,7 @@ import (
 )
 
 func TestUploadQueryClaim(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		alice, bob := n.Register("alice"), n.Register("bob")
 		dev := newFakeDevice(t, alice)
 		dk := dev.deviceKeys(t)
@@ -16,25 +16,25 @@ func TestUploadQueryClaim(t *testing.T) {
 			"signed_curve25519:AAAAAQ": dev.otk(t, "k1", false),
 			"signed_curve25519:AAAAAg": dev.otk(t, "k2", false),
 		}
-		res := wantOK(t, call(t, alice, "POST", v3+"/keys/upload", map[string]any{
+		res := testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{
 			"device_keys":   dk,
 			"one_time_keys": otks,
 			"fallback_keys": map[string]any{"signed_curve25519:AAAAFB": dev.otk(t, "fb", true)},
-		}))
+		}).OK(t)
 		if got := get(res, "one_time_key_counts", "signed_curve25519"); got != float64(2) {
 			t.Fatalf("one_time_key_counts = %v, want 2", got)
 		}
 		// A retried upload is fine; a key ID reused with other content is not.
-		wantOK(t, call(t, alice, "POST", v3+"/keys/upload", map[string]any{"device_keys": dk, "one_time_keys": otks}))
-		wantErr(t, call(t, alice, "POST", v3+"/keys/upload", map[string]any{
+		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{"device_keys": dk, "one_time_keys": otks}).OK(t)
+		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{
 			"one_time_keys": map[string]any{"signed_curve25519:AAAAAQ": dev.otk(t, "other", false)},
-		}), http.StatusBadRequest, "M_INVALID_PARAM")
-		wantOK(t, call(t, alice, "POST", v3+"/keys/upload", map[string]any{
+		}).Want(t, http.StatusBadRequest, "M_INVALID_PARAM")
+		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{
 			"one_time_keys": map[string]any{"signed_curve25519:AAAAAw": dev.otk(t, "k3", false)},
-		}))
+		}).OK(t)
 
 		// Bob sees Alice's device, with its display name.
-		q := wantOK(t, call(t, bob, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(alice.UserID): []string{}}}))
+		q := testnode.Call(t, bob, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(alice.UserID): []string{}}}).OK(t)
 		got := get(q, "device_keys", string(alice.UserID), string(alice.DeviceID))
 		if get(got, "keys", "ed25519:"+string(alice.DeviceID)) != dev.key.pub {
 			t.Fatalf("query did not return the device keys: %v", q)
@@ -43,16 +43,16 @@ func TestUploadQueryClaim(t *testing.T) {
 			t.Errorf("device keys lack unsigned: %v", got)
 		}
 		// Unknown users are missing, not failures; other servers are failures.
-		q = wantOK(t, call(t, bob, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{"@nobody:localhost": []string{}, "@x:elsewhere.example": []string{}}}))
+		q = testnode.Call(t, bob, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{"@nobody:localhost": []string{}, "@x:elsewhere.example": []string{}}}).OK(t)
 		if get(q, "failures", "elsewhere.example") == nil {
 			t.Errorf("no failure for a remote server: %v", q)
 		}
 
 		// Claims give the one-time keys oldest first, then the fallback key.
 		claim := func() map[string]any {
-			r := wantOK(t, call(t, bob, "POST", v3+"/keys/claim", map[string]any{
+			r := testnode.Call(t, bob, "POST", v3+"/keys/claim", map[string]any{
 				"one_time_keys": map[string]any{string(alice.UserID): map[string]any{string(alice.DeviceID): "signed_curve25519"}},
-			}))
+			}).OK(t)
 			return get(r, "one_time_keys", string(alice.UserID), string(alice.DeviceID)).(map[string]any)
 		}
 		// k1 and k2 came in one upload (either may go first), k3 later.
@@ -84,9 +84,9 @@ func TestUploadQueryClaim(t *testing.T) {
 			t.Errorf("device_unused_fallback_key_types = %v, want []", s["device_unused_fallback_key_types"])
 		}
 		// A new fallback key is unused again.
-		wantOK(t, call(t, alice, "POST", v3+"/keys/upload", map[string]any{
+		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{
 			"fallback_keys": map[string]any{"signed_curve25519:AAAAFC": dev.otk(t, "fb2", true)},
-		}))
+		}).OK(t)
 		s = syncOnce(t, alice, "", 0)
 		if types, _ := s["device_unused_fallback_key_types"].([]any); len(types) != 1 || types[0] != "signed_curve25519" {
 			t.Errorf("device_unused_fallback_key_types = %v", s["device_unused_fallback_key_types"])
@@ -95,31 +95,31 @@ func TestUploadQueryClaim(t *testing.T) {
 }
 
 func TestUploadErrors(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		alice, bob := n.Register("alice"), n.Register("bob")
 		dev := newFakeDevice(t, alice)
 
 		other := newFakeDevice(t, bob).deviceKeys(t)
-		wantErr(t, call(t, alice, "POST", v3+"/keys/upload", map[string]any{"device_keys": other}), http.StatusBadRequest, "M_INVALID_PARAM")
+		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{"device_keys": other}).Want(t, http.StatusBadRequest, "M_INVALID_PARAM")
 
 		bad := dev.deviceKeys(t)
 		bad["algorithms"] = []string{"m.megolm.v1.aes-sha2"} // changed after signing
-		wantErr(t, call(t, alice, "POST", v3+"/keys/upload", map[string]any{"device_keys": bad}), http.StatusBadRequest, "M_INVALID_SIGNATURE")
+		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{"device_keys": bad}).Want(t, http.StatusBadRequest, "M_INVALID_SIGNATURE")
 
-		wantErr(t, call(t, alice, "POST", v3+"/keys/upload", map[string]any{"one_time_keys": map[string]any{"nocolon": "x"}}), http.StatusBadRequest, "M_INVALID_PARAM")
-		wantErr(t, call(t, alice, "POST", v3+"/keys/upload", map[string]any{"one_time_keys": map[string]any{"a:b": 5}}), http.StatusBadRequest, "M_BAD_JSON")
-		wantErr(t, call(t, alice, "POST", v3+"/keys/upload", "{not json"), http.StatusBadRequest, "M_NOT_JSON")
+		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{"one_time_keys": map[string]any{"nocolon": "x"}}).Want(t, http.StatusBadRequest, "M_INVALID_PARAM")
+		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{"one_time_keys": map[string]any{"a:b": 5}}).Want(t, http.StatusBadRequest, "M_BAD_JSON")
+		testnode.Call(t, alice, "POST", v3+"/keys/upload", "{not json").Want(t, http.StatusBadRequest, "M_NOT_JSON")
 		many := map[string]any{}
 		for i := range 1001 {
 			many["signed_curve25519:k"+itoa(i)] = "x"
 		}
-		wantErr(t, call(t, alice, "POST", v3+"/keys/upload", map[string]any{"one_time_keys": many}), http.StatusRequestEntityTooLarge, "M_TOO_LARGE")
+		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{"one_time_keys": many}).Want(t, http.StatusRequestEntityTooLarge, "M_TOO_LARGE")
 
-		wantErr(t, call(t, alice, "POST", v3+"/keys/query", map[string]any{}), http.StatusBadRequest, "M_MISSING_PARAM")
-		wantErr(t, call(t, alice, "POST", v3+"/keys/claim", map[string]any{}), http.StatusBadRequest, "M_MISSING_PARAM")
-		wantErr(t, call(t, alice, "GET", v3+"/keys/changes", nil), http.StatusBadRequest, "M_MISSING_PARAM")
-		wantErr(t, call(t, alice, "GET", v3+"/keys/changes?from=junk&to=s1_0", nil), http.StatusBadRequest, "M_INVALID_PARAM")
+		testnode.Call(t, alice, "POST", v3+"/keys/query", map[string]any{}).Want(t, http.StatusBadRequest, "M_MISSING_PARAM")
+		testnode.Call(t, alice, "POST", v3+"/keys/claim", map[string]any{}).Want(t, http.StatusBadRequest, "M_MISSING_PARAM")
+		testnode.Call(t, alice, "GET", v3+"/keys/changes", nil).Want(t, http.StatusBadRequest, "M_MISSING_PARAM")
+		testnode.Call(t, alice, "GET", v3+"/keys/changes?from=junk&to=s1_0", nil).Want(t, http.StatusBadRequest, "M_INVALID_PARAM")
 		alice.AccessToken = ""
-		wantErr(t, call(t, alice, "POST", v3+"/keys/upload", map[string]any{}), http.StatusUnauthorized, "M_MISSING_TOKEN")
+		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{}).Want(t, http.StatusUnauthorized, "M_MISSING_TOKEN")
 	})
 }

@@ -21,15 +21,15 @@ func toDevice(s map[string]any) []string {
 }
 
 func TestSendToDevice(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		alice, bob := n.Register("alice"), n.Register("bob")
 		alice2 := n.Login(alice.UserID)
-		send := func(txn string, devs map[string]any) response {
-			return call(t, bob, "PUT", v3+"/sendToDevice/m.test/"+txn, map[string]any{"messages": map[string]any{string(alice.UserID): devs}})
+		send := func(txn string, devs map[string]any) *testnode.Response {
+			return testnode.Call(t, bob, "PUT", v3+"/sendToDevice/m.test/"+txn, map[string]any{"messages": map[string]any{string(alice.UserID): devs}})
 		}
-		wantOK(t, send("t1", map[string]any{string(alice.DeviceID): map[string]any{"n": "1"}}))
-		wantOK(t, send("t2", map[string]any{"*": map[string]any{"n": "2"}}))
-		wantOK(t, send("t2", map[string]any{"*": map[string]any{"n": "retried"}})) // same txn: ignored
+		send("t1", map[string]any{string(alice.DeviceID): map[string]any{"n": "1"}}).OK(t)
+		send("t2", map[string]any{"*": map[string]any{"n": "2"}}).OK(t)
+		send("t2", map[string]any{"*": map[string]any{"n": "retried"}}).OK(t) // same txn: ignored
 
 		s1 := syncOnce(t, alice, "", 0)
 		if got := strings.Join(toDevice(s1), ","); got != "1,2" {
@@ -60,7 +60,7 @@ func TestSendToDevice(t *testing.T) {
 		done := make(chan map[string]any, 1)
 		go func() { done <- syncOnce(t, alice, s["next_batch"].(string), 10000) }()
 		time.Sleep(100 * time.Millisecond)
-		wantOK(t, send("t3", map[string]any{string(alice.DeviceID): map[string]any{"n": "3"}}))
+		send("t3", map[string]any{string(alice.DeviceID): map[string]any{"n": "3"}}).OK(t)
 		select {
 		case got := <-done:
 			if strings.Join(toDevice(got), ",") != "3" {
@@ -73,15 +73,15 @@ func TestSendToDevice(t *testing.T) {
 }
 
 func TestToDevicePaging(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		n.Keys.Limits.ToDevicePerSync = 2
 		alice, bob := n.Register("alice"), n.Register("bob")
 		var want []string
 		for i := range 7 {
 			want = append(want, itoa(i))
-			wantOK(t, call(t, bob, "PUT", v3+"/sendToDevice/m.test/p"+itoa(i), map[string]any{
+			testnode.Call(t, bob, "PUT", v3+"/sendToDevice/m.test/p"+itoa(i), map[string]any{
 				"messages": map[string]any{string(alice.UserID): map[string]any{string(alice.DeviceID): map[string]any{"n": itoa(i)}}},
-			}))
+			}).OK(t)
 		}
 		var got []string
 		since := ""
@@ -113,24 +113,23 @@ func TestToDevicePaging(t *testing.T) {
 }
 
 func TestSendToDeviceErrors(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		n.Keys.Limits.MaxToDeviceQueue = 2
 		alice, bob := n.Register("alice"), n.Register("bob")
 		to := func(content any) map[string]any {
 			return map[string]any{"messages": map[string]any{string(alice.UserID): map[string]any{string(alice.DeviceID): content}}}
 		}
-		wantErr(t, call(t, bob, "PUT", v3+"/sendToDevice/m.test/e1", map[string]any{}), http.StatusBadRequest, "M_MISSING_PARAM")
-		wantErr(t, call(t, bob, "PUT", v3+"/sendToDevice/m.test/e2", to("text")), http.StatusBadRequest, "M_BAD_JSON")
-		wantErr(t, call(t, bob, "PUT", v3+"/sendToDevice/m.test/e3", to(map[string]any{"big": strings.Repeat("x", 70000)})),
-			http.StatusRequestEntityTooLarge, "M_TOO_LARGE")
-		wantErr(t, call(t, bob, "PUT", v3+"/sendToDevice/m.test/e4", `{"messages": 1}`), http.StatusBadRequest, "M_BAD_JSON")
+		testnode.Call(t, bob, "PUT", v3+"/sendToDevice/m.test/e1", map[string]any{}).Want(t, http.StatusBadRequest, "M_MISSING_PARAM")
+		testnode.Call(t, bob, "PUT", v3+"/sendToDevice/m.test/e2", to("text")).Want(t, http.StatusBadRequest, "M_BAD_JSON")
+		testnode.Call(t, bob, "PUT", v3+"/sendToDevice/m.test/e3", to(map[string]any{"big": strings.Repeat("x", 70000)})).Want(t, http.StatusRequestEntityTooLarge, "M_TOO_LARGE")
+		testnode.Call(t, bob, "PUT", v3+"/sendToDevice/m.test/e4", `{"messages": 1}`).Want(t, http.StatusBadRequest, "M_BAD_JSON")
 		// Unknown users and devices are skipped.
-		wantOK(t, call(t, bob, "PUT", v3+"/sendToDevice/m.test/e5", map[string]any{"messages": map[string]any{
+		testnode.Call(t, bob, "PUT", v3+"/sendToDevice/m.test/e5", map[string]any{"messages": map[string]any{
 			"@nobody:localhost": map[string]any{"*": map[string]any{}}, string(alice.UserID): map[string]any{"NOSUCHDEVICE": map[string]any{}},
-		}}))
+		}}).OK(t)
 		// The queue of an absent device is capped.
-		wantOK(t, call(t, bob, "PUT", v3+"/sendToDevice/m.test/q1", to(map[string]any{})))
-		wantOK(t, call(t, bob, "PUT", v3+"/sendToDevice/m.test/q2", to(map[string]any{})))
-		wantErr(t, call(t, bob, "PUT", v3+"/sendToDevice/m.test/q3", to(map[string]any{})), http.StatusTooManyRequests, "M_LIMIT_EXCEEDED")
+		testnode.Call(t, bob, "PUT", v3+"/sendToDevice/m.test/q1", to(map[string]any{})).OK(t)
+		testnode.Call(t, bob, "PUT", v3+"/sendToDevice/m.test/q2", to(map[string]any{})).OK(t)
+		testnode.Call(t, bob, "PUT", v3+"/sendToDevice/m.test/q3", to(map[string]any{})).Want(t, http.StatusTooManyRequests, "M_LIMIT_EXCEEDED")
 	})
 }
