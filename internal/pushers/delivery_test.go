@@ -90,7 +90,7 @@ func dm(t *testing.T, alice, bob *mautrix.Client) id.RoomID {
 }
 
 func TestDelivery(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		g := newGateway(t)
 		alice, bob := n.Register("alice"), n.Register("bob")
@@ -98,9 +98,7 @@ func TestDelivery(t *testing.T) {
 			t.Fatal(err)
 		}
 		room := dm(t, alice, bob)
-		if st, body := call(t, n, "POST", setPath, alice.AccessToken, httpPusher("alice-phone", g.url())); st != 200 {
-			t.Fatalf("set pusher: %d %s", st, body)
-		}
+		n.Do(t, "POST", setPath, alice.AccessToken, httpPusher("alice-phone", g.url())).OK(t)
 		sent, err := bob.SendText(ctx, room, "hello alice")
 		if err != nil {
 			t.Fatal(err)
@@ -131,7 +129,7 @@ func TestDelivery(t *testing.T) {
 		// event_id_only sends no event details.
 		p := httpPusher("alice-phone", g.url())
 		p["data"] = map[string]any{"url": g.url(), "format": "event_id_only"}
-		call(t, n, "POST", setPath, alice.AccessToken, p)
+		n.Do(t, "POST", setPath, alice.AccessToken, p)
 		sent, _ = bob.SendText(ctx, room, "secret")
 		nt = g.wait(t, 10*time.Second)["notification"].(map[string]any)
 		if nt["event_id"] != string(sent.EventID) || nt["content"] != nil || nt["sender"] != nil || nt["type"] != nil {
@@ -163,7 +161,7 @@ func TestDeliveryRetriesAndRejection(t *testing.T) {
 	}
 	alice, bob := n.Register("alice"), n.Register("bob")
 	room := dm(t, alice, bob)
-	call(t, n, "POST", setPath, alice.AccessToken, httpPusher("alice-phone", g.url()))
+	n.Do(t, "POST", setPath, alice.AccessToken, httpPusher("alice-phone", g.url()))
 	sent, _ := bob.SendText(ctx, room, "one")
 	first := g.wait(t, 10*time.Second)
 	second := g.wait(t, 10*time.Second) // the retry, after the backoff
@@ -191,9 +189,7 @@ func TestDeliveryRefusesLoopbackByDefault(t *testing.T) {
 	g := newGateway(t)
 	alice, bob := n.Register("alice"), n.Register("bob")
 	room := dm(t, alice, bob)
-	if st, body := call(t, n, "POST", setPath, alice.AccessToken, httpPusher("alice-phone", g.url())); st != 200 {
-		t.Fatalf("set pusher: %d %s", st, body)
-	}
+	n.Do(t, "POST", setPath, alice.AccessToken, httpPusher("alice-phone", g.url())).OK(t)
 	if _, err := bob.SendText(ctx, room, "hello"); err != nil {
 		t.Fatal(err)
 	}

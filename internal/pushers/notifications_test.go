@@ -25,11 +25,8 @@ type notificationsPage struct {
 
 func getNotifications(t *testing.T, n *testnode.Node, token string, q url.Values) notificationsPage {
 	t.Helper()
-	st, body := call(t, n, "GET", "/_matrix/client/v3/notifications?"+q.Encode(), token, nil)
-	if st != 200 {
-		t.Fatalf("GET /notifications: %d %s", st, body)
-	}
-	return decode[notificationsPage](t, body)
+	body := n.Do(t, "GET", "/_matrix/client/v3/notifications?"+q.Encode(), token, nil).Want(t, 200, "").Body
+	return testnode.Decode[notificationsPage](t, body)
 }
 
 // waitNotifications polls until the user has want notifications (they are
@@ -50,7 +47,7 @@ func waitNotifications(t *testing.T, n *testnode.Node, token string, want int) n
 }
 
 func TestNotifications(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob := n.Register("alice"), n.Register("bob")
 		room := dm(t, alice, bob)
@@ -88,9 +85,7 @@ func TestNotifications(t *testing.T) {
 		if len(p2.Notifications) != 1 || p2.Notifications[0].Event["event_id"] != string(sent[0]) {
 			t.Fatalf("page 2: %+v", p2)
 		}
-		if st, body := call(t, n, "GET", "/_matrix/client/v3/notifications?from=nope", alice.AccessToken, nil); st != 400 {
-			t.Fatalf("bad from: %d %s", st, body)
-		}
+		n.Do(t, "GET", "/_matrix/client/v3/notifications?from=nope", alice.AccessToken, nil).Want(t, 400, "M_INVALID_PARAM")
 		// A read receipt marks them read.
 		if err := alice.SendReceipt(ctx, room, sent[2], event.ReceiptTypeRead, nil); err != nil {
 			t.Fatal(err)

@@ -32,19 +32,16 @@ type pusherList struct {
 
 func pushkeys(t *testing.T, n *testnode.Node, token string) []string {
 	t.Helper()
-	st, body := call(t, n, "GET", getPath, token, nil)
-	if st != 200 {
-		t.Fatalf("GET /pushers: %d %s", st, body)
-	}
+	body := n.Do(t, "GET", getPath, token, nil).Want(t, 200, "").Body
 	var out []string
-	for _, p := range decode[pusherList](t, body).Pushers {
+	for _, p := range testnode.Decode[pusherList](t, body).Pushers {
 		out = append(out, p.PushKey)
 	}
 	return out
 }
 
 func TestSetAndGetPushers(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		alice, bob := n.Register("alice"), n.Register("bob")
 		const gw = "https://push.example.org/_matrix/push/v1/notify"
 		if got := pushkeys(t, n, alice.AccessToken); len(got) != 0 {
@@ -54,46 +51,45 @@ func TestSetAndGetPushers(t *testing.T) {
 			t.Helper()
 			p := httpPusher("k", gw)
 			mut(p)
-			st, body := call(t, n, "POST", setPath, alice.AccessToken, p)
-			wantErr(t, st, body, status, code)
+			n.Do(t, "POST", setPath, alice.AccessToken, p).Want(t, status, code)
 		}
 		bad(func(m map[string]any) { delete(m, "kind") }, 400, "M_MISSING_PARAM")
 		bad(func(m map[string]any) { delete(m, "pushkey") }, 400, "M_MISSING_PARAM")
 		bad(func(m map[string]any) { delete(m, "lang"); delete(m, "data") }, 400, "M_MISSING_PARAM")
 		bad(func(m map[string]any) { m["data"] = map[string]any{} }, 400, "M_MISSING_PARAM")
 		bad(func(m map[string]any) { m["data"] = map[string]any{"url": "https://push.example.org/notify"} }, 400, "M_INVALID_PARAM")
-		bad(func(m map[string]any) { m["data"] = map[string]any{"url": "ftp://push.example.org/_matrix/push/v1/notify"} }, 400, "M_INVALID_PARAM")
+		bad(func(m map[string]any) {
+			m["data"] = map[string]any{"url": "ftp://push.example.org/_matrix/push/v1/notify"}
+		}, 400, "M_INVALID_PARAM")
 		bad(func(m map[string]any) { m["data"] = map[string]any{"url": gw, "format": "full"} }, 400, "M_INVALID_PARAM")
 		bad(func(m map[string]any) { m["kind"] = "email" }, 400, "M_INVALID_PARAM")
 		bad(func(m map[string]any) { m["kind"] = "carrier-pigeon" }, 400, "M_INVALID_PARAM")
 		bad(func(m map[string]any) { m["app_id"] = strings.Repeat("a", 65) }, 400, "M_INVALID_PARAM")
 
 		for _, k := range []string{"k1", "k2"} {
-			if st, body := call(t, n, "POST", setPath, alice.AccessToken, httpPusher(k, gw)); st != 200 {
-				t.Fatalf("set %s: %d %s", k, st, body)
-			}
+			n.Do(t, "POST", setPath, alice.AccessToken, httpPusher(k, gw)).OK(t)
 		}
 		// Setting again updates in place.
 		p := httpPusher("k1", gw)
 		p["device_display_name"] = "Tablet"
-		call(t, n, "POST", setPath, alice.AccessToken, p)
+		n.Do(t, "POST", setPath, alice.AccessToken, p)
 		if got := pushkeys(t, n, alice.AccessToken); len(got) != 2 {
 			t.Fatalf("pushkeys = %v", got)
 		}
-		_, body := call(t, n, "GET", getPath, alice.AccessToken, nil)
-		if l := decode[pusherList](t, body); l.Pushers[0].Data["custom"] != "kept" {
+		body := n.Do(t, "GET", getPath, alice.AccessToken, nil).Body
+		if l := testnode.Decode[pusherList](t, body); l.Pushers[0].Data["custom"] != "kept" {
 			t.Fatalf("pusher data: %s", body)
 		}
 
 		// Without append, another user's pusher with the same app ID and
 		// pushkey replaces Alice's; with append, both stay.
-		call(t, n, "POST", setPath, bob.AccessToken, httpPusher("k2", gw))
+		n.Do(t, "POST", setPath, bob.AccessToken, httpPusher("k2", gw))
 		if got := pushkeys(t, n, alice.AccessToken); len(got) != 1 || got[0] != "k1" {
 			t.Fatalf("after bob took k2, alice has %v", got)
 		}
 		ap := httpPusher("k1", gw)
 		ap["append"] = true
-		call(t, n, "POST", setPath, bob.AccessToken, ap)
+		n.Do(t, "POST", setPath, bob.AccessToken, ap)
 		if got := pushkeys(t, n, alice.AccessToken); len(got) != 1 {
 			t.Fatalf("append removed alice's pusher: %v", got)
 		}
@@ -102,10 +98,7 @@ func TestSetAndGetPushers(t *testing.T) {
 		}
 
 		// kind null deletes.
-		st, body := call(t, n, "POST", setPath, alice.AccessToken, map[string]any{"kind": nil, "app_id": "org.example.app", "pushkey": "k1"})
-		if st != 200 {
-			t.Fatalf("delete: %d %s", st, body)
-		}
+		n.Do(t, "POST", setPath, alice.AccessToken, map[string]any{"kind": nil, "app_id": "org.example.app", "pushkey": "k1"}).OK(t)
 		if got := pushkeys(t, n, alice.AccessToken); len(got) != 0 {
 			t.Fatalf("after delete: %v", got)
 		}
@@ -115,9 +108,7 @@ func TestSetAndGetPushers(t *testing.T) {
 		if got := pushkeys(t, n, bob.AccessToken); len(got) != 2 {
 			t.Fatalf("after restart: %v", got)
 		}
-		if st, body := call(t, n, "POST", "/_matrix/client/v3/logout", bob.AccessToken, map[string]any{}); st != 200 {
-			t.Fatalf("logout: %d %s", st, body)
-		}
+		n.Do(t, "POST", "/_matrix/client/v3/logout", bob.AccessToken, map[string]any{}).OK(t)
 		bob2 := n.Login(bob.UserID)
 		if got := pushkeys(t, n, bob2.AccessToken); len(got) != 0 {
 			t.Fatalf("pushers of a logged-out device remain: %v", got)
