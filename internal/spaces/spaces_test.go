@@ -35,7 +35,7 @@ func roomIDs(resp *mautrix.RespHierarchy) []id.RoomID {
 }
 
 func TestHierarchy(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob := n.Register("alice"), n.Register("bob")
 		space, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "Space", Preset: "public_chat",
@@ -111,22 +111,17 @@ func TestHierarchy(t *testing.T) {
 		}
 		// A token cannot change the walk.
 		first, _ := alice.Hierarchy(ctx, space.RoomID, &mautrix.ReqHierarchy{Limit: 1})
-		st, body := call(t, n, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape(string(space.RoomID))+"/hierarchy?max_depth=1&from="+url.QueryEscape(first.NextBatch), alice.AccessToken, nil)
-		if st != 400 || body["errcode"] != "M_INVALID_PARAM" {
-			t.Fatalf("changed max_depth: %d %v", st, body)
-		}
+		n.Do(t, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape(string(space.RoomID))+"/hierarchy?max_depth=1&from="+url.QueryEscape(first.NextBatch), alice.AccessToken, nil).
+			Want(t, 400, "M_INVALID_PARAM")
 		// The private room's hierarchy is forbidden to Bob.
-		st, body = call(t, n, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape(string(private))+"/hierarchy", bob.AccessToken, nil)
-		if st != 403 || body["errcode"] != "M_FORBIDDEN" {
-			t.Fatalf("private hierarchy for bob: %d %v", st, body)
-		}
+		n.Do(t, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape(string(private))+"/hierarchy", bob.AccessToken, nil).Want(t, 403, "M_FORBIDDEN")
 		// Spec-valid body.
-		call(t, n, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape(string(space.RoomID))+"/hierarchy", alice.AccessToken, nil)
+		n.Do(t, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape(string(space.RoomID))+"/hierarchy", alice.AccessToken, nil)
 	})
 }
 
 func TestRoomSummary(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob := n.Register("alice"), n.Register("bob")
 		pub, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "Pub", Topic: "hello", Preset: "public_chat", RoomAliasName: "pub"})
@@ -139,19 +134,17 @@ func TestRoomSummary(t *testing.T) {
 		}
 		path := func(r string) string { return "/_matrix/client/v1/room_summary/" + url.PathEscape(r) }
 
-		st, body := call(t, n, "GET", path("#pub:localhost"), bob.AccessToken, nil)
-		if st != 200 || body["room_id"] != string(pub.RoomID) || body["name"] != "Pub" || body["topic"] != "hello" ||
+		body := n.Do(t, "GET", path("#pub:localhost"), bob.AccessToken, nil).OK(t)
+		if body["room_id"] != string(pub.RoomID) || body["name"] != "Pub" || body["topic"] != "hello" ||
 			body["join_rule"] != "public" || body["num_joined_members"] != 1.0 || body["membership"] != "leave" || body["room_version"] == nil {
-			t.Fatalf("public summary for bob: %d %v", st, body)
+			t.Fatalf("public summary for bob: %v", body)
 		}
-		st, body = call(t, n, "GET", path(string(pub.RoomID)), alice.AccessToken, nil)
-		if st != 200 || body["membership"] != "join" {
-			t.Fatalf("summary for alice: %d %v", st, body)
+		if body := n.Do(t, "GET", path(string(pub.RoomID)), alice.AccessToken, nil).OK(t); body["membership"] != "join" {
+			t.Fatalf("summary for alice: %v", body)
 		}
 		// Unauthenticated: public rooms only, and no membership.
-		st, body = call(t, n, "GET", path(string(pub.RoomID)), "", nil)
-		if st != 200 || body["membership"] != nil {
-			t.Fatalf("anonymous summary: %d %v", st, body)
+		if body := n.Do(t, "GET", path(string(pub.RoomID)), "", nil).OK(t); body["membership"] != nil {
+			t.Fatalf("anonymous summary: %v", body)
 		}
 		for _, tc := range []struct {
 			room, token string
@@ -161,16 +154,16 @@ func TestRoomSummary(t *testing.T) {
 			{"!unknown:localhost", alice.AccessToken},
 			{"#nope:localhost", alice.AccessToken},
 		} {
-			if st, body := call(t, n, "GET", path(tc.room), tc.token, nil); st != 404 || body["errcode"] != "M_NOT_FOUND" {
-				t.Errorf("%s: %d %v, want 404 M_NOT_FOUND", tc.room, st, body)
+			if r := n.Do(t, "GET", path(tc.room), tc.token, nil); r.Status != 404 || r.ErrCode() != "M_NOT_FOUND" {
+				t.Errorf("%s: %d %s, want 404 M_NOT_FOUND", tc.room, r.Status, r.Body)
 			}
 		}
 		// An invited user may preview.
 		if _, err := alice.InviteUser(ctx, priv.RoomID, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
 			t.Fatal(err)
 		}
-		if st, body := call(t, n, "GET", path(string(priv.RoomID)), bob.AccessToken, nil); st != 200 || body["membership"] != "invite" || body["join_rule"] != "invite" {
-			t.Fatalf("invited summary: %d %v", st, body)
+		if body := n.Do(t, "GET", path(string(priv.RoomID)), bob.AccessToken, nil).OK(t); body["membership"] != "invite" || body["join_rule"] != "invite" {
+			t.Fatalf("invited summary: %v", body)
 		}
 	})
 }
