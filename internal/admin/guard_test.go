@@ -18,7 +18,7 @@ import (
 func TestShadowBan(t *testing.T) {
 	n := testnode.Start(t, testnode.SQLite)
 	ctx := context.Background()
-	adm := admin(t, n)
+	adm := n.RegisterAdmin("admin")
 	alice, troll := n.Register("alice"), n.Register("troll")
 	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if err != nil {
@@ -27,10 +27,10 @@ func TestShadowBan(t *testing.T) {
 	if _, err := troll.JoinRoomByID(ctx, room.RoomID); err != nil {
 		t.Fatal(err)
 	}
-	if r := call(t, adm, "POST", "/_synapse/admin/v1/users/"+url.PathEscape(string(troll.UserID))+"/shadow_ban", map[string]any{}, false); r.status != 200 {
-		t.Fatalf("shadow ban: %d %s", r.status, r.body)
+	if r := testnode.Call(t, adm, "POST", "/_synapse/admin/v1/users/"+url.PathEscape(string(troll.UserID))+"/shadow_ban", map[string]any{}); r.Status != 200 {
+		t.Fatalf("shadow ban: %d %s", r.Status, r.Body)
 	}
-	if info := call(t, adm, "GET", "/_synapse/admin/v2/users/"+url.PathEscape(string(troll.UserID)), nil, false).obj(t); info["shadow_banned"] != true {
+	if info := testnode.Call(t, adm, "GET", "/_synapse/admin/v2/users/"+url.PathEscape(string(troll.UserID)), nil).JSON(t); info["shadow_banned"] != true {
 		t.Fatalf("user info after shadow ban: %v", info)
 	}
 	sent, err := troll.SendMessageEvent(ctx, room.RoomID, event.EventMessage, map[string]string{"msgtype": "m.text", "body": "buy now"})
@@ -57,7 +57,7 @@ func TestShadowBan(t *testing.T) {
 			t.Fatalf("alice sees the shadow-banned user's %s", ev.Type)
 		}
 	}
-	call(t, adm, "DELETE", "/_synapse/admin/v1/users/"+url.PathEscape(string(troll.UserID))+"/shadow_ban", nil, false)
+	testnode.Call(t, adm, "DELETE", "/_synapse/admin/v1/users/"+url.PathEscape(string(troll.UserID))+"/shadow_ban", nil)
 	real, err := troll.SendMessageEvent(ctx, room.RoomID, event.EventMessage, map[string]string{"msgtype": "m.text", "body": "sorry"})
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +75,7 @@ func TestRateLimit(t *testing.T) {
 		c.RateLimitRegBurst = 100
 	})
 	ctx := context.Background()
-	adm := admin(t, n)
+	adm := n.RegisterAdmin("admin")
 	alice := n.Register("alice")
 	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	if err != nil {
@@ -84,35 +84,35 @@ func TestRateLimit(t *testing.T) {
 	if _, err := adm.JoinRoomByID(ctx, room.RoomID); err != nil {
 		t.Fatal(err)
 	}
-	send := func(c *mautrix.Client, i int) response {
+	send := func(c *mautrix.Client, i int) *testnode.Response {
 		path := fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/t%d", url.PathEscape(string(room.RoomID)), i)
-		return call(t, c, "PUT", path, map[string]string{"msgtype": "m.text", "body": "hi"}, true)
+		return testnode.Call(t, c, "PUT", path, map[string]string{"msgtype": "m.text", "body": "hi"})
 	}
 	for i := range 3 {
-		if r := send(alice, i); r.status != 200 {
-			t.Fatalf("send %d within the burst: %d %s", i, r.status, r.body)
+		if r := send(alice, i); r.Status != 200 {
+			t.Fatalf("send %d within the burst: %d %s", i, r.Status, r.Body)
 		}
 	}
 	r := send(alice, 3)
-	want(t, r, 429, "M_LIMIT_EXCEEDED")
-	ms, ok := r.obj(t)["retry_after_ms"].(float64)
+	r.Want(t, 429, "M_LIMIT_EXCEEDED")
+	ms, ok := r.JSON(t)["retry_after_ms"].(float64)
 	if !ok || ms <= 0 || ms > 60000 {
-		t.Fatalf("retry_after_ms %v", r.obj(t)["retry_after_ms"])
+		t.Fatalf("retry_after_ms %v", r.JSON(t)["retry_after_ms"])
 	}
-	if secs, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || secs < 1 {
-		t.Fatalf("Retry-After header %q", r.header.Get("Retry-After"))
+	if secs, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || secs < 1 {
+		t.Fatalf("Retry-After header %q", r.Header.Get("Retry-After"))
 	}
 	// Other users have their own bucket; admins have none.
 	bob := n.Register("bob")
 	if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
 		t.Fatal(err)
 	}
-	if r := send(bob, 100); r.status != 200 {
-		t.Fatalf("bob limited by alice's bucket: %d %s", r.status, r.body)
+	if r := send(bob, 100); r.Status != 200 {
+		t.Fatalf("bob limited by alice's bucket: %d %s", r.Status, r.Body)
 	}
 	for i := range 10 {
-		if r := send(adm, 200+i); r.status != 200 {
-			t.Fatalf("admin send %d limited: %d %s", i, r.status, r.body)
+		if r := send(adm, 200+i); r.Status != 200 {
+			t.Fatalf("admin send %d limited: %d %s", i, r.Status, r.Body)
 		}
 	}
 
@@ -127,18 +127,18 @@ func TestRateLimit(t *testing.T) {
 			t.Fatalf("login %d: %v", i, err)
 		}
 	}
-	wantErr(t, login(), "M_LIMIT_EXCEEDED")
+	testnode.WantErr(t, login(), "M_LIMIT_EXCEEDED", 0)
 }
 
 func TestServerNotices(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
-		adm := admin(t, n)
+		adm := n.RegisterAdmin("admin")
 		alice := n.Register("alice")
 		if err := n.Admin.SendNotice(ctx, alice.UserID, "Maintenance tonight"); err != nil {
 			t.Fatal(err)
 		}
-		sync := call(t, alice, "GET", "/_matrix/client/v3/sync?timeout=0", nil, false).obj(t)
+		sync := testnode.Call(t, alice, "GET", "/_matrix/client/v3/sync?timeout=0", nil).JSON(t)
 		invites, _ := sync["rooms"].(map[string]any)["invite"].(map[string]any)
 		if len(invites) != 1 {
 			t.Fatalf("want one invite, sync has %v", sync["rooms"])
@@ -151,12 +151,12 @@ func TestServerNotices(t *testing.T) {
 			t.Fatal(err)
 		}
 		// A second notice goes to the same room.
-		r := call(t, adm, "POST", "/_synapse/admin/v1/send_server_notice", map[string]any{
-			"user_id": alice.UserID, "content": map[string]string{"msgtype": "m.server_notice", "body": "Done"}}, false)
-		if r.status != 200 || r.obj(t)["event_id"] == nil {
-			t.Fatalf("send_server_notice: %d %s", r.status, r.body)
+		r := testnode.Call(t, adm, "POST", "/_synapse/admin/v1/send_server_notice", map[string]any{
+			"user_id": alice.UserID, "content": map[string]string{"msgtype": "m.server_notice", "body": "Done"}})
+		if r.Status != 200 || r.JSON(t)["event_id"] == nil {
+			t.Fatalf("send_server_notice: %d %s", r.Status, r.Body)
 		}
-		sync = call(t, alice, "GET", "/_matrix/client/v3/sync?timeout=0", nil, false).obj(t)
+		sync = testnode.Call(t, alice, "GET", "/_matrix/client/v3/sync?timeout=0", nil).JSON(t)
 		joined := sync["rooms"].(map[string]any)["join"].(map[string]any)
 		jr, ok := joined[string(roomID)].(map[string]any)
 		if !ok || len(joined) != 1 {
@@ -190,7 +190,7 @@ func TestServerNotices(t *testing.T) {
 		}
 		// Alice may not post in it; after leaving, the next notice invites her again.
 		_, err := alice.SendMessageEvent(ctx, roomID, event.EventMessage, map[string]string{"msgtype": "m.text", "body": "hi"})
-		wantErr(t, err, "M_FORBIDDEN")
+		testnode.WantErr(t, err, "M_FORBIDDEN", 0)
 		if _, err := alice.LeaveRoom(ctx, roomID); err != nil {
 			t.Fatal(err)
 		}
@@ -200,8 +200,8 @@ func TestServerNotices(t *testing.T) {
 		if m := n.Rooms.Membership(alice.UserID, roomID); m != "invite" {
 			t.Fatalf("after leaving and a new notice, membership %q, want invite", m)
 		}
-		want(t, call(t, adm, "POST", "/_synapse/admin/v1/send_server_notice", map[string]any{
-			"user_id": "@nobody:localhost", "content": map[string]string{"msgtype": "m.text", "body": "x"}}, false), 404, "M_NOT_FOUND")
+		testnode.Call(t, adm, "POST", "/_synapse/admin/v1/send_server_notice", map[string]any{
+			"user_id": "@nobody:localhost", "content": map[string]string{"msgtype": "m.text", "body": "x"}}).Want(t, 404, "M_NOT_FOUND")
 		// The system user cannot log in.
 		if _, err := n.Client().Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword,
 			Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "server"}, Password: ""}); err == nil {

@@ -14,9 +14,9 @@ import (
 )
 
 func TestReports(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
-		adm := admin(t, n)
+		adm := n.RegisterAdmin("admin")
 		alice, bob, eve := n.Register("alice"), n.Register("bob"), n.Register("eve")
 		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Lobby"})
 		if err != nil {
@@ -48,16 +48,16 @@ func TestReports(t *testing.T) {
 			{eve, "/_matrix/client/v3/users/" + url.PathEscape(string(alice.UserID)) + "/report", map[string]any{"reason": "rude"}},
 			{eve, "/_matrix/client/v3/users/@nobody:localhost/report", map[string]any{"reason": "no such user"}},
 		} {
-			r := call(t, tc.c, "POST", tc.path, tc.body, true)
-			if r.status != 200 || string(r.body) != "{}" {
-				t.Fatalf("POST %s: %d %s", tc.path, r.status, r.body)
+			r := testnode.Call(t, tc.c, "POST", tc.path, tc.body)
+			if r.Status != 200 || string(r.Body) != "{}" {
+				t.Fatalf("POST %s: %d %s", tc.path, r.Status, r.Body)
 			}
 		}
-		want(t, call(t, eve, "POST", "/_matrix/client/v3/rooms/"+rp+"/report", map[string]any{}, true), 400, "M_MISSING_PARAM")
-		want(t, call(t, bob, "POST", evPath, map[string]any{"score": 5}, false), 400, "M_INVALID_PARAM")
-		want(t, call(t, eve, "POST", "/_matrix/client/v3/users/nobody/report", map[string]any{"reason": "x"}, false), 400, "M_INVALID_PARAM")
+		testnode.Call(t, eve, "POST", "/_matrix/client/v3/rooms/"+rp+"/report", map[string]any{}).Want(t, 400, "M_MISSING_PARAM")
+		testnode.Call(t, bob, "POST", evPath, map[string]any{"score": 5}).Want(t, 400, "M_INVALID_PARAM")
+		testnode.Call(t, eve, "POST", "/_matrix/client/v3/users/nobody/report", map[string]any{"reason": "x"}).Want(t, 400, "M_INVALID_PARAM")
 
-		list := call(t, adm, "GET", "/_synapse/admin/v1/event_reports", nil, false).obj(t)
+		list := testnode.Call(t, adm, "GET", "/_synapse/admin/v1/event_reports", nil).JSON(t)
 		reports := list["event_reports"].([]any)
 		if list["total"].(float64) != 1 || len(reports) != 1 {
 			t.Fatalf("event reports: %v", list)
@@ -68,26 +68,26 @@ func TestReports(t *testing.T) {
 			t.Fatalf("event report: %v", rep)
 		}
 		repPath := fmt.Sprintf("/_synapse/admin/v1/event_reports/%d", int(rep["id"].(float64)))
-		detail := call(t, adm, "GET", repPath, nil, false).obj(t)
+		detail := testnode.Call(t, adm, "GET", repPath, nil).JSON(t)
 		if ej, ok := detail["event_json"].(map[string]any); !ok || ej["type"] != "m.room.message" {
 			t.Fatalf("report details: %v", detail)
 		}
-		if rooms := call(t, adm, "GET", "/_synapse/admin/v1/room_reports", nil, false).obj(t); rooms["total"].(float64) != 1 {
+		if rooms := testnode.Call(t, adm, "GET", "/_synapse/admin/v1/room_reports", nil).JSON(t); rooms["total"].(float64) != 1 {
 			t.Fatalf("room reports: %v", rooms)
 		}
-		users := call(t, adm, "GET", "/_synapse/admin/v1/user_reports", nil, false).obj(t)
+		users := testnode.Call(t, adm, "GET", "/_synapse/admin/v1/user_reports", nil).JSON(t)
 		if users["total"].(float64) != 1 || users["user_reports"].([]any)[0].(map[string]any)["target_user_id"] != string(alice.UserID) {
 			t.Fatalf("user reports: %v", users)
 		}
-		if filtered := call(t, adm, "GET", "/_synapse/admin/v1/event_reports?user_id="+url.QueryEscape(string(eve.UserID)), nil, false).obj(t); filtered["total"].(float64) != 0 {
+		if filtered := testnode.Call(t, adm, "GET", "/_synapse/admin/v1/event_reports?user_id="+url.QueryEscape(string(eve.UserID)), nil).JSON(t); filtered["total"].(float64) != 0 {
 			t.Fatalf("filter by reporter: %v", filtered)
 		}
 
-		if r := call(t, adm, "DELETE", repPath, nil, false); r.status != 200 {
-			t.Fatalf("delete report: %d %s", r.status, r.body)
+		if r := testnode.Call(t, adm, "DELETE", repPath, nil); r.Status != 200 {
+			t.Fatalf("delete report: %d %s", r.Status, r.Body)
 		}
-		want(t, call(t, adm, "GET", repPath, nil, false), 404, "M_NOT_FOUND")
-		want(t, call(t, adm, "GET", "/_synapse/admin/v1/event_reports/abc", nil, false), 400, "M_INVALID_PARAM")
+		testnode.Call(t, adm, "GET", repPath, nil).Want(t, 404, "M_NOT_FOUND")
+		testnode.Call(t, adm, "GET", "/_synapse/admin/v1/event_reports/abc", nil).Want(t, 400, "M_INVALID_PARAM")
 	})
 }
 
@@ -101,18 +101,18 @@ func TestRegistrationTokens(t *testing.T) {
 	adm := n.Login(uid)
 	const base = "/_synapse/admin/v1/registration_tokens"
 
-	r := call(t, adm, "POST", base+"/new", map[string]any{"token": "invite-1", "uses_allowed": 1}, false)
-	if r.status != 200 || r.obj(t)["token"] != "invite-1" || r.obj(t)["uses_allowed"].(float64) != 1 {
-		t.Fatalf("new token: %d %s", r.status, r.body)
+	r := testnode.Call(t, adm, "POST", base+"/new", map[string]any{"token": "invite-1", "uses_allowed": 1})
+	if r.Status != 200 || r.JSON(t)["token"] != "invite-1" || r.JSON(t)["uses_allowed"].(float64) != 1 {
+		t.Fatalf("new token: %d %s", r.Status, r.Body)
 	}
-	want(t, call(t, adm, "POST", base+"/new", map[string]any{"token": "invite-1"}, false), 400, "M_INVALID_PARAM")
-	want(t, call(t, adm, "POST", base+"/new", map[string]any{"token": "bad token!"}, false), 400, "M_INVALID_PARAM")
-	want(t, call(t, adm, "POST", base+"/new", map[string]any{"expiry_time": 1}, false), 400, "M_INVALID_PARAM")
-	random := call(t, adm, "POST", base+"/new", map[string]any{"length": 20}, false).obj(t)
+	testnode.Call(t, adm, "POST", base+"/new", map[string]any{"token": "invite-1"}).Want(t, 400, "M_INVALID_PARAM")
+	testnode.Call(t, adm, "POST", base+"/new", map[string]any{"token": "bad token!"}).Want(t, 400, "M_INVALID_PARAM")
+	testnode.Call(t, adm, "POST", base+"/new", map[string]any{"expiry_time": 1}).Want(t, 400, "M_INVALID_PARAM")
+	random := testnode.Call(t, adm, "POST", base+"/new", map[string]any{"length": 20}).JSON(t)
 	if tok := random["token"].(string); len(tok) != 20 {
 		t.Fatalf("random token %q, want 20 characters", tok)
 	}
-	if all := call(t, adm, "GET", base, nil, false).obj(t)["registration_tokens"].([]any); len(all) != 2 {
+	if all := testnode.Call(t, adm, "GET", base, nil).JSON(t)["registration_tokens"].([]any); len(all) != 2 {
 		t.Fatalf("list tokens: %v", all)
 	}
 
@@ -126,28 +126,28 @@ func TestRegistrationTokens(t *testing.T) {
 	} else if resp.UserID != "@newbie:localhost" {
 		t.Fatalf("registered %s", resp.UserID)
 	}
-	if valid := call(t, adm, "GET", base+"?valid=false", nil, false).obj(t)["registration_tokens"].([]any); len(valid) != 1 {
+	if valid := testnode.Call(t, adm, "GET", base+"?valid=false", nil).JSON(t)["registration_tokens"].([]any); len(valid) != 1 {
 		t.Fatalf("used-up tokens: %v", valid)
 	}
 
 	// Raise the limit, then clear it.
-	up := call(t, adm, "PUT", base+"/invite-1", map[string]any{"uses_allowed": 5}, false).obj(t)
+	up := testnode.Call(t, adm, "PUT", base+"/invite-1", map[string]any{"uses_allowed": 5}).JSON(t)
 	if up["uses_allowed"].(float64) != 5 || up["completed"].(float64) != 1 {
 		t.Fatalf("update token: %v", up)
 	}
-	up = call(t, adm, "PUT", base+"/invite-1", map[string]any{"uses_allowed": nil}, false).obj(t)
+	up = testnode.Call(t, adm, "PUT", base+"/invite-1", map[string]any{"uses_allowed": nil}).JSON(t)
 	if up["uses_allowed"] != nil {
 		t.Fatalf("clear uses_allowed: %v", up)
 	}
-	want(t, call(t, adm, "PUT", base+"/invite-1", map[string]any{"uses_allowed": -1}, false), 400, "M_INVALID_PARAM")
-	if got := call(t, adm, "GET", base+"/invite-1", nil, false).obj(t); got["token"] != "invite-1" {
+	testnode.Call(t, adm, "PUT", base+"/invite-1", map[string]any{"uses_allowed": -1}).Want(t, 400, "M_INVALID_PARAM")
+	if got := testnode.Call(t, adm, "GET", base+"/invite-1", nil).JSON(t); got["token"] != "invite-1" {
 		t.Fatalf("get token: %v", got)
 	}
-	if r := call(t, adm, "DELETE", base+"/invite-1", nil, false); r.status != 200 {
-		t.Fatalf("delete token: %d %s", r.status, r.body)
+	if r := testnode.Call(t, adm, "DELETE", base+"/invite-1", nil); r.Status != 200 {
+		t.Fatalf("delete token: %d %s", r.Status, r.Body)
 	}
-	want(t, call(t, adm, "GET", base+"/invite-1", nil, false), 404, "M_NOT_FOUND")
-	want(t, call(t, adm, "DELETE", base+"/invite-1", nil, false), 404, "M_NOT_FOUND")
+	testnode.Call(t, adm, "GET", base+"/invite-1", nil).Want(t, 404, "M_NOT_FOUND")
+	testnode.Call(t, adm, "DELETE", base+"/invite-1", nil).Want(t, 404, "M_NOT_FOUND")
 }
 
 // registerWithToken runs the registration-token UIA flow.

@@ -12,9 +12,9 @@ import (
 )
 
 func TestAdminRooms(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
-		adm := admin(t, n)
+		adm := n.RegisterAdmin("admin")
 		alice, bob := n.Register("alice"), n.Register("bob")
 		name := "Garden Club"
 		garden, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: name, RoomAliasName: "garden"})
@@ -33,11 +33,11 @@ func TestAdminRooms(t *testing.T) {
 		}
 		gp := url.PathEscape(string(garden.RoomID))
 
-		list := call(t, adm, "GET", "/_synapse/admin/v1/rooms", nil, false).obj(t)
+		list := testnode.Call(t, adm, "GET", "/_synapse/admin/v1/rooms", nil).JSON(t)
 		if list["total_rooms"].(float64) != 2 {
 			t.Fatalf("list rooms: %v", list)
 		}
-		found := call(t, adm, "GET", "/_synapse/admin/v1/rooms?search_term=garden", nil, false).obj(t)
+		found := testnode.Call(t, adm, "GET", "/_synapse/admin/v1/rooms?search_term=garden", nil).JSON(t)
 		rooms := found["rooms"].([]any)
 		if len(rooms) != 1 {
 			t.Fatalf("search_term=garden: %v", found)
@@ -47,61 +47,61 @@ func TestAdminRooms(t *testing.T) {
 			info["canonical_alias"] != "#garden:localhost" || info["join_rules"] != "public" || info["creator"] != string(alice.UserID) {
 			t.Fatalf("room info: %v", info)
 		}
-		bySize := call(t, adm, "GET", "/_synapse/admin/v1/rooms?order_by=joined_members&dir=b&limit=1", nil, false).obj(t)
+		bySize := testnode.Call(t, adm, "GET", "/_synapse/admin/v1/rooms?order_by=joined_members&dir=b&limit=1", nil).JSON(t)
 		if r := bySize["rooms"].([]any); len(r) != 1 || r[0].(map[string]any)["room_id"] != string(garden.RoomID) || bySize["next_batch"].(float64) != 1 {
 			t.Fatalf("order_by=joined_members dir=b: %v", bySize)
 		}
 
-		details := call(t, adm, "GET", "/_synapse/admin/v1/rooms/"+gp, nil, false).obj(t)
+		details := testnode.Call(t, adm, "GET", "/_synapse/admin/v1/rooms/"+gp, nil).JSON(t)
 		if details["name"] != name || details["public"] != false && details["public"] != true {
 			t.Fatalf("details: %v", details)
 		}
-		members := call(t, adm, "GET", "/_synapse/admin/v1/rooms/"+gp+"/members", nil, false).obj(t)
+		members := testnode.Call(t, adm, "GET", "/_synapse/admin/v1/rooms/"+gp+"/members", nil).JSON(t)
 		if members["total"].(float64) != 2 {
 			t.Fatalf("members: %v", members)
 		}
-		state := call(t, adm, "GET", "/_synapse/admin/v1/rooms/"+gp+"/state", nil, false).obj(t)
+		state := testnode.Call(t, adm, "GET", "/_synapse/admin/v1/rooms/"+gp+"/state", nil).JSON(t)
 		if len(state["state"].([]any)) < 5 {
 			t.Fatalf("state: %v", state)
 		}
-		media := call(t, adm, "GET", "/_synapse/admin/v1/room/"+gp+"/media", nil, false).obj(t)
+		media := testnode.Call(t, adm, "GET", "/_synapse/admin/v1/room/"+gp+"/media", nil).JSON(t)
 		if local := media["local"].([]any); len(local) != 1 || local[0] != "mxc://localhost/abcdef" {
 			t.Fatalf("room media: %v", media)
 		}
 
 		// Blocking a room refuses joins, by ID and by alias.
 		carol := n.Register("carol")
-		if r := call(t, adm, "PUT", "/_synapse/admin/v1/rooms/"+gp+"/block", map[string]any{"block": true}, false); r.status != 200 {
-			t.Fatalf("block: %d %s", r.status, r.body)
+		if r := testnode.Call(t, adm, "PUT", "/_synapse/admin/v1/rooms/"+gp+"/block", map[string]any{"block": true}); r.Status != 200 {
+			t.Fatalf("block: %d %s", r.Status, r.Body)
 		}
-		if b := call(t, adm, "GET", "/_synapse/admin/v1/rooms/"+gp+"/block", nil, false).obj(t); b["block"] != true || b["user_id"] != string(adm.UserID) {
+		if b := testnode.Call(t, adm, "GET", "/_synapse/admin/v1/rooms/"+gp+"/block", nil).JSON(t); b["block"] != true || b["user_id"] != string(adm.UserID) {
 			t.Fatalf("block status: %v", b)
 		}
 		_, err = carol.JoinRoomByID(ctx, garden.RoomID)
-		wantErr(t, err, "M_FORBIDDEN")
+		testnode.WantErr(t, err, "M_FORBIDDEN", 0)
 		_, err = carol.JoinRoom(ctx, "#garden:localhost", nil)
-		wantErr(t, err, "M_FORBIDDEN")
-		call(t, adm, "PUT", "/_synapse/admin/v1/rooms/"+gp+"/block", map[string]any{"block": false}, false)
+		testnode.WantErr(t, err, "M_FORBIDDEN", 0)
+		testnode.Call(t, adm, "PUT", "/_synapse/admin/v1/rooms/"+gp+"/block", map[string]any{"block": false})
 		if _, err := carol.JoinRoomByID(ctx, garden.RoomID); err != nil {
 			t.Fatalf("join after unblock: %v", err)
 		}
 
 		// Delete and purge (v2): members leave, the room is gone, the
 		// status is kept.
-		del := call(t, adm, "DELETE", "/_synapse/admin/v2/rooms/"+gp, map[string]any{"block": true, "purge": true, "message": "closed"}, false)
-		if del.status != 200 {
-			t.Fatalf("delete room: %d %s", del.status, del.body)
+		del := testnode.Call(t, adm, "DELETE", "/_synapse/admin/v2/rooms/"+gp, map[string]any{"block": true, "purge": true, "message": "closed"})
+		if del.Status != 200 {
+			t.Fatalf("delete room: %d %s", del.Status, del.Body)
 		}
-		delID := del.obj(t)["delete_id"].(string)
-		st := call(t, adm, "GET", "/_synapse/admin/v2/rooms/delete_status/"+delID, nil, false).obj(t)
+		delID := del.JSON(t)["delete_id"].(string)
+		st := testnode.Call(t, adm, "GET", "/_synapse/admin/v2/rooms/delete_status/"+delID, nil).JSON(t)
 		if st["status"] != "complete" || len(st["shutdown_room"].(map[string]any)["kicked_users"].([]any)) != 3 {
 			t.Fatalf("delete status: %v", st)
 		}
-		byRoom := call(t, adm, "GET", "/_synapse/admin/v2/rooms/"+gp+"/delete_status", nil, false).obj(t)
+		byRoom := testnode.Call(t, adm, "GET", "/_synapse/admin/v2/rooms/"+gp+"/delete_status", nil).JSON(t)
 		if len(byRoom["results"].([]any)) != 1 {
 			t.Fatalf("delete status by room: %v", byRoom)
 		}
-		want(t, call(t, adm, "GET", "/_synapse/admin/v1/rooms/"+gp, nil, false), 404, "M_NOT_FOUND")
+		testnode.Call(t, adm, "GET", "/_synapse/admin/v1/rooms/"+gp, nil).Want(t, 404, "M_NOT_FOUND")
 		for _, c := range []*mautrix.Client{alice, bob, carol} {
 			if m := n.Rooms.Membership(c.UserID, garden.RoomID); m != "" {
 				t.Fatalf("%s still has membership %q in the purged room", c.UserID, m)
@@ -115,19 +115,19 @@ func TestAdminRooms(t *testing.T) {
 			t.Fatal("sent to a purged room")
 		}
 		_, err = carol.JoinRoomByID(ctx, garden.RoomID)
-		wantErr(t, err, "M_FORBIDDEN")
-		if list := call(t, adm, "GET", "/_synapse/admin/v1/rooms", nil, false).obj(t); list["total_rooms"].(float64) != 1 {
+		testnode.WantErr(t, err, "M_FORBIDDEN", 0)
+		if list := testnode.Call(t, adm, "GET", "/_synapse/admin/v1/rooms", nil).JSON(t); list["total_rooms"].(float64) != 1 {
 			t.Fatalf("rooms after purge: %v", list)
 		}
 
 		// v1 delete without purge keeps the room but empties it.
-		res := call(t, adm, "DELETE", "/_synapse/admin/v1/rooms/"+url.PathEscape(string(other.RoomID)), map[string]any{"purge": false}, false).obj(t)
+		res := testnode.Call(t, adm, "DELETE", "/_synapse/admin/v1/rooms/"+url.PathEscape(string(other.RoomID)), map[string]any{"purge": false}).JSON(t)
 		if kicked := res["kicked_users"].([]any); len(kicked) != 1 || kicked[0] != string(alice.UserID) {
 			t.Fatalf("v1 delete: %v", res)
 		}
 		if n.Rooms.Membership(alice.UserID, other.RoomID) != "leave" {
 			t.Fatal("alice did not leave the shut-down room")
 		}
-		want(t, call(t, adm, "DELETE", "/_synapse/admin/v1/rooms/!nope:localhost", map[string]any{}, false), 404, "M_NOT_FOUND")
+		testnode.Call(t, adm, "DELETE", "/_synapse/admin/v1/rooms/!nope:localhost", map[string]any{}).Want(t, 404, "M_NOT_FOUND")
 	})
 }

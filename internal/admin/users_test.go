@@ -78,68 +78,68 @@ func TestNonAdminsForbidden(t *testing.T) {
 	anon := n.Client()
 	for _, ep := range endpoints {
 		t.Run(ep.method+" "+ep.path, func(t *testing.T) {
-			want(t, call(t, bob, ep.method, ep.path, map[string]any{}, false), http.StatusForbidden, "M_FORBIDDEN")
-			want(t, call(t, anon, ep.method, ep.path, map[string]any{}, false), http.StatusUnauthorized, "M_MISSING_TOKEN")
+			testnode.Call(t, bob, ep.method, ep.path, map[string]any{}).Want(t, http.StatusForbidden, "M_FORBIDDEN")
+			testnode.Call(t, anon, ep.method, ep.path, map[string]any{}).Want(t, http.StatusUnauthorized, "M_MISSING_TOKEN")
 		})
 	}
 	// The spec's whois may be called about oneself.
-	me := call(t, bob, "GET", "/_matrix/client/v3/admin/whois/"+url.PathEscape(string(bob.UserID)), nil, true)
-	if me.status != 200 || me.obj(t)["user_id"] != string(bob.UserID) {
-		t.Fatalf("whois self: %d %s", me.status, me.body)
+	me := testnode.Call(t, bob, "GET", "/_matrix/client/v3/admin/whois/"+url.PathEscape(string(bob.UserID)), nil)
+	if me.Status != 200 || me.JSON(t)["user_id"] != string(bob.UserID) {
+		t.Fatalf("whois self: %d %s", me.Status, me.Body)
 	}
 }
 
 func TestAdminUsers(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
-		adm := admin(t, n)
+		adm := n.RegisterAdmin("admin")
 		bob := n.Register("bob")
 		bobPath := url.PathEscape(string(bob.UserID))
 
 		// List: everyone, then only admins, then by name.
-		list := call(t, adm, "GET", "/_synapse/admin/v2/users", nil, false)
-		if list.status != 200 || list.obj(t)["total"].(float64) != 2 {
-			t.Fatalf("list users: %d %s", list.status, list.body)
+		list := testnode.Call(t, adm, "GET", "/_synapse/admin/v2/users", nil)
+		if list.Status != 200 || list.JSON(t)["total"].(float64) != 2 {
+			t.Fatalf("list users: %d %s", list.Status, list.Body)
 		}
-		admins := call(t, adm, "GET", "/_synapse/admin/v2/users?admins=true", nil, false).obj(t)
+		admins := testnode.Call(t, adm, "GET", "/_synapse/admin/v2/users?admins=true", nil).JSON(t)
 		if users := admins["users"].([]any); len(users) != 1 || users[0].(map[string]any)["name"] != string(adm.UserID) {
 			t.Fatalf("admins=true: %v", admins)
 		}
-		byName := call(t, adm, "GET", "/_synapse/admin/v2/users?name=bob&limit=1", nil, false).obj(t)
+		byName := testnode.Call(t, adm, "GET", "/_synapse/admin/v2/users?name=bob&limit=1", nil).JSON(t)
 		if byName["total"].(float64) != 1 {
 			t.Fatalf("name=bob: %v", byName)
 		}
-		paged := call(t, adm, "GET", "/_synapse/admin/v2/users?limit=1", nil, false).obj(t)
+		paged := testnode.Call(t, adm, "GET", "/_synapse/admin/v2/users?limit=1", nil).JSON(t)
 		if paged["next_token"] != "1" {
 			t.Fatalf("limit=1 should give next_token 1: %v", paged)
 		}
-		want(t, call(t, adm, "GET", "/_synapse/admin/v2/users?order_by=nope", nil, false), 400, "M_INVALID_PARAM")
+		testnode.Call(t, adm, "GET", "/_synapse/admin/v2/users?order_by=nope", nil).Want(t, 400, "M_INVALID_PARAM")
 
 		// Query one user.
-		info := call(t, adm, "GET", "/_synapse/admin/v2/users/"+bobPath, nil, false).obj(t)
+		info := testnode.Call(t, adm, "GET", "/_synapse/admin/v2/users/"+bobPath, nil).JSON(t)
 		if info["name"] != string(bob.UserID) || info["admin"] != false || info["deactivated"] != false {
 			t.Fatalf("user info: %v", info)
 		}
-		want(t, call(t, adm, "GET", "/_synapse/admin/v2/users/@nobody:localhost", nil, false), 404, "M_NOT_FOUND")
-		want(t, call(t, adm, "GET", "/_synapse/admin/v2/users/@bob:elsewhere", nil, false), 400, "M_INVALID_PARAM")
+		testnode.Call(t, adm, "GET", "/_synapse/admin/v2/users/@nobody:localhost", nil).Want(t, 404, "M_NOT_FOUND")
+		testnode.Call(t, adm, "GET", "/_synapse/admin/v2/users/@bob:elsewhere", nil).Want(t, 400, "M_INVALID_PARAM")
 
 		// Create a user, who can then log in; modify it.
-		created := call(t, adm, "PUT", "/_synapse/admin/v2/users/@carol:localhost", map[string]any{"password": "carol-pass-1", "displayname": "Carol"}, false)
-		if created.status != 201 || created.obj(t)["displayname"] != "Carol" {
-			t.Fatalf("create user: %d %s", created.status, created.body)
+		created := testnode.Call(t, adm, "PUT", "/_synapse/admin/v2/users/@carol:localhost", map[string]any{"password": "carol-pass-1", "displayname": "Carol"})
+		if created.Status != 201 || created.JSON(t)["displayname"] != "Carol" {
+			t.Fatalf("create user: %d %s", created.Status, created.Body)
 		}
 		carol := n.Client()
 		if _, err := carol.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "carol"}, Password: "carol-pass-1", StoreCredentials: true}); err != nil {
 			t.Fatalf("created user cannot log in: %v", err)
 		}
-		mod := call(t, adm, "PUT", "/_synapse/admin/v2/users/@carol:localhost", map[string]any{"displayname": "Carol B", "admin": true}, false)
-		if mod.status != 200 || mod.obj(t)["displayname"] != "Carol B" || mod.obj(t)["admin"] != true {
-			t.Fatalf("modify user: %d %s", mod.status, mod.body)
+		mod := testnode.Call(t, adm, "PUT", "/_synapse/admin/v2/users/@carol:localhost", map[string]any{"displayname": "Carol B", "admin": true})
+		if mod.Status != 200 || mod.JSON(t)["displayname"] != "Carol B" || mod.JSON(t)["admin"] != true {
+			t.Fatalf("modify user: %d %s", mod.Status, mod.Body)
 		}
 
 		// Reset the password: the old one stops working, devices are logged out.
-		if r := call(t, adm, "POST", "/_synapse/admin/v1/reset_password/"+bobPath, map[string]any{"new_password": "new-bob-pass"}, false); r.status != 200 {
-			t.Fatalf("reset password: %d %s", r.status, r.body)
+		if r := testnode.Call(t, adm, "POST", "/_synapse/admin/v1/reset_password/"+bobPath, map[string]any{"new_password": "new-bob-pass"}); r.Status != 200 {
+			t.Fatalf("reset password: %d %s", r.Status, r.Body)
 		}
 		if _, err := bob.Whoami(ctx); err == nil {
 			t.Fatal("bob's old token still works after the password reset")
@@ -150,36 +150,36 @@ func TestAdminUsers(t *testing.T) {
 		}
 
 		// Log in as bob: the token is bob's, on a new device.
-		login := call(t, adm, "POST", "/_synapse/admin/v1/users/"+bobPath+"/login", map[string]any{}, false).obj(t)
+		login := testnode.Call(t, adm, "POST", "/_synapse/admin/v1/users/"+bobPath+"/login", map[string]any{}).JSON(t)
 		puppet := n.Client()
 		puppet.AccessToken = login["access_token"].(string)
 		who, err := puppet.Whoami(ctx)
 		if err != nil || who.UserID != bob.UserID {
 			t.Fatalf("login as bob: %v %v", who, err)
 		}
-		devs := call(t, adm, "GET", "/_synapse/admin/v2/users/"+bobPath+"/devices", nil, false).obj(t)
+		devs := testnode.Call(t, adm, "GET", "/_synapse/admin/v2/users/"+bobPath+"/devices", nil).JSON(t)
 		if devs["total"].(float64) != 2 {
 			t.Fatalf("bob should have 2 devices: %v", devs)
 		}
-		want(t, call(t, adm, "POST", "/_synapse/admin/v1/users/"+url.PathEscape(string(adm.UserID))+"/login", map[string]any{}, false), 400, "M_INVALID_PARAM")
+		testnode.Call(t, adm, "POST", "/_synapse/admin/v1/users/"+url.PathEscape(string(adm.UserID))+"/login", map[string]any{}).Want(t, 400, "M_INVALID_PARAM")
 
 		// Joined rooms and whois.
 		room, err := bob2.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		jr := call(t, adm, "GET", "/_synapse/admin/v1/users/"+bobPath+"/joined_rooms", nil, false).obj(t)
+		jr := testnode.Call(t, adm, "GET", "/_synapse/admin/v1/users/"+bobPath+"/joined_rooms", nil).JSON(t)
 		if rooms := jr["joined_rooms"].([]any); len(rooms) != 1 || rooms[0] != string(room.RoomID) {
 			t.Fatalf("joined rooms: %v", jr)
 		}
-		who2 := call(t, adm, "GET", "/_matrix/client/v3/admin/whois/"+bobPath, nil, true).obj(t)
+		who2 := testnode.Call(t, adm, "GET", "/_matrix/client/v3/admin/whois/"+bobPath, nil).JSON(t)
 		if len(who2["devices"].(map[string]any)) != 2 {
 			t.Fatalf("whois: %v", who2)
 		}
 
 		// Deactivate: bob can no longer log in and is out of his rooms.
-		if r := call(t, adm, "POST", "/_synapse/admin/v1/deactivate/"+bobPath, map[string]any{"erase": false}, false); r.status != 200 {
-			t.Fatalf("deactivate: %d %s", r.status, r.body)
+		if r := testnode.Call(t, adm, "POST", "/_synapse/admin/v1/deactivate/"+bobPath, map[string]any{"erase": false}); r.Status != 200 {
+			t.Fatalf("deactivate: %d %s", r.Status, r.Body)
 		}
 		if _, err := n.Client().Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: string(bob.UserID)}, Password: "new-bob-pass"}); err == nil {
 			t.Fatal("deactivated user logged in")
@@ -187,14 +187,14 @@ func TestAdminUsers(t *testing.T) {
 		if got := n.Rooms.Membership(bob.UserID, room.RoomID); got != "leave" {
 			t.Fatalf("deactivated user's membership %q, want leave", got)
 		}
-		deact := call(t, adm, "GET", "/_synapse/admin/v2/users?deactivated=true", nil, false).obj(t)
+		deact := testnode.Call(t, adm, "GET", "/_synapse/admin/v2/users?deactivated=true", nil).JSON(t)
 		if deact["total"].(float64) != 3 {
 			t.Fatalf("deactivated=true should list all 3: %v", deact)
 		}
-		if call(t, adm, "GET", "/_synapse/admin/v2/users", nil, false).obj(t)["total"].(float64) != 2 {
+		if testnode.Call(t, adm, "GET", "/_synapse/admin/v2/users", nil).JSON(t)["total"].(float64) != 2 {
 			t.Fatal("deactivated users are listed by default")
 		}
-		ver := call(t, adm, "GET", "/_synapse/admin/v1/server_version", nil, false).obj(t)
+		ver := testnode.Call(t, adm, "GET", "/_synapse/admin/v1/server_version", nil).JSON(t)
 		if ver["server_version"] == "" {
 			t.Fatalf("server_version: %v", ver)
 		}
@@ -205,7 +205,7 @@ func TestAdminUsers(t *testing.T) {
 func TestSuspendAndLock(t *testing.T) {
 	n := testnode.Start(t, testnode.SQLite)
 	ctx := context.Background()
-	adm := admin(t, n)
+	adm := n.RegisterAdmin("admin")
 	eve := n.Register("eve")
 	evePath := url.PathEscape(string(eve.UserID))
 	room, err := eve.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
@@ -214,27 +214,27 @@ func TestSuspendAndLock(t *testing.T) {
 	}
 
 	// Admins are told they may suspend and lock; others are not.
-	caps := call(t, adm, "GET", "/_matrix/client/v3/capabilities", nil, true).obj(t)["capabilities"].(map[string]any)
+	caps := testnode.Call(t, adm, "GET", "/_matrix/client/v3/capabilities", nil).JSON(t)["capabilities"].(map[string]any)
 	if mod, _ := caps["m.account_moderation"].(map[string]any); mod["suspend"] != true || mod["lock"] != true {
 		t.Fatalf("admin capabilities: %v", caps)
 	}
-	caps = call(t, eve, "GET", "/_matrix/client/v3/capabilities", nil, true).obj(t)["capabilities"].(map[string]any)
+	caps = testnode.Call(t, eve, "GET", "/_matrix/client/v3/capabilities", nil).JSON(t)["capabilities"].(map[string]any)
 	if _, ok := caps["m.account_moderation"]; ok {
 		t.Fatalf("a normal user gets m.account_moderation: %v", caps)
 	}
 
-	r := call(t, adm, "PUT", "/_matrix/client/v1/admin/suspend/"+evePath, map[string]any{"suspended": true}, true)
-	if r.status != 200 || r.obj(t)["suspended"] != true {
-		t.Fatalf("suspend: %d %s", r.status, r.body)
+	r := testnode.Call(t, adm, "PUT", "/_matrix/client/v1/admin/suspend/"+evePath, map[string]any{"suspended": true})
+	if r.Status != 200 || r.JSON(t)["suspended"] != true {
+		t.Fatalf("suspend: %d %s", r.Status, r.Body)
 	}
-	if got := call(t, adm, "GET", "/_matrix/client/v1/admin/suspend/"+evePath, nil, true).obj(t); got["suspended"] != true {
+	if got := testnode.Call(t, adm, "GET", "/_matrix/client/v1/admin/suspend/"+evePath, nil).JSON(t); got["suspended"] != true {
 		t.Fatalf("suspend status: %v", got)
 	}
 	_, err = eve.SendMessageEvent(ctx, room.RoomID, event.EventMessage, map[string]string{"msgtype": "m.text", "body": "hi"})
-	wantErr(t, err, "M_USER_SUSPENDED")
+	testnode.WantErr(t, err, "M_USER_SUSPENDED", 0)
 	_, err = eve.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
-	wantErr(t, err, "M_USER_SUSPENDED")
-	wantErr(t, eve.SetDisplayName(ctx, "Evil"), "M_USER_SUSPENDED")
+	testnode.WantErr(t, err, "M_USER_SUSPENDED", 0)
+	testnode.WantErr(t, eve.SetDisplayName(ctx, "Evil"), "M_USER_SUSPENDED", 0)
 	// Reading and leaving still work.
 	if _, err := eve.JoinedRooms(ctx); err != nil {
 		t.Fatalf("suspended user cannot read: %v", err)
@@ -242,25 +242,25 @@ func TestSuspendAndLock(t *testing.T) {
 	if _, err := eve.LeaveRoom(ctx, room.RoomID); err != nil {
 		t.Fatalf("suspended user cannot leave: %v", err)
 	}
-	call(t, adm, "PUT", "/_matrix/client/v1/admin/suspend/"+evePath, map[string]any{"suspended": false}, true)
+	testnode.Call(t, adm, "PUT", "/_matrix/client/v1/admin/suspend/"+evePath, map[string]any{"suspended": false})
 	if _, err := eve.CreateRoom(ctx, &mautrix.ReqCreateRoom{}); err != nil {
 		t.Fatalf("unsuspended user: %v", err)
 	}
 
 	// Admins cannot be targeted, nor can one suspend oneself.
 	admPath := url.PathEscape(string(adm.UserID))
-	want(t, call(t, adm, "PUT", "/_matrix/client/v1/admin/suspend/"+admPath, map[string]any{"suspended": true}, true), 403, "M_FORBIDDEN")
-	want(t, call(t, adm, "GET", "/_matrix/client/v1/admin/lock/@nobody:localhost", nil, true), 404, "M_NOT_FOUND")
-	want(t, call(t, adm, "GET", "/_matrix/client/v1/admin/lock/@eve:elsewhere", nil, true), 400, "M_INVALID_PARAM")
+	testnode.Call(t, adm, "PUT", "/_matrix/client/v1/admin/suspend/"+admPath, map[string]any{"suspended": true}).Want(t, 403, "M_FORBIDDEN")
+	testnode.Call(t, adm, "GET", "/_matrix/client/v1/admin/lock/@nobody:localhost", nil).Want(t, 404, "M_NOT_FOUND")
+	testnode.Call(t, adm, "GET", "/_matrix/client/v1/admin/lock/@eve:elsewhere", nil).Want(t, 400, "M_INVALID_PARAM")
 
 	// Locking logs eve out of every request.
-	r = call(t, adm, "PUT", "/_matrix/client/v1/admin/lock/"+evePath, map[string]any{"locked": true}, true)
-	if r.status != 200 || r.obj(t)["locked"] != true {
-		t.Fatalf("lock: %d %s", r.status, r.body)
+	r = testnode.Call(t, adm, "PUT", "/_matrix/client/v1/admin/lock/"+evePath, map[string]any{"locked": true})
+	if r.Status != 200 || r.JSON(t)["locked"] != true {
+		t.Fatalf("lock: %d %s", r.Status, r.Body)
 	}
 	_, err = eve.Whoami(ctx)
-	wantErr(t, err, "M_USER_LOCKED")
-	call(t, adm, "PUT", "/_matrix/client/v1/admin/lock/"+evePath, map[string]any{"locked": false}, true)
+	testnode.WantErr(t, err, "M_USER_LOCKED", 0)
+	testnode.Call(t, adm, "PUT", "/_matrix/client/v1/admin/lock/"+evePath, map[string]any{"locked": false})
 	if _, err := eve.Whoami(ctx); err != nil {
 		t.Fatalf("unlocked user: %v", err)
 	}
