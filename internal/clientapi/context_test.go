@@ -35,7 +35,7 @@ func chat(t *testing.T, n *testnode.Node, count int) (alice, bob *mautrix.Client
 }
 
 func TestContext(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob, room, msgs := chat(t, n, 9)
 		eve := n.Register("eve")
@@ -79,11 +79,8 @@ func TestContext(t *testing.T) {
 		}
 		// limit 0 still returns the event.
 		path := "/_matrix/client/v3/rooms/" + url.PathEscape(string(room)) + "/context/" + url.PathEscape(string(msgs[4]))
-		status, body := call(t, bob, "GET", path, url.Values{"limit": {"0"}}, nil, true)
-		if status != 200 {
-			t.Fatalf("context limit 0: %d %s", status, body)
-		}
-		zero := decode[mautrix.RespContext](t, body)
+		body := testnode.Call(t, bob, "GET", path+"?limit=0", nil).Want(t, 200, "").Body
+		zero := testnode.Decode[mautrix.RespContext](t, body)
 		if zero.Event.ID != msgs[4] || len(zero.EventsBefore)+len(zero.EventsAfter) != 0 {
 			t.Fatalf("limit 0: %s", body)
 		}
@@ -108,18 +105,16 @@ func TestContext(t *testing.T) {
 
 		// Bad input.
 		_, err = bob.Context(ctx, room, "$missing", nil, 4)
-		wantCode(t, err, "M_NOT_FOUND")
-		status, body = call(t, bob, "GET", path, url.Values{"limit": {"x"}}, nil, false)
-		wantStatus(t, status, body, 400, "M_INVALID_PARAM")
-		status, body = call(t, bob, "GET", path, url.Values{"filter": {"{not json"}}, nil, false)
-		wantStatus(t, status, body, 400, "M_INVALID_PARAM")
+		testnode.WantErr(t, err, "M_NOT_FOUND", 0)
+		testnode.Call(t, bob, "GET", path+"?limit=x", nil).Want(t, 400, "M_INVALID_PARAM")
+		testnode.Call(t, bob, "GET", path+"?"+url.Values{"filter": {"{not json"}}.Encode(), nil).Want(t, 400, "M_INVALID_PARAM")
 		_, err = eve.Context(ctx, room, msgs[4], nil, 4)
-		wantCode(t, err, "M_FORBIDDEN")
+		testnode.WantErr(t, err, "M_FORBIDDEN", 0)
 	})
 }
 
 func TestTimestampToEvent(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		_, bob, room, msgs := chat(t, n, 5)
 		ev, err := bob.GetEvent(ctx, room, msgs[2])
@@ -146,13 +141,11 @@ func TestTimestampToEvent(t *testing.T) {
 			}
 		}
 		path := "/_matrix/client/v1/rooms/" + url.PathEscape(string(room)) + "/timestamp_to_event"
-		if status, body := call(t, bob, "GET", path, url.Values{"ts": {"0"}, "dir": {"f"}}, nil, true); status != 200 {
-			t.Fatalf("timestamp_to_event: %d %s", status, body)
-		}
+		testnode.Call(t, bob, "GET", path+"?ts=0&dir=f", nil).OK(t)
 		_, err = bob.TimestampToEvent(ctx, room, time.UnixMilli(ts+3600_000), mautrix.DirectionForward)
-		wantCode(t, err, "M_NOT_FOUND")
+		testnode.WantErr(t, err, "M_NOT_FOUND", 0)
 		_, err = bob.TimestampToEvent(ctx, room, time.UnixMilli(1), mautrix.DirectionBackward)
-		wantCode(t, err, "M_NOT_FOUND")
+		testnode.WantErr(t, err, "M_NOT_FOUND", 0)
 		for _, tc := range []struct {
 			q    url.Values
 			code string
@@ -162,11 +155,10 @@ func TestTimestampToEvent(t *testing.T) {
 			{url.Values{"dir": {"f"}}, "M_MISSING_PARAM"},
 			{url.Values{"ts": {"1"}}, "M_MISSING_PARAM"},
 		} {
-			status, body := call(t, bob, "GET", path, tc.q, nil, false)
-			wantStatus(t, status, body, 400, tc.code)
+			testnode.Call(t, bob, "GET", path+"?"+tc.q.Encode(), nil).Want(t, 400, tc.code)
 		}
 		eve := n.Register("eve")
 		_, err = eve.TimestampToEvent(ctx, room, time.UnixMilli(ts), mautrix.DirectionForward)
-		wantCode(t, err, "M_FORBIDDEN")
+		testnode.WantErr(t, err, "M_FORBIDDEN", 0)
 	})
 }

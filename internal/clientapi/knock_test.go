@@ -22,7 +22,7 @@ func membershipOf(t *testing.T, c *mautrix.Client, room id.RoomID, user id.UserI
 }
 
 func TestKnock(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob, carol, dave := n.Register("alice"), n.Register("bob"), n.Register("carol"), n.Register("dave")
 		knockRule := []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{"join_rule": "knock"}}}}
@@ -54,7 +54,7 @@ func TestKnock(t *testing.T) {
 			t.Fatalf("bob's membership %s, want knock", got)
 		}
 		_, err = bob.JoinRoomByID(ctx, room)
-		wantCode(t, err, "M_FORBIDDEN")
+		testnode.WantErr(t, err, "M_FORBIDDEN", 0)
 		// Alice accepts by inviting; bob joins.
 		if _, err := alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
 			t.Fatalf("invite after knock: %v", err)
@@ -63,7 +63,7 @@ func TestKnock(t *testing.T) {
 			t.Fatalf("join after invite: %v", err)
 		}
 		_, err = bob.KnockRoom(ctx, room.String(), &mautrix.ReqKnockRoom{})
-		wantCode(t, err, "M_FORBIDDEN")
+		testnode.WantErr(t, err, "M_FORBIDDEN", 0)
 
 		// Carol withdraws her knock; alice refuses dave's.
 		for _, c := range []*mautrix.Client{carol, dave} {
@@ -89,22 +89,21 @@ func TestKnock(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err = carol.KnockRoom(ctx, invite.RoomID.String(), &mautrix.ReqKnockRoom{})
-		wantCode(t, err, "M_FORBIDDEN")
+		testnode.WantErr(t, err, "M_FORBIDDEN", 0)
 		old, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: id.RoomV6})
 		if err != nil {
 			t.Fatal(err)
 		}
 		_, err = carol.KnockRoom(ctx, old.RoomID.String(), &mautrix.ReqKnockRoom{})
-		wantCode(t, err, "M_FORBIDDEN")
+		testnode.WantErr(t, err, "M_FORBIDDEN", 0)
 		_, err = carol.KnockRoom(ctx, "#nowhere:localhost", &mautrix.ReqKnockRoom{})
-		wantCode(t, err, "M_NOT_FOUND")
-		status, body := call(t, carol, "POST", "/_matrix/client/v3/knock/"+url.PathEscape("nonsense"), nil, map[string]any{}, false)
-		wantStatus(t, status, body, 400, "M_INVALID_PARAM")
+		testnode.WantErr(t, err, "M_NOT_FOUND", 0)
+		testnode.Call(t, carol, "POST", "/_matrix/client/v3/knock/"+url.PathEscape("nonsense"), map[string]any{}).Want(t, 400, "M_INVALID_PARAM")
 	})
 }
 
 func TestForget(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob, room, _ := chat(t, n, 2)
 		carol := n.Register("carol")
@@ -112,7 +111,7 @@ func TestForget(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err := bob.ForgetRoom(ctx, room)
-		wantCode(t, err, "M_UNKNOWN")
+		testnode.WantErr(t, err, "M_UNKNOWN", 0)
 		for _, c := range []*mautrix.Client{bob, carol} {
 			if _, err := c.LeaveRoom(ctx, room); err != nil {
 				t.Fatal(err)
@@ -141,7 +140,7 @@ func TestForget(t *testing.T) {
 		}
 		// The history is gone for bob, not for carol.
 		_, err = bob.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 10)
-		wantCode(t, err, "M_FORBIDDEN")
+		testnode.WantErr(t, err, "M_FORBIDDEN", 0)
 		if _, err := carol.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 10); err != nil {
 			t.Fatal(err)
 		}
@@ -153,6 +152,6 @@ func TestForget(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, err = alice.ForgetRoom(ctx, "!unknown:localhost")
-		wantCode(t, err, "M_NOT_FOUND")
+		testnode.WantErr(t, err, "M_NOT_FOUND", 0)
 	})
 }

@@ -14,7 +14,7 @@ import (
 )
 
 func TestPublicRooms(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob, carol := n.Register("alice"), n.Register("bob"), n.Register("carol")
 		mk := func(req *mautrix.ReqCreateRoom, joiners ...*mautrix.Client) id.RoomID {
@@ -68,10 +68,7 @@ func TestPublicRooms(t *testing.T) {
 		if s.RoomType != event.RoomTypeSpace || !s.WorldReadable || !s.GuestCanJoin || s.NumJoinedMembers != 1 {
 			t.Fatalf("space: %+v", s)
 		}
-		status, body := call(t, anon, "GET", "/_matrix/client/v3/publicRooms", url.Values{"limit": {"2"}}, nil, true)
-		if status != 200 {
-			t.Fatalf("GET publicRooms: %d %s", status, body)
-		}
+		testnode.Call(t, anon, "GET", "/_matrix/client/v3/publicRooms?limit=2", nil).OK(t)
 
 		// One page at a time, forwards then back.
 		var got []id.RoomID
@@ -98,11 +95,8 @@ func TestPublicRooms(t *testing.T) {
 		// Filters (POST).
 		post := func(body map[string]any) []id.RoomID {
 			t.Helper()
-			status, raw := call(t, bob, "POST", "/_matrix/client/v3/publicRooms", nil, body, true)
-			if status != 200 {
-				t.Fatalf("POST publicRooms %v: %d %s", body, status, raw)
-			}
-			return roomIDs(decode[mautrix.RespPublicRooms](t, raw).Chunk)
+			raw := testnode.Call(t, bob, "POST", "/_matrix/client/v3/publicRooms", body).Want(t, 200, "").Body
+			return roomIDs(testnode.Decode[mautrix.RespPublicRooms](t, raw).Chunk)
 		}
 		for _, tc := range []struct {
 			body map[string]any
@@ -122,21 +116,16 @@ func TestPublicRooms(t *testing.T) {
 		}
 
 		// Bad input.
-		status, body = call(t, bob, "POST", "/_matrix/client/v3/publicRooms", nil,
-			map[string]any{"include_all_networks": true, "third_party_instance_id": "irc"}, false)
-		wantStatus(t, status, body, 400, "M_INVALID_PARAM")
+		testnode.Call(t, bob, "POST", "/_matrix/client/v3/publicRooms",
+			map[string]any{"include_all_networks": true, "third_party_instance_id": "irc"}).Want(t, 400, "M_INVALID_PARAM")
 		_, err = anon.PublicRooms(ctx, &mautrix.ReqPublicRooms{Since: "garbage"})
-		wantCode(t, err, "M_INVALID_PARAM")
+		testnode.WantErr(t, err, "M_INVALID_PARAM", 0)
 		_, err = anon.PublicRooms(ctx, &mautrix.ReqPublicRooms{Server: "elsewhere.example"})
-		wantCode(t, err, "M_INVALID_PARAM")
-		status, body = call(t, anon, "POST", "/_matrix/client/v3/publicRooms", nil, map[string]any{}, false)
-		wantStatus(t, status, body, 401, "M_MISSING_TOKEN")
+		testnode.WantErr(t, err, "M_INVALID_PARAM", 0)
+		testnode.Call(t, anon, "POST", "/_matrix/client/v3/publicRooms", map[string]any{}).Want(t, 401, "M_MISSING_TOKEN")
 
 		// Unpublishing removes a room.
-		status, body = call(t, alice, "PUT", "/_matrix/client/v3/directory/list/room/"+url.PathEscape(string(mid)), nil, map[string]any{"visibility": "private"}, false)
-		if status != 200 {
-			t.Fatalf("unpublish: %d %s", status, body)
-		}
+		testnode.Call(t, alice, "PUT", "/_matrix/client/v3/directory/list/room/"+url.PathEscape(string(mid)), map[string]any{"visibility": "private"}).OK(t)
 		if dir, err = anon.PublicRooms(ctx, &mautrix.ReqPublicRooms{}); err != nil {
 			t.Fatal(err)
 		}

@@ -46,7 +46,7 @@ func ids(evs []*event.Event) []id.EventID {
 }
 
 func TestAggregations(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob, carol := n.Register("alice"), n.Register("bob"), n.Register("carol")
 		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
@@ -175,7 +175,7 @@ func TestAggregations(t *testing.T) {
 }
 
 func TestRelationsPagination(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob, eve := n.Register("alice"), n.Register("bob"), n.Register("eve")
 		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
@@ -263,27 +263,22 @@ func TestRelationsPagination(t *testing.T) {
 		}
 		// The response matches the spec.
 		path := "/_matrix/client/v1/rooms/" + url.PathEscape(string(room)) + "/relations/" + url.PathEscape(string(root))
-		if status, body := call(t, alice, "GET", path+"/m.thread", url.Values{"limit": {"2"}, "recurse": {"true"}}, nil, true); status != 200 {
-			t.Fatalf("relations: %d %s", status, body)
-		}
+		testnode.Call(t, alice, "GET", path+"/m.thread?limit=2&recurse=true", nil).OK(t)
 
 		// Bad input.
 		_, err = alice.GetRelations(ctx, room, "$nope", &mautrix.ReqGetRelations{})
-		wantCode(t, err, "M_NOT_FOUND")
-		status, body := call(t, alice, "GET", path, url.Values{"dir": {"x"}}, nil, false)
-		wantStatus(t, status, body, 400, "M_INVALID_PARAM")
-		status, body = call(t, alice, "GET", path, url.Values{"from": {"bogus"}}, nil, false)
-		wantStatus(t, status, body, 400, "M_INVALID_PARAM")
-		status, body = call(t, alice, "GET", path, url.Values{"limit": {"-1"}}, nil, false)
-		wantStatus(t, status, body, 400, "M_INVALID_PARAM")
+		testnode.WantErr(t, err, "M_NOT_FOUND", 0)
+		testnode.Call(t, alice, "GET", path+"?dir=x", nil).Want(t, 400, "M_INVALID_PARAM")
+		testnode.Call(t, alice, "GET", path+"?from=bogus", nil).Want(t, 400, "M_INVALID_PARAM")
+		testnode.Call(t, alice, "GET", path+"?limit=-1", nil).Want(t, 400, "M_INVALID_PARAM")
 		// Someone who may not see the room gets "not found".
 		_, err = eve.GetRelations(ctx, room, root, &mautrix.ReqGetRelations{})
-		wantCode(t, err, "M_NOT_FOUND")
+		testnode.WantErr(t, err, "M_NOT_FOUND", 0)
 	})
 }
 
 func TestThreads(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob, eve := n.Register("alice"), n.Register("bob"), n.Register("eve")
 		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
@@ -310,11 +305,7 @@ func TestThreads(t *testing.T) {
 		}
 		list := func(c *mautrix.Client, q url.Values) threadsResp {
 			t.Helper()
-			status, body := call(t, c, "GET", path, q, nil, true)
-			if status != 200 {
-				t.Fatalf("threads: %d %s", status, body)
-			}
-			return decode[threadsResp](t, body)
+			return testnode.Decode[threadsResp](t, testnode.Call(t, c, "GET", path+"?"+q.Encode(), nil).Want(t, 200, "").Body)
 		}
 		// Most recently active first, with aggregations.
 		all := list(alice, nil)
@@ -343,13 +334,9 @@ func TestThreads(t *testing.T) {
 			t.Fatalf("participated: %v, want %v", got, want)
 		}
 		// Bad input.
-		status, body := call(t, alice, "GET", path, url.Values{"include": {"some"}}, nil, false)
-		wantStatus(t, status, body, 400, "M_INVALID_PARAM")
-		status, body = call(t, alice, "GET", path, url.Values{"from": {"zzz"}}, nil, false)
-		wantStatus(t, status, body, 400, "M_INVALID_PARAM")
-		status, body = call(t, alice, "GET", path, url.Values{"limit": {"0"}}, nil, false)
-		wantStatus(t, status, body, 400, "M_INVALID_PARAM")
-		status, body = call(t, eve, "GET", path, nil, nil, false)
-		wantStatus(t, status, body, 403, "M_FORBIDDEN")
+		testnode.Call(t, alice, "GET", path+"?include=some", nil).Want(t, 400, "M_INVALID_PARAM")
+		testnode.Call(t, alice, "GET", path+"?from=zzz", nil).Want(t, 400, "M_INVALID_PARAM")
+		testnode.Call(t, alice, "GET", path+"?limit=0", nil).Want(t, 400, "M_INVALID_PARAM")
+		testnode.Call(t, eve, "GET", path, nil).Want(t, 403, "M_FORBIDDEN")
 	})
 }

@@ -13,9 +13,17 @@ import (
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
-func upgrade(t *testing.T, c *mautrix.Client, room id.RoomID, body map[string]any) (int, []byte) {
+func upgrade(t *testing.T, c *mautrix.Client, room id.RoomID, body map[string]any) *testnode.Response {
 	t.Helper()
-	return call(t, c, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(string(room))+"/upgrade", nil, body, true)
+	return testnode.Call(t, c, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(string(room))+"/upgrade", body)
+}
+
+// upgraded upgrades the room, which must succeed, and returns the new one.
+func upgraded(t *testing.T, c *mautrix.Client, room id.RoomID, body map[string]any) id.RoomID {
+	t.Helper()
+	return testnode.Decode[struct {
+		ReplacementRoom id.RoomID `json:"replacement_room"`
+	}](t, upgrade(t, c, room, body).Want(t, 200, "").Body).ReplacementRoom
 }
 
 func state(t *testing.T, c *mautrix.Client, room id.RoomID, typ event.Type) map[string]any {
@@ -28,7 +36,7 @@ func state(t *testing.T, c *mautrix.Client, room id.RoomID, typ event.Type) map[
 }
 
 func TestUpgrade(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob := n.Register("alice"), n.Register("bob")
 		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{
@@ -53,20 +61,11 @@ func TestUpgrade(t *testing.T) {
 		}
 
 		// Refusals.
-		status, body := upgrade(t, bob, old, map[string]any{"new_version": "11"})
-		wantStatus(t, status, body, 403, "M_FORBIDDEN")
-		status, body = upgrade(t, alice, old, map[string]any{"new_version": "999"})
-		wantStatus(t, status, body, 400, "M_UNSUPPORTED_ROOM_VERSION")
-		status, body = upgrade(t, alice, old, map[string]any{})
-		wantStatus(t, status, body, 400, "M_MISSING_PARAM")
+		upgrade(t, bob, old, map[string]any{"new_version": "11"}).Want(t, 403, "M_FORBIDDEN")
+		upgrade(t, alice, old, map[string]any{"new_version": "999"}).Want(t, 400, "M_UNSUPPORTED_ROOM_VERSION")
+		upgrade(t, alice, old, map[string]any{}).Want(t, 400, "M_MISSING_PARAM")
 
-		status, body = upgrade(t, alice, old, map[string]any{"new_version": "11"})
-		if status != 200 {
-			t.Fatalf("upgrade: %d %s", status, body)
-		}
-		newRoom := decode[struct {
-			ReplacementRoom id.RoomID `json:"replacement_room"`
-		}](t, body).ReplacementRoom
+		newRoom := upgraded(t, alice, old, map[string]any{"new_version": "11"})
 
 		create := state(t, alice, newRoom, event.StateCreate)
 		pred, _ := create["predecessor"].(map[string]any)
@@ -124,13 +123,7 @@ func TestUpgrade(t *testing.T) {
 		if _, err := bob.JoinRoomByID(ctx, newRoom); err != nil {
 			t.Fatal(err)
 		}
-		status, body = upgrade(t, alice, newRoom, map[string]any{"new_version": "12", "additional_creators": []id.UserID{bob.UserID}})
-		if status != 200 {
-			t.Fatalf("upgrade to v12: %d %s", status, body)
-		}
-		v12 := decode[struct {
-			ReplacementRoom id.RoomID `json:"replacement_room"`
-		}](t, body).ReplacementRoom
+		v12 := upgraded(t, alice, newRoom, map[string]any{"new_version": "12", "additional_creators": []id.UserID{bob.UserID}})
 		create = state(t, alice, v12, event.StateCreate)
 		pred, _ = create["predecessor"].(map[string]any)
 		if pred["room_id"] != newRoom.String() || pred["event_id"] != nil {
@@ -151,13 +144,7 @@ func TestUpgrade(t *testing.T) {
 		if _, err := bob.JoinRoomByID(ctx, v12); err != nil {
 			t.Fatal(err)
 		}
-		status, body = upgrade(t, bob, v12, map[string]any{"new_version": "11"})
-		if status != 200 {
-			t.Fatalf("bob upgrades: %d %s", status, body)
-		}
-		v11 := decode[struct {
-			ReplacementRoom id.RoomID `json:"replacement_room"`
-		}](t, body).ReplacementRoom
+		v11 := upgraded(t, bob, v12, map[string]any{"new_version": "11"})
 		users = state(t, bob, v11, event.StatePowerLevels)["users"].(map[string]any)
 		if users[alice.UserID.String()] != float64(100) || users[bob.UserID.String()] != float64(100) {
 			t.Fatalf("v12 creators keep their power as levels: %v", users)
