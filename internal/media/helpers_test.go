@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
-	"errors"
 	"image"
 	"image/color"
 	"image/gif"
@@ -21,85 +19,11 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/matrixos/matrixos/internal/spectest"
 	"github.com/matrixos/matrixos/internal/storage/pgtest"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
 func TestMain(m *testing.M) { pgtest.RunMain(m) }
-
-// eachEngine runs f against a node on SQLite and one on PostgreSQL.
-func eachEngine(t *testing.T, f func(t *testing.T, n *testnode.Node), opts ...testnode.Option) {
-	for _, e := range testnode.Engines {
-		t.Run(string(e), func(t *testing.T) {
-			f(t, testnode.Start(t, e, opts...))
-		})
-	}
-}
-
-// errcode returns the Matrix errcode and HTTP status of a mautrix error.
-func errcode(err error) (string, int) {
-	var he mautrix.HTTPError
-	if errors.As(err, &he) && he.RespError != nil {
-		status := 0
-		if he.Response != nil {
-			status = he.Response.StatusCode
-		}
-		return he.RespError.ErrCode, status
-	}
-	return "", 0
-}
-
-func wantErr(t *testing.T, what string, err error, code string, status int) {
-	t.Helper()
-	got, st := errcode(err)
-	if got != code || (status != 0 && st != status) {
-		t.Errorf("%s: got %s (HTTP %d, %v), want %s (HTTP %d)", what, got, st, err, code, status)
-	}
-}
-
-// response is a raw HTTP answer.
-type response struct {
-	Status int
-	Header http.Header
-	Body   []byte
-}
-
-func (r *response) json() map[string]any {
-	var m map[string]any
-	json.Unmarshal(r.Body, &m)
-	return m
-}
-
-// do sends a request to the node; c may be nil (no access token). JSON
-// answers are checked against the spec.
-func do(t *testing.T, n *testnode.Node, c *mautrix.Client, method, path string, body []byte, header map[string]string) *response {
-	t.Helper()
-	req, err := http.NewRequest(method, n.URL+path, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c != nil {
-		req.Header.Set("Authorization", "Bearer "+c.AccessToken)
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	r := &response{Status: resp.StatusCode, Header: resp.Header, Body: b}
-	if resp.Header.Get("Content-Type") == "application/json" {
-		p := req.URL.Path
-		if err := spectest.LoadDefault(t).ValidateResponse(method, p, r.Status, b); err != nil && !errors.Is(err, spectest.ErrUnknownOperation) {
-			t.Errorf("%s %s: response not per spec: %v\n%s", method, p, err, b)
-		}
-	}
-	return r
-}
 
 func upload(t *testing.T, c *mautrix.Client, data []byte, contentType, name string) id.ContentURI {
 	t.Helper()

@@ -31,16 +31,16 @@ func TestConfig(t *testing.T) {
 	if cfg.UploadSize != 12345 {
 		t.Errorf("m.upload.size = %d", cfg.UploadSize)
 	}
-	if r := do(t, n, c, "GET", "/_matrix/media/v3/config", nil, nil); r.Status != 200 || r.json()["m.upload.size"] != float64(12345) {
+	if r := n.Do(t, "GET", "/_matrix/media/v3/config", c.AccessToken, nil); r.Status != 200 || r.JSON(t)["m.upload.size"] != float64(12345) {
 		t.Errorf("legacy config: %d %s", r.Status, r.Body)
 	}
-	if r := do(t, n, nil, "GET", "/_matrix/client/v1/media/config", nil, nil); r.Status != 401 {
+	if r := n.Do(t, "GET", "/_matrix/client/v1/media/config", "", nil); r.Status != 401 {
 		t.Errorf("config without token: %d", r.Status)
 	}
 }
 
 func TestImagesUploadDownloadThumbnail(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		c := n.Register("img")
 		src := testImage(640, 480)
 		cases := []struct {
@@ -161,19 +161,19 @@ func TestThumbnailErrors(t *testing.T) {
 		{"nope?width=32&height=32", 404, "M_NOT_FOUND"},
 	}
 	for _, tt := range tests {
-		r := do(t, n, c, "GET", base+tt.path, nil, nil)
-		if r.Status != tt.status || r.json()["errcode"] != tt.code {
+		r := n.Do(t, "GET", base+tt.path, c.AccessToken, nil)
+		if r.Status != tt.status || r.ErrCode() != tt.code {
 			t.Errorf("%s: %d %s, want %d %s", tt.path, r.Status, r.Body, tt.status, tt.code)
 		}
 	}
 	// The image itself thumbnails, with animated=true too (served static).
-	if r := do(t, n, c, "GET", base+img.FileID+"?width=32&height=32&animated=true", nil, nil); r.Status != 200 {
+	if r := n.Do(t, "GET", base+img.FileID+"?width=32&height=32&animated=true", c.AccessToken, nil); r.Status != 200 {
 		t.Errorf("animated thumbnail: %d %s", r.Status, r.Body)
 	}
 }
 
 func TestEncryptedAtRestAndDeduplicated(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		c := n.Register("enc")
 		// Larger than one 64 KiB chunk, with a recognisable plaintext.
 		plain := bytes.Repeat([]byte("MATRIXOS-PLAINTEXT-MARKER "), 12000)
@@ -205,7 +205,7 @@ func TestEncryptedAtRestAndDeduplicated(t *testing.T) {
 			t.Errorf("deduplication: %d files", got)
 		}
 		// Range requests work across chunk boundaries.
-		r := do(t, n, c, "GET", "/_matrix/client/v1/media/download/localhost/"+uri.FileID, nil, map[string]string{"Range": "bytes=65530-65545"})
+		r := n.Do(t, "GET", "/_matrix/client/v1/media/download/localhost/"+uri.FileID, c.AccessToken, nil, testnode.Header("Range", "bytes=65530-65545"))
 		if r.Status != http.StatusPartialContent || !bytes.Equal(r.Body, plain[65530:65546]) {
 			t.Errorf("range: %d %q", r.Status, r.Body)
 		}
@@ -213,7 +213,7 @@ func TestEncryptedAtRestAndDeduplicated(t *testing.T) {
 		b, _ := os.ReadFile(files[0])
 		b[len(b)/2] ^= 1
 		os.WriteFile(files[0], b, 0o600)
-		if r := do(t, n, c, "GET", "/_matrix/client/v1/media/download/localhost/"+uri.FileID, nil, nil); r.Status == 200 && bytes.Equal(r.Body, plain) {
+		if r := n.Do(t, "GET", "/_matrix/client/v1/media/download/localhost/"+uri.FileID, c.AccessToken, nil); r.Status == 200 && bytes.Equal(r.Body, plain) {
 			t.Error("tampered file served as if intact")
 		}
 	})
@@ -242,48 +242,48 @@ func TestUnsafeTypesAreAttachments(t *testing.T) {
 	}
 	// The file name in the path overrides the stored one.
 	uri := upload(t, c, []byte("x"), "text/html", "page.html")
-	r := do(t, n, c, "GET", "/_matrix/client/v1/media/download/localhost/"+uri.FileID+"/other.htm", nil, nil)
+	r := n.Do(t, "GET", "/_matrix/client/v1/media/download/localhost/"+uri.FileID+"/other.htm", c.AccessToken, nil)
 	if cd := r.Header.Get("Content-Disposition"); cd != `attachment; filename="other.htm"; filename*=utf-8''other.htm` {
 		t.Errorf("override: Content-Disposition %q", cd)
 	}
 	// No Content-Type: application/octet-stream.
-	r = do(t, n, c, "POST", "/_matrix/media/v3/upload", []byte("raw"), nil)
+	r = n.Do(t, "POST", "/_matrix/media/v3/upload", c.AccessToken, []byte("raw"), testnode.Header("Content-Type", ""))
 	if r.Status != 200 {
 		t.Fatalf("upload without type: %d %s", r.Status, r.Body)
 	}
-	u, _ := id.ParseContentURI(r.json()["content_uri"].(string))
+	u, _ := id.ParseContentURI(r.JSON(t)["content_uri"].(string))
 	if ct := download(t, c, u).Header.Get("Content-Type"); ct != "application/octet-stream" {
 		t.Errorf("default type %q", ct)
 	}
 }
 
 func TestAsyncUpload(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		c, other := n.Register("async"), n.Register("other")
-		r := do(t, n, c, "POST", "/_matrix/media/v1/create", nil, nil)
+		r := n.Do(t, "POST", "/_matrix/media/v1/create", c.AccessToken, nil)
 		if r.Status != 200 {
 			t.Fatalf("create: %d %s", r.Status, r.Body)
 		}
-		exp := int64(r.json()["unused_expires_at"].(float64))
+		exp := int64(r.JSON(t)["unused_expires_at"].(float64))
 		if now := time.Now().UnixMilli(); exp < now+time.Hour.Milliseconds() {
 			t.Errorf("unused_expires_at %d is too soon", exp)
 		}
-		uri, err := id.ParseContentURI(r.json()["content_uri"].(string))
+		uri, err := id.ParseContentURI(r.JSON(t)["content_uri"].(string))
 		if err != nil {
 			t.Fatal(err)
 		}
 		path := "/_matrix/client/v1/media/download/localhost/" + uri.FileID
-		if r := do(t, n, c, "GET", path+"?timeout_ms=50", nil, nil); r.Status != 504 || r.json()["errcode"] != "M_NOT_YET_UPLOADED" {
+		if r := n.Do(t, "GET", path+"?timeout_ms=50", c.AccessToken, nil); r.Status != 504 || r.ErrCode() != "M_NOT_YET_UPLOADED" {
 			t.Errorf("pending download: %d %s", r.Status, r.Body)
 		}
 		// Another user may not upload to it.
 		_, err = other.UploadMedia(ctx, mautrix.ReqUploadMedia{MXC: uri, ContentBytes: []byte("evil"), ContentType: "text/plain"})
-		wantErr(t, "other user's upload", err, "M_FORBIDDEN", 403)
+		testnode.WantErr(t, err, "M_FORBIDDEN", 403)
 
 		// A download waiting for the upload gets it as soon as it lands.
-		done := make(chan *response)
-		go func() { done <- do(t, n, c, "GET", path+"?timeout_ms=10000", nil, nil) }()
+		done := make(chan *testnode.Response)
+		go func() { done <- n.Do(t, "GET", path+"?timeout_ms=10000", c.AccessToken, nil) }()
 		time.Sleep(200 * time.Millisecond)
 		if _, err := c.UploadMedia(ctx, mautrix.ReqUploadMedia{MXC: uri, ContentBytes: []byte("hello async"), ContentType: "text/plain", FileName: "a.txt"}); err != nil {
 			t.Fatalf("upload: %v", err)
@@ -297,16 +297,16 @@ func TestAsyncUpload(t *testing.T) {
 			t.Fatal("waiting download was not woken by the upload")
 		}
 		_, err = c.UploadMedia(ctx, mautrix.ReqUploadMedia{MXC: uri, ContentBytes: []byte("again"), ContentType: "text/plain"})
-		wantErr(t, "second upload", err, "M_CANNOT_OVERWRITE_MEDIA", 409)
+		testnode.WantErr(t, err, "M_CANNOT_OVERWRITE_MEDIA", 409)
 		_, err = c.UploadMedia(ctx, mautrix.ReqUploadMedia{MXC: id.ContentURI{Homeserver: "localhost", FileID: "unknown"}, ContentBytes: []byte("x")})
-		wantErr(t, "upload to unknown ID", err, "M_NOT_FOUND", 404)
+		testnode.WantErr(t, err, "M_NOT_FOUND", 404)
 
 		// mautrix's async helper works end to end.
 		resp, err := c.UploadAsync(ctx, mautrix.ReqUploadMedia{ContentBytes: []byte("via helper"), ContentType: "text/plain", DoneCallback: func() {}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		r = do(t, n, c, "GET", "/_matrix/client/v1/media/download/localhost/"+resp.ContentURI.FileID+"?timeout_ms=5000", nil, nil)
+		r = n.Do(t, "GET", "/_matrix/client/v1/media/download/localhost/"+resp.ContentURI.FileID+"?timeout_ms=5000", c.AccessToken, nil)
 		if r.Status != 200 || string(r.Body) != "via helper" {
 			t.Errorf("UploadAsync download: %d %q", r.Status, r.Body)
 		}
@@ -316,31 +316,31 @@ func TestAsyncUpload(t *testing.T) {
 func TestPendingUploadLimit(t *testing.T) {
 	n := testnode.Start(t, testnode.SQLite)
 	c := n.Register("pend")
-	var last *response
+	var last *testnode.Response
 	for range 51 {
-		last = do(t, n, c, "POST", "/_matrix/media/v1/create", nil, nil)
+		last = n.Do(t, "POST", "/_matrix/media/v1/create", c.AccessToken, nil)
 	}
-	if last.Status != 429 || last.json()["errcode"] != "M_LIMIT_EXCEEDED" {
+	if last.Status != 429 || last.ErrCode() != "M_LIMIT_EXCEEDED" {
 		t.Errorf("51st pending upload: %d %s", last.Status, last.Body)
 	}
 }
 
 func TestSizeLimitAndQuota(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		c := n.Register("quota")
 		ctx := context.Background()
 		_, err := c.UploadBytes(ctx, make([]byte, 1001), "application/octet-stream")
-		wantErr(t, "upload over the limit", err, "M_TOO_LARGE", 413)
+		testnode.WantErr(t, err, "M_TOO_LARGE", 413)
 		// Without Content-Length the limit holds as well.
 		_, err = c.UploadMedia(ctx, mautrix.ReqUploadMedia{Content: bytes.NewReader(make([]byte, 1500)), ContentLength: -1, ContentType: "text/plain"})
-		wantErr(t, "streamed upload over the limit", err, "M_TOO_LARGE", 413)
+		testnode.WantErr(t, err, "M_TOO_LARGE", 413)
 		for i := range 2 {
 			if _, err := c.UploadBytes(ctx, bytes.Repeat([]byte{byte(i)}, 1000), "application/octet-stream"); err != nil {
 				t.Fatalf("upload %d: %v", i, err)
 			}
 		}
 		_, err = c.UploadBytes(ctx, make([]byte, 600), "application/octet-stream")
-		wantErr(t, "upload over the quota", err, "M_FORBIDDEN", 403)
+		testnode.WantErr(t, err, "M_FORBIDDEN", 403)
 		if _, err := c.UploadBytes(ctx, make([]byte, 500), "application/octet-stream"); err != nil {
 			t.Errorf("upload within the quota: %v", err)
 		}
@@ -355,7 +355,7 @@ func TestSizeLimitAndQuota(t *testing.T) {
 }
 
 func TestDeleteRemovesFiles(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		c := n.Register("del")
 		data := encodePNG(t, testImage(200, 100))
@@ -387,7 +387,7 @@ func TestDeleteRemovesFiles(t *testing.T) {
 		if _, err := c.Download(ctx, a); err == nil {
 			t.Error("deleted media still downloads")
 		} else {
-			wantErr(t, "download deleted", err, "M_NOT_FOUND", 404)
+			testnode.WantErr(t, err, "M_NOT_FOUND", 404)
 		}
 		if got := readAll(t, download(t, c, b)); !bytes.Equal(got, data) {
 			t.Error("b lost its content")
@@ -410,7 +410,7 @@ func TestQuarantine(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := c.Download(ctx, uri)
-	wantErr(t, "quarantined download", err, "M_NOT_FOUND", 404)
+	testnode.WantErr(t, err, "M_NOT_FOUND", 404)
 	if m, err := n.Media.Get(ctx, "localhost", uri.FileID); err != nil || !m.Quarantined || m.QuarantinedBy != "@admin:localhost" {
 		t.Errorf("quarantined media: %+v, %v", m, err)
 	}
@@ -430,15 +430,15 @@ func TestLegacyEndpoints(t *testing.T) {
 			dl := "/_matrix/media/v3/download/localhost/" + uri.FileID
 			th := "/_matrix/media/v3/thumbnail/localhost/" + uri.FileID + "?width=32&height=32&method=crop"
 			for _, p := range []string{dl, dl + "/name.png", th} {
-				r := do(t, n, nil, "GET", p, nil, nil)
-				if open && r.Status != 200 || !open && (r.Status != 404 || r.json()["errcode"] != "M_NOT_FOUND") {
+				r := n.Do(t, "GET", p, "", nil)
+				if open && r.Status != 200 || !open && (r.Status != 404 || r.ErrCode() != "M_NOT_FOUND") {
 					t.Errorf("GET %s without token: %d %s", p, r.Status, r.Body)
 				}
-				if r := do(t, n, c, "GET", p, nil, nil); r.Status != 200 {
+				if r := n.Do(t, "GET", p, c.AccessToken, nil); r.Status != 200 {
 					t.Errorf("GET %s with token: %d", p, r.Status)
 				}
 			}
-			if r := do(t, n, nil, "GET", dl, nil, map[string]string{"Authorization": "Bearer nonsense"}); r.Status != 401 {
+			if r := n.Do(t, "GET", dl, "nonsense", nil); r.Status != 401 {
 				t.Errorf("bad token: %d", r.Status)
 			}
 		})
@@ -449,7 +449,7 @@ func TestRemoteMediaNotFound(t *testing.T) {
 	n := testnode.Start(t, testnode.SQLite)
 	c := n.Register("remote")
 	_, err := c.Download(context.Background(), id.ContentURI{Homeserver: "elsewhere.example", FileID: "abc"})
-	wantErr(t, "remote media", err, "M_NOT_FOUND", 404)
+	testnode.WantErr(t, err, "M_NOT_FOUND", 404)
 }
 
 func TestLargeStreamingUpload(t *testing.T) {

@@ -94,17 +94,17 @@ func TestPreviewRefusesPrivateAddresses(t *testing.T) {
 		"http://[::ffff:127.0.0.1]:" + port + "/article",
 	}
 	for _, target := range targets {
-		r := do(t, n, c, "GET", previewURL(target), nil, nil)
-		if r.Status != 403 || r.json()["errcode"] != "M_FORBIDDEN" {
+		r := n.Do(t, "GET", previewURL(target), c.AccessToken, nil)
+		if r.Status != 403 || r.ErrCode() != "M_FORBIDDEN" {
 			t.Errorf("preview of %s: %d %s, want 403 M_FORBIDDEN", target, r.Status, r.Body)
 		}
 	}
 	for _, target := range []string{"file:///etc/passwd", "gopher://example.com/", "/relative", "http://user:pw@example.com/"} {
-		if r := do(t, n, c, "GET", previewURL(target), nil, nil); r.Status != 400 {
+		if r := n.Do(t, "GET", previewURL(target), c.AccessToken, nil); r.Status != 400 {
 			t.Errorf("preview of %s: %d %s, want 400", target, r.Status, r.Body)
 		}
 	}
-	if r := do(t, n, c, "GET", "/_matrix/client/v1/media/preview_url", nil, nil); r.Status != 400 || r.json()["errcode"] != "M_MISSING_PARAM" {
+	if r := n.Do(t, "GET", "/_matrix/client/v1/media/preview_url", c.AccessToken, nil); r.Status != 400 || r.ErrCode() != "M_MISSING_PARAM" {
 		t.Errorf("preview without url: %d %s", r.Status, r.Body)
 	}
 	if got := s.hits.Load(); got != 0 {
@@ -113,7 +113,7 @@ func TestPreviewRefusesPrivateAddresses(t *testing.T) {
 }
 
 func TestPreviewAllowedRange(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		s := newSite(t)
 		c := n.Register("prev")
 		ctx := context.Background()
@@ -139,8 +139,8 @@ func TestPreviewAllowedRange(t *testing.T) {
 		if _, err := c.GetURLPreview(ctx, s.URL+"/article"); err != nil {
 			t.Fatal(err)
 		}
-		r := do(t, n, c, "GET", "/_matrix/media/v3/preview_url?url="+url.QueryEscape(s.URL+"/article")+"&ts=1", nil, nil)
-		if r.Status != 200 || r.json()["og:title"] != "The & Article" {
+		r := n.Do(t, "GET", "/_matrix/media/v3/preview_url?url="+url.QueryEscape(s.URL+"/article")+"&ts=1", c.AccessToken, nil)
+		if r.Status != 200 || r.JSON(t)["og:title"] != "The & Article" {
 			t.Errorf("legacy preview: %d %s", r.Status, r.Body)
 		}
 		if got := s.hits.Load(); got != hits {
@@ -168,12 +168,12 @@ func TestPreviewAllowedRange(t *testing.T) {
 			t.Errorf("huge page: %+v, %v", p, err)
 		}
 		// Redirects are checked again: metadata stays out of reach.
-		r = do(t, n, c, "GET", previewURL(s.URL+"/to-metadata"), nil, nil)
+		r = n.Do(t, "GET", previewURL(s.URL+"/to-metadata"), c.AccessToken, nil)
 		if r.Status != 403 {
 			t.Errorf("redirect to metadata: %d %s", r.Status, r.Body)
 		}
 		// Previews need an access token.
-		if r := do(t, n, nil, "GET", previewURL(s.URL+"/article"), nil, nil); r.Status != 401 {
+		if r := n.Do(t, "GET", previewURL(s.URL+"/article"), "", nil); r.Status != 401 {
 			t.Errorf("preview without token: %d", r.Status)
 		}
 	}, func(c *config.Config) { c.AllowPrivateNetworks = []string{"127.0.0.0/8"} })

@@ -99,10 +99,16 @@ type requestConfig struct {
 	noSpecCheck bool
 }
 
-// Header sets a request header (after the defaults, so it can replace the
-// Content-Type).
+// Header sets a request header after the defaults, so it can replace the
+// Content-Type or the Authorization; an empty value removes the header.
 func Header(key, value string) RequestOption {
-	return func(c *requestConfig) { c.header.Set(key, value) }
+	return func(c *requestConfig) {
+		if value == "" {
+			c.header.Del(key)
+		} else {
+			c.header.Set(key, value)
+		}
+	}
 }
 
 // NoSpecCheck leaves the answer unchecked against the spec, for answers
@@ -114,7 +120,8 @@ func NoSpecCheck() RequestOption {
 // Do sends a request for path (with its query) to the node, with the
 // access token when it is not empty. body is sent as is when it is a
 // string or []byte, and JSON-encoded otherwise; a body comes with
-// Content-Type application/json unless an option changes it.
+// Content-Type application/json unless an option changes it. A body the
+// server cuts short is returned as far as it came.
 //
 // The answer is checked as CheckSpec does (unless NoSpecCheck is given),
 // and a 500 (or another 5xx
@@ -167,7 +174,8 @@ func send(t testing.TB, base, method, path, token string, body any, opts []Reque
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
+		// A server may cut a download short; the test sees what came.
+		t.Logf("%s %s: body cut short: %v", method, path, err)
 	}
 	r := &Response{Status: res.StatusCode, Header: res.Header, Body: b}
 	if r.Status == http.StatusInternalServerError || (r.Status > 500 && r.ErrCode() == "") {
