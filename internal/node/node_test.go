@@ -15,17 +15,8 @@ import (
 
 func TestMain(m *testing.M) { pgtest.RunMain(m) }
 
-// eachEngine runs f against a node on SQLite and one on PostgreSQL.
-func eachEngine(t *testing.T, f func(t *testing.T, n *testnode.Node)) {
-	for _, e := range testnode.Engines {
-		t.Run(string(e), func(t *testing.T) {
-			f(t, testnode.Start(t, e))
-		})
-	}
-}
-
 func TestChatBetweenTwoUsers(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob := n.Register("alice"), n.Register("bob")
 		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "chat", Invite: []id.UserID{bob.UserID}, Preset: "private_chat"})
@@ -129,7 +120,7 @@ func TestChatBetweenTwoUsers(t *testing.T) {
 }
 
 func TestRestartKeepsData(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice := n.Register("alice")
 		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "persist"})

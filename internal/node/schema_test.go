@@ -2,7 +2,9 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"net/url"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -12,21 +14,19 @@ import (
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
-// specCall makes a request that must succeed with 200 and whose body must
-// match the spec's schema for the operation, which must exist.
+// specCall makes a request that must succeed with 200 and whose operation
+// must be in the spec (Do checks the body against its schema).
 func specCall(t *testing.T, n *testnode.Node, method, path, token string, body any) map[string]any {
 	t.Helper()
-	res := rawCall(t, n, method, path, token, body)
-	if res.Status != 200 {
-		t.Fatalf("%s %s: status %d: %s", method, path, res.Status, res.Body)
-	}
-	if err := spectest.LoadDefault(t).ValidateResponse(method, path, res.Status, res.Body); err != nil {
-		t.Errorf("%s %s: %v\nbody: %s", method, path, err, res.Body)
+	res := n.Do(t, method, path, token, body).Want(t, 200, "")
+	p, _, _ := strings.Cut(path, "?")
+	if err := spectest.LoadDefault(t).ValidateResponse(method, p, res.Status, res.Body); errors.Is(err, spectest.ErrUnknownOperation) {
+		t.Errorf("%s %s: %v", method, path, err)
 	}
 	if len(res.Body) > 0 && res.Body[0] != '{' {
 		return nil
 	}
-	return rawJSON(t, res)
+	return res.JSON(t)
 }
 
 // rooms returns the room IDs in a sync response's section ("join", ...).
@@ -39,16 +39,15 @@ func syncRooms(m map[string]any, section string) map[string]any {
 // TestResponsesMatchSpec validates the bodies of the main Client-Server
 // endpoints against the spec's response schemas.
 func TestResponsesMatchSpec(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		const v3 = "/_matrix/client/v3"
 		specCall(t, n, "GET", "/_matrix/client/versions", "", nil)
 		specCall(t, n, "GET", v3+"/login", "", nil)
 
 		// Registration (both UIA steps) and login.
-		res := rawCall(t, n, "POST", v3+"/register", "", map[string]any{"username": "schema", "password": testnode.Password})
-		checkSpec(t, "POST", v3+"/register", res)
-		sess, _ := rawJSON(t, res)["session"].(string)
+		uia := n.Do(t, "POST", v3+"/register", "", map[string]any{"username": "schema", "password": testnode.Password}).JSON(t)
+		sess, _ := uia["session"].(string)
 		reg := specCall(t, n, "POST", v3+"/register", "", map[string]any{
 			"username": "schema", "password": testnode.Password, "auth": map[string]any{"type": "m.login.dummy", "session": sess}})
 		tok := reg["access_token"].(string)

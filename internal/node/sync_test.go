@@ -42,32 +42,29 @@ func TestProfileChangeIsNotANewJoin(t *testing.T) {
 // TestSyncCatchUpAfterRestart: a client that synced before a restart
 // continues with its token and gets exactly what it missed.
 func TestSyncCatchUpAfterRestart(t *testing.T) {
-	for _, e := range testnode.Engines {
-		t.Run(string(e), func(t *testing.T) {
-			n := testnode.Start(t, e)
-			ctx := context.Background()
-			alice, bob := n.Register("alice"), n.Register("bob")
-			room, _ := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-			bob.JoinRoomByID(ctx, room.RoomID)
-			s1, err := bob.SyncRequest(ctx, 0, "", "", false, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			n2 := n.Restart()
-			alice.HomeserverURL = mustURL(t, n2.URL)
-			bob.HomeserverURL = mustURL(t, n2.URL)
-			sent, err := alice.SendText(ctx, room.RoomID, "while you were away")
-			if err != nil {
-				t.Fatal(err)
-			}
-			s2, err := bob.SyncRequest(ctx, 1000, s1.NextBatch, "", false, "")
-			if err != nil {
-				t.Fatal(err)
-			}
-			evs := s2.Rooms.Join[room.RoomID].Timeline.Events
-			if len(evs) != 1 || evs[0].ID != sent.EventID {
-				t.Fatalf("catch-up after restart: %d events", len(evs))
-			}
-		})
-	}
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice, bob := n.Register("alice"), n.Register("bob")
+		room, _ := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		bob.JoinRoomByID(ctx, room.RoomID)
+		s1, err := bob.SyncRequest(ctx, 0, "", "", false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n2 := n.Restart()
+		alice.HomeserverURL = mustURL(t, n2.URL)
+		bob.HomeserverURL = mustURL(t, n2.URL)
+		sent, err := alice.SendText(ctx, room.RoomID, "while you were away")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s2, err := bob.SyncRequest(ctx, 1000, s1.NextBatch, "", false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs := s2.Rooms.Join[room.RoomID].Timeline.Events
+		if len(evs) != 1 || evs[0].ID != sent.EventID {
+			t.Fatalf("catch-up after restart: %d events", len(evs))
+		}
+	})
 }
