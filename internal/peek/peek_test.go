@@ -3,9 +3,6 @@ package peek_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"io"
-	"net/http"
 	"net/url"
 	"testing"
 	"time"
@@ -14,31 +11,21 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/matrixos/matrixos/internal/spectest"
 	"github.com/matrixos/matrixos/internal/storage/pgtest"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
 func TestMain(m *testing.M) { pgtest.RunMain(m) }
 
+// get sends a GET with the query and token and returns the answer's status
+// and body.
 func get(t *testing.T, n *testnode.Node, path string, q url.Values, token string) (int, []byte) {
 	t.Helper()
-	u := n.URL + path
 	if len(q) > 0 {
-		u += "?" + q.Encode()
+		path += "?" + q.Encode()
 	}
-	req, _ := http.NewRequest("GET", u, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	if err := spectest.LoadDefault(t).ValidateResponse("GET", path, res.StatusCode, b); err != nil && !errors.Is(err, spectest.ErrUnknownOperation) {
-		t.Errorf("GET %s: %v\n%s", path, err, b)
-	}
-	return res.StatusCode, b
+	r := n.Do(t, "GET", path, token, nil)
+	return r.Status, r.Body
 }
 
 type roomInfo struct {
@@ -57,70 +44,58 @@ type eventsPage struct {
 	Chunk      []event.Event
 }
 
-func decode[T any](t *testing.T, b []byte) T {
-	t.Helper()
-	var v T
-	if err := json.Unmarshal(b, &v); err != nil {
-		t.Fatalf("decode %s: %v", b, err)
-	}
-	return v
-}
-
 func TestInitialSync(t *testing.T) {
-	for _, e := range testnode.Engines {
-		t.Run(string(e), func(t *testing.T) {
-			n := testnode.Start(t, e)
-			ctx := context.Background()
-			alice, bob, carol := n.Register("alice"), n.Register("bob"), n.Register("carol")
-			room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "r", Preset: "public_chat", Visibility: "public"})
-			if err != nil {
-				t.Fatal(err)
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice, bob, carol := n.Register("alice"), n.Register("bob"), n.Register("carol")
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "r", Preset: "public_chat", Visibility: "public"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		var sent []id.EventID
+		for _, b := range []string{"one", "two", "three"} {
+			r, _ := alice.SendText(ctx, room.RoomID, b)
+			sent = append(sent, r.EventID)
+		}
+		path := "/_matrix/client/v3/rooms/" + url.PathEscape(string(room.RoomID)) + "/initialSync"
+		st, body := get(t, n, path, nil, bob.AccessToken)
+		info := testnode.Decode[roomInfo](t, body)
+		if st != 200 || info.RoomID != room.RoomID || info.Membership != "join" || info.Visibility != "public" || len(info.State) < 5 {
+			t.Fatalf("initialSync: %d %s", st, body)
+		}
+		chunk := info.Messages.Chunk
+		if len(chunk) < 3 || chunk[len(chunk)-1].ID != sent[2] || chunk[len(chunk)-3].ID != sent[0] || info.Messages.End == "" {
+			t.Fatalf("messages: %s", body)
+		}
+		// The end token continues with /messages... and /events.
+		st, body = get(t, n, "/_matrix/client/v3/events", url.Values{"room_id": {string(room.RoomID)}, "from": {info.Messages.End}, "timeout": {"0"}}, bob.AccessToken)
+		if p := testnode.Decode[eventsPage](t, body); st != 200 || len(p.Chunk) != 0 {
+			t.Fatalf("events after end: %d %s", st, body)
+		}
+		// Bob leaves; he sees the room as it was.
+		if _, err := bob.LeaveRoom(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		alice.SendText(ctx, room.RoomID, "after bob left")
+		_, body = get(t, n, path, nil, bob.AccessToken)
+		info = testnode.Decode[roomInfo](t, body)
+		if info.Membership != "leave" {
+			t.Fatalf("after leaving: %s", body)
+		}
+		for _, ev := range info.Messages.Chunk {
+			if ev.Content.Raw["body"] == "after bob left" {
+				t.Fatalf("bob sees a message sent after he left")
 			}
-			if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
-				t.Fatal(err)
-			}
-			var sent []id.EventID
-			for _, b := range []string{"one", "two", "three"} {
-				r, _ := alice.SendText(ctx, room.RoomID, b)
-				sent = append(sent, r.EventID)
-			}
-			path := "/_matrix/client/v3/rooms/" + url.PathEscape(string(room.RoomID)) + "/initialSync"
-			st, body := get(t, n, path, nil, bob.AccessToken)
-			info := decode[roomInfo](t, body)
-			if st != 200 || info.RoomID != room.RoomID || info.Membership != "join" || info.Visibility != "public" || len(info.State) < 5 {
-				t.Fatalf("initialSync: %d %s", st, body)
-			}
-			chunk := info.Messages.Chunk
-			if len(chunk) < 3 || chunk[len(chunk)-1].ID != sent[2] || chunk[len(chunk)-3].ID != sent[0] || info.Messages.End == "" {
-				t.Fatalf("messages: %s", body)
-			}
-			// The end token continues with /messages... and /events.
-			st, body = get(t, n, "/_matrix/client/v3/events", url.Values{"room_id": {string(room.RoomID)}, "from": {info.Messages.End}, "timeout": {"0"}}, bob.AccessToken)
-			if p := decode[eventsPage](t, body); st != 200 || len(p.Chunk) != 0 {
-				t.Fatalf("events after end: %d %s", st, body)
-			}
-			// Bob leaves; he sees the room as it was.
-			if _, err := bob.LeaveRoom(ctx, room.RoomID); err != nil {
-				t.Fatal(err)
-			}
-			alice.SendText(ctx, room.RoomID, "after bob left")
-			_, body = get(t, n, path, nil, bob.AccessToken)
-			info = decode[roomInfo](t, body)
-			if info.Membership != "leave" {
-				t.Fatalf("after leaving: %s", body)
-			}
-			for _, ev := range info.Messages.Chunk {
-				if ev.Content.Raw["body"] == "after bob left" {
-					t.Fatalf("bob sees a message sent after he left")
-				}
-			}
-			// Carol never joined this shared-history room.
-			st, body = get(t, n, path, nil, carol.AccessToken)
-			if st != 403 {
-				t.Fatalf("carol: %d %s", st, body)
-			}
-		})
-	}
+		}
+		// Carol never joined this shared-history room.
+		st, body = get(t, n, path, nil, carol.AccessToken)
+		if st != 403 {
+			t.Fatalf("carol: %d %s", st, body)
+		}
+	})
 }
 
 func TestPeekEvents(t *testing.T) {
@@ -138,7 +113,7 @@ func TestPeekEvents(t *testing.T) {
 
 	// Carol peeks into the world-readable room: an empty batch at first.
 	st, body := get(t, n, path, q, carol.AccessToken)
-	first := decode[eventsPage](t, body)
+	first := testnode.Decode[eventsPage](t, body)
 	if st != 200 || len(first.Chunk) != 0 || first.End == "" {
 		t.Fatalf("first peek: %d %s", st, body)
 	}
@@ -163,8 +138,8 @@ func TestPeekEvents(t *testing.T) {
 	}
 	// A timeout with nothing new answers an empty chunk.
 	q2 := url.Values{"room_id": {string(room.RoomID)}, "timeout": {"50"}, "from": {first.End}}
-	q2.Set("from", decode[eventsPage](t, mustGet(t, n, path, url.Values{"room_id": {string(room.RoomID)}, "timeout": {"0"}}, carol.AccessToken)).End)
-	if st, body := get(t, n, path, q2, carol.AccessToken); st != 200 || len(decode[eventsPage](t, body).Chunk) != 0 {
+	q2.Set("from", testnode.Decode[eventsPage](t, mustGet(t, n, path, url.Values{"room_id": {string(room.RoomID)}, "timeout": {"0"}}, carol.AccessToken)).End)
+	if st, body := get(t, n, path, q2, carol.AccessToken); st != 200 || len(testnode.Decode[eventsPage](t, body).Chunk) != 0 {
 		t.Fatalf("timeout: %d %s", st, body)
 	}
 	// Not in a private room, and room_id is required.

@@ -1,16 +1,12 @@
 package search_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"net/http"
 	"testing"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/matrixos/matrixos/internal/spectest"
 	"github.com/matrixos/matrixos/internal/storage/pgtest"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
@@ -19,74 +15,54 @@ func TestMain(m *testing.M) { pgtest.RunMain(m) }
 
 func search(t *testing.T, n *testnode.Node, c *mautrix.Client, body map[string]any) map[string]any {
 	t.Helper()
-	b, _ := json.Marshal(body)
-	req, _ := http.NewRequest("POST", n.URL+"/_matrix/client/v3/search", bytes.NewReader(b))
-	req.Header.Set("Authorization", "Bearer "+c.AccessToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var buf bytes.Buffer
-	buf.ReadFrom(resp.Body)
-	if err := spectest.LoadDefault(t).ValidateResponse("POST", "/_matrix/client/v3/search", resp.StatusCode, buf.Bytes()); err != nil {
-		t.Errorf("spec: %v", err)
-	}
-	var out map[string]any
-	json.Unmarshal(buf.Bytes(), &out)
-	if resp.StatusCode != 200 {
-		t.Fatalf("search: %d %s", resp.StatusCode, buf.String())
-	}
+	out := n.Do(t, "POST", "/_matrix/client/v3/search", c.AccessToken, body).OK(t)
 	return out["search_categories"].(map[string]any)["room_events"].(map[string]any)
 }
 
 func TestSearch(t *testing.T) {
-	for _, e := range testnode.Engines {
-		t.Run(string(e), func(t *testing.T) {
-			n := testnode.Start(t, e)
-			ctx := context.Background()
-			alice, bob, eve := n.Register("alice"), n.Register("bob"), n.Register("eve")
-			room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "Garden talk", Invite: []id.UserID{bob.UserID}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			bob.JoinRoomByID(ctx, room.RoomID)
-			secret, _ := eve.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
-			eve.SendText(ctx, secret.RoomID, "tomato secret plan")
-			alice.SendText(ctx, room.RoomID, "the tomato plants are growing")
-			alice.SendText(ctx, room.RoomID, "tomato tomato tomato soup")
-			bob.SendText(ctx, room.RoomID, "I prefer potatoes")
-			gone, _ := alice.SendText(ctx, room.RoomID, "tomato to be redacted")
-			alice.RedactEvent(ctx, room.RoomID, gone.EventID)
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice, bob, eve := n.Register("alice"), n.Register("bob"), n.Register("eve")
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "Garden talk", Invite: []id.UserID{bob.UserID}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bob.JoinRoomByID(ctx, room.RoomID)
+		secret, _ := eve.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+		eve.SendText(ctx, secret.RoomID, "tomato secret plan")
+		alice.SendText(ctx, room.RoomID, "the tomato plants are growing")
+		alice.SendText(ctx, room.RoomID, "tomato tomato tomato soup")
+		bob.SendText(ctx, room.RoomID, "I prefer potatoes")
+		gone, _ := alice.SendText(ctx, room.RoomID, "tomato to be redacted")
+		alice.RedactEvent(ctx, room.RoomID, gone.EventID)
 
-			res := search(t, n, bob, map[string]any{"search_categories": map[string]any{"room_events": map[string]any{
-				"search_term": "tomato", "order_by": "rank",
-				"event_context": map[string]any{"before_limit": 1, "after_limit": 1, "include_profile": true},
-				"groupings":     map[string]any{"group_by": []map[string]string{{"key": "room_id"}}},
-			}}})
-			results := res["results"].([]any)
-			if len(results) != 2 {
-				t.Fatalf("want 2 results (not eve's room, not the redacted one), got %d: %v", len(results), res)
-			}
-			first := results[0].(map[string]any)["result"].(map[string]any)["content"].(map[string]any)["body"]
-			if first != "tomato tomato tomato soup" {
-				t.Errorf("rank order: first result %q", first)
-			}
-			if _, ok := results[0].(map[string]any)["context"].(map[string]any)["events_before"]; !ok {
-				t.Errorf("no event context")
-			}
-			res = search(t, n, bob, map[string]any{"search_categories": map[string]any{"room_events": map[string]any{
-				"search_term": "tomato", "order_by": "recent", "filter": map[string]any{"limit": 1}}}})
-			if len(res["results"].([]any)) != 1 || res["next_batch"] == nil {
-				t.Fatalf("pagination: %v", res)
-			}
-			res = search(t, n, bob, map[string]any{"search_categories": map[string]any{"room_events": map[string]any{
-				"search_term": "garden", "keys": []string{"content.name"}}}})
-			if len(res["results"].([]any)) != 1 {
-				t.Fatalf("room name search: %v", res)
-			}
-		})
-	}
+		res := search(t, n, bob, map[string]any{"search_categories": map[string]any{"room_events": map[string]any{
+			"search_term": "tomato", "order_by": "rank",
+			"event_context": map[string]any{"before_limit": 1, "after_limit": 1, "include_profile": true},
+			"groupings":     map[string]any{"group_by": []map[string]string{{"key": "room_id"}}},
+		}}})
+		results := res["results"].([]any)
+		if len(results) != 2 {
+			t.Fatalf("want 2 results (not eve's room, not the redacted one), got %d: %v", len(results), res)
+		}
+		first := results[0].(map[string]any)["result"].(map[string]any)["content"].(map[string]any)["body"]
+		if first != "tomato tomato tomato soup" {
+			t.Errorf("rank order: first result %q", first)
+		}
+		if _, ok := results[0].(map[string]any)["context"].(map[string]any)["events_before"]; !ok {
+			t.Errorf("no event context")
+		}
+		res = search(t, n, bob, map[string]any{"search_categories": map[string]any{"room_events": map[string]any{
+			"search_term": "tomato", "order_by": "recent", "filter": map[string]any{"limit": 1}}}})
+		if len(res["results"].([]any)) != 1 || res["next_batch"] == nil {
+			t.Fatalf("pagination: %v", res)
+		}
+		res = search(t, n, bob, map[string]any{"search_categories": map[string]any{"room_events": map[string]any{
+			"search_term": "garden", "keys": []string{"content.name"}}}})
+		if len(res["results"].([]any)) != 1 {
+			t.Fatalf("room name search: %v", res)
+		}
+	})
 }
 
 func TestUserDirectory(t *testing.T) {
