@@ -71,9 +71,27 @@ func (s *Service) roomDetails(ctx context.Context, rec rooms.RoomRecord) (*roomD
 		return nil, err
 	}
 	d := &roomDetails{RoomID: rec.ID, Version: rec.Version, Creator: rec.Creator, Public: rec.Published, Federatable: true, StateEvents: len(state)}
+	// The string details, each the content field of a state event.
+	fields := map[string]struct {
+		key string
+		dst **string
+	}{
+		"m.room.name":               {"name", &d.Name},
+		"m.room.topic":              {"topic", &d.Topic},
+		"m.room.avatar":             {"url", &d.Avatar},
+		"m.room.canonical_alias":    {"alias", &d.CanonicalAlias},
+		"m.room.encryption":         {"algorithm", &d.Encryption},
+		"m.room.join_rules":         {"join_rule", &d.JoinRules},
+		"m.room.guest_access":       {"guest_access", &d.GuestAccess},
+		"m.room.history_visibility": {"history_visibility", &d.HistoryVisibility},
+		"m.room.create":             {"type", &d.RoomType},
+	}
 	for _, ev := range state {
 		if *ev.StateKey != "" && ev.Type != "m.room.member" {
 			continue
+		}
+		if f, ok := fields[ev.Type]; ok {
+			*f.dst = contentString(ev, f.key)
 		}
 		switch ev.Type {
 		case "m.room.member":
@@ -83,24 +101,7 @@ func (s *Service) roomDetails(ctx context.Context, rec rooms.RoomRecord) (*roomD
 					d.JoinedLocalMembers++
 				}
 			}
-		case "m.room.name":
-			d.Name = contentString(ev, "name")
-		case "m.room.topic":
-			d.Topic = contentString(ev, "topic")
-		case "m.room.avatar":
-			d.Avatar = contentString(ev, "url")
-		case "m.room.canonical_alias":
-			d.CanonicalAlias = contentString(ev, "alias")
-		case "m.room.encryption":
-			d.Encryption = contentString(ev, "algorithm")
-		case "m.room.join_rules":
-			d.JoinRules = contentString(ev, "join_rule")
-		case "m.room.guest_access":
-			d.GuestAccess = contentString(ev, "guest_access")
-		case "m.room.history_visibility":
-			d.HistoryVisibility = contentString(ev, "history_visibility")
 		case "m.room.create":
-			d.RoomType = contentString(ev, "type")
 			var c struct {
 				Federate *bool `json:"m.federate"`
 			}
@@ -118,22 +119,25 @@ func strOr(p *string) string {
 	return *p
 }
 
+// byString orders rooms by a string detail, absent ones first.
+func byString(f func(*roomDetails) *string) func(a, b *roomDetails) int {
+	return func(a, b *roomDetails) int { return strings.Compare(strOr(f(a)), strOr(f(b))) }
+}
+
 var roomOrders = map[string]func(a, b *roomDetails) int{
-	"name":                 func(a, b *roomDetails) int { return strings.Compare(strOr(a.Name), strOr(b.Name)) },
-	"canonical_alias":      func(a, b *roomDetails) int { return strings.Compare(strOr(a.CanonicalAlias), strOr(b.CanonicalAlias)) },
+	"name":                 byString(func(d *roomDetails) *string { return d.Name }),
+	"canonical_alias":      byString(func(d *roomDetails) *string { return d.CanonicalAlias }),
 	"joined_members":       func(a, b *roomDetails) int { return cmp.Compare(a.JoinedMembers, b.JoinedMembers) },
 	"joined_local_members": func(a, b *roomDetails) int { return cmp.Compare(a.JoinedLocalMembers, b.JoinedLocalMembers) },
 	"version":              func(a, b *roomDetails) int { return strings.Compare(string(a.Version), string(b.Version)) },
 	"creator":              func(a, b *roomDetails) int { return strings.Compare(string(a.Creator), string(b.Creator)) },
-	"encryption":           func(a, b *roomDetails) int { return strings.Compare(strOr(a.Encryption), strOr(b.Encryption)) },
+	"encryption":           byString(func(d *roomDetails) *string { return d.Encryption }),
 	"federatable":          func(a, b *roomDetails) int { return cmpBool(a.Federatable, b.Federatable) },
 	"public":               func(a, b *roomDetails) int { return cmpBool(a.Public, b.Public) },
-	"join_rules":           func(a, b *roomDetails) int { return strings.Compare(strOr(a.JoinRules), strOr(b.JoinRules)) },
-	"guest_access":         func(a, b *roomDetails) int { return strings.Compare(strOr(a.GuestAccess), strOr(b.GuestAccess)) },
-	"history_visibility": func(a, b *roomDetails) int {
-		return strings.Compare(strOr(a.HistoryVisibility), strOr(b.HistoryVisibility))
-	},
-	"state_events": func(a, b *roomDetails) int { return cmp.Compare(a.StateEvents, b.StateEvents) },
+	"join_rules":           byString(func(d *roomDetails) *string { return d.JoinRules }),
+	"guest_access":         byString(func(d *roomDetails) *string { return d.GuestAccess }),
+	"history_visibility":   byString(func(d *roomDetails) *string { return d.HistoryVisibility }),
+	"state_events":         func(a, b *roomDetails) int { return cmp.Compare(a.StateEvents, b.StateEvents) },
 }
 
 // listRooms answers GET /_synapse/admin/v1/rooms: from, limit, order_by
@@ -233,12 +237,17 @@ func (s *Service) getRoom(w http.ResponseWriter, r *http.Request, sess *accounts
 	}{d, false}, nil
 }
 
-func (s *Service) roomMembers(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+// paramState returns the current state of the room named in the path.
+func (s *Service) paramState(r *http.Request) ([]*rooms.Event, error) {
 	roomID, err := roomParam(r)
 	if err != nil {
 		return nil, err
 	}
-	state, err := s.rooms.CurrentState(r.Context(), roomID)
+	return s.rooms.CurrentState(r.Context(), roomID)
+}
+
+func (s *Service) roomMembers(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	state, err := s.paramState(r)
 	if err != nil {
 		return nil, err
 	}
@@ -253,11 +262,7 @@ func (s *Service) roomMembers(w http.ResponseWriter, r *http.Request, sess *acco
 }
 
 func (s *Service) roomState(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := roomParam(r)
-	if err != nil {
-		return nil, err
-	}
-	state, err := s.rooms.CurrentState(r.Context(), roomID)
+	state, err := s.paramState(r)
 	if err != nil {
 		return nil, err
 	}
