@@ -18,21 +18,12 @@ const defaultContextLimit = 10
 // around one event, the state at the last of them, and /messages tokens to
 // paginate on either side.
 func (s *Service) getContext(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
+	roomID, upTo, err := s.visibleRoom(r, sess)
 	if err != nil {
 		return nil, err
 	}
 	ctx := r.Context()
-	upTo, err := s.requireVisible(ctx, sess.UserID, roomID)
-	if err != nil {
-		return nil, err
-	}
-	visible := min(upTo, s.db.Visible())
-	vis, err := s.rooms.Visibility(ctx, roomID, sess.UserID)
-	if err != nil {
-		return nil, err
-	}
-	ev, err := s.visibleEvent(ctx, roomID, id.EventID(r.PathValue("eventId")), visible, vis)
+	ev, visible, vis, err := s.eventParam(r, sess, roomID, upTo)
 	if err != nil {
 		return nil, err
 	}
@@ -41,12 +32,9 @@ func (s *Service) getContext(w http.ResponseWriter, r *http.Request, sess *accou
 	if err != nil {
 		return nil, err
 	}
-	var filter *sync.RoomEventFilter
-	if f := q.Get("filter"); f != "" {
-		filter = &sync.RoomEventFilter{}
-		if err := mxhttp.Unmarshal([]byte(f), filter); err != nil {
-			return nil, mxhttp.InvalidParam("invalid filter")
-		}
+	filter, err := queryFilter(q)
+	if err != nil {
+		return nil, err
 	}
 	nBefore := limit / 2
 	nAfter := limit - nBefore

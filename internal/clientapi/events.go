@@ -7,7 +7,6 @@ import (
 	"errors"
 	"math"
 	"net/http"
-	"strconv"
 
 	"maunium.net/go/mautrix/id"
 
@@ -33,20 +32,22 @@ func readBodyObject(r *http.Request) (json.RawMessage, error) {
 	return b, nil
 }
 
-func validEventType(t string) error {
-	if t == "" || len(t) > 255 {
-		return mxhttp.InvalidParam("invalid event type")
+// roomAndType reads the room ID and event type in the path of a send.
+func (s *Service) roomAndType(r *http.Request) (id.RoomID, string, error) {
+	roomID, err := s.roomIDParam(r)
+	if err != nil {
+		return "", "", err
 	}
-	return nil
+	evType := r.PathValue("eventType")
+	if evType == "" || len(evType) > 255 {
+		return "", "", mxhttp.InvalidParam("invalid event type")
+	}
+	return roomID, evType, nil
 }
 
 func (s *Service) sendMessage(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
+	roomID, evType, err := s.roomAndType(r)
 	if err != nil {
-		return nil, err
-	}
-	evType := r.PathValue("eventType")
-	if err := validEventType(evType); err != nil {
 		return nil, err
 	}
 	if evType == "m.room.redaction" {
@@ -76,12 +77,8 @@ func (s *Service) roomErr(ctx context.Context, err error, roomID id.RoomID, user
 }
 
 func (s *Service) putState(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
+	roomID, evType, err := s.roomAndType(r)
 	if err != nil {
-		return nil, err
-	}
-	evType := r.PathValue("eventType")
-	if err := validEventType(evType); err != nil {
 		return nil, err
 	}
 	sk := r.PathValue("stateKey")
@@ -163,16 +160,23 @@ func (s *Service) requireVisible(ctx context.Context, user id.UserID, roomID id.
 	return upTo, nil
 }
 
+// visibleRoom reads the room ID in the path and checks that the user may
+// see the room, returning how far (as requireVisible does).
+func (s *Service) visibleRoom(r *http.Request, sess *accounts.Session) (id.RoomID, int64, error) {
+	roomID, err := s.roomIDParam(r)
+	if err != nil {
+		return "", 0, err
+	}
+	upTo, err := s.requireVisible(r.Context(), sess.UserID, roomID)
+	return roomID, upTo, err
+}
+
 func (s *Service) client(ev *rooms.Event, sess *accounts.Session) *rooms.ClientEvent {
 	return ev.Client(rooms.ClientOptions{User: sess.UserID, Device: sess.DeviceID})
 }
 
 func (s *Service) getStateEvent(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
-	if err != nil {
-		return nil, err
-	}
-	upTo, err := s.requireVisible(r.Context(), sess.UserID, roomID)
+	roomID, upTo, err := s.visibleRoom(r, sess)
 	if err != nil {
 		return nil, err
 	}
@@ -220,11 +224,7 @@ func (s *Service) stateAt(ctx context.Context, roomID id.RoomID, pos int64) ([]*
 }
 
 func (s *Service) getState(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
-	if err != nil {
-		return nil, err
-	}
-	upTo, err := s.requireVisible(r.Context(), sess.UserID, roomID)
+	roomID, upTo, err := s.visibleRoom(r, sess)
 	if err != nil {
 		return nil, err
 	}
@@ -240,11 +240,7 @@ func (s *Service) getState(w http.ResponseWriter, r *http.Request, sess *account
 }
 
 func (s *Service) getEvent(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
-	if err != nil {
-		return nil, err
-	}
-	upTo, err := s.requireVisible(r.Context(), sess.UserID, roomID)
+	roomID, upTo, err := s.visibleRoom(r, sess)
 	if err != nil {
 		return nil, err
 	}
@@ -270,11 +266,7 @@ func (s *Service) getEvent(w http.ResponseWriter, r *http.Request, sess *account
 }
 
 func (s *Service) getMembers(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
-	if err != nil {
-		return nil, err
-	}
-	upTo, err := s.requireVisible(r.Context(), sess.UserID, roomID)
+	roomID, upTo, err := s.visibleRoom(r, sess)
 	if err != nil {
 		return nil, err
 	}
@@ -336,61 +328,48 @@ func (s *Service) getJoinedMembers(w http.ResponseWriter, r *http.Request, sess 
 	return map[string]any{"joined": joined}, nil
 }
 
-const maxMessagesLimit = 1000
+// The page sizes of /messages (also the most /context serves).
+const (
+	defaultMessagesLimit = 10
+	maxMessagesLimit     = 1000
+)
 
 func (s *Service) getMessages(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
+	roomID, upTo, err := s.visibleRoom(r, sess)
 	if err != nil {
 		return nil, err
 	}
 	ctx := r.Context()
-	upTo, err := s.requireVisible(ctx, sess.UserID, roomID)
-	if err != nil {
-		return nil, err
-	}
 	q := r.URL.Query()
 	dir := q.Get("dir")
 	if dir != "b" && dir != "f" {
 		return nil, mxhttp.InvalidParam("dir must be b or f")
 	}
-	limit := 10
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 0 {
-			return nil, mxhttp.InvalidParam("invalid limit")
-		}
-		limit = min(n, maxMessagesLimit)
+	limit, err := queryLimit(q, defaultMessagesLimit, maxMessagesLimit)
+	if err != nil {
+		return nil, err
 	}
-	var filter *sync.RoomEventFilter
-	if f := q.Get("filter"); f != "" {
-		filter = &sync.RoomEventFilter{}
-		if err := mxhttp.Unmarshal([]byte(f), filter); err != nil {
-			return nil, mxhttp.InvalidParam("invalid filter")
-		}
-		if filter.Limit != nil {
-			limit = min(max(*filter.Limit, 0), maxMessagesLimit)
-		}
+	filter, err := queryFilter(q)
+	if err != nil {
+		return nil, err
+	}
+	if filter != nil && filter.Limit != nil {
+		limit = min(max(*filter.Limit, 0), maxMessagesLimit)
 	}
 	visible := min(upTo, s.db.Visible())
-	var from int64
-	if f := q.Get("from"); f != "" {
-		tok, err := sync.ParseToken(f)
-		if err != nil {
-			return nil, mxhttp.InvalidParam("invalid from token")
-		}
-		from = tok.Pos
-	} else if dir == "b" {
-		from = visible
-	} else {
-		from = 0
+	from, hasFrom, err := queryToken(q, "from")
+	if err != nil {
+		return nil, err
 	}
-	var to int64 = -1
-	if t := q.Get("to"); t != "" {
-		tok, err := sync.ParseToken(t)
-		if err != nil {
-			return nil, mxhttp.InvalidParam("invalid to token")
-		}
-		to = tok.Pos
+	if !hasFrom && dir == "b" {
+		from = visible
+	}
+	to, hasTo, err := queryToken(q, "to")
+	if err != nil {
+		return nil, err
+	}
+	if !hasTo {
+		to = -1
 	}
 	var evs []*rooms.Event
 	var lo, hi int64

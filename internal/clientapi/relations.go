@@ -55,6 +55,20 @@ func queryLimit(q url.Values, def, max int) (int, error) {
 	return min(n, max), nil
 }
 
+// queryFilter reads the filter parameter, a RoomEventFilter as JSON; it
+// is nil when absent.
+func queryFilter(q url.Values) (*sync.RoomEventFilter, error) {
+	f := q.Get("filter")
+	if f == "" {
+		return nil, nil
+	}
+	filter := &sync.RoomEventFilter{}
+	if err := mxhttp.Unmarshal([]byte(f), filter); err != nil {
+		return nil, mxhttp.InvalidParam("invalid filter")
+	}
+	return filter, nil
+}
+
 // queryToken reads a pagination token parameter; ok is false when absent.
 func queryToken(q url.Values, name string) (pos int64, ok bool, err error) {
 	v := q.Get(name)
@@ -84,13 +98,23 @@ func (s *Service) visibleEvent(ctx context.Context, roomID id.RoomID, evID id.Ev
 	return ev, nil
 }
 
-func (s *Service) getRelations(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
-	if err != nil {
-		return nil, err
-	}
+// eventParam loads the event named in the path, which the user must be able
+// to see (as visibleEvent checks), with the highest position the user sees
+// now and the room's history visibility for them.
+func (s *Service) eventParam(r *http.Request, sess *accounts.Session, roomID id.RoomID, upTo int64) (ev *rooms.Event, visible int64, vis *rooms.Visibility, err error) {
 	ctx := r.Context()
-	upTo, err := s.requireVisible(ctx, sess.UserID, roomID)
+	visible = min(upTo, s.db.Visible())
+	if vis, err = s.rooms.Visibility(ctx, roomID, sess.UserID); err != nil {
+		return nil, 0, nil, err
+	}
+	if ev, err = s.visibleEvent(ctx, roomID, id.EventID(r.PathValue("eventId")), visible, vis); err != nil {
+		return nil, 0, nil, err
+	}
+	return ev, visible, vis, nil
+}
+
+func (s *Service) getRelations(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	roomID, upTo, err := s.visibleRoom(r, sess)
 	if err != nil {
 		if me, ok := mxhttp.AsError(err); ok && me.Code == "M_FORBIDDEN" {
 			// The spec answers "not found" when the user may not read the event.
@@ -98,12 +122,8 @@ func (s *Service) getRelations(w http.ResponseWriter, r *http.Request, sess *acc
 		}
 		return nil, err
 	}
-	visible := min(upTo, s.db.Visible())
-	vis, err := s.rooms.Visibility(ctx, roomID, sess.UserID)
-	if err != nil {
-		return nil, err
-	}
-	parent, err := s.visibleEvent(ctx, roomID, id.EventID(r.PathValue("eventId")), visible, vis)
+	ctx := r.Context()
+	parent, visible, vis, err := s.eventParam(r, sess, roomID, upTo)
 	if err != nil {
 		return nil, err
 	}
@@ -187,15 +207,11 @@ func (s *Service) getRelations(w http.ResponseWriter, r *http.Request, sess *acc
 }
 
 func (s *Service) getThreads(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
+	roomID, upTo, err := s.visibleRoom(r, sess)
 	if err != nil {
 		return nil, err
 	}
 	ctx := r.Context()
-	upTo, err := s.requireVisible(ctx, sess.UserID, roomID)
-	if err != nil {
-		return nil, err
-	}
 	q := r.URL.Query()
 	tq := rooms.ThreadsQuery{RoomID: roomID}
 	switch q.Get("include") {
