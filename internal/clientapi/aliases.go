@@ -180,14 +180,11 @@ func (s *Service) getVisibility(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) putVisibility(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
-	if err != nil {
-		return nil, err
-	}
 	var req struct {
 		Visibility string `json:"visibility"`
 	}
-	if err := mxhttp.DecodeJSON(r, &req); err != nil {
+	roomID, err := s.roomIDAndBody(r, &req)
+	if err != nil {
 		return nil, err
 	}
 	if req.Visibility != "public" && req.Visibility != "private" {

@@ -242,6 +242,16 @@ func (s *Service) roomIDParam(r *http.Request) (id.RoomID, error) {
 	return roomID, nil
 }
 
+// roomIDAndBody reads the room ID in the path, then decodes the JSON body
+// into v.
+func (s *Service) roomIDAndBody(r *http.Request, v any) (id.RoomID, error) {
+	roomID, err := s.roomIDParam(r)
+	if err != nil {
+		return "", err
+	}
+	return roomID, mxhttp.DecodeJSON(r, v)
+}
+
 func (s *Service) joinRoomByID(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
 	roomID, err := s.roomIDParam(r)
 	if err != nil {
@@ -291,15 +301,12 @@ func (s *Service) joinRoomByIDOrAlias(w http.ResponseWriter, r *http.Request, se
 }
 
 func (s *Service) invite(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
-	if err != nil {
-		return nil, err
-	}
 	var req struct {
 		membershipRequest
 		IDServer string `json:"id_server"` // the third-party invite form
 	}
-	if err := mxhttp.DecodeJSON(r, &req); err != nil {
+	roomID, err := s.roomIDAndBody(r, &req)
+	if err != nil {
 		return nil, err
 	}
 	if req.UserID == "" && req.IDServer != "" {
@@ -324,12 +331,9 @@ func (s *Service) invite(w http.ResponseWriter, r *http.Request, sess *accounts.
 }
 
 func (s *Service) leave(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
-	if err != nil {
-		return nil, err
-	}
 	var req membershipRequest
-	if err := mxhttp.DecodeJSON(r, &req); err != nil {
+	roomID, err := s.roomIDAndBody(r, &req)
+	if err != nil {
 		return nil, err
 	}
 	switch s.rooms.Membership(sess.UserID, roomID) {
@@ -348,12 +352,9 @@ func (s *Service) leave(w http.ResponseWriter, r *http.Request, sess *accounts.S
 // moderate implements kick, ban and unban.
 func (s *Service) moderate(membership string) accounts.AuthedHandler {
 	return func(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-		roomID, err := s.roomIDParam(r)
-		if err != nil {
-			return nil, err
-		}
 		var req membershipRequest
-		if err := mxhttp.DecodeJSON(r, &req); err != nil {
+		roomID, err := s.roomIDAndBody(r, &req)
+		if err != nil {
 			return nil, err
 		}
 		if req.UserID == "" {

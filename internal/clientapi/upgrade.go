@@ -40,12 +40,9 @@ type upgradeRequest struct {
 // copies the transferable state, moves the local aliases and the directory
 // listing, then tombstones the old room and restricts who may speak there.
 func (s *Service) upgradeRoom(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
-	if err != nil {
-		return nil, err
-	}
 	var req upgradeRequest
-	if err := mxhttp.DecodeJSON(r, &req); err != nil {
+	roomID, err := s.roomIDAndBody(r, &req)
+	if err != nil {
 		return nil, err
 	}
 	if req.NewVersion == "" {
