@@ -44,6 +44,21 @@ func (s *Service) loadVersion(ctx context.Context, q interface {
 	return v, true, nil
 }
 
+// liveVersion loads a backup version that exists and is not deleted, or
+// answers errUnknownVersion.
+func (s *Service) liveVersion(ctx context.Context, q interface {
+	QueryRow(ctx context.Context, q string, args ...any) *sql.Row
+}, user id.UserID, version int64) (*backupVersion, error) {
+	v, ok, err := s.loadVersion(ctx, q, user, version)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || v.Deleted {
+		return nil, errUnknownVersion
+	}
+	return v, nil
+}
+
 // currentVersion returns the user's latest backup version (0 if none).
 func currentVersion(ctx context.Context, q interface {
 	QueryRow(ctx context.Context, q string, args ...any) *sql.Row
@@ -126,12 +141,9 @@ func (s *Service) getBackupVersion(w http.ResponseWriter, r *http.Request, sess 
 		}
 		version = v
 	}
-	v, ok, err := s.loadVersion(ctx, s.db, sess.UserID, version)
+	v, err := s.liveVersion(ctx, s.db, sess.UserID, version)
 	if err != nil {
 		return nil, err
-	}
-	if !ok || v.Deleted {
-		return nil, errUnknownVersion
 	}
 	count, err := s.backupCount(ctx, s.db, sess.UserID, version)
 	if err != nil {
@@ -172,12 +184,9 @@ func (s *Service) putBackupVersion(w http.ResponseWriter, r *http.Request, sess 
 	}
 	ctx := r.Context()
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		v, ok, err := s.loadVersion(ctx, tx, sess.UserID, version)
+		v, err := s.liveVersion(ctx, tx, sess.UserID, version)
 		if err != nil {
 			return err
-		}
-		if !ok || v.Deleted {
-			return errUnknownVersion
 		}
 		if v.Algorithm != req.Algorithm {
 			return mxhttp.InvalidParam("algorithm does not match the backup's")
@@ -273,6 +282,19 @@ func backupVersionParam(r *http.Request) (int64, bool, error) {
 	return v, ok, nil
 }
 
+// knownVersionParam reads the "version" query parameter, which must name a
+// version that can exist.
+func knownVersionParam(r *http.Request) (int64, error) {
+	version, valid, err := backupVersionParam(r)
+	if err != nil {
+		return 0, err
+	}
+	if !valid {
+		return 0, errUnknownVersion
+	}
+	return version, nil
+}
+
 func (s *Service) putBackupKeys(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
 	version, valid, err := backupVersionParam(r)
 	if err != nil {
@@ -360,20 +382,22 @@ func (s *Service) putBackupKeys(w http.ResponseWriter, r *http.Request, sess *ac
 			}
 			changed = true
 		}
-		if changed {
-			if _, err := tx.Exec(ctx, "UPDATE key_backup_versions SET etag = etag + 1 WHERE user_id = $1 AND version = $2", sess.UserID, version); err != nil {
-				return err
-			}
-		}
-		return s.etagCount(ctx, tx, sess.UserID, version, &etag, &count)
+		return s.keysChanged(ctx, tx, sess.UserID, version, changed, &etag, &count)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"etag": strconv.FormatInt(etag, 10), "count": count}, nil
+	return keysAnswer(etag, count), nil
 }
 
-func (s *Service) etagCount(ctx context.Context, tx *storage.Tx, user id.UserID, version int64, etag, count *int64) error {
+// keysChanged bumps the version's etag when its keys changed, then reads
+// the etag and the key count.
+func (s *Service) keysChanged(ctx context.Context, tx *storage.Tx, user id.UserID, version int64, changed bool, etag, count *int64) error {
+	if changed {
+		if _, err := tx.Exec(ctx, "UPDATE key_backup_versions SET etag = etag + 1 WHERE user_id = $1 AND version = $2", user, version); err != nil {
+			return err
+		}
+	}
 	if err := tx.QueryRow(ctx, "SELECT etag FROM key_backup_versions WHERE user_id = $1 AND version = $2", user, version).Scan(etag); err != nil {
 		return err
 	}
@@ -382,34 +406,39 @@ func (s *Service) etagCount(ctx context.Context, tx *storage.Tx, user id.UserID,
 	return err
 }
 
-func (s *Service) getBackupKeys(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	version, valid, err := backupVersionParam(r)
-	if err != nil {
-		return nil, err
-	}
-	if !valid {
-		return nil, errUnknownVersion
-	}
-	ctx := r.Context()
-	v, ok, err := s.loadVersion(ctx, s.db, sess.UserID, version)
-	if err != nil {
-		return nil, err
-	}
-	if !ok || v.Deleted {
-		return nil, errUnknownVersion
-	}
-	roomID, sessionID := id.RoomID(r.PathValue("roomId")), id.SessionID(r.PathValue("sessionId"))
-	q := `SELECT room_id, session_id, first_message_index, forwarded_count, is_verified, session_data FROM key_backup_keys
-		WHERE user_id = $1 AND version = $2`
-	args := []any{sess.UserID, version}
+// keysAnswer is the answer to a change of backed-up keys.
+func keysAnswer(etag, count int64) map[string]any {
+	return map[string]any{"etag": strconv.FormatInt(etag, 10), "count": count}
+}
+
+// keysWhere narrows a statement on key_backup_keys to the user's version
+// and, when given, the room and the session.
+func keysWhere(stmt string, user id.UserID, version int64, roomID id.RoomID, sessionID id.SessionID) (string, []any) {
+	stmt += " WHERE user_id = $1 AND version = $2"
+	args := []any{user, version}
 	if roomID != "" {
-		q += " AND room_id = $3"
+		stmt += " AND room_id = $3"
 		args = append(args, roomID)
 	}
 	if sessionID != "" {
-		q += " AND session_id = $4"
+		stmt += " AND session_id = $4"
 		args = append(args, sessionID)
 	}
+	return stmt, args
+}
+
+func (s *Service) getBackupKeys(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	version, err := knownVersionParam(r)
+	if err != nil {
+		return nil, err
+	}
+	ctx := r.Context()
+	if _, err := s.liveVersion(ctx, s.db, sess.UserID, version); err != nil {
+		return nil, err
+	}
+	roomID, sessionID := id.RoomID(r.PathValue("roomId")), id.SessionID(r.PathValue("sessionId"))
+	q, args := keysWhere("SELECT room_id, session_id, first_message_index, forwarded_count, is_verified, session_data FROM key_backup_keys",
+		sess.UserID, version, roomID, sessionID)
 	rows, err := s.db.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("load backup keys: %w", err)
@@ -448,47 +477,27 @@ func (s *Service) getBackupKeys(w http.ResponseWriter, r *http.Request, sess *ac
 }
 
 func (s *Service) deleteBackupKeys(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	version, valid, err := backupVersionParam(r)
+	version, err := knownVersionParam(r)
 	if err != nil {
 		return nil, err
-	}
-	if !valid {
-		return nil, errUnknownVersion
 	}
 	roomID, sessionID := id.RoomID(r.PathValue("roomId")), id.SessionID(r.PathValue("sessionId"))
 	ctx := r.Context()
 	var etag, count int64
 	err = s.db.Write(ctx, func(tx *storage.Tx) error {
-		v, ok, err := s.loadVersion(ctx, tx, sess.UserID, version)
-		if err != nil {
+		if _, err := s.liveVersion(ctx, tx, sess.UserID, version); err != nil {
 			return err
 		}
-		if !ok || v.Deleted {
-			return errUnknownVersion
-		}
-		q := "DELETE FROM key_backup_keys WHERE user_id = $1 AND version = $2"
-		args := []any{sess.UserID, version}
-		if roomID != "" {
-			q += " AND room_id = $3"
-			args = append(args, roomID)
-		}
-		if sessionID != "" {
-			q += " AND session_id = $4"
-			args = append(args, sessionID)
-		}
+		q, args := keysWhere("DELETE FROM key_backup_keys", sess.UserID, version, roomID, sessionID)
 		res, err := tx.Exec(ctx, q, args...)
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n > 0 {
-			if _, err := tx.Exec(ctx, "UPDATE key_backup_versions SET etag = etag + 1 WHERE user_id = $1 AND version = $2", sess.UserID, version); err != nil {
-				return err
-			}
-		}
-		return s.etagCount(ctx, tx, sess.UserID, version, &etag, &count)
+		n, _ := res.RowsAffected()
+		return s.keysChanged(ctx, tx, sess.UserID, version, n > 0, &etag, &count)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"etag": strconv.FormatInt(etag, 10), "count": count}, nil
+	return keysAnswer(etag, count), nil
 }
