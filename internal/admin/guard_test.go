@@ -20,35 +20,29 @@ func TestShadowBan(t *testing.T) {
 	ctx := context.Background()
 	adm := n.RegisterAdmin("admin")
 	alice, troll := n.Register("alice"), n.Register("troll")
-	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := troll.JoinRoomByID(ctx, room.RoomID); err != nil {
-		t.Fatal(err)
-	}
+	room := testnode.PublicRoom(t, alice, troll)
 	if r := testnode.Call(t, adm, "POST", "/_synapse/admin/v1/users/"+url.PathEscape(string(troll.UserID))+"/shadow_ban", map[string]any{}); r.Status != 200 {
 		t.Fatalf("shadow ban: %d %s", r.Status, r.Body)
 	}
 	if info := testnode.Call(t, adm, "GET", "/_synapse/admin/v2/users/"+url.PathEscape(string(troll.UserID)), nil).JSON(t); info["shadow_banned"] != true {
 		t.Fatalf("user info after shadow ban: %v", info)
 	}
-	sent, err := troll.SendMessageEvent(ctx, room.RoomID, event.EventMessage, map[string]string{"msgtype": "m.text", "body": "buy now"})
+	sent, err := troll.SendMessageEvent(ctx, room, event.EventMessage, map[string]string{"msgtype": "m.text", "body": "buy now"})
 	if err != nil || sent.EventID == "" {
 		t.Fatalf("shadow-banned send should look successful: %v %v", sent, err)
 	}
-	again, _ := troll.SendMessageEvent(ctx, room.RoomID, event.EventMessage, map[string]string{"msgtype": "m.text", "body": "buy now"}, mautrix.ReqSendEvent{TransactionID: "fixed"})
-	retry, _ := troll.SendMessageEvent(ctx, room.RoomID, event.EventMessage, map[string]string{"msgtype": "m.text", "body": "buy now"}, mautrix.ReqSendEvent{TransactionID: "fixed"})
+	again, _ := troll.SendMessageEvent(ctx, room, event.EventMessage, map[string]string{"msgtype": "m.text", "body": "buy now"}, mautrix.ReqSendEvent{TransactionID: "fixed"})
+	retry, _ := troll.SendMessageEvent(ctx, room, event.EventMessage, map[string]string{"msgtype": "m.text", "body": "buy now"}, mautrix.ReqSendEvent{TransactionID: "fixed"})
 	if again.EventID != retry.EventID {
 		t.Fatalf("a retried transaction got another fake event ID: %s, %s", again.EventID, retry.EventID)
 	}
-	if _, err := troll.SendStateEvent(ctx, room.RoomID, event.StateTopic, "", map[string]string{"topic": "spam"}); err != nil {
+	if _, err := troll.SendStateEvent(ctx, room, event.StateTopic, "", map[string]string{"topic": "spam"}); err != nil {
 		t.Fatalf("shadow-banned state send: %v", err)
 	}
-	if _, err := alice.GetEvent(ctx, room.RoomID, sent.EventID); err == nil {
+	if _, err := alice.GetEvent(ctx, room, sent.EventID); err == nil {
 		t.Fatal("the shadow-banned message was stored")
 	}
-	msgs, err := alice.Messages(ctx, room.RoomID, "", "", mautrix.DirectionBackward, nil, 50)
+	msgs, err := alice.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 50)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,11 +52,11 @@ func TestShadowBan(t *testing.T) {
 		}
 	}
 	testnode.Call(t, adm, "DELETE", "/_synapse/admin/v1/users/"+url.PathEscape(string(troll.UserID))+"/shadow_ban", nil)
-	real, err := troll.SendMessageEvent(ctx, room.RoomID, event.EventMessage, map[string]string{"msgtype": "m.text", "body": "sorry"})
+	real, err := troll.SendMessageEvent(ctx, room, event.EventMessage, map[string]string{"msgtype": "m.text", "body": "sorry"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := alice.GetEvent(ctx, room.RoomID, real.EventID); err != nil {
+	if _, err := alice.GetEvent(ctx, room, real.EventID); err != nil {
 		t.Fatalf("message after the shadow ban was lifted: %v", err)
 	}
 }
@@ -77,15 +71,9 @@ func TestRateLimit(t *testing.T) {
 	ctx := context.Background()
 	adm := n.RegisterAdmin("admin")
 	alice := n.Register("alice")
-	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := adm.JoinRoomByID(ctx, room.RoomID); err != nil {
-		t.Fatal(err)
-	}
+	room := testnode.PublicRoom(t, alice, adm)
 	send := func(c *mautrix.Client, i int) *testnode.Response {
-		path := fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/t%d", url.PathEscape(string(room.RoomID)), i)
+		path := fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/t%d", url.PathEscape(string(room)), i)
 		return testnode.Call(t, c, "PUT", path, map[string]string{"msgtype": "m.text", "body": "hi"})
 	}
 	for i := range 3 {
@@ -104,7 +92,7 @@ func TestRateLimit(t *testing.T) {
 	}
 	// Other users have their own bucket; admins have none.
 	bob := n.Register("bob")
-	if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+	if _, err := bob.JoinRoomByID(ctx, room); err != nil {
 		t.Fatal(err)
 	}
 	if r := send(bob, 100); r.Status != 200 {

@@ -18,20 +18,13 @@ import (
 // from alice a few milliseconds apart.
 func chat(t *testing.T, n *testnode.Node, count int) (alice, bob *mautrix.Client, room id.RoomID, msgs []id.EventID) {
 	t.Helper()
-	ctx := context.Background()
 	alice, bob = n.Register("alice"), n.Register("bob")
-	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.JoinRoomByID(ctx, created.RoomID); err != nil {
-		t.Fatal(err)
-	}
+	room = testnode.PublicRoom(t, alice, bob)
 	for i := range count {
-		msgs = append(msgs, send(t, alice, created.RoomID, event.EventMessage, text(string(rune('0'+i)))))
+		msgs = append(msgs, send(t, alice, room, event.EventMessage, text(string(rune('0'+i)))))
 		time.Sleep(3 * time.Millisecond)
 	}
-	return alice, bob, created.RoomID, msgs
+	return alice, bob, room, msgs
 }
 
 func TestContext(t *testing.T) {

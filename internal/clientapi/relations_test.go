@@ -178,14 +178,7 @@ func TestRelationsPagination(t *testing.T) {
 	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob, eve := n.Register("alice"), n.Register("bob"), n.Register("eve")
-		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		room := created.RoomID
-		if _, err := bob.JoinRoomByID(ctx, room); err != nil {
-			t.Fatal(err)
-		}
+		room := testnode.PublicRoom(t, alice, bob)
 		root := send(t, alice, room, event.EventMessage, text("root"))
 		var thread []id.EventID
 		for i := range 5 {
@@ -279,16 +272,8 @@ func TestRelationsPagination(t *testing.T) {
 
 func TestThreads(t *testing.T) {
 	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
-		ctx := context.Background()
 		alice, bob, eve := n.Register("alice"), n.Register("bob"), n.Register("eve")
-		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		room := created.RoomID
-		if _, err := bob.JoinRoomByID(ctx, room); err != nil {
-			t.Fatal(err)
-		}
+		room := testnode.PublicRoom(t, alice, bob)
 		rootA := send(t, alice, room, event.EventMessage, text("thread A"))
 		rootB := send(t, alice, room, event.EventMessage, text("thread B"))
 		rootC := send(t, bob, room, event.EventMessage, text("thread C"))

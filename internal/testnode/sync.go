@@ -7,6 +7,7 @@ import (
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 )
 
 // SyncOnce runs one /sync for c from since (initial when empty), waiting
@@ -44,4 +45,21 @@ func CountEvents(evs []*event.Event, typ string) int {
 		}
 	}
 	return n
+}
+
+// PublicRoom creates a public_chat room of owner's, makes the members join
+// it and returns its ID; the test fails on an error.
+func PublicRoom(t testing.TB, owner *mautrix.Client, members ...*mautrix.Client) id.RoomID {
+	t.Helper()
+	ctx := context.Background()
+	room, err := owner.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatalf("create room: %v", err)
+	}
+	for _, m := range members {
+		if _, err := m.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatalf("%s joins: %v", m.UserID, err)
+		}
+	}
+	return room.RoomID
 }
