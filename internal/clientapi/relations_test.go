@@ -174,6 +174,25 @@ func TestAggregations(t *testing.T) {
 	})
 }
 
+// allRelations pages through root's relations with req (at most ten pages)
+// and returns the event IDs in the order served.
+func allRelations(t *testing.T, c *mautrix.Client, room id.RoomID, root id.EventID, req *mautrix.ReqGetRelations) []id.EventID {
+	t.Helper()
+	var got []id.EventID
+	for range 10 {
+		resp, err := c.GetRelations(context.Background(), room, root, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ids(resp.Chunk)...)
+		if resp.NextBatch == "" {
+			break
+		}
+		req.From = resp.NextBatch
+	}
+	return got
+}
+
 func TestRelationsPagination(t *testing.T) {
 	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
@@ -190,38 +209,14 @@ func TestRelationsPagination(t *testing.T) {
 		ed := send(t, alice, room, event.EventMessage, edit("root!", root))
 
 		// Backwards (the default), two at a time, newest first.
-		var got []id.EventID
-		req := &mautrix.ReqGetRelations{RelationType: event.RelThread, Limit: 2}
-		for range 10 {
-			resp, err := alice.GetRelations(ctx, room, root, req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, ids(resp.Chunk)...)
-			if resp.NextBatch == "" {
-				break
-			}
-			req.From = resp.NextBatch
-		}
+		got := allRelations(t, alice, room, root, &mautrix.ReqGetRelations{RelationType: event.RelThread, Limit: 2})
 		want := slices.Clone(thread)
 		slices.Reverse(want)
 		if !slices.Equal(got, want) {
 			t.Fatalf("backwards: got %v, want %v", got, want)
 		}
 		// Forwards, three at a time, oldest first.
-		got = nil
-		req = &mautrix.ReqGetRelations{RelationType: event.RelThread, Limit: 3, Dir: mautrix.DirectionForward}
-		for range 10 {
-			resp, err := alice.GetRelations(ctx, room, root, req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, ids(resp.Chunk)...)
-			if resp.NextBatch == "" {
-				break
-			}
-			req.From = resp.NextBatch
-		}
+		got = allRelations(t, alice, room, root, &mautrix.ReqGetRelations{RelationType: event.RelThread, Limit: 3, Dir: mautrix.DirectionForward})
 		if !slices.Equal(got, thread) {
 			t.Fatalf("forwards: got %v, want %v", got, thread)
 		}

@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -38,6 +39,20 @@ func str(s string) *string { return &s }
 func mustJSON(v any) json.RawMessage {
 	b, _ := json.Marshal(v)
 	return b
+}
+
+// creatorMember is the content of the join of a room's creator (or
+// upgrader): with the user's display name and avatar where set.
+func (s *Service) creatorMember(ctx context.Context, user id.UserID) map[string]any {
+	member := map[string]any{"membership": "join"}
+	name, avatar := s.accounts.DisplayName(ctx, user)
+	if name != "" {
+		member["displayname"] = name
+	}
+	if avatar != "" {
+		member["avatar_url"] = avatar
+	}
+	return member
 }
 
 func (s *Service) createRoom(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
@@ -104,15 +119,7 @@ func (s *Service) createRoom(w http.ResponseWriter, r *http.Request, sess *accou
 	add := func(typ string, sk *string, content any) {
 		evs = append(evs, rooms.Proto{Type: typ, StateKey: sk, Sender: sess.UserID, Content: mustJSON(content)})
 	}
-	member := map[string]any{"membership": "join"}
-	if name, avatar := s.accounts.DisplayName(ctx, sess.UserID); name != "" || avatar != "" {
-		if name != "" {
-			member["displayname"] = name
-		}
-		if avatar != "" {
-			member["avatar_url"] = avatar
-		}
-	}
+	member := s.creatorMember(ctx, sess.UserID)
 	add("m.room.member", str(string(sess.UserID)), member)
 
 	pl := map[string]any{

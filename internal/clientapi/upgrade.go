@@ -144,15 +144,7 @@ func (s *Service) replacementState(ctx context.Context, sess *accounts.Session, 
 	add := func(typ string, sk string, content json.RawMessage) {
 		protos = append(protos, rooms.Proto{Type: typ, StateKey: &sk, Sender: sess.UserID, Content: content})
 	}
-	member := map[string]any{"membership": "join"}
-	if name, avatar := s.accounts.DisplayName(ctx, sess.UserID); name != "" || avatar != "" {
-		if name != "" {
-			member["displayname"] = name
-		}
-		if avatar != "" {
-			member["avatar_url"] = avatar
-		}
-	}
+	member := s.creatorMember(ctx, sess.UserID)
 	add("m.room.member", string(sess.UserID), mustJSON(member))
 
 	// Without power levels the old room's creator had 100.
