@@ -51,6 +51,8 @@ type DB struct {
 
 	queries sync.Map // query text -> rewritten text (SQLite placeholders)
 
+	readStmts, writeStmts *stmtCache // SQLite only
+
 	writes  chan *writeReq
 	stop    chan struct{}
 	stopped chan struct{}
@@ -99,8 +101,11 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite: %w", err)
 		}
-		db.write.SetMaxOpenConns(1)
-		db.write.SetMaxIdleConns(1)
+		// One writer goroutine uses one connection at a time; the second
+		// lets the statement cache prepare a query while a transaction
+		// holds the first.
+		db.write.SetMaxOpenConns(2)
+		db.write.SetMaxIdleConns(2)
 		db.write.SetConnMaxLifetime(0)
 		db.write.SetConnMaxIdleTime(0)
 		// Create the file and switch it to WAL before readers attach.
@@ -121,6 +126,10 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 	if err := db.read.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("connect to %s database: %w", db.Dialect, err)
+	}
+	if db.Dialect == SQLite {
+		db.readStmts = &stmtCache{db: db.read, m: map[string]*sql.Stmt{}}
+		db.writeStmts = &stmtCache{db: db.write, m: map[string]*sql.Stmt{}}
 	}
 	if err := db.Migrate(ctx, coreMigrations); err != nil {
 		db.Close()
@@ -144,6 +153,8 @@ func (db *DB) Close() error {
 	case <-db.stopped:
 	case <-time.After(30 * time.Second):
 	}
+	db.readStmts.close()
+	db.writeStmts.close()
 	var errs []error
 	if db.write != nil && db.write != db.read {
 		errs = append(errs, db.write.Close())
@@ -168,14 +179,75 @@ func (db *DB) rewrite(q string) string {
 	return out
 }
 
+// maxCachedStmts bounds each statement cache; queries built with a
+// variable number of placeholders beyond it are simply not cached.
+const maxCachedStmts = 1024
+
+// stmtCache keeps prepared statements by query text. SQLite spends a large
+// share of its time parsing SQL, so every fixed query is prepared once per
+// pool. PostgreSQL's driver caches prepared statements by itself.
+type stmtCache struct {
+	db *sql.DB
+	mu sync.Mutex
+	m  map[string]*sql.Stmt
+}
+
+func (c *stmtCache) get(ctx context.Context, q string) *sql.Stmt {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	st, ok := c.m[q]
+	c.mu.Unlock()
+	if ok {
+		return st
+	}
+	st, err := c.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil // let the caller run it unprepared and report the error
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.m[q]; ok {
+		st.Close()
+		return old
+	}
+	if len(c.m) >= maxCachedStmts {
+		st.Close()
+		return nil
+	}
+	c.m[q] = st
+	return st
+}
+
+func (c *stmtCache) close() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, st := range c.m {
+		st.Close()
+	}
+	clear(c.m)
+}
+
 // Query runs a read query.
 func (db *DB) Query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	return db.read.QueryContext(ctx, db.rewrite(q), args...)
+	q = db.rewrite(q)
+	if st := db.readStmts.get(ctx, q); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return db.read.QueryContext(ctx, q, args...)
 }
 
 // QueryRow runs a read query that returns at most one row.
 func (db *DB) QueryRow(ctx context.Context, q string, args ...any) *sql.Row {
-	return db.read.QueryRowContext(ctx, db.rewrite(q), args...)
+	q = db.rewrite(q)
+	if st := db.readStmts.get(ctx, q); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return db.read.QueryRowContext(ctx, q, args...)
 }
 
 // Visible is the highest stream position whose write has committed.
@@ -189,19 +261,39 @@ type Tx struct {
 	positions int
 }
 
+// stmt returns the prepared form of q bound to the transaction, or nil.
+func (tx *Tx) stmt(ctx context.Context, q string) *sql.Stmt {
+	if st := tx.db.writeStmts.get(ctx, q); st != nil {
+		return tx.tx.StmtContext(ctx, st)
+	}
+	return nil
+}
+
 // Exec runs a statement in the transaction.
 func (tx *Tx) Exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	return tx.tx.ExecContext(ctx, tx.db.rewrite(q), args...)
+	q = tx.db.rewrite(q)
+	if st := tx.stmt(ctx, q); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return tx.tx.ExecContext(ctx, q, args...)
 }
 
 // Query runs a query in the transaction.
 func (tx *Tx) Query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
-	return tx.tx.QueryContext(ctx, tx.db.rewrite(q), args...)
+	q = tx.db.rewrite(q)
+	if st := tx.stmt(ctx, q); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return tx.tx.QueryContext(ctx, q, args...)
 }
 
 // QueryRow runs a single-row query in the transaction.
 func (tx *Tx) QueryRow(ctx context.Context, q string, args ...any) *sql.Row {
-	return tx.tx.QueryRowContext(ctx, tx.db.rewrite(q), args...)
+	q = tx.db.rewrite(q)
+	if st := tx.stmt(ctx, q); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return tx.tx.QueryRowContext(ctx, q, args...)
 }
 
 // NextPos allocates the next stream position. Positions become visible to
