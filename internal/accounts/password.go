@@ -6,7 +6,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -28,8 +31,32 @@ var hashSlots = make(chan struct{}, 2)
 func argonKey(password, salt []byte, t, m uint32, p uint8, n uint32) []byte {
 	hashSlots <- struct{}{}
 	defer func() { <-hashSlots }()
+	defer releaseSoon()
 	return argon2.IDKey(password, salt, t, m, p, n)
 }
+
+// releaseSoon hands the memory of finished hashes back to the operating
+// system shortly after a burst of them: each hash leaves argonMemory of
+// garbage that Go's scavenger would otherwise return only slowly, so a
+// registration burst would keep the node's RSS high.
+var releaseSoon = func() func() {
+	var mu sync.Mutex
+	var pending bool
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if pending {
+			return
+		}
+		pending = true
+		time.AfterFunc(200*time.Millisecond, func() {
+			mu.Lock()
+			pending = false
+			mu.Unlock()
+			debug.FreeOSMemory()
+		})
+	}
+}()
 
 // HashPassword returns a PHC-formatted argon2id hash of password.
 func HashPassword(password string) (string, error) {
