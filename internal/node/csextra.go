@@ -66,6 +66,7 @@ func (n *Node) wirePushers(mux *http.ServeMux) {
 	}
 	n.csExtra.pushers = p
 	n.Push.OnNotify = append(n.Push.OnNotify, p.OnNotify)
+	n.Push.OnNotifyTx = append(n.Push.OnNotifyTx, p.RecordNotification)
 	n.Accounts.Hooks.DeviceDeleted = append(n.Accounts.Hooks.DeviceDeleted, p.OnDeviceDeleted)
 	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, p.OnDeactivated)
 	p.Routes(mux)

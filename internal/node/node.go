@@ -159,7 +159,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		n.DB.Close()
 		return nil, err
 	}
-	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Push.OnEvent)
+	n.Rooms.OnPersist = append(n.Rooms.OnPersist, n.Push.OnPersist)
 	n.Sync.AddSource(n.Push.RulesSource())
 	n.Keys = keys.New(n.DB, log, n.Accounts, n.Rooms, n.Sync.Notifier)
 	n.Sync.AddSource(n.Keys)

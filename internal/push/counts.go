@@ -184,15 +184,22 @@ func (s *Service) enqueueLocked(ctx context.Context, w *countsWrite) func() erro
 	})
 }
 
-// OnEvent updates unread counts for a committed event; it suits
-// rooms.Engine.OnEvent. Every local joined member but the sender has
-// their rules evaluated; the sender's own event marks the room (or the
-// event's thread) read up to it. It returns once the counts are durable.
-func (s *Service) OnEvent(ev *rooms.Event, info *rooms.RoomInfo) {
+// OnPersist records unread counts for an event inside the event's own
+// write transaction (it suits rooms.Engine.OnPersist), so a send commits
+// once and its counts are durable with it: every local joined member but
+// the sender has their rules evaluated; the sender's own event marks the
+// room (or the event's thread) read up to it. Memory, wake-ups and the
+// OnNotify hooks follow once the transaction has committed.
+func (s *Service) OnPersist(ctx context.Context, tx *storage.Tx, ev *rooms.Event, info *rooms.RoomInfo) error {
+	return s.persistCounts(ctx, tx, ev, info, func() int64 { return ev.Pos })
+}
+
+// persistCounts is OnPersist with the stream position that marks the
+// counts change for /sync chosen by changePos.
+func (s *Service) persistCounts(ctx context.Context, tx *storage.Tx, ev *rooms.Event, info *rooms.RoomInfo, changePos func() int64) error {
 	if ev.Rejected {
-		return
+		return nil
 	}
-	ctx := context.Background()
 	server := s.rooms.ServerName()
 	local := func(u id.UserID) bool { return u.Homeserver() == server }
 
@@ -208,11 +215,11 @@ func (s *Service) OnEvent(ev *rooms.Event, info *rooms.RoomInfo) {
 		actions   []json.RawMessage
 	}
 	var hits []hit
-	if joined > 0 {
+	if joined > 1 {
 		x, err := s.evalCtx(ctx, ev, joined)
 		if err != nil {
 			s.log.Warn("push rules: unreadable event", "event_id", ev.ID, "err", err)
-			return
+			return nil
 		}
 		for u, m := range info.Members {
 			if m != "join" || u == ev.Sender || !local(u) {
@@ -230,65 +237,85 @@ func (s *Service) OnEvent(ev *rooms.Event, info *rooms.RoomInfo) {
 	if ev.Type == "m.room.member" && ev.StateKey != nil && local(id.UserID(*ev.StateKey)) && ev.Membership() != "join" {
 		gone = id.UserID(*ev.StateKey)
 	}
-
-	thread, threadKnown := id.EventID(""), false
-	threadOf := func() id.EventID {
-		if !threadKnown {
-			thread, threadKnown = s.threadOf(ctx, ev), true
-		}
-		return thread
+	senderLocal := local(ev.Sender) && ev.Sender != gone
+	if len(hits) == 0 && !senderLocal && gone == "" {
+		return nil
 	}
-	senderLocal := local(ev.Sender)
+	var thread id.EventID
 	if len(hits) > 0 || senderLocal {
-		threadOf()
+		thread = s.threadOf(ctx, ev)
 	}
-
-	w := &countsWrite{room: ev.RoomID}
-	s.countsMu.Lock()
+	var users []id.UserID
 	for _, h := range hits {
-		ru := s.roomUnreadLocked(h.user, ev.RoomID, true)
-		if ev.Pos <= ru.readPos(thread) {
-			continue // a receipt already covers it
+		if _, err := tx.Exec(ctx, `INSERT INTO push_unread (user_id, room_id, pos, thread_id, highlight) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (user_id, room_id, pos) DO NOTHING`, h.user, ev.RoomID, ev.Pos, thread, h.highlight); err != nil {
+			return fmt.Errorf("record unread notification: %w", err)
 		}
-		e := unreadEntry{pos: ev.Pos, thread: thread, highlight: h.highlight}
-		ru.add(e)
-		w.inserts = append(w.inserts, unreadRow{h.user, e})
-		w.users = append(w.users, h.user)
-	}
-	if senderLocal && ev.Sender != gone {
-		// Sending an event moves the sender's read marker to it: the
-		// event's thread, or the whole room for a main-timeline event.
-		if ru := s.roomUnreadLocked(ev.Sender, ev.RoomID, true); ru.markRead(thread == "", thread, ev.Pos) {
-			w.deletes = append(w.deletes, unreadDelete{user: ev.Sender, all: thread == "", thread: thread, upTo: ev.Pos})
-			w.users = append(w.users, ev.Sender)
-		}
-	}
-	if gone != "" {
-		if rs := s.unread[gone]; rs != nil {
-			if ru := rs[ev.RoomID]; ru != nil {
-				delete(rs, ev.RoomID)
-				if len(ru.entries) > 0 {
-					w.deletes = append(w.deletes, unreadDelete{user: gone, all: true})
-				}
+		for _, f := range s.OnNotifyTx {
+			if err := f(ctx, tx, h.user, ev, h.actions, h.highlight); err != nil {
+				return err
 			}
 		}
+		users = append(users, h.user)
 	}
-	if len(w.inserts) == 0 && len(w.deletes) == 0 {
-		s.countsMu.Unlock()
-		return
-	}
-	wait := s.enqueueLocked(ctx, w)
-	s.countsMu.Unlock()
-	if err := wait(); err != nil {
-		s.log.Error("save unread notifications", "event_id", ev.ID, "room_id", ev.RoomID, "err", err)
-		return
-	}
-	s.wake(w.users...)
-	for _, h := range hits {
-		for _, f := range s.OnNotify {
-			f(h.user, ev, h.actions, h.highlight)
+	if senderLocal {
+		// Sending an event moves the sender's read marker to it: the
+		// event's thread, or the whole room for a main-timeline event.
+		q := "DELETE FROM push_unread WHERE user_id = $1 AND room_id = $2 AND pos <= $3"
+		args := []any{ev.Sender, ev.RoomID, ev.Pos}
+		if thread != "" {
+			q += " AND thread_id = $4"
+			args = append(args, thread)
 		}
+		if _, err := tx.Exec(ctx, q, args...); err != nil {
+			return fmt.Errorf("clear unread notifications: %w", err)
+		}
+		users = append(users, ev.Sender)
 	}
+	if gone != "" {
+		if _, err := tx.Exec(ctx, "DELETE FROM push_unread WHERE user_id = $1 AND room_id = $2", gone, ev.RoomID); err != nil {
+			return fmt.Errorf("clear unread notifications: %w", err)
+		}
+		users = append(users, gone)
+	}
+	// The event's own position marks the counts change for /sync; it
+	// becomes visible when this transaction commits.
+	pos := changePos()
+	s.changedMu.Lock()
+	for _, u := range users {
+		m := s.changed[u]
+		if m == nil {
+			m = map[id.RoomID]int64{}
+			s.changed[u] = m
+		}
+		m[ev.RoomID] = pos
+	}
+	s.changedMu.Unlock()
+	tx.AfterCommit(func() {
+		s.countsMu.Lock()
+		for _, h := range hits {
+			ru := s.roomUnreadLocked(h.user, ev.RoomID, true)
+			if ev.Pos > ru.readPos(thread) { // else a receipt already covers it
+				ru.add(unreadEntry{pos: ev.Pos, thread: thread, highlight: h.highlight})
+			}
+		}
+		if senderLocal {
+			s.roomUnreadLocked(ev.Sender, ev.RoomID, true).markRead(thread == "", thread, ev.Pos)
+		}
+		if gone != "" {
+			if rs := s.unread[gone]; rs != nil {
+				delete(rs, ev.RoomID)
+			}
+		}
+		s.countsMu.Unlock()
+		s.wake(users...)
+		for _, h := range hits {
+			for _, f := range s.OnNotify {
+				f(h.user, ev, h.actions, h.highlight)
+			}
+		}
+	})
+	return nil
 }
 
 // maxThreadHops bounds the walk up relations to find an event's thread.
@@ -333,8 +360,10 @@ func (s *Service) MarkRead(ctx context.Context, user id.UserID, roomID id.RoomID
 		return nil
 	}
 	w.deletes = append(w.deletes, unreadDelete{user: user, all: all, thread: thread, upTo: upToPos})
-	wait := s.enqueueLocked(ctx, w)
+	// Deletes up to a position commute, so the lock need not cover the
+	// queueing (event writes take countsMu on the database writer).
 	s.countsMu.Unlock()
+	wait := s.enqueueLocked(ctx, w)
 	if err := wait(); err != nil {
 		return fmt.Errorf("clear unread notifications: %w", err)
 	}
@@ -387,4 +416,17 @@ func (s *Service) changedSince(user id.UserID, since, to int64) []id.RoomID {
 		}
 	}
 	return out
+}
+
+// OnEvent records unread counts for an event that is already stored, in a
+// write of its own (the node uses OnPersist instead, inside the event's
+// transaction).
+func (s *Service) OnEvent(ev *rooms.Event, info *rooms.RoomInfo) {
+	ctx := context.Background()
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		return s.persistCounts(ctx, tx, ev, info, tx.NextPos)
+	})
+	if err != nil {
+		s.log.Error("save unread notifications", "event_id", ev.ID, "room_id", ev.RoomID, "err", err)
+	}
 }

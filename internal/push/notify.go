@@ -1,11 +1,13 @@
 package push
 
 import (
+	"context"
 	"encoding/json"
 
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/storage"
 )
 
 // NotifyFunc is told that ev notifies user: actions are the matching
@@ -13,6 +15,9 @@ import (
 // runs on the sender's goroutine once the unread counts are durable, and
 // must be quick (queue work, do not send).
 type NotifyFunc func(user id.UserID, ev *rooms.Event, actions []json.RawMessage, highlight bool)
+
+// NotifyTxFunc records a notification inside the event's transaction.
+type NotifyTxFunc func(ctx context.Context, tx *storage.Tx, user id.UserID, ev *rooms.Event, actions []json.RawMessage, highlight bool) error
 
 // match is evaluate that also returns the matching rule's actions.
 func (cs *compiledSet) match(x *evalCtx) (Outcome, []json.RawMessage) {

@@ -48,7 +48,7 @@ type Service struct {
 	mu          sync.RWMutex
 	users       map[id.UserID]*userRules
 
-	countsMu sync.Mutex // guards unread; held while queueing count writes
+	countsMu sync.Mutex // guards unread; never held while queueing writes
 	unread   map[id.UserID]map[id.RoomID]*roomUnread
 
 	changedMu sync.Mutex // guards changed; never held while queueing writes
@@ -57,6 +57,9 @@ type Service struct {
 	// OnNotify hooks run after an event's notifications are recorded,
 	// once per user the event notifies (see [NotifyFunc]).
 	OnNotify []NotifyFunc
+	// OnNotifyTx hooks run for each notification inside the event's write
+	// transaction (recording it durably); OnNotify runs after the commit.
+	OnNotifyTx []NotifyTxFunc
 }
 
 // New returns the service; call Load before use. acc may be nil when the

@@ -3,6 +3,7 @@ package pushers
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -24,23 +25,23 @@ const (
 // OnNotify records a notification and queues its delivery to the user's
 // pushers; it suits push.Service.OnNotify.
 func (s *Service) OnNotify(user id.UserID, ev *rooms.Event, actions []json.RawMessage, highlight bool) {
+	s.enqueue(user, ev, actions)
+}
+
+// RecordNotification stores the notification for /notifications inside
+// the event's write transaction (a push.NotifyTxFunc).
+func (s *Service) RecordNotification(ctx context.Context, tx *storage.Tx, user id.UserID, ev *rooms.Event, actions []json.RawMessage, highlight bool) error {
 	acts, err := json.Marshal(actions)
 	if err != nil || actions == nil {
 		acts = []byte("[]")
 	}
-	now := time.Now().UnixMilli()
-	wait := s.db.Enqueue(s.ctx, func(tx *storage.Tx) error {
-		_, err := tx.Exec(s.ctx, `INSERT INTO push_notifications (user_id, pos, room_id, event_id, actions, highlight, ts)
-			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, pos) DO NOTHING`,
-			user, ev.Pos, ev.RoomID, ev.ID, string(acts), highlight, now)
-		return err
-	})
-	go func() {
-		if err := wait(); err != nil && s.ctx.Err() == nil {
-			s.log.Warn("record notification", "user_id", user, "event_id", ev.ID, "err", err)
-		}
-	}()
-	s.enqueue(user, ev, actions)
+	_, err = tx.Exec(ctx, `INSERT INTO push_notifications (user_id, pos, room_id, event_id, actions, highlight, ts)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, pos) DO NOTHING`,
+		user, ev.Pos, ev.RoomID, ev.ID, string(acts), highlight, time.Now().UnixMilli())
+	if err != nil {
+		return fmt.Errorf("record notification: %w", err)
+	}
+	return nil
 }
 
 type notification struct {
