@@ -169,7 +169,7 @@ func (s *Service) postDeviceSigning(w http.ResponseWriter, r *http.Request) (any
 			changed = true
 		}
 		if changed {
-			return recordChange(ctx, tx, sess.UserID, "")
+			return s.recordChange(ctx, tx, sess.UserID, "")
 		}
 		return nil
 	})
@@ -284,14 +284,14 @@ func (s *Service) postSignatures(w http.ResponseWriter, r *http.Request, sess *a
 				}
 			}
 			if ownChanged {
-				if err := recordChange(ctx, tx, self, ""); err != nil {
+				if err := s.recordChange(ctx, tx, self, ""); err != nil {
 					return err
 				}
 			}
 			for u := range otherUsers {
 				// Only the signer sees this change: the signature is
 				// visible to nobody else.
-				if err := recordChange(ctx, tx, u, self); err != nil {
+				if err := s.recordChange(ctx, tx, u, self); err != nil {
 					return err
 				}
 			}

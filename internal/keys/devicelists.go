@@ -30,23 +30,25 @@ func (s *Service) deviceLists(ctx context.Context, user id.UserID, since, to int
 	changedSet := map[id.UserID]bool{}
 	leftSet := map[id.UserID]bool{}
 
-	rows, err := s.db.Query(ctx, `SELECT DISTINCT user_id FROM e2e_device_changes
-		WHERE pos > $1 AND pos <= $2 AND (viewer = '' OR viewer = $3)`, since, to, user)
-	if err != nil {
-		return nil, nil, fmt.Errorf("load device list changes: %w", err)
-	}
 	var candidates []id.UserID
-	for rows.Next() {
-		var u id.UserID
-		if err := rows.Scan(&u); err != nil {
-			rows.Close()
+	if s.lastDeviceChange.Load() > since {
+		rows, err := s.db.Query(ctx, `SELECT DISTINCT user_id FROM e2e_device_changes
+			WHERE pos > $1 AND pos <= $2 AND (viewer = '' OR viewer = $3)`, since, to, user)
+		if err != nil {
+			return nil, nil, fmt.Errorf("load device list changes: %w", err)
+		}
+		for rows.Next() {
+			var u id.UserID
+			if err := rows.Scan(&u); err != nil {
+				rows.Close()
+				return nil, nil, err
+			}
+			candidates = append(candidates, u)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
 			return nil, nil, err
 		}
-		candidates = append(candidates, u)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, nil, err
 	}
 	for _, u := range candidates {
 		if u == user || s.sharesRoom(mine, u) {
@@ -85,22 +87,24 @@ func (s *Service) deviceLists(ctx context.Context, user id.UserID, since, to int
 // changed. It reads the rooms package's tables (never writes them): the
 // user's memberships index, and the member events of the window.
 func (s *Service) membershipChanges(ctx context.Context, user id.UserID, since, to int64) (map[id.UserID]bool, error) {
-	rows, err := s.db.Query(ctx, "SELECT room_id FROM memberships WHERE user_id = $1 AND pos > $2 AND pos <= $3", user, since, to)
-	if err != nil {
-		return nil, fmt.Errorf("load own membership changes: %w", err)
-	}
 	own := map[id.RoomID]bool{}
-	for rows.Next() {
-		var r id.RoomID
-		if err := rows.Scan(&r); err != nil {
-			rows.Close()
+	if s.rooms.MembershipPos(user) > since {
+		rows, err := s.db.Query(ctx, "SELECT room_id FROM memberships WHERE user_id = $1 AND pos > $2 AND pos <= $3", user, since, to)
+		if err != nil {
+			return nil, fmt.Errorf("load own membership changes: %w", err)
+		}
+		for rows.Next() {
+			var r id.RoomID
+			if err := rows.Scan(&r); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			own[r] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
 			return nil, err
 		}
-		own[r] = true
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
 	}
 	out := map[id.UserID]bool{}
 	rooms := s.activeRooms(user)
@@ -108,7 +112,7 @@ func (s *Service) membershipChanges(ctx context.Context, user id.UserID, since, 
 		rooms[r] = true
 	}
 	for roomID := range rooms {
-		if !own[roomID] && s.rooms.LastPos(ctx, roomID) <= since {
+		if !own[roomID] && s.rooms.LastMemberPos(ctx, roomID) <= since {
 			continue
 		}
 		rows, err := s.db.Query(ctx, `SELECT state_key FROM events

@@ -2,8 +2,11 @@ package keys
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 
 	"maunium.net/go/mautrix/id"
 
@@ -57,6 +60,10 @@ type Service struct {
 	notifier *sync.Notifier
 	// Limits may be changed before the service handles requests.
 	Limits Limits
+
+	cache syncCache
+	// lastDeviceChange is the position of the newest device list change.
+	lastDeviceChange atomic.Int64
 }
 
 // New returns the keys service. notifier wakes long-polling /sync
@@ -114,10 +121,11 @@ func (s *Service) OnDeviceDeleted(ctx context.Context, user id.UserID, device id
 		if _, err := tx.Exec(ctx, "DELETE FROM e2e_signatures WHERE signer_user = $1 AND signer_key_id = $2", user, "ed25519:"+string(device)); err != nil {
 			return err
 		}
+		s.cache.touchAfter(tx, user)
 		if !hadKeys {
 			return nil // nobody could have known the device
 		}
-		return recordChange(ctx, tx, user, "")
+		return s.recordChange(ctx, tx, user, "")
 	})
 	if err != nil {
 		s.log.Error("remove keys of deleted device", "user_id", user, "device_id", device, "err", err)
@@ -133,6 +141,7 @@ func (s *Service) OnDeviceDeleted(ctx context.Context, user id.UserID, device id
 // keys went with OnDeviceDeleted.)
 func (s *Service) OnDeactivated(ctx context.Context, user id.UserID) {
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		s.cache.touchAfter(tx, user)
 		for _, q := range []string{
 			"DELETE FROM e2e_device_keys WHERE user_id = $1",
 			"DELETE FROM e2e_one_time_keys WHERE user_id = $1",
@@ -149,7 +158,7 @@ func (s *Service) OnDeactivated(ctx context.Context, user id.UserID) {
 				return err
 			}
 		}
-		return recordChange(ctx, tx, user, "")
+		return s.recordChange(ctx, tx, user, "")
 	})
 	if err != nil {
 		s.log.Error("remove keys of deactivated account", "user_id", user, "err", err)
@@ -161,9 +170,23 @@ func (s *Service) OnDeactivated(ctx context.Context, user id.UserID) {
 // recordChange notes that user's devices or cross-signing keys changed,
 // for every user who shares a room with them (viewer "") or for viewer
 // alone.
-func recordChange(ctx context.Context, tx *storage.Tx, user id.UserID, viewer id.UserID) error {
-	_, err := tx.Exec(ctx, "INSERT INTO e2e_device_changes (pos, user_id, viewer) VALUES ($1, $2, $3)", tx.NextPos(), user, viewer)
+func (s *Service) recordChange(ctx context.Context, tx *storage.Tx, user id.UserID, viewer id.UserID) error {
+	pos := tx.NextPos()
+	_, err := tx.Exec(ctx, "INSERT INTO e2e_device_changes (pos, user_id, viewer) VALUES ($1, $2, $3)", pos, user, viewer)
+	if err == nil {
+		tx.AfterCommit(func() { s.lastDeviceChange.Store(max(s.lastDeviceChange.Load(), pos)) })
+	}
 	return err
+}
+
+// Load reads what the service keeps in memory; call it before serving.
+func (s *Service) Load(ctx context.Context) error {
+	var pos sql.NullInt64
+	if err := s.db.QueryRow(ctx, "SELECT MAX(pos) FROM e2e_device_changes").Scan(&pos); err != nil {
+		return fmt.Errorf("load device list changes: %w", err)
+	}
+	s.lastDeviceChange.Store(pos.Int64)
+	return nil
 }
 
 // activeRooms returns the rooms where user is joined or invited.

@@ -2,6 +2,10 @@ package keys
 
 import (
 	"context"
+	"database/sql"
+	"errors"
+
+	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/sync"
 )
@@ -11,8 +15,11 @@ import (
 // fallback key types (always present, so clients know the server supports
 // them).
 func (s *Service) Fill(ctx context.Context, req *sync.Request, resp *sync.Response) error {
-	if err := s.fillToDevice(ctx, req, resp); err != nil {
-		return err
+	version, cached := s.cache.get(req.User, req.Device)
+	if cached == nil || !cached.inboxNone {
+		if err := s.fillToDevice(ctx, req, resp); err != nil {
+			return err
+		}
 	}
 	if !req.Initial() {
 		changed, left, err := s.deviceLists(ctx, req.User, req.Since.Pos, req.To.Pos)
@@ -27,6 +34,11 @@ func (s *Service) Fill(ctx context.Context, req *sync.Request, resp *sync.Respon
 	if req.Device == "" {
 		return nil
 	}
+	if cached != nil {
+		resp.DeviceOneTimeKeysCount = cached.counts
+		resp.DeviceUnusedFallbackKeyTypes = cached.fallback
+		return nil
+	}
 	counts, err := s.otkCounts(ctx, req.User, req.Device)
 	if err != nil {
 		return err
@@ -37,5 +49,19 @@ func (s *Service) Fill(ctx context.Context, req *sync.Request, resp *sync.Respon
 		return err
 	}
 	resp.DeviceUnusedFallbackKeyTypes = types
+	// Remember what this version of the user's key data looks like. The
+	// inbox counts as empty only if nothing was delivered and nothing is
+	// left to acknowledge.
+	s.cache.put(req.User, req.Device, &deviceSyncState{
+		version: version, counts: counts, fallback: types,
+		inboxNone: resp.ToDevice == nil && s.inboxEmpty(ctx, req.User, req.Device),
+	})
 	return nil
+}
+
+// inboxEmpty reports whether the device has no to-device message queued.
+func (s *Service) inboxEmpty(ctx context.Context, user id.UserID, device id.DeviceID) bool {
+	var pos int64
+	err := s.db.QueryRow(ctx, "SELECT pos FROM to_device_messages WHERE user_id = $1 AND device_id = $2 LIMIT 1", user, device).Scan(&pos)
+	return errors.Is(err, sql.ErrNoRows)
 }

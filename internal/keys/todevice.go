@@ -105,6 +105,7 @@ func (s *Service) putSendToDevice(w http.ResponseWriter, r *http.Request, sess *
 				tx.NextPos(), t.user, t.device, sess.UserID, evType, compact(t.content)); err != nil {
 				return err
 			}
+			s.cache.touchAfter(tx, t.user)
 			woken[t.user] = true
 		}
 		return nil
@@ -251,6 +252,7 @@ func (s *Service) ackToDevice(ctx context.Context, user id.UserID, device id.Dev
 		return nil
 	}
 	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		s.cache.touchAfter(tx, user)
 		if _, err := tx.Exec(ctx, "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND pos <= $3", user, device, bound); err != nil {
 			return err
 		}

@@ -155,9 +155,10 @@ func (s *Service) postUpload(w http.ResponseWriter, r *http.Request, sess *accou
 				sess.UserID, sess.DeviceID, alg, keyID, compact(v)); err != nil {
 				return err
 			}
+			s.cache.touchAfter(tx, sess.UserID)
 		}
 		if changed {
-			return recordChange(ctx, tx, sess.UserID, "")
+			return s.recordChange(ctx, tx, sess.UserID, "")
 		}
 		return nil
 	})
@@ -259,6 +260,7 @@ func (s *Service) storeOneTimeKeys(ctx context.Context, tx *storage.Tx, sess *ac
 			sess.UserID, sess.DeviceID, alg, keyID, compact(v), seq); err != nil {
 			return err
 		}
+		s.cache.touchAfter(tx, sess.UserID)
 		added++
 	}
 	if count+int64(added) > int64(s.Limits.MaxOneTimeKeysPerDevice) {
@@ -349,6 +351,7 @@ func (s *Service) postClaim(w http.ResponseWriter, r *http.Request, sess *accoun
 				if raw == "" {
 					continue
 				}
+				s.cache.touchAfter(tx, user)
 				if result[user] == nil {
 					result[user] = map[id.DeviceID]map[string]json.RawMessage{}
 				}

@@ -162,6 +162,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Rooms.OnPersist = append(n.Rooms.OnPersist, n.Push.OnPersist)
 	n.Sync.AddSource(n.Push.RulesSource())
 	n.Keys = keys.New(n.DB, log, n.Accounts, n.Rooms, n.Sync.Notifier)
+	if err := n.Keys.Load(ctx); err != nil {
+		n.DB.Close()
+		return nil, err
+	}
 	n.Sync.AddSource(n.Keys)
 	n.AccountData = accountdata.New(n.DB, log, n.Accounts, n.Sync.Notifier)
 	n.AccountData.Virtual["m.push_rules"] = n.Push.AccountData

@@ -50,6 +50,9 @@ type Engine struct {
 	mu      sync.Mutex
 	rooms   map[id.RoomID]*room
 	members map[id.UserID]map[id.RoomID]string // user -> room -> membership
+	// memberPos is the position of each user's latest committed
+	// membership change, in any room.
+	memberPos map[id.UserID]int64
 
 	cache eventCache
 }
@@ -59,8 +62,9 @@ func New(db *storage.DB, log *slog.Logger, signer Signer) *Engine {
 	return &Engine{
 		db: db, log: log, signer: signer,
 		rooms:   map[id.RoomID]*room{},
-		members: map[id.UserID]map[id.RoomID]string{},
-		cache:   newEventCache(20000),
+		members:   map[id.UserID]map[id.RoomID]string{},
+		memberPos: map[id.UserID]int64{},
+		cache:     newEventCache(20000),
 	}
 }
 
@@ -76,6 +80,9 @@ type room struct {
 	extremities []id.EventID
 	depth       int64
 	lastPos     int64 // highest committed position in the room
+	// lastMemberPos is the position of the room's latest committed
+	// membership event.
+	lastMemberPos int64
 	txns        map[string]id.EventID
 	// byID indexes the current state events by event ID.
 	byID map[id.EventID]*Event
@@ -100,7 +107,7 @@ type RoomInfo struct {
 
 // Load reads every user's memberships into memory.
 func (e *Engine) Load(ctx context.Context) error {
-	rows, err := e.db.Query(ctx, "SELECT room_id, user_id, membership FROM memberships")
+	rows, err := e.db.Query(ctx, "SELECT room_id, user_id, membership, pos FROM memberships")
 	if err != nil {
 		return fmt.Errorf("load memberships: %w", err)
 	}
@@ -111,10 +118,12 @@ func (e *Engine) Load(ctx context.Context) error {
 		var roomID id.RoomID
 		var userID id.UserID
 		var m string
-		if err := rows.Scan(&roomID, &userID, &m); err != nil {
+		var pos int64
+		if err := rows.Scan(&roomID, &userID, &m, &pos); err != nil {
 			return err
 		}
 		e.setMembershipLocked(userID, roomID, m)
+		e.memberPos[userID] = max(e.memberPos[userID], pos)
 	}
 	return rows.Err()
 }
@@ -189,6 +198,11 @@ func (e *Engine) room(ctx context.Context, roomID id.RoomID) (*room, error) {
 		return nil, err
 	}
 	r.dbChainLen = chainLen
+	var lmp sql.NullInt64
+	if err := e.db.QueryRow(ctx, "SELECT MAX(pos) FROM events WHERE room_id = $1 AND type = 'm.room.member'", roomID).Scan(&lmp); err != nil {
+		return nil, fmt.Errorf("load room %s: %w", roomID, err)
+	}
+	r.lastMemberPos = lmp.Int64
 	evs, err := e.Events(ctx, mapValues(ids))
 	if err != nil {
 		return nil, err
@@ -247,6 +261,26 @@ func (e *Engine) StateEvent(ctx context.Context, roomID id.RoomID, evType, sk st
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.state[stateKey{evType, sk}], nil
+}
+
+// LastMemberPos returns the position of the room's latest committed
+// membership event.
+func (e *Engine) LastMemberPos(ctx context.Context, roomID id.RoomID) int64 {
+	r, err := e.room(ctx, roomID)
+	if err != nil {
+		return 0
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastMemberPos
+}
+
+// MembershipPos returns the position of the user's latest committed
+// membership change in any room.
+func (e *Engine) MembershipPos(user id.UserID) int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.memberPos[user]
 }
 
 // LastPos returns the position of the room's latest committed event.
@@ -359,11 +393,20 @@ func (e *Engine) appendEvents(ctx context.Context, r *room, ps []Proto, pre []*E
 	}
 	r.mu.Lock()
 	for _, ev := range built {
-		if ev.Pos > r.lastPos {
-			r.lastPos = ev.Pos
+		r.lastPos = max(r.lastPos, ev.Pos)
+		if ev.Type == "m.room.member" {
+			r.lastMemberPos = max(r.lastMemberPos, ev.Pos)
 		}
 	}
 	r.mu.Unlock()
+	e.mu.Lock()
+	for _, ev := range built {
+		if ev.Type == "m.room.member" && ev.StateKey != nil {
+			u := id.UserID(*ev.StateKey)
+			e.memberPos[u] = max(e.memberPos[u], ev.Pos)
+		}
+	}
+	e.mu.Unlock()
 	for _, ev := range built {
 		e.cache.put(ev)
 		e.runHooks(r, ev)
