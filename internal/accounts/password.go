@@ -6,10 +6,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/debug"
 	"strings"
-	"sync"
-	"time"
+	"sync/atomic"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -30,33 +30,24 @@ var hashSlots = make(chan struct{}, 2)
 
 func argonKey(password, salt []byte, t, m uint32, p uint8, n uint32) []byte {
 	hashSlots <- struct{}{}
-	defer func() { <-hashSlots }()
-	defer releaseSoon()
+	hashesRunning.Add(1)
+	defer func() {
+		<-hashSlots
+		if hashesRunning.Add(-1) == 0 {
+			// Hand the hash's memory straight back to the operating
+			// system: Go's scavenger would return it only slowly, and a
+			// burst of registrations would keep the node's RSS high.
+			go debug.FreeOSMemory()
+		}
+	}()
+	// Collect the previous hash's block first, so this one reuses its
+	// memory instead of growing the heap by argonMemory again.
+	runtime.GC()
 	return argon2.IDKey(password, salt, t, m, p, n)
 }
 
-// releaseSoon hands the memory of finished hashes back to the operating
-// system shortly after a burst of them: each hash leaves argonMemory of
-// garbage that Go's scavenger would otherwise return only slowly, so a
-// registration burst would keep the node's RSS high.
-var releaseSoon = func() func() {
-	var mu sync.Mutex
-	var pending bool
-	return func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if pending {
-			return
-		}
-		pending = true
-		time.AfterFunc(200*time.Millisecond, func() {
-			mu.Lock()
-			pending = false
-			mu.Unlock()
-			debug.FreeOSMemory()
-		})
-	}
-}()
+// hashesRunning counts the argon2 computations in progress.
+var hashesRunning atomic.Int32
 
 // HashPassword returns a PHC-formatted argon2id hash of password.
 func HashPassword(password string) (string, error) {
