@@ -32,7 +32,7 @@ type Config struct {
 	MetricsListen             string        `yaml:"metrics_listen" doc:"Address of a separate listener for /metrics, /health and pprof. Empty: /metrics and /health on the client listener (pprof off)."`
 	LogLevel                  string        `yaml:"log_level" doc:"Log level: debug, info, warn or error."`
 	LogFormat                 string        `yaml:"log_format" doc:"Log format: text or json."`
-	DefaultRoomVersion        string        `yaml:"default_room_version" doc:"Room version for new rooms when the client asks for none."`
+	DefaultRoomVersion        string        `yaml:"default_room_version" doc:"Room version for new rooms when the client asks for none (12 is the version the spec recommends)."`
 	MaxUploadBytes            int64         `yaml:"max_upload_bytes" doc:"Largest media upload, in bytes."`
 	MediaQuotaBytes           int64         `yaml:"media_quota_bytes" doc:"Total bytes of media each user may upload (0: no quota). Server admins are exempt."`
 	MediaLegacyNoAuth         bool          `yaml:"media_legacy_unauthenticated" doc:"Serve the deprecated /_matrix/media/v3 download and thumbnail endpoints to requests without an access token. Off: only authenticated requests get media, as on current servers."`
@@ -57,7 +57,7 @@ func Default() Config {
 		Listen:                    "127.0.0.1:8008",
 		LogLevel:                  "info",
 		LogFormat:                 "text",
-		DefaultRoomVersion:        "11",
+		DefaultRoomVersion:        "12",
 		MaxUploadBytes:            50 << 20,
 		AccessTokenLifetime:       0,
 		RegistrationRequiresToken: true,
