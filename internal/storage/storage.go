@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -232,8 +234,59 @@ func (c *stmtCache) close() {
 	clear(c.m)
 }
 
+// limitRE finds a trailing "LIMIT $n [OFFSET $m]".
+var limitRE = regexp.MustCompile(`(?i)\bLIMIT\s+\$(\d+)(?:\s+OFFSET\s+\$(\d+))?\s*$`)
+
+// inlineLimit writes a trailing LIMIT (and OFFSET) parameter into the SQL
+// text as a number, for SQLite: a bound LIMIT makes SQLite plan the query
+// again on every execution (it optimises for the limit's value), which
+// undoes the statement cache. Only the last parameters are inlined, and
+// only integers, so the remaining placeholders keep their numbers.
+func (db *DB) inlineLimit(q string, args []any) (string, []any) {
+	if db.Dialect != SQLite || !strings.Contains(q, "LIMIT") {
+		return q, args
+	}
+	m := limitRE.FindStringSubmatchIndex(q)
+	if m == nil {
+		return q, args
+	}
+	idx := []int{}
+	for _, g := range [][2]int{{m[2], m[3]}, {m[4], m[5]}} {
+		if g[0] >= 0 {
+			n, err := strconv.Atoi(q[g[0]:g[1]])
+			if err != nil {
+				return q, args
+			}
+			idx = append(idx, n)
+		}
+	}
+	// The parameters must be the trailing ones, in order.
+	for i, n := range idx {
+		if n != len(args)-len(idx)+i+1 {
+			return q, args
+		}
+	}
+	lits := make([]string, len(idx))
+	for i, n := range idx {
+		switch v := args[n-1].(type) {
+		case int:
+			lits[i] = strconv.Itoa(v)
+		case int64:
+			lits[i] = strconv.FormatInt(v, 10)
+		default:
+			return q, args
+		}
+	}
+	tail := "LIMIT " + lits[0]
+	if len(lits) == 2 {
+		tail += " OFFSET " + lits[1]
+	}
+	return q[:m[0]] + tail, args[:len(args)-len(idx)]
+}
+
 // Query runs a read query.
 func (db *DB) Query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	q, args = db.inlineLimit(q, args)
 	q = db.rewrite(q)
 	if st := db.readStmts.get(ctx, q); st != nil {
 		return st.QueryContext(ctx, args...)
@@ -243,6 +296,7 @@ func (db *DB) Query(ctx context.Context, q string, args ...any) (*sql.Rows, erro
 
 // QueryRow runs a read query that returns at most one row.
 func (db *DB) QueryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	q, args = db.inlineLimit(q, args)
 	q = db.rewrite(q)
 	if st := db.readStmts.get(ctx, q); st != nil {
 		return st.QueryRowContext(ctx, args...)
@@ -280,6 +334,7 @@ func (tx *Tx) Exec(ctx context.Context, q string, args ...any) (sql.Result, erro
 
 // Query runs a query in the transaction.
 func (tx *Tx) Query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	q, args = tx.db.inlineLimit(q, args)
 	q = tx.db.rewrite(q)
 	if st := tx.stmt(ctx, q); st != nil {
 		return st.QueryContext(ctx, args...)
@@ -289,6 +344,7 @@ func (tx *Tx) Query(ctx context.Context, q string, args ...any) (*sql.Rows, erro
 
 // QueryRow runs a single-row query in the transaction.
 func (tx *Tx) QueryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	q, args = tx.db.inlineLimit(q, args)
 	q = tx.db.rewrite(q)
 	if st := tx.stmt(ctx, q); st != nil {
 		return st.QueryRowContext(ctx, args...)
