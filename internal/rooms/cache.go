@@ -45,3 +45,40 @@ func (c *eventCache) drop(evID id.EventID) {
 	delete(c.m, evID)
 	c.mu.Unlock()
 }
+
+// resolvedSnapshot is the full state of one committed snapshot.
+type resolvedSnapshot struct {
+	state    map[stateKey]id.EventID
+	chainLen int
+}
+
+// snapshotCache keeps resolved snapshots. Committed snapshots never
+// change, so entries never go stale; the cache is bounded by the total
+// number of state entries it holds and simply starts over when full.
+type snapshotCache struct {
+	mu      sync.Mutex
+	m       map[int64]*resolvedSnapshot
+	entries int
+}
+
+const maxSnapshotEntries = 200000
+
+func (c *snapshotCache) get(snap int64) (*resolvedSnapshot, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, ok := c.m[snap]
+	return st, ok
+}
+
+func (c *snapshotCache) put(snap int64, st *resolvedSnapshot) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || c.entries+len(st.state) > maxSnapshotEntries {
+		c.m = map[int64]*resolvedSnapshot{}
+		c.entries = 0
+	}
+	if _, ok := c.m[snap]; !ok {
+		c.m[snap] = st
+		c.entries += len(st.state)
+	}
+}

@@ -55,6 +55,7 @@ type Engine struct {
 	memberPos map[id.UserID]int64
 
 	cache eventCache
+	snaps snapshotCache
 }
 
 // New returns the engine; call Load before use.
@@ -857,10 +858,22 @@ func (e *Engine) persistState(ctx context.Context, tx *storage.Tx, r *room, ev *
 }
 
 // snapshotState returns the state (type/state_key -> event ID) of a snapshot.
+// snapshotState returns the state of a committed snapshot. The map is
+// shared with the snapshot cache and must not be modified.
 func (e *Engine) snapshotState(ctx context.Context, snap int64) (map[stateKey]id.EventID, int, error) {
-	return e.snapshotStateQ(ctx, e.db.QueryRow, e.db.Query, snap)
+	if st, ok := e.snaps.get(snap); ok {
+		return st.state, st.chainLen, nil
+	}
+	state, chainLen, err := e.snapshotStateQ(ctx, e.db.QueryRow, e.db.Query, snap)
+	if err == nil {
+		e.snaps.put(snap, &resolvedSnapshot{state: state, chainLen: chainLen})
+	}
+	return state, chainLen, err
 }
 
+// snapshotStateTx reads a snapshot inside the writer's transaction, where
+// snapshots of the same batch are not committed yet: the result is never
+// cached, and the map must not be modified either.
 func (e *Engine) snapshotStateTx(ctx context.Context, tx *storage.Tx, snap int64) (map[stateKey]id.EventID, int, error) {
 	return e.snapshotStateQ(ctx, tx.QueryRow, tx.Query, snap)
 }
@@ -873,10 +886,20 @@ func (e *Engine) snapshotStateQ(ctx context.Context,
 	if snap == 0 {
 		return out, 0, nil
 	}
-	// Walk up the delta chain; nearer snapshots win.
+	// Walk up the delta chain, stopping at a cached (committed) ancestor;
+	// nearer snapshots win.
 	var chain []int64
-	chainLen := 0
+	chainLen := -1
 	for cur := snap; cur != 0; {
+		if base, ok := e.snaps.get(cur); ok {
+			for k, v := range base.state {
+				out[k] = v
+			}
+			if chainLen < 0 {
+				chainLen = base.chainLen
+			}
+			break
+		}
 		chain = append(chain, cur)
 		var parent int64
 		var cl int
@@ -888,6 +911,7 @@ func (e *Engine) snapshotStateQ(ctx context.Context,
 		}
 		cur = parent
 	}
+	chainLen = max(chainLen, 0)
 	for i := len(chain) - 1; i >= 0; i-- {
 		rows, err := query(ctx, "SELECT type, state_key, event_id FROM state_snapshot_entries WHERE snapshot_id = $1", chain[i])
 		if err != nil {
