@@ -62,7 +62,7 @@ type Engine struct {
 func New(db *storage.DB, log *slog.Logger, signer Signer) *Engine {
 	return &Engine{
 		db: db, log: log, signer: signer,
-		rooms:   map[id.RoomID]*room{},
+		rooms:     map[id.RoomID]*room{},
 		members:   map[id.UserID]map[id.RoomID]string{},
 		memberPos: map[id.UserID]int64{},
 		cache:     newEventCache(20000),
@@ -84,7 +84,7 @@ type room struct {
 	// lastMemberPos is the position of the room's latest committed
 	// membership event.
 	lastMemberPos int64
-	txns        map[string]id.EventID
+	txns          map[string]id.EventID
 	// byID indexes the current state events by event ID.
 	byID map[id.EventID]*Event
 	// members maps users to their membership. It is never modified in
