@@ -85,6 +85,8 @@ type room struct {
 	// membership event.
 	lastMemberPos int64
 	txns          map[string]id.EventID
+	// recent holds the room's newest events, maintained by the writer.
+	recent recentEvents
 	// byID indexes the current state events by event ID.
 	byID map[id.EventID]*Event
 	// members maps users to their membership. It is never modified in
@@ -199,6 +201,7 @@ func (e *Engine) room(ctx context.Context, roomID id.RoomID) (*room, error) {
 		return nil, err
 	}
 	r.dbChainLen = chainLen
+	r.recent.floor = r.lastPos // nothing older is in memory
 	var lmp sql.NullInt64
 	if err := e.db.QueryRow(ctx, "SELECT MAX(pos) FROM events WHERE room_id = $1 AND type = 'm.room.member'", roomID).Scan(&lmp); err != nil {
 		return nil, fmt.Errorf("load room %s: %w", roomID, err)
@@ -802,6 +805,7 @@ func (e *Engine) persist(ctx context.Context, tx *storage.Tx, r *room, ev *Event
 			}
 		}
 	}
+	r.recent.add(ev)
 	ext, _ := json.Marshal([]id.EventID{ev.ID})
 	if _, err := tx.Exec(ctx, "UPDATE rooms SET snapshot = $1, depth = $2, extremities = $3, last_pos = $4 WHERE room_id = $5",
 		r.dbSnapshot, ev.Depth, string(ext), pos, r.id); err != nil {
@@ -955,6 +959,13 @@ func (e *Engine) applyRedaction(ctx context.Context, tx *storage.Tx, r *room, re
 	if _, err := tx.Exec(ctx, "UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3", string(b), red.ID, targetID); err != nil {
 		return fmt.Errorf("store redacted event: %w", err)
 	}
+	if p, err := parsePDU(b); err == nil {
+		if old := r.recent.find(targetID); old != nil {
+			cp := *old
+			cp.PDU, cp.JSON, cp.RedactedBy = p, b, red.ID
+			r.recent.replace(&cp)
+		}
+	}
 	tx.AfterCommit(func() { e.cache.drop(targetID) })
 	return nil
 }
@@ -1069,6 +1080,11 @@ func (e *Engine) SnapshotAtPos(ctx context.Context, roomID id.RoomID, pos int64)
 // RoomEvents returns up to limit events of a room with from < pos <= to,
 // newest first when backwards, oldest first otherwise.
 func (e *Engine) RoomEvents(ctx context.Context, roomID id.RoomID, from, to int64, limit int, backwards bool) ([]*Event, error) {
+	if r, err := e.room(ctx, roomID); err == nil {
+		if evs, ok := e.recentEvents(ctx, r, from, to, limit, backwards); ok {
+			return evs, nil
+		}
+	}
 	order := "ASC"
 	if backwards {
 		order = "DESC"
