@@ -711,7 +711,7 @@ func (e *Engine) applyMemory(r *room, ev *Event) {
 		// A redacted state event stays current state, redacted.
 		if target, ok := r.byID[*ev.PDU.Redacts]; ok {
 			red := *target
-			red.PDU = target.PDU.Redact(r.version)
+			red.PDU = target.PDU.Clone().Redact(r.version)
 			red.RedactedBy = ev.ID
 			r.setState(&red)
 		}

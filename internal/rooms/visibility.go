@@ -14,6 +14,7 @@ import (
 // history_visibility in force when the event was sent, and the user's
 // membership at that moment.
 type Visibility struct {
+	user    id.UserID
 	hv      []posValue // history visibility changes, by position
 	member  []posValue // the user's membership changes, by position
 	current string     // the user's membership now
@@ -36,7 +37,7 @@ func at(list []posValue, pos int64, def string) string {
 
 // Visibility loads what is needed to check the user's view of the room.
 func (e *Engine) Visibility(ctx context.Context, roomID id.RoomID, user id.UserID) (*Visibility, error) {
-	v := &Visibility{current: e.Membership(user, roomID)}
+	v := &Visibility{user: user, current: e.Membership(user, roomID)}
 	rows, err := e.db.Query(ctx, `SELECT pos, type, json FROM events WHERE room_id = $1
 		AND ((type = 'm.room.history_visibility' AND state_key = '') OR (type = 'm.room.member' AND state_key = $2))
 		ORDER BY pos`, roomID, user)
@@ -77,6 +78,9 @@ func (e *Engine) Visibility(ctx context.Context, roomID id.RoomID, user id.UserI
 
 // CanSee reports whether the user may see ev.
 func (v *Visibility) CanSee(ev *Event) bool {
+	if ev.Type == "m.room.member" && ev.StateKey != nil && id.UserID(*ev.StateKey) == v.user && v.user != "" {
+		return true // everyone sees their own membership changes, their leave too
+	}
 	hv := at(v.hv, ev.Pos-1, "shared") // the setting before the event itself
 	if ev.Type == "m.room.history_visibility" {
 		// The change is visible under the more permissive of both.

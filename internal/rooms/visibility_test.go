@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"fmt"
+	"maunium.net/go/mautrix/id"
 	"slices"
 	"testing"
 )
@@ -178,10 +179,15 @@ func TestCanSeeHistoryVisibilityChange(t *testing.T) {
 func TestCanSeeOwnLeave(t *testing.T) {
 	for _, hv := range []string{"shared", "invited", "joined"} {
 		t.Run(hv, func(t *testing.T) {
-			v := &Visibility{hv: []posValue{{5, hv}}, member: []posValue{{20, "join"}, {30, "leave"}}, current: "leave"}
-			leave := &Event{Pos: 30, Type: "m.room.member"}
+			user := "@u:example.org"
+			v := &Visibility{user: id.UserID(user), hv: []posValue{{5, hv}}, member: []posValue{{20, "join"}, {30, "leave"}}, current: "leave"}
+			leave := &Event{Pos: 30, Type: "m.room.member", StateKey: &user}
 			if !v.CanSee(leave) {
-				t.Skipf("known issue: own leave event not visible under %s (see report)", hv)
+				t.Errorf("own leave event not visible under %s", hv)
+			}
+			other := "@someone:example.org"
+			if v.CanSee(&Event{Pos: 35, Type: "m.room.member", StateKey: &other}) {
+				t.Errorf("another user's later membership visible under %s", hv)
 			}
 		})
 	}
