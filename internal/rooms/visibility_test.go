@@ -2,9 +2,10 @@ package rooms
 
 import (
 	"fmt"
-	"maunium.net/go/mautrix/id"
 	"slices"
 	"testing"
+
+	"maunium.net/go/mautrix/id"
 )
 
 func TestAt(t *testing.T) {
