@@ -63,6 +63,8 @@ type DB struct {
 	pos     int64        // last allocated position; writer goroutine only
 	visible atomic.Int64 // highest committed position
 
+	checkpointDone chan struct{} // closed when the checkpointer has stopped
+
 	seqMu sync.Mutex
 	seqs  []*Sequence // sequences persisted with each batch
 }
@@ -99,7 +101,10 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 			}
 		}
 		pragmas := "&_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)&_pragma=cache_size(-16000)"
-		db.write, err = driver.Open("file:"+path+"?_txlock=immediate&_pragma=journal_mode(wal)&_pragma=synchronous(full)"+pragmas, fts5.Register)
+		// Checkpoints run in the background (checkpointer), not inside
+		// the commit that happens to fill the WAL, which would stall that
+		// write and every one queued behind it.
+		db.write, err = driver.Open("file:"+path+"?_txlock=immediate&_pragma=journal_mode(wal)&_pragma=synchronous(full)&_pragma=wal_autocheckpoint(0)"+pragmas, fts5.Register)
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite: %w", err)
 		}
@@ -142,7 +147,36 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		return nil, err
 	}
 	go db.writer()
+	if db.Dialect == SQLite {
+		db.checkpointDone = make(chan struct{})
+		go db.checkpointer()
+	}
 	return db, nil
+}
+
+// checkpointInterval is how often the WAL is copied back into the
+// database file.
+const checkpointInterval = time.Second
+
+// checkpointer moves the WAL's pages into the database file in the
+// background. PASSIVE never waits for readers or the writer; it copies
+// what it can, and the WAL is reused once everything has been copied.
+func (db *DB) checkpointer() {
+	defer close(db.checkpointDone)
+	t := time.NewTicker(checkpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if _, err := db.write.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+				db.log.Warn("WAL checkpoint", "err", err)
+			}
+			cancel()
+		}
+	}
 }
 
 // Close stops the writer after the queued writes are done, and closes the
@@ -154,6 +188,11 @@ func (db *DB) Close() error {
 	select {
 	case <-db.stopped:
 	case <-time.After(30 * time.Second):
+	}
+	if db.checkpointDone != nil {
+		<-db.checkpointDone
+		// Leave a small database file behind, with no WAL to replay.
+		db.write.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 	}
 	db.readStmts.close()
 	db.writeStmts.close()
