@@ -100,3 +100,12 @@ func (s *Service) Update(ctx context.Context, user id.UserID, roomID id.RoomID, 
 	}
 	return changed, nil
 }
+
+// PurgeRoom drops every user's account data for a purged room (a
+// rooms.Engine.OnPurge hook).
+func (s *Service) PurgeRoom(ctx context.Context, tx *storage.Tx, roomID id.RoomID) error {
+	if _, err := tx.Exec(ctx, "DELETE FROM account_data WHERE room_id = $1", roomID); err != nil {
+		return fmt.Errorf("purge room account data: %w", err)
+	}
+	return nil
+}

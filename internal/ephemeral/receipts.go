@@ -312,3 +312,11 @@ func (s *Service) fillReceipts(ctx context.Context, req *sync.Request, resp *syn
 	}
 	return nil
 }
+
+// PurgeRoom drops a purged room's receipts (a rooms.Engine.OnPurge hook).
+func (s *Service) PurgeRoom(ctx context.Context, tx *storage.Tx, roomID id.RoomID) error {
+	if _, err := tx.Exec(ctx, "DELETE FROM receipts WHERE room_id = $1", roomID); err != nil {
+		return fmt.Errorf("purge receipts: %w", err)
+	}
+	return nil
+}

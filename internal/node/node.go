@@ -188,6 +188,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		n.DB.Close()
 		return nil, err
 	}
+	n.Rooms.OnPurge = append(n.Rooms.OnPurge, n.Push.PurgeRoom, n.Ephemeral.PurgeRoom, n.AccountData.PurgeRoom)
 	n.wireHooks()
 
 	n.registry = prometheus.NewRegistry()

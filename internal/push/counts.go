@@ -430,3 +430,19 @@ func (s *Service) OnEvent(ev *rooms.Event, info *rooms.RoomInfo) {
 		s.log.Error("save unread notifications", "event_id", ev.ID, "room_id", ev.RoomID, "err", err)
 	}
 }
+
+// PurgeRoom forgets a purged room's unread notifications (a
+// rooms.Engine.OnPurge hook).
+func (s *Service) PurgeRoom(ctx context.Context, tx *storage.Tx, roomID id.RoomID) error {
+	if _, err := tx.Exec(ctx, "DELETE FROM push_unread WHERE room_id = $1", roomID); err != nil {
+		return fmt.Errorf("purge unread notifications: %w", err)
+	}
+	tx.AfterCommit(func() {
+		s.countsMu.Lock()
+		defer s.countsMu.Unlock()
+		for _, rs := range s.unread {
+			delete(rs, roomID)
+		}
+	})
+	return nil
+}

@@ -154,3 +154,12 @@ func (s *Service) notifications(ctx context.Context, sess *accounts.Session, que
 	}
 	return out, last, nil
 }
+
+// PurgeRoom drops a purged room's notifications (a rooms.Engine.OnPurge
+// hook).
+func (s *Service) PurgeRoom(ctx context.Context, tx *storage.Tx, roomID id.RoomID) error {
+	if _, err := tx.Exec(ctx, "DELETE FROM push_notifications WHERE room_id = $1", roomID); err != nil {
+		return fmt.Errorf("purge notifications: %w", err)
+	}
+	return nil
+}

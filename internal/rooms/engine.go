@@ -46,6 +46,9 @@ type Engine struct {
 	// atomically with the event and no backlog is left behind. They run on
 	// the database writer and must only write.
 	OnPersist []func(ctx context.Context, tx *storage.Tx, ev *Event, r *RoomInfo) error
+	// OnPurge hooks remove what other packages keep about a room, inside
+	// the transaction that purges it (search index, counts, receipts, ...).
+	OnPurge []func(ctx context.Context, tx *storage.Tx, roomID id.RoomID) error
 
 	mu      sync.Mutex
 	rooms   map[id.RoomID]*room

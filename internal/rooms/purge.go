@@ -37,6 +37,11 @@ func (e *Engine) Purge(ctx context.Context, roomID id.RoomID) error {
 				return fmt.Errorf("purge room %s: %w", roomID, err)
 			}
 		}
+		for _, h := range e.OnPurge {
+			if err := h(ctx, tx, roomID); err != nil {
+				return fmt.Errorf("purge room %s: %w", roomID, err)
+			}
+		}
 		return nil
 	})
 	if err != nil {

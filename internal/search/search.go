@@ -51,7 +51,19 @@ type Service struct {
 func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Engine) *Service {
 	s := &Service{db: db, log: log, accounts: acc, rooms: eng}
 	eng.OnPersist = append(eng.OnPersist, s.index)
+	eng.OnPurge = append(eng.OnPurge, s.purge)
 	return s
+}
+
+// purge drops a purged room's messages from the index.
+func (s *Service) purge(ctx context.Context, tx *storage.Tx, roomID id.RoomID) error {
+	if tx.Dialect() == storage.SQLite {
+		if _, err := tx.Exec(ctx, "DELETE FROM search_fts WHERE rowid IN (SELECT pos FROM search_events WHERE room_id = $1)", roomID); err != nil {
+			return fmt.Errorf("purge search index: %w", err)
+		}
+	}
+	_, err := tx.Exec(ctx, "DELETE FROM search_events WHERE room_id = $1", roomID)
+	return err
 }
 
 // Routes registers /search.

@@ -91,3 +91,33 @@ func TestUserDirectory(t *testing.T) {
 		t.Fatalf("dave shares no room and is in no public room: %+v", res.Results)
 	}
 }
+
+// TestPurgeEmptiesIndex: purging a room removes its messages from the
+// search index too (the index holds message text).
+func TestPurgeEmptiesIndex(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice := n.Register("alice")
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "secret garden"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		alice.SendText(ctx, room.RoomID, "the password is tomato")
+		count := func() int {
+			var c int
+			if err := n.DB.QueryRow(ctx, "SELECT COUNT(*) FROM search_events WHERE room_id = $1", room.RoomID).Scan(&c); err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}
+		if count() == 0 {
+			t.Fatal("nothing indexed")
+		}
+		if err := n.Rooms.Purge(ctx, room.RoomID); err != nil {
+			t.Fatal(err)
+		}
+		if c := count(); c != 0 {
+			t.Fatalf("%d indexed messages left after purge", c)
+		}
+	})
+}
