@@ -246,3 +246,25 @@ func TestTags(t *testing.T) {
 		}
 	})
 }
+
+// TestDeactivationDeletesAccountData: a deactivated account keeps no
+// private account data on the server.
+func TestDeactivationDeletesAccountData(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice := n.Register("alice")
+		if err := alice.SetAccountData(ctx, "org.example.secret", map[string]string{"k": "v"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Accounts.Deactivate(ctx, alice.UserID, false); err != nil {
+			t.Fatal(err)
+		}
+		var c int
+		if err := n.DB.QueryRow(ctx, "SELECT COUNT(*) FROM account_data WHERE user_id = $1", alice.UserID).Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		if c != 0 {
+			t.Fatalf("%d account data rows left after deactivation", c)
+		}
+	})
+}

@@ -109,3 +109,16 @@ func (s *Service) PurgeRoom(ctx context.Context, tx *storage.Tx, roomID id.RoomI
 	}
 	return nil
 }
+
+// OnDeactivated deletes a deactivated user's account data, global and per
+// room (an accounts.Hooks.Deactivated hook): it can hold private data such
+// as encrypted secrets and the list of direct chats.
+func (s *Service) OnDeactivated(ctx context.Context, user id.UserID) {
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, "DELETE FROM account_data WHERE user_id = $1", user)
+		return err
+	})
+	if err != nil {
+		s.log.Error("delete account data of deactivated user", "user_id", user, "err", err)
+	}
+}

@@ -233,7 +233,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 func (n *Node) wireHooks() {
 	n.Accounts.Hooks.ProfileChanged = append(n.Accounts.Hooks.ProfileChanged, n.Client.OnProfileChanged)
 	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, n.Client.OnDeactivated)
-	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, n.Keys.OnDeactivated)
+	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, n.Keys.OnDeactivated, n.Push.OnDeactivated, n.AccountData.OnDeactivated)
 	n.Accounts.Hooks.DeviceDeleted = append(n.Accounts.Hooks.DeviceDeleted, n.Keys.OnDeviceDeleted)
 }
 

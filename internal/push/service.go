@@ -342,3 +342,31 @@ func scanRows(rows *sql.Rows, scan func() error) error {
 	}
 	return rows.Err()
 }
+
+// OnDeactivated forgets a deactivated user's push rules and unread
+// notifications (an accounts.Hooks.Deactivated hook).
+func (s *Service) OnDeactivated(ctx context.Context, user id.UserID) {
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		for _, q := range []string{
+			"DELETE FROM push_rules WHERE user_id = $1",
+			"DELETE FROM push_rule_defaults WHERE user_id = $1",
+			"DELETE FROM push_rules_stream WHERE user_id = $1",
+			"DELETE FROM push_unread WHERE user_id = $1",
+		} {
+			if _, err := tx.Exec(ctx, q, user); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Error("forget push rules of deactivated user", "user_id", user, "err", err)
+		return
+	}
+	s.mu.Lock()
+	delete(s.users, user)
+	s.mu.Unlock()
+	s.countsMu.Lock()
+	delete(s.unread, user)
+	s.countsMu.Unlock()
+}
