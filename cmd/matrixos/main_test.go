@@ -209,3 +209,39 @@ func TestAcknowledgedEventsSurviveKill9(t *testing.T) {
 		})
 	}
 }
+
+// TestDeactivateWhileStopped: `matrixos user deactivate` on a stopped node
+// revokes the account at once, and the node makes it leave its rooms when
+// it starts.
+func TestDeactivateWhileStopped(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, "--data", data)
+	reg := func(name string) string {
+		code, r := call(t, "POST", s.url+"/_matrix/client/v3/register", "", map[string]any{
+			"username": name, "password": "supersecret", "auth": map[string]string{"type": "m.login.dummy"}})
+		if code != 200 {
+			t.Fatalf("register %s: %d %v", name, code, r)
+		}
+		return r["access_token"].(string)
+	}
+	alice, bob := reg("alice"), reg("bob")
+	code, room := call(t, "POST", s.url+"/_matrix/client/v3/createRoom", alice, map[string]any{"preset": "public_chat"})
+	if code != 200 {
+		t.Fatalf("createRoom: %d", code)
+	}
+	roomID := room["room_id"].(string)
+	if code, _ := call(t, "POST", s.url+"/_matrix/client/v3/rooms/"+roomID+"/join", bob, map[string]any{}); code != 200 {
+		t.Fatalf("join: %d", code)
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.cmd.Wait()
+	run(t, "", "user", "deactivate", "bob", "--data", data)
+	s2 := startServer(t, "--data", data)
+	if code, _ := call(t, "GET", s2.url+"/_matrix/client/v3/account/whoami", bob, nil); code != 401 {
+		t.Fatalf("deactivated user's token still works: %d", code)
+	}
+	code, m := call(t, "GET", s2.url+"/_matrix/client/v3/rooms/"+roomID+"/state/m.room.member/@bob:localhost", alice, nil)
+	if code != 200 || m["membership"] != "leave" {
+		t.Fatalf("bob's membership after restart: %d %v", code, m)
+	}
+}

@@ -113,7 +113,7 @@ func user(args []string) error {
 		if err := acc.Deactivate(ctx, uid, false); err != nil {
 			return err
 		}
-		fmt.Printf("deactivated %s: its devices and access tokens are revoked\n", uid)
+		fmt.Printf("deactivated %s: its devices and access tokens are revoked; it leaves its rooms when the node next starts\n", uid)
 	default:
 		return fmt.Errorf("unknown user command %q", sub)
 	}
