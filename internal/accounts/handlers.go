@@ -255,15 +255,17 @@ type registerRequest struct {
 	RefreshToken             bool        `json:"refresh_token"`
 }
 
+// registrationFlows are the UIA flows /register offers. With open
+// registration the dummy stage is the only flow: offering the token flow
+// beside it makes clients such as Element ask for a token nobody needs.
 func (s *Service) registrationFlows() [][]string {
-	var flows [][]string
 	if s.opts.OpenRegistration {
-		flows = append(flows, []string{StageDummy})
+		return [][]string{{StageDummy}}
 	}
-	if s.opts.RegistrationRequiresToken {
-		flows = append(flows, []string{StageRegistrationToken})
+	if s.opts.RegistrationTokens {
+		return [][]string{{StageRegistrationToken}}
 	}
-	return flows
+	return nil
 }
 
 func (s *Service) postRegister(w http.ResponseWriter, r *http.Request) (any, error) {

@@ -136,7 +136,7 @@ func TestRegisterAvailable(t *testing.T) {
 }
 
 func TestRegisterDisabled(t *testing.T) {
-	off := func(c *config.Config) { c.OpenRegistration, c.RegistrationRequiresToken = false, false }
+	off := func(c *config.Config) { c.OpenRegistration, c.RegistrationTokens = false, false }
 	eachEngine(t, func(t *testing.T, n *testnode.Node) {
 		_, err := n.Client().RegisterDummy(context.Background(), &mautrix.ReqRegister[any]{Username: "alice", Password: "x"})
 		mxErr(t, err, "M_FORBIDDEN")
@@ -146,7 +146,7 @@ func TestRegisterDisabled(t *testing.T) {
 }
 
 func TestRegistrationToken(t *testing.T) {
-	tokenOnly := func(c *config.Config) { c.OpenRegistration, c.RegistrationRequiresToken = false, true }
+	tokenOnly := func(c *config.Config) { c.OpenRegistration, c.RegistrationTokens = false, true }
 	eachEngine(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		two := int64(2)

@@ -106,7 +106,7 @@ func (s *Service) getTokenValidity(w http.ResponseWriter, r *http.Request) (any,
 	if tok == "" {
 		return nil, mxhttp.MissingParam("missing token")
 	}
-	if !s.opts.RegistrationRequiresToken {
+	if !s.opts.RegistrationTokens {
 		return nil, mxhttp.Forbidden("registration tokens are not enabled")
 	}
 	ok, err := s.ValidRegistrationToken(r.Context(), tok)

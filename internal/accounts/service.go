@@ -55,7 +55,7 @@ type Hooks struct {
 type Options struct {
 	ServerName                string
 	OpenRegistration          bool
-	RegistrationRequiresToken bool
+	RegistrationTokens bool
 	SharedSecret              string
 	AccessTokenLifetime       time.Duration
 }

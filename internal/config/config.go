@@ -28,7 +28,7 @@ type Config struct {
 	Database                  string        `yaml:"database" doc:"Database: empty for embedded SQLite in the data directory, or a postgres://user:pass@host/db URL."`
 	OpenRegistration          bool          `yaml:"open_registration" doc:"Let anyone register with m.login.dummy. For tests and private networks only."`
 	RegistrationSharedSecret  string        `yaml:"registration_shared_secret" doc:"Secret for the Synapse-compatible admin registration API (/_synapse/admin/v1/register). Empty: disabled."`
-	RegistrationRequiresToken bool          `yaml:"registration_requires_token" doc:"Allow registration with a registration token (m.login.registration_token), even when open registration is off."`
+	RegistrationTokens bool          `yaml:"registration_tokens" doc:"Let people register with a registration token (m.login.registration_token) that an admin handed out, while open registration is off."`
 	MetricsListen             string        `yaml:"metrics_listen" doc:"Address of a separate listener for /metrics, /health and pprof. Empty: /metrics and /health on the client listener (pprof off)."`
 	LogLevel                  string        `yaml:"log_level" doc:"Log level: debug, info, warn or error."`
 	LogFormat                 string        `yaml:"log_format" doc:"Log format: text or json."`
@@ -60,7 +60,7 @@ func Default() Config {
 		DefaultRoomVersion:        "12",
 		MaxUploadBytes:            50 << 20,
 		AccessTokenLifetime:       0,
-		RegistrationRequiresToken: true,
+		RegistrationTokens: true,
 		RateLimit:                 true,
 		RateLimitLoginPerMin:      20,
 		RateLimitLoginBurst:       10,

@@ -117,7 +117,7 @@ func AccountsOptions(cfg config.Config) accounts.Options {
 	return accounts.Options{
 		ServerName:                cfg.ServerName,
 		OpenRegistration:          cfg.OpenRegistration,
-		RegistrationRequiresToken: cfg.RegistrationRequiresToken,
+		RegistrationTokens: cfg.RegistrationTokens,
 		SharedSecret:              cfg.RegistrationSharedSecret,
 		AccessTokenLifetime:       cfg.AccessTokenLifetime,
 	}
