@@ -104,6 +104,33 @@ func (l *Limiter) Allow(kind, key string) (bool, time.Duration) {
 	return false, max(wait, time.Millisecond)
 }
 
+// refund gives back a token taken by Allow, for requests that turn out
+// not to count.
+func (l *Limiter) refund(kind, key string) {
+	rule, ok := l.opts.Rules[kind]
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b := l.buckets[kind+"\x00"+key]; b != nil {
+		b.tokens = math.Min(float64(max(rule.Burst, 1)), b.tokens+1)
+	}
+}
+
+// statusRecorder remembers the status a handler answered with.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusRecorder) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 // evictLocked drops buckets that have refilled completely; if that frees
 // too little, it drops an arbitrary half of the rest.
 func (l *Limiter) evictLocked(now time.Time) {
@@ -159,7 +186,18 @@ func (l *Limiter) Wrap(kind string, h http.Handler) http.Handler {
 			mxhttp.WriteError(w, r, mxhttp.LimitExceeded("too many requests, retry in %d ms", ms).With("retry_after_ms", ms))
 			return
 		}
-		h.ServeHTTP(w, r)
+		if kind != Register {
+			h.ServeHTTP(w, r)
+			return
+		}
+		// A registration takes several round trips of User-Interactive
+		// Authentication (and clients poll while a stage is pending):
+		// only the requests that do not end in a 401 count.
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(rec, r)
+		if rec.status == http.StatusUnauthorized {
+			l.refund(kind, key)
+		}
 	})
 }
 

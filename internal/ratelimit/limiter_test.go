@@ -119,3 +119,30 @@ func TestClientIP(t *testing.T) {
 		}
 	}
 }
+
+// TestRegisterCountsOnlyFinishedRounds: the 401 rounds of User-Interactive
+// Authentication do not use up the registration budget.
+func TestRegisterCountsOnlyFinishedRounds(t *testing.T) {
+	l := ratelimit.New(ratelimit.Options{Rules: map[string]ratelimit.Rule{ratelimit.Register: {PerMinute: 1, Burst: 1}}, MaxKeys: 100})
+	status := http.StatusUnauthorized
+	h := l.Wrap(ratelimit.Register, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) }))
+	do := func() int {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("POST", "/_matrix/client/v3/register", nil)
+		req.RemoteAddr = "192.0.2.1:1234"
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	for i := range 5 {
+		if code := do(); code != http.StatusUnauthorized {
+			t.Fatalf("UIA round %d: %d", i, code)
+		}
+	}
+	status = http.StatusOK
+	if code := do(); code != http.StatusOK {
+		t.Fatalf("completed registration: %d", code)
+	}
+	if code := do(); code != http.StatusTooManyRequests {
+		t.Fatalf("second registration in the same minute: %d, want 429", code)
+	}
+}
