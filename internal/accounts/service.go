@@ -53,11 +53,11 @@ type Hooks struct {
 
 // Options configure the service.
 type Options struct {
-	ServerName                string
-	OpenRegistration          bool
-	RegistrationTokens bool
-	SharedSecret              string
-	AccessTokenLifetime       time.Duration
+	ServerName          string
+	OpenRegistration    bool
+	RegistrationTokens  bool
+	SharedSecret        string
+	AccessTokenLifetime time.Duration
 }
 
 // Service is the accounts service.

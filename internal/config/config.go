@@ -21,55 +21,55 @@ import (
 // (MATRIXOS_SERVER_NAME). The doc tag is written as a comment into the
 // generated file and shown by --help.
 type Config struct {
-	DataDir                   string        `yaml:"data" doc:"Directory for the database, signing key and media."`
-	ServerName                string        `yaml:"server_name" doc:"The server name: the part after ':' in user IDs. Cannot change once users exist."`
-	Listen                    string        `yaml:"listen" doc:"Address of the Client-Server API listener (plain HTTP; put TLS in front for public use)."`
-	PublicBaseURL             string        `yaml:"public_baseurl" doc:"URL clients use to reach this node, served in /.well-known/matrix/client. Empty: http://<listen>."`
-	Database                  string        `yaml:"database" doc:"Database: empty for embedded SQLite in the data directory, or a postgres://user:pass@host/db URL."`
-	OpenRegistration          bool          `yaml:"open_registration" doc:"Let anyone register with m.login.dummy. For tests and private networks only."`
-	RegistrationSharedSecret  string        `yaml:"registration_shared_secret" doc:"Secret for the Synapse-compatible admin registration API (/_synapse/admin/v1/register). Empty: disabled."`
-	RegistrationTokens bool          `yaml:"registration_tokens" doc:"Let people register with a registration token (m.login.registration_token) that an admin handed out, while open registration is off."`
-	MetricsListen             string        `yaml:"metrics_listen" doc:"Address of a separate listener for /metrics, /health and pprof. Empty: /metrics and /health on the client listener (pprof off)."`
-	LogLevel                  string        `yaml:"log_level" doc:"Log level: debug, info, warn or error."`
-	LogFormat                 string        `yaml:"log_format" doc:"Log format: text or json."`
-	DefaultRoomVersion        string        `yaml:"default_room_version" doc:"Room version for new rooms when the client asks for none (12 is the version the spec recommends)."`
-	MaxUploadBytes            int64         `yaml:"max_upload_bytes" doc:"Largest media upload, in bytes."`
-	MediaQuotaBytes           int64         `yaml:"media_quota_bytes" doc:"Total bytes of media each user may upload (0: no quota). Server admins are exempt."`
-	MediaLegacyNoAuth         bool          `yaml:"media_legacy_unauthenticated" doc:"Serve the deprecated /_matrix/media/v3 download and thumbnail endpoints to requests without an access token. Off: only authenticated requests get media, as on current servers."`
-	AccessTokenLifetime       time.Duration `yaml:"access_token_lifetime" doc:"Lifetime of access tokens for clients that support refresh tokens (0: never expire)."`
-	AllowPrivateNetworks      []string      `yaml:"allow_private_networks" doc:"CIDR ranges that outbound requests (federation, previews, push) may reach although private or loopback."`
-	RateLimit                 bool          `yaml:"rate_limit" doc:"Limit request rates on login, registration, sending events and media upload, per user (per client IP without an access token). Server admins and appservices are exempt."`
-	RateLimitLoginPerMin      int64         `yaml:"rate_limit_login_per_minute" doc:"Login attempts a client IP may make per minute (0: unlimited)."`
-	RateLimitLoginBurst       int64         `yaml:"rate_limit_login_burst" doc:"Login attempts a client IP may make at once before the per-minute rate applies."`
-	RateLimitRegPerMin        int64         `yaml:"rate_limit_register_per_minute" doc:"Registration requests a client IP may make per minute (0: unlimited)."`
-	RateLimitRegBurst         int64         `yaml:"rate_limit_register_burst" doc:"Registration requests a client IP may make at once (a registration takes two: one to start the flow, one to finish it)."`
-	RateLimitSendPerMin       int64         `yaml:"rate_limit_send_per_minute" doc:"Events (messages, state, redactions) a user may send per minute (0: unlimited)."`
-	RateLimitSendBurst        int64         `yaml:"rate_limit_send_burst" doc:"Events a user may send at once."`
-	RateLimitUploadPerMin     int64         `yaml:"rate_limit_upload_per_minute" doc:"Media uploads a user may make per minute (0: unlimited)."`
-	RateLimitUploadBurst      int64         `yaml:"rate_limit_upload_burst" doc:"Media uploads a user may make at once."`
+	DataDir                  string        `yaml:"data" doc:"Directory for the database, signing key and media."`
+	ServerName               string        `yaml:"server_name" doc:"The server name: the part after ':' in user IDs. Cannot change once users exist."`
+	Listen                   string        `yaml:"listen" doc:"Address of the Client-Server API listener (plain HTTP; put TLS in front for public use)."`
+	PublicBaseURL            string        `yaml:"public_baseurl" doc:"URL clients use to reach this node, served in /.well-known/matrix/client. Empty: http://<listen>."`
+	Database                 string        `yaml:"database" doc:"Database: empty for embedded SQLite in the data directory, or a postgres://user:pass@host/db URL."`
+	OpenRegistration         bool          `yaml:"open_registration" doc:"Let anyone register with m.login.dummy. For tests and private networks only."`
+	RegistrationSharedSecret string        `yaml:"registration_shared_secret" doc:"Secret for the Synapse-compatible admin registration API (/_synapse/admin/v1/register). Empty: disabled."`
+	RegistrationTokens       bool          `yaml:"registration_tokens" doc:"Let people register with a registration token (m.login.registration_token) that an admin handed out, while open registration is off."`
+	MetricsListen            string        `yaml:"metrics_listen" doc:"Address of a separate listener for /metrics, /health and pprof. Empty: /metrics and /health on the client listener (pprof off)."`
+	LogLevel                 string        `yaml:"log_level" doc:"Log level: debug, info, warn or error."`
+	LogFormat                string        `yaml:"log_format" doc:"Log format: text or json."`
+	DefaultRoomVersion       string        `yaml:"default_room_version" doc:"Room version for new rooms when the client asks for none (12 is the version the spec recommends)."`
+	MaxUploadBytes           int64         `yaml:"max_upload_bytes" doc:"Largest media upload, in bytes."`
+	MediaQuotaBytes          int64         `yaml:"media_quota_bytes" doc:"Total bytes of media each user may upload (0: no quota). Server admins are exempt."`
+	MediaLegacyNoAuth        bool          `yaml:"media_legacy_unauthenticated" doc:"Serve the deprecated /_matrix/media/v3 download and thumbnail endpoints to requests without an access token. Off: only authenticated requests get media, as on current servers."`
+	AccessTokenLifetime      time.Duration `yaml:"access_token_lifetime" doc:"Lifetime of access tokens for clients that support refresh tokens (0: never expire)."`
+	AllowPrivateNetworks     []string      `yaml:"allow_private_networks" doc:"CIDR ranges that outbound requests (federation, previews, push) may reach although private or loopback."`
+	RateLimit                bool          `yaml:"rate_limit" doc:"Limit request rates on login, registration, sending events and media upload, per user (per client IP without an access token). Server admins and appservices are exempt."`
+	RateLimitLoginPerMin     int64         `yaml:"rate_limit_login_per_minute" doc:"Login attempts a client IP may make per minute (0: unlimited)."`
+	RateLimitLoginBurst      int64         `yaml:"rate_limit_login_burst" doc:"Login attempts a client IP may make at once before the per-minute rate applies."`
+	RateLimitRegPerMin       int64         `yaml:"rate_limit_register_per_minute" doc:"Registration requests a client IP may make per minute (0: unlimited)."`
+	RateLimitRegBurst        int64         `yaml:"rate_limit_register_burst" doc:"Registration requests a client IP may make at once (a registration takes two: one to start the flow, one to finish it)."`
+	RateLimitSendPerMin      int64         `yaml:"rate_limit_send_per_minute" doc:"Events (messages, state, redactions) a user may send per minute (0: unlimited)."`
+	RateLimitSendBurst       int64         `yaml:"rate_limit_send_burst" doc:"Events a user may send at once."`
+	RateLimitUploadPerMin    int64         `yaml:"rate_limit_upload_per_minute" doc:"Media uploads a user may make per minute (0: unlimited)."`
+	RateLimitUploadBurst     int64         `yaml:"rate_limit_upload_burst" doc:"Media uploads a user may make at once."`
 }
 
 // Default returns the built-in defaults.
 func Default() Config {
 	return Config{
-		DataDir:                   "./matrixos-data",
-		ServerName:                "localhost:8008",
-		Listen:                    "127.0.0.1:8008",
-		LogLevel:                  "info",
-		LogFormat:                 "text",
-		DefaultRoomVersion:        "12",
-		MaxUploadBytes:            50 << 20,
-		AccessTokenLifetime:       0,
-		RegistrationTokens: true,
-		RateLimit:                 true,
-		RateLimitLoginPerMin:      20,
-		RateLimitLoginBurst:       10,
-		RateLimitRegPerMin:        10,
-		RateLimitRegBurst:         10,
-		RateLimitSendPerMin:       600,
-		RateLimitSendBurst:        100,
-		RateLimitUploadPerMin:     60,
-		RateLimitUploadBurst:      20,
+		DataDir:               "./matrixos-data",
+		ServerName:            "localhost:8008",
+		Listen:                "127.0.0.1:8008",
+		LogLevel:              "info",
+		LogFormat:             "text",
+		DefaultRoomVersion:    "12",
+		MaxUploadBytes:        50 << 20,
+		AccessTokenLifetime:   0,
+		RegistrationTokens:    true,
+		RateLimit:             true,
+		RateLimitLoginPerMin:  20,
+		RateLimitLoginBurst:   10,
+		RateLimitRegPerMin:    10,
+		RateLimitRegBurst:     10,
+		RateLimitSendPerMin:   600,
+		RateLimitSendBurst:    100,
+		RateLimitUploadPerMin: 60,
+		RateLimitUploadBurst:  20,
 	}
 }
 

@@ -81,6 +81,11 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+v3+"/keys/changes", s.accounts.Auth(s.getChanges))
 	mux.HandleFunc("POST "+v3+"/keys/device_signing/upload", mxhttp.Handle(s.postDeviceSigning))
 	mux.HandleFunc("POST "+v3+"/keys/signatures/upload", s.accounts.Auth(s.postSignatures))
+	// Clients released before cross-signing reached a stable spec version
+	// (Element Web's legacy crypto among them) still use the unstable paths.
+	const unstable = "/_matrix/client/unstable"
+	mux.HandleFunc("POST "+unstable+"/keys/device_signing/upload", mxhttp.Handle(s.postDeviceSigning))
+	mux.HandleFunc("POST "+unstable+"/keys/signatures/upload", s.accounts.Auth(s.postSignatures))
 	mux.HandleFunc("PUT "+v3+"/sendToDevice/{eventType}/{txnId}", s.accounts.Auth(s.putSendToDevice))
 
 	mux.HandleFunc("POST "+v3+"/room_keys/version", s.accounts.Auth(s.postBackupVersion))

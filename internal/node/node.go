@@ -115,11 +115,11 @@ func OpenDB(ctx context.Context, cfg config.Config, log *slog.Logger) (*storage.
 // AccountsOptions derives the accounts settings from the config.
 func AccountsOptions(cfg config.Config) accounts.Options {
 	return accounts.Options{
-		ServerName:                cfg.ServerName,
-		OpenRegistration:          cfg.OpenRegistration,
-		RegistrationTokens: cfg.RegistrationTokens,
-		SharedSecret:              cfg.RegistrationSharedSecret,
-		AccessTokenLifetime:       cfg.AccessTokenLifetime,
+		ServerName:          cfg.ServerName,
+		OpenRegistration:    cfg.OpenRegistration,
+		RegistrationTokens:  cfg.RegistrationTokens,
+		SharedSecret:        cfg.RegistrationSharedSecret,
+		AccessTokenLifetime: cfg.AccessTokenLifetime,
 	}
 }
 
