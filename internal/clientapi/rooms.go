@@ -157,9 +157,23 @@ func (s *Service) createRoom(w http.ResponseWriter, r *http.Request, sess *accou
 	if alias != "" {
 		add("m.room.canonical_alias", str(""), map[string]any{"alias": alias})
 	}
-	add("m.room.join_rules", str(""), map[string]any{"join_rule": joinRule})
-	add("m.room.history_visibility", str(""), map[string]any{"history_visibility": history})
-	if guest != "" && preset != "public_chat" {
+	// initial_state takes precedence over the preset: a preset event whose
+	// type the client also gives in initial_state is left out.
+	inInitial := func(typ string) bool {
+		for _, st := range req.InitialState {
+			if st.Type == typ && st.StateKey == "" {
+				return true
+			}
+		}
+		return false
+	}
+	if !inInitial("m.room.join_rules") {
+		add("m.room.join_rules", str(""), map[string]any{"join_rule": joinRule})
+	}
+	if !inInitial("m.room.history_visibility") {
+		add("m.room.history_visibility", str(""), map[string]any{"history_visibility": history})
+	}
+	if guest != "" && preset != "public_chat" && !inInitial("m.room.guest_access") {
 		add("m.room.guest_access", str(""), map[string]any{"guest_access": guest})
 	}
 	for _, st := range req.InitialState {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 
 	"github.com/matrixos/matrixos/internal/testnode"
 )
@@ -67,4 +68,31 @@ func TestSyncCatchUpAfterRestart(t *testing.T) {
 			t.Fatalf("catch-up after restart: %d events", len(evs))
 		}
 	})
+}
+
+// TestInitialStateBeatsPreset: a state event given in initial_state replaces
+// the preset's, rather than following it as a second event.
+func TestInitialStateBeatsPreset(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	ctx := context.Background()
+	alice := n.Register("alice")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: []*event.Event{{
+		Type: event.StateGuestAccess, StateKey: ptr(""), Content: event.Content{Raw: map[string]any{"guest_access": "forbidden"}},
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := alice.Messages(ctx, room.RoomID, "", "", mautrix.DirectionBackward, nil, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2 := 0
+	for _, ev := range msgs.Chunk {
+		if ev.Type.Type == event.StateGuestAccess.Type {
+			n2++
+		}
+	}
+	if n2 != 1 {
+		t.Fatalf("%d m.room.guest_access events, want 1", n2)
+	}
 }
