@@ -168,6 +168,9 @@ func (s *Service) build(ctx context.Context, sess *accounts.Session, since Token
 	if err := s.fillRooms(ctx, req, resp); err != nil {
 		return nil, err
 	}
+	if err := s.addAggregations(ctx, req); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	sources := slices.Concat(s.sources, s.late)
 	s.mu.Unlock()
@@ -288,6 +291,41 @@ func (s *Service) joinedSince(ctx context.Context, m membershipRow, since int64)
 	return true
 }
 
+// aggItem is a timeline event waiting for its bundled aggregations.
+type aggItem struct {
+	ev *rooms.Event
+	ce *rooms.ClientEvent
+}
+
+// aggregate queues ev (rendered as ce) for bundled aggregations as of
+// position upTo.
+func (r *Request) aggregate(upTo int64, ev *rooms.Event, ce *rooms.ClientEvent) {
+	if r.aggPending == nil {
+		r.aggPending = map[int64][]aggItem{}
+	}
+	r.aggPending[upTo] = append(r.aggPending[upTo], aggItem{ev, ce})
+}
+
+// addAggregations adds the bundled aggregations (edits, threads,
+// references) of every queued timeline event: one set of queries for the
+// whole response rather than one per room.
+func (s *Service) addAggregations(ctx context.Context, req *Request) error {
+	for upTo, items := range req.aggPending {
+		evs := make([]*rooms.Event, len(items))
+		for i, it := range items {
+			evs[i] = it.ev
+		}
+		aggs, err := s.rooms.Aggregate(ctx, evs, rooms.ClientOptions{User: req.User, Device: req.Device, OmitRoomID: true}, upTo)
+		if err != nil {
+			return err
+		}
+		for _, it := range items {
+			aggs.Add(it.ce)
+		}
+	}
+	return nil
+}
+
 // timeline loads the room's events in (from, to], newest limit of them.
 // memberPos is the position of the user's latest membership event: events
 // after it are certainly visible to a joined user; older ones go through
@@ -317,19 +355,15 @@ func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, 
 		}
 	}
 	tl := &Timeline{Events: []any{}, Limited: limited}
-	aggs, err := s.rooms.Aggregate(ctx, evs, rooms.ClientOptions{User: req.User, Device: req.Device, OmitRoomID: true}, to)
-	if err != nil {
-		return nil, nil, err
-	}
-	var kept []*rooms.Event
 	for _, ev := range evs {
 		if tf != nil && !tf.Allows(ev.Type, ev.Sender) {
 			continue
 		}
-		kept = append(kept, ev)
 		ce := clientEvent(ev, req)
 		if c, ok := ce.(*rooms.ClientEvent); ok {
-			aggs.Add(c) // bundled aggregations (edits, threads, references)
+			// Bundled aggregations are added for every room at once, in
+			// aggregate, once all timelines are known.
+			req.aggregate(to, ev, c)
 		}
 		tl.Events = append(tl.Events, ce)
 	}

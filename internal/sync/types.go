@@ -170,6 +170,8 @@ type Request struct {
 	// NewlyJoined are rooms joined after Since (their room sections get
 	// full data).
 	NewlyJoined map[id.RoomID]bool
+
+	aggPending map[int64][]aggItem // timeline events awaiting aggregations
 }
 
 // Initial reports whether this is an initial sync.
