@@ -27,9 +27,7 @@ func LoadOrCreateKey(dataDir string) (id.KeyID, ed25519.PrivateKey, error) {
 		if _, err := rand.Read(seed); err != nil {
 			return "", nil, fmt.Errorf("generate signing key: %w", err)
 		}
-		ver := make([]byte, 4)
-		rand.Read(ver)
-		keyID := "a_" + strings.NewReplacer("-", "", "_", "").Replace(base64.RawURLEncoding.EncodeToString(ver))[:4]
+		keyID := "a_" + randomAlnum(4)
 		line := fmt.Sprintf("ed25519 %s %s\n", keyID, base64.RawStdEncoding.EncodeToString(seed))
 		if err := os.MkdirAll(dataDir, 0o700); err != nil {
 			return "", nil, fmt.Errorf("create data directory: %w", err)
@@ -65,4 +63,16 @@ func LoadOrCreateKey(dataDir string) (id.KeyID, ed25519.PrivateKey, error) {
 		return "", nil, fmt.Errorf("signing key %s: bad seed", path)
 	}
 	return id.KeyID("ed25519:" + fields[1]), ed25519.NewKeyFromSeed(seed), nil
+}
+
+// randomAlnum returns n random characters from [a-zA-Z0-9] (key IDs allow
+// only those and '_').
+func randomAlnum(n int) string {
+	const chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	b := make([]byte, n)
+	rand.Read(b)
+	for i := range b {
+		b[i] = chars[int(b[i])%len(chars)]
+	}
+	return string(b)
 }
