@@ -122,66 +122,19 @@ func Total(room sync.Counts, threads map[id.EventID]*sync.Counts) sync.Counts {
 	return room
 }
 
-// countsWrite is the database side of one change to unread counts.
-type countsWrite struct {
-	inserts []unreadRow
-	deletes []unreadDelete
-	users   []id.UserID // whose counts changed
-	room    id.RoomID
-}
-
-type unreadRow struct {
-	user id.UserID
-	unreadEntry
-}
-
-type unreadDelete struct {
-	user   id.UserID
-	all    bool // every thread
-	thread id.EventID
-	upTo   int64 // 0 with all: the whole room
-}
-
-// enqueueLocked queues w; s.countsMu must be held, so writes reach the
-// database in the order memory changed. The write allocates a stream
-// position and records it as the rooms' counts change, before it becomes
-// visible, so /sync reports the new counts.
-func (s *Service) enqueueLocked(ctx context.Context, w *countsWrite) func() error {
-	return s.db.Enqueue(ctx, func(tx *storage.Tx) error {
-		for _, d := range w.deletes {
-			var err error
-			switch {
-			case d.all && d.upTo == 0:
-				_, err = tx.Exec(ctx, "DELETE FROM push_unread WHERE user_id = $1 AND room_id = $2", d.user, w.room)
-			case d.all:
-				_, err = tx.Exec(ctx, "DELETE FROM push_unread WHERE user_id = $1 AND room_id = $2 AND pos <= $3", d.user, w.room, d.upTo)
-			default:
-				_, err = tx.Exec(ctx, "DELETE FROM push_unread WHERE user_id = $1 AND room_id = $2 AND pos <= $3 AND thread_id = $4",
-					d.user, w.room, d.upTo, d.thread)
-			}
-			if err != nil {
-				return fmt.Errorf("clear unread notifications: %w", err)
-			}
+// markChanged records pos as the position at which the users' counts in
+// roomID changed, for /sync.
+func (s *Service) markChanged(roomID id.RoomID, pos int64, users ...id.UserID) {
+	s.changedMu.Lock()
+	defer s.changedMu.Unlock()
+	for _, u := range users {
+		m := s.changed[u]
+		if m == nil {
+			m = map[id.RoomID]int64{}
+			s.changed[u] = m
 		}
-		for _, r := range w.inserts {
-			if _, err := tx.Exec(ctx, `INSERT INTO push_unread (user_id, room_id, pos, thread_id, highlight) VALUES ($1, $2, $3, $4, $5)
-				ON CONFLICT (user_id, room_id, pos) DO NOTHING`, r.user, w.room, r.pos, r.thread, r.highlight); err != nil {
-				return fmt.Errorf("record unread notification: %w", err)
-			}
-		}
-		pos := tx.NextPos()
-		s.changedMu.Lock()
-		for _, u := range w.users {
-			m := s.changed[u]
-			if m == nil {
-				m = map[id.RoomID]int64{}
-				s.changed[u] = m
-			}
-			m[w.room] = pos
-		}
-		s.changedMu.Unlock()
-		return nil
-	})
+		m[roomID] = pos
+	}
 }
 
 // OnPersist records unread counts for an event inside the event's own
@@ -261,14 +214,8 @@ func (s *Service) persistCounts(ctx context.Context, tx *storage.Tx, ev *rooms.E
 	if senderLocal {
 		// Sending an event moves the sender's read marker to it: the
 		// event's thread, or the whole room for a main-timeline event.
-		q := "DELETE FROM push_unread WHERE user_id = $1 AND room_id = $2 AND pos <= $3"
-		args := []any{ev.Sender, ev.RoomID, ev.Pos}
-		if thread != "" {
-			q += " AND thread_id = $4"
-			args = append(args, thread)
-		}
-		if _, err := tx.Exec(ctx, q, args...); err != nil {
-			return fmt.Errorf("clear unread notifications: %w", err)
+		if err := clearUnread(ctx, tx, ev.Sender, ev.RoomID, thread == "", thread, ev.Pos); err != nil {
+			return err
 		}
 		users = append(users, ev.Sender)
 	}
@@ -280,17 +227,7 @@ func (s *Service) persistCounts(ctx context.Context, tx *storage.Tx, ev *rooms.E
 	}
 	// The event's own position marks the counts change for /sync; it
 	// becomes visible when this transaction commits.
-	pos := changePos()
-	s.changedMu.Lock()
-	for _, u := range users {
-		m := s.changed[u]
-		if m == nil {
-			m = map[id.RoomID]int64{}
-			s.changed[u] = m
-		}
-		m[ev.RoomID] = pos
-	}
-	s.changedMu.Unlock()
+	s.markChanged(ev.RoomID, changePos(), users...)
 	tx.AfterCommit(func() {
 		s.countsMu.Lock()
 		for _, h := range hits {
@@ -352,22 +289,42 @@ func (s *Service) MarkRead(ctx context.Context, user id.UserID, roomID id.RoomID
 	if threadID != "main" {
 		thread = id.EventID(threadID)
 	}
-	w := &countsWrite{room: roomID, users: []id.UserID{user}}
 	s.countsMu.Lock()
-	ru := s.roomUnreadLocked(user, roomID, true)
-	if !ru.markRead(all, thread, upToPos) {
-		s.countsMu.Unlock()
+	changed := s.roomUnreadLocked(user, roomID, true).markRead(all, thread, upToPos)
+	s.countsMu.Unlock()
+	if !changed {
 		return nil
 	}
-	w.deletes = append(w.deletes, unreadDelete{user: user, all: all, thread: thread, upTo: upToPos})
 	// Deletes up to a position commute, so the lock need not cover the
-	// queueing (event writes take countsMu on the database writer).
-	s.countsMu.Unlock()
-	wait := s.enqueueLocked(ctx, w)
-	if err := wait(); err != nil {
-		return fmt.Errorf("clear unread notifications: %w", err)
+	// write (event writes take countsMu on the database writer).
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		if err := clearUnread(ctx, tx, user, roomID, all, thread, upToPos); err != nil {
+			return err
+		}
+		// The write's own position marks the counts change for /sync,
+		// visible once it commits.
+		s.markChanged(roomID, tx.NextPos(), user)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	s.wake(user)
+	return nil
+}
+
+// clearUnread deletes the user's unread notifications in a room up to
+// position upTo: every thread's with all, else only thread's.
+func clearUnread(ctx context.Context, tx *storage.Tx, user id.UserID, roomID id.RoomID, all bool, thread id.EventID, upTo int64) error {
+	q := "DELETE FROM push_unread WHERE user_id = $1 AND room_id = $2 AND pos <= $3"
+	args := []any{user, roomID, upTo}
+	if !all {
+		q += " AND thread_id = $4"
+		args = append(args, thread)
+	}
+	if _, err := tx.Exec(ctx, q, args...); err != nil {
+		return fmt.Errorf("clear unread notifications: %w", err)
+	}
 	return nil
 }
 
