@@ -166,6 +166,11 @@ func (s *Store) Put(r io.Reader, limit int64, commit func(Blob) error) (Blob, er
 			return Blob{}, fmt.Errorf("store media: %w", err)
 		}
 		keep = true
+		// The rename is durable only once the directory is: without this a
+		// crash could lose a file whose row is already committed.
+		if err := syncDir(filepath.Dir(dst)); err != nil {
+			return Blob{}, fmt.Errorf("store media: %w", err)
+		}
 	}
 	if commit != nil {
 		if err := commit(b); err != nil {
@@ -213,4 +218,13 @@ func (s *Store) Remove(sha string, inUse func() (bool, error)) error {
 		return fmt.Errorf("remove media file: %w", err)
 	}
 	return nil
+}
+
+// syncDir flushes a directory's entries (a rename into it) to disk.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
 }
