@@ -200,7 +200,7 @@ func (s *Service) getStateEvent(w http.ResponseWriter, r *http.Request, sess *ac
 }
 
 func (s *Service) stateEventAt(ctx context.Context, roomID id.RoomID, pos int64, evType, sk string) (*rooms.Event, error) {
-	evs, err := s.stateAt(ctx, roomID, pos)
+	evs, err := s.rooms.StateAtPos(ctx, roomID, pos)
 	if err != nil {
 		return nil, err
 	}
@@ -212,23 +212,12 @@ func (s *Service) stateEventAt(ctx context.Context, roomID id.RoomID, pos int64,
 	return nil, nil
 }
 
-func (s *Service) stateAt(ctx context.Context, roomID id.RoomID, pos int64) ([]*rooms.Event, error) {
-	if pos == math.MaxInt64 {
-		return s.rooms.CurrentState(ctx, roomID)
-	}
-	snap, err := s.rooms.SnapshotAtPos(ctx, roomID, pos)
-	if err != nil {
-		return nil, err
-	}
-	return s.rooms.StateAt(ctx, snap)
-}
-
 func (s *Service) getState(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
 	roomID, upTo, err := s.visibleRoom(r, sess)
 	if err != nil {
 		return nil, err
 	}
-	evs, err := s.stateAt(r.Context(), roomID, upTo)
+	evs, err := s.rooms.StateAtPos(r.Context(), roomID, upTo)
 	if err != nil {
 		return nil, err
 	}
@@ -278,7 +267,7 @@ func (s *Service) getMembers(w http.ResponseWriter, r *http.Request, sess *accou
 		}
 		upTo = min(upTo, tok.Pos)
 	}
-	evs, err := s.stateAt(r.Context(), roomID, upTo)
+	evs, err := s.rooms.StateAtPos(r.Context(), roomID, upTo)
 	if err != nil {
 		return nil, err
 	}

@@ -1,8 +1,6 @@
 package peek
 
 import (
-	"context"
-	"math"
 	"net/http"
 	"strconv"
 
@@ -53,7 +51,7 @@ func (s *Service) initialSync(w http.ResponseWriter, r *http.Request, sess *acco
 		return nil, err
 	}
 	end := min(upTo, s.db.Visible())
-	state, err := s.stateAt(ctx, roomID, upTo)
+	state, err := s.rooms.StateAtPos(ctx, roomID, upTo)
 	if err != nil {
 		return nil, err
 	}
@@ -85,17 +83,4 @@ func (s *Service) initialSync(w http.ResponseWriter, r *http.Request, sess *acco
 		info.Visibility = "public"
 	}
 	return info, nil
-}
-
-// stateAt returns the room's state as of stream position pos (the current
-// state for math.MaxInt64).
-func (s *Service) stateAt(ctx context.Context, roomID id.RoomID, pos int64) ([]*rooms.Event, error) {
-	if pos == math.MaxInt64 {
-		return s.rooms.CurrentState(ctx, roomID)
-	}
-	snap, err := s.rooms.SnapshotAtPos(ctx, roomID, pos)
-	if err != nil {
-		return nil, err
-	}
-	return s.rooms.StateAt(ctx, snap)
 }
