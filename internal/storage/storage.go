@@ -64,9 +64,6 @@ type DB struct {
 	visible atomic.Int64 // highest committed position
 
 	checkpointDone chan struct{} // closed when the checkpointer has stopped
-
-	seqMu sync.Mutex
-	seqs  []*Sequence // sequences persisted with each batch
 }
 
 // Open opens the database named by dsn: a postgres:// or postgresql:// URL
@@ -540,7 +537,7 @@ func (db *DB) commitBatch(batch []*writeReq) {
 		fail(results[0])
 		return
 	}
-	if err := db.persistSequences(ctx, sqlTx); err != nil {
+	if err := db.persistPosition(ctx, sqlTx); err != nil {
 		sqlTx.Rollback()
 		fail(err)
 		return
@@ -574,56 +571,20 @@ var coreMigrations = []Migration{{
 CREATE TABLE stream_position (id INTEGER PRIMARY KEY, value BIGINT NOT NULL);
 CREATE TABLE sequences (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
 `,
+}, {
+	Component: "storage",
+	Version:   2,
+	SQL:       "DROP TABLE sequences;", // never used
 }}
 
-// persistSequences records the stream position and every sequence that
-// moved in this batch, inside the batch's transaction.
-func (db *DB) persistSequences(ctx context.Context, tx *sql.Tx) error {
+// persistPosition records the stream position inside the batch's
+// transaction, when the batch moved it.
+func (db *DB) persistPosition(ctx context.Context, tx *sql.Tx) error {
 	if db.pos != db.visible.Load() {
 		if _, err := tx.ExecContext(ctx, db.rewrite(`INSERT INTO stream_position (id, value) VALUES (1, $1)
 			ON CONFLICT (id) DO UPDATE SET value = excluded.value`), db.pos); err != nil {
 			return fmt.Errorf("save stream position: %w", err)
 		}
 	}
-	db.seqMu.Lock()
-	defer db.seqMu.Unlock()
-	for _, s := range db.seqs {
-		if s.next != s.saved {
-			if _, err := tx.ExecContext(ctx, db.rewrite(`INSERT INTO sequences (name, value) VALUES ($1, $2)
-				ON CONFLICT (name) DO UPDATE SET value = excluded.value`), s.name, s.next); err != nil {
-				return fmt.Errorf("save sequence %s: %w", s.name, err)
-			}
-			s.saved = s.next
-		}
-	}
 	return nil
-}
-
-// Sequence is a named counter that is advanced only inside write
-// transactions and persisted with them.
-type Sequence struct {
-	name  string
-	next  int64
-	saved int64
-}
-
-// Sequence returns the named counter, loading its value. Call it during
-// start-up, before writes begin.
-func (db *DB) Sequence(ctx context.Context, name string) (*Sequence, error) {
-	s := &Sequence{name: name}
-	err := db.read.QueryRowContext(ctx, db.rewrite("SELECT value FROM sequences WHERE name = $1"), name).Scan(&s.next)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("load sequence %s: %w", name, err)
-	}
-	s.saved = s.next
-	db.seqMu.Lock()
-	db.seqs = append(db.seqs, s)
-	db.seqMu.Unlock()
-	return s, nil
-}
-
-// Next advances the sequence within tx.
-func (s *Sequence) Next(tx *Tx) int64 {
-	s.next++
-	return s.next
 }

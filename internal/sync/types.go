@@ -2,7 +2,6 @@ package sync
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -197,4 +196,3 @@ func clientEvent(ev *rooms.Event, req *Request) any {
 	return ev.Client(rooms.ClientOptions{User: req.User, Device: req.Device, OmitRoomID: true})
 }
 
-var _ = json.Marshal
