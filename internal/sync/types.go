@@ -195,4 +195,3 @@ func (f SourceFunc) Fill(ctx context.Context, req *Request, resp *Response) erro
 func clientEvent(ev *rooms.Event, req *Request) any {
 	return ev.Client(rooms.ClientOptions{User: req.User, Device: req.Device, OmitRoomID: true})
 }
-
