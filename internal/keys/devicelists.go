@@ -56,7 +56,7 @@ func (s *Service) deviceLists(ctx context.Context, user id.UserID, since, to int
 		}
 	}
 
-	memberChanged, err := s.membershipChanges(ctx, user, since, to)
+	memberChanged, err := s.membershipChanges(ctx, user, mine, since, to)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -82,11 +82,11 @@ func (s *Service) deviceLists(ctx context.Context, user id.UserID, since, to int
 }
 
 // membershipChanges returns the users whose membership changed in
-// (since, to] in a room where user is (or was, in that window) a member,
-// and every current member of the rooms where user's own membership
-// changed. It reads the rooms package's tables (never writes them): the
+// (since, to] in a room where user is (mine: the rooms where user is joined
+// or invited) or was, in that window, a member, and every current member of
+// the rooms where user's own membership changed. It reads the rooms package's tables (never writes them): the
 // user's memberships index, and the member events of the window.
-func (s *Service) membershipChanges(ctx context.Context, user id.UserID, since, to int64) (map[id.UserID]bool, error) {
+func (s *Service) membershipChanges(ctx context.Context, user id.UserID, mine map[id.RoomID]bool, since, to int64) (map[id.UserID]bool, error) {
 	own := map[id.RoomID]bool{}
 	if s.rooms.MembershipPos(user) > since {
 		rows, err := s.db.Query(ctx, "SELECT room_id FROM memberships WHERE user_id = $1 AND pos > $2 AND pos <= $3", user, since, to)
@@ -107,49 +107,57 @@ func (s *Service) membershipChanges(ctx context.Context, user id.UserID, since, 
 		}
 	}
 	out := map[id.UserID]bool{}
-	rooms := s.activeRooms(user)
-	for r := range own {
-		rooms[r] = true
+	for roomID := range own {
+		if err := s.roomMembershipChanges(ctx, user, roomID, true, since, to, out); err != nil {
+			return nil, err
+		}
 	}
-	for roomID := range rooms {
-		if !own[roomID] && s.rooms.LastMemberPos(ctx, roomID) <= since {
+	for roomID := range mine {
+		if own[roomID] || s.rooms.LastMemberPos(ctx, roomID) <= since {
 			continue
 		}
-		rows, err := s.db.Query(ctx, `SELECT state_key FROM events
-			WHERE room_id = $1 AND type = 'm.room.member' AND pos > $2 AND pos <= $3`, roomID, since, to)
-		if err != nil {
-			return nil, fmt.Errorf("load membership events: %w", err)
-		}
-		self := own[roomID]
-		for rows.Next() {
-			var u id.UserID
-			if err := rows.Scan(&u); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out[u] = true
-			if u == user {
-				self = true
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		if err := s.roomMembershipChanges(ctx, user, roomID, false, since, to, out); err != nil {
 			return nil, err
-		}
-		if !self {
-			continue
-		}
-		state, err := s.rooms.CurrentState(ctx, roomID)
-		if err != nil {
-			return nil, err
-		}
-		for _, ev := range state {
-			if ev.Type == "m.room.member" && ev.StateKey != nil {
-				if m := ev.Membership(); m == "join" || m == "invite" {
-					out[id.UserID(*ev.StateKey)] = true
-				}
-			}
 		}
 	}
 	return out, nil
+}
+
+// roomMembershipChanges adds to out the users whose membership changed in
+// the room in (since, to] and, when user's own did (self), the room's
+// current members.
+func (s *Service) roomMembershipChanges(ctx context.Context, user id.UserID, roomID id.RoomID, self bool, since, to int64, out map[id.UserID]bool) error {
+	rows, err := s.db.Query(ctx, `SELECT state_key FROM events
+		WHERE room_id = $1 AND type = 'm.room.member' AND pos > $2 AND pos <= $3`, roomID, since, to)
+	if err != nil {
+		return fmt.Errorf("load membership events: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var u id.UserID
+		if err := rows.Scan(&u); err != nil {
+			return err
+		}
+		out[u] = true
+		self = self || u == user
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	rows.Close()
+	if !self {
+		return nil
+	}
+	state, err := s.rooms.CurrentState(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	for _, ev := range state {
+		if ev.Type == "m.room.member" && ev.StateKey != nil {
+			if m := ev.Membership(); m == "join" || m == "invite" {
+				out[id.UserID(*ev.StateKey)] = true
+			}
+		}
+	}
+	return nil
 }
