@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	gosync "sync"
 
 	"maunium.net/go/mautrix/id"
 
@@ -23,6 +24,13 @@ type Service struct {
 	accounts *accounts.Service
 	notifier *sync.Notifier
 
+	// floor is the stream position when the service started; every
+	// write since has its position in last, by user, so /sync can skip
+	// the query for a user with nothing new.
+	floor  int64
+	lastMu gosync.Mutex
+	last   map[id.UserID]int64
+
 	// Virtual answers GET requests for global types that another service
 	// keeps (m.push_rules), keyed by type. Set it before serving.
 	Virtual map[string]func(user id.UserID) json.RawMessage
@@ -30,7 +38,11 @@ type Service struct {
 
 // New returns the service; it wakes users' long-polls through notifier.
 func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, notifier *sync.Notifier) *Service {
-	return &Service{db: db, log: log, accounts: acc, notifier: notifier, Virtual: map[string]func(id.UserID) json.RawMessage{}}
+	return &Service{
+		db: db, log: log, accounts: acc, notifier: notifier,
+		floor: db.Visible(), last: map[id.UserID]int64{},
+		Virtual: map[string]func(id.UserID) json.RawMessage{},
+	}
 }
 
 // Get returns the content of the user's account data of this type, global
@@ -84,11 +96,16 @@ func (s *Service) Update(ctx context.Context, user id.UserID, roomID id.RoomID, 
 		if err := json.Compact(&buf, updated); err != nil {
 			return fmt.Errorf("account data %s: %w", typ, err)
 		}
+		pos := tx.NextPos()
 		if _, err := tx.Exec(ctx, `INSERT INTO account_data (user_id, room_id, type, content, pos) VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = excluded.content, pos = excluded.pos`,
-			user, roomID, typ, buf.String(), tx.NextPos()); err != nil {
+			user, roomID, typ, buf.String(), pos); err != nil {
 			return fmt.Errorf("store account data %s: %w", typ, err)
 		}
+		// Noted before the commit makes pos visible to /sync.
+		s.lastMu.Lock()
+		s.last[user] = pos
+		s.lastMu.Unlock()
 		changed = true
 		return nil
 	})
@@ -121,4 +138,11 @@ func (s *Service) OnDeactivated(ctx context.Context, user id.UserID) {
 	if err != nil {
 		s.log.Error("delete account data of deactivated user", "user_id", user, "err", err)
 	}
+}
+
+// latest returns a position at or after the user's newest account data.
+func (s *Service) latest(user id.UserID) int64 {
+	s.lastMu.Lock()
+	defer s.lastMu.Unlock()
+	return max(s.floor, s.last[user])
 }

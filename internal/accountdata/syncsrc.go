@@ -31,6 +31,9 @@ func (s *Service) Fill(ctx context.Context, req *sync.Request, resp *sync.Respon
 	if req.FullState {
 		from = 0
 	}
+	if from > 0 && len(req.NewlyJoined) == 0 && s.latest(req.User) <= from {
+		return nil // nothing written since the token
+	}
 	rows, err := s.load(ctx, "WHERE user_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos", req.User, from, req.To.Pos)
 	if err != nil {
 		return err
