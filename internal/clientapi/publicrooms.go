@@ -2,7 +2,6 @@ package clientapi
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"slices"
 	"strconv"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/spaces"
 )
 
 // maxPublicRooms bounds one page of the room directory.
@@ -28,20 +28,6 @@ type publicRoomsRequest struct {
 	} `json:"filter"`
 	IncludeAllNetworks   bool   `json:"include_all_networks"`
 	ThirdPartyInstanceID string `json:"third_party_instance_id"`
-}
-
-// publicRoom is one room of the directory.
-type publicRoom struct {
-	RoomID           id.RoomID `json:"room_id"`
-	Name             string    `json:"name,omitempty"`
-	Topic            string    `json:"topic,omitempty"`
-	AvatarURL        string    `json:"avatar_url,omitempty"`
-	CanonicalAlias   string    `json:"canonical_alias,omitempty"`
-	NumJoinedMembers int       `json:"num_joined_members"`
-	WorldReadable    bool      `json:"world_readable"`
-	GuestCanJoin     bool      `json:"guest_can_join"`
-	JoinRule         string    `json:"join_rule,omitempty"`
-	RoomType         string    `json:"room_type,omitempty"`
 }
 
 func (s *Service) getPublicRooms(w http.ResponseWriter, r *http.Request) {
@@ -103,7 +89,7 @@ func (s *Service) publicRooms(ctx context.Context, server string, req publicRoom
 		}
 		offset = n
 	}
-	all := []*publicRoom{}
+	all := []*spaces.Chunk{}
 	if req.ThirdPartyInstanceID == "" {
 		// Rooms of third-party networks would come from application
 		// services; this node publishes none, so only the Matrix list
@@ -132,7 +118,7 @@ func (s *Service) publicRooms(ctx context.Context, server string, req publicRoom
 		}
 		rooms = append(rooms, pr)
 	}
-	slices.SortFunc(rooms, func(a, b *publicRoom) int {
+	slices.SortFunc(rooms, func(a, b *spaces.Chunk) int {
 		if a.NumJoinedMembers != b.NumJoinedMembers {
 			return b.NumJoinedMembers - a.NumJoinedMembers
 		}
@@ -152,7 +138,7 @@ func (s *Service) publicRooms(ctx context.Context, server string, req publicRoom
 }
 
 // publishedRooms describes every room published in the directory.
-func (s *Service) publishedRooms(ctx context.Context) ([]*publicRoom, error) {
+func (s *Service) publishedRooms(ctx context.Context) ([]*spaces.Chunk, error) {
 	rows, err := s.db.Query(ctx, "SELECT room_id FROM rooms WHERE published = TRUE")
 	if err != nil {
 		return nil, err
@@ -170,61 +156,13 @@ func (s *Service) publishedRooms(ctx context.Context) ([]*publicRoom, error) {
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	out := make([]*publicRoom, 0, len(ids))
+	out := make([]*spaces.Chunk, 0, len(ids))
 	for _, roomID := range ids {
-		pr, err := s.describeRoom(ctx, roomID)
+		pr, err := spaces.Describe(ctx, s.rooms, roomID)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, pr)
 	}
 	return out, nil
-}
-
-// describeRoom summarises a room's current state for the directory.
-func (s *Service) describeRoom(ctx context.Context, roomID id.RoomID) (*publicRoom, error) {
-	state, err := s.rooms.CurrentState(ctx, roomID)
-	if err != nil {
-		return nil, err
-	}
-	pr := &publicRoom{RoomID: roomID}
-	for _, ev := range state {
-		var c struct {
-			Name              string `json:"name"`
-			Topic             string `json:"topic"`
-			URL               string `json:"url"`
-			Alias             string `json:"alias"`
-			HistoryVisibility string `json:"history_visibility"`
-			GuestAccess       string `json:"guest_access"`
-			JoinRule          string `json:"join_rule"`
-			Type              string `json:"type"`
-		}
-		if *ev.StateKey != "" && ev.Type != "m.room.member" {
-			continue
-		}
-		json.Unmarshal(ev.Content(), &c)
-		switch ev.Type {
-		case "m.room.member":
-			if ev.Membership() == "join" {
-				pr.NumJoinedMembers++
-			}
-		case "m.room.name":
-			pr.Name = c.Name
-		case "m.room.topic":
-			pr.Topic = c.Topic
-		case "m.room.avatar":
-			pr.AvatarURL = c.URL
-		case "m.room.canonical_alias":
-			pr.CanonicalAlias = c.Alias
-		case "m.room.history_visibility":
-			pr.WorldReadable = c.HistoryVisibility == "world_readable"
-		case "m.room.guest_access":
-			pr.GuestCanJoin = c.GuestAccess == "can_join"
-		case "m.room.join_rules":
-			pr.JoinRule = c.JoinRule
-		case "m.room.create":
-			pr.RoomType = c.Type
-		}
-	}
-	return pr, nil
 }

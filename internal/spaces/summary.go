@@ -4,27 +4,46 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/rooms"
 )
 
+// Chunk is a room's entry in the public room directory (the spec's
+// PublishedRoomsChunk); a Summary extends it.
+type Chunk struct {
+	RoomID           id.RoomID `json:"room_id"`
+	Name             string    `json:"name,omitempty"`
+	Topic            string    `json:"topic,omitempty"`
+	AvatarURL        string    `json:"avatar_url,omitempty"`
+	CanonicalAlias   string    `json:"canonical_alias,omitempty"`
+	NumJoinedMembers int       `json:"num_joined_members"`
+	WorldReadable    bool      `json:"world_readable"`
+	GuestCanJoin     bool      `json:"guest_can_join"`
+	JoinRule         string    `json:"join_rule,omitempty"`
+	RoomType         string    `json:"room_type,omitempty"`
+}
+
 // Summary is a room's summary (the spec's RoomSummary).
 type Summary struct {
-	RoomID           id.RoomID   `json:"room_id"`
-	Name             string      `json:"name,omitempty"`
-	Topic            string      `json:"topic,omitempty"`
-	AvatarURL        string      `json:"avatar_url,omitempty"`
-	CanonicalAlias   string      `json:"canonical_alias,omitempty"`
-	NumJoinedMembers int         `json:"num_joined_members"`
-	WorldReadable    bool        `json:"world_readable"`
-	GuestCanJoin     bool        `json:"guest_can_join"`
-	JoinRule         string      `json:"join_rule,omitempty"`
-	RoomType         string      `json:"room_type,omitempty"`
-	AllowedRoomIDs   []id.RoomID `json:"allowed_room_ids,omitempty"`
-	Encryption       string      `json:"encryption,omitempty"`
-	RoomVersion      string      `json:"room_version,omitempty"`
+	Chunk
+	AllowedRoomIDs []id.RoomID `json:"allowed_room_ids,omitempty"`
+	Encryption     string      `json:"encryption,omitempty"`
+	RoomVersion    string      `json:"room_version,omitempty"`
+}
+
+// Describe returns the room's directory entry, read from its current state.
+func Describe(ctx context.Context, eng *rooms.Engine, roomID id.RoomID) (*Chunk, error) {
+	v, err := (&Service{rooms: eng}).view(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	if v == nil {
+		return nil, fmt.Errorf("describe %s: %w", roomID, rooms.ErrNoRoom)
+	}
+	return &v.Chunk, nil
 }
 
 // roomView is what the package reads from a room's current state.
@@ -44,7 +63,7 @@ func (s *Service) view(ctx context.Context, roomID id.RoomID) (*roomView, error)
 	if err != nil {
 		return nil, err
 	}
-	v := &roomView{Summary: Summary{RoomID: roomID, JoinRule: "invite"}, historyVisibility: "shared", members: map[id.UserID]string{}}
+	v := &roomView{Summary: Summary{Chunk: Chunk{RoomID: roomID, JoinRule: "invite"}}, historyVisibility: "shared", members: map[id.UserID]string{}}
 	for _, ev := range state {
 		if ev.PDU == nil || ev.StateKey == nil {
 			continue
