@@ -23,12 +23,16 @@ import (
 
 // Session is an authenticated request's identity.
 type Session struct {
-	UserID    id.UserID
-	DeviceID  id.DeviceID
-	IsAdmin   bool
-	IsGuest   bool
-	TokenHash string
-	ExpiresTS int64 // 0: never
+	UserID   id.UserID
+	DeviceID id.DeviceID
+	IsAdmin  bool
+	IsGuest  bool
+	// Suspended and ShadowBanned are the account's moderation flags, read
+	// with the token (the admin guard applies them).
+	Suspended    bool
+	ShadowBanned bool
+	TokenHash    string
+	ExpiresTS    int64 // 0: never
 
 	cachedAt time.Time
 }
@@ -553,9 +557,9 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*Session, err
 	if !ok {
 		sess = &Session{TokenHash: h, cachedAt: time.Now()}
 		var deactivated, locked bool
-		err := s.db.QueryRow(ctx, `SELECT t.user_id, t.device_id, t.expires_ts, u.is_admin, u.is_guest, u.deactivated, u.locked
+		err := s.db.QueryRow(ctx, `SELECT t.user_id, t.device_id, t.expires_ts, u.is_admin, u.is_guest, u.suspended, u.shadow_banned, u.deactivated, u.locked
 			FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = $1`, h).
-			Scan(&sess.UserID, &sess.DeviceID, &sess.ExpiresTS, &sess.IsAdmin, &sess.IsGuest, &deactivated, &locked)
+			Scan(&sess.UserID, &sess.DeviceID, &sess.ExpiresTS, &sess.IsAdmin, &sess.IsGuest, &sess.Suspended, &sess.ShadowBanned, &deactivated, &locked)
 		if errors.Is(err, sql.ErrNoRows) || deactivated {
 			sess = nil
 		} else if err != nil {

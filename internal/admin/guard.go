@@ -13,47 +13,12 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/rooms"
 )
-
-// userFlags are the account flags the guard applies, cached briefly.
-type userFlags struct {
-	suspended, shadowBanned bool
-	at                      time.Time
-}
-
-const flagsTTL = 30 * time.Second
-
-func (s *Service) userFlags(r *http.Request, uid id.UserID) userFlags {
-	s.flagsMu.Lock()
-	f, ok := s.flags[uid]
-	s.flagsMu.Unlock()
-	if ok && time.Since(f.at) < flagsTTL {
-		return f
-	}
-	f = userFlags{at: time.Now()}
-	if u, ok, err := s.accounts.GetUser(r.Context(), uid); err == nil && ok {
-		f.suspended, f.shadowBanned = u.Suspended, u.ShadowBanned
-	}
-	s.flagsMu.Lock()
-	if len(s.flags) > 100000 {
-		clear(s.flags)
-	}
-	s.flags[uid] = f
-	s.flagsMu.Unlock()
-	return f
-}
-
-func (s *Service) dropFlags(uid id.UserID) {
-	s.flagsMu.Lock()
-	delete(s.flags, uid)
-	s.flagsMu.Unlock()
-}
 
 // Guard routes: what each guarded route does for suspended and
 // shadow-banned users and for blocked rooms.
@@ -112,11 +77,10 @@ func (s *Service) Guard(next http.Handler) http.Handler {
 				next.ServeHTTP(w, r) // the handler answers bad tokens
 				return nil, nil
 			}
-			f := s.userFlags(r, sess.UserID)
-			if f.suspended && rule.suspended && !allowedWhileSuspended(r, sess.UserID) {
+			if sess.Suspended && rule.suspended && !allowedWhileSuspended(r, sess.UserID) {
 				return nil, mxhttp.UserSuspended("your account is suspended")
 			}
-			if f.shadowBanned {
+			if sess.ShadowBanned {
 				switch rule.shadow {
 				case shadowEvent:
 					mac := hmac.New(sha256.New, key)

@@ -49,9 +49,6 @@ type Service struct {
 
 	noticeMu sync.Mutex // serialises creating notices rooms
 
-	flagsMu sync.Mutex
-	flags   map[id.UserID]userFlags
-
 	deleteMu sync.Mutex
 	deletes  map[string]*deleteStatus // delete_id -> status
 }
@@ -63,7 +60,7 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Eng
 	}
 	return &Service{
 		db: db, log: log, accounts: acc, rooms: eng, opts: opts, serverName: eng.ServerName(),
-		flags: map[id.UserID]userFlags{}, deletes: map[string]*deleteStatus{},
+		deletes: map[string]*deleteStatus{},
 	}
 }
 

@@ -140,7 +140,8 @@ func (s *Service) putFlag(flag string) accounts.AuthedHandler {
 	}
 }
 
-// setFlag changes a moderation flag and forgets the cached flags.
+// setFlag changes a moderation flag (accounts forgets the user's cached
+// sessions, so the guard sees it on the next request).
 func (s *Service) setFlag(ctx context.Context, uid id.UserID, flag string, v bool) error {
 	var err error
 	switch flag {
@@ -151,7 +152,6 @@ func (s *Service) setFlag(ctx context.Context, uid id.UserID, flag string, v boo
 	case "shadow_banned":
 		err = s.accounts.SetShadowBanned(ctx, uid, v)
 	}
-	s.dropFlags(uid)
 	if err == nil {
 		s.log.Info("account flag changed", "user_id", uid, "flag", flag, "value", v)
 	}
