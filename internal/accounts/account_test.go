@@ -15,14 +15,14 @@ import (
 
 const passwordPath = "/_matrix/client/v3/account/password"
 
-func loginWith(t *testing.T, n *testnode.Node, user id.UserID, password string) response {
+func loginWith(t *testing.T, n *testnode.Node, user id.UserID, password string) *testnode.Response {
 	t.Helper()
-	return call(t, n, "POST", loginPath, "", map[string]any{
+	return n.Do(t, "POST", loginPath, "", map[string]any{
 		"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": string(user)}, "password": password})
 }
 
 func TestChangePassword(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice := n.Register("alice")
 		other1, other2 := n.Login(alice.UserID), n.Login(alice.UserID)
@@ -33,11 +33,11 @@ func TestChangePassword(t *testing.T) {
 			t.Fatalf("password change flows: %s", m)
 		}
 		body["auth"] = passwordAuth(string(alice.UserID), "wrong", sess)
-		if r := call(t, n, "POST", passwordPath, alice.AccessToken, body); r.Status != http.StatusUnauthorized {
+		if r := n.Do(t, "POST", passwordPath, alice.AccessToken, body); r.Status != http.StatusUnauthorized {
 			t.Fatalf("password change with the wrong password: %d %s", r.Status, r.Body)
 		}
 		body["auth"] = passwordAuth(string(alice.UserID), testnode.Password, sess)
-		wantOK(t, call(t, n, "POST", passwordPath, alice.AccessToken, body))
+		wantOK(t, n.Do(t, "POST", passwordPath, alice.AccessToken, body))
 
 		// Other devices are logged out, this one is not.
 		if _, err := alice.Whoami(ctx); err != nil {
@@ -53,24 +53,24 @@ func TestChangePassword(t *testing.T) {
 		// logout_devices: false keeps the other devices.
 		other := wantOK(t, loginWith(t, n, alice.UserID, "new secret"))["access_token"].(string)
 		body = map[string]any{"new_password": "third", "logout_devices": false, "auth": passwordAuth(string(alice.UserID), "new secret", "")}
-		wantOK(t, call(t, n, "POST", passwordPath, alice.AccessToken, body))
-		wantOK(t, call(t, n, "GET", whoamiPath, other, nil))
+		wantOK(t, n.Do(t, "POST", passwordPath, alice.AccessToken, body))
+		wantOK(t, n.Do(t, "GET", whoamiPath, other, nil))
 		wantOK(t, loginWith(t, n, alice.UserID, "third"))
 
-		wantErr(t, call(t, n, "POST", passwordPath, alice.AccessToken, map[string]any{"auth": passwordAuth(string(alice.UserID), "third", "")}),
+		wantErr(t, n.Do(t, "POST", passwordPath, alice.AccessToken, map[string]any{"auth": passwordAuth(string(alice.UserID), "third", "")}),
 			http.StatusBadRequest, "M_MISSING_PARAM")
 
 		// Without an access token, the password stage says who the user is,
 		// and every device is logged out.
 		sess, _ = uiaSession(t, n, "POST", passwordPath, "", map[string]any{"new_password": "fourth"})
-		wantOK(t, call(t, n, "POST", passwordPath, "", map[string]any{"new_password": "fourth", "auth": passwordAuth(alice.UserID.Localpart(), "third", sess)}))
-		wantErr(t, call(t, n, "GET", whoamiPath, alice.AccessToken, nil), http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+		wantOK(t, n.Do(t, "POST", passwordPath, "", map[string]any{"new_password": "fourth", "auth": passwordAuth(alice.UserID.Localpart(), "third", sess)}))
+		wantErr(t, n.Do(t, "GET", whoamiPath, alice.AccessToken, nil), http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
 		wantOK(t, loginWith(t, n, alice.UserID, "fourth"))
 	})
 }
 
 func TestDeactivate(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob := n.Register("alice"), n.Register("bob")
 		room, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
@@ -89,10 +89,10 @@ func TestDeactivate(t *testing.T) {
 		const path = "/_matrix/client/v3/account/deactivate"
 		sess, _ := uiaSession(t, n, "POST", path, alice.AccessToken, nil)
 		// Bob's password cannot deactivate Alice.
-		if r := call(t, n, "POST", path, alice.AccessToken, map[string]any{"auth": passwordAuth(string(bob.UserID), testnode.Password, sess)}); r.Status != http.StatusUnauthorized {
+		if r := n.Do(t, "POST", path, alice.AccessToken, map[string]any{"auth": passwordAuth(string(bob.UserID), testnode.Password, sess)}); r.Status != http.StatusUnauthorized {
 			t.Fatalf("deactivate with bob's password: %d %s", r.Status, r.Body)
 		}
-		m := wantOK(t, call(t, n, "POST", path, alice.AccessToken, map[string]any{"auth": passwordAuth(string(alice.UserID), testnode.Password, sess)}))
+		m := wantOK(t, n.Do(t, "POST", path, alice.AccessToken, map[string]any{"auth": passwordAuth(string(alice.UserID), testnode.Password, sess)}))
 		if m["id_server_unbind_result"] != "no-support" {
 			t.Fatalf("deactivate response %v", m)
 		}

@@ -27,7 +27,7 @@ func deviceIDs(t *testing.T, c *mautrix.Client) []id.DeviceID {
 }
 
 func TestDevices(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice := n.Register("alice")
 		phone := n.Login(alice.UserID)
@@ -36,7 +36,7 @@ func TestDevices(t *testing.T) {
 		if got := deviceIDs(t, alice); !slices.Equal(got, want) {
 			t.Fatalf("devices = %v, want %v", got, want)
 		}
-		wantOK(t, call(t, n, "GET", "/_matrix/client/v3/devices", alice.AccessToken, nil))
+		wantOK(t, n.Do(t, "GET", "/_matrix/client/v3/devices", alice.AccessToken, nil))
 
 		// Get and rename.
 		if err := alice.SetDeviceInfo(ctx, phone.DeviceID, &mautrix.ReqDeviceInfo{DisplayName: "Alice's phone"}); err != nil {
@@ -46,17 +46,17 @@ func TestDevices(t *testing.T) {
 		if err != nil || info.DisplayName != "Alice's phone" || info.DeviceID != phone.DeviceID {
 			t.Fatalf("device after rename: %+v, %v", info, err)
 		}
-		wantOK(t, call(t, n, "GET", "/_matrix/client/v3/devices/"+string(phone.DeviceID), alice.AccessToken, nil))
+		wantOK(t, n.Do(t, "GET", "/_matrix/client/v3/devices/"+string(phone.DeviceID), alice.AccessToken, nil))
 		// A body without display_name changes nothing.
-		wantOK(t, call(t, n, "PUT", "/_matrix/client/v3/devices/"+string(phone.DeviceID), alice.AccessToken, map[string]any{}))
+		wantOK(t, n.Do(t, "PUT", "/_matrix/client/v3/devices/"+string(phone.DeviceID), alice.AccessToken, map[string]any{}))
 		if info, _ := alice.GetDeviceInfo(ctx, phone.DeviceID); info.DisplayName != "Alice's phone" {
 			t.Fatalf("empty PUT changed the name to %q", info.DisplayName)
 		}
-		wantErr(t, call(t, n, "GET", "/_matrix/client/v3/devices/NOSUCH", alice.AccessToken, nil), http.StatusNotFound, "M_NOT_FOUND")
-		wantErr(t, call(t, n, "PUT", "/_matrix/client/v3/devices/NOSUCH", alice.AccessToken, map[string]any{"display_name": "x"}), http.StatusNotFound, "M_NOT_FOUND")
+		wantErr(t, n.Do(t, "GET", "/_matrix/client/v3/devices/NOSUCH", alice.AccessToken, nil), http.StatusNotFound, "M_NOT_FOUND")
+		wantErr(t, n.Do(t, "PUT", "/_matrix/client/v3/devices/NOSUCH", alice.AccessToken, map[string]any{"display_name": "x"}), http.StatusNotFound, "M_NOT_FOUND")
 		// Other users' devices are invisible.
 		bob := n.Register("bob")
-		wantErr(t, call(t, n, "GET", "/_matrix/client/v3/devices/"+string(phone.DeviceID), bob.AccessToken, nil), http.StatusNotFound, "M_NOT_FOUND")
+		wantErr(t, n.Do(t, "GET", "/_matrix/client/v3/devices/"+string(phone.DeviceID), bob.AccessToken, nil), http.StatusNotFound, "M_NOT_FOUND")
 
 		// Delete with UIA: first a 401 with the password flow.
 		path := "/_matrix/client/v3/devices/" + string(phone.DeviceID)
@@ -65,20 +65,20 @@ func TestDevices(t *testing.T) {
 			t.Fatalf("delete device flows: %s", m)
 		}
 		// A wrong password keeps the session open and says why.
-		r := call(t, n, "DELETE", path, alice.AccessToken, map[string]any{"auth": passwordAuth(string(alice.UserID), "wrong", sess)})
+		r := n.Do(t, "DELETE", path, alice.AccessToken, map[string]any{"auth": passwordAuth(string(alice.UserID), "wrong", sess)})
 		if r.Status != http.StatusUnauthorized || r.JSON(t)["errcode"] != "M_FORBIDDEN" {
 			t.Fatalf("wrong password: %d %s", r.Status, r.Body)
 		}
 		// Another user's password does not do.
-		r = call(t, n, "DELETE", path, alice.AccessToken, map[string]any{"auth": passwordAuth(string(bob.UserID), testnode.Password, sess)})
+		r = n.Do(t, "DELETE", path, alice.AccessToken, map[string]any{"auth": passwordAuth(string(bob.UserID), testnode.Password, sess)})
 		if r.Status != http.StatusUnauthorized {
 			t.Fatalf("bob's password for alice: %d %s", r.Status, r.Body)
 		}
 		// The session cannot be used for another request.
-		wantErr(t, call(t, n, "POST", "/_matrix/client/v3/delete_devices", alice.AccessToken,
+		wantErr(t, n.Do(t, "POST", "/_matrix/client/v3/delete_devices", alice.AccessToken,
 			map[string]any{"devices": []string{string(phone.DeviceID)}, "auth": passwordAuth(string(alice.UserID), testnode.Password, sess)}),
 			http.StatusForbidden, "M_FORBIDDEN")
-		wantOK(t, call(t, n, "DELETE", path, alice.AccessToken, map[string]any{"auth": passwordAuth(string(alice.UserID), testnode.Password, sess)}))
+		wantOK(t, n.Do(t, "DELETE", path, alice.AccessToken, map[string]any{"auth": passwordAuth(string(alice.UserID), testnode.Password, sess)}))
 		_, err = phone.Whoami(ctx)
 		mxErr(t, err, "M_UNKNOWN_TOKEN")
 		if got := deviceIDs(t, alice); !slices.Equal(got, []id.DeviceID{alice.DeviceID}) {
@@ -87,7 +87,7 @@ func TestDevices(t *testing.T) {
 		// Deleting a device that is gone succeeds; the identifier may be
 		// left out when re-authenticating.
 		sess, _ = uiaSession(t, n, "DELETE", path, alice.AccessToken, nil)
-		wantOK(t, call(t, n, "DELETE", path, alice.AccessToken, map[string]any{"auth": map[string]any{"type": "m.login.password", "password": testnode.Password, "session": sess}}))
+		wantOK(t, n.Do(t, "DELETE", path, alice.AccessToken, map[string]any{"auth": map[string]any{"type": "m.login.password", "password": testnode.Password, "session": sess}}))
 
 		// Through the client.
 		tablet := n.Login(alice.UserID)
@@ -101,7 +101,7 @@ func TestDevices(t *testing.T) {
 		body := map[string]any{"devices": []id.DeviceID{d1.DeviceID, d2.DeviceID}}
 		sess, _ = uiaSession(t, n, "POST", "/_matrix/client/v3/delete_devices", alice.AccessToken, body)
 		body["auth"] = passwordAuth(alice.UserID.Localpart(), testnode.Password, sess)
-		wantOK(t, call(t, n, "POST", "/_matrix/client/v3/delete_devices", alice.AccessToken, body))
+		wantOK(t, n.Do(t, "POST", "/_matrix/client/v3/delete_devices", alice.AccessToken, body))
 		if got := deviceIDs(t, alice); !slices.Equal(got, []id.DeviceID{alice.DeviceID}) {
 			t.Fatalf("devices after delete_devices = %v", got)
 		}
@@ -109,8 +109,8 @@ func TestDevices(t *testing.T) {
 			_, err := c.Whoami(ctx)
 			mxErr(t, err, "M_UNKNOWN_TOKEN")
 		}
-		wantErr(t, call(t, n, "POST", "/_matrix/client/v3/delete_devices", alice.AccessToken, map[string]any{}), http.StatusBadRequest, "M_MISSING_PARAM")
-		wantErr(t, call(t, n, "POST", "/_matrix/client/v3/delete_devices", alice.AccessToken, map[string]any{"devices": "ABC"}), http.StatusBadRequest, "M_BAD_JSON")
-		wantErr(t, call(t, n, "GET", "/_matrix/client/v3/devices", "", nil), http.StatusUnauthorized, "M_MISSING_TOKEN")
+		wantErr(t, n.Do(t, "POST", "/_matrix/client/v3/delete_devices", alice.AccessToken, map[string]any{}), http.StatusBadRequest, "M_MISSING_PARAM")
+		wantErr(t, n.Do(t, "POST", "/_matrix/client/v3/delete_devices", alice.AccessToken, map[string]any{"devices": "ABC"}), http.StatusBadRequest, "M_BAD_JSON")
+		wantErr(t, n.Do(t, "GET", "/_matrix/client/v3/devices", "", nil), http.StatusUnauthorized, "M_MISSING_TOKEN")
 	})
 }

@@ -24,11 +24,11 @@ func TestLoginFlows(t *testing.T) {
 			t.Errorf("login flows %+v lack %s", flows.Flows, want)
 		}
 	}
-	wantOK(t, call(t, n, "GET", loginPath, "", nil))
+	wantOK(t, n.Do(t, "GET", loginPath, "", nil))
 }
 
 func TestPasswordLogin(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice := n.Register("alice")
 		lp := alice.UserID.Localpart()
@@ -49,7 +49,7 @@ func TestPasswordLogin(t *testing.T) {
 			}
 		}
 		// The deprecated top-level "user" field, with the localpart in capitals.
-		m := wantOK(t, call(t, n, "POST", loginPath, "", map[string]any{"type": "m.login.password", "user": "ALICE1", "password": testnode.Password}))
+		m := wantOK(t, n.Do(t, "POST", loginPath, "", map[string]any{"type": "m.login.password", "user": "ALICE1", "password": testnode.Password}))
 		if m["user_id"] != string(alice.UserID) {
 			t.Fatalf("legacy login: %v", m)
 		}
@@ -75,7 +75,7 @@ func TestPasswordLogin(t *testing.T) {
 		}
 		for _, tc := range bad {
 			t.Run(tc.name, func(t *testing.T) {
-				wantErr(t, call(t, n, "POST", loginPath, "", tc.body), tc.status, tc.code)
+				wantErr(t, n.Do(t, "POST", loginPath, "", tc.body), tc.status, tc.code)
 			})
 		}
 		_, err := n.Client().Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword,
@@ -83,18 +83,18 @@ func TestPasswordLogin(t *testing.T) {
 		mxErr(t, err, "M_FORBIDDEN")
 
 		// Logging in again with a device ID replaces that device's token.
-		first := wantOK(t, call(t, n, "POST", loginPath, "", map[string]any{"type": "m.login.password", "user": lp, "password": testnode.Password, "device_id": "MYDEVICE"}))
-		second := wantOK(t, call(t, n, "POST", loginPath, "", map[string]any{"type": "m.login.password", "user": lp, "password": testnode.Password, "device_id": "MYDEVICE"}))
+		first := wantOK(t, n.Do(t, "POST", loginPath, "", map[string]any{"type": "m.login.password", "user": lp, "password": testnode.Password, "device_id": "MYDEVICE"}))
+		second := wantOK(t, n.Do(t, "POST", loginPath, "", map[string]any{"type": "m.login.password", "user": lp, "password": testnode.Password, "device_id": "MYDEVICE"}))
 		if first["device_id"] != "MYDEVICE" || second["device_id"] != "MYDEVICE" {
 			t.Fatalf("device_id not kept: %v %v", first, second)
 		}
-		wantErr(t, call(t, n, "GET", whoamiPath, first["access_token"].(string), nil), 401, "M_UNKNOWN_TOKEN")
-		wantOK(t, call(t, n, "GET", whoamiPath, second["access_token"].(string), nil))
+		wantErr(t, n.Do(t, "GET", whoamiPath, first["access_token"].(string), nil), 401, "M_UNKNOWN_TOKEN")
+		wantOK(t, n.Do(t, "GET", whoamiPath, second["access_token"].(string), nil))
 	})
 }
 
 func TestTokenLogin(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice := n.Register("alice")
 		tok, err := n.Accounts.CreateLoginToken(ctx, alice.UserID, time.Minute)
@@ -117,40 +117,40 @@ func TestTokenLogin(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantErr(t, call(t, n, "POST", loginPath, "", map[string]any{"type": "m.login.token", "token": old}), 403, "M_FORBIDDEN")
+		wantErr(t, n.Do(t, "POST", loginPath, "", map[string]any{"type": "m.login.token", "token": old}), 403, "M_FORBIDDEN")
 	})
 }
 
 func TestRefreshTokens(t *testing.T) {
 	const lifetime = 700 * time.Millisecond
 	short := func(c *config.Config) { c.AccessTokenLifetime = lifetime }
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		alice := n.Register("alice")
-		m := wantOK(t, call(t, n, "POST", loginPath, "", map[string]any{
+		m := wantOK(t, n.Do(t, "POST", loginPath, "", map[string]any{
 			"type": "m.login.password", "user": alice.UserID.Localpart(), "password": testnode.Password, "refresh_token": true}))
 		access, _ := m["access_token"].(string)
 		refresh, _ := m["refresh_token"].(string)
 		if refresh == "" || m["expires_in_ms"] != float64(lifetime.Milliseconds()) {
 			t.Fatalf("login with refresh_token: %v", m)
 		}
-		wantOK(t, call(t, n, "GET", whoamiPath, access, nil))
+		wantOK(t, n.Do(t, "GET", whoamiPath, access, nil))
 
 		// Refresh gives a new pair and retires the old refresh token.
-		m = wantOK(t, call(t, n, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": refresh}))
+		m = wantOK(t, n.Do(t, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": refresh}))
 		access2, _ := m["access_token"].(string)
 		refresh2, _ := m["refresh_token"].(string)
 		if access2 == "" || refresh2 == "" || access2 == access || refresh2 == refresh {
 			t.Fatalf("refresh response %v", m)
 		}
-		wantErr(t, call(t, n, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": refresh}), 401, "M_UNKNOWN_TOKEN")
-		wantErr(t, call(t, n, "POST", "/_matrix/client/v3/refresh", "", map[string]any{}), 400, "M_MISSING_PARAM")
-		who := wantOK(t, call(t, n, "GET", whoamiPath, access2, nil))
+		wantErr(t, n.Do(t, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": refresh}), 401, "M_UNKNOWN_TOKEN")
+		wantErr(t, n.Do(t, "POST", "/_matrix/client/v3/refresh", "", map[string]any{}), 400, "M_MISSING_PARAM")
+		who := wantOK(t, n.Do(t, "GET", whoamiPath, access2, nil))
 		if who["user_id"] != string(alice.UserID) {
 			t.Fatalf("whoami with refreshed token: %v", who)
 		}
 
 		// Of two concurrent refreshes with one token, only one succeeds.
-		m = wantOK(t, call(t, n, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": refresh2}))
+		m = wantOK(t, n.Do(t, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": refresh2}))
 		access2, refresh2 = m["access_token"].(string), m["refresh_token"].(string)
 		statuses := make(chan int, 2)
 		for range 2 {
@@ -168,21 +168,21 @@ func TestRefreshTokens(t *testing.T) {
 		if a, b := <-statuses, <-statuses; a+b != 200+401 {
 			t.Fatalf("concurrent refreshes answered %d and %d, want one 200 and one 401", a, b)
 		}
-		m = wantOK(t, call(t, n, "POST", loginPath, "", map[string]any{
+		m = wantOK(t, n.Do(t, "POST", loginPath, "", map[string]any{
 			"type": "m.login.password", "user": alice.UserID.Localpart(), "password": testnode.Password, "refresh_token": true}))
 		access2, refresh2 = m["access_token"].(string), m["refresh_token"].(string)
 
 		// An expired access token is a soft logout.
 		time.Sleep(lifetime + 200*time.Millisecond)
-		e := wantErr(t, call(t, n, "GET", whoamiPath, access2, nil), 401, "M_UNKNOWN_TOKEN")
+		e := wantErr(t, n.Do(t, "GET", whoamiPath, access2, nil), 401, "M_UNKNOWN_TOKEN")
 		if e["soft_logout"] != true {
 			t.Fatalf("expired token without soft_logout: %v", e)
 		}
-		m = wantOK(t, call(t, n, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": refresh2}))
-		wantOK(t, call(t, n, "GET", whoamiPath, m["access_token"].(string), nil))
+		m = wantOK(t, n.Do(t, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": refresh2}))
+		wantOK(t, n.Do(t, "GET", whoamiPath, m["access_token"].(string), nil))
 
 		// Without refresh_token: no expiry and no refresh token.
-		m = wantOK(t, call(t, n, "POST", loginPath, "", map[string]any{"type": "m.login.password", "user": alice.UserID.Localpart(), "password": testnode.Password}))
+		m = wantOK(t, n.Do(t, "POST", loginPath, "", map[string]any{"type": "m.login.password", "user": alice.UserID.Localpart(), "password": testnode.Password}))
 		if _, ok := m["refresh_token"]; ok {
 			t.Fatalf("refresh token without asking: %v", m)
 		}
@@ -195,16 +195,16 @@ func TestRefreshTokens(t *testing.T) {
 	// expires_in_ms is left out.
 	n := testnode.Start(t, testnode.SQLite)
 	alice := n.Register("alice")
-	m := wantOK(t, call(t, n, "POST", loginPath, "", map[string]any{
+	m := wantOK(t, n.Do(t, "POST", loginPath, "", map[string]any{
 		"type": "m.login.password", "user": alice.UserID.Localpart(), "password": testnode.Password, "refresh_token": true}))
-	m = wantOK(t, call(t, n, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": m["refresh_token"]}))
+	m = wantOK(t, n.Do(t, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": m["refresh_token"]}))
 	if _, ok := m["expires_in_ms"]; ok {
 		t.Fatalf("refresh without lifetime has expires_in_ms: %v", m)
 	}
 }
 
 func TestLogout(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice := n.Register("alice")
 		second := n.Login(alice.UserID)
@@ -213,7 +213,7 @@ func TestLogout(t *testing.T) {
 		}
 		_, err := alice.Whoami(ctx)
 		mxErr(t, err, "M_UNKNOWN_TOKEN")
-		wantErr(t, call(t, n, "POST", "/_matrix/client/v3/logout", alice.AccessToken, nil), 401, "M_UNKNOWN_TOKEN")
+		wantErr(t, n.Do(t, "POST", "/_matrix/client/v3/logout", alice.AccessToken, nil), 401, "M_UNKNOWN_TOKEN")
 		// The device went with the token.
 		devs, err := second.GetDevicesInfo(ctx)
 		if err != nil {
@@ -239,9 +239,9 @@ func TestLogout(t *testing.T) {
 func TestWhoamiTokens(t *testing.T) {
 	n := testnode.Start(t, testnode.SQLite)
 	alice := n.Register("alice")
-	wantErr(t, call(t, n, "GET", whoamiPath, "", nil), 401, "M_MISSING_TOKEN")
-	wantErr(t, call(t, n, "GET", whoamiPath, "mos_not-a-token", nil), 401, "M_UNKNOWN_TOKEN")
-	m := wantOK(t, call(t, n, "GET", whoamiPath+"?access_token="+alice.AccessToken, "", nil))
+	wantErr(t, n.Do(t, "GET", whoamiPath, "", nil), 401, "M_MISSING_TOKEN")
+	wantErr(t, n.Do(t, "GET", whoamiPath, "mos_not-a-token", nil), 401, "M_UNKNOWN_TOKEN")
+	m := wantOK(t, n.Do(t, "GET", whoamiPath+"?access_token="+alice.AccessToken, "", nil))
 	if m["user_id"] != string(alice.UserID) || m["device_id"] != string(alice.DeviceID) || m["is_guest"] != false {
 		t.Fatalf("whoami = %v", m)
 	}

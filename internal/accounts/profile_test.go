@@ -14,7 +14,7 @@ import (
 )
 
 func TestProfile(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob := n.Register("alice"), n.Register("bob")
 		profile := "/_matrix/client/v3/profile/" + string(alice.UserID)
@@ -41,23 +41,23 @@ func TestProfile(t *testing.T) {
 		if err != nil || p.DisplayName != "Alice W." || p.AvatarURL != avatar {
 			t.Fatalf("profile %+v, %v", p, err)
 		}
-		m := wantOK(t, call(t, n, "GET", profile, "", nil))
+		m := wantOK(t, n.Do(t, "GET", profile, "", nil))
 		if m["m.tz"] != "Europe/Berlin" || m["org.example.pronouns"].(map[string]any)["en"] != "she/her" {
 			t.Fatalf("full profile %v", m)
 		}
-		m = wantOK(t, call(t, n, "GET", profile+"/displayname", "", nil))
+		m = wantOK(t, n.Do(t, "GET", profile+"/displayname", "", nil))
 		if m["displayname"] != "Alice W." {
 			t.Fatalf("displayname field %v", m)
 		}
-		wantOK(t, call(t, n, "GET", profile+"/avatar_url", "", nil))
-		m = wantOK(t, call(t, n, "GET", profile+"/org.example.pronouns", "", nil))
+		wantOK(t, n.Do(t, "GET", profile+"/avatar_url", "", nil))
+		m = wantOK(t, n.Do(t, "GET", profile+"/org.example.pronouns", "", nil))
 		if len(m) != 1 || m["org.example.pronouns"] == nil {
 			t.Fatalf("custom field %v", m)
 		}
-		wantOK(t, call(t, n, "DELETE", profile+"/org.example.pronouns", alice.AccessToken, nil))
-		wantErr(t, call(t, n, "GET", profile+"/org.example.pronouns", "", nil), http.StatusNotFound, "M_NOT_FOUND")
+		wantOK(t, n.Do(t, "DELETE", profile+"/org.example.pronouns", alice.AccessToken, nil))
+		wantErr(t, n.Do(t, "GET", profile+"/org.example.pronouns", "", nil), http.StatusNotFound, "M_NOT_FOUND")
 		// Deleting what is not there is fine.
-		wantOK(t, call(t, n, "DELETE", profile+"/org.example.pronouns", alice.AccessToken, nil))
+		wantOK(t, n.Do(t, "DELETE", profile+"/org.example.pronouns", alice.AccessToken, nil))
 
 		bad := []struct {
 			name, method, path, token string
@@ -80,14 +80,14 @@ func TestProfile(t *testing.T) {
 		}
 		for _, tc := range bad {
 			t.Run(tc.name, func(t *testing.T) {
-				wantErr(t, call(t, n, tc.method, tc.path, tc.token, tc.body), tc.status, tc.code)
+				wantErr(t, n.Do(t, tc.method, tc.path, tc.token, tc.body), tc.status, tc.code)
 			})
 		}
 	})
 }
 
 func TestProfileUpdatesMemberEvents(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob := n.Register("alice"), n.Register("bob")
 		var roomIDs []id.RoomID
@@ -128,7 +128,7 @@ func TestProfileUpdatesMemberEvents(t *testing.T) {
 			}
 		}
 		// Removing the display name removes it from the member events.
-		wantOK(t, call(t, n, "DELETE", "/_matrix/client/v3/profile/"+string(alice.UserID)+"/displayname", alice.AccessToken, nil))
+		wantOK(t, n.Do(t, "DELETE", "/_matrix/client/v3/profile/"+string(alice.UserID)+"/displayname", alice.AccessToken, nil))
 		for _, rid := range roomIDs {
 			if c := member(rid); c.Displayname != "" || c.AvatarURL != avatar.CUString() {
 				t.Fatalf("member event after removing the display name: %+v", c)

@@ -45,7 +45,7 @@ func uiaSession(t *testing.T, n *testnode.Node, method, path, token string, body
 	if body == nil {
 		body = map[string]any{}
 	}
-	r := call(t, n, method, path, token, body)
+	r := n.Do(t, method, path, token, body)
 	if r.Status != http.StatusUnauthorized {
 		t.Fatalf("%s %s without auth: got %d, want 401: %s", method, path, r.Status, r.Body)
 	}
@@ -58,7 +58,7 @@ func uiaSession(t *testing.T, n *testnode.Node, method, path, token string, body
 }
 
 func TestRegisterDummy(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		// Through the client.
 		c := n.Client()
@@ -82,19 +82,19 @@ func TestRegisterDummy(t *testing.T) {
 			t.Fatalf("no dummy flow: %s", m)
 		}
 		body["auth"] = map[string]any{"type": "m.login.dummy", "session": sess}
-		m = wantOK(t, call(t, n, "POST", registerPath, "", body))
+		m = wantOK(t, n.Do(t, "POST", registerPath, "", body))
 		if m["user_id"] != "@bob:localhost" || m["access_token"] == "" {
 			t.Fatalf("bad register response %v", m)
 		}
 		tok := m["access_token"].(string)
-		devs := wantOK(t, call(t, n, "GET", "/_matrix/client/v3/devices", tok, nil))["devices"].([]any)
+		devs := wantOK(t, n.Do(t, "GET", "/_matrix/client/v3/devices", tok, nil))["devices"].([]any)
 		if len(devs) != 1 || devs[0].(map[string]any)["display_name"] != "phone" {
 			t.Fatalf("devices after register: %v", devs)
 		}
 
 		// inhibit_login gives no token.
 		body = map[string]any{"username": "carol", "password": "pw", "inhibit_login": true, "auth": map[string]any{"type": "m.login.dummy"}}
-		m = wantOK(t, call(t, n, "POST", registerPath, "", body))
+		m = wantOK(t, n.Do(t, "POST", registerPath, "", body))
 		if m["user_id"] != "@carol:localhost" || m["access_token"] != nil {
 			t.Fatalf("inhibit_login response %v", m)
 		}
@@ -106,13 +106,13 @@ func TestRegisterDummy(t *testing.T) {
 		}
 		// Invalid user IDs.
 		for _, name := range []string{"bad name", "émile", "a:b", "@x", strings.Repeat("a", 300)} {
-			r := call(t, n, "POST", registerPath, "", map[string]any{"username": name, "password": "x", "auth": map[string]any{"type": "m.login.dummy"}})
+			r := n.Do(t, "POST", registerPath, "", map[string]any{"username": name, "password": "x", "auth": map[string]any{"type": "m.login.dummy"}})
 			wantErr(t, r, http.StatusBadRequest, "M_INVALID_USERNAME")
 		}
 		// Guests are not allowed.
-		wantErr(t, call(t, n, "POST", registerPath+"?kind=guest", "", map[string]any{}), http.StatusForbidden, "M_FORBIDDEN")
+		wantErr(t, n.Do(t, "POST", registerPath+"?kind=guest", "", map[string]any{}), http.StatusForbidden, "M_FORBIDDEN")
 		// No username: the server picks one.
-		m = wantOK(t, call(t, n, "POST", registerPath, "", map[string]any{"password": "x", "auth": map[string]any{"type": "m.login.dummy"}}))
+		m = wantOK(t, n.Do(t, "POST", registerPath, "", map[string]any{"password": "x", "auth": map[string]any{"type": "m.login.dummy"}}))
 		if m["user_id"] == "" {
 			t.Fatalf("no user_id: %v", m)
 		}
@@ -120,7 +120,7 @@ func TestRegisterDummy(t *testing.T) {
 }
 
 func TestRegisterAvailable(t *testing.T) {
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice := n.Register("alice")
 		c := n.Client()
@@ -131,23 +131,23 @@ func TestRegisterAvailable(t *testing.T) {
 		mxErr(t, err, "M_USER_IN_USE")
 		_, err = c.RegisterAvailable(ctx, "not valid!")
 		mxErr(t, err, "M_INVALID_USERNAME")
-		wantErr(t, call(t, n, "GET", registerPath+"/available", "", nil), http.StatusBadRequest, "M_MISSING_PARAM")
+		wantErr(t, n.Do(t, "GET", registerPath+"/available", "", nil), http.StatusBadRequest, "M_MISSING_PARAM")
 	})
 }
 
 func TestRegisterDisabled(t *testing.T) {
 	off := func(c *config.Config) { c.OpenRegistration, c.RegistrationTokens = false, false }
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		_, err := n.Client().RegisterDummy(context.Background(), &mautrix.ReqRegister[any]{Username: "alice", Password: "x"})
 		mxErr(t, err, "M_FORBIDDEN")
-		wantErr(t, call(t, n, "POST", registerPath, "", map[string]any{"username": "alice"}), http.StatusForbidden, "M_FORBIDDEN")
-		wantErr(t, call(t, n, "GET", "/_matrix/client/v1/register/m.login.registration_token/validity?token=abc", "", nil), http.StatusForbidden, "M_FORBIDDEN")
+		wantErr(t, n.Do(t, "POST", registerPath, "", map[string]any{"username": "alice"}), http.StatusForbidden, "M_FORBIDDEN")
+		wantErr(t, n.Do(t, "GET", "/_matrix/client/v1/register/m.login.registration_token/validity?token=abc", "", nil), http.StatusForbidden, "M_FORBIDDEN")
 	}, off)
 }
 
 func TestRegistrationToken(t *testing.T) {
 	tokenOnly := func(c *config.Config) { c.OpenRegistration, c.RegistrationTokens = false, true }
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		two := int64(2)
 		tok, err := n.Accounts.CreateRegistrationToken(ctx, accounts.RegistrationToken{Token: "let-me-in", UsesAllowed: &two})
@@ -156,15 +156,15 @@ func TestRegistrationToken(t *testing.T) {
 		}
 		validity := func(token string) bool {
 			t.Helper()
-			m := wantOK(t, call(t, n, "GET", "/_matrix/client/v1/register/m.login.registration_token/validity?token="+url.QueryEscape(token), "", nil))
+			m := wantOK(t, n.Do(t, "GET", "/_matrix/client/v1/register/m.login.registration_token/validity?token="+url.QueryEscape(token), "", nil))
 			return m["valid"] == true
 		}
 		if !validity(tok.Token) || validity("wrong") {
 			t.Fatal("validity endpoint disagrees with the token table")
 		}
-		wantErr(t, call(t, n, "GET", "/_matrix/client/v1/register/m.login.registration_token/validity", "", nil), http.StatusBadRequest, "M_MISSING_PARAM")
+		wantErr(t, n.Do(t, "GET", "/_matrix/client/v1/register/m.login.registration_token/validity", "", nil), http.StatusBadRequest, "M_MISSING_PARAM")
 
-		register := func(name, token string) response {
+		register := func(name, token string) *testnode.Response {
 			t.Helper()
 			body := map[string]any{"username": name, "password": testnode.Password}
 			sess, m := uiaSession(t, n, "POST", registerPath, "", body)
@@ -173,11 +173,11 @@ func TestRegistrationToken(t *testing.T) {
 			}
 			// m.login.dummy does not satisfy the token flow.
 			body["auth"] = map[string]any{"type": "m.login.dummy", "session": sess}
-			if r := call(t, n, "POST", registerPath, "", body); r.Status != http.StatusUnauthorized {
+			if r := n.Do(t, "POST", registerPath, "", body); r.Status != http.StatusUnauthorized {
 				t.Fatalf("dummy stage registered without a token: %d %s", r.Status, r.Body)
 			}
 			body["auth"] = map[string]any{"type": "m.login.registration_token", "token": token, "session": sess}
-			return call(t, n, "POST", registerPath, "", body)
+			return n.Do(t, "POST", registerPath, "", body)
 		}
 		// A wrong token fails the stage.
 		r := register("mallory", "nope")
@@ -224,13 +224,13 @@ func TestSharedSecretRegistration(t *testing.T) {
 		}
 		return hex.EncodeToString(m.Sum(nil))
 	}
-	eachEngine(t, func(t *testing.T, n *testnode.Node) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		nonce := func() string {
 			t.Helper()
-			return wantOK(t, call(t, n, "GET", path, "", nil))["nonce"].(string)
+			return wantOK(t, n.Do(t, "GET", path, "", nil))["nonce"].(string)
 		}
 		nc := nonce()
-		m := wantOK(t, call(t, n, "POST", path, "", map[string]any{
+		m := wantOK(t, n.Do(t, "POST", path, "", map[string]any{
 			"nonce": nc, "username": "root", "password": "pw", "admin": true, "displayname": "Root", "mac": mac(nc, "root", "pw", true),
 		}))
 		if m["user_id"] != "@root:localhost" || m["access_token"] == "" {
@@ -241,26 +241,26 @@ func TestSharedSecretRegistration(t *testing.T) {
 			t.Fatalf("registered admin: %+v, %v", sess, err)
 		}
 		// The nonce is single-use.
-		r := call(t, n, "POST", path, "", map[string]any{"nonce": nc, "username": "root2", "password": "pw", "mac": mac(nc, "root2", "pw", false)})
+		r := n.Do(t, "POST", path, "", map[string]any{"nonce": nc, "username": "root2", "password": "pw", "mac": mac(nc, "root2", "pw", false)})
 		if r.Status != http.StatusBadRequest {
 			t.Fatalf("reused nonce: %d %s", r.Status, r.Body)
 		}
 		// A wrong MAC (here: signed as non-admin, sent as admin).
 		nc = nonce()
-		wantErr(t, call(t, n, "POST", path, "", map[string]any{
+		wantErr(t, n.Do(t, "POST", path, "", map[string]any{
 			"nonce": nc, "username": "eve", "password": "pw", "admin": true, "mac": mac(nc, "eve", "pw", false),
 		}), http.StatusForbidden, "M_FORBIDDEN")
 		nc = nonce()
-		wantErr(t, call(t, n, "POST", path, "", map[string]any{"nonce": nc, "username": "eve", "password": "pw", "mac": "zz"}), http.StatusForbidden, "M_FORBIDDEN")
+		wantErr(t, n.Do(t, "POST", path, "", map[string]any{"nonce": nc, "username": "eve", "password": "pw", "mac": "zz"}), http.StatusForbidden, "M_FORBIDDEN")
 		// A normal user, who then logs in with the password.
 		nc = nonce()
-		wantOK(t, call(t, n, "POST", path, "", map[string]any{"nonce": nc, "username": "plain", "password": testnode.Password, "mac": mac(nc, "plain", testnode.Password, false)}))
+		wantOK(t, n.Do(t, "POST", path, "", map[string]any{"nonce": nc, "username": "plain", "password": testnode.Password, "mac": mac(nc, "plain", testnode.Password, false)}))
 		n.Login("@plain:localhost")
-		wantErr(t, call(t, n, "POST", path, "", map[string]any{"username": "x"}), http.StatusBadRequest, "M_MISSING_PARAM")
+		wantErr(t, n.Do(t, "POST", path, "", map[string]any{"username": "x"}), http.StatusBadRequest, "M_MISSING_PARAM")
 	}, withSecret)
 	// Disabled without a secret.
 	n := testnode.Start(t, testnode.SQLite)
-	if r := call(t, n, "GET", path, "", nil); r.Status != http.StatusNotFound {
+	if r := n.Do(t, "GET", path, "", nil); r.Status != http.StatusNotFound {
 		t.Fatalf("nonce without a shared secret: %d %s", r.Status, r.Body)
 	}
 }
