@@ -89,6 +89,7 @@ func (s *Service) getPresence(ctx context.Context, user id.UserID) (presence, er
 func (s *Service) storePresence(ctx context.Context, user id.UserID, p presence) error {
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		p.pos = tx.NextPos()
+		s.lastPresence.note(p.pos)
 		_, err := tx.Exec(ctx, `INSERT INTO presence (user_id, presence, status_msg, last_active_ts, pos) VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (user_id) DO UPDATE SET presence = excluded.presence, status_msg = excluded.status_msg,
 			last_active_ts = excluded.last_active_ts, pos = excluded.pos`,
@@ -373,6 +374,9 @@ func (s *Service) fillPresence(ctx context.Context, req *sync.Request, resp *syn
 	from := req.Since.Pos
 	if req.FullState {
 		from = 0
+	}
+	if !s.lastPresence.after(from) {
+		return nil // no presence written since the token
 	}
 	rows, err := s.db.Query(ctx, "SELECT user_id FROM presence WHERE pos > $1 AND pos <= $2 ORDER BY pos", from, req.To.Pos)
 	if err != nil {

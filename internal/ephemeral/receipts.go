@@ -183,13 +183,15 @@ func (s *Service) putReceipt(ctx context.Context, user id.UserID, roomID id.Room
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("load receipt: %w", err)
 		}
+		pos := tx.NextPos()
 		if _, err := tx.Exec(ctx, `INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, event_pos, ts, pos)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 			ON CONFLICT (room_id, user_id, receipt_type, thread_id) DO UPDATE SET
 			event_id = excluded.event_id, event_pos = excluded.event_pos, ts = excluded.ts, pos = excluded.pos`,
-			roomID, user, rtype, threadID, ev.ID, ev.Pos, ts, tx.NextPos()); err != nil {
+			roomID, user, rtype, threadID, ev.ID, ev.Pos, ts, pos); err != nil {
 			return fmt.Errorf("store receipt: %w", err)
 		}
+		s.lastReceipt.note(pos)
 		moved = true
 		return nil
 	})
@@ -257,6 +259,9 @@ func (s *Service) fillReceipts(ctx context.Context, req *sync.Request, resp *syn
 			rows = append(rows, rs...)
 		}
 	} else {
+		if len(req.NewlyJoined) == 0 && !s.lastReceipt.after(req.Since.Pos) {
+			return nil // no receipt written since the token
+		}
 		rs, err := s.loadReceipts(ctx, "WHERE pos > $1 AND pos <= $2", req.Since.Pos, req.To.Pos)
 		if err != nil {
 			return err

@@ -37,6 +37,9 @@ type Service struct {
 
 	typing   typingState
 	presence presenceState
+
+	lastReceipt  lastWrite // receipts table
+	lastPresence lastWrite // presence table
 }
 
 // New returns the service. It watches room events to keep a member list
@@ -46,6 +49,8 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Eng
 		db: db, log: log, accounts: acc, rooms: eng, sync: syncSvc, accountData: ad,
 		members: map[id.RoomID]map[id.UserID]string{},
 	}
+	s.lastReceipt.note(db.Visible())
+	s.lastPresence.note(db.Visible())
 	s.typing.rooms = map[id.RoomID]*roomTyping{}
 	s.presence.users = map[id.UserID]*presence{}
 	s.presence.watch = map[id.UserID]bool{}
