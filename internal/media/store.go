@@ -159,17 +159,25 @@ func (s *Store) Put(r io.Reader, limit int64, commit func(Blob) error) (Blob, er
 	defer unlock()
 	dst := s.path(sum)
 	if _, err := os.Stat(dst); err != nil {
-		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-			return Blob{}, fmt.Errorf("store media: %w", err)
+		// The rename (and any fan-out directory made for it) is durable
+		// only once its directory is synced: without this a crash could
+		// lose a file whose row is already committed.
+		dir := filepath.Dir(dst)
+		dirs := []string{dir}
+		if _, err := os.Stat(dir); err != nil {
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return Blob{}, fmt.Errorf("store media: %w", err)
+			}
+			dirs = append(dirs, filepath.Dir(dir), s.dir)
 		}
 		if err := os.Rename(tmp.Name(), dst); err != nil {
 			return Blob{}, fmt.Errorf("store media: %w", err)
 		}
 		keep = true
-		// The rename is durable only once the directory is: without this a
-		// crash could lose a file whose row is already committed.
-		if err := syncDir(filepath.Dir(dst)); err != nil {
-			return Blob{}, fmt.Errorf("store media: %w", err)
+		for _, d := range dirs {
+			if err := syncDir(d); err != nil {
+				return Blob{}, fmt.Errorf("store media: %w", err)
+			}
 		}
 	}
 	if commit != nil {
