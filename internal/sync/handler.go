@@ -360,11 +360,9 @@ func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, 
 			continue
 		}
 		ce := clientEvent(ev, req)
-		if c, ok := ce.(*rooms.ClientEvent); ok {
-			// Bundled aggregations are added for every room at once, in
-			// aggregate, once all timelines are known.
-			req.aggregate(to, ev, c)
-		}
+		// Bundled aggregations are added for every room at once, in
+		// addAggregations, once all timelines are known.
+		req.aggregate(to, ev, ce)
 		tl.Events = append(tl.Events, ce)
 	}
 	if len(evs) > 0 {

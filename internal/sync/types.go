@@ -192,6 +192,6 @@ func (f SourceFunc) Fill(ctx context.Context, req *Request, resp *Response) erro
 }
 
 // clientEvent renders an event for a sync response.
-func clientEvent(ev *rooms.Event, req *Request) any {
+func clientEvent(ev *rooms.Event, req *Request) *rooms.ClientEvent {
 	return ev.Client(rooms.ClientOptions{User: req.User, Device: req.Device, OmitRoomID: true})
 }
