@@ -154,14 +154,6 @@ func validateSyncEvents(t *testing.T, c *mautrix.Client) {
 // setup makes alice's public room with bob in it, and carol outside it.
 func setup(t *testing.T, n *testnode.Node) (alice, bob, carol *mautrix.Client, roomID id.RoomID) {
 	t.Helper()
-	ctx := context.Background()
 	alice, bob, carol = n.Register("alice"), n.Register("bob"), n.Register("carol")
-	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "eph", Preset: "public_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
-		t.Fatal(err)
-	}
-	return alice, bob, carol, room.RoomID
+	return alice, bob, carol, testnode.PublicRoom(t, alice, bob)
 }
