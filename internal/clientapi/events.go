@@ -233,21 +233,11 @@ func (s *Service) getEvent(w http.ResponseWriter, r *http.Request, sess *account
 	if err != nil {
 		return nil, err
 	}
-	ev, err := s.rooms.Event(r.Context(), id.EventID(r.PathValue("eventId")))
+	ev, visible, _, err := s.eventParam(r, sess, roomID, upTo)
 	if err != nil {
 		return nil, err
 	}
-	if ev.RoomID != roomID || ev.Pos > upTo {
-		return nil, mxhttp.NotFound("event not found")
-	}
-	vis, err := s.rooms.Visibility(r.Context(), roomID, sess.UserID)
-	if err != nil {
-		return nil, err
-	}
-	if !vis.CanSee(ev) {
-		return nil, mxhttp.NotFound("event not found")
-	}
-	aggs, err := s.aggregations(r.Context(), sess, upTo, []*rooms.Event{ev})
+	aggs, err := s.aggregations(r.Context(), sess, visible, []*rooms.Event{ev})
 	if err != nil {
 		return nil, err
 	}
