@@ -195,41 +195,37 @@ func formatValue(v reflect.Value) string {
 // Flags holds the command-line overrides registered by RegisterFlags.
 type Flags struct {
 	ConfigFile string
-	values     map[string]*string
-	set        map[string]bool
+	names      map[string]string // flag name -> setting name
 	fs         *flag.FlagSet
 }
 
 // RegisterFlags adds --config and one flag per setting to fs.
 func RegisterFlags(fs *flag.FlagSet) *Flags {
-	f := &Flags{values: map[string]*string{}, fs: fs}
+	f := &Flags{names: map[string]string{}, fs: fs}
 	fs.StringVar(&f.ConfigFile, "config", "", "config file (default: <data>/"+FileName+")")
 	def := Default()
 	for _, fl := range def.fields() {
 		name := FlagName(fl.name)
+		f.names[name] = fl.name
+		usage := fl.doc + " [$" + EnvName(fl.name) + "]"
 		if fl.v.Kind() == reflect.Bool {
-			b := new(bool)
-			fs.BoolVar(b, name, fl.v.Bool(), fl.doc+" [$"+EnvName(fl.name)+"]")
-			p := new(string)
-			f.values[fl.name] = p
-			// bool flags are read back through Visit
-			continue
+			fs.Bool(name, fl.v.Bool(), usage)
+		} else {
+			fs.String(name, formatValue(fl.v), usage)
 		}
-		f.values[fl.name] = fs.String(name, formatValue(fl.v), fl.doc+" [$"+EnvName(fl.name)+"]")
 	}
 	return f
 }
 
+// collect returns the settings given on the command line, by setting name.
 func (f *Flags) collect() map[string]string {
 	out := map[string]string{}
 	if f == nil || f.fs == nil {
 		return out
 	}
 	f.fs.Visit(func(fl *flag.Flag) {
-		for name := range f.values {
-			if FlagName(name) == fl.Name {
-				out[name] = fl.Value.String()
-			}
+		if name, ok := f.names[fl.Name]; ok {
+			out[name] = fl.Value.String()
 		}
 	})
 	return out
