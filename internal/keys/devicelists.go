@@ -148,16 +148,5 @@ func (s *Service) roomMembershipChanges(ctx context.Context, user id.UserID, roo
 	if !self {
 		return nil
 	}
-	state, err := s.rooms.CurrentState(ctx, roomID)
-	if err != nil {
-		return err
-	}
-	for _, ev := range state {
-		if ev.Type == "m.room.member" && ev.StateKey != nil {
-			if m := ev.Membership(); m == "join" || m == "invite" {
-				out[id.UserID(*ev.StateKey)] = true
-			}
-		}
-	}
-	return nil
+	return s.activeMembers(ctx, roomID, func(u id.UserID) { out[u] = true })
 }

@@ -194,11 +194,15 @@ func (s *Service) Load(ctx context.Context) error {
 	return nil
 }
 
+// active reports whether a membership counts as sharing the room: joined
+// or invited.
+func active(membership string) bool { return membership == "join" || membership == "invite" }
+
 // activeRooms returns the rooms where user is joined or invited.
 func (s *Service) activeRooms(user id.UserID) map[id.RoomID]bool {
 	out := map[id.RoomID]bool{}
 	for r, m := range s.rooms.Memberships(user) {
-		if m == "join" || m == "invite" {
+		if active(m) {
 			out[r] = true
 		}
 	}
@@ -208,11 +212,25 @@ func (s *Service) activeRooms(user id.UserID) map[id.RoomID]bool {
 // sharesRoom reports whether other is joined or invited to one of rooms.
 func (s *Service) sharesRoom(rooms map[id.RoomID]bool, other id.UserID) bool {
 	for r, m := range s.rooms.Memberships(other) {
-		if (m == "join" || m == "invite") && rooms[r] {
+		if active(m) && rooms[r] {
 			return true
 		}
 	}
 	return false
+}
+
+// activeMembers calls fn for each user joined to or invited in the room.
+func (s *Service) activeMembers(ctx context.Context, roomID id.RoomID, fn func(id.UserID)) error {
+	state, err := s.rooms.CurrentState(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	for _, ev := range state {
+		if ev.Type == "m.room.member" && ev.StateKey != nil && active(ev.Membership()) {
+			fn(id.UserID(*ev.StateKey))
+		}
+	}
+	return nil
 }
 
 // sharers lists user and everyone who shares a room with them.
@@ -220,20 +238,12 @@ func (s *Service) sharers(ctx context.Context, user id.UserID) []id.UserID {
 	seen := map[id.UserID]bool{user: true}
 	out := []id.UserID{user}
 	for r := range s.activeRooms(user) {
-		state, err := s.rooms.CurrentState(ctx, r)
-		if err != nil {
-			continue
-		}
-		for _, ev := range state {
-			if ev.Type != "m.room.member" || ev.StateKey == nil {
-				continue
-			}
-			u := id.UserID(*ev.StateKey)
-			if m := ev.Membership(); (m == "join" || m == "invite") && !seen[u] {
+		_ = s.activeMembers(ctx, r, func(u id.UserID) {
+			if !seen[u] {
 				seen[u] = true
 				out = append(out, u)
 			}
-		}
+		})
 	}
 	return out
 }
