@@ -291,8 +291,8 @@ func (s *Service) postRegister(w http.ResponseWriter, r *http.Request) (any, err
 	if err := s.ValidateLocalpart(localpart); err != nil {
 		return nil, err
 	}
-	if len(req.Password) > 512 {
-		return nil, mxhttp.InvalidParam("password too long")
+	if err := CheckPasswordLength(req.Password); err != nil {
+		return nil, err
 	}
 	if _, taken, err := s.GetUser(r.Context(), s.UserID(localpart)); err != nil {
 		return nil, err
@@ -426,8 +426,8 @@ func (s *Service) postPassword(w http.ResponseWriter, r *http.Request) (any, err
 	if req.NewPassword == "" {
 		return nil, mxhttp.MissingParam("missing new_password")
 	}
-	if len(req.NewPassword) > 512 {
-		return nil, mxhttp.InvalidParam("password too long")
+	if err := CheckPasswordLength(req.NewPassword); err != nil {
+		return nil, err
 	}
 	sess, err := s.optionalTokenUIA(r, req.Auth)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/matrixos/matrixos/internal/mxhttp"
 	"golang.org/x/crypto/argon2"
 )
 
@@ -44,6 +45,18 @@ func argonKey(password, salt []byte, t, m uint32, p uint8, n uint32) []byte {
 	// memory instead of growing the heap by argonMemory again.
 	runtime.GC()
 	return argon2.IDKey(password, salt, t, m, p, n)
+}
+
+// maxPasswordLen bounds a password in bytes, so hashing stays cheap.
+const maxPasswordLen = 512
+
+// CheckPasswordLength returns M_INVALID_PARAM for a password too long to
+// accept.
+func CheckPasswordLength(password string) error {
+	if len(password) > maxPasswordLen {
+		return mxhttp.InvalidParam("password too long")
+	}
+	return nil
 }
 
 // hashesRunning counts the argon2 computations in progress.

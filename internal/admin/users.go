@@ -363,8 +363,10 @@ func (s *Service) putUser(w http.ResponseWriter, r *http.Request, sess *accounts
 	if err := mxhttp.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	if req.Password != nil && len(*req.Password) > 512 {
-		return nil, mxhttp.InvalidParam("password too long")
+	if req.Password != nil {
+		if err := accounts.CheckPasswordLength(*req.Password); err != nil {
+			return nil, err
+		}
 	}
 	if req.DisplayName != nil && len(*req.DisplayName) > 256 {
 		return nil, mxhttp.InvalidParam("displayname too long")
@@ -486,8 +488,8 @@ func (s *Service) resetPassword(w http.ResponseWriter, r *http.Request, sess *ac
 	if req.NewPassword == "" {
 		return nil, mxhttp.MissingParam("missing new_password")
 	}
-	if len(req.NewPassword) > 512 {
-		return nil, mxhttp.InvalidParam("password too long")
+	if err := accounts.CheckPasswordLength(req.NewPassword); err != nil {
+		return nil, err
 	}
 	u, err := s.existingUser(r)
 	if err != nil {
