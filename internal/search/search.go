@@ -221,12 +221,24 @@ func (s *Service) handleSearch(w http.ResponseWriter, r *http.Request, sess *acc
 	if err != nil {
 		return nil, err
 	}
+	ids := make([]id.EventID, len(hits))
+	for i, h := range hits {
+		ids[i] = h.eventID
+	}
+	evs, err := s.rooms.EventsByID(r.Context(), ids)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[id.EventID]*rooms.Event, len(evs))
+	for _, ev := range evs {
+		byID[ev.ID] = ev
+	}
 	results := []any{}
 	visCache := map[id.RoomID]*rooms.Visibility{}
 	groups := map[string]map[string]map[string]any{}
 	for _, h := range hits {
-		ev, err := s.rooms.Event(r.Context(), h.eventID)
-		if err != nil {
+		ev := byID[h.eventID]
+		if ev == nil {
 			continue
 		}
 		vis, ok := visCache[ev.RoomID]
