@@ -68,6 +68,10 @@ func (s *Service) view(ctx context.Context, roomID id.RoomID) (*roomView, error)
 		if ev.PDU == nil || ev.StateKey == nil {
 			continue
 		}
+		sk := *ev.StateKey
+		if sk != "" && ev.Type != "m.room.member" && ev.Type != "m.space.child" {
+			continue // only these two types are keyed by something else
+		}
 		var c map[string]json.RawMessage
 		json.Unmarshal(ev.PDU.Content, &c)
 		str := func(k string) string {
@@ -75,55 +79,35 @@ func (s *Service) view(ctx context.Context, roomID id.RoomID) (*roomView, error)
 			json.Unmarshal(c[k], &s)
 			return s
 		}
-		sk := *ev.StateKey
 		switch ev.Type {
 		case "m.room.create":
-			if sk == "" {
-				v.RoomType = str("type")
-			}
+			v.RoomType = str("type")
 		case "m.room.name":
-			if sk == "" {
-				v.Name = str("name")
-			}
+			v.Name = str("name")
 		case "m.room.topic":
-			if sk == "" {
-				v.Topic = plainTopic(c)
-			}
+			v.Topic = plainTopic(c)
 		case "m.room.avatar":
-			if sk == "" {
-				v.AvatarURL = str("url")
-			}
+			v.AvatarURL = str("url")
 		case "m.room.canonical_alias":
-			if sk == "" {
-				v.CanonicalAlias = str("alias")
-			}
+			v.CanonicalAlias = str("alias")
 		case "m.room.join_rules":
-			if sk == "" {
-				v.JoinRule = str("join_rule")
-				var allow []struct {
-					Type   string    `json:"type"`
-					RoomID id.RoomID `json:"room_id"`
-				}
-				json.Unmarshal(c["allow"], &allow)
-				v.AllowedRoomIDs = nil
-				for _, a := range allow {
-					if a.Type == "m.room_membership" && a.RoomID != "" {
-						v.AllowedRoomIDs = append(v.AllowedRoomIDs, a.RoomID)
-					}
+			v.JoinRule = str("join_rule")
+			var allow []struct {
+				Type   string    `json:"type"`
+				RoomID id.RoomID `json:"room_id"`
+			}
+			json.Unmarshal(c["allow"], &allow)
+			for _, a := range allow {
+				if a.Type == "m.room_membership" && a.RoomID != "" {
+					v.AllowedRoomIDs = append(v.AllowedRoomIDs, a.RoomID)
 				}
 			}
 		case "m.room.history_visibility":
-			if sk == "" {
-				v.historyVisibility = str("history_visibility")
-			}
+			v.historyVisibility = str("history_visibility")
 		case "m.room.guest_access":
-			if sk == "" {
-				v.GuestCanJoin = str("guest_access") == "can_join"
-			}
+			v.GuestCanJoin = str("guest_access") == "can_join"
 		case "m.room.encryption":
-			if sk == "" {
-				v.Encryption = str("algorithm")
-			}
+			v.Encryption = str("algorithm")
 		case "m.room.member":
 			m := str("membership")
 			v.members[id.UserID(sk)] = m
