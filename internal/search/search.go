@@ -217,7 +217,7 @@ func (s *Service) handleSearch(w http.ResponseWriter, r *http.Request, sess *acc
 	if len(roomIDs) == 0 || len(words) == 0 {
 		return map[string]any{"search_categories": map[string]any{"room_events": result}}, nil
 	}
-	hits, total, err := s.query(r.Context(), words, roomIDs, keys, c.OrderBy == "recent", offset, limit, c.Filter)
+	hits, scanned, total, err := s.query(r.Context(), words, roomIDs, keys, c.OrderBy == "recent", offset, limit, c.Filter)
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +225,7 @@ func (s *Service) handleSearch(w http.ResponseWriter, r *http.Request, sess *acc
 	for i, h := range hits {
 		ids[i] = h.eventID
 	}
-	evs, err := s.rooms.EventsByID(r.Context(), ids)
+	evs, err := s.rooms.Events(r.Context(), ids)
 	if err != nil {
 		return nil, err
 	}
@@ -284,8 +284,8 @@ func (s *Service) handleSearch(w http.ResponseWriter, r *http.Request, sess *acc
 	if len(groups) > 0 {
 		result["groups"] = groups
 	}
-	if offset+len(hits) < total && len(hits) == limit {
-		result["next_batch"] = strconv.Itoa(offset + len(hits))
+	if offset+scanned < total && scanned == limit {
+		result["next_batch"] = strconv.Itoa(offset + scanned)
 	}
 	if c.IncludeState {
 		state := map[id.RoomID][]any{}
@@ -317,8 +317,9 @@ func placeholders(start, n int) string {
 }
 
 // query runs the engine's full-text search. Filters on senders and types
-// are applied in SQL where they map to columns.
-func (s *Service) query(ctx context.Context, words []string, roomIDs []id.RoomID, keys []string, recent bool, offset, limit int, f *sync.RoomEventFilter) ([]hit, int, error) {
+// are applied in SQL where they map to columns; scanned counts the page's
+// rows before the rest of the filter, for the next page's offset.
+func (s *Service) query(ctx context.Context, words []string, roomIDs []id.RoomID, keys []string, recent bool, offset, limit int, f *sync.RoomEventFilter) (hits []hit, scanned, total int, err error) {
 	var args []any
 	var match, rankExpr, from string
 	if s.db.Dialect == storage.Postgres {
@@ -357,9 +358,8 @@ func (s *Service) query(ctx context.Context, words []string, roomIDs []id.RoomID
 			where += " AND s.sender <> $" + strconv.Itoa(len(args))
 		}
 	}
-	var total int
 	if err := s.db.QueryRow(ctx, "SELECT COUNT(*) FROM "+from+" WHERE "+where, args...).Scan(&total); err != nil {
-		return nil, 0, fmt.Errorf("count search results: %w", err)
+		return nil, 0, 0, fmt.Errorf("count search results: %w", err)
 	}
 	order := "rank DESC, s.pos DESC"
 	if recent {
@@ -370,23 +370,23 @@ func (s *Service) query(ctx context.Context, words []string, roomIDs []id.RoomID
 		" ORDER BY " + order + " LIMIT $" + strconv.Itoa(len(args)-1) + " OFFSET $" + strconv.Itoa(len(args))
 	rows, err := s.db.Query(ctx, q, args...)
 	if err != nil {
-		return nil, 0, fmt.Errorf("search: %w", err)
+		return nil, 0, 0, fmt.Errorf("search: %w", err)
 	}
 	defer rows.Close()
-	var out []hit
 	for rows.Next() {
+		scanned++
 		var h hit
 		var typ string
 		var sender id.UserID
 		if err := rows.Scan(&h.eventID, &typ, &sender, &h.rank); err != nil {
-			return nil, 0, err
+			return nil, 0, 0, err
 		}
 		if f != nil && !f.Allows(typ, sender) {
 			continue
 		}
-		out = append(out, h)
+		hits = append(hits, h)
 	}
-	return out, total, rows.Err()
+	return hits, scanned, total, rows.Err()
 }
 
 // context builds a result's event context.
