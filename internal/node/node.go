@@ -182,7 +182,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 	n.Sync.AddLateSource(n.Push.CountsSource())
 	n.Search = search.New(n.DB, log, n.Accounts, n.Rooms)
-	n.UserDir = userdir.New(n.DB, n.Accounts, n.Rooms)
+	n.UserDir = userdir.New(n.Accounts, n.Rooms)
 	n.Media, err = media.New(n.DB, log, n.Accounts, MediaOptions(cfg))
 	if err != nil {
 		n.DB.Close()

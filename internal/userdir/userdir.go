@@ -15,20 +15,18 @@ import (
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/rooms"
-	"github.com/matrixos/matrixos/internal/storage"
 )
 
 // Service answers user directory searches from live memberships and
 // profiles, so it follows every profile and membership change at once.
 type Service struct {
-	db       *storage.DB
 	accounts *accounts.Service
 	rooms    *rooms.Engine
 }
 
 // New returns the service.
-func New(db *storage.DB, acc *accounts.Service, eng *rooms.Engine) *Service {
-	return &Service{db: db, accounts: acc, rooms: eng}
+func New(acc *accounts.Service, eng *rooms.Engine) *Service {
+	return &Service{accounts: acc, rooms: eng}
 }
 
 // Routes registers the endpoint.
