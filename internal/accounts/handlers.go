@@ -196,7 +196,7 @@ func (s *Service) CreateLoginToken(ctx context.Context, uid id.UserID, ttl time.
 	tok := randomString("mol_", 24)
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		_, err := tx.Exec(ctx, "INSERT INTO login_tokens (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)",
-			hashToken(tok), uid, time.Now().Add(ttl).UnixMilli())
+			HashToken(tok), uid, time.Now().Add(ttl).UnixMilli())
 		return err
 	})
 	return tok, err
@@ -207,12 +207,12 @@ func (s *Service) consumeLoginToken(ctx context.Context, tok string) (id.UserID,
 	var expires int64
 	found := false
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		err := tx.QueryRow(ctx, "SELECT user_id, expires_ts FROM login_tokens WHERE token_hash = $1", hashToken(tok)).Scan(&uid, &expires)
+		err := tx.QueryRow(ctx, "SELECT user_id, expires_ts FROM login_tokens WHERE token_hash = $1", HashToken(tok)).Scan(&uid, &expires)
 		if err != nil {
 			return nil
 		}
 		found = true
-		_, err = tx.Exec(ctx, "DELETE FROM login_tokens WHERE token_hash = $1", hashToken(tok))
+		_, err = tx.Exec(ctx, "DELETE FROM login_tokens WHERE token_hash = $1", HashToken(tok))
 		return err
 	})
 	if err != nil {

@@ -85,7 +85,8 @@ func New(db *storage.DB, log *slog.Logger, opts Options) *Service {
 // ServerName is the node's server name.
 func (s *Service) ServerName() string { return s.opts.ServerName }
 
-func hashToken(tok string) string {
+// HashToken is how tokens are stored: the hex SHA-256 of the token.
+func HashToken(tok string) string {
 	sum := sha256.Sum256([]byte(tok))
 	return hex.EncodeToString(sum[:])
 }
@@ -477,12 +478,12 @@ func (s *Service) NewSession(ctx context.Context, uid id.UserID, dev id.DeviceID
 			}
 		}
 		if _, err := tx.Exec(ctx, "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts) VALUES ($1, $2, $3, $4, $5)",
-			hashToken(access), uid, dev, now, expires); err != nil {
+			HashToken(access), uid, dev, now, expires); err != nil {
 			return err
 		}
 		if refresh {
 			if _, err := tx.Exec(ctx, "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts) VALUES ($1, $2, $3, $4)",
-				hashToken(res.RefreshToken), uid, dev, now); err != nil {
+				HashToken(res.RefreshToken), uid, dev, now); err != nil {
 				return err
 			}
 		}
@@ -495,7 +496,7 @@ func (s *Service) NewSession(ctx context.Context, uid id.UserID, dev id.DeviceID
 	for _, h := range oldHashes {
 		delete(s.tokens, h)
 	}
-	delete(s.tokens, hashToken(access)) // drop a cached miss, if any
+	delete(s.tokens, HashToken(access)) // drop a cached miss, if any
 	s.mu.Unlock()
 	if created {
 		for _, h := range s.Hooks.DeviceAdded {
@@ -513,7 +514,7 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*LoginResul
 	// Take the token in one transaction so that two concurrent refreshes
 	// cannot both succeed.
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		h := hashToken(refreshToken)
+		h := HashToken(refreshToken)
 		err := tx.QueryRow(ctx, "SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = $1", h).Scan(&uid, &dev)
 		if errors.Is(err, sql.ErrNoRows) {
 			return unknown
@@ -547,7 +548,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*Session, err
 	if token == "" {
 		return nil, mxhttp.MissingToken("missing access token")
 	}
-	h := hashToken(token)
+	h := HashToken(token)
 	s.mu.RLock()
 	sess, ok := s.tokens[h]
 	s.mu.RUnlock()

@@ -9,10 +9,8 @@ package openid
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"database/sql"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -60,11 +58,6 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /_matrix/federation/v1/openid/userinfo", mxhttp.Handle(s.userInfo))
 }
 
-func hash(tok string) string {
-	h := sha256.Sum256([]byte(tok))
-	return hex.EncodeToString(h[:])
-}
-
 // Issue creates a token for the user.
 func (s *Service) Issue(ctx context.Context, user id.UserID) (string, error) {
 	b := make([]byte, 24)
@@ -76,7 +69,7 @@ func (s *Service) Issue(ctx context.Context, user id.UserID) (string, error) {
 			return err
 		}
 		_, err := tx.Exec(ctx, "INSERT INTO openid_tokens (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)",
-			hash(tok), user, now.Add(TokenLifetime).UnixMilli())
+			accounts.HashToken(tok), user, now.Add(TokenLifetime).UnixMilli())
 		return err
 	})
 	if err != nil {
@@ -89,7 +82,7 @@ func (s *Service) Issue(ctx context.Context, user id.UserID) (string, error) {
 func (s *Service) Lookup(ctx context.Context, tok string) (id.UserID, error) {
 	var user id.UserID
 	var expires int64
-	err := s.db.QueryRow(ctx, "SELECT user_id, expires_ts FROM openid_tokens WHERE token_hash = $1", hash(tok)).Scan(&user, &expires)
+	err := s.db.QueryRow(ctx, "SELECT user_id, expires_ts FROM openid_tokens WHERE token_hash = $1", accounts.HashToken(tok)).Scan(&user, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil
 	}
