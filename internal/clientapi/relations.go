@@ -244,7 +244,7 @@ func (s *Service) getThreads(w http.ResponseWriter, r *http.Request, sess *accou
 	for i, t := range threads {
 		ids[i] = t.Root
 	}
-	loaded, err := s.rooms.EventsByID(ctx, ids)
+	loaded, err := s.rooms.Events(ctx, ids)
 	if err != nil {
 		return nil, err
 	}

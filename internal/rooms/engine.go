@@ -989,21 +989,35 @@ func (e *Engine) Event(ctx context.Context, evID id.EventID) (*Event, error) {
 	return evs[0], nil
 }
 
-// Events loads events by ID, skipping unknown ones.
+// Events loads events by ID, from the cache or in batched queries. Unknown
+// IDs are skipped, duplicates are loaded once, and the order is not kept.
 func (e *Engine) Events(ctx context.Context, ids []id.EventID) ([]*Event, error) {
 	out := make([]*Event, 0, len(ids))
+	var missing []id.EventID
+	seen := map[id.EventID]bool{}
 	for _, eid := range ids {
-		ev, err := e.Event(ctx, eid)
-		if err != nil {
-			var me *mxhttp.Error
-			if errors.As(err, &me) && me.Code == "M_NOT_FOUND" {
-				continue
-			}
-			return nil, err
+		if seen[eid] {
+			continue
 		}
-		out = append(out, ev)
+		seen[eid] = true
+		if ev := e.cache.get(eid); ev != nil {
+			out = append(out, ev)
+		} else {
+			missing = append(missing, eid)
+		}
 	}
-	return out, nil
+	err := inChunks(missing, func(part []id.EventID) error {
+		evs, err := e.queryEvents(ctx, "WHERE event_id IN ("+placeholders(1, len(part))+")", anySlice(part)...)
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			e.cache.put(ev)
+		}
+		out = append(out, evs...)
+		return nil
+	})
+	return out, err
 }
 
 const eventColumns = `pos, event_id, room_id, type, state_key, sender, depth, origin_ts, json, snapshot_before, rejected,

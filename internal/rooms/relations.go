@@ -56,38 +56,6 @@ func anySlice[T any](vs []T) []any {
 	return out
 }
 
-// EventsByID loads events by ID with one query per few hundred IDs (cached
-// events are not read again), skipping unknown ones. The result is in no
-// particular order.
-func (e *Engine) EventsByID(ctx context.Context, ids []id.EventID) ([]*Event, error) {
-	out := make([]*Event, 0, len(ids))
-	var missing []id.EventID
-	seen := map[id.EventID]bool{}
-	for _, eid := range ids {
-		if seen[eid] {
-			continue
-		}
-		seen[eid] = true
-		if ev := e.cache.get(eid); ev != nil {
-			out = append(out, ev)
-		} else {
-			missing = append(missing, eid)
-		}
-	}
-	err := inChunks(missing, func(part []id.EventID) error {
-		evs, err := e.queryEvents(ctx, "WHERE event_id IN ("+placeholders(1, len(part))+")", anySlice(part)...)
-		if err != nil {
-			return err
-		}
-		for _, ev := range evs {
-			e.cache.put(ev)
-		}
-		out = append(out, evs...)
-		return nil
-	})
-	return out, err
-}
-
 // RelationsQuery selects the events relating to one event.
 type RelationsQuery struct {
 	RoomID    id.RoomID
