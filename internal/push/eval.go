@@ -120,18 +120,6 @@ func compileCondition(c json.RawMessage) condMatcher {
 	return func(x *evalCtx) bool { return pc.Match(x, x.mev) }
 }
 
-// evaluate returns the first matching rule's outcome.
-func (cs *compiledSet) evaluate(x *evalCtx) Outcome {
-	for _, list := range cs.lists {
-		for _, r := range list {
-			if r.matches(x) {
-				return Outcome{RuleID: r.rule.RuleID, Notify: r.notify, Highlight: r.notify && r.highlight}
-			}
-		}
-	}
-	return Outcome{}
-}
-
 func (r *compiledRule) matches(x *evalCtx) bool {
 	if r.legacy && x.hasMentions {
 		return false

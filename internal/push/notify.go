@@ -19,7 +19,7 @@ type NotifyFunc func(user id.UserID, ev *rooms.Event, actions []json.RawMessage,
 // NotifyTxFunc records a notification inside the event's transaction.
 type NotifyTxFunc func(ctx context.Context, tx *storage.Tx, user id.UserID, ev *rooms.Event, actions []json.RawMessage, highlight bool) error
 
-// match is evaluate that also returns the matching rule's actions.
+// match returns the first matching rule's outcome and actions.
 func (cs *compiledSet) match(x *evalCtx) (Outcome, []json.RawMessage) {
 	for _, list := range cs.lists {
 		for _, r := range list {

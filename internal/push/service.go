@@ -192,7 +192,8 @@ func (s *Service) Evaluate(ctx context.Context, user id.UserID, ev *rooms.Event,
 	}
 	_, cs := s.rulesOf(user).build(user)
 	x.user = user
-	return cs.evaluate(x), nil
+	out, _ := cs.match(x)
+	return out, nil
 }
 
 func (s *Service) evalCtx(ctx context.Context, ev *rooms.Event, memberCount int) (*evalCtx, error) {
