@@ -7,11 +7,11 @@
 // reported to the user's clients as an m.push_rules account-data event in
 // /sync (see [Service.RulesSource]).
 //
-// When an event commits, [Service.OnEvent] evaluates the rules of every
-// local joined member but the sender and records, per room and per thread,
-// the events that notify or highlight. Read receipts ([Service.MarkRead])
-// and the user's own events clear them. Counts are kept in memory and
-// written through to the database before the send returns;
+// Inside each event's write transaction, [Service.OnPersist] evaluates the
+// rules of every local joined member but the sender and records, per room
+// and per thread, the events that notify or highlight, so they commit with
+// the event. Read receipts ([Service.MarkRead]) and the user's own events
+// clear them. Counts are also kept in memory, updated after the commit;
 // [Service.CountsSource] reports them in /sync.
 //
 // Rule conditions are evaluated with maunium.net/go/mautrix/pushrules,
