@@ -104,6 +104,24 @@ func (s *Service) SetProfileField(ctx context.Context, uid id.UserID, field, val
 }
 
 func (s *Service) getProfile(w http.ResponseWriter, r *http.Request) (any, error) {
+	return s.pathProfile(r)
+}
+
+func (s *Service) getProfileField(w http.ResponseWriter, r *http.Request) (any, error) {
+	key := r.PathValue("keyName")
+	p, err := s.pathProfile(r)
+	if err != nil {
+		return nil, err
+	}
+	v, ok := p[key]
+	if !ok {
+		return nil, mxhttp.NotFound("profile field not set")
+	}
+	return map[string]json.RawMessage{key: v}, nil
+}
+
+// pathProfile returns the profile of the path's user, or M_NOT_FOUND.
+func (s *Service) pathProfile(r *http.Request) (map[string]json.RawMessage, error) {
 	p, ok, err := s.Profile(r.Context(), id.UserID(r.PathValue("userId")))
 	if err != nil {
 		return nil, err
@@ -114,24 +132,19 @@ func (s *Service) getProfile(w http.ResponseWriter, r *http.Request) (any, error
 	return p, nil
 }
 
-func (s *Service) getProfileField(w http.ResponseWriter, r *http.Request) (any, error) {
-	key := r.PathValue("keyName")
-	p, ok, err := s.Profile(r.Context(), id.UserID(r.PathValue("userId")))
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, mxhttp.NotFound("profile not found")
-	}
-	v, ok := p[key]
-	if !ok {
-		return nil, mxhttp.NotFound("profile field not set")
-	}
-	return map[string]json.RawMessage{key: v}, nil
-}
-
 // profileKeyRE is the spec's grammar for profile field names.
 var profileKeyRE = regexp.MustCompile(`^(avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+)$`)
+
+// profileTarget returns the user and field a profile change names, after
+// checking that sess may change them and that the field name is valid.
+func profileTarget(r *http.Request, sess *Session) (id.UserID, string, error) {
+	uid := id.UserID(r.PathValue("userId"))
+	key := r.PathValue("keyName")
+	if uid != sess.UserID && !sess.IsAdmin {
+		return "", "", mxhttp.Forbidden("cannot change another user's profile")
+	}
+	return uid, key, checkProfileKey(key)
+}
 
 // checkProfileKey validates a profile field name from the request path.
 func checkProfileKey(key string) error {
@@ -145,12 +158,8 @@ func checkProfileKey(key string) error {
 }
 
 func (s *Service) putProfileField(w http.ResponseWriter, r *http.Request, sess *Session) (any, error) {
-	uid := id.UserID(r.PathValue("userId"))
-	key := r.PathValue("keyName")
-	if uid != sess.UserID && !sess.IsAdmin {
-		return nil, mxhttp.Forbidden("cannot change another user's profile")
-	}
-	if err := checkProfileKey(key); err != nil {
+	uid, key, err := profileTarget(r, sess)
+	if err != nil {
 		return nil, err
 	}
 	body, err := mxhttp.ReadBody(r, 2*maxProfileBytes)
@@ -210,12 +219,8 @@ func (s *Service) putProfileField(w http.ResponseWriter, r *http.Request, sess *
 }
 
 func (s *Service) deleteProfileField(w http.ResponseWriter, r *http.Request, sess *Session) (any, error) {
-	uid := id.UserID(r.PathValue("userId"))
-	key := r.PathValue("keyName")
-	if uid != sess.UserID && !sess.IsAdmin {
-		return nil, mxhttp.Forbidden("cannot change another user's profile")
-	}
-	if err := checkProfileKey(key); err != nil {
+	uid, key, err := profileTarget(r, sess)
+	if err != nil {
 		return nil, err
 	}
 	if key == "displayname" || key == "avatar_url" {
@@ -224,7 +229,7 @@ func (s *Service) deleteProfileField(w http.ResponseWriter, r *http.Request, ses
 		}
 		return mxhttp.Empty, nil
 	}
-	err := s.db.Write(r.Context(), func(tx *storage.Tx) error {
+	err = s.db.Write(r.Context(), func(tx *storage.Tx) error {
 		_, err := tx.Exec(r.Context(), "DELETE FROM profiles WHERE user_id = $1 AND field = $2", uid, key)
 		return err
 	})
