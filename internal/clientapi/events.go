@@ -2,7 +2,6 @@ package clientapi
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"math"
@@ -120,37 +119,8 @@ func jsonEqual(a, b json.RawMessage) bool {
 	return string(xa) == string(ya)
 }
 
-// visibleUpTo returns the highest stream position of the room the user may
-// read: everything while joined; up to the moment they left otherwise;
-// everything for world-readable rooms. ok is false when they may read
-// nothing.
-func (s *Service) visibleUpTo(ctx context.Context, user id.UserID, roomID id.RoomID) (int64, bool, error) {
-	var membership string
-	var pos int64
-	err := s.db.QueryRow(ctx, "SELECT membership, pos FROM memberships WHERE room_id = $1 AND user_id = $2 AND forgotten = FALSE", roomID, user).Scan(&membership, &pos)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return 0, false, err
-	}
-	switch membership {
-	case "join":
-		return math.MaxInt64, true, nil
-	case "leave", "ban":
-		return pos, true, nil
-	}
-	if hv, _ := s.rooms.StateEvent(ctx, roomID, "m.room.history_visibility", ""); hv != nil {
-		var c struct {
-			HistoryVisibility string `json:"history_visibility"`
-		}
-		json.Unmarshal(hv.Content(), &c)
-		if c.HistoryVisibility == "world_readable" {
-			return math.MaxInt64, true, nil
-		}
-	}
-	return 0, false, nil
-}
-
 func (s *Service) requireVisible(ctx context.Context, user id.UserID, roomID id.RoomID) (int64, error) {
-	upTo, ok, err := s.visibleUpTo(ctx, user, roomID)
+	upTo, _, ok, err := s.rooms.ReadableUpTo(ctx, user, roomID, true)
 	if err != nil {
 		return 0, err
 	}

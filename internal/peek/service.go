@@ -2,10 +2,6 @@ package peek
 
 import (
 	"context"
-	"database/sql"
-	"encoding/json"
-	"errors"
-	"math"
 	"net/http"
 	"sync"
 
@@ -67,37 +63,14 @@ func (s *Service) channel(roomID id.RoomID) <-chan struct{} {
 // position they may see (math.MaxInt64 for "everything, live"), and
 // membership their membership ("" if none).
 func (s *Service) access(ctx context.Context, user id.UserID, roomID id.RoomID, allowLeft bool) (upTo int64, membership string, err error) {
-	var pos int64
-	err = s.db.QueryRow(ctx, "SELECT membership, pos FROM memberships WHERE room_id = $1 AND user_id = $2 AND forgotten = FALSE",
-		roomID, user).Scan(&membership, &pos)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return 0, "", err
-	}
-	switch membership {
-	case "join":
-		return math.MaxInt64, membership, nil
-	case "leave", "ban":
-		if allowLeft {
-			return pos, membership, nil
-		}
-	}
-	hv, err := s.rooms.StateEvent(ctx, roomID, "m.room.history_visibility", "")
+	upTo, membership, ok, err := s.rooms.ReadableUpTo(ctx, user, roomID, allowLeft)
 	if err != nil {
-		if errors.Is(err, rooms.ErrNoRoom) {
-			return 0, "", mxhttp.Forbidden("you are not allowed to see this room")
-		}
 		return 0, "", err
 	}
-	if hv != nil {
-		var c struct {
-			HistoryVisibility string `json:"history_visibility"`
-		}
-		json.Unmarshal(hv.Content(), &c)
-		if c.HistoryVisibility == "world_readable" {
-			return math.MaxInt64, membership, nil
-		}
+	if !ok {
+		return 0, "", mxhttp.Forbidden("you are not allowed to see this room")
 	}
-	return 0, "", mxhttp.Forbidden("you are not allowed to see this room")
+	return upTo, membership, nil
 }
 
 func roomIDParam(v string) (id.RoomID, error) {

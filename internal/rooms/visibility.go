@@ -2,8 +2,11 @@ package rooms
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"sort"
 
 	"maunium.net/go/mautrix/id"
@@ -137,4 +140,44 @@ func (v *Visibility) FilterVisible(evs []*Event) []*Event {
 		}
 	}
 	return out
+}
+
+// ReadableUpTo answers the first question of every read endpoint: may the
+// user read the room at all, and up to which stream position. Joined users
+// read everything (math.MaxInt64); users who left or were banned, up to
+// that moment (only with allowLeft); anyone reads a world-readable room.
+// membership is the user's membership unless they forgot the room. The
+// per-event history visibility rules are Visibility's.
+func (e *Engine) ReadableUpTo(ctx context.Context, user id.UserID, roomID id.RoomID, allowLeft bool) (upTo int64, membership string, ok bool, err error) {
+	var pos int64
+	err = e.db.QueryRow(ctx, "SELECT membership, pos FROM memberships WHERE room_id = $1 AND user_id = $2 AND forgotten = FALSE",
+		roomID, user).Scan(&membership, &pos)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, "", false, fmt.Errorf("load membership: %w", err)
+	}
+	switch membership {
+	case "join":
+		return math.MaxInt64, membership, true, nil
+	case "leave", "ban":
+		if allowLeft {
+			return pos, membership, true, nil
+		}
+	}
+	hv, err := e.StateEvent(ctx, roomID, "m.room.history_visibility", "")
+	if errors.Is(err, ErrNoRoom) {
+		return 0, membership, false, nil
+	}
+	if err != nil {
+		return 0, membership, false, err
+	}
+	if hv != nil {
+		var c struct {
+			HistoryVisibility string `json:"history_visibility"`
+		}
+		json.Unmarshal(hv.Content(), &c)
+		if c.HistoryVisibility == "world_readable" {
+			return math.MaxInt64, membership, true, nil
+		}
+	}
+	return 0, membership, false, nil
 }
