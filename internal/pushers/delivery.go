@@ -77,7 +77,7 @@ func (s *Service) deliver(d *delivery) {
 		if rejected {
 			s.log.Info("push gateway rejected pushkey; removing pusher", "user_id", d.user, "app_id", d.pusher.AppID)
 			p := d.pusher
-			if err := s.remove(s.ctx, d.user, func(q *Pusher) bool { return q.AppID == p.AppID && q.PushKey == p.PushKey }); err != nil && s.ctx.Err() == nil {
+			if err := s.remove(s.ctx, d.user, keyed(p.AppID, p.PushKey)); err != nil && s.ctx.Err() == nil {
 				s.log.Warn("remove rejected pusher", "user_id", d.user, "err", err)
 			}
 		}

@@ -67,7 +67,7 @@ func (s *Service) setPusher(w http.ResponseWriter, r *http.Request, sess *accoun
 		return nil, mxhttp.InvalidParam("pushkey is longer than 512 bytes")
 	}
 	if string(req.Kind) == "null" {
-		err := s.remove(r.Context(), sess.UserID, func(p *Pusher) bool { return p.AppID == req.AppID && p.PushKey == req.PushKey })
+		err := s.remove(r.Context(), sess.UserID, keyed(req.AppID, req.PushKey))
 		if err != nil {
 			return nil, err
 		}

@@ -81,16 +81,17 @@ func (s *Service) save(ctx context.Context, p *Pusher, appendOther bool) error {
 	if err != nil {
 		return fmt.Errorf("save pusher: %w", err)
 	}
+	same := keyed(p.AppID, p.PushKey)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !appendOther {
 		for u, list := range s.byUser {
 			if u != p.user {
-				s.setLocked(u, without(list, func(q *Pusher) bool { return q.AppID == p.AppID && q.PushKey == p.PushKey }))
+				s.setLocked(u, without(list, same))
 			}
 		}
 	}
-	list := without(s.byUser[p.user], func(q *Pusher) bool { return q.AppID == p.AppID && q.PushKey == p.PushKey })
+	list := without(s.byUser[p.user], same)
 	s.setLocked(p.user, append(list, p))
 	return nil
 }
@@ -148,6 +149,12 @@ func (s *Service) of(user id.UserID) []*Pusher {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.byUser[user]
+}
+
+// keyed matches the pushers with this app ID and pushkey, which together
+// name a user's pusher.
+func keyed(appID, pushKey string) func(*Pusher) bool {
+	return func(q *Pusher) bool { return q.AppID == appID && q.PushKey == pushKey }
 }
 
 func without(list []*Pusher, drop func(*Pusher) bool) []*Pusher {
