@@ -22,8 +22,8 @@ const (
 	maxNotificationsLimit     = 100
 )
 
-// OnNotify records a notification and queues its delivery to the user's
-// pushers; it suits push.Service.OnNotify.
+// OnNotify queues a notification's delivery to the user's http pushers
+// (RecordNotification stores it); it suits push.Service.OnNotify.
 func (s *Service) OnNotify(user id.UserID, ev *rooms.Event, actions []json.RawMessage, highlight bool) {
 	s.enqueue(user, ev, actions)
 }
