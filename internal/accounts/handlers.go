@@ -20,8 +20,6 @@ import (
 // AuthedHandler is a handler for an endpoint that needs an access token.
 type AuthedHandler func(w http.ResponseWriter, r *http.Request, sess *Session) (any, error)
 
-type sessionKey struct{}
-
 // Auth wraps h so it runs only with a valid access token.
 func (s *Service) Auth(h AuthedHandler) http.HandlerFunc {
 	return mxhttp.Handle(func(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -31,13 +29,6 @@ func (s *Service) Auth(h AuthedHandler) http.HandlerFunc {
 		}
 		return h(w, r, sess)
 	})
-}
-
-// SessionFrom returns the session stored in ctx by Auth-wrapped handlers
-// that put it there, if any.
-func SessionFrom(ctx context.Context) *Session {
-	s, _ := ctx.Value(sessionKey{}).(*Session)
-	return s
 }
 
 // Routes registers the accounts endpoints on mux.
