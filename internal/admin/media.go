@@ -78,7 +78,7 @@ func (s *Service) userMedia(w http.ResponseWriter, r *http.Request, sess *accoun
 // roomMedia lists the mxc:// URIs the room's events mention, split into
 // this server's and others'.
 func (s *Service) roomMedia(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := roomParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +104,7 @@ func (s *Service) quarantineRoomMedia(w http.ResponseWriter, r *http.Request, se
 	if s.Media == nil {
 		return nil, errNoMedia
 	}
-	roomID, err := roomParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}

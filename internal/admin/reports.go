@@ -112,7 +112,7 @@ func decodeReport(r *http.Request, reasonRequired bool) (string, *int64, error) 
 // reportEvent stores a report on an event the reporter can see. Whether
 // the room or event exists is not disclosed: the answer is always {}.
 func (s *Service) reportEvent(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := roomParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +137,7 @@ func (s *Service) reportEvent(w http.ResponseWriter, r *http.Request, sess *acco
 }
 
 func (s *Service) reportRoom(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := roomParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}

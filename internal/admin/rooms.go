@@ -206,7 +206,7 @@ func (s *Service) listRooms(w http.ResponseWriter, r *http.Request, sess *accoun
 }
 
 func (s *Service) roomRecord(r *http.Request) (rooms.RoomRecord, error) {
-	roomID, err := roomParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return rooms.RoomRecord{}, err
 	}
@@ -239,7 +239,7 @@ func (s *Service) getRoom(w http.ResponseWriter, r *http.Request, sess *accounts
 
 // paramState returns the current state of the room named in the path.
 func (s *Service) paramState(r *http.Request) ([]*rooms.Event, error) {
-	roomID, err := roomParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}
@@ -365,7 +365,7 @@ func (s *Service) DeleteRoom(ctx context.Context, admin id.UserID, roomID id.Roo
 }
 
 func (s *Service) decodeDelete(r *http.Request) (id.RoomID, *deleteRoomRequest, error) {
-	roomID, err := roomParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return "", nil, err
 	}
@@ -457,7 +457,7 @@ func (s *Service) setBlocked(ctx context.Context, roomID id.RoomID, by id.UserID
 }
 
 func (s *Service) getBlock(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := roomParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}
@@ -472,7 +472,7 @@ func (s *Service) getBlock(w http.ResponseWriter, r *http.Request, sess *account
 }
 
 func (s *Service) putBlock(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := roomParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}

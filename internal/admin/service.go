@@ -118,14 +118,6 @@ func (s *Service) existingUser(r *http.Request) (*accounts.User, error) {
 	return u, nil
 }
 
-func roomParam(r *http.Request) (id.RoomID, error) {
-	roomID := id.RoomID(r.PathValue("roomId"))
-	if len(roomID) < 2 || roomID[0] != '!' {
-		return "", mxhttp.InvalidParam("invalid room ID %q", roomID)
-	}
-	return roomID, nil
-}
-
 // page reads the from/limit query parameters (Synapse's offset paging).
 func page(r *http.Request, defLimit int) (from, limit int, err error) {
 	q := r.URL.Query()

@@ -127,7 +127,7 @@ func (s *Service) deleteAlias(w http.ResponseWriter, r *http.Request, sess *acco
 }
 
 func (s *Service) getRoomAliases(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +159,7 @@ func (s *Service) setPublished(ctx context.Context, roomID id.RoomID, published 
 
 func (s *Service) getVisibility(w http.ResponseWriter, r *http.Request) {
 	mxhttp.Handle(func(w http.ResponseWriter, r *http.Request) (any, error) {
-		roomID, err := s.roomIDParam(r)
+		roomID, err := mxhttp.RoomIDParam(r)
 		if err != nil {
 			return nil, err
 		}

@@ -110,7 +110,7 @@ func (s *Service) getContext(w http.ResponseWriter, r *http.Request, sess *accou
 
 // getTimestampToEvent serves GET /rooms/{roomId}/timestamp_to_event.
 func (s *Service) getTimestampToEvent(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}

@@ -33,7 +33,7 @@ func readBodyObject(r *http.Request) (json.RawMessage, error) {
 
 // roomAndType reads the room ID and event type in the path of a send.
 func (s *Service) roomAndType(r *http.Request) (id.RoomID, string, error) {
-	roomID, err := s.roomIDParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return "", "", err
 	}
@@ -133,7 +133,7 @@ func (s *Service) requireVisible(ctx context.Context, user id.UserID, roomID id.
 // visibleRoom reads the room ID in the path and checks that the user may
 // see the room, returning how far (as requireVisible does).
 func (s *Service) visibleRoom(r *http.Request, sess *accounts.Session) (id.RoomID, int64, error) {
-	roomID, err := s.roomIDParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return "", 0, err
 	}
@@ -247,7 +247,7 @@ func (s *Service) getMembers(w http.ResponseWriter, r *http.Request, sess *accou
 }
 
 func (s *Service) getJoinedMembers(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}
@@ -393,7 +393,7 @@ func (s *Service) getMessages(w http.ResponseWriter, r *http.Request, sess *acco
 }
 
 func (s *Service) redact(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}

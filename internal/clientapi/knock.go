@@ -67,7 +67,7 @@ func (s *Service) knock(w http.ResponseWriter, r *http.Request, sess *accounts.S
 // forget serves POST /rooms/{roomId}/forget: a room the user has left
 // disappears from their sync and its history becomes unreadable to them.
 func (s *Service) forget(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}

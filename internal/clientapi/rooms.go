@@ -255,18 +255,10 @@ type membershipRequest struct {
 	Reason string    `json:"reason"`
 }
 
-func (s *Service) roomIDParam(r *http.Request) (id.RoomID, error) {
-	roomID := id.RoomID(r.PathValue("roomId"))
-	if !strings.HasPrefix(string(roomID), "!") {
-		return "", mxhttp.InvalidParam("invalid room ID %q", roomID)
-	}
-	return roomID, nil
-}
-
 // roomIDAndBody reads the room ID in the path, then decodes the JSON body
 // into v.
 func (s *Service) roomIDAndBody(r *http.Request, v any) (id.RoomID, error) {
-	roomID, err := s.roomIDParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return "", err
 	}
@@ -274,7 +266,7 @@ func (s *Service) roomIDAndBody(r *http.Request, v any) (id.RoomID, error) {
 }
 
 func (s *Service) joinRoomByID(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.roomIDParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}

@@ -33,7 +33,7 @@ func (s *Service) events(w http.ResponseWriter, r *http.Request, sess *accounts.
 	if q.Get("room_id") == "" {
 		return nil, mxhttp.MissingParam("missing room_id")
 	}
-	roomID, err := roomIDParam(q.Get("room_id"))
+	roomID, err := mxhttp.RoomID(q.Get("room_id"))
 	if err != nil {
 		return nil, err
 	}

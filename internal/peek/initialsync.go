@@ -34,7 +34,7 @@ type roomInfo struct {
 
 func (s *Service) initialSync(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
 	ctx := r.Context()
-	roomID, err := roomIDParam(r.PathValue("roomId"))
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}

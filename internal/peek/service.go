@@ -72,10 +72,3 @@ func (s *Service) access(ctx context.Context, user id.UserID, roomID id.RoomID, 
 	}
 	return upTo, membership, nil
 }
-
-func roomIDParam(v string) (id.RoomID, error) {
-	if len(v) < 2 || v[0] != '!' {
-		return "", mxhttp.InvalidParam("invalid room ID %q", v)
-	}
-	return id.RoomID(v), nil
-}
