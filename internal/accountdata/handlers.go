@@ -41,15 +41,6 @@ func ownUser(r *http.Request, sess *accounts.Session) error {
 	return nil
 }
 
-// roomParam reads and checks the path's room ID.
-func roomParam(r *http.Request) (id.RoomID, error) {
-	roomID := r.PathValue("roomId")
-	if len(roomID) < 2 || roomID[0] != '!' || len(roomID) > 255 {
-		return "", mxhttp.InvalidParam("%q is not a valid room ID", roomID)
-	}
-	return id.RoomID(roomID), nil
-}
-
 // typeParam reads and checks the path's account data type.
 func typeParam(r *http.Request) (string, error) {
 	typ := r.PathValue("type")
@@ -109,7 +100,7 @@ func (s *Service) getRoom(w http.ResponseWriter, r *http.Request, sess *accounts
 	if err := ownUser(r, sess); err != nil {
 		return nil, err
 	}
-	roomID, err := roomParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +122,7 @@ func (s *Service) putRoom(w http.ResponseWriter, r *http.Request, sess *accounts
 	if err := ownUser(r, sess); err != nil {
 		return nil, err
 	}
-	roomID, err := roomParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}

@@ -44,7 +44,7 @@ func tagParams(r *http.Request, sess *accounts.Session) (roomID id.RoomID, tag s
 	if err := ownUser(r, sess); err != nil {
 		return "", "", err
 	}
-	rid, err := roomParam(r)
+	rid, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return "", "", err
 	}
@@ -59,7 +59,7 @@ func (s *Service) getTags(w http.ResponseWriter, r *http.Request, sess *accounts
 	if err := ownUser(r, sess); err != nil {
 		return nil, err
 	}
-	roomID, err := roomParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}

@@ -27,7 +27,7 @@ const (
 )
 
 func (s *Service) postReceipt(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := roomParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +72,7 @@ func (s *Service) postReceipt(w http.ResponseWriter, r *http.Request, sess *acco
 }
 
 func (s *Service) postReadMarkers(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := roomParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}

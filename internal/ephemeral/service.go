@@ -140,15 +140,6 @@ func ephemeralAllowed(req *sync.Request, roomID id.RoomID, typ string) bool {
 	return true
 }
 
-// roomParam reads and checks the path's room ID.
-func roomParam(r *http.Request) (id.RoomID, error) {
-	roomID := r.PathValue("roomId")
-	if len(roomID) < 2 || roomID[0] != '!' || len(roomID) > 255 {
-		return "", mxhttp.InvalidParam("%q is not a valid room ID", roomID)
-	}
-	return id.RoomID(roomID), nil
-}
-
 // requireJoined fails with M_FORBIDDEN unless the user is joined to the room.
 func (s *Service) requireJoined(user id.UserID, roomID id.RoomID) error {
 	if s.rooms.Membership(user, roomID) != "join" {

@@ -44,7 +44,7 @@ func (s *Service) putTyping(w http.ResponseWriter, r *http.Request, sess *accoun
 	if id.UserID(r.PathValue("userId")) != sess.UserID {
 		return nil, mxhttp.Forbidden("cannot set the typing state of other users")
 	}
-	roomID, err := roomParam(r)
+	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
 		return nil, err
 	}
