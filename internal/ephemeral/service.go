@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	gosync "sync"
 
 	"maunium.net/go/mautrix/id"
 
@@ -32,9 +31,6 @@ type Service struct {
 	// one, so the callee should keep the highest position it has seen.
 	OnRead func(ctx context.Context, user id.UserID, roomID id.RoomID, threadID string, eventPos int64)
 
-	membersMu gosync.Mutex
-	members   map[id.RoomID]map[id.UserID]string // from the engine's hooks
-
 	typing   typingState
 	presence presenceState
 
@@ -42,12 +38,11 @@ type Service struct {
 	lastPresence lastWrite // presence table
 }
 
-// New returns the service. It watches room events to keep a member list
-// per room and to stop the typing of users who leave.
+// New returns the service. It watches room events to stop the typing of
+// users who leave.
 func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Engine, syncSvc *sync.Service, ad *accountdata.Service) *Service {
 	s := &Service{
 		db: db, log: log, accounts: acc, rooms: eng, sync: syncSvc, accountData: ad,
-		members: map[id.RoomID]map[id.UserID]string{},
 	}
 	s.lastReceipt.note(db.Visible())
 	s.lastPresence.note(db.Visible())
@@ -75,46 +70,15 @@ func (s *Service) Sources() []sync.Source {
 }
 
 func (s *Service) onEvent(ev *rooms.Event, info *rooms.RoomInfo) {
-	s.membersMu.Lock()
-	s.members[info.ID] = info.Members
-	s.membersMu.Unlock()
 	if ev.Type == "m.room.member" && ev.StateKey != nil && info.Members[id.UserID(*ev.StateKey)] != "join" {
 		s.setTyping(info.ID, id.UserID(*ev.StateKey), false, 0)
 	}
 }
 
-// roomMembers returns the room's members and their memberships. The map
-// must not be modified.
-func (s *Service) roomMembers(ctx context.Context, roomID id.RoomID) map[id.UserID]string {
-	s.membersMu.Lock()
-	m, ok := s.members[roomID]
-	s.membersMu.Unlock()
-	if ok {
-		return m
-	}
-	state, err := s.rooms.CurrentState(ctx, roomID)
-	if err != nil {
-		return nil
-	}
-	m = map[id.UserID]string{}
-	for _, ev := range state {
-		if ev.Type == "m.room.member" && ev.StateKey != nil {
-			m[id.UserID(*ev.StateKey)] = ev.Membership()
-		}
-	}
-	s.membersMu.Lock()
-	defer s.membersMu.Unlock()
-	if cur, ok := s.members[roomID]; ok {
-		return cur // a hook got there first with newer data
-	}
-	s.members[roomID] = m
-	return m
-}
-
 // joinedMembers lists the room's joined users.
 func (s *Service) joinedMembers(ctx context.Context, roomID id.RoomID) []id.UserID {
 	var out []id.UserID
-	for u, m := range s.roomMembers(ctx, roomID) {
+	for u, m := range s.rooms.Members(ctx, roomID) {
 		if m == "join" {
 			out = append(out, u)
 		}

@@ -270,6 +270,19 @@ func (e *Engine) StateEvent(ctx context.Context, roomID id.RoomID, evType, sk st
 	return r.state[stateKey{evType, sk}], nil
 }
 
+// Members returns the room's users and their memberships (join, invite,
+// leave, ...). The map is shared and must not be modified; nil if the room
+// is unknown.
+func (e *Engine) Members(ctx context.Context, roomID id.RoomID) map[id.UserID]string {
+	r, err := e.room(ctx, roomID)
+	if err != nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.members
+}
+
 // LastMemberPos returns the position of the room's latest committed
 // membership event.
 func (e *Engine) LastMemberPos(ctx context.Context, roomID id.RoomID) int64 {
