@@ -294,20 +294,8 @@ func (s *Service) postRegister(w http.ResponseWriter, r *http.Request) (any, err
 	if err != nil {
 		return nil, err
 	}
-	if done.token != "" {
-		ok, err := s.claimRegistrationToken(r.Context(), done.token)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			return nil, mxhttp.Unauthorized("registration token is no longer valid")
-		}
-	}
-	uid, err := s.CreateUser(r.Context(), localpart, req.Password, false)
+	uid, err := s.createUser(r.Context(), localpart, req.Password, false, done.token)
 	if err != nil {
-		if done.token != "" {
-			s.releaseRegistrationToken(r.Context(), done.token)
-		}
 		return nil, err
 	}
 	if req.InhibitLogin {

@@ -68,37 +68,22 @@ func (s *Service) ValidRegistrationToken(ctx context.Context, tok string) (bool,
 	return true, nil
 }
 
-// claimRegistrationToken counts one use of tok if it is still valid, in one
-// statement so concurrent registrations cannot overdraw it. ok is false
-// when the token is used up, expired or unknown.
-func (s *Service) claimRegistrationToken(ctx context.Context, tok string) (ok bool, err error) {
-	err = s.db.Write(ctx, func(tx *storage.Tx) error {
-		res, err := tx.Exec(ctx, `UPDATE registration_tokens SET completed = completed + 1
-			WHERE token = $1 AND (uses_allowed IS NULL OR completed < uses_allowed) AND (expiry_ts IS NULL OR expiry_ts >= $2)`,
-			tok, time.Now().UnixMilli())
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		ok = n == 1
-		return err
-	})
+// claimRegistrationToken counts one use of tok inside tx if it is still
+// valid, in one statement so concurrent registrations cannot overdraw it;
+// it answers M_UNAUTHORIZED when the token is used up, expired or unknown.
+func claimRegistrationToken(ctx context.Context, tx *storage.Tx, tok string) error {
+	res, err := tx.Exec(ctx, `UPDATE registration_tokens SET completed = completed + 1
+		WHERE token = $1 AND (uses_allowed IS NULL OR completed < uses_allowed) AND (expiry_ts IS NULL OR expiry_ts >= $2)`,
+		tok, time.Now().UnixMilli())
 	if err != nil {
-		return false, fmt.Errorf("claim registration token: %w", err)
+		return fmt.Errorf("claim registration token: %w", err)
 	}
-	return ok, nil
-}
-
-// releaseRegistrationToken gives back a use claimed for a registration
-// that then failed.
-func (s *Service) releaseRegistrationToken(ctx context.Context, tok string) {
-	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		_, err := tx.Exec(ctx, "UPDATE registration_tokens SET completed = completed - 1 WHERE token = $1 AND completed > 0", tok)
-		return err
-	})
-	if err != nil {
-		s.log.Warn("release registration token", "err", err)
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("claim registration token: %w", err)
+	} else if n != 1 {
+		return mxhttp.Unauthorized("registration token is no longer valid")
 	}
+	return nil
 }
 
 func (s *Service) getTokenValidity(w http.ResponseWriter, r *http.Request) (any, error) {

@@ -160,6 +160,12 @@ var ErrUserExists = mxhttp.UserInUse("user ID already taken")
 // CreateUser stores a new account. An empty password makes an account that
 // cannot log in with a password.
 func (s *Service) CreateUser(ctx context.Context, localpart, password string, admin bool) (id.UserID, error) {
+	return s.createUser(ctx, localpart, password, admin, "")
+}
+
+// createUser is CreateUser that, when regToken is not empty, counts a use
+// of that registration token in the same transaction.
+func (s *Service) createUser(ctx context.Context, localpart, password string, admin bool, regToken string) (id.UserID, error) {
 	if err := s.ValidateLocalpart(localpart); err != nil {
 		return "", err
 	}
@@ -172,6 +178,11 @@ func (s *Service) CreateUser(ctx context.Context, localpart, password string, ad
 		}
 	}
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		if regToken != "" {
+			if err := claimRegistrationToken(ctx, tx, regToken); err != nil {
+				return err
+			}
+		}
 		var n int
 		if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM users WHERE user_id = $1", uid).Scan(&n); err != nil {
 			return err
