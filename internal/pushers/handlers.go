@@ -48,17 +48,8 @@ func (s *Service) setPusher(w http.ResponseWriter, r *http.Request, sess *accoun
 	if err := mxhttp.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	var missing []string
-	for _, f := range []struct {
-		name  string
-		empty bool
-	}{{"kind", req.Kind == nil}, {"app_id", req.AppID == ""}, {"pushkey", req.PushKey == ""}} {
-		if f.empty {
-			missing = append(missing, f.name)
-		}
-	}
-	if len(missing) > 0 {
-		return nil, mxhttp.MissingParam("missing parameters: %s", strings.Join(missing, ", "))
+	if err := requireParams(param{"kind", req.Kind == nil}, param{"app_id", req.AppID == ""}, param{"pushkey", req.PushKey == ""}); err != nil {
+		return nil, err
 	}
 	if utf8.RuneCountInString(req.AppID) > 64 {
 		return nil, mxhttp.InvalidParam("app_id is longer than 64 characters")
@@ -77,19 +68,12 @@ func (s *Service) setPusher(w http.ResponseWriter, r *http.Request, sess *accoun
 	if err := json.Unmarshal(req.Kind, &kind); err != nil {
 		return nil, mxhttp.BadJSON("kind must be a string or null")
 	}
-	for _, f := range []struct {
-		name  string
-		empty bool
-	}{
-		{"app_display_name", req.AppDisplayName == ""}, {"device_display_name", req.DeviceDisplayName == ""},
-		{"lang", req.Lang == ""}, {"data", req.Data == nil || string(req.Data) == "null"},
-	} {
-		if f.empty {
-			missing = append(missing, f.name)
-		}
-	}
-	if len(missing) > 0 {
-		return nil, mxhttp.MissingParam("missing parameters: %s", strings.Join(missing, ", "))
+	err := requireParams(
+		param{"app_display_name", req.AppDisplayName == ""}, param{"device_display_name", req.DeviceDisplayName == ""},
+		param{"lang", req.Lang == ""}, param{"data", req.Data == nil || string(req.Data) == "null"},
+	)
+	if err != nil {
+		return nil, err
 	}
 	var data map[string]json.RawMessage
 	if err := json.Unmarshal(req.Data, &data); err != nil {
@@ -115,6 +99,26 @@ func (s *Service) setPusher(w http.ResponseWriter, r *http.Request, sess *accoun
 		return nil, err
 	}
 	return mxhttp.Empty, nil
+}
+
+// param is a request field and whether it is missing.
+type param struct {
+	name  string
+	empty bool
+}
+
+// requireParams answers M_MISSING_PARAM naming every empty param.
+func requireParams(params ...param) error {
+	var missing []string
+	for _, p := range params {
+		if p.empty {
+			missing = append(missing, p.name)
+		}
+	}
+	if len(missing) > 0 {
+		return mxhttp.MissingParam("missing parameters: %s", strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 // checkHTTPData validates an http pusher's data: an http(s) url with the
