@@ -26,7 +26,7 @@ type RegistrationToken struct {
 const tokenChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-"
 
 // CreateRegistrationToken stores a new registration token; an empty token
-// gets a random one.
+// gets a random one, and a taken one is M_INVALID_PARAM.
 func (s *Service) CreateRegistrationToken(ctx context.Context, t RegistrationToken) (*RegistrationToken, error) {
 	if t.Token == "" {
 		t.Token = randomString("", 12)
@@ -38,6 +38,13 @@ func (s *Service) CreateRegistrationToken(ctx context.Context, t RegistrationTok
 		return nil, mxhttp.InvalidParam("uses_allowed must not be negative")
 	}
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		var n int
+		if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM registration_tokens WHERE token = $1", t.Token).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return mxhttp.InvalidParam("token already exists")
+		}
 		_, err := tx.Exec(ctx, "INSERT INTO registration_tokens (token, uses_allowed, expiry_ts) VALUES ($1, $2, $3)", t.Token, t.UsesAllowed, t.ExpiryTime)
 		return err
 	})

@@ -90,9 +90,6 @@ func (s *Service) newToken(w http.ResponseWriter, r *http.Request, sess *account
 		if !tokenRE.MatchString(tok) {
 			return nil, mxhttp.InvalidParam("token must be 1 to 64 characters from A-Z, a-z, 0-9, ., _, ~ and -")
 		}
-		if _, err := s.accounts.GetRegistrationToken(r.Context(), tok); err == nil {
-			return nil, mxhttp.InvalidParam("token already exists")
-		}
 	} else {
 		n := 16
 		if req.Length != nil {
