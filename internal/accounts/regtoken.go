@@ -2,7 +2,6 @@ package accounts
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net/http"
@@ -54,25 +53,24 @@ func (s *Service) CreateRegistrationToken(ctx context.Context, t RegistrationTok
 	return &t, nil
 }
 
+// Valid reports whether t can still be used at now (Unix milliseconds).
+func (t *RegistrationToken) Valid(now int64) bool {
+	if t.UsesAllowed != nil && t.Pending+t.Completed >= *t.UsesAllowed {
+		return false
+	}
+	return t.ExpiryTime == nil || now <= *t.ExpiryTime
+}
+
 // ValidRegistrationToken reports whether tok can still be used.
 func (s *Service) ValidRegistrationToken(ctx context.Context, tok string) (bool, error) {
-	var uses sql.NullInt64
-	var completed int64
-	var expiry sql.NullInt64
-	err := s.db.QueryRow(ctx, "SELECT uses_allowed, completed, expiry_ts FROM registration_tokens WHERE token = $1", tok).Scan(&uses, &completed, &expiry)
-	if errors.Is(err, sql.ErrNoRows) {
+	t, err := s.GetRegistrationToken(ctx, tok)
+	if errors.Is(err, ErrNoRegistrationToken) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	if uses.Valid && completed >= uses.Int64 {
-		return false, nil
-	}
-	if expiry.Valid && time.Now().UnixMilli() > expiry.Int64 {
-		return false, nil
-	}
-	return true, nil
+	return t.Valid(time.Now().UnixMilli()), nil
 }
 
 // claimRegistrationToken counts one use of tok inside tx if it is still

@@ -20,14 +20,6 @@ func (s *Service) tokenRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE "+v1+"/{token}", s.admin(s.deleteToken))
 }
 
-// tokenValid reports whether a registration token can still be used.
-func tokenValid(t *accounts.RegistrationToken, now int64) bool {
-	if t.UsesAllowed != nil && t.Pending+t.Completed >= *t.UsesAllowed {
-		return false
-	}
-	return t.ExpiryTime == nil || *t.ExpiryTime > now
-}
-
 func (s *Service) listTokens(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
 	valid, err := boolParam(r, "valid")
 	if err != nil {
@@ -40,7 +32,7 @@ func (s *Service) listTokens(w http.ResponseWriter, r *http.Request, sess *accou
 	out := []accounts.RegistrationToken{}
 	now := nowMS()
 	for i := range all {
-		if valid == nil || tokenValid(&all[i], now) == *valid {
+		if valid == nil || all[i].Valid(now) == *valid {
 			out = append(out, all[i])
 		}
 	}
