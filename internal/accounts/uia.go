@@ -39,6 +39,7 @@ type uiaSession struct {
 type uiaStore struct {
 	mu       sync.Mutex
 	sessions map[string]*uiaSession
+	swept    time.Time // last sweep of expired sessions
 }
 
 func newUIAStore() *uiaStore { return &uiaStore{sessions: map[string]*uiaSession{}} }
@@ -57,17 +58,19 @@ func (u *uiaStore) get(id string) *uiaSession {
 func (u *uiaStore) create(pinned string) (string, *uiaSession) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if len(u.sessions) >= 10000 {
-		// Sweep expired sessions now and then; under a flood, start over.
-		now := time.Now()
+	// Sweep expired sessions now and then (at most once a minute, so many
+	// live sessions do not make every create a full scan); under a flood,
+	// start over.
+	if now := time.Now(); len(u.sessions) >= 10000 && now.Sub(u.swept) > time.Minute {
+		u.swept = now
 		for k, s := range u.sessions {
 			if now.Sub(s.created) > uiaSessionLifetime {
 				delete(u.sessions, k)
 			}
 		}
-		if len(u.sessions) > 100000 {
-			clear(u.sessions)
-		}
+	}
+	if len(u.sessions) > 100000 {
+		clear(u.sessions)
 	}
 	sid := randomString("", 18)
 	s := &uiaSession{created: time.Now(), pinned: pinned}
