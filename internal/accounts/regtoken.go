@@ -2,6 +2,7 @@ package accounts
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/http"
@@ -24,11 +25,27 @@ type RegistrationToken struct {
 
 const tokenChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-"
 
+// RandomRegistrationToken returns n characters drawn evenly from the
+// characters a registration token may hold.
+func RandomRegistrationToken(n int) string {
+	out := make([]byte, 0, n)
+	b := make([]byte, 1)
+	for len(out) < n {
+		rand.Read(b)
+		// 256 is not a multiple of the alphabet's 66 characters: drop the
+		// values that would favour the first ones.
+		if int(b[0]) < 256-256%len(tokenChars) {
+			out = append(out, tokenChars[int(b[0])%len(tokenChars)])
+		}
+	}
+	return string(out)
+}
+
 // CreateRegistrationToken stores a new registration token; an empty token
 // gets a random one, and a taken one is M_INVALID_PARAM.
 func (s *Service) CreateRegistrationToken(ctx context.Context, t RegistrationToken) (*RegistrationToken, error) {
 	if t.Token == "" {
-		t.Token = randomString("", 12)
+		t.Token = RandomRegistrationToken(16)
 	}
 	if len(t.Token) > 64 || strings.Trim(t.Token, tokenChars) != "" {
 		return nil, mxhttp.InvalidParam("registration tokens are at most 64 characters of A-Z, a-z, 0-9, ., _, ~ and -")
