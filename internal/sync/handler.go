@@ -498,22 +498,32 @@ func (s *Service) summary(ctx context.Context, roomID id.RoomID, self id.UserID)
 	return &Summary{Heroes: heroes, JoinedMemberCount: &joined, InvitedMemberCount: &invited}
 }
 
-// strippedTypes are the state events shown to invitees and knockers.
+// strippedTypes are the room state events shown to invitees and knockers
+// (the spec's list for stripped state).
 var strippedTypes = []string{"m.room.create", "m.room.name", "m.room.avatar", "m.room.topic", "m.room.join_rules",
 	"m.room.canonical_alias", "m.room.encryption"}
 
-// StrippedState returns the stripped state shown with an invite or knock.
+// StrippedState returns the stripped state shown with an invite or knock:
+// the room's current strippedTypes events, the membership event of whoever
+// sent memberEvent (the inviter, so clients can name a DM invite after
+// them), and memberEvent itself, in full.
 func StrippedState(ctx context.Context, eng *rooms.Engine, roomID id.RoomID, memberEvent *rooms.Event) []any {
 	var out []any
-	for _, t := range strippedTypes {
-		if ev, err := eng.StateEvent(ctx, roomID, t, ""); err == nil && ev != nil {
+	add := func(evType, sk string) {
+		if ev, err := eng.StateEvent(ctx, roomID, evType, sk); err == nil && ev != nil {
 			out = append(out, map[string]any{"type": ev.Type, "state_key": *ev.StateKey, "sender": ev.Sender, "content": ev.Content()})
 		}
 	}
-	if memberEvent != nil {
-		out = append(out, memberEvent.Client(rooms.ClientOptions{OmitRoomID: true}))
+	for _, t := range strippedTypes {
+		add(t, "")
 	}
-	return out
+	if memberEvent == nil {
+		return out
+	}
+	if memberEvent.StateKey == nil || *memberEvent.StateKey != string(memberEvent.Sender) {
+		add("m.room.member", string(memberEvent.Sender))
+	}
+	return append(out, memberEvent.Client(rooms.ClientOptions{OmitRoomID: true}))
 }
 
 func (s *Service) fillStripped(ctx context.Context, req *Request, resp *Response, m membershipRow) error {
