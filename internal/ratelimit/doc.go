@@ -1,7 +1,8 @@
-// Package ratelimit limits request rates with token buckets kept in
-// memory: one bucket per (kind, user) for authenticated requests and per
-// (kind, client IP) for the others. Kinds are login, register, send and
-// upload; Middleware picks the kind from the request's route.
+// Package ratelimit limits request rates with token buckets
+// (golang.org/x/time/rate) kept in memory: one bucket per (kind, user) for
+// authenticated requests and per (kind, client IP) for the others. Kinds
+// are login, register, send and upload; Middleware picks the kind from the
+// request's route.
 //
 // A bucket holds up to Burst tokens and refills at PerMinute tokens a
 // minute; each request takes one. An empty bucket answers 429

@@ -1,12 +1,13 @@
 package ratelimit
 
 import (
-	"math"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/matrixos/matrixos/internal/mxhttp"
 )
@@ -46,18 +47,13 @@ type Options struct {
 	MaxKeys int
 }
 
-// Limiter holds the buckets.
+// Limiter holds one token bucket (a rate.Limiter) per (kind, key).
 type Limiter struct {
 	opts Options
 	now  func() time.Time
 
 	mu      sync.Mutex
-	buckets map[string]*bucket
-}
-
-type bucket struct {
-	tokens float64
-	last   time.Time
+	buckets map[string]*rate.Limiter
 }
 
 // New returns a limiter.
@@ -65,7 +61,7 @@ func New(opts Options) *Limiter {
 	if opts.MaxKeys <= 0 {
 		opts.MaxKeys = 100000
 	}
-	return &Limiter{opts: opts, now: time.Now, buckets: map[string]*bucket{}}
+	return &Limiter{opts: opts, now: time.Now, buckets: map[string]*rate.Limiter{}}
 }
 
 // SetClock replaces the limiter's clock (for tests).
@@ -74,13 +70,53 @@ func (l *Limiter) SetClock(now func() time.Time) { l.now = now }
 // Allow takes a token from the bucket of (kind, key). When the bucket is
 // empty it reports how long until the next token.
 func (l *Limiter) Allow(kind, key string) (bool, time.Duration) {
+	_, wait := l.take(kind, key)
+	return wait == 0, wait
+}
+
+// taken is a token Allow handed out, which refund can give back.
+type taken struct {
+	res *rate.Reservation
+	at  time.Time
+}
+
+// take takes a token from the bucket of (kind, key). It returns what
+// refund needs to give the token back (nil for unlimited kinds) or, when
+// the bucket is empty, how long until the next token.
+func (l *Limiter) take(kind, key string) (*taken, time.Duration) {
+	now := l.now()
+	bucket := l.bucket(kind, key, now)
+	if bucket == nil {
+		return nil, 0
+	}
+	res := bucket.ReserveN(now, 1)
+	if wait := res.DelayFrom(now); wait > 0 {
+		// A refused request takes nothing: without the cancellation the
+		// reservation would stay as a debt that delays the next token.
+		res.CancelAt(now)
+		return nil, max(wait, time.Millisecond)
+	}
+	return &taken{res: res, at: now}, 0
+}
+
+// refund gives back a token taken by take, for requests that turn out
+// not to count.
+func (l *Limiter) refund(t *taken) {
+	if t == nil {
+		return
+	}
+	// Cancelling as of the moment the token was taken restores it; tokens
+	// that other requests took since are accounted for by rate.
+	t.res.CancelAt(t.at)
+}
+
+// bucket returns the bucket of (kind, key), creating it full when
+// missing, or nil when kind is unlimited.
+func (l *Limiter) bucket(kind, key string, now time.Time) *rate.Limiter {
 	rule, ok := l.opts.Rules[kind]
 	if !ok || rule.PerMinute <= 0 {
-		return true, 0
+		return nil
 	}
-	burst := float64(max(rule.Burst, 1))
-	rate := float64(rule.PerMinute) / 60 // tokens per second
-	now := l.now()
 	k := kind + "\x00" + key
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -89,33 +125,10 @@ func (l *Limiter) Allow(kind, key string) (bool, time.Duration) {
 		if len(l.buckets) >= l.opts.MaxKeys {
 			l.evictLocked(now)
 		}
-		b = &bucket{tokens: burst, last: now}
+		b = rate.NewLimiter(rate.Limit(float64(rule.PerMinute)/60), int(max(rule.Burst, 1)))
 		l.buckets[k] = b
 	}
-	if elapsed := now.Sub(b.last).Seconds(); elapsed > 0 {
-		b.tokens = math.Min(burst, b.tokens+elapsed*rate)
-		b.last = now
-	}
-	if b.tokens >= 1 {
-		b.tokens--
-		return true, 0
-	}
-	wait := time.Duration((1 - b.tokens) / rate * float64(time.Second))
-	return false, max(wait, time.Millisecond)
-}
-
-// refund gives back a token taken by Allow, for requests that turn out
-// not to count.
-func (l *Limiter) refund(kind, key string) {
-	rule, ok := l.opts.Rules[kind]
-	if !ok {
-		return
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if b := l.buckets[kind+"\x00"+key]; b != nil {
-		b.tokens = math.Min(float64(max(rule.Burst, 1)), b.tokens+1)
-	}
+	return b
 }
 
 // statusRecorder remembers the status a handler answered with.
@@ -131,14 +144,12 @@ func (w *statusRecorder) WriteHeader(code int) {
 
 func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// evictLocked drops buckets that have refilled completely; if that frees
-// too little, it drops an arbitrary half of the rest.
+// evictLocked drops buckets that have refilled completely (they behave
+// like new ones); if that frees too little, it drops an arbitrary half of
+// the rest.
 func (l *Limiter) evictLocked(now time.Time) {
 	for k, b := range l.buckets {
-		kind, _, _ := strings.Cut(k, "\x00")
-		rule := l.opts.Rules[kind]
-		full := float64(max(rule.Burst, 1))
-		if rule.PerMinute <= 0 || b.tokens+now.Sub(b.last).Seconds()*float64(rule.PerMinute)/60 >= full {
+		if b.TokensAt(now) >= float64(b.Burst()) {
 			delete(l.buckets, k)
 		}
 	}
@@ -181,7 +192,8 @@ func (l *Limiter) Wrap(kind string, h http.Handler) http.Handler {
 		if who.User == "" {
 			key = "ip:" + ClientIP(r)
 		}
-		if ok, wait := l.Allow(kind, key); !ok {
+		token, wait := l.take(kind, key)
+		if wait > 0 {
 			ms := max(wait.Milliseconds(), 1)
 			mxhttp.WriteError(w, r, mxhttp.LimitExceeded("too many requests, retry in %d ms", ms).With("retry_after_ms", ms))
 			return
@@ -196,7 +208,7 @@ func (l *Limiter) Wrap(kind string, h http.Handler) http.Handler {
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		h.ServeHTTP(rec, r)
 		if rec.status == http.StatusUnauthorized {
-			l.refund(kind, key)
+			l.refund(token)
 		}
 	})
 }

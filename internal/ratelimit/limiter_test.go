@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,5 +146,74 @@ func TestRegisterCountsOnlyFinishedRounds(t *testing.T) {
 	}
 	if code := do(); code != http.StatusTooManyRequests {
 		t.Fatalf("second registration in the same minute: %d, want 429", code)
+	}
+}
+
+// TestRefusedRequestsTakeNothing: requests refused while a bucket is empty
+// do not push the next token further away.
+func TestRefusedRequestsTakeNothing(t *testing.T) {
+	l := ratelimit.New(ratelimit.Options{Rules: map[string]ratelimit.Rule{"k": {PerMinute: 60, Burst: 1}}})
+	c := &clock{t: time.Unix(1000, 0)}
+	l.SetClock(c.now)
+	if ok, _ := l.Allow("k", "a"); !ok {
+		t.Fatal("first request refused")
+	}
+	for i := range 10 {
+		if ok, _ := l.Allow("k", "a"); ok {
+			t.Fatalf("request %d allowed with an empty bucket", i)
+		}
+	}
+	c.t = c.t.Add(time.Second)
+	if ok, wait := l.Allow("k", "a"); !ok {
+		t.Fatalf("refused after the 1s refill (wait %v): refused requests took tokens", wait)
+	}
+}
+
+// TestAllowConcurrent: concurrent requests on one bucket get exactly the
+// burst between them.
+func TestAllowConcurrent(t *testing.T) {
+	const burst, callers = 5, 50
+	l := ratelimit.New(ratelimit.Options{Rules: map[string]ratelimit.Rule{"k": {PerMinute: 1, Burst: burst}}})
+	c := &clock{t: time.Unix(1000, 0)}
+	l.SetClock(c.now)
+	var wg sync.WaitGroup
+	var allowed atomic.Int32
+	for range callers {
+		wg.Go(func() {
+			if ok, _ := l.Allow("k", "a"); ok {
+				allowed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := allowed.Load(); n != burst {
+		t.Fatalf("%d of %d concurrent requests allowed, want the burst of %d", n, callers, burst)
+	}
+}
+
+// TestEvictionKeepsBusyBuckets: when the map is full, idle buckets (refilled
+// completely) go first, so flooding new keys does not reset a busy one.
+func TestEvictionKeepsBusyBuckets(t *testing.T) {
+	l := ratelimit.New(ratelimit.Options{Rules: map[string]ratelimit.Rule{"k": {PerMinute: 1, Burst: 1}}, MaxKeys: 10})
+	c := &clock{t: time.Unix(1000, 0)}
+	l.SetClock(c.now)
+	for i := range 9 {
+		if ok, _ := l.Allow("k", fmt.Sprint("idle", i)); !ok {
+			t.Fatalf("idle key %d refused", i)
+		}
+	}
+	c.t = c.t.Add(59 * time.Second)
+	if ok, _ := l.Allow("k", "busy"); !ok {
+		t.Fatal("busy key refused")
+	}
+	c.t = c.t.Add(2 * time.Second) // the idle buckets are full again, busy is not
+	if ok, _ := l.Allow("k", "new"); !ok {
+		t.Fatal("new key refused")
+	}
+	if n := l.Len(); n != 2 {
+		t.Fatalf("%d buckets after eviction, want busy and new", n)
+	}
+	if ok, _ := l.Allow("k", "busy"); ok {
+		t.Fatal("the busy bucket was evicted: its limit was reset")
 	}
 }
