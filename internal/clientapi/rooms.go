@@ -286,7 +286,17 @@ func (s *Service) join(r *http.Request, sess *accounts.Session, roomID id.RoomID
 	if s.rooms.Membership(sess.UserID, roomID) == "join" {
 		return map[string]any{"room_id": roomID}, nil
 	}
-	if _, err := s.membership(r, sess, roomID, sess.UserID, "join", req.Reason, nil); err != nil {
+	// A restricted room lets in the members of the rooms it allows, with a
+	// local member who may invite named as the join's authoriser.
+	via, err := s.rooms.JoinAuthoriser(r.Context(), roomID, sess.UserID)
+	if err != nil {
+		return nil, err
+	}
+	var extra map[string]any
+	if via != "" {
+		extra = map[string]any{"join_authorised_via_users_server": via}
+	}
+	if _, err := s.membership(r, sess, roomID, sess.UserID, "join", req.Reason, extra); err != nil {
 		return nil, err
 	}
 	return map[string]any{"room_id": roomID}, nil

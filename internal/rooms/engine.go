@@ -625,9 +625,6 @@ func (e *Engine) authorize(ctx context.Context, r *room, ev *Event) error {
 		}
 		return out, nil
 	}
-	getKey := func(serverName string, keyID id.KeyID, _ time.Time) (id.SigningKey, time.Time, error) {
-		return "", time.Time{}, fmt.Errorf("no key for %s %s", serverName, keyID)
-	}
 	version, checked := r.version, ev.PDU
 	if usesV1Format(r.version) {
 		// Rooms v1 and v2 share v3's auth rules; only their event format
@@ -642,7 +639,7 @@ func (e *Engine) authorize(ctx context.Context, r *room, ev *Event) error {
 			}
 		}
 	}
-	if err := eventauth.Authorize(version, checked, authEvents, getEvents, getKey); err != nil {
+	if err := eventauth.Authorize(version, checked, authEvents, getEvents, e.localKey); err != nil {
 		return mxhttp.Forbidden("%s", authMessage(err))
 	}
 	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {

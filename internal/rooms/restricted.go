@@ -1,0 +1,109 @@
+package rooms
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math"
+	"time"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/mxhttp"
+)
+
+// JoinAuthoriser answers, for user about to join roomID, who authorises
+// the join under a restricted or knock_restricted join rule: the join
+// event names them in join_authorised_via_users_server. It returns "" when
+// the join needs no authoriser (another join rule, a room version without
+// restricted joins, or a user already invited or joined). A user who is
+// joined to none of the rooms the rule allows, or a room where no local
+// member can invite, gets M_FORBIDDEN.
+func (e *Engine) JoinAuthoriser(ctx context.Context, roomID id.RoomID, user id.UserID) (id.UserID, error) {
+	r, err := e.room(ctx, roomID)
+	if err != nil {
+		return "", err
+	}
+	r.mu.Lock()
+	rule, allow := r.joinRule()
+	restricted := (rule == event.JoinRuleRestricted && r.version.RestrictedJoins()) ||
+		(rule == event.JoinRuleKnockRestricted && r.version.KnockRestricted())
+	if m := r.members[user]; !restricted || m == "join" || m == "invite" {
+		r.mu.Unlock()
+		return "", nil
+	}
+	pl, members := e.powerLevelsLocked(r), r.members
+	r.mu.Unlock()
+
+	if !e.joinedAny(user, allow) {
+		if rule == event.JoinRuleKnockRestricted {
+			return "", mxhttp.Forbidden("only members of the rooms the join rule allows may join; knock to ask for an invite")
+		}
+		return "", mxhttp.Forbidden("only members of the rooms the join rule allows may join")
+	}
+	if via := e.localInviter(pl, members); via != "" {
+		return via, nil
+	}
+	return "", mxhttp.Forbidden("no member of this server in the room may invite, so none can authorise the join")
+}
+
+// joinRule returns the room's current join rule and its allow list (invite
+// when there is none, as the auth rules assume). r.mu must be held.
+func (r *room) joinRule() (event.JoinRule, []event.JoinRuleAllow) {
+	st, ok := r.state[stateKey{"m.room.join_rules", ""}]
+	if !ok {
+		return event.JoinRuleInvite, nil
+	}
+	var c event.JoinRulesEventContent
+	if err := json.Unmarshal(st.PDU.Content, &c); err != nil {
+		return event.JoinRuleInvite, nil
+	}
+	return c.JoinRule, c.Allow
+}
+
+// joinedAny reports whether user is joined to one of the rooms allow names.
+func (e *Engine) joinedAny(user id.UserID, allow []event.JoinRuleAllow) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, a := range allow {
+		if a.Type == event.JoinRuleAllowRoomMembership && e.members[user][a.RoomID] == "join" {
+			return true
+		}
+	}
+	return false
+}
+
+// localInviter picks the joined member of this server with the most power
+// who may invite (the first by user ID among equals), or "" if none may.
+func (e *Engine) localInviter(pl *event.PowerLevelsEventContent, members map[id.UserID]string) id.UserID {
+	var best id.UserID
+	bestLevel := math.MinInt
+	for u, m := range members {
+		if m != "join" || u.Homeserver() != e.signer.ServerName {
+			continue
+		}
+		level := pl.GetUserLevel(u)
+		if level < pl.Invite() {
+			continue
+		}
+		if level > bestLevel || (level == bestLevel && u < best) {
+			best, bestLevel = u, level
+		}
+	}
+	return best
+}
+
+// localKey is the auth rules' key lookup: it knows this server's own
+// signing key (a join that a local user authorises carries only this
+// server's signature) and no other.
+func (e *Engine) localKey(serverName string, keyID id.KeyID, _ time.Time) (id.SigningKey, time.Time, error) {
+	if serverName != e.signer.ServerName || keyID != e.signer.KeyID || e.signer.Key == nil {
+		return "", time.Time{}, fmt.Errorf("no key for %s %s", serverName, keyID)
+	}
+	pub := e.signer.Key.Public().(ed25519.PublicKey)
+	// The node's key does not expire.
+	return id.SigningKey(base64.RawStdEncoding.EncodeToString(pub)), time.UnixMilli(1 << 53), nil
+}
