@@ -144,10 +144,11 @@ func (v *Visibility) FilterVisible(evs []*Event) []*Event {
 
 // ReadableUpTo answers the first question of every read endpoint: may the
 // user read the room at all, and up to which stream position. Joined users
-// read everything (math.MaxInt64); users who left or were banned, up to
-// that moment (only with allowLeft); anyone reads a world-readable room.
-// membership is the user's membership unless they forgot the room. The
-// per-event history visibility rules are Visibility's.
+// read everything (math.MaxInt64), and so does anyone in a world-readable
+// room, a user who left it included; users who left or were banned read up
+// to that moment (only with allowLeft). membership is the user's membership
+// unless they forgot the room. The per-event history visibility rules are
+// Visibility's.
 func (e *Engine) ReadableUpTo(ctx context.Context, user id.UserID, roomID id.RoomID, allowLeft bool) (upTo int64, membership string, ok bool, err error) {
 	var pos int64
 	err = e.db.QueryRow(ctx, "SELECT membership, pos FROM memberships WHERE room_id = $1 AND user_id = $2 AND forgotten = FALSE",
@@ -155,29 +156,35 @@ func (e *Engine) ReadableUpTo(ctx context.Context, user id.UserID, roomID id.Roo
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return 0, "", false, fmt.Errorf("load membership: %w", err)
 	}
-	switch membership {
-	case "join":
+	if membership == "join" {
 		return math.MaxInt64, membership, true, nil
-	case "leave", "ban":
-		if allowLeft {
-			return pos, membership, true, nil
-		}
 	}
-	hv, err := e.StateEvent(ctx, roomID, "m.room.history_visibility", "")
-	if errors.Is(err, ErrNoRoom) {
-		return 0, membership, false, nil
-	}
+	open, err := e.worldReadable(ctx, roomID)
 	if err != nil {
 		return 0, membership, false, err
 	}
-	if hv != nil {
-		var c struct {
-			HistoryVisibility string `json:"history_visibility"`
-		}
-		json.Unmarshal(hv.Content(), &c)
-		if c.HistoryVisibility == "world_readable" {
-			return math.MaxInt64, membership, true, nil
-		}
+	switch {
+	case open:
+		return math.MaxInt64, membership, true, nil
+	case allowLeft && (membership == "leave" || membership == "ban"):
+		return pos, membership, true, nil
 	}
 	return 0, membership, false, nil
+}
+
+// worldReadable reports whether the room's current history visibility is
+// world_readable (false for a room this node does not know).
+func (e *Engine) worldReadable(ctx context.Context, roomID id.RoomID) (bool, error) {
+	hv, err := e.StateEvent(ctx, roomID, "m.room.history_visibility", "")
+	if errors.Is(err, ErrNoRoom) || (err == nil && hv == nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	var c struct {
+		HistoryVisibility string `json:"history_visibility"`
+	}
+	json.Unmarshal(hv.Content(), &c)
+	return c.HistoryVisibility == "world_readable", nil
 }
