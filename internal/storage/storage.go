@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -66,12 +67,50 @@ type DB struct {
 	checkpointDone chan struct{} // closed when the checkpointer has stopped
 }
 
-// Open opens the database named by dsn: a postgres:// or postgresql:// URL
-// for PostgreSQL, anything else is a SQLite file path (optionally prefixed by
-// "sqlite:" or "file:").
+// ParseDSN tells which engine a database setting names: a postgres:// or
+// postgresql:// URL is PostgreSQL; "sqlite:PATH" or a plain file path is
+// SQLite (the path is returned). Anything else that looks like a URL
+// ("mysql://x", the typo "postgress://x") is refused rather than taken for a
+// file name.
+func ParseDSN(dsn string) (Dialect, string, error) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		if _, err := url.Parse(dsn); err != nil {
+			return Postgres, "", fmt.Errorf("bad PostgreSQL URL: %w", err)
+		}
+		return Postgres, dsn, nil
+	}
+	path, explicit := strings.CutPrefix(dsn, "sqlite:")
+	if !explicit && urlScheme.MatchString(dsn) {
+		return SQLite, "", fmt.Errorf("%q: want a postgres:// or postgresql:// URL, sqlite:PATH, or a file path for SQLite", redactDSN(dsn))
+	}
+	if path == "" {
+		return SQLite, "", errors.New("empty SQLite path")
+	}
+	return SQLite, path, nil
+}
+
+// urlScheme matches the scheme of anything written like a URL ("mysql:",
+// "postgress:"); a plain path that should contain one can start with "./".
+var urlScheme = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9+.-]*:`)
+
+// redactDSN hides a password in a URL-like database setting.
+func redactDSN(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return u.Redacted()
+		}
+	}
+	return dsn
+}
+
+// Open opens the database named by dsn, as ParseDSN reads it.
 func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	dialect, path, err := ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
 	}
 	db := &DB{
 		log:     log,
@@ -79,8 +118,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
-	var err error
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+	if dialect == Postgres {
 		db.Dialect = Postgres
 		db.read, err = sql.Open("pgx", dsn)
 		if err != nil {
@@ -91,13 +129,22 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		db.write = db.read
 	} else {
 		db.Dialect = SQLite
-		path := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "file:")
 		if dir := filepath.Dir(path); dir != "" {
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				return nil, fmt.Errorf("create database directory: %w", err)
 			}
 		}
-		pragmas := "&_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)&_pragma=cache_size(-16000)"
+		// The database holds password hashes and private messages: only
+		// its owner may read it, whatever the umask. modeof gives the WAL
+		// the database file's mode; the shared-memory index has no such
+		// option, so it is created here first (SQLite initialises an empty
+		// one).
+		for _, p := range []string{path, path + "-shm"} {
+			if err := createPrivate(p); err != nil {
+				return nil, err
+			}
+		}
+		pragmas := "&_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)&_pragma=cache_size(-16000)&modeof=" + url.QueryEscape(path)
 		// Checkpoints run in the background (checkpointer), not inside
 		// the commit that happens to fill the WAL, which would stall that
 		// write and every one queued behind it.
@@ -116,6 +163,11 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		if err := db.write.PingContext(ctx); err != nil {
 			db.write.Close()
 			return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+		}
+		// Tighten the files an older version created readable by others.
+		if err := restrictModes(path, path+"-wal", path+"-shm"); err != nil {
+			db.write.Close()
+			return nil, err
 		}
 		db.read, err = driver.Open("file:"+path+"?_pragma=query_only(1)"+pragmas, fts5.Register)
 		if err != nil {
@@ -149,6 +201,38 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		go db.checkpointer()
 	}
 	return db, nil
+}
+
+// createPrivate creates the SQLite file with mode 0600 if it does not exist.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create sqlite %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// restrictModes removes group and other permissions from the files that
+// exist among paths.
+func restrictModes(paths ...string) error {
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("stat %s: %w", p, err)
+		}
+		if perm := st.Mode().Perm(); perm&0o077 != 0 {
+			if err := os.Chmod(p, perm&^0o077); err != nil {
+				return fmt.Errorf("make %s private: %w", p, err)
+			}
+		}
+	}
+	return nil
 }
 
 // checkpointInterval is how often the WAL is copied back into the
