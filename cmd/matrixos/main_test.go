@@ -245,3 +245,43 @@ func TestDeactivateWhileStopped(t *testing.T) {
 		t.Fatalf("bob's membership after restart: %d %v", code, m)
 	}
 }
+
+// fail runs matrixos expecting it to fail and returns its output.
+func fail(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(binary, args...).CombinedOutput()
+	if err == nil {
+		t.Fatalf("matrixos %v succeeded, want an error:\n%s", args, out)
+	}
+	return string(out)
+}
+
+// TestBooleanFlagWord: "--open-registration false" turns registration off
+// (it used to turn it on, ignoring "false" as a stray argument, and save
+// that in the config file), and a stray argument is an error that writes
+// nothing.
+func TestBooleanFlagWord(t *testing.T) {
+	data := t.TempDir()
+	startServer(t, "--data", data, "--open-registration", "false")
+	b, err := os.ReadFile(filepath.Join(data, "matrixos.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "\nopen_registration: false\n") {
+		t.Errorf("config file after --open-registration false:\n%s", b)
+	}
+	if out := run(t, "", "config", "--data", data, "--open-registration", "true"); !strings.Contains(out, "\nopen_registration: true\n") {
+		t.Errorf("config --open-registration true:\n%s", out)
+	}
+
+	fresh := filepath.Join(t.TempDir(), "data")
+	out := fail(t, "serve", "--data", fresh, "--open-registration", "no")
+	if !strings.Contains(out, `unexpected argument "no"`) {
+		t.Errorf("stray argument: %s", out)
+	}
+	if _, err := os.Stat(fresh); !os.IsNotExist(err) {
+		t.Errorf("a refused command created the data directory: %v", err)
+	}
+	fail(t, "config", "--data", data, "stray")
+	fail(t, "user", "list", "--data", data, "stray")
+}

@@ -14,25 +14,31 @@ import (
 	"github.com/matrixos/matrixos/internal/node"
 )
 
-func loadConfig(name string, args []string, create bool, extra func(fs *flag.FlagSet)) (config.Config, string, *flag.FlagSet, error) {
+// loadConfig parses a command's flags, refuses more than maxArgs
+// positional arguments (before anything is written) and loads the
+// configuration. It returns the positional arguments.
+func loadConfig(name string, args []string, maxArgs int, create bool, extra func(fs *flag.FlagSet)) (config.Config, string, []string, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	flags := config.RegisterFlags(fs)
 	if extra != nil {
 		extra(fs)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := config.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
 		return config.Config{}, "", nil, err
 	}
+	if fs.NArg() > maxArgs {
+		return config.Config{}, "", nil, fmt.Errorf("unexpected argument %q (a flag's value goes after it: --name value or --name=value)", fs.Arg(maxArgs))
+	}
 	cfg, path, err := config.Load(flags, create)
-	return cfg, path, fs, err
+	return cfg, path, fs.Args(), err
 }
 
 func serve(args []string) error {
 	start := time.Now()
-	cfg, path, _, err := loadConfig("serve", args, true, nil)
+	cfg, path, _, err := loadConfig("serve", args, 0, true, nil)
 	if err != nil {
 		return err
 	}
@@ -62,7 +68,7 @@ func version(args []string) error {
 }
 
 func printConfig(args []string) error {
-	cfg, path, _, err := loadConfig("config", args, false, nil)
+	cfg, path, _, err := loadConfig("config", args, 0, false, nil)
 	if err != nil {
 		return err
 	}

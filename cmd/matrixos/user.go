@@ -28,15 +28,19 @@ func user(args []string) error {
 	}
 	var admin bool
 	var passwordFile string
-	cfg, _, fs, err := loadConfig("user "+sub, args, false, func(fs *flag.FlagSet) {
+	maxArgs := 0
+	if name == "" {
+		maxArgs = 1
+	}
+	cfg, _, rest, err := loadConfig("user "+sub, args, maxArgs, false, func(fs *flag.FlagSet) {
 		fs.BoolVar(&admin, "admin", false, "make the user a server admin")
 		fs.StringVar(&passwordFile, "password-file", "", "read the password from this file (- for stdin) instead of prompting")
 	})
 	if err != nil {
 		return err
 	}
-	if name == "" && fs.NArg() > 0 {
-		name = fs.Arg(0)
+	if len(rest) > 0 {
+		name = rest[0]
 	}
 	ctx := context.Background()
 	log := node.NewLogger(cfg, io.Discard)
@@ -67,6 +71,9 @@ func user(args []string) error {
 		}
 		fmt.Printf("created %s%s\n", uid, map[bool]string{true: " (admin)", false: ""}[admin])
 	case "list":
+		if name != "" {
+			return fmt.Errorf("unexpected argument %q: user list takes no name", name)
+		}
 		users, err := acc.ListUsers(ctx)
 		if err != nil {
 			return err
@@ -163,3 +170,4 @@ func readPassword(file string, confirm bool) (string, error) {
 	}
 	return pw, nil
 }
+

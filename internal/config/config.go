@@ -25,7 +25,7 @@ type Config struct {
 	ServerName               string        `yaml:"server_name" doc:"The server name: the part after ':' in user IDs. Cannot change once users exist."`
 	Listen                   string        `yaml:"listen" doc:"Address of the Client-Server API listener (plain HTTP; put TLS in front for public use)."`
 	PublicBaseURL            string        `yaml:"public_baseurl" doc:"URL clients use to reach this node, served in /.well-known/matrix/client. Empty: http://<listen>."`
-	Database                 string        `yaml:"database" doc:"Database: empty for embedded SQLite in the data directory, or a postgres://user:pass@host/db URL."`
+	Database                 string        `yaml:"database" doc:"Database: empty for embedded SQLite in the data directory, a postgres://user:pass@host/db (or postgresql://) URL, or sqlite:PATH or a file path for SQLite elsewhere. Anything else is refused."`
 	OpenRegistration         bool          `yaml:"open_registration" doc:"Let anyone register with m.login.dummy. For tests and private networks only."`
 	RegistrationSharedSecret string        `yaml:"registration_shared_secret" doc:"Secret for the Synapse-compatible admin registration API (/_synapse/admin/v1/register). Empty: disabled."`
 	RegistrationTokens       bool          `yaml:"registration_tokens" doc:"Let people register with a registration token (m.login.registration_token) that an admin handed out, while open registration is off."`
@@ -91,28 +91,6 @@ func (c *Config) BaseURL() string {
 		return strings.TrimRight(c.PublicBaseURL, "/")
 	}
 	return "http://" + c.Listen
-}
-
-// Validate checks the settings for mistakes that would break the node.
-func (c *Config) Validate() error {
-	var errs []error
-	if c.ServerName == "" {
-		errs = append(errs, errors.New("server_name must not be empty"))
-	}
-	if c.Listen == "" {
-		errs = append(errs, errors.New("listen must not be empty"))
-	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		errs = append(errs, fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel))
-	}
-	switch c.LogFormat {
-	case "text", "json":
-	default:
-		errs = append(errs, fmt.Errorf("log_format %q: want text or json", c.LogFormat))
-	}
-	return errors.Join(errs...)
 }
 
 type field struct {
@@ -215,6 +193,51 @@ func RegisterFlags(fs *flag.FlagSet) *Flags {
 		}
 	}
 	return f
+}
+
+// Parse parses args into fs as fs.Parse does, and also takes a boolean
+// flag's value from the next word when it is true or false
+// (--open-registration false): the flag package would otherwise set the flag
+// to true and leave "false" as a positional argument.
+func Parse(fs *flag.FlagSet, args []string) error {
+	return fs.Parse(joinBoolValues(fs, args))
+}
+
+// joinBoolValues rewrites "--flag true|false" as "--flag=true|false" for
+// fs's boolean flags, stopping at the first argument that is not a flag.
+func joinBoolValues(fs *flag.FlagSet, args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name, isFlag := strings.CutPrefix(a, "-")
+		name = strings.TrimPrefix(name, "-")
+		if !isFlag || a == "-" || a == "--" {
+			return append(out, args[i:]...)
+		}
+		out = append(out, a)
+		if strings.Contains(name, "=") || i+1 >= len(args) {
+			continue
+		}
+		fl := fs.Lookup(name)
+		if fl == nil {
+			continue
+		}
+		if !isBoolFlag(fl) {
+			out = append(out, args[i+1]) // the flag's value
+			i++
+			continue
+		}
+		if v := strings.ToLower(args[i+1]); v == "true" || v == "false" {
+			out[len(out)-1] = a + "=" + v
+			i++
+		}
+	}
+	return out
+}
+
+func isBoolFlag(fl *flag.Flag) bool {
+	b, ok := fl.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
 }
 
 // collect returns the settings given on the command line, by setting name.

@@ -88,3 +88,129 @@ func TestInvalid(t *testing.T) {
 		})
 	}
 }
+
+// TestBooleanFlagValues: a boolean flag takes its value with = or as the
+// next word; "--open-registration false" used to turn registration on and
+// leave "false" as a stray argument.
+func TestBooleanFlagValues(t *testing.T) {
+	for _, tc := range []struct {
+		args     []string
+		wantOpen bool
+		wantRest []string
+	}{
+		{[]string{"--open-registration"}, true, nil},
+		{[]string{"--open-registration=false"}, false, nil},
+		{[]string{"--open-registration", "false"}, false, nil},
+		{[]string{"-open-registration", "FALSE"}, false, nil},
+		{[]string{"--open-registration", "true", "--server-name", "example.org"}, true, nil},
+		{[]string{"--server-name", "true", "--open-registration"}, true, nil},
+		{[]string{"--open-registration", "stray"}, true, []string{"stray"}},
+		{[]string{"stray", "--open-registration", "false"}, false, []string{"stray", "--open-registration", "false"}},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		RegisterFlags(fs)
+		if err := Parse(fs, tc.args); err != nil {
+			t.Errorf("Parse(%q): %v", tc.args, err)
+			continue
+		}
+		open := fs.Lookup("open-registration").Value.String() == "true"
+		if open != tc.wantOpen || strings.Join(fs.Args(), " ") != strings.Join(tc.wantRest, " ") {
+			t.Errorf("Parse(%q): open_registration %v, rest %q; want %v, %q", tc.args, open, fs.Args(), tc.wantOpen, tc.wantRest)
+		}
+	}
+}
+
+// TestValidateNamesTheSetting: every bad value is refused at start-up with
+// the setting's name and flag in the message.
+func TestValidateNamesTheSetting(t *testing.T) {
+	for _, tc := range []struct {
+		setting, value string
+	}{
+		{"server_name", "bad_name!"},
+		{"server_name", "HTTPS://Example.org/"},
+		{"server_name", "example.org:99999"},
+		{"server_name", "example.org:"},
+		{"server_name", "[::1"},
+		{"server_name", "[example.org]:80"},
+		{"server_name", "300.1.1.1"},
+		{"server_name", ""},
+		{"listen", "8008"},
+		{"listen", "127.0.0.1:http-alt"},
+		{"metrics_listen", "nowhere"},
+		{"public_baseurl", "matrix.example.org"},
+		{"public_baseurl", "ftp://matrix.example.org"},
+		{"database", "mysql://x"},
+		{"database", "postgress://u@h/db"},
+		{"log_level", "loud"},
+		{"log_format", "xml"},
+		{"default_room_version", "99"},
+		{"default_room_version", ""},
+		{"max_upload_bytes", "-5"},
+		{"max_upload_bytes", "0"},
+		{"media_quota_bytes", "-1"},
+		{"access_token_lifetime", "-1h"},
+		{"allow_private_networks", "10.0.0.0/8,not-a-range"},
+		{"rate_limit_login_per_minute", "-1"},
+		{"rate_limit_login_burst", "0"},
+		{"rate_limit_register_per_minute", "-10"},
+		{"rate_limit_register_burst", "-1"},
+		{"rate_limit_send_per_minute", "-600"},
+		{"rate_limit_send_burst", "-100"},
+		{"rate_limit_upload_per_minute", "-1"},
+		{"rate_limit_upload_burst", "0"},
+	} {
+		t.Run(tc.setting+"="+tc.value, func(t *testing.T) {
+			clearEnv(t)
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			flags := RegisterFlags(fs)
+			if err := Parse(fs, []string{"--data", t.TempDir(), "--" + FlagName(tc.setting) + "=" + tc.value}); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := Load(flags, false)
+			if err == nil {
+				t.Fatalf("%s %q accepted", tc.setting, tc.value)
+			}
+			if !strings.Contains(err.Error(), tc.setting+" (--"+FlagName(tc.setting)+")") {
+				t.Errorf("error does not name %s: %v", tc.setting, err)
+			}
+		})
+	}
+}
+
+// TestValidateAccepts: the forms the grammar and the docs allow pass.
+func TestValidateAccepts(t *testing.T) {
+	for _, tc := range []struct {
+		setting, value string
+	}{
+		{"server_name", "example.org"},
+		{"server_name", "matrix.example.org:8448"},
+		{"server_name", "localhost:8008"},
+		{"server_name", "1.2.3.4"},
+		{"server_name", "1.2.3.4:1234"},
+		{"server_name", "[1234:5678::abcd]"},
+		{"server_name", "[::1]:8008"},
+		{"listen", "[::1]:8008"},
+		{"listen", "127.0.0.1:0"},
+		{"public_baseurl", "https://matrix.example.org/"},
+		{"database", "postgres://u:p@localhost/db?sslmode=disable"},
+		{"database", "postgresql://u@h/db"},
+		{"database", "sqlite:/srv/matrixos.db"},
+		{"database", "/srv/matrixos.db"},
+		{"default_room_version", "10"},
+		{"media_quota_bytes", "0"},
+		{"rate_limit_send_per_minute", "0"},
+		{"allow_private_networks", "10.0.0.0/8,fd00::/8"},
+	} {
+		t.Run(tc.setting+"="+tc.value, func(t *testing.T) {
+			clearEnv(t)
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			flags := RegisterFlags(fs)
+			if err := Parse(fs, []string{"--data", t.TempDir(), "--" + FlagName(tc.setting) + "=" + tc.value}); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := Load(flags, false); err != nil {
+				t.Errorf("%s %q refused: %v", tc.setting, tc.value, err)
+			}
+		})
+	}
+}
