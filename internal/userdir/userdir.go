@@ -1,6 +1,7 @@
 // Package userdir owns the user directory (/user_directory/search): the
 // users a searcher may discover are those who share a room with them and
-// those in public rooms, matched on user ID and display name.
+// those in public or world-readable rooms, matched on user ID and display
+// name.
 package userdir
 
 import (
@@ -97,7 +98,8 @@ func (s *Service) handleSearch(w http.ResponseWriter, r *http.Request, sess *acc
 }
 
 // visibleUsers returns the users joined to a room the searcher is joined
-// to, or to a room whose join rule is public.
+// to, or to a room whose join rule is public or whose history is world
+// readable (the rooms the spec says a search must at least consider).
 func (s *Service) visibleUsers(ctx context.Context, self id.UserID) (map[id.UserID]bool, error) {
 	candidates := map[id.RoomID]bool{}
 	for _, rid := range s.rooms.JoinedRooms(self) {
@@ -108,17 +110,8 @@ func (s *Service) visibleUsers(ctx context.Context, self id.UserID) (map[id.User
 		return nil, err
 	}
 	for _, rid := range all {
-		if candidates[rid] {
-			continue
-		}
-		if jr, err := s.rooms.StateEvent(ctx, rid, "m.room.join_rules", ""); err == nil && jr != nil {
-			var c struct {
-				JoinRule string `json:"join_rule"`
-			}
-			json.Unmarshal(jr.Content(), &c)
-			if c.JoinRule == "public" {
-				candidates[rid] = true
-			}
+		if !candidates[rid] && s.open(ctx, rid) {
+			candidates[rid] = true
 		}
 	}
 	users := map[id.UserID]bool{}
@@ -134,4 +127,24 @@ func (s *Service) visibleUsers(ctx context.Context, self id.UserID) (map[id.User
 		}
 	}
 	return users, nil
+}
+
+// open reports whether anyone may see who is in the room: its join rule is
+// public or its history is world readable.
+func (s *Service) open(ctx context.Context, rid id.RoomID) bool {
+	return s.stateField(ctx, rid, "m.room.join_rules", "join_rule") == "public" ||
+		s.stateField(ctx, rid, "m.room.history_visibility", "history_visibility") == "world_readable"
+}
+
+// stateField returns a string field of a room's current state event ("" if
+// there is none).
+func (s *Service) stateField(ctx context.Context, rid id.RoomID, evType, field string) string {
+	ev, err := s.rooms.StateEvent(ctx, rid, evType, "")
+	if err != nil || ev == nil {
+		return ""
+	}
+	var c map[string]any
+	json.Unmarshal(ev.Content(), &c)
+	v, _ := c[field].(string)
+	return v
 }
