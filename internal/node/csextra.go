@@ -74,6 +74,9 @@ func (n *Node) wirePushers(mux *http.ServeMux) {
 	p.Start()
 }
 
+// Pushers returns the service that owns pushers and push delivery.
+func (n *Node) Pushers() *pushers.Service { return n.csExtra.pushers }
+
 // stopCSExtra stops the background work of those services.
 func (n *Node) stopCSExtra() {
 	if n.csExtra.pushers != nil {

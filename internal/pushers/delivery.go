@@ -24,6 +24,36 @@ type delivery struct {
 	attempt int
 }
 
+// A step is what became of a delivery at one point of its way.
+type step string
+
+// The steps a delivery reports.
+const (
+	stepQueued   step = "queued"   // put on the queue (also for a retry)
+	stepDropped  step = "dropped"  // not queued: the queue is full or the service stopped
+	stepSkipped  step = "skipped"  // not sent: its pusher was removed or replaced
+	stepSent     step = "sent"     // the gateway took it
+	stepRejected step = "rejected" // the gateway rejected the pushkey, and the pusher was removed
+	stepFailed   step = "failed"   // this attempt failed (a retry may follow)
+)
+
+// outcome is one step of one delivery, as an observer hears of it.
+type outcome struct {
+	User    id.UserID
+	EventID id.EventID
+	PushKey string
+	Step    step
+	Err     error // for stepFailed
+}
+
+// report tells the observer, if any, of d's step. Tests observe deliveries
+// to assert against a positive signal that a push was not sent.
+func (s *Service) report(d *delivery, st step, err error) {
+	if f := s.observe.Load(); f != nil {
+		(*f)(outcome{User: d.user, EventID: d.ev.ID, PushKey: d.pusher.PushKey, Step: st, Err: err})
+	}
+}
+
 // enqueue queues a delivery to each of the user's http pushers.
 func (s *Service) enqueue(user id.UserID, ev *rooms.Event, actions []json.RawMessage) {
 	for _, p := range s.of(user) {
@@ -37,11 +67,14 @@ func (s *Service) enqueue(user id.UserID, ev *rooms.Event, actions []json.RawMes
 // offer puts d on the queue unless it is full or the service stopped.
 func (s *Service) offer(d *delivery) {
 	if s.ctx.Err() != nil {
+		s.report(d, stepDropped, nil)
 		return
 	}
 	select {
 	case s.queue <- d:
+		s.report(d, stepQueued, nil)
 	default:
+		s.report(d, stepDropped, nil)
 		s.log.Warn("push queue full: notification dropped", "user_id", d.user, "event_id", d.ev.ID, "app_id", d.pusher.AppID)
 	}
 }
@@ -62,27 +95,33 @@ func (s *Service) worker() {
 // that doubles with each attempt.
 func (s *Service) deliver(d *delivery) {
 	if !s.stillExists(d) {
+		s.report(d, stepSkipped, nil)
 		return
 	}
 	if d.body == nil {
 		b, err := s.payload(s.ctx, d)
 		if err != nil {
 			s.log.Warn("build push notification", "event_id", d.ev.ID, "err", err)
+			s.report(d, stepFailed, err)
 			return
 		}
 		d.body = b
 	}
 	rejected, err := s.post(d)
 	if err == nil {
-		if rejected {
-			s.log.Info("push gateway rejected pushkey; removing pusher", "user_id", d.user, "app_id", d.pusher.AppID)
-			p := d.pusher
-			if err := s.remove(s.ctx, d.user, keyed(p.AppID, p.PushKey)); err != nil && s.ctx.Err() == nil {
-				s.log.Warn("remove rejected pusher", "user_id", d.user, "err", err)
-			}
+		if !rejected {
+			s.report(d, stepSent, nil)
+			return
 		}
+		s.log.Info("push gateway rejected pushkey; removing pusher", "user_id", d.user, "app_id", d.pusher.AppID)
+		p := d.pusher
+		if err := s.remove(s.ctx, d.user, keyed(p.AppID, p.PushKey)); err != nil && s.ctx.Err() == nil {
+			s.log.Warn("remove rejected pusher", "user_id", d.user, "err", err)
+		}
+		s.report(d, stepRejected, nil)
 		return
 	}
+	s.report(d, stepFailed, err)
 	if d.attempt >= s.opts.Retries {
 		s.log.Warn("push failed; giving up", "user_id", d.user, "event_id", d.ev.ID, "app_id", d.pusher.AppID, "attempts", d.attempt+1, "err", err)
 		return

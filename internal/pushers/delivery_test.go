@@ -3,6 +3,7 @@ package pushers_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,8 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/config"
+	"github.com/matrixos/matrixos/internal/netguard"
+	"github.com/matrixos/matrixos/internal/pushers"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
@@ -72,6 +75,59 @@ func (g *gateway) wait(t *testing.T, timeout time.Duration) map[string]any {
 	return g.got[len(g.got)-1]
 }
 
+// observer records the delivery steps of a node's push service, so a
+// test can wait for one instead of sleeping.
+type observer struct {
+	mu      sync.Mutex
+	steps   []pushers.Outcome
+	changed chan struct{}
+}
+
+func observe(n *testnode.Node) *observer {
+	o := &observer{changed: make(chan struct{}, 1)}
+	pushers.Observe(n.Pushers(), func(out pushers.Outcome) {
+		o.mu.Lock()
+		o.steps = append(o.steps, out)
+		o.mu.Unlock()
+		select {
+		case o.changed <- struct{}{}:
+		default:
+		}
+	})
+	return o
+}
+
+// of returns the steps of the event's deliveries so far.
+func (o *observer) of(ev id.EventID) []pushers.Outcome {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []pushers.Outcome
+	for _, s := range o.steps {
+		if s.EventID == ev {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// wait returns the event's delivery step st, waiting up to 10 seconds.
+func (o *observer) wait(t *testing.T, ev id.EventID, st pushers.Step) pushers.Outcome {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		for _, s := range o.of(ev) {
+			if s.Step == st {
+				return s
+			}
+		}
+		select {
+		case <-o.changed:
+		case <-timeout:
+			t.Fatalf("no %s step for %s; saw %v", st, ev, o.of(ev))
+		}
+	}
+}
+
 var allowLoopback testnode.Option = func(c *config.Config) { c.AllowPrivateNetworks = []string{"127.0.0.0/8"} }
 
 // dm creates a room with alice and bob joined (a one-to-one room, whose
@@ -93,6 +149,7 @@ func TestDelivery(t *testing.T) {
 	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		g := newGateway(t)
+		steps := observe(n)
 		alice, bob := n.Register("alice"), n.Register("bob")
 		if err := bob.SetDisplayName(ctx, "Bobby"); err != nil {
 			t.Fatal(err)
@@ -129,27 +186,29 @@ func TestDelivery(t *testing.T) {
 		// event_id_only sends no event details.
 		p := httpPusher("alice-phone", g.url())
 		p["data"] = map[string]any{"url": g.url(), "format": "event_id_only"}
-		n.Do(t, "POST", setPath, alice.AccessToken, p)
-		sent, _ = bob.SendText(ctx, room, "secret")
+		n.Do(t, "POST", setPath, alice.AccessToken, p).OK(t)
+		sent.EventID = testnode.SendText(t, bob, room, "secret")
 		nt = g.wait(t, 10*time.Second)["notification"].(map[string]any)
 		if nt["event_id"] != string(sent.EventID) || nt["content"] != nil || nt["sender"] != nil || nt["type"] != nil {
 			t.Fatalf("event_id_only notification: %v", nt)
 		}
-		// Bob's own messages do not notify Bob (he has no pusher anyway),
-		// and Alice's do not notify Alice.
-		before := g.count()
-		alice.SendText(ctx, room, "my own")
-		time.Sleep(300 * time.Millisecond)
-		if g.count() != before {
-			t.Fatalf("alice was notified of her own message")
+		// Alice's own message does not notify her. Had it, its delivery
+		// would have been queued before her send returned (OnNotify runs
+		// once the event's transaction commits, before Send returns), so
+		// before Bob's next message, whose delivery shows the queue works.
+		own := testnode.SendText(t, alice, room, "my own")
+		later := testnode.SendText(t, bob, room, "after alice's")
+		steps.wait(t, later, pushers.StepSent)
+		if s := steps.of(own); len(s) != 0 {
+			t.Fatalf("alice's own message went to her pusher: %v", s)
 		}
 	}, allowLoopback)
 }
 
 func TestDeliveryRetriesAndRejection(t *testing.T) {
 	n := testnode.Start(t, testnode.SQLite, allowLoopback)
-	ctx := context.Background()
 	g := newGateway(t)
+	steps := observe(n)
 	g.answer = func(n int) (int, string) {
 		switch n {
 		case 1:
@@ -161,41 +220,39 @@ func TestDeliveryRetriesAndRejection(t *testing.T) {
 	}
 	alice, bob := n.Register("alice"), n.Register("bob")
 	room := dm(t, alice, bob)
-	n.Do(t, "POST", setPath, alice.AccessToken, httpPusher("alice-phone", g.url()))
-	sent, _ := bob.SendText(ctx, room, "one")
+	n.Do(t, "POST", setPath, alice.AccessToken, httpPusher("alice-phone", g.url())).OK(t)
+	sent := testnode.SendText(t, bob, room, "one")
 	first := g.wait(t, 10*time.Second)
 	second := g.wait(t, 10*time.Second) // the retry, after the backoff
 	id1 := first["notification"].(map[string]any)["event_id"]
 	id2 := second["notification"].(map[string]any)["event_id"]
-	if id1 != string(sent.EventID) || id2 != id1 {
+	if id1 != string(sent) || id2 != id1 {
 		t.Fatalf("retry: %v then %v", id1, id2)
 	}
 	// The gateway rejects the pushkey: the pusher is removed.
-	bob.SendText(ctx, room, "two")
+	two := testnode.SendText(t, bob, room, "two")
 	g.wait(t, 10*time.Second)
-	deadline := time.Now().Add(5 * time.Second)
-	for len(pushkeys(t, n, alice.AccessToken)) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("rejected pusher not removed")
-		}
-		time.Sleep(50 * time.Millisecond)
+	steps.wait(t, two, pushers.StepRejected)
+	if keys := pushkeys(t, n, alice.AccessToken); len(keys) != 0 {
+		t.Fatalf("rejected pusher not removed: %v", keys)
 	}
 }
 
 // By default a push gateway on a loopback address is never contacted.
 func TestDeliveryRefusesLoopbackByDefault(t *testing.T) {
 	n := testnode.Start(t, testnode.SQLite)
-	ctx := context.Background()
 	g := newGateway(t)
+	steps := observe(n)
 	alice, bob := n.Register("alice"), n.Register("bob")
 	room := dm(t, alice, bob)
 	n.Do(t, "POST", setPath, alice.AccessToken, httpPusher("alice-phone", g.url())).OK(t)
-	if _, err := bob.SendText(ctx, room, "hello"); err != nil {
-		t.Fatal(err)
-	}
-	// The notification happened (it is listed) but was not pushed.
+	sent := testnode.SendText(t, bob, room, "hello")
+	// The notification happened (it is listed), and its delivery was
+	// tried and refused before any connection to the gateway.
 	waitNotifications(t, n, alice.AccessToken, 1)
-	time.Sleep(500 * time.Millisecond)
+	if s := steps.wait(t, sent, pushers.StepFailed); !errors.Is(s.Err, netguard.ErrForbidden) {
+		t.Fatalf("delivery failed with %v, want the address refused", s.Err)
+	}
 	if c := g.count(); c != 0 {
 		t.Fatalf("the loopback gateway was contacted %d times", c)
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"maunium.net/go/mautrix/id"
@@ -53,10 +54,11 @@ type Service struct {
 	mu     sync.RWMutex
 	byUser map[id.UserID][]*Pusher
 
-	queue  chan *delivery
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	queue   chan *delivery
+	observe atomic.Pointer[func(outcome)] // hears of each delivery step; see report
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 // New returns the service; call Load, then Start.
