@@ -248,7 +248,7 @@ func fromNode(n *yaml.Node) (any, error) {
 
 // kindOf names the JSON type of a generic value.
 func kindOf(v any) string {
-	switch v := v.(type) {
+	switch v.(type) {
 	case nil:
 		return "null"
 	case bool:
@@ -256,9 +256,6 @@ func kindOf(v any) string {
 	case string:
 		return "string"
 	case json.Number:
-		if isInteger(v) {
-			return "integer"
-		}
 		return "number"
 	case []any:
 		return "array"
