@@ -96,10 +96,13 @@ func (s *Service) identifierUser(auth *AuthDict) (id.UserID, error) {
 	return s.ParseLocalUser(user)
 }
 
-// checkPassword verifies a user's password; wrong user and wrong password
-// give the same answer.
-func (s *Service) checkPassword(ctx context.Context, uid id.UserID, password string) (*User, error) {
-	u, ok, err := s.GetUser(ctx, uid)
+// checkPassword verifies a user's password, after counting the guess
+// (allowGuess); wrong user and wrong password give the same answer.
+func (s *Service) checkPassword(r *http.Request, uid id.UserID, password string) (*User, error) {
+	if err := s.allowGuess(r, uid); err != nil {
+		return nil, err
+	}
+	u, ok, err := s.GetUser(r.Context(), uid)
 	if err != nil {
 		return nil, err
 	}
@@ -152,12 +155,12 @@ func (s *Service) postLogin(w http.ResponseWriter, r *http.Request) (any, error)
 		if err != nil {
 			return nil, err
 		}
-		if _, err := s.checkPassword(r.Context(), uid, req.Password); err != nil {
+		if _, err := s.checkPassword(r, uid, req.Password); err != nil {
 			return nil, err
 		}
 	case "m.login.token":
 		var err error
-		uid, err = s.consumeLoginToken(r.Context(), req.Token)
+		uid, err = s.consumeLoginToken(r, req.Token)
 		if err != nil {
 			return nil, err
 		}
@@ -193,7 +196,12 @@ func (s *Service) CreateLoginToken(ctx context.Context, uid id.UserID, ttl time.
 	return tok, err
 }
 
-func (s *Service) consumeLoginToken(ctx context.Context, tok string) (id.UserID, error) {
+// consumeLoginToken redeems a login token, after counting the guess.
+func (s *Service) consumeLoginToken(r *http.Request, tok string) (id.UserID, error) {
+	if err := s.allowGuess(r, ""); err != nil {
+		return "", err
+	}
+	ctx := r.Context()
 	var uid id.UserID
 	var expires int64
 	found := false
@@ -290,7 +298,7 @@ func (s *Service) postRegister(w http.ResponseWriter, r *http.Request) (any, err
 	} else if taken {
 		return nil, ErrUserExists
 	}
-	done, err := s.interactiveAuth(r.Context(), req.Auth, flows, "register", "")
+	done, err := s.interactiveAuth(r, req.Auth, flows, "register", "")
 	if err != nil {
 		return nil, err
 	}
@@ -352,38 +360,48 @@ func (s *Service) getWhoami(w http.ResponseWriter, r *http.Request, sess *Sessio
 // stage for accounts without a password). It returns the UIA 401 response
 // as the error until a flow is complete.
 func (s *Service) RequireUIA(r *http.Request, auth *AuthDict) (*Session, error) {
-	return s.authedUIA(r, auth)
-}
-
-// authedUIA authenticates a request that carries both an access token and
-// possibly a UIA "auth" dict, and requires the password stage.
-func (s *Service) authedUIA(r *http.Request, auth *AuthDict) (*Session, error) {
 	sess, err := s.Authenticate(r.Context(), mxhttp.AccessToken(r))
 	if err != nil {
 		return nil, err
 	}
+	return sess, s.SessionUIA(r, sess, auth)
+}
+
+// SessionUIA is RequireUIA for a request whose access token was already
+// authenticated as sess (handlers check the token before they read the
+// body, so a bad token is answered as such whatever the body holds).
+func (s *Service) SessionUIA(r *http.Request, sess *Session, auth *AuthDict) error {
 	u, _, err := s.GetUser(r.Context(), sess.UserID)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	flows := [][]string{{StagePassword}}
 	if u != nil && u.PasswordHash == "" {
 		flows = [][]string{{StageDummy}} // accounts without a password (SSO, appservice)
 	}
-	if _, err := s.interactiveAuth(r.Context(), auth, flows, r.Method+" "+r.URL.Path+" "+string(sess.UserID), sess.UserID); err != nil {
-		return nil, err
-	}
-	return sess, nil
+	_, err = s.interactiveAuth(r, auth, flows, r.Method+" "+r.URL.Path+" "+string(sess.UserID), sess.UserID)
+	return err
 }
 
-// optionalTokenUIA is authedUIA for the endpoints where the access token is
-// optional (password change, deactivation): without a token, the password
-// stage identifies the user, and the session has no device.
-func (s *Service) optionalTokenUIA(r *http.Request, auth *AuthDict) (*Session, error) {
-	if mxhttp.AccessToken(r) != "" {
-		return s.authedUIA(r, auth)
+// optionalToken authenticates the access token of an endpoint where it is
+// optional (password change, deactivation): nil without a token, an error
+// for a bad one.
+func (s *Service) optionalToken(r *http.Request) (*Session, error) {
+	tok := mxhttp.AccessToken(r)
+	if tok == "" {
+		return nil, nil
 	}
-	done, err := s.interactiveAuth(r.Context(), auth, [][]string{{StagePassword}}, r.Method+" "+r.URL.Path, "")
+	return s.Authenticate(r.Context(), tok)
+}
+
+// optionalTokenUIA completes UIA for those endpoints: as sess when the
+// request had a token; without one, the password stage identifies the
+// user, and the session has no device.
+func (s *Service) optionalTokenUIA(r *http.Request, sess *Session, auth *AuthDict) (*Session, error) {
+	if sess != nil {
+		return sess, s.SessionUIA(r, sess, auth)
+	}
+	done, err := s.interactiveAuth(r, auth, [][]string{{StagePassword}}, r.Method+" "+r.URL.Path, "")
 	if err != nil {
 		return nil, err
 	}
@@ -402,13 +420,17 @@ func (s *Service) postPassword(w http.ResponseWriter, r *http.Request) (any, err
 	if err := mxhttp.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
+	tokenSess, err := s.optionalToken(r)
+	if err != nil {
+		return nil, err
+	}
 	if req.NewPassword == "" {
 		return nil, mxhttp.MissingParam("missing new_password")
 	}
 	if err := CheckPasswordLength(req.NewPassword); err != nil {
 		return nil, err
 	}
-	sess, err := s.optionalTokenUIA(r, req.Auth)
+	sess, err := s.optionalTokenUIA(r, tokenSess, req.Auth)
 	if err != nil {
 		return nil, err
 	}
@@ -427,7 +449,11 @@ func (s *Service) postDeactivate(w http.ResponseWriter, r *http.Request) (any, e
 	if err := mxhttp.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	sess, err := s.optionalTokenUIA(r, req.Auth)
+	tokenSess, err := s.optionalToken(r)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := s.optionalTokenUIA(r, tokenSess, req.Auth)
 	if err != nil {
 		return nil, err
 	}
@@ -481,7 +507,7 @@ func (s *Service) deleteDevice(w http.ResponseWriter, r *http.Request, sess *Ses
 	}
 	// Deleting a device that is already gone succeeds, as the spec says.
 	dev := id.DeviceID(r.PathValue("deviceId"))
-	if _, err := s.authedUIA(r, req.Auth); err != nil {
+	if err := s.SessionUIA(r, sess, req.Auth); err != nil {
 		return nil, err
 	}
 	if err := s.DeleteDevice(r.Context(), sess.UserID, dev); err != nil {
@@ -504,7 +530,7 @@ func (s *Service) postDeleteDevices(w http.ResponseWriter, r *http.Request, sess
 	if len(req.Devices) > 1000 {
 		return nil, mxhttp.InvalidParam("too many devices")
 	}
-	if _, err := s.authedUIA(r, req.Auth); err != nil {
+	if err := s.SessionUIA(r, sess, req.Auth); err != nil {
 		return nil, err
 	}
 	for _, d := range req.Devices {

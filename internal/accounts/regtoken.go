@@ -116,6 +116,9 @@ func (s *Service) getTokenValidity(w http.ResponseWriter, r *http.Request) (any,
 	if !s.opts.RegistrationTokens {
 		return nil, mxhttp.Forbidden("registration tokens are not enabled")
 	}
+	if err := s.allowGuess(r, ""); err != nil {
+		return nil, err
+	}
 	ok, err := s.ValidRegistrationToken(r.Context(), tok)
 	if err != nil {
 		return nil, err

@@ -70,6 +70,9 @@ type Service struct {
 	log   *slog.Logger
 	opts  Options
 	Hooks Hooks
+	// Limiter, when set, bounds credential guesses by client IP and by
+	// account (see allowGuess).
+	Limiter Limiter
 
 	mu     sync.RWMutex
 	tokens map[string]*Session // token hash -> session; a nil entry caches a miss

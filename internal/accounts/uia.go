@@ -1,7 +1,6 @@
 package accounts
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -116,7 +115,7 @@ type AuthDict struct {
 // acceptable stage sequences. pinned identifies the request (method, path,
 // user) so a session cannot be replayed for another. It returns nil when a
 // flow is complete, or the 401 response to send.
-func (s *Service) interactiveAuth(ctx context.Context, auth *AuthDict, flows [][]string, pinned string, user id.UserID) (*uiaSession, error) {
+func (s *Service) interactiveAuth(r *http.Request, auth *AuthDict, flows [][]string, pinned string, user id.UserID) (*uiaSession, error) {
 	resp := &uiaRequired{Params: map[string]any{}}
 	for _, f := range flows {
 		resp.Flows = append(resp.Flows, uiaFlow{Stages: f})
@@ -140,8 +139,11 @@ func (s *Service) interactiveAuth(ctx context.Context, auth *AuthDict, flows [][
 		return nil, mxhttp.Forbidden("UIA session was already used")
 	}
 	if auth != nil && auth.Type != "" {
-		if err := s.doStage(ctx, auth, sess, user); err != nil {
+		if err := s.doStage(r, auth, sess, user); err != nil {
 			me, _ := mxhttp.AsError(err)
+			if me.Status == http.StatusTooManyRequests {
+				return nil, err // not a failed stage: the client is to wait
+			}
 			resp.ErrCode, resp.ErrMsg = me.Code, me.Message
 		} else if !slices.Contains(sess.completed, auth.Type) {
 			sess.completed = append(sess.completed, auth.Type)
@@ -165,7 +167,7 @@ func (s *Service) interactiveAuth(ctx context.Context, auth *AuthDict, flows [][
 	return nil, resp
 }
 
-func (s *Service) doStage(ctx context.Context, auth *AuthDict, sess *uiaSession, user id.UserID) error {
+func (s *Service) doStage(r *http.Request, auth *AuthDict, sess *uiaSession, user id.UserID) error {
 	switch auth.Type {
 	case StageDummy:
 		return nil
@@ -186,13 +188,16 @@ func (s *Service) doStage(ctx context.Context, auth *AuthDict, sess *uiaSession,
 		if sess.user != "" && sess.user != uid {
 			return mxhttp.Forbidden("UIA session belongs to another user")
 		}
-		if _, err := s.checkPassword(ctx, uid, auth.Password); err != nil {
+		if _, err := s.checkPassword(r, uid, auth.Password); err != nil {
 			return err
 		}
 		sess.user = uid
 		return nil
 	case StageRegistrationToken:
-		ok, err := s.ValidRegistrationToken(ctx, auth.Token)
+		if err := s.allowGuess(r, ""); err != nil {
+			return err
+		}
+		ok, err := s.ValidRegistrationToken(r.Context(), auth.Token)
 		if err != nil {
 			return err
 		}

@@ -55,6 +55,9 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 			return ratelimit.Identity{User: string(sess.UserID), Exempt: sess.IsAdmin}
 		},
 	})
+	// Every credential check (login, each UIA stage, registration tokens)
+	// takes from the login buckets of the client IP and of the account.
+	n.Accounts.Limiter = n.RateLimit
 }
 
 // protect puts rate limiting and the admin guard (suspended and

@@ -213,9 +213,10 @@ func (l *Limiter) Wrap(kind string, h http.Handler) http.Handler {
 	})
 }
 
-// Routes maps the route patterns the node limits to their kind.
+// Routes maps the route patterns the node limits to their kind. Login is
+// not a route's kind: the accounts service counts each credential it
+// checks, on whichever endpoint, against the client IP and the account.
 var Routes = map[string]string{
-	"POST /_matrix/client/v3/login":                                         Login,
 	"POST /_matrix/client/v3/register":                                      Register,
 	"PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}":        Send,
 	"PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey...}": Send,

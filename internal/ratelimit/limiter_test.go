@@ -67,12 +67,12 @@ func TestWrap(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			l := ratelimit.New(ratelimit.Options{
-				Rules:    map[string]ratelimit.Rule{ratelimit.Login: {PerMinute: 1, Burst: 1}},
+				Rules:    map[string]ratelimit.Rule{ratelimit.Upload: {PerMinute: 1, Burst: 1}},
 				Identify: func(*http.Request) ratelimit.Identity { return tt.who },
 			})
 			h := l.Middleware(ok)
 			for i, remote := range tt.remote {
-				req := httptest.NewRequest("POST", "/_matrix/client/v3/login", nil)
+				req := httptest.NewRequest("POST", "/_matrix/media/v3/upload", nil)
 				req.RemoteAddr = remote
 				rec := httptest.NewRecorder()
 				h.ServeHTTP(rec, req)
