@@ -412,16 +412,16 @@ func (s *Service) optionalTokenUIA(r *http.Request, sess *Session, auth *AuthDic
 }
 
 func (s *Service) postPassword(w http.ResponseWriter, r *http.Request) (any, error) {
+	tokenSess, err := s.optionalToken(r)
+	if err != nil {
+		return nil, err
+	}
 	var req struct {
 		Auth          *AuthDict `json:"auth"`
 		NewPassword   string    `json:"new_password"`
 		LogoutDevices *bool     `json:"logout_devices"`
 	}
 	if err := mxhttp.DecodeJSON(r, &req); err != nil {
-		return nil, err
-	}
-	tokenSess, err := s.optionalToken(r)
-	if err != nil {
 		return nil, err
 	}
 	if req.NewPassword == "" {
@@ -442,15 +442,15 @@ func (s *Service) postPassword(w http.ResponseWriter, r *http.Request) (any, err
 }
 
 func (s *Service) postDeactivate(w http.ResponseWriter, r *http.Request) (any, error) {
+	tokenSess, err := s.optionalToken(r)
+	if err != nil {
+		return nil, err
+	}
 	var req struct {
 		Auth  *AuthDict `json:"auth"`
 		Erase bool      `json:"erase"`
 	}
 	if err := mxhttp.DecodeJSON(r, &req); err != nil {
-		return nil, err
-	}
-	tokenSess, err := s.optionalToken(r)
-	if err != nil {
 		return nil, err
 	}
 	sess, err := s.optionalTokenUIA(r, tokenSess, req.Auth)

@@ -24,7 +24,7 @@ func (s *Service) ExtraRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+v3+"/login/sso/redirect", s.getSSORedirect)
 	mux.HandleFunc("GET "+v3+"/login/sso/redirect/{idpId}", s.getSSORedirect)
 	mux.HandleFunc("GET "+v3+"/voip/turnServer", a(s.getTurnServer))
-	mux.HandleFunc("POST "+v1+"/login/get_token", s.postGetLoginToken)
+	mux.HandleFunc("POST "+v1+"/login/get_token", a(s.postGetLoginToken))
 	mux.HandleFunc("GET "+v1+"/mutual_rooms", a(s.getMutualRooms))
 
 	mux.HandleFunc("POST "+v1+"/appservice/{appserviceId}/ping", a(s.appserviceOnly))

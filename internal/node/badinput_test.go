@@ -115,6 +115,12 @@ func TestBadInput(t *testing.T) {
 			{"sync revoked token", "GET", v3 + "/sync", revoked, nil, 401, "M_UNKNOWN_TOKEN"},
 			{"send revoked token", "PUT", send + "t8", revoked, map[string]any{"body": "x"}, 401, "M_UNKNOWN_TOKEN"},
 			{"whoami revoked token", "GET", v3 + "/account/whoami", revoked, nil, 401, "M_UNKNOWN_TOKEN"},
+			// A bad token is answered before the body is read, also where
+			// the token is optional.
+			{"password bogus token", "POST", v3 + "/account/password", "bogus", map[string]any{}, 401, "M_UNKNOWN_TOKEN"},
+			{"deactivate bogus token", "POST", v3 + "/account/deactivate", "bogus", "{", 401, "M_UNKNOWN_TOKEN"},
+			{"get_token bogus token", "POST", "/_matrix/client/v1/login/get_token", "bogus", "{", 401, "M_UNKNOWN_TOKEN"},
+			{"get_token no token", "POST", "/_matrix/client/v1/login/get_token", "", "{", 401, "M_MISSING_TOKEN"},
 
 			// Forbidden actions.
 			{"send when not in room", "PUT", send + "t9", c, map[string]any{"msgtype": "m.text", "body": "x"}, 403, "M_FORBIDDEN"},
