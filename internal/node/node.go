@@ -95,17 +95,23 @@ func migrations() []storage.Migration {
 		admin.Migrations,
 		csExtraMigrations,
 		media.Migrations,
+		nodeMigrations,
 	)
 }
 
-// OpenDB opens the configured database and applies every migration. The
-// admin subcommands use it directly.
+// OpenDB opens the configured database, applies every migration and
+// checks that the database belongs to the configured server name (see
+// bindServerName). The admin subcommands use it directly.
 func OpenDB(ctx context.Context, cfg config.Config, log *slog.Logger) (*storage.DB, error) {
 	db, err := storage.Open(ctx, cfg.DatabaseDSN(), log)
 	if err != nil {
 		return nil, err
 	}
 	if err := db.Migrate(ctx, migrations()); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := bindServerName(ctx, db, cfg.ServerName); err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -1,0 +1,66 @@
+package node_test
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/matrixos/matrixos/internal/node"
+	"github.com/matrixos/matrixos/internal/storage"
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+// TestServerNameBoundOnceUsersExist: a database with users refuses another
+// server name (it used to start and lock every user out), also when the
+// name was never stored (a database from before the check); without users
+// the name may change.
+func TestServerNameBoundOnceUsersExist(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		cfg := n.Config
+		n.Stop()
+		open := func(serverName string) error {
+			c := cfg
+			c.ServerName = serverName
+			db, err := node.OpenDB(ctx, c, node.NewLogger(c, io.Discard))
+			if err == nil {
+				db.Close()
+			}
+			return err
+		}
+		// No users yet: the name follows the config.
+		if err := open("renamed.example"); err != nil {
+			t.Fatalf("renaming a node without users: %v", err)
+		}
+		if err := open(cfg.ServerName); err != nil {
+			t.Fatalf("renaming back: %v", err)
+		}
+		n = testnode.StartConfig(t, cfg)
+		alice := n.Register("alice")
+		n.Stop()
+		err := open("other.example")
+		if err == nil || !strings.Contains(err.Error(), "locked out") || !strings.Contains(err.Error(), string(alice.UserID)) {
+			t.Fatalf("another server name with users: %v", err)
+		}
+		// A database from before the name was stored is bound to its users'.
+		db, err := node.OpenDB(ctx, cfg, node.NewLogger(cfg, io.Discard))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Write(ctx, func(tx *storage.Tx) error {
+			_, err := tx.Exec(ctx, `DELETE FROM node_settings`)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		if err := open("other.example"); err == nil {
+			t.Fatal("an unstored server name was changed with users present")
+		}
+		n = testnode.StartConfig(t, cfg)
+		if _, err := n.Login(alice.UserID).Whoami(ctx); err != nil {
+			t.Fatalf("alice after restart: %v", err)
+		}
+	})
+}
