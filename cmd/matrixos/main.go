@@ -1,12 +1,15 @@
 // Command matrixos runs a Matrix OS node: a Matrix homeserver in one binary.
 //
 //	matrixos [serve] [flags]          run the node (the default)
-//	matrixos user add NAME [--admin] [--password-file FILE]
+//	matrixos user add NAME [--admin] [--password-file FILE] [--init]
 //	matrixos user list | reset-password NAME | deactivate NAME
 //	matrixos version
 //	matrixos config                   print the effective configuration
 //
 // Every command takes --data DIR (default ./matrixos-data) and --config FILE.
+// The user commands refuse a data directory without a database unless
+// --init is given, so that one run in the wrong directory does not create
+// an empty node there.
 package main
 
 import (
@@ -15,6 +18,7 @@ import (
 )
 
 func main() {
+	privateUmask()
 	args := os.Args[1:]
 	cmd := "serve"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
@@ -47,7 +51,7 @@ func main() {
 func usage() {
 	fmt.Fprint(os.Stderr, `Usage:
   matrixos [serve] [flags]                run the node (default)
-  matrixos user add NAME [--admin] [--password-file FILE]
+  matrixos user add NAME [--admin] [--password-file FILE] [--init]
   matrixos user list
   matrixos user reset-password NAME [--password-file FILE]
   matrixos user deactivate NAME

@@ -51,7 +51,7 @@ func run(t *testing.T, stdin string, args ...string) string {
 
 func TestUserCommands(t *testing.T) {
 	data := t.TempDir()
-	out := run(t, "supersecret1\n", "user", "add", "alice", "--admin", "--password-file", "-", "--data", data)
+	out := run(t, "supersecret1\n", "user", "add", "alice", "--admin", "--password-file", "-", "--data", data, "--init")
 	if !strings.Contains(out, "@alice:localhost:8008") {
 		t.Fatalf("user add: %s", out)
 	}
@@ -84,6 +84,28 @@ func TestUserCommands(t *testing.T) {
 type server struct {
 	cmd *exec.Cmd
 	url string
+
+	mu     sync.Mutex
+	stdout strings.Builder
+}
+
+// waitStdout waits until the server's standard output contains want (the
+// banner is printed in one write after "Client API:") and returns it.
+func (s *server) waitStdout(t *testing.T, want string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.mu.Lock()
+		out := s.stdout.String()
+		s.mu.Unlock()
+		if strings.Contains(out, want) {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server output has no %q:\n%s", want, out)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func startServer(t *testing.T, args ...string) *server {
@@ -98,9 +120,13 @@ func startServer(t *testing.T, args ...string) *server {
 		t.Fatal(err)
 	}
 	found := make(chan string, 1)
+	s := &server{cmd: cmd}
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
+			s.mu.Lock()
+			s.stdout.WriteString(sc.Text() + "\n")
+			s.mu.Unlock()
 			if u, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "Client API:"); ok {
 				found <- strings.TrimSpace(u)
 			}
@@ -108,7 +134,7 @@ func startServer(t *testing.T, args ...string) *server {
 	}()
 	select {
 	case u := <-found:
-		s := &server{cmd: cmd, url: u}
+		s.url = u
 		t.Cleanup(func() { s.cmd.Process.Kill(); s.cmd.Wait() })
 		return s
 	case <-time.After(20 * time.Second):
@@ -284,4 +310,111 @@ func TestBooleanFlagWord(t *testing.T) {
 	}
 	fail(t, "config", "--data", data, "stray")
 	fail(t, "user", "list", "--data", data, "stray")
+}
+
+// TestAdminCommandsNeedData: run where there is no node, an admin command
+// fails and creates nothing (it used to create an empty data directory and
+// succeed); --init creates one on purpose. A user of another server is
+// refused (it used to become a local user).
+func TestAdminCommandsNeedData(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "matrixos-data")
+	out := fail(t, "user", "list", "--data", data)
+	if !strings.Contains(out, "no Matrix OS database") || !strings.Contains(out, "--init") {
+		t.Errorf("user list without data: %s", out)
+	}
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Fatalf("user list created the data directory: %v", err)
+	}
+	out = run(t, "supersecret1\n", "user", "add", "@carol:localhost:8008", "--password-file", "-", "--data", data, "--init")
+	if !strings.Contains(out, "created @carol:localhost:8008") {
+		t.Fatalf("user add with --init: %s", out)
+	}
+	cmd := exec.Command(binary, "user", "add", "@dave:other.server", "--password-file", "-", "--data", data)
+	cmd.Stdin = strings.NewReader("supersecret1\n")
+	b, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(b), "not a user of this server") {
+		t.Fatalf("user add of a remote user: %v %s", err, b)
+	}
+	if out := run(t, "", "user", "list", "--data", data); strings.Contains(out, "dave") || !strings.Contains(out, "@carol:localhost:8008") {
+		t.Fatalf("user list: %s", out)
+	}
+}
+
+// TestConfigHidesSecrets: matrixos config prints the database URL without
+// its password and hides the registration shared secret.
+func TestConfigHidesSecrets(t *testing.T) {
+	out := run(t, "", "config", "--data", t.TempDir(), "--database", "postgres://matrixos:hunter2pass@db.example/matrixos", "--registration-shared-secret", "s3cr3tvalue")
+	if strings.Contains(out, "hunter2pass") || strings.Contains(out, "s3cr3tvalue") {
+		t.Fatalf("config shows a secret:\n%s", out)
+	}
+	if !strings.Contains(out, "database: postgres://matrixos:xxxxx@db.example/matrixos") {
+		t.Fatalf("config hides the whole database setting:\n%s", out)
+	}
+}
+
+// TestBanner: the banner warns about open registration and asks for a
+// first admin only while there is none.
+func TestBanner(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, "--data", data)
+	out := s.waitStdout(t, "Create the first admin with:\n  "+binary+" user add admin --admin --data "+data+"\n")
+	if !strings.Contains(out, "WARNING: open registration is on") {
+		t.Errorf("no open registration warning:\n%s", out)
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	s.cmd.Wait()
+	run(t, "supersecret1\n", "user", "add", "admin", "--admin", "--password-file", "-", "--data", data)
+	s = startServer(t, "--data", data, "--open-registration=false")
+	out = s.waitStdout(t, "Database:")
+	if strings.Contains(out, "first admin") || strings.Contains(out, "WARNING") {
+		t.Errorf("banner with an admin and closed registration:\n%s", out)
+	}
+}
+
+// TestDataFilesPrivate: in a data directory that already exists with mode
+// 0755 (a Docker volume, systemd's StateDirectory) and a umask of 022, the
+// node makes the directory private and creates every file 0600.
+func TestDataFilesPrivate(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old := syscall.Umask(0o022)
+	s := startServer(t, "--data", data)
+	syscall.Umask(old)
+	if code, _ := call(t, "POST", s.url+"/_matrix/client/v3/register", "", map[string]any{
+		"username": "alice", "password": "supersecret", "auth": map[string]string{"type": "m.login.dummy"}}); code != 200 {
+		t.Fatalf("register: %d", code)
+	}
+	st, err := os.Stat(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := st.Mode().Perm(); perm != 0o700 {
+		t.Errorf("data directory mode %v, want 0700", perm)
+	}
+	err = filepath.WalkDir(data, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if perm := info.Mode().Perm(); perm&0o077 != 0 {
+			t.Errorf("%s has mode %v, readable by others", path, perm)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"matrixos.db", "matrixos.db-wal", "matrixos.db-shm", "signing.key", "matrixos.yaml"} {
+		if _, err := os.Stat(filepath.Join(data, name)); err != nil {
+			t.Errorf("expected %s: %v", name, err)
+		}
+	}
 }

@@ -14,10 +14,10 @@ import (
 	"github.com/matrixos/matrixos/internal/node"
 )
 
-// loadConfig parses a command's flags, refuses more than maxArgs
-// positional arguments (before anything is written) and loads the
-// configuration. It returns the positional arguments.
-func loadConfig(name string, args []string, maxArgs int, create bool, extra func(fs *flag.FlagSet)) (config.Config, string, []string, error) {
+// parseFlags parses a command's flags and refuses more than maxArgs
+// positional arguments, before anything is read or written. It returns the
+// positional arguments.
+func parseFlags(name string, args []string, maxArgs int, extra func(fs *flag.FlagSet)) (*config.Flags, []string, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	flags := config.RegisterFlags(fs)
 	if extra != nil {
@@ -27,18 +27,21 @@ func loadConfig(name string, args []string, maxArgs int, create bool, extra func
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
-		return config.Config{}, "", nil, err
+		return nil, nil, err
 	}
 	if fs.NArg() > maxArgs {
-		return config.Config{}, "", nil, fmt.Errorf("unexpected argument %q (a flag's value goes after it: --name value or --name=value)", fs.Arg(maxArgs))
+		return nil, nil, fmt.Errorf("unexpected argument %q (a flag's value goes after it: --name value or --name=value)", fs.Arg(maxArgs))
 	}
-	cfg, path, err := config.Load(flags, create)
-	return cfg, path, fs.Args(), err
+	return flags, fs.Args(), nil
 }
 
 func serve(args []string) error {
 	start := time.Now()
-	cfg, path, _, err := loadConfig("serve", args, 0, true, nil)
+	flags, _, err := parseFlags("serve", args, 0, nil)
+	if err != nil {
+		return err
+	}
+	cfg, path, err := config.Load(flags, true)
 	if err != nil {
 		return err
 	}
@@ -54,7 +57,10 @@ func serve(args []string) error {
 		return err
 	}
 	log.Info("node started", "server_name", cfg.ServerName, "listen", n.Addr, "database", n.DB.Dialect.String(), "startup", time.Since(start).String())
-	fmt.Fprint(os.Stdout, n.Banner(path))
+	if cfg.OpenRegistration {
+		log.Warn("open registration is on: anyone who can reach the node can create an account", "url", cfg.BaseURL())
+	}
+	fmt.Fprint(os.Stdout, n.Banner(ctx, path))
 	<-ctx.Done()
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -68,12 +74,17 @@ func version(args []string) error {
 }
 
 func printConfig(args []string) error {
-	cfg, path, _, err := loadConfig("config", args, 0, false, nil)
+	flags, _, err := parseFlags("config", args, 0, nil)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("# effective configuration (file: %s)\n", path)
+	cfg, path, err := config.Load(flags, false)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("# effective configuration (file: %s; secrets shown as xxxxx)\n", path)
 	fmt.Printf("data: %s\n", cfg.DataDir)
-	os.Stdout.Write(cfg.Commented())
+	redacted := cfg.Redacted()
+	os.Stdout.Write(redacted.Commented())
 	return nil
 }

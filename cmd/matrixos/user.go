@@ -13,7 +13,9 @@ import (
 	"golang.org/x/term"
 
 	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/config"
 	"github.com/matrixos/matrixos/internal/node"
+	"github.com/matrixos/matrixos/internal/storage"
 )
 
 func user(args []string) error {
@@ -26,21 +28,34 @@ func user(args []string) error {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		name, args = args[0], args[1:]
 	}
-	var admin bool
+	var admin, initData bool
 	var passwordFile string
 	maxArgs := 0
 	if name == "" {
 		maxArgs = 1
 	}
-	cfg, _, rest, err := loadConfig("user "+sub, args, maxArgs, false, func(fs *flag.FlagSet) {
+	flags, rest, err := parseFlags("user "+sub, args, maxArgs, func(fs *flag.FlagSet) {
 		fs.BoolVar(&admin, "admin", false, "make the user a server admin")
 		fs.StringVar(&passwordFile, "password-file", "", "read the password from this file (- for stdin) instead of prompting")
+		fs.BoolVar(&initData, "init", false, "create the data directory and database if there are none yet")
 	})
 	if err != nil {
 		return err
 	}
 	if len(rest) > 0 {
 		name = rest[0]
+	}
+	if sub == "list" && name != "" {
+		return fmt.Errorf("unexpected argument %q: user list takes no name", name)
+	}
+	cfg, _, err := config.Load(flags, initData)
+	if err != nil {
+		return err
+	}
+	if !initData {
+		if err := requireData(cfg); err != nil {
+			return err
+		}
 	}
 	ctx := context.Background()
 	log := node.NewLogger(cfg, io.Discard)
@@ -65,15 +80,16 @@ func user(args []string) error {
 		if err != nil {
 			return err
 		}
-		uid, err := acc.CreateUser(ctx, strings.ToLower(strings.TrimPrefix(strings.SplitN(name, ":", 2)[0], "@")), pw, admin)
+		uid, err := acc.ParseLocalUser(name)
+		if err != nil {
+			return err
+		}
+		uid, err = acc.CreateUser(ctx, uid.Localpart(), pw, admin)
 		if err != nil {
 			return err
 		}
 		fmt.Printf("created %s%s\n", uid, map[bool]string{true: " (admin)", false: ""}[admin])
 	case "list":
-		if name != "" {
-			return fmt.Errorf("unexpected argument %q: user list takes no name", name)
-		}
 		users, err := acc.ListUsers(ctx)
 		if err != nil {
 			return err
@@ -171,3 +187,18 @@ func readPassword(file string, confirm bool) (string, error) {
 	return pw, nil
 }
 
+// requireData refuses to work on a SQLite database that does not exist:
+// run in the wrong directory, an admin command would otherwise create an
+// empty node there and report success. --init creates it on purpose.
+func requireData(cfg config.Config) error {
+	dialect, path, err := storage.ParseDSN(cfg.DatabaseDSN())
+	if err != nil || dialect != storage.SQLite {
+		return err
+	}
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("no Matrix OS database at %s: run this where \"matrixos serve\" keeps its data or pass --data DIR (or --init to create a new node's data there)", path)
+	} else if err != nil {
+		return err
+	}
+	return nil
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -83,6 +84,20 @@ func (c *Config) DatabaseDSN() string {
 		return c.Database
 	}
 	return filepath.Join(c.DataDir, "matrixos.db")
+}
+
+// Redacted returns the configuration with its secrets hidden, for
+// printing: the database URL's password and the registration shared secret.
+func (c Config) Redacted() Config {
+	if u, err := url.Parse(c.Database); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			c.Database = u.Redacted()
+		}
+	}
+	if c.RegistrationSharedSecret != "" {
+		c.RegistrationSharedSecret = "xxxxx"
+	}
+	return c
 }
 
 // BaseURL is the URL clients should use to reach the node.

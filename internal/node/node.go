@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -144,6 +143,7 @@ func MediaOptions(cfg config.Config) media.Options {
 // New builds a node: opens storage, loads the key, wires the services.
 func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error) {
 	n := &Node{cfg: cfg, log: log}
+	secureDataDir(cfg.DataDir, log)
 	keyID, key, err := LoadOrCreateKey(cfg.DataDir)
 	if err != nil {
 		return nil, err
@@ -217,6 +217,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.csExtraRoutes(mux)
 	n.adminRoutes(mux)
 	n.Media.Routes(mux)
+	mux.HandleFunc("GET /{$}", n.serveWelcome)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// A known path with another method is 405, per the spec.
 		for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {
@@ -348,14 +349,21 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Banner is the start-up text for people.
-func (n *Node) Banner(configPath string) string {
+// Banner is the start-up text for people: where the node is, a warning
+// when anyone may register, and how to create the first admin while there
+// is none.
+func (n *Node) Banner(ctx context.Context, configPath string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Matrix OS %s is running.\n", Version)
 	fmt.Fprintf(&b, "  Server name:  %s\n", n.cfg.ServerName)
 	fmt.Fprintf(&b, "  Client API:   http://%s\n", n.Addr)
 	fmt.Fprintf(&b, "  Data:         %s (config %s)\n", n.cfg.DataDir, configPath)
 	fmt.Fprintf(&b, "  Database:     %s\n", n.DB.Dialect)
-	fmt.Fprintf(&b, "Create the first admin with:\n  %s user add admin --admin --data %s\n", os.Args[0], n.cfg.DataDir)
+	if n.cfg.OpenRegistration {
+		fmt.Fprintf(&b, "WARNING: open registration is on: anyone who can reach %s can create an account.\n", n.cfg.BaseURL())
+	}
+	if !n.hasAdmin(ctx) {
+		fmt.Fprintf(&b, "Create the first admin with:\n  %s user add admin --admin --data %s\n", commandName(), n.cfg.DataDir)
+	}
 	return b.String()
 }

@@ -1,0 +1,100 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// welcomePage is what a browser pointed at the node shows: what it is and
+// how to connect a client.
+var welcomePage = template.Must(template.New("welcome").Parse(`<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Matrix OS: {{.ServerName}}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 2em auto; line-height: 1.5">
+<h1>Matrix OS</h1>
+<p>This is <strong>{{.ServerName}}</strong>, a <a href="https://matrix.org">Matrix</a> homeserver
+(Matrix OS {{.Version}}). There is nothing to see here in a browser: talk to it with a Matrix client
+such as Element, Element X, Cinny or FluffyChat.</p>
+<ul>
+<li>Homeserver URL: <code>{{.BaseURL}}</code></li>
+<li>User IDs here look like <code>@name:{{.ServerName}}</code></li>
+<li>Sign-up: {{if .OpenRegistration}}open to anyone{{else if .RegistrationTokens}}with a registration token from an admin{{else}}closed; an admin creates accounts{{end}}</li>
+</ul>
+</body>
+</html>
+`))
+
+// serveWelcome answers GET / with welcomePage.
+func (n *Node) serveWelcome(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if r.Method == http.MethodHead {
+		return
+	}
+	baseURL := n.cfg.BaseURL()
+	if n.cfg.PublicBaseURL == "" && r.Host != "" {
+		baseURL = "http://" + r.Host // the address this browser reached
+	}
+	err := welcomePage.Execute(w, map[string]any{
+		"ServerName":         n.cfg.ServerName,
+		"Version":            Version,
+		"BaseURL":            baseURL,
+		"OpenRegistration":   n.cfg.OpenRegistration,
+		"RegistrationTokens": n.cfg.RegistrationTokens,
+	})
+	if err != nil {
+		n.log.Debug("write welcome page", "err", err)
+	}
+}
+
+// secureDataDir makes the data directory private to the node's user. It is
+// created 0700, but one that already existed (a Docker volume, systemd's
+// StateDirectory) is often 0755: the directory is tightened when the node
+// may, and a warning says so or says what to do.
+func secureDataDir(dir string, log *slog.Logger) {
+	st, err := os.Stat(dir)
+	if err != nil || !st.IsDir() {
+		return
+	}
+	perm := st.Mode().Perm()
+	if perm&0o077 == 0 {
+		return
+	}
+	if err := os.Chmod(dir, perm&^0o077); err != nil {
+		log.Warn("the data directory is readable by other users; make it private with chmod 700", "dir", dir, "mode", fmt.Sprintf("%#o", perm), "err", err)
+		return
+	}
+	log.Warn("the data directory was readable by other users; made it private", "dir", dir, "was", fmt.Sprintf("%#o", perm), "now", fmt.Sprintf("%#o", perm&^0o077))
+}
+
+// commandName is how the banner tells the user to run matrixos again: the
+// binary's path, or the go run command when the binary is go run's
+// temporary build.
+func commandName() string {
+	exe := os.Args[0]
+	if strings.Contains(filepath.ToSlash(exe), "/go-build") {
+		return "GOEXPERIMENT=jsonv2 go run ./cmd/matrixos"
+	}
+	return exe
+}
+
+// hasAdmin reports whether any active account is a server admin.
+func (n *Node) hasAdmin(ctx context.Context) bool {
+	users, err := n.Accounts.ListUsers(ctx)
+	if err != nil {
+		n.log.Warn("list users", "err", err)
+		return true // say nothing rather than something wrong
+	}
+	for _, u := range users {
+		if u.IsAdmin && !u.Deactivated {
+			return true
+		}
+	}
+	return false
+}
