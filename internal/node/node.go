@@ -67,6 +67,11 @@ type Node struct {
 	servers  []*http.Server
 	// Addr is the client listener's address once listening.
 	Addr string
+
+	// bodyStartTimeout and bodyMinRate bound how long a request body may
+	// take (see limitBodyTime); tests shorten them.
+	bodyStartTimeout time.Duration
+	bodyMinRate      int64
 }
 
 // NewLogger builds the node's logger from the config.
@@ -234,6 +239,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		n.opsRoutes(mux, false)
 	}
 	n.handler = mxhttp.Recover(log, instrument(log, mux, mxhttp.CORS(mxhttp.CheckRequest(n.protect(mux)))))
+	n.bodyStartTimeout, n.bodyMinRate = bodyStartTimeout, bodyMinRate
 	return n, nil
 }
 
@@ -307,7 +313,7 @@ func (n *Node) Start() error {
 	}
 	n.Addr = ln.Addr().String()
 	srv := &http.Server{
-		Handler:           n.handler,
+		Handler:           limitBodyTime(n.handler, n.bodyStartTimeout, n.bodyMinRate),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
