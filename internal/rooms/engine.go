@@ -1093,17 +1093,6 @@ func (e *Engine) StateAfter(ctx context.Context, ev *Event) ([]*Event, error) {
 	return e.StateAt(ctx, ev.SnapshotBefore)
 }
 
-// SnapshotAtPos returns the room's state snapshot as of stream position pos
-// (the state after every event at or before pos).
-func (e *Engine) SnapshotAtPos(ctx context.Context, roomID id.RoomID, pos int64) (int64, error) {
-	var snap sql.NullInt64
-	err := e.db.QueryRow(ctx, `SELECT MAX(pos) FROM events WHERE room_id = $1 AND pos <= $2 AND state_key IS NOT NULL`, roomID, pos).Scan(&snap)
-	if err != nil {
-		return 0, fmt.Errorf("snapshot at position: %w", err)
-	}
-	return snap.Int64, nil
-}
-
 // RoomEvents returns up to limit events of a room with from < pos <= to,
 // newest first when backwards, oldest first otherwise.
 func (e *Engine) RoomEvents(ctx context.Context, roomID id.RoomID, from, to int64, limit int, backwards bool) ([]*Event, error) {

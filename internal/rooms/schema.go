@@ -86,4 +86,15 @@ CREATE INDEX room_aliases_room ON room_aliases (room_id);
 CREATE INDEX events_relates_pos ON events (relates_to, pos);
 CREATE INDEX rooms_published ON rooms (published);
 `,
+}, {
+	// History visibility checks read a room's history_visibility changes
+	// and one user's membership changes, and state at a position reads the
+	// room's last state snapshot before it: both are index lookups, not
+	// scans of the room's history.
+	Component: "rooms",
+	Version:   3,
+	SQL: `
+CREATE INDEX events_room_state ON events (room_id, type, state_key, pos);
+CREATE INDEX state_snapshots_room ON state_snapshots (room_id, snapshot_id);
+`,
 }}

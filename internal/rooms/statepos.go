@@ -2,6 +2,8 @@ package rooms
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
 	"math"
 
 	"maunium.net/go/mautrix/id"
@@ -18,4 +20,20 @@ func (e *Engine) StateAtPos(ctx context.Context, roomID id.RoomID, pos int64) ([
 		return nil, err
 	}
 	return e.StateAt(ctx, snap)
+}
+
+// snapshotAtPosQuery finds the room's last state snapshot at or before a
+// position. Every state event starts a snapshot whose ID is its position,
+// so this is one descent of the state_snapshots_room index, however many
+// messages follow the last state change.
+const snapshotAtPosQuery = `SELECT MAX(snapshot_id) FROM state_snapshots WHERE room_id = $1 AND snapshot_id <= $2`
+
+// SnapshotAtPos returns the room's state snapshot as of stream position pos
+// (the state after every event at or before pos).
+func (e *Engine) SnapshotAtPos(ctx context.Context, roomID id.RoomID, pos int64) (int64, error) {
+	var snap sql.NullInt64
+	if err := e.db.QueryRow(ctx, snapshotAtPosQuery, roomID, pos).Scan(&snap); err != nil {
+		return 0, fmt.Errorf("snapshot at position: %w", err)
+	}
+	return snap.Int64, nil
 }

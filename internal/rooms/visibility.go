@@ -38,12 +38,19 @@ func at(list []posValue, pos int64, def string) string {
 	return list[i-1].value
 }
 
+// visibilityQuery reads a room's history_visibility changes and one user's
+// membership changes, in position order. Each half is a range of the
+// events_room_state index, so the cost follows the number of changes, not
+// the length of the room's history.
+const visibilityQuery = `SELECT pos, type, json FROM events WHERE room_id = $1 AND type = 'm.room.history_visibility' AND state_key = ''
+	UNION ALL
+	SELECT pos, type, json FROM events WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2
+	ORDER BY pos`
+
 // Visibility loads what is needed to check the user's view of the room.
 func (e *Engine) Visibility(ctx context.Context, roomID id.RoomID, user id.UserID) (*Visibility, error) {
 	v := &Visibility{user: user, current: e.Membership(user, roomID)}
-	rows, err := e.db.Query(ctx, `SELECT pos, type, json FROM events WHERE room_id = $1
-		AND ((type = 'm.room.history_visibility' AND state_key = '') OR (type = 'm.room.member' AND state_key = $2))
-		ORDER BY pos`, roomID, user)
+	rows, err := e.db.Query(ctx, visibilityQuery, roomID, user)
 	if err != nil {
 		return nil, fmt.Errorf("load visibility: %w", err)
 	}
