@@ -2,186 +2,79 @@ package media
 
 import (
 	"bytes"
-	"crypto/hkdf"
-	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"os"
 
-	"golang.org/x/crypto/chacha20poly1305"
+	"filippo.io/age"
 )
 
-// Files at rest are sealed with XChaCha20-Poly1305 in chunks, so large files
-// stream both ways without being held in memory:
+// Files at rest are age files (age-encryption.org/v1, filippo.io/age)
+// encrypted to the node's media identity, a hybrid ML-KEM-768 + X25519
+// key: each file gets its own random file key, and its payload is sealed
+// in authenticated 64 KiB chunks, so large files stream both ways without
+// being held in memory and a byte range decrypts only the chunks it
+// covers. The plaintext is the content followed by its sha256, checked
+// on open, which binds the file to the content hash it is stored under: a
+// file moved to another name is refused.
 //
-//	header: magic (8) | salt (32) | nonce prefix (16) | commitment (32)
-//	chunks: each chunkSize bytes of plaintext sealed (+16 tag); the last
-//	        chunk holds 1..chunkSize bytes (0 only for an empty file)
-//
-// Each file has its own keys, derived with HKDF from the node's media key
-// and the file's random salt. A chunk's nonce is the nonce prefix and the
-// chunk's index; its additional data is the header's first 56 bytes and a
-// last-chunk flag, so chunks cannot be reordered, dropped or truncated
-// unnoticed. The commitment, HMAC(file MAC key, sha256 of the plaintext),
-// binds the file to the content hash it is stored under: a file moved to
-// another name is refused.
-const (
-	chunkSize  = 64 << 10
-	tagSize    = chacha20poly1305.Overhead
-	magic      = "MXMEDIA1"
-	saltSize   = 32
-	prefixSize = 16
-	commitSize = sha256.Size
-	magicSize  = 8 // len(magic)
-	adSize     = magicSize + saltSize + prefixSize
-	headerSize = adSize + commitSize
-	sealedSize = chunkSize + tagSize
-)
+// Files written before the node used age are read by legacy.go.
+const trailerSize = sha256.Size
 
 // errCorrupt is returned for files that fail authentication.
 var errCorrupt = errors.New("media file is corrupt or was tampered with")
 
-// fileKeys derives a file's encryption and MAC keys.
-func fileKeys(nodeKey, salt []byte) (enc, mac []byte, err error) {
-	k, err := hkdf.Key(sha256.New, nodeKey, salt, "matrixos media file v1", 64)
-	if err != nil {
-		return nil, nil, err
-	}
-	return k[:32], k[32:], nil
-}
-
-func commitment(macKey, sum []byte) []byte {
-	m := hmac.New(sha256.New, macKey)
-	m.Write([]byte("content sha256"))
-	m.Write(sum)
-	return m.Sum(nil)
-}
-
-func chunkNonce(prefix []byte, i uint64) []byte {
-	n := make([]byte, chacha20poly1305.NonceSizeX)
-	copy(n, prefix)
-	binary.BigEndian.PutUint64(n[prefixSize:], i)
-	return n
-}
-
-func chunkAD(header []byte, last bool) []byte {
-	ad := make([]byte, adSize+1)
-	copy(ad, header[:adSize])
-	if last {
-		ad[adSize] = 1
-	}
-	return ad
-}
-
-// sealWriter encrypts what is written to it into f and hashes the
-// plaintext. Close seals the last chunk and writes the commitment.
+// sealWriter encrypts what is written to it and hashes the plaintext.
+// Close appends the hash and finishes the file.
 type sealWriter struct {
-	f    *os.File
-	aead interface {
-		Seal(dst, nonce, plaintext, ad []byte) []byte
-	}
-	mac    []byte
-	header []byte
-	buf    []byte
-	out    []byte
-	n      uint64 // chunks written
-	size   int64
-	sum    hash.Hash
+	w   io.WriteCloser
+	sum hash.Hash
 }
 
-func newSealWriter(f *os.File, nodeKey []byte) (*sealWriter, error) {
-	header := make([]byte, headerSize)
-	copy(header, magic)
-	if _, err := rand.Read(header[magicSize:adSize]); err != nil {
-		return nil, fmt.Errorf("media salt: %w", err)
-	}
-	enc, mac, err := fileKeys(nodeKey, header[magicSize:magicSize+saltSize])
+func newSealWriter(dst io.Writer, to age.Recipient) (*sealWriter, error) {
+	w, err := age.Encrypt(dst, to)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("encrypt media: %w", err)
 	}
-	aead, err := chacha20poly1305.NewX(enc)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := f.Write(header); err != nil {
-		return nil, err
-	}
-	return &sealWriter{
-		f: f, aead: aead, mac: mac, header: header,
-		buf: make([]byte, 0, chunkSize), out: make([]byte, 0, sealedSize),
-		sum: sha256.New(),
-	}, nil
+	return &sealWriter{w: w, sum: sha256.New()}, nil
 }
 
 func (w *sealWriter) Write(p []byte) (int, error) {
-	written := len(p)
 	w.sum.Write(p)
-	w.size += int64(len(p))
-	for len(p) > 0 {
-		if len(w.buf) == chunkSize {
-			// More data follows, so the full buffer is not the last chunk.
-			if err := w.flush(false); err != nil {
-				return 0, err
-			}
-		}
-		n := min(chunkSize-len(w.buf), len(p))
-		w.buf = append(w.buf, p[:n]...)
-		p = p[n:]
-	}
-	return written, nil
+	return w.w.Write(p)
 }
 
-func (w *sealWriter) flush(last bool) error {
-	w.out = w.aead.Seal(w.out[:0], chunkNonce(w.header[magicSize+saltSize:adSize], w.n), w.buf, chunkAD(w.header, last))
-	w.n++
-	w.buf = w.buf[:0]
-	_, err := w.f.Write(w.out)
-	return err
-}
-
-// Close seals the last chunk and writes the commitment; it does not close
-// the file. It returns the plaintext's sha256.
+// Close writes the trailer and flushes the last chunk; it does not close
+// the underlying file. It returns the content's sha256.
 func (w *sealWriter) Close() ([]byte, error) {
-	if err := w.flush(true); err != nil {
+	sum := w.sum.Sum(nil)
+	if _, err := w.w.Write(sum); err != nil {
 		return nil, err
 	}
-	sum := w.sum.Sum(nil)
-	if _, err := w.f.WriteAt(commitment(w.mac, sum), adSize); err != nil {
+	if err := w.w.Close(); err != nil {
 		return nil, err
 	}
 	return sum, nil
 }
 
-// openReader is an io.ReadSeekCloser over a sealed file's plaintext.
-type openReader struct {
-	f    *os.File
-	aead interface {
-		Open(dst, nonce, ciphertext, ad []byte) ([]byte, error)
-	}
-	header []byte
-	chunks int64
-	size   int64 // plaintext size
-	fsize  int64
-	pos    int64
-	cur    int64 // index of the chunk in plain, -1 if none
-	plain  []byte
-	sealed []byte
-}
-
-// openSealed opens a sealed file and checks that it holds the content
-// whose sha256 is sum.
-func openSealed(path string, nodeKey, sum []byte) (*openReader, error) {
+// openSealed opens the media file at path, in either format, and checks
+// that it holds the content whose sha256 is sum.
+func openSealed(path string, id age.Identity, legacyKey, sum []byte) (Reader, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	r, err := newOpenReader(f, nodeKey, sum)
+	var r Reader
+	head := make([]byte, len(legacyMagic))
+	if _, err = f.ReadAt(head, 0); err == nil && bytes.Equal(head, []byte(legacyMagic)) {
+		r, err = newLegacyReader(f, legacyKey, sum)
+	} else {
+		r, err = newAgeReader(f, id, sum)
+	}
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -189,95 +82,36 @@ func openSealed(path string, nodeKey, sum []byte) (*openReader, error) {
 	return r, nil
 }
 
-func newOpenReader(f *os.File, nodeKey, sum []byte) (*openReader, error) {
+// ageReader is an io.ReadSeekCloser over an age file's content.
+type ageReader struct {
+	*io.SectionReader
+	f *os.File
+}
+
+func newAgeReader(f *os.File, id age.Identity, sum []byte) (*ageReader, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
-	header := make([]byte, headerSize)
-	if _, err := io.ReadFull(f, header); err != nil || !bytes.Equal(header[:magicSize], []byte(magic)) {
+	// DecryptReaderAt authenticates the header and the last chunk, so a
+	// truncated or extended file fails here.
+	plain, size, err := age.DecryptReaderAt(f, st.Size(), id)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errCorrupt, err)
+	}
+	size -= trailerSize
+	if size < 0 {
 		return nil, errCorrupt
 	}
-	enc, mac, err := fileKeys(nodeKey, header[magicSize:magicSize+saltSize])
-	if err != nil {
-		return nil, err
+	trailer := make([]byte, trailerSize)
+	// A ReaderAt may answer io.EOF along with the last bytes.
+	if n, err := plain.ReadAt(trailer, size); n != trailerSize {
+		return nil, fmt.Errorf("%w: %v", errCorrupt, err)
 	}
-	if subtle.ConstantTimeCompare(commitment(mac, sum), header[adSize:]) != 1 {
+	if subtle.ConstantTimeCompare(trailer, sum) != 1 {
 		return nil, errCorrupt
 	}
-	aead, err := chacha20poly1305.NewX(enc)
-	if err != nil {
-		return nil, err
-	}
-	body := st.Size() - headerSize
-	if body < tagSize {
-		return nil, errCorrupt
-	}
-	chunks := (body + sealedSize - 1) / sealedSize
-	return &openReader{
-		f: f, aead: aead, header: header, chunks: chunks,
-		size: body - chunks*tagSize, fsize: st.Size(), cur: -1,
-		sealed: make([]byte, sealedSize),
-	}, nil
+	return &ageReader{SectionReader: io.NewSectionReader(plain, 0, size), f: f}, nil
 }
 
-// Size is the plaintext's length.
-func (r *openReader) Size() int64 { return r.size }
-
-func (r *openReader) load(i int64) error {
-	if r.cur == i {
-		return nil
-	}
-	off := headerSize + i*sealedSize
-	n := min(int64(sealedSize), r.fsize-off)
-	buf := r.sealed[:n]
-	if _, err := r.f.ReadAt(buf, off); err != nil {
-		return fmt.Errorf("read media chunk: %w", err)
-	}
-	plain, err := r.aead.Open(r.plain[:0], chunkNonce(r.header[magicSize+saltSize:adSize], uint64(i)), buf, chunkAD(r.header, i == r.chunks-1))
-	if err != nil {
-		r.cur = -1
-		return errCorrupt
-	}
-	r.plain, r.cur = plain, i
-	return nil
-}
-
-func (r *openReader) Read(p []byte) (int, error) {
-	if r.pos >= r.size {
-		// Authenticate the last chunk even for empty files, so truncation
-		// is noticed by readers that read to the end.
-		if r.size == 0 {
-			if err := r.load(0); err != nil {
-				return 0, err
-			}
-		}
-		return 0, io.EOF
-	}
-	i := r.pos / chunkSize
-	if err := r.load(i); err != nil {
-		return 0, err
-	}
-	n := copy(p, r.plain[r.pos-i*chunkSize:])
-	r.pos += int64(n)
-	return n, nil
-}
-
-func (r *openReader) Seek(offset int64, whence int) (int64, error) {
-	switch whence {
-	case io.SeekStart:
-	case io.SeekCurrent:
-		offset += r.pos
-	case io.SeekEnd:
-		offset += r.size
-	default:
-		return 0, errors.New("seek: bad whence")
-	}
-	if offset < 0 {
-		return 0, errors.New("seek: negative position")
-	}
-	r.pos = offset
-	return offset, nil
-}
-
-func (r *openReader) Close() error { return r.f.Close() }
+func (r *ageReader) Close() error { return r.f.Close() }

@@ -14,29 +14,43 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"filippo.io/age"
 )
 
-// KeyFile is the media key's file name in the data directory.
+// KeyFile is the media key's file name in the data directory. The key
+// names the stored files and decrypts those written before the node used
+// age.
 const KeyFile = "media.key"
+
+// IdentityFile is the file name, in the data directory, of the age
+// identity that encrypts stored files.
+const IdentityFile = "media.age"
 
 // errTooLarge is returned by Put when the content exceeds its limit.
 var errTooLarge = errors.New("content too large")
 
 // Store keeps file contents under <data>/media, addressed by the sha256 of
-// the plaintext (one file per distinct content) and sealed with the node's
-// media key. File names are an HMAC of the hash, so the directory does not
-// reveal which known files the node holds.
+// the plaintext (one file per distinct content) and encrypted to the
+// node's age identity. File names are an HMAC of the hash, so the
+// directory does not reveal which known files the node holds.
 type Store struct {
-	dir     string
-	key     []byte
-	nameKey []byte
-	locks   [64]sync.Mutex
+	dir       string
+	key       []byte // media.key: file names and legacy files
+	nameKey   []byte
+	identity  age.Identity
+	recipient age.Recipient
+	locks     [64]sync.Mutex
 }
 
-// OpenStore opens the store in dataDir, creating the directory and the
-// media key (mode 0600) on first use.
+// OpenStore opens the store in dataDir, creating the directory, the media
+// key and the age identity (mode 0600) on first use.
 func OpenStore(dataDir string) (*Store, error) {
 	key, err := loadOrCreateKey(filepath.Join(dataDir, KeyFile))
+	if err != nil {
+		return nil, err
+	}
+	identity, err := loadOrCreateIdentity(filepath.Join(dataDir, IdentityFile))
 	if err != nil {
 		return nil, err
 	}
@@ -52,43 +66,83 @@ func OpenStore(dataDir string) (*Store, error) {
 	}
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte("matrixos media names v1"))
-	return &Store{dir: dir, key: key, nameKey: m.Sum(nil)}, nil
+	return &Store{dir: dir, key: key, nameKey: m.Sum(nil), identity: identity, recipient: identity.Recipient()}, nil
 }
 
 func loadOrCreateKey(path string) ([]byte, error) {
 	const prefix = "matrixos-media-key-v1 "
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
+	text, err := loadOrCreateSecret(path, "media key", func() (string, error) {
 		key := make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {
-			return nil, fmt.Errorf("generate media key: %w", err)
+			return "", err
 		}
-		line := prefix + base64.RawStdEncoding.EncodeToString(key) + "\n"
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, fmt.Errorf("create data directory: %w", err)
-		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("create media key: %w", err)
-		}
-		_, werr := f.WriteString(line)
-		serr := f.Sync()
-		if err := errors.Join(werr, serr, f.Close()); err != nil {
-			return nil, fmt.Errorf("write media key: %w", err)
-		}
-		b = []byte(line)
-	} else if err != nil {
-		return nil, fmt.Errorf("read media key: %w", err)
+		return prefix + base64.RawStdEncoding.EncodeToString(key) + "\n", nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("media key %s is readable by others (mode %v); chmod 600 it", path, st.Mode().Perm())
-	}
-	enc, ok := strings.CutPrefix(strings.TrimSpace(string(b)), prefix)
+	enc, ok := strings.CutPrefix(strings.TrimSpace(text), prefix)
 	key, err := base64.RawStdEncoding.DecodeString(enc)
 	if !ok || err != nil || len(key) != 32 {
 		return nil, fmt.Errorf("media key %s is malformed", path)
 	}
 	return key, nil
+}
+
+func loadOrCreateIdentity(path string) (*age.HybridIdentity, error) {
+	text, err := loadOrCreateSecret(path, "media identity", func() (string, error) {
+		id, err := age.GenerateHybridIdentity()
+		if err != nil {
+			return "", err
+		}
+		return "# age identity that encrypts this node's media; keep it with the data\n" + id.String() + "\n", nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for line := range strings.Lines(text) {
+		if line = strings.TrimSpace(line); line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		id, err := age.ParseHybridIdentity(line)
+		if err != nil {
+			return nil, fmt.Errorf("media identity %s is malformed: %w", path, err)
+		}
+		return id, nil
+	}
+	return nil, fmt.Errorf("media identity %s holds no identity", path)
+}
+
+// loadOrCreateSecret returns the contents of the secret file at path,
+// first writing what create returns to it (mode 0600) if it does not
+// exist. It refuses a file that others may read.
+func loadOrCreateSecret(path, what string, create func() (string, error)) (string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		text, err := create()
+		if err != nil {
+			return "", fmt.Errorf("generate %s: %w", what, err)
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return "", fmt.Errorf("create data directory: %w", err)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return "", fmt.Errorf("create %s: %w", what, err)
+		}
+		_, werr := f.WriteString(text)
+		serr := f.Sync()
+		if err := errors.Join(werr, serr, f.Close()); err != nil {
+			return "", fmt.Errorf("write %s: %w", what, err)
+		}
+		b = []byte(text)
+	} else if err != nil {
+		return "", fmt.Errorf("read %s: %w", what, err)
+	}
+	if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("%s %s is readable by others (mode %v); chmod 600 it", what, path, st.Mode().Perm())
+	}
+	return string(b), nil
 }
 
 // Blob describes stored content.
@@ -133,7 +187,7 @@ func (s *Store) Put(r io.Reader, limit int64, commit func(Blob) error) (Blob, er
 			os.Remove(tmp.Name())
 		}
 	}()
-	w, err := newSealWriter(tmp, s.key)
+	w, err := newSealWriter(tmp, s.recipient)
 	if err != nil {
 		return Blob{}, err
 	}
@@ -200,11 +254,7 @@ func (s *Store) Open(sha string) (Reader, error) {
 	if err != nil || len(sum) != sha256.Size {
 		return nil, fmt.Errorf("bad content hash %q", sha)
 	}
-	r, err := openSealed(s.path(sum), s.key, sum)
-	if err != nil {
-		return nil, err
-	}
-	return r, nil
+	return openSealed(s.path(sum), s.identity, s.key, sum)
 }
 
 // Remove deletes the content with the given sha256 unless inUse reports
