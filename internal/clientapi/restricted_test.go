@@ -2,6 +2,7 @@ package clientapi_test
 
 import (
 	"context"
+	"net/url"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -65,10 +66,13 @@ func TestRestrictedJoin(t *testing.T) {
 					t.Fatalf("bob's member event %v, want a join authorised via %s", join, alice.UserID)
 				}
 
-				// Anyone else is refused, and may knock only where the rule
-				// says knock_restricted.
+				// Anyone else is refused, also when naming an authoriser
+				// herself, and may knock only where the rule says
+				// knock_restricted.
 				_, err = carol.JoinRoomByID(ctx, room.RoomID)
 				testnode.WantErr(t, err, "M_FORBIDDEN", 403)
+				testnode.Call(t, carol, "PUT", testnode.V3+"/rooms/"+url.PathEscape(room.RoomID.String())+"/state/m.room.member/"+url.PathEscape(carol.UserID.String()),
+					map[string]any{"membership": "join", "join_authorised_via_users_server": alice.UserID}).Want(t, 403, "M_FORBIDDEN")
 				_, err = carol.KnockRoom(ctx, room.RoomID.String(), &mautrix.ReqKnockRoom{})
 				if !tc.canKnock {
 					testnode.WantErr(t, err, "M_FORBIDDEN", 403)

@@ -642,6 +642,9 @@ func (e *Engine) authorize(ctx context.Context, r *room, ev *Event) error {
 	if err := eventauth.Authorize(version, checked, authEvents, getEvents, e.localKey); err != nil {
 		return mxhttp.Forbidden("%s", authMessage(err))
 	}
+	if err := e.authorizeJoinVia(r, ev); err != nil {
+		return err
+	}
 	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {
 		if err := e.authorizeRedaction(ctx, r, ev); err != nil {
 			return err

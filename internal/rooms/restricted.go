@@ -50,6 +50,31 @@ func (e *Engine) JoinAuthoriser(ctx context.Context, roomID id.RoomID, user id.U
 	return "", mxhttp.Forbidden("no member of this server in the room may invite, so none can authorise the join")
 }
 
+// authorizeJoinVia applies the authorising server's own duty under a
+// restricted join rule, which the auth rules leave to it: this server signs
+// every local event, so a join naming an authoriser passes them whoever
+// wrote that name. It is accepted only when the server would have
+// authorised the join itself: the sender, not yet invited or joined, is
+// joined to one of the rooms the rule allows. r.mu must be held.
+func (e *Engine) authorizeJoinVia(r *room, ev *Event) error {
+	if ev.Type != "m.room.member" || ev.Membership() != "join" {
+		return nil
+	}
+	var c struct {
+		Via id.UserID `json:"join_authorised_via_users_server"`
+	}
+	if json.Unmarshal(ev.PDU.Content, &c) != nil || c.Via == "" {
+		return nil
+	}
+	if m := r.members[ev.Sender]; m == "join" || m == "invite" {
+		return nil // the auth rules do not look at the authoriser then
+	}
+	if _, allow := r.joinRule(); !e.joinedAny(ev.Sender, allow) {
+		return mxhttp.Forbidden("only members of the rooms the join rule allows may join")
+	}
+	return nil
+}
+
 // joinRule returns the room's current join rule and its allow list (invite
 // when there is none, as the auth rules assume). r.mu must be held.
 func (r *room) joinRule() (event.JoinRule, []event.JoinRuleAllow) {
