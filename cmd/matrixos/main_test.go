@@ -418,3 +418,24 @@ func TestDataFilesPrivate(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildWithoutJSONv2SaysSo: built without GOEXPERIMENT=jsonv2, the
+// first error names it (it used to be "build constraints exclude all Go
+// files" in a dependency).
+func TestBuildWithoutJSONv2SaysSo(t *testing.T) {
+	cmd := exec.Command("go", "build", "-o", os.DevNull, ".")
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GOEXPERIMENT=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "GOEXPERIMENT=nojsonv2")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("built without jsonv2:\n%s", out)
+	}
+	first, _, _ := strings.Cut(string(out), "\n")
+	if !strings.Contains(first, "GOEXPERIMENT_jsonv2_is_needed_to_build_matrixos") {
+		t.Fatalf("first error does not name GOEXPERIMENT=jsonv2:\n%s", out)
+	}
+}
