@@ -11,7 +11,7 @@ TIMEOUT  ?= 30m
 FUZZTIME ?= 10s
 BIN      ?= bin/matrixos
 
-.PHONY: all run build test vet fuzz-short
+.PHONY: all run build test js-deps vet fuzz-short
 
 all: build
 
@@ -25,9 +25,28 @@ build:
 	$(GO) build -tags $(TAGS) -o $(BIN) ./cmd/matrixos
 
 ## test: the full test suite (PostgreSQL tests skip when it is not installed,
-## unless CI or MATRIXOS_REQUIRE_POSTGRES=1 is set)
-test:
+## unless CI or MATRIXOS_REQUIRE_POSTGRES=1 is set; the matrix-js-sdk tests
+## skip without Node.js, unless CI or MATRIXOS_REQUIRE_JS=1 is set)
+test: js-deps
 	$(GO) test -tags $(TAGS) -timeout $(TIMEOUT) ./...
+	@if reason=$$($(JS_MISSING)); then echo "NOTE: the matrix-js-sdk tests in tests/js were SKIPPED: $$reason"; fi
+
+# JS_MISSING prints why the tests/js scenarios cannot run, and fails when
+# they can.
+JS_MISSING = sh -c 'if ! command -v node >/dev/null 2>&1; then echo "node not found (install Node.js and npm)"; \
+	elif [ ! -f tests/js/node_modules/matrix-js-sdk/package.json ]; then echo "tests/js/node_modules is missing (run: cd tests/js && npm ci)"; \
+	else exit 1; fi'
+
+## js-deps: install the npm packages of tests/js (npm ci) when npm is there
+## and they are missing; otherwise say why the JS tests will be skipped
+js-deps:
+	@if [ -f tests/js/node_modules/matrix-js-sdk/package.json ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then \
+	  echo "+ (cd tests/js && npm ci)"; \
+	  (cd tests/js && npm ci --no-audit --no-fund) || echo "WARNING: npm ci in tests/js failed; the matrix-js-sdk tests will be skipped" >&2; \
+	else \
+	  echo "WARNING: npm not found; the matrix-js-sdk tests in tests/js will be skipped (install Node.js and npm, or set MATRIXOS_REQUIRE_JS=1 to make that a failure)" >&2; \
+	fi
 
 vet:
 	$(GO) vet -tags $(TAGS) ./...

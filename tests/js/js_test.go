@@ -3,8 +3,9 @@
 // matrixos binary.
 //
 // The scenario needs node and the npm packages of this directory
-// (`npm ci` in tests/js). Without them the test skips, unless the CI
-// environment variable is set, where it fails instead.
+// (`npm ci` in tests/js; `make test` runs it). Without them the test skips
+// with the reason, unless CI or MATRIXOS_REQUIRE_JS=1 is set, where it
+// fails instead.
 package js
 
 import (
@@ -73,8 +74,8 @@ func requireNode(t *testing.T) string {
 	missing := func(format string, args ...any) {
 		t.Helper()
 		msg := fmt.Sprintf(format, args...)
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s (CI is set, so this is a failure)", msg)
+		if os.Getenv("CI") != "" || os.Getenv("MATRIXOS_REQUIRE_JS") == "1" {
+			t.Fatalf("%s (CI or MATRIXOS_REQUIRE_JS=1 is set, so this is a failure)", msg)
 		}
 		t.Skip(msg)
 	}
