@@ -242,7 +242,7 @@ func TestSuspendAndLock(t *testing.T) {
 	if _, err := eve.LeaveRoom(ctx, room.RoomID); err != nil {
 		t.Fatalf("suspended user cannot leave: %v", err)
 	}
-	testnode.Call(t, adm, "PUT", "/_matrix/client/v1/admin/suspend/"+evePath, map[string]any{"suspended": false})
+	testnode.Call(t, adm, "PUT", "/_matrix/client/v1/admin/suspend/"+evePath, map[string]any{"suspended": false}).OK(t)
 	if _, err := eve.CreateRoom(ctx, &mautrix.ReqCreateRoom{}); err != nil {
 		t.Fatalf("unsuspended user: %v", err)
 	}
@@ -260,7 +260,7 @@ func TestSuspendAndLock(t *testing.T) {
 	}
 	_, err = eve.Whoami(ctx)
 	testnode.WantErr(t, err, "M_USER_LOCKED", 0)
-	testnode.Call(t, adm, "PUT", "/_matrix/client/v1/admin/lock/"+evePath, map[string]any{"locked": false})
+	testnode.Call(t, adm, "PUT", "/_matrix/client/v1/admin/lock/"+evePath, map[string]any{"locked": false}).OK(t)
 	if _, err := eve.Whoami(ctx); err != nil {
 		t.Fatalf("unlocked user: %v", err)
 	}

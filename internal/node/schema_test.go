@@ -103,7 +103,7 @@ func TestResponsesMatchSpec(t *testing.T) {
 		// Incremental sync with new messages, a new invite, a new leave and
 		// a newly joined room.
 		since := first["next_batch"].(string)
-		bob.SendText(ctx, roomID, "four")
+		testnode.SendText(t, bob, roomID, "four")
 		invite2, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Invite: []id.UserID{alice.UserID}})
 		if err != nil {
 			t.Fatal(err)
@@ -112,8 +112,8 @@ func TestResponsesMatchSpec(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		alice.JoinRoomByID(ctx, left2.RoomID)
-		alice.LeaveRoom(ctx, left2.RoomID)
+		testnode.Join(t, alice, left2.RoomID)
+		testnode.Leave(t, alice, left2.RoomID)
 		if _, err := alice.JoinRoomByID(ctx, invite.RoomID); err != nil {
 			t.Fatal(err)
 		}
@@ -124,7 +124,7 @@ func TestResponsesMatchSpec(t *testing.T) {
 		}
 		// A limited incremental timeline.
 		for range 3 {
-			bob.SendText(ctx, roomID, "more")
+			testnode.SendText(t, bob, roomID, "more")
 		}
 		limit1 := url.QueryEscape(`{"room":{"timeline":{"limit":1}}}`)
 		specCall(t, n, "GET", v3+"/sync?timeout=0&filter="+limit1+"&since="+url.QueryEscape(next["next_batch"].(string)), a, nil)

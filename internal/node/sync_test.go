@@ -46,8 +46,7 @@ func TestSyncCatchUpAfterRestart(t *testing.T) {
 	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		ctx := context.Background()
 		alice, bob := n.Register("alice"), n.Register("bob")
-		room, _ := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-		bob.JoinRoomByID(ctx, room.RoomID)
+		room := testnode.PublicRoom(t, alice, bob)
 		s1, err := bob.SyncRequest(ctx, 0, "", "", false, "")
 		if err != nil {
 			t.Fatal(err)
@@ -55,7 +54,7 @@ func TestSyncCatchUpAfterRestart(t *testing.T) {
 		n2 := n.Restart()
 		alice.HomeserverURL = mustURL(t, n2.URL)
 		bob.HomeserverURL = mustURL(t, n2.URL)
-		sent, err := alice.SendText(ctx, room.RoomID, "while you were away")
+		sent, err := alice.SendText(ctx, room, "while you were away")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,7 +62,7 @@ func TestSyncCatchUpAfterRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		evs := s2.Rooms.Join[room.RoomID].Timeline.Events
+		evs := s2.Rooms.Join[room].Timeline.Events
 		if len(evs) != 1 || evs[0].ID != sent.EventID {
 			t.Fatalf("catch-up after restart: %d events", len(evs))
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/url"
+	"slices"
 	"testing"
 	"time"
 
@@ -57,8 +58,7 @@ func TestInitialSync(t *testing.T) {
 		}
 		var sent []id.EventID
 		for _, b := range []string{"one", "two", "three"} {
-			r, _ := alice.SendText(ctx, room.RoomID, b)
-			sent = append(sent, r.EventID)
+			sent = append(sent, testnode.SendText(t, alice, room.RoomID, b))
 		}
 		path := "/_matrix/client/v3/rooms/" + url.PathEscape(string(room.RoomID)) + "/initialSync"
 		st, body := get(t, n, path, nil, bob.AccessToken)
@@ -79,16 +79,21 @@ func TestInitialSync(t *testing.T) {
 		if _, err := bob.LeaveRoom(ctx, room.RoomID); err != nil {
 			t.Fatal(err)
 		}
-		alice.SendText(ctx, room.RoomID, "after bob left")
+		testnode.SendText(t, alice, room.RoomID, "after bob left")
 		_, body = get(t, n, path, nil, bob.AccessToken)
 		info = testnode.Decode[roomInfo](t, body)
 		if info.Membership != "leave" {
 			t.Fatalf("after leaving: %s", body)
 		}
+		var seen []id.EventID
 		for _, ev := range info.Messages.Chunk {
 			if ev.Content.Raw["body"] == "after bob left" {
 				t.Fatalf("bob sees a message sent after he left")
 			}
+			seen = append(seen, ev.ID)
+		}
+		if !slices.Contains(seen, sent[2]) {
+			t.Fatalf("bob no longer sees the messages from before he left: %s", body)
 		}
 		// Carol never joined this shared-history room.
 		st, body = get(t, n, path, nil, carol.AccessToken)

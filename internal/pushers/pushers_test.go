@@ -23,10 +23,11 @@ func httpPusher(pushkey, url string) map[string]any {
 
 type pusherList struct {
 	Pushers []struct {
-		PushKey string         `json:"pushkey"`
-		AppID   string         `json:"app_id"`
-		Kind    string         `json:"kind"`
-		Data    map[string]any `json:"data"`
+		PushKey           string         `json:"pushkey"`
+		AppID             string         `json:"app_id"`
+		Kind              string         `json:"kind"`
+		DeviceDisplayName string         `json:"device_display_name"`
+		Data              map[string]any `json:"data"`
 	} `json:"pushers"`
 }
 
@@ -72,24 +73,26 @@ func TestSetAndGetPushers(t *testing.T) {
 		// Setting again updates in place.
 		p := httpPusher("k1", gw)
 		p["device_display_name"] = "Tablet"
-		n.Do(t, "POST", setPath, alice.AccessToken, p)
+		n.Do(t, "POST", setPath, alice.AccessToken, p).OK(t)
 		if got := pushkeys(t, n, alice.AccessToken); len(got) != 2 {
 			t.Fatalf("pushkeys = %v", got)
 		}
 		body := n.Do(t, "GET", getPath, alice.AccessToken, nil).Body
-		if l := testnode.Decode[pusherList](t, body); l.Pushers[0].Data["custom"] != "kept" {
-			t.Fatalf("pusher data: %s", body)
+		for _, p := range testnode.Decode[pusherList](t, body).Pushers {
+			if p.Data["custom"] != "kept" || (p.PushKey == "k1") != (p.DeviceDisplayName == "Tablet") {
+				t.Fatalf("pushers after updating k1: %s", body)
+			}
 		}
 
 		// Without append, another user's pusher with the same app ID and
 		// pushkey replaces Alice's; with append, both stay.
-		n.Do(t, "POST", setPath, bob.AccessToken, httpPusher("k2", gw))
+		n.Do(t, "POST", setPath, bob.AccessToken, httpPusher("k2", gw)).OK(t)
 		if got := pushkeys(t, n, alice.AccessToken); len(got) != 1 || got[0] != "k1" {
 			t.Fatalf("after bob took k2, alice has %v", got)
 		}
 		ap := httpPusher("k1", gw)
 		ap["append"] = true
-		n.Do(t, "POST", setPath, bob.AccessToken, ap)
+		n.Do(t, "POST", setPath, bob.AccessToken, ap).OK(t)
 		if got := pushkeys(t, n, alice.AccessToken); len(got) != 1 {
 			t.Fatalf("append removed alice's pusher: %v", got)
 		}

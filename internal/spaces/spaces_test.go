@@ -56,7 +56,7 @@ func TestHierarchy(t *testing.T) {
 		addChild(t, alice, space.RoomID, private, nil)
 		addChild(t, alice, a, sub, nil)
 		// A child event without via is no child.
-		alice.SendStateEvent(ctx, space.RoomID, event.StateSpaceChild, "!nowhere:localhost", map[string]any{})
+		testnode.SendState(t, alice, space.RoomID, event.StateSpaceChild, "!nowhere:localhost", map[string]any{})
 
 		// Alice sees everything, depth first, ordered.
 		resp, err := alice.Hierarchy(ctx, space.RoomID, &mautrix.ReqHierarchy{})
