@@ -13,9 +13,29 @@ import (
 // specVersions are the Client-Server API versions this node speaks.
 var specVersions = []string{"r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17", "v1.18", "v1.19"}
 
+// unstableFeatures are the unstable_features flags of /versions: each
+// names, as its MSC does, a feature this node implements. Clients look
+// for some of them although the spec versions above cover the feature
+// (Element sets up cross-signing only when it sees
+// org.matrix.e2e_cross_signing). A flag goes here only with its feature.
+var unstableFeatures = map[string]bool{
+	// Cross-signing keys and signatures (keys: /keys/device_signing/upload,
+	// /keys/signatures/upload, also under /unstable).
+	"org.matrix.e2e_cross_signing": true,
+	// Private read receipts, m.read.private (ephemeral).
+	"org.matrix.msc2285.stable": true,
+	// Threads: m.thread relations, their bundled aggregations and
+	// /threads (rooms, clientapi), threaded receipts (ephemeral).
+	"org.matrix.msc3440.stable": true,
+	// The room_types filter of /publicRooms (clientapi).
+	"org.matrix.msc3827.stable": true,
+	// Authenticated media under /_matrix/client/v1/media (media).
+	"org.matrix.msc3916.stable": true,
+}
+
 func (n *Node) discoveryRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /_matrix/client/versions", mxhttp.Handle(func(w http.ResponseWriter, r *http.Request) (any, error) {
-		return map[string]any{"versions": specVersions, "unstable_features": map[string]bool{}}, nil
+		return map[string]any{"versions": specVersions, "unstable_features": unstableFeatures}, nil
 	}))
 	mux.HandleFunc("GET /.well-known/matrix/client", mxhttp.Handle(func(w http.ResponseWriter, r *http.Request) (any, error) {
 		return map[string]any{"m.homeserver": map[string]string{"base_url": n.cfg.BaseURL()}}, nil

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"maps"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -63,5 +64,23 @@ func TestEveryRoomVersion(t *testing.T) {
 			_, err = bob.SendStateEvent(ctx, room.RoomID, event.StatePowerLevels, "", map[string]any{"users": map[string]int{string(bob.UserID): 100}})
 			testnode.WantErr(t, err, "M_FORBIDDEN", 403)
 		})
+	}
+}
+
+// TestUnstableFeatures: /versions advertises exactly the unstable feature
+// flags of what the node implements (Element sets up cross-signing only
+// when it sees org.matrix.e2e_cross_signing), and no other.
+func TestUnstableFeatures(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	body := n.Do(t, "GET", "/_matrix/client/versions", "", nil).OK(t)
+	want := map[string]any{
+		"org.matrix.e2e_cross_signing": true, // cross-signing keys
+		"org.matrix.msc2285.stable":    true, // private read receipts
+		"org.matrix.msc3440.stable":    true, // threads
+		"org.matrix.msc3827.stable":    true, // room_types in /publicRooms
+		"org.matrix.msc3916.stable":    true, // authenticated media
+	}
+	if got, _ := body["unstable_features"].(map[string]any); !maps.Equal(got, want) {
+		t.Fatalf("unstable_features = %v, want %v", body["unstable_features"], want)
 	}
 }
