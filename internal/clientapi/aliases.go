@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"maunium.net/go/mautrix/id"
 
@@ -37,6 +39,30 @@ func (s *Service) createAlias(ctx context.Context, alias id.RoomAlias, roomID id
 	})
 }
 
+// maxAliasLength bounds a room alias in bytes, sigil and server name
+// included, as the spec bounds it.
+const maxAliasLength = 255
+
+// localAlias returns the alias on this server with localpart lp, or
+// M_INVALID_PARAM when lp is empty, makes the alias too long, or holds a
+// character no alias here may hold (':', '#', whitespace, control
+// characters, invalid UTF-8).
+func (s *Service) localAlias(lp string) (id.RoomAlias, error) {
+	if lp == "" {
+		return "", mxhttp.InvalidParam("a room alias needs a localpart")
+	}
+	if !utf8.ValidString(lp) || strings.ContainsFunc(lp, func(r rune) bool {
+		return r == ':' || r == '#' || unicode.IsSpace(r) || unicode.IsControl(r)
+	}) {
+		return "", mxhttp.InvalidParam("a room alias localpart may not hold ':', '#', whitespace or control characters")
+	}
+	alias := id.RoomAlias("#" + lp + ":" + s.serverName)
+	if len(alias) > maxAliasLength {
+		return "", mxhttp.InvalidParam("room alias is %d bytes long, more than %d", len(alias), maxAliasLength)
+	}
+	return alias, nil
+}
+
 func (s *Service) parseAlias(r *http.Request) (id.RoomAlias, error) {
 	alias := id.RoomAlias(r.PathValue("roomAlias"))
 	lp, server, ok := strings.Cut(strings.TrimPrefix(string(alias), "#"), ":")
@@ -51,8 +77,12 @@ func (s *Service) putAlias(w http.ResponseWriter, r *http.Request, sess *account
 	if err != nil {
 		return nil, err
 	}
-	if _, server, _ := strings.Cut(string(alias), ":"); server != s.serverName {
+	lp, server, _ := strings.Cut(strings.TrimPrefix(string(alias), "#"), ":")
+	if server != s.serverName {
 		return nil, mxhttp.InvalidParam("alias must be on this server")
+	}
+	if _, err := s.localAlias(lp); err != nil {
+		return nil, err
 	}
 	var req struct {
 		RoomID id.RoomID `json:"room_id"`

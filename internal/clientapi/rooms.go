@@ -15,7 +15,7 @@ import (
 
 type createRoomRequest struct {
 	Visibility                string            `json:"visibility"`
-	RoomAliasName             string            `json:"room_alias_name"`
+	RoomAliasName             *string           `json:"room_alias_name"`
 	Name                      *string           `json:"name"`
 	Topic                     *string           `json:"topic"`
 	Invite                    []id.UserID       `json:"invite"`
@@ -96,14 +96,17 @@ func (s *Service) createRoom(w http.ResponseWriter, r *http.Request, sess *accou
 			return nil, mxhttp.InvalidParam("invalid user ID in invite: %q", u)
 		}
 	}
+	// A bad or taken alias is refused before anything is created.
 	var alias id.RoomAlias
-	if req.RoomAliasName != "" {
-		if strings.ContainsAny(req.RoomAliasName, ":# ") {
-			return nil, mxhttp.InvalidParam("room_alias_name must be a localpart")
+	if req.RoomAliasName != nil {
+		var err error
+		if alias, err = s.localAlias(*req.RoomAliasName); err != nil {
+			return nil, err
 		}
-		alias = id.RoomAlias("#" + req.RoomAliasName + ":" + s.serverName)
-		if roomID, _ := s.resolveLocalAlias(ctx, alias); roomID != "" {
-			return nil, mxhttp.RoomInUse("room alias already taken")
+		if roomID, err := s.resolveLocalAlias(ctx, alias); err != nil {
+			return nil, err
+		} else if roomID != "" {
+			return nil, mxhttp.RoomInUse("room alias %s is already taken", alias)
 		}
 	}
 	if version.PrivilegedRoomCreators() && preset == "trusted_private_chat" && len(req.Invite) > 0 {

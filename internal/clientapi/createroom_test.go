@@ -1,0 +1,60 @@
+package clientapi_test
+
+import (
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+// TestCreateRoomAliasName: createRoom refuses a room_alias_name that makes
+// no valid alias (M_INVALID_PARAM) or a taken one (M_ROOM_IN_USE) before
+// it creates anything, and PUT /directory/room applies the same rule.
+func TestCreateRoomAliasName(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	alice := n.Register("alice")
+	createRoom := func(body map[string]any) *testnode.Response {
+		return testnode.Call(t, alice, "POST", testnode.V3+"/createRoom", body)
+	}
+	joined := func() int {
+		t.Helper()
+		rooms, err := alice.JoinedRooms(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(rooms.JoinedRooms)
+	}
+	taken := createRoom(map[string]any{"room_alias_name": "taken"}).OK(t)
+	if joined() != 1 {
+		t.Fatalf("alice is in %d rooms after creating one", joined())
+	}
+	for _, tc := range []struct {
+		name, aliasName, code string
+	}{
+		{"too long", strings.Repeat("a", 300), "M_INVALID_PARAM"},
+		{"empty", "", "M_INVALID_PARAM"},
+		{"colon", "a:b", "M_INVALID_PARAM"},
+		{"hash", "#a", "M_INVALID_PARAM"},
+		{"space", "a b", "M_INVALID_PARAM"},
+		{"newline", "a\nb", "M_INVALID_PARAM"},
+		{"taken", "taken", "M_ROOM_IN_USE"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			createRoom(map[string]any{"room_alias_name": tc.aliasName, "name": "not created"}).Want(t, 400, tc.code)
+			if got := joined(); got != 1 {
+				t.Fatalf("a refused createRoom left alice in %d rooms, want 1", got)
+			}
+			if tc.code == "M_INVALID_PARAM" && tc.aliasName != "" {
+				path := testnode.V3 + "/directory/room/" + url.PathEscape("#"+tc.aliasName+":localhost")
+				testnode.Call(t, alice, "PUT", path, map[string]any{"room_id": taken["room_id"]}).Want(t, 400, "M_INVALID_PARAM")
+			}
+		})
+	}
+	// The longest alias that fits is accepted.
+	longest := strings.Repeat("b", 255-len("#:localhost"))
+	createRoom(map[string]any{"room_alias_name": longest}).OK(t)
+	if joined() != 2 {
+		t.Fatalf("alice is in %d rooms after creating two", joined())
+	}
+}
