@@ -95,6 +95,11 @@ func (s *Service) putState(w http.ResponseWriter, r *http.Request, sess *account
 		if json.Unmarshal(content, &c) != nil || c.Membership == "" {
 			return nil, mxhttp.BadJSON("membership events need a membership")
 		}
+		if c.Membership == "invite" {
+			if err := s.requireLocalInvitee(id.UserID(sk)); err != nil {
+				return nil, err
+			}
+		}
 	}
 	// Setting state to what it already is does not create an event.
 	if cur, err := s.rooms.StateEvent(r.Context(), roomID, evType, sk); err == nil && cur != nil && cur.Sender == sess.UserID {

@@ -92,8 +92,8 @@ func (s *Service) createRoom(w http.ResponseWriter, r *http.Request, sess *accou
 		return nil, mxhttp.InvalidParam("too many invites or initial state events")
 	}
 	for _, u := range req.Invite {
-		if _, _, err := u.Parse(); err != nil {
-			return nil, mxhttp.InvalidParam("invalid user ID in invite: %q", u)
+		if err := s.requireLocalInvitee(u); err != nil {
+			return nil, err
 		}
 	}
 	// A bad or taken alias is refused before anything is created.
@@ -341,8 +341,8 @@ func (s *Service) invite(w http.ResponseWriter, r *http.Request, sess *accounts.
 	if req.UserID == "" {
 		return nil, mxhttp.MissingParam("missing user_id")
 	}
-	if _, _, err := req.UserID.Parse(); err != nil {
-		return nil, mxhttp.InvalidParam("invalid user_id")
+	if err := s.requireLocalInvitee(req.UserID); err != nil {
+		return nil, err
 	}
 	switch s.rooms.Membership(req.UserID, roomID) {
 	case "join":

@@ -84,3 +84,12 @@ func TestUnstableFeatures(t *testing.T) {
 		t.Fatalf("unstable_features = %v, want %v", body["unstable_features"], want)
 	}
 }
+
+// TestNoServerDelegation: /.well-known/matrix/server is not served while
+// the node does not federate (it would send other servers here for
+// nothing); /.well-known/matrix/client still is.
+func TestNoServerDelegation(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	n.Do(t, "GET", "/.well-known/matrix/server", "", nil).Want(t, 404, "M_NOT_FOUND")
+	n.Do(t, "GET", "/.well-known/matrix/client", "", nil).OK(t)
+}

@@ -1,0 +1,50 @@
+package clientapi_test
+
+import (
+	"net/url"
+	"testing"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+// TestRemoteInvitesRefused: without federation, every way to invite a
+// user of another server is refused with M_FORBIDDEN and writes nothing,
+// while the same request for a local user succeeds.
+func TestRemoteInvitesRefused(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	alice, bob := n.Register("alice"), n.Register("bob")
+	const remote = id.UserID("@carol:other.example")
+	joined := func() int {
+		t.Helper()
+		rooms, err := alice.JoinedRooms(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(rooms.JoinedRooms)
+	}
+	createRoom := func(invite ...id.UserID) *testnode.Response {
+		return testnode.Call(t, alice, "POST", testnode.V3+"/createRoom", map[string]any{"invite": invite})
+	}
+
+	room := id.RoomID(createRoom(bob.UserID).OK(t)["room_id"].(string))
+	createRoom(bob.UserID, remote).Want(t, 403, "M_FORBIDDEN")
+	if got := joined(); got != 1 {
+		t.Fatalf("the refused createRoom left alice in %d rooms, want 1", got)
+	}
+
+	roomPath := testnode.V3 + "/rooms/" + url.PathEscape(string(room))
+	memberPath := func(u id.UserID) string { return roomPath + "/state/m.room.member/" + url.PathEscape(string(u)) }
+	testnode.Call(t, alice, "POST", roomPath+"/invite", map[string]any{"user_id": remote}).Want(t, 403, "M_FORBIDDEN")
+	testnode.Call(t, alice, "PUT", memberPath(remote), map[string]any{"membership": "invite"}).Want(t, 403, "M_FORBIDDEN")
+	// The same requests for a local user work; a ban of a remote user
+	// needs no federation and is allowed.
+	carol := n.Register("carol")
+	testnode.Call(t, alice, "POST", roomPath+"/invite", map[string]any{"user_id": carol.UserID}).OK(t)
+	dave := n.Register("dave")
+	testnode.Call(t, alice, "PUT", memberPath(dave.UserID), map[string]any{"membership": "invite"}).OK(t)
+	testnode.Call(t, alice, "GET", memberPath(dave.UserID), nil).OK(t)
+	testnode.Call(t, alice, "GET", memberPath(remote), nil).Want(t, 404, "M_NOT_FOUND")
+	testnode.Call(t, alice, "PUT", memberPath(remote), map[string]any{"membership": "ban"}).OK(t)
+}
