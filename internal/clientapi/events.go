@@ -409,7 +409,7 @@ func (s *Service) redact(w http.ResponseWriter, r *http.Request, sess *accounts.
 	target := id.EventID(r.PathValue("eventId"))
 	ev, err := s.rooms.Send(r.Context(), roomID, rooms.Proto{
 		Type: "m.room.redaction", Sender: sess.UserID, Content: content, Redacts: target,
-		TxnID: "redact:" + r.PathValue("txnId"), DeviceID: sess.DeviceID,
+		TxnID: r.PathValue("txnId"), DeviceID: sess.DeviceID,
 	})
 	if err != nil {
 		return nil, s.roomErr(r.Context(), err, roomID, sess.UserID)

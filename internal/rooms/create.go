@@ -53,15 +53,15 @@ func (e *Engine) CreateRoom(ctx context.Context, version id.RoomVersion, creator
 	}
 	empty := ""
 	r.mu.Lock()
-	createEv, err := e.build(r, Proto{Type: "m.room.create", StateKey: &empty, Sender: creator, Content: cc})
+	createEv, err := e.build(r, r.head, Proto{Type: "m.room.create", StateKey: &empty, Sender: creator, Content: cc})
 	if err == nil {
-		err = e.authorize(ctx, r, createEv)
+		err = e.authorize(ctx, r, r.head, createEv)
 	}
 	if err != nil {
 		r.mu.Unlock()
 		return "", nil, err
 	}
-	e.applyMemory(r, createEv)
+	r.id = createEv.RoomID
 	e.mu.Lock()
 	if _, exists := e.rooms[r.id]; exists {
 		e.mu.Unlock()
@@ -70,12 +70,12 @@ func (e *Engine) CreateRoom(ctx context.Context, version id.RoomVersion, creator
 	}
 	e.rooms[r.id] = r
 	e.mu.Unlock()
-	evs, err := e.appendEvents(ctx, r, rest, []*Event{createEv})
+	evs, err := e.appendEvents(ctx, r, rest, []accepted{{createEv, r.head.with(version, createEv)}})
 	if err != nil {
+		r.broken.Store(true)
 		e.mu.Lock()
-		delete(e.rooms, r.id)
-		for _, rs := range e.members {
-			delete(rs, r.id)
+		if e.rooms[r.id] == r {
+			delete(e.rooms, r.id)
 		}
 		e.mu.Unlock()
 		return "", nil, err

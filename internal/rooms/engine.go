@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"maunium.net/go/mautrix/event"
@@ -75,31 +76,54 @@ func New(db *storage.DB, log *slog.Logger, signer Signer) *Engine {
 // ServerName is the node's server name.
 func (e *Engine) ServerName() string { return e.signer.ServerName }
 
-// room is the in-memory view of one room. mu serialises its pipeline.
+// room is the in-memory view of one room.
+//
+// Its events pass through one pipeline, serialised by mu: an event is built
+// and authorised on top of head, then queued to the database writer. head
+// moves only for an event that passed the auth rules, and readers never see
+// it: they read the committed view (cur and the positions, under viewMu),
+// which moves once the event has committed. Nothing the database writer
+// runs takes either lock.
 type room struct {
-	mu          sync.Mutex
-	id          id.RoomID
-	version     id.RoomVersion
-	state       map[stateKey]*Event
-	extremities []id.EventID
-	depth       int64
-	lastPos     int64 // highest committed position in the room
+	mu      sync.Mutex
+	id      id.RoomID
+	version id.RoomVersion
+	// head is the state after the last event accepted into the pipeline
+	// (queued, maybe not committed yet), on which the next one builds.
+	// Guarded by mu.
+	head *roomState
+	// txns holds the transactions of the events accepted into the
+	// pipeline, so a retry answers the original event. Guarded by mu.
+	txns map[string]*pendingTxn
+	// broken is set when a write of the room failed or was never queued:
+	// the events queued after it build on it, so they must fail too.
+	broken atomic.Bool
+
+	viewMu sync.Mutex
+	// cur is the state after the room's latest committed event.
+	cur     *roomState
+	lastPos int64 // highest committed position in the room
 	// lastMemberPos is the position of the room's latest committed
 	// membership event.
 	lastMemberPos int64
-	txns          map[string]id.EventID
+	// purged is set once the room has been purged: late commits must not
+	// bring it back.
+	purged bool
+
 	// recent holds the room's newest events, maintained by the writer.
 	recent recentEvents
-	// byID indexes the current state events by event ID.
-	byID map[id.EventID]*Event
-	// members maps users to their membership. It is never modified in
-	// place: a change installs a new map, so hooks may keep a reference.
-	members map[id.UserID]string
 
 	// Touched only by write functions, which the single writer runs in
 	// queue order.
 	dbSnapshot int64
 	dbChainLen int
+}
+
+// view returns the room's committed state.
+func (r *room) view() *roomState {
+	r.viewMu.Lock()
+	defer r.viewMu.Unlock()
+	return r.cur
 }
 
 // RoomInfo is a read-only summary passed to hooks.
@@ -109,6 +133,35 @@ type RoomInfo struct {
 	// Members maps each user with a membership to it (join, invite, ...),
 	// after the event.
 	Members map[id.UserID]string
+
+	state *roomState // after the event; nil when the info was made by hand
+}
+
+func newRoomInfo(r *room, after *roomState) *RoomInfo {
+	return &RoomInfo{ID: r.id, Version: r.version, Members: after.members, state: after}
+}
+
+// HasState reports whether the info carries the room's state after the
+// event (it does when the engine made it).
+func (ri *RoomInfo) HasState() bool { return ri.state != nil }
+
+// StateEvent returns the room's state event of that type and state key
+// right after the event, or nil. Hooks on the database writer use it
+// instead of Engine.StateEvent, which reads the committed state.
+func (ri *RoomInfo) StateEvent(evType, sk string) *Event {
+	if ri.state == nil {
+		return nil
+	}
+	return ri.state.get(evType, sk)
+}
+
+// PowerLevels returns the room's power levels right after the event, or
+// nil when the info carries no state.
+func (ri *RoomInfo) PowerLevels() *event.PowerLevelsEventContent {
+	if ri.state == nil {
+		return nil
+	}
+	return ri.state.powerLevels()
 }
 
 // Load reads every user's memberships into memory.
@@ -188,15 +241,17 @@ func (e *Engine) room(ctx context.Context, roomID id.RoomID) (*room, error) {
 	}
 	r = newRoom(roomID, "")
 	var ext string
+	var depth int64
+	var extremities []id.EventID
 	err := e.db.QueryRow(ctx, "SELECT version, snapshot, depth, extremities, last_pos FROM rooms WHERE room_id = $1", roomID).
-		Scan(&r.version, &r.dbSnapshot, &r.depth, &ext, &r.lastPos)
+		Scan(&r.version, &r.dbSnapshot, &depth, &ext, &r.lastPos)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNoRoom
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load room %s: %w", roomID, err)
 	}
-	if err := json.Unmarshal([]byte(ext), &r.extremities); err != nil {
+	if err := json.Unmarshal([]byte(ext), &extremities); err != nil {
 		return nil, fmt.Errorf("room %s extremities: %w", roomID, err)
 	}
 	ids, chainLen, err := e.snapshotState(ctx, r.dbSnapshot)
@@ -214,9 +269,8 @@ func (e *Engine) room(ctx context.Context, roomID id.RoomID) (*room, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, ev := range evs {
-		r.setState(ev)
-	}
+	r.cur = stateOf(evs, extremities, depth)
+	r.head = r.cur
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if existing, ok := e.rooms[roomID]; ok {
@@ -249,12 +303,7 @@ func (e *Engine) CurrentState(ctx context.Context, roomID id.RoomID) ([]*Event, 
 	if err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]*Event, 0, len(r.state))
-	for _, ev := range r.state {
-		out = append(out, ev)
-	}
+	out := mapValues(r.view().state)
 	slices.SortFunc(out, func(a, b *Event) int { return int(a.Pos - b.Pos) })
 	return out, nil
 }
@@ -265,9 +314,7 @@ func (e *Engine) StateEvent(ctx context.Context, roomID id.RoomID, evType, sk st
 	if err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.state[stateKey{evType, sk}], nil
+	return r.view().get(evType, sk), nil
 }
 
 // Members returns the room's users and their memberships (join, invite,
@@ -278,9 +325,7 @@ func (e *Engine) Members(ctx context.Context, roomID id.RoomID) map[id.UserID]st
 	if err != nil {
 		return nil
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.members
+	return r.view().members
 }
 
 // LastMemberPos returns the position of the room's latest committed
@@ -290,8 +335,8 @@ func (e *Engine) LastMemberPos(ctx context.Context, roomID id.RoomID) int64 {
 	if err != nil {
 		return 0
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.viewMu.Lock()
+	defer r.viewMu.Unlock()
 	return r.lastMemberPos
 }
 
@@ -309,8 +354,8 @@ func (e *Engine) LastPos(ctx context.Context, roomID id.RoomID) int64 {
 	if err != nil {
 		return 0
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.viewMu.Lock()
+	defer r.viewMu.Unlock()
 	return r.lastPos
 }
 
@@ -352,86 +397,229 @@ func (e *Engine) SendMany(ctx context.Context, roomID id.RoomID, ps []Proto) ([]
 	return e.appendEvents(ctx, r, ps, nil)
 }
 
-func txnKey(p Proto) string {
-	return string(p.Sender) + "\x00" + string(p.DeviceID) + "\x00" + p.TxnID
+// txnScope names what a transaction ID is scoped to besides the device:
+// the request path it came with (the room and the event type, or the
+// redacted event), so the same ID in two rooms or for two event types
+// names two transactions.
+func txnScope(roomID id.RoomID, evType string, redacts id.EventID) string {
+	if evType == "m.room.redaction" && redacts != "" {
+		return string(roomID) + "/redact/" + string(redacts)
+	}
+	return string(roomID) + "/send/" + evType
+}
+
+func txnKey(sender id.UserID, device id.DeviceID, scope, txnID string) string {
+	return string(sender) + "\x00" + string(device) + "\x00" + scope + "\x00" + txnID
+}
+
+// pendingTxn is a transaction accepted into a room's pipeline: done is
+// closed once its event has committed (err nil) or failed.
+type pendingTxn struct {
+	ev   *Event
+	done chan struct{}
+	err  error
+}
+
+// accepted is an event that passed the auth rules, with the room's state
+// right after it.
+type accepted struct {
+	ev    *Event
+	after *roomState
 }
 
 // appendEvents builds, authorises and persists ps in order. pre holds
-// events already built and applied to memory by the caller, which holds
-// r.mu; they are persisted first.
-func (e *Engine) appendEvents(ctx context.Context, r *room, ps []Proto, pre []*Event) ([]*Event, error) {
+// events the caller already built and authorised, on an empty room whose
+// r.mu it holds; they are persisted first.
+//
+// The events are built on a proposal (the pipeline's head and the states
+// each accepted event leads to); the room changes only once every event
+// has passed the auth rules, and readers see the change only once it has
+// committed.
+func (e *Engine) appendEvents(ctx context.Context, r *room, ps []Proto, pre []accepted) ([]*Event, error) {
 	if pre == nil {
 		r.mu.Lock()
 	}
-	// A retried transaction returns the original event.
-	if len(ps) == 1 && ps[0].TxnID != "" {
-		if evID, ok := r.txns[txnKey(ps[0])]; ok {
-			r.mu.Unlock()
-			return e.eventsOrErr(ctx, evID)
+	q, err := e.enqueue(ctx, r, ps, pre)
+	if err != nil {
+		return nil, err
+	}
+	if q.retried != nil {
+		return e.answerRetry(ctx, q.retried)
+	}
+	if q.retriedID != "" {
+		return e.eventsOrErr(ctx, q.retriedID)
+	}
+	err = q.wait()
+	if q.txn != nil {
+		q.txn.err = err
+		close(q.txn.done)
+	}
+	if err != nil {
+		// The head ran ahead of a write that failed: drop the room so it is
+		// read again from the database.
+		r.broken.Store(true)
+		e.mu.Lock()
+		if e.rooms[r.id] == r {
+			delete(e.rooms, r.id)
 		}
-		var evID id.EventID
-		err := e.db.QueryRow(ctx, "SELECT event_id FROM transactions WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
-			ps[0].Sender, ps[0].DeviceID, ps[0].TxnID).Scan(&evID)
-		if err == nil {
-			r.mu.Unlock()
-			return e.eventsOrErr(ctx, evID)
+		e.mu.Unlock()
+		e.log.Error("persist events failed", "room_id", r.id, "err", err)
+		return nil, fmt.Errorf("persist events: %w", err)
+	}
+	e.commitView(r, q.built)
+	out := make([]*Event, len(q.built))
+	for i, a := range q.built {
+		out[i] = a.ev
+		e.cache.put(a.ev)
+		e.runHooks(r, a)
+	}
+	return out, nil
+}
+
+// queuedWrite is what enqueue did: queue the events of built (wait for the
+// outcome; txn is their transaction, if any), or find the request to be a
+// retried transaction, still in the pipeline (retried) or committed
+// (retriedID).
+type queuedWrite struct {
+	built     []accepted
+	wait      func() error
+	txn       *pendingTxn
+	retried   *pendingTxn
+	retriedID id.EventID
+}
+
+// enqueue is the part of appendEvents that runs under r.mu, which it
+// releases however it returns (a panic included: a room whose lock stayed
+// held would stop for good).
+func (e *Engine) enqueue(ctx context.Context, r *room, ps []Proto, pre []accepted) (q queuedWrite, err error) {
+	defer r.mu.Unlock()
+	if len(ps) == 1 && ps[0].TxnID != "" {
+		if q, found, err := e.retried(ctx, r, ps[0]); found || err != nil {
+			return q, err
 		}
 	}
 	built := pre
-	undo := r.snapshotMemory()
+	head := r.head
+	if len(pre) > 0 {
+		head = pre[len(pre)-1].after
+	}
 	for _, p := range ps {
-		ev, err := e.build(r, p)
+		ev, err := e.build(r, head, p)
 		if err == nil {
-			err = e.authorize(ctx, r, ev)
+			err = e.authorize(ctx, r, head, ev)
 		}
 		if err != nil {
-			undo()
-			e.resyncMembers(r, built)
-			r.mu.Unlock()
-			return nil, err
+			return q, err
 		}
-		e.applyMemory(r, ev)
-		built = append(built, ev)
+		head = head.with(r.version, ev)
+		built = append(built, accepted{ev, head})
 	}
-	wait := e.db.Enqueue(ctx, func(tx *storage.Tx) error {
-		for _, ev := range built {
-			if err := e.persist(ctx, tx, r, ev); err != nil {
+	if len(ps) == 1 && ps[0].TxnID != "" {
+		q.txn = &pendingTxn{ev: built[len(built)-1].ev, done: make(chan struct{})}
+		if len(r.txns) > 10000 {
+			clear(r.txns)
+		}
+		r.txns[txnKeyOf(r.id, q.txn.ev)] = q.txn
+	}
+	// The write is queued whatever the caller's context does: once the
+	// head has moved, the next events build on these.
+	q.wait = e.db.Enqueue(context.WithoutCancel(ctx), func(tx *storage.Tx) error {
+		if r.broken.Load() {
+			return errPipelineBroken
+		}
+		for _, a := range built {
+			if err := e.persist(ctx, tx, r, a.ev, a.after); err != nil {
+				r.broken.Store(true)
 				return err
 			}
 		}
 		return nil
 	})
-	r.mu.Unlock()
-	if err := wait(); err != nil {
-		// Memory ran ahead of a write that failed: drop the room so it is
-		// read again from the database.
-		e.mu.Lock()
-		delete(e.rooms, r.id)
-		e.mu.Unlock()
-		e.log.Error("persist events failed", "room_id", r.id, "err", err)
-		return nil, fmt.Errorf("persist events: %w", err)
+	r.head = head
+	q.built = built
+	return q, nil
+}
+
+// errPipelineBroken fails the writes queued behind a room's failed write.
+var errPipelineBroken = errors.New("an earlier write to the room failed")
+
+func txnKeyOf(roomID id.RoomID, ev *Event) string {
+	return txnKey(ev.Sender, ev.DeviceID, eventTxnScope(roomID, ev), ev.TxnID)
+}
+
+// eventTxnScope is txnScope for a built event.
+func eventTxnScope(roomID id.RoomID, ev *Event) string {
+	var redacts id.EventID
+	if ev.PDU.Redacts != nil {
+		redacts = *ev.PDU.Redacts
 	}
-	r.mu.Lock()
-	for _, ev := range built {
-		r.lastPos = max(r.lastPos, ev.Pos)
-		if ev.Type == "m.room.member" {
-			r.lastMemberPos = max(r.lastMemberPos, ev.Pos)
+	return txnScope(roomID, ev.Type, redacts)
+}
+
+// retried finds a transaction seen before (found), in the pipeline or the
+// database. r.mu is held.
+func (e *Engine) retried(ctx context.Context, r *room, p Proto) (q queuedWrite, found bool, err error) {
+	scope := txnScope(r.id, p.Type, p.Redacts)
+	if txn, ok := r.txns[txnKey(p.Sender, p.DeviceID, scope, p.TxnID)]; ok {
+		return queuedWrite{retried: txn}, true, nil
+	}
+	err = e.db.QueryRow(ctx, "SELECT event_id FROM transactions WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4",
+		p.Sender, p.DeviceID, scope, p.TxnID).Scan(&q.retriedID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return q, false, nil
+	}
+	if err != nil {
+		return q, false, fmt.Errorf("look up transaction: %w", err)
+	}
+	return q, true, nil
+}
+
+// answerRetry answers a retried transaction with the original's outcome,
+// once it is known.
+func (e *Engine) answerRetry(ctx context.Context, txn *pendingTxn) ([]*Event, error) {
+	select {
+	case <-txn.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if txn.err != nil {
+		return nil, fmt.Errorf("persist events: %w", txn.err)
+	}
+	return []*Event{txn.ev}, nil
+}
+
+// commitView shows committed events to readers: the room's state and
+// positions and the node's membership index move forward (never back,
+// whatever order concurrent senders get here in).
+func (e *Engine) commitView(r *room, built []accepted) {
+	r.viewMu.Lock()
+	defer r.viewMu.Unlock()
+	if r.purged {
+		return
+	}
+	members := false
+	for _, a := range built {
+		if a.ev.Pos > r.lastPos {
+			r.cur, r.lastPos = a.after, a.ev.Pos
+		}
+		if a.ev.Type == "m.room.member" {
+			r.lastMemberPos = max(r.lastMemberPos, a.ev.Pos)
+			members = true
 		}
 	}
-	r.mu.Unlock()
+	if !members {
+		return
+	}
 	e.mu.Lock()
-	for _, ev := range built {
-		if ev.Type == "m.room.member" && ev.StateKey != nil {
-			u := id.UserID(*ev.StateKey)
-			e.memberPos[u] = max(e.memberPos[u], ev.Pos)
+	defer e.mu.Unlock()
+	for _, a := range built {
+		if a.ev.Type != "m.room.member" || a.ev.StateKey == nil {
+			continue
 		}
+		u := id.UserID(*a.ev.StateKey)
+		e.setMembershipLocked(u, r.id, r.cur.members[u])
+		e.memberPos[u] = max(e.memberPos[u], a.ev.Pos)
 	}
-	e.mu.Unlock()
-	for _, ev := range built {
-		e.cache.put(ev)
-		e.runHooks(r, ev)
-	}
-	return built, nil
 }
 
 func (e *Engine) eventsOrErr(ctx context.Context, evID id.EventID) ([]*Event, error) {
@@ -442,52 +630,16 @@ func (e *Engine) eventsOrErr(ctx context.Context, evID id.EventID) ([]*Event, er
 	return []*Event{ev}, nil
 }
 
-func (e *Engine) runHooks(r *room, ev *Event) {
-	info := &RoomInfo{ID: r.id, Version: r.version, Members: ev.membersAfter}
+func (e *Engine) runHooks(r *room, a accepted) {
+	info := newRoomInfo(r, a.after)
 	for _, h := range e.OnEvent {
-		h(ev, info)
+		h(a.ev, info)
 	}
 }
 
-// snapshotMemory records the room's in-memory fields so a failed build can
-// be rolled back.
-func (r *room) snapshotMemory() func() {
-	state := make(map[stateKey]*Event, len(r.state))
-	for k, v := range r.state {
-		state[k] = v
-	}
-	byID := make(map[id.EventID]*Event, len(r.byID))
-	for k, v := range r.byID {
-		byID[k] = v
-	}
-	ext := slices.Clone(r.extremities)
-	depth, members := r.depth, r.members
-	return func() {
-		r.state, r.byID, r.extremities, r.depth, r.members = state, byID, ext, depth, members
-	}
-}
-
-// resyncMembers sets the membership index for the users touched by evs
-// back to what the room's (restored) state says.
-func (e *Engine) resyncMembers(r *room, evs []*Event) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, ev := range evs {
-		if ev.Type != "m.room.member" || ev.StateKey == nil {
-			continue
-		}
-		user := id.UserID(*ev.StateKey)
-		if st, ok := r.state[stateKey{"m.room.member", *ev.StateKey}]; ok {
-			e.setMembershipLocked(user, r.id, st.Membership())
-		} else if rs := e.members[user]; rs != nil {
-			delete(rs, r.id)
-		}
-	}
-}
-
-// build turns a proto into a signed PDU on top of the room's current
-// extremities.
-func (e *Engine) build(r *room, p Proto) (*Event, error) {
+// build turns a proto into a signed PDU on top of the room state st. It
+// changes nothing: the event still has to pass the auth rules.
+func (e *Engine) build(r *room, st *roomState, p Proto) (*Event, error) {
 	content := p.Content
 	if len(content) == 0 {
 		content = json.RawMessage("{}")
@@ -496,7 +648,7 @@ func (e *Engine) build(r *room, p Proto) (*Event, error) {
 	if ts == 0 {
 		ts = time.Now().UnixMilli()
 	}
-	depth := r.depth + 1
+	depth := st.depth + 1
 	if depth > 1<<53-1 {
 		depth = 1<<53 - 1
 	}
@@ -505,7 +657,7 @@ func (e *Engine) build(r *room, p Proto) (*Event, error) {
 		Content:        []byte(content),
 		Depth:          depth,
 		OriginServerTS: ts,
-		PrevEvents:     slices.Clone(r.extremities),
+		PrevEvents:     slices.Clone(st.extremities),
 		RoomID:         r.id,
 		Sender:         p.Sender,
 		StateKey:       p.StateKey,
@@ -532,13 +684,13 @@ func (e *Engine) build(r *room, p Proto) (*Event, error) {
 		pd.RoomID = ""
 	}
 	for _, k := range pd.AuthEventSelection(r.version) {
-		if ae, ok := r.state[stateKey{k.Type, k.StateKey}]; ok {
+		if ae := st.get(k.Type, k.StateKey); ae != nil {
 			pd.AuthEvents = append(pd.AuthEvents, ae.ID)
 		}
 	}
 	// Unsigned data clients expect on state events.
 	if p.StateKey != nil {
-		if prev, ok := r.state[stateKey{p.Type, *p.StateKey}]; ok {
+		if prev := st.get(p.Type, *p.StateKey); prev != nil {
 			u, _ := json.Marshal(map[string]any{
 				"prev_content":   json.RawMessage(prev.PDU.Content),
 				"replaces_state": prev.ID,
@@ -551,7 +703,7 @@ func (e *Engine) build(r *room, p Proto) (*Event, error) {
 	var raw []byte
 	if usesV1Format(r.version) {
 		var err error
-		if evID, raw, err = e.buildV1(r, pd); err != nil {
+		if evID, raw, err = e.buildV1(r, st, pd); err != nil {
 			return nil, mxhttp.BadJSON("event cannot be encoded as canonical JSON: %v", err)
 		}
 	} else {
@@ -572,11 +724,13 @@ func (e *Engine) build(r *room, p Proto) (*Event, error) {
 	if len(raw) > MaxEventBytes {
 		return nil, mxhttp.TooLarge("event too large (%d bytes, limit %d)", len(raw), MaxEventBytes)
 	}
+	roomID := r.id
 	if r.version.RoomIDIsCreateEventID() && p.Type == "m.room.create" {
-		r.id = id.RoomID("!" + strings.TrimPrefix(string(evID), "$"))
+		// The room ID is the create event's reference hash.
+		roomID = id.RoomID("!" + strings.TrimPrefix(string(evID), "$"))
 	}
 	ev := &Event{
-		ID: evID, RoomID: r.id, Type: p.Type, StateKey: p.StateKey, Sender: p.Sender,
+		ID: evID, RoomID: roomID, Type: p.Type, StateKey: p.StateKey, Sender: p.Sender,
 		Depth: depth, TS: ts, PDU: pd, JSON: raw, TxnID: p.TxnID, DeviceID: p.DeviceID,
 	}
 	ev.RelType, ev.RelatesTo, ev.ThreadID = relationOf(content)
@@ -602,19 +756,19 @@ func relationOf(content []byte) (relType string, relatesTo, threadID id.EventID)
 }
 
 // authorize checks ev against the room's auth rules, with its auth events
-// taken from the current state.
-func (e *Engine) authorize(ctx context.Context, r *room, ev *Event) error {
+// taken from the state st it was built on.
+func (e *Engine) authorize(ctx context.Context, r *room, st *roomState, ev *Event) error {
 	authEvents := make([]*pdu.PDU, 0, len(ev.PDU.AuthEvents))
 	for _, aid := range ev.PDU.AuthEvents {
-		if st, ok := r.byID[aid]; ok {
-			authEvents = append(authEvents, st.PDU)
+		if ae, ok := st.byID[aid]; ok {
+			authEvents = append(authEvents, ae.PDU)
 		}
 	}
 	getEvents := func(ids []id.EventID) ([]*pdu.PDU, error) {
 		out := make([]*pdu.PDU, 0, len(ids))
 		for _, eid := range ids {
-			if st, ok := r.byID[eid]; ok {
-				out = append(out, st.PDU)
+			if ae, ok := st.byID[eid]; ok {
+				out = append(out, ae.PDU)
 				continue
 			}
 			stored, err := e.Event(ctx, eid)
@@ -631,7 +785,7 @@ func (e *Engine) authorize(ctx context.Context, r *room, ev *Event) error {
 		// differs. The rules compare prev_events with the create event's
 		// ID, which mautrix computes in the v3 format, so translate it.
 		version = id.RoomV3
-		if create := r.state[stateKey{"m.room.create", ""}]; create != nil && len(checked.PrevEvents) == 1 && checked.PrevEvents[0] == create.ID {
+		if create := st.get("m.room.create", ""); create != nil && len(checked.PrevEvents) == 1 && checked.PrevEvents[0] == create.ID {
 			if v3ID, err := create.PDU.GetEventID(id.RoomV3); err == nil {
 				c := *checked
 				c.PrevEvents = []id.EventID{v3ID}
@@ -639,18 +793,31 @@ func (e *Engine) authorize(ctx context.Context, r *room, ev *Event) error {
 			}
 		}
 	}
-	if err := eventauth.Authorize(version, checked, authEvents, getEvents, e.localKey); err != nil {
+	if err := authorizeRules(version, checked, authEvents, getEvents, e.localKey); err != nil {
 		return mxhttp.Forbidden("%s", authMessage(err))
 	}
-	if err := e.authorizeJoinVia(r, ev); err != nil {
+	if err := e.authorizeJoinVia(st, ev); err != nil {
 		return err
 	}
 	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {
-		if err := e.authorizeRedaction(ctx, r, ev); err != nil {
+		if err := e.authorizeRedaction(ctx, r, st, ev); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// authorizeRules runs the room version's auth rules. A panic in them (the
+// library's, on content it did not expect) refuses the event.
+func authorizeRules(version id.RoomVersion, ev *pdu.PDU, authEvents []*pdu.PDU,
+	getEvents func([]id.EventID) ([]*pdu.PDU, error),
+	getKey func(string, id.KeyID, time.Time) (id.SigningKey, time.Time, error)) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("the auth rules could not check the event: %v", p)
+		}
+	}()
+	return eventauth.Authorize(version, ev, authEvents, getEvents, getKey)
 }
 
 func authMessage(err error) string {
@@ -664,8 +831,8 @@ func authMessage(err error) string {
 // authorizeRedaction applies the redaction rule that the auth rules leave
 // to the server: the redacter needs the redact power level unless it
 // redacts its own event.
-func (e *Engine) authorizeRedaction(ctx context.Context, r *room, ev *Event) error {
-	pl := e.powerLevelsLocked(r)
+func (e *Engine) authorizeRedaction(ctx context.Context, r *room, st *roomState, ev *Event) error {
+	pl := st.powerLevels()
 	if pl.GetUserLevel(ev.Sender) >= pl.Redact() {
 		return nil
 	}
@@ -679,94 +846,19 @@ func (e *Engine) authorizeRedaction(ctx context.Context, r *room, ev *Event) err
 	return nil
 }
 
-// powerLevelsLocked returns the room's power levels (with the create event
-// attached for creator power). r.mu must be held.
-func (e *Engine) powerLevelsLocked(r *room) *event.PowerLevelsEventContent {
-	pl := &event.PowerLevelsEventContent{}
-	create := r.state[stateKey{"m.room.create", ""}]
-	if st, ok := r.state[stateKey{"m.room.power_levels", ""}]; ok {
-		json.Unmarshal(st.PDU.Content, pl)
-	} else if create != nil {
-		// No power levels yet: the creator has 100, everyone else 0.
-		pl.Users = map[id.UserID]int{create.Sender: 100}
-		zero := 0
-		pl.StateDefaultPtr = &zero
-	}
-	if create != nil {
-		ce := &event.Event{Sender: create.Sender, Type: event.StateCreate}
-		if err := json.Unmarshal(create.PDU.Content, &ce.Content); err == nil && ce.Content.ParseRaw(ce.Type) == nil {
-			pl.CreateEvent = ce
-		}
-	}
-	return pl
-}
-
 // PowerLevels returns the room's current power levels.
 func (e *Engine) PowerLevels(ctx context.Context, roomID id.RoomID) (*event.PowerLevelsEventContent, error) {
 	r, err := e.room(ctx, roomID)
 	if err != nil {
 		return nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return e.powerLevelsLocked(r), nil
-}
-
-// applyMemory updates the in-memory room and membership index with an
-// authorised event.
-func (e *Engine) applyMemory(r *room, ev *Event) {
-	r.extremities = []id.EventID{ev.ID}
-	r.depth = ev.Depth
-	if ev.TxnID != "" {
-		if len(r.txns) > 10000 {
-			clear(r.txns)
-		}
-		r.txns[string(ev.Sender)+"\x00"+string(ev.DeviceID)+"\x00"+ev.TxnID] = ev.ID
-	}
-	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {
-		// A redacted state event stays current state, redacted.
-		if target, ok := r.byID[*ev.PDU.Redacts]; ok {
-			red := *target
-			red.PDU = target.PDU.Clone().Redact(r.version)
-			red.RedactedBy = ev.ID
-			r.setState(&red)
-		}
-	}
-	defer func() { ev.membersAfter = r.members }()
-	if ev.StateKey == nil {
-		return
-	}
-	r.setState(ev)
-	if ev.Type == "m.room.member" {
-		e.mu.Lock()
-		e.setMembershipLocked(id.UserID(*ev.StateKey), r.id, ev.Membership())
-		e.mu.Unlock()
-	}
+	return r.view().powerLevels(), nil
 }
 
 func newRoom(roomID id.RoomID, version id.RoomVersion) *room {
 	return &room{
 		id: roomID, version: version,
-		state: map[stateKey]*Event{}, byID: map[id.EventID]*Event{},
-		txns: map[string]id.EventID{}, members: map[id.UserID]string{},
-	}
-}
-
-// setState makes ev the current state for its key.
-func (r *room) setState(ev *Event) {
-	k := stateKey{ev.Type, *ev.StateKey}
-	if old, ok := r.state[k]; ok {
-		delete(r.byID, old.ID)
-	}
-	r.state[k] = ev
-	r.byID[ev.ID] = ev
-	if ev.Type == "m.room.member" {
-		m := make(map[id.UserID]string, len(r.members)+1)
-		for u, v := range r.members {
-			m[u] = v
-		}
-		m[id.UserID(*ev.StateKey)] = ev.Membership()
-		r.members = m
+		head: emptyState, cur: emptyState, txns: map[string]*pendingTxn{},
 	}
 }
 
@@ -774,8 +866,9 @@ func (r *room) setState(ev *Event) {
 // snapshot stores the full state.
 const snapshotFullEvery = 64
 
-// persist writes one event inside the writer's transaction.
-func (e *Engine) persist(ctx context.Context, tx *storage.Tx, r *room, ev *Event) error {
+// persist writes one event, after which the room's state is after, inside
+// the writer's transaction.
+func (e *Engine) persist(ctx context.Context, tx *storage.Tx, r *room, ev *Event, after *roomState) error {
 	pos := tx.NextPos()
 	ev.Pos = pos
 	ev.SnapshotBefore = r.dbSnapshot
@@ -798,8 +891,8 @@ func (e *Engine) persist(ctx context.Context, tx *storage.Tx, r *room, ev *Event
 		return fmt.Errorf("insert event: %w", err)
 	}
 	if ev.TxnID != "" {
-		if _, err := tx.Exec(ctx, `INSERT INTO transactions (user_id, device_id, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT DO NOTHING`, ev.Sender, ev.DeviceID, ev.TxnID, ev.ID, ev.TS); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO transactions (user_id, device_id, scope, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5, $6)
+			ON CONFLICT DO NOTHING`, ev.Sender, ev.DeviceID, eventTxnScope(r.id, ev), ev.TxnID, ev.ID, ev.TS); err != nil {
 			return fmt.Errorf("insert transaction: %w", err)
 		}
 	}
@@ -814,7 +907,7 @@ func (e *Engine) persist(ctx context.Context, tx *storage.Tx, r *room, ev *Event
 		}
 	}
 	if len(e.OnPersist) > 0 {
-		info := &RoomInfo{ID: r.id, Version: r.version, Members: ev.membersAfter}
+		info := newRoomInfo(r, after)
 		for _, h := range e.OnPersist {
 			if err := h(ctx, tx, ev, info); err != nil {
 				return err

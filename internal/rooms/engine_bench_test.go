@@ -93,7 +93,7 @@ func BenchmarkBuildSign(b *testing.B) {
 			defer r.mu.Unlock()
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
-				if _, err := e.build(r, messageProto(creator, int64(i))); err != nil {
+				if _, err := e.build(r, r.head, messageProto(creator, int64(i))); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -114,13 +114,13 @@ func BenchmarkAuthorize(b *testing.B) {
 			}
 			r.mu.Lock()
 			defer r.mu.Unlock()
-			ev, err := e.build(r, messageProto(creator, 0))
+			ev, err := e.build(r, r.head, messageProto(creator, 0))
 			if err != nil {
 				b.Fatal(err)
 			}
 			b.ReportAllocs()
 			for b.Loop() {
-				if err := e.authorize(ctx, r, ev); err != nil {
+				if err := e.authorize(ctx, r, r.head, ev); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -29,7 +29,7 @@ const (
 // testEnv is a SQLite database in a temporary directory with an engine
 // over it; reopen replaces both, as a restart does.
 type testEnv struct {
-	t    *testing.T
+	t    testing.TB
 	path string
 	key  ed25519.PrivateKey
 	db   *storage.DB
@@ -38,11 +38,18 @@ type testEnv struct {
 
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
+	return newTestEnvAt(t, filepath.Join(t.TempDir(), "db"))
+}
+
+// newTestEnvAt is newTestEnv on the database named by dsn (a SQLite path
+// or a PostgreSQL URL).
+func newTestEnvAt(t testing.TB, dsn string) *testEnv {
+	t.Helper()
 	_, key, err := ed25519.GenerateKey(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &testEnv{t: t, path: filepath.Join(t.TempDir(), "db"), key: key}
+	env := &testEnv{t: t, path: dsn, key: key}
 	env.open()
 	t.Cleanup(func() { env.db.Close() })
 	return env
@@ -375,6 +382,68 @@ func TestSendTxnRetry(t *testing.T) {
 			last = env.e.LastPos(ctx, roomID)
 		})
 	}
+}
+
+// TestTxnScope: a transaction ID names one request path, so the same ID in
+// two rooms, for two event types or for two redactions are different
+// transactions, each stored, while a retry of the same path answers the
+// first event, in memory and after a restart.
+func TestTxnScope(t *testing.T) {
+	ctx := context.Background()
+	env := newTestEnv(t)
+	roomA, _ := createTestRoom(t, env.e, id.RoomV11)
+	roomB, _ := createTestRoom(t, env.e, id.RoomV12)
+	withTxn := func(p Proto) Proto { p.TxnID, p.DeviceID = "t1", "DEV"; return p }
+	redact := func(target id.EventID) Proto {
+		return withTxn(Proto{Type: "m.room.redaction", Sender: alice, Redacts: target, Content: json.RawMessage(`{}`)})
+	}
+	send := func(roomID id.RoomID, p Proto) *Event {
+		t.Helper()
+		ev, err := env.e.Send(ctx, roomID, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	inA := send(roomA, withTxn(textProto(alice, "in A")))
+	inB := send(roomB, withTxn(textProto(alice, "in B")))
+	if inA.ID == inB.ID || inB.RoomID != roomB {
+		t.Fatalf("the same transaction in room B answered %s in %s (room A's is %s)", inB.ID, inB.RoomID, inA.ID)
+	}
+	otherType := send(roomA, withTxn(Proto{Type: "org.test.event", Sender: alice, Content: json.RawMessage(`{}`)}))
+	redactA := send(roomA, redact(inA.ID))
+	redactOther := send(roomA, redact(otherType.ID))
+	distinct := map[id.EventID]bool{inA.ID: true, inB.ID: true, otherType.ID: true, redactA.ID: true, redactOther.ID: true}
+	if len(distinct) != 5 {
+		t.Fatalf("five requests with one transaction ID on five paths gave %d events", len(distinct))
+	}
+	if got := redactA.Client(ClientOptions{User: alice, Device: "DEV"}).Unsigned["transaction_id"]; got != "t1" {
+		t.Errorf("a redaction's transaction_id = %v, want t1", got)
+	}
+	check := func(t *testing.T) {
+		for _, tt := range []struct {
+			room id.RoomID
+			p    Proto
+			want *Event
+		}{
+			{roomA, withTxn(textProto(alice, "in A, again")), inA},
+			{roomB, withTxn(textProto(alice, "in B, again")), inB},
+			{roomA, redact(inA.ID), redactA},
+			{roomA, redact(otherType.ID), redactOther},
+		} {
+			if got := send(tt.room, tt.p); got.ID != tt.want.ID {
+				t.Errorf("retry of %s in %s: %s, want %s", tt.p.Type, tt.room, got.ID, tt.want.ID)
+			}
+		}
+		for evID := range distinct {
+			if _, err := env.e.Event(ctx, evID); err != nil {
+				t.Errorf("event %s not stored: %v", evID, err)
+			}
+		}
+	}
+	t.Run("warm", check)
+	env.reopen()
+	t.Run("after a restart", check)
 }
 
 // TestStateAgreement changes state many times (more than

@@ -34,10 +34,6 @@ type Event struct {
 	// SnapshotBefore is the state snapshot (the position of the room's last
 	// state event) before this event.
 	SnapshotBefore int64
-
-	// membersAfter is the room's membership map right after this event
-	// (set when the engine appends it; nil for events read back).
-	membersAfter map[id.UserID]string
 }
 
 // IsState reports whether the event is a state event.

@@ -62,8 +62,8 @@ func bulkMessages(b *testing.B, e *Engine, roomID id.RoomID, sender id.UserID, n
 		b.Fatal(err)
 	}
 	r.mu.Lock()
-	tmpl, err := e.build(r, messageProto(sender, 0))
-	depth, snap := r.depth, r.dbSnapshot
+	tmpl, err := e.build(r, r.head, messageProto(sender, 0))
+	depth, snap := r.head.depth, r.dbSnapshot
 	r.mu.Unlock()
 	if err != nil {
 		b.Fatal(err)

@@ -49,8 +49,10 @@ func (e *Engine) Purge(ctx context.Context, roomID id.RoomID) error {
 	}
 	// Leave the in-memory room empty so that anyone still holding it
 	// cannot append to it, then forget it.
-	r.state, r.byID, r.members = map[stateKey]*Event{}, map[id.EventID]*Event{}, map[id.UserID]string{}
-	r.extremities, r.txns = nil, map[string]id.EventID{}
+	r.head, r.txns = emptyState, map[string]*pendingTxn{}
+	r.viewMu.Lock()
+	r.cur, r.purged = emptyState, true
+	r.viewMu.Unlock()
 	e.mu.Lock()
 	if e.rooms[roomID] == r {
 		delete(e.rooms, roomID)

@@ -27,16 +27,14 @@ func (e *Engine) JoinAuthoriser(ctx context.Context, roomID id.RoomID, user id.U
 	if err != nil {
 		return "", err
 	}
-	r.mu.Lock()
-	rule, allow := r.joinRule()
+	st := r.view()
+	rule, allow := st.joinRule()
 	restricted := (rule == event.JoinRuleRestricted && r.version.RestrictedJoins()) ||
 		(rule == event.JoinRuleKnockRestricted && r.version.KnockRestricted())
-	if m := r.members[user]; !restricted || m == "join" || m == "invite" {
-		r.mu.Unlock()
+	if m := st.members[user]; !restricted || m == "join" || m == "invite" {
 		return "", nil
 	}
-	pl, members := e.powerLevelsLocked(r), r.members
-	r.mu.Unlock()
+	pl, members := st.powerLevels(), st.members
 
 	if !e.joinedAny(user, allow) {
 		if rule == event.JoinRuleKnockRestricted {
@@ -55,8 +53,9 @@ func (e *Engine) JoinAuthoriser(ctx context.Context, roomID id.RoomID, user id.U
 // every local event, so a join naming an authoriser passes them whoever
 // wrote that name. It is accepted only when the server would have
 // authorised the join itself: the sender, not yet invited or joined, is
-// joined to one of the rooms the rule allows. r.mu must be held.
-func (e *Engine) authorizeJoinVia(r *room, ev *Event) error {
+// joined to one of the rooms the rule allows, in the state st the join
+// was built on.
+func (e *Engine) authorizeJoinVia(st *roomState, ev *Event) error {
 	if ev.Type != "m.room.member" || ev.Membership() != "join" {
 		return nil
 	}
@@ -66,20 +65,20 @@ func (e *Engine) authorizeJoinVia(r *room, ev *Event) error {
 	if json.Unmarshal(ev.PDU.Content, &c) != nil || c.Via == "" {
 		return nil
 	}
-	if m := r.members[ev.Sender]; m == "join" || m == "invite" {
+	if m := st.members[ev.Sender]; m == "join" || m == "invite" {
 		return nil // the auth rules do not look at the authoriser then
 	}
-	if _, allow := r.joinRule(); !e.joinedAny(ev.Sender, allow) {
+	if _, allow := st.joinRule(); !e.joinedAny(ev.Sender, allow) {
 		return mxhttp.Forbidden("only members of the rooms the join rule allows may join")
 	}
 	return nil
 }
 
-// joinRule returns the room's current join rule and its allow list (invite
-// when there is none, as the auth rules assume). r.mu must be held.
-func (r *room) joinRule() (event.JoinRule, []event.JoinRuleAllow) {
-	st, ok := r.state[stateKey{"m.room.join_rules", ""}]
-	if !ok {
+// joinRule returns the state's join rule and its allow list (invite when
+// there is none, as the auth rules assume).
+func (s *roomState) joinRule() (event.JoinRule, []event.JoinRuleAllow) {
+	st := s.get("m.room.join_rules", "")
+	if st == nil {
 		return event.JoinRuleInvite, nil
 	}
 	var c event.JoinRulesEventContent

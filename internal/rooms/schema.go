@@ -97,4 +97,28 @@ CREATE INDEX rooms_published ON rooms (published);
 CREATE INDEX events_room_state ON events (room_id, type, state_key, pos);
 CREATE INDEX state_snapshots_room ON state_snapshots (room_id, snapshot_id);
 `,
+}, {
+	// A transaction ID is scoped to the request path too (the room and
+	// event type, or the redacted event), not only to the device. The
+	// /send transactions already stored keep their scope; the /redact ones
+	// (stored as "redact:<txn>") are dropped.
+	Component: "rooms",
+	Version:   4,
+	SQL: `
+CREATE TABLE room_transactions (
+	user_id TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	scope TEXT NOT NULL,
+	txn_id TEXT NOT NULL,
+	event_id TEXT NOT NULL,
+	created_ts BIGINT NOT NULL,
+	PRIMARY KEY (user_id, device_id, scope, txn_id)
+);
+INSERT INTO room_transactions (user_id, device_id, scope, txn_id, event_id, created_ts)
+	SELECT t.user_id, t.device_id, e.room_id || '/send/' || e.type, t.txn_id, t.event_id, t.created_ts
+	FROM transactions t JOIN events e ON e.event_id = t.event_id
+	WHERE e.type <> 'm.room.redaction';
+DROP TABLE transactions;
+ALTER TABLE room_transactions RENAME TO transactions;
+`,
 }}

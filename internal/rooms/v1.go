@@ -20,7 +20,7 @@ import (
 func usesV1Format(v id.RoomVersion) bool { return v == id.RoomV1 || v == id.RoomV2 }
 
 // buildV1 signs p in the v1 format and returns the event ID and JSON.
-func (e *Engine) buildV1(r *room, pd *pdu.PDU) (id.EventID, []byte, error) {
+func (e *Engine) buildV1(r *room, st *roomState, pd *pdu.PDU) (id.EventID, []byte, error) {
 	b := make([]byte, 18)
 	rand.Read(b)
 	evID := id.EventID("$" + base64.RawURLEncoding.EncodeToString(b) + ":" + e.signer.ServerName)
@@ -28,7 +28,7 @@ func (e *Engine) buildV1(r *room, pd *pdu.PDU) (id.EventID, []byte, error) {
 		out := make([]pdu.V1EventReference, 0, len(ids))
 		for _, eid := range ids {
 			var h pdu.Hashes
-			if ev := r.findState(eid); ev != nil && ev.PDU.Hashes != nil {
+			if ev := st.byID[eid]; ev != nil && ev.PDU.Hashes != nil {
 				h = *ev.PDU.Hashes
 			} else if ev := e.cache.get(eid); ev != nil && ev.PDU.Hashes != nil {
 				h = *ev.PDU.Hashes
@@ -53,8 +53,6 @@ func (e *Engine) buildV1(r *room, pd *pdu.PDU) (id.EventID, []byte, error) {
 	}
 	return evID, raw, nil
 }
-
-func (r *room) findState(evID id.EventID) *Event { return r.byID[evID] }
 
 // parsePDU decodes stored event JSON of either format into the pdu.PDU view.
 func parsePDU(raw []byte) (*pdu.PDU, error) {

@@ -1,0 +1,118 @@
+package rooms
+
+import (
+	"encoding/json"
+	"maps"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// roomState is a room's state right after one of its events: the current
+// state events, their index by event ID, the members, and where the next
+// event attaches. It is never modified once built: accepting an event makes
+// a new roomState (sharing the maps the event leaves alone), so building and
+// authorising an event change nothing, a refused event leaves no trace, and
+// readers and hooks may keep one without a lock.
+type roomState struct {
+	state map[stateKey]*Event
+	// byID indexes the current state events by event ID.
+	byID map[id.EventID]*Event
+	// members maps users to their membership.
+	members     map[id.UserID]string
+	extremities []id.EventID
+	depth       int64
+}
+
+var emptyState = &roomState{
+	state: map[stateKey]*Event{}, byID: map[id.EventID]*Event{}, members: map[id.UserID]string{},
+}
+
+// stateOf builds the state made of evs (a room's current state events, as
+// loaded from a snapshot) with the given forward extremities and depth.
+func stateOf(evs []*Event, extremities []id.EventID, depth int64) *roomState {
+	s := &roomState{
+		state: make(map[stateKey]*Event, len(evs)), byID: make(map[id.EventID]*Event, len(evs)),
+		members: map[id.UserID]string{}, extremities: extremities, depth: depth,
+	}
+	for _, ev := range evs {
+		k := stateKey{ev.Type, *ev.StateKey}
+		s.state[k], s.byID[ev.ID] = ev, ev
+		if ev.Type == "m.room.member" {
+			s.members[id.UserID(*ev.StateKey)] = ev.Membership()
+		}
+	}
+	return s
+}
+
+// get returns the current state event for (evType, sk), or nil.
+func (s *roomState) get(evType, sk string) *Event { return s.state[stateKey{evType, sk}] }
+
+// with returns the state after ev, an event accepted on top of s, in a room
+// of version v.
+func (s *roomState) with(v id.RoomVersion, ev *Event) *roomState {
+	next := &roomState{
+		state: s.state, byID: s.byID, members: s.members,
+		extremities: []id.EventID{ev.ID}, depth: ev.Depth,
+	}
+	var redacted *Event
+	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {
+		// A redacted state event stays current state, redacted.
+		if target, ok := s.byID[*ev.PDU.Redacts]; ok {
+			red := *target
+			red.PDU = target.PDU.Clone().Redact(v)
+			red.RedactedBy = ev.ID
+			redacted = &red
+		}
+	}
+	if redacted == nil && ev.StateKey == nil {
+		return next
+	}
+	next.state, next.byID = maps.Clone(s.state), maps.Clone(s.byID)
+	if redacted != nil {
+		next.set(redacted)
+	}
+	if ev.StateKey != nil {
+		next.set(ev)
+	}
+	return next
+}
+
+// set makes ev the current state for its key. Only for a roomState that is
+// being built: the state maps must be its own, the members map may still be
+// shared (set replaces it).
+func (s *roomState) set(ev *Event) {
+	k := stateKey{ev.Type, *ev.StateKey}
+	if old, ok := s.state[k]; ok {
+		delete(s.byID, old.ID)
+	}
+	s.state[k] = ev
+	s.byID[ev.ID] = ev
+	if ev.Type == "m.room.member" {
+		m := maps.Clone(s.members)
+		m[id.UserID(*ev.StateKey)] = ev.Membership()
+		s.members = m
+	}
+}
+
+// powerLevels returns the power levels of the state (with the create event
+// attached for creator power).
+func (s *roomState) powerLevels() *event.PowerLevelsEventContent {
+	pl := &event.PowerLevelsEventContent{}
+	create := s.get("m.room.create", "")
+	if st := s.get("m.room.power_levels", ""); st != nil {
+		json.Unmarshal(st.PDU.Content, pl)
+	} else if create != nil {
+		// No power levels yet: the creator has 100, everyone else 0.
+		pl.Users = map[id.UserID]int{create.Sender: 100}
+		zero := 0
+		pl.StateDefaultPtr = &zero
+	}
+	if create != nil {
+		ce := &event.Event{Sender: create.Sender, Type: event.StateCreate}
+		if err := json.Unmarshal(create.PDU.Content, &ce.Content); err == nil && ce.Content.ParseRaw(ce.Type) == nil {
+			pl.CreateEvent = ce
+		}
+	}
+	return pl
+}
