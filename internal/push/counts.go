@@ -169,7 +169,7 @@ func (s *Service) persistCounts(ctx context.Context, tx *storage.Tx, ev *rooms.E
 	}
 	var hits []hit
 	if joined > 1 {
-		x, err := s.evalCtx(ctx, ev, joined)
+		x, err := s.evalCtx(ctx, ev, joined, info)
 		if err != nil {
 			s.log.Warn("push rules: unreadable event", "event_id", ev.ID, "err", err)
 			return nil

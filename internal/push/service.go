@@ -186,7 +186,7 @@ func (s *Service) AccountData(user id.UserID) json.RawMessage {
 // Evaluate runs the user's rules against an event in a room with
 // memberCount joined members.
 func (s *Service) Evaluate(ctx context.Context, user id.UserID, ev *rooms.Event, memberCount int) (Outcome, error) {
-	x, err := s.evalCtx(ctx, ev, memberCount)
+	x, err := s.evalCtx(ctx, ev, memberCount, nil)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -196,10 +196,24 @@ func (s *Service) Evaluate(ctx context.Context, user id.UserID, ev *rooms.Event,
 	return out, nil
 }
 
-func (s *Service) evalCtx(ctx context.Context, ev *rooms.Event, memberCount int) (*evalCtx, error) {
+// evalCtx prepares the evaluation of ev. The room's power levels and
+// display names come from info when it carries the state after the event
+// (OnPersist runs on the database writer, which must not wait for the
+// room), else from the room's current state.
+func (s *Service) evalCtx(ctx context.Context, ev *rooms.Event, memberCount int, info *rooms.RoomInfo) (*evalCtx, error) {
 	x, err := newEvalCtx(ev, memberCount)
 	if err != nil {
 		return nil, err
+	}
+	if info != nil && info.HasState() {
+		x.powerLevels = info.PowerLevels
+		x.displayName = func(user id.UserID) string {
+			if s.opts.DisplayName != nil {
+				return s.opts.DisplayName(ctx, ev.RoomID, user)
+			}
+			return memberDisplayName(info.StateEvent("m.room.member", string(user)))
+		}
+		return x, nil
 	}
 	x.powerLevels = func() *event.PowerLevelsEventContent {
 		if s.rooms == nil {
@@ -223,7 +237,16 @@ func (s *Service) displayName(ctx context.Context, roomID id.RoomID, user id.Use
 		return ""
 	}
 	ev, err := s.rooms.StateEvent(ctx, roomID, "m.room.member", string(user))
-	if err != nil || ev == nil || ev.PDU == nil {
+	if err != nil {
+		return ""
+	}
+	return memberDisplayName(ev)
+}
+
+// memberDisplayName reads the display name of an m.room.member event ("" for
+// nil).
+func memberDisplayName(ev *rooms.Event) string {
+	if ev == nil || ev.PDU == nil {
 		return ""
 	}
 	var c struct {
