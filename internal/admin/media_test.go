@@ -41,7 +41,7 @@ func TestAdminMedia(t *testing.T) {
 	if by := list["media"].([]any)[0].(map[string]any)["quarantined_by"]; by != string(adm.UserID) {
 		t.Fatalf("quarantined_by %v, want %s", by, adm.UserID)
 	}
-	testnode.Call(t, adm, "POST", "/_synapse/admin/v1/media/unquarantine/localhost/"+mediaID, map[string]any{})
+	testnode.Call(t, adm, "POST", "/_synapse/admin/v1/media/unquarantine/localhost/"+mediaID, map[string]any{}).OK(t)
 	if r := download(); r.Status != 200 {
 		t.Fatalf("download after unquarantine: %d %s", r.Status, r.Body)
 	}
