@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -65,6 +66,10 @@ type DB struct {
 	visible atomic.Int64 // highest committed position
 
 	checkpointDone chan struct{} // closed when the checkpointer has stopped
+
+	// origin tells the changes this DB records from those of other
+	// processes (see WatchChanges).
+	origin string
 }
 
 // ParseDSN tells which engine a database setting names: a postgres:// or
@@ -117,6 +122,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		writes:  make(chan *writeReq, 4096),
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
+		origin:  rand.Text(),
 	}
 	if dialect == Postgres {
 		db.Dialect = Postgres
@@ -659,7 +665,7 @@ CREATE TABLE sequences (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
 	Component: "storage",
 	Version:   2,
 	SQL:       "DROP TABLE sequences;", // never used
-}}
+}, changesMigration}
 
 // persistPosition records the stream position inside the batch's
 // transaction, when the batch moved it.
