@@ -136,7 +136,7 @@ func user(args []string) error {
 		if err := acc.Deactivate(ctx, uid, false); err != nil {
 			return err
 		}
-		fmt.Printf("deactivated %s: its devices and access tokens are revoked; it leaves its rooms when the node next starts\n", uid)
+		fmt.Printf("deactivated %s: its devices and access tokens are revoked; a running node makes it leave its rooms at once, a stopped one when it next starts\n", uid)
 	default:
 		return fmt.Errorf("unknown user command %q", sub)
 	}

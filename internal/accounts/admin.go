@@ -15,10 +15,10 @@ import (
 // ErrNoUser is returned by the admin setters for an unknown user.
 var ErrNoUser = mxhttp.NotFound("user not found")
 
-// setFlag sets one boolean column of a user and forgets the user's cached
-// sessions so the change applies to the next request.
+// setFlag sets one boolean column of a user; the node forgets the user's
+// cached sessions so the change applies to the next request.
 func (s *Service) setFlag(ctx context.Context, uid id.UserID, column string, v bool) error {
-	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+	return s.write(ctx, func(tx *storage.Tx, cs *changes) error {
 		res, err := tx.Exec(ctx, "UPDATE users SET "+column+" = $1 WHERE user_id = $2", v, uid)
 		if err != nil {
 			return fmt.Errorf("set %s: %w", column, err)
@@ -26,13 +26,8 @@ func (s *Service) setFlag(ctx context.Context, uid id.UserID, column string, v b
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrNoUser
 		}
-		return nil
+		return cs.record(ctx, tx, changeUserChanged, accountChange{UserID: uid})
 	})
-	if err != nil {
-		return err
-	}
-	s.dropCachedUser(uid)
-	return nil
 }
 
 // SetLocked locks or unlocks an account. Locked accounts get

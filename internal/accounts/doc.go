@@ -1,5 +1,7 @@
 // Package accounts owns users, devices, access and refresh tokens, password
 // hashing (argon2id), User-Interactive Authentication, and the Client-Server
 // endpoints for registration, login, logout, devices and account management.
-// Authenticate resolves an access token to a device from memory.
+// Authenticate resolves an access token to a device from memory. Changes
+// made by the admin CLI beside a running node reach it as storage changes
+// (WatchChanges): it forgets the revoked tokens and finishes deactivations.
 package accounts

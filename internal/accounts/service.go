@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"maunium.net/go/mautrix/id"
@@ -38,8 +39,9 @@ type Session struct {
 }
 
 // tokenCacheTTL bounds how long a cached token is trusted without looking
-// at the database again, so changes made by another process (the admin
-// CLI, another worker) take effect quickly.
+// at the database again. The admin CLI's changes reach the node at once
+// (see WatchChanges); this bounds the life of anything else, such as a
+// row changed by hand.
 const tokenCacheTTL = 30 * time.Second
 
 // Hooks lets other packages react to account changes. Each hook is called
@@ -76,6 +78,11 @@ type Service struct {
 
 	mu     sync.RWMutex
 	tokens map[string]*Session // token hash -> session; a nil entry caches a miss
+	// forgotten counts what forget* dropped from tokens: a lookup that
+	// raced with a drop does not cache what it read.
+	forgotten uint64
+
+	appliesChanges atomic.Bool // see WatchChanges
 
 	uia *uiaStore
 }
@@ -247,7 +254,7 @@ func (s *Service) SetPassword(ctx context.Context, uid id.UserID, password strin
 	if err != nil {
 		return err
 	}
-	err = s.db.Write(ctx, func(tx *storage.Tx) error {
+	return s.write(ctx, func(tx *storage.Tx, cs *changes) error {
 		res, err := tx.Exec(ctx, "UPDATE users SET password_hash = $1 WHERE user_id = $2", hash, uid)
 		if err != nil {
 			return err
@@ -255,66 +262,61 @@ func (s *Service) SetPassword(ctx context.Context, uid id.UserID, password strin
 		if n, _ := res.RowsAffected(); n == 0 {
 			return mxhttp.NotFound("no such user")
 		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	if logoutDevices {
-		devs, err := s.Devices(ctx, uid)
+		if !logoutDevices {
+			return nil
+		}
+		devs, err := deviceIDs(ctx, tx, uid)
 		if err != nil {
 			return err
 		}
 		for _, d := range devs {
-			if d.DeviceID != keepDevice {
-				if err := s.DeleteDevice(ctx, uid, d.DeviceID); err != nil {
+			if d != keepDevice {
+				if err := deleteDevice(ctx, tx, cs, uid, d); err != nil {
 					return err
 				}
 			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // SetAdmin grants or revokes server admin rights.
 func (s *Service) SetAdmin(ctx context.Context, uid id.UserID, admin bool) error {
-	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		_, err := tx.Exec(ctx, "UPDATE users SET is_admin = $1 WHERE user_id = $2", admin, uid)
-		return err
-	})
-	s.dropCachedUser(uid)
-	return err
+	return s.setFlag(ctx, uid, "is_admin", admin)
 }
 
-// Deactivate disables an account: its devices and tokens are deleted, its
-// password is cleared, and the Deactivated hooks run (leaving rooms and so on).
+// Deactivate disables an account in one transaction: its devices and
+// tokens are deleted and its password cleared (and its profile, with
+// erase). Then the Deactivated hooks run (leaving rooms and so on): before
+// Deactivate returns in the node, as soon as the node sees the change when
+// the admin CLI deactivates, or when the node next starts.
 func (s *Service) Deactivate(ctx context.Context, uid id.UserID, erase bool) error {
-	devs, err := s.Devices(ctx, uid)
-	if err != nil {
-		return err
-	}
-	for _, d := range devs {
-		if err := s.DeleteDevice(ctx, uid, d.DeviceID); err != nil {
+	err := s.write(ctx, func(tx *storage.Tx, cs *changes) error {
+		res, err := tx.Exec(ctx, "UPDATE users SET deactivated = TRUE, password_hash = '' WHERE user_id = $1", uid)
+		if err != nil {
 			return err
 		}
-	}
-	err = s.db.Write(ctx, func(tx *storage.Tx) error {
-		if _, err := tx.Exec(ctx, "UPDATE users SET deactivated = TRUE, password_hash = '' WHERE user_id = $1", uid); err != nil {
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNoUser
+		}
+		devs, err := deviceIDs(ctx, tx, uid)
+		if err != nil {
 			return err
+		}
+		for _, d := range devs {
+			if err := deleteDevice(ctx, tx, cs, uid, d); err != nil {
+				return err
+			}
 		}
 		if erase {
 			if _, err := tx.Exec(ctx, "DELETE FROM profiles WHERE user_id = $1", uid); err != nil {
 				return err
 			}
 		}
-		return nil
+		return cs.record(ctx, tx, changeDeactivated, accountChange{UserID: uid})
 	})
 	if err != nil {
-		return err
-	}
-	s.dropCachedUser(uid)
-	for _, h := range s.Hooks.Deactivated {
-		h(ctx, uid)
+		return fmt.Errorf("deactivate %s: %w", uid, err)
 	}
 	s.log.Info("user deactivated", "user_id", uid)
 	return nil
@@ -383,47 +385,66 @@ func (s *Service) RenameDevice(ctx context.Context, uid id.UserID, dev id.Device
 	})
 }
 
-// DeleteDevice removes a device with its tokens, then runs the
+// DeleteDevice removes a device with its tokens, then the node runs the
 // DeviceDeleted hooks (which remove its keys and to-device messages).
 func (s *Service) DeleteDevice(ctx context.Context, uid id.UserID, dev id.DeviceID) error {
-	var hashes []string
-	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		rows, err := tx.Query(ctx, "SELECT token_hash FROM access_tokens WHERE user_id = $1 AND device_id = $2", uid, dev)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var h string
-			if err := rows.Scan(&h); err != nil {
-				rows.Close()
-				return err
-			}
-			hashes = append(hashes, h)
-		}
-		rows.Close()
-		for _, q := range []string{
-			"DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
-			"DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2",
-			"DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
-		} {
-			if _, err := tx.Exec(ctx, q, uid, dev); err != nil {
-				return err
-			}
-		}
-		return nil
+	err := s.write(ctx, func(tx *storage.Tx, cs *changes) error {
+		return deleteDevice(ctx, tx, cs, uid, dev)
 	})
 	if err != nil {
 		return fmt.Errorf("delete device: %w", err)
 	}
-	s.mu.Lock()
-	for _, h := range hashes {
-		delete(s.tokens, h)
-	}
-	s.mu.Unlock()
-	for _, h := range s.Hooks.DeviceDeleted {
-		h(ctx, uid, dev)
-	}
 	return nil
+}
+
+// deleteDevice deletes a device with its tokens in tx and records the
+// change.
+func deleteDevice(ctx context.Context, tx *storage.Tx, cs *changes, uid id.UserID, dev id.DeviceID) error {
+	rows, err := tx.Query(ctx, "SELECT token_hash FROM access_tokens WHERE user_id = $1 AND device_id = $2", uid, dev)
+	if err != nil {
+		return err
+	}
+	var hashes []string
+	for rows.Next() {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			rows.Close()
+			return err
+		}
+		hashes = append(hashes, h)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, q := range []string{
+		"DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
+		"DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2",
+		"DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
+	} {
+		if _, err := tx.Exec(ctx, q, uid, dev); err != nil {
+			return err
+		}
+	}
+	return cs.record(ctx, tx, changeDeviceDeleted, accountChange{UserID: uid, DeviceID: dev, TokenHashes: hashes})
+}
+
+// deviceIDs lists a user's devices in tx.
+func deviceIDs(ctx context.Context, tx *storage.Tx, uid id.UserID) ([]id.DeviceID, error) {
+	rows, err := tx.Query(ctx, "SELECT device_id FROM devices WHERE user_id = $1", uid)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []id.DeviceID
+	for rows.Next() {
+		var d id.DeviceID
+		if err := rows.Scan(&d); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
 }
 
 // LoginResult is what a new login session gets.
@@ -506,12 +527,7 @@ func (s *Service) NewSession(ctx context.Context, uid id.UserID, dev id.DeviceID
 	if err != nil {
 		return nil, fmt.Errorf("create session: %w", err)
 	}
-	s.mu.Lock()
-	for _, h := range oldHashes {
-		delete(s.tokens, h)
-	}
-	delete(s.tokens, HashToken(access)) // drop a cached miss, if any
-	s.mu.Unlock()
+	s.forgetTokens(append(oldHashes, HashToken(access))...) // the new token may be a cached miss
 	if created {
 		for _, h := range s.Hooks.DeviceAdded {
 			h(ctx, uid, dev)
@@ -565,6 +581,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*Session, err
 	h := HashToken(token)
 	s.mu.RLock()
 	sess, ok := s.tokens[h]
+	forgotten := s.forgotten
 	s.mu.RUnlock()
 	if ok && sess != nil && time.Since(sess.cachedAt) > tokenCacheTTL {
 		ok = false
@@ -582,12 +599,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*Session, err
 		} else if locked {
 			return nil, mxhttp.UserLocked("this account has been locked").With("soft_logout", true)
 		}
-		s.mu.Lock()
-		if len(s.tokens) > 200000 {
-			clear(s.tokens) // bound memory under a flood of bad tokens
-		}
-		s.tokens[h] = sess
-		s.mu.Unlock()
+		s.cache(h, sess, forgotten)
 	}
 	if sess == nil {
 		return nil, ErrUnknownToken
@@ -598,13 +610,39 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*Session, err
 	return sess, nil
 }
 
-// dropCachedUser forgets cached sessions of uid so flags are re-read.
-func (s *Service) dropCachedUser(uid id.UserID) {
+// cache keeps a looked-up session (nil: a miss), unless a session was
+// forgotten since the lookup began: the row it read may be older than the
+// change that made the node forget.
+func (s *Service) cache(h string, sess *Session, forgotten uint64) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.forgotten != forgotten {
+		return
+	}
+	if len(s.tokens) > 200000 {
+		clear(s.tokens) // bound memory under a flood of bad tokens
+	}
+	s.tokens[h] = sess
+}
+
+// forgetTokens drops cached sessions by token hash.
+func (s *Service) forgetTokens(hashes ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.forgotten++
+	for _, h := range hashes {
+		delete(s.tokens, h)
+	}
+}
+
+// forgetUser drops the cached sessions of uid so its flags are read again.
+func (s *Service) forgetUser(uid id.UserID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.forgotten++
 	for h, sess := range s.tokens {
 		if sess != nil && sess.UserID == uid {
 			delete(s.tokens, h)
 		}
 	}
-	s.mu.Unlock()
 }

@@ -62,6 +62,8 @@ type Node struct {
 
 	csExtra csExtra // services wired by csExtraRoutes
 
+	stopWatchingChanges func() // see accounts.Service.WatchChanges
+
 	registry *prometheus.Registry
 	handler  http.Handler
 	servers  []*http.Server
@@ -201,7 +203,6 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 	n.Rooms.OnPurge = append(n.Rooms.OnPurge, n.Push.PurgeRoom, n.Ephemeral.PurgeRoom, n.AccountData.PurgeRoom)
 	n.wireHooks()
-	n.finishDeactivations(ctx)
 
 	n.registry = prometheus.NewRegistry()
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -238,6 +239,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	if cfg.MetricsListen == "" {
 		n.opsRoutes(mux, false)
 	}
+	// Every hook is wired: apply what the admin CLI changed while the
+	// node was stopped, and from now on what it changes while it runs.
+	n.stopWatchingChanges = n.Accounts.WatchChanges(ctx)
 	n.handler = mxhttp.Recover(log, instrument(log, mux, mxhttp.CORS(mxhttp.CheckRequest(n.protect(mux)))))
 	n.bodyStartTimeout, n.bodyMinRate = bodyStartTimeout, bodyMinRate
 	return n, nil
@@ -249,36 +253,6 @@ func (n *Node) wireHooks() {
 	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, n.Client.OnDeactivated)
 	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, n.Keys.OnDeactivated, n.Push.OnDeactivated, n.AccountData.OnDeactivated)
 	n.Accounts.Hooks.DeviceDeleted = append(n.Accounts.Hooks.DeviceDeleted, n.Keys.OnDeviceDeleted)
-}
-
-// finishDeactivations runs the deactivation hooks for accounts that were
-// deactivated while the node was not running (by `matrixos user
-// deactivate`, which only revokes the account's devices): they leave their
-// rooms and their private data is removed.
-func (n *Node) finishDeactivations(ctx context.Context) {
-	users, err := n.Accounts.ListUsers(ctx)
-	if err != nil {
-		n.log.Warn("list users", "err", err)
-		return
-	}
-	for _, u := range users {
-		if !u.Deactivated {
-			continue
-		}
-		pending := false
-		for _, m := range n.Rooms.Memberships(u.ID) {
-			if m == "join" || m == "invite" || m == "knock" {
-				pending = true
-			}
-		}
-		if !pending {
-			continue
-		}
-		n.log.Info("finishing deactivation", "user_id", u.ID)
-		for _, h := range n.Accounts.Hooks.Deactivated {
-			h(ctx, u.ID)
-		}
-	}
 }
 
 func (n *Node) opsRoutes(mux *http.ServeMux, withPprof bool) {
@@ -350,6 +324,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	n.stopWatchingChanges()
 	n.stopCSExtra()
 	errs = append(errs, n.DB.Close())
 	return errors.Join(errs...)
