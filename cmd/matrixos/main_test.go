@@ -310,6 +310,7 @@ func TestBooleanFlagWord(t *testing.T) {
 	}
 	fail(t, "config", "--data", data, "stray")
 	fail(t, "user", "list", "--data", data, "stray")
+	fail(t, "version", "stray")
 }
 
 // TestAdminCommandsNeedData: run where there is no node, an admin command

@@ -69,6 +69,9 @@ func serve(args []string) error {
 }
 
 func version(args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("unexpected argument %q: version takes none", args[0])
+	}
 	fmt.Println("matrixos", node.Version)
 	return nil
 }
