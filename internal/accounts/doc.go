@@ -4,4 +4,7 @@
 // Authenticate resolves an access token to a device from memory. Changes
 // made by the admin CLI beside a running node reach it as storage changes
 // (WatchChanges): it forgets the revoked tokens and finishes deactivations.
+// Every check of a password or token, on whichever endpoint, first takes
+// from the login rate limit of the client IP and of the account
+// (Service.Limiter).
 package accounts

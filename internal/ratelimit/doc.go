@@ -1,8 +1,10 @@
 // Package ratelimit limits request rates with token buckets
 // (golang.org/x/time/rate) kept in memory: one bucket per (kind, user) for
 // authenticated requests and per (kind, client IP) for the others. Kinds
-// are login, register, send and upload; Middleware picks the kind from the
-// request's route.
+// are login, register, send and upload; Middleware picks register, send
+// and upload from the request's route, while the accounts service takes a
+// login token (Allow) for each password or token it checks, from the
+// buckets of the client IP and of the account.
 //
 // A bucket holds up to Burst tokens and refills at PerMinute tokens a
 // minute; each request takes one. An empty bucket answers 429
