@@ -55,7 +55,9 @@ type Service struct {
 	changed   map[id.UserID]map[id.RoomID]int64
 
 	// OnNotify hooks run after an event's notifications are recorded,
-	// once per user the event notifies (see [NotifyFunc]).
+	// once per user the event notifies (see [NotifyFunc]): once the
+	// event's transaction has committed and before the send that wrote it
+	// returns (the pushers tests rely on that order).
 	OnNotify []NotifyFunc
 	// OnNotifyTx hooks run for each notification inside the event's write
 	// transaction (recording it durably); OnNotify runs after the commit.
