@@ -81,7 +81,7 @@ func TestAdminRooms(t *testing.T) {
 		testnode.WantErr(t, err, "M_FORBIDDEN", 0)
 		_, err = carol.JoinRoom(ctx, "#garden:localhost", nil)
 		testnode.WantErr(t, err, "M_FORBIDDEN", 0)
-		testnode.Call(t, adm, "PUT", "/_synapse/admin/v1/rooms/"+gp+"/block", map[string]any{"block": false})
+		testnode.Call(t, adm, "PUT", "/_synapse/admin/v1/rooms/"+gp+"/block", map[string]any{"block": false}).OK(t)
 		if _, err := carol.JoinRoomByID(ctx, garden.RoomID); err != nil {
 			t.Fatalf("join after unblock: %v", err)
 		}
