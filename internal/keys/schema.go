@@ -99,4 +99,22 @@ CREATE TABLE key_backup_keys (
 	PRIMARY KEY (user_id, version, room_id, session_id)
 );
 `,
+}, {
+	// A to-device transaction ID is scoped to the request path too (the
+	// event type), not only to the device. The transactions stored before
+	// keep that of the path they came with, which was not recorded: they
+	// are dropped (they only guard retries of the last few minutes).
+	Component: "keys",
+	Version:   2,
+	SQL: `
+DROP TABLE to_device_txns;
+CREATE TABLE to_device_txns (
+	user_id TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	type TEXT NOT NULL,
+	txn_id TEXT NOT NULL,
+	created_ts BIGINT NOT NULL,
+	PRIMARY KEY (user_id, device_id, type, txn_id)
+);
+`,
 }}

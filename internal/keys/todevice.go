@@ -72,8 +72,10 @@ func (s *Service) putSendToDevice(w http.ResponseWriter, r *http.Request, sess *
 	err = s.db.Write(ctx, func(tx *storage.Tx) error {
 		clear(woken)
 		var seen int
-		err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM to_device_txns WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
-			sess.UserID, sess.DeviceID, txnID).Scan(&seen)
+		// A transaction is the device's request to one path: the same ID
+		// for another event type is another transaction.
+		err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM to_device_txns WHERE user_id = $1 AND device_id = $2 AND type = $3 AND txn_id = $4",
+			sess.UserID, sess.DeviceID, evType, txnID).Scan(&seen)
 		if err != nil {
 			return err
 		}
@@ -85,8 +87,8 @@ func (s *Service) putSendToDevice(w http.ResponseWriter, r *http.Request, sess *
 			sess.UserID, sess.DeviceID, now.Add(-txnLifetime).UnixMilli()); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "INSERT INTO to_device_txns (user_id, device_id, txn_id, created_ts) VALUES ($1, $2, $3, $4)",
-			sess.UserID, sess.DeviceID, txnID, now.UnixMilli()); err != nil {
+		if _, err := tx.Exec(ctx, "INSERT INTO to_device_txns (user_id, device_id, type, txn_id, created_ts) VALUES ($1, $2, $3, $4, $5)",
+			sess.UserID, sess.DeviceID, evType, txnID, now.UnixMilli()); err != nil {
 			return err
 		}
 		for _, t := range targets {

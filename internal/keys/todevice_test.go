@@ -30,10 +30,13 @@ func TestSendToDevice(t *testing.T) {
 		send("t1", map[string]any{string(alice.DeviceID): map[string]any{"n": "1"}}).OK(t)
 		send("t2", map[string]any{"*": map[string]any{"n": "2"}}).OK(t)
 		send("t2", map[string]any{"*": map[string]any{"n": "retried"}}).OK(t) // same txn: ignored
+		// The same transaction ID for another event type is another request.
+		testnode.Call(t, bob, "PUT", v3+"/sendToDevice/m.other/t2", map[string]any{"messages": map[string]any{
+			string(alice.UserID): map[string]any{string(alice.DeviceID): map[string]any{"n": "other type"}}}}).OK(t)
 
 		s1 := syncOnce(t, alice, "", 0)
-		if got := strings.Join(toDevice(s1), ","); got != "1,2" {
-			t.Fatalf("device 1 got %q, want 1,2", got)
+		if got := strings.Join(toDevice(s1), ","); got != "1,2,other type" {
+			t.Fatalf("device 1 got %q, want 1,2,other type", got)
 		}
 		ev := get(s1, "to_device", "events").([]any)[0]
 		if get(ev, "sender") != string(bob.UserID) || get(ev, "type") != "m.test" {
@@ -43,7 +46,7 @@ func TestSendToDevice(t *testing.T) {
 			t.Errorf("device 2 got %q, want 2", got)
 		}
 		// Not acknowledged yet: an initial sync sees them again.
-		if got := strings.Join(toDevice(syncOnce(t, alice, "", 0)), ","); got != "1,2" {
+		if got := strings.Join(toDevice(syncOnce(t, alice, "", 0)), ","); got != "1,2,other type" {
 			t.Errorf("redelivery got %q", got)
 		}
 		// Syncing with the token acknowledges them.
