@@ -3,7 +3,11 @@ package clientapi_test
 import (
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/testnode"
 )
@@ -56,5 +60,44 @@ func TestCreateRoomAliasName(t *testing.T) {
 	createRoom(map[string]any{"room_alias_name": longest}).OK(t)
 	if joined() != 2 {
 		t.Fatalf("alice is in %d rooms after creating two", joined())
+	}
+}
+
+// TestCreateRoomConcurrent: a bot creating 20 rooms at once with the same
+// request gets 20 rooms, in the default room version (v12, where the room
+// ID is the create event's hash) too.
+func TestCreateRoomConcurrent(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	alice := n.Register("alice")
+	const count = 20
+	ids := make([]id.RoomID, count)
+	errs := make([]error, count)
+	var wg sync.WaitGroup
+	for i := range count {
+		wg.Go(func() {
+			resp, err := alice.CreateRoom(t.Context(), &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "same"})
+			if err == nil {
+				ids[i] = resp.RoomID
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	seen := map[id.RoomID]bool{}
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("createRoom %d: %v", i, err)
+		}
+		seen[ids[i]] = true
+	}
+	if len(seen) != count {
+		t.Fatalf("%d concurrent createRoom calls made %d rooms", count, len(seen))
+	}
+	rooms, err := alice.JoinedRooms(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rooms.JoinedRooms) != count {
+		t.Errorf("alice is in %d rooms, want %d", len(rooms.JoinedRooms), count)
 	}
 }

@@ -24,6 +24,17 @@ func IsSupported(v id.RoomVersion) bool {
 	return false
 }
 
+// CreateNonceKey is the m.room.create content key that holds random bytes
+// in rooms whose ID is the create event's hash, so that every creation
+// makes a distinct room.
+const CreateNonceKey = "org.matrixos.nonce"
+
+func randomNonce() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
 // CreateRoom creates a room: createContent is the m.room.create content
 // (room_version is filled in), and rest are the events that follow it
 // (the creator's join, power levels, presets, initial state, ...).
@@ -41,6 +52,13 @@ func (e *Engine) CreateRoom(ctx context.Context, version id.RoomVersion, creator
 		createContent = map[string]any{}
 	}
 	createContent["room_version"] = string(version)
+	if version.RoomIDIsCreateEventID() {
+		// The room ID is the create event's hash: two rooms created by one
+		// user in the same millisecond would get the same one. The content
+		// is part of the hash (the redaction algorithm keeps all of it), and
+		// the spec lets servers add entropy there.
+		createContent[CreateNonceKey] = randomNonce()
+	}
 	if version.CreatorInContent() {
 		// Before v11 the creator is named in the content.
 		createContent["creator"] = creator

@@ -247,6 +247,45 @@ func TestCreateRoom(t *testing.T) {
 	}
 }
 
+// TestConcurrentCreateRoom: one user creating rooms with the same content
+// at the same moment gets distinct rooms, also where the room ID is the
+// create event's hash.
+func TestConcurrentCreateRoom(t *testing.T) {
+	for _, v := range []id.RoomVersion{id.RoomV11, id.RoomV12} {
+		t.Run("v"+string(v), func(t *testing.T) {
+			e := newTestEnv(t).e
+			const n = 20
+			ids := make([]id.RoomID, n)
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i := range n {
+				wg.Go(func() {
+					<-start
+					ids[i], _, errs[i] = e.CreateRoom(context.Background(), v, alice, nil, []Proto{memberProto(alice, "join")})
+				})
+			}
+			close(start)
+			wg.Wait()
+			seen := map[id.RoomID]bool{}
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("createRoom %d: %v", i, err)
+				}
+				seen[ids[i]] = true
+			}
+			if len(seen) != n {
+				t.Fatalf("%d concurrent createRoom calls made %d rooms", n, len(seen))
+			}
+			for roomID := range seen {
+				if m := e.Membership(alice, roomID); m != "join" {
+					t.Errorf("alice's membership in %s = %q", roomID, m)
+				}
+			}
+		})
+	}
+}
+
 func TestCreateRoomUnsupported(t *testing.T) {
 	env := newTestEnv(t)
 	_, _, err := env.e.CreateRoom(context.Background(), "99", alice, nil, nil)
