@@ -37,7 +37,9 @@ const (
 	stepFailed   step = "failed"   // this attempt failed (a retry may follow)
 )
 
-// outcome is one step of one delivery, as an observer hears of it.
+// outcome is one step of one delivery, as an observer hears of it. A
+// worker may take a delivery off the queue at once, so its queued step can
+// be heard after the steps that follow it.
 type outcome struct {
 	User    id.UserID
 	EventID id.EventID
