@@ -82,8 +82,10 @@ func (e *Engine) ServerName() string { return e.signer.ServerName }
 // and authorised on top of head, then queued to the database writer. head
 // moves only for an event that passed the auth rules, and readers never see
 // it: they read the committed view (cur and the positions, under viewMu),
-// which moves once the event has committed. Nothing the database writer
-// runs takes either lock.
+// which the database writer moves once the event has committed and before
+// its position becomes visible, so no reader sees a position that the view
+// does not cover yet. The writer never takes mu, and nobody holds viewMu
+// while queueing or awaiting a write.
 type room struct {
 	mu      sync.Mutex
 	id      id.RoomID
@@ -466,7 +468,6 @@ func (e *Engine) appendEvents(ctx context.Context, r *room, ps []Proto, pre []ac
 		e.log.Error("persist events failed", "room_id", r.id, "err", err)
 		return nil, fmt.Errorf("persist events: %w", err)
 	}
-	e.commitView(r, q.built)
 	out := make([]*Event, len(q.built))
 	for i, a := range q.built {
 		out[i] = a.ev
@@ -533,6 +534,10 @@ func (e *Engine) enqueue(ctx context.Context, r *room, ps []Proto, pre []accepte
 				return err
 			}
 		}
+		// /sync skips a room whose LastPos is not past its token: were the
+		// positions visible before the view moved, a response's next_batch
+		// could pass these events without them.
+		tx.AfterCommit(func() { e.commitView(r, built) })
 		return nil
 	})
 	r.head = head
@@ -589,8 +594,9 @@ func (e *Engine) answerRetry(ctx context.Context, txn *pendingTxn) ([]*Event, er
 }
 
 // commitView shows committed events to readers: the room's state and
-// positions and the node's membership index move forward (never back,
-// whatever order concurrent senders get here in).
+// positions and the node's membership index move forward (never back).
+// The database writer runs it after the commit, before the events'
+// positions become visible.
 func (e *Engine) commitView(r *room, built []accepted) {
 	r.viewMu.Lock()
 	defer r.viewMu.Unlock()

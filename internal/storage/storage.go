@@ -45,7 +45,7 @@ func (d Dialect) String() string {
 // durable change a client can sync (events, account data, receipts, ...).
 // Positions are handed out inside write transactions, so commit order equals
 // position order, and Visible reports the highest position whose transaction
-// has committed.
+// has committed and whose AfterCommit functions have run.
 type DB struct {
 	Dialect Dialect
 
@@ -430,7 +430,8 @@ func (db *DB) QueryRow(ctx context.Context, q string, args ...any) *sql.Row {
 	return db.read.QueryRowContext(ctx, q, args...)
 }
 
-// Visible is the highest stream position whose write has committed.
+// Visible is the highest stream position whose write has committed and
+// whose AfterCommit functions have run.
 func (db *DB) Visible() int64 { return db.visible.Load() }
 
 // Tx is one write inside a batched transaction.
@@ -490,7 +491,11 @@ func (tx *Tx) NextPos() int64 {
 func (tx *Tx) Dialect() Dialect { return tx.db.Dialect }
 
 // AfterCommit registers fn to run once the transaction has committed
-// successfully, before Write returns.
+// successfully, before its stream positions become visible (DB.Visible)
+// and before Write returns: in-memory views of committed data that fn
+// updates are current for every position a reader can see. fn runs on the
+// writer goroutine, so it must be quick and must not wait for a lock that
+// anyone holds while queueing or awaiting a write.
 func (tx *Tx) AfterCommit(fn func()) { tx.afterFns = append(tx.afterFns, fn) }
 
 type writeReq struct {
@@ -528,15 +533,7 @@ func (db *DB) Enqueue(ctx context.Context, fn func(tx *Tx) error) (wait func() e
 	}
 	// Once queued, the write will be attempted; wait for its outcome even if
 	// the caller's context ends, so an acknowledged result is never a guess.
-	return func() error {
-		err := <-done
-		if err == nil {
-			for _, f := range req.tx.afterFns {
-				f()
-			}
-		}
-		return err
-	}
+	return func() error { return <-done }
 }
 
 const maxBatch = 256
@@ -635,6 +632,15 @@ func (db *DB) commitBatch(batch []*writeReq) {
 	if err := sqlTx.Commit(); err != nil {
 		fail(fmt.Errorf("commit: %w", err))
 		return
+	}
+	// Publish to memory first, so that no reader sees a position whose
+	// in-memory view is not yet updated.
+	for i, r := range batch {
+		if results[i] == nil {
+			for _, f := range r.tx.afterFns {
+				f()
+			}
+		}
 	}
 	db.visible.Store(db.pos)
 	writeBatchSize.Observe(float64(len(batch)))
