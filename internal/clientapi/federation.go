@@ -1,6 +1,8 @@
 package clientapi
 
 import (
+	"strings"
+
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/mxhttp"
@@ -17,6 +19,16 @@ func (s *Service) requireLocalInvitee(user id.UserID) error {
 	}
 	if server != s.serverName {
 		return mxhttp.Forbidden("federation is not enabled on this server: %s, a user of %s, cannot be invited", user, server)
+	}
+	return nil
+}
+
+// requireLocalAlias refuses to join or knock by an alias of another
+// server: resolving it, and joining the room it names, need federation.
+func (s *Service) requireLocalAlias(alias id.RoomAlias) error {
+	_, server, ok := strings.Cut(strings.TrimPrefix(string(alias), "#"), ":")
+	if ok && server != s.serverName {
+		return mxhttp.Forbidden("federation is not enabled on this server: %s is a room alias of %s", alias, server)
 	}
 	return nil
 }

@@ -48,3 +48,18 @@ func TestRemoteInvitesRefused(t *testing.T) {
 	testnode.Call(t, alice, "GET", memberPath(remote), nil).Want(t, 404, "M_NOT_FOUND")
 	testnode.Call(t, alice, "PUT", memberPath(remote), map[string]any{"membership": "ban"}).OK(t)
 }
+
+// TestRemoteAliasJoinRefused: joining or knocking by an alias of another
+// server says that federation is off, where an unknown local alias is
+// simply not found and a known one works.
+func TestRemoteAliasJoinRefused(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	alice, bob := n.Register("alice"), n.Register("bob")
+	testnode.Call(t, alice, "POST", testnode.V3+"/createRoom", map[string]any{"preset": "public_chat", "room_alias_name": "here"}).OK(t)
+	for _, action := range []string{"join", "knock"} {
+		path := func(alias string) string { return testnode.V3 + "/" + action + "/" + url.PathEscape(alias) }
+		testnode.Call(t, bob, "POST", path("#here:other.example"), map[string]any{}).Want(t, 403, "M_FORBIDDEN")
+		testnode.Call(t, bob, "POST", path("#nowhere:localhost"), map[string]any{}).Want(t, 404, "M_NOT_FOUND")
+	}
+	testnode.Call(t, bob, "POST", testnode.V3+"/join/"+url.PathEscape("#here:localhost"), map[string]any{}).OK(t)
+}

@@ -11,12 +11,16 @@ import (
 	"github.com/matrixos/matrixos/internal/storage"
 )
 
-// resolveRoom turns a room ID or a local alias into a room ID.
+// resolveRoom turns a room ID or a local alias into a room ID (for joins
+// and knocks); an alias of another server is refused.
 func (s *Service) resolveRoom(r *http.Request, target string) (id.RoomID, error) {
 	switch {
 	case strings.HasPrefix(target, "!"):
 		return id.RoomID(target), nil
 	case strings.HasPrefix(target, "#"):
+		if err := s.requireLocalAlias(id.RoomAlias(target)); err != nil {
+			return "", err
+		}
 		roomID, err := s.resolveLocalAlias(r.Context(), id.RoomAlias(target))
 		if err != nil {
 			return "", err

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"strings"
 
 	"maunium.net/go/mautrix/id"
 
@@ -306,22 +305,9 @@ func (s *Service) join(r *http.Request, sess *accounts.Session, roomID id.RoomID
 }
 
 func (s *Service) joinRoomByIDOrAlias(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	target := r.PathValue("roomIdOrAlias")
-	var roomID id.RoomID
-	switch {
-	case strings.HasPrefix(target, "!"):
-		roomID = id.RoomID(target)
-	case strings.HasPrefix(target, "#"):
-		rid, err := s.resolveLocalAlias(r.Context(), id.RoomAlias(target))
-		if err != nil {
-			return nil, err
-		}
-		if rid == "" {
-			return nil, mxhttp.NotFound("room alias not found")
-		}
-		roomID = rid
-	default:
-		return nil, mxhttp.InvalidParam("not a room ID or alias: %q", target)
+	roomID, err := s.resolveRoom(r, r.PathValue("roomIdOrAlias"))
+	if err != nil {
+		return nil, err
 	}
 	return s.join(r, sess, roomID)
 }
