@@ -440,3 +440,83 @@ func TestBuildWithoutJSONv2SaysSo(t *testing.T) {
 		t.Fatalf("first error does not name GOEXPERIMENT=jsonv2:\n%s", out)
 	}
 }
+
+// TestAdminCommandsReachRunningServer runs `matrixos user reset-password`
+// and `user deactivate` beside a running server: the server refuses the
+// revoked tokens at once (it trusted its token cache for 30 s), the new
+// password logs in, and the deactivated user leaves its rooms at once (it
+// used to wait for the next start).
+func TestAdminCommandsReachRunningServer(t *testing.T) {
+	for _, engine := range []string{"sqlite", "postgres"} {
+		t.Run(engine, func(t *testing.T) {
+			args := []string{"--data", t.TempDir()}
+			if engine == "postgres" {
+				args = append(args, "--database", pgtest.Start(t))
+			}
+			s := startServer(t, args...)
+			auth := func(path string, body map[string]any) string {
+				code, r := call(t, "POST", s.url+"/_matrix/client/v3/"+path, "", body)
+				if code != 200 {
+					t.Fatalf("%s: %d %v", path, code, r)
+				}
+				return r["access_token"].(string)
+			}
+			reg := func(name string) string {
+				return auth("register", map[string]any{"username": name, "password": "supersecret", "auth": map[string]string{"type": "m.login.dummy"}})
+			}
+			alice, bob := reg("alice"), reg("bob")
+			code, room := call(t, "POST", s.url+"/_matrix/client/v3/createRoom", alice, map[string]any{"preset": "public_chat"})
+			if code != 200 {
+				t.Fatalf("createRoom: %d %v", code, room)
+			}
+			roomID := room["room_id"].(string)
+			if code, r := call(t, "POST", s.url+"/_matrix/client/v3/rooms/"+roomID+"/join", bob, map[string]any{}); code != 200 {
+				t.Fatalf("join: %d %v", code, r)
+			}
+			whoami := s.url + "/_matrix/client/v3/account/whoami"
+			if code, r := call(t, "GET", whoami, bob, nil); code != 200 { // the server caches bob's token
+				t.Fatalf("whoami: %d %v", code, r)
+			}
+			waitRefused := func(token string) {
+				t.Helper()
+				for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+					code, r := call(t, "GET", whoami, token, nil)
+					if code == 401 && r["errcode"] == "M_UNKNOWN_TOKEN" {
+						return
+					}
+					if time.Since(start) > 2*time.Second {
+						t.Fatalf("the revoked token still gets %d %v after %v", code, r, time.Since(start))
+					}
+				}
+			}
+
+			run(t, "a new password\n", append([]string{"user", "reset-password", "bob", "--password-file", "-"}, args...)...)
+			waitRefused(bob)
+			login := func(password string) (int, map[string]any) {
+				return call(t, "POST", s.url+"/_matrix/client/v3/login", "", map[string]any{"type": "m.login.password",
+					"identifier": map[string]string{"type": "m.id.user", "user": "bob"}, "password": password})
+			}
+			if code, _ := login("supersecret"); code != 403 {
+				t.Fatalf("the old password after reset-password: %d, want 403", code)
+			}
+			code, r := login("a new password")
+			if code != 200 {
+				t.Fatalf("login with the new password: %d %v", code, r)
+			}
+			bob = r["access_token"].(string)
+
+			run(t, "", append([]string{"user", "deactivate", "bob"}, args...)...)
+			waitRefused(bob)
+			member := s.url + "/_matrix/client/v3/rooms/" + roomID + "/state/m.room.member/@bob:localhost"
+			for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+				code, m := call(t, "GET", member, alice, nil)
+				if code == 200 && m["membership"] == "leave" {
+					break
+				}
+				if time.Since(start) > 5*time.Second {
+					t.Fatalf("bob's membership %v after the CLI deactivated him: %d %v", time.Since(start), code, m)
+				}
+			}
+		})
+	}
+}

@@ -324,7 +324,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	n.stopWatchingChanges()
+	if n.stopWatchingChanges != nil {
+		n.stopWatchingChanges()
+	}
 	n.stopCSExtra()
 	errs = append(errs, n.DB.Close())
 	return errors.Join(errs...)
