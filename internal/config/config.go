@@ -48,6 +48,12 @@ type Config struct {
 	RateLimitSendBurst       int64         `yaml:"rate_limit_send_burst" doc:"Events a user may send at once."`
 	RateLimitUploadPerMin    int64         `yaml:"rate_limit_upload_per_minute" doc:"Media uploads a user may make per minute (0: unlimited)."`
 	RateLimitUploadBurst     int64         `yaml:"rate_limit_upload_burst" doc:"Media uploads a user may make at once."`
+	Federation               bool          `yaml:"federation" doc:"Talk to other Matrix servers: serve the federation listener (keys, notary, version) and /.well-known/matrix/server. Off: this node is an island. See docs/federation.md."`
+	FederationListen         string        `yaml:"federation_listen" doc:"Address of the federation listener, used when federation is on: HTTPS with tls_cert and tls_key, plain HTTP without them (behind a TLS reverse proxy)."`
+	TLSCert                  string        `yaml:"tls_cert" doc:"PEM certificate chain file the federation listener serves HTTPS with (together with tls_key). Empty: plain HTTP."`
+	TLSKey                   string        `yaml:"tls_key" doc:"PEM private key file for tls_cert."`
+	FederationCA             string        `yaml:"federation_ca" doc:"PEM file of extra certificate authorities trusted for outbound federation, beside the system's (a private CA for test networks)."`
+	TrustedKeyServers        []string      `yaml:"trusted_key_servers" doc:"Server names of notaries asked for other servers' signing keys before asking those servers directly (comma-separated). Empty: keys are fetched directly only."`
 }
 
 // Default returns the built-in defaults.
@@ -71,6 +77,7 @@ func Default() Config {
 		RateLimitSendBurst:    100,
 		RateLimitUploadPerMin: 60,
 		RateLimitUploadBurst:  20,
+		FederationListen:      ":8448",
 	}
 }
 

@@ -158,6 +158,12 @@ func TestValidateNamesTheSetting(t *testing.T) {
 		{"rate_limit_send_burst", "-100"},
 		{"rate_limit_upload_per_minute", "-1"},
 		{"rate_limit_upload_burst", "0"},
+		{"federation_listen", "8448"},
+		{"tls_cert", "/nonexistent/cert.pem"},
+		{"tls_key", "/nonexistent/key.pem"},
+		{"federation_ca", "/nonexistent/ca.pem"},
+		{"federation_ca", "/dev/null"},
+		{"trusted_key_servers", "matrix.org,bad_name!"},
 	} {
 		t.Run(tc.setting+"="+tc.value, func(t *testing.T) {
 			clearEnv(t)
@@ -200,6 +206,9 @@ func TestValidateAccepts(t *testing.T) {
 		{"media_quota_bytes", "0"},
 		{"rate_limit_send_per_minute", "0"},
 		{"allow_private_networks", "10.0.0.0/8,fd00::/8"},
+		{"federation", "true"},
+		{"federation_listen", "127.0.0.1:8448"},
+		{"trusted_key_servers", "matrix.org,127.0.0.1:8448"},
 	} {
 		t.Run(tc.setting+"="+tc.value, func(t *testing.T) {
 			clearEnv(t)

@@ -76,6 +76,9 @@ func normalize(c Config) Config {
 	if len(c.AllowPrivateNetworks) == 0 {
 		c.AllowPrivateNetworks = nil
 	}
+	if len(c.TrustedKeyServers) == 0 {
+		c.TrustedKeyServers = nil
+	}
 	return c
 }
 

@@ -1,11 +1,14 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 
@@ -71,6 +74,7 @@ func (c *Config) Validate() error {
 			bad("allow_private_networks", "%q is not a CIDR range such as 10.0.0.0/8", cidr)
 		}
 	}
+	c.validateFederation(bad)
 	for _, r := range []struct {
 		name             string
 		perMinute, burst int64
@@ -200,4 +204,48 @@ func validBaseURL(s string) error {
 		return fmt.Errorf("%q: want a URL without user, query or fragment", s)
 	}
 	return nil
+}
+
+// validateFederation checks the federation settings: the listener, the TLS
+// files (both or neither, and loadable), the extra CA and the notaries.
+func (c *Config) validateFederation(bad func(setting, format string, args ...any)) {
+	if err := validListen(c.FederationListen); err != nil {
+		bad("federation_listen", "%v", err)
+	}
+	switch {
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		if c.TLSCert != "" {
+			bad("tls_cert", "set without tls_key: give both files or neither")
+		} else {
+			bad("tls_key", "set without tls_cert: give both files or neither")
+		}
+	case c.TLSCert != "":
+		if _, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey); err != nil {
+			bad("tls_cert", "cannot load %s with key %s: %v", c.TLSCert, c.TLSKey, err)
+		}
+	}
+	if c.FederationCA != "" {
+		if _, err := LoadCertPool(c.FederationCA); err != nil {
+			bad("federation_ca", "%v", err)
+		}
+	}
+	for _, name := range c.TrustedKeyServers {
+		if err := ValidServerName(name); err != nil {
+			bad("trusted_key_servers", "%v", err)
+		}
+	}
+}
+
+// LoadCertPool reads a PEM file of CA certificates into a pool with no
+// other certificates.
+func LoadCertPool(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
