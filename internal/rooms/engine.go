@@ -920,7 +920,10 @@ func (e *Engine) persist(ctx context.Context, tx *storage.Tx, r *room, ev *Event
 			}
 		}
 	}
-	r.recent.add(ev)
+	// Readers ignore positions above the visible one, but a failed write's
+	// position can become visible with its batch: only committed events
+	// join the recent events.
+	tx.AfterCommit(func() { r.recent.add(ev) })
 	ext, _ := json.Marshal([]id.EventID{ev.ID})
 	if _, err := tx.Exec(ctx, "UPDATE rooms SET snapshot = $1, depth = $2, extremities = $3, last_pos = $4 WHERE room_id = $5",
 		r.dbSnapshot, ev.Depth, string(ext), pos, r.id); err != nil {
@@ -1074,14 +1077,18 @@ func (e *Engine) applyRedaction(ctx context.Context, tx *storage.Tx, r *room, re
 	if _, err := tx.Exec(ctx, "UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3", string(b), red.ID, targetID); err != nil {
 		return fmt.Errorf("store redacted event: %w", err)
 	}
-	if p, err := parsePDU(b); err == nil {
+	p, err := parsePDU(b)
+	if err != nil {
+		return fmt.Errorf("parse redacted event: %w", err)
+	}
+	tx.AfterCommit(func() {
 		if old := r.recent.find(targetID); old != nil {
 			cp := *old
 			cp.PDU, cp.JSON, cp.RedactedBy = p, b, red.ID
 			r.recent.replace(&cp)
 		}
-	}
-	tx.AfterCommit(func() { e.cache.drop(targetID) })
+		e.cache.drop(targetID)
+	})
 	return nil
 }
 

@@ -14,7 +14,7 @@ import (
 const recentSize = 24
 
 // recentEvents is a room's newest events in stream order, filled by the
-// database writer as it stores them, so it is complete for every position
+// database writer as their writes commit, so it is complete for every position
 // above floor. Readers must ignore events above the committed position.
 type recentEvents struct {
 	mu     sync.Mutex
@@ -23,7 +23,7 @@ type recentEvents struct {
 	floor int64
 }
 
-// add appends an event being persisted (positions only grow).
+// add appends a committed event (positions only grow).
 func (re *recentEvents) add(ev *Event) {
 	re.mu.Lock()
 	defer re.mu.Unlock()

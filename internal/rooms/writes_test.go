@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	"maunium.net/go/mautrix/id"
@@ -448,4 +450,58 @@ func TestMigrateTransactionScope(t *testing.T) {
 	}
 	t.Run("sqlite", func(t *testing.T) { test(t, filepath.Join(t.TempDir(), "db")) })
 	t.Run("postgres", func(t *testing.T) { test(t, pgtest.Start(t)) })
+}
+
+// TestFailedWriteLeavesNoTrace: an event whose write fails inside the
+// database transaction is never served, and a redaction whose write fails
+// leaves its target as it was, in memory as on disk.
+func TestFailedWriteLeavesNoTrace(t *testing.T) {
+	backends(t, func(t *testing.T, env *testEnv) {
+		ctx := context.Background()
+		e := env.e
+		var failing atomic.Bool
+		e.OnPersist = append(e.OnPersist, func(ctx context.Context, tx *storage.Tx, ev *Event, r *RoomInfo) error {
+			if failing.Load() {
+				return fmt.Errorf("injected failure for %s", ev.Type)
+			}
+			return nil
+		})
+		roomID, _ := createTestRoom(t, e, id.RoomV11)
+		kept, err := e.Send(ctx, roomID, textProto(alice, "kept"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		failing.Store(true)
+		if _, err := e.Send(ctx, roomID, textProto(alice, "lost")); err == nil {
+			t.Fatal("send with a failing write succeeded")
+		}
+		if _, err := e.Send(ctx, roomID, Proto{Type: "m.room.redaction", Sender: alice, Redacts: kept.ID, Content: json.RawMessage(`{}`)}); err == nil {
+			t.Fatal("redaction with a failing write succeeded")
+		}
+		failing.Store(false)
+		after, err := e.Send(ctx, roomID, textProto(alice, "after"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := e.RoomEvents(ctx, roomID, kept.Pos-1, after.Pos, 100, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bodies []string
+		for _, ev := range evs {
+			var c struct{ Body string }
+			json.Unmarshal(ev.PDU.Content, &c)
+			bodies = append(bodies, ev.Type+":"+c.Body)
+		}
+		if want := []string{"m.room.message:kept", "m.room.message:after"}; !slices.Equal(bodies, want) {
+			t.Errorf("events served = %q, want %q", bodies, want)
+		}
+		got, err := e.Event(ctx, kept.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.RedactedBy != "" || !strings.Contains(string(got.PDU.Content), "kept") {
+			t.Errorf("target of the failed redaction = %s (redacted_by %q)", got.PDU.Content, got.RedactedBy)
+		}
+	})
 }
