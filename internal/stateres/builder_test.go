@@ -2,6 +2,7 @@ package stateres
 
 import (
 	"context"
+	"fmt"
 	"encoding/json/v2"
 	"testing"
 	"time"
@@ -121,11 +122,14 @@ func (f *fork) send(sender id.UserID, evtType, stateKey string, content map[stri
 	noKeys := func(string, id.KeyID, time.Time) (id.SigningKey, time.Time, error) {
 		return "", time.Time{}, errNoKeys
 	}
-	if err := authorize(b.version, evt, authEvents, getEvents, noKeys); err != nil {
+	if err := authorizeIn(b.version, evt, authEvents, f.state[createKey], getEvents, noKeys); err != nil {
 		return "", err
 	}
-	eventID, err := evt.GetEventID(b.version)
-	if err != nil {
+	var eventID id.EventID
+	if usesV1Format(b.version) {
+		// The sending server names the event.
+		eventID = id.EventID(fmt.Sprintf("$%d:example.org", len(b.order)))
+	} else if eventID, err = evt.GetEventID(b.version); err != nil {
 		b.tb.Fatalf("event ID: %v", err)
 	}
 	evt.InternalMeta.EventID = eventID

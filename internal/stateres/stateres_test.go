@@ -54,7 +54,7 @@ func publicRoom(t *testing.T, version id.RoomVersion, bobLevel int) (*roomBuilde
 	return b, base
 }
 
-var versions = []id.RoomVersion{id.RoomV6, id.RoomV10, id.RoomV11, id.RoomV12}
+var versions = []id.RoomVersion{id.RoomV2, id.RoomV6, id.RoomV10, id.RoomV11, id.RoomV12}
 
 // TestResolveScenarios covers the outcomes state resolution exists for, in
 // every supported generation of the auth rules.
