@@ -2,8 +2,8 @@ package stateres
 
 import (
 	"context"
-	"fmt"
 	"encoding/json/v2"
+	"fmt"
 	"testing"
 	"time"
 

@@ -14,10 +14,10 @@ import (
 	"maunium.net/go/mautrix/id"
 )
 
-// TestAgreesWithGomatrixserverlib resolves randomly forked rooms (200 seeds for
-// each of room versions 2, 6, 10 and 11) with this
-// package and with gomatrixserverlib's state resolution v2 (a test-only
-// dependency: Dendrite's implementation), which must agree.
+// TestAgreesWithGomatrixserverlib resolves randomly forked rooms (200 seeds
+// for each of room versions 2, 6, 10 and 11) with this package and with
+// gomatrixserverlib's state resolution v2 (a test-only dependency:
+// Dendrite's implementation), which must agree.
 //
 // gomatrixserverlib departs from the spec in ways this package does not
 // copy, so the rooms are drawn from the histories where those departures
