@@ -90,12 +90,7 @@ func (e *Engine) CreateRoom(ctx context.Context, version id.RoomVersion, creator
 	e.mu.Unlock()
 	evs, err := e.appendEvents(ctx, r, rest, []accepted{{createEv, r.head.with(version, createEv)}})
 	if err != nil {
-		r.broken.Store(true)
-		e.mu.Lock()
-		if e.rooms[r.id] == r {
-			delete(e.rooms, r.id)
-		}
-		e.mu.Unlock()
+		e.dropRoom(r)
 		return "", nil, err
 	}
 	return r.id, evs, nil

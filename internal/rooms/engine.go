@@ -73,6 +73,17 @@ func New(db *storage.DB, log *slog.Logger, signer Signer) *Engine {
 	}
 }
 
+// dropRoom marks r broken and forgets it, so the room is read again from
+// the database; it follows a write of the room that failed.
+func (e *Engine) dropRoom(r *room) {
+	r.broken.Store(true)
+	e.mu.Lock()
+	if e.rooms[r.id] == r {
+		delete(e.rooms, r.id)
+	}
+	e.mu.Unlock()
+}
+
 // ServerName is the node's server name.
 func (e *Engine) ServerName() string { return e.signer.ServerName }
 
@@ -459,12 +470,7 @@ func (e *Engine) appendEvents(ctx context.Context, r *room, ps []Proto, pre []ac
 	if err != nil {
 		// The head ran ahead of a write that failed: drop the room so it is
 		// read again from the database.
-		r.broken.Store(true)
-		e.mu.Lock()
-		if e.rooms[r.id] == r {
-			delete(e.rooms, r.id)
-		}
-		e.mu.Unlock()
+		e.dropRoom(r)
 		e.log.Error("persist events failed", "room_id", r.id, "err", err)
 		return nil, fmt.Errorf("persist events: %w", err)
 	}
