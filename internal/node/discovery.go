@@ -40,12 +40,16 @@ func (n *Node) discoveryRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /.well-known/matrix/client", mxhttp.Handle(func(w http.ResponseWriter, r *http.Request) (any, error) {
 		return map[string]any{"m.homeserver": map[string]string{"base_url": n.cfg.BaseURL()}}, nil
 	}))
-	// /.well-known/matrix/server delegates federation, which this node
-	// does not speak yet: answering it would send other servers here for
+	// /.well-known/matrix/server delegates federation: answered only
+	// while federation is on, so that other servers are not sent here for
 	// nothing.
-	mux.HandleFunc("GET /.well-known/matrix/server", mxhttp.Handle(func(w http.ResponseWriter, r *http.Request) (any, error) {
-		return nil, mxhttp.NotFound("federation is not enabled on this server")
-	}))
+	mux.HandleFunc("GET /.well-known/matrix/server", func(w http.ResponseWriter, r *http.Request) {
+		if n.Federation != nil {
+			n.Federation.ServeWellKnown(w, r)
+			return
+		}
+		mxhttp.WriteError(w, r, mxhttp.NotFound("federation is not enabled on this server"))
+	})
 	mux.HandleFunc("GET /_matrix/client/v3/capabilities", n.Accounts.Auth(func(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
 		available := map[id.RoomVersion]string{}
 		for _, v := range rooms.SupportedVersions {

@@ -1,16 +1,22 @@
 package node
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/config"
+	"github.com/matrixos/matrixos/internal/federation"
 )
 
 // SigningKeyFile is the signing key's file name in the data directory.
@@ -75,4 +81,71 @@ func randomAlnum(n int) string {
 		b[i] = chars[int(b[i])%len(chars)]
 	}
 	return string(b)
+}
+
+// RotateKey replaces the server's signing key with a new one. The old key
+// is recorded as an old verify key, expired now, so that the node keeps
+// serving it in old_verify_keys and others can still check what it signed;
+// the node signs with the new key from its next start. It returns the old
+// and the new key IDs.
+func RotateKey(ctx context.Context, cfg config.Config, log *slog.Logger) (oldID, newID id.KeyID, err error) {
+	oldID, oldKey, err := LoadOrCreateKey(cfg.DataDir)
+	if err != nil {
+		return "", "", err
+	}
+	db, err := OpenDB(ctx, cfg, log)
+	if err != nil {
+		return "", "", err
+	}
+	defer db.Close()
+	newID = id.KeyID("ed25519:a_" + randomAlnum(4))
+	for newID == oldID {
+		newID = id.KeyID("ed25519:a_" + randomAlnum(4))
+	}
+	seed := make([]byte, ed25519.SeedSize)
+	if _, err := rand.Read(seed); err != nil {
+		return "", "", fmt.Errorf("generate signing key: %w", err)
+	}
+	old := federation.OldKey{
+		ID:        oldID,
+		Key:       id.SigningKey(base64.RawStdEncoding.EncodeToString(oldKey.Public().(ed25519.PublicKey))),
+		ExpiredTS: time.Now().UnixMilli(),
+	}
+	// Record the old key first: if writing the new one fails, the old key
+	// stays current and is merely listed twice.
+	if err := federation.RecordOldKey(ctx, db, old); err != nil {
+		return "", "", err
+	}
+	_, version, _ := strings.Cut(string(newID), ":")
+	line := fmt.Sprintf("ed25519 %s %s\n", version, base64.RawStdEncoding.EncodeToString(seed))
+	if err := writeFileAtomic(filepath.Join(cfg.DataDir, SigningKeyFile), []byte(line)); err != nil {
+		return "", "", fmt.Errorf("write new signing key: %w", err)
+	}
+	return oldID, newID, nil
+}
+
+// writeFileAtomic replaces path with data (mode 0600) through a synced
+// temporary file and a rename, so a crash leaves the old or the new file.
+func writeFileAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/matrixos/matrixos/internal/clientapi"
 	"github.com/matrixos/matrixos/internal/config"
 	"github.com/matrixos/matrixos/internal/ephemeral"
+	"github.com/matrixos/matrixos/internal/federation"
 	"github.com/matrixos/matrixos/internal/keys"
 	"github.com/matrixos/matrixos/internal/media"
 	"github.com/matrixos/matrixos/internal/mxhttp"
@@ -59,6 +60,8 @@ type Node struct {
 	Admin       *admin.Service
 	RateLimit   *ratelimit.Limiter
 	Media       *media.Service
+	// Federation is nil while federation is off.
+	Federation *federation.Service
 
 	csExtra csExtra // services wired by csExtraRoutes
 
@@ -69,6 +72,13 @@ type Node struct {
 	servers  []*http.Server
 	// Addr is the client listener's address once listening.
 	Addr string
+	// FederationAddr is the federation listener's address once listening
+	// ("" while federation is off).
+	FederationAddr string
+	// FederationListener, when set before Start, is used instead of
+	// listening on federation_listen (tests that must know the port
+	// before the node starts, to put it in the server name).
+	FederationListener net.Listener
 
 	// bodyStartTimeout and bodyMinRate bound how long a request body may
 	// take (see limitBodyTime); tests shorten them.
@@ -101,6 +111,7 @@ func migrations() []storage.Migration {
 		admin.Migrations,
 		csExtraMigrations,
 		media.Migrations,
+		federation.Migrations,
 		nodeMigrations,
 	)
 }
@@ -203,6 +214,13 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 	n.Rooms.OnPurge = append(n.Rooms.OnPurge, n.Push.PurgeRoom, n.Ephemeral.PurgeRoom, n.AccountData.PurgeRoom)
 	n.wireHooks()
+	if cfg.Federation {
+		n.Federation, err = federation.New(ctx, n.DB, log, FederationOptions(cfg, keyID, key))
+		if err != nil {
+			n.DB.Close()
+			return nil, err
+		}
+	}
 
 	n.registry = prometheus.NewRegistry()
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -299,6 +317,11 @@ func (n *Node) Start() error {
 			n.log.Error("client listener failed", "err", err)
 		}
 	}()
+	if n.Federation != nil {
+		if err := n.startFederation(); err != nil {
+			return err
+		}
+	}
 	if n.cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", n.cfg.MetricsListen)
 		if err != nil {
@@ -340,6 +363,13 @@ func (n *Node) Banner(ctx context.Context, configPath string) string {
 	fmt.Fprintf(&b, "Matrix OS %s is running.\n", Version)
 	fmt.Fprintf(&b, "  Server name:  %s\n", n.cfg.ServerName)
 	fmt.Fprintf(&b, "  Client API:   http://%s\n", n.Addr)
+	if n.FederationAddr != "" {
+		scheme := "http"
+		if n.cfg.TLSCert != "" {
+			scheme = "https"
+		}
+		fmt.Fprintf(&b, "  Federation:   %s://%s\n", scheme, n.FederationAddr)
+	}
 	fmt.Fprintf(&b, "  Data:         %s (config %s)\n", n.cfg.DataDir, configPath)
 	fmt.Fprintf(&b, "  Database:     %s\n", n.DB.Dialect)
 	if n.cfg.OpenRegistration {

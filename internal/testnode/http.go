@@ -128,16 +128,16 @@ func NoSpecCheck() RequestOption {
 // without a Matrix errcode) fails the test.
 func (n *Node) Do(t testing.TB, method, path, token string, body any, opts ...RequestOption) *Response {
 	t.Helper()
-	return send(t, n.URL, method, path, token, body, opts)
+	return send(t, http.DefaultClient, n.URL, method, path, token, body, opts)
 }
 
 // Call is Do for the client c: on its homeserver, with its access token.
 func Call(t testing.TB, c *mautrix.Client, method, path string, body any, opts ...RequestOption) *Response {
 	t.Helper()
-	return send(t, c.HomeserverURL.String(), method, path, c.AccessToken, body, opts)
+	return send(t, http.DefaultClient, c.HomeserverURL.String(), method, path, c.AccessToken, body, opts)
 }
 
-func send(t testing.TB, base, method, path, token string, body any, opts []RequestOption) *Response {
+func send(t testing.TB, client *http.Client, base, method, path, token string, body any, opts []RequestOption) *Response {
 	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -167,7 +167,7 @@ func send(t testing.TB, base, method, path, token string, body any, opts []Reque
 	for _, o := range opts {
 		o(&cfg)
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"sync/atomic"
@@ -51,6 +52,12 @@ type Option func(*config.Config)
 // not installed (outside CI).
 func Start(t testing.TB, engine Engine, opts ...Option) *Node {
 	t.Helper()
+	return StartConfig(t, testConfig(t, engine, opts...))
+}
+
+// testConfig is the config Start runs a node with.
+func testConfig(t testing.TB, engine Engine, opts ...Option) config.Config {
+	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
 	cfg.Listen = "127.0.0.1:0"
@@ -64,11 +71,18 @@ func Start(t testing.TB, engine Engine, opts ...Option) *Node {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	return StartConfig(t, cfg)
+	return cfg
 }
 
 // StartConfig runs a node with exactly this config.
 func StartConfig(t testing.TB, cfg config.Config) *Node {
+	t.Helper()
+	return startConfig(t, cfg, nil)
+}
+
+// startConfig runs a node with this config and, when not nil, this
+// federation listener.
+func startConfig(t testing.TB, cfg config.Config, fedListener net.Listener) *Node {
 	t.Helper()
 	var w io.Writer = io.Discard
 	if os.Getenv("MATRIXOS_TEST_LOG") != "" {
@@ -79,6 +93,7 @@ func StartConfig(t testing.TB, cfg config.Config) *Node {
 	if err != nil {
 		t.Fatalf("start node: %v", err)
 	}
+	n.FederationListener = fedListener
 	if err := n.Start(); err != nil {
 		t.Fatalf("start node: %v", err)
 	}

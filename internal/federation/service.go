@@ -1,0 +1,284 @@
+package federation
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/config"
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/netguard"
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+// Options configure the federation service.
+type Options struct {
+	ServerName string
+	Key        *federation.SigningKey
+	// Notaries are the trusted_key_servers.
+	Notaries []string
+	// AllowPrivateNetworks are CIDR ranges outbound requests may reach
+	// although private or loopback.
+	AllowPrivateNetworks []string
+	// ExtraCAFile is a PEM file of CAs trusted beside the system's.
+	ExtraCAFile string
+	// WellKnownServer is what /.well-known/matrix/server delegates to.
+	WellKnownServer string
+	// Version is the software version served by /federation/v1/version.
+	Version string
+	// Resolver resolves names and SRV records (nil: the system's).
+	Resolver *net.Resolver
+}
+
+// Service serves the federation listener's endpoints and holds the
+// outbound client and the KeyRing.
+type Service struct {
+	serverName string
+	log        *slog.Logger
+	opts       Options
+	keys       *KeyRing
+
+	// Client sends signed federation requests.
+	Client *federation.Client
+	// Keys finds other servers' verify keys.
+	Keys *KeyRing
+
+	mux *http.ServeMux
+}
+
+// New builds the service: its outbound client, its KeyRing over the key
+// cache, and its endpoints.
+func New(ctx context.Context, db *storage.DB, log *slog.Logger, opts Options) (*Service, error) {
+	guard, err := netguard.New(opts.AllowPrivateNetworks)
+	if err != nil {
+		return nil, fmt.Errorf("federation: %w", err)
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	if opts.ExtraCAFile != "" {
+		if err := trustExtraCAs(roots, opts.ExtraCAFile); err != nil {
+			return nil, err
+		}
+	}
+	old, err := OldKeys(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	own := &ownKeys{serverName: opts.ServerName, key: opts.Key, old: old}
+	s := &Service{serverName: opts.ServerName, log: log, opts: opts}
+	s.Client = newClient(opts.ServerName, opts.Key, newTransport(guard, roots, opts.Resolver), "MatrixOS/"+opts.Version)
+	s.Keys = newKeyRing(keyStore{db: db}, s.Client, own, opts.Notaries, log)
+	s.keys = s.Keys
+	s.mux = http.NewServeMux()
+	s.routes()
+	return s, nil
+}
+
+// trustExtraCAs adds the certificates of a PEM file to roots.
+func trustExtraCAs(roots *x509.CertPool, file string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("federation_ca: %w", err)
+	}
+	if !roots.AppendCertsFromPEM(b) {
+		return fmt.Errorf("federation_ca: %s holds no PEM certificate", file)
+	}
+	return nil
+}
+
+// Handler is the federation listener's handler.
+func (s *Service) Handler() http.Handler { return s.mux }
+
+// Handle registers an endpoint on the federation listener that requires
+// X-Matrix authentication (see Authenticate).
+func (s *Service) Handle(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, s.Authenticate(h))
+}
+
+func (s *Service) routes() {
+	s.mux.HandleFunc("GET /.well-known/matrix/server", s.ServeWellKnown)
+	s.mux.HandleFunc("GET /_matrix/federation/v1/version", mxhttp.Handle(s.version))
+	s.mux.HandleFunc("GET /_matrix/key/v2/server", mxhttp.Handle(s.serverKey))
+	s.mux.HandleFunc("GET /_matrix/key/v2/server/{keyId}", mxhttp.Handle(s.serverKey)) // deprecated form
+	s.mux.HandleFunc("GET /_matrix/key/v2/query/{serverName}", mxhttp.Handle(s.queryOne))
+	s.mux.HandleFunc("POST /_matrix/key/v2/query", mxhttp.Handle(s.queryMany))
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := s.mux.Handler(probe); pattern != "/" && pattern != "" {
+				mxhttp.WriteJSON(w, http.StatusMethodNotAllowed, mxhttp.Unrecognized("method %s not allowed here", r.Method).Body())
+				return
+			}
+		}
+		mxhttp.WriteError(w, r, mxhttp.Unrecognized("unrecognized federation request"))
+	})
+}
+
+// ServeWellKnown answers /.well-known/matrix/server with the host and port
+// other servers should send federation to.
+func (s *Service) ServeWellKnown(w http.ResponseWriter, r *http.Request) {
+	mxhttp.WriteJSON(w, http.StatusOK, map[string]string{"m.server": s.opts.WellKnownServer})
+}
+
+func (s *Service) version(w http.ResponseWriter, r *http.Request) (any, error) {
+	return map[string]any{"server": map[string]string{"name": "Matrix OS", "version": s.opts.Version}}, nil
+}
+
+func (s *Service) serverKey(w http.ResponseWriter, r *http.Request) (any, error) {
+	raw, err := s.keys.own.response(s.keys.now())
+	if err != nil {
+		return nil, err
+	}
+	return json.RawMessage(raw), nil
+}
+
+// queryOne is GET /_matrix/key/v2/query/{serverName}.
+func (s *Service) queryOne(w http.ResponseWriter, r *http.Request) (any, error) {
+	serverName := r.PathValue("serverName")
+	if err := config.ValidServerName(serverName); err != nil {
+		return nil, mxhttp.InvalidParam("serverName: %v", err)
+	}
+	minValid := s.keys.now().UnixMilli()
+	if v := r.URL.Query().Get("minimum_valid_until_ts"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return nil, mxhttp.InvalidParam("minimum_valid_until_ts must be a timestamp in milliseconds")
+		}
+		minValid = n
+	}
+	return s.notarise(r.Context(), map[string]map[id.KeyID]int64{serverName: nil}, minValid)
+}
+
+// MaxQueryServers bounds the servers one POST /_matrix/key/v2/query may
+// ask about.
+const MaxQueryServers = 100
+
+// queryMany is POST /_matrix/key/v2/query.
+func (s *Service) queryMany(w http.ResponseWriter, r *http.Request) (any, error) {
+	var req struct {
+		ServerKeys map[string]map[id.KeyID]json.RawMessage `json:"server_keys"`
+	}
+	if err := mxhttp.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if req.ServerKeys == nil {
+		return nil, mxhttp.BadJSON("server_keys is required")
+	}
+	if len(req.ServerKeys) > MaxQueryServers {
+		return nil, mxhttp.TooLarge("at most %d servers per query", MaxQueryServers)
+	}
+	now := s.keys.now().UnixMilli()
+	want := map[string]map[id.KeyID]int64{}
+	minValid := now
+	for serverName, keyIDs := range req.ServerKeys {
+		if err := config.ValidServerName(serverName); err != nil {
+			return nil, mxhttp.BadJSON("server_keys: %v", err)
+		}
+		want[serverName] = map[id.KeyID]int64{}
+		for keyID, raw := range keyIDs {
+			var c queryCriteria
+			if err := mxhttp.Unmarshal(raw, &c); err != nil {
+				return nil, mxhttp.BadJSON("server_keys.%s.%s: want an object with minimum_valid_until_ts", serverName, keyID)
+			}
+			ts := now
+			if c.MinimumValidUntilTS != nil {
+				ts = *c.MinimumValidUntilTS
+			}
+			want[serverName][keyID] = ts
+			minValid = max(minValid, ts)
+		}
+	}
+	return s.notarise(r.Context(), want, minValid)
+}
+
+// notarise answers a key query: for each server, the signed responses the
+// cache holds, fetched from the server directly first when none is valid
+// until minValid (or lacks a key asked for), each with this server's
+// signature added. A server that cannot be reached and has nothing cached
+// is left out.
+func (s *Service) notarise(ctx context.Context, want map[string]map[id.KeyID]int64, minValid int64) (any, error) {
+	out := queryResponse{ServerKeys: []json.RawMessage{}}
+	for serverName, keyIDs := range want {
+		responses, err := s.responsesFor(ctx, serverName, keyIDs, minValid)
+		if err != nil {
+			return nil, err
+		}
+		for _, raw := range responses {
+			signed, err := addSignature(raw, s.serverName, s.opts.Key)
+			if err != nil {
+				return nil, err
+			}
+			out.ServerKeys = append(out.ServerKeys, signed)
+		}
+	}
+	return out, nil
+}
+
+func (s *Service) responsesFor(ctx context.Context, serverName string, keyIDs map[id.KeyID]int64, minValid int64) ([][]byte, error) {
+	if serverName == s.serverName {
+		raw, err := s.keys.own.response(s.keys.now())
+		if err != nil {
+			return nil, err
+		}
+		return [][]byte{raw}, nil
+	}
+	store := s.keys.store
+	cached, latest, err := store.responses(ctx, serverName)
+	if err != nil {
+		return nil, err
+	}
+	if latest < minValid || !coversKeys(cached, keyIDs) {
+		fetchCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		err := s.keys.fetchDirect(fetchCtx, serverName)
+		cancel()
+		if err != nil {
+			s.log.Info("notary: fetch keys", "server_name", serverName, "err", err)
+		} else if cached, _, err = store.responses(ctx, serverName); err != nil {
+			return nil, err
+		}
+	}
+	var out [][]byte
+	for raw, ids := range cached {
+		if len(keyIDs) == 0 || anyKey(ids, keyIDs) {
+			out = append(out, []byte(raw))
+		}
+	}
+	return out, nil
+}
+
+func coversKeys(cached map[string][]id.KeyID, want map[id.KeyID]int64) bool {
+	for keyID := range want {
+		found := false
+		for _, ids := range cached {
+			if anyKey(ids, map[id.KeyID]int64{keyID: 0}) {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+func anyKey(ids []id.KeyID, want map[id.KeyID]int64) bool {
+	for _, k := range ids {
+		if _, ok := want[k]; ok {
+			return true
+		}
+	}
+	return false
+}
