@@ -3,6 +3,7 @@
 //	matrixos [serve] [flags]          run the node (the default)
 //	matrixos user add NAME [--admin] [--password-file FILE] [--init]
 //	matrixos user list | reset-password NAME | deactivate NAME
+//	matrixos key rotate               new signing key; the old one stays verifiable
 //	matrixos version
 //	matrixos config                   print the effective configuration
 //
@@ -30,6 +31,8 @@ func main() {
 		err = serve(args)
 	case "user":
 		err = user(args)
+	case "key":
+		err = key(args)
 	case "version":
 		err = version(args)
 	case "config":
@@ -55,6 +58,7 @@ func usage() {
   matrixos user list
   matrixos user reset-password NAME [--password-file FILE]
   matrixos user deactivate NAME
+  matrixos key rotate                     new signing key; the old one stays verifiable
   matrixos version
   matrixos config                         print the effective configuration
 
