@@ -67,13 +67,15 @@ func parseKeyResponse(raw []byte, serverName string) (*keyResponse, error) {
 }
 
 // checkVerifyKey checks a key ID (ed25519:<version>) and its unpadded
-// base64 public key.
+// base64 public key. The spec allows [a-zA-Z0-9_] in the version; '-' is
+// accepted too, as mautrix-go generates key IDs in unpadded URL-safe
+// base64.
 func checkVerifyKey(keyID id.KeyID, key id.SigningKey) error {
 	version, ok := strings.CutPrefix(string(keyID), "ed25519:")
-	if !ok || version == "" || strings.ContainsFunc(version, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_')
+	if !ok || version == "" || len(version) > 64 || strings.ContainsFunc(version, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-')
 	}) {
-		return fmt.Errorf("key ID %q is not ed25519:<letters, digits, _>", keyID)
+		return fmt.Errorf("key ID %q is not ed25519:<letters, digits, _ or ->", keyID)
 	}
 	b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(string(key), "="))
 	if err != nil || len(b) != ed25519.PublicKeySize {

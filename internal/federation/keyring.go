@@ -138,18 +138,16 @@ func (k *KeyRing) missed(serverName string) {
 	k.lastMiss[serverName] = k.now()
 }
 
-// FetchDirect asks serverName for its keys (GET /_matrix/key/v2/server),
-// checks the answer and caches it.
+// fetchDirect asks serverName for its keys (GET /_matrix/key/v2/server),
+// checks the answer and caches it. mautrix refuses an answer for another
+// server (federation.ErrMismatchingServerName); parseKeyResponse checks
+// that again with the rest.
 func (k *KeyRing) fetchDirect(ctx context.Context, serverName string) error {
-	body, _, err := k.client.MakeFullRequest(ctx, federation.RequestParams{
-		ServerName: serverName,
-		Method:     http.MethodGet,
-		Path:       federation.KeyURLPath{"v2", "server"},
-	})
+	resp, err := k.client.ServerKeys(ctx, serverName)
 	if err != nil {
 		return fmt.Errorf("fetch keys of %s: %w", serverName, err)
 	}
-	r, err := parseKeyResponse(body, serverName)
+	r, err := parseKeyResponse(resp.Raw, serverName)
 	if err != nil {
 		return err
 	}
