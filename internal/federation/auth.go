@@ -96,7 +96,7 @@ func (s *Service) authenticate(r *http.Request) (string, []byte, error) {
 			body = b
 		}
 	}
-	key, err := s.Keys.VerifyKey(r.Context(), auth.Origin, auth.KeyID, s.keys.now())
+	key, err := s.Keys.VerifyKey(r.Context(), auth.Origin, auth.KeyID, s.Keys.now())
 	if err != nil {
 		if errors.Is(err, context.Canceled) {
 			return "", nil, err

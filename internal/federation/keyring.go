@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -40,17 +41,20 @@ type KeyRing struct {
 	RefetchInterval time.Duration
 	now             func() time.Time
 
+	fetching [64]sync.Mutex // one fetch at a time per server (by hash)
+
 	mu       sync.Mutex
-	fetching map[string]*sync.Mutex // per server: one fetch at a time
 	lastMiss map[string]time.Time
 }
+
+// maxMisses bounds the servers whose last miss the KeyRing remembers.
+const maxMisses = 10000
 
 func newKeyRing(store keyStore, client *federation.Client, own *ownKeys, notaries []string, log *slog.Logger) *KeyRing {
 	return &KeyRing{
 		store: store, client: client, own: own, notaries: notaries, log: log,
 		RefetchInterval: DefaultRefetchInterval,
 		now:             time.Now,
-		fetching:        map[string]*sync.Mutex{},
 		lastMiss:        map[string]time.Time{},
 	}
 }
@@ -113,14 +117,13 @@ func (k *KeyRing) cached(ctx context.Context, serverName string, keyID id.KeyID,
 	return c.Key, true, nil
 }
 
+// lockServer serialises fetches for a server (and the few that share its
+// lock), so concurrent requests wait for one fetch instead of each making
+// their own.
 func (k *KeyRing) lockServer(serverName string) (unlock func()) {
-	k.mu.Lock()
-	m := k.fetching[serverName]
-	if m == nil {
-		m = &sync.Mutex{}
-		k.fetching[serverName] = m
-	}
-	k.mu.Unlock()
+	h := fnv.New32a()
+	h.Write([]byte(serverName))
+	m := &k.fetching[h.Sum32()%uint32(len(k.fetching))]
 	m.Lock()
 	return m.Unlock
 }
@@ -135,7 +138,17 @@ func (k *KeyRing) mayFetch(serverName string) bool {
 func (k *KeyRing) missed(serverName string) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.lastMiss[serverName] = k.now()
+	now := k.now()
+	if len(k.lastMiss) >= maxMisses {
+		for name, t := range k.lastMiss {
+			if now.Sub(t) >= k.RefetchInterval {
+				delete(k.lastMiss, name)
+			}
+		}
+	}
+	if len(k.lastMiss) < maxMisses {
+		k.lastMiss[serverName] = now
+	}
 }
 
 // fetchDirect asks serverName for its keys (GET /_matrix/key/v2/server),

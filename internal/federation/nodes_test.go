@@ -369,3 +369,43 @@ func TestWellKnownServer(t *testing.T) {
 		t.Fatalf("version: %v", v)
 	}
 }
+
+// TestNotaryMinimumValidUntil: the notary answers from its cache while the
+// cached response is valid until minimum_valid_until_ts, and asks the
+// server again when it is not.
+func TestNotaryMinimumValidUntil(t *testing.T) {
+	ca := testnode.NewCA(t)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	c := testnode.StartFederating(t, testnode.SQLite, ca)
+	cName := c.Config.ServerName
+	cKeyID, _, _ := serverKey(t, c)
+	fetched := func() int64 {
+		var ts int64
+		if err := b.DB.QueryRow(context.Background(), `SELECT fetched_ts FROM federation_server_keys WHERE server_name = $1 AND key_id = $2`, cName, string(cKeyID)).Scan(&ts); err != nil {
+			t.Fatal(err)
+		}
+		return ts
+	}
+	query := func(minValid time.Time) {
+		t.Helper()
+		body := map[string]any{"server_keys": map[string]any{cName: map[string]any{string(cKeyID): map[string]any{"minimum_valid_until_ts": minValid.UnixMilli()}}}}
+		if keys := b.FederationDo(t, "POST", "/_matrix/key/v2/query", body).OK(t)["server_keys"].([]any); len(keys) != 1 {
+			t.Fatalf("notary answer for C: %v", keys)
+		}
+	}
+	query(time.Now())
+	first := fetched()
+	time.Sleep(5 * time.Millisecond)
+	query(time.Now().Add(time.Hour))
+	if got := fetched(); got != first {
+		t.Fatalf("refetched although the cached response is valid long enough (%d, then %d)", first, got)
+	}
+	query(time.Now().Add(fed.KeyValidity + time.Hour))
+	if got := fetched(); got <= first {
+		t.Fatalf("not refetched although the cached response expires before the time asked (%d, then %d)", first, got)
+	}
+	r := b.FederationDo(t, "GET", "/_matrix/key/v2/query/"+cName+"?minimum_valid_until_ts=1", nil).OK(t)
+	if len(r["server_keys"].([]any)) != 1 {
+		t.Fatalf("GET with an old minimum: %v", r)
+	}
+}

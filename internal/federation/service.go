@@ -46,7 +46,6 @@ type Service struct {
 	serverName string
 	log        *slog.Logger
 	opts       Options
-	keys       *KeyRing
 
 	// Client sends signed federation requests.
 	Client *federation.Client
@@ -80,7 +79,6 @@ func New(ctx context.Context, db *storage.DB, log *slog.Logger, opts Options) (*
 	s := &Service{serverName: opts.ServerName, log: log, opts: opts}
 	s.Client = newClient(opts.ServerName, opts.Key, newTransport(guard, roots, opts.Resolver), "MatrixOS/"+opts.Version)
 	s.Keys = newKeyRing(keyStore{db: db}, s.Client, own, opts.Notaries, log)
-	s.keys = s.Keys
 	s.mux = http.NewServeMux()
 	s.routes()
 	return s, nil
@@ -138,7 +136,7 @@ func (s *Service) version(w http.ResponseWriter, r *http.Request) (any, error) {
 }
 
 func (s *Service) serverKey(w http.ResponseWriter, r *http.Request) (any, error) {
-	raw, err := s.keys.own.response(s.keys.now())
+	raw, err := s.Keys.own.response(s.Keys.now())
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +149,7 @@ func (s *Service) queryOne(w http.ResponseWriter, r *http.Request) (any, error) 
 	if err := config.ValidServerName(serverName); err != nil {
 		return nil, mxhttp.InvalidParam("serverName: %v", err)
 	}
-	minValid := s.keys.now().UnixMilli()
+	minValid := s.Keys.now().UnixMilli()
 	if v := r.URL.Query().Get("minimum_valid_until_ts"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
@@ -180,9 +178,8 @@ func (s *Service) queryMany(w http.ResponseWriter, r *http.Request) (any, error)
 	if len(req.ServerKeys) > MaxQueryServers {
 		return nil, mxhttp.TooLarge("at most %d servers per query", MaxQueryServers)
 	}
-	now := s.keys.now().UnixMilli()
+	now := s.Keys.now().UnixMilli()
 	want := map[string]map[id.KeyID]int64{}
-	minValid := now
 	for serverName, keyIDs := range req.ServerKeys {
 		if err := config.ValidServerName(serverName); err != nil {
 			return nil, mxhttp.BadJSON("server_keys: %v", err)
@@ -198,21 +195,28 @@ func (s *Service) queryMany(w http.ResponseWriter, r *http.Request) (any, error)
 				ts = *c.MinimumValidUntilTS
 			}
 			want[serverName][keyID] = ts
-			minValid = max(minValid, ts)
 		}
 	}
-	return s.notarise(r.Context(), want, minValid)
+	return s.notarise(r.Context(), want, now)
 }
 
 // notarise answers a key query: for each server, the signed responses the
 // cache holds, fetched from the server directly first when none is valid
-// until minValid (or lacks a key asked for), each with this server's
-// signature added. A server that cannot be reached and has nothing cached
-// is left out.
+// until the time asked (the latest minimum_valid_until_ts of its keys, or
+// minValid when no key names one) or one lacks a key asked for, each with
+// this server's signature added. A server that cannot be reached and has
+// nothing cached is left out.
 func (s *Service) notarise(ctx context.Context, want map[string]map[id.KeyID]int64, minValid int64) (any, error) {
 	out := queryResponse{ServerKeys: []json.RawMessage{}}
 	for serverName, keyIDs := range want {
-		responses, err := s.responsesFor(ctx, serverName, keyIDs, minValid)
+		serverMin := minValid
+		if len(keyIDs) > 0 {
+			serverMin = 0
+			for _, ts := range keyIDs {
+				serverMin = max(serverMin, ts)
+			}
+		}
+		responses, err := s.responsesFor(ctx, serverName, keyIDs, serverMin)
 		if err != nil {
 			return nil, err
 		}
@@ -229,20 +233,20 @@ func (s *Service) notarise(ctx context.Context, want map[string]map[id.KeyID]int
 
 func (s *Service) responsesFor(ctx context.Context, serverName string, keyIDs map[id.KeyID]int64, minValid int64) ([][]byte, error) {
 	if serverName == s.serverName {
-		raw, err := s.keys.own.response(s.keys.now())
+		raw, err := s.Keys.own.response(s.Keys.now())
 		if err != nil {
 			return nil, err
 		}
 		return [][]byte{raw}, nil
 	}
-	store := s.keys.store
+	store := s.Keys.store
 	cached, latest, err := store.responses(ctx, serverName)
 	if err != nil {
 		return nil, err
 	}
 	if latest < minValid || !coversKeys(cached, keyIDs) {
 		fetchCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		err := s.keys.fetchDirect(fetchCtx, serverName)
+		err := s.Keys.fetchDirect(fetchCtx, serverName)
 		cancel()
 		if err != nil {
 			s.log.Info("notary: fetch keys", "server_name", serverName, "err", err)
