@@ -62,6 +62,9 @@ func New(ctx context.Context, db *storage.DB, log *slog.Logger, opts Options) (*
 	if err != nil {
 		return nil, fmt.Errorf("federation: %w", err)
 	}
+	if opts.Resolver != nil {
+		guard.Resolver = opts.Resolver
+	}
 	roots, err := x509.SystemCertPool()
 	if err != nil {
 		roots = x509.NewCertPool()

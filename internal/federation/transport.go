@@ -33,8 +33,9 @@ const (
 // guard, over TLS that trusts the system's CAs and the extra ones.
 // Connections are pooled per Host header: the targets of one resolution.
 type transport struct {
-	resolve func(ctx context.Context, serverName string) (*federation.ResolvedServerName, error)
-	inner   *http.Transport
+	resolve   func(ctx context.Context, serverName string) (*federation.ResolvedServerName, error)
+	inner     *http.Transport
+	wellKnown *http.Client // fetches /.well-known/matrix/server
 }
 
 type targetKey struct{}
@@ -61,7 +62,7 @@ func newTransport(guard *netguard.Guard, roots *x509.CertPool, resolver *net.Res
 	}
 	// .well-known lookups go through the same guard and CAs, without
 	// redirects to other schemes.
-	wellKnown := &http.Client{
+	t.wellKnown = &http.Client{
 		Transport: &http.Transport{
 			Proxy:                  nil,
 			DialContext:            guard.DialContext,
@@ -79,7 +80,7 @@ func newTransport(guard *netguard.Guard, roots *x509.CertPool, resolver *net.Res
 		},
 	}
 	cache := federation.NewInMemoryCache()
-	opts := &federation.ResolveServerNameOpts{HTTPClient: wellKnown, DNSClient: resolver}
+	opts := &federation.ResolveServerNameOpts{HTTPClient: t.wellKnown, DNSClient: resolver}
 	t.resolve = func(ctx context.Context, serverName string) (*federation.ResolvedServerName, error) {
 		if res, err := cache.LoadResolution(ctx, serverName); err == nil && res != nil {
 			return res, nil
