@@ -101,3 +101,46 @@ func TestCreateRoomConcurrent(t *testing.T) {
 		t.Errorf("alice is in %d rooms, want %d", len(rooms.JoinedRooms), count)
 	}
 }
+
+// TestCreateRoomRichTopic: createRoom's topic is written both as topic and
+// as the text/plain m.topic representation (spec v1.15), overriding a topic
+// in initial_state, which is kept as the client sent it when no topic is
+// given. Mirrors Complement's TestRoomCreate topic subtests.
+func TestCreateRoomRichTopic(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	alice := n.Register("alice")
+	initialTopic := []map[string]any{{"type": "m.room.topic", "state_key": "", "content": map[string]any{"topic": "Shenanigans"}}}
+	for _, tc := range []struct {
+		name string
+		req  map[string]any
+		want string
+		rich bool
+	}{
+		{"topic", map[string]any{"topic": "Test Room"}, "Test Room", true},
+		{"initial_state", map[string]any{"initial_state": initialTopic}, "Shenanigans", false},
+		{"topic overrides initial_state", map[string]any{"topic": "Test Room", "initial_state": initialTopic}, "Test Room", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			room := testnode.Call(t, alice, "POST", testnode.V3+"/createRoom", tc.req).OK(t)["room_id"].(string)
+			content := testnode.Call(t, alice, "GET", testnode.V3+"/rooms/"+url.PathEscape(room)+"/state/m.room.topic/", nil).OK(t)
+			if content["topic"] != tc.want {
+				t.Fatalf("topic = %v, want %q", content["topic"], tc.want)
+			}
+			rich, ok := content["m.topic"].(map[string]any)
+			if !tc.rich {
+				if ok {
+					t.Fatalf("m.topic = %v, want none", rich)
+				}
+				return
+			}
+			texts, _ := rich["m.text"].([]any)
+			if len(texts) != 1 {
+				t.Fatalf("m.topic = %v, want one m.text representation", content["m.topic"])
+			}
+			text, _ := texts[0].(map[string]any)
+			if text["body"] != tc.want || text["mimetype"] != "text/plain" {
+				t.Fatalf("m.text[0] = %v, want text/plain %q", text, tc.want)
+			}
+		})
+	}
+}

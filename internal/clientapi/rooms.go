@@ -195,7 +195,7 @@ func (s *Service) createRoom(w http.ResponseWriter, r *http.Request, sess *accou
 		add("m.room.name", str(""), map[string]any{"name": *req.Name})
 	}
 	if req.Topic != nil {
-		add("m.room.topic", str(""), map[string]any{"topic": *req.Topic})
+		add("m.room.topic", str(""), topicContent(*req.Topic))
 	}
 	for _, u := range req.Invite {
 		content := map[string]any{"membership": "invite"}
@@ -225,6 +225,18 @@ func (s *Service) createRoom(w http.ResponseWriter, r *http.Request, sess *accou
 		}
 	}
 	return map[string]any{"room_id": roomID}, nil
+}
+
+// topicContent is the m.room.topic content createRoom writes for a plain
+// text topic: the spec (v1.15) has the text both in topic and as the
+// text/plain representation of the m.topic content block.
+func topicContent(topic string) map[string]any {
+	return map[string]any{
+		"topic": topic,
+		"m.topic": map[string]any{
+			"m.text": []map[string]any{{"mimetype": "text/plain", "body": topic}},
+		},
+	}
 }
 
 // membership sends an m.room.member event for target.
