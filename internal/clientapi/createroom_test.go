@@ -144,3 +144,24 @@ func TestCreateRoomRichTopic(t *testing.T) {
 		})
 	}
 }
+
+// TestJoinCustomContent: keys of the /join body beyond the spec's are
+// copied into the member event, whether the room is named by ID or alias,
+// while membership stays join. Mirrors Complement's TestRoomMembers
+// "can join a room with custom content" subtests.
+func TestJoinCustomContent(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	alice, bob := n.Register("alice"), n.Register("bob")
+	room := testnode.Call(t, alice, "POST", testnode.V3+"/createRoom",
+		map[string]any{"preset": "public_chat", "room_alias_name": "custom"}).OK(t)["room_id"].(string)
+	for _, target := range []string{room, "#custom:localhost"} {
+		testnode.Call(t, bob, "POST", testnode.V3+"/join/"+url.PathEscape(target),
+			map[string]any{"foo": "bar", "membership": "leave", "reason": "hi"}).OK(t)
+		member := testnode.Call(t, alice, "GET", testnode.V3+"/rooms/"+url.PathEscape(room)+"/state/m.room.member/"+url.PathEscape(bob.UserID.String()), nil).OK(t)
+		if member["foo"] != "bar" || member["membership"] != "join" || member["reason"] != "hi" {
+			t.Fatalf("joining %s: member content = %v, want foo bar, membership join, reason hi", target, member)
+		}
+		testnode.Leave(t, bob, id.RoomID(room))
+	}
+	testnode.Call(t, bob, "POST", testnode.V3+"/join/"+url.PathEscape(room), map[string]any{"reason": 1}).Want(t, 400, "M_BAD_JSON")
+}

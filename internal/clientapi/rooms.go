@@ -288,11 +288,24 @@ func (s *Service) joinRoomByID(w http.ResponseWriter, r *http.Request, sess *acc
 }
 
 func (s *Service) join(r *http.Request, sess *accounts.Session, roomID id.RoomID) (any, error) {
-	var req struct {
-		Reason string `json:"reason"`
-	}
-	if err := mxhttp.DecodeJSON(r, &req); err != nil {
+	// Keys of the body other than the spec's are copied into the member
+	// event's content, as clients that set per-room profile fields this way
+	// expect (the spec allows extra content keys on any event).
+	var body map[string]json.RawMessage
+	if err := mxhttp.DecodeJSON(r, &body); err != nil {
 		return nil, err
+	}
+	var reason string
+	if raw, given := body["reason"]; given && json.Unmarshal(raw, &reason) != nil {
+		return nil, mxhttp.BadJSON("reason must be a string")
+	}
+	extra := map[string]any{}
+	for k, v := range body {
+		switch k {
+		case "reason", "third_party_signed", "membership", "join_authorised_via_users_server":
+		default:
+			extra[k] = v
+		}
 	}
 	if _, err := s.rooms.Version(r.Context(), roomID); err != nil {
 		return nil, mxhttp.NotFound("room not found (joining rooms on other servers needs federation)")
@@ -306,11 +319,10 @@ func (s *Service) join(r *http.Request, sess *accounts.Session, roomID id.RoomID
 	if err != nil {
 		return nil, err
 	}
-	var extra map[string]any
 	if via != "" {
-		extra = map[string]any{"join_authorised_via_users_server": via}
+		extra["join_authorised_via_users_server"] = via
 	}
-	if _, err := s.membership(r, sess, roomID, sess.UserID, "join", req.Reason, extra); err != nil {
+	if _, err := s.membership(r, sess, roomID, sess.UserID, "join", reason, extra); err != nil {
 		return nil, err
 	}
 	return map[string]any{"room_id": roomID}, nil
