@@ -260,7 +260,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	// Every hook is wired: apply what the admin CLI changed while the
 	// node was stopped, and from now on what it changes while it runs.
 	n.stopWatchingChanges = n.Accounts.WatchChanges(ctx)
-	n.handler = mxhttp.Recover(log, instrument(log, mux, mxhttp.CORS(mxhttp.CheckRequest(n.protect(mux)))))
+	n.handler = mxhttp.Recover(log, r0Aliases(instrument(log, mux, mxhttp.CORS(mxhttp.CheckRequest(n.protect(mux))))))
 	n.bodyStartTimeout, n.bodyMinRate = bodyStartTimeout, bodyMinRate
 	return n, nil
 }

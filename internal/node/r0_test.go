@@ -1,0 +1,47 @@
+package node_test
+
+import (
+	"net/url"
+	"testing"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+// TestR0Aliases: the r0.6.1 paths that /versions advertises are served as
+// their v3 endpoints (login, joined_members with its 403 after leaving,
+// join by alias), while an endpoint added after r0.6.1 has no r0 path.
+// Mirrors Complement's TestKeyChangesLocal, TestRoomState/..._is_forbidden_
+// after_leaving_room and TestRoomMembers/POST_/join/:room_alias_... which
+// call /_matrix/client/r0.
+func TestR0Aliases(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	alice, bob := n.Register("alice"), n.Register("bob")
+	const r0 = "/_matrix/client/r0"
+
+	login := n.Do(t, "POST", r0+"/login", "", map[string]any{
+		"type":       "m.login.password",
+		"identifier": map[string]any{"type": "m.id.user", "user": alice.UserID.String()},
+		"password":   testnode.Password,
+	}).OK(t)
+	if login["user_id"] != alice.UserID.String() || login["access_token"] == nil {
+		t.Fatalf("r0 login = %v, want alice's session", login)
+	}
+
+	room := testnode.Call(t, alice, "POST", testnode.V3+"/createRoom",
+		map[string]any{"preset": "public_chat", "room_alias_name": "old"}).OK(t)["room_id"].(string)
+	joined := testnode.Call(t, bob, "POST", r0+"/join/"+url.PathEscape("#old:localhost"), map[string]any{}).OK(t)
+	if joined["room_id"] != room {
+		t.Fatalf("r0 join = %v, want room %s", joined, room)
+	}
+	members := r0 + "/rooms/" + url.PathEscape(room) + "/joined_members"
+	if got := testnode.Call(t, bob, "GET", members, nil).OK(t)["joined"].(map[string]any); len(got) != 2 {
+		t.Fatalf("r0 joined_members = %v, want alice and bob", got)
+	}
+	testnode.Leave(t, bob, id.RoomID(room))
+	testnode.Call(t, bob, "GET", members, nil).Want(t, 403, "M_FORBIDDEN")
+
+	// Relations came with v1.x: no r0 path.
+	testnode.Call(t, alice, "GET", r0+"/rooms/"+url.PathEscape(room)+"/relations/$x", nil).Want(t, 404, "M_UNRECOGNIZED")
+}
