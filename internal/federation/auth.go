@@ -104,9 +104,13 @@ func (s *Service) authenticate(r *http.Request) (string, []byte, error) {
 		s.log.Debug("X-Matrix key lookup failed", "origin", auth.Origin, "key_id", auth.KeyID, "err", err)
 		return "", nil, mxhttp.Unauthorized("no valid key %s of %s", auth.KeyID, auth.Origin)
 	}
+	uri := r.RequestURI // as sent, which is what the origin signed
+	if uri == "" {
+		uri = r.URL.RequestURI()
+	}
 	message, err := canonicaljson.Marshal(signedRequest{
 		Method:      r.Method,
-		URI:         r.URL.RequestURI(),
+		URI:         uri,
 		Origin:      auth.Origin,
 		Destination: s.serverName,
 		Content:     body,

@@ -62,10 +62,6 @@ func newKeyRing(store keyStore, client *federation.Client, own *ownKeys, notarie
 // VerifyKey returns serverName's key keyID if it was valid at the time at:
 // the key a signature made then must verify with.
 func (k *KeyRing) VerifyKey(ctx context.Context, serverName string, keyID id.KeyID, at time.Time) (id.SigningKey, error) {
-	return k.verifyKey(ctx, serverName, keyID, at, true)
-}
-
-func (k *KeyRing) verifyKey(ctx context.Context, serverName string, keyID id.KeyID, at time.Time, viaNotaries bool) (id.SigningKey, error) {
 	ts := at.UnixMilli()
 	if serverName == k.own.serverName {
 		if key, ok := k.own.verifyKey(keyID, ts); ok {
@@ -86,18 +82,16 @@ func (k *KeyRing) verifyKey(ctx context.Context, serverName string, keyID id.Key
 		return "", fmt.Errorf("%w: %s of %s valid at %d (asked recently)", ErrNoKey, keyID, serverName, ts)
 	}
 	var errs []error
-	if viaNotaries {
-		for _, notary := range k.notaries {
-			if notary == serverName {
-				continue
-			}
-			if err := k.fetchFromNotary(ctx, notary, serverName, keyID, ts); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			if key, ok, err := k.cached(ctx, serverName, keyID, ts); err != nil || ok {
-				return key, err
-			}
+	for _, notary := range k.notaries {
+		if notary == serverName || notary == k.own.serverName {
+			continue
+		}
+		if err := k.fetchFromNotary(ctx, notary, serverName, keyID, ts); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if key, ok, err := k.cached(ctx, serverName, keyID, ts); err != nil || ok {
+			return key, err
 		}
 	}
 	if err := k.fetchDirect(ctx, serverName); err != nil {
@@ -215,6 +209,24 @@ func (k *KeyRing) fetchFromNotary(ctx context.Context, notary, serverName string
 	return errors.Join(errs...)
 }
 
+// notaryKey returns a notary's current key, from the cache or fetched
+// from the notary itself (never through another notary). It takes no
+// fetch lock: it runs under the lock of the server asked about, which may
+// share the notary's.
+func (k *KeyRing) notaryKey(ctx context.Context, notary string, keyID id.KeyID) (id.SigningKey, error) {
+	ts := k.now().UnixMilli()
+	if key, ok, err := k.cached(ctx, notary, keyID, ts); err != nil || ok {
+		return key, err
+	}
+	if err := k.fetchDirect(ctx, notary); err != nil {
+		return "", err
+	}
+	if key, ok, err := k.cached(ctx, notary, keyID, ts); err != nil || ok {
+		return key, err
+	}
+	return "", fmt.Errorf("%w: notary %s has no key %s", ErrNoKey, notary, keyID)
+}
+
 // checkNotarySignature checks that the notary signed raw with one of its
 // keys, fetched from the notary itself.
 func (k *KeyRing) checkNotarySignature(ctx context.Context, notary string, raw json.RawMessage) error {
@@ -225,7 +237,7 @@ func (k *KeyRing) checkNotarySignature(ctx context.Context, notary string, raw j
 		return fmt.Errorf("notary %s: %w", notary, err)
 	}
 	for keyID := range signed.Signatures[notary] {
-		key, err := k.verifyKey(ctx, notary, keyID, k.now(), false)
+		key, err := k.notaryKey(ctx, notary, keyID)
 		if err != nil {
 			continue
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"net/http"
@@ -19,15 +21,16 @@ import (
 	"github.com/matrixos/matrixos/internal/storage"
 )
 
-// stubKeyServer serves, at every name resolved to it, the key response
-// serve returns, and counts the requests.
-func stubKeyRing(t *testing.T, serve func() []byte) (*KeyRing, *atomic.Int64) {
+// stubKeyRing returns a KeyRing (of me.example, asking notaries) whose
+// every request goes to one stub server, which answers with what serve
+// returns for the request, and counts the requests.
+func stubKeyRing(t *testing.T, serve func(r *http.Request) []byte, notaries ...string) (*KeyRing, *atomic.Int64) {
 	t.Helper()
 	var hits atomic.Int64
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		w.Header().Set("Content-Type", "application/json")
-		w.Write(serve())
+		w.Write(serve(r))
 	}))
 	t.Cleanup(srv.Close)
 	roots := x509.NewCertPool()
@@ -52,7 +55,7 @@ func stubKeyRing(t *testing.T, serve func() []byte) (*KeyRing, *atomic.Int64) {
 	}
 	me := federation.GenerateSigningKey()
 	own := &ownKeys{serverName: "me.example", key: me}
-	return newKeyRing(keyStore{db: db}, newClient("me.example", me, tr, "test"), own, nil, log), &hits
+	return newKeyRing(keyStore{db: db}, newClient("me.example", me, tr, "test"), own, notaries, log), &hits
 }
 
 // TestKeyRingChecksTheServer: a key response for another server than the
@@ -63,7 +66,7 @@ func TestKeyRingChecksTheServer(t *testing.T) {
 	ctx := context.Background()
 	key := federation.GenerateSigningKey()
 	name := "other.example"
-	k, hits := stubKeyRing(t, func() []byte { return ownResponse(t, name, key) })
+	k, hits := stubKeyRing(t, func(*http.Request) []byte { return ownResponse(t, name, key) })
 
 	_, err := k.VerifyKey(ctx, "good.example", key.ID, time.Now())
 	if !errors.Is(err, ErrNoKey) || !errors.Is(err, federation.ErrMismatchingServerName) {
@@ -82,5 +85,50 @@ func TestKeyRingChecksTheServer(t *testing.T) {
 	// Cached now: no third request.
 	if _, err := k.VerifyKey(ctx, "good.example", key.ID, time.Now()); err != nil || hits.Load() != 2 {
 		t.Fatalf("cached key: %v (%d requests)", err, hits.Load())
+	}
+}
+
+// TestKeyRingThroughNotarySharingALock: fetching a server's key through a
+// notary whose name shares the server's fetch lock finishes (checking the
+// notary's signature takes no fetch lock of its own).
+func TestKeyRingThroughNotarySharingALock(t *testing.T) {
+	const notary = "notary.example"
+	var server string
+	shard := func(name string) uint32 {
+		h := fnv.New32a()
+		h.Write([]byte(name))
+		return h.Sum32() % 64
+	}
+	for i := 0; server == ""; i++ {
+		if name := fmt.Sprintf("s%d.example", i); shard(name) == shard(notary) {
+			server = name
+		}
+	}
+	notaryKey, serverKey := federation.GenerateSigningKey(), federation.GenerateSigningKey()
+	k, _ := stubKeyRing(t, func(r *http.Request) []byte {
+		if r.Method == "POST" { // the notary's /_matrix/key/v2/query
+			signed, err := addSignature(ownResponse(t, server, serverKey), notary, notaryKey)
+			if err != nil {
+				t.Error(err)
+			}
+			return []byte(`{"server_keys":[` + string(signed) + `]}`)
+		}
+		return ownResponse(t, notary, notaryKey) // the notary's own keys
+	}, notary)
+	done := make(chan error, 1)
+	go func() {
+		got, err := k.VerifyKey(context.Background(), server, serverKey.ID, time.Now())
+		if err == nil && got != serverKey.Pub {
+			err = fmt.Errorf("got key %q", got)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("fetch through a notary sharing the server's lock hangs")
 	}
 }
