@@ -32,11 +32,25 @@ func (s *Service) getGlobal(w http.ResponseWriter, r *http.Request, sess *accoun
 	return s.Rules(sess.UserID), nil
 }
 
-// pathRule reads {kind} and {ruleId}.
+// pathRule reads {kind} and {ruleId} of a request that creates a rule, where an
+// unknown kind is a bad request.
 func pathRule(r *http.Request) (Kind, string, error) {
+	return pathRuleOr(r, mxhttp.InvalidParam("unknown push rule kind %q", r.PathValue("kind")))
+}
+
+// existingRulePath reads {kind} and {ruleId} of a request about a rule that must
+// exist. No rule exists in an unknown kind, so the answer is the spec's 404 for a
+// missing rule: clients probe for optional rules of kinds a server may not know
+// (MSC4306's postcontent) and take any other status as the rule's existence.
+func existingRulePath(r *http.Request) (Kind, string, error) {
+	return pathRuleOr(r, errRuleNotFound)
+}
+
+// pathRuleOr reads {kind} and {ruleId}, answering unknownKind for a kind it does not know.
+func pathRuleOr(r *http.Request, unknownKind error) (Kind, string, error) {
 	kind, ok := ParseKind(r.PathValue("kind"))
 	if !ok {
-		return "", "", mxhttp.InvalidParam("unknown push rule kind %q", r.PathValue("kind"))
+		return "", "", unknownKind
 	}
 	ruleID := r.PathValue("ruleId")
 	if ruleID == "" {
@@ -47,7 +61,7 @@ func pathRule(r *http.Request) (Kind, string, error) {
 
 // findRule returns an existing rule of the user.
 func (s *Service) findRule(r *http.Request, sess *accounts.Session) (*Rule, error) {
-	kind, ruleID, err := pathRule(r)
+	kind, ruleID, err := existingRulePath(r)
 	if err != nil {
 		return nil, err
 	}
@@ -106,7 +120,7 @@ func (s *Service) putRule(w http.ResponseWriter, r *http.Request, sess *accounts
 }
 
 func (s *Service) deleteRule(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	kind, ruleID, err := pathRule(r)
+	kind, ruleID, err := existingRulePath(r)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +131,7 @@ func (s *Service) deleteRule(w http.ResponseWriter, r *http.Request, sess *accou
 }
 
 func (s *Service) putEnabled(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	kind, ruleID, err := pathRule(r)
+	kind, ruleID, err := existingRulePath(r)
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +151,7 @@ func (s *Service) putEnabled(w http.ResponseWriter, r *http.Request, sess *accou
 }
 
 func (s *Service) putActions(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	kind, ruleID, err := pathRule(r)
+	kind, ruleID, err := existingRulePath(r)
 	if err != nil {
 		return nil, err
 	}
