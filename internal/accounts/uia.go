@@ -2,6 +2,7 @@ package accounts
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"sync"
@@ -144,6 +145,12 @@ func (s *Service) interactiveAuth(r *http.Request, auth *AuthDict, flows [][]str
 			if me.Status == http.StatusTooManyRequests {
 				return nil, err // not a failed stage: the client is to wait
 			}
+			if errors.Is(err, errNotYourself) {
+				// Not a failed stage either: no password of another user can ever
+				// authorise this request, so it is refused outright (403), as
+				// Synapse does and Complement's TestDeviceManagement expects.
+				return nil, err
+			}
 			resp.ErrCode, resp.ErrMsg = me.Code, me.Message
 		} else if !slices.Contains(sess.completed, auth.Type) {
 			sess.completed = append(sess.completed, auth.Type)
@@ -167,6 +174,9 @@ func (s *Service) interactiveAuth(r *http.Request, auth *AuthDict, flows [][]str
 	return nil, resp
 }
 
+// errNotYourself refuses a logged-in user's request authenticated as another user.
+var errNotYourself = mxhttp.Forbidden("can only authenticate as yourself")
+
 func (s *Service) doStage(r *http.Request, auth *AuthDict, sess *uiaSession, user id.UserID) error {
 	switch auth.Type {
 	case StageDummy:
@@ -183,7 +193,7 @@ func (s *Service) doStage(r *http.Request, auth *AuthDict, sess *uiaSession, use
 			return err
 		}
 		if user != "" && uid != user {
-			return mxhttp.Forbidden("can only authenticate as yourself")
+			return errNotYourself
 		}
 		if sess.user != "" && sess.user != uid {
 			return mxhttp.Forbidden("UIA session belongs to another user")
