@@ -284,7 +284,11 @@ func (s *Service) handleSearch(w http.ResponseWriter, r *http.Request, sess *acc
 	if len(groups) > 0 {
 		result["groups"] = groups
 	}
-	if offset+scanned < total && scanned == limit {
+	// A full page gets a next_batch even when it ends with the last match:
+	// the spec only promises that an absent next_batch means no more
+	// results, and clients written against Synapse (and sytest) page on
+	// until a page comes back short.
+	if scanned == limit {
 		result["next_batch"] = strconv.Itoa(offset + scanned)
 	}
 	if c.IncludeState {

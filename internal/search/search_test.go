@@ -2,6 +2,7 @@ package search_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -105,4 +106,52 @@ func TestPurgeEmptiesIndex(t *testing.T) {
 			t.Fatalf("%d indexed messages left after purge", c)
 		}
 	})
+}
+
+// TestSearchPaginates: results page backwards by next_batch; a full page
+// carries next_batch even when it ends at the last match, and the page
+// after that is empty with none. Mirrors Complement's TestSearch
+// "Can back-paginate search results" and "Can get context around search
+// results".
+func TestSearchPaginates(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	alice := n.Register("alice")
+	room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{})
+	sent := make([]id.EventID, 20)
+	for i := range sent {
+		sent[i] = testnode.SendText(t, alice, room, fmt.Sprintf("Message number %d", i))
+	}
+	body := map[string]any{"search_categories": map[string]any{"room_events": map[string]any{
+		"search_term": "message", "order_by": "recent", "filter": map[string]any{"limit": 10, "rooms": []id.RoomID{room}}}}}
+	page := func(nextBatch string) map[string]any {
+		t.Helper()
+		path := "/_matrix/client/v3/search"
+		if nextBatch != "" {
+			path += "?next_batch=" + nextBatch
+		}
+		out := n.Do(t, "POST", path, alice.AccessToken, body).OK(t)
+		return out["search_categories"].(map[string]any)["room_events"].(map[string]any)
+	}
+	eventID := func(res map[string]any, i int) any {
+		return res["results"].([]any)[i].(map[string]any)["result"].(map[string]any)["event_id"]
+	}
+	next := ""
+	for _, want := range [][2]int{{19, 10}, {9, 0}} {
+		res := page(next)
+		if res["count"] != 20.0 || len(res["results"].([]any)) != 10 {
+			t.Fatalf("page after %q: count %v, %d results, want 20 and 10", next, res["count"], len(res["results"].([]any)))
+		}
+		if eventID(res, 0) != sent[want[0]].String() || eventID(res, 9) != sent[want[1]].String() {
+			t.Fatalf("page after %q runs %v..%v, want messages %d..%d", next, eventID(res, 0), eventID(res, 9), want[0], want[1])
+		}
+		nb, ok := res["next_batch"].(string)
+		if !ok || nb == "" {
+			t.Fatalf("full page after %q has no next_batch: %v", next, res["next_batch"])
+		}
+		next = nb
+	}
+	last := page(next)
+	if len(last["results"].([]any)) != 0 || last["next_batch"] != nil {
+		t.Fatalf("page after the last match: %v, want no results and no next_batch", last)
+	}
 }
