@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	gosync "sync"
 	"time"
@@ -358,7 +359,8 @@ func (s *Service) putPresence(w http.ResponseWriter, r *http.Request, sess *acco
 
 // fillPresence adds the m.presence events of the requester and of users
 // who share a joined room with them: all on full syncs, otherwise those
-// that changed after the token.
+// that changed after the token and those who came to share a room with
+// the requester since it (req.NewlyShared).
 func (s *Service) fillPresence(ctx context.Context, req *sync.Request, resp *sync.Response) error {
 	var pf *sync.EventFilter
 	if req.Filter != nil {
@@ -375,26 +377,24 @@ func (s *Service) fillPresence(ctx context.Context, req *sync.Request, resp *syn
 	if req.FullState {
 		from = 0
 	}
-	if !s.lastPresence.after(from) {
-		return nil // no presence written since the token
-	}
-	rows, err := s.db.Query(ctx, "SELECT user_id FROM presence WHERE pos > $1 AND pos <= $2 ORDER BY pos", from, req.To.Pos)
+	users, err := s.presenceChanges(ctx, from, req.To.Pos)
 	if err != nil {
-		return fmt.Errorf("load presence changes: %w", err)
+		return err
 	}
-	var users []id.UserID
-	for rows.Next() {
-		var u id.UserID
-		if err := rows.Scan(&u); err != nil {
-			rows.Close()
-			return fmt.Errorf("load presence changes: %w", err)
+	// Users who newly share a room with the requester: their presence is
+	// news even if it did not change (a user who never had any is left out).
+	changed := make(map[id.UserID]bool, len(users))
+	for _, u := range users {
+		changed[u] = true
+	}
+	var shared []id.UserID
+	for u := range req.NewlyShared {
+		if !changed[u] {
+			shared = append(shared, u)
 		}
-		users = append(users, u)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("load presence changes: %w", err)
-	}
+	slices.Sort(shared)
+	users = append(users, shared...)
 	if len(users) == 0 {
 		return nil
 	}
@@ -414,6 +414,9 @@ func (s *Service) fillPresence(ctx context.Context, req *sync.Request, resp *syn
 		if err != nil {
 			return err
 		}
+		if p.pos == 0 {
+			continue // never set: nothing to tell
+		}
 		if resp.Presence == nil {
 			resp.Presence = &sync.Events{Events: []any{}}
 		}
@@ -421,6 +424,31 @@ func (s *Service) fillPresence(ctx context.Context, req *sync.Request, resp *syn
 		resp.MarkNews()
 	}
 	return nil
+}
+
+// presenceChanges lists the users whose presence was written in
+// (from, to], in the order written.
+func (s *Service) presenceChanges(ctx context.Context, from, to int64) ([]id.UserID, error) {
+	if !s.lastPresence.after(from) {
+		return nil, nil // no presence written since the token
+	}
+	rows, err := s.db.Query(ctx, "SELECT user_id FROM presence WHERE pos > $1 AND pos <= $2 ORDER BY pos", from, to)
+	if err != nil {
+		return nil, fmt.Errorf("load presence changes: %w", err)
+	}
+	defer rows.Close()
+	var users []id.UserID
+	for rows.Next() {
+		var u id.UserID
+		if err := rows.Scan(&u); err != nil {
+			return nil, fmt.Errorf("load presence changes: %w", err)
+		}
+		users = append(users, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("load presence changes: %w", err)
+	}
+	return users, nil
 }
 
 // inAnyRoom reports whether the user is joined to one of the rooms.

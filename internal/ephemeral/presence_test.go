@@ -92,3 +92,45 @@ func TestPresence(t *testing.T) {
 		}
 	})
 }
+
+// TestPresenceOfNewlySharedUsers mirrors Complement's TestSync "Newly joined
+// room includes presence in incremental sync" and "Get presence for newly
+// joined members in incremental sync" (and TestMembersLocal's "Existing
+// members see new members' presence"): presence that did not change since
+// the token is still sent to users who came to share a room since then,
+// once.
+func TestPresenceOfNewlySharedUsers(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		alice, bob := n.Register("alice"), n.Register("bob")
+		// Both sync once: both are online, before any shared room.
+		aliceSince := testnode.SyncOnce(t, alice, "", 0).NextBatch
+		bobSince := testnode.SyncOnce(t, bob, "", 0).NextBatch
+		room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		aliceSince = testnode.SyncOnce(t, alice, aliceSince, 0).NextBatch
+		testnode.Join(t, bob, room)
+
+		// The joiner sees the members' presence in their incremental sync.
+		s := testnode.SyncOnce(t, bob, bobSince, 0)
+		if s.Rooms.Join[room] == nil {
+			t.Fatal("bob's sync lacks the room he joined")
+		}
+		if p := presenceOf(s, alice.UserID); p["presence"] != "online" {
+			t.Fatalf("joiner: alice's presence %v, want online", p)
+		}
+		if p := presenceOf(testnode.SyncOnce(t, bob, s.NextBatch, 0), alice.UserID); p != nil {
+			t.Fatalf("joiner: alice's presence repeated: %v", p)
+		}
+
+		// The existing member sees the joiner's presence.
+		s = testnode.SyncOnce(t, alice, aliceSince, 0)
+		if s.Rooms.Join[room] == nil {
+			t.Fatal("alice's sync lacks bob's join")
+		}
+		if p := presenceOf(s, bob.UserID); p["presence"] != "online" {
+			t.Fatalf("member: bob's presence %v, want online", p)
+		}
+		if p := presenceOf(testnode.SyncOnce(t, alice, s.NextBatch, 0), bob.UserID); p != nil {
+			t.Fatalf("member: bob's presence repeated: %v", p)
+		}
+	})
+}

@@ -171,6 +171,13 @@ func (s *Service) build(ctx context.Context, sess *accounts.Session, since Token
 	if err := s.addAggregations(ctx, req); err != nil {
 		return nil, err
 	}
+	if !req.FullState {
+		shared, err := s.newlyShared(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		req.NewlyShared = shared
+	}
 	s.mu.Lock()
 	sources := slices.Concat(s.sources, s.late)
 	s.mu.Unlock()
@@ -289,6 +296,71 @@ func (s *Service) joinedSince(ctx context.Context, m membershipRow, since int64)
 		evID = u.ReplacesState
 	}
 	return true
+}
+
+// newlyShared returns the users who came to share one of req.Joined with
+// req.User in (Since, To]: all joined members of the rooms the user joined
+// then, and the members who joined the user's other rooms then. Profile
+// changes (join events of members already joined) do not count.
+func (s *Service) newlyShared(ctx context.Context, req *Request) (map[id.UserID]bool, error) {
+	out := map[id.UserID]bool{}
+	for _, roomID := range req.Joined {
+		if s.rooms.LastMemberPos(ctx, roomID) <= req.Since.Pos {
+			continue
+		}
+		joins, err := s.joinsSince(ctx, roomID, req.Since.Pos, req.To.Pos)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range joins {
+			if m.user == req.User {
+				for u, ms := range s.rooms.Members(ctx, roomID) {
+					if ms == "join" && u != req.User {
+						out[u] = true
+					}
+				}
+				break
+			}
+			out[m.user] = true
+		}
+	}
+	return out, nil
+}
+
+// roomJoin is a member whose join to a room happened in a sync window.
+type roomJoin struct {
+	user id.UserID
+	membershipRow
+}
+
+// joinsSince lists the room's members whose current membership is a join
+// that happened in (since, to].
+func (s *Service) joinsSince(ctx context.Context, roomID id.RoomID, since, to int64) ([]roomJoin, error) {
+	rows, err := s.db.Query(ctx, `SELECT user_id, event_id, pos FROM memberships
+		WHERE room_id = $1 AND membership = 'join' AND pos > $2 AND pos <= $3`, roomID, since, to)
+	if err != nil {
+		return nil, fmt.Errorf("load joins of %s: %w", roomID, err)
+	}
+	var changed []roomJoin
+	for rows.Next() {
+		j := roomJoin{membershipRow: membershipRow{room: roomID, membership: "join"}}
+		if err := rows.Scan(&j.user, &j.eventID, &j.pos); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("load joins of %s: %w", roomID, err)
+		}
+		changed = append(changed, j)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("load joins of %s: %w", roomID, err)
+	}
+	var out []roomJoin
+	for _, j := range changed {
+		if s.joinedSince(ctx, j.membershipRow, since) {
+			out = append(out, j)
+		}
+	}
+	return out, nil
 }
 
 // aggItem is a timeline event waiting for its bundled aggregations.

@@ -169,6 +169,11 @@ type Request struct {
 	// NewlyJoined are rooms joined after Since (their room sections get
 	// full data).
 	NewlyJoined map[id.RoomID]bool
+	// NewlyShared, on incremental syncs, are the users who came to share
+	// a joined room with User in (Since, To]: every member of a room User
+	// joined then, and whoever joined one of User's rooms then. Their
+	// presence is news to User although it did not change.
+	NewlyShared map[id.UserID]bool
 
 	aggPending map[int64][]aggItem // timeline events awaiting aggregations
 }
