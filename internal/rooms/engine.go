@@ -770,6 +770,9 @@ func relationOf(content []byte) (relType string, relatesTo, threadID id.EventID)
 // authorize checks ev against the room's auth rules, with its auth events
 // taken from the state st it was built on.
 func (e *Engine) authorize(ctx context.Context, r *room, st *roomState, ev *Event) error {
+	if err := checkLocalEvent(r.version, st, ev); err != nil {
+		return err
+	}
 	authEvents := make([]*pdu.PDU, 0, len(ev.PDU.AuthEvents))
 	for _, aid := range ev.PDU.AuthEvents {
 		if ae, ok := st.byID[aid]; ok {
