@@ -112,9 +112,7 @@ func (s *Service) createRoom(w http.ResponseWriter, r *http.Request, sess *accou
 		if req.CreationContent == nil {
 			req.CreationContent = map[string]any{}
 		}
-		if _, ok := req.CreationContent["additional_creators"]; !ok {
-			req.CreationContent["additional_creators"] = req.Invite
-		}
+		req.CreationContent["additional_creators"] = withInvitees(req.CreationContent["additional_creators"], req.Invite)
 	}
 
 	var evs []rooms.Proto
@@ -141,8 +139,12 @@ func (s *Service) createRoom(w http.ResponseWriter, r *http.Request, sess *accou
 		"notifications": map[string]int{"room": 50},
 	}
 	if version.PrivilegedRoomCreators() {
-		// Creators have unlimited power in v12+ and must not be listed.
+		// Creators have unlimited power in v12+ and must not be listed;
+		// the spec wants the tombstone above state_default and every
+		// other admin (MSC4289 suggests 150), so that only creators can
+		// upgrade the room by default.
 		pl["users"] = map[string]int{}
+		pl["events"].(map[string]int)["m.room.tombstone"] = 150
 	}
 	if preset == "trusted_private_chat" {
 		users := pl["users"].(map[string]int)
@@ -426,4 +428,33 @@ func (s *Service) joinedRooms(w http.ResponseWriter, r *http.Request, sess *acco
 		joined = []id.RoomID{}
 	}
 	return map[string]any{"joined_rooms": joined}, nil
+}
+
+// withInvitees returns the additional_creators of creation_content with
+// the invitees of a trusted_private_chat appended, each user once, as the
+// spec asks. Content that is not an array of strings is returned as is, for
+// the room engine to refuse.
+func withInvitees(additional any, invite []id.UserID) any {
+	if additional == nil {
+		return invite
+	}
+	list, ok := additional.([]any)
+	if !ok {
+		return additional
+	}
+	seen := map[string]bool{}
+	for _, c := range list {
+		s, ok := c.(string)
+		if !ok {
+			return additional
+		}
+		seen[s] = true
+	}
+	for _, u := range invite {
+		if !seen[string(u)] {
+			seen[string(u)] = true
+			list = append(list, string(u))
+		}
+	}
+	return list
 }
