@@ -60,3 +60,39 @@ func TestCreateRoomV12Defaults(t *testing.T) {
 	})
 }
 
+// TestInviteStateFullCreateEvent mirrors Complement's
+// TestMSC4311FullCreateEventOnStrippedState: the create event in an
+// invite's stripped state is the full event, whose ID in a v12 room is the
+// room ID.
+func TestInviteStateFullCreateEvent(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice, bob := n.Register("alice"), n.Register("bob")
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{RoomVersion: id.RoomV12, Preset: "public_chat"})
+		if err != nil {
+			t.Fatalf("create room: %v", err)
+		}
+		if _, err := alice.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+			t.Fatalf("invite: %v", err)
+		}
+		inv := testnode.SyncOnce(t, bob, "", 0).Rooms.Invite[room.RoomID]
+		if inv == nil {
+			t.Fatal("bob's sync lacks the invite")
+		}
+		var create *event.Event
+		for _, ev := range inv.State.Events {
+			if ev.Type == event.StateCreate {
+				create = ev
+			}
+		}
+		if create == nil {
+			t.Fatalf("invite_state lacks the create event: %v", strippedKeys(inv.State.Events))
+		}
+		if create.Timestamp == 0 {
+			t.Error("the create event in invite_state has no origin_server_ts")
+		}
+		if want := id.EventID("$" + room.RoomID.String()[1:]); create.ID != want {
+			t.Errorf("the create event in invite_state has ID %q, want %q", create.ID, want)
+		}
+	})
+}

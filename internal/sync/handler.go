@@ -578,11 +578,18 @@ var strippedTypes = []string{"m.room.create", "m.room.name", "m.room.avatar", "m
 // StrippedState returns the stripped state shown with an invite or knock:
 // the room's current strippedTypes events, the membership event of whoever
 // sent memberEvent (the inviter, so clients can name a DM invite after
-// them), and memberEvent itself, in full.
+// them), and memberEvent itself, in full. The create event is given in
+// full too (MSC4311): in rooms of version 12 its event ID is the room ID,
+// which lets clients check the room they are invited to.
 func StrippedState(ctx context.Context, eng *rooms.Engine, roomID id.RoomID, memberEvent *rooms.Event) []any {
 	var out []any
 	add := func(evType, sk string) {
-		if ev, err := eng.StateEvent(ctx, roomID, evType, sk); err == nil && ev != nil {
+		ev, err := eng.StateEvent(ctx, roomID, evType, sk)
+		switch {
+		case err != nil || ev == nil:
+		case evType == "m.room.create":
+			out = append(out, ev.Client(rooms.ClientOptions{}))
+		default:
 			out = append(out, map[string]any{"type": ev.Type, "state_key": *ev.StateKey, "sender": ev.Sender, "content": ev.Content()})
 		}
 	}
