@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"maunium.net/go/mautrix/federation"
@@ -46,6 +47,8 @@ type Service struct {
 	serverName string
 	log        *slog.Logger
 	opts       Options
+	// notaryTimeout is NotaryFetchTimeout; tests shorten it.
+	notaryTimeout time.Duration
 
 	// Client sends signed federation requests.
 	Client *federation.Client
@@ -79,7 +82,7 @@ func New(ctx context.Context, db *storage.DB, log *slog.Logger, opts Options) (*
 		return nil, err
 	}
 	own := &ownKeys{serverName: opts.ServerName, key: opts.Key, old: old}
-	s := &Service{serverName: opts.ServerName, log: log, opts: opts}
+	s := &Service{serverName: opts.ServerName, log: log, opts: opts, notaryTimeout: NotaryFetchTimeout}
 	s.Client = newClient(opts.ServerName, opts.Key, newTransport(guard, roots, opts.Resolver), "MatrixOS/"+opts.Version)
 	s.Keys = newKeyRing(keyStore{db: db}, s.Client, own, opts.Notaries, log)
 	s.mux = http.NewServeMux()
@@ -210,7 +213,18 @@ func (s *Service) queryMany(w http.ResponseWriter, r *http.Request) (any, error)
 // this server's signature added. A server that cannot be reached and has
 // nothing cached is left out.
 func (s *Service) notarise(ctx context.Context, want map[string]map[id.KeyID]int64, minValid int64) (any, error) {
-	out := queryResponse{ServerKeys: []json.RawMessage{}}
+	// Servers are looked up in parallel, and fetches share one deadline,
+	// so that a query naming many slow servers still answers in time.
+	fetchCtx, cancel := context.WithTimeout(ctx, s.notaryTimeout)
+	defer cancel()
+	type result struct {
+		responses [][]byte
+		err       error
+	}
+	results := make([]result, 0, len(want))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, notaryParallelism)
 	for serverName, keyIDs := range want {
 		serverMin := minValid
 		if len(keyIDs) > 0 {
@@ -219,11 +233,22 @@ func (s *Service) notarise(ctx context.Context, want map[string]map[id.KeyID]int
 				serverMin = max(serverMin, ts)
 			}
 		}
-		responses, err := s.responsesFor(ctx, serverName, keyIDs, serverMin)
-		if err != nil {
-			return nil, err
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			responses, err := s.responsesFor(ctx, fetchCtx, serverName, keyIDs, serverMin)
+			mu.Lock()
+			results = append(results, result{responses, err})
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	out := queryResponse{ServerKeys: []json.RawMessage{}}
+	for _, r := range results {
+		if r.err != nil {
+			return nil, r.err
 		}
-		for _, raw := range responses {
+		for _, raw := range r.responses {
 			signed, err := addSignature(raw, s.serverName, s.opts.Key)
 			if err != nil {
 				return nil, err
@@ -234,7 +259,16 @@ func (s *Service) notarise(ctx context.Context, want map[string]map[id.KeyID]int
 	return out, nil
 }
 
-func (s *Service) responsesFor(ctx context.Context, serverName string, keyIDs map[id.KeyID]int64, minValid int64) ([][]byte, error) {
+// NotaryFetchTimeout bounds the time one key query spends fetching keys
+// from the servers it names.
+const NotaryFetchTimeout = 20 * time.Second
+
+// notaryParallelism bounds the servers one key query fetches from at once.
+const notaryParallelism = 8
+
+// responsesFor returns the responses for one server of a key query,
+// fetching them with fetchCtx when the cache has none fresh enough.
+func (s *Service) responsesFor(ctx, fetchCtx context.Context, serverName string, keyIDs map[id.KeyID]int64, minValid int64) ([][]byte, error) {
 	if serverName == s.serverName {
 		raw, err := s.Keys.own.response(s.Keys.now())
 		if err != nil {
@@ -248,10 +282,7 @@ func (s *Service) responsesFor(ctx context.Context, serverName string, keyIDs ma
 		return nil, err
 	}
 	if latest < minValid || !coversKeys(cached, keyIDs) {
-		fetchCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		err := s.Keys.fetchDirect(fetchCtx, serverName)
-		cancel()
-		if err != nil {
+		if err := s.Keys.fetchDirect(fetchCtx, serverName); err != nil {
 			s.log.Info("notary: fetch keys", "server_name", serverName, "err", err)
 		} else if cached, _, err = store.responses(ctx, serverName); err != nil {
 			return nil, err
