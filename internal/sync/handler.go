@@ -464,7 +464,7 @@ func (s *Service) fillJoined(ctx context.Context, req *Request, resp *Response, 
 	if len(tl.Events) > 0 {
 		resp.MarkNews()
 	}
-	state, err := s.stateSection(ctx, req, m.room, evs, tl.Limited, req.FullState || newly)
+	state, err := s.stateSection(ctx, req, m.room, req.To.Pos, evs, tl.Limited, req.FullState || newly)
 	if err != nil {
 		return err
 	}
@@ -489,8 +489,10 @@ func hasMemberChange(evs []*rooms.Event) bool {
 
 // stateSection computes the "state" of a room section: the state at the
 // start of the timeline, entirely (full) or as the change since the last
-// sync (limited timelines), minus what the timeline itself carries.
-func (s *Service) stateSection(ctx context.Context, req *Request, roomID id.RoomID, timeline []*rooms.Event, limited, full bool) (*Events, error) {
+// sync (limited timelines), minus what the timeline itself carries. The
+// timeline ends at position end (the user's leave for a left room); an
+// empty one starts there too.
+func (s *Service) stateSection(ctx context.Context, req *Request, roomID id.RoomID, end int64, timeline []*rooms.Event, limited, full bool) (*Events, error) {
 	out := &Events{Events: []any{}}
 	if !full && !limited {
 		return out, nil
@@ -499,7 +501,7 @@ func (s *Service) stateSection(ctx context.Context, req *Request, roomID id.Room
 	var err error
 	if len(timeline) > 0 {
 		startSnap = timeline[0].SnapshotBefore
-	} else if startSnap, err = s.rooms.SnapshotAtPos(ctx, roomID, req.To.Pos); err != nil {
+	} else if startSnap, err = s.rooms.SnapshotAtPos(ctx, roomID, end); err != nil {
 		return nil, err
 	}
 	startState, err := s.rooms.StateAt(ctx, startSnap)
@@ -635,7 +637,7 @@ func (s *Service) fillLeft(ctx context.Context, req *Request, resp *Response, m 
 	if err != nil {
 		return err
 	}
-	state, err := s.stateSection(ctx, req, m.room, evs, tl.Limited, req.FullState)
+	state, err := s.stateSection(ctx, req, m.room, m.pos, evs, tl.Limited, req.FullState)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,57 @@
+package sync_test
+
+import (
+	"context"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+const includeLeave = `{"room":{"include_leave":true}}`
+
+// syncFiltered runs one /sync for c from since with an inline filter.
+func syncFiltered(t *testing.T, c *mautrix.Client, since, filter string) *mautrix.RespSync {
+	t.Helper()
+	s, err := c.SyncRequest(context.Background(), 0, since, filter, false, "")
+	if err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	return s
+}
+
+// TestLeftRoomStateStopsAtLeave mirrors Complement's TestArchivedRoomsHistory
+// "timeline is empty/initial sync": with an empty timeline, the state of a
+// left room is the state at the user's leave, not state set after it.
+func TestLeftRoomStateStopsAtLeave(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		alice, bob := n.Register("alice"), n.Register("bob")
+		room := testnode.PublicRoom(t, alice, bob)
+		testnode.SendState(t, alice, room, event.Type{Type: "a.test.state", Class: event.StateEventType}, "", map[string]any{"my_key": "before"})
+		testnode.Leave(t, bob, room)
+		testnode.SendState(t, alice, room, event.Type{Type: "a.test.state", Class: event.StateEventType}, "", map[string]any{"my_key": "after"})
+
+		s := syncFiltered(t, bob, "", `{"room":{"timeline":{"limit":0},"include_leave":true}}`)
+		left := s.Rooms.Leave[room]
+		if left == nil {
+			t.Fatal("left room missing from rooms.leave")
+		}
+		if len(left.Timeline.Events) != 0 {
+			t.Fatalf("timeline has %d events, want none", len(left.Timeline.Events))
+		}
+		if c := testnode.EventContent(left.State.Events, "a.test.state"); c["my_key"] != "before" {
+			t.Fatalf("state a.test.state = %v, want the value from before the leave", c)
+		}
+		var leave bool
+		for _, ev := range left.State.Events {
+			if ev.Type == event.StateMember && ev.GetStateKey() == string(bob.UserID) {
+				leave = ev.Content.Raw["membership"] == "leave"
+			}
+		}
+		if !leave {
+			t.Fatal("state lacks bob's leave")
+		}
+	})
+}
