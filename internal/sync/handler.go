@@ -252,7 +252,10 @@ func (s *Service) fillRooms(ctx context.Context, req *Request, resp *Response) e
 				return err
 			}
 		case "leave", "ban":
-			if m.forgotten {
+			if m.forgotten && (req.FullState || !changed) {
+				// A forgotten room is gone from the user's rooms, but a leave
+				// in this sync's window is still news: other devices learn
+				// of it even when the room was forgotten at once.
 				continue
 			}
 			includeLeave := roomFilter != nil && roomFilter.IncludeLeave

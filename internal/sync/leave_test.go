@@ -55,3 +55,41 @@ func TestLeftRoomStateStopsAtLeave(t *testing.T) {
 		}
 	})
 }
+
+// TestForgottenRoomLeaveInIncrementalSync mirrors Complement's TestRoomForget
+// "Leave for forgotten room shows up in v2 incremental /sync": a room left
+// and forgotten after the token is in rooms.leave of the incremental sync,
+// and in no later or initial sync.
+func TestForgottenRoomLeaveInIncrementalSync(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice, bob := n.Register("alice"), n.Register("bob")
+		forgotten := testnode.PublicRoom(t, alice, bob)
+		kept := testnode.PublicRoom(t, alice, bob)
+		since := syncFiltered(t, alice, "", includeLeave).NextBatch
+		testnode.Leave(t, alice, forgotten)
+		testnode.Leave(t, alice, kept)
+		if _, err := alice.ForgetRoom(ctx, forgotten); err != nil {
+			t.Fatalf("forget: %v", err)
+		}
+		testnode.SendText(t, bob, forgotten, "after the forget")
+
+		s := syncFiltered(t, alice, since, includeLeave)
+		if s.Rooms.Leave[kept] == nil {
+			t.Fatal("the room left and kept is missing from rooms.leave")
+		}
+		if s.Rooms.Leave[forgotten] == nil {
+			t.Fatal("the room left and forgotten is missing from rooms.leave")
+		}
+		if s := syncFiltered(t, alice, s.NextBatch, includeLeave); s.Rooms.Leave[forgotten] != nil {
+			t.Fatal("the forgotten room's leave is repeated")
+		}
+		s = syncFiltered(t, alice, "", includeLeave)
+		if s.Rooms.Leave[kept] == nil {
+			t.Fatal("initial sync: the room left and kept is missing from rooms.leave")
+		}
+		if s.Rooms.Leave[forgotten] != nil {
+			t.Fatal("initial sync shows the forgotten room")
+		}
+	})
+}
