@@ -43,18 +43,26 @@ func TestHierarchy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		mk := func(name, preset string) id.RoomID {
-			r, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: name, Preset: preset, Topic: name + " topic"})
+		mk := func(name, preset, roomType string) id.RoomID {
+			req := &mautrix.ReqCreateRoom{Name: name, Preset: preset, Topic: name + " topic"}
+			if roomType != "" {
+				req.CreationContent = map[string]any{"type": roomType}
+			}
+			r, err := alice.CreateRoom(ctx, req)
 			if err != nil {
 				t.Fatal(err)
 			}
 			return r.RoomID
 		}
-		a, b, private, sub := mk("a", "public_chat"), mk("b", "public_chat"), mk("private", "private_chat"), mk("sub", "public_chat")
+		a, b, private := mk("a", "public_chat", "m.space"), mk("b", "public_chat", ""), mk("private", "private_chat", "")
+		sub, stray := mk("sub", "public_chat", ""), mk("stray", "public_chat", "")
 		addChild(t, alice, space.RoomID, b, map[string]any{"order": "2"})
 		addChild(t, alice, space.RoomID, a, map[string]any{"order": "1", "suggested": true})
 		addChild(t, alice, space.RoomID, private, nil)
 		addChild(t, alice, a, sub, nil)
+		// m.space.child has no effect in a room that is not a space
+		// (Complement's TestClientSpacesSummary: R2's link to R5).
+		addChild(t, alice, b, stray, nil)
 		// A child event without via is no child.
 		testnode.SendState(t, alice, space.RoomID, event.StateSpaceChild, "!nowhere:localhost", map[string]any{})
 
@@ -69,6 +77,9 @@ func TestHierarchy(t *testing.T) {
 		}
 		if resp.Rooms[0].RoomType != "m.space" || len(resp.Rooms[0].ChildrenState) != 3 || resp.Rooms[1].Topic != "a topic" {
 			t.Fatalf("space chunk: %+v", resp.Rooms[0])
+		}
+		if cs := resp.Rooms[3].ChildrenState; len(cs) != 0 {
+			t.Fatalf("room b is no space, yet has children_state %+v", cs)
 		}
 		// Bob cannot preview the private room.
 		resp, err = bob.Hierarchy(ctx, space.RoomID, &mautrix.ReqHierarchy{})

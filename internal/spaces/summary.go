@@ -51,7 +51,7 @@ type roomView struct {
 	Summary
 	historyVisibility string
 	members           map[id.UserID]string
-	children          []*rooms.Event // m.space.child events with a via list
+	children          []*rooms.Event // m.space.child events with a via list, in spaces only
 }
 
 // view reads the room's current state; it returns nil for an unknown room.
@@ -120,6 +120,10 @@ func (s *Service) view(ctx context.Context, roomID id.RoomID) (*roomView, error)
 				v.children = append(v.children, ev)
 			}
 		}
+	}
+	if v.RoomType != "m.space" {
+		// m.space.child has no effect in rooms that are not spaces.
+		v.children = nil
 	}
 	if v.JoinRule != "restricted" && v.JoinRule != "knock_restricted" {
 		v.AllowedRoomIDs = nil
