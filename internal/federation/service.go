@@ -281,11 +281,16 @@ func (s *Service) responsesFor(ctx, fetchCtx context.Context, serverName string,
 	if err != nil {
 		return nil, err
 	}
-	if latest < minValid || !coversKeys(cached, keyIDs) {
+	// A server asked recently without getting what was wanted is not
+	// asked again at once: queries cannot make this node fetch in a loop.
+	if (latest < minValid || !coversKeys(cached, keyIDs)) && s.Keys.mayFetch(serverName) {
 		if err := s.Keys.fetchDirect(fetchCtx, serverName); err != nil {
-			s.log.Info("notary: fetch keys", "server_name", serverName, "err", err)
-		} else if cached, _, err = store.responses(ctx, serverName); err != nil {
+			s.log.Debug("notary: fetch keys", "server_name", serverName, "err", err)
+		} else if cached, latest, err = store.responses(ctx, serverName); err != nil {
 			return nil, err
+		}
+		if latest < minValid || !coversKeys(cached, keyIDs) {
+			s.Keys.missed(serverName)
 		}
 	}
 	var out [][]byte
