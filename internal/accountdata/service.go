@@ -60,6 +60,26 @@ func (s *Service) Get(ctx context.Context, user id.UserID, roomID id.RoomID, typ
 	return json.RawMessage(raw), true, nil
 }
 
+// IgnoredUsers returns the users that user ignores: the keys of
+// ignored_users in their global m.ignored_user_list account data.
+func (s *Service) IgnoredUsers(ctx context.Context, user id.UserID) (map[id.UserID]bool, error) {
+	raw, ok, err := s.Get(ctx, user, "", "m.ignored_user_list")
+	if err != nil || !ok {
+		return nil, err
+	}
+	var list struct {
+		IgnoredUsers map[id.UserID]json.RawMessage `json:"ignored_users"`
+	}
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, nil // not the spec's shape: nobody is ignored
+	}
+	out := make(map[id.UserID]bool, len(list.IgnoredUsers))
+	for u := range list.IgnoredUsers {
+		out[u] = true
+	}
+	return out, nil
+}
+
 // Set stores content (a JSON object) as the user's account data of this
 // type, global when roomID is empty, and wakes the user's long-polls. Unlike
 // the HTTP API it accepts server-controlled types such as m.fully_read.

@@ -194,6 +194,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.AccountData = accountdata.New(n.DB, log, n.Accounts, n.Sync.Notifier)
 	n.AccountData.Virtual["m.push_rules"] = n.Push.AccountData
 	n.Sync.AddSource(n.AccountData)
+	n.Sync.Ignored = n.AccountData.IgnoredUsers
 	n.Ephemeral = ephemeral.New(n.DB, log, n.Accounts, n.Rooms, n.Sync, n.AccountData)
 	n.Sync.OnSync = n.Ephemeral.SetFromSync
 	n.Ephemeral.OnRead = func(ctx context.Context, user id.UserID, roomID id.RoomID, threadID string, pos int64) {

@@ -33,6 +33,10 @@ type Service struct {
 	// Eph is the serial of ephemeral (non-durable) changes such as typing.
 	Eph atomic.Int64
 
+	// Ignored, when set, returns the users whose events and invites the
+	// user does not want to see (m.ignored_user_list).
+	Ignored func(ctx context.Context, user id.UserID) (map[id.UserID]bool, error)
+
 	// OnSync, when set, runs at the start of every /sync with the
 	// set_presence parameter (presence tracking).
 	OnSync func(user id.UserID, setPresence string)
@@ -163,6 +167,13 @@ func (s *Service) build(ctx context.Context, sess *accounts.Session, since Token
 	req := &Request{
 		User: sess.UserID, Device: sess.DeviceID, Since: since, To: to,
 		FullState: full || since.initial, Filter: filter, NewlyJoined: map[id.RoomID]bool{},
+	}
+	if s.Ignored != nil {
+		ignored, err := s.Ignored(ctx, sess.UserID)
+		if err != nil {
+			return nil, fmt.Errorf("load ignored users: %w", err)
+		}
+		req.Ignored = ignored
 	}
 	resp := &Response{NextBatch: to.String()}
 	if err := s.fillRooms(ctx, req, resp); err != nil {
@@ -434,6 +445,9 @@ func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, 
 		if tf != nil && !tf.Allows(ev.Type, ev.Sender) {
 			continue
 		}
+		if req.Ignored[ev.Sender] && ev.StateKey == nil {
+			continue // state stays, so the room's state is still right
+		}
 		ce := clientEvent(ev, req)
 		// Bundled aggregations are added for every room at once, in
 		// addAggregations, once all timelines are known.
@@ -614,6 +628,9 @@ func (s *Service) fillStripped(ctx context.Context, req *Request, resp *Response
 	ev, err := s.rooms.Event(ctx, m.eventID)
 	if err != nil {
 		return err
+	}
+	if m.membership == "invite" && req.Ignored[ev.Sender] {
+		return nil // the spec: no invites from ignored users
 	}
 	if resp.Rooms == nil {
 		resp.Rooms = &Rooms{}

@@ -174,6 +174,9 @@ type Request struct {
 	// joined then, and whoever joined one of User's rooms then. Their
 	// presence is news to User although it did not change.
 	NewlyShared map[id.UserID]bool
+	// Ignored are the users User ignores: their invites and non-state
+	// timeline events are left out.
+	Ignored map[id.UserID]bool
 
 	aggPending map[int64][]aggItem // timeline events awaiting aggregations
 }
