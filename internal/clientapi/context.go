@@ -75,7 +75,7 @@ func (s *Service) getContext(w http.ResponseWriter, r *http.Request, sess *accou
 	renderAll := func(evs []*rooms.Event) []any {
 		out := make([]any, 0, len(evs))
 		for _, e := range evs {
-			out = append(out, aggs.Add(s.client(e, sess)))
+			out = append(out, aggs.Add(s.clientAt(e, sess, vis)))
 		}
 		return out
 	}
@@ -101,7 +101,7 @@ func (s *Service) getContext(w http.ResponseWriter, r *http.Request, sess *accou
 	return map[string]any{
 		"start":         sync.Token{Pos: first.Pos - 1}.String(),
 		"end":           sync.Token{Pos: last.Pos}.String(),
-		"event":         aggs.Add(s.client(ev, sess)),
+		"event":         aggs.Add(s.clientAt(ev, sess, vis)),
 		"events_before": renderAll(before),
 		"events_after":  renderAll(after),
 		"state":         stateOut,

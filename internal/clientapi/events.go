@@ -150,6 +150,12 @@ func (s *Service) client(ev *rooms.Event, sess *accounts.Session) *rooms.ClientE
 	return ev.Client(rooms.ClientOptions{User: sess.UserID, Device: sess.DeviceID})
 }
 
+// clientAt renders a timeline event with the user's membership at it
+// (unsigned.membership, spec v1.11), which vis knows.
+func (s *Service) clientAt(ev *rooms.Event, sess *accounts.Session, vis *rooms.Visibility) *rooms.ClientEvent {
+	return ev.Client(rooms.ClientOptions{User: sess.UserID, Device: sess.DeviceID, Membership: vis.MembershipAt(ev)})
+}
+
 func (s *Service) getStateEvent(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
 	roomID, upTo, err := s.visibleRoom(r, sess)
 	if err != nil {
@@ -208,7 +214,7 @@ func (s *Service) getEvent(w http.ResponseWriter, r *http.Request, sess *account
 	if err != nil {
 		return nil, err
 	}
-	ev, visible, _, err := s.eventParam(r, sess, roomID, upTo)
+	ev, visible, vis, err := s.eventParam(r, sess, roomID, upTo)
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +222,7 @@ func (s *Service) getEvent(w http.ResponseWriter, r *http.Request, sess *account
 	if err != nil {
 		return nil, err
 	}
-	return aggs.Add(s.client(ev, sess)), nil
+	return aggs.Add(s.clientAt(ev, sess, vis)), nil
 }
 
 func (s *Service) getMembers(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
@@ -367,7 +373,7 @@ func (s *Service) getMessages(w http.ResponseWriter, r *http.Request, sess *acco
 		if filter != nil && (!filter.Allows(ev.Type, ev.Sender)) {
 			continue
 		}
-		chunk = append(chunk, aggs.Add(s.client(ev, sess)))
+		chunk = append(chunk, aggs.Add(s.clientAt(ev, sess, vis)))
 		if lazy {
 			stateNeeded[ev.Sender] = true
 		}

@@ -72,6 +72,10 @@ type ClientOptions struct {
 	Device id.DeviceID
 	// OmitRoomID leaves room_id out (sync timelines).
 	OmitRoomID bool
+	// Membership is the requesting user's membership at the event
+	// (Visibility.MembershipAt), given as unsigned.membership (spec
+	// v1.11); empty leaves it out.
+	Membership string
 }
 
 // Client renders e for a client.
@@ -115,6 +119,9 @@ func (e *Event) Client(opts ClientOptions) *ClientEvent {
 	}
 	if e.TxnID != "" && opts.Device != "" && opts.Device == e.DeviceID && opts.User == e.Sender {
 		unsigned["transaction_id"] = e.TxnID
+	}
+	if opts.Membership != "" {
+		unsigned["membership"] = opts.Membership
 	}
 	if len(unsigned) > 0 {
 		ce.Unsigned = unsigned

@@ -113,6 +113,13 @@ func (v *Visibility) CanSee(ev *Event) bool {
 	return false
 }
 
+// MembershipAt returns the user's membership at ev, including any change ev
+// itself makes, and "leave" before they had any: the value of the spec's
+// unsigned.membership.
+func (v *Visibility) MembershipAt(ev *Event) string {
+	return at(v.member, ev.Pos, "leave")
+}
+
 // joinedAfter reports whether the user was joined at any point after pos.
 func (v *Visibility) joinedAfter(pos int64) bool {
 	if v.current == "join" {

@@ -413,10 +413,12 @@ func (s *Service) addAggregations(ctx context.Context, req *Request) error {
 }
 
 // timeline loads the room's events in (from, to], newest limit of them.
-// memberPos is the position of the user's latest membership event: events
-// after it are certainly visible to a joined user; older ones go through
-// the history visibility rules.
-func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, from, to, memberPos int64) (*Timeline, []*rooms.Event, error) {
+// member is the user's latest membership event: events from it on are
+// certainly visible to a joined user and were sent under that membership;
+// older ones go through the history visibility rules, which also give the
+// membership at each.
+func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, from, to int64, member membershipRow) (*Timeline, []*rooms.Event, error) {
+	memberPos := member.pos
 	limit := req.Filter.TimelineLimit()
 	tf := req.Filter.timeline()
 	// Read a few more than needed so filtered-out events rarely shrink the
@@ -430,8 +432,9 @@ func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, 
 		evs = evs[:limit]
 	}
 	slices.Reverse(evs)
+	var vis *rooms.Visibility
 	if len(evs) > 0 && evs[0].Pos < memberPos {
-		vis, err := s.rooms.Visibility(ctx, roomID, req.User)
+		vis, err = s.rooms.Visibility(ctx, roomID, req.User)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -448,7 +451,11 @@ func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, 
 		if req.Ignored[ev.Sender] && ev.StateKey == nil {
 			continue // state stays, so the room's state is still right
 		}
-		ce := clientEvent(ev, req)
+		membership := member.membership
+		if ev.Pos < memberPos {
+			membership = vis.MembershipAt(ev)
+		}
+		ce := timelineEvent(ev, req, membership)
 		// Bundled aggregations are added for every room at once, in
 		// addAggregations, once all timelines are known.
 		req.aggregate(to, ev, ce)
@@ -472,7 +479,7 @@ func (s *Service) fillJoined(ctx context.Context, req *Request, resp *Response, 
 	if !req.FullState && !newly && last <= req.Since.Pos {
 		return nil // nothing new in the room's timeline
 	}
-	tl, evs, err := s.timeline(ctx, req, m.room, from, req.To.Pos, m.pos)
+	tl, evs, err := s.timeline(ctx, req, m.room, from, req.To.Pos, m)
 	if err != nil {
 		return err
 	}
@@ -653,7 +660,7 @@ func (s *Service) fillStripped(ctx context.Context, req *Request, resp *Response
 
 func (s *Service) fillLeft(ctx context.Context, req *Request, resp *Response, m membershipRow) error {
 	from := req.Since.Pos
-	tl, evs, err := s.timeline(ctx, req, m.room, from, m.pos, m.pos)
+	tl, evs, err := s.timeline(ctx, req, m.room, from, m.pos, m)
 	if err != nil {
 		return err
 	}

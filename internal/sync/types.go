@@ -201,5 +201,11 @@ func (f SourceFunc) Fill(ctx context.Context, req *Request, resp *Response) erro
 
 // clientEvent renders an event for a sync response.
 func clientEvent(ev *rooms.Event, req *Request) *rooms.ClientEvent {
-	return ev.Client(rooms.ClientOptions{User: req.User, Device: req.Device, OmitRoomID: true})
+	return timelineEvent(ev, req, "")
+}
+
+// timelineEvent renders a timeline event with the user's membership at it
+// (unsigned.membership).
+func timelineEvent(ev *rooms.Event, req *Request, membership string) *rooms.ClientEvent {
+	return ev.Client(rooms.ClientOptions{User: req.User, Device: req.Device, OmitRoomID: true, Membership: membership})
 }
