@@ -100,6 +100,11 @@ func (s *Service) putState(w http.ResponseWriter, r *http.Request, sess *account
 				return nil, err
 			}
 		}
+		if c.Membership == "join" && sk == string(sess.UserID) {
+			if content, err = s.withJoinAuthoriser(r.Context(), roomID, sess.UserID, content); err != nil {
+				return nil, s.roomErr(r.Context(), err, roomID, sess.UserID)
+			}
+		}
 	}
 	// Setting state to what it already is does not create an event.
 	if cur, err := s.rooms.StateEvent(r.Context(), roomID, evType, sk); err == nil && cur != nil && cur.Sender == sess.UserID {
@@ -112,6 +117,33 @@ func (s *Service) putState(w http.ResponseWriter, r *http.Request, sess *account
 		return nil, s.roomErr(r.Context(), err, roomID, sess.UserID)
 	}
 	return map[string]any{"event_id": ev.ID}, nil
+}
+
+// joinAuthoriserKey names, in a join under a restricted join rule, the
+// user whose server vouched for the join.
+const joinAuthoriserKey = "join_authorised_via_users_server"
+
+// withJoinAuthoriser sets the authoriser of user's own join in content as
+// /join does: this server vouches for the join, so the value is its own
+// choice, never the client's, and a join that needs none (the user already
+// joined or invited, a room that is not restricted) carries none.
+func (s *Service) withJoinAuthoriser(ctx context.Context, roomID id.RoomID, user id.UserID, content json.RawMessage) (json.RawMessage, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(content, &obj); err != nil {
+		return nil, mxhttp.BadJSON("content must be an object")
+	}
+	via, err := s.rooms.JoinAuthoriser(ctx, roomID, user)
+	if err != nil {
+		return nil, err
+	}
+	if _, named := obj[joinAuthoriserKey]; !named && via == "" {
+		return content, nil
+	}
+	delete(obj, joinAuthoriserKey)
+	if via != "" {
+		obj[joinAuthoriserKey] = mustJSON(via)
+	}
+	return json.Marshal(obj)
 }
 
 func jsonEqual(a, b json.RawMessage) bool {

@@ -65,6 +65,19 @@ func TestRestrictedJoin(t *testing.T) {
 				if join["membership"] != "join" || join["join_authorised_via_users_server"] != alice.UserID.String() {
 					t.Fatalf("bob's member event %v, want a join authorised via %s", join, alice.UserID)
 				}
+				// A join over his join through the state API (a new display
+				// name) needs no authoriser: the one he names is dropped
+				// rather than checked (Complement's TestRestrictedRoomsLocalJoin).
+				memberPath := testnode.V3 + "/rooms/" + url.PathEscape(room.RoomID.String()) + "/state/m.room.member/" + url.PathEscape(bob.UserID.String())
+				testnode.Call(t, bob, "PUT", memberPath,
+					map[string]any{"membership": "join", "displayname": "Bobby", "join_authorised_via_users_server": "unused"}).OK(t)
+				join = nil
+				if err := alice.StateEvent(ctx, room.RoomID, event.StateMember, bob.UserID.String(), &join); err != nil {
+					t.Fatalf("bob's member event: %v", err)
+				}
+				if _, named := join["join_authorised_via_users_server"]; named || join["displayname"] != "Bobby" {
+					t.Fatalf("bob's member event after the state API join %v, want Bobby with no authoriser", join)
+				}
 
 				// Anyone else is refused, also when naming an authoriser
 				// herself, and may knock only where the rule says

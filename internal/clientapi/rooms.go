@@ -304,7 +304,7 @@ func (s *Service) join(r *http.Request, sess *accounts.Session, roomID id.RoomID
 	extra := map[string]any{}
 	for k, v := range body {
 		switch k {
-		case "reason", "third_party_signed", "membership", "join_authorised_via_users_server":
+		case "reason", "third_party_signed", "membership", joinAuthoriserKey:
 		default:
 			extra[k] = v
 		}
@@ -322,7 +322,7 @@ func (s *Service) join(r *http.Request, sess *accounts.Session, roomID id.RoomID
 		return nil, err
 	}
 	if via != "" {
-		extra["join_authorised_via_users_server"] = via
+		extra[joinAuthoriserKey] = via
 	}
 	if _, err := s.membership(r, sess, roomID, sess.UserID, "join", reason, extra); err != nil {
 		return nil, err
