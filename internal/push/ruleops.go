@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
 	"maunium.net/go/mautrix/id"
@@ -258,7 +259,10 @@ func writeDefault(ctx context.Context, tx *storage.Tx, user id.UserID, ruleID st
 
 // validateActions checks an actions array: strings and objects with a
 // set_tweak string. The historical dont_notify and coalesce actions are
-// dropped.
+// kept as the client gave them: the spec makes them no-ops that servers
+// accept rather than refuse, clients that still send them (Complement's
+// TestPushRuleCacheHealth among them) read their rule back unchanged, and
+// the evaluation ignores them.
 func validateActions(actions []json.RawMessage) ([]json.RawMessage, error) {
 	if actions == nil {
 		return nil, mxhttp.MissingParam("actions is required")
@@ -268,9 +272,8 @@ func validateActions(actions []json.RawMessage) ([]json.RawMessage, error) {
 		var s string
 		if json.Unmarshal(a, &s) == nil {
 			switch s {
-			case "notify":
-				out = append(out, json.RawMessage(`"notify"`))
-			case "dont_notify", "coalesce":
+			case "notify", "dont_notify", "coalesce":
+				out = append(out, json.RawMessage(strconv.Quote(s)))
 			default:
 				return nil, mxhttp.BadJSON("unrecognised action %q", s)
 			}
