@@ -94,6 +94,24 @@ func TestUploadQueryClaim(t *testing.T) {
 	})
 }
 
+// TestUploadUnsignedDeviceKeys mirrors Complement's TestDeviceListUpdates,
+// which uploads device keys with no signatures: they are stored and served
+// as given, for clients to judge.
+func TestUploadUnsignedDeviceKeys(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		alice, bob := n.Register("alice"), n.Register("bob")
+		keys := newFakeDevice(t, alice).deviceKeys(t)
+		delete(keys, "signatures")
+		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{"device_keys": keys}).OK(t)
+		got := testnode.Call(t, bob, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(alice.UserID): []string{}}}).OK(t)
+		dk := get(got, "device_keys", string(alice.UserID), string(alice.DeviceID))
+		edKey := "ed25519:" + string(alice.DeviceID)
+		if get(dk, "keys", edKey) != get(keys, "keys", edKey) {
+			t.Fatalf("queried device keys %v, want the uploaded %v", dk, keys)
+		}
+	})
+}
+
 func TestUploadErrors(t *testing.T) {
 	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		alice, bob := n.Register("alice"), n.Register("bob")
@@ -105,6 +123,12 @@ func TestUploadErrors(t *testing.T) {
 		bad := dev.deviceKeys(t)
 		bad["algorithms"] = []string{"m.megolm.v1.aes-sha2"} // changed after signing
 		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{"device_keys": bad}).Want(t, http.StatusBadRequest, "M_INVALID_SIGNATURE")
+
+		// Signatures that are there must be right, also when the device's
+		// own is missing.
+		otherSig := dev.deviceKeys(t)
+		otherSig["signatures"] = map[string]any{string(alice.UserID): map[string]any{"ed25519:OTHER": "c2ln"}}
+		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{"device_keys": otherSig}).Want(t, http.StatusBadRequest, "M_INVALID_SIGNATURE")
 
 		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{"one_time_keys": map[string]any{"nocolon": "x"}}).Want(t, http.StatusBadRequest, "M_INVALID_PARAM")
 		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{"one_time_keys": map[string]any{"a:b": 5}}).Want(t, http.StatusBadRequest, "M_BAD_JSON")

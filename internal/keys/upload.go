@@ -71,10 +71,32 @@ func checkDeviceKeys(raw []byte, sess *accounts.Session) error {
 	if pub == "" || dk.Keys["curve25519:"+string(dk.DeviceID)] == "" {
 		return mxhttp.InvalidParam("device_keys must have the device's ed25519 and curve25519 keys")
 	}
+	if len(dk.Signatures) == 0 {
+		// Keys with no signatures at all are kept as given, as other
+		// servers keep them (and Complement uploads them): the spec has
+		// clients check a device's self-signature before they trust it,
+		// so an unsigned device is shown as unverifiable, never trusted.
+		// A signature that is there must be right, though.
+		return nil
+	}
 	if err := verifySigned(raw, dk.UserID, keyID, pub); err != nil {
 		return invalidSignature("device_keys are not signed by the device's ed25519 key")
 	}
 	return nil
+}
+
+// withSignaturesMember gives device keys uploaded without signatures an
+// empty signatures object, which /keys/query answers must have.
+func withSignaturesMember(raw json.RawMessage) (json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, mxhttp.BadJSON("invalid device_keys: %v", err)
+	}
+	if sigs, ok := m["signatures"]; ok && !bytes.Equal(bytes.TrimSpace(sigs), []byte("null")) {
+		return raw, nil
+	}
+	m["signatures"] = json.RawMessage("{}")
+	return json.Marshal(m)
 }
 
 // splitKeyID splits "<algorithm>:<key_id>".
@@ -98,6 +120,10 @@ func (s *Service) postUpload(w http.ResponseWriter, r *http.Request, sess *accou
 	ctx := r.Context()
 	if req.DeviceKeys != nil {
 		if err := checkDeviceKeys(req.DeviceKeys, sess); err != nil {
+			return nil, err
+		}
+		var err error
+		if req.DeviceKeys, err = withSignaturesMember(req.DeviceKeys); err != nil {
 			return nil, err
 		}
 	}
