@@ -29,6 +29,9 @@ type guardRule struct {
 	shadow string
 	// block: the path value naming the room that must not be blocked.
 	block string
+	// notice: the user may not reject the invite to their server notices
+	// room named by the roomId path value.
+	notice bool
 }
 
 const (
@@ -45,6 +48,7 @@ var guardRoutes = map[string]guardRule{
 	"POST /_matrix/client/v3/join/{roomIdOrAlias}":                          {suspended: true, block: "roomIdOrAlias"},
 	"POST /_matrix/client/v3/rooms/{roomId}/join":                           {suspended: true, block: "roomId"},
 	"POST /_matrix/client/v3/knock/{roomIdOrAlias}":                         {suspended: true, block: "roomIdOrAlias"},
+	"POST /_matrix/client/v3/rooms/{roomId}/leave":                          {notice: true},
 	"PUT /_matrix/client/v3/profile/{userId}/{keyName}":                     {suspended: true},
 	"DELETE /_matrix/client/v3/profile/{userId}/{keyName}":                  {suspended: true},
 	"PUT /_matrix/client/v3/directory/room/{roomAlias}":                     {suspended: true},
@@ -73,6 +77,13 @@ func (s *Service) Guard(next http.Handler) http.Handler {
 				}
 			}
 			sess, err := s.accounts.Authenticate(r.Context(), mxhttp.AccessToken(r))
+			if err == nil && rule.notice {
+				if invited, err := s.invitedToNotices(r.Context(), sess.UserID, id.RoomID(r.PathValue("roomId"))); err != nil {
+					return nil, err
+				} else if invited {
+					return nil, mxhttp.CannotLeaveServerNoticeRoom("you cannot reject the invite to your server notices room; join it, then leave")
+				}
+			}
 			if err != nil || sess.IsAdmin {
 				next.ServeHTTP(w, r) // the handler answers bad tokens
 				return nil, nil

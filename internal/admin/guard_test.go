@@ -201,3 +201,44 @@ func TestServerNotices(t *testing.T) {
 		testnode.WantErr(t, err, "M_FORBIDDEN", 403)
 	})
 }
+
+// TestServerNoticesAsSynapse: with server_notices_localpart set as
+// Complement's Synapse has it, notices come from @_server; the invite to
+// the notices room cannot be rejected (403
+// M_CANNOT_LEAVE_SERVER_NOTICE_ROOM), the joined room can be left, and the
+// next notice invites the user back to the same room. Mirrors Complement's
+// TestServerNotices.
+func TestServerNoticesAsSynapse(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite, func(c *config.Config) { c.ServerNoticesLocalpart = "_server" })
+	adm := n.RegisterAdmin("admin")
+	alice := n.Register("alice")
+	notice := map[string]any{"user_id": alice.UserID, "content": map[string]string{"msgtype": "m.text", "body": "hello"}}
+	inviteRoom := func() id.RoomID {
+		t.Helper()
+		testnode.Call(t, adm, "POST", "/_synapse/admin/v1/send_server_notice", notice).OK(t)
+		sync := testnode.Call(t, alice, "GET", "/_matrix/client/v3/sync?timeout=0", nil).JSON(t)
+		invites, _ := sync["rooms"].(map[string]any)["invite"].(map[string]any)
+		if len(invites) != 1 {
+			t.Fatalf("want one invite, sync has %v", sync["rooms"])
+		}
+		for room, inv := range invites {
+			first := inv.(map[string]any)["invite_state"].(map[string]any)["events"].([]any)[0].(map[string]any)
+			if first["sender"] != "@_server:localhost" {
+				t.Fatalf("invite state's first event sent by %v, want @_server:localhost", first["sender"])
+			}
+			return id.RoomID(room)
+		}
+		return ""
+	}
+	room := inviteRoom()
+	leave := "/_matrix/client/v3/rooms/" + url.PathEscape(room.String()) + "/leave"
+	testnode.Call(t, alice, "POST", leave, map[string]any{}).Want(t, 403, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")
+	if m := n.Rooms.Membership(alice.UserID, room); m != "invite" {
+		t.Fatalf("after the refused rejection alice's membership is %q, want invite", m)
+	}
+	testnode.Join(t, alice, room)
+	testnode.Call(t, alice, "POST", leave, map[string]any{}).OK(t)
+	if again := inviteRoom(); again != room {
+		t.Fatalf("the notice after leaving invites to %s, want the same room %s", again, room)
+	}
+}

@@ -16,9 +16,9 @@ import (
 	"github.com/matrixos/matrixos/internal/storage"
 )
 
-// NoticesLocalpart is the localpart of the system user that sends server
-// notices.
-const NoticesLocalpart = "server"
+// DefaultNoticesLocalpart is the localpart of the system user that sends
+// server notices when Options.NoticesLocalpart is empty.
+const DefaultNoticesLocalpart = "server"
 
 // NoticeTag is the room tag of a server notices room.
 const NoticeTag = "m.server_notice"
@@ -30,7 +30,7 @@ func (s *Service) noticeRoutes(mux *http.ServeMux) {
 }
 
 // NoticesUser is the system user that sends server notices.
-func (s *Service) NoticesUser() id.UserID { return s.accounts.UserID(NoticesLocalpart) }
+func (s *Service) NoticesUser() id.UserID { return s.accounts.UserID(s.opts.NoticesLocalpart) }
 
 // SendNotice posts a plain-text server notice to a local user, creating
 // the user's notices room on first use.
@@ -110,7 +110,7 @@ func (s *Service) noticesUser(ctx context.Context) (id.UserID, error) {
 		}
 		return uid, nil
 	}
-	if _, err := s.accounts.CreateUser(ctx, NoticesLocalpart, "", false); err != nil && !errors.Is(err, accounts.ErrUserExists) {
+	if _, err := s.accounts.CreateUser(ctx, s.opts.NoticesLocalpart, "", false); err != nil && !errors.Is(err, accounts.ErrUserExists) {
 		return "", fmt.Errorf("create server notices user: %w", err)
 	}
 	if err := s.accounts.SetProfileField(ctx, uid, "displayname", "Server Notices"); err != nil {
@@ -162,6 +162,24 @@ func (s *Service) noticesRoom(ctx context.Context, user id.UserID) (id.RoomID, e
 		}
 	}
 	return roomID, nil
+}
+
+// invitedToNotices reports whether roomID is user's server notices room
+// and the user's invite to it is pending: as on Synapse, the invite can
+// only be accepted, so that notices are not lost unread.
+func (s *Service) invitedToNotices(ctx context.Context, user id.UserID, roomID id.RoomID) (bool, error) {
+	if s.rooms.Membership(user, roomID) != "invite" {
+		return false, nil
+	}
+	var notices id.RoomID
+	err := s.db.QueryRow(ctx, "SELECT room_id FROM server_notice_rooms WHERE user_id = $1", user).Scan(&notices)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("load notices room: %w", err)
+	}
+	return notices == roomID, nil
 }
 
 func (s *Service) invite(ctx context.Context, sys, user id.UserID, roomID id.RoomID) error {

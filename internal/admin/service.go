@@ -23,6 +23,9 @@ type Options struct {
 	Version string
 	// RoomVersion is the version of new server notices rooms.
 	RoomVersion id.RoomVersion
+	// NoticesLocalpart is the localpart of the system user that sends
+	// server notices; empty means DefaultNoticesLocalpart.
+	NoticesLocalpart string
 }
 
 // TagSetter stores room account data; the server notices room gets its
@@ -57,6 +60,9 @@ type Service struct {
 func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Engine, opts Options) *Service {
 	if opts.RoomVersion == "" {
 		opts.RoomVersion = id.RoomV11
+	}
+	if opts.NoticesLocalpart == "" {
+		opts.NoticesLocalpart = DefaultNoticesLocalpart
 	}
 	return &Service{
 		db: db, log: log, accounts: acc, rooms: eng, opts: opts, serverName: eng.ServerName(),

@@ -34,6 +34,7 @@ type Config struct {
 	LogLevel                 string        `yaml:"log_level" doc:"Log level: debug, info, warn or error."`
 	LogFormat                string        `yaml:"log_format" doc:"Log format: text or json."`
 	DefaultRoomVersion       string        `yaml:"default_room_version" doc:"Room version for new rooms when the client asks for none (12 is the version the spec recommends)."`
+	ServerNoticesLocalpart   string        `yaml:"server_notices_localpart" doc:"Localpart of the system user that sends server notices (/_synapse/admin/v1/send_server_notice), as Synapse's server_notices.system_mxid_localpart; Complement expects _server. Changing it gives users new notices rooms."`
 	MaxUploadBytes           int64         `yaml:"max_upload_bytes" doc:"Largest media upload, in bytes."`
 	MediaQuotaBytes          int64         `yaml:"media_quota_bytes" doc:"Total bytes of media each user may upload (0: no quota). Server admins are exempt."`
 	MediaLegacyNoAuth        bool          `yaml:"media_legacy_unauthenticated" doc:"Serve the deprecated /_matrix/media/v3 download and thumbnail endpoints to requests without an access token. Off: only authenticated requests get media, as on current servers."`
@@ -59,25 +60,26 @@ type Config struct {
 // Default returns the built-in defaults.
 func Default() Config {
 	return Config{
-		DataDir:               "./matrixos-data",
-		ServerName:            "localhost:8008",
-		Listen:                "127.0.0.1:8008",
-		LogLevel:              "info",
-		LogFormat:             "text",
-		DefaultRoomVersion:    "12",
-		MaxUploadBytes:        50 << 20,
-		AccessTokenLifetime:   0,
-		RegistrationTokens:    true,
-		RateLimit:             true,
-		RateLimitLoginPerMin:  20,
-		RateLimitLoginBurst:   10,
-		RateLimitRegPerMin:    10,
-		RateLimitRegBurst:     10,
-		RateLimitSendPerMin:   600,
-		RateLimitSendBurst:    100,
-		RateLimitUploadPerMin: 60,
-		RateLimitUploadBurst:  20,
-		FederationListen:      ":8448",
+		DataDir:                "./matrixos-data",
+		ServerName:             "localhost:8008",
+		Listen:                 "127.0.0.1:8008",
+		LogLevel:               "info",
+		LogFormat:              "text",
+		DefaultRoomVersion:     "12",
+		ServerNoticesLocalpart: "server",
+		MaxUploadBytes:         50 << 20,
+		AccessTokenLifetime:    0,
+		RegistrationTokens:     true,
+		RateLimit:              true,
+		RateLimitLoginPerMin:   20,
+		RateLimitLoginBurst:    10,
+		RateLimitRegPerMin:     10,
+		RateLimitRegBurst:      10,
+		RateLimitSendPerMin:    600,
+		RateLimitSendBurst:     100,
+		RateLimitUploadPerMin:  60,
+		RateLimitUploadBurst:   20,
+		FederationListen:       ":8448",
 	}
 }
 

@@ -60,6 +60,9 @@ func (c *Config) Validate() error {
 	if !rooms.IsSupported(id.RoomVersion(c.DefaultRoomVersion)) {
 		bad("default_room_version", "%q is not a room version this node supports (%s)", c.DefaultRoomVersion, supportedVersions())
 	}
+	if !validLocalpart(c.ServerNoticesLocalpart) {
+		bad("server_notices_localpart", "%q: want a user ID localpart of a-z, 0-9, ., _, =, -, / and +", c.ServerNoticesLocalpart)
+	}
 	if c.MaxUploadBytes <= 0 {
 		bad("max_upload_bytes", "%d: want a positive number of bytes", c.MaxUploadBytes)
 	}
@@ -248,4 +251,17 @@ func LoadCertPool(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", path)
 	}
 	return pool, nil
+}
+
+// validLocalpart reports whether s may be the localpart of a new user ID.
+func validLocalpart(s string) bool {
+	if s == "" || len(s) > 200 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || strings.ContainsRune("._=-/+", r)) {
+			return false
+		}
+	}
+	return true
 }

@@ -31,8 +31,9 @@ func RateLimitRules(cfg config.Config) map[string]ratelimit.Rule {
 // API) and the rate limiter, and registers the admin endpoints.
 func (n *Node) adminRoutes(mux *http.ServeMux) {
 	n.Admin = admin.New(n.DB, n.log, n.Accounts, n.Rooms, admin.Options{
-		Version:     Version,
-		RoomVersion: id.RoomVersion(n.cfg.DefaultRoomVersion),
+		Version:          Version,
+		RoomVersion:      id.RoomVersion(n.cfg.DefaultRoomVersion),
+		NoticesLocalpart: n.cfg.ServerNoticesLocalpart,
 	})
 	if n.AccountData != nil {
 		n.Admin.Tags = n.AccountData
