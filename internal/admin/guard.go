@@ -41,7 +41,7 @@ const (
 
 var guardRoutes = map[string]guardRule{
 	"PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}":        {suspended: true, shadow: shadowEvent},
-	"PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey...}": {suspended: true, shadow: shadowEvent},
+	"PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey...}": {suspended: true, shadow: shadowEvent, notice: true},
 	"POST /_matrix/client/v3/rooms/{roomId}/invite":                         {suspended: true, shadow: shadowEmpty, block: "roomId"},
 	"PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId}":                 {shadow: shadowEmpty},
 	"POST /_matrix/client/v3/createRoom":                                    {suspended: true},
@@ -77,7 +77,7 @@ func (s *Service) Guard(next http.Handler) http.Handler {
 				}
 			}
 			sess, err := s.accounts.Authenticate(r.Context(), mxhttp.AccessToken(r))
-			if err == nil && rule.notice {
+			if err == nil && rule.notice && (r.PathValue("eventType") == "" || ownLeave(r, sess.UserID)) {
 				if invited, err := s.invitedToNotices(r.Context(), sess.UserID, id.RoomID(r.PathValue("roomId"))); err != nil {
 					return nil, err
 				} else if invited {
@@ -112,6 +112,12 @@ func (s *Service) Guard(next http.Handler) http.Handler {
 // allowedWhileSuspended lets a suspended user leave a room through the
 // state endpoint.
 func allowedWhileSuspended(r *http.Request, uid id.UserID) bool {
+	return ownLeave(r, uid)
+}
+
+// ownLeave reports whether r is uid's own leave sent through the state
+// endpoint; the body stays readable for the handler.
+func ownLeave(r *http.Request, uid id.UserID) bool {
 	if r.Method != http.MethodPut || r.PathValue("eventType") != "m.room.member" {
 		return false
 	}

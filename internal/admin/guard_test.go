@@ -205,7 +205,8 @@ func TestServerNotices(t *testing.T) {
 // TestServerNoticesAsSynapse: with server_notices_localpart set as
 // Complement's Synapse has it, notices come from @_server; the invite to
 // the notices room cannot be rejected (403
-// M_CANNOT_LEAVE_SERVER_NOTICE_ROOM), the joined room can be left, and the
+// M_CANNOT_LEAVE_SERVER_NOTICE_ROOM, by /leave or a member state event),
+// the joined room can be left, and the
 // next notice invites the user back to the same room. Mirrors Complement's
 // TestServerNotices.
 func TestServerNoticesAsSynapse(t *testing.T) {
@@ -233,6 +234,8 @@ func TestServerNoticesAsSynapse(t *testing.T) {
 	room := inviteRoom()
 	leave := "/_matrix/client/v3/rooms/" + url.PathEscape(room.String()) + "/leave"
 	testnode.Call(t, alice, "POST", leave, map[string]any{}).Want(t, 403, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")
+	member := "/_matrix/client/v3/rooms/" + url.PathEscape(room.String()) + "/state/m.room.member/" + url.PathEscape(alice.UserID.String())
+	testnode.Call(t, alice, "PUT", member, map[string]any{"membership": "leave"}).Want(t, 403, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")
 	if m := n.Rooms.Membership(alice.UserID, room); m != "invite" {
 		t.Fatalf("after the refused rejection alice's membership is %q, want invite", m)
 	}
