@@ -42,6 +42,13 @@ func TestR0Aliases(t *testing.T) {
 	testnode.Leave(t, bob, id.RoomID(room))
 	testnode.Call(t, bob, "GET", members, nil).Want(t, 403, "M_FORBIDDEN")
 
+	// State with an empty state key, written without the trailing slash.
+	state := r0 + "/rooms/" + url.PathEscape(room) + "/state/m.room.topic"
+	testnode.Call(t, alice, "PUT", state, map[string]any{"topic": "old paths"}).OK(t)
+	if got := testnode.Call(t, alice, "GET", state, nil).OK(t); got["topic"] != "old paths" {
+		t.Fatalf("r0 state topic = %v", got)
+	}
+
 	// Relations came with v1.x: no r0 path.
 	testnode.Call(t, alice, "GET", r0+"/rooms/"+url.PathEscape(room)+"/relations/$x", nil).Want(t, 404, "M_UNRECOGNIZED")
 }
