@@ -120,6 +120,14 @@ func TestUploadErrors(t *testing.T) {
 		other := newFakeDevice(t, bob).deviceKeys(t)
 		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{"device_keys": other}).Want(t, http.StatusBadRequest, "M_INVALID_PARAM")
 
+		// Required keys missing: malformed (Complement's TestUploadKey/Parallel/Rejects_invalid_device_keys).
+		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{
+			"device_keys": map[string]any{"user_id": alice.UserID, "device_id": alice.DeviceID},
+		}).Want(t, http.StatusBadRequest, "M_BAD_JSON")
+		noKeys := dev.deviceKeys(t)
+		delete(noKeys, "keys")
+		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{"device_keys": noKeys}).Want(t, http.StatusBadRequest, "M_BAD_JSON")
+
 		bad := dev.deviceKeys(t)
 		bad["algorithms"] = []string{"m.megolm.v1.aes-sha2"} // changed after signing
 		testnode.Call(t, alice, "POST", v3+"/keys/upload", map[string]any{"device_keys": bad}).Want(t, http.StatusBadRequest, "M_INVALID_SIGNATURE")

@@ -63,13 +63,15 @@ func checkDeviceKeys(raw []byte, sess *accounts.Session) error {
 	if dk.UserID != sess.UserID || dk.DeviceID != sess.DeviceID {
 		return mxhttp.InvalidParam("device_keys user_id and device_id must be those of the uploading device")
 	}
+	// Missing required keys make the object malformed: M_BAD_JSON, as the spec's
+	// error codes define it (and Complement's TestUploadKey expects).
 	if len(dk.Algorithms) == 0 {
-		return mxhttp.InvalidParam("device_keys has no algorithms")
+		return mxhttp.BadJSON("device_keys has no algorithms")
 	}
 	keyID := "ed25519:" + string(dk.DeviceID)
 	pub := dk.Keys[keyID]
 	if pub == "" || dk.Keys["curve25519:"+string(dk.DeviceID)] == "" {
-		return mxhttp.InvalidParam("device_keys must have the device's ed25519 and curve25519 keys")
+		return mxhttp.BadJSON("device_keys must have the device's ed25519 and curve25519 keys")
 	}
 	if len(dk.Signatures) == 0 {
 		// Keys with no signatures at all are kept as given, as other
