@@ -178,6 +178,17 @@ func (s *Service) visibleRoom(r *http.Request, sess *accounts.Session) (id.RoomI
 	return roomID, upTo, err
 }
 
+// eventRoom is visibleRoom for the endpoints about one event, whose spec answers
+// 404 when the user may not read the event: a room the user may not see is
+// reported as a missing event, saying no more about the room than about it.
+func (s *Service) eventRoom(r *http.Request, sess *accounts.Session) (id.RoomID, int64, error) {
+	roomID, upTo, err := s.visibleRoom(r, sess)
+	if me, ok := mxhttp.AsError(err); ok && me.Code == "M_FORBIDDEN" {
+		return "", 0, mxhttp.NotFound("event not found")
+	}
+	return roomID, upTo, err
+}
+
 func (s *Service) client(ev *rooms.Event, sess *accounts.Session) *rooms.ClientEvent {
 	return ev.Client(rooms.ClientOptions{User: sess.UserID, Device: sess.DeviceID})
 }
@@ -242,7 +253,7 @@ func (s *Service) getState(w http.ResponseWriter, r *http.Request, sess *account
 }
 
 func (s *Service) getEvent(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, upTo, err := s.visibleRoom(r, sess)
+	roomID, upTo, err := s.eventRoom(r, sess)
 	if err != nil {
 		return nil, err
 	}

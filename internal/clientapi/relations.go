@@ -114,12 +114,8 @@ func (s *Service) eventParam(r *http.Request, sess *accounts.Session, roomID id.
 }
 
 func (s *Service) getRelations(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, upTo, err := s.visibleRoom(r, sess)
+	roomID, upTo, err := s.eventRoom(r, sess)
 	if err != nil {
-		if me, ok := mxhttp.AsError(err); ok && me.Code == "M_FORBIDDEN" {
-			// The spec answers "not found" when the user may not read the event.
-			return nil, mxhttp.NotFound("event not found")
-		}
 		return nil, err
 	}
 	ctx := r.Context()
