@@ -65,9 +65,8 @@ func (s *Service) localAlias(lp string) (id.RoomAlias, error) {
 
 func (s *Service) parseAlias(r *http.Request) (id.RoomAlias, error) {
 	alias := id.RoomAlias(r.PathValue("roomAlias"))
-	lp, server, ok := strings.Cut(strings.TrimPrefix(string(alias), "#"), ":")
-	if !strings.HasPrefix(string(alias), "#") || !ok || lp == "" || server == "" || len(alias) > 255 {
-		return "", mxhttp.InvalidParam("invalid room alias %q", alias)
+	if _, _, err := splitAlias(alias); err != nil {
+		return "", err
 	}
 	return alias, nil
 }
@@ -153,6 +152,7 @@ func (s *Service) deleteAlias(w http.ResponseWriter, r *http.Request, sess *acco
 	if err != nil {
 		return nil, err
 	}
+	s.dropCanonicalAlias(r.Context(), roomID, alias, sess)
 	return mxhttp.Empty, nil
 }
 

@@ -106,6 +106,11 @@ func (s *Service) putState(w http.ResponseWriter, r *http.Request, sess *account
 			}
 		}
 	}
+	if evType == "m.room.canonical_alias" && sk == "" {
+		if err := s.checkCanonicalAlias(r.Context(), roomID, content); err != nil {
+			return nil, err
+		}
+	}
 	// Setting state to what it already is does not create an event.
 	if cur, err := s.rooms.StateEvent(r.Context(), roomID, evType, sk); err == nil && cur != nil && cur.Sender == sess.UserID {
 		if jsonEqual(cur.Content(), content) {

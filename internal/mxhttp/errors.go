@@ -72,6 +72,7 @@ var (
 	Unauthorized     = newErr(http.StatusUnauthorized, "M_UNAUTHORIZED")
 	UserLocked       = newErr(http.StatusUnauthorized, "M_USER_LOCKED")
 	UserSuspended    = newErr(http.StatusForbidden, "M_USER_SUSPENDED")
+	BadAlias         = newErr(http.StatusBadRequest, "M_BAD_ALIAS")
 	// CannotLeaveServerNoticeRoom is Synapse's answer to rejecting the
 	// invite to one's server notices room.
 	CannotLeaveServerNoticeRoom = newErr(http.StatusForbidden, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")
