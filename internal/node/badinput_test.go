@@ -94,6 +94,10 @@ func TestBadInput(t *testing.T) {
 			{"login password number", "POST", v3 + "/login", "", map[string]any{"type": "m.login.password", "user": "alice1", "password": 1}, 400, "M_BAD_JSON"},
 			{"register username number", "POST", v3 + "/register", "", map[string]any{"username": 1}, 400, "M_BAD_JSON"},
 			{"filter room string", "POST", filter, a, map[string]any{"room": "x"}, 400, "M_BAD_JSON"},
+			// Complement's TestFilter: a room list naming something that is no room ID.
+			{"filter timeline not a room ID", "POST", filter, a, map[string]any{"room": map[string]any{"timeline": map[string]any{"rooms": []string{"not_a_room_id"}}}}, 400, "M_BAD_JSON"},
+			{"filter not_rooms not a room ID", "POST", filter, a, map[string]any{"room": map[string]any{"not_rooms": []string{"#alias:localhost"}}}, 400, "M_BAD_JSON"},
+			{"filter state empty room ID", "POST", filter, a, map[string]any{"room": map[string]any{"state": map[string]any{"not_rooms": []string{""}}}}, 400, "M_BAD_JSON"},
 			{"filter limit string", "POST", filter, a, map[string]any{"room": map[string]any{"timeline": map[string]any{"limit": "10"}}}, 400, "M_BAD_JSON"},
 			{"member without membership", "PUT", r + "/state/m.room.member/" + string(bob.UserID), a, map[string]any{}, 400, "M_BAD_JSON"},
 			{"alias no room_id", "PUT", v3 + "/directory/room/" + url.PathEscape("#x:localhost"), a, map[string]any{}, 400, "M_MISSING_PARAM"},
@@ -161,6 +165,7 @@ func TestBadInput(t *testing.T) {
 			{"sync bad since", "GET", v3 + "/sync?since=garbage", a, nil, 400, "M_INVALID_PARAM"},
 			{"sync negative since", "GET", v3 + "/sync?since=s-5_0", a, nil, 400, "M_INVALID_PARAM"},
 			{"sync bad inline filter", "GET", v3 + "/sync?filter=" + url.QueryEscape("{bad"), a, nil, 400, ""},
+			{"sync inline filter not a room ID", "GET", v3 + "/sync?filter=" + url.QueryEscape(`{"room":{"rooms":["nope"]}}`), a, nil, 400, "M_BAD_JSON"},
 			{"sync filter wrong type", "GET", v3 + "/sync?filter=" + url.QueryEscape(`{"room":1}`), a, nil, 400, ""},
 			{"sync unknown filter id", "GET", v3 + "/sync?filter=999", a, nil, 400, ""},
 			{"sync bad timeout", "GET", v3 + "/sync?timeout=soon", a, nil, 400, "M_INVALID_PARAM"},

@@ -3,8 +3,11 @@ package sync
 import (
 	"path"
 	"slices"
+	"strings"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/mxhttp"
 )
 
 // EventFilter selects events by type and sender.
@@ -45,6 +48,57 @@ type Filter struct {
 	Presence    *EventFilter `json:"presence,omitempty"`
 	AccountData *EventFilter `json:"account_data,omitempty"`
 	Room        *RoomFilter  `json:"room,omitempty"`
+}
+
+// Validate refuses a filter whose room lists hold something that cannot be a
+// room ID (M_BAD_JSON, a value of the wrong kind): such a filter is a client's
+// mistake, better reported than left to match no room.
+func (f *Filter) Validate() error {
+	if f.Room == nil {
+		return nil
+	}
+	if err := validRoomIDs("room.rooms", f.Room.Rooms, f.Room.NotRooms); err != nil {
+		return err
+	}
+	for name, ef := range map[string]*RoomEventFilter{
+		"room.timeline": f.Room.Timeline, "room.state": f.Room.State,
+		"room.ephemeral": f.Room.Ephemeral, "room.account_data": f.Room.AccountData,
+	} {
+		if err := ef.Validate(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Validate refuses a room event filter, named name in error messages, whose
+// room lists hold something that cannot be a room ID.
+func (f *RoomEventFilter) Validate(name string) error {
+	if f == nil {
+		return nil
+	}
+	return validRoomIDs(name+".rooms", f.Rooms, f.NotRooms)
+}
+
+// validRoomIDs checks the room IDs of a filter's rooms and not_rooms lists.
+func validRoomIDs(name string, rooms *[]id.RoomID, notRooms []id.RoomID) error {
+	var all []id.RoomID
+	if rooms != nil {
+		all = *rooms
+	}
+	for _, r := range slices.Concat(all, notRooms) {
+		if !looksLikeRoomID(r) {
+			return mxhttp.BadJSON("%s: %q is not a room ID", name, r)
+		}
+	}
+	return nil
+}
+
+// looksLikeRoomID reports whether r has a room ID's shape in any room version:
+// the '!' sigil, then an opaque part (with ":server" before version 12), at
+// most 255 bytes.
+func looksLikeRoomID(r id.RoomID) bool {
+	return strings.HasPrefix(string(r), "!") && len(r) > 1 && len(r) <= 255
 }
 
 func matchType(pattern, typ string) bool {

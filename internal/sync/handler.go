@@ -703,6 +703,12 @@ func (s *Service) resolveFilter(ctx context.Context, user id.UserID, param strin
 	if err := mxhttp.Unmarshal([]byte(raw), f); err != nil {
 		return nil, err
 	}
+	if param[0] == '{' {
+		// A stored filter was checked when it was uploaded.
+		if err := f.Validate(); err != nil {
+			return nil, err
+		}
+	}
 	return f, nil
 }
 
@@ -716,6 +722,9 @@ func (s *Service) postFilter(w http.ResponseWriter, r *http.Request, sess *accou
 	}
 	var f Filter
 	if err := mxhttp.Unmarshal(body, &f); err != nil {
+		return nil, err
+	}
+	if err := f.Validate(); err != nil {
 		return nil, err
 	}
 	canon, _ := json.Marshal(f)
