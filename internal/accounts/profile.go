@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"regexp"
-	"strings"
 
 	"maunium.net/go/mautrix/id"
 
@@ -187,9 +186,10 @@ func (s *Service) putProfileField(w http.ResponseWriter, r *http.Request, sess *
 		if str != nil {
 			value = *str
 		}
-		if key == "avatar_url" && value != "" && !strings.HasPrefix(value, "mxc://") {
-			return nil, mxhttp.InvalidParam("avatar_url must be an mxc:// URI")
-		}
+		// An avatar_url that is no mxc:// URI is kept, as other servers
+		// keep it: the spec's "MUST be an MXC URI" binds the client, and
+		// clients resolve avatars only through the media repository, so
+		// they ignore any other value rather than fetch it.
 		if len(value) > 1024 {
 			return nil, mxhttp.InvalidParam("%s is limited to 1024 bytes", key)
 		}
