@@ -118,17 +118,9 @@ func (s *Service) routes() {
 	s.mux.HandleFunc("GET /_matrix/key/v2/server/{keyId}", mxhttp.Handle(s.serverKey)) // deprecated form
 	s.mux.HandleFunc("GET /_matrix/key/v2/query/{serverName}", mxhttp.Handle(s.queryOne))
 	s.mux.HandleFunc("POST /_matrix/key/v2/query", mxhttp.Handle(s.queryMany))
-	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {
-			probe := r.Clone(r.Context())
-			probe.Method = m
-			if _, pattern := s.mux.Handler(probe); pattern != "/" && pattern != "" {
-				mxhttp.WriteJSON(w, http.StatusMethodNotAllowed, mxhttp.Unrecognized("method %s not allowed here", r.Method).Body())
-				return
-			}
-		}
+	s.mux.HandleFunc("/", mxhttp.Unmatched(s.mux, func(w http.ResponseWriter, r *http.Request) {
 		mxhttp.WriteError(w, r, mxhttp.Unrecognized("unrecognized federation request"))
-	})
+	}))
 }
 
 // ServeWellKnown answers /.well-known/matrix/server with the host and port

@@ -89,3 +89,40 @@ func CheckRequest(next http.Handler) http.Handler {
 func cleanText(s string) bool {
 	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }
+
+// probeMethods are the methods Unmatched tries a path with.
+var probeMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch}
+
+// Unmatched answers a request that no pattern of mux took (register it as
+// mux's "/" pattern). A path that mux serves under other methods gets the
+// spec's 405 M_UNRECOGNIZED, with the Allow header RFC 9110 requires of a
+// 405; any other request goes to notFound.
+func Unmatched(mux *http.ServeMux, notFound http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		allowed := allowedMethods(mux, r)
+		if len(allowed) == 0 {
+			notFound(w, r)
+			return
+		}
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
+		WriteJSON(w, http.StatusMethodNotAllowed, Unrecognized("method %s not allowed here", r.Method).Body())
+	}
+}
+
+// allowedMethods lists the methods under which mux serves r's path with a
+// pattern other than the catch-all "/" (HEAD with GET, as the mux does).
+func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
+	var allowed []string
+	for _, m := range probeMethods {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := mux.Handler(probe); pattern == "" || pattern == "/" {
+			continue
+		}
+		allowed = append(allowed, m)
+		if m == http.MethodGet {
+			allowed = append(allowed, http.MethodHead)
+		}
+	}
+	return allowed
+}

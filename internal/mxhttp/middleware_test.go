@@ -3,6 +3,7 @@ package mxhttp_test
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/matrixos/matrixos/internal/mxhttp"
@@ -53,3 +54,35 @@ func TestCheckRequest(t *testing.T) {
 type httpHandler func()
 
 func (h httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h() }
+
+// TestUnmatched checks the answer for a request no route took: 405
+// M_UNRECOGNIZED with an Allow header for a known path (Complement's
+// TestUnknownEndpoints), 404 from the given handler otherwise.
+func TestUnmatched(t *testing.T) {
+	mux := http.NewServeMux()
+	ok := func(w http.ResponseWriter, r *http.Request) {}
+	mux.HandleFunc("GET /a", ok)
+	mux.HandleFunc("POST /a", ok)
+	mux.HandleFunc("PUT /b/{id}", ok)
+	mux.HandleFunc("/", mxhttp.Unmatched(mux, mxhttp.NotFoundHandler))
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		allow        string
+	}{
+		{"PUT", "/a", 405, "GET, HEAD, POST"},
+		{"DELETE", "/a", 405, "GET, HEAD, POST"},
+		{"GET", "/b/x", 405, "PUT"},
+		{"GET", "/c", 404, ""},
+		{"PUT", "/b", 404, ""},
+	} {
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, httptest.NewRequest(tc.method, tc.path, nil))
+		if w.Code != tc.status || w.Header().Get("Allow") != tc.allow {
+			t.Errorf("%s %s: %d, Allow %q; want %d, Allow %q", tc.method, tc.path, w.Code, w.Header().Get("Allow"), tc.status, tc.allow)
+		}
+		if !strings.Contains(w.Body.String(), `"M_UNRECOGNIZED"`) {
+			t.Errorf("%s %s: body %s, want M_UNRECOGNIZED", tc.method, tc.path, w.Body)
+		}
+	}
+}

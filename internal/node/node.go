@@ -243,18 +243,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.adminRoutes(mux)
 	n.Media.Routes(mux)
 	mux.HandleFunc("GET /{$}", n.serveWelcome)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		// A known path with another method is 405, per the spec.
-		for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {
-			probe := r.Clone(r.Context())
-			probe.Method = m
-			if _, pattern := mux.Handler(probe); pattern != "/" && pattern != "" {
-				mxhttp.WriteJSON(w, http.StatusMethodNotAllowed, mxhttp.Unrecognized("method %s not allowed here", r.Method).Body())
-				return
-			}
-		}
-		mxhttp.NotFoundHandler(w, r)
-	})
+	// A known path with another method is 405, per the spec.
+	mux.HandleFunc("/", mxhttp.Unmatched(mux, mxhttp.NotFoundHandler))
 	if cfg.MetricsListen == "" {
 		n.opsRoutes(mux, false)
 	}
