@@ -1,7 +1,9 @@
 package accountdata_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"testing"
@@ -9,6 +11,7 @@ import (
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/testnode"
 )
@@ -265,4 +268,186 @@ func TestDeactivationDeletesAccountData(t *testing.T) {
 			t.Fatalf("%d account data rows left after deactivation", c)
 		}
 	})
+}
+
+// TestDeleteAccountData: MSC3391. DELETE under the MSC's unstable prefix,
+// and PUT {}, delete global and room account data: GET then answers 404,
+// an incremental /sync delivers the type with empty content, and an
+// initial /sync leaves it out. Deleting is idempotent and writes nothing
+// when there is nothing to delete.
+func TestDeleteAccountData(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice, bob := n.Register("alice"), n.Register("bob")
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const unstable = "/_matrix/client/unstable/org.matrix.msc3391"
+		user := url.PathEscape(string(alice.UserID))
+		global := func(typ string) string { return "/user/" + user + "/account_data/" + url.PathEscape(typ) }
+		inRoom := func(roomID, typ string) string {
+			return "/user/" + user + "/rooms/" + url.PathEscape(roomID) + "/account_data/" + url.PathEscape(typ)
+		}
+		for typ, content := range map[string]any{"org.example.a": map[string]int{"x": 1}, "org.example.b": map[string]int{"x": 2}} {
+			if err := alice.SetAccountData(ctx, typ, content); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := alice.SetRoomAccountData(ctx, room.RoomID, "org.example.r", map[string]int{"y": 1}); err != nil {
+			t.Fatal(err)
+		}
+		since := testnode.SyncOnce(t, alice, "", 0).NextBatch
+
+		for _, path := range []string{unstable + global("org.example.a"), unstable + inRoom(string(room.RoomID), "org.example.r")} {
+			if body := testnode.Call(t, alice, "DELETE", path, nil).OK(t); len(body) != 0 {
+				t.Fatalf("DELETE %s answered %v, want {}", path, body)
+			}
+		}
+		// PUT {} is the same as DELETE.
+		testnode.Call(t, alice, "PUT", testnode.V3+global("org.example.b"), `{}`).OK(t)
+
+		var got map[string]any
+		testnode.WantErr(t, alice.GetAccountData(ctx, "org.example.a", &got), "M_NOT_FOUND", 404)
+		testnode.WantErr(t, alice.GetAccountData(ctx, "org.example.b", &got), "M_NOT_FOUND", 404)
+		testnode.WantErr(t, alice.GetRoomAccountData(ctx, room.RoomID, "org.example.r", &got), "M_NOT_FOUND", 404)
+
+		// An incremental sync reports each deletion as the type with
+		// empty content.
+		inc := syncRaw(t, alice, since)
+		for _, typ := range []string{"org.example.a", "org.example.b"} {
+			if c, ok := inc.global[typ]; !ok || c != "{}" {
+				t.Errorf("incremental sync: %s content %q (present %v), want {}", typ, c, ok)
+			}
+		}
+		if c, ok := inc.rooms[room.RoomID]["org.example.r"]; !ok || c != "{}" {
+			t.Errorf("incremental sync: room org.example.r content %q (present %v), want {}", c, ok)
+		}
+		// An initial sync does not mention deleted data.
+		initial := syncRaw(t, alice, "")
+		if len(initial.rooms[room.RoomID]) != 0 {
+			t.Errorf("initial sync room account data: %v", initial.rooms[room.RoomID])
+		}
+		for _, typ := range []string{"org.example.a", "org.example.b"} {
+			if c, ok := initial.global[typ]; ok {
+				t.Errorf("initial sync has deleted %s: %s", typ, c)
+			}
+		}
+
+		// Deleting again, or deleting what was never set, succeeds and
+		// writes nothing: a sync after it has only the data set since.
+		for _, path := range []string{unstable + global("org.example.a"), unstable + global("org.example.never"),
+			unstable + inRoom(string(room.RoomID), "org.example.r")} {
+			testnode.Call(t, alice, "DELETE", path, nil).OK(t)
+		}
+		testnode.Call(t, alice, "PUT", testnode.V3+global("org.example.b"), `{ }`).OK(t)
+		if err := alice.SetAccountData(ctx, "org.example.c", map[string]int{"z": 1}); err != nil {
+			t.Fatal(err)
+		}
+		after := syncRaw(t, alice, initial.next)
+		if len(after.global) != 1 || after.global["org.example.c"] == "" || len(after.rooms) != 0 {
+			t.Errorf("sync after repeated deletes: global %v, rooms %v; want only org.example.c", after.global, after.rooms)
+		}
+
+		// Setting deleted data again brings it back.
+		if err := alice.SetAccountData(ctx, "org.example.a", map[string]int{"x": 3}); err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.GetAccountData(ctx, "org.example.a", &got); err != nil || got["x"] != float64(3) {
+			t.Fatalf("get after re-set: %v %v", got, err)
+		}
+		if c := syncRaw(t, alice, "").global["org.example.a"]; c != `{"x":3}` {
+			t.Errorf("initial sync after re-set: org.example.a %q", c)
+		}
+
+		for _, tc := range []struct {
+			name, path string
+			status     int
+			code       string
+		}{
+			{"other user's data", unstable + global("org.example.c"), 403, "M_FORBIDDEN"},
+			{"other user's room data", unstable + inRoom(string(room.RoomID), "org.example.c"), 403, "M_FORBIDDEN"},
+		} {
+			res := testnode.Call(t, bob, "DELETE", tc.path, nil)
+			if res.Status != tc.status || res.ErrCode() != tc.code {
+				t.Errorf("%s: got %d %s, want %d %s", tc.name, res.Status, res.Body, tc.status, tc.code)
+			}
+		}
+		for _, tc := range []struct {
+			name, path string
+			status     int
+			code       string
+		}{
+			{"m.fully_read", unstable + inRoom(string(room.RoomID), "m.fully_read"), 405, "M_BAD_JSON"},
+			{"m.push_rules", unstable + global("m.push_rules"), 405, "M_BAD_JSON"},
+			{"bad room ID", unstable + inRoom("notaroom", "org.example.r"), 400, "M_INVALID_PARAM"},
+		} {
+			res := testnode.Call(t, alice, "DELETE", tc.path, nil)
+			if res.Status != tc.status || res.ErrCode() != tc.code {
+				t.Errorf("%s: got %d %s, want %d %s", tc.name, res.Status, res.Body, tc.status, tc.code)
+			}
+		}
+		// Bob's refused attempt left alice's data alone.
+		if err := alice.GetAccountData(ctx, "org.example.c", &got); err != nil || got["z"] != float64(1) {
+			t.Fatalf("get after refused delete: %v %v", got, err)
+		}
+	})
+}
+
+// rawSync is the account data of a /sync answer, each content as its
+// compact JSON text, by type.
+type rawSync struct {
+	next   string
+	global map[string]string
+	rooms  map[id.RoomID]map[string]string
+}
+
+// syncRaw runs one /sync (initial when since is empty) without waiting and
+// returns its account data as sent.
+func syncRaw(t *testing.T, c *mautrix.Client, since string) rawSync {
+	t.Helper()
+	path := testnode.V3 + "/sync?timeout=0"
+	if since != "" {
+		path += "&since=" + url.QueryEscape(since)
+	}
+	res := testnode.Call(t, c, "GET", path, nil)
+	type events struct {
+		Events []struct {
+			Type    string          `json:"type"`
+			Content json.RawMessage `json:"content"`
+		} `json:"events"`
+	}
+	var body struct {
+		NextBatch   string `json:"next_batch"`
+		AccountData events `json:"account_data"`
+		Rooms       struct {
+			Join map[id.RoomID]struct {
+				AccountData events `json:"account_data"`
+			} `json:"join"`
+		} `json:"rooms"`
+	}
+	if res.Status != 200 {
+		t.Fatalf("sync: %d %s", res.Status, res.Body)
+	}
+	if err := json.Unmarshal(res.Body, &body); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	byType := func(e events) map[string]string {
+		out := map[string]string{}
+		for _, ev := range e.Events {
+			var buf bytes.Buffer
+			if err := json.Compact(&buf, ev.Content); err != nil {
+				t.Fatalf("sync: %s content: %v", ev.Type, err)
+			}
+			out[ev.Type] = buf.String()
+		}
+		return out
+	}
+	out := rawSync{next: body.NextBatch, global: byType(body.AccountData), rooms: map[id.RoomID]map[string]string{}}
+	for roomID, jr := range body.Rooms.Join {
+		if evs := byType(jr.AccountData); len(evs) > 0 {
+			out.rooms[roomID] = evs
+		}
+	}
+	return out
 }

@@ -4,6 +4,12 @@
 // room account data, edited through /user/{userId}/rooms/{roomId}/tags),
 // and the sync source that delivers changed account data to clients.
 //
+// Deleting account data follows MSC3391: DELETE on both paths under
+// /_matrix/client/unstable/org.matrix.msc3391, or PUT of an empty object,
+// leaves the type with content {}. GET then answers 404, an incremental
+// /sync delivers the type with that empty content so clients drop it, and
+// an initial /sync leaves it out.
+//
 // Only the latest value of each (user, room, type) is kept. Every change
 // takes a node stream position in the same write, so /sync reports what
 // changed after a token.

@@ -28,6 +28,11 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("PUT "+v3+"/user/{userId}/account_data/{type}", a(s.putGlobal))
 	mux.HandleFunc("GET "+v3+"/user/{userId}/rooms/{roomId}/account_data/{type}", a(s.getRoom))
 	mux.HandleFunc("PUT "+v3+"/user/{userId}/rooms/{roomId}/account_data/{type}", a(s.putRoom))
+	// MSC3391 deletion, under the MSC's unstable prefix only: it is not
+	// in the spec yet.
+	const msc3391 = "/_matrix/client/unstable/org.matrix.msc3391"
+	mux.HandleFunc("DELETE "+msc3391+"/user/{userId}/account_data/{type}", a(s.deleteGlobal))
+	mux.HandleFunc("DELETE "+msc3391+"/user/{userId}/rooms/{roomId}/account_data/{type}", a(s.deleteRoom))
 	mux.HandleFunc("GET "+v3+"/user/{userId}/rooms/{roomId}/tags", a(s.getTags))
 	mux.HandleFunc("PUT "+v3+"/user/{userId}/rooms/{roomId}/tags/{tag}", a(s.putTag))
 	mux.HandleFunc("DELETE "+v3+"/user/{userId}/rooms/{roomId}/tags/{tag}", a(s.deleteTag))
@@ -129,7 +134,43 @@ func (s *Service) putRoom(w http.ResponseWriter, r *http.Request, sess *accounts
 	return s.put(r, sess, roomID)
 }
 
-// put handles both PUT endpoints; roomID is empty for global data.
+func (s *Service) deleteGlobal(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	return s.delete(r, sess, "")
+}
+
+func (s *Service) deleteRoom(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	if err := ownUser(r, sess); err != nil {
+		return nil, err
+	}
+	roomID, err := mxhttp.RoomIDParam(r)
+	if err != nil {
+		return nil, err
+	}
+	return s.delete(r, sess, roomID)
+}
+
+// delete handles both DELETE endpoints (MSC3391); roomID is empty for
+// global data. It answers {} whether or not there was data to delete, and
+// refuses the types that PUT refuses.
+func (s *Service) delete(r *http.Request, sess *accounts.Session, roomID id.RoomID) (any, error) {
+	if err := ownUser(r, sess); err != nil {
+		return nil, err
+	}
+	typ, err := typeParam(r)
+	if err != nil {
+		return nil, err
+	}
+	if serverControlled[typ] {
+		return nil, controlledErr(typ)
+	}
+	if err := s.Delete(r.Context(), sess.UserID, roomID, typ); err != nil {
+		return nil, err
+	}
+	return mxhttp.Empty, nil
+}
+
+// put handles both PUT endpoints; roomID is empty for global data. An
+// empty object deletes the data (MSC3391), as Update explains.
 func (s *Service) put(r *http.Request, sess *accounts.Session, roomID id.RoomID) (any, error) {
 	if err := ownUser(r, sess); err != nil {
 		return nil, err

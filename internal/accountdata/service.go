@@ -45,8 +45,21 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, notifier *sync
 	}
 }
 
+// deletedContent is the content of deleted account data (MSC3391): the
+// row stays, with a new stream position, so an incremental /sync tells
+// clients of the deletion by an event with this empty content, while GET
+// answers 404 and an initial /sync leaves it out.
+const deletedContent = "{}"
+
+// isDeleted reports whether content (a JSON object) is the empty object,
+// which MSC3391 defines as deleted account data.
+func isDeleted(content []byte) bool {
+	var buf bytes.Buffer
+	return json.Compact(&buf, content) == nil && buf.String() == deletedContent
+}
+
 // Get returns the content of the user's account data of this type, global
-// when roomID is empty. ok is false when it was never set.
+// when roomID is empty. ok is false when it was never set or was deleted.
 func (s *Service) Get(ctx context.Context, user id.UserID, roomID id.RoomID, typ string) (content json.RawMessage, ok bool, err error) {
 	var raw string
 	err = s.db.QueryRow(ctx, "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
@@ -56,6 +69,9 @@ func (s *Service) Get(ctx context.Context, user id.UserID, roomID id.RoomID, typ
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("load account data %s: %w", typ, err)
+	}
+	if isDeleted([]byte(raw)) {
+		return nil, false, nil
 	}
 	return json.RawMessage(raw), true, nil
 }
@@ -90,10 +106,19 @@ func (s *Service) Set(ctx context.Context, user id.UserID, roomID id.RoomID, typ
 	return err
 }
 
+// Delete deletes the user's account data of this type, global when roomID
+// is empty (MSC3391). Deleting what is unset or already deleted changes
+// nothing.
+func (s *Service) Delete(ctx context.Context, user id.UserID, roomID id.RoomID, typ string) error {
+	return s.Set(ctx, user, roomID, typ, json.RawMessage(deletedContent))
+}
+
 // Update replaces the user's account data of this type with what fn makes
-// of the current content (nil when unset), in one write: fn runs inside the
-// write transaction and must be quick. When fn reports no change nothing is
-// written. Update reports whether it wrote.
+// of the current content (nil when unset or deleted), in one write: fn runs
+// inside the write transaction and must be quick. When fn reports no change
+// nothing is written. Content {} deletes the data (MSC3391), and writing
+// it over unset or deleted data is no change. Update reports whether it
+// wrote.
 func (s *Service) Update(ctx context.Context, user id.UserID, roomID id.RoomID, typ string,
 	fn func(old json.RawMessage) (updated json.RawMessage, changed bool, err error)) (bool, error) {
 	changed := false
@@ -103,9 +128,9 @@ func (s *Service) Update(ctx context.Context, user id.UserID, roomID id.RoomID, 
 		err := tx.QueryRow(ctx, "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
 			user, roomID, typ).Scan(&raw)
 		switch {
-		case err == nil:
+		case err == nil && !isDeleted([]byte(raw)):
 			old = json.RawMessage(raw)
-		case !errors.Is(err, sql.ErrNoRows):
+		case err != nil && !errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("load account data %s: %w", typ, err)
 		}
 		updated, ok, err := fn(old)
@@ -115,6 +140,9 @@ func (s *Service) Update(ctx context.Context, user id.UserID, roomID id.RoomID, 
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, updated); err != nil {
 			return fmt.Errorf("account data %s: %w", typ, err)
+		}
+		if old == nil && buf.String() == deletedContent {
+			return nil // deleting what is not there
 		}
 		pos := tx.NextPos()
 		if _, err := tx.Exec(ctx, `INSERT INTO account_data (user_id, room_id, type, content, pos) VALUES ($1, $2, $3, $4, $5)

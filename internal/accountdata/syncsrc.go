@@ -34,13 +34,20 @@ func (s *Service) Fill(ctx context.Context, req *sync.Request, resp *sync.Respon
 	if from > 0 && len(req.NewlyJoined) == 0 && s.latest(req.User) <= from {
 		return nil // nothing written since the token
 	}
-	rows, err := s.load(ctx, "WHERE user_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos", req.User, from, req.To.Pos)
+	// Deleted data (content {}, MSC3391) is news only to an incremental
+	// sync: a client that has the data must drop it, one that starts
+	// afresh never had it.
+	where := "WHERE user_id = $1 AND pos > $2 AND pos <= $3"
+	if from == 0 {
+		where += " AND content <> '" + deletedContent + "'"
+	}
+	rows, err := s.load(ctx, where+" ORDER BY pos", req.User, from, req.To.Pos)
 	if err != nil {
 		return err
 	}
 	if from > 0 {
 		for roomID := range req.NewlyJoined {
-			more, err := s.load(ctx, "WHERE user_id = $1 AND room_id = $2 AND pos <= $3 ORDER BY pos",
+			more, err := s.load(ctx, "WHERE user_id = $1 AND room_id = $2 AND pos <= $3 AND content <> '"+deletedContent+"' ORDER BY pos",
 				req.User, roomID, from)
 			if err != nil {
 				return err

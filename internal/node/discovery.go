@@ -27,6 +27,9 @@ var unstableFeatures = map[string]bool{
 	// Threads: m.thread relations, their bundled aggregations and
 	// /threads (rooms, clientapi), threaded receipts (ephemeral).
 	"org.matrix.msc3440.stable": true,
+	// Deleting account data (accountdata): DELETE under
+	// /unstable/org.matrix.msc3391, and PUT {} as deletion.
+	"org.matrix.msc3391": true,
 	// The room_types filter of /publicRooms (clientapi).
 	"org.matrix.msc3827.stable": true,
 	// Authenticated media under /_matrix/client/v1/media (media).

@@ -77,6 +77,7 @@ func TestUnstableFeatures(t *testing.T) {
 		"org.matrix.e2e_cross_signing": true, // cross-signing keys
 		"org.matrix.msc2285.stable":    true, // private read receipts
 		"org.matrix.msc3440.stable":    true, // threads
+		"org.matrix.msc3391":           true, // deleting account data
 		"org.matrix.msc3827.stable":    true, // room_types in /publicRooms
 		"org.matrix.msc3916.stable":    true, // authenticated media
 	}
