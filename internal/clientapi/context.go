@@ -60,7 +60,7 @@ func (s *Service) getContext(w http.ResponseWriter, r *http.Request, sess *accou
 	keep := func(evs []*rooms.Event) []*rooms.Event {
 		out := make([]*rooms.Event, 0, len(evs))
 		for _, e := range evs {
-			if filter == nil || filter.Allows(e.Type, e.Sender) {
+			if filter.AllowsEvent(e) {
 				out = append(out, e)
 			}
 		}

@@ -418,7 +418,7 @@ func (s *Service) getMessages(w http.ResponseWriter, r *http.Request, sess *acco
 		stateNeeded = map[id.UserID]bool{}
 	}
 	for _, ev := range evs {
-		if filter != nil && (!filter.Allows(ev.Type, ev.Sender)) {
+		if !filter.AllowsEvent(ev) {
 			continue
 		}
 		chunk = append(chunk, aggs.Add(s.clientAt(ev, sess, vis)))

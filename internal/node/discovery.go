@@ -30,6 +30,9 @@ var unstableFeatures = map[string]bool{
 	// Deleting account data (accountdata): DELETE under
 	// /unstable/org.matrix.msc3391, and PUT {} as deletion.
 	"org.matrix.msc3391": true,
+	// Filtering room events by relation type (sync, clientapi):
+	// org.matrix.msc3874.rel_types and not_rel_types in event filters.
+	"org.matrix.msc3874": true,
 	// The room_types filter of /publicRooms (clientapi).
 	"org.matrix.msc3827.stable": true,
 	// Authenticated media under /_matrix/client/v1/media (media).

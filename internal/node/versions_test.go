@@ -79,6 +79,7 @@ func TestUnstableFeatures(t *testing.T) {
 		"org.matrix.msc3440.stable":    true, // threads
 		"org.matrix.msc3391":           true, // deleting account data
 		"org.matrix.msc3827.stable":    true, // room_types in /publicRooms
+		"org.matrix.msc3874":           true, // rel_types filters
 		"org.matrix.msc3916.stable":    true, // authenticated media
 	}
 	if got, _ := body["unstable_features"].(map[string]any); !maps.Equal(got, want) {

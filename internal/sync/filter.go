@@ -8,6 +8,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/rooms"
 )
 
 // EventFilter selects events by type and sender.
@@ -28,6 +29,11 @@ type RoomEventFilter struct {
 	LazyLoadMembers           bool         `json:"lazy_load_members,omitempty"`
 	IncludeRedundantMembers   bool         `json:"include_redundant_members,omitempty"`
 	UnreadThreadNotifications bool         `json:"unread_thread_notifications,omitempty"`
+	// RelTypes and NotRelTypes select events by the rel_type of their
+	// m.relates_to (MSC3874, under its unstable prefix while it is not in
+	// the spec).
+	RelTypes    *[]string `json:"org.matrix.msc3874.rel_types,omitempty"`
+	NotRelTypes []string  `json:"org.matrix.msc3874.not_rel_types,omitempty"`
 }
 
 // RoomFilter is the "room" part of a filter.
@@ -135,6 +141,24 @@ func (f *EventFilter) Allows(typ string, sender id.UserID) bool {
 		return false
 	}
 	return true
+}
+
+// AllowsEvent reports whether a room event passes f: its type and sender
+// as Allows checks them, and the rel_type of its m.relates_to as MSC3874
+// says. With rel_types only events related by one of those types pass;
+// not_rel_types drops events related by one of its types and wins over
+// rel_types, while events without a relation pass it.
+func (f *RoomEventFilter) AllowsEvent(ev *rooms.Event) bool {
+	if f == nil {
+		return true
+	}
+	if !f.Allows(ev.Type, ev.Sender) {
+		return false
+	}
+	if ev.RelType != "" && slices.Contains(f.NotRelTypes, ev.RelType) {
+		return false
+	}
+	return f.RelTypes == nil || (ev.RelType != "" && slices.Contains(*f.RelTypes, ev.RelType))
 }
 
 // AllowsRoom reports whether the room passes a room filter's room lists.

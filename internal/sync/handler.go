@@ -445,7 +445,7 @@ func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, 
 	}
 	tl := &Timeline{Events: []any{}, Limited: limited}
 	for _, ev := range evs {
-		if tf != nil && !tf.Allows(ev.Type, ev.Sender) {
+		if !tf.AllowsEvent(ev) {
 			continue
 		}
 		if req.Ignored[ev.Sender] && ev.StateKey == nil {
@@ -562,7 +562,7 @@ func (s *Service) stateSection(ctx context.Context, req *Request, roomID id.Room
 		if lazy && ev.Type == "m.room.member" && ev.StateKey != nil && !senders[id.UserID(*ev.StateKey)] {
 			continue
 		}
-		if sf != nil && !sf.Allows(ev.Type, ev.Sender) {
+		if !sf.AllowsEvent(ev) {
 			continue
 		}
 		out.Add(clientEvent(ev, req))
