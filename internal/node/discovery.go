@@ -37,6 +37,9 @@ var unstableFeatures = map[string]bool{
 	"org.matrix.msc3827.stable": true,
 	// Authenticated media under /_matrix/client/v1/media (media).
 	"org.matrix.msc3916.stable": true,
+	// use_state_after and state_after in /sync (sync). MSC4222 names no
+	// flag, but servers advertise this one and clients look for it.
+	"org.matrix.msc4222": true,
 }
 
 func (n *Node) discoveryRoutes(mux *http.ServeMux) {

@@ -81,6 +81,7 @@ func TestUnstableFeatures(t *testing.T) {
 		"org.matrix.msc3827.stable":    true, // room_types in /publicRooms
 		"org.matrix.msc3874":           true, // rel_types filters
 		"org.matrix.msc3916.stable":    true, // authenticated media
+		"org.matrix.msc4222":           true, // state_after in /sync
 	}
 	if got, _ := body["unstable_features"].(map[string]any); !maps.Equal(got, want) {
 		t.Fatalf("unstable_features = %v, want %v", body["unstable_features"], want)

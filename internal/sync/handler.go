@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	gosync "sync"
@@ -110,13 +111,13 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request, sess *accou
 		}
 		timeout = min(time.Duration(ms)*time.Millisecond, maxSyncTimeout)
 	}
-	full := false
-	switch q.Get("full_state") {
-	case "", "false":
-	case "true":
-		full = true
-	default:
-		return nil, mxhttp.InvalidParam("full_state must be true or false")
+	full, err := boolParam(q, "full_state")
+	if err != nil {
+		return nil, err
+	}
+	mode, err := stateMode(q)
+	if err != nil {
+		return nil, err
 	}
 	filter, err := s.resolveFilter(r.Context(), sess.UserID, q.Get("filter"))
 	if err != nil {
@@ -141,7 +142,7 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request, sess *accou
 	deadline := time.Now().Add(timeout)
 	for {
 		ch := s.Notifier.Channel(sess.UserID)
-		resp, err := s.build(ctx, sess, since, full, filter)
+		resp, err := s.build(ctx, sess, since, full, mode, filter)
 		if err != nil {
 			return nil, err
 		}
@@ -156,17 +157,51 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request, sess *accou
 		}
 		if !woke {
 			// Timed out: answer with the (empty) response and a fresh token.
-			return s.build(ctx, sess, since, full, filter)
+			return s.build(ctx, sess, since, full, mode, filter)
 		}
 	}
 }
 
+// boolParam reads an optional boolean query parameter ("true" or "false").
+func boolParam(q url.Values, name string) (bool, error) {
+	switch q.Get(name) {
+	case "", "false":
+		return false, nil
+	case "true":
+		return true, nil
+	default:
+		return false, mxhttp.InvalidParam("%s must be true or false", name)
+	}
+}
+
+// stateMode reads use_state_after (spec v1.16) and its MSC4222 unstable
+// name: the room sections answer under the name the client asked with,
+// the stable one when it asked with both.
+func stateMode(q url.Values) (StateMode, error) {
+	stable, err := boolParam(q, "use_state_after")
+	if err != nil {
+		return StateBefore, err
+	}
+	unstable, err := boolParam(q, "org.matrix.msc4222.use_state_after")
+	switch {
+	case err != nil:
+		return StateBefore, err
+	case stable:
+		return StateAfter, nil
+	case unstable:
+		return UnstableStateAfter, nil
+	default:
+		return StateBefore, nil
+	}
+}
+
 // build computes one sync response.
-func (s *Service) build(ctx context.Context, sess *accounts.Session, since Token, full bool, filter *Filter) (*Response, error) {
+func (s *Service) build(ctx context.Context, sess *accounts.Session, since Token, full bool, mode StateMode, filter *Filter) (*Response, error) {
 	to := Token{Pos: s.db.Visible(), Eph: s.Eph.Load()}
 	req := &Request{
 		User: sess.UserID, Device: sess.DeviceID, Since: since, To: to,
 		FullState: full || since.initial, Filter: filter, NewlyJoined: map[id.RoomID]bool{},
+		StateMode: mode,
 	}
 	if s.Ignored != nil {
 		ignored, err := s.Ignored(ctx, sess.UserID)
@@ -488,11 +523,11 @@ func (s *Service) fillJoined(ctx context.Context, req *Request, resp *Response, 
 	if len(tl.Events) > 0 {
 		resp.MarkNews()
 	}
-	state, err := s.stateSection(ctx, req, m.room, req.To.Pos, evs, tl.Limited, req.FullState || newly)
+	state, err := s.roomState(ctx, req, m.room, req.To.Pos, evs, tl.Limited, req.FullState || newly)
 	if err != nil {
 		return err
 	}
-	jr.State = state
+	jr.setState(req.StateMode, state)
 	if newly {
 		resp.MarkNews()
 	}
@@ -509,6 +544,85 @@ func hasMemberChange(evs []*rooms.Event) bool {
 		}
 	}
 	return false
+}
+
+// roomState computes the state of a room section whose timeline ends at
+// position end: stateSection or stateAfterSection, as the request asks.
+func (s *Service) roomState(ctx context.Context, req *Request, roomID id.RoomID, end int64, timeline []*rooms.Event, limited, full bool) (*Events, error) {
+	if req.StateMode == StateBefore {
+		return s.stateSection(ctx, req, roomID, end, timeline, limited, full)
+	}
+	return s.stateAfterSection(ctx, req, roomID, end, timeline, full)
+}
+
+// stateAfterSection computes "state_after" (MSC4222, spec v1.16): the
+// state at the end of the timeline, entirely (full) or as the change since
+// the last sync, whether or not the timeline carries the same events:
+// clients take the room's state from this section alone. With lazy-loaded
+// members, only those of the timeline's senders and the user are given.
+func (s *Service) stateAfterSection(ctx context.Context, req *Request, roomID id.RoomID, end int64, timeline []*rooms.Event, full bool) (*Events, error) {
+	out := &Events{Events: []any{}}
+	endSnap, err := s.rooms.SnapshotAtPos(ctx, roomID, end)
+	if err != nil {
+		return nil, err
+	}
+	var sinceIDs map[id.EventID]bool
+	if !full {
+		sinceSnap, err := s.rooms.SnapshotAtPos(ctx, roomID, req.Since.Pos)
+		if err != nil {
+			return nil, err
+		}
+		if sinceSnap == endSnap {
+			return out, nil // no state change since the last sync
+		}
+		if sinceIDs, err = s.stateIDs(ctx, sinceSnap); err != nil {
+			return nil, err
+		}
+	}
+	endState, err := s.rooms.StateAt(ctx, endSnap)
+	if err != nil {
+		return nil, err
+	}
+	senders := timelineSenders(req, timeline)
+	for _, ev := range endState {
+		if !sinceIDs[ev.ID] && s.showState(req, ev, senders) {
+			out.Add(clientEvent(ev, req))
+		}
+	}
+	return out, nil
+}
+
+// stateIDs returns the IDs of the events of a state snapshot.
+func (s *Service) stateIDs(ctx context.Context, snap int64) (map[id.EventID]bool, error) {
+	state, err := s.rooms.StateAt(ctx, snap)
+	if err != nil {
+		return nil, err
+	}
+	ids := make(map[id.EventID]bool, len(state))
+	for _, ev := range state {
+		ids[ev.ID] = true
+	}
+	return ids, nil
+}
+
+// timelineSenders are the users whose member events lazy loading keeps:
+// the senders of the timeline's events and the user.
+func timelineSenders(req *Request, timeline []*rooms.Event) map[id.UserID]bool {
+	senders := map[id.UserID]bool{req.User: true}
+	for _, ev := range timeline {
+		senders[ev.Sender] = true
+	}
+	return senders
+}
+
+// showState reports whether the state event ev goes into a state section:
+// the state filter allows it, and, when members are lazy-loaded, it is not
+// the member event of someone outside senders.
+func (s *Service) showState(req *Request, ev *rooms.Event, senders map[id.UserID]bool) bool {
+	if req.Filter.LazyLoadMembers() && ev.Type == "m.room.member" && ev.StateKey != nil && !senders[id.UserID(*ev.StateKey)] {
+		return false
+	}
+	return req.Filter.state().AllowsEvent(ev)
 }
 
 // stateSection computes the "state" of a room section: the state at the
@@ -538,34 +652,19 @@ func (s *Service) stateSection(ctx context.Context, req *Request, roomID id.Room
 		if err != nil {
 			return nil, err
 		}
-		sinceState, err := s.rooms.StateAt(ctx, sinceSnap)
-		if err != nil {
+		if sinceIDs, err = s.stateIDs(ctx, sinceSnap); err != nil {
 			return nil, err
 		}
-		sinceIDs = make(map[id.EventID]bool, len(sinceState))
-		for _, ev := range sinceState {
-			sinceIDs[ev.ID] = true
-		}
 	}
-	inTimeline := map[id.EventID]bool{}
-	senders := map[id.UserID]bool{req.User: true}
+	inTimeline := make(map[id.EventID]bool, len(timeline))
 	for _, ev := range timeline {
 		inTimeline[ev.ID] = true
-		senders[ev.Sender] = true
 	}
-	lazy := req.Filter.LazyLoadMembers()
-	sf := req.Filter.state()
+	senders := timelineSenders(req, timeline)
 	for _, ev := range startState {
-		if inTimeline[ev.ID] || sinceIDs[ev.ID] {
-			continue
+		if !inTimeline[ev.ID] && !sinceIDs[ev.ID] && s.showState(req, ev, senders) {
+			out.Add(clientEvent(ev, req))
 		}
-		if lazy && ev.Type == "m.room.member" && ev.StateKey != nil && !senders[id.UserID(*ev.StateKey)] {
-			continue
-		}
-		if !sf.AllowsEvent(ev) {
-			continue
-		}
-		out.Add(clientEvent(ev, req))
 	}
 	return out, nil
 }
@@ -664,7 +763,7 @@ func (s *Service) fillLeft(ctx context.Context, req *Request, resp *Response, m 
 	if err != nil {
 		return err
 	}
-	state, err := s.stateSection(ctx, req, m.room, m.pos, evs, tl.Limited, req.FullState)
+	state, err := s.roomState(ctx, req, m.room, m.pos, evs, tl.Limited, req.FullState)
 	if err != nil {
 		return err
 	}
@@ -674,7 +773,9 @@ func (s *Service) fillLeft(ctx context.Context, req *Request, resp *Response, m 
 	if resp.Rooms.Leave == nil {
 		resp.Rooms.Leave = map[id.RoomID]*LeftRoom{}
 	}
-	resp.Rooms.Leave[m.room] = &LeftRoom{State: state, Timeline: tl}
+	left := &LeftRoom{Timeline: tl}
+	left.setState(req.StateMode, state)
+	resp.Rooms.Leave[m.room] = left
 	resp.MarkNews()
 	return nil
 }

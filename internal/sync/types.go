@@ -81,13 +81,35 @@ type Summary struct {
 
 // JoinedRoom is a joined room's section.
 type JoinedRoom struct {
+	RoomState
 	Summary                   *Summary               `json:"summary,omitempty"`
-	State                     *Events                `json:"state,omitempty"`
 	Timeline                  *Timeline              `json:"timeline,omitempty"`
 	Ephemeral                 *Events                `json:"ephemeral,omitempty"`
 	AccountData               *Events                `json:"account_data,omitempty"`
 	UnreadNotifications       *Counts                `json:"unread_notifications,omitempty"`
 	UnreadThreadNotifications map[id.EventID]*Counts `json:"unread_thread_notifications,omitempty"`
+}
+
+// RoomState is the state part of a joined or left room's section: State
+// (the state at the start of the timeline), or, when the client asked for
+// use_state_after (MSC4222, spec v1.16), the state at its end under the
+// name the client asked with. Exactly one of the three is set.
+type RoomState struct {
+	State              *Events `json:"state,omitempty"`
+	StateAfter         *Events `json:"state_after,omitempty"`
+	UnstableStateAfter *Events `json:"org.matrix.msc4222.state_after,omitempty"`
+}
+
+// setState puts evs under the name mode calls for.
+func (rs *RoomState) setState(mode StateMode, evs *Events) {
+	switch mode {
+	case StateAfter:
+		rs.StateAfter = evs
+	case UnstableStateAfter:
+		rs.UnstableStateAfter = evs
+	default:
+		rs.State = evs
+	}
 }
 
 // InvitedRoom is an invited room's section (stripped state).
@@ -102,7 +124,7 @@ type KnockedRoom struct {
 
 // LeftRoom is a left room's section.
 type LeftRoom struct {
-	State       *Events   `json:"state,omitempty"`
+	RoomState
 	Timeline    *Timeline `json:"timeline,omitempty"`
 	AccountData *Events   `json:"account_data,omitempty"`
 }
@@ -174,12 +196,29 @@ type Request struct {
 	// joined then, and whoever joined one of User's rooms then. Their
 	// presence is news to User although it did not change.
 	NewlyShared map[id.UserID]bool
+	// StateMode says which state room sections carry: the state at the
+	// start of the timeline (the default) or at its end (use_state_after).
+	StateMode StateMode
 	// Ignored are the users User ignores: their invites and non-state
 	// timeline events are left out.
 	Ignored map[id.UserID]bool
 
 	aggPending map[int64][]aggItem // timeline events awaiting aggregations
 }
+
+// StateMode is the kind of state a sync's room sections carry.
+type StateMode int
+
+const (
+	// StateBefore is "state": the state at the start of the timeline.
+	StateBefore StateMode = iota
+	// StateAfter is "state_after": the state at the end of the timeline
+	// (use_state_after=true, spec v1.16).
+	StateAfter
+	// UnstableStateAfter is StateAfter under MSC4222's unstable names
+	// (org.matrix.msc4222.use_state_after, org.matrix.msc4222.state_after).
+	UnstableStateAfter
+)
 
 // Initial reports whether this is an initial sync.
 func (r *Request) Initial() bool { return r.Since.initial }
