@@ -10,6 +10,12 @@
 // /sync delivers the type with that empty content so clients drop it, and
 // an initial /sync leaves it out.
 //
+// It also reads two types other packages act on: m.ignored_user_list
+// (IgnoredUsers, for sync) and the invite permission config (InviteAction:
+// the spec's m.invite_permission_config and MSC4155's unstable
+// org.matrix.msc4155.invite_permission_config), which clientapi asks
+// before an invite and sync before showing one.
+//
 // Only the latest value of each (user, room, type) is kept. Every change
 // takes a node stream position in the same write, so /sync reports what
 // changed after a token.

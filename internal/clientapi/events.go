@@ -99,6 +99,9 @@ func (s *Service) putState(w http.ResponseWriter, r *http.Request, sess *account
 			if err := s.requireLocalInvitee(id.UserID(sk)); err != nil {
 				return nil, err
 			}
+			if err := s.requireInvitePermission(r.Context(), id.UserID(sk), sess.UserID); err != nil {
+				return nil, err
+			}
 		}
 		if c.Membership == "join" && sk == string(sess.UserID) {
 			if content, err = s.withJoinAuthoriser(r.Context(), roomID, sess.UserID, content); err != nil {

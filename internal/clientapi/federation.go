@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"strings"
 
 	"maunium.net/go/mautrix/id"
@@ -29,6 +30,24 @@ func (s *Service) requireLocalAlias(alias id.RoomAlias) error {
 	_, server, ok := strings.Cut(strings.TrimPrefix(string(alias), "#"), ":")
 	if ok && server != s.serverName {
 		return mxhttp.Forbidden("federation is not enabled on this server: %s is a room alias of %s", alias, server)
+	}
+	return nil
+}
+
+// requireInvitePermission refuses, with the spec's 403 M_INVITE_BLOCKED,
+// an invite that the invitee's invite permission config blocks. An
+// invite it ignores goes through: the invitee's /sync hides it, and the
+// inviter learns nothing.
+func (s *Service) requireInvitePermission(ctx context.Context, invitee, inviter id.UserID) error {
+	if s.InviteBlocked == nil {
+		return nil
+	}
+	blocked, err := s.InviteBlocked(ctx, invitee, inviter)
+	if err != nil {
+		return err
+	}
+	if blocked {
+		return mxhttp.InviteBlocked("%s does not accept invites from %s", invitee, inviter)
 	}
 	return nil
 }

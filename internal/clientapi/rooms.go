@@ -94,6 +94,9 @@ func (s *Service) createRoom(w http.ResponseWriter, r *http.Request, sess *accou
 		if err := s.requireLocalInvitee(u); err != nil {
 			return nil, err
 		}
+		if err := s.requireInvitePermission(ctx, u, sess.UserID); err != nil {
+			return nil, err
+		}
 	}
 	// A bad or taken alias is refused before anything is created.
 	var alias id.RoomAlias
@@ -354,6 +357,9 @@ func (s *Service) invite(w http.ResponseWriter, r *http.Request, sess *accounts.
 		return nil, mxhttp.MissingParam("missing user_id")
 	}
 	if err := s.requireLocalInvitee(req.UserID); err != nil {
+		return nil, err
+	}
+	if err := s.requireInvitePermission(r.Context(), req.UserID, sess.UserID); err != nil {
 		return nil, err
 	}
 	switch s.rooms.Membership(req.UserID, roomID) {

@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 
@@ -19,6 +20,10 @@ type Service struct {
 	rooms          *rooms.Engine
 	serverName     string
 	defaultVersion id.RoomVersion
+
+	// InviteBlocked, when set, reports whether invitee refuses invites
+	// from inviter (their invite permission config, in accountdata).
+	InviteBlocked func(ctx context.Context, invitee, inviter id.UserID) (bool, error)
 }
 
 // New returns the service.

@@ -73,6 +73,9 @@ var (
 	UserLocked       = newErr(http.StatusUnauthorized, "M_USER_LOCKED")
 	UserSuspended    = newErr(http.StatusForbidden, "M_USER_SUSPENDED")
 	BadAlias         = newErr(http.StatusBadRequest, "M_BAD_ALIAS")
+	// InviteBlocked refuses an invite the invitee's invite permission
+	// config blocks (spec v1.18).
+	InviteBlocked = newErr(http.StatusForbidden, "M_INVITE_BLOCKED")
 	// CannotLeaveServerNoticeRoom is Synapse's answer to rejecting the
 	// invite to one's server notices room.
 	CannotLeaveServerNoticeRoom = newErr(http.StatusForbidden, "M_CANNOT_LEAVE_SERVER_NOTICE_ROOM")

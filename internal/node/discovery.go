@@ -72,6 +72,9 @@ func (n *Node) discoveryRoutes(mux *http.ServeMux) {
 			"m.3pid_changes":    map[string]bool{"enabled": false},
 			"m.get_login_token": map[string]bool{"enabled": true},
 			"m.profile_fields":  map[string]any{"enabled": true},
+			// MSC4155: the server enforces the invite permission config
+			// (clientapi refuses blocked invites, sync hides ignored ones).
+			"org.matrix.msc4155.invite_permission_config_enforced": map[string]bool{"enabled": true},
 		}
 		if sess.IsAdmin {
 			caps["m.account_moderation"] = map[string]bool{"suspend": true, "lock": true}

@@ -195,6 +195,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.AccountData.Virtual["m.push_rules"] = n.Push.AccountData
 	n.Sync.AddSource(n.AccountData)
 	n.Sync.Ignored = n.AccountData.IgnoredUsers
+	n.Sync.InviteIgnored = n.AccountData.InviteIgnored
+	n.Client.InviteBlocked = n.AccountData.InviteBlocked
 	n.Ephemeral = ephemeral.New(n.DB, log, n.Accounts, n.Rooms, n.Sync, n.AccountData)
 	n.Sync.OnSync = n.Ephemeral.SetFromSync
 	n.Ephemeral.OnRead = func(ctx context.Context, user id.UserID, roomID id.RoomID, threadID string, pos int64) {

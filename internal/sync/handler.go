@@ -38,6 +38,11 @@ type Service struct {
 	// user does not want to see (m.ignored_user_list).
 	Ignored func(ctx context.Context, user id.UserID) (map[id.UserID]bool, error)
 
+	// InviteIgnored, when set, reports whether user hides invites from
+	// inviter (their invite permission config): such invites are left
+	// out of rooms.invite.
+	InviteIgnored func(ctx context.Context, user, inviter id.UserID) (bool, error)
+
 	// OnSync, when set, runs at the start of every /sync with the
 	// set_presence parameter (presence tracking).
 	OnSync func(user id.UserID, setPresence string)
@@ -735,8 +740,19 @@ func (s *Service) fillStripped(ctx context.Context, req *Request, resp *Response
 	if err != nil {
 		return err
 	}
-	if m.membership == "invite" && req.Ignored[ev.Sender] {
-		return nil // the spec: no invites from ignored users
+	if m.membership == "invite" {
+		if req.Ignored[ev.Sender] {
+			return nil // the spec: no invites from ignored users
+		}
+		if s.InviteIgnored != nil {
+			hidden, err := s.InviteIgnored(ctx, req.User, ev.Sender)
+			if err != nil {
+				return fmt.Errorf("invite permission: %w", err)
+			}
+			if hidden {
+				return nil
+			}
+		}
 	}
 	if resp.Rooms == nil {
 		resp.Rooms = &Rooms{}
