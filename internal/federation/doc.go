@@ -28,6 +28,7 @@
 //   - This node's old verify keys (federation_old_keys), recorded by
 //     matrixos key rotate and served as old_verify_keys.
 //
-// It does not hold rooms, events or transactions: joining rooms over
-// federation and /send are not implemented yet.
+// Rooms, events and transactions are not its business: the room engine
+// (internal/rooms) owns the event graph, and docs/federation.md lists the
+// Server-Server endpoints this node serves.
 package federation
