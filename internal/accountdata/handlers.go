@@ -25,14 +25,14 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	const v3 = "/_matrix/client/v3"
 	a := s.accounts.Auth
 	mux.HandleFunc("GET "+v3+"/user/{userId}/account_data/{type}", a(s.getGlobal))
-	mux.HandleFunc("PUT "+v3+"/user/{userId}/account_data/{type}", a(s.putGlobal))
+	mux.HandleFunc("PUT "+v3+"/user/{userId}/account_data/{type}", a(global(s.put)))
 	mux.HandleFunc("GET "+v3+"/user/{userId}/rooms/{roomId}/account_data/{type}", a(s.getRoom))
-	mux.HandleFunc("PUT "+v3+"/user/{userId}/rooms/{roomId}/account_data/{type}", a(s.putRoom))
+	mux.HandleFunc("PUT "+v3+"/user/{userId}/rooms/{roomId}/account_data/{type}", a(inRoom(s.put)))
 	// MSC3391 deletion, under the MSC's unstable prefix only: it is not
 	// in the spec yet.
 	const msc3391 = "/_matrix/client/unstable/org.matrix.msc3391"
-	mux.HandleFunc("DELETE "+msc3391+"/user/{userId}/account_data/{type}", a(s.deleteGlobal))
-	mux.HandleFunc("DELETE "+msc3391+"/user/{userId}/rooms/{roomId}/account_data/{type}", a(s.deleteRoom))
+	mux.HandleFunc("DELETE "+msc3391+"/user/{userId}/account_data/{type}", a(global(s.delete)))
+	mux.HandleFunc("DELETE "+msc3391+"/user/{userId}/rooms/{roomId}/account_data/{type}", a(inRoom(s.delete)))
 	mux.HandleFunc("GET "+v3+"/user/{userId}/rooms/{roomId}/tags", a(s.getTags))
 	mux.HandleFunc("PUT "+v3+"/user/{userId}/rooms/{roomId}/tags/{tag}", a(s.putTag))
 	mux.HandleFunc("DELETE "+v3+"/user/{userId}/rooms/{roomId}/tags/{tag}", a(s.deleteTag))
@@ -97,10 +97,6 @@ func (s *Service) getGlobal(w http.ResponseWriter, r *http.Request, sess *accoun
 	return content, nil
 }
 
-func (s *Service) putGlobal(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	return s.put(r, sess, "")
-}
-
 func (s *Service) getRoom(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
 	if err := ownUser(r, sess); err != nil {
 		return nil, err
@@ -123,45 +119,55 @@ func (s *Service) getRoom(w http.ResponseWriter, r *http.Request, sess *accounts
 	return content, nil
 }
 
-func (s *Service) putRoom(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	if err := ownUser(r, sess); err != nil {
-		return nil, err
+// dataHandler serves a request on the requester's account data, global
+// when roomID is empty, once global or inRoom has checked the path's user
+// and room.
+type dataHandler func(r *http.Request, sess *accounts.Session, roomID id.RoomID) (any, error)
+
+// global adapts h to the global account data paths.
+func global(h dataHandler) accounts.AuthedHandler {
+	return func(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+		if err := ownUser(r, sess); err != nil {
+			return nil, err
+		}
+		return h(r, sess, "")
 	}
-	roomID, err := mxhttp.RoomIDParam(r)
-	if err != nil {
-		return nil, err
-	}
-	return s.put(r, sess, roomID)
 }
 
-func (s *Service) deleteGlobal(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	return s.delete(r, sess, "")
+// inRoom adapts h to the room account data paths.
+func inRoom(h dataHandler) accounts.AuthedHandler {
+	return func(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+		if err := ownUser(r, sess); err != nil {
+			return nil, err
+		}
+		roomID, err := mxhttp.RoomIDParam(r)
+		if err != nil {
+			return nil, err
+		}
+		return h(r, sess, roomID)
+	}
 }
 
-func (s *Service) deleteRoom(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	if err := ownUser(r, sess); err != nil {
-		return nil, err
-	}
-	roomID, err := mxhttp.RoomIDParam(r)
+// settableType reads the path's account data type and refuses the types
+// the server keeps, for PUT and DELETE.
+func settableType(r *http.Request) (string, error) {
+	typ, err := typeParam(r)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	return s.delete(r, sess, roomID)
+	if serverControlled[typ] {
+		return "", controlledErr(typ)
+	}
+	return typ, nil
 }
 
 // delete handles both DELETE endpoints (MSC3391); roomID is empty for
 // global data. It answers {} whether or not there was data to delete, and
 // refuses the types that PUT refuses.
 func (s *Service) delete(r *http.Request, sess *accounts.Session, roomID id.RoomID) (any, error) {
-	if err := ownUser(r, sess); err != nil {
-		return nil, err
-	}
-	typ, err := typeParam(r)
+	typ, err := settableType(r)
 	if err != nil {
 		return nil, err
-	}
-	if serverControlled[typ] {
-		return nil, controlledErr(typ)
 	}
 	if err := s.Delete(r.Context(), sess.UserID, roomID, typ); err != nil {
 		return nil, err
@@ -172,15 +178,9 @@ func (s *Service) delete(r *http.Request, sess *accounts.Session, roomID id.Room
 // put handles both PUT endpoints; roomID is empty for global data. An
 // empty object deletes the data (MSC3391), as Update explains.
 func (s *Service) put(r *http.Request, sess *accounts.Session, roomID id.RoomID) (any, error) {
-	if err := ownUser(r, sess); err != nil {
-		return nil, err
-	}
-	typ, err := typeParam(r)
+	typ, err := settableType(r)
 	if err != nil {
 		return nil, err
-	}
-	if serverControlled[typ] {
-		return nil, controlledErr(typ)
 	}
 	content, err := readObject(r)
 	if err != nil {
