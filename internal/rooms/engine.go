@@ -528,14 +528,16 @@ func (e *Engine) enqueue(ctx context.Context, r *room, ps []Proto, pre []accepte
 		}
 		r.txns[txnKeyOf(r.id, q.txn.ev)] = q.txn
 	}
-	// The write is queued whatever the caller's context does: once the
-	// head has moved, the next events build on these.
-	q.wait = e.db.Enqueue(context.WithoutCancel(ctx), func(tx *storage.Tx) error {
+	// The write is queued and made whatever the caller's context does:
+	// once the head has moved, the next events build on these, so a
+	// client that goes away must not fail them.
+	wctx := context.WithoutCancel(ctx)
+	q.wait = e.db.Enqueue(wctx, func(tx *storage.Tx) error {
 		if r.broken.Load() {
 			return errPipelineBroken
 		}
 		for _, a := range built {
-			if err := e.persist(ctx, tx, r, a.ev, a.after); err != nil {
+			if err := e.persist(wctx, tx, r, a.ev, a.after); err != nil {
 				r.broken.Store(true)
 				return err
 			}

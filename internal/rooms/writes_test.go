@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix/id"
 
@@ -504,6 +505,71 @@ func TestFailedWriteLeavesNoTrace(t *testing.T) {
 		}
 		if got.RedactedBy != "" || !strings.Contains(string(got.PDU.Content), "kept") {
 			t.Errorf("target of the failed redaction = %s (redacted_by %q)", got.PDU.Content, got.RedactedBy)
+		}
+	})
+}
+
+// TestCancelledSendStillCommits: an event queued for the database writer is
+// written even when its sender's context ends while it waits, so the events
+// queued behind it, which build on it, do not fail.
+func TestCancelledSendStillCommits(t *testing.T) {
+	backends(t, func(t *testing.T, env *testEnv) {
+		ctx := context.Background()
+		e := env.e
+		blocked, release := make(chan struct{}), make(chan struct{})
+		e.OnPersist = append(e.OnPersist, func(ctx context.Context, tx *storage.Tx, ev *Event, r *RoomInfo) error {
+			if strings.Contains(string(ev.PDU.Content), "block the writer") {
+				close(blocked)
+				<-release
+			}
+			return nil
+		})
+		roomID, _ := createTestRoom(t, e, id.RoomV11)
+		blockDone := make(chan error, 1)
+		go func() {
+			_, err := e.Send(ctx, roomID, textProto(alice, "block the writer"))
+			blockDone <- err
+		}()
+		<-blocked
+		e.mu.Lock()
+		r := e.rooms[roomID]
+		e.mu.Unlock()
+		r.mu.Lock()
+		h0 := r.head
+		r.mu.Unlock()
+
+		sendCtx, cancel := context.WithCancel(ctx)
+		type result struct {
+			ev  *Event
+			err error
+		}
+		sent := make(chan result, 1)
+		go func() {
+			ev, err := e.Send(sendCtx, roomID, textProto(alice, "cancelled while queued"))
+			sent <- result{ev, err}
+		}()
+		for queued := false; !queued; {
+			r.mu.Lock()
+			queued = r.head != h0
+			r.mu.Unlock()
+			if !queued {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		cancel()
+		close(release)
+		if err := <-blockDone; err != nil {
+			t.Fatalf("blocking send: %v", err)
+		}
+		res := <-sent
+		if res.err != nil {
+			t.Fatalf("send whose context ended while queued: %v", res.err)
+		}
+		if _, err := e.Event(ctx, res.ev.ID); err != nil {
+			t.Fatalf("event of the cancelled send: %v", err)
+		}
+		if _, err := e.Send(ctx, roomID, textProto(alice, "after")); err != nil {
+			t.Fatalf("send after the cancelled one: %v", err)
 		}
 	})
 }
