@@ -10,10 +10,12 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/storage"
 )
@@ -76,5 +78,30 @@ func TestNotaryQueryIsBounded(t *testing.T) {
 	}
 	if rec.Code != http.StatusOK || strings.TrimSpace(rec.Body.String()) != `{"server_keys":[]}` {
 		t.Fatalf("answer: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestNotaryQueriesShareOneFetch: concurrent key queries that all need a
+// server's keys fetched make one request to it, not one each.
+func TestNotaryQueriesShareOneFetch(t *testing.T) {
+	key := federation.GenerateSigningKey()
+	k, hits := stubKeyRing(t, func(*http.Request) []byte {
+		time.Sleep(200 * time.Millisecond) // the queries overlap the fetch
+		return ownResponse(t, "slow.example", key)
+	})
+	s := &Service{serverName: "me.example", log: k.log, opts: Options{Key: k.own.key}, notaryTimeout: 5 * time.Second, Keys: k}
+	// Later than any response: every query wants a fetch.
+	future := time.Now().Add(24 * time.Hour).UnixMilli()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if _, err := s.notarise(context.Background(), map[string]map[id.KeyID]int64{"slow.example": {key.ID: future}}, future); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := hits.Load(); n != 1 {
+		t.Fatalf("4 concurrent queries made %d fetches, want 1", n)
 	}
 }

@@ -268,21 +268,13 @@ func (s *Service) responsesFor(ctx, fetchCtx context.Context, serverName string,
 		}
 		return [][]byte{raw}, nil
 	}
-	store := s.Keys.store
-	cached, latest, err := store.responses(ctx, serverName)
+	cached, latest, err := s.Keys.store.responses(ctx, serverName)
 	if err != nil {
 		return nil, err
 	}
-	// A server asked recently without getting what was wanted is not
-	// asked again at once: queries cannot make this node fetch in a loop.
-	if (latest < minValid || !coversKeys(cached, keyIDs)) && s.Keys.mayFetch(serverName) {
-		if err := s.Keys.fetchDirect(fetchCtx, serverName); err != nil {
-			s.log.Debug("notary: fetch keys", "server_name", serverName, "err", err)
-		} else if cached, latest, err = store.responses(ctx, serverName); err != nil {
+	if latest < minValid || !coversKeys(cached, keyIDs) {
+		if cached, err = s.refresh(ctx, fetchCtx, serverName, keyIDs, minValid); err != nil {
 			return nil, err
-		}
-		if latest < minValid || !coversKeys(cached, keyIDs) {
-			s.Keys.missed(serverName)
 		}
 	}
 	var out [][]byte
@@ -292,6 +284,34 @@ func (s *Service) responsesFor(ctx, fetchCtx context.Context, serverName string,
 		}
 	}
 	return out, nil
+}
+
+// refresh fetches serverName's keys for a key query and returns the
+// responses cached for it then. It holds the KeyRing's fetch lock of the
+// server, so that concurrent queries share one fetch instead of each making
+// their own, and a server asked recently without getting what was wanted
+// is not asked again at once: queries cannot make this node fetch in a
+// loop.
+func (s *Service) refresh(ctx, fetchCtx context.Context, serverName string, keyIDs map[id.KeyID]int64, minValid int64) (map[string][]id.KeyID, error) {
+	unlock := s.Keys.lockServer(serverName)
+	defer unlock()
+	store := s.Keys.store
+	cached, latest, err := store.responses(ctx, serverName)
+	if err != nil {
+		return nil, err
+	}
+	if latest >= minValid && coversKeys(cached, keyIDs) || !s.Keys.mayFetch(serverName) {
+		return cached, nil
+	}
+	if err := s.Keys.fetchDirect(fetchCtx, serverName); err != nil {
+		s.log.Debug("notary: fetch keys", "server_name", serverName, "err", err)
+	} else if cached, latest, err = store.responses(ctx, serverName); err != nil {
+		return nil, err
+	}
+	if latest < minValid || !coversKeys(cached, keyIDs) {
+		s.Keys.missed(serverName)
+	}
+	return cached, nil
 }
 
 func coversKeys(cached map[string][]id.KeyID, want map[id.KeyID]int64) bool {
