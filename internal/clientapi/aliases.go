@@ -76,7 +76,7 @@ func (s *Service) putAlias(w http.ResponseWriter, r *http.Request, sess *account
 	if err != nil {
 		return nil, err
 	}
-	lp, server, _ := strings.Cut(strings.TrimPrefix(string(alias), "#"), ":")
+	lp, server, _ := splitAlias(alias) // parseAlias checked it
 	if server != s.serverName {
 		return nil, mxhttp.InvalidParam("alias must be on this server")
 	}
