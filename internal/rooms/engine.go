@@ -523,8 +523,8 @@ func (e *Engine) enqueue(ctx context.Context, r *room, ps []Proto, pre []accepte
 	}
 	if len(ps) == 1 && ps[0].TxnID != "" {
 		q.txn = &pendingTxn{ev: built[len(built)-1].ev, done: make(chan struct{})}
-		if len(r.txns) > 10000 {
-			clear(r.txns)
+		if len(r.txns) > maxRoomTxns {
+			r.forgetFinishedTxns()
 		}
 		r.txns[txnKeyOf(r.id, q.txn.ev)] = q.txn
 	}
@@ -551,6 +551,24 @@ func (e *Engine) enqueue(ctx context.Context, r *room, ps []Proto, pre []accepte
 	r.head = head
 	q.built = built
 	return q, nil
+}
+
+// maxRoomTxns is how many transactions a room remembers in memory before
+// it forgets those whose outcome is known (committed ones are answered
+// from the transactions table).
+const maxRoomTxns = 10000
+
+// forgetFinishedTxns drops the transactions whose write has finished; one
+// still in the pipeline stays, since only it can answer a retry before the
+// commit. Called with r.mu held.
+func (r *room) forgetFinishedTxns() {
+	for k, txn := range r.txns {
+		select {
+		case <-txn.done:
+			delete(r.txns, k)
+		default:
+		}
+	}
 }
 
 // errPipelineBroken fails the writes queued behind a room's failed write.

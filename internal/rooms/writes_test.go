@@ -573,3 +573,87 @@ func TestCancelledSendStillCommits(t *testing.T) {
 		}
 	})
 }
+
+// TestRetryOfQueuedTxnAfterPrune: when a room's remembered transactions
+// overflow, a transaction still waiting for the database writer is kept,
+// so its retry answers the original event instead of sending a second one.
+func TestRetryOfQueuedTxnAfterPrune(t *testing.T) {
+	ctx := context.Background()
+	e := newTestEnv(t).e
+	blocked, release := make(chan struct{}), make(chan struct{})
+	e.OnPersist = append(e.OnPersist, func(ctx context.Context, tx *storage.Tx, ev *Event, r *RoomInfo) error {
+		if strings.Contains(string(ev.PDU.Content), "block the writer") {
+			close(blocked)
+			<-release
+		}
+		return nil
+	})
+	roomID, _ := createTestRoom(t, e, id.RoomV11)
+	e.mu.Lock()
+	r := e.rooms[roomID]
+	e.mu.Unlock()
+	r.mu.Lock()
+	finished := make(chan struct{})
+	close(finished)
+	for i := range maxRoomTxns {
+		r.txns[fmt.Sprint("old", i)] = &pendingTxn{done: finished}
+	}
+	r.mu.Unlock()
+
+	type result struct {
+		ev  *Event
+		err error
+	}
+	send := func(p Proto) chan result {
+		out := make(chan result, 1)
+		r.mu.Lock()
+		h0 := r.head
+		r.mu.Unlock()
+		go func() {
+			ev, err := e.Send(ctx, roomID, p)
+			out <- result{ev, err}
+		}()
+		for queued := false; !queued; {
+			r.mu.Lock()
+			queued = r.head != h0
+			r.mu.Unlock()
+			if !queued {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		return out
+	}
+	withTxn := func(body, txnID string) Proto {
+		p := textProto(alice, body)
+		p.DeviceID, p.TxnID = "DEV", txnID
+		return p
+	}
+	blocking := send(textProto(alice, "block the writer"))
+	<-blocked
+	first := send(withTxn("first", "txn1"))
+	second := send(withTxn("second", "txn2")) // overflows the remembered transactions
+	r.mu.Lock()
+	_, kept := r.txns[txnKey(alice, "DEV", txnScope(roomID, "m.room.message", ""), "txn1")]
+	r.mu.Unlock()
+	if !kept {
+		t.Error("a transaction still in the pipeline was forgotten")
+	}
+	retry := make(chan result, 1)
+	go func() {
+		ev, err := e.Send(ctx, roomID, withTxn("first", "txn1"))
+		retry <- result{ev, err}
+	}()
+	close(release)
+	for name, ch := range map[string]chan result{"blocking": blocking, "second": second} {
+		if res := <-ch; res.err != nil {
+			t.Fatalf("%s send: %v", name, res.err)
+		}
+	}
+	a, b := <-first, <-retry
+	if a.err != nil || b.err != nil {
+		t.Fatalf("send = %v, retry = %v", a.err, b.err)
+	}
+	if a.ev.ID != b.ev.ID {
+		t.Errorf("retry of a queued transaction sent %s, want the original %s", b.ev.ID, a.ev.ID)
+	}
+}
