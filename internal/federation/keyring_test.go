@@ -43,16 +43,8 @@ func stubKeyRing(t *testing.T, serve func(r *http.Request) []byte, notaries ...s
 	tr.resolve = func(ctx context.Context, name string) (*federation.ResolvedServerName, error) {
 		return &federation.ResolvedServerName{ServerName: name, HostHeader: "127.0.0.1", IPPort: []string{srv.Listener.Addr().String()}}, nil
 	}
-	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	db, err := storage.Open(ctx, filepath.Join(t.TempDir(), "t.db"), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx, Migrations); err != nil {
-		t.Fatal(err)
-	}
+	db := testDB(t, log)
 	me := federation.GenerateSigningKey()
 	own := &ownKeys{serverName: "me.example", key: me}
 	return newKeyRing(keyStore{db: db}, newClient("me.example", me, tr, "test"), own, notaries, log), &hits
@@ -131,4 +123,19 @@ func TestKeyRingThroughNotarySharingALock(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("fetch through a notary sharing the server's lock hangs")
 	}
+}
+
+// testDB returns a migrated SQLite database, closed when the test ends.
+func testDB(t *testing.T, log *slog.Logger) *storage.DB {
+	t.Helper()
+	ctx := context.Background()
+	db, err := storage.Open(ctx, filepath.Join(t.TempDir(), "t.db"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Migrate(ctx, Migrations); err != nil {
+		t.Fatal(err)
+	}
+	return db
 }

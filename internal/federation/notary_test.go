@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,8 +15,6 @@ import (
 
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/matrixos/matrixos/internal/storage"
 )
 
 // hangingServer accepts connections and never answers.
@@ -52,14 +49,7 @@ func hangingServer(t *testing.T) string {
 func TestNotaryQueryIsBounded(t *testing.T) {
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	db, err := storage.Open(ctx, filepath.Join(t.TempDir(), "t.db"), log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if err := db.Migrate(ctx, Migrations); err != nil {
-		t.Fatal(err)
-	}
+	db := testDB(t, log)
 	s, err := New(ctx, db, log, Options{ServerName: "me.example", Key: federation.GenerateSigningKey(), AllowPrivateNetworks: []string{"127.0.0.0/8"}})
 	if err != nil {
 		t.Fatal(err)
