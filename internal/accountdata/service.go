@@ -51,11 +51,11 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, notifier *sync
 // answers 404 and an initial /sync leaves it out.
 const deletedContent = "{}"
 
-// isDeleted reports whether content (a JSON object) is the empty object,
-// which MSC3391 defines as deleted account data.
-func isDeleted(content []byte) bool {
-	var buf bytes.Buffer
-	return json.Compact(&buf, content) == nil && buf.String() == deletedContent
+// isDeleted reports whether stored content is the empty object, which
+// MSC3391 defines as deleted account data. Update stores content compacted,
+// so the comparison is of strings, as in Fill's queries.
+func isDeleted(stored string) bool {
+	return stored == deletedContent
 }
 
 // Get returns the content of the user's account data of this type, global
@@ -70,7 +70,7 @@ func (s *Service) Get(ctx context.Context, user id.UserID, roomID id.RoomID, typ
 	if err != nil {
 		return nil, false, fmt.Errorf("load account data %s: %w", typ, err)
 	}
-	if isDeleted([]byte(raw)) {
+	if isDeleted(raw) {
 		return nil, false, nil
 	}
 	return json.RawMessage(raw), true, nil
@@ -128,7 +128,7 @@ func (s *Service) Update(ctx context.Context, user id.UserID, roomID id.RoomID, 
 		err := tx.QueryRow(ctx, "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
 			user, roomID, typ).Scan(&raw)
 		switch {
-		case err == nil && !isDeleted([]byte(raw)):
+		case err == nil && !isDeleted(raw):
 			old = json.RawMessage(raw)
 		case err != nil && !errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("load account data %s: %w", typ, err)
