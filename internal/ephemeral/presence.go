@@ -387,8 +387,12 @@ func (s *Service) fillPresence(ctx context.Context, req *sync.Request, resp *syn
 	for _, u := range users {
 		changed[u] = true
 	}
+	newlyShared, err := req.NewlyShared()
+	if err != nil {
+		return err
+	}
 	var shared []id.UserID
-	for u := range req.NewlyShared {
+	for u := range newlyShared {
 		if !changed[u] {
 			shared = append(shared, u)
 		}

@@ -223,11 +223,9 @@ func (s *Service) build(ctx context.Context, sess *accounts.Session, since Token
 		return nil, err
 	}
 	if !req.FullState {
-		shared, err := s.newlyShared(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		req.NewlyShared = shared
+		req.newlyShared = gosync.OnceValues(func() (map[id.UserID]bool, error) {
+			return s.newlyShared(ctx, req)
+		})
 	}
 	s.mu.Lock()
 	sources := slices.Concat(s.sources, s.late)

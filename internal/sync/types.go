@@ -191,11 +191,9 @@ type Request struct {
 	// NewlyJoined are rooms joined after Since (their room sections get
 	// full data).
 	NewlyJoined map[id.RoomID]bool
-	// NewlyShared, on incremental syncs, are the users who came to share
-	// a joined room with User in (Since, To]: every member of a room User
-	// joined then, and whoever joined one of User's rooms then. Their
-	// presence is news to User although it did not change.
-	NewlyShared map[id.UserID]bool
+	// newlyShared computes NewlyShared once, on first use; nil on initial
+	// and full-state syncs.
+	newlyShared func() (map[id.UserID]bool, error)
 	// StateMode says which state room sections carry: the state at the
 	// start of the timeline (the default) or at its end (use_state_after).
 	StateMode StateMode
@@ -222,6 +220,18 @@ const (
 
 // Initial reports whether this is an initial sync.
 func (r *Request) Initial() bool { return r.Since.initial }
+
+// NewlyShared returns, on incremental syncs, the users who came to share a
+// joined room with User in (Since, To]: every member of a room User joined
+// then, and whoever joined one of User's rooms then. Their presence is news
+// to User although it did not change. They are computed for the sync
+// source that asks, not for every sync.
+func (r *Request) NewlyShared() (map[id.UserID]bool, error) {
+	if r.newlyShared == nil {
+		return nil, nil
+	}
+	return r.newlyShared()
+}
 
 // Source adds its part to sync responses. Fill is called with the
 // response after the room timelines are in; it must call resp.MarkNews()
