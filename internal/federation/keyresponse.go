@@ -17,6 +17,12 @@ import (
 // keys; the largest real ones are a few kilobytes).
 const MaxKeyResponseBytes = 64 << 10
 
+// MaxKeysPerResponse bounds the verify and old verify keys of one server
+// key response. Each is a row of the key cache holding the whole response,
+// so a server listing hundreds of keys would make the cache store its
+// response hundreds of times; real servers list a handful.
+const MaxKeysPerResponse = 64
+
 // keyResponse is a server key response that passed parseKeyResponse.
 type keyResponse = federation.ServerKeyResponse
 
@@ -46,6 +52,9 @@ func parseKeyResponse(raw []byte, serverName string) (*keyResponse, error) {
 	}
 	if len(r.VerifyKeys) == 0 {
 		return nil, bad("no verify_keys")
+	}
+	if n := len(r.VerifyKeys) + len(r.OldVerifyKeys); n > MaxKeysPerResponse {
+		return nil, bad("%d keys, more than %d", n, MaxKeysPerResponse)
 	}
 	for keyID, k := range r.VerifyKeys {
 		if err := checkVerifyKey(keyID, k.Key); err != nil {

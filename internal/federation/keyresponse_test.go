@@ -3,6 +3,7 @@ package federation
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -69,6 +70,13 @@ func TestParseKeyResponse(t *testing.T) {
 		}), key),
 		"old key without expiry": resign(edit(t, good, func(m map[string]any) {
 			m["old_verify_keys"] = map[string]any{"ed25519:old": map[string]any{"key": string(other.Pub)}}
+		}), key),
+		"too many keys": resign(edit(t, good, func(m map[string]any) {
+			olds := map[string]any{}
+			for i := range MaxKeysPerResponse {
+				olds[fmt.Sprintf("ed25519:old%d", i)] = map[string]any{"key": string(other.Pub), "expired_ts": 1000}
+			}
+			m["old_verify_keys"] = olds
 		}), key),
 		"too large": append(good[:len(good)-1], []byte(`,"pad":"`+string(make([]byte, MaxKeyResponseBytes))+`"}`)...),
 	} {
