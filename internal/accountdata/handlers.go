@@ -26,16 +26,16 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	a := s.accounts.Auth
 	mux.HandleFunc("GET "+v3+"/user/{userId}/account_data/{type}", a(s.getGlobal))
 	mux.HandleFunc("PUT "+v3+"/user/{userId}/account_data/{type}", a(global(s.put)))
-	mux.HandleFunc("GET "+v3+"/user/{userId}/rooms/{roomId}/account_data/{type}", a(s.getRoom))
+	mux.HandleFunc("GET "+v3+"/user/{userId}/rooms/{roomId}/account_data/{type}", a(inRoom(s.getRoom)))
 	mux.HandleFunc("PUT "+v3+"/user/{userId}/rooms/{roomId}/account_data/{type}", a(inRoom(s.put)))
 	// MSC3391 deletion, under the MSC's unstable prefix only: it is not
 	// in the spec yet.
 	const msc3391 = "/_matrix/client/unstable/org.matrix.msc3391"
 	mux.HandleFunc("DELETE "+msc3391+"/user/{userId}/account_data/{type}", a(global(s.delete)))
 	mux.HandleFunc("DELETE "+msc3391+"/user/{userId}/rooms/{roomId}/account_data/{type}", a(inRoom(s.delete)))
-	mux.HandleFunc("GET "+v3+"/user/{userId}/rooms/{roomId}/tags", a(s.getTags))
-	mux.HandleFunc("PUT "+v3+"/user/{userId}/rooms/{roomId}/tags/{tag}", a(s.putTag))
-	mux.HandleFunc("DELETE "+v3+"/user/{userId}/rooms/{roomId}/tags/{tag}", a(s.deleteTag))
+	mux.HandleFunc("GET "+v3+"/user/{userId}/rooms/{roomId}/tags", a(inRoom(s.getTags)))
+	mux.HandleFunc("PUT "+v3+"/user/{userId}/rooms/{roomId}/tags/{tag}", a(inRoom(s.putTag)))
+	mux.HandleFunc("DELETE "+v3+"/user/{userId}/rooms/{roomId}/tags/{tag}", a(inRoom(s.deleteTag)))
 }
 
 // ownUser checks that the path's user is the requester.
@@ -97,14 +97,7 @@ func (s *Service) getGlobal(w http.ResponseWriter, r *http.Request, sess *accoun
 	return content, nil
 }
 
-func (s *Service) getRoom(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	if err := ownUser(r, sess); err != nil {
-		return nil, err
-	}
-	roomID, err := mxhttp.RoomIDParam(r)
-	if err != nil {
-		return nil, err
-	}
+func (s *Service) getRoom(r *http.Request, sess *accounts.Session, roomID id.RoomID) (any, error) {
 	typ, err := typeParam(r)
 	if err != nil {
 		return nil, err
@@ -119,9 +112,9 @@ func (s *Service) getRoom(w http.ResponseWriter, r *http.Request, sess *accounts
 	return content, nil
 }
 
-// dataHandler serves a request on the requester's account data, global
-// when roomID is empty, once global or inRoom has checked the path's user
-// and room.
+// dataHandler serves a request on the requester's account data (or room
+// tags), global when roomID is empty, once global or inRoom has checked the
+// path's user and room.
 type dataHandler func(r *http.Request, sess *accounts.Session, roomID id.RoomID) (any, error)
 
 // global adapts h to the global account data paths.

@@ -39,30 +39,16 @@ func encodeTags(top, tags map[string]json.RawMessage) (json.RawMessage, error) {
 	return json.Marshal(top)
 }
 
-// tagParams checks the user, room and tag of a tag request.
-func tagParams(r *http.Request, sess *accounts.Session) (roomID id.RoomID, tag string, err error) {
-	if err := ownUser(r, sess); err != nil {
-		return "", "", err
-	}
-	rid, err := mxhttp.RoomIDParam(r)
-	if err != nil {
-		return "", "", err
-	}
-	tag = r.PathValue("tag")
+// tagParam reads and checks the path's tag.
+func tagParam(r *http.Request) (string, error) {
+	tag := r.PathValue("tag")
 	if tag == "" || len(tag) > 255 {
-		return "", "", mxhttp.InvalidParam("invalid tag name")
+		return "", mxhttp.InvalidParam("invalid tag name")
 	}
-	return rid, tag, nil
+	return tag, nil
 }
 
-func (s *Service) getTags(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	if err := ownUser(r, sess); err != nil {
-		return nil, err
-	}
-	roomID, err := mxhttp.RoomIDParam(r)
-	if err != nil {
-		return nil, err
-	}
+func (s *Service) getTags(r *http.Request, sess *accounts.Session, roomID id.RoomID) (any, error) {
 	content, _, err := s.Get(r.Context(), sess.UserID, roomID, tagType)
 	if err != nil {
 		return nil, err
@@ -71,8 +57,8 @@ func (s *Service) getTags(w http.ResponseWriter, r *http.Request, sess *accounts
 	return map[string]any{"tags": tags}, nil
 }
 
-func (s *Service) putTag(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, tag, err := tagParams(r, sess)
+func (s *Service) putTag(r *http.Request, sess *accounts.Session, roomID id.RoomID) (any, error) {
+	tag, err := tagParam(r)
 	if err != nil {
 		return nil, err
 	}
@@ -99,8 +85,8 @@ func (s *Service) putTag(w http.ResponseWriter, r *http.Request, sess *accounts.
 	return mxhttp.Empty, nil
 }
 
-func (s *Service) deleteTag(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, tag, err := tagParams(r, sess)
+func (s *Service) deleteTag(r *http.Request, sess *accounts.Session, roomID id.RoomID) (any, error) {
+	tag, err := tagParam(r)
 	if err != nil {
 		return nil, err
 	}
