@@ -645,19 +645,22 @@ func (s *Service) stateSection(ctx context.Context, req *Request, roomID id.Room
 	} else if startSnap, err = s.rooms.SnapshotAtPos(ctx, roomID, end); err != nil {
 		return nil, err
 	}
-	startState, err := s.rooms.StateAt(ctx, startSnap)
-	if err != nil {
-		return nil, err
-	}
 	var sinceIDs map[id.EventID]bool
 	if !full {
 		sinceSnap, err := s.rooms.SnapshotAtPos(ctx, roomID, req.Since.Pos)
 		if err != nil {
 			return nil, err
 		}
+		if sinceSnap == startSnap {
+			return out, nil // the client has this state already
+		}
 		if sinceIDs, err = s.stateIDs(ctx, sinceSnap); err != nil {
 			return nil, err
 		}
+	}
+	startState, err := s.rooms.StateAt(ctx, startSnap)
+	if err != nil {
+		return nil, err
 	}
 	inTimeline := make(map[id.EventID]bool, len(timeline))
 	for _, ev := range timeline {
