@@ -126,14 +126,8 @@ func loadOrCreateSecret(path, what string, create func() (string, error)) (strin
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return "", fmt.Errorf("create data directory: %w", err)
 		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
+		if err := writeNewFile(path, text); err != nil {
 			return "", fmt.Errorf("create %s: %w", what, err)
-		}
-		_, werr := f.WriteString(text)
-		serr := f.Sync()
-		if err := errors.Join(werr, serr, f.Close()); err != nil {
-			return "", fmt.Errorf("write %s: %w", what, err)
 		}
 		b = []byte(text)
 	} else if err != nil {
@@ -276,6 +270,27 @@ func (s *Store) Remove(sha string, inUse func() (bool, error)) error {
 		return fmt.Errorf("remove media file: %w", err)
 	}
 	return nil
+}
+
+// writeNewFile writes text to a new file at path (mode 0600) that appears
+// whole or not at all, so a crash while writing it cannot leave an empty
+// key that stops the node from starting: the text is written and synced
+// under a temporary name, then linked to path, which fails if path exists.
+func writeNewFile(path, text string) error {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	_, werr := f.WriteString(text)
+	serr := f.Sync()
+	if err := errors.Join(werr, serr, f.Close()); err != nil {
+		return err
+	}
+	if err := os.Link(f.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 // syncDir flushes a directory's entries (a rename into it) to disk.

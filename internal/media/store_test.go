@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -331,5 +332,25 @@ func TestStoreKeyFilesPrivate(t *testing.T) {
 		if _, err := OpenStore(dir); err == nil || !strings.Contains(err.Error(), "readable by others") {
 			t.Errorf("%s mode 0644: %v, want refused", name, err)
 		}
+	}
+}
+
+// TestStoreKeyFilesWrittenWhole: the key files are written under a
+// temporary name and linked into place, which leaves nothing else behind.
+func TestStoreKeyFilesWrittenWhole(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := OpenStore(dir); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := []string{"media", IdentityFile, KeyFile}; !slices.Equal(names, want) {
+		t.Fatalf("data directory holds %v, want %v", names, want)
 	}
 }
