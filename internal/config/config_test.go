@@ -166,13 +166,7 @@ func TestValidateNamesTheSetting(t *testing.T) {
 		{"trusted_key_servers", "matrix.org,bad_name!"},
 	} {
 		t.Run(tc.setting+"="+tc.value, func(t *testing.T) {
-			clearEnv(t)
-			fs := flag.NewFlagSet("t", flag.ContinueOnError)
-			flags := RegisterFlags(fs)
-			if err := Parse(fs, []string{"--data", t.TempDir(), "--" + FlagName(tc.setting) + "=" + tc.value}); err != nil {
-				t.Fatal(err)
-			}
-			_, _, err := Load(flags, false)
+			err := loadWithSetting(t, tc.setting, tc.value)
 			if err == nil {
 				t.Fatalf("%s %q accepted", tc.setting, tc.value)
 			}
@@ -211,15 +205,23 @@ func TestValidateAccepts(t *testing.T) {
 		{"trusted_key_servers", "matrix.org,127.0.0.1:8448"},
 	} {
 		t.Run(tc.setting+"="+tc.value, func(t *testing.T) {
-			clearEnv(t)
-			fs := flag.NewFlagSet("t", flag.ContinueOnError)
-			flags := RegisterFlags(fs)
-			if err := Parse(fs, []string{"--data", t.TempDir(), "--" + FlagName(tc.setting) + "=" + tc.value}); err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := Load(flags, false); err != nil {
+			if err := loadWithSetting(t, tc.setting, tc.value); err != nil {
 				t.Errorf("%s %q refused: %v", tc.setting, tc.value, err)
 			}
 		})
 	}
+}
+
+// loadWithSetting loads a configuration in a fresh data directory with one
+// setting given as its flag, and returns Load's error.
+func loadWithSetting(t *testing.T, setting, value string) error {
+	t.Helper()
+	clearEnv(t)
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	flags := RegisterFlags(fs)
+	if err := Parse(fs, []string{"--data", t.TempDir(), "--" + FlagName(setting) + "=" + value}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := Load(flags, false)
+	return err
 }
