@@ -86,6 +86,17 @@ func (s *Service) ListUserRecords(ctx context.Context) ([]UserRecord, error) {
 	return out, rows.Err()
 }
 
+// HasActiveAdmin reports whether any account that is not deactivated is a
+// server admin.
+func (s *Service) HasActiveAdmin(ctx context.Context) (bool, error) {
+	var ok bool
+	err := s.db.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM users WHERE is_admin AND NOT deactivated)").Scan(&ok)
+	if err != nil {
+		return false, fmt.Errorf("look for an admin: %w", err)
+	}
+	return ok, nil
+}
+
 // ErrNoRegistrationToken is returned for an unknown registration token.
 var ErrNoRegistrationToken = mxhttp.NotFound("no such registration token")
 

@@ -64,15 +64,10 @@ func commandName() string {
 
 // hasAdmin reports whether any active account is a server admin.
 func (n *Node) hasAdmin(ctx context.Context) bool {
-	users, err := n.Accounts.ListUsers(ctx)
+	ok, err := n.Accounts.HasActiveAdmin(ctx)
 	if err != nil {
-		n.log.Warn("list users", "err", err)
+		n.log.Warn("look for an admin", "err", err)
 		return true // say nothing rather than something wrong
 	}
-	for _, u := range users {
-		if u.IsAdmin && !u.Deactivated {
-			return true
-		}
-	}
-	return false
+	return ok
 }
