@@ -33,6 +33,9 @@ func bindServerName(ctx context.Context, db *storage.DB, serverName string) erro
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("read stored server name: %w", err)
 		}
+		if stored == serverName {
+			return nil // the usual start: nothing to count or store
+		}
 		var users int64
 		var someUser string
 		if err := tx.QueryRow(ctx, `SELECT COUNT(*), COALESCE(MIN(user_id), '') FROM users`).Scan(&users, &someUser); err != nil {
@@ -46,7 +49,7 @@ func bindServerName(ctx context.Context, db *storage.DB, serverName string) erro
 				"Set server_name back to %q, or start %q on a new data directory and database", serverName, stored, users, someUser, stored, serverName)
 		}
 		if stored == serverName {
-			return nil
+			return nil // bound to its users' server just now
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO node_settings (name, value) VALUES ('server_name', $1)
 			ON CONFLICT (name) DO UPDATE SET value = excluded.value`, serverName)
