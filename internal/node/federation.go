@@ -5,11 +5,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"time"
 
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
@@ -64,14 +62,7 @@ func (n *Node) startFederation() error {
 		}
 	}
 	n.FederationAddr = ln.Addr().String()
-	srv := &http.Server{
-		Handler:           limitBodyTime(mxhttp.Recover(n.log, mxhttp.CheckRequest(n.Federation.Handler())), n.bodyStartTimeout, n.bodyMinRate),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
-	}
-	n.servers = append(n.servers, srv)
+	srv := n.newServer(mxhttp.Recover(n.log, mxhttp.CheckRequest(n.Federation.Handler())))
 	go func() {
 		var err error
 		if n.cfg.TLSCert != "" {

@@ -297,14 +297,7 @@ func (n *Node) Start() error {
 		return fmt.Errorf("listen on %s: %w", n.cfg.Listen, err)
 	}
 	n.Addr = ln.Addr().String()
-	srv := &http.Server{
-		Handler:           limitBodyTime(n.handler, n.bodyStartTimeout, n.bodyMinRate),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
-	}
-	n.servers = append(n.servers, srv)
+	srv := n.newServer(n.handler)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("client listener failed", "err", err)
@@ -328,6 +321,21 @@ func (n *Node) Start() error {
 		n.log.Info("metrics listener", "addr", mln.Addr().String())
 	}
 	return nil
+}
+
+// newServer makes a server for a public listener (client or federation):
+// header, idle and body time limits, and the server's own errors logged at
+// debug level. Shutdown stops it.
+func (n *Node) newServer(h http.Handler) *http.Server {
+	srv := &http.Server{
+		Handler:           limitBodyTime(h, n.bodyStartTimeout, n.bodyMinRate),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+	}
+	n.servers = append(n.servers, srv)
+	return srv
 }
 
 // Shutdown stops accepting requests, lets running ones finish (long-polls
