@@ -33,13 +33,7 @@ func stubKeyRing(t *testing.T, serve func(r *http.Request) []byte, notaries ...s
 		w.Write(serve(r))
 	}))
 	t.Cleanup(srv.Close)
-	roots := x509.NewCertPool()
-	roots.AddCert(srv.Certificate())
-	guard, err := netguard.New([]string{"127.0.0.0/8"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := newTransport(guard, roots, nil)
+	tr := tlsTransport(t, srv)
 	tr.resolve = func(ctx context.Context, name string) (*federation.ResolvedServerName, error) {
 		return &federation.ResolvedServerName{ServerName: name, HostHeader: "127.0.0.1", IPPort: []string{srv.Listener.Addr().String()}}, nil
 	}
@@ -138,4 +132,18 @@ func testDB(t *testing.T, log *slog.Logger) *storage.DB {
 		t.Fatal(err)
 	}
 	return db
+}
+
+// tlsTransport returns a transport that trusts srv's certificate and may
+// reach loopback addresses.
+func tlsTransport(t *testing.T, srv *httptest.Server) *transport {
+	t.Helper()
+	roots := x509.NewCertPool()
+	roots.AddCert(srv.Certificate())
+	guard, err := netguard.New([]string{"127.0.0.0/8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := newTransport(guard, roots, nil)
+	return tr
 }

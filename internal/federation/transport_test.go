@@ -2,7 +2,6 @@ package federation
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"net"
 	"net/http"
@@ -30,13 +29,7 @@ func TestTransportTriesEveryTarget(t *testing.T) {
 	}))
 	defer srv.Close()
 	closed := closedPort(t)
-	roots := x509.NewCertPool()
-	roots.AddCert(srv.Certificate())
-	guard, err := netguard.New([]string{"127.0.0.0/8"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := newTransport(guard, roots, nil)
+	tr := tlsTransport(t, srv)
 	targets := map[string][]string{
 		"good.example": {closed, srv.Listener.Addr().String()},
 		"bad.example":  {closed, closed},
@@ -70,7 +63,7 @@ func TestTransportTriesEveryTarget(t *testing.T) {
 	}
 
 	// The guard still applies to every target.
-	strict := newTransport(&netguard.Guard{}, roots, nil)
+	strict := newTransport(&netguard.Guard{}, tr.inner.TLSClientConfig.RootCAs, nil)
 	strict.resolve = tr.resolve
 	_, err = newClient("me.example", federation.GenerateSigningKey(), strict, "test").Version(context.Background(), "good.example")
 	if !errors.Is(err, netguard.ErrForbidden) {
