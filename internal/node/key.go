@@ -38,20 +38,10 @@ func LoadOrCreateKey(dataDir string) (id.KeyID, ed25519.PrivateKey, error) {
 		if err := os.MkdirAll(dataDir, 0o700); err != nil {
 			return "", nil, fmt.Errorf("create data directory: %w", err)
 		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
+		// Written whole or not at all: kill -9 half way must not leave an
+		// empty key that stops every later start.
+		if err := writeFileAtomic(path, []byte(line), false); err != nil {
 			return "", nil, fmt.Errorf("create signing key: %w", err)
-		}
-		if _, err := f.WriteString(line); err != nil {
-			f.Close()
-			return "", nil, fmt.Errorf("write signing key: %w", err)
-		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return "", nil, err
-		}
-		if err := f.Close(); err != nil {
-			return "", nil, err
 		}
 		b = []byte(line)
 	} else if err != nil {
@@ -118,34 +108,39 @@ func RotateKey(ctx context.Context, cfg config.Config, log *slog.Logger) (oldID,
 	}
 	_, version, _ := strings.Cut(string(newID), ":")
 	line := fmt.Sprintf("ed25519 %s %s\n", version, base64.RawStdEncoding.EncodeToString(seed))
-	if err := writeFileAtomic(filepath.Join(cfg.DataDir, SigningKeyFile), []byte(line)); err != nil {
+	if err := writeFileAtomic(filepath.Join(cfg.DataDir, SigningKeyFile), []byte(line), true); err != nil {
 		return "", "", fmt.Errorf("write new signing key: %w", err)
 	}
 	return oldID, newID, nil
 }
 
-// writeFileAtomic replaces path with data (mode 0600) through a synced
-// temporary file and a rename, so a crash leaves the old or the new file.
-func writeFileAtomic(path string, data []byte) error {
+// writeFileAtomic writes data (mode 0600) to path through a synced
+// temporary file, so a crash leaves the old file or the new one, never a
+// part: renamed over path with replace, else linked to it, which fails
+// when path exists.
+func writeFileAtomic(path string, data []byte, replace bool) error {
 	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(f.Name())
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
+	cerr := f.Chmod(0o600)
+	_, werr := f.Write(data)
+	serr := f.Sync()
+	if err := errors.Join(cerr, werr, serr, f.Close()); err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
+	if replace {
+		err = os.Rename(f.Name(), path)
+	} else {
+		err = os.Link(f.Name(), path)
+	}
+	if err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return errors.Join(d.Sync(), d.Close()) // the new name, on disk
 }
