@@ -26,10 +26,14 @@ build:
 
 ## test: the full test suite (PostgreSQL tests skip when it is not installed,
 ## unless CI or MATRIXOS_REQUIRE_POSTGRES=1 is set; the matrix-js-sdk tests
-## skip without Node.js, unless CI or MATRIXOS_REQUIRE_JS=1 is set)
+## skip without Node.js, unless CI or MATRIXOS_REQUIRE_JS=1 is set; the
+## Dendrite interop tests skip without $MATRIXOS_DENDRITE or dendrite on PATH,
+## unless MATRIXOS_REQUIRE_DENDRITE=1 is set)
 test: js-deps
 	$(GO) test -tags $(TAGS) -timeout $(TIMEOUT) ./...
 	@if reason=$$($(JS_MISSING)); then echo "NOTE: the matrix-js-sdk tests in tests/js were SKIPPED: $$reason"; fi
+	@if [ -z "$$MATRIXOS_DENDRITE" ] && ! command -v dendrite >/dev/null 2>&1; then \
+	  echo "NOTE: the Dendrite interop tests in internal/federation/interop were SKIPPED: dendrite not found (set MATRIXOS_DENDRITE, see README.md)"; fi
 
 # JS_MISSING prints why the tests/js scenarios cannot run, and fails when
 # they can.

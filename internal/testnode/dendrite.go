@@ -1,0 +1,339 @@
+package testnode
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+)
+
+// DendriteVersion is the Dendrite release the interop tests are written
+// against; .ci/run installs it.
+const DendriteVersion = "v0.13.8"
+
+// dendriteStartTimeout bounds how long Dendrite may take to answer its
+// first request (it runs its database migrations first).
+const dendriteStartTimeout = 90 * time.Second
+
+// Dendrite is a Dendrite homeserver a test runs on loopback as a second
+// Matrix implementation to federate with. Its server name is
+// 127.0.0.1:PORT, PORT being its HTTPS listener (federation and client
+// API) with a certificate from the test's CA, which it also trusts for
+// its own outbound federation; it may reach loopback addresses, fetches
+// keys directly (no notary) and has open registration.
+type Dendrite struct {
+	// ServerName is 127.0.0.1:PORT.
+	ServerName string
+	// URL is its client API over plain HTTP.
+	URL string
+	// KeyID and Key are its signing key's ID and public key.
+	KeyID id.KeyID
+	Key   id.SigningKey
+	// Dir holds its config, key, database and log (dendrite.log).
+	Dir string
+
+	t       testing.TB
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	counter atomic.Int64
+}
+
+// DendriteBinary returns the path of the dendrite binary: $MATRIXOS_DENDRITE,
+// or dendrite on PATH. When there is none it skips tb, or fails it when
+// MATRIXOS_REQUIRE_DENDRITE=1 (as .ci/run sets after installing it).
+func DendriteBinary(tb testing.TB) string {
+	tb.Helper()
+	path := os.Getenv("MATRIXOS_DENDRITE")
+	if path == "" {
+		var err error
+		if path, err = exec.LookPath("dendrite"); err != nil {
+			path = ""
+		}
+	}
+	if path == "" {
+		msg := "Dendrite not found: set MATRIXOS_DENDRITE to its binary or put dendrite on PATH " +
+			"(CGO_ENABLED=0 go install github.com/matrix-org/dendrite/cmd/dendrite@" + DendriteVersion + ")"
+		if os.Getenv("MATRIXOS_REQUIRE_DENDRITE") == "1" {
+			tb.Fatal(msg + " (MATRIXOS_REQUIRE_DENDRITE=1)")
+		}
+		tb.Skip(msg)
+	}
+	out, err := exec.Command(path, "-version").Output()
+	if err != nil {
+		tb.Fatalf("Dendrite: %s -version: %v", path, err)
+	}
+	if got := strings.TrimSpace(string(out)); "v"+got != DendriteVersion {
+		tb.Fatalf("Dendrite: %s is version %s; the interop tests need %s", path, got, DendriteVersion)
+	}
+	return path
+}
+
+// StartDendrite runs Dendrite for the test (see [Dendrite]); it is stopped
+// when the test ends, and its log is shown when the test failed.
+func StartDendrite(t testing.TB, ca *CA) *Dendrite {
+	t.Helper()
+	bin := DendriteBinary(t)
+	// The ports are chosen by binding and releasing them, as Dendrite
+	// cannot take an open listener; another process may grab one in
+	// between, so a start that fails to listen is tried again.
+	var lastErr error
+	for range 3 {
+		d, err := startDendrite(t, bin, ca)
+		if err == nil {
+			return d
+		}
+		lastErr = err
+		if !errors.Is(err, errDendriteExited) {
+			break
+		}
+	}
+	t.Fatalf("start Dendrite: %v", lastErr)
+	return nil
+}
+
+var errDendriteExited = errors.New("dendrite exited")
+
+func startDendrite(t testing.TB, bin string, ca *CA) (*Dendrite, error) {
+	t.Helper()
+	httpsAddr, httpAddr, err := freePorts()
+	if err != nil {
+		return nil, err
+	}
+	d := &Dendrite{
+		ServerName: httpsAddr,
+		URL:        "http://" + httpAddr,
+		Dir:        t.TempDir(),
+		t:          t,
+		exited:     make(chan struct{}),
+	}
+	if err := d.writeKey(); err != nil {
+		return nil, err
+	}
+	config := filepath.Join(d.Dir, "dendrite.yaml")
+	if err := os.WriteFile(config, []byte(d.config()), 0o600); err != nil {
+		return nil, err
+	}
+	certFile, keyFile := ca.Issue(t, "127.0.0.1", "localhost")
+	logFile, err := os.Create(filepath.Join(d.Dir, "dendrite.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close() // the child has its own descriptor
+
+	d.cmd = exec.Command(bin,
+		"-config", config,
+		"-http-bind-address", httpAddr,
+		"-https-bind-address", httpsAddr,
+		"-tls-cert", certFile, "-tls-key", keyFile,
+		"-really-enable-open-registration",
+	)
+	d.cmd.Dir = d.Dir
+	// Go's crypto/x509 reads SSL_CERT_FILE for the system roots: Dendrite
+	// then verifies the test nodes' certificates against the test's CA.
+	d.cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+ca.File)
+	d.cmd.Stdout, d.cmd.Stderr = logFile, logFile
+	d.cmd.SysProcAttr = dendriteProcAttr()
+	if err := d.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("run %s: %w", bin, err)
+	}
+	go func() {
+		d.cmd.Wait()
+		close(d.exited)
+	}()
+	t.Cleanup(d.stop)
+	if err := d.waitReady(); err != nil {
+		d.stop()
+		return nil, fmt.Errorf("%w\n%s", err, d.logTail())
+	}
+	return d, nil
+}
+
+// freePorts returns two loopback addresses with ports free a moment ago.
+func freePorts() (string, string, error) {
+	var addrs []string
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", "", err
+		}
+		defer ln.Close()
+		addrs = append(addrs, ln.Addr().String())
+	}
+	return addrs[0], addrs[1], nil
+}
+
+// writeKey creates Dendrite's signing key in its PEM form: the ed25519
+// seed in a MATRIX PRIVATE KEY block with a Key-ID header.
+func (d *Dendrite) writeKey() error {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	d.KeyID = id.NewKeyID(id.KeyAlgorithmEd25519, "dendrite")
+	d.Key = id.SigningKey(base64.RawStdEncoding.EncodeToString(pub))
+	block := &pem.Block{Type: "MATRIX PRIVATE KEY", Headers: map[string]string{"Key-ID": string(d.KeyID)}, Bytes: priv.Seed()}
+	return os.WriteFile(filepath.Join(d.Dir, "matrix_key.pem"), pem.EncodeToMemory(block), 0o600)
+}
+
+// config is Dendrite's configuration: everything in Dir, SQLite (one
+// database per component: Dendrite's global database is PostgreSQL only),
+// JetStream in memory, no notary, no rate limits, cheap
+// password hashing, and no search index.
+func (d *Dendrite) config() string {
+	return fmt.Sprintf(`version: 2
+global:
+  server_name: %q
+  private_key: matrix_key.pem
+  key_validity_period: 168h0m0s
+  cache:
+    max_size_estimated: 64mb
+    max_age: 1h
+  trusted_third_party_id_servers: []
+  disable_federation: false
+  presence:
+    enable_inbound: true
+    enable_outbound: true
+  report_stats:
+    enabled: false
+  jetstream:
+    in_memory: true
+    storage_path: ./
+    topic_prefix: Dendrite
+  dns_cache:
+    enabled: false
+federation_api:
+  database: {connection_string: "file:federationapi.db"}
+  send_max_retries: 16
+  disable_tls_validation: false
+  key_perspectives: []
+  prefer_direct_fetch: true
+key_server:
+  database: {connection_string: "file:keyserver.db"}
+media_api:
+  database: {connection_string: "file:mediaapi.db"}
+  base_path: ./media_store
+mscs:
+  database: {connection_string: "file:mscs.db"}
+relay_api:
+  database: {connection_string: "file:relayapi.db"}
+room_server:
+  database: {connection_string: "file:roomserver.db"}
+sync_api:
+  database: {connection_string: "file:syncapi.db"}
+  search:
+    enabled: false
+user_api:
+  account_database: {connection_string: "file:userapi_accounts.db"}
+  bcrypt_cost: 4
+client_api:
+  registration_disabled: false
+  guests_disabled: true
+  rate_limiting:
+    enabled: false
+logging:
+  - type: std
+    level: info
+`, d.ServerName)
+}
+
+// waitReady polls the client API until it answers, Dendrite exits or the
+// start timeout passes.
+func (d *Dendrite) waitReady() error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(dendriteStartTimeout)
+	for time.Now().Before(deadline) {
+		resp, err := client.Get(d.URL + "/_matrix/client/versions")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-d.exited:
+			return fmt.Errorf("%w: %v", errDendriteExited, d.cmd.ProcessState)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("dendrite did not answer on %s within %v", d.URL, dendriteStartTimeout)
+}
+
+// stop ends Dendrite (SIGTERM, then SIGKILL after 10 s) and, when the test
+// failed, logs the end of its log.
+func (d *Dendrite) stop() {
+	select {
+	case <-d.exited:
+	default:
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.exited:
+		case <-time.After(10 * time.Second):
+			d.cmd.Process.Kill()
+			<-d.exited
+		}
+	}
+	if d.t.Failed() {
+		d.t.Logf("Dendrite %s log:\n%s", d.ServerName, d.logTail())
+	}
+}
+
+// logTail is the last lines of Dendrite's log.
+func (d *Dendrite) logTail() string {
+	b, err := os.ReadFile(filepath.Join(d.Dir, "dendrite.log"))
+	if err != nil {
+		return err.Error()
+	}
+	const max = 64 << 10
+	if len(b) > max {
+		b = b[len(b)-max:]
+		b = b[bytes.IndexByte(b, '\n')+1:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// Client returns an unauthenticated mautrix client for Dendrite's client
+// API.
+func (d *Dendrite) Client() *mautrix.Client {
+	d.t.Helper()
+	c, err := mautrix.NewClient(d.URL, "", "")
+	if err != nil {
+		d.t.Fatalf("new client: %v", err)
+	}
+	c.Client = &http.Client{Timeout: 2 * time.Minute}
+	c.Log = zerologDiscard()
+	return c
+}
+
+// Register creates a Dendrite user (with a unique name built from prefix)
+// and returns a logged-in client.
+func (d *Dendrite) Register(prefix string) *mautrix.Client {
+	d.t.Helper()
+	c := d.Client()
+	name := fmt.Sprintf("%s%d", prefix, d.counter.Add(1))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	resp, err := c.RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: name, Password: Password})
+	if err != nil {
+		d.t.Fatalf("register %s on Dendrite: %v", name, err)
+	}
+	c.SetCredentials(resp.UserID, resp.AccessToken)
+	c.DeviceID = resp.DeviceID
+	return c
+}
