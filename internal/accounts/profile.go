@@ -119,9 +119,14 @@ func (s *Service) getProfileField(w http.ResponseWriter, r *http.Request) (any, 
 	return map[string]json.RawMessage{key: v}, nil
 }
 
-// pathProfile returns the profile of the path's user, or M_NOT_FOUND.
+// pathProfile returns the profile of the path's user, or M_NOT_FOUND. A
+// user of another server is looked up there (see UseFederation).
 func (s *Service) pathProfile(r *http.Request) (map[string]json.RawMessage, error) {
-	p, ok, err := s.Profile(r.Context(), id.UserID(r.PathValue("userId")))
+	uid := id.UserID(r.PathValue("userId"))
+	if s.isRemote(uid) {
+		return s.remoteProfile(r.Context(), uid)
+	}
+	p, ok, err := s.Profile(r.Context(), uid)
 	if err != nil {
 		return nil, err
 	}

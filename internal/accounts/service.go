@@ -85,6 +85,10 @@ type Service struct {
 	appliesChanges atomic.Bool // see WatchChanges
 
 	uia *uiaStore
+
+	// remote looks up other servers' users' profiles (nil while
+	// federation is off); see UseFederation.
+	remote *remoteProfiles
 }
 
 // New returns the accounts service.

@@ -110,14 +110,11 @@ func (s *Service) getAlias(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return nil, err
 		}
-		roomID, err := s.resolveLocalAlias(r.Context(), alias)
+		roomID, servers, err := s.ResolveAlias(r.Context(), alias)
 		if err != nil {
 			return nil, err
 		}
-		if roomID == "" {
-			return nil, mxhttp.NotFound("room alias not found")
-		}
-		return map[string]any{"room_id": roomID, "servers": []string{s.serverName}}, nil
+		return map[string]any{"room_id": roomID, "servers": servers}, nil
 	})(w, r)
 }
 

@@ -3,6 +3,7 @@ package clientapi
 import (
 	"context"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,39 +19,51 @@ import (
 const maxPublicRooms = 1000
 
 // publicRoomsRequest is the POST /publicRooms body (GET takes the same as
-// query parameters, without the filter).
+// query parameters, without the filter). Marshalled, it is the request to
+// another server's directory.
 type publicRoomsRequest struct {
-	Limit  *int   `json:"limit"`
-	Since  string `json:"since"`
-	Filter *struct {
-		GenericSearchTerm string     `json:"generic_search_term"`
-		RoomTypes         *[]*string `json:"room_types"`
-	} `json:"filter"`
-	IncludeAllNetworks   bool   `json:"include_all_networks"`
-	ThirdPartyInstanceID string `json:"third_party_instance_id"`
+	Limit                *int               `json:"limit,omitempty"`
+	Since                string             `json:"since,omitempty"`
+	Filter               *publicRoomsFilter `json:"filter,omitempty"`
+	IncludeAllNetworks   bool               `json:"include_all_networks,omitempty"`
+	ThirdPartyInstanceID string             `json:"third_party_instance_id,omitempty"`
+}
+
+type publicRoomsFilter struct {
+	GenericSearchTerm string     `json:"generic_search_term,omitempty"`
+	RoomTypes         *[]*string `json:"room_types,omitempty"`
+}
+
+// publicRoomsQuery reads the query parameters of GET /publicRooms (the
+// client's and the federation's).
+func publicRoomsQuery(q url.Values) (publicRoomsRequest, error) {
+	var req publicRoomsRequest
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil {
+			return req, mxhttp.InvalidParam("invalid limit")
+		}
+		req.Limit = &n
+	}
+	req.Since = q.Get("since")
+	switch q.Get("include_all_networks") {
+	case "", "false":
+	case "true":
+		req.IncludeAllNetworks = true
+	default:
+		return req, mxhttp.InvalidParam("include_all_networks must be true or false")
+	}
+	req.ThirdPartyInstanceID = q.Get("third_party_instance_id")
+	return req, nil
 }
 
 func (s *Service) getPublicRooms(w http.ResponseWriter, r *http.Request) {
 	mxhttp.Handle(func(w http.ResponseWriter, r *http.Request) (any, error) {
-		q := r.URL.Query()
-		var req publicRoomsRequest
-		if l := q.Get("limit"); l != "" {
-			n, err := strconv.Atoi(l)
-			if err != nil {
-				return nil, mxhttp.InvalidParam("invalid limit")
-			}
-			req.Limit = &n
+		req, err := publicRoomsQuery(r.URL.Query())
+		if err != nil {
+			return nil, err
 		}
-		req.Since = q.Get("since")
-		switch q.Get("include_all_networks") {
-		case "", "false":
-		case "true":
-			req.IncludeAllNetworks = true
-		default:
-			return nil, mxhttp.InvalidParam("include_all_networks must be true or false")
-		}
-		req.ThirdPartyInstanceID = q.Get("third_party_instance_id")
-		return s.publicRooms(r.Context(), q.Get("server"), req)
+		return s.publicRooms(r.Context(), r.URL.Query().Get("server"), req)
 	})(w, r)
 }
 
@@ -67,7 +80,7 @@ func (s *Service) postPublicRooms(w http.ResponseWriter, r *http.Request, sess *
 // ("o<n>"), so either token pages in its own direction.
 func (s *Service) publicRooms(ctx context.Context, server string, req publicRoomsRequest) (any, error) {
 	if server != "" && server != s.serverName {
-		return nil, mxhttp.InvalidParam("cannot list the room directory of %s (no federation)", server)
+		return s.remotePublicRooms(ctx, server, req)
 	}
 	if req.IncludeAllNetworks && req.ThirdPartyInstanceID != "" {
 		return nil, mxhttp.InvalidParam("include_all_networks and third_party_instance_id are exclusive")

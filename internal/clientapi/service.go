@@ -24,6 +24,10 @@ type Service struct {
 	// InviteBlocked, when set, reports whether invitee refuses invites
 	// from inviter (their invite permission config, in accountdata).
 	InviteBlocked func(ctx context.Context, invitee, inviter id.UserID) (bool, error)
+
+	// remote asks other servers about their aliases and directories (nil
+	// while federation is off); see UseFederation.
+	remote *remoteDirectory
 }
 
 // New returns the service.

@@ -111,6 +111,13 @@ func (s *Service) Handle(pattern string, h http.Handler) {
 	s.mux.Handle(pattern, s.Authenticate(h))
 }
 
+// HandleUnauthenticated registers an endpoint on the federation listener
+// that takes no X-Matrix authentication, for the few the spec leaves open
+// (openid/userinfo, which the token in its query authenticates).
+func (s *Service) HandleUnauthenticated(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, h)
+}
+
 func (s *Service) routes() {
 	s.mux.HandleFunc("GET /.well-known/matrix/server", s.ServeWellKnown)
 	s.mux.HandleFunc("GET /_matrix/federation/v1/version", mxhttp.Handle(s.version))

@@ -21,6 +21,8 @@ var csExtraMigrations = slices.Concat(
 // csExtra holds the services wired by csExtraRoutes.
 type csExtra struct {
 	pushers *pushers.Service
+	spaces  *spaces.Service
+	openid  *openid.Service
 }
 
 // csExtraRoutes builds and wires the rest of the Client-Server API: space
@@ -28,10 +30,12 @@ type csExtra struct {
 // room previews (initialSync and /events), the small modules of clientapi,
 // and the discovery documents this node has nothing to put in.
 func (n *Node) csExtraRoutes(mux *http.ServeMux) {
-	spaces.New(n.Accounts, n.Rooms).Routes(mux)
+	n.csExtra.spaces = spaces.New(n.Accounts, n.Rooms)
+	n.csExtra.spaces.Routes(mux)
 	n.Client.ExtraRoutes(mux)
 	n.wirePushers(mux)
-	openid.New(n.DB, n.Accounts, n.cfg.ServerName).Routes(mux)
+	n.csExtra.openid = openid.New(n.DB, n.Accounts, n.cfg.ServerName)
+	n.csExtra.openid.Routes(mux)
 	pk := peek.New(n.DB, n.Accounts, n.Rooms)
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, pk.OnEvent)
 	pk.Routes(mux)

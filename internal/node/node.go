@@ -244,6 +244,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.csExtraRoutes(mux)
 	n.adminRoutes(mux)
 	n.Media.Routes(mux)
+	n.federationQueries()
 	mux.HandleFunc("GET /{$}", n.serveWelcome)
 	// A known path with another method is 405, per the spec.
 	mux.HandleFunc("/", mxhttp.Unmatched(mux, mxhttp.NotFoundHandler))

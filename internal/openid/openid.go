@@ -58,6 +58,13 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /_matrix/federation/v1/openid/userinfo", mxhttp.Handle(s.userInfo))
 }
 
+// FederationRoutes registers GET /_matrix/federation/v1/openid/userinfo
+// with h, which must not add X-Matrix authentication: the third party
+// asking is no homeserver, and the token in the query is what is checked.
+func (s *Service) FederationRoutes(h func(pattern string, handler http.Handler)) {
+	h("GET /_matrix/federation/v1/openid/userinfo", mxhttp.Handle(s.userInfo))
+}
+
 // Issue creates a token for the user.
 func (s *Service) Issue(ctx context.Context, user id.UserID) (string, error) {
 	b := make([]byte, 24)

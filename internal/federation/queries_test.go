@@ -1,0 +1,231 @@
+package federation_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+// twoNodes starts two federating nodes on SQLite sharing one CA.
+func twoNodes(t *testing.T) (a, b *testnode.Node) {
+	t.Helper()
+	ca := testnode.NewCA(t)
+	return testnode.StartFederating(t, testnode.SQLite, ca), testnode.StartFederating(t, testnode.SQLite, ca)
+}
+
+// fedStatus returns the status and errcode of a federation client error.
+func fedStatus(err error) (int, string) {
+	code, status := testnode.ErrCode(err)
+	return status, code
+}
+
+// TestRemoteProfile: a user on A reads the profile of a user on B through
+// A's client API (the whole profile and one field); a user B does not know
+// is 404, B's answer to a signed query carries only the field asked for,
+// and a server that cannot be reached is 502.
+func TestRemoteProfile(t *testing.T) {
+	ctx := context.Background()
+	a, b := twoNodes(t)
+	alice := a.Register("alice")
+	bob := b.Register("bob")
+	if err := bob.SetDisplayName(ctx, "Bob of B"); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.SetAvatarURL(ctx, id.MustParseContentURI("mxc://"+b.Config.ServerName+"/avatar")); err != nil {
+		t.Fatal(err)
+	}
+
+	p, err := alice.GetProfile(ctx, bob.UserID)
+	if err != nil {
+		t.Fatalf("A's profile of %s: %v", bob.UserID, err)
+	}
+	if p.DisplayName != "Bob of B" || p.AvatarURL.String() != "mxc://"+b.Config.ServerName+"/avatar" {
+		t.Fatalf("A's profile of %s: %+v", bob.UserID, p)
+	}
+	r := testnode.Call(t, alice, "GET", testnode.V3+"/profile/"+url.PathEscape(string(bob.UserID))+"/displayname", nil).OK(t)
+	if r["displayname"] != "Bob of B" || len(r) != 1 {
+		t.Fatalf("A's displayname of %s: %v", bob.UserID, r)
+	}
+	testnode.Call(t, alice, "GET", testnode.V3+"/profile/"+url.PathEscape(string(bob.UserID))+"/m.tz", nil).Want(t, http.StatusNotFound, "M_NOT_FOUND")
+
+	nobody := id.NewUserID("nobody", b.Config.ServerName)
+	_, err = alice.GetProfile(ctx, nobody)
+	testnode.WantErr(t, err, "M_NOT_FOUND", http.StatusNotFound)
+
+	// B's federation endpoint, asked directly by A.
+	var one map[string]any
+	err = a.Federation.Client.Query(ctx, b.Config.ServerName, "profile", url.Values{"user_id": {string(bob.UserID)}, "field": {"displayname"}}, &one)
+	if err != nil || one["displayname"] != "Bob of B" || len(one) != 1 {
+		t.Fatalf("B's query/profile with field=displayname: %v, %v", one, err)
+	}
+	for _, tt := range []struct {
+		name   string
+		query  url.Values
+		status int
+		code   string
+	}{
+		{"no user_id", url.Values{}, 400, "M_MISSING_PARAM"},
+		{"not a user ID", url.Values{"user_id": {"bob"}}, 400, "M_INVALID_PARAM"},
+		{"user of another server", url.Values{"user_id": {string(alice.UserID)}}, 400, "M_INVALID_PARAM"},
+		{"unknown user", url.Values{"user_id": {string(nobody)}}, 404, "M_NOT_FOUND"},
+		{"unset field", url.Values{"user_id": {string(bob.UserID)}, "field": {"m.tz"}}, 404, "M_NOT_FOUND"},
+		{"bad field name", url.Values{"user_id": {string(bob.UserID)}, "field": {"Not A Field"}}, 400, "M_INVALID_PARAM"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var out map[string]any
+			err := a.Federation.Client.Query(ctx, b.Config.ServerName, "profile", tt.query, &out)
+			if status, code := fedStatus(err); status != tt.status || code != tt.code {
+				t.Fatalf("got %d %s (%v), want %d %s", status, code, err, tt.status, tt.code)
+			}
+		})
+	}
+
+	// A user A never asked about, once B is gone: B cannot be reached.
+	carol := b.Register("carol")
+	b.Stop()
+	_, err = alice.GetProfile(ctx, carol.UserID)
+	testnode.WantErr(t, err, "M_UNKNOWN", http.StatusBadGateway)
+	// What A already asked stays for a short while.
+	if p, err := alice.GetProfile(ctx, bob.UserID); err != nil || p.DisplayName != "Bob of B" {
+		t.Fatalf("cached profile of %s after B stopped: %+v, %v", bob.UserID, p, err)
+	}
+}
+
+// TestRemoteAlias: a user on A resolves an alias of B through A's client
+// API and through ResolveAlias (what joining by alias uses), getting B's
+// room and B among its servers; an unknown alias of B is 404, a malformed
+// one 400, and B's signed directory query refuses bad input.
+func TestRemoteAlias(t *testing.T) {
+	ctx := context.Background()
+	a, b := twoNodes(t)
+	alice := a.Register("alice")
+	bob := b.Register("bob")
+	roomID := testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "lobby"})
+	alias := id.NewRoomAlias("lobby", b.Config.ServerName)
+
+	got, err := alice.ResolveAlias(ctx, alias)
+	if err != nil {
+		t.Fatalf("A resolving %s: %v", alias, err)
+	}
+	if got.RoomID != roomID || len(got.Servers) == 0 || got.Servers[0] != b.Config.ServerName {
+		t.Fatalf("A resolving %s: %+v; want %s on %s", alias, got, roomID, b.Config.ServerName)
+	}
+	room, servers, err := a.Node.Client.ResolveAlias(ctx, alias)
+	if err != nil || room != roomID || len(servers) != 1 || servers[0] != b.Config.ServerName {
+		t.Fatalf("A's ResolveAlias(%s) = %s, %v, %v", alias, room, servers, err)
+	}
+
+	_, err = alice.ResolveAlias(ctx, id.NewRoomAlias("nowhere", b.Config.ServerName))
+	testnode.WantErr(t, err, "M_NOT_FOUND", http.StatusNotFound)
+	testnode.Call(t, alice, "GET", testnode.V3+"/directory/room/"+url.PathEscape("#x:not a server!"), nil).Want(t, http.StatusBadRequest, "M_INVALID_PARAM")
+
+	for _, tt := range []struct {
+		name   string
+		query  url.Values
+		status int
+		code   string
+	}{
+		{"no room_alias", url.Values{}, 400, "M_MISSING_PARAM"},
+		{"not an alias", url.Values{"room_alias": {"lobby"}}, 400, "M_INVALID_PARAM"},
+		{"alias of another server", url.Values{"room_alias": {"#lobby:" + a.Config.ServerName}}, 400, "M_INVALID_PARAM"},
+		{"unknown alias", url.Values{"room_alias": {"#nowhere:" + b.Config.ServerName}}, 404, "M_NOT_FOUND"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var out map[string]any
+			err := a.Federation.Client.Query(ctx, b.Config.ServerName, "directory", tt.query, &out)
+			if status, code := fedStatus(err); status != tt.status || code != tt.code {
+				t.Fatalf("got %d %s (%v), want %d %s", status, code, err, tt.status, tt.code)
+			}
+		})
+	}
+}
+
+// TestOpenIDUserInfoOverFederation: a token a user of A requested is
+// checked on A's federation listener, without X-Matrix (as a third party
+// asks), and by B's federation client; an unknown token is 401.
+func TestOpenIDUserInfoOverFederation(t *testing.T) {
+	ctx := context.Background()
+	a, b := twoNodes(t)
+	alice := a.Register("alice")
+	tok, err := alice.RequestOpenIDToken(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := a.FederationDo(t, "GET", "/_matrix/federation/v1/openid/userinfo?access_token="+url.QueryEscape(tok.AccessToken), nil).OK(t)
+	if r["sub"] != string(alice.UserID) {
+		t.Fatalf("userinfo on A's federation listener: %v", r)
+	}
+	info, err := b.Federation.Client.GetOpenIDUserInfo(ctx, a.Config.ServerName, tok.AccessToken)
+	if err != nil || info.Sub != alice.UserID {
+		t.Fatalf("B checking alice's token with A: %+v, %v", info, err)
+	}
+	a.FederationDo(t, "GET", "/_matrix/federation/v1/openid/userinfo?access_token=nope", nil).Want(t, http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+	a.FederationDo(t, "GET", "/_matrix/federation/v1/openid/userinfo", nil).Want(t, http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+}
+
+// TestRemotePublicRooms: a user on A lists B's room directory through A's
+// client API: pages with limit and since, a filter (sent as POST); B's
+// federation endpoints refuse bad input, and A refuses a server name that
+// is no server name.
+func TestRemotePublicRooms(t *testing.T) {
+	ctx := context.Background()
+	a, b := twoNodes(t)
+	alice := a.Register("alice")
+	bob := b.Register("bob")
+	bobby := b.Register("bobby")
+	big := testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "public_chat", Visibility: "public", Name: "Gardening club"})
+	testnode.Join(t, bobby, big)
+	small := testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "public_chat", Visibility: "public", Name: "Chess"})
+	testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Not published"})
+	bName := b.Config.ServerName
+
+	first, err := alice.PublicRooms(ctx, &mautrix.ReqPublicRooms{Server: bName, Limit: 1})
+	if err != nil {
+		t.Fatalf("A listing B's directory: %v", err)
+	}
+	if len(first.Chunk) != 1 || first.Chunk[0].RoomID != big || first.NextBatch == "" || first.TotalRoomCountEstimate != 2 {
+		t.Fatalf("first page of B's directory: %+v", first)
+	}
+	second, err := alice.PublicRooms(ctx, &mautrix.ReqPublicRooms{Server: bName, Limit: 1, Since: first.NextBatch})
+	if err != nil || len(second.Chunk) != 1 || second.Chunk[0].RoomID != small || second.NextBatch != "" {
+		t.Fatalf("second page of B's directory: %+v, %v", second, err)
+	}
+	found, err := alice.PublicRooms(ctx, &mautrix.ReqPublicRooms{Server: bName, Filter: &mautrix.PublicRoomsFilter{GenericSearchTerm: "chess"}})
+	if err != nil || len(found.Chunk) != 1 || found.Chunk[0].RoomID != small {
+		t.Fatalf("B's directory filtered for chess: %+v, %v", found, err)
+	}
+
+	_, err = alice.PublicRooms(ctx, &mautrix.ReqPublicRooms{Server: "not a server!"})
+	testnode.WantErr(t, err, "M_INVALID_PARAM", http.StatusBadRequest)
+
+	for _, tt := range []struct {
+		name   string
+		method string
+		query  url.Values
+		body   any
+		code   string
+	}{
+		{"bad limit", "GET", url.Values{"limit": {"many"}}, nil, "M_INVALID_PARAM"},
+		{"bad since", "GET", url.Values{"since": {"yesterday"}}, nil, "M_INVALID_PARAM"},
+		{"bad include_all_networks", "GET", url.Values{"include_all_networks": {"maybe"}}, nil, "M_INVALID_PARAM"},
+		{"body not an object", "POST", nil, []int{1}, "M_BAD_JSON"},
+		{"negative limit", "POST", nil, map[string]any{"limit": -1}, "M_INVALID_PARAM"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := a.Federation.Client.MakeFullRequest(ctx, federation.RequestParams{
+				ServerName: bName, Method: tt.method, Path: federation.URLPath{"v1", "publicRooms"},
+				Query: tt.query, Authenticate: true, RequestJSON: tt.body,
+			})
+			if status, code := fedStatus(err); status != http.StatusBadRequest || code != tt.code {
+				t.Fatalf("got %d %s (%v), want 400 %s", status, code, err, tt.code)
+			}
+		})
+	}
+}

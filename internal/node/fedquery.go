@@ -1,0 +1,17 @@
+package node
+
+// federationQueries wires the Server-Server endpoints that answer
+// questions about this server's data (profiles, aliases, OpenID tokens)
+// into the federation listener, and lets the client API ask other
+// servers the same questions. Nothing happens while federation is off.
+func (n *Node) federationQueries() {
+	f := n.Federation
+	if f == nil {
+		return
+	}
+	n.Accounts.UseFederation(f.Client)
+	n.Accounts.FederationRoutes(f.Handle)
+	n.Client.UseFederation(f.Client)
+	n.Client.FederationRoutes(f.Handle)
+	n.csExtra.openid.FederationRoutes(f.HandleUnauthenticated)
+}
