@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
@@ -22,6 +23,8 @@ import (
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/config"
 )
 
 // DendriteVersion is the Dendrite release the interop tests are written
@@ -158,7 +161,7 @@ func startDendrite(t testing.TB, bin string, ca *CA) (*Dendrite, error) {
 		close(d.exited)
 	}()
 	t.Cleanup(d.stop)
-	if err := d.waitReady(); err != nil {
+	if err := d.waitReady(ca.File); err != nil {
 		d.stop()
 		return nil, fmt.Errorf("%w\n%s", err, d.logTail())
 	}
@@ -253,18 +256,25 @@ logging:
 `, d.ServerName)
 }
 
-// waitReady polls the client API until it answers, Dendrite exits or the
-// start timeout passes.
-func (d *Dendrite) waitReady() error {
-	client := &http.Client{Timeout: 2 * time.Second}
+// waitReady polls both listeners (the HTTPS one trusting the CA) until
+// they answer, Dendrite exits or the start timeout passes.
+func (d *Dendrite) waitReady(caFile string) error {
+	pool, err := config.LoadCertPool(caFile)
+	if err != nil {
+		return err
+	}
+	client := &http.Client{
+		Timeout:   2 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
+	}
+	urls := []string{d.URL + "/_matrix/client/versions", "https://" + d.ServerName + "/_matrix/federation/v1/version"}
 	deadline := time.Now().Add(dendriteStartTimeout)
 	for time.Now().Before(deadline) {
-		resp, err := client.Get(d.URL + "/_matrix/client/versions")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		for len(urls) > 0 && answers(client, urls[0]) {
+			urls = urls[1:]
+		}
+		if len(urls) == 0 {
+			return nil
 		}
 		select {
 		case <-d.exited:
@@ -272,7 +282,17 @@ func (d *Dendrite) waitReady() error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("dendrite did not answer on %s within %v", d.URL, dendriteStartTimeout)
+	return fmt.Errorf("dendrite did not answer %s within %v", urls[0], dendriteStartTimeout)
+}
+
+// answers reports whether a GET of the URL answers 200.
+func answers(client *http.Client, url string) bool {
+	resp, err := client.Get(url)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // stop ends Dendrite (SIGTERM, then SIGKILL after 10 s) and, when the test
