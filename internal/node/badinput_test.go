@@ -97,6 +97,8 @@ func TestBadInput(t *testing.T) {
 			// Complement's TestFilter: a room list naming something that is no room ID.
 			{"filter timeline not a room ID", "POST", filter, a, map[string]any{"room": map[string]any{"timeline": map[string]any{"rooms": []string{"not_a_room_id"}}}}, 400, "M_BAD_JSON"},
 			{"filter not_rooms not a room ID", "POST", filter, a, map[string]any{"room": map[string]any{"not_rooms": []string{"#alias:localhost"}}}, 400, "M_BAD_JSON"},
+			{"filter timeline not a sender ID", "POST", filter, a, map[string]any{"room": map[string]any{"timeline": map[string]any{"senders": []string{"not_a_sender_id"}}}}, 400, "M_BAD_JSON"},
+			{"filter presence not_senders no server", "POST", filter, a, map[string]any{"presence": map[string]any{"not_senders": []string{"@alice"}}}, 400, "M_BAD_JSON"},
 			{"filter state empty room ID", "POST", filter, a, map[string]any{"room": map[string]any{"state": map[string]any{"not_rooms": []string{""}}}}, 400, "M_BAD_JSON"},
 			{"filter limit string", "POST", filter, a, map[string]any{"room": map[string]any{"timeline": map[string]any{"limit": "10"}}}, 400, "M_BAD_JSON"},
 			{"member without membership", "PUT", r + "/state/m.room.member/" + string(bob.UserID), a, map[string]any{}, 400, "M_BAD_JSON"},

@@ -57,9 +57,16 @@ type Filter struct {
 }
 
 // Validate refuses a filter whose room lists hold something that cannot be a
-// room ID (M_BAD_JSON, a value of the wrong kind): such a filter is a client's
-// mistake, better reported than left to match no room.
+// room ID, or whose sender lists something that cannot be a user ID
+// (M_BAD_JSON, a value of the wrong kind): such a filter is a client's
+// mistake, better reported than left to match nothing.
 func (f *Filter) Validate() error {
+	if err := f.Presence.Validate("presence"); err != nil {
+		return err
+	}
+	if err := f.AccountData.Validate("account_data"); err != nil {
+		return err
+	}
 	if f.Room == nil {
 		return nil
 	}
@@ -78,12 +85,42 @@ func (f *Filter) Validate() error {
 }
 
 // Validate refuses a room event filter, named name in error messages, whose
-// room lists hold something that cannot be a room ID.
+// room lists hold something that cannot be a room ID or whose sender lists
+// hold something that cannot be a user ID.
 func (f *RoomEventFilter) Validate(name string) error {
 	if f == nil {
 		return nil
 	}
-	return validRoomIDs(name+".rooms", f.Rooms, f.NotRooms)
+	if err := validRoomIDs(name+".rooms", f.Rooms, f.NotRooms); err != nil {
+		return err
+	}
+	return f.EventFilter.Validate(name)
+}
+
+// Validate refuses an event filter, named name in error messages, whose
+// senders or not_senders hold something that cannot be a user ID.
+func (f *EventFilter) Validate(name string) error {
+	if f == nil {
+		return nil
+	}
+	var all []id.UserID
+	if f.Senders != nil {
+		all = *f.Senders
+	}
+	for _, u := range slices.Concat(all, f.NotSenders) {
+		if !looksLikeUserID(u) {
+			return mxhttp.BadJSON("%s.senders: %q is not a user ID", name, u)
+		}
+	}
+	return nil
+}
+
+// looksLikeUserID reports whether u has a user ID's shape: the '@' sigil, a
+// localpart, ':' and a server name, at most 255 bytes. Historical localparts
+// outside today's grammar pass, as they still name users on other servers.
+func looksLikeUserID(u id.UserID) bool {
+	local, server, _ := strings.Cut(strings.TrimPrefix(string(u), "@"), ":")
+	return strings.HasPrefix(string(u), "@") && local != "" && server != "" && len(u) <= 255
 }
 
 // validRoomIDs checks the room IDs of a filter's rooms and not_rooms lists.
