@@ -155,3 +155,30 @@ func TestTimestampToEvent(t *testing.T) {
 		testnode.WantErr(t, err, "M_FORBIDDEN", 0)
 	})
 }
+
+// TestMessagesEnd checks that a /messages page that read events carries an
+// end token, also when it reached the start of the room or its filter left
+// fewer events than the limit (Complement's TestRoomImageRoundtrip), and that
+// the page after the start has neither events nor end.
+func TestMessagesEnd(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		_, bob, room, msgs := chat(t, n, 3)
+		path := "/_matrix/client/v3/rooms/" + url.PathEscape(string(room)) + "/messages?dir=b"
+		filter := url.QueryEscape(`{"types":["m.room.message"]}`)
+		page := testnode.Decode[mautrix.RespMessages](t, testnode.Call(t, bob, "GET", path+"&limit=100&filter="+filter, nil).Want(t, 200, "").Body)
+		if got, want := ids(page.Chunk), []id.EventID{msgs[2], msgs[1], msgs[0]}; !slices.Equal(got, want) {
+			t.Fatalf("chunk %v, want %v", got, want)
+		}
+		if page.End == "" {
+			t.Fatal("a page that read events has no end")
+		}
+		res := testnode.Call(t, bob, "GET", path+"&limit=100&from="+url.QueryEscape(page.End), nil).Want(t, 200, "")
+		body, rest := res.Body, res.JSON(t)
+		if chunk, _ := rest["chunk"].([]any); len(chunk) != 0 {
+			t.Fatalf("page before the room's first event: %s", body)
+		}
+		if _, ok := rest["end"]; ok {
+			t.Fatalf("the page past the start has an end: %s", body)
+		}
+	})
+}
