@@ -88,7 +88,7 @@ func (e *Engine) CreateRoom(ctx context.Context, version id.RoomVersion, creator
 	}
 	e.rooms[r.id] = r
 	e.mu.Unlock()
-	evs, err := e.appendEvents(ctx, r, rest, []accepted{{createEv, r.head.with(version, createEv)}})
+	evs, err := e.appendEvents(ctx, r, rest, []accepted{{ev: createEv, after: r.head.with(version, createEv)}})
 	if err != nil {
 		e.dropRoom(r)
 		return "", nil, err

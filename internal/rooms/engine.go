@@ -47,6 +47,11 @@ type Engine struct {
 	// atomically with the event and no backlog is left behind. They run on
 	// the database writer and must only write.
 	OnPersist []func(ctx context.Context, tx *storage.Tx, ev *Event, r *RoomInfo) error
+	// Remote is how the engine reaches other servers (keys, missing
+	// events); nil on a node that does not federate, which then refuses
+	// remote events. Set before use.
+	Remote Remote
+
 	// OnPurge hooks remove what other packages keep about a room, inside
 	// the transaction that purges it (search index, counts, receipts, ...).
 	OnPurge []func(ctx context.Context, tx *storage.Tx, roomID id.RoomID) error
@@ -111,6 +116,10 @@ type room struct {
 	// broken is set when a write of the room failed or was never queued:
 	// the events queued after it build on it, so they must fail too.
 	broken atomic.Bool
+	// lastWrite waits for the room's latest queued write (nil before the
+	// first): a remote event, whose state is read from the database, is
+	// checked once the writes before it have committed. Guarded by mu.
+	lastWrite func() error
 
 	viewMu sync.Mutex
 	// cur is the state after the room's latest committed event.
@@ -438,6 +447,10 @@ type pendingTxn struct {
 type accepted struct {
 	ev    *Event
 	after *roomState
+	// dag is set for an event not built on the pipeline's head (a remote
+	// event, a joined room's first event): its state before, and what the
+	// room's current state became.
+	dag *dagFacts
 }
 
 // appendEvents builds, authorises and persists ps in order. pre holds
@@ -519,7 +532,7 @@ func (e *Engine) enqueue(ctx context.Context, r *room, ps []Proto, pre []accepte
 			return q, err
 		}
 		head = head.with(r.version, ev)
-		built = append(built, accepted{ev, head})
+		built = append(built, accepted{ev: ev, after: head})
 	}
 	if len(ps) == 1 && ps[0].TxnID != "" {
 		q.txn = &pendingTxn{ev: built[len(built)-1].ev, done: make(chan struct{})}
@@ -531,13 +544,29 @@ func (e *Engine) enqueue(ctx context.Context, r *room, ps []Proto, pre []accepte
 	// The write is queued and made whatever the caller's context does:
 	// once the head has moved, the next events build on these, so a
 	// client that goes away must not fail them.
+	q.wait = e.queueWrite(ctx, r, built)
+	r.head = head
+	q.built = built
+	return q, nil
+}
+
+// queueWrite queues the write of built, events accepted into r's pipeline
+// in order, and returns what waits for its outcome (callable more than
+// once). r.mu is held.
+func (e *Engine) queueWrite(ctx context.Context, r *room, built []accepted) func() error {
 	wctx := context.WithoutCancel(ctx)
-	q.wait = e.db.Enqueue(wctx, func(tx *storage.Tx) error {
+	wait := sync.OnceValue(e.db.Enqueue(wctx, func(tx *storage.Tx) error {
 		if r.broken.Load() {
 			return errPipelineBroken
 		}
 		for _, a := range built {
-			if err := e.persist(wctx, tx, r, a.ev, a.after); err != nil {
+			var err error
+			if a.dag != nil {
+				err = e.persistRemote(wctx, tx, r, a)
+			} else {
+				err = e.persist(wctx, tx, r, a.ev, a.after)
+			}
+			if err != nil {
 				r.broken.Store(true)
 				return err
 			}
@@ -547,10 +576,22 @@ func (e *Engine) enqueue(ctx context.Context, r *room, ps []Proto, pre []accepte
 		// could pass these events without them.
 		tx.AfterCommit(func() { e.commitView(r, built) })
 		return nil
-	})
-	r.head = head
-	q.built = built
-	return q, nil
+	}))
+	r.lastWrite = wait
+	return wait
+}
+
+// drain waits, with r.mu held, until the room's queued writes have
+// committed, so that what the pipeline accepted can be read from the
+// database.
+func (r *room) drain() error {
+	if r.lastWrite == nil {
+		return nil
+	}
+	if err := r.lastWrite(); err != nil {
+		return fmt.Errorf("an earlier write to the room failed: %w", err)
+	}
+	return nil
 }
 
 // maxRoomTxns is how many transactions a room remembers in memory before
@@ -634,7 +675,7 @@ func (e *Engine) commitView(r *room, built []accepted) {
 		if a.ev.Pos > r.lastPos {
 			r.cur, r.lastPos = a.after, a.ev.Pos
 		}
-		if a.ev.Type == "m.room.member" {
+		if len(a.changedMembers()) > 0 {
 			r.lastMemberPos = max(r.lastMemberPos, a.ev.Pos)
 			members = true
 		}
@@ -645,13 +686,25 @@ func (e *Engine) commitView(r *room, built []accepted) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, a := range built {
-		if a.ev.Type != "m.room.member" || a.ev.StateKey == nil {
-			continue
+		for _, u := range a.changedMembers() {
+			e.setMembershipLocked(u, r.id, r.cur.members[u])
+			e.memberPos[u] = max(e.memberPos[u], a.ev.Pos)
 		}
-		u := id.UserID(*a.ev.StateKey)
-		e.setMembershipLocked(u, r.id, r.cur.members[u])
-		e.memberPos[u] = max(e.memberPos[u], a.ev.Pos)
 	}
+}
+
+// changedMembers lists the users whose membership the event changed in
+// the room's current state: the member event's user for an event built on
+// the head, every user whose member event a state resolution changed
+// otherwise.
+func (a accepted) changedMembers() []id.UserID {
+	if a.dag != nil {
+		return a.dag.changedMembers
+	}
+	if a.ev.Type != "m.room.member" || a.ev.StateKey == nil {
+		return nil
+	}
+	return []id.UserID{id.UserID(*a.ev.StateKey)}
 }
 
 func (e *Engine) eventsOrErr(ctx context.Context, evID id.EventID) ([]*Event, error) {
@@ -681,22 +734,19 @@ func (e *Engine) build(r *room, st *roomState, p Proto) (*Event, error) {
 		ts = time.Now().UnixMilli()
 	}
 	depth := st.depth + 1
-	if depth > 1<<53-1 {
-		depth = 1<<53 - 1
+	if depth > maxDepth {
+		depth = maxDepth
 	}
 	pd := &pdu.PDU{
 		AuthEvents:     []id.EventID{},
 		Content:        []byte(content),
 		Depth:          depth,
 		OriginServerTS: ts,
-		PrevEvents:     slices.Clone(st.extremities),
+		PrevEvents:     prevEventsOf(st.extremities),
 		RoomID:         r.id,
 		Sender:         p.Sender,
 		StateKey:       p.StateKey,
 		Type:           p.Type,
-	}
-	if pd.PrevEvents == nil {
-		pd.PrevEvents = []id.EventID{}
 	}
 	if p.Type == "m.room.redaction" && p.Redacts != "" {
 		if r.version.RedactsInContent() {
@@ -917,13 +967,8 @@ func (e *Engine) persist(ctx context.Context, tx *storage.Tx, r *room, ev *Event
 			return fmt.Errorf("insert room: %w", err)
 		}
 	}
-	var sk *string = ev.StateKey
-	if _, err := tx.Exec(ctx, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, depth, origin_ts, json,
-		snapshot_before, txn_id, device_id, rel_type, relates_to, thread_id)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
-		pos, ev.ID, r.id, ev.Type, sk, ev.Sender, ev.Depth, ev.TS, string(ev.JSON), ev.SnapshotBefore,
-		nullString(ev.TxnID), nullString(string(ev.DeviceID)), nullString(ev.RelType), nullString(string(ev.RelatesTo)), nullString(string(ev.ThreadID))); err != nil {
-		return fmt.Errorf("insert event: %w", err)
+	if err := insertEvent(ctx, tx, r, ev); err != nil {
+		return err
 	}
 	if ev.TxnID != "" {
 		if _, err := tx.Exec(ctx, `INSERT INTO transactions (user_id, device_id, scope, txn_id, event_id, created_ts) VALUES ($1, $2, $3, $4, $5, $6)
@@ -941,6 +986,12 @@ func (e *Engine) persist(ctx context.Context, tx *storage.Tx, r *room, ev *Event
 			return err
 		}
 	}
+	return e.finishPersist(ctx, tx, r, ev, after)
+}
+
+// finishPersist runs the OnPersist hooks for ev, an event just inserted,
+// after which the room's state is after, and moves the room's row on.
+func (e *Engine) finishPersist(ctx context.Context, tx *storage.Tx, r *room, ev *Event, after *roomState) error {
 	if len(e.OnPersist) > 0 {
 		info := newRoomInfo(r, after)
 		for _, h := range e.OnPersist {
@@ -953,10 +1004,23 @@ func (e *Engine) persist(ctx context.Context, tx *storage.Tx, r *room, ev *Event
 	// position can become visible with its batch: only committed events
 	// join the recent events.
 	tx.AfterCommit(func() { r.recent.add(ev) })
-	ext, _ := json.Marshal([]id.EventID{ev.ID})
+	ext, _ := json.Marshal(after.extremities)
 	if _, err := tx.Exec(ctx, "UPDATE rooms SET snapshot = $1, depth = $2, extremities = $3, last_pos = $4 WHERE room_id = $5",
-		r.dbSnapshot, ev.Depth, string(ext), pos, r.id); err != nil {
+		r.dbSnapshot, after.depth, string(ext), ev.Pos, r.id); err != nil {
 		return fmt.Errorf("update room: %w", err)
+	}
+	return nil
+}
+
+// insertEvent adds ev, whose Pos and SnapshotBefore are set, to the
+// timeline.
+func insertEvent(ctx context.Context, tx *storage.Tx, r *room, ev *Event) error {
+	if _, err := tx.Exec(ctx, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, depth, origin_ts, json,
+		snapshot_before, txn_id, device_id, rel_type, relates_to, thread_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+		ev.Pos, ev.ID, r.id, ev.Type, ev.StateKey, ev.Sender, ev.Depth, ev.TS, string(ev.JSON), ev.SnapshotBefore,
+		nullString(ev.TxnID), nullString(string(ev.DeviceID)), nullString(ev.RelType), nullString(string(ev.RelatesTo)), nullString(string(ev.ThreadID))); err != nil {
+		return fmt.Errorf("insert event: %w", err)
 	}
 	return nil
 }
@@ -999,11 +1063,18 @@ func (e *Engine) persistState(ctx context.Context, tx *storage.Tx, r *room, ev *
 	}
 	r.dbSnapshot, r.dbChainLen = snap, chain
 	if ev.Type == "m.room.member" {
-		if _, err := tx.Exec(ctx, `INSERT INTO memberships (room_id, user_id, membership, event_id, pos, forgotten) VALUES ($1, $2, $3, $4, $5, FALSE)
-			ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, pos = excluded.pos, forgotten = FALSE`,
-			r.id, *ev.StateKey, ev.Membership(), ev.ID, ev.Pos); err != nil {
-			return fmt.Errorf("update membership: %w", err)
-		}
+		return upsertMembership(ctx, tx, r.id, ev, ev.Pos)
+	}
+	return nil
+}
+
+// upsertMembership records member, a member event of the room's current
+// state, as its user's membership as of position pos.
+func upsertMembership(ctx context.Context, tx *storage.Tx, roomID id.RoomID, member *Event, pos int64) error {
+	if _, err := tx.Exec(ctx, `INSERT INTO memberships (room_id, user_id, membership, event_id, pos, forgotten) VALUES ($1, $2, $3, $4, $5, FALSE)
+		ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, pos = excluded.pos, forgotten = FALSE`,
+		roomID, *member.StateKey, member.Membership(), member.ID, pos); err != nil {
+		return fmt.Errorf("update membership: %w", err)
 	}
 	return nil
 }
@@ -1131,6 +1202,11 @@ func (e *Engine) Event(ctx context.Context, evID id.EventID) (*Event, error) {
 		return nil, err
 	}
 	if len(evs) == 0 {
+		if evs, err = e.outliers(ctx, []id.EventID{evID}, false); err != nil {
+			return nil, err
+		}
+	}
+	if len(evs) == 0 {
 		return nil, mxhttp.NotFound("event not found")
 	}
 	e.cache.put(evs[0])
@@ -1158,6 +1234,25 @@ func (e *Engine) Events(ctx context.Context, ids []id.EventID) ([]*Event, error)
 		evs, err := e.queryEvents(ctx, "WHERE event_id IN ("+placeholders(1, len(part))+")", anySlice(part)...)
 		if err != nil {
 			return err
+		}
+		if len(evs) < len(part) {
+			// The state of a room joined over federation is made of
+			// outliers.
+			found := make(map[id.EventID]bool, len(evs))
+			for _, ev := range evs {
+				found[ev.ID] = true
+			}
+			var rest []id.EventID
+			for _, eid := range part {
+				if !found[eid] {
+					rest = append(rest, eid)
+				}
+			}
+			more, err := e.outliers(ctx, rest, false)
+			if err != nil {
+				return err
+			}
+			evs = append(evs, more...)
 		}
 		for _, ev := range evs {
 			e.cache.put(ev)

@@ -34,6 +34,10 @@ type testEnv struct {
 	key  ed25519.PrivateKey
 	db   *storage.DB
 	e    *Engine
+	// server is the engine's server name ("test" when empty); remote, when
+	// set, is given to each engine opened.
+	server string
+	remote Remote
 }
 
 func newTestEnv(t *testing.T) *testEnv {
@@ -67,7 +71,12 @@ func (env *testEnv) open() {
 		db.Close()
 		t.Fatal(err)
 	}
-	e := New(db, slog.New(slog.DiscardHandler), Signer{ServerName: "test", KeyID: "ed25519:t", Key: env.key})
+	server := env.server
+	if server == "" {
+		server = "test"
+	}
+	e := New(db, slog.New(slog.DiscardHandler), Signer{ServerName: server, KeyID: "ed25519:t", Key: env.key})
+	e.Remote = env.remote
 	if err := e.Load(ctx); err != nil {
 		db.Close()
 		t.Fatal(err)

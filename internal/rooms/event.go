@@ -30,6 +30,10 @@ type Event struct {
 	RelatesTo  id.EventID
 	ThreadID   id.EventID
 	Rejected   bool
+	// Outlier and SoftFailed mark events kept beside the timeline (see
+	// the outlier_events table); Pos is 0 for them.
+	Outlier    bool
+	SoftFailed bool
 
 	// SnapshotBefore is the state snapshot (the position of the room's last
 	// state event) before this event.

@@ -3,6 +3,7 @@ package rooms
 import (
 	"encoding/json"
 	"maps"
+	"slices"
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -53,7 +54,7 @@ func (s *roomState) get(evType, sk string) *Event { return s.state[stateKey{evTy
 func (s *roomState) with(v id.RoomVersion, ev *Event) *roomState {
 	next := &roomState{
 		state: s.state, byID: s.byID, members: s.members,
-		extremities: []id.EventID{ev.ID}, depth: ev.Depth,
+		extremities: extremitiesAfter(s.extremities, ev), depth: max(s.depth, ev.Depth),
 	}
 	var redacted *Event
 	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {
@@ -76,6 +77,43 @@ func (s *roomState) with(v id.RoomVersion, ev *Event) *roomState {
 		next.set(ev)
 	}
 	return next
+}
+
+// extremitiesAfter returns the forward extremities once ev, whose
+// prev_events are among ext, has been accepted: those it does not
+// reference, then ev.
+func extremitiesAfter(ext []id.EventID, ev *Event) []id.EventID {
+	if len(ext) == 1 && len(ev.PDU.PrevEvents) == 1 && ext[0] == ev.PDU.PrevEvents[0] {
+		return []id.EventID{ev.ID} // the straight line
+	}
+	out := make([]id.EventID, 0, len(ext)+1)
+	for _, x := range ext {
+		if !slices.Contains(ev.PDU.PrevEvents, x) {
+			out = append(out, x)
+		}
+	}
+	return append(out, ev.ID)
+}
+
+// maxPrevEvents caps the prev_events of a local event; the extremities it
+// leaves out stay extremities for the next one.
+const maxPrevEvents = 20
+
+// maxDepth is the largest depth an event may have (the largest integer
+// canonical JSON allows).
+const maxDepth = 1<<53 - 1
+
+// prevEventsOf returns the prev_events of an event built on the forward
+// extremities ext (kept oldest first): all of them, or the newest
+// maxPrevEvents.
+func prevEventsOf(ext []id.EventID) []id.EventID {
+	if len(ext) > maxPrevEvents {
+		ext = ext[len(ext)-maxPrevEvents:]
+	}
+	if ext == nil {
+		return []id.EventID{}
+	}
+	return slices.Clone(ext)
 }
 
 // set makes ev the current state for its key. Only for a roomState that is

@@ -121,4 +121,38 @@ INSERT INTO room_transactions (user_id, device_id, scope, txn_id, event_id, crea
 DROP TABLE transactions;
 ALTER TABLE room_transactions RENAME TO transactions;
 `,
+}, {
+	// Events that are not part of the accepted timeline live beside it, so
+	// that every reader of events (sync, messages, search, relations) keeps
+	// reading the timeline without a filter: outliers (known without their
+	// state: the state and auth chain of a room joined over federation),
+	// rejected events (kept so that they are not fetched again; never state,
+	// never served, never auth events) and soft-failed events (accepted by
+	// their own state, refused by the current state: never sent to clients,
+	// never prev_events). A state snapshot that is not the room's current
+	// state at its position (the state before or after an event on a fork)
+	// is marked fork, so that "the room's state as of a position" stays one
+	// descent of an index.
+	Component: "rooms",
+	Version:   5,
+	SQL: `
+CREATE TABLE outlier_events (
+	event_id TEXT PRIMARY KEY,
+	room_id TEXT NOT NULL,
+	kind TEXT NOT NULL,
+	type TEXT NOT NULL,
+	state_key TEXT,
+	sender TEXT NOT NULL,
+	depth BIGINT NOT NULL,
+	origin_ts BIGINT NOT NULL,
+	json TEXT NOT NULL,
+	snapshot_before BIGINT NOT NULL DEFAULT 0,
+	reason TEXT NOT NULL DEFAULT '',
+	received_ts BIGINT NOT NULL
+);
+CREATE INDEX outlier_events_room ON outlier_events (room_id, kind);
+ALTER TABLE state_snapshots ADD COLUMN fork BOOLEAN NOT NULL DEFAULT FALSE;
+DROP INDEX state_snapshots_room;
+CREATE INDEX state_snapshots_room ON state_snapshots (room_id, fork, snapshot_id);
+`,
 }}

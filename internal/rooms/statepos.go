@@ -23,10 +23,12 @@ func (e *Engine) StateAtPos(ctx context.Context, roomID id.RoomID, pos int64) ([
 }
 
 // snapshotAtPosQuery finds the room's last state snapshot at or before a
-// position. Every state event starts a snapshot whose ID is its position,
-// so this is one descent of the state_snapshots_room index, however many
-// messages follow the last state change.
-const snapshotAtPosQuery = `SELECT MAX(snapshot_id) FROM state_snapshots WHERE room_id = $1 AND snapshot_id <= $2`
+// position. Every change of the room's current state starts a snapshot
+// whose ID is a position (the state event's, or one taken for a state
+// resolution just before the event that caused it); snapshots of fork
+// states are left out. So this is one descent of the state_snapshots_room
+// index, however many messages follow the last state change.
+const snapshotAtPosQuery = `SELECT MAX(snapshot_id) FROM state_snapshots WHERE room_id = $1 AND fork = FALSE AND snapshot_id <= $2`
 
 // SnapshotAtPos returns the room's state snapshot as of stream position pos
 // (the state after every event at or before pos).

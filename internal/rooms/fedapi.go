@@ -1,0 +1,505 @@
+package rooms
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	jsonv2 "encoding/json/v2"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/crypto/canonicaljson"
+	"maunium.net/go/mautrix/federation/pdu"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/mxhttp"
+)
+
+// The room operations of the Server-Server API: what the federation
+// endpoints ask of the engine, on the resident server (make_*/send_*,
+// state, event, auth chains) and on the joining one (SignTemplate,
+// ImportJoin).
+
+// incompatibleRoomVersion is the spec's refusal of a make_* request from a
+// server that does not support the room's version.
+func incompatibleRoomVersion(v id.RoomVersion) error {
+	return (&mxhttp.Error{Status: 400, Code: "M_INCOMPATIBLE_ROOM_VERSION",
+		Message: fmt.Sprintf("your server does not support room version %s", v)}).With("room_version", string(v))
+}
+
+// MembershipTemplate answers make_join, make_leave and make_knock: an
+// unsigned member event of user (no hashes, signatures or event ID) with
+// prev_events, auth_events and depth, built on the room's current state.
+// It answers 403 M_FORBIDDEN when the membership would not be allowed, and
+// M_INCOMPATIBLE_ROOM_VERSION when the room's version is not in supported
+// (nil supported means any).
+func (e *Engine) MembershipTemplate(ctx context.Context, roomID id.RoomID, user id.UserID, membership string, supported []id.RoomVersion) (id.RoomVersion, json.RawMessage, error) {
+	r, err := e.room(ctx, roomID)
+	if err != nil {
+		return "", nil, err
+	}
+	if supported != nil && !slices.Contains(supported, r.version) {
+		return "", nil, incompatibleRoomVersion(r.version)
+	}
+	if usesV1Format(r.version) {
+		return "", nil, mxhttp.UnsupportedRoomV("room version %s is not supported over federation", r.version)
+	}
+	switch membership {
+	case "join", "leave", "knock":
+	default:
+		return "", nil, mxhttp.BadJSON("membership %q has no template", membership)
+	}
+	content := map[string]any{"membership": membership}
+	if membership == "join" {
+		via, err := e.JoinAuthoriser(ctx, roomID, user)
+		if err != nil {
+			return "", nil, err
+		}
+		if via != "" {
+			content["join_authorised_via_users_server"] = via
+		}
+	}
+	cb, _ := json.Marshal(content)
+	sk := string(user)
+	st := r.view()
+	pd := &pdu.PDU{
+		AuthEvents: []id.EventID{}, Content: cb, Depth: min(st.depth+1, maxDepth),
+		OriginServerTS: time.Now().UnixMilli(), PrevEvents: prevEventsOf(st.extremities),
+		RoomID: r.id, Sender: user, StateKey: &sk, Type: "m.room.member",
+	}
+	for _, k := range pd.AuthEventSelection(r.version) {
+		if ae := st.get(k.Type, k.StateKey); ae != nil {
+			pd.AuthEvents = append(pd.AuthEvents, ae.ID)
+		}
+	}
+	// The auth rules check a restricted join's authoriser's signature:
+	// check a copy signed as the resident server will sign the real one.
+	check := pd.Clone()
+	if err := check.Sign(r.version, e.signer.ServerName, e.signer.KeyID, e.signer.Key); err != nil {
+		return "", nil, mxhttp.BadJSON("cannot sign the template: %v", err)
+	}
+	if err := authorizeRules(r.version, check, authEventsIn(r.version, st, &Event{PDU: check}), e.authEventLoader(ctx, nil), e.keyFunc(ctx)); err != nil {
+		return "", nil, mxhttp.Forbidden("%s", authMessage(err))
+	}
+	b, err := jsonv2.Marshal(pd)
+	if err != nil {
+		return "", nil, fmt.Errorf("encode template: %w", err)
+	}
+	return r.version, b, nil
+}
+
+// SignTemplate completes a make_* template for a local user: it sets
+// origin_server_ts, the content hash and this server's signature, and
+// returns the event's ID and JSON.
+func (e *Engine) SignTemplate(version id.RoomVersion, template json.RawMessage) (id.EventID, json.RawMessage, error) {
+	if usesV1Format(version) || !IsSupported(version) {
+		return "", nil, mxhttp.UnsupportedRoomV("room version %s is not supported over federation", version)
+	}
+	pd := &pdu.PDU{}
+	if err := jsonv2.Unmarshal(template, pd); err != nil {
+		return "", nil, mxhttp.BadJSON("invalid event template: %v", err)
+	}
+	if pd.Sender.Homeserver() != e.signer.ServerName {
+		return "", nil, mxhttp.BadJSON("the template's sender %s is not a user of this server", pd.Sender)
+	}
+	pd.OriginServerTS = time.Now().UnixMilli()
+	pd.Hashes, pd.Signatures, pd.Unsigned = nil, nil, nil
+	if err := pd.Sign(version, e.signer.ServerName, e.signer.KeyID, e.signer.Key); err != nil {
+		return "", nil, mxhttp.BadJSON("cannot sign the template: %v", err)
+	}
+	evID, err := pd.GetEventID(version)
+	if err != nil {
+		return "", nil, mxhttp.BadJSON("invalid event template: %v", err)
+	}
+	b, err := jsonv2.Marshal(pd)
+	if err != nil {
+		return "", nil, fmt.Errorf("encode event: %w", err)
+	}
+	return evID, b, nil
+}
+
+// ReceiveMembership is send_join, send_leave and send_knock on the
+// resident server: the event must be that membership of a user of origin
+// (its own sender), pass every check on receipt and not be soft-failed. A
+// restricted join authorised by one of this server's users gets its
+// signature. It returns the stored event (with that signature).
+func (e *Engine) ReceiveMembership(ctx context.Context, origin string, roomID id.RoomID, eventID id.EventID, raw json.RawMessage, membership string) (*Event, error) {
+	if e.Remote == nil {
+		return nil, errNoFederation
+	}
+	r, err := e.room(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := e.parseRemote(ctx, r.version, raw)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case ev.ID != eventID:
+		return nil, mxhttp.BadJSON("the event's ID is %s, not %s", ev.ID, eventID)
+	case ev.RoomID != r.id:
+		return nil, mxhttp.BadJSON("the event is not in room %s", r.id)
+	case ev.Type != "m.room.member" || ev.StateKey == nil || *ev.StateKey != string(ev.Sender):
+		return nil, mxhttp.BadJSON("the event is not a membership event of its sender")
+	case ev.Membership() != membership:
+		return nil, mxhttp.BadJSON("the event's membership is %q, not %q", ev.Membership(), membership)
+	case ev.Sender.Homeserver() != origin:
+		return nil, mxhttp.Forbidden("the event's sender is not a user of %s", origin)
+	}
+	if via := id.UserID(gjson.GetBytes(ev.PDU.Content, "join_authorised_via_users_server").Str); membership == "join" && via != "" {
+		if via.Homeserver() != e.signer.ServerName {
+			return nil, mxhttp.Forbidden("the join is authorised by a user of another server")
+		}
+		if err := e.countersign(r.version, ev); err != nil {
+			return nil, err
+		}
+	}
+	stored, err := e.acceptRemote(ctx, r, ev, receiveOpts{strict: true})
+	if err != nil {
+		return nil, err
+	}
+	return stored, nil
+}
+
+// countersign adds this server's signature to ev (a restricted join it
+// authorises).
+func (e *Engine) countersign(v id.RoomVersion, ev *Event) error {
+	pd := ev.PDU.Clone()
+	pd.Unsigned = nil
+	canon, err := canonicaljson.Marshal(pd.RedactForSignature(v))
+	if err != nil {
+		return mxhttp.BadJSON("cannot sign the event: %v", err)
+	}
+	sig := ed25519.Sign(e.signer.Key, canon)
+	signed := *ev.PDU
+	signed.Signatures = map[string]map[id.KeyID]string{}
+	for s, m := range ev.PDU.Signatures {
+		signed.Signatures[s] = m
+	}
+	signed.AddSignature(e.signer.ServerName, e.signer.KeyID, base64.RawStdEncoding.EncodeToString(sig))
+	b, err := jsonv2.Marshal(&signed)
+	if err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	ev.PDU, ev.JSON = &signed, b
+	return nil
+}
+
+// eventAnywhere loads an event of the room from the timeline or beside it,
+// rejected ones excepted.
+func (e *Engine) eventAnywhere(ctx context.Context, roomID id.RoomID, eventID id.EventID) (*Event, error) {
+	evs, err := e.anyEvents(ctx, []id.EventID{eventID})
+	if err != nil {
+		return nil, err
+	}
+	ev := evs[eventID]
+	if ev == nil || ev.Rejected || (roomID != "" && ev.RoomID != roomID) {
+		return nil, mxhttp.NotFound("event not found")
+	}
+	return ev, nil
+}
+
+// StateIDsBefore returns the IDs of the room's state before an event and
+// of its auth chain (/state_ids).
+func (e *Engine) StateIDsBefore(ctx context.Context, roomID id.RoomID, eventID id.EventID) (state, authChain []id.EventID, err error) {
+	evs, err := e.stateEventsBefore(ctx, roomID, eventID, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	chain, err := e.authChainEvents(ctx, evs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return eventIDs(evs), eventIDs(chain), nil
+}
+
+// StateBefore returns the room's state before an event and its auth chain
+// as PDU JSON (send_join, /state). omitMembers leaves out the member
+// events other than the event's own sender's (and so their auth chains),
+// as MSC3706 allows a joining server to ask.
+func (e *Engine) StateBefore(ctx context.Context, roomID id.RoomID, eventID id.EventID, omitMembers bool) (state, authChain []json.RawMessage, err error) {
+	evs, err := e.stateEventsBefore(ctx, roomID, eventID, omitMembers)
+	if err != nil {
+		return nil, nil, err
+	}
+	chain, err := e.authChainEvents(ctx, evs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return eventJSON(evs), eventJSON(chain), nil
+}
+
+func (e *Engine) stateEventsBefore(ctx context.Context, roomID id.RoomID, eventID id.EventID, omitMembers bool) ([]*Event, error) {
+	ev, err := e.eventAnywhere(ctx, roomID, eventID)
+	if err != nil {
+		return nil, err
+	}
+	if ev.Outlier {
+		return nil, mxhttp.NotFound("the state at event %s is not known", eventID)
+	}
+	ids, _, err := e.snapshotState(ctx, ev.SnapshotBefore)
+	if err != nil {
+		return nil, err
+	}
+	var want []id.EventID
+	for k, v := range ids {
+		if omitMembers && k.Type == "m.room.member" && k.StateKey != string(ev.Sender) {
+			continue
+		}
+		want = append(want, v)
+	}
+	evs, err := e.Events(ctx, want)
+	if err != nil {
+		return nil, err
+	}
+	sortByDepth(evs)
+	return evs, nil
+}
+
+// AuthChain returns the auth chain of the events (every event reachable
+// through auth_events, not the events themselves) as PDU JSON.
+func (e *Engine) AuthChain(ctx context.Context, ids []id.EventID) ([]json.RawMessage, error) {
+	evs, err := e.anyEvents(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	start := make([]*Event, 0, len(evs))
+	for _, ev := range evs {
+		start = append(start, ev)
+	}
+	chain, err := e.authChainEvents(ctx, start)
+	if err != nil {
+		return nil, err
+	}
+	return eventJSON(chain), nil
+}
+
+// authChainEvents walks auth_events from the given events and returns
+// every event reached (the start events only where another reaches them),
+// oldest first.
+func (e *Engine) authChainEvents(ctx context.Context, start []*Event) ([]*Event, error) {
+	seen := map[id.EventID]*Event{}
+	var next []id.EventID
+	for _, ev := range start {
+		next = append(next, ev.PDU.AuthEvents...)
+	}
+	for len(next) > 0 {
+		var load []id.EventID
+		for _, eid := range next {
+			if _, ok := seen[eid]; !ok {
+				load = append(load, eid)
+				seen[eid] = nil
+			}
+		}
+		next = next[:0]
+		evs, err := e.anyEvents(ctx, load)
+		if err != nil {
+			return nil, err
+		}
+		for _, eid := range load {
+			ev := evs[eid]
+			if ev == nil {
+				delete(seen, eid)
+				continue
+			}
+			seen[eid] = ev
+			next = append(next, ev.PDU.AuthEvents...)
+		}
+	}
+	out := make([]*Event, 0, len(seen))
+	for _, ev := range seen {
+		out = append(out, ev)
+	}
+	sortByDepth(out)
+	return out, nil
+}
+
+func sortByDepth(evs []*Event) {
+	slices.SortFunc(evs, func(a, b *Event) int {
+		if a.Depth != b.Depth {
+			return int(a.Depth - b.Depth)
+		}
+		return cmpIDs(a.ID, b.ID)
+	})
+}
+
+func cmpIDs(a, b id.EventID) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func eventIDs(evs []*Event) []id.EventID {
+	out := make([]id.EventID, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.ID
+	}
+	return out
+}
+
+func eventJSON(evs []*Event) []json.RawMessage {
+	out := make([]json.RawMessage, len(evs))
+	for i, ev := range evs {
+		out[i] = json.RawMessage(ev.JSON)
+	}
+	return out
+}
+
+// FederationEvent returns an event for another server: the stored PDU
+// (redacted if redacted), from the timeline or beside it; never a
+// rejected one.
+func (e *Engine) FederationEvent(ctx context.Context, eventID id.EventID) (*Event, error) {
+	return e.eventAnywhere(ctx, "", eventID)
+}
+
+// ServerInRoom reports whether a user of server is joined to the room.
+func (e *Engine) ServerInRoom(ctx context.Context, server string, roomID id.RoomID) bool {
+	for u, m := range e.Members(ctx, roomID) {
+		if m == "join" && u.Homeserver() == server {
+			return true
+		}
+	}
+	return false
+}
+
+// ImportJoin stores a room this node has just joined through origin: it
+// checks every event of state and authChain (signatures, hashes, auth
+// rules against their own auth events), stores them as outliers, and
+// appends join, the local user's join event the resident server accepted,
+// with state as the state before it. The local user's membership and
+// /sync see the room once it returns.
+func (e *Engine) ImportJoin(ctx context.Context, origin string, version id.RoomVersion, join json.RawMessage, state, authChain []json.RawMessage) (*Event, error) {
+	if e.Remote == nil {
+		return nil, errNoFederation
+	}
+	ev, err := e.parseRemote(ctx, version, join)
+	if err != nil {
+		return nil, err
+	}
+	if ev.Type != "m.room.member" || ev.Membership() != "join" || ev.Sender.Homeserver() != e.signer.ServerName {
+		return nil, mxhttp.BadJSON("the event is not a join of a user of this server")
+	}
+	known, err := e.checkOutliers(ctx, version, ev.RoomID, append(slices.Clone(authChain), state...))
+	if err != nil {
+		return nil, err
+	}
+	before := idState{}
+	for _, raw := range state {
+		id := eventIDOf(version, raw)
+		se := known[id]
+		if se == nil || se.StateKey == nil {
+			return nil, mxhttp.Forbidden("state event %s does not pass the checks on receipt", id)
+		}
+		before[stateKey{se.Type, *se.StateKey}] = se.ID
+	}
+	create := before[stateKey{"m.room.create", ""}]
+	if create == "" {
+		return nil, mxhttp.BadJSON("the room's state has no m.room.create event")
+	}
+	r, fresh, err := e.joiningRoom(ctx, ev.RoomID, version)
+	if err != nil {
+		return nil, err
+	}
+	opts := receiveOpts{strict: true, before: before, known: known}
+	stored, err := e.anyEvents(ctx, slices.Collect(maps.Keys(known)))
+	if err != nil {
+		return nil, err
+	}
+	for eid, x := range known {
+		if stored[eid] == nil {
+			opts.outliers = append(opts.outliers, x)
+		}
+	}
+	if fresh {
+		opts.newRoom = known[create]
+	}
+	joined, err := e.acceptRemote(ctx, r, ev, opts)
+	if err != nil {
+		if fresh {
+			e.dropRoom(r)
+		}
+		return nil, err
+	}
+	return joined, nil
+}
+
+// joiningRoom returns the room being joined: the loaded one when this node
+// knows it already, or a new empty one (fresh), registered so that the
+// join goes through its pipeline.
+func (e *Engine) joiningRoom(ctx context.Context, roomID id.RoomID, version id.RoomVersion) (r *room, fresh bool, err error) {
+	r, err = e.room(ctx, roomID)
+	if err == nil {
+		if r.version != version {
+			return nil, false, mxhttp.BadJSON("room %s has version %s, not %s", roomID, r.version, version)
+		}
+		return r, false, nil
+	}
+	if err != ErrNoRoom {
+		return nil, false, err
+	}
+	r = newRoom(roomID, version)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if existing, ok := e.rooms[roomID]; ok {
+		return existing, false, nil
+	}
+	e.rooms[roomID] = r
+	return r, true, nil
+}
+
+// eventIDOf computes the ID of a PDU (empty when it cannot be parsed).
+func eventIDOf(v id.RoomVersion, raw json.RawMessage) id.EventID {
+	pd := &pdu.PDU{}
+	if jsonv2.Unmarshal(raw, pd) != nil {
+		return ""
+	}
+	evID, _ := pd.GetEventID(v)
+	return evID
+}
+
+// checkOutliers runs the checks on receipt that do not need the state
+// (format, signatures, hashes, auth against the event's own auth events)
+// on the events of a room's state and auth chain, in depth order, and
+// returns those that pass, keyed by ID. Events this node has already are
+// taken as they are stored.
+func (e *Engine) checkOutliers(ctx context.Context, v id.RoomVersion, roomID id.RoomID, raws []json.RawMessage) (map[id.EventID]*Event, error) {
+	var evs []*Event
+	seen := map[id.EventID]bool{}
+	for _, raw := range raws {
+		ev, err := e.parseRemote(ctx, v, raw)
+		if err != nil {
+			e.log.Info("refused an event of a joined room's state", "room_id", roomID, "err", err)
+			continue
+		}
+		if ev.RoomID != roomID || seen[ev.ID] {
+			continue
+		}
+		seen[ev.ID] = true
+		ev.Outlier = true
+		evs = append(evs, ev)
+	}
+	sortByDepth(evs)
+	known := map[id.EventID]*Event{}
+	getEvents := e.authEventLoader(ctx, known)
+	keys := e.keyFunc(ctx)
+	for _, ev := range evs {
+		if err := authorizeRules(v, ev.PDU, nil, getEvents, keys); err != nil {
+			e.log.Info("an event of a joined room's state fails the auth rules", "room_id", roomID, "event_id", ev.ID, "err", err)
+			continue
+		}
+		known[ev.ID] = ev
+	}
+	if len(known) == 0 {
+		return nil, mxhttp.BadJSON("no event of the room's state passes the checks on receipt")
+	}
+	return known, nil
+}

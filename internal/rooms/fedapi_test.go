@@ -1,0 +1,439 @@
+package rooms
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/id"
+)
+
+// fedNet is a few servers, each an engine on its own SQLite database with
+// its own server name and signing key, that exchange raw PDUs directly:
+// each engine's Remote answers from the other engines, so both sides run
+// their real code paths.
+type fedNet struct {
+	t       *testing.T
+	servers map[string]*testEnv
+}
+
+func newFedNet(t *testing.T, names ...string) *fedNet {
+	t.Helper()
+	n := &fedNet{t: t, servers: map[string]*testEnv{}}
+	for _, name := range names {
+		_, key, err := ed25519.GenerateKey(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := &testEnv{t: t, path: filepath.Join(t.TempDir(), "db"), key: key, server: name, remote: netRemote{n}}
+		env.open()
+		t.Cleanup(func() { env.db.Close() })
+		n.servers[name] = env
+	}
+	return n
+}
+
+func (n *fedNet) e(server string) *Engine { return n.servers[server].e }
+
+// netRemote is the Remote of every engine of a fedNet.
+type netRemote struct{ n *fedNet }
+
+func (r netRemote) server(name string) (*Engine, error) {
+	env := r.n.servers[name]
+	if env == nil {
+		return nil, fmt.Errorf("no server %s", name)
+	}
+	return env.e, nil
+}
+
+func (r netRemote) VerifyKey(_ context.Context, server string, keyID id.KeyID, _ time.Time) (id.SigningKey, error) {
+	env := r.n.servers[server]
+	if env == nil || keyID != "ed25519:t" {
+		return "", fmt.Errorf("no key %s of %s", keyID, server)
+	}
+	return id.SigningKey(base64.RawStdEncoding.EncodeToString(env.key.Public().(ed25519.PublicKey))), nil
+}
+
+func (r netRemote) GetMissingEvents(ctx context.Context, server string, roomID id.RoomID, earliest, latest []id.EventID, limit int, minDepth int64) ([]json.RawMessage, error) {
+	return nil, fmt.Errorf("get_missing_events is not served in this test")
+}
+
+func (r netRemote) GetStateIDs(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) ([]id.EventID, []id.EventID, error) {
+	e, err := r.server(server)
+	if err != nil {
+		return nil, nil, err
+	}
+	return e.StateIDsBefore(ctx, roomID, eventID)
+}
+
+func (r netRemote) GetEvent(ctx context.Context, server string, eventID id.EventID) (json.RawMessage, error) {
+	e, err := r.server(server)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := e.FederationEvent(ctx, eventID)
+	if err != nil {
+		return nil, err
+	}
+	return ev.JSON, nil
+}
+
+// join makes user, of server joiner, join roomID through resident the way
+// the federation endpoints do (make_join, send_join, then the joining
+// server's import), and returns the join as both servers stored it.
+func (n *fedNet) join(resident, joiner string, roomID id.RoomID, user id.UserID) (*Event, *Event) {
+	n.t.Helper()
+	ctx := context.Background()
+	res, j := n.e(resident), n.e(joiner)
+	version, tmpl, err := res.MembershipTemplate(ctx, roomID, user, "join", SupportedVersions)
+	if err != nil {
+		n.t.Fatalf("make_join: %v", err)
+	}
+	evID, signed, err := j.SignTemplate(version, tmpl)
+	if err != nil {
+		n.t.Fatalf("sign template: %v", err)
+	}
+	stored, err := res.ReceiveMembership(ctx, joiner, roomID, evID, signed, "join")
+	if err != nil {
+		n.t.Fatalf("send_join: %v", err)
+	}
+	state, chain, err := res.StateBefore(ctx, roomID, evID, false)
+	if err != nil {
+		n.t.Fatalf("state before the join: %v", err)
+	}
+	imported, err := j.ImportJoin(ctx, resident, version, stored.JSON, state, chain)
+	if err != nil {
+		n.t.Fatalf("import join: %v", err)
+	}
+	if imported.ID != evID {
+		n.t.Fatalf("imported join %s, want %s", imported.ID, evID)
+	}
+	return stored, imported
+}
+
+// deliver sends ev, stored by server from, to each of the other servers
+// named, as /send would.
+func (n *fedNet) deliver(from string, ev *Event, to ...string) {
+	n.t.Helper()
+	for _, s := range to {
+		if _, err := n.e(s).ReceivePDU(context.Background(), from, ev.JSON); err != nil {
+			n.t.Fatalf("%s receives %s from %s: %v", s, ev.ID, from, err)
+		}
+	}
+}
+
+func (n *fedNet) send(server string, roomID id.RoomID, p Proto) *Event {
+	n.t.Helper()
+	ev, err := n.e(server).Send(context.Background(), roomID, p)
+	if err != nil {
+		n.t.Fatalf("%s sends %s: %v", server, p.Type, err)
+	}
+	return ev
+}
+
+// currentStateIDs returns a server's current state of the room as IDs.
+func currentStateIDs(t *testing.T, e *Engine, roomID id.RoomID) map[stateKey]id.EventID {
+	t.Helper()
+	evs, err := e.CurrentState(context.Background(), roomID)
+	if err != nil {
+		t.Fatalf("current state: %v", err)
+	}
+	return stateIDs(evs)
+}
+
+// assertSameState fails unless every server has the same current state of
+// the room, and the same state after a restart.
+func (n *fedNet) assertSameState(roomID id.RoomID, servers ...string) map[stateKey]id.EventID {
+	n.t.Helper()
+	want := currentStateIDs(n.t, n.e(servers[0]), roomID)
+	for _, s := range servers[1:] {
+		if got := currentStateIDs(n.t, n.e(s), roomID); !maps.Equal(got, want) {
+			n.t.Fatalf("state of %s differs from %s's:\n%v\n%v", s, servers[0], got, want)
+		}
+	}
+	return want
+}
+
+// timelineBodies returns the message bodies of a server's timeline of the
+// room, oldest first.
+func timelineBodies(t *testing.T, e *Engine, roomID id.RoomID) []string {
+	t.Helper()
+	evs, err := e.RoomEvents(context.Background(), roomID, 0, 1<<62, 1000, false)
+	if err != nil {
+		t.Fatalf("room events: %v", err)
+	}
+	var out []string
+	for _, ev := range evs {
+		if ev.Type == "m.room.message" {
+			out = append(out, gjson.GetBytes(ev.PDU.Content, "body").Str)
+		}
+	}
+	return out
+}
+
+// createFedRoom creates a public room on server a by its user alice, in
+// which bob of server b may change state.
+func createFedRoom(t *testing.T, e *Engine, v id.RoomVersion, creator id.UserID, extra ...Proto) id.RoomID {
+	t.Helper()
+	users := map[id.UserID]int{}
+	if !v.PrivilegedRoomCreators() {
+		users[creator] = 100
+	}
+	users["@bob:b"] = 50
+	pl, _ := json.Marshal(map[string]any{
+		"users": users, "users_default": 0, "events_default": 0, "state_default": 50,
+		"ban": 50, "kick": 50, "redact": 50, "invite": 0,
+	})
+	roomID, _, err := e.CreateRoom(context.Background(), v, creator, nil, append([]Proto{
+		memberProto(creator, "join"),
+		stateProto(creator, "m.room.power_levels", "", string(pl)),
+		stateProto(creator, "m.room.join_rules", "", `{"join_rule":"public"}`),
+		stateProto(creator, "m.room.history_visibility", "", `{"history_visibility":"shared"}`),
+	}, extra...))
+	if err != nil {
+		t.Fatalf("create room: %v", err)
+	}
+	return roomID
+}
+
+const (
+	aliceA = id.UserID("@alice:a")
+	bobB   = id.UserID("@bob:b")
+	carolC = id.UserID("@carol:c")
+)
+
+// TestFederatedRoom joins a user of a second server to a room, exchanges
+// messages both ways, then lets both servers change state while apart
+// (different keys, then the same key) and checks that after the exchange
+// both hold the same state, resolved by state resolution, and every
+// message; a third server that joins afterwards gets that state too.
+func TestFederatedRoom(t *testing.T) {
+	for _, v := range []id.RoomVersion{id.RoomV10, id.RoomV11, id.RoomV12} {
+		t.Run("v"+string(v), func(t *testing.T) {
+			testFederatedRoom(t, v)
+		})
+	}
+}
+
+func testFederatedRoom(t *testing.T, v id.RoomVersion) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "b", "c")
+	roomID := createFedRoom(t, n.e("a"), v, aliceA)
+
+	_, imported := n.join("a", "b", roomID, bobB)
+	if got := n.e("b").Membership(bobB, roomID); got != "join" {
+		t.Fatalf("bob's membership on b = %q, want join", got)
+	}
+	if imported.Pos == 0 || !slices.Contains(n.e("b").JoinedRooms(bobB), roomID) {
+		t.Fatalf("b does not show bob joined (pos %d)", imported.Pos)
+	}
+	n.assertSameState(roomID, "a", "b")
+
+	// Messages both ways.
+	n.deliver("a", n.send("a", roomID, textProto(aliceA, "hello from a")), "b")
+	n.deliver("b", n.send("b", roomID, textProto(bobB, "hello from b")), "a")
+	n.assertSameState(roomID, "a", "b")
+
+	// Apart: each changes another key, and both the topic.
+	aName := n.send("a", roomID, stateProto(aliceA, "m.room.name", "", `{"name":"from a"}`))
+	aTopic := n.send("a", roomID, stateProto(aliceA, "m.room.topic", "", `{"topic":"a's topic"}`))
+	aMsg := n.send("a", roomID, textProto(aliceA, "a while apart"))
+	bAvatar := n.send("b", roomID, stateProto(bobB, "m.room.avatar", "", `{"url":"mxc://b/x"}`))
+	bTopic := n.send("b", roomID, stateProto(bobB, "m.room.topic", "", `{"topic":"b's topic"}`))
+	bMsg := n.send("b", roomID, textProto(bobB, "b while apart"))
+	for _, ev := range []*Event{aName, aTopic, aMsg} {
+		n.deliver("a", ev, "b")
+	}
+	for _, ev := range []*Event{bAvatar, bTopic, bMsg} {
+		n.deliver("b", ev, "a")
+	}
+	state := n.assertSameState(roomID, "a", "b")
+	if state[stateKey{"m.room.name", ""}] != aName.ID || state[stateKey{"m.room.avatar", ""}] != bAvatar.ID {
+		t.Errorf("the unconflicted changes of both sides are not both in the state")
+	}
+	if topic := state[stateKey{"m.room.topic", ""}]; topic != aTopic.ID && topic != bTopic.ID {
+		t.Errorf("resolved topic %s is neither side's", topic)
+	}
+	// Both have two forward extremities now; the next event joins them.
+	joinUp := n.send("a", roomID, textProto(aliceA, "together again"))
+	if len(joinUp.PDU.PrevEvents) != 2 {
+		t.Errorf("prev_events after the merge = %v, want both extremities", joinUp.PDU.PrevEvents)
+	}
+	n.deliver("a", joinUp, "b")
+	n.assertSameState(roomID, "a", "b")
+	want := []string{"hello from a", "hello from b", "a while apart", "b while apart", "together again"}
+	for _, s := range []string{"a", "b"} {
+		got := timelineBodies(t, n.e(s), roomID)
+		if !sameElements(got, want) {
+			t.Errorf("timeline of %s = %q, want %q in some order", s, got, want)
+		}
+	}
+
+	// A third server joins the resolved room.
+	stored, _ := n.join("a", "c", roomID, carolC)
+	n.deliver("a", stored, "b")
+	final := n.assertSameState(roomID, "a", "b", "c")
+	if final[stateKey{"m.room.member", string(carolC)}] != stored.ID {
+		t.Errorf("carol's join is not in the state")
+	}
+	// A restart reads the same state, extremities and members back.
+	n.servers["b"].reopen()
+	n.assertSameState(roomID, "a", "b", "c")
+	if got := n.e("b").Membership(carolC, roomID); got != "join" {
+		t.Errorf("carol's membership on b after a restart = %q", got)
+	}
+	n.deliver("c", n.send("c", roomID, textProto(carolC, "hi from c")), "a", "b")
+	n.assertSameState(roomID, "a", "b", "c")
+	if !n.e("b").ServerInRoom(ctx, "c", roomID) || n.e("b").ServerInRoom(ctx, "d", roomID) {
+		t.Errorf("ServerInRoom is wrong")
+	}
+}
+
+func sameElements(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+// TestFederatedRestrictedJoin checks both roles of a restricted join: the
+// resident server names its user in the template and countersigns the
+// join, the joining server accepts the countersigned join, and a user who
+// is in none of the allowed rooms is refused a template.
+func TestFederatedRestrictedJoin(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "b", "c")
+	space := createFedRoom(t, n.e("a"), id.RoomV10, aliceA)
+	n.join("a", "b", space, bobB)
+	rule := fmt.Sprintf(`{"join_rule":"restricted","allow":[{"type":"m.room_membership","room_id":%q}]}`, space)
+	roomID := createFedRoom(t, n.e("a"), id.RoomV10, aliceA, stateProto(aliceA, "m.room.join_rules", "", rule))
+
+	_, tmpl, err := n.e("a").MembershipTemplate(ctx, roomID, bobB, "join", nil)
+	if err != nil {
+		t.Fatalf("make_join: %v", err)
+	}
+	if via := gjson.GetBytes(tmpl, "content.join_authorised_via_users_server").Str; via != string(aliceA) {
+		t.Fatalf("template's authoriser = %q, want %s", via, aliceA)
+	}
+	stored, imported := n.join("a", "b", roomID, bobB)
+	if !gjson.GetBytes(stored.JSON, "signatures.a").Exists() || !gjson.GetBytes(stored.JSON, "signatures.b").Exists() {
+		t.Errorf("the stored join lacks a signature: %s", stored.JSON)
+	}
+	if !gjson.GetBytes(imported.JSON, "signatures.a").Exists() {
+		t.Errorf("the joining server's copy lacks the authoriser's signature")
+	}
+	n.assertSameState(roomID, "a", "b")
+
+	if _, _, err := n.e("a").MembershipTemplate(ctx, roomID, carolC, "join", nil); errCode(err) != "M_FORBIDDEN" {
+		t.Errorf("make_join for a user outside the allowed rooms: %v, want M_FORBIDDEN", err)
+	}
+	if _, _, err := n.e("a").MembershipTemplate(ctx, roomID, carolC, "join", []id.RoomVersion{id.RoomV9}); errCode(err) != "M_INCOMPATIBLE_ROOM_VERSION" {
+		t.Errorf("make_join from a server without the room's version: %v, want M_INCOMPATIBLE_ROOM_VERSION", err)
+	}
+}
+
+// TestReceivePDURefusals checks the refusals of the checks on receipt that
+// need no fork: a bad signature and a forged sender are refused and leave
+// nothing stored; an event refused by the auth rules is rejected (stored
+// beside the timeline, never in it); an event received twice is accepted
+// once; a node without Remote refuses remote events.
+func TestReceivePDURefusals(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "b")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV11, aliceA)
+	n.join("a", "b", roomID, bobB)
+	before := currentStateIDs(t, n.e("a"), roomID)
+	lastPos := n.e("a").LastPos(ctx, roomID)
+
+	msg := n.send("b", roomID, textProto(bobB, "twice"))
+	n.deliver("b", msg, "a")
+	n.deliver("b", msg, "a")
+	if got := timelineBodies(t, n.e("a"), roomID); slices.Index(got, "twice") != len(got)-1 || len(got) != 1 {
+		t.Errorf("a's timeline after receiving one event twice = %q", got)
+	}
+
+	// A bad signature: the content changed after signing (a hash
+	// mismatch alone redacts; here the signature covers the type).
+	bad := n.send("b", roomID, stateProto(bobB, "m.room.topic", "", `{"topic":"x"}`))
+	tampered := []byte(gjsonSet(t, string(bad.JSON), "type", "m.room.name"))
+	if _, err := n.e("a").ReceivePDU(ctx, "b", tampered); errCode(err) != "M_FORBIDDEN" {
+		t.Errorf("bad signature: %v, want M_FORBIDDEN", err)
+	}
+	// A forged sender: b signs an event claiming a user of a.
+	forged := n.e("b").signedRaw(t, roomID, stateProto(aliceA, "m.room.topic", "", `{"topic":"forged"}`), bad)
+	if _, err := n.e("a").ReceivePDU(ctx, "b", forged); errCode(err) != "M_FORBIDDEN" {
+		t.Errorf("forged sender: %v, want M_FORBIDDEN", err)
+	}
+	// Bad auth: carol of b never joined.
+	notJoined := n.e("b").signedRaw(t, roomID, textProto("@carol:b", "not joined"), bad)
+	evID, err := n.e("a").ReceivePDU(ctx, "b", notJoined)
+	if errCode(err) != "M_FORBIDDEN" {
+		t.Errorf("event of a user who never joined: %v, want M_FORBIDDEN", err)
+	}
+	rejected, err := n.e("a").anyEvents(ctx, []id.EventID{evID})
+	if err != nil || rejected[evID] == nil || !rejected[evID].Rejected {
+		t.Errorf("the refused event is not stored as rejected: %v %+v", err, rejected[evID])
+	}
+	if _, err := n.e("a").FederationEvent(ctx, evID); errCode(err) != "M_NOT_FOUND" {
+		t.Errorf("a rejected event is served: %v", err)
+	}
+	if ev, err := n.e("a").Event(ctx, evID); err == nil {
+		t.Errorf("a rejected event is readable as a timeline event: %s", ev.ID)
+	}
+	after := currentStateIDs(t, n.e("a"), roomID)
+	if !maps.Equal(before, after) {
+		t.Errorf("refused events changed the state")
+	}
+	if got := n.e("a").LastPos(ctx, roomID); got <= lastPos {
+		t.Errorf("the accepted message did not move the room on")
+	}
+
+	local := New(n.servers["a"].db, n.e("a").log, n.e("a").signer)
+	if _, err := local.ReceivePDU(ctx, "b", msg.JSON); errCode(err) != "M_FORBIDDEN" {
+		t.Errorf("a node without Remote: %v, want M_FORBIDDEN", err)
+	}
+}
+
+// signedRaw builds p as this engine would on top of the event like's prev
+// and auth events, signs it with this engine's key whoever the sender is,
+// and returns its JSON.
+func (e *Engine) signedRaw(t *testing.T, roomID id.RoomID, p Proto, like *Event) []byte {
+	t.Helper()
+	pd := like.PDU.Clone()
+	pd.Type, pd.Sender, pd.StateKey, pd.Content = p.Type, p.Sender, p.StateKey, []byte(p.Content)
+	pd.Hashes, pd.Signatures, pd.Unsigned = nil, nil, nil
+	v, err := e.Version(context.Background(), roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pd.Sign(v, e.signer.ServerName, e.signer.KeyID, e.signer.Key); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(pd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func gjsonSet(t *testing.T, raw, path, value string) string {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		t.Fatal(err)
+	}
+	m[path] = value
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
