@@ -62,4 +62,19 @@ CREATE TABLE registration_tokens (
 	expiry_ts BIGINT
 );
 `,
+}, {
+	// The refresh tokens RotateRefreshToken exchanged, so that a second
+	// use of one, the sign of a stolen token, ends its session.
+	Component: "accounts",
+	Version:   2,
+	SQL: `
+CREATE TABLE spent_refresh_tokens (
+	token_hash TEXT PRIMARY KEY,
+	user_id TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	spent_ts BIGINT NOT NULL
+);
+CREATE INDEX spent_refresh_tokens_device ON spent_refresh_tokens (user_id, device_id);
+CREATE INDEX spent_refresh_tokens_ts ON spent_refresh_tokens (spent_ts);
+`,
 }}

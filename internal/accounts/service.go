@@ -424,6 +424,7 @@ func deleteDevice(ctx context.Context, tx *storage.Tx, cs *changes, uid id.UserI
 	for _, q := range []string{
 		"DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
 		"DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2",
+		"DELETE FROM spent_refresh_tokens WHERE user_id = $1 AND device_id = $2",
 		"DELETE FROM devices WHERE user_id = $1 AND device_id = $2",
 	} {
 		if _, err := tx.Exec(ctx, q, uid, dev); err != nil {

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/oauth"
 	"github.com/matrixos/matrixos/internal/openid"
 	"github.com/matrixos/matrixos/internal/peek"
 	"github.com/matrixos/matrixos/internal/pushers"
@@ -16,6 +17,7 @@ import (
 var csExtraMigrations = slices.Concat(
 	pushers.Migrations,
 	openid.Migrations,
+	oauth.Migrations,
 )
 
 // csExtra holds the services wired by csExtraRoutes.
@@ -28,7 +30,8 @@ type csExtra struct {
 // csExtraRoutes builds and wires the rest of the Client-Server API: space
 // hierarchy and room summaries, pushers and push delivery, OpenID tokens,
 // room previews (initialSync and /events), the small modules of clientapi,
-// and the discovery documents this node has nothing to put in.
+// the discovery documents this node has nothing to put in, and the OAuth
+// 2.0 API.
 func (n *Node) csExtraRoutes(mux *http.ServeMux) {
 	n.csExtra.spaces = spaces.New(n.Accounts, n.Rooms)
 	n.csExtra.spaces.Routes(mux)
@@ -47,11 +50,25 @@ func (n *Node) csExtraRoutes(mux *http.ServeMux) {
 	}
 	mux.HandleFunc("GET /.well-known/matrix/support", notFound("no server support information is configured"))
 	mux.HandleFunc("GET /.well-known/matrix/policy_server", notFound("no policy server is configured"))
-	// The spec's answer for a server that uses the legacy authentication
-	// API rather than OAuth 2.0: clients detect it by this very error.
-	mux.HandleFunc("GET /_matrix/client/v1/auth_metadata", mxhttp.Handle(func(w http.ResponseWriter, r *http.Request) (any, error) {
-		return nil, mxhttp.Unrecognized("legacy authentication is in use on this homeserver")
-	}))
+	n.wireOAuth(mux)
+}
+
+// wireOAuth serves the OAuth 2.0 API (auth_metadata and the authorization
+// server with its pages) beside the legacy login API.
+func (n *Node) wireOAuth(mux *http.ServeMux) {
+	o := oauth.New(n.DB, n.log, n.Accounts, oauth.Options{BaseURL: n.publicURL})
+	n.Accounts.Hooks.DeviceDeleted = append(n.Accounts.Hooks.DeviceDeleted, o.OnDeviceDeleted)
+	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, o.OnDeactivated)
+	o.Routes(mux)
+}
+
+// publicURL is the URL clients reach the node at: public_baseurl, or the
+// client listener's address once it listens.
+func (n *Node) publicURL() string {
+	if n.cfg.PublicBaseURL != "" || n.Addr == "" {
+		return n.cfg.BaseURL()
+	}
+	return "http://" + n.Addr
 }
 
 // wirePushers starts pushers and push delivery.

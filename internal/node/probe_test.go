@@ -30,9 +30,7 @@ type probeOp struct {
 
 // probeExceptions lists operations deliberately allowed to answer
 // M_UNRECOGNIZED, with the reason.
-var probeExceptions = map[string]string{
-	"GET /_matrix/client/v1/auth_metadata": "the spec prescribes 404 M_UNRECOGNIZED for servers that use the legacy authentication API instead of OAuth 2.0",
-}
+var probeExceptions = map[string]string{}
 
 // loadProbeOps reads the non-deprecated client-server operations.
 func loadProbeOps(t *testing.T) []probeOp {

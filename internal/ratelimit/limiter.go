@@ -218,6 +218,7 @@ func (l *Limiter) Wrap(kind string, h http.Handler) http.Handler {
 // checks, on whichever endpoint, against the client IP and the account.
 var Routes = map[string]string{
 	"POST /_matrix/client/v3/register":                                      Register,
+	"POST /oauth2/signup":                                                   Register,
 	"PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}":        Send,
 	"PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey...}": Send,
 	"PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}":        Send,

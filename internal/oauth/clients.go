@@ -1,0 +1,310 @@
+package oauth
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+// The grant types this server supports.
+const (
+	grantAuthorizationCode = "authorization_code"
+	grantRefreshToken      = "refresh_token"
+	grantDeviceCode        = "urn:ietf:params:oauth:grant-type:device_code"
+)
+
+// ClientMetadata is the client metadata of RFC 7591 that the Matrix
+// specification gives a meaning to. Other fields, localized ones
+// included, are dropped.
+type ClientMetadata struct {
+	ClientURI               string   `json:"client_uri"`
+	ClientName              string   `json:"client_name,omitempty"`
+	LogoURI                 string   `json:"logo_uri,omitempty"`
+	TOSURI                  string   `json:"tos_uri,omitempty"`
+	PolicyURI               string   `json:"policy_uri,omitempty"`
+	RedirectURIs            []string `json:"redirect_uris,omitempty"`
+	ResponseTypes           []string `json:"response_types"`
+	GrantTypes              []string `json:"grant_types"`
+	TokenEndpointAuthMethod string   `json:"token_endpoint_auth_method"`
+	ApplicationType         string   `json:"application_type"`
+}
+
+// Client is a registered client.
+type Client struct {
+	ID       string `json:"client_id"`
+	IssuedAt int64  `json:"client_id_issued_at"`
+	ClientMetadata
+}
+
+// Name is what the pages call the client: its name, or its host.
+func (c *Client) Name() string {
+	if c.ClientName != "" {
+		return c.ClientName
+	}
+	if u, err := url.Parse(c.ClientURI); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return c.ID
+}
+
+// allows reports whether the client registered grant type g.
+func (c *Client) allows(g string) bool { return slices.Contains(c.GrantTypes, g) }
+
+// registeredRedirect returns the registered redirect URI that uri
+// matches: exactly, or for a loopback URI of a native client, with any
+// port (RFC 8252 section 7.3), as native apps listen on a port they
+// cannot know in advance.
+func (c *Client) registeredRedirect(uri string) (string, bool) {
+	if slices.Contains(c.RedirectURIs, uri) {
+		return uri, true
+	}
+	u, err := url.Parse(uri)
+	if err != nil || c.ApplicationType != "native" || !isLoopback(u) {
+		return "", false
+	}
+	for _, reg := range c.RedirectURIs {
+		ru, err := url.Parse(reg)
+		if err == nil && isLoopback(ru) && ru.Hostname() == u.Hostname() && ru.Path == u.Path && ru.RawQuery == u.RawQuery {
+			return uri, true
+		}
+	}
+	return "", false
+}
+
+// metadataError is an RFC 7591 registration error.
+type metadataError struct {
+	code, description string
+}
+
+func (e *metadataError) Error() string { return e.code + ": " + e.description }
+
+func invalidMetadata(format string, args ...any) error {
+	return &metadataError{"invalid_client_metadata", fmt.Sprintf(format, args...)}
+}
+
+func invalidRedirect(format string, args ...any) error {
+	return &metadataError{"invalid_redirect_uri", fmt.Sprintf(format, args...)}
+}
+
+// validate checks m against the Matrix rules and fills its defaults.
+func (m *ClientMetadata) validate() error {
+	base, err := httpsURL("client_uri", m.ClientURI)
+	if err != nil {
+		return err
+	}
+	for _, f := range []struct{ name, value string }{
+		{"logo_uri", m.LogoURI}, {"tos_uri", m.TOSURI}, {"policy_uri", m.PolicyURI},
+	} {
+		if f.value == "" {
+			continue
+		}
+		u, err := httpsURL(f.name, f.value)
+		if err != nil {
+			return err
+		}
+		if !sameSite(u.Hostname(), base.Hostname()) {
+			return invalidMetadata("%s must be on the host of client_uri or a subdomain of it", f.name)
+		}
+	}
+	if len(m.ClientName) > 256 {
+		return invalidMetadata("client_name is too long")
+	}
+	switch m.ApplicationType {
+	case "":
+		m.ApplicationType = "web"
+	case "web", "native":
+	default:
+		return invalidMetadata("application_type must be web or native")
+	}
+	switch m.TokenEndpointAuthMethod {
+	case "":
+		m.TokenEndpointAuthMethod = "none"
+	case "none":
+	default:
+		return invalidMetadata("only public clients are supported: token_endpoint_auth_method must be none")
+	}
+	// Values the server does not understand are ignored, as RFC 7591 says.
+	if m.GrantTypes == nil {
+		m.GrantTypes = []string{grantAuthorizationCode}
+	}
+	m.GrantTypes = slices.DeleteFunc(slices.Clone(m.GrantTypes), func(g string) bool {
+		return g != grantAuthorizationCode && g != grantRefreshToken && g != grantDeviceCode
+	})
+	if m.ResponseTypes == nil {
+		m.ResponseTypes = []string{"code"}
+	}
+	m.ResponseTypes = slices.DeleteFunc(slices.Clone(m.ResponseTypes), func(t string) bool { return t != "code" })
+	if slices.Contains(m.GrantTypes, grantAuthorizationCode) {
+		if len(m.RedirectURIs) == 0 {
+			return invalidRedirect("the authorization code grant needs at least one redirect URI")
+		}
+		if !slices.Contains(m.ResponseTypes, "code") {
+			return invalidMetadata("the authorization code grant needs the code response type")
+		}
+	}
+	if len(m.RedirectURIs) > 20 {
+		return invalidRedirect("too many redirect URIs")
+	}
+	for _, uri := range m.RedirectURIs {
+		if err := checkRedirectURI(uri, m.ApplicationType, base.Hostname()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// httpsURL parses an https URL with a host and no user information.
+func httpsURL(field, s string) (*url.URL, error) {
+	if s == "" {
+		return nil, invalidMetadata("missing %s", field)
+	}
+	u, err := url.Parse(s)
+	if err != nil || len(s) > 2048 {
+		return nil, invalidMetadata("%s is not a valid URL", field)
+	}
+	if u.Scheme != "https" || u.Host == "" || u.User != nil {
+		return nil, invalidMetadata("%s must be an https URL without user information", field)
+	}
+	return u, nil
+}
+
+// sameSite reports whether host is site or a subdomain of it.
+func sameSite(host, site string) bool {
+	host, site = strings.ToLower(host), strings.ToLower(site)
+	return host == site || strings.HasSuffix(host, "."+site)
+}
+
+// checkRedirectURI applies the spec's redirect URI validation. A web
+// client redirects to https URLs on its own site; a native client may
+// also use a private-use scheme named after its site in reverse (such as
+// com.example.app:/callback, without an authority) or an http URL on a
+// loopback address.
+func checkRedirectURI(uri, appType, site string) error {
+	u, err := url.Parse(uri)
+	if err != nil || len(uri) > 2048 {
+		return invalidRedirect("%q is not a valid URL", uri)
+	}
+	if u.Fragment != "" || strings.Contains(uri, "#") {
+		return invalidRedirect("%q has a fragment", uri)
+	}
+	if u.User != nil {
+		return invalidRedirect("%q has user information", uri)
+	}
+	switch {
+	case u.Scheme == "https":
+		if !sameSite(u.Hostname(), site) {
+			return invalidRedirect("%q is not on the host of client_uri or a subdomain of it", uri)
+		}
+		return nil
+	case appType != "native":
+		return invalidRedirect("a web client's redirect URIs must use https")
+	case u.Scheme == "http":
+		if !isLoopback(u) {
+			return invalidRedirect("%q: a native client's http redirect URIs must be on localhost, 127.0.0.1 or [::1]", uri)
+		}
+		return nil
+	case strings.Contains(u.Scheme, "."):
+		if u.Host != "" || u.Opaque != "" {
+			return invalidRedirect("%q: a private-use scheme URI must have no authority and an absolute path", uri)
+		}
+		if !sameSite(reverseDomain(u.Scheme), site) {
+			return invalidRedirect("%q: a private-use scheme must be the host of client_uri (or a subdomain) in reverse", uri)
+		}
+		return nil
+	}
+	return invalidRedirect("%q: unsupported redirect URI scheme", uri)
+}
+
+// isLoopback reports whether u is an http URL on a loopback host.
+func isLoopback(u *url.URL) bool {
+	if u.Scheme != "http" || u.User != nil {
+		return false
+	}
+	h := u.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// reverseDomain turns com.example.app into app.example.com.
+func reverseDomain(s string) string {
+	parts := strings.Split(s, ".")
+	slices.Reverse(parts)
+	return strings.Join(parts, ".")
+}
+
+// postRegister is the dynamic client registration endpoint (RFC 7591).
+func (s *Service) postRegister(w http.ResponseWriter, r *http.Request) {
+	body, err := mxhttp.ReadBody(r, 64<<10)
+	if err != nil {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_client_metadata", "the body could not be read")
+		return
+	}
+	var m ClientMetadata
+	if err := json.Unmarshal(body, &m); err != nil {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_client_metadata", "the body is not a JSON object of client metadata")
+		return
+	}
+	if err := m.validate(); err != nil {
+		var me *metadataError
+		if errors.As(err, &me) {
+			writeOAuthError(w, http.StatusBadRequest, me.code, me.description)
+			return
+		}
+		s.serverError(w, err)
+		return
+	}
+	c := &Client{ID: randomToken(16), IssuedAt: time.Now().Unix(), ClientMetadata: m}
+	if err := s.storeClient(r.Context(), c); err != nil {
+		s.serverError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, c)
+}
+
+func (s *Service) storeClient(ctx context.Context, c *Client) error {
+	b, err := json.Marshal(c.ClientMetadata)
+	if err != nil {
+		return err
+	}
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, "INSERT INTO oauth_clients (client_id, metadata, created_ts) VALUES ($1, $2, $3)", c.ID, string(b), c.IssuedAt)
+		return err
+	})
+}
+
+// errNoClient is the error for an unknown client_id.
+var errNoClient = errors.New("unknown client")
+
+// client loads a registered client.
+func (s *Service) client(ctx context.Context, clientID string) (*Client, error) {
+	if clientID == "" || len(clientID) > 255 {
+		return nil, errNoClient
+	}
+	c := &Client{ID: clientID}
+	var meta string
+	err := s.db.QueryRow(ctx, "SELECT metadata, created_ts FROM oauth_clients WHERE client_id = $1", clientID).Scan(&meta, &c.IssuedAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, errNoClient
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load client %s: %w", clientID, err)
+	}
+	if err := json.Unmarshal([]byte(meta), &c.ClientMetadata); err != nil {
+		return nil, fmt.Errorf("client %s metadata: %w", clientID, err)
+	}
+	return c, nil
+}
