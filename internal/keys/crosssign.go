@@ -2,6 +2,7 @@ package keys
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -178,6 +179,7 @@ func (s *Service) postDeviceSigning(w http.ResponseWriter, r *http.Request) (any
 	}
 	if changed {
 		s.wakeSharers(ctx, sess.UserID)
+		s.announceSigningKeys(ctx, sess.UserID)
 	}
 	return mxhttp.Empty, nil
 }
@@ -268,46 +270,8 @@ func (s *Service) postSignatures(w http.ResponseWriter, r *http.Request, sess *a
 		}
 	}
 	if len(sigs) > 0 {
-		err := s.db.Write(ctx, func(tx *storage.Tx) error {
-			ownChanged := false
-			for _, sg := range sigs {
-				if _, err := tx.Exec(ctx, "DELETE FROM e2e_signatures WHERE target_user = $1 AND target_key = $2 AND signer_user = $3 AND signer_key_id = $4",
-					sg.targetUser, sg.targetKey, self, sg.keyID); err != nil {
-					return err
-				}
-				if _, err := tx.Exec(ctx, "INSERT INTO e2e_signatures (target_user, target_key, signer_user, signer_key_id, signature) VALUES ($1, $2, $3, $4, $5)",
-					sg.targetUser, sg.targetKey, self, sg.keyID, sg.sig); err != nil {
-					return err
-				}
-				if sg.targetUser == self {
-					ownChanged = true
-				}
-			}
-			if ownChanged {
-				if err := s.recordChange(ctx, tx, self, ""); err != nil {
-					return err
-				}
-			}
-			for u := range otherUsers {
-				// Only the signer sees this change: the signature is
-				// visible to nobody else.
-				if err := s.recordChange(ctx, tx, u, self); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
+		if err := s.storeSignatures(ctx, self, sigs, ownDevs, otherUsers); err != nil {
 			return nil, err
-		}
-		for _, sg := range sigs {
-			if sg.targetUser == self {
-				s.wakeSharers(ctx, self)
-				break
-			}
-		}
-		if len(otherUsers) > 0 {
-			s.wake(self)
 		}
 	}
 	return map[string]any{"failures": failures}, nil
@@ -356,4 +320,69 @@ func checkUploadedSignatures(obj json.RawMessage, stored string, self id.UserID,
 		return nil, invalidSignature("no signature by " + string(self))
 	}
 	return found, nil
+}
+
+// storeSignatures stores verified signatures made by self and records the
+// changes: of self's devices (announced to other servers as device-list
+// updates) and master key (as a signing key update) for everyone sharing a
+// room with self, of other users' keys for self alone.
+func (s *Service) storeSignatures(ctx context.Context, self id.UserID, sigs []newSig, ownDevs map[id.DeviceID]string, otherUsers map[id.UserID]bool) error {
+	ownChanged, masterChanged := false, false
+	var changes []deviceChange
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		ownChanged, masterChanged = false, false
+		changes = changes[:0]
+		devices := map[id.DeviceID]bool{}
+		for _, sg := range sigs {
+			if _, err := tx.Exec(ctx, "DELETE FROM e2e_signatures WHERE target_user = $1 AND target_key = $2 AND signer_user = $3 AND signer_key_id = $4",
+				sg.targetUser, sg.targetKey, self, sg.keyID); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO e2e_signatures (target_user, target_key, signer_user, signer_key_id, signature) VALUES ($1, $2, $3, $4, $5)",
+				sg.targetUser, sg.targetKey, self, sg.keyID, sg.sig); err != nil {
+				return err
+			}
+			if sg.targetUser != self {
+				continue
+			}
+			ownChanged = true
+			if ownDevs[id.DeviceID(sg.targetKey)] != "" {
+				devices[id.DeviceID(sg.targetKey)] = true
+			} else {
+				masterChanged = true
+			}
+		}
+		if ownChanged && len(devices) == 0 {
+			if err := s.recordChange(ctx, tx, self, ""); err != nil {
+				return err
+			}
+		}
+		for dev := range devices {
+			if err := s.recordDeviceChange(ctx, tx, self, dev, &changes); err != nil {
+				return err
+			}
+		}
+		for u := range otherUsers {
+			// Only the signer sees this change: the signature is
+			// visible to nobody else.
+			if err := s.recordChange(ctx, tx, u, self); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if ownChanged {
+		s.wakeSharers(ctx, self)
+		s.announceDevices(ctx, changes)
+	}
+	if masterChanged {
+		s.announceSigningKeys(ctx, self)
+	}
+	if len(otherUsers) > 0 {
+		s.wake(self)
+	}
+	return nil
 }

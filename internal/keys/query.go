@@ -144,6 +144,7 @@ type queryResponse struct {
 func (s *Service) postQuery(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
 	var req struct {
 		DeviceKeys map[id.UserID][]id.DeviceID `json:"device_keys"`
+		Timeout    *int64                      `json:"timeout"`
 	}
 	if err := mxhttp.DecodeJSON(r, &req); err != nil {
 		return nil, err
@@ -155,21 +156,17 @@ func (s *Service) postQuery(w http.ResponseWriter, r *http.Request, sess *accoun
 		return nil, mxhttp.TooLarge("at most %d users per query", maxQueryUsers)
 	}
 	ctx := r.Context()
-	resp := &queryResponse{
-		Failures:        map[string]any{},
-		DeviceKeys:      map[id.UserID]map[id.DeviceID]json.RawMessage{},
-		MasterKeys:      map[id.UserID]json.RawMessage{},
-		SelfSigningKeys: map[id.UserID]json.RawMessage{},
-		UserSigningKeys: map[id.UserID]json.RawMessage{},
-	}
+	resp := newQueryResponse()
 	for user, want := range req.DeviceKeys {
 		if !s.isLocal(user) {
-			s.remoteFailure(resp.Failures, user)
 			continue
 		}
 		if err := s.queryUser(ctx, sess.UserID, user, want, resp); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.queryRemote(ctx, req.DeviceKeys, remoteTimeout(req.Timeout), resp); err != nil {
+		return nil, err
 	}
 	return resp, nil
 }

@@ -117,4 +117,41 @@ CREATE TABLE to_device_txns (
 	PRIMARY KEY (user_id, device_id, type, txn_id)
 );
 `,
+}, {
+	// Federation: the stream ID of each local user's last device-list
+	// update (m.device_list_update, GET /user/devices); the device lists
+	// of remote users sharing a room with a local user; the message IDs
+	// of received m.direct_to_device EDUs, to drop retries.
+	Component: "keys",
+	Version:   3,
+	SQL: `
+CREATE TABLE e2e_device_list_streams (
+	user_id TEXT PRIMARY KEY,
+	stream_id BIGINT NOT NULL
+);
+CREATE TABLE e2e_remote_device_lists (
+	user_id TEXT PRIMARY KEY,
+	stream_id BIGINT NOT NULL,
+	stale BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE TABLE e2e_remote_device_keys (
+	user_id TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	key_json TEXT NOT NULL,
+	PRIMARY KEY (user_id, device_id)
+);
+CREATE TABLE e2e_remote_cross_signing_keys (
+	user_id TEXT NOT NULL,
+	key_type TEXT NOT NULL,
+	key_json TEXT NOT NULL,
+	PRIMARY KEY (user_id, key_type)
+);
+CREATE TABLE to_device_inbound (
+	origin TEXT NOT NULL,
+	message_id TEXT NOT NULL,
+	received_ts BIGINT NOT NULL,
+	PRIMARY KEY (origin, message_id)
+);
+CREATE INDEX to_device_inbound_age ON to_device_inbound (origin, received_ts);
+`,
 }}

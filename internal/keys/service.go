@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	gosync "sync"
 	"sync/atomic"
 
 	"maunium.net/go/mautrix/id"
@@ -64,12 +65,29 @@ type Service struct {
 	cache syncCache
 	// lastDeviceChange is the position of the newest device list change.
 	lastDeviceChange atomic.Int64
+
+	// fed and edus reach other servers (nil while federation is off).
+	fed  FederationClient
+	edus EDUSender
+	// remoteMu guards remoteCached (the remote users whose device list is
+	// cached) and resyncing (those whose list is being fetched).
+	remoteMu     gosync.Mutex
+	remoteCached map[id.UserID]bool
+	resyncing    map[id.UserID]bool
+	// background runs device-list fetches; ctx ends them at Close.
+	background gosync.WaitGroup
+	ctx        context.Context
+	cancel     context.CancelFunc
 }
 
 // New returns the keys service. notifier wakes long-polling /sync
 // requests when to-device messages or device-list changes arrive.
 func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Engine, notifier *sync.Notifier) *Service {
-	return &Service{db: db, log: log, accounts: acc, rooms: eng, notifier: notifier, Limits: DefaultLimits}
+	s := &Service{db: db, log: log, accounts: acc, rooms: eng, notifier: notifier, Limits: DefaultLimits,
+		remoteCached: map[id.UserID]bool{}, resyncing: map[id.UserID]bool{}}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	eng.OnEvent = append(eng.OnEvent, s.untrackOnLeave)
+	return s
 }
 
 // Routes registers the endpoints on mux.
@@ -104,7 +122,9 @@ func (s *Service) Routes(mux *http.ServeMux) {
 // to-device messages, and tells the users who share a room with its owner.
 func (s *Service) OnDeviceDeleted(ctx context.Context, user id.UserID, device id.DeviceID) {
 	hadKeys := false
+	var changes []deviceChange
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		changes = changes[:0]
 		res, err := tx.Exec(ctx, "DELETE FROM e2e_device_keys WHERE user_id = $1 AND device_id = $2", user, device)
 		if err != nil {
 			return err
@@ -130,7 +150,7 @@ func (s *Service) OnDeviceDeleted(ctx context.Context, user id.UserID, device id
 		if !hadKeys {
 			return nil // nobody could have known the device
 		}
-		return s.recordChange(ctx, tx, user, "")
+		return s.recordDeviceChange(ctx, tx, user, device, &changes)
 	})
 	if err != nil {
 		s.log.Error("remove keys of deleted device", "user_id", user, "device_id", device, "err", err)
@@ -138,6 +158,7 @@ func (s *Service) OnDeviceDeleted(ctx context.Context, user id.UserID, device id
 	}
 	if hadKeys {
 		s.wakeSharers(ctx, user)
+		s.announceDevices(ctx, changes)
 	}
 }
 
@@ -191,7 +212,7 @@ func (s *Service) Load(ctx context.Context) error {
 		return fmt.Errorf("load device list changes: %w", err)
 	}
 	s.lastDeviceChange.Store(pos.Int64)
-	return nil
+	return s.loadRemoteCache(ctx)
 }
 
 // active reports whether a membership counts as sharing the room: joined

@@ -68,6 +68,12 @@ func (s *Service) putSendToDevice(w http.ResponseWriter, r *http.Request, sess *
 	if err != nil {
 		return nil, err
 	}
+	// Remote messages are queued first: should the local part fail, the
+	// client's retry queues EDUs with the same message IDs, which the
+	// receiving servers drop.
+	if err := s.sendRemoteToDevice(ctx, sess.UserID, sess.DeviceID, evType, txnID, req.Messages); err != nil {
+		return nil, err
+	}
 	woken := map[id.UserID]bool{}
 	err = s.db.Write(ctx, func(tx *storage.Tx) error {
 		clear(woken)
@@ -121,13 +127,12 @@ func (s *Service) putSendToDevice(w http.ResponseWriter, r *http.Request, sess *
 	return mxhttp.Empty, nil
 }
 
-// resolveTargets expands "*" and drops unknown users and devices (and
-// remote users, as there is no federation).
+// resolveTargets expands "*" for local users and drops unknown users and
+// devices, and remote users (sendRemoteToDevice sends their messages).
 func (s *Service) resolveTargets(ctx context.Context, msgs map[id.UserID]map[id.DeviceID]json.RawMessage) ([]toDeviceTarget, error) {
 	var out []toDeviceTarget
 	for user, devs := range msgs {
 		if !s.isLocal(user) {
-			s.log.Debug("to-device message for a remote user dropped", "user_id", user)
 			continue
 		}
 		all, err := s.accounts.Devices(ctx, user)

@@ -155,8 +155,10 @@ func (s *Service) postUpload(w http.ResponseWriter, r *http.Request, sess *accou
 		}
 	}
 	changed := false
+	var changes []deviceChange
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		changed = false
+		changes = changes[:0]
 		if req.DeviceKeys != nil {
 			c, err := storeDeviceKeys(ctx, tx, sess, req.DeviceKeys)
 			if err != nil {
@@ -186,7 +188,7 @@ func (s *Service) postUpload(w http.ResponseWriter, r *http.Request, sess *accou
 			s.cache.touchAfter(tx, sess.UserID)
 		}
 		if changed {
-			return s.recordChange(ctx, tx, sess.UserID, "")
+			return s.recordDeviceChange(ctx, tx, sess.UserID, sess.DeviceID, &changes)
 		}
 		return nil
 	})
@@ -195,6 +197,7 @@ func (s *Service) postUpload(w http.ResponseWriter, r *http.Request, sess *accou
 	}
 	if changed {
 		s.wakeSharers(ctx, sess.UserID)
+		s.announceDevices(ctx, changes)
 	}
 	counts, err := s.otkCounts(ctx, sess.UserID, sess.DeviceID)
 	if err != nil {
@@ -342,55 +345,27 @@ func (s *Service) isLocal(user id.UserID) bool {
 	return err == nil && server == s.accounts.ServerName()
 }
 
-// remoteFailure records that user's server cannot be asked (no federation).
-func (s *Service) remoteFailure(failures map[string]any, user id.UserID) {
-	_, server, err := user.Parse()
-	if err != nil {
-		return
-	}
-	failures[server] = map[string]string{"errcode": "M_UNKNOWN", "error": "federation is not available on this server"}
-}
-
 func (s *Service) postClaim(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	var req struct {
-		OneTimeKeys map[id.UserID]map[id.DeviceID]string `json:"one_time_keys"`
-	}
+	var req claimRequest
 	if err := mxhttp.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	if req.OneTimeKeys == nil {
-		return nil, mxhttp.MissingParam("missing one_time_keys")
+	if err := req.check(); err != nil {
+		return nil, err
 	}
 	ctx := r.Context()
-	failures := map[string]any{}
-	result := map[id.UserID]map[id.DeviceID]map[string]json.RawMessage{}
-	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		clear(result)
-		for user, devices := range req.OneTimeKeys {
-			if !s.isLocal(user) {
-				s.remoteFailure(failures, user)
-				continue
-			}
-			for device, alg := range devices {
-				keyID, raw, err := claimOne(ctx, tx, user, device, alg)
-				if err != nil {
-					return err
-				}
-				if raw == "" {
-					continue
-				}
-				s.cache.touchAfter(tx, user)
-				if result[user] == nil {
-					result[user] = map[id.DeviceID]map[string]json.RawMessage{}
-				}
-				result[user][device] = map[string]json.RawMessage{alg + ":" + keyID: json.RawMessage(raw)}
-			}
+	local := map[id.UserID]map[id.DeviceID]string{}
+	for user, devs := range req.OneTimeKeys {
+		if s.isLocal(user) {
+			local[user] = devs
 		}
-		return nil
-	})
+	}
+	result, err := s.claimLocal(ctx, local)
 	if err != nil {
 		return nil, err
 	}
+	failures := map[string]any{}
+	s.claimRemote(ctx, req.OneTimeKeys, remoteTimeout(req.Timeout), result, failures)
 	return map[string]any{"one_time_keys": result, "failures": failures}, nil
 }
 

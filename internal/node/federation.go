@@ -50,6 +50,14 @@ func wellKnownServer(cfg config.Config) string {
 	return net.JoinHostPort(strings.Trim(name, "[]"), port)
 }
 
+// wireFederation connects the services that talk to other servers to
+// the federation service: their Server-Server endpoints, outbound client
+// and EDUs.
+func (n *Node) wireFederation() {
+	n.Keys.EnableFederation(n.Federation.Client, nil)
+	n.Keys.FederationRoutes(n.Federation.Handle)
+}
+
 // startFederation opens the federation listener: HTTPS with tls_cert and
 // tls_key, plain HTTP without them.
 func (n *Node) startFederation() error {

@@ -223,6 +223,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 			n.DB.Close()
 			return nil, err
 		}
+		n.wireFederation()
 	}
 
 	n.registry = prometheus.NewRegistry()
@@ -353,6 +354,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.stopWatchingChanges()
 	}
 	n.stopCSExtra()
+	n.Keys.Close()
 	errs = append(errs, n.DB.Close())
 	return errors.Join(errs...)
 }

@@ -1,0 +1,157 @@
+package keys_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/federation"
+
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+// federatingPair starts two federating nodes on the engine.
+func federatingPair(t *testing.T, engine testnode.Engine) (a, b *testnode.Node) {
+	t.Helper()
+	ca := testnode.NewCA(t)
+	return testnode.StartFederating(t, engine, ca), testnode.StartFederating(t, engine, ca)
+}
+
+// uploadAll uploads a fake device's keys, one-time keys k1 and k2, a
+// fallback key fb and cross-signing keys, and returns the master key.
+func uploadAll(t *testing.T, c *mautrix.Client) (*fakeDevice, keyPair) {
+	t.Helper()
+	dev := newFakeDevice(t, c)
+	testnode.Call(t, c, "POST", v3+"/keys/upload", map[string]any{
+		"device_keys": dev.deviceKeys(t),
+		"one_time_keys": map[string]any{
+			"signed_curve25519:AAAAAQ": dev.otk(t, "k1", false),
+		},
+		"fallback_keys": map[string]any{"signed_curve25519:AAAAFB": dev.otk(t, "fb", true)},
+	}).OK(t)
+	master, ssk := newKeyPair(t), newKeyPair(t)
+	testnode.Call(t, c, "POST", v3+"/keys/device_signing/upload", map[string]any{
+		"master_key":       crossSigningKey(c.UserID, "master", master),
+		"self_signing_key": master.sign(t, crossSigningKey(c.UserID, "self_signing", ssk), c.UserID, "ed25519:"+master.pub),
+	}).OK(t)
+	return dev, master
+}
+
+// TestRemoteKeysQueryClaim: a user on node A queries and claims the keys
+// of a user on node B through A's client API, which asks B over
+// federation; a server that cannot be reached is reported in failures.
+func TestRemoteKeysQueryClaim(t *testing.T) {
+	for _, engine := range testnode.Engines {
+		t.Run(string(engine), func(t *testing.T) {
+			a, b := federatingPair(t, engine)
+			alice, bob := a.Register("alice"), b.Register("bob")
+			dev, master := uploadAll(t, bob)
+
+			q := testnode.Call(t, alice, "POST", v3+"/keys/query", map[string]any{
+				"device_keys": map[string]any{string(bob.UserID): []string{}, "@x:127.0.0.1:1": []string{}},
+				"timeout":     5000,
+			}).OK(t)
+			if get(q, "device_keys", string(bob.UserID), string(bob.DeviceID), "keys", "ed25519:"+string(bob.DeviceID)) != dev.key.pub {
+				t.Fatalf("A's query did not return Bob's device keys: %v", q)
+			}
+			if get(q, "master_keys", string(bob.UserID), "keys", "ed25519:"+master.pub) != master.pub {
+				t.Errorf("master key missing: %v", q)
+			}
+			if get(q, "self_signing_keys", string(bob.UserID)) == nil {
+				t.Errorf("self-signing key missing: %v", q)
+			}
+			if get(q, "failures", b.Config.ServerName) != nil {
+				t.Errorf("B reported as failed: %v", q)
+			}
+			if get(q, "failures", "127.0.0.1:1") == nil {
+				t.Errorf("an unreachable server is not in failures: %v", q)
+			}
+
+			claim := func() map[string]any {
+				r := testnode.Call(t, alice, "POST", v3+"/keys/claim", map[string]any{
+					"one_time_keys": map[string]any{string(bob.UserID): map[string]any{string(bob.DeviceID): "signed_curve25519"}},
+				}).OK(t)
+				if f, _ := r["failures"].(map[string]any); len(f) != 0 {
+					t.Fatalf("claim failures: %v", r)
+				}
+				return r
+			}
+			if k := get(claim(), "one_time_keys", string(bob.UserID), string(bob.DeviceID), "signed_curve25519:AAAAAQ", "key"); k != "k1" {
+				t.Errorf("first remote claim got %v, want k1", k)
+			}
+			if k := get(claim(), "one_time_keys", string(bob.UserID), string(bob.DeviceID), "signed_curve25519:AAAAFB", "key"); k != "fb" {
+				t.Errorf("second remote claim got %v, want the fallback key", k)
+			}
+		})
+	}
+}
+
+// TestFederationUserDevices: GET /user/devices answers a local user's
+// devices with keys, cross-signing keys and a stream_id that moves when a
+// device changes; the keys endpoints refuse users of other servers and
+// requests without X-Matrix.
+func TestFederationUserDevices(t *testing.T) {
+	a, b := federatingPair(t, testnode.SQLite)
+	ctx := context.Background()
+	bob := b.Register("bob")
+	dev, master := uploadAll(t, bob)
+
+	devices := func() map[string]any {
+		var resp map[string]any
+		err := a.Federation.Client.MakeRequest(ctx, b.Config.ServerName, true, http.MethodGet,
+			federation.URLPath{"v1", "user", "devices", bob.UserID}, nil, &resp)
+		if err != nil {
+			t.Fatalf("GET /user/devices: %v", err)
+		}
+		return resp
+	}
+	got := devices()
+	list, _ := got["devices"].([]any)
+	if got["user_id"] != string(bob.UserID) || len(list) != 1 {
+		t.Fatalf("/user/devices = %v", got)
+	}
+	if get(list[0], "device_id") != string(bob.DeviceID) || get(list[0], "keys", "keys", "ed25519:"+string(bob.DeviceID)) != dev.key.pub {
+		t.Errorf("device entry = %v", list[0])
+	}
+	if get(got, "master_key", "keys", "ed25519:"+master.pub) != master.pub || get(got, "self_signing_key") == nil {
+		t.Errorf("cross-signing keys missing: %v", got)
+	}
+	stream, _ := got["stream_id"].(float64)
+	if stream <= 0 {
+		t.Errorf("stream_id = %v, want a positive ID after an upload", got["stream_id"])
+	}
+
+	// A second device with keys: the stream moves on.
+	bob2 := b.Login(bob.UserID)
+	testnode.Call(t, bob2, "POST", v3+"/keys/upload", map[string]any{"device_keys": newFakeDevice(t, bob2).deviceKeys(t)}).OK(t)
+	got = devices()
+	if next, _ := got["stream_id"].(float64); next <= stream {
+		t.Errorf("stream_id %v after a new device, want more than %v", got["stream_id"], stream)
+	}
+	if list, _ := got["devices"].([]any); len(list) != 2 {
+		t.Errorf("devices after a second upload: %v", got["devices"])
+	}
+
+	// Users of other servers are not B's to answer for.
+	var resp map[string]any
+	err := a.Federation.Client.MakeRequest(ctx, b.Config.ServerName, true, http.MethodGet,
+		federation.URLPath{"v1", "user", "devices", "@someone:" + a.Config.ServerName}, nil, &resp)
+	if code, status := testnode.ErrCode(err); code != "M_INVALID_PARAM" || status != http.StatusBadRequest {
+		t.Errorf("/user/devices for a remote user: %v", err)
+	}
+	// The keys query leaves them out.
+	err = a.Federation.Client.MakeRequest(ctx, b.Config.ServerName, true, http.MethodPost,
+		federation.URLPath{"v1", "user", "keys", "query"}, map[string]any{"device_keys": map[string]any{"@someone:" + a.Config.ServerName: []string{}}}, &resp)
+	if err != nil || len(resp["device_keys"].(map[string]any)) != 0 {
+		t.Errorf("/user/keys/query for a remote user: %v, %v", resp, err)
+	}
+	// Bad bodies get the spec's errors.
+	err = a.Federation.Client.MakeRequest(ctx, b.Config.ServerName, true, http.MethodPost,
+		federation.URLPath{"v1", "user", "keys", "claim"}, map[string]any{}, &resp)
+	if code, _ := testnode.ErrCode(err); code != "M_MISSING_PARAM" {
+		t.Errorf("/user/keys/claim without one_time_keys: %v", err)
+	}
+	// Without X-Matrix: 401.
+	b.FederationDo(t, "POST", "/_matrix/federation/v1/user/keys/query", map[string]any{"device_keys": map[string]any{}}).Want(t, http.StatusUnauthorized, "M_UNAUTHORIZED")
+}
