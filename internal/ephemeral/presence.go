@@ -116,6 +116,9 @@ func (s *Service) storePresence(ctx context.Context, user id.UserID, p presence)
 	}
 	ps.mu.Unlock()
 	s.sync.Notifier.Wake(s.presenceAudience(ctx, user)...)
+	if s.isLocal(user) {
+		s.sendPresence(ctx, user, p)
+	}
 	return nil
 }
 

@@ -166,12 +166,28 @@ func (s *Service) setFullyRead(ctx context.Context, user id.UserID, roomID id.Ro
 	return s.accountData.Set(ctx, user, roomID, FullyRead, content)
 }
 
-// putReceipt stores a receipt unless the user's receipt of that type and
-// thread already points at the same or a later event, wakes whoever may
-// see it and runs OnRead.
+// putReceipt stores a local user's receipt (see storeReceipt), tells the
+// room's other servers about a public one and runs OnRead.
 func (s *Service) putReceipt(ctx context.Context, user id.UserID, roomID id.RoomID, rtype, threadID string, ev *rooms.Event) error {
-	moved := false
 	ts := time.Now().UnixMilli()
+	moved, err := s.storeReceipt(ctx, user, roomID, rtype, threadID, ev, ts)
+	if err != nil || !moved {
+		return err
+	}
+	if rtype == ReceiptRead {
+		s.sendReceipt(ctx, roomID, user, threadID, ev.ID, ts)
+	}
+	if s.OnRead != nil {
+		s.OnRead(ctx, user, roomID, threadID, ev.Pos)
+	}
+	return nil
+}
+
+// storeReceipt stores a receipt made at ts unless the user's receipt of
+// that type and thread already points at the same or a later event, and
+// wakes whoever may see it. It reports whether the receipt moved.
+func (s *Service) storeReceipt(ctx context.Context, user id.UserID, roomID id.RoomID, rtype, threadID string, ev *rooms.Event, ts int64) (bool, error) {
+	moved := false
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		moved = false
 		var prev int64
@@ -196,17 +212,14 @@ func (s *Service) putReceipt(ctx context.Context, user id.UserID, roomID id.Room
 		return nil
 	})
 	if err != nil || !moved {
-		return err
+		return false, err
 	}
 	if rtype == ReceiptPrivate {
 		s.sync.Notifier.Wake(user)
 	} else {
 		s.sync.Notifier.Wake(s.joinedMembers(ctx, roomID)...)
 	}
-	if s.OnRead != nil {
-		s.OnRead(ctx, user, roomID, threadID, ev.Pos)
-	}
-	return nil
+	return true, nil
 }
 
 // receiptRow is one stored receipt.

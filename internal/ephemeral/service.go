@@ -34,6 +34,12 @@ type Service struct {
 	typing   typingState
 	presence presenceState
 
+	// edus carries local typing, receipts and presence to other servers
+	// (nil while federation is off); federatePresence says whether
+	// presence goes over federation at all.
+	edus             EDUSender
+	federatePresence bool
+
 	lastReceipt  lastWrite // receipts table
 	lastPresence lastWrite // presence table
 }

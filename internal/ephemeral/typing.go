@@ -69,6 +69,7 @@ func (s *Service) putTyping(w http.ResponseWriter, r *http.Request, sess *accoun
 		return nil, err
 	}
 	s.setTyping(roomID, sess.UserID, *body.Typing, timeout)
+	s.sendTyping(roomID, sess.UserID, *body.Typing)
 	return mxhttp.Empty, nil
 }
 
@@ -128,6 +129,9 @@ func (s *Service) expireTyping(roomID id.RoomID, user id.UserID, tp *typer) {
 	rt.serial = s.sync.BumpEph()
 	t.mu.Unlock()
 	s.sync.Notifier.Wake(s.joinedMembers(context.Background(), roomID)...)
+	if s.isLocal(user) {
+		s.sendTyping(roomID, user, false)
+	}
 }
 
 // Typing lists the users typing in a room.
