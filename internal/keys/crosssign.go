@@ -219,13 +219,12 @@ func (s *Service) postSignatures(w http.ResponseWriter, r *http.Request, sess *a
 	for target, objs := range req {
 		var targetCS map[string]crossSigningKey
 		if target != self {
-			if !s.isLocal(target) {
-				for keyID := range objs {
-					fail(target, keyID, mxhttp.NotFound("federation is not available on this server"))
-				}
-				continue
+			if s.isLocal(target) {
+				targetCS, err = s.crossSigningKeys(ctx, target)
+			} else {
+				targetCS, err = s.remoteMasterKey(ctx, target)
 			}
-			if targetCS, err = s.crossSigningKeys(ctx, target); err != nil {
+			if err != nil {
 				return nil, err
 			}
 		}

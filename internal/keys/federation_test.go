@@ -68,6 +68,25 @@ func TestRemoteKeysQueryClaim(t *testing.T) {
 				t.Errorf("an unreachable server is not in failures: %v", q)
 			}
 
+			// Alice signs Bob's master key with her user-signing key: the
+			// signature is kept here and shown to her alone.
+			aliceMaster, aliceUSK := newKeyPair(t), newKeyPair(t)
+			testnode.Call(t, alice, "POST", v3+"/keys/device_signing/upload", map[string]any{
+				"master_key":       crossSigningKey(alice.UserID, "master", aliceMaster),
+				"user_signing_key": aliceMaster.sign(t, crossSigningKey(alice.UserID, "user_signing", aliceUSK), alice.UserID, "ed25519:"+aliceMaster.pub),
+			}).OK(t)
+			signed := aliceUSK.sign(t, crossSigningKey(bob.UserID, "master", master), alice.UserID, "ed25519:"+aliceUSK.pub)
+			res := testnode.Call(t, alice, "POST", v3+"/keys/signatures/upload", map[string]any{
+				string(bob.UserID): map[string]any{master.pub: signed},
+			}).OK(t)
+			if f, _ := res["failures"].(map[string]any); len(f) != 0 {
+				t.Fatalf("signing a remote master key: %v", res)
+			}
+			q = testnode.Call(t, alice, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(bob.UserID): []string{}}}).OK(t)
+			if get(q, "master_keys", string(bob.UserID), "signatures", string(alice.UserID), "ed25519:"+aliceUSK.pub) == nil {
+				t.Errorf("Alice's signature of Bob's master key is missing from her query: %v", get(q, "master_keys"))
+			}
+
 			claim := func() map[string]any {
 				r := testnode.Call(t, alice, "POST", v3+"/keys/claim", map[string]any{
 					"one_time_keys": map[string]any{string(bob.UserID): map[string]any{string(bob.DeviceID): "signed_curve25519"}},
@@ -155,3 +174,4 @@ func TestFederationUserDevices(t *testing.T) {
 	// Without X-Matrix: 401.
 	b.FederationDo(t, "POST", "/_matrix/federation/v1/user/keys/query", map[string]any{"device_keys": map[string]any{}}).Want(t, http.StatusUnauthorized, "M_UNAUTHORIZED")
 }
+

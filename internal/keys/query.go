@@ -168,6 +168,9 @@ func (s *Service) postQuery(w http.ResponseWriter, r *http.Request, sess *accoun
 	if err := s.queryRemote(ctx, req.DeviceKeys, remoteTimeout(req.Timeout), resp); err != nil {
 		return nil, err
 	}
+	if err := s.addViewerSignatures(ctx, sess.UserID, resp); err != nil {
+		return nil, err
+	}
 	return resp, nil
 }
 

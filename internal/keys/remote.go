@@ -250,3 +250,45 @@ func claimedKeyOf(keys map[string]json.RawMessage, alg string) (map[string]json.
 	}
 	return nil, false
 }
+
+// remoteMasterKey returns a remote user's master key (by type, as
+// crossSigningKeys does), from the cached device list or asked of the
+// user's server; none when neither has it.
+func (s *Service) remoteMasterKey(ctx context.Context, user id.UserID) (map[string]crossSigningKey, error) {
+	q := newQueryResponse()
+	if err := s.queryRemote(ctx, map[id.UserID][]id.DeviceID{user: nil}, defaultRemoteTimeout, q); err != nil {
+		return nil, err
+	}
+	out := map[string]crossSigningKey{}
+	if raw, ok := q.MasterKeys[user]; ok {
+		if k, err := parseCSKey(raw, keyMaster, user); err == nil && k != nil {
+			out[keyMaster] = crossSigningKey{Type: keyMaster, PublicKey: k.pub, JSON: string(raw)}
+		}
+	}
+	return out, nil
+}
+
+// addViewerSignatures adds to the master keys of remote users in resp the
+// signatures viewer made of them (with their user-signing key), which
+// only this server holds.
+func (s *Service) addViewerSignatures(ctx context.Context, viewer id.UserID, resp *queryResponse) error {
+	for user, raw := range resp.MasterKeys {
+		if s.isLocal(user) {
+			continue
+		}
+		k, err := parseCSKey(raw, keyMaster, user)
+		if err != nil || k == nil {
+			continue
+		}
+		sigs, err := s.storedSigs(ctx, user, viewer)
+		if err != nil {
+			return err
+		}
+		if extra := sigs[k.pub]; len(extra) > 0 {
+			if resp.MasterKeys[user], err = decorate(string(raw), extra, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
