@@ -8,4 +8,10 @@
 // Downloads carry headers that keep uploaded HTML or SVG from running on
 // the server's origin. URL previews fetch through netguard, so they never
 // reach the node's own network unless the config allows a range.
+//
+// With federation on, the node serves its own media to other servers
+// (GET /_matrix/federation/v1/media/download and thumbnail, multipart/mixed
+// as spec v1.11 says), and fetches other servers' media once, when a client
+// first asks for it, keeping it in the store beside local media (see
+// remote.go).
 package media

@@ -1,6 +1,7 @@
 package media
 
 import (
+	"context"
 	"mime"
 	"net/http"
 	"strconv"
@@ -146,24 +147,40 @@ const (
 	maxWait     = 60 * time.Second
 )
 
-// lookup finds servable media, waiting up to timeout_ms for a pending
-// upload.
-func (s *Service) lookup(r *http.Request) (*Media, error) {
+// lookup finds servable media named by the request's path: this server's
+// (see lookupLocal), or another server's, fetched from it over federation
+// and kept (see remoteLookup) when sess, the requester, is known: a
+// request without an access token (the deprecated unauthenticated paths)
+// gets only remote media already kept.
+func (s *Service) lookup(r *http.Request, sess *accounts.Session) (*Media, error) {
 	server, mediaID := r.PathValue("serverName"), r.PathValue("mediaId")
+	wait, err := waitParam(r)
+	if err != nil {
+		return nil, err
+	}
 	if server != s.opts.ServerName {
-		// Fetching remote media needs federation, which this node does not
-		// speak yet.
-		return nil, mxhttp.NotFound("media not found")
+		return s.remoteLookup(r.Context(), server, mediaID, wait, sess != nil)
 	}
-	wait := defaultWait
-	if v := r.URL.Query().Get("timeout_ms"); v != "" {
-		ms, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || ms < 0 {
-			return nil, mxhttp.InvalidParam("timeout_ms must be a non-negative integer")
-		}
-		wait = min(time.Duration(ms)*time.Millisecond, maxWait)
+	return s.lookupLocal(r.Context(), mediaID, wait)
+}
+
+// waitParam reads timeout_ms: how long to wait for a pending upload.
+func waitParam(r *http.Request) (time.Duration, error) {
+	v := r.URL.Query().Get("timeout_ms")
+	if v == "" {
+		return defaultWait, nil
 	}
-	ctx := r.Context()
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ms < 0 {
+		return 0, mxhttp.InvalidParam("timeout_ms must be a non-negative integer")
+	}
+	return min(time.Duration(ms)*time.Millisecond, maxWait), nil
+}
+
+// lookupLocal finds servable media of this server, waiting up to wait
+// for a pending upload.
+func (s *Service) lookupLocal(ctx context.Context, mediaID string, wait time.Duration) (*Media, error) {
+	server := s.opts.ServerName
 	m, err := s.Get(ctx, server, mediaID)
 	if err != nil {
 		return nil, err
@@ -198,7 +215,7 @@ func (s *Service) lookup(r *http.Request) (*Media, error) {
 }
 
 func (s *Service) getDownload(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	m, err := s.lookup(r)
+	m, err := s.lookup(r, sess)
 	if err != nil {
 		return nil, err
 	}
@@ -225,27 +242,11 @@ func (s *Service) getDownload(w http.ResponseWriter, r *http.Request, sess *acco
 }
 
 func (s *Service) getThumbnail(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	q := r.URL.Query()
-	width, err := dimension(q.Get("width"), "width")
+	width, height, method, err := thumbnailParams(r)
 	if err != nil {
 		return nil, err
 	}
-	height, err := dimension(q.Get("height"), "height")
-	if err != nil {
-		return nil, err
-	}
-	method := q.Get("method")
-	switch method {
-	case "":
-		method = "scale"
-	case "crop", "scale":
-	default:
-		return nil, mxhttp.InvalidParam("method must be crop or scale")
-	}
-	if v := q.Get("animated"); v != "" && v != "true" && v != "false" {
-		return nil, mxhttp.InvalidParam("animated must be true or false")
-	}
-	m, err := s.lookup(r)
+	m, err := s.lookup(r, sess)
 	if err != nil {
 		return nil, err
 	}
@@ -258,17 +259,44 @@ func (s *Service) getThumbnail(w http.ResponseWriter, r *http.Request, sess *acc
 		return nil, err
 	}
 	defer rd.Close()
-	ext := "png"
-	if t.ContentType == "image/jpeg" {
-		ext = "jpg"
-	}
 	h := w.Header()
 	securityHeaders(h)
 	h.Set("Content-Type", t.ContentType)
-	h.Set("Content-Disposition", contentDisposition("inline", "thumbnail."+ext))
+	h.Set("Content-Disposition", contentDisposition("inline", thumbnailName(t)))
 	h.Set("Cache-Control", "private, max-age=86400")
 	http.ServeContent(w, r, "", time.UnixMilli(m.CreatedTS), rd)
 	return nil, nil
+}
+
+// thumbnailParams reads the size and method a thumbnail request asks for.
+func thumbnailParams(r *http.Request) (width, height int, method string, err error) {
+	q := r.URL.Query()
+	if width, err = dimension(q.Get("width"), "width"); err != nil {
+		return 0, 0, "", err
+	}
+	if height, err = dimension(q.Get("height"), "height"); err != nil {
+		return 0, 0, "", err
+	}
+	method = q.Get("method")
+	switch method {
+	case "":
+		method = "scale"
+	case "crop", "scale":
+	default:
+		return 0, 0, "", mxhttp.InvalidParam("method must be crop or scale")
+	}
+	if v := q.Get("animated"); v != "" && v != "true" && v != "false" {
+		return 0, 0, "", mxhttp.InvalidParam("animated must be true or false")
+	}
+	return width, height, method, nil
+}
+
+// thumbnailName is the file name a thumbnail is served under.
+func thumbnailName(t *Thumb) string {
+	if t.ContentType == "image/jpeg" {
+		return "thumbnail.jpg"
+	}
+	return "thumbnail.png"
 }
 
 func dimension(v, name string) (int, error) {

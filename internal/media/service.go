@@ -58,6 +58,11 @@ type Service struct {
 	fetcher *http.Client
 	preview previewCache
 
+	// remote fetches other servers' media (nil while federation is off);
+	// locationClient follows the redirects their downloads may answer.
+	remote         *remoteMedia
+	locationClient *http.Client
+
 	waitMu  sync.Mutex
 	waiters map[string]*waiter // media ID -> closed when uploaded
 }
@@ -89,8 +94,10 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, opts Options) 
 		db: db, log: log, acc: acc, store: store, opts: opts,
 		guard:   guard,
 		fetcher: guard.Client(netguard.ClientOptions{Timeout: previewTimeout}),
-		preview: previewCache{entries: map[string]*previewEntry{}},
-		waiters: map[string]*waiter{},
+		// The whole of remoteFetchTimeout: a redirected download may be large.
+		locationClient: guard.Client(netguard.ClientOptions{Timeout: remoteFetchTimeout}),
+		preview:        previewCache{entries: map[string]*previewEntry{}},
+		waiters:        map[string]*waiter{},
 	}, nil
 }
 

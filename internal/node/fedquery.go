@@ -1,9 +1,10 @@
 package node
 
 // federationQueries wires the Server-Server endpoints that answer
-// questions about this server's data (profiles, aliases, OpenID tokens)
-// into the federation listener, and lets the client API ask other
-// servers the same questions. Nothing happens while federation is off.
+// questions about this server's data (profiles, aliases, the room
+// directory, OpenID tokens, media) into the federation listener, and lets
+// the client API ask other servers the same questions. Nothing happens
+// while federation is off.
 func (n *Node) federationQueries() {
 	f := n.Federation
 	if f == nil {
@@ -14,4 +15,6 @@ func (n *Node) federationQueries() {
 	n.Client.UseFederation(f.Client)
 	n.Client.FederationRoutes(f.Handle)
 	n.csExtra.openid.FederationRoutes(f.HandleUnauthenticated)
+	n.Media.UseFederation(f.Client)
+	n.Media.FederationRoutes(f.Handle)
 }
