@@ -132,7 +132,14 @@ func (t *transport) attempt(req *http.Request, host, target string, i int) (*htt
 	r.URL.Scheme = "https"
 	r.URL.Host = host
 	r.Host = host
-	if i > 0 && req.Body != nil && req.Body != http.NoBody {
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	// mautrix's client sends its JSON bodies without a Content-Type, and
+	// servers such as Dendrite refuse those with 400; every federation
+	// request body is JSON.
+	if hasBody && r.Header.Get("Content-Type") == "" {
+		r.Header.Set("Content-Type", "application/json")
+	}
+	if i > 0 && hasBody {
 		if req.GetBody == nil {
 			return nil, errors.New("federation: request body cannot be sent again")
 		}

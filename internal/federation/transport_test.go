@@ -81,3 +81,41 @@ func closedPort(t *testing.T) string {
 	ln.Close()
 	return addr
 }
+
+// TestTransportSendsJSONContentType: a request with a body goes out as
+// application/json (mautrix sets no Content-Type, and Dendrite refuses a
+// body without one); one without a body gets none.
+func TestTransportSendsJSONContentType(t *testing.T) {
+	var got atomic.Value
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Store(r.Header.Get("Content-Type"))
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{}`))
+	}))
+	defer srv.Close()
+	tr := tlsTransport(t, srv)
+	tr.resolve = func(ctx context.Context, name string) (*federation.ResolvedServerName, error) {
+		return &federation.ResolvedServerName{ServerName: name, HostHeader: "127.0.0.1", IPPort: []string{srv.Listener.Addr().String()}}, nil
+	}
+	client := newClient("me.example", federation.GenerateSigningKey(), tr, "test")
+	for _, tc := range []struct {
+		method string
+		body   any
+		want   string
+	}{
+		{"POST", map[string]string{"a": "b"}, "application/json"},
+		{"PUT", map[string]any{}, "application/json"},
+		{"GET", nil, ""},
+	} {
+		var out map[string]any
+		if _, _, err := client.MakeFullRequest(context.Background(), federation.RequestParams{
+			ServerName: "stub.example", Method: tc.method, Path: federation.URLPath{"v1", "x"},
+			RequestJSON: tc.body, ResponseJSON: &out, Authenticate: true,
+		}); err != nil {
+			t.Fatalf("%s: %v", tc.method, err)
+		}
+		if ct := got.Load(); ct != tc.want {
+			t.Errorf("%s with body %v: Content-Type %q, want %q", tc.method, tc.body, ct, tc.want)
+		}
+	}
+}
