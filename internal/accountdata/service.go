@@ -96,6 +96,26 @@ func (s *Service) IgnoredUsers(ctx context.Context, user id.UserID) (map[id.User
 	return out, nil
 }
 
+// DirectRooms returns the rooms that user's m.direct account data lists as
+// direct chats (the values of its user ID to room IDs map).
+func (s *Service) DirectRooms(ctx context.Context, user id.UserID) (map[id.RoomID]bool, error) {
+	raw, ok, err := s.Get(ctx, user, "", "m.direct")
+	if err != nil || !ok {
+		return nil, err
+	}
+	var direct map[id.UserID][]id.RoomID
+	if err := json.Unmarshal(raw, &direct); err != nil {
+		return nil, nil // not the spec's shape: no direct chats
+	}
+	out := map[id.RoomID]bool{}
+	for _, rooms := range direct {
+		for _, r := range rooms {
+			out[r] = true
+		}
+	}
+	return out, nil
+}
+
 // Set stores content (a JSON object) as the user's account data of this
 // type, global when roomID is empty, and wakes the user's long-polls. Unlike
 // the HTTP API it accepts server-controlled types such as m.fully_read.

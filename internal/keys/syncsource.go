@@ -13,13 +13,17 @@ import (
 // Fill adds the encryption parts of a /sync response: to-device messages,
 // device-list changes, and the device's one-time key counts and unused
 // fallback key types (always present, so clients know the server supports
-// them).
+// them). A request may skip the to-device part (sliding sync delivers it
+// on its own token) or the key part.
 func (s *Service) Fill(ctx context.Context, req *sync.Request, resp *sync.Response) error {
 	version, cached := s.cache.get(req.User, req.Device)
-	if cached == nil || !cached.inboxNone {
+	if !req.Skips(sync.ToDevicePart) && (cached == nil || !cached.inboxNone) {
 		if err := s.fillToDevice(ctx, req, resp); err != nil {
 			return err
 		}
+	}
+	if req.Skips(sync.DeviceKeysPart) {
+		return nil
 	}
 	if !req.Initial() {
 		changed, left, err := s.deviceLists(ctx, req.User, req.Since.Pos, req.To.Pos)

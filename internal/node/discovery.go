@@ -40,6 +40,10 @@ var unstableFeatures = map[string]bool{
 	// use_state_after and state_after in /sync (sync). MSC4222 names no
 	// flag, but servers advertise this one and clients look for it.
 	"org.matrix.msc4222": true,
+	// Simplified sliding sync, MSC4186 (sync): POST
+	// /_matrix/client/unstable/org.matrix.simplified_msc3575/sync. Element
+	// X looks for this flag alone.
+	"org.matrix.simplified_msc3575": true,
 }
 
 func (n *Node) discoveryRoutes(mux *http.ServeMux) {

@@ -74,14 +74,15 @@ func TestUnstableFeatures(t *testing.T) {
 	n := testnode.Start(t, testnode.SQLite)
 	body := n.Do(t, "GET", "/_matrix/client/versions", "", nil).OK(t)
 	want := map[string]any{
-		"org.matrix.e2e_cross_signing": true, // cross-signing keys
-		"org.matrix.msc2285.stable":    true, // private read receipts
-		"org.matrix.msc3440.stable":    true, // threads
-		"org.matrix.msc3391":           true, // deleting account data
-		"org.matrix.msc3827.stable":    true, // room_types in /publicRooms
-		"org.matrix.msc3874":           true, // rel_types filters
-		"org.matrix.msc3916.stable":    true, // authenticated media
-		"org.matrix.msc4222":           true, // state_after in /sync
+		"org.matrix.e2e_cross_signing":  true, // cross-signing keys
+		"org.matrix.msc2285.stable":     true, // private read receipts
+		"org.matrix.msc3440.stable":     true, // threads
+		"org.matrix.msc3391":            true, // deleting account data
+		"org.matrix.msc3827.stable":     true, // room_types in /publicRooms
+		"org.matrix.msc3874":            true, // rel_types filters
+		"org.matrix.msc3916.stable":     true, // authenticated media
+		"org.matrix.msc4222":            true, // state_after in /sync
+		"org.matrix.simplified_msc3575": true, // simplified sliding sync
 	}
 	if got, _ := body["unstable_features"].(map[string]any); !maps.Equal(got, want) {
 		t.Fatalf("unstable_features = %v, want %v", body["unstable_features"], want)

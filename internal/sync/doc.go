@@ -2,4 +2,12 @@
 // (Notifier), filters, and the assembly of sync responses from the room
 // timeline plus every Source that other packages register (account data,
 // receipts, typing, presence, to-device messages, device lists, ...).
+//
+// It also serves simplified sliding sync (MSC4186, sliding*.go): room
+// lists ordered by bump stamp, room subscriptions and extensions, with
+// per-connection state (connStore) in memory. Sliding sync builds its
+// rooms with the same timeline, state delta, summary and stripped-state
+// functions as /sync, and its extensions and unread counts by running the
+// same Sources on a /sync Request whose filter and Skip parts select
+// what the client enabled.
 package sync

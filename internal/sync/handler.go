@@ -47,6 +47,13 @@ type Service struct {
 	// set_presence parameter (presence tracking).
 	OnSync func(user id.UserID, setPresence string)
 
+	// DirectRooms, when set, returns the rooms the user's m.direct account
+	// data lists: sliding sync's is_dm.
+	DirectRooms func(ctx context.Context, user id.UserID) (map[id.RoomID]bool, error)
+
+	conns connStore  // sliding sync connections
+	bumps bumpStamps // sliding sync's room order
+
 	mu      gosync.Mutex
 	sources []Source
 	late    []Source
@@ -92,10 +99,11 @@ func (s *Service) onEvent(ev *rooms.Event, info *rooms.RoomInfo) {
 	s.Notifier.Wake(users...)
 }
 
-// Routes registers /sync and the filter endpoints.
+// Routes registers /sync, sliding sync and the filter endpoints.
 func (s *Service) Routes(mux *http.ServeMux) {
 	const v3 = "/_matrix/client/v3"
 	mux.HandleFunc("GET "+v3+"/sync", s.accounts.Auth(s.handleSync))
+	mux.HandleFunc("POST "+SlidingPath, s.accounts.Auth(s.handleSliding))
 	mux.HandleFunc("POST "+v3+"/user/{userId}/filter", s.accounts.Auth(s.postFilter))
 	mux.HandleFunc("GET "+v3+"/user/{userId}/filter/{filterId}", s.accounts.Auth(s.getFilter))
 }
@@ -227,13 +235,8 @@ func (s *Service) build(ctx context.Context, sess *accounts.Session, since Token
 			return s.newlyShared(ctx, req)
 		})
 	}
-	s.mu.Lock()
-	sources := slices.Concat(s.sources, s.late)
-	s.mu.Unlock()
-	for _, src := range sources {
-		if err := src.Fill(ctx, req, resp); err != nil {
-			return nil, fmt.Errorf("sync source: %w", err)
-		}
+	if err := s.fill(ctx, req, resp); err != nil {
+		return nil, err
 	}
 	return resp, nil
 }
@@ -450,14 +453,14 @@ func (s *Service) addAggregations(ctx context.Context, req *Request) error {
 	return nil
 }
 
-// timeline loads the room's events in (from, to], newest limit of them.
+// timeline loads the room's events in (from, to], newest limit of them
+// (/sync takes the limit from its filter, sliding sync from its room config).
 // member is the user's latest membership event: events from it on are
 // certainly visible to a joined user and were sent under that membership;
 // older ones go through the history visibility rules, which also give the
 // membership at each.
-func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, from, to int64, member membershipRow) (*Timeline, []*rooms.Event, error) {
+func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, from, to int64, limit int, member membershipRow) (*Timeline, []*rooms.Event, error) {
 	memberPos := member.pos
-	limit := req.Filter.TimelineLimit()
 	tf := req.Filter.timeline()
 	// Read a few more than needed so filtered-out events rarely shrink the
 	// page; this is a sync, not an exact pagination.
@@ -517,7 +520,7 @@ func (s *Service) fillJoined(ctx context.Context, req *Request, resp *Response, 
 	if !req.FullState && !newly && last <= req.Since.Pos {
 		return nil // nothing new in the room's timeline
 	}
-	tl, evs, err := s.timeline(ctx, req, m.room, from, req.To.Pos, m)
+	tl, evs, err := s.timeline(ctx, req, m.room, from, req.To.Pos, req.Filter.TimelineLimit(), m)
 	if err != nil {
 		return err
 	}
@@ -565,20 +568,58 @@ func (s *Service) roomState(ctx context.Context, req *Request, roomID id.RoomID,
 // members, only those of the timeline's senders and the user are given.
 func (s *Service) stateAfterSection(ctx context.Context, req *Request, roomID id.RoomID, end int64, timeline []*rooms.Event, full bool) (*Events, error) {
 	out := &Events{Events: []any{}}
+	from := req.Since.Pos
+	if full {
+		from = -1
+	}
+	delta, err := s.stateDelta(ctx, roomID, from, end)
+	if err != nil {
+		return nil, err
+	}
+	senders := timelineSenders(req, timeline)
+	for _, ev := range delta.Changed {
+		if s.showState(req, ev, senders) {
+			out.Add(clientEvent(ev, req))
+		}
+	}
+	return out, nil
+}
+
+// StateDelta is how a room's state changed between two positions.
+type StateDelta struct {
+	// Changed are the events of the later state that the earlier lacks.
+	Changed []*rooms.Event
+	// Removed are the (type, state key) pairs of the earlier state that
+	// the later has none of (state resolution can take state away).
+	Removed []StateKey
+	// End is the whole later state; nil when nothing changed.
+	End []*rooms.Event
+}
+
+// StateKey names a piece of room state.
+type StateKey struct {
+	Type     string `json:"type"`
+	StateKey string `json:"state_key"`
+}
+
+// stateDelta computes how the room's state changed from position from to
+// position end; from -1 asks for the whole state at end (every event
+// Changed).
+func (s *Service) stateDelta(ctx context.Context, roomID id.RoomID, from, end int64) (*StateDelta, error) {
 	endSnap, err := s.rooms.SnapshotAtPos(ctx, roomID, end)
 	if err != nil {
 		return nil, err
 	}
-	var sinceIDs map[id.EventID]bool
-	if !full {
-		sinceSnap, err := s.rooms.SnapshotAtPos(ctx, roomID, req.Since.Pos)
+	var before []*rooms.Event
+	if from >= 0 {
+		fromSnap, err := s.rooms.SnapshotAtPos(ctx, roomID, from)
 		if err != nil {
 			return nil, err
 		}
-		if sinceSnap == endSnap {
-			return out, nil // no state change since the last sync
+		if fromSnap == endSnap {
+			return &StateDelta{}, nil // no state change in between
 		}
-		if sinceIDs, err = s.stateIDs(ctx, sinceSnap); err != nil {
+		if before, err = s.rooms.StateAt(ctx, fromSnap); err != nil {
 			return nil, err
 		}
 	}
@@ -586,13 +627,24 @@ func (s *Service) stateAfterSection(ctx context.Context, req *Request, roomID id
 	if err != nil {
 		return nil, err
 	}
-	senders := timelineSenders(req, timeline)
+	d := &StateDelta{End: endState}
+	endKeys := make(map[StateKey]bool, len(endState))
+	beforeIDs := make(map[id.EventID]bool, len(before))
+	for _, ev := range before {
+		beforeIDs[ev.ID] = true
+	}
 	for _, ev := range endState {
-		if !sinceIDs[ev.ID] && s.showState(req, ev, senders) {
-			out.Add(clientEvent(ev, req))
+		endKeys[StateKey{ev.Type, *ev.StateKey}] = true
+		if !beforeIDs[ev.ID] {
+			d.Changed = append(d.Changed, ev)
 		}
 	}
-	return out, nil
+	for _, ev := range before {
+		if k := (StateKey{ev.Type, *ev.StateKey}); !endKeys[k] {
+			d.Removed = append(d.Removed, k)
+		}
+	}
+	return d, nil
 }
 
 // stateIDs returns the IDs of the events of a state snapshot.
@@ -680,6 +732,12 @@ func (s *Service) summary(ctx context.Context, roomID id.RoomID, self id.UserID)
 	if err != nil {
 		return nil
 	}
+	return summarize(state, self)
+}
+
+// summarize computes a room summary from the room's state: the joined and
+// invited member counts and up to five heroes (members other than self).
+func summarize(state []*rooms.Event, self id.UserID) *Summary {
 	joined, invited := 0, 0
 	var heroes []id.UserID
 	for _, ev := range state {
@@ -736,23 +794,31 @@ func StrippedState(ctx context.Context, eng *rooms.Engine, roomID id.RoomID, mem
 	return append(out, memberEvent.Client(rooms.ClientOptions{OmitRoomID: true}))
 }
 
+// inviteHidden reports whether the user does not want to see the invite
+// ev: it comes from an ignored user (the spec: no invites from them) or
+// their invite permission config ignores it.
+func (s *Service) inviteHidden(ctx context.Context, req *Request, ev *rooms.Event) (bool, error) {
+	if req.Ignored[ev.Sender] {
+		return true, nil
+	}
+	if s.InviteIgnored == nil {
+		return false, nil
+	}
+	hidden, err := s.InviteIgnored(ctx, req.User, ev.Sender)
+	if err != nil {
+		return false, fmt.Errorf("invite permission: %w", err)
+	}
+	return hidden, nil
+}
+
 func (s *Service) fillStripped(ctx context.Context, req *Request, resp *Response, m membershipRow) error {
 	ev, err := s.rooms.Event(ctx, m.eventID)
 	if err != nil {
 		return err
 	}
 	if m.membership == "invite" {
-		if req.Ignored[ev.Sender] {
-			return nil // the spec: no invites from ignored users
-		}
-		if s.InviteIgnored != nil {
-			hidden, err := s.InviteIgnored(ctx, req.User, ev.Sender)
-			if err != nil {
-				return fmt.Errorf("invite permission: %w", err)
-			}
-			if hidden {
-				return nil
-			}
+		if hidden, err := s.inviteHidden(ctx, req, ev); err != nil || hidden {
+			return err
 		}
 	}
 	if resp.Rooms == nil {
@@ -776,7 +842,7 @@ func (s *Service) fillStripped(ctx context.Context, req *Request, resp *Response
 
 func (s *Service) fillLeft(ctx context.Context, req *Request, resp *Response, m membershipRow) error {
 	from := req.Since.Pos
-	tl, evs, err := s.timeline(ctx, req, m.room, from, m.pos, m)
+	tl, evs, err := s.timeline(ctx, req, m.room, from, m.pos, req.Filter.TimelineLimit(), m)
 	if err != nil {
 		return err
 	}

@@ -201,8 +201,29 @@ type Request struct {
 	// timeline events are left out.
 	Ignored map[id.UserID]bool
 
+	// Skip names the parts of the response this request leaves out that
+	// no filter can: /sync skips none; sliding sync skips the extensions
+	// the client did not enable, and delivers to-device messages on a
+	// token of their own.
+	Skip Parts
+
 	aggPending map[int64][]aggItem // timeline events awaiting aggregations
 }
+
+// Parts is a set of response parts that sync filters cannot leave out.
+type Parts uint
+
+const (
+	// ToDevicePart is to_device: delivering the device's to-device
+	// messages and deleting those the Since token acknowledges.
+	ToDevicePart Parts = 1 << iota
+	// DeviceKeysPart is device_lists, device_one_time_keys_count and
+	// device_unused_fallback_key_types.
+	DeviceKeysPart
+)
+
+// Skips reports whether the request leaves out every part of p.
+func (r *Request) Skips(p Parts) bool { return r.Skip&p == p }
 
 // StateMode is the kind of state a sync's room sections carry.
 type StateMode int

@@ -1,0 +1,528 @@
+package sync
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/rooms"
+)
+
+// slidingBuild is the work of one sliding sync response. The rooms' data
+// comes from the /sync machinery (timeline, stateDelta, summarize,
+// StrippedState, the sources), run on creq.
+type slidingBuild struct {
+	s    *Service
+	req  *slidingRequest
+	prev *connState
+	next *connState
+	creq *Request
+	resp *SlidingResponse
+
+	direct map[id.RoomID]bool
+	facts  map[id.RoomID]*roomFacts
+	// windowLists are the lists that selected each room of the window.
+	windowLists map[id.RoomID][]string
+	// joined are the joined rooms of the window, whose unread counts the
+	// response carries when they change.
+	joined []id.RoomID
+}
+
+// listRoom is a room of the user's room list.
+type listRoom struct {
+	membershipRow
+	// bump orders the list: the position of the room's latest message-like
+	// event for joined rooms, of the user's membership for the others.
+	bump int64
+}
+
+// roomFacts are what list filters ask of a room.
+type roomFacts struct {
+	encrypted bool
+	roomType  *string
+}
+
+func (s *Service) buildSliding(ctx context.Context, sess *accounts.Session, req *slidingRequest, prev *connState) (*SlidingResponse, *connState, error) {
+	to := Token{Pos: s.db.Visible(), Eph: s.Eph.Load()}
+	b := &slidingBuild{
+		s: s, req: req, prev: prev,
+		next:  &connState{token: to, rooms: maps.Clone(prev.rooms), counts: map[string]int{}, window: map[id.RoomID]bool{}},
+		creq:  &Request{User: sess.UserID, Device: sess.DeviceID, Since: prev.token, To: to, FullState: prev.token.initial, NewlyJoined: map[id.RoomID]bool{}},
+		resp:  &SlidingResponse{TxnID: req.TxnID, Lists: map[string]SlidingListResult{}, Rooms: map[id.RoomID]*SlidingRoom{}, Extensions: map[string]any{}},
+		facts: map[id.RoomID]*roomFacts{}, windowLists: map[id.RoomID][]string{},
+	}
+	if s.Ignored != nil {
+		ignored, err := s.Ignored(ctx, sess.UserID)
+		if err != nil {
+			return nil, nil, fmt.Errorf("load ignored users: %w", err)
+		}
+		b.creq.Ignored = ignored
+	}
+	if s.DirectRooms != nil {
+		direct, err := s.DirectRooms(ctx, sess.UserID)
+		if err != nil {
+			return nil, nil, fmt.Errorf("load direct rooms: %w", err)
+		}
+		b.direct = direct
+	}
+	list, err := b.roomList(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	configs, err := b.match(ctx, list)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, lr := range list {
+		if cfg := configs[lr.room]; cfg != nil {
+			if err := b.room(ctx, lr, cfg); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	if err := s.addAggregations(ctx, b.creq); err != nil {
+		return nil, nil, err
+	}
+	if err := b.extensions(ctx, list); err != nil {
+		return nil, nil, err
+	}
+	if len(b.resp.Rooms) > 0 || !maps.Equal(prev.counts, b.next.counts) {
+		b.resp.news = true
+	}
+	return b.resp, b.next, nil
+}
+
+// roomList returns the rooms lists choose from, newest activity first:
+// rooms the user is joined to, invited to or knocking on, rooms they were
+// kicked or banned from, and rooms they left that the connection has
+// already been sent (so that it learns of the leave). Forgotten rooms and
+// hidden invites are left out.
+func (b *slidingBuild) roomList(ctx context.Context) ([]listRoom, error) {
+	ms, err := b.s.memberships(ctx, b.creq.User)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]listRoom, 0, len(ms))
+	for _, m := range ms {
+		lr := listRoom{membershipRow: m, bump: m.pos}
+		switch m.membership {
+		case "join":
+			if lr.bump, err = b.s.bumpStamp(ctx, m.room, b.creq.To.Pos); err != nil {
+				return nil, err
+			}
+		case "knock":
+		case "invite":
+			ev, err := b.s.rooms.Event(ctx, m.eventID)
+			if err != nil {
+				return nil, fmt.Errorf("load invite %s: %w", m.eventID, err)
+			}
+			if hidden, err := b.s.inviteHidden(ctx, b.creq, ev); err != nil || hidden {
+				if err != nil {
+					return nil, err
+				}
+				continue
+			}
+		case "leave", "ban":
+			if m.forgotten {
+				continue
+			}
+			if _, sent := b.prev.rooms[m.room]; !sent {
+				ev, err := b.s.rooms.Event(ctx, m.eventID)
+				if err != nil {
+					return nil, fmt.Errorf("load membership %s: %w", m.eventID, err)
+				}
+				if ev.Sender == b.creq.User {
+					continue // left (or rejected) by the user, who knows
+				}
+			}
+		default:
+			continue
+		}
+		out = append(out, lr)
+	}
+	slices.SortFunc(out, func(a, c listRoom) int {
+		return cmp.Or(cmp.Compare(c.bump, a.bump), cmp.Compare(a.room, c.room))
+	})
+	return out, nil
+}
+
+// match applies the lists and room subscriptions to the room list: it
+// records each list's count and returns the combined room config of every
+// room that a list's ranges or a subscription selects.
+func (b *slidingBuild) match(ctx context.Context, list []listRoom) (map[id.RoomID]*combinedConfig, error) {
+	configs := map[id.RoomID]*combinedConfig{}
+	config := func(roomID id.RoomID) *combinedConfig {
+		c := configs[roomID]
+		if c == nil {
+			c = &combinedConfig{}
+			configs[roomID] = c
+		}
+		return c
+	}
+	for _, name := range slices.Sorted(maps.Keys(b.req.Lists)) {
+		l := b.req.Lists[name]
+		ranges, _ := l.ranges() // checked with the request
+		index := 0
+		for _, lr := range list {
+			ok, err := b.passes(ctx, lr, l.Filters)
+			if err != nil {
+				return nil, err
+			}
+			if !ok {
+				continue
+			}
+			if inRanges(index, ranges) {
+				c := config(lr.room)
+				c.add(&l.roomConfig)
+				c.lists = append(c.lists, name)
+			}
+			index++
+		}
+		b.resp.Lists[name] = SlidingListResult{Count: index}
+		b.next.counts[name] = index
+	}
+	inList := make(map[id.RoomID]bool, len(list))
+	for _, lr := range list {
+		inList[lr.room] = true
+	}
+	for roomID, sub := range b.req.RoomSubscriptions {
+		if inList[roomID] { // rooms the user may see; others are ignored
+			config(roomID).add(sub)
+		}
+	}
+	for roomID, c := range configs {
+		b.next.window[roomID] = true
+		b.windowLists[roomID] = c.lists
+	}
+	return configs, nil
+}
+
+func inRanges(i int, ranges [][2]int) bool {
+	for _, r := range ranges {
+		if i >= r[0] && i <= r[1] {
+			return true
+		}
+	}
+	return false
+}
+
+// passes reports whether the room passes a list's filters.
+func (b *slidingBuild) passes(ctx context.Context, lr listRoom, f *slidingFilters) (bool, error) {
+	if f == nil {
+		return true, nil
+	}
+	if inv := f.invited(); inv != nil && *inv != (lr.membership == "invite") {
+		return false, nil
+	}
+	if f.IsDM != nil && *f.IsDM != b.direct[lr.room] {
+		return false, nil
+	}
+	if f.Spaces != nil && !b.inSpaces(ctx, lr.room, f.Spaces) {
+		return false, nil
+	}
+	if f.IsEncrypted == nil && f.RoomTypes == nil && f.NotRoomTypes == nil {
+		return true, nil
+	}
+	facts := b.roomFacts(ctx, lr.room)
+	if f.IsEncrypted != nil && *f.IsEncrypted != facts.encrypted {
+		return false, nil
+	}
+	sameType := func(t *string) bool {
+		return t == nil && facts.roomType == nil || t != nil && facts.roomType != nil && *t == *facts.roomType
+	}
+	if slices.ContainsFunc(f.NotRoomTypes, sameType) {
+		return false, nil
+	}
+	return f.RoomTypes == nil || slices.ContainsFunc(*f.RoomTypes, sameType), nil
+}
+
+// roomFacts returns (and remembers for the response) whether the room is
+// encrypted and its type, from its current state. A room the node does
+// not have (a remote invite) is unencrypted and of no type.
+func (b *slidingBuild) roomFacts(ctx context.Context, roomID id.RoomID) *roomFacts {
+	if f := b.facts[roomID]; f != nil {
+		return f
+	}
+	f := &roomFacts{}
+	if ev, err := b.s.rooms.StateEvent(ctx, roomID, "m.room.encryption", ""); err == nil && ev != nil {
+		f.encrypted = true
+	}
+	if ev, err := b.s.rooms.StateEvent(ctx, roomID, "m.room.create", ""); err == nil && ev != nil {
+		var c struct {
+			Type *string `json:"type"`
+		}
+		if json.Unmarshal(ev.Content(), &c) == nil {
+			f.roomType = c.Type
+		}
+	}
+	b.facts[roomID] = f
+	return f
+}
+
+// inSpaces reports whether the room is an m.space.child of one of the
+// spaces the user is joined to (subspaces are not followed).
+func (b *slidingBuild) inSpaces(ctx context.Context, roomID id.RoomID, spaces []id.RoomID) bool {
+	for _, space := range spaces {
+		if b.s.rooms.Membership(b.creq.User, space) != "join" {
+			continue
+		}
+		ev, err := b.s.rooms.StateEvent(ctx, space, "m.space.child", string(roomID))
+		if err != nil || ev == nil {
+			continue
+		}
+		var c struct {
+			Via []string `json:"via"`
+		}
+		if json.Unmarshal(ev.Content(), &c) == nil && len(c.Via) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// room adds a matched room to the response if the connection has not been
+// sent it, or has not been sent what changed in it since.
+func (b *slidingBuild) room(ctx context.Context, lr listRoom, cfg *combinedConfig) error {
+	sent, known := b.prev.rooms[lr.room]
+	afresh := !known ||
+		lr.membership == "join" && sent.membership != "join" ||
+		(lr.membership == "invite" || lr.membership == "knock") && sent.membership != lr.membership
+	if afresh {
+		sent = roomSent{}
+	}
+	if lr.membership == "invite" || lr.membership == "knock" {
+		return b.strippedRoom(ctx, lr, cfg, sent, afresh)
+	}
+	return b.eventRoom(ctx, lr, cfg, sent, afresh)
+}
+
+// strippedRoom adds an invite or knock: its stripped state.
+func (b *slidingBuild) strippedRoom(ctx context.Context, lr listRoom, cfg *combinedConfig, sent roomSent, afresh bool) error {
+	if !afresh && lr.pos <= sent.pos {
+		return nil
+	}
+	ev, err := b.s.rooms.Event(ctx, lr.eventID)
+	if err != nil {
+		return fmt.Errorf("load membership %s: %w", lr.eventID, err)
+	}
+	r := &SlidingRoom{Initial: true, Membership: lr.membership, BumpStamp: lr.bump, Lists: cfg.lists}
+	stripped := StrippedState(ctx, b.s.rooms, lr.room, ev)
+	if lr.membership == "invite" {
+		r.InviteState = stripped
+		var c struct {
+			IsDirect bool `json:"is_direct"`
+		}
+		if json.Unmarshal(ev.Content(), &c) == nil && c.IsDirect {
+			r.IsDM = &c.IsDirect
+		}
+	} else {
+		r.KnockState = stripped
+	}
+	b.resp.Rooms[lr.room] = r
+	b.next.rooms[lr.room] = roomSent{pos: b.creq.To.Pos, membership: lr.membership}
+	return nil
+}
+
+// eventRoom adds a room the user is or was joined to: its timeline since
+// the connection last had it (up to the user's leave for a room left) and
+// the required state, in full when the room is new to the connection or
+// its required_state changed, else what changed.
+func (b *slidingBuild) eventRoom(ctx context.Context, lr listRoom, cfg *combinedConfig, sent roomSent, afresh bool) error {
+	to := b.creq.To.Pos
+	end := to
+	if lr.membership != "join" {
+		end = min(lr.pos, to)
+	}
+	isDM := b.direct[lr.room]
+	configKey := cfg.key()
+	full := afresh || sent.config != configKey
+	record := roomSent{pos: to, membership: lr.membership, config: configKey, isDM: isDM, members: sent.members, counts: sent.counts}
+	if !full && isDM == sent.isDM && (sent.pos >= end || b.s.rooms.LastPos(ctx, lr.room) <= sent.pos) {
+		b.next.rooms[lr.room] = record // nothing new
+		if lr.membership == "join" {
+			b.joined = append(b.joined, lr.room)
+		}
+		return nil
+	}
+	tl, evs, err := b.s.timeline(ctx, b.creq, lr.room, sent.pos, end, cfg.limit, lr.membershipRow)
+	if err != nil {
+		return err
+	}
+	from := sent.pos
+	if full {
+		from = -1
+	}
+	delta, err := b.s.stateDelta(ctx, lr.room, from, end)
+	if err != nil {
+		return err
+	}
+	r := &SlidingRoom{Initial: afresh, Membership: lr.membership, BumpStamp: lr.bump, Lists: cfg.lists}
+	required, members, err := b.requiredState(ctx, lr.room, end, cfg, sent, full, tl.Limited, evs, delta)
+	if err != nil {
+		return err
+	}
+	record.members = members
+	b.next.rooms[lr.room] = record
+	if lr.membership == "join" {
+		b.joined = append(b.joined, lr.room)
+	}
+	if !full && len(tl.Events) == 0 && len(required) == 0 && isDM == sent.isDM {
+		return nil // only events the user may not see
+	}
+	r.RequiredState = required
+	r.Timeline, r.Limited, r.PrevBatch = tl.Events, tl.Limited, tl.PrevBatch
+	if !b.prev.token.initial {
+		live := 0
+		for _, ev := range evs {
+			if ev.Pos > b.prev.token.Pos {
+				live++
+			}
+		}
+		live = min(live, len(tl.Events))
+		r.NumLive = &live
+	}
+	if afresh && isDM || !afresh && isDM != sent.isDM {
+		r.IsDM = &isDM
+	}
+	if err := b.describe(ctx, r, lr.room, end, afresh, delta); err != nil {
+		return err
+	}
+	b.resp.Rooms[lr.room] = r
+	return nil
+}
+
+// requiredState selects the state events a room result carries: those of
+// delta (the whole state when full) that the config asks for, stubs for
+// removed state it asks for, and with lazy loading the member events of
+// the timeline's senders and targets that the connection lacks, plus,
+// when the timeline is not limited, every member change since. It returns
+// them with the users whose member events the connection now has.
+func (b *slidingBuild) requiredState(ctx context.Context, roomID id.RoomID, end int64, cfg *combinedConfig, sent roomSent, full, limited bool, evs []*rooms.Event, delta *StateDelta) ([]any, map[id.UserID]bool, error) {
+	me := b.creq.User
+	lazy := cfg.lazy()
+	members := sent.members
+	if full {
+		members = nil
+	}
+	want := map[id.UserID]bool{}
+	if lazy {
+		for u := range timelineSenders(b.creq, evs) {
+			if !members[u] {
+				want[u] = true
+			}
+		}
+		for _, ev := range evs {
+			if ev.Type == "m.room.member" && ev.StateKey != nil && !members[id.UserID(*ev.StateKey)] {
+				want[id.UserID(*ev.StateKey)] = true
+			}
+		}
+	}
+	var out []any
+	added := map[id.UserID]bool{}
+	for _, ev := range delta.Changed {
+		member := ev.Type == "m.room.member"
+		if cfg.wants(ev.Type, *ev.StateKey, me, want) || lazy && member && !full && !limited {
+			out = append(out, clientEvent(ev, b.creq))
+			if member {
+				added[id.UserID(*ev.StateKey)] = true
+			}
+		}
+	}
+	for _, k := range delta.Removed {
+		if cfg.wants(k.Type, k.StateKey, me, want) {
+			out = append(out, k)
+		}
+	}
+	missing := false
+	for u := range want {
+		missing = missing || !added[u]
+	}
+	if missing {
+		state := delta.End
+		if state == nil {
+			var err error
+			if state, err = b.s.rooms.StateAtPos(ctx, roomID, end); err != nil {
+				return nil, nil, err
+			}
+		}
+		for _, ev := range state {
+			if ev.Type == "m.room.member" && want[id.UserID(*ev.StateKey)] && !added[id.UserID(*ev.StateKey)] {
+				out = append(out, clientEvent(ev, b.creq))
+				added[id.UserID(*ev.StateKey)] = true
+			}
+		}
+	}
+	if len(added) > 0 {
+		members = maps.Clone(members)
+		if members == nil {
+			members = map[id.UserID]bool{}
+		}
+		maps.Copy(members, added)
+	}
+	return out, members, nil
+}
+
+// describe sets the room's name, avatar, heroes and member counts: all of
+// them for a room new to the connection, otherwise those whose state
+// changed in delta.
+func (b *slidingBuild) describe(ctx context.Context, r *SlidingRoom, roomID id.RoomID, end int64, afresh bool, delta *StateDelta) error {
+	changed := map[string]bool{}
+	for _, ev := range delta.Changed {
+		changed[ev.Type] = true
+	}
+	for _, k := range delta.Removed {
+		changed[k.Type] = true
+	}
+	if !afresh && !changed["m.room.name"] && !changed["m.room.avatar"] && !changed["m.room.member"] {
+		return nil
+	}
+	state := delta.End
+	if state == nil {
+		var err error
+		if state, err = b.s.rooms.StateAtPos(ctx, roomID, end); err != nil {
+			return err
+		}
+	}
+	byKey := make(map[StateKey]*rooms.Event, len(state))
+	for _, ev := range state {
+		byKey[StateKey{ev.Type, *ev.StateKey}] = ev
+	}
+	var content struct {
+		Name string `json:"name"`
+		URL  string `json:"url"`
+	}
+	if ev := byKey[StateKey{"m.room.name", ""}]; ev != nil {
+		json.Unmarshal(ev.Content(), &content)
+	}
+	if ev := byKey[StateKey{"m.room.avatar", ""}]; ev != nil {
+		json.Unmarshal(ev.Content(), &content)
+	}
+	r.Name, r.Avatar = content.Name, content.URL
+	if !afresh && !changed["m.room.member"] {
+		return nil
+	}
+	sum := summarize(state, b.creq.User)
+	r.JoinedCount, r.InvitedCount = sum.JoinedMemberCount, sum.InvitedMemberCount
+	if r.Name != "" {
+		return nil
+	}
+	for _, u := range sum.Heroes {
+		h := SlidingHero{UserID: u}
+		if ev := byKey[StateKey{"m.room.member", string(u)}]; ev != nil {
+			var m struct {
+				Displayname string `json:"displayname"`
+				AvatarURL   string `json:"avatar_url"`
+			}
+			json.Unmarshal(ev.Content(), &m)
+			h.Displayname, h.AvatarURL = m.Displayname, m.AvatarURL
+		}
+		r.Heroes = append(r.Heroes, h)
+	}
+	return nil
+}
