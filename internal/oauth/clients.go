@@ -99,7 +99,7 @@ func invalidRedirect(format string, args ...any) error {
 
 // validate checks m against the Matrix rules and fills its defaults.
 func (m *ClientMetadata) validate() error {
-	base, err := httpsURL("client_uri", m.ClientURI)
+	base, err := clientURL("client_uri", m.ClientURI, nil)
 	if err != nil {
 		return err
 	}
@@ -109,7 +109,7 @@ func (m *ClientMetadata) validate() error {
 		if f.value == "" {
 			continue
 		}
-		u, err := httpsURL(f.name, f.value)
+		u, err := clientURL(f.name, f.value, base)
 		if err != nil {
 			return err
 		}
@@ -157,15 +157,19 @@ func (m *ClientMetadata) validate() error {
 		return invalidRedirect("too many redirect URIs")
 	}
 	for _, uri := range m.RedirectURIs {
-		if err := checkRedirectURI(uri, m.ApplicationType, base.Hostname()); err != nil {
+		if err := checkRedirectURI(uri, m.ApplicationType, base); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// httpsURL parses an https URL with a host and no user information.
-func httpsURL(field, s string) (*url.URL, error) {
+// clientURL parses one of a client's URLs: https, with a host and no
+// user information. A client served from this machine (a client_uri on
+// http://localhost, 127.0.0.1 or [::1], such as Element Web run for
+// development) may use http there: base, when not nil, is its client_uri,
+// whose loopback host the URL may then share.
+func clientURL(field, s string, base *url.URL) (*url.URL, error) {
 	if s == "" {
 		return nil, invalidMetadata("missing %s", field)
 	}
@@ -173,10 +177,19 @@ func httpsURL(field, s string) (*url.URL, error) {
 	if err != nil || len(s) > 2048 {
 		return nil, invalidMetadata("%s is not a valid URL", field)
 	}
-	if u.Scheme != "https" || u.Host == "" || u.User != nil {
+	if base == nil {
+		base = u
+	}
+	if u.Host == "" || u.User != nil || u.Scheme != "https" && !sameLoopback(u, base) {
 		return nil, invalidMetadata("%s must be an https URL without user information", field)
 	}
 	return u, nil
+}
+
+// sameLoopback reports whether u is an http URL on the loopback host of
+// base, itself an http loopback URL.
+func sameLoopback(u, base *url.URL) bool {
+	return isLoopback(u) && isLoopback(base) && u.Hostname() == base.Hostname()
 }
 
 // sameSite reports whether host is site or a subdomain of it.
@@ -186,11 +199,13 @@ func sameSite(host, site string) bool {
 }
 
 // checkRedirectURI applies the spec's redirect URI validation. A web
-// client redirects to https URLs on its own site; a native client may
-// also use a private-use scheme named after its site in reverse (such as
+// client redirects to https URLs on its own site (or to its own loopback
+// host, when it is served from there); a native client may also use a
+// private-use scheme named after its site in reverse (such as
 // com.example.app:/callback, without an authority) or an http URL on a
 // loopback address.
-func checkRedirectURI(uri, appType, site string) error {
+func checkRedirectURI(uri, appType string, base *url.URL) error {
+	site := base.Hostname()
 	u, err := url.Parse(uri)
 	if err != nil || len(uri) > 2048 {
 		return invalidRedirect("%q is not a valid URL", uri)
@@ -208,6 +223,9 @@ func checkRedirectURI(uri, appType, site string) error {
 		}
 		return nil
 	case appType != "native":
+		if sameLoopback(u, base) {
+			return nil
+		}
 		return invalidRedirect("a web client's redirect URIs must use https")
 	case u.Scheme == "http":
 		if !isLoopback(u) {
