@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
 	"net/http"
 	"slices"
 
@@ -25,6 +26,9 @@ type csExtra struct {
 	pushers *pushers.Service
 	spaces  *spaces.Service
 	openid  *openid.Service
+	// serverKey is the server's signing key, from which oauth derives
+	// the key of its ID tokens.
+	serverKey ed25519.PrivateKey
 }
 
 // csExtraRoutes builds and wires the rest of the Client-Server API: space
@@ -56,7 +60,7 @@ func (n *Node) csExtraRoutes(mux *http.ServeMux) {
 // wireOAuth serves the OAuth 2.0 API (auth_metadata and the authorization
 // server with its pages) beside the legacy login API.
 func (n *Node) wireOAuth(mux *http.ServeMux) {
-	o := oauth.New(n.DB, n.log, n.Accounts, oauth.Options{BaseURL: n.publicURL})
+	o := oauth.New(n.DB, n.log, n.Accounts, oauth.Options{BaseURL: n.publicURL, ServerKey: n.csExtra.serverKey})
 	n.Accounts.Hooks.DeviceDeleted = append(n.Accounts.Hooks.DeviceDeleted, o.OnDeviceDeleted)
 	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, o.OnDeactivated)
 	o.Routes(mux)

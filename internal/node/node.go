@@ -171,6 +171,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		return nil, err
 	}
 	n.Accounts = accounts.New(n.DB, log, AccountsOptions(cfg))
+	n.csExtra.serverKey = key
 	n.Rooms = rooms.New(n.DB, log, rooms.Signer{ServerName: cfg.ServerName, KeyID: keyID, Key: key})
 	if err := n.Rooms.Load(ctx); err != nil {
 		n.DB.Close()

@@ -122,7 +122,7 @@ func (s *Service) exchangeDeviceCode(r *http.Request, c *Client) (*tokenResponse
 		return nil, invalidGrant("the device code was already used")
 	}
 	s.forgetDeviceGrant(deviceCode, grant.userCode)
-	return s.issueTokens(r.Context(), c, grant.user, grant.scope)
+	return s.issueTokens(r.Context(), c, grant.user, grant.scope, "")
 }
 
 func (s *Service) forgetDeviceGrant(deviceCode, userCode string) {

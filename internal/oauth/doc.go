@@ -21,5 +21,6 @@
 //
 // It is written on the standard library rather than zitadel/oidc or
 // ory/fosite: the Matrix profile is small (public clients only, PKCE S256
-// only, no ID tokens), and the tokens must be the accounts service's.
+// only, an ID token only for clients that ask for openid), and the tokens
+// must be the accounts service's.
 package oauth

@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"database/sql"
 	"encoding/base64"
@@ -34,6 +35,9 @@ type Options struct {
 	// BaseURL returns the URL clients reach the node at, without a
 	// trailing slash (the issuer and the base of every endpoint).
 	BaseURL func() string
+	// ServerKey is the server's signing key; the key that signs ID
+	// tokens is derived from it. Without it, no ID tokens are issued.
+	ServerKey ed25519.PrivateKey
 }
 
 // Service is the OAuth 2.0 authorization server.
@@ -49,6 +53,7 @@ type Service struct {
 	// userCodes maps a device grant's user code to its device code.
 	userCodes *expiring[string]
 	browsers  *expiring[*browserSession]
+	idTokens  *idTokenSigner // nil: no ID tokens
 }
 
 // New returns the service.
@@ -60,6 +65,7 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, opts Options) 
 		devices:   newExpiring[*deviceGrant](deviceGrantLifetime, maxPending),
 		userCodes: newExpiring[string](deviceGrantLifetime, maxPending),
 		browsers:  newExpiring[*browserSession](browserSessionLifetime, maxPending),
+		idTokens:  newIDTokenSigner(opts.ServerKey),
 	}
 }
 
@@ -77,6 +83,7 @@ const (
 	pathSignup              = "/oauth2/signup"
 	pathAccount             = "/account"
 	pathStyle               = "/oauth2/static/style.css"
+	pathKeys                = "/oauth2/keys.json"
 )
 
 // Routes registers the endpoints and pages on mux.
@@ -87,6 +94,7 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+pathToken, s.postToken)
 	mux.HandleFunc("POST "+pathRevoke, s.postRevoke)
 	mux.HandleFunc("POST "+pathDeviceAuthorization, s.postDeviceAuthorization)
+	mux.HandleFunc("GET "+pathKeys, s.getKeys)
 	s.pageRoutes(mux)
 }
 
@@ -120,6 +128,12 @@ func (s *Service) Metadata() map[string]any {
 		"scopes_supported":                           []string{scopeAPI, scopeDevicePrefix + "*"},
 		"account_management_uri":                     base + pathAccount,
 		"account_management_actions_supported":       actionsSupported,
+	}
+	if s.idTokens != nil {
+		m["jwks_uri"] = base + pathKeys
+		m["id_token_signing_alg_values_supported"] = []string{"EdDSA"}
+		m["subject_types_supported"] = []string{"public"}
+		m["scopes_supported"] = []string{scopeAPI, scopeDevicePrefix + "*", scopeOpenID}
 	}
 	if s.accounts.RegistrationMode() != accounts.RegistrationClosed {
 		m["prompt_values_supported"] = []string{"create"}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"time"
 
 	"maunium.net/go/mautrix/id"
 
@@ -37,6 +39,7 @@ type tokenResponse struct {
 	ExpiresIn    int64  `json:"expires_in,omitempty"`
 	RefreshToken string `json:"refresh_token"`
 	Scope        string `json:"scope"`
+	IDToken      string `json:"id_token,omitempty"`
 }
 
 // parseTokenForm reads a form-encoded token, revocation or device
@@ -126,12 +129,13 @@ func (s *Service) exchangeCode(r *http.Request, c *Client) (*tokenResponse, erro
 	case !pkceMatches(r.PostFormValue("code_verifier"), grant.codeChallenge):
 		return nil, invalidGrant("code_verifier does not match the code challenge")
 	}
-	return s.issueTokens(r.Context(), c, grant.user, grant.scope)
+	return s.issueTokens(r.Context(), c, grant.user, grant.scope, grant.nonce)
 }
 
 // issueTokens starts (or restarts) the OAuth session: the device of the
-// scope, with a new access and refresh token, held by the client.
-func (s *Service) issueTokens(ctx context.Context, c *Client, uid id.UserID, scope grantScope) (*tokenResponse, error) {
+// scope, with a new access and refresh token, held by the client, and an
+// ID token when the scope has openid.
+func (s *Service) issueTokens(ctx context.Context, c *Client, uid id.UserID, scope grantScope, nonce string) (*tokenResponse, error) {
 	u, ok, err := s.accounts.GetUser(ctx, uid)
 	if err != nil {
 		return nil, err
@@ -148,8 +152,14 @@ func (s *Service) issueTokens(ctx context.Context, c *Client, uid id.UserID, sco
 		return nil, err
 	}
 	s.log.Info("oauth session started", "user_id", uid, "device_id", scope.device, "client_id", c.ID)
-	return &tokenResponse{AccessToken: res.AccessToken, TokenType: "Bearer", ExpiresIn: res.ExpiresInMS / 1000,
-		RefreshToken: res.RefreshToken, Scope: scope.String()}, nil
+	out := &tokenResponse{AccessToken: res.AccessToken, TokenType: "Bearer", ExpiresIn: res.ExpiresInMS / 1000,
+		RefreshToken: res.RefreshToken, Scope: scope.String()}
+	if s.idTokens != nil && slices.Contains(scope.granted, scopeOpenID) {
+		if out.IDToken, err = s.idTokens.sign(s.opts.BaseURL()+"/", c.ID, uid, nonce, time.Now()); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // refresh rotates a refresh token of one of the client's sessions.
