@@ -27,8 +27,12 @@ import (
 // fetches it again. The cache of a user who no longer shares a room with
 // anyone here is dropped, as their server stops sending updates.
 
-// resyncTimeout bounds one GET /user/devices.
-const resyncTimeout = 30 * time.Second
+const (
+	// resyncTimeout bounds one GET /user/devices.
+	resyncTimeout = 30 * time.Second
+	// resyncParallelism bounds the device lists fetched at once.
+	resyncParallelism = 8
+)
 
 // sharedWithLocal reports whether a remote user is joined to or invited
 // in a room where a user of this server is joined or invited.
@@ -187,6 +191,12 @@ func (s *Service) resyncSoon(user id.UserID) {
 			delete(s.resyncing, user)
 			s.remoteMu.Unlock()
 		}()
+		select {
+		case s.resyncSlots <- struct{}{}:
+			defer func() { <-s.resyncSlots }()
+		case <-s.ctx.Done():
+			return
+		}
 		ctx, cancel := context.WithTimeout(s.ctx, resyncTimeout)
 		defer cancel()
 		if err := s.Resync(ctx, user); err != nil {

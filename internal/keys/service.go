@@ -74,6 +74,7 @@ type Service struct {
 	remoteMu     gosync.Mutex
 	remoteCached map[id.UserID]bool
 	resyncing    map[id.UserID]bool
+	resyncSlots  chan struct{}
 	// background runs device-list fetches; ctx ends them at Close.
 	background gosync.WaitGroup
 	ctx        context.Context
@@ -84,7 +85,7 @@ type Service struct {
 // requests when to-device messages or device-list changes arrive.
 func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Engine, notifier *sync.Notifier) *Service {
 	s := &Service{db: db, log: log, accounts: acc, rooms: eng, notifier: notifier, Limits: DefaultLimits,
-		remoteCached: map[id.UserID]bool{}, resyncing: map[id.UserID]bool{}}
+		remoteCached: map[id.UserID]bool{}, resyncing: map[id.UserID]bool{}, resyncSlots: make(chan struct{}, resyncParallelism)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	eng.OnEvent = append(eng.OnEvent, s.untrackOnLeave)
 	return s
