@@ -4,9 +4,11 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"slices"
 	"testing"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
@@ -228,4 +230,90 @@ func TestRemotePublicRooms(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFederationHierarchy: B answers A's hierarchy request for a public
+// space with its children: summaries of those A may preview, the ID of an
+// invite-only one among the inaccessible children, nothing about a child B
+// does not know; suggested_only keeps the suggested child only. A space A
+// may not preview, or that B does not know, is 404.
+func TestFederationHierarchy(t *testing.T) {
+	ctx := context.Background()
+	a, b := twoNodes(t)
+	bob := b.Register("bob")
+	bName := b.Config.ServerName
+	space := testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Space", CreationContent: map[string]any{"type": "m.space"}})
+	public := testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Public"})
+	private := testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Private"})
+	readable := testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Readable",
+		InitialState: []*event.Event{{Type: event.StateHistoryVisibility, Content: event.Content{Parsed: &event.HistoryVisibilityEventContent{HistoryVisibility: event.HistoryVisibilityWorldReadable}}}}})
+	unknown := id.RoomID("!unknown:" + bName)
+	for _, child := range []struct {
+		room      id.RoomID
+		suggested bool
+	}{{public, true}, {private, false}, {readable, false}, {unknown, false}} {
+		testnode.SendState(t, bob, space, event.StateSpaceChild, string(child.room), map[string]any{"via": []string{bName}, "suggested": child.suggested})
+	}
+	privateSpace := testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "private_chat", CreationContent: map[string]any{"type": "m.space"}})
+
+	type response struct {
+		Room struct {
+			RoomID        id.RoomID        `json:"room_id"`
+			RoomType      string           `json:"room_type"`
+			ChildrenState []map[string]any `json:"children_state"`
+		} `json:"room"`
+		Children []struct {
+			RoomID id.RoomID `json:"room_id"`
+			Name   string    `json:"name"`
+		} `json:"children"`
+		InaccessibleChildren []id.RoomID `json:"inaccessible_children"`
+	}
+	hierarchy := func(room id.RoomID, q url.Values) (response, error) {
+		var out response
+		_, _, err := a.Federation.Client.MakeFullRequest(ctx, federation.RequestParams{
+			ServerName: bName, Method: "GET", Path: federation.URLPath{"v1", "hierarchy", room},
+			Query: q, Authenticate: true, ResponseJSON: &out,
+		})
+		return out, err
+	}
+	got, err := hierarchy(space, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var children []id.RoomID
+	for _, c := range got.Children {
+		children = append(children, c.RoomID)
+	}
+	if got.Room.RoomID != space || got.Room.RoomType != "m.space" || len(got.Room.ChildrenState) != 4 ||
+		!slices.Equal(sorted(children), sorted([]id.RoomID{public, readable})) ||
+		!slices.Equal(got.InaccessibleChildren, []id.RoomID{private}) {
+		t.Fatalf("hierarchy of the space: %+v", got)
+	}
+	got, err = hierarchy(space, url.Values{"suggested_only": {"true"}})
+	if err != nil || len(got.Children) != 1 || got.Children[0].RoomID != public || len(got.Room.ChildrenState) != 1 || len(got.InaccessibleChildren) != 0 {
+		t.Fatalf("suggested_only hierarchy: %+v, %v", got, err)
+	}
+
+	for _, tt := range []struct {
+		name   string
+		room   id.RoomID
+		query  url.Values
+		status int
+		code   string
+	}{
+		{"space A may not preview", privateSpace, nil, 404, "M_NOT_FOUND"},
+		{"unknown room", unknown, nil, 404, "M_NOT_FOUND"},
+		{"bad suggested_only", space, url.Values{"suggested_only": {"yes"}}, 400, "M_INVALID_PARAM"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := hierarchy(tt.room, tt.query)
+			if status, code := fedStatus(err); status != tt.status || code != tt.code {
+				t.Fatalf("got %d %s (%v), want %d %s", status, code, err, tt.status, tt.code)
+			}
+		})
+	}
+}
+
+func sorted(ids []id.RoomID) []id.RoomID {
+	return slices.Sorted(slices.Values(ids))
 }

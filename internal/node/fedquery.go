@@ -1,8 +1,14 @@
 package node
 
+import (
+	"net/http"
+
+	"github.com/matrixos/matrixos/internal/federation"
+)
+
 // federationQueries wires the Server-Server endpoints that answer
 // questions about this server's data (profiles, aliases, the room
-// directory, OpenID tokens, media) into the federation listener, and lets
+// directory, OpenID tokens, media, space hierarchies) into the federation listener, and lets
 // the client API ask other servers the same questions. Nothing happens
 // while federation is off.
 func (n *Node) federationQueries() {
@@ -17,4 +23,5 @@ func (n *Node) federationQueries() {
 	n.csExtra.openid.FederationRoutes(f.HandleUnauthenticated)
 	n.Media.UseFederation(f.Client)
 	n.Media.FederationRoutes(f.Handle)
+	n.csExtra.spaces.FederationRoutes(f.Handle, func(r *http.Request) string { return federation.Origin(r.Context()) })
 }

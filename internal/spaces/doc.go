@@ -7,6 +7,10 @@
 // to, invited to or knocking on, rooms whose join rule lets them join or
 // knock (public, knock, knock_restricted, or restricted when they are in an
 // allowed room), and world-readable rooms. A banned user may preview
-// nothing. Rooms this server does not know are left out; there is no
-// federation yet.
+// nothing. Rooms this server does not know are left out of the client's
+// hierarchy.
+//
+// Other servers get GET /_matrix/federation/v1/hierarchy/{roomId}: a space
+// and the summaries of its children, by the same rules applied to the
+// asking server's users (see serverMayPreview).
 package spaces
