@@ -49,6 +49,10 @@ type Service struct {
 	// Tags stores the server notices room tag; nil skips the tag. Set it
 	// before serving.
 	Tags TagSetter
+	// Federation is the outbound federation queue; nil (federation off)
+	// answers the federation admin endpoints with 404. Set it before
+	// serving.
+	Federation FederationAdmin
 
 	noticeMu sync.Mutex // serialises creating notices rooms
 
@@ -78,6 +82,7 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	s.mediaRoutes(mux)
 	s.tokenRoutes(mux)
 	s.noticeRoutes(mux)
+	s.federationRoutes(mux)
 	mux.HandleFunc("GET /_synapse/admin/v1/server_version", s.admin(func(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
 		return map[string]string{"server_version": s.opts.Version}, nil
 	}))

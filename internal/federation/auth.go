@@ -51,6 +51,9 @@ func (s *Service) Authenticate(next http.Handler) http.Handler {
 			mxhttp.WriteError(w, r, err)
 			return
 		}
+		if s.Outbox != nil {
+			s.Outbox.Wake(origin)
+		}
 		r = r.WithContext(context.WithValue(r.Context(), originKey{}, origin))
 		if body != nil {
 			r.Body = io.NopCloser(bytes.NewReader(body))

@@ -54,8 +54,16 @@ type Service struct {
 	Client *federation.Client
 	// Keys finds other servers' verify keys.
 	Keys *KeyRing
+	// Outbox queues and delivers PDUs and EDUs to other servers.
+	Outbox *Outbox
 
 	mux *http.ServeMux
+
+	pdus        PDUReceiver
+	eduMu       sync.RWMutex
+	edus        map[string]EDUHandler
+	txns        txnResults
+	originSlots originSlots
 }
 
 // New builds the service: its outbound client, its KeyRing over the key
@@ -82,9 +90,10 @@ func New(ctx context.Context, db *storage.DB, log *slog.Logger, opts Options) (*
 		return nil, err
 	}
 	own := &ownKeys{serverName: opts.ServerName, key: opts.Key, old: old}
-	s := &Service{serverName: opts.ServerName, log: log, opts: opts, notaryTimeout: NotaryFetchTimeout}
+	s := &Service{serverName: opts.ServerName, log: log, opts: opts, notaryTimeout: NotaryFetchTimeout, edus: map[string]EDUHandler{}}
 	s.Client = newClient(opts.ServerName, opts.Key, newTransport(guard, roots, opts.Resolver), "MatrixOS/"+opts.Version)
 	s.Keys = newKeyRing(keyStore{db: db}, s.Client, own, opts.Notaries, log)
+	s.Outbox = newOutbox(db, log, opts.ServerName, s.Client.SendTransaction)
 	s.mux = http.NewServeMux()
 	s.routes()
 	return s, nil
@@ -125,6 +134,7 @@ func (s *Service) routes() {
 	s.mux.HandleFunc("GET /_matrix/key/v2/server/{keyId}", mxhttp.Handle(s.serverKey)) // deprecated form
 	s.mux.HandleFunc("GET /_matrix/key/v2/query/{serverName}", mxhttp.Handle(s.queryOne))
 	s.mux.HandleFunc("POST /_matrix/key/v2/query", mxhttp.Handle(s.queryMany))
+	s.Handle("PUT /_matrix/federation/v1/send/{txnId}", handleSend(s))
 	s.mux.HandleFunc("/", mxhttp.Unmatched(s.mux, func(w http.ResponseWriter, r *http.Request) {
 		mxhttp.WriteError(w, r, mxhttp.Unrecognized("unrecognized federation request"))
 	}))

@@ -41,6 +41,9 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 	if n.Media != nil {
 		n.Admin.Media = mediaAdmin{n.Media}
 	}
+	if n.Federation != nil {
+		n.Admin.Federation = outboxAdmin{n.Federation.Outbox}
+	}
 	n.Admin.Routes(mux)
 	n.RateLimit = ratelimit.New(ratelimit.Options{
 		Rules: RateLimitRules(n.cfg),

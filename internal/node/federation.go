@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
@@ -8,13 +9,17 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/admin"
 	"github.com/matrixos/matrixos/internal/config"
 	fed "github.com/matrixos/matrixos/internal/federation"
 	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/storage"
 )
 
 // FederationOptions derives the federation settings from the config and
@@ -56,6 +61,7 @@ func wellKnownServer(cfg config.Config) string {
 func (n *Node) wireFederation() {
 	n.Keys.EnableFederation(n.Federation.Client, nil)
 	n.Keys.FederationRoutes(n.Federation.Handle)
+	n.queueLocalEvents()
 }
 
 // startFederation opens the federation listener: HTTPS with tls_cert and
@@ -70,6 +76,9 @@ func (n *Node) startFederation() error {
 		}
 	}
 	n.FederationAddr = ln.Addr().String()
+	if err := n.Federation.Outbox.Start(context.Background()); err != nil {
+		return err
+	}
 	srv := n.newServer(mxhttp.Recover(n.log, mxhttp.CheckRequest(n.Federation.Handler())))
 	go func() {
 		var err error
@@ -83,4 +92,71 @@ func (n *Node) startFederation() error {
 		}
 	}()
 	return nil
+}
+
+// queueLocalEvents queues every event a local user sends, in the
+// transaction that stores it, for the other servers in its room.
+func (n *Node) queueLocalEvents() {
+	n.Rooms.OnPersist = append(n.Rooms.OnPersist, func(ctx context.Context, tx *storage.Tx, ev *rooms.Event, r *rooms.RoomInfo) error {
+		if ev.Sender.Homeserver() != n.cfg.ServerName {
+			return nil
+		}
+		dests := eventDestinations(ev, r)
+		if len(dests) == 0 {
+			return nil
+		}
+		return n.Federation.Outbox.QueuePDU(ctx, tx, dests, ev.JSON)
+	})
+}
+
+// eventDestinations are the servers an event goes to: those with a member
+// joined to the room after it, and, for a membership event about a user
+// of another server (an invite, a kick, a ban), that user's server. The
+// list may hold this server; the outbox leaves it out.
+func eventDestinations(ev *rooms.Event, r *rooms.RoomInfo) []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(server string) {
+		if server != "" && !seen[server] {
+			seen[server] = true
+			out = append(out, server)
+		}
+	}
+	for user, membership := range r.Members {
+		if membership == "join" {
+			add(user.Homeserver())
+		}
+	}
+	if ev.Type == "m.room.member" && ev.StateKey != nil {
+		add(id.UserID(*ev.StateKey).Homeserver())
+	}
+	return out
+}
+
+// outboxAdmin adapts the outbound queue to what the admin API shows.
+type outboxAdmin struct{ *fed.Outbox }
+
+func (o outboxAdmin) Destinations() []admin.Destination {
+	var out []admin.Destination
+	for _, d := range o.Outbox.Destinations() {
+		a := admin.Destination{
+			Destination: d.Destination, LastSuccessTS: millis(d.LastSuccess),
+			QueueDepth: d.QueueDepth, Failures: d.Failures, Down: d.Down,
+		}
+		if !d.FailedAt.IsZero() {
+			failed := d.FailedAt.UnixMilli()
+			a.FailureTS = &failed
+			a.RetryLastTS = failed
+			a.RetryInterval = max(d.RetryAt.Sub(d.FailedAt).Milliseconds(), 0)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func millis(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
 }

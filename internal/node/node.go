@@ -232,6 +232,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n.registry.MustRegister(storage.Collectors()...)
 	n.registry.MustRegister(httpRequests, httpDuration)
+	if n.Federation != nil {
+		n.registry.MustRegister(n.Federation.Outbox.Collectors()...)
+	}
 
 	mux := http.NewServeMux()
 	n.discoveryRoutes(mux)
@@ -354,6 +357,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	if n.stopWatchingChanges != nil {
 		n.stopWatchingChanges()
+	}
+	if n.Federation != nil {
+		n.Federation.Outbox.Stop()
 	}
 	n.stopCSExtra()
 	n.Keys.Close()
