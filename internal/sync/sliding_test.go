@@ -317,7 +317,8 @@ func TestSlidingSyncRoomSubscription(t *testing.T) {
 // TestSlidingSyncUnknownPos: a pos the node never issued, one of another
 // connection, one older than a pos the client has since used, or one from
 // before a restart is 400 M_UNKNOWN_POS, after which the client starts
-// over without a pos. Retrying the latest pos (a lost response) works.
+// over without a pos. Retrying the latest pos (a lost response, or a
+// request cancelled and resent) works however often it is done.
 func TestSlidingSyncUnknownPos(t *testing.T) {
 	n := testnode.Start(t, testnode.SQLite)
 	alice := n.Register("alice")
@@ -336,7 +337,7 @@ func TestSlidingSyncUnknownPos(t *testing.T) {
 
 	msg := sendText(t, alice, room, "hello")
 	latest := conn.pos
-	for range 2 {
+	for range 6 { // more retries than the positions a connection keeps
 		retry := &slidingConn{c: alice, connID: "main", pos: latest}
 		resp := retry.sync(t, roomListRequest(9), 0)
 		if r := resp.Rooms[room]; r == nil || !slices.Equal(r.timelineIDs(), []id.EventID{msg}) {
@@ -553,4 +554,231 @@ func TestSlidingSyncConcurrentSenders(t *testing.T) {
 			t.Fatalf("sent %d, seen %d distinct", count, len(seen))
 		}
 	})
+}
+
+// TestSlidingSyncFilters: list filters select by is_dm (m.direct),
+// is_encrypted, is_invite, room_types and not_room_types (null for rooms
+// without a type), and spaces (children of joined spaces); count counts
+// what passes.
+func TestSlidingSyncFilters(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	alice, bob := n.Register("alice"), n.Register("bob")
+	ctx := context.Background()
+	plain := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	encrypted := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: []*event.Event{{
+		Type: event.StateEncryption, Content: event.Content{Raw: map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}},
+	}}})
+	dm := testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", IsDirect: true, Invite: []id.UserID{alice.UserID}})
+	testnode.Join(t, alice, dm)
+	if err := alice.SetAccountData(ctx, "m.direct", map[id.UserID][]id.RoomID{bob.UserID: {dm}}); err != nil {
+		t.Fatal(err)
+	}
+	space := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{CreationContent: map[string]any{"type": "m.space"}})
+	testnode.SendState(t, alice, space, event.StateSpaceChild, string(plain), map[string]any{"via": []string{"localhost"}})
+	invite := testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{alice.UserID}})
+
+	for _, tc := range []struct {
+		name    string
+		filters map[string]any
+		want    []id.RoomID
+	}{
+		{"none", nil, []id.RoomID{plain, encrypted, dm, space, invite}},
+		{"is_dm", map[string]any{"is_dm": true}, []id.RoomID{dm}},
+		{"not is_dm", map[string]any{"is_dm": false}, []id.RoomID{plain, encrypted, space, invite}},
+		{"is_encrypted", map[string]any{"is_encrypted": true}, []id.RoomID{encrypted}},
+		{"is_invite", map[string]any{"is_invite": true}, []id.RoomID{invite}},
+		{"is_invited false", map[string]any{"is_invited": false}, []id.RoomID{plain, encrypted, dm, space}},
+		{"room_types space", map[string]any{"room_types": []any{"m.space"}}, []id.RoomID{space}},
+		{"not_room_types space", map[string]any{"not_room_types": []any{"m.space"}}, []id.RoomID{plain, encrypted, dm, invite}},
+		{"room_types null", map[string]any{"room_types": []any{nil}, "is_invite": false}, []id.RoomID{plain, encrypted, dm}},
+		{"spaces", map[string]any{"spaces": []id.RoomID{space}}, []id.RoomID{plain}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			list := map[string]any{"ranges": [][]int{{0, 99}}, "timeline_limit": 0, "required_state": [][]string{}}
+			if tc.filters != nil {
+				list["filters"] = tc.filters
+			}
+			resp := newConn(alice, "").sync(t, map[string]any{"lists": map[string]any{"l": list}}, 0)
+			got := slices.Sorted(maps.Keys(resp.Rooms))
+			want := slices.Sorted(slices.Values(tc.want))
+			if !slices.Equal(got, want) || resp.Lists["l"].Count != len(want) {
+				t.Fatalf("rooms %v count %d, want %v", got, resp.Lists["l"].Count, want)
+			}
+		})
+	}
+}
+
+// TestSlidingSyncMemberships: an invite carries invite_state (and is_dm
+// for a direct invite), a knock knock_state; accepting the invite sends
+// the room afresh as joined; a kick shows the room as left, up to the
+// kick, while a room the user left themselves is not listed.
+func TestSlidingSyncMemberships(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice, bob := n.Register("alice"), n.Register("bob")
+		invited := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Invited", IsDirect: true, Invite: []id.UserID{bob.UserID}})
+		knockRule := []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{"join_rule": "knock"}}}}
+		knocked := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Knock here", RoomVersion: id.RoomV10, InitialState: knockRule})
+		if _, err := bob.KnockRoom(ctx, knocked.String(), &mautrix.ReqKnockRoom{}); err != nil {
+			t.Fatalf("knock: %v", err)
+		}
+		left := testnode.PublicRoom(t, alice, bob)
+		testnode.Leave(t, bob, left)
+
+		conn := newConn(bob, "room-list")
+		resp := conn.sync(t, roomListRequest(19), 0)
+		inv, kn := resp.Rooms[invited], resp.Rooms[knocked]
+		if inv == nil || inv.Membership != "invite" || !inv.Initial || inv.IsDM == nil || !*inv.IsDM || len(inv.Timeline) != 0 {
+			t.Fatalf("invited room %s", mustJSON(inv))
+		}
+		if testnode.EventContent(inv.InviteState, "m.room.name")["name"] != "Invited" {
+			t.Fatalf("invite_state lacks the name: %s", mustJSON(inv.InviteState))
+		}
+		if kn == nil || kn.Membership != "knock" || testnode.EventContent(kn.KnockState, "m.room.name")["name"] != "Knock here" {
+			t.Fatalf("knocked room %s", mustJSON(kn))
+		}
+		if resp.Rooms[left] != nil || resp.Lists["all_rooms"].Count != 2 {
+			t.Fatalf("a room bob left himself is listed (count %d)", resp.Lists["all_rooms"].Count)
+		}
+
+		testnode.Join(t, bob, invited)
+		resp = conn.sync(t, roomListRequest(19), 0)
+		if r := resp.Rooms[invited]; r == nil || r.Membership != "join" || !r.Initial || r.Name != "Invited" || len(r.Timeline) != 1 {
+			t.Fatalf("joined room after the invite %s", mustJSON(r))
+		}
+
+		if _, err := alice.KickUser(ctx, invited, &mautrix.ReqKickUser{UserID: bob.UserID, Reason: "bye"}); err != nil {
+			t.Fatal(err)
+		}
+		after := sendText(t, alice, invited, "after the kick")
+		resp = conn.sync(t, roomListRequest(19), 0)
+		r := resp.Rooms[invited]
+		if r == nil || r.Membership != "leave" || len(r.Timeline) != 1 || r.Timeline[0].Type != event.StateMember || r.Initial {
+			t.Fatalf("room after the kick %s", mustJSON(r))
+		}
+		if slices.Contains(r.timelineIDs(), after) {
+			t.Fatal("a kicked user sees an event from after the kick")
+		}
+		// Kicked rooms stay in the list; a new connection gets them too.
+		if resp := newConn(bob, "").sync(t, roomListRequest(19), 0); resp.Rooms[invited] == nil || resp.Rooms[invited].Membership != "leave" {
+			t.Fatalf("a new connection lacks the room bob was kicked from: %s", mustJSON(resp.Rooms))
+		}
+	})
+}
+
+// TestSlidingSyncExtensions: account_data (global and the window's rooms),
+// receipts and typing, in full for a new connection and then what
+// changed; a room outside the extension's lists gets none.
+func TestSlidingSyncExtensions(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice, bob := n.Register("alice"), n.Register("bob")
+		room := testnode.PublicRoom(t, alice, bob)
+		msg := sendText(t, bob, room, "read me")
+		if err := alice.SetAccountData(ctx, "org.example.global", map[string]any{"a": 1}); err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.SetRoomAccountData(ctx, room, "org.example.room", map[string]any{"b": 2}); err != nil {
+			t.Fatal(err)
+		}
+		if err := bob.SendReceipt(ctx, room, msg, event.ReceiptTypeRead, nil); err != nil {
+			t.Fatal(err)
+		}
+		body := roomListRequest(9)
+		body["extensions"] = map[string]any{
+			"account_data": map[string]any{"enabled": true},
+			"receipts":     map[string]any{"enabled": true, "lists": []string{"all_rooms"}},
+			"typing":       map[string]any{"enabled": true},
+		}
+		conn := newConn(alice, "ext")
+		resp := conn.sync(t, body, 0)
+		ad := resp.Extensions.AccountData
+		if ad == nil || testnode.EventContent(ad.Global, "org.example.global")["a"] != float64(1) ||
+			testnode.EventContent(ad.Rooms[room], "org.example.room")["b"] != float64(2) {
+			t.Fatalf("account_data = %s", mustJSON(ad))
+		}
+		rc := resp.Extensions.Receipts
+		if rc == nil || rc.Rooms[room] == nil || rc.Rooms[room].Type.Type != "m.receipt" ||
+			!strings.Contains(mustJSON(rc.Rooms[room].Content.Raw), string(bob.UserID)) {
+			t.Fatalf("receipts = %s", mustJSON(rc))
+		}
+
+		if _, err := bob.UserTyping(ctx, room, true, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		resp = conn.sync(t, body, 5000)
+		ty := resp.Extensions.Typing
+		if ty == nil || ty.Rooms[room] == nil || !strings.Contains(mustJSON(ty.Rooms[room].Content.Raw), string(bob.UserID)) {
+			t.Fatalf("typing = %s", mustJSON(ty))
+		}
+		if resp.Extensions.AccountData != nil || resp.Extensions.Receipts != nil {
+			t.Fatalf("unchanged account data or receipts sent again: %s", mustJSON(resp.Extensions))
+		}
+
+		// Receipts scoped to another list: none for this room.
+		body["extensions"] = map[string]any{"receipts": map[string]any{"enabled": true, "lists": []string{"other"}}}
+		if err := bob.SendReceipt(ctx, room, msg, event.ReceiptTypeReadPrivate, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.SendReceipt(ctx, room, msg, event.ReceiptTypeRead, nil); err != nil {
+			t.Fatal(err)
+		}
+		resp = conn.sync(t, body, 0)
+		if resp.Extensions.Receipts != nil {
+			t.Fatalf("receipts outside the extension's lists: %s", mustJSON(resp.Extensions.Receipts))
+		}
+		// Alice's receipt cleared her unread count: the room comes with it.
+		if r := resp.Rooms[room]; r == nil || r.Notifications == nil || *r.Notifications != 0 {
+			t.Fatalf("room after alice's receipt: %s", mustJSON(r))
+		}
+	})
+}
+
+// TestSlidingSyncTombstone: an upgraded room's m.room.tombstone reaches a
+// room list that asks for it, and the new room joins the list.
+func TestSlidingSyncTombstone(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	alice := n.Register("alice")
+	old := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	conn := newConn(alice, "room-list")
+	conn.sync(t, roomListRequest(9), 0)
+	up := testnode.Call(t, alice, "POST", "/_matrix/client/v3/rooms/"+string(old)+"/upgrade", map[string]any{"new_version": "11"}).OK(t)
+	newRoom := id.RoomID(up["replacement_room"].(string))
+	resp := conn.sync(t, roomListRequest(9), 0)
+	or := resp.Rooms[old]
+	if or == nil || !slices.Contains(or.stateKeys(), "m.room.tombstone|") {
+		t.Fatalf("old room %s, want its tombstone", mustJSON(or))
+	}
+	if nr := resp.Rooms[newRoom]; nr == nil || !nr.Initial || resp.Lists["all_rooms"].Count != 2 {
+		t.Fatalf("new room %s, count %d", mustJSON(nr), resp.Lists["all_rooms"].Count)
+	}
+}
+
+// TestSlidingSyncBadInput: malformed requests get the spec's errors.
+func TestSlidingSyncBadInput(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	alice := n.Register("alice")
+	for _, tc := range []struct {
+		name    string
+		body    any
+		query   string
+		errcode string
+	}{
+		{"not json", "{", "", "M_NOT_JSON"},
+		{"not an object", "[]", "", "M_BAD_JSON"},
+		{"range backwards", map[string]any{"lists": map[string]any{"l": map[string]any{"ranges": [][]int{{5, 1}}}}}, "", "M_INVALID_PARAM"},
+		{"range of three", map[string]any{"lists": map[string]any{"l": map[string]any{"ranges": [][]int{{0, 1, 2}}}}}, "", "M_INVALID_PARAM"},
+		{"negative timeline_limit", map[string]any{"lists": map[string]any{"l": map[string]any{"timeline_limit": -1}}}, "", "M_INVALID_PARAM"},
+		{"required_state triple", map[string]any{"lists": map[string]any{"l": map[string]any{"required_state": [][]string{{"a", "b", "c"}}}}}, "", "M_BAD_JSON"},
+		{"subscription not a room", map[string]any{"room_subscriptions": map[string]any{"nope": map[string]any{}}}, "", "M_BAD_JSON"},
+		{"bad timeout", map[string]any{}, "?timeout=soon", "M_INVALID_PARAM"},
+		{"bad set_presence", map[string]any{"set_presence": "away"}, "", "M_INVALID_PARAM"},
+		{"bad to_device since", map[string]any{"extensions": map[string]any{"to_device": map[string]any{"enabled": true, "since": "x"}}}, "", "M_INVALID_PARAM"},
+		{"extension not an object", map[string]any{"extensions": map[string]any{"e2ee": true}}, "", "M_BAD_JSON"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			testnode.Call(t, alice, "POST", sync.SlidingPath+tc.query, tc.body).Want(t, 400, tc.errcode)
+		})
+	}
+	n.Do(t, "POST", sync.SlidingPath, "", map[string]any{}).Want(t, 401, "M_MISSING_TOKEN")
 }

@@ -21,9 +21,9 @@ const (
 	maxConnsPerDevice = 8
 	// maxConns is how many connections the node keeps in all.
 	maxConns = 20000
-	// maxPositions is how many unacknowledged positions a connection
-	// keeps: a client retries with the latest pos it processed, so only
-	// the newest few can come back.
+	// maxPositions is how many positions a connection keeps: the one the
+	// client used last and the newest responses' (a client retries with
+	// the latest pos it processed, so only those can come back).
 	maxPositions = 4
 	// maxConnIDBytes bounds the client-chosen conn_id.
 	maxConnIDBytes = 255
@@ -86,7 +86,11 @@ type slidingConn struct {
 	id        string // random, the prefix of its pos tokens
 	next      int64
 	positions map[int64]*connState
-	used      time.Time
+	// acked is the pos the client used last: it may use it again (a
+	// retry, or a request cancelled and sent with other parameters), so
+	// it is kept however many newer positions its requests made.
+	acked int64
+	used  time.Time
 }
 
 // connStore holds the sliding sync connections in memory, bounded in
@@ -122,6 +126,7 @@ func (cs *connStore) begin(key connKey, pos string) (*slidingConn, *connState, e
 			delete(c.positions, p)
 		}
 	}
+	c.acked = n
 	c.used = time.Now()
 	return c, c.positions[n], nil
 }
@@ -136,7 +141,9 @@ func (cs *connStore) save(c *slidingConn, st *connState) string {
 	for len(c.positions) > maxPositions {
 		oldest := n
 		for p := range c.positions {
-			oldest = min(oldest, p)
+			if p != c.acked {
+				oldest = min(oldest, p)
+			}
 		}
 		delete(c.positions, oldest)
 	}
