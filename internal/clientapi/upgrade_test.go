@@ -151,3 +151,52 @@ func TestUpgrade(t *testing.T) {
 		}
 	})
 }
+
+// TestUpgradeCopiesPushRules checks that local users' room push rules follow
+// a room upgrade when they join the new room: the upgrader's at once, another
+// member's on joining, each with its actions and enabled flag; a membership
+// change that is no join (a new display name) does not bring back a rule the
+// user deleted; a room created by hand with a predecessor copies the
+// creator's rule too (Complement's TestPushRuleRoomUpgrade).
+func TestUpgradeCopiesPushRules(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice, bob := n.Register("alice"), n.Register("bob")
+		old := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: id.RoomV10})
+		if _, err := bob.JoinRoomByID(ctx, old); err != nil {
+			t.Fatal(err)
+		}
+		rule := func(room id.RoomID) string {
+			return "/_matrix/client/v3/pushrules/global/room/" + url.PathEscape(string(room))
+		}
+		testnode.Call(t, alice, "PUT", rule(old), map[string]any{"actions": []string{}}).Want(t, 200, "")
+		testnode.Call(t, bob, "PUT", rule(old), map[string]any{"actions": []any{"notify", map[string]any{"set_tweak": "sound", "value": "ping"}}}).Want(t, 200, "")
+		testnode.Call(t, bob, "PUT", rule(old)+"/enabled", map[string]any{"enabled": false}).Want(t, 200, "")
+
+		repl := upgraded(t, alice, old, map[string]any{"new_version": "11"})
+		got := testnode.Call(t, alice, "GET", rule(repl), nil).Want(t, 200, "").JSON(t)
+		if actions, _ := got["actions"].([]any); len(actions) != 0 || got["enabled"] != true {
+			t.Fatalf("alice's copied rule: %v", got)
+		}
+		testnode.Call(t, bob, "GET", rule(repl), nil).Want(t, 404, "M_NOT_FOUND")
+		if _, err := bob.JoinRoomByID(ctx, repl); err != nil {
+			t.Fatal(err)
+		}
+		got = testnode.Call(t, bob, "GET", rule(repl), nil).Want(t, 200, "").JSON(t)
+		if actions, _ := got["actions"].([]any); len(actions) != 2 || actions[0] != "notify" || got["enabled"] != false {
+			t.Fatalf("bob's copied rule: %v", got)
+		}
+		// The old rules stay.
+		testnode.Call(t, bob, "GET", rule(old), nil).Want(t, 200, "")
+
+		// A new display name is a join on a join, not a join: no copy.
+		testnode.Call(t, bob, "DELETE", rule(repl), nil).Want(t, 200, "")
+		testnode.SendState(t, bob, repl, event.StateMember, bob.UserID.String(), map[string]any{"membership": "join", "displayname": "Bobby"})
+		testnode.Call(t, bob, "GET", rule(repl), nil).Want(t, 404, "M_NOT_FOUND")
+
+		// An upgrade by hand: a room whose create event names a predecessor.
+		manual := testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{RoomVersion: id.RoomV11,
+			CreationContent: map[string]any{"predecessor": map[string]any{"room_id": old}}})
+		testnode.Call(t, bob, "GET", rule(manual), nil).Want(t, 200, "")
+	})
+}

@@ -41,6 +41,10 @@ func (f *fakeRooms) Event(ctx context.Context, evID id.EventID) (*rooms.Event, e
 	return f.events[evID], nil
 }
 
+func (f *fakeRooms) StateAt(ctx context.Context, snap int64) ([]*rooms.Event, error) {
+	return nil, nil
+}
+
 const testRoom = id.RoomID("!room:hs")
 
 func mkEvent(typ string, sender id.UserID, stateKey *string, content string) *rooms.Event {

@@ -23,6 +23,8 @@ type RoomState interface {
 	StateEvent(ctx context.Context, roomID id.RoomID, evType, stateKey string) (*rooms.Event, error)
 	PowerLevels(ctx context.Context, roomID id.RoomID) (*event.PowerLevelsEventContent, error)
 	Event(ctx context.Context, evID id.EventID) (*rooms.Event, error)
+	// StateAt returns the state of a snapshot (an event's SnapshotBefore).
+	StateAt(ctx context.Context, snap int64) ([]*rooms.Event, error)
 }
 
 // Options configure the service.
