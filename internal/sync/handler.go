@@ -502,9 +502,17 @@ func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, 
 		req.aggregate(to, ev, ce)
 		tl.Events = append(tl.Events, ce)
 	}
-	if len(evs) > 0 {
+	switch {
+	case from == 0 && !limited:
+		// The timeline holds the room from its start: there is no earlier
+		// page, and the point before its first event has no state at all.
+		// prev_batch names the end of the timeline instead, as Synapse's
+		// does, so /members?at=prev_batch answers the members the client
+		// has just been sent (Complement's TestGetRoomMembersAtPoint).
+		tl.PrevBatch = Token{Pos: to}.String()
+	case len(evs) > 0:
 		tl.PrevBatch = Token{Pos: evs[0].Pos - 1}.String()
-	} else {
+	default:
 		tl.PrevBatch = Token{Pos: to}.String()
 	}
 	return tl, evs, nil
