@@ -1,6 +1,8 @@
 package sync
 
 import (
+	"encoding/json"
+	"encoding/json/jsontext"
 	"path"
 	"slices"
 	"strings"
@@ -192,10 +194,25 @@ func (f *RoomEventFilter) AllowsEvent(ev *rooms.Event) bool {
 	if !f.Allows(ev.Type, ev.Sender) {
 		return false
 	}
+	if f.ContainsURL != nil && hasURL(ev) != *f.ContainsURL {
+		return false
+	}
 	if ev.RelType != "" && slices.Contains(f.NotRelTypes, ev.RelType) {
 		return false
 	}
 	return f.RelTypes == nil || (ev.RelType != "" && slices.Contains(*f.RelTypes, ev.RelType))
+}
+
+// hasURL reports whether the event's content has a url key, what a
+// filter's contains_url selects on.
+func hasURL(ev *rooms.Event) bool {
+	if ev.PDU == nil {
+		return false
+	}
+	var c struct {
+		URL jsontext.Value `json:"url"`
+	}
+	return json.Unmarshal(ev.PDU.Content, &c) == nil && c.URL != nil
 }
 
 // AllowsRoom reports whether the room passes a room filter's room lists.

@@ -2,7 +2,10 @@ package sync_test
 
 import (
 	"encoding/json"
+	"encoding/json/jsontext"
 	"testing"
+
+	"maunium.net/go/mautrix/federation/pdu"
 
 	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/sync"
@@ -45,5 +48,34 @@ func TestAllowsEventRelTypes(t *testing.T) {
 	var none *sync.RoomEventFilter
 	if !none.AllowsEvent(thread) {
 		t.Error("no filter refused an event")
+	}
+}
+
+// TestAllowsEventContainsURL: contains_url true keeps only events whose
+// content has a url key, false only those without, and absent ignores it
+// (Complement's TestRoomImageRoundtrip filters /messages so).
+func TestAllowsEventContainsURL(t *testing.T) {
+	withURL := &rooms.Event{Type: "m.room.message", Sender: "@a:x",
+		PDU: &pdu.PDU{Content: jsontext.Value(`{"msgtype":"m.file","body":"a.png","url":"mxc://x/a"}`)}}
+	without := &rooms.Event{Type: "m.room.message", Sender: "@a:x",
+		PDU: &pdu.PDU{Content: jsontext.Value(`{"msgtype":"m.text","body":"see url"}`)}}
+	for _, tc := range []struct {
+		filter         string
+		withURL, noURL bool
+	}{
+		{`{}`, true, true},
+		{`{"contains_url":true}`, true, false},
+		{`{"contains_url":false}`, false, true},
+	} {
+		var f sync.RoomEventFilter
+		if err := json.Unmarshal([]byte(tc.filter), &f); err != nil {
+			t.Fatalf("%s: %v", tc.filter, err)
+		}
+		if got := f.AllowsEvent(withURL); got != tc.withURL {
+			t.Errorf("%s: event with url allowed = %v, want %v", tc.filter, got, tc.withURL)
+		}
+		if got := f.AllowsEvent(without); got != tc.noURL {
+			t.Errorf("%s: event without url allowed = %v, want %v", tc.filter, got, tc.noURL)
+		}
 	}
 }
