@@ -12,17 +12,21 @@ import (
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
-// TestDendriteDeviceKeys: a Matrix OS user and a Dendrite user, each with
+// TestDendriteE2EE runs the end-to-end encryption checks against one
+// Dendrite and one Matrix OS node.
+func TestDendriteE2EE(t *testing.T) {
+	p := startPeers(t)
+	t.Run("DeviceKeys", func(t *testing.T) { testDeviceKeys(t, p) })
+}
+
+// testDeviceKeys: a Matrix OS user and a Dendrite user, each with
 // an Olm device, fetch each other's device keys (/keys/query, which their
 // servers forward over federation; mautrix checks the device's
 // self-signature) and claim one of each other's one-time keys.
-func TestDendriteDeviceKeys(t *testing.T) {
+func testDeviceKeys(t *testing.T, p peers) {
 	ctx := context.Background()
-	ca := testnode.NewCA(t)
-	d := testnode.StartDendrite(t, ca)
-	n := testnode.StartFederating(t, testnode.SQLite, ca)
-	alice := testnode.NewE2EEDevice(t, "alice on Matrix OS", n.Register("alice"))
-	bob := testnode.NewE2EEDevice(t, "bob on Dendrite", d.Register("bob"))
+	alice := testnode.NewE2EEDevice(t, "alice on Matrix OS", p.n.Register("alice"))
+	bob := testnode.NewE2EEDevice(t, "bob on Dendrite", p.d.Register("bob"))
 	for _, tc := range []struct{ asker, of *testnode.E2EEDevice }{{alice, bob}, {bob, alice}} {
 		user, device := tc.of.C.UserID, tc.of.C.DeviceID
 		devices, err := tc.asker.Mach.FetchKeys(ctx, []id.UserID{user}, true)

@@ -11,20 +11,16 @@ import (
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/federation/signutil"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/matrixos/matrixos/internal/testnode"
 )
 
-// TestDendriteKeys: each side fetches and checks the other's server keys.
+// testKeys: each side fetches and checks the other's server keys.
 // Matrix OS's KeyRing fetches Dendrite's key directly and its notary
 // answers for Dendrite; Dendrite's notary fetches Matrix OS's key (over
 // HTTPS it verifies against the test CA) and answers with Matrix OS's
-// self-signature and its own.
-func TestDendriteKeys(t *testing.T) {
+// self-signature and its own; Dendrite verifies our signed requests.
+func testKeys(t *testing.T, p peers) {
 	ctx := context.Background()
-	ca := testnode.NewCA(t)
-	d := testnode.StartDendrite(t, ca)
-	n := testnode.StartFederating(t, testnode.SQLite, ca)
+	d, n := p.d, p.n
 	ours := n.Federation.Client.Key
 
 	t.Run("our KeyRing fetches Dendrite's key", func(t *testing.T) {

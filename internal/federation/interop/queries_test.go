@@ -11,16 +11,13 @@ import (
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
-// TestDendriteQueries: a Dendrite user reads a Matrix OS user's profile
+// testQueries: a Dendrite user reads a Matrix OS user's profile
 // and resolves a Matrix OS room alias (Dendrite's signed queries, which
 // Matrix OS verifies with Dendrite's key), and a Matrix OS user does the
 // same the other way (our signed queries).
-func TestDendriteQueries(t *testing.T) {
+func testQueries(t *testing.T, p peers) {
 	ctx := context.Background()
-	ca := testnode.NewCA(t)
-	d := testnode.StartDendrite(t, ca)
-	n := testnode.StartFederating(t, testnode.SQLite, ca)
-	ours, theirs := n.Register("alice"), d.Register("bob")
+	ours, theirs := p.n.Register("alice"), p.d.Register("bob")
 	for _, tc := range []struct {
 		asker, of *mautrix.Client
 		name      string
