@@ -320,9 +320,12 @@ func (s *Service) getJoinedMembers(w http.ResponseWriter, r *http.Request, sess 
 	if err != nil {
 		return nil, err
 	}
+	// Both fields are always present, null when the member event has none,
+	// as Synapse answers and Complement's TestRoomState checks; clients read
+	// null as absent (spectest's nullables amend the schema to match).
 	type member struct {
-		DisplayName *string `json:"display_name,omitempty"`
-		AvatarURL   *string `json:"avatar_url,omitempty"`
+		DisplayName *string `json:"display_name"`
+		AvatarURL   *string `json:"avatar_url"`
 	}
 	joined := map[string]member{}
 	for _, ev := range evs {

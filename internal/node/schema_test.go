@@ -135,7 +135,14 @@ func TestResponsesMatchSpec(t *testing.T) {
 		specCall(t, n, "GET", r+"/messages?dir=b&limit=2&from="+url.QueryEscape(msgs["end"].(string)), a, nil)
 		specCall(t, n, "GET", r+"/messages?dir=f&limit=100", a, nil)
 		specCall(t, n, "GET", r+"/messages?dir=b&filter="+url.QueryEscape(`{"lazy_load_members":true,"types":["m.room.message"]}`), a, nil)
-		specCall(t, n, "GET", r+"/joined_members", a, nil)
+		// Complement's TestRoomState: the profile keys are present, null
+		// when the member has no avatar.
+		jm := specCall(t, n, "GET", r+"/joined_members", a, nil)
+		if me, _ := jm["joined"].(map[string]any)[string(alice.UserID)].(map[string]any); me == nil {
+			t.Errorf("joined_members lacks alice: %v", jm)
+		} else if avatar, ok := me["avatar_url"]; !ok || avatar != nil {
+			t.Errorf("joined_members: alice's avatar_url = %v (present %v), want null", avatar, ok)
+		}
 		specCall(t, n, "GET", r+"/members", a, nil)
 		specCall(t, n, "GET", r+"/members?membership=join&at="+url.QueryEscape(since), a, nil)
 		specCall(t, n, "GET", r+"/state", a, nil)

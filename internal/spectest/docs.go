@@ -43,6 +43,9 @@ func (d *docSet) load(file string) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
+	if err := amend(file, v); err != nil {
+		return nil, err
+	}
 	d.docs[file] = v
 	return v, nil
 }

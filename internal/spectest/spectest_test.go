@@ -307,6 +307,17 @@ func TestValidateResponse(t *testing.T) {
 			want: []string{"/server/name: got number, want string"},
 		},
 		{
+			// The nullables amendment: null is a joined member's missing
+			// avatar or name, another type is still wrong.
+			name: "joined_members null profile", method: "GET", path: "/_matrix/client/v3/rooms/!r:x/joined_members", status: 200,
+			body: `{"joined":{"@a:x":{"display_name":null,"avatar_url":null}}}`,
+		},
+		{
+			name: "joined_members number avatar", method: "GET", path: "/_matrix/client/v3/rooms/!r:x/joined_members", status: 200,
+			body: `{"joined":{"@a:x":{"display_name":"a","avatar_url":5}}}`,
+			want: []string{"/joined/@a:x/avatar_url"},
+		},
+		{
 			name: "unknown path", method: "GET", path: "/_matrix/client/v3/nope", status: 200,
 			body: `{}`, want: []string{"no such operation"},
 		},
