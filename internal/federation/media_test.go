@@ -42,92 +42,96 @@ func pngImage(t *testing.T, w, h int) []byte {
 	return buf.Bytes()
 }
 
-// TestRemoteMedia: a user on A downloads media of B through A's
+// TestRemoteMedia: a user on A (SQLite, then PostgreSQL) downloads media of B through A's
 // authenticated media API: with its type and file name, fetched from B once
 // however many ask at once, then served from A's store even with B gone;
 // a thumbnail of B's image; unknown media is 404. The deprecated
 // unauthenticated path serves only what A already kept.
 func TestRemoteMedia(t *testing.T) {
-	ctx := context.Background()
-	ca := testnode.NewCA(t)
-	a := testnode.StartFederating(t, testnode.SQLite, ca, func(c *config.Config) { c.MediaLegacyNoAuth = true })
-	b := testnode.StartFederating(t, testnode.SQLite, ca)
-	counter := &countingFederation{Client: a.Federation.Client}
-	a.Media.UseFederation(counter)
-	alice := a.Register("alice")
-	bob := b.Register("bob")
-	content := []byte("a file that lives on B")
-	up, err := bob.UploadBytesWithName(ctx, content, "text/plain", "notes.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := bob.UploadBytesWithName(ctx, pngImage(t, 320, 240), "image/png", "picture.png")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := "/_matrix/client/v1/media/download/" + up.ContentURI.Homeserver + "/" + up.ContentURI.FileID
+	for _, engine := range testnode.Engines {
+		t.Run(string(engine), func(t *testing.T) {
+			ctx := context.Background()
+			ca := testnode.NewCA(t)
+			a := testnode.StartFederating(t, engine, ca, func(c *config.Config) { c.MediaLegacyNoAuth = true })
+			b := testnode.StartFederating(t, testnode.SQLite, ca)
+			counter := &countingFederation{Client: a.Federation.Client}
+			a.Media.UseFederation(counter)
+			alice := a.Register("alice")
+			bob := b.Register("bob")
+			content := []byte("a file that lives on B")
+			up, err := bob.UploadBytesWithName(ctx, content, "text/plain", "notes.txt")
+			if err != nil {
+				t.Fatal(err)
+			}
+			img, err := bob.UploadBytesWithName(ctx, pngImage(t, 320, 240), "image/png", "picture.png")
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := "/_matrix/client/v1/media/download/" + up.ContentURI.Homeserver + "/" + up.ContentURI.FileID
 
-	// The deprecated unauthenticated path does not make A fetch.
-	legacy := "/_matrix/media/v3/download/" + up.ContentURI.Homeserver + "/" + up.ContentURI.FileID
-	a.Do(t, "GET", legacy, "", nil).Want(t, http.StatusNotFound, "M_NOT_FOUND")
-	if n := counter.requests.Load(); n != 0 {
-		t.Fatalf("an unauthenticated legacy download made %d requests to B", n)
-	}
+			// The deprecated unauthenticated path does not make A fetch.
+			legacy := "/_matrix/media/v3/download/" + up.ContentURI.Homeserver + "/" + up.ContentURI.FileID
+			a.Do(t, "GET", legacy, "", nil).Want(t, http.StatusNotFound, "M_NOT_FOUND")
+			if n := counter.requests.Load(); n != 0 {
+				t.Fatalf("an unauthenticated legacy download made %d requests to B", n)
+			}
 
-	var wg sync.WaitGroup
-	bodies := make([][]byte, 6)
-	for i := range bodies {
-		wg.Go(func() {
-			r := testnode.Call(t, alice, "GET", path, nil)
-			if r.Status != http.StatusOK {
-				t.Errorf("download %d: %d %s", i, r.Status, r.Body)
+			var wg sync.WaitGroup
+			bodies := make([][]byte, 6)
+			for i := range bodies {
+				wg.Go(func() {
+					r := testnode.Call(t, alice, "GET", path, nil)
+					if r.Status != http.StatusOK {
+						t.Errorf("download %d: %d %s", i, r.Status, r.Body)
+					}
+					bodies[i] = r.Body
+					if _, params, _ := mime.ParseMediaType(r.Header.Get("Content-Disposition")); params["filename"] != "notes.txt" {
+						t.Errorf("download %d: Content-Disposition %q", i, r.Header.Get("Content-Disposition"))
+					}
+					if ct := r.Header.Get("Content-Type"); ct != "text/plain" {
+						t.Errorf("download %d: Content-Type %q", i, ct)
+					}
+				})
 			}
-			bodies[i] = r.Body
-			if _, params, _ := mime.ParseMediaType(r.Header.Get("Content-Disposition")); params["filename"] != "notes.txt" {
-				t.Errorf("download %d: Content-Disposition %q", i, r.Header.Get("Content-Disposition"))
+			wg.Wait()
+			for i, body := range bodies {
+				if !bytes.Equal(body, content) {
+					t.Fatalf("download %d: %q, want %q", i, body, content)
+				}
 			}
-			if ct := r.Header.Get("Content-Type"); ct != "text/plain" {
-				t.Errorf("download %d: Content-Type %q", i, ct)
+			if n := counter.requests.Load(); n != 1 {
+				t.Fatalf("%d concurrent downloads made %d requests to B, want 1", len(bodies), n)
 			}
+
+			thumb, err := alice.DownloadThumbnail(ctx, img.ContentURI, 32, 32)
+			if err != nil {
+				t.Fatalf("thumbnail of B's image: %v", err)
+			}
+			defer thumb.Body.Close()
+			if ct := thumb.Header.Get("Content-Type"); ct != "image/png" && ct != "image/jpeg" {
+				t.Fatalf("thumbnail of B's image: Content-Type %q", ct)
+			}
+			if _, _, err := image.Decode(thumb.Body); err != nil {
+				t.Fatalf("thumbnail of B's image does not decode: %v", err)
+			}
+
+			missing := id.ContentURI{Homeserver: b.Config.ServerName, FileID: "nothingHere"}
+			_, err = alice.DownloadBytes(ctx, missing)
+			testnode.WantErr(t, err, "M_NOT_FOUND", http.StatusNotFound)
+
+			// Once kept, it is served there too.
+			if r := a.Do(t, "GET", legacy, "", nil); r.Status != http.StatusOK || !bytes.Equal(r.Body, content) {
+				t.Fatalf("legacy download of kept media: %d %q", r.Status, r.Body)
+			}
+
+			b.Stop()
+			if got, err := alice.DownloadBytes(ctx, up.ContentURI); err != nil || !bytes.Equal(got, content) {
+				t.Fatalf("download after B stopped: %q, %v", got, err)
+			}
+			_, err = alice.DownloadBytes(ctx, id.ContentURI{Homeserver: b.Config.ServerName, FileID: "neverFetched"})
+			testnode.WantErr(t, err, "M_UNKNOWN", http.StatusBadGateway)
 		})
 	}
-	wg.Wait()
-	for i, body := range bodies {
-		if !bytes.Equal(body, content) {
-			t.Fatalf("download %d: %q, want %q", i, body, content)
-		}
-	}
-	if n := counter.requests.Load(); n != 1 {
-		t.Fatalf("%d concurrent downloads made %d requests to B, want 1", len(bodies), n)
-	}
-
-	thumb, err := alice.DownloadThumbnail(ctx, img.ContentURI, 32, 32)
-	if err != nil {
-		t.Fatalf("thumbnail of B's image: %v", err)
-	}
-	defer thumb.Body.Close()
-	if ct := thumb.Header.Get("Content-Type"); ct != "image/png" && ct != "image/jpeg" {
-		t.Fatalf("thumbnail of B's image: Content-Type %q", ct)
-	}
-	if _, _, err := image.Decode(thumb.Body); err != nil {
-		t.Fatalf("thumbnail of B's image does not decode: %v", err)
-	}
-
-	missing := id.ContentURI{Homeserver: b.Config.ServerName, FileID: "nothingHere"}
-	_, err = alice.DownloadBytes(ctx, missing)
-	testnode.WantErr(t, err, "M_NOT_FOUND", http.StatusNotFound)
-
-	// Once kept, it is served there too.
-	if r := a.Do(t, "GET", legacy, "", nil); r.Status != http.StatusOK || !bytes.Equal(r.Body, content) {
-		t.Fatalf("legacy download of kept media: %d %q", r.Status, r.Body)
-	}
-
-	b.Stop()
-	if got, err := alice.DownloadBytes(ctx, up.ContentURI); err != nil || !bytes.Equal(got, content) {
-		t.Fatalf("download after B stopped: %q, %v", got, err)
-	}
-	_, err = alice.DownloadBytes(ctx, id.ContentURI{Homeserver: b.Config.ServerName, FileID: "neverFetched"})
-	testnode.WantErr(t, err, "M_UNKNOWN", http.StatusBadGateway)
 }
 
 // TestRemoteMediaTooLarge: media of B larger than A's max_upload_bytes is
