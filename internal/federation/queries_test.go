@@ -317,3 +317,41 @@ func TestFederationHierarchy(t *testing.T) {
 func sorted(ids []id.RoomID) []id.RoomID {
 	return slices.Sorted(slices.Values(ids))
 }
+
+// TestRemoteHierarchy: a user on A walks a space of A whose child is a
+// space of B that A does not know: A asks B, and the page lists B's space
+// with its children state and B's public child, but not B's invite-only
+// one.
+func TestRemoteHierarchy(t *testing.T) {
+	a, b := twoNodes(t)
+	alice := a.Register("alice")
+	bob := b.Register("bob")
+	bName := b.Config.ServerName
+	spaceB := testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "B's space", CreationContent: map[string]any{"type": "m.space"}})
+	publicB := testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "B's public room"})
+	privateB := testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "B's private room"})
+	for _, child := range []id.RoomID{publicB, privateB} {
+		testnode.SendState(t, bob, spaceB, event.StateSpaceChild, string(child), map[string]any{"via": []string{bName}})
+	}
+	spaceA := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "A's space", CreationContent: map[string]any{"type": "m.space"}})
+	testnode.SendState(t, alice, spaceA, event.StateSpaceChild, string(spaceB), map[string]any{"via": []string{bName}})
+
+	r := testnode.Call(t, alice, "GET", "/_matrix/client/v1/rooms/"+url.PathEscape(string(spaceA))+"/hierarchy", nil)
+	page := testnode.Decode[struct {
+		Rooms []struct {
+			RoomID        id.RoomID        `json:"room_id"`
+			Name          string           `json:"name"`
+			ChildrenState []map[string]any `json:"children_state"`
+		} `json:"rooms"`
+	}](t, r.Body)
+	var got []id.RoomID
+	for _, room := range page.Rooms {
+		got = append(got, room.RoomID)
+	}
+	if !slices.Equal(got, []id.RoomID{spaceA, spaceB, publicB}) {
+		t.Fatalf("hierarchy of A's space: %s", r.Body)
+	}
+	if page.Rooms[1].Name != "B's space" || len(page.Rooms[1].ChildrenState) != 2 || page.Rooms[2].Name != "B's public room" {
+		t.Fatalf("B's rooms in A's hierarchy: %s", r.Body)
+	}
+}

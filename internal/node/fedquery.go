@@ -23,5 +23,6 @@ func (n *Node) federationQueries() {
 	n.csExtra.openid.FederationRoutes(f.HandleUnauthenticated)
 	n.Media.UseFederation(f.Client)
 	n.Media.FederationRoutes(f.Handle)
+	n.csExtra.spaces.UseFederation(f.Client, n.cfg.ServerName, n.log)
 	n.csExtra.spaces.FederationRoutes(f.Handle, func(r *http.Request) string { return federation.Origin(r.Context()) })
 }

@@ -7,8 +7,9 @@
 // to, invited to or knocking on, rooms whose join rule lets them join or
 // knock (public, knock, knock_restricted, or restricted when they are in an
 // allowed room), and world-readable rooms. A banned user may preview
-// nothing. Rooms this server does not know are left out of the client's
-// hierarchy.
+// nothing. With federation on, the hierarchy walks into rooms this server
+// does not know by asking other servers (see remote.go); without it, they
+// are left out.
 //
 // Other servers get GET /_matrix/federation/v1/hierarchy/{roomId}: a space
 // and the summaries of its children, by the same rules applied to the

@@ -2,7 +2,6 @@ package spaces
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 
 	"maunium.net/go/mautrix/id"
@@ -57,10 +56,8 @@ func (s *Service) fedHierarchy(r *http.Request, server string) (any, error) {
 		InaccessibleChildren: []id.RoomID{},
 	}
 	for _, c := range children {
-		resp.Room.ChildrenState = append(resp.Room.ChildrenState, childState{
-			Type: c.Type, StateKey: *c.StateKey, Content: json.RawMessage(c.PDU.Content), Sender: c.Sender, OriginServerTS: c.TS,
-		})
-		cv, err := s.view(ctx, id.RoomID(*c.StateKey))
+		resp.Room.ChildrenState = append(resp.Room.ChildrenState, c)
+		cv, err := s.view(ctx, id.RoomID(c.StateKey))
 		if err != nil {
 			return nil, err
 		}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/mxhttp"
-	"github.com/matrixos/matrixos/internal/rooms"
 )
 
 // Bounds of a hierarchy request.
@@ -137,74 +136,128 @@ func (s *Service) getHierarchy(w http.ResponseWriter, r *http.Request, sess *acc
 // walk visits the space tree under root depth first, calling visit for
 // each room the user may preview until it returns false. Children are
 // ordered by their order field, then the child event's timestamp, then
-// room ID; a room is visited once.
+// room ID; a room is visited once. A child this server does not know is
+// asked of the servers its m.space.child event names (see remoteRoom),
+// once federation is on.
 func (s *Service) walk(ctx context.Context, root *roomView, user id.UserID, hq hierarchyQuery, visit func(hierarchyRoom) bool) error {
 	type item struct {
-		v     *roomView
+		room  hierarchyRoom
 		depth int
 	}
-	stack := []item{{root, 0}}
+	w := &walker{s: s, user: user, suggestedOnly: hq.suggestedOnly, summaries: map[id.RoomID]Summary{}}
+	stack := []item{{w.localRoom(root), 0}}
 	visited := map[id.RoomID]bool{root.RoomID: true}
 	for n := 0; len(stack) > 0 && n < maxWalk; n++ {
 		it := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		children := s.children(it.v, hq.suggestedOnly)
-		hr := hierarchyRoom{Summary: it.v.Summary, ChildrenState: make([]childState, 0, len(children))}
-		for _, c := range children {
-			hr.ChildrenState = append(hr.ChildrenState, childState{
-				Type: c.Type, StateKey: *c.StateKey, Content: json.RawMessage(c.PDU.Content), Sender: c.Sender, OriginServerTS: c.TS,
-			})
-		}
-		if !visit(hr) {
+		if !visit(it.room) {
 			return nil
 		}
 		if it.depth >= hq.maxDepth {
 			continue
 		}
 		// Push in reverse so the first child is visited first.
-		for i := len(children) - 1; i >= 0; i-- {
-			childID := id.RoomID(*children[i].StateKey)
+		for i := len(it.room.ChildrenState) - 1; i >= 0; i-- {
+			c := it.room.ChildrenState[i]
+			childID := id.RoomID(c.StateKey)
 			if visited[childID] {
 				continue
 			}
-			cv, err := s.view(ctx, childID)
+			child, ok, err := w.room(ctx, childID, c.via())
 			if err != nil {
 				return err
 			}
-			if cv == nil || !s.canPreview(cv, user) {
+			if !ok {
 				continue
 			}
 			visited[childID] = true
-			stack = append(stack, item{cv, it.depth + 1})
+			stack = append(stack, item{child, it.depth + 1})
 		}
 	}
 	return nil
 }
 
+// walker holds what one walk learnt: how many remote requests it made and
+// the summaries other servers gave of rooms they did not walk into.
+type walker struct {
+	s             *Service
+	user          id.UserID
+	suggestedOnly bool
+	requests      int
+	summaries     map[id.RoomID]Summary
+}
+
+// room returns a child room as the walk shows it, or false when the user
+// may not preview it or nothing is known of it.
+func (w *walker) room(ctx context.Context, roomID id.RoomID, via []string) (hierarchyRoom, bool, error) {
+	v, err := w.s.view(ctx, roomID)
+	if err != nil {
+		return hierarchyRoom{}, false, err
+	}
+	if v == nil {
+		hr, ok := w.remoteRoom(ctx, roomID, via)
+		return hr, ok, nil
+	}
+	if !w.s.canPreview(v, w.user) {
+		return hierarchyRoom{}, false, nil
+	}
+	return w.localRoom(v), true, nil
+}
+
+// localRoom is a room of this server as the walk shows it.
+func (w *walker) localRoom(v *roomView) hierarchyRoom {
+	return hierarchyRoom{Summary: v.Summary, ChildrenState: w.s.children(v, w.suggestedOnly)}
+}
+
 // children returns the room's valid m.space.child events in the spec's
 // order, only the suggested ones if suggestedOnly.
-func (s *Service) children(v *roomView, suggestedOnly bool) []*rooms.Event {
+func (s *Service) children(v *roomView, suggestedOnly bool) []childState {
+	list := make([]childState, 0, len(v.children))
+	for _, ev := range v.children {
+		list = append(list, childState{
+			Type: ev.Type, StateKey: *ev.StateKey, Content: json.RawMessage(ev.PDU.Content), Sender: ev.Sender, OriginServerTS: ev.TS,
+		})
+	}
+	return orderChildren(list, suggestedOnly)
+}
+
+// childContent is what the walk reads of an m.space.child event.
+type childContent struct {
+	Via       []string `json:"via"`
+	Order     any      `json:"order"`
+	Suggested bool     `json:"suggested"`
+}
+
+func (c childState) content() childContent {
+	var cc childContent
+	json.Unmarshal(c.Content, &cc)
+	return cc
+}
+
+func (c childState) via() []string { return c.content().Via }
+
+// orderChildren returns the valid m.space.child events of list (a room ID
+// as state key, a via list) in the spec's order: those with a valid order
+// field first, by order, then by timestamp, then by room ID; only the
+// suggested ones if suggestedOnly.
+func orderChildren(list []childState, suggestedOnly bool) []childState {
 	type keyed struct {
-		ev    *rooms.Event
+		c     childState
 		order string
 	}
-	var list []keyed
-	for _, ev := range v.children {
-		var c struct {
-			Order     any  `json:"order"`
-			Suggested bool `json:"suggested"`
-		}
-		json.Unmarshal(ev.PDU.Content, &c)
-		if suggestedOnly && !c.Suggested {
+	var keep []keyed
+	for _, c := range list {
+		cc := c.content()
+		if c.Type != "m.space.child" || !strings.HasPrefix(c.StateKey, "!") || len(cc.Via) == 0 || suggestedOnly && !cc.Suggested {
 			continue
 		}
-		order, _ := c.Order.(string)
+		order, _ := cc.Order.(string)
 		if !validOrder(order) {
 			order = ""
 		}
-		list = append(list, keyed{ev, order})
+		keep = append(keep, keyed{c, order})
 	}
-	slices.SortFunc(list, func(a, b keyed) int {
+	slices.SortFunc(keep, func(a, b keyed) int {
 		// Children with a valid order come first.
 		if (a.order == "") != (b.order == "") {
 			if a.order == "" {
@@ -212,11 +265,11 @@ func (s *Service) children(v *roomView, suggestedOnly bool) []*rooms.Event {
 			}
 			return -1
 		}
-		return cmp.Or(strings.Compare(a.order, b.order), cmp.Compare(a.ev.TS, b.ev.TS), strings.Compare(*a.ev.StateKey, *b.ev.StateKey))
+		return cmp.Or(strings.Compare(a.order, b.order), cmp.Compare(a.c.OriginServerTS, b.c.OriginServerTS), strings.Compare(a.c.StateKey, b.c.StateKey))
 	})
-	out := make([]*rooms.Event, len(list))
-	for i, k := range list {
-		out[i] = k.ev
+	out := make([]childState, len(keep))
+	for i, k := range keep {
+		out[i] = k.c
 	}
 	return out
 }

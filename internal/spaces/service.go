@@ -15,6 +15,10 @@ import (
 type Service struct {
 	acc   *accounts.Service
 	rooms *rooms.Engine
+
+	// remote asks other servers about their spaces (nil while federation
+	// is off); see UseFederation.
+	remote *remoteSpaces
 }
 
 // New returns the service.
