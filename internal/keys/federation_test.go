@@ -3,7 +3,9 @@ package keys_test
 import (
 	"context"
 	"net/http"
+	"slices"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/federation"
@@ -175,3 +177,59 @@ func TestFederationUserDevices(t *testing.T) {
 	b.FederationDo(t, "POST", "/_matrix/federation/v1/user/keys/query", map[string]any{"device_keys": map[string]any{}}).Want(t, http.StatusUnauthorized, "M_UNAUTHORIZED")
 }
 
+// toDeviceBodies long-polls c's /sync from since until the to-device
+// bodies received reach want (or ten seconds pass) and returns them with
+// the last next_batch.
+func toDeviceBodies(t *testing.T, c *mautrix.Client, since string, want int) ([]string, string) {
+	t.Helper()
+	var bodies []string
+	deadline := time.Now().Add(10 * time.Second)
+	for len(bodies) < want && time.Now().Before(deadline) {
+		s := testnode.SyncOnce(t, c, since, 1000)
+		since = s.NextBatch
+		for _, ev := range s.ToDevice.Events {
+			body, _ := ev.Content.Raw["body"].(string)
+			bodies = append(bodies, body)
+		}
+	}
+	return bodies, since
+}
+
+// TestToDeviceAcrossServers: a to-device message from a user on node A
+// to a device on node B arrives there; one sent while B is down arrives
+// after B restarts, once although the client sent it twice.
+func TestToDeviceAcrossServers(t *testing.T) {
+	for _, engine := range testnode.Engines {
+		t.Run(string(engine), func(t *testing.T) {
+			a, b := federatingPair(t, engine)
+			alice, bob := a.Register("alice"), b.Register("bob")
+			send := func(txnID, device, body string) {
+				testnode.Call(t, alice, "PUT", v3+"/sendToDevice/m.test/"+txnID, map[string]any{
+					"messages": map[string]any{string(bob.UserID): map[string]any{device: map[string]any{"body": body}}},
+				}).OK(t)
+			}
+			since := testnode.SyncOnce(t, bob, "", 0).NextBatch
+			send("t1", string(bob.DeviceID), "one")
+			got, since := toDeviceBodies(t, bob, since, 1)
+			if !slices.Equal(got, []string{"one"}) {
+				t.Fatalf("B got %q, want [one]", got)
+			}
+
+			b.Stop()
+			send("t2", "*", "two")
+			send("t2", "*", "two") // the client's retry
+			b = b.Restart()
+			bob.HomeserverURL = mustURL(t, b.URL)
+			// B contacting A wakes A's queue for B at once.
+			testnode.Call(t, bob, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(alice.UserID): []string{}}}).OK(t)
+			got, since = toDeviceBodies(t, bob, since, 1)
+			if !slices.Equal(got, []string{"two"}) {
+				t.Fatalf("B got %q after its restart, want [two]", got)
+			}
+			send("t3", string(bob.DeviceID), "three")
+			if got, _ = toDeviceBodies(t, bob, since, 1); !slices.Equal(got, []string{"three"}) {
+				t.Fatalf("B got %q, want [three] (and no second 'two')", got)
+			}
+		})
+	}
+}

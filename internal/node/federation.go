@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -59,8 +60,17 @@ func wellKnownServer(cfg config.Config) string {
 // the federation service: their Server-Server endpoints, outbound client
 // and EDUs.
 func (n *Node) wireFederation() {
-	n.Keys.EnableFederation(n.Federation.Client, nil)
-	n.Keys.FederationRoutes(n.Federation.Handle)
+	f := n.Federation
+	n.Keys.EnableFederation(f.Client, f.Outbox)
+	n.Keys.FederationRoutes(f.Handle)
+	n.Ephemeral.EnableFederation(f.Outbox, n.cfg.FederationPresence)
+	for _, handlers := range []map[string]func(context.Context, string, json.RawMessage) error{
+		n.Keys.EDUHandlers(), n.Ephemeral.EDUHandlers(),
+	} {
+		for eduType, h := range handlers {
+			f.HandleEDU(eduType, h)
+		}
+	}
 	n.queueLocalEvents()
 }
 
