@@ -102,13 +102,19 @@ var ErrRefreshTokenReused = errors.New("refresh token reused: session ended")
 // exchanged refresh token.
 const spentRefreshLifetime = 30 * 24 * time.Hour
 
+// NewRefreshableSession is NewSession with a refresh token and an access
+// token that expires after lifetime, whatever access_token_lifetime says.
+func (s *Service) NewRefreshableSession(ctx context.Context, uid id.UserID, dev id.DeviceID, displayName *string, lifetime time.Duration) (*LoginResult, error) {
+	return s.newSession(ctx, uid, dev, displayName, true, lifetime)
+}
+
 // RotateRefreshToken exchanges a refresh token for a new access and
-// refresh token pair of the same device, as Refresh does, and remembers
-// the old one: a second exchange of it (a copy in the wrong hands) ends
-// the whole session, deleting the device, and answers
-// ErrRefreshTokenReused. An unknown token is ErrUnknownToken's kind of
-// error (M_UNKNOWN_TOKEN).
-func (s *Service) RotateRefreshToken(ctx context.Context, refreshToken string) (*LoginResult, error) {
+// refresh token pair of the same device, as Refresh does (the new access
+// token expiring after lifetime), and remembers the old one: a second
+// exchange of it (a copy in the wrong hands) ends the whole session,
+// deleting the device, and answers ErrRefreshTokenReused. An unknown
+// token is ErrUnknownToken's kind of error (M_UNKNOWN_TOKEN).
+func (s *Service) RotateRefreshToken(ctx context.Context, refreshToken string, lifetime time.Duration) (*LoginResult, error) {
 	h := HashToken(refreshToken)
 	var uid id.UserID
 	var dev id.DeviceID
@@ -151,7 +157,7 @@ func (s *Service) RotateRefreshToken(ctx context.Context, refreshToken string) (
 		}
 		return nil, ErrRefreshTokenReused
 	}
-	return s.NewSession(ctx, uid, dev, nil, true)
+	return s.newSession(ctx, uid, dev, nil, true, lifetime)
 }
 
 // TokenDevice finds the device an access or refresh token belongs to;

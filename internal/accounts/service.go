@@ -466,6 +466,12 @@ type LoginResult struct {
 // With refresh set, a refresh token is issued too and the access token
 // expires after the configured lifetime.
 func (s *Service) NewSession(ctx context.Context, uid id.UserID, dev id.DeviceID, displayName *string, refresh bool) (*LoginResult, error) {
+	return s.newSession(ctx, uid, dev, displayName, refresh, s.opts.AccessTokenLifetime)
+}
+
+// newSession is NewSession with the access token's lifetime (0: it never
+// expires), which applies when a refresh token is issued.
+func (s *Service) newSession(ctx context.Context, uid id.UserID, dev id.DeviceID, displayName *string, refresh bool, lifetime time.Duration) (*LoginResult, error) {
 	if dev == "" {
 		dev = newDeviceID()
 	}
@@ -475,8 +481,8 @@ func (s *Service) NewSession(ctx context.Context, uid id.UserID, dev id.DeviceID
 	var expires int64
 	if refresh {
 		res.RefreshToken = randomString("mor_", 32)
-		if s.opts.AccessTokenLifetime > 0 {
-			res.ExpiresInMS = s.opts.AccessTokenLifetime.Milliseconds()
+		if lifetime > 0 {
+			res.ExpiresInMS = lifetime.Milliseconds()
 			expires = now + res.ExpiresInMS
 		}
 	}

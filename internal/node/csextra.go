@@ -60,7 +60,9 @@ func (n *Node) csExtraRoutes(mux *http.ServeMux) {
 // wireOAuth serves the OAuth 2.0 API (auth_metadata and the authorization
 // server with its pages) beside the legacy login API.
 func (n *Node) wireOAuth(mux *http.ServeMux) {
-	o := oauth.New(n.DB, n.log, n.Accounts, oauth.Options{BaseURL: n.publicURL, ServerKey: n.csExtra.serverKey})
+	o := oauth.New(n.DB, n.log, n.Accounts, oauth.Options{
+		BaseURL: n.publicURL, ServerKey: n.csExtra.serverKey, AccessTokenLifetime: n.cfg.AccessTokenLifetime,
+	})
 	n.Accounts.Hooks.DeviceDeleted = append(n.Accounts.Hooks.DeviceDeleted, o.OnDeviceDeleted)
 	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, o.OnDeactivated)
 	o.Routes(mux)

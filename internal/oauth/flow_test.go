@@ -46,6 +46,13 @@ func TestAuthMetadata(t *testing.T) {
 			}
 		}
 	}
+	// The same document at the issuer's RFC 8414 and OpenID Connect
+	// discovery addresses, where OIDC libraries look.
+	for _, path := range []string{"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server", "/_matrix/client/unstable/org.matrix.msc2965/auth_metadata"} {
+		if got := n.Do(t, "GET", path, "", nil, testnode.NoSpecCheck()).OK(t); got["issuer"] != m["issuer"] || got["token_endpoint"] != m["token_endpoint"] {
+			t.Errorf("%s: %v", path, got)
+		}
+	}
 	closed := testnode.Start(t, testnode.SQLite, func(c *config.Config) { c.OpenRegistration, c.RegistrationTokens = false, false })
 	if m := closed.Do(t, "GET", "/_matrix/client/v1/auth_metadata", "", nil).OK(t); m["prompt_values_supported"] != nil {
 		t.Errorf("closed registration advertises prompt values %v", m["prompt_values_supported"])
@@ -107,6 +114,10 @@ func TestAuthorizationCodeFlow(t *testing.T) {
 		if status != http.StatusOK || tok["token_type"] != "Bearer" || tok["access_token"] == nil || tok["refresh_token"] == nil {
 			t.Fatalf("token exchange: %d %v", status, tok)
 		}
+		// OAuth access tokens expire (an hour without access_token_lifetime).
+		if tok["expires_in"] != float64(3600) {
+			t.Errorf("expires_in %v, want 3600", tok["expires_in"])
+		}
 		if scope, _ := tok["scope"].(string); !strings.Contains(scope, "urn:matrix:client:device:OAUTHDEVICE1") || !strings.Contains(scope, "urn:matrix:client:api:*") {
 			t.Errorf("granted scope %q", scope)
 		}
@@ -136,6 +147,9 @@ func TestAuthorizationCodeFlow(t *testing.T) {
 		status, rotated := postForm(t, n, "/oauth2/token", refreshForm(refresh))
 		if status != http.StatusOK || rotated["refresh_token"] == refresh || rotated["access_token"] == access {
 			t.Fatalf("refresh: %d %v", status, rotated)
+		}
+		if rotated["expires_in"] != float64(3600) {
+			t.Errorf("refreshed expires_in %v, want 3600", rotated["expires_in"])
 		}
 		newAccess := rotated["access_token"].(string)
 		if _, who := whoami(t, n, newAccess); who["device_id"] != "OAUTHDEVICE1" {

@@ -38,7 +38,15 @@ type Options struct {
 	// ServerKey is the server's signing key; the key that signs ID
 	// tokens is derived from it. Without it, no ID tokens are issued.
 	ServerKey ed25519.PrivateKey
+	// AccessTokenLifetime is how long an access token lasts before the
+	// client refreshes it (0: defaultAccessTokenLifetime). OAuth access
+	// tokens always expire: clients (matrix-js-sdk) expect expires_in.
+	AccessTokenLifetime time.Duration
 }
+
+// defaultAccessTokenLifetime is the lifetime of OAuth access tokens when
+// access_token_lifetime is not set.
+const defaultAccessTokenLifetime = time.Hour
 
 // Service is the OAuth 2.0 authorization server.
 type Service struct {
@@ -58,6 +66,9 @@ type Service struct {
 
 // New returns the service.
 func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, opts Options) *Service {
+	if opts.AccessTokenLifetime <= 0 {
+		opts.AccessTokenLifetime = defaultAccessTokenLifetime
+	}
 	return &Service{
 		db: db, log: log, accounts: acc, opts: opts,
 		requests:  newExpiring[*authRequest](authRequestLifetime, maxPending),
@@ -90,6 +101,10 @@ const (
 func (s *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /_matrix/client/v1/auth_metadata", s.getMetadata)
 	mux.HandleFunc("GET /_matrix/client/unstable/org.matrix.msc2965/auth_metadata", s.getMetadata)
+	// The discovery documents of RFC 8414 and OpenID Connect, at the
+	// issuer: clients that refresh through an OIDC library look there.
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.getMetadata)
+	mux.HandleFunc("GET /.well-known/openid-configuration", s.getMetadata)
 	mux.HandleFunc("POST "+pathRegister, s.postRegister)
 	mux.HandleFunc("POST "+pathToken, s.postToken)
 	mux.HandleFunc("POST "+pathRevoke, s.postRevoke)

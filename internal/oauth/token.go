@@ -144,7 +144,7 @@ func (s *Service) issueTokens(ctx context.Context, c *Client, uid id.UserID, sco
 		return nil, invalidGrant("the account can no longer log in")
 	}
 	name := c.Name()
-	res, err := s.accounts.NewSession(ctx, uid, scope.device, &name, true)
+	res, err := s.accounts.NewRefreshableSession(ctx, uid, scope.device, &name, s.opts.AccessTokenLifetime)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +186,7 @@ func (s *Service) refresh(r *http.Request, c *Client) (*tokenResponse, error) {
 	}
 	// An unknown token may be one already exchanged: RotateRefreshToken
 	// then ends its session.
-	res, err := s.accounts.RotateRefreshToken(ctx, tok)
+	res, err := s.accounts.RotateRefreshToken(ctx, tok, s.opts.AccessTokenLifetime)
 	if errors.Is(err, accounts.ErrRefreshTokenReused) {
 		return nil, invalidGrant("the refresh token was already used; the session has been ended")
 	}

@@ -1,6 +1,6 @@
 // Package js runs the matrix-js-sdk end-to-end scenarios (scenario.mjs,
-// and e2ee.mjs with the SDK's Rust crypto) against a freshly built
-// matrixos binary.
+// e2ee.mjs with the SDK's Rust crypto, and oauth.mjs, the OAuth 2.0 login)
+// against a freshly built matrixos binary.
 //
 // The scenario needs node and the npm packages of this directory
 // (`npm ci` in tests/js; `make test` runs it). Without them the test skips
@@ -38,6 +38,14 @@ func TestMatrixJSSDKScenario(t *testing.T) {
 // cross-signing and a key backup and exchange Megolm-encrypted messages.
 func TestMatrixJSSDKE2EE(t *testing.T) {
 	runScript(t, "e2ee.mjs")
+}
+
+// TestMatrixJSSDKOAuth runs oauth.mjs: matrix-js-sdk's OAuth helpers
+// discover auth_metadata, register a client, log in through the node's
+// HTML pages (the script follows them as a browser would), complete the
+// code grant with its ID token, refresh and revoke.
+func TestMatrixJSSDKOAuth(t *testing.T) {
+	runScript(t, "oauth.mjs")
 }
 
 // runScript builds cmd/matrixos, serves a node with open registration on a
