@@ -106,6 +106,8 @@ type requiredState struct {
 	include []StateKey
 	exclude []StateKey
 	lazy    bool
+
+	canonical string // String's result, once computed
 }
 
 // UnmarshalJSON reads required_state as [type, state_key] pairs (what
@@ -197,7 +199,16 @@ func (rs *requiredState) wants(typ, key string, me id.UserID, lazy map[id.UserID
 }
 
 // String is a canonical form of the selection, to tell whether it changed.
+// It is computed once per request, however many rooms the selection
+// covers (an empty selection costs nothing to recompute).
 func (rs *requiredState) String() string {
+	if rs.canonical == "" {
+		rs.canonical = rs.format()
+	}
+	return rs.canonical
+}
+
+func (rs *requiredState) format() string {
 	var b strings.Builder
 	for _, k := range rs.include {
 		fmt.Fprintf(&b, "+%q/%q", k.Type, k.StateKey)
@@ -236,6 +247,9 @@ func (c *combinedConfig) wants(typ, key string, me id.UserID, lazy map[id.UserID
 
 // key is the canonical form of the combined required_state.
 func (c *combinedConfig) key() string {
+	if len(c.selectors) == 1 {
+		return c.selectors[0].String()
+	}
 	keys := make([]string, len(c.selectors))
 	for i, rs := range c.selectors {
 		keys[i] = rs.String()

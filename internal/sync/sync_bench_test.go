@@ -1,6 +1,7 @@
 package sync_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/sync"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
@@ -122,4 +124,95 @@ func BenchmarkSyncIncrementalEmpty(b *testing.B) {
 			}
 		})
 	}
+}
+
+// slidingSync runs one sliding sync request through the handler and
+// returns its pos.
+func (f *syncFixture) slidingSync(b *testing.B, body map[string]any, pos string) string {
+	q := "?timeout=0"
+	if pos != "" {
+		q += "&pos=" + url.QueryEscape(pos)
+	}
+	enc, err := json.Marshal(body)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := httptest.NewRequest("POST", sync.SlidingPath+q, bytes.NewReader(enc))
+	req.Header.Set("Authorization", "Bearer "+f.user.AccessToken)
+	rec := httptest.NewRecorder()
+	f.node.Handler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		b.Fatalf("sliding sync: HTTP %d: %s", rec.Code, rec.Body.String())
+	}
+	var out struct {
+		Pos string `json:"pos"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(rec.Body.Len()))
+	return out.Pos
+}
+
+// BenchmarkSlidingSyncRoomList is Element X's room list (all_rooms with
+// ranges [[0, 999]], timeline_limit 1, its required_state) for a user in
+// 1,000 rooms, beside classic /sync for the same user: a new connection's
+// first response (sync: an initial /sync with timeline limit 1), and an
+// incremental response finding one new message in one room, what each
+// woken long-poll pays (sync: the same from a since token).
+func BenchmarkSlidingSyncRoomList(b *testing.B) {
+	f := newSyncFixture(b, 1000, 1)
+	body := roomListRequest(999)
+	body["conn_id"] = "room-list"
+	b.Run("sliding/initial", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			f.slidingSync(b, body, "")
+		}
+	})
+	pos := f.slidingSync(b, body, "")
+	since := f.syncFiltered(b, "")
+	f.send(b, f.rooms[500], 1)
+	b.Run("sliding/incremental", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			f.slidingSync(b, body, pos) // a retry of pos each time
+		}
+	})
+	b.Run("sync/initial", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			f.syncFiltered(b, "")
+		}
+	})
+	b.Run("sync/incremental", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			f.syncFiltered(b, since)
+		}
+	})
+}
+
+// syncFiltered runs one /sync with a timeline limit of 1 (the room list's)
+// and returns next_batch.
+func (f *syncFixture) syncFiltered(b *testing.B, since string) string {
+	q := url.Values{"timeout": {"0"}, "filter": {`{"room":{"timeline":{"limit":1}}}`}}
+	if since != "" {
+		q.Set("since", since)
+	}
+	req := httptest.NewRequest("GET", "/_matrix/client/v3/sync?"+q.Encode(), nil)
+	req.Header.Set("Authorization", "Bearer "+f.user.AccessToken)
+	rec := httptest.NewRecorder()
+	f.node.Handler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		b.Fatalf("sync: HTTP %d: %s", rec.Code, rec.Body.String())
+	}
+	var out struct {
+		NextBatch string `json:"next_batch"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(rec.Body.Len()))
+	return out.NextBatch
 }
