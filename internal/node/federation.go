@@ -60,6 +60,9 @@ func wellKnownServer(cfg config.Config) string {
 // the federation service: their Server-Server endpoints, outbound client
 // and EDUs.
 func (n *Node) wireFederation() {
+	// Remote room events are checked with keys and events fetched
+	// through the federation client; without it they are refused.
+	n.Rooms.Remote = n.Federation.RoomRemote()
 	f := n.Federation
 	n.Keys.EnableFederation(f.Client, f.Outbox)
 	n.Keys.FederationRoutes(f.Handle)
