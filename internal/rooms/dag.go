@@ -47,6 +47,9 @@ type dagFacts struct {
 	// outliers are stored beside the timeline before the event (a joined
 	// room's state and auth chain).
 	outliers []*Event
+	// skipRedaction is set for a redaction whose sender may not redact
+	// its (known) target: the event is kept, the target left alone.
+	skipRedaction bool
 	// newRoom is set when the event is the first of a room this node has
 	// just joined: the room's row is inserted first.
 	newRoom *Event
@@ -208,7 +211,8 @@ func (e *Engine) stateFrom(ctx context.Context, base *roomState, target idState,
 }
 
 // changedMemberKeys lists the users whose member event differs between
-// two states.
+// two states, those left without one (a resolution may drop a key)
+// included.
 func changedMemberKeys(old *roomState, cur idState) []id.UserID {
 	var out []id.UserID
 	for k, eid := range cur {
@@ -217,6 +221,11 @@ func changedMemberKeys(old *roomState, cur idState) []id.UserID {
 		}
 		if ev := old.state[k]; ev == nil || ev.ID != eid {
 			out = append(out, id.UserID(k.StateKey))
+		}
+	}
+	for u := range old.members {
+		if _, ok := cur[stateKey{"m.room.member", string(u)}]; !ok {
+			out = append(out, u)
 		}
 	}
 	slices.Sort(out)
@@ -261,6 +270,15 @@ func (e *Engine) persistRemote(ctx context.Context, tx *storage.Tx, r *room, a a
 	if err := insertEvent(ctx, tx, r, ev); err != nil {
 		return err
 	}
+	if ev.RedactedBy != "" {
+		// A redaction received earlier applied to the event on arrival.
+		if _, err := tx.Exec(ctx, "UPDATE events SET redacted_by = $1 WHERE event_id = $2", ev.RedactedBy, ev.ID); err != nil {
+			return fmt.Errorf("mark event redacted: %w", err)
+		}
+		if _, err := tx.Exec(ctx, "DELETE FROM pending_redactions WHERE target_id = $1", ev.ID); err != nil {
+			return fmt.Errorf("forget pending redaction: %w", err)
+		}
+	}
 	if ev.IsState() {
 		chain, err := e.writeSnapshot(ctx, tx, r.id, ev.Pos, before, withState(d.before, ev), !d.evIsCurrent)
 		if err != nil {
@@ -271,13 +289,18 @@ func (e *Engine) persistRemote(ctx context.Context, tx *storage.Tx, r *room, a a
 		}
 	}
 	for _, u := range d.changedMembers {
-		if m := a.after.get("m.room.member", string(u)); m != nil {
-			if err := upsertMembership(ctx, tx, r.id, m, ev.Pos); err != nil {
-				return err
+		m := a.after.get("m.room.member", string(u))
+		if m == nil {
+			if _, err := tx.Exec(ctx, "DELETE FROM memberships WHERE room_id = $1 AND user_id = $2", r.id, u); err != nil {
+				return fmt.Errorf("remove membership: %w", err)
 			}
+			continue
+		}
+		if err := upsertMembership(ctx, tx, r.id, m, ev.Pos); err != nil {
+			return err
 		}
 	}
-	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {
+	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil && !d.skipRedaction {
 		if err := e.applyRedaction(ctx, tx, r, ev); err != nil {
 			return err
 		}

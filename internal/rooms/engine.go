@@ -210,6 +210,10 @@ func (e *Engine) Load(ctx context.Context) error {
 }
 
 func (e *Engine) setMembershipLocked(user id.UserID, roomID id.RoomID, m string) {
+	if m == "" { // a state resolution dropped the user's member event
+		delete(e.members[user], roomID)
+		return
+	}
 	rs := e.members[user]
 	if rs == nil {
 		rs = map[id.RoomID]string{}
@@ -1162,8 +1166,17 @@ func (e *Engine) applyRedaction(ctx context.Context, tx *storage.Tx, r *room, re
 	var raw string
 	var roomID id.RoomID
 	err := tx.QueryRow(ctx, "SELECT json, room_id FROM events WHERE event_id = $1", targetID).Scan(&raw, &roomID)
-	if errors.Is(err, sql.ErrNoRows) || roomID != r.id {
-		return nil // redacting an unknown event is allowed; nothing to change
+	if errors.Is(err, sql.ErrNoRows) {
+		// Redacting an unknown event is allowed; it is applied if the
+		// event arrives later (over federation).
+		if _, err := tx.Exec(ctx, "INSERT INTO pending_redactions (target_id, redaction_id, room_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+			targetID, red.ID, r.id); err != nil {
+			return fmt.Errorf("remember redaction: %w", err)
+		}
+		return nil
+	}
+	if roomID != r.id {
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("load redaction target: %w", err)

@@ -23,6 +23,8 @@ import (
 type fedNet struct {
 	t       *testing.T
 	servers map[string]*testEnv
+	// missingAsked and stateAsked count the gap-filling requests.
+	missingAsked, stateAsked int
 }
 
 func newFedNet(t *testing.T, names ...string) *fedNet {
@@ -63,7 +65,16 @@ func (r netRemote) VerifyKey(_ context.Context, server string, keyID id.KeyID, _
 }
 
 func (r netRemote) GetMissingEvents(ctx context.Context, server string, roomID id.RoomID, earliest, latest []id.EventID, limit int, minDepth int64) ([]json.RawMessage, error) {
-	return nil, fmt.Errorf("get_missing_events is not served in this test")
+	e, err := r.server(server)
+	if err != nil {
+		return nil, err
+	}
+	r.n.missingAsked++
+	evs, err := e.MissingEvents(ctx, roomID, earliest, latest, limit, minDepth)
+	if err != nil {
+		return nil, err
+	}
+	return eventJSON(evs), nil
 }
 
 func (r netRemote) GetStateIDs(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) ([]id.EventID, []id.EventID, error) {
@@ -71,6 +82,7 @@ func (r netRemote) GetStateIDs(ctx context.Context, server string, roomID id.Roo
 	if err != nil {
 		return nil, nil, err
 	}
+	r.n.stateAsked++
 	return e.StateIDsBefore(ctx, roomID, eventID)
 }
 

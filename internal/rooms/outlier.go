@@ -44,9 +44,10 @@ func (e *Engine) recordOutside(ctx context.Context, ev *Event, kind, reason stri
 	return e.db.Write(ctx, func(tx *storage.Tx) error { return storeOutlier(ctx, tx, ev, kind, reason) })
 }
 
-// outliers loads events kept beside the timeline. Only outliers are
-// loaded unless all is set, which adds rejected (flagged Rejected) and
-// soft-failed ones (flagged SoftFailed).
+// outliers loads events kept beside the timeline: outliers and
+// soft-failed events (flagged SoftFailed), which may be state (a state
+// resolution may pick a soft-failed event), and rejected ones (flagged
+// Rejected) when all is set.
 func (e *Engine) outliers(ctx context.Context, ids []id.EventID, all bool) ([]*Event, error) {
 	if len(ids) == 0 {
 		return nil, nil
@@ -55,7 +56,7 @@ func (e *Engine) outliers(ctx context.Context, ids []id.EventID, all bool) ([]*E
 	err := inChunks(ids, func(part []id.EventID) error {
 		w := "event_id IN (" + placeholders(1, len(part)) + ")"
 		if !all {
-			w += " AND kind = 'outlier'"
+			w += " AND kind <> 'rejected'"
 		}
 		rows, err := e.db.Query(ctx, `SELECT event_id, room_id, kind, type, state_key, sender, depth, origin_ts, json, snapshot_before
 			FROM outlier_events WHERE `+w, anySlice(part)...)

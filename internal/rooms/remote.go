@@ -13,6 +13,8 @@ import (
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/matrixos/matrixos/internal/mxhttp"
 )
 
@@ -98,6 +100,15 @@ func (e *Engine) parseRemote(ctx context.Context, v id.RoomVersion, raw []byte) 
 	if err != nil {
 		return nil, mxhttp.BadJSON("invalid PDU: %v", err)
 	}
+	if pd.Type == "m.room.redaction" && pd.Redacts == nil {
+		// From room version 11 the target is in the content; the engine
+		// reads it from Redacts (kept in memory only: the stored JSON is
+		// the event as signed).
+		if target := gjson.GetBytes(pd.Content, "redacts"); target.Type == gjson.String {
+			t := id.EventID(target.Str)
+			pd.Redacts = &t
+		}
+	}
 	roomID := pd.RoomID
 	if v.RoomIDIsCreateEventID() && pd.Type == "m.room.create" {
 		roomID = id.RoomID("!" + evID[1:])
@@ -165,10 +176,166 @@ func (e *Engine) ReceivePDU(ctx context.Context, origin string, raw json.RawMess
 	if ev.RoomID != r.id {
 		return ev.ID, mxhttp.BadJSON("event is not in room %s", r.id)
 	}
-	if _, err := e.acceptRemote(ctx, r, ev, receiveOpts{}); err != nil {
-		return ev.ID, err
+	return ev.ID, e.receive(ctx, r, origin, ev, true)
+}
+
+// receive accepts ev, a parsed remote event, filling the gap before it
+// first when its prev_events are not all known: with the events
+// get_missing_events gives (when fetchMissing), then with the state
+// before each prev_event still missing (/state_ids, and /event for the
+// events this node lacks).
+func (e *Engine) receive(ctx context.Context, r *room, origin string, ev *Event, fetchMissing bool) error {
+	if known, err := e.knownEvent(ctx, ev.ID); err != nil || known {
+		if err != nil {
+			return err
+		}
+		_, err := e.acceptRemote(ctx, r, ev, receiveOpts{}) // answers as the first time
+		return err
 	}
-	return ev.ID, nil
+	var opts receiveOpts
+	missing, err := e.missingPrevs(ctx, ev)
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 && fetchMissing {
+		e.fetchMissing(ctx, r, origin, ev)
+		if missing, err = e.missingPrevs(ctx, ev); err != nil {
+			return err
+		}
+	}
+	if len(missing) > 0 {
+		if err := e.fetchPrevStates(ctx, r, origin, missing, &opts); err != nil {
+			return err
+		}
+	}
+	_, err = e.acceptRemote(ctx, r, ev, opts)
+	return err
+}
+
+// Bounds of gap filling.
+const (
+	// missingEventsLimit is the limit asked of get_missing_events.
+	missingEventsLimit = 10
+	// maxFetchedStateEvents bounds the events fetched one by one for the
+	// state before a missing prev_event.
+	maxFetchedStateEvents = 1000
+)
+
+// missingPrevs lists the prev_events of ev that are not in the timeline.
+func (e *Engine) missingPrevs(ctx context.Context, ev *Event) ([]id.EventID, error) {
+	prevs, err := e.timelineEvents(ctx, ev.PDU.PrevEvents)
+	if err != nil {
+		return nil, err
+	}
+	var out []id.EventID
+	for _, p := range ev.PDU.PrevEvents {
+		if !slices.ContainsFunc(prevs, func(x *Event) bool { return x.ID == p }) && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// fetchMissing asks origin for the events between the room's forward
+// extremities and ev, and accepts those it can, oldest first. Failures
+// leave the rest of the gap to fetchPrevStates.
+func (e *Engine) fetchMissing(ctx context.Context, r *room, origin string, ev *Event) {
+	st := r.view()
+	latest, err := e.timelineEvents(ctx, st.extremities)
+	if err != nil {
+		return
+	}
+	minDepth := ev.Depth
+	for _, x := range latest {
+		minDepth = min(minDepth, x.Depth)
+	}
+	raws, err := e.Remote.GetMissingEvents(ctx, origin, r.id, st.extremities, []id.EventID{ev.ID}, missingEventsLimit, minDepth)
+	if err != nil {
+		e.log.Info("get_missing_events failed", "room_id", r.id, "origin", origin, "err", err)
+		return
+	}
+	var evs []*Event
+	for _, raw := range raws {
+		m, err := e.parseRemote(ctx, r.version, raw)
+		if err != nil || m.RoomID != r.id {
+			continue
+		}
+		evs = append(evs, m)
+	}
+	sortByDepth(evs)
+	for _, m := range evs {
+		if err := e.receive(ctx, r, origin, m, false); err != nil {
+			e.log.Info("a missing event was refused", "room_id", r.id, "event_id", m.ID, "err", err)
+		}
+	}
+}
+
+// fetchPrevStates asks origin for the state before each missing
+// prev_event and the events of it this node lacks, checks them as
+// outliers, and puts the state after each prev_event into opts.
+func (e *Engine) fetchPrevStates(ctx context.Context, r *room, origin string, missing []id.EventID, opts *receiveOpts) error {
+	opts.prevStates = map[id.EventID]idState{}
+	opts.known = map[id.EventID]*Event{}
+	for _, p := range missing {
+		stateIDs, chainIDs, err := e.Remote.GetStateIDs(ctx, origin, r.id, p)
+		if err != nil {
+			return mxhttp.Forbidden("prev_event %s is unknown and its state could not be fetched: %v", p, err)
+		}
+		want := append(append([]id.EventID{p}, stateIDs...), chainIDs...)
+		have, err := e.anyEvents(ctx, want)
+		if err != nil {
+			return err
+		}
+		var raws []json.RawMessage
+		for _, eid := range want {
+			if have[eid] != nil || opts.known[eid] != nil {
+				continue
+			}
+			if len(raws) >= maxFetchedStateEvents {
+				return mxhttp.Forbidden("the state before prev_event %s has too many unknown events", p)
+			}
+			raw, err := e.Remote.GetEvent(ctx, origin, eid)
+			if err != nil {
+				e.log.Info("fetching a state event failed", "room_id", r.id, "event_id", eid, "err", err)
+				continue
+			}
+			raws = append(raws, raw)
+		}
+		if len(raws) > 0 {
+			checked, err := e.checkOutliers(ctx, r.version, r.id, raws)
+			if err != nil {
+				return err
+			}
+			for eid, x := range checked {
+				opts.known[eid] = x
+				opts.outliers = append(opts.outliers, x)
+			}
+		}
+		lookup := func(eid id.EventID) *Event {
+			if x := opts.known[eid]; x != nil {
+				return x
+			}
+			if x := have[eid]; x != nil && !x.Rejected && !x.SoftFailed {
+				return x
+			}
+			return nil
+		}
+		state := idState{}
+		for _, sid := range stateIDs {
+			if x := lookup(sid); x != nil && x.StateKey != nil {
+				state[stateKey{x.Type, *x.StateKey}] = x.ID
+			}
+		}
+		prev := lookup(p)
+		if x := have[p]; prev == nil && x != nil && x.SoftFailed {
+			prev = x // a soft-failed event is still part of the DAG
+		}
+		if prev == nil {
+			return mxhttp.Forbidden("prev_event %s could not be fetched", p)
+		}
+		opts.prevStates[p] = withState(state, prev)
+	}
+	return nil
 }
 
 // receiveOpts adjust the checks on receipt for the membership endpoints.
@@ -177,9 +344,13 @@ type receiveOpts struct {
 	// friends, whose event must be allowed by the current state).
 	strict bool
 	// before is the state before the event when it is given rather than
-	// computed from prev_events (a joined room's first event); known then
-	// holds the events it names, outliers those to store.
-	before   idState
+	// computed from prev_events (a joined room's first event).
+	before idState
+	// prevStates holds the state after each prev_event missing from the
+	// timeline, fetched from another server.
+	prevStates map[id.EventID]idState
+	// known holds the events that before and prevStates name and that are
+	// not stored yet, outliers those to store with the event.
 	known    map[id.EventID]*Event
 	outliers []*Event
 	newRoom  *Event
@@ -259,18 +430,26 @@ func (e *Engine) checkRemote(ctx context.Context, r *room, ev *Event, opts recei
 	}
 	d := &dagFacts{}
 	var prevs []*Event
+	d.outliers, d.newRoom = opts.outliers, opts.newRoom
 	if opts.before != nil {
 		d.before = opts.before
-		d.outliers, d.newRoom = opts.outliers, opts.newRoom
 	} else {
 		var err error
 		if prevs, err = e.timelineEvents(ctx, ev.PDU.PrevEvents); err != nil {
 			return nil, err
 		}
-		if len(prevs) < len(ev.PDU.PrevEvents) {
-			return nil, mxhttp.Forbidden("event %s has prev_events this server does not have", ev.ID)
+		var fetched []idState
+		for _, p := range ev.PDU.PrevEvents {
+			if slices.ContainsFunc(prevs, func(x *Event) bool { return x.ID == p }) {
+				continue
+			}
+			st, ok := opts.prevStates[p]
+			if !ok {
+				return nil, mxhttp.Forbidden("event %s has prev_events this server does not have", ev.ID)
+			}
+			fetched = append(fetched, st)
 		}
-		if err := e.stateBefore(ctx, r, prevs, d); err != nil {
+		if err := e.stateBefore(ctx, r, prevs, fetched, opts.known, d); err != nil {
 			return nil, err
 		}
 	}
@@ -301,7 +480,72 @@ func (e *Engine) checkRemote(ctx context.Context, r *room, ev *Event, opts recei
 		return nil, nil
 	}
 	addUnsigned(ev, beforeState)
+	if err := e.redactionFacts(ctx, r, head, ev, d); err != nil {
+		return nil, err
+	}
 	return e.acceptInto(ctx, r, head, ev, d, opts.known)
+}
+
+// redactionFacts settles the redactions ev takes part in. A redaction of
+// an event of another server is applied only when its sender may redact
+// (room versions 3 and later leave this check to the server applying the
+// redaction); an event that a redaction received before it targets is
+// stored redacted under the same rule.
+func (e *Engine) redactionFacts(ctx context.Context, r *room, st *roomState, ev *Event, d *dagFacts) error {
+	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {
+		if target, err := e.Event(ctx, *ev.PDU.Redacts); err == nil && target.RoomID == r.id && !redactionAllowed(st, ev, target) {
+			d.skipRedaction = true
+		}
+	}
+	rows, err := e.db.Query(ctx, "SELECT redaction_id FROM pending_redactions WHERE target_id = $1 AND room_id = $2", ev.ID, r.id)
+	if err != nil {
+		return fmt.Errorf("pending redactions: %w", err)
+	}
+	var ids []id.EventID
+	for rows.Next() {
+		var rid id.EventID
+		if err := rows.Scan(&rid); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, rid)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(ids) == 0 {
+		return err
+	}
+	reds, err := e.timelineEvents(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for _, red := range reds {
+		if red.RoomID != r.id || !redactionAllowed(st, red, ev) {
+			continue
+		}
+		because, _ := json.Marshal(red.Client(ClientOptions{}))
+		unsigned, _ := json.Marshal(map[string]json.RawMessage{"redacted_because": because})
+		b, err := redactStored(ev.JSON, r.version, unsigned)
+		if err != nil {
+			return fmt.Errorf("redact event: %w", err)
+		}
+		p, err := parsePDU(b)
+		if err != nil {
+			return fmt.Errorf("parse redacted event: %w", err)
+		}
+		ev.PDU, ev.JSON, ev.RedactedBy = p, b, red.ID
+		return nil
+	}
+	return nil
+}
+
+// redactionAllowed reports whether red may redact target: its sender is
+// of the target sender's server, or has the redact power level in st.
+func redactionAllowed(st *roomState, red, target *Event) bool {
+	if red.Sender.Homeserver() == target.Sender.Homeserver() {
+		return true
+	}
+	pl := st.powerLevels()
+	return pl.GetUserLevel(red.Sender) >= pl.Redact()
 }
 
 // acceptInto works out the room's extremities and current state once ev,
@@ -316,7 +560,15 @@ func (e *Engine) acceptInto(ctx context.Context, r *room, head *roomState, ev *E
 	case len(ext) == 1 && sameState(d.before, headIDs):
 		// The straight line: the event follows the current state.
 		d.current = afterEv
-		after = head.with(r.version, ev)
+		if d.skipRedaction {
+			// The state keeps the target as it is.
+			kept := *ev
+			pd := *ev.PDU
+			pd.Redacts, kept.PDU = nil, &pd
+			after = head.with(r.version, &kept)
+		} else {
+			after = head.with(r.version, ev)
+		}
 	case len(ext) == 1:
 		d.current = afterEv
 	default:
@@ -351,19 +603,23 @@ func (e *Engine) acceptInto(ctx context.Context, r *room, head *roomState, ev *E
 	return &accepted{ev: ev, after: after, dag: d}, nil
 }
 
-// stateBefore works out the state before an event from its prev_events,
-// all in the timeline.
-func (e *Engine) stateBefore(ctx context.Context, r *room, prevs []*Event, d *dagFacts) error {
+// stateBefore works out the state before an event from the states after
+// its prev_events: those in the timeline (prevs) and those fetched from
+// another server (whose events not stored yet are in known).
+func (e *Engine) stateBefore(ctx context.Context, r *room, prevs []*Event, fetched []idState, known map[id.EventID]*Event, d *dagFacts) error {
 	states, snaps, err := e.stateAfterEvents(ctx, prevs)
 	if err != nil {
 		return err
 	}
-	if len(states) == 1 {
+	if len(states) == 1 && len(fetched) == 0 {
 		d.before, d.beforeSnap, d.beforeBase = states[0], snaps[0], snaps[0]
 		return nil
 	}
-	d.beforeBase = snaps[0]
-	d.before, err = e.resolve(ctx, r.version, states, nil)
+	d.beforeBase = r.dbSnapshot
+	if len(snaps) > 0 {
+		d.beforeBase = snaps[0]
+	}
+	d.before, err = e.resolve(ctx, r.version, append(states, fetched...), known)
 	return err
 }
 

@@ -155,4 +155,19 @@ ALTER TABLE state_snapshots ADD COLUMN fork BOOLEAN NOT NULL DEFAULT FALSE;
 DROP INDEX state_snapshots_room;
 CREATE INDEX state_snapshots_room ON state_snapshots (room_id, fork, snapshot_id);
 `,
+}, {
+	// A redaction that arrives before its target (over federation, events
+	// come in any order) is remembered, and applied when the target
+	// arrives.
+	Component: "rooms",
+	Version:   6,
+	SQL: `
+CREATE TABLE pending_redactions (
+	target_id TEXT NOT NULL,
+	redaction_id TEXT NOT NULL,
+	room_id TEXT NOT NULL,
+	PRIMARY KEY (target_id, redaction_id)
+);
+CREATE INDEX pending_redactions_room ON pending_redactions (room_id);
+`,
 }}

@@ -1,0 +1,305 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/id"
+)
+
+const daveC = id.UserID("@dave:c")
+
+// TestFederatedNetsplit lets two servers make conflicting power level,
+// join rule and ban changes while apart, then exchange everything (a third
+// server gets it all too): every server ends with the same state, the
+// resolution's (the room admin's changes win over those of the user the
+// admin demoted), and every server's timeline has every message.
+func TestFederatedNetsplit(t *testing.T) {
+	for _, v := range []id.RoomVersion{id.RoomV10, id.RoomV12} {
+		t.Run("v"+string(v), func(t *testing.T) {
+			n := newFedNet(t, "a", "b", "c")
+			roomID := createFedRoom(t, n.e("a"), v, aliceA)
+			n.join("a", "b", roomID, bobB)
+			carolJoin, _ := n.join("a", "c", roomID, carolC)
+			n.deliver("a", carolJoin, "b")
+			n.assertSameState(roomID, "a", "b", "c")
+
+			pl := gjson.GetBytes(mustStateEvent(t, n.e("a"), roomID, "m.room.power_levels").PDU.Content, "@this").Raw
+			demoted := setJSON(t, pl, "users.@bob:b", 0)
+			var aSide, bSide []*Event
+			aSide = append(aSide,
+				n.send("a", roomID, stateProto(aliceA, "m.room.power_levels", "", demoted)),
+				n.send("a", roomID, stateProto(aliceA, "m.room.join_rules", "", `{"join_rule":"invite"}`)),
+				n.send("a", roomID, textProto(aliceA, "a during the split")))
+			bSide = append(bSide,
+				n.send("b", roomID, stateProto(bobB, "m.room.join_rules", "", `{"join_rule":"knock"}`)),
+				n.send("b", roomID, stateProto(bobB, "m.room.member", string(daveC), `{"membership":"ban"}`)),
+				n.send("b", roomID, stateProto(bobB, "m.room.topic", "", `{"topic":"bob's"}`)),
+				n.send("b", roomID, textProto(bobB, "b during the split")))
+			for _, ev := range aSide {
+				n.deliver("a", ev, "b", "c")
+			}
+			for _, ev := range bSide {
+				n.deliver("b", ev, "a", "c") // some are soft-failed on a and c: no error
+			}
+			state := n.assertSameState(roomID, "a", "b", "c")
+			if state[stateKey{"m.room.power_levels", ""}] != aSide[0].ID || state[stateKey{"m.room.join_rules", ""}] != aSide[1].ID {
+				t.Errorf("the admin's changes lost the resolution")
+			}
+			if _, ok := state[stateKey{"m.room.member", string(daveC)}]; ok || n.e("b").Membership(daveC, roomID) != "" {
+				t.Errorf("the demoted user's ban is in the resolved state")
+			}
+			if m := n.e("b").Membership(carolC, roomID); m != "join" {
+				t.Errorf("carol's membership on b = %q, want join", m)
+			}
+			// Messages of both sides are in every timeline; a message sent
+			// after the merge joins the forks.
+			n.deliver("b", n.send("b", roomID, textProto(bobB, "b after")), "a", "c")
+			n.deliver("c", n.send("c", roomID, textProto(carolC, "c after")), "a", "b")
+			n.assertSameState(roomID, "a", "b", "c")
+			for _, s := range []string{"a", "b", "c"} {
+				got := timelineBodies(t, n.e(s), roomID)
+				for _, want := range []string{"a during the split", "b during the split", "b after", "c after"} {
+					if !slices.Contains(got, want) {
+						t.Errorf("timeline of %s lacks %q: %q", s, want, got)
+					}
+				}
+			}
+		})
+	}
+}
+
+func mustStateEvent(t *testing.T, e *Engine, roomID id.RoomID, typ string) *Event {
+	t.Helper()
+	ev, err := e.StateEvent(context.Background(), roomID, typ, "")
+	if err != nil || ev == nil {
+		t.Fatalf("state %s: %v", typ, err)
+	}
+	return ev
+}
+
+func setJSON(t *testing.T, raw, path string, value any) string {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		t.Fatal(err)
+	}
+	parts := []string{"users", path[len("users."):]}
+	m[parts[0]].(map[string]any)[parts[1]] = value
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestSoftFail sends the message of a user whom the receiving server has
+// just banned, built on the state before the ban: it is soft-failed (kept
+// beside the timeline, not shown, not an extremity), while the sender's
+// server, receiving the ban, ends with the same state.
+func TestSoftFail(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "b")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV11, aliceA)
+	n.join("a", "b", roomID, bobB)
+	ban := n.send("a", roomID, stateProto(aliceA, "m.room.member", string(bobB), `{"membership":"ban"}`))
+	msg := n.send("b", roomID, textProto(bobB, "sent before b heard of the ban"))
+	extBefore := slices.Clone(n.e("a").view(t, roomID).extremities)
+	n.deliver("b", msg, "a") // soft-failed: no error
+	if got := timelineBodies(t, n.e("a"), roomID); slices.Contains(got, "sent before b heard of the ban") {
+		t.Errorf("a soft-failed event is in the timeline")
+	}
+	stored, err := n.e("a").anyEvents(ctx, []id.EventID{msg.ID})
+	if err != nil || stored[msg.ID] == nil || !stored[msg.ID].SoftFailed {
+		t.Fatalf("the event is not stored as soft-failed: %v", err)
+	}
+	if ext := n.e("a").view(t, roomID).extremities; !slices.Equal(ext, extBefore) {
+		t.Errorf("a soft-failed event changed the extremities: %v -> %v", extBefore, ext)
+	}
+	n.deliver("a", ban, "b")
+	n.assertSameState(roomID, "a", "b")
+	if m := n.e("b").Membership(bobB, roomID); m != "ban" {
+		t.Errorf("bob's membership on b = %q, want ban", m)
+	}
+	// Received again, a soft-failed event is answered the same way.
+	n.deliver("b", msg, "a")
+}
+
+func (e *Engine) view(t *testing.T, roomID id.RoomID) *roomState {
+	t.Helper()
+	r, err := e.room(context.Background(), roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.view()
+}
+
+// TestContentHashMismatch receives an event whose content was changed
+// after signing (the signature covers only the redacted form): it is
+// accepted and stored redacted.
+func TestContentHashMismatch(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "b")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV11, aliceA)
+	n.join("a", "b", roomID, bobB)
+	msg := n.send("b", roomID, textProto(bobB, "original"))
+	var m map[string]any
+	if err := json.Unmarshal(msg.JSON, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["content"] = map[string]any{"msgtype": "m.text", "body": "tampered"}
+	tampered, _ := json.Marshal(m)
+	evID, err := n.e("a").ReceivePDU(ctx, "b", tampered)
+	if err != nil || evID != msg.ID {
+		t.Fatalf("receive tampered event: %s, %v", evID, err)
+	}
+	stored, err := n.e("a").Event(ctx, msg.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := gjson.GetBytes(stored.PDU.Content, "body"); body.Exists() {
+		t.Errorf("the event is stored unredacted: %s", stored.JSON)
+	}
+}
+
+// TestGapFilling makes a server miss events: a few are fetched with
+// get_missing_events; past its limit, the state before the missing
+// prev_event comes from /state_ids and /event. Either way the state ends
+// equal and the event is accepted.
+func TestGapFilling(t *testing.T) {
+	n := newFedNet(t, "a", "b")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV10, aliceA)
+	n.join("a", "b", roomID, bobB)
+
+	for i := range 3 {
+		n.send("a", roomID, textProto(aliceA, fmt.Sprintf("missed %d", i)))
+	}
+	n.send("a", roomID, stateProto(aliceA, "m.room.topic", "", `{"topic":"missed topic"}`))
+	n.deliver("a", n.send("a", roomID, textProto(aliceA, "seen")), "b")
+	if n.missingAsked != 1 || n.stateAsked != 0 {
+		t.Errorf("get_missing_events asked %d times, state_ids %d; want 1, 0", n.missingAsked, n.stateAsked)
+	}
+	n.assertSameState(roomID, "a", "b")
+	if got := timelineBodies(t, n.e("b"), roomID); len(got) != 4 {
+		t.Errorf("b's timeline after filling the gap = %q", got)
+	}
+
+	// A gap wider than get_missing_events' limit.
+	for i := range missingEventsLimit + 5 {
+		n.send("a", roomID, textProto(aliceA, fmt.Sprintf("far %d", i)))
+	}
+	n.send("a", roomID, stateProto(aliceA, "m.room.name", "", `{"name":"named while b missed it"}`))
+	for i := range missingEventsLimit + 5 {
+		n.send("a", roomID, textProto(aliceA, fmt.Sprintf("farther %d", i)))
+	}
+	n.deliver("a", n.send("a", roomID, textProto(aliceA, "seen again")), "b")
+	if n.stateAsked == 0 {
+		t.Errorf("the wide gap was not filled through state_ids")
+	}
+	n.assertSameState(roomID, "a", "b")
+	n.deliver("b", n.send("b", roomID, textProto(bobB, "reply")), "a")
+	n.assertSameState(roomID, "a", "b")
+}
+
+// TestBackfillAndMissingEvents walks a room's DAG both ways and applies
+// history visibility per server.
+func TestBackfillAndMissingEvents(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "b")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV10, aliceA)
+	var msgs []*Event
+	for i := range 5 {
+		msgs = append(msgs, n.send("a", roomID, textProto(aliceA, fmt.Sprint(i))))
+	}
+	back, err := n.e("a").Backfill(ctx, roomID, []id.EventID{msgs[4].ID}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := eventIDs(back); !slices.Equal(got, []id.EventID{msgs[4].ID, msgs[3].ID, msgs[2].ID}) {
+		t.Errorf("backfill = %v", got)
+	}
+	missing, err := n.e("a").MissingEvents(ctx, roomID, []id.EventID{msgs[0].ID}, []id.EventID{msgs[4].ID}, 10, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := eventIDs(missing); !slices.Equal(got, []id.EventID{msgs[1].ID, msgs[2].ID, msgs[3].ID}) {
+		t.Errorf("missing events = %v", got)
+	}
+	// shared history: b sees nothing before it has a user in the room,
+	// everything once it has; joined history: only what follows the join.
+	if ok, err := n.e("a").ServerMaySee(ctx, "b", msgs[0]); err != nil || ok {
+		t.Errorf("b may see shared history with no user in the room: %v %v", ok, err)
+	}
+	n.join("a", "b", roomID, bobB)
+	if ok, err := n.e("a").ServerMaySee(ctx, "b", msgs[0]); err != nil || !ok {
+		t.Errorf("b may not see shared history once joined: %v %v", ok, err)
+	}
+	hv := n.send("a", roomID, stateProto(aliceA, "m.room.history_visibility", "", `{"history_visibility":"joined"}`))
+	n.deliver("a", hv, "b")
+	after := n.send("a", roomID, textProto(aliceA, "after"))
+	n.send("a", roomID, stateProto(aliceA, "m.room.member", string(bobB), `{"membership":"leave"}`))
+	late := n.send("a", roomID, textProto(aliceA, "late"))
+	for ev, want := range map[*Event]bool{after: true, late: false} {
+		if ok, err := n.e("a").ServerMaySee(ctx, "b", ev); err != nil || ok != want {
+			t.Errorf("ServerMaySee(b, %s) = %v, %v; want %v", gjson.GetBytes(ev.PDU.Content, "body").Str, ok, err, want)
+		}
+	}
+}
+
+// TestRedactionBeforeTarget delivers a redaction whose target the
+// receiving server has not seen (it lies beyond what get_missing_events
+// returns): the redaction is kept, and the target is stored redacted when
+// it arrives. A redaction by a user of another server without the power
+// to redact leaves its target alone.
+func TestRedactionBeforeTarget(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "b")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV11, aliceA)
+	n.join("a", "b", roomID, bobB)
+	target := n.send("b", roomID, textProto(bobB, "to be redacted"))
+	for i := range missingEventsLimit + 2 {
+		n.send("b", roomID, textProto(bobB, fmt.Sprint(i)))
+	}
+	red := n.send("b", roomID, Proto{Type: "m.room.redaction", Sender: bobB, Redacts: target.ID, Content: json.RawMessage(`{}`)})
+	n.deliver("b", red, "a")
+	if _, err := n.e("a").Event(ctx, target.ID); err == nil {
+		t.Fatalf("the target reached a before the redaction; the test needs it missing")
+	}
+	n.deliver("b", target, "a")
+	stored, err := n.e("a").Event(ctx, target.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gjson.GetBytes(stored.PDU.Content, "body").Exists() || stored.RedactedBy != red.ID {
+		t.Errorf("the target is not stored redacted by %s: %s (redacted by %q)", red.ID, stored.JSON, stored.RedactedBy)
+	}
+
+	// Bob (power 50, redact 50) may redact alice's message; after a
+	// demotion he may not, as a's server judges it.
+	msg := n.send("a", roomID, textProto(aliceA, "alice's"))
+	n.deliver("a", msg, "b")
+	pl := gjson.GetBytes(mustStateEvent(t, n.e("a"), roomID, "m.room.power_levels").PDU.Content, "@this").Raw
+	n.deliver("a", n.send("a", roomID, stateProto(aliceA, "m.room.power_levels", "", setJSON(t, pl, "users.@bob:b", 0))), "b")
+	if _, err := n.e("b").Send(ctx, roomID, Proto{Type: "m.room.redaction", Sender: bobB, Redacts: msg.ID, Content: json.RawMessage(`{}`)}); err == nil {
+		t.Fatalf("b let a user without power redact another server's event")
+	}
+	// A server that sends it anyway: the auth rules of room version 11
+	// allow the redaction event, but a does not apply it.
+	like := n.send("b", roomID, textProto(bobB, "after the demotion"))
+	n.deliver("b", like, "a")
+	raw := n.e("b").signedRaw(t, roomID, Proto{Type: "m.room.redaction", Sender: bobB, Content: json.RawMessage(fmt.Sprintf(`{"redacts":%q}`, msg.ID))}, like)
+	if _, err := n.e("a").ReceivePDU(ctx, "b", raw); err != nil {
+		t.Fatalf("receive the redaction: %v", err)
+	}
+	kept, err := n.e("a").Event(ctx, msg.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kept.RedactedBy != "" || !gjson.GetBytes(kept.PDU.Content, "body").Exists() {
+		t.Errorf("a redaction without power over another server's event was applied: %s", kept.JSON)
+	}
+}
