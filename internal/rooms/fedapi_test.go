@@ -449,3 +449,93 @@ func gjsonSet(t *testing.T, raw, path, value string) string {
 	}
 	return string(b)
 }
+
+// TestReceiveInvite invites a user of a server not in the room (the
+// invite is kept beside the timeline with its stripped state and moves the
+// user's membership; the invitee's server signs it), rejects it through
+// make_leave/send_leave, and invites another user of a server that is in
+// the room (the invite joins the DAG). Bad invites are refused.
+func TestReceiveInvite(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "b", "c")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV11, aliceA)
+	version := id.RoomV11
+	inv := n.send("a", roomID, stateProto(aliceA, "m.room.member", string(bobB), `{"membership":"invite"}`))
+	stripped := []json.RawMessage{json.RawMessage(`{"type":"m.room.name","state_key":"","sender":"@alice:a","content":{"name":"Over there"}}`),
+		json.RawMessage(`"not an event"`)}
+	signed, err := n.e("b").ReceiveInvite(ctx, "a", version, inv.JSON, stripped)
+	if err != nil {
+		t.Fatalf("receive invite: %v", err)
+	}
+	if !gjson.GetBytes(signed, "signatures.b").Exists() || !gjson.GetBytes(signed, "signatures.a").Exists() {
+		t.Errorf("the answered invite lacks a signature: %s", signed)
+	}
+	if m := n.e("b").Membership(bobB, roomID); m != "invite" {
+		t.Fatalf("bob's membership on b = %q, want invite", m)
+	}
+	kept, err := n.e("b").InviteState(ctx, inv.ID)
+	if err != nil || len(kept) != 1 || gjson.GetBytes(kept[0], "content.name").Str != "Over there" {
+		t.Errorf("invite state = %s, %v; want the name event only", kept, err)
+	}
+	if ev, err := n.e("b").Event(ctx, inv.ID); err != nil || !ev.Outlier {
+		t.Errorf("the invite is not loadable as an outlier: %v", err)
+	}
+	// The inviter's server records the invitee's signature too.
+	if _, err := n.e("a").ReceivePDU(ctx, "b", signed); err != nil {
+		t.Errorf("a receives the countersigned invite: %v", err)
+	}
+
+	// Rejecting it: make_leave on a, signed on b, send_leave on a, then b
+	// stores the leave.
+	_, tmpl, err := n.e("a").MembershipTemplate(ctx, roomID, bobB, "leave", nil)
+	if err != nil {
+		t.Fatalf("make_leave: %v", err)
+	}
+	leaveID, leave, err := n.e("b").SignTemplate(version, tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	storedLeave, err := n.e("a").ReceiveMembership(ctx, "b", roomID, leaveID, leave, "leave")
+	if err != nil {
+		t.Fatalf("send_leave: %v", err)
+	}
+	if _, err := n.e("b").StoreOutOfRoomMembership(ctx, version, storedLeave.JSON); err != nil {
+		t.Fatalf("store the leave: %v", err)
+	}
+	if m := n.e("b").Membership(bobB, roomID); m != "leave" {
+		t.Errorf("bob's membership on b after rejecting = %q, want leave", m)
+	}
+	if m := n.e("a").Membership(bobB, roomID); m != "leave" {
+		t.Errorf("bob's membership on a after rejecting = %q, want leave", m)
+	}
+
+	// A server in the room takes an invite into its DAG.
+	n.join("a", "c", roomID, carolC)
+	dan := id.UserID("@dan:c")
+	inv2 := n.send("a", roomID, stateProto(aliceA, "m.room.member", string(dan), `{"membership":"invite"}`))
+	if _, err := n.e("c").ReceiveInvite(ctx, "a", version, inv2.JSON, nil); err != nil {
+		t.Fatalf("invite into a room c is in: %v", err)
+	}
+	if ev, err := n.e("c").Event(ctx, inv2.ID); err != nil || ev.Outlier || ev.Pos == 0 {
+		t.Errorf("the invite is not in c's timeline: %v", err)
+	}
+	if m := n.e("c").Membership(dan, roomID); m != "invite" {
+		t.Errorf("dan's membership on c = %q", m)
+	}
+
+	for name, tc := range map[string]struct {
+		origin  string
+		version id.RoomVersion
+		raw     []byte
+		code    string
+	}{
+		"not our user":    {"a", version, n.send("a", roomID, stateProto(aliceA, "m.room.member", "@erin:c", `{"membership":"invite"}`)).JSON, "M_BAD_JSON"},
+		"origin mismatch": {"c", version, inv.JSON, "M_FORBIDDEN"},
+		"room version 1":  {"a", id.RoomV1, inv.JSON, "M_INCOMPATIBLE_ROOM_VERSION"},
+		"not an invite":   {"a", version, n.send("a", roomID, textProto(aliceA, "hi")).JSON, "M_BAD_JSON"},
+	} {
+		if _, err := n.e("b").ReceiveInvite(ctx, tc.origin, tc.version, tc.raw, nil); errCode(err) != tc.code {
+			t.Errorf("%s: %v, want %s", name, err, tc.code)
+		}
+	}
+}

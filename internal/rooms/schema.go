@@ -158,7 +158,8 @@ CREATE INDEX state_snapshots_room ON state_snapshots (room_id, fork, snapshot_id
 }, {
 	// A redaction that arrives before its target (over federation, events
 	// come in any order) is remembered, and applied when the target
-	// arrives.
+	// arrives. An invite to a room this node is not in keeps the stripped
+	// state the inviting server sent, which /sync shows with it.
 	Component: "rooms",
 	Version:   6,
 	SQL: `
@@ -169,5 +170,11 @@ CREATE TABLE pending_redactions (
 	PRIMARY KEY (target_id, redaction_id)
 );
 CREATE INDEX pending_redactions_room ON pending_redactions (room_id);
+CREATE TABLE invite_state (
+	event_id TEXT PRIMARY KEY,
+	room_id TEXT NOT NULL,
+	state TEXT NOT NULL
+);
+CREATE INDEX invite_state_room ON invite_state (room_id);
 `,
 }}

@@ -778,8 +778,24 @@ var strippedTypes = []string{"m.room.create", "m.room.name", "m.room.avatar", "m
 // them), and memberEvent itself, in full. The create event is given in
 // full too (MSC4311): in rooms of version 12 its event ID is the room ID,
 // which lets clients check the room they are invited to.
+//
+// For a room this node is not in (an invite received over federation) it
+// is the stripped state the inviting server sent, then memberEvent.
 func StrippedState(ctx context.Context, eng *rooms.Engine, roomID id.RoomID, memberEvent *rooms.Event) []any {
 	var out []any
+	if _, err := eng.Version(ctx, roomID); errors.Is(err, rooms.ErrNoRoom) {
+		if memberEvent == nil {
+			return nil
+		}
+		stripped, err := eng.InviteState(ctx, memberEvent.ID)
+		if err != nil {
+			return nil
+		}
+		for _, raw := range stripped {
+			out = append(out, raw)
+		}
+		return append(out, memberEvent.Client(rooms.ClientOptions{OmitRoomID: true}))
+	}
 	add := func(evType, sk string) {
 		ev, err := eng.StateEvent(ctx, roomID, evType, sk)
 		switch {
