@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 
@@ -302,4 +303,33 @@ func TestRedactionBeforeTarget(t *testing.T) {
 	if kept.RedactedBy != "" || !gjson.GetBytes(kept.PDU.Content, "body").Exists() {
 		t.Errorf("a redaction without power over another server's event was applied: %s", kept.JSON)
 	}
+}
+
+// FuzzReceivePDU feeds arbitrary bytes as a PDU from b to a room that b
+// shares with a: ReceivePDU never panics, and a refused PDU changes
+// neither the room's state nor its timeline.
+func FuzzReceivePDU(f *testing.F) {
+	ctx := context.Background()
+	n := newFedNet(f, "a", "b")
+	roomID := createFedRoom(f, n.e("a"), id.RoomV11, aliceA)
+	n.join("a", "b", roomID, bobB)
+	msg := n.send("b", roomID, textProto(bobB, "seed"))
+	topic := n.send("b", roomID, stateProto(bobB, "m.room.topic", "", `{"topic":"seed"}`))
+	for _, seed := range [][]byte{msg.JSON, topic.JSON, []byte(`{}`), []byte(`{"room_id":"` + string(roomID) + `"}`),
+		[]byte(`{"room_id":"` + string(roomID) + `","type":"m.room.message","sender":"@bob:b","depth":-1,"prev_events":[],"auth_events":[],"content":{}}`)} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		before := currentStateIDs(t, n.e("a"), roomID)
+		lastPos := n.e("a").LastPos(ctx, roomID)
+		if _, err := n.e("a").ReceivePDU(ctx, "b", raw); err == nil {
+			return
+		}
+		if after := currentStateIDs(t, n.e("a"), roomID); !maps.Equal(before, after) {
+			t.Errorf("a refused PDU changed the state")
+		}
+		if got := n.e("a").LastPos(ctx, roomID); got != lastPos {
+			t.Errorf("a refused PDU moved the timeline from %d to %d", lastPos, got)
+		}
+	})
 }

@@ -21,13 +21,13 @@ import (
 // each engine's Remote answers from the other engines, so both sides run
 // their real code paths.
 type fedNet struct {
-	t       *testing.T
+	t       testing.TB
 	servers map[string]*testEnv
 	// missingAsked and stateAsked count the gap-filling requests.
 	missingAsked, stateAsked int
 }
 
-func newFedNet(t *testing.T, names ...string) *fedNet {
+func newFedNet(t testing.TB, names ...string) *fedNet {
 	t.Helper()
 	n := &fedNet{t: t, servers: map[string]*testEnv{}}
 	for _, name := range names {
@@ -152,7 +152,7 @@ func (n *fedNet) send(server string, roomID id.RoomID, p Proto) *Event {
 }
 
 // currentStateIDs returns a server's current state of the room as IDs.
-func currentStateIDs(t *testing.T, e *Engine, roomID id.RoomID) map[stateKey]id.EventID {
+func currentStateIDs(t testing.TB, e *Engine, roomID id.RoomID) map[stateKey]id.EventID {
 	t.Helper()
 	evs, err := e.CurrentState(context.Background(), roomID)
 	if err != nil {
@@ -193,7 +193,7 @@ func timelineBodies(t *testing.T, e *Engine, roomID id.RoomID) []string {
 
 // createFedRoom creates a public room on server a by its user alice, in
 // which bob of server b may change state.
-func createFedRoom(t *testing.T, e *Engine, v id.RoomVersion, creator id.UserID, extra ...Proto) id.RoomID {
+func createFedRoom(t testing.TB, e *Engine, v id.RoomVersion, creator id.UserID, extra ...Proto) id.RoomID {
 	t.Helper()
 	users := map[id.UserID]int{}
 	if !v.PrivilegedRoomCreators() {
@@ -291,6 +291,28 @@ func testFederatedRoom(t *testing.T, v id.RoomVersion) {
 
 	// A third server joins the resolved room.
 	stored, _ := n.join("a", "c", roomID, carolC)
+	// omit_members (MSC3706): no member event but the joiner's own, and
+	// the auth chain of what remains.
+	full, _, err := n.e("a").StateBefore(ctx, roomID, stored.ID, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lazy, lazyChain, err := n.e("a").StateBefore(ctx, roomID, stored.ID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, raw := range lazy {
+		if gjson.GetBytes(raw, "type").Str == "m.room.member" && gjson.GetBytes(raw, "state_key").Str != string(carolC) {
+			t.Errorf("omit_members kept %s's member event", gjson.GetBytes(raw, "state_key").Str)
+		}
+	}
+	if len(lazy) >= len(full) || len(lazyChain) == 0 {
+		t.Errorf("omit_members: %d of %d state events, %d in the auth chain", len(lazy), len(full), len(lazyChain))
+	}
+	stateIDList, chainIDs, err := n.e("a").StateIDsBefore(ctx, roomID, stored.ID)
+	if err != nil || len(stateIDList) != len(full) || len(chainIDs) == 0 {
+		t.Errorf("state_ids: %d state, %d chain, %v", len(stateIDList), len(chainIDs), err)
+	}
 	n.deliver("a", stored, "b")
 	final := n.assertSameState(roomID, "a", "b", "c")
 	if final[stateKey{"m.room.member", string(carolC)}] != stored.ID {
@@ -349,6 +371,10 @@ func TestFederatedRestrictedJoin(t *testing.T) {
 	}
 	if _, _, err := n.e("a").MembershipTemplate(ctx, roomID, carolC, "join", []id.RoomVersion{id.RoomV9}); errCode(err) != "M_INCOMPATIBLE_ROOM_VERSION" {
 		t.Errorf("make_join from a server without the room's version: %v, want M_INCOMPATIBLE_ROOM_VERSION", err)
+	}
+	v1Room := createFedRoom(t, n.e("a"), id.RoomV1, aliceA)
+	if _, _, err := n.e("a").MembershipTemplate(ctx, v1Room, carolC, "join", nil); errCode(err) != "M_UNSUPPORTED_ROOM_VERSION" {
+		t.Errorf("make_join in a room of version 1: %v, want M_UNSUPPORTED_ROOM_VERSION", err)
 	}
 }
 

@@ -554,21 +554,24 @@ func (e *Engine) acceptInto(ctx context.Context, r *room, head *roomState, ev *E
 	ext := extremitiesAfter(head.extremities, ev)
 	depth := max(head.depth, ev.Depth)
 	afterEv := withState(d.before, ev)
+	if len(ext) == 1 && d.beforeSnap != 0 && d.beforeSnap == r.dbSnapshot {
+		// The straight line (the event follows the current state, the
+		// snapshot the room's writes left): nothing to compare or load.
+		d.current, d.evIsCurrent = afterEv, true
+		d.currentChanged = ev.IsState()
+		if ev.Type == "m.room.member" && ev.StateKey != nil {
+			d.changedMembers = []id.UserID{id.UserID(*ev.StateKey)}
+		}
+		after := straightAfter(r.version, head, ev, d)
+		after.extremities, after.depth = ext, depth
+		return &accepted{ev: ev, after: after, dag: d}, nil
+	}
 	headIDs := idsOf(head)
 	var after *roomState
 	switch {
 	case len(ext) == 1 && sameState(d.before, headIDs):
-		// The straight line: the event follows the current state.
 		d.current = afterEv
-		if d.skipRedaction {
-			// The state keeps the target as it is.
-			kept := *ev
-			pd := *ev.PDU
-			pd.Redacts, kept.PDU = nil, &pd
-			after = head.with(r.version, &kept)
-		} else {
-			after = head.with(r.version, ev)
-		}
+		after = straightAfter(r.version, head, ev, d)
 	case len(ext) == 1:
 		d.current = afterEv
 	default:
@@ -601,6 +604,19 @@ func (e *Engine) acceptInto(ctx context.Context, r *room, head *roomState, ev *E
 	d.evIsCurrent = sameState(d.current, afterEv)
 	d.changedMembers = changedMemberKeys(head, d.current)
 	return &accepted{ev: ev, after: after, dag: d}, nil
+}
+
+// straightAfter is the state after ev, which follows the current state
+// head.
+func straightAfter(v id.RoomVersion, head *roomState, ev *Event, d *dagFacts) *roomState {
+	if !d.skipRedaction {
+		return head.with(v, ev)
+	}
+	// The state keeps the redaction's target as it is.
+	kept := *ev
+	pd := *ev.PDU
+	pd.Redacts, kept.PDU = nil, &pd
+	return head.with(v, &kept)
 }
 
 // stateBefore works out the state before an event from the states after
