@@ -51,6 +51,8 @@ type Hooks struct {
 	DeviceDeleted []func(ctx context.Context, user id.UserID, device id.DeviceID)
 	// DeviceAdded runs after a device was created.
 	DeviceAdded []func(ctx context.Context, user id.UserID, device id.DeviceID)
+	// DeviceRenamed runs after a device's display name was set.
+	DeviceRenamed []func(ctx context.Context, user id.UserID, device id.DeviceID)
 	// Deactivated runs after an account was deactivated (leave rooms, drop keys).
 	Deactivated []func(ctx context.Context, user id.UserID)
 	// ProfileChanged runs after the display name or avatar changed.
@@ -375,9 +377,10 @@ func (s *Service) GetDevice(ctx context.Context, uid id.UserID, dev id.DeviceID)
 	return d, nil
 }
 
-// RenameDevice sets a device's display name.
+// RenameDevice sets a device's display name, then runs the DeviceRenamed
+// hooks.
 func (s *Service) RenameDevice(ctx context.Context, uid id.UserID, dev id.DeviceID, name string) error {
-	return s.db.Write(ctx, func(tx *storage.Tx) error {
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		res, err := tx.Exec(ctx, "UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3", name, uid, dev)
 		if err != nil {
 			return err
@@ -387,6 +390,13 @@ func (s *Service) RenameDevice(ctx context.Context, uid id.UserID, dev id.Device
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	for _, h := range s.Hooks.DeviceRenamed {
+		h(ctx, uid, dev)
+	}
+	return nil
 }
 
 // DeleteDevice removes a device with its tokens, then the node runs the

@@ -118,3 +118,25 @@ func toStrings(v any) []string {
 	}
 	return out
 }
+
+// TestDeviceRenameChangesDeviceList: renaming a device with keys is a
+// change of its owner's device list (the name is in the keys' unsigned
+// part): users sharing a room see the owner in device_lists.changed and
+// the new name in /keys/query.
+func TestDeviceRenameChangesDeviceList(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		alice, bob := n.Register("alice"), n.Register("bob")
+		shareRoom(t, alice, bob)
+		testnode.Call(t, bob, "POST", v3+"/keys/upload", map[string]any{"device_keys": newFakeDevice(t, bob).deviceKeys(t)}).OK(t)
+		since := syncOnce(t, alice, "", 0)["next_batch"].(string)
+		testnode.Call(t, bob, "PUT", v3+"/devices/"+string(bob.DeviceID), map[string]any{"display_name": "Bob's phone"}).OK(t)
+		s := syncOnce(t, alice, since, 0)
+		if !slices.Contains(deviceList(s, "changed"), string(bob.UserID)) {
+			t.Fatalf("changed = %v after Bob renamed his device, want Bob", deviceList(s, "changed"))
+		}
+		q := testnode.Call(t, alice, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(bob.UserID): []string{}}}).OK(t)
+		if name := get(q, "device_keys", string(bob.UserID), string(bob.DeviceID), "unsigned", "device_display_name"); name != "Bob's phone" {
+			t.Errorf("device_display_name = %v, want the new name", name)
+		}
+	})
+}

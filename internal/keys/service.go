@@ -70,7 +70,8 @@ type Service struct {
 	fed  FederationClient
 	edus EDUSender
 	// remoteMu guards remoteCached (the remote users whose device list is
-	// cached) and resyncing (those whose list is being fetched).
+	// cached) and resyncing (those whose list is being fetched, true when
+	// it must be fetched once more after).
 	remoteMu     gosync.Mutex
 	remoteCached map[id.UserID]bool
 	resyncing    map[id.UserID]bool
@@ -158,6 +159,33 @@ func (s *Service) OnDeviceDeleted(ctx context.Context, user id.UserID, device id
 		return
 	}
 	if hadKeys {
+		s.wakeSharers(ctx, user)
+		s.announceDevices(ctx, changes)
+	}
+}
+
+// OnDeviceRenamed tells the users who share a room with a device's owner,
+// and their servers, that the device's display name changed, when the
+// device has keys (others know nothing of it).
+func (s *Service) OnDeviceRenamed(ctx context.Context, user id.UserID, device id.DeviceID) {
+	hasKeys := false
+	var changes []deviceChange
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		changes = changes[:0]
+		var n int
+		if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM e2e_device_keys WHERE user_id = $1 AND device_id = $2", user, device).Scan(&n); err != nil {
+			return err
+		}
+		if hasKeys = n > 0; !hasKeys {
+			return nil
+		}
+		return s.recordDeviceChange(ctx, tx, user, device, &changes)
+	})
+	if err != nil {
+		s.log.Error("record renamed device", "user_id", user, "device_id", device, "err", err)
+		return
+	}
+	if hasKeys {
 		s.wakeSharers(ctx, user)
 		s.announceDevices(ctx, changes)
 	}
