@@ -143,6 +143,9 @@ func (s *Service) browser(w http.ResponseWriter, r *http.Request) *browserSessio
 		if b, ok := s.browsers.get(c.Value); ok {
 			return b
 		}
+		if b, ok := s.anonymous.get(c.Value); ok {
+			return b
+		}
 	}
 	return s.startBrowserSession(w, r, "")
 }
@@ -152,18 +155,30 @@ func (s *Service) browser(w http.ResponseWriter, r *http.Request) *browserSessio
 // session id planted before the login is worth nothing.
 func (s *Service) startBrowserSession(w http.ResponseWriter, r *http.Request, user id.UserID) *browserSession {
 	b := &browserSession{id: randomToken(32), user: user, csrf: randomToken(32)}
-	s.browsers.put(b.id, b)
+	store, lifetime := s.browsers, browserSessionLifetime
+	if user == "" {
+		// Anyone can start these: kept apart, so that a flood of them
+		// cannot push out the sessions of people who logged in.
+		store, lifetime = s.anonymous, anonymousSessionLifetime
+	}
+	store.put(b.id, b)
 	http.SetCookie(w, &http.Cookie{
 		Name: sessionCookie, Value: b.id, Path: "/",
-		MaxAge: int(browserSessionLifetime.Seconds()), HttpOnly: true,
+		MaxAge: int(lifetime.Seconds()), HttpOnly: true,
 		Secure: strings.HasPrefix(s.opts.BaseURL(), "https://"), SameSite: http.SameSiteLaxMode,
 	})
 	return b
 }
 
+// forgetBrowserSession drops a session from memory.
+func (s *Service) forgetBrowserSession(b *browserSession) {
+	s.browsers.delete(b.id)
+	s.anonymous.delete(b.id)
+}
+
 // endBrowserSession logs the browser out.
 func (s *Service) endBrowserSession(w http.ResponseWriter, b *browserSession) {
-	s.browsers.delete(b.id)
+	s.forgetBrowserSession(b)
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteLaxMode})
 }
 
@@ -176,7 +191,7 @@ func (s *Service) loggedIn(w http.ResponseWriter, r *http.Request) (*browserSess
 	}
 	u, ok, err := s.accounts.GetUser(r.Context(), b.user)
 	if err != nil || !ok || u.Deactivated || u.Locked {
-		s.browsers.delete(b.id)
+		s.forgetBrowserSession(b)
 		return s.startBrowserSession(w, r, ""), false
 	}
 	return b, true
@@ -251,7 +266,7 @@ func (s *Service) postLogin(w http.ResponseWriter, r *http.Request) {
 		s.render(w, status, "login", p)
 		return
 	}
-	s.browsers.delete(b.id)
+	s.forgetBrowserSession(b)
 	s.startBrowserSession(w, r, uid)
 	redirect(w, r, next)
 }
@@ -306,7 +321,7 @@ func (s *Service) postSignup(w http.ResponseWriter, r *http.Request) {
 		s.render(w, status, "signup", p)
 		return
 	}
-	s.browsers.delete(b.id)
+	s.forgetBrowserSession(b)
 	s.startBrowserSession(w, r, uid)
 	redirect(w, r, next)
 }

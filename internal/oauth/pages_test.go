@@ -284,3 +284,20 @@ func TestLoginPageRateLimited(t *testing.T) {
 		t.Fatalf("/login after the page's guesses: %d", r.Status)
 	}
 }
+
+// TestClientRegistrationRateLimited limits dynamic client registration
+// per client IP, as /register is.
+func TestClientRegistrationRateLimited(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite, func(c *config.Config) {
+		c.RateLimit, c.RateLimitRegPerMin, c.RateLimitRegBurst = true, 1, 2
+	})
+	meta := map[string]any{"client_uri": appURI, "redirect_uris": []string{appURI + "cb"}}
+	for i := range 2 {
+		if r := n.Do(t, "POST", "/oauth2/register", "", meta, testnode.NoSpecCheck()); r.Status != http.StatusCreated {
+			t.Fatalf("registration %d: %d %s", i, r.Status, r.Body)
+		}
+	}
+	if r := n.Do(t, "POST", "/oauth2/register", "", meta, testnode.NoSpecCheck()); r.Status != http.StatusTooManyRequests {
+		t.Fatalf("registration past the burst: %d %s", r.Status, r.Body)
+	}
+}

@@ -26,8 +26,10 @@ const (
 	codeLifetime           = 5 * time.Minute
 	deviceGrantLifetime    = 10 * time.Minute
 	browserSessionLifetime = 12 * time.Hour
-	devicePollInterval     = 5 * time.Second
-	maxPending             = 100000
+	// anonymousSessionLifetime bounds a browser session nobody logged in to.
+	anonymousSessionLifetime = time.Hour
+	devicePollInterval       = 5 * time.Second
+	maxPending               = 100000
 )
 
 // Options configure the service.
@@ -60,8 +62,9 @@ type Service struct {
 	devices  *expiring[*deviceGrant]
 	// userCodes maps a device grant's user code to its device code.
 	userCodes *expiring[string]
-	browsers  *expiring[*browserSession]
-	idTokens  *idTokenSigner // nil: no ID tokens
+	browsers  *expiring[*browserSession] // logged in
+	anonymous *expiring[*browserSession] // not logged in yet
+	idTokens  *idTokenSigner             // nil: no ID tokens
 }
 
 // New returns the service.
@@ -76,6 +79,7 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, opts Options) 
 		devices:   newExpiring[*deviceGrant](deviceGrantLifetime, maxPending),
 		userCodes: newExpiring[string](deviceGrantLifetime, maxPending),
 		browsers:  newExpiring[*browserSession](browserSessionLifetime, maxPending),
+		anonymous: newExpiring[*browserSession](anonymousSessionLifetime, maxPending),
 		idTokens:  newIDTokenSigner(opts.ServerKey),
 	}
 }

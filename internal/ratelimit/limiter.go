@@ -219,6 +219,8 @@ func (l *Limiter) Wrap(kind string, h http.Handler) http.Handler {
 var Routes = map[string]string{
 	"POST /_matrix/client/v3/register":                                      Register,
 	"POST /oauth2/signup":                                                   Register,
+	"POST /oauth2/register":                                                 Register, // OAuth client registration
+	"POST /oauth2/device_authorization":                                     Register,
 	"PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}":        Send,
 	"PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey...}": Send,
 	"PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}":        Send,
