@@ -34,7 +34,10 @@ const (
 // clients send today (matrix-rust-sdk, matrix-js-sdk) and the ones the
 // MSC's latest text names: pos and timeout in the query or the body,
 // ranges or range, is_invite or is_invited, required_state as
-// [type, state_key] pairs or as an include/exclude object.
+// [type, state_key] pairs or as an include/exclude object. Room
+// subscriptions are sticky, as MSC3575 made them and matrix-js-sdk
+// expects: they hold for the connection until unsubscribe_rooms names
+// them; clients that send them all each time are served alike.
 type slidingRequest struct {
 	ConnID            string                     `json:"conn_id"`
 	TxnID             string                     `json:"txn_id"`
@@ -43,6 +46,7 @@ type slidingRequest struct {
 	SetPresence       string                     `json:"set_presence"`
 	Lists             map[string]*slidingList    `json:"lists"`
 	RoomSubscriptions map[id.RoomID]*roomConfig  `json:"room_subscriptions"`
+	UnsubscribeRooms  []id.RoomID                `json:"unsubscribe_rooms"`
 	Extensions        map[string]json.RawMessage `json:"extensions"`
 	extensions        extensionsConfig           // Extensions, parsed by check
 }
@@ -107,7 +111,7 @@ type requiredState struct {
 	exclude []StateKey
 	lazy    bool
 
-	canonical string // String's result, once computed
+	canonical string // String's result, computed when the request is read
 }
 
 // UnmarshalJSON reads required_state as [type, state_key] pairs (what
@@ -133,6 +137,7 @@ func (rs *requiredState) UnmarshalJSON(b []byte) error {
 			}
 			rs.include = append(rs.include, StateKey{p[0], p[1]})
 		}
+		rs.canonical = rs.format()
 		return nil
 	}
 	type element struct {
@@ -164,6 +169,7 @@ func (rs *requiredState) UnmarshalJSON(b []byte) error {
 		rs.exclude = append(rs.exclude, pattern(e))
 	}
 	rs.lazy = obj.LazyMembers
+	rs.canonical = rs.format()
 	return nil
 }
 
@@ -198,15 +204,10 @@ func (rs *requiredState) wants(typ, key string, me id.UserID, lazy map[id.UserID
 	return false
 }
 
-// String is a canonical form of the selection, to tell whether it changed.
-// It is computed once per request, however many rooms the selection
-// covers (an empty selection costs nothing to recompute).
-func (rs *requiredState) String() string {
-	if rs.canonical == "" {
-		rs.canonical = rs.format()
-	}
-	return rs.canonical
-}
+// String is a canonical form of the selection, to tell whether it
+// changed. It is computed once, when the request is read, however many
+// rooms the selection covers.
+func (rs *requiredState) String() string { return rs.canonical }
 
 func (rs *requiredState) format() string {
 	var b strings.Builder

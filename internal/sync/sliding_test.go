@@ -271,7 +271,8 @@ func mustJSON(v any) string {
 
 // TestSlidingSyncRoomSubscription: a subscribed room (Element X opening
 // one) gets its newest 20 events, limited, with a prev_batch that
-// /messages continues from, and the members of the senders.
+// /messages continues from, and the members of the senders; subscriptions
+// hold for the connection until unsubscribed.
 func TestSlidingSyncRoomSubscription(t *testing.T) {
 	n := testnode.Start(t, testnode.SQLite)
 	alice, bob := n.Register("alice"), n.Register("bob")
@@ -311,6 +312,23 @@ func TestSlidingSyncRoomSubscription(t *testing.T) {
 	slices.Reverse(older)
 	if !slices.Equal(older, sent[:10]) {
 		t.Fatalf("/messages from prev_batch = %v, want %v", older, sent[:10])
+	}
+
+	// Subscriptions are sticky (matrix-js-sdk sends each once) until
+	// unsubscribe_rooms names them.
+	conn.sync(t, subscriptionRequest(other), 0)
+	m1, m2 := sendText(t, bob, room, "sticky"), sendText(t, alice, other, "other")
+	resp = conn.sync(t, nil, 0)
+	if r, o := resp.Rooms[room], resp.Rooms[other]; r == nil || o == nil ||
+		!slices.Equal(r.timelineIDs(), []id.EventID{m1}) || !slices.Equal(o.timelineIDs(), []id.EventID{m2}) {
+		t.Fatalf("without room_subscriptions: rooms %s, want both subscribed rooms", mustJSON(resp.Rooms))
+	}
+	conn.sync(t, map[string]any{"unsubscribe_rooms": []id.RoomID{room}}, 0)
+	sendText(t, bob, room, "unsubscribed")
+	m3 := sendText(t, alice, other, "still subscribed")
+	resp = conn.sync(t, nil, 0)
+	if resp.Rooms[room] != nil || resp.Rooms[other] == nil || !slices.Equal(resp.Rooms[other].timelineIDs(), []id.EventID{m3}) {
+		t.Fatalf("after unsubscribing: rooms %s, want only %s", mustJSON(resp.Rooms), other)
 	}
 }
 

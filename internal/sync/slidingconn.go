@@ -56,6 +56,8 @@ type connState struct {
 	// subscriptions matched: a room entering it gets its receipts and
 	// room account data in full.
 	window map[id.RoomID]bool
+	// subscriptions are the connection's room subscriptions.
+	subscriptions map[id.RoomID]*roomConfig
 }
 
 // roomSent is what a connection knows of one room.
@@ -78,7 +80,10 @@ type roomSent struct {
 
 // newConnState is the state of a connection that has been sent nothing.
 func newConnState() *connState {
-	return &connState{token: Token{initial: true}, rooms: map[id.RoomID]roomSent{}, counts: map[string]int{}, window: map[id.RoomID]bool{}}
+	return &connState{
+		token: Token{initial: true}, rooms: map[id.RoomID]roomSent{}, counts: map[string]int{},
+		window: map[id.RoomID]bool{}, subscriptions: map[id.RoomID]*roomConfig{},
+	}
 }
 
 // slidingConn is one connection: the states of its recent positions.

@@ -189,7 +189,7 @@ func (b *slidingBuild) scope(c *extensionConfig, list []listRoom) map[id.RoomID]
 			out[r] = true
 		}
 	}
-	for r := range b.req.RoomSubscriptions {
+	for r := range b.next.subscriptions {
 		if joined[r] && (slices.Contains(c.Rooms, "*") || slices.Contains(c.Rooms, string(r))) {
 			out[r] = true
 		}

@@ -11,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/rooms"
 )
 
@@ -49,10 +50,17 @@ type roomFacts struct {
 }
 
 func (s *Service) buildSliding(ctx context.Context, sess *accounts.Session, req *slidingRequest, prev *connState) (*SlidingResponse, *connState, error) {
+	subs, err := subscriptions(prev.subscriptions, req)
+	if err != nil {
+		return nil, nil, err
+	}
 	to := Token{Pos: s.db.Visible(), Eph: s.Eph.Load()}
 	b := &slidingBuild{
 		s: s, req: req, prev: prev,
-		next:  &connState{token: to, rooms: maps.Clone(prev.rooms), counts: map[string]int{}, window: map[id.RoomID]bool{}},
+		next: &connState{
+			token: to, rooms: maps.Clone(prev.rooms), counts: map[string]int{}, window: map[id.RoomID]bool{},
+			subscriptions: subs,
+		},
 		creq:  &Request{User: sess.UserID, Device: sess.DeviceID, Since: prev.token, To: to, FullState: prev.token.initial, NewlyJoined: map[id.RoomID]bool{}},
 		resp:  &SlidingResponse{TxnID: req.TxnID, Lists: map[string]SlidingListResult{}, Rooms: map[id.RoomID]*SlidingRoom{}, Extensions: map[string]any{}},
 		facts: map[id.RoomID]*roomFacts{}, windowLists: map[id.RoomID][]string{},
@@ -96,6 +104,24 @@ func (s *Service) buildSliding(ctx context.Context, sess *accounts.Session, req 
 		b.resp.news = true
 	}
 	return b.resp, b.next, nil
+}
+
+// subscriptions returns the connection's room subscriptions after req:
+// those it had, less the rooms unsubscribed, plus (or replaced by) the
+// request's, at most maxSlidingSubscriptions of them.
+func subscriptions(had map[id.RoomID]*roomConfig, req *slidingRequest) (map[id.RoomID]*roomConfig, error) {
+	out := maps.Clone(had)
+	if out == nil {
+		out = map[id.RoomID]*roomConfig{}
+	}
+	for _, r := range req.UnsubscribeRooms {
+		delete(out, r)
+	}
+	maps.Copy(out, req.RoomSubscriptions)
+	if len(out) > maxSlidingSubscriptions {
+		return nil, mxhttp.InvalidParam("a connection has at most %d room subscriptions", maxSlidingSubscriptions)
+	}
+	return out, nil
 }
 
 // roomList returns the rooms lists choose from, newest activity first:
@@ -191,7 +217,7 @@ func (b *slidingBuild) match(ctx context.Context, list []listRoom) (map[id.RoomI
 	for _, lr := range list {
 		inList[lr.room] = true
 	}
-	for roomID, sub := range b.req.RoomSubscriptions {
+	for roomID, sub := range b.next.subscriptions {
 		if inList[roomID] { // rooms the user may see; others are ignored
 			config(roomID).add(sub)
 		}
