@@ -9,6 +9,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/config"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/remote"
 )
@@ -47,7 +48,7 @@ func (s *Service) UseFederation(q FederationQuerier) {
 // this node can ask for.
 func (s *Service) isRemote(uid id.UserID) bool {
 	_, server, err := uid.Parse()
-	return err == nil && server != s.opts.ServerName && s.remote != nil
+	return err == nil && server != s.opts.ServerName && config.ValidServerName(server) == nil && s.remote != nil
 }
 
 // remoteProfile asks uid's server for uid's profile: the fields it

@@ -60,6 +60,9 @@ func TestRemoteProfile(t *testing.T) {
 	nobody := id.NewUserID("nobody", b.Config.ServerName)
 	_, err = alice.GetProfile(ctx, nobody)
 	testnode.WantErr(t, err, "M_NOT_FOUND", http.StatusNotFound)
+	// A user ID whose server is no server name is nobody's: nothing is asked.
+	_, err = alice.GetProfile(ctx, "@x:not a server!")
+	testnode.WantErr(t, err, "M_NOT_FOUND", http.StatusNotFound)
 
 	// B's federation endpoint, asked directly by A.
 	var one map[string]any
