@@ -1,5 +1,6 @@
 // Package js runs the matrix-js-sdk end-to-end scenarios (scenario.mjs,
-// e2ee.mjs with the SDK's Rust crypto, and oauth.mjs, the OAuth 2.0 login)
+// e2ee.mjs with the SDK's Rust crypto, oauth.mjs, the OAuth 2.0 login, and
+// sliding.mjs, simplified sliding sync)
 // against a freshly built matrixos binary.
 //
 // The scenario needs node and the npm packages of this directory
@@ -46,6 +47,14 @@ func TestMatrixJSSDKE2EE(t *testing.T) {
 // code grant with its ID token, refresh and revoke.
 func TestMatrixJSSDKOAuth(t *testing.T) {
 	runScript(t, "oauth.mjs")
+}
+
+// TestMatrixJSSDKSlidingSync runs sliding.mjs: matrix-js-sdk's SlidingSync
+// (simplified sliding sync) drives a client through a room list of 200
+// rooms grown by ranges, a room subscription, and the to_device, e2ee,
+// account_data, typing and receipts extensions.
+func TestMatrixJSSDKSlidingSync(t *testing.T) {
+	runScript(t, "sliding.mjs")
 }
 
 // runScript builds cmd/matrixos, serves a node with open registration on a
