@@ -115,8 +115,14 @@ func (s *Service) quarantineRoomMedia(w http.ResponseWriter, r *http.Request, se
 	n := 0
 	for _, u := range uris {
 		server, mediaID, ok := strings.Cut(strings.TrimPrefix(u, "mxc://"), "/")
-		if !ok || server != s.serverName {
+		if !ok {
 			continue
+		}
+		if server != s.serverName {
+			// Another server's media counts once this node keeps a copy.
+			if kept, err := s.Media.Exists(r.Context(), server, mediaID); err != nil || !kept {
+				continue
+			}
 		}
 		if err := s.Media.Quarantine(r.Context(), server, mediaID, sess.UserID, true); err != nil {
 			s.log.Warn("quarantine room media", "room_id", roomID, "uri", u, "err", err)

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
@@ -46,7 +48,8 @@ func pngImage(t *testing.T, w, h int) []byte {
 // authenticated media API: with its type and file name, fetched from B once
 // however many ask at once, then served from A's store even with B gone;
 // a thumbnail of B's image; unknown media is 404. The deprecated
-// unauthenticated path serves only what A already kept.
+// unauthenticated path serves only what A already kept, and A's admin can
+// quarantine A's copy with the media of a room that links to it.
 func TestRemoteMedia(t *testing.T) {
 	for _, engine := range testnode.Engines {
 		t.Run(string(engine), func(t *testing.T) {
@@ -130,6 +133,20 @@ func TestRemoteMedia(t *testing.T) {
 			}
 			_, err = alice.DownloadBytes(ctx, id.ContentURI{Homeserver: b.Config.ServerName, FileID: "neverFetched"})
 			testnode.WantErr(t, err, "M_UNKNOWN", http.StatusBadGateway)
+
+			// A's admin quarantines the media of a room that links to B's
+			// file: A's copy is no longer served.
+			admin := a.RegisterAdmin("admin")
+			room := testnode.CreateRoom(t, admin, &mautrix.ReqCreateRoom{})
+			if _, err := admin.SendMessageEvent(ctx, room, event.EventMessage, map[string]any{"msgtype": "m.file", "body": "notes.txt", "url": up.ContentURI.String()}); err != nil {
+				t.Fatal(err)
+			}
+			r := testnode.Call(t, admin, "POST", "/_synapse/admin/v1/room/"+url.PathEscape(string(room))+"/media/quarantine", map[string]any{}).OK(t)
+			if r["num_quarantined"] != float64(1) {
+				t.Fatalf("quarantine of the room's media: %v", r)
+			}
+			_, err = alice.DownloadBytes(ctx, up.ContentURI)
+			testnode.WantErr(t, err, "M_NOT_FOUND", http.StatusNotFound)
 		})
 	}
 }
