@@ -278,25 +278,30 @@ type SlidingListResult struct {
 // SlidingRoom is a room's part of a sliding sync response: on an initial
 // one, everything the room's config asks for; otherwise what changed.
 type SlidingRoom struct {
-	Name              string        `json:"name,omitempty"`
-	Avatar            string        `json:"avatar,omitempty"`
-	Heroes            []SlidingHero `json:"heroes,omitempty"`
-	IsDM              *bool         `json:"is_dm,omitempty"`
-	Initial           bool          `json:"initial,omitempty"`
-	RequiredState     []any         `json:"required_state,omitempty"`
-	Timeline          []any         `json:"timeline,omitempty"`
-	PrevBatch         string        `json:"prev_batch,omitempty"`
-	Limited           bool          `json:"limited,omitempty"`
-	NumLive           *int          `json:"num_live,omitempty"`
-	JoinedCount       *int          `json:"joined_count,omitempty"`
-	InvitedCount      *int          `json:"invited_count,omitempty"`
-	NotificationCount int           `json:"notification_count"`
-	HighlightCount    int           `json:"highlight_count"`
-	BumpStamp         int64         `json:"bump_stamp,omitempty"`
-	Membership        string        `json:"membership,omitempty"`
-	Lists             []string      `json:"lists,omitempty"`
-	InviteState       []any         `json:"invite_state,omitempty"`
-	KnockState        []any         `json:"knock_state,omitempty"`
+	Name    string        `json:"name,omitempty"`
+	Avatar  string        `json:"avatar,omitempty"`
+	Heroes  []SlidingHero `json:"heroes,omitempty"`
+	IsDM    *bool         `json:"is_dm,omitempty"`
+	Initial bool          `json:"initial,omitempty"`
+	// ExpandedTimeline marks a timeline that repeats events sent before,
+	// because the room's timeline_limit grew; UnstableExpandedTimeline is
+	// the name clients read today.
+	ExpandedTimeline         bool     `json:"expanded_timeline,omitempty"`
+	UnstableExpandedTimeline bool     `json:"unstable_expanded_timeline,omitempty"`
+	RequiredState            []any    `json:"required_state,omitempty"`
+	Timeline                 []any    `json:"timeline,omitempty"`
+	PrevBatch                string   `json:"prev_batch,omitempty"`
+	Limited                  bool     `json:"limited,omitempty"`
+	NumLive                  *int     `json:"num_live,omitempty"`
+	JoinedCount              *int     `json:"joined_count,omitempty"`
+	InvitedCount             *int     `json:"invited_count,omitempty"`
+	NotificationCount        int      `json:"notification_count"`
+	HighlightCount           int      `json:"highlight_count"`
+	BumpStamp                int64    `json:"bump_stamp,omitempty"`
+	Membership               string   `json:"membership,omitempty"`
+	Lists                    []string `json:"lists,omitempty"`
+	InviteState              []any    `json:"invite_state,omitempty"`
+	KnockState               []any    `json:"knock_state,omitempty"`
 }
 
 // SlidingHero is a member that clients may name a room after.

@@ -94,6 +94,7 @@ type slidingRoom struct {
 	Name          string         `json:"name"`
 	Avatar        string         `json:"avatar"`
 	Initial       bool           `json:"initial"`
+	Expanded      bool           `json:"unstable_expanded_timeline"`
 	IsDM          *bool          `json:"is_dm"`
 	RequiredState []*event.Event `json:"required_state"`
 	Timeline      []*event.Event `json:"timeline"`
@@ -799,4 +800,32 @@ func TestSlidingSyncBadInput(t *testing.T) {
 		})
 	}
 	n.Do(t, "POST", sync.SlidingPath, "", map[string]any{}).Want(t, 401, "M_MISSING_TOKEN")
+}
+
+// TestSlidingSyncExpandedTimeline: a room the room list sent with its
+// newest event only, then opened through a subscription with
+// timeline_limit 20 on the same connection, comes back at once with its
+// newest 20 events, marked as an expanded timeline, not as new.
+func TestSlidingSyncExpandedTimeline(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	alice := n.Register("alice")
+	room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	var sent []id.EventID
+	for i := range 25 {
+		sent = append(sent, sendText(t, alice, room, fmt.Sprintf("m%d", i)))
+	}
+	conn := newConn(alice, "room-list")
+	if r := conn.sync(t, roomListRequest(9), 0).Rooms[room]; r == nil || len(r.Timeline) != 1 {
+		t.Fatalf("room list: %s", mustJSON(r))
+	}
+	body := roomListRequest(9)
+	maps.Copy(body, subscriptionRequest(room))
+	r := conn.sync(t, body, 0).Rooms[room]
+	if r == nil || !slices.Equal(r.timelineIDs(), sent[5:]) || r.Initial || !r.Limited || !r.Expanded {
+		t.Fatalf("opened room: %s", mustJSON(r))
+	}
+	raw := conn.request(t, body, 0)
+	if raw.Status != 200 || strings.Contains(string(raw.Body), "expanded_timeline") {
+		t.Fatalf("the expansion repeats: %s", raw.Body)
+	}
 }

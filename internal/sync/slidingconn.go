@@ -70,6 +70,9 @@ type roomSent struct {
 	// config is the required_state the room was last sent with; a
 	// different one sends the state it now asks for.
 	config string
+	// limit is the timeline_limit the room was last sent with; a larger
+	// one sends that many of its newest events again.
+	limit int
 	// isDM is the is_dm flag last sent.
 	isDM bool
 	// members are the users whose member events lazy loading already sent.

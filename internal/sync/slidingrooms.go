@@ -368,15 +368,26 @@ func (b *slidingBuild) eventRoom(ctx context.Context, lr listRoom, cfg *combined
 	isDM := b.direct[lr.room]
 	configKey := cfg.key()
 	full := afresh || sent.config != configKey
-	record := roomSent{pos: to, membership: lr.membership, config: configKey, isDM: isDM, members: sent.members, counts: sent.counts}
-	if !full && isDM == sent.isDM && (sent.pos >= end || b.s.rooms.LastPos(ctx, lr.room) <= sent.pos) {
+	// A larger timeline_limit than the room was last sent with (a room of
+	// the list opened through a subscription) sends the newest events up
+	// to it again, as the MSC's expanded timeline.
+	expand := !afresh && cfg.limit > sent.limit
+	record := roomSent{
+		pos: to, membership: lr.membership, config: configKey, limit: cfg.limit, isDM: isDM,
+		members: sent.members, counts: sent.counts,
+	}
+	if !full && !expand && isDM == sent.isDM && (sent.pos >= end || b.s.rooms.LastPos(ctx, lr.room) <= sent.pos) {
 		b.next.rooms[lr.room] = record // nothing new
 		if lr.membership == "join" {
 			b.joined = append(b.joined, lr.room)
 		}
 		return nil
 	}
-	tl, evs, err := b.s.timeline(ctx, b.creq, lr.room, sent.pos, end, cfg.limit, lr.membershipRow)
+	timelineFrom := sent.pos
+	if expand {
+		timelineFrom = 0
+	}
+	tl, evs, err := b.s.timeline(ctx, b.creq, lr.room, timelineFrom, end, cfg.limit, lr.membershipRow)
 	if err != nil {
 		return err
 	}
@@ -389,6 +400,9 @@ func (b *slidingBuild) eventRoom(ctx context.Context, lr listRoom, cfg *combined
 		return err
 	}
 	r := &SlidingRoom{Initial: afresh, Membership: lr.membership, BumpStamp: lr.bump, Lists: cfg.lists}
+	if expand && slices.ContainsFunc(evs, func(ev *rooms.Event) bool { return ev.Pos <= sent.pos }) {
+		r.ExpandedTimeline, r.UnstableExpandedTimeline = true, true
+	}
 	required, members, err := b.requiredState(ctx, lr.room, end, cfg, sent, full, tl.Limited, evs, delta)
 	if err != nil {
 		return err
