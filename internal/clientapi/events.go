@@ -52,11 +52,26 @@ func (s *Service) sendMessage(w http.ResponseWriter, r *http.Request, sess *acco
 	if evType == "m.room.redaction" {
 		return nil, mxhttp.InvalidParam("use the /redact endpoint to redact events")
 	}
+	txn := r.PathValue("txnId")
+	delay, delayed, err := s.delayParam(r)
+	if err != nil {
+		return nil, err
+	}
+	// A retried delayed send answers the delay ID its first try got, as a
+	// retried send answers its event ID, whatever body it carries.
+	txnKey := string(mustJSON([]string{"send", string(roomID), evType, txn}))
+	if delayed {
+		if prev := s.Delayed.ByTxn(sess.UserID, sess.DeviceID, txnKey); prev != "" {
+			return map[string]any{"delay_id": prev}, nil
+		}
+	}
 	content, err := readBodyObject(r)
 	if err != nil {
 		return nil, err
 	}
-	txn := r.PathValue("txnId")
+	if delayed {
+		return s.scheduleDelayed(r, sess, delayedEvent(roomID, evType, nil, content, delay, txnKey))
+	}
 	ev, err := s.rooms.Send(r.Context(), roomID, rooms.Proto{
 		Type: evType, Sender: sess.UserID, Content: content, TxnID: txn, DeviceID: sess.DeviceID,
 	})
@@ -113,6 +128,13 @@ func (s *Service) putState(w http.ResponseWriter, r *http.Request, sess *account
 		if err := s.checkCanonicalAlias(r.Context(), roomID, content); err != nil {
 			return nil, err
 		}
+	}
+	delay, delayed, err := s.delayParam(r)
+	if err != nil {
+		return nil, err
+	}
+	if delayed {
+		return s.scheduleDelayed(r, sess, delayedEvent(roomID, evType, &sk, content, delay, ""))
 	}
 	// Setting state to what it already is does not create an event.
 	if cur, err := s.rooms.StateEvent(r.Context(), roomID, evType, sk); err == nil && cur != nil && cur.Sender == sess.UserID {

@@ -8,6 +8,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/delayed"
 	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
 )
@@ -24,6 +25,9 @@ type Service struct {
 	// InviteBlocked, when set, reports whether invitee refuses invites
 	// from inviter (their invite permission config, in accountdata).
 	InviteBlocked func(ctx context.Context, invitee, inviter id.UserID) (bool, error)
+	// Delayed, when set, schedules the events that a send or state request
+	// asks to delay (MSC4140); unset, such a request is refused.
+	Delayed *delayed.Service
 
 	// remote asks other servers about their aliases and directories (nil
 	// while federation is off); see UseFederation.

@@ -38,6 +38,7 @@ type Config struct {
 	MaxUploadBytes           int64         `yaml:"max_upload_bytes" doc:"Largest media upload, in bytes."`
 	MediaQuotaBytes          int64         `yaml:"media_quota_bytes" doc:"Total bytes of media each user may upload (0: no quota). Server admins are exempt."`
 	MediaLegacyNoAuth        bool          `yaml:"media_legacy_unauthenticated" doc:"Serve the deprecated /_matrix/media/v3 download and thumbnail endpoints to requests without an access token. Off: only authenticated requests get media, as on current servers."`
+	MaxEventDelay            time.Duration `yaml:"max_event_delay" doc:"Longest delay a client may ask for when it schedules a delayed event (MSC4140, which Element Call uses to leave calls of clients that went away); longer ones are refused with M_MAX_DELAY_EXCEEDED."`
 	AccessTokenLifetime      time.Duration `yaml:"access_token_lifetime" doc:"Lifetime of access tokens for clients that support refresh tokens (0: never expire, except those of OAuth sessions, which then last an hour)."`
 	AllowPrivateNetworks     []string      `yaml:"allow_private_networks" doc:"CIDR ranges that outbound requests (federation, previews, push) may reach although private or loopback."`
 	RateLimit                bool          `yaml:"rate_limit" doc:"Limit request rates on login, registration, sending events and media upload, per user (per client IP without an access token). Server admins and appservices are exempt."`
@@ -70,6 +71,7 @@ func Default() Config {
 		ServerNoticesLocalpart: "server",
 		MaxUploadBytes:         50 << 20,
 		AccessTokenLifetime:    0,
+		MaxEventDelay:          24 * time.Hour,
 		RegistrationTokens:     true,
 		RateLimit:              true,
 		RateLimitLoginPerMin:   20,

@@ -69,6 +69,9 @@ func (c *Config) Validate() error {
 	if c.MediaQuotaBytes < 0 {
 		bad("media_quota_bytes", "%d: want 0 (no quota) or a positive number of bytes", c.MediaQuotaBytes)
 	}
+	if c.MaxEventDelay <= 0 {
+		bad("max_event_delay", "%s: want a positive duration", c.MaxEventDelay)
+	}
 	if c.AccessTokenLifetime < 0 {
 		bad("access_token_lifetime", "%s: want 0 (never expire) or a positive duration", c.AccessTokenLifetime)
 	}

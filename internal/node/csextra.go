@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 
+	"github.com/matrixos/matrixos/internal/delayed"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/oauth"
 	"github.com/matrixos/matrixos/internal/openid"
@@ -18,6 +19,7 @@ import (
 var csExtraMigrations = slices.Concat(
 	pushers.Migrations,
 	openid.Migrations,
+	delayed.Migrations,
 	oauth.Migrations,
 )
 
@@ -26,6 +28,7 @@ type csExtra struct {
 	pushers *pushers.Service
 	spaces  *spaces.Service
 	openid  *openid.Service
+	delayed *delayed.Service
 	// serverKey is the server's signing key, from which oauth derives
 	// the key of its ID tokens.
 	serverKey ed25519.PrivateKey
@@ -43,6 +46,7 @@ func (n *Node) csExtraRoutes(mux *http.ServeMux) {
 	n.wirePushers(mux)
 	n.csExtra.openid = openid.New(n.DB, n.Accounts, n.cfg.ServerName)
 	n.csExtra.openid.Routes(mux)
+	n.wireDelayed(mux)
 	pk := peek.New(n.DB, n.Accounts, n.Rooms)
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, pk.OnEvent)
 	pk.Routes(mux)
@@ -106,7 +110,23 @@ func (n *Node) Pushers() *pushers.Service { return n.csExtra.pushers }
 
 // stopCSExtra stops the background work of those services.
 func (n *Node) stopCSExtra() {
+	if n.csExtra.delayed != nil {
+		n.csExtra.delayed.Stop()
+	}
 	if n.csExtra.pushers != nil {
 		n.csExtra.pushers.Stop()
 	}
+}
+
+// wireDelayed serves delayed events (MSC4140) and starts sending them.
+func (n *Node) wireDelayed(mux *http.ServeMux) {
+	d := delayed.New(n.DB, n.log, n.Rooms, n.cfg.MaxEventDelay)
+	if err := d.Load(context.Background()); err != nil {
+		n.log.Error("load delayed events", "err", err)
+	}
+	n.csExtra.delayed = d
+	n.Client.Delayed = d
+	n.Rooms.OnEvent = append(n.Rooms.OnEvent, d.OnEvent)
+	d.Routes(mux, n.Accounts)
+	d.Start()
 }

@@ -37,6 +37,9 @@ var unstableFeatures = map[string]bool{
 	"org.matrix.msc3827.stable": true,
 	// Authenticated media under /_matrix/client/v1/media (media).
 	"org.matrix.msc3916.stable": true,
+	// Delayed events (delayed): org.matrix.msc4140.delay on send and
+	// state requests, and /unstable/org.matrix.msc4140/delayed_events.
+	"org.matrix.msc4140": true,
 	// use_state_after and state_after in /sync (sync). MSC4222 names no
 	// flag, but servers advertise this one and clients look for it.
 	"org.matrix.msc4222": true,

@@ -81,6 +81,7 @@ func TestUnstableFeatures(t *testing.T) {
 		"org.matrix.msc3827.stable":     true, // room_types in /publicRooms
 		"org.matrix.msc3874":            true, // rel_types filters
 		"org.matrix.msc3916.stable":     true, // authenticated media
+		"org.matrix.msc4140":            true, // delayed events
 		"org.matrix.msc4222":            true, // state_after in /sync
 		"org.matrix.simplified_msc3575": true, // simplified sliding sync
 	}
