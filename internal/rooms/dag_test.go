@@ -333,3 +333,44 @@ func FuzzReceivePDU(f *testing.F) {
 		}
 	})
 }
+
+// TestMissingAuthEventsFetched receives an event whose prev_events a has
+// but one of whose auth events (the sender's latest member event) only b
+// has sent so far: a fetches it with /event instead of rejecting the
+// event for good.
+func TestMissingAuthEventsFetched(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "b")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV11, aliceA)
+	n.join("a", "b", roomID, bobB)
+	base := n.send("b", roomID, textProto(bobB, "base"))
+	n.deliver("b", base, "a")
+	rename := n.send("b", roomID, stateProto(bobB, "m.room.member", string(bobB), `{"membership":"join","displayname":"Bob"}`))
+	like := n.send("b", roomID, textProto(bobB, "after the rename"))
+	if !slices.Contains(like.PDU.AuthEvents, rename.ID) {
+		t.Fatalf("the message does not name the new member event as auth event")
+	}
+	// The same message, but built on base: a knows its prev_events, not
+	// all its auth events.
+	pd := like.PDU.Clone()
+	pd.PrevEvents, pd.Depth = []id.EventID{base.ID}, base.Depth+1
+	pd.Hashes, pd.Signatures, pd.Unsigned = nil, nil, nil
+	e := n.e("b")
+	if err := pd.Sign(id.RoomV11, e.signer.ServerName, e.signer.KeyID, e.signer.Key); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(pd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evID, err := n.e("a").ReceivePDU(ctx, "b", raw)
+	if err != nil {
+		t.Fatalf("receive an event with an unknown auth event: %v", err)
+	}
+	if ev, err := n.e("a").Event(ctx, evID); err != nil || ev.Pos == 0 {
+		t.Fatalf("the event is not in a's timeline: %v", err)
+	}
+	if got, err := n.e("a").FederationEvent(ctx, rename.ID); err != nil || !got.Outlier {
+		t.Errorf("the fetched auth event is not kept as an outlier: %v", err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"maunium.net/go/mautrix/federation/eventauth"
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
@@ -176,6 +177,9 @@ func (e *Engine) ReceivePDU(ctx context.Context, origin string, raw json.RawMess
 	if ev.RoomID != r.id {
 		return ev.ID, mxhttp.BadJSON("event is not in room %s", r.id)
 	}
+	if !e.serverKnownIn(ctx, origin, r.id) {
+		return ev.ID, mxhttp.Forbidden("%s is not in room %s", origin, r.id)
+	}
 	return ev.ID, e.receive(ctx, r, origin, ev, true)
 }
 
@@ -208,8 +212,68 @@ func (e *Engine) receive(ctx context.Context, r *room, origin string, ev *Event,
 			return err
 		}
 	}
+	if err := e.fetchAuthEvents(ctx, r, origin, ev, &opts); err != nil {
+		return err
+	}
 	_, err = e.acceptRemote(ctx, r, ev, opts)
 	return err
+}
+
+// maxFetchedAuthEvents bounds the auth events fetched for one event.
+const maxFetchedAuthEvents = 100
+
+// fetchAuthEvents asks origin for the auth events of ev that this node
+// lacks (and theirs, as far as needed), checks them as outliers and adds
+// them to opts, so an event is not rejected for an auth event that only
+// its sender's server has sent so far.
+func (e *Engine) fetchAuthEvents(ctx context.Context, r *room, origin string, ev *Event, opts *receiveOpts) error {
+	seen := map[id.EventID]bool{}
+	var raws []json.RawMessage
+	want := ev.PDU.AuthEvents
+	for len(want) > 0 {
+		have, err := e.anyEvents(ctx, want)
+		if err != nil {
+			return err
+		}
+		var next []id.EventID
+		for _, eid := range want {
+			if have[eid] != nil || opts.known[eid] != nil || seen[eid] {
+				continue
+			}
+			seen[eid] = true
+			if len(seen) > maxFetchedAuthEvents {
+				return mxhttp.Forbidden("event %s has too many auth events this server lacks", ev.ID)
+			}
+			raw, err := e.Remote.GetEvent(ctx, origin, eid)
+			if err != nil {
+				e.log.Info("fetching an auth event failed", "room_id", r.id, "event_id", eid, "err", err)
+				continue
+			}
+			raws = append(raws, raw)
+			pd := &pdu.PDU{}
+			if jsonv2.Unmarshal(raw, pd) == nil {
+				next = append(next, pd.AuthEvents...)
+			}
+		}
+		want = next
+	}
+	if len(raws) == 0 {
+		return nil
+	}
+	checked, err := e.checkOutliers(ctx, r.version, r.id, raws)
+	if err != nil {
+		return nil // the auth check refuses the event, without storing it
+	}
+	if opts.known == nil {
+		opts.known = map[id.EventID]*Event{}
+	}
+	for eid, x := range checked {
+		if opts.known[eid] == nil {
+			opts.known[eid] = x
+			opts.outliers = append(opts.outliers, x)
+		}
+	}
+	return nil
 }
 
 // Bounds of gap filling.
@@ -338,6 +402,19 @@ func (e *Engine) fetchPrevStates(ctx context.Context, r *room, origin string, mi
 	return nil
 }
 
+// serverKnownIn reports whether a user of server has a membership in the
+// room's current state: a server that was never in the room may not send
+// its events, while one whose users left or were banned may still deliver
+// what they sent before (and see it soft-failed).
+func (e *Engine) serverKnownIn(ctx context.Context, server string, roomID id.RoomID) bool {
+	for u := range e.Members(ctx, roomID) {
+		if u.Homeserver() == server {
+			return true
+		}
+	}
+	return false
+}
+
 // receiveOpts adjust the checks on receipt for the membership endpoints.
 type receiveOpts struct {
 	// strict refuses an event that would be soft-failed (send_join and
@@ -424,8 +501,12 @@ func (e *Engine) checkRemote(ctx context.Context, r *room, ev *Event, opts recei
 	v := r.version
 	getEvents := e.authEventLoader(ctx, opts.known)
 	keys := e.keyFunc(ctx)
-	// Auth against the event's own auth_events.
+	// Auth against the event's own auth_events. One that is missing may
+	// still arrive: the event is refused then, not rejected for good.
 	if err := authorizeRules(v, ev.PDU, nil, getEvents, keys); err != nil {
+		if errors.Is(err, eventauth.ErrMissingAuthEvent) || errors.Is(err, eventauth.ErrCreateEventNotFound) || errors.Is(err, eventauth.ErrFailedToGetAuthEvents) {
+			return nil, mxhttp.Forbidden("%s", authMessage(err))
+		}
 		return nil, e.reject(ctx, ev, err)
 	}
 	d := &dagFacts{}
