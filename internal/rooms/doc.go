@@ -3,4 +3,16 @@
 // pipeline that appends events, the state of a room at any event (stored as
 // snapshots with deltas), redaction, and the in-memory view of current state
 // and memberships that the hot paths read.
+//
+// A room is a DAG with several forward extremities. Local events (Send)
+// and remote ones (ReceivePDU, and the membership endpoints' calls:
+// MembershipTemplate, ReceiveMembership, ImportJoin, ReceiveInvite) pass
+// through the same pipeline, where the auth rules apply; state before an
+// event with several prev_events, and the current state over several
+// extremities, come from internal/stateres. What the engine needs from
+// other servers comes through the Remote interface (node wires an adapter
+// over the federation client); the package never imports federation.
+// Outliers, rejected and soft-failed events live beside the timeline
+// (outlier_events), so readers of the events table see only the accepted
+// timeline.
 package rooms
