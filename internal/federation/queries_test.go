@@ -324,7 +324,7 @@ func sorted(ids []id.RoomID) []id.RoomID {
 // TestRemoteHierarchy: a user on A walks a space of A whose child is a
 // space of B that A does not know: A asks B, and the page lists B's space
 // with its children state and B's public child, but not B's invite-only
-// one.
+// one. The user also gets room summaries of B's rooms through A.
 func TestRemoteHierarchy(t *testing.T) {
 	a, b := twoNodes(t)
 	alice := a.Register("alice")
@@ -357,4 +357,24 @@ func TestRemoteHierarchy(t *testing.T) {
 	if page.Rooms[1].Name != "B's space" || len(page.Rooms[1].ChildrenState) != 2 || page.Rooms[2].Name != "B's public room" {
 		t.Fatalf("B's rooms in A's hierarchy: %s", r.Body)
 	}
+
+	// Room summaries of B's rooms, through A, by room ID with via and by
+	// B's alias; none for B's private room, nor for a caller without a
+	// token (A asks other servers only for its users).
+	summary := func(target string, query string) *testnode.Response {
+		return testnode.Call(t, alice, "GET", "/_matrix/client/v1/room_summary/"+url.PathEscape(target)+query, nil)
+	}
+	s := summary(string(publicB), "?via="+url.QueryEscape(bName)).OK(t)
+	if s["room_id"] != string(publicB) || s["name"] != "B's public room" || s["membership"] != "leave" {
+		t.Fatalf("summary of B's public room: %v", s)
+	}
+	if _, err := bob.CreateAlias(context.Background(), id.NewRoomAlias("bpublic", bName), publicB); err != nil {
+		t.Fatal(err)
+	}
+	s = summary("#bpublic:"+bName, "").OK(t)
+	if s["room_id"] != string(publicB) {
+		t.Fatalf("summary of B's alias: %v", s)
+	}
+	summary(string(privateB), "?via="+url.QueryEscape(bName)).Want(t, http.StatusNotFound, "M_NOT_FOUND")
+	a.Do(t, "GET", "/_matrix/client/v1/room_summary/"+url.PathEscape(string(publicB))+"?via="+url.QueryEscape(bName), "", nil).Want(t, http.StatusNotFound, "M_NOT_FOUND")
 }

@@ -41,6 +41,7 @@ type csExtra struct {
 // 2.0 API.
 func (n *Node) csExtraRoutes(mux *http.ServeMux) {
 	n.csExtra.spaces = spaces.New(n.Accounts, n.Rooms)
+	n.csExtra.spaces.ResolveAlias = n.Client.ResolveAlias
 	n.csExtra.spaces.Routes(mux)
 	n.Client.ExtraRoutes(mux)
 	n.wirePushers(mux)

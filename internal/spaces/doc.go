@@ -8,8 +8,8 @@
 // knock (public, knock, knock_restricted, or restricted when they are in an
 // allowed room), and world-readable rooms. A banned user may preview
 // nothing. With federation on, the hierarchy walks into rooms this server
-// does not know by asking other servers (see remote.go); without it, they
-// are left out.
+// does not know, and the summary describes them, by asking other servers
+// (see remote.go); without it, they are left out.
 //
 // Other servers get GET /_matrix/federation/v1/hierarchy/{roomId}: a space
 // and the summaries of its children, by the same rules applied to the

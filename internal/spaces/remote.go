@@ -13,6 +13,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/config"
+	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/remote"
 )
 
@@ -94,10 +95,27 @@ func (w *walker) remoteRoom(ctx context.Context, roomID id.RoomID, via []string)
 	return hierarchyRoom{Summary: h.Room.Summary, ChildrenState: orderChildren(h.Room.ChildrenState, w.suggestedOnly)}, true
 }
 
-// mayPreview is canPreview for a room only another server knows, judged
-// by its summary: world-readable, joinable or knockable by anyone, or
-// restricted to a room the user is joined to here.
-func (w *walker) mayPreview(sum Summary) bool {
+func (w *walker) mayPreview(sum Summary) bool { return w.s.mayPreviewRemote(sum, w.user) }
+
+// remoteSummary is the summary of a room this server does not know, as
+// the first of via to answer about it gives it, when user may preview it.
+func (s *Service) remoteSummary(ctx context.Context, roomID id.RoomID, via []string, user id.UserID) (any, error) {
+	h, err := s.remote.answers.Get(ctx, hierarchyKey{roomID, false}, remoteRequestTimeout*maxViaServers, func(ctx context.Context) (*federationHierarchy, error) {
+		return s.remote.ask(ctx, roomID, via, false)
+	})
+	if err != nil || !s.mayPreviewRemote(h.Room.Summary, user) {
+		if err != nil {
+			s.remote.log.Debug("room summary of another server", "room_id", roomID, "via", via, "err", err)
+		}
+		return nil, mxhttp.NotFound("room not found")
+	}
+	return summaryResponse{Summary: h.Room.Summary, Membership: "leave"}, nil
+}
+
+// mayPreviewRemote is canPreview for a room only another server knows,
+// judged by its summary: world-readable, joinable or knockable by anyone,
+// or restricted to a room the user is joined to here.
+func (s *Service) mayPreviewRemote(sum Summary, user id.UserID) bool {
 	if sum.WorldReadable {
 		return true
 	}
@@ -106,7 +124,7 @@ func (w *walker) mayPreview(sum Summary) bool {
 		return true
 	case "restricted":
 		for _, allowed := range sum.AllowedRoomIDs {
-			if w.s.rooms.Membership(w.user, allowed) == "join" {
+			if s.rooms.Membership(user, allowed) == "join" {
 				return true
 			}
 		}

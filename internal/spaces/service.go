@@ -1,6 +1,7 @@
 package spaces
 
 import (
+	"context"
 	"net/http"
 	"strings"
 
@@ -19,6 +20,9 @@ type Service struct {
 	// remote asks other servers about their spaces (nil while federation
 	// is off); see UseFederation.
 	remote *remoteSpaces
+	// ResolveAlias, when set, resolves any alias, asking its server when
+	// it is another's (clientapi's, which owns aliases).
+	ResolveAlias func(ctx context.Context, alias id.RoomAlias) (id.RoomID, []string, error)
 }
 
 // New returns the service.
@@ -41,7 +45,9 @@ type summaryResponse struct {
 
 // getSummary answers for callers with or without an access token: a room
 // they may not preview is reported as not found, so its existence is not
-// revealed.
+// revealed. For a caller with an access token and federation on, an
+// alias of another server is resolved there and a room this server does
+// not know is asked of the alias's servers or those of the via parameter.
 func (s *Service) getSummary(w http.ResponseWriter, r *http.Request) (any, error) {
 	var user id.UserID
 	if tok := mxhttp.AccessToken(r); tok != "" {
@@ -51,24 +57,29 @@ func (s *Service) getSummary(w http.ResponseWriter, r *http.Request) (any, error
 		}
 		user = sess.UserID
 	}
+	federate := user != "" && s.remote != nil
 	target := r.PathValue("roomIdOrAlias")
 	roomID := id.RoomID(target)
+	via := r.URL.Query()["via"]
 	switch {
 	case strings.HasPrefix(target, "#"):
-		resolved, err := s.rooms.ResolveAlias(r.Context(), id.RoomAlias(target))
-		if err != nil {
+		var err error
+		if roomID, via, err = s.resolveAlias(r.Context(), id.RoomAlias(target), federate); err != nil {
 			return nil, err
 		}
-		if resolved == "" {
-			return nil, mxhttp.NotFound("room alias %s not found", target)
-		}
-		roomID = resolved
 	case !strings.HasPrefix(target, "!"):
 		return nil, mxhttp.InvalidParam("%q is neither a room ID nor a room alias", target)
+	case len(via) == 0:
+		if _, server, ok := strings.Cut(target, ":"); ok {
+			via = []string{server} // the creator's server, in room versions before 12
+		}
 	}
 	v, err := s.view(r.Context(), roomID)
 	if err != nil {
 		return nil, err
+	}
+	if v == nil && federate {
+		return s.remoteSummary(r.Context(), roomID, via, user)
 	}
 	if v == nil || !s.canPreview(v, user) {
 		return nil, mxhttp.NotFound("room not found")
@@ -81,4 +92,21 @@ func (s *Service) getSummary(w http.ResponseWriter, r *http.Request) (any, error
 		}
 	}
 	return resp, nil
+}
+
+// resolveAlias returns the room of an alias and servers in it: through
+// ResolveAlias (which asks other servers) when federate, else from this
+// server's aliases.
+func (s *Service) resolveAlias(ctx context.Context, alias id.RoomAlias, federate bool) (id.RoomID, []string, error) {
+	if federate && s.ResolveAlias != nil {
+		return s.ResolveAlias(ctx, alias)
+	}
+	roomID, err := s.rooms.ResolveAlias(ctx, alias)
+	if err != nil {
+		return "", nil, err
+	}
+	if roomID == "" {
+		return "", nil, mxhttp.NotFound("room alias %s not found", alias)
+	}
+	return roomID, nil, nil
 }
