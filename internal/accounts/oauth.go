@@ -180,3 +180,40 @@ func (s *Service) TokenDevice(ctx context.Context, token string) (uid id.UserID,
 	}
 	return "", "", false, nil
 }
+
+// OAuthUIA is what the OAuth 2.0 server offers User-Interactive
+// Authentication: the m.oauth stage, which the user completes on its
+// account page.
+type OAuthUIA interface {
+	// IsOAuthSession reports whether the device's tokens came from the
+	// OAuth 2.0 API.
+	IsOAuthSession(ctx context.Context, uid id.UserID, dev id.DeviceID) (bool, error)
+	// CrossSigningResetURL is the account page where the user approves a
+	// cross-signing reset.
+	CrossSigningResetURL() string
+	// CrossSigningResetApproved reports whether the user approved a reset
+	// there a short while ago, using the approval up.
+	CrossSigningResetApproved(uid id.UserID) bool
+}
+
+// CrossSigningResetUIA is SessionUIA for replacing cross-signing keys. A
+// session obtained through the OAuth 2.0 API completes it with the m.oauth
+// stage, as the spec says: the 401 gives the account page's URL, where
+// the user approves the reset, and the client then retries with
+// {"type": "m.oauth"}. Other sessions authenticate as SessionUIA has them.
+func (s *Service) CrossSigningResetUIA(r *http.Request, sess *Session, auth *AuthDict) error {
+	if s.OAuthUIA == nil || sess.DeviceID == "" {
+		return s.SessionUIA(r, sess, auth)
+	}
+	viaOAuth, err := s.OAuthUIA.IsOAuthSession(r.Context(), sess.UserID, sess.DeviceID)
+	if err != nil {
+		return err
+	}
+	if !viaOAuth {
+		return s.SessionUIA(r, sess, auth)
+	}
+	params := map[string]any{StageOAuth: map[string]string{"url": s.OAuthUIA.CrossSigningResetURL()}}
+	_, err = s.interactiveAuthParams(r, auth, [][]string{{StageOAuth}}, params,
+		r.Method+" "+r.URL.Path+" "+string(sess.UserID), sess.UserID)
+	return err
+}

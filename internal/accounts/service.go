@@ -77,6 +77,9 @@ type Service struct {
 	// Limiter, when set, bounds credential guesses by client IP and by
 	// account (see allowGuess).
 	Limiter Limiter
+	// OAuthUIA, when set, approves the cross-signing resets of OAuth
+	// sessions (see CrossSigningResetUIA).
+	OAuthUIA OAuthUIA
 
 	mu     sync.RWMutex
 	tokens map[string]*Session // token hash -> session; a nil entry caches a miss

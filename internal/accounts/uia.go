@@ -18,6 +18,9 @@ const (
 	StagePassword          = "m.login.password"
 	StageDummy             = "m.login.dummy"
 	StageRegistrationToken = "m.login.registration_token"
+	// StageOAuth is approval through the OAuth account management page
+	// (spec v1.17), for the sessions of the OAuth 2.0 API.
+	StageOAuth = "m.oauth"
 )
 
 const uiaSessionLifetime = 15 * time.Minute
@@ -117,7 +120,13 @@ type AuthDict struct {
 // user) so a session cannot be replayed for another. It returns nil when a
 // flow is complete, or the 401 response to send.
 func (s *Service) interactiveAuth(r *http.Request, auth *AuthDict, flows [][]string, pinned string, user id.UserID) (*uiaSession, error) {
-	resp := &uiaRequired{Params: map[string]any{}}
+	return s.interactiveAuthParams(r, auth, flows, map[string]any{}, pinned, user)
+}
+
+// interactiveAuthParams is interactiveAuth with the params the 401 gives
+// the stages.
+func (s *Service) interactiveAuthParams(r *http.Request, auth *AuthDict, flows [][]string, params map[string]any, pinned string, user id.UserID) (*uiaSession, error) {
+	resp := &uiaRequired{Params: params}
 	for _, f := range flows {
 		resp.Flows = append(resp.Flows, uiaFlow{Stages: f})
 	}
@@ -215,6 +224,11 @@ func (s *Service) doStage(r *http.Request, auth *AuthDict, sess *uiaSession, use
 			return mxhttp.Unauthorized("invalid registration token")
 		}
 		sess.token = auth.Token
+		return nil
+	case StageOAuth:
+		if user == "" || s.OAuthUIA == nil || !s.OAuthUIA.CrossSigningResetApproved(user) {
+			return mxhttp.Forbidden("the action has not been approved on the account page yet")
+		}
 		return nil
 	}
 	return mxhttp.Unrecognized("unsupported authentication type %q", auth.Type)

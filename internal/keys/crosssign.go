@@ -103,7 +103,7 @@ func (s *Service) postDeviceSigning(w http.ResponseWriter, r *http.Request) (any
 			}
 		}
 		if !same {
-			if _, err := s.accounts.RequireUIA(r, req.Auth); err != nil {
+			if err := s.accounts.CrossSigningResetUIA(r, sess, req.Auth); err != nil {
 				return nil, err
 			}
 		}

@@ -70,6 +70,7 @@ func (n *Node) wireOAuth(mux *http.ServeMux) {
 	})
 	n.Accounts.Hooks.DeviceDeleted = append(n.Accounts.Hooks.DeviceDeleted, o.OnDeviceDeleted)
 	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, o.OnDeactivated)
+	n.Accounts.OAuthUIA = o
 	o.Routes(mux)
 }
 

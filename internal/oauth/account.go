@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"time"
@@ -153,4 +154,44 @@ func (s *Service) postDeactivate(w http.ResponseWriter, r *http.Request) {
 	s.OnDeactivated(r.Context(), b.user)
 	s.endBrowserSession(w, b)
 	s.message(w, http.StatusOK, "Account deactivated", "Your account has been deactivated and all its sessions ended.")
+}
+
+// actionCrossSigningReset is the account management action that
+// approves a cross-signing reset (the m.oauth UIA stage).
+const actionCrossSigningReset = "org.matrix.cross_signing_reset"
+
+// crossSigningResetWindow is how long an approved reset waits for the
+// client to retry its key upload.
+const crossSigningResetWindow = 10 * time.Minute
+
+// IsOAuthSession reports whether the device is an OAuth session (for
+// accounts' m.oauth stage).
+func (s *Service) IsOAuthSession(ctx context.Context, uid id.UserID, dev id.DeviceID) (bool, error) {
+	clientID, _, err := s.sessionOf(ctx, uid, dev)
+	return clientID != "", err
+}
+
+// CrossSigningResetURL is the account page that approves a reset.
+func (s *Service) CrossSigningResetURL() string {
+	return s.opts.BaseURL() + pathAccount + "?action=" + actionCrossSigningReset
+}
+
+// CrossSigningResetApproved reports, once, whether the user approved a
+// cross-signing reset in the last crossSigningResetWindow.
+func (s *Service) CrossSigningResetApproved(uid id.UserID) bool {
+	_, ok := s.resets.take(string(uid))
+	return ok
+}
+
+// postCrossSigningReset approves a reset of the user's cross-signing keys
+// for the next few minutes.
+func (s *Service) postCrossSigningReset(w http.ResponseWriter, r *http.Request) {
+	b, ok := s.requireLogin(w, r)
+	if !ok || !s.checkCSRF(w, r, b) {
+		return
+	}
+	s.resets.put(string(b.user), struct{}{})
+	s.log.Info("cross-signing reset approved", "user_id", b.user)
+	s.message(w, http.StatusOK, "Reset approved",
+		"Go back to your app to finish resetting your identity. The approval lasts 10 minutes.")
 }

@@ -37,7 +37,7 @@ func TestAuthMetadata(t *testing.T) {
 		"response_modes_supported":             {"query", "fragment"},
 		"code_challenge_methods_supported":     {"S256"},
 		"prompt_values_supported":              {"create"},
-		"account_management_actions_supported": {"org.matrix.profile", "org.matrix.devices_list", "org.matrix.device_view", "org.matrix.device_delete", "org.matrix.account_deactivate"},
+		"account_management_actions_supported": {"org.matrix.profile", "org.matrix.devices_list", "org.matrix.device_view", "org.matrix.device_delete", "org.matrix.account_deactivate", "org.matrix.cross_signing_reset"},
 	} {
 		got := strings.Fields(strings.Trim(strings.ReplaceAll(toString(m[field]), ",", " "), "[]"))
 		for _, w := range want {

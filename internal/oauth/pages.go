@@ -82,6 +82,7 @@ func (s *Service) pageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+pathAccount+"/profile", s.postProfile)
 	mux.HandleFunc("POST "+pathAccount+"/sessions/end", s.postEndSession)
 	mux.HandleFunc("POST "+pathAccount+"/deactivate", s.postDeactivate)
+	mux.HandleFunc("POST "+pathAccount+"/cross-signing-reset", s.postCrossSigningReset)
 }
 
 func serveStyle(w http.ResponseWriter, r *http.Request) {

@@ -62,6 +62,7 @@ type Service struct {
 	devices  *expiring[*deviceGrant]
 	// userCodes maps a device grant's user code to its device code.
 	userCodes *expiring[string]
+	resets    *expiring[struct{}]        // user ID -> approved cross-signing reset
 	browsers  *expiring[*browserSession] // logged in
 	anonymous *expiring[*browserSession] // not logged in yet
 	idTokens  *idTokenSigner             // nil: no ID tokens
@@ -80,6 +81,7 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, opts Options) 
 		userCodes: newExpiring[string](deviceGrantLifetime, maxPending),
 		browsers:  newExpiring[*browserSession](browserSessionLifetime, maxPending),
 		anonymous: newExpiring[*browserSession](anonymousSessionLifetime, maxPending),
+		resets:    newExpiring[struct{}](crossSigningResetWindow, maxPending),
 		idTokens:  newIDTokenSigner(opts.ServerKey),
 	}
 }
@@ -125,6 +127,7 @@ var actionsSupported = []string{
 	"org.matrix.device_view",
 	"org.matrix.device_delete",
 	"org.matrix.account_deactivate",
+	actionCrossSigningReset,
 }
 
 // Metadata is the authorization server metadata (RFC 8414) with the
