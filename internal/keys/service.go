@@ -3,6 +3,7 @@ package keys
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -270,8 +271,13 @@ func (s *Service) sharesRoom(rooms map[id.RoomID]bool, other id.UserID) bool {
 }
 
 // activeMembers calls fn for each user joined to or invited in the room.
+// A room this node is not in (a user's invite received over federation)
+// has no members known here.
 func (s *Service) activeMembers(ctx context.Context, roomID id.RoomID, fn func(id.UserID)) error {
 	state, err := s.rooms.CurrentState(ctx, roomID)
+	if errors.Is(err, rooms.ErrNoRoom) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
