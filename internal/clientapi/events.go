@@ -146,6 +146,9 @@ func (s *Service) putState(w http.ResponseWriter, r *http.Request, sess *account
 	if err != nil {
 		return nil, s.roomErr(r.Context(), err, roomID, sess.UserID)
 	}
+	if err := s.deliverInvites(r.Context(), ev); err != nil {
+		return nil, err
+	}
 	return map[string]any{"event_id": ev.ID}, nil
 }
 

@@ -2,50 +2,38 @@ package clientapi
 
 import (
 	"net/http"
-	"strings"
-
-	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/storage"
 )
 
-// resolveRoom turns a room ID or a local alias into a room ID (for joins
-// and knocks); an alias of another server is refused.
-func (s *Service) resolveRoom(r *http.Request, target string) (id.RoomID, error) {
-	switch {
-	case strings.HasPrefix(target, "!"):
-		return id.RoomID(target), nil
-	case strings.HasPrefix(target, "#"):
-		if err := s.requireLocalAlias(id.RoomAlias(target)); err != nil {
-			return "", err
-		}
-		roomID, err := s.resolveLocalAlias(r.Context(), id.RoomAlias(target))
-		if err != nil {
-			return "", err
-		}
-		if roomID == "" {
-			return "", mxhttp.NotFound("room alias not found")
-		}
-		return roomID, nil
-	}
-	return "", mxhttp.InvalidParam("not a room ID or alias: %q", target)
-}
-
 // knock serves POST /knock/{roomIdOrAlias}: it asks to join a room whose
 // join rule is knock (or knock_restricted). The room's members accept by
 // inviting and refuse by kicking; the knocker withdraws by leaving.
 func (s *Service) knock(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.resolveRoom(r, r.PathValue("roomIdOrAlias"))
+	t, err := s.resolveTarget(r, r.PathValue("roomIdOrAlias"))
 	if err != nil {
 		return nil, err
 	}
+	roomID := t.roomID
 	var req struct {
 		Reason string `json:"reason"`
 	}
 	if err := mxhttp.DecodeJSON(r, &req); err != nil {
 		return nil, err
+	}
+	if s.remoteRooms != nil && !s.inRoomHere(r.Context(), roomID) && s.rooms.Membership(sess.UserID, roomID) != "invite" {
+		if via := s.remoteVia(r.Context(), t); len(via) > 0 {
+			content := map[string]any{}
+			if req.Reason != "" {
+				content["reason"] = req.Reason
+			}
+			if err := s.remoteRooms.KnockRemote(r.Context(), sess.UserID, roomID, via, content); err != nil {
+				return nil, err
+			}
+			return map[string]any{"room_id": roomID}, nil
+		}
 	}
 	version, err := s.rooms.Version(r.Context(), roomID)
 	if err != nil {

@@ -215,9 +215,12 @@ func (s *Service) createRoom(w http.ResponseWriter, r *http.Request, sess *accou
 		}
 		add("m.room.member", str(string(u)), content)
 	}
-	roomID, _, err := s.rooms.CreateRoom(ctx, version, sess.UserID, req.CreationContent, evs)
+	roomID, created, err := s.rooms.CreateRoom(ctx, version, sess.UserID, req.CreationContent, evs)
 	if err != nil {
 		return nil, err
+	}
+	if err := s.deliverInvites(ctx, created...); err != nil {
+		s.log.Warn("createRoom: an invite of a user of another server was refused", "room_id", roomID, "err", err)
 	}
 	if alias != "" {
 		if err := s.createAlias(ctx, alias, roomID, sess.UserID); err != nil {
@@ -289,10 +292,15 @@ func (s *Service) joinRoomByID(w http.ResponseWriter, r *http.Request, sess *acc
 	if err != nil {
 		return nil, err
 	}
-	return s.join(r, sess, roomID)
+	t, err := s.resolveTarget(r, string(roomID))
+	if err != nil {
+		return nil, err
+	}
+	return s.join(r, sess, t)
 }
 
-func (s *Service) join(r *http.Request, sess *accounts.Session, roomID id.RoomID) (any, error) {
+func (s *Service) join(r *http.Request, sess *accounts.Session, t target) (any, error) {
+	roomID := t.roomID
 	// Keys of the body other than the spec's are copied into the member
 	// event's content, as clients that set per-room profile fields this way
 	// expect (the spec allows extra content keys on any event).
@@ -310,6 +318,17 @@ func (s *Service) join(r *http.Request, sess *accounts.Session, roomID id.RoomID
 		case "reason", "third_party_signed", "membership", joinAuthoriserKey:
 		default:
 			extra[k] = v
+		}
+	}
+	if s.remoteRooms != nil && !s.inRoomHere(r.Context(), roomID) {
+		if m := s.rooms.Membership(sess.UserID, roomID); m == "invite" || m == "knock" {
+			t.via = append(s.outOfRoomVia(r.Context(), sess.UserID, roomID), t.via...)
+		}
+		if via := s.remoteVia(r.Context(), t); len(via) > 0 {
+			if reason != "" {
+				extra["reason"] = reason
+			}
+			return s.joinRemote(r.Context(), sess.UserID, roomID, via, extra)
 		}
 	}
 	if _, err := s.rooms.Version(r.Context(), roomID); err != nil {
@@ -334,11 +353,11 @@ func (s *Service) join(r *http.Request, sess *accounts.Session, roomID id.RoomID
 }
 
 func (s *Service) joinRoomByIDOrAlias(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
-	roomID, err := s.resolveRoom(r, r.PathValue("roomIdOrAlias"))
+	t, err := s.resolveTarget(r, r.PathValue("roomIdOrAlias"))
 	if err != nil {
 		return nil, err
 	}
-	return s.join(r, sess, roomID)
+	return s.join(r, sess, t)
 }
 
 func (s *Service) invite(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
@@ -368,7 +387,11 @@ func (s *Service) invite(w http.ResponseWriter, r *http.Request, sess *accounts.
 	case "ban":
 		return nil, mxhttp.Forbidden("user is banned from the room")
 	}
-	if _, err := s.membership(r, sess, roomID, req.UserID, "invite", req.Reason, nil); err != nil {
+	ev, err := s.membership(r, sess, roomID, req.UserID, "invite", req.Reason, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.deliverInvites(r.Context(), ev); err != nil {
 		return nil, err
 	}
 	return mxhttp.Empty, nil
@@ -380,12 +403,25 @@ func (s *Service) leave(w http.ResponseWriter, r *http.Request, sess *accounts.S
 	if err != nil {
 		return nil, err
 	}
-	switch s.rooms.Membership(sess.UserID, roomID) {
+	switch m := s.rooms.Membership(sess.UserID, roomID); m {
 	case "", "leave":
 		if _, err := s.rooms.Version(r.Context(), roomID); err != nil {
 			return nil, mxhttp.NotFound("room not found")
 		}
 		return nil, mxhttp.Forbidden("you are not in this room")
+	case "invite", "knock":
+		// An invite to, or a knock on, a room this node is not in is
+		// withdrawn through the server that holds the room.
+		if s.remoteRooms != nil && !s.inRoomHere(r.Context(), roomID) {
+			content := map[string]any{}
+			if req.Reason != "" {
+				content["reason"] = req.Reason
+			}
+			if err := s.remoteRooms.LeaveRemote(r.Context(), sess.UserID, roomID, s.outOfRoomVia(r.Context(), sess.UserID, roomID), content); err != nil {
+				return nil, err
+			}
+			return mxhttp.Empty, nil
+		}
 	}
 	if _, err := s.membership(r, sess, roomID, sess.UserID, "leave", req.Reason, nil); err != nil {
 		return nil, err

@@ -32,6 +32,9 @@ type Service struct {
 	// remote asks other servers about their aliases and directories (nil
 	// while federation is off); see UseFederation.
 	remote *remoteDirectory
+	// remoteRooms joins rooms this node is not in; nil while federation
+	// is off.
+	remoteRooms RemoteRooms
 }
 
 // New returns the service.

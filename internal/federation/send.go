@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 
@@ -162,11 +163,17 @@ func (s *Service) processTransaction(ctx context.Context, origin string, txn *tr
 	slots := s.originSlots.acquire(origin)
 	defer s.originSlots.release(origin)
 	var wg sync.WaitGroup
-	for _, pdus := range byRoom(txn.PDUs) {
+	for _, g := range byRoom(txn.PDUs) {
+		if g.roomID != "" && !s.ServerAllowed(ctx, origin, g.roomID) {
+			for _, raw := range g.pdus {
+				record(s.eventID(raw), fmt.Errorf("server %s is denied by the server ACL of %s", origin, g.roomID))
+			}
+			continue
+		}
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			for _, raw := range pdus {
+			for _, raw := range g.pdus {
 				record(s.receivePDU(ctx, origin, raw))
 			}
 		})
@@ -183,11 +190,11 @@ var errNoReceiver = errors.New("this server does not accept events over federati
 
 func (s *Service) receivePDU(ctx context.Context, origin string, raw json.RawMessage) (id.EventID, error) {
 	if s.pdus == nil {
-		return pduEventID(raw), errNoReceiver
+		return s.eventID(raw), errNoReceiver
 	}
 	evID, err := s.pdus.ReceivePDU(ctx, origin, raw)
 	if evID == "" {
-		evID = pduEventID(raw)
+		evID = s.eventID(raw)
 	}
 	return evID, err
 }
@@ -201,28 +208,50 @@ func pduEventID(raw json.RawMessage) id.EventID {
 	return p.EventID
 }
 
+// roomPDUs are the PDUs of one room in a transaction, in order.
+type roomPDUs struct {
+	roomID id.RoomID
+	pdus   []json.RawMessage
+}
+
 // byRoom groups PDUs by room_id, keeping their order within each room. A
 // PDU without a room_id forms a group of its own (the engine refuses it).
-func byRoom(pdus []json.RawMessage) [][]json.RawMessage {
-	var groups [][]json.RawMessage
-	index := map[string]int{}
+func byRoom(pdus []json.RawMessage) []roomPDUs {
+	var groups []roomPDUs
+	index := map[id.RoomID]int{}
 	for _, raw := range pdus {
 		var p struct {
-			RoomID string `json:"room_id"`
+			RoomID id.RoomID `json:"room_id"`
 		}
 		if json.Unmarshal(raw, &p) != nil || p.RoomID == "" {
-			groups = append(groups, []json.RawMessage{raw})
+			groups = append(groups, roomPDUs{pdus: []json.RawMessage{raw}})
 			continue
 		}
 		i, ok := index[p.RoomID]
 		if !ok {
 			i = len(groups)
 			index[p.RoomID] = i
-			groups = append(groups, nil)
+			groups = append(groups, roomPDUs{roomID: p.RoomID})
 		}
-		groups[i] = append(groups[i], raw)
+		groups[i].pdus = append(groups[i].pdus, raw)
 	}
 	return groups
+}
+
+// eventID is the ID of a PDU of a room this node knows, or the event_id
+// it carries.
+func (s *Service) eventID(raw json.RawMessage) id.EventID {
+	var p struct {
+		RoomID id.RoomID `json:"room_id"`
+	}
+	if json.Unmarshal(raw, &p) == nil && s.rooms != nil {
+		if v, err := s.rooms.Version(context.Background(), p.RoomID); err == nil {
+			if evID := eventIDOf(v, raw); evID != "" {
+				return evID
+			}
+		}
+	}
+	return pduEventID(raw)
 }
 
 // dispatchEDU hands an EDU to the handler of its type.
@@ -240,6 +269,12 @@ func (s *Service) dispatchEDU(ctx context.Context, origin string, raw json.RawMe
 		s.log.Debug("federation: EDU without an object content ignored", "origin", origin, "edu_type", e.Type)
 		return
 	}
+	content, ok := s.aclFilterEDU(ctx, origin, e.Type, e.Content)
+	if !ok {
+		s.log.Debug("federation: EDU refused by a server ACL", "origin", origin, "edu_type", e.Type)
+		return
+	}
+	e.Content = content
 	if err := h(ctx, origin, e.Content); err != nil {
 		s.log.Debug("federation: EDU refused", "origin", origin, "edu_type", e.Type, "err", err)
 	}
@@ -336,4 +371,38 @@ func (t *txnResults) do(origin, txnID string, process func() *sendResponse) *sen
 	res.resp = process()
 	close(res.done)
 	return res.resp
+}
+
+// aclFilterEDU applies the server ACLs of the rooms an EDU is about: an
+// EDU naming a room_id whose ACL denies origin is refused (ok false), and
+// the rooms of an m.receipt EDU whose ACL denies it are left out.
+func (s *Service) aclFilterEDU(ctx context.Context, origin, eduType string, content json.RawMessage) (json.RawMessage, bool) {
+	if eduType == "m.receipt" {
+		var byRoom map[id.RoomID]json.RawMessage
+		if json.Unmarshal(content, &byRoom) != nil {
+			return content, true
+		}
+		changed := false
+		for roomID := range byRoom {
+			if !s.ServerAllowed(ctx, origin, roomID) {
+				delete(byRoom, roomID)
+				changed = true
+			}
+		}
+		if !changed {
+			return content, true
+		}
+		if len(byRoom) == 0 {
+			return nil, false
+		}
+		out, err := json.Marshal(byRoom)
+		return out, err == nil
+	}
+	var c struct {
+		RoomID id.RoomID `json:"room_id"`
+	}
+	if json.Unmarshal(content, &c) == nil && c.RoomID != "" && !s.ServerAllowed(ctx, origin, c.RoomID) {
+		return nil, false
+	}
+	return content, true
 }

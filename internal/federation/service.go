@@ -19,6 +19,7 @@ import (
 	"github.com/matrixos/matrixos/internal/config"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/netguard"
+	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
 )
 
@@ -59,6 +60,8 @@ type Service struct {
 
 	mux *http.ServeMux
 
+	rooms       *rooms.Engine // nil until ServeRooms
+	acls        aclCache
 	pdus        PDUReceiver
 	eduMu       sync.RWMutex
 	edus        map[string]EDUHandler

@@ -75,6 +75,8 @@ func (n *Node) wireFederation() {
 		}
 	}
 	n.queueLocalEvents()
+	n.Federation.ServeRooms(n.Rooms)
+	n.Client.UseRemoteRooms(n.Federation)
 }
 
 // startFederation opens the federation listener: HTTPS with tls_cert and

@@ -1,0 +1,167 @@
+package clientapi
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/config"
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/rooms"
+)
+
+// RemoteRooms changes a local user's membership of a room this node is not
+// in, through servers that are (the federation service).
+type RemoteRooms interface {
+	// JoinRemote joins through the first of via that lets the user in;
+	// content holds extra keys of the join's content.
+	JoinRemote(ctx context.Context, user id.UserID, roomID id.RoomID, via []string, content map[string]any) error
+	// LeaveRemote leaves (rejects an invite to, rescinds a knock on)
+	// through the first of via that accepts it.
+	LeaveRemote(ctx context.Context, user id.UserID, roomID id.RoomID, via []string, content map[string]any) error
+	// KnockRemote knocks through the first of via that accepts it.
+	KnockRemote(ctx context.Context, user id.UserID, roomID id.RoomID, via []string, content map[string]any) error
+	// SendInvite gives an invite of a user of another server, just
+	// appended here, to that server (/invite).
+	SendInvite(ctx context.Context, invite *rooms.Event) error
+}
+
+// UseRemoteRooms lets /join, /knock and /leave reach rooms this node is
+// not in, and invites reach users of other servers.
+func (s *Service) UseRemoteRooms(r RemoteRooms) { s.remoteRooms = r }
+
+// remoteJoinWait is how long /join waits for a join over federation
+// before it answers; the join goes on in the background, and /sync shows
+// the room once it is done.
+const remoteJoinWait = 30 * time.Second
+
+// target is a room to join or knock on: its ID and servers that may be in
+// it.
+type target struct {
+	roomID id.RoomID
+	via    []string
+}
+
+// resolveTarget turns a room ID or an alias into a target: an alias is
+// resolved (over federation for another server's, with the servers it
+// names), a room ID comes with the request's via (and server_name)
+// parameters and the server its ID names, if any.
+func (s *Service) resolveTarget(r *http.Request, raw string) (target, error) {
+	q := r.URL.Query()
+	via := append(append([]string{}, q["via"]...), q["server_name"]...)
+	for _, v := range via {
+		if config.ValidServerName(v) != nil {
+			return target{}, mxhttp.InvalidParam("invalid server name %q in via", v)
+		}
+	}
+	switch {
+	case strings.HasPrefix(raw, "!"):
+		roomID := id.RoomID(raw)
+		if _, server, ok := strings.Cut(raw, ":"); ok && config.ValidServerName(server) == nil {
+			via = append(via, server)
+		}
+		return target{roomID, via}, nil
+	case strings.HasPrefix(raw, "#"):
+		alias := id.RoomAlias(raw)
+		if s.remote == nil {
+			if err := s.requireLocalAlias(alias); err != nil {
+				return target{}, err
+			}
+		}
+		roomID, servers, err := s.ResolveAlias(r.Context(), alias)
+		if err != nil {
+			return target{}, err
+		}
+		return target{roomID, append(servers, via...)}, nil
+	}
+	return target{}, mxhttp.InvalidParam("not a room ID or alias: %q", raw)
+}
+
+// inRoomHere reports whether this node takes part in the room: it knows it
+// and one of its users is joined.
+func (s *Service) inRoomHere(ctx context.Context, roomID id.RoomID) bool {
+	if _, err := s.rooms.Version(ctx, roomID); err != nil {
+		return false
+	}
+	for u, m := range s.rooms.Members(ctx, roomID) {
+		if m == "join" && u.Homeserver() == s.serverName {
+			return true
+		}
+	}
+	return false
+}
+
+// remoteVia are the servers a join of a room this node is not in may go
+// through: the target's, then those of the members this node last knew
+// of; never this one. Empty when the room is this node's alone.
+func (s *Service) remoteVia(ctx context.Context, t target) []string {
+	var via []string
+	for _, v := range append(t.via, s.residentServers(ctx, t.roomID)[1:]...) {
+		if v != s.serverName {
+			via = append(via, v)
+		}
+	}
+	return via
+}
+
+// joinRemote joins a room this node is not in over federation through
+// via. It waits up to remoteJoinWait; a join still going on then finishes
+// in the background and the answer is the room ID.
+func (s *Service) joinRemote(ctx context.Context, user id.UserID, roomID id.RoomID, via []string, content map[string]any) (any, error) {
+	t := target{roomID, via}
+	done := make(chan error, 1)
+	go func() {
+		done <- s.remoteRooms.JoinRemote(context.WithoutCancel(ctx), user, t.roomID, t.via, content)
+	}()
+	timer := time.NewTimer(remoteJoinWait)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, err
+		}
+	case <-timer.C:
+		s.log.Info("a join over federation goes on in the background", "room_id", t.roomID, "user_id", user)
+	}
+	return map[string]any{"room_id": t.roomID}, nil
+}
+
+// deliverInvites sends the invites among evs of users of other servers to
+// their servers; the first refusal is returned.
+func (s *Service) deliverInvites(ctx context.Context, evs ...*rooms.Event) error {
+	if s.remoteRooms == nil {
+		return nil
+	}
+	for _, ev := range evs {
+		if ev == nil || ev.Type != "m.room.member" || ev.StateKey == nil || ev.Membership() != "invite" {
+			continue
+		}
+		if id.UserID(*ev.StateKey).Homeserver() == s.serverName {
+			continue
+		}
+		if err := s.remoteRooms.SendInvite(ctx, ev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// outOfRoomVia are the servers through which a user leaves a room this
+// node is not in: the server of whoever sent the user's membership (the
+// inviter), then the one the room ID names.
+func (s *Service) outOfRoomVia(ctx context.Context, user id.UserID, roomID id.RoomID) []string {
+	var via []string
+	var evID id.EventID
+	if err := s.db.QueryRow(ctx, "SELECT event_id FROM memberships WHERE room_id = $1 AND user_id = $2", roomID, user).Scan(&evID); err == nil {
+		if ev, err := s.rooms.FederationEvent(ctx, evID); err == nil {
+			via = append(via, ev.Sender.Homeserver())
+		}
+	}
+	if _, server, ok := strings.Cut(string(roomID), ":"); ok {
+		via = append(via, server)
+	}
+	return via
+}

@@ -1,0 +1,129 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/remote"
+	"github.com/matrixos/matrixos/internal/rooms"
+)
+
+// The joining side of membership over federation: a local user joins,
+// leaves or knocks on a room this node is not in, through a server that
+// is (make_* for a template, signed here, then send_*).
+
+// maxVia bounds the servers one join, leave or knock tries.
+const maxVia = 10
+
+// viaServers are the servers to try, in order, each once, this one left
+// out.
+func (s *Service) viaServers(via []string) []string {
+	out := make([]string, 0, min(len(via), maxVia))
+	seen := map[string]bool{s.serverName: true}
+	for _, v := range via {
+		if !seen[v] && len(out) < maxVia {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// JoinRemote joins a local user to a room through the first of via that
+// lets it in: make_join, the template signed with the extra content keys
+// added (displayname, reason, ...), send_join (v2, all members), and the
+// answer's state imported into the room engine. The last server's error
+// is returned when none does.
+func (s *Service) JoinRemote(ctx context.Context, user id.UserID, roomID id.RoomID, via []string, content map[string]any) error {
+	servers := s.viaServers(via)
+	if len(servers) == 0 {
+		return mxhttp.NotFound("no server to join %s through", roomID)
+	}
+	return s.tryEach(servers, "join", roomID, func(server string) error {
+		return s.joinVia(ctx, server, user, roomID, content)
+	})
+}
+
+// tryEach runs try for each server until one succeeds, and returns the
+// last failure as the client's error (remote.Error: the remote's 403 or
+// 404 as it is, 502 or 504 otherwise).
+func (s *Service) tryEach(servers []string, what string, roomID id.RoomID, try func(server string) error) error {
+	var err error
+	for _, server := range servers {
+		if err = try(server); err == nil {
+			return nil
+		}
+		s.log.Info("federation: "+what+" through a server failed", "room_id", roomID, "via", server, "err", err)
+		err = remote.Error(server, err)
+	}
+	return err
+}
+
+func (s *Service) joinVia(ctx context.Context, server string, user id.UserID, roomID id.RoomID, content map[string]any) error {
+	tmpl, err := s.Client.MakeJoin(ctx, &federation.ReqMakeJoin{RoomID: roomID, UserID: user, Via: server, SupportedVersions: rooms.SupportedVersions})
+	if err != nil {
+		return fmt.Errorf("make_join: %w", err)
+	}
+	version := tmpl.RoomVersion
+	if version == "" {
+		version = id.RoomV1
+	}
+	evID, signed, err := s.signTemplate(version, tmpl.Event, user, "join", content)
+	if err != nil {
+		return err
+	}
+	resp, err := s.Client.SendJoin(ctx, &federation.ReqSendJoin{RoomID: roomID, EventID: evID, Event: signed, Via: server})
+	if err != nil {
+		return fmt.Errorf("send_join: %w", err)
+	}
+	join := signed
+	if len(resp.Event) > 0 {
+		join = resp.Event // countersigned for a restricted join
+	}
+	if _, err := s.rooms.ImportJoin(ctx, server, version, join, resp.State, resp.AuthChain); err != nil {
+		return fmt.Errorf("import the joined room: %w", err)
+	}
+	return nil
+}
+
+// signTemplate checks that a make_* template is the membership of user
+// asked for, adds the extra content keys (displayname, reason, ...; the
+// template's own keys win), and signs it.
+func (s *Service) signTemplate(version id.RoomVersion, tmpl json.RawMessage, user id.UserID, membership string, extra map[string]any) (id.EventID, json.RawMessage, error) {
+	var t map[string]json.RawMessage
+	if err := json.Unmarshal(tmpl, &t); err != nil {
+		return "", nil, fmt.Errorf("make_%s answered an invalid template: %w", membership, err)
+	}
+	var head struct {
+		Type     string         `json:"type"`
+		StateKey string         `json:"state_key"`
+		Sender   string         `json:"sender"`
+		Content  map[string]any `json:"content"`
+	}
+	if err := json.Unmarshal(tmpl, &head); err != nil {
+		return "", nil, fmt.Errorf("make_%s answered an invalid template: %w", membership, err)
+	}
+	if head.Type != "m.room.member" || head.StateKey != string(user) || head.Sender != string(user) || head.Content["membership"] != membership {
+		return "", nil, fmt.Errorf("make_%s answered a template that is not %s's %s", membership, user, membership)
+	}
+	for k, v := range extra {
+		if _, set := head.Content[k]; !set {
+			head.Content[k] = v
+		}
+	}
+	content, err := json.Marshal(head.Content)
+	if err != nil {
+		return "", nil, fmt.Errorf("encode the %s's content: %w", membership, err)
+	}
+	t["content"] = content
+	out, err := json.Marshal(t)
+	if err != nil {
+		return "", nil, fmt.Errorf("encode the %s: %w", membership, err)
+	}
+	return s.rooms.SignTemplate(version, out)
+}

@@ -1,0 +1,419 @@
+package federation_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+// syncer follows one client's /sync.
+type syncer struct {
+	c     *mautrix.Client
+	since string
+}
+
+func newSyncer(t *testing.T, c *mautrix.Client) *syncer {
+	t.Helper()
+	return &syncer{c: c, since: testnode.SyncOnce(t, c, "", 0).NextBatch}
+}
+
+// waitFor syncs until a timeline event of the room matches, and returns
+// it; the test fails after 15 s.
+func (s *syncer) waitFor(t *testing.T, roomID id.RoomID, what string, match func(ev *event.Event) bool) *event.Event {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		resp := testnode.SyncOnce(t, s.c, s.since, 1000)
+		s.since = resp.NextBatch
+		if room := resp.Rooms.Join[roomID]; room != nil {
+			for _, ev := range room.Timeline.Events {
+				if match(ev) {
+					return ev
+				}
+			}
+		}
+	}
+	t.Fatalf("%s never saw %s in %s", s.c.UserID, what, roomID)
+	return nil
+}
+
+func (s *syncer) waitText(t *testing.T, roomID id.RoomID, body string) {
+	t.Helper()
+	s.waitFor(t, roomID, "the message "+body, func(ev *event.Event) bool {
+		return ev.Type == event.EventMessage && ev.Content.Raw["body"] == body
+	})
+}
+
+func (s *syncer) waitMembership(t *testing.T, roomID id.RoomID, user id.UserID, membership string) {
+	t.Helper()
+	s.waitFor(t, roomID, string(user)+"'s "+membership, func(ev *event.Event) bool {
+		return ev.Type == event.StateMember && ev.GetStateKey() == string(user) && ev.Content.Raw["membership"] == membership
+	})
+}
+
+// publicRoomWithAlias makes c create a public room with the alias
+// localpart and returns the room and the full alias.
+func publicRoomWithAlias(t *testing.T, n *testnode.Node, c *mautrix.Client, localpart string) (id.RoomID, id.RoomAlias) {
+	t.Helper()
+	roomID := testnode.CreateRoom(t, c, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: localpart})
+	return roomID, id.RoomAlias("#" + localpart + ":" + n.Config.ServerName)
+}
+
+// TestJoinAcrossServers: bob on B joins alice's room on A by its alias (B
+// resolves it over federation, make_join and send_join through A, imports
+// the room); messages go both ways and each side's /sync shows them; a
+// third server's user joins through B and sees the others' messages too.
+func TestJoinAcrossServers(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	c := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, bob, carol := a.Register("alice"), b.Register("bob"), c.Register("carol")
+	roomID, alias := publicRoomWithAlias(t, a, alice, "lobby")
+	aliceSync := newSyncer(t, alice)
+
+	resp, err := bob.JoinRoom(ctx, string(alias), nil)
+	if err != nil {
+		t.Fatalf("bob joins %s: %v", alias, err)
+	}
+	if resp.RoomID != roomID {
+		t.Fatalf("bob joined %s, want %s", resp.RoomID, roomID)
+	}
+	bobSync := newSyncer(t, bob)
+	aliceSync.waitMembership(t, roomID, bob.UserID, "join")
+
+	testnode.SendText(t, alice, roomID, "hello from A")
+	bobSync.waitText(t, roomID, "hello from A")
+	testnode.SendText(t, bob, roomID, "hello from B")
+	aliceSync.waitText(t, roomID, "hello from B")
+
+	// Carol joins by room ID through B (the ID names A; via adds B).
+	if _, err := carol.JoinRoom(ctx, string(roomID), &mautrix.ReqJoinRoom{Via: []string{b.Config.ServerName}}); err != nil {
+		t.Fatalf("carol joins through B: %v", err)
+	}
+	carolSync := newSyncer(t, carol)
+	aliceSync.waitMembership(t, roomID, carol.UserID, "join")
+	bobSync.waitMembership(t, roomID, carol.UserID, "join")
+	testnode.SendText(t, carol, roomID, "hello from C")
+	aliceSync.waitText(t, roomID, "hello from C")
+	bobSync.waitText(t, roomID, "hello from C")
+	testnode.SendText(t, alice, roomID, "hello again from A")
+	carolSync.waitText(t, roomID, "hello again from A")
+}
+
+// TestJoinRefused: a join to an invite-only room over federation is
+// refused with the resident server's 403, and a join to a room no server
+// knows is 404; the room stays unknown to the joining node.
+func TestJoinRefused(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, bob := a.Register("alice"), b.Register("bob")
+	private := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	_, err := bob.JoinRoom(ctx, string(private), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}})
+	testnode.WantErr(t, err, "M_FORBIDDEN", http.StatusForbidden)
+	if _, err := b.Rooms.Version(ctx, private); err == nil {
+		t.Fatal("B keeps a room it could not join")
+	}
+	_, err = bob.JoinRoom(ctx, "!nowhere:"+a.Config.ServerName, nil)
+	testnode.WantErr(t, err, "M_NOT_FOUND", http.StatusNotFound)
+}
+
+// waitInvite syncs until the room is in the client's invites.
+func (s *syncer) waitInvite(t *testing.T, roomID id.RoomID) *mautrix.SyncInvitedRoom {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		resp := testnode.SyncOnce(t, s.c, s.since, 1000)
+		s.since = resp.NextBatch
+		if inv := resp.Rooms.Invite[roomID]; inv != nil {
+			return inv
+		}
+	}
+	t.Fatalf("%s never saw the invite to %s", s.c.UserID, roomID)
+	return nil
+}
+
+// waitLeft syncs until the room is in the client's left rooms.
+func (s *syncer) waitLeft(t *testing.T, roomID id.RoomID) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		resp := testnode.SyncOnce(t, s.c, s.since, 1000)
+		s.since = resp.NextBatch
+		if resp.Rooms.Leave[roomID] != nil {
+			return
+		}
+	}
+	t.Fatalf("%s never saw %s in its left rooms", s.c.UserID, roomID)
+}
+
+// TestInviteAcrossServers: alice on A invites bob and dave on B to a
+// private room (version 12, whose room ID names no server): B countersigns
+// and shows the invites with the room's stripped state; bob accepts
+// (through the inviter's server) and chats, dave rejects and A sees the
+// rejection.
+func TestInviteAcrossServers(t *testing.T) {
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, bob, dave := a.Register("alice"), b.Register("bob"), b.Register("dave")
+	roomID := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "secret plans", RoomVersion: id.RoomV12})
+	aliceSync, bobSync, daveSync := newSyncer(t, alice), newSyncer(t, bob), newSyncer(t, dave)
+
+	testnode.Invite(t, alice, roomID, bob.UserID)
+	testnode.Invite(t, alice, roomID, dave.UserID)
+	inv := bobSync.waitInvite(t, roomID)
+	if testnode.EventContent(inv.State.Events, "m.room.name")["name"] != "secret plans" {
+		t.Fatalf("bob's invite lacks the room's name: %+v", inv.State.Events)
+	}
+	daveSync.waitInvite(t, roomID)
+
+	testnode.Join(t, bob, roomID)
+	aliceSync.waitMembership(t, roomID, bob.UserID, "join")
+	testnode.SendText(t, bob, roomID, "thanks for the invite")
+	aliceSync.waitText(t, roomID, "thanks for the invite")
+	testnode.SendText(t, alice, roomID, "welcome")
+	bobSync.waitText(t, roomID, "welcome")
+
+	testnode.Leave(t, dave, roomID)
+	aliceSync.waitMembership(t, roomID, dave.UserID, "leave")
+	daveSync.waitLeft(t, roomID)
+	if m := b.Rooms.Membership(dave.UserID, roomID); m != "leave" {
+		t.Fatalf("dave's membership on B after rejecting: %q", m)
+	}
+}
+
+// TestModerationAcrossServers: alice on A kicks, bans and unbans bob of B
+// in her public room; B's /sync shows each, a banned bob's join is
+// refused with 403, and bob's own leave reaches A.
+func TestModerationAcrossServers(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, bob, bea := a.Register("alice"), b.Register("bob"), b.Register("bea")
+	roomID, alias := publicRoomWithAlias(t, a, alice, "townhall")
+	aliceSync := newSyncer(t, alice)
+	for _, c := range []*mautrix.Client{bob, bea} {
+		if _, err := c.JoinRoom(ctx, string(alias), nil); err != nil {
+			t.Fatalf("%s joins: %v", c.UserID, err)
+		}
+	}
+	beaSync := newSyncer(t, bea)
+
+	if _, err := alice.KickUser(ctx, roomID, &mautrix.ReqKickUser{UserID: bob.UserID, Reason: "calm down"}); err != nil {
+		t.Fatal(err)
+	}
+	beaSync.waitMembership(t, roomID, bob.UserID, "leave")
+	if m := b.Rooms.Membership(bob.UserID, roomID); m != "leave" {
+		t.Fatalf("bob's membership on B after the kick: %q", m)
+	}
+	if _, err := bob.JoinRoom(ctx, string(alias), nil); err != nil {
+		t.Fatalf("bob rejoins: %v", err)
+	}
+	aliceSync.waitMembership(t, roomID, bob.UserID, "join")
+
+	if _, err := alice.BanUser(ctx, roomID, &mautrix.ReqBanUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	beaSync.waitMembership(t, roomID, bob.UserID, "ban")
+	_, err := bob.JoinRoom(ctx, string(alias), nil)
+	testnode.WantErr(t, err, "M_FORBIDDEN", http.StatusForbidden)
+
+	if _, err := alice.UnbanUser(ctx, roomID, &mautrix.ReqUnbanUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	beaSync.waitMembership(t, roomID, bob.UserID, "leave")
+	testnode.Leave(t, bea, roomID)
+	aliceSync.waitMembership(t, roomID, bea.UserID, "leave")
+}
+
+// TestKnockAcrossServers: bob on B knocks on alice's knock room on A by
+// its alias; alice sees the knock and invites him; he joins.
+func TestKnockAcrossServers(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, bob := a.Register("alice"), b.Register("bob")
+	roomID := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{
+		Preset: "private_chat", RoomAliasName: "knockers",
+		InitialState: []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{"join_rule": "knock"}}}},
+	})
+	alias := "#knockers:" + a.Config.ServerName
+	aliceSync, bobSync := newSyncer(t, alice), newSyncer(t, bob)
+	if _, err := bob.KnockRoom(ctx, alias, &mautrix.ReqKnockRoom{Reason: "let me in"}); err != nil {
+		t.Fatalf("bob knocks: %v", err)
+	}
+	aliceSync.waitMembership(t, roomID, bob.UserID, "knock")
+	if m := b.Rooms.Membership(bob.UserID, roomID); m != "knock" {
+		t.Fatalf("bob's membership on B after knocking: %q", m)
+	}
+	testnode.Invite(t, alice, roomID, bob.UserID)
+	bobSync.waitInvite(t, roomID)
+	testnode.Join(t, bob, roomID)
+	aliceSync.waitMembership(t, roomID, bob.UserID, "join")
+}
+
+// TestServerACLAcrossServers: once alice's room on A has a server ACL that
+// denies IP literals, A refuses bob's server B: its PDUs for the room (each
+// answered with an error in /send), its requests about the room (403
+// M_FORBIDDEN), and a new join through make_join.
+func TestServerACLAcrossServers(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, bob, bea := a.Register("alice"), b.Register("bob"), b.Register("bea")
+	roomID, alias := publicRoomWithAlias(t, a, alice, "guarded")
+	if _, err := bob.JoinRoom(ctx, string(alias), nil); err != nil {
+		t.Fatal(err)
+	}
+	bobSync := newSyncer(t, bob)
+	// Before the ACL, B may read the room's state.
+	latest := testnode.SendText(t, alice, roomID, "before the ACL")
+	bobSync.waitText(t, roomID, "before the ACL")
+	if _, err := b.Federation.Client.GetStateIDs(ctx, a.Config.ServerName, roomID, latest); err != nil {
+		t.Fatalf("B reads the state before the ACL: %v", err)
+	}
+
+	testnode.SendState(t, alice, roomID, event.StateServerACL, "", map[string]any{"allow": []string{"*"}, "allow_ip_literals": false})
+	bobSync.waitFor(t, roomID, "the server ACL", func(ev *event.Event) bool { return ev.Type == event.StateServerACL })
+
+	evID := testnode.SendText(t, bob, roomID, "after the ACL")
+	ev, err := b.Rooms.Event(ctx, evID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := txn(b.Config.ServerName, a.Config.ServerName, "acl")
+	req.PDUs = append(req.PDUs, ev.JSON)
+	resp, err := b.Federation.Client.SendTransaction(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := resp.PDUs[evID]; !ok || r.Error == "" {
+		t.Fatalf("A accepted B's PDU despite the ACL: %+v", resp.PDUs)
+	}
+	if _, err := a.Rooms.Event(ctx, evID); err == nil {
+		t.Fatal("A stored B's event despite the ACL")
+	}
+	_, err = b.Federation.Client.GetStateIDs(ctx, a.Config.ServerName, roomID, latest)
+	wantRemote(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	_, err = b.Federation.Client.MakeJoin(ctx, &federation.ReqMakeJoin{RoomID: roomID, UserID: bea.UserID, Via: a.Config.ServerName, SupportedVersions: []id.RoomVersion{id.RoomV12}})
+	wantRemote(t, err, http.StatusForbidden, "M_FORBIDDEN")
+}
+
+// wantRemote checks the status and errcode of a failed federation request.
+func wantRemote(t *testing.T, err error, status int, errcode string) {
+	t.Helper()
+	he, ok := err.(mautrix.HTTPError)
+	if !ok || he.Response == nil || he.Response.StatusCode != status || he.RespError == nil || he.RespError.ErrCode != errcode {
+		t.Fatalf("got %v, want %d %s", err, status, errcode)
+	}
+}
+
+// TestRestrictedJoinAcrossServers: bob on B joins alice's restricted room
+// on A because he is in the room it allows; A names its own user as the
+// authoriser in make_join and countersigns the join in send_join.
+func TestRestrictedJoinAcrossServers(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, bob := a.Register("alice"), b.Register("bob")
+	space, spaceAlias := publicRoomWithAlias(t, a, alice, "club")
+	restricted := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{
+		Preset: "private_chat",
+		InitialState: []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{
+			"join_rule": "restricted", "allow": []map[string]any{{"type": "m.room_membership", "room_id": space}},
+		}}}},
+	})
+	if _, err := bob.JoinRoom(ctx, string(restricted), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err == nil {
+		t.Fatal("bob joined the restricted room before joining the room it allows")
+	}
+	if _, err := bob.JoinRoom(ctx, string(spaceAlias), nil); err != nil {
+		t.Fatal(err)
+	}
+	aliceSync := newSyncer(t, alice)
+	if _, err := bob.JoinRoom(ctx, string(restricted), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatalf("bob joins the restricted room: %v", err)
+	}
+	join := aliceSync.waitFor(t, restricted, "bob's join", func(ev *event.Event) bool {
+		return ev.Type == event.StateMember && ev.GetStateKey() == string(bob.UserID) && ev.Content.Raw["membership"] == "join"
+	})
+	if join.Content.Raw["join_authorised_via_users_server"] != string(alice.UserID) {
+		t.Fatalf("bob's join names no authoriser of A: %v", join.Content.Raw)
+	}
+	if m := b.Rooms.Membership(bob.UserID, restricted); m != "join" {
+		t.Fatalf("bob's membership on B: %q", m)
+	}
+}
+
+// TestRoomEndpointsBadInput: the room endpoints answer malformed or
+// unauthorised requests with the spec's errors.
+func TestRoomEndpointsBadInput(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice := a.Register("alice")
+	roomID := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: id.RoomV11})
+	evID := testnode.SendText(t, alice, roomID, "hi")
+	bName, aName := b.Config.ServerName, a.Config.ServerName
+	bUser := "@someone:" + bName
+	room := string(roomID)
+	for _, tc := range []struct {
+		name, method string
+		path         federation.URLPath
+		query        map[string]string
+		body         any
+		status       int
+		errcode      string
+	}{
+		{"make_join of another server's user", "GET", federation.URLPath{"v1", "make_join", room, "@x:elsewhere.example"}, map[string]string{"ver": "11"}, nil, 403, "M_FORBIDDEN"},
+		{"make_join of an unknown room", "GET", federation.URLPath{"v1", "make_join", "!nowhere:" + aName, bUser}, map[string]string{"ver": "11"}, nil, 404, "M_NOT_FOUND"},
+		{"make_join without the room's version", "GET", federation.URLPath{"v1", "make_join", room, bUser}, map[string]string{"ver": "10"}, nil, 400, "M_INCOMPATIBLE_ROOM_VERSION"},
+		{"make_join of an invalid user", "GET", federation.URLPath{"v1", "make_join", room, "nobody"}, nil, nil, 400, "M_INVALID_PARAM"},
+		{"send_join of an array", "PUT", federation.URLPath{"v2", "send_join", room, "$x"}, nil, []any{}, 400, "M_BAD_JSON"},
+		{"send_join of a bad event", "PUT", federation.URLPath{"v2", "send_join", room, "$x"}, nil, map[string]any{"type": "m.room.member"}, 400, "M_BAD_JSON"},
+		{"send_join with a bad omit_members", "PUT", federation.URLPath{"v2", "send_join", room, "$x"}, map[string]string{"omit_members": "maybe"}, map[string]any{}, 400, "M_INVALID_PARAM"},
+		{"state_ids without event_id", "GET", federation.URLPath{"v1", "state_ids", room}, nil, nil, 400, "M_MISSING_PARAM"},
+		{"state_ids of a room B is not in", "GET", federation.URLPath{"v1", "state_ids", room}, map[string]string{"event_id": string(evID)}, nil, 403, "M_FORBIDDEN"},
+		{"state of a room B is not in", "GET", federation.URLPath{"v1", "state", room}, map[string]string{"event_id": string(evID)}, nil, 403, "M_FORBIDDEN"},
+		{"event_auth of a room B is not in", "GET", federation.URLPath{"v1", "event_auth", room, string(evID)}, nil, nil, 403, "M_FORBIDDEN"},
+		{"backfill without v", "GET", federation.URLPath{"v1", "backfill", room}, map[string]string{"limit": "10"}, nil, 400, "M_MISSING_PARAM"},
+		{"backfill with a bad limit", "GET", federation.URLPath{"v1", "backfill", room}, map[string]string{"v": string(evID), "limit": "x"}, nil, 400, "M_INVALID_PARAM"},
+		{"backfill of a room B is not in", "GET", federation.URLPath{"v1", "backfill", room}, map[string]string{"v": string(evID), "limit": "10"}, nil, 403, "M_FORBIDDEN"},
+		{"get_missing_events without lists", "POST", federation.URLPath{"v1", "get_missing_events", room}, nil, map[string]any{}, 400, "M_BAD_JSON"},
+		{"timestamp_to_event with a bad dir", "GET", federation.URLPath{"v1", "timestamp_to_event", room}, map[string]string{"ts": "1", "dir": "x"}, nil, 400, "M_INVALID_PARAM"},
+		{"timestamp_to_event with a bad ts", "GET", federation.URLPath{"v1", "timestamp_to_event", room}, map[string]string{"ts": "soon", "dir": "f"}, nil, 400, "M_INVALID_PARAM"},
+		{"invite without room_version", "PUT", federation.URLPath{"v2", "invite", room, "$x"}, nil, map[string]any{"event": map[string]any{}}, 400, "M_BAD_JSON"},
+		{"invite of another room's event", "PUT", federation.URLPath{"v2", "invite", room, "$x"}, nil, map[string]any{"event": map[string]any{"room_id": "!other:x"}, "room_version": "11"}, 400, "M_BAD_JSON"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := url.Values{}
+			for k, v := range tc.query {
+				q.Set(k, v)
+			}
+			_, _, err := b.Federation.Client.MakeFullRequest(ctx, federation.RequestParams{
+				ServerName: aName, Method: tc.method, Path: tc.path, Query: q, Authenticate: true, RequestJSON: tc.body,
+			})
+			wantRemote(t, err, tc.status, tc.errcode)
+		})
+	}
+	// An event of a room B is not in is not found.
+	_, err := b.Federation.Client.GetEvent(ctx, aName, evID)
+	wantRemote(t, err, http.StatusNotFound, "M_NOT_FOUND")
+}
