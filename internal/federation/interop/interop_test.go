@@ -28,4 +28,5 @@ func TestDendrite(t *testing.T) {
 	t.Run("Keys", func(t *testing.T) { testKeys(t, p) })
 	t.Run("Queries", func(t *testing.T) { testQueries(t, p) })
 	t.Run("Media", func(t *testing.T) { testMedia(t, p) })
+	t.Run("Rooms", func(t *testing.T) { testRooms(t, p) })
 }
