@@ -147,3 +147,9 @@ func (d *E2EEDevice) Send(roomID id.RoomID, text string) id.EventID {
 	}
 	return resp.EventID
 }
+
+// Joined reports whether the device's synced state has the user joined
+// to the room.
+func (d *E2EEDevice) Joined(room id.RoomID, user id.UserID) bool {
+	return d.state.IsMembership(context.Background(), room, user, event.MembershipJoin)
+}
