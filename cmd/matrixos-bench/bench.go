@@ -41,7 +41,7 @@ func (b *bench) usersNeeded() int {
 		switch s {
 		case "send":
 			n += 1 + b.o.Senders
-		case "wakeup":
+		case "wakeup", "sliding":
 			n += 2
 		case "fanout":
 			maxU := 0

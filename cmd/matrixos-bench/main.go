@@ -78,13 +78,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("matrixos-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.URL, "url", "http://127.0.0.1:8008", "homeserver base URL (ignored with --spawn)")
-	scenario := fs.String("scenario", "all", "comma-separated: send, wakeup, fanout, initialsync, longpoll; all is the first four")
+	scenario := fs.String("scenario", "all", "comma-separated: send, wakeup, fanout, initialsync, longpoll, sliding; all is the first four")
 	fs.IntVar(&o.Senders, "senders", 8, "send: concurrent senders (K)")
 	fs.IntVar(&o.Messages, "messages", 500, "send: messages per sender (N)")
 	users := fs.String("users", "50", "fanout: long-polling members (U); a comma list runs each, e.g. 50,200")
-	fs.IntVar(&o.Rooms, "rooms", 20, "initialsync: rooms (R)")
+	fs.IntVar(&o.Rooms, "rooms", 20, "initialsync and sliding: rooms (R)")
 	fs.IntVar(&o.Events, "events", 50, "initialsync: messages per room (H)")
-	fs.IntVar(&o.Iterations, "iterations", 200, "wakeup: sends measured")
+	fs.IntVar(&o.Iterations, "iterations", 200, "wakeup and sliding: sends measured (sliding: for each kind of sync)")
 	fs.IntVar(&o.FanoutMessages, "fanout-messages", 20, "fanout: messages sent, one at a time")
 	fs.IntVar(&o.SyncIterations, "sync-iterations", 20, "initialsync: initial syncs measured")
 	fs.IntVar(&o.PID, "pid", 0, "server process ID: report its RSS (idle and peak) from /proc")
@@ -101,7 +101,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	})
 	fs.BoolVar(&o.AllowRemote, "allow-remote", false, "allow a non-loopback --url")
 	fs.StringVar(&o.Pprof, "pprof", "", "base URL of the server's pprof listener: take a CPU profile during --pprof-scenario")
-	fs.StringVar(&o.PprofScenario, "pprof-scenario", "send", "scenario to profile: send, wakeup, fanout (the first run), fanout<U> (e.g. fanout200) or initialsync")
+	fs.StringVar(&o.PprofScenario, "pprof-scenario", "send", "scenario to profile: send, wakeup, fanout (the first run), fanout<U> (e.g. fanout200), initialsync or sliding")
 	fs.IntVar(&o.PprofSeconds, "pprof-seconds", 5, "CPU profile length")
 	fs.StringVar(&o.PprofOut, "pprof-out", "send.pprof", "where the CPU profile is written")
 	fs.IntVar(&o.Connections, "connections", 5000, "longpoll: concurrent long-polling /sync connections")
@@ -118,7 +118,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		switch s {
 		case "all":
 			o.Scenarios = append(o.Scenarios, allScenarios...)
-		case "send", "wakeup", "fanout", "initialsync", "longpoll":
+		case "send", "wakeup", "fanout", "initialsync", "longpoll", "sliding":
 			o.Scenarios = append(o.Scenarios, s)
 		default:
 			return nil, fmt.Errorf("unknown scenario %q", s)
@@ -276,6 +276,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 			rs, err = b.initialSync(ctx)
 		case "longpoll":
 			rs, err = b.longpoll(ctx)
+		case "sliding":
+			rs, err = b.sliding(ctx)
 		}
 		for _, r := range rs {
 			emit(r)

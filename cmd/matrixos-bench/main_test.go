@@ -93,7 +93,7 @@ func TestRunAgainstNode(t *testing.T) {
 	args := []string{"--url", n.URL, "--json", "--pid", itoa(os.Getpid()),
 		"--senders", "2", "--messages", "5", "--users", "3,4", "--rooms", "2", "--events", "3",
 		"--iterations", "3", "--fanout-messages", "2", "--sync-iterations", "2", "--settle-timeout", "5s",
-		"--scenario", "all,longpoll", "--connections", "20", "--longpoll-users", "2"}
+		"--scenario", "all,longpoll,sliding", "--connections", "20", "--longpoll-users", "2"}
 	if err := run(args, &stdout, &stderr); err != nil {
 		t.Fatalf("run: %v\n%s", err, stderr.String())
 	}
@@ -126,6 +126,10 @@ func TestRunAgainstNode(t *testing.T) {
 			if d := line.Metrics["deliveries"]; d != 6 && d != 8 {
 				t.Errorf("fanout metrics: %v", line.Metrics)
 			}
+		case "sliding":
+			if line.Metrics["initial_ms"] <= 0 || line.Metrics["wake_p99_ms"] <= 0 || line.Metrics["sync_wake_p99_ms"] <= 0 {
+				t.Errorf("sliding metrics: %v", line.Metrics)
+			}
 		case "longpoll":
 			if line.Metrics["returned"] != 20 {
 				t.Errorf("longpoll metrics: %v", line.Metrics)
@@ -136,7 +140,7 @@ func TestRunAgainstNode(t *testing.T) {
 			}
 		}
 	}
-	want := map[string]int{"send": 1, "wakeup": 1, "fanout": 2, "initialsync": 1, "longpoll": 1, "rss": 1}
+	want := map[string]int{"send": 1, "wakeup": 1, "fanout": 2, "initialsync": 1, "longpoll": 1, "sliding": 1, "rss": 1}
 	for s, c := range want {
 		if seen[s] != c {
 			t.Errorf("scenario %s: %d results, want %d\nstdout:\n%s", s, seen[s], c, stdout.String())
