@@ -2,8 +2,11 @@ package federation_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"testing"
 	"time"
 
@@ -68,16 +71,22 @@ func publicRoomWithAlias(t *testing.T, n *testnode.Node, c *mautrix.Client, loca
 	return roomID, id.RoomAlias("#" + localpart + ":" + n.Config.ServerName)
 }
 
-// TestJoinAcrossServers: bob on B joins alice's room on A by its alias (B
+// TestJoinAcrossServers (SQLite and PostgreSQL): bob on B joins alice's room on A by its alias (B
 // resolves it over federation, make_join and send_join through A, imports
 // the room); messages go both ways and each side's /sync shows them; a
 // third server's user joins through B and sees the others' messages too.
 func TestJoinAcrossServers(t *testing.T) {
+	for _, engine := range testnode.Engines {
+		t.Run(string(engine), func(t *testing.T) { testJoinAcrossServers(t, engine) })
+	}
+}
+
+func testJoinAcrossServers(t *testing.T, engine testnode.Engine) {
 	ctx := context.Background()
 	ca := testnode.NewCA(t)
-	a := testnode.StartFederating(t, testnode.SQLite, ca)
-	b := testnode.StartFederating(t, testnode.SQLite, ca)
-	c := testnode.StartFederating(t, testnode.SQLite, ca)
+	a := testnode.StartFederating(t, engine, ca)
+	b := testnode.StartFederating(t, engine, ca)
+	c := testnode.StartFederating(t, engine, ca)
 	alice, bob, carol := a.Register("alice"), b.Register("bob"), c.Register("carol")
 	roomID, alias := publicRoomWithAlias(t, a, alice, "lobby")
 	aliceSync := newSyncer(t, alice)
@@ -416,4 +425,57 @@ func TestRoomEndpointsBadInput(t *testing.T) {
 	// An event of a room B is not in is not found.
 	_, err := b.Federation.Client.GetEvent(ctx, aName, evID)
 	wantRemote(t, err, http.StatusNotFound, "M_NOT_FOUND")
+}
+
+// TestSendJoinOmitMembers: send_join v2 with omit_members=true answers the
+// state without member events (the joiner's own is not in the state
+// before its join), an auth chain, members_omitted and servers_in_room;
+// without it the members are all there.
+func TestSendJoinOmitMembers(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	c := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, bob := a.Register("alice"), b.Register("bob")
+	roomID, alias := publicRoomWithAlias(t, a, alice, "big")
+	if _, err := bob.JoinRoom(ctx, string(alias), nil); err != nil {
+		t.Fatal(err)
+	}
+	aName := a.Config.ServerName
+	for _, omit := range []bool{true, false} {
+		carol := id.UserID(fmt.Sprintf("@carol%v:%s", omit, c.Config.ServerName))
+		tmpl, err := c.Federation.Client.MakeJoin(ctx, &federation.ReqMakeJoin{RoomID: roomID, UserID: carol, Via: aName, SupportedVersions: []id.RoomVersion{id.RoomV12}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		evID, signed, err := c.Rooms.SignTemplate(tmpl.RoomVersion, tmpl.Event)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.Federation.Client.SendJoin(ctx, &federation.ReqSendJoin{RoomID: roomID, EventID: evID, Event: signed, Via: aName, OmitMembers: omit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		members := 0
+		for _, raw := range resp.State {
+			var ev struct{ Type string }
+			if err := json.Unmarshal(raw, &ev); err != nil {
+				t.Fatal(err)
+			}
+			if ev.Type == "m.room.member" {
+				members++
+			}
+		}
+		if resp.MembersOmitted != omit || len(resp.AuthChain) == 0 || len(resp.State) == 0 {
+			t.Fatalf("omit_members=%v: members_omitted %v, %d state events, %d in the auth chain", omit, resp.MembersOmitted, len(resp.State), len(resp.AuthChain))
+		}
+		if omit {
+			if members != 0 || !slices.Contains(resp.ServersInRoom, aName) || !slices.Contains(resp.ServersInRoom, b.Config.ServerName) {
+				t.Fatalf("omit_members: %d member events, servers_in_room %v", members, resp.ServersInRoom)
+			}
+		} else if members < 3 {
+			t.Fatalf("without omit_members: %d member events, want alice, bob and the first carol", members)
+		}
+	}
 }
