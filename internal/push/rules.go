@@ -130,6 +130,17 @@ const (
 	RuleRoomOneToOne          = ".m.rule.room_one_to_one"
 	RuleMessage               = ".m.rule.message"
 	RuleEncrypted             = ".m.rule.encrypted"
+
+	// The poll rules of MSC3930, under its unstable prefix: poll starts and
+	// ends notify like messages, responses never do.
+	RulePollResponse      = ".org.matrix.msc3930.rule.poll_response"
+	RulePollStartOneToOne = ".org.matrix.msc3930.rule.poll_start_one_to_one"
+	RulePollEndOneToOne   = ".org.matrix.msc3930.rule.poll_end_one_to_one"
+	RulePollStart         = ".org.matrix.msc3930.rule.poll_start"
+	RulePollEnd           = ".org.matrix.msc3930.rule.poll_end"
+	pollStartType         = "org.matrix.msc3381.poll.start"
+	pollEndType           = "org.matrix.msc3381.poll.end"
+	pollResponseType      = "org.matrix.msc3381.poll.response"
 )
 
 // legacyMentionRule reports whether id is one of the rules deprecated in
@@ -203,7 +214,7 @@ func defRule(ruleID string, enabled bool, conditions, actions []json.RawMessage)
 }
 
 // Defaults returns the spec's (v1.19) predefined rules for user, in
-// priority order. .m.rule.master comes first among the override rules;
+// priority order, with MSC3930's poll rules where Synapse puts them. .m.rule.master comes first among the override rules;
 // user-defined rules are inserted after it (see [Service.Rules]).
 func Defaults(user id.UserID) *Ruleset {
 	uid := string(user)
@@ -230,6 +241,7 @@ func Defaults(user id.UserID) *Ruleset {
 			defRule(RuleReaction, true, conds(eventMatch("type", "m.reaction")), acts()),
 			defRule(RuleServerACL, true, conds(eventMatch("type", "m.room.server_acl"), eventMatch("state_key", "")), acts()),
 			defRule(RuleSuppressEdits, true, conds(propertyIs(`content.m\.relates_to.rel_type`, "m.replace")), acts()),
+			defRule(RulePollResponse, true, conds(eventMatch("type", pollResponseType)), acts()),
 		},
 		Content: []*Rule{{
 			RuleID: RuleContainsUserName, Default: true, Enabled: true, Pattern: user.Localpart(),
@@ -243,8 +255,14 @@ func Defaults(user id.UserID) *Ruleset {
 				acts(actNotify, actSound("default"))),
 			defRule(RuleRoomOneToOne, true, conds(memberCount("2"), eventMatch("type", "m.room.message")),
 				acts(actNotify, actSound("default"))),
+			defRule(RulePollStartOneToOne, true, conds(memberCount("2"), eventMatch("type", pollStartType)),
+				acts(actNotify, actSound("default"))),
+			defRule(RulePollEndOneToOne, true, conds(memberCount("2"), eventMatch("type", pollEndType)),
+				acts(actNotify, actSound("default"))),
 			defRule(RuleMessage, true, conds(eventMatch("type", "m.room.message")), acts(actNotify)),
 			defRule(RuleEncrypted, true, conds(eventMatch("type", "m.room.encrypted")), acts(actNotify)),
+			defRule(RulePollStart, true, conds(eventMatch("type", pollStartType)), acts(actNotify)),
+			defRule(RulePollEnd, true, conds(eventMatch("type", pollEndType)), acts(actNotify)),
 		},
 	}
 }

@@ -19,9 +19,10 @@ func TestDefaults(t *testing.T) {
 	want := map[Kind][]string{
 		Override: {RuleMaster, RuleSuppressNotices, RuleInviteForMe, RuleMemberEvent, RuleIsUserMention,
 			RuleContainsDisplayName, RuleIsRoomMention, RuleRoomNotif, RuleTombstone, RuleReaction,
-			RuleServerACL, RuleSuppressEdits},
-		Content:   {RuleContainsUserName},
-		Underride: {RuleCall, RuleEncryptedRoomOneToOne, RuleRoomOneToOne, RuleMessage, RuleEncrypted},
+			RuleServerACL, RuleSuppressEdits, RulePollResponse},
+		Content: {RuleContainsUserName},
+		Underride: {RuleCall, RuleEncryptedRoomOneToOne, RuleRoomOneToOne, RulePollStartOneToOne, RulePollEndOneToOne,
+			RuleMessage, RuleEncrypted, RulePollStart, RulePollEnd},
 	}
 	for _, k := range Kinds {
 		var got []string
@@ -100,6 +101,12 @@ func TestEvaluateDefaults(t *testing.T) {
 		{"call", "m.call.invite", bob, nil, `{"call_id":"1","version":"1"}`, 3, RuleCall, true, false},
 		{"server acl", "m.room.server_acl", carol, &empty, `{"allow":["*"]}`, 3, RuleServerACL, false, false},
 		{"topic", "m.room.topic", carol, &empty, `{"topic":"hi"}`, 3, "", false, false},
+		// MSC3930's poll rules (Complement's msc3930 TestPollsLocalPushRules).
+		{"poll start one-to-one", "org.matrix.msc3381.poll.start", bob, nil, `{"org.matrix.msc3381.poll.start":{}}`, 2, RulePollStartOneToOne, true, false},
+		{"poll end one-to-one", "org.matrix.msc3381.poll.end", bob, nil, `{}`, 2, RulePollEndOneToOne, true, false},
+		{"poll start group", "org.matrix.msc3381.poll.start", bob, nil, `{}`, 3, RulePollStart, true, false},
+		{"poll end group", "org.matrix.msc3381.poll.end", bob, nil, `{}`, 5, RulePollEnd, true, false},
+		{"poll response", "org.matrix.msc3381.poll.response", bob, nil, `{}`, 2, RulePollResponse, false, false},
 		{"message type prefix only", "m.room.message.extra", bob, nil, `{"body":"x"}`, 3, "", false, false},
 	}
 	for _, tt := range tests {
