@@ -451,3 +451,32 @@ func syncRaw(t *testing.T, c *mautrix.Client, since string) rawSync {
 	}
 	return out
 }
+
+// TestDeletedDeviceLosesLocalNotificationSettings: MSC3890. Logging a
+// device out deletes its org.matrix.msc3890.local_notification_settings
+// entry (GET then answers 404 M_NOT_FOUND, as Complement's msc3890 test
+// checks); the entries of the user's other devices stay.
+func TestDeletedDeviceLosesLocalNotificationSettings(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		first := n.Register("alice")
+		second := n.Login(first.UserID)
+		settings := func(device id.DeviceID) string {
+			return "org.matrix.msc3890.local_notification_settings." + string(device)
+		}
+		for _, d := range []id.DeviceID{first.DeviceID, second.DeviceID} {
+			if err := first.SetAccountData(ctx, settings(d), map[string]bool{"is_silenced": true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := second.Logout(ctx); err != nil {
+			t.Fatal(err)
+		}
+		path := "/_matrix/client/v3/user/" + url.PathEscape(string(first.UserID)) + "/account_data/"
+		testnode.Call(t, first, "GET", path+url.PathEscape(settings(second.DeviceID)), nil).Want(t, 404, "M_NOT_FOUND")
+		kept := testnode.Call(t, first, "GET", path+url.PathEscape(settings(first.DeviceID)), nil).Want(t, 200, "").JSON(t)
+		if kept["is_silenced"] != true {
+			t.Fatalf("the remaining device's settings: %v", kept)
+		}
+	})
+}

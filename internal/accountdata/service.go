@@ -195,6 +195,20 @@ func (s *Service) PurgeRoom(ctx context.Context, tx *storage.Tx, roomID id.RoomI
 	return nil
 }
 
+// LocalNotificationSettingsPrefix starts the type of the account data
+// where a client keeps one device's notification settings (MSC3890,
+// remotely silencing notifications), the device ID following it.
+const LocalNotificationSettingsPrefix = "org.matrix.msc3890.local_notification_settings."
+
+// OnDeviceDeleted deletes the deleted device's local notification settings
+// (MSC3890), as the MSC asks, so no stale entry of a device that is gone
+// stays in the user's account data (an accounts.Hooks.DeviceDeleted hook).
+func (s *Service) OnDeviceDeleted(ctx context.Context, user id.UserID, device id.DeviceID) {
+	if err := s.Delete(ctx, user, "", LocalNotificationSettingsPrefix+string(device)); err != nil {
+		s.log.Error("delete local notification settings of deleted device", "user_id", user, "device_id", device, "err", err)
+	}
+}
+
 // OnDeactivated deletes a deactivated user's account data, global and per
 // room (an accounts.Hooks.Deactivated hook): it can hold private data such
 // as encrypted secrets and the list of direct chats.

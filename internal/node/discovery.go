@@ -33,6 +33,9 @@ var unstableFeatures = map[string]bool{
 	// Filtering room events by relation type (sync, clientapi):
 	// org.matrix.msc3874.rel_types and not_rel_types in event filters.
 	"org.matrix.msc3874": true,
+	// Remotely silencing notifications (accountdata): a deleted device's
+	// org.matrix.msc3890.local_notification_settings.<device> goes with it.
+	"org.matrix.msc3890": true,
 	// The room_types filter of /publicRooms (clientapi).
 	"org.matrix.msc3827.stable": true,
 	// Authenticated media under /_matrix/client/v1/media (media).

@@ -271,6 +271,7 @@ func (n *Node) wireHooks() {
 	n.Accounts.Hooks.ProfileChanged = append(n.Accounts.Hooks.ProfileChanged, n.Client.OnProfileChanged)
 	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, n.Client.OnDeactivated)
 	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, n.Keys.OnDeactivated, n.Push.OnDeactivated, n.AccountData.OnDeactivated)
+	n.Accounts.Hooks.DeviceDeleted = append(n.Accounts.Hooks.DeviceDeleted, n.AccountData.OnDeviceDeleted)
 	n.Accounts.Hooks.DeviceDeleted = append(n.Accounts.Hooks.DeviceDeleted, n.Keys.OnDeviceDeleted)
 	n.Accounts.Hooks.DeviceRenamed = append(n.Accounts.Hooks.DeviceRenamed, n.Keys.OnDeviceRenamed)
 }

@@ -80,6 +80,7 @@ func TestUnstableFeatures(t *testing.T) {
 		"org.matrix.msc3391":            true, // deleting account data
 		"org.matrix.msc3827.stable":     true, // room_types in /publicRooms
 		"org.matrix.msc3874":            true, // rel_types filters
+		"org.matrix.msc3890":            true, // local notification settings
 		"org.matrix.msc3916.stable":     true, // authenticated media
 		"org.matrix.msc4140":            true, // delayed events
 		"org.matrix.msc4222":            true, // state_after in /sync
