@@ -118,6 +118,9 @@ func TestSoftFail(t *testing.T) {
 	if err != nil || stored[msg.ID] == nil || !stored[msg.ID].SoftFailed {
 		t.Fatalf("the event is not stored as soft-failed: %v", err)
 	}
+	if _, err := n.e("a").Event(ctx, msg.ID); errCode(err) != "M_NOT_FOUND" {
+		t.Errorf("a soft-failed event is served by ID: %v", err)
+	}
 	if ext := n.e("a").view(t, roomID).extremities; !slices.Equal(ext, extBefore) {
 		t.Errorf("a soft-failed event changed the extremities: %v -> %v", extBefore, ext)
 	}

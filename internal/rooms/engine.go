@@ -1205,9 +1205,13 @@ func (e *Engine) applyRedaction(ctx context.Context, tx *storage.Tx, r *room, re
 	return nil
 }
 
-// Event loads one event by ID.
+// Event loads one event by ID: of the timeline, or an outlier (a soft-
+// failed one answers not found).
 func (e *Engine) Event(ctx context.Context, evID id.EventID) (*Event, error) {
 	if ev := e.cache.get(evID); ev != nil {
+		if ev.SoftFailed {
+			return nil, errSoftFailed
+		}
 		return ev, nil
 	}
 	evs, err := e.queryEvents(ctx, "WHERE event_id = $1", evID)
@@ -1223,8 +1227,15 @@ func (e *Engine) Event(ctx context.Context, evID id.EventID) (*Event, error) {
 		return nil, mxhttp.NotFound("event not found")
 	}
 	e.cache.put(evs[0])
+	if evs[0].SoftFailed {
+		return nil, errSoftFailed
+	}
 	return evs[0], nil
 }
+
+// errSoftFailed answers a request for a soft-failed event by ID: such
+// events are never shown (they load only as state a resolution picked).
+var errSoftFailed = mxhttp.NotFound("event not found")
 
 // Events loads events by ID, from the cache or in batched queries. Unknown
 // IDs are skipped, duplicates are loaded once, and the order is not kept.
