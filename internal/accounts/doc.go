@@ -7,4 +7,9 @@
 // Every check of a password or token, on whichever endpoint, first takes
 // from the login rate limit of the client IP and of the account
 // (Service.Limiter).
+//
+// Profiles: with federation on (UseFederation), GET /profile of another
+// server's user asks that server and keeps the answer for a minute, and
+// FederationRoutes serves this server's profiles to others
+// (GET /_matrix/federation/v1/query/profile).
 package accounts

@@ -2,8 +2,9 @@
 // {userId}/openid/request_token) that a user hands to a third party, such
 // as an integration manager, to prove who they are; the third party checks
 // a token with the federation endpoint GET /_matrix/federation/v1/openid/
-// userinfo, which answers with the token's user. Tokens are random, stored
-// hashed, and expire after TokenLifetime.
+// userinfo, which answers with the token's user, on the client listener
+// and, with federation on, the federation listener (FederationRoutes).
+// Tokens are random, stored hashed, and expire after TokenLifetime.
 package openid
 
 import (
