@@ -2,6 +2,7 @@ package federation
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +41,11 @@ const (
 	DownAfter = 6
 	// txnTimeout bounds one outbound transaction.
 	txnTimeout = 60 * time.Second
+	// MaxQueuedPDUs bounds the PDUs queued for a destination that fails:
+	// past it the oldest are dropped, and the destination, given the
+	// newest events of each room, fetches what it misses with
+	// get_missing_events (catch-up). EDUs are never dropped.
+	MaxQueuedPDUs = 10000
 )
 
 // Outbox is this node's outbound federation queue: PDUs and EDUs for other
@@ -61,6 +67,8 @@ type Outbox struct {
 
 	// Timing; tests shorten them before Start.
 	batchDelay, minBackoff, maxBackoff time.Duration
+	// maxQueuedPDUs is MaxQueuedPDUs; tests lower it. Guarded by mu.
+	maxQueuedPDUs int
 
 	txnPrefix string
 	txnSeq    atomic.Int64
@@ -102,7 +110,7 @@ func (o *Outbox) backoff(failures int) time.Duration {
 func newOutbox(db *storage.DB, log *slog.Logger, origin string, send sendFunc) *Outbox {
 	return &Outbox{
 		db: db, log: log, origin: origin, send: send, metrics: newOutboxMetrics(),
-		batchDelay: BatchDelay, minBackoff: MinBackoff, maxBackoff: MaxBackoff,
+		batchDelay: BatchDelay, minBackoff: MinBackoff, maxBackoff: MaxBackoff, maxQueuedPDUs: MaxQueuedPDUs,
 		txnPrefix: strconv.FormatInt(time.Now().UnixMilli(), 36),
 		dests:     map[string]*destination{},
 	}
@@ -460,7 +468,62 @@ func (o *Outbox) deliver(ctx context.Context, d *destination, b *batch) bool {
 			return true
 		}
 		o.failed(ctx, d, err)
+		if o.trim(ctx, d) {
+			// The batch may have lost PDUs: the next one is read afresh.
+			return true
+		}
 	}
+}
+
+// trim drops the oldest PDUs queued for d beyond maxQueuedPDUs, and
+// reports whether it dropped any.
+func (o *Outbox) trim(ctx context.Context, d *destination) bool {
+	o.mu.Lock()
+	limit, depth := o.maxQueuedPDUs, d.depth
+	o.mu.Unlock()
+	if depth <= limit {
+		return false
+	}
+	var dropped int64
+	err := o.db.Write(ctx, func(tx *storage.Tx) error {
+		var cutoff int64
+		err := tx.QueryRow(ctx, fmt.Sprintf(`SELECT id FROM federation_outbound WHERE destination = $1 AND pdu_id <> 0 ORDER BY id DESC LIMIT 1 OFFSET %d`, limit), d.name).Scan(&cutoff)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("find the PDUs to drop for %s: %w", d.name, err)
+		}
+		res, err := tx.Exec(ctx, `DELETE FROM federation_outbound WHERE destination = $1 AND pdu_id <> 0 AND id <= $2`, d.name, cutoff)
+		if err != nil {
+			return fmt.Errorf("drop PDUs queued for %s: %w", d.name, err)
+		}
+		dropped, _ = res.RowsAffected()
+		if _, err := tx.Exec(ctx, `DELETE FROM federation_outbound_pdus WHERE NOT EXISTS (SELECT 1 FROM federation_outbound q WHERE q.pdu_id = federation_outbound_pdus.id)`); err != nil {
+			return fmt.Errorf("drop unqueued PDUs: %w", err)
+		}
+		var left int
+		if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM federation_outbound WHERE destination = $1`, d.name).Scan(&left); err != nil {
+			return fmt.Errorf("count queue of %s: %w", d.name, err)
+		}
+		tx.AfterCommit(func() {
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			d.depth = left
+			o.metrics.observe(d)
+		})
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			o.log.Warn("federation outbox", "destination", d.name, "err", err)
+		}
+		return false
+	}
+	if dropped > 0 {
+		o.log.Warn("federation: dropped the oldest PDUs queued for a failing destination; it catches up from the newest", "destination", d.name, "dropped", dropped)
+	}
+	return dropped > 0
 }
 
 // waitRetry waits until d's backoff is over (or Wake ends it).

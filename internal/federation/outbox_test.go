@@ -334,3 +334,43 @@ func TestOutboxMetricsAndAdmin(t *testing.T) {
 		t.Fatal("metrics name this server as a destination")
 	}
 }
+
+// TestOutboxTrimsWhileDown: while B is down, A keeps at most the bound of
+// PDUs queued for it, dropping the oldest; when B is back it gets the
+// newest ones, in order (it would fetch the others with
+// get_missing_events), and the queue's EDUs all.
+func TestOutboxTrimsWhileDown(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	aName, bName := a.Config.ServerName, b.Config.ServerName
+	fed.SetMaxQueuedPDUs(a.Federation.Outbox, 5)
+	b.Stop()
+	for i := range 12 {
+		if err := a.Federation.Outbox.SendPDU(ctx, []string{bName}, testPDU(3*i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Federation.Outbox.SendEDU(ctx, bName, testEDU, map[string]string{"n": "kept"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return queued(t, a, bName) == 6 }, "A to trim its queue for B to 5 PDUs and the EDU")
+	if st := destination(t, a, bName); st.QueueDepth != 6 || st.Failures == 0 {
+		t.Fatalf("A's view of B after trimming: %+v", st)
+	}
+
+	b = b.Restart()
+	in := newInbox(b)
+	if _, err := b.Federation.Client.SendTransaction(ctx, txn(bName, aName, "wake")); err != nil {
+		t.Fatal(err)
+	}
+	pdus, edus := in.wait(t, 5, 1, 10*time.Second)
+	var want []string
+	for i := 7; i < 12; i++ {
+		want = append(want, fmt.Sprintf("%s $%d:test", aName, 3*i))
+	}
+	if !equal(pdus, want) || !equal(edus, []string{aName + " kept"}) {
+		t.Fatalf("B got PDUs %v and EDUs %v, want %v and the EDU", pdus, edus, want)
+	}
+}
