@@ -116,6 +116,28 @@ func (s *Service) DirectRooms(ctx context.Context, user id.UserID) (map[id.RoomI
 	return out, nil
 }
 
+// RoomTags returns the tags (the keys of m.tag's tags) of each of the
+// user's tagged rooms.
+func (s *Service) RoomTags(ctx context.Context, user id.UserID) (map[id.RoomID][]string, error) {
+	rows, err := s.load(ctx, "WHERE user_id = $1 AND type = 'm.tag' AND room_id <> ''", user)
+	if err != nil {
+		return nil, err
+	}
+	out := map[id.RoomID][]string{}
+	for _, r := range rows {
+		var c struct {
+			Tags map[string]json.RawMessage `json:"tags"`
+		}
+		if json.Unmarshal([]byte(r.content), &c) != nil {
+			continue // not the spec's shape: no tags
+		}
+		for tag := range c.Tags {
+			out[r.room] = append(out[r.room], tag)
+		}
+	}
+	return out, nil
+}
+
 // Set stores content (a JSON object) as the user's account data of this
 // type, global when roomID is empty, and wakes the user's long-polls. Unlike
 // the HTTP API it accepts server-controlled types such as m.fully_read.

@@ -199,6 +199,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Sync.Ignored = n.AccountData.IgnoredUsers
 	n.Sync.InviteIgnored = n.AccountData.InviteIgnored
 	n.Sync.DirectRooms = n.AccountData.DirectRooms
+	n.Sync.RoomTags = n.AccountData.RoomTags
 	n.Client.InviteBlocked = n.AccountData.InviteBlocked
 	n.Ephemeral = ephemeral.New(n.DB, log, n.Accounts, n.Rooms, n.Sync, n.AccountData)
 	n.Sync.OnSync = n.Ephemeral.SetFromSync

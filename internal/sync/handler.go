@@ -51,6 +51,10 @@ type Service struct {
 	// data lists: sliding sync's is_dm.
 	DirectRooms func(ctx context.Context, user id.UserID) (map[id.RoomID]bool, error)
 
+	// RoomTags, when set, returns the tags of each of the user's tagged
+	// rooms (m.tag): sliding sync's tags and not_tags filters.
+	RoomTags func(ctx context.Context, user id.UserID) (map[id.RoomID][]string, error)
+
 	conns connStore  // sliding sync connections
 	bumps bumpStamps // sliding sync's room order
 

@@ -76,6 +76,8 @@ type slidingFilters struct {
 	RoomTypes    *[]*string  `json:"room_types"`
 	NotRoomTypes []*string   `json:"not_room_types"`
 	Spaces       []id.RoomID `json:"spaces"`
+	Tags         []string    `json:"tags"`
+	NotTags      []string    `json:"not_tags"`
 }
 
 // invited is the is_invite filter under either of its names.

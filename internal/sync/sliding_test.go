@@ -577,8 +577,8 @@ func TestSlidingSyncConcurrentSenders(t *testing.T) {
 
 // TestSlidingSyncFilters: list filters select by is_dm (m.direct),
 // is_encrypted, is_invite, room_types and not_room_types (null for rooms
-// without a type), and spaces (children of joined spaces); count counts
-// what passes.
+// without a type), spaces (children of joined spaces), and tags and
+// not_tags (m.tag, not_tags winning); count counts what passes.
 func TestSlidingSyncFilters(t *testing.T) {
 	n := testnode.Start(t, testnode.SQLite)
 	alice, bob := n.Register("alice"), n.Register("bob")
@@ -595,6 +595,13 @@ func TestSlidingSyncFilters(t *testing.T) {
 	space := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{CreationContent: map[string]any{"type": "m.space"}})
 	testnode.SendState(t, alice, space, event.StateSpaceChild, string(plain), map[string]any{"via": []string{"localhost"}})
 	invite := testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{alice.UserID}})
+	for room, tags := range map[id.RoomID][]string{encrypted: {"m.favourite"}, plain: {"u.work", "m.lowpriority"}} {
+		for _, tag := range tags {
+			if err := alice.AddTag(ctx, room, event.RoomTag(tag), 0.5); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 
 	for _, tc := range []struct {
 		name    string
@@ -611,6 +618,9 @@ func TestSlidingSyncFilters(t *testing.T) {
 		{"not_room_types space", map[string]any{"not_room_types": []any{"m.space"}}, []id.RoomID{plain, encrypted, dm, invite}},
 		{"room_types null", map[string]any{"room_types": []any{nil}, "is_invite": false}, []id.RoomID{plain, encrypted, dm}},
 		{"spaces", map[string]any{"spaces": []id.RoomID{space}}, []id.RoomID{plain}},
+		{"tags", map[string]any{"tags": []string{"m.favourite"}}, []id.RoomID{encrypted}},
+		{"not_tags", map[string]any{"not_tags": []string{"m.lowpriority"}}, []id.RoomID{encrypted, dm, space, invite}},
+		{"not_tags wins", map[string]any{"tags": []string{"m.favourite", "u.work"}, "not_tags": []string{"m.lowpriority"}}, []id.RoomID{encrypted}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			list := map[string]any{"ranges": [][]int{{0, 99}}, "timeline_limit": 0, "required_state": [][]string{}}

@@ -27,6 +27,7 @@ type slidingBuild struct {
 	resp *SlidingResponse
 
 	direct map[id.RoomID]bool
+	tags   map[id.RoomID][]string // loaded when a list filters by tags
 	facts  map[id.RoomID]*roomFacts
 	// windowLists are the lists that selected each room of the window.
 	windowLists map[id.RoomID][]string
@@ -252,6 +253,16 @@ func (b *slidingBuild) passes(ctx context.Context, lr listRoom, f *slidingFilter
 	if f.Spaces != nil && !b.inSpaces(ctx, lr.room, f.Spaces) {
 		return false, nil
 	}
+	if f.Tags != nil || f.NotTags != nil {
+		tags, err := b.roomTags(ctx)
+		if err != nil {
+			return false, err
+		}
+		has := func(t string) bool { return slices.Contains(tags[lr.room], t) }
+		if slices.ContainsFunc(f.NotTags, has) || f.Tags != nil && !slices.ContainsFunc(f.Tags, has) {
+			return false, nil
+		}
+	}
 	if f.IsEncrypted == nil && f.RoomTypes == nil && f.NotRoomTypes == nil {
 		return true, nil
 	}
@@ -266,6 +277,22 @@ func (b *slidingBuild) passes(ctx context.Context, lr listRoom, f *slidingFilter
 		return false, nil
 	}
 	return f.RoomTypes == nil || slices.ContainsFunc(*f.RoomTypes, sameType), nil
+}
+
+// roomTags returns the tags of the user's rooms, loaded once per response.
+func (b *slidingBuild) roomTags(ctx context.Context) (map[id.RoomID][]string, error) {
+	if b.tags != nil || b.s.RoomTags == nil {
+		return b.tags, nil
+	}
+	tags, err := b.s.RoomTags(ctx, b.creq.User)
+	if err != nil {
+		return nil, fmt.Errorf("load room tags: %w", err)
+	}
+	if tags == nil {
+		tags = map[id.RoomID][]string{}
+	}
+	b.tags = tags
+	return tags, nil
 }
 
 // roomFacts returns (and remembers for the response) whether the room is
