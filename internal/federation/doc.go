@@ -1,6 +1,6 @@
 // Package federation owns this node's part of the Server-Server API that
-// everything else in federation rests on: identity, keys, discovery and
-// transport.
+// everything else in federation rests on: identity, keys, discovery,
+// transport, transactions in both directions and the room endpoints.
 //
 //   - The federation listener's endpoints: GET /_matrix/federation/v1/version,
 //     the key server GET /_matrix/key/v2/server (this node's verify keys,
@@ -28,7 +28,23 @@
 //   - This node's old verify keys (federation_old_keys), recorded by
 //     matrixos key rotate and served as old_verify_keys.
 //
-// Rooms, events and transactions are not its business: the room engine
-// (internal/rooms) owns the event graph, and docs/federation.md lists the
-// Server-Server endpoints this node serves.
+//   - The outbound queue (Outbox): PDUs and EDUs for other servers, kept in
+//     the database until delivered, one transaction in flight per
+//     destination, batched, retried with a capped exponential backoff and
+//     woken when the destination contacts us; per-destination metrics.
+//   - Inbound transactions (PUT /send): limits, idempotency per origin and
+//     transaction ID, each room's PDUs handed in order to the room engine
+//     (SetPDUReceiver), EDUs to the handlers other packages register with
+//     HandleEDU.
+//   - The room endpoints (ServeRooms): make_*/send_* for joins, leaves and
+//     knocks, invite, event, state, state_ids, event_auth, backfill,
+//     get_missing_events and timestamp_to_event on the resident server,
+//     and the joining side (JoinRemote, LeaveRemote, KnockRemote,
+//     SendInvite) that the client API calls; server ACLs (ServerAllowed)
+//     over all of them.
+//
+// The event graph itself is the room engine's (internal/rooms): the
+// checks on receipt, state, auth chains and history visibility are asked
+// of it. docs/federation.md lists the Server-Server endpoints this node
+// serves.
 package federation
