@@ -378,3 +378,50 @@ func TestRemoteHierarchy(t *testing.T) {
 	summary(string(privateB), "?via="+url.QueryEscape(bName)).Want(t, http.StatusNotFound, "M_NOT_FOUND")
 	a.Do(t, "GET", "/_matrix/client/v1/room_summary/"+url.PathEscape(string(publicB))+"?via="+url.QueryEscape(bName), "", nil).Want(t, http.StatusNotFound, "M_NOT_FOUND")
 }
+
+// TestFederationQueriesMatchSpec: the answers of the query, directory,
+// publicRooms, hierarchy and userinfo endpoints, success and error, match
+// the spec's schemas (FederationDo checks each against the spec).
+func TestFederationQueriesMatchSpec(t *testing.T) {
+	a, b := twoNodes(t)
+	bob := b.Register("bob")
+	bName := b.Config.ServerName
+	if err := bob.SetDisplayName(context.Background(), "Bob"); err != nil {
+		t.Fatal(err)
+	}
+	space := testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "public_chat", Visibility: "public", Name: "Space",
+		RoomAliasName: "space", CreationContent: map[string]any{"type": "m.space"}})
+	child := testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Child"})
+	testnode.SendState(t, bob, space, event.StateSpaceChild, string(child), map[string]any{"via": []string{bName}})
+	tok, err := bob.RequestOpenIDToken(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := a.Node.Federation.Client.Key
+	for _, tt := range []struct {
+		method, uri string
+		body        any
+		status      int
+	}{
+		{"GET", "/_matrix/federation/v1/query/profile?user_id=" + url.QueryEscape(string(bob.UserID)), nil, 200},
+		{"GET", "/_matrix/federation/v1/query/profile?user_id=" + url.QueryEscape("@nobody:"+bName), nil, 404},
+		{"GET", "/_matrix/federation/v1/query/directory?room_alias=" + url.QueryEscape("#space:"+bName), nil, 200},
+		{"GET", "/_matrix/federation/v1/query/directory?room_alias=" + url.QueryEscape("#nowhere:"+bName), nil, 404},
+		{"GET", "/_matrix/federation/v1/publicRooms?limit=1", nil, 200},
+		{"POST", "/_matrix/federation/v1/publicRooms", map[string]any{"filter": map[string]any{"generic_search_term": "space"}}, 200},
+		{"GET", "/_matrix/federation/v1/hierarchy/" + url.PathEscape(string(space)), nil, 200},
+		{"GET", "/_matrix/federation/v1/hierarchy/" + url.PathEscape("!unknown:"+bName), nil, 404},
+	} {
+		t.Run(tt.method+" "+tt.uri, func(t *testing.T) {
+			auth := xmatrix(t, key, a.Config.ServerName, bName, tt.method, tt.uri, tt.body)
+			r := b.FederationDo(t, tt.method, tt.uri, tt.body, testnode.Header("Authorization", auth))
+			if r.Status != tt.status {
+				t.Fatalf("%d %s, want %d", r.Status, r.Body, tt.status)
+			}
+		})
+	}
+	r := b.FederationDo(t, "GET", "/_matrix/federation/v1/openid/userinfo?access_token="+url.QueryEscape(tok.AccessToken), nil).OK(t)
+	if r["sub"] != string(bob.UserID) {
+		t.Fatalf("userinfo: %v", r)
+	}
+}
