@@ -13,6 +13,7 @@ import (
 	"github.com/matrixos/matrixos/internal/peek"
 	"github.com/matrixos/matrixos/internal/pushers"
 	"github.com/matrixos/matrixos/internal/spaces"
+	"github.com/matrixos/matrixos/internal/threadsubs"
 )
 
 // csExtraMigrations are the tables of the services wired by csExtraRoutes.
@@ -20,6 +21,7 @@ var csExtraMigrations = slices.Concat(
 	pushers.Migrations,
 	openid.Migrations,
 	delayed.Migrations,
+	threadsubs.Migrations,
 	oauth.Migrations,
 )
 
@@ -48,6 +50,7 @@ func (n *Node) csExtraRoutes(mux *http.ServeMux) {
 	n.csExtra.openid = openid.New(n.DB, n.Accounts, n.cfg.ServerName)
 	n.csExtra.openid.Routes(mux)
 	n.wireDelayed(mux)
+	threadsubs.New(n.DB, n.Accounts, n.Rooms).Routes(mux)
 	pk := peek.New(n.DB, n.Accounts, n.Rooms)
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, pk.OnEvent)
 	pk.Routes(mux)
