@@ -322,6 +322,34 @@ func TestServerACLAcrossServers(t *testing.T) {
 	wantRemote(t, err, http.StatusForbidden, "M_FORBIDDEN")
 	_, err = b.Federation.Client.MakeJoin(ctx, &federation.ReqMakeJoin{RoomID: roomID, UserID: bea.UserID, Via: a.Config.ServerName, SupportedVersions: []id.RoomVersion{id.RoomV12}})
 	wantRemote(t, err, http.StatusForbidden, "M_FORBIDDEN")
+
+	// B's EDUs about the room are dropped; those about a room without an
+	// ACL still arrive (in the same transaction: the positive signal).
+	open := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	got := make(chan string, 2)
+	a.Federation.HandleEDU(testEDU, func(ctx context.Context, origin string, content json.RawMessage) error {
+		var c struct {
+			RoomID string `json:"room_id"`
+		}
+		json.Unmarshal(content, &c)
+		got <- c.RoomID
+		return nil
+	})
+	edus := txn(b.Config.ServerName, a.Config.ServerName, "acl-edus")
+	for _, r := range []id.RoomID{roomID, open} {
+		edus.EDUs = append(edus.EDUs, json.RawMessage(fmt.Sprintf(`{"edu_type": %q, "content": {"room_id": %q}}`, testEDU, r)))
+	}
+	if _, err := b.Federation.Client.SendTransaction(ctx, edus); err != nil {
+		t.Fatal(err)
+	}
+	close(got)
+	var arrived []string
+	for r := range got {
+		arrived = append(arrived, r)
+	}
+	if !equal(arrived, []string{string(open)}) {
+		t.Fatalf("EDUs that reached A's handler: %v, want only the one about %s", arrived, open)
+	}
 }
 
 // wantRemote checks the status and errcode of a failed federation request.
