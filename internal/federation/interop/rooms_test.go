@@ -2,6 +2,7 @@ package interop_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -16,9 +17,10 @@ import (
 // testRooms: in room versions 10 and 11, a Dendrite user joins a Matrix
 // OS user's public room and a Matrix OS user joins a Dendrite user's, each
 // through the room's server; both see the join, each other's messages,
-// typing and read receipts, and the leave in /sync. Then a Dendrite user
-// invites a Matrix OS user into a private room, who sees the invite and
-// joins.
+// typing, read receipts, a redaction and the leave in /sync. Then a
+// Dendrite user invites a Matrix OS user into a private room, who sees
+// the invite and joins, and a Dendrite user who joins a Matrix OS room
+// pages back through the messages sent before.
 func testRooms(t *testing.T, p peers) {
 	d, n := p.d, p.n
 	for _, version := range []id.RoomVersion{id.RoomV10, id.RoomV11} {
@@ -32,12 +34,48 @@ func testRooms(t *testing.T, p peers) {
 	t.Run("Matrix OS user invited to a Dendrite room", func(t *testing.T) {
 		invite(t, d.Register("owner"), n.Register("invitee"))
 	})
+	t.Run("Dendrite user pages back through a Matrix OS room", func(t *testing.T) {
+		history(t, n.Register("owner"), d.Register("joiner"))
+	})
+}
+
+// history has owner send messages to a public room (v10, history shared)
+// before joiner joins it; joiner's first /messages page back from the
+// present holds them all, in order (its server fetching them from owner's
+// over federation).
+func history(t *testing.T, owner, joiner *mautrix.Client) {
+	ctx := context.Background()
+	room := testnode.CreateRoom(t, owner, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: id.RoomV10})
+	var sent []id.EventID
+	for i := range 5 {
+		sent = append(sent, testnode.SendText(t, owner, room, fmt.Sprintf("earlier message %d", i)))
+	}
+	joinerSync := newWatcher(t, joiner)
+	if _, err := joiner.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{owner.UserID.Homeserver()}}); err != nil {
+		t.Fatalf("%s joins %s through %s: %v", joiner.UserID, room, owner.UserID.Homeserver(), err)
+	}
+	// As a client does, page back from the room as /sync first shows it.
+	joinerSync.waitFor(t, room, "its own join", isMembership(joiner.UserID, event.MembershipJoin))
+	page, err := joiner.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 50)
+	if err != nil {
+		t.Fatalf("%s pages back through %s: %v", joiner.UserID, room, err)
+	}
+	var got []id.EventID
+	for _, ev := range page.Chunk {
+		if ev.Type == event.EventMessage {
+			got = append(got, ev.ID)
+		}
+	}
+	slices.Reverse(got)
+	if !slices.Equal(got, sent) {
+		t.Fatalf("%s's /messages holds the messages %v; want those sent before the join, %v", joiner.UserID, got, sent)
+	}
 }
 
 // chat has owner create a public room of the version and joiner join it
 // through owner's server; each sends a message the other sees, owner
-// types, joiner marks owner's message read, and joiner leaves, each seen
-// by the other.
+// types, joiner marks owner's message read, owner redacts it and joiner
+// leaves, each seen by the other.
 func chat(t *testing.T, version id.RoomVersion, owner, joiner *mautrix.Client) {
 	ctx := context.Background()
 	ownerSync, joinerSync := newWatcher(t, owner), newWatcher(t, joiner)
@@ -81,6 +119,13 @@ func chat(t *testing.T, version id.RoomVersion, owner, joiner *mautrix.Client) {
 		}
 		_, ok := (*ev.Content.AsReceipt())[ownerMessage][event.ReceiptTypeRead][joiner.UserID]
 		return ok
+	})
+
+	if _, err := owner.RedactEvent(ctx, room, ownerMessage); err != nil {
+		t.Fatalf("%s redacts %s: %v", owner.UserID, ownerMessage, err)
+	}
+	joinerSync.waitFor(t, room, "the redaction of "+ownerMessage.String(), func(ev *event.Event) bool {
+		return ev.Type == event.EventRedaction && ev.Redacts == ownerMessage
 	})
 
 	testnode.Leave(t, joiner, room)
