@@ -181,10 +181,11 @@ func (s *Service) TokenDevice(ctx context.Context, token string) (uid id.UserID,
 	return "", "", false, nil
 }
 
-// OAuthUIA is what the OAuth 2.0 server offers User-Interactive
-// Authentication: the m.oauth stage, which the user completes on its
-// account page.
-type OAuthUIA interface {
+// OAuthSessions is what accounts asks the OAuth 2.0 server: which
+// sessions are its own, and whether the user approved a cross-signing
+// reset on its account page (the m.oauth stage of User-Interactive
+// Authentication).
+type OAuthSessions interface {
 	// IsOAuthSession reports whether the device's tokens came from the
 	// OAuth 2.0 API.
 	IsOAuthSession(ctx context.Context, uid id.UserID, dev id.DeviceID) (bool, error)
@@ -202,17 +203,17 @@ type OAuthUIA interface {
 // the user approves the reset, and the client then retries with
 // {"type": "m.oauth"}. Other sessions authenticate as SessionUIA has them.
 func (s *Service) CrossSigningResetUIA(r *http.Request, sess *Session, auth *AuthDict) error {
-	if s.OAuthUIA == nil || sess.DeviceID == "" {
+	if s.OAuth == nil || sess.DeviceID == "" {
 		return s.SessionUIA(r, sess, auth)
 	}
-	viaOAuth, err := s.OAuthUIA.IsOAuthSession(r.Context(), sess.UserID, sess.DeviceID)
+	viaOAuth, err := s.OAuth.IsOAuthSession(r.Context(), sess.UserID, sess.DeviceID)
 	if err != nil {
 		return err
 	}
 	if !viaOAuth {
 		return s.SessionUIA(r, sess, auth)
 	}
-	params := map[string]any{StageOAuth: map[string]string{"url": s.OAuthUIA.CrossSigningResetURL()}}
+	params := map[string]any{StageOAuth: map[string]string{"url": s.OAuth.CrossSigningResetURL()}}
 	_, err = s.interactiveAuthParams(r, auth, [][]string{{StageOAuth}}, params,
 		r.Method+" "+r.URL.Path+" "+string(sess.UserID), sess.UserID)
 	return err

@@ -77,9 +77,10 @@ type Service struct {
 	// Limiter, when set, bounds credential guesses by client IP and by
 	// account (see allowGuess).
 	Limiter Limiter
-	// OAuthUIA, when set, approves the cross-signing resets of OAuth
-	// sessions (see CrossSigningResetUIA).
-	OAuthUIA OAuthUIA
+	// OAuth, when set, tells OAuth sessions apart: their refresh tokens
+	// are the token endpoint's alone, and their cross-signing resets are
+	// approved on the account page (see CrossSigningResetUIA).
+	OAuth OAuthSessions
 
 	mu     sync.RWMutex
 	tokens map[string]*Session // token hash -> session; a nil entry caches a miss
@@ -565,6 +566,19 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*LoginResul
 	var uid id.UserID
 	var dev id.DeviceID
 	unknown := mxhttp.UnknownToken("unknown refresh token")
+	// An OAuth session refreshes at the token endpoint, which rotates its
+	// tokens with reuse detection; not here.
+	if s.OAuth != nil {
+		if u, d, found, err := s.TokenDevice(ctx, refreshToken); err != nil {
+			return nil, err
+		} else if found {
+			if viaOAuth, err := s.OAuth.IsOAuthSession(ctx, u, d); err != nil {
+				return nil, err
+			} else if viaOAuth {
+				return nil, unknown
+			}
+		}
+	}
 	// Take the token in one transaction so that two concurrent refreshes
 	// cannot both succeed.
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
@@ -576,6 +590,7 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*LoginResul
 		if err != nil {
 			return err
 		}
+
 		_, err = tx.Exec(ctx, "DELETE FROM refresh_tokens WHERE token_hash = $1", h)
 		return err
 	})

@@ -226,7 +226,7 @@ func (s *Service) doStage(r *http.Request, auth *AuthDict, sess *uiaSession, use
 		sess.token = auth.Token
 		return nil
 	case StageOAuth:
-		if user == "" || s.OAuthUIA == nil || !s.OAuthUIA.CrossSigningResetApproved(user) {
+		if user == "" || s.OAuth == nil || !s.OAuth.CrossSigningResetApproved(user) {
 			return mxhttp.Forbidden("the action has not been approved on the account page yet")
 		}
 		return nil

@@ -73,7 +73,7 @@ func (n *Node) wireOAuth(mux *http.ServeMux) {
 	})
 	n.Accounts.Hooks.DeviceDeleted = append(n.Accounts.Hooks.DeviceDeleted, o.OnDeviceDeleted)
 	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, o.OnDeactivated)
-	n.Accounts.OAuthUIA = o
+	n.Accounts.OAuth = o
 	o.Routes(mux)
 }
 

@@ -144,6 +144,9 @@ func TestAuthorizationCodeFlow(t *testing.T) {
 		refreshForm := func(rt string) url.Values {
 			return url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}, "client_id": {clientID}}
 		}
+		// The legacy /refresh does not take an OAuth session's token: it
+		// would rotate it without reuse detection.
+		n.Do(t, "POST", "/_matrix/client/v3/refresh", "", map[string]any{"refresh_token": refresh}).Want(t, http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
 		status, rotated := postForm(t, n, "/oauth2/token", refreshForm(refresh))
 		if status != http.StatusOK || rotated["refresh_token"] == refresh || rotated["access_token"] == access {
 			t.Fatalf("refresh: %d %v", status, rotated)
@@ -284,12 +287,12 @@ func TestAuthorizeRefusals(t *testing.T) {
 		for k, v := range form {
 			f[k] = v
 		}
+		if status, body := postForm(t, n, "/oauth2/token", f); status != http.StatusBadRequest || body["error"] != "invalid_grant" {
+			t.Errorf("%s: %d %v, want 400 invalid_grant", name, status, body)
+		}
 		// Each try spends the code; get a fresh one.
-		status, body := postForm(t, n, "/oauth2/token", f)
-		wantOAuthError(t, status, body, http.StatusBadRequest, "invalid_grant")
 		verifier, challenge = pkce()
 		code = b.authorize(clientID, challenge, "DEV1", "")
-		_ = name
 	}
 	status, body := postForm(t, n, "/oauth2/token", url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {appURI + "cb"}, "client_id": {"nope"}, "code_verifier": {verifier}})
 	wantOAuthError(t, status, body, http.StatusUnauthorized, "invalid_client")
