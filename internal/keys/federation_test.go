@@ -2,6 +2,8 @@ package keys_test
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"net/http"
 	"slices"
 	"testing"
@@ -9,7 +11,9 @@ import (
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
@@ -231,5 +235,136 @@ func TestToDeviceAcrossServers(t *testing.T) {
 				t.Fatalf("B got %q, want [three] (and no second 'two')", got)
 			}
 		})
+	}
+}
+
+// joinAcross makes a public room of alice's on node a and has bob (of
+// another node) join it over federation, waiting until a sees him joined.
+func joinAcross(t *testing.T, a *testnode.Node, alice, bob *mautrix.Client) id.RoomID {
+	t.Helper()
+	ctx := context.Background()
+	roomID := testnode.PublicRoom(t, alice)
+	if _, err := bob.JoinRoom(ctx, roomID.String(), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatalf("%s joins over federation: %v", bob.UserID, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		members, err := alice.JoinedMembers(ctx, roomID)
+		if err == nil {
+			if _, ok := members.Joined[bob.UserID]; ok {
+				return roomID
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not see %s joined: %v", alice.UserID, bob.UserID, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// queryDevices returns the device IDs of user that c's /keys/query lists.
+func queryDevices(t *testing.T, c *mautrix.Client, user id.UserID) []string {
+	t.Helper()
+	q := testnode.Call(t, c, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(user): []string{}}}).OK(t)
+	devs, _ := get(q, "device_keys", string(user)).(map[string]any)
+	var out []string
+	for d := range devs {
+		out = append(out, d)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// changedUntil long-polls c's /sync from since until device_lists.changed
+// names user, and returns the next token.
+func changedUntil(t *testing.T, c *mautrix.Client, since string, user id.UserID) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		s := testnode.SyncOnce(t, c, since, 1000)
+		since = s.NextBatch
+		if slices.Contains(s.DeviceLists.Changed, user) {
+			return since
+		}
+	}
+	t.Fatalf("%s's sync never listed %s in device_lists.changed", c.UserID, user)
+	return ""
+}
+
+// waitTracked waits until node n holds a current copy of user's device
+// list.
+func waitTracked(t *testing.T, n *testnode.Node, user id.UserID) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var stale bool
+		err := n.DB.QueryRow(context.Background(), "SELECT stale FROM e2e_remote_device_lists WHERE user_id = $1", user).Scan(&stale)
+		if err == nil && !stale {
+			return
+		}
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			t.Fatalf("the cached device list of %s: %v", user, err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds no current device list of %s", n.Config.ServerName, user)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRemoteDeviceListTracking: once Bob on node B shares a room with
+// Alice on node A, A tracks Bob's device list: a new device of Bob's puts
+// him in Alice's device_lists.changed and /keys/query lists it; an update
+// that does not follow the last one A holds (a gap in prev_id) makes A
+// fetch the whole list again from B, so a device B never had is not
+// listed.
+func TestRemoteDeviceListTracking(t *testing.T) {
+	ctx := context.Background()
+	a, b := federatingPair(t, testnode.SQLite)
+	alice, bob := a.Register("alice"), b.Register("bob")
+	testnode.Call(t, bob, "POST", v3+"/keys/upload", map[string]any{"device_keys": newFakeDevice(t, bob).deviceKeys(t)}).OK(t)
+	since := testnode.SyncOnce(t, alice, "", 0).NextBatch
+	joinAcross(t, a, alice, bob)
+	changedUntil(t, alice, since, bob.UserID) // Bob now shares a room
+	if got := queryDevices(t, alice, bob.UserID); !slices.Equal(got, []string{string(bob.DeviceID)}) {
+		t.Fatalf("Alice's query lists %v, want Bob's device", got)
+	}
+	waitTracked(t, a, bob.UserID) // the query made A fetch Bob's list
+	since = testnode.SyncOnce(t, alice, "", 0).NextBatch
+
+	bob2 := b.Login(bob.UserID)
+	testnode.Call(t, bob2, "POST", v3+"/keys/upload", map[string]any{"device_keys": newFakeDevice(t, bob2).deviceKeys(t)}).OK(t)
+	since = changedUntil(t, alice, since, bob.UserID)
+	want := []string{string(bob.DeviceID), string(bob2.DeviceID)}
+	slices.Sort(want)
+	if got := queryDevices(t, alice, bob.UserID); !slices.Equal(got, want) {
+		t.Fatalf("after Bob's new device Alice's query lists %v, want %v", got, want)
+	}
+
+	ghost := map[string]any{"user_id": bob.UserID, "device_id": "GHOST", "algorithms": []string{"m.olm.v1.curve25519-aes-sha2"},
+		"keys": map[string]any{"ed25519:GHOST": "x"}}
+	err := a.Keys.HandleDeviceListUpdate(ctx, b.Config.ServerName, edu(t, map[string]any{
+		"user_id": bob.UserID, "device_id": "GHOST", "stream_id": 1 << 40, "prev_id": []int64{1<<40 - 1}, "keys": ghost}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	changedUntil(t, alice, since, bob.UserID)
+	waitTracked(t, a, bob.UserID)
+	// The list fetched again answers Alice's query even while B is down.
+	b.Stop()
+	q := testnode.Call(t, alice, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(bob.UserID): []string{}}}).OK(t)
+	devs, _ := get(q, "device_keys", string(bob.UserID)).(map[string]any)
+	if len(devs) != 2 || devs[string(bob.DeviceID)] == nil || devs[string(bob2.DeviceID)] == nil {
+		t.Errorf("Alice's query from A's cache with B down: %v", q)
+	}
+	if f, _ := q["failures"].(map[string]any); len(f) != 0 {
+		t.Errorf("A asked B although it tracks Bob's list: %v", f)
+	}
+
+	// An update from another server than Bob's is refused.
+	err = a.Keys.HandleDeviceListUpdate(ctx, "elsewhere.example", edu(t, map[string]any{
+		"user_id": bob.UserID, "device_id": "GHOST", "stream_id": 1, "prev_id": []int64{}, "keys": ghost}))
+	if e, ok := mxhttp.AsError(err); !ok || e.Code != "M_FORBIDDEN" {
+		t.Errorf("forged m.device_list_update: %v, want M_FORBIDDEN", err)
 	}
 }

@@ -166,43 +166,66 @@ func (s *Service) loadRemoteCache(ctx context.Context) error {
 	return rows.Err()
 }
 
-// trackIfShared starts fetching a remote user's device list when they
-// share a room with a user here and it is not cached yet.
+// trackIfShared starts fetching a remote user's device list, which is not
+// cached or stale, when they share a room with a user here.
 func (s *Service) trackIfShared(ctx context.Context, user id.UserID) {
-	if s.fed == nil || s.isCached(user) || !s.sharedWithLocal(ctx, user) {
+	if s.fed == nil || !s.sharedWithLocal(ctx, user) {
 		return
 	}
 	s.resyncSoon(user)
 }
 
-// resyncSoon fetches a remote user's device list in the background,
-// unless a fetch for the user is already running.
+// resyncSoon fetches a remote user's device list in the background. A
+// call while a fetch for the user runs makes it fetch once more when done,
+// as an update may have come after the running fetch's answer.
 func (s *Service) resyncSoon(user id.UserID) {
 	s.remoteMu.Lock()
-	if s.resyncing[user] {
+	if _, running := s.resyncing[user]; running {
+		s.resyncing[user] = true
 		s.remoteMu.Unlock()
 		return
 	}
-	s.resyncing[user] = true
+	s.resyncing[user] = false
 	s.remoteMu.Unlock()
 	s.background.Go(func() {
-		defer func() {
-			s.remoteMu.Lock()
-			delete(s.resyncing, user)
-			s.remoteMu.Unlock()
-		}()
-		select {
-		case s.resyncSlots <- struct{}{}:
-			defer func() { <-s.resyncSlots }()
-		case <-s.ctx.Done():
-			return
-		}
-		ctx, cancel := context.WithTimeout(s.ctx, resyncTimeout)
-		defer cancel()
-		if err := s.Resync(ctx, user); err != nil {
-			s.log.Info("fetch remote device list", "user_id", user, "err", err)
+		for s.resyncOnce(user) {
 		}
 	})
+}
+
+// resyncAgain reports whether the user's device list must be fetched once
+// more after the fetch running now.
+func (s *Service) resyncAgain(user id.UserID) bool {
+	s.remoteMu.Lock()
+	defer s.remoteMu.Unlock()
+	return s.resyncing[user]
+}
+
+// resyncOnce fetches a user's device list (waiting for a free slot) and
+// reports whether it must be fetched again.
+func (s *Service) resyncOnce(user id.UserID) (again bool) {
+	defer func() {
+		s.remoteMu.Lock()
+		again = s.resyncing[user] && s.ctx.Err() == nil
+		if again {
+			s.resyncing[user] = false
+		} else {
+			delete(s.resyncing, user)
+		}
+		s.remoteMu.Unlock()
+	}()
+	select {
+	case s.resyncSlots <- struct{}{}:
+		defer func() { <-s.resyncSlots }()
+	case <-s.ctx.Done():
+		return false
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, resyncTimeout)
+	defer cancel()
+	if err := s.Resync(ctx, user); err != nil {
+		s.log.Info("fetch remote device list", "user_id", user, "err", err)
+	}
+	return false
 }
 
 // Close stops the device-list fetches running in the background and waits
@@ -253,7 +276,10 @@ func (s *Service) Resync(ctx context.Context, user id.UserID) error {
 				return err
 			}
 		}
-		if _, err := tx.Exec(ctx, "INSERT INTO e2e_remote_device_lists (user_id, stream_id, stale) VALUES ($1, $2, FALSE)", user, got.StreamID); err != nil {
+		// An update that came while this fetch ran may be missing from its
+		// answer: the list is then kept stale until the fetch after.
+		if _, err := tx.Exec(ctx, "INSERT INTO e2e_remote_device_lists (user_id, stream_id, stale) VALUES ($1, $2, $3)",
+			user, got.StreamID, s.resyncAgain(user)); err != nil {
 			return err
 		}
 		s.setCached(tx, user, true)
@@ -337,7 +363,8 @@ func (s *Service) HandleDeviceListUpdate(ctx context.Context, origin string, con
 		}
 		switch {
 		case !cached:
-			// Not fetched yet: the next /keys/query asks the user's server.
+			// Not fetched yet, or being fetched: fetch it (again).
+			resync = true
 		case !l.stale && u.StreamID == l.streamID:
 			return nil // already applied
 		case !l.stale && continues(u.PrevID, l.streamID) && (u.Deleted || deviceKeysOf(u.Keys, u.UserID, u.DeviceID)):
