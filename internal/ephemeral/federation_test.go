@@ -3,8 +3,15 @@ package ephemeral_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
+	"time"
 
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/config"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
@@ -60,5 +67,114 @@ func TestEDUsRefused(t *testing.T) {
 	}
 	if err := n.Ephemeral.HandleTyping(ctx, origin, json.RawMessage(`{"room_id": 1}`)); err == nil {
 		t.Error("malformed m.typing accepted")
+	}
+}
+
+// joinedOn waits until c's server shows user joined to the room.
+func joinedOn(t *testing.T, c *mautrix.Client, roomID id.RoomID, user id.UserID) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		members, err := c.JoinedMembers(context.Background(), roomID)
+		if err == nil && hasJoined(members, user) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s's server does not show %s joined to %s", c.UserID, user, roomID)
+}
+
+func hasJoined(m *mautrix.RespJoinedMembers, user id.UserID) bool {
+	_, ok := m.Joined[user]
+	return ok
+}
+
+// sharedRoom starts two federating nodes (with opts) and returns Alice on
+// the first and Bob on the second, both joined to Alice's public room.
+func sharedRoom(t *testing.T, opts ...testnode.Option) (alice, bob *mautrix.Client, roomID id.RoomID) {
+	t.Helper()
+	ca := testnode.NewCA(t)
+	a, b := testnode.StartFederating(t, testnode.SQLite, ca, opts...), testnode.StartFederating(t, testnode.SQLite, ca, opts...)
+	alice, bob = a.Register("alice"), b.Register("bob")
+	roomID = testnode.PublicRoom(t, alice)
+	if _, err := bob.JoinRoom(context.Background(), roomID.String(), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatalf("bob joins over federation: %v", err)
+	}
+	joinedOn(t, alice, roomID, bob.UserID)
+	joinedOn(t, bob, roomID, bob.UserID)
+	return alice, bob, roomID
+}
+
+// TestTypingAndReceiptsAcrossServers: in a room shared by Alice on node A
+// and Bob on node B, each sees the other start and stop typing and the
+// other's read receipt, through m.typing and m.receipt EDUs; presence
+// stays on each server (federation_presence is off).
+func TestTypingAndReceiptsAcrossServers(t *testing.T) {
+	ctx := context.Background()
+	alice, bob, roomID := sharedRoom(t)
+	if err := alice.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceUnavailable, StatusMsg: "away"}); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, c := range []struct{ typist, watcher *mautrix.Client }{{alice, bob}, {bob, alice}} {
+		since := testnode.SyncOnce(t, c.watcher, "", 0).NextBatch
+		ch := pollUntil(c.watcher, since, func(s *mautrix.RespSync) bool {
+			users, _ := typingUsers(s, roomID)
+			return slices.Contains(users, string(c.typist.UserID))
+		})
+		if _, err := c.typist.UserTyping(ctx, roomID, true, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		s := await(t, string(c.typist.UserID)+" typing, seen across servers", ch)
+		ch = pollUntil(c.watcher, s.NextBatch, func(s *mautrix.RespSync) bool {
+			users, ok := typingUsers(s, roomID)
+			return ok && !slices.Contains(users, string(c.typist.UserID))
+		})
+		if _, err := c.typist.UserTyping(ctx, roomID, false, 0); err != nil {
+			t.Fatal(err)
+		}
+		await(t, string(c.typist.UserID)+" stops typing, seen across servers", ch)
+	}
+	// Alice's presence changed before her typing, which Bob has seen.
+	if p, err := bob.GetPresence(ctx, alice.UserID); err != nil || p.StatusMsg == "away" {
+		t.Errorf("Bob's server has Alice's presence %+v (%v) with federation_presence off", p, err)
+	}
+
+	evID := sendText(t, alice, roomID, "read me")
+	since := testnode.SyncOnce(t, alice, "", 0).NextBatch
+	ch := pollUntil(alice, since, func(s *mautrix.RespSync) bool {
+		return receipt(s, roomID, evID, "m.read", bob.UserID) != nil
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for { // Bob's server must have the event before he can mark it read.
+		err := bob.SendReceipt(ctx, roomID, evID, event.ReceiptTypeRead, nil)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob's receipt: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	await(t, "bob's receipt, seen across servers", ch)
+}
+
+// TestPresenceAcrossServers: with federation_presence on, Bob on node B
+// sees the presence Alice sets on node A, in /sync and GET /presence.
+func TestPresenceAcrossServers(t *testing.T) {
+	ctx := context.Background()
+	alice, bob, _ := sharedRoom(t, func(c *config.Config) { c.FederationPresence = true })
+	since := testnode.SyncOnce(t, bob, "", 0).NextBatch
+	ch := pollUntil(bob, since, func(s *mautrix.RespSync) bool {
+		p := presenceOf(s, alice.UserID)
+		return p["presence"] == "unavailable" && p["status_msg"] == "away"
+	})
+	if err := alice.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceUnavailable, StatusMsg: "away"}); err != nil {
+		t.Fatal(err)
+	}
+	await(t, "Alice's presence on Bob's server", ch)
+	p, err := bob.GetPresence(ctx, alice.UserID)
+	if err != nil || p.Presence != event.PresenceUnavailable || p.StatusMsg != "away" {
+		t.Errorf("GET /presence of Alice on Bob's server: %+v, %v", p, err)
 	}
 }

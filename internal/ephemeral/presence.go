@@ -302,10 +302,12 @@ func (s *Service) getPresenceHandler(w http.ResponseWriter, r *http.Request, ses
 		return nil, err
 	}
 	if target != sess.UserID {
-		if _, ok, err := s.accounts.GetUser(r.Context(), target); err != nil {
-			return nil, err
-		} else if !ok {
-			return nil, mxhttp.NotFound("no presence for %s", target)
+		if s.isLocal(target) {
+			if _, ok, err := s.accounts.GetUser(r.Context(), target); err != nil {
+				return nil, err
+			} else if !ok {
+				return nil, mxhttp.NotFound("no presence for %s", target)
+			}
 		}
 		if !s.sharesRoom(sess.UserID, target) {
 			return nil, mxhttp.Forbidden("You are not allowed to see their presence")
