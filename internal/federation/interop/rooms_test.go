@@ -19,8 +19,8 @@ import (
 // through the room's server; both see the join, each other's messages,
 // typing, read receipts, a redaction and the leave in /sync. Then a
 // Dendrite user invites a Matrix OS user into a private room, who sees
-// the invite and joins, and a Dendrite user who joins a Matrix OS room
-// pages back through the messages sent before.
+// the invite and joins (or rejects it), and a Dendrite user who joins a
+// Matrix OS room pages back through the messages sent before.
 func testRooms(t *testing.T, p peers) {
 	d, n := p.d, p.n
 	for _, version := range []id.RoomVersion{id.RoomV10, id.RoomV11} {
@@ -33,6 +33,9 @@ func testRooms(t *testing.T, p peers) {
 	}
 	t.Run("Matrix OS user invited to a Dendrite room", func(t *testing.T) {
 		invite(t, d.Register("owner"), n.Register("invitee"))
+	})
+	t.Run("Matrix OS user rejects an invite to a Dendrite room", func(t *testing.T) {
+		rejectInvite(t, d.Register("owner"), n.Register("invitee"))
 	})
 	t.Run("Dendrite user pages back through a Matrix OS room", func(t *testing.T) {
 		history(t, n.Register("owner"), d.Register("joiner"))
@@ -144,6 +147,21 @@ func invite(t *testing.T, owner, invitee *mautrix.Client) {
 		t.Fatalf("%s accepts the invite to %s: %v", invitee.UserID, room, err)
 	}
 	ownerSync.waitFor(t, room, "the join of "+invitee.UserID.String(), isMembership(invitee.UserID, event.MembershipJoin))
+}
+
+// rejectInvite has owner invite invitee into a private room (v10); the
+// invitee rejects the invite (its server not in the room, the leave goes
+// through owner's server) and owner sees the leave.
+func rejectInvite(t *testing.T, owner, invitee *mautrix.Client) {
+	ctx := context.Background()
+	ownerSync, inviteeSync := newWatcher(t, owner), newWatcher(t, invitee)
+	room := testnode.CreateRoom(t, owner, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: id.RoomV10})
+	testnode.Invite(t, owner, room, invitee.UserID)
+	inviteeSync.waitForInvite(t, room)
+	if _, err := invitee.LeaveRoom(ctx, room); err != nil {
+		t.Fatalf("%s rejects the invite to %s: %v", invitee.UserID, room, err)
+	}
+	ownerSync.waitFor(t, room, "the rejection of "+invitee.UserID.String(), isMembership(invitee.UserID, event.MembershipLeave))
 }
 
 // isMembership matches the user's member event of that membership.
