@@ -280,11 +280,12 @@ type SlidingListResult struct {
 // SlidingRoom is a room's part of a sliding sync response: on an initial
 // one, everything the room's config asks for; otherwise what changed.
 type SlidingRoom struct {
-	Name    string        `json:"name,omitempty"`
-	Avatar  string        `json:"avatar,omitempty"`
-	Heroes  []SlidingHero `json:"heroes,omitempty"`
-	IsDM    *bool         `json:"is_dm,omitempty"`
-	Initial bool          `json:"initial,omitempty"`
+	// Name and Avatar are JSON strings, or null once removed.
+	Name    json.RawMessage `json:"name,omitempty"`
+	Avatar  json.RawMessage `json:"avatar,omitempty"`
+	Heroes  []SlidingHero   `json:"heroes,omitempty"`
+	IsDM    *bool           `json:"is_dm,omitempty"`
+	Initial bool            `json:"initial,omitempty"`
 	// ExpandedTimeline marks a timeline that repeats events sent before,
 	// because the room's timeline_limit grew; UnstableExpandedTimeline is
 	// the name clients read today.

@@ -189,7 +189,7 @@ func sendText(t *testing.T, c *mautrix.Client, room id.RoomID, body string) id.E
 // TestSlidingSyncRoomList drives Element X's room-list connection: every
 // room once with its newest event, the state it asks for (the senders'
 // members lazily, the user's own), names, heroes and counts, rooms in
-// bump_stamp order; then only what changed.
+// bump_stamp order; then only what changed, a removed name as null.
 func TestSlidingSyncRoomList(t *testing.T) {
 	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		alice, bob, carol := n.Register("alice"), n.Register("bob"), n.Register("carol")
@@ -261,6 +261,18 @@ func TestSlidingSyncRoomList(t *testing.T) {
 		}
 		if ur.BumpStamp <= nr.BumpStamp {
 			t.Fatalf("the room with the newest message has bump_stamp %d <= %d", ur.BumpStamp, nr.BumpStamp)
+		}
+		// A name removed is null, for clients to forget it.
+		testnode.SendState(t, alice, named, event.StateRoomName, "", map[string]any{})
+		raw := conn.request(t, roomListRequest(19), 0)
+		var body struct {
+			Rooms map[id.RoomID]map[string]json.RawMessage `json:"rooms"`
+		}
+		if err := json.Unmarshal(raw.Body, &body); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(body.Rooms[named]["name"]); got != "null" {
+			t.Fatalf("name after its removal = %q, want null (rooms %s)", got, raw.Body)
 		}
 	})
 }

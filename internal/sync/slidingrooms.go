@@ -535,6 +535,21 @@ func (b *slidingBuild) requiredState(ctx context.Context, roomID id.RoomID, end 
 	return out, members, nil
 }
 
+// nameField renders a room's name or avatar URL for its result: the value,
+// or, when the connection had one and it was removed (changed to nothing),
+// JSON null; otherwise nothing (omitted).
+func nameField(value string, afresh, changed bool) json.RawMessage {
+	switch {
+	case value != "":
+		b, _ := json.Marshal(value)
+		return b
+	case !afresh && changed:
+		return json.RawMessage("null")
+	default:
+		return nil
+	}
+}
+
 // describe sets the room's name, avatar, heroes and member counts: all of
 // them for a room new to the connection, otherwise those whose state
 // changed in delta.
@@ -570,13 +585,14 @@ func (b *slidingBuild) describe(ctx context.Context, r *SlidingRoom, roomID id.R
 	if ev := byKey[StateKey{"m.room.avatar", ""}]; ev != nil {
 		json.Unmarshal(ev.Content(), &content)
 	}
-	r.Name, r.Avatar = content.Name, content.URL
+	r.Name = nameField(content.Name, afresh, changed["m.room.name"])
+	r.Avatar = nameField(content.URL, afresh, changed["m.room.avatar"])
 	if !afresh && !changed["m.room.member"] {
 		return nil
 	}
 	sum := summarize(state, b.creq.User)
 	r.JoinedCount, r.InvitedCount = sum.JoinedMemberCount, sum.InvitedMemberCount
-	if r.Name != "" {
+	if content.Name != "" {
 		return nil
 	}
 	for _, u := range sum.Heroes {
