@@ -19,8 +19,9 @@ import (
 // through the room's server; both see the join, each other's messages,
 // typing, read receipts, a redaction and the leave in /sync. Then a
 // Dendrite user invites a Matrix OS user into a private room, who sees
-// the invite and joins (or rejects it), and a Dendrite user who joins a
-// Matrix OS room pages back through the messages sent before.
+// the invite and joins (or rejects it), a Dendrite user rejects a Matrix
+// OS user's invite, and a Dendrite user who joins a Matrix OS room pages
+// back through the messages sent before.
 func testRooms(t *testing.T, p peers) {
 	d, n := p.d, p.n
 	for _, version := range []id.RoomVersion{id.RoomV10, id.RoomV11} {
@@ -36,6 +37,9 @@ func testRooms(t *testing.T, p peers) {
 	})
 	t.Run("Matrix OS user rejects an invite to a Dendrite room", func(t *testing.T) {
 		rejectInvite(t, d.Register("owner"), n.Register("invitee"))
+	})
+	t.Run("Dendrite user rejects an invite to a Matrix OS room", func(t *testing.T) {
+		rejectInvite(t, n.Register("owner"), d.Register("invitee"))
 	})
 	t.Run("Dendrite user pages back through a Matrix OS room", func(t *testing.T) {
 		history(t, n.Register("owner"), d.Register("joiner"))
