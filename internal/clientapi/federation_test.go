@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"testing"
 
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/testnode"
@@ -62,4 +63,23 @@ func TestRemoteAliasJoinRefused(t *testing.T) {
 		testnode.Call(t, bob, "POST", path("#nowhere:localhost"), map[string]any{}).Want(t, 404, "M_NOT_FOUND")
 	}
 	testnode.Call(t, bob, "POST", testnode.V3+"/join/"+url.PathEscape("#here:localhost"), map[string]any{}).OK(t)
+}
+
+// TestRejectInviteAfterLocalMembersLeft mirrors Complement's TestRoomsInvite
+// "Invited user can reject invite for empty room" on a federating node: the
+// room is this node's own, its inviter has left, so no other server can
+// take the rejection; it is made here, and the invite is gone from /sync.
+func TestRejectInviteAfterLocalMembersLeft(t *testing.T) {
+	n := testnode.StartFederating(t, testnode.SQLite, testnode.NewCA(t))
+	alice, bob := n.Register("alice"), n.Register("bob")
+	room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{bob.UserID}})
+	testnode.Leave(t, alice, room)
+	testnode.Call(t, bob, "POST", testnode.V3+"/rooms/"+url.PathEscape(string(room))+"/leave", map[string]any{}).Want(t, 200, "")
+	s := testnode.SyncOnce(t, bob, "", 0)
+	if _, invited := s.Rooms.Invite[room]; invited {
+		t.Fatal("the rejected invite is still in /sync")
+	}
+	if member := n.Rooms.Membership(bob.UserID, room); member != "leave" {
+		t.Fatalf("bob's membership after rejecting: %q, want leave", member)
+	}
 }

@@ -149,6 +149,17 @@ func (s *Service) deliverInvites(ctx context.Context, evs ...*rooms.Event) error
 	return nil
 }
 
+// otherServers returns servers without this node's own.
+func (s *Service) otherServers(servers []string) []string {
+	var out []string
+	for _, v := range servers {
+		if v != s.serverName {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // outOfRoomVia are the servers through which a user leaves a room this
 // node is not in: the server of whoever sent the user's membership (the
 // inviter), then the one the room ID names.

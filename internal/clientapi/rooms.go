@@ -411,16 +411,22 @@ func (s *Service) leave(w http.ResponseWriter, r *http.Request, sess *accounts.S
 		return nil, mxhttp.Forbidden("you are not in this room")
 	case "invite", "knock":
 		// An invite to, or a knock on, a room this node is not in is
-		// withdrawn through the server that holds the room.
+		// withdrawn through the server that holds the room. A room of this
+		// node's own whose local members all left (an invite of a local
+		// user, the inviter gone) has no other server to ask: its state is
+		// here, and the leave is made here.
 		if s.remoteRooms != nil && !s.inRoomHere(r.Context(), roomID) {
-			content := map[string]any{}
-			if req.Reason != "" {
-				content["reason"] = req.Reason
+			via := s.otherServers(s.outOfRoomVia(r.Context(), sess.UserID, roomID))
+			if _, err := s.rooms.Version(r.Context(), roomID); len(via) > 0 || err != nil {
+				content := map[string]any{}
+				if req.Reason != "" {
+					content["reason"] = req.Reason
+				}
+				if err := s.remoteRooms.LeaveRemote(r.Context(), sess.UserID, roomID, via, content); err != nil {
+					return nil, err
+				}
+				return mxhttp.Empty, nil
 			}
-			if err := s.remoteRooms.LeaveRemote(r.Context(), sess.UserID, roomID, s.outOfRoomVia(r.Context(), sess.UserID, roomID), content); err != nil {
-				return nil, err
-			}
-			return mxhttp.Empty, nil
 		}
 	}
 	if _, err := s.membership(r, sess, roomID, sess.UserID, "leave", req.Reason, nil); err != nil {
