@@ -75,13 +75,18 @@ func parseKeyResponse(raw []byte, serverName string) (*keyResponse, error) {
 	return &r, nil
 }
 
+// maxKeyVersion is the longest key version accepted: the spec's limit for
+// opaque identifiers, 255 characters. Complement's servers use 75
+// (complement_ and 64 hex digits).
+const maxKeyVersion = 255
+
 // checkVerifyKey checks a key ID (ed25519:<version>) and its unpadded
 // base64 public key. The spec allows [a-zA-Z0-9_] in the version; '-' is
 // accepted too, as mautrix-go generates key IDs in unpadded URL-safe
 // base64.
 func checkVerifyKey(keyID id.KeyID, key id.SigningKey) error {
 	version, ok := strings.CutPrefix(string(keyID), "ed25519:")
-	if !ok || version == "" || len(version) > 64 || strings.ContainsFunc(version, func(r rune) bool {
+	if !ok || version == "" || len(version) > maxKeyVersion || strings.ContainsFunc(version, func(r rune) bool {
 		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-')
 	}) {
 		return fmt.Errorf("key ID %q is not ed25519:<letters, digits, _ or ->", keyID)

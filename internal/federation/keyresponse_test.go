@@ -4,11 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/federation/signutil"
+	"maunium.net/go/mautrix/id"
 )
 
 func ownResponse(t testing.TB, serverName string, key *federation.SigningKey, old ...OldKey) []byte {
@@ -134,4 +136,28 @@ func FuzzParseKeyResponse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestCheckVerifyKeyVersionLength: key versions up to the spec's 255
+// characters for opaque identifiers pass, Complement's 75-character ones
+// (complement_ and 64 hex digits) among them; longer ones and other
+// characters are refused.
+func TestCheckVerifyKeyVersionLength(t *testing.T) {
+	pub := federation.GenerateSigningKey().Pub
+	for _, tc := range []struct {
+		version string
+		ok      bool
+	}{
+		{"a_1", true},
+		{"complement_" + strings.Repeat("d1", 32), true},
+		{strings.Repeat("x", 255), true},
+		{strings.Repeat("x", 256), false},
+		{"", false},
+		{"a.b", false},
+	} {
+		err := checkVerifyKey(id.KeyID("ed25519:"+tc.version), pub)
+		if (err == nil) != tc.ok {
+			t.Errorf("version of %d characters %.20q: err %v, want ok %v", len(tc.version), tc.version, err, tc.ok)
+		}
+	}
 }
