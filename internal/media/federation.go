@@ -33,11 +33,7 @@ func (s *Service) fedDownload(w http.ResponseWriter, r *http.Request) (any, erro
 		return nil, err
 	}
 	defer rd.Close()
-	disposition := "attachment"
-	if inlineSafe(m.ContentType) {
-		disposition = "inline"
-	}
-	writeMultipart(w, m.ContentType, contentDisposition(disposition, m.Filename), rd)
+	writeMultipart(w, m.ContentType, contentDisposition(dispositionType(m.ContentType), m.Filename), rd)
 	return nil, nil
 }
 
@@ -55,11 +51,7 @@ func (s *Service) fedThumbnail(w http.ResponseWriter, r *http.Request) (any, err
 	if err != nil {
 		return nil, err
 	}
-	t, err := s.Thumbnail(r.Context(), m, width, height, method)
-	if err != nil {
-		return nil, err
-	}
-	rd, err := s.store.Open(t.SHA256)
+	t, rd, err := s.openThumbnail(r.Context(), m, width, height, method)
 	if err != nil {
 		return nil, err
 	}

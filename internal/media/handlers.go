@@ -228,14 +228,10 @@ func (s *Service) getDownload(w http.ResponseWriter, r *http.Request, sess *acco
 	if n := r.PathValue("fileName"); n != "" {
 		name = n
 	}
-	disposition := "attachment"
-	if inlineSafe(m.ContentType) {
-		disposition = "inline"
-	}
 	h := w.Header()
 	securityHeaders(h)
 	h.Set("Content-Type", m.ContentType)
-	h.Set("Content-Disposition", contentDisposition(disposition, name))
+	h.Set("Content-Disposition", contentDisposition(dispositionType(m.ContentType), name))
 	h.Set("Cache-Control", "private, max-age=86400")
 	http.ServeContent(w, r, "", time.UnixMilli(m.CreatedTS), rd)
 	return nil, nil
@@ -250,11 +246,7 @@ func (s *Service) getThumbnail(w http.ResponseWriter, r *http.Request, sess *acc
 	if err != nil {
 		return nil, err
 	}
-	t, err := s.Thumbnail(r.Context(), m, width, height, method)
-	if err != nil {
-		return nil, err
-	}
-	rd, err := s.store.Open(t.SHA256)
+	t, rd, err := s.openThumbnail(r.Context(), m, width, height, method)
 	if err != nil {
 		return nil, err
 	}
@@ -289,6 +281,19 @@ func thumbnailParams(r *http.Request) (width, height int, method string, err err
 		return 0, 0, "", mxhttp.InvalidParam("animated must be true or false")
 	}
 	return width, height, method, nil
+}
+
+// openThumbnail makes, or finds, the thumbnail of m and opens its content.
+func (s *Service) openThumbnail(ctx context.Context, m *Media, width, height int, method string) (*Thumb, Reader, error) {
+	t, err := s.Thumbnail(ctx, m, width, height, method)
+	if err != nil {
+		return nil, nil, err
+	}
+	rd, err := s.store.Open(t.SHA256)
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, rd, nil
 }
 
 // thumbnailName is the file name a thumbnail is served under.
@@ -337,9 +342,13 @@ var inlineTypes = map[string]bool{
 	"audio/wave": true, "audio/wav": true, "audio/x-wav": true, "audio/x-pn-wav": true, "audio/flac": true, "audio/x-flac": true,
 }
 
-func inlineSafe(contentType string) bool {
-	mt, _, err := mime.ParseMediaType(contentType)
-	return err == nil && inlineTypes[strings.ToLower(mt)]
+// dispositionType is how content of contentType is served: "inline"
+// when it is one of inlineTypes, else "attachment".
+func dispositionType(contentType string) string {
+	if mt, _, err := mime.ParseMediaType(contentType); err == nil && inlineTypes[strings.ToLower(mt)] {
+		return "inline"
+	}
+	return "attachment"
 }
 
 // contentDisposition renders a Content-Disposition header with the file
