@@ -82,18 +82,7 @@ func (s *Service) serverMayPreview(ctx context.Context, v *roomView, server stri
 			return true
 		}
 	}
-	if v.WorldReadable {
-		return true
-	}
-	switch v.JoinRule {
-	case "public", "knock", "knock_restricted":
-		return true
-	case "restricted":
-		for _, allowed := range v.AllowedRoomIDs {
-			if s.rooms.ServerInRoom(ctx, server, allowed) {
-				return true
-			}
-		}
-	}
-	return false
+	return openToPreview(&v.Summary, func(allowed id.RoomID) bool {
+		return s.rooms.ServerInRoom(ctx, server, allowed)
+	})
 }

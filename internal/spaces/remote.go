@@ -116,20 +116,9 @@ func (s *Service) remoteSummary(ctx context.Context, roomID id.RoomID, via []str
 // judged by its summary: world-readable, joinable or knockable by anyone,
 // or restricted to a room the user is joined to here.
 func (s *Service) mayPreviewRemote(sum Summary, user id.UserID) bool {
-	if sum.WorldReadable {
-		return true
-	}
-	switch sum.JoinRule {
-	case "public", "knock", "knock_restricted":
-		return true
-	case "restricted":
-		for _, allowed := range sum.AllowedRoomIDs {
-			if s.rooms.Membership(user, allowed) == "join" {
-				return true
-			}
-		}
-	}
-	return false
+	return openToPreview(&sum, func(allowed id.RoomID) bool {
+		return s.rooms.Membership(user, allowed) == "join"
+	})
 }
 
 // ask asks the servers of via, in turn, about a room, until one answers

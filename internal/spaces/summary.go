@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"maunium.net/go/mautrix/id"
 
@@ -169,21 +170,23 @@ func (s *Service) canPreview(v *roomView, user id.UserID) bool {
 	case "join", "invite", "knock":
 		return true
 	}
-	if v.WorldReadable {
+	return openToPreview(&v.Summary, func(allowed id.RoomID) bool {
+		return user != "" && s.rooms.Membership(user, allowed) == "join"
+	})
+}
+
+// openToPreview reports whether a room's summary may be shown to one who
+// is not in it: the room is world-readable, anyone may join or knock, or
+// it is restricted and inAllowed is true of one of its allowed rooms.
+func openToPreview(sum *Summary, inAllowed func(id.RoomID) bool) bool {
+	if sum.WorldReadable {
 		return true
 	}
-	switch v.JoinRule {
+	switch sum.JoinRule {
 	case "public", "knock", "knock_restricted":
 		return true
 	case "restricted":
-		if user == "" {
-			return false
-		}
-		for _, allowed := range v.AllowedRoomIDs {
-			if s.rooms.Membership(user, allowed) == "join" {
-				return true
-			}
-		}
+		return slices.ContainsFunc(sum.AllowedRoomIDs, inAllowed)
 	}
 	return false
 }
