@@ -318,6 +318,13 @@ func (s *Service) fillReceipts(ctx context.Context, req *sync.Request, resp *syn
 			users = map[id.UserID]receiptInfo{}
 			types[r.rtype] = users
 		}
+		// A user's unthreaded and threaded receipts on one event cannot
+		// both be sent in this map: the unthreaded one wins, as it covers
+		// the thread too (matrix-spec#1727, Complement's
+		// TestThreadReceiptsInSyncMSC4102).
+		if prev, clash := users[r.user]; clash && prev.ThreadID == "" && r.thread != "" {
+			continue
+		}
 		users[r.user] = receiptInfo{TS: r.ts, ThreadID: r.thread}
 	}
 	for roomID, content := range byRoom {

@@ -227,3 +227,39 @@ func TestReadMarkers(t *testing.T) {
 		}
 	})
 }
+
+// TestUnthreadedReceiptWinsClash: a user's unthreaded and threaded read
+// receipts on the same event are sent as the unthreaded one, whichever came
+// last (matrix-spec#1727; Complement's TestThreadReceiptsInSyncMSC4102).
+func TestUnthreadedReceiptWinsClash(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice, bob, _, roomID := setup(t, n)
+		root := sendText(t, alice, roomID, "root")
+		for i, threadedFirst := range []bool{false, true} {
+			res, err := alice.SendMessageEvent(ctx, roomID, event.EventMessage, map[string]any{
+				"msgtype": "m.text", "body": fmt.Sprintf("reply %d", i),
+				"m.relates_to": map[string]any{"rel_type": "m.thread", "event_id": root},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			threaded := &mautrix.ReqSendReceipt{ThreadID: string(root)}
+			unthreaded := &mautrix.ReqSendReceipt{}
+			order := []*mautrix.ReqSendReceipt{unthreaded, threaded}
+			if threadedFirst {
+				order = []*mautrix.ReqSendReceipt{threaded, unthreaded}
+			}
+			for _, req := range order {
+				if err := bob.SendReceipt(ctx, roomID, res.EventID, event.ReceiptTypeRead, req); err != nil {
+					t.Fatalf("receipt %+v: %v", req, err)
+				}
+			}
+			s := testnode.SyncOnce(t, bob, "", 0)
+			info := receipt(s, roomID, res.EventID, "m.read", bob.UserID)
+			if info == nil || info["thread_id"] != nil {
+				t.Fatalf("threaded first %v: receipt %v, want the unthreaded one", threadedFirst, info)
+			}
+		}
+	})
+}
