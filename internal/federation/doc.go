@@ -27,7 +27,6 @@
 //     request without a valid signature gets 401 M_UNAUTHORIZED.
 //   - This node's old verify keys (federation_old_keys), recorded by
 //     matrixos key rotate and served as old_verify_keys.
-//
 //   - The outbound queue (Outbox): PDUs and EDUs for other servers, kept in
 //     the database until delivered, one transaction in flight per
 //     destination, batched, retried with a capped exponential backoff and
