@@ -93,8 +93,8 @@ func accountDone(w http.ResponseWriter, r *http.Request, notice string) {
 }
 
 func (s *Service) postProfile(w http.ResponseWriter, r *http.Request) {
-	b, ok := s.requireLogin(w, r)
-	if !ok || !s.checkCSRF(w, r, b) {
+	b, ok := s.loggedInForm(w, r)
+	if !ok {
 		return
 	}
 	name := trimmed(r, "displayname")
@@ -110,8 +110,8 @@ func (s *Service) postProfile(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) postEndSession(w http.ResponseWriter, r *http.Request) {
-	b, ok := s.requireLogin(w, r)
-	if !ok || !s.checkCSRF(w, r, b) {
+	b, ok := s.loggedInForm(w, r)
+	if !ok {
 		return
 	}
 	dev := id.DeviceID(r.PostFormValue("device_id"))
@@ -127,8 +127,8 @@ func (s *Service) postEndSession(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Service) postDeactivate(w http.ResponseWriter, r *http.Request) {
-	b, ok := s.requireLogin(w, r)
-	if !ok || !s.checkCSRF(w, r, b) {
+	b, ok := s.loggedInForm(w, r)
+	if !ok {
 		return
 	}
 	if r.PostFormValue("confirm") != "yes" {
@@ -186,8 +186,8 @@ func (s *Service) CrossSigningResetApproved(uid id.UserID) bool {
 // postCrossSigningReset approves a reset of the user's cross-signing keys
 // for the next few minutes.
 func (s *Service) postCrossSigningReset(w http.ResponseWriter, r *http.Request) {
-	b, ok := s.requireLogin(w, r)
-	if !ok || !s.checkCSRF(w, r, b) {
+	b, ok := s.loggedInForm(w, r)
+	if !ok {
 		return
 	}
 	s.resets.put(string(b.user), struct{}{})

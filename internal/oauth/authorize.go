@@ -168,12 +168,8 @@ func (s *Service) consentPage(b *browserSession, c *Client, scope grantScope, ri
 }
 
 func (s *Service) postConsent(w http.ResponseWriter, r *http.Request) {
-	b, ok := s.loggedIn(w, r)
-	if !s.checkCSRF(w, r, b) {
-		return
-	}
+	b, ok := s.consentForm(w, r, "You were signed out. Go back to the application and start again.")
 	if !ok {
-		s.message(w, http.StatusForbidden, "Signed out", "You were signed out. Go back to the application and start again.")
 		return
 	}
 	req, found := s.requests.take(r.PostFormValue("request"))

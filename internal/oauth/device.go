@@ -179,12 +179,8 @@ func (s *Service) showDeviceConsent(w http.ResponseWriter, r *http.Request, b *b
 
 // postDevice takes the code form, then the consent form for that code.
 func (s *Service) postDevice(w http.ResponseWriter, r *http.Request) {
-	b, ok := s.loggedIn(w, r)
-	if !s.checkCSRF(w, r, b) {
-		return
-	}
+	b, ok := s.consentForm(w, r, "You were signed out. Sign in and enter the code again.")
 	if !ok {
-		s.message(w, http.StatusForbidden, "Signed out", "You were signed out. Sign in and enter the code again.")
 		return
 	}
 	userCode := trimmed(r, "user_code")

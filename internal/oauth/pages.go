@@ -208,6 +208,28 @@ func (s *Service) requireLogin(w http.ResponseWriter, r *http.Request) (*browser
 	return b, ok
 }
 
+// loggedInForm is requireLogin and checkCSRF for a form of the account
+// pages: the logged-in session, or false when it has answered.
+func (s *Service) loggedInForm(w http.ResponseWriter, r *http.Request) (*browserSession, bool) {
+	b, ok := s.requireLogin(w, r)
+	return b, ok && s.checkCSRF(w, r, b)
+}
+
+// consentForm is loggedIn and checkCSRF for a consent form: the logged-in
+// session, or false when it has answered, 403 with signedOut as the hint
+// when the browser was signed out since it showed the form.
+func (s *Service) consentForm(w http.ResponseWriter, r *http.Request, signedOut string) (*browserSession, bool) {
+	b, ok := s.loggedIn(w, r)
+	if !s.checkCSRF(w, r, b) {
+		return nil, false
+	}
+	if !ok {
+		s.message(w, http.StatusForbidden, "Signed out", signedOut)
+		return nil, false
+	}
+	return b, true
+}
+
 // checkCSRF parses the form and reports whether its CSRF token is the
 // browser session's; when not, it has answered 403.
 func (s *Service) checkCSRF(w http.ResponseWriter, r *http.Request, b *browserSession) bool {
