@@ -254,14 +254,8 @@ func (s *Service) Resync(ctx context.Context, user id.UserID) error {
 		return fmt.Errorf("GET /user/devices answered for %q", got.UserID)
 	}
 	err = s.db.Write(ctx, func(tx *storage.Tx) error {
-		for _, q := range []string{
-			"DELETE FROM e2e_remote_device_keys WHERE user_id = $1",
-			"DELETE FROM e2e_remote_cross_signing_keys WHERE user_id = $1",
-			"DELETE FROM e2e_remote_device_lists WHERE user_id = $1",
-		} {
-			if _, err := tx.Exec(ctx, q, user); err != nil {
-				return err
-			}
+		if err := deleteRemoteList(ctx, tx, user); err != nil {
+			return err
 		}
 		for _, d := range got.Devices {
 			if !deviceKeysOf(d.Keys, user, d.DeviceID) {
@@ -491,17 +485,26 @@ func (s *Service) untrackOnLeave(ev *rooms.Event, info *rooms.RoomInfo) {
 	})
 }
 
+// deleteRemoteList deletes what tx holds of a remote user's device list:
+// device keys, cross-signing keys and the list's own row.
+func deleteRemoteList(ctx context.Context, tx *storage.Tx, user id.UserID) error {
+	for _, q := range []string{
+		"DELETE FROM e2e_remote_device_keys WHERE user_id = $1",
+		"DELETE FROM e2e_remote_cross_signing_keys WHERE user_id = $1",
+		"DELETE FROM e2e_remote_device_lists WHERE user_id = $1",
+	} {
+		if _, err := tx.Exec(ctx, q, user); err != nil {
+			return fmt.Errorf("forget the device list of %s: %w", user, err)
+		}
+	}
+	return nil
+}
+
 // dropRemoteList forgets a remote user's cached device list.
 func (s *Service) dropRemoteList(ctx context.Context, user id.UserID) error {
 	return s.db.Write(ctx, func(tx *storage.Tx) error {
-		for _, q := range []string{
-			"DELETE FROM e2e_remote_device_keys WHERE user_id = $1",
-			"DELETE FROM e2e_remote_cross_signing_keys WHERE user_id = $1",
-			"DELETE FROM e2e_remote_device_lists WHERE user_id = $1",
-		} {
-			if _, err := tx.Exec(ctx, q, user); err != nil {
-				return err
-			}
+		if err := deleteRemoteList(ctx, tx, user); err != nil {
+			return err
 		}
 		s.setCached(tx, user, false)
 		return nil
