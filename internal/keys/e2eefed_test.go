@@ -14,16 +14,9 @@ import (
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
-// member reports whether d's state store has user with the membership in
-// the room.
-func (d *e2eeDevice) member(roomID id.RoomID, user id.UserID, membership event.Membership) bool {
-	m, err := d.state.GetMember(context.Background(), roomID, user)
-	return err == nil && m != nil && m.Membership == membership
-}
-
 // decrypted reports whether d has decrypted the event.
 func (d *e2eeDevice) decrypted(evID id.EventID) func() bool {
-	return func() bool { _, ok := d.plain[evID]; return ok }
+	return func() bool { _, ok := d.Plain(evID); return ok }
 }
 
 // TestEndToEndEncryptionAcrossServers: Alice on node A and Bob on node B
@@ -39,11 +32,11 @@ func TestEndToEndEncryptionAcrossServers(t *testing.T) {
 	a, b := federatingPair(t, testnode.SQLite)
 	alice := newE2EEDevice(t, "alice", a.Register("alice"))
 	bob := newE2EEDevice(t, "bob", b.Register("bob"))
-	alice.sync()
-	bob.sync()
+	alice.Sync(0)
+	bob.Sync(0)
 
-	room, err := alice.c.CreateRoom(ctx, &mautrix.ReqCreateRoom{
-		Preset: "private_chat", Invite: []id.UserID{bob.c.UserID},
+	room, err := alice.C.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+		Preset: "private_chat", Invite: []id.UserID{bob.C.UserID},
 		InitialState: []*event.Event{{Type: event.StateEncryption, Content: event.Content{
 			Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1},
 		}}},
@@ -51,18 +44,18 @@ func TestEndToEndEncryptionAcrossServers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create room: %v", err)
 	}
-	bob.syncUntil(func() bool { return bob.member(room.RoomID, bob.c.UserID, event.MembershipInvite) })
-	if _, err := bob.c.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+	bob.SyncUntil(syncWait, "the invite", func() bool { return bob.Member(room.RoomID, bob.C.UserID, event.MembershipInvite) })
+	if _, err := bob.C.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
 		t.Fatalf("bob joins over federation: %v", err)
 	}
-	bob.syncUntil(func() bool { return bob.member(room.RoomID, bob.c.UserID, event.MembershipJoin) })
-	alice.syncUntil(func() bool { return alice.member(room.RoomID, bob.c.UserID, event.MembershipJoin) })
+	bob.SyncUntil(syncWait, "the join", func() bool { return bob.Member(room.RoomID, bob.C.UserID, event.MembershipJoin) })
+	alice.SyncUntil(syncWait, "bob's join", func() bool { return alice.Member(room.RoomID, bob.C.UserID, event.MembershipJoin) })
 
-	hello := alice.send(room.RoomID, "hello bob")
-	bob.syncUntil(bob.decrypted(hello))
+	hello := alice.Send(room.RoomID, "hello bob")
+	bob.SyncUntil(syncWait, "the message "+string(hello), bob.decrypted(hello))
 	bob.wantPlain(hello, "hello bob")
-	hi := bob.send(room.RoomID, "hi alice")
-	alice.syncUntil(alice.decrypted(hi))
+	hi := bob.Send(room.RoomID, "hi alice")
+	alice.SyncUntil(syncWait, "the message "+string(hi), alice.decrypted(hi))
 	alice.wantPlain(hi, "hi alice")
 
 	// Cross-signing set up once A tracks Bob's device list: Bob's keys
@@ -72,35 +65,35 @@ func TestEndToEndEncryptionAcrossServers(t *testing.T) {
 	alice.setupCrossSigning()
 	bob.setupCrossSigning()
 	eventually(t, "A has Bob's cross-signing keys", func() bool {
-		if _, err := alice.mach.FetchKeys(ctx, []id.UserID{bob.c.UserID}, true); err != nil {
+		if _, err := alice.Mach.FetchKeys(ctx, []id.UserID{bob.C.UserID}, true); err != nil {
 			t.Fatal(err)
 		}
-		keys, err := alice.mach.GetCrossSigningPublicKeys(ctx, bob.c.UserID)
+		keys, err := alice.Mach.GetCrossSigningPublicKeys(ctx, bob.C.UserID)
 		return err == nil && keys != nil && keys.MasterKey != ""
 	})
-	if err := alice.mach.SignUser(ctx, bob.c.UserID, alice.masterKeyOf(bob.c.UserID)); err != nil {
+	if err := alice.Mach.SignUser(ctx, bob.C.UserID, alice.masterKeyOf(bob.C.UserID)); err != nil {
 		t.Fatalf("alice signs bob: %v", err)
 	}
 	eventually(t, "Alice trusts Bob's device", func() bool {
-		return alice.trust(bob.c.UserID, bob.c.DeviceID) == id.TrustStateCrossSignedVerified
+		return alice.trust(bob.C.UserID, bob.C.DeviceID) == id.TrustStateCrossSignedVerified
 	})
 
 	// Bob's second device: A hears of it and Alice's next message is
 	// shared with it.
-	bob2 := newE2EEDevice(t, "bob2", b.Login(bob.c.UserID))
-	bob2.sync()
-	alice.syncUntil(func() bool {
-		devs, err := alice.mach.CryptoStore.GetDevices(ctx, bob.c.UserID)
+	bob2 := newE2EEDevice(t, "bob2", b.Login(bob.C.UserID))
+	bob2.Sync(0)
+	alice.SyncUntil(syncWait, "bob2's device keys", func() bool {
+		devs, err := alice.Mach.CryptoStore.GetDevices(ctx, bob.C.UserID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, ok := devs[bob2.c.DeviceID]
+		_, ok := devs[bob2.C.DeviceID]
 		return ok
 	})
-	more := alice.send(room.RoomID, "to both your devices")
-	bob2.syncUntil(bob2.decrypted(more))
+	more := alice.Send(room.RoomID, "to both your devices")
+	bob2.SyncUntil(syncWait, "the message "+string(more), bob2.decrypted(more))
 	bob2.wantPlain(more, "to both your devices")
-	bob.syncUntil(bob.decrypted(more))
+	bob.SyncUntil(syncWait, "the message "+string(more), bob.decrypted(more))
 	bob.wantPlain(more, "to both your devices")
 }
 

@@ -4,7 +4,9 @@ package testnode
 
 import (
 	"context"
+	"maps"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -54,8 +56,9 @@ func NewE2EEDevice(t testing.TB, name string, c *mautrix.Client) *E2EEDevice {
 		plain: map[id.EventID]string{}, failed: map[id.EventID]*event.Event{}}
 }
 
-// Sync runs one /sync (waiting up to timeoutMS for news), feeds it to the
-// state store and the Olm machine, then decrypts what it can.
+// Sync runs one /sync (waiting up to timeoutMS for news), feeds it (the
+// stripped state of invites too) to the state store and the Olm machine,
+// then decrypts what it can.
 func (d *E2EEDevice) Sync(timeoutMS int) {
 	d.t.Helper()
 	ctx := context.Background()
@@ -83,9 +86,18 @@ func (d *E2EEDevice) Sync(timeoutMS int) {
 			}
 		}
 	}
+	for roomID, ir := range resp.Rooms.Invite {
+		for _, evt := range ir.State.Events {
+			evt.RoomID = roomID
+			evt.Type.Class = event.StateEventType
+			if evt.Content.ParseRaw(evt.Type) == nil {
+				mautrix.UpdateStateStore(ctx, d.state, evt)
+			}
+		}
+	}
 	d.Mach.ProcessSyncResponse(ctx, resp, d.since)
 	d.since = resp.NextBatch
-	d.retry()
+	d.Retry()
 }
 
 // SyncUntil syncs (long-polling) until done reports true; the test fails
@@ -101,8 +113,9 @@ func (d *E2EEDevice) SyncUntil(timeout time.Duration, what string, done func() b
 	}
 }
 
-// retry tries again to decrypt the events that failed.
-func (d *E2EEDevice) retry() {
+// Retry tries again to decrypt the events that failed (Sync does after
+// each sync), as after the keys were restored from a backup.
+func (d *E2EEDevice) Retry() {
 	for evID, evt := range d.failed {
 		dec, err := d.Mach.DecryptMegolmEvent(context.Background(), evt)
 		if err != nil {
@@ -148,8 +161,14 @@ func (d *E2EEDevice) Send(roomID id.RoomID, text string) id.EventID {
 	return resp.EventID
 }
 
-// Joined reports whether the device's synced state has the user joined
-// to the room.
-func (d *E2EEDevice) Joined(room id.RoomID, user id.UserID) bool {
-	return d.state.IsMembership(context.Background(), room, user, event.MembershipJoin)
+// Member reports whether the device's synced state has the user in the
+// room with the membership.
+func (d *E2EEDevice) Member(room id.RoomID, user id.UserID, membership event.Membership) bool {
+	return d.state.IsMembership(context.Background(), room, user, membership)
+}
+
+// Undecrypted returns the encrypted messages the device has synced and
+// could not decrypt (yet).
+func (d *E2EEDevice) Undecrypted() []*event.Event {
+	return slices.Collect(maps.Values(d.failed))
 }

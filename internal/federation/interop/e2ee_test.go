@@ -85,7 +85,7 @@ func encryptedChat(t *testing.T, owner, joiner *testnode.E2EEDevice) {
 	joined := func(d *testnode.E2EEDevice, users ...id.UserID) func() bool {
 		return func() bool {
 			for _, u := range users {
-				if !d.Joined(room, u) {
+				if !d.Member(room, u, event.MembershipJoin) {
 					return false
 				}
 			}
