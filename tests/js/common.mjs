@@ -7,6 +7,7 @@
 // required step are not run; a failed "soft" step is reported and the
 // scenario goes on. Set MATRIXOS_JS_DEBUG=1 to see the SDK's own log.
 
+import "./node20.mjs";
 import * as sdk from "matrix-js-sdk";
 
 /**

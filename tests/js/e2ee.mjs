@@ -6,6 +6,7 @@
 //
 // The output, exit status and debugging switch are common.mjs's.
 
+import "./node20.mjs";
 import * as sdk from "matrix-js-sdk";
 
 import { harness } from "./common.mjs";

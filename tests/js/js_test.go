@@ -41,10 +41,11 @@ func TestMatrixJSSDKE2EE(t *testing.T) {
 	runScript(t, "e2ee.mjs")
 }
 
-// TestMatrixJSSDKOAuth runs oauth.mjs: matrix-js-sdk's OAuth helpers
-// discover auth_metadata, register a client, log in through the node's
-// HTML pages (the script follows them as a browser would), complete the
-// code grant with its ID token, refresh and revoke.
+// TestMatrixJSSDKOAuth runs oauth.mjs: matrix-js-sdk's OAuth2 API
+// discovers auth_metadata, registers a client, logs in through the node's
+// HTML pages (the script follows them as a browser would), completes the
+// code grant, refreshes by hand and on M_UNKNOWN_TOKEN, and logs out by
+// revoking the tokens.
 func TestMatrixJSSDKOAuth(t *testing.T) {
 	runScript(t, "oauth.mjs")
 }

@@ -1,15 +1,18 @@
-// OAuth 2.0 scenario: matrix-js-sdk's OAuth helpers log in to a Matrix OS
-// node as Element Web does. The SDK discovers auth_metadata, registers the
-// client, builds the authorization URL (PKCE, state, nonce, the openid and
-// Matrix scopes); the script follows the node's HTML login and consent
-// pages as a browser would (cookies, forms with their CSRF token); the SDK
-// completes the code grant (checking the ID token), refreshes with its
-// OidcTokenRefresher, and the script revokes the session.
+// OAuth 2.0 scenario: matrix-js-sdk's OAuth2 API logs in to a Matrix OS
+// node as Element Web does. The SDK discovers and validates auth_metadata,
+// registers the client, builds the authorization URL (PKCE, state, the
+// Matrix scopes, response_mode=fragment); the script follows the node's
+// HTML login and consent pages as a browser would (cookies, forms with
+// their CSRF token); the SDK completes the code grant and refreshes the
+// tokens, both by hand and on its own when the node reports the access
+// token unknown, and logging out revokes both tokens at the revocation
+// endpoint.
 //
 // Usage: MATRIXOS_URL=http://127.0.0.1:8008 node oauth.mjs
 //
 // The output, exit status and debugging switch are common.mjs's.
 
+import "./node20.mjs";
 import * as sdk from "matrix-js-sdk";
 
 import { harness } from "./common.mjs";
@@ -23,34 +26,6 @@ const { baseUrl, out, run, step, account, runScenario } = harness("oauth", {
 
 const appOrigin = "https://app.example.test";
 const redirectUri = `${appOrigin}/cb`;
-
-// The SDK's OAuth helpers keep their state in window.sessionStorage, as
-// in a browser; Node has none.
-class MemoryStorage {
-    #m = new Map();
-    get length() {
-        return this.#m.size;
-    }
-    key(i) {
-        return [...this.#m.keys()][i] ?? null;
-    }
-    getItem(k) {
-        return this.#m.has(k) ? this.#m.get(k) : null;
-    }
-    setItem(k, v) {
-        this.#m.set(k, String(v));
-    }
-    removeItem(k) {
-        this.#m.delete(k);
-    }
-    clear() {
-        this.#m.clear();
-    }
-}
-globalThis.window = globalThis.window ?? globalThis;
-window.sessionStorage = new MemoryStorage();
-window.localStorage = new MemoryStorage();
-window.location = new URL(appOrigin + "/");
 
 /** Browser is a cookie jar that follows the node's redirects and stops at any other. */
 class Browser {
@@ -100,75 +75,97 @@ async function main() {
     const creds = await step("register a user (m.login.dummy)", () => account(localpart));
     const anon = sdk.createClient({ baseUrl });
 
-    const metadata = await step("discover auth_metadata (validated, with signing keys)", async () => {
+    const metadata = await step("discover auth_metadata (validated)", async () => {
         const m = await anon.getAuthMetadata();
-        if (!m.signingKeys?.length) throw new Error("no signing keys");
         return { value: m, note: m.issuer };
     });
     const clientId = await step("register the client (dynamic registration)", () =>
-        sdk.registerOidcClient(metadata, {
-            clientName: "matrix-js-sdk OAuth test",
-            clientUri: `${appOrigin}/`,
-            redirectUris: [redirectUri],
-            applicationType: "web",
-            contacts: [],
-            tosUri: `${appOrigin}/tos`,
-            policyUri: `${appOrigin}/policy`,
+        sdk.OAuth2.registerClient(metadata, {
+            client_name: "matrix-js-sdk OAuth test",
+            client_uri: `${appOrigin}/`,
+            redirect_uris: [redirectUri],
+            application_type: "web",
+            tos_uri: `${appOrigin}/tos`,
+            policy_uri: `${appOrigin}/policy`,
         }),
     );
-    const nonce = `nonce-${run}`;
-    const authUrl = await step("build the authorization URL", () =>
-        sdk.generateOidcAuthorizationUrl({ metadata, redirectUri, clientId, homeserverUrl: baseUrl, nonce }),
+    const oauth = new sdk.OAuth2(metadata, { clientId });
+    const state = `state-${run}`;
+    const authUrl = await step("build the authorization URL (PKCE, response_mode=fragment)", () =>
+        oauth.generateAuthorizationCodeGrantUrl(state, redirectUri),
     );
 
     const browser = new Browser();
-    const callback = await step("log in and consent through the HTML pages", async () => {
+    const code = await step("log in and consent through the HTML pages", async () => {
         let page = await browser.request("GET", authUrl);
         if (!page.url.includes("/oauth2/login")) throw new Error(`authorize led to ${page.url} (${page.status})`);
         page = await browser.submit(page, "/oauth2/login", { username: localpart, password: `pw-${run}-secret` });
         if (!page.url.includes("/oauth2/consent")) throw new Error(`login led to ${page.url} (${page.status}): ${page.text.slice(0, 300)}`);
         page = await browser.submit(page, "/oauth2/consent", { decision: "allow" });
         if (!page.location?.startsWith(redirectUri)) throw new Error(`consent led to ${page.location ?? page.url}`);
-        return new URL(page.location).searchParams;
+        const callback = new URL(page.location);
+        if (callback.search) throw new Error(`the callback carries a query with response_mode=fragment: ${page.location}`);
+        const params = new URLSearchParams(callback.hash.slice(1));
+        if (params.get("state") !== state) throw new Error(`callback state ${params.get("state")}, want ${state}`);
+        if (!params.get("code")) throw new Error(`no code in the callback ${page.location}`);
+        return params.get("code");
     });
-    const grant = await step("complete the code grant (PKCE, ID token checked)", () =>
-        sdk.completeAuthorizationCodeGrant(callback.get("code"), callback.get("state")),
-    );
-    const { access_token: accessToken, refresh_token: refreshToken } = grant.tokenResponse;
+    const grant = await step("complete the code grant (PKCE)", async () => {
+        const tokens = await oauth.completeAuthorizationCodeGrant(code, redirectUri);
+        if (!tokens.refresh_token || !tokens.expires_in) throw new Error(`no refresh token or expiry: ${JSON.stringify(tokens)}`);
+        return tokens;
+    });
 
-    const deviceId = await step("whoami with the OAuth access token", async () => {
-        const c = sdk.createClient({ baseUrl, accessToken });
-        const who = await c.whoami();
+    const deviceId = await step("whoami with the OAuth access token (the requested device)", async () => {
+        const who = await sdk.createClient({ baseUrl, accessToken: grant.access_token }).whoami();
         if (who.user_id !== creds.user_id) throw new Error(`whoami says ${who.user_id}`);
+        if (who.device_id !== oauth.context.deviceId) throw new Error(`device ${who.device_id}, scope asked for ${oauth.context.deviceId}`);
         return { value: who.device_id, note: who.device_id };
     });
 
-    const refreshed = await step("refresh with OidcTokenRefresher (rotation)", async () => {
-        const refresher = new sdk.OidcTokenRefresher(metadata.issuer, clientId, redirectUri, deviceId, grant.idTokenClaims);
-        await refresher.oidcClientReady;
-        const tokens = await refresher.doRefreshAccessToken(refreshToken);
-        if (!tokens.accessToken || tokens.accessToken === accessToken || tokens.refreshToken === refreshToken) {
+    const refreshed = await step("refresh (refresh token grant, rotation)", async () => {
+        const tokens = await oauth.performRefreshTokenGrant(grant.refresh_token);
+        if (tokens.access_token === grant.access_token || tokens.refresh_token === grant.refresh_token) {
             throw new Error(`tokens not rotated: ${JSON.stringify(tokens)}`);
         }
-        const who = await sdk.createClient({ baseUrl, accessToken: tokens.accessToken }).whoami();
+        const who = await sdk.createClient({ baseUrl, accessToken: tokens.access_token }).whoami();
         if (who.device_id !== deviceId) throw new Error(`device changed to ${who.device_id}`);
         return tokens;
     });
 
-    await step("revoke the session at the revocation endpoint", async () => {
-        const res = await fetch(metadata.revocation_endpoint, {
-            method: "POST",
-            headers: { "content-type": "application/x-www-form-urlencoded" },
-            body: new URLSearchParams({ token: refreshed.accessToken, token_type_hint: "access_token", client_id: clientId }),
-        });
-        if (res.status !== 200) throw new Error(`revocation answered ${res.status}`);
+    // A client still holding the access token that the refresh replaced
+    // gets M_UNKNOWN_TOKEN, refreshes on its own and retries.
+    const client = sdk.createClient({
+        baseUrl,
+        accessToken: grant.access_token,
+        refreshToken: refreshed.refresh_token,
+        oauthClientId: clientId,
+        deviceId,
+        userId: creds.user_id,
+    });
+    await step("the client refreshes on M_UNKNOWN_TOKEN and retries", async () => {
+        const who = await client.whoami();
+        if (who.device_id !== deviceId) throw new Error(`device changed to ${who.device_id}`);
+        const now = client.getAccessToken();
+        if (now === grant.access_token || now === refreshed.access_token) throw new Error("the client did not refresh");
+        if (client.getRefreshToken() === refreshed.refresh_token) throw new Error("the refresh token was not rotated");
+    });
+
+    await step("log out: both tokens revoked at the revocation endpoint", async () => {
+        const [accessToken, refreshToken] = [client.getAccessToken(), client.getRefreshToken()];
+        await client.logout();
         try {
-            await sdk.createClient({ baseUrl, accessToken: refreshed.accessToken }).whoami();
+            await sdk.createClient({ baseUrl, accessToken }).whoami();
+            throw new Error("the revoked access token still works");
         } catch (err) {
-            if (err.errcode === "M_UNKNOWN_TOKEN") return;
-            throw err;
+            if (err.errcode !== "M_UNKNOWN_TOKEN") throw err;
         }
-        throw new Error("the revoked token still works");
+        try {
+            await oauth.performRefreshTokenGrant(refreshToken);
+            throw new Error("the revoked refresh token still works");
+        } catch (err) {
+            if (!(err instanceof sdk.OAuth2HTTPError)) throw err;
+        }
     });
 }
 

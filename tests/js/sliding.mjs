@@ -10,6 +10,7 @@
 //
 // The output, exit status and debugging switch are common.mjs's.
 
+import "./node20.mjs";
 import * as sdk from "matrix-js-sdk";
 import { SlidingSync, SlidingSyncEvent } from "matrix-js-sdk/lib/sliding-sync.js";
 
