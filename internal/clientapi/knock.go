@@ -29,6 +29,7 @@ func (s *Service) knock(w http.ResponseWriter, r *http.Request, sess *accounts.S
 			if req.Reason != "" {
 				content["reason"] = req.Reason
 			}
+			s.addProfile(r.Context(), sess.UserID, content)
 			if err := s.remoteRooms.KnockRemote(r.Context(), sess.UserID, roomID, via, content); err != nil {
 				return nil, err
 			}

@@ -257,19 +257,27 @@ func (s *Service) membership(r *http.Request, sess *accounts.Session, roomID id.
 		content[k] = v
 	}
 	if membership == "join" || membership == "invite" || membership == "knock" {
-		if _, ok := content["displayname"]; !ok {
-			if name, avatar := s.accounts.DisplayName(r.Context(), target); name != "" || avatar != "" {
-				if name != "" {
-					content["displayname"] = name
-				}
-				if avatar != "" {
-					content["avatar_url"] = avatar
-				}
-			}
-		}
+		s.addProfile(r.Context(), target, content)
 	}
 	sk := string(target)
 	return s.rooms.Send(r.Context(), roomID, rooms.Proto{Type: "m.room.member", StateKey: &sk, Sender: sess.UserID, Content: mustJSON(content)})
+}
+
+// addProfile adds the user's display name and avatar to the content of a
+// join, invite or knock of theirs, unless it names a display name already
+// (a per-room profile): other members, on this server and others, know the
+// user's profile from it.
+func (s *Service) addProfile(ctx context.Context, user id.UserID, content map[string]any) {
+	if _, ok := content["displayname"]; ok {
+		return
+	}
+	name, avatar := s.accounts.DisplayName(ctx, user)
+	if name != "" {
+		content["displayname"] = name
+	}
+	if avatar != "" {
+		content["avatar_url"] = avatar
+	}
 }
 
 type membershipRequest struct {
@@ -328,6 +336,7 @@ func (s *Service) join(r *http.Request, sess *accounts.Session, t target) (any, 
 			if reason != "" {
 				extra["reason"] = reason
 			}
+			s.addProfile(r.Context(), sess.UserID, extra)
 			return s.joinRemote(r.Context(), sess.UserID, roomID, via, extra)
 		}
 	}

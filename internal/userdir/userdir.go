@@ -1,7 +1,8 @@
 // Package userdir owns the user directory (/user_directory/search): the
 // users a searcher may discover are those who share a room with them and
 // those in public or world-readable rooms, matched on user ID and display
-// name.
+// name. Local users are shown with their profile, remote users with the
+// profile of their member event (all this node knows of them).
 package userdir
 
 import (
@@ -62,8 +63,11 @@ func (s *Service) handleSearch(w http.ResponseWriter, r *http.Request, sess *acc
 		return nil, err
 	}
 	var out []result
-	for u := range visible {
-		name, avatar := s.accounts.DisplayName(r.Context(), u)
+	for u, member := range visible {
+		name, avatar := member.DisplayName, member.AvatarURL
+		if u.Homeserver() == s.rooms.ServerName() {
+			name, avatar = s.accounts.DisplayName(r.Context(), u)
+		}
 		if term != "" && !strings.Contains(strings.ToLower(string(u)), term) && !strings.Contains(strings.ToLower(name), term) {
 			continue
 		}
@@ -97,10 +101,18 @@ func (s *Service) handleSearch(w http.ResponseWriter, r *http.Request, sess *acc
 	return map[string]any{"results": out, "limited": limited}, nil
 }
 
+// memberProfile is the profile a member event carries: the only profile
+// this node has of a remote user.
+type memberProfile struct {
+	DisplayName string `json:"displayname"`
+	AvatarURL   string `json:"avatar_url"`
+}
+
 // visibleUsers returns the users joined to a room the searcher is joined
 // to, or to a room whose join rule is public or whose history is world
-// readable (the rooms the spec says a search must at least consider).
-func (s *Service) visibleUsers(ctx context.Context, self id.UserID) (map[id.UserID]bool, error) {
+// readable (the rooms the spec says a search must at least consider), each
+// with the profile of one of their member events.
+func (s *Service) visibleUsers(ctx context.Context, self id.UserID) (map[id.UserID]memberProfile, error) {
 	candidates := map[id.RoomID]bool{}
 	for _, rid := range s.rooms.JoinedRooms(self) {
 		candidates[rid] = true
@@ -114,7 +126,7 @@ func (s *Service) visibleUsers(ctx context.Context, self id.UserID) (map[id.User
 			candidates[rid] = true
 		}
 	}
-	users := map[id.UserID]bool{}
+	users := map[id.UserID]memberProfile{}
 	for rid := range candidates {
 		state, err := s.rooms.CurrentState(ctx, rid)
 		if err != nil {
@@ -122,7 +134,9 @@ func (s *Service) visibleUsers(ctx context.Context, self id.UserID) (map[id.User
 		}
 		for _, ev := range state {
 			if ev.Type == "m.room.member" && ev.Membership() == "join" {
-				users[id.UserID(*ev.StateKey)] = true
+				var p memberProfile
+				json.Unmarshal(ev.Content(), &p) // a malformed profile is an empty one
+				users[id.UserID(*ev.StateKey)] = p
 			}
 		}
 	}
