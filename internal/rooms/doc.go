@@ -11,7 +11,10 @@
 // event with several prev_events, and the current state over several
 // extremities, come from internal/stateres. What the engine needs from
 // other servers comes through the Remote interface (node wires an adapter
-// over the federation client); the package never imports federation.
+// over the federation client); the package never imports federation. An
+// event another server countersigns first (an invite of its user) is
+// proposed (Propose: built and authorised, nothing changes) and appended
+// as that server returns it (AppendCountersigned).
 // Outliers, rejected and soft-failed events live beside the timeline
 // (outlier_events), so readers of the events table see only the accepted
 // timeline.

@@ -479,7 +479,13 @@ func (e *Engine) appendEvents(ctx context.Context, r *room, ps []Proto, pre []ac
 	if q.retriedID != "" {
 		return e.eventsOrErr(ctx, q.retriedID)
 	}
-	err = q.wait()
+	return e.awaitWrite(r, q)
+}
+
+// awaitWrite waits for the write enqueue queued, then caches the events
+// and runs the OnEvent hooks.
+func (e *Engine) awaitWrite(r *room, q queuedWrite) ([]*Event, error) {
+	err := q.wait()
 	if q.txn != nil {
 		q.txn.err = err
 		close(q.txn.done)
