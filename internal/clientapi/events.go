@@ -142,12 +142,9 @@ func (s *Service) putState(w http.ResponseWriter, r *http.Request, sess *account
 			return map[string]any{"event_id": cur.ID}, nil
 		}
 	}
-	ev, err := s.rooms.Send(r.Context(), roomID, rooms.Proto{Type: evType, StateKey: &sk, Sender: sess.UserID, Content: content, DeviceID: sess.DeviceID})
+	ev, err := s.send(r.Context(), roomID, rooms.Proto{Type: evType, StateKey: &sk, Sender: sess.UserID, Content: content, DeviceID: sess.DeviceID})
 	if err != nil {
 		return nil, s.roomErr(r.Context(), err, roomID, sess.UserID)
-	}
-	if err := s.deliverInvites(r.Context(), ev); err != nil {
-		return nil, err
 	}
 	return map[string]any{"event_id": ev.ID}, nil
 }

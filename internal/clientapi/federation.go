@@ -13,7 +13,8 @@ import (
 // of another server: the invite would only be written here, and nobody
 // would ever receive it. Every path that invites (/invite, createRoom's
 // invite list, an m.room.member state event) asks it first; with
-// federation on they hand such invites to deliverInvites.
+// federation on such invites go through send, which has the invitee's
+// server countersign them before they are appended.
 func (s *Service) requireLocalInvitee(user id.UserID) error {
 	_, server, err := user.Parse()
 	if err != nil {

@@ -2,6 +2,7 @@ package clientapi
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"time"
@@ -24,9 +25,11 @@ type RemoteRooms interface {
 	LeaveRemote(ctx context.Context, user id.UserID, roomID id.RoomID, via []string, content map[string]any) error
 	// KnockRemote knocks through the first of via that accepts it.
 	KnockRemote(ctx context.Context, user id.UserID, roomID id.RoomID, via []string, content map[string]any) error
-	// SendInvite gives an invite of a user of another server, just
-	// appended here, to that server (/invite).
-	SendInvite(ctx context.Context, invite *rooms.Event) error
+	// SendInvite gives invite, an invite of a user of another server
+	// proposed here (built and authorised, not appended), to that server
+	// (/invite), and appends the event it returns countersigned. A
+	// refusal leaves the room unchanged.
+	SendInvite(ctx context.Context, invite *rooms.Event) (*rooms.Event, error)
 }
 
 // UseRemoteRooms lets /join, /knock and /leave reach rooms this node is
@@ -129,24 +132,34 @@ func (s *Service) joinRemote(ctx context.Context, user id.UserID, roomID id.Room
 	return map[string]any{"room_id": t.roomID}, nil
 }
 
-// deliverInvites sends the invites among evs of users of other servers to
-// their servers; the first refusal is returned.
-func (s *Service) deliverInvites(ctx context.Context, evs ...*rooms.Event) error {
-	if s.remoteRooms == nil {
-		return nil
+// send appends a local user's event to a room. An invite of a user of
+// another server goes to that server first, as the spec orders: it is
+// proposed, sent for the invitee's server to countersign, and appended
+// only as that server returns it, so a refusal leaves no trace.
+func (s *Service) send(ctx context.Context, roomID id.RoomID, p rooms.Proto) (*rooms.Event, error) {
+	if !s.remoteInvite(p) {
+		return s.rooms.Send(ctx, roomID, p)
 	}
-	for _, ev := range evs {
-		if ev == nil || ev.Type != "m.room.member" || ev.StateKey == nil || ev.Membership() != "invite" {
-			continue
-		}
-		if id.UserID(*ev.StateKey).Homeserver() == s.serverName {
-			continue
-		}
-		if err := s.remoteRooms.SendInvite(ctx, ev); err != nil {
-			return err
-		}
+	proposed, err := s.rooms.Propose(ctx, roomID, p)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	return s.remoteRooms.SendInvite(ctx, proposed)
+}
+
+// remoteInvite reports whether p invites a user of another server, whose
+// server must countersign the invite (with federation on).
+func (s *Service) remoteInvite(p rooms.Proto) bool {
+	if s.remoteRooms == nil || p.Type != "m.room.member" || p.StateKey == nil {
+		return false
+	}
+	if id.UserID(*p.StateKey).Homeserver() == s.serverName {
+		return false
+	}
+	var c struct {
+		Membership string `json:"membership"`
+	}
+	return json.Unmarshal(p.Content, &c) == nil && c.Membership == "invite"
 }
 
 // otherServers returns servers without this node's own.

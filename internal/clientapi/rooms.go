@@ -202,6 +202,7 @@ func (s *Service) createRoom(w http.ResponseWriter, r *http.Request, sess *accou
 	if req.Topic != nil {
 		add("m.room.topic", str(""), topicContent(*req.Topic))
 	}
+	var remoteInvites []rooms.Proto
 	for _, u := range req.Invite {
 		content := map[string]any{"membership": "invite"}
 		if req.IsDirect {
@@ -213,14 +214,23 @@ func (s *Service) createRoom(w http.ResponseWriter, r *http.Request, sess *accou
 				content["avatar_url"] = avatar
 			}
 		}
-		add("m.room.member", str(string(u)), content)
+		p := rooms.Proto{Type: "m.room.member", StateKey: str(string(u)), Sender: sess.UserID, Content: mustJSON(content)}
+		if s.remoteInvite(p) {
+			// Sent once the room exists, for the invitee's server to
+			// countersign.
+			remoteInvites = append(remoteInvites, p)
+			continue
+		}
+		evs = append(evs, p)
 	}
-	roomID, created, err := s.rooms.CreateRoom(ctx, version, sess.UserID, req.CreationContent, evs)
+	roomID, _, err := s.rooms.CreateRoom(ctx, version, sess.UserID, req.CreationContent, evs)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.deliverInvites(ctx, created...); err != nil {
-		s.log.Warn("createRoom: an invite of a user of another server was refused", "room_id", roomID, "err", err)
+	for _, p := range remoteInvites {
+		if _, err := s.send(ctx, roomID, p); err != nil {
+			s.log.Warn("createRoom: an invite of a user of another server was refused", "room_id", roomID, "user_id", *p.StateKey, "err", err)
+		}
 	}
 	if alias != "" {
 		if err := s.createAlias(ctx, alias, roomID, sess.UserID); err != nil {
@@ -260,7 +270,7 @@ func (s *Service) membership(r *http.Request, sess *accounts.Session, roomID id.
 		s.addProfile(r.Context(), target, content)
 	}
 	sk := string(target)
-	return s.rooms.Send(r.Context(), roomID, rooms.Proto{Type: "m.room.member", StateKey: &sk, Sender: sess.UserID, Content: mustJSON(content)})
+	return s.send(r.Context(), roomID, rooms.Proto{Type: "m.room.member", StateKey: &sk, Sender: sess.UserID, Content: mustJSON(content)})
 }
 
 // addProfile adds the user's display name and avatar to the content of a
@@ -396,11 +406,7 @@ func (s *Service) invite(w http.ResponseWriter, r *http.Request, sess *accounts.
 	case "ban":
 		return nil, mxhttp.Forbidden("user is banned from the room")
 	}
-	ev, err := s.membership(r, sess, roomID, req.UserID, "invite", req.Reason, nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.deliverInvites(r.Context(), ev); err != nil {
+	if _, err := s.membership(r, sess, roomID, req.UserID, "invite", req.Reason, nil); err != nil {
 		return nil, err
 	}
 	return mxhttp.Empty, nil

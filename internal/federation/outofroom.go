@@ -90,35 +90,45 @@ func (s *Service) storeOutOfRoom(ctx context.Context, version id.RoomVersion, si
 	return nil
 }
 
-// SendInvite gives an invite of a user of another server, appended here,
-// to that server (/invite v2, with the room's stripped state), which
-// countersigns it and shows it to the invitee. Its refusal (403
-// M_FORBIDDEN, 400 M_INCOMPATIBLE_ROOM_VERSION, ...) is returned as it
-// is; a server that cannot be reached is 502.
-func (s *Service) SendInvite(ctx context.Context, invite *rooms.Event) error {
+// SendInvite gives invite, an invite of a user of another server that
+// the room's engine proposed (built and authorised, not appended), to that
+// server (/invite v2, with the room's stripped state), which countersigns
+// it and shows it to the invitee; the event it returns is then appended
+// with both servers' signatures, and returned. Its refusal (403
+// M_FORBIDDEN, 400 M_INCOMPATIBLE_ROOM_VERSION, ...) is returned as it is
+// and leaves the room unchanged; a server that cannot be reached, or
+// returns another event or a bad signature, is 502.
+func (s *Service) SendInvite(ctx context.Context, invite *rooms.Event) (*rooms.Event, error) {
 	invitee := id.UserID(*invite.StateKey)
 	version, err := s.rooms.Version(ctx, invite.RoomID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var state []json.RawMessage
 	for _, ev := range s.strippedState(ctx, invite.RoomID) {
 		raw, err := json.Marshal(ev)
 		if err != nil {
-			return fmt.Errorf("encode invite_room_state: %w", err)
+			return nil, fmt.Errorf("encode invite_room_state: %w", err)
 		}
 		state = append(state, raw)
 	}
 	server := invitee.Homeserver()
-	_, err = s.Client.SendInvite(ctx, &federation.ReqSendInvite{
+	resp, err := s.Client.SendInvite(ctx, &federation.ReqSendInvite{
 		RoomID: invite.RoomID, UserID: invitee, EventID: invite.ID, Event: invite.JSON,
 		InviteRoomState: state, RoomVersion: version,
 	})
 	if err != nil {
 		if he, ok := errors.AsType[mautrix.HTTPError](err); ok && he.RespError != nil && he.Response != nil && he.Response.StatusCode == http.StatusBadRequest {
-			return &mxhttp.Error{Status: http.StatusBadRequest, Code: he.RespError.ErrCode, Message: he.RespError.Err}
+			return nil, &mxhttp.Error{Status: http.StatusBadRequest, Code: he.RespError.ErrCode, Message: he.RespError.Err}
 		}
-		return remote.Error(server, err)
+		return nil, remote.Error(server, err)
 	}
-	return nil
+	stored, err := s.rooms.AppendCountersigned(ctx, invite, server, resp.Event)
+	if errors.Is(err, rooms.ErrBadCountersignature) {
+		return nil, remote.BadGateway("the invite %s countersigned: %v", server, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("append the invite: %w", err)
+	}
+	return stored, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	jsonv2 "encoding/json/v2"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -309,6 +310,9 @@ func (s *Service) invite(v int) mxhttp.HandlerFunc {
 		if got := eventIDOf(req.RoomVersion, req.Event); got != evID {
 			return nil, mxhttp.BadJSON("the event's ID is %q, not %s", got, evID)
 		}
+		if err := s.checkInvitePermission(r.Context(), req.Event); err != nil {
+			return nil, err
+		}
 		signed, err := s.rooms.ReceiveInvite(r.Context(), AuthenticatedOrigin(r), req.RoomVersion, req.Event, req.InviteRoomState)
 		if err != nil {
 			return nil, err
@@ -319,6 +323,29 @@ func (s *Service) invite(v int) mxhttp.HandlerFunc {
 		}
 		return resp, nil
 	}
+}
+
+// checkInvitePermission refuses an invite (403 M_INVITE_BLOCKED) that
+// the invitee's invite permission config blocks.
+func (s *Service) checkInvitePermission(ctx context.Context, invite json.RawMessage) error {
+	if s.InviteBlocked == nil {
+		return nil
+	}
+	var ev struct {
+		Sender   id.UserID `json:"sender"`
+		StateKey string    `json:"state_key"`
+	}
+	if err := json.Unmarshal(invite, &ev); err != nil {
+		return mxhttp.BadJSON("invalid invite: %v", err)
+	}
+	blocked, err := s.InviteBlocked(ctx, id.UserID(ev.StateKey), ev.Sender)
+	if err != nil {
+		return fmt.Errorf("invite permission: %w", err)
+	}
+	if blocked {
+		return mxhttp.InviteBlocked("%s does not accept invites from %s", ev.StateKey, ev.Sender)
+	}
+	return nil
 }
 
 // event is GET /event/{eventId}: one event the asking server may see.

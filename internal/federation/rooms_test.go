@@ -204,6 +204,81 @@ func TestInviteAcrossServers(t *testing.T) {
 	}
 }
 
+// TestInviteCountersignedBeforeAppend: an invite of a user of another
+// server goes there before it joins the room. bob on B blocks invites, so
+// B refuses his (403 M_INVITE_BLOCKED, through /invite and createRoom's
+// invite list alike) and A's room keeps no trace of it; dave's invite is
+// appended as B returned it, with both servers' signatures.
+func TestInviteCountersignedBeforeAppend(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, bob, dave := a.Register("alice"), b.Register("bob"), b.Register("dave")
+	if err := bob.SetAccountData(ctx, "m.invite_permission_config", map[string]any{"default_action": "block"}); err != nil {
+		t.Fatal(err)
+	}
+	roomID := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: id.RoomV12})
+
+	_, err := alice.InviteUser(ctx, roomID, &mautrix.ReqInviteUser{UserID: bob.UserID})
+	testnode.WantErr(t, err, "M_INVITE_BLOCKED", http.StatusForbidden)
+	testnode.Invite(t, alice, roomID, dave.UserID)
+	wantCountersignedInvite(t, a, roomID, dave.UserID)
+	wantNoMember(t, a, roomID, bob.UserID)
+
+	daveSync := newSyncer(t, dave)
+	created := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: id.RoomV12,
+		Invite: []id.UserID{bob.UserID, dave.UserID}})
+	wantCountersignedInvite(t, a, created, dave.UserID)
+	wantNoMember(t, a, created, bob.UserID)
+	daveSync.waitInvite(t, created)
+}
+
+// wantCountersignedInvite checks that n's room state invites user with
+// the signatures of the inviter's server and the invitee's.
+func wantCountersignedInvite(t *testing.T, n *testnode.Node, roomID id.RoomID, user id.UserID) {
+	t.Helper()
+	ev, err := n.Rooms.StateEvent(context.Background(), roomID, "m.room.member", string(user))
+	if err != nil || ev == nil {
+		t.Fatalf("%s's member event in %s: %v, %v", user, roomID, ev, err)
+	}
+	if ev.Membership() != "invite" {
+		t.Fatalf("%s's membership: %q", user, ev.Membership())
+	}
+	for _, server := range []string{ev.Sender.Homeserver(), user.Homeserver()} {
+		if len(ev.PDU.Signatures[server]) == 0 {
+			t.Errorf("the stored invite of %s lacks %s's signature: %s", user, server, ev.JSON)
+		}
+	}
+	var stored struct {
+		Signatures map[string]map[string]string `json:"signatures"`
+	}
+	if err := json.Unmarshal(ev.JSON, &stored); err != nil || len(stored.Signatures) != 2 {
+		t.Errorf("the stored invite's JSON has signatures of %d servers, want 2 (%v): %s", len(stored.Signatures), err, ev.JSON)
+	}
+}
+
+// wantNoMember checks that n's room has no member event of user at all.
+func wantNoMember(t *testing.T, n *testnode.Node, roomID id.RoomID, user id.UserID) {
+	t.Helper()
+	ctx := context.Background()
+	if ev, err := n.Rooms.StateEvent(ctx, roomID, "m.room.member", string(user)); err == nil && ev != nil {
+		t.Fatalf("%s has a member event in %s after a refused invite: %s", user, roomID, ev.JSON)
+	}
+	if m := n.Rooms.Membership(user, roomID); m != "" {
+		t.Fatalf("%s's membership of %s after a refused invite: %q", user, roomID, m)
+	}
+	evs, err := n.Rooms.RoomEvents(ctx, roomID, 0, n.Rooms.LastPos(ctx, roomID), 1000, false)
+	if err != nil || len(evs) == 0 {
+		t.Fatalf("%s's timeline: %d events, %v", roomID, len(evs), err)
+	}
+	for _, ev := range evs {
+		if ev.StateKey != nil && *ev.StateKey == string(user) {
+			t.Fatalf("%s's refused invite is in %s's timeline: %s", user, roomID, ev.JSON)
+		}
+	}
+}
+
 // TestModerationAcrossServers: alice on A kicks, bans and unbans bob of B
 // in her public room; B's /sync shows each, a banned bob's join is
 // refused with 403, and bob's own leave reaches A.

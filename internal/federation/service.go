@@ -57,6 +57,10 @@ type Service struct {
 	Keys *KeyRing
 	// Outbox queues and delivers PDUs and EDUs to other servers.
 	Outbox *Outbox
+	// InviteBlocked, when set, reports whether invitee, one of this
+	// server's users, refuses invites from inviter: /invite answers 403
+	// M_INVITE_BLOCKED then.
+	InviteBlocked func(ctx context.Context, invitee, inviter id.UserID) (bool, error)
 
 	mux *http.ServeMux
 

@@ -64,6 +64,7 @@ func (n *Node) wireFederation() {
 	// through the federation client; without it they are refused.
 	n.Rooms.Remote = n.Federation.RoomRemote()
 	f := n.Federation
+	f.InviteBlocked = n.AccountData.InviteBlocked
 	n.Keys.EnableFederation(f.Client, f.Outbox)
 	n.Keys.FederationRoutes(f.Handle)
 	n.Ephemeral.EnableFederation(f.Outbox, n.cfg.FederationPresence)
