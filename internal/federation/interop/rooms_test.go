@@ -17,10 +17,10 @@ import (
 // testRooms: in room versions 10 and 11, a Dendrite user joins a Matrix
 // OS user's public room and a Matrix OS user joins a Dendrite user's, each
 // through the room's server; both see the join, each other's messages,
-// typing, read receipts, a redaction and the leave in /sync. Then a
-// Dendrite user invites a Matrix OS user into a private room, who sees
-// the invite and joins (or rejects it), a Dendrite user rejects a Matrix
-// OS user's invite, and a Dendrite user who joins a Matrix OS room pages
+// typing, read receipts, a redaction and the leave in /sync. Then each
+// side invites a user of the other into a private room, who sees the
+// invite and joins; a Matrix OS user and a Dendrite user each reject an
+// invite of the other side, and a Dendrite user who joins a Matrix OS room pages
 // back through the messages sent before.
 func testRooms(t *testing.T, p peers) {
 	d, n := p.d, p.n
@@ -34,6 +34,9 @@ func testRooms(t *testing.T, p peers) {
 	}
 	t.Run("Matrix OS user invited to a Dendrite room", func(t *testing.T) {
 		invite(t, d.Register("owner"), n.Register("invitee"))
+	})
+	t.Run("Dendrite user invited to a Matrix OS room", func(t *testing.T) {
+		invite(t, n.Register("owner"), d.Register("invitee"))
 	})
 	t.Run("Matrix OS user rejects an invite to a Dendrite room", func(t *testing.T) {
 		rejectInvite(t, d.Register("owner"), n.Register("invitee"))
