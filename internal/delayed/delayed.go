@@ -1,6 +1,7 @@
 package delayed
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -181,19 +182,9 @@ func (s *Service) List(user id.UserID) []Event {
 		if c := a.RunningSince.Compare(b.RunningSince); c != 0 {
 			return c
 		}
-		return compareStrings(a.DelayID, b.DelayID)
+		return cmp.Compare(a.DelayID, b.DelayID)
 	})
 	return out
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Cancel forgets the scheduled event.
