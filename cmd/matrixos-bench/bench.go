@@ -103,6 +103,20 @@ func (b *bench) take(n int) []*client {
 	return out
 }
 
+// pair takes two users from the pool: a creates a public room, which w
+// then joins.
+func (b *bench) pair(ctx context.Context) (a, w *client, room string, err error) {
+	users := b.take(2)
+	a, w = users[0], users[1]
+	if room, err = a.createRoom(ctx, "public_chat"); err != nil {
+		return nil, nil, "", err
+	}
+	if err := w.join(ctx, room); err != nil {
+		return nil, nil, "", err
+	}
+	return a, w, room, nil
+}
+
 // parallel runs fn(0..n-1), at most conc at a time, and returns the first
 // error.
 func parallel(parent context.Context, n, conc int, fn func(i int) error) error {

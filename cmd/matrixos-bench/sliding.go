@@ -81,13 +81,8 @@ type wakePoll func(ctx context.Context, from string) (tags []string, next string
 // how long after a send starts a pending long-poll of each kind returns
 // with the event.
 func (b *bench) sliding(ctx context.Context) ([]*result, error) {
-	users := b.take(2)
-	a, w := users[0], users[1]
-	room, err := a.createRoom(ctx, "public_chat")
+	a, w, room, err := b.pair(ctx)
 	if err != nil {
-		return nil, err
-	}
-	if err := w.join(ctx, room); err != nil {
 		return nil, err
 	}
 	b.logf("sliding: %s joins %d rooms", w.userID, b.o.Rooms)

@@ -33,13 +33,8 @@ func longPoll(ctx context.Context, c *client, since string) <-chan syncResult {
 // wakeup measures how long after a send starts a pending long-poll /sync
 // of another member returns with the event.
 func (b *bench) wakeup(ctx context.Context) ([]*result, error) {
-	users := b.take(2)
-	a, w := users[0], users[1]
-	room, err := a.createRoom(ctx, "public_chat")
+	a, w, room, err := b.pair(ctx)
 	if err != nil {
-		return nil, err
-	}
-	if err := w.join(ctx, room); err != nil {
 		return nil, err
 	}
 	first, err := w.sync(ctx, "", 0, `{"room":{"timeline":{"limit":1}}}`)
