@@ -3,13 +3,11 @@ package federation
 import (
 	"context"
 	"encoding/json"
-	jsonv2 "encoding/json/v2"
 	"fmt"
 	"net/http"
 	"strconv"
 	"time"
 
-	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/mxhttp"
@@ -307,7 +305,7 @@ func (s *Service) invite(v int) mxhttp.HandlerFunc {
 		if err := s.checkACL(r.Context(), AuthenticatedOrigin(r), roomID); err != nil {
 			return nil, err
 		}
-		if got := eventIDOf(req.RoomVersion, req.Event); got != evID {
+		if got := rooms.EventIDOf(req.RoomVersion, req.Event); got != evID {
 			return nil, mxhttp.BadJSON("the event's ID is %q, not %s", got, evID)
 		}
 		if err := s.checkInvitePermission(r.Context(), req.Event); err != nil {
@@ -554,15 +552,4 @@ func (s *Service) timestampToEvent(w http.ResponseWriter, r *http.Request) (any,
 		return nil, mxhttp.NotFound("no event found")
 	}
 	return map[string]any{"event_id": ev.ID, "origin_server_ts": ev.TS}, nil
-}
-
-// eventIDOf computes the ID of a PDU of a room version ("" when it cannot
-// be parsed).
-func eventIDOf(v id.RoomVersion, raw json.RawMessage) id.EventID {
-	pd := &pdu.PDU{}
-	if jsonv2.Unmarshal(raw, pd) != nil {
-		return ""
-	}
-	evID, _ := pd.GetEventID(v)
-	return evID
 }

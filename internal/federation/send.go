@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/rooms"
 )
 
 // PDUReceiver takes the PDUs of inbound transactions: the room engine's
@@ -246,7 +247,7 @@ func (s *Service) eventID(raw json.RawMessage) id.EventID {
 	}
 	if json.Unmarshal(raw, &p) == nil && s.rooms != nil {
 		if v, err := s.rooms.Version(context.Background(), p.RoomID); err == nil {
-			if evID := eventIDOf(v, raw); evID != "" {
+			if evID := rooms.EventIDOf(v, raw); evID != "" {
 				return evID
 			}
 		}

@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
@@ -324,18 +325,8 @@ func sortByDepth(evs []*Event) {
 		if a.Depth != b.Depth {
 			return int(a.Depth - b.Depth)
 		}
-		return cmpIDs(a.ID, b.ID)
+		return cmp.Compare(a.ID, b.ID)
 	})
-}
-
-func cmpIDs(a, b id.EventID) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func eventIDs(evs []*Event) []id.EventID {
@@ -394,7 +385,7 @@ func (e *Engine) ImportJoin(ctx context.Context, origin string, version id.RoomV
 	}
 	before := idState{}
 	for _, raw := range state {
-		id := eventIDOf(version, raw)
+		id := EventIDOf(version, raw)
 		se := known[id]
 		if se == nil || se.StateKey == nil {
 			return nil, mxhttp.Forbidden("state event %s does not pass the checks on receipt", id)
@@ -456,8 +447,9 @@ func (e *Engine) joiningRoom(ctx context.Context, roomID id.RoomID, version id.R
 	return r, true, nil
 }
 
-// eventIDOf computes the ID of a PDU (empty when it cannot be parsed).
-func eventIDOf(v id.RoomVersion, raw json.RawMessage) id.EventID {
+// EventIDOf computes the ID of a PDU of a room version ("" when it cannot
+// be parsed).
+func EventIDOf(v id.RoomVersion, raw json.RawMessage) id.EventID {
 	pd := &pdu.PDU{}
 	if jsonv2.Unmarshal(raw, pd) != nil {
 		return ""
