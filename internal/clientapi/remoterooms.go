@@ -178,8 +178,7 @@ func (s *Service) otherServers(servers []string) []string {
 // inviter), then the one the room ID names.
 func (s *Service) outOfRoomVia(ctx context.Context, user id.UserID, roomID id.RoomID) []string {
 	var via []string
-	var evID id.EventID
-	if err := s.db.QueryRow(ctx, "SELECT event_id FROM memberships WHERE room_id = $1 AND user_id = $2", roomID, user).Scan(&evID); err == nil {
+	if evID, err := s.rooms.MembershipEventID(ctx, user, roomID); err == nil && evID != "" {
 		if ev, err := s.rooms.FederationEvent(ctx, evID); err == nil {
 			via = append(via, ev.Sender.Homeserver())
 		}

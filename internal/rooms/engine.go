@@ -254,6 +254,22 @@ func (e *Engine) Membership(user id.UserID, roomID id.RoomID) string {
 	return e.members[user][roomID]
 }
 
+// MembershipEventID returns the ID of the event that set the user's
+// current membership in the room, in the timeline or, for a room this node
+// is not in (a remote invite, a rejected one), beside it; "" if the user
+// has none.
+func (e *Engine) MembershipEventID(ctx context.Context, user id.UserID, roomID id.RoomID) (id.EventID, error) {
+	var evID id.EventID
+	err := e.db.QueryRow(ctx, "SELECT event_id FROM memberships WHERE room_id = $1 AND user_id = $2", roomID, user).Scan(&evID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("membership event of %s in %s: %w", user, roomID, err)
+	}
+	return evID, nil
+}
+
 // ErrNoRoom is returned for an unknown room.
 var ErrNoRoom = mxhttp.NotFound("room not found")
 
