@@ -122,15 +122,11 @@ func (s *Service) queryAlias(ctx context.Context, alias id.RoomAlias, server str
 // this one first (it holds the room even when nobody is joined).
 func (s *Service) residentServers(ctx context.Context, roomID id.RoomID) []string {
 	servers := []string{s.serverName}
-	for user, membership := range s.rooms.Members(ctx, roomID) {
-		if membership != "join" {
-			continue
-		}
-		if _, server, err := user.Parse(); err == nil && !slices.Contains(servers, server) {
+	for _, server := range s.rooms.JoinedServers(ctx, roomID) {
+		if server != s.serverName {
 			servers = append(servers, server)
 		}
 	}
-	slices.Sort(servers[1:])
 	return servers
 }
 

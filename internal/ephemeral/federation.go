@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -49,15 +48,12 @@ func (s *Service) EDUHandlers() map[string]func(ctx context.Context, origin stri
 // remoteServersIn lists the other servers with a joined member in the
 // room.
 func (s *Service) remoteServersIn(ctx context.Context, roomID id.RoomID) []string {
-	seen := map[string]bool{s.accounts.ServerName(): true}
 	var out []string
-	for _, u := range s.joinedMembers(ctx, roomID) {
-		if server := serverOf(u); server != "" && !seen[server] {
-			seen[server] = true
+	for _, server := range s.rooms.JoinedServers(ctx, roomID) {
+		if server != s.accounts.ServerName() {
 			out = append(out, server)
 		}
 	}
-	slices.Sort(out)
 	return out
 }
 

@@ -157,12 +157,10 @@ func (s *Service) receiveMembership(r *http.Request, membership string) (*rooms.
 // otherServers are the servers with a member joined to the room, but
 // except.
 func (s *Service) otherServers(ctx context.Context, roomID id.RoomID, except string) []string {
-	seen := map[string]bool{except: true, s.serverName: true}
 	var out []string
-	for u, m := range s.rooms.Members(ctx, roomID) {
-		if hs := u.Homeserver(); m == "join" && !seen[hs] {
-			seen[hs] = true
-			out = append(out, hs)
+	for _, server := range s.rooms.JoinedServers(ctx, roomID) {
+		if server != except && server != s.serverName {
+			out = append(out, server)
 		}
 	}
 	return out

@@ -138,10 +138,8 @@ func eventDestinations(ev *rooms.Event, r *rooms.RoomInfo) []string {
 			out = append(out, server)
 		}
 	}
-	for user, membership := range r.Members {
-		if membership == "join" {
-			add(user.Homeserver())
-		}
+	for _, server := range r.JoinedServers() {
+		add(server)
 	}
 	if ev.Type == "m.room.member" && ev.StateKey != nil {
 		add(id.UserID(*ev.StateKey).Homeserver())

@@ -177,6 +177,16 @@ func (ri *RoomInfo) StateEvent(evType, sk string) *Event {
 	return ri.state.get(evType, sk)
 }
 
+// JoinedServers returns the servers with a member joined to the room
+// right after the event, sorted. The slice is shared and must not be
+// modified.
+func (ri *RoomInfo) JoinedServers() []string {
+	if ri.state == nil {
+		return joinedServers(ri.Members)
+	}
+	return ri.state.servers
+}
+
 // PowerLevels returns the room's power levels right after the event, or
 // nil when the info carries no state.
 func (ri *RoomInfo) PowerLevels() *event.PowerLevelsEventContent {
@@ -368,6 +378,17 @@ func (e *Engine) Members(ctx context.Context, roomID id.RoomID) map[id.UserID]st
 		return nil
 	}
 	return r.view().members
+}
+
+// JoinedServers returns the servers with a member joined to the room,
+// sorted (nil for an unknown room). The slice is shared and must not be
+// modified.
+func (e *Engine) JoinedServers(ctx context.Context, roomID id.RoomID) []string {
+	r, err := e.room(ctx, roomID)
+	if err != nil {
+		return nil
+	}
+	return r.view().servers
 }
 
 // LastMemberPos returns the position of the room's latest committed

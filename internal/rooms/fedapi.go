@@ -354,12 +354,8 @@ func (e *Engine) FederationEvent(ctx context.Context, eventID id.EventID) (*Even
 
 // ServerInRoom reports whether a user of server is joined to the room.
 func (e *Engine) ServerInRoom(ctx context.Context, server string, roomID id.RoomID) bool {
-	for u, m := range e.Members(ctx, roomID) {
-		if m == "join" && u.Homeserver() == server {
-			return true
-		}
-	}
-	return false
+	_, found := slices.BinarySearch(e.JoinedServers(ctx, roomID), server)
+	return found
 }
 
 // ImportJoin stores a room this node has just joined through origin: it

@@ -20,7 +20,10 @@ type roomState struct {
 	// byID indexes the current state events by event ID.
 	byID map[id.EventID]*Event
 	// members maps users to their membership.
-	members     map[id.UserID]string
+	members map[id.UserID]string
+	// servers are the servers of the joined members, sorted: derived from
+	// members, remade only when a membership changes.
+	servers     []string
 	extremities []id.EventID
 	depth       int64
 }
@@ -43,6 +46,7 @@ func stateOf(evs []*Event, extremities []id.EventID, depth int64) *roomState {
 			s.members[id.UserID(*ev.StateKey)] = ev.Membership()
 		}
 	}
+	s.servers = joinedServers(s.members)
 	return s
 }
 
@@ -53,7 +57,7 @@ func (s *roomState) get(evType, sk string) *Event { return s.state[stateKey{evTy
 // of version v.
 func (s *roomState) with(v id.RoomVersion, ev *Event) *roomState {
 	next := &roomState{
-		state: s.state, byID: s.byID, members: s.members,
+		state: s.state, byID: s.byID, members: s.members, servers: s.servers,
 		extremities: extremitiesAfter(s.extremities, ev), depth: max(s.depth, ev.Depth),
 	}
 	var redacted *Event
@@ -130,6 +134,7 @@ func (s *roomState) set(ev *Event) {
 		m := maps.Clone(s.members)
 		m[id.UserID(*ev.StateKey)] = ev.Membership()
 		s.members = m
+		s.servers = joinedServers(m)
 	}
 }
 
@@ -153,4 +158,20 @@ func (s *roomState) powerLevels() *event.PowerLevelsEventContent {
 		}
 	}
 	return pl
+}
+
+// joinedServers returns the servers of the users joined in members,
+// sorted, each once.
+func joinedServers(members map[id.UserID]string) []string {
+	var out []string
+	for u, m := range members {
+		if m != "join" {
+			continue
+		}
+		if _, server, err := u.Parse(); err == nil && !slices.Contains(out, server) {
+			out = append(out, server)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
