@@ -119,6 +119,9 @@ func (s *Service) redirectToClient(w http.ResponseWriter, r *http.Request, req *
 		params.Set("state", req.state)
 	}
 	u, _ := url.Parse(req.redirectURI) // checked at registration
+	// The redirect carries the code: neither cached nor sent as a referrer,
+	// in the fragment as in the query.
+	secureHeaders(w)
 	if req.responseMode == "fragment" {
 		u.Fragment = ""
 		u.RawFragment = ""
@@ -130,7 +133,6 @@ func (s *Service) redirectToClient(w http.ResponseWriter, r *http.Request, req *
 		q[k] = v
 	}
 	u.RawQuery = q.Encode()
-	secureHeaders(w)
 	http.Redirect(w, r, u.String(), http.StatusSeeOther)
 }
 

@@ -239,6 +239,9 @@ func TestAuthorizeRefusals(t *testing.T) {
 	if u, err := url.Parse(p.location); err != nil || u.RawQuery != "" || !strings.Contains(u.Fragment, "error=unsupported_response_type") {
 		t.Errorf("fragment response mode: location %q", p.location)
 	}
+	if p.header.Get("Cache-Control") != "no-store" {
+		t.Errorf("fragment response mode: Cache-Control %q, want no-store", p.header.Get("Cache-Control"))
+	}
 
 	// Forms without the session's CSRF token are refused.
 	login := b.get(authorizeURL(n, clientID, challenge, "DEV", nil))
