@@ -83,7 +83,11 @@ func (s *Service) joinVia(ctx context.Context, server string, user id.UserID, ro
 	}
 	join := signed
 	if len(resp.Event) > 0 {
-		join = resp.Event // countersigned for a restricted join
+		// Countersigned for a restricted join: the same event, or refused.
+		if got := rooms.EventIDOf(version, resp.Event); got != evID {
+			return fmt.Errorf("send_join: %s answered event %s, not the join %s it was sent", server, got, evID)
+		}
+		join = resp.Event
 	}
 	if _, err := s.rooms.ImportJoin(ctx, server, version, join, resp.State, resp.AuthChain); err != nil {
 		return fmt.Errorf("import the joined room: %w", err)

@@ -1218,11 +1218,11 @@ func (e *Engine) applyRedaction(ctx context.Context, tx *storage.Tx, r *room, re
 		}
 		return nil
 	}
-	if roomID != r.id {
-		return nil
-	}
 	if err != nil {
 		return fmt.Errorf("load redaction target: %w", err)
+	}
+	if roomID != r.id {
+		return nil
 	}
 	because, _ := json.Marshal(red.Client(ClientOptions{}))
 	unsigned, _ := json.Marshal(map[string]json.RawMessage{"redacted_because": because})

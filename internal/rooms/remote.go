@@ -318,6 +318,9 @@ func (e *Engine) fetchMissing(ctx context.Context, r *room, origin string, ev *E
 		e.log.Info("get_missing_events failed", "room_id", r.id, "origin", origin, "err", err)
 		return
 	}
+	// The origin may answer more than asked: each event costs checks and
+	// maybe fetches of its own.
+	raws = raws[:min(len(raws), missingEventsLimit)]
 	var evs []*Event
 	for _, raw := range raws {
 		m, err := e.parseRemote(ctx, r.version, raw)
