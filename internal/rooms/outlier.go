@@ -126,12 +126,12 @@ func (e *Engine) anyEvents(ctx context.Context, ids []id.EventID) (map[id.EventI
 	return out, nil
 }
 
-// knownEvent reports whether the event is stored, in the timeline or
-// beside it.
-func (e *Engine) knownEvent(ctx context.Context, evID id.EventID) (bool, error) {
+// storedEvent returns the event when it is stored, in the timeline or
+// beside it, or nil.
+func (e *Engine) storedEvent(ctx context.Context, evID id.EventID) (*Event, error) {
 	evs, err := e.anyEvents(ctx, []id.EventID{evID})
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	return evs[evID] != nil, nil
+	return evs[evID], nil
 }

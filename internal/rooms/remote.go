@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"maunium.net/go/mautrix/federation/eventauth"
@@ -170,15 +171,17 @@ func (e *Engine) ReceivePDU(ctx context.Context, origin string, raw json.RawMess
 	if err != nil {
 		return "", err
 	}
+	// The origin's place in the room is known from memory: a server that
+	// was never in it is refused before its event costs a key fetch.
+	if !e.serverKnownIn(ctx, origin, r.id) {
+		return EventIDOf(r.version, raw), mxhttp.Forbidden("%s is not in room %s", origin, r.id)
+	}
 	ev, err := e.parseRemote(ctx, r.version, raw)
 	if err != nil {
 		return "", err
 	}
 	if ev.RoomID != r.id {
 		return ev.ID, mxhttp.BadJSON("event is not in room %s", r.id)
-	}
-	if !e.serverKnownIn(ctx, origin, r.id) {
-		return ev.ID, mxhttp.Forbidden("%s is not in room %s", origin, r.id)
 	}
 	return ev.ID, e.receive(ctx, r, origin, ev, true)
 }
@@ -189,12 +192,11 @@ func (e *Engine) ReceivePDU(ctx context.Context, origin string, raw json.RawMess
 // before each prev_event still missing (/state_ids, and /event for the
 // events this node lacks).
 func (e *Engine) receive(ctx context.Context, r *room, origin string, ev *Event, fetchMissing bool) error {
-	if known, err := e.knownEvent(ctx, ev.ID); err != nil || known {
+	if old, err := e.storedEvent(ctx, ev.ID); err != nil || old != nil {
 		if err != nil {
 			return err
 		}
-		_, err := e.acceptRemote(ctx, r, ev, receiveOpts{}) // answers as the first time
-		return err
+		return knownOutcome(old, false) // answers as the first time
 	}
 	var opts receiveOpts
 	missing, err := e.missingPrevs(ctx, ev)
@@ -440,8 +442,27 @@ type receiveOpts struct {
 // the room's pipeline: the auth checks on top of the room's committed
 // state, then the same write, view update and hooks as local events. It
 // returns the stored event; nil, nil when it was soft-failed.
+//
+// What needs no room state runs before the room's lock, so that neither
+// another server nor a duplicate holds up the room's local sends: an event
+// stored already answers as the first time from a lookup, and the auth
+// check against the event's own auth_events (which may fetch the key of
+// the server that authorised a restricted join) is made first. Under the
+// lock only the checks against the room's state and the append remain,
+// and they look keys up in what that first check fetched.
 func (e *Engine) acceptRemote(ctx context.Context, r *room, ev *Event, opts receiveOpts) (*Event, error) {
-	a, wait, known, err := e.enqueueRemote(ctx, r, ev, opts)
+	if old, err := e.storedEvent(ctx, ev.ID); err != nil || old != nil {
+		if err != nil {
+			return nil, err
+		}
+		return old, knownOutcome(old, opts.strict)
+	}
+	keys := &eventKeys{fetch: e.keyFunc(ctx)}
+	if err := e.checkAuthEvents(ctx, r, ev, opts.known, keys.get); err != nil {
+		return nil, err
+	}
+	r.settle()
+	a, wait, known, err := e.enqueueRemote(ctx, r, ev, opts, keys.get)
 	if err != nil || a == nil {
 		return known, err
 	}
@@ -459,7 +480,7 @@ func (e *Engine) acceptRemote(ctx context.Context, r *room, ev *Event, opts rece
 // returns the accepted event and its write, or the stored event when the
 // event is known already (a nil accepted event without an error is a
 // known or soft-failed one).
-func (e *Engine) enqueueRemote(ctx context.Context, r *room, ev *Event, opts receiveOpts) (a *accepted, wait func() error, known *Event, err error) {
+func (e *Engine) enqueueRemote(ctx context.Context, r *room, ev *Event, opts receiveOpts, keys pdu.GetKeyFunc) (a *accepted, wait func() error, known *Event, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.drain(); err != nil {
@@ -475,7 +496,7 @@ func (e *Engine) enqueueRemote(ctx context.Context, r *room, ev *Event, opts rec
 	if old := stored[ev.ID]; old != nil {
 		return nil, nil, old, knownOutcome(old, opts.strict)
 	}
-	a, err = e.checkRemote(ctx, r, ev, opts)
+	a, err = e.checkRemote(ctx, r, ev, opts, keys)
 	if err != nil || a == nil {
 		return nil, nil, nil, err
 	}
@@ -496,22 +517,82 @@ func knownOutcome(old *Event, strict bool) error {
 	return nil
 }
 
-// checkRemote runs the auth checks on receipt on ev, with r.mu held and
-// the room's writes committed. A rejected or soft-failed event is stored
-// beside the timeline; a rejected one (and a soft-failed one when strict)
-// answers an error, a soft-failed one nil, nil.
-func (e *Engine) checkRemote(ctx context.Context, r *room, ev *Event, opts receiveOpts) (*accepted, error) {
+// checkAuthEvents is the auth check of ev against its own auth_events,
+// which needs no room state and runs without the room's lock. An auth
+// event that is missing may still arrive: the event is refused then, not
+// rejected for good.
+func (e *Engine) checkAuthEvents(ctx context.Context, r *room, ev *Event, known map[id.EventID]*Event, keys pdu.GetKeyFunc) error {
+	err := authorizeRules(r.version, ev.PDU, nil, e.authEventLoader(ctx, known), keys)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, eventauth.ErrMissingAuthEvent) || errors.Is(err, eventauth.ErrCreateEventNotFound) || errors.Is(err, eventauth.ErrFailedToGetAuthEvents):
+		return mxhttp.Forbidden("%s", authMessage(err))
+	}
+	return e.reject(ctx, ev, err)
+}
+
+// eventKeys is the key lookup of one event's checks: what a first check
+// fetched is remembered, so the checks made under the room's lock find it
+// without asking another server again.
+type eventKeys struct {
+	fetch pdu.GetKeyFunc
+	mu    sync.Mutex
+	got   map[eventKeyRef]eventKey
+}
+
+type eventKeyRef struct {
+	server  string
+	keyID   id.KeyID
+	validAt time.Time
+}
+
+type eventKey struct {
+	key        id.SigningKey
+	validUntil time.Time
+}
+
+func (k *eventKeys) get(server string, keyID id.KeyID, validAt time.Time) (id.SigningKey, time.Time, error) {
+	ref := eventKeyRef{server, keyID, validAt}
+	k.mu.Lock()
+	found, ok := k.got[ref]
+	k.mu.Unlock()
+	if ok {
+		return found.key, found.validUntil, nil
+	}
+	key, validUntil, err := k.fetch(server, keyID, validAt)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	k.mu.Lock()
+	if k.got == nil {
+		k.got = map[eventKeyRef]eventKey{}
+	}
+	k.got[ref] = eventKey{key, validUntil}
+	k.mu.Unlock()
+	return key, validUntil, nil
+}
+
+// settle waits, without the room's lock, for the room's writes queued so
+// far, so that drain, under the lock, waits only for those queued since.
+// A failed write is drain's to report.
+func (r *room) settle() {
+	r.mu.Lock()
+	last := r.lastWrite
+	r.mu.Unlock()
+	if last != nil {
+		last()
+	}
+}
+
+// checkRemote runs the auth checks on receipt that need the room's state
+// on ev, with r.mu held and the room's writes committed (checkAuthEvents
+// ran before). A rejected or soft-failed event is stored beside the
+// timeline; a rejected one (and a soft-failed one when strict) answers an
+// error, a soft-failed one nil, nil.
+func (e *Engine) checkRemote(ctx context.Context, r *room, ev *Event, opts receiveOpts, keys pdu.GetKeyFunc) (*accepted, error) {
 	v := r.version
 	getEvents := e.authEventLoader(ctx, opts.known)
-	keys := e.keyFunc(ctx)
-	// Auth against the event's own auth_events. One that is missing may
-	// still arrive: the event is refused then, not rejected for good.
-	if err := authorizeRules(v, ev.PDU, nil, getEvents, keys); err != nil {
-		if errors.Is(err, eventauth.ErrMissingAuthEvent) || errors.Is(err, eventauth.ErrCreateEventNotFound) || errors.Is(err, eventauth.ErrFailedToGetAuthEvents) {
-			return nil, mxhttp.Forbidden("%s", authMessage(err))
-		}
-		return nil, e.reject(ctx, ev, err)
-	}
 	d := &dagFacts{}
 	var prevs []*Event
 	d.outliers, d.newRoom = opts.outliers, opts.newRoom
