@@ -12,9 +12,11 @@
 //
 // The package is pure logic. It reads events through an [EventLoader] and
 // asks the auth DAG questions (auth chains, the auth difference, the
-// conflicted state subgraph) through an [AuthIndex], so that a persistent
-// auth-chain index can replace the default [WalkIndex], which walks
-// auth_events in memory. Authorisation is mautrix federation/eventauth's
+// conflicted state subgraph) through an [AuthIndex]: the default
+// [WalkIndex] walks auth_events through the loader on every resolution, an
+// [AuthGraph] (which the room engine keeps per room) remembers every
+// event's auth_events as small numbers and walks them without loading
+// anything twice. Authorisation is mautrix federation/eventauth's
 // Authorize with precomputed auth events. Only the conflicted part of the
 // state is resolved, and the power-level mainline is computed once per
 // resolution.

@@ -81,7 +81,7 @@ func (r Resolver) Resolve(ctx context.Context, version id.RoomVersion, states []
 		ctx:     ctx,
 		version: version,
 		v21:     algorithm == id.StateResV2_1,
-		events:  newEventCache(r.Events),
+		events:  newEventCache(r.Events, version),
 		getKey:  r.GetKey,
 	}
 	res.index = r.Index
