@@ -4,6 +4,8 @@ import (
 	"sync"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/stateres"
 )
 
 // eventCache keeps recently used events in memory. When full it drops an
@@ -81,4 +83,68 @@ func (c *snapshotCache) put(snap int64, st *resolvedSnapshot) {
 		c.m[snap] = st
 		c.entries += len(st.state)
 	}
+}
+
+// authGraphs keeps the auth-chain index (a stateres.AuthGraph) of each room
+// that state resolution ran in, so that later resolutions walk the room's
+// auth chains in memory instead of loading every event of its state again.
+// All graphs together hold about maxAuthGraphEvents events: asking for a
+// room's graph drops the least recently used others while they hold more.
+type authGraphs struct {
+	mu     sync.Mutex
+	graphs map[id.RoomID]*usedGraph
+	clock  uint64
+}
+
+type usedGraph struct {
+	graph *stateres.AuthGraph
+	used  uint64
+}
+
+// maxAuthGraphEvents bounds the events remembered by all rooms' auth
+// graphs: about 150 bytes each, so some 15 MB at most.
+const maxAuthGraphEvents = 100_000
+
+// of returns the room's graph, making it if needed.
+func (c *authGraphs) of(roomID id.RoomID) *stateres.AuthGraph {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.graphs == nil {
+		c.graphs = map[id.RoomID]*usedGraph{}
+	}
+	c.clock++
+	entry := c.graphs[roomID]
+	if entry == nil {
+		entry = &usedGraph{graph: stateres.NewAuthGraph(maxAuthGraphEvents)}
+		c.graphs[roomID] = entry
+	}
+	entry.used = c.clock
+	c.trim()
+	return entry.graph
+}
+
+// trim drops the least recently used graphs while all hold more than
+// maxAuthGraphEvents events, keeping the one just used.
+func (c *authGraphs) trim() {
+	total := 0
+	for _, entry := range c.graphs {
+		total += entry.graph.Len()
+	}
+	for total > maxAuthGraphEvents && len(c.graphs) > 1 {
+		var oldest id.RoomID
+		for roomID, entry := range c.graphs {
+			if entry.used != c.clock && (oldest == "" || entry.used < c.graphs[oldest].used) {
+				oldest = roomID
+			}
+		}
+		total -= c.graphs[oldest].graph.Len()
+		delete(c.graphs, oldest)
+	}
+}
+
+// drop forgets a room's graph (the room was purged).
+func (c *authGraphs) drop(roomID id.RoomID) {
+	c.mu.Lock()
+	delete(c.graphs, roomID)
+	c.mu.Unlock()
 }

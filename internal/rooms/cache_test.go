@@ -1,11 +1,15 @@
 package rooms
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"testing"
 
+	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/stateres"
 )
 
 func TestEventCache(t *testing.T) {
@@ -156,5 +160,44 @@ func TestSnapshotCacheBound(t *testing.T) {
 				t.Errorf("entries = %d, but the cached snapshots hold %d", c.entries, total)
 			}
 		})
+	}
+}
+
+// TestAuthGraphsBounded fills the auth graphs of two rooms past
+// maxAuthGraphEvents together: asking for a third room's graph drops the
+// least recently used, and the graph of a room asked for again is the one
+// it had.
+func TestAuthGraphsBounded(t *testing.T) {
+	ctx := context.Background()
+	var c authGraphs
+	fill := func(roomID id.RoomID, n int) {
+		t.Helper()
+		events := stateres.EventMap{}
+		prev := []id.EventID{}
+		var last id.EventID
+		for i := range n {
+			last = id.EventID(fmt.Sprintf("$%s-%d", roomID, i))
+			events[last] = &pdu.PDU{AuthEvents: prev}
+			prev = []id.EventID{last}
+		}
+		chain, err := c.of(roomID).Index(events).AuthChain(ctx, []id.EventID{last})
+		if err != nil || len(chain) != n-1 {
+			t.Fatalf("auth chain in %s: %d events, %v; want %d", roomID, len(chain), err, n-1)
+		}
+	}
+	half := maxAuthGraphEvents/2 + 1
+	fill("!one", half)
+	fill("!two", half)
+	two := c.of("!two")
+	c.of("!three")
+	if _, ok := c.graphs["!one"]; ok {
+		t.Errorf("the least recently used graph was kept with %d events in all", 2*half)
+	}
+	if c.of("!two") != two || two.Len() != half {
+		t.Errorf("the graph of the room used last was dropped or emptied")
+	}
+	c.drop("!two")
+	if _, ok := c.graphs["!two"]; ok {
+		t.Errorf("drop kept the room's graph")
 	}
 }

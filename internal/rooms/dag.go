@@ -84,9 +84,11 @@ func (e *Engine) stateAfterEvents(ctx context.Context, evs []*Event) ([]idState,
 	return states, snaps, nil
 }
 
-// resolve merges states of a room of version v with state resolution;
-// known holds events not stored yet.
-func (e *Engine) resolve(ctx context.Context, v id.RoomVersion, states []idState, known map[id.EventID]*Event) (idState, error) {
+// resolve merges states of room r with state resolution; known holds
+// events not stored yet. The auth chains are walked through the room's
+// auth graph, which remembers them for the next resolution (in room
+// versions whose event IDs are hashes: an ID then names one event).
+func (e *Engine) resolve(ctx context.Context, r *room, states []idState, known map[id.EventID]*Event) (idState, error) {
 	switch len(states) {
 	case 0:
 		return idState{}, nil
@@ -101,8 +103,12 @@ func (e *Engine) resolve(ctx context.Context, v id.RoomVersion, states []idState
 		}
 		in[i] = m
 	}
-	res := stateres.Resolver{Events: engineEvents{e, known}, GetKey: e.keyFunc(ctx)}
-	out, err := res.Resolve(ctx, v, in)
+	loader := engineEvents{e, known}
+	res := stateres.Resolver{Events: loader, GetKey: e.keyFunc(ctx)}
+	if !usesV1Format(r.version) {
+		res.Index = e.graphs.of(r.id).Index(loader)
+	}
+	out, err := res.Resolve(ctx, r.version, in)
 	if err != nil {
 		return nil, fmt.Errorf("resolve state: %w", err)
 	}

@@ -63,8 +63,9 @@ type Engine struct {
 	// membership change, in any room.
 	memberPos map[id.UserID]int64
 
-	cache eventCache
-	snaps snapshotCache
+	cache  eventCache
+	snaps  snapshotCache
+	graphs authGraphs
 }
 
 // New returns the engine; call Load before use.

@@ -64,6 +64,7 @@ func (e *Engine) Purge(ctx context.Context, roomID id.RoomID) error {
 		delete(rs, roomID)
 	}
 	e.mu.Unlock()
+	e.graphs.drop(roomID)
 	e.cache.mu.Lock()
 	for evID, ev := range e.cache.m {
 		if ev.RoomID == roomID {

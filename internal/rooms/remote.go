@@ -750,7 +750,7 @@ func (e *Engine) acceptInto(ctx context.Context, r *room, head *roomState, ev *E
 		}
 		k := map[id.EventID]*Event{ev.ID: ev}
 		maps.Copy(k, known)
-		if d.current, err = e.resolve(ctx, r.version, append(states, afterEv), k); err != nil {
+		if d.current, err = e.resolve(ctx, r, append(states, afterEv), k); err != nil {
 			return nil, err
 		}
 	}
@@ -800,7 +800,7 @@ func (e *Engine) stateBefore(ctx context.Context, r *room, prevs []*Event, fetch
 	if len(snaps) > 0 {
 		d.beforeBase = snaps[0]
 	}
-	d.before, err = e.resolve(ctx, r.version, append(states, fetched...), known)
+	d.before, err = e.resolve(ctx, r, append(states, fetched...), known)
 	return err
 }
 
