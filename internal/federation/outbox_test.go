@@ -3,6 +3,7 @@ package federation_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	fed "github.com/matrixos/matrixos/internal/federation"
+	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
@@ -51,13 +53,17 @@ func (in *inbox) ReceivePDU(ctx context.Context, origin string, raw json.RawMess
 	var p struct {
 		EventID id.EventID `json:"event_id"`
 		Refuse  bool       `json:"refuse"`
+		Fail    string     `json:"fail"`
 	}
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return "", err
 	}
 	in.add(&in.pdus, origin+" "+string(p.EventID))
-	if p.Refuse {
-		return p.EventID, fmt.Errorf("refused by the test")
+	switch {
+	case p.Refuse:
+		return p.EventID, mxhttp.Forbidden("refused by the test")
+	case p.Fail != "":
+		return p.EventID, errors.New(p.Fail) // this server's failure, not a refusal
 	}
 	return p.EventID, nil
 }

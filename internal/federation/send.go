@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 
 	"maunium.net/go/mautrix/id"
@@ -22,8 +23,11 @@ type PDUReceiver interface {
 	ReceivePDU(ctx context.Context, origin string, raw json.RawMessage) (id.EventID, error)
 }
 
-// EDUHandler takes one EDU of an inbound transaction; an error is logged
-// and changes nothing else.
+// EDUHandler takes one EDU of an inbound transaction. An *mxhttp.Error
+// below 500 refuses the EDU: it is logged and the transaction goes on.
+// Any other error is a failure to take it (a database write that failed):
+// the transaction is answered 500 and not remembered, so the origin sends
+// it again. Handlers must therefore be idempotent.
 type EDUHandler func(ctx context.Context, origin string, content json.RawMessage) error
 
 // HandleEDU registers the handler of an EDU type. EDUs of a type without a
@@ -135,17 +139,29 @@ func (s *Service) send(w http.ResponseWriter, r *http.Request) (any, error) {
 	if txn.Origin != "" && txn.Origin != origin {
 		return nil, mxhttp.Forbidden("the transaction's origin %q is not the server that signed the request", txn.Origin)
 	}
-	return s.txns.do(origin, r.PathValue("txnId"), func() *sendResponse {
+	resp, err := s.txns.do(origin, r.PathValue("txnId"), func() (*sendResponse, error) {
 		// The transaction is processed to the end even if the origin
 		// hangs up: its retry will be answered from the result.
 		return s.processTransaction(context.WithoutCancel(r.Context()), origin, txn)
-	}), nil
+	})
+	if err != nil {
+		s.log.Error("federation: inbound transaction failed; the origin will retry it", "origin", origin, "txn_id", r.PathValue("txnId"), "err", err)
+		return nil, errTransactionFailed
+	}
+	return resp, nil
 }
+
+// errTransactionFailed answers a transaction this server failed to take,
+// without the cause (logged here, of no use to the origin), so that the
+// origin sends it again.
+var errTransactionFailed = mxhttp.Unknown("the transaction could not be processed; retry it")
 
 // processTransaction hands the PDUs to the room engine, each room's in
 // order and rooms in parallel (at most roomParallelism per origin), then
-// the EDUs to their handlers.
-func (s *Service) processTransaction(ctx context.Context, origin string, txn *transaction) *sendResponse {
+// the EDUs to their handlers. An EDU that could not be taken fails the
+// transaction (the PDUs, taken already, are answered as known when it is
+// sent again).
+func (s *Service) processTransaction(ctx context.Context, origin string, txn *transaction) (*sendResponse, error) {
 	resp := &sendResponse{PDUs: map[id.EventID]pduResult{}}
 	var mu sync.Mutex
 	record := func(evID id.EventID, err error) {
@@ -155,7 +171,7 @@ func (s *Service) processTransaction(ctx context.Context, origin string, txn *tr
 		}
 		res := pduResult{}
 		if err != nil {
-			res.Error = err.Error()
+			res.Error = s.pduError(origin, evID, err)
 		}
 		mu.Lock()
 		resp.PDUs[evID] = res
@@ -167,7 +183,7 @@ func (s *Service) processTransaction(ctx context.Context, origin string, txn *tr
 	for _, g := range byRoom(txn.PDUs) {
 		if g.roomID != "" && !s.ServerAllowed(ctx, origin, g.roomID) {
 			for _, raw := range g.pdus {
-				record(s.eventID(raw), fmt.Errorf("server %s is denied by the server ACL of %s", origin, g.roomID))
+				record(s.eventID(raw), mxhttp.Forbidden("server %s is denied by the server ACL of %s", origin, g.roomID))
 			}
 			continue
 		}
@@ -180,14 +196,35 @@ func (s *Service) processTransaction(ctx context.Context, origin string, txn *tr
 		})
 	}
 	wg.Wait()
+	var failed []error
 	for _, raw := range txn.EDUs {
-		s.dispatchEDU(ctx, origin, raw)
+		if err := s.dispatchEDU(ctx, origin, raw); err != nil {
+			failed = append(failed, err)
+		}
 	}
-	return resp
+	if failed != nil {
+		return nil, errors.Join(failed...)
+	}
+	return resp, nil
 }
 
+// pduError is the error a PDU's entry in the /send answer carries: a
+// refusal's own words, or for a failure of this server only that it
+// failed (the cause, logged, is of no use to the origin and may tell it
+// about this server's insides).
+func (s *Service) pduError(origin string, evID id.EventID, err error) string {
+	if me, ok := mxhttp.AsError(err); ok && me.Status < http.StatusInternalServerError {
+		return me.Error()
+	}
+	s.log.Error("federation: an inbound PDU could not be processed", "origin", origin, "event_id", evID, "err", err)
+	return errPDUFailed.Error()
+}
+
+// errPDUFailed is the answer for a PDU this server failed to process.
+var errPDUFailed = mxhttp.Unknown("the event could not be processed")
+
 // errNoReceiver refuses PDUs while no room engine takes them.
-var errNoReceiver = errors.New("this server does not accept events over federation")
+var errNoReceiver = mxhttp.Forbidden("this server does not accept events over federation")
 
 func (s *Service) receivePDU(ctx context.Context, origin string, raw json.RawMessage) (id.EventID, error) {
 	if s.pdus == nil {
@@ -255,30 +292,36 @@ func (s *Service) eventID(raw json.RawMessage) id.EventID {
 	return pduEventID(raw)
 }
 
-// dispatchEDU hands an EDU to the handler of its type.
-func (s *Service) dispatchEDU(ctx context.Context, origin string, raw json.RawMessage) {
+// dispatchEDU hands an EDU to the handler of its type. It returns the
+// handler's failure to take the EDU; a refusal is logged only.
+func (s *Service) dispatchEDU(ctx context.Context, origin string, raw json.RawMessage) error {
 	var e edu
 	if err := json.Unmarshal(raw, &e); err != nil || e.Type == "" {
 		s.log.Debug("federation: malformed EDU ignored", "origin", origin)
-		return
+		return nil
 	}
 	h := s.eduHandler(e.Type)
 	if h == nil {
-		return
+		return nil
 	}
 	if !isObject(e.Content) {
 		s.log.Debug("federation: EDU without an object content ignored", "origin", origin, "edu_type", e.Type)
-		return
+		return nil
 	}
 	content, ok := s.aclFilterEDU(ctx, origin, e.Type, e.Content)
 	if !ok {
 		s.log.Debug("federation: EDU refused by a server ACL", "origin", origin, "edu_type", e.Type)
-		return
+		return nil
 	}
-	e.Content = content
-	if err := h(ctx, origin, e.Content); err != nil {
+	err := h(ctx, origin, content)
+	if me, ok := mxhttp.AsError(err); ok && me.Status < http.StatusInternalServerError {
 		s.log.Debug("federation: EDU refused", "origin", origin, "edu_type", e.Type, "err", err)
+		return nil
 	}
+	if err != nil {
+		return fmt.Errorf("%s EDU: %w", e.Type, err)
+	}
+	return nil
 }
 
 // originSlots bounds the rooms processed at once for each origin.
@@ -317,61 +360,145 @@ func (o *originSlots) release(origin string) {
 	}
 }
 
-// rememberedTxns bounds the transactions whose answers are kept for
-// retries.
-const rememberedTxns = 4096
+// Bounds of the transactions whose answers are kept for retries.
+const (
+	// txnsPerOrigin is how many answers are kept for each origin (which
+	// sends one transaction at a time, and retries only its latest).
+	txnsPerOrigin = 64
+	// txnOrigins is how many origins' answers are kept.
+	txnOrigins = 4096
+)
 
 // txnResults remembers the answers to recent transactions per origin and
-// transaction ID, so that a retry gets the same answer.
+// transaction ID, so that a retry gets the same answer. A transaction
+// still being processed is kept while those finished around it are
+// trimmed; one that failed is forgotten, so its retry is processed again.
 type txnResults struct {
-	mu    sync.Mutex
-	byKey map[txnKey]*txnResult
-	order []txnKey // oldest first
+	mu      sync.Mutex
+	origins map[string]*originTxns
+	clock   uint64 // counts uses, for dropping the origin unused longest
 }
 
-type txnKey struct{ origin, txnID string }
+// originTxns are the remembered transactions of one origin.
+type originTxns struct {
+	byID     map[string]*txnResult
+	order    []string // oldest first
+	lastUsed uint64
+}
 
 type txnResult struct {
 	done chan struct{}
 	resp *sendResponse
+	err  error
+}
+
+func (r *txnResult) finished() bool {
+	select {
+	case <-r.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // do returns the answer to the transaction, running process for its first
-// arrival only.
-func (t *txnResults) do(origin, txnID string, process func() *sendResponse) *sendResponse {
-	key := txnKey{origin, txnID}
+// arrival only (or again after a failure).
+func (t *txnResults) do(origin, txnID string, process func() (*sendResponse, error)) (*sendResponse, error) {
 	t.mu.Lock()
-	if t.byKey == nil {
-		t.byKey = map[txnKey]*txnResult{}
-	}
-	if res, ok := t.byKey[key]; ok {
+	o := t.origin(origin)
+	if res, ok := o.byID[txnID]; ok {
 		t.mu.Unlock()
 		<-res.done
-		return res.resp
+		return res.resp, res.err
 	}
 	res := &txnResult{done: make(chan struct{})}
-	t.byKey[key] = res
-	t.order = append(t.order, key)
-	for len(t.order) > rememberedTxns {
-		old := t.order[0]
-		if r := t.byKey[old]; r != nil {
-			select {
-			case <-r.done:
-			default:
-				// Still being processed: keep it (and what follows).
-				old = txnKey{}
-			}
-		}
-		if old == (txnKey{}) {
-			break
-		}
-		delete(t.byKey, old)
-		t.order = t.order[1:]
-	}
+	o.byID[txnID] = res
+	o.order = append(o.order, txnID)
+	o.trim()
 	t.mu.Unlock()
-	res.resp = process()
+
+	res.resp, res.err = process()
+	if res.err != nil {
+		t.forget(origin, txnID, res)
+	}
 	close(res.done)
-	return res.resp
+	return res.resp, res.err
+}
+
+// origin returns the origin's transactions, making room for a new origin
+// by dropping the one unused longest that has none in progress. t.mu is
+// held.
+func (t *txnResults) origin(origin string) *originTxns {
+	if t.origins == nil {
+		t.origins = map[string]*originTxns{}
+	}
+	t.clock++
+	o := t.origins[origin]
+	if o == nil {
+		if len(t.origins) >= txnOrigins {
+			t.dropIdlestOrigin()
+		}
+		o = &originTxns{byID: map[string]*txnResult{}}
+		t.origins[origin] = o
+	}
+	o.lastUsed = t.clock
+	return o
+}
+
+// dropIdlestOrigin forgets the origin unused longest among those with no
+// transaction in progress. t.mu is held.
+func (t *txnResults) dropIdlestOrigin() {
+	victim, oldest := "", uint64(0)
+	for name, o := range t.origins {
+		if (victim == "" || o.lastUsed < oldest) && !o.inProgress() {
+			victim, oldest = name, o.lastUsed
+		}
+	}
+	if victim != "" {
+		delete(t.origins, victim)
+	}
+}
+
+// forget drops a failed transaction, unless a newer arrival of the same ID
+// took its place. Called before res.done is closed.
+func (t *txnResults) forget(origin, txnID string, res *txnResult) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	o := t.origins[origin]
+	if o == nil || o.byID[txnID] != res {
+		return
+	}
+	delete(o.byID, txnID)
+	o.order = slices.DeleteFunc(o.order, func(id string) bool { return id == txnID })
+}
+
+func (o *originTxns) inProgress() bool {
+	for _, r := range o.byID {
+		if !r.finished() {
+			return true
+		}
+	}
+	return false
+}
+
+// trim drops the oldest finished answers beyond txnsPerOrigin; answers
+// still in progress stay wherever they are, and do not stop the trimming
+// of those behind them.
+func (o *originTxns) trim() {
+	excess := len(o.byID) - txnsPerOrigin
+	if excess <= 0 {
+		return
+	}
+	kept := o.order[:0]
+	for _, txnID := range o.order {
+		if excess > 0 && o.byID[txnID].finished() {
+			delete(o.byID, txnID)
+			excess--
+			continue
+		}
+		kept = append(kept, txnID)
+	}
+	o.order = kept
 }
 
 // aclFilterEDU applies the server ACLs of the rooms an EDU is about: an

@@ -3,9 +3,12 @@ package federation_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +16,7 @@ import (
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
@@ -159,5 +163,148 @@ func TestSendTransactionBadInput(t *testing.T) {
 	}
 	if resp.PDUs[id.EventID("$1:test")].Error == "" {
 		t.Fatalf("a node without a PDU receiver accepted a PDU: %+v", resp)
+	}
+}
+
+// TestSendTransactionFailureIsRetried: an EDU this server fails to take
+// (a failing database write) answers the transaction 500 without the
+// cause and without remembering it, so the origin's retry is processed
+// again (the PDUs too, as known ones) and then remembered; an EDU the
+// handler refuses does not fail the transaction. A PDU this server fails
+// to process is answered with a generic error, not its cause.
+func TestSendTransactionFailureIsRetried(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	in := newInbox(b)
+	aName, bName := a.Config.ServerName, b.Config.ServerName
+	const secret = "disk I/O error in /var/lib/matrixos/secret.db"
+	var mu sync.Mutex
+	flakyCalls, refusedCalls := 0, 0
+	b.Federation.HandleEDU("org.matrixos.test.flaky", func(context.Context, string, json.RawMessage) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if flakyCalls++; flakyCalls == 1 {
+			return errors.New(secret)
+		}
+		return nil
+	})
+	b.Federation.HandleEDU("org.matrixos.test.refused", func(context.Context, string, json.RawMessage) error {
+		mu.Lock()
+		defer mu.Unlock()
+		refusedCalls++
+		return mxhttp.Forbidden("not yours")
+	})
+	calls := func() (int, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		return flakyCalls, refusedCalls
+	}
+
+	req := txn(aName, bName, "flaky")
+	req.PDUs = []federation.PDU{testPDU(1), json.RawMessage(`{"event_id": "$failing:test", "room_id": "!r0:test", "fail": "` + secret + `"}`)}
+	req.EDUs = []federation.EDU{
+		json.RawMessage(`{"edu_type": "org.matrixos.test.refused", "content": {}}`),
+		json.RawMessage(`{"edu_type": "org.matrixos.test.flaky", "content": {}}`),
+	}
+	_, err := a.Federation.Client.SendTransaction(ctx, req)
+	if code, status := testnode.ErrCode(err); status != http.StatusInternalServerError || code != "M_UNKNOWN" {
+		t.Fatalf("a transaction whose EDU failed: %d %s (%v), want 500 M_UNKNOWN", status, code, err)
+	}
+	if strings.Contains(err.Error(), "secret") {
+		t.Errorf("the failure's cause reached the origin: %v", err)
+	}
+
+	resp, err := a.Federation.Client.SendTransaction(ctx, req)
+	if err != nil {
+		t.Fatalf("the retry: %v", err)
+	}
+	if flaky, refused := calls(); flaky != 2 || refused != 2 {
+		t.Fatalf("after the retry: flaky handler called %d times, refusing one %d, want 2 and 2", flaky, refused)
+	}
+	if pdus, _ := in.wait(t, 4, 0, time.Second); len(pdus) != 4 {
+		t.Fatalf("PDUs handed on: %v, want both PDUs twice", pdus)
+	}
+	if got := resp.PDUs["$1:test"].Error; got != "" {
+		t.Errorf("the accepted PDU's answer: %q", got)
+	}
+	failed := resp.PDUs["$failing:test"].Error
+	if failed == "" || strings.Contains(failed, "secret") {
+		t.Errorf("the failing PDU is answered %q, want a generic error", failed)
+	}
+
+	// Now it is remembered: the next retry is answered, not processed.
+	if _, err := a.Federation.Client.SendTransaction(ctx, req); err != nil {
+		t.Fatalf("the second retry: %v", err)
+	}
+	if flaky, refused := calls(); flaky != 2 || refused != 2 {
+		t.Fatalf("the remembered transaction was processed again (%d, %d calls)", flaky, refused)
+	}
+}
+
+// TestSendTransactionCacheTrims: the answers kept for retries are trimmed
+// per origin even while an older transaction of that origin hangs, and
+// another origin's transactions do not push them out.
+func TestSendTransactionCacheTrims(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	c := testnode.StartFederating(t, testnode.SQLite, ca)
+	in := newInbox(b)
+	aName, bName := a.Config.ServerName, b.Config.ServerName
+	hanging, release := make(chan struct{}), make(chan struct{})
+	b.Federation.HandleEDU("org.matrixos.test.hang", func(context.Context, string, json.RawMessage) error {
+		close(hanging)
+		<-release
+		return nil
+	})
+	hung := make(chan error, 1)
+	go func() {
+		req := txn(aName, bName, "hang")
+		req.EDUs = []federation.EDU{json.RawMessage(`{"edu_type": "org.matrixos.test.hang", "content": {}}`)}
+		_, err := a.Federation.Client.SendTransaction(ctx, req)
+		hung <- err
+	}()
+	select {
+	case <-hanging:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the hanging transaction never reached its handler")
+	}
+	defer close(release)
+
+	send := func(from *testnode.Node, txnID, n string) {
+		t.Helper()
+		req := txn(from.Config.ServerName, bName, txnID)
+		req.EDUs = []federation.EDU{json.RawMessage(fmt.Sprintf(`{"edu_type": %q, "content": {"n": %q}}`, testEDU, n))}
+		if _, err := from.Federation.Client.SendTransaction(ctx, req); err != nil {
+			t.Fatalf("%s's transaction %s: %v", from.Config.ServerName, txnID, err)
+		}
+	}
+	const many = 80 // more than the answers kept per origin
+	for i := range many {
+		send(a, fmt.Sprintf("t%d", i), fmt.Sprint(i))
+	}
+	for i := range many {
+		send(c, fmt.Sprintf("t%d", i), fmt.Sprint(i))
+	}
+	_, edus := in.wait(t, 0, 2*many, 5*time.Second)
+
+	// A's latest is still remembered (C's did not push it out), its
+	// oldest, behind the hanging one, was trimmed: the retry is processed.
+	send(a, fmt.Sprintf("t%d", many-1), "latest again")
+	send(a, "t0", "oldest again")
+	_, edus = in.wait(t, 0, 2*many+1, 5*time.Second)
+	if last := edus[len(edus)-1]; len(edus) != 2*many+1 || last != aName+" oldest again" {
+		t.Fatalf("after the retries: %d EDUs, the last %q; want %d, the last the oldest's retry", len(edus), last, 2*many+1)
+	}
+	if slices.Contains(edus, aName+" latest again") {
+		t.Error("the latest transaction was processed again instead of answered")
+	}
+	select {
+	case err := <-hung:
+		t.Fatalf("the hanging transaction was answered before its handler returned: %v", err)
+	default:
 	}
 }
