@@ -239,6 +239,12 @@ func (s *Service) GetUser(ctx context.Context, uid id.UserID) (*User, bool, erro
 	return u, true, nil
 }
 
+// Active reports whether uid has an account that is not deactivated.
+func (s *Service) Active(ctx context.Context, uid id.UserID) (bool, error) {
+	u, ok, err := s.GetUser(ctx, uid)
+	return ok && !u.Deactivated, err
+}
+
 // ListUsers returns every account.
 func (s *Service) ListUsers(ctx context.Context) ([]User, error) {
 	rows, err := s.db.Query(ctx, `SELECT user_id, is_admin, deactivated, locked, suspended, shadow_banned, is_guest, created_ts FROM users ORDER BY user_id`)

@@ -306,7 +306,7 @@ func (s *Service) invite(v int) mxhttp.HandlerFunc {
 		if got := rooms.EventIDOf(req.RoomVersion, req.Event); got != evID {
 			return nil, mxhttp.BadJSON("the event's ID is %q, not %s", got, evID)
 		}
-		if err := s.checkInvitePermission(r.Context(), req.Event); err != nil {
+		if err := s.checkInvitee(r.Context(), req.Event); err != nil {
 			return nil, err
 		}
 		signed, err := s.rooms.ReceiveInvite(r.Context(), AuthenticatedOrigin(r), req.RoomVersion, req.Event, req.InviteRoomState)
@@ -321,12 +321,12 @@ func (s *Service) invite(v int) mxhttp.HandlerFunc {
 	}
 }
 
-// checkInvitePermission refuses an invite (403 M_INVITE_BLOCKED) that
-// the invitee's invite permission config blocks.
-func (s *Service) checkInvitePermission(ctx context.Context, invite json.RawMessage) error {
-	if s.InviteBlocked == nil {
-		return nil
-	}
+// checkInvitee refuses an invite of one of this server's users who has no
+// account or a deactivated one (403 M_FORBIDDEN: the spec's invite
+// endpoints answer a refused invite with 403) and one that the invitee's
+// invite permission config blocks (403 M_INVITE_BLOCKED). An invitee of
+// another server is left to ReceiveInvite to refuse.
+func (s *Service) checkInvitee(ctx context.Context, invite json.RawMessage) error {
 	var ev struct {
 		Sender   id.UserID `json:"sender"`
 		StateKey string    `json:"state_key"`
@@ -334,7 +334,23 @@ func (s *Service) checkInvitePermission(ctx context.Context, invite json.RawMess
 	if err := json.Unmarshal(invite, &ev); err != nil {
 		return mxhttp.BadJSON("invalid invite: %v", err)
 	}
-	blocked, err := s.InviteBlocked(ctx, id.UserID(ev.StateKey), ev.Sender)
+	invitee := id.UserID(ev.StateKey)
+	if invitee.Homeserver() != s.serverName {
+		return nil
+	}
+	if s.LocalUserActive != nil {
+		active, err := s.LocalUserActive(ctx, invitee)
+		if err != nil {
+			return fmt.Errorf("invitee: %w", err)
+		}
+		if !active {
+			return mxhttp.Forbidden("%s is not a user of this server", invitee)
+		}
+	}
+	if s.InviteBlocked == nil {
+		return nil
+	}
+	blocked, err := s.InviteBlocked(ctx, invitee, ev.Sender)
 	if err != nil {
 		return fmt.Errorf("invite permission: %w", err)
 	}

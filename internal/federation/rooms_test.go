@@ -582,3 +582,27 @@ func TestSendJoinOmitMembers(t *testing.T) {
 		}
 	}
 }
+
+// TestInviteOfUnknownLocalUser: B refuses an invite of a user it has no
+// account for, and of a deactivated one, with 403 M_FORBIDDEN (the spec's
+// refusal of an invite), which alice on A gets and A's room keeps no trace
+// of; an invite of an active user of B still goes through.
+func TestInviteOfUnknownLocalUser(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, gone, dave := a.Register("alice"), b.Register("gone"), b.Register("dave")
+	if err := b.Accounts.Deactivate(ctx, gone.UserID, false); err != nil {
+		t.Fatal(err)
+	}
+	roomID := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: id.RoomV12})
+	nobody := id.NewUserID("nobody", b.Config.ServerName)
+	for _, invitee := range []id.UserID{nobody, gone.UserID} {
+		_, err := alice.InviteUser(ctx, roomID, &mautrix.ReqInviteUser{UserID: invitee})
+		testnode.WantErr(t, err, "M_FORBIDDEN", http.StatusForbidden)
+		wantNoMember(t, a, roomID, invitee)
+	}
+	testnode.Invite(t, alice, roomID, dave.UserID)
+	wantCountersignedInvite(t, a, roomID, dave.UserID)
+}

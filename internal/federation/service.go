@@ -61,6 +61,10 @@ type Service struct {
 	// server's users, refuses invites from inviter: /invite answers 403
 	// M_INVITE_BLOCKED then.
 	InviteBlocked func(ctx context.Context, invitee, inviter id.UserID) (bool, error)
+	// LocalUserActive, when set, reports whether user, one of this
+	// server's users, has an account that is not deactivated: /invite
+	// answers 403 M_FORBIDDEN for one that has not.
+	LocalUserActive func(ctx context.Context, user id.UserID) (bool, error)
 
 	mux *http.ServeMux
 

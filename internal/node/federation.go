@@ -65,6 +65,7 @@ func (n *Node) wireFederation() {
 	n.Rooms.Remote = n.Federation.RoomRemote()
 	f := n.Federation
 	f.InviteBlocked = n.AccountData.InviteBlocked
+	f.LocalUserActive = n.Accounts.Active
 	n.Keys.EnableFederation(f.Client, f.Outbox)
 	n.Keys.FederationRoutes(f.Handle)
 	n.Ephemeral.EnableFederation(f.Outbox, n.cfg.FederationPresence)
