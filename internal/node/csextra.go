@@ -50,7 +50,7 @@ func (n *Node) csExtraRoutes(mux *http.ServeMux) {
 	n.csExtra.openid = openid.New(n.DB, n.Accounts, n.cfg.ServerName)
 	n.csExtra.openid.Routes(mux)
 	n.wireDelayed(mux)
-	threadsubs.New(n.DB, n.Accounts, n.Rooms).Routes(mux)
+	n.wireThreadSubscriptions(mux)
 	pk := peek.New(n.DB, n.Accounts, n.Rooms)
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, pk.OnEvent)
 	pk.Routes(mux)
@@ -63,6 +63,18 @@ func (n *Node) csExtraRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /.well-known/matrix/support", notFound("no server support information is configured"))
 	mux.HandleFunc("GET /.well-known/matrix/policy_server", notFound("no policy server is configured"))
 	n.wireOAuth(mux)
+}
+
+// wireThreadSubscriptions serves thread subscriptions (MSC4306): their
+// endpoints, the push rules' condition and sliding sync's extension.
+func (n *Node) wireThreadSubscriptions(mux *http.ServeMux) {
+	ts := threadsubs.New(n.DB, n.Accounts, n.Rooms, n.Sync.Notifier.Wake)
+	if err := ts.Load(context.Background()); err != nil {
+		n.log.Error("load thread subscriptions", "err", err)
+	}
+	n.Push.ThreadSubscribed = ts.Subscribed
+	n.Sync.ThreadSubscriptions = ts.Changes
+	ts.Routes(mux)
 }
 
 // wireOAuth serves the OAuth 2.0 API (auth_metadata and the authorization

@@ -43,6 +43,12 @@ var unstableFeatures = map[string]bool{
 	// Delayed events (delayed): org.matrix.msc4140.delay on send and
 	// state requests, and /unstable/org.matrix.msc4140/delayed_events.
 	"org.matrix.msc4140": true,
+	// Thread subscriptions (threadsubs, push): the endpoints under
+	// /unstable/io.element.msc4306 and the postcontent push rules.
+	"org.matrix.msc4306": true,
+	// Their sliding sync extension (sync), and the endpoint that pages
+	// back through the changes it left out (threadsubs).
+	"org.matrix.msc4308": true,
 	// use_state_after and state_after in /sync (sync). MSC4222 names no
 	// flag, but servers advertise this one and clients look for it.
 	"org.matrix.msc4222": true,

@@ -179,7 +179,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 	n.Sync = sync.New(n.DB, log, n.Accounts, n.Rooms)
 	n.Client = clientapi.New(n.DB, log, n.Accounts, n.Rooms, id.RoomVersion(cfg.DefaultRoomVersion))
-	n.Push = push.New(n.DB, log, n.Accounts, n.Rooms, push.Options{Wake: n.Sync.Notifier.Wake})
+	n.Push = push.New(n.DB, log, n.Accounts, n.Rooms, push.Options{
+		Wake: n.Sync.Notifier.Wake, ThreadSubscriptionRules: cfg.ThreadSubscriptionRules,
+	})
 	if err := n.Push.Load(ctx); err != nil {
 		n.DB.Close()
 		return nil, err

@@ -84,6 +84,8 @@ func TestUnstableFeatures(t *testing.T) {
 		"org.matrix.msc3916.stable":     true, // authenticated media
 		"org.matrix.msc4140":            true, // delayed events
 		"org.matrix.msc4222":            true, // state_after in /sync
+		"org.matrix.msc4306":            true, // thread subscriptions
+		"org.matrix.msc4308":            true, // their sliding sync extension
 		"org.matrix.simplified_msc3575": true, // simplified sliding sync
 	}
 	if got, _ := body["unstable_features"].(map[string]any); !maps.Equal(got, want) {

@@ -178,7 +178,7 @@ func (s *Service) persistCounts(ctx context.Context, tx *storage.Tx, ev *rooms.E
 			if m != "join" || u == ev.Sender || !local(u) {
 				continue
 			}
-			_, cs := s.rulesOf(u).build(u)
+			_, cs := s.rulesOf(u).build(s, u)
 			x.user = u
 			if out, actions := cs.match(x); out.Notify {
 				hits = append(hits, hit{u, out.Highlight, actions})

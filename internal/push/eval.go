@@ -24,7 +24,7 @@ type compiledRule struct {
 	rule      *Rule
 	kind      Kind
 	legacy    bool
-	conds     []condMatcher // override and underride
+	conds     []condMatcher // override, postcontent and underride
 	pattern   *glob         // content
 	notify    bool
 	highlight bool
@@ -55,10 +55,10 @@ func compile(rs *Ruleset) *compiledSet {
 func compileRule(k Kind, r *Rule) *compiledRule {
 	cr := &compiledRule{rule: r, kind: k, legacy: r.Default && legacyMentionRule(r.RuleID)}
 	cr.notify, cr.highlight = actionFlags(r.Actions)
-	switch k {
-	case Content:
+	switch {
+	case k == Content:
 		cr.pattern = compileGlob(r.Pattern, true)
-	case Override, Underride:
+	case k.hasConditions():
 		for _, c := range r.Conditions {
 			cr.conds = append(cr.conds, compileCondition(c))
 		}
@@ -90,17 +90,26 @@ func actionFlags(actions []json.RawMessage) (notify, highlight bool) {
 
 func never(*evalCtx) bool { return false }
 
-// compileCondition turns one condition into a matcher. event_match is
-// matched here with the spec's semantics; the other kinds are evaluated by
-// mautrix's pushrules. Conditions that do not parse never match.
+// compileCondition turns one condition into a matcher. event_match and
+// MSC4306's thread_subscription are matched here; the other kinds are
+// evaluated by mautrix's pushrules. Conditions that do not parse never
+// match.
 func compileCondition(c json.RawMessage) condMatcher {
 	var head struct {
-		Kind    string  `json:"kind"`
-		Key     string  `json:"key"`
-		Pattern *string `json:"pattern"`
+		Kind       string  `json:"kind"`
+		Key        string  `json:"key"`
+		Pattern    *string `json:"pattern"`
+		Subscribed *bool   `json:"subscribed"`
 	}
 	if json.Unmarshal(c, &head) != nil {
 		return never
+	}
+	if head.Kind == threadSubscriptionKind {
+		if head.Subscribed == nil {
+			return never
+		}
+		want := *head.Subscribed
+		return func(x *evalCtx) bool { return x.ev.ThreadID != "" && x.threadSubscribed() == want }
 	}
 	if head.Kind == "event_match" {
 		if head.Pattern == nil || head.Key == "" {
@@ -125,7 +134,7 @@ func (r *compiledRule) matches(x *evalCtx) bool {
 		return false
 	}
 	switch r.kind {
-	case Override, Underride:
+	case Override, PostContent, Underride:
 		for _, c := range r.conds {
 			if !c(x) {
 				return false
@@ -155,6 +164,9 @@ type evalCtx struct {
 	user        id.UserID
 	displayName func(user id.UserID) string
 	powerLevels func() *event.PowerLevelsEventContent
+	// subscribed reports whether user is subscribed to the event's
+	// thread (MSC4306); nil when no one is.
+	subscribed func(user id.UserID) bool
 
 	plOnce sync.Once
 	pl     *event.PowerLevelsEventContent
@@ -229,6 +241,12 @@ func (x *evalCtx) GetOwnDisplayname() string {
 		return ""
 	}
 	return x.displayName(x.user)
+}
+
+// threadSubscribed reports whether the evaluated user is subscribed to
+// the event's thread.
+func (x *evalCtx) threadSubscribed() bool {
+	return x.subscribed != nil && x.subscribed(x.user)
 }
 
 // GetMemberCount is the room's joined member count.

@@ -59,6 +59,10 @@ func (s *Service) PutRule(ctx context.Context, user id.UserID, kind Kind, ruleID
 	if err := ValidateRuleID(ruleID); err != nil {
 		return err
 	}
+	if kind == PostContent {
+		// MSC4306: the kind holds server-default rules only, for now.
+		return mxhttp.InvalidParam("clients cannot add rules of kind %s", PostContent)
+	}
 	if kind == Content && nr.Pattern == "" {
 		return mxhttp.MissingParam("content rules need a pattern")
 	}

@@ -12,15 +12,20 @@ type Kind string
 
 // The rule kinds, in the order they are checked.
 const (
-	Override  Kind = "override"
-	Content   Kind = "content"
-	Room      Kind = "room"
-	Sender    Kind = "sender"
-	Underride Kind = "underride"
+	Override Kind = "override"
+	Content  Kind = "content"
+	// PostContent holds MSC4306's thread subscription rules, between the
+	// content rules (keyword mentions still notify) and the room rules (a
+	// muted room does not mute a subscribed thread). Only server-default
+	// rules live there: a client cannot add one.
+	PostContent Kind = "postcontent"
+	Room        Kind = "room"
+	Sender      Kind = "sender"
+	Underride   Kind = "underride"
 )
 
 // Kinds lists the rule kinds in priority order.
-var Kinds = []Kind{Override, Content, Room, Sender, Underride}
+var Kinds = []Kind{Override, Content, PostContent, Room, Sender, Underride}
 
 // ParseKind reports whether s names a rule kind.
 func ParseKind(s string) (Kind, bool) {
@@ -29,7 +34,7 @@ func ParseKind(s string) (Kind, bool) {
 }
 
 // hasConditions reports whether rules of kind k carry conditions.
-func (k Kind) hasConditions() bool { return k == Override || k == Underride }
+func (k Kind) hasConditions() bool { return k == Override || k == PostContent || k == Underride }
 
 // Rule is a push rule as the Client-Server API shows it. Actions and
 // conditions are kept as the JSON the client sent, so they round-trip
@@ -58,11 +63,12 @@ func (r *Rule) clone() *Rule {
 // Ruleset is the "global" ruleset: every rule of a user by kind, each list
 // in priority order.
 type Ruleset struct {
-	Override  []*Rule `json:"override"`
-	Content   []*Rule `json:"content"`
-	Room      []*Rule `json:"room"`
-	Sender    []*Rule `json:"sender"`
-	Underride []*Rule `json:"underride"`
+	Override    []*Rule `json:"override"`
+	Content     []*Rule `json:"content"`
+	PostContent []*Rule `json:"postcontent"`
+	Room        []*Rule `json:"room"`
+	Sender      []*Rule `json:"sender"`
+	Underride   []*Rule `json:"underride"`
 }
 
 // List returns the rules of one kind.
@@ -72,6 +78,8 @@ func (rs *Ruleset) List(k Kind) []*Rule {
 		return rs.Override
 	case Content:
 		return rs.Content
+	case PostContent:
+		return rs.PostContent
 	case Room:
 		return rs.Room
 	case Sender:
@@ -91,6 +99,8 @@ func (rs *Ruleset) set(k Kind, rules []*Rule) {
 		rs.Override = rules
 	case Content:
 		rs.Content = rules
+	case PostContent:
+		rs.PostContent = rules
 	case Room:
 		rs.Room = rules
 	case Sender:
@@ -141,6 +151,16 @@ const (
 	pollStartType         = "org.matrix.msc3381.poll.start"
 	pollEndType           = "org.matrix.msc3381.poll.end"
 	pollResponseType      = "org.matrix.msc3381.poll.response"
+
+	// The thread subscription rules of MSC4306, under its unstable
+	// prefix: a message in a thread the user has not subscribed to does
+	// not notify (unless an earlier rule, a mention, made it), one in a
+	// subscribed thread does.
+	RuleUnsubscribedThread = ".io.element.msc4306.rule.unsubscribed_thread"
+	RuleSubscribedThread   = ".io.element.msc4306.rule.subscribed_thread"
+	// threadSubscriptionKind is the condition those rules use: whether
+	// the event is in a thread and the user is (or is not) subscribed.
+	threadSubscriptionKind = "io.element.msc4306.thread_subscription"
 )
 
 // legacyMentionRule reports whether id is one of the rules deprecated in
@@ -156,6 +176,8 @@ type condition struct {
 	Pattern *string `json:"pattern,omitempty"`
 	Is      string  `json:"is,omitempty"`
 	Value   any     `json:"value,omitempty"`
+	// Subscribed is the thread_subscription condition's argument.
+	Subscribed *bool `json:"subscribed,omitempty"`
 }
 
 func raw(v any) json.RawMessage {
@@ -180,6 +202,10 @@ func propertyContains(key string, value any) json.RawMessage {
 
 func memberCount(is string) json.RawMessage {
 	return raw(condition{Kind: "room_member_count", Is: is})
+}
+
+func threadSubscription(subscribed bool) json.RawMessage {
+	return raw(condition{Kind: threadSubscriptionKind, Subscribed: &subscribed})
 }
 
 func senderPermission(key string) json.RawMessage {
@@ -214,7 +240,10 @@ func defRule(ruleID string, enabled bool, conditions, actions []json.RawMessage)
 }
 
 // Defaults returns the spec's (v1.19) predefined rules for user, in
-// priority order, with MSC3930's poll rules where Synapse puts them. .m.rule.master comes first among the override rules;
+// priority order, with MSC3930's poll rules where Synapse puts them and
+// MSC4306's thread subscription rules in their postcontent kind (whether
+// those start enabled is the service's choice, see
+// [Options.ThreadSubscriptionRules]). .m.rule.master comes first among the override rules;
 // user-defined rules are inserted after it (see [Service.Rules]).
 func Defaults(user id.UserID) *Ruleset {
 	uid := string(user)
@@ -247,6 +276,10 @@ func Defaults(user id.UserID) *Ruleset {
 			RuleID: RuleContainsUserName, Default: true, Enabled: true, Pattern: user.Localpart(),
 			Actions: acts(actNotify, actSound("default"), actHighlight),
 		}},
+		PostContent: []*Rule{
+			defRule(RuleUnsubscribedThread, true, conds(threadSubscription(false)), acts()),
+			defRule(RuleSubscribedThread, true, conds(threadSubscription(true)), acts(actNotify, actSound("default"))),
+		},
 		Room:   []*Rule{},
 		Sender: []*Rule{},
 		Underride: []*Rule{

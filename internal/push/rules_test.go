@@ -3,9 +3,12 @@ package push
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"testing"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/mxhttp"
 )
 
 const (
@@ -20,7 +23,8 @@ func TestDefaults(t *testing.T) {
 		Override: {RuleMaster, RuleSuppressNotices, RuleInviteForMe, RuleMemberEvent, RuleIsUserMention,
 			RuleContainsDisplayName, RuleIsRoomMention, RuleRoomNotif, RuleTombstone, RuleReaction,
 			RuleServerACL, RuleSuppressEdits, RulePollResponse},
-		Content: {RuleContainsUserName},
+		Content:     {RuleContainsUserName},
+		PostContent: {RuleUnsubscribedThread, RuleSubscribedThread},
 		Underride: {RuleCall, RuleEncryptedRoomOneToOne, RuleRoomOneToOne, RulePollStartOneToOne, RulePollEndOneToOne,
 			RuleMessage, RuleEncrypted, RulePollStart, RulePollEnd},
 	}
@@ -169,5 +173,59 @@ func TestSplitPath(t *testing.T) {
 				t.Errorf("splitPath(%q) = %q, want %q", in, got, want)
 			}
 		}
+	}
+}
+
+// TestThreadSubscriptionRules: MSC4306's postcontent rules. Enabled, a
+// message in a thread the user has not subscribed to does not notify
+// unless it mentions them, one in a subscribed thread does; disabled (the
+// node's default), thread messages notify as any message does. Clients
+// cannot add rules of the postcontent kind.
+func TestThreadSubscriptionRules(t *testing.T) {
+	const thread = id.EventID("$root")
+	subscribed := func(user id.UserID, roomID id.RoomID, th id.EventID) bool {
+		return user == alice && roomID == testRoom && th == thread
+	}
+	tests := []struct {
+		name      string
+		enabled   bool
+		user      id.UserID
+		thread    id.EventID
+		content   string
+		rule      string
+		notify    bool
+		highlight bool
+	}{
+		{"subscribed thread", true, alice, thread, `{"msgtype":"m.text","body":"hi"}`, RuleSubscribedThread, true, false},
+		{"unsubscribed thread", true, carol, thread, `{"msgtype":"m.text","body":"hi"}`, RuleUnsubscribedThread, false, false},
+		{"mention in an unsubscribed thread", true, carol, thread,
+			`{"msgtype":"m.text","body":"hi","m.mentions":{"user_ids":["@carol:hs"]}}`, RuleIsUserMention, true, true},
+		{"main timeline", true, carol, "", `{"msgtype":"m.text","body":"hi"}`, RuleMessage, true, false},
+		{"rules off: unsubscribed thread", false, carol, thread, `{"msgtype":"m.text","body":"hi"}`, RuleMessage, true, false},
+		{"rules off: subscribed thread", false, alice, thread, `{"msgtype":"m.text","body":"hi"}`, RuleMessage, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := New(nil, nil, nil, &fakeRooms{}, Options{ThreadSubscriptionRules: tt.enabled})
+			s.ThreadSubscribed = subscribed
+			ev := mkEvent("m.room.message", bob, nil, tt.content)
+			ev.ThreadID = tt.thread
+			got, err := s.Evaluate(context.Background(), tt.user, ev, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := (Outcome{RuleID: tt.rule, Notify: tt.notify, Highlight: tt.highlight}); got != want {
+				t.Errorf("Evaluate = %+v, want %+v", got, want)
+			}
+			if r := s.Rules(tt.user).Find(PostContent, RuleSubscribedThread); r == nil || r.Enabled != tt.enabled {
+				t.Errorf("listed %s = %+v, want enabled %v", RuleSubscribedThread, r, tt.enabled)
+			}
+		})
+	}
+	s := New(nil, nil, nil, &fakeRooms{}, Options{})
+	err := s.PutRule(context.Background(), alice, PostContent, "mine", NewRule{Actions: []json.RawMessage{actNotify}})
+	var mxErr *mxhttp.Error
+	if !errors.As(err, &mxErr) || mxErr.Status != 400 || mxErr.Code != "M_INVALID_PARAM" {
+		t.Fatalf("PutRule(postcontent) = %v, want 400 M_INVALID_PARAM", err)
 	}
 }

@@ -36,6 +36,11 @@ type Options struct {
 	// Wake, if set, wakes the users' /sync long-polls after their push
 	// rules or unread counts changed (typically (*sync.Notifier).Wake).
 	Wake func(users ...id.UserID)
+	// ThreadSubscriptionRules enables MSC4306's two postcontent rules by
+	// default. Off, they are listed disabled: a thread message notifies
+	// as any message does, which clients that never subscribe to threads
+	// need. A user may enable or disable them either way.
+	ThreadSubscriptionRules bool
 }
 
 // Service owns push rules and unread notification counts.
@@ -64,6 +69,12 @@ type Service struct {
 	// OnNotifyTx hooks run for each notification inside the event's write
 	// transaction (recording it durably); OnNotify runs after the commit.
 	OnNotifyTx []NotifyTxFunc
+
+	// ThreadSubscribed, when set, reports whether user is subscribed to
+	// the thread (MSC4306), for the thread_subscription condition. It
+	// runs on the database writer and must not wait for it. Unset, no
+	// one is subscribed to any thread.
+	ThreadSubscribed func(user id.UserID, roomID id.RoomID, thread id.EventID) bool
 }
 
 // New returns the service; call Load before use. acc may be nil when the
@@ -114,10 +125,22 @@ func (u *userRules) copy() *userRules {
 	return c
 }
 
-// build assembles (once) the user's full ruleset and its compiled form.
-func (u *userRules) build(user id.UserID) (*Ruleset, *compiledSet) {
+// defaults returns the predefined rules as this service starts them.
+func (s *Service) defaults(user id.UserID) *Ruleset {
+	d := Defaults(user)
+	if !s.opts.ThreadSubscriptionRules {
+		for _, r := range d.PostContent {
+			r.Enabled = false
+		}
+	}
+	return d
+}
+
+// build assembles (once) the user's full ruleset and its compiled form
+// from the service's predefined rules.
+func (u *userRules) build(s *Service, user id.UserID) (*Ruleset, *compiledSet) {
 	u.once.Do(func() {
-		d := Defaults(user)
+		d := s.defaults(user)
 		for _, k := range Kinds {
 			for _, r := range d.List(k) {
 				if ch, ok := u.defaults[r.RuleID]; ok {
@@ -168,7 +191,7 @@ func (s *Service) rulesOf(user id.UserID) *userRules {
 // Rules returns the user's full ruleset ("global"). The result is shared:
 // callers must not modify it.
 func (s *Service) Rules(user id.UserID) *Ruleset {
-	rs, _ := s.rulesOf(user).build(user)
+	rs, _ := s.rulesOf(user).build(s, user)
 	return rs
 }
 
@@ -194,7 +217,7 @@ func (s *Service) Evaluate(ctx context.Context, user id.UserID, ev *rooms.Event,
 	if err != nil {
 		return Outcome{}, err
 	}
-	_, cs := s.rulesOf(user).build(user)
+	_, cs := s.rulesOf(user).build(s, user)
 	x.user = user
 	out, _ := cs.match(x)
 	return out, nil
@@ -208,6 +231,9 @@ func (s *Service) evalCtx(ctx context.Context, ev *rooms.Event, memberCount int,
 	x, err := newEvalCtx(ev, memberCount)
 	if err != nil {
 		return nil, err
+	}
+	if ev.ThreadID != "" && s.ThreadSubscribed != nil {
+		x.subscribed = func(user id.UserID) bool { return s.ThreadSubscribed(user, ev.RoomID, ev.ThreadID) }
 	}
 	if info != nil && info.HasState() {
 		x.powerLevels = info.PowerLevels

@@ -9,5 +9,6 @@
 // rooms with the same timeline, state delta, summary and stripped-state
 // functions as /sync, and its extensions and unread counts by running the
 // same Sources on a /sync Request whose filter and Skip parts select
-// what the client enabled.
+// what the client enabled; the thread_subscriptions extension (MSC4308)
+// asks the ThreadSubscriptions hook.
 package sync

@@ -55,6 +55,12 @@ type Service struct {
 	// rooms (m.tag): sliding sync's tags and not_tags filters.
 	RoomTags func(ctx context.Context, user id.UserID) (map[id.RoomID][]string, error)
 
+	// ThreadSubscriptions, when set, serves sliding sync's
+	// thread_subscriptions extension (MSC4308): the newest limit changes
+	// to the user's thread subscriptions with stream positions in
+	// (from, to], PrevBatch set when older ones were left out.
+	ThreadSubscriptions func(ctx context.Context, user id.UserID, from, to int64, limit int) (ThreadSubscriptionChanges, error)
+
 	conns connStore  // sliding sync connections
 	bumps bumpStamps // sliding sync's room order
 

@@ -31,13 +31,67 @@ type toDeviceConfig struct {
 	since Token
 }
 
+// threadSubscriptionsConfig is the thread_subscriptions extension's
+// request part: limit caps the changes one response carries.
+type threadSubscriptionsConfig struct {
+	extensionConfig
+	Limit *int `json:"limit"`
+}
+
+// threadSubscriptionsExtension is the extension's name under MSC4308's
+// unstable prefix.
+const threadSubscriptionsExtension = "io.element.msc4308.thread_subscriptions"
+
+// Limits of the thread_subscriptions extension: the MSC's default, and
+// the most this node sends in one response.
+const (
+	defaultThreadSubscriptionsLimit = 100
+	maxThreadSubscriptionsLimit     = 1000
+)
+
+// ThreadSubscriptionChanges are changes to a user's thread subscriptions,
+// as the thread_subscriptions extension (MSC4308) sends them: the latest
+// state of each thread changed, by room. PrevBatch, when older changes
+// were left out, is the token that pages back through them.
+type ThreadSubscriptionChanges struct {
+	Subscribed   map[id.RoomID]map[id.EventID]ThreadSubscribed   `json:"subscribed,omitempty"`
+	Unsubscribed map[id.RoomID]map[id.EventID]ThreadUnsubscribed `json:"unsubscribed,omitempty"`
+	PrevBatch    string                                          `json:"prev_batch,omitempty"`
+}
+
+// Empty reports whether there are no changes.
+func (c ThreadSubscriptionChanges) Empty() bool {
+	return len(c.Subscribed) == 0 && len(c.Unsubscribed) == 0 && c.PrevBatch == ""
+}
+
+// ThreadSubscribed is a thread the user is subscribed to; BumpStamp orders
+// the changes of one thread.
+type ThreadSubscribed struct {
+	Automatic bool  `json:"automatic"`
+	BumpStamp int64 `json:"bump_stamp"`
+}
+
+// ThreadUnsubscribed is a thread the user unsubscribed from.
+type ThreadUnsubscribed struct {
+	BumpStamp int64 `json:"bump_stamp"`
+}
+
+// limit is the number of changes one response may carry.
+func (c *threadSubscriptionsConfig) limit() int {
+	if c.Limit == nil {
+		return defaultThreadSubscriptionsLimit
+	}
+	return min(*c.Limit, maxThreadSubscriptionsLimit)
+}
+
 // extensionsConfig are the extensions a request enables; others are off.
 type extensionsConfig struct {
-	toDevice    *toDeviceConfig
-	e2ee        *extensionConfig
-	accountData *extensionConfig
-	receipts    *extensionConfig
-	typing      *extensionConfig
+	toDevice            *toDeviceConfig
+	e2ee                *extensionConfig
+	accountData         *extensionConfig
+	receipts            *extensionConfig
+	typing              *extensionConfig
+	threadSubscriptions *threadSubscriptionsConfig
 }
 
 // parseExtensions reads the extensions of a request. Unknown extensions
@@ -46,7 +100,7 @@ func parseExtensions(raw map[string]json.RawMessage) (extensionsConfig, error) {
 	var ext extensionsConfig
 	into := map[string]any{
 		"e2ee": &ext.e2ee, "account_data": &ext.accountData, "receipts": &ext.receipts, "typing": &ext.typing,
-		"to_device": &ext.toDevice,
+		"to_device": &ext.toDevice, threadSubscriptionsExtension: &ext.threadSubscriptions,
 	}
 	for name, v := range into {
 		b, ok := raw[name]
@@ -64,6 +118,9 @@ func parseExtensions(raw map[string]json.RawMessage) (extensionsConfig, error) {
 		}
 		td.since = since
 	}
+	if ts := ext.threadSubscriptions; ts != nil && ts.Limit != nil && *ts.Limit < 1 {
+		return ext, mxhttp.InvalidParam("extensions.%s.limit must be positive", threadSubscriptionsExtension)
+	}
 	return ext, nil
 }
 
@@ -75,6 +132,11 @@ func (b *slidingBuild) extensions(ctx context.Context, list []listRoom) error {
 	ext := b.req.extensions
 	if ext.toDevice != nil && ext.toDevice.enabled() {
 		if err := b.toDevice(ctx, ext.toDevice); err != nil {
+			return err
+		}
+	}
+	if ts := ext.threadSubscriptions; ts != nil && ts.enabled() {
+		if err := b.threadSubscriptions(ctx, ts); err != nil {
 			return err
 		}
 	}
@@ -231,6 +293,29 @@ func (b *slidingBuild) toDevice(ctx context.Context, c *toDeviceConfig) error {
 	}
 	b.resp.Extensions["to_device"] = map[string]any{"next_batch": Token{Pos: b.creq.To.Pos}.String(), "events": events}
 	if len(events) > 0 {
+		b.resp.news = true
+	}
+	return nil
+}
+
+// threadSubscriptions fills the thread_subscriptions extension with the
+// changes to the user's thread subscriptions since the connection's last
+// response (all of them on an initial one), the newest first up to the
+// limit.
+func (b *slidingBuild) threadSubscriptions(ctx context.Context, c *threadSubscriptionsConfig) error {
+	if b.s.ThreadSubscriptions == nil {
+		return nil
+	}
+	from := b.creq.Since.Pos
+	if b.creq.Since.initial {
+		from = 0
+	}
+	changes, err := b.s.ThreadSubscriptions(ctx, b.creq.User, from, b.creq.To.Pos, c.limit())
+	if err != nil {
+		return fmt.Errorf("thread subscriptions: %w", err)
+	}
+	if !changes.Empty() {
+		b.resp.Extensions[threadSubscriptionsExtension] = changes
 		b.resp.news = true
 	}
 	return nil
