@@ -9,7 +9,6 @@ import (
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/rooms"
-	"github.com/matrixos/matrixos/internal/sync"
 )
 
 const defaultContextLimit = 10
@@ -39,13 +38,16 @@ func (s *Service) getContext(w http.ResponseWriter, r *http.Request, sess *accou
 	nBefore := limit / 2
 	nAfter := limit - nBefore
 	var before, after []*rooms.Event
+	// The events around ev in the room's topological order, history
+	// missing before it fetched from other servers as /messages does.
+	at := rooms.PointOf(ev)
 	if nBefore > 0 {
-		if before, err = s.rooms.RoomEvents(ctx, roomID, 0, ev.Pos-1, nBefore, true); err != nil {
+		if before, err = s.rooms.HistoryBefore(ctx, roomID, at, rooms.TopoStart, visible, nBefore); err != nil {
 			return nil, err
 		}
 	}
 	if nAfter > 0 {
-		if after, err = s.rooms.RoomEvents(ctx, roomID, ev.Pos, visible, nAfter, false); err != nil {
+		if after, err = s.rooms.TopoEvents(ctx, roomID, at, rooms.TopoEnd, visible, nAfter, false); err != nil {
 			return nil, err
 		}
 	}
@@ -99,8 +101,8 @@ func (s *Service) getContext(w http.ResponseWriter, r *http.Request, sess *accou
 		stateOut = append(stateOut, s.client(st, sess))
 	}
 	return map[string]any{
-		"start":         sync.Token{Pos: first.Pos - 1}.String(),
-		"end":           sync.Token{Pos: last.Pos}.String(),
+		"start":         rooms.PointOf(first).String(),
+		"end":           rooms.PointOf(last).String(),
 		"event":         aggs.Add(s.clientAt(ev, sess, vis)),
 		"events_before": renderAll(before),
 		"events_after":  renderAll(after),

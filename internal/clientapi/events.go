@@ -12,7 +12,6 @@ import (
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/rooms"
-	"github.com/matrixos/matrixos/internal/sync"
 )
 
 // readBodyObject reads a JSON object body of at most the event size limit.
@@ -304,12 +303,12 @@ func (s *Service) getMembers(w http.ResponseWriter, r *http.Request, sess *accou
 		return nil, err
 	}
 	q := r.URL.Query()
-	if at := q.Get("at"); at != "" {
-		tok, err := sync.ParseToken(at)
+	if _, hasAt := q["at"]; hasAt {
+		at, _, err := queryPageToken(q, "at")
 		if err != nil {
-			return nil, mxhttp.InvalidParam("invalid at token")
+			return nil, err
 		}
-		upTo = min(upTo, tok.Pos)
+		upTo = min(upTo, at.streamPos())
 	}
 	evs, err := s.rooms.StateAtPos(r.Context(), roomID, upTo)
 	if err != nil {
@@ -393,40 +392,19 @@ func (s *Service) getMessages(w http.ResponseWriter, r *http.Request, sess *acco
 		limit = min(max(*filter.Limit, 0), maxMessagesLimit)
 	}
 	visible := min(upTo, s.db.Visible())
-	from, hasFrom, err := queryToken(q, "from")
+	from, hasFrom, err := queryPageToken(q, "from")
 	if err != nil {
 		return nil, err
 	}
-	if !hasFrom && dir == "b" {
-		from = visible
-	}
-	to, hasTo, err := queryToken(q, "to")
+	to, hasTo, err := queryPageToken(q, "to")
 	if err != nil {
 		return nil, err
 	}
-	if !hasTo {
-		to = -1
-	}
-	var evs []*rooms.Event
-	var lo, hi int64
-	if dir == "b" {
-		hi = min(from, visible)
-		lo = 0
-		if to >= 0 {
-			lo = to
-		}
-		evs, err = s.rooms.RoomEvents(ctx, roomID, lo, hi, limit, true)
-	} else {
-		lo = from
-		hi = visible
-		if to >= 0 {
-			hi = min(hi, to)
-		}
-		evs, err = s.rooms.RoomEvents(ctx, roomID, lo, hi, limit, false)
-	}
+	page, err := s.readPage(ctx, roomID, dir == "b", from, hasFrom, to, hasTo, visible, limit)
 	if err != nil {
 		return nil, err
 	}
+	evs := page.events
 	// The page boundary comes from what was read, before the history
 	// visibility filter drops events.
 	read := evs
@@ -454,19 +432,14 @@ func (s *Service) getMessages(w http.ResponseWriter, r *http.Request, sess *acco
 			stateNeeded[ev.Sender] = true
 		}
 	}
-	resp := map[string]any{"chunk": chunk, "start": sync.Token{Pos: from}.String()}
+	resp := map[string]any{"chunk": chunk, "start": page.start}
 	// A page that read events ends with a token past them, even when it
 	// reached the start (or to): the next page is then empty and without
 	// end, which is where clients stop. Synapse answers so, and Complement's
 	// TestRoomImageRoundtrip wants end on a filtered page shorter than its
 	// limit.
 	if len(read) > 0 {
-		last := read[len(read)-1]
-		if dir == "b" {
-			resp["end"] = sync.Token{Pos: last.Pos - 1}.String()
-		} else {
-			resp["end"] = sync.Token{Pos: last.Pos}.String()
-		}
+		resp["end"] = page.end(read[len(read)-1])
 	}
 	if lazy && len(stateNeeded) > 0 {
 		state, err := s.rooms.CurrentState(ctx, roomID)

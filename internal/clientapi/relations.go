@@ -75,11 +75,11 @@ func queryToken(q url.Values, name string) (pos int64, ok bool, err error) {
 	if v == "" {
 		return 0, false, nil
 	}
-	tok, err := sync.ParseToken(v)
+	tok, err := parsePageToken(v)
 	if err != nil {
 		return 0, false, mxhttp.InvalidParam("invalid %s token", name)
 	}
-	return tok.Pos, true, nil
+	return tok.streamPos(), true, nil
 }
 
 // visibleEvent loads an event of the room the user may see (up to upTo,

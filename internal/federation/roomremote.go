@@ -61,3 +61,13 @@ func (r *RoomRemote) GetEvent(ctx context.Context, server string, eventID id.Eve
 	}
 	return resp.PDUs[0], nil
 }
+
+// Backfill asks server for up to limit events of the room before (and
+// including) the events of from (/backfill).
+func (r *RoomRemote) Backfill(ctx context.Context, server string, roomID id.RoomID, from []id.EventID, limit int) ([]json.RawMessage, error) {
+	resp, err := r.Client.Backfill(ctx, &federation.ReqBackfill{ServerName: server, RoomID: roomID, Limit: limit, BackfillFrom: from})
+	if err != nil {
+		return nil, fmt.Errorf("backfill from %s: %w", server, err)
+	}
+	return resp.PDUs, nil
+}

@@ -17,5 +17,8 @@
 // as that server returns it (AppendCountersigned).
 // Outliers, rejected and soft-failed events live beside the timeline
 // (outlier_events), so readers of the events table see only the accepted
-// timeline.
+// timeline. History this node lacks is fetched from other servers when a
+// page of /messages reaches it (HistoryBefore) and stored in the timeline
+// at negative positions, without state; pages run in topological order,
+// (depth, position) (TopoEvents), while /sync follows positions.
 package rooms

@@ -63,9 +63,10 @@ type Engine struct {
 	// membership change, in any room.
 	memberPos map[id.UserID]int64
 
-	cache  eventCache
-	snaps  snapshotCache
-	graphs authGraphs
+	cache    eventCache
+	snaps    snapshotCache
+	graphs   authGraphs
+	backfill backfills
 }
 
 // New returns the engine; call Load before use.
@@ -1064,10 +1065,11 @@ func (e *Engine) finishPersist(ctx context.Context, tx *storage.Tx, r *room, ev 
 // timeline.
 func insertEvent(ctx context.Context, tx *storage.Tx, r *room, ev *Event) error {
 	if _, err := tx.Exec(ctx, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, depth, origin_ts, json,
-		snapshot_before, txn_id, device_id, rel_type, relates_to, thread_id)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+		snapshot_before, txn_id, device_id, rel_type, relates_to, thread_id, gap)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 		ev.Pos, ev.ID, r.id, ev.Type, ev.StateKey, ev.Sender, ev.Depth, ev.TS, string(ev.JSON), ev.SnapshotBefore,
-		nullString(ev.TxnID), nullString(string(ev.DeviceID)), nullString(ev.RelType), nullString(string(ev.RelatesTo)), nullString(string(ev.ThreadID))); err != nil {
+		nullString(ev.TxnID), nullString(string(ev.DeviceID)), nullString(ev.RelType), nullString(string(ev.RelatesTo)), nullString(string(ev.ThreadID)),
+		ev.Gap); err != nil {
 		return fmt.Errorf("insert event: %w", err)
 	}
 	return nil
@@ -1332,7 +1334,7 @@ func (e *Engine) Events(ctx context.Context, ids []id.EventID) ([]*Event, error)
 }
 
 const eventColumns = `pos, event_id, room_id, type, state_key, sender, depth, origin_ts, json, snapshot_before, rejected,
-	COALESCE(redacted_by, ''), COALESCE(txn_id, ''), COALESCE(device_id, ''), COALESCE(rel_type, ''), COALESCE(relates_to, ''), COALESCE(thread_id, '')`
+	COALESCE(redacted_by, ''), COALESCE(txn_id, ''), COALESCE(device_id, ''), COALESCE(rel_type, ''), COALESCE(relates_to, ''), COALESCE(thread_id, ''), gap`
 
 // queryEvents runs "SELECT <event columns> FROM events <where>".
 func (e *Engine) queryEvents(ctx context.Context, where string, args ...any) ([]*Event, error) {
@@ -1357,7 +1359,7 @@ func scanEvent(rows *sql.Rows) (*Event, error) {
 	var sk sql.NullString
 	var raw string
 	if err := rows.Scan(&ev.Pos, &ev.ID, &ev.RoomID, &ev.Type, &sk, &ev.Sender, &ev.Depth, &ev.TS, &raw, &ev.SnapshotBefore,
-		&ev.Rejected, &ev.RedactedBy, &ev.TxnID, &ev.DeviceID, &ev.RelType, &ev.RelatesTo, &ev.ThreadID); err != nil {
+		&ev.Rejected, &ev.RedactedBy, &ev.TxnID, &ev.DeviceID, &ev.RelType, &ev.RelatesTo, &ev.ThreadID, &ev.Gap); err != nil {
 		return nil, fmt.Errorf("scan event: %w", err)
 	}
 	if sk.Valid {
@@ -1386,8 +1388,17 @@ func (e *Engine) StateAt(ctx context.Context, snap int64) ([]*Event, error) {
 	return evs, nil
 }
 
-// StateAfter returns the room state just after ev.
+// StateAfter returns the room state just after ev. The state at
+// backfilled history is not known here: for it, the state before the
+// first event this node stored itself is the nearest answer.
 func (e *Engine) StateAfter(ctx context.Context, ev *Event) ([]*Event, error) {
+	if ev.Backfilled() {
+		snap, err := e.firstStoredSnapshot(ctx, ev.RoomID)
+		if err != nil {
+			return nil, err
+		}
+		return e.StateAt(ctx, snap)
+	}
 	if ev.IsState() {
 		return e.StateAt(ctx, ev.Pos)
 	}

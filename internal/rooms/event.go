@@ -36,9 +36,19 @@ type Event struct {
 	SoftFailed bool
 
 	// SnapshotBefore is the state snapshot (the position of the room's last
-	// state event) before this event.
+	// state event) before this event; 0 for a backfilled event (Pos < 0),
+	// whose state this node does not know.
 	SnapshotBefore int64
+	// Gap is set on an event accepted while history before it was missing
+	// (some prev_events were not known): /sync starts a limited timeline
+	// there, and /messages backfills before it.
+	Gap bool
 }
+
+// Backfilled reports whether the event is history fetched from another
+// server (/backfill), stored in the timeline at a negative position
+// without its state.
+func (e *Event) Backfilled() bool { return e.Pos < 0 }
 
 // IsState reports whether the event is a state event.
 func (e *Event) IsState() bool { return e.StateKey != nil }

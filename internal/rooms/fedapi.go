@@ -240,7 +240,7 @@ func (e *Engine) stateEventsBefore(ctx context.Context, roomID id.RoomID, eventI
 	if err != nil {
 		return nil, err
 	}
-	if ev.Outlier {
+	if ev.Outlier || ev.Backfilled() {
 		return nil, mxhttp.NotFound("the state at event %s is not known", eventID)
 	}
 	ids, _, err := e.snapshotState(ctx, ev.SnapshotBefore)

@@ -24,7 +24,7 @@ type fedNet struct {
 	t       testing.TB
 	servers map[string]*testEnv
 	// missingAsked and stateAsked count the gap-filling requests.
-	missingAsked, stateAsked int
+	missingAsked, stateAsked, backfillAsked int
 }
 
 func newFedNet(t testing.TB, names ...string) *fedNet {
@@ -84,6 +84,19 @@ func (r netRemote) GetStateIDs(ctx context.Context, server string, roomID id.Roo
 	}
 	r.n.stateAsked++
 	return e.StateIDsBefore(ctx, roomID, eventID)
+}
+
+func (r netRemote) Backfill(ctx context.Context, server string, roomID id.RoomID, from []id.EventID, limit int) ([]json.RawMessage, error) {
+	e, err := r.server(server)
+	if err != nil {
+		return nil, err
+	}
+	r.n.backfillAsked++
+	evs, err := e.Backfill(ctx, roomID, from, limit)
+	if err != nil {
+		return nil, err
+	}
+	return eventJSON(evs), nil
 }
 
 func (r netRemote) GetEvent(ctx context.Context, server string, eventID id.EventID) (json.RawMessage, error) {

@@ -35,6 +35,10 @@ type Remote interface {
 	GetStateIDs(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) (state, authChain []id.EventID, err error)
 	// GetEvent asks server for one event (/event).
 	GetEvent(ctx context.Context, server string, eventID id.EventID) (json.RawMessage, error)
+	// Backfill asks server for up to limit events of the room reached by
+	// walking back from the events of from, which are included
+	// (/backfill).
+	Backfill(ctx context.Context, server string, roomID id.RoomID, from []id.EventID, limit int) ([]json.RawMessage, error)
 }
 
 // Limits of the PDU format that the checks on receipt enforce.
@@ -804,14 +808,16 @@ func (e *Engine) stateBefore(ctx context.Context, r *room, prevs []*Event, fetch
 	return err
 }
 
-// timelineEvents loads events of the timeline (not outliers), skipping
-// unknown ones.
+// timelineEvents loads events of the timeline whose state is known,
+// skipping unknown ones, outliers and backfilled events (whose state this
+// node does not have: an event following one is treated as following an
+// unknown event, whose state is fetched).
 func (e *Engine) timelineEvents(ctx context.Context, ids []id.EventID) ([]*Event, error) {
 	evs, err := e.Events(ctx, ids)
 	if err != nil {
 		return nil, err
 	}
-	return slices.DeleteFunc(evs, func(ev *Event) bool { return ev.Outlier || ev.Pos == 0 }), nil
+	return slices.DeleteFunc(evs, func(ev *Event) bool { return ev.Outlier || ev.Pos <= 0 }), nil
 }
 
 // authEventsIn returns the events of st that the auth rules look at for

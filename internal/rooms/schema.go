@@ -177,4 +177,18 @@ CREATE TABLE invite_state (
 );
 CREATE INDEX invite_state_room ON invite_state (room_id);
 `,
+}, {
+	// History fetched from other servers (/backfill) is stored in the
+	// timeline at negative positions, so /sync, which only moves forward,
+	// never sends it as new; /messages and /context page in topological
+	// order, (depth, position), which this index serves. gap marks an event
+	// accepted while history before it was missing (its prev_events were
+	// not all known): /sync starts a limited timeline there, and /messages
+	// backfills before it.
+	Component: "rooms",
+	Version:   7,
+	SQL: `
+ALTER TABLE events ADD COLUMN gap BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE INDEX events_room_topo ON events (room_id, depth, pos);
+`,
 }}

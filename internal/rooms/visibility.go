@@ -1,12 +1,14 @@
 package rooms
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 
 	"maunium.net/go/mautrix/id"
@@ -15,75 +17,163 @@ import (
 // Visibility answers, for one user and one room, which events the user may
 // see under the room's history visibility rules, applied per event: the
 // history_visibility in force when the event was sent, and the user's
-// membership at that moment.
+// membership at that moment. "When" is the event's place in the room's
+// topological order (depth, position), so history learnt late (backfilled
+// at negative positions, or filling a gap) is judged where it belongs.
 type Visibility struct {
 	user    id.UserID
-	hv      []posValue // history visibility changes, by position
-	member  []posValue // the user's membership changes, by position
+	hv      []posValue // history visibility changes, in topological order
+	member  []posValue // the user's membership changes, in topological order
 	current string     // the user's membership now
+	// hvDefault is the history visibility before the first change known:
+	// shared (the spec's default) when the room's history is complete
+	// here, the one in force at the first event this node stored itself
+	// when older history is missing (a room joined over federation whose
+	// earlier history_visibility events have not been backfilled).
+	hvDefault string
 }
 
 type posValue struct {
-	pos   int64
+	at    TopoPoint
 	value string
 }
 
-// at returns the value in force at position pos: the last change at or
-// before it (changes at pos count, so a user sees their own join).
-func at(list []posValue, pos int64, def string) string {
-	i := sort.Search(len(list), func(i int) bool { return list[i].pos > pos })
+// at returns the value in force at p: the last change at or before it
+// (changes at p count, so a user sees their own join).
+func at(list []posValue, p TopoPoint, def string) string {
+	i := sort.Search(len(list), func(i int) bool { return p.Before(list[i].at) })
 	if i == 0 {
 		return def
 	}
 	return list[i-1].value
 }
 
-// visibilityQuery reads a room's history_visibility changes and one user's
-// membership changes, in position order. Each half is a range of the
-// events_room_state index, so the cost follows the number of changes, not
-// the length of the room's history.
-const visibilityQuery = `SELECT pos, type, json FROM events WHERE room_id = $1 AND type = 'm.room.history_visibility' AND state_key = ''
+// before returns the value in force just before p.
+func before(list []posValue, p TopoPoint, def string) string {
+	i := sort.Search(len(list), func(i int) bool { return !list[i].at.Before(p) })
+	if i == 0 {
+		return def
+	}
+	return list[i-1].value
+}
+
+// visibilityQuery reads a room's history_visibility changes, one user's
+// membership changes and its create event (whose absence means that older
+// history is missing here). Each part is a range of the events_room_state
+// index, so the cost follows the number of changes, not the length of the
+// room's history.
+const visibilityQuery = `SELECT pos, depth, type, json FROM events WHERE room_id = $1 AND type = 'm.room.history_visibility' AND state_key = ''
 	UNION ALL
-	SELECT pos, type, json FROM events WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2
-	ORDER BY pos`
+	SELECT pos, depth, type, json FROM events WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2
+	UNION ALL
+	SELECT pos, depth, type, '{}' FROM events WHERE room_id = $1 AND type = 'm.room.create' AND state_key = ''`
 
 // Visibility loads what is needed to check the user's view of the room.
 func (e *Engine) Visibility(ctx context.Context, roomID id.RoomID, user id.UserID) (*Visibility, error) {
-	v := &Visibility{user: user, current: e.Membership(user, roomID)}
+	v := &Visibility{user: user, current: e.Membership(user, roomID), hvDefault: "shared"}
 	rows, err := e.db.Query(ctx, visibilityQuery, roomID, user)
 	if err != nil {
 		return nil, fmt.Errorf("load visibility: %w", err)
 	}
 	defer rows.Close()
+	complete := false
 	for rows.Next() {
-		var pos int64
+		var p TopoPoint
 		var typ, raw string
-		if err := rows.Scan(&pos, &typ, &raw); err != nil {
+		if err := rows.Scan(&p.Pos, &p.Depth, &typ, &raw); err != nil {
 			return nil, err
 		}
-		p, err := parsePDU([]byte(raw))
-		if err != nil {
-			return nil, err
-		}
-		var c struct {
-			HistoryVisibility string `json:"history_visibility"`
-			Membership        string `json:"membership"`
-		}
-		json.Unmarshal(p.Content, &c)
-		if typ == "m.room.member" {
-			v.member = append(v.member, posValue{pos, c.Membership})
-		} else {
-			// A redacted or odd value counts as the default, shared.
-			hv := c.HistoryVisibility
-			switch hv {
-			case "world_readable", "shared", "invited", "joined":
-			default:
-				hv = "shared"
-			}
-			v.hv = append(v.hv, posValue{pos, hv})
+		switch typ {
+		case "m.room.create":
+			complete = true
+		case "m.room.member":
+			v.member = append(v.member, posValue{p, historyContent(raw).Membership})
+		default:
+			v.hv = append(v.hv, posValue{p, historyContent(raw).visibility()})
 		}
 	}
-	return v, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	byPoint := func(a, b posValue) int { return cmpPoints(a.at, b.at) }
+	slices.SortFunc(v.hv, byPoint)
+	slices.SortFunc(v.member, byPoint)
+	if !complete {
+		if v.hvDefault, err = e.firstStoredVisibility(ctx, roomID); err != nil {
+			return nil, err
+		}
+	}
+	return v, nil
+}
+
+// firstStoredSnapshot returns the snapshot of the state before the first
+// event this node stored itself (not backfilled) in the room, 0 when there
+// is none.
+func (e *Engine) firstStoredSnapshot(ctx context.Context, roomID id.RoomID) (int64, error) {
+	var snap int64
+	err := e.db.QueryRow(ctx, "SELECT snapshot_before FROM events WHERE room_id = $1 AND pos > 0 ORDER BY pos LIMIT 1", roomID).Scan(&snap)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("first stored event of %s: %w", roomID, err)
+	}
+	return snap, nil
+}
+
+// cmpPoints orders topological points.
+func cmpPoints(a, b TopoPoint) int {
+	if c := cmp.Compare(a.Depth, b.Depth); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Pos, b.Pos)
+}
+
+// visibilityContent is what Visibility reads of the events it loads.
+type visibilityContent struct {
+	HistoryVisibility string `json:"history_visibility"`
+	Membership        string `json:"membership"`
+}
+
+func historyContent(raw string) visibilityContent {
+	var c visibilityContent
+	if p, err := parsePDU([]byte(raw)); err == nil {
+		json.Unmarshal(p.Content, &c)
+	}
+	return c
+}
+
+// visibility returns the history visibility setting; a redacted or odd
+// value counts as the default, shared.
+func (c visibilityContent) visibility() string {
+	switch c.HistoryVisibility {
+	case "world_readable", "shared", "invited", "joined":
+		return c.HistoryVisibility
+	}
+	return "shared"
+}
+
+// firstStoredVisibility returns the history visibility in force before the
+// first event this node stored itself (not backfilled) in the room: for a
+// room joined over federation, the one in the state the join came with.
+func (e *Engine) firstStoredVisibility(ctx context.Context, roomID id.RoomID) (string, error) {
+	snap, err := e.firstStoredSnapshot(ctx, roomID)
+	if err != nil {
+		return "", err
+	}
+	state, _, err := e.snapshotState(ctx, snap)
+	if err != nil {
+		return "", err
+	}
+	hvID := state[stateKey{"m.room.history_visibility", ""}]
+	if hvID == "" {
+		return "shared", nil
+	}
+	evs, err := e.Events(ctx, []id.EventID{hvID})
+	if err != nil || len(evs) == 0 {
+		return "shared", err
+	}
+	return historyContent(string(evs[0].JSON)).visibility(), nil
 }
 
 // CanSee reports whether the user may see ev.
@@ -91,21 +181,22 @@ func (v *Visibility) CanSee(ev *Event) bool {
 	if ev.Type == "m.room.member" && ev.StateKey != nil && id.UserID(*ev.StateKey) == v.user && v.user != "" {
 		return true // everyone sees their own membership changes, their leave too
 	}
-	hv := at(v.hv, ev.Pos-1, "shared") // the setting before the event itself
+	p := PointOf(ev)
+	hv := before(v.hv, p, v.defaultHV()) // the setting before the event itself
 	if ev.Type == "m.room.history_visibility" {
 		// The change is visible under the more permissive of both.
-		if next := at(v.hv, ev.Pos, "shared"); rank(next) < rank(hv) {
+		if next := at(v.hv, p, v.defaultHV()); rank(next) < rank(hv) {
 			hv = next
 		}
 	}
 	if hv == "world_readable" {
 		return true
 	}
-	m := at(v.member, ev.Pos, "leave")
+	m := at(v.member, p, "leave")
 	switch {
 	case m == "join":
 		return true
-	case hv == "shared" && v.joinedAfter(ev.Pos):
+	case hv == "shared" && v.joinedAfter(p):
 		return true
 	case hv == "invited" && (m == "invite" || (m == "join")):
 		return true
@@ -113,20 +204,28 @@ func (v *Visibility) CanSee(ev *Event) bool {
 	return false
 }
 
+// defaultHV is the history visibility before the first change known.
+func (v *Visibility) defaultHV() string {
+	if v.hvDefault == "" {
+		return "shared"
+	}
+	return v.hvDefault
+}
+
 // MembershipAt returns the user's membership at ev, including any change ev
 // itself makes, and "leave" before they had any: the value of the spec's
 // unsigned.membership.
 func (v *Visibility) MembershipAt(ev *Event) string {
-	return at(v.member, ev.Pos, "leave")
+	return at(v.member, PointOf(ev), "leave")
 }
 
-// joinedAfter reports whether the user was joined at any point after pos.
-func (v *Visibility) joinedAfter(pos int64) bool {
+// joinedAfter reports whether the user was joined at any point after p.
+func (v *Visibility) joinedAfter(p TopoPoint) bool {
 	if v.current == "join" {
 		return true
 	}
 	for _, m := range v.member {
-		if m.pos > pos && m.value == "join" {
+		if p.Before(m.at) && m.value == "join" {
 			return true
 		}
 	}
