@@ -150,7 +150,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 				return nil, err
 			}
 		}
-		pragmas := "&_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)&_pragma=cache_size(-16000)&modeof=" + url.QueryEscape(path)
+		pragmas := "&_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)&_pragma=cache_size(-16000)&_pragma=temp_store(memory)&modeof=" + url.QueryEscape(path)
 		// Checkpoints run in the background (checkpointer), not inside
 		// the commit that happens to fill the WAL, which would stall that
 		// write and every one queued behind it.
@@ -438,16 +438,55 @@ func (db *DB) Visible() int64 { return db.visible.Load() }
 type Tx struct {
 	db        *DB
 	tx        *sql.Tx
+	batch     *batchTx
 	afterFns  []func()
 	positions int
 }
 
+// batchTx is the SQL transaction that one batch of writes shares, with
+// the prepared statements bound to it. Binding a prepared statement to a
+// transaction (sql.Tx.StmtContext) allocates a statement and registers it
+// with the pool on every call; a batch runs the same few statements once
+// per write, so each is bound once per batch instead.
+type batchTx struct {
+	db    *DB
+	tx    *sql.Tx
+	mu    sync.Mutex
+	stmts map[string]*sql.Stmt
+}
+
+// stmt returns the prepared form of q bound to the batch's transaction,
+// or nil when q cannot be prepared (or the database is PostgreSQL, whose
+// driver caches prepared statements itself).
+func (b *batchTx) stmt(ctx context.Context, q string) *sql.Stmt {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if st, ok := b.stmts[q]; ok {
+		return st
+	}
+	st := b.db.writeStmts.get(ctx, q)
+	if st == nil {
+		return nil
+	}
+	st = b.tx.StmtContext(ctx, st)
+	if b.stmts == nil {
+		b.stmts = map[string]*sql.Stmt{}
+	}
+	b.stmts[q] = st
+	return st
+}
+
+// exec runs q, prepared when it can be, in the batch's transaction.
+func (b *batchTx) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	if st := b.stmt(ctx, q); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return b.tx.ExecContext(ctx, q, args...)
+}
+
 // stmt returns the prepared form of q bound to the transaction, or nil.
 func (tx *Tx) stmt(ctx context.Context, q string) *sql.Stmt {
-	if st := tx.db.writeStmts.get(ctx, q); st != nil {
-		return tx.tx.StmtContext(ctx, st)
-	}
-	return nil
+	return tx.batch.stmt(ctx, q)
 }
 
 // Exec runs a statement in the transaction.
@@ -590,8 +629,9 @@ func (db *DB) commitBatch(batch []*writeReq) {
 	}
 	results := make([]error, len(batch))
 	single := len(batch) == 1
+	shared := &batchTx{db: db, tx: sqlTx}
 	for i, r := range batch {
-		r.tx = Tx{db: db, tx: sqlTx}
+		r.tx = Tx{db: db, tx: sqlTx, batch: shared}
 		if err := r.ctx.Err(); err != nil {
 			results[i] = err
 			continue
@@ -600,20 +640,20 @@ func (db *DB) commitBatch(batch []*writeReq) {
 			results[i] = r.fn(&r.tx)
 			continue
 		}
-		if _, err := sqlTx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
+		if _, err := shared.exec(ctx, "SAVEPOINT w"); err != nil {
 			sqlTx.Rollback()
 			fail(fmt.Errorf("savepoint: %w", err))
 			return
 		}
 		if err := r.fn(&r.tx); err != nil {
 			results[i] = err
-			if _, rerr := sqlTx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT w"); rerr != nil {
+			if _, rerr := shared.exec(ctx, "ROLLBACK TO SAVEPOINT w"); rerr != nil {
 				sqlTx.Rollback()
 				fail(fmt.Errorf("rollback to savepoint: %w", rerr))
 				return
 			}
 		}
-		if _, err := sqlTx.ExecContext(ctx, "RELEASE SAVEPOINT w"); err != nil {
+		if _, err := shared.exec(ctx, "RELEASE SAVEPOINT w"); err != nil {
 			sqlTx.Rollback()
 			fail(fmt.Errorf("release savepoint: %w", err))
 			return
