@@ -34,15 +34,16 @@ func (b *bench) logf(format string, args ...any) {
 	fmt.Fprintf(b.log, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
 }
 
-// usersNeeded counts the users the chosen scenarios take from the pool.
-func (b *bench) usersNeeded() int {
+// usersNeeded counts the users the chosen scenarios take from the pool
+// in runs runs (the fan-out members are taken once and reused).
+func (b *bench) usersNeeded(runs int) int {
 	n := 0
 	for _, s := range b.o.Scenarios {
 		switch s {
 		case "send":
-			n += 1 + b.o.Senders
+			n += (1 + b.o.Senders) * runs
 		case "wakeup", "sliding":
-			n += 2
+			n += 2 * runs
 		case "fanout":
 			maxU := 0
 			for _, u := range b.o.Users {
@@ -50,9 +51,9 @@ func (b *bench) usersNeeded() int {
 			}
 			n += 1 + maxU
 		case "initialsync":
-			n++
+			n += runs
 		case "longpoll":
-			n += b.o.LongpollUsers
+			n += b.o.LongpollUsers * runs
 		}
 	}
 	return n

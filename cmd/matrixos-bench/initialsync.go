@@ -45,6 +45,7 @@ func (b *bench) initialSync(ctx context.Context) ([]*result, error) {
 	lat := &latencies{}
 	waitProfile := b.profile(ctx, "initialsync")
 	defer waitProfile()
+	win := b.measure(ctx)
 	for range b.o.SyncIterations {
 		if ctx.Err() != nil {
 			break
@@ -56,6 +57,7 @@ func (b *bench) initialSync(ctx context.Context) ([]*result, error) {
 		lat.add(time.Since(t0))
 	}
 	s := lat.summary()
+	win.finish(ctx, r, s.N, "sync")
 	r.add("first_ms", ms(first), "ms")
 	r.add("p50_ms", ms(s.P50), "ms")
 	r.target("p50_ms", "< 15 ms", below(15))

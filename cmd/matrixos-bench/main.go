@@ -45,6 +45,9 @@ type options struct {
 	URL            string
 	Scenarios      []string
 	Senders        int
+	SendRooms      int
+	Runs           int
+	Metrics        string
 	Messages       int
 	Users          []int
 	Rooms          int
@@ -81,6 +84,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	scenario := fs.String("scenario", "all", "comma-separated: send, wakeup, fanout, initialsync, longpoll, sliding; all is the first four")
 	fs.IntVar(&o.Senders, "senders", 8, "send: concurrent senders (K)")
 	fs.IntVar(&o.Messages, "messages", 500, "send: messages per sender (N)")
+	fs.IntVar(&o.SendRooms, "send-rooms", 1, "send: rooms the senders are spread over (sender i sends into room i mod R)")
+	fs.IntVar(&o.Runs, "runs", 1, "run the scenarios this many times and print the median of each figure")
+	fs.StringVar(&o.Metrics, "metrics", "", "the server's Prometheus listener (e.g. http://127.0.0.1:9108): its process_cpu_seconds_total gives the server's CPU time when --pid and --spawn are not used")
 	users := fs.String("users", "50", "fanout: long-polling members (U); a comma list runs each, e.g. 50,200")
 	fs.IntVar(&o.Rooms, "rooms", 20, "initialsync and sliding: rooms (R)")
 	fs.IntVar(&o.Events, "events", 50, "initialsync: messages per room (H)")
@@ -133,7 +139,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	for name, v := range map[string]int{"senders": o.Senders, "messages": o.Messages, "rooms": o.Rooms, "events": o.Events,
 		"iterations": o.Iterations, "fanout-messages": o.FanoutMessages, "sync-iterations": o.SyncIterations, "setup-concurrency": o.Concurrency,
-		"connections": o.Connections, "longpoll-users": o.LongpollUsers} {
+		"connections": o.Connections, "longpoll-users": o.LongpollUsers, "send-rooms": o.SendRooms, "runs": o.Runs} {
 		if v < 1 || v > 1_000_000 {
 			return nil, fmt.Errorf("--%s must be between 1 and 1000000", name)
 		}
@@ -238,7 +244,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 		sampler = startSampler(o.PID, 20*time.Millisecond)
 	}
-	if err := b.registerAll(ctx, b.usersNeeded()); err != nil {
+	mach := readMachine()
+	loadStart := loadAverage()
+	b.logf("machine: %s; load average %.2f", mach, loadStart)
+	if err := b.registerAll(ctx, b.usersNeeded(o.Runs)); err != nil {
 		return err
 	}
 	if sampler != nil {
@@ -250,44 +259,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 		b.startRSS, _, _ = memStatus(o.PID)
 	}
 
-	for _, s := range o.Scenarios {
-		if ctx.Err() != nil {
-			break
+	for run := range o.Runs {
+		if o.Runs > 1 {
+			b.logf("run %d of %d", run+1, o.Runs)
 		}
-		var rs []*result
-		var err error
-		switch s {
-		case "send":
-			rs, err = b.send(ctx)
-		case "wakeup":
-			rs, err = b.wakeup(ctx)
-		case "fanout":
-			for _, u := range o.Users {
-				r, ferr := b.fanout(ctx, u)
-				if r != nil {
-					rs = append(rs, r)
-				}
-				if ferr != nil {
-					err = ferr
-					break
-				}
-			}
-		case "initialsync":
-			rs, err = b.initialSync(ctx)
-		case "longpoll":
-			rs, err = b.longpoll(ctx)
-		case "sliding":
-			rs, err = b.sliding(ctx)
-		}
-		for _, r := range rs {
+		for _, r := range b.runScenarios(ctx) {
 			emit(r)
 		}
-		if err != nil {
-			b.logf("scenario %s failed: %v", s, err)
-			emit(&result{Scenario: s, Errors: 1, Note: err.Error()})
-		}
 	}
-
 	if sampler != nil {
 		sampler.Stop()
 		_, hwm, _ := memStatus(o.PID)
@@ -316,7 +295,62 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintln(tableOut)
 	writeTable(tableOut, results)
+	fmt.Fprintln(tableOut)
+	writeFigures(tableOut, figureConditions{Machine: mach, LoadStart: loadStart, LoadEnd: loadAverage(), Command: commandLine(args)}, results)
 	return ctx.Err()
+}
+
+// runScenarios runs each chosen scenario once and returns its results.
+func (b *bench) runScenarios(ctx context.Context) []*result {
+	var out []*result
+	for _, s := range b.o.Scenarios {
+		if ctx.Err() != nil {
+			break
+		}
+		var rs []*result
+		var err error
+		switch s {
+		case "send":
+			rs, err = b.send(ctx)
+		case "wakeup":
+			rs, err = b.wakeup(ctx)
+		case "fanout":
+			for _, u := range b.o.Users {
+				r, ferr := b.fanout(ctx, u)
+				if r != nil {
+					rs = append(rs, r)
+				}
+				if ferr != nil {
+					err = ferr
+					break
+				}
+			}
+		case "initialsync":
+			rs, err = b.initialSync(ctx)
+		case "longpoll":
+			rs, err = b.longpoll(ctx)
+		case "sliding":
+			rs, err = b.sliding(ctx)
+		}
+		out = append(out, rs...)
+		if err != nil {
+			b.logf("scenario %s failed: %v", s, err)
+			out = append(out, &result{Scenario: s, Errors: 1, Note: err.Error()})
+		}
+	}
+	return out
+}
+
+// commandLine is the tool's command line as typed, for the figures.
+func commandLine(args []string) string {
+	parts := []string{"matrixos-bench"}
+	for _, a := range args {
+		if strings.ContainsAny(a, " \t\"'{}$") {
+			a = "'" + a + "'"
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
 }
 
 func randomID() string {

@@ -91,7 +91,7 @@ func TestRunAgainstNode(t *testing.T) {
 	n := testnode.Start(t, testnode.SQLite)
 	var stdout, stderr bytes.Buffer
 	args := []string{"--url", n.URL, "--json", "--pid", itoa(os.Getpid()),
-		"--senders", "2", "--messages", "5", "--users", "3,4", "--rooms", "2", "--events", "3",
+		"--senders", "2", "--send-rooms", "2", "--messages", "5", "--users", "3,4", "--rooms", "2", "--events", "3",
 		"--iterations", "3", "--fanout-messages", "2", "--sync-iterations", "2", "--settle-timeout", "5s",
 		"--scenario", "all,longpoll,sliding", "--connections", "20", "--longpoll-users", "2"}
 	if err := run(args, &stdout, &stderr); err != nil {
@@ -115,15 +115,18 @@ func TestRunAgainstNode(t *testing.T) {
 		seen[line.Scenario]++
 		switch line.Scenario {
 		case "send":
-			if line.Metrics["events"] != 10 || line.Metrics["throughput_eps"] <= 0 {
+			if line.Metrics["events"] != 10 || line.Metrics["throughput_eps"] <= 0 || line.Metrics["unread_count"] != 10 {
 				t.Errorf("send metrics: %v", line.Metrics)
 			}
+			if _, ok := line.Metrics["cpu_ms_per_op"]; !ok || line.Metrics["load_before"] < 0 {
+				t.Errorf("send: no conditions (CPU per event, load average): %v", line.Metrics)
+			}
 		case "wakeup":
-			if line.Metrics["samples"] != 3 {
+			if line.Metrics["samples"] != 3 || line.Metrics["lost"] != 0 {
 				t.Errorf("wakeup metrics: %v", line.Metrics)
 			}
 		case "fanout":
-			if d := line.Metrics["deliveries"]; d != 6 && d != 8 {
+			if d := line.Metrics["deliveries"]; (d != 6 && d != 8) || line.Metrics["lost"] != 0 {
 				t.Errorf("fanout metrics: %v", line.Metrics)
 			}
 		case "sliding":
@@ -148,6 +151,56 @@ func TestRunAgainstNode(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "SCENARIO") {
 		t.Errorf("no table on stderr:\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "| send messages=5 rooms=2 senders=2 | throughput_eps |") {
+		t.Errorf("no figure line for the send throughput on stderr:\n%s", stderr.String())
+	}
+}
+
+func TestConditions(t *testing.T) {
+	m := parseCPUInfo(strings.NewReader("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t: x\n\nprocessor\t: 1\nmodel name\t: AMD EPYC\n"))
+	if m.CPU != "AMD EPYC" || m.Cores != 2 {
+		t.Errorf("parseCPUInfo = %+v, want AMD EPYC with 2 cores", m)
+	}
+	if got := parseLoadAvg("0.42 0.31 0.20 1/123 4567\n"); got != 0.42 {
+		t.Errorf("parseLoadAvg = %v, want 0.42", got)
+	}
+	if got := parseLoadAvg("garbage"); got != -1 {
+		t.Errorf("parseLoadAvg(garbage) = %v, want -1", got)
+	}
+	prom := "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 12.5\nprocess_open_fds 9\n"
+	if got, err := parsePromCPU(strings.NewReader(prom)); err != nil || got != 12.5 {
+		t.Errorf("parsePromCPU = %v, %v; want 12.5", got, err)
+	}
+	if _, err := parsePromCPU(strings.NewReader("go_goroutines 3\n")); err == nil {
+		t.Error("parsePromCPU without the metric: no error")
+	}
+}
+
+// TestFigures: figures are the median over the runs, with each run's
+// value, the median CPU per operation beside them and the load average
+// before the first run and after the last; conditions are not figures.
+func TestFigures(t *testing.T) {
+	run := func(eps, cpu, before, after float64) *result {
+		r := &result{Scenario: "send", Params: map[string]any{"senders": 8}}
+		r.add("throughput_eps", eps, "events/s")
+		r.add("cpu_ms_per_op", cpu, "ms/event")
+		r.add("load_before", before, "")
+		r.add("load_after", after, "")
+		return r
+	}
+	var out bytes.Buffer
+	writeFigures(&out, figureConditions{Machine: machine{CPU: "AMD EPYC", Cores: 2}, LoadStart: 0.1, LoadEnd: 0.3, Command: "matrixos-bench --runs 3"},
+		[]*result{run(900, 0.6, 0.1, 0.2), run(1000, 0.4, 0.2, 0.25), run(800, 0.5, 0.25, 0.3)})
+	want := "| send senders=8 | throughput_eps | 900 events/s | 900 / 1000 / 800 | 0.500 ms/event | 0.10 → 0.30 |"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("figures:\n%s\nwant the line\n%s", out.String(), want)
+	}
+	if strings.Contains(out.String(), "| cpu_ms_per_op |") || strings.Contains(out.String(), "| load_before |") {
+		t.Errorf("conditions printed as figures:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "median of 3 run(s)) on AMD EPYC, 2 cores") {
+		t.Errorf("no machine line:\n%s", out.String())
 	}
 }
 

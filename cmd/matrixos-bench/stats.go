@@ -191,3 +191,125 @@ func formatValue(x metric) string {
 		return fmt.Sprintf("%.2f %s", v, x.Unit)
 	}
 }
+
+// figureConditions are the run's conditions printed with the figures.
+type figureConditions struct {
+	Machine            machine
+	LoadStart, LoadEnd float64
+	Command            string
+}
+
+// figure is one metric of one scenario (with its parameters) over the
+// runs.
+type figure struct {
+	scenario, params string
+	metric           string
+	unit             string
+	values           []float64
+	cpuPerOp         []float64 // the runs' cpu_ms_per_op
+	opUnit           string
+	loadBefore       []float64
+	loadAfter        []float64
+	errors           int
+}
+
+// median returns the middle value (the lower middle of an even count).
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[(len(s)-1)/2]
+}
+
+// collectFigures groups the results by scenario and parameters and each
+// metric's values over the runs, in the order they first appeared. The
+// conditions (load average, CPU per operation) are not figures of their
+// own: they go beside each figure.
+func collectFigures(results []*result) []*figure {
+	var out []*figure
+	byKey := map[string]*figure{}
+	for _, r := range results {
+		params := paramString(r.Params)
+		var cpu, before, after float64
+		var hasCPU, hasLoad bool
+		opUnit := ""
+		for _, x := range r.Metrics {
+			switch x.Name {
+			case "cpu_ms_per_op":
+				cpu, hasCPU, opUnit = x.Value, true, x.Unit
+			case "load_before":
+				before, hasLoad = x.Value, true
+			case "load_after":
+				after = x.Value
+			}
+		}
+		for _, x := range r.Metrics {
+			switch x.Name {
+			case "cpu_ms_per_op", "load_before", "load_after":
+				continue
+			}
+			key := r.Scenario + "\x00" + params + "\x00" + x.Name
+			f := byKey[key]
+			if f == nil {
+				f = &figure{scenario: r.Scenario, params: params, metric: x.Name, unit: x.Unit, opUnit: opUnit}
+				byKey[key] = f
+				out = append(out, f)
+			}
+			f.values = append(f.values, x.Value)
+			f.errors += r.Errors
+			if hasCPU {
+				f.cpuPerOp = append(f.cpuPerOp, cpu)
+			}
+			if hasLoad {
+				f.loadBefore = append(f.loadBefore, before)
+				f.loadAfter = append(f.loadAfter, after)
+			}
+		}
+	}
+	return out
+}
+
+// writeFigures prints every figure as a Markdown table row that can be
+// pasted into docs/performance.md: the median over the runs, each run's
+// value, the server's CPU time per operation (median), and the load
+// average before the first and after the last run of that scenario; then
+// the machine and the command.
+func writeFigures(w io.Writer, c figureConditions, results []*result) {
+	figs := collectFigures(results)
+	if len(figs) == 0 {
+		return
+	}
+	runs := 0
+	for _, f := range figs {
+		runs = max(runs, len(f.values))
+	}
+	fmt.Fprintf(w, "Figures (median of %d run(s)) on %s, load average %.2f before, %.2f after:\n", runs, c.Machine, c.LoadStart, c.LoadEnd)
+	fmt.Fprintf(w, "    %s\n\n", c.Command)
+	fmt.Fprintln(w, "| Scenario | Figure | Median | Runs | Server CPU per op | Load before → after |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|")
+	for _, f := range figs {
+		each := make([]string, len(f.values))
+		for i, v := range f.values {
+			each[i] = strings.TrimSpace(formatValue(metric{Value: v}))
+		}
+		cpu := "—"
+		if len(f.cpuPerOp) > 0 {
+			cpu = fmt.Sprintf("%.3f %s", median(f.cpuPerOp), f.opUnit)
+		}
+		load := "—"
+		if len(f.loadBefore) > 0 {
+			load = fmt.Sprintf("%.2f → %.2f", f.loadBefore[0], f.loadAfter[len(f.loadAfter)-1])
+		}
+		name := f.scenario
+		if f.params != "" {
+			name += " " + f.params
+		}
+		if f.errors > 0 {
+			name += fmt.Sprintf(" (%d errors)", f.errors)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", name, f.metric,
+			strings.TrimSpace(formatValue(metric{Value: median(f.values), Unit: f.unit})), strings.Join(each, " / "), cpu, load)
+	}
+}
