@@ -66,6 +66,7 @@ type DB struct {
 	visible atomic.Int64 // highest committed position
 
 	checkpointDone chan struct{} // closed when the checkpointer has stopped
+	wal            walState      // SQLite only
 
 	// origin tells the changes this DB records from those of other
 	// processes (see WatchChanges).
@@ -239,31 +240,6 @@ func restrictModes(paths ...string) error {
 		}
 	}
 	return nil
-}
-
-// checkpointInterval is how often the WAL is copied back into the
-// database file.
-const checkpointInterval = time.Second
-
-// checkpointer moves the WAL's pages into the database file in the
-// background. PASSIVE never waits for readers or the writer; it copies
-// what it can, and the WAL is reused once everything has been copied.
-func (db *DB) checkpointer() {
-	defer close(db.checkpointDone)
-	t := time.NewTicker(checkpointInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-db.stop:
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			if _, err := db.write.ExecContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
-				db.log.Warn("WAL checkpoint", "err", err)
-			}
-			cancel()
-		}
-	}
 }
 
 // Close stops the writer after the queued writes are done, and closes the
@@ -606,6 +582,7 @@ func (db *DB) writer() {
 			}
 		}
 		db.commitBatch(batch)
+		db.finishCheckpoint()
 	}
 }
 

@@ -1,0 +1,99 @@
+package storage
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+)
+
+// SQLite's write-ahead log is copied back into the database file by a
+// checkpoint, and the log starts again from its beginning only at the
+// start of a write transaction that finds every frame copied. Checkpoints
+// run in the background (checkpointer), not in the commit that fills the
+// log, which would stall that write and every one queued behind it. But a
+// background checkpoint never catches up with a writer that never pauses:
+// frames are appended while it copies, so under sustained writes the log
+// never starts again. It then grows without bound (hundreds of megabytes
+// for a few thousand messages), every frame is written past the end of the
+// file (an extending write costs the file system about twice an
+// overwrite), and readers search an ever larger log index.
+//
+// So when the log has grown past walRestartFrames, the checkpointer runs
+// further passes until it is behind by at most walCatchUpFrames, and asks
+// the writer to copy that remainder itself between two batches. Nothing is
+// appended during that short pass, so the next write transaction starts
+// the log again, overwriting the file from its start.
+var (
+	checkpointInterval = time.Second
+	walRestartFrames   = 1000 // 4 MiB of 4 KiB pages, SQLite's own autocheckpoint size
+	walCatchUpFrames   = 128
+)
+
+// walCatchUpPasses bounds the checkpointer's extra passes after one tick.
+const walCatchUpPasses = 4
+
+// walState is what the checkpointer tells the writer.
+type walState struct {
+	restart atomic.Bool // the writer should finish a checkpoint between batches
+}
+
+// checkpointer moves the log's pages into the database file in the
+// background: a PASSIVE pass every checkpointInterval, which never waits
+// for readers or the writer and copies what it can.
+func (db *DB) checkpointer() {
+	defer close(db.checkpointDone)
+	t := time.NewTicker(checkpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-db.stop:
+			return
+		case <-t.C:
+			db.checkpointPasses()
+		}
+	}
+}
+
+// checkpointPasses runs one pass, and when the log is long, up to
+// walCatchUpPasses more until the pass is behind the writer by at most
+// walCatchUpFrames, then hands the rest to the writer (finishCheckpoint).
+func (db *DB) checkpointPasses() {
+	for range 1 + walCatchUpPasses {
+		logFrames, copied, err := db.checkpoint()
+		if err != nil {
+			db.log.Warn("WAL checkpoint", "err", err)
+			return
+		}
+		if logFrames < walRestartFrames {
+			return
+		}
+		if logFrames-copied <= walCatchUpFrames {
+			db.wal.restart.Store(true)
+			return
+		}
+	}
+}
+
+// finishCheckpoint runs on the writer goroutine between two batches: when
+// the checkpointer asked for it, it copies the frames the checkpointer's
+// last pass left behind, so that the next write transaction starts the
+// log again.
+func (db *DB) finishCheckpoint() {
+	if !db.wal.restart.Swap(false) {
+		return
+	}
+	if _, _, err := db.checkpoint(); err != nil {
+		db.log.Warn("WAL checkpoint", "err", err)
+	}
+}
+
+// checkpoint runs a PASSIVE checkpoint and returns the frames in the log
+// and those copied into the database file. A checkpoint already running
+// makes it return at once, having copied nothing.
+func (db *DB) checkpoint() (logFrames, copied int, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var busy int
+	err = db.write.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &copied)
+	return logFrames, copied, err
+}
