@@ -15,8 +15,10 @@ func CORS(next http.Handler) http.Handler {
 		h := w.Header()
 		h.Set("Access-Control-Allow-Origin", "*")
 		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
-		h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization")
-		h.Set("Access-Control-Expose-Headers", "Content-Disposition, Retry-After")
+		// If-Match, If-None-Match and ETag are the rendezvous sessions'
+		// (MSC4108), which browsers poll across origins.
+		h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization, If-Match, If-None-Match")
+		h.Set("Access-Control-Expose-Headers", "Content-Disposition, Retry-After, ETag")
 		if r.Method == http.MethodOptions {
 			w.WriteHeader(http.StatusOK)
 			return

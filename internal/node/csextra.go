@@ -12,6 +12,7 @@ import (
 	"github.com/matrixos/matrixos/internal/openid"
 	"github.com/matrixos/matrixos/internal/peek"
 	"github.com/matrixos/matrixos/internal/pushers"
+	"github.com/matrixos/matrixos/internal/rendezvous"
 	"github.com/matrixos/matrixos/internal/spaces"
 	"github.com/matrixos/matrixos/internal/threadsubs"
 )
@@ -39,8 +40,8 @@ type csExtra struct {
 // csExtraRoutes builds and wires the rest of the Client-Server API: space
 // hierarchy and room summaries, pushers and push delivery, OpenID tokens,
 // room previews (initialSync and /events), the small modules of clientapi,
-// the discovery documents this node has nothing to put in, and the OAuth
-// 2.0 API.
+// the discovery documents this node has nothing to put in, the OAuth
+// 2.0 API and the rendezvous sessions of QR code login (MSC4108).
 func (n *Node) csExtraRoutes(mux *http.ServeMux) {
 	n.csExtra.spaces = spaces.New(n.Accounts, n.Rooms)
 	n.csExtra.spaces.ResolveAlias = n.Client.ResolveAlias
@@ -63,6 +64,7 @@ func (n *Node) csExtraRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /.well-known/matrix/support", notFound("no server support information is configured"))
 	mux.HandleFunc("GET /.well-known/matrix/policy_server", notFound("no policy server is configured"))
 	n.wireOAuth(mux)
+	rendezvous.New(rendezvous.Options{BaseURL: n.publicURL}).Routes(mux)
 }
 
 // wireThreadSubscriptions serves thread subscriptions (MSC4306): their

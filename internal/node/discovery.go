@@ -40,6 +40,10 @@ var unstableFeatures = map[string]bool{
 	"org.matrix.msc3827.stable": true,
 	// Authenticated media under /_matrix/client/v1/media (media).
 	"org.matrix.msc3916.stable": true,
+	// QR code login (rendezvous, oauth): rendezvous sessions under
+	// /unstable/org.matrix.msc4108/rendezvous, beside the OAuth 2.0
+	// device authorization grant that auth_metadata advertises.
+	"org.matrix.msc4108": true,
 	// Delayed events (delayed): org.matrix.msc4140.delay on send and
 	// state requests, and /unstable/org.matrix.msc4140/delayed_events.
 	"org.matrix.msc4140": true,

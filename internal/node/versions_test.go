@@ -82,6 +82,7 @@ func TestUnstableFeatures(t *testing.T) {
 		"org.matrix.msc3874":            true, // rel_types filters
 		"org.matrix.msc3890":            true, // local notification settings
 		"org.matrix.msc3916.stable":     true, // authenticated media
+		"org.matrix.msc4108":            true, // QR code login rendezvous
 		"org.matrix.msc4140":            true, // delayed events
 		"org.matrix.msc4222":            true, // state_after in /sync
 		"org.matrix.msc4306":            true, // thread subscriptions

@@ -221,6 +221,7 @@ var Routes = map[string]string{
 	"POST /oauth2/signup":                                                   Register,
 	"POST /oauth2/register":                                                 Register, // OAuth client registration
 	"POST /oauth2/device_authorization":                                     Register,
+	"POST /_matrix/client/unstable/org.matrix.msc4108/rendezvous":           Register, // QR login sessions
 	"PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}":        Send,
 	"PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey...}": Send,
 	"PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}":        Send,
