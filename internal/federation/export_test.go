@@ -5,5 +5,13 @@ package federation
 func SetMaxQueuedPDUs(o *Outbox, n int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.maxQueuedPDUs = n
+	o.maxQueued[classPDU] = n
+}
+
+// SetMaxQueuedEDUs lowers the outbox's bounds on the ephemeral and the
+// durable EDUs queued for a destination.
+func SetMaxQueuedEDUs(o *Outbox, ephemeral, durable int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.maxQueued[classEphemeral], o.maxQueued[classDurable] = ephemeral, durable
 }

@@ -44,9 +44,45 @@ const (
 	// MaxQueuedPDUs bounds the PDUs queued for a destination that fails:
 	// past it the oldest are dropped, and the destination, given the
 	// newest events of each room, fetches what it misses with
-	// get_missing_events (catch-up). EDUs are never dropped.
+	// get_missing_events (catch-up).
 	MaxQueuedPDUs = 10000
+	// MaxQueuedEphemeralEDUs bounds the typing notifications, receipts
+	// and presence updates queued for a destination: past it the oldest
+	// are dropped (newer ones say what matters now).
+	MaxQueuedEphemeralEDUs = 1000
+	// MaxQueuedDurableEDUs bounds the other EDUs (to-device messages,
+	// device list and signing key updates) queued for a destination; it
+	// is generous, so that only a destination gone for long loses any,
+	// and each drop is logged and counted.
+	MaxQueuedDurableEDUs = 100000
 )
+
+// rowClass sorts the queued rows by what bounds them.
+type rowClass int
+
+const (
+	classPDU       rowClass = iota
+	classEphemeral          // m.typing, m.receipt, m.presence
+	classDurable            // every other EDU
+	numClasses
+)
+
+// ephemeralEDUs are the EDU types of classEphemeral.
+var ephemeralEDUs = []string{"m.typing", "m.receipt", "m.presence"}
+
+func classOf(pduID int64, eduType string) rowClass {
+	switch {
+	case pduID != 0:
+		return classPDU
+	case slices.Contains(ephemeralEDUs, eduType):
+		return classEphemeral
+	}
+	return classDurable
+}
+
+func (c rowClass) String() string {
+	return [...]string{"pdu", "ephemeral", "durable"}[c]
+}
 
 // Outbox is this node's outbound federation queue: PDUs and EDUs for other
 // servers, kept in the database (so they survive a restart or kill -9)
@@ -67,8 +103,9 @@ type Outbox struct {
 
 	// Timing; tests shorten them before Start.
 	batchDelay, minBackoff, maxBackoff time.Duration
-	// maxQueuedPDUs is MaxQueuedPDUs; tests lower it. Guarded by mu.
-	maxQueuedPDUs int
+	// maxQueued is, by class, MaxQueuedPDUs, MaxQueuedEphemeralEDUs and
+	// MaxQueuedDurableEDUs; tests lower them. Guarded by mu.
+	maxQueued [numClasses]int
 
 	txnPrefix string
 	txnSeq    atomic.Int64
@@ -89,13 +126,28 @@ type destination struct {
 	wake chan struct{} // Wake's signal to a worker waiting out a backoff
 
 	// Guarded by Outbox.mu.
-	running     bool // a worker serves it
-	pending     bool // something was queued since the worker last looked
-	depth       int  // queued PDUs and EDUs
-	failures    int  // failed transactions in a row
+	running     bool            // a worker serves it
+	pending     bool            // something was queued since the worker last looked
+	queued      [numClasses]int // rows queued, by class
+	failures    int             // failed transactions in a row
 	retryAt     time.Time
 	failedAt    time.Time
 	lastSuccess time.Time
+}
+
+// depth is the number of PDUs and EDUs queued for d.
+func (d *destination) depth() int {
+	n := 0
+	for _, q := range d.queued {
+		n += q
+	}
+	return n
+}
+
+// count adds n rows of class c to d's queue (n < 0 removes them). The
+// outbox's mutex is held.
+func (d *destination) count(c rowClass, n int) {
+	d.queued[c] = max(d.queued[c]+n, 0)
 }
 
 // backoff is the wait after failures failed transactions in a row.
@@ -110,7 +162,8 @@ func (o *Outbox) backoff(failures int) time.Duration {
 func newOutbox(db *storage.DB, log *slog.Logger, origin string, send sendFunc) *Outbox {
 	return &Outbox{
 		db: db, log: log, origin: origin, send: send, metrics: newOutboxMetrics(),
-		batchDelay: BatchDelay, minBackoff: MinBackoff, maxBackoff: MaxBackoff, maxQueuedPDUs: MaxQueuedPDUs,
+		batchDelay: BatchDelay, minBackoff: MinBackoff, maxBackoff: MaxBackoff,
+		maxQueued: [numClasses]int{MaxQueuedPDUs, MaxQueuedEphemeralEDUs, MaxQueuedDurableEDUs},
 		txnPrefix: strconv.FormatInt(time.Now().UnixMilli(), 36),
 		dests:     map[string]*destination{},
 	}
@@ -126,7 +179,7 @@ func (o *Outbox) Start(ctx context.Context) error {
 	defer o.mu.Unlock()
 	o.ctx, o.stop = context.WithCancel(context.WithoutCancel(ctx))
 	for _, d := range o.dests {
-		if d.depth > 0 || d.pending {
+		if d.depth() > 0 || d.pending {
 			o.startLocked(d)
 		}
 	}
@@ -147,19 +200,24 @@ func (o *Outbox) Stop() {
 
 // load reads the queue depth and backoff of every destination.
 func (o *Outbox) load(ctx context.Context) error {
-	rows, err := o.db.Query(ctx, `SELECT destination, COUNT(*) FROM federation_outbound GROUP BY destination`)
+	rows, err := o.db.Query(ctx, `SELECT destination, MIN(pdu_id), edu_type, COUNT(*) FROM federation_outbound
+GROUP BY destination, pdu_id = 0, edu_type`)
 	if err != nil {
 		return fmt.Errorf("load outbound queue: %w", err)
 	}
-	depths := map[string]int{}
+	depths := map[string]*[numClasses]int{}
 	for rows.Next() {
-		var name string
+		var name, eduType string
+		var pduID int64
 		var n int
-		if err := rows.Scan(&name, &n); err != nil {
+		if err := rows.Scan(&name, &pduID, &eduType, &n); err != nil {
 			rows.Close()
 			return fmt.Errorf("load outbound queue: %w", err)
 		}
-		depths[name] = n
+		if depths[name] == nil {
+			depths[name] = &[numClasses]int{}
+		}
+		depths[name][classOf(pduID, eduType)] += n
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -185,7 +243,7 @@ func (o *Outbox) load(ctx context.Context) error {
 	}
 	for name, n := range depths {
 		d := o.destLocked(name)
-		d.depth = n
+		d.queued = *n
 		o.metrics.observe(d)
 	}
 	return rows.Err()
@@ -227,14 +285,14 @@ func (o *Outbox) startLocked(d *destination) {
 }
 
 // queued tells the destinations' workers that rows were committed for
-// them (n each).
-func (o *Outbox) queued(destinations []string, n int) {
+// them (n each, of class c).
+func (o *Outbox) queued(destinations []string, c rowClass, n int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, name := range destinations {
 		d := o.destLocked(name)
 		d.pending = true
-		d.depth += n
+		d.count(c, n)
 		o.metrics.observe(d)
 		o.startLocked(d)
 	}
@@ -289,13 +347,33 @@ func (o *Outbox) QueuePDU(ctx context.Context, tx *storage.Tx, destinations []st
 	if err := tx.QueryRow(ctx, `INSERT INTO federation_outbound_pdus (body) VALUES ($1) RETURNING id`, string(raw)).Scan(&pduID); err != nil {
 		return fmt.Errorf("queue PDU: %w", err)
 	}
-	for _, d := range dests {
-		if _, err := tx.Exec(ctx, `INSERT INTO federation_outbound (destination, pdu_id, edu_type, edu_key, edu_content) VALUES ($1, $2, '', '', '')`, d, pduID); err != nil {
-			return fmt.Errorf("queue PDU for %s: %w", d, err)
+	for part := range slices.Chunk(dests, maxRowsPerInsert) {
+		query, args := queuePDURows(pduID, part)
+		if _, err := tx.Exec(ctx, query, args...); err != nil {
+			return fmt.Errorf("queue PDU for %d destinations: %w", len(part), err)
 		}
 	}
-	tx.AfterCommit(func() { o.queued(dests, 1) })
+	tx.AfterCommit(func() { o.queued(dests, classPDU, 1) })
 	return nil
+}
+
+// maxRowsPerInsert bounds the rows of one INSERT (and so its parameters).
+const maxRowsPerInsert = 500
+
+// queuePDURows is the one INSERT that queues PDU pduID for dests.
+func queuePDURows(pduID int64, dests []string) (string, []any) {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO federation_outbound (destination, pdu_id, edu_type, edu_key, edu_content) VALUES `)
+	args := make([]any, 0, len(dests)+1)
+	args = append(args, pduID)
+	for i, d := range dests {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "($%d, $1, '', '', '')", i+2)
+		args = append(args, d)
+	}
+	return b.String(), args
 }
 
 // SendEDU queues an EDU for a destination and returns once it is stored.
@@ -316,6 +394,7 @@ func (o *Outbox) SendEDUCoalesced(ctx context.Context, destination, eduType, key
 	if err != nil {
 		return fmt.Errorf("queue %s EDU: %w", eduType, err)
 	}
+	class := classOf(0, eduType)
 	return o.db.Write(ctx, func(tx *storage.Tx) error {
 		replaced := int64(0)
 		if key != "" {
@@ -329,26 +408,100 @@ func (o *Outbox) SendEDUCoalesced(ctx context.Context, destination, eduType, key
 			destination, eduType, key, string(body)); err != nil {
 			return fmt.Errorf("queue %s EDU for %s: %w", eduType, destination, err)
 		}
-		tx.AfterCommit(func() { o.queued(dests, 1-int(replaced)) })
+		dropped, err := o.boundEDUs(ctx, tx, destination, class, 1-int(replaced))
+		if err != nil {
+			return err
+		}
+		tx.AfterCommit(func() {
+			o.queued(dests, class, 1-int(replaced)-dropped)
+			o.droppedEDUs(destination, class, dropped)
+		})
 		return nil
 	})
 }
 
+// boundEDUs drops the oldest EDUs of class queued for dest beyond the
+// class's bound, once a write that adds added of them would pass it. It
+// returns how many it dropped.
+func (o *Outbox) boundEDUs(ctx context.Context, tx *storage.Tx, dest string, class rowClass, added int) (int, error) {
+	o.mu.Lock()
+	limit, queued := o.maxQueued[class], o.destLocked(dest).queued[class]
+	o.mu.Unlock()
+	if queued+added <= limit {
+		return 0, nil
+	}
+	inClass := "edu_type IN ('" + strings.Join(ephemeralEDUs, "', '") + "')"
+	if class == classDurable {
+		inClass = "NOT " + inClass
+	}
+	var cutoff int64
+	err := tx.QueryRow(ctx, fmt.Sprintf(`SELECT id FROM federation_outbound WHERE destination = $1 AND pdu_id = 0 AND %s
+ORDER BY id DESC LIMIT 1 OFFSET %d`, inClass, limit), dest).Scan(&cutoff)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("find the EDUs to drop for %s: %w", dest, err)
+	}
+	res, err := tx.Exec(ctx, fmt.Sprintf(`DELETE FROM federation_outbound WHERE destination = $1 AND pdu_id = 0 AND %s AND id <= $2`, inClass), dest, cutoff)
+	if err != nil {
+		return 0, fmt.Errorf("drop EDUs queued for %s: %w", dest, err)
+	}
+	dropped, _ := res.RowsAffected()
+	return int(dropped), nil
+}
+
+// droppedEDUs counts and logs EDUs dropped from dest's queue; durable
+// ones are logged as a warning, since their loss shows.
+func (o *Outbox) droppedEDUs(dest string, class rowClass, n int) {
+	if n <= 0 {
+		return
+	}
+	o.metrics.droppedEDUs.WithLabelValues(class.String()).Add(float64(n))
+	level := slog.LevelDebug
+	if class == classDurable {
+		level = slog.LevelWarn
+	}
+	o.log.Log(context.Background(), level, "federation: dropped the oldest EDUs queued for a destination past the queue's bound",
+		"destination", dest, "class", class.String(), "dropped", n)
+}
+
 // batch is one transaction's worth of queued rows.
 type batch struct {
-	txnID  string
-	rowIDs []int64
-	pduIDs []int64
-	pdus   []json.RawMessage
-	edus   []json.RawMessage
+	txnID    string
+	rowIDs   []int64
+	classes  []rowClass // of each row
+	pduIDs   []int64
+	pdus     []json.RawMessage
+	edus     []json.RawMessage
+	eduTypes []string
 }
 
 func (b *batch) empty() bool { return len(b.rowIDs) == 0 }
 func (b *batch) full() bool  { return len(b.pdus) == MaxTxnPDUs || len(b.edus) == MaxTxnEDUs }
 
+func (o *Outbox) newTxnID() string {
+	return o.txnPrefix + "." + strconv.FormatInt(o.txnSeq.Add(1), 10)
+}
+
+// split parts a batch into its PDUs and its EDUs, each a transaction of
+// its own (the EDUs' with a new ID).
+func (o *Outbox) split(b *batch) (pdus, edus *batch) {
+	pdus = &batch{txnID: b.txnID, pduIDs: b.pduIDs, pdus: b.pdus}
+	edus = &batch{txnID: o.newTxnID(), pdus: []json.RawMessage{}, edus: b.edus, eduTypes: b.eduTypes}
+	for i, rowID := range b.rowIDs {
+		part := edus
+		if b.classes[i] == classPDU {
+			part = pdus
+		}
+		part.rowIDs, part.classes = append(part.rowIDs, rowID), append(part.classes, b.classes[i])
+	}
+	return pdus, edus
+}
+
 // nextBatch reads the oldest queued PDUs and EDUs of a destination.
 func (o *Outbox) nextBatch(ctx context.Context, dest string) (*batch, error) {
-	b := &batch{txnID: o.txnPrefix + "." + strconv.FormatInt(o.txnSeq.Add(1), 10), pdus: []json.RawMessage{}}
+	b := &batch{txnID: o.newTxnID(), pdus: []json.RawMessage{}}
 	rows, err := o.db.Query(ctx, `SELECT q.id, q.pdu_id, p.body FROM federation_outbound q JOIN federation_outbound_pdus p ON p.id = q.pdu_id
 WHERE q.destination = $1 AND q.pdu_id <> 0 ORDER BY q.id LIMIT $2`, dest, MaxTxnPDUs)
 	if err != nil {
@@ -361,7 +514,8 @@ WHERE q.destination = $1 AND q.pdu_id <> 0 ORDER BY q.id LIMIT $2`, dest, MaxTxn
 			rows.Close()
 			return nil, fmt.Errorf("read queued PDUs for %s: %w", dest, err)
 		}
-		b.rowIDs, b.pduIDs, b.pdus = append(b.rowIDs, rowID), append(b.pduIDs, pduID), append(b.pdus, json.RawMessage(body))
+		b.rowIDs, b.classes = append(b.rowIDs, rowID), append(b.classes, classPDU)
+		b.pduIDs, b.pdus = append(b.pduIDs, pduID), append(b.pdus, json.RawMessage(body))
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -385,7 +539,8 @@ WHERE q.destination = $1 AND q.pdu_id <> 0 ORDER BY q.id LIMIT $2`, dest, MaxTxn
 		if err != nil {
 			return nil, fmt.Errorf("build %s EDU: %w", eduType, err)
 		}
-		b.rowIDs, b.edus = append(b.rowIDs, rowID), append(b.edus, edu)
+		b.rowIDs, b.classes = append(b.rowIDs, rowID), append(b.classes, classOf(0, eduType))
+		b.edus, b.eduTypes = append(b.edus, edu), append(b.eduTypes, eduType)
 	}
 	return b, rows.Err()
 }
@@ -456,10 +611,28 @@ func (o *Outbox) deliver(ctx context.Context, d *destination, b *batch) bool {
 		if ctx.Err() != nil {
 			return false
 		}
+		if err != nil && permanent(err) && len(b.pdus) > 0 && len(b.edus) > 0 {
+			// The EDUs are not lost for the PDUs' sake: they are sent on
+			// their own next.
+			pdus, edus := o.split(b)
+			o.log.Warn("federation transaction refused for good; its PDUs are dropped for this destination, its EDUs sent alone",
+				"destination", d.name, "txn_id", b.txnID, "pdus", len(b.pdus), "edus", len(b.edus), "err", err)
+			if err := o.delivered(ctx, d, pdus, false); err != nil {
+				o.log.Warn("federation outbox", "destination", d.name, "err", err)
+				return sleep(ctx, o.minBackoff)
+			}
+			b = edus
+			continue
+		}
 		if err == nil || permanent(err) {
 			if err != nil {
 				o.log.Warn("federation transaction refused for good; its events are dropped for this destination",
-					"destination", d.name, "txn_id", b.txnID, "pdus", len(b.pdus), "edus", len(b.edus), "err", err)
+					"destination", d.name, "txn_id", b.txnID, "pdus", len(b.pdus), "edus", len(b.edus), "edu_types", b.eduTypes, "err", err)
+				for _, c := range b.classes {
+					if c != classPDU {
+						o.metrics.droppedEDUs.WithLabelValues(c.String()).Inc()
+					}
+				}
 			}
 			if err := o.delivered(ctx, d, b, err == nil); err != nil {
 				o.log.Warn("federation outbox", "destination", d.name, "err", err)
@@ -479,9 +652,9 @@ func (o *Outbox) deliver(ctx context.Context, d *destination, b *batch) bool {
 // reports whether it dropped any.
 func (o *Outbox) trim(ctx context.Context, d *destination) bool {
 	o.mu.Lock()
-	limit, depth := o.maxQueuedPDUs, d.depth
+	limit, queued := o.maxQueued[classPDU], d.queued[classPDU]
 	o.mu.Unlock()
-	if depth <= limit {
+	if queued <= limit {
 		return false
 	}
 	var dropped int64
@@ -502,14 +675,10 @@ func (o *Outbox) trim(ctx context.Context, d *destination) bool {
 		if _, err := tx.Exec(ctx, `DELETE FROM federation_outbound_pdus WHERE NOT EXISTS (SELECT 1 FROM federation_outbound q WHERE q.pdu_id = federation_outbound_pdus.id)`); err != nil {
 			return fmt.Errorf("drop unqueued PDUs: %w", err)
 		}
-		var left int
-		if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM federation_outbound WHERE destination = $1`, d.name).Scan(&left); err != nil {
-			return fmt.Errorf("count queue of %s: %w", d.name, err)
-		}
 		tx.AfterCommit(func() {
 			o.mu.Lock()
 			defer o.mu.Unlock()
-			d.depth = left
+			d.count(classPDU, -int(dropped))
 			o.metrics.observe(d)
 		})
 		return nil
@@ -584,26 +753,27 @@ func permanent(err error) bool {
 }
 
 // delivered removes a sent batch from the queue and records the success.
-// The queue depth is counted in the same write, and set once it commits:
-// the writer commits in order, so the count and the increments of
-// queued (also run after commits) apply in the order of the writes.
+// The rows it removes (some may have been replaced by newer EDUs since)
+// come off the queue's counts once the write commits: the writer commits
+// in order, so they and the additions of queued (also run after commits)
+// apply in the order of the writes.
 func (o *Outbox) delivered(ctx context.Context, d *destination, b *batch, ok bool) error {
 	now := time.Now()
 	return o.db.Write(ctx, func(tx *storage.Tx) error {
-		for _, rowID := range b.rowIDs {
-			if _, err := tx.Exec(ctx, `DELETE FROM federation_outbound WHERE id = $1`, rowID); err != nil {
+		var removed [numClasses]int
+		for i, rowID := range b.rowIDs {
+			res, err := tx.Exec(ctx, `DELETE FROM federation_outbound WHERE id = $1`, rowID)
+			if err != nil {
 				return fmt.Errorf("remove sent row: %w", err)
 			}
+			n, _ := res.RowsAffected()
+			removed[b.classes[i]] += int(n)
 		}
 		for _, pduID := range b.pduIDs {
 			if _, err := tx.Exec(ctx, `DELETE FROM federation_outbound_pdus WHERE id = $1
 AND NOT EXISTS (SELECT 1 FROM federation_outbound q WHERE q.pdu_id = $1)`, pduID); err != nil {
 				return fmt.Errorf("remove sent PDU: %w", err)
 			}
-		}
-		var depth int
-		if err := tx.QueryRow(ctx, `SELECT COUNT(*) FROM federation_outbound WHERE destination = $1`, d.name).Scan(&depth); err != nil {
-			return fmt.Errorf("count queue of %s: %w", d.name, err)
 		}
 		if ok {
 			if err := saveDestination(ctx, tx, d.name, 0, time.Time{}, time.Time{}, now); err != nil {
@@ -613,7 +783,9 @@ AND NOT EXISTS (SELECT 1 FROM federation_outbound q WHERE q.pdu_id = $1)`, pduID
 		tx.AfterCommit(func() {
 			o.mu.Lock()
 			defer o.mu.Unlock()
-			d.depth = depth
+			for c, n := range removed {
+				d.count(rowClass(c), -n)
+			}
 			if ok {
 				d.failures, d.retryAt, d.failedAt, d.lastSuccess = 0, time.Time{}, time.Time{}, now
 			}
@@ -683,7 +855,7 @@ func (o *Outbox) Destinations() []DestinationStatus {
 
 func (d *destination) status() DestinationStatus {
 	return DestinationStatus{
-		Destination: d.name, QueueDepth: d.depth, Failures: d.failures, Down: d.failures >= DownAfter,
+		Destination: d.name, QueueDepth: d.depth(), Failures: d.failures, Down: d.failures >= DownAfter,
 		RetryAt: d.retryAt, FailedAt: d.failedAt, LastSuccess: d.lastSuccess,
 	}
 }

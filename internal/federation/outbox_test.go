@@ -380,3 +380,103 @@ func TestOutboxTrimsWhileDown(t *testing.T) {
 		t.Fatalf("B got PDUs %v and EDUs %v, want %v and the EDU", pdus, edus, want)
 	}
 }
+
+// TestOutboxBoundsEDUsWhileDown: while B is down, A keeps at most the
+// bound of ephemeral EDUs (typing here) and of durable ones (the test
+// type, as to-device messages would be) queued for it, dropping the
+// oldest of each and counting them in /metrics; the queue depth follows
+// without a recount, and when B is back it gets the newest durable EDUs.
+func TestOutboxBoundsEDUsWhileDown(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	aName, bName := a.Config.ServerName, b.Config.ServerName
+	fed.SetMaxQueuedEDUs(a.Federation.Outbox, 3, 4)
+	b.Stop()
+	for i := range 6 {
+		if err := a.Federation.Outbox.SendEDUCoalesced(ctx, bName, "m.typing", fmt.Sprintf("room%d", i), map[string]any{"typing": true}); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Federation.Outbox.SendEDU(ctx, bName, testEDU, map[string]string{"n": fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A coalesced typing EDU replaces its key's, adding nothing.
+	if err := a.Federation.Outbox.SendEDUCoalesced(ctx, bName, "m.typing", "room5", map[string]any{"typing": false}); err != nil {
+		t.Fatal(err)
+	}
+	if got := queuedColumn(t, a, bName, "m.typing", "edu_key"); !equal(got, []string{"room3", "room4", "room5"}) {
+		t.Errorf("typing EDUs queued for B: %v, want the newest 3", got)
+	}
+	want := []string{`{"n":"2"}`, `{"n":"3"}`, `{"n":"4"}`, `{"n":"5"}`}
+	if got := queuedColumn(t, a, bName, testEDU, "edu_content"); !equal(got, want) {
+		t.Errorf("durable EDUs queued for B: %v, want the newest 4", got)
+	}
+	if st := destination(t, a, bName); st.QueueDepth != 7 || queued(t, a, bName) != 7 {
+		t.Errorf("queue depth %d, %d rows; want 7", st.QueueDepth, queued(t, a, bName))
+	}
+	metrics := a.Do(t, "GET", "/metrics", "", nil, testnode.NoSpecCheck())
+	for _, m := range []string{`matrixos_federation_dropped_edus_total{class="ephemeral"} 3`, `matrixos_federation_dropped_edus_total{class="durable"} 2`} {
+		if !contains(string(metrics.Body), m) {
+			t.Errorf("metrics lack %s", m)
+		}
+	}
+
+	b = b.Restart()
+	in := newInbox(b)
+	if _, err := b.Federation.Client.SendTransaction(ctx, txn(bName, aName, "wake")); err != nil {
+		t.Fatal(err)
+	}
+	if _, edus := in.wait(t, 0, 4, 10*time.Second); !equal(edus, numbered(aName, "", 2, 6)) {
+		t.Fatalf("B got EDUs %v, want the newest 4", edus)
+	}
+	waitFor(t, func() bool { return destination(t, a, bName).QueueDepth == 0 }, "A's queue for B to empty")
+}
+
+// queuedColumn lists a column of the EDUs of a type queued on n for dest,
+// oldest first.
+func queuedColumn(t *testing.T, n *testnode.Node, dest, eduType, column string) []string {
+	t.Helper()
+	rows, err := n.DB.Query(context.Background(), `SELECT `+column+` FROM federation_outbound WHERE destination = $1 AND edu_type = $2 ORDER BY id`, dest, eduType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestOutboxKeepsEDUsOfRefusedTransaction: B refuses for good (400) a
+// transaction whose PDU is malformed; A drops that PDU but sends the
+// transaction's EDU on its own, and B gets it.
+func TestOutboxKeepsEDUsOfRefusedTransaction(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	in := newInbox(b)
+	aName, bName := a.Config.ServerName, b.Config.ServerName
+	// Queued together, they go out in one transaction, which B answers
+	// 400 M_BAD_JSON: a PDU must be an object.
+	if err := a.Federation.Outbox.SendPDU(ctx, []string{bName}, json.RawMessage(`["not an object"]`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Federation.Outbox.SendEDU(ctx, bName, testEDU, map[string]string{"n": "kept"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, edus := in.wait(t, 0, 1, 10*time.Second); !equal(edus, []string{aName + " kept"}) {
+		t.Fatalf("B got EDUs %v", edus)
+	}
+	waitFor(t, func() bool { return queued(t, a, bName) == 0 && destination(t, a, bName).QueueDepth == 0 }, "A's queue for B to empty")
+}
