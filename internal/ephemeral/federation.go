@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -190,16 +191,23 @@ func (s *Service) HandleReceipt(ctx context.Context, origin string, content json
 				}
 				return fmt.Errorf("m.receipt: %w", err)
 			}
-			ts := r.Data.TS
-			if ts <= 0 {
-				ts = time.Now().UnixMilli()
-			}
-			if _, err := s.storeReceipt(ctx, user, roomID, ReceiptRead, thread, ev, ts); err != nil {
+			if _, err := s.storeReceipt(ctx, user, roomID, ReceiptRead, thread, ev, receiptTS(r.Data.TS, time.Now())); err != nil {
 				return fmt.Errorf("m.receipt: %w", err)
 			}
 		}
 	}
 	return refused
+}
+
+// receiptTS is the time a remote receipt is stored with: the one it
+// carries, unless that is missing or not a time yet to come (another
+// server's clock may run ahead, but a receipt made in the future would
+// sort before every later one for good), then now.
+func receiptTS(ts int64, now time.Time) int64 {
+	if ts <= 0 || ts > now.UnixMilli() {
+		return now.UnixMilli()
+	}
+	return ts
 }
 
 // HandlePresence handles an m.presence EDU: the presence of each of
@@ -218,12 +226,13 @@ func (s *Service) HandlePresence(ctx context.Context, origin string, content jso
 		return mxhttp.BadJSON("m.presence: %v", err)
 	}
 	var refused error
+	shared := s.localRoomCheck(ctx)
 	for _, u := range edu.Push {
 		if serverOf(u.UserID) != origin {
 			refused = mxhttp.Forbidden("%s is not a user of %s", u.UserID, origin)
 			continue
 		}
-		if u.Presence != Online && u.Presence != Offline && u.Presence != Unavailable || !s.sharesRoomWithLocal(u.UserID) {
+		if u.Presence != Online && u.Presence != Offline && u.Presence != Unavailable || !shared(u.UserID) {
 			continue
 		}
 		p, err := s.getPresence(ctx, u.UserID)
@@ -244,15 +253,23 @@ func (s *Service) HandlePresence(ctx context.Context, origin string, content jso
 	return refused
 }
 
-// sharesRoomWithLocal reports whether a user is joined to a room with a
-// local user.
-func (s *Service) sharesRoomWithLocal(user id.UserID) bool {
-	for _, roomID := range s.rooms.JoinedRooms(user) {
-		for _, u := range s.joinedMembers(context.Background(), roomID) {
-			if s.isLocal(u) {
+// localRoomCheck returns what reports whether a user is joined to a room
+// with a local user, for the entries of one EDU: each room's answer (this
+// server among its joined servers, kept with the room's state) is looked
+// up once, however many of the EDU's users are in it.
+func (s *Service) localRoomCheck(ctx context.Context) func(user id.UserID) bool {
+	hasLocal := map[id.RoomID]bool{}
+	return func(user id.UserID) bool {
+		for _, roomID := range s.rooms.JoinedRooms(user) {
+			local, ok := hasLocal[roomID]
+			if !ok {
+				local = slices.Contains(s.rooms.JoinedServers(ctx, roomID), s.accounts.ServerName())
+				hasLocal[roomID] = local
+			}
+			if local {
 				return true
 			}
 		}
+		return false
 	}
-	return false
 }

@@ -93,8 +93,15 @@ func hasJoined(m *mautrix.RespJoinedMembers, user id.UserID) bool {
 // the first and Bob on the second, both joined to Alice's public room.
 func sharedRoom(t *testing.T, opts ...testnode.Option) (alice, bob *mautrix.Client, roomID id.RoomID) {
 	t.Helper()
+	_, _, alice, bob, roomID = sharedRoomNodes(t, opts...)
+	return alice, bob, roomID
+}
+
+// sharedRoomNodes is sharedRoom, with the two nodes.
+func sharedRoomNodes(t *testing.T, opts ...testnode.Option) (a, b *testnode.Node, alice, bob *mautrix.Client, roomID id.RoomID) {
+	t.Helper()
 	ca := testnode.NewCA(t)
-	a, b := testnode.StartFederating(t, testnode.SQLite, ca, opts...), testnode.StartFederating(t, testnode.SQLite, ca, opts...)
+	a, b = testnode.StartFederating(t, testnode.SQLite, ca, opts...), testnode.StartFederating(t, testnode.SQLite, ca, opts...)
 	alice, bob = a.Register("alice"), b.Register("bob")
 	roomID = testnode.PublicRoom(t, alice)
 	if _, err := bob.JoinRoom(context.Background(), roomID.String(), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
@@ -102,7 +109,53 @@ func sharedRoom(t *testing.T, opts ...testnode.Option) (alice, bob *mautrix.Clie
 	}
 	joinedOn(t, alice, roomID, bob.UserID)
 	joinedOn(t, bob, roomID, bob.UserID)
-	return alice, bob, roomID
+	return a, b, alice, bob, roomID
+}
+
+// TestRemoteReceiptTimestamp: a read receipt from another server is
+// stored with the time it carries, unless that time is missing or in the
+// future (a clock running ahead): then with the time it arrived.
+func TestRemoteReceiptTimestamp(t *testing.T) {
+	ctx := context.Background()
+	a, b, alice, bob, roomID := sharedRoomNodes(t)
+	receiptEDU := func(evID id.EventID, ts int64) json.RawMessage {
+		raw, err := json.Marshal(map[string]any{string(roomID): map[string]any{"m.read": map[string]any{string(bob.UserID): map[string]any{
+			"event_ids": []string{string(evID)}, "data": map[string]any{"ts": ts}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	past := time.Now().Add(-time.Hour).UnixMilli()
+	for _, c := range []struct {
+		name string
+		ts   int64
+		want int64 // 0: the time it arrived
+	}{
+		{"a time past", past, past},
+		{"a time 10 years ahead", time.Now().AddDate(10, 0, 0).UnixMilli(), 0},
+		{"no time", 0, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			evID := sendText(t, alice, roomID, c.name)
+			before := time.Now().UnixMilli()
+			if err := a.Ephemeral.HandleReceipt(ctx, b.Config.ServerName, receiptEDU(evID, c.ts)); err != nil {
+				t.Fatalf("the receipt EDU: %v", err)
+			}
+			after := time.Now().UnixMilli()
+			got := receipt(testnode.SyncOnce(t, alice, "", 0), roomID, evID, "m.read", bob.UserID)
+			if got == nil {
+				t.Fatal("bob's receipt is not in alice's /sync")
+			}
+			ts, _ := got["ts"].(float64)
+			if c.want == 0 && (int64(ts) < before || int64(ts) > after) {
+				t.Errorf("stored ts %d, want the arrival time (%d to %d)", int64(ts), before, after)
+			}
+			if c.want != 0 && int64(ts) != c.want {
+				t.Errorf("stored ts %d, want %d", int64(ts), c.want)
+			}
+		})
+	}
 }
 
 // TestTypingAndReceiptsAcrossServers: in a room shared by Alice on node A
