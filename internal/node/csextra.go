@@ -14,6 +14,7 @@ import (
 	"github.com/matrixos/matrixos/internal/pushers"
 	"github.com/matrixos/matrixos/internal/rendezvous"
 	"github.com/matrixos/matrixos/internal/spaces"
+	"github.com/matrixos/matrixos/internal/threading"
 	"github.com/matrixos/matrixos/internal/threadsubs"
 )
 
@@ -23,6 +24,7 @@ var csExtraMigrations = slices.Concat(
 	openid.Migrations,
 	delayed.Migrations,
 	threadsubs.Migrations,
+	threading.Migrations,
 	oauth.Migrations,
 )
 
@@ -39,6 +41,7 @@ type csExtra struct {
 
 // csExtraRoutes builds and wires the rest of the Client-Server API: space
 // hierarchy and room summaries, pushers and push delivery, OpenID tokens,
+// thread subscriptions, MSC2836's threading relationships,
 // room previews (initialSync and /events), the small modules of clientapi,
 // the discovery documents this node has nothing to put in, the OAuth
 // 2.0 API and the rendezvous sessions of QR code login (MSC4108).
@@ -52,6 +55,10 @@ func (n *Node) csExtraRoutes(mux *http.ServeMux) {
 	n.csExtra.openid.Routes(mux)
 	n.wireDelayed(mux)
 	n.wireThreadSubscriptions(mux)
+	th := threading.New(n.DB, n.Accounts, n.Rooms)
+	n.Rooms.OnPersist = append(n.Rooms.OnPersist, th.OnPersist)
+	n.Rooms.OnPurge = append(n.Rooms.OnPurge, th.PurgeRoom)
+	th.Routes(mux)
 	pk := peek.New(n.DB, n.Accounts, n.Rooms)
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, pk.OnEvent)
 	pk.Routes(mux)

@@ -1,0 +1,149 @@
+package threading_test
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"slices"
+	"strings"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+const path = "/_matrix/client/unstable/event_relationships"
+
+// send posts a message that names parent in m.relationship ("" for none).
+func send(t *testing.T, c *mautrix.Client, room id.RoomID, body string, parent id.EventID) id.EventID {
+	t.Helper()
+	content := map[string]any{"msgtype": "m.text", "body": body}
+	if parent != "" {
+		content["m.relationship"] = map[string]any{"rel_type": "m.reference", "event_id": parent}
+	}
+	res, err := c.SendMessageEvent(t.Context(), room, event.EventMessage, content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.EventID
+}
+
+// relationships asks /event_relationships and returns the event IDs in
+// order, the events and limited.
+func relationships(t *testing.T, c *mautrix.Client, body map[string]any) ([]id.EventID, []map[string]any, bool) {
+	t.Helper()
+	resp := testnode.Call(t, c, "POST", path, body).OK(t)
+	list, _ := resp["events"].([]any)
+	var ids []id.EventID
+	var evs []map[string]any
+	for _, e := range list {
+		m, _ := e.(map[string]any)
+		evs = append(evs, m)
+		ids = append(ids, id.EventID(m["event_id"].(string)))
+	}
+	limited, ok := resp["limited"].(bool)
+	if !ok {
+		t.Fatalf("no limited in %v", resp)
+	}
+	return ids, evs, limited
+}
+
+// wantChildren checks an event's unsigned children count and hash.
+func wantChildren(t *testing.T, ev map[string]any, refs int, children ...id.EventID) {
+	t.Helper()
+	unsigned, _ := ev["unsigned"].(map[string]any)
+	counts, _ := unsigned["children"].(map[string]any)
+	if got, _ := counts["m.reference"].(float64); int(got) != refs {
+		t.Errorf("%s: children %v, want %d m.reference", ev["event_id"], unsigned["children"], refs)
+	}
+	ids := make([]string, len(children))
+	for i, c := range children {
+		ids[i] = string(c)
+	}
+	slices.Sort(ids)
+	sum := sha256.Sum256([]byte(strings.Join(ids, "")))
+	if want := base64.RawStdEncoding.EncodeToString(sum[:]); unsigned["children_hash"] != want {
+		t.Errorf("%s: children_hash %v, want %s", ev["event_id"], unsigned["children_hash"], want)
+	}
+}
+
+// TestEventRelationships mirrors Complement's msc2836 TestEventRelationships
+// on one server (A <- B <- {C, D}, m.reference relationships), then checks
+// the walk's limits, the up direction, redaction, and that only events the
+// user may see are returned.
+func TestEventRelationships(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		alice, bob, eve := n.Register("alice"), n.Register("bob"), n.Register("eve")
+		room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		testnode.SendState(t, alice, room, event.StateHistoryVisibility, "", map[string]any{"history_visibility": "joined"})
+		a := send(t, alice, room, "A", "")
+		b := send(t, alice, room, "B", a)
+		c := send(t, alice, room, "C", b)
+		d := send(t, alice, room, "D", b)
+
+		ids, evs, limited := relationships(t, alice, map[string]any{"event_id": d, "room_id": room, "direction": "down", "include_parent": true})
+		if !slices.Equal(ids, []id.EventID{d, b}) || limited {
+			t.Fatalf("D down with parent = %v (limited %v), want D, B", ids, limited)
+		}
+		wantChildren(t, evs[1], 2, c, d)
+		wantChildren(t, evs[0], 0)
+
+		ids, evs, _ = relationships(t, alice, map[string]any{"event_id": b, "direction": "down", "include_parent": true, "recent_first": false})
+		if !slices.Equal(ids, []id.EventID{b, a, c, d}) {
+			t.Fatalf("B down with parent, oldest first = %v, want B, A, C, D", ids)
+		}
+		wantChildren(t, evs[1], 1, b)
+
+		tests := []struct {
+			name    string
+			body    map[string]any
+			want    []id.EventID
+			limited bool
+		}{
+			{"max_depth 1", map[string]any{"event_id": a, "max_depth": 1}, []id.EventID{a, b}, false},
+			{"unbounded depth", map[string]any{"event_id": a, "max_depth": -1, "recent_first": false}, []id.EventID{a, b, c, d}, false},
+			{"limit 2", map[string]any{"event_id": a, "limit": 2}, []id.EventID{a, b}, true},
+			{"max_breadth 1, newest first", map[string]any{"event_id": b, "max_breadth": 1}, []id.EventID{b, d}, false},
+			{"up", map[string]any{"event_id": d, "direction": "up"}, []id.EventID{d, b, a}, false},
+			{"children only", map[string]any{"event_id": b, "include_children": true, "max_depth": 0}, []id.EventID{b, d, c}, false},
+			{"depth first", map[string]any{"event_id": a, "depth_first": true, "recent_first": false}, []id.EventID{a, b, c, d}, false},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				ids, _, limited := relationships(t, alice, tt.body)
+				if !slices.Equal(ids, tt.want) || limited != tt.limited {
+					t.Fatalf("%v (limited %v), want %v (limited %v)", ids, limited, tt.want, tt.limited)
+				}
+			})
+		}
+
+		// A redacted child keeps its place in the thread.
+		if _, err := alice.RedactEvent(t.Context(), room, c); err != nil {
+			t.Fatal(err)
+		}
+		if ids, _, _ := relationships(t, alice, map[string]any{"event_id": b, "recent_first": false}); !slices.Equal(ids, []id.EventID{b, c, d}) {
+			t.Fatalf("after redacting C: %v", ids)
+		}
+
+		// Visibility: eve is not in the room; bob joined after A..D in a
+		// room whose history is visible to members since they joined.
+		testnode.Call(t, eve, "POST", path, map[string]any{"event_id": b}).Want(t, 404, "M_NOT_FOUND")
+		testnode.Join(t, bob, room)
+		testnode.Call(t, bob, "POST", path, map[string]any{"event_id": a}).Want(t, 404, "M_NOT_FOUND")
+		e := send(t, bob, room, "E", d)
+		if ids, _, _ := relationships(t, bob, map[string]any{"event_id": e, "direction": "up"}); !slices.Equal(ids, []id.EventID{e}) {
+			t.Fatalf("bob walks up from E: %v, want only E", ids)
+		}
+		if ids, _, _ := relationships(t, alice, map[string]any{"event_id": e, "direction": "up"}); !slices.Equal(ids, []id.EventID{e, d, b, a}) {
+			t.Fatalf("alice walks up from E: %v", ids)
+		}
+
+		// Bad requests.
+		testnode.Call(t, alice, "POST", path, map[string]any{}).Want(t, 400, "M_MISSING_PARAM")
+		testnode.Call(t, alice, "POST", path, map[string]any{"event_id": a, "direction": "sideways"}).Want(t, 400, "M_INVALID_PARAM")
+		testnode.Call(t, alice, "POST", path, map[string]any{"event_id": a, "limit": 0}).Want(t, 400, "M_INVALID_PARAM")
+		testnode.Call(t, alice, "POST", path, map[string]any{"event_id": "$unknown"}).Want(t, 404, "M_NOT_FOUND")
+	})
+}
