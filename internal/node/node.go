@@ -21,6 +21,7 @@ import (
 	"github.com/matrixos/matrixos/internal/accountdata"
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/admin"
+	"github.com/matrixos/matrixos/internal/appservice"
 	"github.com/matrixos/matrixos/internal/clientapi"
 	"github.com/matrixos/matrixos/internal/config"
 	"github.com/matrixos/matrixos/internal/ephemeral"
@@ -62,6 +63,8 @@ type Node struct {
 	Media       *media.Service
 	// Federation is nil while federation is off.
 	Federation *federation.Service
+	// AppserviceQueue delivers transactions to appservices.
+	AppserviceQueue *appservice.Queue
 
 	csExtra csExtra // services wired by csExtraRoutes
 
@@ -112,6 +115,7 @@ func migrations() []storage.Migration {
 		csExtraMigrations,
 		media.Migrations,
 		federation.Migrations,
+		appservice.QueueMigrations,
 		nodeMigrations,
 	)
 }
@@ -223,6 +227,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 	n.Rooms.OnPurge = append(n.Rooms.OnPurge, n.Push.PurgeRoom, n.Ephemeral.PurgeRoom, n.AccountData.PurgeRoom)
 	n.wireHooks()
+	n.wireAppserviceQueue(n.loadAppserviceRegistry())
 	if cfg.Federation {
 		n.Federation, err = federation.New(ctx, n.DB, log, FederationOptions(cfg, keyID, key))
 		if err != nil {
@@ -239,6 +244,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	if n.Federation != nil {
 		n.registry.MustRegister(n.Federation.Outbox.Collectors()...)
 	}
+	n.registry.MustRegister(n.AppserviceQueue.Collectors()...)
 
 	mux := http.NewServeMux()
 	n.discoveryRoutes(mux)
@@ -321,6 +327,9 @@ func (n *Node) Start() error {
 			return err
 		}
 	}
+	if err := n.startAppserviceQueue(); err != nil {
+		return err
+	}
 	if n.cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", n.cfg.MetricsListen)
 		if err != nil {
@@ -367,6 +376,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	if n.Federation != nil {
 		n.Federation.Outbox.Stop()
 	}
+	n.AppserviceQueue.Stop()
 	n.stopCSExtra()
 	n.Keys.Close()
 	errs = append(errs, n.DB.Close())

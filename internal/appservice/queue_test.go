@@ -1,0 +1,187 @@
+package appservice_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/appservice"
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+// fastTiming shortens the node's delivery timing so retries are quick.
+func fastTiming(n *testnode.Node) {
+	appservice.SetTiming(n.AppserviceQueue, 20*time.Millisecond, 50*time.Millisecond, 200*time.Millisecond)
+}
+
+// sendTexts sends the messages, in order, and returns their event IDs.
+func sendTexts(t *testing.T, c *mautrix.Client, room id.RoomID, bodies ...string) []id.EventID {
+	t.Helper()
+	var out []id.EventID
+	for _, b := range bodies {
+		out = append(out, testnode.SendText(t, c, room, b))
+	}
+	return out
+}
+
+func numbered(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%03d", prefix, i)
+	}
+	return out
+}
+
+// checkDelivered checks that the appservice got the events of room, and
+// only those, each once, with the messages in the order sent.
+func checkDelivered(t *testing.T, evs []testnode.ASEvent, room id.RoomID, sent []id.EventID) {
+	t.Helper()
+	seen := map[string]bool{}
+	var messages []id.EventID
+	for _, ev := range evs {
+		if seen[ev.EventID] {
+			t.Fatalf("event %s delivered twice", ev.EventID)
+		}
+		seen[ev.EventID] = true
+		if ev.RoomID != string(room) {
+			t.Fatalf("event %s of room %s is not in the appservice's namespaces", ev.EventID, ev.RoomID)
+		}
+		if ev.Type == "m.room.message" {
+			messages = append(messages, id.EventID(ev.EventID))
+		}
+	}
+	if len(messages) != len(sent) {
+		t.Fatalf("delivered %d messages, sent %d", len(messages), len(sent))
+	}
+	for i := range sent {
+		if messages[i] != sent[i] {
+			t.Fatalf("message %d delivered is %s, sent %s", i, messages[i], sent[i])
+		}
+	}
+}
+
+// TestTransactionsInOrderExactlyOnce: an appservice registered from a file
+// gets every event of a room its user is in, and no other, in order and
+// once each, batched in transactions of at most 100 events; while it
+// answers 500 the same transaction (ID and body) is sent again, across a
+// node restart too, until it is accepted; an appservice with url null gets
+// nothing queued.
+func TestTransactionsInOrderExactlyOnce(t *testing.T) {
+	for _, engine := range testnode.Engines {
+		t.Run(string(engine), func(t *testing.T) { testTransactions(t, engine) })
+	}
+}
+
+func testTransactions(t *testing.T, engine testnode.Engine) {
+	reg := registration("watcher", "", "@watched.*:localhost")
+	as := testnode.NewFakeAppservice(t, reg.ServerToken)
+	reg.URL = as.URL()
+	clientOnly := registration("clientonly", "", "@watched.*:localhost")
+	n := testnode.Start(t, engine, testnode.WithAppservices(t, map[string]string{
+		"watcher.yaml":    yamlOf(t, reg),
+		"clientonly.yaml": strings.Replace(yamlOf(t, clientOnly), `url: ""`, "url: null", 1),
+	}))
+	fastTiming(n)
+	other := n.Register("other")
+	watched := n.Register("watched")
+
+	elsewhere := testnode.CreateRoom(t, other, &mautrix.ReqCreateRoom{})
+	testnode.SendText(t, other, elsewhere, "not for the appservice")
+	room := testnode.CreateRoom(t, watched, &mautrix.ReqCreateRoom{})
+	sent := sendTexts(t, watched, room, numbered("a", 150)...)
+	evs := as.WaitBody("a149")
+	checkDelivered(t, evs, room, sent)
+	txns := as.Transactions()
+	if len(txns) < 2 {
+		t.Errorf("150 messages came in %d transaction(s), want batches of at most 100", len(txns))
+	}
+	for i, txn := range txns {
+		if got := len(txn.Events); got > appservice.MaxTxnEvents {
+			t.Errorf("transaction %d has %d events", i, got)
+		}
+	}
+	if got := evs[0].Type; got != "m.room.create" {
+		t.Errorf("first event delivered is %s, want the room's m.room.create", got)
+	}
+
+	// The appservice fails: the same transaction is sent again, before
+	// and after a restart, until it answers 200.
+	as.SetFailing(true)
+	more := sendTexts(t, watched, room, numbered("b", 30)...)
+	failedTxn := as.WaitRetried(2)
+	n = n.Restart()
+	fastTiming(n)
+	tries := as.Tries(failedTxn)
+	testnode.WaitFor(t, 30*time.Second, "the failed transaction sent again after the restart", func() bool { return as.Tries(failedTxn) > tries })
+	as.SetFailing(false)
+	evs = as.WaitBody("b029")
+	checkDelivered(t, evs, room, append(sent, more...))
+
+	testnode.WaitFor(t, 10*time.Second, "an empty queue", func() bool { return n.AppserviceQueue.Status("watcher").QueueDepth == 0 })
+	if s := n.AppserviceQueue.Status("watcher"); s.LastSuccess.IsZero() || s.Failures != 0 {
+		t.Errorf("status after delivery: %+v", s)
+	}
+	var queued int
+	if err := n.DB.QueryRow(context.Background(), `SELECT COUNT(*) FROM appservice_queue WHERE appservice_id = 'clientonly'`).Scan(&queued); err != nil {
+		t.Fatal(err)
+	}
+	if queued != 0 || n.AppserviceQueue.Status("clientonly").QueueDepth != 0 {
+		t.Errorf("an appservice with url null has %d events queued", queued)
+	}
+}
+
+// TestQueueBound: an appservice whose queue is full misses what happens
+// until its queue drains (the events themselves are stored as ever), which
+// the dropped metric counts; what was queued before is delivered in order.
+func TestQueueBound(t *testing.T) {
+	reg := registration("watcher", "", "@watched.*:localhost")
+	as := testnode.NewFakeAppservice(t, reg.ServerToken)
+	reg.URL = as.URL()
+	n := testnode.Start(t, testnode.SQLite, testnode.WithAppservices(t, map[string]string{"watcher.yaml": yamlOf(t, reg)}))
+	fastTiming(n)
+	watched := n.Register("watched")
+	room := testnode.CreateRoom(t, watched, &mautrix.ReqCreateRoom{})
+	first := sendTexts(t, watched, room, "first")
+	as.WaitBody("first")
+	testnode.WaitFor(t, 10*time.Second, "an empty queue", func() bool { return n.AppserviceQueue.Status("watcher").QueueDepth == 0 })
+
+	appservice.SetMaxQueued(n.AppserviceQueue, 10)
+	as.SetFailing(true)
+	sent := sendTexts(t, watched, room, numbered("m", 15)...)
+	if depth := n.AppserviceQueue.Status("watcher").QueueDepth; depth != 10 {
+		t.Fatalf("queue depth %d, want the bound 10", depth)
+	}
+	metrics := string(n.Do(t, "GET", "/metrics", "", nil, testnode.NoSpecCheck()).Body)
+	if !strings.Contains(metrics, `matrixos_appservice_dropped_total{appservice="watcher",kind="event"} 5`) {
+		t.Errorf("metrics do not count 5 dropped events:\n%s", grepLines(metrics, "matrixos_appservice"))
+	}
+	as.SetFailing(false)
+	as.WaitBody("m009")
+	testnode.WaitFor(t, 10*time.Second, "an empty queue", func() bool { return n.AppserviceQueue.Status("watcher").QueueDepth == 0 })
+	after := sendTexts(t, watched, room, "after")
+	evs := as.WaitBody("after")
+	checkDelivered(t, evs, room, slices.Concat(first, sent[:10], after))
+	// The node stored every message, the dropped ones too.
+	for _, evID := range sent[10:] {
+		if _, err := watched.GetEvent(context.Background(), room, evID); err != nil {
+			t.Errorf("event %s not stored: %v", evID, err)
+		}
+	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(line, sub) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
