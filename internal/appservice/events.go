@@ -37,7 +37,7 @@ func (q *Queue) QueueEvent(ctx context.Context, tx *storage.Tx, ev *rooms.Event,
 			return err
 		}
 	}
-	return nil
+	return q.queueMembershipDeviceLists(ctx, tx, ev, r)
 }
 
 // clientEvent renders ev for the appservice: the client format, without

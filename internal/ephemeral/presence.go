@@ -98,6 +98,9 @@ func (s *Service) storePresence(ctx context.Context, user id.UserID, p presence)
 		if err != nil {
 			return fmt.Errorf("store presence: %w", err)
 		}
+		if s.OnPresence != nil {
+			return s.OnPresence(ctx, tx, user, p.content(time.Now()))
+		}
 		return nil
 	})
 	if err != nil {

@@ -207,6 +207,11 @@ func (s *Service) storeReceipt(ctx context.Context, user id.UserID, roomID id.Ro
 			roomID, user, rtype, threadID, ev.ID, ev.Pos, ts, pos); err != nil {
 			return fmt.Errorf("store receipt: %w", err)
 		}
+		if rtype == ReceiptRead && s.OnReceipt != nil {
+			if err := s.OnReceipt(ctx, tx, roomID, user, threadID, ev.ID, ts); err != nil {
+				return err
+			}
+		}
 		s.lastReceipt.note(pos)
 		moved = true
 		return nil

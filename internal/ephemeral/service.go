@@ -31,6 +31,16 @@ type Service struct {
 	// one, so the callee should keep the highest position it has seen.
 	OnRead func(ctx context.Context, user id.UserID, roomID id.RoomID, threadID string, eventPos int64)
 
+	// Hooks for appservices that receive ephemeral events (MSC2409), nil
+	// when unset. OnTyping gets a room's typing users after each change.
+	// OnReceipt runs inside the write that stores a public read receipt,
+	// local or remote, and OnPresence inside the write that stores a
+	// user's presence, with the content of its m.presence event; an error
+	// fails the write.
+	OnTyping   func(ctx context.Context, roomID id.RoomID, typers []id.UserID)
+	OnReceipt  func(ctx context.Context, tx *storage.Tx, roomID id.RoomID, user id.UserID, threadID string, eventID id.EventID, ts int64) error
+	OnPresence func(ctx context.Context, tx *storage.Tx, user id.UserID, content map[string]any) error
+
 	typing   typingState
 	presence presenceState
 

@@ -105,6 +105,14 @@ func (s *Service) setTyping(roomID id.RoomID, user id.UserID, typing bool, timeo
 	t.mu.Unlock()
 	if changed {
 		s.sync.Notifier.Wake(s.joinedMembers(context.Background(), roomID)...)
+		s.typingChanged(roomID)
+	}
+}
+
+// typingChanged runs OnTyping with the room's typing users.
+func (s *Service) typingChanged(roomID id.RoomID) {
+	if s.OnTyping != nil {
+		s.OnTyping(context.Background(), roomID, s.Typing(roomID))
 	}
 }
 
@@ -129,6 +137,7 @@ func (s *Service) expireTyping(roomID id.RoomID, user id.UserID, tp *typer) {
 	rt.serial = s.sync.BumpEph()
 	t.mu.Unlock()
 	s.sync.Notifier.Wake(s.joinedMembers(context.Background(), roomID)...)
+	s.typingChanged(roomID)
 	if s.isLocal(user) {
 		s.sendTyping(roomID, user, false)
 	}

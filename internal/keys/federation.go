@@ -239,5 +239,12 @@ func (s *Service) claimLocal(ctx context.Context, want map[id.UserID]map[id.Devi
 		}
 		return nil
 	})
+	if err == nil && s.OnKeyCounts != nil {
+		for user, devices := range result {
+			for device := range devices {
+				s.OnKeyCounts(ctx, user, device)
+			}
+		}
+	}
 	return result, err
 }

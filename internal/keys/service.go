@@ -3,6 +3,7 @@ package keys
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,6 +63,19 @@ type Service struct {
 	notifier *sync.Notifier
 	// Limits may be changed before the service handles requests.
 	Limits Limits
+
+	// Hooks for appservices (MSC4203, MSC3202), nil when unset; set them
+	// before the service handles requests. RouteToDevice runs inside the
+	// write that queues a to-device message for a local device, and when
+	// it reports that an appservice holds the user exclusively, the
+	// message goes to the appservice only, not to the device's inbox.
+	// OnDeviceListChange runs inside the write that records a change of
+	// user's devices or cross-signing keys (viewer, when set, is the only
+	// user it is for). OnKeyCounts runs after one-time or fallback keys of
+	// a local device were uploaded or claimed.
+	RouteToDevice      func(ctx context.Context, tx *storage.Tx, sender id.UserID, evType string, user id.UserID, device id.DeviceID, content json.RawMessage) (exclusive bool, err error)
+	OnDeviceListChange func(ctx context.Context, tx *storage.Tx, user, viewer id.UserID) error
+	OnKeyCounts        func(ctx context.Context, user id.UserID, device id.DeviceID)
 
 	cache syncCache
 	// lastDeviceChange is the position of the newest device list change.
@@ -229,10 +243,14 @@ func (s *Service) OnDeactivated(ctx context.Context, user id.UserID) {
 func (s *Service) recordChange(ctx context.Context, tx *storage.Tx, user id.UserID, viewer id.UserID) error {
 	pos := tx.NextPos()
 	_, err := tx.Exec(ctx, "INSERT INTO e2e_device_changes (pos, user_id, viewer) VALUES ($1, $2, $3)", pos, user, viewer)
-	if err == nil {
-		tx.AfterCommit(func() { s.lastDeviceChange.Store(max(s.lastDeviceChange.Load(), pos)) })
+	if err != nil {
+		return err
 	}
-	return err
+	tx.AfterCommit(func() { s.lastDeviceChange.Store(max(s.lastDeviceChange.Load(), pos)) })
+	if s.OnDeviceListChange != nil {
+		return s.OnDeviceListChange(ctx, tx, user, viewer)
+	}
+	return nil
 }
 
 // Load reads what the service keeps in memory; call it before serving.

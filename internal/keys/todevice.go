@@ -98,6 +98,12 @@ func (s *Service) putSendToDevice(w http.ResponseWriter, r *http.Request, sess *
 			return err
 		}
 		for _, t := range targets {
+			if routed, err := s.routeToDevice(ctx, tx, sess.UserID, evType, t); err != nil || routed {
+				if err != nil {
+					return err
+				}
+				continue
+			}
 			var queued int
 			if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM to_device_messages WHERE user_id = $1 AND device_id = $2", t.user, t.device).Scan(&queued); err != nil {
 				return err
@@ -125,6 +131,15 @@ func (s *Service) putSendToDevice(w http.ResponseWriter, r *http.Request, sess *
 		s.wake(u)
 	}
 	return mxhttp.Empty, nil
+}
+
+// routeToDevice hands a message to RouteToDevice, for appservices; it
+// reports whether an appservice took it for good (the inbox is skipped).
+func (s *Service) routeToDevice(ctx context.Context, tx *storage.Tx, sender id.UserID, evType string, t toDeviceTarget) (bool, error) {
+	if s.RouteToDevice == nil {
+		return false, nil
+	}
+	return s.RouteToDevice(ctx, tx, sender, evType, t.user, t.device, json.RawMessage(compact(t.content)))
 }
 
 // resolveTargets expands "*" for local users and drops unknown users and

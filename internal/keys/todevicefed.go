@@ -162,6 +162,9 @@ func (s *Service) HandleDirectToDevice(ctx context.Context, origin string, conte
 // full (then the message is dropped and logged). It reports whether it
 // queued it.
 func (s *Service) queueToDevice(ctx context.Context, tx *storage.Tx, sender id.UserID, evType string, t toDeviceTarget) (bool, error) {
+	if routed, err := s.routeToDevice(ctx, tx, sender, evType, t); err != nil || routed {
+		return false, err
+	}
 	var queued int
 	if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM to_device_messages WHERE user_id = $1 AND device_id = $2", t.user, t.device).Scan(&queued); err != nil {
 		return false, err

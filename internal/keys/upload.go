@@ -199,6 +199,9 @@ func (s *Service) postUpload(w http.ResponseWriter, r *http.Request, sess *accou
 		s.wakeSharers(ctx, sess.UserID)
 		s.announceDevices(ctx, changes)
 	}
+	if s.OnKeyCounts != nil {
+		s.OnKeyCounts(ctx, sess.UserID, sess.DeviceID)
+	}
 	counts, err := s.otkCounts(ctx, sess.UserID, sess.DeviceID)
 	if err != nil {
 		return nil, err
@@ -318,6 +321,20 @@ func (s *Service) otkCounts(ctx context.Context, user id.UserID, device id.Devic
 		out[alg] = n
 	}
 	return out, rows.Err()
+}
+
+// KeyCounts returns a device's unclaimed one-time key counts per algorithm
+// and the algorithms of its unused fallback keys, as /sync reports them.
+func (s *Service) KeyCounts(ctx context.Context, user id.UserID, device id.DeviceID) (map[string]int, []string, error) {
+	counts, err := s.otkCounts(ctx, user, device)
+	if err != nil {
+		return nil, nil, err
+	}
+	fallback, err := s.unusedFallbackTypes(ctx, user, device)
+	if err != nil {
+		return nil, nil, err
+	}
+	return counts, fallback, nil
 }
 
 // unusedFallbackTypes lists the algorithms of a device's unused fallback

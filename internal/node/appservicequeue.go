@@ -4,15 +4,36 @@ import (
 	"context"
 	"path/filepath"
 
+	"maunium.net/go/mautrix/id"
+
 	"github.com/matrixos/matrixos/internal/appservice"
 )
 
 // wireAppserviceQueue makes the delivery queue of the registry's
-// appservices and feeds it every event, in the write that stores it.
+// appservices and feeds it: every event, in the write that stores it;
+// typing, public receipts and presence (MSC2409); to-device messages for
+// their users' devices (MSC4203); device list changes and key counts
+// (MSC3202).
 func (n *Node) wireAppserviceQueue(registry *appservice.Registry) {
 	q := appservice.NewQueue(n.DB, n.log, registry, n.Rooms)
 	n.AppserviceQueue = q
 	n.Rooms.OnPersist = append(n.Rooms.OnPersist, q.QueueEvent)
+
+	n.Ephemeral.OnTyping = func(ctx context.Context, roomID id.RoomID, typers []id.UserID) {
+		if err := q.QueueTyping(ctx, roomID, typers); err != nil {
+			n.log.Warn("queue typing for appservices", "room_id", roomID, "err", err)
+		}
+	}
+	n.Ephemeral.OnReceipt = q.QueueReceipt
+	n.Ephemeral.OnPresence = q.QueuePresence
+
+	n.Keys.RouteToDevice = q.QueueToDevice
+	n.Keys.OnDeviceListChange = q.QueueDeviceListChange
+	n.Keys.OnKeyCounts = func(ctx context.Context, user id.UserID, device id.DeviceID) {
+		if err := q.QueueKeyCounts(ctx, user, device, n.Keys.KeyCounts); err != nil {
+			n.log.Warn("queue key counts for appservices", "user_id", user, "device_id", device, "err", err)
+		}
+	}
 }
 
 // loadAppserviceRegistry loads the registration files of

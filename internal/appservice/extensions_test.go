@@ -1,0 +1,235 @@
+package appservice_test
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	mauas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+// waitChan reads ch until match accepts a value (others are dropped) and
+// returns it, failing the test after 30 seconds.
+func waitChan[T any](t *testing.T, ch chan T, what string, match func(T) bool) T {
+	t.Helper()
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case v := <-ch:
+			if match(v) {
+				return v
+			}
+		case <-timeout:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestMautrixAppserviceExtensions: an appservice with receive_ephemeral and
+// org.matrix.msc3202, parsed by mautrix-go's appservice package, gets the
+// typing, read receipts and presence of a room its user is in (MSC2409),
+// to-device messages for its user's device (MSC4203), the device list
+// changes of users it shares a room with, joining and leaving (MSC3202),
+// and its user's one-time key counts (MSC3202).
+func TestMautrixAppserviceExtensions(t *testing.T) {
+	reg := registration("bridge", "", "@watched.*:localhost")
+	reg.EphemeralEvents, reg.SoruEphemeralEvents, reg.MSC3202 = true, true, true
+	as := mautrixAppservice(t, reg)
+	n := testnode.Start(t, testnode.SQLite, testnode.WithAppservices(t, map[string]string{"bridge.yaml": yamlOf(t, reg)}))
+	ctx := context.Background()
+	watched, other, third := n.Register("watched"), n.Register("other"), n.Register("third")
+	room := testnode.CreateRoom(t, watched, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	testnode.Join(t, other, room)
+	msg := testnode.SendText(t, other, room, "hello")
+
+	t.Run("typing", func(t *testing.T) {
+		if _, err := other.UserTyping(ctx, room, true, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		waitChan(t, as.Events, "m.typing of other", func(ev *event.Event) bool {
+			return ev.Type == event.EphemeralEventTyping && ev.RoomID == room && slices.Equal(ev.Content.AsTyping().UserIDs, []id.UserID{other.UserID})
+		})
+	})
+	t.Run("receipt", func(t *testing.T) {
+		if err := other.MarkRead(ctx, room, msg); err != nil {
+			t.Fatal(err)
+		}
+		waitChan(t, as.Events, "m.receipt of other", func(ev *event.Event) bool {
+			if ev.Type != event.EphemeralEventReceipt || ev.RoomID != room {
+				return false
+			}
+			_, ok := (*ev.Content.AsReceipt())[msg][event.ReceiptTypeRead][other.UserID]
+			return ok
+		})
+	})
+	t.Run("presence", func(t *testing.T) {
+		if err := other.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceUnavailable, StatusMsg: "away"}); err != nil {
+			t.Fatal(err)
+		}
+		waitChan(t, as.Events, "m.presence of other", func(ev *event.Event) bool {
+			return ev.Type == event.EphemeralEventPresence && ev.Sender == other.UserID && ev.Content.AsPresence().StatusMessage == "away"
+		})
+	})
+	t.Run("to-device", func(t *testing.T) {
+		_, err := other.SendToDevice(ctx, event.NewEventType("org.example.ping"), &mautrix.ReqSendToDevice{
+			Messages: map[id.UserID]map[id.DeviceID]*event.Content{watched.UserID: {watched.DeviceID: {Raw: map[string]any{"n": 1}}}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev := waitChan(t, as.ToDeviceEvents, "the to-device message", func(ev *event.Event) bool { return ev.Type.Type == "org.example.ping" })
+		if ev.Sender != other.UserID || ev.ToUserID != watched.UserID || ev.ToDeviceID != watched.DeviceID {
+			t.Errorf("to-device event from %s to %s/%s", ev.Sender, ev.ToUserID, ev.ToDeviceID)
+		}
+	})
+	t.Run("one-time key counts", func(t *testing.T) {
+		testnode.NewE2EEDevice(t, "watched", watched)
+		otk := waitChan(t, as.OTKCounts, "the one-time key counts of watched", func(c *mautrix.OTKCount) bool {
+			return c.UserID == watched.UserID && c.DeviceID == watched.DeviceID && c.SignedCurve25519 > 0
+		})
+		t.Logf("%d signed_curve25519 one-time keys", otk.SignedCurve25519)
+	})
+	t.Run("device lists", func(t *testing.T) {
+		testnode.NewE2EEDevice(t, "other", other)
+		waitChan(t, as.DeviceLists, "other's device list change", func(dl *mautrix.DeviceLists) bool { return slices.Contains(dl.Changed, other.UserID) })
+		testnode.Join(t, third, room)
+		waitChan(t, as.DeviceLists, "third joining", func(dl *mautrix.DeviceLists) bool { return slices.Contains(dl.Changed, third.UserID) })
+		testnode.Leave(t, third, room)
+		waitChan(t, as.DeviceLists, "third leaving", func(dl *mautrix.DeviceLists) bool { return slices.Contains(dl.Left, third.UserID) })
+	})
+}
+
+// TestExtensionsUnderBothKeys: each extension is sent under its stable key
+// and its MSC's unstable key, with the same value.
+func TestExtensionsUnderBothKeys(t *testing.T) {
+	reg := registration("raw", "", "@watched.*:localhost")
+	reg.EphemeralEvents, reg.MSC3202 = true, true
+	as := testnode.NewFakeAppservice(t, reg.ServerToken)
+	reg.URL = as.URL()
+	plainReg := registration("plain", "", "@watched.*:localhost")
+	plain := testnode.NewFakeAppservice(t, plainReg.ServerToken)
+	plainReg.URL = plain.URL()
+	n := testnode.Start(t, testnode.SQLite, testnode.WithAppservices(t, map[string]string{
+		"raw.yaml": yamlOf(t, reg), "plain.yaml": yamlOf(t, plainReg),
+	}))
+	ctx := context.Background()
+	watched, other := n.Register("watched"), n.Register("other")
+	room := testnode.CreateRoom(t, watched, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	testnode.Join(t, other, room)
+	if _, err := other.UserTyping(ctx, room, true, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.SendToDevice(ctx, event.NewEventType("org.example.ping"), &mautrix.ReqSendToDevice{
+		Messages: map[id.UserID]map[id.DeviceID]*event.Content{watched.UserID: {watched.DeviceID: {Raw: map[string]any{"n": 1}}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	testnode.NewE2EEDevice(t, "watched", watched)
+	testnode.NewE2EEDevice(t, "other", other)
+	testnode.SendText(t, watched, room, "last")
+
+	pairs := [][2]string{
+		{"ephemeral", "de.sorunome.msc2409.ephemeral"},
+		{"to_device", "de.sorunome.msc2409.to_device"},
+		{"device_lists", "org.matrix.msc3202.device_lists"},
+		{"device_one_time_keys_count", "org.matrix.msc3202.device_one_time_keys_count"},
+		{"device_unused_fallback_key_types", "org.matrix.msc3202.device_unused_fallback_key_types"},
+	}
+	found := map[string]bool{}
+	testnode.WaitFor(t, 30*time.Second, "every extension in a transaction", func() bool {
+		for _, txn := range as.Transactions() {
+			var keys map[string]json.RawMessage
+			if err := json.Unmarshal(txn.Raw, &keys); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range pairs {
+				stable, unstable := keys[p[0]], keys[p[1]]
+				if stable == nil && unstable == nil {
+					continue
+				}
+				if string(stable) != string(unstable) {
+					t.Fatalf("%s is %s but %s is %s", p[0], stable, p[1], unstable)
+				}
+				found[p[0]] = true
+			}
+		}
+		return len(found) == len(pairs)
+	})
+	// An appservice that asked for none of the extensions gets events only.
+	plain.WaitBody("last")
+	for _, txn := range plain.Transactions() {
+		var keys map[string]json.RawMessage
+		if err := json.Unmarshal(txn.Raw, &keys); err != nil {
+			t.Fatal(err)
+		}
+		for key := range keys {
+			if key != "events" {
+				t.Errorf("an appservice without extensions got %s: %s", key, keys[key])
+			}
+		}
+	}
+}
+
+// TestToDeviceForExclusiveUsers: a to-device message for a device of a
+// user an appservice holds exclusively goes to the appservice only (its
+// inbox, which such devices never sync, is skipped), while one for a user
+// of no appservice goes to the device's inbox as ever.
+func TestToDeviceForExclusiveUsers(t *testing.T) {
+	reg := registration("ghosts", "", "")
+	reg.Namespaces.UserIDs = mauas.NamespaceList{{Regex: "@ghost.*:localhost", Exclusive: true}}
+	reg.EphemeralEvents = true
+	as := testnode.NewFakeAppservice(t, reg.ServerToken)
+	reg.URL = as.URL()
+	n := testnode.Start(t, testnode.SQLite, testnode.WithAppservices(t, map[string]string{"ghosts.yaml": yamlOf(t, reg)}))
+	ctx := context.Background()
+	ghostID, err := n.Accounts.CreateUser(ctx, "ghost1", testnode.Password, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ghost, human, other := n.Login(ghostID), n.Register("human"), n.Register("other")
+	ghostSince := testnode.SyncOnce(t, ghost, "", 0).NextBatch
+	humanSince := testnode.SyncOnce(t, human, "", 0).NextBatch
+	if _, err := other.SendToDevice(ctx, event.NewEventType("org.example.ping"), &mautrix.ReqSendToDevice{
+		Messages: map[id.UserID]map[id.DeviceID]*event.Content{
+			ghost.UserID: {ghost.DeviceID: {Raw: map[string]any{"to": "ghost"}}},
+			human.UserID: {human.DeviceID: {Raw: map[string]any{"to": "human"}}},
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	testnode.WaitFor(t, 30*time.Second, "the ghost's to-device message at the appservice", func() bool {
+		for _, txn := range as.Transactions() {
+			var body struct {
+				ToDevice []struct {
+					ToUser   id.UserID   `json:"to_user_id"`
+					ToDevice id.DeviceID `json:"to_device_id"`
+				} `json:"to_device"`
+			}
+			if err := json.Unmarshal(txn.Raw, &body); err != nil {
+				t.Fatal(err)
+			}
+			for _, td := range body.ToDevice {
+				if td.ToUser == human.UserID {
+					t.Fatalf("the appservice got the message for %s", human.UserID)
+				}
+				if td.ToUser == ghost.UserID && td.ToDevice == ghost.DeviceID {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	if got := len(testnode.SyncOnce(t, human, humanSince, 5000).ToDevice.Events); got != 1 {
+		t.Fatalf("the human's device got %d to-device messages, want 1", got)
+	}
+	if got := testnode.SyncOnce(t, ghost, ghostSince, 0).ToDevice.Events; len(got) != 0 {
+		t.Errorf("the ghost's inbox got %d to-device messages, want none: the appservice delivers them", len(got))
+	}
+}
