@@ -2,6 +2,7 @@ package federation_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net/url"
@@ -253,4 +254,83 @@ func TestRoomUpgradeAcrossServers(t *testing.T) {
 	}
 	testnode.SendText(t, bob, newRoom, "hello in the new room")
 	aliceSync.waitText(t, newRoom, "hello in the new room")
+}
+
+// TestSyncTimelineGapAcrossServers: bob on B is in alice's room on A. B
+// goes down while alice sends 30 messages, and A's queue for B keeps only
+// 2; B comes back and gets the rest of the way with get_missing_events
+// (10 at most), which leaves a gap. Bob's incremental /sync shows the room
+// limited, without what came before the gap, and /messages from its
+// prev_batch fills the gap from A: every missed message, in order.
+func TestSyncTimelineGapAcrossServers(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	bName := b.Config.ServerName
+	alice, bob := a.Register("alice"), b.Register("bob")
+	roomID, alias := publicRoomWithAlias(t, a, alice, "gap")
+	if _, err := bob.JoinRoom(ctx, string(alias), nil); err != nil {
+		t.Fatalf("bob joins: %v", err)
+	}
+	bobSync := newSyncer(t, bob)
+	before := testnode.SendText(t, alice, roomID, "before the gap")
+	bobSync.waitText(t, roomID, "before the gap")
+	since := testnode.SyncOnce(t, bob, "", 0).NextBatch
+
+	b.Stop()
+	fed.SetMaxQueuedPDUs(a.Federation.Outbox, 2)
+	missed := sendTexts(t, alice, roomID, 30, "missed")
+	eventually(t, "A trimming its queue for B", func() (bool, string) {
+		n := queued(t, a, bName)
+		return n <= 2, fmt.Sprintf("%d queued", n)
+	})
+	b = b.Restart()
+	reconnect(t, bob, b)
+	if ok, err := a.Federation.Outbox.ResetBackoff(ctx, bName); !ok || err != nil {
+		t.Fatalf("reset A's backoff for B: %v, %v", ok, err)
+	}
+	after := testnode.SendText(t, alice, roomID, "after the gap")
+
+	filter := url.QueryEscape(`{"room":{"timeline":{"limit":50}}}`)
+	var timeline struct {
+		Events    []*event.Event `json:"events"`
+		Limited   bool           `json:"limited"`
+		PrevBatch string         `json:"prev_batch"`
+	}
+	eventually(t, "bob's /sync showing the message after the gap", func() (bool, string) {
+		resp := testnode.Call(t, bob, "GET", "/_matrix/client/v3/sync?timeout=0&filter="+filter+"&since="+url.QueryEscape(since), nil)
+		if resp.Status != 200 {
+			return false, string(resp.Body)
+		}
+		var s struct {
+			Rooms struct {
+				Join map[id.RoomID]struct {
+					Timeline json.RawMessage `json:"timeline"`
+				} `json:"join"`
+			} `json:"rooms"`
+		}
+		if err := json.Unmarshal(resp.Body, &s); err != nil {
+			return false, err.Error()
+		}
+		if err := json.Unmarshal(s.Rooms.Join[roomID].Timeline, &timeline); err != nil {
+			return false, err.Error()
+		}
+		return slices.Contains(messageIDs(timeline.Events), after), string(s.Rooms.Join[roomID].Timeline)
+	})
+	if !timeline.Limited {
+		t.Errorf("the timeline after the gap is not limited")
+	}
+	if slices.Contains(messageIDs(timeline.Events), before) {
+		t.Errorf("the limited timeline holds the message from before the gap")
+	}
+	// The timeline holds the gap's newer side; /messages from prev_batch
+	// the rest, down to the message before the gap.
+	older := messageIDs(pageBackIDs(t, bob, roomID, timeline.PrevBatch, 10))
+	slices.Reverse(older)
+	all := append(older, messageIDs(timeline.Events)...)
+	want := append(append([]id.EventID{before}, missed...), after)
+	if i := slices.Index(all, before); i < 0 || !slices.Equal(all[i:], want) {
+		t.Errorf("bob's history around the gap: %d messages (%v), want the %d alice sent from before the gap on, in order", len(all), all, len(want))
+	}
 }

@@ -125,8 +125,9 @@ func TestHistoryBackfilledAfterJoin(t *testing.T) {
 
 // TestGapBackfilled: while b is away (a's events not delivered), a's room
 // moves on by 40 messages; the next one delivered to b leaves a gap that
-// get_missing_events only partly fills. Paging back on b fills the gap
-// from a, each event in its place between what b had before and after.
+// get_missing_events only partly fills. The event after the gap is marked
+// for /sync, and paging back on b fills the gap from a, each event in its
+// place between what b had before and after.
 func TestGapBackfilled(t *testing.T) {
 	n := newFedNet(t, "a", "b")
 	roomID := createFedRoom(t, n.e("a"), id.RoomV10, aliceA)
@@ -136,6 +137,20 @@ func TestGapBackfilled(t *testing.T) {
 		n.send("a", roomID, textProto(aliceA, fmt.Sprintf("missed %d", i)))
 	}
 	n.deliver("a", n.send("a", roomID, textProto(aliceA, "after the gap")), "b")
+	evs, err := n.e("b").RoomEvents(context.Background(), roomID, 0, math.MaxInt64, 1000, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gaps := 0
+	for _, ev := range evs {
+		if ev.Gap {
+			gaps++
+		}
+	}
+	if gaps != 1 {
+		t.Errorf("%d events of b's timeline are marked as following a gap, want 1", gaps)
+	}
+
 	got := pageBack(t, n.e("b"), roomID, 15)
 	want := timelineIDs(t, n.e("a"), roomID)
 	if !slices.Equal(got, want) {

@@ -618,6 +618,9 @@ func (e *Engine) checkRemote(ctx context.Context, r *room, ev *Event, opts recei
 			}
 			fetched = append(fetched, st)
 		}
+		// History before the event is missing here: /sync starts a
+		// limited timeline at it, /messages backfills before it.
+		ev.Gap = len(fetched) > 0
 		if err := e.stateBefore(ctx, r, prevs, fetched, opts.known, d); err != nil {
 			return nil, err
 		}

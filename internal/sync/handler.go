@@ -482,6 +482,12 @@ func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, 
 	if limited {
 		evs = evs[:limit]
 	}
+	// History is missing before an event accepted over a gap: the
+	// timeline starts at it, limited, so that its prev_batch leads
+	// /messages to the gap, which backfills it.
+	if i := slices.IndexFunc(evs, func(ev *rooms.Event) bool { return ev.Gap }); i >= 0 {
+		evs, limited = evs[:i+1], true
+	}
 	slices.Reverse(evs)
 	var vis *rooms.Visibility
 	if len(evs) > 0 && evs[0].Pos < memberPos {
@@ -513,7 +519,7 @@ func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, 
 		tl.Events = append(tl.Events, ce)
 	}
 	switch {
-	case from == 0 && !limited:
+	case from == 0 && !limited && (len(evs) == 0 || evs[0].Type == "m.room.create"):
 		// The timeline holds the room from its start: there is no earlier
 		// page, and the point before its first event has no state at all.
 		// prev_batch names the end of the timeline instead, as Synapse's
