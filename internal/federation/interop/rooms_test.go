@@ -20,8 +20,9 @@ import (
 // typing, read receipts, a redaction and the leave in /sync. Then each
 // side invites a user of the other into a private room, who sees the
 // invite and joins; a Matrix OS user and a Dendrite user each reject an
-// invite of the other side, and a Dendrite user who joins a Matrix OS room pages
-// back through the messages sent before.
+// invite of the other side, and a user of each side who joins a room of
+// the other pages back through the messages sent before (fetched with
+// /backfill).
 func testRooms(t *testing.T, p peers) {
 	d, n := p.d, p.n
 	for _, version := range []id.RoomVersion{id.RoomV10, id.RoomV11} {
@@ -46,6 +47,9 @@ func testRooms(t *testing.T, p peers) {
 	})
 	t.Run("Dendrite user pages back through a Matrix OS room", func(t *testing.T) {
 		history(t, n.Register("owner"), d.Register("joiner"))
+	})
+	t.Run("Matrix OS user pages back through a Dendrite room", func(t *testing.T) {
+		history(t, d.Register("owner"), n.Register("joiner"))
 	})
 }
 
