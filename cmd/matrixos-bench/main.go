@@ -84,7 +84,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	scenario := fs.String("scenario", "all", "comma-separated: send, wakeup, fanout, initialsync, longpoll, sliding; all is the first four")
 	fs.IntVar(&o.Senders, "senders", 8, "send: concurrent senders (K)")
 	fs.IntVar(&o.Messages, "messages", 500, "send: messages per sender (N)")
-	fs.IntVar(&o.SendRooms, "send-rooms", 1, "send: rooms the senders are spread over (sender i sends into room i mod R)")
+	fs.IntVar(&o.SendRooms, "send-rooms", 1, "send: rooms the senders are spread over (every sender is in every room and sends into them in turn)")
 	fs.IntVar(&o.Runs, "runs", 1, "run the scenarios this many times and print the median of each figure")
 	fs.StringVar(&o.Metrics, "metrics", "", "the server's Prometheus listener (e.g. http://127.0.0.1:9108): its process_cpu_seconds_total gives the server's CPU time when --pid and --spawn are not used")
 	users := fs.String("users", "50", "fanout: long-polling members (U); a comma list runs each, e.g. 50,200")

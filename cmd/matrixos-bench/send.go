@@ -10,15 +10,16 @@ import (
 )
 
 // send measures throughput and latency of K concurrent senders, each
-// sending N messages one after another into one of R rooms (sender i into
-// room i mod R). Afterwards it checks that the server has no backlog: the
+// sending N messages one after another into one room, or into R rooms in
+// turn (every sender is in every room; sender i's j-th message goes to
+// room (i+j) mod R). Afterwards it checks that the server has no backlog: the
 // rooms' creator (who sends nothing) must already see every message
 // counted in its unread notifications.
 func (b *bench) send(ctx context.Context) ([]*result, error) {
 	k, n := b.o.Senders, b.o.Messages
 	users := b.take(1 + k)
 	owner, senders := users[0], users[1:]
-	rooms := make([]string, min(b.o.SendRooms, k))
+	rooms := make([]string, b.o.SendRooms)
 	for i := range rooms {
 		room, err := owner.createRoom(ctx, "public_chat")
 		if err != nil {
@@ -26,8 +27,10 @@ func (b *bench) send(ctx context.Context) ([]*result, error) {
 		}
 		rooms[i] = room
 	}
-	roomOf := func(sender int) string { return rooms[sender%len(rooms)] }
-	if err := parallel(ctx, k, b.o.Concurrency, func(i int) error { return senders[i].join(ctx, roomOf(i)) }); err != nil {
+	err := parallel(ctx, k*len(rooms), b.o.Concurrency, func(i int) error {
+		return senders[i/len(rooms)].join(ctx, rooms[i%len(rooms)])
+	})
+	if err != nil {
 		return nil, err
 	}
 	b.logf("send: %d senders x %d messages into %d room(s)", k, n, len(rooms))
@@ -46,7 +49,7 @@ func (b *bench) send(ctx context.Context) ([]*result, error) {
 					return
 				}
 				t0 := time.Now()
-				if _, err := c.send(ctx, roomOf(s), fmt.Sprintf("%s-s%d-%d", b.runID, s, i)); err != nil {
+				if _, err := c.send(ctx, rooms[(s+i)%len(rooms)], fmt.Sprintf("%s-s%d-%d", b.runID, s, i)); err != nil {
 					errs.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
 					continue
