@@ -5,10 +5,14 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"slices"
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
 )
 
@@ -111,8 +115,7 @@ func (s *Service) deviceUpdateContent(ctx context.Context, c deviceChange) (*dev
 	}
 	raw, ok := q.DeviceKeys[c.user][c.device]
 	if !ok {
-		u.Deleted = true
-		return u, nil
+		return u, s.keylessDevice(ctx, u)
 	}
 	d, err := splitUnsigned(c.device, raw)
 	if err != nil {
@@ -123,6 +126,110 @@ func (s *Service) deviceUpdateContent(ctx context.Context, c deviceChange) (*dev
 		u.DeviceDisplayName = *d.DisplayName
 	}
 	return u, nil
+}
+
+// keylessDevice fills the update of a device without keys: its display
+// name when the device exists (it has not uploaded keys yet), else the
+// update says it was deleted.
+func (s *Service) keylessDevice(ctx context.Context, u *deviceListUpdate) error {
+	d, err := s.accounts.GetDevice(ctx, u.UserID, u.DeviceID)
+	if e, ok := mxhttp.AsError(err); ok && e.Status == http.StatusNotFound {
+		u.Deleted = true
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("load device %s: %w", u.DeviceID, err)
+	}
+	if d.DisplayName != nil {
+		u.DeviceDisplayName = *d.DisplayName
+	}
+	return nil
+}
+
+// announceOnJoin is an OnEvent hook. When a local user joins a room where
+// another server has a member but shares no other room with the user, that
+// server is not receiving the user's device-list updates yet: each of the
+// user's devices becomes a new update of their stream, sent to every
+// server sharing a room with them (those already up to date apply it as
+// the next update), and the users sharing a room with them see them in
+// device_lists.changed.
+func (s *Service) announceOnJoin(ev *rooms.Event, info *rooms.RoomInfo) {
+	if s.edus == nil || ev.Type != "m.room.member" || ev.StateKey == nil || ev.Membership() != "join" {
+		return
+	}
+	user := id.UserID(*ev.StateKey)
+	if !s.isLocal(user) || prevMembership(ev) == "join" || len(s.serversNewTo(user, ev.RoomID, info.JoinedServers())) == 0 {
+		return
+	}
+	s.background.Go(func() {
+		if err := s.announceAllDevices(s.ctx, user); err != nil {
+			s.log.Warn("announce devices on join", "user_id", user, "room_id", ev.RoomID, "err", err)
+		}
+	})
+}
+
+// serversNewTo returns the servers of servers, other than this one, that
+// have no member joined to a room of user's other than roomID.
+func (s *Service) serversNewTo(user id.UserID, roomID id.RoomID, servers []string) []string {
+	known := map[string]bool{s.accounts.ServerName(): true}
+	for r, m := range s.rooms.Memberships(user) {
+		if r == roomID || m != "join" {
+			continue
+		}
+		for _, server := range s.rooms.JoinedServers(s.ctx, r) {
+			known[server] = true
+		}
+	}
+	var out []string
+	for _, server := range servers {
+		if !known[server] {
+			out = append(out, server)
+		}
+	}
+	return out
+}
+
+// announceAllDevices records an update of each of a local user's devices
+// and announces them.
+func (s *Service) announceAllDevices(ctx context.Context, user id.UserID) error {
+	devices, err := s.accounts.Devices(ctx, user)
+	if err != nil {
+		return err
+	}
+	if len(devices) == 0 {
+		return nil
+	}
+	var changes []deviceChange
+	err = s.db.Write(ctx, func(tx *storage.Tx) error {
+		changes = changes[:0]
+		for _, d := range devices {
+			if err := s.recordDeviceChange(ctx, tx, user, d.DeviceID, &changes); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record device-list updates: %w", err)
+	}
+	s.wakeSharers(ctx, user)
+	s.announceDevices(ctx, changes)
+	return nil
+}
+
+// prevMembership is the membership a member event replaced, from its
+// unsigned prev_content ("" when it replaced none).
+func prevMembership(ev *rooms.Event) string {
+	var u struct {
+		PrevContent struct {
+			Membership string `json:"membership"`
+		} `json:"prev_content"`
+	}
+	if ev.PDU == nil || len(ev.PDU.Unsigned) == 0 {
+		return ""
+	}
+	json.Unmarshal(ev.PDU.Unsigned, &u)
+	return u.PrevContent.Membership
 }
 
 // announceSigningKeys sends a local user's cross-signing keys as they are

@@ -13,8 +13,9 @@ import (
 //
 //   - changed: users sharing a room with user (or user itself) whose
 //     devices or cross-signing keys changed in the window, users who began
-//     sharing a room with user in it, and users whose master key user
-//     signed in it;
+//     sharing a room with user in it, users whose master key user signed
+//     in it, and user itself when it joined a room in it (its other
+//     devices then learn that new servers may ask for its keys);
 //   - left: users whose membership changed in a room of user's during the
 //     window and who now share no room with user.
 //
@@ -56,9 +57,12 @@ func (s *Service) deviceLists(ctx context.Context, user id.UserID, since, to int
 		}
 	}
 
-	memberChanged, err := s.membershipChanges(ctx, user, mine, since, to)
+	memberChanged, joined, err := s.membershipChanges(ctx, user, mine, since, to)
 	if err != nil {
 		return nil, nil, err
+	}
+	if joined {
+		changedSet[user] = true
 	}
 	for u := range memberChanged {
 		if u == user {
@@ -84,32 +88,36 @@ func (s *Service) deviceLists(ctx context.Context, user id.UserID, since, to int
 // membershipChanges returns the users whose membership changed in
 // (since, to] in a room where user is (mine: the rooms where user is joined
 // or invited) or was, in that window, a member, and every current member of
-// the rooms where user's own membership changed. It reads the rooms package's tables (never writes them): the
-// user's memberships index, and the member events of the window.
-func (s *Service) membershipChanges(ctx context.Context, user id.UserID, mine map[id.RoomID]bool, since, to int64) (map[id.UserID]bool, error) {
+// the rooms where user's own membership changed; joined reports whether
+// user is now joined to one of those. It reads the rooms package's tables
+// (never writes them): the user's memberships index, and the member events
+// of the window.
+func (s *Service) membershipChanges(ctx context.Context, user id.UserID, mine map[id.RoomID]bool, since, to int64) (out map[id.UserID]bool, joined bool, err error) {
 	own := map[id.RoomID]bool{}
 	if s.rooms.MembershipPos(user) > since {
 		rows, err := s.db.Query(ctx, "SELECT room_id FROM memberships WHERE user_id = $1 AND pos > $2 AND pos <= $3", user, since, to)
 		if err != nil {
-			return nil, fmt.Errorf("load own membership changes: %w", err)
+			return nil, false, fmt.Errorf("load own membership changes: %w", err)
 		}
 		for rows.Next() {
 			var r id.RoomID
 			if err := rows.Scan(&r); err != nil {
 				rows.Close()
-				return nil, err
+				return nil, false, err
 			}
 			own[r] = true
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	out := map[id.UserID]bool{}
+	out = map[id.UserID]bool{}
+	current := s.rooms.Memberships(user)
 	for roomID := range own {
+		joined = joined || current[roomID] == "join"
 		if err := s.roomMembershipChanges(ctx, user, roomID, true, since, to, out); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	for roomID := range mine {
@@ -117,10 +125,10 @@ func (s *Service) membershipChanges(ctx context.Context, user id.UserID, mine ma
 			continue
 		}
 		if err := s.roomMembershipChanges(ctx, user, roomID, false, since, to, out); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	return out, nil
+	return out, joined, nil
 }
 
 // roomMembershipChanges adds to out the users whose membership changed in

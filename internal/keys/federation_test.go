@@ -312,6 +312,45 @@ func waitTracked(t *testing.T, n *testnode.Node, user id.UserID) {
 	}
 }
 
+// streamOf returns the stream ID of the last device-list update of a local
+// user of node n (0 when there was none).
+func streamOf(t *testing.T, n *testnode.Node, user id.UserID) int64 {
+	t.Helper()
+	var streamID int64
+	err := n.DB.QueryRow(context.Background(), "SELECT stream_id FROM e2e_device_list_streams WHERE user_id = $1", user).Scan(&streamID)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		t.Fatalf("the device-list stream of %s: %v", user, err)
+	}
+	return streamID
+}
+
+// waitHeld waits until node b has made an update of user's device list
+// after stream ID after, node a holds a current copy of the list at b's
+// last update, and a's syncs reach the change a recorded for it.
+func waitHeld(t *testing.T, a, b *testnode.Node, user id.UserID, after int64) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var held, changed int64
+		var stale bool
+		err := a.DB.QueryRow(ctx, "SELECT stream_id, stale FROM e2e_remote_device_lists WHERE user_id = $1", user).Scan(&held, &stale)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			t.Fatalf("the cached device list of %s: %v", user, err)
+		}
+		if err := a.DB.QueryRow(ctx, "SELECT COALESCE(MAX(pos), 0) FROM e2e_device_changes WHERE user_id = $1", user).Scan(&changed); err != nil {
+			t.Fatalf("the device list changes of %s: %v", user, err)
+		}
+		if last := streamOf(t, b, user); err == nil && !stale && last > after && held == last && a.DB.Visible() >= changed {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds no copy of %s's device list at %s's last update", a.Config.ServerName, user, b.Config.ServerName)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestRemoteDeviceListTracking: once Bob on node B shares a room with
 // Alice on node A, A tracks Bob's device list: a new device of Bob's puts
 // him in Alice's device_lists.changed and /keys/query lists it; an update
@@ -323,13 +362,17 @@ func TestRemoteDeviceListTracking(t *testing.T) {
 	a, b := federatingPair(t, testnode.SQLite)
 	alice, bob := a.Register("alice"), b.Register("bob")
 	testnode.Call(t, bob, "POST", v3+"/keys/upload", map[string]any{"device_keys": newFakeDevice(t, bob).deviceKeys(t)}).OK(t)
+	uploaded := streamOf(t, b, bob.UserID)
 	since := testnode.SyncOnce(t, alice, "", 0).NextBatch
 	joinAcross(t, a, alice, bob)
 	changedUntil(t, alice, since, bob.UserID) // Bob now shares a room
 	if got := queryDevices(t, alice, bob.UserID); !slices.Equal(got, []string{string(bob.DeviceID)}) {
 		t.Fatalf("Alice's query lists %v, want Bob's device", got)
 	}
-	waitTracked(t, a, bob.UserID) // the query made A fetch Bob's list
+	// The query, or B's announcement of Bob's devices on his join, made A
+	// fetch Bob's list; once A holds the announcement, no change of Bob's
+	// is on its way.
+	waitHeld(t, a, b, bob.UserID, uploaded)
 	since = testnode.SyncOnce(t, alice, "", 0).NextBatch
 
 	bob2 := b.Login(bob.UserID)
@@ -366,5 +409,85 @@ func TestRemoteDeviceListTracking(t *testing.T) {
 		"user_id": bob.UserID, "device_id": "GHOST", "stream_id": 1, "prev_id": []int64{}, "keys": ghost}))
 	if e, ok := mxhttp.AsError(err); !ok || e.Code != "M_FORBIDDEN" {
 		t.Errorf("forged m.device_list_update: %v, want M_FORBIDDEN", err)
+	}
+}
+
+// TestDevicesAnnouncedOnJoin: when Bob on node B joins a room on node A,
+// a server that was not receiving his device-list updates, B announces
+// his devices to A (his second device has no keys yet), so A tracks his
+// list without anyone asking; Bob's own sync lists him in
+// device_lists.changed, for his other devices. An update of a device
+// without keys moves A's copy of the stream on without putting Bob in
+// Alice's device_lists.changed: no list a client sees changed.
+func TestDevicesAnnouncedOnJoin(t *testing.T) {
+	ctx := context.Background()
+	a, b := federatingPair(t, testnode.SQLite)
+	alice, bob := a.Register("alice"), b.Register("bob")
+	testnode.Call(t, bob, "POST", v3+"/keys/upload", map[string]any{"device_keys": newFakeDevice(t, bob).deviceKeys(t)}).OK(t)
+	bob2 := b.Login(bob.UserID)
+	uploaded := streamOf(t, b, bob.UserID)
+	since := testnode.SyncOnce(t, bob, "", 0).NextBatch
+	joinAcross(t, a, alice, bob)
+	changedUntil(t, bob, since, bob.UserID)
+	waitHeld(t, a, b, bob.UserID, uploaded)
+	if got := queryDevices(t, alice, bob.UserID); !slices.Equal(got, []string{string(bob.DeviceID)}) {
+		t.Fatalf("Alice's query lists %v, want Bob's device with keys", got)
+	}
+
+	var held int64
+	if err := a.DB.QueryRow(ctx, "SELECT stream_id FROM e2e_remote_device_lists WHERE user_id = $1", bob.UserID).Scan(&held); err != nil {
+		t.Fatal(err)
+	}
+	aliceSince := testnode.SyncOnce(t, alice, "", 0).NextBatch
+	err := a.Keys.HandleDeviceListUpdate(ctx, b.Config.ServerName, edu(t, map[string]any{
+		"user_id": bob.UserID, "device_id": bob2.DeviceID, "stream_id": held + 1, "prev_id": []int64{held}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var now int64
+	if err := a.DB.QueryRow(ctx, "SELECT stream_id FROM e2e_remote_device_lists WHERE user_id = $1", bob.UserID).Scan(&now); err != nil {
+		t.Fatal(err)
+	}
+	if now != held+1 {
+		t.Fatalf("A holds stream %d after the keyless update, want %d", now, held+1)
+	}
+	if s := testnode.SyncOnce(t, alice, aliceSince, 0); slices.Contains(s.DeviceLists.Changed, bob.UserID) {
+		t.Errorf("a device without keys put Bob in Alice's device_lists.changed")
+	}
+}
+
+// TestRemoteDeviceDisplayName: the display name of a remote device, which
+// its server gives in /user/devices and in m.device_list_update, is in
+// unsigned.device_display_name of the keys a local /keys/query serves from
+// the cached list, as for a local device (Complement's
+// TestFederationKeyUploadQuery).
+func TestRemoteDeviceDisplayName(t *testing.T) {
+	a, b := federatingPair(t, testnode.SQLite)
+	alice, bob := a.Register("alice"), b.Register("bob")
+	rename := func(name string) {
+		t.Helper()
+		testnode.Call(t, bob, "PUT", v3+"/devices/"+string(bob.DeviceID), map[string]any{"display_name": name}).OK(t)
+	}
+	rename("first name")
+	testnode.Call(t, bob, "POST", v3+"/keys/upload", map[string]any{"device_keys": newFakeDevice(t, bob).deviceKeys(t)}).OK(t)
+	uploaded := streamOf(t, b, bob.UserID)
+	joinAcross(t, a, alice, bob)
+	waitHeld(t, a, b, bob.UserID, uploaded) // fetched with /user/devices
+	since := testnode.SyncOnce(t, alice, "", 0).NextBatch
+	displayName := func() any {
+		q := testnode.Call(t, alice, "POST", v3+"/keys/query", map[string]any{"device_keys": map[string]any{string(bob.UserID): []string{}}}).OK(t)
+		if f, _ := q["failures"].(map[string]any); len(f) != 0 {
+			t.Fatalf("A asked B although it holds Bob's list: %v", f)
+		}
+		return get(q, "device_keys", string(bob.UserID), string(bob.DeviceID), "unsigned", "device_display_name")
+	}
+	if got := displayName(); got != "first name" {
+		t.Errorf("display name from the fetched list = %v, want first name", got)
+	}
+
+	rename("second name") // an m.device_list_update
+	changedUntil(t, alice, since, bob.UserID)
+	if got := displayName(); got != "second name" {
+		t.Errorf("display name after the update = %v, want second name", got)
 	}
 }

@@ -224,8 +224,21 @@ func (s *Service) resyncOnce(user id.UserID) (again bool) {
 	defer cancel()
 	if err := s.Resync(ctx, user); err != nil {
 		s.log.Info("fetch remote device list", "user_id", user, "err", err)
+		s.noteFailedResync(s.ctx, user)
 	}
 	return false
+}
+
+// noteFailedResync tells the local users sharing a room with a remote
+// user that the user's devices changed when the list could not be fetched:
+// their /keys/query then asks the user's server itself.
+func (s *Service) noteFailedResync(ctx context.Context, user id.UserID) {
+	err := s.db.Write(ctx, func(tx *storage.Tx) error { return s.recordChange(ctx, tx, user, "") })
+	if err != nil {
+		s.log.Warn("record device list change", "user_id", user, "err", err)
+		return
+	}
+	s.wakeSharers(ctx, user)
 }
 
 // Close stops the device-list fetches running in the background and waits
@@ -261,7 +274,7 @@ func (s *Service) Resync(ctx context.Context, user id.UserID) error {
 			if !deviceKeysOf(d.Keys, user, d.DeviceID) {
 				continue
 			}
-			if err := storeRemoteDevice(ctx, tx, user, d.DeviceID, d.Keys); err != nil {
+			if err := storeRemoteDevice(ctx, tx, user, d.DeviceID, d.Keys, d.DisplayName); err != nil {
 				return err
 			}
 		}
@@ -286,10 +299,29 @@ func (s *Service) Resync(ctx context.Context, user id.UserID) error {
 	return nil
 }
 
-func storeRemoteDevice(ctx context.Context, tx *storage.Tx, user id.UserID, dev id.DeviceID, keys json.RawMessage) error {
-	_, err := tx.Exec(ctx, `INSERT INTO e2e_remote_device_keys (user_id, device_id, key_json) VALUES ($1, $2, $3)
-		ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json`, user, dev, compact(keys))
+// storeRemoteDevice stores a remote device's keys as /keys/query serves
+// them: with the device's display name, when its server gave one, in
+// unsigned.device_display_name.
+func storeRemoteDevice(ctx context.Context, tx *storage.Tx, user id.UserID, dev id.DeviceID, keys json.RawMessage, displayName *string) error {
+	var unsigned map[string]any
+	if displayName != nil {
+		unsigned = map[string]any{"device_display_name": *displayName}
+	}
+	stored, err := decorate(string(keys), nil, unsigned)
+	if err != nil {
+		return fmt.Errorf("keys of %s's device %s: %w", user, dev, err)
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO e2e_remote_device_keys (user_id, device_id, key_json) VALUES ($1, $2, $3)
+		ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json`, user, dev, compact(stored))
 	return err
+}
+
+// nonEmpty returns a pointer to s, or nil when s is empty.
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 // storeRemoteCrossSigningKey stores a remote user's cross-signing key of
@@ -333,7 +365,10 @@ func remoteUserOf(user id.UserID, origin string) error {
 // HandleDeviceListUpdate handles an m.device_list_update EDU: the update
 // is applied to the cached list when it continues it, else the list is
 // fetched again; either way the local users sharing a room with the user
-// see the user in device_lists.changed.
+// see the user in device_lists.changed (once the list is fetched, when it
+// is, or the fetch failed). An update of a device without
+// keys changes no list a client sees: it only moves the cached list's
+// stream on.
 func (s *Service) HandleDeviceListUpdate(ctx context.Context, origin string, content json.RawMessage) error {
 	var u deviceListUpdate
 	if err := json.Unmarshal(content, &u); err != nil {
@@ -348,6 +383,9 @@ func (s *Service) HandleDeviceListUpdate(ctx context.Context, origin string, con
 	if !s.sharedWithLocal(ctx, u.UserID) {
 		return nil // nobody here cares: the list is not tracked
 	}
+	// A device without keys (announced as its user joined a room) is not
+	// in any list a client sees: its update only moves the stream on.
+	keyless := !u.Deleted && len(u.Keys) == 0
 	resync := false
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		resync = false
@@ -356,20 +394,29 @@ func (s *Service) HandleDeviceListUpdate(ctx context.Context, origin string, con
 			return err
 		}
 		switch {
+		case !cached && keyless:
+			return nil // the fetch the first update with keys starts covers it
 		case !cached:
 			// Not fetched yet, or being fetched: fetch it (again).
 			resync = true
 		case !l.stale && u.StreamID == l.streamID:
 			return nil // already applied
+		case !l.stale && continues(u.PrevID, l.streamID) && keyless:
+			_, err := tx.Exec(ctx, "UPDATE e2e_remote_device_lists SET stream_id = $2 WHERE user_id = $1", u.UserID, u.StreamID)
+			return err
 		case !l.stale && continues(u.PrevID, l.streamID) && (u.Deleted || deviceKeysOf(u.Keys, u.UserID, u.DeviceID)):
 			if err := applyDeviceUpdate(ctx, tx, &u); err != nil {
 				return err
 			}
 		default:
 			resync = true
-			if _, err := tx.Exec(ctx, "UPDATE e2e_remote_device_lists SET stale = TRUE WHERE user_id = $1", u.UserID); err != nil {
-				return err
-			}
+			_, err := tx.Exec(ctx, "UPDATE e2e_remote_device_lists SET stale = TRUE WHERE user_id = $1", u.UserID)
+			return err
+		}
+		if resync {
+			// The fetch tells the local users once it holds the list, so
+			// that they are told once, and read the list it fetched.
+			return nil
 		}
 		return s.recordChange(ctx, tx, u.UserID, "")
 	})
@@ -402,7 +449,7 @@ func applyDeviceUpdate(ctx context.Context, tx *storage.Tx, u *deviceListUpdate)
 		if _, err := tx.Exec(ctx, "DELETE FROM e2e_remote_device_keys WHERE user_id = $1 AND device_id = $2", u.UserID, u.DeviceID); err != nil {
 			return err
 		}
-	} else if err := storeRemoteDevice(ctx, tx, u.UserID, u.DeviceID, u.Keys); err != nil {
+	} else if err := storeRemoteDevice(ctx, tx, u.UserID, u.DeviceID, u.Keys, nonEmpty(u.DeviceDisplayName)); err != nil {
 		return err
 	}
 	_, err := tx.Exec(ctx, "UPDATE e2e_remote_device_lists SET stream_id = $2 WHERE user_id = $1", u.UserID, u.StreamID)

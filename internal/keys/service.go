@@ -103,7 +103,7 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Eng
 	s := &Service{db: db, log: log, accounts: acc, rooms: eng, notifier: notifier, Limits: DefaultLimits,
 		remoteCached: map[id.UserID]bool{}, resyncing: map[id.UserID]bool{}, resyncSlots: make(chan struct{}, resyncParallelism)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	eng.OnEvent = append(eng.OnEvent, s.untrackOnLeave)
+	eng.OnEvent = append(eng.OnEvent, s.untrackOnLeave, s.announceOnJoin)
 	return s
 }
 
