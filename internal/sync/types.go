@@ -161,7 +161,10 @@ type Response struct {
 // MarkNews tells the long-poll that the response has content to return.
 func (r *Response) MarkNews() { r.news = true }
 
-// JoinedRoom returns (creating if needed) the joined-room section.
+// JoinedRoom returns (creating if needed) the joined-room section. A new
+// section carries an empty ephemeral list, as clients (and Complement)
+// read a joined room's ephemeral events without checking that the key is
+// there.
 func (r *Response) JoinedRoom(roomID id.RoomID) *JoinedRoom {
 	if r.Rooms == nil {
 		r.Rooms = &Rooms{}
@@ -171,7 +174,7 @@ func (r *Response) JoinedRoom(roomID id.RoomID) *JoinedRoom {
 	}
 	jr := r.Rooms.Join[roomID]
 	if jr == nil {
-		jr = &JoinedRoom{}
+		jr = &JoinedRoom{Ephemeral: &Events{Events: []any{}}}
 		r.Rooms.Join[roomID] = jr
 	}
 	return jr
