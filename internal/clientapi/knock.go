@@ -23,7 +23,17 @@ func (s *Service) knock(w http.ResponseWriter, r *http.Request, sess *accounts.S
 	if err := mxhttp.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	if s.remoteRooms != nil && !s.inRoomHere(r.Context(), roomID) && s.rooms.Membership(sess.UserID, roomID) != "invite" {
+	// The user's membership as this server knows it answers first, for a
+	// room of another server too (an invite it relayed, a ban it saw).
+	switch s.rooms.Membership(sess.UserID, roomID) {
+	case "join":
+		return nil, mxhttp.Forbidden("you are already in the room")
+	case "invite":
+		return nil, mxhttp.Forbidden("you are already invited to the room")
+	case "ban":
+		return nil, mxhttp.Forbidden("you are banned from the room")
+	}
+	if s.remoteRooms != nil && !s.inRoomHere(r.Context(), roomID) {
 		if via := s.remoteVia(r.Context(), t); len(via) > 0 {
 			content := map[string]any{}
 			if req.Reason != "" {
@@ -42,14 +52,6 @@ func (s *Service) knock(w http.ResponseWriter, r *http.Request, sess *accounts.S
 	}
 	if !version.Knocks() {
 		return nil, mxhttp.Forbidden("room version %s does not support knocking", version)
-	}
-	switch s.rooms.Membership(sess.UserID, roomID) {
-	case "join":
-		return nil, mxhttp.Forbidden("you are already in the room")
-	case "invite":
-		return nil, mxhttp.Forbidden("you are already invited to the room")
-	case "ban":
-		return nil, mxhttp.Forbidden("you are banned from the room")
 	}
 	if _, err := s.membership(r, sess, roomID, sess.UserID, "knock", req.Reason, nil); err != nil {
 		return nil, s.roomErr(r.Context(), err, roomID, sess.UserID)

@@ -325,7 +325,8 @@ func TestModerationAcrossServers(t *testing.T) {
 }
 
 // TestKnockAcrossServers: bob on B knocks on alice's knock room on A by
-// its alias; alice sees the knock and invites him; he joins.
+// its alias; alice sees the knock and invites him; invited, he cannot knock
+// again (Complement's TestKnocking); he joins.
 func TestKnockAcrossServers(t *testing.T) {
 	ctx := context.Background()
 	ca := testnode.NewCA(t)
@@ -347,6 +348,9 @@ func TestKnockAcrossServers(t *testing.T) {
 	}
 	testnode.Invite(t, alice, roomID, bob.UserID)
 	bobSync.waitInvite(t, roomID)
+	// Invited, he cannot knock again: B answers from the invite it holds.
+	_, err := bob.KnockRoom(ctx, alias, &mautrix.ReqKnockRoom{Reason: "again"})
+	testnode.WantErr(t, err, "M_FORBIDDEN", http.StatusForbidden)
 	testnode.Join(t, bob, roomID)
 	aliceSync.waitMembership(t, roomID, bob.UserID, "join")
 }
