@@ -263,3 +263,75 @@ func TestFederationMediaEndpoints(t *testing.T) {
 		})
 	}
 }
+
+// oldMediaServer makes node B look, to A's media repository, like a
+// server from before authenticated media (spec v1.11): A's federation
+// media requests go to a path B does not serve (B answers 404
+// M_UNRECOGNIZED, as such a server does), and the deprecated
+// /_matrix/media/v3/download reaches B's own (on its client listener).
+type oldMediaServer struct {
+	*federation.Client
+	clientURL string
+	legacy    atomic.Int32
+}
+
+func (f *oldMediaServer) MakeFullRequest(ctx context.Context, params federation.RequestParams) ([]byte, *http.Response, error) {
+	switch p := params.Path.(type) {
+	case federation.URLPath:
+		if len(p) > 1 && p[1] == "media" {
+			params.Path = federation.URLPath{"v1", "no_such_media_endpoint"}
+		}
+	case mautrix.BaseURLPath:
+		f.legacy.Add(1)
+		u := f.clientURL
+		for _, part := range p {
+			u += "/" + url.PathEscape(part.(string))
+		}
+		req, err := http.NewRequestWithContext(ctx, params.Method, u+"?"+params.Query.Encode(), nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil && resp.StatusCode >= 300 {
+			return nil, resp, mautrix.HTTPError{Request: req, Response: resp, Message: resp.Status}
+		}
+		return nil, resp, err
+	}
+	return f.Client.MakeFullRequest(ctx, params)
+}
+
+// TestRemoteMediaFromOldServer: a server that answers the authenticated
+// federation download as an unknown endpoint (404 M_UNRECOGNIZED) is asked
+// again through the deprecated GET /_matrix/media/v3/download, and its
+// answer (the content itself) is served with its type and file name
+// (Complement's TestMediaWithoutFileName, whose server is such a one).
+func TestRemoteMediaFromOldServer(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca, func(c *config.Config) { c.MediaLegacyNoAuth = true })
+	old := &oldMediaServer{Client: a.Federation.Client, clientURL: b.URL}
+	a.Media.UseFederation(old)
+	alice, bob := a.Register("alice"), b.Register("bob")
+	content := []byte("a file on a server without authenticated media")
+	up, err := bob.UploadBytesWithName(ctx, content, "text/plain", "old.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := testnode.Call(t, alice, "GET", "/_matrix/client/v1/media/download/"+up.ContentURI.Homeserver+"/"+up.ContentURI.FileID, nil)
+	if r.Status != http.StatusOK || !bytes.Equal(r.Body, content) {
+		t.Fatalf("download from the old server: %d %q", r.Status, r.Body)
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "text/plain" {
+		t.Errorf("Content-Type %q, want text/plain", ct)
+	}
+	if _, params, _ := mime.ParseMediaType(r.Header.Get("Content-Disposition")); params["filename"] != "old.txt" {
+		t.Errorf("Content-Disposition %q, want old.txt", r.Header.Get("Content-Disposition"))
+	}
+	if n := old.legacy.Load(); n != 1 {
+		t.Errorf("%d deprecated downloads, want 1", n)
+	}
+	missing := id.ContentURI{Homeserver: b.Config.ServerName, FileID: "nothingHere"}
+	_, err = alice.DownloadBytes(ctx, missing)
+	testnode.WantErr(t, err, "M_NOT_FOUND", http.StatusNotFound)
+}

@@ -97,16 +97,67 @@ func (s *Service) fetchRemote(ctx context.Context, server, mediaID string, wait 
 		Authenticate: true,
 		DontReadBody: true,
 	})
-	if err != nil {
+	var content *remoteContent
+	switch {
+	case endpointUnknown(err):
+		content, err = s.fetchLegacy(ctx, server, mediaID, wait)
+	case err != nil:
 		return remoteMediaError(server, err)
+	default:
+		defer resp.Body.Close()
+		content, err = s.readDownload(ctx, server, resp)
 	}
-	defer resp.Body.Close()
-	content, err := s.readDownload(ctx, server, resp)
 	if err != nil {
 		return err
 	}
 	defer content.Close()
 	return s.storeRemote(ctx, server, mediaID, content)
+}
+
+// endpointUnknown reports whether a server answered a federation media
+// request as one that does not serve the authenticated endpoints (spec
+// v1.11) would: 405, or 404 or 400 with M_UNRECOGNIZED or no Matrix error
+// at all. The spec has such a server asked again through the deprecated
+// GET /_matrix/media/v3/download.
+func endpointUnknown(err error) bool {
+	he, ok := errors.AsType[mautrix.HTTPError](err)
+	if !ok || he.Response == nil {
+		return false
+	}
+	code := ""
+	if he.RespError != nil {
+		code = he.RespError.ErrCode
+	}
+	switch he.Response.StatusCode {
+	case http.StatusMethodNotAllowed:
+		return true
+	case http.StatusNotFound, http.StatusBadRequest:
+		return code == "" || code == "M_UNRECOGNIZED"
+	}
+	return false
+}
+
+// fetchLegacy downloads a media item through the deprecated
+// unauthenticated GET /_matrix/media/v3/download of its server, whose
+// answer is the content itself.
+func (s *Service) fetchLegacy(ctx context.Context, server, mediaID string, wait time.Duration) (*remoteContent, error) {
+	_, resp, err := s.remote.fed.MakeFullRequest(ctx, federation.RequestParams{
+		ServerName: server,
+		Method:     http.MethodGet,
+		Path:       mautrix.BaseURLPath{"_matrix", "media", "v3", "download", server, mediaID},
+		Query: url.Values{"timeout_ms": {strconv.FormatInt(wait.Milliseconds(), 10)},
+			"allow_remote": {"false"}, "allow_redirect": {"false"}},
+		DontReadBody: true,
+	})
+	if err != nil {
+		return nil, remoteMediaError(server, err)
+	}
+	return &remoteContent{
+		contentType: normalizeContentType(resp.Header.Get("Content-Type")),
+		filename:    dispositionFilename(resp.Header.Get("Content-Disposition")),
+		body:        resp.Body,
+		closer:      resp.Body,
+	}, nil
 }
 
 // remoteMediaError is remote.Error, keeping the remote's media answers
