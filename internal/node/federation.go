@@ -128,10 +128,12 @@ func (n *Node) queueLocalEvents() {
 
 // eventDestinations are the servers an event goes to: those with a member
 // joined to the room after it, and, for a membership event about a user
-// of another server (an invite, a kick, a ban), that user's server. The
-// list may hold this server; the outbox leaves it out.
+// of another server (an invite, a kick, a ban), that user's server, less
+// the server the event came from (the resident server that answered a
+// send_join has the join already). The list may hold this server; the
+// outbox leaves it out.
 func eventDestinations(ev *rooms.Event, r *rooms.RoomInfo) []string {
-	seen := map[string]bool{}
+	seen := map[string]bool{ev.ReceivedFrom: true}
 	var out []string
 	add := func(server string) {
 		if server != "" && !seen[server] {

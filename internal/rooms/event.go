@@ -43,6 +43,11 @@ type Event struct {
 	// (some prev_events were not known): /sync starts a limited timeline
 	// there, and /messages backfills before it.
 	Gap bool
+
+	// ReceivedFrom is, for a local user's event this node took from another
+	// server's answer (the join send_join returned), that server: it has the
+	// event already. Empty for every other event.
+	ReceivedFrom string
 }
 
 // Backfilled reports whether the event is history fetched from another

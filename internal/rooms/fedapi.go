@@ -375,6 +375,7 @@ func (e *Engine) ImportJoin(ctx context.Context, origin string, version id.RoomV
 	if ev.Type != "m.room.member" || ev.Membership() != "join" || ev.Sender.Homeserver() != e.signer.ServerName {
 		return nil, mxhttp.BadJSON("the event is not a join of a user of this server")
 	}
+	ev.ReceivedFrom = origin
 	known, err := e.checkOutliers(ctx, version, ev.RoomID, append(slices.Clone(authChain), state...))
 	if err != nil {
 		return nil, err
