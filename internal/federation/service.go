@@ -125,6 +125,10 @@ func trustExtraCAs(roots *x509.CertPool, file string) error {
 // Handler is the federation listener's handler.
 func (s *Service) Handler() http.Handler { return s.mux }
 
+// AllowedMethods lists the methods under which the federation listener
+// serves r's path (none for a path it does not know).
+func (s *Service) AllowedMethods(r *http.Request) []string { return mxhttp.AllowedMethods(s.mux, r) }
+
 // Handle registers an endpoint on the federation listener that requires
 // X-Matrix authentication (see Authenticate).
 func (s *Service) Handle(pattern string, h http.Handler) {

@@ -101,19 +101,25 @@ var probeMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, htt
 // 405; any other request goes to notFound.
 func Unmatched(mux *http.ServeMux, notFound http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		allowed := allowedMethods(mux, r)
+		allowed := AllowedMethods(mux, r)
 		if len(allowed) == 0 {
 			notFound(w, r)
 			return
 		}
-		w.Header().Set("Allow", strings.Join(allowed, ", "))
-		WriteJSON(w, http.StatusMethodNotAllowed, Unrecognized("method %s not allowed here", r.Method).Body())
+		MethodNotAllowed(w, r, allowed)
 	}
 }
 
-// allowedMethods lists the methods under which mux serves r's path with a
+// MethodNotAllowed answers the spec's 405 M_UNRECOGNIZED for a known path
+// asked with another method than allowed, which the Allow header names.
+func MethodNotAllowed(w http.ResponseWriter, r *http.Request, allowed []string) {
+	w.Header().Set("Allow", strings.Join(allowed, ", "))
+	WriteJSON(w, http.StatusMethodNotAllowed, Unrecognized("method %s not allowed here", r.Method).Body())
+}
+
+// AllowedMethods lists the methods under which mux serves r's path with a
 // pattern other than the catch-all "/" (HEAD with GET, as the mux does).
-func allowedMethods(mux *http.ServeMux, r *http.Request) []string {
+func AllowedMethods(mux *http.ServeMux, r *http.Request) []string {
 	var allowed []string
 	for _, m := range probeMethods {
 		probe := r.Clone(r.Context())

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -109,6 +110,27 @@ func (n *Node) startFederation() error {
 		}
 	}()
 	return nil
+}
+
+// clientNotFound answers what the client listener does not serve. A
+// Server-Server path (/_matrix/federation/, /_matrix/key/), which the
+// federation listener serves, asked with a method that listener does not
+// take for it either is 405 M_UNRECOGNIZED, as that listener answers;
+// anything else is 404 M_UNRECOGNIZED.
+func (n *Node) clientNotFound(w http.ResponseWriter, r *http.Request) {
+	if n.Federation != nil && isServerServerPath(r.URL.Path) {
+		if allowed := n.Federation.AllowedMethods(r); len(allowed) > 0 && !slices.Contains(allowed, r.Method) {
+			mxhttp.MethodNotAllowed(w, r, allowed)
+			return
+		}
+	}
+	mxhttp.NotFoundHandler(w, r)
+}
+
+// isServerServerPath reports whether path is under a prefix of the
+// Server-Server API.
+func isServerServerPath(path string) bool {
+	return strings.HasPrefix(path, "/_matrix/federation/") || strings.HasPrefix(path, "/_matrix/key/")
 }
 
 // queueLocalEvents queues every event a local user sends, in the

@@ -263,7 +263,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.federationQueries()
 	mux.HandleFunc("GET /{$}", n.serveWelcome)
 	// A known path with another method is 405, per the spec.
-	mux.HandleFunc("/", mxhttp.Unmatched(mux, mxhttp.NotFoundHandler))
+	mux.HandleFunc("/", mxhttp.Unmatched(mux, n.clientNotFound))
 	if cfg.MetricsListen == "" {
 		n.opsRoutes(mux, false)
 	}
