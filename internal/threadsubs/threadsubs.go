@@ -9,6 +9,9 @@
 // position at that moment: an automatic subscription caused by an event at
 // or before it is refused with 409 IO.ELEMENT.MSC4306.M_CONFLICTING_UNSUBSCRIPTION,
 // so a client catching up on old mentions does not undo the user's choice.
+// The server never subscribes on the user's behalf: the MSC leaves that to
+// clients (subscribing when the user writes in a thread, or is mentioned
+// in one, which the server cannot tell in an encrypted room).
 //
 // Every change of a subscription takes a stream position, its bump_stamp:
 // Changes gives the newest changes between two positions to sliding
