@@ -278,9 +278,13 @@ func (q *Queue) run(t *target) {
 		q.mu.Unlock()
 		txn, err := q.nextTxn(ctx, t.id)
 		if err != nil {
-			if ctx.Err() == nil {
-				q.log.Warn("appservice queue", "appservice", t.id, "err", err)
-				sleep(ctx, q.timing().minBackoff)
+			if ctx.Err() != nil {
+				break
+			}
+			q.log.Warn("appservice queue", "appservice", t.id, "err", err)
+			gather = false
+			if !sleep(ctx, q.timing().minBackoff) {
+				break
 			}
 			continue
 		}
