@@ -63,12 +63,19 @@ func sendTexts(t *testing.T, c *mautrix.Client, roomID id.RoomID, n int, prefix 
 // event; a second pass answers the same. /context around a backfilled
 // message shows its neighbours, and its start token pages on from there.
 // In a room whose history_visibility is joined, bob sees nothing from
-// before his join, but his join.
+// before his join, but his join. Both nodes run on SQLite, then on
+// PostgreSQL.
 func TestBackfillAfterRemoteJoin(t *testing.T) {
+	for _, engine := range testnode.Engines {
+		t.Run(string(engine), func(t *testing.T) { testBackfillAfterRemoteJoin(t, engine) })
+	}
+}
+
+func testBackfillAfterRemoteJoin(t *testing.T, engine testnode.Engine) {
 	ctx := context.Background()
 	ca := testnode.NewCA(t)
-	a := testnode.StartFederating(t, testnode.SQLite, ca)
-	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	a := testnode.StartFederating(t, engine, ca)
+	b := testnode.StartFederating(t, engine, ca)
 	alice, bob := a.Register("alice"), b.Register("bob")
 
 	roomID, alias := publicRoomWithAlias(t, a, alice, "history")

@@ -45,6 +45,8 @@ func TestHistoryQueriesUseIndexes(t *testing.T) {
 	}{
 		{"visibility", visibilityQuery, []any{roomID, bob}, "events_room_state"},
 		{"snapshot at position", snapshotAtPosQuery, []any{roomID, int64(100)}, "state_snapshots_room"},
+		{"topological page", "SELECT " + eventColumns + " FROM events " + topoWhere + " ORDER BY depth DESC, pos DESC LIMIT $7",
+			[]any{roomID, int64(0), int64(0), int64(50), int64(70), int64(1000), 10}, "events_room_topo"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -77,12 +77,13 @@ func (e *Engine) TopoEvents(ctx context.Context, roomID id.RoomID, from, to Topo
 	if !backwards {
 		lo, hi, order = from, to, "ASC"
 	}
-	return e.queryEvents(ctx, `WHERE room_id = $1
-		AND (depth, pos) > ($2, $3) AND (depth, pos) < ($4, $5)
-		AND pos <= $6
-		ORDER BY depth `+order+`, pos `+order+` LIMIT $7`,
+	return e.queryEvents(ctx, topoWhere+` ORDER BY depth `+order+`, pos `+order+` LIMIT $7`,
 		roomID, lo.Depth, lo.Pos, hi.Depth, hi.Pos, upTo, limit)
 }
+
+// topoWhere selects a room's events between two topological points, a
+// range of the events_room_topo index.
+const topoWhere = `WHERE room_id = $1 AND (depth, pos) > ($2, $3) AND (depth, pos) < ($4, $5) AND pos <= $6`
 
 // PointAfterPos converts a stream position into the topological point
 // just before the room's first event stored after it (TopoEnd when there
