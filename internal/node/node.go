@@ -69,6 +69,7 @@ type Node struct {
 	csExtra csExtra // services wired by csExtraRoutes
 
 	stopWatchingChanges func() // see accounts.Service.WatchChanges
+	stopSweeps          func() // ends rooms.Engine.RunSweeps and waits for it
 
 	registry *prometheus.Registry
 	handler  http.Handler
@@ -270,9 +271,25 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	// Every hook is wired: apply what the admin CLI changed while the
 	// node was stopped, and from now on what it changes while it runs.
 	n.stopWatchingChanges = n.Accounts.WatchChanges(ctx)
+	n.stopSweeps = runUntilStopped(n.Rooms.RunSweeps)
 	n.handler = mxhttp.Recover(log, r0Aliases(instrument(log, mux, mxhttp.CORS(mxhttp.CheckRequest(n.protect(mux))))))
 	n.bodyStartTimeout, n.bodyMinRate = bodyStartTimeout, bodyMinRate
 	return n, nil
+}
+
+// runUntilStopped runs f in the background until the returned stop is
+// called, which waits for f to return.
+func runUntilStopped(f func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // wireHooks connects services that react to each other's changes.
@@ -372,6 +389,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	if n.stopWatchingChanges != nil {
 		n.stopWatchingChanges()
+	}
+	if n.stopSweeps != nil {
+		n.stopSweeps()
 	}
 	if n.Federation != nil {
 		n.Federation.Outbox.Stop()

@@ -1215,8 +1215,8 @@ func (e *Engine) applyRedaction(ctx context.Context, tx *storage.Tx, r *room, re
 	if errors.Is(err, sql.ErrNoRows) {
 		// Redacting an unknown event is allowed; it is applied if the
 		// event arrives later (over federation).
-		if _, err := tx.Exec(ctx, "INSERT INTO pending_redactions (target_id, redaction_id, room_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-			targetID, red.ID, r.id); err != nil {
+		if _, err := tx.Exec(ctx, "INSERT INTO pending_redactions (target_id, redaction_id, room_id, received_ts) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+			targetID, red.ID, r.id, time.Now().UnixMilli()); err != nil {
 			return fmt.Errorf("remember redaction: %w", err)
 		}
 		return nil

@@ -191,4 +191,14 @@ CREATE INDEX invite_state_room ON invite_state (room_id);
 ALTER TABLE events ADD COLUMN gap BOOLEAN NOT NULL DEFAULT FALSE;
 CREATE INDEX events_room_topo ON events (room_id, depth, pos);
 `,
+}, {
+	// A pending redaction whose target never arrives is forgotten after
+	// PendingRedactionLifetime: received_ts is when it was remembered (0
+	// for rows from before this version, which the next sweep dates).
+	Component: "rooms",
+	Version:   8,
+	SQL: `
+ALTER TABLE pending_redactions ADD COLUMN received_ts BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX pending_redactions_received ON pending_redactions (received_ts);
+`,
 }}
