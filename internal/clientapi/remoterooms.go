@@ -112,24 +112,27 @@ func (s *Service) remoteVia(ctx context.Context, t target) []string {
 
 // joinRemote joins a room this node is not in over federation through
 // via. It waits up to remoteJoinWait; a join still going on then finishes
-// in the background and the answer is the room ID.
+// in the background and the answer is the room ID. The same user's join
+// of the same room asked again meanwhile follows the one going on, and
+// the joins going on at once are bounded (see remoteJoins).
 func (s *Service) joinRemote(ctx context.Context, user id.UserID, roomID id.RoomID, via []string, content map[string]any) (any, error) {
-	t := target{roomID, via}
-	done := make(chan error, 1)
-	go func() {
-		done <- s.remoteRooms.JoinRemote(context.WithoutCancel(ctx), user, t.roomID, t.via, content)
-	}()
+	join, err := s.remoteJoins.start(ctx, user, roomID, remoteJoinWait, func() error {
+		return s.remoteRooms.JoinRemote(context.WithoutCancel(ctx), user, roomID, via, content)
+	})
+	if err != nil {
+		return nil, err
+	}
 	timer := time.NewTimer(remoteJoinWait)
 	defer timer.Stop()
 	select {
-	case err := <-done:
-		if err != nil {
-			return nil, err
+	case <-join.done:
+		if join.err != nil {
+			return nil, join.err
 		}
 	case <-timer.C:
-		s.log.Info("a join over federation goes on in the background", "room_id", t.roomID, "user_id", user)
+		s.log.Info("a join over federation goes on in the background", "room_id", roomID, "user_id", user)
 	}
-	return map[string]any{"room_id": t.roomID}, nil
+	return map[string]any{"room_id": roomID}, nil
 }
 
 // send appends a local user's event to a room. An invite of a user of

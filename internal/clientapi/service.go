@@ -35,6 +35,8 @@ type Service struct {
 	// remoteRooms joins rooms this node is not in; nil while federation
 	// is off.
 	remoteRooms RemoteRooms
+	// remoteJoins bounds the joins over federation going on.
+	remoteJoins remoteJoins
 }
 
 // New returns the service.
