@@ -387,10 +387,16 @@ func TestOutboxTrimsWhileDown(t *testing.T) {
 // oldest of each and counting them in /metrics; the queue depth follows
 // without a recount, and when B is back it gets the newest durable EDUs.
 func TestOutboxBoundsEDUsWhileDown(t *testing.T) {
+	for _, engine := range testnode.Engines {
+		t.Run(string(engine), func(t *testing.T) { testOutboxBoundsEDUsWhileDown(t, engine) })
+	}
+}
+
+func testOutboxBoundsEDUsWhileDown(t *testing.T, engine testnode.Engine) {
 	ctx := context.Background()
 	ca := testnode.NewCA(t)
-	a := testnode.StartFederating(t, testnode.SQLite, ca)
-	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	a := testnode.StartFederating(t, engine, ca)
+	b := testnode.StartFederating(t, engine, ca)
 	aName, bName := a.Config.ServerName, b.Config.ServerName
 	fed.SetMaxQueuedEDUs(a.Federation.Outbox, 3, 4)
 	b.Stop()
