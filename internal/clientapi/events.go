@@ -303,11 +303,11 @@ func (s *Service) getMembers(w http.ResponseWriter, r *http.Request, sess *accou
 		return nil, err
 	}
 	q := r.URL.Query()
-	if _, hasAt := q["at"]; hasAt {
-		at, _, err := queryPageToken(q, "at")
-		if err != nil {
-			return nil, err
-		}
+	at, hasAt, err := queryPageToken(q, "at")
+	if err != nil {
+		return nil, err
+	}
+	if hasAt {
 		upTo = min(upTo, at.streamPos())
 	}
 	evs, err := s.rooms.StateAtPos(r.Context(), roomID, upTo)
