@@ -14,7 +14,8 @@ import (
 // QueueEvent is a rooms.Engine OnPersist hook: it queues ev, in the write
 // that stores it, for every appservice with a url that is interested in it
 // (Registration.InterestedInEvent, with the room's members and aliases
-// after the event). The appservice gets the event in the client format;
+// after the event; whether a member is in its namespaces is remembered per
+// room, see memberCache). The appservice gets the event in the client format;
 // an event its own users sent carries its transaction_id.
 func (q *Queue) QueueEvent(ctx context.Context, tx *storage.Tx, ev *rooms.Event, r *rooms.RoomInfo) error {
 	regs := q.registry.All()
@@ -26,7 +27,7 @@ func (q *Queue) QueueEvent(ctx context.Context, tx *storage.Tx, ev *rooms.Event,
 		aliases = aliasesOf(ev)
 	}
 	for _, reg := range regs {
-		if reg.URL == "" || !reg.InterestedInEvent(ev, r.Members, aliases) {
+		if reg.URL == "" || !(reg.InterestedInEvent(ev, nil, aliases) || q.members.interested(reg, r.ID, r.Members)) {
 			continue
 		}
 		body, err := json.Marshal(clientEvent(ev, reg))

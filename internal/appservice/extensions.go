@@ -21,8 +21,8 @@ import (
 // roomInterest reports whether reg is interested in what happens in the
 // room as a whole (typing, receipts): the room, one of its aliases or one
 // of its joined members is in its namespaces.
-func roomInterest(reg *Registration, roomID id.RoomID, members map[id.UserID]string, aliases []id.RoomAlias) bool {
-	return reg.InterestedInRoom(roomID) || slices.ContainsFunc(aliases, reg.InterestedInAlias) || namespaceMemberIn(reg, members)
+func (q *Queue) roomInterest(reg *Registration, roomID id.RoomID, members map[id.UserID]string, aliases []id.RoomAlias) bool {
+	return reg.InterestedInRoom(roomID) || slices.ContainsFunc(aliases, reg.InterestedInAlias) || q.members.interested(reg, roomID, members)
 }
 
 // currentAliases are the room's canonical and alt aliases now.
@@ -41,10 +41,8 @@ func (q *Queue) sharesRoom(ctx context.Context, reg *Registration, user id.UserI
 		if roomID == except {
 			continue
 		}
-		for member, membership := range q.rooms.Members(ctx, roomID) {
-			if membership == "join" && reg.InterestedInUser(member) {
-				return true
-			}
+		if q.members.interested(reg, roomID, q.rooms.Members(ctx, roomID)) {
+			return true
 		}
 	}
 	return false
@@ -103,7 +101,7 @@ func (q *Queue) QueueTyping(ctx context.Context, roomID id.RoomID, typers []id.U
 	ev := ephemeralEvent{Type: "m.typing", RoomID: roomID, Content: map[string]any{"user_ids": typers}}
 	return q.db.Write(ctx, func(tx *storage.Tx) error {
 		return q.queueFor(ctx, tx, kindEphemeral, ev, wantsEphemeral, func(reg *Registration) bool {
-			return roomInterest(reg, roomID, members, aliases)
+			return q.roomInterest(reg, roomID, members, aliases)
 		})
 	})
 }
@@ -123,7 +121,7 @@ func (q *Queue) QueueReceipt(ctx context.Context, tx *storage.Tx, roomID id.Room
 		eventID: map[string]any{"m.read": map[id.UserID]any{user: receipt}},
 	}}
 	return q.queueFor(ctx, tx, kindEphemeral, ev, wantsEphemeral, func(reg *Registration) bool {
-		return roomInterest(reg, roomID, members, aliases)
+		return q.roomInterest(reg, roomID, members, aliases)
 	})
 }
 
@@ -208,10 +206,10 @@ func (q *Queue) queueMembershipDeviceLists(ctx context.Context, tx *storage.Tx, 
 				}
 			}
 		case joined:
-			if namespaceMemberIn(reg, r.Members) {
+			if q.members.interested(reg, r.ID, r.Members) {
 				changed = append(changed, user)
 			}
-		case !reg.InterestedInUser(user) && namespaceMemberIn(reg, r.Members) && !q.sharesRoom(ctx, reg, user, r.ID):
+		case !reg.InterestedInUser(user) && q.members.interested(reg, r.ID, r.Members) && !q.sharesRoom(ctx, reg, user, r.ID):
 			left = append(left, user)
 		}
 		for _, items := range []struct {

@@ -54,6 +54,7 @@ type Queue struct {
 	rooms    *rooms.Engine
 	client   *http.Client
 	metrics  *queueMetrics
+	members  memberCache
 
 	// Guarded by mu; tests shorten the timing and lower the bound.
 	batchDelay, minBackoff, maxBackoff time.Duration
