@@ -14,10 +14,11 @@ import (
 	"time"
 
 	"github.com/matrixos/matrixos/internal/config"
+	"github.com/matrixos/matrixos/internal/spectest"
 )
 
 // FakeAppservice plays an appservice's HTTP side for delivery tests: it
-// records every transaction it is sent, deduplicates them by transaction
+// checks every transaction against the spec's schema, records it, deduplicates them by transaction
 // ID as the spec says an appservice does, fails the test when a
 // transaction comes again with another body or without the hs_token, and
 // answers 500 while failing.
@@ -25,6 +26,7 @@ type FakeAppservice struct {
 	t       testing.TB
 	srv     *httptest.Server
 	hsToken string
+	spec    *spectest.Spec
 
 	mu      sync.Mutex
 	failing bool
@@ -61,7 +63,8 @@ type ASEvent struct {
 
 // NewFakeAppservice listens on a loopback port until the test ends.
 func NewFakeAppservice(t testing.TB, hsToken string) *FakeAppservice {
-	f := &FakeAppservice{t: t, hsToken: hsToken, bodies: map[string][]byte{}, tries: map[string]int{}, txns: map[string]*ASTransaction{}}
+	f := &FakeAppservice{t: t, hsToken: hsToken, spec: spectest.LoadDefault(t),
+		bodies: map[string][]byte{}, tries: map[string]int{}, txns: map[string]*ASTransaction{}}
 	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -84,6 +87,9 @@ func (f *FakeAppservice) serve(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		return
+	}
+	if err := f.spec.ValidateRequest(r.Method, r.URL.Path, body); err != nil {
+		f.t.Errorf("transaction %s does not follow the spec: %v", txnID, err)
 	}
 	f.mu.Lock()
 	delay := f.delay
