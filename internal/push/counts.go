@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	"maunium.net/go/mautrix/id"
 
@@ -44,8 +45,8 @@ func (ru *roomUnread) add(e unreadEntry) {
 }
 
 // markRead records a receipt and drops the entries it covers; all means
-// an unthreaded receipt. It reports whether any entry was dropped.
-func (ru *roomUnread) markRead(all bool, thread id.EventID, upTo int64) bool {
+// an unthreaded receipt. It returns the positions of the entries dropped.
+func (ru *roomUnread) markRead(all bool, thread id.EventID, upTo int64) (dropped []int64) {
 	if all {
 		ru.readAll = max(ru.readAll, upTo)
 	} else {
@@ -54,11 +55,127 @@ func (ru *roomUnread) markRead(all bool, thread id.EventID, upTo int64) bool {
 		}
 		ru.read[thread] = max(ru.read[thread], upTo)
 	}
-	n := len(ru.entries)
 	ru.entries = slices.DeleteFunc(ru.entries, func(e unreadEntry) bool {
-		return e.pos <= upTo && (all || e.thread == thread)
+		if e.pos <= upTo && (all || e.thread == thread) {
+			dropped = append(dropped, e.pos)
+			return true
+		}
+		return false
 	})
-	return len(ru.entries) != n
+	return dropped
+}
+
+// readScope names what a read covers in push_read_marks: '*' the whole
+// room, else one thread (empty: the main timeline).
+func readScope(all bool, thread id.EventID) string {
+	if all {
+		return "*"
+	}
+	return string(thread)
+}
+
+// setReadMark records durably that user has read a room (all) or one of
+// its threads up to position upTo; marks only move forward.
+func setReadMark(ctx context.Context, tx *storage.Tx, user id.UserID, roomID id.RoomID, all bool, thread id.EventID, upTo int64) error {
+	_, err := tx.Exec(ctx, `INSERT INTO push_read_marks (user_id, room_id, scope, pos) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (user_id, room_id, scope) DO UPDATE SET pos = CASE WHEN excluded.pos > push_read_marks.pos THEN excluded.pos ELSE push_read_marks.pos END`,
+		user, roomID, readScope(all, thread), upTo)
+	if err != nil {
+		return fmt.Errorf("record read position: %w", err)
+	}
+	return nil
+}
+
+// deleteReadRows deletes at once the rows that a read of the whole room up
+// to upTo covers, when the user's rows are all of this room (no unread
+// notifications elsewhere, no garbage): they lie together at the end of
+// the user's rows, in pages the write touches anyway. Otherwise they lie
+// among other rooms' rows and are left as garbage, deleted in batches. from
+// is how far the user had read the room (see eagerDeleteFrom); ok is false
+// when the rows are left as garbage.
+func deleteReadRows(ctx context.Context, tx *storage.Tx, user id.UserID, roomID id.RoomID, from, upTo int64, ok bool) error {
+	if !ok {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, "DELETE FROM push_unread WHERE user_id = $1 AND pos > $2 AND pos <= $3 AND room_id = $4",
+		user, from, upTo, roomID); err != nil {
+		return fmt.Errorf("clear unread notifications: %w", err)
+	}
+	return nil
+}
+
+// eagerDeleteFrom tells whether a read of the whole room by user may
+// delete its rows at once (deleteReadRows), and from where: the user's
+// read position in the room, below which nothing of the room is stored.
+func (s *Service) eagerDeleteFrom(user id.UserID, roomID id.RoomID) (from int64, ok bool) {
+	s.countsMu.Lock()
+	defer s.countsMu.Unlock()
+	rs := s.unread[user]
+	if len(s.garbage[user]) > 0 || len(rs) > 1 || (len(rs) == 1 && rs[roomID] == nil) {
+		return 0, false
+	}
+	if ru := rs[roomID]; ru != nil {
+		from = ru.readAll
+	}
+	return from, true
+}
+
+// garbageBatch is how many read rows of a user are deleted at once: the
+// oldest, once four times as many have gathered. The rows of one room lie
+// among those of the user's other rooms; the oldest read rows lie close
+// together (every room has been read past them), so a batch of them
+// touches few pages.
+const garbageBatch = 128
+
+// addGarbage notes rows of user that a read covered, to be deleted later.
+// s.countsMu must be held.
+func (s *Service) addGarbageLocked(user id.UserID, positions []int64) {
+	if len(positions) > 0 {
+		s.garbage[user] = append(s.garbage[user], positions...)
+	}
+}
+
+// collectGarbage deletes, inside tx, a batch of user's rows that reads
+// have covered, once a whole batch has gathered. Their rows committed
+// before memory dropped them, so the delete finds them; one it misses
+// (the write fails) stays behind, read, and is deleted at the next start.
+func (s *Service) collectGarbage(ctx context.Context, tx *storage.Tx, user id.UserID) error {
+	s.countsMu.Lock()
+	g := s.garbage[user]
+	if len(g) < 4*garbageBatch {
+		s.countsMu.Unlock()
+		return nil
+	}
+	slices.Sort(g)
+	batch := slices.Clone(g[:garbageBatch])
+	s.garbage[user] = slices.Delete(g, 0, garbageBatch)
+	s.countsMu.Unlock()
+	if _, err := tx.Exec(ctx, garbageDelete, append([]any{user}, int64sToAny(batch)...)...); err != nil {
+		return fmt.Errorf("delete read notifications: %w", err)
+	}
+	return nil
+}
+
+// garbageDelete deletes garbageBatch rows of one user by position.
+var garbageDelete = func() string {
+	var b strings.Builder
+	b.WriteString("DELETE FROM push_unread WHERE user_id = $1 AND pos IN (")
+	for i := range garbageBatch {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "$%d", i+2)
+	}
+	b.WriteString(")")
+	return b.String()
+}()
+
+func int64sToAny(v []int64) []any {
+	out := make([]any, len(v))
+	for i, x := range v {
+		out[i] = x
+	}
+	return out
 }
 
 func (ru *roomUnread) counts() (main sync.Counts, threads map[id.EventID]*sync.Counts) {
@@ -199,10 +316,15 @@ func (s *Service) persistCounts(ctx context.Context, tx *storage.Tx, ev *rooms.E
 		thread = s.threadOf(ctx, ev)
 	}
 	var users []id.UserID
+	var senderDeleted, goneDeleted bool // their read rows are deleted, not garbage
 	for _, h := range hits {
-		if _, err := tx.Exec(ctx, `INSERT INTO push_unread (user_id, room_id, pos, thread_id, highlight) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (user_id, room_id, pos) DO NOTHING`, h.user, ev.RoomID, ev.Pos, thread, h.highlight); err != nil {
-			return fmt.Errorf("record unread notification: %w", err)
+		// A user who has read past the event (one that takes a position
+		// below theirs) gets no row, as memory gets no entry.
+		if ev.Pos > s.readPos(h.user, ev.RoomID, thread) {
+			if _, err := tx.Exec(ctx, `INSERT INTO push_unread (user_id, pos, room_id, thread_id, highlight) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (user_id, pos) DO NOTHING`, h.user, ev.Pos, ev.RoomID, thread, h.highlight); err != nil {
+				return fmt.Errorf("record unread notification: %w", err)
+			}
 		}
 		for _, f := range s.OnNotifyTx {
 			if err := f(ctx, tx, h.user, ev, h.actions, h.highlight); err != nil {
@@ -214,15 +336,32 @@ func (s *Service) persistCounts(ctx context.Context, tx *storage.Tx, ev *rooms.E
 	if senderLocal {
 		// Sending an event moves the sender's read marker to it: the
 		// event's thread, or the whole room for a main-timeline event.
-		if err := clearUnread(ctx, tx, ev.Sender, ev.RoomID, thread == "", thread, ev.Pos); err != nil {
+		if err := setReadMark(ctx, tx, ev.Sender, ev.RoomID, thread == "", thread, ev.Pos); err != nil {
+			return err
+		}
+		if thread == "" {
+			from, ok := s.eagerDeleteFrom(ev.Sender, ev.RoomID)
+			if err := deleteReadRows(ctx, tx, ev.Sender, ev.RoomID, from, ev.Pos, ok); err != nil {
+				return err
+			}
+			senderDeleted = ok
+		}
+		if err := s.collectGarbage(ctx, tx, ev.Sender); err != nil {
 			return err
 		}
 		users = append(users, ev.Sender)
 	}
 	if gone != "" {
-		if _, err := tx.Exec(ctx, "DELETE FROM push_unread WHERE user_id = $1 AND room_id = $2", gone, ev.RoomID); err != nil {
-			return fmt.Errorf("clear unread notifications: %w", err)
+		// Everything up to the membership's end is read: nothing of the
+		// room counts for the user any more.
+		if err := setReadMark(ctx, tx, gone, ev.RoomID, true, "", ev.Pos); err != nil {
+			return err
 		}
+		from, ok := s.eagerDeleteFrom(gone, ev.RoomID)
+		if err := deleteReadRows(ctx, tx, gone, ev.RoomID, from, ev.Pos, ok); err != nil {
+			return err
+		}
+		goneDeleted = ok
 		users = append(users, gone)
 	}
 	// The event's own position marks the counts change for /sync; it
@@ -237,11 +376,15 @@ func (s *Service) persistCounts(ctx context.Context, tx *storage.Tx, ev *rooms.E
 			}
 		}
 		if senderLocal {
-			s.roomUnreadLocked(ev.Sender, ev.RoomID, true).markRead(thread == "", thread, ev.Pos)
+			dropped := s.roomUnreadLocked(ev.Sender, ev.RoomID, true).markRead(thread == "", thread, ev.Pos)
+			if !senderDeleted {
+				s.addGarbageLocked(ev.Sender, dropped)
+			}
 		}
 		if gone != "" {
-			if rs := s.unread[gone]; rs != nil {
-				delete(rs, ev.RoomID)
+			dropped := s.roomUnreadLocked(gone, ev.RoomID, true).markRead(true, "", ev.Pos)
+			if !goneDeleted {
+				s.addGarbageLocked(gone, dropped)
 			}
 		}
 		s.countsMu.Unlock()
@@ -289,16 +432,27 @@ func (s *Service) MarkRead(ctx context.Context, user id.UserID, roomID id.RoomID
 	if threadID != "main" {
 		thread = id.EventID(threadID)
 	}
+	from, eager := s.eagerDeleteFrom(user, roomID)
+	eager = eager && all
 	s.countsMu.Lock()
-	changed := s.roomUnreadLocked(user, roomID, true).markRead(all, thread, upToPos)
+	dropped := s.roomUnreadLocked(user, roomID, true).markRead(all, thread, upToPos)
+	if !eager {
+		s.addGarbageLocked(user, dropped)
+	}
 	s.countsMu.Unlock()
-	if !changed {
+	if len(dropped) == 0 {
 		return nil
 	}
-	// Deletes up to a position commute, so the lock need not cover the
-	// write (event writes take countsMu on the database writer).
+	// Read marks only move forward, so the lock need not cover the write
+	// (event writes take countsMu on the database writer).
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		if err := clearUnread(ctx, tx, user, roomID, all, thread, upToPos); err != nil {
+		if err := setReadMark(ctx, tx, user, roomID, all, thread, upToPos); err != nil {
+			return err
+		}
+		if err := deleteReadRows(ctx, tx, user, roomID, from, upToPos, eager); err != nil {
+			return err
+		}
+		if err := s.collectGarbage(ctx, tx, user); err != nil {
 			return err
 		}
 		// The write's own position marks the counts change for /sync,
@@ -313,35 +467,22 @@ func (s *Service) MarkRead(ctx context.Context, user id.UserID, roomID id.RoomID
 	return nil
 }
 
-// clearUnread deletes the user's unread notifications in a room up to
-// position upTo: every thread's with all, else only thread's.
-func clearUnread(ctx context.Context, tx *storage.Tx, user id.UserID, roomID id.RoomID, all bool, thread id.EventID, upTo int64) error {
-	q := "DELETE FROM push_unread WHERE user_id = $1 AND room_id = $2 AND pos <= $3"
-	args := []any{user, roomID, upTo}
-	if !all {
-		q += " AND thread_id = $4"
-		args = append(args, thread)
+// readPos is how far user has read thread ("" the main timeline) in a
+// room, as memory knows it.
+func (s *Service) readPos(user id.UserID, roomID id.RoomID, thread id.EventID) int64 {
+	s.countsMu.Lock()
+	defer s.countsMu.Unlock()
+	if ru := s.roomUnreadLocked(user, roomID, false); ru != nil {
+		return ru.readPos(thread)
 	}
-	if _, err := tx.Exec(ctx, q, args...); err != nil {
-		return fmt.Errorf("clear unread notifications: %w", err)
-	}
-	return nil
+	return 0
 }
 
-// loadUnread reads the stored unread notifications.
-func (s *Service) loadUnread(ctx context.Context) (map[id.UserID]map[id.RoomID]*roomUnread, error) {
-	rows, err := s.db.Query(ctx, "SELECT user_id, room_id, pos, thread_id, highlight FROM push_unread ORDER BY pos")
-	if err != nil {
-		return nil, fmt.Errorf("load unread notifications: %w", err)
-	}
+// loadUnread reads the read marks and the stored unread notifications;
+// the rows that marks cover are returned as garbage, to delete.
+func (s *Service) loadUnread(ctx context.Context) (map[id.UserID]map[id.RoomID]*roomUnread, map[id.UserID][]int64, error) {
 	out := map[id.UserID]map[id.RoomID]*roomUnread{}
-	err = scanRows(rows, func() error {
-		var user id.UserID
-		var roomID id.RoomID
-		var e unreadEntry
-		if err := rows.Scan(&user, &roomID, &e.pos, &e.thread, &e.highlight); err != nil {
-			return err
-		}
+	get := func(user id.UserID, roomID id.RoomID) *roomUnread {
 		rs := out[user]
 		if rs == nil {
 			rs = map[id.RoomID]*roomUnread{}
@@ -352,13 +493,75 @@ func (s *Service) loadUnread(ctx context.Context) (map[id.UserID]map[id.RoomID]*
 			ru = &roomUnread{}
 			rs[roomID] = ru
 		}
+		return ru
+	}
+	rows, err := s.db.Query(ctx, "SELECT user_id, room_id, scope, pos FROM push_read_marks")
+	if err != nil {
+		return nil, nil, fmt.Errorf("load read positions: %w", err)
+	}
+	err = scanRows(rows, func() error {
+		var user id.UserID
+		var roomID id.RoomID
+		var scope string
+		var pos int64
+		if err := rows.Scan(&user, &roomID, &scope, &pos); err != nil {
+			return err
+		}
+		ru := get(user, roomID)
+		if scope == "*" {
+			ru.readAll = pos
+		} else {
+			if ru.read == nil {
+				ru.read = map[id.EventID]int64{}
+			}
+			ru.read[id.EventID(scope)] = pos
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("load read positions: %w", err)
+	}
+	garbage := map[id.UserID][]int64{}
+	rows, err = s.db.Query(ctx, "SELECT user_id, room_id, pos, thread_id, highlight FROM push_unread ORDER BY user_id, pos")
+	if err != nil {
+		return nil, nil, fmt.Errorf("load unread notifications: %w", err)
+	}
+	err = scanRows(rows, func() error {
+		var user id.UserID
+		var roomID id.RoomID
+		var e unreadEntry
+		if err := rows.Scan(&user, &roomID, &e.pos, &e.thread, &e.highlight); err != nil {
+			return err
+		}
+		ru := get(user, roomID)
+		if e.pos <= ru.readPos(e.thread) {
+			garbage[user] = append(garbage[user], e.pos)
+			return nil
+		}
 		ru.entries = append(ru.entries, e)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("load unread notifications: %w", err)
+		return nil, nil, fmt.Errorf("load unread notifications: %w", err)
 	}
-	return out, nil
+	return out, garbage, nil
+}
+
+// deleteGarbage deletes rows that reads covered, found at start-up.
+func (s *Service) deleteGarbage(ctx context.Context, garbage map[id.UserID][]int64) error {
+	if len(garbage) == 0 {
+		return nil
+	}
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		for user, positions := range garbage {
+			for _, pos := range positions {
+				if _, err := tx.Exec(ctx, "DELETE FROM push_unread WHERE user_id = $1 AND pos = $2", user, pos); err != nil {
+					return fmt.Errorf("delete read notifications: %w", err)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // changedSince lists the user's rooms whose counts changed at a position
@@ -391,8 +594,10 @@ func (s *Service) OnEvent(ev *rooms.Event, info *rooms.RoomInfo) {
 // PurgeRoom forgets a purged room's unread notifications (a
 // rooms.Engine.OnPurge hook).
 func (s *Service) PurgeRoom(ctx context.Context, tx *storage.Tx, roomID id.RoomID) error {
-	if _, err := tx.Exec(ctx, "DELETE FROM push_unread WHERE room_id = $1", roomID); err != nil {
-		return fmt.Errorf("purge unread notifications: %w", err)
+	for _, q := range []string{"DELETE FROM push_unread WHERE room_id = $1", "DELETE FROM push_read_marks WHERE room_id = $1"} {
+		if _, err := tx.Exec(ctx, q, roomID); err != nil {
+			return fmt.Errorf("purge unread notifications: %w", err)
+		}
 	}
 	tx.AfterCommit(func() {
 		s.countsMu.Lock()

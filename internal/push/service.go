@@ -55,8 +55,9 @@ type Service struct {
 	mu          sync.RWMutex
 	users       map[id.UserID]*userRules
 
-	countsMu sync.Mutex // guards unread; never held while queueing writes
+	countsMu sync.Mutex // guards unread and garbage; never held while queueing writes
 	unread   map[id.UserID]map[id.RoomID]*roomUnread
+	garbage  map[id.UserID][]int64 // positions of rows reads covered, not yet deleted
 
 	changedMu sync.Mutex // guards changed; never held while queueing writes
 	changed   map[id.UserID]map[id.RoomID]int64
@@ -87,6 +88,7 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, rs RoomState, 
 		db: db, log: log, acc: acc, rooms: rs, opts: opts,
 		users:   map[id.UserID]*userRules{},
 		unread:  map[id.UserID]map[id.RoomID]*roomUnread{},
+		garbage: map[id.UserID][]int64{},
 		changed: map[id.UserID]map[id.RoomID]int64{},
 	}
 }
@@ -374,8 +376,11 @@ func (s *Service) Load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load push rule positions: %w", err)
 	}
-	unread, err := s.loadUnread(ctx)
+	unread, garbage, err := s.loadUnread(ctx)
 	if err != nil {
+		return err
+	}
+	if err := s.deleteGarbage(ctx, garbage); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -406,6 +411,7 @@ func (s *Service) OnDeactivated(ctx context.Context, user id.UserID) {
 			"DELETE FROM push_rule_defaults WHERE user_id = $1",
 			"DELETE FROM push_rules_stream WHERE user_id = $1",
 			"DELETE FROM push_unread WHERE user_id = $1",
+			"DELETE FROM push_read_marks WHERE user_id = $1",
 		} {
 			if _, err := tx.Exec(ctx, q, user); err != nil {
 				return err
@@ -422,5 +428,6 @@ func (s *Service) OnDeactivated(ctx context.Context, user id.UserID) {
 	s.mu.Unlock()
 	s.countsMu.Lock()
 	delete(s.unread, user)
+	delete(s.garbage, user)
 	s.countsMu.Unlock()
 }
