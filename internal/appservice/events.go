@@ -16,7 +16,8 @@ import (
 // (Registration.InterestedInEvent, with the room's members and aliases
 // after the event; whether a member is in its namespaces is remembered per
 // room, see memberCache). The appservice gets the event in the client format;
-// an event its own users sent carries its transaction_id.
+// an event sent by a user it holds exclusively (whose requests only it
+// makes) carries its transaction_id.
 func (q *Queue) QueueEvent(ctx context.Context, tx *storage.Tx, ev *rooms.Event, r *rooms.RoomInfo) error {
 	regs := q.registry.All()
 	if len(regs) == 0 {
@@ -43,11 +44,12 @@ func (q *Queue) QueueEvent(ctx context.Context, tx *storage.Tx, ev *rooms.Event,
 
 // clientEvent renders ev for the appservice: the client format, without
 // an age (it would be stale by the time a retried transaction arrives),
-// and with transaction_id when one of the appservice's users sent it.
+// and with transaction_id when a user it holds exclusively sent it; another
+// user's transaction IDs are their client's, not the appservice's.
 func clientEvent(ev *rooms.Event, reg *Registration) *rooms.ClientEvent {
 	ce := ev.Client(rooms.ClientOptions{})
 	delete(ce.Unsigned, "age")
-	if ev.TxnID != "" && reg.InterestedInUser(ev.Sender) {
+	if ev.TxnID != "" && reg.ExclusiveUser(ev.Sender) {
 		if ce.Unsigned == nil {
 			ce.Unsigned = map[string]any{}
 		}

@@ -233,3 +233,35 @@ func TestToDeviceForExclusiveUsers(t *testing.T) {
 		t.Errorf("the ghost's inbox got %d to-device messages, want none: the appservice delivers them", len(got))
 	}
 }
+
+// TestTransactionIDOfExclusiveUsers: an event sent by a user the
+// appservice holds exclusively carries its transaction_id; one sent by a
+// user of a non-exclusive namespace (whose client chose the ID) does not.
+func TestTransactionIDOfExclusiveUsers(t *testing.T) {
+	reg := registration("ghosts", "", "")
+	reg.Namespaces.UserIDs = mauas.NamespaceList{{Regex: "@ghost.*:localhost", Exclusive: true}, {Regex: "@watched.*:localhost"}}
+	as := testnode.NewFakeAppservice(t, reg.ServerToken)
+	reg.URL = as.URL()
+	n := testnode.Start(t, testnode.SQLite, testnode.WithAppservices(t, map[string]string{"ghosts.yaml": yamlOf(t, reg)}))
+	ghostID, err := n.Accounts.CreateUser(context.Background(), "ghost1", testnode.Password, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ghost, watched := n.Login(ghostID), n.Register("watched")
+	room := testnode.CreateRoom(t, watched, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	testnode.Join(t, ghost, room)
+	fromGhost := testnode.SendText(t, ghost, room, "from the ghost")
+	fromWatched := testnode.SendText(t, watched, room, "from watched")
+	for _, ev := range as.WaitBody("from watched") {
+		switch id.EventID(ev.EventID) {
+		case fromGhost:
+			if ev.Unsigned.TransactionID == "" {
+				t.Error("the exclusive user's event has no transaction_id")
+			}
+		case fromWatched:
+			if ev.Unsigned.TransactionID != "" {
+				t.Errorf("a non-exclusive user's event carries their client's transaction_id %q", ev.Unsigned.TransactionID)
+			}
+		}
+	}
+}
