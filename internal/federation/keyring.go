@@ -31,7 +31,7 @@ const DefaultRefetchInterval = 10 * time.Second
 // that server's self-signature (and the notary's signature, through a
 // notary).
 type KeyRing struct {
-	store    keyStore
+	store    *keyStore
 	client   *federation.Client
 	own      *ownKeys
 	notaries []string
@@ -50,7 +50,7 @@ type KeyRing struct {
 // maxMisses bounds the servers whose last miss the KeyRing remembers.
 const maxMisses = 10000
 
-func newKeyRing(store keyStore, client *federation.Client, own *ownKeys, notaries []string, log *slog.Logger) *KeyRing {
+func newKeyRing(store *keyStore, client *federation.Client, own *ownKeys, notaries []string, log *slog.Logger) *KeyRing {
 	return &KeyRing{
 		store: store, client: client, own: own, notaries: notaries, log: log,
 		RefetchInterval: DefaultRefetchInterval,

@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -15,7 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"go.mau.fi/util/jsontime"
 	"maunium.net/go/mautrix/federation"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/netguard"
 	"github.com/matrixos/matrixos/internal/storage"
@@ -41,7 +44,7 @@ func stubKeyRing(t *testing.T, serve func(r *http.Request) []byte, notaries ...s
 	db := testDB(t, log)
 	me := federation.GenerateSigningKey()
 	own := &ownKeys{serverName: "me.example", key: me}
-	return newKeyRing(keyStore{db: db}, newClient("me.example", me, tr, "test"), own, notaries, log), &hits
+	return newKeyRing(newKeyStore(db), newClient("me.example", me, tr, "test"), own, notaries, log), &hits
 }
 
 // TestKeyRingChecksTheServer: a key response for another server than the
@@ -146,4 +149,44 @@ func tlsTransport(t *testing.T, srv *httptest.Server) *transport {
 	}
 	tr := newTransport(guard, roots, nil)
 	return tr
+}
+
+// TestKeyStoreKeepsKeysInMemory: a key read once is answered from memory
+// (the database row is gone, the key is still found), and storing a newer
+// response for the server makes the next read take the stored one.
+func TestKeyStoreKeepsKeysInMemory(t *testing.T) {
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	db := testDB(t, log)
+	s := newKeyStore(db)
+	response := func(key id.SigningKey, validUntil time.Time) *keyResponse {
+		return &keyResponse{
+			ServerName:   "other.example",
+			ValidUntilTS: jsontime.UM(validUntil),
+			VerifyKeys:   map[id.KeyID]federation.ServerVerifyKey{"ed25519:k": {Key: key}},
+			Raw:          json.RawMessage(`{}`),
+		}
+	}
+	now := time.Now()
+	if err := s.store(ctx, response("first", now.Add(time.Hour)), now); err != nil {
+		t.Fatal(err)
+	}
+	if k, ok, err := s.load(ctx, "other.example", "ed25519:k"); err != nil || !ok || k.Key != "first" {
+		t.Fatalf("first load: %+v %v %v", k, ok, err)
+	}
+	if err := db.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, "DELETE FROM federation_server_keys")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if k, ok, err := s.load(ctx, "other.example", "ed25519:k"); err != nil || !ok || k.Key != "first" {
+		t.Fatalf("the key read before was not kept in memory: %+v %v %v", k, ok, err)
+	}
+	if err := s.store(ctx, response("second", now.Add(2*time.Hour)), now); err != nil {
+		t.Fatal(err)
+	}
+	if k, ok, err := s.load(ctx, "other.example", "ed25519:k"); err != nil || !ok || k.Key != "second" {
+		t.Fatalf("after storing a newer response: %+v %v %v, want the key second", k, ok, err)
+	}
 }

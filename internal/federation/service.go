@@ -103,7 +103,7 @@ func New(ctx context.Context, db *storage.DB, log *slog.Logger, opts Options) (*
 	own := &ownKeys{serverName: opts.ServerName, key: opts.Key, old: old}
 	s := &Service{serverName: opts.ServerName, log: log, opts: opts, notaryTimeout: NotaryFetchTimeout, edus: map[string]EDUHandler{}}
 	s.Client = newClient(opts.ServerName, opts.Key, newTransport(guard, roots, opts.Resolver), "MatrixOS/"+opts.Version)
-	s.Keys = newKeyRing(keyStore{db: db}, s.Client, own, opts.Notaries, log)
+	s.Keys = newKeyRing(newKeyStore(db), s.Client, own, opts.Notaries, log)
 	s.Outbox = newOutbox(db, log, opts.ServerName, s.Client.SendTransaction)
 	s.mux = http.NewServeMux()
 	s.routes()

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"maunium.net/go/mautrix/id"
@@ -96,11 +97,63 @@ func (k cachedKey) validAt(ts int64) bool {
 	return ts <= k.ValidUntilTS
 }
 
-// keyStore is the persistent key cache.
-type keyStore struct{ db *storage.DB }
+// keyStore is the persistent key cache, with the keys read from it kept
+// in memory too: every PDU's signature check asks for its server's key, a
+// joined room's state thousands of times in a row.
+type keyStore struct {
+	db *storage.DB
+
+	mu  sync.Mutex
+	mem map[keyRef]cachedKey
+}
+
+type keyRef struct {
+	serverName string
+	keyID      id.KeyID
+}
+
+// maxMemoryKeys bounds the keys keyStore keeps in memory; it starts over
+// when full.
+const maxMemoryKeys = 4096
+
+func newKeyStore(db *storage.DB) *keyStore {
+	return &keyStore{db: db, mem: map[keyRef]cachedKey{}}
+}
 
 // load returns the cached key, or ok false.
-func (s keyStore) load(ctx context.Context, serverName string, keyID id.KeyID) (cachedKey, bool, error) {
+func (s *keyStore) load(ctx context.Context, serverName string, keyID id.KeyID) (cachedKey, bool, error) {
+	ref := keyRef{serverName, keyID}
+	s.mu.Lock()
+	k, ok := s.mem[ref]
+	s.mu.Unlock()
+	if ok {
+		return k, true, nil
+	}
+	k, ok, err := s.loadStored(ctx, serverName, keyID)
+	if ok {
+		s.mu.Lock()
+		if len(s.mem) >= maxMemoryKeys {
+			clear(s.mem)
+		}
+		s.mem[ref] = k
+		s.mu.Unlock()
+	}
+	return k, ok, err
+}
+
+// forget drops a server's keys from memory, so they are read again from
+// the database, which decides which of an old and a new response wins.
+func (s *keyStore) forget(serverName string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ref := range s.mem {
+		if ref.serverName == serverName {
+			delete(s.mem, ref)
+		}
+	}
+}
+
+func (s *keyStore) loadStored(ctx context.Context, serverName string, keyID id.KeyID) (cachedKey, bool, error) {
 	var k cachedKey
 	err := s.db.QueryRow(ctx, `SELECT public_key, valid_until_ts, expired_ts, response FROM federation_server_keys WHERE server_name = $1 AND key_id = $2`,
 		serverName, string(keyID)).Scan(&k.Key, &k.ValidUntilTS, &k.ExpiredTS, &k.Response)
@@ -115,7 +168,7 @@ func (s keyStore) load(ctx context.Context, serverName string, keyID id.KeyID) (
 
 // responses returns the distinct signed responses cached for a server and
 // the latest valid_until_ts among them.
-func (s keyStore) responses(ctx context.Context, serverName string) (map[string][]id.KeyID, int64, error) {
+func (s *keyStore) responses(ctx context.Context, serverName string) (map[string][]id.KeyID, int64, error) {
 	rows, err := s.db.Query(ctx, `SELECT key_id, valid_until_ts, response FROM federation_server_keys WHERE server_name = $1`, serverName)
 	if err != nil {
 		return nil, 0, fmt.Errorf("load keys of %s: %w", serverName, err)
@@ -137,7 +190,8 @@ func (s keyStore) responses(ctx context.Context, serverName string) (map[string]
 
 // store records every key of a checked response. A key already known from
 // a response valid for longer is kept.
-func (s keyStore) store(ctx context.Context, r *keyResponse, now time.Time) error {
+func (s *keyStore) store(ctx context.Context, r *keyResponse, now time.Time) error {
+	defer s.forget(r.ServerName)
 	return s.db.Write(ctx, func(tx *storage.Tx) error {
 		put := func(keyID id.KeyID, key id.SigningKey, expired int64) error {
 			_, err := tx.Exec(ctx, `INSERT INTO federation_server_keys (server_name, key_id, public_key, valid_until_ts, expired_ts, response, fetched_ts)
