@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -162,3 +164,123 @@ func percentile(values []time.Duration, p int) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// Sizes of the room BenchmarkJoinLargeRoom joins, from issue 9.
+const (
+	largeRoomMembers = 2000
+	largeRoomState   = 10_000
+)
+
+// BenchmarkJoinLargeRoom measures issue 9's join figure: a user of a fresh
+// node B joins a room of node A with 2,000 members and 10,000 state events
+// (the members' joins and 8,000 other state events, written straight
+// through A's engine). Each iteration starts a new node B (not timed; it
+// stays up, as the next joiner checks its signature on its user's join) and
+// times its user's /join, which returns once B has checked and stored the
+// room's state and auth chain from A's send_join answer. Reported: the
+// join's wall time, the growth of the process's peak heap during it over
+// the heap before (both nodes share the process; sampled every 5 ms) and
+// the CPU time per join.
+//
+// Go runs the function once with one iteration, then with three, so A's
+// room is built twice.
+//
+//	GOEXPERIMENT=jsonv2 go test -tags goolm -run '^$' -bench JoinLargeRoom -benchtime 3x -timeout 30m ./internal/federation/
+func BenchmarkJoinLargeRoom(b *testing.B) {
+	ctx := context.Background()
+	ca := testnode.NewCA(b)
+	a := testnode.StartFederating(b, testnode.SQLite, ca)
+	alice := a.Register("alice")
+	roomID := testnode.CreateRoom(b, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	// The other state first: each event's unread counts are worked out
+	// for every local member (the members are A's users), so the joins go
+	// last.
+	var state []rooms.Proto
+	for i := range largeRoomState - largeRoomMembers {
+		key := fmt.Sprint("key", i)
+		state = append(state, rooms.Proto{Type: "org.example.state", StateKey: &key, Sender: alice.UserID,
+			Content: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))})
+	}
+	for i := range largeRoomMembers {
+		user := fmt.Sprintf("@member%d:%s", i, a.Config.ServerName)
+		state = append(state, rooms.Proto{Type: "m.room.member", StateKey: &user, Sender: id.UserID(user),
+			Content: json.RawMessage(fmt.Sprintf(`{"membership":"join","displayname":"Member %d"}`, i))})
+	}
+	built := time.Now()
+	for chunk := range slices.Chunk(state, 50) {
+		if _, err := a.Rooms.SendMany(ctx, roomID, chunk); err != nil {
+			b.Fatalf("room state on A: %v", err)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "%d state events written on A in %v\n", len(state), time.Since(built))
+
+	var wall, cpu []time.Duration
+	var heapGrowth []uint64
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		joiner := testnode.StartFederating(b, testnode.SQLite, ca)
+		bob := joiner.Register("bob")
+		runtime.GC()
+		sampler := startHeapSampler()
+		meter := cputime.Start()
+		b.StartTimer()
+		began := time.Now()
+		if _, err := bob.JoinRoom(ctx, string(roomID), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+			b.Fatalf("bob joins the large room: %v", err)
+		}
+		wall = append(wall, time.Since(began))
+		fmt.Fprintf(os.Stderr, "joined in %v\n", wall[len(wall)-1])
+		b.StopTimer()
+		cpu = append(cpu, meter.Elapsed())
+		heapGrowth = append(heapGrowth, sampler.stop())
+		members, err := bob.JoinedMembers(ctx, roomID)
+		if want := largeRoomMembers + 2 + i; err != nil || len(members.Joined) != want {
+			b.Fatalf("bob sees %d joined members (%v), want %d", len(members.Joined), err, want)
+		}
+		// The node stays up: the next joiner checks its signature on
+		// bob's join.
+		b.StartTimer()
+	}
+	b.StopTimer()
+	b.ReportMetric(ms(percentile(wall, 50)), "join-ms")
+	b.ReportMetric(ms(percentile(cpu, 50)), "cpu-ms/op")
+	b.ReportMetric(float64(slices.Max(heapGrowth))/(1<<20), "peak-heap-growth-MiB")
+}
+
+// heapSampler follows the process's heap in use, so a benchmark can tell
+// the most an operation added to it.
+type heapSampler struct {
+	base uint64
+	peak chan uint64
+	done chan struct{}
+}
+
+func startHeapSampler() *heapSampler {
+	var stats runtime.MemStats
+	runtime.ReadMemStats(&stats)
+	s := &heapSampler{base: stats.HeapAlloc, peak: make(chan uint64), done: make(chan struct{})}
+	go func() {
+		peak := stats.HeapAlloc
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-s.done:
+				s.peak <- peak
+				return
+			case <-tick.C:
+				runtime.ReadMemStats(&stats)
+				peak = max(peak, stats.HeapAlloc)
+			}
+		}
+	}()
+	return s
+}
+
+// stop ends the sampling and returns the peak heap over the heap at the
+// start.
+func (s *heapSampler) stop() uint64 {
+	close(s.done)
+	return <-s.peak - s.base
+}

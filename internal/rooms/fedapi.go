@@ -9,7 +9,10 @@ import (
 	jsonv2 "encoding/json/v2"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -376,13 +379,19 @@ func (e *Engine) ImportJoin(ctx context.Context, origin string, version id.RoomV
 		return nil, mxhttp.BadJSON("the event is not a join of a user of this server")
 	}
 	ev.ReceivedFrom = origin
-	known, err := e.checkOutliers(ctx, version, ev.RoomID, append(slices.Clone(authChain), state...))
+	parsed, errs := e.parseRemoteAll(ctx, version, append(slices.Clone(state), authChain...))
+	known, err := e.checkParsedOutliers(ctx, version, ev.RoomID, parsed, errs)
 	if err != nil {
 		return nil, err
 	}
 	before := idState{}
-	for _, raw := range state {
-		id := EventIDOf(version, raw)
+	for i, raw := range state {
+		var id id.EventID
+		if parsed[i] != nil {
+			id = parsed[i].ID
+		} else {
+			id = EventIDOf(version, raw)
+		}
 		se := known[id]
 		if se == nil || se.StateKey == nil {
 			return nil, mxhttp.Forbidden("state event %s does not pass the checks on receipt", id)
@@ -444,6 +453,24 @@ func (e *Engine) joiningRoom(ctx context.Context, roomID id.RoomID, version id.R
 	return r, true, nil
 }
 
+// parseRemoteAll parses and checks the signatures of many remote events
+// (a joined room's state and auth chain: thousands) on every core, each
+// event's outcome at its index.
+func (e *Engine) parseRemoteAll(ctx context.Context, v id.RoomVersion, raws []json.RawMessage) ([]*Event, []error) {
+	evs, errs := make([]*Event, len(raws)), make([]error, len(raws))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(raws)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(raws); i = int(next.Add(1) - 1) {
+				evs[i], errs[i] = e.parseRemote(ctx, v, raws[i])
+			}
+		})
+	}
+	wg.Wait()
+	return evs, errs
+}
+
 // EventIDOf computes the ID of a PDU of a room version ("" when it cannot
 // be parsed).
 func EventIDOf(v id.RoomVersion, raw json.RawMessage) id.EventID {
@@ -461,12 +488,17 @@ func EventIDOf(v id.RoomVersion, raw json.RawMessage) id.EventID {
 // returns those that pass, keyed by ID. Events this node has already are
 // taken as they are stored.
 func (e *Engine) checkOutliers(ctx context.Context, v id.RoomVersion, roomID id.RoomID, raws []json.RawMessage) (map[id.EventID]*Event, error) {
+	parsed, errs := e.parseRemoteAll(ctx, v, raws)
+	return e.checkParsedOutliers(ctx, v, roomID, parsed, errs)
+}
+
+// checkParsedOutliers is checkOutliers on events parseRemoteAll parsed.
+func (e *Engine) checkParsedOutliers(ctx context.Context, v id.RoomVersion, roomID id.RoomID, parsed []*Event, errs []error) (map[id.EventID]*Event, error) {
 	var evs []*Event
 	seen := map[id.EventID]bool{}
-	for _, raw := range raws {
-		ev, err := e.parseRemote(ctx, v, raw)
-		if err != nil {
-			e.log.Info("refused an event of a joined room's state", "room_id", roomID, "err", err)
+	for i, ev := range parsed {
+		if errs[i] != nil {
+			e.log.Info("refused an event of a joined room's state", "room_id", roomID, "err", errs[i])
 			continue
 		}
 		if ev.RoomID != roomID || seen[ev.ID] {

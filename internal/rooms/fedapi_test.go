@@ -582,3 +582,30 @@ func TestReceiveInvite(t *testing.T) {
 		}
 	}
 }
+
+// TestParseRemoteAll parses a joined room's events on every core: each
+// outcome stays at its event's index, a bad event refused alone.
+func TestParseRemoteAll(t *testing.T) {
+	n := newFedNet(t, "a", "b")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV11, aliceA)
+	n.join("a", "b", roomID, bobB)
+	var raws []json.RawMessage
+	var want []id.EventID
+	for i := range 20 {
+		if i == 7 {
+			raws, want = append(raws, json.RawMessage(`{"type":"m.room.message"}`)), append(want, "")
+			continue
+		}
+		ev := n.send("b", roomID, textProto(bobB, fmt.Sprint("message ", i)))
+		raws, want = append(raws, ev.JSON), append(want, ev.ID)
+	}
+	evs, errs := n.e("a").parseRemoteAll(context.Background(), id.RoomV11, raws)
+	for i := range raws {
+		switch {
+		case want[i] == "" && errs[i] == nil:
+			t.Errorf("event %d: the bad event was taken", i)
+		case want[i] != "" && (errs[i] != nil || evs[i] == nil || evs[i].ID != want[i]):
+			t.Errorf("event %d: %v, %v; want %s", i, evs[i], errs[i], want[i])
+		}
+	}
+}

@@ -95,6 +95,13 @@ func (e *Engine) parseRemote(ctx context.Context, v id.RoomVersion, raw []byte) 
 	if err != nil {
 		return nil, mxhttp.BadJSON("invalid PDU: %v", err)
 	}
+	if pd.Type == "m.room.create" {
+		// eventauth asks for the create event's ID on every join it
+		// checks and for the creators; with pdu.UseInternalMetaForGetEventID
+		// (which stateres turns on) it reads it here instead of hashing
+		// the create event again each time.
+		pd.InternalMeta.EventID = evID
+	}
 	if err := pd.VerifySignature(v, pd.Sender.Homeserver(), e.keyFunc(ctx)); err != nil {
 		return nil, mxhttp.Forbidden("event %s is not signed by its sender's server: %v", evID, err)
 	}
