@@ -314,3 +314,49 @@ func TestAuthorizeRefusals(t *testing.T) {
 		t.Errorf("deny: callback %v", q)
 	}
 }
+
+// TestCodeSurvivesBadExchanges checks that a token request with a leaked
+// code but the wrong client, redirect URI or verifier is refused without
+// using the code up or ending the session it started, and that a second
+// exchange of a redeemed code with the right verifier still ends it.
+func TestCodeSurvivesBadExchanges(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	alice := n.Register("alice")
+	clientID := webClient(t, n)
+	other := webClient(t, n)
+	verifier, challenge := pkce()
+	wrongVerifier, _ := pkce()
+	code := newBrowser(t, n).authorize(clientID, challenge, "LEAKED1", alice.UserID.Localpart())
+
+	badAttempts := func(when string) {
+		t.Helper()
+		for name, form := range map[string]url.Values{
+			"wrong verifier":     {"client_id": {clientID}, "redirect_uri": {appURI + "cb"}, "code_verifier": {wrongVerifier}},
+			"no verifier":        {"client_id": {clientID}, "redirect_uri": {appURI + "cb"}},
+			"other client":       {"client_id": {other}, "redirect_uri": {appURI + "cb"}, "code_verifier": {verifier}},
+			"other redirect uri": {"client_id": {clientID}, "redirect_uri": {appURI + "other"}, "code_verifier": {verifier}},
+		} {
+			form.Set("grant_type", "authorization_code")
+			form.Set("code", code)
+			status, body := postForm(t, n, "/oauth2/token", form)
+			if status != http.StatusBadRequest || body["error"] != "invalid_grant" || strings.Contains(body["error_description"].(string), "already used") {
+				t.Fatalf("%s, %s: %d %v", when, name, status, body)
+			}
+		}
+	}
+	badAttempts("before the exchange")
+	status, tok := exchange(t, n, clientID, code, verifier)
+	if status != http.StatusOK {
+		t.Fatalf("exchange after refused attempts: %d %v", status, tok)
+	}
+	access := tok["access_token"].(string)
+	badAttempts("after the exchange")
+	if status, _ := whoami(t, n, access); status != http.StatusOK {
+		t.Fatalf("refused attempts with the redeemed code ended its session: %d", status)
+	}
+	status, again := exchange(t, n, clientID, code, verifier)
+	wantOAuthError(t, status, again, http.StatusBadRequest, "invalid_grant")
+	if status, _ := whoami(t, n, access); status != http.StatusUnauthorized {
+		t.Fatalf("session of a code redeemed twice still works: %d", status)
+	}
+}

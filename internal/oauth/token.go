@@ -106,30 +106,47 @@ func (s *Service) exchangeCode(r *http.Request, c *Client) (*tokenResponse, erro
 		return nil, invalidRequest("missing code")
 	}
 	var grant codeGrant
+	var mismatch error
 	var reused bool
 	found := s.codes.update(code, func(g **codeGrant) {
-		grant, reused = **g, (*g).used
-		(*g).used = true
+		grant = **g
+		// The client, redirect URI and verifier are checked before the
+		// code counts as used: a bad attempt with a leaked code is
+		// refused and leaves the code, and the session it would start,
+		// alone. Only a request that would have redeemed it uses it.
+		if mismatch = grant.mismatch(r, c); mismatch == nil {
+			reused, (*g).used = grant.used, true
+		}
 	})
-	if !found {
+	switch {
+	case !found:
 		return nil, invalidGrant("unknown or expired code")
-	}
-	if reused {
-		// A code redeemed twice was copied: end what the first made.
+	case mismatch != nil:
+		return nil, mismatch
+	case reused:
+		// A code redeemed twice was copied: end what the first made
+		// (RFC 6749 section 4.1.2).
 		if err := s.accounts.DeleteDevice(r.Context(), grant.user, grant.scope.device); err != nil {
 			return nil, err
 		}
 		return nil, invalidGrant("the code was already used; the session it started has been ended")
 	}
-	switch {
-	case grant.client.ID != c.ID:
-		return nil, invalidGrant("the code was issued to another client")
-	case r.PostFormValue("redirect_uri") != grant.redirectURI:
-		return nil, invalidGrant("redirect_uri does not match the authorization request")
-	case !pkceMatches(r.PostFormValue("code_verifier"), grant.codeChallenge):
-		return nil, invalidGrant("code_verifier does not match the code challenge")
-	}
 	return s.issueTokens(r.Context(), c, grant.user, grant.scope, grant.nonce)
+}
+
+// mismatch checks a token request against the code it redeems: the
+// client it was issued to, the redirect URI of the authorization request
+// and the PKCE verifier of its challenge.
+func (g *codeGrant) mismatch(r *http.Request, c *Client) error {
+	switch {
+	case g.client.ID != c.ID:
+		return invalidGrant("the code was issued to another client")
+	case r.PostFormValue("redirect_uri") != g.redirectURI:
+		return invalidGrant("redirect_uri does not match the authorization request")
+	case !pkceMatches(r.PostFormValue("code_verifier"), g.codeChallenge):
+		return invalidGrant("code_verifier does not match the code challenge")
+	}
+	return nil
 }
 
 // issueTokens starts (or restarts) the OAuth session: the device of the
