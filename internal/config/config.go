@@ -45,7 +45,7 @@ type Config struct {
 	RateLimit                bool          `yaml:"rate_limit" doc:"Limit request rates on login, registration, sending events and media upload, per user (per client IP without an access token). Server admins and appservices are exempt."`
 	RateLimitLoginPerMin     int64         `yaml:"rate_limit_login_per_minute" doc:"Password and token checks (login, every User-Interactive Authentication stage, registration tokens) a client IP, and apart from it an account, may make per minute (0: unlimited)."`
 	RateLimitLoginBurst      int64         `yaml:"rate_limit_login_burst" doc:"Password and token checks a client IP, and apart from it an account, may make at once before the per-minute rate applies."`
-	RateLimitRegPerMin       int64         `yaml:"rate_limit_register_per_minute" doc:"Registration requests (accounts through /register or the sign-up page, OAuth clients, OAuth device authorizations) a client IP may make per minute (0: unlimited)."`
+	RateLimitRegPerMin       int64         `yaml:"rate_limit_register_per_minute" doc:"Registration requests (accounts through /register or the sign-up page, OAuth clients, OAuth device authorizations, OAuth authorization requests and the browser sessions the OAuth pages start) a client IP may make per minute (0: unlimited)."`
 	RateLimitRegBurst        int64         `yaml:"rate_limit_register_burst" doc:"Registration requests a client IP may make at once (a registration takes two: one to start the flow, one to finish it)."`
 	RateLimitSendPerMin      int64         `yaml:"rate_limit_send_per_minute" doc:"Events (messages, state, redactions) a user may send per minute (0: unlimited)."`
 	RateLimitSendBurst       int64         `yaml:"rate_limit_send_burst" doc:"Events a user may send at once."`

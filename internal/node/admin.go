@@ -62,6 +62,11 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 	// Every credential check (login, each UIA stage, registration tokens)
 	// takes from the login buckets of the client IP and of the account.
 	n.Accounts.Limiter = n.RateLimit
+	// The OAuth pages take from the registration buckets of the client
+	// IP for each pending login they start.
+	if n.csExtra.oauth != nil {
+		n.csExtra.oauth.Limiter = n.RateLimit
+	}
 }
 
 // protect puts rate limiting and the admin guard (suspended and

@@ -34,6 +34,7 @@ type csExtra struct {
 	spaces  *spaces.Service
 	openid  *openid.Service
 	delayed *delayed.Service
+	oauth   *oauth.Service
 	// serverKey is the server's signing key, from which oauth derives
 	// the key of its ID tokens.
 	serverKey ed25519.PrivateKey
@@ -95,6 +96,7 @@ func (n *Node) wireOAuth(mux *http.ServeMux) {
 	n.Accounts.Hooks.DeviceDeleted = append(n.Accounts.Hooks.DeviceDeleted, o.OnDeviceDeleted)
 	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, o.OnDeactivated)
 	n.Accounts.OAuth = o
+	n.csExtra.oauth = o
 	o.Routes(mux)
 }
 

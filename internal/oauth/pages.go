@@ -7,12 +7,15 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
 
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/ratelimit"
 )
 
 //go:embed templates/*.html static/style.css
@@ -68,21 +71,60 @@ type page struct {
 // pageRoutes registers the HTML pages.
 func (s *Service) pageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+pathStyle, serveStyle)
-	mux.HandleFunc("GET "+pathAuthorize, s.getAuthorize)
-	mux.HandleFunc("GET "+pathConsent, s.getConsent)
-	mux.HandleFunc("POST "+pathConsent, s.postConsent)
-	mux.HandleFunc("GET "+pathLogin, s.getLogin)
-	mux.HandleFunc("POST "+pathLogin, s.postLogin)
-	mux.HandleFunc("GET "+pathSignup, s.getSignup)
-	mux.HandleFunc("POST "+pathSignup, s.postSignup)
-	mux.HandleFunc("POST "+pathLogout, s.postLogout)
-	mux.HandleFunc("GET "+pathDevice, s.getDevice)
-	mux.HandleFunc("POST "+pathDevice, s.postDevice)
-	mux.HandleFunc("GET "+pathAccount, s.getAccount)
-	mux.HandleFunc("POST "+pathAccount+"/profile", s.postProfile)
-	mux.HandleFunc("POST "+pathAccount+"/sessions/end", s.postEndSession)
-	mux.HandleFunc("POST "+pathAccount+"/deactivate", s.postDeactivate)
-	mux.HandleFunc("POST "+pathAccount+"/cross-signing-reset", s.postCrossSigningReset)
+	// Every authorization request is kept until it ends or expires; the
+	// other pages start a browser session for a browser without one.
+	mux.Handle("GET "+pathAuthorize, s.limitPending(s.getAuthorize, true))
+	for pattern, h := range map[string]http.HandlerFunc{
+		"GET " + pathConsent:                           s.getConsent,
+		"POST " + pathConsent:                          s.postConsent,
+		"GET " + pathLogin:                             s.getLogin,
+		"POST " + pathLogin:                            s.postLogin,
+		"GET " + pathSignup:                            s.getSignup,
+		"POST " + pathSignup:                           s.postSignup,
+		"POST " + pathLogout:                           s.postLogout,
+		"GET " + pathDevice:                            s.getDevice,
+		"POST " + pathDevice:                           s.postDevice,
+		"GET " + pathAccount:                           s.getAccount,
+		"POST " + pathAccount + "/profile":             s.postProfile,
+		"POST " + pathAccount + "/sessions/end":        s.postEndSession,
+		"POST " + pathAccount + "/deactivate":          s.postDeactivate,
+		"POST " + pathAccount + "/cross-signing-reset": s.postCrossSigningReset,
+	} {
+		mux.Handle(pattern, s.limitPending(h, false))
+	}
+}
+
+// limitPending bounds, per client IP, what anyone can make the server
+// keep in its bounded stores of pending logins, so that a flood from one
+// address is refused before it evicts other people's: each request when
+// every is set (authorization requests), otherwise only a request that
+// will start a browser session because it carries none. The requests
+// count as registration requests (ratelimit.Register).
+func (s *Service) limitPending(h http.HandlerFunc, every bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.Limiter != nil && (every || !s.hasBrowserSession(r)) {
+			if ok, wait := s.Limiter.Allow(ratelimit.Register, "ip:"+ratelimit.ClientIP(r)); !ok {
+				w.Header().Set("Retry-After", strconv.Itoa(int(max(wait.Round(time.Second), time.Second).Seconds())))
+				s.message(w, http.StatusTooManyRequests, "Too many requests", "Too many sign-ins were started from your network. Please wait a minute and try again.")
+				return
+			}
+		}
+		h(w, r)
+	})
+}
+
+// hasBrowserSession reports whether the request's cookie names a live
+// browser session, logged in or not.
+func (s *Service) hasBrowserSession(r *http.Request) bool {
+	c, err := r.Cookie(sessionCookie)
+	if err != nil {
+		return false
+	}
+	if _, ok := s.browsers.get(c.Value); ok {
+		return true
+	}
+	_, ok := s.anonymous.get(c.Value)
+	return ok
 }
 
 func serveStyle(w http.ResponseWriter, r *http.Request) {

@@ -301,3 +301,31 @@ func TestClientRegistrationRateLimited(t *testing.T) {
 		t.Fatalf("registration past the burst: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestPendingLoginsRateLimited limits per client IP the authorization
+// requests and the browser sessions the pages start, which anyone can
+// make the server keep, while a browser that has a session keeps using
+// the pages.
+func TestPendingLoginsRateLimited(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite, func(c *config.Config) {
+		c.RateLimit, c.RateLimitRegPerMin, c.RateLimitRegBurst = true, 1, 4
+	})
+	clientID := webClient(t, n) // one registration request
+	_, challenge := pkce()
+	b := newBrowser(t, n)
+	for i := range 3 {
+		if p := b.get(authorizeURL(n, clientID, challenge, "DEV", nil)); p.status != http.StatusOK || !strings.Contains(p.url, "/oauth2/login") {
+			t.Fatalf("authorization request %d: %d %s", i, p.status, p.url)
+		}
+	}
+	p := b.get(authorizeURL(n, clientID, challenge, "DEV", nil))
+	if p.status != http.StatusTooManyRequests || p.header.Get("Retry-After") == "" {
+		t.Fatalf("authorization request past the burst: %d %v", p.status, p.header)
+	}
+	if p := newBrowser(t, n).get(n.URL + "/oauth2/login"); p.status != http.StatusTooManyRequests {
+		t.Fatalf("a new browser session past the burst: %d", p.status)
+	}
+	if p := b.get(n.URL + "/oauth2/login"); p.status != http.StatusOK {
+		t.Fatalf("the login page for a browser with a session: %d", p.status)
+	}
+}

@@ -66,6 +66,10 @@ type Service struct {
 	browsers  *expiring[*browserSession] // logged in
 	anonymous *expiring[*browserSession] // not logged in yet
 	idTokens  *idTokenSigner             // nil: no ID tokens
+
+	// Limiter, when set, bounds per client IP the authorization requests
+	// and the browser sessions anyone can start (see limitPending).
+	Limiter accounts.Limiter
 }
 
 // New returns the service.

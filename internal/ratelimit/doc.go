@@ -4,7 +4,9 @@
 // are login, register, send and upload; Middleware picks register, send
 // and upload from the request's route, while the accounts service takes a
 // login token (Allow) for each password or token it checks, from the
-// buckets of the client IP and of the account.
+// buckets of the client IP and of the account, and the OAuth pages take a
+// register token from the client IP's bucket for each authorization
+// request and each browser session they start.
 //
 // A bucket holds up to Burst tokens and refills at PerMinute tokens a
 // minute; each request takes one. An empty bucket answers 429
