@@ -641,7 +641,7 @@ func (db *DB) commitBatch(batch []*writeReq) {
 		fail(results[0])
 		return
 	}
-	if err := db.persistPosition(ctx, sqlTx); err != nil {
+	if err := db.persistPosition(ctx, shared); err != nil {
 		sqlTx.Rollback()
 		fail(err)
 		return
@@ -692,9 +692,9 @@ CREATE TABLE sequences (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
 
 // persistPosition records the stream position inside the batch's
 // transaction, when the batch moved it.
-func (db *DB) persistPosition(ctx context.Context, tx *sql.Tx) error {
+func (db *DB) persistPosition(ctx context.Context, tx *batchTx) error {
 	if db.pos != db.visible.Load() {
-		if _, err := tx.ExecContext(ctx, db.rewrite(`INSERT INTO stream_position (id, value) VALUES (1, $1)
+		if _, err := tx.exec(ctx, db.rewrite(`INSERT INTO stream_position (id, value) VALUES (1, $1)
 			ON CONFLICT (id) DO UPDATE SET value = excluded.value`), db.pos); err != nil {
 			return fmt.Errorf("save stream position: %w", err)
 		}
