@@ -3,6 +3,8 @@ package push
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 
 	"maunium.net/go/mautrix/event"
@@ -100,9 +102,16 @@ func compileCondition(c json.RawMessage) condMatcher {
 		Key        string  `json:"key"`
 		Pattern    *string `json:"pattern"`
 		Subscribed *bool   `json:"subscribed"`
+		Is         *string `json:"is"`
 	}
 	if json.Unmarshal(c, &head) != nil {
 		return never
+	}
+	if head.Kind == "room_member_count" {
+		if head.Is == nil {
+			return never
+		}
+		return compileMemberCount(*head.Is)
 	}
 	if head.Kind == threadSubscriptionKind {
 		if head.Subscribed == nil {
@@ -127,6 +136,32 @@ func compileCondition(c json.RawMessage) condMatcher {
 		return never
 	}
 	return func(x *evalCtx) bool { return pc.Match(x, x.mev) }
+}
+
+// compileMemberCount compiles a room_member_count condition's "is": a
+// decimal number, optionally after ==, <, >, >= or <= (== when none). A
+// malformed one never matches. (Parsed once per rule, instead of once per
+// member and event.)
+func compileMemberCount(is string) condMatcher {
+	op, num := "==", is
+	for _, prefix := range []string{"==", ">=", "<=", "<", ">"} {
+		if rest, ok := strings.CutPrefix(is, prefix); ok {
+			op, num = prefix, rest
+			break
+		}
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || num == "" || num[0] == '+' || num[0] == '-' {
+		return never
+	}
+	cmp := map[string]func(int) bool{
+		"==": func(c int) bool { return c == n },
+		"<":  func(c int) bool { return c < n },
+		">":  func(c int) bool { return c > n },
+		">=": func(c int) bool { return c >= n },
+		"<=": func(c int) bool { return c <= n },
+	}[op]
+	return func(x *evalCtx) bool { return cmp(x.memberCount) }
 }
 
 func (r *compiledRule) matches(x *evalCtx) bool {

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"testing"
 
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/pushrules"
 
 	"github.com/matrixos/matrixos/internal/mxhttp"
 )
@@ -227,5 +229,21 @@ func TestThreadSubscriptionRules(t *testing.T) {
 	var mxErr *mxhttp.Error
 	if !errors.As(err, &mxErr) || mxErr.Status != 400 || mxErr.Code != "M_INVALID_PARAM" {
 		t.Fatalf("PutRule(postcontent) = %v, want 400 M_INVALID_PARAM", err)
+	}
+}
+
+// TestMemberCountCondition: room_member_count, compiled once per rule,
+// matches as mautrix's per-call evaluation does, for every operator and
+// for malformed values.
+func TestMemberCountCondition(t *testing.T) {
+	for _, is := range []string{"2", "==2", "<2", ">2", ">=2", "<=2", "10", ">=10", "", "x", "==", "2x", "+2", "-1", "=2", "<<2"} {
+		cond := compileMemberCount(is)
+		oracle := pushrules.PushCondition{Kind: pushrules.KindRoomMemberCount, MemberCountCondition: is}
+		for count := range 12 {
+			x := &evalCtx{memberCount: count, mev: &event.Event{}}
+			if got, want := cond(x), oracle.Match(x, x.mev); got != want {
+				t.Errorf("is %q with %d members: %v, mautrix says %v", is, count, got, want)
+			}
+		}
 	}
 }
