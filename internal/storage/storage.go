@@ -18,6 +18,7 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // PostgreSQL driver "pgx"
+	"github.com/ncruces/go-sqlite3"
 	"github.com/ncruces/go-sqlite3/driver"
 	"github.com/ncruces/go-sqlite3/ext/fts5"
 )
@@ -154,8 +155,16 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		pragmas := "&_pragma=busy_timeout(10000)&_pragma=foreign_keys(0)&_pragma=cache_size(-16000)&_pragma=temp_store(memory)&modeof=" + url.QueryEscape(path)
 		// Checkpoints run in the background (checkpointer), not inside
 		// the commit that happens to fill the WAL, which would stall that
-		// write and every one queued behind it.
-		db.write, err = driver.Open("file:"+path+"?_txlock=immediate&_pragma=journal_mode(wal)&_pragma=synchronous(full)&_pragma=wal_autocheckpoint(0)"+pragmas, fts5.Register)
+		// write and every one queued behind it: the WAL hook that
+		// db.wal.watch installs replaces SQLite's automatic checkpoint
+		// (which is itself a WAL hook, so no wal_autocheckpoint pragma,
+		// which would replace the hook in turn).
+		db.write, err = driver.Open("file:"+path+"?_txlock=immediate&_pragma=journal_mode(wal)&_pragma=synchronous(full)"+pragmas, func(c *sqlite3.Conn) error {
+			if err := fts5.Register(c); err != nil {
+				return err
+			}
+			return db.wal.watch(c)
+		})
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite: %w", err)
 		}

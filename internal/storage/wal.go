@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync/atomic"
 	"time"
+
+	"github.com/ncruces/go-sqlite3"
 )
 
 // SQLite's write-ahead log is copied back into the database file by a
@@ -32,14 +34,29 @@ var (
 // walCatchUpPasses bounds the checkpointer's extra passes after one tick.
 const walCatchUpPasses = 4
 
-// walState is what the checkpointer tells the writer.
+// walState is what the writer and the checkpointer know of the log.
 type walState struct {
-	restart atomic.Bool // the writer should finish a checkpoint between batches
+	frames  atomic.Int64 // frames in the log after the last commit (WAL hook)
+	restart atomic.Bool  // the writer should finish a checkpoint between batches
+	passes  atomic.Int64 // checkpoint passes run, for tests
+}
+
+// watch registers, on each write connection, the hook that records the
+// log's size after every commit.
+func (w *walState) watch(c *sqlite3.Conn) error {
+	c.WALHook(func(_ *sqlite3.Conn, _ string, frames int) error {
+		w.frames.Store(int64(frames))
+		return nil
+	})
+	return nil
 }
 
 // checkpointer moves the log's pages into the database file in the
-// background: a PASSIVE pass every checkpointInterval, which never waits
-// for readers or the writer and copies what it can.
+// background: a PASSIVE pass every checkpointInterval once the log holds
+// walRestartFrames frames, which never waits for readers or the writer and
+// copies what it can. A shorter log is left as it is: a pass costs two
+// fsyncs, which delay the commit that runs beside them (a wake-up's send
+// waits for its commit), and a few frames in the log cost readers nothing.
 func (db *DB) checkpointer() {
 	defer close(db.checkpointDone)
 	t := time.NewTicker(checkpointInterval)
@@ -58,6 +75,9 @@ func (db *DB) checkpointer() {
 // walCatchUpPasses more until the pass is behind the writer by at most
 // walCatchUpFrames, then hands the rest to the writer (finishCheckpoint).
 func (db *DB) checkpointPasses() {
+	if db.wal.frames.Load() < int64(walRestartFrames) {
+		return
+	}
 	for range 1 + walCatchUpPasses {
 		logFrames, copied, err := db.checkpoint()
 		if err != nil {
@@ -93,6 +113,7 @@ func (db *DB) finishCheckpoint() {
 func (db *DB) checkpoint() (logFrames, copied int, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	db.wal.passes.Add(1)
 	var busy int
 	err = db.write.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &copied)
 	return logFrames, copied, err

@@ -73,3 +73,49 @@ func setWALLimits(interval time.Duration, restartFrames, catchUpFrames int) (und
 	checkpointInterval, walRestartFrames, walCatchUpFrames = interval, restartFrames, catchUpFrames
 	return func() { checkpointInterval, walRestartFrames, walCatchUpFrames = oldInterval, oldRestart, oldCatchUp }
 }
+
+// TestShortWALNotCheckpointed: a log shorter than walRestartFrames is left
+// alone (a pass would cost two fsyncs beside the writer's commits); one
+// that reaches it is checkpointed.
+func TestShortWALNotCheckpointed(t *testing.T) {
+	defer setWALLimits(10*time.Millisecond, 200, 16)()
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "test.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Write(ctx, func(tx *Tx) error {
+		_, err := tx.Exec(ctx, "CREATE TABLE t (v BLOB NOT NULL)")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	write := func(n int) {
+		t.Helper()
+		for range n {
+			if err := db.Write(ctx, func(tx *Tx) error {
+				_, err := tx.Exec(ctx, "INSERT INTO t (v) VALUES (zeroblob(4096))")
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write(10)
+	if n := db.wal.frames.Load(); n == 0 {
+		t.Fatal("the WAL hook saw no frames")
+	}
+	time.Sleep(100 * time.Millisecond) // ten checkpointer ticks
+	if n := db.wal.passes.Load(); n != 0 {
+		t.Fatalf("%d checkpoint passes over a log of %d frames, want none", n, db.wal.frames.Load())
+	}
+	write(150) // past 200 frames
+	deadline := time.Now().Add(5 * time.Second)
+	for db.wal.passes.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint pass over a log of %d frames", db.wal.frames.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
