@@ -4,17 +4,20 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
 )
@@ -77,14 +80,17 @@ type Service struct {
 
 	mu      sync.Mutex
 	pending map[string]*Event // by delay ID
-	kick    chan struct{}     // wakes the scheduler after a change
+	// perUser counts each user's scheduled events, those being stored
+	// included, against MaxPerUser.
+	perUser map[id.UserID]int
+	kick    chan struct{} // wakes the scheduler after a change
 	stop    func()
 }
 
 // New returns the service; maxDelay is the longest delay it accepts.
 func New(db *storage.DB, log *slog.Logger, sender Sender, maxDelay time.Duration) *Service {
 	return &Service{db: db, log: log, rooms: sender, maxDelay: maxDelay, now: time.Now,
-		pending: map[string]*Event{}, kick: make(chan struct{}, 1)}
+		pending: map[string]*Event{}, perUser: map[id.UserID]int{}, kick: make(chan struct{}, 1)}
 }
 
 // MaxDelay is the longest delay the service accepts.
@@ -112,6 +118,7 @@ func (s *Service) Load(ctx context.Context) error {
 		e.Delay = time.Duration(delayMS) * time.Millisecond
 		e.RunningSince = time.UnixMilli(since)
 		s.pending[e.DelayID] = &e
+		s.perUser[e.User]++
 	}
 	return rows.Err()
 }
@@ -125,6 +132,9 @@ func (s *Service) Schedule(ctx context.Context, e Event) (string, error) {
 			return prev, nil
 		}
 	}
+	if err := s.reserve(e.User); err != nil {
+		return "", err
+	}
 	e.DelayID = newDelayID()
 	e.RunningSince = s.now().Truncate(time.Millisecond)
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
@@ -135,6 +145,9 @@ func (s *Service) Schedule(ctx context.Context, e Event) (string, error) {
 		return err
 	})
 	if err != nil {
+		s.mu.Lock()
+		s.forgetOneLocked(e.User)
+		s.mu.Unlock()
 		return "", fmt.Errorf("schedule delayed event: %w", err)
 	}
 	s.mu.Lock()
@@ -142,6 +155,29 @@ func (s *Service) Schedule(ctx context.Context, e Event) (string, error) {
 	s.mu.Unlock()
 	s.wake()
 	return e.DelayID, nil
+}
+
+// MaxPerUser is how many delayed events one user may have scheduled at
+// once; Schedule refuses more with 429 M_LIMIT_EXCEEDED.
+const MaxPerUser = 100
+
+// reserve counts one more scheduled event for user, or refuses it when
+// the user has MaxPerUser already.
+func (s *Service) reserve(user id.UserID) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perUser[user] >= MaxPerUser {
+		return mxhttp.LimitExceeded("you have %d delayed events scheduled, the most this server keeps for one user; cancel or send some first", MaxPerUser)
+	}
+	s.perUser[user]++
+	return nil
+}
+
+// forgetOneLocked counts one scheduled event of user less. s.mu is held.
+func (s *Service) forgetOneLocked(user id.UserID) {
+	if s.perUser[user]--; s.perUser[user] <= 0 {
+		delete(s.perUser, user)
+	}
 }
 
 // ByTxn returns the delay ID that the device's transaction scheduled, or
@@ -218,15 +254,46 @@ func (s *Service) Restart(ctx context.Context, delayID string) error {
 	return nil
 }
 
-// Send sends the scheduled event now.
+// Send sends the scheduled event now, and forgets it once the room has
+// it. The send is keyed by a transaction ID derived from the delay ID, so
+// that sending again after a send whose outcome was lost (an error after
+// the commit, or a crash before the row was deleted) gives back the event
+// already sent instead of a second one: delivery is at least once, and
+// the room sees the event once. An event the room refuses (the auth rules
+// no longer allow it, the room is gone) is forgotten with the refusal;
+// one that failed otherwise (the database) stays scheduled for a retry.
 func (s *Service) Send(ctx context.Context, delayID string) (*rooms.Event, error) {
-	e, err := s.take(ctx, delayID)
-	if err != nil {
+	e := s.Get(delayID)
+	if e == nil {
+		return nil, ErrNotFound
+	}
+	ev, err := s.rooms.Send(ctx, e.RoomID, rooms.Proto{
+		Type: e.Type, StateKey: e.StateKey, Sender: e.User, Content: e.Content, DeviceID: e.Device,
+		TxnID: sendTxnID(delayID),
+	})
+	if err != nil && !refused(err) {
 		return nil, err
 	}
-	return s.rooms.Send(ctx, e.RoomID, rooms.Proto{
-		Type: e.Type, StateKey: e.StateKey, Sender: e.User, Content: e.Content, DeviceID: e.Device,
-	})
+	if _, ferr := s.take(ctx, delayID); ferr != nil && !errors.Is(ferr, ErrNotFound) {
+		// The room has the event (or refused it): the next try finds
+		// the transaction and only deletes the row.
+		return ev, ferr
+	}
+	return ev, err
+}
+
+// sendTxnID is the transaction ID a delayed event is sent with: derived
+// from the delay ID, which stays secret, through a hash.
+func sendTxnID(delayID string) string {
+	sum := sha256.Sum256([]byte(delayID))
+	return "org.matrix.msc4140." + base64.RawURLEncoding.EncodeToString(sum[:18])
+}
+
+// refused reports whether a send failed because the room will not take
+// the event (a client error), as opposed to a failure worth a retry.
+func refused(err error) bool {
+	var me *mxhttp.Error
+	return errors.As(err, &me) && me.Status < http.StatusInternalServerError
 }
 
 // take removes the scheduled event from the database and memory and
@@ -248,7 +315,10 @@ func (s *Service) take(ctx context.Context, delayID string) (*Event, error) {
 	}
 	s.mu.Lock()
 	e := s.pending[delayID]
-	delete(s.pending, delayID)
+	if e != nil {
+		delete(s.pending, delayID)
+		s.forgetOneLocked(e.User)
+	}
 	s.mu.Unlock()
 	if e == nil {
 		return nil, ErrNotFound
@@ -334,12 +404,24 @@ func (s *Service) sendDue(ctx context.Context) (next time.Time, ok bool) {
 	}
 	s.mu.Unlock()
 	for _, delayID := range due {
-		if _, err := s.Send(ctx, delayID); err != nil && !errors.Is(err, ErrNotFound) {
-			s.log.Warn("send delayed event", "delay_id", delayID, "err", err)
+		_, err := s.Send(ctx, delayID)
+		if err == nil || errors.Is(err, ErrNotFound) {
+			continue
+		}
+		s.log.Warn("send delayed event", "delay_id", delayID, "err", err)
+		if s.Get(delayID) != nil {
+			// Still scheduled: try again after a pause.
+			if retry := now.Add(sendRetryDelay); !ok || retry.Before(next) {
+				next, ok = retry, true
+			}
 		}
 	}
 	return next, ok
 }
+
+// sendRetryDelay is how long the scheduler waits before it sends again an
+// event whose send failed.
+const sendRetryDelay = time.Second
 
 // wake makes the scheduler look at the events again.
 func (s *Service) wake() {

@@ -256,3 +256,34 @@ func TestDelayedSurvivesRestart(t *testing.T) {
 		}
 	})
 }
+
+// TestDelayedPerUserCap: a user may have MaxPerUser delayed events
+// scheduled at once, also after a restart; more are refused with 429
+// M_LIMIT_EXCEEDED until one is sent or cancelled, and other users are
+// not held to the first one's count.
+func TestDelayedPerUserCap(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	alice, bob := n.Register("alice"), n.Register("bob")
+	roomID := room(t, alice, bob)
+	var first string
+	for i := range delayed.MaxPerUser {
+		res := putDelayed(t, alice, delay(sendPath(roomID, fmt.Sprintf("cap%d", i)), time.Hour), map[string]any{"i": i}).Want(t, 200, "").JSON(t)
+		if i == 0 {
+			first, _ = res["delay_id"].(string)
+		}
+	}
+	over := func() *testnode.Response {
+		return putDelayed(t, alice, delay(sendPath(roomID, "over"), time.Hour), map[string]any{})
+	}
+	over().Want(t, 429, "M_LIMIT_EXCEEDED")
+	putDelayed(t, bob, delay(sendPath(roomID, "bob"), time.Hour), map[string]any{}).Want(t, 200, "")
+
+	n = n.Restart()
+	alice.HomeserverURL, _ = url.Parse(n.URL)
+	over().Want(t, 429, "M_LIMIT_EXCEEDED")
+	action(t, n, first, "cancel").Want(t, 200, "")
+	over().Want(t, 200, "")
+	if list := scheduled(t, alice); len(list) != delayed.MaxPerUser {
+		t.Fatalf("%d delayed events scheduled, want %d", len(list), delayed.MaxPerUser)
+	}
+}

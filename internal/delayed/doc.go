@@ -19,8 +19,14 @@
 // state (room, type and state key), so that a stale "leave" cannot overwrite
 // what someone else set; the user's own changes keep it. A delay longer than
 // the node's max_event_delay is refused (400, org.matrix.msc4140.errcode
-// M_MAX_DELAY_EXCEEDED with org.matrix.msc4140.max_delay). The events are
+// M_MAX_DELAY_EXCEEDED with org.matrix.msc4140.max_delay), and so is an
+// event past MaxPerUser (100) scheduled by one user (429 M_LIMIT_EXCEEDED,
+// until one of theirs is sent or cancelled). The events are
 // sent through the room engine as the user and device that scheduled them,
 // so the auth rules apply when they are sent; one that is no longer allowed
-// then is logged and dropped.
+// then is logged and dropped. A scheduled row is deleted only after its
+// send, which carries a transaction ID derived from the delay ID: a send
+// that failed, or whose outcome a crash lost, is made again, and the room
+// engine answers a repeat with the event already sent (at least once,
+// never twice).
 package delayed
