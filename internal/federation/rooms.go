@@ -75,6 +75,14 @@ func (s *Service) roomAccess(ctx context.Context, origin string, roomID id.RoomI
 	return nil
 }
 
+// RoomAccess refuses origin the events of a room it may not read: one
+// this node does not know, one whose server ACL denies origin, or one
+// origin has no member in. Other packages' Server-Server endpoints that
+// serve room events check it.
+func (s *Service) RoomAccess(ctx context.Context, origin string, roomID id.RoomID) error {
+	return s.roomAccess(ctx, origin, roomID)
+}
+
 // makeMembership answers make_join, make_leave and make_knock: a template
 // of the membership event of the path's user, who must be a user of the
 // asking server.

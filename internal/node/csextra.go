@@ -58,6 +58,10 @@ func (n *Node) csExtraRoutes(mux *http.ServeMux) {
 	n.wireThreadSubscriptions(mux)
 	th := threading.New(n.DB, n.Accounts, n.Rooms)
 	n.Rooms.OnPersist = append(n.Rooms.OnPersist, th.OnPersist)
+	n.Rooms.OnBackfill = append(n.Rooms.OnBackfill, th.OnBackfill)
+	if n.Federation != nil {
+		n.wireThreadingFederation(th)
+	}
 	n.Rooms.OnPurge = append(n.Rooms.OnPurge, th.PurgeRoom)
 	th.Routes(mux)
 	pk := peek.New(n.DB, n.Accounts, n.Rooms)

@@ -22,6 +22,7 @@ import (
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
+	"github.com/matrixos/matrixos/internal/threading"
 )
 
 // FederationOptions derives the federation settings from the config and
@@ -80,6 +81,16 @@ func (n *Node) wireFederation() {
 	n.queueLocalEvents()
 	n.Federation.ServeRooms(n.Rooms)
 	n.Client.UseRemoteRooms(n.Federation)
+}
+
+// wireThreadingFederation serves MSC2836's federated
+// /event_relationships and lets client walks ask other servers with it.
+func (n *Node) wireThreadingFederation(th *threading.Service) {
+	f := n.Federation
+	ask := func(ctx context.Context, server string, body, answer any) error {
+		return f.Client.MakeRequest(ctx, server, true, http.MethodPost, federation.URLPath{"unstable", "event_relationships"}, body, answer)
+	}
+	th.EnableFederation(ask, f.Handle, f.RoomAccess, fed.AuthenticatedOrigin)
 }
 
 // startFederation opens the federation listener: HTTPS with tls_cert and

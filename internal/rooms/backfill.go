@@ -327,6 +327,11 @@ func (e *Engine) storeBackfilled(ctx context.Context, r *room, origin string, ra
 			if err := insertEvent(ctx, tx, r, &b); err != nil {
 				return err
 			}
+			for _, h := range e.OnBackfill {
+				if err := h(ctx, tx, &b); err != nil {
+					return err
+				}
+			}
 			inserted = append(inserted, &b)
 		}
 		tx.AfterCommit(func() {
@@ -340,6 +345,18 @@ func (e *Engine) storeBackfilled(ctx context.Context, r *room, origin string, ra
 		return 0, fmt.Errorf("store backfilled events: %w", err)
 	}
 	return len(inserted), nil
+}
+
+// StoreHistory checks events of a room that origin sent outside /send and
+// /backfill (MSC2836's /event_relationships answers) as backfilled events
+// are checked, and stores those that pass in the timeline at backfill
+// positions, as history learnt late. It returns how many it stored.
+func (e *Engine) StoreHistory(ctx context.Context, roomID id.RoomID, origin string, raws []json.RawMessage) (int, error) {
+	r, err := e.room(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	return e.storeBackfilled(ctx, r, origin, raws)
 }
 
 // nextBackfillPos hands out the next backfill position: below every

@@ -47,6 +47,11 @@ type Engine struct {
 	// atomically with the event and no backlog is left behind. They run on
 	// the database writer and must only write.
 	OnPersist []func(ctx context.Context, tx *storage.Tx, ev *Event, r *RoomInfo) error
+	// OnBackfill hooks run inside the write transaction that stores each
+	// event learnt late (backfilled history, see StoreHistory), for the
+	// indexes that cover every timeline event. Such an event changes no
+	// state, so they get no RoomInfo.
+	OnBackfill []func(ctx context.Context, tx *storage.Tx, ev *Event) error
 	// Remote is how the engine reaches other servers (keys, missing
 	// events); nil on a node that does not federate, which then refuses
 	// remote events. Set before use.

@@ -12,10 +12,23 @@
 // unsigned.children_hash (the unpadded base64 SHA-256 of the sorted child
 // event IDs).
 //
-// This node walks only the events it has: it neither asks other servers
-// (the MSC's federated /event_relationships) nor pages (no next_batch;
-// limited says when the limit cut the walk), and does not implement the
-// MSC's cross-room extension. The MSC names no unstable_features flag.
+// Over federation the same walk answers POST
+// /_matrix/federation/unstable/event_relationships for a server in the
+// event's room, with only the events that server may see, as PDUs with
+// the same unsigned fields, and their auth chain. A client's walk asks the
+// room's other servers when it reaches an event this node lacks (the
+// anchor, with room_id given, or a parent), and stores their answer as
+// history learnt late (the room engine's backfill checks); when an event
+// of such an answer counts other children than this node knows (its
+// children_hash differs), the walk asks for that event's children once.
+// A walk made for another server never asks further, so two servers
+// cannot ask each other in a loop.
+//
+// A walk cut by the limit says limited and gives a next_batch: the same
+// request with batch set continues where the answer stopped (the walk is
+// run again and the events already served are skipped, up to maxOffset).
+// The MSC's cross-room extension is not implemented. The MSC names no
+// unstable_features flag.
 package threading
 
 import (
@@ -28,7 +41,9 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"maunium.net/go/mautrix/id"
 
@@ -60,13 +75,26 @@ type Rooms interface {
 	Event(ctx context.Context, evID id.EventID) (*rooms.Event, error)
 	Visibility(ctx context.Context, roomID id.RoomID, user id.UserID) (*rooms.Visibility, error)
 	ReadableUpTo(ctx context.Context, user id.UserID, roomID id.RoomID, allowLeft bool) (upTo int64, membership string, ok bool, err error)
+	ServerMaySee(ctx context.Context, server string, ev *rooms.Event) (bool, error)
+	AuthChain(ctx context.Context, ids []id.EventID) ([]json.RawMessage, error)
+	JoinedServers(ctx context.Context, roomID id.RoomID) []string
+	Version(ctx context.Context, roomID id.RoomID) (id.RoomVersion, error)
+	StoreHistory(ctx context.Context, roomID id.RoomID, origin string, raws []json.RawMessage) (int, error)
+	ServerName() string
 }
+
+// Ask sends body to server's federated /event_relationships and decodes
+// the answer into answer.
+type Ask func(ctx context.Context, server string, body, answer any) error
 
 // Service indexes relationships and answers /event_relationships.
 type Service struct {
 	db    *storage.DB
 	acc   *accounts.Service
 	rooms Rooms
+
+	// ask reaches other servers; nil on a node that does not federate.
+	ask Ask
 }
 
 // New returns the service.
@@ -78,9 +106,25 @@ func New(db *storage.DB, acc *accounts.Service, r Rooms) *Service {
 // implementations use.
 const Path = "/_matrix/client/unstable/event_relationships"
 
+// FederationPath is the federated endpoint, under the unstable prefix
+// the MSC's implementations use.
+const FederationPath = "/_matrix/federation/unstable/event_relationships"
+
 // Routes registers the endpoint.
 func (s *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+Path, s.acc.Auth(s.eventRelationships))
+}
+
+// EnableFederation lets client walks ask other servers through ask, and
+// registers the federated endpoint with handle, which authenticates the
+// asking server: access refuses a server that may not read a room (not in
+// it, or denied by its server ACL), originOf names it.
+func (s *Service) EnableFederation(ask Ask, handle func(pattern string, h http.Handler),
+	access func(ctx context.Context, origin string, roomID id.RoomID) error, originOf func(*http.Request) string) {
+	s.ask = ask
+	handle("POST "+FederationPath, mxhttp.Handle(func(w http.ResponseWriter, r *http.Request) (any, error) {
+		return s.federatedRelationships(r, &serverViewer{s: s, server: originOf(r), access: access, rooms: map[id.RoomID]bool{}})
+	}))
 }
 
 // relationship is an event's m.relationship.
@@ -111,6 +155,12 @@ func parentOf(ev *rooms.Event) (relationship, bool) {
 // OnPersist indexes an event that names a parent (a rooms.Engine
 // OnPersist hook).
 func (s *Service) OnPersist(ctx context.Context, tx *storage.Tx, ev *rooms.Event, info *rooms.RoomInfo) error {
+	return s.OnBackfill(ctx, tx, ev)
+}
+
+// OnBackfill indexes an event learnt late that names a parent (a
+// rooms.Engine OnBackfill hook).
+func (s *Service) OnBackfill(ctx context.Context, tx *storage.Tx, ev *rooms.Event) error {
 	if ev.Rejected {
 		return nil
 	}
@@ -173,76 +223,188 @@ func (s *Service) children(ctx context.Context, parent id.EventID, recentFirst b
 // request is the body of /event_relationships, with the MSC's defaults.
 type request struct {
 	EventID         id.EventID `json:"event_id"`
-	RoomID          id.RoomID  `json:"room_id"`
-	MaxDepth        *int       `json:"max_depth"`
-	MaxBreadth      *int       `json:"max_breadth"`
-	Limit           *int       `json:"limit"`
+	RoomID          id.RoomID  `json:"room_id,omitempty"`
+	MaxDepth        *int       `json:"max_depth,omitempty"`
+	MaxBreadth      *int       `json:"max_breadth,omitempty"`
+	Limit           *int       `json:"limit,omitempty"`
 	DepthFirst      bool       `json:"depth_first"`
-	RecentFirst     *bool      `json:"recent_first"`
+	RecentFirst     *bool      `json:"recent_first,omitempty"`
 	IncludeParent   bool       `json:"include_parent"`
 	IncludeChildren bool       `json:"include_children"`
 	Direction       string     `json:"direction"`
-	Batch           string     `json:"batch"`
+	Batch           string     `json:"batch,omitempty"`
 }
 
-// maxLimit is the most events one answer carries (the MSC lets servers
-// lower the client's limit).
-const maxLimit = 100
+// Bounds of a walk.
+const (
+	// maxLimit is the most events one answer carries (the MSC lets
+	// servers lower the client's limit).
+	maxLimit = 100
+	// maxOffset bounds how far next_batch tokens page into one walk.
+	maxOffset = 1000
+	// maxFetches bounds the federated requests one client walk makes.
+	maxFetches = 8
+	// fetchTimeout bounds one federated request.
+	fetchTimeout = 10 * time.Second
+)
+
+// viewer decides which events a walk may return.
+type viewer interface {
+	canSee(ctx context.Context, ev *rooms.Event) (bool, error)
+	// readsRoom reports whether the viewer may read any of a room.
+	readsRoom(ctx context.Context, roomID id.RoomID) (bool, error)
+}
 
 // walk is one /event_relationships request being answered.
 type walk struct {
 	s    *Service
 	ctx  context.Context
-	sess *accounts.Session
 	req  request
+	view viewer
 
-	maxDepth, maxBreadth, limit int // negative: unbounded (depth, breadth)
-	recentFirst                 bool
+	maxDepth, maxBreadth int // negative: unbounded
+	limit, offset        int // the walk collects offset+limit events
+	recentFirst          bool
+	// federate lets the walk ask other servers for events it lacks (a
+	// client's walk only).
+	federate bool
+	asked    map[id.EventID]bool
+	fetches  int
 
-	rooms   map[id.RoomID]*roomView
 	seen    map[id.EventID]bool
 	events  []*rooms.Event
 	limited bool
 }
 
-// roomView is what the user may see of one room.
-type roomView struct {
-	ok   bool
-	upTo int64
-	vis  *rooms.Visibility
-}
-
-func (s *Service) eventRelationships(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+// decodeRequest reads and checks a request body, setting the MSC's
+// defaults.
+func decodeRequest(r *http.Request) (request, error) {
 	var req request
 	if err := mxhttp.DecodeJSON(r, &req); err != nil {
-		return nil, err
+		return req, err
 	}
 	if req.EventID == "" {
-		return nil, mxhttp.MissingParam("event_id is required")
+		return req, mxhttp.MissingParam("event_id is required")
 	}
 	switch req.Direction {
 	case "":
 		req.Direction = "down"
 	case "up", "down":
 	default:
-		return nil, mxhttp.InvalidParam("direction must be up or down")
+		return req, mxhttp.InvalidParam("direction must be up or down")
 	}
-	if req.Batch != "" {
-		return nil, mxhttp.InvalidParam("this server does not paginate event relationships (no next_batch is ever given)")
-	}
+	return req, nil
+}
+
+// newWalk sets up the walk of req for view.
+func (s *Service) newWalk(ctx context.Context, req request, view viewer) (*walk, error) {
 	wk := &walk{
-		s: s, ctx: r.Context(), sess: sess, req: req,
+		s: s, ctx: ctx, req: req, view: view,
 		maxDepth: intOr(req.MaxDepth, 3), maxBreadth: intOr(req.MaxBreadth, 10), limit: min(intOr(req.Limit, maxLimit), maxLimit),
 		recentFirst: req.RecentFirst == nil || *req.RecentFirst,
-		rooms:       map[id.RoomID]*roomView{}, seen: map[id.EventID]bool{},
+		asked:       map[id.EventID]bool{}, seen: map[id.EventID]bool{},
 	}
 	if wk.limit <= 0 {
 		return nil, mxhttp.InvalidParam("limit must be positive")
 	}
+	if req.Batch != "" {
+		off, err := strconv.Atoi(req.Batch)
+		if err != nil || off <= 0 || off > maxOffset {
+			return nil, mxhttp.InvalidParam("batch is not a token this server gave")
+		}
+		wk.offset = off
+	}
+	return wk, nil
+}
+
+func (s *Service) eventRelationships(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	req, err := decodeRequest(r)
+	if err != nil {
+		return nil, err
+	}
+	wk, err := s.newWalk(r.Context(), req, &userViewer{s: s, user: sess.UserID, rooms: map[id.RoomID]*roomView{}})
+	if err != nil {
+		return nil, err
+	}
+	wk.federate = s.ask != nil
 	if err := wk.run(); err != nil {
 		return nil, err
 	}
-	return wk.answer()
+	out := make([]*rooms.ClientEvent, 0, len(wk.events))
+	for _, ev := range wk.page() {
+		ce := ev.Client(rooms.ClientOptions{User: sess.UserID, Device: sess.DeviceID})
+		unsigned := maps.Clone(ce.Unsigned)
+		if unsigned == nil {
+			unsigned = map[string]any{}
+		}
+		if err := s.addChildren(r.Context(), ev.ID, unsigned); err != nil {
+			return nil, err
+		}
+		ce.Unsigned = unsigned
+		out = append(out, ce)
+	}
+	return wk.answer(map[string]any{"events": out}), nil
+}
+
+// federatedRelationships answers another server's walk: the events it may
+// see, as PDUs with their children in unsigned, and their auth chain.
+func (s *Service) federatedRelationships(r *http.Request, view *serverViewer) (any, error) {
+	req, err := decodeRequest(r)
+	if err != nil {
+		return nil, err
+	}
+	wk, err := s.newWalk(r.Context(), req, view)
+	if err != nil {
+		return nil, err
+	}
+	if err := wk.run(); err != nil {
+		return nil, err
+	}
+	page := wk.page()
+	pdus := make([]json.RawMessage, 0, len(page))
+	ids := make([]id.EventID, 0, len(page))
+	for _, ev := range page {
+		unsigned := map[string]any{}
+		if err := s.addChildren(r.Context(), ev.ID, unsigned); err != nil {
+			return nil, err
+		}
+		raw, err := withUnsigned(ev.JSON, unsigned)
+		if err != nil {
+			return nil, fmt.Errorf("event relationships: %w", err)
+		}
+		pdus = append(pdus, raw)
+		ids = append(ids, ev.ID)
+	}
+	chain, err := s.rooms.AuthChain(r.Context(), ids)
+	if err != nil {
+		return nil, err
+	}
+	if chain == nil {
+		chain = []json.RawMessage{}
+	}
+	return wk.answer(map[string]any{"events": pdus, "auth_chain": chain}), nil
+}
+
+// withUnsigned returns the PDU raw with fields added to its unsigned
+// object.
+func withUnsigned(raw json.RawMessage, fields map[string]any) (json.RawMessage, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return nil, err
+	}
+	unsigned := map[string]any{}
+	if u, ok := obj["unsigned"]; ok {
+		if err := json.Unmarshal(u, &unsigned); err != nil {
+			return nil, err
+		}
+	}
+	maps.Copy(unsigned, fields)
+	u, err := json.Marshal(unsigned)
+	if err != nil {
+		return nil, err
+	}
+	obj["unsigned"] = u
+	return json.Marshal(obj)
 }
 
 func intOr(p *int, def int) int {
@@ -252,8 +414,97 @@ func intOr(p *int, def int) int {
 	return *p
 }
 
-// visible loads an event the user may see, or nil.
-func (wk *walk) visible(evID id.EventID) (*rooms.Event, error) {
+// page returns the events of this answer: those after the offset.
+func (wk *walk) page() []*rooms.Event {
+	return wk.events[min(wk.offset, len(wk.events)):]
+}
+
+// answer completes a response body with limited and next_batch.
+func (wk *walk) answer(body map[string]any) map[string]any {
+	body["limited"] = wk.limited
+	if next := wk.offset + wk.limit; wk.limited && next <= maxOffset {
+		body["next_batch"] = strconv.Itoa(next)
+	}
+	return body
+}
+
+// userViewer shows what a user may see under history visibility.
+type userViewer struct {
+	s     *Service
+	user  id.UserID
+	rooms map[id.RoomID]*roomView
+}
+
+// roomView is what the user may see of one room.
+type roomView struct {
+	ok   bool
+	upTo int64
+	vis  *rooms.Visibility
+}
+
+// room loads what the user may see of a room.
+func (v *userViewer) room(ctx context.Context, roomID id.RoomID) (*roomView, error) {
+	if view := v.rooms[roomID]; view != nil {
+		return view, nil
+	}
+	view := &roomView{}
+	upTo, _, ok, err := v.s.rooms.ReadableUpTo(ctx, v.user, roomID, true)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		if view.vis, err = v.s.rooms.Visibility(ctx, roomID, v.user); err != nil {
+			return nil, err
+		}
+		view.ok, view.upTo = true, upTo
+	}
+	v.rooms[roomID] = view
+	return view, nil
+}
+
+func (v *userViewer) canSee(ctx context.Context, ev *rooms.Event) (bool, error) {
+	view, err := v.room(ctx, ev.RoomID)
+	if err != nil {
+		return false, err
+	}
+	return view.ok && ev.Pos <= view.upTo && view.vis.CanSee(ev), nil
+}
+
+func (v *userViewer) readsRoom(ctx context.Context, roomID id.RoomID) (bool, error) {
+	view, err := v.room(ctx, roomID)
+	if err != nil {
+		return false, err
+	}
+	return view.ok, nil
+}
+
+// serverViewer shows what another server may see: events of rooms it may
+// read, under history visibility for servers.
+type serverViewer struct {
+	s      *Service
+	server string
+	access func(ctx context.Context, origin string, roomID id.RoomID) error
+	rooms  map[id.RoomID]bool
+}
+
+func (v *serverViewer) readsRoom(ctx context.Context, roomID id.RoomID) (bool, error) {
+	ok, known := v.rooms[roomID]
+	if !known {
+		ok = v.access(ctx, v.server, roomID) == nil
+		v.rooms[roomID] = ok
+	}
+	return ok, nil
+}
+
+func (v *serverViewer) canSee(ctx context.Context, ev *rooms.Event) (bool, error) {
+	if ok, err := v.readsRoom(ctx, ev.RoomID); err != nil || !ok {
+		return false, err
+	}
+	return v.s.rooms.ServerMaySee(ctx, v.server, ev)
+}
+
+// stored loads an event of the timeline, or nil when this node lacks it.
+func (wk *walk) stored(evID id.EventID) (*rooms.Event, error) {
 	ev, err := wk.s.rooms.Event(wk.ctx, evID)
 	if err != nil {
 		if me, ok := mxhttp.AsError(err); ok && me.Status == http.StatusNotFound {
@@ -264,25 +515,127 @@ func (wk *walk) visible(evID id.EventID) (*rooms.Event, error) {
 	if ev == nil || ev.Pos == 0 || ev.Rejected {
 		return nil, nil
 	}
-	view := wk.rooms[ev.RoomID]
-	if view == nil {
-		view = &roomView{}
-		upTo, _, ok, err := wk.s.rooms.ReadableUpTo(wk.ctx, wk.sess.UserID, ev.RoomID, true)
-		if err != nil {
+	return ev, nil
+}
+
+// visible loads an event the viewer may see, or nil. An event this node
+// lacks is asked of the servers of roomID (when known, and the viewer may
+// read the room) first.
+func (wk *walk) visible(evID id.EventID, roomID id.RoomID) (*rooms.Event, error) {
+	ev, err := wk.stored(evID)
+	if err != nil {
+		return nil, err
+	}
+	if ev == nil && roomID != "" && wk.federate {
+		if ok, err := wk.view.readsRoom(wk.ctx, roomID); err != nil || !ok {
 			return nil, err
 		}
-		if ok {
-			if view.vis, err = wk.s.rooms.Visibility(wk.ctx, ev.RoomID, wk.sess.UserID); err != nil {
-				return nil, err
-			}
-			view.ok, view.upTo = true, upTo
+		if err := wk.fetch(evID, roomID); err != nil {
+			return nil, err
 		}
-		wk.rooms[ev.RoomID] = view
+		if ev, err = wk.stored(evID); err != nil {
+			return nil, err
+		}
 	}
-	if !view.ok || ev.Pos > view.upTo || !view.vis.CanSee(ev) {
+	if ev == nil {
 		return nil, nil
 	}
+	if ok, err := wk.view.canSee(wk.ctx, ev); err != nil || !ok {
+		return nil, err
+	}
 	return ev, nil
+}
+
+// federatedAnswer is another server's /event_relationships answer.
+type federatedAnswer struct {
+	Events []json.RawMessage `json:"events"`
+}
+
+// fetch asks the room's other servers, one after another until one
+// answers, to walk from evID with the client's parameters, and stores
+// what they send. Each event is asked about once per walk, and a walk
+// asks at most maxFetches times.
+func (wk *walk) fetch(evID id.EventID, roomID id.RoomID) error {
+	if wk.asked[evID] {
+		return nil
+	}
+	wk.asked[evID] = true
+	body := wk.req
+	body.EventID, body.RoomID, body.Batch = evID, roomID, ""
+	return wk.askServers(roomID, body, true)
+}
+
+// askServers sends body to the room's servers until one answers, and
+// stores its events; with explore set, it asks again for the children of
+// an answered event whose children hash differs from the one known here.
+func (wk *walk) askServers(roomID id.RoomID, body request, explore bool) error {
+	self := wk.s.rooms.ServerName()
+	for _, server := range wk.s.rooms.JoinedServers(wk.ctx, roomID) {
+		if server == self {
+			continue
+		}
+		if wk.fetches >= maxFetches || wk.ctx.Err() != nil {
+			return nil
+		}
+		wk.fetches++
+		var ans federatedAnswer
+		ctx, cancel := context.WithTimeout(wk.ctx, fetchTimeout)
+		err := wk.s.ask(ctx, server, body, &ans)
+		cancel()
+		if err != nil {
+			continue // another server of the room may answer
+		}
+		evs := ans.Events[:min(len(ans.Events), maxLimit)]
+		if _, err := wk.s.rooms.StoreHistory(wk.ctx, roomID, server, evs); err != nil {
+			return err
+		}
+		if explore {
+			return wk.exploreChildren(roomID, evs)
+		}
+		return nil
+	}
+	return nil
+}
+
+// exploreChildren asks for the children of each event of an answer whose
+// children_hash (the children its server knows) differs from the hash of
+// the children known here, once: the event is explored afterwards
+// whatever that answer brings, as this node may know children the other
+// server does not.
+func (wk *walk) exploreChildren(roomID id.RoomID, raws []json.RawMessage) error {
+	version, err := wk.s.rooms.Version(wk.ctx, roomID)
+	if err != nil {
+		return err
+	}
+	for _, raw := range raws {
+		var pdu struct {
+			Unsigned struct {
+				ChildrenHash string `json:"children_hash"`
+			} `json:"unsigned"`
+		}
+		if json.Unmarshal(raw, &pdu) != nil || pdu.Unsigned.ChildrenHash == "" {
+			continue
+		}
+		evID := rooms.EventIDOf(version, raw)
+		if evID == "" || wk.asked[evID] {
+			continue
+		}
+		kids, err := wk.s.children(wk.ctx, evID, false)
+		if err != nil {
+			return err
+		}
+		if _, hash := summarize(kids); hash == pdu.Unsigned.ChildrenHash {
+			continue
+		}
+		wk.asked[evID] = true
+		depth, breadth, limit := 1, -1, maxLimit
+		body := request{EventID: evID, RoomID: roomID, Direction: "down", MaxDepth: &depth, MaxBreadth: &breadth, Limit: &limit,
+			RecentFirst: wk.req.RecentFirst}
+		if err := wk.askServers(roomID, body, false); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // add puts an event in the answer once; it reports false when the limit
@@ -291,7 +644,7 @@ func (wk *walk) add(ev *rooms.Event) bool {
 	if wk.seen[ev.ID] {
 		return true
 	}
-	if len(wk.events) >= wk.limit {
+	if len(wk.events) >= wk.offset+wk.limit {
 		wk.limited = true
 		return false
 	}
@@ -310,7 +663,7 @@ type node struct {
 // its parent and children when asked, then the walk in the request's
 // direction, breadth or depth first, within max_depth and max_breadth.
 func (wk *walk) run() error {
-	anchor, err := wk.visible(wk.req.EventID)
+	anchor, err := wk.visible(wk.req.EventID, wk.req.RoomID)
 	if err != nil {
 		return err
 	}
@@ -319,14 +672,12 @@ func (wk *walk) run() error {
 	}
 	wk.add(anchor)
 	if wk.req.IncludeParent {
-		if rel, ok := parentOf(anchor); ok {
-			parent, err := wk.visible(rel.EventID)
-			if err != nil {
-				return err
-			}
-			if parent != nil && !wk.add(parent) {
-				return nil
-			}
+		parent, err := wk.parent(anchor)
+		if err != nil {
+			return err
+		}
+		if parent != nil && !wk.add(parent) {
+			return nil
 		}
 	}
 	if wk.req.IncludeChildren {
@@ -349,13 +700,13 @@ func (wk *walk) run() error {
 		} else {
 			n, queue = queue[0], queue[1:]
 		}
-		next, err := wk.next(n.ev)
-		if err != nil {
-			return err
-		}
 		depth := n.depth + 1
 		if wk.maxDepth >= 0 && depth > wk.maxDepth {
 			continue
+		}
+		next, err := wk.next(n.ev)
+		if err != nil {
+			return err
 		}
 		var reached []node
 		for i, ev := range next {
@@ -379,24 +730,29 @@ func (wk *walk) run() error {
 	return nil
 }
 
-// next returns the events one step from ev in the walk's direction that
-// the user may see: its children, or its parent.
-func (wk *walk) next(ev *rooms.Event) ([]*rooms.Event, error) {
-	if wk.req.Direction == "down" {
-		return wk.visibleChildren(ev)
-	}
+// parent returns the parent of ev the viewer may see, or nil.
+func (wk *walk) parent(ev *rooms.Event) (*rooms.Event, error) {
 	rel, ok := parentOf(ev)
 	if !ok {
 		return nil, nil
 	}
-	parent, err := wk.visible(rel.EventID)
+	return wk.visible(rel.EventID, ev.RoomID)
+}
+
+// next returns the events one step from ev in the walk's direction that
+// the viewer may see: its children, or its parent.
+func (wk *walk) next(ev *rooms.Event) ([]*rooms.Event, error) {
+	if wk.req.Direction == "down" {
+		return wk.visibleChildren(ev)
+	}
+	parent, err := wk.parent(ev)
 	if err != nil || parent == nil {
 		return nil, err
 	}
 	return []*rooms.Event{parent}, nil
 }
 
-// visibleChildren returns the children of ev the user may see, in the
+// visibleChildren returns the children of ev the viewer may see, in the
 // request's order.
 func (wk *walk) visibleChildren(ev *rooms.Event) ([]*rooms.Event, error) {
 	kids, err := wk.s.children(wk.ctx, ev.ID, wk.recentFirst)
@@ -405,7 +761,7 @@ func (wk *walk) visibleChildren(ev *rooms.Event) ([]*rooms.Event, error) {
 	}
 	var out []*rooms.Event
 	for _, k := range kids {
-		c, err := wk.visible(k.id)
+		c, err := wk.visible(k.id, "")
 		if err != nil {
 			return nil, err
 		}
@@ -416,31 +772,27 @@ func (wk *walk) visibleChildren(ev *rooms.Event) ([]*rooms.Event, error) {
 	return out, nil
 }
 
-// answer renders the events with their children counts and hashes.
-func (wk *walk) answer() (any, error) {
-	out := make([]*rooms.ClientEvent, 0, len(wk.events))
-	for _, ev := range wk.events {
-		ce := ev.Client(rooms.ClientOptions{User: wk.sess.UserID, Device: wk.sess.DeviceID})
-		kids, err := wk.s.children(wk.ctx, ev.ID, false)
-		if err != nil {
-			return nil, err
-		}
-		unsigned := maps.Clone(ce.Unsigned)
-		if unsigned == nil {
-			unsigned = map[string]any{}
-		}
-		counts := map[string]int{}
-		ids := make([]string, 0, len(kids))
-		for _, k := range kids {
-			counts[k.relType]++
-			ids = append(ids, string(k.id))
-		}
-		slices.Sort(ids)
-		sum := sha256.Sum256([]byte(strings.Join(ids, "")))
-		unsigned["children"] = counts
-		unsigned["children_hash"] = base64.RawStdEncoding.EncodeToString(sum[:])
-		ce.Unsigned = unsigned
-		out = append(out, ce)
+// summarize returns the children counts by rel_type and the children
+// hash: the unpadded base64 SHA-256 of the sorted child event IDs.
+func summarize(kids []child) (map[string]int, string) {
+	counts := map[string]int{}
+	ids := make([]string, 0, len(kids))
+	for _, k := range kids {
+		counts[k.relType]++
+		ids = append(ids, string(k.id))
 	}
-	return map[string]any{"events": out, "limited": wk.limited}, nil
+	slices.Sort(ids)
+	sum := sha256.Sum256([]byte(strings.Join(ids, "")))
+	return counts, base64.RawStdEncoding.EncodeToString(sum[:])
+}
+
+// addChildren sets unsigned.children and unsigned.children_hash of an
+// event.
+func (s *Service) addChildren(ctx context.Context, evID id.EventID, unsigned map[string]any) error {
+	kids, err := s.children(ctx, evID, false)
+	if err != nil {
+		return err
+	}
+	unsigned["children"], unsigned["children_hash"] = summarize(kids)
+	return nil
 }

@@ -3,9 +3,11 @@ package threading_test
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -145,5 +147,99 @@ func TestEventRelationships(t *testing.T) {
 		testnode.Call(t, alice, "POST", path, map[string]any{"event_id": a, "direction": "sideways"}).Want(t, 400, "M_INVALID_PARAM")
 		testnode.Call(t, alice, "POST", path, map[string]any{"event_id": a, "limit": 0}).Want(t, 400, "M_INVALID_PARAM")
 		testnode.Call(t, alice, "POST", path, map[string]any{"event_id": "$unknown"}).Want(t, 404, "M_NOT_FOUND")
+	})
+}
+
+// TestFederatedEventRelationships: bob on B joins alice's room on A after
+// the thread A <- B <- {C, D} was sent. Walking from D, which B lacks, B
+// asks A's federated /event_relationships, stores D and B, sees from B's
+// children_hash that it lacks a child and asks for B's children (C): the
+// answer is D, B with B's two children. Walking down from B then fetches
+// its parent A. In a room whose history is visible to members only since
+// they joined, A refuses B the thread sent before bob's join, so bob
+// gets 404.
+func TestFederatedEventRelationships(t *testing.T) {
+	ca := testnode.NewCA(t)
+	nodeA := testnode.StartFederating(t, testnode.SQLite, ca)
+	nodeB := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, bob := nodeA.Register("alice"), nodeB.Register("bob")
+
+	room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "thread"})
+	a := send(t, alice, room, "A", "")
+	b := send(t, alice, room, "B", a)
+	c := send(t, alice, room, "C", b)
+	d := send(t, alice, room, "D", b)
+	if _, err := bob.JoinRoom(t.Context(), "#thread:"+nodeA.Config.ServerName, nil); err != nil {
+		t.Fatalf("bob joins: %v", err)
+	}
+
+	ids, evs, limited := relationships(t, bob, map[string]any{"event_id": d, "room_id": room, "direction": "down", "include_parent": true})
+	if !slices.Equal(ids, []id.EventID{d, b}) || limited {
+		t.Fatalf("bob: D down with parent = %v (limited %v), want D, B", ids, limited)
+	}
+	wantChildren(t, evs[1], 2, c, d)
+
+	ids, evs, _ = relationships(t, bob, map[string]any{"event_id": b, "room_id": room, "direction": "down", "include_parent": true, "recent_first": false})
+	if !slices.Equal(ids, []id.EventID{b, a, c, d}) {
+		t.Fatalf("bob: B down with parent, oldest first = %v, want B, A, C, D", ids)
+	}
+	wantChildren(t, evs[1], 1, b)
+	wantChildren(t, evs[0], 2, c, d)
+
+	private := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "private-thread"})
+	testnode.SendState(t, alice, private, event.StateHistoryVisibility, "", map[string]any{"history_visibility": "joined"})
+	root := send(t, alice, private, "root", "")
+	reply := send(t, alice, private, "reply", root)
+	if _, err := bob.JoinRoom(t.Context(), "#private-thread:"+nodeA.Config.ServerName, nil); err != nil {
+		t.Fatalf("bob joins the private room: %v", err)
+	}
+	later := send(t, alice, private, "later", reply)
+	// bob's /sync shows later: B has it, and the walk up from it asks A
+	// for reply, which A does not show B.
+	testnode.WaitFor(t, 10*time.Second, "bob has the later reply", func() bool {
+		return testnode.Call(t, bob, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(string(private))+"/event/"+url.PathEscape(string(later)), nil).Status == 200
+	})
+	if ids, _, _ := relationships(t, bob, map[string]any{"event_id": later, "direction": "up"}); !slices.Equal(ids, []id.EventID{later}) {
+		t.Fatalf("bob walks up from a reply to history he may not see: %v, want only the reply", ids)
+	}
+	testnode.Call(t, bob, "POST", path, map[string]any{"event_id": reply, "room_id": private}).Want(t, 404, "M_NOT_FOUND")
+	// A filtered it out for B: B stored the thread of the public room
+	// from A's answers, but not this reply.
+	for evID, want := range map[id.EventID]bool{a: true, reply: false} {
+		ev, err := nodeB.Rooms.Event(t.Context(), evID)
+		if has := err == nil && ev.Pos != 0; has != want {
+			t.Errorf("B has %s in its timeline: %v, want %v (err %v)", evID, has, want, err)
+		}
+	}
+	if ids, _, _ := relationships(t, alice, map[string]any{"event_id": later, "direction": "up"}); !slices.Equal(ids, []id.EventID{later, reply, root}) {
+		t.Fatalf("alice walks up from the later reply: %v", ids)
+	}
+}
+
+// TestEventRelationshipsPaging: a walk cut by the limit gives next_batch,
+// which continues it without repeating an event; a token the server did
+// not give is refused.
+func TestEventRelationshipsPaging(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		alice := n.Register("alice")
+		room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+		a := send(t, alice, room, "A", "")
+		b := send(t, alice, room, "B", a)
+		c := send(t, alice, room, "C", b)
+		d := send(t, alice, room, "D", b)
+
+		body := map[string]any{"event_id": a, "limit": 2, "recent_first": false}
+		first := testnode.Call(t, alice, "POST", path, body).OK(t)
+		next, _ := first["next_batch"].(string)
+		if first["limited"] != true || next == "" {
+			t.Fatalf("first page: limited %v, next_batch %q", first["limited"], next)
+		}
+		body["batch"] = next
+		ids, _, limited := relationships(t, alice, body)
+		if !slices.Equal(ids, []id.EventID{c, d}) || limited {
+			t.Fatalf("second page = %v (limited %v), want C, D", ids, limited)
+		}
+		body["batch"] = "not a token"
+		testnode.Call(t, alice, "POST", path, body).Want(t, 400, "M_INVALID_PARAM")
 	})
 }
