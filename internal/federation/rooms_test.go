@@ -204,6 +204,30 @@ func TestInviteAcrossServers(t *testing.T) {
 	}
 }
 
+// TestRejectInviteToEmptyRoom mirrors Complement's TestFederationRoomsInvite
+// "Invited user can reject invite over federation for empty room": alice
+// on A invites bob on B and leaves; bob rejects the invite, and his
+// incremental sync shows the room left with his leave in its timeline (B
+// is not in the room: the leave is kept beside the timeline).
+func TestRejectInviteToEmptyRoom(t *testing.T) {
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, bob := a.Register("alice"), b.Register("bob")
+	bobSync := newSyncer(t, bob)
+	roomID := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{bob.UserID}})
+	bobSync.waitInvite(t, roomID)
+	since := bobSync.since
+	testnode.Leave(t, alice, roomID)
+	testnode.Leave(t, bob, roomID)
+	left := testnode.SyncOnce(t, bob, since, 0).Rooms.Leave[roomID]
+	if left == nil || !slices.ContainsFunc(left.Timeline.Events, func(ev *event.Event) bool {
+		return ev.Type == event.StateMember && ev.GetStateKey() == string(bob.UserID) && ev.Content.Raw["membership"] == "leave"
+	}) {
+		t.Fatalf("bob's sync after rejecting shows no leave in the room's timeline: %+v", left)
+	}
+}
+
 // TestInviteCountersignedBeforeAppend: an invite of a user of another
 // server goes there before it joins the room. bob on B blocks invites, so
 // B refuses his (403 M_INVITE_BLOCKED, through /invite and createRoom's

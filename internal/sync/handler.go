@@ -880,6 +880,22 @@ func (s *Service) fillStripped(ctx context.Context, req *Request, resp *Response
 	return nil
 }
 
+// addOutOfRoomLeave adds to the timeline of a left room the user's leave
+// when it is a membership kept beside the timeline (a rejected invite or a
+// rescinded one, in a room this node is not in), which no timeline read
+// finds: the client then sees how the user left.
+func (s *Service) addOutOfRoomLeave(ctx context.Context, req *Request, tl *Timeline, m membershipRow) error {
+	ev, err := s.rooms.Event(ctx, m.eventID)
+	if err != nil {
+		return fmt.Errorf("load leave %s: %w", m.eventID, err)
+	}
+	if !ev.Outlier || !req.Filter.timeline().AllowsEvent(ev) {
+		return nil
+	}
+	tl.Events = append(tl.Events, timelineEvent(ev, req, m.membership))
+	return nil
+}
+
 func (s *Service) fillLeft(ctx context.Context, req *Request, resp *Response, m membershipRow) error {
 	from := req.Since.Pos
 	tl, evs, err := s.timeline(ctx, req, m.room, from, m.pos, req.Filter.TimelineLimit(), m)
@@ -895,6 +911,11 @@ func (s *Service) fillLeft(ctx context.Context, req *Request, resp *Response, m 
 	}
 	if resp.Rooms.Leave == nil {
 		resp.Rooms.Leave = map[id.RoomID]*LeftRoom{}
+	}
+	if len(evs) == 0 && m.pos > from {
+		if err := s.addOutOfRoomLeave(ctx, req, tl, m); err != nil {
+			return err
+		}
 	}
 	left := &LeftRoom{Timeline: tl}
 	left.setState(req.StateMode, state)
