@@ -303,6 +303,36 @@ func wantNoMember(t *testing.T, n *testnode.Node, roomID id.RoomID, user id.User
 	}
 }
 
+// TestInviteAfterBanAcrossServers mirrors Complement's TestUnbanViaInvite:
+// bob of B is A's only member in alice's room; banned, then unbanned while
+// B is out of the room, he is invited again: B, which still holds the room
+// but missed the unban, keeps the invite beside the timeline (instead of
+// refusing it for its unknown prev_events), and bob joins through A.
+func TestInviteAfterBanAcrossServers(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, bob := a.Register("alice"), b.Register("bob")
+	roomID, alias := publicRoomWithAlias(t, a, alice, "second-chance")
+	if _, err := bob.JoinRoom(ctx, string(alias), nil); err != nil {
+		t.Fatal(err)
+	}
+	aliceSync, bobSync := newSyncer(t, alice), newSyncer(t, bob)
+	if _, err := alice.BanUser(ctx, roomID, &mautrix.ReqBanUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	bobSync.waitLeft(t, roomID) // banned
+	if _, err := alice.UnbanUser(ctx, roomID, &mautrix.ReqUnbanUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	aliceSync.waitMembership(t, roomID, bob.UserID, "leave")
+	testnode.Invite(t, alice, roomID, bob.UserID)
+	bobSync.waitInvite(t, roomID)
+	testnode.Join(t, bob, roomID)
+	aliceSync.waitMembership(t, roomID, bob.UserID, "join")
+}
+
 // TestModerationAcrossServers: alice on A kicks, bans and unbans bob of B
 // in her public room; B's /sync shows each, a banned bob's join is
 // refused with 403, and bob's own leave reaches A.

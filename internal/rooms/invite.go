@@ -25,8 +25,8 @@ const maxInviteState = 50
 
 // ReceiveInvite is /invite on the invitee's server: it checks the event
 // (a signed invite of one of this server's users by a user of origin, in a
-// room version this node supports, allowed by the room's state when this
-// node is in the room), adds this server's signature and shows the invite
+// room version this node supports, allowed by the room's state when a
+// local user is joined to the room), adds this server's signature and shows the invite
 // in the invitee's /sync with strippedState (invite_room_state). It
 // returns the signed event.
 func (e *Engine) ReceiveInvite(ctx context.Context, origin string, version id.RoomVersion, raw json.RawMessage, strippedState []json.RawMessage) (json.RawMessage, error) {
@@ -51,7 +51,9 @@ func (e *Engine) ReceiveInvite(ctx context.Context, origin string, version id.Ro
 	if err := e.countersign(version, ev); err != nil {
 		return nil, err
 	}
-	if r, err := e.room(ctx, ev.RoomID); err == nil {
+	r, err := e.room(ctx, ev.RoomID)
+	switch {
+	case err == nil && e.ServerInRoom(ctx, e.signer.ServerName, r.id):
 		if r.version != version {
 			return nil, mxhttp.BadJSON("room %s has version %s, not %s", r.id, r.version, version)
 		}
@@ -61,9 +63,12 @@ func (e *Engine) ReceiveInvite(ctx context.Context, origin string, version id.Ro
 			return nil, err
 		}
 		return ev.JSON, nil
-	} else if !errors.Is(err, ErrNoRoom) {
+	case err != nil && !errors.Is(err, ErrNoRoom):
 		return nil, err
 	}
+	// This node is not in the room, or no longer (its members left or were
+	// banned, and it missed what happened since): the invite is kept beside
+	// the timeline, and accepting it joins through the inviter's server.
 	if err := e.storeOutOfRoom(ctx, version, ev, strippedOf(strippedState)); err != nil {
 		return nil, err
 	}
