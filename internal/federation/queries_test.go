@@ -425,3 +425,31 @@ func TestFederationQueriesMatchSpec(t *testing.T) {
 		t.Fatalf("userinfo: %v", r)
 	}
 }
+
+// TestRemoteRestrictedSummaryAfterJoin mirrors Complement's
+// TestRestrictedRoomsSpacesSummaryFederation: B's room is restricted to
+// A's space, which B does not know yet, so B refuses A a summary of it;
+// once a user of B joins the space, B knows that A's alice is in it, and
+// A's next request is asked of B again (a refusal is not kept) and answers.
+func TestRemoteRestrictedSummaryAfterJoin(t *testing.T) {
+	ctx := context.Background()
+	a, b := twoNodes(t)
+	alice, charlie := a.Register("alice"), b.Register("charlie")
+	space := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Space", CreationContent: map[string]any{"type": "m.space"}})
+	room := testnode.CreateRoom(t, charlie, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Room", RoomVersion: id.RoomV8,
+		InitialState: []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{
+			"join_rule": "restricted",
+			"allow":     []map[string]any{{"type": "m.room_membership", "room_id": space, "via": []string{a.Config.ServerName}}},
+		}}}},
+	})
+	summary := func() *testnode.Response {
+		return testnode.Call(t, alice, "GET", "/_matrix/client/v1/room_summary/"+url.PathEscape(string(room))+"?via="+url.QueryEscape(b.Config.ServerName), nil)
+	}
+	summary().Want(t, http.StatusNotFound, "M_NOT_FOUND")
+	if _, err := charlie.JoinRoom(ctx, string(space), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatal(err)
+	}
+	if s := summary().OK(t); s["room_id"] != string(room) || s["name"] != "Room" {
+		t.Fatalf("summary of B's restricted room once B knows the space: %v", s)
+	}
+}

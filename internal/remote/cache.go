@@ -17,8 +17,11 @@ import (
 // server are not kept. Safe for concurrent use.
 type Cache[K comparable, V any] struct {
 	ttl time.Duration
-	max int
-	now func() time.Time
+	// refusalTTL is how long a refusal (403, 404) is kept; ttl unless
+	// KeepRefusals changed it.
+	refusalTTL time.Duration
+	max        int
+	now        func() time.Time
 
 	mu      sync.Mutex
 	entries map[K]*entry[V]
@@ -33,8 +36,13 @@ type entry[V any] struct {
 
 // NewCache returns a cache keeping answers for ttl, at most max of them.
 func NewCache[K comparable, V any](ttl time.Duration, max int) *Cache[K, V] {
-	return &Cache[K, V]{ttl: ttl, max: max, now: time.Now, entries: map[K]*entry[V]{}}
+	return &Cache[K, V]{ttl: ttl, refusalTTL: ttl, max: max, now: time.Now, entries: map[K]*entry[V]{}}
 }
+
+// KeepRefusals sets how long a refusal (the remote's 403 or 404) is kept,
+// for answers whose refusal may change sooner than the answer itself (0:
+// not kept). Call it before the first Get.
+func (c *Cache[K, V]) KeepRefusals(d time.Duration) { c.refusalTTL = d }
 
 // Get returns the kept answer for key, or fetches it. The fetch runs on a
 // context that ctx's cancellation does not end (other callers may be
@@ -70,7 +78,10 @@ func (c *Cache[K, V]) fill(ctx context.Context, key K, e *entry[V], timeout time
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e.value, e.err, e.expires = value, err, c.now().Add(c.ttl)
-	if err != nil && !isAnswer(err) && c.entries[key] == e {
+	if err != nil && isAnswer(err) {
+		e.expires = c.now().Add(c.refusalTTL)
+	}
+	if err != nil && (!isAnswer(err) || c.refusalTTL <= 0) && c.entries[key] == e {
 		delete(c.entries, key)
 	}
 	close(e.done)

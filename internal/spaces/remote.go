@@ -56,10 +56,13 @@ type hierarchyKey struct {
 // UseFederation lets the client's hierarchy walk into rooms this server
 // does not know: it asks the servers their m.space.child events name
 // (GET /_matrix/federation/v1/hierarchy/{roomId}), keeping each answer for
-// RemoteHierarchyTTL.
+// RemoteHierarchyTTL (a refusal is not kept).
 func (s *Service) UseFederation(f Federation, serverName string, log *slog.Logger) {
-	s.remote = &remoteSpaces{fed: f, serverName: serverName, log: log,
-		answers: remote.NewCache[hierarchyKey, *federationHierarchy](RemoteHierarchyTTL, remoteHierarchiesKept)}
+	answers := remote.NewCache[hierarchyKey, *federationHierarchy](RemoteHierarchyTTL, remoteHierarchiesKept)
+	// A server's refusal depends on whether one of this server's users is
+	// in a room its rule allows, which a join here changes at once.
+	answers.KeepRefusals(0)
+	s.remote = &remoteSpaces{fed: f, serverName: serverName, log: log, answers: answers}
 }
 
 // remoteRoom returns a room this server does not know as the walk shows
