@@ -4,6 +4,7 @@
 //	matrixos user add NAME [--admin] [--password-file FILE] [--init]
 //	matrixos user list | reset-password NAME | deactivate NAME
 //	matrixos key rotate               new signing key; the old one stays verifiable
+//	matrixos appservice list|reload   check the registration files; reload them in the running node
 //	matrixos version
 //	matrixos config                   print the effective configuration
 //
@@ -33,6 +34,8 @@ func main() {
 		err = user(args)
 	case "key":
 		err = key(args)
+	case "appservice":
+		err = appserviceCmd(args)
 	case "version":
 		err = version(args)
 	case "config":
@@ -59,6 +62,8 @@ func usage() {
   matrixos user reset-password NAME [--password-file FILE]
   matrixos user deactivate NAME
   matrixos key rotate                     new signing key; the old one stays verifiable
+  matrixos appservice list                check the registration files in <data>/appservices
+  matrixos appservice reload              ... and make the running node load them again
   matrixos version
   matrixos config                         print the effective configuration
 

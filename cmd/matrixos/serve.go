@@ -61,6 +61,7 @@ func serve(args []string) error {
 		log.Warn("open registration is on: anyone who can reach the node can create an account", "url", cfg.BaseURL())
 	}
 	fmt.Fprint(os.Stdout, n.Banner(ctx, path))
+	reloadOnHangup(ctx, n)
 	<-ctx.Done()
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -90,4 +91,22 @@ func printConfig(args []string) error {
 	redacted := cfg.Redacted()
 	os.Stdout.Write(redacted.Commented())
 	return nil
+}
+
+// reloadOnHangup reloads the appservice registrations on each SIGHUP until
+// ctx is done (the node logs the files it refuses).
+func reloadOnHangup(ctx context.Context, n *node.Node) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				n.ReloadAppservices(ctx)
+			}
+		}
+	}()
 }

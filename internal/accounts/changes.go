@@ -82,9 +82,22 @@ func (s *Service) WatchChanges(ctx context.Context) (stop func()) {
 	return s.db.WatchChanges(ctx, s.applyChange)
 }
 
+// HandleChanges makes the service that applies changes (WatchChanges) pass
+// those of topic to apply: another package's changes recorded by the admin
+// CLI (an appservice reload). Call it before WatchChanges.
+func (s *Service) HandleChanges(topic string, apply func(context.Context, storage.Change) error) {
+	if s.changeHandlers == nil {
+		s.changeHandlers = map[string]func(context.Context, storage.Change) error{}
+	}
+	s.changeHandlers[topic] = apply
+}
+
 // applyChange forgets the cached sessions a change invalidates and runs
 // the hooks that finish it.
 func (s *Service) applyChange(ctx context.Context, c storage.Change) error {
+	if h := s.changeHandlers[c.Topic]; h != nil {
+		return h(ctx, c)
+	}
 	var ac accountChange
 	if err := json.Unmarshal([]byte(c.Payload), &ac); err != nil {
 		return fmt.Errorf("account change %d (%s): %w", c.ID, c.Topic, err)

@@ -23,7 +23,7 @@ type AuthedHandler func(w http.ResponseWriter, r *http.Request, sess *Session) (
 // Auth wraps h so it runs only with a valid access token.
 func (s *Service) Auth(h AuthedHandler) http.HandlerFunc {
 	return mxhttp.Handle(func(w http.ResponseWriter, r *http.Request) (any, error) {
-		sess, err := s.Authenticate(r.Context(), mxhttp.AccessToken(r))
+		sess, err := s.AuthenticateRequest(r)
 		if err != nil {
 			return nil, err
 		}
@@ -59,6 +59,7 @@ func (s *Service) getLoginFlows(w http.ResponseWriter, r *http.Request) (any, er
 	return map[string]any{"flows": []map[string]any{
 		{"type": StagePassword},
 		{"type": "m.login.token", "get_login_token": true},
+		{"type": LoginTypeAppservice},
 	}}, nil
 }
 
@@ -164,6 +165,11 @@ func (s *Service) postLogin(w http.ResponseWriter, r *http.Request) (any, error)
 		if err != nil {
 			return nil, err
 		}
+	case LoginTypeAppservice:
+		var err error
+		if uid, err = s.loginAppservice(r, &req); err != nil {
+			return nil, err
+		}
 	case "":
 		return nil, mxhttp.MissingParam("missing login type")
 	default:
@@ -245,6 +251,7 @@ func (s *Service) postRefresh(w http.ResponseWriter, r *http.Request) (any, erro
 }
 
 type registerRequest struct {
+	Type                     string      `json:"type"`
 	Auth                     *AuthDict   `json:"auth"`
 	Username                 string      `json:"username"`
 	Password                 string      `json:"password"`
@@ -279,6 +286,9 @@ func (s *Service) postRegister(w http.ResponseWriter, r *http.Request) (any, err
 	if err := mxhttp.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
+	if req.Type == LoginTypeAppservice {
+		return s.registerAppservice(r, &req)
+	}
 	flows := s.registrationFlows()
 	if len(flows) == 0 {
 		return nil, mxhttp.Forbidden("registration is disabled on this server")
@@ -288,6 +298,9 @@ func (s *Service) postRegister(w http.ResponseWriter, r *http.Request) (any, err
 		localpart = strings.ToLower(string(newDeviceID()))
 	}
 	if err := s.ValidateLocalpart(localpart); err != nil {
+		return nil, err
+	}
+	if err := s.checkNotExclusive(s.UserID(localpart)); err != nil {
 		return nil, err
 	}
 	if err := CheckPasswordLength(req.Password); err != nil {
@@ -319,6 +332,9 @@ func (s *Service) getAvailable(w http.ResponseWriter, r *http.Request) (any, err
 	}
 	lp = strings.ToLower(lp)
 	if err := s.ValidateLocalpart(lp); err != nil {
+		return nil, err
+	}
+	if err := s.checkNotExclusive(s.UserID(lp)); err != nil {
 		return nil, err
 	}
 	_, taken, err := s.GetUser(r.Context(), s.UserID(lp))
@@ -360,7 +376,7 @@ func (s *Service) getWhoami(w http.ResponseWriter, r *http.Request, sess *Sessio
 // stage for accounts without a password). It returns the UIA 401 response
 // as the error until a flow is complete.
 func (s *Service) RequireUIA(r *http.Request, auth *AuthDict) (*Session, error) {
-	sess, err := s.Authenticate(r.Context(), mxhttp.AccessToken(r))
+	sess, err := s.AuthenticateRequest(r)
 	if err != nil {
 		return nil, err
 	}
@@ -387,11 +403,10 @@ func (s *Service) SessionUIA(r *http.Request, sess *Session, auth *AuthDict) err
 // optional (password change, deactivation): nil without a token, an error
 // for a bad one.
 func (s *Service) optionalToken(r *http.Request) (*Session, error) {
-	tok := mxhttp.AccessToken(r)
-	if tok == "" {
+	if mxhttp.AccessToken(r) == "" {
 		return nil, nil
 	}
-	return s.Authenticate(r.Context(), tok)
+	return s.AuthenticateRequest(r)
 }
 
 // optionalTokenUIA completes UIA for those endpoints: as sess when the

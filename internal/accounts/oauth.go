@@ -75,6 +75,9 @@ func (s *Service) RegisterUser(r *http.Request, localpart, password, regToken st
 	if err := s.ValidateLocalpart(localpart); err != nil {
 		return "", err
 	}
+	if err := s.checkNotExclusive(s.UserID(localpart)); err != nil {
+		return "", err
+	}
 	if password == "" {
 		return "", mxhttp.MissingParam("missing password")
 	}

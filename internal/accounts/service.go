@@ -34,6 +34,9 @@ type Session struct {
 	ShadowBanned bool
 	TokenHash    string
 	ExpiresTS    int64 // 0: never
+	// AppserviceID is the application service whose as_token
+	// authenticated the request ("" for a user's own access token).
+	AppserviceID string
 
 	cachedAt time.Time
 }
@@ -77,6 +80,9 @@ type Service struct {
 	// Limiter, when set, bounds credential guesses by client IP and by
 	// account (see allowGuess).
 	Limiter Limiter
+	// Appservices, when set, authenticates application services' as_tokens
+	// and keeps their exclusive user namespaces to them.
+	Appservices Appservices
 	// OAuth, when set, tells OAuth sessions apart: their refresh tokens
 	// are the token endpoint's alone, and their cross-signing resets are
 	// approved on the account page (see CrossSigningResetUIA).
@@ -88,7 +94,8 @@ type Service struct {
 	// raced with a drop does not cache what it read.
 	forgotten uint64
 
-	appliesChanges atomic.Bool // see WatchChanges
+	appliesChanges atomic.Bool                                            // see WatchChanges
+	changeHandlers map[string]func(context.Context, storage.Change) error // see HandleChanges
 
 	uia *uiaStore
 
@@ -203,26 +210,33 @@ func (s *Service) createUser(ctx context.Context, localpart, password string, ad
 				return err
 			}
 		}
-		var n int
-		if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM users WHERE user_id = $1", uid).Scan(&n); err != nil {
-			return err
-		}
-		if n > 0 {
-			return ErrUserExists
-		}
-		_, err := tx.Exec(ctx, "INSERT INTO users (user_id, password_hash, is_admin, created_ts) VALUES ($1, $2, $3, $4)",
-			uid, hash, admin, time.Now().UnixMilli())
-		if err != nil {
-			return err
-		}
-		_, err = tx.Exec(ctx, "INSERT INTO profiles (user_id, field, value) VALUES ($1, 'displayname', $2)", uid, localpart)
-		return err
+		return insertUser(ctx, tx, uid, localpart, hash, admin, "")
 	})
 	if err != nil {
 		return "", err
 	}
 	s.log.Info("user created", "user_id", uid, "admin", admin)
 	return uid, nil
+}
+
+// insertUser stores a new account (ErrUserExists when the ID is taken) with
+// its localpart as display name; appserviceID names the application
+// service it belongs to ("" for none).
+func insertUser(ctx context.Context, tx *storage.Tx, uid id.UserID, localpart, passwordHash string, admin bool, appserviceID string) error {
+	var n int
+	if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM users WHERE user_id = $1", uid).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return ErrUserExists
+	}
+	_, err := tx.Exec(ctx, "INSERT INTO users (user_id, password_hash, is_admin, created_ts, appservice_id) VALUES ($1, $2, $3, $4, $5)",
+		uid, passwordHash, admin, time.Now().UnixMilli(), appserviceID)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, "INSERT INTO profiles (user_id, field, value) VALUES ($1, 'displayname', $2)", uid, localpart)
+	return err
 }
 
 // GetUser loads an account; ok is false if it does not exist.

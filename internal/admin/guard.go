@@ -76,7 +76,7 @@ func (s *Service) Guard(next http.Handler) http.Handler {
 					return nil, mxhttp.Forbidden("this room has been blocked on this server")
 				}
 			}
-			sess, err := s.accounts.Authenticate(r.Context(), mxhttp.AccessToken(r))
+			sess, err := s.accounts.AuthenticateRequest(r)
 			if err == nil && rule.notice && (r.PathValue("eventType") == "" || ownLeave(r, sess.UserID)) {
 				if invited, err := s.invitedToNotices(r.Context(), sess.UserID, id.RoomID(r.PathValue("roomId"))); err != nil {
 					return nil, err

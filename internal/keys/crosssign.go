@@ -63,7 +63,7 @@ func parseCSKey(raw json.RawMessage, typ string, user id.UserID) (*parsedCSKey, 
 
 func (s *Service) postDeviceSigning(w http.ResponseWriter, r *http.Request) (any, error) {
 	ctx := r.Context()
-	sess, err := s.accounts.Authenticate(ctx, mxhttp.AccessToken(r))
+	sess, err := s.accounts.AuthenticateRequest(r)
 	if err != nil {
 		return nil, err
 	}

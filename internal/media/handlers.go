@@ -43,7 +43,7 @@ func (s *Service) legacy(h accounts.AuthedHandler) http.HandlerFunc {
 		var sess *accounts.Session
 		if tok := mxhttp.AccessToken(r); tok != "" {
 			var err error
-			if sess, err = s.acc.Authenticate(r.Context(), tok); err != nil {
+			if sess, err = s.acc.AuthenticateRequest(r); err != nil {
 				return nil, err
 			}
 		}

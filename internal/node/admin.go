@@ -52,11 +52,11 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 			if tok == "" {
 				return ratelimit.Identity{}
 			}
-			sess, err := n.Accounts.Authenticate(r.Context(), tok)
+			sess, err := n.Accounts.AuthenticateRequest(r)
 			if err != nil {
 				return ratelimit.Identity{}
 			}
-			return ratelimit.Identity{User: string(sess.UserID), Exempt: sess.IsAdmin}
+			return ratelimit.Identity{User: string(sess.UserID), Exempt: sess.IsAdmin || !n.Appservices.RateLimited(sess)}
 		},
 	})
 	// Every credential check (login, each UIA stage, registration tokens)

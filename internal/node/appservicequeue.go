@@ -2,21 +2,22 @@ package node
 
 import (
 	"context"
-	"path/filepath"
 
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/appservice"
 )
 
-// wireAppserviceQueue makes the delivery queue of the registry's
-// appservices and feeds it: every event, in the write that stores it;
+// wireAppserviceQueue makes the delivery queue of the appservices and
+// feeds it: every event, in the write that stores it;
 // typing, public receipts and presence (MSC2409); to-device messages for
 // their users' devices (MSC4203); device list changes and key counts
 // (MSC3202).
-func (n *Node) wireAppserviceQueue(registry *appservice.Registry) {
-	q := appservice.NewQueue(n.DB, n.log, registry, n.Rooms)
+// A reload that adds an appservice starts its worker.
+func (n *Node) wireAppserviceQueue(as *appservice.Service) {
+	q := appservice.NewQueue(n.DB, n.log, as.Registry, n.Rooms)
 	n.AppserviceQueue = q
+	as.OnReload = append(as.OnReload, q.Reloaded)
 	n.Rooms.OnPersist = append(n.Rooms.OnPersist, q.QueueEvent)
 
 	n.Ephemeral.OnTyping = func(ctx context.Context, roomID id.RoomID, typers []id.UserID) {
@@ -34,16 +35,6 @@ func (n *Node) wireAppserviceQueue(registry *appservice.Registry) {
 			n.log.Warn("queue key counts for appservices", "user_id", user, "device_id", device, "err", err)
 		}
 	}
-}
-
-// loadAppserviceRegistry loads the registration files of
-// <data>/appservices; a refused file is logged and the others load.
-func (n *Node) loadAppserviceRegistry() *appservice.Registry {
-	g := appservice.NewRegistry(n.cfg.ServerName)
-	if err := g.Reload(filepath.Join(n.cfg.DataDir, "appservices")); err != nil {
-		n.log.Warn("appservice registrations refused", "err", err)
-	}
-	return g
 }
 
 // startAppserviceQueue starts delivering what is queued for appservices.

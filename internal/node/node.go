@@ -65,6 +65,8 @@ type Node struct {
 	Federation *federation.Service
 	// AppserviceQueue delivers transactions to appservices.
 	AppserviceQueue *appservice.Queue
+	// Appservices holds the application services of <data>/appservices.
+	Appservices *appservice.Service
 
 	csExtra csExtra // services wired by csExtraRoutes
 
@@ -176,12 +178,17 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		return nil, err
 	}
 	n.Accounts = accounts.New(n.DB, log, AccountsOptions(cfg))
+	n.Appservices = appservice.New(n.DB, log, n.Accounts, appservice.Options{ServerName: cfg.ServerName, Dir: appservice.Dir(cfg.DataDir)})
+	n.Accounts.Appservices = n.Appservices
+	n.Accounts.HandleChanges(appservice.ChangeReload, n.Appservices.ApplyChange)
 	n.csExtra.serverKey = key
 	n.Rooms = rooms.New(n.DB, log, rooms.Signer{ServerName: cfg.ServerName, KeyID: keyID, Key: key})
 	if err := n.Rooms.Load(ctx); err != nil {
 		n.DB.Close()
 		return nil, err
 	}
+	// Refused registration files are logged; the node starts with the rest.
+	n.Appservices.Reload(ctx)
 	n.Sync = sync.New(n.DB, log, n.Accounts, n.Rooms)
 	n.Client = clientapi.New(n.DB, log, n.Accounts, n.Rooms, id.RoomVersion(cfg.DefaultRoomVersion))
 	n.Push = push.New(n.DB, log, n.Accounts, n.Rooms, push.Options{
@@ -228,7 +235,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 	n.Rooms.OnPurge = append(n.Rooms.OnPurge, n.Push.PurgeRoom, n.Ephemeral.PurgeRoom, n.AccountData.PurgeRoom)
 	n.wireHooks()
-	n.wireAppserviceQueue(n.loadAppserviceRegistry())
+	n.wireAppserviceQueue(n.Appservices)
 	if cfg.Federation {
 		n.Federation, err = federation.New(ctx, n.DB, log, FederationOptions(cfg, keyID, key))
 		if err != nil {
@@ -290,6 +297,12 @@ func runUntilStopped(f func(context.Context)) (stop func()) {
 		cancel()
 		<-done
 	}
+}
+
+// ReloadAppservices loads the registration files of <data>/appservices
+// again (SIGHUP); the error names the files refused.
+func (n *Node) ReloadAppservices(ctx context.Context) error {
+	return n.Appservices.Reload(ctx)
 }
 
 // wireHooks connects services that react to each other's changes.

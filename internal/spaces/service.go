@@ -51,7 +51,7 @@ type summaryResponse struct {
 func (s *Service) getSummary(w http.ResponseWriter, r *http.Request) (any, error) {
 	var user id.UserID
 	if tok := mxhttp.AccessToken(r); tok != "" {
-		sess, err := s.acc.Authenticate(r.Context(), tok)
+		sess, err := s.acc.AuthenticateRequest(r)
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,138 @@
+package accounts
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+// LoginTypeAppservice is the login and registration type of application
+// services: the as_token is the request's access token.
+const LoginTypeAppservice = "m.login.application_service"
+
+// Appservices is what accounts asks about application services.
+// internal/appservice implements it and the node sets Service.Appservices.
+type Appservices interface {
+	// AuthenticateAppservice authenticates a request whose access token
+	// is an appservice's as_token, as the user and device its identity
+	// assertion names (?user_id=, device_id). ok is false when token is
+	// no appservice's.
+	AuthenticateAppservice(r *http.Request, token string) (sess *Session, ok bool, err error)
+	// Namespace returns the ID of the appservice whose as_token is token
+	// ("" when none) and whether user is in its user namespaces.
+	Namespace(token string, user id.UserID) (appserviceID string, inNamespace bool)
+	// ExclusiveUser reports whether an appservice holds user
+	// exclusively: nobody else may register it.
+	ExclusiveUser(user id.UserID) bool
+}
+
+// AuthenticateRequest authenticates a request's access token: a user's
+// (Authenticate) or an application service's as_token with its identity
+// assertion.
+func (s *Service) AuthenticateRequest(r *http.Request) (*Session, error) {
+	tok := mxhttp.AccessToken(r)
+	if s.Appservices != nil && tok != "" {
+		if sess, ok, err := s.Appservices.AuthenticateAppservice(r, tok); ok {
+			return sess, err
+		}
+	}
+	return s.Authenticate(r.Context(), tok)
+}
+
+// checkNotExclusive refuses a user an application service holds
+// exclusively, for everyone but that appservice.
+func (s *Service) checkNotExclusive(uid id.UserID) error {
+	if s.Appservices != nil && s.Appservices.ExclusiveUser(uid) {
+		return mxhttp.Exclusive("%s is reserved by an application service", uid)
+	}
+	return nil
+}
+
+// appserviceUser checks that the request's access token is an
+// appservice's as_token whose user namespaces hold uid, and returns the
+// appservice's ID.
+func (s *Service) appserviceUser(r *http.Request, uid id.UserID) (string, error) {
+	tok := mxhttp.AccessToken(r)
+	if tok == "" {
+		return "", mxhttp.MissingToken("missing access token: %s needs the appservice's as_token", LoginTypeAppservice)
+	}
+	if s.Appservices == nil {
+		return "", mxhttp.UnknownToken("unknown application service token")
+	}
+	asID, inNamespace := s.Appservices.Namespace(tok, uid)
+	if asID == "" {
+		return "", mxhttp.UnknownToken("unknown application service token")
+	}
+	if !inNamespace {
+		return "", mxhttp.Exclusive("%s is not in the user namespaces of application service %s", uid, asID)
+	}
+	return asID, nil
+}
+
+// loginAppservice answers m.login.application_service: the as_token logs
+// in an existing user of the appservice's namespaces.
+func (s *Service) loginAppservice(r *http.Request, req *loginRequest) (id.UserID, error) {
+	uid, err := s.identifierUser(&AuthDict{User: req.User, Identifier: req.Identifier})
+	if err != nil {
+		return "", err
+	}
+	if _, err := s.appserviceUser(r, uid); err != nil {
+		return "", err
+	}
+	u, ok, err := s.GetUser(r.Context(), uid)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", mxhttp.Forbidden("%s is not registered", uid)
+	}
+	if u.Deactivated {
+		return "", mxhttp.UserDeactivated("this account has been deactivated")
+	}
+	return uid, nil
+}
+
+// registerAppservice answers POST /register with m.login.application_service:
+// no UIA, whatever the registration settings, for users in the
+// appservice's namespaces only.
+func (s *Service) registerAppservice(r *http.Request, req *registerRequest) (any, error) {
+	localpart := strings.ToLower(req.Username)
+	if err := s.ValidateLocalpart(localpart); err != nil {
+		return nil, err
+	}
+	uid := s.UserID(localpart)
+	asID, err := s.appserviceUser(r, uid)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.CreateAppserviceUser(r.Context(), localpart, asID); err != nil {
+		return nil, err
+	}
+	if req.InhibitLogin {
+		return map[string]any{"user_id": uid, "home_server": s.opts.ServerName}, nil
+	}
+	return s.NewSession(r.Context(), uid, req.DeviceID, req.InitialDeviceDisplayName, req.RefreshToken)
+}
+
+// CreateAppserviceUser stores a new account, without a password, that
+// belongs to the application service appserviceID.
+func (s *Service) CreateAppserviceUser(ctx context.Context, localpart, appserviceID string) (id.UserID, error) {
+	uid := s.UserID(localpart)
+	if err := s.ValidateLocalpart(localpart); err != nil {
+		return "", err
+	}
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		return insertUser(ctx, tx, uid, localpart, "", false, appserviceID)
+	})
+	if err != nil {
+		return "", fmt.Errorf("create %s for appservice %s: %w", uid, appserviceID, err)
+	}
+	s.log.Info("user created", "user_id", uid, "appservice", appserviceID)
+	return uid, nil
+}

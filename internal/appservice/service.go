@@ -1,0 +1,218 @@
+package appservice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"sync"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+// ChangeReload is the storage change `matrixos appservice reload` records:
+// the running node reloads the registration files when it sees it.
+const ChangeReload = "appservice.reload"
+
+// Options configure the service.
+type Options struct {
+	ServerName string
+	// Dir holds the registration files (<data>/appservices).
+	Dir string
+}
+
+// Dir is where a node with data directory dataDir reads registrations.
+func Dir(dataDir string) string { return filepath.Join(dataDir, "appservices") }
+
+// Service holds the application services of the node: their
+// registrations, the authentication of their as_tokens (identity
+// assertion) and the endpoints only they call.
+type Service struct {
+	Registry *Registry
+
+	db   *storage.DB
+	log  *slog.Logger
+	acc  *accounts.Service
+	opts Options
+
+	// OnReload runs after each Reload has put registrations in use (the
+	// delivery queue starts the workers of new appservices).
+	OnReload []func()
+
+	reloadMu sync.Mutex // one Reload at a time
+}
+
+// New returns the service with no registrations; Reload loads them.
+func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, opts Options) *Service {
+	return &Service{
+		Registry: NewRegistry(opts.ServerName),
+		db:       db,
+		log:      log,
+		acc:      acc,
+		opts:     opts,
+	}
+}
+
+// Reload loads the registration files again and puts the ones that load in
+// use at once. Each refused file is logged with the reason; the error joins
+// them (the node goes on with the registrations that loaded). The sender of
+// each new registration is registered if it does not exist yet.
+func (s *Service) Reload(ctx context.Context) error {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	regs, loadErr := LoadDir(s.opts.Dir)
+	for _, err := range unjoin(loadErr) {
+		s.log.Error("appservice registration refused", "err", err)
+	}
+	for _, reg := range regs {
+		if err := s.ensureSender(ctx, reg); err != nil {
+			return fmt.Errorf("appservice %s: %w", reg.ID, err)
+		}
+	}
+	if err := s.Registry.Set(regs); err != nil {
+		return errors.Join(loadErr, err)
+	}
+	for _, f := range s.OnReload {
+		f()
+	}
+	ids := make([]string, 0, len(regs))
+	for _, reg := range regs {
+		ids = append(ids, reg.ID)
+	}
+	s.log.Info("appservices loaded", "dir", s.opts.Dir, "ids", ids, "refused", len(unjoin(loadErr)))
+	return loadErr
+}
+
+// unjoin splits an errors.Join error into its errors.
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// ensureSender registers the appservice's sender unless it exists.
+func (s *Service) ensureSender(ctx context.Context, reg *Registration) error {
+	_, err := s.acc.CreateAppserviceUser(ctx, reg.SenderLocalpart, reg.ID)
+	if err != nil && !errors.Is(err, accounts.ErrUserExists) {
+		return err
+	}
+	return nil
+}
+
+// ApplyChange reloads the registrations for a ChangeReload recorded by the
+// admin CLI.
+func (s *Service) ApplyChange(ctx context.Context, c storage.Change) error {
+	if err := s.Reload(ctx); err != nil {
+		s.log.Warn("appservice reload asked by the CLI refused some files", "err", err)
+	}
+	return nil
+}
+
+// RecordReload records a ChangeReload for the running node (the admin
+// CLI's `matrixos appservice reload`).
+func RecordReload(ctx context.Context, db *storage.DB) error {
+	return db.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.RecordChange(ctx, ChangeReload, "{}")
+		return err
+	})
+}
+
+// AuthenticateAppservice implements accounts.Appservices: token is an
+// appservice's as_token, and the request acts as the user its user_id
+// parameter names (the appservice's sender without one), which must be in
+// the appservice's user namespaces and registered, and as the device its
+// device_id (or MSC3202's org.matrix.msc3202.device_id) names, which must
+// be one of that user's.
+func (s *Service) AuthenticateAppservice(r *http.Request, token string) (*accounts.Session, bool, error) {
+	reg := s.Registry.ByASToken(token)
+	if reg == nil {
+		return nil, false, nil
+	}
+	sess, err := s.assertIdentity(r, reg)
+	return sess, true, err
+}
+
+func (s *Service) assertIdentity(r *http.Request, reg *Registration) (*accounts.Session, error) {
+	q := r.URL.Query()
+	user := reg.Sender(s.opts.ServerName)
+	if asked := q.Get("user_id"); asked != "" {
+		user = id.UserID(asked)
+	}
+	if _, server, err := user.Parse(); err != nil || server != s.opts.ServerName {
+		return nil, mxhttp.Forbidden("application service cannot masquerade as %s: not a user of this server", user)
+	}
+	if !reg.InterestedInUser(user) {
+		return nil, mxhttp.Forbidden("application service cannot masquerade as %s: not in its user namespaces", user)
+	}
+	u, ok, err := s.acc.GetUser(r.Context(), user)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || u.Deactivated {
+		return nil, mxhttp.Forbidden("application service has not registered %s", user)
+	}
+	sess := &accounts.Session{
+		UserID:       user,
+		IsAdmin:      u.IsAdmin,
+		Suspended:    u.Suspended,
+		ShadowBanned: u.ShadowBanned,
+		AppserviceID: reg.ID,
+	}
+	device := id.DeviceID(q.Get("device_id"))
+	if device == "" {
+		device = id.DeviceID(q.Get("org.matrix.msc3202.device_id"))
+	}
+	if device != "" {
+		if _, err := s.acc.GetDevice(r.Context(), user, device); err != nil {
+			if me, ok := mxhttp.AsError(err); ok && me.Status == http.StatusNotFound {
+				return nil, unknownDevice("application service has no device %s for %s", device, user)
+			}
+			return nil, err
+		}
+		sess.DeviceID = device
+	}
+	return sess, nil
+}
+
+// unknownDevice answers identity assertion with a device the user does not
+// have (spec v1.17).
+func unknownDevice(format string, args ...any) *mxhttp.Error {
+	return &mxhttp.Error{Status: http.StatusBadRequest, Code: "M_UNKNOWN_DEVICE", Message: fmt.Sprintf(format, args...)}
+}
+
+// Namespace implements accounts.Appservices: the appservice whose as_token
+// is token, and whether user is in its user namespaces and held
+// exclusively by no other appservice.
+func (s *Service) Namespace(token string, user id.UserID) (string, bool) {
+	reg := s.Registry.ByASToken(token)
+	if reg == nil {
+		return "", false
+	}
+	owner := s.Registry.ExclusiveUserOwner(user)
+	return reg.ID, reg.InterestedInUser(user) && (owner == nil || owner == reg)
+}
+
+// ExclusiveUser implements accounts.Appservices.
+func (s *Service) ExclusiveUser(user id.UserID) bool {
+	return s.Registry.ExclusiveUserOwner(user) != nil
+}
+
+// RateLimited reports whether requests of the session are rate limited:
+// an appservice's are not, unless its registration says rate_limited: true.
+func (s *Service) RateLimited(sess *accounts.Session) bool {
+	if sess.AppserviceID == "" {
+		return true
+	}
+	reg := s.Registry.ByID(sess.AppserviceID)
+	return reg == nil || reg.RateLimited
+}
