@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"maunium.net/go/mautrix/id"
 
@@ -35,11 +36,17 @@ func Dir(dataDir string) string { return filepath.Join(dataDir, "appservices") }
 // assertion) and the endpoints only they call.
 type Service struct {
 	Registry *Registry
+	// RoomExists, when set, tells whether this node knows a room (the
+	// per-network directory refuses unknown rooms).
+	RoomExists func(ctx context.Context, roomID id.RoomID) bool
 
 	db   *storage.DB
 	log  *slog.Logger
 	acc  *accounts.Service
 	opts Options
+
+	// client makes the requests to appservices (see outbound.go).
+	client *http.Client
 
 	// OnReload runs after each Reload has put registrations in use (the
 	// delivery queue starts the workers of new appservices).
@@ -56,6 +63,7 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, opts Options) 
 		log:      log,
 		acc:      acc,
 		opts:     opts,
+		client:   newClient(),
 	}
 }
 
@@ -207,6 +215,13 @@ func (s *Service) ExclusiveUser(user id.UserID) bool {
 	return s.Registry.ExclusiveUserOwner(user) != nil
 }
 
+// ExclusiveAlias reports whether an appservice other than the session's
+// holds alias exclusively: only that appservice may create it.
+func (s *Service) ExclusiveAlias(alias id.RoomAlias, sess *accounts.Session) bool {
+	owner := s.Registry.ExclusiveAliasOwner(alias)
+	return owner != nil && (sess == nil || owner.ID != sess.AppserviceID)
+}
+
 // RateLimited reports whether requests of the session are rate limited:
 // an appservice's are not, unless its registration says rate_limited: true.
 func (s *Service) RateLimited(sess *accounts.Session) bool {
@@ -216,3 +231,6 @@ func (s *Service) RateLimited(sess *accounts.Session) bool {
 	reg := s.Registry.ByID(sess.AppserviceID)
 	return reg == nil || reg.RateLimited
 }
+
+// requestTimeout bounds each request to an appservice.
+const requestTimeout = 10 * time.Second

@@ -83,6 +83,9 @@ func (s *Service) putAlias(w http.ResponseWriter, r *http.Request, sess *account
 	if _, err := s.localAlias(lp); err != nil {
 		return nil, err
 	}
+	if err := s.checkAliasNotExclusive(alias, sess); err != nil {
+		return nil, err
+	}
 	var req struct {
 		RoomID id.RoomID `json:"room_id"`
 	}

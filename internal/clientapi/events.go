@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"strconv"
 
 	"maunium.net/go/mautrix/id"
 
@@ -68,16 +69,36 @@ func (s *Service) sendMessage(w http.ResponseWriter, r *http.Request, sess *acco
 	if err != nil {
 		return nil, err
 	}
+	ts, err := tsParam(r, sess)
+	if err != nil {
+		return nil, err
+	}
 	if delayed {
 		return s.scheduleDelayed(r, sess, delayedEvent(roomID, evType, nil, content, delay, txnKey))
 	}
 	ev, err := s.rooms.Send(r.Context(), roomID, rooms.Proto{
-		Type: evType, Sender: sess.UserID, Content: content, TxnID: txn, DeviceID: sess.DeviceID,
+		Type: evType, Sender: sess.UserID, Content: content, TxnID: txn, DeviceID: sess.DeviceID, TS: ts,
 	})
 	if err != nil {
 		return nil, s.roomErr(r.Context(), err, roomID, sess.UserID)
 	}
 	return map[string]any{"event_id": ev.ID}, nil
+}
+
+// tsParam reads the ts query parameter an application service may give to
+// set the event's origin_server_ts (timestamp massaging, for bridged
+// history); 0 without one. Users' requests do not have it: theirs is
+// ignored.
+func tsParam(r *http.Request, sess *accounts.Session) (int64, error) {
+	raw := r.URL.Query().Get("ts")
+	if raw == "" || sess.AppserviceID == "" {
+		return 0, nil
+	}
+	ts, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || ts <= 0 {
+		return 0, mxhttp.InvalidParam("ts must be a positive integer of milliseconds")
+	}
+	return ts, nil
 }
 
 // roomErr turns an unknown room into M_FORBIDDEN for users not in it (the
@@ -132,6 +153,10 @@ func (s *Service) putState(w http.ResponseWriter, r *http.Request, sess *account
 	if err != nil {
 		return nil, err
 	}
+	ts, err := tsParam(r, sess)
+	if err != nil {
+		return nil, err
+	}
 	if delayed {
 		return s.scheduleDelayed(r, sess, delayedEvent(roomID, evType, &sk, content, delay, ""))
 	}
@@ -141,7 +166,7 @@ func (s *Service) putState(w http.ResponseWriter, r *http.Request, sess *account
 			return map[string]any{"event_id": cur.ID}, nil
 		}
 	}
-	ev, err := s.send(r.Context(), roomID, rooms.Proto{Type: evType, StateKey: &sk, Sender: sess.UserID, Content: content, DeviceID: sess.DeviceID})
+	ev, err := s.send(r.Context(), roomID, rooms.Proto{Type: evType, StateKey: &sk, Sender: sess.UserID, Content: content, DeviceID: sess.DeviceID, TS: ts})
 	if err != nil {
 		return nil, s.roomErr(r.Context(), err, roomID, sess.UserID)
 	}

@@ -6,8 +6,8 @@ import "net/http"
 // that need no state of their own: third-party identifiers on a server
 // without an identity server, third-party lookups (answered from
 // application services, of which there are none yet), SSO redirects (no
-// SSO provider), TURN servers (none), login-token generation, mutual rooms
-// and the application-service-only endpoints.
+// SSO provider), TURN servers (none), login-token generation, and mutual
+// rooms. internal/appservice serves the application-service-only endpoints.
 func (s *Service) ExtraRoutes(mux *http.ServeMux) {
 	const v3 = "/_matrix/client/v3"
 	const v1 = "/_matrix/client/v1"
@@ -26,7 +26,4 @@ func (s *Service) ExtraRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+v3+"/voip/turnServer", a(s.getTurnServer))
 	mux.HandleFunc("POST "+v1+"/login/get_token", a(s.postGetLoginToken))
 	mux.HandleFunc("GET "+v1+"/mutual_rooms", a(s.getMutualRooms))
-
-	mux.HandleFunc("POST "+v1+"/appservice/{appserviceId}/ping", a(s.appserviceOnly))
-	mux.HandleFunc("PUT "+v3+"/directory/list/appservice/{networkId}/{roomId}", a(s.appserviceOnly))
 }

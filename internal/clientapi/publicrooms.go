@@ -2,6 +2,7 @@ package clientapi
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/spaces"
 )
 
@@ -102,15 +104,9 @@ func (s *Service) publicRooms(ctx context.Context, server string, req publicRoom
 		}
 		offset = n
 	}
-	all := []*spaces.Chunk{}
-	if req.ThirdPartyInstanceID == "" {
-		// Rooms of third-party networks would come from application
-		// services; this node publishes none, so only the Matrix list
-		// exists and include_all_networks changes nothing.
-		var err error
-		if all, err = s.publishedRooms(ctx); err != nil {
-			return nil, err
-		}
+	all, err := s.directoryRooms(ctx, req)
+	if err != nil {
+		return nil, err
 	}
 	var term string
 	var types *[]*string
@@ -150,8 +146,44 @@ func (s *Service) publicRooms(ctx context.Context, server string, req publicRoom
 	return resp, nil
 }
 
-// publishedRooms describes every room published in the directory.
-func (s *Service) publishedRooms(ctx context.Context) ([]*spaces.Chunk, error) {
+// directoryRooms describes the rooms of the directory a request asks for:
+// the Matrix one (the default), one appservice network's
+// (third_party_instance_id), or all of them (include_all_networks).
+func (s *Service) directoryRooms(ctx context.Context, req publicRoomsRequest) ([]*spaces.Chunk, error) {
+	var ids []id.RoomID
+	if req.ThirdPartyInstanceID == "" {
+		var err error
+		if ids, err = s.publishedRoomIDs(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if (req.IncludeAllNetworks || req.ThirdPartyInstanceID != "") && s.Appservices != nil {
+		network, err := s.Appservices.NetworkRooms(ctx, req.ThirdPartyInstanceID)
+		if err != nil {
+			return nil, err
+		}
+		for _, roomID := range network {
+			if !slices.Contains(ids, roomID) {
+				ids = append(ids, roomID)
+			}
+		}
+	}
+	out := make([]*spaces.Chunk, 0, len(ids))
+	for _, roomID := range ids {
+		pr, err := spaces.Describe(ctx, s.rooms, roomID)
+		if errors.Is(err, rooms.ErrNoRoom) {
+			continue // purged since it was published
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, pr)
+	}
+	return out, nil
+}
+
+// publishedRoomIDs lists the rooms published in the Matrix directory.
+func (s *Service) publishedRoomIDs(ctx context.Context) ([]id.RoomID, error) {
 	rows, err := s.db.Query(ctx, "SELECT room_id FROM rooms WHERE published = TRUE")
 	if err != nil {
 		return nil, err
@@ -166,16 +198,5 @@ func (s *Service) publishedRooms(ctx context.Context) ([]*spaces.Chunk, error) {
 		ids = append(ids, roomID)
 	}
 	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	out := make([]*spaces.Chunk, 0, len(ids))
-	for _, roomID := range ids {
-		pr, err := spaces.Describe(ctx, s.rooms, roomID)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, pr)
-	}
-	return out, nil
+	return ids, rows.Err()
 }

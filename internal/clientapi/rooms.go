@@ -105,6 +105,9 @@ func (s *Service) createRoom(w http.ResponseWriter, r *http.Request, sess *accou
 		if alias, err = s.localAlias(*req.RoomAliasName); err != nil {
 			return nil, err
 		}
+		if err := s.checkAliasNotExclusive(alias, sess); err != nil {
+			return nil, err
+		}
 		if roomID, err := s.resolveLocalAlias(ctx, alias); err != nil {
 			return nil, err
 		} else if roomID != "" {

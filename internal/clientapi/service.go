@@ -25,6 +25,10 @@ type Service struct {
 	// InviteBlocked, when set, reports whether invitee refuses invites
 	// from inviter (their invite permission config, in accountdata).
 	InviteBlocked func(ctx context.Context, invitee, inviter id.UserID) (bool, error)
+	// Appservices, when set, answers for the application services: their
+	// networks' room directories, their exclusive aliases, and the users
+	// and aliases they create when asked.
+	Appservices Appservices
 	// Delayed, when set, schedules the events that a send or state request
 	// asks to delay (MSC4140); unset, such a request is refused.
 	Delayed *delayed.Service

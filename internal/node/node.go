@@ -119,6 +119,7 @@ func migrations() []storage.Migration {
 		media.Migrations,
 		federation.Migrations,
 		appservice.QueueMigrations,
+		appservice.DirectoryMigrations,
 		nodeMigrations,
 	)
 }
@@ -187,10 +188,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		n.DB.Close()
 		return nil, err
 	}
+	n.Appservices.RoomExists = func(ctx context.Context, roomID id.RoomID) bool {
+		_, err := n.Rooms.Version(ctx, roomID)
+		return err == nil
+	}
 	// Refused registration files are logged; the node starts with the rest.
 	n.Appservices.Reload(ctx)
 	n.Sync = sync.New(n.DB, log, n.Accounts, n.Rooms)
 	n.Client = clientapi.New(n.DB, log, n.Accounts, n.Rooms, id.RoomVersion(cfg.DefaultRoomVersion))
+	n.Client.Appservices = n.Appservices
 	n.Push = push.New(n.DB, log, n.Accounts, n.Rooms, push.Options{
 		Wake: n.Sync.Notifier.Wake, ThreadSubscriptionRules: cfg.ThreadSubscriptionRules,
 	})
@@ -268,6 +274,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.csExtraRoutes(mux)
 	n.adminRoutes(mux)
 	n.Media.Routes(mux)
+	n.Appservices.Routes(mux, n.Accounts.Auth)
 	n.federationQueries()
 	mux.HandleFunc("GET /{$}", n.serveWelcome)
 	// A known path with another method is 405, per the spec.

@@ -1,0 +1,30 @@
+package clientapi
+
+import (
+	"context"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/mxhttp"
+)
+
+// Appservices is what clientapi asks of the application services.
+// internal/appservice implements it; the node sets Service.Appservices.
+type Appservices interface {
+	// NetworkRooms returns the rooms published in the directory of the
+	// appservice network instanceID ("" for every network's).
+	NetworkRooms(ctx context.Context, instanceID string) ([]id.RoomID, error)
+	// ExclusiveAlias reports whether an appservice other than the one
+	// behind sess holds alias exclusively.
+	ExclusiveAlias(alias id.RoomAlias, sess *accounts.Session) bool
+}
+
+// checkAliasNotExclusive refuses an alias that an application service
+// other than the session's holds exclusively (M_EXCLUSIVE).
+func (s *Service) checkAliasNotExclusive(alias id.RoomAlias, sess *accounts.Session) error {
+	if s.Appservices != nil && s.Appservices.ExclusiveAlias(alias, sess) {
+		return mxhttp.Exclusive("%s is reserved by an application service", alias)
+	}
+	return nil
+}
