@@ -30,6 +30,9 @@ type Appservices interface {
 	// ExclusiveUser reports whether an appservice holds user
 	// exclusively: nobody else may register it.
 	ExclusiveUser(user id.UserID) bool
+	// QueryUser asks the appservices whose namespaces hold user, which
+	// does not exist, whether it should; true when one created it.
+	QueryUser(ctx context.Context, user id.UserID) bool
 }
 
 // AuthenticateRequest authenticates a request's access token: a user's

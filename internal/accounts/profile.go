@@ -127,6 +127,9 @@ func (s *Service) pathProfile(r *http.Request) (map[string]json.RawMessage, erro
 		return s.remoteProfile(r.Context(), uid)
 	}
 	p, ok, err := s.Profile(r.Context(), uid)
+	if err == nil && !ok && s.Appservices != nil && s.Appservices.QueryUser(r.Context(), uid) {
+		p, ok, err = s.Profile(r.Context(), uid) // an appservice created the user
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -10,11 +10,13 @@ import (
 	"github.com/matrixos/matrixos/internal/mxhttp"
 )
 
-// Routes registers the client endpoints only application services call.
+// Routes registers the client endpoints only application services call,
+// and the third-party lookups they answer.
 // auth is the node's access token check (accounts.Service.Auth).
 func (s *Service) Routes(mux *http.ServeMux, auth func(accounts.AuthedHandler) http.HandlerFunc) {
 	mux.HandleFunc("POST /_matrix/client/v1/appservice/{appserviceId}/ping", auth(s.postPing))
 	mux.HandleFunc("PUT /_matrix/client/v3/directory/list/appservice/{networkId}/{roomId}", auth(s.putNetworkVisibility))
+	s.thirdPartyRoutes(mux, auth)
 }
 
 // callerRegistration returns the registration of the appservice whose

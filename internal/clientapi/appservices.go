@@ -18,6 +18,28 @@ type Appservices interface {
 	// ExclusiveAlias reports whether an appservice other than the one
 	// behind sess holds alias exclusively.
 	ExclusiveAlias(alias id.RoomAlias, sess *accounts.Session) bool
+	// QueryUser and QueryAlias ask the appservices whose namespaces hold
+	// a user or an alias that does not exist whether it should; true
+	// when one created it.
+	QueryUser(ctx context.Context, user id.UserID) bool
+	QueryAlias(ctx context.Context, alias id.RoomAlias) bool
+}
+
+// askAppservicesForUser gives the application services a chance to create
+// a local user that does not exist yet (an invite of a ghost user) before
+// it is used.
+func (s *Service) askAppservicesForUser(ctx context.Context, user id.UserID) error {
+	if s.Appservices == nil {
+		return nil
+	}
+	if _, server, err := user.Parse(); err != nil || server != s.serverName {
+		return nil
+	}
+	if _, exists, err := s.accounts.GetUser(ctx, user); err != nil || exists {
+		return err
+	}
+	s.Appservices.QueryUser(ctx, user)
+	return nil
 }
 
 // checkAliasNotExclusive refuses an alias that an application service

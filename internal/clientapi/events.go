@@ -134,6 +134,9 @@ func (s *Service) putState(w http.ResponseWriter, r *http.Request, sess *account
 			if err := s.requireLocalInvitee(id.UserID(sk)); err != nil {
 				return nil, err
 			}
+			if err := s.askAppservicesForUser(r.Context(), id.UserID(sk)); err != nil {
+				return nil, err
+			}
 			if err := s.requireInvitePermission(r.Context(), id.UserID(sk), sess.UserID); err != nil {
 				return nil, err
 			}

@@ -4,22 +4,15 @@ import "net/http"
 
 // ExtraRoutes registers the endpoints of the smaller Client-Server modules
 // that need no state of their own: third-party identifiers on a server
-// without an identity server, third-party lookups (answered from
-// application services, of which there are none yet), SSO redirects (no
-// SSO provider), TURN servers (none), login-token generation, and mutual
-// rooms. internal/appservice serves the application-service-only endpoints.
+// without an identity server, SSO redirects (no SSO provider), TURN
+// servers (none), login-token generation, and mutual rooms.
+// internal/appservice serves the third-party lookups and the
+// application-service-only endpoints.
 func (s *Service) ExtraRoutes(mux *http.ServeMux) {
 	const v3 = "/_matrix/client/v3"
 	const v1 = "/_matrix/client/v1"
 	a := s.accounts.Auth
 	s.threepidRoutes(mux)
-
-	mux.HandleFunc("GET "+v3+"/thirdparty/protocols", a(s.getThirdPartyProtocols))
-	mux.HandleFunc("GET "+v3+"/thirdparty/protocol/{protocol}", a(s.getThirdPartyProtocol))
-	mux.HandleFunc("GET "+v3+"/thirdparty/location/{protocol}", a(s.getThirdPartyProtocol))
-	mux.HandleFunc("GET "+v3+"/thirdparty/user/{protocol}", a(s.getThirdPartyProtocol))
-	mux.HandleFunc("GET "+v3+"/thirdparty/location", a(s.getThirdPartyReverse("alias")))
-	mux.HandleFunc("GET "+v3+"/thirdparty/user", a(s.getThirdPartyReverse("userid")))
 
 	mux.HandleFunc("GET "+v3+"/login/sso/redirect", s.getSSORedirect)
 	mux.HandleFunc("GET "+v3+"/login/sso/redirect/{idpId}", s.getSSORedirect)

@@ -94,6 +94,9 @@ func (s *Service) createRoom(w http.ResponseWriter, r *http.Request, sess *accou
 		if err := s.requireLocalInvitee(u); err != nil {
 			return nil, err
 		}
+		if err := s.askAppservicesForUser(ctx, u); err != nil {
+			return nil, err
+		}
 		if err := s.requireInvitePermission(ctx, u, sess.UserID); err != nil {
 			return nil, err
 		}
@@ -398,6 +401,9 @@ func (s *Service) invite(w http.ResponseWriter, r *http.Request, sess *accounts.
 		return nil, mxhttp.MissingParam("missing user_id")
 	}
 	if err := s.requireLocalInvitee(req.UserID); err != nil {
+		return nil, err
+	}
+	if err := s.askAppservicesForUser(r.Context(), req.UserID); err != nil {
 		return nil, err
 	}
 	if err := s.requireInvitePermission(r.Context(), req.UserID, sess.UserID); err != nil {
