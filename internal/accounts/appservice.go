@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"maunium.net/go/mautrix/id"
 
@@ -33,6 +34,45 @@ type Appservices interface {
 	// QueryUser asks the appservices whose namespaces hold user, which
 	// does not exist, whether it should; true when one created it.
 	QueryUser(ctx context.Context, user id.UserID) bool
+	// ManagesDevices reports whether the appservice appserviceID manages
+	// its users' devices itself (MSC4190): it creates them with PUT
+	// /devices/{deviceId} and deletes them without UIA.
+	ManagesDevices(appserviceID string) bool
+}
+
+// managesDevices reports whether sess is an appservice's that manages its
+// users' devices (MSC4190).
+func (s *Service) managesDevices(sess *Session) bool {
+	return sess.AppserviceID != "" && s.Appservices != nil && s.Appservices.ManagesDevices(sess.AppserviceID)
+}
+
+// createDevice makes a device without an access token for an appservice
+// user (MSC4190) unless it exists; created tells which. The DeviceAdded
+// hooks run for a new device.
+func (s *Service) createDevice(ctx context.Context, uid id.UserID, dev id.DeviceID, displayName *string) (created bool, err error) {
+	err = s.db.Write(ctx, func(tx *storage.Tx) error {
+		var n int
+		if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM devices WHERE user_id = $1 AND device_id = $2", uid, dev).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+		now := time.Now().UnixMilli()
+		created = true
+		_, err := tx.Exec(ctx, "INSERT INTO devices (user_id, device_id, display_name, created_ts, last_seen_ts) VALUES ($1, $2, $3, $4, $4)",
+			uid, dev, displayName, now)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("create device %s of %s: %w", dev, uid, err)
+	}
+	if created {
+		for _, h := range s.Hooks.DeviceAdded {
+			h(ctx, uid, dev)
+		}
+	}
+	return created, nil
 }
 
 // AuthenticateRequest authenticates a request's access token: a user's

@@ -498,14 +498,27 @@ func (s *Service) putDevice(w http.ResponseWriter, r *http.Request, sess *Sessio
 		return nil, err
 	}
 	dev := id.DeviceID(r.PathValue("deviceId"))
+	if req.DisplayName != nil && len(*req.DisplayName) > 1024 {
+		return nil, mxhttp.InvalidParam("display_name too long")
+	}
+	if s.managesDevices(sess) {
+		if len(dev) > 255 {
+			return nil, mxhttp.InvalidParam("device ID too long")
+		}
+		created, err := s.createDevice(r.Context(), sess.UserID, dev, req.DisplayName)
+		if err != nil {
+			return nil, err
+		}
+		if created {
+			mxhttp.WriteJSON(w, http.StatusCreated, mxhttp.Empty)
+			return nil, nil
+		}
+	}
 	if req.DisplayName == nil {
 		if _, err := s.GetDevice(r.Context(), sess.UserID, dev); err != nil {
 			return nil, err
 		}
 		return mxhttp.Empty, nil
-	}
-	if len(*req.DisplayName) > 1024 {
-		return nil, mxhttp.InvalidParam("display_name too long")
 	}
 	if err := s.RenameDevice(r.Context(), sess.UserID, dev, *req.DisplayName); err != nil {
 		return nil, err
@@ -522,7 +535,7 @@ func (s *Service) deleteDevice(w http.ResponseWriter, r *http.Request, sess *Ses
 	}
 	// Deleting a device that is already gone succeeds, as the spec says.
 	dev := id.DeviceID(r.PathValue("deviceId"))
-	if err := s.SessionUIA(r, sess, req.Auth); err != nil {
+	if err := s.deviceDeletionUIA(r, sess, req.Auth); err != nil {
 		return nil, err
 	}
 	if err := s.DeleteDevice(r.Context(), sess.UserID, dev); err != nil {
@@ -545,7 +558,7 @@ func (s *Service) postDeleteDevices(w http.ResponseWriter, r *http.Request, sess
 	if len(req.Devices) > 1000 {
 		return nil, mxhttp.InvalidParam("too many devices")
 	}
-	if err := s.SessionUIA(r, sess, req.Auth); err != nil {
+	if err := s.deviceDeletionUIA(r, sess, req.Auth); err != nil {
 		return nil, err
 	}
 	for _, d := range req.Devices {
@@ -554,6 +567,15 @@ func (s *Service) postDeleteDevices(w http.ResponseWriter, r *http.Request, sess
 		}
 	}
 	return mxhttp.Empty, nil
+}
+
+// deviceDeletionUIA asks for UIA before devices are deleted, except of an
+// appservice that manages its users' devices (MSC4190).
+func (s *Service) deviceDeletionUIA(r *http.Request, sess *Session, auth *AuthDict) error {
+	if s.managesDevices(sess) {
+		return nil
+	}
+	return s.SessionUIA(r, sess, auth)
 }
 
 // Shared-secret admin registration (Synapse-compatible).

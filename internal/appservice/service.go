@@ -234,3 +234,10 @@ func (s *Service) RateLimited(sess *accounts.Session) bool {
 
 // requestTimeout bounds each request to an appservice.
 const requestTimeout = 10 * time.Second
+
+// ManagesDevices implements accounts.Appservices: the registration of
+// appserviceID enables MSC4190 (io.element.msc4190).
+func (s *Service) ManagesDevices(appserviceID string) bool {
+	reg := s.Registry.ByID(appserviceID)
+	return reg != nil && reg.DeviceManagement
+}
