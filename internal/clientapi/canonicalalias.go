@@ -30,8 +30,8 @@ func (c canonicalAliasContent) aliases() []string {
 // checkCanonicalAlias does what the spec asks of a server before it sends a
 // client's m.room.canonical_alias: every alias the event adds (not those
 // already in the room's current one) must be well formed (else M_INVALID_PARAM)
-// and must point to the room (else M_BAD_ALIAS). An alias of another server is
-// refused too, since without federation this server cannot ask where it points.
+// and must point to the room (else M_BAD_ALIAS), an alias of another server
+// as that server answers over federation.
 func (s *Service) checkCanonicalAlias(ctx context.Context, roomID id.RoomID, content json.RawMessage) error {
 	var next canonicalAliasContent
 	if err := json.Unmarshal(content, &next); err != nil {
@@ -53,19 +53,21 @@ func (s *Service) checkCanonicalAlias(ctx context.Context, roomID id.RoomID, con
 	return nil
 }
 
-// checkAliasPointsTo reports whether alias is well formed and names roomID in
-// this server's directory.
+// checkAliasPointsTo reports whether alias is well formed and names roomID:
+// in this server's directory, or, for an alias of another server, in that
+// server's as ResolveAlias asks it over federation. An alias that names
+// another room, or that cannot be resolved (unknown, its server unreachable
+// or not asked without federation), is refused with M_BAD_ALIAS.
 func (s *Service) checkAliasPointsTo(ctx context.Context, alias id.RoomAlias, roomID id.RoomID) error {
-	_, server, err := splitAlias(alias)
-	if err != nil {
+	if _, _, err := splitAlias(alias); err != nil {
 		return err
 	}
-	if server != s.serverName {
-		return mxhttp.BadAlias("the alias %q is on another server, where this server cannot check it points to this room", alias)
-	}
-	target, err := s.resolveLocalAlias(ctx, alias)
+	target, _, err := s.ResolveAlias(ctx, alias)
 	if err != nil {
-		return err
+		if me, ok := mxhttp.AsError(err); !ok || me.Code == "M_INVALID_PARAM" {
+			return err // this server's failure, or a malformed alias
+		}
+		return mxhttp.BadAlias("the alias %q could not be resolved: %v", alias, err)
 	}
 	if target != roomID {
 		return mxhttp.BadAlias("the alias %q does not point to this room", alias)

@@ -102,3 +102,33 @@ func wantContent(t *testing.T, c *mautrix.Client, roomID any, want map[string]an
 		t.Fatalf("m.room.canonical_alias = %v, want %v", got, want)
 	}
 }
+
+// TestCanonicalAliasOfAnotherServer: an alias of another server is accepted
+// in m.room.canonical_alias when that server answers that it points to the
+// room, and refused with M_BAD_ALIAS when it names another room, is unknown
+// there, or its server cannot be reached.
+func TestCanonicalAliasOfAnotherServer(t *testing.T) {
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, bob := a.Register("alice"), b.Register("bob")
+	room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	testnode.Call(t, bob, "POST", testnode.V3+"/join/"+url.PathEscape(string(room))+"?server_name="+url.QueryEscape(a.Config.ServerName), map[string]any{}).OK(t)
+	bobsRoom := testnode.CreateRoom(t, bob, &mautrix.ReqCreateRoom{})
+	onB := func(localpart string) string { return "#" + localpart + ":" + b.Config.ServerName }
+	testnode.Call(t, bob, "PUT", aliasPath(onB("shared")), map[string]any{"room_id": room}).OK(t)
+	testnode.Call(t, bob, "PUT", aliasPath(onB("bobs")), map[string]any{"room_id": bobsRoom}).OK(t)
+
+	for name, alias := range map[string]string{
+		"other room":  onB("bobs"),
+		"unknown":     onB("nowhere"),
+		"unreachable": "#shared:127.0.0.1:1",
+	} {
+		res := testnode.Call(t, alice, "PUT", canonicalAliasPath(string(room)), map[string]any{"alias": alias})
+		if res.Status != 400 || res.JSON(t)["errcode"] != "M_BAD_ALIAS" {
+			t.Fatalf("%s (%s): %d %s, want 400 M_BAD_ALIAS", name, alias, res.Status, res.Body)
+		}
+	}
+	testnode.Call(t, alice, "PUT", canonicalAliasPath(string(room)), map[string]any{"alias": onB("shared")}).OK(t)
+	wantContent(t, alice, string(room), map[string]any{"alias": onB("shared")})
+}
