@@ -219,7 +219,8 @@ func (a Aggregations) set(evID id.EventID, relType string, v any) {
 // (m.thread) and the references (m.reference). Only relations at positions
 // up to upTo (what the user may see) count; redacted relations do not, and
 // redacted events get none. It runs a fixed number of queries, however
-// many events there are.
+// many events there are: one that finds the events anything relates to
+// (most events have no relations), then one per relation type for those.
 func (e *Engine) Aggregate(ctx context.Context, evs []*Event, opts ClientOptions, upTo int64) (Aggregations, error) {
 	out := Aggregations{}
 	byID := map[id.EventID]*Event{}
@@ -231,8 +232,9 @@ func (e *Engine) Aggregate(ctx context.Context, evs []*Event, opts ClientOptions
 		byID[ev.ID] = ev
 		ids = append(ids, ev.ID)
 	}
-	if len(ids) == 0 {
-		return out, nil
+	ids, err := e.relationTargets(ctx, ids)
+	if err != nil || len(ids) == 0 {
+		return out, err
 	}
 	edits, err := e.latestEdits(ctx, byID, ids, upTo)
 	if err != nil {
@@ -248,6 +250,29 @@ func (e *Engine) Aggregate(ctx context.Context, evs []*Event, opts ClientOptions
 		return nil, err
 	}
 	return out, nil
+}
+
+// relationTargets returns those of ids that some stored event relates to,
+// of any relation type and at any position. The lookup reads only the
+// events_relates index.
+func (e *Engine) relationTargets(ctx context.Context, ids []id.EventID) ([]id.EventID, error) {
+	var out []id.EventID
+	err := inChunks(ids, func(part []id.EventID) error {
+		rows, err := e.db.Query(ctx, "SELECT DISTINCT relates_to FROM events WHERE relates_to IN ("+placeholders(1, len(part))+")", anySlice(part)...)
+		if err != nil {
+			return fmt.Errorf("load relation targets: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var target id.EventID
+			if err := rows.Scan(&target); err != nil {
+				return fmt.Errorf("scan relation target: %w", err)
+			}
+			out = append(out, target)
+		}
+		return rows.Err()
+	})
+	return out, err
 }
 
 // latestEdits returns, for each original event, its most recent valid

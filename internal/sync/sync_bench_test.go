@@ -9,7 +9,9 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strconv"
+	"syscall"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
@@ -215,4 +217,67 @@ func (f *syncFixture) syncFiltered(b *testing.B, since string) string {
 	}
 	b.SetBytes(int64(rec.Body.Len()))
 	return out.NextBatch
+}
+
+// newEngineFixture is a user in nRooms private rooms with events messages
+// each, every room created in one write through the engine (not through
+// HTTP), so that thousands of rooms build in seconds.
+func newEngineFixture(b *testing.B, nRooms, events int) *syncFixture {
+	b.Helper()
+	ctx := context.Background()
+	n := testnode.Start(b, testnode.SQLite)
+	f := &syncFixture{node: n, user: n.Register("bench")}
+	owner := f.user.UserID
+	for i := range nRooms {
+		ps := []rooms.Proto{
+			stateProto(owner, "m.room.member", string(owner), `{"membership":"join"}`),
+			stateProto(owner, "m.room.power_levels", "", `{"users":{"`+string(owner)+`":100}}`),
+			stateProto(owner, "m.room.join_rules", "", `{"join_rule":"invite"}`),
+			stateProto(owner, "m.room.history_visibility", "", `{"history_visibility":"shared"}`),
+			stateProto(owner, "m.room.name", "", `{"name":"room `+strconv.Itoa(i)+`"}`),
+		}
+		for j := range events {
+			ps = append(ps, rooms.Proto{Type: "m.room.message", Sender: owner,
+				Content: json.RawMessage(`{"msgtype":"m.text","body":"message ` + strconv.Itoa(j) + `"}`)})
+		}
+		roomID, _, err := n.Rooms.CreateRoom(ctx, id.RoomV11, owner, nil, ps)
+		if err != nil {
+			b.Fatal(err)
+		}
+		f.rooms = append(f.rooms, roomID)
+	}
+	return f
+}
+
+func stateProto(sender id.UserID, evType, stateKey, content string) rooms.Proto {
+	return rooms.Proto{Type: evType, StateKey: &stateKey, Sender: sender, Content: json.RawMessage(content)}
+}
+
+// BenchmarkSyncInitialRooms is an initial sync (no filter) of a user in N
+// rooms with 5 messages each: how the initial sync grows with the rooms
+// (issue 11: 1,000 rooms under 200 ms). Besides wall time it reports the
+// process's CPU time per sync (cpu-ns/op), which holds up better than wall
+// time on a shared machine.
+func BenchmarkSyncInitialRooms(b *testing.B) {
+	for _, nRooms := range []int{20, 200, 1000, 5000} {
+		b.Run(fmt.Sprintf("rooms=%d", nRooms), func(b *testing.B) {
+			f := newEngineFixture(b, nRooms, 5)
+			f.sync(b, "")
+			b.ReportAllocs()
+			cpu0 := cpuTime(b)
+			for b.Loop() {
+				f.sync(b, "")
+			}
+			b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
+
+// cpuTime is the CPU time (user and system) the process has used so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
