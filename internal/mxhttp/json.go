@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	jsonv2 "encoding/json/v2"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -89,13 +91,31 @@ func hasNUL(b []byte) bool {
 
 // WriteJSON writes v as a JSON response with the given status.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	buf := responseBuffers.Get().(*bytes.Buffer)
+	defer putResponseBuffer(buf)
+	buf.Reset()
+	// What json.Marshal returns, encoded straight into buf.
+	if err := jsonv2.MarshalWrite(buf, v, json.DefaultOptionsV1()); err != nil {
 		slog.Error("encode response", "err", err)
-		status = http.StatusInternalServerError
-		b = []byte(`{"errcode":"M_UNKNOWN","error":"could not encode response"}`)
+		WriteRawJSON(w, http.StatusInternalServerError, []byte(`{"errcode":"M_UNKNOWN","error":"could not encode response"}`))
+		return
 	}
-	WriteRawJSON(w, status, b)
+	WriteRawJSON(w, status, buf.Bytes())
+}
+
+// responseBuffers keeps the buffers WriteJSON encodes into: a large answer
+// (an initial /sync of a user in many rooms is megabytes) then encodes
+// into memory the last one grew, rather than growing a new buffer from
+// nothing each time.
+var responseBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// maxPooledResponse is the largest buffer kept for reuse.
+const maxPooledResponse = 16 << 20
+
+func putResponseBuffer(buf *bytes.Buffer) {
+	if buf.Cap() <= maxPooledResponse {
+		responseBuffers.Put(buf)
+	}
 }
 
 // WriteRawJSON writes an already-encoded JSON body.

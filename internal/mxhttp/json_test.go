@@ -1,8 +1,10 @@
 package mxhttp_test
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -47,5 +49,39 @@ func TestDecodeJSONTooLarge(t *testing.T) {
 	var me *mxhttp.Error
 	if err := mxhttp.DecodeJSON(r, &v); !errors.As(err, &me) || me.Status != 413 || me.Code != "M_TOO_LARGE" {
 		t.Fatalf("DecodeJSON of an oversized body = %v, want 413 M_TOO_LARGE", err)
+	}
+}
+
+// TestWriteJSONMatchesMarshal checks that WriteJSON, which encodes into
+// reused buffers, writes exactly what json.Marshal gives, the second time
+// (into a buffer a larger answer grew) as the first.
+func TestWriteJSONMatchesMarshal(t *testing.T) {
+	type event struct {
+		Content  json.RawMessage `json:"content"`
+		StateKey *string         `json:"state_key,omitempty"`
+		Unsigned map[string]any  `json:"unsigned,omitempty"`
+	}
+	empty := ""
+	for _, v := range []any{
+		map[string]any{"html": "<b>&</b>", "invalid": "a\xffb", "line": "\u2028", "n": 1.5},
+		event{Content: json.RawMessage(`{ "body" : "spaced <b>" }`), StateKey: &empty},
+		[]any{event{Unsigned: map[string]any{"b": 2, "a": []byte("raw")}}, nil},
+		map[string]any{"big": strings.Repeat("x", 1<<20)},
+		map[string]any{"small": true},
+	} {
+		want, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			rec := httptest.NewRecorder()
+			mxhttp.WriteJSON(rec, 200, v)
+			if got := rec.Body.String(); got != string(want) {
+				t.Fatalf("WriteJSON(%T) = %.200q, json.Marshal gives %.200q", v, got, want)
+			}
+			if cl := rec.Header().Get("Content-Length"); cl != strconv.Itoa(len(want)) {
+				t.Errorf("Content-Length %s, want %d", cl, len(want))
+			}
+		}
 	}
 }
