@@ -129,6 +129,7 @@ type destination struct {
 	running     bool            // a worker serves it
 	pending     bool            // something was queued since the worker last looked
 	queued      [numClasses]int // rows queued, by class
+	drops       int             // times rows were dropped past a bound: a batch read before is stale
 	failures    int             // failed transactions in a row
 	retryAt     time.Time
 	failedAt    time.Time
@@ -457,6 +458,9 @@ func (o *Outbox) droppedEDUs(dest string, class rowClass, n int) {
 	if n <= 0 {
 		return
 	}
+	o.mu.Lock()
+	o.destLocked(dest).drops++
+	o.mu.Unlock()
 	o.metrics.droppedEDUs.WithLabelValues(class.String()).Add(float64(n))
 	level := slog.LevelDebug
 	if class == classDurable {
@@ -603,9 +607,15 @@ func sleep(ctx context.Context, d time.Duration) bool {
 // good), waiting out the backoff between tries. It reports false when the
 // outbox stops first.
 func (o *Outbox) deliver(ctx context.Context, d *destination, b *batch) bool {
+	drops := o.drops(d)
 	for {
 		if !o.waitRetry(ctx, d) {
 			return false
+		}
+		if o.drops(d) != drops {
+			// Rows of b may have been dropped past a bound while it
+			// waited: the next batch is read afresh, without them.
+			return true
 		}
 		err := o.sendBatch(ctx, d.name, b)
 		if ctx.Err() != nil {
@@ -679,6 +689,9 @@ func (o *Outbox) trim(ctx context.Context, d *destination) bool {
 			o.mu.Lock()
 			defer o.mu.Unlock()
 			d.count(classPDU, -int(dropped))
+			if dropped > 0 {
+				d.drops++
+			}
 			o.metrics.observe(d)
 		})
 		return nil
@@ -693,6 +706,13 @@ func (o *Outbox) trim(ctx context.Context, d *destination) bool {
 		o.log.Warn("federation: dropped the oldest PDUs queued for a failing destination; it catches up from the newest", "destination", d.name, "dropped", dropped)
 	}
 	return dropped > 0
+}
+
+// drops reads d.drops.
+func (o *Outbox) drops(d *destination) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return d.drops
 }
 
 // waitRetry waits until d's backoff is over (or Wake ends it).
