@@ -60,7 +60,11 @@ func (s *Service) postPing(w http.ResponseWriter, r *http.Request, sess *account
 	if status != http.StatusOK {
 		return nil, badStatus(status, answer)
 	}
-	return map[string]int64{"duration_ms": time.Since(start).Milliseconds()}, nil
+	took := time.Since(start)
+	for _, f := range s.OnPinged {
+		f(reg.ID)
+	}
+	return map[string]int64{"duration_ms": took.Milliseconds()}, nil
 }
 
 // putNetworkVisibility publishes a room in (or removes it from) the room

@@ -185,3 +185,29 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestPingEndsBackoff: an appservice that failed waits out its backoff,
+// unless it asks for a ping (POST /_matrix/client/v1/appservice/{id}/ping)
+// and answers it: then what is queued is sent at once.
+func TestPingEndsBackoff(t *testing.T) {
+	reg := registration("watcher", "", "@watched.*:localhost")
+	as := testnode.NewFakeAppservice(t, reg.ServerToken)
+	reg.URL = as.URL()
+	n := testnode.Start(t, testnode.SQLite, testnode.WithAppservices(t, map[string]string{"watcher.yaml": yamlOf(t, reg)}))
+	appservice.SetTiming(n.AppserviceQueue, 20*time.Millisecond, time.Hour, time.Hour)
+	watched := n.Register("watched")
+	room := testnode.CreateRoom(t, watched, &mautrix.ReqCreateRoom{})
+	as.WaitBody("") // the room's events, which have no body
+	as.SetFailing(true)
+	testnode.SendText(t, watched, room, "while failing")
+	failed := as.WaitRetried(1)
+	as.SetFailing(false)
+	if s := n.AppserviceQueue.Status("watcher"); s.Failures != 1 || time.Until(s.RetryAt) < 30*time.Minute {
+		t.Fatalf("after a failure: %+v, want a backoff of an hour", s)
+	}
+	n.Do(t, "POST", "/_matrix/client/v1/appservice/watcher/ping", reg.AppToken, map[string]any{}).OK(t)
+	as.WaitBody("while failing")
+	if tries := as.Tries(failed); tries != 2 {
+		t.Errorf("the failed transaction was sent %d times, want 2", tries)
+	}
+}

@@ -51,6 +51,10 @@ type Service struct {
 	// OnReload runs after each Reload has put registrations in use (the
 	// delivery queue starts the workers of new appservices).
 	OnReload []func()
+	// OnPinged runs after an appservice answered a ping that it asked for
+	// (the delivery queue retries it at once instead of waiting out its
+	// backoff).
+	OnPinged []func(appserviceID string)
 
 	reloadMu sync.Mutex // one Reload at a time
 }

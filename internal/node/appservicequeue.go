@@ -13,11 +13,13 @@ import (
 // typing, public receipts and presence (MSC2409); to-device messages for
 // their users' devices (MSC4203); device list changes and key counts
 // (MSC3202).
-// A reload that adds an appservice starts its worker.
+// A reload that adds an appservice starts its worker, and a ping the
+// appservice answers ends its backoff.
 func (n *Node) wireAppserviceQueue(as *appservice.Service) {
 	q := appservice.NewQueue(n.DB, n.log, as.Registry, n.Rooms)
 	n.AppserviceQueue = q
 	as.OnReload = append(as.OnReload, q.Reloaded)
+	as.OnPinged = append(as.OnPinged, q.Wake)
 	n.Rooms.OnPersist = append(n.Rooms.OnPersist, q.QueueEvent)
 
 	n.Ephemeral.OnTyping = func(ctx context.Context, roomID id.RoomID, typers []id.UserID) {

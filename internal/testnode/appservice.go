@@ -18,7 +18,8 @@ import (
 )
 
 // FakeAppservice plays an appservice's HTTP side for delivery tests: it
-// checks every transaction against the spec's schema, records it, deduplicates them by transaction
+// answers pings, checks every transaction against the spec's schema,
+// records it, deduplicates them by transaction
 // ID as the spec says an appservice does, fails the test when a
 // transaction comes again with another body or without the hs_token, and
 // answers 500 while failing.
@@ -74,6 +75,10 @@ func NewFakeAppservice(t testing.TB, hsToken string) *FakeAppservice {
 func (f *FakeAppservice) URL() string { return f.srv.URL }
 
 func (f *FakeAppservice) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && r.URL.Path == "/_matrix/app/v1/ping" && r.Header.Get("Authorization") == "Bearer "+f.hsToken {
+		w.Write([]byte("{}"))
+		return
+	}
 	txnID, ok := strings.CutPrefix(r.URL.Path, "/_matrix/app/v1/transactions/")
 	if r.Method != http.MethodPut || !ok {
 		http.Error(w, `{"errcode":"M_UNRECOGNIZED"}`, http.StatusNotFound)
