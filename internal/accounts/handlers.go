@@ -193,7 +193,7 @@ type loginResponse struct {
 
 // CreateLoginToken issues a short-lived single-use m.login.token.
 func (s *Service) CreateLoginToken(ctx context.Context, uid id.UserID, ttl time.Duration) (string, error) {
-	tok := randomString("mol_", 24)
+	tok := RandomToken("mol_", 24)
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		_, err := tx.Exec(ctx, "INSERT INTO login_tokens (token_hash, user_id, expires_ts) VALUES ($1, $2, $3)",
 			HashToken(tok), uid, time.Now().Add(ttl).UnixMilli())

@@ -2,7 +2,6 @@ package accounts
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/http"
@@ -27,19 +26,7 @@ const tokenChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 
 // RandomRegistrationToken returns n characters drawn evenly from the
 // characters a registration token may hold.
-func RandomRegistrationToken(n int) string {
-	out := make([]byte, 0, n)
-	b := make([]byte, 1)
-	for len(out) < n {
-		rand.Read(b)
-		// 256 is not a multiple of the alphabet's 66 characters: drop the
-		// values that would favour the first ones.
-		if int(b[0]) < 256-256%len(tokenChars) {
-			out = append(out, tokenChars[int(b[0])%len(tokenChars)])
-		}
-	}
-	return string(out)
-}
+func RandomRegistrationToken(n int) string { return RandomString(tokenChars, n) }
 
 // CreateRegistrationToken stores a new registration token; an empty token
 // gets a random one, and a taken one is M_INVALID_PARAM.

@@ -2,10 +2,8 @@ package accounts
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -118,24 +116,9 @@ func HashToken(tok string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func randomString(prefix string, n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err) // crypto/rand never fails on supported platforms
-	}
-	return prefix + base64.RawURLEncoding.EncodeToString(b)
-}
-
 const deviceIDChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
-func newDeviceID() id.DeviceID {
-	b := make([]byte, 10)
-	rand.Read(b)
-	for i := range b {
-		b[i] = deviceIDChars[int(b[i])%len(deviceIDChars)]
-	}
-	return id.DeviceID(b)
-}
+func newDeviceID() id.DeviceID { return id.DeviceID(RandomString(deviceIDChars, 10)) }
 
 var localpartRE = regexp.MustCompile(`^[a-z0-9._=\-/+]+$`)
 
@@ -509,12 +492,12 @@ func (s *Service) newSession(ctx context.Context, uid id.UserID, dev id.DeviceID
 	if dev == "" {
 		dev = newDeviceID()
 	}
-	access := randomString("mos_", 32)
+	access := RandomToken("mos_", 32)
 	res := &LoginResult{UserID: uid, AccessToken: access, DeviceID: dev, HomeServer: s.opts.ServerName}
 	now := time.Now().UnixMilli()
 	var expires int64
 	if refresh {
-		res.RefreshToken = randomString("mor_", 32)
+		res.RefreshToken = RandomToken("mor_", 32)
 		if lifetime > 0 {
 			res.ExpiresInMS = lifetime.Milliseconds()
 			expires = now + res.ExpiresInMS

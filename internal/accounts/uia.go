@@ -75,7 +75,7 @@ func (u *uiaStore) create(pinned string) (string, *uiaSession) {
 	if len(u.sessions) > 100000 {
 		clear(u.sessions)
 	}
-	sid := randomString("", 18)
+	sid := RandomToken("", 18)
 	s := &uiaSession{created: time.Now(), pinned: pinned}
 	u.sessions[sid] = s
 	return sid, s

@@ -3,8 +3,6 @@ package admin
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -396,9 +394,7 @@ func (s *Service) deleteRoomV2(w http.ResponseWriter, r *http.Request, sess *acc
 		return nil, err
 	}
 	purge := req.Purge == nil || *req.Purge
-	b := make([]byte, 12)
-	rand.Read(b)
-	st := &deleteStatus{DeleteID: base64.RawURLEncoding.EncodeToString(b), RoomID: roomID, Status: "complete"}
+	st := &deleteStatus{DeleteID: accounts.RandomToken("", 12), RoomID: roomID, Status: "complete"}
 	res, err := s.DeleteRoom(r.Context(), sess.UserID, roomID, req.Block, purge, req.ForcePurge, req.Message)
 	if err != nil {
 		me, _ := mxhttp.AsError(err)

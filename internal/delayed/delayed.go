@@ -3,7 +3,6 @@ package delayed
 import (
 	"cmp"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -17,6 +16,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
@@ -433,8 +433,4 @@ func (s *Service) wake() {
 
 // newDelayID returns a random delay ID, unguessable since it is all that
 // the unauthenticated actions ask for.
-func newDelayID() string {
-	b := make([]byte, 18)
-	rand.Read(b)
-	return "syd_" + base64.RawURLEncoding.EncodeToString(b)
-}
+func newDelayID() string { return accounts.RandomToken("syd_", 18) }

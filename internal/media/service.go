@@ -2,7 +2,6 @@ package media
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -199,13 +198,7 @@ func (s *Service) Usage(ctx context.Context, user id.UserID) (int64, error) {
 
 // newMediaID returns a random media ID.
 func newMediaID() string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-	b := make([]byte, 24)
-	rand.Read(b)
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b)
+	return accounts.RandomString("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 24)
 }
 
 // UploadRequest is content to store.

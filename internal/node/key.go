@@ -15,6 +15,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/config"
 	"github.com/matrixos/matrixos/internal/federation"
 )
@@ -64,13 +65,7 @@ func LoadOrCreateKey(dataDir string) (id.KeyID, ed25519.PrivateKey, error) {
 // randomAlnum returns n random characters from [a-zA-Z0-9] (key IDs allow
 // only those and '_').
 func randomAlnum(n int) string {
-	const chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-	b := make([]byte, n)
-	rand.Read(b)
-	for i := range b {
-		b[i] = chars[int(b[i])%len(chars)]
-	}
-	return string(b)
+	return accounts.RandomString("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", n)
 }
 
 // RotateKey replaces the server's signing key with a new one. The old key

@@ -83,7 +83,7 @@ func (s *Service) getAuthorize(w http.ResponseWriter, r *http.Request) {
 		fail("invalid_scope", err.Error())
 		return
 	}
-	rid := randomToken(24)
+	rid := accounts.RandomToken("", 24)
 	s.requests.put(rid, req)
 	next := pathConsent + "?request=" + rid
 	if _, loggedIn := s.loggedIn(w, r); loggedIn {
@@ -183,7 +183,7 @@ func (s *Service) postConsent(w http.ResponseWriter, r *http.Request) {
 		s.redirectToClient(w, r, req, url.Values{"error": {"access_denied"}, "error_description": {"the user denied access"}})
 		return
 	}
-	code := randomToken(32)
+	code := accounts.RandomToken("", 32)
 	s.codes.put(code, &codeGrant{authRequest: *req, user: b.user})
 	s.redirectToClient(w, r, req, url.Values{"code": {code}})
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/storage"
 )
@@ -285,7 +286,7 @@ func (s *Service) postRegister(w http.ResponseWriter, r *http.Request) {
 		s.serverError(w, err)
 		return
 	}
-	c := &Client{ID: randomToken(16), IssuedAt: time.Now().Unix(), ClientMetadata: m}
+	c := &Client{ID: accounts.RandomToken("", 16), IssuedAt: time.Now().Unix(), ClientMetadata: m}
 	if err := s.storeClient(r.Context(), c); err != nil {
 		s.serverError(w, err)
 		return

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
 )
 
 // The states of a device grant.
@@ -63,8 +65,8 @@ func (s *Service) postDeviceAuthorization(w http.ResponseWriter, r *http.Request
 		writeOAuthError(w, http.StatusBadRequest, "invalid_scope", err.Error())
 		return
 	}
-	deviceCode := randomToken(32)
-	userCode := randomFrom(userCodeChars, 8)
+	deviceCode := accounts.RandomToken("", 32)
+	userCode := accounts.RandomString(userCodeChars, 8)
 	s.devices.put(deviceCode, &deviceGrant{client: c, scope: scope, userCode: userCode, interval: devicePollInterval})
 	s.userCodes.put(userCode, deviceCode)
 	verify := s.opts.BaseURL() + pathDevice

@@ -197,7 +197,7 @@ func (s *Service) browser(w http.ResponseWriter, r *http.Request) *browserSessio
 // and sets its cookie. Logging in always starts a new one, so that a
 // session id planted before the login is worth nothing.
 func (s *Service) startBrowserSession(w http.ResponseWriter, r *http.Request, user id.UserID) *browserSession {
-	b := &browserSession{id: randomToken(32), user: user, csrf: randomToken(32)}
+	b := &browserSession{id: accounts.RandomToken("", 32), user: user, csrf: accounts.RandomToken("", 32)}
 	store, lifetime := s.browsers, browserSessionLifetime
 	if user == "" {
 		// Anyone can start these: kept apart, so that a flood of them

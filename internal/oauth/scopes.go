@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
 )
 
 // The Matrix scopes (spec section "Scope"), stable and as MSC2967 first
@@ -82,5 +84,5 @@ func validDeviceID(dev string) bool {
 
 // newDeviceID makes a device ID of ten capital letters, as accounts does.
 func newDeviceID() string {
-	return randomFrom("ABCDEFGHIJKLMNOPQRSTUVWXYZ", 10)
+	return accounts.RandomString("ABCDEFGHIJKLMNOPQRSTUVWXYZ", 10)
 }

@@ -3,9 +3,7 @@ package oauth
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"database/sql"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -201,13 +199,6 @@ func (s *Service) serverError(w http.ResponseWriter, err error) {
 	writeOAuthError(w, http.StatusInternalServerError, "server_error", "internal error")
 }
 
-// randomToken returns n random bytes, base64url-encoded.
-func randomToken(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
 // session is an OAuth session: the device a client holds.
 type session struct {
 	UserID   id.UserID
@@ -277,20 +268,6 @@ func (s *Service) OnDeviceDeleted(ctx context.Context, uid id.UserID, dev id.Dev
 // Deactivated hook).
 func (s *Service) OnDeactivated(ctx context.Context, uid id.UserID) {
 	s.browsers.deleteFunc(func(b *browserSession) bool { return b.user == uid })
-}
-
-// randomFrom returns n characters drawn evenly from alphabet (at most
-// 256 characters).
-func randomFrom(alphabet string, n int) string {
-	out := make([]byte, 0, n)
-	b := make([]byte, 1)
-	for len(out) < n {
-		rand.Read(b)
-		if int(b[0]) < 256-256%len(alphabet) {
-			out = append(out, alphabet[int(b[0])%len(alphabet)])
-		}
-	}
-	return string(out)
 }
 
 // trimmed is strings.TrimSpace, for form values.

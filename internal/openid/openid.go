@@ -9,9 +9,7 @@ package openid
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -68,9 +66,7 @@ func (s *Service) FederationRoutes(h func(pattern string, handler http.Handler))
 
 // Issue creates a token for the user.
 func (s *Service) Issue(ctx context.Context, user id.UserID) (string, error) {
-	b := make([]byte, 24)
-	rand.Read(b)
-	tok := base64.RawURLEncoding.EncodeToString(b)
+	tok := accounts.RandomToken("", 24)
 	now := time.Now()
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		if _, err := tx.Exec(ctx, "DELETE FROM openid_tokens WHERE expires_ts < $1", now.UnixMilli()); err != nil {
