@@ -250,9 +250,10 @@ func (e *Engine) stateEventsBefore(ctx context.Context, roomID id.RoomID, eventI
 	if err != nil {
 		return nil, err
 	}
-	var want []id.EventID
+	var want, members []id.EventID
 	for k, v := range ids {
 		if omitMembers && k.Type == "m.room.member" && k.StateKey != string(ev.Sender) {
+			members = append(members, v)
 			continue
 		}
 		want = append(want, v)
@@ -261,8 +262,41 @@ func (e *Engine) stateEventsBefore(ctx context.Context, roomID id.RoomID, eventI
 	if err != nil {
 		return nil, err
 	}
+	if omitMembers && ids[stateKey{"m.room.name", ""}] == "" && ids[stateKey{"m.room.canonical_alias", ""}] == "" {
+		heroes, err := e.heroMembers(ctx, members)
+		if err != nil {
+			return nil, err
+		}
+		evs = append(evs, heroes...)
+	}
 	sortByDepth(evs)
 	return evs, nil
+}
+
+// maxHeroes is the number of heroes of a room summary (the spec's /sync).
+const maxHeroes = 5
+
+// heroMembers returns, of the member events given, those of the room's
+// heroes: the first joined or invited members, at most maxHeroes. A
+// send_join answer that omits members keeps them for a room with neither
+// a name nor a canonical alias, so the joining server can name the room
+// (the spec's omit_members).
+func (e *Engine) heroMembers(ctx context.Context, members []id.EventID) ([]*Event, error) {
+	evs, err := e.Events(ctx, members)
+	if err != nil {
+		return nil, err
+	}
+	sortByDepth(evs)
+	var heroes []*Event
+	for _, m := range evs {
+		if len(heroes) == maxHeroes {
+			break
+		}
+		if ms := m.Membership(); ms == "join" || ms == "invite" {
+			heroes = append(heroes, m)
+		}
+	}
+	return heroes, nil
 }
 
 // AuthChain returns the auth chain of the events (every event reachable

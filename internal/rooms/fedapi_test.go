@@ -609,3 +609,41 @@ func TestParseRemoteAll(t *testing.T) {
 		}
 	}
 }
+
+// TestOmitMembersKeepsHeroes: a send_join answer that omits members still
+// carries the heroes' member events (the first joined or invited
+// members) when the room has neither a name nor a canonical alias, so the
+// joining server can name the room (the spec's omit_members; Complement's
+// TestSendJoinPartialStateResponse); with a name, only the joiner's own
+// (carol's earlier join, before she joins again).
+func TestOmitMembersKeepsHeroes(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "b", "c")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV10, aliceA)
+	n.join("a", "b", roomID, bobB)
+	stored, _ := n.join("a", "c", roomID, carolC)
+	members := func() []string {
+		t.Helper()
+		state, _, err := n.e("a").StateBefore(ctx, roomID, stored.ID, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, raw := range state {
+			if gjson.GetBytes(raw, "type").Str == "m.room.member" {
+				out = append(out, gjson.GetBytes(raw, "state_key").Str)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got, want := members(), []string{string(aliceA), string(bobB)}; !slices.Equal(got, want) {
+		t.Errorf("members of an unnamed room's reduced state = %v, want %v", got, want)
+	}
+
+	n.send("a", roomID, stateProto(aliceA, "m.room.name", "", `{"name":"named"}`))
+	stored, _ = n.join("a", "c", roomID, carolC)
+	if got, want := members(), []string{string(carolC)}; !slices.Equal(got, want) {
+		t.Errorf("members of a named room's reduced state = %v, want %v", got, want)
+	}
+}
