@@ -224,8 +224,9 @@ func (e *Engine) StateIDsBefore(ctx context.Context, roomID id.RoomID, eventID i
 
 // StateBefore returns the room's state before an event and its auth chain
 // as PDU JSON (send_join, /state). omitMembers leaves out the member
-// events other than the event's own sender's (and so their auth chains),
-// as MSC3706 allows a joining server to ask.
+// events other than the event's own sender's and the heroes' (and so their
+// auth chains), and the events of state from the auth chain, as MSC3706
+// allows a joining server to ask.
 func (e *Engine) StateBefore(ctx context.Context, roomID id.RoomID, eventID id.EventID, omitMembers bool) (state, authChain []json.RawMessage, err error) {
 	evs, err := e.stateEventsBefore(ctx, roomID, eventID, omitMembers)
 	if err != nil {
@@ -234,6 +235,15 @@ func (e *Engine) StateBefore(ctx context.Context, roomID id.RoomID, eventID id.E
 	chain, err := e.authChainEvents(ctx, evs)
 	if err != nil {
 		return nil, nil, err
+	}
+	if omitMembers {
+		// The reduced answer may leave out of the auth chain what state
+		// carries already.
+		inState := map[id.EventID]bool{}
+		for _, ev := range evs {
+			inState[ev.ID] = true
+		}
+		chain = slices.DeleteFunc(chain, func(ev *Event) bool { return inState[ev.ID] })
 	}
 	return eventJSON(evs), eventJSON(chain), nil
 }
