@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -188,6 +189,9 @@ func (s *Service) sendJoin(v int) mxhttp.HandlerFunc {
 				return nil, mxhttp.InvalidParam("omit_members must be true or false")
 			}
 		}
+		// servers_in_room lists the servers with a joined member before
+		// the join.
+		before := slices.Clone(s.rooms.JoinedServers(r.Context(), id.RoomID(r.PathValue("roomId"))))
 		ev, err := s.receiveMembership(r, "join")
 		if err != nil {
 			return nil, err
@@ -201,7 +205,7 @@ func (s *Service) sendJoin(v int) mxhttp.HandlerFunc {
 			"event": json.RawMessage(ev.JSON), "members_omitted": omit,
 		}
 		if omit {
-			resp["servers_in_room"] = append(s.otherServers(r.Context(), ev.RoomID, ""), s.serverName)
+			resp["servers_in_room"] = before
 		}
 		if v == 1 {
 			return []any{http.StatusOK, resp}, nil
