@@ -564,9 +564,12 @@ func (o *Outbox) run(d *destination) {
 		o.mu.Unlock()
 		b, err := o.nextBatch(ctx, d.name)
 		if err != nil {
-			if ctx.Err() == nil {
-				o.log.Warn("federation outbox", "destination", d.name, "err", err)
-				sleep(ctx, o.minBackoff)
+			if ctx.Err() != nil {
+				break // the outbox stops
+			}
+			o.log.Warn("federation outbox", "destination", d.name, "err", err)
+			if !sleep(ctx, o.minBackoff) {
+				break
 			}
 			continue
 		}
