@@ -138,6 +138,9 @@ func (s *Service) loginAppservice(r *http.Request, req *loginRequest) (id.UserID
 	if u.Deactivated {
 		return "", mxhttp.UserDeactivated("this account has been deactivated")
 	}
+	if u.Locked {
+		return "", mxhttp.UserLocked("this account has been locked")
+	}
 	return uid, nil
 }
 

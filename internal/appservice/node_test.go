@@ -304,3 +304,39 @@ func TestAppserviceRateLimit(t *testing.T) {
 		t.Error("an appservice with rate_limited: true was never limited")
 	}
 }
+
+// TestIdentityAssertionRespectsExclusiveOwner: an appservice whose
+// non-exclusive namespace covers another appservice's exclusive ghosts
+// cannot act as them, and no appservice acts as a locked user.
+func TestIdentityAssertionRespectsExclusiveOwner(t *testing.T) {
+	wide := `id: wide
+url: null
+as_token: as-wide
+hs_token: hs-wide
+sender_localpart: widebot
+namespaces:
+  users:
+  - exclusive: false
+    regex: '@.*:localhost'
+`
+	n := testnode.Start(t, testnode.SQLite,
+		withRegistration("bridge.yaml", registrationYAML("bridge", "", "")),
+		withRegistration("wide.yaml", wide))
+	ghost := id.UserID("@bridge_alice:localhost")
+	registerGhost(t, asClient(t, n, "as-bridge", ""), "bridge_alice")
+	if resp, err := whoami(t, asClient(t, n, "as-bridge", ghost)); err != nil || resp.UserID != ghost {
+		t.Fatalf("the owner acts as its ghost: %v %v", resp, err)
+	}
+	_, err := whoami(t, asClient(t, n, "as-wide", ghost))
+	testnode.WantErr(t, err, "M_FORBIDDEN", http.StatusForbidden)
+
+	alice := n.Register("alice")
+	if resp, err := whoami(t, asClient(t, n, "as-wide", alice.UserID)); err != nil || resp.UserID != alice.UserID {
+		t.Fatalf("the wide appservice acts as alice: %v %v", resp, err)
+	}
+	if err := n.Accounts.SetLocked(t.Context(), alice.UserID, true); err != nil {
+		t.Fatal(err)
+	}
+	_, err = whoami(t, asClient(t, n, "as-wide", alice.UserID))
+	testnode.WantErr(t, err, "M_USER_LOCKED", http.StatusUnauthorized)
+}

@@ -145,6 +145,16 @@ func TestThirdPartyForwarding(t *testing.T) {
 	if seenQuery.Load() != "channel=%23go" {
 		t.Errorf("the appservice got the query %v", seenQuery.Load())
 	}
+	// A token given in the query authenticates the caller and is never
+	// passed on to the appservice.
+	seenQuery.Store("")
+	q := url.Values{"channel": {"#go"}, "access_token": {alice.AccessToken}}
+	if r := n.Do(t, "GET", tp+"/location/irc?"+q.Encode(), "", nil); r.Status != http.StatusOK {
+		t.Fatalf("location lookup with the token in the query: %d %s", r.Status, r.Body)
+	}
+	if seenQuery.Load() != "channel=%23go" {
+		t.Errorf("with the token in the query, the appservice got the query %v", seenQuery.Load())
+	}
 	r = testnode.Call(t, alice, "GET", tp+"/user?userid=@irc_gopher:localhost", nil)
 	users := testnode.Decode[[]map[string]any](t, r.Body)
 	if len(users) != 1 || users[0]["userid"] != "@irc_gopher:localhost" {

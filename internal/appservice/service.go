@@ -166,12 +166,18 @@ func (s *Service) assertIdentity(r *http.Request, reg *Registration) (*accounts.
 	if !reg.InterestedInUser(user) {
 		return nil, mxhttp.Forbidden("application service cannot masquerade as %s: not in its user namespaces", user)
 	}
+	if owner := s.Registry.ExclusiveUserOwner(user); owner != nil && owner != reg {
+		return nil, mxhttp.Forbidden("application service cannot masquerade as %s: another application service holds it exclusively", user)
+	}
 	u, ok, err := s.acc.GetUser(r.Context(), user)
 	if err != nil {
 		return nil, err
 	}
 	if !ok || u.Deactivated {
 		return nil, mxhttp.Forbidden("application service has not registered %s", user)
+	}
+	if u.Locked {
+		return nil, mxhttp.UserLocked("%s is locked", user)
 	}
 	sess := &accounts.Session{
 		UserID:       user,

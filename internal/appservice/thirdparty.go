@@ -143,8 +143,23 @@ func (s *Service) getLookup(kind string) accounts.AuthedHandler {
 			return nil, mxhttp.NotFound("no application service provides the protocol %q", protocol)
 		}
 		path := "/_matrix/app/v1/thirdparty/" + kind + "/" + url.PathEscape(protocol)
-		return concatLists(s.askAll(r.Context(), regs, path, r.URL.Query())), nil
+		return concatLists(s.askAll(r.Context(), regs, path, lookupFields(r.URL.Query()))), nil
 	}
+}
+
+// lookupFields is the query of a lookup without what authenticates the
+// caller (an access token, an appservice's asserted identity), which is
+// never passed on to an appservice.
+func lookupFields(q url.Values) url.Values {
+	fields := url.Values{}
+	for k, v := range q {
+		switch k {
+		case "access_token", "user_id", "device_id", "org.matrix.msc3202.device_id":
+			continue
+		}
+		fields[k] = v
+	}
+	return fields
 }
 
 // getReverseLookup serves GET /thirdparty/location?alias= and
