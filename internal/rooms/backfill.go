@@ -187,7 +187,9 @@ func (e *Engine) backfillGaps(ctx context.Context, roomID id.RoomID, gaps []*Eve
 
 	e.backfill.mu.Lock()
 	delete(e.backfill.running, roomID)
-	if !stored {
+	// A gap is left alone for a while only when the servers could not
+	// fill it, not when the client that asked went away.
+	if !stored && ctx.Err() == nil {
 		now := time.Now()
 		for eid, t := range e.backfill.failed {
 			if now.Sub(t) >= backfillRetry {
