@@ -484,9 +484,16 @@ func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, 
 	}
 	// History is missing before an event accepted over a gap: the
 	// timeline starts at it, limited, so that its prev_batch leads
-	// /messages to the gap, which backfills it.
+	// /messages to the gap, which backfills it. The events stored before
+	// it are left out only when they come before it in the room's
+	// topological order too, where that /messages finds them; otherwise
+	// they stay in the timeline.
 	if i := slices.IndexFunc(evs, func(ev *rooms.Event) bool { return ev.Gap }); i >= 0 {
-		evs, limited = evs[:i+1], true
+		gap := rooms.PointOf(evs[i])
+		if !slices.ContainsFunc(evs[i+1:], func(ev *rooms.Event) bool { return !rooms.PointOf(ev).Before(gap) }) {
+			evs = evs[:i+1]
+		}
+		limited = true
 	}
 	slices.Reverse(evs)
 	var vis *rooms.Visibility
