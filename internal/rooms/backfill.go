@@ -130,7 +130,10 @@ func (e *Engine) gapsIn(ctx context.Context, evs []*Event) ([]*Event, error) {
 	}
 	have := map[id.EventID]bool{}
 	err := inChunks(want, func(part []id.EventID) error {
-		rows, err := e.db.Query(ctx, "SELECT event_id FROM events WHERE event_id IN ("+placeholders(1, len(part))+")", anySlice(part)...)
+		// A rejected or soft-failed prev_event is known too: backfill
+		// would bring it again and store nothing.
+		in := placeholders(1, len(part))
+		rows, err := e.db.Query(ctx, "SELECT event_id FROM events WHERE event_id IN ("+in+") UNION SELECT event_id FROM outlier_events WHERE kind IN ('"+kindRejected+"', '"+kindSoftFailed+"') AND event_id IN ("+in+")", anySlice(part)...)
 		if err != nil {
 			return fmt.Errorf("find gaps: %w", err)
 		}
