@@ -192,9 +192,15 @@ type child struct {
 	ts      int64
 }
 
-// children returns an event's children, oldest first, or newest first.
-func (s *Service) children(ctx context.Context, parent id.EventID, recentFirst bool) ([]child, error) {
-	rows, err := s.db.Query(ctx, "SELECT child_id, rel_type, child_ts FROM msc2836_children WHERE parent_id = $1", parent)
+// maxChildren bounds the children of one event that a walk or a summary
+// reads: an event with more (a flood of replies naming it) costs no more.
+const maxChildren = 1000
+
+// children returns the children of an event in its own room, oldest first,
+// or newest first; at most maxChildren of them, the oldest.
+func (s *Service) children(ctx context.Context, parent id.EventID, roomID id.RoomID, recentFirst bool) ([]child, error) {
+	rows, err := s.db.Query(ctx, fmt.Sprintf(`SELECT child_id, rel_type, child_ts FROM msc2836_children
+WHERE parent_id = $1 AND room_id = $2 ORDER BY child_ts, child_id LIMIT %d`, maxChildren), parent, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("load event children: %w", err)
 	}
@@ -337,7 +343,7 @@ func (s *Service) eventRelationships(w http.ResponseWriter, r *http.Request, ses
 		if unsigned == nil {
 			unsigned = map[string]any{}
 		}
-		if err := s.addChildren(r.Context(), ev.ID, unsigned); err != nil {
+		if err := s.addChildren(r.Context(), ev, unsigned); err != nil {
 			return nil, err
 		}
 		ce.Unsigned = unsigned
@@ -365,7 +371,7 @@ func (s *Service) federatedRelationships(r *http.Request, view *serverViewer) (a
 	ids := make([]id.EventID, 0, len(page))
 	for _, ev := range page {
 		unsigned := map[string]any{}
-		if err := s.addChildren(r.Context(), ev.ID, unsigned); err != nil {
+		if err := s.addChildren(r.Context(), ev, unsigned); err != nil {
 			return nil, err
 		}
 		raw, err := withUnsigned(ev.JSON, unsigned)
@@ -620,7 +626,7 @@ func (wk *walk) exploreChildren(roomID id.RoomID, raws []json.RawMessage) error 
 		if evID == "" || wk.asked[evID] {
 			continue
 		}
-		kids, err := wk.s.children(wk.ctx, evID, false)
+		kids, err := wk.s.children(wk.ctx, evID, roomID, false)
 		if err != nil {
 			return err
 		}
@@ -755,7 +761,7 @@ func (wk *walk) next(ev *rooms.Event) ([]*rooms.Event, error) {
 // visibleChildren returns the children of ev the viewer may see, in the
 // request's order.
 func (wk *walk) visibleChildren(ev *rooms.Event) ([]*rooms.Event, error) {
-	kids, err := wk.s.children(wk.ctx, ev.ID, wk.recentFirst)
+	kids, err := wk.s.children(wk.ctx, ev.ID, ev.RoomID, wk.recentFirst)
 	if err != nil {
 		return nil, err
 	}
@@ -788,8 +794,8 @@ func summarize(kids []child) (map[string]int, string) {
 
 // addChildren sets unsigned.children and unsigned.children_hash of an
 // event.
-func (s *Service) addChildren(ctx context.Context, evID id.EventID, unsigned map[string]any) error {
-	kids, err := s.children(ctx, evID, false)
+func (s *Service) addChildren(ctx context.Context, ev *rooms.Event, unsigned map[string]any) error {
+	kids, err := s.children(ctx, ev.ID, ev.RoomID, false)
 	if err != nil {
 		return err
 	}

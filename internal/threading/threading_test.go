@@ -84,6 +84,9 @@ func TestEventRelationships(t *testing.T) {
 		b := send(t, alice, room, "B", a)
 		c := send(t, alice, room, "C", b)
 		d := send(t, alice, room, "D", b)
+		// A child in another room is not counted among A's children: its
+		// room's members would learn of replies they cannot see.
+		send(t, eve, testnode.CreateRoom(t, eve, &mautrix.ReqCreateRoom{}), "elsewhere", a)
 
 		ids, evs, limited := relationships(t, alice, map[string]any{"event_id": d, "room_id": room, "direction": "down", "include_parent": true})
 		if !slices.Equal(ids, []id.EventID{d, b}) || limited {
