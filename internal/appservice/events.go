@@ -35,7 +35,7 @@ func (q *Queue) QueueEvent(ctx context.Context, tx *storage.Tx, ev *rooms.Event,
 		if err != nil {
 			return fmt.Errorf("encode event %s for appservice %s: %w", ev.ID, reg.ID, err)
 		}
-		if err := q.enqueue(ctx, tx, reg.ID, kindEvent, body); err != nil {
+		if _, err := q.enqueue(ctx, tx, reg.ID, kindEvent, body); err != nil {
 			return err
 		}
 	}

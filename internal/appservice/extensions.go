@@ -57,8 +57,10 @@ type ephemeralEvent struct {
 }
 
 // queueFor queues body for each appservice that wants passes and is
-// interested (interested may be nil: then wanting is enough), in tx.
-func (q *Queue) queueFor(ctx context.Context, tx *storage.Tx, kind string, body any, wants func(*Registration) bool, interested func(*Registration) bool) error {
+// interested (interested may be nil: then wanting is enough), in tx, and
+// calls took, when set, with each appservice whose queue took it (a full
+// queue drops it).
+func (q *Queue) queueFor(ctx context.Context, tx *storage.Tx, kind string, body any, wants, interested func(*Registration) bool, took func(*Registration)) error {
 	var raw []byte
 	for _, reg := range q.registry.All() {
 		if reg.URL == "" || !wants(reg) || (interested != nil && !interested(reg)) {
@@ -70,8 +72,12 @@ func (q *Queue) queueFor(ctx context.Context, tx *storage.Tx, kind string, body 
 				return fmt.Errorf("encode %s for appservices: %w", kind, err)
 			}
 		}
-		if err := q.enqueue(ctx, tx, reg.ID, kind, raw); err != nil {
+		ok, err := q.enqueue(ctx, tx, reg.ID, kind, raw)
+		if err != nil {
 			return err
+		}
+		if ok && took != nil {
+			took(reg)
 		}
 	}
 	return nil
@@ -102,7 +108,7 @@ func (q *Queue) QueueTyping(ctx context.Context, roomID id.RoomID, typers []id.U
 	return q.db.Write(ctx, func(tx *storage.Tx) error {
 		return q.queueFor(ctx, tx, kindEphemeral, ev, wantsEphemeral, func(reg *Registration) bool {
 			return q.roomInterest(reg, roomID, members, aliases)
-		})
+		}, nil)
 	})
 }
 
@@ -122,7 +128,7 @@ func (q *Queue) QueueReceipt(ctx context.Context, tx *storage.Tx, roomID id.Room
 	}}
 	return q.queueFor(ctx, tx, kindEphemeral, ev, wantsEphemeral, func(reg *Registration) bool {
 		return q.roomInterest(reg, roomID, members, aliases)
-	})
+	}, nil)
 }
 
 // QueuePresence queues a user's new presence (m.presence), in tx, for the
@@ -135,7 +141,7 @@ func (q *Queue) QueuePresence(ctx context.Context, tx *storage.Tx, user id.UserI
 	ev := ephemeralEvent{Type: "m.presence", Sender: user, Content: content}
 	return q.queueFor(ctx, tx, kindEphemeral, ev, wantsEphemeral, func(reg *Registration) bool {
 		return reg.InterestedInUser(user) || q.sharesRoom(ctx, reg, user, "")
-	})
+	}, nil)
 }
 
 // toDeviceEvent is an MSC4203 to-device event: the one /sync would give
@@ -157,11 +163,11 @@ type toDeviceEvent struct {
 func (q *Queue) QueueToDevice(ctx context.Context, tx *storage.Tx, sender id.UserID, evType string, user id.UserID, device id.DeviceID, content json.RawMessage) (exclusive bool, err error) {
 	ev := toDeviceEvent{Type: evType, Sender: sender, Content: content, ToUser: user, ToDevice: device}
 	err = q.queueFor(ctx, tx, kindToDevice, ev, wantsToDevice, func(reg *Registration) bool {
-		if !reg.InterestedInUser(user) {
-			return false
-		}
+		return reg.InterestedInUser(user)
+	}, func(reg *Registration) {
+		// Only an appservice that took the message makes the inbox
+		// needless: one whose queue is full leaves it to the inbox.
 		exclusive = exclusive || reg.ExclusiveUser(user)
-		return true
 	})
 	return exclusive, err
 }
@@ -179,7 +185,7 @@ func (q *Queue) QueueDeviceListChange(ctx context.Context, tx *storage.Tx, user,
 			return reg.InterestedInUser(viewer)
 		}
 		return reg.InterestedInUser(user) || q.sharesRoom(ctx, reg, user, "")
-	})
+	}, nil)
 }
 
 // queueMembershipDeviceLists queues the device list changes a member event
@@ -221,7 +227,7 @@ func (q *Queue) queueMembershipDeviceLists(ctx context.Context, tx *storage.Tx, 
 				if err != nil {
 					return fmt.Errorf("encode device list change: %w", err)
 				}
-				if err := q.enqueue(ctx, tx, reg.ID, kindDeviceList, raw); err != nil {
+				if _, err := q.enqueue(ctx, tx, reg.ID, kindDeviceList, raw); err != nil {
 					return err
 				}
 			}
@@ -259,6 +265,6 @@ func (q *Queue) QueueKeyCounts(ctx context.Context, user id.UserID, device id.De
 	}
 	item := keyCountsItem{User: user, Device: device, OTKs: otks, Fallback: fallback}
 	return q.db.Write(ctx, func(tx *storage.Tx) error {
-		return q.queueFor(ctx, tx, kindKeyCounts, item, wantsDeviceLists, interested)
+		return q.queueFor(ctx, tx, kindKeyCounts, item, wantsDeviceLists, interested, nil)
 	})
 }

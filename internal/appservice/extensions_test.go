@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/appservice"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
@@ -231,6 +232,18 @@ func TestToDeviceForExclusiveUsers(t *testing.T) {
 	}
 	if got := testnode.SyncOnce(t, ghost, ghostSince, 0).ToDevice.Events; len(got) != 0 {
 		t.Errorf("the ghost's inbox got %d to-device messages, want none: the appservice delivers them", len(got))
+	}
+
+	// With the appservice's queue full, a message for the ghost goes to
+	// its inbox rather than nowhere.
+	appservice.SetMaxQueued(n.AppserviceQueue, 0)
+	if _, err := other.SendToDevice(ctx, event.NewEventType("org.example.ping"), &mautrix.ReqSendToDevice{
+		Messages: map[id.UserID]map[id.DeviceID]*event.Content{ghost.UserID: {ghost.DeviceID: {Raw: map[string]any{"to": "ghost, queue full"}}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := testnode.SyncOnce(t, ghost, ghostSince, 5000).ToDevice.Events; len(got) != 1 {
+		t.Errorf("with the appservice's queue full, the ghost's inbox got %d to-device messages, want 1", len(got))
 	}
 }
 

@@ -240,16 +240,17 @@ func (q *Queue) accept(asID, kind string) bool {
 }
 
 // enqueue queues an item for the appservice inside tx: it is delivered if
-// and only if tx commits.
-func (q *Queue) enqueue(ctx context.Context, tx *storage.Tx, asID, kind string, body []byte) error {
+// and only if tx commits. It reports false when the appservice's queue is
+// full and the item was dropped.
+func (q *Queue) enqueue(ctx context.Context, tx *storage.Tx, asID, kind string, body []byte) (bool, error) {
 	if !q.accept(asID, kind) {
-		return nil
+		return false, nil
 	}
 	if _, err := tx.Exec(ctx, `INSERT INTO appservice_queue (appservice_id, kind, body) VALUES ($1, $2, $3)`, asID, kind, string(body)); err != nil {
-		return fmt.Errorf("queue %s for appservice %s: %w", kind, asID, err)
+		return false, fmt.Errorf("queue %s for appservice %s: %w", kind, asID, err)
 	}
 	tx.AfterCommit(func() { q.queued(asID) })
-	return nil
+	return true, nil
 }
 
 // queued tells the appservice's worker that an item was committed for it.
