@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	filippo.io/age v1.3.2
+	github.com/bwmarrin/discordgo v0.28.1
 	github.com/gorilla/websocket v1.5.3
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/matrix-org/gomatrixserverlib v0.0.0-20260506075950-c9c468727353

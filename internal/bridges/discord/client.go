@@ -1,0 +1,334 @@
+package discord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/bwmarrin/discordgo"
+	"github.com/gorilla/websocket"
+	"maunium.net/go/mautrix/bridgev2"
+	"maunium.net/go/mautrix/bridgev2/database"
+	"maunium.net/go/mautrix/bridgev2/networkid"
+	"maunium.net/go/mautrix/bridgev2/status"
+	"maunium.net/go/mautrix/event"
+)
+
+// intents are the gateway intents the bridge asks for. MESSAGE_CONTENT is
+// privileged: it must be turned on for the bot in Discord's developer portal.
+const intents = discordgo.IntentsGuilds |
+	discordgo.IntentsGuildMessages |
+	discordgo.IntentsGuildMessageReactions |
+	discordgo.IntentsDirectMessages |
+	discordgo.IntentsDirectMessageReactions |
+	discordgo.IntentMessageContent
+
+// closeAuthenticationFailed is the gateway's close code for a bad token.
+const closeAuthenticationFailed = 4004
+
+// Reconnect backoff after a failed gateway connect.
+const (
+	firstRetryDelay = 2 * time.Second
+	maxRetryDelay   = 5 * time.Minute
+)
+
+// Client is one logged-in bot: its REST session and gateway connection.
+type Client struct {
+	connector *Connector
+	login     *bridgev2.UserLogin
+	session   *discordgo.Session
+	botID     string
+
+	mu       sync.Mutex
+	stop     context.CancelFunc // ends the connect retry loop
+	caughtUp map[string]bool    // channels fetched after READY in this process
+}
+
+var (
+	_ bridgev2.NetworkAPI                    = (*Client)(nil)
+	_ bridgev2.EditHandlingNetworkAPI        = (*Client)(nil)
+	_ bridgev2.ReactionHandlingNetworkAPI    = (*Client)(nil)
+	_ bridgev2.RedactionHandlingNetworkAPI   = (*Client)(nil)
+	_ bridgev2.IdentifierResolvingNetworkAPI = (*Client)(nil)
+)
+
+func newClient(c *Connector, login *bridgev2.UserLogin, token string) (*Client, error) {
+	session, err := discordgo.New("Bot " + token)
+	if err != nil {
+		return nil, fmt.Errorf("discord: new session: %w", err)
+	}
+	session.Client = c.httpClient
+	session.Identify.Intents = intents
+	// Handlers run one at a time, in the gateway's order, so that messages
+	// reach bridgev2's portal queues in the order Discord sent them.
+	session.SyncEvents = true
+	session.ShouldReconnectOnError = true
+	session.ShouldRetryOnRateLimit = true
+	session.StateEnabled = true
+	session.LogLevel = discordgo.LogWarning
+	client := &Client{connector: c, login: login, session: session, botID: string(login.ID), caughtUp: map[string]bool{}}
+	session.AddHandler(client.onReady)
+	session.AddHandler(client.onResumed)
+	session.AddHandler(client.onDisconnect)
+	session.AddHandler(client.onGuildCreate)
+	session.AddHandler(client.onMessageCreate)
+	session.AddHandler(client.onMessageUpdate)
+	session.AddHandler(client.onMessageDelete)
+	session.AddHandler(client.onReactionAdd)
+	session.AddHandler(client.onReactionRemove)
+	return client, nil
+}
+
+// Connect opens the gateway, retrying with backoff until it succeeds, the
+// token is refused or Disconnect is called.
+func (c *Client) Connect(ctx context.Context) {
+	c.mu.Lock()
+	if c.stop != nil {
+		c.stop()
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	c.stop = cancel
+	c.mu.Unlock()
+	delay := firstRetryDelay
+	for {
+		c.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateConnecting})
+		err := c.session.Open()
+		if err == nil || errors.Is(err, discordgo.ErrWSAlreadyOpen) {
+			return
+		}
+		var closeErr *websocket.CloseError
+		if errors.As(err, &closeErr) && closeErr.Code == closeAuthenticationFailed {
+			c.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateBadCredentials, Error: "discord-bad-token", Message: "Discord refused the bot token"})
+			return
+		}
+		c.login.Log.Warn().Err(err).Dur("retry_in", delay).Msg("Connecting to the Discord gateway failed")
+		c.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateTransientDisconnect, Error: "discord-connect-failed", Message: err.Error()})
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, maxRetryDelay)
+	}
+}
+
+// Disconnect closes the gateway connection.
+func (c *Client) Disconnect() {
+	c.mu.Lock()
+	if c.stop != nil {
+		c.stop()
+	}
+	c.mu.Unlock()
+	c.session.ShouldReconnectOnError = false
+	if err := c.session.Close(); err != nil {
+		c.login.Log.Debug().Err(err).Msg("Closing the Discord gateway")
+	}
+	c.session.ShouldReconnectOnError = true
+}
+
+// IsLoggedIn reports whether the client has a token; Discord checks it.
+func (c *Client) IsLoggedIn() bool { return c.session.Token != "" }
+
+// LogoutRemote disconnects; a bot token cannot be revoked from here.
+func (c *Client) LogoutRemote(ctx context.Context) { c.Disconnect() }
+
+// IsThisUser reports whether a Discord user is the logged-in bot.
+func (c *Client) IsThisUser(ctx context.Context, userID networkid.UserID) bool {
+	return string(userID) == c.botID
+}
+
+func (c *Client) onReady(s *discordgo.Session, r *discordgo.Ready) {
+	c.login.Log.Info().Str("bot", r.User.Username).Int("guilds", len(r.Guilds)).Msg("Connected to the Discord gateway")
+	c.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateConnected})
+	ctx := c.login.Log.WithContext(context.Background())
+	// A fresh session: whatever happened while no session was open is not
+	// replayed by Discord, so fetch it. Guild channels are caught up when
+	// their GUILD_CREATE arrives; DMs here.
+	c.mu.Lock()
+	c.caughtUp = map[string]bool{}
+	c.mu.Unlock()
+	portals, err := c.connector.br.GetAllPortalsWithMXID(ctx)
+	if err != nil {
+		c.login.Log.Err(err).Msg("Listing portals to catch up")
+		return
+	}
+	for _, portal := range portals {
+		if portal.Receiver == c.login.ID && portal.RoomType == database.RoomTypeDM {
+			c.catchUp(ctx, string(portal.ID), "")
+		}
+	}
+}
+
+func (c *Client) onResumed(s *discordgo.Session, r *discordgo.Resumed) {
+	c.login.Log.Info().Msg("Resumed the Discord gateway session")
+	c.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateConnected})
+}
+
+func (c *Client) onDisconnect(s *discordgo.Session, d *discordgo.Disconnect) {
+	c.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateTransientDisconnect, Error: "discord-disconnected"})
+}
+
+// portalKey is the portal of a Discord channel for this login.
+func (c *Client) portalKey(channelID string) networkid.PortalKey {
+	return networkid.PortalKey{ID: networkid.PortalID(channelID), Receiver: c.login.ID}
+}
+
+// channel looks a channel up in discordgo's state, then over REST.
+func (c *Client) channel(ctx context.Context, channelID string) (*discordgo.Channel, error) {
+	if ch, err := c.session.State.Channel(channelID); err == nil {
+		return ch, nil
+	}
+	ch, err := c.session.Channel(channelID, discordgo.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("discord: get channel %s: %w", channelID, err)
+	}
+	return ch, nil
+}
+
+// isBridgedChannel reports whether a channel gets a portal: text channels
+// and DMs (threads live in their parent's portal).
+func isBridgedChannel(ch *discordgo.Channel) bool {
+	switch ch.Type {
+	case discordgo.ChannelTypeGuildText, discordgo.ChannelTypeGuildNews, discordgo.ChannelTypeDM:
+		return true
+	}
+	return false
+}
+
+// GetChatInfo describes a channel's portal room.
+func (c *Client) GetChatInfo(ctx context.Context, portal *bridgev2.Portal) (*bridgev2.ChatInfo, error) {
+	ch, err := c.channel(ctx, string(portal.ID))
+	if err != nil {
+		return nil, err
+	}
+	if !isBridgedChannel(ch) {
+		return nil, fmt.Errorf("discord: channel %s (type %d) is not bridged", ch.ID, ch.Type)
+	}
+	return c.chatInfo(ch), nil
+}
+
+func (c *Client) chatInfo(ch *discordgo.Channel) *bridgev2.ChatInfo {
+	self := bridgev2.ChatMember{EventSender: bridgev2.EventSender{IsFromMe: true, Sender: networkid.UserID(c.botID)}, Membership: event.MembershipJoin}
+	if ch.Type == discordgo.ChannelTypeDM {
+		members := &bridgev2.ChatMemberList{IsFull: true, Members: []bridgev2.ChatMember{self}}
+		roomType := database.RoomTypeDM
+		for _, u := range ch.Recipients {
+			members.OtherUserID = networkid.UserID(u.ID)
+			members.Members = append(members.Members, bridgev2.ChatMember{EventSender: bridgev2.EventSender{Sender: networkid.UserID(u.ID)}, Membership: event.MembershipJoin})
+		}
+		return &bridgev2.ChatInfo{Members: members, Type: &roomType}
+	}
+	roomType := database.RoomTypeDefault
+	name, topic := "#"+ch.Name, ch.Topic
+	guildID := ch.GuildID
+	return &bridgev2.ChatInfo{
+		Name:    &name,
+		Topic:   &topic,
+		Type:    &roomType,
+		Members: &bridgev2.ChatMemberList{Members: []bridgev2.ChatMember{self}},
+		ExtraUpdates: func(ctx context.Context, p *bridgev2.Portal) bool {
+			meta := p.Metadata.(*PortalMetadata)
+			if meta.GuildID == guildID {
+				return false
+			}
+			meta.GuildID = guildID
+			return true
+		},
+	}
+}
+
+// GetUserInfo describes a Discord user's ghost.
+func (c *Client) GetUserInfo(ctx context.Context, ghost *bridgev2.Ghost) (*bridgev2.UserInfo, error) {
+	u, err := c.session.User(string(ghost.ID), discordgo.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("discord: get user %s: %w", ghost.ID, err)
+	}
+	name := u.GlobalName
+	if name == "" {
+		name = u.Username
+	}
+	info := &bridgev2.UserInfo{
+		Name:        &name,
+		IsBot:       &u.Bot,
+		Identifiers: []string{"discord:" + u.Username},
+	}
+	if u.Avatar != "" {
+		avatarURL := u.AvatarURL("256")
+		info.Avatar = &bridgev2.Avatar{
+			ID:  networkid.AvatarID(u.Avatar),
+			Get: func(ctx context.Context) ([]byte, error) { return c.connector.download(ctx, avatarURL, maxAvatarBytes) },
+		}
+	}
+	return info, nil
+}
+
+// maxAvatarBytes bounds an avatar download.
+const maxAvatarBytes = 10 << 20
+
+// ResolveIdentifier finds a Discord user by ID and, if asked, opens a DM.
+func (c *Client) ResolveIdentifier(ctx context.Context, identifier string, createChat bool) (*bridgev2.ResolveIdentifierResponse, error) {
+	if !isSnowflake(identifier) {
+		return nil, fmt.Errorf("%w: %q is not a Discord user ID", bridgev2.ErrResolveIdentifierTryNext, identifier)
+	}
+	userID := networkid.UserID(identifier)
+	ghost, err := c.connector.br.GetGhostByID(ctx, userID)
+	if err != nil {
+		return nil, fmt.Errorf("discord: get ghost: %w", err)
+	}
+	info, err := c.GetUserInfo(ctx, ghost)
+	if err != nil {
+		return nil, err
+	}
+	resp := &bridgev2.ResolveIdentifierResponse{Ghost: ghost, UserID: userID, UserInfo: info}
+	if createChat {
+		ch, err := c.session.UserChannelCreate(identifier, discordgo.WithContext(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("discord: open DM with %s: %w", identifier, err)
+		}
+		resp.Chat = &bridgev2.CreateChatResponse{PortalKey: c.portalKey(ch.ID), PortalInfo: c.chatInfo(ch)}
+	}
+	return resp, nil
+}
+
+// isSnowflake reports whether s looks like a Discord ID.
+func isSnowflake(s string) bool {
+	if s == "" || len(s) > 20 {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// GetCapabilities says what a portal supports.
+func (c *Client) GetCapabilities(ctx context.Context, portal *bridgev2.Portal) *event.RoomFeatures {
+	anyFile := &event.FileFeatures{
+		MimeTypes: map[string]event.CapabilitySupportLevel{"*/*": event.CapLevelFullySupported},
+		Caption:   event.CapLevelFullySupported,
+		MaxSize:   c.connector.mediaLimit(),
+	}
+	return &event.RoomFeatures{
+		ID: "org.matrixos.discord.capabilities.2026_12",
+		Formatting: event.FormattingFeatureMap{
+			event.FmtBold: event.CapLevelFullySupported, event.FmtItalic: event.CapLevelFullySupported,
+			event.FmtUnderline: event.CapLevelFullySupported, event.FmtStrikethrough: event.CapLevelFullySupported,
+			event.FmtInlineCode: event.CapLevelFullySupported, event.FmtCodeBlock: event.CapLevelFullySupported,
+			event.FmtSpoiler: event.CapLevelFullySupported, event.FmtBlockquote: event.CapLevelFullySupported,
+			event.FmtInlineLink: event.CapLevelFullySupported, event.FmtUserLink: event.CapLevelFullySupported,
+		},
+		File: event.FileFeatureMap{
+			event.MsgImage: anyFile, event.MsgVideo: anyFile, event.MsgAudio: anyFile, event.MsgFile: anyFile,
+		},
+		MaxTextLength: maxContentLength,
+		Thread:        event.CapLevelFullySupported,
+		Reply:         event.CapLevelFullySupported,
+		Edit:          event.CapLevelFullySupported,
+		Delete:        event.CapLevelFullySupported,
+		Reaction:      event.CapLevelFullySupported,
+	}
+}

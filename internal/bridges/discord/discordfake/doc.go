@@ -1,0 +1,22 @@
+// Package discordfake is a fake Discord for tests: one loopback HTTP server
+// that speaks Discord's REST API (v9 and v10 paths) and its gateway websocket
+// protocol, so a real client library (discordgo) talks to it unchanged.
+//
+// The REST side covers what a bot relay needs: users/@me, gateway/bot,
+// guilds and their channels, channel messages (list with after/before,
+// create as JSON or multipart with attachments, edit, delete, replies through
+// message_reference), reactions, threads started from a message, DM
+// channels, and the attachments themselves under a CDN-like path. Every
+// answer carries the X-RateLimit-* headers of its bucket; a bucket that is
+// used up answers 429 with retry_after, as Discord does.
+//
+// The gateway side sends HELLO, answers IDENTIFY with READY and one
+// GUILD_CREATE per guild, acknowledges heartbeats, dispatches
+// MESSAGE_CREATE/UPDATE/DELETE, MESSAGE_REACTION_ADD/REMOVE and
+// THREAD_CREATE with sequence numbers, and replays what a session missed
+// when it RESUMEs after a dropped connection.
+//
+// Tests act as Discord users through the Server's methods (Post, Edit,
+// Delete, React, StartThread, ...) and read what a client did through
+// Messages, WaitMessage and Attachment.
+package discordfake
