@@ -32,6 +32,10 @@ type E2EEDevice struct {
 	// encrypted events that could not be decrypted (yet).
 	plain  map[id.EventID]string
 	failed map[id.EventID]*event.Event
+	// decrypted holds the decrypted room messages in the order they were
+	// decrypted; invited the rooms the user is invited to.
+	decrypted []*event.Event
+	invited   map[id.RoomID]bool
 }
 
 // NewE2EEDevice gives c an Olm machine and uploads its device keys and
@@ -53,7 +57,7 @@ func NewE2EEDevice(t testing.TB, name string, c *mautrix.Client) *E2EEDevice {
 		t.Fatalf("%s: upload device keys: %v", name, err)
 	}
 	return &E2EEDevice{C: c, Mach: mach, t: t, name: name, state: state,
-		plain: map[id.EventID]string{}, failed: map[id.EventID]*event.Event{}}
+		plain: map[id.EventID]string{}, failed: map[id.EventID]*event.Event{}, invited: map[id.RoomID]bool{}}
 }
 
 // Sync runs one /sync (waiting up to timeoutMS for news), feeds it (the
@@ -67,6 +71,7 @@ func (d *E2EEDevice) Sync(timeoutMS int) {
 		d.t.Fatalf("%s: sync: %v", d.name, err)
 	}
 	for roomID, jr := range resp.Rooms.Join {
+		delete(d.invited, roomID)
 		for _, evt := range append(jr.State.Events, jr.Timeline.Events...) {
 			evt.RoomID = roomID
 			if evt.StateKey != nil {
@@ -87,6 +92,7 @@ func (d *E2EEDevice) Sync(timeoutMS int) {
 		}
 	}
 	for roomID, ir := range resp.Rooms.Invite {
+		d.invited[roomID] = true
 		for _, evt := range ir.State.Events {
 			evt.RoomID = roomID
 			evt.Type.Class = event.StateEventType
@@ -126,6 +132,7 @@ func (d *E2EEDevice) Retry() {
 		}
 		if msg, ok := dec.Content.Parsed.(*event.MessageEventContent); ok {
 			d.plain[evID] = msg.Body
+			d.decrypted = append(d.decrypted, dec)
 		}
 		delete(d.failed, evID)
 	}
@@ -171,4 +178,16 @@ func (d *E2EEDevice) Member(room id.RoomID, user id.UserID, membership event.Mem
 // could not decrypt (yet).
 func (d *E2EEDevice) Undecrypted() []*event.Event {
 	return slices.Collect(maps.Values(d.failed))
+}
+
+// Decrypted returns the room messages the device has decrypted, in the
+// order it decrypted them, each with its room, sender and event ID.
+func (d *E2EEDevice) Decrypted() []*event.Event {
+	return slices.Clone(d.decrypted)
+}
+
+// Invited returns the rooms the user was invited to and has not joined,
+// as the device has synced.
+func (d *E2EEDevice) Invited() []id.RoomID {
+	return slices.Collect(maps.Keys(d.invited))
 }

@@ -1,0 +1,354 @@
+// Package host runs one mautrix bridgev2 bridge in-process against a
+// Matrix OS node, as an ordinary application service over loopback HTTP:
+// the bridge listens on the address of its registration's url, the node
+// delivers transactions there, and the bridge calls the node's client API
+// with its as_token.
+//
+// The bridge's settings come from <dir>/config.yaml (the bridge, network,
+// encryption, backfill and matrix sections of a mautrix bridge config)
+// over defaults built in code; what must match the node (homeserver
+// address and domain, the appservice's ID, tokens, address, bot and user
+// namespace, the database) comes from the options and the registration
+// file and cannot be changed by the config file. The database is the
+// SQLite file <dir>/bridge.db, opened through the ncruces driver (no cgo
+// sqlite), with foreign keys on and write-ahead logging.
+//
+// End-to-bridge encryption uses bridgev2's appservice mode (MSC2409 to-device
+// events, MSC3202 device lists and one-time key counts in transactions,
+// MSC4190 device management), with goolm when built with -tags goolm; it
+// needs cgo, as bridgev2's crypto helper does.
+package host
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	_ "github.com/ncruces/go-sqlite3/driver" // registers "sqlite3"
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
+	"gopkg.in/yaml.v3"
+	"maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/bridgev2"
+	"maunium.net/go/mautrix/bridgev2/bridgeconfig"
+	"maunium.net/go/mautrix/bridgev2/commands"
+	"maunium.net/go/mautrix/bridgev2/matrix"
+	"maunium.net/go/mautrix/bridgev2/status"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// ConfigFile, DatabaseFile are the names of the bridge's config and database in its directory.
+const (
+	ConfigFile   = "config.yaml"
+	DatabaseFile = "bridge.db"
+)
+
+// statePath is where the bridge posts its bridge states (bridgev2's
+// status endpoint), on its own appservice listener.
+const statePath = "/_matrixos/bridge_state"
+
+// Options say which bridge to run against which node.
+type Options struct {
+	// Name is the bridge's name ("slack"): the appservice ID is
+	// "bridge-"+Name, the bot "@<name>bot", ghosts "@<name>_...".
+	Name string
+	// Dir holds config.yaml and bridge.db.
+	Dir string
+	// RegistrationFile is the registration the node loads for the bridge:
+	// its tokens, url (where the bridge listens) and namespaces.
+	RegistrationFile string
+	// HomeserverURL is the node's client API base URL, ServerName its
+	// server name.
+	HomeserverURL string
+	ServerName    string
+	// Network is the bridge's network connector, fresh for this run.
+	Network bridgev2.NetworkConnector
+	// Log receives the bridge's log lines (text, one a line); nil drops them.
+	Log io.Writer
+	// LogLevel is the lowest level logged; the zero value is info.
+	LogLevel zerolog.Level
+	// OnState, when set, gets each bridge state the bridge reports.
+	OnState func(status.BridgeState)
+	// Started, when set, is called once the bridge is connected to the
+	// node and its logins are started.
+	Started func()
+}
+
+// Run runs the bridge until ctx is done (then it stops it and returns
+// nil) or the bridge fails to start (the error says why).
+func Run(ctx context.Context, opts Options) error {
+	cfg, err := LoadConfig(opts)
+	if err != nil {
+		return err
+	}
+	log := newLogger(opts)
+	listener, err := listen(cfg)
+	if err != nil {
+		return err
+	}
+	db, err := OpenDatabase(filepath.Join(opts.Dir, DatabaseFile), opts.Network.GetName().NetworkID, log)
+	if err != nil {
+		listener.Close()
+		return err
+	}
+	mc := matrix.NewConnector(cfg)
+	mc.IgnoreUnsupportedServer = false
+	br := bridgev2.NewBridge("", db, log, &cfg.Bridge, mc, opts.Network, commands.NewProcessor)
+	mc.AS.DoublePuppetValue = "matrixos-" + opts.Name
+	if opts.OnState != nil {
+		mc.AS.Router.HandleFunc("POST "+statePath, stateHandler(cfg.AppService.ASToken, opts.OnState))
+	}
+	srv := &http.Server{Handler: mc.AS.Router, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(listener) }()
+	defer func() {
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(shutdownCtx)
+	}()
+
+	startCtx := log.WithContext(ctx)
+	if err := br.StartConnectors(startCtx); err != nil {
+		br.StopWithTimeout(5 * time.Second)
+		return fmt.Errorf("bridge %s: start: %w", opts.Name, err)
+	}
+	if err := br.StartLogins(startCtx); err != nil {
+		br.StopWithTimeout(5 * time.Second)
+		return fmt.Errorf("bridge %s: start logins: %w", opts.Name, err)
+	}
+	go br.PostStart(startCtx)
+	if opts.Started != nil {
+		opts.Started()
+	}
+	select {
+	case <-ctx.Done():
+		br.StopWithTimeout(5 * time.Second)
+		return nil
+	case err := <-served:
+		br.StopWithTimeout(5 * time.Second)
+		return fmt.Errorf("bridge %s: appservice listener: %w", opts.Name, err)
+	}
+}
+
+// newLogger logs to opts.Log as text without colours.
+func newLogger(opts Options) zerolog.Logger {
+	if opts.Log == nil {
+		return zerolog.Nop()
+	}
+	w := zerolog.ConsoleWriter{Out: opts.Log, NoColor: true, TimeFormat: time.RFC3339}
+	return zerolog.New(w).With().Timestamp().Str("bridge", opts.Name).Logger().Level(opts.LogLevel)
+}
+
+// listen opens the appservice listener on the host and port of the
+// registration's url.
+func listen(cfg *bridgeconfig.Config) (net.Listener, error) {
+	addr := net.JoinHostPort(cfg.AppService.Hostname, strconv.Itoa(int(cfg.AppService.Port)))
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("appservice listener: %w", err)
+	}
+	return l, nil
+}
+
+// stateHandler receives the bridge states bridgev2 posts to its status
+// endpoint.
+func stateHandler(asToken string, onState func(status.BridgeState)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+asToken {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		var state status.BridgeState
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&state); err != nil {
+			http.Error(w, "bad bridge state", http.StatusBadRequest)
+			return
+		}
+		onState(state)
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// OpenDatabase opens (creating it) the bridge's SQLite database with
+// foreign keys on, write-ahead logging and immediate write transactions,
+// wrapped for bridgev2.
+func OpenDatabase(path, owner string, log zerolog.Logger) (*dbutil.Database, error) {
+	dsn := "file:" + path + "?_txlock=immediate" +
+		"&_pragma=foreign_keys(1)&_pragma=journal_mode(wal)&_pragma=synchronous(normal)&_pragma=busy_timeout(10000)"
+	if f, err := os.OpenFile(path, os.O_CREATE|os.O_RDONLY, 0o600); err != nil {
+		return nil, fmt.Errorf("bridge database: %w", err)
+	} else {
+		f.Close()
+	}
+	raw, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("bridge database: %w", err)
+	}
+	raw.SetMaxOpenConns(4)
+	db, err := dbutil.NewWithDB(raw, "sqlite3")
+	if err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("bridge database: %w", err)
+	}
+	db.Owner = "megabridge/" + owner
+	db.Log = dbutil.ZeroLogger(log.With().Str("db_section", "main").Logger())
+	return db, nil
+}
+
+// LoadConfig builds the bridge's config: the defaults, then
+// <dir>/config.yaml over them, then what the node and the registration
+// decide. The network section is decoded into the connector's config over
+// its example config.
+func LoadConfig(opts Options) (*bridgeconfig.Config, error) {
+	reg, err := appservice.LoadRegistration(opts.RegistrationFile)
+	if err != nil {
+		return nil, fmt.Errorf("bridge %s: registration: %w", opts.Name, err)
+	}
+	cfg := defaultConfig(opts.Name)
+	data, err := os.ReadFile(filepath.Join(opts.Dir, ConfigFile))
+	if err != nil {
+		return nil, fmt.Errorf("bridge %s: %w", opts.Name, err)
+	}
+	if err := yaml.Unmarshal(data, cfg); err != nil {
+		return nil, fmt.Errorf("bridge %s: %s: %w", opts.Name, ConfigFile, err)
+	}
+	if err := applyNode(cfg, opts, reg); err != nil {
+		return nil, err
+	}
+	if err := decodeNetwork(cfg, opts.Network); err != nil {
+		return nil, fmt.Errorf("bridge %s: network config: %w", opts.Name, err)
+	}
+	if err := validate(cfg, opts.Network); err != nil {
+		return nil, fmt.Errorf("bridge %s: %w", opts.Name, err)
+	}
+	return cfg, nil
+}
+
+// defaultConfig is mautrix's example bridge config, for what the file
+// leaves out.
+func defaultConfig(name string) *bridgeconfig.Config {
+	cfg := &bridgeconfig.Config{}
+	b := &cfg.Bridge
+	b.CommandPrefix = "!" + name
+	b.PersonalFilteringSpaces = true
+	b.PrivateChatPortalMeta = true
+	b.BridgeStatusNotices = "errors"
+	b.UnknownErrorMaxAutoReconnects = 10
+	b.TagOnlyOnCreate = true
+	b.OnlyBridgeTags = []event.RoomTag{event.RoomTagFavourite, event.RoomTagLowPriority}
+	b.MuteOnlyOnCreate = true
+	b.PortalEventBuffer = 64
+	b.KickMatrixUsers = true
+	b.PortalCreateFilter.Mode = bridgeconfig.PortalCreateFilterModeDeny
+	cfg.Matrix.MessageErrorNotices = true
+	cfg.Matrix.SyncDirectChatList = true
+	cfg.Matrix.FederateRooms = true
+	cfg.Matrix.UploadFileThreshold = 5 << 20
+	cfg.Matrix.MaxDownloadSize = -1
+	cfg.Backfill.MaxInitialMessages = 50
+	cfg.Backfill.MaxCatchupMessages = 500
+	cfg.Backfill.UnreadHoursThreshold = 720
+	cfg.Backfill.Threads.MaxInitialMessages = 50
+	cfg.Backfill.Queue.BatchSize = 100
+	cfg.Backfill.Queue.BatchDelay = 20
+	cfg.Backfill.Queue.MaxBatches = -1
+	e := &cfg.Encryption
+	e.Allow, e.Default, e.Appservice, e.MSC4190 = true, true, true, true
+	e.AllowKeySharing = true
+	e.VerificationLevels.Receive = id.TrustStateUnset
+	e.VerificationLevels.Send = id.TrustStateUnset
+	e.VerificationLevels.Share = id.TrustStateCrossSignedTOFU
+	e.Rotation.Milliseconds = 7 * 24 * 60 * 60 * 1000
+	e.Rotation.Messages = 100
+	cfg.Homeserver.Software = bridgeconfig.SoftwareStandard
+	cfg.Homeserver.RetryLimit = 4
+	return cfg
+}
+
+// applyNode sets what the node and the registration decide.
+func applyNode(cfg *bridgeconfig.Config, opts Options, reg *appservice.Registration) error {
+	u, err := url.Parse(reg.URL)
+	if err != nil || u.Scheme != "http" || u.Hostname() == "" {
+		return fmt.Errorf("bridge %s: registration url %q is not http://host:port", opts.Name, reg.URL)
+	}
+	port, err := strconv.ParseUint(u.Port(), 10, 16)
+	if err != nil {
+		return fmt.Errorf("bridge %s: registration url %q has no port", opts.Name, reg.URL)
+	}
+	cfg.Homeserver.Address = opts.HomeserverURL
+	cfg.Homeserver.Domain = opts.ServerName
+	cfg.Homeserver.Websocket = false
+	cfg.Homeserver.WSProxy = ""
+	as := &cfg.AppService
+	as.ID = reg.ID
+	as.Address = reg.URL
+	as.Hostname = u.Hostname()
+	as.Port = uint16(port)
+	as.NoServer = true // Run serves the appservice router on its own listener
+	as.ASToken = reg.AppToken
+	as.HSToken = reg.ServerToken
+	as.Bot.Username = reg.SenderLocalpart
+	if as.Bot.Displayname == "" {
+		as.Bot.Displayname = opts.Network.GetName().DisplayName + " bridge bot"
+	}
+	as.EphemeralEvents = true
+	as.UsernameTemplate = opts.Name + "_{{.}}"
+	if opts.OnState != nil {
+		cfg.Homeserver.StatusEndpoint = reg.URL + statePath
+	} else {
+		cfg.Homeserver.StatusEndpoint = ""
+	}
+	cfg.Homeserver.MessageSendCheckpointEndpoint = ""
+	cfg.Bridge.Backfill = cfg.Backfill
+	// Neither provisioning nor public or direct media are served: the
+	// appservice listener is loopback only.
+	cfg.Provisioning.SharedSecret = "disable"
+	cfg.PublicMedia.Enabled = false
+	cfg.DirectMedia.Enabled = false
+	cfg.Analytics = bridgeconfig.AnalyticsConfig{}
+	return nil
+}
+
+// decodeNetwork decodes the connector's example config, then the file's
+// network section over it, into the connector's config.
+func decodeNetwork(cfg *bridgeconfig.Config, network bridgev2.NetworkConnector) error {
+	example, data, _ := network.GetConfig()
+	if data == nil {
+		return nil
+	}
+	if example != "" {
+		if err := yaml.Unmarshal([]byte(example), data); err != nil {
+			return fmt.Errorf("example: %w", err)
+		}
+	}
+	if cfg.Network.Kind == 0 {
+		return nil
+	}
+	return cfg.Network.Decode(data)
+}
+
+// validate refuses a config the bridge cannot run with.
+func validate(cfg *bridgeconfig.Config, network bridgev2.NetworkConnector) error {
+	switch {
+	case !cfg.Bridge.Permissions.IsConfigured():
+		return errors.New("bridge.permissions names no user or server of this node")
+	case cfg.Encryption.Allow && cfg.Encryption.PickleKey == "":
+		return errors.New("encryption.pickle_key is empty")
+	}
+	if v, ok := network.(bridgev2.ConfigValidatingNetwork); ok {
+		if err := v.ValidateConfig(); err != nil {
+			return fmt.Errorf("network config: %w", err)
+		}
+	}
+	return nil
+}
