@@ -192,48 +192,68 @@ func (q *Queue) QueueDeviceListChange(ctx context.Context, tx *storage.Tx, user,
 // makes for the appservices with MSC3202, in the write that stores it: a
 // user who joins a room with the appservice's users has changed for it
 // (and when one of its users joins, every member has), and one who leaves
-// it and shares no other room with them has left.
+// it and shares no other room with them has left. A member event that
+// leaves the membership as it was (a new display name or avatar) changes
+// no device list. Each appservice gets one item for the event, however
+// many members it names.
 func (q *Queue) queueMembershipDeviceLists(ctx context.Context, tx *storage.Tx, ev *rooms.Event, r *rooms.RoomInfo) error {
 	if ev.Type != "m.room.member" || ev.StateKey == nil || !q.anyWants(wantsDeviceLists) {
 		return nil
 	}
 	user := id.UserID(*ev.StateKey)
 	joined := r.Members[user] == "join"
+	if joined && prevMembership(ev) == "join" {
+		return nil
+	}
 	for _, reg := range q.registry.All() {
 		if reg.URL == "" || !reg.DeviceLists {
 			continue
 		}
-		var changed, left []id.UserID
+		var item deviceListItem
 		switch {
 		case joined && reg.InterestedInUser(user):
 			for member, membership := range r.Members {
 				if membership == "join" && member != user && !reg.InterestedInUser(member) {
-					changed = append(changed, member)
+					item.Users = append(item.Users, member)
 				}
 			}
+			slices.Sort(item.Users)
 		case joined:
 			if q.members.interested(reg, r.ID, r.Members) {
-				changed = append(changed, user)
+				item.User = user
 			}
 		case !reg.InterestedInUser(user) && q.members.interested(reg, r.ID, r.Members) && !q.sharesRoom(ctx, reg, user, r.ID):
-			left = append(left, user)
+			item.User, item.Left = user, true
 		}
-		for _, items := range []struct {
-			users []id.UserID
-			left  bool
-		}{{changed, false}, {left, true}} {
-			for _, u := range items.users {
-				raw, err := json.Marshal(deviceListItem{User: u, Left: items.left})
-				if err != nil {
-					return fmt.Errorf("encode device list change: %w", err)
-				}
-				if _, err := q.enqueue(ctx, tx, reg.ID, kindDeviceList, raw); err != nil {
-					return err
-				}
-			}
+		if item.User == "" && len(item.Users) == 0 {
+			continue
+		}
+		raw, err := json.Marshal(item)
+		if err != nil {
+			return fmt.Errorf("encode device list change: %w", err)
+		}
+		if _, err := q.enqueue(ctx, tx, reg.ID, kindDeviceList, raw); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// prevMembership is the membership a member event replaced, as its
+// unsigned prev_content tells ("" when it replaced none).
+func prevMembership(ev *rooms.Event) string {
+	if ev.PDU == nil || len(ev.PDU.Unsigned) == 0 {
+		return ""
+	}
+	var u struct {
+		PrevContent struct {
+			Membership string `json:"membership"`
+		} `json:"prev_content"`
+	}
+	if json.Unmarshal(ev.PDU.Unsigned, &u) != nil {
+		return ""
+	}
+	return u.PrevContent.Membership
 }
 
 // namespaceMemberIn reports whether one of the joined members is in reg's

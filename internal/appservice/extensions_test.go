@@ -3,6 +3,7 @@ package appservice_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -276,5 +277,80 @@ func TestTransactionIDOfExclusiveUsers(t *testing.T) {
 				t.Errorf("a non-exclusive user's event carries their client's transaction_id %q", ev.Unsigned.TransactionID)
 			}
 		}
+	}
+}
+
+// TestMemberDeviceListsCoalesced: when a user of an appservice with
+// MSC3202 joins a room, every member's device list has changed for it,
+// which is queued as one item however many members the room has (not a
+// row per member inside the join's write), and delivered naming each
+// member; a new display name of that user (a member event that leaves
+// the membership as it was) queues no device list change at all.
+func TestMemberDeviceListsCoalesced(t *testing.T) {
+	reg := registration("bridge", "", "@watched.*:localhost")
+	reg.MSC3202 = true
+	as := testnode.NewFakeAppservice(t, reg.ServerToken)
+	reg.URL = as.URL()
+	n := testnode.Start(t, testnode.SQLite, testnode.WithAppservices(t, map[string]string{"bridge.yaml": yamlOf(t, reg)}))
+	// Nothing is taken off the queue until the restart below.
+	appservice.SetTiming(n.AppserviceQueue, time.Hour, time.Hour, time.Hour)
+	ctx := context.Background()
+	owner := n.Register("owner")
+	room := testnode.CreateRoom(t, owner, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	members := []id.UserID{owner.UserID}
+	for i := range 12 {
+		c := n.Register(fmt.Sprintf("member%d", i))
+		testnode.Join(t, c, room)
+		members = append(members, c.UserID)
+	}
+	watched := n.Register("watched")
+	queued := func() int {
+		t.Helper()
+		rows, err := appservice.QueuedRows(n.AppserviceQueue, "bridge", "device_list")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rows
+	}
+	if got := queued(); got != 0 {
+		t.Fatalf("%d device list changes queued before the appservice's user joined", got)
+	}
+	testnode.Join(t, watched, room)
+	if got := queued(); got != 1 {
+		t.Errorf("the join of the appservice's user to a room of %d members queued %d device list rows, want 1", len(members), got)
+	}
+	if err := watched.SetDisplayName(ctx, "Watched"); err != nil {
+		t.Fatal(err)
+	}
+	if got := queued(); got != 1 {
+		t.Errorf("a new display name queued %d more device list rows, want none", got-1)
+	}
+
+	n = n.Restart()
+	fastTiming(n)
+	changed := map[id.UserID]bool{}
+	testnode.WaitFor(t, 30*time.Second, "every member in device_lists.changed", func() bool {
+		for _, txn := range as.Transactions() {
+			var body struct {
+				DeviceLists struct {
+					Changed []id.UserID `json:"changed"`
+				} `json:"device_lists"`
+			}
+			if err := json.Unmarshal(txn.Raw, &body); err != nil {
+				t.Fatal(err)
+			}
+			for _, u := range body.DeviceLists.Changed {
+				changed[u] = true
+			}
+		}
+		for _, m := range members {
+			if !changed[m] {
+				return false
+			}
+		}
+		return true
+	})
+	if changed[watched.UserID] {
+		t.Errorf("the appservice's own user %s is among the changed device lists", watched.UserID)
 	}
 }

@@ -76,6 +76,7 @@ type target struct {
 	running     bool // a worker serves it
 	pending     bool // something was queued since the worker last looked
 	depth       int  // items queued, the unacknowledged transaction's included
+	reserved    int  // items queued in writes not committed yet
 	full        bool // depth reached maxQueued; new items are dropped
 	failures    int  // failed transactions in a row
 	retryAt     time.Time
@@ -221,35 +222,49 @@ func (q *Queue) startLocked(t *target) {
 	go q.run(t)
 }
 
-// accept reports whether one more item may be queued for the appservice,
-// and counts and logs a refusal when its queue is full.
-func (q *Queue) accept(asID, kind string) bool {
+// reserve reports whether one more item may be queued for the appservice,
+// and counts and logs a refusal when its queue is full. An item it allows
+// is reserved until the write that queues it commits (and it counts in
+// the depth) or aborts (and it is released), so the items of writes not
+// committed yet, a big room's or a whole batch's, count against the bound
+// too.
+func (q *Queue) reserve(asID, kind string) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	t := q.targetLocked(asID)
-	if t.depth < q.maxQueued {
+	if t.depth+t.reserved < q.maxQueued {
+		t.reserved++
 		return true
 	}
 	q.metrics.dropped.WithLabelValues(asID, kind).Inc()
 	if !t.full {
 		t.full = true
 		q.log.Warn("appservice queue full: new items for it are dropped until it takes what is queued",
-			"appservice", asID, "queued", t.depth, "limit", q.maxQueued)
+			"appservice", asID, "queued", t.depth, "reserved", t.reserved, "limit", q.maxQueued)
 	}
 	return false
+}
+
+// release gives back a reservation of a write that did not commit.
+func (q *Queue) release(asID string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	t := q.targetLocked(asID)
+	t.reserved = max(t.reserved-1, 0)
 }
 
 // enqueue queues an item for the appservice inside tx: it is delivered if
 // and only if tx commits. It reports false when the appservice's queue is
 // full and the item was dropped.
 func (q *Queue) enqueue(ctx context.Context, tx *storage.Tx, asID, kind string, body []byte) (bool, error) {
-	if !q.accept(asID, kind) {
+	if !q.reserve(asID, kind) {
 		return false, nil
 	}
+	tx.AfterCommit(func() { q.queued(asID) })
+	tx.AfterAbort(func() { q.release(asID) })
 	if _, err := tx.Exec(ctx, `INSERT INTO appservice_queue (appservice_id, kind, body) VALUES ($1, $2, $3)`, asID, kind, string(body)); err != nil {
 		return false, fmt.Errorf("queue %s for appservice %s: %w", kind, asID, err)
 	}
-	tx.AfterCommit(func() { q.queued(asID) })
 	return true, nil
 }
 
@@ -259,6 +274,7 @@ func (q *Queue) queued(asID string) {
 	defer q.mu.Unlock()
 	t := q.targetLocked(asID)
 	t.pending = true
+	t.reserved = max(t.reserved-1, 0)
 	t.depth++
 	q.metrics.observe(t)
 	q.startLocked(t)

@@ -211,3 +211,42 @@ func TestPingEndsBackoff(t *testing.T) {
 		t.Errorf("the failed transaction was sent %d times, want 2", tries)
 	}
 }
+
+// TestQueueBoundCountsOpenWrites: items queued inside a write that has not
+// committed yet count against the bound, so one write (a big room's
+// event, a batch of writes) cannot queue past it; a write that fails gives
+// its items' places back.
+func TestQueueBoundCountsOpenWrites(t *testing.T) {
+	reg := registration("watcher", "", "@watched.*:localhost")
+	as := testnode.NewFakeAppservice(t, reg.ServerToken)
+	reg.URL = as.URL()
+	n := testnode.Start(t, testnode.SQLite, testnode.WithAppservices(t, map[string]string{"watcher.yaml": yamlOf(t, reg)}))
+	// Nothing is taken off the queue while the test looks at it.
+	appservice.SetTiming(n.AppserviceQueue, time.Hour, time.Hour, time.Hour)
+	appservice.SetMaxQueued(n.AppserviceQueue, 10)
+
+	took, err := appservice.EnqueueInOneWrite(n.AppserviceQueue, "watcher", 4, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took != 4 {
+		t.Fatalf("a failing write took %d items, want 4 (the queue was empty)", took)
+	}
+	if depth := n.AppserviceQueue.Status("watcher").QueueDepth; depth != 0 {
+		t.Fatalf("queue depth %d after a failed write, want 0", depth)
+	}
+	took, err = appservice.EnqueueInOneWrite(n.AppserviceQueue, "watcher", 15, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took != 10 {
+		t.Errorf("one write queued %d items past a bound of 10 (a failed write's places must come back too)", took)
+	}
+	rows, err := appservice.QueuedRows(n.AppserviceQueue, "watcher", "device_list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if depth := n.AppserviceQueue.Status("watcher").QueueDepth; depth != 10 || rows != 10 {
+		t.Errorf("queue depth %d with %d rows, want the bound 10", depth, rows)
+	}
+}

@@ -31,11 +31,23 @@ const (
 	kindKeyCounts  = "key_counts"  // MSC3202: a keyCountsItem
 )
 
-// deviceListItem is a queued device list change: user's devices changed,
-// or (Left) the appservice's users no longer share a room with user.
+// deviceListItem is a queued device list change: the devices of User and
+// of Users changed, or (Left) the appservice's users no longer share a
+// room with them. One item carries every user one change concerns (a
+// join to a big room names each member), so a change is one row however
+// many users it names.
 type deviceListItem struct {
-	User id.UserID `json:"user_id"`
-	Left bool      `json:"left,omitempty"`
+	User  id.UserID   `json:"user_id,omitempty"`
+	Users []id.UserID `json:"user_ids,omitempty"`
+	Left  bool        `json:"left,omitempty"`
+}
+
+// users are the users the item names.
+func (d deviceListItem) users() []id.UserID {
+	if d.User == "" {
+		return d.Users
+	}
+	return append([]id.UserID{d.User}, d.Users...)
 }
 
 // keyCountsItem is a queued change of a device's one-time key counts and
@@ -127,10 +139,12 @@ func (b *txnBuilder) add(item queuedItem) (bool, error) {
 		if b.lists == nil {
 			b.lists = map[id.UserID]bool{}
 		}
-		if _, seen := b.lists[d.User]; !seen {
-			b.order = append(b.order, d.User)
+		for _, user := range d.users() {
+			if _, seen := b.lists[user]; !seen {
+				b.order = append(b.order, user)
+			}
+			b.lists[user] = d.Left
 		}
-		b.lists[d.User] = d.Left
 	case kindKeyCounts:
 		var k keyCountsItem
 		if err := json.Unmarshal(raw, &k); err != nil {

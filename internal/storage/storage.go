@@ -425,6 +425,7 @@ type Tx struct {
 	tx        *sql.Tx
 	batch     *batchTx
 	afterFns  []func()
+	abortFns  []func()
 	positions int
 }
 
@@ -522,6 +523,21 @@ func (tx *Tx) Dialect() Dialect { return tx.db.Dialect }
 // anyone holds while queueing or awaiting a write.
 func (tx *Tx) AfterCommit(fn func()) { tx.afterFns = append(tx.afterFns, fn) }
 
+// AfterAbort registers fn to run when the write does not commit: its own
+// function failed (its savepoint was rolled back) or its batch failed.
+// Exactly one of a write's AfterCommit and AfterAbort sets runs, so an
+// in-memory reservation made inside a write can be released on either
+// outcome. fn runs on the writer goroutine, with AfterCommit's limits.
+func (tx *Tx) AfterAbort(fn func()) { tx.abortFns = append(tx.abortFns, fn) }
+
+// aborted runs the functions registered with AfterAbort.
+func (tx *Tx) aborted() {
+	for _, f := range tx.abortFns {
+		f()
+	}
+	tx.abortFns = nil
+}
+
 type writeReq struct {
 	ctx  context.Context
 	fn   func(*Tx) error
@@ -602,6 +618,7 @@ func (db *DB) commitBatch(batch []*writeReq) {
 	fail := func(err error) {
 		db.pos = startPos
 		for _, r := range batch {
+			r.tx.aborted()
 			if r.done != nil {
 				r.done <- err
 				r.done = nil
@@ -662,10 +679,12 @@ func (db *DB) commitBatch(batch []*writeReq) {
 	// Publish to memory first, so that no reader sees a position whose
 	// in-memory view is not yet updated.
 	for i, r := range batch {
-		if results[i] == nil {
-			for _, f := range r.tx.afterFns {
-				f()
-			}
+		if results[i] != nil {
+			r.tx.aborted()
+			continue
+		}
+		for _, f := range r.tx.afterFns {
+			f()
 		}
 	}
 	db.visible.Store(db.pos)
