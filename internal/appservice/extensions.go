@@ -97,19 +97,26 @@ func wantsEphemeral(reg *Registration) bool   { return reg.ReceiveEphemeral }
 func wantsToDevice(reg *Registration) bool    { return reg.ToDevice }
 func wantsDeviceLists(reg *Registration) bool { return reg.DeviceLists }
 
-// QueueTyping queues the room's typing users (m.typing) for the
-// appservices with receive_ephemeral interested in the room.
-func (q *Queue) QueueTyping(ctx context.Context, roomID id.RoomID, typers []id.UserID) error {
+// QueueTyping queues the room's typing users (m.typing), as current reads
+// them now, for the appservices with receive_ephemeral interested in the
+// room. Reading them and queueing the write happen under one lock, and
+// writes commit in the order they were queued, so the appservice gets a
+// room's typing users in the order they changed and the last it gets is
+// the latest (two changes at once could otherwise pass each other).
+func (q *Queue) QueueTyping(ctx context.Context, roomID id.RoomID, current func(id.RoomID) []id.UserID) error {
 	if !q.anyWants(wantsEphemeral) {
 		return nil
 	}
 	members, aliases := q.rooms.Members(ctx, roomID), q.currentAliases(ctx, roomID)
-	ev := ephemeralEvent{Type: "m.typing", RoomID: roomID, Content: map[string]any{"user_ids": typers}}
-	return q.db.Write(ctx, func(tx *storage.Tx) error {
+	q.typingMu.Lock()
+	ev := ephemeralEvent{Type: "m.typing", RoomID: roomID, Content: map[string]any{"user_ids": current(roomID)}}
+	wait := q.db.Enqueue(ctx, func(tx *storage.Tx) error {
 		return q.queueFor(ctx, tx, kindEphemeral, ev, wantsEphemeral, func(reg *Registration) bool {
 			return q.roomInterest(reg, roomID, members, aliases)
 		}, nil)
 	})
+	q.typingMu.Unlock()
+	return wait()
 }
 
 // QueueReceipt queues a public read receipt (m.receipt), in tx, for the
@@ -273,18 +280,26 @@ type KeyCounter func(ctx context.Context, user id.UserID, device id.DeviceID) (o
 
 // QueueKeyCounts queues a device's current one-time key counts and unused
 // fallback key types for the appservices with MSC3202 whose namespaces
-// hold the user, after its keys were uploaded or claimed.
+// hold the user, after its keys were uploaded or claimed. Reading the
+// counts and queueing the write happen under one lock, and writes commit
+// in the order they were queued, so the last counts an appservice gets
+// are the latest (an upload and a claim at once could otherwise pass each
+// other, leaving it with the older counts).
 func (q *Queue) QueueKeyCounts(ctx context.Context, user id.UserID, device id.DeviceID, counts KeyCounter) error {
 	interested := func(reg *Registration) bool { return reg.InterestedInUser(user) }
 	if !q.anyWants(func(reg *Registration) bool { return reg.DeviceLists && interested(reg) }) {
 		return nil
 	}
+	q.keyCountsMu.Lock()
 	otks, fallback, err := counts(ctx, user, device)
 	if err != nil {
+		q.keyCountsMu.Unlock()
 		return fmt.Errorf("key counts of %s %s: %w", user, device, err)
 	}
 	item := keyCountsItem{User: user, Device: device, OTKs: otks, Fallback: fallback}
-	return q.db.Write(ctx, func(tx *storage.Tx) error {
+	wait := q.db.Enqueue(ctx, func(tx *storage.Tx) error {
 		return q.queueFor(ctx, tx, kindKeyCounts, item, wantsDeviceLists, interested, nil)
 	})
+	q.keyCountsMu.Unlock()
+	return wait()
 }

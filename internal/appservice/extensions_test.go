@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -353,4 +354,132 @@ func TestMemberDeviceListsCoalesced(t *testing.T) {
 	if changed[watched.UserID] {
 		t.Errorf("the appservice's own user %s is among the changed device lists", watched.UserID)
 	}
+}
+
+// blockingReader reads a value that changes under a test: its first read
+// takes the value, says so on read and waits for release before it
+// answers; the reads after it answer at once.
+type blockingReader[T any] struct {
+	mu            sync.Mutex
+	value         T
+	reads         int
+	read, release chan struct{}
+}
+
+func newBlockingReader[T any](value T) *blockingReader[T] {
+	return &blockingReader[T]{value: value, read: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (r *blockingReader[T]) set(v T) {
+	r.mu.Lock()
+	r.value = v
+	r.mu.Unlock()
+}
+
+func (r *blockingReader[T]) get() T {
+	r.mu.Lock()
+	v := r.value
+	r.reads++
+	first := r.reads == 1
+	r.mu.Unlock()
+	if first {
+		close(r.read)
+		<-r.release
+	}
+	return v
+}
+
+// racePair runs queue twice at once: the first run reads the old value
+// and is held there while the value changes and the second run reads it;
+// the first is let go once the second has returned, or after a while when
+// the second waits for it (as it should). Both must succeed.
+func racePair[T any](t *testing.T, r *blockingReader[T], newValue T, queue func() error) {
+	t.Helper()
+	first := make(chan error, 1)
+	go func() { first <- queue() }()
+	<-r.read
+	r.set(newValue)
+	second := make(chan error, 1)
+	go func() { second <- queue() }()
+	select {
+	case err := <-second:
+		second <- err
+	case <-time.After(500 * time.Millisecond):
+	}
+	close(r.release)
+	for _, ch := range []chan error{first, second} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestTypingAndKeyCountsInOrder: when a room's typing users or a device's
+// key counts change twice at once, the appservice gets them in the order
+// they changed: the last it gets is the latest, never an older value that
+// was read first and queued last.
+func TestTypingAndKeyCountsInOrder(t *testing.T) {
+	reg := registration("bridge", "", "@watched.*:localhost")
+	reg.EphemeralEvents, reg.MSC3202 = true, true
+	as := testnode.NewFakeAppservice(t, reg.ServerToken)
+	reg.URL = as.URL()
+	n := testnode.Start(t, testnode.SQLite, testnode.WithAppservices(t, map[string]string{"bridge.yaml": yamlOf(t, reg)}))
+	fastTiming(n)
+	ctx := context.Background()
+	watched, other := n.Register("watched"), n.Register("other")
+	room := testnode.CreateRoom(t, watched, &mautrix.ReqCreateRoom{})
+	drained := func() bool { return n.AppserviceQueue.Status("bridge").QueueDepth == 0 }
+
+	t.Run("typing", func(t *testing.T) {
+		r := newBlockingReader([]id.UserID{watched.UserID})
+		racePair(t, r, []id.UserID{watched.UserID, other.UserID}, func() error {
+			return n.AppserviceQueue.QueueTyping(ctx, room, func(id.RoomID) []id.UserID { return r.get() })
+		})
+		testnode.WaitFor(t, 30*time.Second, "an empty queue", drained)
+		var last []id.UserID
+		for _, txn := range as.Transactions() {
+			for _, raw := range txn.Ephemeral {
+				var ev struct {
+					Type    string    `json:"type"`
+					RoomID  id.RoomID `json:"room_id"`
+					Content struct {
+						UserIDs []id.UserID `json:"user_ids"`
+					} `json:"content"`
+				}
+				if err := json.Unmarshal(raw, &ev); err != nil {
+					t.Fatal(err)
+				}
+				if ev.Type == "m.typing" && ev.RoomID == room {
+					last = ev.Content.UserIDs
+				}
+			}
+		}
+		if len(last) != 2 {
+			t.Errorf("the last m.typing the appservice got names %v, want both users (the latest)", last)
+		}
+	})
+	t.Run("key counts", func(t *testing.T) {
+		r := newBlockingReader(50)
+		racePair(t, r, 49, func() error {
+			return n.AppserviceQueue.QueueKeyCounts(ctx, watched.UserID, watched.DeviceID, func(context.Context, id.UserID, id.DeviceID) (map[string]int, []string, error) {
+				return map[string]int{"signed_curve25519": r.get()}, nil, nil
+			})
+		})
+		testnode.WaitFor(t, 30*time.Second, "an empty queue", drained)
+		last := -1
+		for _, txn := range as.Transactions() {
+			var body struct {
+				Counts map[id.UserID]map[id.DeviceID]map[string]int `json:"device_one_time_keys_count"`
+			}
+			if err := json.Unmarshal(txn.Raw, &body); err != nil {
+				t.Fatal(err)
+			}
+			if c, ok := body.Counts[watched.UserID][watched.DeviceID]; ok {
+				last = c["signed_curve25519"]
+			}
+		}
+		if last != 49 {
+			t.Errorf("the last one-time key count the appservice got is %d, want the latest, 49", last)
+		}
+	})
 }

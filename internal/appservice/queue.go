@@ -60,6 +60,10 @@ type Queue struct {
 	batchDelay, minBackoff, maxBackoff time.Duration
 	maxQueued                          int
 
+	// typingMu and keyCountsMu order the reading of typing users and key
+	// counts with the queueing of their writes (see QueueTyping).
+	typingMu, keyCountsMu sync.Mutex
+
 	mu      sync.Mutex
 	targets map[string]*target
 	ctx     context.Context // nil until Start

@@ -22,8 +22,10 @@ func (n *Node) wireAppserviceQueue(as *appservice.Service) {
 	as.OnPinged = append(as.OnPinged, q.Wake)
 	n.Rooms.OnPersist = append(n.Rooms.OnPersist, q.QueueEvent)
 
-	n.Ephemeral.OnTyping = func(ctx context.Context, roomID id.RoomID, typers []id.UserID) {
-		if err := q.QueueTyping(ctx, roomID, typers); err != nil {
+	// The typing users are read again by the queue, in order with its
+	// writes: those the hook is given may already be stale.
+	n.Ephemeral.OnTyping = func(ctx context.Context, roomID id.RoomID, _ []id.UserID) {
+		if err := q.QueueTyping(ctx, roomID, n.Ephemeral.Typing); err != nil {
 			n.log.Warn("queue typing for appservices", "room_id", roomID, "err", err)
 		}
 	}
