@@ -1,13 +1,15 @@
 package appservice
 
 import (
+	"container/list"
 	"reflect"
 	"sync"
 
 	"maunium.net/go/mautrix/id"
 )
 
-// maxMemberCache bounds memberCache; past it the cache starts afresh.
+// maxMemberCache bounds memberCache; past it the least recently used
+// entry goes.
 const maxMemberCache = 10000
 
 // memberCache remembers, per registration and room, whether one of the
@@ -16,10 +18,13 @@ const maxMemberCache = 10000
 // engine never changes one once made (a membership change makes a new
 // map), so an event in a large room costs one lookup instead of a regular
 // expression per member. An entry keeps its map, so the map's address
-// cannot be reused by another while the entry exists.
+// cannot be reused by another while the entry exists. It holds at most
+// maxMemberCache entries and forgets the least recently used first, so
+// the rooms in use stay cached however many others pass through.
 type memberCache struct {
 	mu      sync.Mutex
-	entries map[memberKey]memberEntry
+	entries map[memberKey]*list.Element // of *memberEntry, in recency
+	recency list.List                   // most recently used first
 }
 
 type memberKey struct {
@@ -28,6 +33,7 @@ type memberKey struct {
 }
 
 type memberEntry struct {
+	key        memberKey
 	members    map[id.UserID]string
 	interested bool
 }
@@ -36,20 +42,50 @@ type memberEntry struct {
 // members, is in reg's user namespaces.
 func (c *memberCache) interested(reg *Registration, roomID id.RoomID, members map[id.UserID]string) bool {
 	key := memberKey{reg, roomID}
-	c.mu.Lock()
-	e, ok := c.entries[key]
-	c.mu.Unlock()
-	if ok && sameMap(e.members, members) {
-		return e.interested
+	if interested, ok := c.lookup(key, members); ok {
+		return interested
 	}
 	interested := namespaceMemberIn(reg, members)
+	c.store(&memberEntry{key: key, members: members, interested: interested})
+	return interested
+}
+
+// lookup returns the answer remembered for key if it was made for the
+// same members map, and marks it used.
+func (c *memberCache) lookup(key memberKey, members map[id.UserID]string) (interested, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.entries == nil || len(c.entries) >= maxMemberCache {
-		c.entries = map[memberKey]memberEntry{}
+	el, found := c.entries[key]
+	if !found {
+		return false, false
 	}
-	c.entries[key] = memberEntry{members: members, interested: interested}
-	return interested
+	e := el.Value.(*memberEntry)
+	if !sameMap(e.members, members) {
+		return false, false
+	}
+	c.recency.MoveToFront(el)
+	return e.interested, true
+}
+
+// store remembers e, replacing the entry of its key, and forgets the least
+// recently used entries past maxMemberCache.
+func (c *memberCache) store(e *memberEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil {
+		c.entries = map[memberKey]*list.Element{}
+	}
+	if el, found := c.entries[e.key]; found {
+		el.Value = e
+		c.recency.MoveToFront(el)
+		return
+	}
+	c.entries[e.key] = c.recency.PushFront(e)
+	for c.recency.Len() > maxMemberCache {
+		oldest := c.recency.Back()
+		c.recency.Remove(oldest)
+		delete(c.entries, oldest.Value.(*memberEntry).key)
+	}
 }
 
 // sameMap reports whether a and b are the same map (not merely equal).

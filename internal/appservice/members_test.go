@@ -40,6 +40,37 @@ func TestMemberCache(t *testing.T) {
 	}
 }
 
+// TestMemberCacheKeepsHotRooms: a full cache forgets the room used least
+// recently, not everything: a room whose events keep coming stays cached
+// while far more rooms than the cache holds pass through, and a room not
+// used since is asked afresh.
+func TestMemberCacheKeepsHotRooms(t *testing.T) {
+	reg := bridgeRegistration(t)
+	var c memberCache
+	hot, cold := id.RoomID("!hot:example.org"), id.RoomID("!cold:example.org")
+	hotMembers := map[id.UserID]string{"@bridge_bob:example.org": "join"}
+	coldMembers := map[id.UserID]string{"@bridge_bob:example.org": "join"}
+	if !c.interested(reg, hot, hotMembers) || !c.interested(reg, cold, coldMembers) {
+		t.Fatal("a room with a namespace member joined is not interesting")
+	}
+	for i := range 2 * maxMemberCache {
+		room := id.RoomID(fmt.Sprintf("!r%d:example.org", i))
+		c.interested(reg, room, map[id.UserID]string{"@alice:example.org": "join"})
+		if i%100 == 0 {
+			c.interested(reg, hot, hotMembers)
+		}
+	}
+	// Changing the maps (which the engine never does) shows whether the
+	// answer comes from the cache.
+	hotMembers["@bridge_bob:example.org"], coldMembers["@bridge_bob:example.org"] = "leave", "leave"
+	if !c.interested(reg, hot, hotMembers) {
+		t.Error("the hot room was asked afresh: the cache forgot it")
+	}
+	if c.interested(reg, cold, coldMembers) {
+		t.Error("the cold room is still cached after 20,000 other rooms")
+	}
+}
+
 // BenchmarkQueueEventInterest: deciding whether an event of a room with
 // 10,000 members interests an appservice, the first time (a regular
 // expression per member) and then from the cache.
