@@ -141,51 +141,95 @@ func (q *Queue) Reloaded() {
 	}
 }
 
-// load reads the depth and backoff of every appservice with a queue.
+// load reads the depth and backoff of every appservice with a queue. It
+// reads inside a write, where no other write commits meanwhile and the
+// AfterCommit functions of those before have run: the depth it sets
+// replaces what queued counted of items committed before the queue
+// started (they are in the count), and items committed after it add to
+// it, so each is counted once.
 func (q *Queue) load(ctx context.Context) error {
-	depths := map[string]int{}
-	rows, err := q.db.Query(ctx, `SELECT appservice_id, COUNT(*) FROM appservice_queue GROUP BY appservice_id`)
+	return q.db.Write(ctx, func(tx *storage.Tx) error {
+		depths, err := queuedCounts(ctx, tx)
+		if err != nil {
+			return err
+		}
+		states, err := deliveryStates(ctx, tx)
+		if err != nil {
+			return err
+		}
+		tx.AfterCommit(func() {
+			q.mu.Lock()
+			defer q.mu.Unlock()
+			for _, t := range q.targets {
+				t.depth = 0
+			}
+			for asID, st := range states {
+				t := q.targetLocked(asID)
+				t.depth = st.items
+				t.failures, t.retryAt, t.failedAt, t.lastSuccess = st.failures, st.retryAt, st.failedAt, st.lastSuccess
+			}
+			for asID, n := range depths {
+				q.targetLocked(asID).depth += n
+			}
+			for _, t := range q.targets {
+				q.metrics.observe(t)
+			}
+		})
+		return nil
+	})
+}
+
+// queuedCounts counts the items queued for each appservice.
+func queuedCounts(ctx context.Context, tx *storage.Tx) (map[string]int, error) {
+	rows, err := tx.Query(ctx, `SELECT appservice_id, COUNT(*) FROM appservice_queue GROUP BY appservice_id`)
 	if err != nil {
-		return fmt.Errorf("load appservice queue: %w", err)
+		return nil, fmt.Errorf("load appservice queue: %w", err)
 	}
+	defer rows.Close()
+	depths := map[string]int{}
 	for rows.Next() {
 		var asID string
 		var n int
 		if err := rows.Scan(&asID, &n); err != nil {
-			rows.Close()
-			return fmt.Errorf("load appservice queue: %w", err)
+			return nil, fmt.Errorf("load appservice queue: %w", err)
 		}
 		depths[asID] = n
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("load appservice queue: %w", err)
+		return nil, fmt.Errorf("load appservice queue: %w", err)
 	}
-	rows, err = q.db.Query(ctx, `SELECT appservice_id, txn_items, failures, retry_at_ts, failure_ts, last_success_ts FROM appservice_state`)
+	return depths, nil
+}
+
+// deliveryState is an appservice's row of appservice_state.
+type deliveryState struct {
+	items, failures                int
+	retryAt, failedAt, lastSuccess time.Time
+}
+
+// deliveryStates reads each appservice's unacknowledged transaction size
+// and backoff.
+func deliveryStates(ctx context.Context, tx *storage.Tx) (map[string]deliveryState, error) {
+	rows, err := tx.Query(ctx, `SELECT appservice_id, txn_items, failures, retry_at_ts, failure_ts, last_success_ts FROM appservice_state`)
 	if err != nil {
-		return fmt.Errorf("load appservice state: %w", err)
+		return nil, fmt.Errorf("load appservice state: %w", err)
 	}
 	defer rows.Close()
-	q.mu.Lock()
-	defer q.mu.Unlock()
+	states := map[string]deliveryState{}
 	for rows.Next() {
 		var asID string
-		var items, failures int
+		var st deliveryState
 		var retryAt, failedAt, lastSuccess int64
-		if err := rows.Scan(&asID, &items, &failures, &retryAt, &failedAt, &lastSuccess); err != nil {
-			return fmt.Errorf("load appservice state: %w", err)
+		if err := rows.Scan(&asID, &st.items, &st.failures, &retryAt, &failedAt, &lastSuccess); err != nil {
+			return nil, fmt.Errorf("load appservice state: %w", err)
 		}
-		t := q.targetLocked(asID)
-		t.depth += items
-		t.failures, t.retryAt, t.failedAt, t.lastSuccess = failures, fromMillis(retryAt), fromMillis(failedAt), fromMillis(lastSuccess)
+		st.retryAt, st.failedAt, st.lastSuccess = fromMillis(retryAt), fromMillis(failedAt), fromMillis(lastSuccess)
+		states[asID] = st
 	}
-	for asID, n := range depths {
-		q.targetLocked(asID).depth += n
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("load appservice state: %w", err)
 	}
-	for _, t := range q.targets {
-		q.metrics.observe(t)
-	}
-	return rows.Err()
+	return states, nil
 }
 
 func fromMillis(ms int64) time.Time {

@@ -3,6 +3,7 @@ package appservice_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -248,5 +249,39 @@ func TestQueueBoundCountsOpenWrites(t *testing.T) {
 	}
 	if depth := n.AppserviceQueue.Status("watcher").QueueDepth; depth != 10 || rows != 10 {
 		t.Errorf("queue depth %d with %d rows, want the bound 10", depth, rows)
+	}
+}
+
+// TestDepthOfItemsQueuedBeforeStart: items committed before the queue
+// starts are counted once in its depth, not once as they commit and again
+// when Start counts what is queued.
+func TestDepthOfItemsQueuedBeforeStart(t *testing.T) {
+	reg := registration("watcher", "", "@watched.*:localhost")
+	as := testnode.NewFakeAppservice(t, reg.ServerToken)
+	reg.URL = as.URL()
+	n := testnode.Start(t, testnode.SQLite, testnode.WithAppservices(t, map[string]string{"watcher.yaml": yamlOf(t, reg)}))
+	// The node's own queue takes nothing off the queue meanwhile.
+	appservice.SetTiming(n.AppserviceQueue, time.Hour, time.Hour, time.Hour)
+	if _, err := appservice.EnqueueInOneWrite(n.AppserviceQueue, "watcher", 2, false); err != nil {
+		t.Fatal(err)
+	}
+
+	q := appservice.NewQueue(n.DB, slog.New(slog.DiscardHandler), n.Appservices.Registry, n.Rooms)
+	appservice.SetTiming(q, time.Hour, time.Hour, time.Hour)
+	if _, err := appservice.EnqueueInOneWrite(q, "watcher", 3, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(q.Stop)
+	if depth := q.Status("watcher").QueueDepth; depth != 5 {
+		t.Errorf("queue depth %d after start, want the 5 items queued", depth)
+	}
+	if _, err := appservice.EnqueueInOneWrite(q, "watcher", 1, false); err != nil {
+		t.Fatal(err)
+	}
+	if depth := q.Status("watcher").QueueDepth; depth != 6 {
+		t.Errorf("queue depth %d after one more item, want 6", depth)
 	}
 }
