@@ -60,3 +60,13 @@ func QueuedRows(q *Queue, asID, kind string) (int, error) {
 	err := q.db.QueryRow(context.Background(), `SELECT COUNT(*) FROM appservice_queue WHERE appservice_id = $1 AND kind = $2`, asID, kind).Scan(&n)
 	return n, err
 }
+
+// EnqueueRaw queues an item of kind with body as it is, as a corrupted
+// row would be.
+func EnqueueRaw(q *Queue, asID, kind, body string) error {
+	ctx := context.Background()
+	return q.db.Write(ctx, func(tx *storage.Tx) error {
+		_, err := q.enqueue(ctx, tx, asID, kind, []byte(body))
+		return err
+	})
+}

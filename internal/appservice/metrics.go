@@ -10,6 +10,7 @@ type queueMetrics struct {
 	lastSuccess *prometheus.GaugeVec
 	failures    *prometheus.CounterVec
 	dropped     *prometheus.CounterVec
+	skipped     *prometheus.CounterVec
 }
 
 func newQueueMetrics() *queueMetrics {
@@ -25,6 +26,8 @@ func newQueueMetrics() *queueMetrics {
 			"Transactions an appservice did not accept (each try counts).")), []string{"appservice"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts(opts("dropped_total",
 			"Items not queued for an appservice because its queue was full, by kind.")), []string{"appservice", "kind"}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts(opts("skipped_total",
+			"Queued items that could not be read and were left out of an appservice's transactions, by kind.")), []string{"appservice", "kind"}),
 	}
 }
 
@@ -40,5 +43,5 @@ func (m *queueMetrics) observe(t *target) {
 
 // Collectors are the queue's metrics, for the node's registry.
 func (q *Queue) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{q.metrics.depth, q.metrics.lastSuccess, q.metrics.failures, q.metrics.dropped}
+	return []prometheus.Collector{q.metrics.depth, q.metrics.lastSuccess, q.metrics.failures, q.metrics.dropped, q.metrics.skipped}
 }

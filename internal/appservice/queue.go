@@ -445,7 +445,10 @@ const gatherRows = MaxTxnEvents + MaxTxnEphemeral + MaxTxnToDevice + 200
 
 // gather reads the oldest items queued for the appservice into a
 // transaction, stopping before the first item that does not fit, and
-// returns the last row it took.
+// returns the last row it took. An item that cannot be read is counted
+// (matrixos_appservice_skipped_total), logged and taken off the queue
+// with the transaction, which may then carry nothing else: the rest are
+// delivered.
 func (q *Queue) gather(ctx context.Context, asID string) (*txnBuilder, int64, error) {
 	rows, err := q.db.Query(ctx, `SELECT id, kind, body FROM appservice_queue WHERE appservice_id = $1 ORDER BY id LIMIT $2`, asID, gatherRows)
 	if err != nil {
@@ -460,6 +463,15 @@ func (q *Queue) gather(ctx context.Context, asID string) (*txnBuilder, int64, er
 			return nil, 0, fmt.Errorf("read the queue of appservice %s: %w", asID, err)
 		}
 		took, err := b.add(item)
+		if errors.Is(err, errBadItem) {
+			// One unreadable row must not stall the queue: it goes with
+			// the transaction, left out of it.
+			q.metrics.skipped.WithLabelValues(asID, item.kind).Inc()
+			q.log.Error("appservice queue: an unreadable item is left out of the transaction", "appservice", asID, "err", err)
+			b.skip()
+			lastRow = item.rowID
+			continue
+		}
 		if err != nil {
 			return nil, 0, err
 		}

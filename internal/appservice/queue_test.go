@@ -285,3 +285,34 @@ func TestDepthOfItemsQueuedBeforeStart(t *testing.T) {
 		t.Errorf("queue depth %d after one more item, want 6", depth)
 	}
 }
+
+// TestUnreadableItemSkipped: a queued item that cannot be read (a
+// corrupted row, an unknown kind) is left out of the transaction, counted
+// and logged, and what is queued after it is delivered: it does not stall
+// the appservice's queue.
+func TestUnreadableItemSkipped(t *testing.T) {
+	reg := registration("watcher", "", "@watched.*:localhost")
+	reg.MSC3202 = true
+	as := testnode.NewFakeAppservice(t, reg.ServerToken)
+	reg.URL = as.URL()
+	n := testnode.Start(t, testnode.SQLite, testnode.WithAppservices(t, map[string]string{"watcher.yaml": yamlOf(t, reg)}))
+	fastTiming(n)
+	watched := n.Register("watched")
+	room := testnode.CreateRoom(t, watched, &mautrix.ReqCreateRoom{})
+	before := sendTexts(t, watched, room, "before")
+	as.WaitBody("before")
+	for _, bad := range [][2]string{{"event", `{"type":`}, {"device_list", `["not an object"]`}, {"key_counts", `nope`}, {"bogus", `{}`}} {
+		if err := appservice.EnqueueRaw(n.AppserviceQueue, "watcher", bad[0], bad[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := sendTexts(t, watched, room, numbered("after", 3)...)
+	checkDelivered(t, as.WaitBody("after002"), room, append(before, after...))
+	testnode.WaitFor(t, 10*time.Second, "an empty queue", func() bool { return n.AppserviceQueue.Status("watcher").QueueDepth == 0 })
+	metrics := string(n.Do(t, "GET", "/metrics", "", nil, testnode.NoSpecCheck()).Body)
+	for _, kind := range []string{"event", "device_list", "key_counts", "bogus"} {
+		if !strings.Contains(metrics, `matrixos_appservice_skipped_total{appservice="watcher",kind="`+kind+`"} 1`) {
+			t.Errorf("metrics do not count the skipped %s item:\n%s", kind, grepLines(metrics, "matrixos_appservice_skipped"))
+		}
+	}
+}

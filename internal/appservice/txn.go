@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -111,10 +112,25 @@ func newTxnBuilder() *txnBuilder {
 	return &txnBuilder{txn: transaction{Events: []json.RawMessage{}}}
 }
 
+// errBadItem marks a queued item that cannot be read: it is left out of
+// the transaction (and taken off the queue with it) rather than stall the
+// appservice's queue.
+var errBadItem = errors.New("unreadable queued item")
+
 // add takes item unless the transaction has no room left for its kind; it
-// reports whether it took it.
+// reports whether it took it. An item that cannot be read is an error
+// wrapping errBadItem.
 func (b *txnBuilder) add(item queuedItem) (bool, error) {
 	raw := json.RawMessage(item.body)
+	bad := func(err error) (bool, error) {
+		return false, fmt.Errorf("%w %d (%s): %v", errBadItem, item.rowID, item.kind, err)
+	}
+	switch item.kind {
+	case kindEvent, kindEphemeral, kindToDevice:
+		if !json.Valid(raw) {
+			return bad(errors.New("not JSON"))
+		}
+	}
 	switch item.kind {
 	case kindEvent:
 		if len(b.txn.Events) == MaxTxnEvents {
@@ -134,7 +150,7 @@ func (b *txnBuilder) add(item queuedItem) (bool, error) {
 	case kindDeviceList:
 		var d deviceListItem
 		if err := json.Unmarshal(raw, &d); err != nil {
-			return false, fmt.Errorf("queued device list change %d: %w", item.rowID, err)
+			return bad(err)
 		}
 		if b.lists == nil {
 			b.lists = map[id.UserID]bool{}
@@ -148,7 +164,7 @@ func (b *txnBuilder) add(item queuedItem) (bool, error) {
 	case kindKeyCounts:
 		var k keyCountsItem
 		if err := json.Unmarshal(raw, &k); err != nil {
-			return false, fmt.Errorf("queued key counts %d: %w", item.rowID, err)
+			return bad(err)
 		}
 		if b.keys == nil {
 			b.keys = map[id.UserID]map[id.DeviceID]keyCountsItem{}
@@ -158,11 +174,15 @@ func (b *txnBuilder) add(item queuedItem) (bool, error) {
 		}
 		b.keys[k.User][k.Device] = k
 	default:
-		return false, fmt.Errorf("queued item %d has unknown kind %q", item.rowID, item.kind)
+		return bad(errors.New("unknown kind"))
 	}
 	b.items++
 	return true, nil
 }
+
+// skip takes a bad item off the queue with the transaction without
+// putting it in.
+func (b *txnBuilder) skip() { b.items++ }
 
 // full reports whether a kind with a limit reached it.
 func (b *txnBuilder) full() bool {
