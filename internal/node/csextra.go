@@ -129,7 +129,6 @@ func (n *Node) wirePushers(mux *http.ServeMux) {
 	}
 	n.csExtra.pushers = p
 	n.Push.OnNotify = append(n.Push.OnNotify, p.OnNotify)
-	n.Push.OnNotifyTx = append(n.Push.OnNotifyTx, p.RecordNotification)
 	n.Rooms.OnPurge = append(n.Rooms.OnPurge, p.PurgeRoom)
 	n.Accounts.Hooks.DeviceDeleted = append(n.Accounts.Hooks.DeviceDeleted, p.OnDeviceDeleted)
 	n.Accounts.Hooks.Deactivated = append(n.Accounts.Hooks.Deactivated, p.OnDeactivated)

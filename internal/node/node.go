@@ -204,7 +204,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		n.DB.Close()
 		return nil, err
 	}
-	n.Rooms.OnPersist = append(n.Rooms.OnPersist, n.Push.OnPersist)
+	n.Rooms.OnAccept = append(n.Rooms.OnAccept, n.Push.OnAccept)
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Push.CopyRulesOnUpgrade)
 	n.Sync.AddSource(n.Push.RulesSource())
 	n.Keys = keys.New(n.DB, log, n.Accounts, n.Rooms, n.Sync.Notifier)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
 
 	"maunium.net/go/mautrix/id"
 
@@ -45,24 +44,22 @@ func (ru *roomUnread) add(e unreadEntry) {
 }
 
 // markRead records a receipt and drops the entries it covers; all means
-// an unthreaded receipt. It returns the positions of the entries dropped.
-func (ru *roomUnread) markRead(all bool, thread id.EventID, upTo int64) (dropped []int64) {
+// an unthreaded receipt. It reports whether the read position moved.
+func (ru *roomUnread) markRead(all bool, thread id.EventID, upTo int64) (moved bool) {
 	if all {
+		moved = upTo > ru.readAll
 		ru.readAll = max(ru.readAll, upTo)
 	} else {
 		if ru.read == nil {
 			ru.read = map[id.EventID]int64{}
 		}
+		moved = upTo > ru.read[thread]
 		ru.read[thread] = max(ru.read[thread], upTo)
 	}
 	ru.entries = slices.DeleteFunc(ru.entries, func(e unreadEntry) bool {
-		if e.pos <= upTo && (all || e.thread == thread) {
-			dropped = append(dropped, e.pos)
-			return true
-		}
-		return false
+		return e.pos <= upTo && (all || e.thread == thread)
 	})
-	return dropped
+	return moved
 }
 
 // readScope names what a read covers in push_read_marks: '*' the whole
@@ -84,98 +81,6 @@ func setReadMark(ctx context.Context, tx *storage.Tx, user id.UserID, roomID id.
 		return fmt.Errorf("record read position: %w", err)
 	}
 	return nil
-}
-
-// deleteReadRows deletes at once the rows that a read of the whole room up
-// to upTo covers, when the user's rows are all of this room (no unread
-// notifications elsewhere, no garbage): they lie together at the end of
-// the user's rows, in pages the write touches anyway. Otherwise they lie
-// among other rooms' rows and are left as garbage, deleted in batches. from
-// is how far the user had read the room (see eagerDeleteFrom); ok is false
-// when the rows are left as garbage.
-func deleteReadRows(ctx context.Context, tx *storage.Tx, user id.UserID, roomID id.RoomID, from, upTo int64, ok bool) error {
-	if !ok {
-		return nil
-	}
-	if _, err := tx.Exec(ctx, "DELETE FROM push_unread WHERE user_id = $1 AND pos > $2 AND pos <= $3 AND room_id = $4",
-		user, from, upTo, roomID); err != nil {
-		return fmt.Errorf("clear unread notifications: %w", err)
-	}
-	return nil
-}
-
-// eagerDeleteFrom tells whether a read of the whole room by user may
-// delete its rows at once (deleteReadRows), and from where: the user's
-// read position in the room, below which nothing of the room is stored.
-func (s *Service) eagerDeleteFrom(user id.UserID, roomID id.RoomID) (from int64, ok bool) {
-	s.countsMu.Lock()
-	defer s.countsMu.Unlock()
-	rs := s.unread[user]
-	if len(s.garbage[user]) > 0 || len(rs) > 1 || (len(rs) == 1 && rs[roomID] == nil) {
-		return 0, false
-	}
-	if ru := rs[roomID]; ru != nil {
-		from = ru.readAll
-	}
-	return from, true
-}
-
-// garbageBatch is how many read rows of a user are deleted at once: the
-// oldest, once four times as many have gathered. The rows of one room lie
-// among those of the user's other rooms; the oldest read rows lie close
-// together (every room has been read past them), so a batch of them
-// touches few pages.
-const garbageBatch = 128
-
-// addGarbage notes rows of user that a read covered, to be deleted later.
-// s.countsMu must be held.
-func (s *Service) addGarbageLocked(user id.UserID, positions []int64) {
-	if len(positions) > 0 {
-		s.garbage[user] = append(s.garbage[user], positions...)
-	}
-}
-
-// collectGarbage deletes, inside tx, a batch of user's rows that reads
-// have covered, once a whole batch has gathered. Their rows committed
-// before memory dropped them, so the delete finds them; one it misses
-// (the write fails) stays behind, read, and is deleted at the next start.
-func (s *Service) collectGarbage(ctx context.Context, tx *storage.Tx, user id.UserID) error {
-	s.countsMu.Lock()
-	g := s.garbage[user]
-	if len(g) < 4*garbageBatch {
-		s.countsMu.Unlock()
-		return nil
-	}
-	slices.Sort(g)
-	batch := slices.Clone(g[:garbageBatch])
-	s.garbage[user] = slices.Delete(g, 0, garbageBatch)
-	s.countsMu.Unlock()
-	if _, err := tx.Exec(ctx, garbageDelete, append([]any{user}, int64sToAny(batch)...)...); err != nil {
-		return fmt.Errorf("delete read notifications: %w", err)
-	}
-	return nil
-}
-
-// garbageDelete deletes garbageBatch rows of one user by position.
-var garbageDelete = func() string {
-	var b strings.Builder
-	b.WriteString("DELETE FROM push_unread WHERE user_id = $1 AND pos IN (")
-	for i := range garbageBatch {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "$%d", i+2)
-	}
-	b.WriteString(")")
-	return b.String()
-}()
-
-func int64sToAny(v []int64) []any {
-	out := make([]any, len(v))
-	for i, x := range v {
-		out[i] = x
-	}
-	return out
 }
 
 func (ru *roomUnread) counts() (main sync.Counts, threads map[id.EventID]*sync.Counts) {
@@ -254,37 +159,77 @@ func (s *Service) markChanged(roomID id.RoomID, pos int64, users ...id.UserID) {
 	}
 }
 
-// OnPersist records unread counts for an event inside the event's own
-// write transaction (it suits rooms.Engine.OnPersist), so a send commits
-// once and its counts are durable with it: every local joined member but
-// the sender has their rules evaluated; the sender's own event marks the
-// room (or the event's thread) read up to it. Memory, wake-ups and the
-// OnNotify hooks follow once the transaction has committed.
-func (s *Service) OnPersist(ctx context.Context, tx *storage.Tx, ev *rooms.Event, info *rooms.RoomInfo) error {
-	return s.persistCounts(ctx, tx, ev, info, func() int64 { return ev.Pos })
+// OnAccept evaluates the push rules of an event accepted into a room's
+// pipeline (a rooms.Engine OnAccept hook): on the sender's goroutine, with
+// the room's state right after the event, every local joined member but
+// the sender has their rules evaluated. What it returns records the
+// outcome inside the event's write transaction, so a send commits once and
+// its counts are durable with it: one push_events row for the event (see
+// [Migrations]) and the read marks its sender and a member who leaves
+// move. Memory, wake-ups and the OnNotify hooks follow once the
+// transaction has committed, before the send returns.
+func (s *Service) OnAccept(ctx context.Context, ev *rooms.Event, info *rooms.RoomInfo) rooms.PersistFunc {
+	o := s.outcome(ctx, ev, info)
+	if o == nil {
+		return nil
+	}
+	return func(ctx context.Context, tx *storage.Tx) error {
+		return s.record(ctx, tx, o, ev.Pos)
+	}
 }
 
-// persistCounts is OnPersist with the stream position that marks the
-// counts change for /sync chosen by changePos.
-func (s *Service) persistCounts(ctx context.Context, tx *storage.Tx, ev *rooms.Event, info *rooms.RoomInfo, changePos func() int64) error {
+// OnEvent records unread counts for an event that is already stored, in a
+// write of its own (the node uses OnAccept instead, whose record commits
+// with the event).
+func (s *Service) OnEvent(ev *rooms.Event, info *rooms.RoomInfo) {
+	o := s.outcome(context.Background(), ev, info)
+	if o == nil {
+		return
+	}
+	ctx := context.Background()
+	err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		return s.record(ctx, tx, o, tx.NextPos())
+	})
+	if err != nil {
+		s.log.Error("save unread notifications", "event_id", ev.ID, "room_id", ev.RoomID, "err", err)
+	}
+}
+
+// hit is a user an event notifies, with the rule that decided it.
+type hit struct {
+	user id.UserID
+	rule *compiledRule
+}
+
+// eventOutcome is what an event changes in unread counts, worked out
+// before its write.
+type eventOutcome struct {
+	ev     *rooms.Event
+	thread id.EventID
+	hits   []hit
+	// senderLocal is set when the sender is a local user whose read
+	// marker the event moves; gone names a local user whose membership
+	// the event ends.
+	senderLocal bool
+	gone        id.UserID
+}
+
+// outcome evaluates every local joined member's rules for ev, in the room
+// as info has it right after the event; nil when the event changes no
+// one's counts.
+func (s *Service) outcome(ctx context.Context, ev *rooms.Event, info *rooms.RoomInfo) *eventOutcome {
 	if ev.Rejected {
 		return nil
 	}
 	server := s.rooms.ServerName()
 	local := func(u id.UserID) bool { return u.Homeserver() == server }
-
+	o := &eventOutcome{ev: ev}
 	joined := 0
 	for _, m := range info.Members {
 		if m == "join" {
 			joined++
 		}
 	}
-	type hit struct {
-		user      id.UserID
-		highlight bool
-		actions   []json.RawMessage
-	}
-	var hits []hit
 	if joined > 1 {
 		x, err := s.evalCtx(ctx, ev, joined, info)
 		if err != nil {
@@ -297,101 +242,74 @@ func (s *Service) persistCounts(ctx context.Context, tx *storage.Tx, ev *rooms.E
 			}
 			_, cs := s.rulesOf(u).build(s, u)
 			x.user = u
-			if out, actions := cs.match(x); out.Notify {
-				hits = append(hits, hit{u, out.Highlight, actions})
+			if r := cs.matchRule(x); r != nil && r.notify {
+				o.hits = append(o.hits, hit{u, r})
 			}
 		}
 	}
 	// A local user whose membership ended has nothing unread here.
-	var gone id.UserID
 	if ev.Type == "m.room.member" && ev.StateKey != nil && local(id.UserID(*ev.StateKey)) && ev.Membership() != "join" {
-		gone = id.UserID(*ev.StateKey)
+		o.gone = id.UserID(*ev.StateKey)
 	}
-	senderLocal := local(ev.Sender) && ev.Sender != gone
-	if len(hits) == 0 && !senderLocal && gone == "" {
+	o.senderLocal = local(ev.Sender) && ev.Sender != o.gone
+	if len(o.hits) == 0 && !o.senderLocal && o.gone == "" {
 		return nil
 	}
-	var thread id.EventID
-	if len(hits) > 0 || senderLocal {
-		thread = s.threadOf(ctx, ev)
+	if len(o.hits) > 0 || o.senderLocal {
+		o.thread = s.threadOf(ctx, ev)
 	}
-	var users []id.UserID
-	var senderDeleted, goneDeleted bool // their read rows are deleted, not garbage
-	for _, h := range hits {
-		// A user who has read past the event (one that takes a position
-		// below theirs) gets no row, as memory gets no entry.
-		if ev.Pos > s.readPos(h.user, ev.RoomID, thread) {
-			if _, err := tx.Exec(ctx, `INSERT INTO push_unread (user_id, pos, room_id, thread_id, highlight) VALUES ($1, $2, $3, $4, $5)
-				ON CONFLICT (user_id, pos) DO NOTHING`, h.user, ev.Pos, ev.RoomID, thread, h.highlight); err != nil {
-				return fmt.Errorf("record unread notification: %w", err)
-			}
-		}
-		for _, f := range s.OnNotifyTx {
-			if err := f(ctx, tx, h.user, ev, h.actions, h.highlight); err != nil {
-				return err
-			}
-		}
+	return o
+}
+
+// record writes o inside the event's transaction; the counts change for
+// /sync at position changePos (the event's own, when the event commits in
+// tx).
+func (s *Service) record(ctx context.Context, tx *storage.Tx, o *eventOutcome, changePos int64) error {
+	ev, thread, pos := o.ev, o.thread, o.ev.Pos
+	if err := insertRecord(ctx, tx, o, pos); err != nil {
+		return err
+	}
+	users := make([]id.UserID, 0, len(o.hits)+2)
+	for _, h := range o.hits {
 		users = append(users, h.user)
 	}
-	if senderLocal {
+	if o.senderLocal {
 		// Sending an event moves the sender's read marker to it: the
 		// event's thread, or the whole room for a main-timeline event.
-		if err := setReadMark(ctx, tx, ev.Sender, ev.RoomID, thread == "", thread, ev.Pos); err != nil {
-			return err
-		}
-		if thread == "" {
-			from, ok := s.eagerDeleteFrom(ev.Sender, ev.RoomID)
-			if err := deleteReadRows(ctx, tx, ev.Sender, ev.RoomID, from, ev.Pos, ok); err != nil {
-				return err
-			}
-			senderDeleted = ok
-		}
-		if err := s.collectGarbage(ctx, tx, ev.Sender); err != nil {
+		if err := setReadMark(ctx, tx, ev.Sender, ev.RoomID, thread == "", thread, pos); err != nil {
 			return err
 		}
 		users = append(users, ev.Sender)
 	}
-	if gone != "" {
+	if o.gone != "" {
 		// Everything up to the membership's end is read: nothing of the
 		// room counts for the user any more.
-		if err := setReadMark(ctx, tx, gone, ev.RoomID, true, "", ev.Pos); err != nil {
+		if err := setReadMark(ctx, tx, o.gone, ev.RoomID, true, "", pos); err != nil {
 			return err
 		}
-		from, ok := s.eagerDeleteFrom(gone, ev.RoomID)
-		if err := deleteReadRows(ctx, tx, gone, ev.RoomID, from, ev.Pos, ok); err != nil {
-			return err
-		}
-		goneDeleted = ok
-		users = append(users, gone)
+		users = append(users, o.gone)
 	}
-	// The event's own position marks the counts change for /sync; it
-	// becomes visible when this transaction commits.
-	s.markChanged(ev.RoomID, changePos(), users...)
+	// The change becomes visible when this transaction commits.
+	s.markChanged(ev.RoomID, changePos, users...)
 	tx.AfterCommit(func() {
 		s.countsMu.Lock()
-		for _, h := range hits {
+		for _, h := range o.hits {
 			ru := s.roomUnreadLocked(h.user, ev.RoomID, true)
-			if ev.Pos > ru.readPos(thread) { // else a receipt already covers it
-				ru.add(unreadEntry{pos: ev.Pos, thread: thread, highlight: h.highlight})
+			if pos > ru.readPos(thread) { // else a receipt already covers it
+				ru.add(unreadEntry{pos: pos, thread: thread, highlight: h.rule.highlight})
 			}
 		}
-		if senderLocal {
-			dropped := s.roomUnreadLocked(ev.Sender, ev.RoomID, true).markRead(thread == "", thread, ev.Pos)
-			if !senderDeleted {
-				s.addGarbageLocked(ev.Sender, dropped)
-			}
+		if o.senderLocal {
+			s.roomUnreadLocked(ev.Sender, ev.RoomID, true).markRead(thread == "", thread, pos)
 		}
-		if gone != "" {
-			dropped := s.roomUnreadLocked(gone, ev.RoomID, true).markRead(true, "", ev.Pos)
-			if !goneDeleted {
-				s.addGarbageLocked(gone, dropped)
-			}
+		if o.gone != "" {
+			s.roomUnreadLocked(o.gone, ev.RoomID, true).markRead(true, "", pos)
 		}
 		s.countsMu.Unlock()
 		s.wake(users...)
-		for _, h := range hits {
+		for _, h := range o.hits {
 			for _, f := range s.OnNotify {
-				f(h.user, ev, h.actions, h.highlight)
+				f(h.user, ev, h.rule.rule.Actions, h.rule.highlight)
 			}
 		}
 	})
@@ -432,27 +350,16 @@ func (s *Service) MarkRead(ctx context.Context, user id.UserID, roomID id.RoomID
 	if threadID != "main" {
 		thread = id.EventID(threadID)
 	}
-	from, eager := s.eagerDeleteFrom(user, roomID)
-	eager = eager && all
 	s.countsMu.Lock()
-	dropped := s.roomUnreadLocked(user, roomID, true).markRead(all, thread, upToPos)
-	if !eager {
-		s.addGarbageLocked(user, dropped)
-	}
+	moved := s.roomUnreadLocked(user, roomID, true).markRead(all, thread, upToPos)
 	s.countsMu.Unlock()
-	if len(dropped) == 0 {
+	if !moved {
 		return nil
 	}
 	// Read marks only move forward, so the lock need not cover the write
 	// (event writes take countsMu on the database writer).
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		if err := setReadMark(ctx, tx, user, roomID, all, thread, upToPos); err != nil {
-			return err
-		}
-		if err := deleteReadRows(ctx, tx, user, roomID, from, upToPos, eager); err != nil {
-			return err
-		}
-		if err := s.collectGarbage(ctx, tx, user); err != nil {
 			return err
 		}
 		// The write's own position marks the counts change for /sync,
@@ -478,9 +385,9 @@ func (s *Service) readPos(user id.UserID, roomID id.RoomID, thread id.EventID) i
 	return 0
 }
 
-// loadUnread reads the read marks and the stored unread notifications;
-// the rows that marks cover are returned as garbage, to delete.
-func (s *Service) loadUnread(ctx context.Context) (map[id.UserID]map[id.RoomID]*roomUnread, map[id.UserID][]int64, error) {
+// loadUnread reads the read marks and the stored notifications: each
+// notified user who has not read past an event has it unread.
+func (s *Service) loadUnread(ctx context.Context) (map[id.UserID]map[id.RoomID]*roomUnread, error) {
 	out := map[id.UserID]map[id.RoomID]*roomUnread{}
 	get := func(user id.UserID, roomID id.RoomID) *roomUnread {
 		rs := out[user]
@@ -497,7 +404,7 @@ func (s *Service) loadUnread(ctx context.Context) (map[id.UserID]map[id.RoomID]*
 	}
 	rows, err := s.db.Query(ctx, "SELECT user_id, room_id, scope, pos FROM push_read_marks")
 	if err != nil {
-		return nil, nil, fmt.Errorf("load read positions: %w", err)
+		return nil, fmt.Errorf("load read positions: %w", err)
 	}
 	err = scanRows(rows, func() error {
 		var user id.UserID
@@ -519,49 +426,20 @@ func (s *Service) loadUnread(ctx context.Context) (map[id.UserID]map[id.RoomID]*
 		return nil
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("load read positions: %w", err)
+		return nil, fmt.Errorf("load read positions: %w", err)
 	}
-	garbage := map[id.UserID][]int64{}
-	rows, err = s.db.Query(ctx, "SELECT user_id, room_id, pos, thread_id, highlight FROM push_unread ORDER BY user_id, pos")
-	if err != nil {
-		return nil, nil, fmt.Errorf("load unread notifications: %w", err)
-	}
-	err = scanRows(rows, func() error {
-		var user id.UserID
-		var roomID id.RoomID
-		var e unreadEntry
-		if err := rows.Scan(&user, &roomID, &e.pos, &e.thread, &e.highlight); err != nil {
-			return err
-		}
-		ru := get(user, roomID)
-		if e.pos <= ru.readPos(e.thread) {
-			garbage[user] = append(garbage[user], e.pos)
-			return nil
-		}
-		ru.entries = append(ru.entries, e)
-		return nil
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("load unread notifications: %w", err)
-	}
-	return out, garbage, nil
-}
-
-// deleteGarbage deletes rows that reads covered, found at start-up.
-func (s *Service) deleteGarbage(ctx context.Context, garbage map[id.UserID][]int64) error {
-	if len(garbage) == 0 {
-		return nil
-	}
-	return s.db.Write(ctx, func(tx *storage.Tx) error {
-		for user, positions := range garbage {
-			for _, pos := range positions {
-				if _, err := tx.Exec(ctx, "DELETE FROM push_unread WHERE user_id = $1 AND pos = $2", user, pos); err != nil {
-					return fmt.Errorf("delete read notifications: %w", err)
-				}
+	err = s.scanRecords(ctx, "ORDER BY pos", nil, func(rec *record) error {
+		return rec.each(func(user id.UserID, _ json.RawMessage, highlight bool) {
+			ru := get(user, rec.roomID)
+			if rec.pos > ru.readPos(rec.thread) {
+				ru.entries = append(ru.entries, unreadEntry{pos: rec.pos, thread: rec.thread, highlight: highlight})
 			}
-		}
-		return nil
+		})
 	})
+	if err != nil {
+		return nil, fmt.Errorf("load unread notifications: %w", err)
+	}
+	return out, nil
 }
 
 // changedSince lists the user's rooms whose counts changed at a position
@@ -578,23 +456,10 @@ func (s *Service) changedSince(user id.UserID, since, to int64) []id.RoomID {
 	return out
 }
 
-// OnEvent records unread counts for an event that is already stored, in a
-// write of its own (the node uses OnPersist instead, inside the event's
-// transaction).
-func (s *Service) OnEvent(ev *rooms.Event, info *rooms.RoomInfo) {
-	ctx := context.Background()
-	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		return s.persistCounts(ctx, tx, ev, info, tx.NextPos)
-	})
-	if err != nil {
-		s.log.Error("save unread notifications", "event_id", ev.ID, "room_id", ev.RoomID, "err", err)
-	}
-}
-
 // PurgeRoom forgets a purged room's unread notifications (a
 // rooms.Engine.OnPurge hook).
 func (s *Service) PurgeRoom(ctx context.Context, tx *storage.Tx, roomID id.RoomID) error {
-	for _, q := range []string{"DELETE FROM push_unread WHERE room_id = $1", "DELETE FROM push_read_marks WHERE room_id = $1"} {
+	for _, q := range []string{"DELETE FROM push_events WHERE room_id = $1", "DELETE FROM push_read_marks WHERE room_id = $1"} {
 		if _, err := tx.Exec(ctx, q, roomID); err != nil {
 			return fmt.Errorf("purge unread notifications: %w", err)
 		}

@@ -9,12 +9,16 @@
 // reported to the user's clients as an m.push_rules account-data event in
 // /sync (see [Service.RulesSource]).
 //
-// Inside each event's write transaction, [Service.OnPersist] evaluates the
-// rules of every local joined member but the sender and records, per room
-// and per thread, the events that notify or highlight, so they commit with
-// the event. Read receipts ([Service.MarkRead]) and the user's own events
+// Before each event's write is queued, on the sender's goroutine,
+// [Service.OnAccept] evaluates the rules of every local joined member but
+// the sender against the room's state after the event; inside the event's
+// write transaction it records the outcome as one row (the users notified,
+// with their actions), so the counts commit with the event. Read receipts
+// ([Service.MarkRead]) and the user's own events move read marks, which
 // clear them. Counts are also kept in memory, updated after the commit;
-// [Service.CountsSource] reports them in /sync.
+// [Service.CountsSource] reports them in /sync, and
+// [Service.Notifications] lists a user's notifications for
+// /notifications.
 //
 // Rule conditions are evaluated with maunium.net/go/mautrix/pushrules,
 // except event_match and content-rule patterns, which are matched here with

@@ -30,6 +30,8 @@ type compiledRule struct {
 	pattern   *glob         // content
 	notify    bool
 	highlight bool
+	// actionsJSON is rule.Actions encoded, as a notification records it.
+	actionsJSON string
 }
 
 type condMatcher func(x *evalCtx) bool
@@ -57,6 +59,10 @@ func compile(rs *Ruleset) *compiledSet {
 func compileRule(k Kind, r *Rule) *compiledRule {
 	cr := &compiledRule{rule: r, kind: k, legacy: r.Default && legacyMentionRule(r.RuleID)}
 	cr.notify, cr.highlight = actionFlags(r.Actions)
+	cr.actionsJSON = "[]"
+	if b, err := json.Marshal(r.Actions); err == nil && r.Actions != nil {
+		cr.actionsJSON = string(b)
+	}
 	switch {
 	case k == Content:
 		cr.pattern = compileGlob(r.Pattern, true)

@@ -1,13 +1,11 @@
 package push
 
 import (
-	"context"
 	"encoding/json"
 
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/rooms"
-	"github.com/matrixos/matrixos/internal/storage"
 )
 
 // NotifyFunc is told that ev notifies user: actions are the matching
@@ -16,19 +14,25 @@ import (
 // must be quick (queue work, do not send).
 type NotifyFunc func(user id.UserID, ev *rooms.Event, actions []json.RawMessage, highlight bool)
 
-// NotifyTxFunc records a notification inside the event's transaction.
-type NotifyTxFunc func(ctx context.Context, tx *storage.Tx, user id.UserID, ev *rooms.Event, actions []json.RawMessage, highlight bool) error
+// match returns the first matching rule's outcome.
+func (cs *compiledSet) match(x *evalCtx) Outcome {
+	r := cs.matchRule(x)
+	if r == nil {
+		return Outcome{}
+	}
+	return Outcome{RuleID: r.rule.RuleID, Notify: r.notify, Highlight: r.notify && r.highlight}
+}
 
-// match returns the first matching rule's outcome and actions.
-func (cs *compiledSet) match(x *evalCtx) (Outcome, []json.RawMessage) {
+// matchRule returns the first rule that matches, or nil.
+func (cs *compiledSet) matchRule(x *evalCtx) *compiledRule {
 	for _, list := range cs.lists {
 		for _, r := range list {
 			if r.matches(x) {
-				return Outcome{RuleID: r.rule.RuleID, Notify: r.notify, Highlight: r.notify && r.highlight}, r.rule.Actions
+				return r
 			}
 		}
 	}
-	return Outcome{}, nil
+	return nil
 }
 
 // Unread reports whether the notification for the event at stream

@@ -21,6 +21,17 @@ import "github.com/matrixos/matrixos/internal/storage"
 // wherever their rooms; keyed by (user_id, room_id, pos) and deleted by
 // room on each read, every event of another room wrote a page of its own
 // for each member (sends spread over 50 rooms wrote 34 pages per event).
+//
+// Version 3 records an event's notifications as one push_events row
+// instead of a push_unread row per notified user (and a push_notifications
+// row per user for /notifications): the event, its thread, when it was
+// recorded, and the users it notified with their actions (see
+// insertRecord). A user has the event unread while their read mark is
+// below it, so read rows are never deleted; rows older than the
+// notification retention that no one has unread are (see Prune). The
+// rows version 2 left in push_unread become such rows at the next start
+// (see convertLegacyUnread), with the actions "notify", or "notify" with
+// a highlight, since that was all they kept; push_unread stays, empty.
 var Migrations = []storage.Migration{{
 	Component: "push",
 	Version:   1,
@@ -79,5 +90,21 @@ CREATE TABLE push_read_marks (
 	pos BIGINT NOT NULL,
 	PRIMARY KEY (user_id, room_id, scope)
 );
+`,
+}, {
+	Component: "push",
+	Version:   3,
+	SQL: `
+CREATE TABLE push_events (
+	pos BIGINT PRIMARY KEY,
+	room_id TEXT NOT NULL,
+	event_id TEXT NOT NULL,
+	thread_id TEXT NOT NULL,
+	ts BIGINT NOT NULL,
+	actions TEXT NOT NULL,
+	notified TEXT NOT NULL
+);
+CREATE INDEX push_events_room ON push_events (room_id, pos);
+CREATE INDEX push_events_ts ON push_events (ts);
 `,
 }}

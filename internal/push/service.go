@@ -55,9 +55,8 @@ type Service struct {
 	mu          sync.RWMutex
 	users       map[id.UserID]*userRules
 
-	countsMu sync.Mutex // guards unread and garbage; never held while queueing writes
+	countsMu sync.Mutex // guards unread; never held while queueing writes
 	unread   map[id.UserID]map[id.RoomID]*roomUnread
-	garbage  map[id.UserID][]int64 // positions of rows reads covered, not yet deleted
 
 	changedMu sync.Mutex // guards changed; never held while queueing writes
 	changed   map[id.UserID]map[id.RoomID]int64
@@ -67,13 +66,11 @@ type Service struct {
 	// event's transaction has committed and before the send that wrote it
 	// returns (the pushers tests rely on that order).
 	OnNotify []NotifyFunc
-	// OnNotifyTx hooks run for each notification inside the event's write
-	// transaction (recording it durably); OnNotify runs after the commit.
-	OnNotifyTx []NotifyTxFunc
 
 	// ThreadSubscribed, when set, reports whether user is subscribed to
 	// the thread (MSC4306), for the thread_subscription condition. It
-	// runs on the database writer and must not wait for it. Unset, no
+	// runs while the room's pipeline is held (see rooms.Engine.OnAccept)
+	// and must not wait for the room or the database writer. Unset, no
 	// one is subscribed to any thread.
 	ThreadSubscribed func(user id.UserID, roomID id.RoomID, thread id.EventID) bool
 }
@@ -88,7 +85,6 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, rs RoomState, 
 		db: db, log: log, acc: acc, rooms: rs, opts: opts,
 		users:   map[id.UserID]*userRules{},
 		unread:  map[id.UserID]map[id.RoomID]*roomUnread{},
-		garbage: map[id.UserID][]int64{},
 		changed: map[id.UserID]map[id.RoomID]int64{},
 	}
 }
@@ -221,14 +217,13 @@ func (s *Service) Evaluate(ctx context.Context, user id.UserID, ev *rooms.Event,
 	}
 	_, cs := s.rulesOf(user).build(s, user)
 	x.user = user
-	out, _ := cs.match(x)
-	return out, nil
+	return cs.match(x), nil
 }
 
 // evalCtx prepares the evaluation of ev. The room's power levels and
 // display names come from info when it carries the state after the event
-// (OnPersist runs on the database writer, which must not wait for the
-// room), else from the room's current state.
+// (OnAccept runs while the room's pipeline is held, so it must not read
+// the room), else from the room's current state.
 func (s *Service) evalCtx(ctx context.Context, ev *rooms.Event, memberCount int, info *rooms.RoomInfo) (*evalCtx, error) {
 	x, err := newEvalCtx(ev, memberCount)
 	if err != nil {
@@ -376,11 +371,11 @@ func (s *Service) Load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load push rule positions: %w", err)
 	}
-	unread, garbage, err := s.loadUnread(ctx)
-	if err != nil {
+	if err := s.convertLegacyUnread(ctx); err != nil {
 		return err
 	}
-	if err := s.deleteGarbage(ctx, garbage); err != nil {
+	unread, err := s.loadUnread(ctx)
+	if err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -410,7 +405,6 @@ func (s *Service) OnDeactivated(ctx context.Context, user id.UserID) {
 			"DELETE FROM push_rules WHERE user_id = $1",
 			"DELETE FROM push_rule_defaults WHERE user_id = $1",
 			"DELETE FROM push_rules_stream WHERE user_id = $1",
-			"DELETE FROM push_unread WHERE user_id = $1",
 			"DELETE FROM push_read_marks WHERE user_id = $1",
 		} {
 			if _, err := tx.Exec(ctx, q, user); err != nil {
@@ -428,6 +422,5 @@ func (s *Service) OnDeactivated(ctx context.Context, user id.UserID) {
 	s.mu.Unlock()
 	s.countsMu.Lock()
 	delete(s.unread, user)
-	delete(s.garbage, user)
 	s.countsMu.Unlock()
 }

@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"time"
 
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/push"
 	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
 )
@@ -23,25 +23,9 @@ const (
 )
 
 // OnNotify queues a notification's delivery to the user's http pushers
-// (RecordNotification stores it); it suits push.Service.OnNotify.
+// (push.Service records it); it suits push.Service.OnNotify.
 func (s *Service) OnNotify(user id.UserID, ev *rooms.Event, actions []json.RawMessage, highlight bool) {
 	s.enqueue(user, ev, actions)
-}
-
-// RecordNotification stores the notification for /notifications inside
-// the event's write transaction (a push.NotifyTxFunc).
-func (s *Service) RecordNotification(ctx context.Context, tx *storage.Tx, user id.UserID, ev *rooms.Event, actions []json.RawMessage, highlight bool) error {
-	acts, err := json.Marshal(actions)
-	if err != nil || actions == nil {
-		acts = []byte("[]")
-	}
-	_, err = tx.Exec(ctx, `INSERT INTO push_notifications (user_id, pos, room_id, event_id, actions, highlight, ts)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, pos) DO NOTHING`,
-		user, ev.Pos, ev.RoomID, ev.ID, string(acts), highlight, time.Now().UnixMilli())
-	if err != nil {
-		return fmt.Errorf("record notification: %w", err)
-	}
-	return nil
 }
 
 type notification struct {
@@ -71,12 +55,7 @@ func (s *Service) getNotifications(w http.ResponseWriter, r *http.Request, sess 
 		}
 		before = n
 	}
-	query := `SELECT pos, room_id, event_id, actions, ts FROM push_notifications WHERE user_id = $1 AND pos < $2`
-	if q.Get("only") == "highlight" {
-		query += " AND highlight = TRUE"
-	}
-	query += " ORDER BY pos DESC LIMIT $3"
-	list, last, err := s.notifications(r.Context(), sess, query, before, limit)
+	list, last, err := s.notifications(r.Context(), sess, before, limit, q.Get("only") == "highlight")
 	if err != nil {
 		return nil, err
 	}
@@ -87,42 +66,26 @@ func (s *Service) getNotifications(w http.ResponseWriter, r *http.Request, sess 
 	return resp, nil
 }
 
-// notifications runs the page query; last is the position of the last
-// row read when the page is full (0 otherwise).
-func (s *Service) notifications(ctx context.Context, sess *accounts.Session, query string, before int64, limit int) ([]notification, int64, error) {
+// notifications reads a page: the user's notifications below position
+// before, newest first; last is the position of the page's last one when
+// the page is full (0 otherwise).
+func (s *Service) notifications(ctx context.Context, sess *accounts.Session, before int64, limit int, onlyHighlight bool) ([]notification, int64, error) {
 	out := []notification{}
 	if limit == 0 {
 		return out, 0, nil
 	}
-	rows, err := s.db.Query(ctx, query, sess.UserID, before, limit)
+	recorded, err := s.push.Notifications(ctx, sess.UserID, before, limit, onlyHighlight)
 	if err != nil {
 		return nil, 0, err
 	}
-	type row struct {
-		pos     int64
-		roomID  id.RoomID
-		eventID id.EventID
-		actions string
-		ts      int64
-	}
-	var read []row
-	err = func() error {
-		defer rows.Close()
-		for rows.Next() {
-			var rw row
-			if err := rows.Scan(&rw.pos, &rw.roomID, &rw.eventID, &rw.actions, &rw.ts); err != nil {
-				return err
-			}
-			read = append(read, rw)
-		}
-		return rows.Err()
-	}()
+	legacy, err := s.legacyNotifications(ctx, sess.UserID, before, limit, onlyHighlight)
 	if err != nil {
 		return nil, 0, err
 	}
-	ids := make([]id.EventID, len(read))
-	for i, rw := range read {
-		ids[i] = rw.eventID
+	page := mergeNewestFirst(recorded, legacy, limit)
+	ids := make([]id.EventID, len(page))
+	for i, n := range page {
+		ids[i] = n.EventID
 	}
 	evs, err := s.rooms.Events(ctx, ids)
 	if err != nil {
@@ -132,27 +95,73 @@ func (s *Service) notifications(ctx context.Context, sess *accounts.Session, que
 	for _, ev := range evs {
 		byID[ev.ID] = ev
 	}
-	for _, rw := range read {
-		ev := byID[rw.eventID]
+	for _, n := range page {
+		ev := byID[n.EventID]
 		if ev == nil {
 			continue // purged since
 		}
-		n := notification{
-			Event:  ev.Client(rooms.ClientOptions{User: sess.UserID, Device: sess.DeviceID, OmitRoomID: true}),
-			Read:   !s.push.Unread(sess.UserID, rw.roomID, rw.pos),
-			RoomID: rw.roomID,
-			TS:     rw.ts,
+		out = append(out, notification{
+			Actions: n.Actions,
+			Event:   ev.Client(rooms.ClientOptions{User: sess.UserID, Device: sess.DeviceID, OmitRoomID: true}),
+			Read:    !s.push.Unread(sess.UserID, n.RoomID, n.Pos),
+			RoomID:  n.RoomID,
+			TS:      n.TS,
+		})
+	}
+	var last int64
+	if len(page) == limit {
+		last = page[len(page)-1].Pos
+	}
+	return out, last, nil
+}
+
+// mergeNewestFirst merges two lists sorted newest first into one of at
+// most limit, an event in both counting once, as the second list has it
+// (the legacy rows kept the exact actions that a converted row lacks).
+func mergeNewestFirst(a, b []push.Notification, limit int) []push.Notification {
+	out := make([]push.Notification, 0, min(limit, len(a)+len(b)))
+	for len(out) < limit && (len(a) > 0 || len(b) > 0) {
+		switch {
+		case len(b) == 0 || (len(a) > 0 && a[0].Pos > b[0].Pos):
+			out, a = append(out, a[0]), a[1:]
+		case len(a) == 0 || b[0].Pos > a[0].Pos:
+			out, b = append(out, b[0]), b[1:]
+		default: // the same position
+			out, a, b = append(out, b[0]), a[1:], b[1:]
 		}
-		if json.Unmarshal([]byte(rw.actions), &n.Actions) != nil || n.Actions == nil {
+	}
+	return out
+}
+
+// legacyNotifications reads push_notifications, where notifications were
+// recorded one row per user before push_events (push schema version 3);
+// nothing is added to it any more, and its rows go with the retention.
+func (s *Service) legacyNotifications(ctx context.Context, user id.UserID, before int64, limit int, onlyHighlight bool) ([]push.Notification, error) {
+	query := `SELECT pos, room_id, event_id, actions, highlight, ts FROM push_notifications WHERE user_id = $1 AND pos < $2`
+	if onlyHighlight {
+		query += " AND highlight = TRUE"
+	}
+	rows, err := s.db.Query(ctx, query+" ORDER BY pos DESC LIMIT $3", user, before, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read notifications: %w", err)
+	}
+	defer rows.Close()
+	var out []push.Notification
+	for rows.Next() {
+		var n push.Notification
+		var actions string
+		if err := rows.Scan(&n.Pos, &n.RoomID, &n.EventID, &actions, &n.Highlight, &n.TS); err != nil {
+			return nil, fmt.Errorf("read notifications: %w", err)
+		}
+		if json.Unmarshal([]byte(actions), &n.Actions) != nil || n.Actions == nil {
 			n.Actions = []json.RawMessage{}
 		}
 		out = append(out, n)
 	}
-	var last int64
-	if len(read) == limit {
-		last = read[len(read)-1].pos
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read notifications: %w", err)
 	}
-	return out, last, nil
+	return out, nil
 }
 
 // PurgeRoom drops a purged room's notifications (a rooms.Engine.OnPurge

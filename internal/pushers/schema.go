@@ -5,9 +5,12 @@ import "github.com/matrixos/matrixos/internal/storage"
 // Migrations are the pusher tables.
 //
 // pushers holds each user's pushers, keyed by (user, app_id, pushkey);
-// data is the pusher's data object as JSON. push_notifications records the
-// events that notified a user, for /notifications (pos is the event's
-// stream position; actions the matching rule's actions as JSON).
+// data is the pusher's data object as JSON. push_notifications recorded
+// the events that notified a user, one row per user, for /notifications
+// (pos is the event's stream position; actions the matching rule's
+// actions as JSON); since push schema version 3 an event's notifications
+// are one push_events row of the push package, and this table is only
+// read until the retention has emptied it.
 var Migrations = []storage.Migration{{
 	Component: "pushers",
 	Version:   1,

@@ -149,11 +149,14 @@ func (s *Service) pruner() {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
-			cutoff := time.Now().Add(-s.opts.KeepNotifications).UnixMilli()
+			cutoff := time.Now().Add(-s.opts.KeepNotifications)
 			err := s.db.Write(s.ctx, func(tx *storage.Tx) error {
-				_, err := tx.Exec(s.ctx, "DELETE FROM push_notifications WHERE ts < $1", cutoff)
+				_, err := tx.Exec(s.ctx, "DELETE FROM push_notifications WHERE ts < $1", cutoff.UnixMilli())
 				return err
 			})
+			if err == nil {
+				err = s.push.Prune(s.ctx, cutoff)
+			}
 			if err != nil && s.ctx.Err() == nil {
 				s.log.Warn("prune notifications", "err", err)
 			}

@@ -47,6 +47,17 @@ type Engine struct {
 	// atomically with the event and no backlog is left behind. They run on
 	// the database writer and must only write.
 	OnPersist []func(ctx context.Context, tx *storage.Tx, ev *Event, r *RoomInfo) error
+	// OnAccept hooks run for each event accepted into a room's pipeline,
+	// local or remote, before its write is queued: on the goroutine that
+	// accepted it (the sender's, for a local send), with the room's state
+	// right after the event, so that work which needs no write (push rule
+	// evaluation) is done off the database writer. What a hook returns,
+	// when not nil, runs inside the event's write transaction after the
+	// OnPersist hooks, once the event has its position; it is not run
+	// when the write fails before it. The hooks run while the room's
+	// pipeline is held: they must not wait for the room, nor for the
+	// database writer.
+	OnAccept []func(ctx context.Context, ev *Event, r *RoomInfo) PersistFunc
 	// OnBackfill hooks run inside the write transaction that stores each
 	// event learnt late (backfilled history, see StoreHistory), for the
 	// indexes that cover every timeline event. Such an event changes no
@@ -604,21 +615,32 @@ func (e *Engine) enqueue(ctx context.Context, r *room, ps []Proto, pre []accepte
 	return q, nil
 }
 
+// PersistFunc is what an OnAccept hook leaves for the event's write
+// transaction.
+type PersistFunc func(ctx context.Context, tx *storage.Tx) error
+
 // queueWrite queues the write of built, events accepted into r's pipeline
 // in order, and returns what waits for its outcome (callable more than
 // once). r.mu is held.
 func (e *Engine) queueWrite(ctx context.Context, r *room, built []accepted) func() error {
 	wctx := context.WithoutCancel(ctx)
+	prepared := e.runAcceptHooks(wctx, r, built)
 	wait := sync.OnceValue(e.db.Enqueue(wctx, func(tx *storage.Tx) error {
 		if r.broken.Load() {
 			return errPipelineBroken
 		}
-		for _, a := range built {
+		for i, a := range built {
 			var err error
 			if a.dag != nil {
 				err = e.persistRemote(wctx, tx, r, a)
 			} else {
 				err = e.persist(wctx, tx, r, a.ev, a.after)
+			}
+			for _, f := range prepared[i] {
+				if err != nil {
+					break
+				}
+				err = f(wctx, tx)
 			}
 			if err != nil {
 				r.broken.Store(true)
@@ -633,6 +655,24 @@ func (e *Engine) queueWrite(ctx context.Context, r *room, built []accepted) func
 	}))
 	r.lastWrite = wait
 	return wait
+}
+
+// runAcceptHooks runs the OnAccept hooks for each event of built and
+// returns, per event, what they left for its write transaction.
+func (e *Engine) runAcceptHooks(ctx context.Context, r *room, built []accepted) [][]PersistFunc {
+	out := make([][]PersistFunc, len(built))
+	if len(e.OnAccept) == 0 {
+		return out
+	}
+	for i, a := range built {
+		info := newRoomInfo(r, a.after)
+		for _, h := range e.OnAccept {
+			if f := h(ctx, a.ev, info); f != nil {
+				out[i] = append(out[i], f)
+			}
+		}
+	}
+	return out
 }
 
 // drain waits, with r.mu held, until the room's queued writes have

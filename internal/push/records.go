@@ -1,0 +1,331 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+// An event's notifications are one push_events row: the event, and in
+// notified one entry per notified user, "\n" + user ID + "\t" + the index
+// of the user's actions in the row's actions (a JSON array of the distinct
+// action lists). Whether a notification highlights follows from its
+// actions. A user has an event unread while their read mark for its room
+// (or thread) is below it; see loadUnread.
+
+// insertRecord writes the notifications of o, at stream position pos.
+func insertRecord(ctx context.Context, tx *storage.Tx, o *eventOutcome, pos int64) error {
+	if len(o.hits) == 0 {
+		return nil
+	}
+	var actions, notified strings.Builder
+	index := map[string]int{}
+	actions.WriteByte('[')
+	for _, h := range o.hits {
+		i, ok := index[h.rule.actionsJSON]
+		if !ok {
+			i = len(index)
+			index[h.rule.actionsJSON] = i
+			if i > 0 {
+				actions.WriteByte(',')
+			}
+			actions.WriteString(h.rule.actionsJSON)
+		}
+		notified.WriteByte('\n')
+		notified.WriteString(string(h.user))
+		notified.WriteByte('\t')
+		notified.WriteString(strconv.Itoa(i))
+	}
+	actions.WriteByte(']')
+	ev := o.ev
+	if _, err := tx.Exec(ctx, `INSERT INTO push_events (pos, room_id, event_id, thread_id, ts, actions, notified)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (pos) DO NOTHING`,
+		pos, ev.RoomID, ev.ID, o.thread, time.Now().UnixMilli(), actions.String(), notified.String()); err != nil {
+		return fmt.Errorf("record notifications: %w", err)
+	}
+	return nil
+}
+
+// record is a push_events row.
+type record struct {
+	pos      int64
+	roomID   id.RoomID
+	eventID  id.EventID
+	thread   id.EventID
+	ts       int64
+	actions  string
+	notified string
+}
+
+// actionList is one of a record's distinct action lists.
+type actionList struct {
+	raw       json.RawMessage
+	highlight bool
+}
+
+func (rec *record) actionLists() ([]actionList, error) {
+	var lists []json.RawMessage
+	if err := json.Unmarshal([]byte(rec.actions), &lists); err != nil {
+		return nil, fmt.Errorf("notifications of position %d: actions: %w", rec.pos, err)
+	}
+	out := make([]actionList, len(lists))
+	for i, l := range lists {
+		var acts []json.RawMessage
+		if err := json.Unmarshal(l, &acts); err != nil {
+			return nil, fmt.Errorf("notifications of position %d: actions: %w", rec.pos, err)
+		}
+		_, hl := actionFlags(acts)
+		out[i] = actionList{raw: l, highlight: hl}
+	}
+	return out, nil
+}
+
+// each calls f for every user the record notifies.
+func (rec *record) each(f func(user id.UserID, actions json.RawMessage, highlight bool)) error {
+	lists, err := rec.actionLists()
+	if err != nil {
+		return err
+	}
+	for entry := range strings.SplitSeq(strings.TrimPrefix(rec.notified, "\n"), "\n") {
+		user, idx, ok := parseEntry(entry, len(lists))
+		if !ok {
+			return fmt.Errorf("notifications of position %d: bad entry %q", rec.pos, entry)
+		}
+		f(user, lists[idx].raw, lists[idx].highlight)
+	}
+	return nil
+}
+
+// find returns the user's actions in the record, if it notifies the user.
+func (rec *record) find(user id.UserID) (actions json.RawMessage, highlight, ok bool, err error) {
+	key := "\n" + string(user) + "\t"
+	at := strings.Index(rec.notified, key)
+	if at < 0 {
+		return nil, false, false, nil
+	}
+	entry, _, _ := strings.Cut(rec.notified[at+1:], "\n")
+	lists, err := rec.actionLists()
+	if err != nil {
+		return nil, false, false, err
+	}
+	_, idx, ok := parseEntry(entry, len(lists))
+	if !ok {
+		return nil, false, false, fmt.Errorf("notifications of position %d: bad entry %q", rec.pos, entry)
+	}
+	return lists[idx].raw, lists[idx].highlight, true, nil
+}
+
+// parseEntry splits one entry of notified; n is the number of action
+// lists.
+func parseEntry(entry string, n int) (id.UserID, int, bool) {
+	user, num, ok := strings.Cut(entry, "\t")
+	if !ok || user == "" {
+		return "", 0, false
+	}
+	idx, err := strconv.Atoi(num)
+	if err != nil || idx < 0 || idx >= n {
+		return "", 0, false
+	}
+	return id.UserID(user), idx, true
+}
+
+// scanRecords reads push_events rows, the query ending in tail, and calls
+// f for each.
+func (s *Service) scanRecords(ctx context.Context, tail string, args []any, f func(*record) error) error {
+	rows, err := s.db.Query(ctx, "SELECT pos, room_id, event_id, thread_id, ts, actions, notified FROM push_events "+tail, args...)
+	if err != nil {
+		return err
+	}
+	return scanRows(rows, func() error {
+		var rec record
+		if err := rows.Scan(&rec.pos, &rec.roomID, &rec.eventID, &rec.thread, &rec.ts, &rec.actions, &rec.notified); err != nil {
+			return err
+		}
+		return f(&rec)
+	})
+}
+
+// Notification is an event that notified a user, as /notifications lists
+// it.
+type Notification struct {
+	Pos       int64
+	RoomID    id.RoomID
+	EventID   id.EventID
+	Actions   []json.RawMessage
+	Highlight bool
+	TS        int64 // when it was recorded, in milliseconds
+}
+
+// notificationsBatch is how many rows a look for a user's notifications
+// reads at once.
+const notificationsBatch = 100
+
+// Notifications returns up to limit of the user's notifications below
+// stream position before, newest first; onlyHighlight keeps those that
+// highlight.
+func (s *Service) Notifications(ctx context.Context, user id.UserID, before int64, limit int, onlyHighlight bool) ([]Notification, error) {
+	var out []Notification
+	// LIKE narrows the rows down (case-insensitively on SQLite); find
+	// decides.
+	pattern := "%" + likeEscaper.Replace("\n"+string(user)+"\t") + "%"
+	for len(out) < limit {
+		read, last := 0, before
+		err := s.scanRecords(ctx, `WHERE pos < $1 AND notified LIKE $2 ESCAPE '!' ORDER BY pos DESC LIMIT $3`,
+			[]any{before, pattern, notificationsBatch}, func(rec *record) error {
+				read, last = read+1, rec.pos
+				if len(out) == limit {
+					return nil
+				}
+				raw, hl, ok, err := rec.find(user)
+				if err != nil || !ok || (onlyHighlight && !hl) {
+					return err
+				}
+				n := Notification{Pos: rec.pos, RoomID: rec.roomID, EventID: rec.eventID, Highlight: hl, TS: rec.ts}
+				if err := json.Unmarshal(raw, &n.Actions); err != nil || n.Actions == nil {
+					n.Actions = []json.RawMessage{}
+				}
+				out = append(out, n)
+				return nil
+			})
+		if err != nil {
+			return nil, fmt.Errorf("read notifications: %w", err)
+		}
+		if read < notificationsBatch {
+			break
+		}
+		before = last
+	}
+	return out, nil
+}
+
+var likeEscaper = strings.NewReplacer("!", "!!", "%", "!%", "_", "!_")
+
+// pruneBatch is how many old rows a pass of Prune looks at.
+const pruneBatch = 1000
+
+// Prune deletes the notifications recorded before cutoff that no one has
+// unread any more; an unread one stays until it is read, since it is what
+// the user's unread counts are rebuilt from at start-up.
+func (s *Service) Prune(ctx context.Context, cutoff time.Time) error {
+	after := int64(-1 << 62)
+	for {
+		var positions []int64
+		err := s.scanRecords(ctx, "WHERE ts < $1 AND pos > $2 ORDER BY pos LIMIT $3",
+			[]any{cutoff.UnixMilli(), after, pruneBatch}, func(rec *record) error {
+				positions = append(positions, rec.pos)
+				return nil
+			})
+		if err != nil {
+			return fmt.Errorf("prune notifications: %w", err)
+		}
+		if len(positions) == 0 {
+			return nil
+		}
+		after = positions[len(positions)-1]
+		unread := s.unreadAtOrBelow(after)
+		err = s.db.Write(ctx, func(tx *storage.Tx) error {
+			for _, pos := range positions {
+				if unread[pos] {
+					continue
+				}
+				if _, err := tx.Exec(ctx, "DELETE FROM push_events WHERE pos = $1", pos); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("prune notifications: %w", err)
+		}
+		if len(positions) < pruneBatch {
+			return nil
+		}
+	}
+}
+
+// unreadAtOrBelow returns the positions at or below upTo that some user
+// has unread.
+func (s *Service) unreadAtOrBelow(upTo int64) map[int64]bool {
+	s.countsMu.Lock()
+	defer s.countsMu.Unlock()
+	out := map[int64]bool{}
+	for _, rs := range s.unread {
+		for _, ru := range rs {
+			for _, e := range ru.entries {
+				if e.pos > upTo {
+					break
+				}
+				out[e.pos] = true
+			}
+		}
+	}
+	return out
+}
+
+// legacyActions are the action lists of the rows convertLegacyUnread
+// writes: an unread row of schema version 2 kept only whether it
+// highlighted.
+const legacyActions = `[["notify"],["notify",{"set_tweak":"highlight"}]]`
+
+// convertLegacyUnread turns the unread rows schema version 2 kept in
+// push_unread, one per notified user, into push_events rows and empties
+// push_unread. Rows whose event is gone are dropped.
+func (s *Service) convertLegacyUnread(ctx context.Context) error {
+	var n int
+	if err := s.db.QueryRow(ctx, "SELECT COUNT(*) FROM push_unread").Scan(&n); err != nil {
+		return fmt.Errorf("count old unread notifications: %w", err)
+	}
+	if n == 0 {
+		return nil
+	}
+	rows, err := s.db.Query(ctx, `SELECT u.pos, u.room_id, u.thread_id, u.user_id, u.highlight, e.event_id, e.origin_ts
+		FROM push_unread u JOIN events e ON e.pos = u.pos ORDER BY u.pos`)
+	if err != nil {
+		return fmt.Errorf("read old unread notifications: %w", err)
+	}
+	var recs []*record
+	err = scanRows(rows, func() error {
+		var rec record
+		var user id.UserID
+		var highlight bool
+		if err := rows.Scan(&rec.pos, &rec.roomID, &rec.thread, &user, &highlight, &rec.eventID, &rec.ts); err != nil {
+			return err
+		}
+		if len(recs) == 0 || recs[len(recs)-1].pos != rec.pos {
+			recs = append(recs, &rec)
+		}
+		last := recs[len(recs)-1]
+		idx := "\t0"
+		if highlight {
+			idx = "\t1"
+		}
+		last.notified += "\n" + string(user) + idx
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read old unread notifications: %w", err)
+	}
+	err = s.db.Write(ctx, func(tx *storage.Tx) error {
+		for _, rec := range recs {
+			if _, err := tx.Exec(ctx, `INSERT INTO push_events (pos, room_id, event_id, thread_id, ts, actions, notified)
+				VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (pos) DO NOTHING`,
+				rec.pos, rec.roomID, rec.eventID, rec.thread, rec.ts, legacyActions, rec.notified); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(ctx, "DELETE FROM push_unread")
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("convert old unread notifications: %w", err)
+	}
+	s.log.Info("converted unread notifications to one row per event", "rows", n, "events", len(recs))
+	return nil
+}
