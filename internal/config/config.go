@@ -58,6 +58,7 @@ type Config struct {
 	FederationCA             string        `yaml:"federation_ca" doc:"PEM file of extra certificate authorities trusted for outbound federation, beside the system's (a private CA for test networks)."`
 	TrustedKeyServers        []string      `yaml:"trusted_key_servers" doc:"Server names of notaries asked for other servers' signing keys before asking those servers directly (comma-separated). Empty: keys are fetched directly only."`
 	FederationPresence       bool          `yaml:"federation_presence" doc:"Send local users' presence to the other servers they share rooms with and accept theirs (m.presence EDUs). Off: presence stays on this server, as each update would otherwise go to every server of every room."`
+	Ledger                   string        `yaml:"ledger" doc:"Which rooms' events go into the node's transparency log (docs/ledger.md): room (each room whose admins set the org.matrixos.ledger state event to {\"enabled\": true}) or all (every room)."`
 }
 
 // Default returns the built-in defaults.
@@ -84,6 +85,7 @@ func Default() Config {
 		RateLimitUploadPerMin:  60,
 		RateLimitUploadBurst:   20,
 		FederationListen:       ":8448",
+		Ledger:                 "room",
 	}
 }
 

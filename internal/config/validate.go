@@ -57,6 +57,11 @@ func (c *Config) Validate() error {
 	default:
 		bad("log_format", "%q: want text or json", c.LogFormat)
 	}
+	switch c.Ledger {
+	case "room", "all":
+	default:
+		bad("ledger", "%q: want room or all", c.Ledger)
+	}
 	if !rooms.IsSupported(id.RoomVersion(c.DefaultRoomVersion)) {
 		bad("default_room_version", "%q is not a room version this node supports (%s)", c.DefaultRoomVersion, supportedVersions())
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/matrixos/matrixos/internal/ephemeral"
 	"github.com/matrixos/matrixos/internal/federation"
 	"github.com/matrixos/matrixos/internal/keys"
+	"github.com/matrixos/matrixos/internal/ledger"
 	"github.com/matrixos/matrixos/internal/media"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/push"
@@ -67,6 +68,8 @@ type Node struct {
 	AppserviceQueue *appservice.Queue
 	// Appservices holds the application services of <data>/appservices.
 	Appservices *appservice.Service
+	// Ledger is the events transparency log (docs/ledger.md).
+	Ledger *ledger.Log
 
 	csExtra csExtra // services wired by csExtraRoutes
 
@@ -120,6 +123,7 @@ func migrations() []storage.Migration {
 		federation.Migrations,
 		appservice.QueueMigrations,
 		appservice.DirectoryMigrations,
+		ledger.Migrations,
 		nodeMigrations,
 	)
 }
@@ -241,6 +245,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 	n.Rooms.OnPurge = append(n.Rooms.OnPurge, n.Push.PurgeRoom, n.Ephemeral.PurgeRoom, n.AccountData.PurgeRoom)
 	n.wireHooks()
+	if err := n.openLedger(ctx, key); err != nil {
+		n.DB.Close()
+		return nil, err
+	}
 	n.wireAppserviceQueue(n.Appservices)
 	if cfg.Federation {
 		n.Federation, err = federation.New(ctx, n.DB, log, FederationOptions(cfg, keyID, key))
@@ -275,6 +283,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.adminRoutes(mux)
 	n.Media.Routes(mux)
 	n.Appservices.Routes(mux, n.Accounts.Auth)
+	n.Ledger.Routes(mux, n.Accounts, n.Rooms)
 	n.federationQueries()
 	mux.HandleFunc("GET /{$}", n.serveWelcome)
 	// A known path with another method is 405, per the spec.
@@ -419,6 +428,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.AppserviceQueue.Stop()
 	n.stopCSExtra()
 	n.Keys.Close()
+	if err := n.Ledger.Close(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	errs = append(errs, n.DB.Close())
 	return errors.Join(errs...)
 }

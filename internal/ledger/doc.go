@@ -1,0 +1,35 @@
+// Package ledger keeps the node's transparency log: an append-only Merkle
+// tree (C2SP tlog-tiles, stored by Tessera's POSIX driver under
+// <data>/ledger/events) of the events accepted in the rooms that have the
+// ledger on, with checkpoints signed by the node's ed25519 signing key as
+// C2SP tlog-checkpoint signed notes, and the proofs that let anyone check,
+// offline, that an event is in the log.
+//
+// An entry is the JSON object {"content_hash","event_id","room_id"} of one
+// event: its room, its event ID and the content hash of its PDU (hashes.
+// sha256), never the content, so a redaction or an erasure still leaves
+// the log able to prove what was there.
+//
+// A room has the ledger on while its state event org.matrixos.ledger (state
+// key "") says {"enabled": true}; the room's power levels decide who may
+// set it. With the setting ledger: all every room is logged. The event that
+// turns the ledger on or off is itself logged.
+//
+// The log follows the events table: an OnEvent hook only wakes the Log's
+// follower, which reads the committed events after its mark (the stream
+// position up to which it has appended, stored in ledger_marks with the
+// log's size), appends those of ledger rooms to Tessera in batches, waits
+// until they are integrated and then records, in one transaction, where
+// each event landed (ledger_entries), the rooms it saw turn the ledger on
+// or off (ledger_rooms) and the new mark. Nothing runs on the send path
+// but a non-blocking wake-up, and a crash loses nothing: on start the
+// follower reads again from the mark, and the entries Tessera integrated
+// after it (a crash between the append and the mark) are recognised and
+// not appended twice. Backfilled history (negative positions) is not
+// logged: this node did not accept it as it happened.
+//
+// Serve publishes the log read-only as C2SP tlog-tiles under
+// /_matrixos/ledger/v1/events/ (checkpoint, tile/...), with the log's
+// public note key at .../key; ProofRoute answers a room member's request
+// for an event's proof bundle, which Verify checks offline.
+package ledger

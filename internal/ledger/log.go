@@ -1,0 +1,310 @@
+package ledger
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/transparency-dev/tessera"
+	"github.com/transparency-dev/tessera/api/layout"
+	"github.com/transparency-dev/tessera/client"
+	"github.com/transparency-dev/tessera/storage/posix"
+	"k8s.io/klog/v2"
+
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+// StateType is the state event (state key "") that turns the ledger on for
+// a room with the content {"enabled": true} and off with anything else.
+const StateType = "org.matrixos.ledger"
+
+// eventsLog names the events log's row in ledger_marks.
+const eventsLog = "events"
+
+const (
+	// batchSize is the most events one step of the follower reads and
+	// appends, and Tessera's batch size, so a full step is sequenced at
+	// once.
+	batchSize = 1000
+	// batchAge is how long Tessera waits for a batch to fill.
+	batchAge = 20 * time.Millisecond
+	// checkpointInterval is how often a new checkpoint is signed while
+	// the log grows: an appended event is in a checkpoint within it.
+	checkpointInterval = 200 * time.Millisecond
+	// followInterval is how often the follower looks for events without
+	// a wake-up (one that was missed, or events another process stored).
+	followInterval = time.Second
+)
+
+// Options configure a Log.
+type Options struct {
+	// Dir is the log's directory (<data>/ledger/events).
+	Dir string
+	// Origin is the checkpoints' origin line and the key's name (see
+	// EventsOrigin).
+	Origin string
+	// Key signs the checkpoints: the node's signing key.
+	Key ed25519.PrivateKey
+	// All logs the events of every room, not only those with the ledger
+	// on.
+	All bool
+}
+
+// Log is the node's events log: a Tessera log on the local disk, fed from
+// the events table by a follower (see the package documentation).
+type Log struct {
+	db   *storage.DB
+	log  *slog.Logger
+	opts Options
+	// PublicKey is the log's note verifier key.
+	PublicKey string
+	prover    *Prover
+
+	appender *tessera.Appender
+	shutdown func(context.Context) error
+	reader   tessera.LogReader
+	cancel   context.CancelFunc
+
+	// appendMu makes the follower's steps and Append take turns, so
+	// entries land in the log in the order their marks are recorded.
+	appendMu sync.Mutex
+	mark     mark // guarded by appendMu
+	loaded   bool // mark read from the database; guarded by appendMu
+	// recovered are the entries at indexes [mark.size, mark.size +
+	// len(recovered)): in the log, but not yet recorded (a crash came
+	// between their append and their mark). Guarded by appendMu.
+	recovered []Entry
+
+	// scanned is mark.pos, for readers that do not take appendMu.
+	scanned atomic.Int64
+
+	wake         chan struct{}
+	stopFollower func()
+}
+
+// mark is how far the follower has come: the stream position up to which
+// the events table has been read, and the log's size then.
+type mark struct {
+	pos  int64
+	size uint64
+}
+
+// Open opens (or creates) the log in opts.Dir. Call Start to follow the
+// events table and Close to stop.
+func Open(ctx context.Context, db *storage.DB, log *slog.Logger, opts Options) (*Log, error) {
+	signer, vkey, err := NewSigner(opts.Origin, opts.Key)
+	if err != nil {
+		return nil, err
+	}
+	// Tessera logs through klog: send that to the node's log.
+	klog.SetLogger(logr.FromSlogHandler(log.With("component", "tessera").Handler()))
+	driver, err := posix.New(ctx, posix.Config{Path: opts.Dir})
+	if err != nil {
+		return nil, fmt.Errorf("ledger storage %s: %w", opts.Dir, err)
+	}
+	lctx, cancel := context.WithCancel(context.Background())
+	appendOpts := tessera.NewAppendOptions().
+		WithCheckpointSigner(signer).
+		WithBatching(batchSize, batchAge).
+		WithCheckpointInterval(checkpointInterval)
+	appender, shutdown, reader, err := tessera.NewAppender(lctx, driver, appendOpts)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("ledger %s: %w", opts.Dir, err)
+	}
+	return &Log{
+		db: db, log: log, opts: opts, PublicKey: vkey,
+		prover:   NewProver(db, opts.Dir, vkey),
+		appender: appender, shutdown: shutdown, reader: reader, cancel: cancel,
+		wake: make(chan struct{}, 1),
+	}, nil
+}
+
+// Close stops the follower, waits until every appended entry is in a
+// checkpoint and stops Tessera.
+func (l *Log) Close(ctx context.Context) error {
+	if l.stopFollower != nil {
+		l.stopFollower()
+	}
+	err := l.shutdown(ctx)
+	l.cancel()
+	if err != nil {
+		return fmt.Errorf("ledger shutdown: %w", err)
+	}
+	return nil
+}
+
+// Prover returns what proves the log's entries.
+func (l *Log) Prover() *Prover { return l.prover }
+
+// Append appends entries to the log directly (not from the events table;
+// tests and benchmarks use it), waits until they are integrated, records
+// their indexes and returns the first one.
+func (l *Log) Append(ctx context.Context, entries []Entry) (uint64, error) {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	if err := l.loadMark(ctx); err != nil {
+		return 0, err
+	}
+	if err := l.recover(ctx); err != nil {
+		return 0, err
+	}
+	if len(l.recovered) > 0 {
+		return 0, errors.New("ledger: the log has entries the events table has not been matched with yet")
+	}
+	if len(entries) == 0 {
+		return l.mark.size, nil
+	}
+	first := l.mark.size
+	for chunk := range slices.Chunk(entries, batchSize) {
+		idx, err := l.appendBatch(ctx, chunk)
+		if err != nil {
+			return 0, err
+		}
+		if err := l.record(ctx, chunk, idx, nil, mark{pos: l.mark.pos, size: idx[len(idx)-1] + 1}); err != nil {
+			return 0, err
+		}
+	}
+	return first, nil
+}
+
+// Size returns the number of entries integrated into the log (some may not
+// be in a checkpoint yet).
+func (l *Log) Size(ctx context.Context) (uint64, error) {
+	return l.reader.IntegratedSize(ctx)
+}
+
+// appendBatch adds entries to Tessera in order and waits until all are
+// integrated; it returns their indexes, which follow one another.
+func (l *Log) appendBatch(ctx context.Context, entries []Entry) ([]uint64, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	futures := make([]tessera.IndexFuture, len(entries))
+	for i, e := range entries {
+		futures[i] = l.appender.Add(ctx, tessera.NewEntry(e.Marshal()))
+	}
+	idx := make([]uint64, len(entries))
+	for i, f := range futures {
+		got, err := f()
+		if err != nil {
+			return nil, fmt.Errorf("ledger append: %w", err)
+		}
+		idx[i] = got.Index
+		if i > 0 && idx[i] != idx[i-1]+1 {
+			return nil, fmt.Errorf("ledger append: entry %d landed at index %d after %d", i, idx[i], idx[i-1])
+		}
+	}
+	return idx, nil
+}
+
+// loadMark reads the follower's mark once.
+func (l *Log) loadMark(ctx context.Context) error {
+	if l.loaded {
+		return nil
+	}
+	var m mark
+	var size int64
+	err := l.db.QueryRow(ctx, "SELECT pos, size FROM ledger_marks WHERE log = $1", eventsLog).Scan(&m.pos, &size)
+	if err != nil && !errors.Is(err, errNoRows) {
+		return fmt.Errorf("read ledger mark: %w", err)
+	}
+	m.size = uint64(size)
+	l.setMark(m)
+	l.loaded = true
+	return nil
+}
+
+// recover compares the log's size with the recorded one. Entries beyond
+// it were appended by a run that stopped before recording them: they are
+// read back into l.recovered so that the follower matches them with their
+// events instead of appending them again. A log smaller than recorded has
+// lost entries, which nothing can repair.
+func (l *Log) recover(ctx context.Context) error {
+	n, err := l.reader.IntegratedSize(ctx)
+	if err != nil {
+		return fmt.Errorf("ledger size: %w", err)
+	}
+	have := l.mark.size + uint64(len(l.recovered))
+	switch {
+	case n < l.mark.size:
+		return fmt.Errorf("ledger %s holds %d entries but %d were recorded: entries were lost", l.opts.Dir, n, l.mark.size)
+	case n == have:
+		return nil
+	}
+	entries, err := readEntries(ctx, client.FileFetcher{Root: l.opts.Dir}.ReadEntryBundle, l.mark.size, n, n)
+	if err != nil {
+		return err
+	}
+	l.log.Info("ledger: entries appended before the last stop are matched with their events", "from", l.mark.size, "to", n)
+	l.recovered = entries
+	return nil
+}
+
+// readEntries reads the entries [from, to) of a log of size logSize.
+func readEntries(ctx context.Context, fetch client.EntryBundleFetcherFunc, from, to, logSize uint64) ([]Entry, error) {
+	var out []Entry
+	for i := from; i < to; {
+		bundleIdx := i / layout.EntryBundleWidth
+		b, err := client.GetEntryBundle(ctx, fetch, bundleIdx, logSize)
+		if err != nil {
+			return nil, fmt.Errorf("read ledger entry bundle %d: %w", bundleIdx, err)
+		}
+		for off := i % layout.EntryBundleWidth; off < uint64(len(b.Entries)) && i < to; off++ {
+			e, err := ParseEntry(b.Entries[off])
+			if err != nil {
+				return nil, fmt.Errorf("ledger entry %d: %w", i, err)
+			}
+			out = append(out, e)
+			i++
+		}
+		if i%layout.EntryBundleWidth != 0 && i < to {
+			return nil, fmt.Errorf("ledger entry bundle %d ends before entry %d", bundleIdx, i)
+		}
+	}
+	return out, nil
+}
+
+// record stores, in one transaction, where entries landed, the rooms whose
+// ledger was turned on or off, and the new mark; then it is the mark in
+// memory too.
+func (l *Log) record(ctx context.Context, entries []Entry, idx []uint64, toggles map[string]bool, next mark) error {
+	err := l.db.Write(ctx, func(tx *storage.Tx) error {
+		for i, e := range entries {
+			if _, err := tx.Exec(ctx, `INSERT INTO ledger_entries (event_id, log_index, room_id) VALUES ($1, $2, $3)
+				ON CONFLICT (event_id) DO NOTHING`, e.EventID, int64(idx[i]), e.RoomID); err != nil {
+				return fmt.Errorf("record ledger entry: %w", err)
+			}
+		}
+		for room, on := range toggles {
+			if _, err := tx.Exec(ctx, `INSERT INTO ledger_rooms (room_id, enabled) VALUES ($1, $2)
+				ON CONFLICT (room_id) DO UPDATE SET enabled = excluded.enabled`, room, on); err != nil {
+				return fmt.Errorf("record ledger room: %w", err)
+			}
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO ledger_marks (log, pos, size) VALUES ($1, $2, $3)
+			ON CONFLICT (log) DO UPDATE SET pos = excluded.pos, size = excluded.size`, eventsLog, next.pos, int64(next.size))
+		if err != nil {
+			return fmt.Errorf("record ledger mark: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	l.setMark(next)
+	return nil
+}
+
+// setMark moves the mark in memory.
+func (l *Log) setMark(m mark) {
+	l.mark = m
+	l.scanned.Store(m.pos)
+}

@@ -1,0 +1,200 @@
+package ledger_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/tidwall/gjson"
+	"github.com/transparency-dev/tessera/client"
+	"golang.org/x/mod/sumdb/tlog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/config"
+	"github.com/matrixos/matrixos/internal/ledger"
+	"github.com/matrixos/matrixos/internal/storage/pgtest"
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+func TestMain(m *testing.M) { pgtest.RunMain(m) }
+
+var ledgerType = event.Type{Type: ledger.StateType, Class: event.StateEventType}
+
+func proofPath(room id.RoomID, ev id.EventID) string {
+	p := strings.Replace(ledger.ProofPath, "{roomId}", url.PathEscape(string(room)), 1)
+	return strings.Replace(p, "{eventId}", url.PathEscape(string(ev)), 1)
+}
+
+// catchUp has the follower append everything committed so far.
+func catchUp(t testing.TB, n *testnode.Node) {
+	t.Helper()
+	for {
+		more, err := n.Ledger.Step(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !more {
+			return
+		}
+	}
+}
+
+// wantLogged fetches the event's proof bundle as c, checks it with Verify
+// against the node's key and checks that its entry is the event's.
+func wantLogged(t testing.TB, n *testnode.Node, c *mautrix.Client, room id.RoomID, evID id.EventID) *ledger.Verified {
+	t.Helper()
+	r := testnode.Call(t, c, "GET", proofPath(room, evID), nil)
+	if r.Status != http.StatusOK {
+		t.Fatalf("proof of %s: %d %s", evID, r.Status, r.Body)
+	}
+	v, err := ledger.Verify(r.Body, n.Ledger.PublicKey)
+	if err != nil {
+		t.Fatalf("proof of %s does not verify: %v", evID, err)
+	}
+	ev, err := n.Rooms.Event(context.Background(), evID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ledger.Entry{RoomID: string(room), EventID: string(evID), ContentHash: gjson.GetBytes(ev.JSON, "hashes.sha256").String()}
+	if v.Entry != want || want.ContentHash == "" {
+		t.Fatalf("proved entry %+v, want %+v", v.Entry, want)
+	}
+	return v
+}
+
+// wantNotLogged checks that the follower, caught up, did not log evID.
+func wantNotLogged(t testing.TB, n *testnode.Node, c *mautrix.Client, room id.RoomID, evID id.EventID) {
+	t.Helper()
+	catchUp(t, n)
+	if _, err := n.Ledger.Prover().Index(context.Background(), string(evID)); !errors.Is(err, ledger.ErrNotLogged) {
+		t.Fatalf("%s: %v, want it not logged", evID, err)
+	}
+	testnode.Call(t, c, "GET", proofPath(room, evID), nil).Want(t, http.StatusNotFound, "M_NOT_FOUND")
+}
+
+// TestRoomsWithTheLedger: only the events of rooms with the ledger on are
+// logged, from the event that turns it on to the one that turns it off;
+// a member gets an event's proof bundle, which verifies, and someone who
+// cannot see the event gets 404.
+func TestRoomsWithTheLedger(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		alice, bob := n.Register("alice"), n.Register("bob")
+		plain := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{})
+		logged := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{})
+		before := testnode.SendText(t, alice, logged, "before the ledger")
+		plainMsg := testnode.SendText(t, alice, plain, "never logged")
+		on := testnode.SendState(t, alice, logged, ledgerType, "", map[string]any{"enabled": true})
+		after := testnode.SendText(t, alice, logged, "after the ledger")
+
+		first := wantLogged(t, n, alice, logged, on)
+		second := wantLogged(t, n, alice, logged, after)
+		if second.Index != first.Index+1 {
+			t.Fatalf("indexes %d then %d, want consecutive", first.Index, second.Index)
+		}
+		wantNotLogged(t, n, alice, logged, before)
+		wantNotLogged(t, n, alice, plain, plainMsg)
+		// bob is not in the room: the event is as unknown to him as one
+		// that does not exist.
+		testnode.Call(t, bob, "GET", proofPath(logged, after), nil).Want(t, http.StatusNotFound, "M_NOT_FOUND")
+		testnode.Call(t, n.Client(), "GET", proofPath(logged, after), nil).Want(t, http.StatusUnauthorized, "M_MISSING_TOKEN")
+
+		off := testnode.SendState(t, alice, logged, ledgerType, "", map[string]any{"enabled": false})
+		wantLogged(t, n, alice, logged, off)
+		afterOff := testnode.SendText(t, alice, logged, "after the ledger was turned off")
+		wantNotLogged(t, n, alice, logged, afterOff)
+
+		// A restart neither loses nor repeats anything.
+		n = n.Restart()
+		alice.HomeserverURL, _ = url.Parse(n.URL)
+		again := testnode.SendState(t, alice, logged, ledgerType, "", map[string]any{"enabled": true})
+		v := wantLogged(t, n, alice, logged, again)
+		if v.Index != 3 {
+			t.Fatalf("after a restart the next entry is at %d, want 3", v.Index)
+		}
+		size, err := n.Ledger.Size(context.Background())
+		if err != nil || size != 4 {
+			t.Fatalf("log size %d (%v), want 4", size, err)
+		}
+	})
+}
+
+// TestLedgerAll: with ledger: all, every room is logged.
+func TestLedgerAll(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite, func(c *config.Config) { c.Ledger = "all" })
+	alice := n.Register("alice")
+	room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{})
+	msg := testnode.SendText(t, alice, room, "logged without asking")
+	v := wantLogged(t, n, alice, room, msg)
+	if v.Index == 0 {
+		t.Fatal("the room's earlier events (its creation) are not logged before the message")
+	}
+}
+
+// TestTilesServed: a standard tile client (Tessera's HTTP fetcher) reads
+// the log over HTTP: the checkpoint, which verifies with the key the node
+// serves, entry bundles and tiles from which it builds an inclusion proof
+// that golang.org/x/mod/sumdb/tlog accepts. Tiles are cacheable forever,
+// the checkpoint is not, and other paths are not served.
+func TestTilesServed(t *testing.T) {
+	ctx := context.Background()
+	n := testnode.Start(t, testnode.SQLite, func(c *config.Config) { c.Ledger = "all" })
+	alice := n.Register("alice")
+	room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{})
+	msg := testnode.SendText(t, alice, room, "hello")
+	v := wantLogged(t, n, alice, room, msg)
+
+	base, _ := url.Parse(n.URL + ledger.TilesPrefix)
+	fetcher, err := client.NewHTTPFetcher(base, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := n.Do(t, "GET", ledger.TilesPrefix+"key", "", nil, testnode.NoSpecCheck())
+	if strings.TrimSpace(string(key.Body)) != n.Ledger.PublicKey {
+		t.Fatalf("served key %q, want %q", key.Body, n.Ledger.PublicKey)
+	}
+	raw, err := fetcher.ReadCheckpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := independentCheckpoint(t, raw, n.Ledger.PublicKey)
+	if tree.N <= int64(v.Index) {
+		t.Fatalf("served checkpoint of %d entries does not cover %d", tree.N, v.Index)
+	}
+	bundle, err := client.GetEntryBundle(ctx, fetcher.ReadEntryBundle, v.Index/256, uint64(tree.N))
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := bundle.Entries[v.Index%256]
+	if got, _ := ledger.ParseEntry(entry); got != v.Entry {
+		t.Fatalf("served entry %s, want %+v", entry, v.Entry)
+	}
+	pb, err := client.NewProofBuilder(ctx, uint64(tree.N), fetcher.ReadTile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := pb.InclusionProof(ctx, v.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tlog.CheckRecord(hashes(p), tree.N, tree.Hash, int64(v.Index), tlog.RecordHash(entry)); err != nil {
+		t.Fatalf("inclusion proof from the served tiles: %v", err)
+	}
+
+	cp := n.Do(t, "GET", ledger.TilesPrefix+"checkpoint", "", nil, testnode.NoSpecCheck())
+	if cp.Status != 200 || cp.Header.Get("Cache-Control") != "no-cache" {
+		t.Fatalf("checkpoint: %d, Cache-Control %q", cp.Status, cp.Header.Get("Cache-Control"))
+	}
+	tile := n.Do(t, "GET", ledger.TilesPrefix+"tile/0/000.p/"+strconv.FormatInt(tree.N, 10), "", nil, testnode.NoSpecCheck())
+	if tile.Status != 200 || !strings.Contains(tile.Header.Get("Cache-Control"), "immutable") {
+		t.Fatalf("tile: %d, Cache-Control %q", tile.Status, tile.Header.Get("Cache-Control"))
+	}
+	for _, p := range []string{".state/treeState", "tile/0/000.p/x", "tile/0/0", "tile/entries/001.p/300", "signing.key"} {
+		n.Do(t, "GET", ledger.TilesPrefix+p, "", nil).Want(t, http.StatusNotFound, "M_NOT_FOUND")
+	}
+}
