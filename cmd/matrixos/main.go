@@ -5,6 +5,9 @@
 //	matrixos user list | reset-password NAME | deactivate NAME
 //	matrixos key rotate               new signing key; the old one stays verifiable
 //	matrixos appservice list|reload   check the registration files; reload them in the running node
+//	matrixos ledger prove EVENT_ID    write an event's proof bundle (docs/ledger.md)
+//	matrixos ledger verify FILE       check a proof bundle offline
+//	matrixos ledger key               print the ledger's public key
 //	matrixos version
 //	matrixos config                   print the effective configuration
 //
@@ -36,6 +39,8 @@ func main() {
 		err = key(args)
 	case "appservice":
 		err = appserviceCmd(args)
+	case "ledger":
+		err = ledgerCmd(args)
 	case "version":
 		err = version(args)
 	case "config":
@@ -64,6 +69,9 @@ func usage() {
   matrixos key rotate                     new signing key; the old one stays verifiable
   matrixos appservice list                check the registration files in <data>/appservices
   matrixos appservice reload              ... and make the running node load them again
+  matrixos ledger prove EVENT_ID          write the event's proof bundle to standard output
+  matrixos ledger verify [--key KEY] FILE check a proof bundle offline (exit 0: valid)
+  matrixos ledger key                     print the ledger's public key
   matrixos version
   matrixos config                         print the effective configuration
 

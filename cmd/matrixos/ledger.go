@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/matrixos/matrixos/internal/config"
+	"github.com/matrixos/matrixos/internal/ledger"
+	"github.com/matrixos/matrixos/internal/node"
+)
+
+// ledgerCmd runs "matrixos ledger prove|verify|key".
+func ledgerCmd(args []string) error {
+	if len(args) == 0 {
+		return errors.New("usage: matrixos ledger prove|verify|key ...")
+	}
+	sub, args := args[0], args[1:]
+	switch sub {
+	case "prove":
+		return ledgerProve(args)
+	case "verify":
+		return ledgerVerify(args)
+	case "key":
+		return ledgerKey(args)
+	}
+	return fmt.Errorf("unknown ledger command %q: want prove, verify or key", sub)
+}
+
+// ledgerProve writes the proof bundle of an event to standard output.
+func ledgerProve(args []string) error {
+	var eventID string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		eventID, args = args[0], args[1:]
+	}
+	flags, rest, err := parseFlags("ledger prove", args, 1, nil)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		eventID = rest[0]
+	}
+	if !strings.HasPrefix(eventID, "$") {
+		return errors.New("usage: matrixos ledger prove [--data DIR] EVENT_ID (an event ID starts with $)")
+	}
+	cfg, vkey, err := ledgerConfig(flags)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	db, err := node.OpenDB(ctx, cfg, node.NewLogger(cfg, io.Discard))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	b, err := ledger.NewProver(db, node.LedgerDir(cfg), vkey).Prove(ctx, eventID)
+	switch {
+	case errors.Is(err, ledger.ErrNotLogged):
+		return fmt.Errorf("%s: %w (its room's ledger was off, or the node has not appended it yet)", eventID, err)
+	case errors.Is(err, ledger.ErrNotCheckpointed):
+		return fmt.Errorf("%s: %w; try again in a second while the node runs", eventID, err)
+	case err != nil:
+		return err
+	}
+	out, err := json.MarshalIndent(b, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = os.Stdout.Write(append(out, '\n'))
+	return err
+}
+
+// ledgerVerify checks a proof bundle offline: exit status 0 and a summary
+// for a valid one, an error saying what is wrong for any other.
+func ledgerVerify(args []string) error {
+	fs := flag.NewFlagSet("ledger verify", flag.ContinueOnError)
+	key := fs.String("key", "", "the log's public key (as \"matrixos ledger key\" prints it, or a file holding it) that must have signed the checkpoint; without it, the key the bundle names is trusted")
+	var file string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		file, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 && file == "" {
+		file = fs.Arg(0)
+	} else if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if file == "" {
+		return errors.New("usage: matrixos ledger verify [--key KEY] FILE (- for standard input)")
+	}
+	data, err := readInput(file)
+	if err != nil {
+		return err
+	}
+	trusted, err := keyArg(*key)
+	if err != nil {
+		return err
+	}
+	v, err := ledger.Verify(data, trusted)
+	if err != nil {
+		return fmt.Errorf("%s: invalid: %w", file, err)
+	}
+	fmt.Printf("valid: event %s of room %s (content hash %s) is entry %d of the log %s\n", v.Entry.EventID, v.Entry.RoomID, v.Entry.ContentHash, v.Index, v.Checkpoint.Origin)
+	fmt.Printf("checkpoint: %d entries, root %s, signed by %s\n", v.Checkpoint.Size, base64.StdEncoding.EncodeToString(v.Checkpoint.Root), v.Key)
+	if trusted == "" {
+		fmt.Println("note: the key is the one the bundle names; pass --key to check it against the key you trust")
+	}
+	return nil
+}
+
+// ledgerKey prints the log's public key.
+func ledgerKey(args []string) error {
+	flags, _, err := parseFlags("ledger key", args, 0, nil)
+	if err != nil {
+		return err
+	}
+	_, vkey, err := ledgerConfig(flags)
+	if err != nil {
+		return err
+	}
+	fmt.Println(vkey)
+	return nil
+}
+
+// ledgerConfig loads the config of an existing node's data directory and
+// the log's public key, derived from the node's signing key.
+func ledgerConfig(flags *config.Flags) (config.Config, string, error) {
+	cfg, _, err := config.Load(flags, false)
+	if err != nil {
+		return cfg, "", err
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, node.SigningKeyFile)); err != nil {
+		return cfg, "", fmt.Errorf("no signing key in %s (pass --data DIR where \"matrixos serve\" keeps its data): %w", cfg.DataDir, err)
+	}
+	if err := requireData(cfg); err != nil {
+		return cfg, "", err
+	}
+	_, key, err := node.LoadOrCreateKey(cfg.DataDir)
+	if err != nil {
+		return cfg, "", err
+	}
+	vkey, err := ledger.PublicKey(ledger.EventsOrigin(cfg.ServerName), key.Public().(ed25519.PublicKey))
+	return cfg, vkey, err
+}
+
+// readInput reads a file, or standard input for "-".
+func readInput(file string) ([]byte, error) {
+	if file == "-" {
+		return io.ReadAll(os.Stdin)
+	}
+	return os.ReadFile(file)
+}
+
+// keyArg is the --key value: a key, or a file holding one.
+func keyArg(v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	if _, err := note.NewVerifier(v); err == nil {
+		return v, nil
+	}
+	b, err := os.ReadFile(v)
+	if err != nil {
+		return "", fmt.Errorf("--key %q is neither a log key (NAME+HASH+KEY) nor a readable file: %w", v, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
