@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -22,10 +23,10 @@ import (
 )
 
 // TestAcknowledgedInboundPDUsSurviveKill9: node A (in this process) sends
-// node B (a matrixos process) a burst of transactions, each with an event
-// of a room both are in (messages and topic changes), from several
-// senders at once, and B is killed with SIGKILL in the middle. Restarted,
-// B has every PDU it acknowledged with 200, its room state is whole (the
+// node B (a matrixos process) a burst of transactions, each with events
+// of a room both are in (messages and topic changes: one, or five that B
+// takes together), from several senders at once, and B is killed with
+// SIGKILL in the middle. Restarted, B has every PDU it acknowledged with 200, its room state is whole (the
 // room's create, power levels, join rules, both members, and a topic no
 // older than the newest acknowledged one), and the room goes on: B takes
 // A's next event and bob's message.
@@ -58,16 +59,22 @@ func TestAcknowledgedInboundPDUsSurviveKill9(t *testing.T) {
 	var mu sync.Mutex
 	var acked []id.EventID
 	lastAckedTopic := -1 // the depth of the newest acknowledged topic change
-	sendToB := func(txnID string, ev *rooms.Event) error {
-		resp, err := a.Federation.Client.SendTransaction(ctx, &federation.ReqSendTransaction{
+	sendToB := func(txnID string, evs ...*rooms.Event) error {
+		req := &federation.ReqSendTransaction{
 			Destination: bName, TxnID: txnID, Origin: a.Config.ServerName,
-			OriginServerTS: jsontime.UM(time.Now()), PDUs: []federation.PDU{ev.JSON},
-		})
+			OriginServerTS: jsontime.UM(time.Now()),
+		}
+		for _, ev := range evs {
+			req.PDUs = append(req.PDUs, ev.JSON)
+		}
+		resp, err := a.Federation.Client.SendTransaction(ctx, req)
 		if err != nil {
 			return err
 		}
-		if e := resp.PDUs[ev.ID].Error; e != "" {
-			return fmt.Errorf("B refused %s: %s", ev.ID, e)
+		for _, ev := range evs {
+			if e := resp.PDUs[ev.ID].Error; e != "" {
+				return fmt.Errorf("B refused %s: %s", ev.ID, e)
+			}
 		}
 		return nil
 	}
@@ -83,18 +90,26 @@ func TestAcknowledgedInboundPDUsSurviveKill9(t *testing.T) {
 					empty := ""
 					p = rooms.Proto{Type: "m.room.topic", StateKey: &empty, Sender: alice.UserID, Content: json.RawMessage(`{"topic":"` + strconv.Itoa(n) + `"}`)}
 				}
-				ev, err := a.Rooms.Send(ctx, roomID, p)
+				ps := []rooms.Proto{p}
+				if w == 0 {
+					// This sender's transactions carry five PDUs of the
+					// room, which B takes together.
+					ps = append(ps, slices.Repeat([]rooms.Proto{p}, 4)...)
+				}
+				evs, err := a.Rooms.SendMany(ctx, roomID, ps)
 				if err != nil {
 					t.Errorf("A sends: %v", err)
 					return
 				}
-				if err := sendToB(fmt.Sprintf("burst-%d", n), ev); err != nil {
+				if err := sendToB(fmt.Sprintf("burst-%d", n), evs...); err != nil {
 					return // B is gone
 				}
 				mu.Lock()
-				acked = append(acked, ev.ID)
-				if p.Type == "m.room.topic" {
-					lastAckedTopic = max(lastAckedTopic, int(ev.Depth))
+				for _, ev := range evs {
+					acked = append(acked, ev.ID)
+					if p.Type == "m.room.topic" {
+						lastAckedTopic = max(lastAckedTopic, int(ev.Depth))
+					}
 				}
 				mu.Unlock()
 			}

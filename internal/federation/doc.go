@@ -32,8 +32,8 @@
 //     destination, batched, retried with a capped exponential backoff and
 //     woken when the destination contacts us; per-destination metrics.
 //   - Inbound transactions (PUT /send): limits, idempotency per origin and
-//     transaction ID, each room's PDUs handed in order to the room engine
-//     (SetPDUReceiver), EDUs to the handlers other packages register with
+//     transaction ID, each room's PDUs handed in order, in one call, to
+//     the room engine (SetPDUReceiver, RoomPDUReceiver), EDUs to the handlers other packages register with
 //     HandleEDU.
 //   - The room endpoints (ServeRooms): make_*/send_* for joins, leaves and
 //     knocks, invite, event, state, state_ids, event_auth, backfill,

@@ -23,6 +23,14 @@ type PDUReceiver interface {
 	ReceivePDU(ctx context.Context, origin string, raw json.RawMessage) (id.EventID, error)
 }
 
+// RoomPDUReceiver is a PDUReceiver that also takes the PDUs of one room
+// in one call (the room engine's ReceivePDUs), with the outcome of each,
+// in order, as ReceivePDU gives it.
+type RoomPDUReceiver interface {
+	PDUReceiver
+	ReceivePDUs(ctx context.Context, origin string, raws []json.RawMessage) []rooms.PDUOutcome
+}
+
 // EDUHandler takes one EDU of an inbound transaction. An *mxhttp.Error
 // below 500 refuses the EDU: it is logged and the transaction goes on.
 // Any other error is a failure to take it (a database write that failed):
@@ -157,7 +165,8 @@ func (s *Service) send(w http.ResponseWriter, r *http.Request) (any, error) {
 var errTransactionFailed = mxhttp.Unknown("the transaction could not be processed; retry it")
 
 // processTransaction hands the PDUs to the room engine, each room's in
-// order and rooms in parallel (at most roomParallelism per origin), then
+// order and in one call (see RoomPDUReceiver), and rooms in parallel (at
+// most roomParallelism per origin), then
 // the EDUs to their handlers. An EDU that could not be taken fails the
 // transaction (the PDUs, taken already, are answered as known when it is
 // sent again).
@@ -190,9 +199,7 @@ func (s *Service) processTransaction(ctx context.Context, origin string, txn *tr
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			for _, raw := range g.pdus {
-				record(s.receivePDU(ctx, origin, raw))
-			}
+			s.receiveRoomPDUs(ctx, origin, g.pdus, record)
 		})
 	}
 	wg.Wait()
@@ -225,6 +232,24 @@ var errPDUFailed = mxhttp.Unknown("the event could not be processed")
 
 // errNoReceiver refuses PDUs while no room engine takes them.
 var errNoReceiver = mxhttp.Forbidden("this server does not accept events over federation")
+
+// receiveRoomPDUs hands the PDUs of one room to the receiver, together
+// when it takes a room's PDUs in one call, and records each outcome.
+func (s *Service) receiveRoomPDUs(ctx context.Context, origin string, pdus []json.RawMessage, record func(id.EventID, error)) {
+	batch, ok := s.pdus.(RoomPDUReceiver)
+	if !ok || len(pdus) < 2 {
+		for _, raw := range pdus {
+			record(s.receivePDU(ctx, origin, raw))
+		}
+		return
+	}
+	for i, o := range batch.ReceivePDUs(ctx, origin, pdus) {
+		if o.ID == "" {
+			o.ID = s.eventID(pdus[i])
+		}
+		record(o.ID, o.Err)
+	}
+}
 
 func (s *Service) receivePDU(ctx context.Context, origin string, raw json.RawMessage) (id.EventID, error) {
 	if s.pdus == nil {

@@ -5,7 +5,8 @@
 // and memberships that the hot paths read.
 //
 // A room is a DAG with several forward extremities. Local events (Send)
-// and remote ones (ReceivePDU, and the membership endpoints' calls:
+// and remote ones (ReceivePDU, ReceivePDUs for the PDUs of one room in a
+// transaction, and the membership endpoints' calls:
 // MembershipTemplate, ReceiveMembership, ImportJoin, ReceiveInvite) pass
 // through the same pipeline, where the auth rules apply; state before an
 // event with several prev_events, and the current state over several

@@ -9,10 +9,7 @@ import (
 	jsonv2 "encoding/json/v2"
 	"fmt"
 	"maps"
-	"runtime"
 	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -502,16 +499,7 @@ func (e *Engine) joiningRoom(ctx context.Context, roomID id.RoomID, version id.R
 // event's outcome at its index.
 func (e *Engine) parseRemoteAll(ctx context.Context, v id.RoomVersion, raws []json.RawMessage) ([]*Event, []error) {
 	evs, errs := make([]*Event, len(raws)), make([]error, len(raws))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(raws)) {
-		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < len(raws); i = int(next.Add(1) - 1) {
-				evs[i], errs[i] = e.parseRemote(ctx, v, raws[i])
-			}
-		})
-	}
-	wg.Wait()
+	onEveryCore(len(raws), func(i int) { evs[i], errs[i] = e.parseRemote(ctx, v, raws[i]) })
 	return evs, errs
 }
 
