@@ -342,8 +342,8 @@ func (sc *Client) GetUserInfo(ctx context.Context, ghost *bridgev2.Ghost) (*brid
 	}
 	if userID[0] == 'B' {
 		// A bot without a user (an integration's messages): no profile.
-		name := userID
-		return &bridgev2.UserInfo{Name: &name, IsBot: &[]bool{true}[0]}, nil
+		name, isBot := userID, true
+		return &bridgev2.UserInfo{Name: &name, IsBot: &isBot}, nil
 	}
 	user, err := callSlack(ctx, sc.limits, "users.info", "", func() (*slackapi.User, error) {
 		return sc.api.GetUserInfoContext(ctx, userID)

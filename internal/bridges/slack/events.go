@@ -3,6 +3,7 @@ package slack
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -324,7 +325,7 @@ func (sc *Client) convertFile(ctx context.Context, portal *bridgev2.Portal, inte
 	}
 	data, err := sc.downloadFile(ctx, url, limit)
 	if err != nil {
-		if strings.Contains(err.Error(), errFileTooLarge.Error()) {
+		if errors.Is(err, errFileTooLarge) {
 			return notice(fmt.Sprintf("A file too large to bridge was shared on Slack: %s", name)), nil
 		}
 		return nil, fmt.Errorf("downloading Slack file %s: %w", f.ID, err)

@@ -56,6 +56,7 @@ type Server struct {
 	nextID    int
 	lastTS    time.Time
 	limits    map[string]rateLimit
+	failFiles int // downloads to answer with HTTP 500
 	calls     map[string]int
 	tickets   map[string]bool
 	socket    socketState
@@ -485,6 +486,14 @@ func (s *Server) RateLimit(method string, times, retryAfter int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.limits[method] = rateLimit{times: times, retryAfter: retryAfter}
+}
+
+// FailDownloads makes the next n file downloads answer HTTP 500, as a
+// failing file server would; 0 ends that.
+func (s *Server) FailDownloads(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failFiles = n
 }
 
 // Calls returns how many times a Web API method was called, rate-limited

@@ -254,6 +254,18 @@ func (s *Server) Pending() int {
 	return len(s.socket.pending)
 }
 
+// PendingPayloads returns the payloads of the envelopes not acknowledged
+// yet, oldest first.
+func (s *Server) PendingPayloads() []string {
+	s.socket.mu.Lock()
+	defer s.socket.mu.Unlock()
+	out := make([]string, len(s.socket.pending))
+	for i, env := range s.socket.pending {
+		out[i] = string(env.payload)
+	}
+	return out
+}
+
 // Acked returns how many envelopes the client has acknowledged.
 func (s *Server) Acked() int {
 	s.socket.mu.Lock()

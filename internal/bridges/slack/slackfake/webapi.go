@@ -430,7 +430,15 @@ func (s *Server) serveDownload(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	f := s.files[r.PathValue("file")]
 	token := s.botToken
+	fail := s.failFiles > 0
+	if fail {
+		s.failFiles--
+	}
 	s.mu.Unlock()
+	if fail {
+		http.Error(w, "file server error", http.StatusInternalServerError)
+		return
+	}
 	if r.Header.Get("Authorization") != "Bearer "+token {
 		http.Error(w, "not authorized", http.StatusForbidden)
 		return
