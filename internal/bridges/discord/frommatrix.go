@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/bwmarrin/discordgo"
+	"go.mau.fi/util/variationselector"
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/database"
 	"maunium.net/go/mautrix/bridgev2/networkid"
@@ -201,9 +202,12 @@ func (c *Client) PreHandleMatrixReaction(ctx context.Context, msg *bridgev2.Matr
 	if !isEmoji(key) {
 		return bridgev2.MatrixReactionPreResponse{}, errNotEmoji
 	}
+	// Discord names unicode emoji in their fully-qualified form: with a
+	// variation selector only where Unicode requires one (❤️, not 👍️).
+	discordEmoji := variationselector.FullyQualify(key)
 	return bridgev2.MatrixReactionPreResponse{
 		SenderID: networkid.UserID(c.botID),
-		EmojiID:  networkid.EmojiID(key),
+		EmojiID:  networkid.EmojiID(discordEmoji),
 		Emoji:    key,
 	}, nil
 }
