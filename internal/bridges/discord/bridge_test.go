@@ -145,6 +145,7 @@ func TestBridgeEndToEnd(t *testing.T) {
 	alice := ghostOf(env, d.alice)
 	bot := d.fake.Bot().ID
 	general := d.general.ID
+	assertInGuildSpace(t, env, portal, "Matrix OS fans")
 
 	// Discord -> Matrix: text with markdown.
 	first, err := d.fake.Post(general, d.alice.ID, "hello **from** Discord")
@@ -433,4 +434,39 @@ func waitInvitedMessage(t *testing.T, env *bridgetest.Env, sender id.UserID, tex
 		return false
 	})
 	return room
+}
+
+// assertInGuildSpace checks that a portal's m.space.parent is a space
+// named after its guild.
+func assertInGuildSpace(t *testing.T, env *bridgetest.Env, portal id.RoomID, guildName string) {
+	t.Helper()
+	ctx := context.Background()
+	// The bridge adds the portal to the space just after creating both.
+	var space id.RoomID
+	env.Device.SyncUntil(bridgetest.Timeout, "the portal's m.space.parent", func() bool {
+		state, err := env.Admin.State(ctx, portal)
+		if err != nil {
+			t.Fatalf("portal state: %v", err)
+		}
+		for key := range state[event.StateSpaceParent] {
+			space = id.RoomID(key)
+		}
+		return space != ""
+	})
+	var name event.RoomNameEventContent
+	env.Device.SyncUntil(bridgetest.Timeout, "the guild's space", func() bool {
+		for _, invited := range env.Device.Invited() {
+			if _, err := env.Admin.JoinRoomByID(ctx, invited); err != nil {
+				t.Fatalf("join %s: %v", invited, err)
+			}
+		}
+		return env.Admin.StateEvent(ctx, space, event.StateRoomName, "", &name) == nil
+	})
+	var create event.CreateEventContent
+	if err := env.Admin.StateEvent(ctx, space, event.StateCreate, "", &create); err != nil || create.Type != event.RoomTypeSpace {
+		t.Fatalf("parent %s is not a space: %+v, %v", space, create, err)
+	}
+	if name.Name != guildName {
+		t.Fatalf("space name = %q, want %q", name.Name, guildName)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -121,11 +122,10 @@ func (c *Client) Disconnect() {
 		c.stop()
 	}
 	c.mu.Unlock()
-	c.session.ShouldReconnectOnError = false
+	// Close forgets the connection first, so its reader does not reconnect.
 	if err := c.session.Close(); err != nil {
 		c.login.Log.Debug().Err(err).Msg("Closing the Discord gateway")
 	}
-	c.session.ShouldReconnectOnError = true
 }
 
 // IsLoggedIn reports whether the client has a token; Discord checks it.
@@ -197,8 +197,15 @@ func isBridgedChannel(ch *discordgo.Channel) bool {
 	return false
 }
 
-// GetChatInfo describes a channel's portal room.
+// guildPortalPrefix marks the portal of a guild: a space holding the
+// portals of its channels.
+const guildPortalPrefix = "guild-"
+
+// GetChatInfo describes a channel's portal room, or a guild's space.
 func (c *Client) GetChatInfo(ctx context.Context, portal *bridgev2.Portal) (*bridgev2.ChatInfo, error) {
+	if guildID, ok := strings.CutPrefix(string(portal.ID), guildPortalPrefix); ok {
+		return c.guildInfo(ctx, guildID)
+	}
 	ch, err := c.channel(ctx, string(portal.ID))
 	if err != nil {
 		return nil, err
@@ -223,11 +230,13 @@ func (c *Client) chatInfo(ch *discordgo.Channel) *bridgev2.ChatInfo {
 	roomType := database.RoomTypeDefault
 	name, topic := "#"+ch.Name, ch.Topic
 	guildID := ch.GuildID
+	space := networkid.PortalID(guildPortalPrefix + guildID)
 	return &bridgev2.ChatInfo{
-		Name:    &name,
-		Topic:   &topic,
-		Type:    &roomType,
-		Members: &bridgev2.ChatMemberList{Members: []bridgev2.ChatMember{self}},
+		Name:     &name,
+		Topic:    &topic,
+		Type:     &roomType,
+		ParentID: &space,
+		Members:  &bridgev2.ChatMemberList{Members: []bridgev2.ChatMember{self}},
 		ExtraUpdates: func(ctx context.Context, p *bridgev2.Portal) bool {
 			meta := p.Metadata.(*PortalMetadata)
 			if meta.GuildID == guildID {
@@ -237,6 +246,23 @@ func (c *Client) chatInfo(ch *discordgo.Channel) *bridgev2.ChatInfo {
 			return true
 		},
 	}
+}
+
+// guildInfo describes a guild's space.
+func (c *Client) guildInfo(ctx context.Context, guildID string) (*bridgev2.ChatInfo, error) {
+	guild, err := c.session.State.Guild(guildID)
+	if err != nil {
+		if guild, err = c.session.Guild(guildID, discordgo.WithContext(ctx)); err != nil {
+			return nil, fmt.Errorf("discord: get guild %s: %w", guildID, err)
+		}
+	}
+	roomType := database.RoomTypeSpace
+	self := bridgev2.ChatMember{EventSender: bridgev2.EventSender{IsFromMe: true, Sender: networkid.UserID(c.botID)}, Membership: event.MembershipJoin}
+	return &bridgev2.ChatInfo{
+		Name:    &guild.Name,
+		Type:    &roomType,
+		Members: &bridgev2.ChatMemberList{Members: []bridgev2.ChatMember{self}},
+	}, nil
 }
 
 // GetUserInfo describes a Discord user's ghost.

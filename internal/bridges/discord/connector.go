@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bwmarrin/discordgo"
+	"github.com/rs/zerolog"
 	"go.mau.fi/util/configupgrade"
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/database"
@@ -78,6 +79,23 @@ func NewConnector() *Connector {
 // Init is called by bridgev2 before Start.
 func (c *Connector) Init(br *bridgev2.Bridge) {
 	c.br = br
+	// discordgo logs through one package-level function: into this bridge's log.
+	log := br.Log.With().Str("component", "discordgo").Logger()
+	discordgo.Logger = func(level, caller int, format string, args ...any) {
+		log.WithLevel(discordgoLevel(level)).Msgf(format, args...)
+	}
+}
+
+func discordgoLevel(level int) zerolog.Level {
+	switch level {
+	case discordgo.LogError:
+		return zerolog.ErrorLevel
+	case discordgo.LogWarning:
+		return zerolog.WarnLevel
+	case discordgo.LogInformational:
+		return zerolog.InfoLevel
+	}
+	return zerolog.DebugLevel
 }
 
 // endpointsMu serializes changes to discordgo's package-level endpoints.
