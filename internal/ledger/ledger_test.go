@@ -4,15 +4,18 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math/big"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/transparency-dev/tessera/api"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
@@ -229,4 +232,119 @@ type tWriter struct{ t testing.TB }
 func (w tWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(b)))
 	return len(b), nil
+}
+
+// proveBundle proves an entry appended with entries() and returns the
+// bundle's JSON.
+func proveBundle(t testing.TB, l *testLog, eventID string) []byte {
+	t.Helper()
+	b, err := l.Prover().Prove(context.Background(), eventID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// TestStoredTamperingDetected: someone with the disk (the server's admin)
+// changes a stored entry, or drops one, after its checkpoint was signed:
+// the bundles proved from the changed log no longer verify.
+func TestStoredTamperingDetected(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		change func(entries [][]byte) [][]byte
+		prove  string // the event whose bundle must fail
+	}{
+		{"changed entry", func(e [][]byte) [][]byte {
+			e[5] = []byte(strings.Replace(string(e[5]), `"content_hash":"hash5"`, `"content_hash":"hash6"`, 1))
+			return e
+		}, "$event5"},
+		{"dropped entry", func(e [][]byte) [][]byte { return append(e[:5:5], e[6:]...) }, "$event6"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := openTestLog(t)
+			appendAll(t, l, 0, 10)
+			waitCheckpoint(t, l, 10)
+			if _, err := ledger.Verify(proveBundle(t, l, tc.prove), l.PublicKey); err != nil {
+				t.Fatalf("before the change: %v", err)
+			}
+			path := filepath.Join(l.dir, "tile", "entries", "000.p", "10")
+			raw, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var bundle api.EntryBundle
+			if err := bundle.UnmarshalText(raw); err != nil {
+				t.Fatal(err)
+			}
+			var out []byte
+			for _, e := range tc.change(bundle.Entries) {
+				out = binary.BigEndian.AppendUint16(out, uint16(len(e)))
+				out = append(out, e...)
+			}
+			if err := os.WriteFile(path, out, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			idx, err := l.Prover().Index(ctx, tc.prove)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := l.Prover().ProveIndex(ctx, idx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, _ = json.Marshal(b)
+			if _, err := ledger.Verify(raw, l.PublicKey); err == nil || !strings.Contains(err.Error(), "not in the checkpoint's tree") {
+				t.Fatalf("Verify of %s after the %s: %v, want not in the tree", tc.prove, tc.name, err)
+			}
+		})
+	}
+}
+
+// BenchmarkAppend appends batches of 1,000 entries and reports entries
+// per second, each batch integrated and recorded.
+func BenchmarkAppend(b *testing.B) {
+	l := openTestLog(b)
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, err := l.Append(context.Background(), entries(i*1000, 1000)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "entries/s")
+}
+
+// BenchmarkProve builds proof bundles of random entries of a log of
+// 100,000 entries; BenchmarkVerify checks them.
+func BenchmarkProve(b *testing.B) {
+	l := provedLog(b)
+	for b.Loop() {
+		proveBundle(b, l, fmt.Sprintf("$event%d", randomBelow(b, 100_000)))
+	}
+}
+
+func BenchmarkVerify(b *testing.B) {
+	l := provedLog(b)
+	bundles := make([][]byte, 100)
+	for i := range bundles {
+		bundles[i] = proveBundle(b, l, fmt.Sprintf("$event%d", randomBelow(b, 100_000)))
+	}
+	i := 0
+	for b.Loop() {
+		if _, err := ledger.Verify(bundles[i%len(bundles)], l.PublicKey); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+func provedLog(b *testing.B) *testLog {
+	l := openTestLog(b)
+	appendAll(b, l, 0, 100_000)
+	waitCheckpoint(b, l, 100_000)
+	return l
 }

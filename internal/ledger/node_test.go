@@ -3,11 +3,14 @@ package ledger_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/tidwall/gjson"
 	"github.com/transparency-dev/tessera/client"
@@ -196,5 +199,43 @@ func TestTilesServed(t *testing.T) {
 	}
 	for _, p := range []string{".state/treeState", "tile/0/000.p/x", "tile/0/0", "tile/entries/001.p/300", "signing.key"} {
 		n.Do(t, "GET", ledger.TilesPrefix+p, "", nil).Want(t, http.StatusNotFound, "M_NOT_FOUND")
+	}
+}
+
+// TestCatchUpWithinASecond: an event is in a signed checkpoint within a
+// second of its send's answer, after a burst as after a lone message.
+func TestCatchUpWithinASecond(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite, func(c *config.Config) { c.Ledger = "all" })
+	alice := n.Register("alice")
+	room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{})
+	for _, burst := range []int{1, 200} {
+		var last id.EventID
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for i := range burst {
+			wg.Go(func() {
+				ev := testnode.SendText(t, alice, room, fmt.Sprint("burst ", i))
+				mu.Lock()
+				last = ev
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		sent := time.Now()
+		for {
+			_, err := n.Ledger.Prover().Prove(context.Background(), string(last))
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, ledger.ErrNotLogged) && !errors.Is(err, ledger.ErrNotCheckpointed) {
+				t.Fatal(err)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		took := time.Since(sent)
+		t.Logf("burst of %d: the last event answered was in a checkpoint %v later", burst, took)
+		if took > time.Second {
+			t.Errorf("burst of %d: the log caught up after %v, want within a second", burst, took)
+		}
 	}
 }

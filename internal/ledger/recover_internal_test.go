@@ -1,0 +1,122 @@
+package ledger
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+
+	"github.com/transparency-dev/tessera/client"
+
+	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+// storeEvents writes n message events of a room straight into the events
+// table and returns their entries.
+func storeEvents(t *testing.T, db *storage.DB, from, n int) []Entry {
+	t.Helper()
+	var out []Entry
+	err := db.Write(context.Background(), func(tx *storage.Tx) error {
+		for i := from; i < from+n; i++ {
+			e := Entry{RoomID: "!r:test", EventID: fmt.Sprintf("$e%d", i), ContentHash: fmt.Sprintf("h%d", i)}
+			_, err := tx.Exec(context.Background(), `INSERT INTO events (pos, event_id, room_id, type, sender, depth, origin_ts, json, snapshot_before)
+				VALUES ($1, $2, $3, 'm.room.message', '@a:test', $4, 0, $5, 0)`, tx.NextPos(), e.EventID, e.RoomID, i,
+				`{"hashes":{"sha256":"`+e.ContentHash+`"}}`)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestCrashBetweenAppendAndMark: entries integrated into the log whose
+// mark was never recorded (the process died in between) are matched with
+// their events on the next start instead of being appended again; an
+// entry whose event is gone is left behind, and the events after it still
+// land once each.
+func TestCrashBetweenAppendAndMark(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := storage.Open(ctx, filepath.Join(dir, "t.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx, append(rooms.Migrations, Migrations...)); err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	opts := Options{Dir: filepath.Join(dir, "ledger"), Origin: EventsOrigin("test"), Key: key, All: true}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	open := func() *Log {
+		l, err := Open(ctx, db, log, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	catchUp := func(l *Log) {
+		for {
+			more, err := l.Step(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !more {
+				return
+			}
+		}
+	}
+
+	evs := storeEvents(t, db, 0, 5)
+	l := open()
+	catchUp(l)
+	// The "crash": the next three events and one whose event row never
+	// committed reach the log, but no mark records them.
+	evs = append(evs, storeEvents(t, db, 5, 5)...)
+	if _, err := l.appendBatch(ctx, append(evs[5:8:8], Entry{RoomID: "!r:test", EventID: "$never", ContentHash: "x"})); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	l = open()
+	defer l.Close(ctx)
+	catchUp(l)
+	size, err := l.Size(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if size != 11 {
+		t.Fatalf("log size %d, want 11 (10 events once each and the orphan)", size)
+	}
+	want := map[string]uint64{"$e0": 0, "$e4": 4, "$e5": 5, "$e7": 7, "$e8": 9, "$e9": 10}
+	for evID, idx := range want {
+		got, err := l.prover.Index(ctx, evID)
+		if err != nil || got != idx {
+			t.Errorf("%s at %d (%v), want %d", evID, got, err, idx)
+		}
+	}
+	entries, err := readEntries(ctx, client.FileFetcher{Root: opts.Dir}.ReadEntryBundle, 0, size, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, e := range entries {
+		if seen[e.EventID] {
+			t.Fatalf("%s logged twice", e.EventID)
+		}
+		seen[e.EventID] = true
+	}
+}
