@@ -411,6 +411,17 @@ func TestBridgeLoginAndDMs(t *testing.T) {
 	d.waitDiscord(t, dmChannel.ID, "the answer in the DM", func(m *discordgo.Message) bool {
 		return m.Author.ID == d.fake.Bot().ID && m.Content == "hi alice"
 	})
+
+	// A file Discord cannot hand over becomes a notice saying so, and the
+	// message's text still arrives.
+	d.fake.FailAttachmentDownloads(true)
+	if _, err := d.fake.Post(dmChannel.ID, d.alice.ID, "see attached", discordfake.WithAttachment("gone.txt", "text/plain", []byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	waitMatrix(t, env, dmPortal, "the notice for the missing file", func(evt *event.Event, msg *event.MessageEventContent) bool {
+		return evt.Sender == ghostOf(env, d.alice) && msg.MsgType == event.MsgNotice && strings.Contains(msg.Body, "gone.txt could not be bridged")
+	})
+	env.WaitMessage(dmPortal, ghostOf(env, d.alice), "see attached")
 }
 
 // waitInvitedMessage joins the rooms the admin is invited to until a

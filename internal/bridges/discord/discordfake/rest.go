@@ -351,8 +351,9 @@ func (s *Server) storeAttachmentLocked(channelID string, f upload) *discordgo.Me
 func (s *Server) getAttachment(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	f, ok := s.files[r.URL.EscapedPath()]
+	gone := s.attachmentsGone
 	s.mu.Unlock()
-	if !ok {
+	if !ok || gone {
 		http.NotFound(w, r)
 		return
 	}

@@ -49,8 +49,10 @@ type Server struct {
 
 	limits    rateLimits
 	forced429 int // answers left that are forced to be 429s
-	served429 int
-	requests  []string // "METHOD path" of every REST request, for assertions
+	// attachmentsGone makes the CDN answer 404 for every attachment.
+	attachmentsGone bool
+	served429       int
+	requests        []string // "METHOD path" of every REST request, for assertions
 }
 
 type attachmentFile struct {
@@ -270,6 +272,14 @@ func (s *Server) ForceRateLimit(n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.forced429 = n
+}
+
+// FailAttachmentDownloads makes the CDN answer 404 for attachments (as
+// for a deleted or expired one) while on is true.
+func (s *Server) FailAttachmentDownloads(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.attachmentsGone = on
 }
 
 // SetRateLimit sets how many requests each bucket allows per window.
