@@ -10,6 +10,7 @@ import (
 
 	"github.com/bwmarrin/discordgo"
 	"github.com/gorilla/websocket"
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/database"
 	"maunium.net/go/mautrix/bridgev2/networkid"
@@ -183,6 +184,10 @@ func (c *Client) channel(ctx context.Context, channelID string) (*discordgo.Chan
 	ch, err := c.session.Channel(channelID, discordgo.WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("discord: get channel %s: %w", channelID, err)
+	}
+	// Keep it (DMs are not in READY) so the next event needs no request.
+	if err := c.session.State.ChannelAdd(ch); err != nil {
+		zerolog.Ctx(ctx).Debug().Err(err).Str("discord_channel_id", ch.ID).Msg("Caching a channel")
 	}
 	return ch, nil
 }

@@ -63,11 +63,11 @@ func channelLogContext(channelID string) func(zerolog.Context) zerolog.Context {
 // after the last one bridged, oldest first, and handles them as if they had
 // come over the gateway; bridgev2 drops any it already has. Nothing is
 // fetched for a channel without a portal or without bridged messages: it
-// has no history here to continue.
+// has no history here to continue. A channel is caught up once per gateway
+// session; a failed fetch is tried again at the next GUILD_CREATE.
 func (c *Client) catchUp(ctx context.Context, channelID, parentID string) {
 	c.mu.Lock()
 	done := c.caughtUp[channelID]
-	c.caughtUp[channelID] = true
 	c.mu.Unlock()
 	if done {
 		return
@@ -97,6 +97,9 @@ func (c *Client) catchUp(ctx context.Context, channelID, parentID string) {
 			break
 		}
 	}
+	c.mu.Lock()
+	c.caughtUp[channelID] = true
+	c.mu.Unlock()
 	if fetched > 0 {
 		log.Info().Int("messages", fetched).Msg("Caught up on messages missed while disconnected")
 	}
