@@ -26,8 +26,8 @@ type compiledRule struct {
 	rule      *Rule
 	kind      Kind
 	legacy    bool
-	conds     []condMatcher // override, postcontent and underride
-	pattern   *glob         // content
+	conds     []compiledCond // override, postcontent and underride
+	pattern   *glob          // content
 	notify    bool
 	highlight bool
 	// actionsJSON is rule.Actions encoded, as a notification records it.
@@ -68,7 +68,7 @@ func compileRule(k Kind, r *Rule) *compiledRule {
 		cr.pattern = compileGlob(r.Pattern, true)
 	case k.hasConditions():
 		for _, c := range r.Conditions {
-			cr.conds = append(cr.conds, compileCondition(c))
+			cr.conds = append(cr.conds, internCondition(c))
 		}
 	}
 	return cr
@@ -98,11 +98,82 @@ func actionFlags(actions []json.RawMessage) (notify, highlight bool) {
 
 func never(*evalCtx) bool { return false }
 
-// compileCondition turns one condition into a matcher. event_match and
-// MSC4306's thread_subscription are matched here; the other kinds are
+// compiledCond is a compiled condition of a rule. One whose outcome depends
+// on the event alone (not on the user whose rules are evaluated) has a
+// slot in the event's memo, shared by every user whose rules hold the
+// same condition: an event is matched against it once, not once per
+// member (see evalCtx.test).
+type compiledCond struct {
+	match condMatcher
+	slot  int // 1 + the index in evalCtx.memo; 0 for none
+}
+
+// sharedConds interns the conditions that depend on the event alone, by
+// their JSON, up to maxSharedConditions (the others, such as each user's
+// own .m.rule.is_user_mention beyond the bound, are matched each time).
+var sharedConds struct {
+	sync.Mutex
+	byJSON map[string]compiledCond
+}
+
+const maxSharedConditions = 4096
+
+func internCondition(c json.RawMessage) compiledCond {
+	sharedConds.Lock()
+	defer sharedConds.Unlock()
+	if cd, ok := sharedConds.byJSON[string(c)]; ok {
+		return cd
+	}
+	match, perUser := compileCondition(c)
+	cd := compiledCond{match: match}
+	if perUser || len(sharedConds.byJSON) >= maxSharedConditions {
+		return cd
+	}
+	if sharedConds.byJSON == nil {
+		sharedConds.byJSON = map[string]compiledCond{}
+	}
+	cd.slot = len(sharedConds.byJSON) + 1
+	sharedConds.byJSON[string(c)] = cd
+	return cd
+}
+
+// test matches the event against c, once per event when c depends on the
+// event alone.
+func (x *evalCtx) test(c compiledCond) bool {
+	if c.slot == 0 {
+		return c.match(x)
+	}
+	if c.slot >= len(x.memo) {
+		x.memo = append(x.memo, make([]uint8, c.slot+1-len(x.memo))...)
+	}
+	switch x.memo[c.slot] {
+	case memoFalse:
+		return false
+	case memoTrue:
+		return true
+	}
+	ok := c.match(x)
+	x.memo[c.slot] = memoFalse
+	if ok {
+		x.memo[c.slot] = memoTrue
+	}
+	return ok
+}
+
+// The states of a memo slot; the zero value is "not matched yet".
+const (
+	memoFalse = 1 + iota
+	memoTrue
+)
+
+// compileCondition turns one condition into a matcher; perUser reports
+// whether its outcome depends on the user whose rules are evaluated
+// (contains_display_name, thread_subscription), not only on the event.
+// event_match, event_property_is, event_property_contains, room_member_count
+// and MSC4306's thread_subscription are matched here; the other kinds are
 // evaluated by mautrix's pushrules. Conditions that do not parse never
 // match.
-func compileCondition(c json.RawMessage) condMatcher {
+func compileCondition(c json.RawMessage) (match condMatcher, perUser bool) {
 	var head struct {
 		Kind       string  `json:"kind"`
 		Key        string  `json:"key"`
@@ -111,37 +182,165 @@ func compileCondition(c json.RawMessage) condMatcher {
 		Is         *string `json:"is"`
 	}
 	if json.Unmarshal(c, &head) != nil {
-		return never
+		return never, false
 	}
 	if head.Kind == "room_member_count" {
 		if head.Is == nil {
-			return never
+			return never, false
 		}
-		return compileMemberCount(*head.Is)
+		return compileMemberCount(*head.Is), false
 	}
 	if head.Kind == threadSubscriptionKind {
 		if head.Subscribed == nil {
-			return never
+			return never, false
 		}
 		want := *head.Subscribed
-		return func(x *evalCtx) bool { return x.ev.ThreadID != "" && x.threadSubscribed() == want }
+		return func(x *evalCtx) bool { return x.ev.ThreadID != "" && x.threadSubscribed() == want }, true
 	}
 	if head.Kind == "event_match" {
 		if head.Pattern == nil || head.Key == "" {
-			return never
+			return never, false
 		}
 		path := splitPath(head.Key)
 		g := compileGlob(*head.Pattern, head.Key == "content.body")
 		return func(x *evalCtx) bool {
 			v, ok := x.stringAt(path)
 			return ok && g.match(v)
-		}
+		}, false
+	}
+	if head.Kind == "event_property_is" || head.Kind == "event_property_contains" {
+		return compileProperty(c, head.Kind == "event_property_is"), false
 	}
 	var pc pushrules.PushCondition
 	if json.Unmarshal(c, &pc) != nil {
+		return never, false
+	}
+	return func(x *evalCtx) bool { return pc.Match(x, x.mev) }, pc.Kind == pushrules.KindContainsDisplayName
+}
+
+// compileProperty compiles an event_property_is (is) or
+// event_property_contains condition as mautrix's pushrules evaluates them,
+// except that the value at the key is looked up once per event (see
+// evalCtx.property), not once per member: .m.rule.is_user_mention is a
+// condition of its own for each user.
+func compileProperty(c json.RawMessage, is bool) condMatcher {
+	var cond struct {
+		Key   string `json:"key"`
+		Value any    `json:"value"`
+	}
+	if json.Unmarshal(c, &cond) != nil || cond.Key == "" {
 		return never
 	}
-	return func(x *evalCtx) bool { return pc.Match(x, x.mev) }
+	return func(x *evalCtx) bool {
+		val, ok := x.property(cond.Key)
+		if !ok {
+			return false
+		}
+		if is {
+			return valueEquals(val, cond.Value)
+		}
+		list, ok := val.([]any)
+		if !ok {
+			return false
+		}
+		for _, item := range list {
+			if valueEquals(item, cond.Value) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// valueEquals compares two JSON values as mautrix's pushrules does:
+// numbers by their integer value (Matrix allows only integers), anything
+// else with ==.
+func valueEquals(a, b any) bool {
+	fa, aNum := a.(float64)
+	fb, bNum := b.(float64)
+	if aNum && bNum {
+		return int64(fa) == int64(fb)
+	}
+	return a == b
+}
+
+// propertyValue is a value looked up at a key of the event.
+type propertyValue struct {
+	val any
+	ok  bool
+}
+
+// property returns the value at an event_property_* key (dotted, with
+// backslash escapes), looked up once per event.
+func (x *evalCtx) property(key string) (any, bool) {
+	if v, ok := x.props[key]; ok {
+		return v.val, v.ok
+	}
+	val, ok := x.lookupProperty(key)
+	if x.props == nil {
+		x.props = map[string]propertyValue{}
+	}
+	x.props[key] = propertyValue{val, ok}
+	return val, ok
+}
+
+// lookupProperty finds the value at key as mautrix's pushrules does: the
+// top-level fields by name, content by its path, where a dotted part that
+// is no object key is tried joined with the next one.
+func (x *evalCtx) lookupProperty(key string) (any, bool) {
+	top, sub, _ := strings.Cut(key, ".")
+	switch top {
+	case "type":
+		return x.ev.Type, true
+	case "sender":
+		return string(x.ev.Sender), true
+	case "room_id":
+		return string(x.ev.RoomID), true
+	case "state_key":
+		if x.ev.StateKey == nil {
+			return nil, false
+		}
+		return *x.ev.StateKey, true
+	case "content":
+		return nestedGet(x.content, splitEscaped(sub))
+	}
+	return nil, false
+}
+
+// splitEscaped splits a key at dots that no backslash escapes.
+func splitEscaped(s string) []string {
+	var parts []string
+	var part []byte
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '.':
+			parts = append(parts, string(part))
+			part = part[:0]
+		case s[i] == '\\' && i+1 < len(s):
+			i++
+			part = append(part, s[i])
+		default:
+			part = append(part, s[i])
+		}
+	}
+	return append(parts, string(part))
+}
+
+// nestedGet reads the value at path in data; where path[0] leads nowhere,
+// it tries path[0] and path[1] joined by a dot (content.m.relates_to
+// written without escapes).
+func nestedGet(data map[string]any, path []string) (any, bool) {
+	val, ok := data[path[0]]
+	if len(path) == 1 {
+		return val, ok
+	}
+	if m, isMap := val.(map[string]any); ok && isMap {
+		if v, found := nestedGet(m, path[1:]); found {
+			return v, true
+		}
+	}
+	joined := append([]string{path[0] + "." + path[1]}, path[2:]...)
+	return nestedGet(data, joined)
 }
 
 // compileMemberCount compiles a room_member_count condition's "is": a
@@ -177,7 +376,7 @@ func (r *compiledRule) matches(x *evalCtx) bool {
 	switch r.kind {
 	case Override, PostContent, Underride:
 		for _, c := range r.conds {
-			if !c(x) {
+			if !x.test(c) {
 				return false
 			}
 		}
@@ -211,6 +410,11 @@ type evalCtx struct {
 
 	plOnce sync.Once
 	pl     *event.PowerLevelsEventContent
+	// props holds the values looked up at event_property_* keys.
+	props map[string]propertyValue
+	// memo holds the outcomes of the conditions that depend on the event
+	// alone, by their slot (see compiledCond).
+	memo []uint8
 }
 
 // newEvalCtx prepares ev for evaluation in a room with memberCount joined

@@ -12,6 +12,10 @@ import (
 type glob struct {
 	exact string         // pattern without wildcards, matched whole
 	re    *regexp.Regexp // otherwise
+	// word is an ASCII pattern without wildcards matched as a word
+	// (re matches the same): matched without re in an ASCII value, as
+	// .m.rule.contains_user_name is for every member and message.
+	word string
 }
 
 var globCache sync.Map // globKey -> *glob
@@ -57,6 +61,9 @@ func compileGlob(pattern string, words bool) *glob {
 			b.WriteString(`$`)
 		}
 		g.re = regexp.MustCompile(b.String()) // quoted literals and .* only
+		if words && pattern != "" && !strings.ContainsAny(pattern, "*?") && isASCII(pattern) {
+			g.word = pattern
+		}
 	}
 	if len(pattern) < 256 {
 		globCache.Store(key, g)
@@ -68,7 +75,38 @@ func (g *glob) match(s string) bool {
 	if g.re == nil {
 		return strings.EqualFold(s, g.exact)
 	}
+	if g.word != "" && isASCII(s) {
+		return containsWord(s, g.word)
+	}
 	return g.re.MatchString(s)
+}
+
+// containsWord reports whether s contains word, ASCII case-insensitively,
+// with a word boundary (the start or end of s, or a character outside
+// [A-Za-z0-9_]) on either side. Both are ASCII.
+func containsWord(s, word string) bool {
+	for i := 0; i+len(word) <= len(s); i++ {
+		if !strings.EqualFold(s[i:i+len(word)], word) {
+			continue
+		}
+		if (i == 0 || !isWordByte(s[i-1])) && (i+len(word) == len(s) || !isWordByte(s[i+len(word)])) {
+			return true
+		}
+	}
+	return false
+}
+
+func isWordByte(c byte) bool {
+	return c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 // splitPath splits a dot-separated property path (appendix "Dot-separated

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"testing"
 
 	"maunium.net/go/mautrix/event"
@@ -11,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/pushrules"
 
 	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/rooms"
 )
 
 const (
@@ -149,10 +151,25 @@ func TestGlob(t *testing.T) {
 		{"cake", "pancakes", true, false},
 		{"@room", "hi @room", true, true},
 		{"@room", "a@roomy", true, false},
+		{"alice", "hey ALICE!", true, true},
+		{"alice", "alice", true, true},
+		{"alice", "alice_b", true, false},
+		{"alice", "xalice alice", true, true},
+		{"alice", "malice", true, false},
+		{"alice", "hé alice", true, true},
+		{"alice", "héalice", true, true}, // é is no word character
 	}
 	for _, tt := range tests {
-		if got := compileGlob(tt.pattern, tt.words).match(tt.value); got != tt.want {
+		g := compileGlob(tt.pattern, tt.words)
+		if got := g.match(tt.value); got != tt.want {
 			t.Errorf("glob(%q, words=%v).match(%q) = %v, want %v", tt.pattern, tt.words, tt.value, got, tt.want)
+		}
+		// A literal word is matched without the regular expression in an
+		// ASCII value; the expression must agree.
+		if g.re != nil {
+			if got := g.re.MatchString(tt.value); got != tt.want {
+				t.Errorf("glob(%q, words=%v) expression on %q = %v, want %v", tt.pattern, tt.words, tt.value, got, tt.want)
+			}
 		}
 	}
 }
@@ -244,6 +261,53 @@ func TestMemberCountCondition(t *testing.T) {
 			if got, want := cond(x), oracle.Match(x, x.mev); got != want {
 				t.Errorf("is %q with %d members: %v, mautrix says %v", is, count, got, want)
 			}
+		}
+	}
+}
+
+// TestOutcomePerMember evaluates one event for several members at once, as
+// a send does: conditions that depend on the event alone are matched once
+// and shared, while each member's mention, display name and user name
+// still decide for that member alone.
+func TestOutcomePerMember(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t, t.TempDir()+"/db")
+	defer db.Close()
+	carol, dave, erin := id.UserID("@carol:hs"), id.UserID("@dave:hs"), id.UserID("@erin:hs")
+	fr := &fakeRooms{names: map[id.UserID]string{carol: "Carol C"}}
+	s := loadService(t, db, nil, fr)
+	// alice and erin share a custom condition; only alice's highlights.
+	beer := NewRule{Conditions: rawList(`{"kind":"event_match","key":"content.body","pattern":"*beer*"}`)}
+	beer.Actions = rawList(`"notify"`, `{"set_tweak":"highlight"}`)
+	if err := s.PutRule(ctx, alice, Override, "beer", beer); err != nil {
+		t.Fatal(err)
+	}
+	beer.Actions = rawList()
+	if err := s.PutRule(ctx, erin, Override, "beer", beer); err != nil {
+		t.Fatal(err)
+	}
+	info := &rooms.RoomInfo{ID: testRoom, Members: map[id.UserID]string{alice: "join", bob: "join", carol: "join", dave: "join", erin: "join"}}
+	tests := []struct {
+		content string
+		want    map[id.UserID]bool // notified user: highlighted
+	}{
+		{`{"msgtype":"m.text","body":"hello"}`, map[id.UserID]bool{alice: false, bob: false, carol: false, erin: false}},
+		{`{"msgtype":"m.text","body":"hi carol c, and bob"}`, map[id.UserID]bool{alice: false, bob: true, carol: true, erin: false}},
+		{`{"msgtype":"m.text","body":"beer?"}`, map[id.UserID]bool{alice: true, bob: false, carol: false}},
+		{`{"msgtype":"m.text","body":"hi carol c","m.mentions":{"user_ids":["@erin:hs"]}}`, map[id.UserID]bool{alice: false, bob: false, carol: false, erin: true}},
+		{`{"msgtype":"m.notice","body":"bob"}`, map[id.UserID]bool{}},
+	}
+	for _, tt := range tests {
+		ev := mkEvent("m.room.message", dave, nil, tt.content)
+		o := s.outcome(ctx, ev, info)
+		got := map[id.UserID]bool{}
+		if o != nil {
+			for _, h := range o.hits {
+				got[h.user] = h.rule.highlight
+			}
+		}
+		if !maps.Equal(got, tt.want) {
+			t.Errorf("%s: notified %v, want %v", tt.content, got, tt.want)
 		}
 	}
 }

@@ -58,6 +58,8 @@ type Service struct {
 	countsMu sync.Mutex // guards unread; never held while queueing writes
 	unread   map[id.UserID]map[id.RoomID]*roomUnread
 
+	names nameCache
+
 	changedMu sync.Mutex // guards changed; never held while queueing writes
 	changed   map[id.UserID]map[id.RoomID]int64
 
@@ -238,7 +240,7 @@ func (s *Service) evalCtx(ctx context.Context, ev *rooms.Event, memberCount int,
 			if s.opts.DisplayName != nil {
 				return s.opts.DisplayName(ctx, ev.RoomID, user)
 			}
-			return memberDisplayName(info.StateEvent("m.room.member", string(user)))
+			return s.names.of(info.StateEvent("m.room.member", string(user)))
 		}
 		return x, nil
 	}
@@ -268,6 +270,39 @@ func (s *Service) displayName(ctx context.Context, roomID id.RoomID, user id.Use
 		return ""
 	}
 	return memberDisplayName(ev)
+}
+
+// nameCache holds the display names of member events: every message
+// without m.mentions is matched against each member's display name
+// (.m.rule.contains_display_name), which would otherwise decode each
+// member's event for each message.
+type nameCache struct {
+	mu    sync.Mutex
+	names map[*rooms.Event]string
+}
+
+// maxCachedNames bounds nameCache; it starts afresh when full.
+const maxCachedNames = 100_000
+
+// of returns the display name of a member event ("" for nil).
+func (c *nameCache) of(ev *rooms.Event) string {
+	if ev == nil {
+		return ""
+	}
+	c.mu.Lock()
+	name, ok := c.names[ev]
+	c.mu.Unlock()
+	if ok {
+		return name
+	}
+	name = memberDisplayName(ev)
+	c.mu.Lock()
+	if c.names == nil || len(c.names) >= maxCachedNames {
+		c.names = map[*rooms.Event]string{}
+	}
+	c.names[ev] = name
+	c.mu.Unlock()
+	return name
 }
 
 // memberDisplayName reads the display name of an m.room.member event ("" for
