@@ -21,13 +21,12 @@ import (
 // Config is the bridge's `network:` section.
 type Config struct {
 	// APIURL is Discord's base URL, under which api/v9/... lives. Empty
-	// means https://discord.com/.
+	// means https://discord.com/. The gateway's URL is what GET /gateway
+	// there answers.
 	APIURL string `yaml:"api_url"`
 	// CDNURL is where avatars are fetched from. Empty means
 	// https://cdn.discordapp.com/.
 	CDNURL string `yaml:"cdn_url"`
-	// GatewayURL overrides the websocket URL GET /gateway/bot answers.
-	GatewayURL string `yaml:"gateway_url"`
 	// CatchUpLimit is how many messages per channel are fetched, after a
 	// restart, from after the last bridged one. 0 means 500.
 	CatchUpLimit int `yaml:"catch_up_limit"`
@@ -39,7 +38,6 @@ var exampleConfig string
 func upgradeConfig(helper configupgrade.Helper) {
 	helper.Copy(configupgrade.Str|configupgrade.Null, "api_url")
 	helper.Copy(configupgrade.Str|configupgrade.Null, "cdn_url")
-	helper.Copy(configupgrade.Str|configupgrade.Null, "gateway_url")
 	helper.Copy(configupgrade.Int, "catch_up_limit")
 }
 
@@ -101,6 +99,22 @@ func discordgoLevel(level int) zerolog.Level {
 // endpointsMu serializes changes to discordgo's package-level endpoints.
 var endpointsMu sync.Mutex
 
+var _ bridgev2.ConfigValidatingNetwork = (*Connector)(nil)
+
+// ValidateConfig checks the network section before the bridge starts.
+func (c *Connector) ValidateConfig() error {
+	if _, err := baseURL(c.Config.APIURL, defaultAPIURL); err != nil {
+		return fmt.Errorf("discord: api_url: %w", err)
+	}
+	if _, err := baseURL(c.Config.CDNURL, defaultCDNURL); err != nil {
+		return fmt.Errorf("discord: cdn_url: %w", err)
+	}
+	if c.Config.CatchUpLimit < 0 {
+		return fmt.Errorf("discord: catch_up_limit %d is negative", c.Config.CatchUpLimit)
+	}
+	return nil
+}
+
 // Start points discordgo at the configured Discord.
 func (c *Connector) Start(ctx context.Context) error {
 	apiURL, err := baseURL(c.Config.APIURL, defaultAPIURL)
@@ -111,16 +125,11 @@ func (c *Connector) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("discord: cdn_url: %w", err)
 	}
-	if c.Config.GatewayURL != "" {
-		if _, err := baseURL(c.Config.GatewayURL, ""); err != nil {
-			return fmt.Errorf("discord: gateway_url: %w", err)
-		}
-	}
 	setEndpoints(apiURL, cdnURL)
 	return nil
 }
 
-// baseURL validates an http(s) or ws(s) base URL and gives it a trailing slash.
+// baseURL validates an http(s) base URL and gives it a trailing slash.
 func baseURL(raw, fallback string) (string, error) {
 	if raw == "" {
 		return fallback, nil
@@ -130,9 +139,9 @@ func baseURL(raw, fallback string) (string, error) {
 		return "", err
 	}
 	switch u.Scheme {
-	case "http", "https", "ws", "wss":
+	case "http", "https":
 	default:
-		return "", fmt.Errorf("%q is not an http(s) or ws(s) URL", raw)
+		return "", fmt.Errorf("%q is not an http(s) URL", raw)
 	}
 	if u.Host == "" {
 		return "", fmt.Errorf("%q has no host", raw)
