@@ -26,8 +26,9 @@ import (
 // testLog is a log on a fresh SQLite database and directory.
 type testLog struct {
 	*ledger.Log
-	dir string
-	db  *storage.DB
+	dir   string
+	db    *storage.DB
+	close func()
 }
 
 func openTestLog(t testing.TB) *testLog {
@@ -46,17 +47,33 @@ func openTestLog(t testing.TB) *testLog {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logDir := filepath.Join(dir, "ledger")
-	l, err := ledger.Open(ctx, db, testLogger(t), ledger.Options{Dir: logDir, Origin: ledger.EventsOrigin("test.example"), Key: key})
+	return openTestLogAt(t, db, filepath.Join(dir, "ledger"), key)
+}
+
+// openTestLogAt opens the log in logDir, closed when the test ends.
+func openTestLogAt(t testing.TB, db *storage.DB, logDir string, key ed25519.PrivateKey) *testLog {
+	t.Helper()
+	l, err := ledger.Open(context.Background(), db, testLogger(t), ledger.Options{Dir: logDir, Origin: ledger.EventsOrigin("test.example"), Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
+	var closed bool
 	t.Cleanup(func() {
+		if closed {
+			return
+		}
 		if err := l.Close(context.Background()); err != nil {
 			t.Error(err)
 		}
 	})
-	return &testLog{Log: l, dir: logDir, db: db}
+	tl := &testLog{Log: l, dir: logDir, db: db}
+	tl.close = func() {
+		closed = true
+		if err := l.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return tl
 }
 
 // entries makes n distinct entries, numbered from first.
@@ -347,4 +364,34 @@ func provedLog(b *testing.B) *testLog {
 	appendAll(b, l, 0, 100_000)
 	waitCheckpoint(b, l, 100_000)
 	return l
+}
+
+// TestCheckpointSignedAgainAfterKeyRotation: a log opened with a new
+// signing key signs its checkpoint again at once, without waiting for new
+// entries, so proofs verify with the new key.
+func TestCheckpointSignedAgainAfterKeyRotation(t *testing.T) {
+	l := openTestLog(t)
+	appendAll(t, l, 0, 10)
+	waitCheckpoint(t, l, 10)
+	l.close()
+	_, newKey, _ := ed25519.GenerateKey(rand.Reader)
+	l2 := openTestLogAt(t, l.db, l.dir, newKey)
+	if l2.PublicKey == l.PublicKey {
+		t.Fatal("the new key is the old one")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := l2.Prover().Prove(context.Background(), "$event3")
+		if err == nil {
+			raw, _ := json.Marshal(b)
+			if _, err := ledger.Verify(raw, l2.PublicKey); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no proof with the new key after 5s: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -103,6 +105,7 @@ func Open(ctx context.Context, db *storage.DB, log *slog.Logger, opts Options) (
 	if err != nil {
 		return nil, err
 	}
+	resignOnNewKey(opts.Dir, vkey, log)
 	// Tessera logs through klog: send that to the node's log.
 	klog.SetLogger(logr.FromSlogHandler(log.With("component", "tessera").Handler()))
 	driver, err := posix.New(ctx, posix.Config{Path: opts.Dir})
@@ -127,12 +130,31 @@ func Open(ctx context.Context, db *storage.DB, log *slog.Logger, opts Options) (
 	}, nil
 }
 
+// resignOnNewKey removes a checkpoint that the log's key does not verify
+// (the node's signing key was rotated), so that Tessera signs the tree
+// again with the current key at once instead of when the log next grows.
+func resignOnNewKey(dir, vkey string, log *slog.Logger) {
+	path := filepath.Join(dir, layout.CheckpointPath)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return // none yet: Tessera writes the first
+	}
+	if _, err := OpenCheckpoint(raw, vkey); err == nil {
+		return
+	}
+	log.Info("ledger: the checkpoint was signed with another key (the signing key was rotated); signing it with the current one", "key", vkey)
+	if err := os.Remove(path); err != nil {
+		log.Error("ledger: remove the checkpoint signed with another key", "err", err)
+	}
+}
+
 // Close stops the follower, waits until every appended entry is in a
 // checkpoint and stops Tessera.
 func (l *Log) Close(ctx context.Context) error {
 	if l.stopFollower != nil {
 		l.stopFollower()
 	}
+	l.saveMark(ctx)
 	err := l.shutdown(ctx)
 	l.cancel()
 	if err != nil {
@@ -301,6 +323,20 @@ func (l *Log) record(ctx context.Context, entries []Entry, idx []uint64, toggles
 	}
 	l.setMark(next)
 	return nil
+}
+
+// saveMark records the mark where the follower moved it only in memory
+// (past events of rooms without the ledger), so that the next start does
+// not read them again.
+func (l *Log) saveMark(ctx context.Context) {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	if !l.loaded || len(l.recovered) > 0 {
+		return
+	}
+	if err := l.record(ctx, nil, nil, nil, l.mark); err != nil {
+		l.log.Warn("ledger: record the mark at shutdown", "err", err)
+	}
 }
 
 // setMark moves the mark in memory.
