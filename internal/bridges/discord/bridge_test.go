@@ -217,13 +217,56 @@ func TestBridgeEndToEnd(t *testing.T) {
 		return evt.Type == event.EventRedaction && (evt.Redacts == reaction.ID || evt.Content.AsRedaction().Redacts == reaction.ID)
 	})
 
-	// Matrix -> Discord: a reaction.
+	// Discord -> Matrix: a custom emoji reaction arrives as its :name:.
+	if err := d.fake.React(general, first.ID, d.alice.ID, "pog:123456"); err != nil {
+		t.Fatal(err)
+	}
+	waitTimeline(t, env, portal, "alice's custom emoji reaction", func(evt *event.Event) bool {
+		r, ok := evt.Content.Parsed.(*event.ReactionEventContent)
+		return ok && evt.Sender == alice && r.RelatesTo.Key == ":pog:"
+	})
+
+	// Matrix -> Discord: a reaction that is not an emoji is refused, an
+	// emoji reaction (sent after it) arrives.
+	sendEncrypted(t, env, portal, event.EventReaction, &event.ReactionEventContent{
+		RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: firstEvt.ID, Key: "+1"},
+	})
 	sendEncrypted(t, env, portal, event.EventReaction, &event.ReactionEventContent{
 		RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: firstEvt.ID, Key: "🎉"},
 	})
 	d.waitDiscord(t, general, "the bot's reaction", func(m *discordgo.Message) bool {
 		return m.ID == first.ID && slices.ContainsFunc(m.Reactions, func(r *discordgo.MessageReactions) bool { return r.Me && r.Emoji.Name == "🎉" })
 	})
+	for emoji, users := range d.fake.Reactions(first.ID) {
+		if emoji != "🎉" && slices.Contains(users, bot) {
+			t.Fatalf("the bot reacted with %q", emoji)
+		}
+	}
+
+	// Deletions both ways.
+	doomed, err := d.fake.Post(general, d.alice.ID, "to be deleted on Discord")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doomedEvt := env.WaitMessage(portal, alice, "to be deleted on Discord")
+	if err := d.fake.Delete(general, doomed.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitTimeline(t, env, portal, "the redaction of the deleted message", func(evt *event.Event) bool {
+		return evt.Type == event.EventRedaction && (evt.Redacts == doomedEvt.ID || evt.Content.AsRedaction().Redacts == doomedEvt.ID)
+	})
+	regret := env.Send(portal, "to be deleted on Matrix")
+	regretted := d.waitDiscord(t, general, "the message to delete", func(m *discordgo.Message) bool {
+		return m.Content == "to be deleted on Matrix"
+	})
+	if _, err := env.Admin.RedactEvent(context.Background(), portal, regret); err != nil {
+		t.Fatalf("redact: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), bridgetest.Timeout)
+	defer cancel()
+	if err := d.fake.WaitMessageGone(ctx, general, regretted.ID); err != nil {
+		t.Fatalf("the redacted message stays on Discord: %v", err)
+	}
 
 	// Discord -> Matrix: an attachment, into the encrypted room's media.
 	png := append([]byte("\x89PNG\r\n\x1a\n"), bytes.Repeat([]byte{7}, 1000)...)

@@ -256,6 +256,24 @@ func (s *Server) WaitMessage(ctx context.Context, channelID string, match func(*
 	}
 }
 
+// WaitMessageGone waits until a message is no longer in the channel.
+func (s *Server) WaitMessageGone(ctx context.Context, channelID, messageID string) error {
+	for {
+		s.mu.Lock()
+		gone := s.findMessageLocked(channelID, messageID) == nil
+		changed := s.changed
+		s.mu.Unlock()
+		if gone {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for message %s to go: %w", messageID, ctx.Err())
+		}
+	}
+}
+
 // Attachment returns the bytes and content type stored at an attachment URL
 // the fake handed out.
 func (s *Server) Attachment(url string) ([]byte, string, bool) {
