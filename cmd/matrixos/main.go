@@ -8,6 +8,7 @@
 //	matrixos ledger prove EVENT_ID    write an event's proof bundle (docs/ledger.md)
 //	matrixos ledger verify FILE       check a proof bundle offline
 //	matrixos ledger key               print the ledger's public key
+//	matrixos bridge list|enable|disable|status NAME [--binary PROGRAM]
 //	matrixos version
 //	matrixos config                   print the effective configuration
 //
@@ -41,6 +42,8 @@ func main() {
 		err = appserviceCmd(args)
 	case "ledger":
 		err = ledgerCmd(args)
+	case "bridge":
+		err = bridgeCmd(args)
 	case "version":
 		err = version(args)
 	case "config":
@@ -72,6 +75,8 @@ func usage() {
   matrixos ledger prove EVENT_ID          write the event's proof bundle to standard output
   matrixos ledger verify [--key KEY] FILE check a proof bundle offline (exit 0: valid)
   matrixos ledger key                     print the ledger's public key
+  matrixos bridge list|status NAME        the bridges and their health
+  matrixos bridge enable|disable NAME     start or stop a bridge (--binary PROGRAM: an external one)
   matrixos version
   matrixos config                         print the effective configuration
 

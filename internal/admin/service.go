@@ -53,6 +53,9 @@ type Service struct {
 	// answers the federation admin endpoints with 404. Set it before
 	// serving.
 	Federation FederationAdmin
+	// Bridges is the bridge manager; nil answers the bridge endpoints
+	// with 404. Set it before serving.
+	Bridges BridgesAdmin
 
 	noticeMu sync.Mutex // serialises creating notices rooms
 
@@ -83,6 +86,7 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	s.tokenRoutes(mux)
 	s.noticeRoutes(mux)
 	s.federationRoutes(mux)
+	s.bridgeRoutes(mux)
 	mux.HandleFunc("GET /_synapse/admin/v1/server_version", s.admin(func(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
 		return map[string]string{"server_version": s.opts.Version}, nil
 	}))

@@ -37,7 +37,7 @@ var validName = regexp.MustCompile(`^[a-z][a-z0-9]{0,31}$`)
 // CheckName refuses a name that cannot name a bridge.
 func CheckName(name string) error {
 	if !validName.MatchString(name) {
-		return fmt.Errorf("bridge name %q: use 1 to 32 lowercase letters and digits, starting with a letter", name)
+		return fmt.Errorf("%w: bridge name %q: use 1 to 32 lowercase letters and digits, starting with a letter", ErrInvalid, name)
 	}
 	return nil
 }

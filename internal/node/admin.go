@@ -44,6 +44,7 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 	if n.Federation != nil {
 		n.Admin.Federation = outboxAdmin{n.Federation.Outbox}
 	}
+	n.Admin.Bridges = bridgesAdmin{n.Bridges}
 	n.Admin.Routes(mux)
 	n.RateLimit = ratelimit.New(ratelimit.Options{
 		Rules: RateLimitRules(n.cfg),

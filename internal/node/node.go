@@ -22,6 +22,7 @@ import (
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/admin"
 	"github.com/matrixos/matrixos/internal/appservice"
+	"github.com/matrixos/matrixos/internal/bridges"
 	"github.com/matrixos/matrixos/internal/clientapi"
 	"github.com/matrixos/matrixos/internal/config"
 	"github.com/matrixos/matrixos/internal/ephemeral"
@@ -70,6 +71,8 @@ type Node struct {
 	Appservices *appservice.Service
 	// Ledger is the events transparency log (docs/ledger.md).
 	Ledger *ledger.Log
+	// Bridges runs the enabled bridges (internal/bridges).
+	Bridges *bridges.Manager
 
 	csExtra csExtra // services wired by csExtraRoutes
 
@@ -124,6 +127,7 @@ func migrations() []storage.Migration {
 		appservice.QueueMigrations,
 		appservice.DirectoryMigrations,
 		ledger.Migrations,
+		bridges.Migrations,
 		nodeMigrations,
 	)
 }
@@ -186,6 +190,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Appservices = appservice.New(n.DB, log, n.Accounts, appservice.Options{ServerName: cfg.ServerName, Dir: appservice.Dir(cfg.DataDir)})
 	n.Accounts.Appservices = n.Appservices
 	n.Accounts.HandleChanges(appservice.ChangeReload, n.Appservices.ApplyChange)
+	n.Bridges = bridges.New(n.DB, log, n.bridgesOptions())
+	n.Accounts.HandleChanges(bridges.ChangeBridges, n.Bridges.ApplyChange)
 	n.csExtra.serverKey = key
 	n.Rooms = rooms.New(n.DB, log, rooms.Signer{ServerName: cfg.ServerName, KeyID: keyID, Key: key})
 	if err := n.Rooms.Load(ctx); err != nil {
@@ -267,6 +273,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		n.registry.MustRegister(n.Federation.Outbox.Collectors()...)
 	}
 	n.registry.MustRegister(n.AppserviceQueue.Collectors()...)
+	n.registry.MustRegister(n.Bridges.Collectors()...)
 
 	mux := http.NewServeMux()
 	n.discoveryRoutes(mux)
@@ -376,6 +383,11 @@ func (n *Node) Start() error {
 	if err := n.startAppserviceQueue(); err != nil {
 		return err
 	}
+	// A bridge that cannot start is supervised (and shown in its status);
+	// only reading the table can fail here.
+	if err := n.Bridges.Start(context.Background(), loopbackURL(n.Addr)); err != nil {
+		n.log.Error("bridges", "err", err)
+	}
 	if n.cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", n.cfg.MetricsListen)
 		if err != nil {
@@ -409,6 +421,8 @@ func (n *Node) newServer(h http.Handler) *http.Server {
 // Shutdown stops accepting requests, lets running ones finish (long-polls
 // are cut short), then closes the database after the queued writes.
 func (n *Node) Shutdown(ctx context.Context) error {
+	// Bridges stop first, while the node still answers their last calls.
+	n.Bridges.Stop()
 	n.Sync.Notifier.WakeAll()
 	var errs []error
 	for _, srv := range n.servers {

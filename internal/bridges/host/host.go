@@ -1,22 +1,5 @@
-// Package host runs one mautrix bridgev2 bridge in-process against a
-// Matrix OS node, as an ordinary application service over loopback HTTP:
-// the bridge listens on the address of its registration's url, the node
-// delivers transactions there, and the bridge calls the node's client API
-// with its as_token.
-//
-// The bridge's settings come from <dir>/config.yaml (the bridge, network,
-// encryption, backfill and matrix sections of a mautrix bridge config)
-// over defaults built in code; what must match the node (homeserver
-// address and domain, the appservice's ID, tokens, address, bot and user
-// namespace, the database) comes from the options and the registration
-// file and cannot be changed by the config file. The database is the
-// SQLite file <dir>/bridge.db, opened through the ncruces driver (no cgo
-// sqlite), with foreign keys on and write-ahead logging.
-//
-// End-to-bridge encryption uses bridgev2's appservice mode (MSC2409 to-device
-// events, MSC3202 device lists and one-time key counts in transactions,
-// MSC4190 device management), with goolm when built with -tags goolm; it
-// needs cgo, as bridgev2's crypto helper does.
+//go:build goolm
+
 package host
 
 import (
@@ -47,43 +30,6 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 )
-
-// ConfigFile, DatabaseFile are the names of the bridge's config and database in its directory.
-const (
-	ConfigFile   = "config.yaml"
-	DatabaseFile = "bridge.db"
-)
-
-// statePath is where the bridge posts its bridge states (bridgev2's
-// status endpoint), on its own appservice listener.
-const statePath = "/_matrixos/bridge_state"
-
-// Options say which bridge to run against which node.
-type Options struct {
-	// Name is the bridge's name ("slack"): the appservice ID is
-	// "bridge-"+Name, the bot "@<name>bot", ghosts "@<name>_...".
-	Name string
-	// Dir holds config.yaml and bridge.db.
-	Dir string
-	// RegistrationFile is the registration the node loads for the bridge:
-	// its tokens, url (where the bridge listens) and namespaces.
-	RegistrationFile string
-	// HomeserverURL is the node's client API base URL, ServerName its
-	// server name.
-	HomeserverURL string
-	ServerName    string
-	// Network is the bridge's network connector, fresh for this run.
-	Network bridgev2.NetworkConnector
-	// Log receives the bridge's log lines (text, one a line); nil drops them.
-	Log io.Writer
-	// LogLevel is the lowest level logged; the zero value is info.
-	LogLevel zerolog.Level
-	// OnState, when set, gets each bridge state the bridge reports.
-	OnState func(status.BridgeState)
-	// Started, when set, is called once the bridge is connected to the
-	// node and its logins are started.
-	Started func()
-}
 
 // Run runs the bridge until ctx is done (then it stops it and returns
 // nil) or the bridge fails to start (the error says why).

@@ -1,0 +1,267 @@
+package bridges
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"gopkg.in/yaml.v3"
+	mautrixas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/bridgev2/status"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+)
+
+// External bridges are mautrix bridgev2 programs (mautrix-whatsapp, ...)
+// run as child processes. Enabling one writes the registration as for a
+// built-in bridge and a config made from the program's own example config
+// (`-e`); the manager sets, in that config, what must match the node
+// before each start, runs the program with `-c config.yaml` in the
+// bridge's directory and takes its stdout and stderr into the bridge's
+// log. The program counts as started once its appservice listener
+// answers /_matrix/mau/ready.
+
+// externalStopWait is how long a child gets to exit after SIGTERM before
+// it is killed.
+const externalStopWait = 15 * time.Second
+
+// writeExternal writes an external bridge's registration and, unless it
+// exists, its config.
+func writeExternal(ctx context.Context, f Files, binary string) error {
+	if err := checkProgram(binary); err != nil {
+		return err
+	}
+	dir := Dir(f.DataDir, f.Name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(RegistrationFile(f.DataDir, f.Name)), 0o700); err != nil {
+		return err
+	}
+	if err := f.writeRegistration(); err != nil {
+		return err
+	}
+	path := ConfigFile(f.DataDir, f.Name)
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	tmp := path + ".example"
+	os.Remove(tmp)
+	defer os.Remove(tmp)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, "-c", tmp, "-e")
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s -e (write its example config): %w\n%s", binary, err, out)
+	}
+	root, err := readYAML(tmp)
+	if err != nil {
+		return fmt.Errorf("%s's example config: %w", binary, err)
+	}
+	perms := map[string]string{f.ServerName: "user"}
+	for _, a := range f.Admins {
+		perms[string(a)] = "admin"
+	}
+	set(root, perms, "bridge", "permissions")
+	set(root, "!"+f.Name, "bridge", "command_prefix")
+	for _, key := range []string{"allow", "default", "appservice", "msc4190"} {
+		set(root, true, "encryption", key)
+	}
+	set(root, accounts.RandomToken("", 32), "encryption", "pickle_key")
+	set(root, "disable", "provisioning", "shared_secret")
+	set(root, "info", "logging", "min_level")
+	set(root, []map[string]string{{"type": "stdout", "format": "json"}}, "logging", "writers")
+	return writeYAML(path, root)
+}
+
+// checkProgram refuses a path that is not an executable file.
+func checkProgram(binary string) error {
+	if !filepath.IsAbs(binary) {
+		return fmt.Errorf("%w: --binary %s: give the program's absolute path", ErrInvalid, binary)
+	}
+	info, err := os.Stat(binary)
+	if err != nil {
+		return fmt.Errorf("%w: --binary: %w", ErrInvalid, err)
+	}
+	if !info.Mode().IsRegular() || info.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("%w: --binary %s is not an executable file", ErrInvalid, binary)
+	}
+	return nil
+}
+
+// prepareExternal sets in the external bridge's config what must match
+// the node and its registration.
+func prepareExternal(dataDir, serverName, name, homeserverURL string) (*mautrixas.Registration, error) {
+	reg, err := mautrixas.LoadRegistration(RegistrationFile(dataDir, name))
+	if err != nil {
+		return nil, fmt.Errorf("registration: %w", err)
+	}
+	u, err := url.Parse(reg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("registration url %q: %w", reg.URL, err)
+	}
+	port, err := strconv.Atoi(u.Port())
+	if err != nil {
+		return nil, fmt.Errorf("registration url %q has no port", reg.URL)
+	}
+	path := ConfigFile(dataDir, name)
+	root, err := readYAML(path)
+	if err != nil {
+		return nil, err
+	}
+	dir := Dir(dataDir, name)
+	for _, kv := range []struct {
+		value any
+		path  []string
+	}{
+		{homeserverURL, []string{"homeserver", "address"}},
+		{serverName, []string{"homeserver", "domain"}},
+		{"standard", []string{"homeserver", "software"}},
+		{false, []string{"homeserver", "websocket"}},
+		{reg.URL, []string{"appservice", "address"}},
+		{u.Hostname(), []string{"appservice", "hostname"}},
+		{port, []string{"appservice", "port"}},
+		{reg.ID, []string{"appservice", "id"}},
+		{reg.SenderLocalpart, []string{"appservice", "bot", "username"}},
+		{reg.AppToken, []string{"appservice", "as_token"}},
+		{reg.ServerToken, []string{"appservice", "hs_token"}},
+		{name + "_{{.}}", []string{"appservice", "username_template"}},
+		{true, []string{"appservice", "ephemeral_events"}},
+		{"sqlite3-fk-wal", []string{"database", "type"}},
+		{"file:" + filepath.Join(dir, "bridge.db") + "?_txlock=immediate", []string{"database", "uri"}},
+	} {
+		set(root, kv.value, kv.path...)
+	}
+	return reg, writeYAML(path, root)
+}
+
+// externalRunner runs an external bridge's program once.
+func (m *Manager) externalRunner(name, binary string) runFunc {
+	hsURL := m.homeserverURL
+	return func(ctx context.Context, log io.Writer, started func(), onState func(status.BridgeState)) error {
+		if err := checkProgram(binary); err != nil {
+			return err
+		}
+		reg, err := prepareExternal(m.opts.DataDir, m.opts.ServerName, name, hsURL)
+		if err != nil {
+			return err
+		}
+		cmd := exec.CommandContext(ctx, binary, "-c", ConfigFile(m.opts.DataDir, name))
+		cmd.Dir = Dir(m.opts.DataDir, name)
+		cmd.Stdout, cmd.Stderr = log, log
+		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+		cmd.WaitDelay = externalStopWait
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("start %s: %w", binary, err)
+		}
+		exited := make(chan struct{})
+		go waitReady(reg.URL, exited, started)
+		err = cmd.Wait()
+		close(exited)
+		os.Chmod(ConfigFile(m.opts.DataDir, name), 0o600) // the program may rewrite it
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			return errors.New("the program exited")
+		}
+		return fmt.Errorf("the program exited: %w", err)
+	}
+}
+
+// waitReady polls the bridge's readiness endpoint until it answers 200
+// (then calls started) or the program exits.
+func waitReady(base string, exited <-chan struct{}, started func()) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-exited:
+			return
+		case <-tick.C:
+		}
+		resp, err := client.Get(base + "/_matrix/mau/ready")
+		if err != nil {
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			started()
+			return
+		}
+	}
+}
+
+// readYAML reads a YAML file as a document node.
+func readYAML(path string) (*yaml.Node, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("%s: not a YAML mapping", path)
+	}
+	return &doc, nil
+}
+
+// writeYAML writes a document node to a 0600 file.
+func writeYAML(path string, doc *yaml.Node) error {
+	data, err := yaml.Marshal(doc)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// set puts value at the path of mapping keys in the document, making the
+// mappings that are missing.
+func set(doc *yaml.Node, value any, path ...string) {
+	node := doc.Content[0]
+	for i, key := range path {
+		var next *yaml.Node
+		for j := 0; j+1 < len(node.Content); j += 2 {
+			if node.Content[j].Value == key {
+				next = node.Content[j+1]
+				break
+			}
+		}
+		if i == len(path)-1 {
+			var v yaml.Node
+			v.Encode(value)
+			if next != nil {
+				*next = v
+			} else {
+				node.Content = append(node.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, &v)
+			}
+			return
+		}
+		if next == nil || next.Kind != yaml.MappingNode {
+			m := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+			if next != nil {
+				*next = *m
+			} else {
+				node.Content = append(node.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, m)
+				next = m
+			}
+		}
+		node = next
+	}
+}
