@@ -1,6 +1,7 @@
 package discord
 
 import (
+	"fmt"
 	"html"
 	"regexp"
 	"strings"
@@ -42,6 +43,10 @@ const (
 	nodeRoleMention
 	nodeCustomEmoji
 	nodeLink
+	nodeHeading
+	nodeSubtext
+	nodeList
+	nodeListItem
 )
 
 // mdNode is one piece of parsed Discord markdown.
@@ -49,6 +54,8 @@ type mdNode struct {
 	kind     nodeKind
 	text     string // text, code, an ID, an emoji name or a link's URL
 	lang     string // a code block's language
+	level    int    // a heading's level
+	ordered  bool   // whether a list is numbered
 	children []mdNode
 }
 
@@ -67,6 +74,14 @@ func discordToMatrix(content string, res mentionResolver) (body, formatted strin
 	return body, renderHTML(nodes, res)
 }
 
+func isBlock(kind nodeKind) bool {
+	switch kind {
+	case nodeQuote, nodeHeading, nodeSubtext, nodeList:
+		return true
+	}
+	return false
+}
+
 func isPlainText(nodes []mdNode) bool {
 	for _, n := range nodes {
 		if n.kind != nodeText && n.kind != nodeLineBreak {
@@ -76,35 +91,94 @@ func isPlainText(nodes []mdNode) bool {
 	return true
 }
 
-// parseBlocks splits off block quotes and parses everything else inline.
+// parseBlocks splits off the line-based blocks (quotes, headings, subtext,
+// lists) and parses everything else inline. Lines inside a ``` code block
+// are never blocks.
 func parseBlocks(s string) []mdNode {
 	var out []mdNode
+	var plain []string
+	flushPlain := func() {
+		if plain != nil {
+			out = append(out, parseInline(strings.Join(plain, "\n"), 0)...)
+			plain = nil
+		}
+	}
 	lines := strings.Split(s, "\n")
+	inFence := false
 	for i := 0; i < len(lines); i++ {
 		line := lines[i]
-		if rest, ok := strings.CutPrefix(line, ">>> "); ok {
-			quoted := strings.Join(append([]string{rest}, lines[i+1:]...), "\n")
-			return append(out, mdNode{kind: nodeQuote, children: parseInline(quoted, 0)})
-		}
-		if rest, ok := strings.CutPrefix(line, "> "); ok {
-			quoted := []string{rest}
-			for i+1 < len(lines) && strings.HasPrefix(lines[i+1], "> ") {
-				i++
-				quoted = append(quoted, strings.TrimPrefix(lines[i], "> "))
+		if !inFence {
+			if rest, ok := strings.CutPrefix(line, ">>> "); ok {
+				flushPlain()
+				quoted := strings.Join(append([]string{rest}, lines[i+1:]...), "\n")
+				return append(out, mdNode{kind: nodeQuote, children: parseInline(quoted, 0)})
 			}
-			out = append(out, mdNode{kind: nodeQuote, children: parseInline(strings.Join(quoted, "\n"), 0)})
-			continue
+			if rest, ok := strings.CutPrefix(line, "> "); ok {
+				flushPlain()
+				quoted := []string{rest}
+				for i+1 < len(lines) && strings.HasPrefix(lines[i+1], "> ") {
+					i++
+					quoted = append(quoted, strings.TrimPrefix(lines[i], "> "))
+				}
+				out = append(out, mdNode{kind: nodeQuote, children: parseInline(strings.Join(quoted, "\n"), 0)})
+				continue
+			}
+			if n, ok := headingLine(line); ok {
+				flushPlain()
+				out = append(out, n)
+				continue
+			}
+			if _, ordered, ok := listItem(line); ok {
+				flushPlain()
+				list := mdNode{kind: nodeList, ordered: ordered}
+				for ; i < len(lines); i++ {
+					text, itemOrdered, ok := listItem(lines[i])
+					if !ok || itemOrdered != ordered {
+						break
+					}
+					list.children = append(list.children, mdNode{kind: nodeListItem, children: parseInline(text, 0)})
+				}
+				i--
+				out = append(out, list)
+				continue
+			}
 		}
-		// Gather plain lines up to the next quote, so that code blocks and
-		// formatting may span lines.
-		plain := []string{line}
-		for i+1 < len(lines) && !strings.HasPrefix(lines[i+1], "> ") && !strings.HasPrefix(lines[i+1], ">>> ") {
-			i++
-			plain = append(plain, lines[i])
+		plain = append(plain, line)
+		if strings.Count(line, "```")%2 == 1 {
+			inFence = !inFence
 		}
-		out = append(out, parseInline(strings.Join(plain, "\n"), 0)...)
 	}
+	flushPlain()
 	return out
+}
+
+// headingLine reads "# ", "## " and "### " headings and "-# " subtext.
+func headingLine(line string) (mdNode, bool) {
+	if rest, ok := strings.CutPrefix(line, "-# "); ok && strings.TrimSpace(rest) != "" {
+		return mdNode{kind: nodeSubtext, children: parseInline(rest, 0)}, true
+	}
+	for level := 1; level <= 3; level++ {
+		if rest, ok := strings.CutPrefix(line, strings.Repeat("#", level)+" "); ok && strings.TrimSpace(rest) != "" {
+			return mdNode{kind: nodeHeading, level: level, children: parseInline(rest, 0)}, true
+		}
+	}
+	return mdNode{}, false
+}
+
+var orderedItemRe = regexp.MustCompile(`^\d{1,9}\. `)
+
+// listItem reads a "- item", "* item" or "1. item" line.
+func listItem(line string) (text string, ordered, ok bool) {
+	if rest, ok := strings.CutPrefix(line, "- "); ok && strings.TrimSpace(rest) != "" {
+		return rest, false, true
+	}
+	if rest, ok := strings.CutPrefix(line, "* "); ok && strings.TrimSpace(rest) != "" {
+		return rest, false, true
+	}
+	if m := orderedItemRe.FindString(line); m != "" && strings.TrimSpace(line[len(m):]) != "" {
+		return line[len(m):], true, true
+	}
+	return "", false, false
 }
 
 var (
@@ -334,6 +408,23 @@ func writeHTML(b *strings.Builder, nodes []mdNode, res mentionResolver) {
 			b.WriteString("<" + tag + ">")
 			writeHTML(b, n.children, res)
 			b.WriteString("</" + tag + ">")
+		case nodeHeading:
+			tag := fmt.Sprintf("h%d", n.level)
+			b.WriteString("<" + tag + ">")
+			writeHTML(b, n.children, res)
+			b.WriteString("</" + tag + ">")
+		case nodeSubtext:
+			b.WriteString("<sub>")
+			writeHTML(b, n.children, res)
+			b.WriteString("</sub><br>")
+		case nodeList, nodeListItem:
+			tag := "li"
+			if n.kind == nodeList {
+				tag = map[bool]string{false: "ul", true: "ol"}[n.ordered]
+			}
+			b.WriteString("<" + tag + ">")
+			writeHTML(b, n.children, res)
+			b.WriteString("</" + tag + ">")
 		case nodeSpoiler:
 			b.WriteString("<span data-mx-spoiler>")
 			writeHTML(b, n.children, res)
@@ -369,7 +460,7 @@ func writeHTML(b *strings.Builder, nodes []mdNode, res mentionResolver) {
 func renderPlain(nodes []mdNode, res mentionResolver) string {
 	var b strings.Builder
 	writePlain(&b, nodes, res)
-	if len(nodes) > 0 && nodes[len(nodes)-1].kind == nodeQuote {
+	if len(nodes) > 0 && isBlock(nodes[len(nodes)-1].kind) {
 		return strings.TrimSuffix(b.String(), "\n")
 	}
 	return b.String()
@@ -382,19 +473,12 @@ func writePlain(b *strings.Builder, nodes []mdNode, res mentionResolver) {
 			b.WriteString(n.text)
 		case nodeLineBreak:
 			b.WriteByte('\n')
-		case nodeQuote:
-			// A quote is a block: on lines of its own.
+		case nodeQuote, nodeHeading, nodeSubtext, nodeList:
+			// A block is on lines of its own.
 			if b.Len() > 0 && !strings.HasSuffix(b.String(), "\n") {
 				b.WriteByte('\n')
 			}
-			var inner strings.Builder
-			writePlain(&inner, n.children, res)
-			for i, line := range strings.Split(inner.String(), "\n") {
-				if i > 0 {
-					b.WriteByte('\n')
-				}
-				b.WriteString("> " + line)
-			}
+			writePlainBlock(b, n, res)
 			b.WriteByte('\n')
 		case nodeCode:
 			b.WriteString("`" + n.text + "`")
@@ -415,6 +499,39 @@ func writePlain(b *strings.Builder, nodes []mdNode, res mentionResolver) {
 			}
 		default:
 			writePlain(b, n.children, res)
+		}
+	}
+}
+
+// writePlainBlock writes a block's lines: quotes with "> ", headings with
+// their #s, list items with "- " or their number.
+func writePlainBlock(b *strings.Builder, n mdNode, res mentionResolver) {
+	switch n.kind {
+	case nodeQuote:
+		var inner strings.Builder
+		writePlain(&inner, n.children, res)
+		for i, line := range strings.Split(inner.String(), "\n") {
+			if i > 0 {
+				b.WriteByte('\n')
+			}
+			b.WriteString("> " + line)
+		}
+	case nodeHeading:
+		b.WriteString(strings.Repeat("#", n.level) + " ")
+		writePlain(b, n.children, res)
+	case nodeSubtext:
+		writePlain(b, n.children, res)
+	case nodeList:
+		for i, item := range n.children {
+			if i > 0 {
+				b.WriteByte('\n')
+			}
+			if n.ordered {
+				fmt.Fprintf(b, "%d. ", i+1)
+			} else {
+				b.WriteString("- ")
+			}
+			writePlain(b, item.children, res)
 		}
 	}
 }

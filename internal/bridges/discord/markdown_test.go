@@ -63,6 +63,14 @@ func TestDiscordToMatrix(t *testing.T) {
 		{"link with underscores", "https://x.org/a_b_c", "https://x.org/a_b_c", `<a href="https://x.org/a_b_c">https://x.org/a_b_c</a>`},
 		{"javascript link is text", "[x](javascript:alert(1))", "[x](javascript:alert(1))", ""},
 		{"line breaks", "**a**\nb", "a\nb", "<strong>a</strong><br>b"},
+		{"heading", "# Title\nbody", "# Title\nbody", "<h1>Title</h1>body"},
+		{"small heading", "text\n### small", "text\n### small", "text<h3>small</h3>"},
+		{"not a heading", "#hashtag and #### four", "#hashtag and #### four", ""},
+		{"subtext", "-# fine print", "fine print", "<sub>fine print</sub><br>"},
+		{"list", "- one\n- **two**", "- one\n- two", "<ul><li>one</li><li><strong>two</strong></li></ul>"},
+		{"star list", "* a\n* b\nafter", "- a\n- b\nafter", "<ul><li>a</li><li>b</li></ul>after"},
+		{"ordered list", "1. a\n2. b", "1. a\n2. b", "<ol><li>a</li><li>b</li></ol>"},
+		{"blocks inside code are code", "```\n# not a heading\n> nor a quote\n- nor a list\n```", "```\n# not a heading\n> nor a quote\n- nor a list\n```", "<pre><code># not a heading\n&gt; nor a quote\n- nor a list\n</code></pre>"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,7 +105,7 @@ func FuzzDiscordToMatrix(f *testing.F) {
 }
 
 // allowedTags are the tags the converter may emit.
-var allowedTags = map[string]bool{"strong": true, "em": true, "u": true, "del": true, "span": true, "code": true, "pre": true, "blockquote": true, "br": true, "a": true}
+var allowedTags = map[string]bool{"h1": true, "h2": true, "h3": true, "sub": true, "ul": true, "ol": true, "li": true, "strong": true, "em": true, "u": true, "del": true, "span": true, "code": true, "pre": true, "blockquote": true, "br": true, "a": true}
 
 func assertBalancedHTML(t *testing.T, in, formatted string) {
 	t.Helper()
@@ -163,6 +171,7 @@ func TestMatrixToDiscord(t *testing.T) {
 		{"plain", event.MessageEventContent{Body: "hello"}, "hello", nil},
 		{"plain markup is escaped", event.MessageEventContent{Body: "2*3*4 a_b ~x~ `c` <@1> [l]"}, `2\*3\*4 a\_b \~x\~ \` + "`c\\`" + ` \<@1> \[l]`, nil},
 		{"plain quote is escaped", event.MessageEventContent{Body: "> not a quote\n# nor a heading"}, "\\> not a quote\n\\# nor a heading", nil},
+		{"plain lists are escaped", event.MessageEventContent{Body: "- a\n1. b\n-# c"}, "\\- a\n1\\. b\n\\-# c", nil},
 		{"bold italic", html5("<strong>b</strong> <em>i</em>"), "**b** *i*", nil},
 		{"underline strike", html5("<u>u</u> <del>s</del>"), "__u__ ~~s~~", nil},
 		{"spoiler", html5(`<span data-mx-spoiler>s</span>`), "||s||", nil},

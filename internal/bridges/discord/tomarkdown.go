@@ -107,14 +107,20 @@ var discordEscaper = strings.NewReplacer(
 	`\`, `\\`, `*`, `\*`, `_`, `\_`, `~`, `\~`, "`", "\\`", `|`, `\|`, `<`, `\<`, `[`, `\[`,
 )
 
-// escapeDiscord escapes inline markup, and quotes, headings and list
-// markers at the start of a line.
+// escapeDiscord escapes inline markup, and quotes, headings, subtext and
+// list markers at the start of a line.
 func escapeDiscord(text string) string {
 	lines := strings.Split(discordEscaper.Replace(text), "\n")
 	for i, line := range lines {
 		trimmed := strings.TrimLeft(line, " ")
-		if strings.HasPrefix(trimmed, ">") || strings.HasPrefix(trimmed, "#") || strings.HasPrefix(trimmed, "- ") {
-			lines[i] = line[:len(line)-len(trimmed)] + `\` + trimmed
+		indent := line[:len(line)-len(trimmed)]
+		switch {
+		case strings.HasPrefix(trimmed, ">"), strings.HasPrefix(trimmed, "#"),
+			strings.HasPrefix(trimmed, "- "), strings.HasPrefix(trimmed, "-#"):
+			lines[i] = indent + `\` + trimmed
+		case orderedItemRe.MatchString(trimmed):
+			dot := strings.IndexByte(trimmed, '.')
+			lines[i] = indent + trimmed[:dot] + `\` + trimmed[dot:]
 		}
 	}
 	return strings.Join(lines, "\n")
