@@ -248,10 +248,8 @@ func (e *Engine) persistRemote(ctx context.Context, tx *storage.Tx, r *room, a a
 			return fmt.Errorf("insert room: %w", err)
 		}
 	}
-	for _, o := range d.outliers {
-		if err := storeOutlier(ctx, tx, o, kindOutlier, ""); err != nil {
-			return err
-		}
+	if err := storeOutliers(ctx, tx, d.outliers, kindOutlier); err != nil {
+		return err
 	}
 	before := d.beforeSnap
 	if before == 0 {
@@ -345,11 +343,24 @@ func (e *Engine) writeSnapshot(ctx context.Context, tx *storage.Tx, roomID id.Ro
 		snap, roomID, parent, chain, fork); err != nil {
 		return 0, fmt.Errorf("insert snapshot: %w", err)
 	}
-	for k, v := range entries {
-		if _, err := tx.Exec(ctx, "INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)",
-			snap, k.Type, k.StateKey, v); err != nil {
-			return 0, fmt.Errorf("insert snapshot entry: %w", err)
-		}
+	if err := insertSnapshotEntries(ctx, tx, snap, entries); err != nil {
+		return 0, err
 	}
 	return chain, nil
+}
+
+// insertSnapshotEntries stores the entries of snapshot snap, in
+// multi-row inserts.
+func insertSnapshotEntries(ctx context.Context, tx *storage.Tx, snap int64, entries idState) error {
+	keys := slices.Collect(maps.Keys(entries))
+	return insertRows(keys, 4, func(part []stateKey, values string) error {
+		args := make([]any, 0, len(part)*4)
+		for _, k := range part {
+			args = append(args, snap, k.Type, k.StateKey, entries[k])
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES "+values, args...); err != nil {
+			return fmt.Errorf("insert %d snapshot entries: %w", len(part), err)
+		}
+		return nil
+	})
 }

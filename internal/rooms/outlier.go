@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 
 	"maunium.net/go/mautrix/id"
@@ -37,6 +38,58 @@ func storeOutlier(ctx context.Context, tx *storage.Tx, ev *Event, kind, reason s
 		return fmt.Errorf("store %s event %s: %w", kind, ev.ID, err)
 	}
 	return nil
+}
+
+// storeOutliers is storeOutlier for many events, in multi-row inserts
+// (a joined room's state and auth chain: thousands of events).
+func storeOutliers(ctx context.Context, tx *storage.Tx, evs []*Event, kind string) error {
+	now := time.Now().UnixMilli()
+	return insertRows(evs, 12, func(part []*Event, values string) error {
+		args := make([]any, 0, len(part)*12)
+		for _, ev := range part {
+			args = append(args, ev.ID, ev.RoomID, kind, ev.Type, ev.StateKey, ev.Sender, ev.Depth, ev.TS, string(ev.JSON),
+				ev.SnapshotBefore, "", now)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO outlier_events (event_id, room_id, kind, type, state_key, sender, depth, origin_ts, json,
+			snapshot_before, reason, received_ts) VALUES `+values+` ON CONFLICT DO NOTHING`, args...); err != nil {
+			return fmt.Errorf("store %d %s events: %w", len(part), kind, err)
+		}
+		return nil
+	})
+}
+
+// maxRowsPerInsert bounds the rows of one multi-row INSERT.
+const maxRowsPerInsert = 128
+
+// insertRows calls insert for rows in parts of at most maxRowsPerInsert,
+// each with the VALUES list of its size for cols columns: full parts,
+// then parts of falling powers of two, so that a few statement texts
+// serve every count.
+func insertRows[T any](rows []T, cols int, insert func(part []T, values string) error) error {
+	for n := maxRowsPerInsert; len(rows) > 0; n /= 2 {
+		for len(rows) >= n {
+			if err := insert(rows[:n], valueRows(n, cols)); err != nil {
+				return err
+			}
+			rows = rows[n:]
+		}
+	}
+	return nil
+}
+
+// valueRows is a VALUES list of n rows of cols placeholders: ($1, $2),
+// ($3, $4), ...
+func valueRows(n, cols int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(")
+		b.WriteString(placeholders(1+i*cols, cols))
+		b.WriteString(")")
+	}
+	return b.String()
 }
 
 // recordOutside stores one event beside the timeline on its own write.

@@ -76,3 +76,40 @@ func TestReceivePDUs(t *testing.T) {
 		t.Errorf("bob's member event is not the rename")
 	}
 }
+
+// TestParseRemoteSigningForm: parseRemote makes the signing form once for
+// the event ID and the signature check; the ID is the library's in both
+// event ID formats, and a signature that does not cover the event (another
+// event's) is refused.
+func TestParseRemoteSigningForm(t *testing.T) {
+	ctx := context.Background()
+	for _, v := range []id.RoomVersion{id.RoomV3, id.RoomV11} {
+		t.Run("v"+string(v), func(t *testing.T) {
+			n := newFedNet(t, "a", "b")
+			roomID := createFedRoom(t, n.e("a"), v, aliceA)
+			n.join("a", "b", roomID, bobB)
+			msg := n.send("b", roomID, textProto(bobB, "signed"))
+			other := n.send("b", roomID, textProto(bobB, "other"))
+			ev, err := n.e("a").parseRemote(ctx, v, msg.JSON)
+			if err != nil {
+				t.Fatal(err)
+			}
+			libID, err := msg.PDU.GetEventID(v)
+			if err != nil || ev.ID != libID || ev.ID != msg.ID {
+				t.Errorf("parsed ID %s, library's %s (%v), sender's %s", ev.ID, libID, err, msg.ID)
+			}
+			var m, o map[string]json.RawMessage
+			if err := json.Unmarshal(msg.JSON, &m); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(other.JSON, &o); err != nil {
+				t.Fatal(err)
+			}
+			m["signatures"] = o["signatures"]
+			forged, _ := json.Marshal(m)
+			if _, err := n.e("a").parseRemote(ctx, v, forged); errCode(err) != "M_FORBIDDEN" {
+				t.Errorf("an event with another event's signature: %v, want M_FORBIDDEN", err)
+			}
+		})
+	}
+}

@@ -2,6 +2,8 @@ package rooms
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	jsonv2 "encoding/json/v2"
 	"errors"
@@ -11,8 +13,10 @@ import (
 	"sync"
 	"time"
 
+	"maunium.net/go/mautrix/crypto/canonicaljson"
 	"maunium.net/go/mautrix/federation/eventauth"
 	"maunium.net/go/mautrix/federation/pdu"
+	"maunium.net/go/mautrix/federation/signutil"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/tidwall/gjson"
@@ -91,7 +95,13 @@ func (e *Engine) parseRemote(ctx context.Context, v id.RoomVersion, raw []byte) 
 	if err := checkFormat(v, pd); err != nil {
 		return nil, err
 	}
-	evID, err := pd.GetEventID(v)
+	// The event ID and the signature cover the same bytes: the redacted
+	// event in canonical JSON, made once for both.
+	signed, err := canonicaljson.Marshal(pd.Clone().RedactForSignature(v))
+	if err != nil {
+		return nil, mxhttp.BadJSON("invalid PDU: %v", err)
+	}
+	evID, err := referenceID(v, signed)
 	if err != nil {
 		return nil, mxhttp.BadJSON("invalid PDU: %v", err)
 	}
@@ -102,7 +112,7 @@ func (e *Engine) parseRemote(ctx context.Context, v id.RoomVersion, raw []byte) 
 		// the create event again each time.
 		pd.InternalMeta.EventID = evID
 	}
-	if err := pd.VerifySignature(v, pd.Sender.Homeserver(), e.keyFunc(ctx)); err != nil {
+	if err := verifySignedBytes(v, pd, pd.Sender.Homeserver(), signed, e.keyFunc(ctx)); err != nil {
 		return nil, mxhttp.Forbidden("event %s is not signed by its sender's server: %v", evID, err)
 	}
 	if !pd.VerifyContentHash() {
@@ -132,6 +142,54 @@ func (e *Engine) parseRemote(ctx context.Context, v id.RoomVersion, raw []byte) 
 	}
 	ev.RelType, ev.RelatesTo, ev.ThreadID = relationOf(pd.Content)
 	return ev, nil
+}
+
+// referenceID is the event ID of an event of room version v (3 and
+// later) whose signing form (see pdu.PDU.RedactForSignature) is signed:
+// its reference hash, as pdu.PDU.GetEventID computes it.
+func referenceID(v id.RoomVersion, signed []byte) (id.EventID, error) {
+	hash := sha256.Sum256(signed)
+	switch v.EventIDFormat() {
+	case id.EventIDFormatBase64:
+		return id.EventID("$" + base64.RawStdEncoding.EncodeToString(hash[:])), nil
+	case id.EventIDFormatURLSafeBase64:
+		return id.EventID("$" + base64.RawURLEncoding.EncodeToString(hash[:])), nil
+	}
+	return "", fmt.Errorf("room version %s has no reference hash event IDs", v)
+}
+
+// verifySignedBytes is pdu.PDU.VerifySignature on the event's signing
+// form, signed, made already: every signature of server on it must
+// verify with a key valid when the event was sent, and one at least must
+// be there.
+func verifySignedBytes(v id.RoomVersion, pd *pdu.PDU, server string, signed []byte, getKey pdu.GetKeyFunc) error {
+	sigs := pd.Signatures[server]
+	if len(sigs) == 0 {
+		return fmt.Errorf("no signatures found for server %s", server)
+	}
+	sentAt := time.UnixMilli(pd.OriginServerTS)
+	verified := false
+	var unusable []error
+	for keyID, sig := range sigs {
+		key, validUntil, err := getKey(server, keyID, sentAt)
+		switch {
+		case err != nil:
+			return fmt.Errorf("failed to get key %s for %s: %w", keyID, server, err)
+		case key == "":
+			unusable = append(unusable, fmt.Errorf("key %s not found for %s", keyID, server))
+		case validUntil.Before(sentAt) && v.EnforceSigningKeyValidity():
+			unusable = append(unusable, fmt.Errorf("key %s for %s is only valid until %s, but event is from %s", keyID, server, validUntil, sentAt))
+		default:
+			if err := signutil.VerifyJSONCanonical(key, sig, signed); err != nil {
+				return fmt.Errorf("failed to verify signature from key %s: %w", keyID, err)
+			}
+			verified = true
+		}
+	}
+	if !verified {
+		return fmt.Errorf("no verifiable signatures found for server %s: %w", server, errors.Join(unusable...))
+	}
+	return nil
 }
 
 // checkFormat checks what the signature and auth checks take for granted.
