@@ -1,6 +1,6 @@
 //go:build goolm
 
-package discord
+package discord_test
 
 import (
 	"bytes"
@@ -20,8 +20,12 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/bridges/bridgetest"
+	"github.com/matrixos/matrixos/internal/bridges/discord"
 	"github.com/matrixos/matrixos/internal/bridges/discord/discordfake"
 )
+
+// discordMaxContent is Discord's limit on a message's characters.
+const discordMaxContent = 2000
 
 // discordSide is a fake Discord with one guild channel and a user, alice.
 type discordSide struct {
@@ -140,7 +144,7 @@ func waitTimeline(t *testing.T, env *bridgetest.Env, room id.RoomID, what string
 // bridge without losing a message, and bad input refused with a notice.
 func TestBridgeEndToEnd(t *testing.T) {
 	d := newDiscordSide(t)
-	env := bridgetest.Start(t, Kind(), d.networkConfig())
+	env := bridgetest.Start(t, discord.Kind(), d.networkConfig())
 	portal := login(t, env, d)
 	alice := ghostOf(env, d.alice)
 	bot := d.fake.Bot().ID
@@ -313,14 +317,14 @@ func TestBridgeEndToEnd(t *testing.T) {
 
 	// Bad input from Matrix: too long for Discord; refused with a notice,
 	// nothing sent.
-	env.Send(portal, strings.Repeat("x", maxContentLength+1))
+	env.Send(portal, strings.Repeat("x", discordMaxContent+1))
 	// (bridgev2 sends its error notices in the clear.)
 	waitTimeline(t, env, portal, "the notice refusing the long message", func(evt *event.Event) bool {
 		msg, ok := evt.Content.Parsed.(*event.MessageEventContent)
 		return ok && evt.Sender == env.Bot && strings.Contains(msg.Body, "2000 characters")
 	})
 	for _, m := range d.fake.Messages(general) {
-		if len(m.Content) > maxContentLength {
+		if len(m.Content) > discordMaxContent {
 			t.Fatalf("a message of %d characters reached Discord", len(m.Content))
 		}
 	}
@@ -416,7 +420,7 @@ func uploadMatrixFile(t *testing.T, env *bridgetest.Env, name, mimeType string, 
 // ways.
 func TestBridgeLoginAndDMs(t *testing.T) {
 	d := newDiscordSide(t)
-	env := bridgetest.Start(t, Kind(), d.networkConfig())
+	env := bridgetest.Start(t, discord.Kind(), d.networkConfig())
 	dm := env.DM()
 	env.Send(dm, "login")
 	env.WaitMessage(dm, env.Bot, "Please enter your Bot token")
