@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -58,9 +59,15 @@ func waitState(t *testing.T, m *bridges.Manager, name, state string) bridges.Sta
 // TestSupervisorRestartsWithBackoff: a bridge whose connector fails to
 // start four times is started again after 50, 100, 200 and 200 ms (the
 // cap), then runs; its status and metrics show the restarts, the last
-// error and its log.
+// error, bridgev2's reported state and its log. On both databases.
 func TestSupervisorRestartsWithBackoff(t *testing.T) {
-	node := testnode.Start(t, testnode.SQLite)
+	for _, engine := range testnode.Engines {
+		t.Run(string(engine), func(t *testing.T) { testSupervisorRestartsWithBackoff(t, engine) })
+	}
+}
+
+func testSupervisorRestartsWithBackoff(t *testing.T, engine testnode.Engine) {
+	node := testnode.Start(t, engine)
 	var starts atomic.Int64
 	m := startManager(t, node, bridgetest.EchoKind("flaky", 4, &starts))
 	if _, err := m.Enable(context.Background(), "flaky", ""); err != nil {
@@ -76,6 +83,11 @@ func TestSupervisorRestartsWithBackoff(t *testing.T) {
 	if st.SinceTS == 0 || !st.Enabled {
 		t.Errorf("status %+v", st)
 	}
+	// bridgev2's own state reaches the status: no one has logged in yet.
+	testnode.WaitFor(t, 30*time.Second, "the bridge's reported state", func() bool {
+		st, _ = m.Status(context.Background(), "flaky")
+		return st.BridgeState == "UNCONFIGURED"
+	})
 	logs := strings.Join(st.RecentLogs, "\n")
 	var waits []string
 	for _, m := range regexp.MustCompile(`starting again in (\S+)`).FindAllStringSubmatch(logs, -1) {
@@ -167,6 +179,23 @@ func TestBridgeFilesPrivate(t *testing.T) {
 	waitState(t, m, "one", bridges.StateRunning)
 	if again := loadRegistration(t, data, "one"); again.AppToken != one.AppToken {
 		t.Error("enabling again replaced the tokens")
+	}
+
+	// Stopping the manager (the node's shutdown) stops the bridges: their
+	// listeners close and their status says stopped.
+	m.Stop()
+	for _, reg := range []*mautrixas.Registration{one, two} {
+		client := &http.Client{Timeout: time.Second}
+		if resp, err := client.Get(reg.URL + "/_matrix/mau/ready"); err == nil {
+			resp.Body.Close()
+			t.Errorf("%s still answers after Stop", reg.ID)
+		}
+	}
+	cli := bridges.New(node.DB, slog.New(slog.NewTextHandler(io.Discard, nil)), bridges.Options{
+		DataDir: data, ServerName: node.Config.ServerName, Kinds: []bridges.Kind{bridgetest.EchoKind("one", 0, nil)},
+	})
+	if st, err := cli.Status(ctx, "one"); err != nil || st.State != bridges.StateStopped || !st.Enabled {
+		t.Errorf("status as the CLI reads it after Stop: %+v %v", st, err)
 	}
 }
 
