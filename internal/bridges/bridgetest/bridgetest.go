@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/event"
@@ -104,7 +103,7 @@ func (e *Env) Run() {
 		Name: e.Kind.Name, Dir: e.Dir,
 		RegistrationFile: bridges.RegistrationFile(e.Node.Config.DataDir, e.Kind.Name),
 		HomeserverURL:    e.Node.URL, ServerName: e.Node.Config.ServerName,
-		Network: e.Network, Log: e.Log, LogLevel: zerolog.DebugLevel,
+		Network: e.Network, Log: e.Log, Debug: true,
 		Started: func() { close(started) },
 	}
 	if os.Getenv("MATRIXOS_TEST_LOG") != "" {

@@ -93,7 +93,11 @@ func newLogger(opts Options) zerolog.Logger {
 		return zerolog.Nop()
 	}
 	w := zerolog.ConsoleWriter{Out: opts.Log, NoColor: true, TimeFormat: time.RFC3339}
-	return zerolog.New(w).With().Timestamp().Str("bridge", opts.Name).Logger().Level(opts.LogLevel)
+	level := zerolog.InfoLevel
+	if opts.Debug {
+		level = zerolog.DebugLevel
+	}
+	return zerolog.New(w).With().Timestamp().Str("bridge", opts.Name).Logger().Level(level)
 }
 
 // listen opens the appservice listener on the host and port of the

@@ -3,7 +3,6 @@ package host
 import (
 	"io"
 
-	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/status"
 )
@@ -36,8 +35,9 @@ type Options struct {
 	Network bridgev2.NetworkConnector
 	// Log receives the bridge's log lines (text, one a line); nil drops them.
 	Log io.Writer
-	// LogLevel is the lowest level logged; the zero value is info.
-	LogLevel zerolog.Level
+	// Debug logs at debug level (each request the bridge makes, ...);
+	// otherwise from info up.
+	Debug bool
 	// OnState, when set, gets each bridge state the bridge reports.
 	OnState func(status.BridgeState)
 	// Started, when set, is called once the bridge is connected to the
