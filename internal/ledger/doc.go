@@ -32,4 +32,7 @@
 // /_matrixos/ledger/v1/events/ (checkpoint, tile/...), with the log's
 // public note key at .../key; ProofRoute answers a room member's request
 // for an event's proof bundle, which Verify checks offline.
+//
+// KeysLog is a second log, of identity keys: each change of a local user's
+// device keys or cross-signing keys (see its documentation).
 package ledger

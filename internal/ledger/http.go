@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -32,46 +33,48 @@ const proofWait = 3 * time.Second
 // Routes serves the log read-only and without authentication (anyone may
 // audit it), and the proof endpoint to room members.
 func (l *Log) Routes(mux *http.ServeMux, acc *accounts.Service, engine *rooms.Engine) {
-	mux.HandleFunc("GET "+TilesPrefix+"{path...}", l.serveTile)
+	mux.HandleFunc("GET "+TilesPrefix+"{path...}", serveTiles(l.opts.Dir, l.PublicKey, l.log))
 	mux.Handle("GET "+ProofPath, acc.Auth(func(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
 		return l.serveProof(r, sess, engine)
 	}))
 }
 
-// serveTile answers the checkpoint (never cached for long: it moves), a
-// tile or an entry bundle (immutable: a path names one content forever,
-// a partial tile included), or the log's key.
-func (l *Log) serveTile(w http.ResponseWriter, r *http.Request) {
-	p := r.PathValue("path")
-	switch {
-	case p == "key":
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("Cache-Control", "public, max-age=3600")
-		w.Write([]byte(l.PublicKey + "\n"))
-		return
-	case p == layout.CheckpointPath:
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("Cache-Control", "no-cache")
-	case canonicalTilePath(p):
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
-	default:
-		mxhttp.WriteError(w, r, mxhttp.NotFound("no such ledger resource"))
-		return
+// serveTiles serves the log in dir: the checkpoint (never cached for
+// long: it moves), a tile or an entry bundle (immutable: a path names one
+// content forever, a partial tile included), or the log's key.
+func serveTiles(dir, vkey string, log *slog.Logger) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		p := r.PathValue("path")
+		switch {
+		case p == "key":
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("Cache-Control", "public, max-age=3600")
+			w.Write([]byte(vkey + "\n"))
+			return
+		case p == layout.CheckpointPath:
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Header().Set("Cache-Control", "no-cache")
+		case canonicalTilePath(p):
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+		default:
+			mxhttp.WriteError(w, r, mxhttp.NotFound("no such ledger resource"))
+			return
+		}
+		b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(p)))
+		if errors.Is(err, os.ErrNotExist) {
+			w.Header().Del("Cache-Control")
+			mxhttp.WriteError(w, r, mxhttp.NotFound("no such ledger resource"))
+			return
+		}
+		if err != nil {
+			w.Header().Del("Cache-Control")
+			log.Error("ledger: read tile", "path", p, "err", err)
+			mxhttp.WriteError(w, r, mxhttp.Unknown("cannot read the ledger"))
+			return
+		}
+		w.Write(b)
 	}
-	b, err := os.ReadFile(filepath.Join(l.opts.Dir, filepath.FromSlash(p)))
-	if errors.Is(err, os.ErrNotExist) {
-		w.Header().Del("Cache-Control")
-		mxhttp.WriteError(w, r, mxhttp.NotFound("no such ledger resource"))
-		return
-	}
-	if err != nil {
-		w.Header().Del("Cache-Control")
-		l.log.Error("ledger: read tile", "path", p, "err", err)
-		mxhttp.WriteError(w, r, mxhttp.Unknown("cannot read the ledger"))
-		return
-	}
-	w.Write(b)
 }
 
 // canonicalTilePath reports whether p is a tile or entry bundle path as

@@ -101,16 +101,40 @@ type mark struct {
 // Open opens (or creates) the log in opts.Dir. Call Start to follow the
 // events table and Close to stop.
 func Open(ctx context.Context, db *storage.DB, log *slog.Logger, opts Options) (*Log, error) {
-	signer, vkey, err := NewSigner(opts.Origin, opts.Key)
+	t, err := openTessera(ctx, log, opts.Dir, opts.Origin, opts.Key)
 	if err != nil {
 		return nil, err
 	}
-	resignOnNewKey(opts.Dir, vkey, log)
+	return &Log{
+		db: db, log: log, opts: opts, PublicKey: t.vkey,
+		prover:   NewProver(db, opts.Dir, t.vkey),
+		appender: t.appender, shutdown: t.shutdown, reader: t.reader, cancel: t.cancel,
+		wake: make(chan struct{}, 1),
+	}, nil
+}
+
+// tesseraLog is a Tessera log on the local disk, signed by the node.
+type tesseraLog struct {
+	vkey     string
+	appender *tessera.Appender
+	shutdown func(context.Context) error
+	reader   tessera.LogReader
+	cancel   context.CancelFunc
+}
+
+// openTessera opens the Tessera log in dir whose checkpoints key signs
+// with the origin line origin.
+func openTessera(ctx context.Context, log *slog.Logger, dir, origin string, key ed25519.PrivateKey) (*tesseraLog, error) {
+	signer, vkey, err := NewSigner(origin, key)
+	if err != nil {
+		return nil, err
+	}
+	resignOnNewKey(dir, vkey, log)
 	// Tessera logs through klog: send that to the node's log.
 	klog.SetLogger(logr.FromSlogHandler(log.With("component", "tessera").Handler()))
-	driver, err := posix.New(ctx, posix.Config{Path: opts.Dir})
+	driver, err := posix.New(ctx, posix.Config{Path: dir})
 	if err != nil {
-		return nil, fmt.Errorf("ledger storage %s: %w", opts.Dir, err)
+		return nil, fmt.Errorf("ledger storage %s: %w", dir, err)
 	}
 	lctx, cancel := context.WithCancel(context.Background())
 	appendOpts := tessera.NewAppendOptions().
@@ -120,14 +144,44 @@ func Open(ctx context.Context, db *storage.DB, log *slog.Logger, opts Options) (
 	appender, shutdown, reader, err := tessera.NewAppender(lctx, driver, appendOpts)
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("ledger %s: %w", opts.Dir, err)
+		return nil, fmt.Errorf("ledger %s: %w", dir, err)
 	}
-	return &Log{
-		db: db, log: log, opts: opts, PublicKey: vkey,
-		prover:   NewProver(db, opts.Dir, vkey),
-		appender: appender, shutdown: shutdown, reader: reader, cancel: cancel,
-		wake: make(chan struct{}, 1),
-	}, nil
+	return &tesseraLog{vkey: vkey, appender: appender, shutdown: shutdown, reader: reader, cancel: cancel}, nil
+}
+
+// close waits until every appended entry is in a checkpoint and stops
+// Tessera.
+func (t *tesseraLog) close(ctx context.Context) error {
+	err := t.shutdown(ctx)
+	t.cancel()
+	if err != nil {
+		return fmt.Errorf("ledger shutdown: %w", err)
+	}
+	return nil
+}
+
+// appendData adds leaves to a Tessera log in order and waits until all are
+// integrated; it returns their indexes, which follow one another.
+func appendData(ctx context.Context, appender *tessera.Appender, leaves [][]byte) ([]uint64, error) {
+	if len(leaves) == 0 {
+		return nil, nil
+	}
+	futures := make([]tessera.IndexFuture, len(leaves))
+	for i, leaf := range leaves {
+		futures[i] = appender.Add(ctx, tessera.NewEntry(leaf))
+	}
+	idx := make([]uint64, len(leaves))
+	for i, f := range futures {
+		got, err := f()
+		if err != nil {
+			return nil, fmt.Errorf("ledger append: %w", err)
+		}
+		idx[i] = got.Index
+		if i > 0 && idx[i] != idx[i-1]+1 {
+			return nil, fmt.Errorf("ledger append: entry %d landed at index %d after %d", i, idx[i], idx[i-1])
+		}
+	}
+	return idx, nil
 }
 
 // resignOnNewKey removes a checkpoint that the log's key does not verify
@@ -203,28 +257,14 @@ func (l *Log) Size(ctx context.Context) (uint64, error) {
 	return l.reader.IntegratedSize(ctx)
 }
 
-// appendBatch adds entries to Tessera in order and waits until all are
+// appendBatch adds entries to the log in order and waits until all are
 // integrated; it returns their indexes, which follow one another.
 func (l *Log) appendBatch(ctx context.Context, entries []Entry) ([]uint64, error) {
-	if len(entries) == 0 {
-		return nil, nil
-	}
-	futures := make([]tessera.IndexFuture, len(entries))
+	leaves := make([][]byte, len(entries))
 	for i, e := range entries {
-		futures[i] = l.appender.Add(ctx, tessera.NewEntry(e.Marshal()))
+		leaves[i] = e.Marshal()
 	}
-	idx := make([]uint64, len(entries))
-	for i, f := range futures {
-		got, err := f()
-		if err != nil {
-			return nil, fmt.Errorf("ledger append: %w", err)
-		}
-		idx[i] = got.Index
-		if i > 0 && idx[i] != idx[i-1]+1 {
-			return nil, fmt.Errorf("ledger append: entry %d landed at index %d after %d", i, idx[i], idx[i-1])
-		}
-	}
-	return idx, nil
+	return appendData(ctx, l.appender, leaves)
 }
 
 // loadMark reads the follower's mark once.

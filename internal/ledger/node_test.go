@@ -267,3 +267,87 @@ func TestMarkKeptAtShutdown(t *testing.T) {
 		t.Fatalf("recorded mark %d, want at least %d", pos, ev.Pos)
 	}
 }
+
+// catchUpKeys has the keys log append every key change committed so far.
+func catchUpKeys(t testing.TB, n *testnode.Node) []ledger.KeyEntry {
+	t.Helper()
+	ctx := context.Background()
+	for {
+		more, err := n.LedgerKeys.Step(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !more {
+			break
+		}
+	}
+	size, err := n.LedgerKeys.Size(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := n.LedgerKeys.Entries(ctx, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return entries
+}
+
+// TestIdentityKeysLogged: a device's keys, the cross-signing keys and the
+// device's removal are logged in the identity keys log, once each (a
+// restart adds nothing), and its checkpoint is served and signed.
+func TestIdentityKeysLogged(t *testing.T) {
+	ctx := context.Background()
+	n := testnode.Start(t, testnode.SQLite)
+	alice := n.Register("alice")
+	d := testnode.NewE2EEDevice(t, "alice", alice)
+	if _, _, err := d.Mach.GenerateAndUploadCrossSigningKeysWithPassword(ctx, testnode.Password, ""); err != nil {
+		t.Fatal(err)
+	}
+	entries := catchUpKeys(t, n)
+	device := "device:" + string(alice.DeviceID)
+	signing := "ed25519:" + string(alice.DeviceID) + "=" + string(d.Mach.OwnIdentity().SigningKey)
+	own, err := d.Mach.GetOwnCrossSigningPublicKeys(ctx)
+	if err != nil || own == nil {
+		t.Fatalf("own cross-signing keys: %v", err)
+	}
+	master := own.MasterKey
+	want := map[string]string{device: signing, "cross_signing:master": "ed25519:" + string(master) + "=" + string(master)}
+	got := map[string]string{}
+	for _, e := range entries {
+		if e.UserID != string(alice.UserID) {
+			t.Fatalf("entry of another user: %+v", e)
+		}
+		if _, dup := got[e.Key]; dup {
+			t.Fatalf("%s logged twice: %+v", e.Key, entries)
+		}
+		got[e.Key] = e.PublicKeys
+	}
+	if !strings.Contains(got[device], signing) || got["cross_signing:master"] != want["cross_signing:master"] ||
+		got["cross_signing:self_signing"] == "" || got["cross_signing:user_signing"] == "" {
+		t.Fatalf("logged keys %v, want %v and the self- and user-signing keys", got, want)
+	}
+
+	if _, err := alice.Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	entries = catchUpKeys(t, n)
+	if last := entries[len(entries)-1]; last.Key != device || last.PublicKeys != "" {
+		t.Fatalf("after logout the last entry is %+v, want %s removed", last, device)
+	}
+	size := len(entries)
+	n = n.Restart()
+	if entries := catchUpKeys(t, n); len(entries) != size {
+		t.Fatalf("a restart changed the keys log from %d to %d entries", size, len(entries))
+	}
+	r := n.Do(t, "GET", ledger.KeysTilesPrefix+"checkpoint", "", nil, testnode.NoSpecCheck())
+	if r.Status != http.StatusOK {
+		t.Fatalf("keys checkpoint: %d %s", r.Status, r.Body)
+	}
+	cp, err := ledger.OpenCheckpoint(r.Body, n.LedgerKeys.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp.Size != uint64(size) || cp.Origin != ledger.KeysOrigin(n.Config.ServerName) {
+		t.Fatalf("keys checkpoint %+v, want %d entries", cp, size)
+	}
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/transparency-dev/tessera/client"
 
+	"github.com/matrixos/matrixos/internal/keys"
 	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
 )
@@ -118,5 +119,49 @@ func TestCrashBetweenAppendAndMark(t *testing.T) {
 			t.Fatalf("%s logged twice", e.EventID)
 		}
 		seen[e.EventID] = true
+	}
+}
+
+// TestKeysCrashBetweenAppendAndRecord: a key entry integrated into the
+// keys log but never recorded (the process died in between) is recorded
+// on the next step instead of being appended again.
+func TestKeysCrashBetweenAppendAndRecord(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := storage.Open(ctx, filepath.Join(dir, "t.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx, append(keys.Migrations, Migrations...)); err != nil {
+		t.Fatal(err)
+	}
+	err = db.Write(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO e2e_device_keys (user_id, device_id, key_json) VALUES ('@a:test', 'D', '{"keys":{"ed25519:D":"k"}}')`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO e2e_device_changes (pos, user_id, viewer) VALUES ($1, '@a:test', '')`, tx.NextPos())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	k, err := OpenKeys(ctx, db, log, filepath.Join(dir, "keys"), "test", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close(ctx)
+	// The "crash": the entry reached the log, its record did not.
+	if _, err := appendData(ctx, k.t.appender, [][]byte{KeyEntry{UserID: "@a:test", Key: "device:D", PublicKeys: "ed25519:D=k"}.Marshal()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	size, err := k.Size(ctx)
+	if err != nil || size != 1 {
+		t.Fatalf("keys log size %d (%v), want 1: the recovered entry appended again", size, err)
 	}
 }

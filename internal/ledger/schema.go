@@ -2,9 +2,10 @@ package ledger
 
 import "github.com/matrixos/matrixos/internal/storage"
 
-// Migrations are the ledger's tables: the follower's mark per log, the
-// rooms it has seen turn the ledger on or off, and where each logged event
-// is in the log.
+// Migrations are the ledger's tables: the followers' mark per log, the
+// rooms the events follower has seen turn the ledger on or off, where each
+// logged event is in the log, and the keys the keys log holds last for
+// each local user's device and cross-signing key.
 var Migrations = []storage.Migration{{
 	Component: "ledger",
 	Version:   1,
@@ -22,6 +23,17 @@ CREATE TABLE ledger_entries (
 	event_id TEXT PRIMARY KEY,
 	log_index BIGINT NOT NULL,
 	room_id TEXT NOT NULL
+);
+`,
+}, {
+	Component: "ledger",
+	Version:   2,
+	SQL: `
+CREATE TABLE ledger_keys (
+	user_id TEXT NOT NULL,
+	key_id TEXT NOT NULL,
+	public_keys TEXT NOT NULL,
+	PRIMARY KEY (user_id, key_id)
 );
 `,
 }}

@@ -14,8 +14,15 @@ func LedgerDir(cfg config.Config) string {
 	return filepath.Join(cfg.DataDir, "ledger", "events")
 }
 
+// LedgerKeysDir is the identity keys log's directory in the data
+// directory.
+func LedgerKeysDir(cfg config.Config) string {
+	return filepath.Join(cfg.DataDir, "ledger", "keys")
+}
+
 // openLedger opens the events log, signed with the node's key, and has it
-// follow the room engine's committed events.
+// follow the room engine's committed events, and the identity keys log,
+// which follows the device list changes.
 func (n *Node) openLedger(ctx context.Context, key ed25519.PrivateKey) error {
 	l, err := ledger.Open(ctx, n.DB, n.log, ledger.Options{
 		Dir:    LedgerDir(n.cfg),
@@ -26,8 +33,14 @@ func (n *Node) openLedger(ctx context.Context, key ed25519.PrivateKey) error {
 	if err != nil {
 		return err
 	}
-	n.Ledger = l
+	keys, err := ledger.OpenKeys(ctx, n.DB, n.log, LedgerKeysDir(n.cfg), n.cfg.ServerName, key)
+	if err != nil {
+		l.Close(ctx)
+		return err
+	}
+	n.Ledger, n.LedgerKeys = l, keys
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, l.OnEvent)
 	l.Start()
+	keys.Start()
 	return nil
 }

@@ -71,6 +71,8 @@ type Node struct {
 	Appservices *appservice.Service
 	// Ledger is the events transparency log (docs/ledger.md).
 	Ledger *ledger.Log
+	// LedgerKeys is the identity keys transparency log.
+	LedgerKeys *ledger.KeysLog
 	// Bridges runs the enabled bridges (internal/bridges).
 	Bridges *bridges.Manager
 
@@ -291,6 +293,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Media.Routes(mux)
 	n.Appservices.Routes(mux, n.Accounts.Auth)
 	n.Ledger.Routes(mux, n.Accounts, n.Rooms)
+	n.LedgerKeys.Routes(mux)
 	n.federationQueries()
 	mux.HandleFunc("GET /{$}", n.serveWelcome)
 	// A known path with another method is 405, per the spec.
@@ -443,6 +446,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.stopCSExtra()
 	n.Keys.Close()
 	if err := n.Ledger.Close(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := n.LedgerKeys.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	errs = append(errs, n.DB.Close())
