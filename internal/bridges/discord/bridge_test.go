@@ -144,6 +144,10 @@ func waitTimeline(t *testing.T, env *bridgetest.Env, room id.RoomID, what string
 // bridge without losing a message, and bad input refused with a notice.
 func TestBridgeEndToEnd(t *testing.T) {
 	d := newDiscordSide(t)
+	avatar := append([]byte("\x89PNG\r\n\x1a\n"), bytes.Repeat([]byte{9}, 500)...)
+	if err := d.fake.SetAvatar(d.alice.ID, avatar); err != nil {
+		t.Fatal(err)
+	}
 	env := bridgetest.Start(t, discord.Kind(), d.networkConfig())
 	portal := login(t, env, d)
 	alice := ghostOf(env, d.alice)
@@ -160,6 +164,7 @@ func TestBridgeEndToEnd(t *testing.T) {
 	if msg := firstEvt.Content.AsMessage(); !strings.Contains(msg.FormattedBody, "<strong>from</strong>") {
 		t.Fatalf("formatted body = %q", msg.FormattedBody)
 	}
+	assertGhostProfile(t, env, alice, "alice", avatar)
 
 	// Matrix -> Discord: text, through two 429s Discord answers first.
 	d.fake.ForceRateLimit(2)
@@ -526,5 +531,33 @@ func assertInGuildSpace(t *testing.T, env *bridgetest.Env, portal id.RoomID, gui
 	}
 	if name.Name != guildName {
 		t.Fatalf("space name = %q, want %q", name.Name, guildName)
+	}
+}
+
+// assertGhostProfile checks a ghost's display name and avatar (the bytes
+// Discord's CDN has) once the bridge has set them.
+func assertGhostProfile(t *testing.T, env *bridgetest.Env, ghost id.UserID, name string, avatar []byte) {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(bridgetest.Timeout)
+	for {
+		profile, err := env.Admin.GetProfile(ctx, ghost)
+		if err != nil {
+			t.Fatalf("profile of %s: %v", ghost, err)
+		}
+		if profile.DisplayName == name && !profile.AvatarURL.IsEmpty() {
+			got, err := env.Admin.DownloadBytes(ctx, profile.AvatarURL)
+			if err != nil {
+				t.Fatalf("download avatar: %v", err)
+			}
+			if !bytes.Equal(got, avatar) {
+				t.Fatalf("avatar of %s differs from Discord's", ghost)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("profile of %s = %+v, want %q with an avatar", ghost, profile, name)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -1,6 +1,8 @@
 package discordfake
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"slices"
@@ -14,6 +16,21 @@ type PostOption func(*postOptions)
 type postOptions struct {
 	reference *discordgo.MessageReference
 	files     []upload
+}
+
+// SetAvatar gives a user an avatar (a PNG), served on the CDN at
+// avatars/{user}/{hash}.png as Discord does.
+func (s *Server) SetAvatar(userID string, png []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.users[userID]
+	if u == nil {
+		return fmt.Errorf("set avatar: unknown user %q", userID)
+	}
+	sum := sha256.Sum256(png)
+	u.Avatar = hex.EncodeToString(sum[:16])
+	s.files["/avatars/"+u.ID+"/"+u.Avatar+".png"] = attachmentFile{contentType: "image/png", data: png}
+	return nil
 }
 
 // ReplyTo makes the message a reply to messageID (in the same channel).

@@ -348,10 +348,12 @@ func (s *Server) storeAttachmentLocked(channelID string, f upload) *discordgo.Me
 	}
 }
 
-func (s *Server) getAttachment(w http.ResponseWriter, r *http.Request) {
+// getCDNFile serves attachments and avatars.
+func (s *Server) getCDNFile(w http.ResponseWriter, r *http.Request) {
+	path := r.URL.EscapedPath()
 	s.mu.Lock()
-	f, ok := s.files[r.URL.EscapedPath()]
-	gone := s.attachmentsGone
+	f, ok := s.files[path]
+	gone := s.attachmentsGone && strings.HasPrefix(path, "/attachments/")
 	s.mu.Unlock()
 	if !ok || gone {
 		http.NotFound(w, r)

@@ -358,7 +358,8 @@ func (s *Server) routes() http.Handler {
 	api("PUT /channels/{channel}/messages/{message}/reactions/{emoji}/@me", s.addReaction)
 	api("DELETE /channels/{channel}/messages/{message}/reactions/{emoji}/@me", s.removeReaction)
 	api("POST /channels/{channel}/messages/{message}/threads", s.startThread)
-	mux.HandleFunc("GET /attachments/", s.getAttachment)
+	mux.HandleFunc("GET /attachments/", s.getCDNFile)
+	mux.HandleFunc("GET /avatars/", s.getCDNFile)
 	// The gateway lives at the root, as wss://gateway.discord.gg/?v=..&encoding=json does.
 	mux.HandleFunc("GET /{$}", s.serveGateway)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
