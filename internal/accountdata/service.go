@@ -30,6 +30,10 @@ type Service struct {
 	floor  int64
 	lastMu gosync.Mutex
 	last   map[id.UserID]int64
+	// ignored caches each user's ignored users, which every /sync reads,
+	// with the position of the user's last write they hold (see
+	// IgnoredUsers). Guarded by lastMu.
+	ignored map[id.UserID]ignoredList
 
 	// Virtual answers GET requests for global types that another service
 	// keeps (m.push_rules), keyed by type. Set it before serving.
@@ -76,9 +80,48 @@ func (s *Service) Get(ctx context.Context, user id.UserID, roomID id.RoomID, typ
 	return json.RawMessage(raw), true, nil
 }
 
+// ignoredList is a user's ignored users as read after the user's account
+// data write at position pos.
+type ignoredList struct {
+	pos   int64
+	users map[id.UserID]bool
+}
+
+// maxCachedIgnored bounds the ignored-users cache; it starts afresh when
+// full.
+const maxCachedIgnored = 100_000
+
 // IgnoredUsers returns the users that user ignores: the keys of
-// ignored_users in their global m.ignored_user_list account data.
+// ignored_users in their global m.ignored_user_list account data. The
+// result is shared: callers must not modify it.
 func (s *Service) IgnoredUsers(ctx context.Context, user id.UserID) (map[id.UserID]bool, error) {
+	// The user's last write is noted before it commits: a list read once
+	// that write is visible holds it, and a later write moves pos on.
+	s.lastMu.Lock()
+	pos, written := s.last[user]
+	if !written {
+		pos = s.floor
+	}
+	cached, ok := s.ignored[user]
+	s.lastMu.Unlock()
+	if ok && cached.pos == pos {
+		return cached.users, nil
+	}
+	visible := pos <= s.db.Visible()
+	users, err := s.readIgnored(ctx, user)
+	if err != nil || !visible {
+		return users, err
+	}
+	s.lastMu.Lock()
+	if s.ignored == nil || len(s.ignored) >= maxCachedIgnored {
+		s.ignored = map[id.UserID]ignoredList{}
+	}
+	s.ignored[user] = ignoredList{pos: pos, users: users}
+	s.lastMu.Unlock()
+	return users, nil
+}
+
+func (s *Service) readIgnored(ctx context.Context, user id.UserID) (map[id.UserID]bool, error) {
 	raw, ok, err := s.Get(ctx, user, "", "m.ignored_user_list")
 	if err != nil || !ok {
 		return nil, err
@@ -242,6 +285,9 @@ func (s *Service) OnDeactivated(ctx context.Context, user id.UserID) {
 	if err != nil {
 		s.log.Error("delete account data of deactivated user", "user_id", user, "err", err)
 	}
+	s.lastMu.Lock()
+	delete(s.ignored, user)
+	s.lastMu.Unlock()
 }
 
 // latest returns a position at or after the user's newest account data.

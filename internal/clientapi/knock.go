@@ -5,7 +5,6 @@ import (
 
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/mxhttp"
-	"github.com/matrixos/matrixos/internal/storage"
 )
 
 // knock serves POST /knock/{roomIdOrAlias}: it asks to join a room whose
@@ -74,12 +73,7 @@ func (s *Service) forget(w http.ResponseWriter, r *http.Request, sess *accounts.
 		return nil, &mxhttp.Error{Status: http.StatusBadRequest, Code: "M_UNKNOWN",
 			Message: "user " + string(sess.UserID) + " is in room " + string(roomID) + " (" + m + "); leave it first"}
 	}
-	err = s.db.Write(r.Context(), func(tx *storage.Tx) error {
-		_, err := tx.Exec(r.Context(), "UPDATE memberships SET forgotten = TRUE WHERE room_id = $1 AND user_id = $2 AND membership IN ('leave', 'ban')",
-			roomID, sess.UserID)
-		return err
-	})
-	if err != nil {
+	if err := s.rooms.Forget(r.Context(), sess.UserID, roomID); err != nil {
 		return nil, err
 	}
 	return mxhttp.Empty, nil

@@ -78,6 +78,9 @@ type Engine struct {
 	// memberPos is the position of each user's latest committed
 	// membership change, in any room.
 	memberPos map[id.UserID]int64
+	// memberRows caches users' rows of the memberships table (see
+	// UserMemberships). Guarded by mu.
+	memberRows membershipRows
 
 	cache    eventCache
 	snaps    snapshotCache

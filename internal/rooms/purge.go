@@ -50,6 +50,7 @@ func (e *Engine) Purge(ctx context.Context, roomID id.RoomID) error {
 	if err != nil {
 		return err
 	}
+	e.purgedMemberships()
 	// Leave the in-memory room empty so that anyone still holding it
 	// cannot append to it, then forget it.
 	r.head, r.txns = emptyState, map[string]*pendingTxn{}

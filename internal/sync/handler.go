@@ -260,21 +260,18 @@ type membershipRow struct {
 	forgotten  bool
 }
 
+// memberships lists the user's rooms (from the engine's cache of the
+// memberships table).
 func (s *Service) memberships(ctx context.Context, user id.UserID) ([]membershipRow, error) {
-	rows, err := s.db.Query(ctx, "SELECT room_id, membership, event_id, pos, forgotten FROM memberships WHERE user_id = $1", user)
+	rows, err := s.rooms.UserMemberships(ctx, user)
 	if err != nil {
-		return nil, fmt.Errorf("load memberships: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
-	var out []membershipRow
-	for rows.Next() {
-		var m membershipRow
-		if err := rows.Scan(&m.room, &m.membership, &m.eventID, &m.pos, &m.forgotten); err != nil {
-			return nil, err
-		}
-		out = append(out, m)
+	out := make([]membershipRow, len(rows))
+	for i, m := range rows {
+		out[i] = membershipRow{room: m.RoomID, membership: m.Membership, eventID: m.EventID, pos: m.Pos, forgotten: m.Forgotten}
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 func (s *Service) fillRooms(ctx context.Context, req *Request, resp *Response) error {
