@@ -194,4 +194,11 @@ func TestExternalBridge(t *testing.T) {
 	if st, _ := m.Status(ctx, "fake"); !strings.Contains(strings.Join(st.RecentLogs, "\n"), "fake bridge: stopping") {
 		t.Errorf("the program was not stopped with a signal:\n%s", strings.Join(st.RecentLogs, "\n"))
 	}
+
+	// Enabled again without naming the program (as the admin API does),
+	// it runs the same program.
+	if st, err := m.Enable(ctx, "fake", ""); err != nil || st.Binary != program {
+		t.Fatalf("enable again: %+v %v", st, err)
+	}
+	waitState(t, m, "fake", bridges.StateRunning)
 }

@@ -154,6 +154,14 @@ func (m *Manager) Enable(ctx context.Context, name, binary string) (Status, erro
 	if err := CheckName(name); err != nil {
 		return Status{}, err
 	}
+	if binary == "" {
+		// An external bridge enabled again keeps its program.
+		row, _, err := m.row(ctx, name)
+		if err != nil {
+			return Status{}, err
+		}
+		binary = row.binary
+	}
 	if err := m.writeFiles(ctx, name, binary); err != nil {
 		return Status{}, err
 	}
@@ -197,13 +205,6 @@ func (m *Manager) writeFiles(ctx context.Context, name, binary string) error {
 	}
 	kind, ok := m.kind(name)
 	if !ok {
-		row, found, err := m.row(ctx, name)
-		if err != nil {
-			return err
-		}
-		if found && row.binary != "" {
-			return writeExternal(ctx, files, row.binary)
-		}
 		return fmt.Errorf("%w: %q is not a built-in bridge (%v); an external bridge needs --binary", ErrUnknownBridge, name, m.kindNames())
 	}
 	files.Network, _, _ = kind.NewNetwork().GetConfig()
