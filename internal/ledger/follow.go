@@ -139,8 +139,8 @@ func (l *Log) scan(ctx context.Context, pos, visible int64) (entries []Entry, to
 		}
 		n++
 		toggle := evType == StateType && stateKey.Valid && stateKey.String == ""
-		on := gjson.Get(raw, "content.enabled").Type == gjson.True
-		if l.opts.All || enabled || (toggle && on) {
+		on := toggle && gjson.Get(raw, "content.enabled").Type == gjson.True
+		if l.opts.All || enabled || on {
 			entries = append(entries, Entry{RoomID: roomID, EventID: eventID, ContentHash: gjson.Get(raw, "hashes.sha256").String()})
 		}
 		if toggle {

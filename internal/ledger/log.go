@@ -36,7 +36,7 @@ const (
 	// once.
 	batchSize = 1000
 	// batchAge is how long Tessera waits for a batch to fill.
-	batchAge = 20 * time.Millisecond
+	batchAge = 100 * time.Millisecond
 	// checkpointInterval is how often a new checkpoint is signed while
 	// the log grows: an appended event is in a checkpoint within it.
 	checkpointInterval = 200 * time.Millisecond
