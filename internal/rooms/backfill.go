@@ -329,7 +329,7 @@ func (e *Engine) storeBackfilled(ctx context.Context, r *room, origin string, ra
 			if _, err := tx.Exec(ctx, "DELETE FROM outlier_events WHERE event_id = $1 AND kind = $2", ev.ID, kindOutlier); err != nil {
 				return fmt.Errorf("backfill: %w", err)
 			}
-			if err := insertEvent(ctx, tx, r, &b); err != nil {
+			if err := e.insertEvent(ctx, tx, r, &b); err != nil {
 				return err
 			}
 			for _, h := range e.OnBackfill {

@@ -271,7 +271,7 @@ func (e *Engine) persistRemote(ctx context.Context, tx *storage.Tx, r *room, a a
 		r.dbSnapshot, r.dbChainLen = snap, chain
 	}
 	ev.Pos = tx.NextPos()
-	if err := insertEvent(ctx, tx, r, ev); err != nil {
+	if err := e.insertEvent(ctx, tx, r, ev); err != nil {
 		return err
 	}
 	if ev.RedactedBy != "" {

@@ -81,6 +81,8 @@ type Engine struct {
 	// memberRows caches users' rows of the memberships table (see
 	// UserMemberships). Guarded by mu.
 	memberRows membershipRows
+	// nonTargets remembers events that no event relates to.
+	nonTargets nonTargets
 
 	cache    eventCache
 	snaps    snapshotCache
@@ -1064,7 +1066,7 @@ func (e *Engine) persist(ctx context.Context, tx *storage.Tx, r *room, ev *Event
 			return fmt.Errorf("insert room: %w", err)
 		}
 	}
-	if err := insertEvent(ctx, tx, r, ev); err != nil {
+	if err := e.insertEvent(ctx, tx, r, ev); err != nil {
 		return err
 	}
 	if ev.TxnID != "" {
@@ -1111,7 +1113,12 @@ func (e *Engine) finishPersist(ctx context.Context, tx *storage.Tx, r *room, ev 
 
 // insertEvent adds ev, whose Pos and SnapshotBefore are set, to the
 // timeline.
-func insertEvent(ctx context.Context, tx *storage.Tx, r *room, ev *Event) error {
+func (e *Engine) insertEvent(ctx context.Context, tx *storage.Tx, r *room, ev *Event) error {
+	if ev.RelatesTo != "" {
+		// Before the commit, so that no reader caches the target as
+		// having no relations once this one can be read.
+		e.nonTargets.invalidate()
+	}
 	if _, err := tx.Exec(ctx, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, depth, origin_ts, json,
 		snapshot_before, txn_id, device_id, rel_type, relates_to, thread_id, gap)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 
 	"maunium.net/go/mautrix/id"
 )
@@ -256,6 +257,10 @@ func (e *Engine) Aggregate(ctx context.Context, evs []*Event, opts ClientOptions
 // of any relation type and at any position. The lookup reads only the
 // events_relates index.
 func (e *Engine) relationTargets(ctx context.Context, ids []id.EventID) ([]id.EventID, error) {
+	gen, ids := e.nonTargets.unknown(ids)
+	if len(ids) == 0 {
+		return nil, nil
+	}
 	var out []id.EventID
 	err := inChunks(ids, func(part []id.EventID) error {
 		rows, err := e.db.Query(ctx, "SELECT DISTINCT relates_to FROM events WHERE relates_to IN ("+placeholders(1, len(part))+")", anySlice(part)...)
@@ -272,7 +277,65 @@ func (e *Engine) relationTargets(ctx context.Context, ids []id.EventID) ([]id.Ev
 		}
 		return rows.Err()
 	})
+	if err == nil {
+		e.nonTargets.add(gen, ids, out)
+	}
 	return out, err
+}
+
+// nonTargets remembers events known to have no relation pointing at them,
+// so that the bundled aggregations of /sync (every woken long-poll of a
+// room asks about the same new events) skip the query for them. Any event
+// stored with a relation forgets them all, before it commits.
+type nonTargets struct {
+	mu  sync.Mutex
+	gen int64 // moved on by every event stored with a relation
+	ids map[id.EventID]struct{}
+}
+
+// maxNonTargets bounds nonTargets; it starts afresh when full.
+const maxNonTargets = 50_000
+
+func (n *nonTargets) invalidate() {
+	n.mu.Lock()
+	n.gen++
+	n.ids = nil
+	n.mu.Unlock()
+}
+
+// unknown returns the ids not known to have no relations, and the
+// generation to hand to add with what the query for them found.
+func (n *nonTargets) unknown(ids []id.EventID) (gen int64, out []id.EventID) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, evID := range ids {
+		if _, ok := n.ids[evID]; !ok {
+			out = append(out, evID)
+		}
+	}
+	return n.gen, out
+}
+
+// add records the ids that a query started at generation gen found no
+// relation for (those not in targets), unless a relation was stored since.
+func (n *nonTargets) add(gen int64, ids, targets []id.EventID) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if gen != n.gen {
+		return
+	}
+	if n.ids == nil || len(n.ids) >= maxNonTargets {
+		n.ids = map[id.EventID]struct{}{}
+	}
+	isTarget := make(map[id.EventID]bool, len(targets))
+	for _, t := range targets {
+		isTarget[t] = true
+	}
+	for _, evID := range ids {
+		if !isTarget[evID] {
+			n.ids[evID] = struct{}{}
+		}
+	}
 }
 
 // latestEdits returns, for each original event, its most recent valid
