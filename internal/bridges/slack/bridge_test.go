@@ -410,6 +410,21 @@ func TestSlackBridgeEndToEnd(t *testing.T) {
 		return findText(m, "after the restart from Matrix") != nil
 	})
 	h.waitPending(0)
+
+	// Slack gives up retrying while the bridge is away long: what was
+	// missed comes from the channel's history when it is back.
+	env.Stop()
+	fake.Post(h.general, h.alice, "first missed while away")
+	fake.Post(h.general, h.alice, "second missed while away")
+	fake.DropPending()
+	env.Run()
+	secondMissed := env.WaitMessage(portal, h.aliceMX, "second missed while away")
+	firstMissed := env.WaitMessage(portal, h.aliceMX, "first missed while away")
+	order := slices.IndexFunc(env.Device.Decrypted(), func(evt *event.Event) bool { return evt.ID == firstMissed.ID }) <
+		slices.IndexFunc(env.Device.Decrypted(), func(evt *event.Event) bool { return evt.ID == secondMissed.ID })
+	if !order {
+		t.Error("the caught-up messages arrived out of order")
+	}
 }
 
 // waitPending waits until the fake has no unacknowledged envelope left.

@@ -223,6 +223,7 @@ func (sc *Client) syncChannels(ctx context.Context) {
 				continue
 			}
 			sc.queueChatResync(ctx, ch.ID)
+			sc.catchUp(ctx, ch.ID)
 		}
 		if p.next == "" {
 			return

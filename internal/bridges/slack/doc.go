@@ -13,6 +13,8 @@
 // the Matrix side has accepted its event (the message is in bridgev2's
 // database), so Slack delivers it again after a crash or restart; bridgev2's
 // message mapping makes that redelivery a no-op when the event did land.
+// Slack retries only for a while, so on connecting the bridge also fetches
+// each bridged channel's messages posted after the last one it bridged.
 // Calls to the Web API wait for a per-method (and, for chat.postMessage,
 // per-channel) rate limiter set to Slack's tiers and are retried after
 // Slack's Retry-After when Slack answers "ratelimited".

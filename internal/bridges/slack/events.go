@@ -1,12 +1,15 @@
 package slack
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 	slackapi "github.com/slack-go/slack"
@@ -32,7 +35,12 @@ type envelopeAck struct {
 	id   string
 }
 
+// ack acknowledges the envelope; a nil envelopeAck (an event fetched, not
+// delivered) has nothing to acknowledge.
 func (a *envelopeAck) ack(ctx context.Context) {
+	if a == nil {
+		return
+	}
 	a.once.Do(func() {
 		if err := a.sm.AckCtx(ctx, a.id, nil); err != nil {
 			zerolog.Ctx(ctx).Warn().Err(err).Str("envelope_id", a.id).Msg("Failed to ack a Slack envelope")
@@ -149,20 +157,7 @@ func (sc *Client) handleMessageEvent(ctx context.Context, m *slackevents.Message
 			ack.ack(ctx)
 			return
 		}
-		if sc.isOwn(msg.User, msg.BotID) {
-			ack.ack(ctx)
-			return
-		}
-		msg.Channel = m.Channel
-		id := messageID(sc.meta.TeamID, m.Channel, msg.Timestamp)
-		evt := &simplevent.Message[*slackapi.Msg]{
-			EventMeta:          sc.eventMeta(m.Channel, bridgev2.RemoteEventMessage, sc.sender(msg.User, msg.BotID), msg.Timestamp),
-			ID:                 id,
-			Data:               msg,
-			ConvertMessageFunc: sc.convertMessage,
-		}
-		evt.CreatePortal = true
-		sc.queue(ctx, &evt.EventMeta, evt, ack, sc.messageLanded(id))
+		sc.queueMessage(ctx, m.Channel, msg, ack)
 	case "message_changed":
 		msg := m.Message
 		if msg == nil || msg.Timestamp == "" || m.Channel == "" {
@@ -202,6 +197,79 @@ func (sc *Client) handleMessageEvent(ctx context.Context, m *slackevents.Message
 	default:
 		log.Debug().Str("subtype", m.SubType).Msg("Ignoring a Slack message subtype the bridge does not handle")
 		ack.ack(ctx)
+	}
+}
+
+// queueMessage bridges a new Slack message (not our own echo).
+func (sc *Client) queueMessage(ctx context.Context, channelID string, msg *slackapi.Msg, ack *envelopeAck) {
+	if sc.isOwn(msg.User, msg.BotID) {
+		ack.ack(ctx)
+		return
+	}
+	msg.Channel = channelID
+	id := messageID(sc.meta.TeamID, channelID, msg.Timestamp)
+	evt := &simplevent.Message[*slackapi.Msg]{
+		EventMeta:          sc.eventMeta(channelID, bridgev2.RemoteEventMessage, sc.sender(msg.User, msg.BotID), msg.Timestamp),
+		ID:                 id,
+		Data:               msg,
+		ConvertMessageFunc: sc.convertMessage,
+	}
+	evt.CreatePortal = true
+	sc.queue(ctx, &evt.EventMeta, evt, ack, sc.messageLanded(id))
+}
+
+// maxCatchUp bounds the messages fetched per channel when the bridge
+// reconnects.
+const maxCatchUp = 500
+
+// catchUp bridges the top-level messages of a portal's channel posted after
+// the last one bridged: Slack retries an unacknowledged event only for a
+// while, so after a long stop the history is the only source. Messages the
+// envelopes bring as well are bridged once (bridgev2 knows their IDs).
+// Thread replies and edits made meanwhile are not fetched.
+func (sc *Client) catchUp(ctx context.Context, channelID string) {
+	log := zerolog.Ctx(ctx).With().Str("slack_channel", channelID).Logger()
+	portal, err := sc.connector.Bridge.GetExistingPortalByKey(ctx, portalKey(sc.meta.TeamID, channelID))
+	if err != nil || portal == nil || portal.MXID == "" {
+		return
+	}
+	last, err := sc.connector.Bridge.DB.Message.GetLastPartAtOrBeforeTime(ctx, portal.PortalKey, time.Now().Add(time.Minute))
+	if err != nil || last == nil {
+		return
+	}
+	_, oldest, err := parseMessageID(last.ID)
+	if err != nil {
+		return
+	}
+	var msgs []slackapi.Message
+	cursor := ""
+	for len(msgs) < maxCatchUp {
+		params := &slackapi.GetConversationHistoryParameters{ChannelID: channelID, Oldest: oldest, Cursor: cursor, Limit: 200}
+		resp, err := callSlack(ctx, sc.limits, "conversations.history", "", func() (*slackapi.GetConversationHistoryResponse, error) {
+			return sc.api.GetConversationHistoryContext(ctx, params)
+		})
+		if err != nil {
+			log.Err(err).Msg("Failed to fetch the messages missed while disconnected")
+			return
+		}
+		msgs = append(msgs, resp.Messages...)
+		if !resp.HasMore || resp.ResponseMetaData.NextCursor == "" {
+			break
+		}
+		cursor = resp.ResponseMetaData.NextCursor
+	}
+	slices.SortFunc(msgs, func(a, b slackapi.Message) int {
+		return cmp.Compare(parseTS(a.Timestamp).UnixMicro(), parseTS(b.Timestamp).UnixMicro())
+	})
+	if len(msgs) > 0 {
+		log.Info().Int("count", len(msgs)).Msg("Catching up on Slack messages posted while disconnected")
+	}
+	for i := range msgs {
+		msg := &msgs[i].Msg
+		switch msg.SubType {
+		case "", "file_share", "thread_broadcast", "me_message", "bot_message":
+			sc.queueMessage(ctx, channelID, msg, nil)
+		}
 	}
 }
 

@@ -254,6 +254,14 @@ func (s *Server) Pending() int {
 	return len(s.socket.pending)
 }
 
+// DropPending forgets every unacknowledged envelope, as Slack does once it
+// has retried an event long enough.
+func (s *Server) DropPending() {
+	s.socket.mu.Lock()
+	defer s.socket.mu.Unlock()
+	s.socket.pending = nil
+}
+
 // PendingPayloads returns the payloads of the envelopes not acknowledged
 // yet, oldest first.
 func (s *Server) PendingPayloads() []string {
