@@ -365,6 +365,12 @@ func TestBridgeEndToEnd(t *testing.T) {
 		return m.Author.ID == bot && m.Content == "after the restart"
 	})
 	assertNoDuplicates(t, env, portal)
+	// The stopped bridge's client did not reconnect behind its back: only
+	// the new one is connected (a reconnect would have come a second after
+	// the stop, long before this).
+	if n := d.fake.ConnectedSessions(); n != 1 {
+		t.Fatalf("%d gateway sessions connected after the restart, want 1", n)
+	}
 }
 
 // assertNoDuplicates checks that no Discord message was bridged twice

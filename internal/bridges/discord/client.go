@@ -44,6 +44,7 @@ type Client struct {
 	botID     string
 
 	mu       sync.Mutex
+	stopped  bool               // Disconnect was called (and Connect not since)
 	stop     context.CancelFunc // ends the connect retry loop
 	caughtUp map[string]bool    // channels fetched after READY in this process
 }
@@ -66,7 +67,7 @@ func newClient(c *Connector, login *bridgev2.UserLogin, token string) (*Client, 
 	// Handlers run one at a time, in the gateway's order, so that messages
 	// reach bridgev2's portal queues in the order Discord sent them.
 	session.SyncEvents = true
-	session.ShouldReconnectOnError = true
+	session.ShouldReconnectOnError = false // connectLoop reconnects
 	session.ShouldRetryOnRateLimit = true
 	session.StateEnabled = true
 	session.LogLevel = discordgo.LogWarning
@@ -87,17 +88,35 @@ func newClient(c *Connector, login *bridgev2.UserLogin, token string) (*Client, 
 // token is refused or Disconnect is called.
 func (c *Client) Connect(ctx context.Context) {
 	c.mu.Lock()
+	c.stopped = false
+	c.mu.Unlock()
+	c.connectLoop()
+}
+
+// connectLoop opens the gateway (RESUMEing the session after a dropped
+// connection), retrying with backoff. A newer loop or Disconnect ends it.
+//
+// discordgo's own reconnect is off (ShouldReconnectOnError): its reader
+// can race with Close and reconnect (RESUME) a connection Disconnect is
+// closing, leaving a second gateway session running after the bridge
+// stopped (TestBridgeEndToEnd saw it).
+func (c *Client) connectLoop() {
+	c.mu.Lock()
 	if c.stop != nil {
 		c.stop()
 	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	ctx, cancel := context.WithCancel(context.Background())
 	c.stop = cancel
 	c.mu.Unlock()
 	delay := firstRetryDelay
-	for {
+	for ctx.Err() == nil {
 		c.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateConnecting})
 		err := c.session.Open()
 		if err == nil || errors.Is(err, discordgo.ErrWSAlreadyOpen) {
+			if c.isStopped() {
+				// Disconnect ran meanwhile: it must not stay open.
+				c.closeSession()
+			}
 			return
 		}
 		var closeErr *websocket.CloseError
@@ -109,21 +128,30 @@ func (c *Client) Connect(ctx context.Context) {
 		c.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateTransientDisconnect, Error: "discord-connect-failed", Message: err.Error()})
 		select {
 		case <-ctx.Done():
-			return
 		case <-time.After(delay):
 		}
 		delay = min(delay*2, maxRetryDelay)
 	}
 }
 
-// Disconnect closes the gateway connection.
+func (c *Client) isStopped() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopped
+}
+
+// Disconnect closes the gateway connection for good.
 func (c *Client) Disconnect() {
 	c.mu.Lock()
+	c.stopped = true
 	if c.stop != nil {
 		c.stop()
 	}
 	c.mu.Unlock()
-	// Close forgets the connection first, so its reader does not reconnect.
+	c.closeSession()
+}
+
+func (c *Client) closeSession() {
 	if err := c.session.Close(); err != nil {
 		c.login.Log.Debug().Err(err).Msg("Closing the Discord gateway")
 	}
@@ -167,8 +195,14 @@ func (c *Client) onResumed(s *discordgo.Session, r *discordgo.Resumed) {
 	c.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateConnected})
 }
 
+// onDisconnect follows every close of the gateway connection: a dropped
+// one is reconnected (resuming the session), one Disconnect closed is not.
 func (c *Client) onDisconnect(s *discordgo.Session, d *discordgo.Disconnect) {
+	if c.isStopped() {
+		return
+	}
 	c.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateTransientDisconnect, Error: "discord-disconnected"})
+	go c.connectLoop()
 }
 
 // portalKey is the portal of a Discord channel for this login.

@@ -100,7 +100,11 @@ func TestFakeGatewayIdentifyAndResume(t *testing.T) {
 	if err := s.Open(); err != nil {
 		t.Fatalf("open: %v", err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() {
+		// discordgo's reader may race with Close and reconnect otherwise.
+		s.ShouldReconnectOnError = false
+		s.Close()
+	})
 
 	e, _ := events.wait(t, 0, func(e any) bool { _, ok := e.(*discordgo.Ready); return ok })
 	if ready := e.(*discordgo.Ready); ready.User.ID != fake.Bot().ID || len(ready.Guilds) != 1 {

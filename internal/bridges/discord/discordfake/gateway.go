@@ -233,6 +233,19 @@ func (s *Server) DropGatewayConnections() {
 	}
 }
 
+// ConnectedSessions is how many sessions have a connection now.
+func (s *Server) ConnectedSessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, sess := range s.sessions {
+		if sess.conn != nil {
+			n++
+		}
+	}
+	return n
+}
+
 // GatewaySessions is how many sessions have IDENTIFYed so far.
 func (s *Server) GatewaySessions() int {
 	s.mu.Lock()

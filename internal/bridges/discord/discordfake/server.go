@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -63,7 +64,7 @@ type attachmentFile struct {
 // Options configure a fake Discord.
 type Options struct {
 	// BotToken is the token the bot authenticates with (without "Bot ").
-	// Empty means "fake-bot-token".
+	// Empty means a random one (see Token).
 	BotToken string
 	// BotName is the bot user's name. Empty means "matrixbridge".
 	BotName string
@@ -74,7 +75,9 @@ type Options struct {
 // Start runs a fake Discord on loopback until the test ends.
 func Start(t interface{ Cleanup(func()) }, opts Options) *Server {
 	if opts.BotToken == "" {
-		opts.BotToken = "fake-bot-token"
+		// A token of its own, so that no client of another fake (on a port
+		// since reused) can log in here.
+		opts.BotToken = "fake-bot-token-" + strconv.FormatUint(rand.Uint64(), 36)
 	}
 	if opts.BotName == "" {
 		opts.BotName = "matrixbridge"
