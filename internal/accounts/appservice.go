@@ -32,8 +32,9 @@ type Appservices interface {
 	// exclusively: nobody else may register it.
 	ExclusiveUser(user id.UserID) bool
 	// QueryUser asks the appservices whose namespaces hold user, which
-	// does not exist, whether it should; true when one created it.
-	QueryUser(ctx context.Context, user id.UserID) bool
+	// does not exist, whether it should; true when one created it. The
+	// error is a requester past its limit of such lookups.
+	QueryUser(ctx context.Context, user id.UserID) (bool, error)
 	// ManagesDevices reports whether the appservice appserviceID manages
 	// its users' devices itself (MSC4190): it creates them with PUT
 	// /devices/{deviceId} and deletes them without UIA.

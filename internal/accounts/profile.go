@@ -127,8 +127,11 @@ func (s *Service) pathProfile(r *http.Request) (map[string]json.RawMessage, erro
 		return s.remoteProfile(r.Context(), uid)
 	}
 	p, ok, err := s.Profile(r.Context(), uid)
-	if err == nil && !ok && s.Appservices != nil && s.Appservices.QueryUser(r.Context(), uid) {
-		p, ok, err = s.Profile(r.Context(), uid) // an appservice created the user
+	if err == nil && !ok && s.Appservices != nil {
+		var created bool
+		if created, err = s.Appservices.QueryUser(r.Context(), uid); created {
+			p, ok, err = s.Profile(r.Context(), uid) // an appservice created the user
+		}
 	}
 	if err != nil {
 		return nil, err

@@ -2,15 +2,18 @@ package appservice_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/config"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
@@ -159,5 +162,60 @@ func TestThirdPartyForwarding(t *testing.T) {
 	users := testnode.Decode[[]map[string]any](t, r.Body)
 	if len(users) != 1 || users[0]["userid"] != "@irc_gopher:localhost" {
 		t.Fatalf("reverse user lookup: %s", r.Body)
+	}
+}
+
+// TestQueriesBounded: an anonymous client cannot make the node hammer a
+// bridge with lookups of users and aliases that do not exist: an
+// appservice's "no" is remembered (asking again does not reach it), and
+// the lookups that do reach it take from the requester's rate limit
+// (429 M_LIMIT_EXCEEDED past it), per client IP without an access token
+// and per user with one.
+func TestQueriesBounded(t *testing.T) {
+	var queries atomic.Int32
+	srv := fakeAppservice(t, "hs-bridge", func(w http.ResponseWriter, r *http.Request) {
+		queries.Add(1)
+		w.WriteHeader(http.StatusNotFound)
+		w.Write([]byte(`{"errcode":"M_NOT_FOUND"}`))
+	})
+	n := testnode.Start(t, testnode.SQLite, withRegistration("bridge.yaml", registrationYAML("bridge", srv.URL, "")), func(c *config.Config) {
+		c.RateLimit = true
+	})
+	frozen := time.Now()
+	n.RateLimit.SetClock(func() time.Time { return frozen })
+	alice := n.Register("alice")
+	lookup := func(token, alias string) int {
+		return n.Do(t, "GET", "/_matrix/client/v3/directory/room/"+url.PathEscape(alias), token, nil, testnode.NoSpecCheck()).Status
+	}
+
+	for range 5 {
+		if status := lookup("", "#bridge_same:localhost"); status != http.StatusNotFound {
+			t.Fatalf("lookup of an alias the appservice does not know: %d, want 404", status)
+		}
+	}
+	if got := queries.Load(); got != 1 {
+		t.Errorf("5 lookups of one alias asked the appservice %d times, want once (its no is remembered)", got)
+	}
+
+	limited := 0
+	for i := range 40 {
+		switch status := lookup("", fmt.Sprintf("#bridge_a%d:localhost", i)); status {
+		case http.StatusTooManyRequests:
+			limited++
+		case http.StatusNotFound:
+		default:
+			t.Fatalf("lookup %d: %d", i, status)
+		}
+	}
+	anonymous := queries.Load()
+	if limited == 0 || anonymous > 25 {
+		t.Errorf("40 lookups of distinct aliases by one client IP asked the appservice %d times, %d refused; want a limit", anonymous, limited)
+	}
+	// A user has a bucket of their own.
+	if status := lookup(alice.AccessToken, "#bridge_alice:localhost"); status != http.StatusNotFound {
+		t.Errorf("alice's lookup: %d, want 404 (the anonymous bucket is not hers)", status)
+	}
+	if got := queries.Load(); got != anonymous+1 {
+		t.Errorf("alice's lookup asked the appservice %d times, want once", got-anonymous)
 	}
 }

@@ -56,6 +56,12 @@ type Service struct {
 	// backoff).
 	OnPinged []func(appserviceID string)
 
+	// Limiter, when set, limits the lookups of users and aliases that a
+	// request makes the appservices answer (see queries.go).
+	Limiter RequesterLimiter
+	// misses remembers the appservices' recent "no" to those lookups.
+	misses missCache
+
 	reloadMu sync.Mutex // one Reload at a time
 }
 

@@ -20,9 +20,10 @@ type Appservices interface {
 	ExclusiveAlias(alias id.RoomAlias, sess *accounts.Session) bool
 	// QueryUser and QueryAlias ask the appservices whose namespaces hold
 	// a user or an alias that does not exist whether it should; true
-	// when one created it.
-	QueryUser(ctx context.Context, user id.UserID) bool
-	QueryAlias(ctx context.Context, alias id.RoomAlias) bool
+	// when one created it. The error is a requester past its limit of
+	// such lookups (429).
+	QueryUser(ctx context.Context, user id.UserID) (bool, error)
+	QueryAlias(ctx context.Context, alias id.RoomAlias) (bool, error)
 }
 
 // askAppservicesForUser gives the application services a chance to create
@@ -38,8 +39,8 @@ func (s *Service) askAppservicesForUser(ctx context.Context, user id.UserID) err
 	if _, exists, err := s.accounts.GetUser(ctx, user); err != nil || exists {
 		return err
 	}
-	s.Appservices.QueryUser(ctx, user)
-	return nil
+	_, err := s.Appservices.QueryUser(ctx, user)
+	return err
 }
 
 // checkAliasNotExclusive refuses an alias that an application service

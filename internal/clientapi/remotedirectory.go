@@ -71,8 +71,11 @@ func (s *Service) ResolveAlias(ctx context.Context, alias id.RoomAlias) (id.Room
 	}
 	if server == s.serverName {
 		roomID, err := s.resolveLocalAlias(ctx, alias)
-		if err == nil && roomID == "" && s.Appservices != nil && s.Appservices.QueryAlias(ctx, alias) {
-			roomID, err = s.resolveLocalAlias(ctx, alias) // an appservice created it
+		if err == nil && roomID == "" && s.Appservices != nil {
+			var created bool
+			if created, err = s.Appservices.QueryAlias(ctx, alias); created {
+				roomID, err = s.resolveLocalAlias(ctx, alias) // an appservice created it
+			}
 		}
 		if err != nil {
 			return "", nil, err

@@ -24,6 +24,9 @@ func RateLimitRules(cfg config.Config) map[string]ratelimit.Rule {
 		ratelimit.Register: {PerMinute: cfg.RateLimitRegPerMin, Burst: cfg.RateLimitRegBurst},
 		ratelimit.Send:     {PerMinute: cfg.RateLimitSendPerMin, Burst: cfg.RateLimitSendBurst},
 		ratelimit.Upload:   {PerMinute: cfg.RateLimitUploadPerMin, Burst: cfg.RateLimitUploadBurst},
+		// Not a setting: lookups of appservice users and aliases that
+		// do not exist yet, which each make a bridge answer.
+		ratelimit.AppserviceQuery: {PerMinute: 60, Burst: 20},
 	}
 }
 
@@ -63,6 +66,8 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 	// Every credential check (login, each UIA stage, registration tokens)
 	// takes from the login buckets of the client IP and of the account.
 	n.Accounts.Limiter = n.RateLimit
+	// Lookups that reach an appservice take from the requester's bucket.
+	n.Appservices.Limiter = n.RateLimit
 	// The OAuth pages take from the registration buckets of the client
 	// IP for each pending login they start.
 	if n.csExtra.oauth != nil {

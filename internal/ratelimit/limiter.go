@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"strings"
@@ -18,6 +19,11 @@ const (
 	Register = "register"
 	Send     = "send"
 	Upload   = "upload"
+	// AppserviceQuery counts the lookups a request makes an appservice
+	// answer (GET /_matrix/app/v1/users/... and /rooms/...): a profile,
+	// alias or invite of a user or alias in its namespaces that does not
+	// exist yet. Taken with AllowRequester.
+	AppserviceQuery = "appservice_query"
 )
 
 // Rule is one kind's rate: PerMinute tokens a minute, at most Burst at
@@ -231,14 +237,47 @@ var Routes = map[string]string{
 }
 
 // Middleware limits the requests whose route is in Routes and passes the
-// others straight to next.
+// others straight to next. Every request's context carries who sent it,
+// for AllowRequester (resolved only when asked).
 func (l *Limiter) Middleware(next http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	for pattern, kind := range Routes {
 		mux.Handle(pattern, l.Wrap(kind, next))
 	}
 	mux.Handle("/", next)
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requesterKey{}, r)))
+	})
+}
+
+// requesterKey is the context key of the request Middleware saw.
+type requesterKey struct{}
+
+// AllowRequester takes a token of kind from the bucket of whoever sent the
+// request ctx belongs to (its user, or its client IP without an access
+// token), as Wrap would. Work that no request of Middleware's started
+// (ctx carries none) and exempt senders are not limited. When the bucket
+// is empty it reports how long until the next token.
+func (l *Limiter) AllowRequester(ctx context.Context, kind string) (bool, time.Duration) {
+	r, _ := ctx.Value(requesterKey{}).(*http.Request)
+	if r == nil {
+		return true, 0
+	}
+	if rule, ok := l.opts.Rules[kind]; !ok || rule.PerMinute <= 0 {
+		return true, 0
+	}
+	var who Identity
+	if l.opts.Identify != nil {
+		who = l.opts.Identify(r)
+	}
+	if who.Exempt {
+		return true, 0
+	}
+	key := "u:" + who.User
+	if who.User == "" {
+		key = "ip:" + ClientIP(r)
+	}
+	return l.Allow(kind, key)
 }
 
 // ClientIP returns the request's client address: the peer, or, when the
