@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 
@@ -12,6 +14,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/appservice"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
@@ -170,6 +173,62 @@ func TestNetworkRoomDirectory(t *testing.T) {
 
 	testnode.Call(t, bot, "PUT", path, map[string]any{"visibility": "private"}).OK(t)
 	wantRooms("irc network after unpublishing", list(map[string]any{"third_party_instance_id": "bridge|irc"}))
+}
+
+// TestNetworkDirectoryRestricted: an appservice may publish in its
+// networks' directories only rooms that are its business: with one of its
+// users joined, in its room namespaces, or with an alias in its alias
+// namespaces; any other room, a private one of a user's included, is 403.
+// The rooms an appservice published stop being listed once its
+// registration file is removed and the registrations are reloaded.
+func TestNetworkDirectoryRestricted(t *testing.T) {
+	sharedAliases := "  - exclusive: false\n    regex: '#shared_.+:localhost'\n"
+	n := testnode.Start(t, testnode.SQLite, withRegistration("bridge.yaml", registrationYAML("bridge", "", sharedAliases)))
+	bot := asClient(t, n, "as-bridge", "")
+	alice := n.Register("alice")
+	publish := func(roomID id.RoomID, visibility string) *testnode.Response {
+		return testnode.Call(t, bot, "PUT", "/_matrix/client/v3/directory/list/appservice/irc/"+url.PathEscape(string(roomID)), map[string]any{"visibility": visibility})
+	}
+	createRoom := func(c *mautrix.Client, req *mautrix.ReqCreateRoom) id.RoomID {
+		t.Helper()
+		resp, err := c.CreateRoom(t.Context(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.RoomID
+	}
+
+	private := createRoom(alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	publish(private, "public").Want(t, http.StatusForbidden, "M_FORBIDDEN")
+	publish(private, "private").OK(t) // taking a room out is always allowed
+
+	portal := createRoom(bot, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	publish(portal, "public").OK(t)
+
+	// A room of alice's with an alias in the bridge's (shared) alias
+	// namespace.
+	aliased := createRoom(alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	publish(aliased, "public").Want(t, http.StatusForbidden, "M_FORBIDDEN")
+	if _, err := alice.CreateAlias(t.Context(), "#shared_aliased:localhost", aliased); err != nil {
+		t.Fatal(err)
+	}
+	publish(aliased, "public").OK(t)
+
+	listed := func() int {
+		t.Helper()
+		resp := testnode.Call(t, alice, "POST", testnode.V3+"/publicRooms", map[string]any{"include_all_networks": true}).OK(t)
+		return len(resp["chunk"].([]any))
+	}
+	if got := listed(); got != 2 {
+		t.Fatalf("%d rooms listed in all networks, want the 2 the bridge published", got)
+	}
+	if err := os.Remove(filepath.Join(appservice.Dir(n.Config.DataDir), "bridge.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	n.Appservices.Reload(t.Context())
+	if got := listed(); got != 0 {
+		t.Errorf("%d rooms of a removed appservice still listed in all networks", got)
+	}
 }
 
 func TestExclusiveAliases(t *testing.T) {

@@ -88,8 +88,13 @@ func (s *Service) putNetworkVisibility(w http.ResponseWriter, r *http.Request, s
 		return nil, mxhttp.InvalidParam("missing network ID")
 	}
 	roomID := id.RoomID(r.PathValue("roomId"))
-	if s.RoomExists != nil && !s.RoomExists(r.Context(), roomID) {
-		return nil, mxhttp.NotFound("room not found")
+	public := req.Visibility == "public"
+	if public {
+		// Taking a room out of the directory is always allowed; only
+		// publishing needs the room to be the appservice's business.
+		if err := s.mayPublish(r.Context(), reg, roomID); err != nil {
+			return nil, err
+		}
 	}
-	return mxhttp.Empty, s.setNetworkPublished(r.Context(), reg.ID, networkID, roomID, req.Visibility == "public")
+	return mxhttp.Empty, s.setNetworkPublished(r.Context(), reg.ID, networkID, roomID, public)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
 )
 
@@ -36,9 +37,13 @@ func Dir(dataDir string) string { return filepath.Join(dataDir, "appservices") }
 // assertion) and the endpoints only they call.
 type Service struct {
 	Registry *Registry
-	// RoomExists, when set, tells whether this node knows a room (the
-	// per-network directory refuses unknown rooms).
-	RoomExists func(ctx context.Context, roomID id.RoomID) bool
+	// Rooms, when set, is what the service asks about rooms: the
+	// per-network directory refuses rooms this node does not know, and
+	// rooms an appservice has no part in.
+	Rooms *rooms.Engine
+	// LocalAliases, when set, lists the room's aliases in this server's
+	// alias directory.
+	LocalAliases func(ctx context.Context, roomID id.RoomID) ([]id.RoomAlias, error)
 
 	db   *storage.DB
 	log  *slog.Logger

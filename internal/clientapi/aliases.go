@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"unicode"
@@ -164,20 +165,30 @@ func (s *Service) getRoomAliases(w http.ResponseWriter, r *http.Request, sess *a
 	if _, err := s.requireVisible(r.Context(), sess.UserID, roomID); err != nil {
 		return nil, err
 	}
-	rows, err := s.db.Query(r.Context(), "SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias", roomID)
+	aliases, err := s.LocalAliases(r.Context(), roomID)
 	if err != nil {
 		return nil, err
 	}
+	return map[string]any{"aliases": aliases}, nil
+}
+
+// LocalAliases lists the room's aliases in this server's alias directory,
+// sorted.
+func (s *Service) LocalAliases(ctx context.Context, roomID id.RoomID) ([]id.RoomAlias, error) {
+	rows, err := s.db.Query(ctx, "SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias", roomID)
+	if err != nil {
+		return nil, fmt.Errorf("aliases of %s: %w", roomID, err)
+	}
 	defer rows.Close()
-	aliases := []string{}
+	aliases := []id.RoomAlias{}
 	for rows.Next() {
-		var a string
+		var a id.RoomAlias
 		if err := rows.Scan(&a); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("aliases of %s: %w", roomID, err)
 		}
 		aliases = append(aliases, a)
 	}
-	return map[string]any{"aliases": aliases}, rows.Err()
+	return aliases, rows.Err()
 }
 
 func (s *Service) setPublished(ctx context.Context, roomID id.RoomID, published bool) error {

@@ -200,9 +200,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		n.DB.Close()
 		return nil, err
 	}
-	n.Appservices.RoomExists = func(ctx context.Context, roomID id.RoomID) bool {
-		_, err := n.Rooms.Version(ctx, roomID)
-		return err == nil
+	n.Appservices.Rooms = n.Rooms
+	n.Appservices.LocalAliases = func(ctx context.Context, roomID id.RoomID) ([]id.RoomAlias, error) {
+		return n.Client.LocalAliases(ctx, roomID)
 	}
 	// Refused registration files are logged; the node starts with the rest.
 	n.Appservices.Reload(ctx)
