@@ -168,10 +168,13 @@ func (s *Service) registerAppservice(r *http.Request, req *registerRequest) (any
 }
 
 // CreateAppserviceUser stores a new account, without a password, that
-// belongs to the application service appserviceID.
+// belongs to the application service appserviceID. The localpart may be
+// a historical one (capitals included), as an appservice's sender from
+// its registration file may be; registration through POST /register
+// checks the current grammar first.
 func (s *Service) CreateAppserviceUser(ctx context.Context, localpart, appserviceID string) (id.UserID, error) {
 	uid := s.UserID(localpart)
-	if err := s.ValidateLocalpart(localpart); err != nil {
+	if err := s.validateHistoricalLocalpart(localpart); err != nil {
 		return "", err
 	}
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {

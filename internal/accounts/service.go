@@ -133,6 +133,24 @@ func (s *Service) ValidateLocalpart(localpart string) error {
 	return nil
 }
 
+// historicalLocalpartRE is the grammar of historical user IDs' localparts
+// (spec, "Historical User IDs"): printable ASCII but ':'.
+var historicalLocalpartRE = regexp.MustCompile(`^[!-9;-~]+$`)
+
+// validateHistoricalLocalpart checks the localpart of a user the server
+// creates for an appservice (see CreateAppserviceUser): the historical
+// grammar, which servers accept, as the senders bridges generate use
+// capitals (mautrix writes 32 random letters of both cases).
+func (s *Service) validateHistoricalLocalpart(localpart string) error {
+	if !historicalLocalpartRE.MatchString(localpart) {
+		return mxhttp.InvalidUsername("user ID may only contain printable ASCII characters other than ':'")
+	}
+	if len("@"+localpart+":"+s.opts.ServerName) > 255 {
+		return mxhttp.InvalidUsername("user ID is too long")
+	}
+	return nil
+}
+
 // UserID returns the full user ID for a localpart on this server.
 func (s *Service) UserID(localpart string) id.UserID {
 	return id.NewUserID(localpart, s.opts.ServerName)

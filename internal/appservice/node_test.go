@@ -340,3 +340,35 @@ namespaces:
 	_, err = whoami(t, asClient(t, n, "as-wide", alice.UserID))
 	testnode.WantErr(t, err, "M_USER_LOCKED", http.StatusUnauthorized)
 }
+
+// TestSenderLocalparts: a sender_localpart with capitals, as mautrix
+// bridges generate (32 random letters of both cases), loads and its
+// as_token acts as that sender; a registration whose sender cannot be
+// registered (too long a user ID) is refused alone, named in the reload's
+// error, and does not keep the other files from loading.
+func TestSenderLocalparts(t *testing.T) {
+	const mixed = "nSMh4pNEXXGkX8glfFJTaQURIIRuF2Zh"
+	n := testnode.Start(t, testnode.SQLite,
+		withRegistration("bridge.yaml", registrationYAML("bridge", "", "")),
+		withRegistration("mautrix.yaml", strings.Replace(registrationYAML("mautrix", "", ""), "sender_localpart: mautrixbot", "sender_localpart: "+mixed, 1)),
+		withRegistration("long.yaml", strings.Replace(registrationYAML("long", "", ""), "sender_localpart: longbot", "sender_localpart: "+strings.Repeat("x", 250), 1)))
+	resp, err := whoami(t, asClient(t, n, "as-mautrix", ""))
+	if err != nil {
+		t.Fatalf("whoami with the as_token of a sender with capitals: %v", err)
+	}
+	if want := id.UserID("@" + mixed + ":localhost"); resp.UserID != want {
+		t.Errorf("whoami = %s, want %s", resp.UserID, want)
+	}
+	if _, err := whoami(t, asClient(t, n, "as-bridge", "")); err != nil {
+		t.Errorf("whoami of another appservice: %v", err)
+	}
+	_, err = whoami(t, asClient(t, n, "as-long", ""))
+	testnode.WantErr(t, err, "M_UNKNOWN_TOKEN", http.StatusUnauthorized)
+	err = n.ReloadAppservices(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "appservice long") {
+		t.Errorf("reload error %v does not name the refused appservice", err)
+	}
+	if _, err := whoami(t, asClient(t, n, "as-mautrix", "")); err != nil {
+		t.Errorf("whoami after the reload: %v", err)
+	}
+}

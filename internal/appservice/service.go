@@ -89,14 +89,19 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, opts Options) 
 func (s *Service) Reload(ctx context.Context) error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	regs, loadErr := LoadDir(s.opts.Dir)
+	loaded, loadErr := LoadDir(s.opts.Dir)
+	// A registration whose sender cannot be registered is refused like a
+	// file that does not load; the others are put in use.
+	regs := loaded[:0]
+	for _, reg := range loaded {
+		if err := s.ensureSender(ctx, reg); err != nil {
+			loadErr = errors.Join(loadErr, fmt.Errorf("appservice %s: sender %s: %w", reg.ID, reg.SenderLocalpart, err))
+			continue
+		}
+		regs = append(regs, reg)
+	}
 	for _, err := range unjoin(loadErr) {
 		s.log.Error("appservice registration refused", "err", err)
-	}
-	for _, reg := range regs {
-		if err := s.ensureSender(ctx, reg); err != nil {
-			return fmt.Errorf("appservice %s: %w", reg.ID, err)
-		}
 	}
 	if err := s.Registry.Set(regs); err != nil {
 		return errors.Join(loadErr, err)
