@@ -113,10 +113,19 @@ func (s *Service) getProfileField(w http.ResponseWriter, r *http.Request) (any, 
 		return nil, err
 	}
 	v, ok := p[key]
-	if !ok {
+	switch {
+	case ok:
+		return map[string]json.RawMessage{key: v}, nil
+	case key == "displayname" || key == "avatar_url":
+		// The two fields every server has always had: one a user has
+		// not set is answered as empty, as Synapse does, rather than
+		// 404. mautrix bridges read the current avatar before setting
+		// one and give up on any error, so with a 404 neither their bot
+		// nor any ghost would ever get an avatar.
+		return map[string]json.RawMessage{}, nil
+	default:
 		return nil, mxhttp.NotFound("profile field not set")
 	}
-	return map[string]json.RawMessage{key: v}, nil
 }
 
 // pathProfile returns the profile of the path's user, or M_NOT_FOUND. A

@@ -157,3 +157,31 @@ func TestProfileUpdatesMemberEvents(t *testing.T) {
 		}
 	})
 }
+
+// TestUnsetAvatarAndDisplayName: a user's avatar_url or displayname that
+// is not set reads as empty (200, the field absent), as Synapse answers,
+// so that mautrix bridges, which read the current avatar before setting
+// one and stop on any error, can give their bot and ghosts avatars; a
+// custom field not set and any field of an unknown user are still 404.
+func TestUnsetAvatarAndDisplayName(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	ctx := context.Background()
+	bob := n.Register("bob")
+	// mautrix-go answers a 404 as empty since v0.33; the bridges built on
+	// earlier versions (mautrix-whatsapp v0.2511.0 is on v0.26) do not.
+	if m := wantOK(t, n.Do(t, "GET", "/_matrix/client/v3/profile/"+string(bob.UserID)+"/avatar_url", "", nil)); len(m) != 0 {
+		t.Errorf("an avatar not set reads as %v, want {}", m)
+	}
+	wantOK(t, n.Do(t, "DELETE", "/_matrix/client/v3/profile/"+string(bob.UserID)+"/displayname", bob.AccessToken, nil))
+	if m := wantOK(t, n.Do(t, "GET", "/_matrix/client/v3/profile/"+string(bob.UserID)+"/displayname", "", nil)); len(m) != 0 {
+		t.Errorf("a display name removed reads as %v, want {}", m)
+	}
+	avatar := id.ContentURI{Homeserver: "localhost", FileID: "bob"}
+	if err := bob.SetAvatarURL(ctx, avatar); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := bob.GetAvatarURL(ctx, bob.UserID); err != nil || got != avatar {
+		t.Errorf("avatar after setting it: %v, %v", got, err)
+	}
+	wantErr(t, n.Do(t, "GET", "/_matrix/client/v3/profile/@nobody:localhost/avatar_url", "", nil), http.StatusNotFound, "M_NOT_FOUND")
+}
