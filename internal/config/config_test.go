@@ -164,6 +164,8 @@ func TestValidateNamesTheSetting(t *testing.T) {
 		{"federation_ca", "/nonexistent/ca.pem"},
 		{"federation_ca", "/dev/null"},
 		{"trusted_key_servers", "matrix.org,bad_name!"},
+		{"ledger", "everything"},
+		{"ledger", ""},
 	} {
 		t.Run(tc.setting+"="+tc.value, func(t *testing.T) {
 			err := loadWithSetting(t, tc.setting, tc.value)
