@@ -46,7 +46,7 @@ type Client struct {
 	mu       sync.Mutex
 	stopped  bool               // Disconnect was called (and Connect not since)
 	stop     context.CancelFunc // ends the connect retry loop
-	caughtUp map[string]bool    // channels fetched after READY in this process
+	caughtUp map[string]bool    // channels caught up in this gateway session
 }
 
 var (
