@@ -406,8 +406,11 @@ func (e *Engine) ServerInRoom(ctx context.Context, server string, roomID id.Room
 // checks every event of state and authChain (signatures, hashes, auth
 // rules against their own auth events), stores them as outliers, and
 // appends join, the local user's join event the resident server accepted,
-// with state as the state before it. The local user's membership and
-// /sync see the room once it returns.
+// with state as the state before it. A state event that fails those checks
+// (a missing or bad signature, a key that cannot be had, an auth event
+// that cannot be verified) is left out of that state rather than failing
+// the join: the join goes on when what remains still allows it. The local
+// user's membership and /sync see the room once it returns.
 func (e *Engine) ImportJoin(ctx context.Context, origin string, version id.RoomVersion, join json.RawMessage, state, authChain []json.RawMessage) (*Event, error) {
 	if e.Remote == nil {
 		return nil, errNoFederation
@@ -435,7 +438,8 @@ func (e *Engine) ImportJoin(ctx context.Context, origin string, version id.RoomV
 		}
 		se := known[id]
 		if se == nil || se.StateKey == nil {
-			return nil, mxhttp.Forbidden("state event %s does not pass the checks on receipt", id)
+			e.log.Info("a state event of a joined room is left out: it does not pass the checks on receipt", "room_id", ev.RoomID, "event_id", id)
+			continue
 		}
 		before[stateKey{se.Type, *se.StateKey}] = se.ID
 	}

@@ -117,6 +117,13 @@ func (r netRemote) GetEvent(ctx context.Context, server string, eventID id.Event
 // server's import), and returns the join as both servers stored it.
 func (n *fedNet) join(resident, joiner string, roomID id.RoomID, user id.UserID) (*Event, *Event) {
 	n.t.Helper()
+	return n.joinAltered(resident, joiner, roomID, user, nil)
+}
+
+// joinAltered is join with the send_join answer's state and auth chain
+// passed through alter (when not nil) on their way to the joining server.
+func (n *fedNet) joinAltered(resident, joiner string, roomID id.RoomID, user id.UserID, alter func(state, chain []json.RawMessage)) (*Event, *Event) {
+	n.t.Helper()
 	ctx := context.Background()
 	res, j := n.e(resident), n.e(joiner)
 	version, tmpl, err := res.MembershipTemplate(ctx, roomID, user, "join", SupportedVersions)
@@ -134,6 +141,9 @@ func (n *fedNet) join(resident, joiner string, roomID id.RoomID, user id.UserID)
 	state, chain, err := res.StateBefore(ctx, roomID, evID, false)
 	if err != nil {
 		n.t.Fatalf("state before the join: %v", err)
+	}
+	if alter != nil {
+		alter(state, chain)
 	}
 	imported, err := j.ImportJoin(ctx, resident, version, stored.JSON, state, chain)
 	if err != nil {
@@ -653,4 +663,79 @@ func TestOmitMembersKeepsHeroes(t *testing.T) {
 	if got, want := members(), []string{string(carolC)}; !slices.Equal(got, want) {
 		t.Errorf("members of a named room's reduced state = %v, want %v", got, want)
 	}
+}
+
+// TestImportJoinLeavesOutUnverifiableState joins a room whose send_join
+// answer carries a state event that cannot be verified: without
+// signatures, with a bad signature, signed with a key that cannot be had,
+// or whose auth event is one of those. The join goes on without that
+// event, which is not in the joining server's state (Complement's
+// TestJoinFederatedRoomWithUnverifiableEvents).
+func TestImportJoinLeavesOutUnverifiableState(t *testing.T) {
+	badSig := base64.RawStdEncoding.EncodeToString(make([]byte, ed25519.SignatureSize))
+	tests := []struct {
+		name string
+		// signatures replaces the signatures of the event altered.
+		signatures map[string]map[string]string
+		// authEvent alters carol's join, the auth event of her leave in
+		// the state, instead of the room's name.
+		authEvent bool
+	}{
+		{name: "missing signatures", signatures: map[string]map[string]string{}},
+		{name: "bad signature", signatures: map[string]map[string]string{"a": {"ed25519:t": badSig}}},
+		{name: "unobtainable key", signatures: map[string]map[string]string{"a": {"ed25519:gone": badSig}}},
+		{name: "unverifiable auth event", signatures: map[string]map[string]string{"c": {"ed25519:t": badSig}}, authEvent: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newFedNet(t, "a", "b", "c")
+			roomID := createFedRoom(t, n.e("a"), id.RoomV11, aliceA)
+			altered := n.send("a", roomID, stateProto(aliceA, "m.room.name", "", `{"name":"unverifiable"}`))
+			key := stateKey{"m.room.name", ""}
+			if tc.authEvent {
+				altered, _ = n.join("a", "c", roomID, carolC)
+				n.send("a", roomID, stateProto(aliceA, "m.room.member", string(carolC), `{"membership":"leave"}`))
+				key = stateKey{"m.room.member", string(carolC)}
+			}
+			found := false
+			alter := func(state, chain []json.RawMessage) {
+				for _, list := range [][]json.RawMessage{state, chain} {
+					for i, raw := range list {
+						if EventIDOf(id.RoomV11, raw) == altered.ID {
+							list[i], found = withSignatures(t, raw, tc.signatures), true
+						}
+					}
+				}
+			}
+			_, imported := n.joinAltered("a", "b", roomID, bobB, alter)
+			if !found {
+				t.Fatalf("the send_join answer does not carry %s", altered.ID)
+			}
+			if imported == nil || n.e("b").Membership(bobB, roomID) != "join" {
+				t.Fatalf("bob is not joined on b")
+			}
+			state := currentStateIDs(t, n.e("b"), roomID)
+			if state[stateKey{"m.room.member", string(bobB)}] != imported.ID {
+				t.Errorf("b's state lacks bob's join")
+			}
+			if got, ok := state[key]; ok {
+				t.Errorf("b's state holds %v = %s, which could not be verified", key, got)
+			}
+		})
+	}
+}
+
+// withSignatures returns the PDU raw with its signatures replaced.
+func withSignatures(t *testing.T, raw json.RawMessage, sigs map[string]map[string]string) json.RawMessage {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["signatures"] = sigs
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
