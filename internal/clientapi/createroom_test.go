@@ -1,12 +1,14 @@
 package clientapi_test
 
 import (
+	"encoding/json"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/testnode"
@@ -164,4 +166,55 @@ func TestJoinCustomContent(t *testing.T) {
 		testnode.Leave(t, bob, id.RoomID(room))
 	}
 	testnode.Call(t, bob, "POST", testnode.V3+"/join/"+url.PathEscape(room), map[string]any{"reason": 1}).Want(t, 400, "M_BAD_JSON")
+}
+
+// TestCreateRoomInvitePowerLevel: the power levels createRoom gives a
+// public room (and so a restricted one, made from the public preset) need
+// 50 to invite, so a member cannot invite anyone in, while the creator can;
+// in a private chat, as in Synapse's presets, every member may invite
+// (Complement's TestRestrictedRoomsRemoteJoinLocalUser and
+// TestFederationRoomsInvite rely on both).
+func TestCreateRoomInvitePowerLevel(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	alice, bob, carol := n.Register("alice"), n.Register("bob"), n.Register("carol")
+	for _, tc := range []struct {
+		preset, version string
+		invite          string
+	}{
+		{"public_chat", "", "50"},
+		{"public_chat", "11", "50"},
+		{"private_chat", "", "0"},
+		{"trusted_private_chat", "11", "0"},
+		{"trusted_private_chat", "12", "0"},
+	} {
+		t.Run(tc.preset+"/v"+tc.version, func(t *testing.T) {
+			body := map[string]any{"preset": tc.preset, "invite": []id.UserID{bob.UserID}}
+			if tc.version != "" {
+				body["room_version"] = tc.version
+			}
+			roomID := id.RoomID(testnode.Call(t, alice, "POST", testnode.V3+"/createRoom", body).OK(t)["room_id"].(string))
+			if _, err := bob.JoinRoomByID(t.Context(), roomID); err != nil {
+				t.Fatalf("bob joins: %v", err)
+			}
+			var pl struct {
+				Invite json.RawMessage `json:"invite"`
+			}
+			if err := alice.StateEvent(t.Context(), roomID, event.StatePowerLevels, "", &pl); err != nil {
+				t.Fatalf("power levels: %v", err)
+			}
+			if string(pl.Invite) != tc.invite {
+				t.Errorf("the power levels' invite = %s, want %s", pl.Invite, tc.invite)
+			}
+			_, err := bob.InviteUser(t.Context(), roomID, &mautrix.ReqInviteUser{UserID: carol.UserID})
+			if tc.invite == "0" && err != nil {
+				t.Errorf("bob, a member of a private chat, cannot invite: %v", err)
+			}
+			if tc.invite == "50" {
+				testnode.WantErr(t, err, "M_FORBIDDEN", 403)
+				if _, err := alice.InviteUser(t.Context(), roomID, &mautrix.ReqInviteUser{UserID: carol.UserID}); err != nil {
+					t.Errorf("the creator cannot invite: %v", err)
+				}
+			}
+		})
+	}
 }

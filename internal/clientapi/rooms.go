@@ -139,7 +139,7 @@ func (s *Service) createRoom(w http.ResponseWriter, r *http.Request, sess *accou
 		"ban":            50,
 		"kick":           50,
 		"redact":         50,
-		"invite":         0,
+		"invite":         50,
 		"events": map[string]int{
 			"m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
 			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
@@ -154,6 +154,12 @@ func (s *Service) createRoom(w http.ResponseWriter, r *http.Request, sess *accou
 		// upgrade the room by default.
 		pl["users"] = map[string]int{}
 		pl["events"].(map[string]int)["m.room.tombstone"] = 150
+	}
+	if preset != "public_chat" {
+		// In a private chat every member may invite, as in Synapse's
+		// presets; elsewhere (a public or restricted room) it takes
+		// moderator power.
+		pl["invite"] = 0
 	}
 	if preset == "trusted_private_chat" {
 		users := pl["users"].(map[string]int)
