@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"maunium.net/go/mautrix/federation/eventauth"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/storage"
@@ -286,7 +285,7 @@ func (e *Engine) storeBackfilled(ctx context.Context, r *room, origin string, ra
 		}
 		outliers = append(outliers, opts.outliers...)
 		if err := authorizeRules(r.version, ev.PDU, nil, e.authEventLoader(ctx, known), e.keyFunc(ctx)); err != nil {
-			if errors.Is(err, eventauth.ErrMissingAuthEvent) || errors.Is(err, eventauth.ErrCreateEventNotFound) || errors.Is(err, eventauth.ErrFailedToGetAuthEvents) {
+			if lacksAuthEvents(err) {
 				continue
 			}
 			if err := e.reject(ctx, ev, err); err != nil {

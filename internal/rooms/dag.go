@@ -44,6 +44,10 @@ type dagFacts struct {
 	// changedMembers are the users whose member event in the current state
 	// the event changed.
 	changedMembers []id.UserID
+	// follows are the events the event comes after in the DAG: its
+	// prev_events, with a rejected one replaced by those it follows
+	// (statePrevs); nil when the state before was given.
+	follows []id.EventID
 	// outliers are stored beside the timeline before the event (a joined
 	// room's state and auth chain).
 	outliers []*Event

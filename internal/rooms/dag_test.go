@@ -1,11 +1,13 @@
 package rooms
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tidwall/gjson"
@@ -375,5 +377,114 @@ func TestMissingAuthEventsFetched(t *testing.T) {
 	}
 	if got, err := n.e("a").FederationEvent(ctx, rename.ID); err != nil || !got.Outlier {
 		t.Errorf("the fetched auth event is not kept as an outlier: %v", err)
+	}
+}
+
+// TestRejectedAuthEventsAndPrevEvents follows Complement's
+// TestInboundFederationRejectsEventsWithRejectedAuthEvents: b sends a power
+// levels event bob may not send (rejected), then a message whose auth
+// events name a member event a has not seen, itself authorised by the
+// rejected event. a fetches that member event, stores it rejected, and
+// rejects the message; the next message, which follows the rejected one,
+// is accepted without asking b for missing events or state (a rejected
+// prev_event is no gap), and leaves one forward extremity.
+func TestRejectedAuthEventsAndPrevEvents(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "b")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV11, aliceA)
+	n.join("a", "b", roomID, bobB)
+	base := n.send("b", roomID, textProto(bobB, "base"))
+	n.deliver("b", base, "a")
+	st := n.e("a").rooms[roomID].view()
+	create, pl := st.get("m.room.create", ""), st.get("m.room.power_levels", "")
+	joinRules, bobJoin := st.get("m.room.join_rules", ""), st.get("m.room.member", string(bobB))
+
+	forge := func(typ string, sk *string, content string, prevs, auth []id.EventID, depth int64) (id.EventID, []byte) {
+		t.Helper()
+		pd := base.PDU.Clone()
+		pd.Type, pd.StateKey, pd.Content = typ, sk, []byte(content)
+		pd.PrevEvents, pd.AuthEvents, pd.Depth = prevs, auth, depth
+		pd.Hashes, pd.Signatures, pd.Unsigned = nil, nil, nil
+		b := n.e("b")
+		if err := pd.Sign(id.RoomV11, b.signer.ServerName, b.signer.KeyID, b.signer.Key); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := json.Marshal(pd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return EventIDOf(id.RoomV11, raw), raw
+	}
+	empty, bobKey := "", string(bobB)
+	plID, plRaw := forge("m.room.power_levels", &empty, `{"users":{}}`,
+		[]id.EventID{base.ID}, []id.EventID{create.ID, pl.ID, bobJoin.ID}, base.Depth+1)
+	if _, err := n.e("a").ReceivePDU(ctx, "b", plRaw); errCode(err) != "M_FORBIDDEN" {
+		t.Fatalf("bob's power levels: %v, want M_FORBIDDEN", err)
+	}
+	memberID, memberRaw := forge("m.room.member", &bobKey, `{"membership":"join","displayname":"x"}`,
+		[]id.EventID{base.ID}, []id.EventID{create.ID, joinRules.ID, plID, bobJoin.ID}, base.Depth+1)
+	n.served = map[id.EventID]json.RawMessage{memberID: memberRaw}
+	sent1, sent1Raw := forge("m.room.message", nil, `{"msgtype":"m.text","body":"sent1"}`,
+		[]id.EventID{base.ID}, []id.EventID{create.ID, pl.ID, memberID}, base.Depth+1)
+	if _, err := n.e("a").ReceivePDU(ctx, "b", sent1Raw); errCode(err) != "M_FORBIDDEN" {
+		t.Fatalf("a message authorised by a rejected member event: %v, want M_FORBIDDEN", err)
+	}
+	for _, eid := range []id.EventID{memberID, sent1} {
+		stored, err := n.e("a").storedEvent(ctx, eid)
+		if err != nil || stored == nil || !stored.Rejected {
+			t.Fatalf("%s is not stored rejected (%v, %v)", eid, stored, err)
+		}
+	}
+	missing, state := n.missingAsked, n.stateAsked
+	sent2, sent2Raw := forge("m.room.message", nil, `{"msgtype":"m.text","body":"sent2"}`,
+		[]id.EventID{sent1}, []id.EventID{create.ID, pl.ID, bobJoin.ID}, base.Depth+2)
+	if _, err := n.e("a").ReceivePDU(ctx, "b", sent2Raw); err != nil {
+		t.Fatalf("a message following a rejected one: %v", err)
+	}
+	if n.missingAsked != missing || n.stateAsked != state {
+		t.Errorf("a asked b for missing events (%d) or state (%d) behind a rejected prev_event", n.missingAsked-missing, n.stateAsked-state)
+	}
+	if ev, err := n.e("a").Event(ctx, sent2); err != nil || ev.Pos <= 0 || ev.Gap {
+		t.Fatalf("sent2 is not in a's timeline after base (%v)", err)
+	}
+	if ext := n.e("a").rooms[roomID].view().extremities; !slices.Equal(ext, []id.EventID{sent2}) {
+		t.Errorf("a's forward extremities = %v, want only %s", ext, sent2)
+	}
+	if got := timelineBodies(t, n.e("a"), roomID); !slices.Equal(got, []string{"base", "sent2"}) {
+		t.Errorf("a's timeline = %q, want base and sent2", got)
+	}
+}
+
+// TestNumbersOutsideCanonicalJSON: from room version 6 an event holding a
+// fraction or an integer beyond 2^53-1 is refused as bad JSON and not
+// stored, so an event following it is one after a gap (Complement's
+// TestOutboundFederationIgnoresMissingEventWithBadJSONForRoomVersion6,
+// whose get_missing_events answer holds one).
+func TestNumbersOutsideCanonicalJSON(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "b")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV11, aliceA)
+	n.join("a", "b", roomID, bobB)
+	like := n.send("b", roomID, textProto(bobB, "like"))
+	signed := n.e("b").signedRaw(t, roomID, Proto{Type: "m.room.message", Sender: bobB, Content: json.RawMessage(`{"msgtype":"m.text","body":"x","bad_val":0}`)}, like)
+	for _, content := range []string{
+		`{"msgtype":"m.text","body":"x","bad_val":1.1}`,
+		`{"msgtype":"m.text","body":"x","bad_val":9007199254740992}`,
+		`{"msgtype":"m.text","body":"x","bad_val":1e3}`,
+	} {
+		// mautrix signs no such number: the content changes after
+		// signing, which the signature check would refuse as forged
+		// (M_FORBIDDEN) had the number not been refused first.
+		raw := bytes.Replace(signed, []byte(`"bad_val":0`), []byte(content[strings.Index(content, `"bad_val"`):len(content)-1]), 1)
+		if _, err := n.e("a").ReceivePDU(ctx, "b", raw); errCode(err) != "M_BAD_JSON" {
+			t.Errorf("an event with %s: %v, want M_BAD_JSON", content, err)
+		}
+		if stored, err := n.e("a").storedEvent(ctx, EventIDOf(id.RoomV11, raw)); err != nil || stored != nil {
+			t.Errorf("the event with %s is stored (%v)", content, err)
+		}
+	}
+	ok := n.e("b").signedRaw(t, roomID, Proto{Type: "m.room.message", Sender: bobB, Content: json.RawMessage(`{"msgtype":"m.text","body":"fine","n":9007199254740991}`)}, like)
+	if _, err := n.e("a").ReceivePDU(ctx, "b", ok); err != nil {
+		t.Errorf("an event with the largest integer allowed: %v", err)
 	}
 }

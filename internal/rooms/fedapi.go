@@ -522,7 +522,10 @@ func EventIDOf(v id.RoomVersion, raw json.RawMessage) id.EventID {
 // (format, signatures, hashes, auth against the event's own auth events)
 // on the events of a room's state and auth chain, in depth order, and
 // returns those that pass, keyed by ID. Events this node has already are
-// taken as they are stored.
+// taken as they are stored. An event the auth rules refuse is stored as
+// rejected, so that the events naming it as an auth event are rejected in
+// turn; one that lacks an auth event (unobtainable, or itself failing the
+// checks) is only left out, as that auth event may still come.
 func (e *Engine) checkOutliers(ctx context.Context, v id.RoomVersion, roomID id.RoomID, raws []json.RawMessage) (map[id.EventID]*Event, error) {
 	parsed, errs := e.parseRemoteAll(ctx, v, raws)
 	return e.checkParsedOutliers(ctx, v, roomID, parsed, errs)
@@ -551,6 +554,11 @@ func (e *Engine) checkParsedOutliers(ctx context.Context, v id.RoomVersion, room
 	for _, ev := range evs {
 		if err := authorizeRules(v, ev.PDU, nil, getEvents, keys); err != nil {
 			e.log.Info("an event of a joined room's state fails the auth rules", "room_id", roomID, "event_id", ev.ID, "err", err)
+			if !lacksAuthEvents(err) {
+				if err := e.recordOutside(ctx, ev, kindRejected, authMessage(err)); err != nil {
+					return nil, err
+				}
+			}
 			continue
 		}
 		known[ev.ID] = ev

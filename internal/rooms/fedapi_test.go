@@ -26,6 +26,8 @@ type fedNet struct {
 	servers map[string]*testEnv
 	// missingAsked and stateAsked count the gap-filling requests.
 	missingAsked, stateAsked, backfillAsked int
+	// served are events /event answers before asking the servers.
+	served map[id.EventID]json.RawMessage
 }
 
 func newFedNet(t testing.TB, names ...string) *fedNet {
@@ -101,6 +103,9 @@ func (r netRemote) Backfill(ctx context.Context, server string, roomID id.RoomID
 }
 
 func (r netRemote) GetEvent(ctx context.Context, server string, eventID id.EventID) (json.RawMessage, error) {
+	if raw, ok := r.n.served[eventID]; ok {
+		return raw, nil
+	}
 	e, err := r.server(server)
 	if err != nil {
 		return nil, err

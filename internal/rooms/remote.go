@@ -1,15 +1,19 @@
 package rooms
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/json/jsontext"
 	jsonv2 "encoding/json/v2"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -87,6 +91,11 @@ func (e *Engine) parseRemote(ctx context.Context, v id.RoomVersion, raw []byte) 
 	}
 	if !IsSupported(v) {
 		return nil, mxhttp.UnsupportedRoomV("room version %q is not supported", v)
+	}
+	if v.ForbidFloatsAndBigInts() {
+		if err := checkIntegers(raw); err != nil {
+			return nil, err
+		}
 	}
 	pd := &pdu.PDU{}
 	if err := jsonv2.Unmarshal(raw, pd); err != nil {
@@ -190,6 +199,28 @@ func verifySignedBytes(v id.RoomVersion, pd *pdu.PDU, server string, signed []by
 		return fmt.Errorf("no verifiable signatures found for server %s: %w", server, errors.Join(unusable...))
 	}
 	return nil
+}
+
+// checkIntegers refuses a PDU holding a number that canonical JSON has no
+// form for, as room versions 6 and later do: a fraction or exponent, or
+// an integer outside [-(2^53)+1, (2^53)-1].
+func checkIntegers(raw []byte) error {
+	dec := jsontext.NewDecoder(bytes.NewReader(raw))
+	for {
+		tok, err := dec.ReadToken()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return mxhttp.BadJSON("invalid PDU: %v", err)
+		}
+		if tok.Kind() != '0' {
+			continue
+		}
+		if n, err := strconv.ParseInt(tok.String(), 10, 64); err != nil || n > maxDepth || n < -maxDepth {
+			return mxhttp.BadJSON("the event holds the number %s, which this room version does not allow", tok.String())
+		}
+	}
 }
 
 // checkFormat checks what the signature and auth checks take for granted.
@@ -356,19 +387,62 @@ const (
 	maxFetchedStateEvents = 1000
 )
 
-// missingPrevs lists the prev_events of ev that are not in the timeline.
+// missingPrevs lists the events ev follows (statePrevs) that are not in
+// the timeline.
 func (e *Engine) missingPrevs(ctx context.Context, ev *Event) ([]id.EventID, error) {
-	prevs, err := e.timelineEvents(ctx, ev.PDU.PrevEvents)
-	if err != nil {
-		return nil, err
-	}
-	var out []id.EventID
-	for _, p := range ev.PDU.PrevEvents {
-		if !slices.ContainsFunc(prevs, func(x *Event) bool { return x.ID == p }) && !slices.Contains(out, p) {
-			out = append(out, p)
+	_, missing, err := e.statePrevs(ctx, ev)
+	return missing, err
+}
+
+// maxRejectedPrevsWalked bounds the rejected events statePrevs walks
+// through for one event.
+const maxRejectedPrevsWalked = 100
+
+// statePrevs returns the events whose states after them make the state
+// before ev: its prev_events in the timeline (prevs), and those this node
+// lacks (missing). A rejected prev_event changes no state and never
+// becomes an extremity, so the events it follows stand in for it, and so
+// on: an event that follows a rejected one is not taken for one after a
+// gap (which would ask its server again for the rejected event's state).
+func (e *Engine) statePrevs(ctx context.Context, ev *Event) (prevs []*Event, missing []id.EventID, err error) {
+	seen := map[id.EventID]bool{}
+	walked := 0
+	for want := ev.PDU.PrevEvents; len(want) > 0; {
+		in, err := e.timelineEvents(ctx, want)
+		if err != nil {
+			return nil, nil, err
+		}
+		var rest []id.EventID
+		for _, p := range want {
+			if seen[p] {
+				continue
+			}
+			seen[p] = true
+			if i := slices.IndexFunc(in, func(x *Event) bool { return x.ID == p }); i >= 0 {
+				prevs = append(prevs, in[i])
+			} else {
+				rest = append(rest, p)
+			}
+		}
+		want = nil
+		if len(rest) == 0 {
+			break
+		}
+		outside, err := e.outliers(ctx, rest, true)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, p := range rest {
+			i := slices.IndexFunc(outside, func(x *Event) bool { return x.ID == p && x.Rejected })
+			if i < 0 || walked >= maxRejectedPrevsWalked {
+				missing = append(missing, p)
+				continue
+			}
+			walked++
+			want = append(want, outside[i].PDU.PrevEvents...)
 		}
 	}
-	return out, nil
+	return prevs, missing, nil
 }
 
 // fetchMissing asks origin for the events between the room's forward
@@ -595,10 +669,17 @@ func (e *Engine) checkAuthEvents(ctx context.Context, r *room, ev *Event, known 
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, eventauth.ErrMissingAuthEvent) || errors.Is(err, eventauth.ErrCreateEventNotFound) || errors.Is(err, eventauth.ErrFailedToGetAuthEvents):
+	case lacksAuthEvents(err):
 		return mxhttp.Forbidden("%s", authMessage(err))
 	}
 	return e.reject(ctx, ev, err)
+}
+
+// lacksAuthEvents reports whether the auth rules refused an event only
+// because some of its auth events are not known here: a verdict that an
+// auth event arriving later may change, unlike a rejection.
+func lacksAuthEvents(err error) bool {
+	return errors.Is(err, eventauth.ErrMissingAuthEvent) || errors.Is(err, eventauth.ErrCreateEventNotFound) || errors.Is(err, eventauth.ErrFailedToGetAuthEvents)
 }
 
 // eventKeys is the key lookup of one event's checks: what a first check
@@ -663,26 +744,26 @@ func (e *Engine) checkRemote(ctx context.Context, r *room, ev *Event, opts recei
 	v := r.version
 	getEvents := e.authEventLoader(ctx, opts.known)
 	d := &dagFacts{}
-	var prevs []*Event
 	d.outliers, d.newRoom = opts.outliers, opts.newRoom
 	if opts.before != nil {
 		d.before = opts.before
 	} else {
-		var err error
-		if prevs, err = e.timelineEvents(ctx, ev.PDU.PrevEvents); err != nil {
+		prevs, missing, err := e.statePrevs(ctx, ev)
+		if err != nil {
 			return nil, err
 		}
 		var fetched []idState
-		for _, p := range ev.PDU.PrevEvents {
-			if slices.ContainsFunc(prevs, func(x *Event) bool { return x.ID == p }) {
-				continue
-			}
+		for _, p := range missing {
 			st, ok := opts.prevStates[p]
 			if !ok {
 				return nil, mxhttp.Forbidden("event %s has prev_events this server does not have", ev.ID)
 			}
 			fetched = append(fetched, st)
 		}
+		for _, p := range prevs {
+			d.follows = append(d.follows, p.ID)
+		}
+		d.follows = append(d.follows, missing...)
 		// History before the event is missing here: /sync starts a
 		// limited timeline at it, /messages backfills before it.
 		ev.Gap = len(fetched) > 0
@@ -788,7 +869,11 @@ func redactionAllowed(st *roomState, red, target *Event) bool {
 // acceptInto works out the room's extremities and current state once ev,
 // checked, joins the DAG.
 func (e *Engine) acceptInto(ctx context.Context, r *room, head *roomState, ev *Event, d *dagFacts, known map[id.EventID]*Event) (*accepted, error) {
-	ext := extremitiesAfter(head.extremities, ev)
+	follows := ev.PDU.PrevEvents
+	if d.follows != nil {
+		follows = d.follows
+	}
+	ext := extremitiesFollowing(head.extremities, ev.ID, follows)
 	depth := max(head.depth, ev.Depth)
 	afterEv := withState(d.before, ev)
 	if len(ext) == 1 && d.beforeSnap != 0 && d.beforeSnap == r.dbSnapshot {

@@ -87,16 +87,23 @@ func (s *roomState) with(v id.RoomVersion, ev *Event) *roomState {
 // prev_events are among ext, has been accepted: those it does not
 // reference, then ev.
 func extremitiesAfter(ext []id.EventID, ev *Event) []id.EventID {
-	if len(ext) == 1 && len(ev.PDU.PrevEvents) == 1 && ext[0] == ev.PDU.PrevEvents[0] {
-		return []id.EventID{ev.ID} // the straight line
+	return extremitiesFollowing(ext, ev.ID, ev.PDU.PrevEvents)
+}
+
+// extremitiesFollowing returns the forward extremities once the event evID,
+// which follows prevs, has been accepted: those of ext not among prevs,
+// then evID.
+func extremitiesFollowing(ext []id.EventID, evID id.EventID, prevs []id.EventID) []id.EventID {
+	if len(ext) == 1 && len(prevs) == 1 && ext[0] == prevs[0] {
+		return []id.EventID{evID} // the straight line
 	}
 	out := make([]id.EventID, 0, len(ext)+1)
 	for _, x := range ext {
-		if !slices.Contains(ev.PDU.PrevEvents, x) {
+		if !slices.Contains(prevs, x) {
 			out = append(out, x)
 		}
 	}
-	return append(out, ev.ID)
+	return append(out, evID)
 }
 
 // maxPrevEvents caps the prev_events of a local event; the extremities it
