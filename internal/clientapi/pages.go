@@ -75,8 +75,9 @@ func (p page) end(last *rooms.Event) string {
 }
 
 // readPage reads one page of /messages. Going backwards it reads in
-// topological order, from the point a token names or converts to, and
-// backfills history missing inside the page from other servers; going
+// topological order, from the point a topological token names or among
+// the events stored up to a stream token, and backfills history missing
+// inside the page from other servers; going
 // forwards it reads in topological order from a topological token, and in
 // stream order (as /sync does) from a stream token or none.
 func (s *Service) readPage(ctx context.Context, roomID id.RoomID, back bool, from pageToken, hasFrom bool, to pageToken, hasTo bool, visible int64, limit int) (page, error) {
@@ -89,22 +90,20 @@ func (s *Service) readPage(ctx context.Context, roomID id.RoomID, back bool, fro
 		return page{events: evs, start: sync.Token{Pos: lo}.String()}, err
 	}
 	out := page{topo: true, back: back}
-	var start, stop rooms.TopoPoint
-	var err error
+	start := rooms.TopoEnd
 	switch {
 	case from.topo:
 		start = from.point
 		out.start = from.point.String()
 	case hasFrom:
-		start, _, err = s.rooms.PointAfterPos(ctx, roomID, from.pos)
+		// Only backwards (forwards from a stream token reads in stream
+		// order, above): HistoryBeforePos reads from it.
 		out.start = sync.Token{Pos: from.pos}.String()
 	default:
-		start = rooms.TopoEnd
 		out.start = sync.Token{Pos: visible}.String()
 	}
-	if err != nil {
-		return out, err
-	}
+	var stop rooms.TopoPoint
+	var err error
 	switch {
 	case to.topo:
 		stop = to.point
@@ -120,9 +119,15 @@ func (s *Service) readPage(ctx context.Context, roomID id.RoomID, back bool, fro
 	if err != nil {
 		return out, err
 	}
-	if back {
+	switch {
+	case back && hasFrom && !from.topo:
+		// The events stored up to a /sync prev_batch, in topological
+		// order: an event from another server stored after them but
+		// before some of them in that order was in /sync already.
+		out.events, err = s.rooms.HistoryBeforePos(ctx, roomID, from.pos, stop, visible, limit)
+	case back:
 		out.events, err = s.rooms.HistoryBefore(ctx, roomID, start, stop, visible, limit)
-	} else {
+	default:
 		out.events, err = s.rooms.TopoEvents(ctx, roomID, start, stop, visible, limit, false)
 	}
 	return out, err

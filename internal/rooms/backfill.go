@@ -84,6 +84,31 @@ func (e *Engine) HistoryBefore(ctx context.Context, roomID id.RoomID, from, to T
 			boundary = evs[0]
 		}
 	}
+	return e.historyBefore(ctx, roomID, from, to, upTo, limit, boundary)
+}
+
+// HistoryBeforePos is HistoryBefore from a stream position (a /sync
+// prev_batch): the events stored at or before pos (and backfilled ones), in
+// topological order, newest first. Events stored later that come before
+// some of them in topological order (an event from another server that
+// arrived late) are not the page's: /sync gave them already. History
+// missing before the room's first event stored after pos is fetched as
+// HistoryBefore fetches it before its from point.
+func (e *Engine) HistoryBeforePos(ctx context.Context, roomID id.RoomID, pos int64, to TopoPoint, upTo int64, limit int) ([]*Event, error) {
+	var boundary *Event
+	if e.Remote != nil {
+		_, after, err := e.PointAfterPos(ctx, roomID, pos)
+		if err != nil {
+			return nil, err
+		}
+		boundary = after
+	}
+	return e.historyBefore(ctx, roomID, TopoEnd, to, min(upTo, pos), limit, boundary)
+}
+
+// historyBefore is HistoryBefore with the event whose history the page
+// also covers (boundary, nil for none) given.
+func (e *Engine) historyBefore(ctx context.Context, roomID id.RoomID, from, to TopoPoint, upTo int64, limit int, boundary *Event) ([]*Event, error) {
 	deadline, cancel := context.WithTimeout(ctx, backfillTimeout)
 	defer cancel()
 	for round := 0; ; round++ {

@@ -157,3 +157,46 @@ func TestGapBackfilled(t *testing.T) {
 		t.Fatalf("b's history (%d events) differs from a's timeline (%d events)", len(got), len(want))
 	}
 }
+
+// TestHistoryBeforePosAfterPartition follows Complement's
+// TestNetworkPartitionOrdering: b's message 1' reaches a only after alice
+// sent 1 to 4 on a, so a stores it after them though it comes before 2, 3
+// and 4 in topological order. A page back from the stream position before
+// 1' (a /sync prev_batch whose timeline starts at 1') holds 4, 3, 2, 1:
+// the events stored before it, in topological order, not those that come
+// before 1' topologically; the next page goes on from 1 without 1'.
+func TestHistoryBeforePosAfterPartition(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "b")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV11, aliceA)
+	n.join("a", "b", roomID, bobB)
+	late := n.send("b", roomID, textProto(bobB, "1'"))
+	var sent []id.EventID
+	for i := 1; i <= 4; i++ {
+		sent = append(sent, n.send("a", roomID, textProto(aliceA, fmt.Sprint(i))).ID)
+	}
+	n.deliver("b", late, "a")
+	for i := 5; i <= 7; i++ {
+		n.send("a", roomID, textProto(aliceA, fmt.Sprint(i)))
+	}
+	stored, err := n.e("a").Event(ctx, late.ID)
+	if err != nil {
+		t.Fatalf("a lacks 1': %v", err)
+	}
+	page, err := n.e("a").HistoryBeforePos(ctx, roomID, stored.Pos-1, TopoStart, math.MaxInt64, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := slices.Clone(sent)
+	slices.Reverse(want)
+	if got := eventIDs(page); !slices.Equal(got, want) {
+		t.Fatalf("page back from before 1' = %v, want 4, 3, 2, 1 = %v", got, want)
+	}
+	next, err := n.e("a").HistoryBefore(ctx, roomID, PointOf(page[len(page)-1]), TopoStart, math.MaxInt64, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(eventIDs(next), late.ID) || len(next) == 0 {
+		t.Errorf("the next page (%d events) holds 1' or nothing", len(next))
+	}
+}
