@@ -744,3 +744,59 @@ func withSignatures(t *testing.T, raw json.RawMessage, sigs map[string]map[strin
 	}
 	return b
 }
+
+// TestInviteRescinded: the inviter's server sends the kick of an invitee
+// whose server is not in the room to that server, which shows the invite
+// withdrawn (the invitee's membership is leave); a kick by anyone but the
+// inviter is refused there and the invite stays (Complement's
+// TestFederationRoomsInvite, "Inviter user can rescind invite over
+// federation" and "Non-invitee user cannot rescind invite over
+// federation").
+func TestInviteRescinded(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "b")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV11, aliceA)
+	other := id.UserID("@other:a")
+	n.send("a", roomID, memberProto(other, "join"))
+	dan := id.UserID("@dan:b")
+	invite := func(inviter, invitee id.UserID) {
+		t.Helper()
+		inv := n.send("a", roomID, stateProto(inviter, "m.room.member", string(invitee), `{"membership":"invite"}`))
+		if _, err := n.e("b").ReceiveInvite(ctx, "a", id.RoomV11, inv.JSON, nil); err != nil {
+			t.Fatalf("b receives the invite of %s: %v", invitee, err)
+		}
+	}
+	kick := func(invitee id.UserID) (*Event, error) {
+		t.Helper()
+		k := n.send("a", roomID, stateProto(aliceA, "m.room.member", string(invitee), `{"membership":"leave"}`))
+		_, err := n.e("b").ReceivePDU(ctx, "a", k.JSON)
+		return k, err
+	}
+
+	invite(aliceA, bobB)
+	k, err := kick(bobB)
+	if err != nil {
+		t.Fatalf("b receives the inviter's kick: %v", err)
+	}
+	if m := n.e("b").Membership(bobB, roomID); m != "leave" {
+		t.Errorf("bob's membership on b after the inviter's kick = %q, want leave", m)
+	}
+	if evID, err := n.e("b").MembershipEventID(ctx, bobB, roomID); err != nil || evID != k.ID {
+		t.Errorf("bob's membership event on b = %s (%v), want the kick %s", evID, err, k.ID)
+	}
+	if _, err := n.e("b").ReceivePDU(ctx, "a", k.JSON); err != nil {
+		t.Errorf("the kick received again: %v", err)
+	}
+
+	invite(other, dan)
+	if _, err := kick(dan); errCode(err) != "M_FORBIDDEN" {
+		t.Errorf("a kick by another than the inviter: %v, want M_FORBIDDEN", err)
+	}
+	if m := n.e("b").Membership(dan, roomID); m != "invite" {
+		t.Errorf("dan's membership on b after another's kick = %q, want invite", m)
+	}
+	msg := n.send("a", roomID, textProto(aliceA, "not for b"))
+	if _, err := n.e("b").ReceivePDU(ctx, "a", msg.JSON); errCode(err) != "M_NOT_FOUND" {
+		t.Errorf("another event of a room b is not in: %v, want M_NOT_FOUND", err)
+	}
+}

@@ -1,11 +1,13 @@
 package rooms
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
@@ -179,4 +181,86 @@ func (e *Engine) InviteState(ctx context.Context, eventID id.EventID) ([]json.Ra
 		return nil, fmt.Errorf("decode invite state: %w", err)
 	}
 	return out, nil
+}
+
+// receiveRescinded takes a PDU of a room this node is not in. Only one is
+// kept: the inviter withdrawing a local user's invite (the invitee's
+// leave, sent by the inviter, whose auth events name the invite), which
+// the inviter's server sends here because the invitee's membership
+// changes; it is stored as the user's membership, so their /sync shows
+// the invite withdrawn. Anything else is refused as for an unknown room.
+func (e *Engine) receiveRescinded(ctx context.Context, origin string, roomID id.RoomID, raw json.RawMessage) (id.EventID, error) {
+	var head struct {
+		Type     string  `json:"type"`
+		StateKey *string `json:"state_key"`
+		Content  struct {
+			Membership string `json:"membership"`
+		} `json:"content"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil || head.Type != "m.room.member" || head.StateKey == nil || head.Content.Membership != "leave" {
+		return "", ErrNoRoom
+	}
+	invitee := id.UserID(*head.StateKey)
+	if invitee.Homeserver() != e.signer.ServerName {
+		return "", ErrNoRoom
+	}
+	memberID, err := e.MembershipEventID(ctx, invitee, roomID)
+	if err != nil {
+		return "", err
+	}
+	invite, err := e.storedEvent(ctx, memberID)
+	if err != nil || invite == nil {
+		return "", cmp.Or(err, error(ErrNoRoom))
+	}
+	version, err := e.outOfRoomVersion(ctx, invite)
+	if err != nil {
+		return "", err
+	}
+	if evID := EventIDOf(version, raw); evID == invite.ID {
+		return evID, nil // received again
+	}
+	if invite.Membership() != "invite" {
+		return "", ErrNoRoom
+	}
+	ev, err := e.parseRemote(ctx, version, raw)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case ev.RoomID != roomID || ev.Membership() != "leave" || ev.StateKey == nil || *ev.StateKey != string(invitee):
+		return ev.ID, mxhttp.BadJSON("the event is not %s's leave of %s", invitee, roomID)
+	case ev.Sender != invite.Sender || ev.Sender.Homeserver() != origin:
+		return ev.ID, mxhttp.Forbidden("only %s, who invited %s, may withdraw the invite", invite.Sender, invitee)
+	case !slices.Contains(ev.PDU.AuthEvents, invite.ID):
+		return ev.ID, mxhttp.Forbidden("the leave does not follow %s's invite", invitee)
+	}
+	return ev.ID, e.storeOutOfRoom(ctx, version, ev, nil)
+}
+
+// outOfRoomVersion returns the version of a room this node is not in, as
+// a local user's membership event in it (an invite, or the leave after
+// one) tells: the version the invite's stripped create event names, or
+// else the newest supported version under which the event's ID is its
+// own (event IDs differ from room version 4 on; later versions agree on
+// what a member event's checks need).
+func (e *Engine) outOfRoomVersion(ctx context.Context, invite *Event) (id.RoomVersion, error) {
+	stripped, err := e.InviteState(ctx, invite.ID)
+	if err != nil {
+		return "", err
+	}
+	for _, raw := range stripped {
+		if gjson.GetBytes(raw, "type").Str == "m.room.create" {
+			v := id.RoomVersion(cmp.Or(gjson.GetBytes(raw, "content.room_version").Str, "1"))
+			if usesV1Format(v) || !IsSupported(v) {
+				return "", incompatibleRoomVersion(v)
+			}
+			return v, nil
+		}
+	}
+	for _, v := range slices.Backward(SupportedVersions) {
+		if !usesV1Format(v) && EventIDOf(v, invite.JSON) == invite.ID {
+			return v, nil
+		}
+	}
+	return "", mxhttp.NotFound("the version of room %s is not known here", invite.RoomID)
 }

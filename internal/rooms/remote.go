@@ -268,6 +268,9 @@ func (e *Engine) ReceivePDU(ctx context.Context, origin string, raw json.RawMess
 		return "", mxhttp.BadJSON("invalid PDU: no room_id")
 	}
 	r, err := e.room(ctx, head.RoomID)
+	if errors.Is(err, ErrNoRoom) {
+		return e.receiveRescinded(ctx, origin, head.RoomID, raw)
+	}
 	if err != nil {
 		return "", err
 	}
