@@ -3,6 +3,7 @@ package clientapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 
 	"maunium.net/go/mautrix/id"
@@ -369,8 +370,19 @@ func (s *Service) join(r *http.Request, sess *accounts.Session, t target) (any, 
 		return map[string]any{"room_id": roomID}, nil
 	}
 	// A restricted room lets in the members of the rooms it allows, with a
-	// local member who may invite named as the join's authoriser.
+	// local member who may invite named as the join's authoriser; when no
+	// member here may, the join goes through another server of the room,
+	// whose member can authorise it.
 	via, err := s.rooms.JoinAuthoriser(r.Context(), roomID, sess.UserID)
+	if errors.Is(err, rooms.ErrNoLocalAuthoriser) && s.remoteRooms != nil {
+		if servers := s.remoteVia(r.Context(), t); len(servers) > 0 {
+			if reason != "" {
+				extra["reason"] = reason
+			}
+			s.addProfile(r.Context(), sess.UserID, extra)
+			return s.joinRemote(r.Context(), sess.UserID, roomID, servers, extra)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -531,6 +531,48 @@ func TestRestrictedJoinAcrossServers(t *testing.T) {
 	}
 }
 
+// TestRestrictedJoinWithoutLocalAuthoriser: B is in alice's restricted
+// room on A through carol, who may not invite (the public preset needs 50
+// to), so no member of B can authorise dave's join; his /join through B
+// goes over federation to A, whose alice authorises it (Complement's
+// TestRestrictedRoomsRemoteJoinLocalUser).
+func TestRestrictedJoinWithoutLocalAuthoriser(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, carol, dave := a.Register("alice"), b.Register("carol"), b.Register("dave")
+	space, spaceAlias := publicRoomWithAlias(t, a, alice, "club")
+	restricted := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{
+		Preset: "public_chat",
+		InitialState: []*event.Event{{Type: event.StateJoinRules, Content: event.Content{Raw: map[string]any{
+			"join_rule": "restricted", "allow": []map[string]any{{"type": "m.room_membership", "room_id": space}},
+		}}}},
+	})
+	if _, err := alice.InviteUser(ctx, restricted, &mautrix.ReqInviteUser{UserID: carol.UserID}); err != nil {
+		t.Fatalf("alice invites carol: %v", err)
+	}
+	if _, err := carol.JoinRoom(ctx, string(restricted), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatalf("carol joins: %v", err)
+	}
+	if _, err := dave.JoinRoom(ctx, string(spaceAlias), nil); err != nil {
+		t.Fatalf("dave joins the space: %v", err)
+	}
+	aliceSync := newSyncer(t, alice)
+	if _, err := dave.JoinRoom(ctx, string(restricted), &mautrix.ReqJoinRoom{Via: []string{b.Config.ServerName}}); err != nil {
+		t.Fatalf("dave joins the restricted room through B: %v", err)
+	}
+	join := aliceSync.waitFor(t, restricted, "dave's join", func(ev *event.Event) bool {
+		return ev.Type == event.StateMember && ev.GetStateKey() == string(dave.UserID) && ev.Content.Raw["membership"] == "join"
+	})
+	if join.Content.Raw["join_authorised_via_users_server"] != string(alice.UserID) {
+		t.Fatalf("dave's join is not authorised by alice: %v", join.Content.Raw)
+	}
+	if m := b.Rooms.Membership(dave.UserID, restricted); m != "join" {
+		t.Fatalf("dave's membership on B: %q", m)
+	}
+}
+
 // TestRoomEndpointsBadInput: the room endpoints answer malformed or
 // unauthorised requests with the spec's errors.
 func TestRoomEndpointsBadInput(t *testing.T) {

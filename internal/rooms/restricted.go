@@ -45,8 +45,13 @@ func (e *Engine) JoinAuthoriser(ctx context.Context, roomID id.RoomID, user id.U
 	if via := e.localInviter(pl, members); via != "" {
 		return via, nil
 	}
-	return "", mxhttp.Forbidden("no member of this server in the room may invite, so none can authorise the join")
+	return "", ErrNoLocalAuthoriser
 }
+
+// ErrNoLocalAuthoriser is JoinAuthoriser's answer for a restricted join
+// that a member of this server could not authorise, none being allowed
+// to invite: a server of the room whose member may can, over federation.
+var ErrNoLocalAuthoriser = mxhttp.Forbidden("no member of this server in the room may invite, so none can authorise the join")
 
 // authorizeJoinVia applies the authorising server's own duty under a
 // restricted join rule, which the auth rules leave to it: this server signs
