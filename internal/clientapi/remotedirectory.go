@@ -137,11 +137,13 @@ func (s *Service) residentServers(ctx context.Context, roomID id.RoomID) []strin
 }
 
 // FederationRoutes registers the federation endpoints of the room
-// directory with h (which adds X-Matrix authentication).
+// directory and the third-party invite exchange with h (which adds X-Matrix
+// authentication).
 func (s *Service) FederationRoutes(h func(pattern string, handler http.Handler)) {
 	h("GET /_matrix/federation/v1/query/directory", mxhttp.Handle(s.queryDirectory))
 	h("GET /_matrix/federation/v1/publicRooms", mxhttp.Handle(s.fedGetPublicRooms))
 	h("POST /_matrix/federation/v1/publicRooms", mxhttp.Handle(s.fedPostPublicRooms))
+	h("PUT /_matrix/federation/v1/exchange_third_party_invite/{roomId}", mxhttp.Handle(s.exchangeThirdPartyInvite))
 }
 
 // fedGetPublicRooms is GET /_matrix/federation/v1/publicRooms: this

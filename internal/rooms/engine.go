@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"database/sql"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,9 +15,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/federation/eventauth"
 	"maunium.net/go/mautrix/federation/pdu"
+	"maunium.net/go/mautrix/federation/signutil"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/mxhttp"
@@ -1001,7 +1004,94 @@ func authorizeRules(version id.RoomVersion, ev *pdu.PDU, authEvents []*pdu.PDU,
 			err = fmt.Errorf("the auth rules could not check the event: %v", p)
 		}
 	}()
+	if ev.Type == "m.room.member" && gjson.GetBytes(ev.Content, "third_party_invite").Exists() {
+		return authorizeThirdPartyInvite(version, ev, authEvents, getEvents, getKey)
+	}
 	return eventauth.Authorize(version, ev, authEvents, getEvents, getKey)
+}
+
+// authorizeThirdPartyInvite runs the auth rules on ev, an invite from a
+// third-party invite (content.third_party_invite). mautrix's rules
+// (v0.33.0) cannot pass one: they look for the public keys in the invite's
+// own content instead of the m.room.third_party_invite event, and verify
+// an empty block. The spec's rule for it (5.4.1 of the invite rules) is
+// applied here: the signed block names the invitee (mxid) and a token; the
+// m.room.third_party_invite event of that token is among the auth events
+// and has the invite's sender; one of its public keys signed the block.
+// The other rules run on the invite without third_party_invite, which also
+// asks, as for any invite, that the inviter is joined with the invite
+// level (who sent the third-party invite needed that level) and the
+// invitee neither joined nor banned.
+func authorizeThirdPartyInvite(version id.RoomVersion, ev *pdu.PDU, authEvents []*pdu.PDU,
+	getEvents func([]id.EventID) ([]*pdu.PDU, error),
+	getKey func(string, id.KeyID, time.Time) (id.SigningKey, time.Time, error)) error {
+	if authEvents == nil {
+		var err error
+		if authEvents, err = getEvents(ev.AuthEvents); err != nil {
+			return fmt.Errorf("load auth events: %w", err)
+		}
+	}
+	if err := checkThirdPartySigned(ev, authEvents); err != nil {
+		return err
+	}
+	var content map[string]json.RawMessage
+	if err := json.Unmarshal(ev.Content, &content); err != nil {
+		return mxhttp.BadJSON("invalid member event content")
+	}
+	delete(content, "third_party_invite")
+	checked := *ev
+	checked.Content, _ = json.Marshal(content)
+	return eventauth.Authorize(version, &checked, authEvents, getEvents, getKey)
+}
+
+// checkThirdPartySigned is rule 5.4.1 (2 to 8) of the invite auth rules:
+// ev's signed block against the m.room.third_party_invite event its token
+// names among authEvents.
+func checkThirdPartySigned(ev *pdu.PDU, authEvents []*pdu.PDU) error {
+	signed := gjson.GetBytes(ev.Content, "third_party_invite.signed")
+	mxid, token := signed.Get("mxid").Str, signed.Get("token").Str
+	switch {
+	case !signed.IsObject() || mxid == "" || token == "":
+		return eventauth.ErrThirdPartyInviteMissingFields
+	case ev.StateKey == nil || mxid != *ev.StateKey:
+		return eventauth.ErrThirdPartyInviteMXIDMismatch
+	}
+	var tpi *pdu.PDU
+	for _, ae := range authEvents {
+		if ae != nil && ae.Type == "m.room.third_party_invite" && ae.StateKey != nil && *ae.StateKey == token {
+			tpi = ae
+		}
+	}
+	if tpi == nil {
+		return eventauth.ErrThirdPartyInviteNotFound
+	}
+	if tpi.Sender != ev.Sender {
+		return eventauth.ErrThirdPartyInviteSenderMismatch
+	}
+	keys := []gjson.Result{gjson.GetBytes(tpi.Content, "public_key")}
+	keys = append(keys, gjson.GetBytes(tpi.Content, "public_keys.#.public_key").Array()...)
+	for _, k := range keys {
+		b, err := decodeBase64Key(k.Str)
+		if err != nil {
+			continue
+		}
+		key := id.SigningKey(base64.RawStdEncoding.EncodeToString(b))
+		if signutil.VerifyJSONAny(key, json.RawMessage(signed.Raw)) == nil {
+			return nil
+		}
+	}
+	return eventauth.ErrThirdPartyInviteNotSigned
+}
+
+// decodeBase64Key reads an ed25519 public key in any of the base64 forms
+// identity servers use (padded or not, standard or URL-safe).
+func decodeBase64Key(s string) ([]byte, error) {
+	for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.StdEncoding, base64.RawURLEncoding, base64.URLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil && len(b) == ed25519.PublicKeySize {
+			return b, nil
+		}
+	}
+	return nil, errors.New("not an ed25519 public key")
 }
 
 func authMessage(err error) string {
