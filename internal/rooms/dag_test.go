@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
@@ -486,5 +487,62 @@ func TestNumbersOutsideCanonicalJSON(t *testing.T) {
 	ok := n.e("b").signedRaw(t, roomID, Proto{Type: "m.room.message", Sender: bobB, Content: json.RawMessage(`{"msgtype":"m.text","body":"fine","n":9007199254740991}`)}, like)
 	if _, err := n.e("a").ReceivePDU(ctx, "b", ok); err != nil {
 		t.Errorf("an event with the largest integer allowed: %v", err)
+	}
+}
+
+// TestAwaitedAuthEventRechecked: a message from b names as auth event
+// bob's new member event, which a has not received and cannot fetch yet;
+// a refuses it for now, and accepts it, checked again, as soon as that
+// member event arrives (issue 9: re-evaluation when missing auth events
+// arrive later). The sweep forgets what waits too long.
+func TestAwaitedAuthEventRechecked(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "b")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV11, aliceA)
+	n.join("a", "b", roomID, bobB)
+	base := n.send("b", roomID, textProto(bobB, "base"))
+	n.deliver("b", base, "a")
+	rename := n.send("b", roomID, stateProto(bobB, "m.room.member", string(bobB), `{"membership":"join","displayname":"Bob"}`))
+	like := n.send("b", roomID, textProto(bobB, "after the rename"))
+	pd := like.PDU.Clone()
+	pd.PrevEvents, pd.Depth = []id.EventID{base.ID}, base.Depth+1
+	pd.Hashes, pd.Signatures, pd.Unsigned = nil, nil, nil
+	b := n.e("b")
+	if err := pd.Sign(id.RoomV11, b.signer.ServerName, b.signer.KeyID, b.signer.Key); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(pd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.withheld = map[id.EventID]bool{rename.ID: true}
+	evID, err := n.e("a").ReceivePDU(ctx, "b", raw)
+	if errCode(err) != "M_FORBIDDEN" {
+		t.Fatalf("a message whose auth event cannot be had: %v, want M_FORBIDDEN", err)
+	}
+	if stored, err := n.e("a").storedEvent(ctx, evID); err != nil || stored != nil {
+		t.Fatalf("the message is stored before its auth event is known (%v)", err)
+	}
+	n.withheld = nil
+	n.deliver("b", rename, "a")
+	if ev, err := n.e("a").Event(ctx, evID); err != nil || ev.Pos <= 0 {
+		t.Fatalf("the message is not in a's timeline once its auth event arrived: %v", err)
+	}
+
+	// One that waits for an event that never comes is forgotten.
+	pd.Content = json.RawMessage(`{"msgtype":"m.text","body":"waits for ever"}`)
+	pd.AuthEvents = append(slices.Clone(pd.AuthEvents[:len(pd.AuthEvents)-1]), "$never")
+	pd.Hashes, pd.Signatures = nil, nil
+	if err := pd.Sign(id.RoomV11, b.signer.ServerName, b.signer.KeyID, b.signer.Key); err != nil {
+		t.Fatal(err)
+	}
+	if raw, err = json.Marshal(pd); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.e("a").ReceivePDU(ctx, "b", raw); errCode(err) != "M_FORBIDDEN" {
+		t.Fatalf("a message naming an unknown auth event: %v", err)
+	}
+	if got, err := n.e("a").ExpireAwaitingAuth(ctx, time.Now().Add(time.Minute)); err != nil || got != 1 {
+		t.Errorf("the sweep forgot %d rows (%v), want 1", got, err)
 	}
 }

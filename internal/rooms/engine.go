@@ -91,6 +91,7 @@ type Engine struct {
 	snaps    snapshotCache
 	graphs   authGraphs
 	backfill backfills
+	awaited  awaitedIDs
 }
 
 // New returns the engine; call Load before use.

@@ -26,8 +26,10 @@ type fedNet struct {
 	servers map[string]*testEnv
 	// missingAsked and stateAsked count the gap-filling requests.
 	missingAsked, stateAsked, backfillAsked int
-	// served are events /event answers before asking the servers.
-	served map[id.EventID]json.RawMessage
+	// served are events /event answers before asking the servers;
+	// withheld those it answers with an error.
+	served   map[id.EventID]json.RawMessage
+	withheld map[id.EventID]bool
 }
 
 func newFedNet(t testing.TB, names ...string) *fedNet {
@@ -105,6 +107,9 @@ func (r netRemote) Backfill(ctx context.Context, server string, roomID id.RoomID
 func (r netRemote) GetEvent(ctx context.Context, server string, eventID id.EventID) (json.RawMessage, error) {
 	if raw, ok := r.n.served[eventID]; ok {
 		return raw, nil
+	}
+	if r.n.withheld[eventID] {
+		return nil, fmt.Errorf("event %s withheld", eventID)
 	}
 	e, err := r.server(server)
 	if err != nil {

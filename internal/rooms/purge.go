@@ -31,6 +31,7 @@ func (e *Engine) Purge(ctx context.Context, roomID id.RoomID) error {
 			"DELETE FROM events WHERE room_id = $1",
 			"DELETE FROM outlier_events WHERE room_id = $1",
 			"DELETE FROM pending_redactions WHERE room_id = $1",
+			"DELETE FROM awaiting_auth WHERE room_id = $1",
 			"DELETE FROM invite_state WHERE room_id = $1",
 			"DELETE FROM memberships WHERE room_id = $1",
 			"DELETE FROM room_aliases WHERE room_id = $1",

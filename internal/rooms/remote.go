@@ -320,8 +320,37 @@ func (e *Engine) receive(ctx context.Context, r *room, origin string, ev *Event,
 	if err := e.fetchAuthEvents(ctx, r, origin, ev, &opts); err != nil {
 		return err
 	}
-	_, err = e.acceptRemote(ctx, r, ev, opts)
-	return err
+	if _, err = e.acceptRemote(ctx, r, ev, opts); err != nil {
+		if errors.Is(err, errLacksAuthEvents) {
+			return e.awaitMissingAuthEvents(ctx, origin, ev, opts.known)
+		}
+		return err
+	}
+	stored := []id.EventID{ev.ID}
+	for _, x := range opts.outliers {
+		stored = append(stored, x.ID)
+	}
+	e.recheckAwaiting(ctx, stored)
+	return nil
+}
+
+// awaitMissingAuthEvents keeps ev, refused for auth events this node does
+// not have (nor known), to be checked again when they arrive.
+func (e *Engine) awaitMissingAuthEvents(ctx context.Context, origin string, ev *Event, known map[id.EventID]*Event) error {
+	have, err := e.anyEvents(ctx, ev.PDU.AuthEvents)
+	if err != nil {
+		return err
+	}
+	var missing []id.EventID
+	for _, a := range ev.PDU.AuthEvents {
+		if have[a] == nil && known[a] == nil {
+			missing = append(missing, a)
+		}
+	}
+	if len(missing) == 0 {
+		return mxhttp.Forbidden("event %s lacks auth events", ev.ID)
+	}
+	return e.awaitAuthEvents(ctx, origin, ev, ev.JSON, missing)
 }
 
 // maxFetchedAuthEvents bounds the auth events fetched for one event.
@@ -673,10 +702,14 @@ func (e *Engine) checkAuthEvents(ctx context.Context, r *room, ev *Event, known 
 	case err == nil:
 		return nil
 	case lacksAuthEvents(err):
-		return mxhttp.Forbidden("%s", authMessage(err))
+		return fmt.Errorf("%w: %w", errLacksAuthEvents, mxhttp.Forbidden("%s", authMessage(err)))
 	}
 	return e.reject(ctx, ev, err)
 }
+
+// errLacksAuthEvents marks a refusal of checkAuthEvents for auth events
+// not known here.
+var errLacksAuthEvents = errors.New("auth events missing")
 
 // lacksAuthEvents reports whether the auth rules refused an event only
 // because some of its auth events are not known here: a verdict that an

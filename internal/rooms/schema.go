@@ -201,4 +201,24 @@ CREATE INDEX events_room_topo ON events (room_id, depth, pos);
 ALTER TABLE pending_redactions ADD COLUMN received_ts BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX pending_redactions_received ON pending_redactions (received_ts);
 `,
+}, {
+	// A remote event refused only because some of its auth events are not
+	// known here waits for them: one row per missing auth event, with the
+	// event as received and who sent it, so that it is checked again when
+	// one arrives (see awaiting.go).
+	Component: "rooms",
+	Version:   9,
+	SQL: `
+CREATE TABLE awaiting_auth (
+	missing_id TEXT NOT NULL,
+	event_id TEXT NOT NULL,
+	room_id TEXT NOT NULL,
+	origin TEXT NOT NULL,
+	json TEXT NOT NULL,
+	received_ts BIGINT NOT NULL,
+	PRIMARY KEY (missing_id, event_id)
+);
+CREATE INDEX awaiting_auth_room ON awaiting_auth (room_id, event_id);
+CREATE INDEX awaiting_auth_received ON awaiting_auth (received_ts);
+`,
 }}

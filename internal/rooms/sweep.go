@@ -37,7 +37,8 @@ func (e *Engine) ExpirePendingRedactions(ctx context.Context, before time.Time) 
 }
 
 // RunSweeps forgets what has expired (pending redactions older than
-// PendingRedactionLifetime) at once and then every SweepInterval, until
+// PendingRedactionLifetime, events that waited for their auth events
+// longer than AwaitingAuthLifetime) at once and then every SweepInterval, until
 // ctx ends. Every node runs it, federating or not: a local redaction of
 // an unknown event is remembered too.
 func (e *Engine) RunSweeps(ctx context.Context) {
@@ -50,6 +51,13 @@ func (e *Engine) RunSweeps(ctx context.Context) {
 			e.log.Warn("sweep: pending redactions", "err", err)
 		case n > 0:
 			e.log.Info("sweep: forgot redactions whose target never arrived", "count", n)
+		}
+		n, err = e.ExpireAwaitingAuth(ctx, time.Now().Add(-AwaitingAuthLifetime))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			e.log.Warn("sweep: events awaiting their auth events", "err", err)
+		case n > 0:
+			e.log.Info("sweep: forgot events whose auth events never arrived", "rows", n)
 		}
 		select {
 		case <-ctx.Done():
