@@ -191,7 +191,7 @@ func (s *Service) withJoinAuthoriser(ctx context.Context, roomID id.RoomID, user
 	}
 	via, err := s.rooms.JoinAuthoriser(ctx, roomID, user)
 	if err != nil {
-		return nil, err
+		return nil, localJoinRefusal(err)
 	}
 	if _, named := obj[joinAuthoriserKey]; !named && via == "" {
 		return content, nil

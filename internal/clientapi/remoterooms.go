@@ -62,8 +62,11 @@ func (s *Service) resolveTarget(r *http.Request, raw string) (target, error) {
 	}
 	switch {
 	case strings.HasPrefix(raw, "!"):
+		// The server the room ID names stands in only for via servers not
+		// given: when the client names some, only they are asked (one of
+		// them may be the one that can authorise a restricted join).
 		roomID := id.RoomID(raw)
-		if _, server, ok := strings.Cut(raw, ":"); ok && config.ValidServerName(server) == nil {
+		if _, server, ok := strings.Cut(raw, ":"); ok && len(via) == 0 && config.ValidServerName(server) == nil {
 			via = append(via, server)
 		}
 		return target{roomID, via}, nil

@@ -384,7 +384,7 @@ func (s *Service) join(r *http.Request, sess *accounts.Session, t target) (any, 
 		}
 	}
 	if err != nil {
-		return nil, err
+		return nil, localJoinRefusal(err)
 	}
 	if via != "" {
 		extra[joinAuthoriserKey] = via
@@ -547,4 +547,14 @@ func withInvitees(additional any, invite []id.UserID) any {
 		}
 	}
 	return list
+}
+
+// localJoinRefusal is the client's answer when a restricted join cannot be
+// authorised here: 403, where make_join answers another server 400
+// M_UNABLE_TO_GRANT_JOIN so that it tries elsewhere.
+func localJoinRefusal(err error) error {
+	if errors.Is(err, rooms.ErrNoLocalAuthoriser) {
+		return mxhttp.Forbidden("%s", rooms.ErrNoLocalAuthoriser.Message)
+	}
+	return err
 }

@@ -571,6 +571,28 @@ func TestRestrictedJoinWithoutLocalAuthoriser(t *testing.T) {
 	if m := b.Rooms.Membership(dave.UserID, restricted); m != "join" {
 		t.Fatalf("dave's membership on B: %q", m)
 	}
+
+	// erin on C asks B, which cannot authorise her join (make_join: 400
+	// M_UNABLE_TO_GRANT_JOIN), and only B: her join fails, where asking A
+	// too, after B, lets her in (Complement's
+	// TestRestrictedRoomsRemoteJoinFailOver).
+	c := testnode.StartFederating(t, testnode.SQLite, ca)
+	erin := c.Register("erin")
+	if _, err := erin.JoinRoom(ctx, string(spaceAlias), nil); err != nil {
+		t.Fatalf("erin joins the space: %v", err)
+	}
+	eventually(t, "B seeing erin in the space", func() (bool, string) {
+		m := b.Rooms.Membership(erin.UserID, space)
+		return m == "join", m
+	})
+	_, err := c.Federation.Client.MakeJoin(ctx, &federation.ReqMakeJoin{RoomID: restricted, UserID: erin.UserID, Via: b.Config.ServerName, SupportedVersions: []id.RoomVersion{id.RoomV10, id.RoomV11, id.RoomV12}})
+	wantRemote(t, err, http.StatusBadRequest, "M_UNABLE_TO_GRANT_JOIN")
+	if _, err := erin.JoinRoom(ctx, string(restricted), &mautrix.ReqJoinRoom{Via: []string{b.Config.ServerName}}); err == nil {
+		t.Fatalf("erin joined through B alone, which cannot authorise her join")
+	}
+	if _, err := erin.JoinRoom(ctx, string(restricted), &mautrix.ReqJoinRoom{Via: []string{b.Config.ServerName, a.Config.ServerName}}); err != nil {
+		t.Fatalf("erin joins through B, then A: %v", err)
+	}
 }
 
 // TestRoomEndpointsBadInput: the room endpoints answer malformed or

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/http"
 	"time"
 
 	"maunium.net/go/mautrix/event"
@@ -51,7 +52,10 @@ func (e *Engine) JoinAuthoriser(ctx context.Context, roomID id.RoomID, user id.U
 // ErrNoLocalAuthoriser is JoinAuthoriser's answer for a restricted join
 // that a member of this server could not authorise, none being allowed
 // to invite: a server of the room whose member may can, over federation.
-var ErrNoLocalAuthoriser = mxhttp.Forbidden("no member of this server in the room may invite, so none can authorise the join")
+// It is make_join's 400 M_UNABLE_TO_GRANT_JOIN, which tells the joining
+// server to try another.
+var ErrNoLocalAuthoriser = &mxhttp.Error{Status: http.StatusBadRequest, Code: "M_UNABLE_TO_GRANT_JOIN",
+	Message: "no member of this server in the room may invite, so none can authorise the join"}
 
 // authorizeJoinVia applies the authorising server's own duty under a
 // restricted join rule, which the auth rules leave to it: this server signs
