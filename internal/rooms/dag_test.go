@@ -546,3 +546,30 @@ func TestAwaitedAuthEventRechecked(t *testing.T) {
 		t.Errorf("the sweep forgot %d rows (%v), want 1", got, err)
 	}
 }
+
+// TestPushedEventGapNeedsMissingEvents: an event pushed to a whose
+// prev_events a lacks, from a server whose get_missing_events fails, is
+// refused without asking that server for the state at them; once
+// get_missing_events works the same event is accepted (Complement's
+// TestOutboundFederationIgnoresMissingEventWithBadJSONForRoomVersion6
+// expects no /state_ids for a pushed event).
+func TestPushedEventGapNeedsMissingEvents(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "b")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV11, aliceA)
+	n.join("a", "b", roomID, bobB)
+	n.send("b", roomID, textProto(bobB, "missed"))
+	pushed := n.send("b", roomID, textProto(bobB, "pushed"))
+	n.noMissingEvents = true
+	if _, err := n.e("a").ReceivePDU(ctx, "b", pushed.JSON); errCode(err) != "M_FORBIDDEN" {
+		t.Fatalf("a pushed event whose gap get_missing_events does not close: %v, want M_FORBIDDEN", err)
+	}
+	if n.missingAsked != 1 || n.stateAsked != 0 {
+		t.Errorf("get_missing_events asked %d times, state_ids %d; want 1, 0", n.missingAsked, n.stateAsked)
+	}
+	n.noMissingEvents = false
+	n.deliver("b", pushed, "a")
+	if got := timelineBodies(t, n.e("a"), roomID); !slices.Equal(got, []string{"missed", "pushed"}) {
+		t.Errorf("a's timeline = %q, want missed and pushed", got)
+	}
+}

@@ -30,6 +30,8 @@ type fedNet struct {
 	// withheld those it answers with an error.
 	served   map[id.EventID]json.RawMessage
 	withheld map[id.EventID]bool
+	// noMissingEvents makes get_missing_events fail.
+	noMissingEvents bool
 }
 
 func newFedNet(t testing.TB, names ...string) *fedNet {
@@ -75,6 +77,9 @@ func (r netRemote) GetMissingEvents(ctx context.Context, server string, roomID i
 		return nil, err
 	}
 	r.n.missingAsked++
+	if r.n.noMissingEvents {
+		return nil, fmt.Errorf("get_missing_events from %s fails", server)
+	}
 	evs, err := e.MissingEvents(ctx, roomID, earliest, latest, limit, minDepth)
 	if err != nil {
 		return nil, err

@@ -290,10 +290,16 @@ func (e *Engine) ReceivePDU(ctx context.Context, origin string, raw json.RawMess
 }
 
 // receive accepts ev, a parsed remote event, filling the gap before it
-// first when its prev_events are not all known: with the events
-// get_missing_events gives (when fetchMissing), then with the state
-// before each prev_event still missing (/state_ids, and /event for the
-// events this node lacks).
+// first when its prev_events are not all known. An event pushed to this
+// node (fetchMissing) gets them with get_missing_events, and is refused
+// when one stays unknown here: the state at a prev_event this node never
+// saw is not asked of the server that pushed the event, which could
+// otherwise have any event it makes up taken for one after a gap (a
+// prev_event stored beside the timeline, soft-failed, still gets its
+// state fetched). An event get_missing_events
+// brought (the oldest of them, whose prev_events lie beyond its limit)
+// gets the state before each prev_event still missing instead (/state_ids,
+// and /event for the events this node lacks).
 func (e *Engine) receive(ctx context.Context, r *room, origin string, ev *Event, fetchMissing bool) error {
 	if old, err := e.storedEvent(ctx, ev.ID); err != nil || old != nil {
 		if err != nil {
@@ -310,6 +316,15 @@ func (e *Engine) receive(ctx context.Context, r *room, origin string, ev *Event,
 		e.fetchMissing(ctx, r, origin, ev)
 		if missing, err = e.missingPrevs(ctx, ev); err != nil {
 			return err
+		}
+		stored, err := e.anyEvents(ctx, missing)
+		if err != nil {
+			return err
+		}
+		for _, p := range missing {
+			if stored[p] == nil {
+				return mxhttp.Forbidden("prev_event %s of event %s could not be had with get_missing_events", p, ev.ID)
+			}
 		}
 	}
 	if len(missing) > 0 {
