@@ -374,7 +374,7 @@ func (s *Service) join(r *http.Request, sess *accounts.Session, t target) (any, 
 	// member here may, the join goes through another server of the room,
 	// whose member can authorise it.
 	via, err := s.rooms.JoinAuthoriser(r.Context(), roomID, sess.UserID)
-	if errors.Is(err, rooms.ErrNoLocalAuthoriser) && s.remoteRooms != nil {
+	if (errors.Is(err, rooms.ErrNoLocalAuthoriser) || errors.Is(err, rooms.ErrAllowedRoomsUnknown)) && s.remoteRooms != nil {
 		if servers := s.remoteVia(r.Context(), t); len(servers) > 0 {
 			if reason != "" {
 				extra["reason"] = reason
@@ -551,10 +551,13 @@ func withInvitees(additional any, invite []id.UserID) any {
 
 // localJoinRefusal is the client's answer when a restricted join cannot be
 // authorised here: 403, where make_join answers another server 400
-// M_UNABLE_TO_GRANT_JOIN so that it tries elsewhere.
+// (M_UNABLE_TO_GRANT_JOIN, M_UNABLE_TO_AUTHORISE_JOIN) so that it tries
+// elsewhere.
 func localJoinRefusal(err error) error {
-	if errors.Is(err, rooms.ErrNoLocalAuthoriser) {
-		return mxhttp.Forbidden("%s", rooms.ErrNoLocalAuthoriser.Message)
+	for _, e := range []*mxhttp.Error{rooms.ErrNoLocalAuthoriser, rooms.ErrAllowedRoomsUnknown} {
+		if errors.Is(err, e) {
+			return mxhttp.Forbidden("%s", e.Message)
+		}
 	}
 	return err
 }

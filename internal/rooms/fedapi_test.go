@@ -810,3 +810,31 @@ func TestInviteRescinded(t *testing.T) {
 		t.Errorf("another event of a room b is not in: %v, want M_NOT_FOUND", err)
 	}
 }
+
+// TestRestrictedJoinAllowedRoomsUnknown: a restricted room on a admits the
+// members of a space on c. While a is in that space it knows whether carol
+// of c is a member and names its authoriser; while it is not (before it
+// joins, after it left, keeping the memberships it last saw) it cannot
+// tell, and answers M_UNABLE_TO_AUTHORISE_JOIN so that another server is
+// asked (Complement's TestRestrictedRoomsRemoteJoinFailOver).
+func TestRestrictedJoinAllowedRoomsUnknown(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "c")
+	space := createFedRoom(t, n.e("c"), id.RoomV10, carolC)
+	rule := fmt.Sprintf(`{"join_rule":"restricted","allow":[{"type":"m.room_membership","room_id":%q}]}`, space)
+	roomID := createFedRoom(t, n.e("a"), id.RoomV10, aliceA, stateProto(aliceA, "m.room.join_rules", "", rule))
+	if _, err := n.e("a").JoinAuthoriser(ctx, roomID, carolC); errCode(err) != "M_UNABLE_TO_AUTHORISE_JOIN" {
+		t.Errorf("a, not in the space: %v, want M_UNABLE_TO_AUTHORISE_JOIN", err)
+	}
+	n.join("c", "a", space, aliceA)
+	if via, err := n.e("a").JoinAuthoriser(ctx, roomID, carolC); err != nil || via != aliceA {
+		t.Errorf("a, in the space: authoriser %q, %v; want %s", via, err, aliceA)
+	}
+	if _, err := n.e("a").JoinAuthoriser(ctx, roomID, "@nobody:c"); errCode(err) != "M_FORBIDDEN" {
+		t.Errorf("a user in no allowed room: %v, want M_FORBIDDEN", err)
+	}
+	n.send("a", space, stateProto(aliceA, "m.room.member", string(aliceA), `{"membership":"leave"}`))
+	if _, err := n.e("a").JoinAuthoriser(ctx, roomID, carolC); errCode(err) != "M_UNABLE_TO_AUTHORISE_JOIN" {
+		t.Errorf("a, which left the space: %v, want M_UNABLE_TO_AUTHORISE_JOIN", err)
+	}
+}

@@ -37,7 +37,10 @@ func (e *Engine) JoinAuthoriser(ctx context.Context, roomID id.RoomID, user id.U
 	}
 	pl, members := st.powerLevels(), st.members
 
-	if !e.joinedAny(user, allow) {
+	switch e.allowedMembership(ctx, user, allow) {
+	case allowedUnknown:
+		return "", ErrAllowedRoomsUnknown
+	case allowedNotJoined:
 		if rule == event.JoinRuleKnockRestricted {
 			return "", mxhttp.Forbidden("only members of the rooms the join rule allows may join; knock to ask for an invite")
 		}
@@ -48,6 +51,14 @@ func (e *Engine) JoinAuthoriser(ctx context.Context, roomID id.RoomID, user id.U
 	}
 	return "", ErrNoLocalAuthoriser
 }
+
+// ErrAllowedRoomsUnknown is JoinAuthoriser's answer for a restricted join
+// of a user of another server when this server is in none of the rooms
+// the rule allows that could admit them (it left them, or never joined):
+// it cannot tell whether the user is in one. It is make_join's 400
+// M_UNABLE_TO_AUTHORISE_JOIN; another server of the room may tell.
+var ErrAllowedRoomsUnknown = &mxhttp.Error{Status: http.StatusBadRequest, Code: "M_UNABLE_TO_AUTHORISE_JOIN",
+	Message: "this server is in none of the rooms the join rule allows, so it cannot tell whether the user may join"}
 
 // ErrNoLocalAuthoriser is JoinAuthoriser's answer for a restricted join
 // that a member of this server could not authorise, none being allowed
@@ -77,7 +88,7 @@ func (e *Engine) authorizeJoinVia(st *roomState, ev *Event) error {
 	if m := st.members[ev.Sender]; m == "join" || m == "invite" {
 		return nil // the auth rules do not look at the authoriser then
 	}
-	if _, allow := st.joinRule(); !e.joinedAny(ev.Sender, allow) {
+	if _, allow := st.joinRule(); e.allowedMembership(context.Background(), ev.Sender, allow) != allowedJoined {
 		return mxhttp.Forbidden("only members of the rooms the join rule allows may join")
 	}
 	return nil
@@ -97,16 +108,34 @@ func (s *roomState) joinRule() (event.JoinRule, []event.JoinRuleAllow) {
 	return c.JoinRule, c.Allow
 }
 
-// joinedAny reports whether user is joined to one of the rooms allow names.
-func (e *Engine) joinedAny(user id.UserID, allow []event.JoinRuleAllow) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+// What this server knows of a user's membership in the rooms a restricted
+// join rule allows.
+const (
+	allowedJoined    = iota // joined to one of them
+	allowedNotJoined        // joined to none of them
+	allowedUnknown          // joined to none this server can see into
+)
+
+// allowedMembership tells whether user is joined to one of the rooms allow
+// names. The membership of a user of another server is known only in a
+// room this server is in: one it left keeps the memberships it last saw,
+// which may have changed since.
+func (e *Engine) allowedMembership(ctx context.Context, user id.UserID, allow []event.JoinRuleAllow) int {
+	local := user.Homeserver() == e.signer.ServerName
+	out := allowedNotJoined
 	for _, a := range allow {
-		if a.Type == event.JoinRuleAllowRoomMembership && e.members[user][a.RoomID] == "join" {
-			return true
+		if a.Type != event.JoinRuleAllowRoomMembership {
+			continue
+		}
+		if !local && !e.ServerInRoom(ctx, e.signer.ServerName, a.RoomID) {
+			out = allowedUnknown
+			continue
+		}
+		if e.Membership(user, a.RoomID) == "join" {
+			return allowedJoined
 		}
 	}
-	return false
+	return out
 }
 
 // localInviter picks the joined member of this server with the most power
