@@ -108,16 +108,20 @@ func (s *Service) publicRooms(ctx context.Context, server string, req publicRoom
 	if err != nil {
 		return nil, err
 	}
-	var term string
+	var rawTerm, term string
 	var types *[]*string
 	if req.Filter != nil {
-		term = strings.ToLower(strings.TrimSpace(req.Filter.GenericSearchTerm))
+		rawTerm = strings.TrimSpace(req.Filter.GenericSearchTerm)
+		term = strings.ToLower(rawTerm)
 		types = req.Filter.RoomTypes
 	}
 	rooms := all[:0]
 	for _, pr := range all {
+		// The term matches words of the name, topic and alias in any case,
+		// and a room ID only whole: room IDs are case-sensitive random
+		// strings, in which a short term would match by chance.
 		if term != "" && !strings.Contains(strings.ToLower(pr.Name), term) && !strings.Contains(strings.ToLower(pr.Topic), term) &&
-			!strings.Contains(strings.ToLower(pr.CanonicalAlias), term) && !strings.Contains(strings.ToLower(string(pr.RoomID)), term) {
+			!strings.Contains(strings.ToLower(pr.CanonicalAlias), term) && rawTerm != string(pr.RoomID) {
 			continue
 		}
 		if types != nil && !slices.ContainsFunc(*types, func(t *string) bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -104,6 +105,8 @@ func TestPublicRooms(t *testing.T) {
 		}{
 			{map[string]any{"filter": map[string]any{"generic_search_term": "cheese"}}, []id.RoomID{mid}},
 			{map[string]any{"filter": map[string]any{"generic_search_term": "BIG"}}, []id.RoomID{big}},
+			{map[string]any{"filter": map[string]any{"generic_search_term": string(space)}}, []id.RoomID{space}},
+			{map[string]any{"filter": map[string]any{"generic_search_term": strings.ToLower(string(space)[1:9])}}, nil},
 			{map[string]any{"filter": map[string]any{"room_types": []any{"m.space"}}}, []id.RoomID{space}},
 			{map[string]any{"filter": map[string]any{"room_types": []any{nil}}}, []id.RoomID{big, mid}},
 			{map[string]any{"limit": 2}, []id.RoomID{big, mid}},
