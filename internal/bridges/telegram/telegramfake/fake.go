@@ -1,0 +1,419 @@
+// Package telegramfake is a Telegram server for tests: it speaks real
+// MTProto on loopback through gotd's tgtest server, so the bridge's gotd
+// client connects to it as it would to a Telegram data center. It knows
+// users with phone numbers, logs them in with a code, keeps private chats,
+// and pushes updates with pts that updates.getDifference can replay.
+package telegramfake
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gotd/td/bin"
+	"github.com/gotd/td/telegram/auth"
+	"github.com/gotd/td/telegram/dcs"
+	"github.com/gotd/td/tg"
+	"github.com/gotd/td/tgerr"
+	"github.com/gotd/td/tgtest"
+	"github.com/gotd/td/tgtest/services/config"
+	"github.com/gotd/td/transport"
+)
+
+// DC is the one data center the fake serves.
+const DC = 2
+
+// messageFromServer is gotd's internal proto.MessageFromServer, the message
+// ID type tgtest.Server.Send needs for an update the server pushes (its
+// SendUpdates would drop the users the update names).
+const messageFromServer = 3
+
+// LoginCode is the code every sendCode "sends".
+const LoginCode = "12345"
+
+// Server is a fake Telegram data center.
+type Server struct {
+	// Addr is the host:port the MTProto server listens on.
+	Addr string
+
+	srv *tgtest.Server
+	key *rsa.PrivateKey
+
+	mu       sync.Mutex
+	users    map[int64]*tg.User
+	byPhone  map[string]int64
+	sessions map[[8]byte]int64        // auth key ID -> logged-in user
+	live     map[int64]tgtest.Session // user -> last session seen
+	codes    map[string]string        // phone code hash -> phone
+	state    map[int64]*account       // per-user pts and message log
+	floods   map[uint32]int           // request type -> FLOOD_WAIT seconds to answer once
+	nextUser int64
+	nextMsg  int
+}
+
+// account is a user's update state: their pts and every update so far
+// (with the pts it ended at), which getDifference replays.
+type account struct {
+	pts     int
+	log     []logged
+	history map[int64][]*tg.Message // peer user -> messages
+}
+
+type logged struct {
+	pts    int
+	update tg.UpdateClass
+}
+
+// New starts a fake Telegram on loopback; it stops when the test ends.
+func New(t testing.TB) *Server {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatalf("telegramfake: rsa key: %v", err)
+	}
+	s := &Server{
+		key:      key,
+		users:    map[int64]*tg.User{},
+		byPhone:  map[string]int64{},
+		sessions: map[[8]byte]int64{},
+		live:     map[int64]tgtest.Session{},
+		codes:    map[string]string{},
+		state:    map[int64]*account{},
+		floods:   map[uint32]int{},
+		nextUser: 1000,
+	}
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("telegramfake: listen: %v", err)
+	}
+	s.Addr = listener.Addr().String()
+	tcp := listener.Addr().(*net.TCPAddr)
+	cfg := tg.Config{DCOptions: []tg.DCOption{{ID: DC, IPAddress: tcp.IP.String(), Port: tcp.Port, Static: true}}}
+	dispatcher := tgtest.NewDispatcher()
+	config.NewService(&cfg, &tg.CDNConfig{}).Register(dispatcher)
+	s.register(dispatcher)
+	s.srv = tgtest.NewServer(tgtest.NewPrivateKey(key), tgtest.UnpackInvoke(dispatcher), tgtest.ServerOptions{
+		DC:    DC,
+		Codec: transport.Intermediate.Codec,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.srv.Serve(ctx, transport.ListenCodec(nil, listener))
+	}()
+	t.Cleanup(func() {
+		cancel()
+		_ = listener.Close()
+		<-done
+	})
+	return s
+}
+
+// PublicKeyPEM is the server's RSA public key, as the client's config takes it.
+func (s *Server) PublicKeyPEM() string {
+	der := x509.MarshalPKCS1PublicKey(&s.key.PublicKey)
+	return string(pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: der}))
+}
+
+// DCList is the one data center, for telegram.Options.DCList.
+func (s *Server) DCList() dcs.List {
+	host, port, _ := net.SplitHostPort(s.Addr)
+	portNumber, _ := strconv.Atoi(port)
+	return dcs.List{Options: []tg.DCOption{{ID: DC, IPAddress: host, Port: portNumber, Static: true}}}
+}
+
+// CodeSettings are the auth.sendCode settings a client sends.
+func CodeSettings() auth.SendCodeOptions { return auth.SendCodeOptions{} }
+
+// AccessHash is the access hash of a user, as every other user sees it.
+func (s *Server) AccessHash(user int64) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.users[user].AccessHash
+}
+
+// AddUser creates a user with a phone number and returns its ID.
+func (s *Server) AddUser(phone, firstName, lastName string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nextUser++
+	id := s.nextUser
+	s.users[id] = &tg.User{ID: id, AccessHash: id * 7919, FirstName: firstName, LastName: lastName, Phone: phone}
+	s.byPhone[phone] = id
+	s.state[id] = &account{history: map[int64][]*tg.Message{}}
+	return id
+}
+
+// FloodWait makes the next request of the given type fail with
+// FLOOD_WAIT_<seconds>.
+func (s *Server) FloodWait(typeID uint32, seconds int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.floods[typeID] = seconds
+}
+
+// Type sends text from one user to another, as if typed in a Telegram app,
+// and returns the message ID.
+func (s *Server) Type(from, to int64, text string) int {
+	return s.send(context.Background(), from, to, text, 0)
+}
+
+// Messages returns the private chat between two users as the first one sees it.
+func (s *Server) Messages(user, peer int64) []tg.Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []tg.Message
+	for _, m := range s.state[user].history[peer] {
+		out = append(out, *m)
+	}
+	return out
+}
+
+func (s *Server) register(d *tgtest.Dispatcher) {
+	d.HandleFunc(tg.AuthSendCodeRequestTypeID, s.handle(s.sendCode))
+	d.HandleFunc(tg.AuthSignInRequestTypeID, s.handle(s.signIn))
+	d.HandleFunc(tg.UsersGetUsersRequestTypeID, s.handle(s.getUsers))
+	d.HandleFunc(tg.UpdatesGetStateRequestTypeID, s.handle(s.getState))
+	d.HandleFunc(tg.UpdatesGetDifferenceRequestTypeID, s.handle(s.getDifference))
+	d.HandleFunc(tg.MessagesSendMessageRequestTypeID, s.handle(s.sendMessage))
+}
+
+// call is one decoded request: who sent it (0 before login) and its body.
+type call struct {
+	req  *tgtest.Request
+	user int64
+}
+
+type handlerFunc func(c call) (bin.Encoder, error)
+
+// handle wraps a method: it records the caller's session for pushed updates,
+// answers a pending FLOOD_WAIT, and turns a *tgerr.Error into an RPC error.
+func (s *Server) handle(h handlerFunc) func(*tgtest.Server, *tgtest.Request) error {
+	return func(srv *tgtest.Server, req *tgtest.Request) error {
+		typeID, err := req.Buf.PeekID()
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		user := s.sessions[req.Session.AuthKey.ID]
+		if user != 0 {
+			s.live[user] = req.Session
+		}
+		flood := s.floods[typeID]
+		delete(s.floods, typeID)
+		s.mu.Unlock()
+		if flood > 0 {
+			return srv.SendErr(req, tgerr.New(420, fmt.Sprintf("FLOOD_WAIT_%d", flood)))
+		}
+		result, err := h(call{req: req, user: user})
+		var rpcErr *tgerr.Error
+		switch {
+		case errors.As(err, &rpcErr):
+			return srv.SendErr(req, rpcErr)
+		case err != nil:
+			return err
+		}
+		if b, ok := result.(boolResult); ok {
+			return srv.SendBool(req, bool(b))
+		}
+		return srv.SendResult(req, result)
+	}
+}
+
+type boolResult bool
+
+func (boolResult) Encode(*bin.Buffer) error { return nil }
+
+var errUnauthorized = tgerr.New(401, "AUTH_KEY_UNREGISTERED")
+
+func (s *Server) sendCode(c call) (bin.Encoder, error) {
+	var r tg.AuthSendCodeRequest
+	if err := r.Decode(c.req.Buf); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.byPhone[r.PhoneNumber]; !ok {
+		return nil, tgerr.New(400, "PHONE_NUMBER_INVALID")
+	}
+	hash := fmt.Sprintf("hash-%d", len(s.codes)+1)
+	s.codes[hash] = r.PhoneNumber
+	return &tg.AuthSentCode{Type: &tg.AuthSentCodeTypeApp{Length: len(LoginCode)}, PhoneCodeHash: hash}, nil
+}
+
+func (s *Server) signIn(c call) (bin.Encoder, error) {
+	var r tg.AuthSignInRequest
+	if err := r.Decode(c.req.Buf); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	phone, ok := s.codes[r.PhoneCodeHash]
+	switch {
+	case !ok || phone != r.PhoneNumber:
+		return nil, tgerr.New(400, "PHONE_CODE_EXPIRED")
+	case r.PhoneCode != LoginCode:
+		return nil, tgerr.New(400, "PHONE_CODE_INVALID")
+	}
+	delete(s.codes, r.PhoneCodeHash)
+	id := s.byPhone[phone]
+	s.sessions[c.req.Session.AuthKey.ID] = id
+	s.live[id] = c.req.Session
+	self := *s.users[id]
+	self.Self = true
+	return &tg.AuthAuthorization{User: &self}, nil
+}
+
+func (s *Server) getUsers(c call) (bin.Encoder, error) {
+	if c.user == 0 {
+		return nil, errUnauthorized
+	}
+	var r tg.UsersGetUsersRequest
+	if err := r.Decode(c.req.Buf); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out tg.UserClassVector
+	for _, in := range r.ID {
+		var id int64
+		switch in := in.(type) {
+		case *tg.InputUserSelf:
+			id = c.user
+		case *tg.InputUser:
+			id = in.UserID
+		}
+		if u, ok := s.users[id]; ok {
+			cp := *u
+			cp.Self = id == c.user
+			out.Elems = append(out.Elems, &cp)
+		}
+	}
+	return &out, nil
+}
+
+func (s *Server) getState(c call) (bin.Encoder, error) {
+	if c.user == 0 {
+		return nil, errUnauthorized
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return &tg.UpdatesState{Pts: s.state[c.user].pts, Date: int(time.Now().Unix())}, nil
+}
+
+func (s *Server) getDifference(c call) (bin.Encoder, error) {
+	if c.user == 0 {
+		return nil, errUnauthorized
+	}
+	var r tg.UpdatesGetDifferenceRequest
+	if err := r.Decode(c.req.Buf); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	acc := s.state[c.user]
+	state := tg.UpdatesState{Pts: acc.pts, Date: int(time.Now().Unix())}
+	var messages []tg.MessageClass
+	var others []tg.UpdateClass
+	for _, l := range acc.log {
+		if l.pts <= r.Pts {
+			continue
+		}
+		if m, ok := l.update.(*tg.UpdateNewMessage); ok {
+			messages = append(messages, m.Message)
+		} else {
+			others = append(others, l.update)
+		}
+	}
+	if len(messages) == 0 && len(others) == 0 {
+		return &tg.UpdatesDifferenceEmpty{Date: state.Date}, nil
+	}
+	return &tg.UpdatesDifference{
+		NewMessages:  messages,
+		OtherUpdates: others,
+		Users:        s.allUsersLocked(c.user),
+		State:        state,
+	}, nil
+}
+
+func (s *Server) sendMessage(c call) (bin.Encoder, error) {
+	if c.user == 0 {
+		return nil, errUnauthorized
+	}
+	var r tg.MessagesSendMessageRequest
+	if err := r.Decode(c.req.Buf); err != nil {
+		return nil, err
+	}
+	peer, ok := r.Peer.(*tg.InputPeerUser)
+	if !ok {
+		return nil, tgerr.New(400, "PEER_ID_INVALID")
+	}
+	s.mu.Lock()
+	target, ok := s.users[peer.UserID]
+	valid := ok && target.AccessHash == peer.AccessHash
+	s.mu.Unlock()
+	if !valid {
+		return nil, tgerr.New(400, "PEER_ID_INVALID")
+	}
+	replyTo := 0
+	if reply, ok := r.ReplyTo.(*tg.InputReplyToMessage); ok {
+		replyTo = reply.ReplyToMsgID
+	}
+	id := s.send(c.req.RequestCtx, c.user, peer.UserID, r.Message, replyTo)
+	s.mu.Lock()
+	pts := s.state[c.user].pts
+	s.mu.Unlock()
+	return &tg.UpdateShortSentMessage{Out: true, ID: id, Pts: pts, PtsCount: 1, Date: int(time.Now().Unix())}, nil
+}
+
+// send stores a private message in both users' histories, logs an
+// updateNewMessage for each with its pts, and pushes the recipient's (the
+// sender learns of theirs from the call's answer, or when the fake types).
+func (s *Server) send(ctx context.Context, from, to int64, text string, replyTo int) int {
+	s.mu.Lock()
+	s.nextMsg++
+	id := s.nextMsg
+	now := int(time.Now().Unix())
+	var pushes []func()
+	for _, side := range []struct{ owner, peer int64 }{{from, to}, {to, from}} {
+		acc := s.state[side.owner]
+		msg := &tg.Message{ID: id, Out: side.owner == from, PeerID: &tg.PeerUser{UserID: side.peer}, Date: now, Message: text}
+		msg.SetFromID(&tg.PeerUser{UserID: from})
+		if replyTo != 0 {
+			msg.SetReplyTo(&tg.MessageReplyHeader{ReplyToMsgID: replyTo})
+		}
+		acc.history[side.peer] = append(acc.history[side.peer], msg)
+		acc.pts++
+		update := &tg.UpdateNewMessage{Message: msg, Pts: acc.pts, PtsCount: 1}
+		acc.log = append(acc.log, logged{pts: acc.pts, update: update})
+		session, online := s.live[side.owner]
+		if online && (side.owner != from || ctx == context.Background()) {
+			updates := &tg.Updates{Updates: []tg.UpdateClass{update}, Users: s.allUsersLocked(side.owner), Date: now}
+			pushes = append(pushes, func() { _ = s.srv.Send(context.Background(), session, 0, updates) })
+		}
+	}
+	s.mu.Unlock()
+	for _, push := range pushes {
+		push()
+	}
+	return id
+}
+
+func (s *Server) allUsersLocked(self int64) []tg.UserClass {
+	out := make([]tg.UserClass, 0, len(s.users))
+	for id, u := range s.users {
+		cp := *u
+		cp.Self = id == self
+		out = append(out, &cp)
+	}
+	return out
+}

@@ -1,0 +1,168 @@
+package telegramfake_test
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/gotd/td/session"
+	"github.com/gotd/td/telegram"
+	"github.com/gotd/td/telegram/dcs"
+	"github.com/gotd/td/telegram/updates"
+	"github.com/gotd/td/tg"
+	"github.com/gotd/td/tgerr"
+
+	"github.com/matrixos/matrixos/internal/bridges/telegram/telegramfake"
+)
+
+// client is a real gotd client pointed at the fake, with an updates
+// manager that delivers new messages' text on a channel.
+type client struct {
+	opts     telegram.Options
+	manager  *updates.Manager
+	received chan string
+}
+
+func newClient(t *testing.T, fake *telegramfake.Server, storage *session.StorageMemory) *client {
+	block, _ := pem.Decode([]byte(fake.PublicKeyPEM()))
+	if block == nil {
+		t.Fatal("public key: no PEM block")
+	}
+	key, err := x509.ParsePKCS1PublicKey(block.Bytes)
+	if err != nil {
+		t.Fatalf("public key: %v", err)
+	}
+	keys := []telegram.PublicKey{{RSA: key}}
+	c := &client{received: make(chan string, 16)}
+	dispatcher := tg.NewUpdateDispatcher()
+	dispatcher.OnNewMessage(func(_ context.Context, _ tg.Entities, u *tg.UpdateNewMessage) error {
+		if m, ok := u.Message.(*tg.Message); ok && !m.Out {
+			c.received <- m.Message
+		}
+		return nil
+	})
+	c.manager = updates.New(updates.Config{Handler: dispatcher})
+	c.opts = telegram.Options{
+		PublicKeys:     keys,
+		Resolver:       dcs.Plain(dcs.PlainOptions{}),
+		DCList:         fake.DCList(),
+		DC:             telegramfake.DC,
+		SessionStorage: storage,
+		UpdateHandler:  c.manager,
+		NoUpdates:      false,
+	}
+	return c
+}
+
+// run runs f with a connected client whose updates manager is running.
+func (c *client) run(t *testing.T, f func(ctx context.Context, api *telegram.Client, self *tg.User) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	api := telegram.NewClient(1, "hash", c.opts)
+	if err := api.Run(ctx, func(ctx context.Context) error {
+		self, err := api.Self(ctx)
+		if err != nil {
+			return err
+		}
+		return f(ctx, api, self)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *client) wait(t *testing.T, want string) {
+	t.Helper()
+	select {
+	case got := <-c.received:
+		if got != want {
+			t.Fatalf("received %q, want %q", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no message %q", want)
+	}
+}
+
+// TestLoginMessagesAndCatchUp logs a real gotd client in with a phone number
+// and code (a wrong code first), receives a message typed on the fake, sends
+// one back, and after a disconnect gets the message sent meanwhile through
+// updates.getDifference; a FLOOD_WAIT reaches the client as such.
+func TestLoginMessagesAndCatchUp(t *testing.T) {
+	fake := telegramfake.New(t)
+	me := fake.AddUser("+15550001", "Mia", "Example")
+	alice := fake.AddUser("+15550002", "Alice", "Liddell")
+	storage := &session.StorageMemory{}
+	c := newClient(t, fake, storage)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	login := telegram.NewClient(1, "hash", c.opts)
+	if err := login.Run(ctx, func(ctx context.Context) error {
+		sent, err := login.Auth().SendCode(ctx, "+15550001", telegramfake.CodeSettings())
+		if err != nil {
+			return err
+		}
+		hash := sent.(*tg.AuthSentCode).PhoneCodeHash
+		if _, err := login.Auth().SignIn(ctx, "+15550001", "00000", hash); !tgerr.Is(err, "PHONE_CODE_INVALID") {
+			t.Errorf("wrong code: got %v, want PHONE_CODE_INVALID", err)
+		}
+		if _, err := login.Auth().SignIn(ctx, "+15550001", telegramfake.LoginCode, hash); err != nil {
+			return err
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	c.run(t, func(ctx context.Context, api *telegram.Client, self *tg.User) error {
+		if self.ID != me {
+			t.Errorf("self is %d, want %d", self.ID, me)
+		}
+		started := make(chan struct{})
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() {
+			done <- c.manager.Run(runCtx, api.API(), self.ID, updates.AuthOptions{OnStart: func(context.Context) { close(started) }})
+		}()
+		<-started
+		fake.Type(alice, me, "hello from Telegram")
+		c.wait(t, "hello from Telegram")
+
+		peer := &tg.InputPeerUser{UserID: alice, AccessHash: fake.AccessHash(alice)}
+		if _, err := api.API().MessagesSendMessage(ctx, &tg.MessagesSendMessageRequest{Peer: peer, Message: "hi Alice", RandomID: 1}); err != nil {
+			return err
+		}
+		fake.FloodWait(tg.MessagesSendMessageRequestTypeID, 3)
+		_, err := api.API().MessagesSendMessage(ctx, &tg.MessagesSendMessageRequest{Peer: peer, Message: "too fast", RandomID: 2})
+		if wait, ok := tgerr.AsFloodWait(err); !ok || wait != 3*time.Second {
+			t.Errorf("flood: got %v, want FLOOD_WAIT_3", err)
+		}
+		stop()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		c.manager.Reset()
+		return nil
+	})
+	got := fake.Messages(alice, me)
+	if len(got) != 2 || got[1].Message != "hi Alice" || got[1].Out {
+		t.Fatalf("alice's chat with me: %+v", got)
+	}
+
+	fake.Type(alice, me, "while you were away")
+	c.run(t, func(ctx context.Context, api *telegram.Client, self *tg.User) error {
+		runCtx, stop := context.WithCancel(ctx)
+		defer stop()
+		done := make(chan error, 1)
+		go func() { done <- c.manager.Run(runCtx, api.API(), self.ID, updates.AuthOptions{}) }()
+		c.wait(t, "while you were away")
+		stop()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return nil
+	})
+}
