@@ -201,7 +201,9 @@ func (c *Client) onDisconnect(s *discordgo.Session, d *discordgo.Disconnect) {
 	if c.isStopped() {
 		return
 	}
-	c.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateTransientDisconnect, Error: "discord-disconnected"})
+	// connectLoop reports CONNECTING, then CONNECTED once resumed;
+	// TRANSIENT_DISCONNECT is for failed attempts only (bridgev2 schedules a
+	// notice for it, racily: see the -race run of TestBridgeEndToEnd).
 	go c.connectLoop()
 }
 
