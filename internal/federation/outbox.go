@@ -29,8 +29,9 @@ const (
 	MaxTxnEDUs = 100
 )
 
-// Outbox timing: how long a destination's worker gathers what is queued
-// before it sends, and the backoff after a failed transaction.
+// Outbox timing: how long a busy destination's worker gathers what is
+// queued before it sends the next transaction (an idle destination's first
+// is sent at once), and the backoff after a failed transaction.
 const (
 	BatchDelay = 100 * time.Millisecond
 	MinBackoff = 2 * time.Second
@@ -89,8 +90,8 @@ func (c rowClass) String() string {
 // until the destination accepts the transaction that carries them.
 //
 // Each destination has its own worker, started when something is queued
-// for it, with at most one transaction in flight: it gathers what is
-// queued for BatchDelay, sends up to MaxTxnPDUs PDUs and MaxTxnEDUs EDUs
+// for it, with at most one transaction in flight: it sends at once what
+// is queued when it starts, and after that gathers for BatchDelay, sends up to MaxTxnPDUs PDUs and MaxTxnEDUs EDUs
 // in queue order, and retries the same transaction (same ID) with
 // exponential backoff until it is accepted. One destination's failure
 // never delays another's.
@@ -554,7 +555,11 @@ WHERE q.destination = $1 AND q.pdu_id <> 0 ORDER BY q.id LIMIT $2`, dest, MaxTxn
 func (o *Outbox) run(d *destination) {
 	defer o.workers.Done()
 	ctx := o.ctx
-	gather := true
+	// A destination that was idle gets its first transaction at once:
+	// gathering only pays while transactions follow each other, and a
+	// first event held back lets a later one on another path overtake it
+	// (a join authorised before the power levels that allow it arrive).
+	gather := false
 	for {
 		if gather && !sleep(ctx, o.batchDelay) {
 			break
