@@ -48,10 +48,16 @@ func (e *Engine) ReceivePDUs(ctx context.Context, origin string, raws []json.Raw
 	}
 	b := e.prepareBatch(ctx, r, raws, out)
 	for i := 0; i < len(b.items); {
-		n, err := e.acceptRun(ctx, r, b, i)
+		n, unwritten, err := e.acceptRun(ctx, r, b, i)
 		if err != nil {
 			// The room's pipeline broke: what is left goes one by one,
-			// through the room read again from the database.
+			// through the room read again from the database. So does the
+			// run whose write failed, which fails every event in it and
+			// not only the one at fault: the origin had its transaction
+			// answered and will not send the others again.
+			for _, k := range unwritten {
+				out[k].ID, out[k].Err = e.ReceivePDU(ctx, origin, raws[k])
+			}
 			e.receiveEach(ctx, origin, raws[i+n:], out[i+n:])
 			break
 		}
@@ -181,21 +187,18 @@ func (e *Engine) prepareBatch(ctx context.Context, r *room, raws []json.RawMessa
 // acceptRun takes the run of PDUs from start on that follow the
 // pipeline's head (see ReceivePDUs) and returns how many PDUs it settled:
 // the next one, if any, needs ReceivePDU's path. An error means the room's
-// pipeline broke; the run's PDUs have it as their outcome.
-func (e *Engine) acceptRun(ctx context.Context, r *room, b *batch, start int) (int, error) {
+// pipeline broke; when it broke because the run's write failed, unwritten
+// holds the indexes of the PDUs of that write, which have no outcome yet.
+func (e *Engine) acceptRun(ctx context.Context, r *room, b *batch, start int) (n int, unwritten []int, err error) {
 	r.settle()
 	built, at, n, wait, err := e.queueRun(ctx, r, b, start)
 	if err != nil || wait == nil {
-		return n, err
+		return n, nil, err
 	}
 	if err := wait(); err != nil {
 		e.dropRoom(r)
-		e.log.Error("persist remote events failed", "room_id", r.id, "events", len(built), "err", err)
-		err = fmt.Errorf("persist event: %w", err)
-		for _, i := range at {
-			b.done(i, err)
-		}
-		return n, err
+		e.log.Warn("persist of a run of remote events failed; taking them one by one", "room_id", r.id, "events", len(built), "err", err)
+		return n, at, fmt.Errorf("persist events: %w", err)
 	}
 	for k, a := range built {
 		e.cache.put(a.ev)
@@ -204,7 +207,7 @@ func (e *Engine) acceptRun(ctx context.Context, r *room, b *batch, start int) (i
 	for _, a := range built {
 		e.runHooks(r, a)
 	}
-	return n, nil
+	return n, nil, nil
 }
 
 // queueRun is the part of acceptRun that runs under r.mu: it checks the

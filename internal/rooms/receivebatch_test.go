@@ -3,11 +3,14 @@ package rooms
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"testing"
 
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/storage"
 )
 
 // TestReceivePDUs takes a transaction's PDUs of one room together: an
@@ -111,5 +114,54 @@ func TestParseRemoteSigningForm(t *testing.T) {
 				t.Errorf("an event with another event's signature: %v, want M_FORBIDDEN", err)
 			}
 		})
+	}
+}
+
+// TestReceivePDUsFailedWrite: when the one write of a run of PDUs fails,
+// the run's PDUs go back through ReceivePDU one by one, so only the PDU
+// whose write fails is refused: the origin had its transaction answered
+// and will not send the others again.
+func TestReceivePDUsFailedWrite(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "b")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV11, aliceA)
+	n.join("a", "b", roomID, bobB)
+	a := n.e("a")
+	a.OnPersist = append(a.OnPersist, func(ctx context.Context, tx *storage.Tx, ev *Event, r *RoomInfo) error {
+		if gjson.GetBytes(ev.PDU.Content, "body").Str == "poison" {
+			return fmt.Errorf("injected failure for %s", ev.ID)
+		}
+		return nil
+	})
+	m1 := n.send("b", roomID, textProto(bobB, "m1"))
+	m2 := n.send("b", roomID, textProto(bobB, "m2"))
+	poison := n.send("b", roomID, textProto(bobB, "poison"))
+	// m3 follows m2 beside poison: an event that follows the one whose
+	// write fails can never be stored.
+	m3 := n.e("b").signedRaw(t, roomID, textProto(bobB, "m3"), poison)
+	m3ID := EventIDOf(id.RoomV11, m3)
+
+	out := a.ReceivePDUs(ctx, "b", []json.RawMessage{m1.JSON, m2.JSON, poison.JSON, m3})
+	for i, want := range []id.EventID{m1.ID, m2.ID, poison.ID, m3ID} {
+		if out[i].ID != want {
+			t.Errorf("PDU %d answered as %s, want %s", i, out[i].ID, want)
+		}
+		if want == poison.ID {
+			if out[i].Err == nil {
+				t.Errorf("the PDU whose write fails was accepted")
+			}
+			continue
+		}
+		if out[i].Err != nil {
+			t.Errorf("PDU %d (%s): %v", i, want, out[i].Err)
+		}
+	}
+	for _, want := range []id.EventID{m1.ID, m2.ID, m3ID} {
+		if _, err := a.Event(ctx, want); err != nil {
+			t.Errorf("%s is not stored: %v", want, err)
+		}
+	}
+	if got := timelineBodies(t, a, roomID); !slices.Contains(got, "m1") || !slices.Contains(got, "m2") || !slices.Contains(got, "m3") {
+		t.Errorf("timeline %q lacks a message", got)
 	}
 }
