@@ -165,3 +165,66 @@ func TestReceivePDUsFailedWrite(t *testing.T) {
 		t.Errorf("timeline %q lacks a message", got)
 	}
 }
+
+// TestReceivePDUsRejectsAgainstHead: in a run, an event that its own auth
+// events allow but the state before it (the head, which the run has
+// moved) does not is rejected, not soft-failed, and the run goes on past
+// it. Bob raises events_default to 50; carol's next message names the old
+// power levels as its auth event and the new ones as its prev event.
+func TestReceivePDUsRejectsAgainstHead(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "b")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV11, aliceA)
+	n.join("a", "b", roomID, bobB)
+	carolB := id.UserID("@carol:b")
+	carolJoin := n.send("b", roomID, memberProto(carolB, "join"))
+	n.deliver("b", carolJoin, "a")
+
+	draft := n.send("b", roomID, textProto(carolB, "before the change"))
+	raised := n.send("b", roomID, stateProto(bobB, "m.room.power_levels", "", `{"users":{"@alice:a":100,"@bob:b":50},"users_default":0,"events_default":50,"state_default":50,"ban":50,"kick":50,"redact":50,"invite":0}`))
+	late := n.e("b").followingRaw(t, roomID, draft, textProto(carolB, "after the change"), raised)
+	lateID := EventIDOf(id.RoomV11, late)
+	after := n.send("b", roomID, textProto(bobB, "bob after"))
+	if !slices.Equal(after.PDU.PrevEvents, []id.EventID{raised.ID}) {
+		t.Fatalf("bob's message follows %v, want the power levels", after.PDU.PrevEvents)
+	}
+
+	out := n.e("a").ReceivePDUs(ctx, "b", []json.RawMessage{draft.JSON, raised.JSON, late, after.JSON})
+	for i, want := range []id.EventID{draft.ID, raised.ID, lateID, after.ID} {
+		if out[i].ID != want {
+			t.Errorf("PDU %d answered as %s, want %s", i, out[i].ID, want)
+		}
+		if want == lateID {
+			if errCode(out[i].Err) != "M_FORBIDDEN" {
+				t.Errorf("carol's message after the change: %v, want M_FORBIDDEN", out[i].Err)
+			}
+			continue
+		}
+		if out[i].Err != nil {
+			t.Errorf("PDU %d (%s): %v", i, want, out[i].Err)
+		}
+	}
+	stored, err := n.e("a").anyEvents(ctx, []id.EventID{lateID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := stored[lateID]; ev == nil {
+		t.Errorf("carol's message after the change is not stored")
+	} else if !ev.Rejected || ev.SoftFailed {
+		t.Errorf("carol's message after the change is stored with rejected %v, soft-failed %v; want rejected", ev.Rejected, ev.SoftFailed)
+	}
+	if ext := n.e("a").view(t, roomID).extremities; !slices.Equal(ext, []id.EventID{after.ID}) {
+		t.Errorf("extremities %v, want bob's message", ext)
+	}
+}
+
+// followingRaw returns like's PDU, signed by e, with p's type, sender and
+// content and prev as its one prev event: it keeps like's auth events.
+func (e *Engine) followingRaw(t *testing.T, roomID id.RoomID, like *Event, p Proto, prev *Event) []byte {
+	t.Helper()
+	shaped := *like
+	shaped.PDU = like.PDU.Clone()
+	shaped.PDU.PrevEvents = []id.EventID{prev.ID}
+	shaped.PDU.Depth = prev.PDU.Depth + 1
+	return e.signedRaw(t, roomID, p, &shaped)
+}
