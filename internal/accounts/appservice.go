@@ -2,6 +2,8 @@ package accounts
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -185,4 +187,39 @@ func (s *Service) CreateAppserviceUser(ctx context.Context, localpart, appservic
 	}
 	s.log.Info("user created", "user_id", uid, "appservice", appserviceID)
 	return uid, nil
+}
+
+// UserAppservice returns the appservice that registered uid ("" for an
+// account registered otherwise: a human's); ok is false when uid has no
+// account.
+func (s *Service) UserAppservice(ctx context.Context, uid id.UserID) (appserviceID string, ok bool, err error) {
+	err = s.db.QueryRow(ctx, `SELECT appservice_id FROM users WHERE user_id = $1`, uid).Scan(&appserviceID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("load user %s: %w", uid, err)
+	}
+	return appserviceID, true, nil
+}
+
+// UsersNotOf returns the accounts that match reports true for and that the
+// appservice appserviceID did not register, by user ID.
+func (s *Service) UsersNotOf(ctx context.Context, appserviceID string, match func(id.UserID) bool) ([]id.UserID, error) {
+	rows, err := s.db.Query(ctx, `SELECT user_id FROM users WHERE appservice_id <> $1 ORDER BY user_id`, appserviceID)
+	if err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	defer rows.Close()
+	var out []id.UserID
+	for rows.Next() {
+		var uid id.UserID
+		if err := rows.Scan(&uid); err != nil {
+			return nil, fmt.Errorf("list users: %w", err)
+		}
+		if match(uid) {
+			out = append(out, uid)
+		}
+	}
+	return out, rows.Err()
 }

@@ -372,3 +372,22 @@ func TestSenderLocalparts(t *testing.T) {
 		t.Errorf("whoami after the reload: %v", err)
 	}
 }
+
+// TestSenderTakesNoHumanAccount: a registration whose sender is an
+// account a person registered is refused on reload, named in the error,
+// and its as_token does not act as that person.
+func TestSenderTakesNoHumanAccount(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	human := n.Client()
+	resp, err := human.RegisterDummy(t.Context(), &mautrix.ReqRegister[any]{Username: "takerbot", Password: testnode.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeRegistration(t, n.Config.DataDir, "taker.yaml", registrationYAML("taker", "", ""))
+	err = n.ReloadAppservices(t.Context())
+	if err == nil || !strings.Contains(err.Error(), string(resp.UserID)) {
+		t.Errorf("reload error %v does not name the human sender", err)
+	}
+	_, err = whoami(t, asClient(t, n, "as-taker", ""))
+	testnode.WantErr(t, err, "M_UNKNOWN_TOKEN", http.StatusUnauthorized)
+}

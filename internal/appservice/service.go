@@ -128,11 +128,22 @@ func unjoin(err error) []error {
 	return []error{err}
 }
 
-// ensureSender registers the appservice's sender unless it exists.
+// ensureSender registers the appservice's sender unless it exists. An
+// existing account that the appservice did not register (a human's, or
+// another appservice's) refuses the registration: its as_token would act
+// as that account.
 func (s *Service) ensureSender(ctx context.Context, reg *Registration) error {
 	_, err := s.acc.CreateAppserviceUser(ctx, reg.SenderLocalpart, reg.ID)
-	if err != nil && !errors.Is(err, accounts.ErrUserExists) {
+	if !errors.Is(err, accounts.ErrUserExists) {
 		return err
+	}
+	sender := reg.Sender(s.opts.ServerName)
+	owner, ok, err := s.acc.UserAppservice(ctx, sender)
+	if err != nil {
+		return err
+	}
+	if ok && owner != reg.ID {
+		return fmt.Errorf("%s is an existing account that appservice %s did not register", sender, reg.ID)
 	}
 	return nil
 }

@@ -147,7 +147,8 @@ func (m *Manager) live() bool {
 }
 
 // Enable writes the bridge's files unless they exist and records it
-// enabled. A running manager starts it; otherwise the running node is told
+// enabled. It refuses a bridge whose appservice would take over accounts
+// or namespaces that are not its own (see checkClaims). A running manager starts it; otherwise the running node is told
 // (the admin CLI). binary, when not empty, makes it an external bridge run
 // from that program.
 func (m *Manager) Enable(ctx context.Context, name, binary string) (Status, error) {
@@ -161,6 +162,9 @@ func (m *Manager) Enable(ctx context.Context, name, binary string) (Status, erro
 			return Status{}, err
 		}
 		binary = row.binary
+	}
+	if err := m.checkClaims(ctx, name); err != nil {
+		return Status{}, err
 	}
 	if err := m.writeFiles(ctx, name, binary); err != nil {
 		return Status{}, err
