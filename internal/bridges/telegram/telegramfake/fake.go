@@ -47,6 +47,7 @@ type Server struct {
 
 	srv *tgtest.Server
 	key *rsa.PrivateKey
+	t   testing.TB
 
 	mu       sync.Mutex
 	users    map[int64]*tg.User
@@ -56,6 +57,7 @@ type Server struct {
 	codes    map[string]string        // phone code hash -> phone
 	state    map[int64]*account       // per-user pts and message log
 	floods   map[uint32]int           // request type -> FLOOD_WAIT seconds to answer once
+	synced   map[int64]int            // user -> updates.getState/getDifference calls
 	nextUser int64
 	nextMsg  int
 }
@@ -81,6 +83,7 @@ func New(t testing.TB) *Server {
 	}
 	s := &Server{
 		key:      key,
+		t:        t,
 		users:    map[int64]*tg.User{},
 		byPhone:  map[string]int64{},
 		sessions: map[[8]byte]int64{},
@@ -88,6 +91,7 @@ func New(t testing.TB) *Server {
 		codes:    map[string]string{},
 		state:    map[int64]*account{},
 		floods:   map[uint32]int{},
+		synced:   map[int64]int{},
 		nextUser: 1000,
 	}
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
@@ -165,6 +169,15 @@ func (s *Server) FloodWait(typeID uint32, seconds int) {
 // and returns the message ID.
 func (s *Server) Type(from, to int64, text string) int {
 	return s.send(context.Background(), from, to, text, 0)
+}
+
+// Syncs is how many times a user's clients asked for their update state
+// (updates.getState or getDifference): a client that has asked is
+// receiving the user's updates.
+func (s *Server) Syncs(user int64) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.synced[user]
 }
 
 // Messages returns the private chat between two users as the first one sees it.
@@ -307,6 +320,7 @@ func (s *Server) getState(c call) (bin.Encoder, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.synced[c.user]++
 	return &tg.UpdatesState{Pts: s.state[c.user].pts, Date: int(time.Now().Unix())}, nil
 }
 
@@ -320,6 +334,7 @@ func (s *Server) getDifference(c call) (bin.Encoder, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.synced[c.user]++
 	acc := s.state[c.user]
 	state := tg.UpdatesState{Pts: acc.pts, Date: int(time.Now().Unix())}
 	var messages []tg.MessageClass
