@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -34,8 +35,8 @@ import (
 const externalStopWait = 15 * time.Second
 
 // writeExternal writes an external bridge's registration and, unless it
-// exists, its config.
-func writeExternal(ctx context.Context, f Files, binary string) error {
+// exists, its config; extraEnv is added to the program's environment.
+func writeExternal(ctx context.Context, f Files, binary string, extraEnv []string) error {
 	if err := checkProgram(binary); err != nil {
 		return err
 	}
@@ -60,6 +61,7 @@ func writeExternal(ctx context.Context, f Files, binary string) error {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary, "-c", tmp, "-e")
 	cmd.Dir = dir
+	cmd.Env = childEnv(dir, extraEnv)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%s -e (write its example config): %w\n%s", binary, err, out)
 	}
@@ -81,6 +83,28 @@ func writeExternal(ctx context.Context, f Files, binary string) error {
 	set(root, "info", "logging", "min_level")
 	set(root, []map[string]string{{"type": "stdout", "format": "json"}}, "logging", "writers")
 	return writeYAML(path, root)
+}
+
+// inheritedEnv are the variables of the node's environment an external
+// program gets; LC_* and SSL_CERT_* are matched by prefix. The rest (the
+// registration shared secret, the database URL, ...) is the node's own.
+var inheritedEnv = []string{"PATH", "LANG", "TZ", "TMPDIR", "LC_", "SSL_CERT_"}
+
+// childEnv is the environment of an external program run in dir: the
+// inheritedEnv of the node's, HOME=dir, then extra.
+func childEnv(dir string, extra []string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		key, _, _ := strings.Cut(kv, "=")
+		for _, allowed := range inheritedEnv {
+			if key == allowed || strings.HasSuffix(allowed, "_") && strings.HasPrefix(key, allowed) {
+				env = append(env, kv)
+				break
+			}
+		}
+	}
+	env = append(env, "HOME="+dir)
+	return append(env, extra...)
 }
 
 // checkProgram refuses a path that is not an executable file.
@@ -157,6 +181,7 @@ func (m *Manager) externalRunner(name, binary string) runFunc {
 		}
 		cmd := exec.CommandContext(ctx, binary, "-c", ConfigFile(m.opts.DataDir, name))
 		cmd.Dir = Dir(m.opts.DataDir, name)
+		cmd.Env = childEnv(cmd.Dir, m.opts.ExternalEnv)
 		cmd.Stdout, cmd.Stderr = log, log
 		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 		cmd.WaitDelay = externalStopWait

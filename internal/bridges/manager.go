@@ -37,6 +37,11 @@ type Options struct {
 	// BackoffMin and BackoffMax bound the wait before a failed bridge is
 	// started again (1s and 5 min when zero).
 	BackoffMin, BackoffMax time.Duration
+	// ExternalEnv is added to the environment of external bridges'
+	// programs ("KEY=value"), which otherwise get only PATH, LANG, LC_*,
+	// TZ, SSL_CERT_*, TMPDIR and HOME (their directory): tests set what
+	// their fake program needs.
+	ExternalEnv []string
 }
 
 // Status is what the manager tells of one bridge.
@@ -148,8 +153,8 @@ func (m *Manager) live() bool {
 
 // Enable writes the bridge's files unless they exist and records it
 // enabled. It refuses a bridge whose appservice would take over accounts
-// or namespaces that are not its own (see checkClaims). A running manager starts it; otherwise the running node is told
-// (the admin CLI). binary, when not empty, makes it an external bridge run
+// or namespaces that are not its own (see checkClaims). A running manager
+// starts it; otherwise the running node is told (the admin CLI). binary, when not empty, makes it an external bridge run
 // from that program.
 func (m *Manager) Enable(ctx context.Context, name, binary string) (Status, error) {
 	if err := CheckName(name); err != nil {
@@ -205,7 +210,7 @@ func (m *Manager) writeFiles(ctx context.Context, name, binary string) error {
 		if _, builtin := m.kind(name); builtin {
 			return fmt.Errorf("%w: bridge %s is built in: enable it without --binary", ErrInvalid, name)
 		}
-		return writeExternal(ctx, files, binary)
+		return writeExternal(ctx, files, binary, m.opts.ExternalEnv)
 	}
 	kind, ok := m.kind(name)
 	if !ok {

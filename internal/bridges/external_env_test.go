@@ -1,0 +1,65 @@
+package bridges
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/bridgev2/status"
+)
+
+// TestExternalChildEnv: an external program, both when it writes its
+// example config (-e) and when it runs, gets neither the node's secrets
+// (registration shared secret, database URL) nor anything else of its
+// environment but the allowlist, HOME (its directory) and ExternalEnv.
+func TestExternalChildEnv(t *testing.T) {
+	dir := t.TempDir()
+	program := filepath.Join(dir, "fakebridge")
+	script := `#!/bin/sh
+if [ "$3" = -e ]; then env > "$ENV_OUT.e"; printf 'homeserver:\n    address: x\n' > "$2"; exit 0; fi
+env > "$ENV_OUT.run"
+exit 1
+`
+	if err := os.WriteFile(program, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MATRIXOS_REGISTRATION_SHARED_SECRET", "s3cret-review")
+	t.Setenv("MATRIXOS_DATABASE", "postgres://u:pw@h/db")
+	t.Setenv("LC_TIME", "C")
+	envOut := filepath.Join(dir, "env")
+	extra := []string{"ENV_OUT=" + envOut}
+	files := Files{DataDir: dir, ServerName: "example.org", Name: "foo"}
+	if err := writeExternal(context.Background(), files, program, extra); err != nil {
+		t.Fatal(err)
+	}
+	m := New(nil, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{DataDir: dir, ServerName: "example.org", ExternalEnv: extra})
+	m.homeserverURL = "http://127.0.0.1:1"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.externalRunner("foo", program)(ctx, io.Discard, func() {}, func(status.BridgeState) {}); err == nil {
+		t.Fatal("the program's exit 1 is not an error")
+	}
+	for _, run := range []string{".e", ".run"} {
+		data, err := os.ReadFile(envOut + run)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := strings.Split(strings.TrimSpace(string(data)), "\n")
+		for _, secret := range []string{"s3cret-review", "u:pw@h"} {
+			if strings.Contains(string(data), secret) {
+				t.Errorf("%s: the environment holds %q", run, secret)
+			}
+		}
+		for _, want := range []string{"HOME=" + Dir(dir, "foo"), "PATH=" + os.Getenv("PATH"), "LC_TIME=C", extra[0]} {
+			if !slices.Contains(env, want) {
+				t.Errorf("%s: the environment lacks %s:\n%s", run, want, data)
+			}
+		}
+	}
+}
