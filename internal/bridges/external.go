@@ -34,22 +34,30 @@ import (
 // it is killed.
 const externalStopWait = 15 * time.Second
 
-// writeExternal writes an external bridge's registration and, unless it
-// exists, its config; extraEnv is added to the program's environment.
+// writeExternal writes, unless it exists, an external bridge's config,
+// then its registration: a program that cannot write its example config
+// leaves no registration (no appservice the node would load) behind.
+// extraEnv is added to the program's environment.
 func writeExternal(ctx context.Context, f Files, binary string, extraEnv []string) error {
 	if err := checkProgram(binary); err != nil {
 		return err
 	}
-	dir := Dir(f.DataDir, f.Name)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(Dir(f.DataDir, f.Name), 0o700); err != nil {
+		return err
+	}
+	if err := writeExternalConfig(ctx, f, binary, extraEnv); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(filepath.Dir(RegistrationFile(f.DataDir, f.Name)), 0o700); err != nil {
 		return err
 	}
-	if err := f.writeRegistration(); err != nil {
-		return err
-	}
+	return f.writeRegistration()
+}
+
+// writeExternalConfig writes, unless it exists, the config of an external
+// bridge from the program's example config (-e).
+func writeExternalConfig(ctx context.Context, f Files, binary string, extraEnv []string) error {
+	dir := Dir(f.DataDir, f.Name)
 	path := ConfigFile(f.DataDir, f.Name)
 	if _, err := os.Stat(path); err == nil {
 		return nil

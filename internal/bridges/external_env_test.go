@@ -63,3 +63,20 @@ exit 1
 		}
 	}
 }
+
+// TestExternalFailedEnableLeavesNoRegistration: a program that cannot
+// write its example config (/bin/true writes none, /bin/false fails)
+// leaves no registration behind, which the node would load as a live
+// appservice with tokens.
+func TestExternalFailedEnableLeavesNoRegistration(t *testing.T) {
+	for _, program := range []string{"/bin/true", "/bin/false"} {
+		dir := t.TempDir()
+		err := writeExternal(context.Background(), Files{DataDir: dir, ServerName: "example.org", Name: "foo"}, program, nil)
+		if err == nil {
+			t.Errorf("writeExternal(%s) succeeded", program)
+		}
+		if _, err := os.Stat(RegistrationFile(dir, "foo")); !os.IsNotExist(err) {
+			t.Errorf("%s: registration left behind (stat: %v)", program, err)
+		}
+	}
+}
