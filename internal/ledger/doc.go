@@ -34,5 +34,7 @@
 // for an event's proof bundle, which Verify checks offline.
 //
 // KeysLog is a second log, of identity keys: each change of a local user's
-// device keys or cross-signing keys (see its documentation).
+// device keys or cross-signing keys (see its documentation). The node
+// keeps it only when the ledger_keys setting is on, as its public tiles
+// list every local E2EE user and device.
 package ledger

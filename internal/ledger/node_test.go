@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -297,7 +300,7 @@ func catchUpKeys(t testing.TB, n *testnode.Node) []ledger.KeyEntry {
 // restart adds nothing), and its checkpoint is served and signed.
 func TestIdentityKeysLogged(t *testing.T) {
 	ctx := context.Background()
-	n := testnode.Start(t, testnode.SQLite)
+	n := testnode.Start(t, testnode.SQLite, func(c *config.Config) { c.LedgerKeys = true })
 	alice := n.Register("alice")
 	d := testnode.NewE2EEDevice(t, "alice", alice)
 	if _, _, err := d.Mach.GenerateAndUploadCrossSigningKeysWithPassword(ctx, testnode.Password, ""); err != nil {
@@ -349,5 +352,41 @@ func TestIdentityKeysLogged(t *testing.T) {
 	}
 	if cp.Size != uint64(size) || cp.Origin != ledger.KeysOrigin(n.Config.ServerName) {
 		t.Fatalf("keys checkpoint %+v, want %d entries", cp, size)
+	}
+}
+
+// TestIdentityKeysLogOffByDefault: without ledger_keys the identity keys
+// log is neither kept nor served, so an unauthenticated caller learns
+// nothing of the local users who upload keys, while the events log is
+// served as usual.
+func TestIdentityKeysLogOffByDefault(t *testing.T) {
+	ctx := context.Background()
+	n := testnode.Start(t, testnode.SQLite)
+	alice := n.Register("alice")
+	d := testnode.NewE2EEDevice(t, "alice", alice)
+	if _, _, err := d.Mach.GenerateAndUploadCrossSigningKeysWithPassword(ctx, testnode.Password, ""); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := alice.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{alice.UserID: nil}})
+	if err != nil || len(keys.DeviceKeys[alice.UserID]) == 0 {
+		t.Fatalf("alice's uploaded keys are not queryable: %v %+v", err, keys)
+	}
+	if n.LedgerKeys != nil {
+		t.Fatal("the identity keys log is open with ledger_keys off")
+	}
+	if r := n.Do(t, "GET", ledger.TilesPrefix+"checkpoint", "", nil, testnode.NoSpecCheck()); r.Status != http.StatusOK {
+		t.Fatalf("events checkpoint: %d %s", r.Status, r.Body)
+	}
+	for _, p := range []string{"checkpoint", "key", "tile/entries/000", "tile/0/000"} {
+		r := n.Do(t, "GET", ledger.KeysTilesPrefix+p, "", nil, testnode.NoSpecCheck())
+		if r.Status != http.StatusNotFound {
+			t.Errorf("GET %s%s: %d, want 404", ledger.KeysTilesPrefix, p, r.Status)
+		}
+		if strings.Contains(string(r.Body), "@alice") {
+			t.Errorf("GET %s%s names alice: %s", ledger.KeysTilesPrefix, p, r.Body)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(n.Config.DataDir, "ledger", "keys")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the keys log's directory: %v, want none", err)
 	}
 }

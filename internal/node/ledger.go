@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"crypto/ed25519"
 	"path/filepath"
 
@@ -21,8 +22,8 @@ func LedgerKeysDir(cfg config.Config) string {
 }
 
 // openLedger opens the events log, signed with the node's key, and has it
-// follow the room engine's committed events, and the identity keys log,
-// which follows the device list changes.
+// follow the room engine's committed events, and, when ledger_keys is on,
+// the identity keys log, which follows the device list changes.
 func (n *Node) openLedger(ctx context.Context, key ed25519.PrivateKey) error {
 	l, err := ledger.Open(ctx, n.DB, n.log, ledger.Options{
 		Dir:    LedgerDir(n.cfg),
@@ -33,14 +34,18 @@ func (n *Node) openLedger(ctx context.Context, key ed25519.PrivateKey) error {
 	if err != nil {
 		return err
 	}
+	n.Ledger = l
+	n.Rooms.OnEvent = append(n.Rooms.OnEvent, l.OnEvent)
+	l.Start()
+	if !n.cfg.LedgerKeys {
+		return nil
+	}
 	keys, err := ledger.OpenKeys(ctx, n.DB, n.log, LedgerKeysDir(n.cfg), n.cfg.ServerName, key)
 	if err != nil {
 		l.Close(ctx)
-		return err
+		return fmt.Errorf("open the identity keys log: %w", err)
 	}
-	n.Ledger, n.LedgerKeys = l, keys
-	n.Rooms.OnEvent = append(n.Rooms.OnEvent, l.OnEvent)
-	l.Start()
+	n.LedgerKeys = keys
 	keys.Start()
 	return nil
 }

@@ -71,7 +71,8 @@ type Node struct {
 	Appservices *appservice.Service
 	// Ledger is the events transparency log (docs/ledger.md).
 	Ledger *ledger.Log
-	// LedgerKeys is the identity keys transparency log.
+	// LedgerKeys is the identity keys transparency log; nil unless
+	// ledger_keys is on.
 	LedgerKeys *ledger.KeysLog
 	// Bridges runs the enabled bridges (internal/bridges).
 	Bridges *bridges.Manager
@@ -293,7 +294,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Media.Routes(mux)
 	n.Appservices.Routes(mux, n.Accounts.Auth)
 	n.Ledger.Routes(mux, n.Accounts, n.Rooms)
-	n.LedgerKeys.Routes(mux)
+	if n.LedgerKeys != nil {
+		n.LedgerKeys.Routes(mux)
+	}
 	n.federationQueries()
 	mux.HandleFunc("GET /{$}", n.serveWelcome)
 	// A known path with another method is 405, per the spec.
@@ -448,8 +451,10 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	if err := n.Ledger.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	if err := n.LedgerKeys.Close(ctx); err != nil {
-		errs = append(errs, err)
+	if n.LedgerKeys != nil {
+		if err := n.LedgerKeys.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	errs = append(errs, n.DB.Close())
 	return errors.Join(errs...)
