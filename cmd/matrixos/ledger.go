@@ -84,9 +84,9 @@ func ledgerProve(args []string) error {
 // for a valid one, an error saying what is wrong for any other.
 func ledgerVerify(args []string) error {
 	fs := flag.NewFlagSet("ledger verify", flag.ContinueOnError)
-	key := fs.String("key", "", "the log's public key (as \"matrixos ledger key\" prints it, or a file holding it) that must have signed the checkpoint; without it, the key the bundle names is trusted")
+	key := fs.String("key", "", "the log's public key (as \"matrixos ledger key\" prints it or the server's .../events/key path serves it, or a file holding it) that must have signed the checkpoint (required)")
 	var file string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+	if len(args) > 0 && (args[0] == "-" || !strings.HasPrefix(args[0], "-")) {
 		file, args = args[0], args[1:]
 	}
 	if err := fs.Parse(args); err != nil {
@@ -98,7 +98,7 @@ func ledgerVerify(args []string) error {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if file == "" {
-		return errors.New("usage: matrixos ledger verify [--key KEY] FILE (- for standard input)")
+		return errors.New("usage: matrixos ledger verify --key KEY FILE (- for standard input)")
 	}
 	data, err := readInput(file)
 	if err != nil {
@@ -108,15 +108,15 @@ func ledgerVerify(args []string) error {
 	if err != nil {
 		return err
 	}
+	if trusted == "" {
+		return fmt.Errorf("%s: %w; pass --key with the key the server publishes (matrixos ledger key, or its /_matrixos/ledger/v1/events/key)", file, ledger.ErrNoTrustedKey)
+	}
 	v, err := ledger.Verify(data, trusted)
 	if err != nil {
 		return fmt.Errorf("%s: invalid: %w", file, err)
 	}
 	fmt.Printf("valid: event %s of room %s (content hash %s) is entry %d of the log %s\n", v.Entry.EventID, v.Entry.RoomID, v.Entry.ContentHash, v.Index, v.Checkpoint.Origin)
 	fmt.Printf("checkpoint: %d entries, root %s, signed by %s\n", v.Checkpoint.Size, base64.StdEncoding.EncodeToString(v.Checkpoint.Root), v.Key)
-	if trusted == "" {
-		fmt.Println("note: the key is the one the bundle names; pass --key to check it against the key you trust")
-	}
 	return nil
 }
 

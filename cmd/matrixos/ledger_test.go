@@ -82,13 +82,15 @@ func TestLedgerCommands(t *testing.T) {
 	if err := os.WriteFile(file, bundle, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out := run(t, "", "ledger", "verify", file)
+	key := strings.TrimSpace(run(t, "", "ledger", "key", "--data", data))
+	out := run(t, "", "ledger", "verify", "--key", key, file)
 	if !strings.HasPrefix(out, "valid: event "+eventID+" of room "+roomID) {
 		t.Fatalf("verify: %s", out)
 	}
-	key := strings.TrimSpace(run(t, "", "ledger", "key", "--data", data))
-	run(t, "", "ledger", "verify", "--key", key, file)
 	run(t, string(bundle), "ledger", "verify", "-", "--key", key)
+	if out := fail(t, "ledger", "verify", file); !strings.Contains(out, "not checked against a trusted key") {
+		t.Fatalf("verify without --key: %s, want a refusal", out)
+	}
 
 	var b map[string]any
 	if err := json.Unmarshal(bundle, &b); err != nil {
@@ -123,7 +125,7 @@ func TestLedgerCommands(t *testing.T) {
 		{"signature", "not signed by the log key", func(b map[string]any) {
 			b["checkpoint"] = cp[:sigAt] + flipped + cp[sigAt+1:]
 		}, nil},
-		{"key named by the bundle", "not signed by the log key", func(b map[string]any) { b["log_key"] = otherKey }, nil},
+		{"key named by the bundle", "not the trusted key", func(b map[string]any) { b["log_key"] = otherKey }, nil},
 		{"trusted key", "not the trusted key", func(map[string]any) {}, []string{"--key", otherKey}},
 		{"not a bundle", "not a proof bundle", func(b map[string]any) { clear(b); b["hello"] = 1 }, nil},
 	} {
@@ -138,7 +140,11 @@ func TestLedgerCommands(t *testing.T) {
 			if err := os.WriteFile(f, raw, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			out := fail(t, append([]string{"ledger", "verify", f}, tc.args...)...)
+			args := tc.args
+			if args == nil {
+				args = []string{"--key", key}
+			}
+			out := fail(t, append([]string{"ledger", "verify", f}, args...)...)
 			if !strings.Contains(out, "invalid: ") || !strings.Contains(out, tc.want) {
 				t.Fatalf("verify of a bundle with a changed %s: %s, want %q", tc.name, out, tc.want)
 			}

@@ -6,7 +6,7 @@
 //	matrixos key rotate               new signing key; the old one stays verifiable
 //	matrixos appservice list|reload   check the registration files; reload them in the running node
 //	matrixos ledger prove EVENT_ID    write an event's proof bundle (docs/ledger.md)
-//	matrixos ledger verify FILE       check a proof bundle offline
+//	matrixos ledger verify --key KEY FILE  check a proof bundle offline
 //	matrixos ledger key               print the ledger's public key
 //	matrixos bridge list|enable|disable|status NAME [--binary PROGRAM]
 //	matrixos version
@@ -73,7 +73,7 @@ func usage() {
   matrixos appservice list                check the registration files in <data>/appservices
   matrixos appservice reload              ... and make the running node load them again
   matrixos ledger prove EVENT_ID          write the event's proof bundle to standard output
-  matrixos ledger verify [--key KEY] FILE check a proof bundle offline (exit 0: valid)
+  matrixos ledger verify --key KEY FILE   check a proof bundle offline (exit 0: valid)
   matrixos ledger key                     print the ledger's public key
   matrixos bridge list|status NAME        the bridges and their health
   matrixos bridge enable|disable NAME     start or stop a bridge (--binary PROGRAM: an external one)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/tessera/api"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -393,5 +396,59 @@ func TestCheckpointSignedAgainAfterKeyRotation(t *testing.T) {
 			t.Fatalf("no proof with the new key after 5s: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// forgedBundle returns the proof bundle of a one-entry log that claims the
+// origin of the server victim but is signed with a fresh key, as anyone can
+// make one.
+func forgedBundle(t testing.TB, victim string) []byte {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin := ledger.EventsOrigin(victim)
+	signer, vkey, err := ledger.NewSigner(origin, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := ledger.Entry{RoomID: "!room:" + victim, EventID: "$forged", ContentHash: "AAAA"}.Marshal()
+	root := rfc6962.DefaultHasher.HashLeaf(entry)
+	cp, err := note.Sign(&note.Note{Text: fmt.Sprintf("%s\n1\n%s\n", origin, base64.StdEncoding.EncodeToString(root))}, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(ledger.Bundle{Format: ledger.BundleFormat, LogKey: vkey, Checkpoint: string(cp), Index: 0, Entry: string(entry), InclusionProof: [][]byte{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// TestVerifyRefusesForgedLog: a bundle of a log that names another server
+// but is signed with a key of its own is refused, both without a trusted
+// key (the key a bundle names proves nothing) and against that server's
+// key; the same bundle checks out against its own key, so the forgery is
+// well formed and only the key is wrong.
+func TestVerifyRefusesForgedLog(t *testing.T) {
+	l := openTestLog(t)
+	raw := forgedBundle(t, "victim.example")
+	if _, err := ledger.Verify(raw, ""); !errors.Is(err, ledger.ErrNoTrustedKey) {
+		t.Fatalf("Verify without a trusted key: %v, want %v", err, ledger.ErrNoTrustedKey)
+	}
+	if _, err := ledger.Verify(raw, l.PublicKey); err == nil || !strings.Contains(err.Error(), "not the trusted key") {
+		t.Fatalf("Verify against the server's key: %v, want a refusal", err)
+	}
+	var b ledger.Bundle
+	if err := json.Unmarshal(raw, &b); err != nil {
+		t.Fatal(err)
+	}
+	v, err := ledger.Verify(raw, b.LogKey)
+	if err != nil {
+		t.Fatalf("the forgery against its own key: %v", err)
+	}
+	if v.Checkpoint.Origin != ledger.EventsOrigin("victim.example") || v.Entry.EventID != "$forged" {
+		t.Fatalf("the forgery proves %+v", v)
 	}
 }

@@ -205,11 +205,20 @@ type Verified struct {
 	Key        string
 }
 
-// Verify checks a proof bundle offline: the checkpoint's signature by the
-// log's key (trustedKey when given, else the key the bundle names), the
-// entry's form, and its inclusion proof against the checkpoint's root. The
-// error says what is wrong.
+// ErrNoTrustedKey answers a verification without a trusted key: the key a
+// bundle names proves nothing, as anyone can make a log of their own and
+// sign a bundle naming any server with it.
+var ErrNoTrustedKey = errors.New("not checked against a trusted key: the log key must come from the server, not from the bundle")
+
+// Verify checks a proof bundle offline: that it names trustedKey (the log's
+// note verifier key, which the caller got from the server), the
+// checkpoint's signature by that key, the entry's form, and its inclusion
+// proof against the checkpoint's root. The error says what is wrong; an
+// empty trustedKey is ErrNoTrustedKey.
 func Verify(data []byte, trustedKey string) (*Verified, error) {
+	if trustedKey == "" {
+		return nil, ErrNoTrustedKey
+	}
 	var b Bundle
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -220,10 +229,8 @@ func Verify(data []byte, trustedKey string) (*Verified, error) {
 		return nil, fmt.Errorf("not a proof bundle: format %q, want %q", b.Format, BundleFormat)
 	}
 	key := b.LogKey
-	if trustedKey != "" {
-		if key != trustedKey {
-			return nil, fmt.Errorf("the bundle is for the log key %s, not the trusted key %s", key, trustedKey)
-		}
+	if key != trustedKey {
+		return nil, fmt.Errorf("the bundle is for the log key %s, not the trusted key %s", key, trustedKey)
 	}
 	cp, err := OpenCheckpoint([]byte(b.Checkpoint), key)
 	if err != nil {
