@@ -125,3 +125,43 @@ func TestRestrictedJoin(t *testing.T) {
 		testnode.WantErr(t, err, "M_FORBIDDEN", 403)
 	})
 }
+
+// TestRestrictedJoinMangledAllow checks that allow entries of the wrong
+// shape are left out, not taken for a join rule that cannot be read: a
+// restricted room whose allow list holds only a string admits nobody
+// uninvited (Complement's "Join should fail with mangled join rules").
+func TestRestrictedJoinMangledAllow(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice, bob := n.Register("alice"), n.Register("bob")
+		space, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+			Preset: "public_chat", CreationContent: map[string]any{"type": "m.space"},
+		})
+		if err != nil {
+			t.Fatalf("create space: %v", err)
+		}
+		if _, err := bob.JoinRoomByID(ctx, space.RoomID); err != nil {
+			t.Fatalf("bob joins the space: %v", err)
+		}
+		room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomVersion: id.RoomV10})
+		if err != nil {
+			t.Fatalf("create room: %v", err)
+		}
+		setRule := func(allow []any) {
+			t.Helper()
+			if _, err := alice.SendStateEvent(ctx, room.RoomID, event.StateJoinRules, "",
+				map[string]any{"join_rule": "restricted", "allow": allow}); err != nil {
+				t.Fatalf("set join rules: %v", err)
+			}
+		}
+		setRule([]any{"invalid"})
+		_, err = bob.JoinRoomByID(ctx, room.RoomID)
+		testnode.WantErr(t, err, "M_FORBIDDEN", 403)
+
+		// A good entry beside a bad one still admits the space's members.
+		setRule([]any{"invalid", map[string]any{"type": "m.room_membership", "room_id": space.RoomID}})
+		if _, err := bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+			t.Fatalf("space member's join with one good allow entry: %v", err)
+		}
+	})
+}

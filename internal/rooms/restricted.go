@@ -95,17 +95,36 @@ func (e *Engine) authorizeJoinVia(st *roomState, ev *Event) error {
 }
 
 // joinRule returns the state's join rule and its allow list (invite when
-// there is none, as the auth rules assume).
+// there is none, as the auth rules assume). Allow entries that are not
+// objects of the right shape are left out, as the spec says, rather than
+// making the whole rule unreadable: a restricted rule whose entries are
+// all bad admits nobody uninvited.
 func (s *roomState) joinRule() (event.JoinRule, []event.JoinRuleAllow) {
 	st := s.get("m.room.join_rules", "")
 	if st == nil {
 		return event.JoinRuleInvite, nil
 	}
-	var c event.JoinRulesEventContent
-	if err := json.Unmarshal(st.PDU.Content, &c); err != nil {
-		return event.JoinRuleInvite, nil
+	var c struct {
+		JoinRule event.JoinRule    `json:"join_rule"`
+		Allow    []json.RawMessage `json:"allow"`
 	}
-	return c.JoinRule, c.Allow
+	if err := json.Unmarshal(st.PDU.Content, &c); err != nil {
+		var rule struct {
+			JoinRule event.JoinRule `json:"join_rule"`
+		}
+		if json.Unmarshal(st.PDU.Content, &rule) != nil || rule.JoinRule == "" {
+			return event.JoinRuleInvite, nil
+		}
+		return rule.JoinRule, nil // an allow that is not a list allows nothing
+	}
+	allow := make([]event.JoinRuleAllow, 0, len(c.Allow))
+	for _, raw := range c.Allow {
+		var a event.JoinRuleAllow
+		if json.Unmarshal(raw, &a) == nil && a.Type != "" {
+			allow = append(allow, a)
+		}
+	}
+	return c.JoinRule, allow
 }
 
 // What this server knows of a user's membership in the rooms a restricted
