@@ -12,6 +12,7 @@ import (
 	"time"
 
 	slackapi "github.com/slack-go/slack"
+	"github.com/slack-go/slack/socketmode"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto/attachment"
 	"maunium.net/go/mautrix/event"
@@ -471,4 +472,25 @@ func (h *harness) downloadMatrixFile(msg *event.MessageEventContent) []byte {
 		h.t.Fatalf("decrypt: %v", err)
 	}
 	return plain
+}
+
+// TestSlackBridgeSurvivesPanic sends an envelope whose handling panics: the
+// node's process survives, the poison envelope is acknowledged (Slack would
+// otherwise send it again forever), and the messages after it are bridged.
+func TestSlackBridgeSurvivesPanic(t *testing.T) {
+	h := newHarness(t)
+	h.login()
+	env, fake := h.env, h.fake
+	portal := env.WaitPortal("#general")
+
+	restore := slack.SetSocketEventHook(func(evt socketmode.Event) {
+		if evt.Request != nil && strings.Contains(string(evt.Request.Payload), "a poison message") {
+			panic("a poison envelope")
+		}
+	})
+	t.Cleanup(restore)
+	fake.Post(h.general, h.alice, "a poison message")
+	fake.Post(h.general, h.alice, "after the bad one")
+	env.WaitMessage(portal, h.aliceMX, "after the bad one")
+	h.waitPending(0)
 }

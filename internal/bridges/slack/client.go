@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime/debug"
 	"sync"
+	"sync/atomic"
 
 	"github.com/rs/zerolog"
 	slackapi "github.com/slack-go/slack"
@@ -133,7 +135,14 @@ func (sc *Client) run(ctx context.Context, done chan struct{}) {
 	log := zerolog.Ctx(ctx)
 	sm := socketmode.New(sc.api, socketmode.OptionLog(discardLogger{}))
 	runDone := make(chan error, 1)
-	go func() { runDone <- sm.RunContext(ctx) }()
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				runDone <- fmt.Errorf("slack-go Socket Mode panicked: %v", v)
+			}
+		}()
+		runDone <- sm.RunContext(ctx)
+	}()
 	synced := false
 	for {
 		select {
@@ -147,8 +156,46 @@ func (sc *Client) run(ctx context.Context, done chan struct{}) {
 			}
 			return
 		case evt := <-sm.Events:
-			sc.handleSocketEvent(ctx, sm, evt, &synced)
+			sc.dispatchSocketEvent(ctx, sm, evt, &synced)
 		}
+	}
+}
+
+// dispatchSocketEvent handles one Socket Mode event. A panic while handling
+// it (a bug meeting input nobody foresaw) is contained to that event: it is
+// logged and reported as a bridge state, and the envelope is acknowledged
+// so that Slack does not deliver the poison again; the events after it are
+// handled as usual.
+func (sc *Client) dispatchSocketEvent(ctx context.Context, sm *socketmode.Client, evt socketmode.Event, synced *bool) {
+	defer sc.recoverPanic(ctx, "handling a Slack event", func() {
+		if evt.Request != nil && evt.Request.EnvelopeID != "" {
+			(&envelopeAck{sm: sm, id: evt.Request.EnvelopeID}).ack(ctx)
+		}
+	})
+	if hook := socketEventHook.Load(); hook != nil {
+		(*hook)(evt)
+	}
+	sc.handleSocketEvent(ctx, sm, evt, synced)
+}
+
+// socketEventHook, when set (by tests only), sees each Socket Mode event
+// before it is handled.
+var socketEventHook atomic.Pointer[func(socketmode.Event)]
+
+// recoverPanic, deferred, turns a panic of the goroutine into a logged
+// error and an unknown-error bridge state instead of a crash of the whole
+// node, then runs cleanup (nil for none).
+func (sc *Client) recoverPanic(ctx context.Context, what string, cleanup func()) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	zerolog.Ctx(ctx).Error().Any("panic", v).Str("stack", string(debug.Stack())).Msg("Panic while " + what)
+	sc.login.BridgeState.Send(status.BridgeState{
+		StateEvent: status.StateUnknownError, Error: "slack-panic", Message: fmt.Sprintf("panic while %s: %v", what, v),
+	})
+	if cleanup != nil {
+		cleanup()
 	}
 }
 
@@ -199,6 +246,7 @@ func (sc *Client) dropBadEnvelope(ctx context.Context, sm *socketmode.Client, ev
 // syncChannels creates or updates the portals of every conversation the bot
 // user is in.
 func (sc *Client) syncChannels(ctx context.Context) {
+	defer sc.recoverPanic(ctx, "syncing Slack conversations", nil)
 	log := zerolog.Ctx(ctx)
 	cursor := ""
 	for {
