@@ -494,3 +494,30 @@ func TestSlackBridgeSurvivesPanic(t *testing.T) {
 	env.WaitMessage(portal, h.aliceMX, "after the bad one")
 	h.waitPending(0)
 }
+
+// TestSlackBridgeCatchesUpOnReconnect drops the Socket Mode connection;
+// while it is down alice posts on Slack (and Slack gives up delivering it)
+// and a message is sent from Matrix, which is newer. On reconnecting, the
+// bridge catches up from the last message it received from Slack, so
+// alice's message arrives.
+func TestSlackBridgeCatchesUpOnReconnect(t *testing.T) {
+	h := newHarness(t)
+	h.login()
+	env, fake := h.env, h.fake
+	portal := env.WaitPortal("#general")
+	ts := fake.Post(h.general, h.alice, "before the drop")
+	env.WaitMessage(portal, h.aliceMX, "before the drop")
+	fake.Reply(h.general, h.alice, ts, "a thread reply before the drop")
+	env.WaitMessage(portal, h.aliceMX, "a thread reply before the drop")
+	h.waitPending(0)
+
+	fake.SetSocketDown(true)
+	fake.Post(h.general, h.alice, "typed while the socket was down")
+	fake.DropPending()
+	env.Send(portal, "sent from Matrix while the socket was down")
+	h.waitSlack("the Matrix message", func(m []slackapi.Msg) bool {
+		return findText(m, "sent from Matrix while the socket was down") != nil
+	})
+	fake.SetSocketDown(false)
+	env.WaitMessage(portal, h.aliceMX, "typed while the socket was down")
+}

@@ -143,7 +143,8 @@ func (sc *Client) run(ctx context.Context, done chan struct{}) {
 		}()
 		runDone <- sm.RunContext(ctx)
 	}()
-	synced := false
+	syncs := make(chan bool, 1)
+	go sc.syncLoop(ctx, syncs)
 	for {
 		select {
 		case <-ctx.Done():
@@ -156,7 +157,7 @@ func (sc *Client) run(ctx context.Context, done chan struct{}) {
 			}
 			return
 		case evt := <-sm.Events:
-			sc.dispatchSocketEvent(ctx, sm, evt, &synced)
+			sc.dispatchSocketEvent(ctx, sm, evt, syncs)
 		}
 	}
 }
@@ -166,7 +167,7 @@ func (sc *Client) run(ctx context.Context, done chan struct{}) {
 // logged and reported as a bridge state, and the envelope is acknowledged
 // so that Slack does not deliver the poison again; the events after it are
 // handled as usual.
-func (sc *Client) dispatchSocketEvent(ctx context.Context, sm *socketmode.Client, evt socketmode.Event, synced *bool) {
+func (sc *Client) dispatchSocketEvent(ctx context.Context, sm *socketmode.Client, evt socketmode.Event, syncs chan<- bool) {
 	defer sc.recoverPanic(ctx, "handling a Slack event", func() {
 		if evt.Request != nil && evt.Request.EnvelopeID != "" {
 			(&envelopeAck{sm: sm, id: evt.Request.EnvelopeID}).ack(ctx)
@@ -175,7 +176,7 @@ func (sc *Client) dispatchSocketEvent(ctx context.Context, sm *socketmode.Client
 	if hook := socketEventHook.Load(); hook != nil {
 		(*hook)(evt)
 	}
-	sc.handleSocketEvent(ctx, sm, evt, synced)
+	sc.handleSocketEvent(ctx, sm, evt, syncs)
 }
 
 // socketEventHook, when set (by tests only), sees each Socket Mode event
@@ -199,14 +200,16 @@ func (sc *Client) recoverPanic(ctx context.Context, what string, cleanup func())
 	}
 }
 
-func (sc *Client) handleSocketEvent(ctx context.Context, sm *socketmode.Client, evt socketmode.Event, synced *bool) {
+func (sc *Client) handleSocketEvent(ctx context.Context, sm *socketmode.Client, evt socketmode.Event, syncs chan<- bool) {
 	log := zerolog.Ctx(ctx)
 	switch evt.Type {
 	case socketmode.EventTypeConnected:
 		sc.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateConnected})
-		if !*synced {
-			*synced = true
-			go sc.syncChannels(ctx)
+		// Every connection, not only the first: whatever was posted while
+		// the socket was down and Slack gave up delivering is in the history.
+		select {
+		case syncs <- true:
+		default: // a sync is already waiting to run
 		}
 	case socketmode.EventTypeConnectionError:
 		log.Warn().Any("error", evt.Data).Msg("Slack Socket Mode connection failed, retrying")
@@ -243,9 +246,25 @@ func (sc *Client) dropBadEnvelope(ctx context.Context, sm *socketmode.Client, ev
 	}
 }
 
-// syncChannels creates or updates the portals of every conversation the bot
-// user is in.
-func (sc *Client) syncChannels(ctx context.Context) {
+// syncLoop runs syncChannels once per request until ctx is done, one at a
+// time: the first after the socket connects updates every portal's info as
+// well, the later ones (after reconnects) only catch up on messages.
+func (sc *Client) syncLoop(ctx context.Context, requests <-chan bool) {
+	first := true
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-requests:
+			sc.syncChannels(ctx, first)
+			first = false
+		}
+	}
+}
+
+// syncChannels catches up on the messages of every conversation the bot user
+// is in and, with resync, creates or updates their portals.
+func (sc *Client) syncChannels(ctx context.Context, resync bool) {
 	defer sc.recoverPanic(ctx, "syncing Slack conversations", nil)
 	log := zerolog.Ctx(ctx)
 	cursor := ""
@@ -270,7 +289,9 @@ func (sc *Client) syncChannels(ctx context.Context) {
 			if !ch.IsMember && !ch.IsIM {
 				continue
 			}
-			sc.queueChatResync(ctx, ch.ID)
+			if resync {
+				sc.queueChatResync(ctx, ch.ID)
+			}
 			sc.catchUp(ctx, ch.ID)
 		}
 		if p.next == "" {

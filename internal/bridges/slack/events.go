@@ -3,13 +3,13 @@ package slack
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/rs/zerolog"
 	slackapi "github.com/slack-go/slack"
@@ -223,22 +223,23 @@ func (sc *Client) queueMessage(ctx context.Context, channelID string, msg *slack
 const maxCatchUp = 500
 
 // catchUp bridges the top-level messages of a portal's channel posted after
-// the last one bridged: Slack retries an unacknowledged event only for a
-// while, so after a long stop the history is the only source. Messages the
-// envelopes bring as well are bridged once (bridgev2 knows their IDs).
-// Thread replies and edits made meanwhile are not fetched.
+// the last top-level one received from Slack: Slack retries an
+// unacknowledged event only for a while, so after a long stop or a dropped
+// connection the history is the only source. Messages the envelopes bring
+// as well are bridged once (bridgev2 knows their IDs). Thread replies and
+// edits made meanwhile are not fetched.
 func (sc *Client) catchUp(ctx context.Context, channelID string) {
 	log := zerolog.Ctx(ctx).With().Str("slack_channel", channelID).Logger()
 	portal, err := sc.connector.Bridge.GetExistingPortalByKey(ctx, portalKey(sc.meta.TeamID, channelID))
 	if err != nil || portal == nil || portal.MXID == "" {
 		return
 	}
-	last, err := sc.connector.Bridge.DB.Message.GetLastPartAtOrBeforeTime(ctx, portal.PortalKey, time.Now().Add(time.Minute))
-	if err != nil || last == nil {
+	oldest, err := sc.lastReceivedTS(ctx, portal.PortalKey)
+	if err != nil {
+		log.Err(err).Msg("Failed to find where to catch up from")
 		return
 	}
-	_, oldest, err := parseMessageID(last.ID)
-	if err != nil {
+	if oldest == "" {
 		return
 	}
 	var msgs []slackapi.Message
@@ -271,6 +272,31 @@ func (sc *Client) catchUp(ctx context.Context, channelID string) {
 			sc.queueMessage(ctx, channelID, msg, nil)
 		}
 	}
+}
+
+// lastReceivedTSQuery finds a portal's newest top-level message that came
+// from Slack: messages sent from Matrix (posted as the app's bot user) and
+// thread replies are newer than top-level Slack messages missed meanwhile,
+// so they cannot mark where the channel's history was last read.
+const lastReceivedTSQuery = `
+	SELECT id FROM message
+	WHERE bridge_id=$1 AND room_id=$2 AND room_receiver=$3 AND sender_id<>$4 AND thread_root_id IS NULL
+	ORDER BY timestamp DESC, id DESC LIMIT 1
+`
+
+// lastReceivedTS returns the ts of the portal's newest top-level message
+// received from Slack, or "" if it has none.
+func (sc *Client) lastReceivedTS(ctx context.Context, portal networkid.PortalKey) (string, error) {
+	db := sc.connector.Bridge.DB
+	var msgID networkid.MessageID
+	err := db.QueryRow(ctx, lastReceivedTSQuery, db.BridgeID, portal.ID, portal.Receiver, sc.botGhostID()).Scan(&msgID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	} else if err != nil {
+		return "", fmt.Errorf("finding the last message received in %s: %w", portal.ID, err)
+	}
+	_, ts, err := parseMessageID(msgID)
+	return ts, err
 }
 
 func (sc *Client) handleReactionEvent(ctx context.Context, r *reactionEvent, added bool, ack *envelopeAck) {

@@ -23,6 +23,7 @@ type socketState struct {
 	wake    chan struct{}
 	nextEnv int
 	acked   int
+	down    bool // the socket endpoint refuses connections
 }
 
 type envelope struct {
@@ -57,6 +58,10 @@ func (s *Server) serveSocket(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	if !ok {
 		http.Error(w, "invalid ticket", http.StatusUnauthorized)
+		return
+	}
+	if s.socket.isDown() {
+		http.Error(w, "socket endpoint unavailable", http.StatusServiceUnavailable)
 		return
 	}
 	ws, err := upgrader.Upgrade(w, r, nil)
@@ -303,6 +308,33 @@ func (s *Server) Disconnect() {
 		_ = c.write(map[string]any{"type": "disconnect", "reason": "refresh_requested", "debug_info": map[string]any{"host": "slackfake"}})
 		s.dropConn(c)
 	}
+}
+
+// SetSocketDown drops every Socket Mode connection without a word (a network
+// failure, not Slack's "disconnect") and refuses new ones while down is true;
+// SetSocketDown(false) lets the client connect again. The Web API keeps
+// working meanwhile.
+func (s *Server) SetSocketDown(down bool) {
+	st := &s.socket
+	st.mu.Lock()
+	st.down = down
+	conns := make([]*socketConn, 0, len(st.conns))
+	for c := range st.conns {
+		conns = append(conns, c)
+	}
+	st.mu.Unlock()
+	if !down {
+		return
+	}
+	for _, c := range conns {
+		s.dropConn(c)
+	}
+}
+
+func (st *socketState) isDown() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.down
 }
 
 func (st *socketState) closeAll() {
