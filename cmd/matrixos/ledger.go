@@ -135,7 +135,8 @@ func ledgerKey(args []string) error {
 }
 
 // ledgerConfig loads the config of an existing node's data directory and
-// the log's public key, derived from the node's signing key.
+// the log's public key, that of the key derived from the node's signing
+// key (ledger.DeriveKey).
 func ledgerConfig(flags *config.Flags) (config.Config, string, error) {
 	cfg, _, err := config.Load(flags, false)
 	if err != nil {
@@ -147,7 +148,11 @@ func ledgerConfig(flags *config.Flags) (config.Config, string, error) {
 	if err := requireData(cfg); err != nil {
 		return cfg, "", err
 	}
-	_, key, err := node.LoadOrCreateKey(cfg.DataDir)
+	_, nodeKey, err := node.LoadOrCreateKey(cfg.DataDir)
+	if err != nil {
+		return cfg, "", err
+	}
+	key, err := ledger.DeriveKey(nodeKey)
 	if err != nil {
 		return cfg, "", err
 	}

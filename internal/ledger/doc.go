@@ -1,8 +1,9 @@
 // Package ledger keeps the node's transparency log: an append-only Merkle
 // tree (C2SP tlog-tiles, stored by Tessera's POSIX driver under
 // <data>/ledger/events) of the events accepted in the rooms that have the
-// ledger on, with checkpoints signed by the node's ed25519 signing key as
-// C2SP tlog-checkpoint signed notes, and the proofs that let anyone check,
+// ledger on, with checkpoints signed by the ledger's ed25519 key (derived
+// from the node's signing key, see DeriveKey) as C2SP tlog-checkpoint
+// signed notes, and the proofs that let anyone check,
 // offline, that an event is in the log.
 //
 // An entry is the JSON object {"content_hash","event_id","room_id"} of one

@@ -2,6 +2,8 @@ package ledger
 
 import (
 	"crypto/ed25519"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"fmt"
 
 	"golang.org/x/mod/sumdb/note"
@@ -14,7 +16,24 @@ func EventsOrigin(serverName string) string {
 	return serverName + "/matrixos/ledger/events"
 }
 
-// noteSigner signs checkpoints with the node's ed25519 key.
+// keyLabel is the HKDF info that derives the ledger's key from the node's.
+const keyLabel = "matrixos-ledger"
+
+// DeriveKey returns the ledger's signing key for the node's federation
+// signing key: an ed25519 key whose seed is HKDF-SHA256 of the node key's
+// seed with the label "matrixos-ledger". The ledger signs with it rather
+// than with the federation key, so that the federation key never signs
+// text that others influence (checkpoints, later witness cosignatures);
+// it needs no file of its own and follows a rotation of the node's key.
+func DeriveKey(nodeKey ed25519.PrivateKey) (ed25519.PrivateKey, error) {
+	seed, err := hkdf.Key(sha256.New, nodeKey.Seed(), nil, keyLabel, ed25519.SeedSize)
+	if err != nil {
+		return nil, fmt.Errorf("derive the ledger key: %w", err)
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
+}
+
+// noteSigner signs checkpoints with the ledger's ed25519 key.
 type noteSigner struct {
 	name string
 	hash uint32

@@ -52,7 +52,7 @@ type Options struct {
 	// Origin is the checkpoints' origin line and the key's name (see
 	// EventsOrigin).
 	Origin string
-	// Key signs the checkpoints: the node's signing key.
+	// Key signs the checkpoints: the ledger's key (see DeriveKey).
 	Key ed25519.PrivateKey
 	// All logs the events of every room, not only those with the ledger
 	// on.

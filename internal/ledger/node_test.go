@@ -2,6 +2,8 @@ package ledger_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -24,6 +26,7 @@ import (
 
 	"github.com/matrixos/matrixos/internal/config"
 	"github.com/matrixos/matrixos/internal/ledger"
+	"github.com/matrixos/matrixos/internal/node"
 	"github.com/matrixos/matrixos/internal/storage/pgtest"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
@@ -388,5 +391,56 @@ func TestIdentityKeysLogOffByDefault(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(n.Config.DataDir, "ledger", "keys")); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("the keys log's directory: %v, want none", err)
+	}
+}
+
+// ledgerPublicKey returns the ed25519 key of a note verifier key.
+func ledgerPublicKey(t testing.TB, vkey string) ed25519.PublicKey {
+	t.Helper()
+	parts := strings.SplitN(vkey, "+", 3) // name+hash+base64, whose alphabet has "+"
+	if len(parts) != 3 {
+		t.Fatalf("log key %q: not name+hash+key", vkey)
+	}
+	raw, err := base64.StdEncoding.DecodeString(parts[2])
+	if err != nil || len(raw) != 1+ed25519.PublicKeySize {
+		t.Fatalf("log key %q: %v", vkey, err)
+	}
+	return raw[1:]
+}
+
+// TestLedgerKeyIsNotTheNodeKey: the ledger signs with a key of its own,
+// derived from the node's, not with the federation key; proofs verify with
+// it, and after "matrixos key rotate" the ledger has a new key, neither
+// node key, with which the next proofs verify.
+func TestLedgerKeyIsNotTheNodeKey(t *testing.T) {
+	ctx := context.Background()
+	n := testnode.Start(t, testnode.SQLite, func(c *config.Config) { c.Ledger = "all" })
+	alice := n.Register("alice")
+	room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{})
+	wantLogged(t, n, alice, room, testnode.SendText(t, alice, room, "before the rotation"))
+	_, nodeKey, err := node.LoadOrCreateKey(n.Config.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := ledgerPublicKey(t, n.Ledger.PublicKey)
+	if first.Equal(nodeKey.Public()) {
+		t.Fatal("the ledger signs with the node's federation key")
+	}
+
+	cfg := n.Config
+	n.Stop()
+	if _, _, err := node.RotateKey(ctx, cfg, testLogger(t)); err != nil {
+		t.Fatal(err)
+	}
+	n = testnode.StartConfig(t, cfg)
+	alice = n.Login(alice.UserID)
+	wantLogged(t, n, alice, room, testnode.SendText(t, alice, room, "after the rotation"))
+	_, newNodeKey, err := node.LoadOrCreateKey(cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := ledgerPublicKey(t, n.Ledger.PublicKey)
+	if newNodeKey.Equal(nodeKey) || second.Equal(first) || second.Equal(newNodeKey.Public()) {
+		t.Fatal("after the rotation the ledger key is the old one or the node's new key")
 	}
 }

@@ -2,8 +2,8 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"crypto/ed25519"
+	"fmt"
 	"path/filepath"
 
 	"github.com/matrixos/matrixos/internal/config"
@@ -21,10 +21,15 @@ func LedgerKeysDir(cfg config.Config) string {
 	return filepath.Join(cfg.DataDir, "ledger", "keys")
 }
 
-// openLedger opens the events log, signed with the node's key, and has it
-// follow the room engine's committed events, and, when ledger_keys is on,
-// the identity keys log, which follows the device list changes.
-func (n *Node) openLedger(ctx context.Context, key ed25519.PrivateKey) error {
+// openLedger opens the events log, signed with the ledger's key (derived
+// from the node's, see ledger.DeriveKey), and has it follow the room
+// engine's committed events, and, when ledger_keys is on, the identity
+// keys log, which follows the device list changes.
+func (n *Node) openLedger(ctx context.Context, nodeKey ed25519.PrivateKey) error {
+	key, err := ledger.DeriveKey(nodeKey)
+	if err != nil {
+		return err
+	}
 	l, err := ledger.Open(ctx, n.DB, n.log, ledger.Options{
 		Dir:    LedgerDir(n.cfg),
 		Origin: ledger.EventsOrigin(n.cfg.ServerName),
