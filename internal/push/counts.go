@@ -214,9 +214,9 @@ type eventOutcome struct {
 	gone        id.UserID
 }
 
-// outcome evaluates every local joined member's rules for ev, in the room
-// as info has it right after the event; nil when the event changes no
-// one's counts.
+// outcome evaluates the rules of every local user ev may notify (see
+// recipients) for ev, in the room as info has it right after the event;
+// nil when the event changes no one's counts.
 func (s *Service) outcome(ctx context.Context, ev *rooms.Event, info *rooms.RoomInfo) *eventOutcome {
 	if ev.Rejected {
 		return nil
@@ -224,22 +224,13 @@ func (s *Service) outcome(ctx context.Context, ev *rooms.Event, info *rooms.Room
 	server := s.rooms.ServerName()
 	local := func(u id.UserID) bool { return u.Homeserver() == server }
 	o := &eventOutcome{ev: ev}
-	joined := 0
-	for _, m := range info.Members {
-		if m == "join" {
-			joined++
-		}
-	}
-	if joined > 1 {
+	if users, joined := recipients(ev, info, local); len(users) > 0 {
 		x, err := s.evalCtx(ctx, ev, joined, info)
 		if err != nil {
 			s.log.Warn("push rules: unreadable event", "event_id", ev.ID, "err", err)
 			return nil
 		}
-		for u, m := range info.Members {
-			if m != "join" || u == ev.Sender || !local(u) {
-				continue
-			}
+		for _, u := range users {
 			_, cs := s.rulesOf(u).build(s, u)
 			x.user = u
 			if r := cs.matchRule(x); r != nil && r.notify {
@@ -259,6 +250,27 @@ func (s *Service) outcome(ctx context.Context, ev *rooms.Event, info *rooms.Room
 		o.thread = s.threadOf(ctx, ev)
 	}
 	return o
+}
+
+// recipients returns the local users whose rules ev is evaluated for, and
+// the room's joined member count: its joined members but the sender and,
+// for an invite, the invited user, who is not joined yet but whom
+// .m.rule.invite_for_me notifies, however few have joined.
+func recipients(ev *rooms.Event, info *rooms.RoomInfo, local func(id.UserID) bool) (users []id.UserID, joined int) {
+	for u, m := range info.Members {
+		if m == "join" {
+			joined++
+			if u != ev.Sender && local(u) {
+				users = append(users, u)
+			}
+		}
+	}
+	if ev.Type == "m.room.member" && ev.StateKey != nil && ev.Membership() == "invite" {
+		if u := id.UserID(*ev.StateKey); u != ev.Sender && local(u) {
+			users = append(users, u)
+		}
+	}
+	return users, joined
 }
 
 // record writes o inside the event's transaction; the counts change for

@@ -257,3 +257,29 @@ func TestDeliveryRefusesLoopbackByDefault(t *testing.T) {
 		t.Fatalf("the loopback gateway was contacted %d times", c)
 	}
 }
+
+// TestInviteNotifies: an invite notifies the invited local user
+// (.m.rule.invite_for_me) though they have not joined and the room has one
+// joined member: it is listed by /notifications and pushed.
+func TestInviteNotifies(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite, allowLoopback)
+	g := newGateway(t)
+	alice, bob := n.Register("alice"), n.Register("bob")
+	n.Do(t, "POST", setPath, bob.AccessToken, httpPusher("bob-phone", g.url())).OK(t)
+	r, err := alice.CreateRoom(context.Background(), &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", IsDirect: true, Invite: []id.UserID{bob.UserID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nt, _ := g.wait(t, 10*time.Second)["notification"].(map[string]any)
+	if nt == nil || nt["room_id"] != string(r.RoomID) || nt["type"] != "m.room.member" || nt["user_is_target"] != true || nt["sender"] != string(alice.UserID) {
+		t.Fatalf("pushed notification: %v", nt)
+	}
+	listed := waitNotifications(t, n, bob.AccessToken, 1).Notifications
+	if len(listed) != 1 || listed[0].RoomID != r.RoomID || listed[0].Event["type"] != "m.room.member" || listed[0].Event["state_key"] != string(bob.UserID) {
+		t.Fatalf("bob's notifications: %+v", listed)
+	}
+	if c, _ := listed[0].Event["content"].(map[string]any); c["membership"] != "invite" {
+		t.Fatalf("the notification's event is not the invite: %+v", listed[0].Event)
+	}
+}
+

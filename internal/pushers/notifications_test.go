@@ -95,8 +95,8 @@ func TestNotifications(t *testing.T) {
 				t.Fatalf("unread after receipt: %+v", nt)
 			}
 		}
-		// Bob was notified of nothing.
-		if p := getNotifications(t, n, bob.AccessToken, nil); len(p.Notifications) != 0 {
+		// Bob was notified only of his invite.
+		if p := getNotifications(t, n, bob.AccessToken, nil); len(p.Notifications) != 1 || p.Notifications[0].Event["type"] != "m.room.member" {
 			t.Fatalf("bob's notifications: %+v", p)
 		}
 	})
