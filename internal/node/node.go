@@ -230,6 +230,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.AccountData.Virtual["m.push_rules"] = n.Push.AccountData
 	n.Sync.AddSource(n.AccountData)
 	n.Sync.Ignored = n.AccountData.IgnoredUsers
+	n.Push.IgnoredUsers = n.AccountData.IgnoredUsers
 	n.Sync.InviteIgnored = n.AccountData.InviteIgnored
 	n.Sync.DirectRooms = n.AccountData.DirectRooms
 	n.Sync.RoomTags = n.AccountData.RoomTags

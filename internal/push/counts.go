@@ -231,6 +231,9 @@ func (s *Service) outcome(ctx context.Context, ev *rooms.Event, info *rooms.Room
 			return nil
 		}
 		for _, u := range users {
+			if s.ignores(ctx, u, ev.Sender) {
+				continue
+			}
 			_, cs := s.rulesOf(u).build(s, u)
 			x.user = u
 			if r := cs.matchRule(x); r != nil && r.notify {
@@ -250,6 +253,20 @@ func (s *Service) outcome(ctx context.Context, ev *rooms.Event, info *rooms.Room
 		o.thread = s.threadOf(ctx, ev)
 	}
 	return o
+}
+
+// ignores reports whether user ignores sender, whose events then notify
+// them of nothing. A list that cannot be read ignores no one.
+func (s *Service) ignores(ctx context.Context, user, sender id.UserID) bool {
+	if s.IgnoredUsers == nil {
+		return false
+	}
+	ignored, err := s.IgnoredUsers(ctx, user)
+	if err != nil {
+		s.log.Warn("push rules: read ignored users", "user_id", user, "err", err)
+		return false
+	}
+	return ignored[sender]
 }
 
 // recipients returns the local users whose rules ev is evaluated for, and

@@ -75,6 +75,14 @@ type Service struct {
 	// and must not wait for the room or the database writer. Unset, no
 	// one is subscribed to any thread.
 	ThreadSubscribed func(user id.UserID, roomID id.RoomID, thread id.EventID) bool
+
+	// IgnoredUsers, when set, returns the users that user ignores (their
+	// m.ignored_user_list): events those users send notify nobody who
+	// ignores them. It runs while the room's pipeline is held, like
+	// ThreadSubscribed, so it should answer from memory (as
+	// (*accountdata.Service).IgnoredUsers does once it has read a user's
+	// list). Unset, no one ignores anyone.
+	IgnoredUsers func(ctx context.Context, user id.UserID) (map[id.UserID]bool, error)
 }
 
 // New returns the service; call Load before use. acc may be nil when the

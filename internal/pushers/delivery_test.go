@@ -283,3 +283,36 @@ func TestInviteNotifies(t *testing.T) {
 	}
 }
 
+// TestIgnoredSenderNotifiesNothing: a message from a user alice ignores
+// is neither listed by her /notifications nor pushed, while the next
+// message, from carol, is both.
+func TestIgnoredSenderNotifiesNothing(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite, allowLoopback)
+	ctx := context.Background()
+	g := newGateway(t)
+	steps := observe(n)
+	alice, bob, carol := n.Register("alice"), n.Register("bob"), n.Register("carol")
+	r, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{bob.UserID, carol.UserID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*mautrix.Client{bob, carol} {
+		if _, err := c.JoinRoomByID(ctx, r.RoomID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := alice.SetAccountData(ctx, "m.ignored_user_list", map[string]any{"ignored_users": map[id.UserID]any{bob.UserID: map[string]any{}}}); err != nil {
+		t.Fatal(err)
+	}
+	n.Do(t, "POST", setPath, alice.AccessToken, httpPusher("alice-phone", g.url())).OK(t)
+	ignored := testnode.SendText(t, bob, r.RoomID, "from bob")
+	heard := testnode.SendText(t, carol, r.RoomID, "from carol")
+	steps.wait(t, heard, pushers.StepSent)
+	if s := steps.of(ignored); len(s) != 0 {
+		t.Fatalf("the ignored user's message went to alice's pusher: %v", s)
+	}
+	listed := waitNotifications(t, n, alice.AccessToken, 1).Notifications
+	if len(listed) != 1 || listed[0].Event["event_id"] != string(heard) {
+		t.Fatalf("alice's notifications: %+v", listed)
+	}
+}
