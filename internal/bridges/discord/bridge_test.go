@@ -567,3 +567,21 @@ func assertGhostProfile(t *testing.T, env *bridgetest.Env, ghost id.UserID, name
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestBridgeSurvivesPanic has the fake send a READY with "user": null after
+// a restart of the bridge: the handler that panics on it is contained (the
+// test process survives) and the messages after it are bridged.
+func TestBridgeSurvivesPanic(t *testing.T) {
+	d := newDiscordSide(t)
+	env := bridgetest.Start(t, discord.Kind(), d.networkConfig())
+	portal := login(t, env, d)
+	alice := ghostOf(env, d.alice)
+
+	d.fake.SendReadyWithoutUser(1)
+	env.Stop()
+	env.Run()
+	if _, err := d.fake.Post(d.general.ID, d.alice.ID, "after the bad READY"); err != nil {
+		t.Fatal(err)
+	}
+	env.WaitMessage(portal, alice, "after the bad READY")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -72,16 +73,41 @@ func newClient(c *Connector, login *bridgev2.UserLogin, token string) (*Client, 
 	session.StateEnabled = true
 	session.LogLevel = discordgo.LogWarning
 	client := &Client{connector: c, login: login, session: session, botID: string(login.ID), caughtUp: map[string]bool{}}
-	session.AddHandler(client.onReady)
-	session.AddHandler(client.onResumed)
-	session.AddHandler(client.onDisconnect)
-	session.AddHandler(client.onGuildCreate)
-	session.AddHandler(client.onMessageCreate)
-	session.AddHandler(client.onMessageUpdate)
-	session.AddHandler(client.onMessageDelete)
-	session.AddHandler(client.onReactionAdd)
-	session.AddHandler(client.onReactionRemove)
+	session.AddHandler(guarded(client, "READY", client.onReady))
+	session.AddHandler(guarded(client, "RESUMED", client.onResumed))
+	session.AddHandler(guarded(client, "disconnect", client.onDisconnect))
+	session.AddHandler(guarded(client, "GUILD_CREATE", client.onGuildCreate))
+	session.AddHandler(guarded(client, "MESSAGE_CREATE", client.onMessageCreate))
+	session.AddHandler(guarded(client, "MESSAGE_UPDATE", client.onMessageUpdate))
+	session.AddHandler(guarded(client, "MESSAGE_DELETE", client.onMessageDelete))
+	session.AddHandler(guarded(client, "MESSAGE_REACTION_ADD", client.onReactionAdd))
+	session.AddHandler(guarded(client, "MESSAGE_REACTION_REMOVE", client.onReactionRemove))
 	return client, nil
+}
+
+// guarded wraps an event handler so that a panic in it (a bug meeting input
+// nobody foresaw) is contained to that event. discordgo runs handlers on
+// its gateway reader goroutine (SyncEvents) without a recover, so a panic
+// there would crash the whole node.
+func guarded[T any](c *Client, event string, handle func(*discordgo.Session, T)) func(*discordgo.Session, T) {
+	return func(s *discordgo.Session, evt T) {
+		defer c.recoverPanic("handling a Discord " + event + " event")
+		handle(s, evt)
+	}
+}
+
+// recoverPanic, deferred, turns a panic of the goroutine into a logged
+// error and an unknown-error bridge state; the connection and the events
+// after the one that panicked go on.
+func (c *Client) recoverPanic(what string) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	c.login.Log.Error().Any("panic", v).Str("stack", string(debug.Stack())).Msg("Panic while " + what)
+	c.login.BridgeState.Send(status.BridgeState{
+		StateEvent: status.StateUnknownError, Error: "discord-panic", Message: fmt.Sprintf("panic while %s: %v", what, v),
+	})
 }
 
 // Connect opens the gateway, retrying with backoff until it succeeds, the
@@ -204,7 +230,10 @@ func (c *Client) onDisconnect(s *discordgo.Session, d *discordgo.Disconnect) {
 	// connectLoop reports CONNECTING, then CONNECTED once resumed;
 	// TRANSIENT_DISCONNECT is for failed attempts only (bridgev2 schedules a
 	// notice for it, racily: see the -race run of TestBridgeEndToEnd).
-	go c.connectLoop()
+	go func() {
+		defer c.recoverPanic("reconnecting to the Discord gateway")
+		c.connectLoop()
+	}()
 }
 
 // portalKey is the portal of a Discord channel for this login.
@@ -279,8 +308,8 @@ func (c *Client) chatInfo(ch *discordgo.Channel) *bridgev2.ChatInfo {
 		ParentID: &space,
 		Members:  &bridgev2.ChatMemberList{Members: []bridgev2.ChatMember{self}},
 		ExtraUpdates: func(ctx context.Context, p *bridgev2.Portal) bool {
-			meta := p.Metadata.(*PortalMetadata)
-			if meta.GuildID == guildID {
+			meta, ok := p.Metadata.(*PortalMetadata)
+			if !ok || meta.GuildID == guildID {
 				return false
 			}
 			meta.GuildID = guildID

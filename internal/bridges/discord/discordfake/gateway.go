@@ -175,8 +175,13 @@ func (s *Server) identify(conn *websocket.Conn, intents int) *gatewaySession {
 		unavailable = append(unavailable, map[string]any{"id": g.ID, "unavailable": true})
 	}
 	wsURL := "ws" + strings.TrimPrefix(s.http.URL, "http")
+	var user any = s.bot
+	if s.readyWithoutUser > 0 {
+		s.readyWithoutUser--
+		user = nil
+	}
 	s.sendLocked(sess, "READY", map[string]any{
-		"v": 10, "user": s.bot, "guilds": unavailable, "session_id": sess.id,
+		"v": 10, "user": user, "guilds": unavailable, "session_id": sess.id,
 		"resume_gateway_url": wsURL, "shard": []int{0, 1}, "private_channels": []any{},
 		"application": map[string]any{"id": s.bot.ID, "flags": 0},
 	})
@@ -231,6 +236,15 @@ func (s *Server) DropGatewayConnections() {
 			sess.conn = nil
 		}
 	}
+}
+
+// SendReadyWithoutUser makes the next n READY events carry "user": null,
+// input a well-behaved Discord does not send, for tests of the bridge's
+// resilience.
+func (s *Server) SendReadyWithoutUser(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.readyWithoutUser = n
 }
 
 // ConnectedSessions is how many sessions have a connection now.

@@ -53,7 +53,10 @@ type Server struct {
 	// attachmentsGone makes the CDN answer 404 for every attachment.
 	attachmentsGone bool
 	served429       int
-	requests        []string // "METHOD path" of every REST request, for assertions
+	// readyWithoutUser is how many READY events are left to send with a
+	// null user.
+	readyWithoutUser int
+	requests         []string // "METHOD path" of every REST request, for assertions
 }
 
 type attachmentFile struct {
