@@ -101,7 +101,7 @@ func TestUnreadCountsManyMembers(t *testing.T) {
 				t.Fatalf("%s: counts of %s = %+v %v, want %+v", when, u, got, threads, want)
 			}
 		}
-		list, err := n.Push.Notifications(ctx, mentioned, 1<<62, 10, true)
+		list, _, err := n.Push.Notifications(ctx, mentioned, 1<<62, 10, true)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package push
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -58,7 +59,7 @@ func TestConvertLegacyUnread(t *testing.T) {
 				t.Errorf("counts of %s = %+v, want %+v", user, got, want)
 			}
 		}
-		list, err := s.Notifications(ctx, alice, 1<<62, 10, false)
+		list, _, err := s.Notifications(ctx, alice, 1<<62, 10, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,6 +81,46 @@ func TestConvertLegacyUnread(t *testing.T) {
 		s = loadService(t, db, nil, &fakeRooms{})
 		if got, _ := s.Counts(alice, testRoom); got != (sync.Counts{NotificationCount: 2, HighlightCount: 1}) {
 			t.Errorf("counts of alice after a second start = %+v", got)
+		}
+	})
+}
+
+// TestNotificationsScanBounded: a look for a user's notifications reads at
+// most notificationsScan rows of everyone's, however many there are: among
+// 10,000 rows for another user, a user with none gets an empty page that
+// stops where its scan did, and a look below that goes on from there.
+func TestNotificationsScanBounded(t *testing.T) {
+	backends(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		db := openDB(t, dsn)
+		defer db.Close()
+		const rows = 10_000
+		err := db.Write(ctx, func(tx *storage.Tx) error {
+			for pos := 1; pos <= rows; pos++ {
+				if _, err := tx.Exec(ctx, `INSERT INTO push_events (pos, room_id, event_id, thread_id, ts, actions, notified)
+					VALUES ($1, '!room:hs', $2, '', 1, '[["notify"]]', $3)`, pos, fmt.Sprintf("$e%d", pos), "\n@carol:hs\t0"); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := loadService(t, db, nil, &fakeRooms{})
+		list, scannedTo, err := s.Notifications(ctx, alice, 1<<62, 10, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := int64(rows - notificationsScan + 1); len(list) != 0 || scannedTo != want {
+			t.Fatalf("alice's first look: %d notifications, stopped at %d; want none, stopped at %d (%d rows read)", len(list), scannedTo, want, notificationsScan)
+		}
+		list, _, err = s.Notifications(ctx, "@carol:hs", scannedTo, 10, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) != 10 || list[0].Pos != scannedTo-1 {
+			t.Fatalf("carol's look below %d: %+v", scannedTo, list)
 		}
 	})
 }

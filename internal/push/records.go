@@ -167,19 +167,25 @@ type Notification struct {
 // reads at once.
 const notificationsBatch = 100
 
+// notificationsScan bounds the rows one look for a user's notifications
+// reads: the rows are every user's, so a user notified rarely (or never)
+// would otherwise have the whole table read for each request.
+const notificationsScan = 1000
+
 // Notifications returns up to limit of the user's notifications below
 // stream position before, newest first; onlyHighlight keeps those that
-// highlight.
-func (s *Service) Notifications(ctx context.Context, user id.UserID, before int64, limit int, onlyHighlight bool) ([]Notification, error) {
-	var out []Notification
-	// LIKE narrows the rows down (case-insensitively on SQLite); find
-	// decides.
-	pattern := "%" + likeEscaper.Replace("\n"+string(user)+"\t") + "%"
-	for len(out) < limit {
-		read, last := 0, before
-		err := s.scanRecords(ctx, `WHERE pos < $1 AND notified LIKE $2 ESCAPE '!' ORDER BY pos DESC LIMIT $3`,
-			[]any{before, pattern, notificationsBatch}, func(rec *record) error {
-				read, last = read+1, rec.pos
+// highlight. It reads at most notificationsScan rows: when it stops there
+// with fewer than limit, scannedTo is the position of the last row it read
+// (a look below it goes on where this one stopped), else 0.
+func (s *Service) Notifications(ctx context.Context, user id.UserID, before int64, limit int, onlyHighlight bool) (out []Notification, scannedTo int64, err error) {
+	for scanned := 0; len(out) < limit; {
+		if scanned >= notificationsScan {
+			return out, before, nil
+		}
+		read := 0
+		err := s.scanRecords(ctx, `WHERE pos < $1 ORDER BY pos DESC LIMIT $2`,
+			[]any{before, notificationsBatch}, func(rec *record) error {
+				read, before = read+1, rec.pos
 				if len(out) == limit {
 					return nil
 				}
@@ -195,17 +201,14 @@ func (s *Service) Notifications(ctx context.Context, user id.UserID, before int6
 				return nil
 			})
 		if err != nil {
-			return nil, fmt.Errorf("read notifications: %w", err)
+			return nil, 0, fmt.Errorf("read notifications: %w", err)
 		}
-		if read < notificationsBatch {
+		if scanned += read; read < notificationsBatch {
 			break
 		}
-		before = last
 	}
-	return out, nil
+	return out, 0, nil
 }
-
-var likeEscaper = strings.NewReplacer("!", "!!", "%", "!%", "_", "!_")
 
 // pruneBatch is how many old rows a pass of Prune looks at.
 const pruneBatch = 1000

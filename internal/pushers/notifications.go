@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"maunium.net/go/mautrix/id"
@@ -68,19 +69,25 @@ func (s *Service) getNotifications(w http.ResponseWriter, r *http.Request, sess 
 
 // notifications reads a page: the user's notifications below position
 // before, newest first; last is the position of the page's last one when
-// the page is full (0 otherwise).
+// the page is full, or where the look stopped when it read as many rows
+// as a request may (see push.Service.Notifications), else 0.
 func (s *Service) notifications(ctx context.Context, sess *accounts.Session, before int64, limit int, onlyHighlight bool) ([]notification, int64, error) {
 	out := []notification{}
 	if limit == 0 {
 		return out, 0, nil
 	}
-	recorded, err := s.push.Notifications(ctx, sess.UserID, before, limit, onlyHighlight)
+	recorded, scannedTo, err := s.push.Notifications(ctx, sess.UserID, before, limit, onlyHighlight)
 	if err != nil {
 		return nil, 0, err
 	}
 	legacy, err := s.legacyNotifications(ctx, sess.UserID, before, limit, onlyHighlight)
 	if err != nil {
 		return nil, 0, err
+	}
+	if scannedTo > 0 {
+		// The recorded rows below scannedTo were not read: what lies
+		// there belongs to the next page.
+		legacy = slices.DeleteFunc(legacy, func(n push.Notification) bool { return n.Pos < scannedTo })
 	}
 	page := mergeNewestFirst(recorded, legacy, limit)
 	ids := make([]id.EventID, len(page))
@@ -109,8 +116,11 @@ func (s *Service) notifications(ctx context.Context, sess *accounts.Session, bef
 		})
 	}
 	var last int64
-	if len(page) == limit {
+	switch {
+	case len(page) == limit:
 		last = page[len(page)-1].Pos
+	case scannedTo > 0:
+		last = scannedTo
 	}
 	return out, last, nil
 }
