@@ -77,12 +77,27 @@ func NewConnector() *Connector {
 // Init is called by bridgev2 before Start.
 func (c *Connector) Init(br *bridgev2.Bridge) {
 	c.br = br
-	// discordgo logs through one package-level function: into this bridge's log.
+	// discordgo logs through one package-level function: into the log of the
+	// bridge initialized last. The function is set once, as goroutines of an
+	// earlier run may still be logging through it; what changes is the
+	// logger it reads.
 	log := br.Log.With().Str("component", "discordgo").Logger()
-	discordgo.Logger = func(level, caller int, format string, args ...any) {
-		log.WithLevel(discordgoLevel(level)).Msgf(format, args...)
-	}
+	discordgoLog.Store(&log)
+	installDiscordgoLogger.Do(func() {
+		discordgo.Logger = func(level, _ int, format string, args ...any) {
+			if log := discordgoLog.Load(); log != nil {
+				log.WithLevel(discordgoLevel(level)).Msgf(format, args...)
+			}
+		}
+	})
 }
+
+var (
+	// discordgoLog is the logger discordgo's messages go to.
+	discordgoLog atomic.Pointer[zerolog.Logger]
+	// installDiscordgoLogger sets discordgo.Logger, once per process.
+	installDiscordgoLogger sync.Once
+)
 
 func discordgoLevel(level int) zerolog.Level {
 	switch level {
