@@ -585,3 +585,29 @@ func TestBridgeSurvivesPanic(t *testing.T) {
 	}
 	env.WaitMessage(portal, alice, "after the bad READY")
 }
+
+// TestBridgeCatchesUpAfterFreshReady drops the gateway and has Discord
+// forget the session: alice's message typed meanwhile is not replayed, and
+// a message sent from Matrix is newer. After the fresh READY the bridge
+// catches up from the last message received from Discord, so alice's
+// arrives.
+func TestBridgeCatchesUpAfterFreshReady(t *testing.T) {
+	d := newDiscordSide(t)
+	env := bridgetest.Start(t, discord.Kind(), d.networkConfig())
+	portal := login(t, env, d)
+	alice := ghostOf(env, d.alice)
+	if _, err := d.fake.Post(d.general.ID, d.alice.ID, "before the drop"); err != nil {
+		t.Fatal(err)
+	}
+	env.WaitMessage(portal, alice, "before the drop")
+
+	d.fake.ForgetSessions()
+	if _, err := d.fake.Post(d.general.ID, d.alice.ID, "typed while the session was lost"); err != nil {
+		t.Fatal(err)
+	}
+	env.Send(portal, "sent from Matrix meanwhile")
+	d.waitDiscord(t, d.general.ID, "the Matrix message", func(m *discordgo.Message) bool {
+		return m.Content == "sent from Matrix meanwhile"
+	})
+	env.WaitMessage(portal, alice, "typed while the session was lost")
+}

@@ -105,8 +105,9 @@ func (c *Client) catchUp(ctx context.Context, channelID, parentID string) {
 	}
 }
 
-// lastBridgedID is the newest bridged message of a channel, or for a
-// thread the newest of the thread (its root if nothing else); "" if none.
+// lastBridgedID is the newest message received from Discord in a channel,
+// or for a thread the newest of the thread (its root if nothing else); ""
+// if none.
 func (c *Client) lastBridgedID(ctx context.Context, channelID, parentID string) (string, error) {
 	portalID := channelID
 	if parentID != "" {
@@ -130,7 +131,11 @@ func (c *Client) lastBridgedID(ctx context.Context, channelID, parentID string) 
 	}
 	newest := ""
 	for _, m := range recent {
-		if messageChannel(m, portalID) == channelID && compareSnowflakes(string(m.ID), newest) > 0 {
+		// A message sent from Matrix is newer than Discord messages typed
+		// before it and missed meanwhile: only what came from Discord marks
+		// where the channel was last read.
+		fromDiscord := string(m.SenderID) != c.botID
+		if fromDiscord && messageChannel(m, portalID) == channelID && compareSnowflakes(string(m.ID), newest) > 0 {
 			newest = string(m.ID)
 		}
 	}

@@ -247,6 +247,20 @@ func (s *Server) SendReadyWithoutUser(n int) {
 	s.readyWithoutUser = n
 }
 
+// ForgetSessions cuts every gateway connection and forgets the sessions, so
+// a client's RESUME is refused and it must IDENTIFY afresh (READY, not
+// RESUMED), as after Discord expired its session.
+func (s *Server) ForgetSessions() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, sess := range s.sessions {
+		if sess.conn != nil {
+			sess.conn.UnderlyingConn().Close()
+		}
+		delete(s.sessions, id)
+	}
+}
+
 // ConnectedSessions is how many sessions have a connection now.
 func (s *Server) ConnectedSessions() int {
 	s.mu.Lock()
