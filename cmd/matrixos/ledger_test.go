@@ -189,7 +189,7 @@ func TestLedgerSurvivesKill9(t *testing.T) {
 		t.Fatal("no event was acknowledged before the kill")
 	}
 
-	s2 := startServer(t, "--data", data, "--ledger", "all")
+	s2 := startServer(t, "--data", data, "--ledger", "all", "--ledger-public", "true") // the tile client below reads without a token
 	last := sendMessage(t, s2, token, roomID, "after")
 	key := strings.TrimSpace(run(t, "", "ledger", "key", "--data", data))
 	proof := func(eventID string) *ledger.Verified {

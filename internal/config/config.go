@@ -59,6 +59,7 @@ type Config struct {
 	TrustedKeyServers        []string      `yaml:"trusted_key_servers" doc:"Server names of notaries asked for other servers' signing keys before asking those servers directly (comma-separated). Empty: keys are fetched directly only."`
 	FederationPresence       bool          `yaml:"federation_presence" doc:"Send local users' presence to the other servers they share rooms with and accept theirs (m.presence EDUs). Off: presence stays on this server, as each update would otherwise go to every server of every room."`
 	Ledger                   string        `yaml:"ledger" doc:"Which rooms' events go into the node's transparency log (docs/ledger.md): room (each room whose admins set the org.matrixos.ledger state event to {\"enabled\": true}) or all (every room)."`
+	LedgerPublic             bool          `yaml:"ledger_public" doc:"Serve the events transparency log's checkpoint and tiles to anyone (docs/ledger.md). Off: only to callers with a local access token, as the entries name the room and event IDs of every logged room (with ledger: all, direct messages included); the log's key and the proof endpoint are unchanged."`
 	LedgerKeys               bool          `yaml:"ledger_keys" doc:"Keep the identity keys transparency log (docs/ledger.md): every local user's device and cross-signing keys, served to anyone without authentication. Off: the log is neither kept nor served, as it lists every local user and device that uses end-to-end encryption."`
 }
 

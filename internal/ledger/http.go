@@ -30,10 +30,15 @@ const ProofPath = "/_matrix/client/unstable/org.matrixos.ledger/rooms/{roomId}/p
 // freshly logged event.
 const proofWait = 3 * time.Second
 
-// Routes serves the log read-only and without authentication (anyone may
-// audit it), and the proof endpoint to room members.
+// Routes serves the log read-only (to callers with a local access token
+// unless Options.Public: the entries name rooms and events) and the proof
+// endpoint to room members.
 func (l *Log) Routes(mux *http.ServeMux, acc *accounts.Service, engine *rooms.Engine) {
-	mux.HandleFunc("GET "+TilesPrefix+"{path...}", serveTiles(l.opts.Dir, l.PublicKey, l.log))
+	tiles := serveTiles(l.opts.Dir, l.PublicKey, l.log)
+	if !l.opts.Public {
+		tiles = localCallersOnly(acc, tiles)
+	}
+	mux.HandleFunc("GET "+TilesPrefix+"{path...}", tiles)
 	mux.Handle("GET "+ProofPath, acc.Auth(func(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
 		return l.serveProof(r, sess, engine)
 	}))
@@ -74,6 +79,21 @@ func serveTiles(dir, vkey string, log *slog.Logger) http.HandlerFunc {
 			return
 		}
 		w.Write(b)
+	}
+}
+
+// localCallersOnly serves the log's checkpoint and tiles only to callers
+// with a local access token; the log's key, which tells nothing of the
+// rooms, stays public so that anyone can check a proof bundle.
+func localCallersOnly(acc *accounts.Service, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("path") != "key" {
+			if _, err := acc.AuthenticateRequest(r); err != nil {
+				mxhttp.WriteError(w, r, err)
+				return
+			}
+		}
+		next(w, r)
 	}
 }
 

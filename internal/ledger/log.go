@@ -57,6 +57,10 @@ type Options struct {
 	// All logs the events of every room, not only those with the ledger
 	// on.
 	All bool
+	// Public serves the log's checkpoint and tiles to anyone; without it
+	// only callers with a local access token read them (the key is always
+	// public).
+	Public bool
 }
 
 // Log is the node's events log: a Tessera log on the local disk, fed from

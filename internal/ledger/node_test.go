@@ -154,10 +154,11 @@ func TestLedgerAll(t *testing.T) {
 // the log over HTTP: the checkpoint, which verifies with the key the node
 // serves, entry bundles and tiles from which it builds an inclusion proof
 // that golang.org/x/mod/sumdb/tlog accepts. Tiles are cacheable forever,
-// the checkpoint is not, and other paths are not served.
+// the checkpoint is not, and other paths are not served. With
+// ledger_public on, it needs no access token.
 func TestTilesServed(t *testing.T) {
 	ctx := context.Background()
-	n := testnode.Start(t, testnode.SQLite, func(c *config.Config) { c.Ledger = "all" })
+	n := testnode.Start(t, testnode.SQLite, func(c *config.Config) { c.Ledger = "all"; c.LedgerPublic = true })
 	alice := n.Register("alice")
 	room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{})
 	msg := testnode.SendText(t, alice, room, "hello")
@@ -377,7 +378,7 @@ func TestIdentityKeysLogOffByDefault(t *testing.T) {
 	if n.LedgerKeys != nil {
 		t.Fatal("the identity keys log is open with ledger_keys off")
 	}
-	if r := n.Do(t, "GET", ledger.TilesPrefix+"checkpoint", "", nil, testnode.NoSpecCheck()); r.Status != http.StatusOK {
+	if r := n.Do(t, "GET", ledger.TilesPrefix+"checkpoint", alice.AccessToken, nil, testnode.NoSpecCheck()); r.Status != http.StatusOK {
 		t.Fatalf("events checkpoint: %d %s", r.Status, r.Body)
 	}
 	for _, p := range []string{"checkpoint", "key", "tile/entries/000", "tile/0/000"} {
@@ -442,5 +443,39 @@ func TestLedgerKeyIsNotTheNodeKey(t *testing.T) {
 	second := ledgerPublicKey(t, n.Ledger.PublicKey)
 	if newNodeKey.Equal(nodeKey) || second.Equal(first) || second.Equal(newNodeKey.Public()) {
 		t.Fatal("after the rotation the ledger key is the old one or the node's new key")
+	}
+}
+
+// TestTilesNeedALocalToken: by default the events log's checkpoint and
+// tiles, which name every logged room and event (with ledger: all, direct
+// messages included), are served only to callers with a local access
+// token; the key stays public, and a proof bundle still verifies offline.
+func TestTilesNeedALocalToken(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite, func(c *config.Config) { c.Ledger = "all" })
+	alice := n.Register("alice")
+	bob := n.Register("bob")
+	dm := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{IsDirect: true, Invite: []id.UserID{bob.UserID}})
+	v := wantLogged(t, n, alice, dm, testnode.SendText(t, alice, dm, "a direct message"))
+	tile := "tile/entries/000.p/" + strconv.FormatUint(v.Checkpoint.Size, 10)
+	if v.Checkpoint.Size >= 256 {
+		t.Fatalf("checkpoint of %d entries: the test reads the first partial bundle", v.Checkpoint.Size)
+	}
+	for _, p := range []string{"checkpoint", tile} {
+		r := n.Do(t, "GET", ledger.TilesPrefix+p, "", nil, testnode.NoSpecCheck())
+		r.Want(t, http.StatusUnauthorized, "M_MISSING_TOKEN")
+		if strings.Contains(string(r.Body), string(dm)) {
+			t.Fatalf("GET %s without a token names the room: %s", p, r.Body)
+		}
+		r = n.Do(t, "GET", ledger.TilesPrefix+p, bob.AccessToken, nil, testnode.NoSpecCheck())
+		if r.Status != http.StatusOK {
+			t.Fatalf("GET %s with a local token: %d %s", p, r.Status, r.Body)
+		}
+		if p == tile && !strings.Contains(string(r.Body), string(dm)) {
+			t.Fatalf("the entry bundle read with a token does not name the room %s", dm)
+		}
+	}
+	key := n.Do(t, "GET", ledger.TilesPrefix+"key", "", nil, testnode.NoSpecCheck())
+	if key.Status != http.StatusOK || strings.TrimSpace(string(key.Body)) != n.Ledger.PublicKey {
+		t.Fatalf("key without a token: %d %s", key.Status, key.Body)
 	}
 }
