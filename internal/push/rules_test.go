@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 	"maunium.net/go/mautrix/pushrules"
 
@@ -309,5 +310,21 @@ func TestOutcomePerMember(t *testing.T) {
 		if !maps.Equal(got, tt.want) {
 			t.Errorf("%s: notified %v, want %v", tt.content, got, tt.want)
 		}
+	}
+}
+
+// TestNameCacheByEventID: the display-name cache is keyed by the member
+// event's ID, not by the *rooms.Event (which it would keep alive): another
+// copy of the same event is answered from the cache.
+func TestNameCacheByEventID(t *testing.T) {
+	member := func(name string) *rooms.Event {
+		return &rooms.Event{ID: "$member", PDU: &pdu.PDU{Content: json.RawMessage(`{"membership":"join","displayname":"` + name + `"}`)}}
+	}
+	var c nameCache
+	if got := c.of(member("Bob")); got != "Bob" {
+		t.Fatalf("name %q, want Bob", got)
+	}
+	if got := c.of(member("Other copy")); got != "Bob" {
+		t.Fatalf("a copy of the cached event gave %q, want the cached Bob", got)
 	}
 }

@@ -286,7 +286,7 @@ func (s *Service) displayName(ctx context.Context, roomID id.RoomID, user id.Use
 // member's event for each message.
 type nameCache struct {
 	mu    sync.Mutex
-	names map[*rooms.Event]string
+	names map[id.EventID]string // by the member event's ID: a pointer key would keep the events alive
 }
 
 // maxCachedNames bounds nameCache; it starts afresh when full.
@@ -298,7 +298,7 @@ func (c *nameCache) of(ev *rooms.Event) string {
 		return ""
 	}
 	c.mu.Lock()
-	name, ok := c.names[ev]
+	name, ok := c.names[ev.ID]
 	c.mu.Unlock()
 	if ok {
 		return name
@@ -306,9 +306,9 @@ func (c *nameCache) of(ev *rooms.Event) string {
 	name = memberDisplayName(ev)
 	c.mu.Lock()
 	if c.names == nil || len(c.names) >= maxCachedNames {
-		c.names = map[*rooms.Event]string{}
+		c.names = map[id.EventID]string{}
 	}
-	c.names[ev] = name
+	c.names[ev.ID] = name
 	c.mu.Unlock()
 	return name
 }
