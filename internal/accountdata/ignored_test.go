@@ -62,6 +62,14 @@ func TestIgnoredUsersFollowWrites(t *testing.T) {
 	check("after a delete")
 	set(`{"ignored_users":{"@dave:hs":{}}}`)
 	check("after setting again", "@dave:hs")
+	s.lastMu.Lock()
+	before := s.last[alice]
+	s.lastMu.Unlock()
 	s.OnDeactivated(ctx, alice)
-	check("after deactivation")
+	// An IgnoredUsers that read the list before the deletion committed
+	// caches it under the position it read then.
+	s.lastMu.Lock()
+	s.ignored[alice] = ignoredList{pos: before, users: map[id.UserID]bool{"@dave:hs": true}}
+	s.lastMu.Unlock()
+	check("after deactivation, the list read before it cached")
 }

@@ -279,8 +279,16 @@ func (s *Service) OnDeviceDeleted(ctx context.Context, user id.UserID, device id
 // as encrypted secrets and the list of direct chats.
 func (s *Service) OnDeactivated(ctx context.Context, user id.UserID) {
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
-		_, err := tx.Exec(ctx, "DELETE FROM account_data WHERE user_id = $1", user)
-		return err
+		if _, err := tx.Exec(ctx, "DELETE FROM account_data WHERE user_id = $1", user); err != nil {
+			return err
+		}
+		// Noted before the commit, as a write does: an IgnoredUsers that
+		// read the list before the delete then caches it under a position
+		// that is no longer the user's last, so it is read again.
+		s.lastMu.Lock()
+		s.last[user] = tx.NextPos()
+		s.lastMu.Unlock()
+		return nil
 	})
 	if err != nil {
 		s.log.Error("delete account data of deactivated user", "user_id", user, "err", err)
