@@ -55,14 +55,14 @@ func (s *Service) QueryAlias(ctx context.Context, alias id.RoomAlias) (bool, err
 	}))
 }
 
-// interested lists the registrations with a url that match says are
-// interested, those holding the value exclusively first.
+// interested lists the registrations with a url, not paused, that match
+// says are interested, those holding the value exclusively first.
 func (s *Service) interested(match func(*Registration) (interested, exclusive bool)) []*Registration {
 	var exclusive, shared []*Registration
 	for _, reg := range s.Registry.All() {
 		in, ex := match(reg)
 		switch {
-		case reg.URL == "" || !in:
+		case reg.URL == "" || !in || s.Registry.Paused(reg.ID):
 		case ex:
 			exclusive = append(exclusive, reg)
 		default:

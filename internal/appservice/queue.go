@@ -262,7 +262,7 @@ func (q *Queue) startLocked(t *target) {
 	if t.running || q.ctx == nil || q.ctx.Err() != nil {
 		return
 	}
-	if reg := q.registry.ByID(t.id); reg == nil || reg.URL == "" {
+	if reg := q.registry.ByID(t.id); reg == nil || reg.URL == "" || q.registry.Paused(t.id) {
 		return
 	}
 	t.running = true
@@ -330,7 +330,7 @@ func (q *Queue) queued(asID string) {
 
 // run is an appservice's worker: it sends what is queued, one transaction
 // at a time, and returns when the queue is empty, the appservice is gone
-// or has no url, or the queue stops.
+// or has no url, is paused, or the queue stops.
 func (q *Queue) run(t *target) {
 	defer q.workers.Done()
 	ctx := q.ctx
@@ -342,6 +342,9 @@ func (q *Queue) run(t *target) {
 		q.mu.Lock()
 		t.pending = false
 		q.mu.Unlock()
+		if q.registry.Paused(t.id) {
+			break
+		}
 		txn, err := q.nextTxn(ctx, t.id)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -371,8 +374,27 @@ func (q *Queue) run(t *target) {
 		gather = !txn.full
 	}
 	q.mu.Lock()
+	defer q.mu.Unlock()
 	t.running = false
-	q.mu.Unlock()
+	if t.depth > 0 && !q.registry.Paused(t.id) && ctx.Err() == nil {
+		// A Resume came between the worker's look at the pause and now.
+		q.startLocked(t)
+	}
+}
+
+// SetPaused pauses the appservice (Registry.Pause) or resumes it and
+// starts its worker if something is queued for it.
+func (q *Queue) SetPaused(asID string, paused bool) {
+	if paused {
+		q.registry.Pause(asID)
+		return
+	}
+	q.registry.Resume(asID)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if t := q.targets[asID]; t != nil && t.depth > 0 {
+		q.startLocked(t)
+	}
 }
 
 // timing returns the queue's timing settings.
@@ -496,7 +518,7 @@ func (q *Queue) deliver(ctx context.Context, t *target, txn *pendingTxn) bool {
 			return false
 		}
 		reg := q.registry.ByID(t.id)
-		if reg == nil || reg.URL == "" {
+		if reg == nil || reg.URL == "" || q.registry.Paused(t.id) {
 			return false
 		}
 		err := putTransaction(ctx, q.client, reg.URL, reg.HSToken, txn)

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"go.yaml.in/yaml/v3"
@@ -349,6 +350,37 @@ func conflict(regs []*Registration, reg *Registration) error {
 type Registry struct {
 	serverName string
 	current    atomic.Pointer[registrySet]
+
+	pausedMu sync.Mutex
+	paused   map[string]bool // by appservice ID, across reloads
+}
+
+// Pause holds what the node sends the appservice appserviceID, loaded or
+// not yet: transactions stay queued and it is asked about no user or
+// alias until Resume. The bridge manager pauses a bridge's appservice
+// while the bridge is not running, so that nothing goes to its loopback
+// port while another program may hold it.
+func (g *Registry) Pause(appserviceID string) {
+	g.pausedMu.Lock()
+	defer g.pausedMu.Unlock()
+	if g.paused == nil {
+		g.paused = map[string]bool{}
+	}
+	g.paused[appserviceID] = true
+}
+
+// Resume ends Pause.
+func (g *Registry) Resume(appserviceID string) {
+	g.pausedMu.Lock()
+	defer g.pausedMu.Unlock()
+	delete(g.paused, appserviceID)
+}
+
+// Paused reports whether the appservice is paused.
+func (g *Registry) Paused(appserviceID string) bool {
+	g.pausedMu.Lock()
+	defer g.pausedMu.Unlock()
+	return g.paused[appserviceID]
 }
 
 type registrySet struct {

@@ -42,6 +42,12 @@ type Options struct {
 	// TZ, SSL_CERT_*, TMPDIR and HOME (their directory): tests set what
 	// their fake program needs.
 	ExternalEnv []string
+	// PauseAppservice pauses (paused) or resumes the delivery of
+	// transactions and the user and alias queries to an appservice (the
+	// node's appservice queue's SetPaused). A bridge's appservice is
+	// paused but while the bridge runs: nothing is sent to its loopback
+	// port while another program may hold it.
+	PauseAppservice func(appserviceID string, paused bool)
 }
 
 // Status is what the manager tells of one bridge.
@@ -114,6 +120,27 @@ func (m *Manager) AddKind(ctx context.Context, k Kind) error {
 	return m.reconcile(ctx)
 }
 
+// Hold pauses the appservice of every bridge enabled or disabled before:
+// the node calls it before it delivers to appservices, and each bridge's
+// is resumed once the bridge runs.
+func (m *Manager) Hold(ctx context.Context) error {
+	rows, err := m.rows(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		m.pauseAppservice(r.name, true)
+	}
+	return nil
+}
+
+// pauseAppservice pauses or resumes the appservice of the bridge name.
+func (m *Manager) pauseAppservice(name string, paused bool) {
+	if m.opts.PauseAppservice != nil {
+		m.opts.PauseAppservice(AppserviceID(name), paused)
+	}
+}
+
 // Start starts every enabled bridge against the node's client API at
 // homeserverURL.
 func (m *Manager) Start(ctx context.Context, homeserverURL string) error {
@@ -171,6 +198,8 @@ func (m *Manager) Enable(ctx context.Context, name, binary string) (Status, erro
 	if err := m.checkClaims(ctx, name); err != nil {
 		return Status{}, err
 	}
+	// Its appservice is loaded before it runs.
+	m.pauseAppservice(name, true)
 	if err := m.writeFiles(ctx, name, binary); err != nil {
 		return Status{}, err
 	}
@@ -330,6 +359,7 @@ func (m *Manager) startEnabled(rows []bridgeRow) (stopping []*supervisor, err er
 			name: name, dir: Dir(m.opts.DataDir, name), run: run, metrics: m.metrics,
 			logs:       newLogSink(filepath.Join(Dir(m.opts.DataDir, name), "bridge.log")),
 			backoffMin: m.opts.BackoffMin, backoffMax: m.opts.BackoffMax,
+			onState: func(state string) { m.pauseAppservice(name, state != StateRunning) },
 		}
 		m.running[name] = s
 		s.start()

@@ -33,7 +33,8 @@ func startManager(t *testing.T, node *testnode.Node, kinds ...bridges.Kind) *bri
 		DataDir: node.Config.DataDir, ServerName: node.Config.ServerName, Kinds: kinds,
 		Accounts: node.Accounts, ReloadAppservices: node.ReloadAppservices,
 		BackoffMin: 50 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
-		ExternalEnv: []string{fakeBridgeEnv + "=" + os.Getenv(fakeBridgeEnv), fakeFailEnv + "=" + os.Getenv(fakeFailEnv)},
+		PauseAppservice: node.AppserviceQueue.SetPaused,
+		ExternalEnv:     []string{fakeBridgeEnv + "=" + os.Getenv(fakeBridgeEnv), fakeFailEnv + "=" + os.Getenv(fakeFailEnv)},
 	})
 	if err := m.Start(context.Background(), node.URL); err != nil {
 		t.Fatal(err)

@@ -82,6 +82,8 @@ type supervisor struct {
 	backoffMin time.Duration
 	backoffMax time.Duration
 	metrics    *metrics
+	// onState, when set, is told each state the bridge enters.
+	onState func(state string)
 
 	mu     sync.Mutex
 	health health
@@ -152,7 +154,12 @@ func (s *supervisor) runOnce(ctx context.Context) (err error) {
 // setState moves to state; a non-empty lastError replaces the last error.
 func (s *supervisor) setState(state, lastError string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer func() {
+		s.mu.Unlock()
+		if s.onState != nil {
+			s.onState(state)
+		}
+	}()
 	if s.health.State != state {
 		s.health.State = state
 		s.health.Since = time.Now()

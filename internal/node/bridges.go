@@ -22,6 +22,8 @@ func (n *Node) bridgesOptions() bridges.Options {
 	return bridges.Options{
 		DataDir: n.cfg.DataDir, ServerName: n.cfg.ServerName, Kinds: BuiltinBridges(),
 		Accounts: n.Accounts, ReloadAppservices: n.Appservices.Reload,
+		// The queue is made after the manager.
+		PauseAppservice: func(id string, paused bool) { n.AppserviceQueue.SetPaused(id, paused) },
 	}
 }
 

@@ -387,6 +387,10 @@ func (n *Node) Start() error {
 			return err
 		}
 	}
+	// Nothing goes to a bridge's appservice before the bridge runs.
+	if err := n.Bridges.Hold(context.Background()); err != nil {
+		return err
+	}
 	if err := n.startAppserviceQueue(); err != nil {
 		return err
 	}
