@@ -10,8 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -115,7 +117,10 @@ func childEnv(dir string, extra []string) []string {
 	return append(env, extra...)
 }
 
-// checkProgram refuses a path that is not an executable file.
+// checkProgram refuses a path that is not an executable file, or one that
+// others could replace: a program, or a directory above it, that its
+// group or everyone may write (a directory with the sticky bit, as /tmp,
+// excepted: there only a file's owner may rename it).
 func checkProgram(binary string) error {
 	if !filepath.IsAbs(binary) {
 		return fmt.Errorf("%w: --binary %s: give the program's absolute path", ErrInvalid, binary)
@@ -127,7 +132,21 @@ func checkProgram(binary string) error {
 	if !info.Mode().IsRegular() || info.Mode().Perm()&0o111 == 0 {
 		return fmt.Errorf("%w: --binary %s is not an executable file", ErrInvalid, binary)
 	}
-	return nil
+	if info.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%w: --binary %s may be written by others (mode %v): make it writable by its owner only", ErrInvalid, binary, info.Mode().Perm())
+	}
+	for dir := filepath.Dir(binary); ; dir = filepath.Dir(dir) {
+		info, err := os.Stat(dir)
+		if err != nil {
+			return fmt.Errorf("%w: --binary: %w", ErrInvalid, err)
+		}
+		if info.Mode().Perm()&0o022 != 0 && info.Mode()&os.ModeSticky == 0 {
+			return fmt.Errorf("%w: --binary %s: its directory %s may be written by others (mode %v)", ErrInvalid, binary, dir, info.Mode().Perm())
+		}
+		if dir == filepath.Dir(dir) {
+			return nil
+		}
+	}
 }
 
 // prepareExternal sets in the external bridge's config what must match
@@ -187,22 +206,39 @@ func (m *Manager) externalRunner(name, binary string) runFunc {
 		if err != nil {
 			return err
 		}
-		cmd := exec.CommandContext(ctx, binary, "-c", ConfigFile(m.opts.DataDir, name))
+		runCtx, stopRun := context.WithCancel(ctx)
+		defer stopRun()
+		cmd := exec.CommandContext(runCtx, binary, "-c", ConfigFile(m.opts.DataDir, name))
 		cmd.Dir = Dir(m.opts.DataDir, name)
 		cmd.Env = childEnv(cmd.Dir, m.opts.ExternalEnv)
 		cmd.Stdout, cmd.Stderr = log, log
 		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 		cmd.WaitDelay = externalStopWait
+		cmd.SysProcAttr = childProcAttr()
+		// The child is killed when the thread that started it ends (a
+		// killed node's included): this goroutine keeps that thread
+		// until the child has exited.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("start %s: %w", binary, err)
 		}
 		exited := make(chan struct{})
-		go waitReady(reg.URL, exited, started)
+		var notReady atomic.Bool
+		go func() {
+			if !waitReady(reg.URL, m.opts.ReadyTimeout, exited, started) {
+				notReady.Store(true)
+				stopRun()
+			}
+		}()
 		err = cmd.Wait()
 		close(exited)
 		os.Chmod(ConfigFile(m.opts.DataDir, name), 0o600) // the program may rewrite it
 		if ctx.Err() != nil {
 			return nil
+		}
+		if notReady.Load() {
+			return fmt.Errorf("the program was not ready (%s/_matrix/mau/ready) within %v: stopped it", reg.URL, m.opts.ReadyTimeout)
 		}
 		if err == nil {
 			return errors.New("the program exited")
@@ -212,15 +248,20 @@ func (m *Manager) externalRunner(name, binary string) runFunc {
 }
 
 // waitReady polls the bridge's readiness endpoint until it answers 200
-// (then calls started) or the program exits.
-func waitReady(base string, exited <-chan struct{}, started func()) {
+// (then calls started), the program exits or timeout passes. It reports
+// false only for the timeout.
+func waitReady(base string, timeout time.Duration, exited <-chan struct{}, started func()) bool {
 	client := &http.Client{Timeout: 2 * time.Second}
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
 	for {
 		select {
 		case <-exited:
-			return
+			return true
+		case <-deadline.C:
+			return false
 		case <-tick.C:
 		}
 		resp, err := client.Get(base + "/_matrix/mau/ready")
@@ -230,7 +271,7 @@ func waitReady(base string, exited <-chan struct{}, started func()) {
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusOK {
 			started()
-			return
+			return true
 		}
 	}
 }

@@ -80,3 +80,73 @@ func TestExternalFailedEnableLeavesNoRegistration(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckProgramRefusesWritableByOthers: a program its group or
+// everyone may write, or in such a directory, is refused; one in a
+// directory with the sticky bit (as /tmp) is not.
+func TestCheckProgramRefusesWritableByOthers(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		dirMode, program os.FileMode
+		ok               bool
+	}{
+		{"owner only", 0o755, 0o755, true},
+		{"group-writable program", 0o755, 0o775, false},
+		{"world-writable program", 0o755, 0o757, false},
+		{"world-writable directory", 0o777, 0o755, false},
+		{"group-writable directory", 0o775, 0o755, false},
+		{"sticky directory", 0o777 | os.ModeSticky, 0o755, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "bin")
+			program := filepath.Join(dir, "bridge")
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(program, []byte("#!/bin/sh\n"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(program, tc.program); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, tc.dirMode); err != nil {
+				t.Fatal(err)
+			}
+			err := checkProgram(program)
+			if tc.ok != (err == nil) {
+				t.Errorf("checkProgram = %v, want ok %v", err, tc.ok)
+			}
+		})
+	}
+}
+
+// TestExternalNotReadyIsStopped: a program that never answers its
+// readiness endpoint is stopped after ReadyTimeout, and the run's error
+// (the bridge's last_error) says it was not ready.
+func TestExternalNotReadyIsStopped(t *testing.T) {
+	dir := t.TempDir()
+	program := filepath.Join(dir, "silentbridge")
+	script := `#!/bin/sh
+if [ "$3" = -e ]; then printf 'homeserver:\n    address: x\n' > "$2"; exit 0; fi
+exec sleep 60
+`
+	if err := os.WriteFile(program, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := Files{DataDir: dir, ServerName: "example.org", Name: "foo"}
+	if err := writeExternal(context.Background(), files, program, nil); err != nil {
+		t.Fatal(err)
+	}
+	m := New(nil, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{DataDir: dir, ServerName: "example.org", ReadyTimeout: 500 * time.Millisecond})
+	m.homeserverURL = "http://127.0.0.1:1"
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	began := time.Now()
+	err := m.externalRunner("foo", program)(ctx, io.Discard, func() { t.Error("started") }, func(status.BridgeState) {})
+	if err == nil || !strings.Contains(err.Error(), "not ready") {
+		t.Errorf("run = %v, want the program stopped as not ready", err)
+	}
+	if ctx.Err() != nil || time.Since(began) > 20*time.Second {
+		t.Errorf("the run ended after %v", time.Since(began))
+	}
+}

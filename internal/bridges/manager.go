@@ -42,6 +42,10 @@ type Options struct {
 	// TZ, SSL_CERT_*, TMPDIR and HOME (their directory): tests set what
 	// their fake program needs.
 	ExternalEnv []string
+	// ReadyTimeout is how long an external bridge's program gets to
+	// answer its readiness endpoint before it is stopped and started
+	// again after the backoff (2 min when zero).
+	ReadyTimeout time.Duration
 	// PauseAppservice pauses (paused) or resumes the delivery of
 	// transactions and the user and alias queries to an appservice (the
 	// node's appservice queue's SetPaused). A bridge's appservice is
@@ -102,6 +106,9 @@ func New(db *storage.DB, log *slog.Logger, opts Options) *Manager {
 	}
 	if opts.BackoffMax <= 0 {
 		opts.BackoffMax = 5 * time.Minute
+	}
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = 2 * time.Minute
 	}
 	m := &Manager{db: db, log: log, opts: opts, metrics: newMetrics(),
 		kinds: map[string]Kind{}, running: map[string]*supervisor{}}
