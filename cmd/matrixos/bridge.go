@@ -80,6 +80,11 @@ func runBridge(args []string, kinds []bridges.Kind, out io.Writer) error {
 	if err := requireData(cfg); err != nil {
 		return err
 	}
+	// Bridge files written as another user (root) would be unreadable to
+	// the node, or not private to its user.
+	if err := requireOwner(cfg.DataDir); err != nil {
+		return err
+	}
 	ctx := context.Background()
 	log := node.NewLogger(cfg, io.Discard)
 	db, err := node.OpenDB(ctx, cfg, log)
