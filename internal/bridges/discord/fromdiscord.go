@@ -18,6 +18,8 @@ import (
 	"maunium.net/go/mautrix/bridgev2/simplevent"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/bridges"
 )
 
 // This file turns gateway events (and messages fetched after a restart)
@@ -324,7 +326,7 @@ func (c *Client) uploadAttachment(ctx context.Context, portal *bridgev2.Portal, 
 		return nil, fmt.Errorf("upload to Matrix: %w", err)
 	}
 	content := &event.MessageEventContent{
-		MsgType:  msgTypeFor(mimeType),
+		MsgType:  bridges.MessageTypeFor(mimeType),
 		Body:     a.Filename,
 		FileName: a.Filename,
 		URL:      mxc,
@@ -332,18 +334,6 @@ func (c *Client) uploadAttachment(ctx context.Context, portal *bridgev2.Portal, 
 		Info:     &event.FileInfo{MimeType: mimeType, Size: len(data), Width: a.Width, Height: a.Height},
 	}
 	return content, nil
-}
-
-func msgTypeFor(mimeType string) event.MessageType {
-	switch {
-	case strings.HasPrefix(mimeType, "image/"):
-		return event.MsgImage
-	case strings.HasPrefix(mimeType, "video/"):
-		return event.MsgVideo
-	case strings.HasPrefix(mimeType, "audio/"):
-		return event.MsgAudio
-	}
-	return event.MsgFile
 }
 
 // errTooLarge is returned by download for a body over its limit.

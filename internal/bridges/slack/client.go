@@ -506,7 +506,7 @@ func (sc *Client) GetCapabilities(context.Context, *bridgev2.Portal) *event.Room
 		MaxSize:   sc.connector.maxFileSize,
 	}
 	return &event.RoomFeatures{
-		ID: "fi.mau.slack.capabilities.2026_12",
+		ID: "org.matrixos.slack.capabilities.2026_12",
 		Formatting: event.FormattingFeatureMap{
 			event.FmtBold: event.CapLevelFullySupported, event.FmtItalic: event.CapLevelFullySupported,
 			event.FmtStrikethrough: event.CapLevelFullySupported, event.FmtInlineCode: event.CapLevelFullySupported,

@@ -21,6 +21,8 @@ import (
 	"maunium.net/go/mautrix/bridgev2/simplevent"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/bridges"
 )
 
 // maxIncomingText bounds the text of a Slack message bridged to Matrix
@@ -429,7 +431,7 @@ func (sc *Client) convertFile(ctx context.Context, portal *bridgev2.Portal, inte
 		mimeType = "application/octet-stream"
 	}
 	content := &event.MessageEventContent{
-		MsgType:  mediaMsgType(mimeType),
+		MsgType:  bridges.MessageTypeFor(mimeType),
 		Body:     name,
 		FileName: name,
 		Info:     &event.FileInfo{MimeType: mimeType, Size: len(data)},
@@ -440,19 +442,6 @@ func (sc *Client) convertFile(ctx context.Context, portal *bridgev2.Portal, inte
 		return nil, fmt.Errorf("uploading Slack file %s to Matrix: %w", f.ID, err)
 	}
 	return &bridgev2.ConvertedMessagePart{ID: filePartID(f.ID), Type: event.EventMessage, Content: content}, nil
-}
-
-func mediaMsgType(mimeType string) event.MessageType {
-	switch {
-	case strings.HasPrefix(mimeType, "image/"):
-		return event.MsgImage
-	case strings.HasPrefix(mimeType, "video/"):
-		return event.MsgVideo
-	case strings.HasPrefix(mimeType, "audio/"):
-		return event.MsgAudio
-	default:
-		return event.MsgFile
-	}
 }
 
 // convertEdit replaces the text part of an edited message.

@@ -47,8 +47,8 @@ type tokenLogin struct {
 var _ bridgev2.LoginProcessUserInput = (*tokenLogin)(nil)
 
 const (
-	loginStepTokens   = "fi.mau.slack.login.tokens"
-	loginStepComplete = "fi.mau.slack.login.complete"
+	loginStepTokens   = "org.matrixos.slack.login.tokens"
+	loginStepComplete = "org.matrixos.slack.login.complete"
 )
 
 // Start asks for the two tokens.
