@@ -27,7 +27,9 @@
 // A walk cut by the limit says limited and gives a next_batch: the same
 // request with batch set continues where the answer stopped (the walk is
 // run again and the events already served are skipped, up to maxOffset).
-// The MSC's cross-room extension is not implemented. The MSC names no
+// Walks stay inside the room of the event they start from: children are
+// read from that room only, so events of other rooms are never followed
+// (the MSC's optional cross-room walk is not offered). The MSC names no
 // unstable_features flag.
 package threading
 
