@@ -46,6 +46,10 @@ type Client struct {
 	ID       string `json:"client_id"`
 	IssuedAt int64  `json:"client_id_issued_at"`
 	ClientMetadata
+
+	// lastUsed is when the client last started a session, in Unix
+	// seconds (0: never).
+	lastUsed int64
 }
 
 // Name is what the pages call the client: its name, or its host.
@@ -265,7 +269,23 @@ func reverseDomain(s string) string {
 	return strings.Join(parts, ".")
 }
 
+// How long a registered client is kept: one that never started a
+// session is removed a day after it registered (registration is open to
+// anyone, so unused registrations must not pile up), one that did is
+// removed once it has no session left and started none for 90 days. An
+// application whose registration was removed registers again, as it does
+// for a new server.
+const (
+	unusedClientLifetime = 24 * time.Hour
+	idleClientLifetime   = 90 * 24 * time.Hour
+	// clientPruneInterval is how often registration prunes at most.
+	clientPruneInterval = time.Hour
+)
+
 // postRegister is the dynamic client registration endpoint (RFC 7591).
+// Anyone may register a client: the route counts against the client
+// IP's registration limit (ratelimit's route table), and registrations
+// nobody uses are pruned.
 func (s *Service) postRegister(w http.ResponseWriter, r *http.Request) {
 	body, err := mxhttp.ReadBody(r, 64<<10)
 	if err != nil {
@@ -283,6 +303,10 @@ func (s *Service) postRegister(w http.ResponseWriter, r *http.Request) {
 			writeOAuthError(w, http.StatusBadRequest, me.code, me.description)
 			return
 		}
+		s.serverError(w, err)
+		return
+	}
+	if err := s.pruneClients(r.Context(), time.Now()); err != nil {
 		s.serverError(w, err)
 		return
 	}
@@ -305,6 +329,44 @@ func (s *Service) storeClient(ctx context.Context, c *Client) error {
 	})
 }
 
+// pruneClients removes the registrations that unusedClientLifetime and
+// idleClientLifetime say are no longer kept, at most once per
+// clientPruneInterval.
+func (s *Service) pruneClients(ctx context.Context, now time.Time) error {
+	last := s.lastPrune.Load()
+	if now.Unix()-last < int64(clientPruneInterval.Seconds()) || !s.lastPrune.CompareAndSwap(last, now.Unix()) {
+		return nil
+	}
+	unused := now.Add(-unusedClientLifetime).Unix()
+	idle := now.Add(-idleClientLifetime).Unix()
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		res, err := tx.Exec(ctx, `DELETE FROM oauth_clients
+			WHERE client_id NOT IN (SELECT client_id FROM oauth_sessions)
+			AND ((last_used_ts = 0 AND created_ts < $1) OR (last_used_ts > 0 AND last_used_ts < $2))`, unused, idle)
+		if err != nil {
+			return fmt.Errorf("prune oauth clients: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			s.log.Info("oauth clients pruned", "count", n)
+		}
+		return nil
+	})
+}
+
+// markUsed records that c started a session now, once a day at most.
+func (s *Service) markUsed(ctx context.Context, c *Client, now time.Time) error {
+	if now.Unix()-c.lastUsed < int64((24 * time.Hour).Seconds()) {
+		return nil
+	}
+	return s.db.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, "UPDATE oauth_clients SET last_used_ts = $1 WHERE client_id = $2", now.Unix(), c.ID)
+		if err != nil {
+			return fmt.Errorf("mark oauth client %s used: %w", c.ID, err)
+		}
+		return nil
+	})
+}
+
 // errNoClient is the error for an unknown client_id.
 var errNoClient = errors.New("unknown client")
 
@@ -315,7 +377,7 @@ func (s *Service) client(ctx context.Context, clientID string) (*Client, error) 
 	}
 	c := &Client{ID: clientID}
 	var meta string
-	err := s.db.QueryRow(ctx, "SELECT metadata, created_ts FROM oauth_clients WHERE client_id = $1", clientID).Scan(&meta, &c.IssuedAt)
+	err := s.db.QueryRow(ctx, "SELECT metadata, created_ts, last_used_ts FROM oauth_clients WHERE client_id = $1", clientID).Scan(&meta, &c.IssuedAt, &c.lastUsed)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, errNoClient
 	}

@@ -2,8 +2,9 @@ package oauth
 
 import "github.com/matrixos/matrixos/internal/storage"
 
-// Migrations are the oauth tables: registered clients, and the device
-// each OAuth session is, with its client.
+// Migrations are the oauth tables: registered clients (with when each
+// last started a session), and the device each OAuth session is, with
+// its client.
 var Migrations = []storage.Migration{{
 	Component: "oauth",
 	Version:   1,
@@ -22,4 +23,10 @@ CREATE TABLE oauth_sessions (
 	PRIMARY KEY (user_id, device_id)
 );
 `,
+}, {
+	Component: "oauth",
+	Version:   2,
+	// last_used_ts: when the client last started a session (0: never),
+	// so that registrations nobody uses can be pruned (see pruneClients).
+	SQL: `ALTER TABLE oauth_clients ADD COLUMN last_used_ts BIGINT NOT NULL DEFAULT 0;`,
 }}

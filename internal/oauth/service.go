@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"maunium.net/go/mautrix/id"
@@ -68,6 +69,9 @@ type Service struct {
 	// Limiter, when set, bounds per client IP the authorization requests
 	// and the browser sessions anyone can start (see limitPending).
 	Limiter accounts.Limiter
+
+	// lastPrune is when pruneClients last ran, in Unix seconds.
+	lastPrune atomic.Int64
 }
 
 // New returns the service.

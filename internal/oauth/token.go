@@ -168,6 +168,9 @@ func (s *Service) issueTokens(ctx context.Context, c *Client, uid id.UserID, sco
 	if err := s.recordSession(ctx, session{UserID: uid, DeviceID: scope.device, ClientID: c.ID, Scope: scope.String()}); err != nil {
 		return nil, err
 	}
+	if err := s.markUsed(ctx, c, time.Now()); err != nil {
+		return nil, err
+	}
 	s.log.Info("oauth session started", "user_id", uid, "device_id", scope.device, "client_id", c.ID)
 	out := &tokenResponse{AccessToken: res.AccessToken, TokenType: "Bearer", ExpiresIn: res.ExpiresInMS / 1000,
 		RefreshToken: res.RefreshToken, Scope: scope.String()}
