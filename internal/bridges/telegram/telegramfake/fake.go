@@ -32,11 +32,6 @@ import (
 // DC is the one data center the fake serves.
 const DC = 2
 
-// messageFromServer is gotd's internal proto.MessageFromServer, the message
-// ID type tgtest.Server.Send needs for an update the server pushes (its
-// SendUpdates would drop the users the update names).
-const messageFromServer = 3
-
 // LoginCode is the code every sendCode "sends".
 const LoginCode = "12345"
 
@@ -413,7 +408,7 @@ func (s *Server) send(ctx context.Context, from, to int64, text string, replyTo 
 		session, online := s.live[side.owner]
 		if online && (side.owner != from || ctx == context.Background()) {
 			updates := &tg.Updates{Updates: []tg.UpdateClass{update}, Users: s.allUsersLocked(side.owner), Date: now}
-			pushes = append(pushes, func() { _ = s.srv.Send(context.Background(), session, 0, updates) })
+			pushes = append(pushes, func() { s.push(session, updates) })
 		}
 	}
 	s.mu.Unlock()
@@ -421,6 +416,15 @@ func (s *Server) send(ctx context.Context, from, to int64, text string, replyTo 
 		push()
 	}
 	return id
+}
+
+// push sends updates the server originates to a session, with a message ID
+// of the server-message type (a client drops any other); tgtest's own
+// SendUpdates would drop the users the updates name.
+func (s *Server) push(session tgtest.Session, updates *tg.Updates) {
+	if err := s.srv.Send(context.Background(), session, tgtest.MessageFromServer, updates); err != nil {
+		s.t.Logf("telegramfake: pushing updates: %v", err)
+	}
 }
 
 func (s *Server) allUsersLocked(self int64) []tg.UserClass {

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -89,7 +90,8 @@ func (c *client) wait(t *testing.T, want string) {
 // TestLoginMessagesAndCatchUp logs a real gotd client in with a phone number
 // and code (a wrong code first), receives a message typed on the fake, sends
 // one back, and after a disconnect gets the message sent meanwhile through
-// updates.getDifference; a FLOOD_WAIT reaches the client as such.
+// updates.getDifference; a FLOOD_WAIT reaches the client as such. The
+// first message is pushed: it arrives without the client asking.
 func TestLoginMessagesAndCatchUp(t *testing.T) {
 	fake := telegramfake.New(t)
 	me := fake.AddUser("+15550001", "Mia", "Example")
@@ -123,13 +125,25 @@ func TestLoginMessagesAndCatchUp(t *testing.T) {
 		}
 		started := make(chan struct{})
 		runCtx, stop := context.WithCancel(ctx)
+		defer stop()
 		done := make(chan error, 1)
 		go func() {
 			done <- c.manager.Run(runCtx, api.API(), self.ID, updates.AuthOptions{OnStart: func(context.Context) { close(started) }})
 		}()
 		<-started
+		// updates.getState, then the manager's first getDifference: the
+		// client is caught up and the next message must be pushed.
+		const syncs = 2
+		for deadline := time.Now().Add(10 * time.Second); fake.Syncs(me) < syncs; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the client synced %d times, want %d", fake.Syncs(me), syncs)
+			}
+		}
 		fake.Type(alice, me, "hello from Telegram")
 		c.wait(t, "hello from Telegram")
+		if got := fake.Syncs(me); got != syncs {
+			t.Errorf("the message came through %d getDifference calls, not pushed", got-syncs)
+		}
 
 		peer := &tg.InputPeerUser{UserID: alice, AccessHash: fake.AccessHash(alice)}
 		if _, err := api.API().MessagesSendMessage(ctx, &tg.MessagesSendMessageRequest{Peer: peer, Message: "hi Alice", RandomID: 1}); err != nil {
