@@ -194,11 +194,18 @@ func (e *Env) WaitPortal(name string) id.RoomID {
 	e.t.Helper()
 	ctx := context.Background()
 	var portal id.RoomID
+	// A room's name may come after the invite (bridgev2 names a DM after
+	// its ghost once the room exists), so every room joined here is read
+	// again on each sync until one has the name.
+	joined := map[id.RoomID]bool{}
 	e.Device.SyncUntil(Timeout, "an invite to portal "+name, func() bool {
 		for _, room := range e.Device.Invited() {
 			if _, err := e.Admin.JoinRoomByID(ctx, room); err != nil {
 				e.t.Fatalf("join invited room %s: %v", room, err)
 			}
+			joined[room] = true
+		}
+		for room := range joined {
 			var content event.RoomNameEventContent
 			if err := e.Admin.StateEvent(ctx, room, event.StateRoomName, "", &content); err == nil && content.Name == name {
 				portal = room
