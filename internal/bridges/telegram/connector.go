@@ -1,0 +1,146 @@
+// Package telegram is the built-in Telegram bridge: a bridgev2 network
+// connector that puppets a Telegram account through gotd's MTProto client.
+// A user logs in with their phone number and the code Telegram sends; the
+// gotd session and the update state (pts) live in the login's metadata, so
+// messages sent while the bridge was down arrive through getDifference.
+package telegram
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/gotd/td/telegram"
+	"github.com/gotd/td/telegram/dcs"
+	"github.com/gotd/td/tg"
+	"go.mau.fi/util/configupgrade"
+	"maunium.net/go/mautrix/bridgev2"
+	"maunium.net/go/mautrix/bridgev2/database"
+
+	"github.com/matrixos/matrixos/internal/bridges"
+)
+
+// Config is the bridge config's network section.
+type Config struct {
+	// APIID and APIHash identify the application (my.telegram.org).
+	APIID   int    `yaml:"api_id"`
+	APIHash string `yaml:"api_hash"`
+	// DCAddress, DCID and PublicKey point the client at another data
+	// center (the tests' fake); empty means Telegram's production DCs.
+	DCAddress string `yaml:"dc_address"`
+	DCID      int    `yaml:"dc_id"`
+	PublicKey string `yaml:"public_key"`
+}
+
+const exampleConfig = `# The application's api_id and api_hash from https://my.telegram.org/apps.
+api_id: 0
+api_hash: ""
+# Another data center (host:port, its ID and RSA public key in PEM), for tests.
+# Leave empty for Telegram itself.
+dc_address: ""
+dc_id: 0
+public_key: ""
+`
+
+// Kind is the Telegram bridge for the bridge manager.
+func Kind() bridges.Kind {
+	return bridges.Kind{
+		Name:        "telegram",
+		Description: "Telegram accounts (log in with a phone number and code; puppets your own chats)",
+		NewNetwork:  func() bridgev2.NetworkConnector { return NewConnector() },
+	}
+}
+
+// Connector is the Telegram bridgev2.NetworkConnector.
+type Connector struct {
+	Bridge *bridgev2.Bridge
+	Config Config
+}
+
+var _ bridgev2.NetworkConnector = (*Connector)(nil)
+
+// NewConnector returns a Telegram connector for a bridgev2.Bridge.
+func NewConnector() *Connector { return &Connector{} }
+
+// Init keeps the bridge.
+func (c *Connector) Init(bridge *bridgev2.Bridge) { c.Bridge = bridge }
+
+// Start checks the config.
+func (c *Connector) Start(context.Context) error {
+	_, err := c.clientOptions()
+	return err
+}
+
+// GetName describes Telegram.
+func (c *Connector) GetName() bridgev2.BridgeName {
+	return bridgev2.BridgeName{
+		DisplayName:          "Telegram",
+		NetworkURL:           "https://telegram.org",
+		NetworkID:            "telegram",
+		BeeperBridgeType:     "telegram",
+		DefaultPort:          29317,
+		DefaultCommandPrefix: "!tg",
+	}
+}
+
+// GetDBMetaTypes declares the login metadata.
+func (c *Connector) GetDBMetaTypes() database.MetaTypes {
+	return database.MetaTypes{UserLogin: func() any { return &UserLoginMetadata{} }}
+}
+
+// GetCapabilities: nothing beyond the defaults.
+func (c *Connector) GetCapabilities() *bridgev2.NetworkGeneralCapabilities {
+	return &bridgev2.NetworkGeneralCapabilities{}
+}
+
+// GetConfig returns the network section's example, target and upgrader.
+func (c *Connector) GetConfig() (string, any, configupgrade.Upgrader) {
+	return exampleConfig, &c.Config, configupgrade.SimpleUpgrader(func(helper configupgrade.Helper) {
+		helper.Copy(configupgrade.Int, "api_id")
+		helper.Copy(configupgrade.Str, "api_hash")
+		helper.Copy(configupgrade.Str, "dc_address")
+		helper.Copy(configupgrade.Int, "dc_id")
+		helper.Copy(configupgrade.Str, "public_key")
+	})
+}
+
+// GetBridgeInfoVersion versions m.bridge and room capabilities.
+func (c *Connector) GetBridgeInfoVersion() (info, capabilities int) { return 1, 1 }
+
+// LoadUserLogin gives a stored login its client; it connects later.
+func (c *Connector) LoadUserLogin(_ context.Context, login *bridgev2.UserLogin) error {
+	login.Client = newClient(c, login)
+	return nil
+}
+
+// clientOptions are the gotd options for the configured data center.
+func (c *Connector) clientOptions() (telegram.Options, error) {
+	if c.Config.DCAddress == "" {
+		return telegram.Options{}, nil
+	}
+	host, port, err := net.SplitHostPort(c.Config.DCAddress)
+	if err != nil {
+		return telegram.Options{}, fmt.Errorf("network.dc_address: %w", err)
+	}
+	portNumber, err := strconv.Atoi(port)
+	if err != nil {
+		return telegram.Options{}, fmt.Errorf("network.dc_address port: %w", err)
+	}
+	block, _ := pem.Decode([]byte(c.Config.PublicKey))
+	if block == nil {
+		return telegram.Options{}, fmt.Errorf("network.public_key: no PEM block")
+	}
+	key, err := x509.ParsePKCS1PublicKey(block.Bytes)
+	if err != nil {
+		return telegram.Options{}, fmt.Errorf("network.public_key: %w", err)
+	}
+	return telegram.Options{
+		DC:         c.Config.DCID,
+		DCList:     dcs.List{Options: []tg.DCOption{{ID: c.Config.DCID, IPAddress: host, Port: portNumber, Static: true}}},
+		Resolver:   dcs.Plain(dcs.PlainOptions{}),
+		PublicKeys: []telegram.PublicKey{{RSA: key}},
+	}, nil
+}

@@ -1,0 +1,87 @@
+package telegram
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/gotd/td/telegram/updates"
+)
+
+// sessionStorage keeps the gotd session in the login's metadata.
+type sessionStorage struct{ client *Client }
+
+func (s *sessionStorage) LoadSession(context.Context) ([]byte, error) {
+	s.client.mu.Lock()
+	defer s.client.mu.Unlock()
+	return s.client.meta().Session, nil
+}
+
+func (s *sessionStorage) StoreSession(ctx context.Context, data []byte) error {
+	s.client.mu.Lock()
+	s.client.meta().Session = data
+	s.client.mu.Unlock()
+	return s.client.save(ctx)
+}
+
+// stateStorage keeps the update state (pts, qts, date, seq) in the login's
+// metadata, so a restarted bridge asks getDifference from where it stopped.
+// Private chats only: channels' pts are not kept yet.
+type stateStorage struct{ client *Client }
+
+var _ updates.StateStorage = (*stateStorage)(nil)
+
+func (s *stateStorage) GetState(_ context.Context, _ int64) (updates.State, bool, error) {
+	s.client.mu.Lock()
+	defer s.client.mu.Unlock()
+	m := s.client.meta()
+	return updates.State{Pts: m.Pts, Qts: m.Qts, Date: m.Date, Seq: m.Seq}, m.Pts != 0 || m.Date != 0, nil
+}
+
+func (s *stateStorage) update(ctx context.Context, f func(*UserLoginMetadata)) error {
+	s.client.mu.Lock()
+	f(s.client.meta())
+	s.client.mu.Unlock()
+	return s.client.save(ctx)
+}
+
+func (s *stateStorage) SetState(ctx context.Context, _ int64, st updates.State) error {
+	return s.update(ctx, func(m *UserLoginMetadata) { m.Pts, m.Qts, m.Date, m.Seq = st.Pts, st.Qts, st.Date, st.Seq })
+}
+
+func (s *stateStorage) SetPts(ctx context.Context, _ int64, pts int) error {
+	return s.update(ctx, func(m *UserLoginMetadata) { m.Pts = pts })
+}
+
+func (s *stateStorage) SetQts(ctx context.Context, _ int64, qts int) error {
+	return s.update(ctx, func(m *UserLoginMetadata) { m.Qts = qts })
+}
+
+func (s *stateStorage) SetDate(ctx context.Context, _ int64, date int) error {
+	return s.update(ctx, func(m *UserLoginMetadata) { m.Date = date })
+}
+
+func (s *stateStorage) SetSeq(ctx context.Context, _ int64, seq int) error {
+	return s.update(ctx, func(m *UserLoginMetadata) { m.Seq = seq })
+}
+
+func (s *stateStorage) SetDateSeq(ctx context.Context, _ int64, date, seq int) error {
+	return s.update(ctx, func(m *UserLoginMetadata) { m.Date, m.Seq = date, seq })
+}
+
+func (s *stateStorage) GetChannelPts(context.Context, int64, int64) (int, bool, error) {
+	return 0, false, nil
+}
+
+func (s *stateStorage) SetChannelPts(context.Context, int64, int64, int) error { return nil }
+
+func (s *stateStorage) ForEachChannels(context.Context, int64, func(context.Context, int64, int) error) error {
+	return nil
+}
+
+// save writes the login's metadata to the bridge's database.
+func (tc *Client) save(ctx context.Context) error {
+	if err := tc.login.Save(ctx); err != nil {
+		return fmt.Errorf("saving the Telegram login: %w", err)
+	}
+	return nil
+}
