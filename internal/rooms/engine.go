@@ -86,6 +86,9 @@ type Engine struct {
 	memberRows membershipRows
 	// nonTargets remembers events that no event relates to.
 	nonTargets nonTargets
+	// sentTxns spares a new transaction ID the transactions table's
+	// lookup.
+	sentTxns txnIndex
 
 	cache    eventCache
 	snaps    snapshotCache
@@ -614,6 +617,7 @@ func (e *Engine) enqueue(ctx context.Context, r *room, ps []Proto, pre []accepte
 			r.forgetFinishedTxns()
 		}
 		r.txns[txnKeyOf(r.id, q.txn.ev)] = q.txn
+		e.sentTxns.add(q.txn.ev.Sender, q.txn.ev.DeviceID, eventTxnScope(r.id, q.txn.ev), q.txn.ev.TxnID)
 	}
 	// The write is queued and made whatever the caller's context does:
 	// once the head has moved, the next events build on these, so a
@@ -732,11 +736,16 @@ func eventTxnScope(roomID id.RoomID, ev *Event) string {
 }
 
 // retried finds a transaction seen before (found), in the pipeline or the
-// database. r.mu is held.
+// database, which it reads only when the index of the device's used
+// transaction IDs holds the key. r.mu is held.
 func (e *Engine) retried(ctx context.Context, r *room, p Proto) (q queuedWrite, found bool, err error) {
 	scope := txnScope(r.id, p.Type, p.Redacts)
 	if txn, ok := r.txns[txnKey(p.Sender, p.DeviceID, scope, p.TxnID)]; ok {
 		return queuedWrite{retried: txn}, true, nil
+	}
+	used, err := e.sentTxns.mayHave(ctx, p.Sender, p.DeviceID, scope, p.TxnID, e.deviceTxnLoader(p.Sender, p.DeviceID))
+	if !used || err != nil {
+		return q, false, err
 	}
 	err = e.db.QueryRow(ctx, "SELECT event_id FROM transactions WHERE user_id = $1 AND device_id = $2 AND scope = $3 AND txn_id = $4",
 		p.Sender, p.DeviceID, scope, p.TxnID).Scan(&q.retriedID)
@@ -747,6 +756,26 @@ func (e *Engine) retried(ctx context.Context, r *room, p Proto) (q queuedWrite, 
 		return q, false, fmt.Errorf("look up transaction: %w", err)
 	}
 	return q, true, nil
+}
+
+// deviceTxnLoader reads every transaction key of a device from the
+// transactions table, for the index of transaction IDs used.
+func (e *Engine) deviceTxnLoader(user id.UserID, device id.DeviceID) func(context.Context, func(scope, txnID string)) error {
+	return func(ctx context.Context, add func(scope, txnID string)) error {
+		rows, err := e.db.Query(ctx, "SELECT scope, txn_id FROM transactions WHERE user_id = $1 AND device_id = $2", user, device)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var scope, txnID string
+			if err := rows.Scan(&scope, &txnID); err != nil {
+				return err
+			}
+			add(scope, txnID)
+		}
+		return rows.Err()
+	}
 }
 
 // answerRetry answers a retried transaction with the original's outcome,

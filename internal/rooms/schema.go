@@ -221,4 +221,21 @@ CREATE TABLE awaiting_auth (
 CREATE INDEX awaiting_auth_room ON awaiting_auth (room_id, event_id);
 CREATE INDEX awaiting_auth_received ON awaiting_auth (received_ts);
 `,
+}, {
+	// Only events with a relation or in a thread are in the relation and
+	// thread indexes: a plain message, most of a timeline, no longer
+	// adds three entries (and the pages they dirty) to each send's
+	// commit. Every query of those indexes names relates_to or thread_id
+	// with a comparison, which implies IS NOT NULL to both databases'
+	// planners.
+	Component: "rooms",
+	Version:   10,
+	SQL: `
+DROP INDEX events_relates;
+DROP INDEX events_relates_pos;
+DROP INDEX events_room_thread;
+CREATE INDEX events_relates ON events (relates_to, rel_type) WHERE relates_to IS NOT NULL;
+CREATE INDEX events_relates_pos ON events (relates_to, pos) WHERE relates_to IS NOT NULL;
+CREATE INDEX events_room_thread ON events (room_id, thread_id, pos) WHERE thread_id IS NOT NULL;
+`,
 }}
