@@ -14,12 +14,16 @@
 // A room has the ledger on while its state event org.matrixos.ledger (state
 // key "") says {"enabled": true}; the room's power levels decide who may
 // set it. With the setting ledger: all every room is logged. The event that
-// turns the ledger on or off is itself logged.
+// turns the ledger on or off is itself logged. What counts is the room's
+// resolved state, as the rooms engine reports its changes (Options.States):
+// a toggle on a fork that lost the state resolution turns nothing on or
+// off, and a resolution that drops or replaces the room's toggle does.
 //
 // The log follows the events table: an OnEvent hook only wakes the Log's
 // follower, which reads the committed events after its mark (the stream
 // position up to which it has appended, stored in ledger_marks with the
-// log's size), appends those of ledger rooms to Tessera in batches, waits
+// log's size) up to the next position where a room's ledger turns on or
+// off, appends those of ledger rooms to Tessera in batches, waits
 // until they are integrated and then records, in one transaction, where
 // each event landed (ledger_entries), the rooms it saw turn the ledger on
 // or off (ledger_rooms) and the new mark. Nothing runs on the send path

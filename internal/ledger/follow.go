@@ -3,10 +3,12 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/rooms"
 )
@@ -65,18 +67,18 @@ func (l *Log) follow(ctx context.Context) {
 	}
 }
 
-// followQuery reads the committed events after a position that the
-// follower must look at: those of rooms with the ledger on, and the state
-// events that turn it on or off. $3 set logs every room.
-const followQuery = `SELECT e.pos, e.room_id, e.event_id, e.type, e.state_key, e.json, COALESCE(l.enabled, FALSE)
+// followQuery reads the committed events in ($1, $2] that the follower
+// must log: those of rooms with the ledger on ($3 set: of every room) and
+// the one at $4, where a room's ledger turns on or off.
+const followQuery = `SELECT e.pos, e.room_id, e.event_id, e.json
 	FROM events e LEFT JOIN ledger_rooms l ON l.room_id = e.room_id
-	WHERE e.pos > $1 AND e.pos <= $2 AND ($3 OR l.enabled OR e.type = '` + StateType + `')
+	WHERE e.pos > $1 AND e.pos <= $2 AND ($3 OR l.enabled OR e.pos = $4)
 	ORDER BY e.pos LIMIT 1000`
 
 // Step appends the next events of ledger rooms from the events table (at
-// most batchSize; up to and including the next event that turns a room's
-// ledger on or off) and records them. It reports whether more may be
-// waiting. The follower calls it; tests call it to catch up at once.
+// most batchSize; up to the next position where a room's ledger turns on
+// or off) and records them. It reports whether more may be waiting. The
+// follower calls it; tests call it to catch up at once.
 func (l *Log) Step(ctx context.Context) (more bool, err error) {
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
@@ -90,13 +92,26 @@ func (l *Log) Step(ctx context.Context) (more bool, err error) {
 	if visible <= l.mark.pos {
 		return false, nil
 	}
-	candidates, toggles, last, full, err := l.scan(ctx, l.mark.pos, visible)
+	sw, err := l.nextSwitch(ctx, l.mark.pos, visible)
 	if err != nil {
 		return false, err
 	}
-	if !full {
-		last = visible
+	end := visible
+	if sw != nil {
+		end = sw.pos
 	}
+	candidates, last, full, err := l.scan(ctx, l.mark.pos, end, sw)
+	if err != nil {
+		return false, err
+	}
+	var toggles map[string]bool
+	if !full {
+		last = end
+		if sw != nil {
+			toggles = map[string]bool{sw.room: sw.on}
+		}
+	}
+	more = full || end < visible
 	entries, idx, fresh := l.matchRecovered(candidates)
 	next := mark{pos: last, size: l.mark.size + uint64(len(idx))}
 	if len(fresh) > 0 {
@@ -111,49 +126,111 @@ func (l *Log) Step(ctx context.Context) (more bool, err error) {
 	}
 	if len(entries) == 0 && len(toggles) == 0 {
 		l.setMark(mark{pos: last, size: l.mark.size}) // nothing to record: a restart reads the same nothing again
-		return full, nil
+		return more, nil
 	}
 	if err := l.record(ctx, entries, idx, toggles, next); err != nil {
 		return false, err
 	}
-	return full, nil
+	return more, nil
 }
 
-// scan reads the events after pos up to visible that the log must hold, in
-// order, stopping after a batch or after an event that turns a room's
-// ledger on or off (the query's view of the rooms is then out of date).
-// full reports that it stopped early; last is the last position read.
-func (l *Log) scan(ctx context.Context, pos, visible int64) (entries []Entry, toggles map[string]bool, last int64, full bool, err error) {
-	rows, err := l.db.Query(ctx, followQuery, pos, visible, l.opts.All)
+// ledgerSwitch is a room's ledger turning on or off at a stream position:
+// the room's resolved state from pos on says so.
+type ledgerSwitch struct {
+	pos  int64
+	room string
+	on   bool
+}
+
+// nextSwitch finds the first position in (from, to] where a room's
+// resolved state turns its ledger on or off, from the rooms engine's
+// changes of the StateType state (so a toggle on a fork that lost the
+// state resolution switches nothing, and a resolution that drops or
+// replaces the room's toggle does). It returns nil when there is none.
+func (l *Log) nextSwitch(ctx context.Context, from, to int64) (*ledgerSwitch, error) {
+	if l.opts.States == nil {
+		return nil, nil
+	}
+	changes, err := l.opts.States.StateChanges(ctx, StateType, "", from, to)
 	if err != nil {
-		return nil, nil, 0, false, fmt.Errorf("read events for the ledger: %w", err)
+		return nil, err
+	}
+	on, err := l.toggleContents(ctx, changes)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range changes {
+		was, err := l.roomEnabled(ctx, string(c.RoomID))
+		if err != nil {
+			return nil, err
+		}
+		if now := on[c.EventID]; now != was {
+			return &ledgerSwitch{pos: c.Pos, room: string(c.RoomID), on: now}, nil
+		}
+	}
+	return nil, nil
+}
+
+// toggleContents reads the StateType events the changes name and reports,
+// for each, whether its content turns the ledger on.
+func (l *Log) toggleContents(ctx context.Context, changes []rooms.StateChange) (map[id.EventID]bool, error) {
+	var ids []id.EventID
+	for _, c := range changes {
+		if c.EventID != "" {
+			ids = append(ids, c.EventID)
+		}
+	}
+	on := make(map[id.EventID]bool, len(ids))
+	if len(ids) == 0 {
+		return on, nil
+	}
+	evs, err := l.opts.States.Events(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("read the ledger's state events: %w", err)
+	}
+	for _, ev := range evs {
+		on[ev.ID] = gjson.GetBytes(ev.JSON, "content.enabled").Type == gjson.True
+	}
+	return on, nil
+}
+
+// roomEnabled reports whether the follower has the room's ledger on.
+func (l *Log) roomEnabled(ctx context.Context, roomID string) (bool, error) {
+	var on bool
+	err := l.db.QueryRow(ctx, "SELECT enabled FROM ledger_rooms WHERE room_id = $1", roomID).Scan(&on)
+	if err != nil && !errors.Is(err, errNoRows) {
+		return false, fmt.Errorf("read ledger room %s: %w", roomID, err)
+	}
+	return on, nil
+}
+
+// scan reads, in order, the events after pos up to end that the log must
+// hold: those of ledger rooms, and the one at sw's position. full reports
+// that it stopped at a batch's end before end; last is the last position
+// read.
+func (l *Log) scan(ctx context.Context, pos, end int64, sw *ledgerSwitch) (entries []Entry, last int64, full bool, err error) {
+	var at int64
+	if sw != nil {
+		at = sw.pos
+	}
+	rows, err := l.db.Query(ctx, followQuery, pos, end, l.opts.All, at)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("read events for the ledger: %w", err)
 	}
 	defer rows.Close()
 	n := 0
 	for rows.Next() {
-		var roomID, eventID, evType, raw string
-		var stateKey sql.NullString
-		var enabled bool
-		if err := rows.Scan(&last, &roomID, &eventID, &evType, &stateKey, &raw, &enabled); err != nil {
-			return nil, nil, 0, false, fmt.Errorf("read events for the ledger: %w", err)
+		var roomID, eventID, raw string
+		if err := rows.Scan(&last, &roomID, &eventID, &raw); err != nil {
+			return nil, 0, false, fmt.Errorf("read events for the ledger: %w", err)
 		}
 		n++
-		toggle := evType == StateType && stateKey.Valid && stateKey.String == ""
-		on := toggle && gjson.Get(raw, "content.enabled").Type == gjson.True
-		if l.opts.All || enabled || on {
-			entries = append(entries, Entry{RoomID: roomID, EventID: eventID, ContentHash: gjson.Get(raw, "hashes.sha256").String()})
-		}
-		if toggle {
-			if on != enabled {
-				toggles = map[string]bool{roomID: on}
-			}
-			return entries, toggles, last, true, rows.Close()
-		}
+		entries = append(entries, Entry{RoomID: roomID, EventID: eventID, ContentHash: gjson.Get(raw, "hashes.sha256").String()})
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, 0, false, fmt.Errorf("read events for the ledger: %w", err)
+		return nil, 0, false, fmt.Errorf("read events for the ledger: %w", err)
 	}
-	return entries, toggles, last, n == batchSize, nil
+	return entries, last, n == batchSize && last < end, nil
 }
 
 // matchRecovered pairs the first candidates with the recovered entries

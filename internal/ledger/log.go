@@ -20,6 +20,9 @@ import (
 	"github.com/transparency-dev/tessera/storage/posix"
 	"k8s.io/klog/v2"
 
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
 )
 
@@ -57,10 +60,25 @@ type Options struct {
 	// All logs the events of every room, not only those with the ledger
 	// on.
 	All bool
+	// States tells the follower which rooms have the ledger on: their
+	// resolved state's StateType event, read from the rooms engine
+	// (*rooms.Engine). Without it only All logs anything (tests that
+	// append directly leave it out).
+	States RoomStates
 	// Public serves the log's checkpoint and tiles to anyone; without it
 	// only callers with a local access token read them (the key is always
 	// public).
 	Public bool
+}
+
+// RoomStates is what the follower reads of the rooms engine
+// (*rooms.Engine).
+type RoomStates interface {
+	// StateChanges returns where a state key of the rooms' current state
+	// may have changed (see rooms.Engine.StateChanges).
+	StateChanges(ctx context.Context, evType, stateKey string, from, to int64) ([]rooms.StateChange, error)
+	// Events reads events by ID.
+	Events(ctx context.Context, ids []id.EventID) ([]*rooms.Event, error)
 }
 
 // Log is the node's events log: a Tessera log on the local disk, fed from

@@ -35,6 +35,7 @@ func (n *Node) openLedger(ctx context.Context, nodeKey ed25519.PrivateKey) error
 		Origin: ledger.EventsOrigin(n.cfg.ServerName),
 		Key:    key,
 		All:    n.cfg.Ledger == "all",
+		States: n.Rooms,
 		Public: n.cfg.LedgerPublic,
 	})
 	if err != nil {
