@@ -3,13 +3,17 @@
 package telegram_test
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gotd/td/tg"
+	"go.mau.fi/util/variationselector"
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -57,19 +61,156 @@ func (h *harness) command(room id.RoomID, text, want string) {
 	})
 }
 
-// waitTelegram waits until alice's chat with mia has a message with text.
-func (h *harness) waitTelegram(text string) {
+// waitTelegram waits until mia's chat with alice, as alice sees it, has
+// a message that match accepts, and returns it.
+func (h *harness) waitTelegram(what string, match func(tg.Message) bool) tg.Message {
 	h.t.Helper()
 	deadline := time.Now().Add(bridgetest.Timeout)
 	for time.Now().Before(deadline) {
 		for _, m := range h.fake.Messages(h.alice, h.mia) {
-			if m.Message == text {
-				return
+			if match(m) {
+				return m
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	h.t.Fatalf("no %q in alice's chat on Telegram: %+v", text, h.fake.Messages(h.alice, h.mia))
+	h.t.Fatalf("no %s in alice's chat on Telegram: %+v", what, h.fake.Messages(h.alice, h.mia))
+	return tg.Message{}
+}
+
+// waitTelegramGone waits until a message is gone from alice's chat with mia.
+func (h *harness) waitTelegramGone(id int) {
+	h.t.Helper()
+	deadline := time.Now().Add(bridgetest.Timeout)
+	for time.Now().Before(deadline) {
+		if !slices.ContainsFunc(h.fake.Messages(h.alice, h.mia), func(m tg.Message) bool { return m.ID == id }) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.t.Fatalf("message %d was not deleted on Telegram", id)
+}
+
+// waitReaction waits until mia's reaction to a message is emoji ("" none).
+func (h *harness) waitReaction(id int, emoji string) {
+	h.t.Helper()
+	deadline := time.Now().Add(bridgetest.Timeout)
+	for time.Now().Before(deadline) {
+		if h.fake.Reactions(h.alice, id)[h.mia] == emoji {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.t.Fatalf("mia's reaction to %d on Telegram is %q, want %q", id, h.fake.Reactions(h.alice, id)[h.mia], emoji)
+}
+
+// sendContent sends an encrypted event of any type from the admin's device.
+func (h *harness) sendContent(room id.RoomID, evtType event.Type, content any) id.EventID {
+	h.t.Helper()
+	ctx := context.Background()
+	members, err := h.env.Admin.JoinedMembers(ctx, room)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	users := make([]id.UserID, 0, len(members.Joined))
+	for user := range members.Joined {
+		users = append(users, user)
+	}
+	mach := h.env.Device.Mach
+	if err := mach.ShareGroupSession(ctx, room, users); err != nil {
+		h.t.Fatalf("share group session: %v", err)
+	}
+	enc, err := mach.EncryptMegolmEvent(ctx, room, evtType, content)
+	if err != nil {
+		h.t.Fatalf("encrypt %s: %v", evtType.Type, err)
+	}
+	resp, err := h.env.Admin.SendMessageEvent(ctx, room, event.EventEncrypted, enc)
+	if err != nil {
+		h.t.Fatalf("send %s: %v", evtType.Type, err)
+	}
+	return resp.EventID
+}
+
+// events returns the room's latest events, decrypted where the device can.
+func (h *harness) events(room id.RoomID) []*event.Event {
+	h.t.Helper()
+	ctx := context.Background()
+	resp, err := h.env.Admin.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 100)
+	if err != nil {
+		h.t.Fatalf("messages: %v", err)
+	}
+	out := make([]*event.Event, 0, len(resp.Chunk))
+	for _, evt := range resp.Chunk {
+		evt.RoomID = room
+		if evt.StateKey != nil {
+			evt.Type.Class = event.StateEventType
+		} else {
+			evt.Type.Class = event.MessageEventType
+		}
+		if err := evt.Content.ParseRaw(evt.Type); err != nil {
+			continue
+		}
+		if evt.Type == event.EventEncrypted {
+			dec, err := h.env.Device.Mach.DecryptMegolmEvent(ctx, evt)
+			if err != nil {
+				continue
+			}
+			if dec.Content.Parsed == nil {
+				_ = dec.Content.ParseRaw(dec.Type)
+			}
+			evt = dec
+		}
+		out = append(out, evt)
+	}
+	return out
+}
+
+// waitEvent syncs until the room has an event match accepts.
+func (h *harness) waitEvent(room id.RoomID, what string, match func(*event.Event) bool) *event.Event {
+	h.t.Helper()
+	deadline := time.Now().Add(bridgetest.Timeout)
+	for time.Now().Before(deadline) {
+		h.env.Device.Sync(500)
+		for _, evt := range h.events(room) {
+			if match(evt) {
+				return evt
+			}
+		}
+	}
+	var seen []string
+	for _, evt := range h.events(room) {
+		seen = append(seen, fmt.Sprintf("%s from %s: %s", evt.Type.Type, evt.Sender, evt.Content.VeryRaw))
+	}
+	h.t.Fatalf("no %s in %s within %v; the room's latest events:\n%s", what, room, bridgetest.Timeout, strings.Join(seen, "\n"))
+	return nil
+}
+
+// assertNoEchoes checks that the bridge's own changes on Telegram did not
+// come back into the room: the admin's message has one edit (the admin's),
+// and mia's ghost (the account itself) sent nothing but its membership.
+func (h *harness) assertNoEchoes(room id.RoomID, target id.EventID) {
+	h.t.Helper()
+	miaMX := id.NewUserID("telegram_"+strconv.FormatInt(h.mia, 10), h.env.Node.Config.ServerName)
+	var edits, fromMia []string
+	for _, evt := range h.events(room) {
+		if msg := message(evt); msg != nil && msg.RelatesTo.GetReplaceID() == target {
+			edits = append(edits, fmt.Sprintf("%s from %s", evt.ID, evt.Sender))
+		}
+		if evt.Sender == miaMX && evt.Type != event.StateMember {
+			fromMia = append(fromMia, fmt.Sprintf("%s %s", evt.Type.Type, evt.Content.VeryRaw))
+		}
+	}
+	if len(edits) != 1 {
+		h.t.Errorf("edits of %s: %v, want the admin's only", target, edits)
+	}
+	if len(fromMia) != 0 {
+		h.t.Errorf("mia's ghost echoed the bridge's own changes: %v", fromMia)
+	}
+}
+
+func message(evt *event.Event) *event.MessageEventContent {
+	msg, _ := evt.Content.Parsed.(*event.MessageEventContent)
+	return msg
 }
 
 // waitSyncs waits until mia's clients asked for their update state n times
@@ -86,9 +227,10 @@ func (h *harness) waitSyncs(n int) {
 }
 
 // TestTelegramBridgeEndToEnd logs in from a DM with the bot with a phone
-// number and code (a wrong code first), then bridges messages both ways in
-// the encrypted portal of the private chat with alice (Telegram's
-// FLOOD_WAIT waited out once), and after a bridge restart delivers the
+// number and code (a wrong code first), then bridges the private chat with
+// alice both ways in its encrypted portal: messages (Telegram's FLOOD_WAIT
+// waited out once), replies, edits, reactions and deletes, none of the
+// bridge's own changes echoed back; after a bridge restart it delivers the
 // message alice sent while it was down.
 func TestTelegramBridgeEndToEnd(t *testing.T) {
 	h := newHarness(t)
@@ -101,13 +243,72 @@ func TestTelegramBridgeEndToEnd(t *testing.T) {
 	h.command(dm, telegramfake.LoginCode, "Logged in to Telegram as Mia Example")
 	h.waitSyncs(1)
 
-	fake.Type(h.alice, h.mia, "hello from Telegram")
+	first := fake.Type(h.alice, h.mia, "hello from Telegram")
 	portal := env.WaitPortal("Alice Liddell")
-	env.WaitMessage(portal, h.aliceMX, "hello from Telegram")
+	firstMX := env.WaitMessage(portal, h.aliceMX, "hello from Telegram")
 
+	// Telegram -> Matrix: a reply, an edit, a reaction taken back.
+	fake.Reply(h.alice, h.mia, first, "a reply on Telegram")
+	h.waitEvent(portal, "alice's reply", func(evt *event.Event) bool {
+		msg := message(evt)
+		return msg != nil && msg.Body == "a reply on Telegram" && msg.RelatesTo.GetReplyTo() == firstMX.ID
+	})
+	fake.Edit(h.alice, first, "hello edited on Telegram")
+	h.waitEvent(portal, "alice's edit", func(evt *event.Event) bool {
+		msg := message(evt)
+		return msg != nil && msg.NewContent != nil && msg.NewContent.Body == "hello edited on Telegram" &&
+			msg.RelatesTo.GetReplaceID() == firstMX.ID
+	})
+	fake.React(h.alice, first, "👍")
+	aliceReaction := h.waitEvent(portal, "alice's reaction", func(evt *event.Event) bool {
+		r, ok := evt.Content.Parsed.(*event.ReactionEventContent)
+		return ok && evt.Sender == h.aliceMX && r.RelatesTo.EventID == firstMX.ID && variationselector.Remove(r.RelatesTo.Key) == "👍"
+	})
+	fake.React(h.alice, first, "")
+	h.waitEvent(portal, "the removal of alice's reaction", func(evt *event.Event) bool {
+		return evt.Type == event.EventRedaction && evt.Redacts == aliceReaction.ID
+	})
+
+	// Matrix -> Telegram: a message (Telegram's FLOOD_WAIT waited out once),
+	// a reply, an edit, a reaction taken back and a delete.
 	fake.FloodWait(tg.MessagesSendMessageRequestTypeID, 1)
-	env.Send(portal, "hello from Matrix")
-	h.waitTelegram("hello from Matrix")
+	mxMsg := env.Send(portal, "hello from Matrix")
+	sent := h.waitTelegram("the Matrix message", func(m tg.Message) bool { return m.Message == "hello from Matrix" })
+	h.sendContent(portal, event.EventMessage, &event.MessageEventContent{
+		MsgType: event.MsgText, Body: "a reply from Matrix",
+		RelatesTo: (&event.RelatesTo{}).SetReplyTo(firstMX.ID),
+	})
+	h.waitTelegram("the Matrix reply", func(m tg.Message) bool {
+		reply, ok := m.ReplyTo.(*tg.MessageReplyHeader)
+		return m.Message == "a reply from Matrix" && ok && reply.ReplyToMsgID == first
+	})
+	h.sendContent(portal, event.EventMessage, &event.MessageEventContent{
+		MsgType: event.MsgText, Body: "* edited from Matrix",
+		NewContent: &event.MessageEventContent{MsgType: event.MsgText, Body: "edited from Matrix"},
+		RelatesTo:  (&event.RelatesTo{}).SetReplace(mxMsg),
+	})
+	h.waitTelegram("the Matrix edit", func(m tg.Message) bool { return m.ID == sent.ID && m.Message == "edited from Matrix" })
+	reaction := h.sendContent(portal, event.EventReaction, &event.ReactionEventContent{
+		RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: firstMX.ID, Key: "🎉"},
+	})
+	h.waitReaction(first, "🎉")
+	if _, err := env.Admin.RedactEvent(context.Background(), portal, reaction); err != nil {
+		t.Fatal(err)
+	}
+	h.waitReaction(first, "")
+	if _, err := env.Admin.RedactEvent(context.Background(), portal, mxMsg); err != nil {
+		t.Fatal(err)
+	}
+	h.waitTelegramGone(sent.ID)
+
+	// Telegram -> Matrix: a delete.
+	fake.Delete(h.alice, first)
+	h.waitEvent(portal, "the redaction of alice's first message", func(evt *event.Event) bool {
+		return evt.Type == event.EventRedaction && evt.Redacts == firstMX.ID
+	})
+	// Neither the Matrix edit nor the reaction came back as its own echo
+	// (the portal handles its events in order, and the delete came last).
+	h.assertNoEchoes(portal, mxMsg)
 
 	env.Stop()
 	fake.Type(h.alice, h.mia, "sent while the bridge was down")

@@ -11,12 +11,11 @@ import (
 
 	"github.com/gotd/td/telegram"
 	"github.com/gotd/td/telegram/updates"
+	"github.com/gotd/td/telegram/updates/hook"
 	"github.com/gotd/td/tg"
-	"github.com/gotd/td/tgerr"
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/database"
 	"maunium.net/go/mautrix/bridgev2/networkid"
-	"maunium.net/go/mautrix/bridgev2/simplevent"
 	"maunium.net/go/mautrix/bridgev2/status"
 	"maunium.net/go/mautrix/event"
 )
@@ -30,6 +29,7 @@ type Client struct {
 	api     *telegram.Client
 	stop    context.CancelFunc
 	done    chan struct{}
+	manager *updates.Manager
 	users   map[int64]*tg.User // users seen in updates, for access hashes and names
 	running bool
 }
@@ -56,22 +56,17 @@ func (tc *Client) Connect(ctx context.Context) {
 		tc.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateUnknownError, Error: "tg-config", Message: err.Error()})
 		return
 	}
-	dispatcher := tg.NewUpdateDispatcher()
-	dispatcher.OnNewMessage(func(ctx context.Context, e tg.Entities, u *tg.UpdateNewMessage) error {
-		tc.remember(e)
-		if m, ok := u.Message.(*tg.Message); ok {
-			tc.queueMessage(m)
-		}
-		return nil
-	})
-	manager := updates.New(updates.Config{Handler: dispatcher, Storage: &stateStorage{client: tc}})
+	manager := updates.New(updates.Config{Handler: newUpdateHandler(tc), Storage: &stateStorage{client: tc}})
 	opts.SessionStorage = &sessionStorage{client: tc}
 	opts.UpdateHandler = manager
+	// The updates a call answers with (an edit, a reaction) go through the
+	// manager too, so that its pts follows them.
+	opts.Middlewares = append(opts.Middlewares, hook.UpdateHook(manager.Handle))
 	api := telegram.NewClient(tc.connector.Config.APIID, tc.connector.Config.APIHash, opts)
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	tc.mu.Lock()
-	tc.api, tc.stop, tc.done = api, stop, done
+	tc.api, tc.stop, tc.done, tc.manager = api, stop, done, manager
 	tc.mu.Unlock()
 	go func() {
 		defer close(done)
@@ -106,6 +101,20 @@ func (tc *Client) Disconnect() {
 	if stop != nil {
 		stop()
 		<-done
+	}
+}
+
+// handleOwnUpdate hands the updates manager an update a call's answer
+// stands for (as messages.affectedMessages does), so that it sees no gap.
+func (tc *Client) handleOwnUpdate(ctx context.Context, u tg.UpdateClass) {
+	tc.mu.Lock()
+	manager := tc.manager
+	tc.mu.Unlock()
+	if manager == nil {
+		return
+	}
+	if err := manager.Handle(ctx, &tg.UpdateShort{Update: u, Date: int(time.Now().Unix())}); err != nil {
+		tc.login.Log.Warn().Err(err).Msg("Handing an own update to the updates manager failed")
 	}
 }
 
@@ -161,42 +170,6 @@ func (tc *Client) user(ctx context.Context, id int64) (*tg.User, error) {
 	return nil, fmt.Errorf("Telegram knows no user %d", id)
 }
 
-// queueMessage hands a private message to bridgev2.
-func (tc *Client) queueMessage(m *tg.Message) {
-	peer, ok := m.PeerID.(*tg.PeerUser)
-	if !ok {
-		return
-	}
-	from := peer.UserID
-	if m.Out {
-		from = tc.selfID()
-	}
-	tc.login.QueueRemoteEvent(&simplevent.Message[*tg.Message]{
-		EventMeta: simplevent.EventMeta{
-			Type:         bridgev2.RemoteEventMessage,
-			PortalKey:    tc.portalKey(peer.UserID),
-			Sender:       bridgev2.EventSender{IsFromMe: m.Out, Sender: ghostID(from), SenderLogin: tc.login.ID},
-			CreatePortal: true,
-			Timestamp:    time.Unix(int64(m.Date), 0),
-		},
-		ID:                 messageID(m.ID),
-		Data:               m,
-		ConvertMessageFunc: tc.convertMessage,
-	})
-}
-
-func (tc *Client) convertMessage(_ context.Context, _ *bridgev2.Portal, _ bridgev2.MatrixAPI, m *tg.Message) (*bridgev2.ConvertedMessage, error) {
-	part := &bridgev2.ConvertedMessagePart{
-		Type:    event.EventMessage,
-		Content: &event.MessageEventContent{MsgType: event.MsgText, Body: m.Message},
-	}
-	converted := &bridgev2.ConvertedMessage{Parts: []*bridgev2.ConvertedMessagePart{part}}
-	if reply, ok := m.ReplyTo.(*tg.MessageReplyHeader); ok && reply.ReplyToMsgID != 0 {
-		converted.ReplyTo = &networkid.MessageOptionalPartID{MessageID: messageID(reply.ReplyToMsgID)}
-	}
-	return converted, nil
-}
-
 // GetChatInfo describes a private chat: a DM with the other user's ghost.
 func (tc *Client) GetChatInfo(ctx context.Context, portal *bridgev2.Portal) (*bridgev2.ChatInfo, error) {
 	peer, err := parsePortalID(portal.ID)
@@ -231,70 +204,17 @@ func (tc *Client) GetUserInfo(ctx context.Context, ghost *bridgev2.Ghost) (*brid
 	return &bridgev2.UserInfo{Name: &name, Identifiers: []string{"tel:" + u.Phone}}, nil
 }
 
-// GetCapabilities: text with replies.
+// GetCapabilities: text with replies, edits, deletes and one reaction per
+// user and message.
 func (tc *Client) GetCapabilities(context.Context, *bridgev2.Portal) *event.RoomFeatures {
-	return &event.RoomFeatures{ID: "org.matrixos.telegram.v1", Reply: event.CapLevelFullySupported}
-}
-
-// HandleMatrixMessage sends a Matrix message to the private chat, waiting
-// out a FLOOD_WAIT once.
-func (tc *Client) HandleMatrixMessage(ctx context.Context, msg *bridgev2.MatrixMessage) (*bridgev2.MatrixMessageResponse, error) {
-	peerID, err := parsePortalID(msg.Portal.ID)
-	if err != nil {
-		return nil, err
+	return &event.RoomFeatures{
+		ID:            "org.matrixos.telegram.v1",
+		Reply:         event.CapLevelFullySupported,
+		Edit:          event.CapLevelFullySupported,
+		Delete:        event.CapLevelFullySupported,
+		Reaction:      event.CapLevelFullySupported,
+		ReactionCount: 1,
 	}
-	peer, err := tc.user(ctx, peerID)
-	if err != nil {
-		return nil, err
-	}
-	tc.mu.Lock()
-	api := tc.api
-	tc.mu.Unlock()
-	if api == nil {
-		return nil, errors.New("not connected to Telegram")
-	}
-	req := &tg.MessagesSendMessageRequest{
-		Peer:     &tg.InputPeerUser{UserID: peer.ID, AccessHash: peer.AccessHash},
-		Message:  msg.Content.Body,
-		RandomID: time.Now().UnixNano(),
-	}
-	if msg.ReplyTo != nil {
-		replyTo, err := strconv.Atoi(string(msg.ReplyTo.ID))
-		if err == nil {
-			req.SetReplyTo(&tg.InputReplyToMessage{ReplyToMsgID: replyTo})
-		}
-	}
-	result, err := sendWithFloodWait(ctx, func() (tg.UpdatesClass, error) { return api.API().MessagesSendMessage(ctx, req) })
-	if err != nil {
-		return nil, fmt.Errorf("messages.sendMessage: %w", err)
-	}
-	sent, ok := result.(*tg.UpdateShortSentMessage)
-	if !ok {
-		return nil, fmt.Errorf("messages.sendMessage answered %T", result)
-	}
-	return &bridgev2.MatrixMessageResponse{DB: &database.Message{
-		ID:        messageID(sent.ID),
-		SenderID:  ghostID(tc.selfID()),
-		Timestamp: time.Unix(int64(sent.Date), 0),
-	}}, nil
-}
-
-// maxFloodWait bounds how long a call waits out Telegram's FLOOD_WAIT.
-const maxFloodWait = time.Minute
-
-// sendWithFloodWait calls f, and once more after the wait a FLOOD_WAIT_X names.
-func sendWithFloodWait[T any](ctx context.Context, f func() (T, error)) (T, error) {
-	result, err := f()
-	wait, flooded := tgerr.AsFloodWait(err)
-	if !flooded || wait > maxFloodWait {
-		return result, err
-	}
-	select {
-	case <-time.After(wait):
-	case <-ctx.Done():
-		return result, ctx.Err()
-	}
-	return f()
 }
 
 func (tc *Client) portalKey(peer int64) networkid.PortalKey {

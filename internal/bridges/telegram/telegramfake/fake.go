@@ -1,8 +1,9 @@
 // Package telegramfake is a Telegram server for tests: it speaks real
 // MTProto on loopback through gotd's tgtest server, so the bridge's gotd
 // client connects to it as it would to a Telegram data center. It knows
-// users with phone numbers, logs them in with a code, keeps private chats,
-// and pushes updates with pts that updates.getDifference can replay.
+// users with phone numbers, logs them in with a code, keeps private chats
+// (messages, replies, edits, deletes, reactions), and pushes updates with
+// pts that updates.getDifference can replay.
 package telegramfake
 
 import (
@@ -166,6 +167,12 @@ func (s *Server) Type(from, to int64, text string) int {
 	return s.send(context.Background(), from, to, text, 0)
 }
 
+// Reply sends text from one user to another in reply to a message of
+// their chat, as if typed in a Telegram app, and returns the message ID.
+func (s *Server) Reply(from, to int64, replyTo int, text string) int {
+	return s.send(context.Background(), from, to, text, replyTo)
+}
+
 // Syncs is how many times a user's clients asked for their update state
 // (updates.getState or getDifference): a client that has asked is
 // receiving the user's updates.
@@ -193,6 +200,9 @@ func (s *Server) register(d *tgtest.Dispatcher) {
 	d.HandleFunc(tg.UpdatesGetStateRequestTypeID, s.handle(s.getState))
 	d.HandleFunc(tg.UpdatesGetDifferenceRequestTypeID, s.handle(s.getDifference))
 	d.HandleFunc(tg.MessagesSendMessageRequestTypeID, s.handle(s.sendMessage))
+	d.HandleFunc(tg.MessagesEditMessageRequestTypeID, s.handle(s.editMessage))
+	d.HandleFunc(tg.MessagesDeleteMessagesRequestTypeID, s.handle(s.deleteMessages))
+	d.HandleFunc(tg.MessagesSendReactionRequestTypeID, s.handle(s.sendReaction))
 }
 
 // call is one decoded request: who sent it (0 before login) and its body.

@@ -1,0 +1,222 @@
+package telegram
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"github.com/gotd/td/telegram"
+	"github.com/gotd/td/tg"
+	"maunium.net/go/mautrix/bridgev2"
+	"maunium.net/go/mautrix/bridgev2/database"
+	"maunium.net/go/mautrix/bridgev2/networkid"
+	"maunium.net/go/mautrix/bridgev2/simplevent"
+	"maunium.net/go/mautrix/bridgev2/status"
+	"maunium.net/go/mautrix/event"
+)
+
+// updateHandler dispatches the updates of a login's account to bridgev2.
+// A panic while handling one update (a bug meeting input nobody foresaw)
+// is contained to it: logged and reported as a bridge state, and the
+// updates after it are handled as usual.
+type updateHandler struct {
+	client     *Client
+	dispatcher tg.UpdateDispatcher
+}
+
+func newUpdateHandler(tc *Client) *updateHandler {
+	h := &updateHandler{client: tc, dispatcher: tg.NewUpdateDispatcher()}
+	h.dispatcher.OnNewMessage(func(_ context.Context, e tg.Entities, u *tg.UpdateNewMessage) error {
+		tc.remember(e)
+		if m, ok := u.Message.(*tg.Message); ok {
+			tc.queueMessage(m)
+		}
+		return nil
+	})
+	h.dispatcher.OnEditMessage(func(_ context.Context, e tg.Entities, u *tg.UpdateEditMessage) error {
+		tc.remember(e)
+		if m, ok := u.Message.(*tg.Message); ok {
+			tc.queueEdit(m)
+		}
+		return nil
+	})
+	h.dispatcher.OnDeleteMessages(func(ctx context.Context, _ tg.Entities, u *tg.UpdateDeleteMessages) error {
+		return tc.queueDeletes(ctx, u.Messages)
+	})
+	h.dispatcher.OnMessageReactions(func(_ context.Context, e tg.Entities, u *tg.UpdateMessageReactions) error {
+		tc.remember(e)
+		tc.queueReactions(u)
+		return nil
+	})
+	return h
+}
+
+// Handle implements telegram.UpdateHandler.
+func (h *updateHandler) Handle(ctx context.Context, u tg.UpdatesClass) (err error) {
+	defer h.client.recoverPanic("handling a Telegram update", func() { err = nil })
+	return h.dispatcher.Handle(ctx, u)
+}
+
+var _ telegram.UpdateHandler = (*updateHandler)(nil)
+
+// recoverPanic, deferred, turns a panic of the goroutine into a logged
+// error and an unknown-error bridge state instead of a crash of the whole
+// node, then runs cleanup (nil for none).
+func (tc *Client) recoverPanic(what string, cleanup func()) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	tc.login.Log.Error().Any("panic", v).Str("stack", string(debug.Stack())).Msg("Panic while " + what)
+	tc.login.BridgeState.Send(status.BridgeState{
+		StateEvent: status.StateUnknownError, Error: "tg-panic", Message: fmt.Sprintf("panic while %s: %v", what, v),
+	})
+	if cleanup != nil {
+		cleanup()
+	}
+}
+
+// privatePeer is the other user of a private chat's message (0 for a
+// message of a group or channel).
+func privatePeer(m *tg.Message) int64 {
+	peer, ok := m.PeerID.(*tg.PeerUser)
+	if !ok {
+		return 0
+	}
+	return peer.UserID
+}
+
+// senderOf is who sent a private chat's message.
+func (tc *Client) senderOf(m *tg.Message) bridgev2.EventSender {
+	from := privatePeer(m)
+	if m.Out {
+		from = tc.selfID()
+	}
+	return bridgev2.EventSender{IsFromMe: m.Out, Sender: ghostID(from), SenderLogin: tc.login.ID}
+}
+
+// queueMessage hands a private message to bridgev2.
+func (tc *Client) queueMessage(m *tg.Message) {
+	peer := privatePeer(m)
+	if peer == 0 {
+		return
+	}
+	tc.login.QueueRemoteEvent(&simplevent.Message[*tg.Message]{
+		EventMeta: simplevent.EventMeta{
+			Type:         bridgev2.RemoteEventMessage,
+			PortalKey:    tc.portalKey(peer),
+			Sender:       tc.senderOf(m),
+			CreatePortal: true,
+			Timestamp:    time.Unix(int64(m.Date), 0),
+		},
+		ID:                 messageID(m.ID),
+		Data:               m,
+		ConvertMessageFunc: tc.convertMessage,
+	})
+}
+
+// queueEdit hands a private message's edit to bridgev2. The edit Telegram
+// answers an edit from Matrix with comes back here too: bridgev2 drops it,
+// its sender (the account's ghost) not being the Matrix user who sent the
+// message.
+func (tc *Client) queueEdit(m *tg.Message) {
+	peer := privatePeer(m)
+	if peer == 0 {
+		return
+	}
+	edited := time.Unix(int64(m.Date), 0)
+	if date, ok := m.GetEditDate(); ok {
+		edited = time.Unix(int64(date), 0)
+	}
+	tc.login.QueueRemoteEvent(&simplevent.Message[*tg.Message]{
+		EventMeta: simplevent.EventMeta{
+			Type:      bridgev2.RemoteEventEdit,
+			PortalKey: tc.portalKey(peer),
+			Sender:    tc.senderOf(m),
+			Timestamp: edited,
+		},
+		ID:            messageID(m.ID),
+		TargetMessage: messageID(m.ID),
+		Data:          m,
+		ConvertEditFunc: func(ctx context.Context, portal *bridgev2.Portal, intent bridgev2.MatrixAPI, existing []*database.Message, m *tg.Message) (*bridgev2.ConvertedEdit, error) {
+			converted, err := tc.convertMessage(ctx, portal, intent, m)
+			if err != nil {
+				return nil, err
+			}
+			return &bridgev2.ConvertedEdit{ModifiedParts: []*bridgev2.ConvertedEditPart{converted.Parts[0].ToEditPart(existing[0])}}, nil
+		},
+	})
+}
+
+// queueDeletes hands deleted messages to bridgev2. Telegram names only the
+// messages' IDs, so each one's chat is the one it was bridged to.
+func (tc *Client) queueDeletes(ctx context.Context, ids []int) error {
+	for _, id := range ids {
+		part, err := tc.connector.Bridge.DB.Message.GetFirstPartByID(ctx, tc.login.ID, messageID(id))
+		if err != nil {
+			return fmt.Errorf("finding deleted message %d: %w", id, err)
+		}
+		if part == nil {
+			continue // never bridged, or deleted from Matrix
+		}
+		tc.login.QueueRemoteEvent(&simplevent.MessageRemove{
+			EventMeta: simplevent.EventMeta{
+				Type:      bridgev2.RemoteEventMessageRemove,
+				PortalKey: part.Room,
+				Sender:    bridgev2.EventSender{IsFromMe: part.SenderID == ghostID(tc.selfID()), Sender: part.SenderID, SenderLogin: tc.login.ID},
+				Timestamp: time.Now(),
+			},
+			TargetMessage: messageID(id),
+		})
+	}
+	return nil
+}
+
+// queueReactions hands a private message's reactions to bridgev2 as the
+// full list: who reacted with what (one emoji each), so reactions taken
+// back disappear too.
+func (tc *Client) queueReactions(u *tg.UpdateMessageReactions) {
+	peer, ok := u.Peer.(*tg.PeerUser)
+	if !ok {
+		return
+	}
+	users := map[networkid.UserID]*bridgev2.ReactionSyncUser{}
+	for _, r := range u.Reactions.RecentReactions {
+		emoji, ok := r.Reaction.(*tg.ReactionEmoji)
+		who, isUser := r.PeerID.(*tg.PeerUser)
+		if !ok || !isUser {
+			continue // custom emoji and paid reactions are not bridged
+		}
+		sender := bridgev2.EventSender{IsFromMe: who.UserID == tc.selfID(), Sender: ghostID(who.UserID), SenderLogin: tc.login.ID}
+		users[sender.Sender] = &bridgev2.ReactionSyncUser{
+			HasAllReactions: true,
+			Reactions: []*bridgev2.BackfillReaction{{
+				Sender:    sender,
+				Emoji:     emoji.Emoticon,
+				Timestamp: time.Unix(int64(r.Date), 0),
+			}},
+		}
+	}
+	tc.login.QueueRemoteEvent(&simplevent.ReactionSync{
+		EventMeta: simplevent.EventMeta{
+			Type:      bridgev2.RemoteEventReactionSync,
+			PortalKey: tc.portalKey(peer.UserID),
+			Timestamp: time.Now(),
+		},
+		TargetMessage: messageID(u.MsgID),
+		Reactions:     &bridgev2.ReactionSyncData{Users: users, HasAllUsers: true},
+	})
+}
+
+func (tc *Client) convertMessage(_ context.Context, _ *bridgev2.Portal, _ bridgev2.MatrixAPI, m *tg.Message) (*bridgev2.ConvertedMessage, error) {
+	part := &bridgev2.ConvertedMessagePart{
+		Type:    event.EventMessage,
+		Content: &event.MessageEventContent{MsgType: event.MsgText, Body: m.Message},
+	}
+	converted := &bridgev2.ConvertedMessage{Parts: []*bridgev2.ConvertedMessagePart{part}}
+	if reply, ok := m.ReplyTo.(*tg.MessageReplyHeader); ok && reply.ReplyToMsgID != 0 {
+		converted.ReplyTo = &networkid.MessageOptionalPartID{MessageID: messageID(reply.ReplyToMsgID)}
+	}
+	return converted, nil
+}
