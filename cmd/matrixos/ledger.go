@@ -20,10 +20,10 @@ import (
 	"github.com/matrixos/matrixos/internal/node"
 )
 
-// ledgerCmd runs "matrixos ledger prove|verify|key".
+// ledgerCmd runs "matrixos ledger prove|verify|key|enable|disable|status".
 func ledgerCmd(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: matrixos ledger prove|verify|key ...")
+		return errors.New("usage: matrixos ledger prove|verify|key|enable|disable|status ...")
 	}
 	sub, args := args[0], args[1:]
 	switch sub {
@@ -33,8 +33,10 @@ func ledgerCmd(args []string) error {
 		return ledgerVerify(args)
 	case "key":
 		return ledgerKey(args)
+	case "enable", "disable", "status":
+		return ledgerRoom(sub, args, os.Stdout)
 	}
-	return fmt.Errorf("unknown ledger command %q: want prove, verify or key", sub)
+	return fmt.Errorf("unknown ledger command %q: want prove, verify, key, enable, disable or status", sub)
 }
 
 // ledgerProve writes the proof bundle of an event to standard output.

@@ -239,3 +239,58 @@ func TestLedgerSurvivesKill9(t *testing.T) {
 	}
 	t.Logf("%d acknowledged events proved after kill -9; the log holds %d entries, none twice", len(acked), size)
 }
+
+// TestLedgerEnableCommand: "matrixos ledger enable ROOM_ID" with a server
+// admin's token turns the room's ledger on through the running node (the
+// state event sent as the room's creator), status shows it and disable
+// turns it off; without a token, or as a user who is not an admin, the
+// command fails saying why.
+func TestLedgerEnableCommand(t *testing.T) {
+	data := t.TempDir()
+	s := startServer(t, "--data", data)
+	code, reg := call(t, "POST", s.url+"/_matrix/client/v3/register", "", map[string]any{
+		"username": "alice", "password": "supersecret", "auth": map[string]string{"type": "m.login.dummy"}})
+	if code != 200 {
+		t.Fatalf("register: %d %v", code, reg)
+	}
+	aliceToken := reg["access_token"].(string)
+	code, room := call(t, "POST", s.url+"/_matrix/client/v3/createRoom", aliceToken, map[string]any{})
+	if code != 200 {
+		t.Fatalf("createRoom: %d %v", code, room)
+	}
+	roomID := room["room_id"].(string)
+	run(t, "supersecret\n", "user", "add", "root", "--admin", "--password-file", "-", "--data", data)
+	code, login := call(t, "POST", s.url+"/_matrix/client/v3/login", "", map[string]any{
+		"type": "m.login.password", "identifier": map[string]string{"type": "m.id.user", "user": "root"}, "password": "supersecret"})
+	if code != 200 {
+		t.Fatalf("admin login: %d %v", code, login)
+	}
+	ledgerCLI := func(token string, args ...string) (string, error) {
+		cmd := exec.Command(binary, append([]string{"ledger"}, args...)...)
+		cmd.Env = append(os.Environ(), adminTokenEnv+"="+token)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+
+	out, err := ledgerCLI(login["access_token"].(string), "enable", roomID, "--data", data, "--url", s.url)
+	if err != nil || !strings.Contains(out, "turned on: @alice:localhost sent $") {
+		t.Fatalf("enable: %v\n%s", err, out)
+	}
+	code, state := call(t, "GET", s.url+"/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/"+ledger.StateType+"/", aliceToken, nil)
+	if code != 200 || state["enabled"] != true {
+		t.Fatalf("the room's ledger state: %d %v", code, state)
+	}
+	if out, err := ledgerCLI(login["access_token"].(string), "status", roomID, "--data", data, "--url", s.url); err != nil || !strings.Contains(out, ": on (set by @alice:localhost") {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	if out, err := ledgerCLI(login["access_token"].(string), "disable", roomID, "--data", data, "--url", s.url); err != nil || !strings.Contains(out, "turned off") {
+		t.Fatalf("disable: %v\n%s", err, out)
+	}
+
+	if out, err := ledgerCLI("", "enable", roomID, "--data", data, "--url", s.url); err == nil || !strings.Contains(out, adminTokenEnv) {
+		t.Fatalf("enable without a token: %v\n%s", err, out)
+	}
+	if out, err := ledgerCLI(aliceToken, "enable", roomID, "--data", data, "--url", s.url); err == nil || !strings.Contains(out, "not a server admin") {
+		t.Fatalf("enable as a user who is not an admin: %v\n%s", err, out)
+	}
+}

@@ -8,6 +8,7 @@
 //	matrixos ledger prove EVENT_ID    write an event's proof bundle (docs/ledger.md)
 //	matrixos ledger verify --key KEY FILE  check a proof bundle offline
 //	matrixos ledger key               print the ledger's public key
+//	matrixos ledger enable|disable|status ROOM_ID  a room's ledger, through the node's admin API
 //	matrixos bridge list|enable|disable|status NAME [--binary PROGRAM]
 //	matrixos version
 //	matrixos config                   print the effective configuration
@@ -75,6 +76,8 @@ func usage() {
   matrixos ledger prove EVENT_ID          write the event's proof bundle to standard output
   matrixos ledger verify --key KEY FILE   check a proof bundle offline (exit 0: valid)
   matrixos ledger key                     print the ledger's public key
+  matrixos ledger enable|disable ROOM_ID  turn a room's ledger on or off (admin token in $MATRIXOS_ADMIN_TOKEN)
+  matrixos ledger status ROOM_ID          whether a room's ledger is on
   matrixos bridge list|status NAME        the bridges and their health
   matrixos bridge enable|disable NAME     start or stop a bridge (--binary PROGRAM: an external one)
   matrixos version

@@ -31,8 +31,9 @@ const ProofPath = "/_matrix/client/unstable/org.matrixos.ledger/rooms/{roomId}/p
 const proofWait = 3 * time.Second
 
 // Routes serves the log read-only (to callers with a local access token
-// unless Options.Public: the entries name rooms and events) and the proof
-// endpoint to room members.
+// unless Options.Public: the entries name rooms and events), the proof
+// endpoint to room members and the admin endpoint that turns a room's
+// ledger on or off to server admins.
 func (l *Log) Routes(mux *http.ServeMux, acc *accounts.Service, engine *rooms.Engine) {
 	tiles := serveTiles(l.opts.Dir, l.PublicKey, l.log)
 	if !l.opts.Public {
@@ -42,6 +43,7 @@ func (l *Log) Routes(mux *http.ServeMux, acc *accounts.Service, engine *rooms.En
 	mux.Handle("GET "+ProofPath, acc.Auth(func(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
 		return l.serveProof(r, sess, engine)
 	}))
+	l.adminRoutes(mux, acc, engine)
 }
 
 // serveTiles serves the log in dir: the checkpoint (never cached for
