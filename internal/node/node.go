@@ -300,6 +300,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 	n.federationQueries()
 	mux.HandleFunc("GET /{$}", n.serveWelcome)
+	mux.HandleFunc("GET /favicon.ico", serveFavicon)
 	// A known path with another method is 405, per the spec.
 	mux.HandleFunc("/", mxhttp.Unmatched(mux, n.clientNotFound))
 	if cfg.MetricsListen == "" {

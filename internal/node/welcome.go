@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"html/template"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -28,6 +29,25 @@ such as Element, Element X, Cinny or FluffyChat.</p>
 </body>
 </html>
 `))
+
+// favicon is the icon browsers ask for at /favicon.ico, the "[m]" of the
+// node's pages. Without it every page a browser opens on the node (this
+// one, the sign-in and account pages) logs a failed request in its console.
+const favicon = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">` +
+	`<rect width="32" height="32" rx="6" fill="#0b7a75"/>` +
+	`<text x="16" y="22" font-family="monospace" font-size="16" font-weight="bold" fill="#fff" text-anchor="middle">[m]</text>` +
+	`</svg>`
+
+// serveFavicon answers GET /favicon.ico with favicon, as SVG, which
+// browsers accept there.
+func serveFavicon(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "image/svg+xml")
+	w.Header().Set("Cache-Control", "public, max-age=86400")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if r.Method != http.MethodHead {
+		io.WriteString(w, favicon)
+	}
+}
 
 // serveWelcome answers GET / with welcomePage.
 func (n *Node) serveWelcome(w http.ResponseWriter, r *http.Request) {

@@ -40,3 +40,25 @@ func TestWelcomePage(t *testing.T) {
 		t.Errorf("GET /nothing-here: %s %s", resp.Status, resp.Header.Get("Content-Type"))
 	}
 }
+
+// TestFavicon: GET /favicon.ico, which a browser asks for on every page it
+// opens on the node (welcome, sign-in, account), answers an image; it was a
+// JSON 404, a failed request in the browser's console on each page.
+func TestFavicon(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	resp, err := http.Get(n.URL + "/favicon.ico")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "image/svg+xml" {
+		t.Fatalf("GET /favicon.ico: %s %s", resp.Status, resp.Header.Get("Content-Type"))
+	}
+	if !strings.HasPrefix(string(body), "<svg ") {
+		t.Errorf("GET /favicon.ico body is not an SVG image: %.80s", body)
+	}
+}
