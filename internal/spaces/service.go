@@ -35,6 +35,33 @@ func (s *Service) Routes(mux *http.ServeMux) {
 	const v1 = "/_matrix/client/v1"
 	mux.HandleFunc("GET "+v1+"/rooms/{roomId}/hierarchy", s.acc.Auth(s.getHierarchy))
 	mux.HandleFunc("GET "+v1+"/room_summary/{roomIdOrAlias}", mxhttp.Handle(s.getSummary))
+	// The two paths of MSC3266's unstable prefix, the only ones that
+	// matrix-js-sdk before version 37 asks (Cinny 4 among its clients):
+	// the same summary, under the names its first drafts used too.
+	const nheko = "/_matrix/client/unstable/im.nheko.summary"
+	mux.HandleFunc("GET "+nheko+"/summary/{roomIdOrAlias}", mxhttp.Handle(s.getUnstableSummary))
+	mux.HandleFunc("GET "+nheko+"/rooms/{roomIdOrAlias}/summary", mxhttp.Handle(s.getUnstableSummary))
+}
+
+// unstableSummary is a summary as MSC3266's unstable paths answer it: the
+// stable body with the room version and encryption also under the
+// prefixed names of the MSC's first drafts.
+type unstableSummary struct {
+	summaryResponse
+	RoomVersion string `json:"im.nheko.summary.room_version,omitempty"`
+	Encryption  string `json:"im.nheko.summary.encryption,omitempty"`
+}
+
+// getUnstableSummary answers MSC3266's unstable paths as getSummary does.
+func (s *Service) getUnstableSummary(w http.ResponseWriter, r *http.Request) (any, error) {
+	resp, err := s.getSummary(w, r)
+	if err != nil {
+		return nil, err
+	}
+	if sum, ok := resp.(summaryResponse); ok {
+		return unstableSummary{summaryResponse: sum, RoomVersion: sum.RoomVersion, Encryption: sum.Encryption}, nil
+	}
+	return resp, nil
 }
 
 // summaryResponse is a summary with the caller's membership.

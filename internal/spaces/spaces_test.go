@@ -179,6 +179,37 @@ func TestRoomSummary(t *testing.T) {
 	})
 }
 
+// TestRoomSummaryUnstablePaths: MSC3266's unstable paths, the only ones
+// matrix-js-sdk before 37 asks (Cinny 4 showed them as 404s in the
+// browser's console on every room it opened), answer the stable summary,
+// with the room version and encryption also under their prefixed names,
+// and the stable path's errors.
+func TestRoomSummaryUnstablePaths(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	ctx := context.Background()
+	alice, bob := n.Register("alice"), n.Register("bob")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+		Name: "Enc", Preset: "private_chat",
+		InitialState: []*event.Event{{Type: event.StateEncryption, Content: event.Content{Raw: map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const prefix = "/_matrix/client/unstable/im.nheko.summary"
+	esc := url.PathEscape(string(room.RoomID))
+	for _, path := range []string{prefix + "/summary/" + esc, prefix + "/rooms/" + esc + "/summary"} {
+		body := n.Do(t, "GET", path, alice.AccessToken, nil).OK(t)
+		if body["room_id"] != string(room.RoomID) || body["name"] != "Enc" || body["membership"] != "join" ||
+			body["encryption"] != "m.megolm.v1.aes-sha2" || body["im.nheko.summary.encryption"] != "m.megolm.v1.aes-sha2" ||
+			body["room_version"] == nil || body["im.nheko.summary.room_version"] != body["room_version"] {
+			t.Errorf("GET %s: %v", path, body)
+		}
+		if r := n.Do(t, "GET", path, bob.AccessToken, nil); r.Status != 404 || r.ErrCode() != "M_NOT_FOUND" {
+			t.Errorf("GET %s as a stranger: %d %s, want 404 M_NOT_FOUND", path, r.Status, r.Body)
+		}
+	}
+}
+
 func equal(a, b []id.RoomID) bool {
 	if len(a) != len(b) {
 		return false
