@@ -279,6 +279,12 @@ func (l *Log) Size(ctx context.Context) (uint64, error) {
 	return l.reader.IntegratedSize(ctx)
 }
 
+// Entries reads the entries [0, size) of the log, in order (a replay of
+// the contracts reads its inputs and results from them).
+func (l *Log) Entries(ctx context.Context, size uint64) ([]Entry, error) {
+	return readEntries(ctx, client.FileFetcher{Root: l.opts.Dir}.ReadEntryBundle, 0, size, size)
+}
+
 // appendBatch adds entries to the log in order and waits until all are
 // integrated; it returns their indexes, which follow one another.
 func (l *Log) appendBatch(ctx context.Context, entries []Entry) ([]uint64, error) {

@@ -25,6 +25,7 @@ import (
 	"github.com/matrixos/matrixos/internal/bridges"
 	"github.com/matrixos/matrixos/internal/clientapi"
 	"github.com/matrixos/matrixos/internal/config"
+	"github.com/matrixos/matrixos/internal/contracts"
 	"github.com/matrixos/matrixos/internal/ephemeral"
 	"github.com/matrixos/matrixos/internal/federation"
 	"github.com/matrixos/matrixos/internal/keys"
@@ -76,6 +77,9 @@ type Node struct {
 	LedgerKeys *ledger.KeysLog
 	// Bridges runs the enabled bridges (internal/bridges).
 	Bridges *bridges.Manager
+	// Contracts runs the WebAssembly contracts attached to rooms
+	// (docs/contracts.md).
+	Contracts *contracts.Service
 
 	csExtra csExtra // services wired by csExtraRoutes
 
@@ -130,6 +134,7 @@ func migrations() []storage.Migration {
 		appservice.QueueMigrations,
 		appservice.DirectoryMigrations,
 		ledger.Migrations,
+		contracts.Migrations,
 		bridges.Migrations,
 		nodeMigrations,
 	)
@@ -259,6 +264,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		n.DB.Close()
 		return nil, err
 	}
+	n.Contracts, err = contracts.New(ctx, contracts.Options{DB: n.DB, Rooms: n.Rooms, Accounts: n.Accounts, Log: log})
+	if err != nil {
+		n.Ledger.Close(ctx)
+		n.DB.Close()
+		return nil, err
+	}
+	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Contracts.OnEvent)
+	n.Contracts.Start()
 	n.wireAppserviceQueue(n.Appservices)
 	if cfg.Federation {
 		n.Federation, err = federation.New(ctx, n.DB, log, FederationOptions(cfg, keyID, key))
@@ -295,6 +308,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Media.Routes(mux)
 	n.Appservices.Routes(mux, n.Accounts.Auth)
 	n.Ledger.Routes(mux, n.Accounts, n.Rooms)
+	n.Contracts.Routes(mux)
 	if n.LedgerKeys != nil {
 		n.LedgerKeys.Routes(mux)
 	}
@@ -454,6 +468,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.AppserviceQueue.Stop()
 	n.stopCSExtra()
 	n.Keys.Close()
+	if err := n.Contracts.Close(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	if err := n.Ledger.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}

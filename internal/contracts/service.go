@@ -1,0 +1,515 @@
+package contracts
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+const (
+	// BotLocalpart is the contracts user's localpart: it joins the rooms
+	// contracts are attached to and sends their results.
+	BotLocalpart = "contracts"
+	// maxModuleBytes bounds an uploaded module.
+	maxModuleBytes = 1 << 20
+	// followerName names the follower's row in contract_marks.
+	followerName = "events"
+	// stepSize is the most events one step of the follower reads (the
+	// LIMIT of followQuery).
+	stepSize = 100
+	// followInterval is how often the follower looks for events without
+	// a wake-up.
+	followInterval = time.Second
+)
+
+// Options configure a Service.
+type Options struct {
+	DB       *storage.DB
+	Rooms    *rooms.Engine
+	Accounts *accounts.Service
+	Log      *slog.Logger
+	Limits   Limits
+}
+
+// Service runs the contracts attached to the node's rooms.
+type Service struct {
+	opts Options
+	rt   *Runtime
+
+	mu       sync.Mutex
+	programs map[string]*Program
+
+	wake         chan struct{}
+	stepMu       sync.Mutex
+	stopFollower func()
+}
+
+// New returns the service; Start starts its follower.
+func New(ctx context.Context, opts Options) (*Service, error) {
+	if opts.Limits == (Limits{}) {
+		opts.Limits = DefaultLimits
+	}
+	rt, err := NewRuntime(ctx, opts.Limits)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{opts: opts, rt: rt, programs: map[string]*Program{}, wake: make(chan struct{}, 1)}, nil
+}
+
+// Runtime returns the runtime the service runs contracts with.
+func (s *Service) Runtime() *Runtime { return s.rt }
+
+// Bot is the contracts user.
+func (s *Service) Bot() id.UserID { return s.opts.Accounts.UserID(BotLocalpart) }
+
+// Routes registers PUT /_matrixos/admin/v1/contracts, which a server admin
+// uses to upload a module (the raw bytes as the body); it answers
+// {"module": "<sha256>"}, the hash an attachment names.
+func (s *Service) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("PUT /_matrixos/admin/v1/contracts", s.opts.Accounts.Auth(func(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+		if !sess.IsAdmin {
+			return nil, mxhttp.Forbidden("you are not a server admin")
+		}
+		wasm, err := mxhttp.ReadBody(r, maxModuleBytes)
+		if err != nil {
+			return nil, err
+		}
+		hash, err := s.Upload(r.Context(), wasm, sess.UserID)
+		if err != nil {
+			return nil, err
+		}
+		s.opts.Log.Info("contract module uploaded", "admin", sess.UserID, "module", hash)
+		return map[string]string{"module": hash}, nil
+	}))
+}
+
+// Upload checks a module (see Runtime.Compile), stores it and returns its
+// hash. A module that is refused answers M_INVALID_PARAM with the reason.
+func (s *Service) Upload(ctx context.Context, wasm []byte, by id.UserID) (string, error) {
+	p, err := s.rt.Compile(ctx, wasm)
+	if err != nil {
+		return "", mxhttp.InvalidParam("contract module refused: %v", err)
+	}
+	s.mu.Lock()
+	if _, ok := s.programs[p.Hash]; ok {
+		p.Close(ctx)
+	} else {
+		s.programs[p.Hash] = p
+	}
+	s.mu.Unlock()
+	err = s.opts.DB.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO contract_modules (hash, wasm, uploaded_by, uploaded_ts) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (hash) DO NOTHING`, p.Hash, base64.StdEncoding.EncodeToString(wasm), by, time.Now().UnixMilli())
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("store contract module: %w", err)
+	}
+	return p.Hash, nil
+}
+
+// Module returns an uploaded module's bytes.
+func (s *Service) Module(ctx context.Context, hash string) ([]byte, error) {
+	var b64 string
+	err := s.opts.DB.QueryRow(ctx, "SELECT wasm FROM contract_modules WHERE hash = $1", hash).Scan(&b64)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("contract module %s is not uploaded", hash)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read contract module %s: %w", hash, err)
+	}
+	return base64.StdEncoding.DecodeString(b64)
+}
+
+// program returns the compiled module, compiling it on first use.
+func (s *Service) program(ctx context.Context, hash string) (*Program, error) {
+	s.mu.Lock()
+	p, ok := s.programs[hash]
+	s.mu.Unlock()
+	if ok {
+		return p, nil
+	}
+	wasm, err := s.Module(ctx, hash)
+	if err != nil {
+		return nil, err
+	}
+	if p, err = s.rt.Compile(ctx, wasm); err != nil {
+		return nil, fmt.Errorf("compile contract module %s: %w", hash, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if q, ok := s.programs[hash]; ok {
+		p.Close(ctx)
+		return q, nil
+	}
+	s.programs[hash] = p
+	return p, nil
+}
+
+// OnEvent is the room engine's hook: it wakes the follower. It never
+// blocks.
+func (s *Service) OnEvent(ev *rooms.Event, _ *rooms.RoomInfo) {
+	if ev.Pos <= 0 {
+		return
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Start runs the follower until Close.
+func (s *Service) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.follow(ctx)
+	}()
+	s.stopFollower = func() {
+		cancel()
+		<-done
+	}
+}
+
+// Close stops the follower and the runtime.
+func (s *Service) Close(ctx context.Context) error {
+	if s.stopFollower != nil {
+		s.stopFollower()
+	}
+	return s.rt.Close(ctx)
+}
+
+func (s *Service) follow(ctx context.Context) {
+	tick := time.NewTicker(followInterval)
+	defer tick.Stop()
+	for {
+		for {
+			more, err := s.Step(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.opts.Log.Error("contracts: run", "err", err)
+				}
+				break
+			}
+			if !more {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// followQuery reads the committed events after a position that the
+// follower must look at: those of rooms with an attachment and the
+// attachments themselves.
+const followQuery = `SELECT e.pos, e.room_id, e.event_id, e.type, e.state_key, e.sender, e.json FROM events e
+	WHERE e.pos > $1 AND e.pos <= $2 AND NOT e.rejected
+	AND (e.type = '` + StateType + `' OR e.room_id IN (SELECT room_id FROM contract_attachments))
+	ORDER BY e.pos LIMIT 100`
+
+// storedEvent is one row the follower reads.
+type storedEvent struct {
+	pos      int64
+	roomID   id.RoomID
+	eventID  string
+	evType   string
+	stateKey sql.NullString
+	sender   id.UserID
+	json     []byte
+}
+
+// Step runs the contracts on the next committed events (at most
+// stepSize, up to and including the next attachment change) and reports
+// whether more may be waiting. The follower calls it; tests call it to
+// catch up at once.
+func (s *Service) Step(ctx context.Context) (more bool, err error) {
+	s.stepMu.Lock()
+	defer s.stepMu.Unlock()
+	mark, err := s.mark(ctx)
+	if err != nil {
+		return false, err
+	}
+	visible := s.opts.DB.Visible()
+	if visible <= mark {
+		return false, nil
+	}
+	evs, err := s.scan(ctx, mark, visible)
+	if err != nil {
+		return false, err
+	}
+	for _, ev := range evs {
+		if err := s.handle(ctx, ev); err != nil {
+			return false, err
+		}
+	}
+	if len(evs) == stepSize || (len(evs) > 0 && evs[len(evs)-1].evType == StateType) {
+		// Stopped early: more may follow.
+		return true, s.setMark(ctx, evs[len(evs)-1].pos)
+	}
+	return false, s.setMark(ctx, visible)
+}
+
+func (s *Service) scan(ctx context.Context, mark, visible int64) ([]storedEvent, error) {
+	rows, err := s.opts.DB.Query(ctx, followQuery, mark, visible)
+	if err != nil {
+		return nil, fmt.Errorf("read events for contracts: %w", err)
+	}
+	defer rows.Close()
+	var evs []storedEvent
+	for rows.Next() {
+		var ev storedEvent
+		if err := rows.Scan(&ev.pos, &ev.roomID, &ev.eventID, &ev.evType, &ev.stateKey, &ev.sender, &ev.json); err != nil {
+			return nil, fmt.Errorf("read events for contracts: %w", err)
+		}
+		evs = append(evs, ev)
+		if ev.evType == StateType {
+			break // the query's view of the attached rooms is out of date
+		}
+	}
+	return evs, rows.Err()
+}
+
+func (s *Service) mark(ctx context.Context) (int64, error) {
+	var pos int64
+	err := s.opts.DB.QueryRow(ctx, "SELECT pos FROM contract_marks WHERE follower = $1", followerName).Scan(&pos)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("read contracts mark: %w", err)
+	}
+	return pos, nil
+}
+
+func setMarkTx(ctx context.Context, tx *storage.Tx, pos int64) error {
+	_, err := tx.Exec(ctx, `INSERT INTO contract_marks (follower, pos) VALUES ($1, $2)
+		ON CONFLICT (follower) DO UPDATE SET pos = excluded.pos`, followerName, pos)
+	return err
+}
+
+func (s *Service) setMark(ctx context.Context, pos int64) error {
+	return s.opts.DB.Write(ctx, func(tx *storage.Tx) error { return setMarkTx(ctx, tx, pos) })
+}
+
+// handle runs what one event calls for; when a contract ran, its state
+// writes commit with the mark moved past the event.
+func (s *Service) handle(ctx context.Context, ev storedEvent) error {
+	if ev.evType == StateType && ev.stateKey.Valid {
+		return s.attach(ctx, ev)
+	}
+	atts, err := s.attachments(ctx, ev.roomID)
+	if err != nil {
+		return err
+	}
+	var writes []stateWrite
+	for _, a := range atts {
+		if !a.runsOn(ev.evType) || ev.sender == s.Bot() {
+			continue
+		}
+		out, err := s.run(ctx, ev, a)
+		if err != nil {
+			s.opts.Log.Error("contracts: run", "room_id", ev.roomID, "attachment", a.Name, "event_id", ev.eventID, "err", err)
+			continue
+		}
+		if out.hasResult() {
+			s.sendResult(ctx, ev, a, out)
+		}
+		writes = append(writes, stateWrite{att: a, writes: out.Writes})
+	}
+	if len(writes) == 0 {
+		return nil // the step's mark covers it
+	}
+	return s.opts.DB.Write(ctx, func(tx *storage.Tx) error {
+		for _, w := range writes {
+			if err := w.apply(ctx, tx, ev.roomID); err != nil {
+				return err
+			}
+		}
+		return setMarkTx(ctx, tx, ev.pos)
+	})
+}
+
+func (s *Service) run(ctx context.Context, ev storedEvent, a Attachment) (*Outcome, error) {
+	p, err := s.program(ctx, a.Module)
+	if err != nil {
+		return nil, err
+	}
+	in, err := Input(ev.eventID, ev.json, a.Config)
+	if err != nil {
+		return nil, err
+	}
+	return p.Run(ctx, in, &dbState{db: s.opts.DB, roomID: ev.roomID, att: a})
+}
+
+// sendResult sends the result event. Its transaction ID is the input's,
+// so a step run again after a crash does not send it twice.
+func (s *Service) sendResult(ctx context.Context, ev storedEvent, a Attachment, out *Outcome) {
+	content, err := json.Marshal(resultContent(a, ev.eventID, out))
+	if err == nil {
+		_, err = s.opts.Rooms.Send(ctx, ev.roomID, rooms.Proto{Type: ResultType, Sender: s.Bot(), Content: content,
+			TxnID: "contract/" + a.Name + "/" + ev.eventID})
+	}
+	if err != nil {
+		s.opts.Log.Error("contracts: send result", "room_id", ev.roomID, "attachment", a.Name, "event_id", ev.eventID, "err", err)
+	}
+}
+
+// attach records an attachment change, and has the contracts user join
+// the room when a contract is attached.
+func (s *Service) attach(ctx context.Context, ev storedEvent) error {
+	a, ok, err := ParseAttachment(ev.stateKey.String, []byte(gjson.GetBytes(ev.json, "content").Raw))
+	if err != nil {
+		s.opts.Log.Warn("contracts: attachment ignored", "room_id", ev.roomID, "event_id", ev.eventID, "err", err)
+	}
+	if ok {
+		if err := s.join(ctx, ev.roomID); err != nil {
+			s.opts.Log.Warn("contracts: the contracts user could not join", "room_id", ev.roomID, "err", err)
+		}
+	}
+	return s.opts.DB.Write(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, "DELETE FROM contract_attachments WHERE room_id = $1 AND name = $2", ev.roomID, ev.stateKey.String); err != nil {
+			return err
+		}
+		if ok {
+			events, _ := json.Marshal(a.Events)
+			if _, err := tx.Exec(ctx, `INSERT INTO contract_attachments (room_id, name, module, events, config) VALUES ($1, $2, $3, $4, $5)`,
+				ev.roomID, a.Name, a.Module, string(events), string(a.Config)); err != nil {
+				return err
+			}
+		}
+		return setMarkTx(ctx, tx, ev.pos)
+	})
+}
+
+// join makes sure the contracts user exists and is in the room.
+func (s *Service) join(ctx context.Context, roomID id.RoomID) error {
+	bot := s.Bot()
+	if s.opts.Rooms.Membership(bot, roomID) == "join" {
+		return nil
+	}
+	u, exists, err := s.opts.Accounts.GetUser(ctx, bot)
+	if err != nil {
+		return err
+	}
+	if exists && u.PasswordHash != "" {
+		return fmt.Errorf("%s is a user account with a password, not the contracts user", bot)
+	}
+	if !exists {
+		if _, err := s.opts.Accounts.CreateUser(ctx, BotLocalpart, "", false); err != nil && !errors.Is(err, accounts.ErrUserExists) {
+			return fmt.Errorf("create the contracts user: %w", err)
+		}
+	}
+	sk := string(bot)
+	_, err = s.opts.Rooms.Send(ctx, roomID, rooms.Proto{Type: "m.room.member", StateKey: &sk, Sender: bot,
+		Content: json.RawMessage(`{"membership":"join","displayname":"Contracts"}`)})
+	return err
+}
+
+// attachments returns a room's attachments.
+func (s *Service) attachments(ctx context.Context, roomID id.RoomID) ([]Attachment, error) {
+	rows, err := s.opts.DB.Query(ctx, "SELECT name, module, events, config FROM contract_attachments WHERE room_id = $1 ORDER BY name", roomID)
+	if err != nil {
+		return nil, fmt.Errorf("read contract attachments: %w", err)
+	}
+	defer rows.Close()
+	var out []Attachment
+	for rows.Next() {
+		var a Attachment
+		var events, config string
+		if err := rows.Scan(&a.Name, &a.Module, &events, &config); err != nil {
+			return nil, fmt.Errorf("read contract attachments: %w", err)
+		}
+		if err := json.Unmarshal([]byte(events), &a.Events); err != nil {
+			return nil, fmt.Errorf("contract attachment %s: %w", a.Name, err)
+		}
+		a.Config = json.RawMessage(config)
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// dbState is an attachment's state in contract_state.
+type dbState struct {
+	db     *storage.DB
+	roomID id.RoomID
+	att    Attachment
+}
+
+func (d *dbState) Get(ctx context.Context, key string) ([]byte, bool, error) {
+	var b64 string
+	err := d.db.QueryRow(ctx, "SELECT entry_value FROM contract_state WHERE room_id = $1 AND name = $2 AND module = $3 AND entry_key = $4",
+		d.roomID, d.att.Name, d.att.Module, key).Scan(&b64)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	v, err := base64.StdEncoding.DecodeString(b64)
+	return v, err == nil, err
+}
+
+// stateWrite is one call's writes, applied with the mark.
+type stateWrite struct {
+	att    Attachment
+	writes map[string][]byte
+}
+
+func (w stateWrite) apply(ctx context.Context, tx *storage.Tx, roomID id.RoomID) error {
+	for k, v := range w.writes {
+		var err error
+		if v == nil {
+			_, err = tx.Exec(ctx, "DELETE FROM contract_state WHERE room_id = $1 AND name = $2 AND module = $3 AND entry_key = $4",
+				roomID, w.att.Name, w.att.Module, k)
+		} else {
+			_, err = tx.Exec(ctx, `INSERT INTO contract_state (room_id, name, module, entry_key, entry_value) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (room_id, name, module, entry_key) DO UPDATE SET entry_value = excluded.entry_value`,
+				roomID, w.att.Name, w.att.Module, k, base64.StdEncoding.EncodeToString(v))
+		}
+		if err != nil {
+			return fmt.Errorf("write contract state: %w", err)
+		}
+	}
+	return nil
+}
+
+// State returns an attachment's state (tests and replays compare it).
+func (s *Service) State(ctx context.Context, roomID id.RoomID, name, module string) (MapState, error) {
+	rows, err := s.opts.DB.Query(ctx, "SELECT entry_key, entry_value FROM contract_state WHERE room_id = $1 AND name = $2 AND module = $3",
+		roomID, name, module)
+	if err != nil {
+		return nil, fmt.Errorf("read contract state: %w", err)
+	}
+	defer rows.Close()
+	out := MapState{}
+	for rows.Next() {
+		var k, b64 string
+		if err := rows.Scan(&k, &b64); err != nil {
+			return nil, fmt.Errorf("read contract state: %w", err)
+		}
+		v, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil {
+			return nil, fmt.Errorf("contract state %s: %w", k, err)
+		}
+		out[k] = v
+	}
+	return out, rows.Err()
+}
