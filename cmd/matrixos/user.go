@@ -20,7 +20,7 @@ import (
 
 func user(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: matrixos user add|list|reset-password|deactivate ...")
+		return errors.New("usage: matrixos user add|add-bulk|list|reset-password|deactivate ...")
 	}
 	sub, args := args[0], args[1:]
 	// The user name comes first or after the flags.
@@ -28,8 +28,8 @@ func user(args []string) error {
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		name, args = args[0], args[1:]
 	}
-	var admin, initData bool
-	var passwordFile string
+	var admin, initData, generate bool
+	var passwordFile, output string
 	maxArgs := 0
 	if name == "" {
 		maxArgs = 1
@@ -38,6 +38,10 @@ func user(args []string) error {
 		fs.BoolVar(&admin, "admin", false, "make the user a server admin")
 		fs.StringVar(&passwordFile, "password-file", "", "read the password from this file (- for stdin) instead of prompting")
 		fs.BoolVar(&initData, "init", false, "create the data directory and database if there are none yet")
+		if sub == "add-bulk" {
+			fs.BoolVar(&generate, "generate-passwords", false, "give the accounts listed without a password a generated one")
+			fs.StringVar(&output, "output", "-", "where the generated passwords are written, a line \"USER_ID PASSWORD\" each (- for stdout)")
+		}
 	})
 	if err != nil {
 		return err
@@ -89,6 +93,11 @@ func user(args []string) error {
 			return err
 		}
 		fmt.Printf("created %s%s\n", uid, map[bool]string{true: " (admin)", false: ""}[admin])
+	case "add-bulk":
+		if name == "" {
+			return errors.New("usage: matrixos user add-bulk FILE (- for stdin): a line \"NAME [PASSWORD]\" per account")
+		}
+		return addBulk(ctx, acc, name, output, admin, generate)
 	case "list":
 		users, err := acc.ListUsers(ctx)
 		if err != nil {

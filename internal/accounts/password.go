@@ -47,6 +47,22 @@ func argonKey(password, salt []byte, t, m uint32, p uint8, n uint32) []byte {
 	return argon2.IDKey(password, salt, t, m, p, n)
 }
 
+// newSalt returns a password hash's random salt.
+func newSalt() ([]byte, error) {
+	salt := make([]byte, 16)
+	if _, err := rand.Read(salt); err != nil {
+		return nil, fmt.Errorf("read salt: %w", err)
+	}
+	return salt, nil
+}
+
+// formatHash writes an argon2id key with the current parameters in the
+// PHC form stored.
+func formatHash(salt, key []byte) string {
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
+		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
+}
+
 // maxPasswordLen bounds a password in bytes, so hashing stays cheap.
 const maxPasswordLen = 512
 
@@ -64,13 +80,12 @@ var hashesRunning atomic.Int32
 
 // HashPassword returns a PHC-formatted argon2id hash of password.
 func HashPassword(password string) (string, error) {
-	salt := make([]byte, 16)
-	if _, err := rand.Read(salt); err != nil {
-		return "", fmt.Errorf("read salt: %w", err)
+	salt, err := newSalt()
+	if err != nil {
+		return "", err
 	}
 	key := argonKey([]byte(password), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
-	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
-		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
+	return formatHash(salt, key), nil
 }
 
 var errBadHash = errors.New("unsupported password hash")

@@ -39,6 +39,9 @@ func (s *Service) userRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+v1+"/whois/{userId}", s.admin(s.whois))
 	mux.HandleFunc("PUT "+v1+"/suspend/{userId}", s.admin(s.synapseSuspend))
 	mux.HandleFunc("GET "+v1+"/username_available", s.admin(s.usernameAvailable))
+
+	// Ours: many accounts in one call.
+	mux.HandleFunc("POST /_matrixos/admin/v1/users", s.admin(s.createUsers))
 }
 
 // whoisJSON is the spec's whois answer: one session per device, with the
@@ -599,4 +602,51 @@ func (s *Service) usernameAvailable(w http.ResponseWriter, r *http.Request, sess
 		return nil, accounts.ErrUserExists
 	}
 	return map[string]bool{"available": true}, nil
+}
+
+type createUsersRequest struct {
+	Users []struct {
+		Username string `json:"username"`
+		Password string `json:"password"`
+		Admin    bool   `json:"admin"`
+	} `json:"users"`
+	GeneratePasswords bool `json:"generate_passwords"`
+}
+
+type createdUserJSON struct {
+	UserID   id.UserID `json:"user_id"`
+	Admin    bool      `json:"admin"`
+	Password string    `json:"password,omitempty"`
+}
+
+// createUsers creates many accounts, all or none (accounts.CreateUsers):
+// each username is a localpart or a user ID of this server; the answer
+// lists them in order, with the passwords generated for those sent
+// without one when generate_passwords is true.
+func (s *Service) createUsers(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	var req createUsersRequest
+	if err := mxhttp.DecodeJSON(r, &req); err != nil {
+		return nil, err
+	}
+	if len(req.Users) == 0 {
+		return nil, mxhttp.InvalidParam("users must list at least one account")
+	}
+	news := make([]accounts.NewAccount, len(req.Users))
+	for i, u := range req.Users {
+		uid, err := s.accounts.ParseLocalUser(u.Username)
+		if err != nil {
+			return nil, err
+		}
+		news[i] = accounts.NewAccount{Localpart: uid.Localpart(), Password: u.Password, Admin: u.Admin}
+	}
+	created, err := s.accounts.CreateUsers(r.Context(), news, req.GeneratePasswords)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("admin created users", "admin", sess.UserID, "count", len(created))
+	out := make([]createdUserJSON, len(created))
+	for i, c := range created {
+		out[i] = createdUserJSON{UserID: c.UserID, Admin: c.Admin, Password: c.Password}
+	}
+	return map[string]any{"users": out}, nil
 }

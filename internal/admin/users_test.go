@@ -47,6 +47,7 @@ func TestNonAdminsForbidden(t *testing.T) {
 		{"GET", "/_synapse/admin/v1/whois/" + u},
 		{"PUT", "/_synapse/admin/v1/suspend/" + u},
 		{"GET", "/_synapse/admin/v1/username_available?username=x"},
+		{"POST", "/_matrixos/admin/v1/users"},
 		{"GET", "/_synapse/admin/v1/rooms"},
 		{"GET", "/_synapse/admin/v1/rooms/" + r},
 		{"GET", "/_synapse/admin/v1/rooms/" + r + "/members"},
