@@ -8,13 +8,14 @@ import (
 	"github.com/matrixos/matrixos/internal/bridges"
 	"github.com/matrixos/matrixos/internal/bridges/discord"
 	"github.com/matrixos/matrixos/internal/bridges/slack"
+	"github.com/matrixos/matrixos/internal/bridges/telegram"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 )
 
 // BuiltinBridges are the bridges the node runs in-process, each a bridgev2
 // network connector (internal/bridges/...).
 func BuiltinBridges() []bridges.Kind {
-	return []bridges.Kind{discord.Kind(), slack.Kind()}
+	return []bridges.Kind{discord.Kind(), slack.Kind(), telegram.Kind()}
 }
 
 // BridgesOptions derives the bridge manager's settings from the node.

@@ -230,7 +230,9 @@ func (h *harness) waitSyncs(n int) {
 // number and code (a wrong code first), then bridges the private chat with
 // alice both ways in its encrypted portal: messages (Telegram's FLOOD_WAIT
 // waited out once), replies, edits, reactions and deletes, none of the
-// bridge's own changes echoed back; after a bridge restart it delivers the
+// bridge's own changes echoed back; a wrong phone number is asked again and
+// a message too long for Telegram or a file refused with a notice; after a bridge
+// restart it delivers the
 // message alice sent while it was down.
 func TestTelegramBridgeEndToEnd(t *testing.T) {
 	h := newHarness(t)
@@ -238,6 +240,7 @@ func TestTelegramBridgeEndToEnd(t *testing.T) {
 	dm := env.DM()
 	env.WaitMessage(dm, env.Bot, "management room")
 	h.command(dm, "login", "Please enter your Phone number")
+	h.command(dm, "+1555", "Telegram did not take \"+1555\" (PHONE_NUMBER_INVALID)")
 	h.command(dm, "+15550001", "Please enter your Code")
 	h.command(dm, "00000", "did not accept the code")
 	h.command(dm, telegramfake.LoginCode, "Logged in to Telegram as Mia Example")
@@ -300,6 +303,21 @@ func TestTelegramBridgeEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitTelegramGone(sent.ID)
+
+	// Bad input: a message longer than Telegram takes and a file (not
+	// bridged yet) are refused with a notice, and the next message still goes.
+	env.Send(portal, strings.Repeat("x", 4097))
+	h.waitEvent(portal, "the bot's notice that the message is too long", func(evt *event.Event) bool {
+		msg := message(evt)
+		return msg != nil && evt.Sender == env.Bot && strings.Contains(msg.Body, "message too long for Telegram")
+	})
+	h.sendContent(portal, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgFile, Body: "notes.txt", URL: "mxc://localhost/none"})
+	h.waitEvent(portal, "the bot's notice that files are not bridged", func(evt *event.Event) bool {
+		msg := message(evt)
+		return msg != nil && evt.Sender == env.Bot && strings.Contains(msg.Body, "unsupported message type")
+	})
+	env.Send(portal, "after the long one")
+	h.waitTelegram("the message after the long one", func(m tg.Message) bool { return m.Message == "after the long one" })
 
 	// Telegram -> Matrix: a delete.
 	fake.Delete(h.alice, first)

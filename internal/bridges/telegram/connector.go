@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -33,6 +34,19 @@ type Config struct {
 	DCAddress string `yaml:"dc_address"`
 	DCID      int    `yaml:"dc_id"`
 	PublicKey string `yaml:"public_key"`
+}
+
+// errNoApp is why a bridge without its application's api_id and api_hash
+// cannot log anyone in.
+var errNoApp = errors.New("the Telegram bridge has no api_id and api_hash: get them at https://my.telegram.org/apps, " +
+	"set network.api_id and network.api_hash in the bridge's config.yaml and restart it (matrixos bridge disable telegram, then enable)")
+
+// checkApp reports whether the application is configured.
+func (c Config) checkApp() error {
+	if c.APIID <= 0 || c.APIHash == "" {
+		return errNoApp
+	}
+	return nil
 }
 
 const exampleConfig = `# The application's api_id and api_hash from https://my.telegram.org/apps.

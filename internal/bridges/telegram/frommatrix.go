@@ -5,13 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gotd/td/tg"
 	"github.com/gotd/td/tgerr"
 	"go.mau.fi/util/variationselector"
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/database"
+	"maunium.net/go/mautrix/event"
 )
 
 var (
@@ -52,8 +55,39 @@ func telegramMessageID(msg *database.Message) (int, error) {
 	return id, nil
 }
 
+// maxMessageLength is the most characters Telegram takes in a message.
+const maxMessageLength = 4096
+
+var (
+	errTextTooLong = bridgev2.WrapErrorInStatus(fmt.Errorf("message too long for Telegram (at most %d characters)", maxMessageLength)).
+			WithErrorAsMessage().WithIsCertain(true).WithSendNotice(true).WithErrorReason(event.MessageStatusUnsupported)
+	errEmptyMessage = bridgev2.WrapErrorInStatus(errors.New("empty message")).
+			WithErrorAsMessage().WithIsCertain(true).WithSendNotice(false).WithErrorReason(event.MessageStatusUnsupported)
+)
+
+// refused is a Telegram error the user should see as a notice: the
+// message was not bridged, and retrying will not change that.
+func refused(what string, err error) error {
+	if _, ok := tgerr.As(err); !ok {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return bridgev2.WrapErrorInStatus(fmt.Errorf("Telegram refused the %s: %w", what, err)).
+		WithErrorAsMessage().WithIsCertain(true).WithSendNotice(true).WithErrorReason(event.MessageStatusGenericError)
+}
+
 // HandleMatrixMessage sends a Matrix message to the private chat.
 func (tc *Client) HandleMatrixMessage(ctx context.Context, msg *bridgev2.MatrixMessage) (*bridgev2.MatrixMessageResponse, error) {
+	switch msg.Content.MsgType {
+	case event.MsgText, event.MsgNotice, event.MsgEmote:
+	default:
+		return nil, bridgev2.ErrUnsupportedMessageType
+	}
+	switch n := utf8.RuneCountInString(msg.Content.Body); {
+	case n > maxMessageLength:
+		return nil, errTextTooLong
+	case strings.TrimSpace(msg.Content.Body) == "":
+		return nil, errEmptyMessage
+	}
 	peer, err := tc.peer(ctx, msg.Portal)
 	if err != nil {
 		return nil, err
@@ -70,7 +104,7 @@ func (tc *Client) HandleMatrixMessage(ctx context.Context, msg *bridgev2.MatrixM
 	}
 	result, err := withFloodWait(ctx, func() (tg.UpdatesClass, error) { return api.MessagesSendMessage(ctx, req) })
 	if err != nil {
-		return nil, fmt.Errorf("messages.sendMessage: %w", err)
+		return nil, refused("message", err)
 	}
 	sent, ok := result.(*tg.UpdateShortSentMessage)
 	if !ok {
@@ -93,6 +127,9 @@ func (tc *Client) HandleMatrixEdit(ctx context.Context, edit *bridgev2.MatrixEdi
 	if err != nil {
 		return err
 	}
+	if utf8.RuneCountInString(edit.Content.Body) > maxMessageLength {
+		return errTextTooLong
+	}
 	api, err := tc.client()
 	if err != nil {
 		return err
@@ -101,7 +138,7 @@ func (tc *Client) HandleMatrixEdit(ctx context.Context, edit *bridgev2.MatrixEdi
 		return api.MessagesEditMessage(ctx, &tg.MessagesEditMessageRequest{Peer: peer, ID: id, Message: edit.Content.Body})
 	})
 	if err != nil {
-		return fmt.Errorf("messages.editMessage: %w", err)
+		return refused("edit", err)
 	}
 	return nil
 }
@@ -120,7 +157,7 @@ func (tc *Client) HandleMatrixMessageRemove(ctx context.Context, msg *bridgev2.M
 		return api.MessagesDeleteMessages(ctx, &tg.MessagesDeleteMessagesRequest{Revoke: true, ID: []int{id}})
 	})
 	if err != nil {
-		return fmt.Errorf("messages.deleteMessages: %w", err)
+		return refused("delete", err)
 	}
 	// The answer moves the account's pts: hand it to the updates manager as
 	// the update it stands for, so that it sees no gap.
@@ -176,10 +213,7 @@ func (tc *Client) sendReaction(ctx context.Context, portal *bridgev2.Portal, tar
 		req.SetReaction([]tg.ReactionClass{&tg.ReactionEmoji{Emoticon: emoji}})
 	}
 	if _, err := withFloodWait(ctx, func() (tg.UpdatesClass, error) { return api.MessagesSendReaction(ctx, req) }); err != nil {
-		if tgerr.Is(err, "REACTION_INVALID") {
-			return fmt.Errorf("Telegram does not take %q as a reaction", emoji)
-		}
-		return fmt.Errorf("messages.sendReaction: %w", err)
+		return refused("reaction", err)
 	}
 	return nil
 }

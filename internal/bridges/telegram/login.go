@@ -49,6 +49,9 @@ func (c *Connector) CreateLogin(_ context.Context, user *bridgev2.User, flowID s
 	if flowID != loginFlowPhone {
 		return nil, fmt.Errorf("unknown login flow %q", flowID)
 	}
+	if err := c.Config.checkApp(); err != nil {
+		return nil, err
+	}
 	return &phoneLogin{connector: c, user: user}, nil
 }
 
@@ -103,6 +106,12 @@ func (l *phoneLogin) sendCode(ctx context.Context, phone string) (*bridgev2.Logi
 		return nil, err
 	}
 	sent, err := l.api.Auth().SendCode(ctx, phone, auth.SendCodeOptions{})
+	if rpcErr, ok := tgerr.As(err); ok && rpcErr.IsOneOf("PHONE_NUMBER_INVALID", "PHONE_NUMBER_BANNED", "PHONE_NUMBER_FLOOD") {
+		l.Cancel()
+		step, _ := l.Start(ctx)
+		step.Instructions = fmt.Sprintf("Telegram did not take %q (%s); enter the phone number again, in international format (+ and country code).", phone, rpcErr.Type)
+		return step, nil
+	}
 	if err != nil {
 		l.Cancel()
 		return nil, fmt.Errorf("Telegram did not send a code: %w", err)

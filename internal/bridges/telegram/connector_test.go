@@ -1,0 +1,46 @@
+package telegram
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// TestLoginNeedsApp: without the application's api_id and api_hash a login
+// is refused with what to set and where to get it, before any connection.
+func TestLoginNeedsApp(t *testing.T) {
+	for _, config := range []Config{{}, {APIID: 1}, {APIHash: "hash"}, {APIID: -1, APIHash: "hash"}} {
+		c := &Connector{Config: config}
+		_, err := c.CreateLogin(context.Background(), nil, loginFlowPhone)
+		if !errors.Is(err, errNoApp) || !strings.Contains(err.Error(), "my.telegram.org") {
+			t.Errorf("CreateLogin with %+v: %v, want errNoApp", config, err)
+		}
+	}
+	c := &Connector{Config: Config{APIID: 1, APIHash: "hash"}}
+	if _, err := c.CreateLogin(context.Background(), nil, loginFlowPhone); err != nil {
+		t.Errorf("CreateLogin with an app: %v", err)
+	}
+	if _, err := c.CreateLogin(context.Background(), nil, "qr"); err == nil {
+		t.Error("CreateLogin accepted an unknown flow")
+	}
+}
+
+// TestClientOptionsRefusesBadDC: a malformed data center address or key in
+// the config is an error naming the setting, not a panic.
+func TestClientOptionsRefusesBadDC(t *testing.T) {
+	for _, tc := range []struct {
+		config Config
+		want   string
+	}{
+		{Config{DCAddress: "no-port"}, "network.dc_address"},
+		{Config{DCAddress: "127.0.0.1:x"}, "network.dc_address port"},
+		{Config{DCAddress: "127.0.0.1:443"}, "network.public_key"},
+		{Config{DCAddress: "127.0.0.1:443", PublicKey: "-----BEGIN RSA PUBLIC KEY-----\nAAAA\n-----END RSA PUBLIC KEY-----\n"}, "network.public_key"},
+	} {
+		c := &Connector{Config: tc.config}
+		if _, err := c.clientOptions(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("clientOptions(%+v) = %v, want an error about %s", tc.config, err, tc.want)
+		}
+	}
+}
