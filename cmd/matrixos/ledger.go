@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/tidwall/gjson"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/matrixos/matrixos/internal/config"
@@ -23,7 +24,7 @@ import (
 // ledgerCmd runs "matrixos ledger prove|verify|key|enable|disable|status".
 func ledgerCmd(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: matrixos ledger prove|verify|key|enable|disable|status ...")
+		return errors.New("usage: matrixos ledger prove|verify|key|export|enable|disable|status ...")
 	}
 	sub, args := args[0], args[1:]
 	switch sub {
@@ -33,10 +34,12 @@ func ledgerCmd(args []string) error {
 		return ledgerVerify(args)
 	case "key":
 		return ledgerKey(args)
+	case "export":
+		return ledgerExport(args, os.Stdout)
 	case "enable", "disable", "status":
 		return ledgerRoom(sub, args, os.Stdout)
 	}
-	return fmt.Errorf("unknown ledger command %q: want prove, verify, key, enable, disable or status", sub)
+	return fmt.Errorf("unknown ledger command %q: want prove, verify, key, export, enable, disable or status", sub)
 }
 
 // ledgerProve writes the proof bundle of an event to standard output.
@@ -113,6 +116,9 @@ func ledgerVerify(args []string) error {
 	if trusted == "" {
 		return fmt.Errorf("%s: %w; pass --key with the key the server publishes (matrixos ledger key, or its /_matrixos/ledger/v1/events/key)", file, ledger.ErrNoTrustedKey)
 	}
+	if gjson.GetBytes(data, "format").String() == ledger.ExportFormat {
+		return verifyExport(file, data, trusted)
+	}
 	v, err := ledger.Verify(data, trusted)
 	if err != nil {
 		return fmt.Errorf("%s: invalid: %w", file, err)
@@ -120,6 +126,68 @@ func ledgerVerify(args []string) error {
 	fmt.Printf("valid: event %s of room %s (content hash %s) is entry %d of the log %s\n", v.Entry.EventID, v.Entry.RoomID, v.Entry.ContentHash, v.Index, v.Checkpoint.Origin)
 	fmt.Printf("checkpoint: %d entries, root %s, signed by %s\n", v.Checkpoint.Size, base64.StdEncoding.EncodeToString(v.Checkpoint.Root), v.Key)
 	return nil
+}
+
+// verifyExport checks a compliance export offline and says what it
+// proves.
+func verifyExport(file string, data []byte, trusted string) error {
+	v, err := ledger.VerifyExport(data, trusted)
+	if err != nil {
+		return fmt.Errorf("%s: invalid export: %w", file, err)
+	}
+	fmt.Printf("valid: %d events of room %s are in the log %s (contents checked: %d)\n", v.Events, v.RoomID, v.Checkpoint.Origin, v.Contents)
+	fmt.Printf("checkpoint: %d entries, root %s, signed by %s\n", v.Checkpoint.Size, base64.StdEncoding.EncodeToString(v.Checkpoint.Root), v.Key)
+	return nil
+}
+
+// ledgerExport writes a room's logged events with their inclusion proofs
+// against the latest checkpoint (and, with --contents, the events) to
+// standard output.
+func ledgerExport(args []string, out io.Writer) error {
+	var roomID string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		roomID, args = args[0], args[1:]
+	}
+	var contents bool
+	maxArgs := 0
+	if roomID == "" {
+		maxArgs = 1
+	}
+	flags, rest, err := parseFlags("ledger export", args, maxArgs, func(fs *flag.FlagSet) {
+		fs.BoolVar(&contents, "contents", false, "include each event as the server holds it (redacted ones redacted), checked against its entry by verify")
+	})
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		roomID = rest[0]
+	}
+	if !strings.HasPrefix(roomID, "!") {
+		return errors.New("usage: matrixos ledger export [--data DIR] [--contents] ROOM_ID (a room ID starts with !)")
+	}
+	cfg, vkey, err := ledgerConfig(flags)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	db, err := node.OpenDB(ctx, cfg, node.NewLogger(cfg, io.Discard))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	x, err := ledger.NewProver(db, node.LedgerDir(cfg), vkey).Export(ctx, roomID, ledger.ExportOptions{Contents: contents})
+	if errors.Is(err, ledger.ErrNotLogged) {
+		return fmt.Errorf("%w: no event of %s is in a checkpoint (its ledger is off, or the node has not appended yet)", err, roomID)
+	}
+	if err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(x, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = out.Write(append(b, '\n'))
+	return err
 }
 
 // ledgerKey prints the log's public key.

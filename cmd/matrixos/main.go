@@ -8,6 +8,7 @@
 //	matrixos ledger prove EVENT_ID    write an event's proof bundle (docs/ledger.md)
 //	matrixos ledger verify --key KEY FILE  check a proof bundle offline
 //	matrixos ledger key               print the ledger's public key
+//	matrixos ledger export ROOM_ID    write a room's logged events with their proofs
 //	matrixos ledger enable|disable|status ROOM_ID  a room's ledger, through the node's admin API
 //	matrixos bridge list|enable|disable|status NAME [--binary PROGRAM]
 //	matrixos version
@@ -76,6 +77,7 @@ func usage() {
   matrixos ledger prove EVENT_ID          write the event's proof bundle to standard output
   matrixos ledger verify --key KEY FILE   check a proof bundle offline (exit 0: valid)
   matrixos ledger key                     print the ledger's public key
+  matrixos ledger export [--contents] ROOM_ID  a room's logged events with their proofs (verify checks it)
   matrixos ledger enable|disable ROOM_ID  turn a room's ledger on or off (admin token in $MATRIXOS_ADMIN_TOKEN)
   matrixos ledger status ROOM_ID          whether a room's ledger is on
   matrixos bridge list|status NAME        the bridges and their health

@@ -36,7 +36,9 @@
 // Serve publishes the log read-only as C2SP tlog-tiles under
 // /_matrixos/ledger/v1/events/ (checkpoint, tile/...), with the log's
 // public note key at .../key; ProofRoute answers a room member's request
-// for an event's proof bundle, which Verify checks offline.
+// for an event's proof bundle, which Verify checks offline. Prover.Export
+// bundles a room's logged events with their proofs against one checkpoint
+// (a compliance export), which VerifyExport checks offline.
 //
 // KeysLog is a second log, of identity keys: each change of a local user's
 // device keys or cross-signing keys (see its documentation). The node
