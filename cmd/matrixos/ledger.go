@@ -70,6 +70,8 @@ func ledgerProve(args []string) error {
 	defer db.Close()
 	b, err := ledger.NewProver(db, node.LedgerDir(cfg), vkey).Prove(ctx, eventID)
 	switch {
+	case errors.Is(err, ledger.ErrBackfilled):
+		return fmt.Errorf("%s: %w", eventID, err)
 	case errors.Is(err, ledger.ErrNotLogged):
 		return fmt.Errorf("%s: %w (its room's ledger was off, or the node has not appended it yet)", eventID, err)
 	case errors.Is(err, ledger.ErrNotCheckpointed):

@@ -31,7 +31,9 @@
 // follower reads again from the mark, and the entries Tessera integrated
 // after it (a crash between the append and the mark) are recognised and
 // not appended twice. Backfilled history (negative positions) is not
-// logged: this node did not accept it as it happened.
+// logged: this node did not accept it as it happened, so its place in the
+// log would claim an order it does not have; a proof request for it is
+// ErrBackfilled.
 //
 // Serve publishes the log read-only as C2SP tlog-tiles under
 // /_matrixos/ledger/v1/events/ (checkpoint, tile/...), with the log's

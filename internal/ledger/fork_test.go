@@ -2,7 +2,11 @@ package ledger_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +14,8 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/config"
+	"github.com/matrixos/matrixos/internal/ledger"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
@@ -96,4 +102,41 @@ func TestToggleThatLostResolutionSwitchesNothing(t *testing.T) {
 	wantNotLogged(t, b, bob, room, after)
 	fromB := testnode.SendText(t, bob, room, "B after the split")
 	wantNotLogged(t, b, bob, room, fromB)
+}
+
+// TestBackfilledHistoryNotLogged: B, logging every room, joins alice's
+// room on A after its first messages; bob paging back makes B fetch them
+// (backfill). They stay out of B's log, and asking for a proof of one says
+// why (backfilled history) rather than only "not in the ledger"; bob's own
+// message after the join is logged.
+func TestBackfilledHistoryNotLogged(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca, func(c *config.Config) { c.Ledger = "all" })
+	alice, bob := a.Register("alice"), b.Register("bob")
+	room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	var before []id.EventID
+	for i := range 5 {
+		before = append(before, testnode.SendText(t, alice, room, fmt.Sprint("before bob ", i)))
+	}
+	if _, err := bob.JoinRoom(ctx, string(room), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatalf("bob joins: %v", err)
+	}
+	if _, err := bob.Messages(ctx, room, "", "", mautrix.DirectionBackward, nil, 50); err != nil {
+		t.Fatalf("bob pages back: %v", err)
+	}
+	ev, err := b.Rooms.Event(ctx, before[0])
+	if err != nil || !ev.Backfilled() {
+		t.Fatalf("alice's first message on B: %+v, %v; want it backfilled", ev, err)
+	}
+	wantNotLogged(t, b, bob, room, before[0])
+	if _, err := b.Ledger.Prover().Prove(ctx, string(before[0])); !errors.Is(err, ledger.ErrBackfilled) {
+		t.Fatalf("proof of a backfilled event: %v, want ErrBackfilled", err)
+	}
+	r := testnode.Call(t, bob, "GET", proofPath(room, before[0]), nil).Want(t, http.StatusNotFound, "M_NOT_FOUND")
+	if !strings.Contains(string(r.Body), "backfill") {
+		t.Fatalf("the proof endpoint's answer for a backfilled event: %s", r.Body)
+	}
+	wantLogged(t, b, bob, room, testnode.SendText(t, bob, room, "after the join"))
 }

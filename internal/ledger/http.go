@@ -142,6 +142,8 @@ func (l *Log) serveProof(r *http.Request, sess *accounts.Session, engine *rooms.
 	}
 	b, err := l.proveWhenCheckpointed(ctx, ev)
 	switch {
+	case errors.Is(err, ErrBackfilled):
+		return nil, mxhttp.NotFound("event %s is not in the ledger: %v", eventID, err)
 	case errors.Is(err, ErrNotLogged):
 		return nil, mxhttp.NotFound("event %s is not in the ledger (the room's ledger was off, or the event is not appended yet)", eventID)
 	case errors.Is(err, ErrNotCheckpointed):

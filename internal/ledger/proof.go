@@ -50,6 +50,12 @@ var (
 	// ErrNotLogged answers a proof request for an event the log does not
 	// hold (yet).
 	ErrNotLogged = errors.New("the event is not in the ledger")
+	// ErrBackfilled answers a proof request for an event of backfilled
+	// history (fetched from other servers, from before this server joined
+	// or from a gap), which the log leaves out: this server did not accept
+	// it as it happened, so its place in the log would say nothing of when
+	// it was sent. It is an ErrNotLogged.
+	ErrBackfilled = fmt.Errorf("%w: it is history this server fetched from other servers (backfill), which the ledger does not log", ErrNotLogged)
 	// ErrNotCheckpointed answers a proof request for an entry that no
 	// checkpoint covers yet (one is signed within a second).
 	ErrNotCheckpointed = errors.New("the event is not in a signed checkpoint yet")
@@ -74,12 +80,26 @@ func (p *Prover) Index(ctx context.Context, eventID string) (uint64, error) {
 	var idx int64
 	err := p.db.QueryRow(ctx, "SELECT log_index FROM ledger_entries WHERE event_id = $1", eventID).Scan(&idx)
 	if errors.Is(err, errNoRows) {
-		return 0, ErrNotLogged
+		return 0, p.notLogged(ctx, eventID)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("ledger index of %s: %w", eventID, err)
 	}
 	return uint64(idx), nil
+}
+
+// notLogged says why an event is not logged: ErrBackfilled for backfilled
+// history (a negative stream position), ErrNotLogged otherwise.
+func (p *Prover) notLogged(ctx context.Context, eventID string) error {
+	var pos int64
+	err := p.db.QueryRow(ctx, "SELECT pos FROM events WHERE event_id = $1", eventID).Scan(&pos)
+	switch {
+	case err == nil && pos < 0:
+		return ErrBackfilled
+	case err != nil && !errors.Is(err, errNoRows):
+		return fmt.Errorf("read event %s: %w", eventID, err)
+	}
+	return ErrNotLogged
 }
 
 // Prove returns the proof bundle of an event against the latest checkpoint.
