@@ -335,3 +335,52 @@ func TestTelegramBridgeEndToEnd(t *testing.T) {
 	h.waitSyncs(syncs + 1)
 	env.WaitMessage(portal, h.aliceMX, "sent while the bridge was down")
 }
+
+// login logs mia in from a DM with the bot and waits until the bridge's
+// client receives her updates.
+func (h *harness) login() {
+	h.t.Helper()
+	dm := h.env.DM()
+	h.env.WaitMessage(dm, h.env.Bot, "management room")
+	h.command(dm, "login", "Please enter your Phone number")
+	h.command(dm, "+15550001", "Please enter your Code")
+	h.command(dm, telegramfake.LoginCode, "Logged in to Telegram as Mia Example")
+	h.waitSyncs(1)
+}
+
+// TestTelegramBasicGroup bridges a basic group mia is in: its portal is
+// named after the group with its members as ghosts, a member's message
+// arrives from their ghost, and a Matrix message reaches the group.
+func TestTelegramBasicGroup(t *testing.T) {
+	h := newHarness(t)
+	env, fake := h.env, h.fake
+	bob := fake.AddUser("+15550003", "Bob", "Builder")
+	bobMX := id.NewUserID("telegram_"+strconv.FormatInt(bob, 10), env.Node.Config.ServerName)
+	chat := fake.AddGroup("Book club", h.alice, h.mia, bob)
+	h.login()
+
+	fake.TypeInGroup(h.alice, chat, "hello book club")
+	portal := env.WaitPortal("Book club")
+	env.WaitMessage(portal, h.aliceMX, "hello book club")
+	members, err := env.Admin.JoinedMembers(context.Background(), portal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ghost := range []id.UserID{h.aliceMX, bobMX} {
+		if _, ok := members.Joined[ghost]; !ok {
+			t.Errorf("%s is not in the group's portal: %v", ghost, members.Joined)
+		}
+	}
+
+	env.Send(portal, "hello from Matrix")
+	deadline := time.Now().Add(bridgetest.Timeout)
+	for !slices.ContainsFunc(fake.GroupMessages(bob, chat), func(m tg.Message) bool {
+		from, ok := m.FromID.(*tg.PeerUser)
+		return m.Message == "hello from Matrix" && ok && from.UserID == h.mia
+	}) {
+		if time.Now().After(deadline) {
+			t.Fatalf("bob never got the Matrix message from mia: %+v", fake.GroupMessages(bob, chat))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 	"github.com/gotd/td/telegram/updates/hook"
 	"github.com/gotd/td/tg"
 	"maunium.net/go/mautrix/bridgev2"
-	"maunium.net/go/mautrix/bridgev2/database"
 	"maunium.net/go/mautrix/bridgev2/networkid"
 	"maunium.net/go/mautrix/bridgev2/status"
 	"maunium.net/go/mautrix/event"
@@ -170,26 +168,6 @@ func (tc *Client) user(ctx context.Context, id int64) (*tg.User, error) {
 	return nil, fmt.Errorf("Telegram knows no user %d", id)
 }
 
-// GetChatInfo describes a private chat: a DM with the other user's ghost.
-func (tc *Client) GetChatInfo(ctx context.Context, portal *bridgev2.Portal) (*bridgev2.ChatInfo, error) {
-	peer, err := parsePortalID(portal.ID)
-	if err != nil {
-		return nil, err
-	}
-	roomType := database.RoomTypeDM
-	return &bridgev2.ChatInfo{
-		Type: &roomType,
-		Members: &bridgev2.ChatMemberList{
-			IsFull:      true,
-			OtherUserID: ghostID(peer),
-			Members: []bridgev2.ChatMember{
-				{EventSender: bridgev2.EventSender{IsFromMe: true, Sender: ghostID(tc.selfID()), SenderLogin: tc.login.ID}, Membership: event.MembershipJoin},
-				{EventSender: bridgev2.EventSender{Sender: ghostID(peer)}, Membership: event.MembershipJoin},
-			},
-		},
-	}, nil
-}
-
 // GetUserInfo names a ghost after the Telegram user.
 func (tc *Client) GetUserInfo(ctx context.Context, ghost *bridgev2.Ghost) (*bridgev2.UserInfo, error) {
 	id, err := strconv.ParseInt(string(ghost.ID), 10, 64)
@@ -215,18 +193,6 @@ func (tc *Client) GetCapabilities(context.Context, *bridgev2.Portal) *event.Room
 		Reaction:      event.CapLevelFullySupported,
 		ReactionCount: 1,
 	}
-}
-
-func (tc *Client) portalKey(peer int64) networkid.PortalKey {
-	return networkid.PortalKey{ID: networkid.PortalID("user:" + strconv.FormatInt(peer, 10)), Receiver: tc.login.ID}
-}
-
-func parsePortalID(id networkid.PortalID) (int64, error) {
-	rest, ok := strings.CutPrefix(string(id), "user:")
-	if !ok {
-		return 0, fmt.Errorf("portal ID %q is not a private chat", id)
-	}
-	return strconv.ParseInt(rest, 10, 64)
 }
 
 func ghostID(user int64) networkid.UserID {

@@ -23,19 +23,6 @@ var (
 	_ bridgev2.ReactionHandlingNetworkAPI  = (*Client)(nil)
 )
 
-// peer is the Telegram peer of a private chat's portal.
-func (tc *Client) peer(ctx context.Context, portal *bridgev2.Portal) (*tg.InputPeerUser, error) {
-	peerID, err := parsePortalID(portal.ID)
-	if err != nil {
-		return nil, err
-	}
-	u, err := tc.user(ctx, peerID)
-	if err != nil {
-		return nil, err
-	}
-	return &tg.InputPeerUser{UserID: u.ID, AccessHash: u.AccessHash}, nil
-}
-
 // client is the running gotd client's API.
 func (tc *Client) client() (*tg.Client, error) {
 	tc.mu.Lock()

@@ -77,35 +77,36 @@ func (tc *Client) recoverPanic(what string, cleanup func()) {
 	}
 }
 
-// privatePeer is the other user of a private chat's message (0 for a
-// message of a group or channel).
-func privatePeer(m *tg.Message) int64 {
-	peer, ok := m.PeerID.(*tg.PeerUser)
-	if !ok {
-		return 0
-	}
-	return peer.UserID
-}
-
-// senderOf is who sent a private chat's message.
+// senderOf is who sent a message: the account itself for an outgoing
+// one, else the user it is from (in a private chat, the other user).
 func (tc *Client) senderOf(m *tg.Message) bridgev2.EventSender {
-	from := privatePeer(m)
-	if m.Out {
+	from := int64(0)
+	switch {
+	case m.Out:
 		from = tc.selfID()
+	case m.FromID != nil:
+		if user, ok := m.FromID.(*tg.PeerUser); ok {
+			from = user.UserID
+		}
+	default:
+		if user, ok := m.PeerID.(*tg.PeerUser); ok {
+			from = user.UserID
+		}
 	}
 	return bridgev2.EventSender{IsFromMe: m.Out, Sender: ghostID(from), SenderLogin: tc.login.ID}
 }
 
-// queueMessage hands a private message to bridgev2.
+// queueMessage hands a message of a private chat or basic group to
+// bridgev2.
 func (tc *Client) queueMessage(m *tg.Message) {
-	peer := privatePeer(m)
-	if peer == 0 {
+	key, ok := tc.portalKey(m.PeerID)
+	if !ok {
 		return
 	}
 	tc.login.QueueRemoteEvent(&simplevent.Message[*tg.Message]{
 		EventMeta: simplevent.EventMeta{
 			Type:         bridgev2.RemoteEventMessage,
-			PortalKey:    tc.portalKey(peer),
+			PortalKey:    key,
 			Sender:       tc.senderOf(m),
 			CreatePortal: true,
 			Timestamp:    time.Unix(int64(m.Date), 0),
@@ -121,8 +122,8 @@ func (tc *Client) queueMessage(m *tg.Message) {
 // its sender (the account's ghost) not being the Matrix user who sent the
 // message.
 func (tc *Client) queueEdit(m *tg.Message) {
-	peer := privatePeer(m)
-	if peer == 0 {
+	key, ok := tc.portalKey(m.PeerID)
+	if !ok {
 		return
 	}
 	edited := time.Unix(int64(m.Date), 0)
@@ -132,7 +133,7 @@ func (tc *Client) queueEdit(m *tg.Message) {
 	tc.login.QueueRemoteEvent(&simplevent.Message[*tg.Message]{
 		EventMeta: simplevent.EventMeta{
 			Type:      bridgev2.RemoteEventEdit,
-			PortalKey: tc.portalKey(peer),
+			PortalKey: key,
 			Sender:    tc.senderOf(m),
 			Timestamp: edited,
 		},
@@ -173,11 +174,11 @@ func (tc *Client) queueDeletes(ctx context.Context, ids []int) error {
 	return nil
 }
 
-// queueReactions hands a private message's reactions to bridgev2 as the
-// full list: who reacted with what (one emoji each), so reactions taken
-// back disappear too.
+// queueReactions hands a message's reactions to bridgev2 as the full
+// list: who reacted with what (one emoji each), so reactions taken back
+// disappear too.
 func (tc *Client) queueReactions(u *tg.UpdateMessageReactions) {
-	peer, ok := u.Peer.(*tg.PeerUser)
+	key, ok := tc.portalKey(u.Peer)
 	if !ok {
 		return
 	}
@@ -201,7 +202,7 @@ func (tc *Client) queueReactions(u *tg.UpdateMessageReactions) {
 	tc.login.QueueRemoteEvent(&simplevent.ReactionSync{
 		EventMeta: simplevent.EventMeta{
 			Type:      bridgev2.RemoteEventReactionSync,
-			PortalKey: tc.portalKey(peer.UserID),
+			PortalKey: key,
 			Timestamp: time.Now(),
 		},
 		TargetMessage: messageID(u.MsgID),

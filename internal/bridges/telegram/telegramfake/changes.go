@@ -70,22 +70,20 @@ func (a *account) find(id int) (*tg.Message, int64) {
 // neither counted nor replayed by getDifference).
 type update func(owner int64, m *tg.Message, pts int) tg.UpdateClass
 
-// change applies f to both sides' copies of message msgID of from's private
-// chat, logs and pushes each side's update, and returns the caller's (the
+// change applies f to every copy of message msgID of one of from's chats, logs and pushes each side's update, and returns the caller's (the
 // side whose session is caller, which gets it as its call's answer rather
 // than pushed; caller 0 is the fake typing, which pushes to both).
 func (s *Server) change(from int64, msgID int, ptsCount int, caller int64, f func(m *tg.Message) error, build update) (tg.UpdateClass, error) {
 	s.mu.Lock()
-	m, peer := s.state[from].find(msgID)
-	if m == nil {
+	if m, _ := s.state[from].find(msgID); m == nil {
 		s.mu.Unlock()
 		return nil, tgerr.New(400, "MESSAGE_ID_INVALID")
 	}
 	var own tg.UpdateClass
 	var pushes []func()
-	now := int(time.Now().Unix())
-	for _, owner := range []int64{from, peer} {
-		acc := s.state[owner]
+	// Message IDs are the fake's, unique across chats: every account with
+	// the ID has a copy of the message.
+	for owner, acc := range s.state {
 		copy, _ := acc.find(msgID)
 		if copy == nil {
 			continue
@@ -104,7 +102,7 @@ func (s *Server) change(from int64, msgID int, ptsCount int, caller int64, f fun
 			continue
 		}
 		if session, online := s.live[owner]; online {
-			updates := &tg.Updates{Updates: []tg.UpdateClass{u}, Users: s.allUsersLocked(owner), Date: now}
+			updates := s.updatesLocked(owner, u)
 			pushes = append(pushes, func() { s.push(session, updates) })
 		}
 	}
@@ -258,5 +256,5 @@ func (s *Server) sendReaction(c call) (bin.Encoder, error) {
 func (s *Server) answer(user int64, u tg.UpdateClass) *tg.Updates {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return &tg.Updates{Updates: []tg.UpdateClass{u}, Users: s.allUsersLocked(user), Date: int(time.Now().Unix())}
+	return s.updatesLocked(user, u)
 }

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -54,8 +55,21 @@ type Server struct {
 	state    map[int64]*account       // per-user pts and message log
 	floods   map[uint32]int           // request type -> FLOOD_WAIT seconds to answer once
 	synced   map[int64]int            // user -> updates.getState/getDifference calls
+	chats    map[int64]*group         // basic groups
 	nextUser int64
+	nextChat int64
 	nextMsg  int
+}
+
+// group is a basic group: its title and members.
+type group struct {
+	title   string
+	members []int64
+}
+
+// chat is the group as Telegram describes it.
+func (g *group) chat(id int64) *tg.Chat {
+	return &tg.Chat{ID: id, Title: g.title, Photo: &tg.ChatPhotoEmpty{}, ParticipantsCount: len(g.members), Date: 1, Version: 1}
 }
 
 // account is a user's update state: their pts and every update so far
@@ -88,7 +102,9 @@ func New(t testing.TB) *Server {
 		state:    map[int64]*account{},
 		floods:   map[uint32]int{},
 		synced:   map[int64]int{},
+		chats:    map[int64]*group{},
 		nextUser: 1000,
+		nextChat: 500,
 	}
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -167,6 +183,29 @@ func (s *Server) Type(from, to int64, text string) int {
 	return s.send(context.Background(), from, to, text, 0)
 }
 
+// AddGroup creates a basic group with a title and members and returns its ID.
+func (s *Server) AddGroup(title string, members ...int64) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nextChat++
+	s.chats[s.nextChat] = &group{title: title, members: members}
+	return s.nextChat
+}
+
+// TypeInGroup sends text from a member to a basic group, as if typed in a
+// Telegram app, and returns the message ID.
+func (s *Server) TypeInGroup(from, chat int64, text string) int {
+	s.mu.Lock()
+	sides := s.groupSidesLocked(chat)
+	s.mu.Unlock()
+	return s.deliver(context.Background(), from, sides, text, 0)
+}
+
+// GroupMessages returns a basic group's messages as a member sees them.
+func (s *Server) GroupMessages(user, chat int64) []tg.Message {
+	return s.Messages(user, -chat)
+}
+
 // Reply sends text from one user to another in reply to a message of
 // their chat, as if typed in a Telegram app, and returns the message ID.
 func (s *Server) Reply(from, to int64, replyTo int, text string) int {
@@ -182,7 +221,8 @@ func (s *Server) Syncs(user int64) int {
 	return s.synced[user]
 }
 
-// Messages returns the private chat between two users as the first one sees it.
+// Messages returns the private chat between two users as the first one
+// sees it.
 func (s *Server) Messages(user, peer int64) []tg.Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -200,6 +240,7 @@ func (s *Server) register(d *tgtest.Dispatcher) {
 	d.HandleFunc(tg.UpdatesGetStateRequestTypeID, s.handle(s.getState))
 	d.HandleFunc(tg.UpdatesGetDifferenceRequestTypeID, s.handle(s.getDifference))
 	d.HandleFunc(tg.MessagesSendMessageRequestTypeID, s.handle(s.sendMessage))
+	d.HandleFunc(tg.MessagesGetFullChatRequestTypeID, s.handle(s.getFullChat))
 	d.HandleFunc(tg.MessagesEditMessageRequestTypeID, s.handle(s.editMessage))
 	d.HandleFunc(tg.MessagesDeleteMessagesRequestTypeID, s.handle(s.deleteMessages))
 	d.HandleFunc(tg.MessagesSendReactionRequestTypeID, s.handle(s.sendReaction))
@@ -361,7 +402,33 @@ func (s *Server) getDifference(c call) (bin.Encoder, error) {
 		NewMessages:  messages,
 		OtherUpdates: others,
 		Users:        s.allUsersLocked(c.user),
+		Chats:        s.chatsOfLocked(c.user),
 		State:        state,
+	}, nil
+}
+
+func (s *Server) getFullChat(c call) (bin.Encoder, error) {
+	if c.user == 0 {
+		return nil, errUnauthorized
+	}
+	var r tg.MessagesGetFullChatRequest
+	if err := r.Decode(c.req.Buf); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g, ok := s.chats[r.ChatID]
+	if !ok || !slices.Contains(g.members, c.user) {
+		return nil, tgerr.New(400, "CHAT_ID_INVALID")
+	}
+	participants := &tg.ChatParticipants{ChatID: r.ChatID, Version: 1}
+	for _, member := range g.members {
+		participants.Participants = append(participants.Participants, &tg.ChatParticipant{UserID: member, InviterID: g.members[0], Date: 1})
+	}
+	return &tg.MessagesChatFull{
+		FullChat: &tg.ChatFull{ID: r.ChatID, Participants: participants},
+		Chats:    []tg.ChatClass{g.chat(r.ChatID)},
+		Users:    s.allUsersLocked(c.user),
 	}, nil
 }
 
@@ -373,51 +440,89 @@ func (s *Server) sendMessage(c call) (bin.Encoder, error) {
 	if err := r.Decode(c.req.Buf); err != nil {
 		return nil, err
 	}
-	peer, ok := r.Peer.(*tg.InputPeerUser)
-	if !ok {
-		return nil, tgerr.New(400, "PEER_ID_INVALID")
-	}
-	s.mu.Lock()
-	target, ok := s.users[peer.UserID]
-	valid := ok && target.AccessHash == peer.AccessHash
-	s.mu.Unlock()
-	if !valid {
-		return nil, tgerr.New(400, "PEER_ID_INVALID")
-	}
 	replyTo := 0
 	if reply, ok := r.ReplyTo.(*tg.InputReplyToMessage); ok {
 		replyTo = reply.ReplyToMsgID
 	}
-	id := s.send(c.req.RequestCtx, c.user, peer.UserID, r.Message, replyTo)
+	var id int
+	switch peer := r.Peer.(type) {
+	case *tg.InputPeerUser:
+		s.mu.Lock()
+		target, ok := s.users[peer.UserID]
+		valid := ok && target.AccessHash == peer.AccessHash
+		s.mu.Unlock()
+		if !valid {
+			return nil, tgerr.New(400, "PEER_ID_INVALID")
+		}
+		id = s.send(c.req.RequestCtx, c.user, peer.UserID, r.Message, replyTo)
+	case *tg.InputPeerChat:
+		s.mu.Lock()
+		g, ok := s.chats[peer.ChatID]
+		if !ok || !slices.Contains(g.members, c.user) {
+			s.mu.Unlock()
+			return nil, tgerr.New(400, "CHAT_ID_INVALID")
+		}
+		sides := s.groupSidesLocked(peer.ChatID)
+		s.mu.Unlock()
+		id = s.deliver(c.req.RequestCtx, c.user, sides, r.Message, replyTo)
+	default:
+		return nil, tgerr.New(400, "PEER_ID_INVALID")
+	}
 	s.mu.Lock()
 	pts := s.state[c.user].pts
 	s.mu.Unlock()
 	return &tg.UpdateShortSentMessage{Out: true, ID: id, Pts: pts, PtsCount: 1, Date: int(time.Now().Unix())}, nil
 }
 
-// send stores a private message in both users' histories, logs an
-// updateNewMessage for each with its pts, and pushes the recipient's (the
-// sender learns of theirs from the call's answer, or when the fake types).
+// send stores a private message in both users' histories; see deliver.
 func (s *Server) send(ctx context.Context, from, to int64, text string, replyTo int) int {
+	return s.deliver(ctx, from, []side{
+		{owner: from, peer: &tg.PeerUser{UserID: to}, key: to},
+		{owner: to, peer: &tg.PeerUser{UserID: from}, key: from},
+	}, text, replyTo)
+}
+
+// side is one account's view of a conversation: the peer its messages
+// name and the key of its history.
+type side struct {
+	owner int64
+	peer  tg.PeerClass
+	key   int64
+}
+
+// groupSidesLocked are the members' views of a basic group (history key
+// -chat).
+func (s *Server) groupSidesLocked(chat int64) []side {
+	var out []side
+	for _, member := range s.chats[chat].members {
+		out = append(out, side{owner: member, peer: &tg.PeerChat{ChatID: chat}, key: -chat})
+	}
+	return out
+}
+
+// deliver stores a message in each side's history, logs an
+// updateNewMessage for each with its pts, and pushes them (the sender
+// learns of theirs from the call's answer, or when the fake types).
+func (s *Server) deliver(ctx context.Context, from int64, sides []side, text string, replyTo int) int {
 	s.mu.Lock()
 	s.nextMsg++
 	id := s.nextMsg
 	now := int(time.Now().Unix())
 	var pushes []func()
-	for _, side := range []struct{ owner, peer int64 }{{from, to}, {to, from}} {
+	for _, side := range sides {
 		acc := s.state[side.owner]
-		msg := &tg.Message{ID: id, Out: side.owner == from, PeerID: &tg.PeerUser{UserID: side.peer}, Date: now, Message: text}
+		msg := &tg.Message{ID: id, Out: side.owner == from, PeerID: side.peer, Date: now, Message: text}
 		msg.SetFromID(&tg.PeerUser{UserID: from})
 		if replyTo != 0 {
 			msg.SetReplyTo(&tg.MessageReplyHeader{ReplyToMsgID: replyTo})
 		}
-		acc.history[side.peer] = append(acc.history[side.peer], msg)
+		acc.history[side.key] = append(acc.history[side.key], msg)
 		acc.pts++
 		update := &tg.UpdateNewMessage{Message: msg, Pts: acc.pts, PtsCount: 1}
 		acc.log = append(acc.log, logged{pts: acc.pts, update: update})
 		session, online := s.live[side.owner]
 		if online && (side.owner != from || ctx == context.Background()) {
-			updates := &tg.Updates{Updates: []tg.UpdateClass{update}, Users: s.allUsersLocked(side.owner), Date: now}
+			updates := s.updatesLocked(side.owner, update)
 			pushes = append(pushes, func() { s.push(session, updates) })
 		}
 	}
@@ -426,6 +531,22 @@ func (s *Server) send(ctx context.Context, from, to int64, text string, replyTo 
 		push()
 	}
 	return id
+}
+
+// updatesLocked wraps updates for a user with the users and chats they name.
+func (s *Server) updatesLocked(owner int64, updates ...tg.UpdateClass) *tg.Updates {
+	return &tg.Updates{Updates: updates, Users: s.allUsersLocked(owner), Chats: s.chatsOfLocked(owner), Date: int(time.Now().Unix())}
+}
+
+// chatsOfLocked are the basic groups a user is a member of.
+func (s *Server) chatsOfLocked(user int64) []tg.ChatClass {
+	var out []tg.ChatClass
+	for id, g := range s.chats {
+		if slices.Contains(g.members, user) {
+			out = append(out, g.chat(id))
+		}
+	}
+	return out
 }
 
 // push sends updates the server originates to a session, with a message ID
