@@ -11,7 +11,7 @@ TIMEOUT  ?= 30m
 FUZZTIME ?= 10s
 BIN      ?= bin/matrixos
 
-.PHONY: all run build test js-deps vet fuzz-short
+.PHONY: all run build test js-deps vet fuzz-short perf-figures bench-dendrite
 
 all: build
 
@@ -51,6 +51,22 @@ js-deps:
 	else \
 	  echo "WARNING: npm not found; the matrix-js-sdk tests in tests/js will be skipped (install Node.js and npm, or set MATRIXOS_REQUIRE_JS=1 to make that a failure)" >&2; \
 	fi
+
+## perf-figures: reproduce every figure of docs/performance.md's summary (and
+## the side-by-side run against Dendrite when it is installed); ARGS="--quick"
+## for a shorter check. Run it on a quiet machine.
+perf-figures:
+	scripts/perf-figures.sh $(ARGS)
+
+## bench-dendrite: the load tool against Matrix OS and Dendrite 0.13.8 in one
+## interleaved run, printing the ratios ($$MATRIXOS_DENDRITE or the binary
+## .ci/run installs); binaries built under /tmp
+DENDRITE ?= $(or $(MATRIXOS_DENDRITE),$(HOME)/.cache/matrixos/dendrite-v0.13.8/dendrite)
+bench-dendrite:
+	$(GO) build -tags $(TAGS) -o /tmp/matrixos-bench-bin/matrixos ./cmd/matrixos
+	$(GO) build -o /tmp/matrixos-bench-bin/matrixos-bench ./cmd/matrixos-bench
+	/tmp/matrixos-bench-bin/matrixos-bench --spawn /tmp/matrixos-bench-bin/matrixos --versus $(DENDRITE) \
+	  --scenario send,wakeup --messages 50 --iterations 50 --runs 3 --settle-timeout 60s $(ARGS)
 
 vet:
 	$(GO) vet -tags $(TAGS) ./...

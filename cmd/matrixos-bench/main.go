@@ -12,6 +12,8 @@
 //	longpoll     C concurrent long-polling /sync connections, all woken by one send
 //
 // With --pid (or --spawn) it also reports the server's RSS, idle and peak.
+// With --spawn and --versus DENDRITE it starts both servers and runs the
+// scenarios against each in turn, printing the ratios of their figures.
 // Every loop is bounded in count and by --duration; it talks only to
 // loopback addresses unless --allow-remote is given.
 //
@@ -19,6 +21,7 @@
 //
 //	matrixos-bench --spawn ./bin/matrixos --scenario all
 //	matrixos-bench --url http://127.0.0.1:8008 --pid $(pidof matrixos) --scenario send --json
+//	matrixos-bench --spawn ./bin/matrixos --versus ~/.cache/matrixos/dendrite-v0.13.8/dendrite --runs 3
 package main
 
 import (
@@ -63,6 +66,7 @@ type options struct {
 	Password       string
 	JSON           bool
 	Spawn          string
+	Versus         string
 	SpawnArgs      []string
 	AllowRemote    bool
 	Pprof          string
@@ -101,6 +105,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.Password, "password", "bench-Password-1", "password of the registered users")
 	fs.BoolVar(&o.JSON, "json", false, "print one JSON object per scenario on stdout (the table goes to stderr)")
 	fs.StringVar(&o.Spawn, "spawn", "", "start this matrixos binary on a temporary data directory and measure it (start-up time, RSS)")
+	fs.StringVar(&o.Versus, "versus", "", "a Dendrite binary: start it too and run the scenarios against both, interleaved, printing the ratios (needs --spawn)")
 	fs.Func("spawn-arg", "extra argument for the spawned node (repeatable), e.g. --spawn-arg=--metrics-listen=127.0.0.1:9108", func(s string) error {
 		o.SpawnArgs = append(o.SpawnArgs, s)
 		return nil
@@ -156,6 +161,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.Duration <= 0 {
 		return nil, errors.New("--duration must be positive")
 	}
+	if o.Versus != "" && o.Spawn == "" {
+		return nil, errors.New("--versus needs --spawn: both servers are started by the tool")
+	}
 	return o, nil
 }
 
@@ -199,6 +207,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, o.Duration)
 	defer cancel()
+	if o.Versus != "" {
+		return runVersus(ctx, o, args, stdout, stderr)
+	}
 
 	b := &bench{o: o, log: stderr, hc: newHTTPClient(), runID: randomID()}
 	var results []*result

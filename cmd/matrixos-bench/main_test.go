@@ -56,6 +56,8 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"--register", "shared-secret"}, "needs --shared-secret"},
 		{[]string{"--register", "magic"}, "want open or shared-secret"},
 		{[]string{"--senders", "0"}, "--senders"},
+		{[]string{"--versus", "/bin/dendrite"}, "needs --spawn"},
+		{[]string{"--versus", "/bin/dendrite", "--spawn", "/bin/matrixos"}, ""},
 	}
 	for _, tt := range tests {
 		_, err := parseFlags(tt.args, &bytes.Buffer{})
@@ -201,6 +203,40 @@ func TestFigures(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "median of 3 run(s)) on AMD EPYC, 2 cores") {
 		t.Errorf("no machine line:\n%s", out.String())
+	}
+}
+
+// TestRatios: a side-by-side run's figures are paired by scenario,
+// parameters and metric across the two servers, CPU per operation
+// included, as medians and their ratio; a figure of one server only is
+// left out.
+func TestRatios(t *testing.T) {
+	run := func(server string, eps, cpu float64) *result {
+		r := &result{Scenario: "send", Params: map[string]any{"senders": 8, "server": server}}
+		r.add("throughput_eps", eps, "events/s")
+		r.add("cpu_ms_per_op", cpu, "ms/event")
+		r.add("load_before", 1, "")
+		return r
+	}
+	only := &result{Scenario: "rss", Params: map[string]any{"server": "matrixos"}}
+	only.add("idle_mib", 30, "MiB")
+	var out bytes.Buffer
+	writeRatios(&out, figureConditions{Machine: machine{CPU: "AMD EPYC", Cores: 2}, Command: "matrixos-bench --versus d"}, []*result{
+		run("matrixos", 1000, 0.5), run("dendrite", 100, 5), run("dendrite", 300, 4),
+		run("matrixos", 800, 0.4), run("matrixos", 900, 0.6), run("dendrite", 200, 6), only,
+	}, "matrixos", "dendrite")
+	for _, want := range []string{
+		"| send senders=8 | throughput_eps | 900 events/s | 200 events/s | 0.22 |",
+		"| send senders=8 | cpu_ms_per_op | 0.50 ms/event | 5 ms/event | 10.00 |",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("ratios:\n%s\nwant the line\n%s", out.String(), want)
+		}
+	}
+	for _, unwanted := range []string{"load_before", "idle_mib", "server=dendrite"} {
+		if strings.Contains(out.String(), unwanted) {
+			t.Errorf("ratios print %s:\n%s", unwanted, out.String())
+		}
 	}
 }
 

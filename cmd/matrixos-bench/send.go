@@ -85,10 +85,12 @@ func (b *bench) send(ctx context.Context) ([]*result, error) {
 		r.Note = join(r.Note, fmt.Sprintf("unread count did not reach %d within %v", s.N, b.o.SettleTimeout))
 	}
 	if b.o.PID != 0 {
-		c0, _ := cpuTime(b.o.PID)
+		c0, err0 := cpuTime(b.o.PID)
 		time.Sleep(time.Second)
-		c1, _ := cpuTime(b.o.PID)
-		r.add("server_cpu_after_pct", float64(int((c1-c0).Seconds()*1000))/10, "%cpu")
+		c1, err1 := cpuTime(b.o.PID)
+		if err0 == nil && err1 == nil {
+			r.add("server_cpu_after_pct", float64(int((c1-c0).Seconds()*1000))/10, "%cpu")
+		}
 	}
 	waitProfile()
 	return []*result{r}, nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"syscall"
@@ -53,36 +52,7 @@ func spawnNode(ctx context.Context, binary, sharedSecret string, extra []string)
 	cmd := exec.Command(binary, args...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	s := &spawned{cmd: cmd, dir: dir, URL: "http://" + addr}
-	hc := &http.Client{Timeout: time.Second}
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("start %s: %w", binary, err)
-	}
-	s.PID = cmd.Process.Pid
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	deadline := time.After(60 * time.Second)
-	for {
-		if versions(ctx, hc, s.URL) == nil {
-			s.Startup = time.Since(start)
-			go func() { <-exited }()
-			return s, nil
-		}
-		select {
-		case err := <-exited:
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("%s exited during start-up: %v", binary, err)
-		case <-deadline:
-			s.stop()
-			return nil, fmt.Errorf("%s did not answer /versions within 60s", binary)
-		case <-ctx.Done():
-			s.stop()
-			return nil, ctx.Err()
-		case <-time.After(time.Millisecond):
-		}
-	}
+	return startAndWait(ctx, cmd, dir, "http://"+addr, 60*time.Second)
 }
 
 // stop ends the node (SIGTERM, then SIGKILL) and removes its data.
