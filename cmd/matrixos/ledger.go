@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/tidwall/gjson"
+	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/matrixos/matrixos/internal/config"
@@ -92,6 +93,9 @@ func ledgerProve(args []string) error {
 func ledgerVerify(args []string) error {
 	fs := flag.NewFlagSet("ledger verify", flag.ContinueOnError)
 	key := fs.String("key", "", "the log's public key (as \"matrixos ledger key\" prints it or the server's .../events/key path serves it, or a file holding it) that must have signed the checkpoint (required)")
+	var witnesses witnessFlag
+	fs.Var(&witnesses, "witness", "a witness's cosignature key (as \"matrixos ledger key --witness\" prints it on the witness's node, or its federation listener serves at /_matrixos/ledger/v1/witness/key), or a file holding it; repeat it for each witness")
+	threshold := fs.Int("threshold", 0, "how many of the --witness keys must have cosigned the checkpoint (default: all of them)")
 	var file string
 	if len(args) > 0 && (args[0] == "-" || !strings.HasPrefix(args[0], "-")) {
 		file, args = args[0], args[1:]
@@ -119,14 +123,20 @@ func ledgerVerify(args []string) error {
 		return fmt.Errorf("%s: %w; pass --key with the key the server publishes (matrixos ledger key, or its /_matrixos/ledger/v1/events/key)", file, ledger.ErrNoTrustedKey)
 	}
 	if gjson.GetBytes(data, "format").String() == ledger.ExportFormat {
+		if len(witnesses) > 0 || *threshold != 0 {
+			return fmt.Errorf("%s: an export's checkpoint is not checked against witnesses (--witness is for proof bundles)", file)
+		}
 		return verifyExport(file, data, trusted)
 	}
-	v, err := ledger.Verify(data, trusted)
+	v, err := verifyBundle(data, trusted, witnesses, *threshold)
 	if err != nil {
 		return fmt.Errorf("%s: invalid: %w", file, err)
 	}
 	fmt.Printf("valid: event %s of room %s (content hash %s) is entry %d of the log %s\n", v.Entry.EventID, v.Entry.RoomID, v.Entry.ContentHash, v.Index, v.Checkpoint.Origin)
 	fmt.Printf("checkpoint: %d entries, root %s, signed by %s\n", v.Checkpoint.Size, base64.StdEncoding.EncodeToString(v.Checkpoint.Root), v.Key)
+	if len(witnesses) > 0 {
+		fmt.Printf("cosigned by %d of the %d witnesses given: %s\n", len(v.Witnesses), len(witnesses), strings.Join(v.Witnesses, ", "))
+	}
 	return nil
 }
 
@@ -192,18 +202,74 @@ func ledgerExport(args []string, out io.Writer) error {
 	return err
 }
 
-// ledgerKey prints the log's public key.
+// verifyBundle checks a bundle against the log key and, when witness keys
+// are given, at least threshold of their cosignatures (all of them for 0).
+func verifyBundle(data []byte, trusted string, witnesses []string, threshold int) (*ledger.Verified, error) {
+	if len(witnesses) == 0 {
+		if threshold != 0 {
+			return nil, errors.New("--threshold needs --witness keys")
+		}
+		return ledger.Verify(data, trusted)
+	}
+	if threshold == 0 {
+		threshold = len(witnesses)
+	}
+	return ledger.VerifyWitnessed(data, trusted, witnesses, threshold)
+}
+
+// witnessFlag collects the --witness keys: a key, or a file holding one.
+type witnessFlag []string
+
+func (w *witnessFlag) String() string { return strings.Join(*w, ",") }
+
+func (w *witnessFlag) Set(v string) error {
+	if _, err := fnote.NewVerifierForCosignatureV1(v); err == nil {
+		*w = append(*w, v)
+		return nil
+	}
+	b, err := os.ReadFile(v)
+	if err != nil {
+		return fmt.Errorf("%q is neither a witness key (NAME+HASH+KEY) nor a readable file: %w", v, err)
+	}
+	*w = append(*w, strings.TrimSpace(string(b)))
+	return nil
+}
+
+// ledgerKey prints the log's public key, or with --witness the node's
+// witness key.
 func ledgerKey(args []string) error {
-	flags, _, err := parseFlags("ledger key", args, 0, nil)
+	var witness bool
+	flags, _, err := parseFlags("ledger key", args, 0, func(fs *flag.FlagSet) {
+		fs.BoolVar(&witness, "witness", false, "print the key this node's witness cosigns other servers' checkpoints with, which \"matrixos ledger verify --witness\" takes")
+	})
 	if err != nil {
 		return err
 	}
-	_, vkey, err := ledgerConfig(flags)
+	cfg, vkey, err := ledgerConfig(flags)
 	if err != nil {
 		return err
+	}
+	if witness {
+		if vkey, err = witnessKey(cfg); err != nil {
+			return err
+		}
 	}
 	fmt.Println(vkey)
 	return nil
+}
+
+// witnessKey returns the cosignature key of the node's witness, derived
+// from its signing key (ledger.DeriveWitnessKey).
+func witnessKey(cfg config.Config) (string, error) {
+	_, nodeKey, err := node.LoadOrCreateKey(cfg.DataDir)
+	if err != nil {
+		return "", err
+	}
+	key, err := ledger.DeriveWitnessKey(nodeKey)
+	if err != nil {
+		return "", err
+	}
+	return ledger.WitnessPublicKey(ledger.WitnessName(cfg.ServerName), key.Public().(ed25519.PublicKey))
 }
 
 // ledgerConfig loads the config of an existing node's data directory and

@@ -42,6 +42,15 @@
 // bundles a room's logged events with their proofs against one checkpoint
 // (a compliance export), which VerifyExport checks offline.
 //
+// Witness makes the node a witness of other servers' logs (C2SP
+// tlog-witness over the federation listener, X-Matrix authenticated): it
+// cosigns (C2SP tlog-cosignature) a checkpoint only when it is consistent
+// with the last one it cosigned for that log, which it keeps in the
+// database, and raises an Alert on a fork. StartCosigning has the node's
+// own checkpoints cosigned by the servers it shares ledger rooms with and
+// publishes the cosigned checkpoint, which proof bundles carry and
+// VerifyWitnessed checks.
+//
 // KeysLog is a second log, of identity keys: each change of a local user's
 // device keys or cross-signing keys (see its documentation). The node
 // keeps it only when the ledger_keys setting is on, as its public tiles

@@ -111,6 +111,8 @@ type Log struct {
 
 	wake         chan struct{}
 	stopFollower func()
+	// stopCosigner stops asking witnesses (see StartCosigning).
+	stopCosigner func()
 }
 
 // mark is how far the follower has come: the stream position up to which
@@ -227,6 +229,9 @@ func resignOnNewKey(dir, vkey string, log *slog.Logger) {
 // Close stops the follower, waits until every appended entry is in a
 // checkpoint and stops Tessera.
 func (l *Log) Close(ctx context.Context) error {
+	if l.stopCosigner != nil {
+		l.stopCosigner()
+	}
 	if l.stopFollower != nil {
 		l.stopFollower()
 	}

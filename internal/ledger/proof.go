@@ -7,9 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
+	fnote "github.com/transparency-dev/formats/note"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/tessera/api/layout"
@@ -122,13 +126,16 @@ func (p *Prover) Prove(ctx context.Context, eventID string) (*Bundle, error) {
 // latest checkpoint.
 func (p *Prover) ProveIndex(ctx context.Context, idx uint64) (*Bundle, error) {
 	fetch := client.FileFetcher{Root: p.dir}
-	raw, err := fetch.ReadCheckpoint(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read ledger checkpoint: %w", err)
-	}
-	cp, err := OpenCheckpoint(raw, p.key)
-	if err != nil {
-		return nil, fmt.Errorf("ledger checkpoint: %w", err)
+	raw, cp, err := p.witnessedCheckpoint()
+	if err != nil || idx >= cp.Size {
+		raw, err = fetch.ReadCheckpoint(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read ledger checkpoint: %w", err)
+		}
+		cp, err = OpenCheckpoint(raw, p.key)
+		if err != nil {
+			return nil, fmt.Errorf("ledger checkpoint: %w", err)
+		}
 	}
 	if idx >= cp.Size {
 		return nil, ErrNotCheckpointed
@@ -149,6 +156,27 @@ func (p *Prover) ProveIndex(ctx context.Context, idx uint64) (*Bundle, error) {
 		Format: BundleFormat, LogKey: p.key, Checkpoint: string(raw),
 		Index: idx, Entry: string(entries), InclusionProof: hashes,
 	}, nil
+}
+
+// witnessedCheckpoint reads the latest checkpoint witnesses cosigned (see
+// WitnessedCheckpointPath); an error when there is none.
+func (p *Prover) witnessedCheckpoint() ([]byte, *Checkpoint, error) {
+	raw, err := os.ReadFile(filepath.Join(p.dir, WitnessedCheckpointPath))
+	if err != nil {
+		return nil, nil, err
+	}
+	cp, err := OpenCheckpoint(raw, p.key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return raw, cp, nil
+}
+
+// Cosigned reports whether a bundle's checkpoint carries cosignatures
+// (signatures besides the log's).
+func (b *Bundle) Cosigned() bool {
+	_, sigs, _ := strings.Cut(b.Checkpoint, "\n\n")
+	return strings.Count(sigs, "\n") > 1
 }
 
 // ConsistencyProof returns the proof that the tree of size smaller is a
@@ -223,6 +251,9 @@ type Verified struct {
 	Index      uint64
 	Checkpoint Checkpoint
 	Key        string
+	// Witnesses are the names of the trusted witnesses that cosigned the
+	// checkpoint (VerifyWitnessed only).
+	Witnesses []string
 }
 
 // ErrNoTrustedKey answers a verification without a trusted key: the key a
@@ -268,4 +299,52 @@ func Verify(data []byte, trustedKey string) (*Verified, error) {
 		return nil, fmt.Errorf("the entry at index %d is not in the checkpoint's tree: %w", b.Index, err)
 	}
 	return &Verified{Entry: entry, Index: b.Index, Checkpoint: *cp, Key: key}, nil
+}
+
+// ErrTooFewWitnesses answers a verification whose checkpoint fewer of the
+// trusted witnesses cosigned than the threshold asks.
+var ErrTooFewWitnesses = errors.New("the checkpoint is not cosigned by enough of the trusted witnesses")
+
+// VerifyWitnessed is Verify that also requires the bundle's checkpoint to
+// carry valid cosignatures (C2SP tlog-cosignature) by at least threshold
+// of the witnesses, given by their cosignature verifier keys (a node
+// publishes its own at /_matrixos/ledger/v1/witness/key on its federation
+// listener; matrixos ledger key prints it). Verified.Witnesses names those
+// that cosigned.
+func VerifyWitnessed(data []byte, trustedKey string, witnesses []string, threshold int) (*Verified, error) {
+	v, err := Verify(data, trustedKey)
+	if err != nil {
+		return nil, err
+	}
+	witnesses = slices.Compact(slices.Sorted(slices.Values(witnesses)))
+	if threshold < 1 || threshold > len(witnesses) {
+		return nil, fmt.Errorf("a threshold of %d witnesses out of the %d given keys", threshold, len(witnesses))
+	}
+	verifiers := make([]note.Verifier, len(witnesses))
+	for i, key := range witnesses {
+		if verifiers[i], err = fnote.NewVerifierForCosignatureV1(key); err != nil {
+			return nil, fmt.Errorf("witness key %q: %w", key, err)
+		}
+	}
+	var b Bundle
+	if err := json.Unmarshal(data, &b); err != nil {
+		return nil, fmt.Errorf("not a proof bundle: %w", err)
+	}
+	n, err := note.Open([]byte(b.Checkpoint), note.VerifierList(verifiers...))
+	var unverified *note.UnverifiedNoteError
+	switch {
+	case errors.As(err, &unverified):
+		// no trusted witness cosigned it
+	case err != nil:
+		return nil, fmt.Errorf("checkpoint cosignatures: %w", err)
+	default:
+		for _, s := range n.Sigs {
+			v.Witnesses = append(v.Witnesses, s.Name)
+		}
+	}
+	v.Witnesses = slices.Compact(slices.Sorted(slices.Values(v.Witnesses)))
+	if len(v.Witnesses) < threshold {
+		return nil, fmt.Errorf("%w: cosigned by %d (%s), %d required", ErrTooFewWitnesses, len(v.Witnesses), strings.Join(v.Witnesses, ", "), threshold)
+	}
+	return v, nil
 }

@@ -75,6 +75,9 @@ type Node struct {
 	// LedgerKeys is the identity keys transparency log; nil unless
 	// ledger_keys is on.
 	LedgerKeys *ledger.KeysLog
+	// Witness cosigns other servers' ledger checkpoints; nil without
+	// federation.
+	Witness *ledger.Witness
 	// Bridges runs the enabled bridges (internal/bridges).
 	Bridges *bridges.Manager
 	// Contracts runs the WebAssembly contracts attached to rooms
@@ -134,6 +137,7 @@ func migrations() []storage.Migration {
 		appservice.QueueMigrations,
 		appservice.DirectoryMigrations,
 		ledger.Migrations,
+		ledger.WitnessMigrations,
 		contracts.Migrations,
 		bridges.Migrations,
 		nodeMigrations,
@@ -280,6 +284,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 			return nil, err
 		}
 		n.wireFederation()
+		if err := n.wireWitness(ctx, key); err != nil {
+			n.Ledger.Close(ctx)
+			n.DB.Close()
+			return nil, err
+		}
 	}
 
 	n.registry = prometheus.NewRegistry()
@@ -288,6 +297,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.registry.MustRegister(httpRequests, httpDuration)
 	if n.Federation != nil {
 		n.registry.MustRegister(n.Federation.Outbox.Collectors()...)
+		n.registry.MustRegister(n.Witness.Collectors()...)
 	}
 	n.registry.MustRegister(n.AppserviceQueue.Collectors()...)
 	n.registry.MustRegister(n.Bridges.Collectors()...)
