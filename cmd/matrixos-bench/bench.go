@@ -28,6 +28,7 @@ type bench struct {
 	setupPeak int64 // RSS peak while registering users
 	startRSS  int64 // RSS when the scenarios began
 	profiled  bool  // a CPU profile has been taken
+	ledgerRun int   // ledger scenarios run so far (their order alternates)
 }
 
 func (b *bench) logf(format string, args ...any) {
@@ -42,6 +43,8 @@ func (b *bench) usersNeeded(runs int) int {
 		switch s {
 		case "send":
 			n += (1 + b.o.Senders) * runs
+		case "ledger":
+			n += 2 * (1 + b.o.Senders) * runs
 		case "wakeup", "sliding":
 			n += 2 * runs
 		case "fanout":

@@ -193,6 +193,11 @@ func (c *client) createRoom(ctx context.Context, preset string) (string, error) 
 	return out.RoomID, err
 }
 
+// setState sends a state event with the empty state key.
+func (c *client) setState(ctx context.Context, roomID, evType string, content any) error {
+	return c.do(ctx, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/state/"+url.PathEscape(evType)+"/", content, nil)
+}
+
 // join joins a room.
 func (c *client) join(ctx context.Context, roomID string) error {
 	return c.do(ctx, "POST", "/_matrix/client/v3/join/"+url.PathEscape(roomID), map[string]any{}, nil)

@@ -10,6 +10,7 @@
 //	fanout       one room, U members long-polling: time until each has a message
 //	initialsync  initial /sync of a user in R rooms with H events each
 //	longpoll     C concurrent long-polling /sync connections, all woken by one send
+//	ledger       send twice side by side: rooms without and with Matrix OS's ledger
 //
 // With --pid (or --spawn) it also reports the server's RSS, idle and peak.
 // With --spawn and --versus DENDRITE it starts both servers and runs the
@@ -85,7 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("matrixos-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.URL, "url", "http://127.0.0.1:8008", "homeserver base URL (ignored with --spawn)")
-	scenario := fs.String("scenario", "all", "comma-separated: send, wakeup, fanout, initialsync, longpoll, sliding; all is the first four")
+	scenario := fs.String("scenario", "all", "comma-separated: send, wakeup, fanout, initialsync, longpoll, sliding, ledger (send without and with the ledger, side by side); all is the first four")
 	fs.IntVar(&o.Senders, "senders", 8, "send: concurrent senders (K)")
 	fs.IntVar(&o.Messages, "messages", 500, "send: messages per sender (N)")
 	fs.IntVar(&o.SendRooms, "send-rooms", 1, "send: rooms the senders are spread over (every sender is in every room and sends into them in turn)")
@@ -129,7 +130,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		switch s {
 		case "all":
 			o.Scenarios = append(o.Scenarios, allScenarios...)
-		case "send", "wakeup", "fanout", "initialsync", "longpoll", "sliding":
+		case "send", "wakeup", "fanout", "initialsync", "longpoll", "sliding", "ledger":
 			o.Scenarios = append(o.Scenarios, s)
 		default:
 			return nil, fmt.Errorf("unknown scenario %q", s)
@@ -323,6 +324,8 @@ func (b *bench) runScenarios(ctx context.Context) []*result {
 		switch s {
 		case "send":
 			rs, err = b.send(ctx)
+		case "ledger":
+			rs, err = b.sendLedger(ctx)
 		case "wakeup":
 			rs, err = b.wakeup(ctx)
 		case "fanout":

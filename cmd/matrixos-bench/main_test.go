@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -156,6 +158,61 @@ func TestRunAgainstNode(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "| send messages=5 rooms=2 senders=2 | throughput_eps |") {
 		t.Errorf("no figure line for the send throughput on stderr:\n%s", stderr.String())
+	}
+}
+
+// TestLedgerScenario: the ledger scenario runs send into rooms without
+// and with the ledger on the same node, in alternating order over the
+// runs, and the node logs the second kind's messages only.
+func TestLedgerScenario(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node")
+	}
+	n := testnode.Start(t, testnode.SQLite)
+	var stdout, stderr bytes.Buffer
+	args := []string{"--url", n.URL, "--json", "--senders", "2", "--send-rooms", "2", "--messages", "5",
+		"--settle-timeout", "5s", "--scenario", "ledger", "--runs", "2"}
+	if err := run(args, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+	var order []string
+	sc := bufio.NewScanner(&stdout)
+	for sc.Scan() {
+		var line struct {
+			Scenario string             `json:"scenario"`
+			Errors   int                `json:"errors"`
+			Metrics  map[string]float64 `json:"metrics"`
+			Note     string             `json:"note"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			t.Fatalf("bad JSON line %q: %v", sc.Text(), err)
+		}
+		if line.Errors != 0 || line.Metrics["events"] != 10 {
+			t.Errorf("%s: %d errors (%s), metrics %v", line.Scenario, line.Errors, line.Note, line.Metrics)
+		}
+		order = append(order, line.Scenario)
+	}
+	if want := []string{"send", "send_ledger", "send_ledger", "send"}; !slices.Equal(order, want) {
+		t.Fatalf("scenarios %v, want %v", order, want)
+	}
+	for {
+		more, err := n.Ledger.Step(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !more {
+			break
+		}
+	}
+	size, err := n.Ledger.Size(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two runs into 2 rooms with the ledger on, each room's toggle, its 2
+	// senders' joins and 5 messages from each: 32 entries; the rooms
+	// without it add none.
+	if size != 32 {
+		t.Errorf("the log holds %d entries, want 32 (the ledger rooms' toggles, joins and messages)", size)
 	}
 }
 

@@ -16,6 +16,37 @@ import (
 // rooms' creator (who sends nothing) must already see every message
 // counted in its unread notifications.
 func (b *bench) send(ctx context.Context) ([]*result, error) {
+	return b.sendInto(ctx, false)
+}
+
+// ledgerStateType is Matrix OS's state event that turns a room's ledger on
+// (docs/ledger.md); other servers keep it as any other state.
+const ledgerStateType = "org.matrixos.ledger"
+
+// sendLedger runs send twice on the same server, side by side: into rooms
+// without the ledger and into rooms whose creator turned it on (the
+// scenarios send and send_ledger). The order alternates from run to run,
+// so neither always runs on the warmer server.
+func (b *bench) sendLedger(ctx context.Context) ([]*result, error) {
+	order := []bool{false, true}
+	if b.ledgerRun%2 == 1 {
+		order = []bool{true, false}
+	}
+	b.ledgerRun++
+	var out []*result
+	for _, on := range order {
+		rs, err := b.sendInto(ctx, on)
+		out = append(out, rs...)
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// sendInto is the send scenario, in rooms with the ledger on when ledger
+// is set (reported as send_ledger).
+func (b *bench) sendInto(ctx context.Context, ledger bool) ([]*result, error) {
 	k, n := b.o.Senders, b.o.Messages
 	users := b.take(1 + k)
 	owner, senders := users[0], users[1:]
@@ -25,6 +56,11 @@ func (b *bench) send(ctx context.Context) ([]*result, error) {
 		if err != nil {
 			return nil, err
 		}
+		if ledger {
+			if err := owner.setState(ctx, room, ledgerStateType, map[string]any{"enabled": true}); err != nil {
+				return nil, fmt.Errorf("turn the ledger on: %w", err)
+			}
+		}
 		rooms[i] = room
 	}
 	err := parallel(ctx, k*len(rooms), b.o.Concurrency, func(i int) error {
@@ -33,10 +69,14 @@ func (b *bench) send(ctx context.Context) ([]*result, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.logf("send: %d senders x %d messages into %d room(s)", k, n, len(rooms))
+	scenario := "send"
+	if ledger {
+		scenario = "send_ledger"
+	}
+	b.logf("%s: %d senders x %d messages into %d room(s)", scenario, k, n, len(rooms))
 
 	win := b.measure(ctx)
-	waitProfile := b.profile(ctx, "send")
+	waitProfile := b.profile(ctx, scenario)
 	lat := &latencies{}
 	var errs atomic.Int64
 	var firstErr atomic.Value
@@ -60,7 +100,7 @@ func (b *bench) send(ctx context.Context) ([]*result, error) {
 	}
 	wg.Wait()
 	wall := time.Since(start)
-	r := &result{Scenario: "send", Params: map[string]any{"senders": k, "messages": n, "rooms": len(rooms)}, Errors: int(errs.Load())}
+	r := &result{Scenario: scenario, Params: map[string]any{"senders": k, "messages": n, "rooms": len(rooms)}, Errors: int(errs.Load())}
 	if e := firstErr.Load(); e != nil {
 		r.Note = "first error: " + e.(string)
 	}
