@@ -10,7 +10,11 @@
 # and recorded, and figures taken above 0.5 are for comparison only.
 #
 # Usage: scripts/perf-figures.sh [--quick] [--no-dendrite] [--out DIR]
-#   --quick        fewer messages per run (for a check; about 5 minutes)
+#   --quick        fewer messages per run (for a check: 11.5 minutes at load
+#                  average 20 to 30 on two cores, less on a quiet machine)
+# Each step is capped (--duration: 6, 2, 2 and 4 minutes), so the whole run
+# ends within about 15 minutes plus the build; a step cut short says so in
+# figures.md.
 #   --no-dendrite  skip the side-by-side run
 #   --out DIR      where the results go (default /tmp/matrixos-perf-DATE)
 # Dendrite is $MATRIXOS_DENDRITE, ~/.cache/matrixos/dendrite-v0.13.8/dendrite
@@ -80,9 +84,9 @@ step() {
 }
 
 # The summary's three commands (docs/performance.md, "Summary").
-step all 8m --spawn "$node" --users 50,200 --runs 3 --messages "$messages" --iterations "$iterations"
-step send32x50 3m --spawn "$node" --scenario send --senders 32 --send-rooms 50 --messages "$messages32" --runs 3
-step send32 3m --spawn "$node" --scenario send --senders 32 --messages "$messages32" --runs 3
+step all 6m --spawn "$node" --users 50,200 --runs 3 --messages "$messages" --iterations "$iterations"
+step send32x50 2m --spawn "$node" --scenario send --senders 32 --send-rooms 50 --messages "$messages32" --runs 3
+step send32 2m --spawn "$node" --scenario send --senders 32 --messages "$messages32" --runs 3
 
 if [ "$dendrite" = 1 ]; then
 	dbin=${MATRIXOS_DENDRITE:-}
