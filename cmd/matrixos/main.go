@@ -10,6 +10,7 @@
 //	matrixos ledger key               print the ledger's public key
 //	matrixos ledger export ROOM_ID    write a room's logged events with their proofs
 //	matrixos ledger enable|disable|status ROOM_ID  a room's ledger, through the node's admin API
+//	matrixos contract replay ROOM_ID  rerun a room's contracts from the log (docs/contracts.md)
 //	matrixos bridge list|enable|disable|status NAME [--binary PROGRAM]
 //	matrixos version
 //	matrixos config                   print the effective configuration
@@ -44,6 +45,8 @@ func main() {
 		err = appserviceCmd(args)
 	case "ledger":
 		err = ledgerCmd(args)
+	case "contract":
+		err = contractCmd(args, os.Stdout)
 	case "bridge":
 		err = bridgeCmd(args)
 	case "version":
@@ -80,6 +83,7 @@ func usage() {
   matrixos ledger export [--contents] ROOM_ID  a room's logged events with their proofs (verify checks it)
   matrixos ledger enable|disable ROOM_ID  turn a room's ledger on or off (admin token in $MATRIXOS_ADMIN_TOKEN)
   matrixos ledger status ROOM_ID          whether a room's ledger is on
+  matrixos contract replay ROOM_ID        rerun a room's contracts from the log; every result must match
   matrixos bridge list|status NAME        the bridges and their health
   matrixos bridge enable|disable NAME     start or stop a bridge (--binary PROGRAM: an external one)
   matrixos version

@@ -125,8 +125,13 @@ func (s *Service) Upload(ctx context.Context, wasm []byte, by id.UserID) (string
 
 // Module returns an uploaded module's bytes.
 func (s *Service) Module(ctx context.Context, hash string) ([]byte, error) {
+	return LoadModule(ctx, s.opts.DB, hash)
+}
+
+// LoadModule reads an uploaded module's bytes from the database.
+func LoadModule(ctx context.Context, db *storage.DB, hash string) ([]byte, error) {
 	var b64 string
-	err := s.opts.DB.QueryRow(ctx, "SELECT wasm FROM contract_modules WHERE hash = $1", hash).Scan(&b64)
+	err := db.QueryRow(ctx, "SELECT wasm FROM contract_modules WHERE hash = $1", hash).Scan(&b64)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("contract module %s is not uploaded", hash)
 	}
@@ -325,6 +330,11 @@ func (s *Service) handle(ctx context.Context, ev storedEvent) error {
 			continue
 		}
 		out, err := s.run(ctx, ev, a)
+		if ctx.Err() != nil {
+			// Stopping: the call did not end by itself, so it sends and
+			// keeps nothing; the next start runs it again.
+			return ctx.Err()
+		}
 		if err != nil {
 			s.opts.Log.Error("contracts: run", "room_id", ev.roomID, "attachment", a.Name, "event_id", ev.eventID, "err", err)
 			continue

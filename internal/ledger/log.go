@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/tessera"
 	"github.com/transparency-dev/tessera/api/layout"
 	"github.com/transparency-dev/tessera/client"
@@ -287,7 +290,37 @@ func (l *Log) Size(ctx context.Context) (uint64, error) {
 // Entries reads the entries [0, size) of the log, in order (a replay of
 // the contracts reads its inputs and results from them).
 func (l *Log) Entries(ctx context.Context, size uint64) ([]Entry, error) {
-	return readEntries(ctx, client.FileFetcher{Root: l.opts.Dir}.ReadEntryBundle, 0, size, size)
+	return ReadEntries(ctx, l.opts.Dir, size)
+}
+
+// ReadEntries reads the entries [0, size) of the events log in dir, in
+// order, without opening it for appends (the commands use it).
+func ReadEntries(ctx context.Context, dir string, size uint64) ([]Entry, error) {
+	return readEntries(ctx, client.FileFetcher{Root: dir}.ReadEntryBundle, 0, size, size)
+}
+
+// CheckedEntries reads every entry of the checkpoint's tree from the
+// events log in dir and checks that they make its root.
+func CheckedEntries(ctx context.Context, dir string, cp *Checkpoint) ([]Entry, error) {
+	entries, err := ReadEntries(ctx, dir, cp.Size)
+	if err != nil {
+		return nil, err
+	}
+	rf := compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
+	r := rf.NewEmptyRange(0)
+	for _, e := range entries {
+		if err := r.Append(rfc6962.DefaultHasher.HashLeaf(e.Marshal()), nil); err != nil {
+			return nil, err
+		}
+	}
+	root, err := r.GetRootHash(nil)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(root, cp.Root) {
+		return nil, fmt.Errorf("the entries of %s do not make the checkpoint's root: the log was changed", dir)
+	}
+	return entries, nil
 }
 
 // appendBatch adds entries to the log in order and waits until all are
