@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"maunium.net/go/mautrix/id"
 
@@ -326,6 +327,9 @@ func (s *Service) getEvent(w http.ResponseWriter, r *http.Request, sess *account
 }
 
 func (s *Service) getMembers(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
+	if roomID, err := mxhttp.RoomIDParam(r); err == nil && s.rooms.Membership(sess.UserID, roomID) == "join" {
+		s.awaitFullState(r, roomID)
+	}
 	roomID, upTo, err := s.visibleRoom(r, sess)
 	if err != nil {
 		return nil, err
@@ -357,6 +361,19 @@ func (s *Service) getMembers(w http.ResponseWriter, r *http.Request, sess *accou
 	return map[string]any{"chunk": out}, nil
 }
 
+// MembersWaitForFullState bounds how long /members and /joined_members
+// wait for a room joined with partial state to get its full state; after
+// that they answer the members known so far.
+var MembersWaitForFullState = 30 * time.Second
+
+// awaitFullState waits, at most MembersWaitForFullState, until the room's
+// state is complete (it is partial after a join with members omitted).
+func (s *Service) awaitFullState(r *http.Request, roomID id.RoomID) {
+	ctx, cancel := context.WithTimeout(r.Context(), MembersWaitForFullState)
+	defer cancel()
+	s.rooms.AwaitFullState(ctx, roomID)
+}
+
 func (s *Service) getJoinedMembers(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
 	roomID, err := mxhttp.RoomIDParam(r)
 	if err != nil {
@@ -365,6 +382,7 @@ func (s *Service) getJoinedMembers(w http.ResponseWriter, r *http.Request, sess 
 	if s.rooms.Membership(sess.UserID, roomID) != "join" {
 		return nil, mxhttp.Forbidden("you are not in this room")
 	}
+	s.awaitFullState(r, roomID)
 	evs, err := s.rooms.CurrentState(r.Context(), roomID)
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"maunium.net/go/mautrix/federation"
@@ -36,8 +37,10 @@ func (s *Service) viaServers(via []string) []string {
 
 // JoinRemote joins a local user to a room through the first of via that
 // lets it in: make_join, the template signed with the extra content keys
-// added (displayname, reason, ...), send_join (v2, all members), and the
-// answer's state imported into the room engine. The last server's error
+// added (displayname, reason, ...), send_join (v2; with omit_members for
+// a room new here, which is then usable at once with partial state while
+// its members are fetched in the background), and the answer's state
+// imported into the room engine. The last server's error
 // is returned when none does.
 func (s *Service) JoinRemote(ctx context.Context, user id.UserID, roomID id.RoomID, via []string, content map[string]any) error {
 	servers := s.viaServers(via)
@@ -77,7 +80,11 @@ func (s *Service) joinVia(ctx context.Context, server string, user id.UserID, ro
 	if err != nil {
 		return err
 	}
-	resp, err := s.Client.SendJoin(ctx, &federation.ReqSendJoin{RoomID: roomID, EventID: evID, Event: signed, Via: server})
+	// A room new here is joined with partial state: the answer leaves out
+	// the other members, which are fetched once the room is usable.
+	_, known := s.rooms.Version(ctx, roomID)
+	omit := errors.Is(known, rooms.ErrNoRoom) && !s.FullStateJoins
+	resp, err := s.Client.SendJoin(ctx, &federation.ReqSendJoin{RoomID: roomID, EventID: evID, Event: signed, Via: server, OmitMembers: omit})
 	if err != nil {
 		return fmt.Errorf("send_join: %w", err)
 	}
@@ -88,6 +95,15 @@ func (s *Service) joinVia(ctx context.Context, server string, user id.UserID, ro
 			return fmt.Errorf("send_join: %s answered event %s, not the join %s it was sent", server, got, evID)
 		}
 		join = resp.Event
+	}
+	if resp.MembersOmitted {
+		if !omit {
+			return fmt.Errorf("send_join: %s omitted the members, which were not asked to be", server)
+		}
+		if _, err := s.rooms.ImportPartialJoin(ctx, server, version, join, resp.State, resp.AuthChain, resp.ServersInRoom); err != nil {
+			return fmt.Errorf("import the joined room: %w", err)
+		}
+		return nil
 	}
 	if _, err := s.rooms.ImportJoin(ctx, server, version, join, resp.State, resp.AuthChain); err != nil {
 		return fmt.Errorf("import the joined room: %w", err)

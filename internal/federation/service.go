@@ -65,6 +65,10 @@ type Service struct {
 	// server's users, has an account that is not deactivated: /invite
 	// answers 403 M_FORBIDDEN for one that has not.
 	LocalUserActive func(ctx context.Context, user id.UserID) (bool, error)
+	// FullStateJoins makes a join of a room new here ask for every member
+	// (send_join without omit_members) instead of joining with partial
+	// state; benchmarks set it to measure both.
+	FullStateJoins bool
 
 	mux *http.ServeMux
 

@@ -411,6 +411,11 @@ func (n *Node) Start() error {
 		if err := n.startFederation(); err != nil {
 			return err
 		}
+		// Rooms joined with partial state before a restart go on
+		// fetching their full state.
+		if err := n.Rooms.StartResyncs(context.Background()); err != nil {
+			return err
+		}
 	}
 	// Nothing goes to a bridge's appservice before the bridge runs.
 	if err := n.Bridges.Hold(context.Background()); err != nil {
@@ -473,6 +478,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.stopSweeps()
 	}
 	if n.Federation != nil {
+		n.Rooms.StopResyncs()
 		n.Federation.Outbox.Stop()
 	}
 	n.AppserviceQueue.Stop()

@@ -249,6 +249,9 @@ func (e *Engine) fetchHistory(ctx context.Context, roomID id.RoomID, gaps []*Eve
 	slices.Sort(from)
 	from = slices.Compact(from)
 	from = from[:min(len(from), maxBackfillFrom)]
+	// A partial-state room knows few members: the servers its join
+	// answer named come first.
+	servers = append(servers, r.partialServers()...)
 	servers = append(servers, r.view().servers...)
 	seen := map[string]bool{e.signer.ServerName: true}
 	for _, server := range servers {

@@ -55,12 +55,42 @@ type resolvedSnapshot struct {
 }
 
 // snapshotCache keeps resolved snapshots. Committed snapshots never
-// change, so entries never go stale; the cache is bounded by the total
+// change (but for reset), so entries never go stale; the cache is bounded by the total
 // number of state entries it holds and simply starts over when full.
 type snapshotCache struct {
 	mu      sync.Mutex
 	m       map[int64]*resolvedSnapshot
 	entries int
+	// gen counts resets: a snapshot resolved before one is not cached.
+	gen uint64
+}
+
+// generation returns the count of resets, to pass to putAt.
+func (c *snapshotCache) generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+// reset forgets every snapshot: the one exception to their never
+// changing, a partial-state room's snapshots completed with the full
+// state (partial.go).
+func (c *snapshotCache) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m, c.entries = nil, 0
+	c.gen++
+}
+
+// putAt is put for a snapshot resolved at generation gen: nothing is
+// kept when the cache was reset since.
+func (c *snapshotCache) putAt(gen uint64, snap int64, st *resolvedSnapshot) {
+	c.mu.Lock()
+	stale := c.gen != gen
+	c.mu.Unlock()
+	if !stale {
+		c.put(snap, st)
+	}
 }
 
 const maxSnapshotEntries = 200000

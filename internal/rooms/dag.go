@@ -57,6 +57,9 @@ type dagFacts struct {
 	// newRoom is set when the event is the first of a room this node has
 	// just joined: the room's row is inserted first.
 	newRoom *Event
+	// partial marks a room joined with partial state (written with the
+	// join).
+	partial *partialJoin
 }
 
 // afterSnapshot returns the snapshot holding the state right after ev, an
@@ -250,6 +253,11 @@ func (e *Engine) persistRemote(ctx context.Context, tx *storage.Tx, r *room, a a
 		if _, err := tx.Exec(ctx, "INSERT INTO rooms (room_id, version, creator, created_ts) VALUES ($1, $2, $3, $4)",
 			r.id, string(r.version), d.newRoom.Sender, d.newRoom.TS); err != nil {
 			return fmt.Errorf("insert room: %w", err)
+		}
+	}
+	if d.partial != nil {
+		if err := insertPartial(ctx, tx, r.id, d.partial); err != nil {
+			return err
 		}
 	}
 	if err := storeOutliers(ctx, tx, d.outliers, kindOutlier); err != nil {

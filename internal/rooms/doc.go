@@ -21,5 +21,8 @@
 // timeline. History this node lacks is fetched from other servers when a
 // page of /messages reaches it (HistoryBefore) and stored in the timeline
 // at negative positions, without state; pages run in topological order,
-// (depth, position) (TopoEvents), while /sync follows positions.
+// (depth, position) (TopoEvents), while /sync follows positions. A room
+// joined with partial state (ImportPartialJoin: send_join's
+// members_omitted) is usable at once and completed in the background
+// from the servers the answer named (partial.go).
 package rooms

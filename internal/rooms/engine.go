@@ -41,6 +41,8 @@ type Engine struct {
 	db     *storage.DB
 	log    *slog.Logger
 	signer Signer
+	// resyncs runs the resyncs of partial-state rooms (partial.go).
+	resyncs *resyncers
 
 	// OnEvent hooks run, in order, after each event has committed. They run
 	// on the sender's goroutine and must be quick (wake-ups, counters).
@@ -105,6 +107,7 @@ func New(db *storage.DB, log *slog.Logger, signer Signer) *Engine {
 		members:   map[id.UserID]map[id.RoomID]string{},
 		memberPos: map[id.UserID]int64{},
 		cache:     newEventCache(20000),
+		resyncs:   newResyncers(),
 	}
 }
 
@@ -162,6 +165,10 @@ type room struct {
 	// bring it back.
 	purged bool
 
+	// partial is set while the room's state is partial (joined with
+	// members omitted, the resync not finished; see partial.go).
+	partial atomic.Pointer[partialJoin]
+
 	// recent holds the room's newest events, maintained by the writer.
 	recent recentEvents
 
@@ -187,10 +194,12 @@ type RoomInfo struct {
 	Members map[id.UserID]string
 
 	state *roomState // after the event; nil when the info was made by hand
+	// partialServers are the servers a partial-state room's mark names.
+	partialServers []string
 }
 
 func newRoomInfo(r *room, after *roomState) *RoomInfo {
-	return &RoomInfo{ID: r.id, Version: r.version, Members: after.members, state: after}
+	return &RoomInfo{ID: r.id, Version: r.version, Members: after.members, state: after, partialServers: r.partialServers()}
 }
 
 // HasState reports whether the info carries the room's state after the
@@ -208,13 +217,14 @@ func (ri *RoomInfo) StateEvent(evType, sk string) *Event {
 }
 
 // JoinedServers returns the servers with a member joined to the room
-// right after the event, sorted. The slice is shared and must not be
-// modified.
+// right after the event, sorted; while the room's state is partial, with
+// the servers its send_join answer named. The slice is shared and must
+// not be modified.
 func (ri *RoomInfo) JoinedServers() []string {
 	if ri.state == nil {
-		return joinedServers(ri.Members)
+		return unionServers(joinedServers(ri.Members), ri.partialServers)
 	}
-	return ri.state.servers
+	return unionServers(ri.state.servers, ri.partialServers)
 }
 
 // PowerLevels returns the room's power levels right after the event, or
@@ -353,6 +363,9 @@ func (e *Engine) room(ctx context.Context, roomID id.RoomID) (*room, error) {
 	}
 	r.cur = stateOf(evs, extremities, depth)
 	r.head = r.cur
+	if err := e.loadPartial(ctx, r); err != nil {
+		return nil, err
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if existing, ok := e.rooms[roomID]; ok {
@@ -411,14 +424,15 @@ func (e *Engine) Members(ctx context.Context, roomID id.RoomID) map[id.UserID]st
 }
 
 // JoinedServers returns the servers with a member joined to the room,
-// sorted (nil for an unknown room). The slice is shared and must not be
-// modified.
+// sorted (nil for an unknown room); while the room's state is partial,
+// with the servers its send_join answer named. The slice is shared and
+// must not be modified.
 func (e *Engine) JoinedServers(ctx context.Context, roomID id.RoomID) []string {
 	r, err := e.room(ctx, roomID)
 	if err != nil {
 		return nil
 	}
-	return r.view().servers
+	return unionServers(r.view().servers, r.partialServers())
 }
 
 // LastMemberPos returns the position of the room's latest committed
@@ -1311,9 +1325,10 @@ func (e *Engine) snapshotState(ctx context.Context, snap int64) (map[stateKey]id
 	if st, ok := e.snaps.get(snap); ok {
 		return st.state, st.chainLen, nil
 	}
+	gen := e.snaps.generation()
 	state, chainLen, err := e.snapshotStateQ(ctx, e.db.QueryRow, e.db.Query, snap)
 	if err == nil {
-		e.snaps.put(snap, &resolvedSnapshot{state: state, chainLen: chainLen})
+		e.snaps.putAt(gen, snap, &resolvedSnapshot{state: state, chainLen: chainLen})
 	}
 	return state, chainLen, err
 }

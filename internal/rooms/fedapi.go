@@ -412,6 +412,28 @@ func (e *Engine) ServerInRoom(ctx context.Context, server string, roomID id.Room
 // the join: the join goes on when what remains still allows it. The local
 // user's membership and /sync see the room once it returns.
 func (e *Engine) ImportJoin(ctx context.Context, origin string, version id.RoomVersion, join json.RawMessage, state, authChain []json.RawMessage) (*Event, error) {
+	return e.importJoin(ctx, origin, version, join, state, authChain, nil)
+}
+
+// ImportPartialJoin is ImportJoin for a send_join answer with
+// members_omitted: state lacks the member events of other users, so the
+// room is marked partial and its full state fetched in the background
+// from origin and serversInRoom (partial.go). The room must be new here:
+// a room this node knows already has state that a partial answer would
+// only shrink.
+func (e *Engine) ImportPartialJoin(ctx context.Context, origin string, version id.RoomVersion, join json.RawMessage, state, authChain []json.RawMessage, serversInRoom []string) (*Event, error) {
+	servers := []string{origin}
+	for _, s := range serversInRoom {
+		if s != e.signer.ServerName && !slices.Contains(servers, s) {
+			servers = append(servers, s)
+		}
+	}
+	return e.importJoin(ctx, origin, version, join, state, authChain, servers)
+}
+
+// importJoin is ImportJoin, and ImportPartialJoin when partialServers is
+// not nil.
+func (e *Engine) importJoin(ctx context.Context, origin string, version id.RoomVersion, join json.RawMessage, state, authChain []json.RawMessage, partialServers []string) (*Event, error) {
 	if e.Remote == nil {
 		return nil, errNoFederation
 	}
@@ -464,12 +486,24 @@ func (e *Engine) ImportJoin(ctx context.Context, origin string, version id.RoomV
 	if fresh {
 		opts.newRoom = known[create]
 	}
+	var pj *partialJoin
+	if partialServers != nil {
+		if !fresh {
+			return nil, mxhttp.BadJSON("room %s is known here: a send_join answer with members omitted cannot complete its state", ev.RoomID)
+		}
+		pj = newPartialJoin(ev.ID, partialServers)
+		opts.partial = pj
+		r.partial.Store(pj)
+	}
 	joined, err := e.acceptRemote(ctx, r, ev, opts)
 	if err != nil {
 		if fresh {
 			e.dropRoom(r)
 		}
 		return nil, err
+	}
+	if pj != nil {
+		e.startResync(r)
 	}
 	return joined, nil
 }

@@ -96,6 +96,14 @@ func (r netRemote) GetStateIDs(ctx context.Context, server string, roomID id.Roo
 	return e.StateIDsBefore(ctx, roomID, eventID)
 }
 
+func (r netRemote) GetState(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) ([]json.RawMessage, []json.RawMessage, error) {
+	e, err := r.server(server)
+	if err != nil {
+		return nil, nil, err
+	}
+	return e.StateBefore(ctx, roomID, eventID, false)
+}
+
 func (r netRemote) Backfill(ctx context.Context, server string, roomID id.RoomID, from []id.EventID, limit int) ([]json.RawMessage, error) {
 	e, err := r.server(server)
 	if err != nil {

@@ -12,7 +12,8 @@ import (
 )
 
 // Purge removes a room from the node: its events, state snapshots,
-// memberships, transaction IDs, local aliases and the room itself, from the
+// memberships, transaction IDs, local aliases, partial-state mark and the
+// room itself, from the
 // database and from memory. Senders waiting on the room when it is purged
 // fail authorisation (the room has no state left). Make the members leave
 // first if their clients should learn about it through /sync.
@@ -35,6 +36,7 @@ func (e *Engine) Purge(ctx context.Context, roomID id.RoomID) error {
 			"DELETE FROM invite_state WHERE room_id = $1",
 			"DELETE FROM memberships WHERE room_id = $1",
 			"DELETE FROM room_aliases WHERE room_id = $1",
+			"DELETE FROM partial_state_rooms WHERE room_id = $1",
 			"DELETE FROM rooms WHERE room_id = $1",
 		} {
 			if _, err := tx.Exec(ctx, q, roomID); err != nil {
@@ -55,6 +57,7 @@ func (e *Engine) Purge(ctx context.Context, roomID id.RoomID) error {
 	// Leave the in-memory room empty so that anyone still holding it
 	// cannot append to it, then forget it.
 	r.head, r.txns = emptyState, map[string]*pendingTxn{}
+	r.partial.Store(nil) // a running resync gives up
 	r.viewMu.Lock()
 	r.cur, r.purged = emptyState, true
 	r.viewMu.Unlock()

@@ -41,6 +41,9 @@ type Remote interface {
 	// GetStateIDs asks server for the state before an event and its auth
 	// chain, as IDs (/state_ids).
 	GetStateIDs(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) (state, authChain []id.EventID, err error)
+	// GetState asks server for the state before an event and its auth
+	// chain, as PDUs (/state).
+	GetState(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) (state, authChain []json.RawMessage, err error)
 	// GetEvent asks server for one event (/event).
 	GetEvent(ctx context.Context, server string, eventID id.EventID) (json.RawMessage, error)
 	// Backfill asks server for up to limit events of the room reached by
@@ -602,6 +605,9 @@ func (e *Engine) fetchPrevStates(ctx context.Context, r *room, origin string, mi
 // its events, while one whose users left or were banned may still deliver
 // what they sent before (and see it soft-failed).
 func (e *Engine) serverKnownIn(ctx context.Context, server string, roomID id.RoomID) bool {
+	if r, err := e.room(ctx, roomID); err == nil && slices.Contains(r.partialServers(), server) {
+		return true
+	}
 	for u := range e.Members(ctx, roomID) {
 		if u.Homeserver() == server {
 			return true
@@ -626,6 +632,8 @@ type receiveOpts struct {
 	known    map[id.EventID]*Event
 	outliers []*Event
 	newRoom  *Event
+	// partial marks the joined room partial (ImportPartialJoin).
+	partial *partialJoin
 }
 
 // acceptRemote passes ev, a remote event that passed parseRemote, through
@@ -795,7 +803,7 @@ func (e *Engine) checkRemote(ctx context.Context, r *room, ev *Event, opts recei
 	v := r.version
 	getEvents := e.authEventLoader(ctx, opts.known)
 	d := &dagFacts{}
-	d.outliers, d.newRoom = opts.outliers, opts.newRoom
+	d.outliers, d.newRoom, d.partial = opts.outliers, opts.newRoom, opts.partial
 	if opts.before != nil {
 		d.before = opts.before
 	} else {
@@ -828,7 +836,11 @@ func (e *Engine) checkRemote(ctx context.Context, r *room, ev *Event, opts recei
 		return nil, err
 	}
 	// Auth against the state before the event.
-	if err := authorizeRules(v, ev.PDU, authEventsIn(v, beforeState, ev), getEvents, keys); err != nil {
+	fromState, err := e.partialAuthEvents(r, beforeState, ev, getEvents)
+	if err != nil {
+		return nil, err
+	}
+	if err := authorizeRules(v, ev.PDU, fromState, getEvents, keys); err != nil {
 		return nil, e.reject(ctx, ev, err)
 	}
 	// Soft-fail against the current state (for a joined room's first
@@ -837,7 +849,11 @@ func (e *Engine) checkRemote(ctx context.Context, r *room, ev *Event, opts recei
 		addUnsigned(ev, beforeState)
 		return e.acceptInto(ctx, r, head, ev, d, opts.known)
 	}
-	if err := authorizeRules(v, ev.PDU, authEventsIn(v, head, ev), getEvents, keys); err != nil {
+	fromHead, err := e.partialAuthEvents(r, head, ev, getEvents)
+	if err != nil {
+		return nil, err
+	}
+	if err := authorizeRules(v, ev.PDU, fromHead, getEvents, keys); err != nil {
 		if opts.strict {
 			return nil, mxhttp.Forbidden("%s", authMessage(err))
 		}

@@ -238,4 +238,17 @@ CREATE INDEX events_relates ON events (relates_to, rel_type) WHERE relates_to IS
 CREATE INDEX events_relates_pos ON events (relates_to, pos) WHERE relates_to IS NOT NULL;
 CREATE INDEX events_room_thread ON events (room_id, thread_id, pos) WHERE thread_id IS NOT NULL;
 `,
+}, {
+	// A room joined with partial state (send_join's members_omitted) is
+	// marked until the resync has fetched its full state: the join and
+	// the servers to ask (partial.go).
+	Component: "rooms",
+	Version:   11,
+	SQL: `
+CREATE TABLE partial_state_rooms (
+	room_id TEXT PRIMARY KEY,
+	join_event_id TEXT NOT NULL,
+	servers TEXT NOT NULL
+);
+`,
 }}

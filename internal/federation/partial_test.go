@@ -1,0 +1,278 @@
+package federation_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+// gatedRemote holds a node's /state requests (the partial-state resync's
+// fetch) until open is closed, so a test can act while the room's state
+// is still partial.
+type gatedRemote struct {
+	rooms.Remote
+	open  chan struct{}
+	asked chan struct{} // gets a value each time /state is asked
+}
+
+func gate(n *testnode.Node) *gatedRemote {
+	g := &gatedRemote{Remote: n.Rooms.Remote, open: make(chan struct{}), asked: make(chan struct{}, 16)}
+	n.Rooms.Remote = g
+	return g
+}
+
+func (g *gatedRemote) GetState(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) ([]json.RawMessage, []json.RawMessage, error) {
+	select {
+	case g.asked <- struct{}{}:
+	default:
+	}
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+	return g.Remote.GetState(ctx, server, roomID, eventID)
+}
+
+// bigRoom fills a room of a's with n members (a's users, written straight
+// through its engine, as BenchmarkJoinLargeRoom does) and one other state
+// event, and returns the members.
+func bigRoom(t testing.TB, a *testnode.Node, roomID id.RoomID, n int) []id.UserID {
+	t.Helper()
+	ctx := context.Background()
+	key := "k"
+	state := []rooms.Proto{{Type: "org.example.state", StateKey: &key, Sender: roomCreator(t, a, roomID),
+		Content: json.RawMessage(`{"n":1}`)}}
+	var members []id.UserID
+	for i := range n {
+		user := fmt.Sprintf("@member%d:%s", i, a.Config.ServerName)
+		members = append(members, id.UserID(user))
+		state = append(state, rooms.Proto{Type: "m.room.member", StateKey: &user, Sender: id.UserID(user),
+			Content: json.RawMessage(fmt.Sprintf(`{"membership":"join","displayname":"Member %d"}`, i))})
+	}
+	for chunk := range slices.Chunk(state, 50) {
+		if _, err := a.Rooms.SendMany(ctx, roomID, chunk); err != nil {
+			t.Fatalf("room state on %s: %v", a.Config.ServerName, err)
+		}
+	}
+	return members
+}
+
+func roomCreator(t testing.TB, n *testnode.Node, roomID id.RoomID) id.UserID {
+	t.Helper()
+	create, err := n.Rooms.StateEvent(context.Background(), roomID, "m.room.create", "")
+	if err != nil {
+		t.Fatalf("create event: %v", err)
+	}
+	return create.Sender
+}
+
+// stateMap is a room's current state on a node: event IDs by type and
+// state key.
+func stateMap(t testing.TB, n *testnode.Node, roomID id.RoomID) map[string]id.EventID {
+	t.Helper()
+	evs, err := n.Rooms.CurrentState(context.Background(), roomID)
+	if err != nil {
+		t.Fatalf("current state on %s: %v", n.Config.ServerName, err)
+	}
+	out := map[string]id.EventID{}
+	for _, ev := range evs {
+		out[ev.Type+"|"+*ev.StateKey] = ev.ID
+	}
+	return out
+}
+
+// waitSameState waits until b's state of the room is complete and the
+// same as a's.
+func waitSameState(t testing.TB, a, b *testnode.Node, roomID id.RoomID) {
+	t.Helper()
+	var sa, sb map[string]id.EventID
+	testnode.WaitFor(t, 30*time.Second, "the same complete state on both nodes", func() bool {
+		if b.Rooms.HasPartialState(context.Background(), roomID) {
+			return false
+		}
+		sa, sb = stateMap(t, a, roomID), stateMap(t, b, roomID)
+		return maps.Equal(sa, sb)
+	})
+}
+
+// TestPartialStateJoin: bob of node B joins a room of node A with 300
+// members; B asks send_join with omit_members, so the room is usable at
+// once with partial state (held partial here by gating B's /state fetch):
+// bob sends, reads his message back and the room's other state, alice on
+// A gets the message, and /joined_members waits for the full state. Then
+// members join, leave and are kicked on A while B's state is partial; once
+// B's resync runs, its state is complete and the same as A's.
+func TestPartialStateJoin(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, bob := a.Register("alice"), b.Register("bob")
+	roomID := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	members := bigRoom(t, a, roomID, 300)
+	g := gate(b)
+
+	if _, err := bob.JoinRoom(ctx, string(roomID), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatalf("bob joins: %v", err)
+	}
+	select {
+	case <-g.asked:
+	case <-time.After(30 * time.Second):
+		t.Fatal("B never asked for the full state")
+	}
+	if !b.Rooms.HasPartialState(ctx, roomID) {
+		t.Fatal("the room is not partial on B after a join with members omitted")
+	}
+	if n := len(b.Rooms.Members(ctx, roomID)); n >= len(members) {
+		t.Fatalf("B knows %d members of the partial room, want the few send_join kept", n)
+	}
+
+	// Usable at once: send, read, other state.
+	sent := testnode.SendText(t, bob, roomID, "hello while partial")
+	msgs, err := bob.Messages(ctx, roomID, "", "", mautrix.DirectionBackward, nil, 10)
+	if err != nil {
+		t.Fatalf("bob's /messages: %v", err)
+	}
+	if !slices.ContainsFunc(msgs.Chunk, func(ev *event.Event) bool { return ev.ID == sent }) {
+		t.Fatalf("bob's /messages lacks his message %s", sent)
+	}
+	var st map[string]any
+	if err := bob.StateEvent(ctx, roomID, event.NewEventType("org.example.state"), "k", &st); err != nil || st["n"] != float64(1) {
+		t.Fatalf("bob reads the room's other state: %v %v", st, err)
+	}
+	testnode.WaitFor(t, 20*time.Second, "alice's node gets bob's message", func() bool {
+		ev, err := a.Rooms.Event(ctx, sent)
+		return err == nil && ev != nil
+	})
+
+	// Membership changes on A during the resync.
+	leaver, kicked := members[5], members[7]
+	leave, kick := "leave", string(kicked)
+	newcomer := fmt.Sprintf("@newcomer:%s", a.Config.ServerName)
+	for _, p := range []rooms.Proto{
+		{Type: "m.room.member", StateKey: ptr(string(leaver)), Sender: leaver, Content: json.RawMessage(`{"membership":"` + leave + `"}`)},
+		{Type: "m.room.member", StateKey: &kick, Sender: alice.UserID, Content: json.RawMessage(`{"membership":"leave","reason":"test"}`)},
+		{Type: "m.room.member", StateKey: &newcomer, Sender: id.UserID(newcomer), Content: json.RawMessage(`{"membership":"join"}`)},
+	} {
+		ev, err := a.Rooms.Send(ctx, roomID, p)
+		if err != nil {
+			t.Fatalf("membership change on A: %v", err)
+		}
+		testnode.WaitFor(t, 20*time.Second, "B gets "+string(ev.ID), func() bool {
+			got, err := b.Rooms.Event(ctx, ev.ID)
+			return err == nil && got != nil
+		})
+	}
+	if !b.Rooms.HasPartialState(ctx, roomID) {
+		t.Fatal("the resync finished while its fetch was held")
+	}
+
+	// /joined_members waits for the full state.
+	joined := make(chan int, 1)
+	go func() {
+		resp, err := bob.JoinedMembers(ctx, roomID)
+		if err != nil {
+			joined <- -1
+			return
+		}
+		joined <- len(resp.Joined)
+	}()
+	select {
+	case n := <-joined:
+		t.Fatalf("/joined_members answered %d before the state was complete", n)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(g.open)
+	// alice, bob, 300 members, the newcomer, less the two who left.
+	if n, want := <-joined, 300+3-2; n != want {
+		t.Fatalf("/joined_members after the resync: %d members, want %d", n, want)
+	}
+	waitSameState(t, a, b, roomID)
+	bm := b.Rooms.Members(ctx, roomID)
+	if bm[leaver] != "leave" || bm[kicked] != "leave" || bm[id.UserID(newcomer)] != "join" || bm[members[0]] != "join" {
+		t.Fatalf("B's memberships after the resync: leaver %q, kicked %q, newcomer %q, member0 %q",
+			bm[leaver], bm[kicked], bm[id.UserID(newcomer)], bm[members[0]])
+	}
+}
+
+// TestPartialStateResyncResumesAfterRestart: node B restarted while its
+// state of a room is partial fetches the full state once it runs again.
+func TestPartialStateResyncResumesAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, bob := a.Register("alice"), b.Register("bob")
+	roomID := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	bigRoom(t, a, roomID, 50)
+	g := gate(b)
+	if _, err := bob.JoinRoom(ctx, string(roomID), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatalf("bob joins: %v", err)
+	}
+	<-g.asked
+	if !b.Rooms.HasPartialState(ctx, roomID) {
+		t.Fatal("the room is not partial on B")
+	}
+	b = b.Restart()
+	waitSameState(t, a, b, roomID)
+}
+
+// TestPartialStateOutboundDestinations: node C's carol is in A's room
+// before bob of B joins it; while B's state is partial (it knows no member
+// of C), bob's message still goes to C, a server send_join named; after
+// the resync it goes to C as a member's server.
+func TestPartialStateOutboundDestinations(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	c := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, bob, carol := a.Register("alice"), b.Register("bob"), c.Register("carol")
+	roomID := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "named"})
+	bigRoom(t, a, roomID, 20)
+	if _, err := carol.JoinRoom(ctx, string(roomID), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatalf("carol joins: %v", err)
+	}
+	waitSameState(t, a, c, roomID)
+	g := gate(b)
+	if _, err := bob.JoinRoom(ctx, string(roomID), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatalf("bob joins: %v", err)
+	}
+	<-g.asked
+	if b.Rooms.Membership(carol.UserID, roomID) != "" {
+		t.Fatal("B knows carol's membership: the room is not partial")
+	}
+	// C takes B's events once A has passed it bob's join.
+	testnode.WaitFor(t, 20*time.Second, "C knows bob's join", func() bool {
+		return c.Rooms.Membership(bob.UserID, roomID) == "join"
+	})
+	during := testnode.SendText(t, bob, roomID, "during the resync")
+	testnode.WaitFor(t, 20*time.Second, "C gets bob's message sent during the resync", func() bool {
+		ev, err := c.Rooms.Event(ctx, during)
+		return err == nil && ev != nil
+	})
+	close(g.open)
+	waitSameState(t, a, b, roomID)
+	if b.Rooms.Membership(carol.UserID, roomID) != "join" {
+		t.Fatal("B does not know carol's join after the resync")
+	}
+	after := testnode.SendText(t, bob, roomID, "after the resync")
+	testnode.WaitFor(t, 20*time.Second, "C gets bob's message sent after the resync", func() bool {
+		ev, err := c.Rooms.Event(ctx, after)
+		return err == nil && ev != nil
+	})
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,527 @@
+package rooms
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"maunium.net/go/mautrix/federation/pdu"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+// Partial-state joins (the spec's send_join omit_members, MSC3706 and
+// MSC3902) on the joining side. A room joined with a send_join answer
+// whose members_omitted is true holds the state before the join less the
+// member events of other users (the heroes' excepted): enough to send,
+// read and paginate at once. The room is marked partial (a
+// partial_state_rooms row, written with the join), and a resync fetches
+// the full state at the join from the servers the answer named
+// (servers_in_room, the answering server first), checks it as a joined
+// room's state is checked, and lays the members that were left out under
+// the state the room reached meanwhile; then the mark is cleared. A node
+// restarted meanwhile resumes the resync (StartResyncs).
+//
+// While the room is partial:
+//   - a remote event whose sender's or target's member event is not in
+//     the partial state is checked against the event's own auth events for
+//     that key (which passed the checks on receipt), not refused;
+//   - events from the servers the answer named are taken as from servers
+//     in the room;
+//   - the room's servers (JoinedServers, RoomInfo.JoinedServers: the
+//     outbound queue's destinations) are those of the known members and
+//     the servers the answer named.
+// Once the full state is known, the remote state events accepted during
+// the resync that are current state are checked again against it; one the
+// auth rules now refuse is dropped from the current state (the full
+// state's event for its key stays).
+
+// partialJoin is the mark of a room joined with partial state.
+type partialJoin struct {
+	joinID id.EventID
+	// servers are those to fetch the full state from (the server that
+	// answered send_join first), this one left out.
+	servers []string
+	// done is closed once the full state has replaced the partial one.
+	done chan struct{}
+}
+
+func newPartialJoin(joinID id.EventID, servers []string) *partialJoin {
+	return &partialJoin{joinID: joinID, servers: servers, done: make(chan struct{})}
+}
+
+// resyncers runs the background resyncs of partial-state rooms and stops
+// them when the node does.
+type resyncers struct {
+	mu      sync.Mutex
+	ctx     context.Context
+	cancel  context.CancelFunc
+	running map[id.RoomID]bool
+	wg      sync.WaitGroup
+}
+
+func newResyncers() *resyncers {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &resyncers{ctx: ctx, cancel: cancel, running: map[id.RoomID]bool{}}
+}
+
+// PartialStateRetry bounds the wait between two tries of a resync that
+// failed (no server answered, or the answer did not check out).
+var PartialStateRetry = time.Minute
+
+// startResync starts the resync of r unless it runs already.
+func (e *Engine) startResync(r *room) {
+	rs := e.resyncs
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.running[r.id] || rs.ctx.Err() != nil {
+		return
+	}
+	rs.running[r.id] = true
+	rs.wg.Add(1)
+	go func() {
+		defer rs.wg.Done()
+		defer func() {
+			rs.mu.Lock()
+			delete(rs.running, r.id)
+			rs.mu.Unlock()
+		}()
+		e.resync(rs.ctx, r.id)
+	}()
+}
+
+// StartResyncs resumes the resync of every room still marked partial (a
+// node restarted during one). The node calls it once federation is
+// wired.
+func (e *Engine) StartResyncs(ctx context.Context) error {
+	rows, err := e.db.Query(ctx, "SELECT room_id FROM partial_state_rooms")
+	if err != nil {
+		return fmt.Errorf("partial-state rooms: %w", err)
+	}
+	var ids []id.RoomID
+	for rows.Next() {
+		var roomID id.RoomID
+		if err := rows.Scan(&roomID); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, roomID)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, roomID := range ids {
+		r, err := e.room(ctx, roomID)
+		if err != nil {
+			return err
+		}
+		if r.partial.Load() != nil {
+			e.startResync(r)
+		}
+	}
+	return nil
+}
+
+// StopResyncs stops the running resyncs and waits for them; the rooms
+// stay marked, for the next start.
+func (e *Engine) StopResyncs() {
+	e.resyncs.mu.Lock()
+	e.resyncs.cancel()
+	e.resyncs.mu.Unlock()
+	e.resyncs.wg.Wait()
+}
+
+// loadPartial reads the room's partial-state mark, if any.
+func (e *Engine) loadPartial(ctx context.Context, r *room) error {
+	var joinID, servers string
+	err := e.db.QueryRow(ctx, "SELECT join_event_id, servers FROM partial_state_rooms WHERE room_id = $1", r.id).Scan(&joinID, &servers)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("load room %s: partial state: %w", r.id, err)
+	}
+	var list []string
+	if err := json.Unmarshal([]byte(servers), &list); err != nil {
+		return fmt.Errorf("room %s: partial state servers: %w", r.id, err)
+	}
+	r.partial.Store(newPartialJoin(id.EventID(joinID), list))
+	return nil
+}
+
+// insertPartial writes the mark of a room joined with partial state.
+func insertPartial(ctx context.Context, tx *storage.Tx, roomID id.RoomID, pj *partialJoin) error {
+	servers, _ := json.Marshal(pj.servers)
+	if _, err := tx.Exec(ctx, "INSERT INTO partial_state_rooms (room_id, join_event_id, servers) VALUES ($1, $2, $3)",
+		roomID, pj.joinID, string(servers)); err != nil {
+		return fmt.Errorf("mark the room partial: %w", err)
+	}
+	return nil
+}
+
+// HasPartialState reports whether the room's state is still partial (it
+// was joined with members omitted and the resync has not finished).
+func (e *Engine) HasPartialState(ctx context.Context, roomID id.RoomID) bool {
+	r, err := e.room(ctx, roomID)
+	return err == nil && r.partial.Load() != nil
+}
+
+// AwaitFullState waits, at most until ctx ends, until the room's state is
+// complete, and reports whether it is.
+func (e *Engine) AwaitFullState(ctx context.Context, roomID id.RoomID) bool {
+	r, err := e.room(ctx, roomID)
+	if err != nil {
+		return true // nothing partial about a room not known here
+	}
+	pj := r.partial.Load()
+	if pj == nil {
+		return true
+	}
+	select {
+	case <-pj.done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// partialServers returns the servers the room's partial-state mark names
+// (nil once the state is complete).
+func (r *room) partialServers() []string {
+	if pj := r.partial.Load(); pj != nil {
+		return pj.servers
+	}
+	return nil
+}
+
+// unionServers merges sorted server lists with extra (any order) into a
+// new sorted list, each once.
+func unionServers(sorted, extra []string) []string {
+	if len(extra) == 0 {
+		return sorted
+	}
+	out := slices.Concat(sorted, extra)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// partialAuthEvents completes the auth events the rules take from the
+// state (authEventsIn) in a partial-state room: a member event the
+// selection wants and the partial state lacks is taken from the event's
+// own auth events, which passed the checks on receipt.
+func (e *Engine) partialAuthEvents(r *room, st *roomState, ev *Event, getEvents func([]id.EventID) ([]*pdu.PDU, error)) ([]*pdu.PDU, error) {
+	out := authEventsIn(r.version, st, ev)
+	if r.partial.Load() == nil {
+		return out, nil
+	}
+	var lacking []string
+	for _, k := range ev.PDU.AuthEventSelection(r.version) {
+		if k.Type == "m.room.member" && st.get(k.Type, k.StateKey) == nil {
+			lacking = append(lacking, k.StateKey)
+		}
+	}
+	if len(lacking) == 0 {
+		return out, nil
+	}
+	own, err := getEvents(ev.PDU.AuthEvents)
+	if err != nil {
+		return nil, err
+	}
+	for _, ae := range own {
+		if ae != nil && ae.Type == "m.room.member" && ae.StateKey != nil && slices.Contains(lacking, *ae.StateKey) {
+			out = append(out, ae)
+		}
+	}
+	return out, nil
+}
+
+// resync fetches the room's full state until it has it or ctx ends,
+// waiting longer after each failure (up to PartialStateRetry). Each try
+// takes the room afresh, as a failed write makes the engine drop it.
+func (e *Engine) resync(ctx context.Context, roomID id.RoomID) {
+	wait := time.Second
+	for {
+		r, err := e.room(ctx, roomID)
+		if errors.Is(err, ErrNoRoom) {
+			return // purged
+		}
+		if err == nil {
+			pj := r.partial.Load()
+			if pj == nil {
+				return // complete, or purged
+			}
+			if err = e.resyncOnce(ctx, r, pj); err == nil {
+				e.log.Info("partial-state room resynced", "room_id", roomID)
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		e.log.Warn("partial-state resync failed; retrying", "room_id", roomID, "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, PartialStateRetry)
+	}
+}
+
+// resyncOnce asks each server of the mark in turn for the state at the
+// join and completes the room's state with the first answer that checks
+// out.
+func (e *Engine) resyncOnce(ctx context.Context, r *room, pj *partialJoin) error {
+	if e.Remote == nil {
+		return errNoFederation
+	}
+	errs := []error{}
+	for _, server := range pj.servers {
+		state, chain, err := e.Remote.GetState(ctx, server, r.id, pj.joinID)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := e.completeState(ctx, r, pj, state, chain); err != nil {
+			errs = append(errs, fmt.Errorf("the state from %s: %w", server, err))
+			continue
+		}
+		return nil
+	}
+	if len(errs) == 0 {
+		return errors.New("no server to fetch the full state from")
+	}
+	return errors.Join(errs...)
+}
+
+// completeState replaces the room's partial state: state (the full state
+// before the join, with its auth chain) is checked as a joined room's
+// state is, its keys the room's current state lacks are added to it, the
+// remote state events accepted since the join are checked again, and the
+// new current state is written with the mark's removal.
+func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, state, authChain []json.RawMessage) error {
+	known, err := e.checkOutliers(ctx, r.version, r.id, append(slices.Clone(state), authChain...))
+	if err != nil {
+		return err
+	}
+	full := idState{}
+	for _, raw := range state {
+		se := known[EventIDOf(r.version, raw)]
+		if se != nil && se.StateKey != nil {
+			full[stateKey{se.Type, *se.StateKey}] = se.ID
+		}
+	}
+	if full[stateKey{"m.room.create", ""}] == "" {
+		return errors.New("the answer's state has no m.room.create event that checks out")
+	}
+	stored, err := e.anyEvents(ctx, slices.Collect(maps.Keys(known)))
+	if err != nil {
+		return err
+	}
+	var outliers []*Event
+	for eid, ev := range known {
+		if stored[eid] == nil {
+			outliers = append(outliers, ev)
+		}
+	}
+	r.settle()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.partial.Load() != pj {
+		return nil // purged meanwhile
+	}
+	if err := r.drain(); err != nil {
+		return err
+	}
+	if r.broken.Load() {
+		return errPipelineBroken
+	}
+	head := r.head
+	cur := idsOf(head)
+	for k, eid := range full {
+		if _, ok := cur[k]; !ok {
+			cur[k] = eid
+		}
+	}
+	if err := e.recheckSincePartial(ctx, r, pj, cur, full, known); err != nil {
+		return err
+	}
+	after, err := e.stateFrom(ctx, head, cur, known, head.extremities, head.depth)
+	if err != nil {
+		return err
+	}
+	changed := changedMemberKeys(head, cur)
+	wctx := context.WithoutCancel(ctx)
+	wait := sync.OnceValue(e.db.Enqueue(wctx, func(tx *storage.Tx) error {
+		if r.broken.Load() {
+			return errPipelineBroken
+		}
+		return e.writeFullState(wctx, tx, r, after, full, cur, changed, outliers)
+	}))
+	r.lastWrite = wait
+	if err := wait(); err != nil {
+		e.dropRoom(r)
+		return fmt.Errorf("write the full state: %w", err)
+	}
+	r.head = after
+	r.partial.Store(nil)
+	close(pj.done)
+	return nil
+}
+
+// writeFullState is completeState's write: the events new here beside the
+// timeline, the full state's keys laid under every snapshot of the room
+// (all were built on the partial state), the new current state as a
+// snapshot at a fresh position, the memberships it adds or changes, and
+// the mark's removal; the committed view follows once it has committed.
+func (e *Engine) writeFullState(ctx context.Context, tx *storage.Tx, r *room, after *roomState, full, cur idState, changed []id.UserID, outliers []*Event) error {
+	if err := storeOutliers(ctx, tx, outliers, kindOutlier); err != nil {
+		return err
+	}
+	if err := completeSnapshots(ctx, tx, r.id, full); err != nil {
+		return err
+	}
+	snap := tx.NextPos()
+	chain, err := e.writeSnapshot(ctx, tx, r.id, snap, r.dbSnapshot, cur, false)
+	if err != nil {
+		return err
+	}
+	r.dbSnapshot, r.dbChainLen = snap, chain
+	for _, u := range changed {
+		m := after.get("m.room.member", string(u))
+		if m == nil {
+			if _, err := tx.Exec(ctx, "DELETE FROM memberships WHERE room_id = $1 AND user_id = $2", r.id, u); err != nil {
+				return fmt.Errorf("remove membership: %w", err)
+			}
+			continue
+		}
+		if err := upsertMembership(ctx, tx, r.id, m, snap); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Exec(ctx, "UPDATE rooms SET snapshot = $1 WHERE room_id = $2", snap, r.id); err != nil {
+		return fmt.Errorf("update room: %w", err)
+	}
+	if _, err := tx.Exec(ctx, "DELETE FROM partial_state_rooms WHERE room_id = $1", r.id); err != nil {
+		return fmt.Errorf("clear the partial-state mark: %w", err)
+	}
+	tx.AfterCommit(func() { e.commitFullState(r, after, changed) })
+	return nil
+}
+
+// completeSnapshots adds the keys of full that they lack to the roots of
+// the room's snapshot chains (the full copies: the state before the join
+// and those written every snapshotFullEvery changes), so that every
+// snapshot, the states before and after the events received since the
+// join included, holds the full state under what changed since.
+func completeSnapshots(ctx context.Context, tx *storage.Tx, roomID id.RoomID, full idState) error {
+	rows, err := tx.Query(ctx, "SELECT snapshot_id FROM state_snapshots WHERE room_id = $1 AND parent_id = 0", roomID)
+	if err != nil {
+		return fmt.Errorf("the room's snapshots: %w", err)
+	}
+	var roots []int64
+	for rows.Next() {
+		var snap int64
+		if err := rows.Scan(&snap); err != nil {
+			rows.Close()
+			return err
+		}
+		roots = append(roots, snap)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, snap := range roots {
+		has := map[stateKey]bool{}
+		rows, err := tx.Query(ctx, "SELECT type, state_key FROM state_snapshot_entries WHERE snapshot_id = $1", snap)
+		if err != nil {
+			return fmt.Errorf("snapshot %d: %w", snap, err)
+		}
+		for rows.Next() {
+			var k stateKey
+			if err := rows.Scan(&k.Type, &k.StateKey); err != nil {
+				rows.Close()
+				return err
+			}
+			has[k] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		lacking := idState{}
+		for k, eid := range full {
+			if !has[k] {
+				lacking[k] = eid
+			}
+		}
+		if err := insertSnapshotEntries(ctx, tx, snap, lacking); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// commitFullState moves the committed view to the complete state.
+func (e *Engine) commitFullState(r *room, after *roomState, changed []id.UserID) {
+	e.snaps.reset()
+	r.viewMu.Lock()
+	defer r.viewMu.Unlock()
+	if r.purged {
+		return
+	}
+	next := *after
+	next.extremities, next.depth = r.cur.extremities, r.cur.depth
+	r.cur = &next
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, u := range changed {
+		e.setMembershipLocked(u, r.id, next.members[u])
+	}
+}
+
+// recheckSincePartial checks again, against the complete state cur, the
+// remote state events accepted since the join that are current state
+// there (their checks could only use the partial state): one the auth
+// rules now refuse gives its key back to the full state's event (or none).
+func (e *Engine) recheckSincePartial(ctx context.Context, r *room, pj *partialJoin, cur, full idState, known map[id.EventID]*Event) error {
+	join, err := e.storedEvent(ctx, pj.joinID)
+	if err != nil || join == nil {
+		return err
+	}
+	getEvents := e.authEventLoader(ctx, known)
+	keys := e.keyFunc(ctx)
+	for k, ev := range r.head.state {
+		if ev.Pos <= join.Pos || ev.Sender.Homeserver() == e.signer.ServerName || ev.Outlier {
+			continue
+		}
+		before := maps.Clone(cur)
+		if prior, ok := full[k]; ok {
+			before[k] = prior
+		} else {
+			delete(before, k)
+		}
+		st, err := e.stateFrom(ctx, r.head, before, known, nil, 0)
+		if err != nil {
+			return err
+		}
+		if err := authorizeRules(r.version, ev.PDU, authEventsIn(r.version, st, ev), getEvents, keys); err != nil {
+			e.log.Info("a state event received during a partial-state resync is refused by the full state", "room_id", r.id, "event_id", ev.ID, "reason", authMessage(err))
+			if prior, ok := full[k]; ok {
+				cur[k] = prior
+			} else {
+				delete(cur, k)
+			}
+		}
+	}
+	return nil
+}
