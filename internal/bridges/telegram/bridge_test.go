@@ -3,6 +3,7 @@
 package telegram_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"github.com/gotd/td/tg"
 	"go.mau.fi/util/variationselector"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto/attachment"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -231,7 +233,7 @@ func (h *harness) waitSyncs(n int) {
 // alice both ways in its encrypted portal: messages (Telegram's FLOOD_WAIT
 // waited out once), replies, edits, reactions and deletes, none of the
 // bridge's own changes echoed back; a wrong phone number is asked again and
-// a message too long for Telegram or a file refused with a notice; after a bridge
+// a message too long for Telegram or a location refused with a notice; after a bridge
 // restart it delivers the
 // message alice sent while it was down.
 func TestTelegramBridgeEndToEnd(t *testing.T) {
@@ -304,15 +306,15 @@ func TestTelegramBridgeEndToEnd(t *testing.T) {
 	}
 	h.waitTelegramGone(sent.ID)
 
-	// Bad input: a message longer than Telegram takes and a file (not
-	// bridged yet) are refused with a notice, and the next message still goes.
+	// Bad input: a message longer than Telegram takes and a location (not
+	// bridged) are refused with a notice, and the next message still goes.
 	env.Send(portal, strings.Repeat("x", 4097))
 	h.waitEvent(portal, "the bot's notice that the message is too long", func(evt *event.Event) bool {
 		msg := message(evt)
 		return msg != nil && evt.Sender == env.Bot && strings.Contains(msg.Body, "message too long for Telegram")
 	})
-	h.sendContent(portal, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgFile, Body: "notes.txt", URL: "mxc://localhost/none"})
-	h.waitEvent(portal, "the bot's notice that files are not bridged", func(evt *event.Event) bool {
+	h.sendContent(portal, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgLocation, Body: "here", GeoURI: "geo:51.5,0.1"})
+	h.waitEvent(portal, "the bot's notice that locations are not bridged", func(evt *event.Event) bool {
 		msg := message(evt)
 		return msg != nil && evt.Sender == env.Bot && strings.Contains(msg.Body, "unsupported message type")
 	})
@@ -383,4 +385,71 @@ func TestTelegramBasicGroup(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestTelegramFiles carries files both ways through the encrypted portal:
+// a document sent on Telegram (with a caption) arrives as an encrypted
+// Matrix file the client decrypts, and a Matrix file arrives on Telegram
+// as a document with its name and content.
+func TestTelegramFiles(t *testing.T) {
+	h := newHarness(t)
+	env, fake := h.env, h.fake
+	h.login()
+	png := []byte("\x89PNG\r\n\x1a\nnot really an image, but long enough to take a few bytes")
+	fake.SendFile(h.alice, h.mia, "photo.png", "image/png", png, "look at this")
+	portal := env.WaitPortal("Alice Liddell")
+	fileEvt := h.waitEvent(portal, "alice's file", func(evt *event.Event) bool {
+		msg := message(evt)
+		return msg != nil && evt.Sender == h.aliceMX && msg.MsgType == event.MsgImage && msg.FileName == "photo.png"
+	})
+	if msg := message(fileEvt); msg.Body != "look at this" {
+		t.Errorf("caption = %q, want %q", msg.Body, "look at this")
+	}
+	if got := h.downloadMatrixFile(message(fileEvt)); !bytes.Equal(got, png) {
+		t.Errorf("file from Telegram arrived as %q, want %q", got, png)
+	}
+
+	data := bytes.Repeat([]byte("a file from Matrix\n"), 40000) // 760 kB: two upload parts
+	h.sendFile(portal, "notes.txt", "text/plain", data)
+	sent := h.waitTelegram("the Matrix file", func(m tg.Message) bool { return !m.Out && m.Media != nil })
+	name, got, ok := fake.File(h.alice, sent.ID)
+	if !ok || name != "notes.txt" || !bytes.Equal(got, data) {
+		t.Errorf("file on Telegram = %q (%d bytes, ok %v), want notes.txt with %d bytes", name, len(got), ok, len(data))
+	}
+}
+
+// sendFile sends an encrypted file from the admin's device.
+func (h *harness) sendFile(room id.RoomID, name, mimeType string, data []byte) id.EventID {
+	h.t.Helper()
+	ef := attachment.NewEncryptedFile()
+	upload, err := h.env.Admin.UploadBytes(context.Background(), ef.Encrypt(data), "application/octet-stream")
+	if err != nil {
+		h.t.Fatalf("upload: %v", err)
+	}
+	return h.sendContent(room, event.EventMessage, &event.MessageEventContent{
+		MsgType: event.MsgFile, Body: name, FileName: name,
+		Info: &event.FileInfo{MimeType: mimeType, Size: len(data)},
+		File: &event.EncryptedFileInfo{EncryptedFile: *ef, URL: upload.ContentURI.CUString()},
+	})
+}
+
+// downloadMatrixFile downloads and decrypts a file message's media.
+func (h *harness) downloadMatrixFile(msg *event.MessageEventContent) []byte {
+	h.t.Helper()
+	if msg.File == nil {
+		h.t.Fatalf("file message %+v is not encrypted", msg)
+	}
+	uri, err := msg.File.URL.Parse()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	data, err := h.env.Admin.DownloadBytes(context.Background(), uri)
+	if err != nil {
+		h.t.Fatalf("download: %v", err)
+	}
+	plain, err := msg.File.Decrypt(data)
+	if err != nil {
+		h.t.Fatalf("decrypt: %v", err)
+	}
+	return plain
 }

@@ -183,10 +183,17 @@ func (tc *Client) GetUserInfo(ctx context.Context, ghost *bridgev2.Ghost) (*brid
 }
 
 // GetCapabilities: text with replies, edits, deletes and one reaction per
-// user and message.
+// user and message, and files (as documents, with a caption).
 func (tc *Client) GetCapabilities(context.Context, *bridgev2.Portal) *event.RoomFeatures {
+	files := &event.FileFeatures{
+		MimeTypes: map[string]event.CapabilitySupportLevel{"*/*": event.CapLevelFullySupported},
+		Caption:   event.CapLevelFullySupported,
+		MaxSize:   maxFileSize,
+	}
 	return &event.RoomFeatures{
-		ID:            "org.matrixos.telegram.v1",
+		ID:            "org.matrixos.telegram.v2",
+		File:          event.FileFeatureMap{event.MsgImage: files, event.MsgFile: files, event.MsgVideo: files, event.MsgAudio: files},
+		MaxTextLength: maxMessageLength,
 		Reply:         event.CapLevelFullySupported,
 		Edit:          event.CapLevelFullySupported,
 		Delete:        event.CapLevelFullySupported,

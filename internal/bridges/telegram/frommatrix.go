@@ -66,6 +66,16 @@ func refused(what string, err error) error {
 func (tc *Client) HandleMatrixMessage(ctx context.Context, msg *bridgev2.MatrixMessage) (*bridgev2.MatrixMessageResponse, error) {
 	switch msg.Content.MsgType {
 	case event.MsgText, event.MsgNotice, event.MsgEmote:
+	case event.MsgFile, event.MsgImage, event.MsgVideo, event.MsgAudio:
+		peer, err := tc.peer(ctx, msg.Portal)
+		if err != nil {
+			return nil, err
+		}
+		api, err := tc.client()
+		if err != nil {
+			return nil, err
+		}
+		return tc.sendFile(ctx, api, peer, msg)
 	default:
 		return nil, bridgev2.ErrUnsupportedMessageType
 	}

@@ -141,6 +141,9 @@ func (tc *Client) queueEdit(m *tg.Message) {
 		TargetMessage: messageID(m.ID),
 		Data:          m,
 		ConvertEditFunc: func(ctx context.Context, portal *bridgev2.Portal, intent bridgev2.MatrixAPI, existing []*database.Message, m *tg.Message) (*bridgev2.ConvertedEdit, error) {
+			if _, ok := document(m); ok {
+				return nil, fmt.Errorf("%w: a file's caption edit is not bridged", bridgev2.ErrIgnoringRemoteEvent)
+			}
 			converted, err := tc.convertMessage(ctx, portal, intent, m)
 			if err != nil {
 				return nil, err
@@ -210,10 +213,17 @@ func (tc *Client) queueReactions(u *tg.UpdateMessageReactions) {
 	})
 }
 
-func (tc *Client) convertMessage(_ context.Context, _ *bridgev2.Portal, _ bridgev2.MatrixAPI, m *tg.Message) (*bridgev2.ConvertedMessage, error) {
+func (tc *Client) convertMessage(ctx context.Context, portal *bridgev2.Portal, intent bridgev2.MatrixAPI, m *tg.Message) (*bridgev2.ConvertedMessage, error) {
 	part := &bridgev2.ConvertedMessagePart{
 		Type:    event.EventMessage,
 		Content: &event.MessageEventContent{MsgType: event.MsgText, Body: m.Message},
+	}
+	if doc, ok := document(m); ok {
+		content, err := tc.convertDocument(ctx, portal, intent, m, doc)
+		if err != nil {
+			return nil, err
+		}
+		part.Content = content
 	}
 	converted := &bridgev2.ConvertedMessage{Parts: []*bridgev2.ConvertedMessagePart{part}}
 	if reply, ok := m.ReplyTo.(*tg.MessageReplyHeader); ok && reply.ReplyToMsgID != 0 {

@@ -56,6 +56,9 @@ type Server struct {
 	floods   map[uint32]int           // request type -> FLOOD_WAIT seconds to answer once
 	synced   map[int64]int            // user -> updates.getState/getDifference calls
 	chats    map[int64]*group         // basic groups
+	files    map[int64][]byte         // document ID -> content
+	uploads  map[uploadKey]upload
+	nextFile int64
 	nextUser int64
 	nextChat int64
 	nextMsg  int
@@ -103,6 +106,8 @@ func New(t testing.TB) *Server {
 		floods:   map[uint32]int{},
 		synced:   map[int64]int{},
 		chats:    map[int64]*group{},
+		files:    map[int64][]byte{},
+		uploads:  map[uploadKey]upload{},
 		nextUser: 1000,
 		nextChat: 500,
 	}
@@ -241,6 +246,9 @@ func (s *Server) register(d *tgtest.Dispatcher) {
 	d.HandleFunc(tg.UpdatesGetDifferenceRequestTypeID, s.handle(s.getDifference))
 	d.HandleFunc(tg.MessagesSendMessageRequestTypeID, s.handle(s.sendMessage))
 	d.HandleFunc(tg.MessagesGetFullChatRequestTypeID, s.handle(s.getFullChat))
+	d.HandleFunc(tg.MessagesSendMediaRequestTypeID, s.handle(s.sendMedia))
+	d.HandleFunc(tg.UploadSaveFilePartRequestTypeID, s.handle(s.saveFilePart))
+	d.HandleFunc(tg.UploadGetFileRequestTypeID, s.handle(s.getFile))
 	d.HandleFunc(tg.MessagesEditMessageRequestTypeID, s.handle(s.editMessage))
 	d.HandleFunc(tg.MessagesDeleteMessagesRequestTypeID, s.handle(s.deleteMessages))
 	d.HandleFunc(tg.MessagesSendReactionRequestTypeID, s.handle(s.sendReaction))
@@ -444,30 +452,11 @@ func (s *Server) sendMessage(c call) (bin.Encoder, error) {
 	if reply, ok := r.ReplyTo.(*tg.InputReplyToMessage); ok {
 		replyTo = reply.ReplyToMsgID
 	}
-	var id int
-	switch peer := r.Peer.(type) {
-	case *tg.InputPeerUser:
-		s.mu.Lock()
-		target, ok := s.users[peer.UserID]
-		valid := ok && target.AccessHash == peer.AccessHash
-		s.mu.Unlock()
-		if !valid {
-			return nil, tgerr.New(400, "PEER_ID_INVALID")
-		}
-		id = s.send(c.req.RequestCtx, c.user, peer.UserID, r.Message, replyTo)
-	case *tg.InputPeerChat:
-		s.mu.Lock()
-		g, ok := s.chats[peer.ChatID]
-		if !ok || !slices.Contains(g.members, c.user) {
-			s.mu.Unlock()
-			return nil, tgerr.New(400, "CHAT_ID_INVALID")
-		}
-		sides := s.groupSidesLocked(peer.ChatID)
-		s.mu.Unlock()
-		id = s.deliver(c.req.RequestCtx, c.user, sides, r.Message, replyTo)
-	default:
-		return nil, tgerr.New(400, "PEER_ID_INVALID")
+	sides, err := s.sides(c.user, r.Peer)
+	if err != nil {
+		return nil, err
 	}
+	id := s.deliver(c.req.RequestCtx, c.user, sides, r.Message, replyTo)
 	s.mu.Lock()
 	pts := s.state[c.user].pts
 	s.mu.Unlock()
@@ -504,6 +493,12 @@ func (s *Server) groupSidesLocked(chat int64) []side {
 // updateNewMessage for each with its pts, and pushes them (the sender
 // learns of theirs from the call's answer, or when the fake types).
 func (s *Server) deliver(ctx context.Context, from int64, sides []side, text string, replyTo int) int {
+	return s.deliverWith(ctx, from, sides, text, replyTo, nil, nil)
+}
+
+// deliverWith is deliver with set applied to each side's message (nil for
+// none), and own given the sender's update (nil for none).
+func (s *Server) deliverWith(ctx context.Context, from int64, sides []side, text string, replyTo int, set func(*tg.Message), own func(tg.UpdateClass)) int {
 	s.mu.Lock()
 	s.nextMsg++
 	id := s.nextMsg
@@ -516,10 +511,16 @@ func (s *Server) deliver(ctx context.Context, from int64, sides []side, text str
 		if replyTo != 0 {
 			msg.SetReplyTo(&tg.MessageReplyHeader{ReplyToMsgID: replyTo})
 		}
+		if set != nil {
+			set(msg)
+		}
 		acc.history[side.key] = append(acc.history[side.key], msg)
 		acc.pts++
 		update := &tg.UpdateNewMessage{Message: msg, Pts: acc.pts, PtsCount: 1}
 		acc.log = append(acc.log, logged{pts: acc.pts, update: update})
+		if side.owner == from && own != nil {
+			own(update)
+		}
 		session, online := s.live[side.owner]
 		if online && (side.owner != from || ctx == context.Background()) {
 			updates := s.updatesLocked(side.owner, update)
@@ -531,6 +532,30 @@ func (s *Server) deliver(ctx context.Context, from int64, sides []side, text str
 		push()
 	}
 	return id
+}
+
+// sides are the views of the conversation a user's call names.
+func (s *Server) sides(user int64, peer tg.InputPeerClass) ([]side, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch peer := peer.(type) {
+	case *tg.InputPeerUser:
+		target, ok := s.users[peer.UserID]
+		if !ok || target.AccessHash != peer.AccessHash {
+			return nil, tgerr.New(400, "PEER_ID_INVALID")
+		}
+		return []side{
+			{owner: user, peer: &tg.PeerUser{UserID: peer.UserID}, key: peer.UserID},
+			{owner: peer.UserID, peer: &tg.PeerUser{UserID: user}, key: user},
+		}, nil
+	case *tg.InputPeerChat:
+		g, ok := s.chats[peer.ChatID]
+		if !ok || !slices.Contains(g.members, user) {
+			return nil, tgerr.New(400, "CHAT_ID_INVALID")
+		}
+		return s.groupSidesLocked(peer.ChatID), nil
+	}
+	return nil, tgerr.New(400, "PEER_ID_INVALID")
 }
 
 // updatesLocked wraps updates for a user with the users and chats they name.

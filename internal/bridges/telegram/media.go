@@ -1,0 +1,163 @@
+package telegram
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gotd/td/telegram/downloader"
+	"github.com/gotd/td/telegram/uploader"
+	"github.com/gotd/td/tg"
+	"maunium.net/go/mautrix/bridgev2"
+	"maunium.net/go/mautrix/bridgev2/database"
+	"maunium.net/go/mautrix/event"
+
+	"github.com/matrixos/matrixos/internal/bridges"
+)
+
+// maxFileSize is the largest file the bridge carries either way. Telegram
+// takes up to 2 GB, but the bridge holds a file in memory while it crosses.
+const maxFileSize = 50 << 20
+
+var errFileTooLarge = fmt.Errorf("%w: the bridge carries files up to %d MiB", bridgev2.ErrMediaTooLarge, maxFileSize>>20)
+
+// document is the file of a message, if it has one.
+func document(m *tg.Message) (*tg.Document, bool) {
+	media, ok := m.Media.(*tg.MessageMediaDocument)
+	if !ok {
+		return nil, false
+	}
+	doc, ok := media.Document.(*tg.Document)
+	return doc, ok
+}
+
+// fileName is a document's file name ("file" without one).
+func fileName(doc *tg.Document) string {
+	for _, a := range doc.Attributes {
+		if name, ok := a.(*tg.DocumentAttributeFilename); ok && name.FileName != "" {
+			return name.FileName
+		}
+	}
+	return "file"
+}
+
+// convertDocument downloads a Telegram document (upload.getFile) and
+// uploads it to Matrix, encrypted in an encrypted portal; the message's
+// text is the file's caption.
+func (tc *Client) convertDocument(ctx context.Context, portal *bridgev2.Portal, intent bridgev2.MatrixAPI, m *tg.Message, doc *tg.Document) (*event.MessageEventContent, error) {
+	if doc.Size > maxFileSize {
+		return nil, errFileTooLarge
+	}
+	api, err := tc.client()
+	if err != nil {
+		return nil, err
+	}
+	var data bytes.Buffer
+	location := &tg.InputDocumentFileLocation{ID: doc.ID, AccessHash: doc.AccessHash, FileReference: doc.FileReference}
+	if _, err := downloader.NewDownloader().Download(api, location).Stream(ctx, &data); err != nil {
+		return nil, fmt.Errorf("%w: upload.getFile: %w", bridgev2.ErrMediaDownloadFailed, err)
+	}
+	name, mimeType := fileName(doc), doc.MimeType
+	if mimeType == "" {
+		mimeType = http.DetectContentType(data.Bytes())
+	}
+	mxc, file, err := intent.UploadMedia(ctx, portal.MXID, data.Bytes(), name, mimeType)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", bridgev2.ErrMediaReuploadFailed, err)
+	}
+	content := &event.MessageEventContent{
+		MsgType:  bridges.MessageTypeFor(mimeType),
+		Body:     name,
+		FileName: name,
+		URL:      mxc,
+		File:     file,
+		Info:     &event.FileInfo{MimeType: mimeType, Size: data.Len()},
+	}
+	if m.Message != "" {
+		content.Body = m.Message
+	}
+	return content, nil
+}
+
+// sendFile uploads a Matrix file to Telegram (upload.saveFilePart) and
+// sends it as a document with the message's caption.
+func (tc *Client) sendFile(ctx context.Context, api *tg.Client, peer tg.InputPeerClass, msg *bridgev2.MatrixMessage) (*bridgev2.MatrixMessageResponse, error) {
+	content := msg.Content
+	if content.Info != nil && content.Info.Size > maxFileSize {
+		return nil, errFileTooLarge
+	}
+	uri := content.URL
+	if content.File != nil {
+		uri = content.File.URL
+	}
+	data, err := tc.connector.Bridge.Bot.DownloadMedia(ctx, uri, content.File)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", bridgev2.ErrMediaDownloadFailed, err)
+	}
+	if len(data) > maxFileSize {
+		return nil, errFileTooLarge
+	}
+	name := content.FileName
+	if name == "" {
+		name = content.Body
+	}
+	if name == "" || strings.ContainsAny(name, "/\\") {
+		name = "file"
+	}
+	caption := ""
+	if content.FileName != "" && content.Body != content.FileName {
+		caption = content.Body
+	}
+	mimeType := ""
+	if content.Info != nil {
+		mimeType = content.Info.MimeType
+	}
+	if mimeType == "" {
+		mimeType = http.DetectContentType(data)
+	}
+	file, err := uploader.NewUploader(api).FromBytes(ctx, name, data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: upload.saveFilePart: %w", bridgev2.ErrMediaReuploadFailed, err)
+	}
+	req := &tg.MessagesSendMediaRequest{
+		Peer: peer,
+		Media: &tg.InputMediaUploadedDocument{
+			File: file, MimeType: mimeType, ForceFile: true,
+			Attributes: []tg.DocumentAttributeClass{&tg.DocumentAttributeFilename{FileName: name}},
+		},
+		Message:  caption,
+		RandomID: time.Now().UnixNano(),
+	}
+	result, err := withFloodWait(ctx, func() (tg.UpdatesClass, error) { return api.MessagesSendMedia(ctx, req) })
+	if err != nil {
+		return nil, refused("file", err)
+	}
+	sent, ok := sentMessage(result)
+	if !ok {
+		return nil, fmt.Errorf("messages.sendMedia answered %T without the message", result)
+	}
+	return &bridgev2.MatrixMessageResponse{DB: &database.Message{
+		ID:        messageID(sent.ID),
+		SenderID:  ghostID(tc.selfID()),
+		Timestamp: time.Unix(int64(sent.Date), 0),
+	}}, nil
+}
+
+// sentMessage is the account's new message in a call's answer.
+func sentMessage(result tg.UpdatesClass) (*tg.Message, bool) {
+	updates, ok := result.(*tg.Updates)
+	if !ok {
+		return nil, false
+	}
+	for _, u := range updates.Updates {
+		if u, ok := u.(*tg.UpdateNewMessage); ok {
+			if m, ok := u.Message.(*tg.Message); ok && m.Out {
+				return m, true
+			}
+		}
+	}
+	return nil, false
+}

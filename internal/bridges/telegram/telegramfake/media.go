@@ -1,0 +1,178 @@
+package telegramfake
+
+import (
+	"bytes"
+	"context"
+	"sort"
+	"time"
+
+	"github.com/gotd/td/bin"
+	"github.com/gotd/td/tg"
+	"github.com/gotd/td/tgerr"
+)
+
+// upload is a file being uploaded in parts (upload.saveFilePart).
+type upload map[int][]byte
+
+// SendFile sends a document (a file with a name and MIME type, and an
+// optional caption) from one user to another, as if sent from a Telegram
+// app, and returns the message ID.
+func (s *Server) SendFile(from, to int64, name, mimeType string, data []byte, caption string) int {
+	s.mu.Lock()
+	doc := s.addDocumentLocked(name, mimeType, data)
+	s.mu.Unlock()
+	id, _ := s.deliverMedia(context.Background(), from, []side{
+		{owner: from, peer: &tg.PeerUser{UserID: to}, key: to},
+		{owner: to, peer: &tg.PeerUser{UserID: from}, key: from},
+	}, caption, &tg.MessageMediaDocument{Document: doc})
+	return id
+}
+
+// File returns the name and content of the document of a message a user
+// sees, and whether it has one.
+func (s *Server) File(user int64, msgID int) (string, []byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, _ := s.state[user].find(msgID)
+	if m == nil {
+		return "", nil, false
+	}
+	media, ok := m.Media.(*tg.MessageMediaDocument)
+	if !ok {
+		return "", nil, false
+	}
+	doc := media.Document.(*tg.Document)
+	return documentName(doc), s.files[doc.ID], true
+}
+
+func documentName(doc *tg.Document) string {
+	for _, a := range doc.Attributes {
+		if name, ok := a.(*tg.DocumentAttributeFilename); ok {
+			return name.FileName
+		}
+	}
+	return ""
+}
+
+func (s *Server) addDocumentLocked(name, mimeType string, data []byte) *tg.Document {
+	s.nextFile++
+	id := s.nextFile
+	s.files[id] = bytes.Clone(data)
+	return &tg.Document{
+		ID: id, AccessHash: id * 31, FileReference: []byte("ref"), Date: int(time.Now().Unix()),
+		MimeType: mimeType, Size: int64(len(data)), DCID: DC,
+		Attributes: []tg.DocumentAttributeClass{&tg.DocumentAttributeFilename{FileName: name}},
+	}
+}
+
+// deliverMedia delivers a message with media and returns its ID and the
+// sender's update.
+func (s *Server) deliverMedia(ctx context.Context, from int64, sides []side, caption string, media tg.MessageMediaClass) (int, tg.UpdateClass) {
+	var own tg.UpdateClass
+	id := s.deliverWith(ctx, from, sides, caption, 0, func(m *tg.Message) { m.SetMedia(media) }, func(u tg.UpdateClass) { own = u })
+	return id, own
+}
+
+func (s *Server) saveFilePart(c call) (bin.Encoder, error) {
+	if c.user == 0 {
+		return nil, errUnauthorized
+	}
+	var r tg.UploadSaveFilePartRequest
+	if err := r.Decode(c.req.Buf); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := uploadKey{c.user, r.FileID}
+	if s.uploads[key] == nil {
+		s.uploads[key] = upload{}
+	}
+	s.uploads[key][r.FilePart] = bytes.Clone(r.Bytes)
+	return boolResult(true), nil
+}
+
+// uploadKey is an upload's owner and the client's file ID.
+type uploadKey struct {
+	user int64
+	file int64
+}
+
+// takeUploadLocked assembles and forgets an uploaded file.
+func (s *Server) takeUploadLocked(user int64, file tg.InputFileClass) ([]byte, string, error) {
+	in, ok := file.(*tg.InputFile)
+	if !ok {
+		return nil, "", tgerr.New(400, "FILE_PARTS_INVALID")
+	}
+	key := uploadKey{user, in.ID}
+	parts := s.uploads[key]
+	delete(s.uploads, key)
+	if len(parts) != in.Parts {
+		return nil, "", tgerr.New(400, "FILE_PARTS_INVALID")
+	}
+	indexes := make([]int, 0, len(parts))
+	for i := range parts {
+		indexes = append(indexes, i)
+	}
+	sort.Ints(indexes)
+	var data []byte
+	for _, i := range indexes {
+		data = append(data, parts[i]...)
+	}
+	return data, in.Name, nil
+}
+
+func (s *Server) sendMedia(c call) (bin.Encoder, error) {
+	if c.user == 0 {
+		return nil, errUnauthorized
+	}
+	var r tg.MessagesSendMediaRequest
+	if err := r.Decode(c.req.Buf); err != nil {
+		return nil, err
+	}
+	in, ok := r.Media.(*tg.InputMediaUploadedDocument)
+	if !ok {
+		return nil, tgerr.New(400, "MEDIA_INVALID")
+	}
+	sides, err := s.sides(c.user, r.Peer)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	data, name, err := s.takeUploadLocked(c.user, in.File)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	for _, a := range in.Attributes {
+		if fileName, ok := a.(*tg.DocumentAttributeFilename); ok {
+			name = fileName.FileName
+		}
+	}
+	doc := s.addDocumentLocked(name, in.MimeType, data)
+	s.mu.Unlock()
+	_, own := s.deliverMedia(c.req.RequestCtx, c.user, sides, r.Message, &tg.MessageMediaDocument{Document: doc})
+	return s.answer(c.user, own), nil
+}
+
+func (s *Server) getFile(c call) (bin.Encoder, error) {
+	if c.user == 0 {
+		return nil, errUnauthorized
+	}
+	var r tg.UploadGetFileRequest
+	if err := r.Decode(c.req.Buf); err != nil {
+		return nil, err
+	}
+	loc, ok := r.Location.(*tg.InputDocumentFileLocation)
+	if !ok {
+		return nil, tgerr.New(400, "LOCATION_INVALID")
+	}
+	s.mu.Lock()
+	data, ok := s.files[loc.ID]
+	s.mu.Unlock()
+	if !ok || loc.AccessHash != loc.ID*31 || r.Offset < 0 || r.Limit <= 0 {
+		return nil, tgerr.New(400, "LOCATION_INVALID")
+	}
+	start := min(int(r.Offset), len(data))
+	end := min(start+r.Limit, len(data))
+	return &tg.UploadFile{Type: &tg.StorageFilePartial{}, Mtime: int(time.Now().Unix()), Bytes: data[start:end]}, nil
+}
