@@ -96,4 +96,29 @@ func TestContractReplayCommand(t *testing.T) {
 	if out := fail(t, "contract", "replay", "--data", data); !strings.Contains(out, "usage: matrixos contract replay") {
 		t.Fatalf("replay without a room: %s", out)
 	}
+
+	// An entry changed on disk no longer makes the checkpoint's root.
+	s.cmd.Process.Kill() // the log on disk stays as the node left it
+	s.cmd.Wait()
+	bundles, err := filepath.Glob(filepath.Join(data, "ledger", "events", "tile", "entries", "*"))
+	if err != nil || len(bundles) == 0 {
+		t.Fatalf("entry bundles: %v %v", bundles, err)
+	}
+	if parts, _ := filepath.Glob(filepath.Join(data, "ledger", "events", "tile", "entries", "*.p", "*")); len(parts) > 0 {
+		bundles = parts
+	}
+	for _, bundle := range bundles { // whichever of them the replay reads
+		raw, err := os.ReadFile(bundle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := bytes.LastIndex(raw, []byte(`"content_hash":"`)) + len(`"content_hash":"`) + 3
+		raw[at] ^= 1 // another base64 character of the same length
+		if err := os.WriteFile(bundle, raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out := fail(t, "contract", "replay", roomID, "--data", data); !strings.Contains(out, "the log was changed") {
+		t.Fatalf("replay of a changed log: %s", out)
+	}
 }
