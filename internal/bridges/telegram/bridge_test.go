@@ -390,12 +390,15 @@ func TestTelegramBasicGroup(t *testing.T) {
 // TestTelegramFiles carries files both ways through the encrypted portal:
 // a document sent on Telegram (with a caption) arrives as an encrypted
 // Matrix file the client decrypts, and a Matrix file arrives on Telegram
-// as a document with its name and content.
+// as a document with its name and content. The sender's ghost has her
+// Telegram name and profile photo.
 func TestTelegramFiles(t *testing.T) {
 	h := newHarness(t)
 	env, fake := h.env, h.fake
 	h.login()
 	png := []byte("\x89PNG\r\n\x1a\nnot really an image, but long enough to take a few bytes")
+	avatar := []byte("\x89PNG\r\n\x1a\nalice's profile photo")
+	fake.SetPhoto(h.alice, avatar)
 	fake.SendFile(h.alice, h.mia, "photo.png", "image/png", png, "look at this")
 	portal := env.WaitPortal("Alice Liddell")
 	fileEvt := h.waitEvent(portal, "alice's file", func(evt *event.Event) bool {
@@ -407,6 +410,16 @@ func TestTelegramFiles(t *testing.T) {
 	}
 	if got := h.downloadMatrixFile(message(fileEvt)); !bytes.Equal(got, png) {
 		t.Errorf("file from Telegram arrived as %q, want %q", got, png)
+	}
+	profile, err := env.Admin.GetProfile(context.Background(), h.aliceMX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if profile.DisplayName != "Alice Liddell" || profile.AvatarURL.IsEmpty() {
+		t.Fatalf("alice's ghost = %+v, want her Telegram name and photo", profile)
+	}
+	if got, err := env.Admin.DownloadBytes(context.Background(), profile.AvatarURL); err != nil || !bytes.Equal(got, avatar) {
+		t.Errorf("alice's ghost's avatar = %q (%v), want her Telegram photo", got, err)
 	}
 
 	data := bytes.Repeat([]byte("a file from Matrix\n"), 40000) // 760 kB: two upload parts

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -179,7 +180,11 @@ func (tc *Client) GetUserInfo(ctx context.Context, ghost *bridgev2.Ghost) (*brid
 		return nil, err
 	}
 	name := displayName(u)
-	return &bridgev2.UserInfo{Name: &name, Identifiers: []string{"tel:" + u.Phone}}, nil
+	info := &bridgev2.UserInfo{Name: &name, Avatar: tc.avatar(u)}
+	if u.Phone != "" {
+		info.Identifiers = []string{"tel:+" + strings.TrimPrefix(u.Phone, "+")}
+	}
+	return info, nil
 }
 
 // GetCapabilities: text with replies, edits, deletes and one reaction per

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/gotd/td/tg"
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/database"
+	"maunium.net/go/mautrix/bridgev2/networkid"
 	"maunium.net/go/mautrix/event"
 
 	"github.com/matrixos/matrixos/internal/bridges"
@@ -160,4 +162,32 @@ func sentMessage(result tg.UpdatesClass) (*tg.Message, bool) {
 		}
 	}
 	return nil, false
+}
+
+// avatar is a user's profile photo, downloaded when bridgev2 finds it
+// changed (by its photo ID); a user without one has their avatar removed.
+func (tc *Client) avatar(u *tg.User) *bridgev2.Avatar {
+	photo, ok := u.Photo.(*tg.UserProfilePhoto)
+	if !ok {
+		return &bridgev2.Avatar{Remove: true}
+	}
+	location := &tg.InputPeerPhotoFileLocation{
+		Big:     true,
+		Peer:    &tg.InputPeerUser{UserID: u.ID, AccessHash: u.AccessHash},
+		PhotoID: photo.PhotoID,
+	}
+	return &bridgev2.Avatar{
+		ID: networkid.AvatarID(strconv.FormatInt(photo.PhotoID, 10)),
+		Get: func(ctx context.Context) ([]byte, error) {
+			api, err := tc.client()
+			if err != nil {
+				return nil, err
+			}
+			var data bytes.Buffer
+			if _, err := downloader.NewDownloader().Download(api, location).Stream(ctx, &data); err != nil {
+				return nil, fmt.Errorf("downloading the profile photo of %d: %w", u.ID, err)
+			}
+			return data.Bytes(), nil
+		},
+	}
 }

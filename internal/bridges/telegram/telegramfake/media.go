@@ -28,6 +28,15 @@ func (s *Server) SendFile(from, to int64, name, mimeType string, data []byte, ca
 	return id
 }
 
+// SetPhoto gives a user a profile photo with the given content (an image).
+func (s *Server) SetPhoto(user int64, data []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.nextFile++
+	s.files[s.nextFile] = bytes.Clone(data)
+	s.users[user].Photo = &tg.UserProfilePhoto{PhotoID: s.nextFile, DCID: DC}
+}
+
 // File returns the name and content of the document of a message a user
 // sees, and whether it has one.
 func (s *Server) File(user int64, msgID int) (string, []byte, bool) {
@@ -162,17 +171,37 @@ func (s *Server) getFile(c call) (bin.Encoder, error) {
 	if err := r.Decode(c.req.Buf); err != nil {
 		return nil, err
 	}
-	loc, ok := r.Location.(*tg.InputDocumentFileLocation)
-	if !ok {
-		return nil, tgerr.New(400, "LOCATION_INVALID")
-	}
-	s.mu.Lock()
-	data, ok := s.files[loc.ID]
-	s.mu.Unlock()
-	if !ok || loc.AccessHash != loc.ID*31 || r.Offset < 0 || r.Limit <= 0 {
+	data, ok := s.fileAt(r.Location)
+	if !ok || r.Offset < 0 || r.Limit <= 0 {
 		return nil, tgerr.New(400, "LOCATION_INVALID")
 	}
 	start := min(int(r.Offset), len(data))
 	end := min(start+r.Limit, len(data))
 	return &tg.UploadFile{Type: &tg.StorageFilePartial{}, Mtime: int(time.Now().Unix()), Bytes: data[start:end]}, nil
+}
+
+// fileAt is the content of a document or of a user's current profile photo.
+func (s *Server) fileAt(location tg.InputFileLocationClass) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch loc := location.(type) {
+	case *tg.InputDocumentFileLocation:
+		data, ok := s.files[loc.ID]
+		return data, ok && loc.AccessHash == loc.ID*31
+	case *tg.InputPeerPhotoFileLocation:
+		peer, ok := loc.Peer.(*tg.InputPeerUser)
+		if !ok {
+			return nil, false
+		}
+		u, ok := s.users[peer.UserID]
+		if !ok || u.AccessHash != peer.AccessHash {
+			return nil, false
+		}
+		photo, ok := u.Photo.(*tg.UserProfilePhoto)
+		if !ok || photo.PhotoID != loc.PhotoID {
+			return nil, false
+		}
+		return s.files[loc.PhotoID], true
+	}
+	return nil, false
 }
