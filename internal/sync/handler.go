@@ -321,7 +321,7 @@ func (s *Service) fillRooms(ctx context.Context, req *Request, resp *Response) e
 			if !changed && !(req.FullState && includeLeave) {
 				continue
 			}
-			if req.Initial() && !includeLeave {
+			if req.Initial() && !includeLeave && !s.removed(ctx, req.User, m) {
 				continue
 			}
 			if err := s.fillLeft(ctx, req, resp, m); err != nil {
@@ -330,6 +330,18 @@ func (s *Service) fillRooms(ctx context.Context, req *Request, resp *Response) e
 		}
 	}
 	return nil
+}
+
+// removed reports whether the user's leave in m was done to them: a ban,
+// or a kick (a leave sent by someone else). An initial sync shows those
+// rooms even without include_leave, as it leaves out only the rooms the
+// user chose to leave: a client starting afresh learns it was removed.
+func (s *Service) removed(ctx context.Context, user id.UserID, m membershipRow) bool {
+	if m.membership == "ban" {
+		return true
+	}
+	ev, err := s.rooms.Event(ctx, m.eventID)
+	return err == nil && ev.Sender != user
 }
 
 // joinedSince reports whether the user's join in m happened after since,

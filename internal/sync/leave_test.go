@@ -6,6 +6,7 @@ import (
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/testnode"
 )
@@ -90,6 +91,50 @@ func TestForgottenRoomLeaveInIncrementalSync(t *testing.T) {
 		}
 		if s.Rooms.Leave[forgotten] != nil {
 			t.Fatal("initial sync shows the forgotten room")
+		}
+	})
+}
+
+// TestInitialSyncShowsRemovals: an initial sync without include_leave
+// leaves out rooms the user left of their own accord, but shows those they
+// were banned or kicked from, so a client that starts afresh learns of the
+// removal (Complement's TestUnbanViaInvite syncs from scratch after a ban).
+func TestInitialSyncShowsRemovals(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice, bob := n.Register("alice"), n.Register("bob")
+		banned := testnode.PublicRoom(t, alice, bob)
+		kicked := testnode.PublicRoom(t, alice, bob)
+		left := testnode.PublicRoom(t, alice, bob)
+		if _, err := alice.BanUser(ctx, banned, &mautrix.ReqBanUser{UserID: bob.UserID}); err != nil {
+			t.Fatalf("ban: %v", err)
+		}
+		if _, err := alice.KickUser(ctx, kicked, &mautrix.ReqKickUser{UserID: bob.UserID}); err != nil {
+			t.Fatalf("kick: %v", err)
+		}
+		testnode.Leave(t, bob, left)
+
+		s := syncFiltered(t, bob, "", "")
+		for _, c := range []struct {
+			room       string
+			membership string
+		}{{string(banned), "ban"}, {string(kicked), "leave"}} {
+			r := s.Rooms.Leave[id.RoomID(c.room)]
+			if r == nil {
+				t.Fatalf("initial sync: the room bob was removed from (%s) is missing from rooms.leave", c.membership)
+			}
+			var seen bool
+			for _, ev := range append(r.Timeline.Events, r.State.Events...) {
+				if ev.Type == event.StateMember && ev.GetStateKey() == string(bob.UserID) {
+					seen = ev.Content.Raw["membership"] == c.membership
+				}
+			}
+			if !seen {
+				t.Fatalf("initial sync: rooms.leave of the room bob was removed from lacks his %s", c.membership)
+			}
+		}
+		if s.Rooms.Leave[left] != nil {
+			t.Fatal("initial sync without include_leave shows the room bob left himself")
 		}
 	})
 }
