@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,6 +47,9 @@ const remoteJoinWait = 30 * time.Second
 type target struct {
 	roomID id.RoomID
 	via    []string
+	// named is set when the client named the servers (via or
+	// server_name): only they are asked then.
+	named bool
 }
 
 // resolveTarget turns a room ID or an alias into a target: an alias is
@@ -66,10 +70,11 @@ func (s *Service) resolveTarget(r *http.Request, raw string) (target, error) {
 		// given: when the client names some, only they are asked (one of
 		// them may be the one that can authorise a restricted join).
 		roomID := id.RoomID(raw)
-		if _, server, ok := strings.Cut(raw, ":"); ok && len(via) == 0 && config.ValidServerName(server) == nil {
+		named := len(via) > 0
+		if _, server, ok := strings.Cut(raw, ":"); ok && !named && config.ValidServerName(server) == nil {
 			via = append(via, server)
 		}
-		return target{roomID, via}, nil
+		return target{roomID: roomID, via: via, named: named}, nil
 	case strings.HasPrefix(raw, "#"):
 		alias := id.RoomAlias(raw)
 		if s.remote == nil {
@@ -81,7 +86,7 @@ func (s *Service) resolveTarget(r *http.Request, raw string) (target, error) {
 		if err != nil {
 			return target{}, err
 		}
-		return target{roomID, append(servers, via...)}, nil
+		return target{roomID: roomID, via: append(servers, via...), named: len(via) > 0}, nil
 	}
 	return target{}, mxhttp.InvalidParam("not a room ID or alias: %q", raw)
 }
@@ -101,11 +106,18 @@ func (s *Service) inRoomHere(ctx context.Context, roomID id.RoomID) bool {
 }
 
 // remoteVia are the servers a join of a room this node is not in may go
-// through: the target's, then those of the members this node last knew
-// of; never this one. Empty when the room is this node's alone.
+// through: the target's, then, unless the client named the servers, those
+// of the members this node last knew of; never this one. Empty when the
+// room is this node's alone. Servers the client named are the only ones
+// asked: a server this node last saw in the room may authorise a
+// restricted join that those named refuse, and the client chose them.
 func (s *Service) remoteVia(ctx context.Context, t target) []string {
+	candidates := t.via
+	if !t.named {
+		candidates = append(slices.Clone(t.via), s.residentServers(ctx, t.roomID)[1:]...)
+	}
 	var via []string
-	for _, v := range append(t.via, s.residentServers(ctx, t.roomID)[1:]...) {
+	for _, v := range candidates {
 		if v != s.serverName {
 			via = append(via, v)
 		}

@@ -375,6 +375,9 @@ func (s *Service) join(r *http.Request, sess *accounts.Session, t target) (any, 
 	// whose member can authorise it.
 	via, err := s.rooms.JoinAuthoriser(r.Context(), roomID, sess.UserID)
 	if (errors.Is(err, rooms.ErrNoLocalAuthoriser) || errors.Is(err, rooms.ErrAllowedRoomsUnknown)) && s.remoteRooms != nil {
+		// This node is in the room, so the servers it sees there are the
+		// room's now, not ones it last knew: any may hold an authoriser.
+		t.named = false
 		if servers := s.remoteVia(r.Context(), t); len(servers) > 0 {
 			if reason != "" {
 				extra["reason"] = reason

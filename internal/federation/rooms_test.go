@@ -593,6 +593,27 @@ func TestRestrictedJoinWithoutLocalAuthoriser(t *testing.T) {
 	if _, err := erin.JoinRoom(ctx, string(restricted), &mautrix.ReqJoinRoom{Via: []string{b.Config.ServerName, a.Config.ServerName}}); err != nil {
 		t.Fatalf("erin joins through B, then A: %v", err)
 	}
+
+	// Once erin has left, C, in the room no more, still knows A and B as
+	// its servers; frank of C, in the space too, joining through B alone
+	// asks B alone all the same, and fails.
+	if _, err := erin.LeaveRoom(ctx, restricted); err != nil {
+		t.Fatalf("erin leaves: %v", err)
+	}
+	frank := c.Register("frank")
+	if _, err := frank.JoinRoom(ctx, string(spaceAlias), nil); err != nil {
+		t.Fatalf("frank joins the space: %v", err)
+	}
+	eventually(t, "A seeing frank in the space", func() (bool, string) {
+		m := a.Rooms.Membership(frank.UserID, space)
+		return m == "join", m
+	})
+	if _, err := frank.JoinRoom(ctx, string(restricted), &mautrix.ReqJoinRoom{Via: []string{b.Config.ServerName}}); err == nil {
+		t.Fatalf("frank joined through B alone: C added the servers it last knew to his via")
+	}
+	if _, err := frank.JoinRoom(ctx, string(restricted), &mautrix.ReqJoinRoom{Via: []string{b.Config.ServerName, a.Config.ServerName}}); err != nil {
+		t.Fatalf("frank joins through B, then A: %v", err)
+	}
 }
 
 // TestRoomEndpointsBadInput: the room endpoints answer malformed or
