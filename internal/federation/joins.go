@@ -68,6 +68,7 @@ func (s *Service) tryEach(servers []string, what string, roomID id.RoomID, try f
 }
 
 func (s *Service) joinVia(ctx context.Context, server string, user id.UserID, roomID id.RoomID, content map[string]any) error {
+	s.Outbox.Flush(ctx, server)
 	tmpl, err := s.Client.MakeJoin(ctx, &federation.ReqMakeJoin{RoomID: roomID, UserID: user, Via: server, SupportedVersions: rooms.SupportedVersions})
 	if err != nil {
 		return fmt.Errorf("make_join: %w", err)

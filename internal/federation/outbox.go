@@ -123,8 +123,9 @@ type sendFunc func(ctx context.Context, req *federation.ReqSendTransaction) (*fe
 
 // destination is the outbox's view of one server it queues for.
 type destination struct {
-	name string
-	wake chan struct{} // Wake's signal to a worker waiting out a backoff
+	name  string
+	wake  chan struct{} // Wake's signal to a worker waiting out a backoff
+	hurry chan struct{} // Flush's signal to a worker gathering a batch
 
 	// Guarded by Outbox.mu.
 	running     bool            // a worker serves it
@@ -135,6 +136,9 @@ type destination struct {
 	retryAt     time.Time
 	failedAt    time.Time
 	lastSuccess time.Time
+	// flushed is closed, and cleared, once no PDU is queued for d or its
+	// worker stops: Flush waits on it.
+	flushed chan struct{}
 }
 
 // depth is the number of PDUs and EDUs queued for d.
@@ -269,7 +273,7 @@ func millis(t time.Time) int64 {
 func (o *Outbox) destLocked(name string) *destination {
 	d := o.dests[name]
 	if d == nil {
-		d = &destination{name: name, wake: make(chan struct{}, 1)}
+		d = &destination{name: name, wake: make(chan struct{}, 1), hurry: make(chan struct{}, 1)}
 		o.dests[name] = d
 	}
 	return d
@@ -297,6 +301,50 @@ func (o *Outbox) queued(destinations []string, c rowClass, n int) {
 		d.count(c, n)
 		o.metrics.observe(d)
 		o.startLocked(d)
+	}
+}
+
+// flushTimeout bounds Flush's wait.
+const flushTimeout = 5 * time.Second
+
+// Flush sends what is queued for destination now, without the batch
+// delay, and returns once no PDU is queued for it (or after flushTimeout,
+// or at once when the destination is backing off: it is failing, and the
+// caller is about to learn that itself). A request made to a server
+// directly (make_join, send_join, ...) uses it first, so that it does not
+// overtake the events this node sent it before: a user who left a room
+// and joins it again must not ask the resident server for a join while
+// that server still holds them joined.
+func (o *Outbox) Flush(ctx context.Context, destination string) {
+	o.mu.Lock()
+	d := o.dests[destination]
+	if d == nil || d.queued[classPDU] == 0 || !d.running || d.failures > 0 {
+		o.mu.Unlock()
+		return
+	}
+	if d.flushed == nil {
+		d.flushed = make(chan struct{})
+	}
+	flushed := d.flushed
+	o.mu.Unlock()
+	select {
+	case d.hurry <- struct{}{}:
+	default:
+	}
+	t := time.NewTimer(flushTimeout)
+	defer t.Stop()
+	select {
+	case <-flushed:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// flushedLocked wakes the Flush calls waiting on d. o.mu is held.
+func (d *destination) flushedLocked() {
+	if d.flushed != nil {
+		close(d.flushed)
+		d.flushed = nil
 	}
 }
 
@@ -561,7 +609,7 @@ func (o *Outbox) run(d *destination) {
 	// (a join authorised before the power levels that allow it arrive).
 	gather := false
 	for {
-		if gather && !sleep(ctx, o.batchDelay) {
+		if gather && !o.gather(ctx, d) {
 			break
 		}
 		o.mu.Lock()
@@ -586,6 +634,7 @@ func (o *Outbox) run(d *destination) {
 				continue
 			}
 			d.running = false
+			d.flushedLocked()
 			o.mu.Unlock()
 			return
 		}
@@ -596,7 +645,26 @@ func (o *Outbox) run(d *destination) {
 	}
 	o.mu.Lock()
 	d.running = false
+	d.flushedLocked()
 	o.mu.Unlock()
+}
+
+// gather waits the batch delay, so that what is queued meanwhile goes in
+// one transaction, unless Flush hurries d; it reports whether the outbox
+// still runs.
+func (o *Outbox) gather(ctx context.Context, d *destination) bool {
+	o.mu.Lock()
+	delay := o.batchDelay
+	o.mu.Unlock()
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-d.hurry:
+	case <-ctx.Done():
+		return false
+	}
+	return true
 }
 
 // sleep waits for d or until ctx ends; it reports whether ctx is alive.
@@ -814,6 +882,9 @@ AND NOT EXISTS (SELECT 1 FROM federation_outbound q WHERE q.pdu_id = $1)`, pduID
 			for c, n := range removed {
 				d.count(rowClass(c), -n)
 			}
+			if d.queued[classPDU] == 0 {
+				d.flushedLocked()
+			}
 			if ok {
 				d.failures, d.retryAt, d.failedAt, d.lastSuccess = 0, time.Time{}, time.Time{}, now
 			}
@@ -831,6 +902,7 @@ func (o *Outbox) failed(ctx context.Context, d *destination, sendErr error) {
 	d.failedAt = now
 	d.retryAt = now.Add(o.backoff(d.failures))
 	failures, retryAt, lastSuccess := d.failures, d.retryAt, d.lastSuccess
+	d.flushedLocked() // a Flush waits for nothing now
 	o.metrics.observe(d)
 	o.mu.Unlock()
 	level := slog.LevelDebug

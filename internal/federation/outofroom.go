@@ -31,6 +31,7 @@ func (s *Service) LeaveRemote(ctx context.Context, user id.UserID, roomID id.Roo
 }
 
 func (s *Service) leaveVia(ctx context.Context, server string, user id.UserID, roomID id.RoomID, content map[string]any) error {
+	s.Outbox.Flush(ctx, server)
 	tmpl, err := s.Client.MakeLeave(ctx, &federation.ReqMakeLeave{RoomID: roomID, UserID: user, Via: server})
 	if err != nil {
 		return fmt.Errorf("make_leave: %w", err)
@@ -63,6 +64,7 @@ func (s *Service) KnockRemote(ctx context.Context, user id.UserID, roomID id.Roo
 }
 
 func (s *Service) knockVia(ctx context.Context, server string, user id.UserID, roomID id.RoomID, content map[string]any) error {
+	s.Outbox.Flush(ctx, server)
 	tmpl, err := s.Client.MakeKnock(ctx, &federation.ReqMakeKnock{RoomID: roomID, UserID: user, Via: server, SupportedVersions: rooms.SupportedVersions})
 	if err != nil {
 		return fmt.Errorf("make_knock: %w", err)

@@ -15,6 +15,7 @@ import (
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
+	fed "github.com/matrixos/matrixos/internal/federation"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
@@ -331,6 +332,44 @@ func TestInviteAfterBanAcrossServers(t *testing.T) {
 	bobSync.waitInvite(t, roomID)
 	testnode.Join(t, bob, roomID)
 	aliceSync.waitMembership(t, roomID, bob.UserID, "join")
+}
+
+// TestRejoinAfterLeaveAcrossServers: bob of B, invited into alice's
+// invite-only room on A, joins, leaves and at once asks to join again. B's
+// worker for A is gathering a batch (after bob's message) when the leave
+// is queued, so the leave waits in B's outbox; B sends it before asking A
+// for the join, and A, which has seen the leave, refuses the join (the
+// invite is spent). Before, make_join overtook the leave, A still held bob
+// joined and let him in (Complement's TestRestrictedRoomsRemoteJoin,
+// "Join should fail with mangled join rules").
+func TestRejoinAfterLeaveAcrossServers(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	fed.SetBatchDelay(b.Federation.Outbox, time.Minute)
+	alice, bob := a.Register("alice"), b.Register("bob")
+	roomID := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	testnode.Invite(t, alice, roomID, bob.UserID)
+	if _, err := bob.JoinRoom(ctx, string(roomID), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatalf("bob joins: %v", err)
+	}
+	aliceSync := newSyncer(t, alice)
+	testnode.SendText(t, bob, roomID, "hello")
+	b.Federation.Outbox.Flush(ctx, a.Config.ServerName)
+	aliceSync.waitText(t, roomID, "hello") // B's worker for A now gathers the next batch, for a minute
+	if _, err := bob.LeaveRoom(ctx, roomID); err != nil {
+		t.Fatalf("bob leaves: %v", err)
+	}
+	began := time.Now()
+	_, err := bob.JoinRoom(ctx, string(roomID), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}})
+	testnode.WantErr(t, err, "M_FORBIDDEN", http.StatusForbidden)
+	if took := time.Since(began); took > 10*time.Second {
+		t.Fatalf("the join waited %v for B's queue to A", took)
+	}
+	if m := a.Rooms.Membership(bob.UserID, roomID); m != "leave" {
+		t.Fatalf("bob's membership on A: %q, want leave", m)
+	}
 }
 
 // TestModerationAcrossServers: alice on A kicks, bans and unbans bob of B
