@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 )
 
@@ -174,12 +175,20 @@ func parseModule(wasm []byte) (*module, error) {
 		}
 		m.sections = append(m.sections, section{id: id, payload: payload})
 		switch id {
+		case sectionType:
+			if err := checkTypes(payload); err != nil {
+				return nil, fmt.Errorf("type section: %w", err)
+			}
+		case sectionTable:
+			if err := checkTables(payload); err != nil {
+				return nil, fmt.Errorf("table section: %w", err)
+			}
 		case sectionImport:
 			if err := m.readImports(payload); err != nil {
 				return nil, fmt.Errorf("import section: %w", err)
 			}
 		case sectionGlobal:
-			n, err := (&reader{b: payload}).u32()
+			n, err := checkGlobals(payload)
 			if err != nil {
 				return nil, fmt.Errorf("global section: %w", err)
 			}
@@ -187,6 +196,144 @@ func parseModule(wasm []byte) (*module, error) {
 		}
 	}
 	return m, nil
+}
+
+// MaxTableElements bounds a table's declared maximum: wazero grows a
+// table by allocating the requested elements at once, so table.grow, which
+// costs one instruction's gas whatever its operand, must not be able to
+// ask for billions.
+const MaxTableElements = 1024
+
+// errFloat refuses floating point: NaN payloads differ between machines, so
+// a contract that computes with floats could publish results that do not
+// replay.
+var errFloat = errors.New("floating point is not allowed: its NaN results differ between machines")
+
+func isFloatType(t byte) bool { return t == 0x7D || t == 0x7C }
+
+// checkValueTypes reads a vector of value types, refusing floats.
+func checkValueTypes(r *reader) error {
+	n, err := r.u32()
+	if err != nil {
+		return err
+	}
+	types, err := r.bytes(int(n))
+	if err != nil {
+		return err
+	}
+	if slices.ContainsFunc(types, isFloatType) {
+		return errFloat
+	}
+	return nil
+}
+
+// checkTypes refuses function signatures with float parameters or results.
+func checkTypes(payload []byte) error {
+	r := &reader{b: payload}
+	n, err := r.u32()
+	if err != nil {
+		return err
+	}
+	for i := uint32(0); i < n; i++ {
+		form, err := r.byte()
+		if err != nil {
+			return err
+		}
+		if form != 0x60 {
+			return fmt.Errorf("type %d: not a function type", i)
+		}
+		if err := checkValueTypes(r); err != nil {
+			return fmt.Errorf("type %d: %w", i, err)
+		}
+		if err := checkValueTypes(r); err != nil {
+			return fmt.Errorf("type %d: %w", i, err)
+		}
+	}
+	if !r.done() {
+		return errors.New("trailing bytes")
+	}
+	return nil
+}
+
+// checkTables refuses tables without a declared maximum or with one above
+// MaxTableElements.
+func checkTables(payload []byte) error {
+	r := &reader{b: payload}
+	n, err := r.u32()
+	if err != nil {
+		return err
+	}
+	for i := uint32(0); i < n; i++ {
+		if _, err := r.byte(); err != nil { // element type
+			return err
+		}
+		flags, err := r.byte()
+		if err != nil {
+			return err
+		}
+		if _, err := r.u32(); err != nil { // minimum
+			return err
+		}
+		if flags != 0x01 {
+			return fmt.Errorf("table %d: a table must declare a maximum of at most %d elements", i, MaxTableElements)
+		}
+		max, err := r.u32()
+		if err != nil {
+			return err
+		}
+		if max > MaxTableElements {
+			return fmt.Errorf("table %d: maximum %d elements is above %d", i, max, MaxTableElements)
+		}
+	}
+	if !r.done() {
+		return errors.New("trailing bytes")
+	}
+	return nil
+}
+
+// checkGlobals reads the global section, refusing float globals, and
+// returns the number of globals it defines.
+func checkGlobals(payload []byte) (uint32, error) {
+	r := &reader{b: payload}
+	n, err := r.u32()
+	if err != nil {
+		return 0, err
+	}
+	for i := uint32(0); i < n; i++ {
+		t, err := r.byte()
+		if err != nil {
+			return 0, err
+		}
+		if isFloatType(t) {
+			return 0, fmt.Errorf("global %d: %w", i, errFloat)
+		}
+		if _, err := r.byte(); err != nil { // mutability
+			return 0, err
+		}
+		if err := skipConstExpr(r); err != nil {
+			return 0, fmt.Errorf("global %d: %w", i, err)
+		}
+	}
+	if !r.done() {
+		return 0, errors.New("trailing bytes")
+	}
+	return n, nil
+}
+
+// skipConstExpr reads past an initializer expression up to its end.
+func skipConstExpr(r *reader) error {
+	for {
+		op, err := r.byte()
+		if err != nil {
+			return err
+		}
+		if op == 0x0B {
+			return nil
+		}
+		if err := skipImmediates(r, op, math.MaxUint32); err != nil {
+			return err
+		}
+	}
 }
 
 func (m *module) readImports(payload []byte) error {
@@ -267,8 +414,10 @@ func (m *module) encode() []byte {
 // every call to a function's, so a module cannot run longer than its gas
 // allows. A module whose code names the global the instrumenter adds
 // (an index beyond its own globals), has a start function, uses instructions outside the core
-// MVP, sign-extension, saturating conversion, bulk memory and reference
-// types sets, or is malformed is refused with an error.
+// MVP, sign-extension, bulk memory and reference types sets, uses floating
+// point (types, locals, globals or instructions: NaN payloads differ
+// between machines), has a table without a maximum of at most
+// MaxTableElements, or is malformed is refused with an error.
 func Instrument(wasm []byte) ([]byte, []Import, error) {
 	m, err := parseModule(wasm)
 	if err != nil {
@@ -393,8 +542,12 @@ func meterBody(body []byte, gas uint32) ([]byte, error) {
 		if _, err := r.u32(); err != nil {
 			return nil, err
 		}
-		if _, err := r.byte(); err != nil {
+		t, err := r.byte()
+		if err != nil {
 			return nil, err
+		}
+		if isFloatType(t) {
+			return nil, errFloat
 		}
 	}
 	var charges []charge
@@ -465,18 +618,41 @@ func skipBlockType(r *reader) error {
 		return errEOF
 	}
 	switch c := r.b[r.off]; {
-	case c == 0x40, c == 0x7F, c == 0x7E, c == 0x7D, c == 0x7C, c == 0x70, c == 0x6F:
+	case c == 0x40, c == 0x7F, c == 0x7E, c == 0x70, c == 0x6F:
 		r.off++
 		return nil
+	case isFloatType(c):
+		return errFloat
 	default:
 		return r.sleb(33) // a type index
 	}
 }
 
+// isFloatOpcode reports whether an instruction (outside the 0xFC prefix)
+// loads, stores, makes or computes with a float.
+func isFloatOpcode(op byte) bool {
+	switch {
+	case op == 0x2A, op == 0x2B, op == 0x38, op == 0x39: // f32/f64 load, store
+		return true
+	case op == 0x43, op == 0x44: // f32.const, f64.const
+		return true
+	case op >= 0x5B && op <= 0x66: // float comparisons
+		return true
+	case op >= 0x8B && op <= 0xA6: // float arithmetic
+		return true
+	case op >= 0xA8 && op <= 0xAB, op >= 0xAE && op <= 0xBF: // conversions, reinterpretations
+		return true
+	}
+	return false
+}
+
 // skipImmediates reads past an instruction's immediates (the opcode read),
-// refusing opcodes outside the accepted sets and any access to the gas
-// counter.
+// refusing opcodes outside the accepted sets, floats and any access to the
+// gas counter.
 func skipImmediates(r *reader, op byte, gas uint32) error {
+	if isFloatOpcode(op) {
+		return errFloat
+	}
 	switch {
 	case op == 0x00, op == 0x01, op == 0x0F, op == 0x1A, op == 0x1B, op == 0xD1,
 		op >= 0x45 && op <= 0xC4:
@@ -504,7 +680,10 @@ func skipImmediates(r *reader, op byte, gas uint32) error {
 		if err != nil {
 			return err
 		}
-		_, err = r.bytes(int(n))
+		types, err := r.bytes(int(n))
+		if err == nil && slices.ContainsFunc(types, isFloatType) {
+			err = errFloat
+		}
 		return err
 	case op >= 0x28 && op <= 0x3E: // memory access: align, offset
 		return skipU32s(r, 2)
@@ -512,12 +691,6 @@ func skipImmediates(r *reader, op byte, gas uint32) error {
 		return r.sleb(32)
 	case op == 0x42:
 		return r.sleb(64)
-	case op == 0x43:
-		_, err := r.bytes(4)
-		return err
-	case op == 0x44:
-		_, err := r.bytes(8)
-		return err
 	case op == 0xD0: // ref.null
 		_, err := r.byte()
 		return err
@@ -534,8 +707,8 @@ func skipMisc(r *reader) error {
 		return err
 	}
 	switch {
-	case sub <= 7: // saturating conversions
-		return nil
+	case sub <= 7: // saturating conversions from floats
+		return errFloat
 	case sub == 8, sub == 10, sub == 12, sub == 14: // memory.init, memory.copy, table.init, table.copy
 		return skipU32s(r, 2)
 	case sub == 9, sub == 11, sub == 13, sub == 15, sub == 16, sub == 17:

@@ -94,3 +94,92 @@ func FuzzInstrument(f *testing.F) {
 		m.Close(ctx)
 	})
 }
+
+// moduleWith returns loopModule with its type section replaced by types,
+// its handle body by body (locals included, ending in 0x0b), and a table
+// section added when table is not nil.
+func moduleWith(types, table, body []byte) []byte {
+	sec := func(id byte, payload []byte) []byte {
+		return append([]byte{id, byte(len(payload))}, payload...)
+	}
+	m := bytes.Clone(wasmHeader)
+	m = append(m, sec(sectionType, types)...)
+	m = append(m, sec(sectionFunc, []byte{0x01, 0x00})...)
+	if table != nil {
+		m = append(m, sec(sectionTable, table)...)
+	}
+	m = append(m, sec(sectionMemory, []byte{0x01, 0x00, 0x01})...)
+	m = append(m, sec(sectionExport, []byte{0x02, 0x06, 'h', 'a', 'n', 'd', 'l', 'e', 0x00, 0x00, 0x06, 'm', 'e', 'm', 'o', 'r', 'y', 0x02, 0x00})...)
+	code := append([]byte{0x01, byte(len(body))}, body...)
+	return append(m, sec(sectionCode, code)...)
+}
+
+// TestInstrumentRefusesUnboundedTablesAndFloats: a table that table.grow
+// could grow by billions of elements for one instruction's gas, and any
+// floating point (NaN payloads differ between machines), are refused at
+// upload; the same module without them is accepted.
+func TestInstrumentRefusesUnboundedTablesAndFloats(t *testing.T) {
+	i32Result := []byte{0x01, 0x60, 0x00, 0x01, 0x7F}
+	returnZero := []byte{0x00, 0x41, 0x00, 0x0B}
+	// table.grow 0 of 0x7ffffffe null refs; i32.const 0 would follow.
+	grow := []byte{0x00, 0xD0, 0x70, 0x41, 0xFE, 0xFF, 0xFF, 0xFF, 0x07, 0xFC, 0x0F, 0x00, 0x0B}
+	tests := []struct {
+		name         string
+		types, table []byte
+		body         []byte
+		refused      string // "" when accepted
+	}{
+		{"plain", i32Result, nil, returnZero, ""},
+		{"bounded table grows", i32Result, []byte{0x01, 0x70, 0x01, 0x00, 0x10}, grow, ""},
+		{"table without maximum", i32Result, []byte{0x01, 0x70, 0x00, 0x00}, grow, "maximum"},
+		{"table maximum too large", i32Result, []byte{0x01, 0x70, 0x01, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0x07}, grow, "maximum"},
+		{"f32.const", i32Result, nil, []byte{0x00, 0x43, 0, 0, 0xC0, 0x7F, 0xA8, 0x0B}, "floating point"},
+		{"f64 result", []byte{0x01, 0x60, 0x00, 0x01, 0x7C}, nil, returnZero, "floating point"},
+		{"f32 local", i32Result, nil, []byte{0x01, 0x01, 0x7D, 0x41, 0x00, 0x0B}, "floating point"},
+		{"f64 block", i32Result, nil, []byte{0x00, 0x02, 0x7C, 0x00, 0x0B, 0x41, 0x00, 0x0B}, "floating point"},
+		{"f32.load", i32Result, nil, []byte{0x00, 0x41, 0x00, 0x2A, 0x02, 0x00, 0xBC, 0x0B}, "floating point"},
+		{"saturating truncation", i32Result, nil, []byte{0x00, 0x41, 0x00, 0xFC, 0x00, 0x0B}, "floating point"},
+	}
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := moduleWith(tt.types, tt.table, tt.body)
+			_, _, err := Instrument(m)
+			if tt.refused == "" {
+				if err != nil {
+					t.Fatalf("Instrument: %v, want accepted", err)
+				}
+				compiled, err := rt.CompileModule(ctx, m)
+				if err != nil {
+					t.Fatalf("the accepted module is not valid: %v", err)
+				}
+				compiled.Close(ctx)
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.refused) {
+				t.Fatalf("Instrument: %v, want refused (%q)", err, tt.refused)
+			}
+		})
+	}
+}
+
+// TestBoundedTableGrowFails: in a table with a small maximum, table.grow
+// by 0x7ffffffe answers -1 instead of allocating.
+func TestBoundedTableGrowFails(t *testing.T) {
+	ctx := context.Background()
+	rt, err := NewRuntime(ctx, Limits{Gas: 1000, MemoryPages: 2, Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close(ctx)
+	grow := []byte{0x00, 0xD0, 0x70, 0x41, 0xFE, 0xFF, 0xFF, 0xFF, 0x07, 0xFC, 0x0F, 0x00, 0x1A, 0x41, 0x00, 0x0B}
+	p, err := rt.Compile(ctx, moduleWith([]byte{0x01, 0x60, 0x00, 0x01, 0x7F}, []byte{0x01, 0x70, 0x01, 0x00, 0x10}, grow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Run(ctx, map[string]any{}, MapState{}); err != nil {
+		t.Fatal(err)
+	}
+}
