@@ -5,10 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
+	"strings"
 
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/config"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/remote"
 	"github.com/matrixos/matrixos/internal/rooms"
@@ -20,6 +24,47 @@ import (
 
 // maxVia bounds the servers one join, leave or knock tries.
 const maxVia = 10
+
+// maxServersInRoom bounds the servers_in_room of a send_join answer that
+// a partial-state join keeps: those servers get this node's events and
+// its /state and /backfill requests until the resync ends.
+const maxServersInRoom = 1000
+
+// residentServers is the servers_in_room of a send_join answer as far as
+// it can be trusted: valid server names only, each once, this one left
+// out, IP literals that the outbound guard would refuse (private,
+// loopback, ... unless allow_private_networks lets them through) dropped,
+// and at most maxServersInRoom of them.
+func (s *Service) residentServers(servers []string) []string {
+	out := make([]string, 0, min(len(servers), maxServersInRoom))
+	seen := map[string]bool{s.serverName: true}
+	for _, name := range servers {
+		if len(out) == maxServersInRoom {
+			break
+		}
+		if seen[name] || config.ValidServerName(name) != nil || !s.mayReachLiteral(name) {
+			continue
+		}
+		seen[name] = true
+		out = append(out, name)
+	}
+	return out
+}
+
+// mayReachLiteral reports whether the server name, when its host is an IP
+// literal, names an address the outbound guard allows; a DNS name is
+// checked when it is dialed.
+func (s *Service) mayReachLiteral(name string) bool {
+	host := name
+	if h, _, err := net.SplitHostPort(name); err == nil {
+		host = h
+	}
+	addr, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	if err != nil {
+		return true
+	}
+	return s.guard.Check(addr) == nil
+}
 
 // viaServers are the servers to try, in order, each once, this one left
 // out.
@@ -101,7 +146,8 @@ func (s *Service) joinVia(ctx context.Context, server string, user id.UserID, ro
 		if !omit {
 			return fmt.Errorf("send_join: %s omitted the members, which were not asked to be", server)
 		}
-		if _, err := s.rooms.ImportPartialJoin(ctx, server, version, join, resp.State, resp.AuthChain, resp.ServersInRoom); err != nil {
+		servers := s.residentServers(resp.ServersInRoom)
+		if _, err := s.rooms.ImportPartialJoin(ctx, server, version, join, resp.State, resp.AuthChain, servers); err != nil {
 			return fmt.Errorf("import the joined room: %w", err)
 		}
 		return nil

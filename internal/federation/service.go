@@ -71,6 +71,8 @@ type Service struct {
 	FullStateJoins bool
 
 	mux *http.ServeMux
+	// guard is the outbound client's: which addresses may be reached.
+	guard *netguard.Guard
 
 	rooms       *rooms.Engine // nil until ServeRooms
 	acls        aclCache
@@ -105,7 +107,7 @@ func New(ctx context.Context, db *storage.DB, log *slog.Logger, opts Options) (*
 		return nil, err
 	}
 	own := &ownKeys{serverName: opts.ServerName, key: opts.Key, old: old}
-	s := &Service{serverName: opts.ServerName, log: log, opts: opts, notaryTimeout: NotaryFetchTimeout, edus: map[string]EDUHandler{}}
+	s := &Service{serverName: opts.ServerName, log: log, opts: opts, notaryTimeout: NotaryFetchTimeout, edus: map[string]EDUHandler{}, guard: guard}
 	s.Client = newClient(opts.ServerName, opts.Key, newTransport(guard, roots, opts.Resolver), "MatrixOS/"+opts.Version)
 	s.Keys = newKeyRing(newKeyStore(db), s.Client, own, opts.Notaries, log)
 	s.Outbox = newOutbox(db, log, opts.ServerName, s.Client.SendTransaction)

@@ -423,8 +423,10 @@ func (e *Engine) ImportJoin(ctx context.Context, origin string, version id.RoomV
 // only shrink.
 func (e *Engine) ImportPartialJoin(ctx context.Context, origin string, version id.RoomVersion, join json.RawMessage, state, authChain []json.RawMessage, serversInRoom []string) (*Event, error) {
 	servers := []string{origin}
+	seen := map[string]bool{origin: true, e.signer.ServerName: true}
 	for _, s := range serversInRoom {
-		if s != e.signer.ServerName && !slices.Contains(servers, s) {
+		if !seen[s] {
+			seen[s] = true
 			servers = append(servers, s)
 		}
 	}
