@@ -30,14 +30,14 @@ const ProofPath = "/_matrix/client/unstable/org.matrixos.ledger/rooms/{roomId}/p
 // freshly logged event.
 const proofWait = 3 * time.Second
 
-// Routes serves the log read-only (to callers with a local access token
-// unless Options.Public: the entries name rooms and events), the proof
+// Routes serves the log read-only (to server admins unless
+// Options.Public: the entries name rooms and events), the proof
 // endpoint to room members and the admin endpoint that turns a room's
 // ledger on or off to server admins.
 func (l *Log) Routes(mux *http.ServeMux, acc *accounts.Service, engine *rooms.Engine) {
 	tiles := serveTiles(l.opts.Dir, l.PublicKey, l.log)
 	if !l.opts.Public {
-		tiles = localCallersOnly(acc, tiles)
+		tiles = adminsOnly(acc, tiles)
 	}
 	mux.HandleFunc("GET "+TilesPrefix+"{path...}", tiles)
 	mux.Handle("GET "+ProofPath, acc.Auth(func(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
@@ -84,14 +84,21 @@ func serveTiles(dir, vkey string, log *slog.Logger) http.HandlerFunc {
 	}
 }
 
-// localCallersOnly serves the log's checkpoint and tiles only to callers
-// with a local access token; the log's key, which tells nothing of the
-// rooms, stays public so that anyone can check a proof bundle.
-func localCallersOnly(acc *accounts.Service, next http.HandlerFunc) http.HandlerFunc {
+// adminsOnly serves the log's checkpoint and tiles only to server admins:
+// the entries name the room and event IDs of every logged room, so any
+// local account could otherwise learn who talks where and when. The log's
+// key, which tells nothing of the rooms, stays public so that anyone can
+// check a proof bundle.
+func adminsOnly(acc *accounts.Service, next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.PathValue("path") != "key" {
-			if _, err := acc.AuthenticateRequest(r); err != nil {
+			sess, err := acc.AuthenticateRequest(r)
+			if err != nil {
 				mxhttp.WriteError(w, r, err)
+				return
+			}
+			if !sess.IsAdmin {
+				mxhttp.WriteError(w, r, mxhttp.Forbidden("the ledger's tiles are served to server admins only (ledger_public serves them to anyone)"))
 				return
 			}
 		}

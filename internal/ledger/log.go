@@ -69,8 +69,7 @@ type Options struct {
 	// append directly leave it out).
 	States RoomStates
 	// Public serves the log's checkpoint and tiles to anyone; without it
-	// only callers with a local access token read them (the key is always
-	// public).
+	// only server admins read them (the key is always public).
 	Public bool
 }
 

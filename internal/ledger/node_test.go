@@ -378,7 +378,8 @@ func TestIdentityKeysLogOffByDefault(t *testing.T) {
 	if n.LedgerKeys != nil {
 		t.Fatal("the identity keys log is open with ledger_keys off")
 	}
-	if r := n.Do(t, "GET", ledger.TilesPrefix+"checkpoint", alice.AccessToken, nil, testnode.NoSpecCheck()); r.Status != http.StatusOK {
+	admin := n.RegisterAdmin("admin")
+	if r := n.Do(t, "GET", ledger.TilesPrefix+"checkpoint", admin.AccessToken, nil, testnode.NoSpecCheck()); r.Status != http.StatusOK {
 		t.Fatalf("events checkpoint: %d %s", r.Status, r.Body)
 	}
 	for _, p := range []string{"checkpoint", "key", "tile/entries/000", "tile/0/000"} {
@@ -477,5 +478,26 @@ func TestTilesNeedALocalToken(t *testing.T) {
 	key := n.Do(t, "GET", ledger.TilesPrefix+"key", "", nil, testnode.NoSpecCheck())
 	if key.Status != http.StatusOK || strings.TrimSpace(string(key.Body)) != n.Ledger.PublicKey {
 		t.Fatalf("key without a token: %d %s", key.Status, key.Body)
+	}
+}
+
+// TestTilesServedToAdminsOnly: without ledger_public the checkpoint and
+// tiles, which name every logged room and event, are served to server
+// admins only: no token gets 401, a plain local account 403; the key stays
+// public.
+func TestTilesServedToAdminsOnly(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite, func(c *config.Config) { c.Ledger = "all" })
+	alice := n.Register("alice")
+	admin := n.RegisterAdmin("admin")
+	room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{})
+	wantLogged(t, n, alice, room, testnode.SendText(t, alice, room, "hello"))
+	n.Do(t, "GET", ledger.TilesPrefix+"checkpoint", "", nil).Want(t, http.StatusUnauthorized, "M_MISSING_TOKEN")
+	n.Do(t, "GET", ledger.TilesPrefix+"checkpoint", alice.AccessToken, nil).Want(t, http.StatusForbidden, "M_FORBIDDEN")
+	n.Do(t, "GET", ledger.TilesPrefix+"tile/entries/000.p/1", alice.AccessToken, nil).Want(t, http.StatusForbidden, "M_FORBIDDEN")
+	if r := n.Do(t, "GET", ledger.TilesPrefix+"checkpoint", admin.AccessToken, nil, testnode.NoSpecCheck()); r.Status != http.StatusOK {
+		t.Fatalf("checkpoint for an admin: %d %s", r.Status, r.Body)
+	}
+	if r := n.Do(t, "GET", ledger.TilesPrefix+"key", "", nil, testnode.NoSpecCheck()); r.Status != http.StatusOK {
+		t.Fatalf("key without a token: %d %s", r.Status, r.Body)
 	}
 }
