@@ -11,6 +11,7 @@ import (
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/rooms"
@@ -111,7 +112,8 @@ func waitSameState(t testing.TB, a, b *testnode.Node, roomID id.RoomID) {
 // members; B asks send_join with omit_members, so the room is usable at
 // once with partial state (held partial here by gating B's /state fetch):
 // bob sends, reads his message back and the room's other state, alice on
-// A gets the message, and /joined_members waits for the full state. Then
+// A gets the message, /joined_members waits for the full state, and B
+// answers another server's make_join 404 meanwhile. Then
 // members join, leave and are kicked on A while B's state is partial; once
 // B's resync runs, its state is complete and the same as A's.
 func TestPartialStateJoin(t *testing.T) {
@@ -177,6 +179,11 @@ func TestPartialStateJoin(t *testing.T) {
 	}
 	if !b.Rooms.HasPartialState(ctx, roomID) {
 		t.Fatal("the resync finished while its fetch was held")
+	}
+	// B cannot answer another server's join while partial (MSC3706).
+	_, err = a.Federation.Client.MakeJoin(ctx, &federation.ReqMakeJoin{RoomID: roomID, UserID: alice.UserID, Via: b.Config.ServerName})
+	if code, status := testnode.ErrCode(err); status != 404 || code != "M_NOT_FOUND" {
+		t.Fatalf("make_join on B while partial: %v, want 404 M_NOT_FOUND", err)
 	}
 
 	// /joined_members waits for the full state.

@@ -32,16 +32,25 @@ func incompatibleRoomVersion(v id.RoomVersion) error {
 		Message: fmt.Sprintf("your server does not support room version %s", v)}).With("room_version", string(v))
 }
 
+// errPartialState refuses make_join, send_join and their knock forms in a
+// room whose state is partial here: the answer could not name the room's
+// state (MSC3706 asks for 404).
+var errPartialState = mxhttp.NotFound("this server's state of the room is partial: ask another server")
+
 // MembershipTemplate answers make_join, make_leave and make_knock: an
 // unsigned member event of user (no hashes, signatures or event ID) with
 // prev_events, auth_events and depth, built on the room's current state.
 // It answers 403 M_FORBIDDEN when the membership would not be allowed, and
 // M_INCOMPATIBLE_ROOM_VERSION when the room's version is not in supported
-// (nil supported means any).
+// (nil supported means any). A join or knock in a room whose state is
+// partial here answers 404 M_NOT_FOUND.
 func (e *Engine) MembershipTemplate(ctx context.Context, roomID id.RoomID, user id.UserID, membership string, supported []id.RoomVersion) (id.RoomVersion, json.RawMessage, error) {
 	r, err := e.room(ctx, roomID)
 	if err != nil {
 		return "", nil, err
+	}
+	if r.partial.Load() != nil && membership != "leave" {
+		return "", nil, errPartialState
 	}
 	if supported != nil && !slices.Contains(supported, r.version) {
 		return "", nil, incompatibleRoomVersion(r.version)
@@ -127,7 +136,8 @@ func (e *Engine) SignTemplate(version id.RoomVersion, template json.RawMessage) 
 // resident server: the event must be that membership of a user of origin
 // (its own sender), pass every check on receipt and not be soft-failed. A
 // restricted join authorised by one of this server's users gets its
-// signature. It returns the stored event (with that signature).
+// signature. It returns the stored event (with that signature). A join or
+// knock in a room whose state is partial here answers 404 M_NOT_FOUND.
 func (e *Engine) ReceiveMembership(ctx context.Context, origin string, roomID id.RoomID, eventID id.EventID, raw json.RawMessage, membership string) (*Event, error) {
 	if e.Remote == nil {
 		return nil, errNoFederation
@@ -135,6 +145,9 @@ func (e *Engine) ReceiveMembership(ctx context.Context, origin string, roomID id
 	r, err := e.room(ctx, roomID)
 	if err != nil {
 		return nil, err
+	}
+	if r.partial.Load() != nil && membership != "leave" {
+		return nil, errPartialState
 	}
 	ev, err := e.parseRemote(ctx, r.version, raw)
 	if err != nil {
