@@ -28,7 +28,7 @@ func (s *Service) allowGuess(r *http.Request, user id.UserID) error {
 	if s.Limiter == nil {
 		return nil
 	}
-	keys := []string{"ip:" + ratelimit.ClientIP(r)}
+	keys := []string{ratelimit.IPKey(r)}
 	if user != "" {
 		keys = append(keys, "u:"+string(user))
 	}

@@ -278,16 +278,26 @@ func reverseDomain(s string) string {
 const (
 	unusedClientLifetime = 24 * time.Hour
 	idleClientLifetime   = 90 * 24 * time.Hour
-	// clientPruneInterval is how often registration prunes at most.
+	// Registration prunes once per clientPruneInterval, and after every
+	// clientPruneEvery registrations in between, so that the table
+	// holds at most maxUnusedClients+clientPruneEvery unused ones.
 	clientPruneInterval = time.Hour
+	clientPruneEvery    = 1000
 )
+
+// maxUnusedClients bounds the registrations nobody used yet: beyond it,
+// the oldest are removed first. A variable for the tests.
+var maxUnusedClients = 10000
+
+// maxClientMetadata bounds a registration's client metadata.
+const maxClientMetadata = 16 << 10
 
 // postRegister is the dynamic client registration endpoint (RFC 7591).
 // Anyone may register a client: the route counts against the client
 // IP's registration limit (ratelimit's route table), and registrations
 // nobody uses are pruned.
 func (s *Service) postRegister(w http.ResponseWriter, r *http.Request) {
-	body, err := mxhttp.ReadBody(r, 64<<10)
+	body, err := mxhttp.ReadBody(r, maxClientMetadata)
 	if err != nil {
 		writeOAuthError(w, http.StatusBadRequest, "invalid_client_metadata", "the body could not be read")
 		return
@@ -307,8 +317,7 @@ func (s *Service) postRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.pruneClients(r.Context(), time.Now()); err != nil {
-		s.serverError(w, err)
-		return
+		s.log.Warn("oauth clients not pruned", "err", err)
 	}
 	c := &Client{ID: accounts.RandomToken("", 16), IssuedAt: time.Now().Unix(), ClientMetadata: m}
 	if err := s.storeClient(r.Context(), c); err != nil {
@@ -334,9 +343,11 @@ func (s *Service) storeClient(ctx context.Context, c *Client) error {
 // clientPruneInterval.
 func (s *Service) pruneClients(ctx context.Context, now time.Time) error {
 	last := s.lastPrune.Load()
-	if now.Unix()-last < int64(clientPruneInterval.Seconds()) || !s.lastPrune.CompareAndSwap(last, now.Unix()) {
+	due := now.Unix()-last >= int64(clientPruneInterval.Seconds()) || s.sincePrune.Add(1) >= clientPruneEvery
+	if !due || !s.lastPrune.CompareAndSwap(last, now.Unix()) {
 		return nil
 	}
+	s.sincePrune.Store(0)
 	unused := now.Add(-unusedClientLifetime).Unix()
 	idle := now.Add(-idleClientLifetime).Unix()
 	return s.db.Write(ctx, func(tx *storage.Tx) error {
@@ -346,7 +357,25 @@ func (s *Service) pruneClients(ctx context.Context, now time.Time) error {
 		if err != nil {
 			return fmt.Errorf("prune oauth clients: %w", err)
 		}
-		if n, _ := res.RowsAffected(); n > 0 {
+		n, _ := res.RowsAffected()
+		// Beyond maxUnusedClients unused registrations, the older ones go.
+		var cutoff int64
+		err = tx.QueryRow(ctx, fmt.Sprintf(`SELECT created_ts FROM oauth_clients WHERE last_used_ts = 0
+			ORDER BY created_ts DESC LIMIT 1 OFFSET %d`, maxUnusedClients)).Scan(&cutoff)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return fmt.Errorf("prune oauth clients: %w", err)
+		default:
+			res, err := tx.Exec(ctx, `DELETE FROM oauth_clients WHERE last_used_ts = 0 AND created_ts <= $1
+				AND client_id NOT IN (SELECT client_id FROM oauth_sessions)`, cutoff)
+			if err != nil {
+				return fmt.Errorf("prune oauth clients: %w", err)
+			}
+			d, _ := res.RowsAffected()
+			n += d
+		}
+		if n > 0 {
 			s.log.Info("oauth clients pruned", "count", n)
 		}
 		return nil

@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"testing"
@@ -16,16 +17,7 @@ import (
 // idleClientLifetime, never one that still holds a session or was used
 // recently.
 func TestPruneClients(t *testing.T) {
-	ctx := context.Background()
-	db, err := storage.Open(ctx, filepath.Join(t.TempDir(), "db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.Migrate(ctx, Migrations); err != nil {
-		t.Fatal(err)
-	}
-	s := New(db, slog.New(slog.DiscardHandler), nil, Options{BaseURL: func() string { return "https://example.org" }})
+	s, ctx := newPruneService(t)
 	now := time.Now()
 	day := 24 * time.Hour
 	clients := []struct {
@@ -66,4 +58,72 @@ func TestPruneClients(t *testing.T) {
 			t.Errorf("client %s: kept %v, want %v (err %v)", c.id, kept, c.kept, err)
 		}
 	}
+}
+
+// TestPruneClientsCapsUnused checks that beyond maxUnusedClients
+// registrations nobody used, the oldest go, even within their day.
+func TestPruneClientsCapsUnused(t *testing.T) {
+	s, ctx := newPruneService(t)
+	old := maxUnusedClients
+	maxUnusedClients = 3
+	t.Cleanup(func() { maxUnusedClients = old })
+	now := time.Now()
+	for i := range 6 {
+		if err := s.storeClient(ctx, &Client{ID: fmt.Sprint("c", i), IssuedAt: now.Add(time.Duration(i-10) * time.Minute).Unix()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.pruneClients(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		_, err := s.client(ctx, fmt.Sprint("c", i))
+		if kept, want := err == nil, i >= 3; kept != want {
+			t.Errorf("client c%d: kept %v, want %v", i, kept, want)
+		}
+	}
+}
+
+// TestClientsBeforeUpgradeCountAsUsed checks that the migration adding
+// last_used_ts does not make every client registered before it look
+// never used (and so pruned a day later).
+func TestClientsBeforeUpgradeCountAsUsed(t *testing.T) {
+	ctx := context.Background()
+	db, err := storage.Open(ctx, filepath.Join(t.TempDir(), "db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx, Migrations[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, "INSERT INTO oauth_clients (client_id, metadata, created_ts) VALUES ('old', '{}', 1)")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Migrate(ctx, Migrations); err != nil {
+		t.Fatal(err)
+	}
+	var used int64
+	if err := db.QueryRow(ctx, "SELECT last_used_ts FROM oauth_clients WHERE client_id = 'old'").Scan(&used); err != nil {
+		t.Fatal(err)
+	}
+	if since := time.Since(time.Unix(used, 0)); since < 0 || since > time.Hour {
+		t.Fatalf("last_used_ts after the upgrade is %d, want about now", used)
+	}
+}
+
+func newPruneService(t *testing.T) (*Service, context.Context) {
+	ctx := context.Background()
+	db, err := storage.Open(ctx, filepath.Join(t.TempDir(), "db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Migrate(ctx, Migrations); err != nil {
+		t.Fatal(err)
+	}
+	return New(db, slog.New(slog.DiscardHandler), nil, Options{BaseURL: func() string { return "https://example.org" }}), ctx
 }

@@ -103,7 +103,7 @@ func (s *Service) pageRoutes(mux *http.ServeMux) {
 func (s *Service) limitPending(h http.HandlerFunc, every bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.Limiter != nil && (every || !s.hasBrowserSession(r)) {
-			if ok, wait := s.Limiter.Allow(ratelimit.Register, "ip:"+ratelimit.ClientIP(r)); !ok {
+			if ok, wait := s.Limiter.Allow(ratelimit.Register, ratelimit.IPKey(r)); !ok {
 				w.Header().Set("Retry-After", strconv.Itoa(int(max(wait.Round(time.Second), time.Second).Seconds())))
 				s.message(w, http.StatusTooManyRequests, "Too many requests", "Too many sign-ins were started from your network. Please wait a minute and try again.")
 				return

@@ -28,5 +28,10 @@ CREATE TABLE oauth_sessions (
 	Version:   2,
 	// last_used_ts: when the client last started a session (0: never),
 	// so that registrations nobody uses can be pruned (see pruneClients).
-	SQL: `ALTER TABLE oauth_clients ADD COLUMN last_used_ts BIGINT NOT NULL DEFAULT 0;`,
+	// The clients registered before count as used at the upgrade: when
+	// they were last used is not known.
+	SQLite: `ALTER TABLE oauth_clients ADD COLUMN last_used_ts BIGINT NOT NULL DEFAULT 0;
+UPDATE oauth_clients SET last_used_ts = CAST(strftime('%s', 'now') AS INTEGER);`,
+	Postgres: `ALTER TABLE oauth_clients ADD COLUMN last_used_ts BIGINT NOT NULL DEFAULT 0;
+UPDATE oauth_clients SET last_used_ts = EXTRACT(EPOCH FROM now())::BIGINT;`,
 }}

@@ -70,8 +70,10 @@ type Service struct {
 	// and the browser sessions anyone can start (see limitPending).
 	Limiter accounts.Limiter
 
-	// lastPrune is when pruneClients last ran, in Unix seconds.
-	lastPrune atomic.Int64
+	// lastPrune is when pruneClients last ran, in Unix seconds, and
+	// sincePrune the registrations since.
+	lastPrune  atomic.Int64
+	sincePrune atomic.Int64
 }
 
 // New returns the service.

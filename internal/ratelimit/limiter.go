@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -196,7 +197,7 @@ func (l *Limiter) Wrap(kind string, h http.Handler) http.Handler {
 		}
 		key := "u:" + who.User
 		if who.User == "" {
-			key = "ip:" + ClientIP(r)
+			key = IPKey(r)
 		}
 		token, wait := l.take(kind, key)
 		if wait > 0 {
@@ -275,9 +276,22 @@ func (l *Limiter) AllowRequester(ctx context.Context, kind string) (bool, time.D
 	}
 	key := "u:" + who.User
 	if who.User == "" {
-		key = "ip:" + ClientIP(r)
+		key = IPKey(r)
 	}
 	return l.Allow(kind, key)
+}
+
+// IPKey is the rate-limit key of the request's client address (see
+// ClientIP): the address for IPv4, its /64 network for IPv6, since one
+// host usually holds a whole /64 and could otherwise take a fresh bucket
+// for every request.
+func IPKey(r *http.Request) string {
+	ip := ClientIP(r)
+	if a, err := netip.ParseAddr(ip); err == nil && a.Is6() && !a.Is4In6() {
+		p, _ := a.Prefix(64)
+		return "ip:" + p.String()
+	}
+	return "ip:" + ip
 }
 
 // ClientIP returns the request's client address: the peer, or, when the

@@ -122,6 +122,25 @@ func TestClientIP(t *testing.T) {
 	}
 }
 
+// TestIPKey checks that IPv6 clients are limited by their /64: one host
+// holds a whole /64 and could otherwise use a fresh bucket per request.
+func TestIPKey(t *testing.T) {
+	tests := []struct{ remote, want string }{
+		{"192.0.2.1:5000", "ip:192.0.2.1"},
+		{"[2001:db8:1:2:3:4:5:6]:5000", "ip:2001:db8:1:2::/64"},
+		{"[2001:db8:1:2:ffff::1]:5000", "ip:2001:db8:1:2::/64"},
+		{"[2001:db8:1:3::1]:5000", "ip:2001:db8:1:3::/64"},
+		{"[::ffff:192.0.2.1]:5000", "ip:::ffff:192.0.2.1"},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = tt.remote
+		if got := ratelimit.IPKey(r); got != tt.want {
+			t.Errorf("IPKey(%s) = %s, want %s", tt.remote, got, tt.want)
+		}
+	}
+}
+
 // TestRegisterCountsOnlyFinishedRounds: the 401 rounds of User-Interactive
 // Authentication do not use up the registration budget.
 func TestRegisterCountsOnlyFinishedRounds(t *testing.T) {
