@@ -772,11 +772,14 @@ func (e *Engine) retried(ctx context.Context, r *room, p Proto) (q queuedWrite, 
 	return q, true, nil
 }
 
-// deviceTxnLoader reads every transaction key of a device from the
-// transactions table, for the index of transaction IDs used.
+// deviceTxnLoader reads the transaction keys of a device from the
+// transactions table, for the index of transaction IDs used: at most
+// one more than the index holds for a device, which is enough to know it
+// is past that.
 func (e *Engine) deviceTxnLoader(user id.UserID, device id.DeviceID) func(context.Context, func(scope, txnID string)) error {
 	return func(ctx context.Context, add func(scope, txnID string)) error {
-		rows, err := e.db.Query(ctx, "SELECT scope, txn_id FROM transactions WHERE user_id = $1 AND device_id = $2", user, device)
+		rows, err := e.db.Query(ctx, "SELECT scope, txn_id FROM transactions WHERE user_id = $1 AND device_id = $2 LIMIT $3",
+			user, device, maxDeviceTxns+1)
 		if err != nil {
 			return err
 		}

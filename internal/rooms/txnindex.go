@@ -1,10 +1,12 @@
 package rooms
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 
 	"maunium.net/go/mautrix/id"
 )
@@ -13,6 +15,16 @@ import (
 // holds. A device past it is looked up in the database on every send, as
 // before the index.
 const maxDeviceTxns = 1 << 17
+
+// Bounds of the whole index: past maxIndexedDevices devices a new one is
+// not indexed, and past maxIndexedTxns keys in all a device that would
+// add one stops being indexed; such devices are looked up in the
+// database on every send. No key of an indexed device is ever dropped,
+// so the index stays a superset of the table.
+const (
+	maxIndexedDevices = 1 << 16
+	maxIndexedTxns    = 1 << 21
+)
 
 // txnIndex tells, without reading the transactions table, that a
 // device's transaction ID is new: a send whose key it lacks skips the
@@ -26,6 +38,11 @@ type txnIndex struct {
 	seed    maphash.Seed
 	mu      sync.Mutex
 	devices map[deviceKey]*deviceTxns
+	keys    atomic.Int64 // the keys held by all devices
+
+	// maxDevices and maxKeys are maxIndexedDevices and maxIndexedTxns
+	// when zero; tests lower them.
+	maxDevices, maxKeys int
 }
 
 type deviceKey struct {
@@ -52,6 +69,9 @@ func (x *txnIndex) device(user id.UserID, device id.DeviceID) *deviceTxns {
 	}
 	k := deviceKey{user, device}
 	d := x.devices[k]
+	if d == nil && len(x.devices) >= cmp.Or(x.maxDevices, maxIndexedDevices) {
+		return &deviceTxns{loaded: true, tooMany: true}
+	}
 	if d == nil {
 		d = &deviceTxns{keys: map[uint64]struct{}{}}
 		x.devices[k] = d
@@ -77,7 +97,7 @@ func (x *txnIndex) mayHave(ctx context.Context, user id.UserID, device id.Device
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.loaded {
-		err := load(ctx, func(scope, txnID string) { d.addLocked(x.hash(scope, txnID)) })
+		err := load(ctx, func(scope, txnID string) { x.addLocked(d, x.hash(scope, txnID)) })
 		if err != nil {
 			return true, fmt.Errorf("load transaction IDs: %w", err)
 		}
@@ -96,17 +116,24 @@ func (x *txnIndex) add(user id.UserID, device id.DeviceID, scope, txnID string) 
 	d := x.device(user, device)
 	h := x.hash(scope, txnID)
 	d.mu.Lock()
-	d.addLocked(h)
+	x.addLocked(d, h)
 	d.mu.Unlock()
 }
 
-func (d *deviceTxns) addLocked(h uint64) {
+// addLocked adds h to d, whose mu is held, or stops indexing d when it
+// or the index is full.
+func (x *txnIndex) addLocked(d *deviceTxns, h uint64) {
 	if d.tooMany {
 		return
 	}
-	if len(d.keys) >= maxDeviceTxns {
+	if _, ok := d.keys[h]; ok {
+		return
+	}
+	if len(d.keys) >= maxDeviceTxns || x.keys.Load() >= int64(cmp.Or(x.maxKeys, maxIndexedTxns)) {
+		x.keys.Add(-int64(len(d.keys)))
 		d.tooMany, d.keys = true, nil
 		return
 	}
 	d.keys[h] = struct{}{}
+	x.keys.Add(1)
 }

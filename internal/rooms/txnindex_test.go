@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strconv"
 	"testing"
+
+	"maunium.net/go/mautrix/id"
 )
 
 // TestTxnIndex: the index rules a transaction ID out only when neither the
@@ -56,5 +58,47 @@ func TestTxnIndex(t *testing.T) {
 	}
 	if got, _ := x.mayHave(ctx, bob, "BUSY", "s", "never used", stored); !got {
 		t.Error("a device past maxDeviceTxns must be looked up in the table")
+	}
+}
+
+// TestTxnIndexBounds: past its device bound a new device is not indexed,
+// and past its key bound a device that would add a key stops being
+// indexed and gives its keys back; both are then looked up in the table.
+func TestTxnIndexBounds(t *testing.T) {
+	ctx := context.Background()
+	carol := id.UserID("@carol:test")
+	x := txnIndex{maxDevices: 2, maxKeys: 3}
+	none := func(context.Context, func(string, string)) error { return nil }
+	mayHave := func(user id.UserID, device id.DeviceID, txnID string) bool {
+		t.Helper()
+		got, err := x.mayHave(ctx, user, device, "s", txnID, none)
+		if err != nil {
+			t.Fatalf("mayHave: %v", err)
+		}
+		return got
+	}
+	x.add(alice, "A", "s", "a1")
+	x.add(alice, "A", "s", "a1")
+	x.add(bob, "B", "s", "b1")
+	x.add(carol, "C", "s", "c1")
+	if len(x.devices) != 2 {
+		t.Fatalf("%d devices indexed, want 2", len(x.devices))
+	}
+	if !mayHave(carol, "C", "never used") {
+		t.Error("a device past the device bound must be looked up in the table")
+	}
+	if mayHave(alice, "A", "new") || !mayHave(alice, "A", "a1") {
+		t.Error("an indexed device must still be ruled in and out")
+	}
+	x.add(alice, "A", "s", "a2")
+	x.add(bob, "B", "s", "b2") // the fourth key: bob's stops being indexed
+	if got := x.keys.Load(); got != 2 {
+		t.Errorf("%d keys held, want alice's 2", got)
+	}
+	if !mayHave(bob, "B", "never used") {
+		t.Error("a device past the key bound must be looked up in the table")
+	}
+	if mayHave(alice, "A", "new") || !mayHave(alice, "A", "a2") {
+		t.Error("the other device must stay indexed")
 	}
 }
