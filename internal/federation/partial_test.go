@@ -18,13 +18,13 @@ import (
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
-// gatedRemote holds a node's /state requests (the partial-state resync's
-// fetch) until open is closed, so a test can act while the room's state
+// gatedRemote holds a node's /state_ids and /state requests (the
+// partial-state resync's fetch) until open is closed, so a test can act while the room's state
 // is still partial.
 type gatedRemote struct {
 	rooms.Remote
 	open  chan struct{}
-	asked chan struct{} // gets a value each time /state is asked
+	asked chan struct{} // gets a value each time the state is asked
 }
 
 func gate(n *testnode.Node) *gatedRemote {
@@ -33,15 +33,29 @@ func gate(n *testnode.Node) *gatedRemote {
 	return g
 }
 
-func (g *gatedRemote) GetState(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) ([]json.RawMessage, []json.RawMessage, error) {
+func (g *gatedRemote) GetStateIDs(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) ([]id.EventID, []id.EventID, error) {
+	if err := g.wait(ctx); err != nil {
+		return nil, nil, err
+	}
+	return g.Remote.GetStateIDs(ctx, server, roomID, eventID)
+}
+
+func (g *gatedRemote) wait(ctx context.Context) error {
 	select {
 	case g.asked <- struct{}{}:
 	default:
 	}
 	select {
 	case <-g.open:
+		return nil
 	case <-ctx.Done():
-		return nil, nil, ctx.Err()
+		return ctx.Err()
+	}
+}
+
+func (g *gatedRemote) GetState(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) ([]json.RawMessage, []json.RawMessage, error) {
+	if err := g.wait(ctx); err != nil {
+		return nil, nil, err
 	}
 	return g.Remote.GetState(ctx, server, roomID, eventID)
 }

@@ -23,7 +23,9 @@ import (
 // member events of other users (the heroes' excepted): enough to send,
 // read and paginate at once. The room is marked partial (a
 // partial_state_rooms row, written with the join), and a resync fetches
-// the full state at the join from the servers the answer named
+// the full state at the join (/state_ids, then the events not stored
+// here by /event, or /state when they are many) from the servers the
+// answer named
 // (servers_in_room, the answering server first), checks it as a joined
 // room's state is checked, and lays the members that were left out under
 // the state the room reached meanwhile; then the mark is cleared. A node
@@ -285,7 +287,7 @@ func (e *Engine) resyncOnce(ctx context.Context, r *room, pj *partialJoin) error
 	}
 	errs := []error{}
 	for _, server := range pj.servers {
-		state, chain, err := e.Remote.GetState(ctx, server, r.id, pj.joinID)
+		state, chain, err := e.fetchStateAt(ctx, server, r.id, pj.joinID)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -300,6 +302,67 @@ func (e *Engine) resyncOnce(ctx context.Context, r *room, pj *partialJoin) error
 		return errors.New("no server to fetch the full state from")
 	}
 	return errors.Join(errs...)
+}
+
+// fetchManyEvents is how many events of the state at the join the resync
+// fetches one by one (/event) before it asks for the whole state (/state)
+// instead.
+const fetchManyEvents = 100
+
+// fetchStateAt asks server for the state before the event and its auth
+// chain: their IDs (/state_ids), then the events not stored here, one by
+// one (/event, a few at a time) when they are few, all at once (/state)
+// otherwise.
+func (e *Engine) fetchStateAt(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) (state, authChain []json.RawMessage, err error) {
+	stateIDs, chainIDs, err := e.Remote.GetStateIDs(ctx, server, roomID, eventID)
+	if err != nil {
+		return nil, nil, err
+	}
+	stored, err := e.anyEvents(ctx, slices.Concat(stateIDs, chainIDs))
+	if err != nil {
+		return nil, nil, err
+	}
+	var missing []id.EventID
+	for _, eid := range slices.Concat(stateIDs, chainIDs) {
+		if stored[eid] == nil && !slices.Contains(missing, eid) {
+			missing = append(missing, eid)
+		}
+		if len(missing) > fetchManyEvents {
+			return e.Remote.GetState(ctx, server, roomID, eventID)
+		}
+	}
+	fetched := make([]json.RawMessage, len(missing))
+	errs := make([]error, len(missing))
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, 8)
+	for i, eid := range missing {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			fetched[i], errs[i] = e.Remote.GetEvent(ctx, server, eid)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, err
+	}
+	byID := map[id.EventID]json.RawMessage{}
+	for i, eid := range missing {
+		byID[eid] = fetched[i]
+	}
+	raw := func(ids []id.EventID) []json.RawMessage {
+		out := make([]json.RawMessage, 0, len(ids))
+		for _, eid := range ids {
+			if ev := stored[eid]; ev != nil {
+				out = append(out, json.RawMessage(ev.JSON))
+			} else {
+				out = append(out, byID[eid])
+			}
+		}
+		return out
+	}
+	return raw(stateIDs), raw(chainIDs), nil
 }
 
 // completeState replaces the room's partial state: state (the full state
