@@ -43,6 +43,20 @@ func ledgerCmd(args []string) error {
 	return fmt.Errorf("unknown ledger command %q: want prove, verify, key, export, enable, disable or status", sub)
 }
 
+// openProver opens the node's database, as the flags say, for reading
+// the ledger's proofs; closeDB closes it.
+func openProver(ctx context.Context, flags *config.Flags) (p *ledger.Prover, closeDB func(), err error) {
+	cfg, vkey, err := ledgerConfig(flags)
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := node.OpenDB(ctx, cfg, node.NewLogger(cfg, io.Discard))
+	if err != nil {
+		return nil, nil, err
+	}
+	return ledger.NewProver(db, node.LedgerDir(cfg), vkey), func() { db.Close() }, nil
+}
+
 // ledgerProve writes the proof bundle of an event to standard output.
 func ledgerProve(args []string) error {
 	var eventID string
@@ -59,17 +73,13 @@ func ledgerProve(args []string) error {
 	if !strings.HasPrefix(eventID, "$") {
 		return errors.New("usage: matrixos ledger prove [--data DIR] EVENT_ID (an event ID starts with $)")
 	}
-	cfg, vkey, err := ledgerConfig(flags)
-	if err != nil {
-		return err
-	}
 	ctx := context.Background()
-	db, err := node.OpenDB(ctx, cfg, node.NewLogger(cfg, io.Discard))
+	prover, closeDB, err := openProver(ctx, flags)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	b, err := ledger.NewProver(db, node.LedgerDir(cfg), vkey).Prove(ctx, eventID)
+	defer closeDB()
+	b, err := prover.Prove(ctx, eventID)
 	switch {
 	case errors.Is(err, ledger.ErrBackfilled):
 		return fmt.Errorf("%s: %w", eventID, err)
@@ -177,17 +187,13 @@ func ledgerExport(args []string, out io.Writer) error {
 	if !strings.HasPrefix(roomID, "!") {
 		return errors.New("usage: matrixos ledger export [--data DIR] [--contents] ROOM_ID (a room ID starts with !)")
 	}
-	cfg, vkey, err := ledgerConfig(flags)
-	if err != nil {
-		return err
-	}
 	ctx := context.Background()
-	db, err := node.OpenDB(ctx, cfg, node.NewLogger(cfg, io.Discard))
+	prover, closeDB, err := openProver(ctx, flags)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	x, err := ledger.NewProver(db, node.LedgerDir(cfg), vkey).Export(ctx, roomID, ledger.ExportOptions{Contents: contents})
+	defer closeDB()
+	x, err := prover.Export(ctx, roomID, ledger.ExportOptions{Contents: contents})
 	if errors.Is(err, ledger.ErrNotLogged) {
 		return fmt.Errorf("%w: no event of %s is in a checkpoint (its ledger is off, or the node has not appended yet)", err, roomID)
 	}
