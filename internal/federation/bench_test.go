@@ -287,3 +287,71 @@ func (s *heapSampler) stop() uint64 {
 	close(s.done)
 	return <-s.peak - s.base
 }
+
+// partialRoomMembers is the size of the room BenchmarkJoinPartialState
+// joins (issue 16).
+const partialRoomMembers = 10_000
+
+// BenchmarkJoinPartialState measures issue 16's join figure: a user of a
+// fresh node B joins a room of node A with 10,000 members (written
+// straight through A's engine) and sends a message, with partial state
+// (send_join with omit_members, the members fetched in the background)
+// and, beside it, with the full state (FullStateJoins). Reported per mode:
+// the wall time from the /join request to the first message's 200
+// (first-send-ms), for partial state the time until B's state is complete
+// (resync-ms), and the growth of the process's peak heap over the heap
+// before the join, until the state is complete (both nodes share the
+// process; sampled every 5 ms).
+//
+//	GOEXPERIMENT=jsonv2 go test -tags goolm -run '^$' -bench JoinPartialState -benchtime 1x -timeout 30m ./internal/federation/
+func BenchmarkJoinPartialState(b *testing.B) {
+	ctx := context.Background()
+	ca := testnode.NewCA(b)
+	a := testnode.StartFederating(b, testnode.SQLite, ca)
+	alice := a.Register("alice")
+	roomID := testnode.CreateRoom(b, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "big"})
+	built := time.Now()
+	bigRoom(b, a, roomID, partialRoomMembers)
+	fmt.Fprintf(os.Stderr, "%d members written on A in %v\n", partialRoomMembers, time.Since(built))
+	for _, mode := range []struct {
+		name    string
+		partial bool
+	}{{"partial", true}, {"full", false}} {
+		b.Run(mode.name, func(b *testing.B) {
+			var first, complete []time.Duration
+			var heapGrowth []uint64
+			for range b.N {
+				b.StopTimer()
+				joiner := testnode.StartFederating(b, testnode.SQLite, ca)
+				joiner.Federation.FullStateJoins = !mode.partial
+				bob := joiner.Register("bob")
+				runtime.GC()
+				sampler := startHeapSampler()
+				b.StartTimer()
+				began := time.Now()
+				if _, err := bob.JoinRoom(ctx, string(roomID), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+					b.Fatalf("bob joins the big room: %v", err)
+				}
+				testnode.SendText(b, bob, roomID, "first")
+				first = append(first, time.Since(began))
+				testnode.WaitFor(b, 10*time.Minute, "the complete state", func() bool {
+					return !joiner.Rooms.HasPartialState(ctx, roomID)
+				})
+				complete = append(complete, time.Since(began))
+				b.StopTimer()
+				heapGrowth = append(heapGrowth, sampler.stop())
+				if n := len(joiner.Rooms.Members(ctx, roomID)); n != partialRoomMembers+2 {
+					b.Fatalf("B knows %d members, want %d", n, partialRoomMembers+2)
+				}
+				fmt.Fprintf(os.Stderr, "%s: first message sent after %v, state complete after %v\n", mode.name, first[len(first)-1], complete[len(complete)-1])
+				joiner.Stop()
+				b.StartTimer()
+			}
+			b.ReportMetric(ms(percentile(first, 50)), "first-send-ms")
+			if mode.partial {
+				b.ReportMetric(ms(percentile(complete, 50)), "resync-ms")
+			}
+			b.ReportMetric(float64(slices.Max(heapGrowth))/(1<<20), "peak-heap-growth-MiB")
+		})
+	}
+}
