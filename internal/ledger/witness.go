@@ -142,11 +142,26 @@ const (
 	// AlertInconsistent: a larger checkpoint whose consistency proof from
 	// the one the witness last cosigned does not verify.
 	AlertInconsistent = "inconsistent"
+	// AlertKeyChanged: a checkpoint, consistent with the one last
+	// cosigned, signed by another key than the log's pinned one. The
+	// witness cosigns it and pins the new key, but a key changed without
+	// notice may also be a stolen or forged one, so people should check.
+	AlertKeyChanged = "key_changed"
 )
+
+// Summary says in a sentence what the alert means and what the witness
+// did about it.
+func (a Alert) Summary() string {
+	if a.Kind == AlertKeyChanged {
+		return fmt.Sprintf("the log %s changed its signing key (the presented checkpoint is signed by another key than the cosigned one, and consistent with it). This node cosigned it and now pins the new key: check with the log's operators that they rotated it.", a.Origin)
+	}
+	return fmt.Sprintf("the log %s signed two checkpoints that contradict each other, so it showed different histories to different servers or lost entries. This node refused to cosign.", a.Origin)
+}
 
 // Alert records two checkpoints of one log, both signed by the log's key,
 // that cannot both be true: the log showed different trees to different
-// parties (a fork), or lost entries.
+// parties (a fork), or lost entries; or (AlertKeyChanged) two checkpoints
+// signed by different keys of the log.
 type Alert struct {
 	ID     string `json:"alert_id"`
 	Origin string `json:"origin"`
@@ -268,7 +283,7 @@ func (w *Witness) AddCheckpoint(ctx context.Context, server, logKey string, body
 		return nil, err
 	}
 	if prev.logKey != "" && prev.logKey != logKey {
-		w.log.Info("ledger witness: a log's key changed (its server rotated its signing key); the new checkpoint is consistent with the last one cosigned", "origin", origin, "old_key", prev.logKey, "new_key", logKey)
+		w.alert(ctx, AlertKeyChanged, origin, prev.checkpoint, string(raw))
 	}
 	if err := w.store(ctx, origin, prev, logKey, cp, raw); err != nil {
 		return nil, err
@@ -361,13 +376,13 @@ func (w *Witness) cosign(raw []byte) ([]byte, error) {
 	return signed[len(text)+1:], nil
 }
 
-// alert records a contradiction between two checkpoints of the log origin
-// (once: the same two checkpoints again raise nothing new), logs it and
+// alert records a contradiction, or a key change, between two
+// checkpoints of the log origin (once: the same two checkpoints again raise nothing new), logs it and
 // tells OnAlert.
 func (w *Witness) alert(ctx context.Context, kind, origin, cosigned, presented string) {
 	sum := sha256.Sum256([]byte(kind + "\n" + origin + "\n" + cosigned + "\n" + presented))
 	a := Alert{ID: hex.EncodeToString(sum[:16]), Origin: origin, Kind: kind, Cosigned: cosigned, Presented: presented, CreatedTS: time.Now().UnixMilli()}
-	w.log.Error("ledger witness: ALERT: a log signed two checkpoints that contradict each other (a fork); not cosigned",
+	w.log.Error("ledger witness: ALERT: "+a.Summary(),
 		"origin", origin, "kind", kind, "alert_id", a.ID, "cosigned", cosigned, "presented", presented)
 	var added int64
 	err := w.db.Write(ctx, func(tx *storage.Tx) error {

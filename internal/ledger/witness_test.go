@@ -1,6 +1,8 @@
 package ledger_test
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -384,5 +386,46 @@ func badRequests(t *testing.T, logNode, wit *testnode.Node, f *forger, tree *tes
 	}
 	if len(mustAlerts(t, wit)) != 2 {
 		t.Error("a bad request raised an alert")
+	}
+}
+
+// TestWitnessAlertsOnKeyChange: a checkpoint consistent with the one
+// cosigned but signed by another key of the same log is cosigned, and
+// raises one alert of kind key_changed (stored, counted, noticed to the
+// admins) instead of replacing the pinned key silently.
+func TestWitnessAlertsOnKeyChange(t *testing.T) {
+	ca := testnode.NewCA(t)
+	logNode := testnode.StartFederating(t, testnode.SQLite, ca)
+	wit := testnode.StartFederating(t, testnode.SQLite, ca)
+	f := newForger(t, logNode)
+	tree := newTree("a", "b", "c", "d", "e")
+	if status, answer := addCheckpoint(t, logNode, wit, ledger.AddCheckpointRequest{LogKey: f.vkey, Body: f.request(t, tree, 0, 3)}); status != http.StatusOK {
+		t.Fatalf("first checkpoint: %d %s", status, answer)
+	}
+	if alerts := mustAlerts(t, wit); len(alerts) != 0 {
+		t.Fatalf("alerts before the key changed: %+v", alerts)
+	}
+
+	_, newKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, vkey, err := ledger.NewSigner(f.origin, newKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := &forger{origin: f.origin, vkey: vkey, signer: signer}
+	if status, answer := addCheckpoint(t, logNode, wit, ledger.AddCheckpointRequest{LogKey: vkey, Body: rotated.request(t, tree, 3, 5)}); status != http.StatusOK {
+		t.Fatalf("checkpoint under the new key: %d %s", status, answer)
+	}
+	alerts := mustAlerts(t, wit)
+	if len(alerts) != 1 || alerts[0].Kind != ledger.AlertKeyChanged || alerts[0].Origin != f.origin {
+		t.Fatalf("alerts %+v, want one key_changed for %s", alerts, f.origin)
+	}
+	if !strings.Contains(alerts[0].Cosigned, f.origin+"\n3\n") || !strings.Contains(alerts[0].Presented, f.origin+"\n5\n") {
+		t.Fatalf("alert checkpoints: %q then %q", alerts[0].Cosigned, alerts[0].Presented)
+	}
+	if got := testutil.ToFloat64(wit.Witness.Collectors()[0]); got != 1 {
+		t.Fatalf("alerts metric %v, want 1", got)
 	}
 }

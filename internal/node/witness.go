@@ -70,8 +70,8 @@ func (n *Node) noticeAdmins(ctx context.Context, a ledger.Alert) {
 		n.log.Error("ledger witness: list the admins to alert", "err", err)
 		return
 	}
-	body := fmt.Sprintf("Ledger witness alert (%s): the log %s signed two checkpoints that contradict each other, so it showed different histories to different servers or lost entries. This node refused to cosign. Alert %s.\n\nCosigned:\n%s\nPresented:\n%s",
-		a.Kind, a.Origin, a.ID, a.Cosigned, a.Presented)
+	body := fmt.Sprintf("Ledger witness alert (%s): %s Alert %s.\n\nCosigned:\n%s\nPresented:\n%s",
+		a.Kind, a.Summary(), a.ID, a.Cosigned, a.Presented)
 	for _, u := range users {
 		if !u.IsAdmin || u.Deactivated {
 			continue
