@@ -43,6 +43,12 @@ func addBulk(ctx context.Context, acc *accounts.Service, file, output string, ad
 	start := time.Now()
 	created, err := acc.CreateUsers(ctx, news, generate)
 	if err != nil {
+		// No account exists, so the empty password file goes: it would
+		// refuse the next run's --output.
+		if generate && output != "-" {
+			out.Close()
+			os.Remove(output)
+		}
 		return err
 	}
 	took := time.Since(start)

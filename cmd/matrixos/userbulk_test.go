@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,6 +40,13 @@ func TestUserAddBulk(t *testing.T) {
 	}
 
 	passwords := filepath.Join(dir, "passwords")
+	cmd = exec.Command(binary, append([]string{"user", "add-bulk", bad, "--generate-passwords", "--output", passwords}, args...)...)
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Fatalf("a list with a bad name and --output: no failure, output %s", out)
+	}
+	if _, err := os.Stat(passwords); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a failed run left its --output file (stat: %v)", err)
+	}
 	run(t, "", append([]string{"user", "add-bulk", list, "--generate-passwords", "--output", passwords}, args...)...)
 	out := run(t, "", append([]string{"user", "list"}, args...)...)
 	for _, u := range []string{"@carol:localhost", "@dave:localhost", "@erin:localhost"} {

@@ -49,10 +49,17 @@ type CreatedAccount struct {
 // core at once (at most maxBulkHashers, beside the logins' own slots), and
 // stores the accounts in one transaction. With generate, an account
 // without a password gets a random one, returned in its CreatedAccount.
+// One call runs at a time: a second one meanwhile is refused with 429
+// M_LIMIT_EXCEEDED, so that concurrent calls cannot multiply the hash
+// workers and their memory.
 func (s *Service) CreateUsers(ctx context.Context, accounts []NewAccount, generate bool) ([]CreatedAccount, error) {
 	if len(accounts) > MaxBulkAccounts {
 		return nil, mxhttp.InvalidParam("at most %d accounts at once, not %d", MaxBulkAccounts, len(accounts))
 	}
+	if !s.bulkSlot.TryLock() {
+		return nil, mxhttp.LimitExceeded("another bulk account creation is running; try again once it ends").With("retry_after_ms", int64(10000))
+	}
+	defer s.bulkSlot.Unlock()
 	created, err := s.checkNewAccounts(ctx, accounts, generate)
 	if err != nil {
 		return nil, err

@@ -71,10 +71,12 @@ type Options struct {
 
 // Service is the accounts service.
 type Service struct {
-	db    *storage.DB
-	log   *slog.Logger
-	opts  Options
-	Hooks Hooks
+	// bulkSlot is held by the one CreateUsers call that may run.
+	bulkSlot sync.Mutex
+	db       *storage.DB
+	log      *slog.Logger
+	opts     Options
+	Hooks    Hooks
 	// Limiter, when set, bounds credential guesses by client IP and by
 	// account (see allowGuess).
 	Limiter Limiter
