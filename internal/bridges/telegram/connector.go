@@ -79,8 +79,16 @@ var _ bridgev2.NetworkConnector = (*Connector)(nil)
 // NewConnector returns a Telegram connector for a bridgev2.Bridge.
 func NewConnector() *Connector { return &Connector{} }
 
-// Init keeps the bridge.
-func (c *Connector) Init(bridge *bridgev2.Bridge) { c.Bridge = bridge }
+// Init keeps the bridge and makes it handle remote events synchronously
+// (no portal event buffer): gotd saves an update's pts as soon as the
+// update handler returns, so the handler must return only once the event
+// is in Matrix, or a crash in between would lose it for good.
+func (c *Connector) Init(bridge *bridgev2.Bridge) {
+	c.Bridge = bridge
+	if bridge.Config != nil {
+		bridge.Config.PortalEventBuffer = 0
+	}
+}
 
 // Start checks the config.
 func (c *Connector) Start(context.Context) error {

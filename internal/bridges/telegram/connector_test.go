@@ -5,6 +5,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"maunium.net/go/mautrix/bridgev2"
+	"maunium.net/go/mautrix/bridgev2/bridgeconfig"
 )
 
 // TestLoginNeedsApp: without the application's api_id and api_hash a login
@@ -41,6 +44,37 @@ func TestClientOptionsRefusesBadDC(t *testing.T) {
 		c := &Connector{Config: tc.config}
 		if _, err := c.clientOptions(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("clientOptions(%+v) = %v, want an error about %s", tc.config, err, tc.want)
+		}
+	}
+}
+
+// TestTelegramEventsHandledSynchronously: the connector turns off the
+// portal event buffer, so the update handler returns only once an event is
+// in Matrix, and a failed or merely queued event is an error that keeps gotd
+// from saving the update's pts.
+func TestTelegramEventsHandledSynchronously(t *testing.T) {
+	br := &bridgev2.Bridge{Config: &bridgeconfig.BridgeConfig{PortalEventBuffer: 64}}
+	NewConnector().Init(br)
+	if br.Config.PortalEventBuffer != 0 {
+		t.Errorf("PortalEventBuffer = %d after Init, want 0", br.Config.PortalEventBuffer)
+	}
+	sendFailed := errors.New("send failed")
+	for _, tt := range []struct {
+		res     bridgev2.EventHandlingResult
+		wantErr bool
+	}{
+		{bridgev2.EventHandlingResultSuccess, false},
+		{bridgev2.EventHandlingResultIgnored, false},
+		{bridgev2.EventHandlingResultQueued, true},
+		{bridgev2.EventHandlingResultFailed, true},
+		{bridgev2.EventHandlingResultFailed.WithError(sendFailed), true},
+	} {
+		err := handled("message", tt.res)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("handled(%+v) = %v, want error: %v", tt.res, err, tt.wantErr)
+		}
+		if tt.res.Error != nil && !errors.Is(err, tt.res.Error) {
+			t.Errorf("handled(%+v) = %v, does not wrap %v", tt.res, err, tt.res.Error)
 		}
 	}
 }

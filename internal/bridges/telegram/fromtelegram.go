@@ -30,14 +30,14 @@ func newUpdateHandler(tc *Client) *updateHandler {
 	h.dispatcher.OnNewMessage(func(_ context.Context, e tg.Entities, u *tg.UpdateNewMessage) error {
 		tc.remember(e)
 		if m, ok := u.Message.(*tg.Message); ok {
-			tc.queueMessage(m)
+			return tc.queueMessage(m)
 		}
 		return nil
 	})
 	h.dispatcher.OnEditMessage(func(_ context.Context, e tg.Entities, u *tg.UpdateEditMessage) error {
 		tc.remember(e)
 		if m, ok := u.Message.(*tg.Message); ok {
-			tc.queueEdit(m)
+			return tc.queueEdit(m)
 		}
 		return nil
 	})
@@ -46,8 +46,7 @@ func newUpdateHandler(tc *Client) *updateHandler {
 	})
 	h.dispatcher.OnMessageReactions(func(_ context.Context, e tg.Entities, u *tg.UpdateMessageReactions) error {
 		tc.remember(e)
-		tc.queueReactions(u)
-		return nil
+		return tc.queueReactions(u)
 	})
 	return h
 }
@@ -97,13 +96,13 @@ func (tc *Client) senderOf(m *tg.Message) bridgev2.EventSender {
 }
 
 // queueMessage hands a message of a private chat or basic group to
-// bridgev2.
-func (tc *Client) queueMessage(m *tg.Message) {
+// bridgev2 and returns once it is in Matrix.
+func (tc *Client) queueMessage(m *tg.Message) error {
 	key, ok := tc.portalKey(m.PeerID)
 	if !ok {
-		return
+		return nil
 	}
-	tc.login.QueueRemoteEvent(&simplevent.Message[*tg.Message]{
+	return handled("message", tc.login.QueueRemoteEvent(&simplevent.Message[*tg.Message]{
 		EventMeta: simplevent.EventMeta{
 			Type:         bridgev2.RemoteEventMessage,
 			PortalKey:    key,
@@ -114,23 +113,23 @@ func (tc *Client) queueMessage(m *tg.Message) {
 		ID:                 messageID(m.ID),
 		Data:               m,
 		ConvertMessageFunc: tc.convertMessage,
-	})
+	}))
 }
 
 // queueEdit hands a private message's edit to bridgev2. The edit Telegram
 // answers an edit from Matrix with comes back here too: bridgev2 drops it,
 // its sender (the account's ghost) not being the Matrix user who sent the
 // message.
-func (tc *Client) queueEdit(m *tg.Message) {
+func (tc *Client) queueEdit(m *tg.Message) error {
 	key, ok := tc.portalKey(m.PeerID)
 	if !ok {
-		return
+		return nil
 	}
 	edited := time.Unix(int64(m.Date), 0)
 	if date, ok := m.GetEditDate(); ok {
 		edited = time.Unix(int64(date), 0)
 	}
-	tc.login.QueueRemoteEvent(&simplevent.Message[*tg.Message]{
+	return handled("edit", tc.login.QueueRemoteEvent(&simplevent.Message[*tg.Message]{
 		EventMeta: simplevent.EventMeta{
 			Type:      bridgev2.RemoteEventEdit,
 			PortalKey: key,
@@ -150,7 +149,7 @@ func (tc *Client) queueEdit(m *tg.Message) {
 			}
 			return &bridgev2.ConvertedEdit{ModifiedParts: []*bridgev2.ConvertedEditPart{converted.Parts[0].ToEditPart(existing[0])}}, nil
 		},
-	})
+	}))
 }
 
 // queueDeletes hands deleted messages to bridgev2. Telegram names only the
@@ -164,7 +163,7 @@ func (tc *Client) queueDeletes(ctx context.Context, ids []int) error {
 		if part == nil {
 			continue // never bridged, or deleted from Matrix
 		}
-		tc.login.QueueRemoteEvent(&simplevent.MessageRemove{
+		res := tc.login.QueueRemoteEvent(&simplevent.MessageRemove{
 			EventMeta: simplevent.EventMeta{
 				Type:      bridgev2.RemoteEventMessageRemove,
 				PortalKey: part.Room,
@@ -173,6 +172,9 @@ func (tc *Client) queueDeletes(ctx context.Context, ids []int) error {
 			},
 			TargetMessage: messageID(id),
 		})
+		if err := handled("delete", res); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -180,10 +182,10 @@ func (tc *Client) queueDeletes(ctx context.Context, ids []int) error {
 // queueReactions hands a message's reactions to bridgev2 as the full
 // list: who reacted with what (one emoji each), so reactions taken back
 // disappear too.
-func (tc *Client) queueReactions(u *tg.UpdateMessageReactions) {
+func (tc *Client) queueReactions(u *tg.UpdateMessageReactions) error {
 	key, ok := tc.portalKey(u.Peer)
 	if !ok {
-		return
+		return nil
 	}
 	users := map[networkid.UserID]*bridgev2.ReactionSyncUser{}
 	for _, r := range u.Reactions.RecentReactions {
@@ -202,7 +204,7 @@ func (tc *Client) queueReactions(u *tg.UpdateMessageReactions) {
 			}},
 		}
 	}
-	tc.login.QueueRemoteEvent(&simplevent.ReactionSync{
+	return handled("reactions", tc.login.QueueRemoteEvent(&simplevent.ReactionSync{
 		EventMeta: simplevent.EventMeta{
 			Type:      bridgev2.RemoteEventReactionSync,
 			PortalKey: key,
@@ -210,7 +212,25 @@ func (tc *Client) queueReactions(u *tg.UpdateMessageReactions) {
 		},
 		TargetMessage: messageID(u.MsgID),
 		Reactions:     &bridgev2.ReactionSyncData{Users: users, HasAllUsers: true},
-	})
+	}))
+}
+
+// handled turns how bridgev2 handled a Telegram event into the update
+// handler's answer: an error for a failure, so that gotd does not advance
+// the account's update state (pts) past an event Matrix never got and
+// fetches it again. Events are handled synchronously (see Connector.Init),
+// so a success means the event is in Matrix.
+func handled(what string, res bridgev2.EventHandlingResult) error {
+	switch {
+	case res.Queued:
+		return fmt.Errorf("bridging a Telegram %s: queued, not handled: the portal event buffer must be 0", what)
+	case res.Success, res.Ignored:
+		return nil
+	case res.Error != nil:
+		return fmt.Errorf("bridging a Telegram %s: %w", what, res.Error)
+	default:
+		return fmt.Errorf("bridging a Telegram %s failed", what)
+	}
 }
 
 func (tc *Client) convertMessage(ctx context.Context, portal *bridgev2.Portal, intent bridgev2.MatrixAPI, m *tg.Message) (*bridgev2.ConvertedMessage, error) {
