@@ -8,6 +8,7 @@ import (
 
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/bridgeconfig"
+	"maunium.net/go/mautrix/id"
 )
 
 // TestLoginNeedsApp: without the application's api_id and api_hash a login
@@ -76,5 +77,17 @@ func TestTelegramEventsHandledSynchronously(t *testing.T) {
 		if tt.res.Error != nil && !errors.Is(err, tt.res.Error) {
 			t.Errorf("handled(%+v) = %v, does not wrap %v", tt.res, err, tt.res.Error)
 		}
+	}
+}
+
+// TestRandomIDFromEventID: a Matrix event's Telegram random_id depends only
+// on its event ID, so a redelivered event repeats it and Telegram drops it.
+func TestRandomIDFromEventID(t *testing.T) {
+	a, b := id.EventID("$a:example.org"), id.EventID("$b:example.org")
+	if randomID(a) != randomID(a) {
+		t.Error("randomID is not stable for one event")
+	}
+	if randomID(a) == randomID(b) {
+		t.Error("two events share a randomID")
 	}
 }

@@ -2,6 +2,8 @@ package telegram
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -15,7 +17,17 @@ import (
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/database"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 )
+
+// randomID is the random_id of the Telegram request that bridges a Matrix
+// event: the first 8 bytes of the SHA-256 of its event ID, so that an event
+// delivered again (after a crash before its send was recorded) is a repeat
+// Telegram drops rather than a second message.
+func randomID(evt id.EventID) int64 {
+	sum := sha256.Sum256([]byte(evt))
+	return int64(binary.BigEndian.Uint64(sum[:8]))
+}
 
 var (
 	_ bridgev2.EditHandlingNetworkAPI      = (*Client)(nil)
@@ -93,7 +105,7 @@ func (tc *Client) HandleMatrixMessage(ctx context.Context, msg *bridgev2.MatrixM
 	if err != nil {
 		return nil, err
 	}
-	req := &tg.MessagesSendMessageRequest{Peer: peer, Message: msg.Content.Body, RandomID: time.Now().UnixNano()}
+	req := &tg.MessagesSendMessageRequest{Peer: peer, Message: msg.Content.Body, RandomID: randomID(msg.Event.ID)}
 	if msg.ReplyTo != nil {
 		if replyTo, err := telegramMessageID(msg.ReplyTo); err == nil {
 			req.SetReplyTo(&tg.InputReplyToMessage{ReplyToMsgID: replyTo})

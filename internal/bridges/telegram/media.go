@@ -131,7 +131,7 @@ func (tc *Client) sendFile(ctx context.Context, api *tg.Client, peer tg.InputPee
 			Attributes: []tg.DocumentAttributeClass{&tg.DocumentAttributeFilename{FileName: name}},
 		},
 		Message:  caption,
-		RandomID: time.Now().UnixNano(),
+		RandomID: randomID(msg.Event.ID),
 	}
 	result, err := withFloodWait(ctx, func() (tg.UpdatesClass, error) { return api.MessagesSendMedia(ctx, req) })
 	if err != nil {

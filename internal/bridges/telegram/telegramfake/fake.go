@@ -62,6 +62,14 @@ type Server struct {
 	nextUser int64
 	nextChat int64
 	nextMsg  int
+	randoms  map[randomKey]int // a sender's random_id -> the message it sent
+}
+
+// randomKey is a sent message's random_id, per sender: Telegram answers a
+// repeat with the message the first request sent.
+type randomKey struct {
+	user     int64
+	randomID int64
 }
 
 // group is a basic group: its title and members.
@@ -104,6 +112,7 @@ func New(t testing.TB) *Server {
 		codes:    map[string]string{},
 		state:    map[int64]*account{},
 		floods:   map[uint32]int{},
+		randoms:  map[randomKey]int{},
 		synced:   map[int64]int{},
 		chats:    map[int64]*group{},
 		files:    map[int64][]byte{},
@@ -456,8 +465,15 @@ func (s *Server) sendMessage(c call) (bin.Encoder, error) {
 	if err != nil {
 		return nil, err
 	}
-	id := s.deliver(c.req.RequestCtx, c.user, sides, r.Message, replyTo)
+	key := randomKey{c.user, r.RandomID}
 	s.mu.Lock()
+	id, repeat := s.randoms[key]
+	s.mu.Unlock()
+	if !repeat {
+		id = s.deliver(c.req.RequestCtx, c.user, sides, r.Message, replyTo)
+	}
+	s.mu.Lock()
+	s.randoms[key] = id
 	pts := s.state[c.user].pts
 	s.mu.Unlock()
 	return &tg.UpdateShortSentMessage{Out: true, ID: id, Pts: pts, PtsCount: 1, Date: int(time.Now().Unix())}, nil

@@ -146,11 +146,20 @@ func TestLoginMessagesAndCatchUp(t *testing.T) {
 		}
 
 		peer := &tg.InputPeerUser{UserID: alice, AccessHash: fake.AccessHash(alice)}
-		if _, err := api.API().MessagesSendMessage(ctx, &tg.MessagesSendMessageRequest{Peer: peer, Message: "hi Alice", RandomID: 1}); err != nil {
+		hi := &tg.MessagesSendMessageRequest{Peer: peer, Message: "hi Alice", RandomID: 1}
+		first, err := api.API().MessagesSendMessage(ctx, hi)
+		if err != nil {
 			return err
 		}
+		repeat, err := api.API().MessagesSendMessage(ctx, hi) // same random_id: not sent again
+		if err != nil {
+			return err
+		}
+		if a, b := first.(*tg.UpdateShortSentMessage), repeat.(*tg.UpdateShortSentMessage); a.ID != b.ID {
+			t.Errorf("a repeated random_id sent message %d after %d", b.ID, a.ID)
+		}
 		fake.FloodWait(tg.MessagesSendMessageRequestTypeID, 3)
-		_, err := api.API().MessagesSendMessage(ctx, &tg.MessagesSendMessageRequest{Peer: peer, Message: "too fast", RandomID: 2})
+		_, err = api.API().MessagesSendMessage(ctx, &tg.MessagesSendMessageRequest{Peer: peer, Message: "too fast", RandomID: 2})
 		if wait, ok := tgerr.AsFloodWait(err); !ok || wait != 3*time.Second {
 			t.Errorf("flood: got %v, want FLOOD_WAIT_3", err)
 		}
