@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gotd/td/tg"
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/bridgeconfig"
 	"maunium.net/go/mautrix/id"
@@ -89,5 +90,33 @@ func TestRandomIDFromEventID(t *testing.T) {
 	}
 	if randomID(a) == randomID(b) {
 		t.Error("two events share a randomID")
+	}
+}
+
+// TestSentMessageShapes: the sent message is found in each shape of a send
+// call's answer, by the request's random ID, not by the first outgoing one.
+func TestSentMessageShapes(t *testing.T) {
+	updates := []tg.UpdateClass{
+		&tg.UpdateMessageID{ID: 6, RandomID: 1},
+		&tg.UpdateMessageID{ID: 7, RandomID: 42},
+		&tg.UpdateNewMessage{Message: &tg.Message{ID: 6, Out: true, Date: 100}},
+		&tg.UpdateNewMessage{Message: &tg.Message{ID: 7, Out: true, Date: 200}},
+	}
+	for _, tt := range []struct {
+		answer   tg.UpdatesClass
+		wantID   int
+		wantDate int
+	}{
+		{&tg.UpdateShortSentMessage{ID: 5, Date: 50}, 5, 50},
+		{&tg.Updates{Updates: updates, Date: 1}, 7, 200},
+		{&tg.UpdatesCombined{Updates: updates, Date: 1}, 7, 200},
+	} {
+		id, date, err := sentMessage(tt.answer, 42)
+		if err != nil || id != tt.wantID || date != tt.wantDate {
+			t.Errorf("sentMessage(%T) = %d, %d, %v; want %d, %d", tt.answer, id, date, err, tt.wantID, tt.wantDate)
+		}
+	}
+	if _, _, err := sentMessage(&tg.Updates{Updates: updates[2:]}, 42); err == nil {
+		t.Error("an answer without the request's UpdateMessageID was taken")
 	}
 }

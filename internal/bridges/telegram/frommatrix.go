@@ -115,14 +115,14 @@ func (tc *Client) HandleMatrixMessage(ctx context.Context, msg *bridgev2.MatrixM
 	if err != nil {
 		return nil, refused("message", err)
 	}
-	sent, ok := result.(*tg.UpdateShortSentMessage)
-	if !ok {
-		return nil, fmt.Errorf("messages.sendMessage answered %T", result)
+	sentID, date, err := sentMessage(result, req.RandomID)
+	if err != nil {
+		return nil, fmt.Errorf("messages.sendMessage: %w", err)
 	}
 	return &bridgev2.MatrixMessageResponse{DB: &database.Message{
-		ID:        messageID(sent.ID),
+		ID:        messageID(sentID),
 		SenderID:  ghostID(tc.selfID()),
-		Timestamp: time.Unix(int64(sent.Date), 0),
+		Timestamp: time.Unix(int64(date), 0),
 	}}, nil
 }
 

@@ -137,31 +137,49 @@ func (tc *Client) sendFile(ctx context.Context, api *tg.Client, peer tg.InputPee
 	if err != nil {
 		return nil, refused("file", err)
 	}
-	sent, ok := sentMessage(result)
-	if !ok {
-		return nil, fmt.Errorf("messages.sendMedia answered %T without the message", result)
+	sentID, date, err := sentMessage(result, req.RandomID)
+	if err != nil {
+		return nil, fmt.Errorf("messages.sendMedia: %w", err)
 	}
 	return &bridgev2.MatrixMessageResponse{DB: &database.Message{
-		ID:        messageID(sent.ID),
+		ID:        messageID(sentID),
 		SenderID:  ghostID(tc.selfID()),
-		Timestamp: time.Unix(int64(sent.Date), 0),
+		Timestamp: time.Unix(int64(date), 0),
 	}}, nil
 }
 
-// sentMessage is the account's new message in a call's answer.
-func sentMessage(result tg.UpdatesClass) (*tg.Message, bool) {
-	updates, ok := result.(*tg.Updates)
-	if !ok {
-		return nil, false
+// sentMessage finds, in a send call's answer, the ID and date of the
+// message the request with randomID made. Telegram answers in any of three
+// shapes: UpdateShortSentMessage, or Updates or UpdatesCombined naming the
+// message through an UpdateMessageID with the request's random ID.
+func sentMessage(result tg.UpdatesClass, randomID int64) (id, date int, err error) {
+	var updates []tg.UpdateClass
+	switch r := result.(type) {
+	case *tg.UpdateShortSentMessage:
+		return r.ID, r.Date, nil
+	case *tg.Updates:
+		updates, date = r.Updates, r.Date
+	case *tg.UpdatesCombined:
+		updates, date = r.Updates, r.Date
+	default:
+		return 0, 0, fmt.Errorf("answered %T", result)
 	}
-	for _, u := range updates.Updates {
-		if u, ok := u.(*tg.UpdateNewMessage); ok {
-			if m, ok := u.Message.(*tg.Message); ok && m.Out {
-				return m, true
+	for _, u := range updates {
+		if u, ok := u.(*tg.UpdateMessageID); ok && u.RandomID == randomID {
+			id = u.ID
+		}
+	}
+	if id == 0 {
+		return 0, 0, fmt.Errorf("answered %T without the sent message's ID", result)
+	}
+	for _, u := range updates {
+		if u, ok := u.(*tg.UpdateNewMessage); ok && u.Message.GetID() == id {
+			if m, ok := u.Message.(*tg.Message); ok {
+				date = m.Date
 			}
 		}
 	}
-	return nil, false
+	return id, date, nil
 }
 
 // avatar is a user's profile photo, downloaded when bridgev2 finds it

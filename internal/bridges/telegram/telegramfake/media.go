@@ -160,7 +160,11 @@ func (s *Server) sendMedia(c call) (bin.Encoder, error) {
 	doc := s.addDocumentLocked(name, in.MimeType, data)
 	s.mu.Unlock()
 	_, own := s.deliverMedia(c.req.RequestCtx, c.user, sides, r.Message, &tg.MessageMediaDocument{Document: doc})
-	return s.answer(c.user, own), nil
+	answer := s.answer(c.user, own)
+	if u, ok := own.(*tg.UpdateNewMessage); ok {
+		answer.Updates = append([]tg.UpdateClass{&tg.UpdateMessageID{ID: u.Message.GetID(), RandomID: r.RandomID}}, answer.Updates...)
+	}
+	return answer, nil
 }
 
 func (s *Server) getFile(c call) (bin.Encoder, error) {
