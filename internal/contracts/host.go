@@ -50,6 +50,13 @@ func (c *call) stop(err error) {
 	panic(err)
 }
 
+// fail ends the call because the node, not the contract, failed (a
+// state read): Run returns err as its error and the call is made again.
+func (c *call) fail(err error) {
+	c.hostErr = err
+	panic(err)
+}
+
 // charge takes a host call's cost from the gas counter.
 func (c *call) charge(n int) {
 	left := int64(c.gas.Get()) - hostCallCost - int64(n)
@@ -137,7 +144,7 @@ func stateGet(ctx context.Context, m api.Module, stack []uint64) {
 	if !ok {
 		var err error
 		if v, ok, err = c.state.Get(ctx, key); err != nil {
-			c.stop(fmt.Errorf("read state: %w", err))
+			c.fail(fmt.Errorf("read state: %w", err))
 		}
 	}
 	if !ok || v == nil {
@@ -166,11 +173,31 @@ func stateDel(ctx context.Context, m api.Module, stack []uint64) {
 	c.write(string(c.read(m, stack[0], stack[1], maxKeyLen, "key")), nil)
 }
 
+// setResult sets a result field. The result's canonical JSON must stay
+// within maxResultJSON bytes, so that it fits in the result event.
 func (c *call) setResult(key string, v any) {
 	if _, seen := c.result[key]; !seen && len(c.result) >= resultEntryMax {
 		c.stop(fmt.Errorf("more than %d result fields", resultEntryMax))
 	}
+	n := fieldJSONLen(key, v)
+	// {} around the fields and a comma between two.
+	total := 2 + c.resultLen - c.fieldLen[key] + n + len(c.result) - 1
+	if _, seen := c.result[key]; !seen {
+		total++
+	}
+	if total > maxResultJSON {
+		c.stop(fmt.Errorf("result longer than %d bytes of JSON", maxResultJSON))
+	}
+	c.resultLen += n - c.fieldLen[key]
+	c.fieldLen[key] = n
 	c.result[key] = v
+}
+
+// fieldJSONLen is the length of "key":value in canonical JSON.
+func fieldJSONLen(key string, v any) int {
+	k, _ := json.Marshal(key)
+	b, _ := json.Marshal(v)
+	return len(k) + 1 + len(b)
 }
 
 func resultStr(ctx context.Context, m api.Module, stack []uint64) {

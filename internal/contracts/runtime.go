@@ -42,6 +42,7 @@ const (
 	maxValueLen    = 8 << 10
 	maxWrites      = 256
 	maxResultLen   = 16 << 10
+	maxResultJSON  = 32 << 10 // a result event stays well under 64 KiB
 	hostCallCost   = 100
 	resultEntryMax = 64
 )
@@ -192,20 +193,28 @@ type call struct {
 	state  State
 	writes map[string][]byte
 	result map[string]any
-	gas    api.MutableGlobal
-	err    error // a host function's refusal
+	// fieldLen is each result field's canonical JSON length, resultLen
+	// their sum.
+	fieldLen  map[string]int
+	resultLen int
+	gas       api.MutableGlobal
+	err       error // a host function's refusal
+	// hostErr is the node's failure that stopped the call: not the
+	// contract's outcome.
+	hostErr error
 }
 
 type callKey struct{}
 
 // Run calls the contract's handle once, in a fresh instance, with input
 // (the JSON object the contract reads with input_get) and state. Run
-// returns an error only when the call could not be made; what the
-// contract did, failures included, is in the outcome.
+// returns an error when the call could not be made or the node failed
+// during it (a state read): such a call has no outcome and is made
+// again. What the contract did, failures included, is in the outcome.
 func (p *Program) Run(ctx context.Context, input map[string]any, state State) (*Outcome, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.rt.limits.Timeout)
 	defer cancel()
-	c := &call{input: input, state: state, writes: map[string][]byte{}, result: map[string]any{}}
+	c := &call{input: input, state: state, writes: map[string][]byte{}, result: map[string]any{}, fieldLen: map[string]int{}}
 	ctx = context.WithValue(ctx, callKey{}, c)
 	mod, err := p.rt.rt.InstantiateModule(ctx, p.compiled, wazero.NewModuleConfig().WithName("").WithStartFunctions())
 	if err != nil {
@@ -219,6 +228,9 @@ func (p *Program) Run(ctx context.Context, input map[string]any, state State) (*
 	c.gas = gas
 	gas.Set(uint64(p.rt.limits.Gas))
 	res, callErr := mod.ExportedFunction(Entry).Call(ctx)
+	if c.hostErr != nil {
+		return nil, fmt.Errorf("contract %s: %w", p.Hash, c.hostErr)
+	}
 	left := int64(gas.Get())
 	out := &Outcome{GasUsed: min(p.rt.limits.Gas, p.rt.limits.Gas-left), MemoryPages: mod.Memory().Size() / 65536}
 	switch {

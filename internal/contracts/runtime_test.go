@@ -136,3 +136,39 @@ func TestSameInputsSameOutcome(t *testing.T) {
 		t.Fatalf("results:\n%s\nwant:\n%s", strings.Join(r1, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// brokenState is a State whose reads fail, as a database gone away.
+type brokenState struct{}
+
+var errBrokenState = errors.New("database gone")
+
+func (brokenState) Get(context.Context, string) ([]byte, bool, error) {
+	return nil, false, errBrokenState
+}
+
+// TestStateReadFailureIsNotAnOutcome checks that a failed state read is
+// Run's error (the call is made again), not a failure of the contract
+// published as its result.
+func TestStateReadFailureIsNotAnOutcome(t *testing.T) {
+	rt := newRuntime(t, contracts.DefaultLimits)
+	p := compile(t, rt, "examples/poll.c")
+	out, err := p.Run(context.Background(), vote("@a:x", "yes"), brokenState{})
+	if !errors.Is(err, errBrokenState) {
+		t.Fatalf("run: outcome %+v, err %v; want the state read's error", out, err)
+	}
+}
+
+// TestResultSizeIsBounded checks that a call whose result's JSON would
+// pass the bound is stopped: three fields of 12 KiB are over 32 KiB of
+// JSON.
+func TestResultSizeIsBounded(t *testing.T) {
+	rt := newRuntime(t, contracts.DefaultLimits)
+	p := compile(t, rt, "testdata/bigresult.c")
+	out, err := p.Run(context.Background(), vote("@a:x", "yes"), contracts.MapState{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Err == nil || !strings.Contains(out.Err.Error(), "result longer than") || out.Result != nil {
+		t.Fatalf("outcome %+v, want the call stopped for its result's size", out)
+	}
+}

@@ -128,12 +128,20 @@ func (s *Service) Module(ctx context.Context, hash string) ([]byte, error) {
 	return LoadModule(ctx, s.opts.DB, hash)
 }
 
+// ErrNotUploaded is LoadModule's error for a module nobody uploaded.
+var ErrNotUploaded = errors.New("not uploaded")
+
+// errUnusable marks an attachment whose module cannot run (not uploaded
+// or refused): running it again cannot help, so the follower logs it and
+// goes on.
+var errUnusable = errors.New("unusable contract module")
+
 // LoadModule reads an uploaded module's bytes from the database.
 func LoadModule(ctx context.Context, db *storage.DB, hash string) ([]byte, error) {
 	var b64 string
 	err := db.QueryRow(ctx, "SELECT wasm FROM contract_modules WHERE hash = $1", hash).Scan(&b64)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("contract module %s is not uploaded", hash)
+		return nil, fmt.Errorf("contract module %s: %w", hash, ErrNotUploaded)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read contract module %s: %w", hash, err)
@@ -150,11 +158,14 @@ func (s *Service) program(ctx context.Context, hash string) (*Program, error) {
 		return p, nil
 	}
 	wasm, err := s.Module(ctx, hash)
+	if errors.Is(err, ErrNotUploaded) {
+		return nil, fmt.Errorf("%w: %w", errUnusable, err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	if p, err = s.rt.Compile(ctx, wasm); err != nil {
-		return nil, fmt.Errorf("compile contract module %s: %w", hash, err)
+		return nil, fmt.Errorf("%w: compile contract module %s: %w", errUnusable, hash, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -315,7 +326,10 @@ func (s *Service) setMark(ctx context.Context, pos int64) error {
 }
 
 // handle runs what one event calls for; when a contract ran, its state
-// writes commit with the mark moved past the event.
+// writes commit with the mark moved past the event. A failure of the node
+// rather than the contract (a database read, the event's input, sending
+// the result) is handle's error: nothing commits and the step runs the
+// event again.
 func (s *Service) handle(ctx context.Context, ev storedEvent) error {
 	if ev.evType == StateType && ev.stateKey.Valid {
 		return s.attach(ctx, ev)
@@ -335,12 +349,17 @@ func (s *Service) handle(ctx context.Context, ev storedEvent) error {
 			// keeps nothing; the next start runs it again.
 			return ctx.Err()
 		}
-		if err != nil {
+		if errors.Is(err, errUnusable) {
 			s.opts.Log.Error("contracts: run", "room_id", ev.roomID, "attachment", a.Name, "event_id", ev.eventID, "err", err)
 			continue
 		}
+		if err != nil {
+			return fmt.Errorf("contract %s on %s: %w", a.Name, ev.eventID, err)
+		}
 		if out.hasResult() {
-			s.sendResult(ctx, ev, a, out)
+			if err := s.sendResult(ctx, ev, a, out); err != nil {
+				return err
+			}
 		}
 		writes = append(writes, stateWrite{att: a, writes: out.Writes})
 	}
@@ -364,22 +383,24 @@ func (s *Service) run(ctx context.Context, ev storedEvent, a Attachment) (*Outco
 	}
 	in, err := Input(ev.eventID, ev.json, a.Config)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("input: %w", err)
 	}
 	return p.Run(ctx, in, &dbState{db: s.opts.DB, roomID: ev.roomID, att: a})
 }
 
 // sendResult sends the result event. Its transaction ID is the input's,
-// so a step run again after a crash does not send it twice.
-func (s *Service) sendResult(ctx context.Context, ev storedEvent, a Attachment, out *Outcome) {
+// so a step run again (after a crash or a failed send) does not send it
+// twice.
+func (s *Service) sendResult(ctx context.Context, ev storedEvent, a Attachment, out *Outcome) error {
 	content, err := json.Marshal(resultContent(a, ev.eventID, out))
 	if err == nil {
 		_, err = s.opts.Rooms.Send(ctx, ev.roomID, rooms.Proto{Type: ResultType, Sender: s.Bot(), Content: content,
 			TxnID: "contract/" + a.Name + "/" + ev.eventID})
 	}
 	if err != nil {
-		s.opts.Log.Error("contracts: send result", "room_id", ev.roomID, "attachment", a.Name, "event_id", ev.eventID, "err", err)
+		return fmt.Errorf("send the result of %s on %s: %w", a.Name, ev.eventID, err)
 	}
+	return nil
 }
 
 // attach records an attachment change, and has the contracts user join
