@@ -50,6 +50,11 @@ const (
 // ErrOutOfGas is the outcome of a call that used all its gas.
 var ErrOutOfGas = errors.New("out of gas")
 
+// ErrTimedOut is Run's error for a call the wall clock stopped: how far
+// it got depends on the machine, so it has no outcome (the node runs it
+// again, then halts the attachment).
+var ErrTimedOut = errors.New("stopped by the wall clock")
+
 // State is what a call reads its contract's state from.
 type State interface {
 	// Get returns the value of key; ok is false when it has none.
@@ -89,7 +94,7 @@ type Outcome struct {
 	// MemoryPages is the linear memory's size when the call ended.
 	MemoryPages uint32
 	// Err is why the call failed: ErrOutOfGas, a trap, a refused host
-	// call, a non-zero return or the deadline.
+	// call or a non-zero return.
 	Err error
 }
 
@@ -210,7 +215,8 @@ type callKey struct{}
 // (the JSON object the contract reads with input_get) and state. Run
 // returns an error when the call could not be made or the node failed
 // during it (a state read): such a call has no outcome and is made
-// again. What the contract did, failures included, is in the outcome.
+// again; so has a call the wall clock stopped (ErrTimedOut). What the
+// contract did, failures included, is in the outcome.
 func (p *Program) Run(ctx context.Context, input map[string]any, state State) (*Outcome, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.rt.limits.Timeout)
 	defer cancel()
@@ -239,7 +245,7 @@ func (p *Program) Run(ctx context.Context, input map[string]any, state State) (*
 	case c.err != nil:
 		out.Err = c.err
 	case ctx.Err() != nil:
-		out.Err = fmt.Errorf("stopped after %s: %w", p.rt.limits.Timeout, ctx.Err())
+		return nil, fmt.Errorf("contract %s: %w after %s (%w)", p.Hash, ErrTimedOut, p.rt.limits.Timeout, ctx.Err())
 	case callErr != nil:
 		out.Err = trapError(callErr)
 	case int32(res[0]) != 0:

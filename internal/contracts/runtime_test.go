@@ -69,15 +69,14 @@ func TestRunawayContractsAreStopped(t *testing.T) {
 	}
 }
 
+// TestDeadlineStopsACall checks that the wall clock stops a call and that
+// the stop is Run's error, not an outcome: it depends on the machine.
 func TestDeadlineStopsACall(t *testing.T) {
 	rt := newRuntime(t, contracts.Limits{Gas: 1 << 62, MemoryPages: 8, Timeout: 200 * time.Millisecond})
 	p := compile(t, rt, "testdata/loop.c")
 	out, err := p.Run(context.Background(), vote("@a:x", "yes"), contracts.MapState{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out.Err == nil || !errors.Is(out.Err, context.DeadlineExceeded) {
-		t.Fatalf("err %v, want the deadline", out.Err)
+	if !errors.Is(err, contracts.ErrTimedOut) || out != nil {
+		t.Fatalf("run: outcome %+v, err %v; want no outcome and ErrTimedOut (a wall-clock stop is not done)", out, err)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,6 +55,12 @@ type Service struct {
 	mu       sync.Mutex
 	programs map[string]*Program
 
+	// timeouts counts the wall-clock stops of an attachment on an input;
+	// halted holds the attachments stopped too often (room, name and
+	// module), skipped until the attachment changes. Guarded by stepMu.
+	timeouts map[string]int
+	halted   map[string]bool
+
 	wake         chan struct{}
 	stepMu       sync.Mutex
 	stopFollower func()
@@ -68,7 +75,8 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{opts: opts, rt: rt, programs: map[string]*Program{}, wake: make(chan struct{}, 1)}, nil
+	return &Service{opts: opts, rt: rt, programs: map[string]*Program{},
+		timeouts: map[string]int{}, halted: map[string]bool{}, wake: make(chan struct{}, 1)}, nil
 }
 
 // Runtime returns the runtime the service runs contracts with.
@@ -340,7 +348,7 @@ func (s *Service) handle(ctx context.Context, ev storedEvent) error {
 	}
 	var writes []stateWrite
 	for _, a := range atts {
-		if !a.runsOn(ev.evType) || ev.sender == s.Bot() {
+		if !a.runsOn(ev.evType) || ev.sender == s.Bot() || s.halted[haltKey(ev.roomID, a)] {
 			continue
 		}
 		out, err := s.run(ctx, ev, a)
@@ -348,6 +356,9 @@ func (s *Service) handle(ctx context.Context, ev storedEvent) error {
 			// Stopping: the call did not end by itself, so it sends and
 			// keeps nothing; the next start runs it again.
 			return ctx.Err()
+		}
+		if errors.Is(err, ErrTimedOut) && s.timedOut(ev, a, err) {
+			continue
 		}
 		if errors.Is(err, errUnusable) {
 			s.opts.Log.Error("contracts: run", "room_id", ev.roomID, "attachment", a.Name, "event_id", ev.eventID, "err", err)
@@ -374,6 +385,31 @@ func (s *Service) handle(ctx context.Context, ev storedEvent) error {
 		}
 		return setMarkTx(ctx, tx, ev.pos)
 	})
+}
+
+// maxTimeouts is how many times a call the wall clock stopped is made
+// before its attachment is halted.
+const maxTimeouts = 3
+
+func haltKey(roomID id.RoomID, a Attachment) string {
+	return string(roomID) + "\x00" + a.Name + "\x00" + a.Module
+}
+
+// timedOut counts a wall-clock stop of a on ev and reports whether a is
+// now halted: after maxTimeouts stops on the same input it is skipped,
+// with an error log line, until its attachment changes. Until then the
+// call is not done: the step fails and runs it again.
+func (s *Service) timedOut(ev storedEvent, a Attachment, err error) bool {
+	key := haltKey(ev.roomID, a) + "\x00" + ev.eventID
+	s.timeouts[key]++
+	if s.timeouts[key] < maxTimeouts {
+		return false
+	}
+	delete(s.timeouts, key)
+	s.halted[haltKey(ev.roomID, a)] = true
+	s.opts.Log.Error("contracts: attachment halted: its calls are stopped by the wall clock, not by gas; attach it again to restart it",
+		"room_id", ev.roomID, "attachment", a.Name, "module", a.Module, "event_id", ev.eventID, "tries", maxTimeouts, "err", err)
+	return true
 }
 
 func (s *Service) run(ctx context.Context, ev storedEvent, a Attachment) (*Outcome, error) {
@@ -407,6 +443,11 @@ func (s *Service) sendResult(ctx context.Context, ev storedEvent, a Attachment, 
 // the room when a contract is attached.
 func (s *Service) attach(ctx context.Context, ev storedEvent) error {
 	a, ok, err := ParseAttachment(ev.stateKey.String, []byte(gjson.GetBytes(ev.json, "content").Raw))
+	for key := range s.halted {
+		if strings.HasPrefix(key, string(ev.roomID)+"\x00"+ev.stateKey.String+"\x00") {
+			delete(s.halted, key)
+		}
+	}
 	if err != nil {
 		s.opts.Log.Warn("contracts: attachment ignored", "room_id", ev.roomID, "event_id", ev.eventID, "err", err)
 	}
