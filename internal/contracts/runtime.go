@@ -43,7 +43,7 @@ const (
 	maxWrites      = 256
 	maxResultLen   = 16 << 10
 	maxResultJSON  = 32 << 10 // a result event stays well under 64 KiB
-	hostCallCost   = 100
+	hostCallCost   = 5000     // a state read: 50 M gas pays for at most 10,000
 	resultEntryMax = 64
 )
 

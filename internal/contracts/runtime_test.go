@@ -171,3 +171,21 @@ func TestResultSizeIsBounded(t *testing.T) {
 		t.Fatalf("outcome %+v, want the call stopped for its result's size", out)
 	}
 }
+
+// TestBulkMemoryPaysForLength checks that memory.fill costs its length
+// (1 gas per 64 bytes), not one instruction: a hundred fills of a
+// megabyte use at least 100 * 2^20/64 gas.
+func TestBulkMemoryPaysForLength(t *testing.T) {
+	rt := newRuntime(t, contracts.DefaultLimits)
+	p := compile(t, rt, "testdata/bulk.c")
+	out, err := p.Run(context.Background(), vote("@a:x", "yes"), contracts.MapState{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Err != nil {
+		t.Fatalf("call failed: %v", out.Err)
+	}
+	if want := int64(100 * (1 << 20) / 64); out.GasUsed < want {
+		t.Fatalf("used %d gas, want at least %d", out.GasUsed, want)
+	}
+}

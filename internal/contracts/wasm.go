@@ -441,12 +441,10 @@ func Instrument(wasm []byte) ([]byte, []Import, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("export section: %w", err)
 	}
-	code := []byte{0x00} // a module without code: no functions
 	if i, ok := m.section(sectionCode); ok {
-		if code, err = meterCode(m.sections[i].payload, gas); err != nil {
-			return nil, nil, fmt.Errorf("code section: %w", err)
+		if err := m.meter(m.sections[i].payload, gas); err != nil {
+			return nil, nil, err
 		}
-		m.setSection(sectionCode, code)
 	}
 	m.setSection(sectionGlobal, globals)
 	m.setSection(sectionExport, exports)
@@ -491,8 +489,81 @@ func addGasExport(m *module, gas uint32) ([]byte, error) {
 	return appendU32(out, gas), nil
 }
 
-// meterCode returns the code section with every function body metered.
-func meterCode(payload []byte, gas uint32) ([]byte, error) {
+// meter replaces the code section with every function body metered, and
+// adds the function the bulk memory instructions call to pay for their
+// length (see chargeLengthBody).
+func (m *module) meter(code []byte, gas uint32) error {
+	types, typeIndex, err := m.appendEntry(sectionType, []byte{0x60, 0x01, 0x7F, 0x01, 0x7F}) // (i32) -> i32
+	if err != nil {
+		return fmt.Errorf("type section: %w", err)
+	}
+	funcs, defined, err := m.appendEntry(sectionFunc, appendU32(nil, typeIndex))
+	if err != nil {
+		return fmt.Errorf("function section: %w", err)
+	}
+	chargeLength := uint32(len(m.imports)) + defined
+	metered, err := meterCode(code, gas, chargeLength)
+	if err != nil {
+		return fmt.Errorf("code section: %w", err)
+	}
+	r := &reader{b: metered}
+	n, _ := r.u32() // written by meterCode
+	if n != defined {
+		return fmt.Errorf("%d function bodies for %d functions", n, defined)
+	}
+	helper := chargeLengthBody(gas)
+	out := appendU32(nil, n+1)
+	out = append(out, r.b[r.off:]...)
+	out = appendU32(out, uint32(len(helper)))
+	out = append(out, helper...)
+	m.setSection(sectionType, types)
+	m.setSection(sectionFunc, funcs)
+	m.setSection(sectionCode, out)
+	return nil
+}
+
+// appendEntry returns a vector section's payload with entry appended (a
+// section the module lacks is empty) and the entry's index.
+func (m *module) appendEntry(id byte, entry []byte) ([]byte, uint32, error) {
+	var n uint32
+	var rest []byte
+	if i, ok := m.section(id); ok {
+		r := &reader{b: m.sections[i].payload}
+		var err error
+		if n, err = r.u32(); err != nil {
+			return nil, 0, err
+		}
+		rest = r.b[r.off:]
+	}
+	out := appendU32(nil, n+1)
+	out = append(out, rest...)
+	return append(out, entry...), n, nil
+}
+
+// lengthShift sets what a bulk memory instruction (memory.copy, fill
+// and init) costs beyond its own instruction: 1 + length/64.
+const lengthShift = 6
+
+// chargeLengthBody is the body of the function the instrumenter calls
+// just before each bulk memory instruction, whose length operand is on
+// top of the stack: (n i32) -> i32 takes 1 + n/64 gas, traps when the
+// gas runs out and gives n back to the instruction.
+func chargeLengthBody(gas uint32) []byte {
+	b := []byte{0x00, 0x23} // no locals; global.get gas
+	b = appendU32(b, gas)
+	// local.get 0, i64.extend_i32_u, i64.const shift, i64.shr_u,
+	// i64.const 1, i64.add, i64.sub
+	b = append(b, 0x20, 0x00, 0xAD, 0x42, lengthShift, 0x88, 0x42, 0x01, 0x7C, 0x7D, 0x24)
+	b = appendU32(b, gas) // global.set gas
+	b = append(b, 0x23)
+	b = appendU32(b, gas)
+	// i64.const 0, i64.lt_s, if (empty), unreachable, end, local.get 0, end
+	return append(b, 0x42, 0x00, 0x53, 0x04, 0x40, 0x00, 0x0B, 0x20, 0x00, 0x0B)
+}
+
+// meterCode returns the code section with every function body metered;
+// chargeLength is the function that bulk memory instructions call first.
+func meterCode(payload []byte, gas, chargeLength uint32) ([]byte, error) {
 	r := &reader{b: payload}
 	n, err := r.u32()
 	if err != nil {
@@ -508,7 +579,7 @@ func meterCode(payload []byte, gas uint32) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("function %d: %w", i, err)
 		}
-		metered, err := meterBody(body, gas)
+		metered, err := meterBody(body, gas, chargeLength)
 		if err != nil {
 			return nil, fmt.Errorf("function %d: %w", i, err)
 		}
@@ -521,10 +592,12 @@ func meterCode(payload []byte, gas uint32) ([]byte, error) {
 	return out, nil
 }
 
-// charge is where a metered block starts and what it costs.
+// charge is where a metered block starts and what it costs, or (length
+// set) where a bulk memory instruction is that pays for its length.
 type charge struct {
-	at   int
-	cost int64
+	at     int
+	cost   int64
+	length bool
 }
 
 // maxBodyNesting bounds the blocks open at once in a function body.
@@ -532,7 +605,7 @@ const maxBodyNesting = 1024
 
 // meterBody inserts the charges into one function body (its locals, then
 // its expression).
-func meterBody(body []byte, gas uint32) ([]byte, error) {
+func meterBody(body []byte, gas, chargeLength uint32) ([]byte, error) {
 	r := &reader{b: body}
 	groups, err := r.u32()
 	if err != nil {
@@ -581,6 +654,9 @@ func meterBody(body []byte, gas uint32) ([]byte, error) {
 		case 0x0B: // end
 			open = open[:len(open)-1]
 		default:
+			if op == 0xFC && isBulkMemory(r) {
+				charges = append(charges, charge{at: r.off - 1, length: true})
+			}
 			if err := skipImmediates(r, op, gas); err != nil {
 				return nil, err
 			}
@@ -593,7 +669,12 @@ func meterBody(body []byte, gas uint32) ([]byte, error) {
 	prev := 0
 	for _, c := range charges {
 		out = append(out, body[prev:c.at]...)
-		out = appendCharge(out, gas, c.cost)
+		if c.length {
+			out = append(out, 0x10) // call
+			out = appendU32(out, chargeLength)
+		} else {
+			out = appendCharge(out, gas, c.cost)
+		}
 		prev = c.at
 	}
 	return append(out, body[prev:]...), nil
@@ -698,6 +779,14 @@ func skipImmediates(r *reader, op byte, gas uint32) error {
 		return skipMisc(r)
 	}
 	return fmt.Errorf("instruction 0x%02x is not allowed", op)
+}
+
+// isBulkMemory reports whether the 0xFC-prefixed instruction whose
+// sub-opcode r is at is memory.init, memory.copy or memory.fill, whose
+// last operand is a length in bytes.
+func isBulkMemory(r *reader) bool {
+	sub, err := (&reader{b: r.b, off: r.off}).u32()
+	return err == nil && (sub == 8 || sub == 10 || sub == 11)
 }
 
 // skipMisc reads past a 0xFC-prefixed instruction.
