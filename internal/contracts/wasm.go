@@ -410,7 +410,9 @@ func (m *module) encode() []byte {
 // inserts at the start of every function body and of every block, loop,
 // if and else a charge of the instructions directly inside it: the charge
 // subtracts their number from the global and traps (unreachable) when the
-// result is negative. Every backward branch goes to a loop's start and
+// result is negative. Before each memory.copy, memory.fill and
+// memory.init it calls a function it adds, which charges 1 + length/64.
+// Every backward branch goes to a loop's start and
 // every call to a function's, so a module cannot run longer than its gas
 // allows. A module whose code names the global the instrumenter adds
 // (an index beyond its own globals), has a start function, uses instructions outside the core
