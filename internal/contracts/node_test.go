@@ -210,3 +210,30 @@ func TestExamplesInARoom(t *testing.T) {
 		}
 	})
 }
+
+// TestFailedResultSendIsRetried checks that a result the node cannot send
+// (the contracts user is banned from the room) fails the step: the mark
+// stays before the input and the call's state writes do not commit.
+func TestFailedResultSendIsRetried(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		admin := n.RegisterAdmin("admin")
+		room := testnode.CreateRoom(t, admin, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		poll := upload(t, n, admin, "examples/poll.c")
+		testnode.SendState(t, admin, room, contractType, "poll", map[string]any{"module": poll, "events": []string{"org.matrixos.poll.vote"}})
+		catchUp(t, n)
+		if _, err := admin.BanUser(t.Context(), room, &mautrix.ReqBanUser{UserID: n.Contracts.Bot(), Reason: "test"}); err != nil {
+			t.Fatalf("ban the contracts user: %v", err)
+		}
+		send(t, admin, room, "org.matrixos.poll.vote", map[string]any{"option": "yes"})
+		if _, err := n.Contracts.Step(t.Context()); err == nil {
+			t.Fatal("step succeeded though the result could not be sent")
+		}
+		state, err := n.Contracts.State(t.Context(), room, "poll", poll)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(state) != 0 {
+			t.Fatalf("state %q committed without its result", state)
+		}
+	})
+}
