@@ -466,3 +466,25 @@ func (h *harness) downloadMatrixFile(msg *event.MessageEventContent) []byte {
 	}
 	return plain
 }
+
+// TestTelegramReplyAfterRestart sends a Matrix message into an existing
+// private chat right after a bridge restart, before any Telegram update
+// names alice again: the bridge must name her to Telegram with the access
+// hash it kept, as Telegram refuses her ID alone (USER_ID_INVALID).
+func TestTelegramReplyAfterRestart(t *testing.T) {
+	h := newHarness(t)
+	env, fake := h.env, h.fake
+	h.login()
+	fake.Type(h.alice, h.mia, "hello before the restart")
+	portal := env.WaitPortal("Alice Liddell")
+	env.WaitMessage(portal, h.aliceMX, "hello before the restart")
+
+	env.Stop()
+	syncs := fake.Syncs(h.mia)
+	env.Run()
+	h.waitSyncs(syncs + 1)
+	env.Send(portal, "a reply right after the restart")
+	h.waitTelegram("the Matrix message after the restart", func(m tg.Message) bool {
+		return m.Message == "a reply right after the restart"
+	})
+}

@@ -120,7 +120,7 @@ func (tc *Client) groupInfo(ctx context.Context, chat int64) (*bridgev2.ChatInfo
 	}
 	for _, u := range full.Users {
 		if u, ok := u.(*tg.User); ok {
-			tc.rememberUser(u)
+			tc.rememberUser(ctx, u)
 		}
 	}
 	info := &bridgev2.ChatInfo{Members: &bridgev2.ChatMemberList{MemberMap: bridgev2.ChatMemberMap{}}}

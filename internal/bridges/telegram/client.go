@@ -74,7 +74,7 @@ func (tc *Client) Connect(ctx context.Context) {
 			if err != nil {
 				return fmt.Errorf("reading the account: %w", err)
 			}
-			tc.rememberUser(self)
+			tc.rememberUser(ctx, self)
 			tc.mu.Lock()
 			tc.running = true
 			tc.mu.Unlock()
@@ -132,22 +132,37 @@ func (tc *Client) IsThisUser(_ context.Context, userID networkid.UserID) bool {
 	return userID == ghostID(tc.selfID())
 }
 
-func (tc *Client) remember(e tg.Entities) {
+// remember keeps the users an update names, for their names and access
+// hashes.
+func (tc *Client) remember(ctx context.Context, e tg.Entities) {
 	for _, u := range e.Users {
-		tc.rememberUser(u)
+		tc.rememberUser(ctx, u)
 	}
 }
 
-func (tc *Client) rememberUser(u *tg.User) {
-	tc.mu.Lock()
-	defer tc.mu.Unlock()
-	tc.users[u.ID] = u
+// rememberUser keeps a user for their name, and their access hash in the
+// login's metadata too: without it, a restarted bridge could not name the
+// user to Telegram (an InputPeerUser with hash 0 is PEER_ID_INVALID).
+func (tc *Client) rememberUser(ctx context.Context, u *tg.User) {
+	err := tc.update(ctx, func(m *UserLoginMetadata) bool {
+		tc.users[u.ID] = u
+		if u.Min || u.AccessHash == 0 {
+			// A min user's hash is no good for naming them.
+			return false
+		}
+		return m.rememberAccessHash(u.ID, u.AccessHash)
+	})
+	if err != nil {
+		tc.login.Log.Warn().Err(err).Int64("user_id", u.ID).Msg("Saving a Telegram user's access hash failed")
+	}
 }
 
-// user returns a known user, asking Telegram for one not seen yet.
+// user returns a known user, asking Telegram for one not seen since the
+// bridge started (with the access hash kept from before).
 func (tc *Client) user(ctx context.Context, id int64) (*tg.User, error) {
 	tc.mu.Lock()
 	u, ok := tc.users[id]
+	hash := tc.meta().AccessHashes[id]
 	api := tc.api
 	tc.mu.Unlock()
 	if ok {
@@ -156,13 +171,13 @@ func (tc *Client) user(ctx context.Context, id int64) (*tg.User, error) {
 	if api == nil {
 		return nil, errors.New("not connected to Telegram")
 	}
-	found, err := api.API().UsersGetUsers(ctx, []tg.InputUserClass{&tg.InputUser{UserID: id}})
+	found, err := api.API().UsersGetUsers(ctx, []tg.InputUserClass{&tg.InputUser{UserID: id, AccessHash: hash}})
 	if err != nil {
 		return nil, fmt.Errorf("users.getUsers %d: %w", id, err)
 	}
 	for _, f := range found {
 		if u, ok := f.(*tg.User); ok && u.ID == id {
-			tc.rememberUser(u)
+			tc.rememberUser(ctx, u)
 			return u, nil
 		}
 	}

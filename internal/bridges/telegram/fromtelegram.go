@@ -27,15 +27,15 @@ type updateHandler struct {
 
 func newUpdateHandler(tc *Client) *updateHandler {
 	h := &updateHandler{client: tc, dispatcher: tg.NewUpdateDispatcher()}
-	h.dispatcher.OnNewMessage(func(_ context.Context, e tg.Entities, u *tg.UpdateNewMessage) error {
-		tc.remember(e)
+	h.dispatcher.OnNewMessage(func(ctx context.Context, e tg.Entities, u *tg.UpdateNewMessage) error {
+		tc.remember(ctx, e)
 		if m, ok := u.Message.(*tg.Message); ok {
 			return tc.queueMessage(m)
 		}
 		return nil
 	})
-	h.dispatcher.OnEditMessage(func(_ context.Context, e tg.Entities, u *tg.UpdateEditMessage) error {
-		tc.remember(e)
+	h.dispatcher.OnEditMessage(func(ctx context.Context, e tg.Entities, u *tg.UpdateEditMessage) error {
+		tc.remember(ctx, e)
 		if m, ok := u.Message.(*tg.Message); ok {
 			return tc.queueEdit(m)
 		}
@@ -44,8 +44,8 @@ func newUpdateHandler(tc *Client) *updateHandler {
 	h.dispatcher.OnDeleteMessages(func(ctx context.Context, _ tg.Entities, u *tg.UpdateDeleteMessages) error {
 		return tc.queueDeletes(ctx, u.Messages)
 	})
-	h.dispatcher.OnMessageReactions(func(_ context.Context, e tg.Entities, u *tg.UpdateMessageReactions) error {
-		tc.remember(e)
+	h.dispatcher.OnMessageReactions(func(ctx context.Context, e tg.Entities, u *tg.UpdateMessageReactions) error {
+		tc.remember(ctx, e)
 		return tc.queueReactions(u)
 	})
 	return h

@@ -26,6 +26,9 @@ type UserLoginMetadata struct {
 	Qts     int    `json:"qts"`
 	Date    int    `json:"date"`
 	Seq     int    `json:"seq"`
+	// AccessHashes are the access hashes of the users the account has
+	// seen, by user ID: Telegram takes a user only with theirs.
+	AccessHashes map[int64]int64 `json:"access_hashes,omitempty"`
 }
 
 const (

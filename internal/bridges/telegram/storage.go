@@ -17,10 +17,10 @@ func (s *sessionStorage) LoadSession(context.Context) ([]byte, error) {
 }
 
 func (s *sessionStorage) StoreSession(ctx context.Context, data []byte) error {
-	s.client.mu.Lock()
-	s.client.meta().Session = data
-	s.client.mu.Unlock()
-	return s.client.save(ctx)
+	return s.client.update(ctx, func(m *UserLoginMetadata) bool {
+		m.Session = data
+		return true
+	})
 }
 
 // stateStorage keeps the update state (pts, qts, date, seq) in the login's
@@ -38,10 +38,10 @@ func (s *stateStorage) GetState(_ context.Context, _ int64) (updates.State, bool
 }
 
 func (s *stateStorage) update(ctx context.Context, f func(*UserLoginMetadata)) error {
-	s.client.mu.Lock()
-	f(s.client.meta())
-	s.client.mu.Unlock()
-	return s.client.save(ctx)
+	return s.client.update(ctx, func(m *UserLoginMetadata) bool {
+		f(m)
+		return true
+	})
 }
 
 func (s *stateStorage) SetState(ctx context.Context, _ int64, st updates.State) error {
@@ -78,10 +78,42 @@ func (s *stateStorage) ForEachChannels(context.Context, int64, func(context.Cont
 	return nil
 }
 
-// save writes the login's metadata to the bridge's database.
-func (tc *Client) save(ctx context.Context) error {
+// update changes the login's metadata with f and, if f reports a change,
+// saves it to the bridge's database. tc.mu is held throughout: gotd's
+// callbacks change the metadata from their own goroutines, and the save
+// serialises it, so a change must never run during another's save.
+func (tc *Client) update(ctx context.Context, f func(*UserLoginMetadata) bool) error {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if !f(tc.meta()) {
+		return nil
+	}
 	if err := tc.login.Save(ctx); err != nil {
 		return fmt.Errorf("saving the Telegram login: %w", err)
 	}
 	return nil
+}
+
+// maxAccessHashes bounds the access hashes a login keeps; past it, one
+// kept hash is dropped for each new one (that user is found again by the
+// next update naming them).
+const maxAccessHashes = 10000
+
+// rememberAccessHash keeps a user's access hash and reports whether it
+// was new.
+func (m *UserLoginMetadata) rememberAccessHash(user, hash int64) bool {
+	if m.AccessHashes[user] == hash {
+		return false
+	}
+	if m.AccessHashes == nil {
+		m.AccessHashes = map[int64]int64{}
+	}
+	if _, known := m.AccessHashes[user]; !known && len(m.AccessHashes) >= maxAccessHashes {
+		for old := range m.AccessHashes {
+			delete(m.AccessHashes, old)
+			break
+		}
+	}
+	m.AccessHashes[user] = hash
+	return true
 }

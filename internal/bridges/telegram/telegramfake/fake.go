@@ -366,6 +366,12 @@ func (s *Server) getUsers(c call) (bin.Encoder, error) {
 		case *tg.InputUserSelf:
 			id = c.user
 		case *tg.InputUser:
+			// Like Telegram, another user is found only with the access
+			// hash the caller was given for them.
+			u, ok := s.users[in.UserID]
+			if !ok || (in.UserID != c.user && u.AccessHash != in.AccessHash) {
+				return nil, tgerr.New(400, "USER_ID_INVALID")
+			}
 			id = in.UserID
 		}
 		if u, ok := s.users[id]; ok {
