@@ -2,6 +2,7 @@ package contracts
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"log/slog"
 	"strings"
@@ -13,20 +14,26 @@ import (
 // the same input, which halts the attachment with an error log line.
 func TestTimeoutsHaltTheAttachment(t *testing.T) {
 	var logged bytes.Buffer
-	s := &Service{opts: Options{Log: slog.New(slog.NewTextHandler(&logged, nil))}, timeouts: map[string]int{}, halted: map[string]bool{}}
+	var halts []Halt
+	onHalt := func(_ context.Context, h Halt) { halts = append(halts, h) }
+	s := &Service{opts: Options{Log: slog.New(slog.NewTextHandler(&logged, nil)), OnHalt: onHalt},
+		timeouts: map[string]int{}, halted: map[string]bool{}}
 	ev := storedEvent{roomID: "!room:x", eventID: "$input"}
 	a := Attachment{Name: "loop", Module: "abc"}
 	stop := errors.Join(ErrTimedOut)
 	for try := 1; try < maxTimeouts; try++ {
-		if s.timedOut(ev, a, stop) {
+		if s.timedOut(t.Context(), ev, a, stop) {
 			t.Fatalf("halted after %d stops, want %d", try, maxTimeouts)
 		}
-		if s.halted[haltKey(ev.roomID, a)] {
+		if s.halted[haltKey(ev.roomID, a)] || len(halts) != 0 {
 			t.Fatalf("halted after %d stops", try)
 		}
 	}
-	if !s.timedOut(ev, a, stop) || !s.halted[haltKey(ev.roomID, a)] {
+	if !s.timedOut(t.Context(), ev, a, stop) || !s.halted[haltKey(ev.roomID, a)] {
 		t.Fatalf("not halted after %d stops", maxTimeouts)
+	}
+	if len(halts) != 1 || halts[0].Attachment != "loop" || halts[0].RoomID != ev.roomID || halts[0].EventID != ev.eventID {
+		t.Fatalf("OnHalt told %+v, want the loop attachment once", halts)
 	}
 	if !strings.Contains(logged.String(), "attachment halted") || !strings.Contains(logged.String(), "attachment=loop") {
 		t.Fatalf("log %q, want the halt named", logged.String())

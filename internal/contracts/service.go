@@ -45,6 +45,19 @@ type Options struct {
 	Accounts *accounts.Service
 	Log      *slog.Logger
 	Limits   Limits
+	// OnHalt, when set, is told of each attachment the follower halts
+	// (the node sends its admins a server notice).
+	OnHalt func(ctx context.Context, h Halt)
+}
+
+// Halt is an attachment halted because the wall clock, not the gas,
+// stopped its calls on one input maxTimeouts times.
+type Halt struct {
+	RoomID     id.RoomID
+	Attachment string
+	Module     string
+	EventID    string
+	Err        error
 }
 
 // Service runs the contracts attached to the node's rooms.
@@ -357,7 +370,7 @@ func (s *Service) handle(ctx context.Context, ev storedEvent) error {
 			// keeps nothing; the next start runs it again.
 			return ctx.Err()
 		}
-		if errors.Is(err, ErrTimedOut) && s.timedOut(ev, a, err) {
+		if errors.Is(err, ErrTimedOut) && s.timedOut(ctx, ev, a, err) {
 			continue
 		}
 		if errors.Is(err, errUnusable) {
@@ -397,9 +410,9 @@ func haltKey(roomID id.RoomID, a Attachment) string {
 
 // timedOut counts a wall-clock stop of a on ev and reports whether a is
 // now halted: after maxTimeouts stops on the same input it is skipped,
-// with an error log line, until its attachment changes. Until then the
+// with an error log line and OnHalt, until its attachment changes. Until then the
 // call is not done: the step fails and runs it again.
-func (s *Service) timedOut(ev storedEvent, a Attachment, err error) bool {
+func (s *Service) timedOut(ctx context.Context, ev storedEvent, a Attachment, err error) bool {
 	key := haltKey(ev.roomID, a) + "\x00" + ev.eventID
 	s.timeouts[key]++
 	if s.timeouts[key] < maxTimeouts {
@@ -409,6 +422,9 @@ func (s *Service) timedOut(ev storedEvent, a Attachment, err error) bool {
 	s.halted[haltKey(ev.roomID, a)] = true
 	s.opts.Log.Error("contracts: attachment halted: its calls are stopped by the wall clock, not by gas; attach it again to restart it",
 		"room_id", ev.roomID, "attachment", a.Name, "module", a.Module, "event_id", ev.eventID, "tries", maxTimeouts, "err", err)
+	if s.opts.OnHalt != nil {
+		s.opts.OnHalt(ctx, Halt{RoomID: ev.roomID, Attachment: a.Name, Module: a.Module, EventID: ev.eventID, Err: err})
+	}
 	return true
 }
 

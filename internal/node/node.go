@@ -268,7 +268,8 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		n.DB.Close()
 		return nil, err
 	}
-	n.Contracts, err = contracts.New(ctx, contracts.Options{DB: n.DB, Rooms: n.Rooms, Accounts: n.Accounts, Log: log})
+	n.Contracts, err = contracts.New(ctx, contracts.Options{DB: n.DB, Rooms: n.Rooms, Accounts: n.Accounts, Log: log,
+		OnHalt: n.noticeContractHalt})
 	if err != nil {
 		n.Ledger.Close(ctx)
 		n.DB.Close()

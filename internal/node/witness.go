@@ -10,6 +10,7 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/federation"
 
+	"github.com/matrixos/matrixos/internal/contracts"
 	fed "github.com/matrixos/matrixos/internal/federation"
 	"github.com/matrixos/matrixos/internal/ledger"
 )
@@ -62,24 +63,37 @@ func (n *Node) ledgerPeers(ctx context.Context) ([]string, error) {
 // noticeAdmins tells every active admin of the node about a witness
 // alert, as a server notice.
 func (n *Node) noticeAdmins(ctx context.Context, a ledger.Alert) {
+	body := fmt.Sprintf("Ledger witness alert (%s): %s Alert %s.\n\nCosigned:\n%s\nPresented:\n%s",
+		a.Kind, a.Summary(), a.ID, a.Cosigned, a.Presented)
+	n.noticeEachAdmin(ctx, "ledger witness", body)
+}
+
+// noticeEachAdmin sends body as a server notice to every active admin;
+// what failed is logged under what.
+func (n *Node) noticeEachAdmin(ctx context.Context, what, body string) {
 	if n.Admin == nil {
 		return
 	}
 	users, err := n.Accounts.ListUserRecords(ctx)
 	if err != nil {
-		n.log.Error("ledger witness: list the admins to alert", "err", err)
+		n.log.Error(what+": list the admins to notify", "err", err)
 		return
 	}
-	body := fmt.Sprintf("Ledger witness alert (%s): %s Alert %s.\n\nCosigned:\n%s\nPresented:\n%s",
-		a.Kind, a.Summary(), a.ID, a.Cosigned, a.Presented)
 	for _, u := range users {
 		if !u.IsAdmin || u.Deactivated {
 			continue
 		}
 		if err := n.Admin.SendNotice(ctx, u.ID, body); err != nil {
-			n.log.Error("ledger witness: send the alert notice", "user_id", u.ID, "err", err)
+			n.log.Error(what+": send the notice", "user_id", u.ID, "err", err)
 		}
 	}
+}
+
+// noticeContractHalt tells every active admin of the node about a
+// contract attachment the follower halted, as a server notice.
+func (n *Node) noticeContractHalt(ctx context.Context, h contracts.Halt) {
+	n.noticeEachAdmin(ctx, "contracts", fmt.Sprintf("Contract %q (module %s) in %s is halted: the wall clock, not its gas, stopped its call on %s three times (%v). Attach it again to restart it.",
+		h.Attachment, h.Module, h.RoomID, h.EventID, h.Err))
 }
 
 // witnessClient reaches other servers' witnesses over federation.
