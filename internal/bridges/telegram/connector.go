@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 
 	"github.com/gotd/td/telegram"
 	"github.com/gotd/td/telegram/dcs"
@@ -20,6 +21,7 @@ import (
 	"go.mau.fi/util/configupgrade"
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/database"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/bridges"
 )
@@ -72,6 +74,9 @@ func Kind() bridges.Kind {
 type Connector struct {
 	Bridge *bridgev2.Bridge
 	Config Config
+
+	loginsMu sync.Mutex
+	logins   map[id.UserID]*phoneLogin // each user's login in progress
 }
 
 var _ bridgev2.NetworkConnector = (*Connector)(nil)

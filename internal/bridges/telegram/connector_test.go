@@ -5,11 +5,15 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gotd/td/tg"
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/bridgeconfig"
+	"maunium.net/go/mautrix/bridgev2/database"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/bridges/telegram/telegramfake"
 )
 
 // TestLoginNeedsApp: without the application's api_id and api_hash a login
@@ -118,5 +122,75 @@ func TestSentMessageShapes(t *testing.T) {
 	}
 	if _, _, err := sentMessage(&tg.Updates{Updates: updates[2:]}, 42); err == nil {
 		t.Error("an answer without the request's UpdateMessageID was taken")
+	}
+}
+
+// startLogin starts a phone login for user against the fake and sends the
+// code, so that its client is connected.
+func startLogin(t *testing.T, c *Connector, user *bridgev2.User) *phoneLogin {
+	t.Helper()
+	process, err := c.CreateLogin(context.Background(), user, loginFlowPhone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	step, err := process.(*phoneLogin).SubmitUserInput(context.Background(), map[string]string{"phone": "+15550001"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if step.StepID != loginStepCode {
+		t.Fatalf("after the phone number: step %s, want the code", step.StepID)
+	}
+	return process.(*phoneLogin)
+}
+
+// waitEnded waits until a login's client has stopped.
+func waitEnded(t *testing.T, l *phoneLogin, why string) {
+	t.Helper()
+	l.mu.Lock()
+	ended := l.ended
+	l.mu.Unlock()
+	select {
+	case <-ended:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the login's Telegram client still runs after %s", why)
+	}
+}
+
+// TestAbandonedLoginsEnd: a login left waiting for its code disconnects
+// after loginTimeout (and then says it expired), and a user's new login
+// cancels their previous one but not another user's.
+func TestAbandonedLoginsEnd(t *testing.T) {
+	fake := telegramfake.New(t)
+	fake.AddUser("+15550001", "Mia", "Example")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := &Connector{
+		Bridge: &bridgev2.Bridge{BackgroundCtx: ctx},
+		Config: Config{APIID: 1, APIHash: "test", DCAddress: fake.Addr, DCID: telegramfake.DC, PublicKey: fake.PublicKeyPEM()},
+	}
+	mia := &bridgev2.User{User: &database.User{MXID: "@mia:example.org"}}
+	bob := &bridgev2.User{User: &database.User{MXID: "@bob:example.org"}}
+
+	first := startLogin(t, c, mia)
+	bobs := startLogin(t, c, bob)
+	second := startLogin(t, c, mia)
+	if !first.expired() {
+		t.Fatal("the same user started another login, and the first one's Telegram client still runs")
+	}
+	if bobs.expired() || second.expired() {
+		t.Fatal("a new login ended another user's login or itself")
+	}
+	if _, err := first.SubmitUserInput(ctx, map[string]string{"code": telegramfake.LoginCode}); !errors.Is(err, errLoginExpired) {
+		t.Errorf("a code for the replaced login: %v, want errLoginExpired", err)
+	}
+	second.Cancel()
+	bobs.Cancel()
+
+	defer func(timeout time.Duration) { loginTimeout = timeout }(loginTimeout)
+	loginTimeout = 5 * time.Second
+	abandoned := startLogin(t, c, mia)
+	waitEnded(t, abandoned, "its timeout")
+	if _, err := abandoned.SubmitUserInput(ctx, map[string]string{"code": telegramfake.LoginCode}); !errors.Is(err, errLoginExpired) {
+		t.Errorf("a code after the timeout: %v, want errLoginExpired", err)
 	}
 }

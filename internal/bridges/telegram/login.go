@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/gotd/td/session"
 	"github.com/gotd/td/telegram"
@@ -15,6 +17,7 @@ import (
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/database"
 	"maunium.net/go/mautrix/bridgev2/networkid"
+	"maunium.net/go/mautrix/id"
 )
 
 // UserLoginMetadata is what a Telegram login keeps in bridgev2's database:
@@ -55,18 +58,58 @@ func (c *Connector) CreateLogin(_ context.Context, user *bridgev2.User, flowID s
 	if err := c.Config.checkApp(); err != nil {
 		return nil, err
 	}
-	return &phoneLogin{connector: c, user: user}, nil
+	l := &phoneLogin{connector: c, user: user}
+	if user != nil {
+		c.replaceLogin(user.MXID, l)
+	}
+	return l, nil
 }
 
-// phoneLogin holds a connected gotd client between the two steps.
+// loginTimeout is how long a login keeps its Telegram connection waiting
+// for the code before it gives up.
+var loginTimeout = 10 * time.Minute
+
+// replaceLogin makes l the user's login in progress, cancelling the one
+// before it: a user has one pending login, and an abandoned one does not
+// keep its connection.
+func (c *Connector) replaceLogin(user id.UserID, l *phoneLogin) {
+	c.loginsMu.Lock()
+	previous := c.logins[user]
+	if c.logins == nil {
+		c.logins = map[id.UserID]*phoneLogin{}
+	}
+	c.logins[user] = l
+	c.loginsMu.Unlock()
+	if previous != nil {
+		previous.Cancel()
+	}
+}
+
+// forgetLogin drops l as its user's login in progress.
+func (c *Connector) forgetLogin(l *phoneLogin) {
+	if l.user == nil {
+		return
+	}
+	c.loginsMu.Lock()
+	defer c.loginsMu.Unlock()
+	if c.logins[l.user.MXID] == l {
+		delete(c.logins, l.user.MXID)
+	}
+}
+
+// phoneLogin holds a connected gotd client between the two steps, for at
+// most loginTimeout.
 type phoneLogin struct {
 	connector *Connector
 	user      *bridgev2.User
 
+	mu        sync.Mutex // guards the three below: a newer login cancels this one
+	stop      context.CancelFunc
+	ended     chan struct{} // closed when the client stopped
+	cancelled bool
+
 	storage *session.StorageMemory
 	api     *telegram.Client
-	stop    context.CancelFunc
-	done    chan error
 	phone   string
 	hash    string
 }
@@ -87,17 +130,57 @@ func (l *phoneLogin) Start(context.Context) (*bridgev2.LoginStep, error) {
 	}, nil
 }
 
-// Cancel disconnects the login's client.
+// Cancel ends the login: its client is disconnected.
 func (l *phoneLogin) Cancel() {
-	if l.stop != nil {
-		l.stop()
-		<-l.done
-		l.stop = nil
+	l.connector.forgetLogin(l)
+	l.mu.Lock()
+	l.cancelled = true
+	l.mu.Unlock()
+	l.disconnect()
+}
+
+// disconnect stops the login's client, if it runs, and waits for it.
+func (l *phoneLogin) disconnect() {
+	l.mu.Lock()
+	stop, ended := l.stop, l.ended
+	l.stop, l.ended = nil, nil
+	l.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-ended
+	}
+}
+
+// errLoginExpired is why a code comes too late: the login's connection
+// timed out or a newer login replaced it.
+var errLoginExpired = errors.New("this Telegram login expired (it waited too long for the code, or a newer login replaced it); start it again")
+
+// expired reports whether the login was cancelled or its client stopped
+// by itself (its timeout).
+func (l *phoneLogin) expired() bool {
+	l.mu.Lock()
+	ended, cancelled := l.ended, l.cancelled
+	l.mu.Unlock()
+	if cancelled {
+		return true
+	}
+	if ended == nil {
+		return false
+	}
+	select {
+	case <-ended:
+		return true
+	default:
+		return false
 	}
 }
 
 // SubmitUserInput takes the phone number (sending the code), then the code.
 func (l *phoneLogin) SubmitUserInput(ctx context.Context, input map[string]string) (*bridgev2.LoginStep, error) {
+	if l.expired() {
+		l.Cancel()
+		return nil, errLoginExpired
+	}
 	if l.hash == "" {
 		return l.sendCode(ctx, strings.TrimSpace(input["phone"]))
 	}
@@ -110,7 +193,7 @@ func (l *phoneLogin) sendCode(ctx context.Context, phone string) (*bridgev2.Logi
 	}
 	sent, err := l.api.Auth().SendCode(ctx, phone, auth.SendCodeOptions{})
 	if rpcErr, ok := tgerr.As(err); ok && rpcErr.IsOneOf("PHONE_NUMBER_INVALID", "PHONE_NUMBER_BANNED", "PHONE_NUMBER_FLOOD") {
-		l.Cancel()
+		l.disconnect()
 		step, _ := l.Start(ctx)
 		step.Instructions = fmt.Sprintf("Telegram did not take %q (%s); enter the phone number again, in international format (+ and country code).", phone, rpcErr.Type)
 		return step, nil
@@ -152,11 +235,15 @@ func (l *phoneLogin) connect() error {
 	opts.SessionStorage = l.storage
 	opts.NoUpdates = true
 	l.api = telegram.NewClient(l.connector.Config.APIID, l.connector.Config.APIHash, opts)
-	ctx, stop := context.WithCancel(l.connector.Bridge.BackgroundCtx)
-	l.stop, l.done = stop, make(chan error, 1)
-	ready := make(chan struct{})
+	ctx, stop := context.WithTimeout(l.connector.Bridge.BackgroundCtx, loginTimeout)
+	ended, ready := make(chan struct{}), make(chan struct{})
+	l.mu.Lock()
+	l.stop, l.ended = stop, ended
+	l.mu.Unlock()
+	var runErr error
 	go func() {
-		l.done <- l.api.Run(ctx, func(ctx context.Context) error {
+		defer close(ended)
+		runErr = l.api.Run(ctx, func(ctx context.Context) error {
 			close(ready)
 			<-ctx.Done()
 			return nil
@@ -165,9 +252,9 @@ func (l *phoneLogin) connect() error {
 	select {
 	case <-ready:
 		return nil
-	case err := <-l.done:
-		l.stop = nil
-		return fmt.Errorf("connecting to Telegram: %w", err)
+	case <-ended:
+		l.disconnect()
+		return fmt.Errorf("connecting to Telegram: %w", runErr)
 	}
 }
 
