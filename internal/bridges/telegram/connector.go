@@ -1,8 +1,10 @@
 // Package telegram is the built-in Telegram bridge: a bridgev2 network
 // connector that puppets a Telegram account through gotd's MTProto client.
 // A user logs in with their phone number and the code Telegram sends; the
-// gotd session and the update state (pts) live in the login's metadata, so
-// messages sent while the bridge was down arrive through getDifference.
+// gotd session, the update state (pts) and the users' access hashes live in
+// the login's metadata, so messages sent while the bridge was down arrive
+// through getDifference and the bridge can still name a chat's user to
+// Telegram after a restart.
 package telegram
 
 import (
