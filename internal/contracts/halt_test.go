@@ -22,14 +22,14 @@ func TestTimeoutsHaltTheAttachment(t *testing.T) {
 	a := Attachment{Name: "loop", Module: "abc"}
 	stop := errors.Join(ErrTimedOut)
 	for try := 1; try < maxTimeouts; try++ {
-		if s.timedOut(t.Context(), ev, a, stop) {
+		if s.failedOn(t.Context(), ev, a, stop, maxTimeouts) {
 			t.Fatalf("halted after %d stops, want %d", try, maxTimeouts)
 		}
 		if s.halted[haltKey(ev.roomID, a)] || len(halts) != 0 {
 			t.Fatalf("halted after %d stops", try)
 		}
 	}
-	if !s.timedOut(t.Context(), ev, a, stop) || !s.halted[haltKey(ev.roomID, a)] {
+	if !s.failedOn(t.Context(), ev, a, stop, maxTimeouts) || !s.halted[haltKey(ev.roomID, a)] {
 		t.Fatalf("not halted after %d stops", maxTimeouts)
 	}
 	if len(halts) != 1 || halts[0].Attachment != "loop" || halts[0].RoomID != ev.roomID || halts[0].EventID != ev.eventID {

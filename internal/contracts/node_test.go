@@ -213,7 +213,8 @@ func TestExamplesInARoom(t *testing.T) {
 
 // TestFailedResultSendIsRetried checks that a result the node cannot send
 // (the contracts user is banned from the room) fails the step: the mark
-// stays before the input and the call's state writes do not commit.
+// stays before the input and the call's state writes do not commit;
+// after maxSendFailures tries the attachment is halted.
 func TestFailedResultSendIsRetried(t *testing.T) {
 	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
 		admin := n.RegisterAdmin("admin")
@@ -234,6 +235,20 @@ func TestFailedResultSendIsRetried(t *testing.T) {
 		}
 		if len(state) != 0 {
 			t.Fatalf("state %q committed without its result", state)
+		}
+		// A failure that lasts halts the attachment rather than holding
+		// up the node's other contracts for ever. (The node's own follower
+		// steps too, so the failures are counted by both.)
+		halted := false
+		for try := 2; try <= contracts.MaxSendFailures && !halted; try++ {
+			_, err := n.Contracts.Step(t.Context())
+			halted = err == nil
+		}
+		if !halted {
+			t.Fatalf("still failing after %d steps, want the attachment halted", contracts.MaxSendFailures)
+		}
+		if state, err := n.Contracts.State(t.Context(), room, "poll", poll); err != nil || len(state) != 0 {
+			t.Fatalf("state %q (%v) after the halt, want none", state, err)
 		}
 	})
 }

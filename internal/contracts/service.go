@@ -50,8 +50,10 @@ type Options struct {
 	OnHalt func(ctx context.Context, h Halt)
 }
 
-// Halt is an attachment halted because the wall clock, not the gas,
-// stopped its calls on one input maxTimeouts times.
+// Halt is an attachment halted because the same input kept failing for
+// a reason outside the contract: the wall clock, not the gas, stopped
+// its call maxTimeouts times, or its result could not be sent
+// maxSendFailures times (the contracts user banned from the room, say).
 type Halt struct {
 	RoomID     id.RoomID
 	Attachment string
@@ -68,9 +70,10 @@ type Service struct {
 	mu       sync.Mutex
 	programs map[string]*Program
 
-	// timeouts counts the wall-clock stops of an attachment on an input;
-	// halted holds the attachments stopped too often (room, name and
-	// module), skipped until the attachment changes. Guarded by stepMu.
+	// timeouts counts the failures (wall-clock stops, result sends) of
+	// an attachment on an input; halted holds the attachments that
+	// failed too often (room, name and module), skipped until the
+	// attachment changes. Guarded by stepMu.
 	timeouts map[string]int
 	halted   map[string]bool
 
@@ -370,7 +373,7 @@ func (s *Service) handle(ctx context.Context, ev storedEvent) error {
 			// keeps nothing; the next start runs it again.
 			return ctx.Err()
 		}
-		if errors.Is(err, ErrTimedOut) && s.timedOut(ctx, ev, a, err) {
+		if errors.Is(err, ErrTimedOut) && s.failedOn(ctx, ev, a, err, maxTimeouts) {
 			continue
 		}
 		if errors.Is(err, errUnusable) {
@@ -382,6 +385,9 @@ func (s *Service) handle(ctx context.Context, ev storedEvent) error {
 		}
 		if out.hasResult() {
 			if err := s.sendResult(ctx, ev, a, out); err != nil {
+				if s.failedOn(ctx, ev, a, err, maxSendFailures) {
+					continue // halted: its state does not move without its result
+				}
 				return err
 			}
 		}
@@ -400,28 +406,34 @@ func (s *Service) handle(ctx context.Context, ev storedEvent) error {
 	})
 }
 
-// maxTimeouts is how many times a call the wall clock stopped is made
-// before its attachment is halted.
-const maxTimeouts = 3
+// How many times a call the wall clock stopped, or a result that could
+// not be sent, is tried before its attachment is halted: a failure that
+// lasts must not hold up every other contract of the node, which the
+// follower runs in order.
+const (
+	maxTimeouts     = 3
+	maxSendFailures = 10
+)
 
 func haltKey(roomID id.RoomID, a Attachment) string {
 	return string(roomID) + "\x00" + a.Name + "\x00" + a.Module
 }
 
-// timedOut counts a wall-clock stop of a on ev and reports whether a is
-// now halted: after maxTimeouts stops on the same input it is skipped,
-// with an error log line and OnHalt, until its attachment changes. Until then the
-// call is not done: the step fails and runs it again.
-func (s *Service) timedOut(ctx context.Context, ev storedEvent, a Attachment, err error) bool {
+// failedOn counts a failure of a on ev that is not the contract's own
+// (a wall-clock stop, a result not sent) and reports whether a is now
+// halted: after limit failures on the same input it is skipped, with an
+// error log line and OnHalt, until its attachment changes. Until then
+// the call is not done: the step fails and runs it again.
+func (s *Service) failedOn(ctx context.Context, ev storedEvent, a Attachment, err error, limit int) bool {
 	key := haltKey(ev.roomID, a) + "\x00" + ev.eventID
 	s.timeouts[key]++
-	if s.timeouts[key] < maxTimeouts {
+	if s.timeouts[key] < limit {
 		return false
 	}
 	delete(s.timeouts, key)
 	s.halted[haltKey(ev.roomID, a)] = true
-	s.opts.Log.Error("contracts: attachment halted: its calls are stopped by the wall clock, not by gas; attach it again to restart it",
-		"room_id", ev.roomID, "attachment", a.Name, "module", a.Module, "event_id", ev.eventID, "tries", maxTimeouts, "err", err)
+	s.opts.Log.Error("contracts: attachment halted: the same input failed again and again for a reason outside the contract; attach it again to restart it",
+		"room_id", ev.roomID, "attachment", a.Name, "module", a.Module, "event_id", ev.eventID, "tries", limit, "err", err)
 	if s.opts.OnHalt != nil {
 		s.opts.OnHalt(ctx, Halt{RoomID: ev.roomID, Attachment: a.Name, Module: a.Module, EventID: ev.eventID, Err: err})
 	}

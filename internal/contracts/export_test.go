@@ -1,0 +1,4 @@
+package contracts
+
+// MaxSendFailures is maxSendFailures, for the external tests.
+const MaxSendFailures = maxSendFailures
