@@ -383,13 +383,19 @@ func (q *Queue) run(t *target) {
 }
 
 // SetPaused pauses the appservice (Registry.Pause) or resumes it and
-// starts its worker if something is queued for it.
+// starts its worker if something is queued for it. Resuming ends a
+// backoff: the appservice was paused because it was not running (a
+// bridge that was stopped), and the failures before that say nothing
+// about the program that runs now; a worker still waiting out the
+// backoff would otherwise hold what was queued meanwhile for up to
+// MaxBackoff.
 func (q *Queue) SetPaused(asID string, paused bool) {
 	if paused {
 		q.registry.Pause(asID)
 		return
 	}
 	q.registry.Resume(asID)
+	q.Wake(asID)
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if t := q.targets[asID]; t != nil && t.depth > 0 {

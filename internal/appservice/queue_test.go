@@ -213,6 +213,31 @@ func TestPingEndsBackoff(t *testing.T) {
 	}
 }
 
+// TestResumeEndsBackoff: an appservice paused while it waited out a
+// backoff (a bridge stopped after a failed delivery) gets what was queued
+// as soon as it is resumed, not after the backoff.
+func TestResumeEndsBackoff(t *testing.T) {
+	reg := registration("watcher", "", "@watched.*:localhost")
+	as := testnode.NewFakeAppservice(t, reg.ServerToken)
+	reg.URL = as.URL()
+	n := testnode.Start(t, testnode.SQLite, testnode.WithAppservices(t, map[string]string{"watcher.yaml": yamlOf(t, reg)}))
+	appservice.SetTiming(n.AppserviceQueue, 20*time.Millisecond, time.Hour, time.Hour)
+	watched := n.Register("watched")
+	room := testnode.CreateRoom(t, watched, &mautrix.ReqCreateRoom{})
+	as.WaitBody("") // the room's events, which have no body
+	as.SetFailing(true)
+	testnode.SendText(t, watched, room, "before the pause")
+	as.WaitRetried(1)
+	n.AppserviceQueue.SetPaused("watcher", true)
+	as.SetFailing(false)
+	testnode.SendText(t, watched, room, "while paused")
+	if s := n.AppserviceQueue.Status("watcher"); s.Failures != 1 || time.Until(s.RetryAt) < 30*time.Minute {
+		t.Fatalf("after a failure: %+v, want a backoff of an hour", s)
+	}
+	n.AppserviceQueue.SetPaused("watcher", false)
+	as.WaitBody("while paused")
+}
+
 // TestQueueBoundCountsOpenWrites: items queued inside a write that has not
 // committed yet count against the bound, so one write (a big room's
 // event, a batch of writes) cannot queue past it; a write that fails gives
