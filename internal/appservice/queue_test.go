@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	mauas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/appservice"
@@ -187,28 +188,49 @@ func grepLines(s, sub string) string {
 	return strings.Join(out, "\n")
 }
 
+// backedOff is an appservice whose delivery of a message failed once, so
+// that it waits out a backoff of an hour.
+type backedOff struct {
+	n       *testnode.Node
+	reg     *mauas.Registration
+	as      *testnode.FakeAppservice
+	watched *mautrix.Client
+	room    id.RoomID
+	failed  string // the failed transaction's ID
+}
+
+func startBackedOff(t *testing.T, text string) *backedOff {
+	b := &backedOff{reg: registration("watcher", "", "@watched.*:localhost")}
+	b.as = testnode.NewFakeAppservice(t, b.reg.ServerToken)
+	b.reg.URL = b.as.URL()
+	b.n = testnode.Start(t, testnode.SQLite, testnode.WithAppservices(t, map[string]string{"watcher.yaml": yamlOf(t, b.reg)}))
+	appservice.SetTiming(b.n.AppserviceQueue, 20*time.Millisecond, time.Hour, time.Hour)
+	b.watched = b.n.Register("watched")
+	b.room = testnode.CreateRoom(t, b.watched, &mautrix.ReqCreateRoom{})
+	b.as.WaitBody("") // the room's events, which have no body
+	b.as.SetFailing(true)
+	testnode.SendText(t, b.watched, b.room, text)
+	b.failed = b.as.WaitRetried(1)
+	return b
+}
+
+// checkBackoff checks that the appservice waits out an hour's backoff.
+func (b *backedOff) checkBackoff(t *testing.T) {
+	if s := b.n.AppserviceQueue.Status("watcher"); s.Failures != 1 || time.Until(s.RetryAt) < 30*time.Minute {
+		t.Fatalf("after a failure: %+v, want a backoff of an hour", s)
+	}
+}
+
 // TestPingEndsBackoff: an appservice that failed waits out its backoff,
 // unless it asks for a ping (POST /_matrix/client/v1/appservice/{id}/ping)
 // and answers it: then what is queued is sent at once.
 func TestPingEndsBackoff(t *testing.T) {
-	reg := registration("watcher", "", "@watched.*:localhost")
-	as := testnode.NewFakeAppservice(t, reg.ServerToken)
-	reg.URL = as.URL()
-	n := testnode.Start(t, testnode.SQLite, testnode.WithAppservices(t, map[string]string{"watcher.yaml": yamlOf(t, reg)}))
-	appservice.SetTiming(n.AppserviceQueue, 20*time.Millisecond, time.Hour, time.Hour)
-	watched := n.Register("watched")
-	room := testnode.CreateRoom(t, watched, &mautrix.ReqCreateRoom{})
-	as.WaitBody("") // the room's events, which have no body
-	as.SetFailing(true)
-	testnode.SendText(t, watched, room, "while failing")
-	failed := as.WaitRetried(1)
-	as.SetFailing(false)
-	if s := n.AppserviceQueue.Status("watcher"); s.Failures != 1 || time.Until(s.RetryAt) < 30*time.Minute {
-		t.Fatalf("after a failure: %+v, want a backoff of an hour", s)
-	}
-	n.Do(t, "POST", "/_matrix/client/v1/appservice/watcher/ping", reg.AppToken, map[string]any{}).OK(t)
-	as.WaitBody("while failing")
-	if tries := as.Tries(failed); tries != 2 {
+	b := startBackedOff(t, "while failing")
+	b.as.SetFailing(false)
+	b.checkBackoff(t)
+	b.n.Do(t, "POST", "/_matrix/client/v1/appservice/watcher/ping", b.reg.AppToken, map[string]any{}).OK(t)
+	b.as.WaitBody("while failing")
+	if tries := b.as.Tries(b.failed); tries != 2 {
 		t.Errorf("the failed transaction was sent %d times, want 2", tries)
 	}
 }
@@ -217,25 +239,13 @@ func TestPingEndsBackoff(t *testing.T) {
 // backoff (a bridge stopped after a failed delivery) gets what was queued
 // as soon as it is resumed, not after the backoff.
 func TestResumeEndsBackoff(t *testing.T) {
-	reg := registration("watcher", "", "@watched.*:localhost")
-	as := testnode.NewFakeAppservice(t, reg.ServerToken)
-	reg.URL = as.URL()
-	n := testnode.Start(t, testnode.SQLite, testnode.WithAppservices(t, map[string]string{"watcher.yaml": yamlOf(t, reg)}))
-	appservice.SetTiming(n.AppserviceQueue, 20*time.Millisecond, time.Hour, time.Hour)
-	watched := n.Register("watched")
-	room := testnode.CreateRoom(t, watched, &mautrix.ReqCreateRoom{})
-	as.WaitBody("") // the room's events, which have no body
-	as.SetFailing(true)
-	testnode.SendText(t, watched, room, "before the pause")
-	as.WaitRetried(1)
-	n.AppserviceQueue.SetPaused("watcher", true)
-	as.SetFailing(false)
-	testnode.SendText(t, watched, room, "while paused")
-	if s := n.AppserviceQueue.Status("watcher"); s.Failures != 1 || time.Until(s.RetryAt) < 30*time.Minute {
-		t.Fatalf("after a failure: %+v, want a backoff of an hour", s)
-	}
-	n.AppserviceQueue.SetPaused("watcher", false)
-	as.WaitBody("while paused")
+	b := startBackedOff(t, "before the pause")
+	b.n.AppserviceQueue.SetPaused("watcher", true)
+	b.as.SetFailing(false)
+	testnode.SendText(t, b.watched, b.room, "while paused")
+	b.checkBackoff(t)
+	b.n.AppserviceQueue.SetPaused("watcher", false)
+	b.as.WaitBody("while paused")
 }
 
 // TestQueueBoundCountsOpenWrites: items queued inside a write that has not
