@@ -31,11 +31,16 @@ func TestMain(m *testing.M) {
 	cmd := exec.Command("go", "build", "-o", binary, ".")
 	cmd.Env = append(os.Environ(), "GOEXPERIMENT=jsonv2")
 	if out, err := cmd.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	defer os.RemoveAll(dir)
-	pgtest.RunMain(m)
+	// pgtest.RunMain ends in os.Exit, so a deferred RemoveAll would never
+	// run: every run of this package left a 90 MB binary in $TMPDIR.
+	code := m.Run()
+	pgtest.Stop()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 func run(t *testing.T, stdin string, args ...string) string {
