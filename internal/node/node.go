@@ -21,6 +21,7 @@ import (
 	"github.com/matrixos/matrixos/internal/accountdata"
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/admin"
+	"github.com/matrixos/matrixos/internal/analytics"
 	"github.com/matrixos/matrixos/internal/appservice"
 	"github.com/matrixos/matrixos/internal/bridges"
 	"github.com/matrixos/matrixos/internal/clientapi"
@@ -83,6 +84,9 @@ type Node struct {
 	// Contracts runs the WebAssembly contracts attached to rooms
 	// (docs/contracts.md).
 	Contracts *contracts.Service
+	// Analytics keeps the rooms' activity figures and forecasts
+	// (docs/analytics.md).
+	Analytics *analytics.Service
 
 	csExtra csExtra // services wired by csExtraRoutes
 
@@ -139,6 +143,7 @@ func migrations() []storage.Migration {
 		ledger.Migrations,
 		ledger.WitnessMigrations,
 		contracts.Migrations,
+		analytics.Migrations,
 		bridges.Migrations,
 		nodeMigrations,
 	)
@@ -277,6 +282,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Contracts.OnEvent)
 	n.Contracts.Start()
+	n.Analytics = analytics.New(analytics.Options{DB: n.DB, Rooms: n.Rooms, Accounts: n.Accounts, Log: log})
+	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Analytics.OnEvent)
+	n.Rooms.OnPurge = append(n.Rooms.OnPurge, analytics.PurgeRoom)
+	n.Analytics.Start()
 	n.wireAppserviceQueue(n.Appservices)
 	if cfg.Federation {
 		n.Federation, err = federation.New(ctx, n.DB, log, FederationOptions(cfg, keyID, key))
@@ -302,6 +311,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 	n.registry.MustRegister(n.AppserviceQueue.Collectors()...)
 	n.registry.MustRegister(n.Bridges.Collectors()...)
+	n.registry.MustRegister(n.Analytics.Collectors()...)
 
 	mux := http.NewServeMux()
 	n.discoveryRoutes(mux)
@@ -320,6 +330,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Appservices.Routes(mux, n.Accounts.Auth)
 	n.Ledger.Routes(mux, n.Accounts, n.Rooms)
 	n.Contracts.Routes(mux)
+	n.Analytics.Routes(mux)
 	if n.LedgerKeys != nil {
 		n.LedgerKeys.Routes(mux)
 	}
@@ -485,6 +496,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.AppserviceQueue.Stop()
 	n.stopCSExtra()
 	n.Keys.Close()
+	n.Analytics.Close()
 	if err := n.Contracts.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}

@@ -1,0 +1,243 @@
+package analytics
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+const (
+	// stepSize is the most events one step of the follower reads.
+	stepSize = 500
+	// followInterval is how often the follower looks for events without
+	// a wake-up.
+	followInterval = 5 * time.Second
+	followerName   = "events"
+)
+
+// Options configure a Service.
+type Options struct {
+	DB       *storage.DB
+	Rooms    *rooms.Engine
+	Accounts *accounts.Service
+	Log      *slog.Logger
+	// Now is the clock reports end at; time.Now when nil.
+	Now func() time.Time
+}
+
+// Service keeps the aggregates and answers reports.
+type Service struct {
+	opts Options
+	wake chan struct{}
+	// stepMu serialises steps: two at once would count the same
+	// messages from the same mark.
+	stepMu       sync.Mutex
+	stopFollower func()
+}
+
+// New returns the service; Start starts its follower.
+func New(opts Options) *Service {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Service{opts: opts, wake: make(chan struct{}, 1)}
+}
+
+// OnEvent is the room engine's hook: it wakes the follower. It never
+// blocks.
+func (s *Service) OnEvent(ev *rooms.Event, _ *rooms.RoomInfo) {
+	if ev.Pos <= 0 {
+		return
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Start runs the follower until Close.
+func (s *Service) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.follow(ctx)
+	}()
+	s.stopFollower = func() {
+		cancel()
+		<-done
+	}
+}
+
+// Close stops the follower.
+func (s *Service) Close() {
+	if s.stopFollower != nil {
+		s.stopFollower()
+	}
+}
+
+func (s *Service) follow(ctx context.Context) {
+	tick := time.NewTicker(followInterval)
+	defer tick.Stop()
+	for {
+		if err := s.CatchUp(ctx); err != nil && ctx.Err() == nil {
+			s.opts.Log.Error("analytics: follow events", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// CatchUp runs Step until everything committed is counted.
+func (s *Service) CatchUp(ctx context.Context) error {
+	for {
+		more, err := s.Step(ctx)
+		if err != nil || !more {
+			return err
+		}
+	}
+}
+
+var followQuery = `SELECT pos, room_id, sender, origin_ts FROM events
+	WHERE pos > $1 AND pos <= $2 AND state_key IS NULL AND NOT rejected
+	AND type IN ('` + strings.Join(MessageTypes, "', '") + `')
+	ORDER BY pos LIMIT ` + fmt.Sprint(stepSize)
+
+// Step counts the next committed messages (at most stepSize) and
+// reports whether more may be waiting. The buckets and the mark move in
+// one transaction, so a message is counted exactly once.
+func (s *Service) Step(ctx context.Context) (more bool, err error) {
+	s.stepMu.Lock()
+	defer s.stepMu.Unlock()
+	mark, err := s.mark(ctx)
+	if err != nil {
+		return false, err
+	}
+	visible := s.opts.DB.Visible()
+	if visible <= mark {
+		return false, nil
+	}
+	msgs, lastPos, err := s.scan(ctx, mark, visible)
+	if err != nil {
+		return false, err
+	}
+	b := newBatch()
+	for _, m := range msgs {
+		prev, ok := b.last[m.RoomID]
+		if !ok {
+			if prev, ok, err = s.lastMessage(ctx, m.RoomID); err != nil {
+				return false, err
+			}
+		}
+		b.add(m, prev, ok)
+	}
+	more = len(msgs) == stepSize
+	newMark := visible
+	if more {
+		newMark = lastPos
+	}
+	if err := s.opts.DB.Write(ctx, func(tx *storage.Tx) error {
+		if err := b.write(ctx, tx); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO analytics_marks (follower, pos) VALUES ($1, $2)
+			ON CONFLICT (follower) DO UPDATE SET pos = excluded.pos`, followerName, newMark)
+		return err
+	}); err != nil {
+		return false, fmt.Errorf("store analytics: %w", err)
+	}
+	return more, nil
+}
+
+func (s *Service) scan(ctx context.Context, mark, visible int64) ([]Message, int64, error) {
+	rows, err := s.opts.DB.Query(ctx, followQuery, mark, visible)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read events for analytics: %w", err)
+	}
+	defer rows.Close()
+	var msgs []Message
+	var pos int64
+	for rows.Next() {
+		var m Message
+		if err := rows.Scan(&pos, &m.RoomID, &m.Sender, &m.TS); err != nil {
+			return nil, 0, fmt.Errorf("read events for analytics: %w", err)
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, pos, rows.Err()
+}
+
+func (s *Service) mark(ctx context.Context) (int64, error) {
+	var pos int64
+	err := s.opts.DB.QueryRow(ctx, "SELECT pos FROM analytics_marks WHERE follower = $1", followerName).Scan(&pos)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("read analytics mark: %w", err)
+	}
+	return pos, nil
+}
+
+func (s *Service) lastMessage(ctx context.Context, roomID id.RoomID) (last, bool, error) {
+	var l last
+	err := s.opts.DB.QueryRow(ctx, "SELECT sender, ts FROM analytics_last WHERE room_id = $1", roomID).Scan(&l.sender, &l.ts)
+	if errors.Is(err, sql.ErrNoRows) {
+		return last{}, false, nil
+	}
+	if err != nil {
+		return last{}, false, fmt.Errorf("read the last message of %s: %w", roomID, err)
+	}
+	return l, true, nil
+}
+
+// write adds the batch to the bucket tables.
+func (b *batch) write(ctx context.Context, tx *storage.Tx) error {
+	for k, n := range b.hours {
+		if _, err := tx.Exec(ctx, `INSERT INTO analytics_hours (room_id, hour, messages) VALUES ($1, $2, $3)
+			ON CONFLICT (room_id, hour) DO UPDATE SET messages = analytics_hours.messages + excluded.messages`, k.room, k.hour, n); err != nil {
+			return err
+		}
+	}
+	for k, n := range b.senders {
+		if _, err := tx.Exec(ctx, `INSERT INTO analytics_senders (room_id, day, sender, messages) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (room_id, day, sender) DO UPDATE SET messages = analytics_senders.messages + excluded.messages`, k.room, k.day, k.sender, n); err != nil {
+			return err
+		}
+	}
+	for k, n := range b.replies {
+		if _, err := tx.Exec(ctx, `INSERT INTO analytics_replies (room_id, day, bin, replies) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (room_id, day, bin) DO UPDATE SET replies = analytics_replies.replies + excluded.replies`, k.room, k.day, k.bin, n); err != nil {
+			return err
+		}
+	}
+	for room, l := range b.last {
+		if _, err := tx.Exec(ctx, `INSERT INTO analytics_last (room_id, sender, ts) VALUES ($1, $2, $3)
+			ON CONFLICT (room_id) DO UPDATE SET sender = excluded.sender, ts = excluded.ts`, room, l.sender, l.ts); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PurgeRoom forgets a purged room's figures (a rooms.Engine OnPurge hook).
+func PurgeRoom(ctx context.Context, tx *storage.Tx, roomID id.RoomID) error {
+	for _, table := range []string{"analytics_hours", "analytics_senders", "analytics_replies", "analytics_last"} {
+		if _, err := tx.Exec(ctx, "DELETE FROM "+table+" WHERE room_id = $1", roomID); err != nil {
+			return fmt.Errorf("purge %s: %w", table, err)
+		}
+	}
+	return nil
+}
