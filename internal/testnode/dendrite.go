@@ -3,11 +3,8 @@ package testnode
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -25,6 +22,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/config"
+	"github.com/matrixos/matrixos/internal/dendriteconf"
 )
 
 // DendriteVersion is the Dendrite release the interop tests are written
@@ -126,13 +124,15 @@ func startDendrite(t testing.TB, bin string, ca *CA) (*Dendrite, error) {
 		t:          t,
 		exited:     make(chan struct{}),
 	}
-	if err := d.writeKey(); err != nil {
+	pub, err := dendriteconf.Write(d.Dir, "dendrite", dendriteconf.Options{
+		ServerName: d.ServerName, Federation: true, LogLevel: "info",
+	})
+	if err != nil {
 		return nil, err
 	}
-	config := filepath.Join(d.Dir, "dendrite.yaml")
-	if err := os.WriteFile(config, []byte(d.config()), 0o600); err != nil {
-		return nil, err
-	}
+	d.KeyID = id.NewKeyID(id.KeyAlgorithmEd25519, "dendrite")
+	d.Key = id.SigningKey(base64.RawStdEncoding.EncodeToString(pub))
+	config := filepath.Join(d.Dir, dendriteconf.ConfigFile)
 	certFile, keyFile := ca.Issue(t, "127.0.0.1", "localhost")
 	logFile, err := os.Create(filepath.Join(d.Dir, "dendrite.log"))
 	if err != nil {
@@ -180,80 +180,6 @@ func freePorts() (string, string, error) {
 		addrs = append(addrs, ln.Addr().String())
 	}
 	return addrs[0], addrs[1], nil
-}
-
-// writeKey creates Dendrite's signing key in its PEM form: the ed25519
-// seed in a MATRIX PRIVATE KEY block with a Key-ID header.
-func (d *Dendrite) writeKey() error {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return err
-	}
-	d.KeyID = id.NewKeyID(id.KeyAlgorithmEd25519, "dendrite")
-	d.Key = id.SigningKey(base64.RawStdEncoding.EncodeToString(pub))
-	block := &pem.Block{Type: "MATRIX PRIVATE KEY", Headers: map[string]string{"Key-ID": string(d.KeyID)}, Bytes: priv.Seed()}
-	return os.WriteFile(filepath.Join(d.Dir, "matrix_key.pem"), pem.EncodeToMemory(block), 0o600)
-}
-
-// config is Dendrite's configuration: everything in Dir, SQLite (one
-// database per component: Dendrite's global database is PostgreSQL only),
-// JetStream in memory, no notary, no rate limits, cheap
-// password hashing, and no search index.
-func (d *Dendrite) config() string {
-	return fmt.Sprintf(`version: 2
-global:
-  server_name: %q
-  private_key: matrix_key.pem
-  key_validity_period: 168h0m0s
-  cache:
-    max_size_estimated: 64mb
-    max_age: 1h
-  trusted_third_party_id_servers: []
-  disable_federation: false
-  presence:
-    enable_inbound: true
-    enable_outbound: true
-  report_stats:
-    enabled: false
-  jetstream:
-    in_memory: true
-    storage_path: ./
-    topic_prefix: Dendrite
-  dns_cache:
-    enabled: false
-federation_api:
-  database: {connection_string: "file:federationapi.db"}
-  send_max_retries: 16
-  disable_tls_validation: false
-  key_perspectives: []
-  prefer_direct_fetch: true
-key_server:
-  database: {connection_string: "file:keyserver.db"}
-media_api:
-  database: {connection_string: "file:mediaapi.db"}
-  base_path: ./media_store
-mscs:
-  database: {connection_string: "file:mscs.db"}
-relay_api:
-  database: {connection_string: "file:relayapi.db"}
-room_server:
-  database: {connection_string: "file:roomserver.db"}
-sync_api:
-  database: {connection_string: "file:syncapi.db"}
-  search:
-    enabled: false
-user_api:
-  account_database: {connection_string: "file:userapi_accounts.db"}
-  bcrypt_cost: 4
-client_api:
-  registration_disabled: false
-  guests_disabled: true
-  rate_limiting:
-    enabled: false
-logging:
-  - type: std
-    level: info
-`, d.ServerName)
 }
 
 // waitReady polls both listeners (the HTTPS one trusting the CA) until
