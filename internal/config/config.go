@@ -61,6 +61,7 @@ type Config struct {
 	Ledger                   string        `yaml:"ledger" doc:"Which rooms' events go into the node's transparency log (docs/ledger.md): room (each room whose admins set the org.matrixos.ledger state event to {\"enabled\": true}) or all (every room)."`
 	LedgerPublic             bool          `yaml:"ledger_public" doc:"Serve the events transparency log's checkpoint and tiles to anyone (docs/ledger.md). Off: only to server admins, as the entries name the room and event IDs of every logged room (with ledger: all, direct messages included); the log's key and the proof endpoint are unchanged."`
 	LedgerKeys               bool          `yaml:"ledger_keys" doc:"Keep the identity keys transparency log (docs/ledger.md): every local user's device and cross-signing keys, served to anyone without authentication. Off: the log is neither kept nor served, as it lists every local user and device that uses end-to-end encryption."`
+	Assistant                bool          `yaml:"assistant" doc:"Run the private assistant @assistant:<server> (docs/assistant.md): an end-to-end encrypting user, without a password, that joins only the rooms it is invited to and answers !assistant commands and mentions there."`
 }
 
 // Default returns the built-in defaults.
@@ -88,6 +89,7 @@ func Default() Config {
 		RateLimitUploadBurst:   20,
 		FederationListen:       ":8448",
 		Ledger:                 "room",
+		Assistant:              true,
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/matrixos/matrixos/internal/admin"
 	"github.com/matrixos/matrixos/internal/analytics"
 	"github.com/matrixos/matrixos/internal/appservice"
+	"github.com/matrixos/matrixos/internal/assistant"
 	"github.com/matrixos/matrixos/internal/bridges"
 	"github.com/matrixos/matrixos/internal/clientapi"
 	"github.com/matrixos/matrixos/internal/config"
@@ -87,11 +88,15 @@ type Node struct {
 	// Analytics keeps the rooms' activity figures and forecasts
 	// (docs/analytics.md).
 	Analytics *analytics.Service
+	// Assistant is @assistant (internal/assistant); other packages
+	// register its commands. It runs unless the assistant setting is off.
+	Assistant *assistant.Assistant
 
 	csExtra csExtra // services wired by csExtraRoutes
 
 	stopWatchingChanges func() // see accounts.Service.WatchChanges
 	stopSweeps          func() // ends rooms.Engine.RunSweeps and waits for it
+	stopAssistant       func() // ends the assistant's Run and waits for it
 
 	registry *prometheus.Registry
 	handler  http.Handler
@@ -286,6 +291,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Analytics.OnEvent)
 	n.Rooms.OnPurge = append(n.Rooms.OnPurge, analytics.PurgeRoom)
 	n.Analytics.Start()
+	n.newAssistant()
 	n.wireAppserviceQueue(n.Appservices)
 	if cfg.Federation {
 		n.Federation, err = federation.New(ctx, n.DB, log, FederationOptions(cfg, keyID, key))
@@ -441,6 +447,10 @@ func (n *Node) Start() error {
 	if err := n.Bridges.Start(context.Background(), loopbackURL(n.Addr)); err != nil {
 		n.log.Error("bridges", "err", err)
 	}
+	// Nor can the assistant stop the node: it is logged and stays off.
+	if err := n.startAssistant(loopbackURL(n.Addr)); err != nil {
+		n.log.Error("the assistant cannot start", "err", err)
+	}
 	if n.cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", n.cfg.MetricsListen)
 		if err != nil {
@@ -474,8 +484,12 @@ func (n *Node) newServer(h http.Handler) *http.Server {
 // Shutdown stops accepting requests, lets running ones finish (long-polls
 // are cut short), then closes the database after the queued writes.
 func (n *Node) Shutdown(ctx context.Context) error {
-	// Bridges stop first, while the node still answers their last calls.
+	// Bridges and the assistant stop first, while the node still answers
+	// their last calls.
 	n.Bridges.Stop()
+	if n.stopAssistant != nil {
+		n.stopAssistant()
+	}
 	n.Sync.Notifier.WakeAll()
 	var errs []error
 	for _, srv := range n.servers {

@@ -149,6 +149,12 @@ func (d *E2EEDevice) Plain(evID id.EventID) (string, bool) {
 // store knows them), encrypts a text message and sends it.
 func (d *E2EEDevice) Send(roomID id.RoomID, text string) id.EventID {
 	d.t.Helper()
+	return d.SendContent(roomID, &event.MessageEventContent{MsgType: event.MsgText, Body: text})
+}
+
+// SendContent is Send with any message content (mentions, a thread).
+func (d *E2EEDevice) SendContent(roomID id.RoomID, msg *event.MessageEventContent) id.EventID {
+	d.t.Helper()
 	ctx := context.Background()
 	members, err := d.state.GetRoomJoinedOrInvitedMembers(ctx, roomID)
 	if err != nil {
@@ -157,7 +163,7 @@ func (d *E2EEDevice) Send(roomID id.RoomID, text string) id.EventID {
 	if err := d.Mach.ShareGroupSession(ctx, roomID, members); err != nil {
 		d.t.Fatalf("%s: share group session: %v", d.name, err)
 	}
-	content, err := d.Mach.EncryptMegolmEvent(ctx, roomID, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: text})
+	content, err := d.Mach.EncryptMegolmEvent(ctx, roomID, event.EventMessage, msg)
 	if err != nil {
 		d.t.Fatalf("%s: encrypt: %v", d.name, err)
 	}

@@ -65,6 +65,7 @@ func testConfig(t testing.TB, engine Engine, opts ...Option) config.Config {
 	cfg.OpenRegistration = true
 	cfg.LogLevel = "warn"
 	cfg.RateLimit = false // tests that need it turn it back on
+	cfg.Assistant = false // as is the assistant (WithAssistant)
 	if engine == Postgres {
 		cfg.Database = pgtest.Start(t)
 	}
@@ -73,6 +74,10 @@ func testConfig(t testing.TB, engine Engine, opts ...Option) config.Config {
 	}
 	return cfg
 }
+
+// WithAssistant runs the node's assistant, which test nodes leave off
+// unless asked.
+func WithAssistant(cfg *config.Config) { cfg.Assistant = true }
 
 // StartConfig runs a node with exactly this config.
 func StartConfig(t testing.TB, cfg config.Config) *Node {

@@ -1,0 +1,191 @@
+package assistant
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// Prefix starts a command to the assistant in a message.
+const Prefix = "!assistant"
+
+// session is a running assistant: its client and what it handles.
+type session struct {
+	a      *Assistant
+	client *mautrix.Client
+	ctx    context.Context // ends when Run stops
+}
+
+// request is one message addressed to the assistant.
+type request struct {
+	evt  *event.Event
+	msg  *event.MessageEventContent
+	text string // what follows the prefix or the mention
+}
+
+// onMember accepts invites of the assistant.
+func (s *session) onMember(ctx context.Context, evt *event.Event) {
+	if evt.GetStateKey() != s.client.UserID.String() {
+		return
+	}
+	if evt.Content.AsMember().Membership != event.MembershipInvite || evt.Mautrix.EventSource&event.SourceInvite == 0 {
+		return
+	}
+	if _, err := s.client.JoinRoomByID(ctx, evt.RoomID); err != nil {
+		s.a.opts.Log.Warn("assistant: join on invite", "room_id", evt.RoomID, "inviter", evt.Sender, "err", err)
+		return
+	}
+	s.a.opts.Log.Info("assistant: joined on invite", "room_id", evt.RoomID, "inviter", evt.Sender)
+}
+
+// onMessage answers a message addressed to the assistant. Messages of
+// the first sync (before the assistant ever ran) are not answered.
+func (s *session) onMessage(ctx context.Context, evt *event.Event) {
+	if evt.Sender == s.client.UserID || evt.Mautrix.EventSource&event.SourceTimeline == 0 {
+		return
+	}
+	msg := evt.Content.AsMessage()
+	if msg.RelatesTo.GetReplaceID() != "" || msg.MsgType == event.MsgNotice {
+		return // edits and bots' notices are not requests
+	}
+	if ctx.Value(mautrix.SyncTokenContextKey) == "" {
+		return
+	}
+	text, ok := addressed(msg, s.client.UserID)
+	if !ok {
+		return
+	}
+	req := request{evt: evt, msg: msg, text: text}
+	s.a.running.Add(1)
+	go func() {
+		defer s.a.running.Done()
+		mu := s.a.roomLock(evt.RoomID)
+		mu.Lock()
+		defer mu.Unlock()
+		s.answer(s.ctx, req)
+	}()
+}
+
+// mentionPrefix matches a leading mention of the assistant in a body:
+// its user ID or its name, with an optional colon or comma.
+var mentionPrefix = regexp.MustCompile(`(?i)^@?assistant(:[^\s:,]+(:\d+)?)?\s*[:,]?\s*`)
+
+// addressed reports whether msg asks the assistant something and returns
+// what it asks: the text after "!assistant", or the body of a message
+// that mentions the assistant (m.mentions or its user ID in the body)
+// with a leading mention removed.
+func addressed(msg *event.MessageEventContent, me id.UserID) (string, bool) {
+	body := strings.TrimSpace(msg.Body)
+	if rest, ok := cutPrefixFold(body, Prefix); ok && (rest == "" || rest[0] == ' ' || rest[0] == '\n') {
+		return strings.TrimSpace(rest), true
+	}
+	mentioned := msg.Mentions != nil && msg.Mentions.Has(me)
+	if !mentioned && !strings.Contains(body, me.String()) {
+		return "", false
+	}
+	body = strings.ReplaceAll(body, me.String(), "")
+	body = mentionPrefix.ReplaceAllString(strings.TrimSpace(body), "")
+	return strings.TrimSpace(body), true
+}
+
+// cutPrefixFold is strings.CutPrefix ignoring ASCII case.
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) < len(prefix) || !strings.EqualFold(s[:len(prefix)], prefix) {
+		return s, false
+	}
+	return s[len(prefix):], true
+}
+
+// answer runs what req asks and sends the reply.
+func (s *session) answer(ctx context.Context, req request) {
+	reply := s.run(ctx, req)
+	if err := s.send(ctx, req, reply); err != nil {
+		s.a.opts.Log.Warn("assistant: send reply", "room_id", req.evt.RoomID, "err", err)
+	}
+}
+
+// run works out the reply to req: a built-in command, a registered one,
+// or help.
+func (s *session) run(ctx context.Context, req request) Reply {
+	name, args := splitCommand(req.text)
+	switch name {
+	case "", "help":
+		return Reply{Text: s.help()}
+	case "leave":
+		return s.leave(ctx, req)
+	}
+	cmd, ok := s.a.commands.lookup(name)
+	if !ok {
+		return Reply{Text: fmt.Sprintf("I don't know the command %q.\n\n%s", name, s.help())}
+	}
+	reply, err := cmd.Run(ctx, req.evt.RoomID, req.evt.Sender, args)
+	if err != nil {
+		s.a.opts.Log.Warn("assistant: command failed", "command", name, "room_id", req.evt.RoomID, "err", err)
+		return Reply{Text: fmt.Sprintf("%s: %v", name, err)}
+	}
+	return reply
+}
+
+// help lists the built-in and registered commands.
+func (s *session) help() string {
+	lines := []string{
+		"I answer messages that start with !assistant or mention me. Commands:",
+		"!assistant help: this list",
+		"!assistant leave: I leave this room",
+	}
+	return strings.Join(append(lines, s.a.commands.help()...), "\n")
+}
+
+// leave has the assistant leave the room after saying so.
+func (s *session) leave(ctx context.Context, req request) Reply {
+	if err := s.sendText(ctx, req, "Leaving this room, as asked by "+req.evt.Sender.String()+"."); err != nil {
+		s.a.opts.Log.Warn("assistant: send", "room_id", req.evt.RoomID, "err", err)
+	}
+	if _, err := s.client.LeaveRoom(ctx, req.evt.RoomID); err != nil {
+		return Reply{Text: fmt.Sprintf("leave: %v", err)}
+	}
+	s.a.opts.Log.Info("assistant: left on request", "room_id", req.evt.RoomID, "by", req.evt.Sender)
+	return Reply{}
+}
+
+// send sends reply's text and file, if any, in answer to req.
+func (s *session) send(ctx context.Context, req request, reply Reply) error {
+	if reply.Text != "" {
+		content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: reply.Text}
+		if reply.HTML != "" {
+			content.Format, content.FormattedBody = event.FormatHTML, reply.HTML
+		}
+		if err := s.sendContent(ctx, req, content); err != nil {
+			return err
+		}
+	}
+	if reply.File != nil {
+		return s.sendFile(ctx, req, reply.File)
+	}
+	return nil
+}
+
+// sendText sends a plain notice in answer to req.
+func (s *session) sendText(ctx context.Context, req request, text string) error {
+	return s.sendContent(ctx, req, &event.MessageEventContent{MsgType: event.MsgNotice, Body: text})
+}
+
+// sendContent sends content in answer to req: in req's thread when it is
+// in one, else as a reply to it. The client encrypts it when the room is
+// encrypted.
+func (s *session) sendContent(ctx context.Context, req request, content *event.MessageEventContent) error {
+	if req.msg.RelatesTo.GetThreadParent() != "" {
+		content.SetThread(req.evt)
+	} else {
+		content.SetReply(req.evt)
+	}
+	if _, err := s.client.SendMessageEvent(ctx, req.evt.RoomID, event.EventMessage, content); err != nil {
+		return fmt.Errorf("send to %s: %w", req.evt.RoomID, err)
+	}
+	return nil
+}

@@ -1,0 +1,72 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/assistant"
+)
+
+// assistantName is the assistant's display name and its device's name.
+const assistantName = "Assistant"
+
+// newAssistant builds the assistant, which other packages register
+// commands into whether or not it runs.
+func (n *Node) newAssistant() {
+	n.Assistant = assistant.New(assistant.Options{
+		Dir: filepath.Join(n.cfg.DataDir, "assistant"),
+		Log: n.log,
+	})
+}
+
+// startAssistant runs the assistant (unless the assistant setting is off)
+// as a client of the client API at baseURL; Shutdown stops it.
+func (n *Node) startAssistant(baseURL string) error {
+	if !n.cfg.Assistant {
+		return nil
+	}
+	login, err := n.assistantLogin(context.Background())
+	if err != nil {
+		return err
+	}
+	login.HomeserverURL = baseURL
+	n.stopAssistant = runUntilStopped(func(ctx context.Context) {
+		if err := n.Assistant.Run(ctx, login); err != nil {
+			n.log.Error("the assistant stopped", "err", err)
+		}
+	})
+	return nil
+}
+
+// assistantLogin makes sure the assistant's account exists (without a
+// password, so nobody can log in as it) and gives its device a new access
+// token.
+func (n *Node) assistantLogin(ctx context.Context) (assistant.Login, error) {
+	uid := n.Accounts.UserID(assistant.Localpart)
+	u, exists, err := n.Accounts.GetUser(ctx, uid)
+	if err != nil {
+		return assistant.Login{}, fmt.Errorf("assistant account: %w", err)
+	}
+	switch {
+	case exists && u.PasswordHash != "":
+		return assistant.Login{}, fmt.Errorf("%s is a user account with a password, not the assistant: rename it or turn the assistant setting off", uid)
+	case exists && u.Deactivated:
+		return assistant.Login{}, fmt.Errorf("the assistant's account %s is deactivated: turn the assistant setting off", uid)
+	case !exists:
+		if _, err := n.Accounts.CreateUser(ctx, assistant.Localpart, "", false); err != nil && !errors.Is(err, accounts.ErrUserExists) {
+			return assistant.Login{}, fmt.Errorf("create the assistant's account: %w", err)
+		}
+		if err := n.Accounts.SetProfileField(ctx, uid, "displayname", assistantName); err != nil {
+			return assistant.Login{}, fmt.Errorf("assistant's display name: %w", err)
+		}
+	}
+	name := assistantName
+	res, err := n.Accounts.NewSession(ctx, uid, assistant.DeviceID, &name, false)
+	if err != nil {
+		return assistant.Login{}, fmt.Errorf("assistant's session: %w", err)
+	}
+	return assistant.Login{UserID: uid, DeviceID: res.DeviceID, AccessToken: res.AccessToken}, nil
+}
