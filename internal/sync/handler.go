@@ -61,8 +61,9 @@ type Service struct {
 	// (from, to], PrevBatch set when older ones were left out.
 	ThreadSubscriptions func(ctx context.Context, user id.UserID, from, to int64, limit int) (ThreadSubscriptionChanges, error)
 
-	conns connStore  // sliding sync connections
-	bumps bumpStamps // sliding sync's room order
+	builds *builds    // /sync builds shared by identical requests
+	conns  connStore  // sliding sync connections
+	bumps  bumpStamps // sliding sync's room order
 
 	mu      gosync.Mutex
 	sources []Source
@@ -72,7 +73,7 @@ type Service struct {
 // New returns the sync service. It wakes members of a room whenever an
 // event commits there.
 func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Engine) *Service {
-	s := &Service{db: db, log: log, accounts: acc, rooms: eng, Notifier: NewNotifier()}
+	s := &Service{db: db, log: log, accounts: acc, rooms: eng, Notifier: NewNotifier(), builds: newBuilds()}
 	eng.OnEvent = append(eng.OnEvent, s.onEvent)
 	return s
 }
@@ -142,7 +143,8 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request, sess *accou
 	if err != nil {
 		return nil, err
 	}
-	filter, err := s.resolveFilter(r.Context(), sess.UserID, q.Get("filter"))
+	filterParam := q.Get("filter")
+	filter, err := offStack(func() (*Filter, error) { return s.resolveFilter(r.Context(), sess.UserID, filterParam) })
 	if err != nil {
 		return nil, err
 	}
@@ -159,28 +161,29 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request, sess *accou
 		since.Eph = 0
 	}
 	if s.OnSync != nil {
-		s.OnSync(sess.UserID, q.Get("set_presence"))
+		setPresence := q.Get("set_presence")
+		offStack(func() (struct{}, error) { s.OnSync(sess.UserID, setPresence); return struct{}{}, nil })
 	}
 	ctx := r.Context()
 	deadline := time.Now().Add(timeout)
+	key := buildKey{user: sess.UserID, device: sess.DeviceID, since: since, filter: filterParam, full: full, mode: mode}
+	build := func(ctx context.Context) (*Response, error) { return s.build(ctx, sess, since, full, mode, filter) }
 	for {
 		ch := s.Notifier.Channel(sess.UserID)
-		resp, err := s.build(ctx, sess, since, full, mode, filter)
+		f, err := s.builds.do(ctx, key, ch, build)
 		if err != nil {
 			return nil, err
 		}
-		if resp.news || since.initial || full || timeout == 0 || !time.Now().Before(deadline) {
-			return resp, nil
+		if f.resp.news || since.initial || full || timeout == 0 || !time.Now().Before(deadline) {
+			return f.answer()
 		}
+		// Nothing yet: wait for a wake-up, then build again; after the
+		// deadline the next build is the (empty) answer, with a fresh token.
 		wctx, cancel := context.WithDeadline(ctx, deadline)
-		woke := s.Notifier.Wait(wctx, ch)
+		s.Notifier.Wait(wctx, ch)
 		cancel()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
-		}
-		if !woke {
-			// Timed out: answer with the (empty) response and a fresh token.
-			return s.build(ctx, sess, since, full, mode, filter)
 		}
 	}
 }

@@ -1,0 +1,146 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	jsonv2 "encoding/json/v2"
+	"fmt"
+	"runtime"
+	"runtime/debug"
+	gosync "sync"
+
+	"maunium.net/go/mautrix/id"
+)
+
+// A /sync response depends on who asks (user and device), from where
+// (since), how (filter, full_state, the state mode) and on what has
+// committed when it is built. When one send wakes many long-polls that
+// ask the same (a client with several connections, or clients sharing a
+// token), they share one build and one encoding: builds runs at most one
+// build per buildKey at a time, and a request joins a build in flight
+// only if that build began after the request's notifier channel was
+// taken, so the shared answer is as new as one built for the request
+// alone.
+//
+// Builds run on their own goroutines, never on the connection's: a build
+// reaches deep into the database driver, and the stack it grows would
+// stay with the connection's goroutine for as long as the long-poll then
+// waits (stacks shrink only at garbage collection). A waiting /sync thus
+// holds a small stack, and at most maxBuilds builds run at once, so
+// 10,000 long-polls woken together queue for the CPU instead of all
+// holding half-built responses.
+
+// buildKey is what a /sync response depends on besides the moment it is
+// built.
+type buildKey struct {
+	user   id.UserID
+	device id.DeviceID
+	since  Token
+	filter string // the filter parameter as given
+	full   bool
+	mode   StateMode
+}
+
+// flight is one build, shared by every request that joined it.
+type flight struct {
+	wake  <-chan struct{} // the notifier channel taken before the build began
+	done  chan struct{}   // closed when resp and err are set
+	resp  *Response
+	err   error
+	users int // requests sharing the build; final once done
+
+	encoded func() ([]byte, error) // resp as JSON, encoded once
+}
+
+// builds coalesces /sync builds (see the comment above buildKey).
+type builds struct {
+	mu       gosync.Mutex
+	inFlight map[buildKey]*flight
+	slots    chan struct{}
+}
+
+// maxBuilds bounds the /sync builds that run at once.
+var maxBuilds = max(16, 4*runtime.GOMAXPROCS(0))
+
+func newBuilds() *builds {
+	return &builds{inFlight: map[buildKey]*flight{}, slots: make(chan struct{}, maxBuilds)}
+}
+
+// do returns the build for key that began after wake was taken, starting
+// one with build if none is in flight. The build runs to its end even if
+// ctx ends first (other requests may share it); do then returns ctx's
+// error.
+func (b *builds) do(ctx context.Context, key buildKey, wake <-chan struct{}, build func(context.Context) (*Response, error)) (*flight, error) {
+	b.mu.Lock()
+	f := b.inFlight[key]
+	if f == nil || f.wake != wake {
+		f = &flight{wake: wake, done: make(chan struct{})}
+		b.inFlight[key] = f
+		go b.run(context.WithoutCancel(ctx), key, f, build)
+	}
+	f.users++
+	b.mu.Unlock()
+	select {
+	case <-f.done:
+		return f, f.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (b *builds) run(ctx context.Context, key buildKey, f *flight, build func(context.Context) (*Response, error)) {
+	b.slots <- struct{}{}
+	resp, err := recovered(func() (*Response, error) { return build(ctx) })
+	<-b.slots
+	f.resp, f.err = resp, err
+	f.encoded = gosync.OnceValues(func() ([]byte, error) {
+		return jsonv2.Marshal(resp, json.DefaultOptionsV1())
+	})
+	b.mu.Lock()
+	if b.inFlight[key] == f {
+		delete(b.inFlight, key)
+	}
+	close(f.done)
+	b.mu.Unlock()
+}
+
+// answer is the flight's response as a handler returns it: the response
+// itself when one request asked for it, its JSON encoded once when
+// several share it.
+func (f *flight) answer() (any, error) {
+	if f.users == 1 {
+		return f.resp, nil
+	}
+	b, err := f.encoded()
+	if err != nil {
+		return nil, err
+	}
+	return json.RawMessage(b), nil
+}
+
+// offStack runs fn on a goroutine of its own and waits for it, so that the
+// stack fn grows is not kept by the caller's goroutine (see builds).
+func offStack[T any](fn func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		v, err := recovered(fn)
+		ch <- result{v, err}
+	}()
+	r := <-ch
+	return r.v, r.err
+}
+
+// recovered runs fn and turns a panic into an error (with the stack), as
+// the HTTP server's recovery would have on the request's own goroutine.
+func recovered[T any](fn func() (T, error)) (v T, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return fn()
+}
