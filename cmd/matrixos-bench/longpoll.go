@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,10 @@ func (b *bench) longpoll(ctx context.Context) ([]*result, error) {
 			return nil, err
 		}
 		since[i] = resp.NextBatch
+	}
+	var rssBefore int64
+	if b.o.PID != 0 {
+		rssBefore, _, _ = memStatus(b.o.PID)
 	}
 	b.logf("longpoll: opening %d long-polling /sync connections (%d users)", c, nu)
 	tag := b.runID + "-longpoll"
@@ -73,12 +78,17 @@ func (b *bench) longpoll(ctx context.Context) ([]*result, error) {
 	if b.o.PID != 0 {
 		rss, _, _ := memStatus(b.o.PID)
 		r.add("rss_held_mib", mib(rss), "MiB")
+		r.add("kib_per_connection", math.Round(float64(rss-rssBefore)/1024/float64(c)*10)/10, "KiB")
 	}
+	waitProfile := b.profile(ctx, "longpoll")
+	win := b.measure(ctx)
 	sent.Store(time.Now().UnixNano())
 	if _, err := sender.send(ctx, room, tag); err != nil {
 		return nil, fmt.Errorf("longpoll: send: %w", err)
 	}
 	wg.Wait()
+	win.finish(ctx, r, c, "wake-up")
+	waitProfile()
 	s := lat.summary()
 	r.Errors = int(errs.Load())
 	if e := firstErr.Load(); e != nil {

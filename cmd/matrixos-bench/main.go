@@ -113,7 +113,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	})
 	fs.BoolVar(&o.AllowRemote, "allow-remote", false, "allow a non-loopback --url")
 	fs.StringVar(&o.Pprof, "pprof", "", "base URL of the server's pprof listener: take a CPU profile during --pprof-scenario")
-	fs.StringVar(&o.PprofScenario, "pprof-scenario", "send", "scenario to profile: send, wakeup, fanout (the first run), fanout<U> (e.g. fanout200), initialsync or sliding")
+	fs.StringVar(&o.PprofScenario, "pprof-scenario", "send", "scenario to profile: send, wakeup, fanout (the first run), fanout<U> (e.g. fanout200), initialsync, sliding or longpoll (from the send that wakes them)")
 	fs.IntVar(&o.PprofSeconds, "pprof-seconds", 5, "CPU profile length")
 	fs.StringVar(&o.PprofOut, "pprof-out", "send.pprof", "where the CPU profile is written")
 	fs.IntVar(&o.Connections, "connections", 5000, "longpoll: concurrent long-polling /sync connections")

@@ -141,6 +141,12 @@ func TestRunAgainstNode(t *testing.T) {
 			if line.Metrics["returned"] != 20 {
 				t.Errorf("longpoll metrics: %v", line.Metrics)
 			}
+			if _, ok := line.Metrics["cpu_ms_per_op"]; !ok {
+				t.Errorf("longpoll: no CPU per wake-up: %v", line.Metrics)
+			}
+			if _, ok := line.Metrics["kib_per_connection"]; !ok {
+				t.Errorf("longpoll: no memory per connection: %v", line.Metrics)
+			}
 		case "rss":
 			if line.Metrics["idle_mib"] <= 0 {
 				t.Errorf("rss metrics: %v", line.Metrics)
