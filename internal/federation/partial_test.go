@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +26,9 @@ type gatedRemote struct {
 	rooms.Remote
 	open  chan struct{}
 	asked chan struct{} // gets a value each time the state is asked
+
+	mu      sync.Mutex
+	askedAt []id.EventID // the events /state_ids was asked about
 }
 
 func gate(n *testnode.Node) *gatedRemote {
@@ -34,6 +38,9 @@ func gate(n *testnode.Node) *gatedRemote {
 }
 
 func (g *gatedRemote) GetStateIDs(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) ([]id.EventID, []id.EventID, error) {
+	g.mu.Lock()
+	g.askedAt = append(g.askedAt, eventID)
+	g.mu.Unlock()
 	if err := g.wait(ctx); err != nil {
 		return nil, nil, err
 	}
@@ -294,6 +301,138 @@ func TestPartialStateOutboundDestinations(t *testing.T) {
 		ev, err := c.Rooms.Event(ctx, after)
 		return err == nil && ev != nil
 	})
+}
+
+// TestPartialStateSync: while B's state of a room is partial, bob's /sync
+// without lazy-loaded members leaves the room out and one with them
+// shows it; the resync asks /state_ids at the join's prev event (what a
+// resident surely knows, and what Complement's residents answer); a
+// long-polling eager /sync is woken when the state becomes complete and
+// shows the room as newly joined, with its members.
+func TestPartialStateSync(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, bob := a.Register("alice"), b.Register("bob")
+	roomID := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	members := bigRoom(t, a, roomID, 30)
+	g := gate(b)
+
+	first, err := bob.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatalf("bob's first sync: %v", err)
+	}
+	resp, err := bob.JoinRoom(ctx, string(roomID), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}})
+	if err != nil {
+		t.Fatalf("bob joins: %v", err)
+	}
+	<-g.asked
+	if resp.RoomID != roomID {
+		t.Fatalf("bob joined %s, want %s", resp.RoomID, roomID)
+	}
+	if !b.Rooms.HasPartialState(ctx, roomID) {
+		t.Fatal("the room is not partial on B")
+	}
+	joinEv := memberEvent(t, b, roomID, bob.UserID)
+	g.mu.Lock()
+	askedAt := slices.Clone(g.askedAt)
+	g.mu.Unlock()
+	if len(joinEv.PDU.PrevEvents) != 1 || len(askedAt) == 0 || askedAt[0] != joinEv.PDU.PrevEvents[0] {
+		t.Fatalf("the resync asked /state_ids at %v, want the join's prev event %v", askedAt, joinEv.PDU.PrevEvents)
+	}
+
+	eager, err := bob.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatalf("bob's eager sync: %v", err)
+	}
+	if _, ok := eager.Rooms.Join[roomID]; ok {
+		t.Fatal("an eager initial sync shows the partial-state room")
+	}
+	incremental, err := bob.SyncRequest(ctx, 0, first.NextBatch, "", false, "")
+	if err != nil {
+		t.Fatalf("bob's eager incremental sync: %v", err)
+	}
+	if _, ok := incremental.Rooms.Join[roomID]; ok {
+		t.Fatal("an eager incremental sync shows the partial-state room")
+	}
+	lazyFilter := `{"room":{"state":{"lazy_load_members":true},"timeline":{"lazy_load_members":true}}}`
+	lazy, err := bob.SyncRequest(ctx, 0, "", lazyFilter, false, "")
+	if err != nil {
+		t.Fatalf("bob's lazy sync: %v", err)
+	}
+	if _, ok := lazy.Rooms.Join[roomID]; !ok {
+		t.Fatal("a lazy-loading sync lacks the partial-state room")
+	}
+
+	// Long-poll (each answer without the room is another change, such as
+	// bob's device list) until the room shows.
+	woken := make(chan *mautrix.RespSync, 1)
+	go func() {
+		defer close(woken)
+		since := eager.NextBatch
+		for range 20 {
+			r, err := bob.SyncRequest(ctx, 20000, since, "", false, "")
+			if err != nil {
+				t.Errorf("bob's long-polling sync: %v", err)
+				return
+			}
+			if _, ok := r.Rooms.Join[roomID]; ok {
+				woken <- r
+				return
+			}
+			since = r.NextBatch
+		}
+	}()
+	select {
+	case r := <-woken:
+		raw, _ := json.Marshal(r)
+		t.Fatalf("the long-polling sync showed the room before the resync: %s", raw)
+	case <-time.After(500 * time.Millisecond):
+	}
+	start := time.Now()
+	close(g.open)
+	r := <-woken
+	if r == nil {
+		t.Fatal("no long-polling sync showed the room")
+	}
+	if waited := time.Since(start); waited > 10*time.Second {
+		t.Fatalf("the long-polling sync answered %v after the resync began: not woken by its completion", waited)
+	}
+	jr, ok := r.Rooms.Join[roomID]
+	if !ok {
+		t.Fatal("the sync woken by the resync lacks the room")
+	}
+	sawMember := false
+	for _, ev := range slices.Concat(jr.State.Events, jr.Timeline.Events) {
+		if ev.Type == event.StateMember && ev.GetStateKey() == string(members[3]) {
+			sawMember = true
+		}
+	}
+	if !sawMember {
+		t.Fatalf("the room newly shown after the resync lacks member %s's event", members[3])
+	}
+}
+
+// memberEvent returns user's join event of the room on n.
+func memberEvent(t *testing.T, n *testnode.Node, roomID id.RoomID, user id.UserID) *rooms.Event {
+	t.Helper()
+	for _, ev := range mustState(t, n, roomID) {
+		if ev.Type == "m.room.member" && *ev.StateKey == string(user) {
+			return ev
+		}
+	}
+	t.Fatalf("no member event of %s on %s", user, n.Config.ServerName)
+	return nil
+}
+
+func mustState(t *testing.T, n *testnode.Node, roomID id.RoomID) []*rooms.Event {
+	t.Helper()
+	evs, err := n.Rooms.CurrentState(context.Background(), roomID)
+	if err != nil {
+		t.Fatalf("current state on %s: %v", n.Config.ServerName, err)
+	}
+	return evs
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -47,6 +47,10 @@ type Engine struct {
 	// OnEvent hooks run, in order, after each event has committed. They run
 	// on the sender's goroutine and must be quick (wake-ups, counters).
 	OnEvent []func(ev *Event, r *RoomInfo)
+	// OnStateComplete hooks run after a partial-state room's full state
+	// has committed, with the room's local joined members; like OnEvent
+	// hooks they must be quick.
+	OnStateComplete []func(roomID id.RoomID, local []id.UserID)
 	// OnPersist hooks run inside the write transaction that stores each
 	// event, so data derived from it (search index, counts) commits
 	// atomically with the event and no backlog is left behind. They run on
@@ -168,6 +172,9 @@ type room struct {
 	// partial is set while the room's state is partial (joined with
 	// members omitted, the resync not finished; see partial.go).
 	partial atomic.Pointer[partialJoin]
+	// completedAt is the stream position at which the room's partial
+	// state became complete here (0 when it never was partial).
+	completedAt atomic.Int64
 
 	// recent holds the room's newest events, maintained by the writer.
 	recent recentEvents

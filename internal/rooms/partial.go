@@ -143,8 +143,14 @@ func (e *Engine) StopResyncs() {
 
 // loadPartial reads the room's partial-state mark, if any.
 func (e *Engine) loadPartial(ctx context.Context, r *room) error {
+	var completedAt int64
+	err := e.db.QueryRow(ctx, "SELECT pos FROM partial_state_completed WHERE room_id = $1", r.id).Scan(&completedAt)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("load room %s: partial state completion: %w", r.id, err)
+	}
+	r.completedAt.Store(completedAt)
 	var joinID, servers string
-	err := e.db.QueryRow(ctx, "SELECT join_event_id, servers FROM partial_state_rooms WHERE room_id = $1", r.id).Scan(&joinID, &servers)
+	err = e.db.QueryRow(ctx, "SELECT join_event_id, servers FROM partial_state_rooms WHERE room_id = $1", r.id).Scan(&joinID, &servers)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil
 	}
@@ -174,6 +180,17 @@ func insertPartial(ctx context.Context, tx *storage.Tx, roomID id.RoomID, pj *pa
 func (e *Engine) HasPartialState(ctx context.Context, roomID id.RoomID) bool {
 	r, err := e.room(ctx, roomID)
 	return err == nil && r.partial.Load() != nil
+}
+
+// StateCompletedAt returns the stream position at which the room's
+// partial state became complete here, 0 when it was never partial (or
+// the room is not known).
+func (e *Engine) StateCompletedAt(ctx context.Context, roomID id.RoomID) int64 {
+	r, err := e.room(ctx, roomID)
+	if err != nil {
+		return 0
+	}
+	return r.completedAt.Load()
 }
 
 // AwaitFullState waits, at most until ctx ends, until the room's state is
@@ -285,9 +302,13 @@ func (e *Engine) resyncOnce(ctx context.Context, r *room, pj *partialJoin) error
 	if e.Remote == nil {
 		return errNoFederation
 	}
+	at, withAt, err := e.resyncPoint(ctx, pj)
+	if err != nil {
+		return err
+	}
 	errs := []error{}
 	for _, server := range pj.servers {
-		state, chain, err := e.fetchStateAt(ctx, server, r.id, pj.joinID)
+		state, chain, err := e.fetchStateAt(ctx, server, r.id, at, withAt)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -304,38 +325,98 @@ func (e *Engine) resyncOnce(ctx context.Context, r *room, pj *partialJoin) error
 	return errors.Join(errs...)
 }
 
+// resyncPoint names the event whose state the resync asks for. The state
+// at the join is the state after its prev event: the state before that
+// event (what /state_ids and /state answer) with the event itself when it
+// is a state event (withAt). Asking for the prev event rather than the
+// join asks what every resident knows, whether or not our join reached it
+// yet, as the spec's servers do; a join with several prev events asks for
+// the state before the join itself.
+func (e *Engine) resyncPoint(ctx context.Context, pj *partialJoin) (at id.EventID, withAt bool, err error) {
+	join, err := e.storedEvent(ctx, pj.joinID)
+	if err != nil {
+		return "", false, fmt.Errorf("the join event: %w", err)
+	}
+	if join == nil || len(join.PDU.PrevEvents) != 1 {
+		return pj.joinID, false, nil
+	}
+	return join.PDU.PrevEvents[0], true, nil
+}
+
 // fetchManyEvents is how many events of the state at the join the resync
 // fetches one by one (/event) before it asks for the whole state (/state)
 // instead.
 const fetchManyEvents = 100
 
-// fetchStateAt asks server for the state before the event and its auth
-// chain: their IDs (/state_ids), then the events not stored here, one by
-// one (/event, a few at a time) when they are few, all at once (/state)
-// otherwise.
-func (e *Engine) fetchStateAt(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) (state, authChain []json.RawMessage, err error) {
-	stateIDs, chainIDs, err := e.Remote.GetStateIDs(ctx, server, roomID, eventID)
+// fetchStateAt asks server for the state before the event at and its
+// auth chain: their IDs (/state_ids), then the events not stored here, one
+// by one (/event, a few at a time) when they are few, all at once (/state)
+// otherwise. withAt adds the event at itself last to the state, so that a
+// state event overrides what the state before it holds for its key.
+func (e *Engine) fetchStateAt(ctx context.Context, server string, roomID id.RoomID, at id.EventID, withAt bool) (state, authChain []json.RawMessage, err error) {
+	stateIDs, chainIDs, err := e.Remote.GetStateIDs(ctx, server, roomID, at)
 	if err != nil {
 		return nil, nil, err
 	}
-	stored, err := e.anyEvents(ctx, slices.Concat(stateIDs, chainIDs))
+	if withAt {
+		stateIDs = append(stateIDs, at)
+	}
+	all := slices.Concat(stateIDs, chainIDs)
+	stored, err := e.anyEvents(ctx, all)
 	if err != nil {
 		return nil, nil, err
 	}
 	var missing []id.EventID
-	for _, eid := range slices.Concat(stateIDs, chainIDs) {
+	for _, eid := range all {
 		if stored[eid] == nil && !slices.Contains(missing, eid) {
 			missing = append(missing, eid)
 		}
 		if len(missing) > fetchManyEvents {
-			return e.Remote.GetState(ctx, server, roomID, eventID)
+			return e.fetchWholeStateAt(ctx, server, roomID, at, withAt, stored[at])
 		}
 	}
-	fetched := make([]json.RawMessage, len(missing))
-	errs := make([]error, len(missing))
+	fetched, err := e.fetchEvents(ctx, server, missing)
+	if err != nil {
+		return nil, nil, err
+	}
+	raw := func(ids []id.EventID) []json.RawMessage {
+		out := make([]json.RawMessage, 0, len(ids))
+		for _, eid := range ids {
+			if ev := stored[eid]; ev != nil {
+				out = append(out, json.RawMessage(ev.JSON))
+			} else {
+				out = append(out, fetched[eid])
+			}
+		}
+		return out
+	}
+	return raw(stateIDs), raw(chainIDs), nil
+}
+
+// fetchWholeStateAt is fetchStateAt by /state; atEvent is the event at
+// when it is stored here.
+func (e *Engine) fetchWholeStateAt(ctx context.Context, server string, roomID id.RoomID, at id.EventID, withAt bool, atEvent *Event) (state, authChain []json.RawMessage, err error) {
+	state, authChain, err = e.Remote.GetState(ctx, server, roomID, at)
+	if err != nil || !withAt {
+		return state, authChain, err
+	}
+	if atEvent != nil {
+		return append(state, json.RawMessage(atEvent.JSON)), authChain, nil
+	}
+	raw, err := e.Remote.GetEvent(ctx, server, at)
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(state, raw), authChain, nil
+}
+
+// fetchEvents asks server for each event of ids (/event), 8 at a time.
+func (e *Engine) fetchEvents(ctx context.Context, server string, ids []id.EventID) (map[id.EventID]json.RawMessage, error) {
+	fetched := make([]json.RawMessage, len(ids))
+	errs := make([]error, len(ids))
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, 8)
-	for i, eid := range missing {
+	for i, eid := range ids {
 		wg.Add(1)
 		slots <- struct{}{}
 		go func() {
@@ -345,24 +426,13 @@ func (e *Engine) fetchStateAt(ctx context.Context, server string, roomID id.Room
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	byID := map[id.EventID]json.RawMessage{}
-	for i, eid := range missing {
+	byID := make(map[id.EventID]json.RawMessage, len(ids))
+	for i, eid := range ids {
 		byID[eid] = fetched[i]
 	}
-	raw := func(ids []id.EventID) []json.RawMessage {
-		out := make([]json.RawMessage, 0, len(ids))
-		for _, eid := range ids {
-			if ev := stored[eid]; ev != nil {
-				out = append(out, json.RawMessage(ev.JSON))
-			} else {
-				out = append(out, byID[eid])
-			}
-		}
-		return out
-	}
-	return raw(stateIDs), raw(chainIDs), nil
+	return byID, nil
 }
 
 // completeState replaces the room's partial state: state (the full state
@@ -422,12 +492,13 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, st
 		return err
 	}
 	changed := changedMemberKeys(head, cur)
+	var local []id.UserID
 	wctx := context.WithoutCancel(ctx)
 	wait := sync.OnceValue(e.db.Enqueue(wctx, func(tx *storage.Tx) error {
 		if r.broken.Load() {
 			return errPipelineBroken
 		}
-		return e.writeFullState(wctx, tx, r, after, full, cur, changed, outliers)
+		return e.writeFullState(wctx, tx, r, after, full, cur, changed, outliers, &local)
 	}))
 	r.lastWrite = wait
 	if err := wait(); err != nil {
@@ -437,6 +508,12 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, st
 	r.head = after
 	r.partial.Store(nil)
 	close(pj.done)
+	if local != nil {
+		// Now that the positions are visible: a woken /sync sees them.
+		for _, h := range e.OnStateComplete {
+			h(r.id, local)
+		}
+	}
 	return nil
 }
 
@@ -444,8 +521,9 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, st
 // timeline, the full state's keys laid under every snapshot of the room
 // (all were built on the partial state), the new current state as a
 // snapshot at a fresh position, the memberships it adds or changes, and
-// the mark's removal; the committed view follows once it has committed.
-func (e *Engine) writeFullState(ctx context.Context, tx *storage.Tx, r *room, after *roomState, full, cur idState, changed []id.UserID, outliers []*Event) error {
+// the mark's removal; the committed view follows once it has committed,
+// and local is set to the room's local joined members then.
+func (e *Engine) writeFullState(ctx context.Context, tx *storage.Tx, r *room, after *roomState, full, cur idState, changed []id.UserID, outliers []*Event, local *[]id.UserID) error {
 	if err := storeOutliers(ctx, tx, outliers, kindOutlier); err != nil {
 		return err
 	}
@@ -476,7 +554,10 @@ func (e *Engine) writeFullState(ctx context.Context, tx *storage.Tx, r *room, af
 	if _, err := tx.Exec(ctx, "DELETE FROM partial_state_rooms WHERE room_id = $1", r.id); err != nil {
 		return fmt.Errorf("clear the partial-state mark: %w", err)
 	}
-	tx.AfterCommit(func() { e.commitFullState(r, after, changed) })
+	if _, err := tx.Exec(ctx, "INSERT INTO partial_state_completed (room_id, pos) VALUES ($1, $2) ON CONFLICT (room_id) DO UPDATE SET pos = excluded.pos", r.id, snap); err != nil {
+		return fmt.Errorf("note the partial state's completion: %w", err)
+	}
+	tx.AfterCommit(func() { *local = e.commitFullState(r, after, changed, snap) })
 	return nil
 }
 
@@ -534,13 +615,17 @@ func completeSnapshots(ctx context.Context, tx *storage.Tx, roomID id.RoomID, fu
 	return nil
 }
 
-// commitFullState moves the committed view to the complete state.
-func (e *Engine) commitFullState(r *room, after *roomState, changed []id.UserID) {
+// commitFullState moves the committed view to the complete state and
+// notes the position at which it became complete (pos, the new
+// snapshot's). It returns the room's local joined members, for the
+// OnStateComplete hooks (nil when the room was purged).
+func (e *Engine) commitFullState(r *room, after *roomState, changed []id.UserID, pos int64) []id.UserID {
 	e.snaps.reset()
+	r.completedAt.Store(pos)
 	r.viewMu.Lock()
 	defer r.viewMu.Unlock()
 	if r.purged {
-		return
+		return nil
 	}
 	next := *after
 	next.extremities, next.depth = r.cur.extremities, r.cur.depth
@@ -550,6 +635,13 @@ func (e *Engine) commitFullState(r *room, after *roomState, changed []id.UserID)
 	for _, u := range changed {
 		e.setMembershipLocked(u, r.id, next.members[u])
 	}
+	local := []id.UserID{}
+	for u, m := range next.members {
+		if m == "join" && u.Homeserver() == e.signer.ServerName {
+			local = append(local, u)
+		}
+	}
+	return local
 }
 
 // recheckSincePartial checks again, against the complete state cur, the

@@ -251,4 +251,16 @@ CREATE TABLE partial_state_rooms (
 	servers TEXT NOT NULL
 );
 `,
+}, {
+	// The stream position at which a partial-state room's state became
+	// complete here, so that /sync shows the room to clients that did
+	// not lazy-load members as newly joined from then on (partial.go).
+	Component: "rooms",
+	Version:   12,
+	SQL: `
+CREATE TABLE partial_state_completed (
+	room_id TEXT PRIMARY KEY,
+	pos BIGINT NOT NULL
+);
+`,
 }}

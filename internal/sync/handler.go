@@ -75,6 +75,9 @@ type Service struct {
 func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Engine) *Service {
 	s := &Service{db: db, log: log, accounts: acc, rooms: eng, Notifier: NewNotifier(), builds: newBuilds()}
 	eng.OnEvent = append(eng.OnEvent, s.onEvent)
+	eng.OnStateComplete = append(eng.OnStateComplete, func(_ id.RoomID, local []id.UserID) {
+		s.Notifier.Wake(local...)
+	})
 	return s
 }
 
@@ -291,6 +294,13 @@ func (s *Service) fillRooms(ctx context.Context, req *Request, resp *Response) e
 			// Changed after our upper bound: the next sync reports it.
 			continue
 		}
+		lazy := req.Filter.LazyLoadMembers()
+		if m.membership == "join" && !lazy && s.rooms.HasPartialState(ctx, m.room) {
+			// A client that asks for every member sees the room, its
+			// receipts and typing once its state is complete (MSC3706), as
+			// newly joined then.
+			continue
+		}
 		if m.membership == "join" {
 			req.Joined = append(req.Joined, m.room)
 		}
@@ -300,7 +310,7 @@ func (s *Service) fillRooms(ctx context.Context, req *Request, resp *Response) e
 		changed := m.pos > req.Since.Pos
 		switch m.membership {
 		case "join":
-			if changed && !req.Initial() && s.joinedSince(ctx, m, req.Since.Pos) {
+			if !req.Initial() && (changed && s.joinedSince(ctx, m, req.Since.Pos) || !lazy && s.completedSince(ctx, m.room, req)) {
 				req.NewlyJoined[m.room] = true
 			}
 			if err := s.fillJoined(ctx, req, resp, m); err != nil {
@@ -333,6 +343,14 @@ func (s *Service) fillRooms(ctx context.Context, req *Request, resp *Response) e
 		}
 	}
 	return nil
+}
+
+// completedSince reports whether the room's partial state became complete
+// in (Since, To]: a sync that left the room out while it was partial shows
+// it as newly joined.
+func (s *Service) completedSince(ctx context.Context, roomID id.RoomID, req *Request) bool {
+	at := s.rooms.StateCompletedAt(ctx, roomID)
+	return at > req.Since.Pos && at <= req.To.Pos
 }
 
 // removed reports whether the user's leave in m was done to them: a ban,
