@@ -175,8 +175,8 @@ feed:
 }
 
 // bulkHash is HashPassword for hashPasswords' workers: the same argon2id
-// parameters, outside the logins' hash slots and without their collection
-// before each hash (the pool bounds the memory instead).
+// parameters, outside the logins' hash slots (the pool bounds the memory
+// instead).
 func bulkHash(password string) (string, error) {
 	salt, err := newSalt()
 	if err != nil {

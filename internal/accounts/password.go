@@ -6,10 +6,14 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
+	"os"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"golang.org/x/crypto/argon2"
@@ -26,24 +30,90 @@ const (
 )
 
 // hashSlots bounds how many argon2 computations run at once, so a burst of
-// logins or registrations cannot take more than a few times argonMemory.
-var hashSlots = make(chan struct{}, 2)
+// logins or registrations holds at most len(hashSlots) × argonMemory of
+// hash memory: as many as the cores can run, fewer where memory is short
+// (hashSlotCount).
+var hashSlots = make(chan struct{}, hashSlotCount(hashMemoryBudget(), runtime.GOMAXPROCS(0)))
 
+// hashMemoryShare is the part of the machine's memory (or of the Go memory
+// limit, when one is set and lower) that concurrent password hashes may
+// hold.
+const hashMemoryShare = 16
+
+// hashMemoryBudget returns the bytes that concurrent password hashes may
+// hold: a sixteenth of the machine's memory or of the Go memory limit,
+// whichever is lower; 0 when neither is known.
+func hashMemoryBudget() int64 {
+	budget := physicalMemory()
+	if limit := debug.SetMemoryLimit(-1); limit > 0 && limit < math.MaxInt64 && (budget == 0 || limit < budget) {
+		budget = limit
+	}
+	return budget / hashMemoryShare
+}
+
+// physicalMemory returns the machine's memory in bytes from /proc/meminfo,
+// or 0 where that cannot be read.
+func physicalMemory() int64 {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(data)) {
+		rest, ok := strings.CutPrefix(line, "MemTotal:")
+		if !ok {
+			continue
+		}
+		kib, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		if err != nil {
+			return 0
+		}
+		return kib * 1024
+	}
+	return 0
+}
+
+// hashSlotCount returns how many hashes may run at once with budget bytes
+// for them and procs cores: one per core, at most budget / argonMemory,
+// at least one; two when the budget is unknown (0).
+func hashSlotCount(budget int64, procs int) int {
+	n := int64(procs)
+	if budget <= 0 {
+		n = min(n, 2)
+	} else {
+		n = min(n, budget/(argonMemory*1024))
+	}
+	return int(max(n, 1))
+}
+
+// freeIdle is how long password hashing must have been idle before the
+// hashes' memory is handed back to the operating system.
+const freeIdle = 2 * time.Second
+
+// freeAfterIdle hands the hashes' memory back (debug.FreeOSMemory) once
+// no hash has run for freeIdle; each burst's end starts it again.
+var freeAfterIdle = time.AfterFunc(time.Duration(math.MaxInt64), func() {
+	if hashesRunning.Load() == 0 {
+		debug.FreeOSMemory()
+	}
+})
+
+// argonKey runs argon2id in one of the hash slots. It does not collect
+// garbage first: a forced collection marks the node's whole heap, which
+// cost more CPU than the hash itself in a node with a large heap, while
+// the slots already bound the hash memory alive at once and the garbage
+// collector's pacing bounds what dead hashes leave. After a burst of
+// hashes has been idle for freeIdle their memory is handed back to the
+// operating system (Go's scavenger would return it only slowly, keeping
+// the node's RSS high), once per burst rather than once per hash.
 func argonKey(password, salt []byte, t, m uint32, p uint8, n uint32) []byte {
 	hashSlots <- struct{}{}
 	hashesRunning.Add(1)
 	defer func() {
 		<-hashSlots
 		if hashesRunning.Add(-1) == 0 {
-			// Hand the hash's memory straight back to the operating
-			// system: Go's scavenger would return it only slowly, and a
-			// burst of registrations would keep the node's RSS high.
-			go debug.FreeOSMemory()
+			freeAfterIdle.Reset(freeIdle)
 		}
 	}()
-	// Collect the previous hash's block first, so this one reuses its
-	// memory instead of growing the heap by argonMemory again.
-	runtime.GC()
 	return argon2.IDKey(password, salt, t, m, p, n)
 }
 
