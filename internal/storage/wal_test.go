@@ -119,3 +119,59 @@ func TestShortWALNotCheckpointed(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestCommitsLeaveSyncToCheckpointer: commits do not fsync
+// (synchronous=NORMAL: an acknowledged commit is in the page cache, which
+// survives kill -9), and the checkpointer syncs the log within an interval
+// of a commit, so a power loss loses at most that interval; a log without
+// new commits is not synced again.
+func TestCommitsLeaveSyncToCheckpointer(t *testing.T) {
+	defer setWALLimits(10*time.Millisecond, 1000, 128)()
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "test.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var synchronous int
+	if err := db.write.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&synchronous); err != nil {
+		t.Fatal(err)
+	}
+	if synchronous != 1 {
+		t.Errorf("PRAGMA synchronous = %d on the writer, want 1 (NORMAL)", synchronous)
+	}
+	insert := func() {
+		t.Helper()
+		if err := db.Write(ctx, func(tx *Tx) error {
+			_, err := tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS t (v INTEGER); INSERT INTO t (v) VALUES (1)")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// waitSynced waits for a sync that covers every commit so far.
+	waitSynced := func() {
+		t.Helper()
+		commits := db.wal.commits.Load()
+		deadline := time.Now().Add(5 * time.Second)
+		for db.wal.synced.Load() < commits {
+			if time.Now().After(deadline) {
+				t.Fatalf("the log was not synced after commit %d (synced up to %d)", commits, db.wal.synced.Load())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	insert()
+	waitSynced()
+	// Ticks without commits sync nothing: ten of them after the sync above.
+	synced := db.wal.syncs.Load()
+	time.Sleep(100 * time.Millisecond)
+	if n := db.wal.syncs.Load(); n != synced {
+		t.Errorf("%d syncs of a log without new commits, want none", n-synced)
+	}
+	insert()
+	waitSynced()
+	if db.wal.syncs.Load() == synced {
+		t.Error("the second commit was covered without a sync")
+	}
+}
