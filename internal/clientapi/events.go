@@ -294,11 +294,15 @@ func (s *Service) stateEventAt(ctx context.Context, roomID id.RoomID, pos int64,
 	return nil, nil
 }
 
+// getState is GET /rooms/{roomId}/state. In a room joined with partial
+// state it waits (at most MembersWaitForFullState) for the full state,
+// which alone names every member.
 func (s *Service) getState(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
 	roomID, upTo, err := s.visibleRoom(r, sess)
 	if err != nil {
 		return nil, err
 	}
+	s.awaitFullState(r, roomID)
 	evs, err := s.rooms.StateAtPos(r.Context(), roomID, upTo)
 	if err != nil {
 		return nil, err
@@ -361,8 +365,8 @@ func (s *Service) getMembers(w http.ResponseWriter, r *http.Request, sess *accou
 	return map[string]any{"chunk": out}, nil
 }
 
-// MembersWaitForFullState bounds how long /members and /joined_members
-// wait for a room joined with partial state to get its full state; after
+// MembersWaitForFullState bounds how long /members, /joined_members and
+// /state wait for a room joined with partial state to get its full state; after
 // that they answer the members known so far.
 var MembersWaitForFullState = 30 * time.Second
 

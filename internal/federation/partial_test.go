@@ -134,7 +134,8 @@ func waitSameState(t testing.TB, a, b *testnode.Node, roomID id.RoomID) {
 // once with partial state (held partial here by gating B's /state fetch):
 // bob sends, reads his message back and the room's other state, alice on
 // A gets the message, /joined_members waits for the full state, and B
-// answers another server's make_join 404 meanwhile. Then
+// answers another server's make_join 404 and /state and /state_ids 403
+// meanwhile, while bob's /state waits. Then
 // members join, leave and are kicked on A while B's state is partial; once
 // B's resync runs, its state is complete and the same as A's.
 func TestPartialStateJoin(t *testing.T) {
@@ -207,6 +208,26 @@ func TestPartialStateJoin(t *testing.T) {
 		t.Fatalf("make_join on B while partial: %v, want 404 M_NOT_FOUND", err)
 	}
 
+	// B refuses another server's /state_ids and /state while partial.
+	_, err = a.Federation.Client.GetStateIDs(ctx, b.Config.ServerName, roomID, sent)
+	if code, status := testnode.ErrCode(err); status != 403 || code != "M_FORBIDDEN" {
+		t.Fatalf("/state_ids on B while partial: %v, want 403 M_FORBIDDEN", err)
+	}
+	_, err = a.Federation.Client.GetState(ctx, b.Config.ServerName, roomID, sent)
+	if code, status := testnode.ErrCode(err); status != 403 || code != "M_FORBIDDEN" {
+		t.Fatalf("/state on B while partial: %v, want 403 M_FORBIDDEN", err)
+	}
+	// bob's /state waits for the full state.
+	fullState := make(chan int, 1)
+	go func() {
+		evs, err := bob.State(ctx, roomID)
+		if err != nil {
+			fullState <- -1
+			return
+		}
+		fullState <- len(evs[event.StateMember])
+	}()
+
 	// /joined_members waits for the full state.
 	joined := make(chan int, 1)
 	go func() {
@@ -220,12 +241,18 @@ func TestPartialStateJoin(t *testing.T) {
 	select {
 	case n := <-joined:
 		t.Fatalf("/joined_members answered %d before the state was complete", n)
+	case n := <-fullState:
+		t.Fatalf("/state answered %d member events before the state was complete", n)
 	case <-time.After(200 * time.Millisecond):
 	}
 	close(g.open)
 	// alice, bob, 300 members, the newcomer, less the two who left.
 	if n, want := <-joined, 300+3-2; n != want {
 		t.Fatalf("/joined_members after the resync: %d members, want %d", n, want)
+	}
+	// The same and the two who left.
+	if n, want := <-fullState, 300+3; n != want {
+		t.Fatalf("/state after the resync: %d member events, want %d", n, want)
 	}
 	waitSameState(t, a, b, roomID)
 	bm := b.Rooms.Members(ctx, roomID)

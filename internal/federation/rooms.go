@@ -483,7 +483,7 @@ func (s *Service) pduResponse(pdus []json.RawMessage) map[string]any {
 }
 
 // stateAt reads the room and event_id parameters of /state and /state_ids
-// and checks access.
+// and checks access; a room whose state is partial here is refused.
 func (s *Service) stateAt(r *http.Request) (id.RoomID, id.EventID, error) {
 	roomID, err := roomParam(r)
 	if err != nil {
@@ -495,6 +495,12 @@ func (s *Service) stateAt(r *http.Request) (id.RoomID, id.EventID, error) {
 	}
 	if err := s.roomAccess(r.Context(), AuthenticatedOrigin(r), roomID); err != nil {
 		return "", "", err
+	}
+	if s.rooms.HasPartialState(r.Context(), roomID) {
+		// The state here lacks members until the resync completes: refuse
+		// rather than answer wrong state, so the asker tries another
+		// server (MSC3706).
+		return "", "", mxhttp.Forbidden("the room's state is still partial here")
 	}
 	return roomID, evID, nil
 }
