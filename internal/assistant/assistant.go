@@ -25,6 +25,10 @@ type Options struct {
 	Dir string
 	// Log receives the assistant's log lines.
 	Log *slog.Logger
+	// Model, when set, is the engine that answers in rooms that allow it
+	// (the room setting model); the offline engine answers elsewhere and
+	// when the model fails.
+	Model Engine
 }
 
 // Login is how the assistant reaches the node: the client API's URL and

@@ -64,6 +64,12 @@ func replyTo(t *testing.T, alice *testnode.E2EEDevice, evID id.EventID) *event.E
 	return found
 }
 
+// link is the matrix.to link the assistant gives an event of the test
+// node.
+func link(room id.RoomID, evID id.EventID) string {
+	return room.EventURI(evID, "localhost").MatrixToURL()
+}
+
 func body(evt *event.Event) string {
 	return evt.Content.AsMessage().Body
 }
@@ -138,6 +144,51 @@ func TestAssistantInEncryptedRoom(t *testing.T) {
 		if st.Mode().Perm() != 0o600 {
 			t.Errorf("%s is %v, want 0600", f, st.Mode().Perm())
 		}
+	}
+
+	// It read the conversation: a summary and an answer quote the right
+	// messages with their links.
+	said := map[string]id.EventID{}
+	for _, text := range []string{
+		"Good morning!",
+		"The migration tool fails on large databases because of the index rebuild.",
+		"We decided to rebuild the index after the migration, and Bob fixes the migration tool this week.",
+		"lol",
+		"We agreed on March 3rd for the release of the migration tool.",
+	} {
+		said[text] = alice.Send(room, text)
+	}
+	reply = replyTo(t, alice, alice.Send(room, "!assistant summary last 1h"))
+	decided := said["We decided to rebuild the index after the migration, and Bob fixes the migration tool this week."]
+	for _, want := range []string{"We decided to rebuild the index", link(room, decided), "answered by the offline engine"} {
+		if !strings.Contains(body(reply), want) {
+			t.Errorf("summary lacks %q:\n%s", want, body(reply))
+		}
+	}
+	if strings.Contains(body(reply), "lol") || strings.Contains(body(reply), "not invited") {
+		t.Errorf("summary has chit-chat or another room's message:\n%s", body(reply))
+	}
+	reply = replyTo(t, alice, alice.Send(room, "!assistant ask when is the release?"))
+	if want := link(room, said["We agreed on March 3rd for the release of the migration tool."]); !strings.Contains(body(reply), want) {
+		t.Errorf("answer lacks the link %s:\n%s", want, body(reply))
+	}
+	// Nothing of the uninvited room was read.
+	reply = replyTo(t, alice, alice.Send(room, "!assistant ask invited?"))
+	if !strings.Contains(body(reply), "I found nothing") {
+		t.Errorf("the assistant answers from a room it was not invited to:\n%s", body(reply))
+	}
+	reply = replyTo(t, alice, alice.Send(room, "!assistant log"))
+	if !strings.Contains(body(reply), "I keep 6 messages") || !strings.Contains(body(reply), "read "+decided.String()) {
+		t.Errorf("log:\n%s", body(reply))
+	}
+	reply = replyTo(t, alice, alice.Send(room, "!assistant translate"))
+	if !strings.Contains(body(reply), "reply to the message") {
+		t.Errorf("translate without a reply: %s", body(reply))
+	}
+	reply = replyTo(t, alice, alice.Send(room, "!assistant forget keep"))
+	reply = replyTo(t, alice, alice.Send(room, "!assistant log"))
+	if !strings.Contains(body(reply), "I keep 0 messages") {
+		t.Errorf("log after forget:\n%s", body(reply))
 	}
 
 	// Asked to leave, it leaves.

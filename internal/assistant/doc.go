@@ -14,7 +14,11 @@
 // # Commands
 //
 // "!assistant <name> <args>" runs the command registered under name;
-// "!assistant help" lists them. Other packages add commands from
+// "!assistant help" lists them. The built-ins (summary, ask, translate,
+// draft, language, log, settings, forget, leave, help) read the
+// assistant's own store of what it read in the room since it joined (in
+// assistant.db beside the crypto store), and answer through an Engine:
+// Offline, or a model server. Other packages add commands from
 // internal/node, before or after the assistant starts:
 //
 //	n.Assistant.Register(myCommand{})
@@ -37,5 +41,5 @@
 // File (a chart, say) is uploaded (encrypted in an encrypted room) and
 // sent as an m.image or m.file. An error from Run is answered as
 // "<name>: <error>" and logged. Register refuses a second command of the
-// same name and the names of the built-in commands (help, leave).
+// same name and the names of the built-in commands.
 package assistant

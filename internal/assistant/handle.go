@@ -19,6 +19,7 @@ type session struct {
 	a      *Assistant
 	client *mautrix.Client
 	ctx    context.Context // ends when Run stops
+	store  *store
 }
 
 // request is one message addressed to the assistant.
@@ -33,7 +34,11 @@ func (s *session) onMember(ctx context.Context, evt *event.Event) {
 	if evt.GetStateKey() != s.client.UserID.String() {
 		return
 	}
-	if evt.Content.AsMember().Membership != event.MembershipInvite || evt.Mautrix.EventSource&event.SourceInvite == 0 {
+	switch membership := evt.Content.AsMember().Membership; {
+	case membership.IsLeaveOrBan() && evt.Mautrix.EventSource&event.SourceInvite == 0:
+		s.onOwnLeave(ctx, evt)
+		return
+	case membership != event.MembershipInvite || evt.Mautrix.EventSource&event.SourceInvite == 0:
 		return
 	}
 	if _, err := s.client.JoinRoomByID(ctx, evt.RoomID); err != nil {
@@ -41,6 +46,7 @@ func (s *session) onMember(ctx context.Context, evt *event.Event) {
 		return
 	}
 	s.a.opts.Log.Info("assistant: joined on invite", "room_id", evt.RoomID, "inviter", evt.Sender)
+	s.logAction(ctx, evt.RoomID, "joined", "invited by "+evt.Sender.String())
 }
 
 // onMessage answers a message addressed to the assistant. Messages of
@@ -50,8 +56,11 @@ func (s *session) onMessage(ctx context.Context, evt *event.Event) {
 		return
 	}
 	msg := evt.Content.AsMessage()
-	if msg.RelatesTo.GetReplaceID() != "" || msg.MsgType == event.MsgNotice {
-		return // edits and bots' notices are not requests
+	if s.remember(ctx, evt, msg) {
+		return // an edit
+	}
+	if msg.MsgType == event.MsgNotice {
+		return // bots' notices are not requests
 	}
 	if ctx.Value(mautrix.SyncTokenContextKey) == "" {
 		return
@@ -113,15 +122,13 @@ func (s *session) answer(ctx context.Context, req request) {
 // or help.
 func (s *session) run(ctx context.Context, req request) Reply {
 	name, args := splitCommand(req.text)
-	switch name {
-	case "", "help":
-		return Reply{Text: s.help()}
-	case "leave":
-		return s.leave(ctx, req)
+	if builtin, ok := s.builtins()[name]; ok {
+		return builtin.run(ctx, req, args)
 	}
 	cmd, ok := s.a.commands.lookup(name)
 	if !ok {
-		return Reply{Text: fmt.Sprintf("I don't know the command %q.\n\n%s", name, s.help())}
+		// Anything else is a question about the room.
+		return s.ask(ctx, req, req.text)
 	}
 	reply, err := cmd.Run(ctx, req.evt.RoomID, req.evt.Sender, args)
 	if err != nil {
@@ -133,10 +140,9 @@ func (s *session) run(ctx context.Context, req request) Reply {
 
 // help lists the built-in and registered commands.
 func (s *session) help() string {
-	lines := []string{
-		"I answer messages that start with !assistant or mention me. Commands:",
-		"!assistant help: this list",
-		"!assistant leave: I leave this room",
+	lines := []string{"I answer messages that start with !assistant or mention me; anything that is not a command is a question about this room. Commands:"}
+	for _, name := range builtinOrder {
+		lines = append(lines, fmt.Sprintf("!assistant %s: %s", name, s.builtins()[name].help))
 	}
 	return strings.Join(append(lines, s.a.commands.help()...), "\n")
 }
@@ -184,8 +190,10 @@ func (s *session) sendContent(ctx context.Context, req request, content *event.M
 	} else {
 		content.SetReply(req.evt)
 	}
-	if _, err := s.client.SendMessageEvent(ctx, req.evt.RoomID, event.EventMessage, content); err != nil {
+	resp, err := s.client.SendMessageEvent(ctx, req.evt.RoomID, event.EventMessage, content)
+	if err != nil {
 		return fmt.Errorf("send to %s: %w", req.evt.RoomID, err)
 	}
+	s.logAction(ctx, req.evt.RoomID, "sent", fmt.Sprintf("%s in answer to %s", resp.EventID, req.evt.ID))
 	return nil
 }

@@ -61,10 +61,16 @@ func (a *Assistant) Run(ctx context.Context, login Login) error {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s := &session{a: a, client: client, ctx: runCtx}
+	st, err := openStoreTables(ctx, db.RawDB)
+	if err != nil {
+		return err
+	}
+	s := &session{a: a, client: client, ctx: runCtx, store: st}
 	syncer := client.Syncer.(*mautrix.DefaultSyncer)
 	syncer.OnEventType(event.StateMember, s.onMember)
 	syncer.OnEventType(event.EventMessage, s.onMessage)
+	syncer.OnEventType(event.EventRedaction, s.onRedaction)
+	syncer.OnEventType(event.EphemeralEventReceipt, s.onReceipt)
 	a.opts.Log.Info("assistant: running", "user_id", login.UserID, "device_id", login.DeviceID)
 	err = client.SyncWithContext(runCtx)
 	cancel()
