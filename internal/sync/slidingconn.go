@@ -3,6 +3,7 @@ package sync
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -49,12 +50,13 @@ type connKey struct {
 // never changed once stored; each response stores a new one.
 type connState struct {
 	token Token
-	rooms map[id.RoomID]roomSent
+	rooms sentRooms
 	// counts are the list counts last sent, to tell a change in them.
 	counts map[string]int
 	// window is the set of rooms the last response's lists and
 	// subscriptions matched: a room entering it gets its receipts and
-	// room account data in full.
+	// room account data in full. A response whose window did not change
+	// shares its predecessor's; it is never written once stored.
 	window map[id.RoomID]bool
 	// subscriptions are the connection's room subscriptions.
 	subscriptions map[id.RoomID]*roomConfig
@@ -81,10 +83,59 @@ type roomSent struct {
 	counts Counts
 }
 
+// sentRooms maps the rooms a connection was sent to what it was sent of
+// them. A response changes few of them, so the state it stores shares its
+// predecessor's base map, never written, and keeps the changes since that
+// base was made on top; they are folded into a new base only once they
+// are a quarter of it. A response thus copies what changed lately, not
+// every room the connection was ever sent.
+type sentRooms struct {
+	base map[id.RoomID]roomSent
+	top  map[id.RoomID]roomSent
+}
+
+// minFoldedTop is how many changes sentRooms keeps on top of its base
+// before folding them in, however small the base.
+const minFoldedTop = 64
+
+// get returns what was sent of the room, and whether it was.
+func (s *sentRooms) get(roomID id.RoomID) (roomSent, bool) {
+	if r, ok := s.top[roomID]; ok {
+		return r, true
+	}
+	r, ok := s.base[roomID]
+	return r, ok
+}
+
+// set records what was sent of the room. Only a state being built is set.
+func (s *sentRooms) set(roomID id.RoomID, r roomSent) {
+	if s.top == nil {
+		s.top = map[id.RoomID]roomSent{}
+	}
+	s.top[roomID] = r
+}
+
+// successor returns a copy of s for the next response to change.
+func (s *sentRooms) successor() sentRooms {
+	if len(s.top) < max(minFoldedTop, len(s.base)/4) {
+		return sentRooms{base: s.base, top: maps.Clone(s.top)}
+	}
+	base := make(map[id.RoomID]roomSent, len(s.base)+len(s.top))
+	maps.Copy(base, s.base)
+	maps.Copy(base, s.top)
+	return sentRooms{base: base}
+}
+
+// sameConfig reports whether r and o were sent with the same membership,
+// required_state, timeline_limit and is_dm.
+func (r roomSent) sameConfig(o roomSent) bool {
+	return r.membership == o.membership && r.config == o.config && r.limit == o.limit && r.isDM == o.isDM
+}
+
 // newConnState is the state of a connection that has been sent nothing.
 func newConnState() *connState {
 	return &connState{
-		token: Token{initial: true}, rooms: map[id.RoomID]roomSent{}, counts: map[string]int{},
+		token: Token{initial: true}, counts: map[string]int{},
 		window: map[id.RoomID]bool{}, subscriptions: map[id.RoomID]*roomConfig{},
 	}
 }

@@ -155,8 +155,11 @@ func (b *slidingBuild) extensions(ctx context.Context, list []listRoom) error {
 			}
 		}
 	}
+	if len(scopes) == 0 {
+		union = b.joined // no room extension: the joined rooms, each once
+	}
 	for _, r := range b.joined {
-		if !seen[r] {
+		if len(scopes) > 0 && !seen[r] {
 			seen[r] = true
 			union = append(union, r)
 		}
@@ -246,8 +249,8 @@ func (b *slidingBuild) scope(c *extensionConfig, list []listRoom) map[id.RoomID]
 		}
 		return out
 	}
-	for r, lists := range b.windowLists {
-		if joined[r] && slices.ContainsFunc(lists, func(l string) bool { return slices.Contains(c.Lists, l) || slices.Contains(c.Lists, "*") }) {
+	for r, cfg := range b.configs {
+		if joined[r] && slices.ContainsFunc(cfg.lists, func(l string) bool { return slices.Contains(c.Lists, l) || slices.Contains(c.Lists, "*") }) {
 			out[r] = true
 		}
 	}
@@ -333,7 +336,7 @@ func (b *slidingBuild) counts(resp *Response) {
 			continue
 		}
 		c := *jr.UnreadNotifications
-		sent := b.next.rooms[roomID]
+		sent, _ := b.next.rooms.get(roomID)
 		r := b.resp.Rooms[roomID]
 		if r == nil {
 			if c == sent.counts {
@@ -344,7 +347,7 @@ func (b *slidingBuild) counts(resp *Response) {
 		}
 		r.NotificationCount, r.HighlightCount = c.NotificationCount, c.HighlightCount
 		sent.counts = c
-		b.next.rooms[roomID] = sent
+		b.next.rooms.set(roomID, sent)
 	}
 }
 

@@ -29,8 +29,9 @@ type slidingBuild struct {
 	direct map[id.RoomID]bool
 	tags   map[id.RoomID][]string // loaded when a list filters by tags
 	facts  map[id.RoomID]*roomFacts
-	// windowLists are the lists that selected each room of the window.
-	windowLists map[id.RoomID][]string
+	// configs are the combined configs of the rooms of the window: the
+	// rooms the lists' ranges and the subscriptions select.
+	configs map[id.RoomID]*combinedConfig
 	// joined are the joined rooms of the window, whose unread counts the
 	// response carries when they change.
 	joined []id.RoomID
@@ -59,12 +60,12 @@ func (s *Service) buildSliding(ctx context.Context, sess *accounts.Session, req 
 	b := &slidingBuild{
 		s: s, req: req, prev: prev,
 		next: &connState{
-			token: to, rooms: maps.Clone(prev.rooms), counts: map[string]int{}, window: map[id.RoomID]bool{},
+			token: to, rooms: prev.rooms.successor(), counts: map[string]int{},
 			subscriptions: subs,
 		},
 		creq:  &Request{User: sess.UserID, Device: sess.DeviceID, Since: prev.token, To: to, FullState: prev.token.initial, NewlyJoined: map[id.RoomID]bool{}},
 		resp:  &SlidingResponse{TxnID: req.TxnID, Lists: map[string]SlidingListResult{}, Rooms: map[id.RoomID]*SlidingRoom{}, Extensions: map[string]any{}},
-		facts: map[id.RoomID]*roomFacts{}, windowLists: map[id.RoomID][]string{},
+		facts: map[id.RoomID]*roomFacts{},
 	}
 	if s.Ignored != nil {
 		ignored, err := s.Ignored(ctx, sess.UserID)
@@ -84,12 +85,12 @@ func (s *Service) buildSliding(ctx context.Context, sess *accounts.Session, req 
 	if err != nil {
 		return nil, nil, err
 	}
-	configs, err := b.match(ctx, list)
-	if err != nil {
+	if err := b.match(ctx, list); err != nil {
 		return nil, nil, err
 	}
+	b.joined = make([]id.RoomID, 0, len(b.configs))
 	for _, lr := range list {
-		if cfg := configs[lr.room]; cfg != nil {
+		if cfg := b.configs[lr.room]; cfg != nil {
 			if err := b.room(ctx, lr, cfg); err != nil {
 				return nil, nil, err
 			}
@@ -159,7 +160,7 @@ func (b *slidingBuild) roomList(ctx context.Context) ([]listRoom, error) {
 			if m.forgotten {
 				continue
 			}
-			if _, sent := b.prev.rooms[m.room]; !sent {
+			if _, sent := b.prev.rooms.get(m.room); !sent {
 				ev, err := b.s.rooms.Event(ctx, m.eventID)
 				if err != nil {
 					return nil, fmt.Errorf("load membership %s: %w", m.eventID, err)
@@ -180,18 +181,13 @@ func (b *slidingBuild) roomList(ctx context.Context) ([]listRoom, error) {
 }
 
 // match applies the lists and room subscriptions to the room list: it
-// records each list's count and returns the combined room config of every
-// room that a list's ranges or a subscription selects.
-func (b *slidingBuild) match(ctx context.Context, list []listRoom) (map[id.RoomID]*combinedConfig, error) {
-	configs := map[id.RoomID]*combinedConfig{}
-	config := func(roomID id.RoomID) *combinedConfig {
-		c := configs[roomID]
-		if c == nil {
-			c = &combinedConfig{}
-			configs[roomID] = c
-		}
-		return c
-	}
+// records each list's count, sets the combined room config of every room
+// that a list's ranges or a subscription selects, and the window. Rooms
+// selected alike share one config, so matching allocates per distinct
+// selection, not per room.
+func (b *slidingBuild) match(ctx context.Context, list []listRoom) error {
+	b.configs = make(map[id.RoomID]*combinedConfig, len(list))
+	shared := map[configStep]*combinedConfig{}
 	for _, name := range slices.Sorted(maps.Keys(b.req.Lists)) {
 		l := b.req.Lists[name]
 		ranges, _ := l.ranges() // checked with the request
@@ -199,35 +195,80 @@ func (b *slidingBuild) match(ctx context.Context, list []listRoom) (map[id.RoomI
 		for _, lr := range list {
 			ok, err := b.passes(ctx, lr, l.Filters)
 			if err != nil {
-				return nil, err
+				return err
 			}
 			if !ok {
 				continue
 			}
 			if inRanges(index, ranges) {
-				c := config(lr.room)
-				c.add(&l.roomConfig)
-				c.lists = append(c.lists, name)
+				step := configStep{b.configs[lr.room], name}
+				c := shared[step]
+				if c == nil {
+					c = step.from.with(&l.roomConfig, name)
+					shared[step] = c
+				}
+				b.configs[lr.room] = c
 			}
 			index++
 		}
 		b.resp.Lists[name] = SlidingListResult{Count: index}
 		b.next.counts[name] = index
 	}
-	inList := make(map[id.RoomID]bool, len(list))
-	for _, lr := range list {
-		inList[lr.room] = true
-	}
-	for roomID, sub := range b.next.subscriptions {
-		if inList[roomID] { // rooms the user may see; others are ignored
-			config(roomID).add(sub)
+	if len(b.next.subscriptions) > 0 {
+		inList := make(map[id.RoomID]bool, len(list))
+		for _, lr := range list {
+			inList[lr.room] = true
+		}
+		for roomID, sub := range b.next.subscriptions {
+			if inList[roomID] { // rooms the user may see; others are ignored
+				b.configs[roomID] = b.configs[roomID].with(sub, "")
+			}
 		}
 	}
-	for roomID, c := range configs {
-		b.next.window[roomID] = true
-		b.windowLists[roomID] = c.lists
+	b.next.window = b.window()
+	return nil
+}
+
+// configStep is a room config (nil for none) combined with a list's.
+type configStep struct {
+	from *combinedConfig
+	list string
+}
+
+// with returns a new config: c's (none when nil) combined with rc, of list
+// when list is not empty (else of a subscription).
+func (c *combinedConfig) with(rc *roomConfig, list string) *combinedConfig {
+	out := &combinedConfig{}
+	if c != nil {
+		out.limit = c.limit
+		out.selectors = slices.Clone(c.selectors)
+		out.lists = slices.Clone(c.lists)
 	}
-	return configs, nil
+	out.add(rc)
+	if list != "" {
+		out.lists = append(out.lists, list)
+	}
+	return out
+}
+
+// window returns the set of the rooms with a config: the previous
+// response's when it is the same set.
+func (b *slidingBuild) window() map[id.RoomID]bool {
+	same := len(b.configs) == len(b.prev.window)
+	for roomID := range b.configs {
+		if !same {
+			break
+		}
+		same = b.prev.window[roomID]
+	}
+	if same && b.prev.window != nil {
+		return b.prev.window
+	}
+	window := make(map[id.RoomID]bool, len(b.configs))
+	for roomID := range b.configs {
+		window[roomID] = true
+	}
+	return window
 }
 
 func inRanges(i int, ranges [][2]int) bool {
@@ -342,7 +383,7 @@ func (b *slidingBuild) inSpaces(ctx context.Context, roomID id.RoomID, spaces []
 // room adds a matched room to the response if the connection has not been
 // sent it, or has not been sent what changed in it since.
 func (b *slidingBuild) room(ctx context.Context, lr listRoom, cfg *combinedConfig) error {
-	sent, known := b.prev.rooms[lr.room]
+	sent, known := b.prev.rooms.get(lr.room)
 	afresh := !known ||
 		lr.membership == "join" && sent.membership != "join" ||
 		(lr.membership == "invite" || lr.membership == "knock") && sent.membership != lr.membership
@@ -378,7 +419,7 @@ func (b *slidingBuild) strippedRoom(ctx context.Context, lr listRoom, cfg *combi
 		r.KnockState = stripped
 	}
 	b.resp.Rooms[lr.room] = r
-	b.next.rooms[lr.room] = roomSent{pos: b.creq.To.Pos, membership: lr.membership}
+	b.next.rooms.set(lr.room, roomSent{pos: b.creq.To.Pos, membership: lr.membership})
 	return nil
 }
 
@@ -404,7 +445,11 @@ func (b *slidingBuild) eventRoom(ctx context.Context, lr listRoom, cfg *combined
 		members: sent.members, counts: sent.counts,
 	}
 	if !full && !expand && isDM == sent.isDM && (sent.pos >= end || b.s.rooms.LastPos(ctx, lr.room) <= sent.pos) {
-		b.next.rooms[lr.room] = record // nothing new
+		// Nothing new: the room keeps its record, whose position still
+		// holds as nothing came after it, unless its config changed.
+		if !record.sameConfig(sent) {
+			b.next.rooms.set(lr.room, record)
+		}
 		if lr.membership == "join" {
 			b.joined = append(b.joined, lr.room)
 		}
@@ -435,7 +480,7 @@ func (b *slidingBuild) eventRoom(ctx context.Context, lr listRoom, cfg *combined
 		return err
 	}
 	record.members = members
-	b.next.rooms[lr.room] = record
+	b.next.rooms.set(lr.room, record)
 	if lr.membership == "join" {
 		b.joined = append(b.joined, lr.room)
 	}
@@ -455,7 +500,8 @@ func (b *slidingBuild) eventRoom(ctx context.Context, lr listRoom, cfg *combined
 		r.NumLive = &live
 	}
 	if afresh && isDM || !afresh && isDM != sent.isDM {
-		r.IsDM = &isDM
+		r.IsDM = new(bool) // not &isDM, which would move isDM to the heap for every room
+		*r.IsDM = isDM
 	}
 	if err := b.describe(ctx, r, lr.room, end, afresh, delta); err != nil {
 		return err

@@ -52,7 +52,7 @@ func newSyncFixture(b *testing.B, nRooms, events int) *syncFixture {
 	return f
 }
 
-func (f *syncFixture) send(b *testing.B, roomID id.RoomID, i int) {
+func (f *syncFixture) send(b testing.TB, roomID id.RoomID, i int) {
 	b.Helper()
 	content, _ := json.Marshal(map[string]any{"msgtype": "m.text", "body": "message " + strconv.Itoa(i)})
 	_, err := f.node.Rooms.Send(context.Background(), roomID, rooms.Proto{
@@ -130,7 +130,23 @@ func BenchmarkSyncIncrementalEmpty(b *testing.B) {
 
 // slidingSync runs one sliding sync request through the handler and
 // returns its pos.
-func (f *syncFixture) slidingSync(b *testing.B, body map[string]any, pos string) string {
+func (f *syncFixture) slidingSync(b testing.TB, body map[string]any, pos string) string {
+	raw := f.slidingSyncBody(b, body, pos)
+	var out struct {
+		Pos string `json:"pos"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil {
+		b.Fatal(err)
+	}
+	if bb, ok := b.(*testing.B); ok {
+		bb.SetBytes(int64(len(raw)))
+	}
+	return out.Pos
+}
+
+// slidingSyncBody runs one sliding sync request through the handler and
+// returns its response body.
+func (f *syncFixture) slidingSyncBody(b testing.TB, body map[string]any, pos string) []byte {
 	q := "?timeout=0"
 	if pos != "" {
 		q += "&pos=" + url.QueryEscape(pos)
@@ -146,14 +162,7 @@ func (f *syncFixture) slidingSync(b *testing.B, body map[string]any, pos string)
 	if rec.Code != http.StatusOK {
 		b.Fatalf("sliding sync: HTTP %d: %s", rec.Code, rec.Body.String())
 	}
-	var out struct {
-		Pos string `json:"pos"`
-	}
-	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(rec.Body.Len()))
-	return out.Pos
+	return rec.Body.Bytes()
 }
 
 // BenchmarkSlidingSyncRoomList is Element X's room list (all_rooms with
@@ -177,9 +186,11 @@ func BenchmarkSlidingSyncRoomList(b *testing.B) {
 	f.send(b, f.rooms[500], 1)
 	b.Run("sliding/incremental", func(b *testing.B) {
 		b.ReportAllocs()
+		cpu0 := cpuTime(b)
 		for b.Loop() {
 			f.slidingSync(b, body, pos) // a retry of pos each time
 		}
+		b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
 	})
 	b.Run("sync/initial", func(b *testing.B) {
 		b.ReportAllocs()
@@ -189,9 +200,11 @@ func BenchmarkSlidingSyncRoomList(b *testing.B) {
 	})
 	b.Run("sync/incremental", func(b *testing.B) {
 		b.ReportAllocs()
+		cpu0 := cpuTime(b)
 		for b.Loop() {
 			f.syncFiltered(b, since)
 		}
+		b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
 	})
 }
 
@@ -222,7 +235,7 @@ func (f *syncFixture) syncFiltered(b *testing.B, since string) string {
 // newEngineFixture is a user in nRooms private rooms with events messages
 // each, every room created in one write through the engine (not through
 // HTTP), so that thousands of rooms build in seconds.
-func newEngineFixture(b *testing.B, nRooms, events int) *syncFixture {
+func newEngineFixture(b testing.TB, nRooms, events int) *syncFixture {
 	b.Helper()
 	ctx := context.Background()
 	n := testnode.Start(b, testnode.SQLite)
