@@ -74,6 +74,9 @@ func (s *Service) AddReport(ctx context.Context, rep Report) (int64, error) {
 	}
 	s.log.Info("content reported", "kind", rep.Kind, "report_id", rep.ID, "reporter", rep.Reporter,
 		"room_id", rep.RoomID, "event_id", rep.EventID, "user_id", rep.TargetUser)
+	if s.OnReport != nil {
+		s.OnReport(ctx, rep)
+	}
 	return rep.ID, nil
 }
 

@@ -56,6 +56,9 @@ type Service struct {
 	// Bridges is the bridge manager; nil answers the bridge endpoints
 	// with 404. Set it before serving.
 	Bridges BridgesAdmin
+	// OnReport, when set, is told of each stored report (moderation posts
+	// it to the moderators' room). Set it before serving.
+	OnReport func(ctx context.Context, rep Report)
 
 	noticeMu sync.Mutex // serialises creating notices rooms
 

@@ -72,6 +72,12 @@ type Engine struct {
 	// indexes that cover every timeline event. Such an event changes no
 	// state, so they get no RoomInfo.
 	OnBackfill []func(ctx context.Context, tx *storage.Tx, ev *Event) error
+	// StateChecks check the content of a locally sent state event of the
+	// type they are keyed by (a package's configuration event, say): an
+	// error refuses the event, so a bad configuration answers its error
+	// (M_BAD_JSON) instead of being stored and ignored. Set them before
+	// serving.
+	StateChecks map[string]func(content json.RawMessage) error
 	// Remote is how the engine reaches other servers (keys, missing
 	// events); nil on a node that does not federate, which then refuses
 	// remote events. Set before use.
@@ -998,6 +1004,11 @@ func relationOf(content []byte) (relType string, relatesTo, threadID id.EventID)
 func (e *Engine) authorize(ctx context.Context, r *room, st *roomState, ev *Event) error {
 	if err := checkLocalEvent(r.version, st, ev); err != nil {
 		return err
+	}
+	if check := e.StateChecks[ev.Type]; check != nil && ev.StateKey != nil {
+		if err := check(json.RawMessage(ev.PDU.Content)); err != nil {
+			return err
+		}
 	}
 	authEvents := make([]*pdu.PDU, 0, len(ev.PDU.AuthEvents))
 	for _, aid := range ev.PDU.AuthEvents {
