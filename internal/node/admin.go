@@ -48,6 +48,7 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 		n.Admin.Federation = outboxAdmin{n.Federation.Outbox}
 	}
 	n.Admin.Bridges = bridgesAdmin{n.Bridges}
+	n.Admin.OnReport = n.Moderation.ReportToModerators
 	n.Admin.Routes(mux)
 	n.RateLimit = ratelimit.New(ratelimit.Options{
 		Rules: RateLimitRules(n.cfg),

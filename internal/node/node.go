@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +34,7 @@ import (
 	"github.com/matrixos/matrixos/internal/keys"
 	"github.com/matrixos/matrixos/internal/ledger"
 	"github.com/matrixos/matrixos/internal/media"
+	"github.com/matrixos/matrixos/internal/moderation"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/push"
 	"github.com/matrixos/matrixos/internal/ratelimit"
@@ -91,6 +93,9 @@ type Node struct {
 	// Assistant is @assistant (internal/assistant); other packages
 	// register its commands. It runs unless the assistant setting is off.
 	Assistant *assistant.Assistant
+	// Moderation runs policy lists and room protections
+	// (docs/moderation.md).
+	Moderation *moderation.Service
 
 	csExtra csExtra // services wired by csExtraRoutes
 
@@ -149,6 +154,7 @@ func migrations() []storage.Migration {
 		ledger.WitnessMigrations,
 		contracts.Migrations,
 		analytics.Migrations,
+		moderation.Migrations,
 		bridges.Migrations,
 		nodeMigrations,
 	)
@@ -292,6 +298,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Rooms.OnPurge = append(n.Rooms.OnPurge, analytics.PurgeRoom)
 	n.Analytics.Start()
 	n.newAssistant()
+	n.Moderation = moderation.New(moderation.Options{DB: n.DB, Rooms: n.Rooms, Accounts: n.Accounts, Log: log,
+		RoomVersion: id.RoomVersion(cfg.DefaultRoomVersion)})
+	n.Rooms.StateChecks = map[string]func(json.RawMessage) error{moderation.ConfigType: moderation.CheckConfig}
+	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Moderation.OnEvent)
+	n.Moderation.Start()
 	n.wireAppserviceQueue(n.Appservices)
 	if cfg.Federation {
 		n.Federation, err = federation.New(ctx, n.DB, log, FederationOptions(cfg, keyID, key))
@@ -337,6 +348,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Ledger.Routes(mux, n.Accounts, n.Rooms)
 	n.Contracts.Routes(mux)
 	n.Analytics.Routes(mux)
+	n.Moderation.Routes(mux)
 	if n.LedgerKeys != nil {
 		n.LedgerKeys.Routes(mux)
 	}
@@ -512,6 +524,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.Keys.Close()
 	n.Analytics.Close()
 	if err := n.Contracts.Close(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := n.Moderation.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
 	if err := n.Ledger.Close(ctx); err != nil {

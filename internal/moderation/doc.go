@@ -1,0 +1,40 @@
+// Package moderation keeps spam and abuse out of the node's rooms
+// (docs/moderation.md): policy lists, per-room protections, a spam
+// classifier that learns from the node's moderators, and users' reports
+// sent on to a moderators' room.
+//
+// Everything runs off the send path. The room engine's OnEvent hook only
+// wakes a follower that, like the ledger's and the contracts', reads the
+// committed events after its mark, those of the rooms it watches
+// (protected rooms, their policy lists and moderators' rooms) and every
+// configuration event, and acts as the moderation user
+// (@moderation:<server>) with ordinary events: bans, unbans, redactions,
+// power levels and server ACLs. Each action needs the power level any
+// moderator would; one the moderation user lacks the power for is
+// refused, logged and told to the moderators' room. Every action is
+// logged (moderation_actions, the admin API) and reported to the
+// moderators' room, where a reaction to the report undoes it.
+//
+// A room turns protections on with the state event
+// org.matrixos.protections (Config; a local send with a bad one is
+// refused with M_BAD_JSON through rooms.Engine.StateChecks): flood,
+// mention, word and link limits, limits on new accounts and first
+// messages, the classifier, and the policy lists it follows. Policy
+// lists are rooms of m.policy.rule.user/.room/.server events (and the
+// older types Mjolnir wrote): user rules ban matching members of every
+// protected room that follows the list, at once and when they join;
+// server rules become the room's m.room.server_acl deny entries; room
+// rules are kept but not acted on. Removing a rule lifts what it caused
+// when the room asks (unban_on_rule_removal). The node publishes its own
+// list (the admin API), which every protected room follows.
+//
+// The classifier is a multinomial naive Bayes model over a message's
+// words, link hosts and mentions, one per node, kept in memory and saved
+// every 30 seconds. Messages in rooms with the classifier on are learnt
+// as ham as they arrive; one a moderator redacts, or whose sender a
+// moderator bans, is learnt as spam instead. Once it has learnt enough
+// spam, a new message it finds likely spam is redacted and reported, and
+// a reaction to the report sends the message again and learns it as ham.
+// In encrypted rooms the server sees no plaintext: only the flood and
+// new-account limits apply.
+package moderation

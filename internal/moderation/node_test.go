@@ -1,0 +1,424 @@
+package moderation_test
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/moderation"
+	"github.com/matrixos/matrixos/internal/storage/pgtest"
+	"github.com/matrixos/matrixos/internal/testnode"
+)
+
+func TestMain(m *testing.M) { pgtest.RunMain(m) }
+
+var (
+	configType = event.Type{Type: moderation.ConfigType, Class: event.StateEventType}
+	userRule   = event.Type{Type: "m.policy.rule.user", Class: event.StateEventType}
+	serverRule = event.Type{Type: "m.policy.rule.server", Class: event.StateEventType}
+)
+
+// catchUp runs the moderation follower on everything committed.
+func catchUp(t *testing.T, n *testnode.Node) {
+	t.Helper()
+	for {
+		more, err := n.Moderation.Step(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !more {
+			return
+		}
+	}
+}
+
+// publicRoom creates a public room as c.
+func publicRoom(t *testing.T, c *mautrix.Client, name string) id.RoomID {
+	t.Helper()
+	return testnode.CreateRoom(t, c, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: name})
+}
+
+// grant sets a user's power level in a room, as c.
+func grant(t *testing.T, c *mautrix.Client, room id.RoomID, user id.UserID, level int) {
+	t.Helper()
+	var pl event.PowerLevelsEventContent
+	if err := c.StateEvent(t.Context(), room, event.StatePowerLevels, "", &pl); err != nil {
+		t.Fatal(err)
+	}
+	pl.SetUserLevel(user, level)
+	testnode.SendState(t, c, room, event.StatePowerLevels, "", &pl)
+}
+
+// protect configures a room's protections and has the moderation user
+// join it with power level 100.
+func protect(t *testing.T, n *testnode.Node, c *mautrix.Client, room id.RoomID, cfg map[string]any) {
+	t.Helper()
+	grant(t, c, room, n.Moderation.Bot(), 100)
+	testnode.SendState(t, c, room, configType, "", cfg)
+	catchUp(t, n)
+	if got := n.Rooms.Membership(n.Moderation.Bot(), room); got != "join" {
+		t.Fatalf("the moderation user is %q in %s, want join", got, room)
+	}
+}
+
+// modRoom creates a private moderators' room as c with the moderation
+// user invited.
+func modRoom(t *testing.T, n *testnode.Node, c *mautrix.Client) id.RoomID {
+	t.Helper()
+	room := testnode.CreateRoom(t, c, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "mods"})
+	testnode.Invite(t, c, room, n.Moderation.Bot())
+	return room
+}
+
+// notices returns the bodies of the moderation user's messages in a room,
+// oldest first, with their event IDs.
+func notices(t *testing.T, n *testnode.Node, c *mautrix.Client, room id.RoomID) ([]string, []id.EventID) {
+	t.Helper()
+	resp, err := c.Messages(t.Context(), room, "", "", mautrix.DirectionBackward, nil, 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bodies []string
+	var ids []id.EventID
+	for _, ev := range slices.Backward(resp.Chunk) {
+		if ev.Sender == n.Moderation.Bot() && ev.Type == event.EventMessage {
+			bodies = append(bodies, ev.Content.Raw["body"].(string))
+			ids = append(ids, ev.ID)
+		}
+	}
+	return bodies, ids
+}
+
+// wantNotice returns the event ID of the moderation user's newest message
+// in the room that contains want.
+func wantNotice(t *testing.T, n *testnode.Node, c *mautrix.Client, room id.RoomID, want string) id.EventID {
+	t.Helper()
+	bodies, ids := notices(t, n, c, room)
+	for i := len(bodies) - 1; i >= 0; i-- {
+		if strings.Contains(bodies[i], want) {
+			return ids[i]
+		}
+	}
+	t.Fatalf("no message of the moderation user in %s contains %q; it sent %q", room, want, bodies)
+	return ""
+}
+
+func wantMembership(t *testing.T, n *testnode.Node, room id.RoomID, user id.UserID, want string) {
+	t.Helper()
+	if got := n.Rooms.Membership(user, room); got != want {
+		t.Fatalf("%s is %q in %s, want %q", user, got, room, want)
+	}
+}
+
+// TestPolicyListBanPropagates: a user rule in a list both protected
+// rooms follow bans the matching member from both, a member joining
+// later is banned as they join, removing the rule lifts the bans, and a
+// server rule becomes the rooms' server ACL.
+func TestPolicyListBanPropagates(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		admin := n.RegisterAdmin("admin")
+		spammer := n.Register("spammer")
+		late := n.Register("spamlate")
+		friend := n.Register("friend")
+		list := publicRoom(t, admin, "list")
+		mods := modRoom(t, n, admin)
+		a, b := publicRoom(t, admin, "a"), publicRoom(t, admin, "b")
+		for _, room := range []id.RoomID{a, b} {
+			testnode.Join(t, spammer, room)
+			testnode.Join(t, friend, room)
+			protect(t, n, admin, room, map[string]any{"policy_lists": []id.RoomID{list}, "moderators_room": mods,
+				"unban_on_rule_removal": true})
+		}
+
+		testnode.SendState(t, admin, list, userRule, "r1", map[string]string{
+			"entity": "@spam*:" + n.Accounts.ServerName(), "recommendation": "m.ban", "reason": "spam"})
+		catchUp(t, n)
+		for _, room := range []id.RoomID{a, b} {
+			wantMembership(t, n, room, spammer.UserID, "ban")
+			wantMembership(t, n, room, friend.UserID, "join")
+		}
+		wantNotice(t, n, admin, mods, "Banned "+string(spammer.UserID))
+
+		if _, err := late.JoinRoomByID(t.Context(), a); err != nil {
+			t.Fatal(err)
+		}
+		catchUp(t, n)
+		wantMembership(t, n, a, late.UserID, "ban")
+
+		testnode.SendState(t, admin, list, serverRule, "s1", map[string]string{"entity": "evil.example", "recommendation": "m.ban"})
+		catchUp(t, n)
+		for _, room := range []id.RoomID{a, b} {
+			var acl event.ServerACLEventContent
+			if err := admin.StateEvent(t.Context(), room, event.StateServerACL, "", &acl); err != nil {
+				t.Fatalf("server ACL of %s: %v", room, err)
+			}
+			if !slices.Contains(acl.Deny, "evil.example") || !slices.Contains(acl.Allow, "*") {
+				t.Fatalf("server ACL of %s is %+v", room, acl)
+			}
+		}
+
+		testnode.SendState(t, admin, list, userRule, "r1", map[string]string{})
+		catchUp(t, n)
+		for _, room := range []id.RoomID{a, b} {
+			wantMembership(t, n, room, spammer.UserID, "leave")
+		}
+		wantMembership(t, n, a, late.UserID, "leave")
+	})
+}
+
+// TestNodeListPublishedAndApplied: a rule an admin publishes through the
+// admin API lands in the node's own list room and applies to every
+// protected room, even one that names no list.
+func TestNodeListPublishedAndApplied(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	admin := n.RegisterAdmin("admin")
+	spammer := n.Register("spammer")
+	room := publicRoom(t, admin, "a")
+	testnode.Join(t, spammer, room)
+	protect(t, n, admin, room, map[string]any{"words": []string{"unused"}})
+
+	path := "/_matrixos/admin/v1/moderation/rules/user/" + string(spammer.UserID)
+	body := n.Do(t, "PUT", path, admin.AccessToken, map[string]string{"reason": "spam"}, testnode.NoSpecCheck()).OK(t)
+	list := id.RoomID(body["list_room"].(string))
+	catchUp(t, n)
+	wantMembership(t, n, room, spammer.UserID, "ban")
+	testnode.Join(t, admin, list)
+	var rule map[string]any
+	if err := admin.StateEvent(t.Context(), list, userRule, "rule:"+string(spammer.UserID), &rule); err != nil {
+		t.Fatalf("the rule is not readable in the node's list %s: %v", list, err)
+	}
+	if rule["entity"] != string(spammer.UserID) || rule["recommendation"] != "m.ban" {
+		t.Fatalf("published rule %v", rule)
+	}
+	settings := n.Do(t, "GET", "/_matrixos/admin/v1/moderation", admin.AccessToken, nil, testnode.NoSpecCheck()).OK(t)
+	if settings["list_room"] != string(list) {
+		t.Fatalf("settings %v", settings)
+	}
+	acts := n.Do(t, "GET", "/_matrixos/admin/v1/moderation/actions", admin.AccessToken, nil, testnode.NoSpecCheck()).OK(t)
+	if got := acts["actions"].([]any); len(got) == 0 || got[0].(map[string]any)["action"] != "ban" {
+		t.Fatalf("action log %v", acts)
+	}
+	n.Do(t, "PUT", "/_matrixos/admin/v1/moderation/rules/person/x", admin.AccessToken, map[string]string{}, testnode.NoSpecCheck()).
+		Want(t, 400, "M_INVALID_PARAM")
+	n.Do(t, "PUT", "/_matrixos/admin/v1/moderation/rules/server/*", admin.AccessToken, map[string]string{}, testnode.NoSpecCheck()).
+		Want(t, 400, "M_INVALID_PARAM")
+	user := n.Register("user")
+	n.Do(t, "GET", "/_matrixos/admin/v1/moderation", user.AccessToken, nil, testnode.NoSpecCheck()).Want(t, 403, "M_FORBIDDEN")
+}
+
+// TestBanRefusedWithoutPower: without the ban power level the moderation
+// user bans nobody and says so in the moderators' room.
+func TestBanRefusedWithoutPower(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	admin := n.RegisterAdmin("admin")
+	spammer := n.Register("spammer")
+	mods := modRoom(t, n, admin)
+	list := publicRoom(t, admin, "list")
+	room := publicRoom(t, admin, "a")
+	testnode.Join(t, spammer, room)
+	testnode.SendState(t, admin, room, configType, "", map[string]any{"policy_lists": []id.RoomID{list}, "moderators_room": mods})
+	catchUp(t, n)
+	wantMembership(t, n, room, n.Moderation.Bot(), "join")
+	testnode.SendState(t, admin, list, userRule, "r1", map[string]string{"entity": string(spammer.UserID), "recommendation": "m.ban"})
+	catchUp(t, n)
+	wantMembership(t, n, room, spammer.UserID, "join")
+	wantNotice(t, n, admin, mods, "may not ban in "+string(room))
+}
+
+// TestFloodIsStopped: a user over the flood limit is muted (power level
+// below events_default), their next message refused, and a reaction to
+// the report in the moderators' room unmutes them.
+func TestFloodIsStopped(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		admin := n.RegisterAdmin("admin")
+		flooder := n.Register("flooder")
+		calm := n.Register("calm")
+		mods := modRoom(t, n, admin)
+		room := publicRoom(t, admin, "a")
+		testnode.Join(t, flooder, room)
+		testnode.Join(t, calm, room)
+		protect(t, n, admin, room, map[string]any{"flood": map[string]int{"messages": 3, "seconds": 60}, "moderators_room": mods})
+		testnode.SendText(t, calm, room, "hello")
+		// The fourth message is over the limit; the follower, running
+		// meanwhile, may mute before the test's catchUp.
+		for i := range 4 {
+			testnode.SendText(t, flooder, room, "spam "+string(rune('a'+i)))
+		}
+		catchUp(t, n)
+		_, err := flooder.SendText(t.Context(), room, "still here?")
+		testnode.WantErr(t, err, "M_FORBIDDEN", 403)
+		testnode.SendText(t, calm, room, "I can still talk")
+		wantNotice(t, n, admin, room, "you are muted")
+		report := wantNotice(t, n, admin, mods, "Muted "+string(flooder.UserID))
+
+		if _, err := admin.SendReaction(t.Context(), mods, report, "↩️"); err != nil {
+			t.Fatal(err)
+		}
+		catchUp(t, n)
+		testnode.SendText(t, flooder, room, "sorry")
+		wantNotice(t, n, admin, mods, "Undone by "+string(admin.UserID))
+	})
+}
+
+// TestProtectionsRedact: each content protection redacts the message it
+// refuses, and leaves ordinary ones and exempt senders alone.
+func TestProtectionsRedact(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	admin := n.RegisterAdmin("admin")
+	user := n.Register("user")
+	room := publicRoom(t, admin, "a")
+	testnode.Join(t, user, room)
+	protect(t, n, admin, room, map[string]any{
+		"mentions":      map[string]int{"max": 2},
+		"words":         []string{"badword"},
+		"blocked_links": []string{"evil.example"},
+		"first_message": map[string]bool{"no_links": true},
+	})
+	server := n.Accounts.ServerName()
+	first := testnode.SendText(t, user, room, "hi, see https://fine.example/page")
+	ok := testnode.SendText(t, user, room, "an ordinary message about class")
+	link := testnode.SendText(t, user, room, "look at https://www.evil.example/x")
+	word := testnode.SendText(t, user, room, "what a BadWord!")
+	many := testnode.SendText(t, user, room, "@a:"+server+" @b:"+server+" @c:"+server+" hello")
+	okLink := testnode.SendText(t, user, room, "now https://fine.example/page is fine")
+	exempt := testnode.SendText(t, admin, room, "the admin may say badword")
+	catchUp(t, n)
+	for evID, redacted := range map[id.EventID]bool{first: true, ok: false, link: true, word: true, many: true, okLink: false, exempt: false} {
+		ev, err := n.Rooms.Event(t.Context(), evID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := ev.RedactedBy != ""; got != redacted {
+			t.Errorf("%s (%s): redacted %v, want %v", evID, ev.Content(), got, redacted)
+		}
+	}
+}
+
+// TestNewAccountsLimited: messages of accounts younger than the limit
+// are redacted.
+func TestNewAccountsLimited(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	admin := n.RegisterAdmin("admin")
+	user := n.Register("user")
+	room := publicRoom(t, admin, "a")
+	testnode.Join(t, user, room)
+	protect(t, n, admin, room, map[string]any{"new_accounts": map[string]int{"min_age_seconds": 3600}})
+	evID := testnode.SendText(t, user, room, "hello")
+	catchUp(t, n)
+	ev, err := n.Rooms.Event(t.Context(), evID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.RedactedBy == "" {
+		t.Fatal("a new account's message was not redacted")
+	}
+	wantNotice(t, n, admin, room, "too new")
+}
+
+// TestClassifierLearnsFromRedactions: spam a moderator redacts teaches
+// the classifier, which then redacts and reports new spam of that kind
+// and leaves ordinary messages alone; a reaction to the report restores
+// the message.
+func TestClassifierLearnsFromRedactions(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		admin := n.RegisterAdmin("admin")
+		user := n.Register("user")
+		spammer := n.Register("spammer")
+		mods := modRoom(t, n, admin)
+		room := publicRoom(t, admin, "a")
+		testnode.Join(t, user, room)
+		testnode.Join(t, spammer, room)
+		protect(t, n, admin, room, map[string]any{"classifier": true, "moderators_room": mods})
+		ham := []string{
+			"good morning everyone, how was the weekend?", "did anyone get the build working on arm64 yet",
+			"I pushed a fix for the login bug, can someone review it", "the meeting moved to 3pm tomorrow",
+			"thanks, that worked for me", "lunch at the usual place?", "can you share the slides from yesterday",
+			"the tests are failing on main again, looking into it", "we need two more volunteers for saturday",
+			"the server was down for about ten minutes this morning", "let's move this discussion to the dev room",
+		}
+		spam := []string{
+			"FREE BITCOIN giveaway! send 0.1 btc and get 1 btc back at https://btc-double.io",
+			"double your bitcoin now!!! https://btc-double.io/now", "bitcoin doubler legit 100% instant payout https://btc-double.io/legit",
+			"earn free usdt every day just by clicking ads https://usdt-clicks.io", "claim your free airdrop tokens before they run out https://airdrop-claim.io",
+			"crypto signals group, 300% profit guaranteed, join https://t.me/pumpsignals",
+		}
+		for _, m := range ham {
+			testnode.SendText(t, user, room, m)
+		}
+		for _, m := range spam {
+			evID := testnode.SendText(t, spammer, room, m)
+			catchUp(t, n)
+			if _, err := admin.RedactEvent(t.Context(), room, evID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		catchUp(t, n)
+		if h, s := n.Moderation.ClassifierDocs(); s != int64(len(spam)) || h != int64(len(ham)) {
+			t.Fatalf("classifier learnt %d ham and %d spam, want %d and %d", h, s, len(ham), len(spam))
+		}
+
+		newSpam := testnode.SendText(t, spammer, room, "free bitcoin giveaway, double your btc at https://btc-double.io/free")
+		newHam := testnode.SendText(t, user, room, "can someone review the fix for the build on main")
+		catchUp(t, n)
+		for evID, want := range map[id.EventID]bool{newSpam: true, newHam: false} {
+			ev, err := n.Rooms.Event(t.Context(), evID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := ev.RedactedBy != ""; got != want {
+				t.Errorf("%s: redacted %v, want %v", evID, got, want)
+			}
+		}
+		report := wantNotice(t, n, admin, mods, "Spam? Redacted "+string(spammer.UserID))
+
+		if _, err := admin.SendReaction(t.Context(), mods, report, "↩️"); err != nil {
+			t.Fatal(err)
+		}
+		catchUp(t, n)
+		wantNotice(t, n, admin, room, "Restored by "+string(admin.UserID)+": "+string(spammer.UserID)+" wrote: free bitcoin giveaway")
+	})
+}
+
+// TestReportsReachModerators: users' reports of an event and of a room
+// are posted to the moderators' room the node names.
+func TestReportsReachModerators(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		admin := n.RegisterAdmin("admin")
+		user := n.Register("user")
+		mods := modRoom(t, n, admin)
+		n.Do(t, "PUT", "/_matrixos/admin/v1/moderation", admin.AccessToken, map[string]any{"moderators_room": mods}, testnode.NoSpecCheck()).OK(t)
+		room := publicRoom(t, admin, "a")
+		testnode.Join(t, user, room)
+		evID := testnode.SendText(t, admin, room, "something offensive")
+		testnode.Call(t, user, "POST", "/_matrix/client/v3/rooms/"+string(room)+"/report/"+string(evID),
+			map[string]any{"reason": "rude"}).OK(t)
+		wantNotice(t, n, admin, mods, "reported event "+string(evID)+" by "+string(admin.UserID)+" in "+string(room)+": rude")
+		testnode.Call(t, user, "POST", "/_matrix/client/v3/rooms/"+string(room)+"/report", map[string]any{"reason": "bad room"}).OK(t)
+		wantNotice(t, n, admin, mods, "reported the room "+string(room)+": bad room")
+	})
+}
+
+// TestBadConfigRefused: a protections event or node settings that do not
+// parse are refused with the spec's errors and change nothing.
+func TestBadConfigRefused(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	admin := n.RegisterAdmin("admin")
+	room := publicRoom(t, admin, "a")
+	for _, bad := range []string{
+		`{"flood":{"messages":0,"seconds":10}}`, `{"words":"spam"}`, `{"policy_lists":["#alias:x"]}`, `{"unknown":true}`,
+	} {
+		_, err := admin.SendStateEvent(t.Context(), room, configType, "", json.RawMessage(bad))
+		testnode.WantErr(t, err, "M_BAD_JSON", 400)
+	}
+	if ev, err := n.Rooms.StateEvent(t.Context(), room, moderation.ConfigType, ""); err != nil || ev != nil {
+		t.Fatalf("a refused configuration was stored: %v, %v", ev, err)
+	}
+	for _, bad := range []map[string]any{{"moderators_room": "mods"}, {"policy_lists": []string{"#a:x"}}} {
+		n.Do(t, "PUT", "/_matrixos/admin/v1/moderation", admin.AccessToken, bad, testnode.NoSpecCheck()).Want(t, 400, "M_INVALID_PARAM")
+	}
+}

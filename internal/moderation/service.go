@@ -1,0 +1,537 @@
+package moderation
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/storage"
+)
+
+const (
+	// BotLocalpart is the moderation user's localpart: it joins the
+	// protected rooms and acts in them as a moderator.
+	BotLocalpart = "moderation"
+	followerName = "events"
+	stepSize     = 200
+	// followInterval is how often the follower looks for events without
+	// a wake-up.
+	followInterval = time.Second
+	// saveInterval is how often a changed classifier is saved.
+	saveInterval = 30 * time.Second
+)
+
+// Watch roles of a room (moderation_watch).
+const (
+	roleProtected  = "protected"
+	roleList       = "list"
+	roleModerators = "moderators"
+)
+
+// Options configure a Service.
+type Options struct {
+	DB       *storage.DB
+	Rooms    *rooms.Engine
+	Accounts *accounts.Service
+	Log      *slog.Logger
+	// RoomVersion is the version of the node's own policy list room.
+	RoomVersion id.RoomVersion
+}
+
+// Service runs the protections and policy lists of the node's rooms off
+// the send path: the room engine's OnEvent hook only wakes its follower,
+// which reads the committed events of the rooms it watches.
+type Service struct {
+	opts Options
+	log  *slog.Logger
+
+	wake         chan struct{}
+	stepMu       sync.Mutex // one step, settings change or undo at a time
+	stopFollower func()
+
+	// Guarded by stepMu.
+	settings Settings
+	configs  map[id.RoomID]*Config
+	lists    map[id.RoomID]map[string]Rule // list room -> rule key -> rule
+	recent   map[id.RoomID][]*recentMsg
+	flood    map[string][]int64 // room + user -> recent message timestamps
+	loaded   bool
+
+	clsMu    sync.Mutex
+	cls      *Classifier
+	clsDirty bool
+	clsSaved time.Time
+}
+
+// Settings are the node's moderation settings (admin API).
+type Settings struct {
+	// ModeratorsRoom receives reports for rooms that name none.
+	ModeratorsRoom id.RoomID `json:"moderators_room,omitempty"`
+	// PolicyLists apply to every protected room.
+	PolicyLists []id.RoomID `json:"policy_lists,omitempty"`
+	// ListRoom is the node's own policy list, created on its first rule.
+	ListRoom id.RoomID `json:"list_room,omitempty"`
+}
+
+// New returns the service; Start starts its follower.
+func New(opts Options) *Service {
+	if opts.RoomVersion == "" {
+		opts.RoomVersion = id.RoomV11
+	}
+	return &Service{opts: opts, log: opts.Log.With("component", "moderation"), wake: make(chan struct{}, 1),
+		configs: map[id.RoomID]*Config{}, lists: map[id.RoomID]map[string]Rule{},
+		recent: map[id.RoomID][]*recentMsg{}, flood: map[string][]int64{}, cls: NewClassifier()}
+}
+
+// Bot is the moderation user.
+func (s *Service) Bot() id.UserID { return s.opts.Accounts.UserID(BotLocalpart) }
+
+// OnEvent is the room engine's hook: it wakes the follower. It never
+// blocks.
+func (s *Service) OnEvent(ev *rooms.Event, _ *rooms.RoomInfo) {
+	if ev.Pos > 0 {
+		s.wakeUp()
+	}
+}
+
+// wakeUp has the follower look for events now.
+func (s *Service) wakeUp() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Start runs the follower until Close.
+func (s *Service) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.follow(ctx)
+	}()
+	s.stopFollower = func() {
+		cancel()
+		<-done
+	}
+}
+
+// Close stops the follower and saves the classifier.
+func (s *Service) Close(ctx context.Context) error {
+	if s.stopFollower != nil {
+		s.stopFollower()
+	}
+	return s.saveClassifier(ctx, true)
+}
+
+func (s *Service) follow(ctx context.Context) {
+	tick := time.NewTicker(followInterval)
+	defer tick.Stop()
+	for {
+		for {
+			more, err := s.Step(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.log.Error("moderation: step", "err", err)
+				}
+				break
+			}
+			if !more {
+				break
+			}
+		}
+		if err := s.saveClassifier(ctx, false); err != nil && ctx.Err() == nil {
+			s.log.Error("moderation: save the classifier", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// followQuery reads the committed events after a position that the
+// follower must see: those of the rooms it watches and every protections
+// configuration.
+const followQuery = `SELECT e.pos, e.room_id, e.event_id, e.type, e.state_key, e.sender, e.json FROM events e
+	WHERE e.pos > $1 AND e.pos <= $2 AND NOT e.rejected
+	AND (e.type = '` + ConfigType + `' OR e.room_id IN (SELECT room_id FROM moderation_watch))
+	ORDER BY e.pos LIMIT 200`
+
+// storedEvent is one event the follower reads.
+type storedEvent struct {
+	pos      int64
+	roomID   id.RoomID
+	eventID  id.EventID
+	evType   string
+	stateKey sql.NullString
+	sender   id.UserID
+	json     []byte
+}
+
+func (ev storedEvent) content() gjson.Result { return gjson.GetBytes(ev.json, "content") }
+
+func (ev storedEvent) ts() int64 { return gjson.GetBytes(ev.json, "origin_server_ts").Int() }
+
+// Step handles the next committed events (at most stepSize, up to and
+// including the next configuration change) and reports whether more may
+// be waiting. The follower calls it; tests call it to catch up at once.
+func (s *Service) Step(ctx context.Context) (more bool, err error) {
+	s.stepMu.Lock()
+	defer s.stepMu.Unlock()
+	if err := s.load(ctx); err != nil {
+		return false, err
+	}
+	mark, err := s.mark(ctx)
+	if err != nil {
+		return false, err
+	}
+	visible := s.opts.DB.Visible()
+	if visible <= mark {
+		return false, nil
+	}
+	evs, err := s.scan(ctx, mark, visible)
+	if err != nil {
+		return false, err
+	}
+	for _, ev := range evs {
+		if err := s.handle(ctx, ev); err != nil {
+			return false, err
+		}
+	}
+	if len(evs) == stepSize || (len(evs) > 0 && evs[len(evs)-1].evType == ConfigType) {
+		return true, s.setMark(ctx, evs[len(evs)-1].pos)
+	}
+	return false, s.setMark(ctx, visible)
+}
+
+func (s *Service) scan(ctx context.Context, mark, visible int64) ([]storedEvent, error) {
+	rows, err := s.opts.DB.Query(ctx, followQuery, mark, visible)
+	if err != nil {
+		return nil, fmt.Errorf("read events for moderation: %w", err)
+	}
+	defer rows.Close()
+	var evs []storedEvent
+	for rows.Next() {
+		var ev storedEvent
+		if err := rows.Scan(&ev.pos, &ev.roomID, &ev.eventID, &ev.evType, &ev.stateKey, &ev.sender, &ev.json); err != nil {
+			return nil, fmt.Errorf("read events for moderation: %w", err)
+		}
+		evs = append(evs, ev)
+		if ev.evType == ConfigType {
+			break // the query's view of the watched rooms is out of date
+		}
+	}
+	return evs, rows.Err()
+}
+
+func (s *Service) mark(ctx context.Context) (int64, error) {
+	var pos int64
+	err := s.opts.DB.QueryRow(ctx, "SELECT pos FROM moderation_marks WHERE follower = $1", followerName).Scan(&pos)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("read moderation mark: %w", err)
+	}
+	return pos, nil
+}
+
+func (s *Service) setMark(ctx context.Context, pos int64) error {
+	return s.opts.DB.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO moderation_marks (follower, pos) VALUES ($1, $2)
+			ON CONFLICT (follower) DO UPDATE SET pos = excluded.pos`, followerName, pos)
+		return err
+	})
+}
+
+// load reads, once, the node's settings, the classifier and the
+// configuration of every protected room.
+func (s *Service) load(ctx context.Context) error {
+	if s.loaded {
+		return nil
+	}
+	if v, ok, err := s.setting(ctx, "settings"); err != nil {
+		return err
+	} else if ok {
+		if err := json.Unmarshal([]byte(v), &s.settings); err != nil {
+			return fmt.Errorf("moderation settings: %w", err)
+		}
+	}
+	if v, ok, err := s.setting(ctx, "classifier"); err != nil {
+		return err
+	} else if ok {
+		if err := s.cls.UnmarshalJSON([]byte(v)); err != nil {
+			return fmt.Errorf("moderation classifier: %w", err)
+		}
+	}
+	rows, err := s.opts.DB.Query(ctx, "SELECT room_id FROM moderation_watch WHERE role = $1", roleProtected)
+	if err != nil {
+		return fmt.Errorf("read protected rooms: %w", err)
+	}
+	var protected []id.RoomID
+	for rows.Next() {
+		var r id.RoomID
+		if err := rows.Scan(&r); err != nil {
+			rows.Close()
+			return fmt.Errorf("read protected rooms: %w", err)
+		}
+		protected = append(protected, r)
+	}
+	rows.Close()
+	for _, r := range protected {
+		ev, err := s.opts.Rooms.StateEvent(ctx, r, ConfigType, "")
+		if err != nil || ev == nil {
+			continue
+		}
+		if cfg, err := ParseConfig(ev.Content()); err == nil && !cfg.empty() {
+			s.configs[r] = cfg
+		}
+	}
+	s.loaded = true
+	return nil
+}
+
+func (s *Service) setting(ctx context.Context, name string) (string, bool, error) {
+	var v string
+	err := s.opts.DB.QueryRow(ctx, "SELECT value FROM moderation_settings WHERE name = $1", name).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("read moderation setting %s: %w", name, err)
+	}
+	return v, true, nil
+}
+
+func (s *Service) setSetting(ctx context.Context, name, value string) error {
+	return s.opts.DB.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO moderation_settings (name, value) VALUES ($1, $2)
+			ON CONFLICT (name) DO UPDATE SET value = excluded.value`, name, value)
+		return err
+	})
+}
+
+// saveClassifier stores the classifier when it changed, at most every
+// saveInterval unless now is set. It lives in memory: what was learnt
+// since the last save is lost if the node dies.
+func (s *Service) saveClassifier(ctx context.Context, now bool) error {
+	s.clsMu.Lock()
+	if !s.clsDirty || (!now && time.Since(s.clsSaved) < saveInterval) {
+		s.clsMu.Unlock()
+		return nil
+	}
+	b, err := s.cls.MarshalJSON()
+	s.clsDirty, s.clsSaved = false, time.Now()
+	s.clsMu.Unlock()
+	if err != nil {
+		return err
+	}
+	return s.setSetting(ctx, "classifier", string(b))
+}
+
+// empty reports whether a configuration turns nothing on.
+func (c *Config) empty() bool {
+	return c.ModeratorsRoom == "" && len(c.PolicyLists) == 0 && c.Flood == nil && c.Mentions == nil &&
+		len(c.Words) == 0 && len(c.BlockedLinks) == 0 && c.NewAccounts == nil && c.FirstMessage == nil && !c.Classifier
+}
+
+// handle does what one event calls for.
+func (s *Service) handle(ctx context.Context, ev storedEvent) error {
+	if ev.evType == ConfigType && ev.stateKey.Valid && ev.stateKey.String == "" {
+		return s.configure(ctx, ev.roomID)
+	}
+	if ev.stateKey.Valid && isRuleType(ev.evType) && s.isList(ev.roomID) {
+		return s.ruleChanged(ctx, ev.roomID, ev.evType, ev.stateKey.String)
+	}
+	if ev.sender == s.Bot() {
+		return nil
+	}
+	if ev.evType == "m.reaction" && s.isModeratorsRoom(ev.roomID) {
+		return s.undoByReaction(ctx, ev)
+	}
+	cfg := s.configs[ev.roomID]
+	if cfg == nil {
+		return nil
+	}
+	switch ev.evType {
+	case "m.room.member":
+		return s.memberChanged(ctx, cfg, ev)
+	case "m.room.redaction":
+		s.learnFromRedaction(ev)
+		return nil
+	case "m.room.message", "m.sticker", "m.room.encrypted":
+		return s.protect(ctx, cfg, ev)
+	}
+	return nil
+}
+
+// configure applies a room's new configuration: the watched rooms, the
+// moderation user's memberships, then its policy lists.
+func (s *Service) configure(ctx context.Context, roomID id.RoomID) error {
+	ev, err := s.opts.Rooms.StateEvent(ctx, roomID, ConfigType, "")
+	if err != nil {
+		return fmt.Errorf("read %s of %s: %w", ConfigType, roomID, err)
+	}
+	var cfg *Config
+	if ev != nil {
+		if cfg, err = ParseConfig(ev.Content()); err != nil {
+			// A remote server sent it; local sends are checked.
+			s.log.Warn("moderation: configuration ignored", "room_id", roomID, "err", err)
+			cfg = nil
+		}
+	}
+	if cfg == nil || cfg.empty() {
+		delete(s.configs, roomID)
+		s.log.Info("moderation: protections off", "room_id", roomID)
+		return s.writeWatch(ctx)
+	}
+	s.configs[roomID] = cfg
+	s.log.Info("moderation: protections configured", "room_id", roomID)
+	if err := s.writeWatch(ctx); err != nil {
+		return err
+	}
+	s.joinAll(ctx, append([]id.RoomID{roomID}, s.related(cfg)...))
+	return s.enforce(ctx, roomID)
+}
+
+// related returns the rooms a protected room's configuration names.
+func (s *Service) related(cfg *Config) []id.RoomID {
+	out := slices.Clone(s.listsOf(cfg))
+	if m := s.moderatorsRoom(cfg); m != "" {
+		out = append(out, m)
+	}
+	return out
+}
+
+// listsOf returns the policy lists that apply to a protected room: its
+// own, the node's subscriptions and the node's own list.
+func (s *Service) listsOf(cfg *Config) []id.RoomID {
+	out := slices.Clone(cfg.PolicyLists)
+	for _, l := range append(slices.Clone(s.settings.PolicyLists), s.settings.ListRoom) {
+		if l == "" {
+			continue
+		}
+		if !slices.Contains(out, l) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (s *Service) moderatorsRoom(cfg *Config) id.RoomID {
+	if cfg != nil && cfg.ModeratorsRoom != "" {
+		return cfg.ModeratorsRoom
+	}
+	return s.settings.ModeratorsRoom
+}
+
+func (s *Service) isList(roomID id.RoomID) bool {
+	if slices.Contains(s.settings.PolicyLists, roomID) || s.settings.ListRoom == roomID {
+		return true
+	}
+	for _, cfg := range s.configs {
+		if slices.Contains(cfg.PolicyLists, roomID) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Service) isModeratorsRoom(roomID id.RoomID) bool {
+	if s.settings.ModeratorsRoom == roomID {
+		return true
+	}
+	for _, cfg := range s.configs {
+		if cfg.ModeratorsRoom == roomID {
+			return true
+		}
+	}
+	return false
+}
+
+// writeWatch rewrites the watched rooms from the configurations and the
+// node's settings.
+func (s *Service) writeWatch(ctx context.Context) error {
+	type watch struct {
+		room id.RoomID
+		role string
+	}
+	set := map[watch]bool{}
+	if s.settings.ModeratorsRoom != "" {
+		set[watch{s.settings.ModeratorsRoom, roleModerators}] = true
+	}
+	for r, cfg := range s.configs {
+		set[watch{r, roleProtected}] = true
+		for _, l := range s.listsOf(cfg) {
+			set[watch{l, roleList}] = true
+		}
+		if cfg.ModeratorsRoom != "" {
+			set[watch{cfg.ModeratorsRoom, roleModerators}] = true
+		}
+	}
+	return s.opts.DB.Write(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, "DELETE FROM moderation_watch"); err != nil {
+			return err
+		}
+		for w := range set {
+			if _, err := tx.Exec(ctx, "INSERT INTO moderation_watch (room_id, role) VALUES ($1, $2)", w.room, w.role); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// joinAll has the moderation user join rooms, logging what fails (a
+// private room must invite it first).
+func (s *Service) joinAll(ctx context.Context, roomIDs []id.RoomID) {
+	for _, r := range roomIDs {
+		if err := s.join(ctx, r); err != nil {
+			s.log.Warn("moderation: the moderation user could not join; invite it", "room_id", r, "err", err)
+		}
+	}
+}
+
+// join makes sure the moderation user exists and is in the room.
+func (s *Service) join(ctx context.Context, roomID id.RoomID) error {
+	bot := s.Bot()
+	if s.opts.Rooms.Membership(bot, roomID) == "join" {
+		return nil
+	}
+	if err := s.ensureBot(ctx); err != nil {
+		return err
+	}
+	sk := string(bot)
+	_, err := s.opts.Rooms.Send(ctx, roomID, rooms.Proto{Type: "m.room.member", StateKey: &sk, Sender: bot,
+		Content: json.RawMessage(`{"membership":"join","displayname":"Moderation"}`)})
+	return err
+}
+
+// ensureBot creates the moderation user if it does not exist.
+func (s *Service) ensureBot(ctx context.Context) error {
+	bot := s.Bot()
+	u, exists, err := s.opts.Accounts.GetUser(ctx, bot)
+	if err != nil {
+		return err
+	}
+	if exists && u.PasswordHash != "" {
+		return fmt.Errorf("%s is a user account with a password, not the moderation user", bot)
+	}
+	if !exists {
+		if _, err := s.opts.Accounts.CreateUser(ctx, BotLocalpart, "", false); err != nil && !errors.Is(err, accounts.ErrUserExists) {
+			return fmt.Errorf("create the moderation user: %w", err)
+		}
+	}
+	return nil
+}
