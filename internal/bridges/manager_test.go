@@ -126,6 +126,41 @@ matrixos_bridge_up{bridge="flaky"} 1
 	}
 }
 
+// TestPanickingBridgeRestarts: a connector whose handler panics in a
+// goroutine of its own fails its run instead of stopping the node: the
+// supervisor starts it again with backoff (twice here, then it runs), the
+// status names the panic, and the node answers /versions throughout.
+func TestPanickingBridgeRestarts(t *testing.T) {
+	node := testnode.Start(t, testnode.SQLite)
+	var starts atomic.Int64
+	m := startManager(t, node, bridgetest.PanickingEchoKind("crashy", 2, &starts))
+	if _, err := m.Enable(context.Background(), "crashy", ""); err != nil {
+		t.Fatal(err)
+	}
+	var st bridges.Status
+	testnode.WaitFor(t, 60*time.Second, "crashy restarted twice and running", func() bool {
+		var err error
+		if st, err = m.Status(context.Background(), "crashy"); err != nil {
+			t.Fatal(err)
+		}
+		return st.Restarts == 2 && st.State == bridges.StateRunning
+	})
+	if !strings.Contains(st.LastError, "panic: echo network: the handler of start 2 panicked") {
+		t.Errorf("last error = %q, want the second run's panic", st.LastError)
+	}
+	resp, err := http.Get(node.URL + "/_matrix/client/versions")
+	if err != nil {
+		t.Fatalf("/versions after the panics: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/versions after the panics: %s", resp.Status)
+	}
+	if starts.Load() != 3 {
+		t.Errorf("connectors started = %d, want 3", starts.Load())
+	}
+}
+
 // TestBridgeFilesPrivate: the files of a bridge are 0600 in 0700
 // directories, its tokens are long, random and differ from another
 // bridge's, and enabling it again keeps them.

@@ -18,6 +18,7 @@ import (
 	"maunium.net/go/mautrix/event"
 
 	"github.com/matrixos/matrixos/internal/bridges"
+	"github.com/matrixos/matrixos/internal/bridges/guard"
 )
 
 // EchoNetwork is a test fixture, a bridgev2 network connector for tests of
@@ -31,6 +32,7 @@ type EchoNetwork struct {
 	FromMatrix chan string
 	starts     *atomic.Int64
 	failStarts int64
+	panics     int64 // the first runs whose handler panics
 }
 
 // EchoConfig is the echo network's config section.
@@ -51,15 +53,39 @@ func EchoKind(name string, failStarts int, starts *atomic.Int64) bridges.Kind {
 		}}
 }
 
+// PanickingEchoKind is a bridge kind named name on the echo network whose
+// first panics runs panic in a handler the connector runs in a goroutine
+// of its own (as a network client's update handler runs), soon after the
+// connector starts; starts, when not nil, counts the starts.
+func PanickingEchoKind(name string, panics int, starts *atomic.Int64) bridges.Kind {
+	kind := EchoKind(name, 0, starts)
+	newNetwork := kind.NewNetwork
+	kind.NewNetwork = func() bridgev2.NetworkConnector {
+		n := newNetwork().(*EchoNetwork)
+		n.panics = int64(panics)
+		return n
+	}
+	return kind
+}
+
 // Init implements bridgev2.NetworkConnector.
 func (n *EchoNetwork) Init(br *bridgev2.Bridge) { n.br = br }
 
-// Start fails for the first starts of a kind made to fail.
-func (n *EchoNetwork) Start(context.Context) error {
+// Start fails for the first starts of a kind made to fail, and starts the
+// panicking handler in the first runs of a kind made to panic.
+func (n *EchoNetwork) Start(ctx context.Context) error {
 	if i := n.starts.Add(1); i <= n.failStarts {
 		return fmt.Errorf("echo network: start %d of %d fails", i, n.failStarts)
+	} else if i <= n.panics {
+		guard.FromContext(ctx).Go(func() { n.handleUpdate(i) })
 	}
 	return nil
+}
+
+// handleUpdate stands for a network client's update handler that panics.
+func (n *EchoNetwork) handleUpdate(start int64) {
+	time.Sleep(100 * time.Millisecond)
+	panic(fmt.Sprintf("echo network: the handler of start %d panicked", start))
 }
 
 func (n *EchoNetwork) GetBridgeInfoVersion() (int, int) { return 1, 1 }

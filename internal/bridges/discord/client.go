@@ -113,6 +113,7 @@ func (c *Client) recoverPanic(what string) {
 // Connect opens the gateway, retrying with backoff until it succeeds, the
 // token is refused or Disconnect is called.
 func (c *Client) Connect(ctx context.Context) {
+	defer c.connector.guard.Recover() // bridgev2's reconnect calls it from a goroutine of its own
 	c.mu.Lock()
 	c.stopped = false
 	c.mu.Unlock()

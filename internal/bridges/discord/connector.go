@@ -16,6 +16,8 @@ import (
 	"go.mau.fi/util/configupgrade"
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/database"
+
+	"github.com/matrixos/matrixos/internal/bridges/guard"
 )
 
 // Config is the bridge's `network:` section.
@@ -62,6 +64,8 @@ type Connector struct {
 	br          *bridgev2.Bridge
 	maxFileSize atomic.Int64
 	httpClient  *http.Client
+	// guard fails the bridge's run on a panic in a goroutine of ours.
+	guard *guard.Guard
 }
 
 var (
@@ -132,6 +136,7 @@ func (c *Connector) ValidateConfig() error {
 
 // Start points discordgo at the configured Discord.
 func (c *Connector) Start(ctx context.Context) error {
+	c.guard = guard.FromContext(ctx)
 	apiURL, err := baseURL(c.Config.APIURL, defaultAPIURL)
 	if err != nil {
 		return fmt.Errorf("discord: api_url: %w", err)

@@ -101,7 +101,7 @@ func (l *botTokenLogin) SubmitUserInput(ctx context.Context, input map[string]st
 	if err != nil {
 		return nil, fmt.Errorf("discord: saving the login: %w", err)
 	}
-	go login.Client.Connect(login.Log.WithContext(context.Background()))
+	l.connector.guard.Go(func() { login.Client.Connect(login.Log.WithContext(context.Background())) })
 	return &bridgev2.LoginStep{
 		Type:           bridgev2.LoginStepTypeComplete,
 		StepID:         stepLoginDone,

@@ -29,10 +29,13 @@ import (
 	"maunium.net/go/mautrix/bridgev2/status"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/bridges/guard"
 )
 
 // Run runs the bridge until ctx is done (then it stops it and returns
-// nil) or the bridge fails to start (the error says why).
+// nil), the bridge fails to start (the error says why) or a goroutine of
+// the host or the connector panics (the error is the guard.PanicError).
 func Run(ctx context.Context, opts Options) error {
 	cfg, err := LoadConfig(opts)
 	if err != nil {
@@ -64,7 +67,10 @@ func Run(ctx context.Context, opts Options) error {
 		srv.Shutdown(shutdownCtx)
 	}()
 
-	startCtx := log.WithContext(ctx)
+	// A panic in a goroutine of the host or the connector fails this run
+	// (see package guard); the connector finds the guard in Start's ctx.
+	g := guard.New()
+	startCtx := guard.NewContext(log.WithContext(ctx), g)
 	if err := br.StartConnectors(startCtx); err != nil {
 		br.StopWithTimeout(5 * time.Second)
 		return fmt.Errorf("bridge %s: start: %w", opts.Name, err)
@@ -73,7 +79,7 @@ func Run(ctx context.Context, opts Options) error {
 		br.StopWithTimeout(5 * time.Second)
 		return fmt.Errorf("bridge %s: start logins: %w", opts.Name, err)
 	}
-	go br.PostStart(startCtx)
+	g.Go(func() { br.PostStart(startCtx) })
 	if opts.Started != nil {
 		opts.Started()
 	}
@@ -84,6 +90,10 @@ func Run(ctx context.Context, opts Options) error {
 	case err := <-served:
 		br.StopWithTimeout(5 * time.Second)
 		return fmt.Errorf("bridge %s: appservice listener: %w", opts.Name, err)
+	case <-g.Failed():
+		log.Error().Err(g.Err()).Msg("Bridge panicked; stopping it")
+		br.StopWithTimeout(5 * time.Second)
+		return fmt.Errorf("bridge %s: %w", opts.Name, g.Err())
 	}
 }
 

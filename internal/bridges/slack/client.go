@@ -80,6 +80,7 @@ func (discardLogger) Output(int, string) error { return nil }
 // Connect opens Socket Mode in the background and handles its events until
 // Disconnect.
 func (sc *Client) Connect(context.Context) {
+	defer sc.connector.guard.Recover() // bridgev2's reconnect calls it from a goroutine of its own
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if sc.cancel != nil {
@@ -93,7 +94,8 @@ func (sc *Client) Connect(context.Context) {
 	sc.cancel = cancel
 	sc.done = make(chan struct{})
 	sc.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateConnecting})
-	go sc.run(ctx, sc.done)
+	done := sc.done
+	sc.connector.guard.Go(func() { sc.run(ctx, done) })
 }
 
 // Disconnect closes Socket Mode and waits for the event loop to end.

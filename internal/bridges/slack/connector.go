@@ -8,6 +8,8 @@ import (
 	"go.mau.fi/util/configupgrade"
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/database"
+
+	"github.com/matrixos/matrixos/internal/bridges/guard"
 )
 
 // Config is the bridge config's network section.
@@ -31,6 +33,8 @@ type Connector struct {
 
 	maxFileSize int64
 	httpClient  *http.Client
+	// guard fails the bridge's run on a panic in a goroutine of ours.
+	guard *guard.Guard
 }
 
 var (
@@ -47,7 +51,10 @@ func NewConnector() *Connector {
 func (c *Connector) Init(bridge *bridgev2.Bridge) { c.Bridge = bridge }
 
 // Start has nothing to do: each login connects on its own.
-func (c *Connector) Start(context.Context) error { return nil }
+func (c *Connector) Start(ctx context.Context) error {
+	c.guard = guard.FromContext(ctx)
+	return nil
+}
 
 // GetName describes Slack for m.bridge events and the example config.
 func (c *Connector) GetName() bridgev2.BridgeName {

@@ -123,7 +123,7 @@ func (l *tokenLogin) SubmitUserInput(ctx context.Context, input map[string]strin
 	if err != nil {
 		return nil, fmt.Errorf("saving the login: %w", err)
 	}
-	go login.Client.Connect(login.Log.WithContext(l.connector.Bridge.BackgroundCtx))
+	l.connector.guard.Go(func() { login.Client.Connect(login.Log.WithContext(l.connector.Bridge.BackgroundCtx)) })
 	return &bridgev2.LoginStep{
 		Type:           bridgev2.LoginStepTypeComplete,
 		StepID:         loginStepComplete,

@@ -50,6 +50,7 @@ func (tc *Client) selfID() int64 {
 
 // Connect runs the gotd client and its updates manager until Disconnect.
 func (tc *Client) Connect(ctx context.Context) {
+	defer tc.connector.guard.Recover() // bridgev2's reconnect calls it from a goroutine of its own
 	opts, err := tc.connector.clientOptions()
 	if err != nil {
 		tc.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateUnknownError, Error: "tg-config", Message: err.Error()})
@@ -67,7 +68,7 @@ func (tc *Client) Connect(ctx context.Context) {
 	tc.mu.Lock()
 	tc.api, tc.stop, tc.done, tc.manager = api, stop, done, manager
 	tc.mu.Unlock()
-	go func() {
+	tc.connector.guard.Go(func() {
 		defer close(done)
 		err := api.Run(runCtx, func(ctx context.Context) error {
 			self, err := api.Self(ctx)
@@ -88,7 +89,7 @@ func (tc *Client) Connect(ctx context.Context) {
 			tc.login.Log.Err(err).Msg("Telegram client stopped")
 			tc.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateTransientDisconnect, Error: "tg-disconnected", Message: err.Error()})
 		}
-	}()
+	})
 }
 
 // Disconnect stops the client and waits for it.

@@ -26,6 +26,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/bridges"
+	"github.com/matrixos/matrixos/internal/bridges/guard"
 )
 
 // Config is the bridge config's network section.
@@ -77,6 +78,9 @@ type Connector struct {
 	Bridge *bridgev2.Bridge
 	Config Config
 
+	// guard fails the bridge's run on a panic in a goroutine of ours.
+	guard *guard.Guard
+
 	loginsMu sync.Mutex
 	logins   map[id.UserID]*phoneLogin // each user's login in progress
 }
@@ -97,8 +101,9 @@ func (c *Connector) Init(bridge *bridgev2.Bridge) {
 	}
 }
 
-// Start checks the config.
-func (c *Connector) Start(context.Context) error {
+// Start checks the config and keeps the run's guard.
+func (c *Connector) Start(ctx context.Context) error {
+	c.guard = guard.FromContext(ctx)
 	_, err := c.clientOptions()
 	return err
 }

@@ -241,14 +241,14 @@ func (l *phoneLogin) connect() error {
 	l.stop, l.ended = stop, ended
 	l.mu.Unlock()
 	var runErr error
-	go func() {
+	l.connector.guard.Go(func() {
 		defer close(ended)
 		runErr = l.api.Run(ctx, func(ctx context.Context) error {
 			close(ready)
 			<-ctx.Done()
 			return nil
 		})
-	}()
+	})
 	select {
 	case <-ready:
 		return nil
@@ -288,7 +288,7 @@ func (l *phoneLogin) signIn(ctx context.Context, code string) (*bridgev2.LoginSt
 	if err != nil {
 		return nil, fmt.Errorf("saving the login: %w", err)
 	}
-	go login.Client.Connect(login.Log.WithContext(l.connector.Bridge.BackgroundCtx))
+	l.connector.guard.Go(func() { login.Client.Connect(login.Log.WithContext(l.connector.Bridge.BackgroundCtx)) })
 	return &bridgev2.LoginStep{
 		Type:           bridgev2.LoginStepTypeComplete,
 		StepID:         loginStepComplete,
