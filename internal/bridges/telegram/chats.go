@@ -14,21 +14,23 @@ import (
 )
 
 // A portal's ID names its Telegram chat: "user:<id>" a private chat with
-// that user, "chat:<id>" a basic group.
+// that user, "chat:<id>" a basic group, "channel:<id>" a supergroup or a
+// broadcast channel.
 const (
-	userPortalPrefix = "user:"
-	chatPortalPrefix = "chat:"
+	userPortalPrefix    = "user:"
+	chatPortalPrefix    = "chat:"
+	channelPortalPrefix = "channel:"
 )
 
-// chatRef is a bridged Telegram chat: a private chat with a user, or a
-// basic group.
+// chatRef is a bridged Telegram chat: a private chat with a user, a basic
+// group, or a channel (supergroup or broadcast).
 type chatRef struct {
-	user int64
-	chat int64
+	user    int64
+	chat    int64
+	channel int64
 }
 
-// portalKey is the portal of a chat the account is in; supergroups and
-// channels are not bridged.
+// portalKey is the portal of a chat the account is in.
 func (tc *Client) portalKey(peer tg.PeerClass) (networkid.PortalKey, bool) {
 	var id string
 	switch peer := peer.(type) {
@@ -36,6 +38,8 @@ func (tc *Client) portalKey(peer tg.PeerClass) (networkid.PortalKey, bool) {
 		id = userPortalPrefix + strconv.FormatInt(peer.UserID, 10)
 	case *tg.PeerChat:
 		id = chatPortalPrefix + strconv.FormatInt(peer.ChatID, 10)
+	case *tg.PeerChannel:
+		id = channelPortalPrefix + strconv.FormatInt(peer.ChannelID, 10)
 	default:
 		return networkid.PortalKey{}, false
 	}
@@ -49,6 +53,7 @@ func parsePortalID(id networkid.PortalID) (chatRef, error) {
 	}{
 		{userPortalPrefix, func(r *chatRef, id int64) { r.user = id }},
 		{chatPortalPrefix, func(r *chatRef, id int64) { r.chat = id }},
+		{channelPortalPrefix, func(r *chatRef, id int64) { r.channel = id }},
 	} {
 		if rest, ok := strings.CutPrefix(string(id), kind.prefix); ok {
 			n, err := strconv.ParseInt(rest, 10, 64)
@@ -69,8 +74,11 @@ func (tc *Client) peer(ctx context.Context, portal *bridgev2.Portal) (tg.InputPe
 	if err != nil {
 		return nil, err
 	}
-	if ref.chat != 0 {
+	switch {
+	case ref.chat != 0:
 		return &tg.InputPeerChat{ChatID: ref.chat}, nil
+	case ref.channel != 0:
+		return tc.channelPeer(ref.channel), nil
 	}
 	u, err := tc.user(ctx, ref.user)
 	if err != nil {
@@ -86,8 +94,11 @@ func (tc *Client) GetChatInfo(ctx context.Context, portal *bridgev2.Portal) (*br
 	if err != nil {
 		return nil, err
 	}
-	if ref.chat != 0 {
+	switch {
+	case ref.chat != 0:
 		return tc.groupInfo(ctx, ref.chat)
+	case ref.channel != 0:
+		return tc.channelInfo(ctx, ref.channel)
 	}
 	roomType := database.RoomTypeDM
 	return &bridgev2.ChatInfo{

@@ -56,7 +56,11 @@ func (tc *Client) Connect(ctx context.Context) {
 		tc.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateUnknownError, Error: "tg-config", Message: err.Error()})
 		return
 	}
-	manager := updates.New(updates.Config{Handler: newUpdateHandler(tc), Storage: &stateStorage{client: tc}})
+	storage := &stateStorage{client: tc}
+	manager := updates.New(updates.Config{
+		Handler: newUpdateHandler(tc), Storage: storage, AccessHasher: storage,
+		OnChannelTooLong: func(channel int64) { tc.catchUpChannel(ctx, channel) },
+	})
 	opts.SessionStorage = &sessionStorage{client: tc}
 	opts.UpdateHandler = manager
 	// The updates a call answers with (an edit, a reaction) go through the
@@ -133,11 +137,14 @@ func (tc *Client) IsThisUser(_ context.Context, userID networkid.UserID) bool {
 	return userID == ghostID(tc.selfID())
 }
 
-// remember keeps the users an update names, for their names and access
-// hashes.
+// remember keeps the users and channels an update names, for their names
+// and access hashes.
 func (tc *Client) remember(ctx context.Context, e tg.Entities) {
 	for _, u := range e.Users {
 		tc.rememberUser(ctx, u)
+	}
+	for _, ch := range e.Channels {
+		tc.rememberChannel(ctx, ch)
 	}
 }
 
@@ -225,8 +232,4 @@ func (tc *Client) GetCapabilities(context.Context, *bridgev2.Portal) *event.Room
 
 func ghostID(user int64) networkid.UserID {
 	return networkid.UserID(strconv.FormatInt(user, 10))
-}
-
-func messageID(id int) networkid.MessageID {
-	return networkid.MessageID(strconv.Itoa(id))
 }

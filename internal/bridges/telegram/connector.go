@@ -1,10 +1,12 @@
 // Package telegram is the built-in Telegram bridge: a bridgev2 network
 // connector that puppets a Telegram account through gotd's MTProto client.
 // A user logs in with their phone number and the code Telegram sends; the
-// gotd session, the update state (pts) and the users' access hashes live in
-// the login's metadata, so messages sent while the bridge was down arrive
-// through getDifference and the bridge can still name a chat's user to
-// Telegram after a restart.
+// gotd session, the update state (pts, and each supergroup's and channel's
+// own) and the users' and channels' access hashes live in the login's
+// metadata, so messages sent while the bridge was down arrive through
+// getDifference and getChannelDifference, and the bridge can still name a
+// chat to Telegram after a restart. Private chats, basic groups,
+// supergroups and broadcast channels are bridged (channels.go).
 package telegram
 
 import (

@@ -45,9 +45,14 @@ func (tc *Client) client() (*tg.Client, error) {
 	return tc.api.API(), nil
 }
 
-// telegramMessageID is the Telegram ID of a bridged message.
+// telegramMessageID is the Telegram ID of a bridged message (in its
+// channel, for a channel's; see messageIDIn).
 func telegramMessageID(msg *database.Message) (int, error) {
-	id, err := strconv.Atoi(string(msg.ID))
+	raw := string(msg.ID)
+	if i := strings.LastIndexByte(raw, '.'); i >= 0 {
+		raw = raw[i+1:]
+	}
+	id, err := strconv.Atoi(raw)
 	if err != nil {
 		return 0, fmt.Errorf("message ID %q: %w", msg.ID, err)
 	}
@@ -120,7 +125,7 @@ func (tc *Client) HandleMatrixMessage(ctx context.Context, msg *bridgev2.MatrixM
 		return nil, fmt.Errorf("messages.sendMessage: %w", err)
 	}
 	return &bridgev2.MatrixMessageResponse{DB: &database.Message{
-		ID:        messageID(sentID),
+		ID:        messageIDIn(inputChannelID(peer), sentID),
 		SenderID:  ghostID(tc.selfID()),
 		Timestamp: time.Unix(int64(date), 0),
 	}}, nil
@@ -152,7 +157,8 @@ func (tc *Client) HandleMatrixEdit(ctx context.Context, edit *bridgev2.MatrixEdi
 	return nil
 }
 
-// HandleMatrixMessageRemove deletes the message for both sides.
+// HandleMatrixMessageRemove deletes the message for both sides (for
+// everyone, in a channel).
 func (tc *Client) HandleMatrixMessageRemove(ctx context.Context, msg *bridgev2.MatrixMessageRemove) error {
 	id, err := telegramMessageID(msg.TargetMessage)
 	if err != nil {
@@ -161,6 +167,9 @@ func (tc *Client) HandleMatrixMessageRemove(ctx context.Context, msg *bridgev2.M
 	api, err := tc.client()
 	if err != nil {
 		return err
+	}
+	if isChannelPortal(msg.Portal) {
+		return tc.deleteInChannel(ctx, api, msg.Portal, id)
 	}
 	affected, err := withFloodWait(ctx, func() (*tg.MessagesAffectedMessages, error) {
 		return api.MessagesDeleteMessages(ctx, &tg.MessagesDeleteMessagesRequest{Revoke: true, ID: []int{id}})

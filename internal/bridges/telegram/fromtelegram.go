@@ -42,7 +42,24 @@ func newUpdateHandler(tc *Client) *updateHandler {
 		return nil
 	})
 	h.dispatcher.OnDeleteMessages(func(ctx context.Context, _ tg.Entities, u *tg.UpdateDeleteMessages) error {
-		return tc.queueDeletes(ctx, u.Messages)
+		return tc.queueDeletes(ctx, 0, u.Messages)
+	})
+	h.dispatcher.OnNewChannelMessage(func(ctx context.Context, e tg.Entities, u *tg.UpdateNewChannelMessage) error {
+		tc.remember(ctx, e)
+		if m, ok := u.Message.(*tg.Message); ok {
+			return tc.queueMessage(m)
+		}
+		return nil
+	})
+	h.dispatcher.OnEditChannelMessage(func(ctx context.Context, e tg.Entities, u *tg.UpdateEditChannelMessage) error {
+		tc.remember(ctx, e)
+		if m, ok := u.Message.(*tg.Message); ok {
+			return tc.queueEdit(m)
+		}
+		return nil
+	})
+	h.dispatcher.OnDeleteChannelMessages(func(ctx context.Context, _ tg.Entities, u *tg.UpdateDeleteChannelMessages) error {
+		return tc.queueDeletes(ctx, u.ChannelID, u.Messages)
 	})
 	h.dispatcher.OnMessageReactions(func(ctx context.Context, e tg.Entities, u *tg.UpdateMessageReactions) error {
 		tc.remember(ctx, e)
@@ -77,7 +94,8 @@ func (tc *Client) recoverPanic(what string, cleanup func()) {
 }
 
 // senderOf is who sent a message: the account itself for an outgoing
-// one, else the user it is from (in a private chat, the other user).
+// one, else the user it is from (in a private chat, the other user). A
+// broadcast channel's post, from the channel itself, is the bridge bot's.
 func (tc *Client) senderOf(m *tg.Message) bridgev2.EventSender {
 	from := int64(0)
 	switch {
@@ -87,6 +105,8 @@ func (tc *Client) senderOf(m *tg.Message) bridgev2.EventSender {
 		if user, ok := m.FromID.(*tg.PeerUser); ok {
 			from = user.UserID
 		}
+	case m.Post:
+		return bridgev2.EventSender{}
 	default:
 		if user, ok := m.PeerID.(*tg.PeerUser); ok {
 			from = user.UserID
@@ -110,7 +130,7 @@ func (tc *Client) queueMessage(m *tg.Message) error {
 			CreatePortal: true,
 			Timestamp:    time.Unix(int64(m.Date), 0),
 		},
-		ID:                 messageID(m.ID),
+		ID:                 messageID(m.PeerID, m.ID),
 		Data:               m,
 		ConvertMessageFunc: tc.convertMessage,
 	}))
@@ -136,8 +156,8 @@ func (tc *Client) queueEdit(m *tg.Message) error {
 			Sender:    tc.senderOf(m),
 			Timestamp: edited,
 		},
-		ID:            messageID(m.ID),
-		TargetMessage: messageID(m.ID),
+		ID:            messageID(m.PeerID, m.ID),
+		TargetMessage: messageID(m.PeerID, m.ID),
 		Data:          m,
 		ConvertEditFunc: func(ctx context.Context, portal *bridgev2.Portal, intent bridgev2.MatrixAPI, existing []*database.Message, m *tg.Message) (*bridgev2.ConvertedEdit, error) {
 			if _, ok := document(m); ok {
@@ -152,11 +172,12 @@ func (tc *Client) queueEdit(m *tg.Message) error {
 	}))
 }
 
-// queueDeletes hands deleted messages to bridgev2. Telegram names only the
-// messages' IDs, so each one's chat is the one it was bridged to.
-func (tc *Client) queueDeletes(ctx context.Context, ids []int) error {
+// queueDeletes hands deleted messages of a channel (0: of the private
+// chats and basic groups) to bridgev2. Telegram names only the messages'
+// IDs, so each one's chat is the one it was bridged to.
+func (tc *Client) queueDeletes(ctx context.Context, channel int64, ids []int) error {
 	for _, id := range ids {
-		part, err := tc.connector.Bridge.DB.Message.GetFirstPartByID(ctx, tc.login.ID, messageID(id))
+		part, err := tc.connector.Bridge.DB.Message.GetFirstPartByID(ctx, tc.login.ID, messageIDIn(channel, id))
 		if err != nil {
 			return fmt.Errorf("finding deleted message %d: %w", id, err)
 		}
@@ -170,7 +191,7 @@ func (tc *Client) queueDeletes(ctx context.Context, ids []int) error {
 				Sender:    bridgev2.EventSender{IsFromMe: part.SenderID == ghostID(tc.selfID()), Sender: part.SenderID, SenderLogin: tc.login.ID},
 				Timestamp: time.Now(),
 			},
-			TargetMessage: messageID(id),
+			TargetMessage: messageIDIn(channel, id),
 		})
 		if err := handled("delete", res); err != nil {
 			return err
@@ -210,7 +231,7 @@ func (tc *Client) queueReactions(u *tg.UpdateMessageReactions) error {
 			PortalKey: key,
 			Timestamp: time.Now(),
 		},
-		TargetMessage: messageID(u.MsgID),
+		TargetMessage: messageID(u.Peer, u.MsgID),
 		Reactions:     &bridgev2.ReactionSyncData{Users: users, HasAllUsers: true},
 	}))
 }
@@ -247,7 +268,7 @@ func (tc *Client) convertMessage(ctx context.Context, portal *bridgev2.Portal, i
 	}
 	converted := &bridgev2.ConvertedMessage{Parts: []*bridgev2.ConvertedMessagePart{part}}
 	if reply, ok := m.ReplyTo.(*tg.MessageReplyHeader); ok && reply.ReplyToMsgID != 0 {
-		converted.ReplyTo = &networkid.MessageOptionalPartID{MessageID: messageID(reply.ReplyToMsgID)}
+		converted.ReplyTo = &networkid.MessageOptionalPartID{MessageID: messageID(m.PeerID, reply.ReplyToMsgID)}
 	}
 	return converted, nil
 }

@@ -32,6 +32,10 @@ type UserLoginMetadata struct {
 	// AccessHashes are the access hashes of the users the account has
 	// seen, by user ID: Telegram takes a user only with theirs.
 	AccessHashes map[int64]int64 `json:"access_hashes,omitempty"`
+	// ChannelPts and ChannelHashes are each channel's (supergroup's or
+	// broadcast channel's) update state and access hash, by channel ID.
+	ChannelPts    map[int64]int   `json:"channel_pts,omitempty"`
+	ChannelHashes map[int64]int64 `json:"channel_hashes,omitempty"`
 }
 
 const (

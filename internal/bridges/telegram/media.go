@@ -142,7 +142,7 @@ func (tc *Client) sendFile(ctx context.Context, api *tg.Client, peer tg.InputPee
 		return nil, fmt.Errorf("messages.sendMedia: %w", err)
 	}
 	return &bridgev2.MatrixMessageResponse{DB: &database.Message{
-		ID:        messageID(sentID),
+		ID:        messageIDIn(inputChannelID(peer), sentID),
 		SenderID:  ghostID(tc.selfID()),
 		Timestamp: time.Unix(int64(date), 0),
 	}}, nil
@@ -173,10 +173,15 @@ func sentMessage(result tg.UpdatesClass, randomID int64) (id, date int, err erro
 		return 0, 0, fmt.Errorf("answered %T without the sent message's ID", result)
 	}
 	for _, u := range updates {
-		if u, ok := u.(*tg.UpdateNewMessage); ok && u.Message.GetID() == id {
-			if m, ok := u.Message.(*tg.Message); ok {
-				date = m.Date
-			}
+		var m tg.MessageClass
+		switch u := u.(type) {
+		case *tg.UpdateNewMessage:
+			m = u.Message
+		case *tg.UpdateNewChannelMessage:
+			m = u.Message
+		}
+		if m, ok := m.(*tg.Message); ok && m.ID == id {
+			date = m.Date
 		}
 	}
 	return id, date, nil

@@ -25,7 +25,7 @@ func (s *sessionStorage) StoreSession(ctx context.Context, data []byte) error {
 
 // stateStorage keeps the update state (pts, qts, date, seq) in the login's
 // metadata, so a restarted bridge asks getDifference from where it stopped.
-// Private chats only: channels' pts are not kept yet.
+// Each channel's pts and access hash are kept too (channels.go).
 type stateStorage struct{ client *Client }
 
 var _ updates.StateStorage = (*stateStorage)(nil)
@@ -66,16 +66,6 @@ func (s *stateStorage) SetSeq(ctx context.Context, _ int64, seq int) error {
 
 func (s *stateStorage) SetDateSeq(ctx context.Context, _ int64, date, seq int) error {
 	return s.update(ctx, func(m *UserLoginMetadata) { m.Date, m.Seq = date, seq })
-}
-
-func (s *stateStorage) GetChannelPts(context.Context, int64, int64) (int, bool, error) {
-	return 0, false, nil
-}
-
-func (s *stateStorage) SetChannelPts(context.Context, int64, int64, int) error { return nil }
-
-func (s *stateStorage) ForEachChannels(context.Context, int64, func(context.Context, int64, int) error) error {
-	return nil
 }
 
 // update changes the login's metadata with f and, if f reports a change,

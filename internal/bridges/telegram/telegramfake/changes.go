@@ -207,6 +207,9 @@ func (s *Server) editMessage(c call) (bin.Encoder, error) {
 	if err := r.Decode(c.req.Buf); err != nil {
 		return nil, err
 	}
+	if peer, ok := r.Peer.(*tg.InputPeerChannel); ok {
+		return s.editInChannel(c, peer, r.ID, r.Message)
+	}
 	own, err := s.edit(c.user, r.ID, r.Message, c.user)
 	if err != nil {
 		return nil, err

@@ -3,7 +3,9 @@
 // client connects to it as it would to a Telegram data center. It knows
 // users with phone numbers, logs them in with a code, keeps private chats
 // (messages, replies, edits, deletes, reactions), and pushes updates with
-// pts that updates.getDifference can replay.
+// pts that updates.getDifference can replay. Supergroups and broadcast
+// channels have a pts of their own that updates.getChannelDifference
+// replays (or answers channelDifferenceTooLong past a limit).
 package telegramfake
 
 import (
@@ -63,6 +65,11 @@ type Server struct {
 	nextChat int64
 	nextMsg  int
 	randoms  map[randomKey]int // a sender's random_id -> the message it sent
+	// channels are supergroups and broadcast channels; channelSynced
+	// counts their getChannelDifference calls.
+	channels      map[int64]*channel
+	channelSynced map[int64]int
+	nextChannel   int64
 }
 
 // randomKey is a sent message's random_id, per sender: Telegram answers a
@@ -119,6 +126,10 @@ func New(t testing.TB) *Server {
 		uploads:  map[uploadKey]upload{},
 		nextUser: 1000,
 		nextChat: 500,
+
+		channels:      map[int64]*channel{},
+		channelSynced: map[int64]int{},
+		nextChannel:   700,
 	}
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -261,6 +272,11 @@ func (s *Server) register(d *tgtest.Dispatcher) {
 	d.HandleFunc(tg.MessagesEditMessageRequestTypeID, s.handle(s.editMessage))
 	d.HandleFunc(tg.MessagesDeleteMessagesRequestTypeID, s.handle(s.deleteMessages))
 	d.HandleFunc(tg.MessagesSendReactionRequestTypeID, s.handle(s.sendReaction))
+	d.HandleFunc(tg.UpdatesGetChannelDifferenceRequestTypeID, s.handle(s.getChannelDifference))
+	d.HandleFunc(tg.ChannelsGetChannelsRequestTypeID, s.handle(s.getChannels))
+	d.HandleFunc(tg.ChannelsGetParticipantsRequestTypeID, s.handle(s.getParticipants))
+	d.HandleFunc(tg.MessagesGetHistoryRequestTypeID, s.handle(s.getHistory))
+	d.HandleFunc(tg.ChannelsDeleteMessagesRequestTypeID, s.handle(s.deleteChannelMessages))
 }
 
 // call is one decoded request: who sent it (0 before login) and its body.
@@ -463,6 +479,9 @@ func (s *Server) sendMessage(c call) (bin.Encoder, error) {
 	if err := r.Decode(c.req.Buf); err != nil {
 		return nil, err
 	}
+	if peer, ok := r.Peer.(*tg.InputPeerChannel); ok {
+		return s.sendToChannel(c, peer, r.Message, r.RandomID)
+	}
 	replyTo := 0
 	if reply, ok := r.ReplyTo.(*tg.InputReplyToMessage); ok {
 		replyTo = reply.ReplyToMsgID
@@ -585,9 +604,9 @@ func (s *Server) updatesLocked(owner int64, updates ...tg.UpdateClass) *tg.Updat
 	return &tg.Updates{Updates: updates, Users: s.allUsersLocked(owner), Chats: s.chatsOfLocked(owner), Date: int(time.Now().Unix())}
 }
 
-// chatsOfLocked are the basic groups a user is a member of.
+// chatsOfLocked are the basic groups and channels a user is a member of.
 func (s *Server) chatsOfLocked(user int64) []tg.ChatClass {
-	var out []tg.ChatClass
+	out := s.channelsOfLocked(user)
 	for id, g := range s.chats {
 		if slices.Contains(g.members, user) {
 			out = append(out, g.chat(id))
