@@ -3,8 +3,8 @@ package sync
 import (
 	"context"
 	"encoding/json"
-	gosync "sync"
 	"strings"
+	gosync "sync"
 	"sync/atomic"
 	"testing"
 )

@@ -34,6 +34,8 @@ type Service struct {
 	// Eph is the serial of ephemeral (non-durable) changes such as typing.
 	Eph atomic.Int64
 
+	waiting atomic.Int64 // /sync requests waiting for a wake-up
+
 	// Ignored, when set, returns the users whose events and invites the
 	// user does not want to see (m.ignored_user_list).
 	Ignored func(ctx context.Context, user id.UserID) (map[id.UserID]bool, error)
@@ -96,6 +98,9 @@ func (s *Service) AddLateSource(src Source) {
 	s.late = append(s.late, src)
 	s.mu.Unlock()
 }
+
+// Waiting returns how many /sync long-polls are waiting for a wake-up now.
+func (s *Service) Waiting() int { return int(s.waiting.Load()) }
 
 // BumpEph advances the ephemeral serial and returns it.
 func (s *Service) BumpEph() int64 { return s.Eph.Add(1) }
@@ -183,7 +188,9 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request, sess *accou
 		// Nothing yet: wait for a wake-up, then build again; after the
 		// deadline the next build is the (empty) answer, with a fresh token.
 		wctx, cancel := context.WithDeadline(ctx, deadline)
+		s.waiting.Add(1)
 		s.Notifier.Wait(wctx, ch)
+		s.waiting.Add(-1)
 		cancel()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
