@@ -2,6 +2,9 @@
 // (Notifier), filters, and the assembly of sync responses from the room
 // timeline plus every Source that other packages register (account data,
 // receipts, typing, presence, to-device messages, device lists, ...).
+// Identical /sync requests woken together share one build and one JSON
+// encoding, and builds run off the connection's goroutine so that a
+// waiting long-poll holds a small stack (builds.go).
 //
 // It also serves simplified sliding sync (MSC4186, sliding*.go): room
 // lists ordered by bump stamp, room subscriptions and extensions, with
