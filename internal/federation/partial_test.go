@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -332,7 +333,7 @@ func TestPartialStateOutboundDestinations(t *testing.T) {
 
 // TestPartialStateSync: while B's state of a room is partial, bob's /sync
 // without lazy-loaded members leaves the room out and one with them
-// shows it; the resync asks /state_ids at the join's prev event (what a
+// shows it, with the typing of a member B does not know yet; the resync asks /state_ids at the join's prev event (what a
 // resident surely knows, and what Complement's residents answer); a
 // long-polling eager /sync is woken when the state becomes complete and
 // shows the room as newly joined, with its members.
@@ -344,6 +345,10 @@ func TestPartialStateSync(t *testing.T) {
 	alice, bob := a.Register("alice"), b.Register("bob")
 	roomID := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	members := bigRoom(t, a, roomID, 30)
+	carl := a.Register("carl")
+	if _, err := carl.JoinRoom(ctx, string(roomID), nil); err != nil {
+		t.Fatalf("carl joins: %v", err)
+	}
 	g := gate(b)
 
 	first, err := bob.SyncRequest(ctx, 0, "", "", false, "")
@@ -391,6 +396,32 @@ func TestPartialStateSync(t *testing.T) {
 	if _, ok := lazy.Rooms.Join[roomID]; !ok {
 		t.Fatal("a lazy-loading sync lacks the partial-state room")
 	}
+
+	// carl, a member B does not know yet, types: B takes it from A.
+	if b.Rooms.Membership(carl.UserID, roomID) != "" {
+		t.Fatal("B knows carl's membership: the test needs a member the partial state lacks")
+	}
+	if _, err := carl.UserTyping(ctx, roomID, true, 30*time.Second); err != nil {
+		t.Fatalf("carl types: %v", err)
+	}
+	since := lazy.NextBatch
+	testnode.WaitFor(t, 20*time.Second, "bob sees carl typing while the state is partial", func() bool {
+		r, err := bob.SyncRequest(ctx, 1000, since, lazyFilter, false, "")
+		if err != nil {
+			t.Fatalf("bob's lazy sync: %v", err)
+		}
+		since = r.NextBatch
+		jr := r.Rooms.Join[roomID]
+		if jr == nil {
+			return false
+		}
+		for _, ev := range jr.Ephemeral.Events {
+			if ev.Type == event.EphemeralEventTyping && strings.Contains(string(ev.Content.VeryRaw), string(carl.UserID)) {
+				return true
+			}
+		}
+		return false
+	})
 
 	// Long-poll (each answer without the room is another change, such as
 	// bob's device list) until the room shows.
