@@ -2,6 +2,7 @@ package moderation_test
 
 import (
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/assistant"
 	"github.com/matrixos/matrixos/internal/moderation"
 	"github.com/matrixos/matrixos/internal/storage/pgtest"
 	"github.com/matrixos/matrixos/internal/testnode"
@@ -421,4 +423,55 @@ func TestBadConfigRefused(t *testing.T) {
 	for _, bad := range []map[string]any{{"moderators_room": "mods"}, {"policy_lists": []string{"#a:x"}}} {
 		n.Do(t, "PUT", "/_matrixos/admin/v1/moderation", admin.AccessToken, bad, testnode.NoSpecCheck()).Want(t, 400, "M_INVALID_PARAM")
 	}
+}
+
+// TestModCommand: "!assistant mod" is registered with the node's
+// assistant, refuses non-moderators, shows the room's protections, lists
+// and undoes actions, and lets a server admin ban through the node's
+// list.
+func TestModCommand(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	if err := n.Assistant.Register(n.Moderation.Command()); !errors.Is(err, assistant.ErrCommandTaken) {
+		t.Fatalf("registering mod again: %v, want ErrCommandTaken (the node registers it)", err)
+	}
+	admin := n.RegisterAdmin("admin")
+	flooder := n.Register("flooder")
+	room := publicRoom(t, admin, "a")
+	testnode.Join(t, flooder, room)
+	protect(t, n, admin, room, map[string]any{"flood": map[string]int{"messages": 1, "seconds": 60}, "classifier": true})
+	cmd := n.Moderation.Command()
+	run := func(sender id.UserID, args, want string) string {
+		t.Helper()
+		reply, err := cmd.Run(t.Context(), room, sender, args)
+		if err != nil {
+			t.Fatalf("mod %s: %v", args, err)
+		}
+		if !strings.Contains(reply.Text, want) {
+			t.Fatalf("mod %s answered %q, want it to contain %q", args, reply.Text, want)
+		}
+		return reply.Text
+	}
+	run(flooder.UserID, "status", "Only this room's moderators")
+	run(admin.UserID, "status", "Protections on: classifier, flood.")
+
+	testnode.SendText(t, flooder, room, "one")
+	testnode.SendText(t, flooder, room, "two")
+	catchUp(t, n)
+	_, err := flooder.SendText(t.Context(), room, "three")
+	testnode.WantErr(t, err, "M_FORBIDDEN", 403)
+	log := run(admin.UserID, "log", "mute "+string(flooder.UserID))
+	actionID := strings.TrimSpace(strings.Split(strings.Split(log, "\n")[1], ":")[0])
+	run(admin.UserID, "undo "+actionID, "Undone: mute")
+	testnode.SendText(t, flooder, room, "back again")
+	run(admin.UserID, "undo "+actionID, "already undone")
+	run(admin.UserID, "undo 9999", "No action 9999")
+
+	victim := n.Register("victim")
+	testnode.Join(t, victim, room)
+	run(admin.UserID, "ban user "+string(victim.UserID)+" spam", "Published: ban user")
+	catchUp(t, n)
+	wantMembership(t, n, room, victim.UserID, "ban")
+
+	grant(t, admin, room, flooder.UserID, 50) // a room moderator, not a server admin
+	run(flooder.UserID, "ban server evil.example", "Only server admins")
 }

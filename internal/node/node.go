@@ -303,6 +303,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Rooms.StateChecks = map[string]func(json.RawMessage) error{moderation.ConfigType: moderation.CheckConfig}
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Moderation.OnEvent)
 	n.Moderation.Start()
+	if err := n.Assistant.Register(n.Moderation.Command()); err != nil {
+		n.DB.Close()
+		return nil, err
+	}
 	n.wireAppserviceQueue(n.Appservices)
 	if cfg.Federation {
 		n.Federation, err = federation.New(ctx, n.DB, log, FederationOptions(cfg, keyID, key))
