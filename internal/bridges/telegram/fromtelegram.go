@@ -160,7 +160,7 @@ func (tc *Client) queueEdit(m *tg.Message) error {
 		TargetMessage: messageID(m.PeerID, m.ID),
 		Data:          m,
 		ConvertEditFunc: func(ctx context.Context, portal *bridgev2.Portal, intent bridgev2.MatrixAPI, existing []*database.Message, m *tg.Message) (*bridgev2.ConvertedEdit, error) {
-			if _, ok := document(m); ok {
+			if _, ok := document(m); ok || isPhoto(m) {
 				return nil, fmt.Errorf("%w: a file's caption edit is not bridged", bridgev2.ErrIgnoringRemoteEvent)
 			}
 			converted, err := tc.convertMessage(ctx, portal, intent, m)
@@ -261,6 +261,15 @@ func (tc *Client) convertMessage(ctx context.Context, portal *bridgev2.Portal, i
 	}
 	if doc, ok := document(m); ok {
 		content, err := tc.convertDocument(ctx, portal, intent, m, doc)
+		if err != nil {
+			return nil, err
+		}
+		part.Content = content
+		if isSticker(doc) {
+			part.Type, content.MsgType = event.EventSticker, ""
+		}
+	} else if p, ok := photo(m); ok {
+		content, err := tc.convertPhoto(ctx, portal, intent, m, p)
 		if err != nil {
 			return nil, err
 		}

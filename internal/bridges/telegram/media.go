@@ -46,11 +46,112 @@ func fileName(doc *tg.Document) string {
 	return "file"
 }
 
-// convertDocument downloads a Telegram document (upload.getFile) and
-// uploads it to Matrix, encrypted in an encrypted portal; the message's
-// text is the file's caption.
+// photo is the photo of a message, if it has one.
+func photo(m *tg.Message) (*tg.Photo, bool) {
+	media, ok := m.Media.(*tg.MessageMediaPhoto)
+	if !ok {
+		return nil, false
+	}
+	p, ok := media.Photo.(*tg.Photo)
+	return p, ok
+}
+
+// isPhoto reports whether a message has a photo.
+func isPhoto(m *tg.Message) bool {
+	_, ok := photo(m)
+	return ok
+}
+
+// largestSize is the largest of a photo's sizes with a known byte size
+// (Telegram keeps a photo in several, from a thumbnail up).
+func largestSize(p *tg.Photo) (typ string, bytes, w, h int, ok bool) {
+	for _, s := range p.Sizes {
+		var st string
+		var size, sw, sh int
+		switch s := s.(type) {
+		case *tg.PhotoSize:
+			st, size, sw, sh = s.Type, s.Size, s.W, s.H
+		case *tg.PhotoSizeProgressive:
+			if len(s.Sizes) == 0 {
+				continue
+			}
+			st, size, sw, sh = s.Type, s.Sizes[len(s.Sizes)-1], s.W, s.H
+		default:
+			continue // stripped and path thumbnails have no file
+		}
+		if !ok || sw*sh > w*h {
+			typ, bytes, w, h, ok = st, size, sw, sh, true
+		}
+	}
+	return typ, bytes, w, h, ok
+}
+
+// convertPhoto bridges a Telegram photo in its largest size as an image.
+func (tc *Client) convertPhoto(ctx context.Context, portal *bridgev2.Portal, intent bridgev2.MatrixAPI, m *tg.Message, p *tg.Photo) (*event.MessageEventContent, error) {
+	size, length, w, h, ok := largestSize(p)
+	if !ok {
+		return nil, fmt.Errorf("%w: the photo has no size to download", bridgev2.ErrMediaDownloadFailed)
+	}
+	location := &tg.InputPhotoFileLocation{ID: p.ID, AccessHash: p.AccessHash, FileReference: p.FileReference, ThumbSize: size}
+	content, err := tc.reupload(ctx, portal, intent, location, int64(length), "photo.jpg", "image/jpeg")
+	if err != nil {
+		return nil, err
+	}
+	content.MsgType = event.MsgImage
+	content.Info.Width, content.Info.Height = w, h
+	if m.Message != "" {
+		content.Body = m.Message
+	}
+	return content, nil
+}
+
+// convertDocument bridges a Telegram document as a Matrix file, image,
+// video or audio by its MIME type (a voice note as audio marked as voice,
+// MSC3245); the message's text is the file's caption. A sticker is
+// bridged too, but sent as m.sticker (see stickerOf).
 func (tc *Client) convertDocument(ctx context.Context, portal *bridgev2.Portal, intent bridgev2.MatrixAPI, m *tg.Message, doc *tg.Document) (*event.MessageEventContent, error) {
-	if doc.Size > maxFileSize {
+	location := &tg.InputDocumentFileLocation{ID: doc.ID, AccessHash: doc.AccessHash, FileReference: doc.FileReference}
+	content, err := tc.reupload(ctx, portal, intent, location, doc.Size, fileName(doc), doc.MimeType)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range doc.Attributes {
+		switch a := a.(type) {
+		case *tg.DocumentAttributeAudio:
+			content.MsgType = event.MsgAudio
+			content.Info.Duration = a.Duration * 1000
+			content.MSC1767Audio = &event.MSC1767Audio{Duration: a.Duration * 1000}
+			if a.Voice {
+				content.MSC3245Voice = &event.MSC3245Voice{}
+				content.Body, content.FileName = "Voice message", "voice.ogg"
+			}
+		case *tg.DocumentAttributeImageSize:
+			content.Info.Width, content.Info.Height = a.W, a.H
+		case *tg.DocumentAttributeSticker:
+			content.Body = a.Alt
+		}
+	}
+	if m.Message != "" {
+		content.Body = m.Message
+	}
+	return content, nil
+}
+
+// isSticker reports whether a document is a sticker.
+func isSticker(doc *tg.Document) bool {
+	for _, a := range doc.Attributes {
+		if _, ok := a.(*tg.DocumentAttributeSticker); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// reupload downloads a Telegram file (upload.getFile) of a size Telegram
+// gave, refusing it past maxFileSize before downloading anything, and
+// uploads it to Matrix, encrypted in an encrypted portal.
+func (tc *Client) reupload(ctx context.Context, portal *bridgev2.Portal, intent bridgev2.MatrixAPI, location tg.InputFileLocationClass, size int64, name, mimeType string) (*event.MessageEventContent, error) {
+	if size > maxFileSize {
 		return nil, errFileTooLarge
 	}
 	api, err := tc.client()
@@ -58,11 +159,9 @@ func (tc *Client) convertDocument(ctx context.Context, portal *bridgev2.Portal, 
 		return nil, err
 	}
 	var data bytes.Buffer
-	location := &tg.InputDocumentFileLocation{ID: doc.ID, AccessHash: doc.AccessHash, FileReference: doc.FileReference}
-	if _, err := downloader.NewDownloader().Download(api, location).Stream(ctx, &data); err != nil {
+	if _, err := downloader.NewDownloader().Download(api, location).Stream(ctx, &limitedWriter{w: &data, left: maxFileSize}); err != nil {
 		return nil, fmt.Errorf("%w: upload.getFile: %w", bridgev2.ErrMediaDownloadFailed, err)
 	}
-	name, mimeType := fileName(doc), doc.MimeType
 	if mimeType == "" {
 		mimeType = http.DetectContentType(data.Bytes())
 	}
@@ -70,18 +169,29 @@ func (tc *Client) convertDocument(ctx context.Context, portal *bridgev2.Portal, 
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", bridgev2.ErrMediaReuploadFailed, err)
 	}
-	content := &event.MessageEventContent{
+	return &event.MessageEventContent{
 		MsgType:  bridges.MessageTypeFor(mimeType),
 		Body:     name,
 		FileName: name,
 		URL:      mxc,
 		File:     file,
 		Info:     &event.FileInfo{MimeType: mimeType, Size: data.Len()},
+	}, nil
+}
+
+// limitedWriter fails a download that grows past what it may hold (a
+// file larger than Telegram said).
+type limitedWriter struct {
+	w    *bytes.Buffer
+	left int64
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > l.left {
+		return 0, errFileTooLarge
 	}
-	if m.Message != "" {
-		content.Body = m.Message
-	}
-	return content, nil
+	l.left -= int64(len(p))
+	return l.w.Write(p)
 }
 
 // sendFile uploads a Matrix file to Telegram (upload.saveFilePart) and

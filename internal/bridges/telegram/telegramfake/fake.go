@@ -59,6 +59,7 @@ type Server struct {
 	synced   map[int64]int            // user -> updates.getState/getDifference calls
 	chats    map[int64]*group         // basic groups
 	files    map[int64][]byte         // document ID -> content
+	photos   map[photoSize][]byte     // a photo's sizes' content
 	uploads  map[uploadKey]upload
 	nextFile int64
 	nextUser int64
@@ -123,6 +124,7 @@ func New(t testing.TB) *Server {
 		synced:   map[int64]int{},
 		chats:    map[int64]*group{},
 		files:    map[int64][]byte{},
+		photos:   map[photoSize][]byte{},
 		uploads:  map[uploadKey]upload{},
 		nextUser: 1000,
 		nextChat: 500,

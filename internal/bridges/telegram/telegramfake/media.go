@@ -28,6 +28,61 @@ func (s *Server) SendFile(from, to int64, name, mimeType string, data []byte, ca
 	return id
 }
 
+// SendPhoto sends a photo from one user to another: Telegram keeps it in
+// two sizes, a 90-pixel thumbnail ("s", whose content is thumb) and the
+// full 1280-pixel one ("y", data). It returns the message ID.
+func (s *Server) SendPhoto(from, to int64, thumb, data []byte, caption string) int {
+	s.mu.Lock()
+	s.nextFile++
+	id := s.nextFile
+	s.photos[photoSize{id, "s"}] = bytes.Clone(thumb)
+	s.photos[photoSize{id, "y"}] = bytes.Clone(data)
+	photo := &tg.Photo{ID: id, AccessHash: id * 37, FileReference: []byte("ref"), Date: int(time.Now().Unix()), DCID: DC,
+		Sizes: []tg.PhotoSizeClass{
+			&tg.PhotoSize{Type: "s", W: 90, H: 90, Size: len(thumb)},
+			&tg.PhotoSize{Type: "y", W: 1280, H: 1280, Size: len(data)},
+		}}
+	s.mu.Unlock()
+	return s.sendMedia1(from, to, caption, &tg.MessageMediaPhoto{Photo: photo})
+}
+
+// photoSize names one size of a photo's content.
+type photoSize struct {
+	id   int64
+	size string
+}
+
+// SendVoice sends a voice note (OGG Opus audio of a duration in seconds)
+// from one user to another and returns the message ID.
+func (s *Server) SendVoice(from, to int64, data []byte, seconds int) int {
+	s.mu.Lock()
+	doc := s.addDocumentLocked("", "audio/ogg", data)
+	doc.Attributes = []tg.DocumentAttributeClass{&tg.DocumentAttributeAudio{Voice: true, Duration: seconds}}
+	s.mu.Unlock()
+	return s.sendMedia1(from, to, "", &tg.MessageMediaDocument{Document: doc})
+}
+
+// SendSticker sends a 512-pixel WebP sticker standing for an emoji from
+// one user to another and returns the message ID.
+func (s *Server) SendSticker(from, to int64, data []byte, emoji string) int {
+	s.mu.Lock()
+	doc := s.addDocumentLocked("sticker.webp", "image/webp", data)
+	doc.Attributes = append(doc.Attributes,
+		&tg.DocumentAttributeSticker{Alt: emoji, Stickerset: &tg.InputStickerSetEmpty{}},
+		&tg.DocumentAttributeImageSize{W: 512, H: 512})
+	s.mu.Unlock()
+	return s.sendMedia1(from, to, "", &tg.MessageMediaDocument{Document: doc})
+}
+
+// sendMedia1 delivers media in the private chat of two users.
+func (s *Server) sendMedia1(from, to int64, caption string, media tg.MessageMediaClass) int {
+	id, _ := s.deliverMedia(context.Background(), from, []side{
+		{owner: from, peer: &tg.PeerUser{UserID: to}, key: to},
+		{owner: to, peer: &tg.PeerUser{UserID: from}, key: from},
+	}, caption, media)
+	return id
+}
+
 // SetPhoto gives a user a profile photo with the given content (an image).
 func (s *Server) SetPhoto(user int64, data []byte) {
 	s.mu.Lock()
@@ -184,11 +239,15 @@ func (s *Server) getFile(c call) (bin.Encoder, error) {
 	return &tg.UploadFile{Type: &tg.StorageFilePartial{}, Mtime: int(time.Now().Unix()), Bytes: data[start:end]}, nil
 }
 
-// fileAt is the content of a document or of a user's current profile photo.
+// fileAt is the content of a document, of a size of a photo or of a
+// user's current profile photo.
 func (s *Server) fileAt(location tg.InputFileLocationClass) ([]byte, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch loc := location.(type) {
+	case *tg.InputPhotoFileLocation:
+		data, ok := s.photos[photoSize{loc.ID, loc.ThumbSize}]
+		return data, ok && loc.AccessHash == loc.ID*37
 	case *tg.InputDocumentFileLocation:
 		data, ok := s.files[loc.ID]
 		return data, ok && loc.AccessHash == loc.ID*31
