@@ -17,6 +17,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/follower"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
@@ -77,9 +78,8 @@ type Service struct {
 	timeouts map[string]int
 	halted   map[string]bool
 
-	wake         chan struct{}
-	stepMu       sync.Mutex
-	stopFollower func()
+	stepMu   sync.Mutex
+	follower *follower.Follower
 }
 
 // New returns the service; Start starts its follower.
@@ -91,8 +91,10 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{opts: opts, rt: rt, programs: map[string]*Program{},
-		timeouts: map[string]int{}, halted: map[string]bool{}, wake: make(chan struct{}, 1)}, nil
+	s := &Service{opts: opts, rt: rt, programs: map[string]*Program{},
+		timeouts: map[string]int{}, halted: map[string]bool{}}
+	s.follower = follower.New("contracts", followInterval, opts.Log, s.Step)
+	return s, nil
 }
 
 // Runtime returns the runtime the service runs contracts with.
@@ -204,60 +206,18 @@ func (s *Service) program(ctx context.Context, hash string) (*Program, error) {
 // OnEvent is the room engine's hook: it wakes the follower. It never
 // blocks.
 func (s *Service) OnEvent(ev *rooms.Event, _ *rooms.RoomInfo) {
-	if ev.Pos <= 0 {
-		return
-	}
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	if ev.Pos > 0 {
+		s.follower.Wake()
 	}
 }
 
 // Start runs the follower until Close.
-func (s *Service) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.follow(ctx)
-	}()
-	s.stopFollower = func() {
-		cancel()
-		<-done
-	}
-}
+func (s *Service) Start() { s.follower.Start() }
 
 // Close stops the follower and the runtime.
 func (s *Service) Close(ctx context.Context) error {
-	if s.stopFollower != nil {
-		s.stopFollower()
-	}
+	s.follower.Close()
 	return s.rt.Close(ctx)
-}
-
-func (s *Service) follow(ctx context.Context) {
-	tick := time.NewTicker(followInterval)
-	defer tick.Stop()
-	for {
-		for {
-			more, err := s.Step(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					s.opts.Log.Error("contracts: run", "err", err)
-				}
-				break
-			}
-			if !more {
-				break
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.wake:
-		case <-tick.C:
-		}
-	}
 }
 
 // followQuery reads the committed events after a position that the

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
@@ -18,54 +17,14 @@ var errNoRows = sql.ErrNoRows
 // OnEvent is the room engine's hook: it wakes the follower, which reads the
 // event from the events table. It never blocks.
 func (l *Log) OnEvent(ev *rooms.Event, _ *rooms.RoomInfo) {
-	if ev.Pos <= 0 {
-		return
-	}
-	select {
-	case l.wake <- struct{}{}:
-	default:
+	if ev.Pos > 0 {
+		l.follower.Wake()
 	}
 }
 
 // Start runs the follower until Close: it appends the events of ledger
 // rooms committed since the mark, at once and then on each wake-up.
-func (l *Log) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		l.follow(ctx)
-	}()
-	l.stopFollower = func() {
-		cancel()
-		<-done
-	}
-}
-
-func (l *Log) follow(ctx context.Context) {
-	tick := time.NewTicker(followInterval)
-	defer tick.Stop()
-	for {
-		for {
-			more, err := l.Step(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					l.log.Error("ledger: append events", "err", err)
-				}
-				break
-			}
-			if !more {
-				break
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-l.wake:
-		case <-tick.C:
-		}
-	}
-}
+func (l *Log) Start() { l.follower.Start() }
 
 // followQuery reads the committed events in ($1, $2] that the follower
 // must log: those of rooms with the ledger on ($3 set: of every room) and

@@ -13,11 +13,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/tidwall/gjson"
 	"github.com/transparency-dev/tessera/client"
 
+	"github.com/matrixos/matrixos/internal/follower"
 	"github.com/matrixos/matrixos/internal/storage"
 )
 
@@ -83,7 +83,8 @@ type KeysLog struct {
 
 	mu   sync.Mutex // one Step at a time
 	mark mark       // guarded by mu
-	stop func()
+
+	follower *follower.Follower
 }
 
 // OpenKeys opens (or creates) the identity keys log in dir.
@@ -93,6 +94,7 @@ func OpenKeys(ctx context.Context, db *storage.DB, log *slog.Logger, dir, server
 		return nil, err
 	}
 	k := &KeysLog{db: db, log: log, dir: dir, serverName: serverName, t: t, PublicKey: t.vkey}
+	k.follower = follower.New("ledger keys", followInterval, log, k.Step)
 	err = db.QueryRow(ctx, "SELECT pos, size FROM ledger_marks WHERE log = $1", keysLog).Scan(&k.mark.pos, &k.mark.size)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		t.close(ctx)
@@ -102,35 +104,11 @@ func OpenKeys(ctx context.Context, db *storage.DB, log *slog.Logger, dir, server
 }
 
 // Start follows the key changes until Close.
-func (k *KeysLog) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(followInterval)
-		defer tick.Stop()
-		for {
-			if _, err := k.Step(ctx); err != nil && ctx.Err() == nil {
-				k.log.Error("ledger: append key changes", "err", err)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-		}
-	}()
-	k.stop = func() {
-		cancel()
-		<-done
-	}
-}
+func (k *KeysLog) Start() { k.follower.Start() }
 
 // Close stops the follower and Tessera.
 func (k *KeysLog) Close(ctx context.Context) error {
-	if k.stop != nil {
-		k.stop()
-	}
+	k.follower.Close()
 	return k.t.close(ctx)
 }
 

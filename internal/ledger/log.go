@@ -25,6 +25,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/follower"
 	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
 )
@@ -111,8 +112,7 @@ type Log struct {
 	// scanned is mark.pos, for readers that do not take appendMu.
 	scanned atomic.Int64
 
-	wake         chan struct{}
-	stopFollower func()
+	follower *follower.Follower
 	// stopCosigner stops asking witnesses (see StartCosigning).
 	stopCosigner func()
 }
@@ -131,12 +131,13 @@ func Open(ctx context.Context, db *storage.DB, log *slog.Logger, opts Options) (
 	if err != nil {
 		return nil, err
 	}
-	return &Log{
+	l := &Log{
 		db: db, log: log, opts: opts, PublicKey: t.vkey,
 		prover:   NewProver(db, opts.Dir, t.vkey),
 		appender: t.appender, shutdown: t.shutdown, reader: t.reader, cancel: t.cancel,
-		wake: make(chan struct{}, 1),
-	}, nil
+	}
+	l.follower = follower.New("ledger", followInterval, log, l.Step)
+	return l, nil
 }
 
 // tesseraLog is a Tessera log on the local disk, signed by the node.
@@ -156,8 +157,7 @@ func openTessera(ctx context.Context, log *slog.Logger, dir, origin string, key 
 		return nil, err
 	}
 	resignOnNewKey(dir, vkey, log)
-	// Tessera logs through klog: send that to the node's log.
-	klog.SetLogger(logr.FromSlogHandler(log.With("component", "tessera").Handler()))
+	routeKlog(log)
 	driver, err := posix.New(ctx, posix.Config{Path: dir})
 	if err != nil {
 		return nil, fmt.Errorf("ledger storage %s: %w", dir, err)
@@ -234,9 +234,7 @@ func (l *Log) Close(ctx context.Context) error {
 	if l.stopCosigner != nil {
 		l.stopCosigner()
 	}
-	if l.stopFollower != nil {
-		l.stopFollower()
-	}
+	l.follower.Close()
 	l.saveMark(ctx)
 	err := l.shutdown(ctx)
 	l.cancel()
@@ -448,4 +446,17 @@ func (l *Log) saveMark(ctx context.Context) {
 func (l *Log) setMark(m mark) {
 	l.mark = m
 	l.scanned.Store(m.pos)
+}
+
+// klogOnce guards klog.SetLogger: klog's logger is process-wide, and
+// setting it again while another node's tessera goroutines log through it
+// is a data race (several nodes share a process in tests).
+var klogOnce sync.Once
+
+// routeKlog sends tessera's klog output to log, the first ledger's logger
+// in the process (a node runs one ledger).
+func routeKlog(log *slog.Logger) {
+	klogOnce.Do(func() {
+		klog.SetLogger(logr.FromSlogHandler(log.With("component", "tessera").Handler()))
+	})
 }
