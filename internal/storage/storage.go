@@ -171,7 +171,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		// (the checkpointer syncs the log that often: syncLog), never
 		// the database's consistency. FULL's fdatasync per commit was a
 		// tenth of the send path's CPU and most of its latency.
-		db.write, err = driver.Open("file:"+path+"?_txlock=immediate&_pragma=journal_mode(wal)&_pragma=synchronous(normal)"+pragmas, func(c *sqlite3.Conn) error {
+		db.write, err = driver.Open("file:"+path+"?vfs="+walVFSName+"&_txlock=immediate&_pragma=journal_mode(wal)&_pragma=synchronous(normal)"+pragmas, func(c *sqlite3.Conn) error {
 			if err := fts5.Register(c); err != nil {
 				return err
 			}
