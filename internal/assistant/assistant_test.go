@@ -15,6 +15,8 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/assistant"
+	"github.com/matrixos/matrixos/internal/assistant/openaifake"
+	"github.com/matrixos/matrixos/internal/config"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
@@ -218,4 +220,49 @@ func (n named) Name() string { return string(n) }
 func (n named) Help() string { return "" }
 func (n named) Run(context.Context, id.RoomID, id.UserID, string) (assistant.Reply, error) {
 	return assistant.Reply{}, nil
+}
+
+// TestAssistantWithModelServer: with a model server configured, the
+// assistant's summary in an encrypted room comes from the model (which
+// got the decrypted messages) and says so; a room that turns the model
+// off gets the offline engine, and a failing model server falls back to
+// it with a note.
+func TestAssistantWithModelServer(t *testing.T) {
+	fake := openaifake.Start(t, func(r openaifake.Request) string { return "The team picked March 3rd." }, nil)
+	keyFile := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(keyFile, []byte("sekret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := testnode.Start(t, testnode.SQLite, testnode.WithAssistant, func(c *config.Config) {
+		c.AssistantModelURL, c.AssistantModel, c.AssistantAPIKeyFile = fake.URL, "fake-model", keyFile
+		c.AssistantModelPrivate = true
+	})
+	alice := testnode.NewE2EEDevice(t, "alice", n.Register("alice"))
+	room := encryptedRoom(t, alice)
+	alice.Send(room, "We agreed on March 3rd for the release.")
+	reply := replyTo(t, alice, alice.Send(room, "!assistant summary last 1h"))
+	if !strings.HasPrefix(strings.SplitN(body(reply), "\n", 2)[1], "The team picked March 3rd.") || !strings.Contains(body(reply), "answered by the model fake-model") {
+		t.Errorf("summary by the model:\n%s", body(reply))
+	}
+	reqs := fake.Requests()
+	if len(reqs) != 1 || !strings.Contains(reqs[0].Prompt(), "We agreed on March 3rd for the release.") || reqs[0].Authorization != "Bearer sekret" {
+		t.Fatalf("model requests: %+v", reqs)
+	}
+
+	fake.Fail(500, "model overloaded")
+	reply = replyTo(t, alice, alice.Send(room, "!assistant summary last 1h"))
+	if !strings.Contains(body(reply), "model overloaded") || !strings.Contains(body(reply), "answered by the offline engine") {
+		t.Errorf("summary when the model fails:\n%s", body(reply))
+	}
+	fake.Fail(0, "")
+
+	reply = replyTo(t, alice, alice.Send(room, "!assistant settings room model off"))
+	if !strings.Contains(body(reply), "now off") {
+		t.Fatalf("settings: %s", body(reply))
+	}
+	before := len(fake.Requests())
+	reply = replyTo(t, alice, alice.Send(room, "!assistant summary last 1h"))
+	if !strings.Contains(body(reply), "answered by the offline engine") || len(fake.Requests()) != before {
+		t.Errorf("with the model off the model was asked (%d requests) or the answer is:\n%s", len(fake.Requests())-before, body(reply))
+	}
 }

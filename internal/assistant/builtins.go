@@ -166,23 +166,16 @@ func (s *session) summary(ctx context.Context, req request, args string) Reply {
 	sentences := min(max(len(msgs)/5, 3), 8)
 	e := s.engine(ctx, room)
 	text, err := e.Summarize(ctx, msgs, sentences)
-	if err != nil && e != (Offline{}) {
-		s.a.opts.Log.Warn("assistant: model", "err", err)
+	if modelErr := err; err != nil && e != (Offline{}) {
+		s.a.opts.Log.Warn("assistant: model", "err", modelErr)
 		e = Offline{}
 		text, err = e.Summarize(ctx, msgs, sentences)
-		text = "The model server failed (" + err2text(err) + "); " + text
+		text = "The model server failed (" + modelErr.Error() + "); " + text
 	}
 	if err != nil {
 		return Reply{Text: "summary: " + err.Error()}
 	}
 	return answered("Since "+label+":\n"+text, e)
-}
-
-func err2text(err error) string {
-	if err == nil {
-		return "no error"
-	}
-	return err.Error()
 }
 
 // inThread keeps the messages of the thread rooted at root.
@@ -247,9 +240,9 @@ func (s *session) ask(ctx context.Context, req request, question string) Reply {
 	if err != nil {
 		return Reply{Text: "ask: " + err.Error()}
 	}
-	sources := s.withLinks(room, search(msgs, question, 3))
-	s.logAction(ctx, room, "read", fmt.Sprintf("%d messages searched, %d quoted, for a question of %s", len(msgs), len(sources), req.evt.Sender))
 	e := s.engine(ctx, room)
+	sources := s.withLinks(room, s.rank(ctx, e, question, search(msgs, question, 10)))
+	s.logAction(ctx, room, "read", fmt.Sprintf("%d messages searched, %d quoted, for a question of %s", len(msgs), len(sources), req.evt.Sender))
 	text, err := e.Answer(ctx, question, sources)
 	if err != nil && e != (Offline{}) {
 		s.a.opts.Log.Warn("assistant: model", "err", err)
@@ -258,6 +251,25 @@ func (s *session) ask(ctx context.Context, req request, question string) Reply {
 		text = "The model server failed (" + err.Error() + "); " + text
 	}
 	return answered(text, e)
+}
+
+// ranker is an engine that can order an answer's candidate sources
+// better than the offline search (by embeddings).
+type ranker interface {
+	Rank(ctx context.Context, question string, candidates []Message) ([]Message, error)
+}
+
+// rank keeps the best 3 of candidates, ordered by e when it ranks.
+func (s *session) rank(ctx context.Context, e Engine, question string, candidates []Message) []Message {
+	if r, ok := e.(ranker); ok {
+		ranked, err := r.Rank(ctx, question, candidates)
+		if err == nil {
+			candidates = ranked
+		} else {
+			s.a.opts.Log.Warn("assistant: rank by embeddings", "err", err)
+		}
+	}
+	return candidates[:min(3, len(candidates))]
 }
 
 // repliedTo returns the stored message req replies to.
@@ -409,12 +421,18 @@ func (s *session) modelNote() string {
 }
 
 // mayChangeRoom reports whether req's sender may send state events in
-// the room (its power level reaches state_default).
+// the room (its power level reaches state_default; a creator of a room
+// of version 12 always may).
 func (s *session) mayChangeRoom(ctx context.Context, req request) (bool, error) {
 	var pl event.PowerLevelsEventContent
 	if err := s.client.StateEvent(ctx, req.evt.RoomID, event.StatePowerLevels, "", &pl); err != nil {
 		return false, err
 	}
+	create, err := s.client.FullStateEvent(ctx, req.evt.RoomID, event.StateCreate, "")
+	if err != nil {
+		return false, err
+	}
+	pl.CreateEvent = create
 	return pl.GetUserLevel(req.evt.Sender) >= pl.StateDefault(), nil
 }
 

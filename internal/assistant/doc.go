@@ -18,7 +18,9 @@
 // draft, language, log, settings, forget, leave, help) read the
 // assistant's own store of what it read in the room since it joined (in
 // assistant.db beside the crypto store), and answer through an Engine:
-// Offline, or a model server. Other packages add commands from
+// Offline, or OpenAI (an OpenAI-compatible model server reached through
+// ModelClient's SSRF guard; package openaifake is a fake one for tests).
+// Other packages add commands from
 // internal/node, before or after the assistant starts:
 //
 //	n.Assistant.Register(myCommand{})

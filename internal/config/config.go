@@ -62,6 +62,13 @@ type Config struct {
 	LedgerPublic             bool          `yaml:"ledger_public" doc:"Serve the events transparency log's checkpoint and tiles to anyone (docs/ledger.md). Off: only to server admins, as the entries name the room and event IDs of every logged room (with ledger: all, direct messages included); the log's key and the proof endpoint are unchanged."`
 	LedgerKeys               bool          `yaml:"ledger_keys" doc:"Keep the identity keys transparency log (docs/ledger.md): every local user's device and cross-signing keys, served to anyone without authentication. Off: the log is neither kept nor served, as it lists every local user and device that uses end-to-end encryption."`
 	Assistant                bool          `yaml:"assistant" doc:"Run the private assistant @assistant:<server> (docs/assistant.md): an end-to-end encrypting user, without a password, that joins only the rooms it is invited to and answers !assistant commands and mentions there."`
+	AssistantModelURL        string        `yaml:"assistant_model_url" doc:"Base URL of an OpenAI-compatible model server (Ollama: http://127.0.0.1:11434/v1) that writes the assistant's summaries, answers, translations and drafts. The model server sees the room content the assistant sends it. Empty: only the offline engine, nothing leaves the node."`
+	AssistantModel           string        `yaml:"assistant_model" doc:"The chat model the assistant asks at assistant_model_url (\"llama3.2\"); required with it."`
+	AssistantAPIKeyFile      string        `yaml:"assistant_api_key_file" doc:"File holding the API key sent to the model server as a bearer token. Empty: none (a local server)."`
+	AssistantEmbeddingsModel string        `yaml:"assistant_embeddings_model" doc:"An embeddings model at assistant_model_url that orders the messages a question is answered from. Empty: the offline search alone orders them."`
+	AssistantModelPrivate    bool          `yaml:"assistant_model_allow_private" doc:"Let the assistant reach assistant_model_url although its host is a loopback or private address (a model server on this machine or network). Off: the model URL goes through the same guard as URL previews, and only allow_private_networks opens private ranges."`
+	AssistantModelStream     bool          `yaml:"assistant_model_stream" doc:"Ask the model server for streamed chat completions (server-sent events)."`
+	AssistantModelTimeout    time.Duration `yaml:"assistant_model_timeout" doc:"Longest wait for one answer of the model server; a slower one is given up and the offline engine answers."`
 }
 
 // Default returns the built-in defaults.
@@ -90,6 +97,8 @@ func Default() Config {
 		FederationListen:       ":8448",
 		Ledger:                 "room",
 		Assistant:              true,
+		AssistantModelStream:   true,
+		AssistantModelTimeout:  2 * time.Minute,
 	}
 }
 

@@ -86,6 +86,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateFederation(bad)
+	c.validateAssistant(bad)
 	for _, r := range []struct {
 		name             string
 		perMinute, burst int64
@@ -103,6 +104,27 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateAssistant checks the assistant's model server settings.
+func (c *Config) validateAssistant(bad func(setting, format string, args ...any)) {
+	if c.AssistantModelURL == "" {
+		return
+	}
+	if u, err := url.Parse(c.AssistantModelURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("assistant_model_url", "%q: want an http or https URL such as http://127.0.0.1:11434/v1", c.AssistantModelURL)
+	}
+	if c.AssistantModel == "" {
+		bad("assistant_model", "empty: name the chat model to ask at assistant_model_url")
+	}
+	if c.AssistantModelTimeout <= 0 {
+		bad("assistant_model_timeout", "%s: want a positive duration", c.AssistantModelTimeout)
+	}
+	if c.AssistantAPIKeyFile != "" {
+		if _, err := os.Stat(c.AssistantAPIKeyFile); err != nil {
+			bad("assistant_api_key_file", "%v", err)
+		}
+	}
 }
 
 func supportedVersions() string {

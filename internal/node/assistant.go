@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/assistant"
@@ -16,10 +18,38 @@ const assistantName = "Assistant"
 // newAssistant builds the assistant, which other packages register
 // commands into whether or not it runs.
 func (n *Node) newAssistant() {
-	n.Assistant = assistant.New(assistant.Options{
-		Dir: filepath.Join(n.cfg.DataDir, "assistant"),
-		Log: n.log,
-	})
+	opts := assistant.Options{Dir: filepath.Join(n.cfg.DataDir, "assistant"), Log: n.log}
+	if n.cfg.Assistant && n.cfg.AssistantModelURL != "" {
+		model, err := n.assistantModel()
+		if err != nil {
+			n.log.Error("the assistant's model server is not used; the offline engine answers", "err", err)
+		} else {
+			opts.Model = model
+			n.log.Warn("the assistant sends room content to a model server: it sees the messages of the summaries, answers, translations and drafts it writes (a room can refuse with !assistant settings room model off)",
+				"url", n.cfg.AssistantModelURL, "model", n.cfg.AssistantModel)
+		}
+	}
+	n.Assistant = assistant.New(opts)
+}
+
+// assistantModel is the OpenAI-compatible engine of the assistant_model
+// settings.
+func (n *Node) assistantModel() (*assistant.OpenAI, error) {
+	var key string
+	if n.cfg.AssistantAPIKeyFile != "" {
+		data, err := os.ReadFile(n.cfg.AssistantAPIKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("assistant_api_key_file: %w", err)
+		}
+		key = strings.TrimSpace(string(data))
+	}
+	client, err := assistant.ModelClient(context.Background(), n.cfg.AssistantModelURL, n.cfg.AllowPrivateNetworks,
+		n.cfg.AssistantModelPrivate, n.cfg.AssistantModelTimeout)
+	if err != nil {
+		return nil, err
+	}
+	return assistant.NewOpenAI(assistant.OpenAIOptions{URL: n.cfg.AssistantModelURL, Model: n.cfg.AssistantModel,
+		EmbeddingsModel: n.cfg.AssistantEmbeddingsModel, APIKey: key, Stream: n.cfg.AssistantModelStream, Client: client}), nil
 }
 
 // startAssistant runs the assistant (unless the assistant setting is off)
