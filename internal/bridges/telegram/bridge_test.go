@@ -338,9 +338,9 @@ func TestTelegramBridgeEndToEnd(t *testing.T) {
 	env.WaitMessage(portal, h.aliceMX, "sent while the bridge was down")
 }
 
-// login logs mia in from a DM with the bot and waits until the bridge's
-// client receives her updates.
-func (h *harness) login() {
+// login logs mia in from a DM with the bot, waits until the bridge's
+// client receives her updates and returns the DM.
+func (h *harness) login() id.RoomID {
 	h.t.Helper()
 	dm := h.env.DM()
 	h.env.WaitMessage(dm, h.env.Bot, "management room")
@@ -348,6 +348,7 @@ func (h *harness) login() {
 	h.command(dm, "+15550001", "Please enter your Code")
 	h.command(dm, telegramfake.LoginCode, "Logged in to Telegram as Mia Example")
 	h.waitSyncs(1)
+	return dm
 }
 
 // TestTelegramBasicGroup bridges a basic group mia is in: its portal is
@@ -487,4 +488,15 @@ func TestTelegramReplyAfterRestart(t *testing.T) {
 	h.waitTelegram("the Matrix message after the restart", func(m tg.Message) bool {
 		return m.Message == "a reply right after the restart"
 	})
+}
+
+// TestTelegramLogout: logging out from the bot ends the session on
+// Telegram (auth.logOut), so it no longer takes requests.
+func TestTelegramLogout(t *testing.T) {
+	h := newHarness(t)
+	dm := h.login()
+	h.command(dm, "logout "+strconv.FormatInt(h.mia, 10), "Logged out")
+	if n := h.fake.LoggedOut(h.mia); n != 1 {
+		t.Errorf("sessions logged out on Telegram = %d, want 1", n)
+	}
 }

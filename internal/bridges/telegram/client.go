@@ -129,8 +129,17 @@ func (tc *Client) IsLoggedIn() bool {
 	return tc.running
 }
 
-// LogoutRemote disconnects; the session is dropped with the login.
-func (tc *Client) LogoutRemote(context.Context) { tc.Disconnect() }
+// LogoutRemote ends the session on Telegram (auth.logOut, so it leaves
+// the account's active sessions), then disconnects; the session is dropped
+// with the login. A failed logOut is logged: the login goes either way.
+func (tc *Client) LogoutRemote(ctx context.Context) {
+	if api, err := tc.client(); err == nil {
+		if _, err := api.AuthLogOut(ctx); err != nil {
+			tc.login.Log.Warn().Err(err).Msg("auth.logOut failed; the Telegram session stays listed in the account's sessions")
+		}
+	}
+	tc.Disconnect()
+}
 
 // IsThisUser reports whether a ghost is the logged-in account.
 func (tc *Client) IsThisUser(_ context.Context, userID networkid.UserID) bool {

@@ -60,12 +60,14 @@ type Server struct {
 	chats    map[int64]*group         // basic groups
 	files    map[int64][]byte         // document ID -> content
 	photos   map[photoSize][]byte     // a photo's sizes' content
-	uploads  map[uploadKey]upload
-	nextFile int64
-	nextUser int64
-	nextChat int64
-	nextMsg  int
-	randoms  map[randomKey]int // a sender's random_id -> the message it sent
+	// loggedOut counts each user's sessions ended by auth.logOut.
+	loggedOut map[int64]int
+	uploads   map[uploadKey]upload
+	nextFile  int64
+	nextUser  int64
+	nextChat  int64
+	nextMsg   int
+	randoms   map[randomKey]int // a sender's random_id -> the message it sent
 	// channels are supergroups and broadcast channels; channelSynced
 	// counts their getChannelDifference calls.
 	channels      map[int64]*channel
@@ -125,9 +127,11 @@ func New(t testing.TB) *Server {
 		chats:    map[int64]*group{},
 		files:    map[int64][]byte{},
 		photos:   map[photoSize][]byte{},
-		uploads:  map[uploadKey]upload{},
-		nextUser: 1000,
-		nextChat: 500,
+
+		loggedOut: map[int64]int{},
+		uploads:   map[uploadKey]upload{},
+		nextUser:  1000,
+		nextChat:  500,
 
 		channels:      map[int64]*channel{},
 		channelSynced: map[int64]int{},
@@ -263,6 +267,7 @@ func (s *Server) Messages(user, peer int64) []tg.Message {
 func (s *Server) register(d *tgtest.Dispatcher) {
 	d.HandleFunc(tg.AuthSendCodeRequestTypeID, s.handle(s.sendCode))
 	d.HandleFunc(tg.AuthSignInRequestTypeID, s.handle(s.signIn))
+	d.HandleFunc(tg.AuthLogOutRequestTypeID, s.handle(s.logOut))
 	d.HandleFunc(tg.UsersGetUsersRequestTypeID, s.handle(s.getUsers))
 	d.HandleFunc(tg.UpdatesGetStateRequestTypeID, s.handle(s.getState))
 	d.HandleFunc(tg.UpdatesGetDifferenceRequestTypeID, s.handle(s.getDifference))
@@ -365,6 +370,26 @@ func (s *Server) signIn(c call) (bin.Encoder, error) {
 	self := *s.users[id]
 	self.Self = true
 	return &tg.AuthAuthorization{User: &self}, nil
+}
+
+// logOut ends the caller's session: its auth key is no longer logged in.
+func (s *Server) logOut(c call) (bin.Encoder, error) {
+	if c.user == 0 {
+		return nil, errUnauthorized
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.sessions, c.req.Session.AuthKey.ID)
+	delete(s.live, c.user)
+	s.loggedOut[c.user]++
+	return &tg.AuthLoggedOut{}, nil
+}
+
+// LoggedOut is how many sessions of a user ended with auth.logOut.
+func (s *Server) LoggedOut(user int64) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.loggedOut[user]
 }
 
 func (s *Server) getUsers(c call) (bin.Encoder, error) {
