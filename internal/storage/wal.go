@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,6 +52,10 @@ type walState struct {
 	restart atomic.Bool  // the writer should finish a checkpoint between batches
 	passes  atomic.Int64 // checkpoint passes run, for tests
 	syncs   atomic.Int64 // syncs of the log by the checkpointer, for tests
+	// checkpointing is held through each checkpoint pass, so that a writer
+	// past the log's limit waits for the checkpointer's pass to end and
+	// then copies the rest, instead of finding it busy and going on.
+	checkpointing sync.Mutex
 }
 
 // watch registers, on each write connection, the hook that records the
@@ -165,11 +170,13 @@ func (db *DB) finishCheckpoint() {
 }
 
 // checkpoint runs a PASSIVE checkpoint and returns the frames in the log
-// and those copied into the database file. A checkpoint already running
-// makes it return at once, having copied nothing.
+// and those copied into the database file. It waits for a pass already
+// running (walState.checkpointing).
 func (db *DB) checkpoint() (logFrames, copied int, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	db.wal.checkpointing.Lock()
+	defer db.wal.checkpointing.Unlock()
 	db.wal.passes.Add(1)
 	var busy int
 	err = db.write.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &copied)
