@@ -423,6 +423,23 @@ func TestPartialStateSync(t *testing.T) {
 		return false
 	})
 
+	// carl's message shows with his member event, which B takes from the
+	// message's auth events, in a lazy-loading initial sync.
+	carlSaid := testnode.SendText(t, carl, roomID, "carl while B is partial")
+	testnode.WaitFor(t, 20*time.Second, "B gets carl's message", func() bool {
+		ev, err := b.Rooms.Event(ctx, carlSaid)
+		return err == nil && ev != nil
+	})
+	withCarl, err := bob.SyncRequest(ctx, 0, "", lazyFilter, false, "")
+	if err != nil {
+		t.Fatalf("bob's lazy sync: %v", err)
+	}
+	if jr := withCarl.Rooms.Join[roomID]; jr == nil || !slices.ContainsFunc(jr.State.Events, func(ev *event.Event) bool {
+		return ev.Type == event.StateMember && ev.GetStateKey() == string(carl.UserID)
+	}) {
+		t.Fatal("a lazy-loading sync while partial lacks the member event of carl, who sent a message of its timeline")
+	}
+
 	// Long-poll (each answer without the room is another change, such as
 	// bob's device list) until the room shows.
 	woken := make(chan *mautrix.RespSync, 1)

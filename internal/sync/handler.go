@@ -787,12 +787,51 @@ func (s *Service) stateSection(ctx context.Context, req *Request, roomID id.Room
 		inTimeline[ev.ID] = true
 	}
 	senders := timelineSenders(req, timeline)
+	shown := map[id.UserID]bool{}
 	for _, ev := range startState {
 		if !inTimeline[ev.ID] && !sinceIDs[ev.ID] && s.showState(req, ev, senders) {
 			out.Add(clientEvent(ev, req))
 		}
+		if ev.Type == "m.room.member" && ev.StateKey != nil {
+			shown[id.UserID(*ev.StateKey)] = true
+		}
+	}
+	if req.Filter.LazyLoadMembers() && s.rooms.HasPartialState(ctx, roomID) {
+		for _, ev := range s.sendersFromAuthEvents(ctx, timeline, shown) {
+			if !sinceIDs[ev.ID] && req.Filter.state().AllowsEvent(ev) {
+				out.Add(clientEvent(ev, req))
+			}
+		}
 	}
 	return out, nil
+}
+
+// sendersFromAuthEvents returns, for the senders of the timeline whose
+// member event the state lacks (not in known: a room joined with partial
+// state knows few members until its resync completes), the member event
+// each one's event names among its auth events.
+func (s *Service) sendersFromAuthEvents(ctx context.Context, timeline []*rooms.Event, known map[id.UserID]bool) []*rooms.Event {
+	for _, ev := range timeline {
+		if ev.Type == "m.room.member" && ev.StateKey != nil {
+			known[id.UserID(*ev.StateKey)] = true
+		}
+	}
+	var out []*rooms.Event
+	for _, ev := range timeline {
+		if known[ev.Sender] {
+			continue
+		}
+		for _, aid := range ev.PDU.AuthEvents {
+			ae, err := s.rooms.Event(ctx, aid)
+			if err != nil || ae == nil || ae.Type != "m.room.member" || ae.StateKey == nil || *ae.StateKey != string(ev.Sender) {
+				continue
+			}
+			known[ev.Sender] = true
+			out = append(out, ae)
+			break
+		}
+	}
+	return out
 }
 
 func (s *Service) summary(ctx context.Context, roomID id.RoomID, self id.UserID) *Summary {
