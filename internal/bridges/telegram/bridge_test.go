@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gotd/td/tg"
+	"github.com/gotd/td/tgerr"
 	"go.mau.fi/util/variationselector"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto/attachment"
@@ -499,4 +500,15 @@ func TestTelegramLogout(t *testing.T) {
 	if n := h.fake.LoggedOut(h.mia); n != 1 {
 		t.Errorf("sessions logged out on Telegram = %d, want 1", n)
 	}
+}
+
+// TestTelegramReconnects: a client that stops with an error (here its
+// first request after the login fails) connects again after a backoff,
+// from the kept session, and then receives the account's updates.
+func TestTelegramReconnects(t *testing.T) {
+	h := newHarness(t)
+	h.fake.FailOnce(tg.UsersGetUsersRequestTypeID, tgerr.New(400, "TEST_FAILURE"))
+	h.login()
+	h.fake.Type(h.alice, h.mia, "hello after the reconnect")
+	h.env.WaitMessage(h.env.WaitPortal("Alice Liddell"), h.aliceMX, "hello after the reconnect")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +57,47 @@ func (tc *Client) Connect(ctx context.Context) {
 		tc.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateUnknownError, Error: "tg-config", Message: err.Error()})
 		return
 	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	tc.mu.Lock()
+	tc.stop, tc.done = stop, done
+	tc.mu.Unlock()
+	tc.connector.guard.Go(func() {
+		defer close(done)
+		backoff := reconnectMin
+		for {
+			began := time.Now()
+			err := tc.run(runCtx, opts)
+			if runCtx.Err() != nil {
+				return
+			}
+			if time.Since(began) > reconnectMax {
+				backoff = reconnectMin
+			}
+			tc.login.Log.Err(err).Dur("retry_in", backoff).Msg("Telegram client stopped; connecting again")
+			tc.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateTransientDisconnect, Error: "tg-disconnected", Message: fmt.Sprint(err)})
+			select {
+			case <-runCtx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, reconnectMax)
+		}
+	})
+}
+
+// reconnectMin and reconnectMax bound the wait before the client connects
+// again after it stopped with an error (doubling from the first to the
+// second; a run that lasted longer than the second starts over).
+var (
+	reconnectMin = time.Second
+	reconnectMax = 5 * time.Minute
+)
+
+// run runs one gotd client and its updates manager until ctx is done or
+// the client stops; the session and update state live in the login's
+// metadata, so the next run goes on from them.
+func (tc *Client) run(ctx context.Context, opts telegram.Options) error {
 	storage := &stateStorage{client: tc}
 	manager := updates.New(updates.Config{
 		Handler: newUpdateHandler(tc), Storage: storage, AccessHasher: storage,
@@ -65,35 +107,30 @@ func (tc *Client) Connect(ctx context.Context) {
 	opts.UpdateHandler = manager
 	// The updates a call answers with (an edit, a reaction) go through the
 	// manager too, so that its pts follows them.
-	opts.Middlewares = append(opts.Middlewares, hook.UpdateHook(manager.Handle))
+	opts.Middlewares = append(slices.Clone(opts.Middlewares), hook.UpdateHook(manager.Handle))
 	api := telegram.NewClient(tc.connector.Config.APIID, tc.connector.Config.APIHash, opts)
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
 	tc.mu.Lock()
-	tc.api, tc.stop, tc.done, tc.manager = api, stop, done, manager
+	tc.api, tc.manager = api, manager
 	tc.mu.Unlock()
-	tc.connector.guard.Go(func() {
-		defer close(done)
-		err := api.Run(runCtx, func(ctx context.Context) error {
-			self, err := api.Self(ctx)
-			if err != nil {
-				return fmt.Errorf("reading the account: %w", err)
-			}
-			tc.rememberUser(ctx, self)
-			tc.mu.Lock()
-			tc.running = true
-			tc.mu.Unlock()
-			tc.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateConnected})
-			return manager.Run(ctx, api.API(), self.ID, updates.AuthOptions{})
-		})
-		tc.mu.Lock()
-		tc.running = false
-		tc.mu.Unlock()
-		if err != nil && !errors.Is(err, context.Canceled) {
-			tc.login.Log.Err(err).Msg("Telegram client stopped")
-			tc.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateTransientDisconnect, Error: "tg-disconnected", Message: err.Error()})
+	err := api.Run(ctx, func(ctx context.Context) error {
+		self, err := api.Self(ctx)
+		if err != nil {
+			return fmt.Errorf("reading the account: %w", err)
 		}
+		tc.rememberUser(ctx, self)
+		tc.mu.Lock()
+		tc.running = true
+		tc.mu.Unlock()
+		tc.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateConnected})
+		return manager.Run(ctx, api.API(), self.ID, updates.AuthOptions{})
 	})
+	tc.mu.Lock()
+	tc.running = false
+	tc.mu.Unlock()
+	if err == nil {
+		err = errors.New("the Telegram client stopped")
+	}
+	return err
 }
 
 // Disconnect stops the client and waits for it.

@@ -56,6 +56,7 @@ type Server struct {
 	codes    map[string]string        // phone code hash -> phone
 	state    map[int64]*account       // per-user pts and message log
 	floods   map[uint32]int           // request type -> FLOOD_WAIT seconds to answer once
+	failures map[uint32]*tgerr.Error  // request type -> an error to answer once
 	synced   map[int64]int            // user -> updates.getState/getDifference calls
 	chats    map[int64]*group         // basic groups
 	files    map[int64][]byte         // document ID -> content
@@ -122,6 +123,7 @@ func New(t testing.TB) *Server {
 		codes:    map[string]string{},
 		state:    map[int64]*account{},
 		floods:   map[uint32]int{},
+		failures: map[uint32]*tgerr.Error{},
 		randoms:  map[randomKey]int{},
 		synced:   map[int64]int{},
 		chats:    map[int64]*group{},
@@ -206,6 +208,13 @@ func (s *Server) FloodWait(typeID uint32, seconds int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.floods[typeID] = seconds
+}
+
+// FailOnce makes the next request of the given type fail with err.
+func (s *Server) FailOnce(typeID uint32, err *tgerr.Error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failures[typeID] = err
 }
 
 // Type sends text from one user to another, as if typed in a Telegram app,
@@ -309,9 +318,14 @@ func (s *Server) handle(h handlerFunc) func(*tgtest.Server, *tgtest.Request) err
 		}
 		flood := s.floods[typeID]
 		delete(s.floods, typeID)
+		failure := s.failures[typeID]
+		delete(s.failures, typeID)
 		s.mu.Unlock()
 		if flood > 0 {
 			return srv.SendErr(req, tgerr.New(420, fmt.Sprintf("FLOOD_WAIT_%d", flood)))
+		}
+		if failure != nil {
+			return srv.SendErr(req, failure)
 		}
 		result, err := h(call{req: req, user: user})
 		var rpcErr *tgerr.Error
