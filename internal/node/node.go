@@ -25,6 +25,7 @@ import (
 	"github.com/matrixos/matrixos/internal/analytics"
 	"github.com/matrixos/matrixos/internal/appservice"
 	"github.com/matrixos/matrixos/internal/assistant"
+	"github.com/matrixos/matrixos/internal/automation"
 	"github.com/matrixos/matrixos/internal/bridges"
 	"github.com/matrixos/matrixos/internal/clientapi"
 	"github.com/matrixos/matrixos/internal/config"
@@ -96,6 +97,8 @@ type Node struct {
 	// Moderation runs policy lists and room protections
 	// (docs/moderation.md).
 	Moderation *moderation.Service
+	// Automation runs the rooms' automation rules (docs/automation.md).
+	Automation *automation.Service
 
 	csExtra csExtra // services wired by csExtraRoutes
 
@@ -155,6 +158,7 @@ func migrations() []storage.Migration {
 		contracts.Migrations,
 		analytics.Migrations,
 		moderation.Migrations,
+		automation.Migrations,
 		bridges.Migrations,
 		nodeMigrations,
 	)
@@ -307,6 +311,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		n.DB.Close()
 		return nil, err
 	}
+	if err := n.startAutomation(ctx); err != nil {
+		n.Moderation.Close(ctx)
+		n.Analytics.Close()
+		n.Contracts.Close(ctx)
+		n.Ledger.Close(ctx)
+		n.DB.Close()
+		return nil, err
+	}
 	n.wireAppserviceQueue(n.Appservices)
 	if cfg.Federation {
 		n.Federation, err = federation.New(ctx, n.DB, log, FederationOptions(cfg, keyID, key))
@@ -353,6 +365,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Contracts.Routes(mux)
 	n.Analytics.Routes(mux)
 	n.Moderation.Routes(mux)
+	n.Automation.Routes(mux)
 	if n.LedgerKeys != nil {
 		n.LedgerKeys.Routes(mux)
 	}
@@ -526,6 +539,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.AppserviceQueue.Stop()
 	n.stopCSExtra()
 	n.Keys.Close()
+	n.Automation.Close()
 	n.Analytics.Close()
 	if err := n.Contracts.Close(ctx); err != nil {
 		errs = append(errs, err)
