@@ -363,3 +363,45 @@ func TestRefusedRuleAndAdminAPI(t *testing.T) {
 	catchUp(t, n)
 	want(t, botSays(t, n, bob, room)[1:], "hello")
 }
+
+func TestRuleCommand(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	admin, bob, room := setup(t, n)
+	rule := `{"trigger":{"type":"message","pattern":"^ping$"},"actions":[{"type":"send","body":"pong"}]}`
+	for _, tc := range []struct {
+		name   string
+		sender id.UserID
+		args   string
+		want   string // in the answer or the error
+		ok     bool
+	}{
+		{"no power", bob.UserID, "add ping " + rule, "takes power level 50", false},
+		{"bad rule", admin.UserID, `add ping {"trigger":{}}`, "unknown type", false},
+		{"usage", admin.UserID, "frobnicate", "usage: rule", false},
+		{"add", admin.UserID, "add ping " + rule, "Rule ping set: on message, 1 action(s).", true},
+		{"list by anyone", bob.UserID, "list", `ping (assistant, by ` + string(admin.UserID) + `): on message matching "^ping$" → send`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			text, err := n.Automation.Command(t.Context(), room, tc.sender, tc.args)
+			got := text
+			if err != nil {
+				got = err.Error()
+			}
+			if (err == nil) != tc.ok || !strings.Contains(got, tc.want) {
+				t.Fatalf("answer %q, error %v; want %q", text, err, tc.want)
+			}
+		})
+	}
+	say(t, bob, room, "ping")
+	catchUp(t, n)
+	if _, err := n.Automation.Command(t.Context(), room, admin.UserID, "remove ping"); err != nil {
+		t.Fatal(err)
+	}
+	say(t, bob, room, "ping")
+	say(t, bob, room, "ping")
+	catchUp(t, n)
+	want(t, botSays(t, n, bob, room), "pong")
+	if _, err := n.Automation.Command(t.Context(), room, admin.UserID, "remove ping"); err == nil {
+		t.Fatal("a removed rule was removed again")
+	}
+}

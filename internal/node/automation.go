@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/matrixos/matrixos/internal/automation"
@@ -26,5 +28,16 @@ func (n *Node) startAutomation(ctx context.Context) error {
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Automation.OnEvent)
 	n.Rooms.OnPurge = append(n.Rooms.OnPurge, n.Automation.PurgeRoom)
 	n.Automation.Start()
+	return nil
+}
+
+// registerCommands adds the analytics and automation commands to the
+// assistant ("!assistant stats", "forecast", "rule").
+func (n *Node) registerCommands() error {
+	for _, c := range slices.Concat(n.Analytics.Commands(), n.Automation.Commands()) {
+		if err := n.Assistant.Register(c); err != nil {
+			return fmt.Errorf("assistant command %s: %w", c.Name(), err)
+		}
+	}
 	return nil
 }

@@ -319,6 +319,15 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		n.DB.Close()
 		return nil, err
 	}
+	if err := n.registerCommands(); err != nil {
+		n.Automation.Close()
+		n.Moderation.Close(ctx)
+		n.Analytics.Close()
+		n.Contracts.Close(ctx)
+		n.Ledger.Close(ctx)
+		n.DB.Close()
+		return nil, err
+	}
 	n.wireAppserviceQueue(n.Appservices)
 	if cfg.Federation {
 		n.Federation, err = federation.New(ctx, n.DB, log, FederationOptions(cfg, keyID, key))
