@@ -449,7 +449,11 @@ func (s *Service) leave(w http.ResponseWriter, r *http.Request, sess *accounts.S
 		return nil, err
 	}
 	switch m := s.rooms.Membership(sess.UserID, roomID); m {
-	case "", "leave":
+	case "leave":
+		// Already left: leaving is idempotent (the spec names no error
+		// for it, and clients and Complement's cleanup leave twice).
+		return mxhttp.Empty, nil
+	case "":
 		if _, err := s.rooms.Version(r.Context(), roomID); err != nil {
 			return nil, mxhttp.NotFound("room not found")
 		}
