@@ -3,6 +3,7 @@ package sync_test
 import (
 	"encoding/json"
 	"maps"
+	"math"
 	"slices"
 	"testing"
 )
@@ -49,5 +50,13 @@ func incrementalAllocs(t *testing.T, nRooms int) float64 {
 	if r := resp.Rooms[changed]; len(resp.Rooms) != 1 || r == nil || len(r.Timeline) != 1 {
 		t.Fatalf("incremental response: rooms %v, want only %s with the new message", slices.Collect(maps.Keys(resp.Rooms)), changed)
 	}
-	return testing.AllocsPerRun(5, func() { f.slidingSync(t, body, pos) })
+	// AllocsPerRun counts every allocation of the process, the engine's
+	// background goroutines' too: the least of a few measures is the
+	// response's own, whatever else ran meanwhile (one failure under a
+	// loaded CI-like machine came from that).
+	least := math.Inf(1)
+	for range 3 {
+		least = min(least, testing.AllocsPerRun(5, func() { f.slidingSync(t, body, pos) }))
+	}
+	return least
 }
