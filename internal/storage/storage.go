@@ -137,7 +137,6 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		db.write = db.read
 	} else {
 		db.Dialect = SQLite
-		db.wal.path = path + "-wal"
 		if dir := filepath.Dir(path); dir != "" {
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				return nil, fmt.Errorf("create database directory: %w", err)
@@ -160,18 +159,7 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		// db.wal.watch installs replaces SQLite's automatic checkpoint
 		// (which is itself a WAL hook, so no wal_autocheckpoint pragma,
 		// which would replace the hook in turn).
-		//
-		// synchronous=NORMAL: a commit appends its frames to the log
-		// with write(2) and returns without an fdatasync; the log is
-		// synced before each checkpoint copies it into the database
-		// file. A committed write is in the kernel's page cache when it
-		// is acknowledged, so killing the process (kill -9, a panic, the
-		// OOM killer) loses nothing acknowledged; a power loss or kernel
-		// crash may lose the commits of the last checkpointInterval
-		// (the checkpointer syncs the log that often: syncLog), never
-		// the database's consistency. FULL's fdatasync per commit was a
-		// tenth of the send path's CPU and most of its latency.
-		db.write, err = driver.Open("file:"+path+"?vfs="+walVFSName+"&_txlock=immediate&_pragma=journal_mode(wal)&_pragma=synchronous(normal)"+pragmas, func(c *sqlite3.Conn) error {
+		db.write, err = driver.Open("file:"+path+"?_txlock=immediate&_pragma=journal_mode(wal)&_pragma=synchronous(full)"+pragmas, func(c *sqlite3.Conn) error {
 			if err := fts5.Register(c); err != nil {
 				return err
 			}
