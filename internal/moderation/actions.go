@@ -40,8 +40,8 @@ type Action struct {
 	// Detail is what undoing needs: a redacted message's body, a muted
 	// user's earlier power level.
 	Detail string `json:"-"`
-	// ReportEvent is the report in the moderators' room; a reaction to
-	// it undoes the action.
+	// ReportEvent is the report in the moderators' room; a moderator's
+	// UndoKey reaction to it undoes the action.
 	ReportEvent id.EventID `json:"report_event,omitempty"`
 	Undone      bool       `json:"undone"`
 }
@@ -218,12 +218,12 @@ func (s *Service) notifyModerators(ctx context.Context, cfg *Config, text string
 }
 
 // report posts an action to the moderators' room with the way to undo
-// it, and remembers the report so that a reaction to it undoes the
-// action.
+// it, and remembers the report so that a moderator's UndoKey reaction to
+// it undoes the action.
 func (s *Service) report(ctx context.Context, a *Action, text string) {
 	undo := ""
 	if undoable(a.Action) {
-		undo = " React to this message to undo."
+		undo = " A moderator reacting with " + UndoKey + " to this message undoes it."
 	}
 	reportID := s.notifyModerators(ctx, s.configs[a.RoomID], text+undo, map[string]any{"action": a.Action, "action_id": a.ID,
 		"room_id": a.RoomID, "target": a.Target, "event_id": a.EventID})

@@ -60,11 +60,7 @@ func text(format string, args ...any) assistant.Reply {
 
 // moderator reports whether sender may ban in the room.
 func (c *Command) moderator(ctx context.Context, room id.RoomID, sender id.UserID) (bool, error) {
-	pl, err := c.s.opts.Rooms.PowerLevels(ctx, room)
-	if err != nil {
-		return false, fmt.Errorf("read power levels of %s: %w", room, err)
-	}
-	return pl.GetUserLevel(sender) >= pl.Ban(), nil
+	return c.s.mayBan(ctx, room, sender)
 }
 
 func (c *Command) status(ctx context.Context, room id.RoomID) (assistant.Reply, error) {

@@ -13,7 +13,8 @@
 // moderator would; one the moderation user lacks the power for is
 // refused, logged and told to the moderators' room. Every action is
 // logged (moderation_actions, the admin API) and reported to the
-// moderators' room, where a reaction to the report undoes it.
+// moderators' room, where a reaction with UndoKey (↩️) to the report, by
+// a user who may ban in the room acted in, undoes it.
 //
 // A room turns protections on with the state event
 // org.matrixos.protections (Config; a local send with a bad one is
@@ -34,7 +35,7 @@
 // as ham as they arrive; one a moderator redacts, or whose sender a
 // moderator bans, is learnt as spam instead. Once it has learnt enough
 // spam, a new message it finds likely spam is redacted and reported, and
-// a reaction to the report sends the message again and learns it as ham.
+// undoing the report sends the message again and learns it as ham.
 // In encrypted rooms the server sees no plaintext: only the flood and
 // new-account limits apply.
 package moderation

@@ -475,3 +475,68 @@ func TestModCommand(t *testing.T) {
 	grant(t, admin, room, flooder.UserID, 50) // a room moderator, not a server admin
 	run(flooder.UserID, "ban server evil.example", "Only server admins")
 }
+
+// actionUndone reports whether the newest logged action of a kind is
+// undone, read through the admin API.
+func actionUndone(t *testing.T, n *testnode.Node, admin *mautrix.Client, kind string) bool {
+	t.Helper()
+	acts := n.Do(t, "GET", "/_matrixos/admin/v1/moderation/actions", admin.AccessToken, nil, testnode.NoSpecCheck()).OK(t)
+	for _, a := range acts["actions"].([]any) {
+		if a := a.(map[string]any); a["action"] == kind {
+			return a["undone"].(bool)
+		}
+	}
+	t.Fatalf("no %s action in the log %v", kind, acts)
+	return false
+}
+
+// TestUndoNeedsModerator: only a ↩️ reaction, in the action's own
+// moderators' room, from a user who may ban in the room acted in, undoes
+// an action; a member of the moderators' room without that power, another
+// key, or a moderator reacting from another moderators' room undo
+// nothing.
+func TestUndoNeedsModerator(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	admin := n.RegisterAdmin("admin")
+	flooder := n.Register("flooder")
+	helper := n.Register("helper")
+	mods := modRoom(t, n, admin)
+	testnode.Invite(t, admin, mods, helper.UserID)
+	testnode.Join(t, helper, mods)
+	room := publicRoom(t, admin, "a")
+	testnode.Join(t, flooder, room)
+	protect(t, n, admin, room, map[string]any{"flood": map[string]int{"messages": 1, "seconds": 60}, "moderators_room": mods})
+	otherMods := modRoom(t, n, admin)
+	other := publicRoom(t, admin, "b")
+	protect(t, n, admin, other, map[string]any{"words": []string{"unused"}, "moderators_room": otherMods})
+
+	testnode.SendText(t, flooder, room, "one")
+	testnode.SendText(t, flooder, room, "two")
+	catchUp(t, n)
+	report := wantNotice(t, n, admin, mods, "Muted "+string(flooder.UserID))
+	for _, r := range []struct {
+		who  *mautrix.Client
+		room id.RoomID
+		key  string
+	}{
+		{helper, mods, moderation.UndoKey},     // no ban power in the room acted in
+		{admin, mods, "👍"},                     // not the undo key
+		{admin, otherMods, moderation.UndoKey}, // another moderators' room
+	} {
+		if _, err := r.who.SendReaction(t.Context(), r.room, report, r.key); err != nil {
+			t.Fatal(err)
+		}
+		catchUp(t, n)
+		if actionUndone(t, n, admin, moderation.ActionMute) {
+			t.Fatalf("%s reacting %q in %s undid the mute", r.who.UserID, r.key, r.room)
+		}
+	}
+	if _, err := admin.SendReaction(t.Context(), mods, report, "↩"); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, n)
+	if !actionUndone(t, n, admin, moderation.ActionMute) {
+		t.Fatal("the room's moderator reacting ↩ in its moderators' room did not undo the mute")
+	}
+	wantNotice(t, n, admin, mods, "Undone by "+string(admin.UserID))
+}

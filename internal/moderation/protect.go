@@ -354,18 +354,54 @@ func (s *Service) ClassifierDocs() (ham, spam int64) {
 	return s.cls.Docs()
 }
 
-// undoByReaction undoes the action a moderator reacted to in the
-// moderators' room.
+// UndoKey is the reaction that undoes an action: the key of an
+// m.annotation, in the action's moderators' room, to the report of the
+// action, from a user with the ban power level in the room acted in.
+// The key is compared without emoji variation selectors, so "↩" and
+// "↩️" both undo.
+const UndoKey = "↩️"
+
+// undoByReaction undoes the action a moderator reacted to with UndoKey
+// in the action's moderators' room. Other reactions, reactions in
+// another moderators' room and reactions of users who may not ban in the
+// room acted in are ignored.
 func (s *Service) undoByReaction(ctx context.Context, ev storedEvent) error {
 	rel := ev.content().Get("m\\.relates_to")
-	if rel.Get("rel_type").Str != "m.annotation" {
+	if rel.Get("rel_type").Str != "m.annotation" || !isUndoKey(rel.Get("key").Str) {
 		return nil
 	}
 	acts, err := s.queryActions(ctx, "SELECT "+actionColumns+" FROM moderation_actions WHERE report_event = $1", rel.Get("event_id").Str)
 	if err != nil || len(acts) == 0 {
 		return err
 	}
-	return s.undo(ctx, acts[0], ev.sender)
+	a := acts[0]
+	if ev.roomID != s.moderatorsRoom(s.configs[a.RoomID]) {
+		s.log.Info("moderation: undo ignored: reaction outside the action's moderators' room", "action_id", a.ID, "room_id", ev.roomID, "by", ev.sender)
+		return nil
+	}
+	if ok, err := s.mayBan(ctx, a.RoomID, ev.sender); err != nil || !ok {
+		if err == nil {
+			s.log.Info("moderation: undo ignored: the reactor may not ban in the room", "action_id", a.ID, "room_id", a.RoomID, "by", ev.sender)
+		}
+		return err
+	}
+	return s.undo(ctx, a, ev.sender)
+}
+
+// isUndoKey reports whether a reaction's key is UndoKey, variation
+// selectors aside.
+func isUndoKey(key string) bool {
+	strip := func(k string) string { return strings.ReplaceAll(strings.ReplaceAll(k, "\ufe0f", ""), "\ufe0e", "") }
+	return key != "" && strip(key) == strip(UndoKey)
+}
+
+// mayBan reports whether user has the ban power level in a room.
+func (s *Service) mayBan(ctx context.Context, roomID id.RoomID, user id.UserID) (bool, error) {
+	pl, err := s.opts.Rooms.PowerLevels(ctx, roomID)
+	if err != nil {
+		return false, fmt.Errorf("read power levels of %s: %w", roomID, err)
+	}
+	return pl.GetUserLevel(user) >= pl.Ban(), nil
 }
 
 // undo reverses an action: a ban is lifted, a mute's power level
