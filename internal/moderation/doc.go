@@ -31,9 +31,12 @@
 //
 // The classifier is a multinomial naive Bayes model over a message's
 // words, link hosts and mentions, one per node, kept in memory and saved
-// every 30 seconds. Messages in rooms with the classifier on are learnt
-// as ham as they arrive; one a moderator redacts, or whose sender a
-// moderator bans, is learnt as spam instead. Once it has learnt enough
+// every 30 seconds. It learns only in rooms whose protections a server
+// admin of this node set: their messages are learnt as ham as they
+// arrive; one a moderator of this node redacts, or whose sender such a
+// moderator bans, is learnt as spam instead. Other rooms with the
+// classifier on use it without teaching it, so no local user's room and
+// no remote room can poison it. Once it has learnt enough
 // spam, a new message it finds likely spam is redacted and reported, and
 // undoing the report sends the message again and learns it as ham.
 // In encrypted rooms the server sees no plaintext: only the flood and

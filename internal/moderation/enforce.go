@@ -303,7 +303,7 @@ func (s *Service) memberChanged(ctx context.Context, cfg *Config, ev storedEvent
 		}
 	case "ban":
 		if cfg.Classifier && ev.sender != u {
-			s.learnFromBan(ev.roomID, u)
+			s.learnFromBan(ev.roomID, ev.sender, u)
 		}
 	}
 	return nil

@@ -540,3 +540,41 @@ func TestUndoNeedsModerator(t *testing.T) {
 	}
 	wantNotice(t, n, admin, mods, "Undone by "+string(admin.UserID))
 }
+
+// TestClassifierLearnsOnlyInAdminRooms: a room whose protections a local
+// user who is no server admin set uses the classifier without teaching
+// it: neither its messages nor its moderators' redactions are learnt,
+// while a room a server admin protects teaches it both.
+func TestClassifierLearnsOnlyInAdminRooms(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	admin := n.RegisterAdmin("admin")
+	owner := n.Register("owner")
+	user := n.Register("user")
+	spammer := n.Register("spammer")
+	approved := publicRoom(t, admin, "approved")
+	own := publicRoom(t, owner, "own")
+	for _, room := range []id.RoomID{approved, own} {
+		testnode.Join(t, user, room)
+		testnode.Join(t, spammer, room)
+	}
+	protect(t, n, admin, approved, map[string]any{"classifier": true})
+	protect(t, n, owner, own, map[string]any{"classifier": true})
+
+	for _, c := range []struct {
+		room id.RoomID
+		mod  *mautrix.Client
+	}{{own, owner}, {approved, admin}} {
+		for _, m := range []string{"good morning everyone", "the build is green again", "lunch at noon?"} {
+			testnode.SendText(t, user, c.room, m)
+		}
+		spam := testnode.SendText(t, spammer, c.room, "free bitcoin at https://btc-double.io")
+		catchUp(t, n)
+		if _, err := c.mod.RedactEvent(t.Context(), c.room, spam); err != nil {
+			t.Fatal(err)
+		}
+		catchUp(t, n)
+	}
+	if ham, spam := n.Moderation.ClassifierDocs(); ham != 3 || spam != 1 {
+		t.Fatalf("the classifier learnt %d ham and %d spam, want 3 and 1 (the admin's room only)", ham, spam)
+	}
+}

@@ -96,7 +96,7 @@ func (s *Service) protect(ctx context.Context, cfg *Config, ev storedEvent) erro
 	_, spamDocs := s.cls.Docs()
 	p := s.cls.SpamProbability(m.tokens)
 	flag := spamDocs >= minSpamToFlag && p >= spamThreshold
-	if !flag {
+	if !flag && s.teachers[ev.roomID] {
 		s.cls.Learn(m.tokens, Ham)
 		m.learnt = Ham
 		s.clsDirty = true
@@ -308,23 +308,38 @@ func excerpt(body string) string {
 }
 
 // learnFromRedaction teaches the classifier that a message a moderator
-// (not its sender, not the moderation user) redacted was spam.
-func (s *Service) learnFromRedaction(ev storedEvent) {
+// of this node (not its sender, not the moderation user) redacted in a
+// room that teaches it was spam.
+func (s *Service) learnFromRedaction(ctx context.Context, ev storedEvent) error {
+	if !s.teachers[ev.roomID] || !s.local(ev.sender) {
+		return nil
+	}
 	target := id.EventID(ev.content().Get("redacts").Str)
 	if target == "" {
 		target = id.EventID(gjson.GetBytes(ev.json, "redacts").Str)
 	}
 	m := s.findRecent(ev.roomID, target)
 	if m == nil || m.sender == ev.sender {
-		return
+		return nil
+	}
+	pl, err := s.opts.Rooms.PowerLevels(ctx, ev.roomID)
+	if err != nil {
+		return fmt.Errorf("read power levels of %s: %w", ev.roomID, err)
+	}
+	if pl.GetUserLevel(ev.sender) < pl.Redact() {
+		return nil
 	}
 	m.redacted = true
 	s.learnSpam(m)
+	return nil
 }
 
 // learnFromBan teaches the classifier that the recent messages of a user
-// a moderator banned were spam.
-func (s *Service) learnFromBan(roomID id.RoomID, u id.UserID) {
+// a moderator of this node banned from a room that teaches it were spam.
+func (s *Service) learnFromBan(roomID id.RoomID, moderator, u id.UserID) {
+	if !s.teachers[roomID] || !s.local(moderator) {
+		return
+	}
 	for _, m := range s.recent[roomID] {
 		if m.sender == u {
 			s.learnSpam(m)
@@ -442,9 +457,10 @@ func (s *Service) unmute(ctx context.Context, a *Action, by id.UserID) error {
 }
 
 // restore sends a redacted message again, as the moderation user, naming
-// its sender; a flagged one is learnt as ham.
+// its sender; a flagged one is learnt as ham where the room teaches the
+// classifier.
 func (s *Service) restore(ctx context.Context, a *Action, by id.UserID) error {
-	if a.Action == ActionFlag {
+	if a.Action == ActionFlag && s.teachers[a.RoomID] {
 		toks := Tokens(a.Detail)
 		s.clsMu.Lock()
 		s.cls.Learn(toks, Ham)

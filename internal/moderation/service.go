@@ -63,6 +63,7 @@ type Service struct {
 	// Guarded by stepMu.
 	settings Settings
 	configs  map[id.RoomID]*Config
+	teachers map[id.RoomID]bool            // protected rooms whose moderators teach the classifier
 	lists    map[id.RoomID]map[string]Rule // list room -> rule key -> rule
 	recent   map[id.RoomID][]*recentMsg
 	flood    map[string][]int64 // room + user -> recent message timestamps
@@ -90,7 +91,7 @@ func New(opts Options) *Service {
 		opts.RoomVersion = id.RoomV11
 	}
 	return &Service{opts: opts, log: opts.Log.With("component", "moderation"), wake: make(chan struct{}, 1),
-		configs: map[id.RoomID]*Config{}, lists: map[id.RoomID]map[string]Rule{},
+		configs: map[id.RoomID]*Config{}, teachers: map[id.RoomID]bool{}, lists: map[id.RoomID]map[string]Rule{},
 		recent: map[id.RoomID][]*recentMsg{}, flood: map[string][]int64{}, cls: NewClassifier()}
 }
 
@@ -296,6 +297,7 @@ func (s *Service) load(ctx context.Context) error {
 		}
 		if cfg, err := ParseConfig(ev.Content()); err == nil && !cfg.empty() {
 			s.configs[r] = cfg
+			s.teachers[r] = s.setByAdmin(ctx, ev)
 		}
 	}
 	s.loaded = true
@@ -368,8 +370,7 @@ func (s *Service) handle(ctx context.Context, ev storedEvent) error {
 	case "m.room.member":
 		return s.memberChanged(ctx, cfg, ev)
 	case "m.room.redaction":
-		s.learnFromRedaction(ev)
-		return nil
+		return s.learnFromRedaction(ctx, ev)
 	case "m.room.message", "m.sticker", "m.room.encrypted":
 		return s.protect(ctx, cfg, ev)
 	}
@@ -393,17 +394,38 @@ func (s *Service) configure(ctx context.Context, roomID id.RoomID) error {
 	}
 	if cfg == nil || cfg.empty() {
 		delete(s.configs, roomID)
+		delete(s.teachers, roomID)
 		s.log.Info("moderation: protections off", "room_id", roomID)
 		return s.writeWatch(ctx)
 	}
 	s.configs[roomID] = cfg
-	s.log.Info("moderation: protections configured", "room_id", roomID)
+	s.teachers[roomID] = s.setByAdmin(ctx, ev)
+	s.log.Info("moderation: protections configured", "room_id", roomID, "teaches_classifier", s.teachers[roomID])
 	if err := s.writeWatch(ctx); err != nil {
 		return err
 	}
 	s.joinAll(ctx, append([]id.RoomID{roomID}, s.related(cfg)...))
 	return s.enforce(ctx, roomID)
 }
+
+// setByAdmin reports whether a protections event was sent by a server
+// admin of this node. Only the moderators of such rooms teach the node's
+// classifier: a room anyone else configures, on this node or another,
+// uses it without training it, so it cannot be poisoned from there.
+func (s *Service) setByAdmin(ctx context.Context, ev *rooms.Event) bool {
+	if ev == nil || !s.local(ev.Sender) {
+		return false
+	}
+	u, ok, err := s.opts.Accounts.GetUser(ctx, ev.Sender)
+	if err != nil {
+		s.log.Warn("moderation: read the sender of a configuration", "room_id", ev.RoomID, "user_id", ev.Sender, "err", err)
+		return false
+	}
+	return ok && u.IsAdmin
+}
+
+// local reports whether a user is an account of this node.
+func (s *Service) local(u id.UserID) bool { return serverOf(u) == s.opts.Accounts.ServerName() }
 
 // related returns the rooms a protected room's configuration names.
 func (s *Service) related(cfg *Config) []id.RoomID {
