@@ -3,7 +3,6 @@ package moderation
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -240,12 +239,10 @@ func (s *Service) applyACL(ctx context.Context, cfg *Config, roomID id.RoomID, r
 	b, _ := json.Marshal(acl)
 	sk := ""
 	if _, err := s.opts.Rooms.Send(ctx, roomID, rooms.Proto{Type: "m.room.server_acl", StateKey: &sk, Sender: s.Bot(), Content: b}); err != nil {
-		var np *errNoPower
-		if errors.As(err, &np) {
-			s.refused(ctx, roomID, err)
-			return nil
-		}
-		return fmt.Errorf("set server ACL of %s: %w", roomID, err)
+		// The room refused it (power levels changed since mayAct, a
+		// bad ACL kept from before): told, not retried.
+		s.refused(ctx, roomID, fmt.Errorf("set the server ACL of %s: %w", roomID, err))
+		return nil
 	}
 	a, err := s.logAction(ctx, Action{RoomID: roomID, Action: ActionACL, Target: mustJSON(newDeny), Reason: "policy lists"})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/matrixos/matrixos/internal/assistant"
 	"github.com/matrixos/matrixos/internal/moderation"
+	"github.com/matrixos/matrixos/internal/storage"
 	"github.com/matrixos/matrixos/internal/storage/pgtest"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
@@ -576,5 +577,65 @@ func TestClassifierLearnsOnlyInAdminRooms(t *testing.T) {
 	}
 	if ham, spam := n.Moderation.ClassifierDocs(); ham != 3 || spam != 1 {
 		t.Fatalf("the classifier learnt %d ham and %d spam, want 3 and 1 (the admin's room only)", ham, spam)
+	}
+}
+
+// TestFailingEventSkipped: an event whose handling keeps failing (here
+// storing the ACL the moderation user set, refused by a trigger) is tried
+// a few times and then skipped: the message before it in the batch is not
+// handled again (its sender warned once) and the one after it is handled.
+func TestFailingEventSkipped(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	if err := n.Moderation.Close(t.Context()); err != nil { // the test steps the follower itself
+		t.Fatal(err)
+	}
+	admin := n.RegisterAdmin("admin")
+	user := n.Register("user")
+	list := publicRoom(t, admin, "list")
+	room := publicRoom(t, admin, "a")
+	testnode.Join(t, user, room)
+	protect(t, n, admin, room, map[string]any{"words": []string{"badword"}, "policy_lists": []id.RoomID{list}})
+	err := n.DB.Write(t.Context(), func(tx *storage.Tx) error {
+		_, err := tx.Exec(t.Context(), `CREATE TRIGGER moderation_test_failure BEFORE INSERT ON moderation_settings
+			WHEN NEW.name LIKE 'acl %' BEGIN SELECT RAISE(ABORT, 'injected failure'); END`)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	before := testnode.SendText(t, user, room, "badword one")
+	testnode.SendState(t, admin, list, serverRule, "s1", map[string]string{"entity": "evil.example", "recommendation": "m.ban"})
+	after := testnode.SendText(t, user, room, "badword two")
+	failures := 0
+	for more := true; more; {
+		if failures > 10 {
+			t.Fatalf("the follower is stalled: %d failed steps", failures)
+		}
+		if more, err = n.Moderation.Step(t.Context()); err != nil {
+			failures, more = failures+1, true
+		}
+	}
+	if failures == 0 {
+		t.Fatal("the injected failure did not happen")
+	}
+	for _, evID := range []id.EventID{before, after} {
+		ev, err := n.Rooms.Event(t.Context(), evID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.RedactedBy == "" {
+			t.Errorf("%s was not redacted", evID)
+		}
+	}
+	bodies, _ := notices(t, n, admin, room)
+	warnings := 0
+	for _, b := range bodies {
+		if strings.HasPrefix(b, string(user.UserID)+": your message was removed") {
+			warnings++
+		}
+	}
+	if warnings != 2 {
+		t.Fatalf("%s was warned %d times for two messages: %q", user.UserID, warnings, bodies)
 	}
 }

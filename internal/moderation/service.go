@@ -30,6 +30,9 @@ const (
 	followInterval = time.Second
 	// saveInterval is how often a changed classifier is saved.
 	saveInterval = 30 * time.Second
+	// maxAttempts is how many times in a row the follower tries an event
+	// whose handling fails before it logs and skips it.
+	maxAttempts = 3
 )
 
 // Watch roles of a room (moderation_watch).
@@ -68,6 +71,10 @@ type Service struct {
 	recent   map[id.RoomID][]*recentMsg
 	flood    map[string][]int64 // room + user -> recent message timestamps
 	loaded   bool
+	// failedPos is the event whose handling failed at the last step and
+	// failures how many times in a row.
+	failedPos int64
+	failures  int
 
 	clsMu    sync.Mutex
 	cls      *Classifier
@@ -189,7 +196,10 @@ func (ev storedEvent) ts() int64 { return gjson.GetBytes(ev.json, "origin_server
 
 // Step handles the next committed events (at most stepSize, up to and
 // including the next configuration change) and reports whether more may
-// be waiting. The follower calls it; tests call it to catch up at once.
+// be waiting. An event whose handling fails ends the step with the error
+// and is tried again at the next, the mark just before it; after
+// maxAttempts failures it is logged and skipped. The follower calls it;
+// tests call it to catch up at once.
 func (s *Service) Step(ctx context.Context) (more bool, err error) {
 	s.stepMu.Lock()
 	defer s.stepMu.Unlock()
@@ -208,15 +218,43 @@ func (s *Service) Step(ctx context.Context) (more bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	done := mark
 	for _, ev := range evs {
-		if err := s.handle(ctx, ev); err != nil {
+		if err := s.handle(ctx, ev); err != nil && !s.skip(ctx, ev, err) {
+			// Handled again at the next step; the events before it are
+			// done and are not.
+			if done > mark {
+				err = errors.Join(err, s.setMark(ctx, done))
+			}
 			return false, err
 		}
+		done = ev.pos
 	}
 	if len(evs) == stepSize || (len(evs) > 0 && evs[len(evs)-1].evType == ConfigType) {
 		return true, s.setMark(ctx, evs[len(evs)-1].pos)
 	}
 	return false, s.setMark(ctx, visible)
+}
+
+// skip reports whether an event whose handling failed is given up: after
+// maxAttempts failures in a row (or never, when the node is stopping). A
+// failure that is not passing, such as a send the room refuses, must not
+// stall the follower, nor the events after it be replayed.
+func (s *Service) skip(ctx context.Context, ev storedEvent, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	if s.failedPos != ev.pos {
+		s.failedPos, s.failures = ev.pos, 0
+	}
+	s.failures++
+	if s.failures < maxAttempts {
+		return false
+	}
+	s.log.Error("moderation: event skipped after failing repeatedly", "room_id", ev.roomID, "event_id", ev.eventID,
+		"type", ev.evType, "attempts", s.failures, "err", err)
+	s.failedPos, s.failures = 0, 0
+	return true
 }
 
 func (s *Service) scan(ctx context.Context, mark, visible int64) ([]storedEvent, error) {
