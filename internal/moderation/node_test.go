@@ -3,9 +3,11 @@ package moderation_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -637,5 +639,86 @@ func TestFailingEventSkipped(t *testing.T) {
 	}
 	if warnings != 2 {
 		t.Fatalf("%s was warned %d times for two messages: %q", user.UserID, warnings, bodies)
+	}
+}
+
+// floodBridge is an appservice whose bot sets its messages'
+// origin_server_ts (?ts=), as bridges do.
+const floodBridge = `id: floodbridge
+url: null
+as_token: as-floodbridge
+hs_token: hs-floodbridge
+sender_localpart: floodbridgebot
+rate_limited: false
+namespaces:
+  users:
+  - exclusive: true
+    regex: '@floodbridge_.+:localhost'
+`
+
+// actionsOf returns the logged actions of a kind against a target.
+func actionsOf(t *testing.T, n *testnode.Node, admin *mautrix.Client, kind string, target id.UserID) int {
+	t.Helper()
+	acts := n.Do(t, "GET", "/_matrixos/admin/v1/moderation/actions?limit=1000", admin.AccessToken, nil, testnode.NoSpecCheck()).OK(t)
+	count := 0
+	for _, a := range acts["actions"].([]any) {
+		if a := a.(map[string]any); a["action"] == kind && a["target"] == string(target) {
+			count++
+		}
+	}
+	return count
+}
+
+// TestFloodBacklog: the flood window counts when the node received the
+// messages, not the timestamps a bridge set an hour apart; read as one
+// backlog, a flood in redact mode warns and reports once, and a flood in
+// mute mode mutes once, not again for the messages sent before the mute.
+func TestFloodBacklog(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite, testnode.WithAppservices(t, map[string]string{"floodbridge.yaml": floodBridge}))
+	if err := n.Moderation.Close(t.Context()); err != nil { // the test steps the follower itself
+		t.Fatal(err)
+	}
+	admin := n.RegisterAdmin("admin")
+	flooder := n.Register("flooder")
+	mods := modRoom(t, n, admin)
+	redactRoom, muteRoom, bridged := publicRoom(t, admin, "redact"), publicRoom(t, admin, "mute"), publicRoom(t, admin, "bridged")
+	bridge := n.Client()
+	bridge.AccessToken, bridge.UserID = "as-floodbridge", id.UserID("@floodbridgebot:"+n.Accounts.ServerName())
+	testnode.Join(t, bridge, bridged)
+	testnode.Join(t, flooder, redactRoom)
+	testnode.Join(t, flooder, muteRoom)
+	flood := func(action string) map[string]any {
+		return map[string]any{"flood": map[string]any{"messages": 2, "seconds": 600, "action": action}, "moderators_room": mods}
+	}
+	protect(t, n, admin, redactRoom, flood("redact"))
+	protect(t, n, admin, muteRoom, flood("mute"))
+	protect(t, n, admin, bridged, flood("mute"))
+
+	start := time.Now().Add(-24 * time.Hour).UnixMilli()
+	for i := range 3 {
+		_, err := bridge.SendMessageEvent(t.Context(), bridged, event.EventMessage,
+			map[string]any{"msgtype": "m.text", "body": fmt.Sprint("bridged ", i)}, mautrix.ReqSendEvent{Timestamp: start + int64(i)*3_600_000})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 6 {
+		testnode.SendText(t, flooder, redactRoom, fmt.Sprint("redact me ", i))
+		testnode.SendText(t, flooder, muteRoom, fmt.Sprint("mute me ", i))
+	}
+	catchUp(t, n)
+
+	if got := actionsOf(t, n, admin, moderation.ActionMute, bridge.UserID); got != 1 {
+		t.Errorf("the bridge bot flooding with timestamps an hour apart was muted %d times, want 1", got)
+	}
+	if got := actionsOf(t, n, admin, moderation.ActionRedact, flooder.UserID); got != 4 {
+		t.Errorf("%d of the flooder's messages redacted in redact mode, want 4", got)
+	}
+	bodies, _ := notices(t, n, admin, redactRoom)
+	if warned := len(slices.DeleteFunc(bodies, func(b string) bool { return !strings.Contains(b, "your message was removed") })); warned != 1 {
+		t.Errorf("the flooder was warned %d times in redact mode, want once", warned)
+	}
+	if got := actionsOf(t, n, admin, moderation.ActionMute, flooder.UserID); got != 1 {
+		t.Errorf("the flooder was muted %d times, want once", got)
 	}
 }

@@ -166,11 +166,13 @@ func (s *Service) act(ctx context.Context, ev storedEvent, body string, v verdic
 }
 
 // flooding counts the message in its sender's window and reports whether
-// the sender is over the limit. Event timestamps make the window, so a
-// backlog read late is judged as it was sent.
+// the sender is over the limit. The window counts when the node received
+// each message, not the origin_server_ts remote servers and appservices
+// set, so spacing the timestamps out does not get around it; a backlog
+// read late is still judged as it arrived.
 func (s *Service) flooding(f *FloodConfig, ev storedEvent) bool {
-	key := string(ev.roomID) + "\x00" + string(ev.sender)
-	ts := ev.ts()
+	key := floodKey(ev)
+	ts := s.receivedAt(ev)
 	since := ts - int64(f.Seconds)*1000
 	window := s.flood[key][:0:0]
 	for _, t := range s.flood[key] {
@@ -182,17 +184,39 @@ func (s *Service) flooding(f *FloodConfig, ev storedEvent) bool {
 	s.flood[key] = window
 	if len(s.flood) > 100_000 {
 		clear(s.flood) // bound the memory of a flood of senders
+		clear(s.floodTold)
 	}
 	return len(window) > f.Messages
 }
 
-// stopFlood mutes the sender (the default) or redacts the message.
+func floodKey(ev storedEvent) string { return string(ev.roomID) + "\x00" + string(ev.sender) }
+
+// stopFlood mutes the sender (the default) or redacts the message. In
+// redact mode the sender is warned and the moderators told once per
+// window, not for every message over the limit; a sender already muted
+// (the rest of a backlog read after the mute) is not muted again.
 func (s *Service) stopFlood(ctx context.Context, cfg *Config, ev storedEvent, body string) error {
 	reason := fmt.Sprintf("more than %d messages in %d seconds", cfg.Flood.Messages, cfg.Flood.Seconds)
+	key := floodKey(ev)
 	if cfg.Flood.Action == "redact" {
+		now := s.receivedAt(ev)
+		if told, ok := s.floodTold[key]; ok && now-told < int64(cfg.Flood.Seconds)*1000 {
+			if _, err := s.redact(ctx, ev.roomID, ev.eventID, ev.sender, "flood: "+reason, body); err != nil {
+				s.refused(ctx, ev.roomID, err)
+			}
+			return nil
+		}
+		s.floodTold[key] = now
 		return s.act(ctx, ev, body, verdict{"flood", reason})
 	}
-	delete(s.flood, string(ev.roomID)+"\x00"+string(ev.sender))
+	delete(s.flood, key)
+	pl, err := s.opts.Rooms.PowerLevels(ctx, ev.roomID)
+	if err != nil {
+		return fmt.Errorf("read power levels of %s: %w", ev.roomID, err)
+	}
+	if pl.GetUserLevel(ev.sender) < pl.EventsDefault {
+		return nil // muted already
+	}
 	a, err := s.mute(ctx, ev.roomID, ev.sender, "flood: "+reason)
 	if err != nil {
 		s.refused(ctx, ev.roomID, err)
@@ -255,7 +279,7 @@ func (s *Service) youngAccount(ctx context.Context, ev storedEvent, minAge int64
 	if err != nil || !ok {
 		return false, err
 	}
-	return ev.ts()-u.CreatedTS < minAge*1000, nil
+	return s.receivedAt(ev)-u.CreatedTS < minAge*1000, nil
 }
 
 // firstMessage reports whether the event is its sender's first message

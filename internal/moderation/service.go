@@ -30,6 +30,8 @@ const (
 	followInterval = time.Second
 	// saveInterval is how often a changed classifier is saved.
 	saveInterval = 30 * time.Second
+	// maxArrived bounds the arrival times kept for the follower.
+	maxArrived = 100_000
 	// maxAttempts is how many times in a row the follower tries an event
 	// whose handling fails before it logs and skips it.
 	maxAttempts = 3
@@ -69,12 +71,21 @@ type Service struct {
 	teachers map[id.RoomID]bool            // protected rooms whose moderators teach the classifier
 	lists    map[id.RoomID]map[string]Rule // list room -> rule key -> rule
 	recent   map[id.RoomID][]*recentMsg
-	flood    map[string][]int64 // room + user -> recent message timestamps
-	loaded   bool
+	flood    map[string][]int64 // room + user -> recent message receive times
+	// floodTold is when a flooding user was last warned (redact mode),
+	// by room + user.
+	floodTold map[string]int64
+	loaded    bool
 	// failedPos is the event whose handling failed at the last step and
 	// failures how many times in a row.
 	failedPos int64
 	failures  int
+
+	// arrived is when each message the follower has yet to read was
+	// committed (Unix ms), by position: the flood limit counts local
+	// receive times, not the origin_server_ts a sender chooses.
+	arrivedMu sync.Mutex
+	arrived   map[int64]int64
 
 	clsMu    sync.Mutex
 	cls      *Classifier
@@ -99,17 +110,56 @@ func New(opts Options) *Service {
 	}
 	return &Service{opts: opts, log: opts.Log.With("component", "moderation"), wake: make(chan struct{}, 1),
 		configs: map[id.RoomID]*Config{}, teachers: map[id.RoomID]bool{}, lists: map[id.RoomID]map[string]Rule{},
-		recent: map[id.RoomID][]*recentMsg{}, flood: map[string][]int64{}, cls: NewClassifier()}
+		recent: map[id.RoomID][]*recentMsg{}, flood: map[string][]int64{}, floodTold: map[string]int64{},
+		arrived: map[int64]int64{}, cls: NewClassifier()}
 }
 
 // Bot is the moderation user.
 func (s *Service) Bot() id.UserID { return s.opts.Accounts.UserID(BotLocalpart) }
 
-// OnEvent is the room engine's hook: it wakes the follower. It never
-// blocks.
+// OnEvent is the room engine's hook: it notes when a message arrived and
+// wakes the follower. It never blocks.
 func (s *Service) OnEvent(ev *rooms.Event, _ *rooms.RoomInfo) {
-	if ev.Pos > 0 {
-		s.wakeUp()
+	if ev.Pos <= 0 {
+		return
+	}
+	if isMessageType(ev.Type) {
+		s.arrivedMu.Lock()
+		if len(s.arrived) >= maxArrived {
+			clear(s.arrived) // a follower far behind judges by origin_server_ts
+		}
+		s.arrived[ev.Pos] = time.Now().UnixMilli()
+		s.arrivedMu.Unlock()
+	}
+	s.wakeUp()
+}
+
+// isMessageType reports whether the protections look at events of a type.
+func isMessageType(evType string) bool {
+	return evType == "m.room.message" || evType == "m.sticker" || evType == "m.room.encrypted"
+}
+
+// receivedAt returns when the node committed a message: noted by OnEvent,
+// or, for one committed before the node started (or while the follower
+// was far behind), its origin_server_ts.
+func (s *Service) receivedAt(ev storedEvent) int64 {
+	s.arrivedMu.Lock()
+	defer s.arrivedMu.Unlock()
+	if t, ok := s.arrived[ev.pos]; ok {
+		return t
+	}
+	return ev.ts()
+}
+
+// forgetArrivals drops the arrival times of the events up to pos, which
+// the follower has read.
+func (s *Service) forgetArrivals(pos int64) {
+	s.arrivedMu.Lock()
+	defer s.arrivedMu.Unlock()
+	for p := range s.arrived {
+		if p <= pos {
+			delete(s.arrived, p)
+		}
 	}
 }
 
@@ -231,8 +281,10 @@ func (s *Service) Step(ctx context.Context) (more bool, err error) {
 		done = ev.pos
 	}
 	if len(evs) == stepSize || (len(evs) > 0 && evs[len(evs)-1].evType == ConfigType) {
-		return true, s.setMark(ctx, evs[len(evs)-1].pos)
+		s.forgetArrivals(done)
+		return true, s.setMark(ctx, done)
 	}
+	s.forgetArrivals(visible)
 	return false, s.setMark(ctx, visible)
 }
 
