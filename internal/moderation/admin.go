@@ -66,7 +66,8 @@ func (s *Service) getSettings(w http.ResponseWriter, r *http.Request, _ *account
 		return map[string]any{
 			"bot": s.Bot(), "moderators_room": s.settings.ModeratorsRoom, "policy_lists": orEmpty(s.settings.PolicyLists),
 			"list_room": s.settings.ListRoom, "protected_rooms": protected,
-			"classifier": map[string]int64{"ham": ham, "spam": spam},
+			"classifier":          map[string]int64{"ham": ham, "spam": spam, "vocabulary": int64(s.classifierVocabulary())},
+			"remembered_messages": s.remembered(),
 		}, nil
 	})
 }

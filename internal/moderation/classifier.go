@@ -17,7 +17,13 @@ type Classifier struct {
 	docs   [2]int64             // messages learnt, by class
 	total  [2]int64             // tokens learnt, by class
 	counts map[string]*[2]int64 // token -> count by class
+	// maxVocabulary bounds the distinct tokens it keeps (its memory and
+	// the size of each save); new tokens past it are not learnt.
+	maxVocabulary int
 }
+
+// MaxVocabulary is how many distinct tokens a Classifier keeps.
+const MaxVocabulary = 100_000
 
 // Classes.
 const (
@@ -26,7 +32,12 @@ const (
 )
 
 // NewClassifier returns an empty model.
-func NewClassifier() *Classifier { return &Classifier{counts: map[string]*[2]int64{}} }
+func NewClassifier() *Classifier {
+	return &Classifier{counts: map[string]*[2]int64{}, maxVocabulary: MaxVocabulary}
+}
+
+// Vocabulary returns how many distinct tokens the model keeps.
+func (c *Classifier) Vocabulary() int { return len(c.counts) }
 
 // Learn adds a message's tokens to a class.
 func (c *Classifier) Learn(tokens []string, class int) { c.add(tokens, class, 1) }
@@ -39,7 +50,7 @@ func (c *Classifier) add(tokens []string, class int, d int64) {
 	for _, t := range tokens {
 		n := c.counts[t]
 		if n == nil {
-			if d < 0 {
+			if d < 0 || (c.maxVocabulary > 0 && len(c.counts) >= c.maxVocabulary) {
 				continue
 			}
 			n = new([2]int64)

@@ -722,3 +722,30 @@ func TestFloodBacklog(t *testing.T) {
 		t.Errorf("the flooder was muted %d times, want once", got)
 	}
 }
+
+// TestProtectionsOffForgetsMessages: the messages the follower remembers
+// of a room (the admin API counts them) are dropped when the room turns
+// its protections off.
+func TestProtectionsOffForgetsMessages(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	admin := n.RegisterAdmin("admin")
+	user := n.Register("user")
+	room := publicRoom(t, admin, "a")
+	testnode.Join(t, user, room)
+	protect(t, n, admin, room, map[string]any{"words": []string{"unused"}})
+	for _, m := range []string{"one", "two", "three"} {
+		testnode.SendText(t, user, room, m)
+	}
+	catchUp(t, n)
+	remembered := func() any {
+		return n.Do(t, "GET", "/_matrixos/admin/v1/moderation", admin.AccessToken, nil, testnode.NoSpecCheck()).OK(t)["remembered_messages"]
+	}
+	if got := remembered(); got != 3.0 {
+		t.Fatalf("remembered_messages %v, want 3", got)
+	}
+	testnode.SendState(t, admin, room, configType, "", map[string]any{})
+	catchUp(t, n)
+	if got := remembered(); got != 0.0 {
+		t.Fatalf("remembered_messages %v after the protections went off, want 0", got)
+	}
+}

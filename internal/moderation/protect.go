@@ -3,6 +3,7 @@ package moderation
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -15,9 +16,11 @@ import (
 )
 
 const (
-	// recentPerRoom bounds the messages remembered per protected room
-	// (for redact_on_ban and for learning from redactions).
-	recentPerRoom = 500
+	// recentPerRoom and recentBytesPerRoom bound the messages remembered
+	// per protected room (for redact_on_ban and for learning from
+	// redactions): 500 of them, 1 MiB of bodies.
+	recentPerRoom      = 500
+	recentBytesPerRoom = 1 << 20
 	// minSpamToFlag is how many spam messages the classifier must have
 	// learnt before it flags anything.
 	minSpamToFlag = 5
@@ -35,13 +38,42 @@ type recentMsg struct {
 	redacted bool
 }
 
-// remember keeps a message among the room's recent ones.
+// remember keeps a message among the room's recent ones, forgetting the
+// oldest past recentPerRoom messages or recentBytesPerRoom of bodies.
 func (s *Service) remember(roomID id.RoomID, m *recentMsg) {
 	list := append(s.recent[roomID], m)
-	if len(list) > recentPerRoom {
-		list = list[len(list)-recentPerRoom:]
+	size := s.recentBytes[roomID] + len(m.body)
+	drop := 0
+	for drop < len(list)-1 && (len(list)-drop > recentPerRoom || size > recentBytesPerRoom) {
+		size -= len(list[drop].body)
+		drop++
 	}
-	s.recent[roomID] = list
+	s.recent[roomID] = slices.Clone(list[drop:])
+	s.recentBytes[roomID] = size
+}
+
+// forgetRoom drops what the follower remembers of a room whose
+// protections went off.
+func (s *Service) forgetRoom(roomID id.RoomID) {
+	delete(s.recent, roomID)
+	delete(s.recentBytes, roomID)
+	prefix := string(roomID) + "\x00"
+	for key := range s.flood {
+		if strings.HasPrefix(key, prefix) {
+			delete(s.flood, key)
+			delete(s.floodTold, key)
+		}
+	}
+}
+
+// remembered returns how many messages the follower remembers, in all
+// protected rooms.
+func (s *Service) remembered() int {
+	n := 0
+	for _, list := range s.recent {
+		n += len(list)
+	}
+	return n
 }
 
 func (s *Service) findRecent(roomID id.RoomID, evID id.EventID) *recentMsg {
@@ -383,6 +415,12 @@ func (s *Service) learnSpam(m *recentMsg) {
 	s.cls.Learn(m.tokens, Spam)
 	m.learnt = Spam
 	s.clsDirty = true
+}
+
+func (s *Service) classifierVocabulary() int {
+	s.clsMu.Lock()
+	defer s.clsMu.Unlock()
+	return s.cls.Vocabulary()
 }
 
 // ClassifierDocs returns how many ham and spam messages the classifier

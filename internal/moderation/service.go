@@ -30,6 +30,10 @@ const (
 	followInterval = time.Second
 	// saveInterval is how often a changed classifier is saved.
 	saveInterval = 30 * time.Second
+	// maxProtectedRooms bounds the rooms the node protects (their
+	// configurations and remembered messages are kept in memory); a room
+	// past it is logged and left unprotected.
+	maxProtectedRooms = 10_000
 	// maxArrived bounds the arrival times kept for the follower.
 	maxArrived = 100_000
 	// maxAttempts is how many times in a row the follower tries an event
@@ -71,7 +75,9 @@ type Service struct {
 	teachers map[id.RoomID]bool            // protected rooms whose moderators teach the classifier
 	lists    map[id.RoomID]map[string]Rule // list room -> rule key -> rule
 	recent   map[id.RoomID][]*recentMsg
-	flood    map[string][]int64 // room + user -> recent message receive times
+	// recentBytes is the size of the bodies in recent, by room.
+	recentBytes map[id.RoomID]int
+	flood       map[string][]int64 // room + user -> recent message receive times
 	// floodTold is when a flooding user was last warned (redact mode),
 	// by room + user.
 	floodTold map[string]int64
@@ -110,7 +116,7 @@ func New(opts Options) *Service {
 	}
 	return &Service{opts: opts, log: opts.Log.With("component", "moderation"), wake: make(chan struct{}, 1),
 		configs: map[id.RoomID]*Config{}, teachers: map[id.RoomID]bool{}, lists: map[id.RoomID]map[string]Rule{},
-		recent: map[id.RoomID][]*recentMsg{}, flood: map[string][]int64{}, floodTold: map[string]int64{},
+		recent: map[id.RoomID][]*recentMsg{}, recentBytes: map[id.RoomID]int{}, flood: map[string][]int64{}, floodTold: map[string]int64{},
 		arrived: map[int64]int64{}, cls: NewClassifier()}
 }
 
@@ -385,7 +391,7 @@ func (s *Service) load(ctx context.Context) error {
 		if err != nil || ev == nil {
 			continue
 		}
-		if cfg, err := ParseConfig(ev.Content()); err == nil && !cfg.empty() {
+		if cfg, err := ParseConfig(ev.Content()); err == nil && !cfg.empty() && len(s.configs) < maxProtectedRooms {
 			s.configs[r] = cfg
 			s.teachers[r] = s.setByAdmin(ctx, ev)
 		}
@@ -485,8 +491,13 @@ func (s *Service) configure(ctx context.Context, roomID id.RoomID) error {
 	if cfg == nil || cfg.empty() {
 		delete(s.configs, roomID)
 		delete(s.teachers, roomID)
+		s.forgetRoom(roomID)
 		s.log.Info("moderation: protections off", "room_id", roomID)
 		return s.writeWatch(ctx)
+	}
+	if _, known := s.configs[roomID]; !known && len(s.configs) >= maxProtectedRooms {
+		s.log.Warn("moderation: protections not turned on: the node protects too many rooms", "room_id", roomID, "max", maxProtectedRooms)
+		return nil
 	}
 	s.configs[roomID] = cfg
 	s.teachers[roomID] = s.setByAdmin(ctx, ev)
