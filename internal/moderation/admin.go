@@ -271,27 +271,49 @@ func (s *Service) undoAction(w http.ResponseWriter, r *http.Request, sess *accou
 	})
 }
 
-// ReportToModerators posts a user's report (admin.Service.OnReport) to
-// the moderators' room of the reported room, or the node's.
-func (s *Service) ReportToModerators(ctx context.Context, rep admin.Report) {
-	s.locked(ctx, func() (any, error) {
-		var text string
-		switch rep.Kind {
-		case admin.KindEvent:
-			text = fmt.Sprintf("Report %d: %s reported event %s by %s in %s", rep.ID, rep.Reporter, rep.EventID, rep.TargetUser, rep.RoomID)
-		case admin.KindRoom:
-			text = fmt.Sprintf("Report %d: %s reported the room %s", rep.ID, rep.Reporter, rep.RoomID)
+// ReportToModerators queues a user's report (admin.Service.OnReport) for
+// the follower, which posts it to the moderators' room of the reported
+// room, or the node's. It never waits: /report does not hold up on a step
+// in progress, and a report past the queue's bound is kept for the admin
+// API only (logged).
+func (s *Service) ReportToModerators(_ context.Context, rep admin.Report) {
+	select {
+	case s.reports <- rep:
+		s.wakeUp()
+	default:
+		s.log.Warn("moderation: report not posted: too many reports waiting", "report_id", rep.ID)
+	}
+}
+
+// postReports posts the queued reports; the caller holds stepMu.
+func (s *Service) postReports(ctx context.Context) {
+	for {
+		select {
+		case rep := <-s.reports:
+			s.postReport(ctx, rep)
 		default:
-			text = fmt.Sprintf("Report %d: %s reported the user %s", rep.ID, rep.Reporter, rep.TargetUser)
+			return
 		}
-		if rep.Reason != "" {
-			text += ": " + excerpt(rep.Reason)
-		}
-		meta := map[string]any{"report_id": rep.ID, "kind": rep.Kind, "reporter": rep.Reporter,
-			"room_id": rep.RoomID, "event_id": rep.EventID, "target": rep.TargetUser}
-		if s.notifyModerators(ctx, s.configs[rep.RoomID], text, meta) == "" {
-			s.log.Info("moderation: report not posted: no moderators' room", "report_id", rep.ID)
-		}
-		return nil, nil
-	})
+	}
+}
+
+// postReport posts one user's report to the moderators' room.
+func (s *Service) postReport(ctx context.Context, rep admin.Report) {
+	var text string
+	switch rep.Kind {
+	case admin.KindEvent:
+		text = fmt.Sprintf("Report %d: %s reported event %s by %s in %s", rep.ID, rep.Reporter, rep.EventID, rep.TargetUser, rep.RoomID)
+	case admin.KindRoom:
+		text = fmt.Sprintf("Report %d: %s reported the room %s", rep.ID, rep.Reporter, rep.RoomID)
+	default:
+		text = fmt.Sprintf("Report %d: %s reported the user %s", rep.ID, rep.Reporter, rep.TargetUser)
+	}
+	if rep.Reason != "" {
+		text += ": " + excerpt(rep.Reason)
+	}
+	meta := map[string]any{"report_id": rep.ID, "kind": rep.Kind, "reporter": rep.Reporter,
+		"room_id": rep.RoomID, "event_id": rep.EventID, "target": rep.TargetUser}
+	if s.notifyModerators(ctx, s.configs[rep.RoomID], text, meta) == "" {
+		s.log.Info("moderation: report not posted: no moderators' room", "report_id", rep.ID)
+	}
 }

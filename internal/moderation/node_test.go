@@ -14,7 +14,9 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/assistant"
+	"github.com/matrixos/matrixos/internal/config"
 	"github.com/matrixos/matrixos/internal/moderation"
+	"github.com/matrixos/matrixos/internal/node"
 	"github.com/matrixos/matrixos/internal/storage"
 	"github.com/matrixos/matrixos/internal/storage/pgtest"
 	"github.com/matrixos/matrixos/internal/testnode"
@@ -402,8 +404,10 @@ func TestReportsReachModerators(t *testing.T) {
 		evID := testnode.SendText(t, admin, room, "something offensive")
 		testnode.Call(t, user, "POST", "/_matrix/client/v3/rooms/"+string(room)+"/report/"+string(evID),
 			map[string]any{"reason": "rude"}).OK(t)
+		catchUp(t, n)
 		wantNotice(t, n, admin, mods, "reported event "+string(evID)+" by "+string(admin.UserID)+" in "+string(room)+": rude")
 		testnode.Call(t, user, "POST", "/_matrix/client/v3/rooms/"+string(room)+"/report", map[string]any{"reason": "bad room"}).OK(t)
+		catchUp(t, n)
 		wantNotice(t, n, admin, mods, "reported the room "+string(room)+": bad room")
 	})
 }
@@ -748,4 +752,26 @@ func TestProtectionsOffForgetsMessages(t *testing.T) {
 	if got := remembered(); got != 0.0 {
 		t.Fatalf("remembered_messages %v after the protections went off, want 0", got)
 	}
+}
+
+// TestReportsRateLimited: with rate limiting on, a user's reports past
+// the burst get 429 M_LIMIT_EXCEEDED; those before it reach the
+// moderators' room through the follower.
+func TestReportsRateLimited(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite, func(c *config.Config) { c.RateLimit = true })
+	admin := n.RegisterAdmin("admin")
+	user := n.Register("user")
+	mods := modRoom(t, n, admin)
+	n.Do(t, "PUT", "/_matrixos/admin/v1/moderation", admin.AccessToken, map[string]any{"moderators_room": mods}, testnode.NoSpecCheck()).OK(t)
+	room := publicRoom(t, admin, "a")
+	testnode.Join(t, user, room)
+	path := "/_matrix/client/v3/rooms/" + string(room) + "/report"
+	for i := range node.ReportsBurst {
+		testnode.Call(t, user, "POST", path, map[string]any{"reason": fmt.Sprint("report ", i)}).OK(t)
+	}
+	testnode.Call(t, user, "POST", path, map[string]any{"reason": "one too many"}).Want(t, 429, "M_LIMIT_EXCEEDED")
+	testnode.Call(t, user, "POST", "/_matrix/client/v3/users/"+string(admin.UserID)+"/report",
+		map[string]any{"reason": "and another"}).Want(t, 429, "M_LIMIT_EXCEEDED")
+	catchUp(t, n)
+	wantNotice(t, n, admin, mods, fmt.Sprintf("reported the room %s: report %d", room, node.ReportsBurst-1))
 }

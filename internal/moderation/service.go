@@ -15,6 +15,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/admin"
 	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
 )
@@ -30,6 +31,9 @@ const (
 	followInterval = time.Second
 	// saveInterval is how often a changed classifier is saved.
 	saveInterval = 30 * time.Second
+	// maxQueuedReports bounds the users' reports waiting for the
+	// follower; past it a report is kept for the admin API only.
+	maxQueuedReports = 1000
 	// maxProtectedRooms bounds the rooms the node protects (their
 	// configurations and remembered messages are kept in memory); a room
 	// past it is logged and left unprotected.
@@ -66,7 +70,8 @@ type Service struct {
 	log  *slog.Logger
 
 	wake         chan struct{}
-	stepMu       sync.Mutex // one step, settings change or undo at a time
+	reports      chan admin.Report // users' reports the follower posts
+	stepMu       sync.Mutex        // one step, settings change or undo at a time
 	stopFollower func()
 
 	// Guarded by stepMu.
@@ -115,6 +120,7 @@ func New(opts Options) *Service {
 		opts.RoomVersion = id.RoomV11
 	}
 	return &Service{opts: opts, log: opts.Log.With("component", "moderation"), wake: make(chan struct{}, 1),
+		reports: make(chan admin.Report, maxQueuedReports),
 		configs: map[id.RoomID]*Config{}, teachers: map[id.RoomID]bool{}, lists: map[id.RoomID]map[string]Rule{},
 		recent: map[id.RoomID][]*recentMsg{}, recentBytes: map[id.RoomID]int{}, flood: map[string][]int64{}, floodTold: map[string]int64{},
 		arrived: map[int64]int64{}, cls: NewClassifier()}
@@ -262,6 +268,7 @@ func (s *Service) Step(ctx context.Context) (more bool, err error) {
 	if err := s.load(ctx); err != nil {
 		return false, err
 	}
+	s.postReports(ctx)
 	mark, err := s.mark(ctx)
 	if err != nil {
 		return false, err

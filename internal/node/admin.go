@@ -13,6 +13,12 @@ import (
 	"github.com/matrixos/matrixos/internal/ratelimit"
 )
 
+// The rate of users' reports (POST .../report) with rate limiting on.
+const (
+	ReportsPerMinute = 10
+	ReportsBurst     = 10
+)
+
 // RateLimitRules derives the rate limits from the config; nil when rate
 // limiting is off.
 func RateLimitRules(cfg config.Config) map[string]ratelimit.Rule {
@@ -27,6 +33,9 @@ func RateLimitRules(cfg config.Config) map[string]ratelimit.Rule {
 		// Not a setting: lookups of appservice users and aliases that
 		// do not exist yet, which each make a bridge answer.
 		ratelimit.AppserviceQuery: {PerMinute: 60, Burst: 20},
+		// Not a setting either: users' reports, each posted to a
+		// moderators' room.
+		ratelimit.Report: {PerMinute: ReportsPerMinute, Burst: ReportsBurst},
 	}
 }
 

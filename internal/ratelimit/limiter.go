@@ -25,6 +25,9 @@ const (
 	// alias or invite of a user or alias in its namespaces that does not
 	// exist yet. Taken with AllowRequester.
 	AppserviceQuery = "appservice_query"
+	// Report counts users' reports of events, rooms and users (POST
+	// .../report), each of which reaches the moderators' room.
+	Report = "report"
 )
 
 // Rule is one kind's rate: PerMinute tokens a minute, at most Burst at
@@ -235,6 +238,9 @@ var Routes = map[string]string{
 	"POST /_matrix/media/v3/upload":                                         Upload,
 	"PUT /_matrix/media/v3/upload/{serverName}/{mediaId}":                   Upload,
 	"POST /_matrix/media/v1/create":                                         Upload,
+	"POST /_matrix/client/v3/rooms/{roomId}/report/{eventId}":               Report,
+	"POST /_matrix/client/v3/rooms/{roomId}/report":                         Report,
+	"POST /_matrix/client/v3/users/{userId}/report":                         Report,
 }
 
 // Middleware limits the requests whose route is in Routes and passes the
