@@ -304,9 +304,11 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.newAssistant()
 	n.Moderation = moderation.New(moderation.Options{DB: n.DB, Rooms: n.Rooms, Accounts: n.Accounts, Log: log,
 		RoomVersion: id.RoomVersion(cfg.DefaultRoomVersion)})
-	n.Rooms.StateChecks = map[string]func(json.RawMessage) error{moderation.ConfigType: moderation.CheckConfig}
+	if n.Rooms.StateChecks == nil {
+		n.Rooms.StateChecks = map[string]func(json.RawMessage) error{}
+	}
+	n.Rooms.StateChecks[moderation.ConfigType] = moderation.CheckConfig
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Moderation.OnEvent)
-	n.Moderation.Start()
 	if err := n.Assistant.Register(n.Moderation.Command()); err != nil {
 		n.DB.Close()
 		return nil, err
@@ -342,6 +344,9 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 			return nil, err
 		}
 	}
+	// Past New's last failure, so that a failed New leaves no follower
+	// running; the events committed meanwhile wait for it.
+	n.Moderation.Start()
 
 	n.registry = prometheus.NewRegistry()
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
