@@ -157,7 +157,7 @@ func (s *Service) putRule(w http.ResponseWriter, r *http.Request, sess *accounts
 	if err := mxhttp.DecodeJSON(r, &req); err != nil {
 		return nil, err
 	}
-	if kind == KindServer && globMatch(entity, s.opts.Accounts.ServerName()) {
+	if kind == KindServer && bansServer(entity, s.opts.Accounts.ServerName()) {
 		return nil, mxhttp.InvalidParam("the rule would ban this server, %s", s.opts.Accounts.ServerName())
 	}
 	content := map[string]string{"entity": entity, "recommendation": RecommendationBan, "reason": req.Reason}

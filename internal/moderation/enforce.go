@@ -13,7 +13,8 @@ import (
 )
 
 // rulesOf returns a list room's rules, read from its current state the
-// first time.
+// first time and kept up to date from its rule events while it is
+// followed (writeWatch forgets those of a list no longer followed).
 func (s *Service) rulesOf(ctx context.Context, list id.RoomID) (map[string]Rule, error) {
 	if rules, ok := s.lists[list]; ok {
 		return rules, nil

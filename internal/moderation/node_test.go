@@ -775,3 +775,30 @@ func TestReportsRateLimited(t *testing.T) {
 	catchUp(t, n)
 	wantNotice(t, n, admin, mods, fmt.Sprintf("reported the room %s: report %d", room, node.ReportsBurst-1))
 }
+
+// TestListFollowedAgainReadAfresh: a rule added to a list while no room
+// followed it applies once a room follows the list again (its rules are
+// read afresh, not taken from what was read before).
+func TestListFollowedAgainReadAfresh(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	admin := n.RegisterAdmin("admin")
+	first, second := n.Register("first"), n.Register("second")
+	list := publicRoom(t, admin, "list")
+	room := publicRoom(t, admin, "a")
+	testnode.Join(t, first, room)
+	testnode.Join(t, second, room)
+	following := map[string]any{"policy_lists": []id.RoomID{list}}
+	protect(t, n, admin, room, following)
+	testnode.SendState(t, admin, list, userRule, "r1", map[string]string{"entity": string(first.UserID), "recommendation": "m.ban"})
+	catchUp(t, n)
+	wantMembership(t, n, room, first.UserID, "ban")
+
+	testnode.SendState(t, admin, room, configType, "", map[string]any{"words": []string{"unused"}})
+	catchUp(t, n)
+	testnode.SendState(t, admin, list, userRule, "r2", map[string]string{"entity": string(second.UserID), "recommendation": "m.ban"})
+	catchUp(t, n)
+	wantMembership(t, n, room, second.UserID, "join")
+	testnode.SendState(t, admin, room, configType, "", following)
+	catchUp(t, n)
+	wantMembership(t, n, room, second.UserID, "ban")
+}

@@ -2,6 +2,7 @@ package moderation
 
 import (
 	"encoding/json"
+	"net"
 	"strings"
 
 	"maunium.net/go/mautrix/id"
@@ -135,11 +136,26 @@ func deniedServers(rules []Rule, own string) []string {
 	var out []string
 	seen := map[string]bool{}
 	for _, r := range rules {
-		if !r.bans() || r.Kind != KindServer || seen[r.Entity] || globMatch(r.Entity, strings.ToLower(own)) {
+		if !r.bans() || r.Kind != KindServer || seen[r.Entity] || bansServer(r.Entity, own) {
 			continue
 		}
 		seen[r.Entity] = true
 		out = append(out, r.Entity)
 	}
 	return out
+}
+
+// bansServer reports whether a server rule's entity matches a server
+// name as a server ACL would: without the name's port, ignoring case.
+func bansServer(entity, serverName string) bool {
+	return globMatch(strings.ToLower(entity), serverHost(serverName))
+}
+
+// serverHost returns a server name's host, lower case, without a port.
+func serverHost(serverName string) string {
+	host := strings.ToLower(serverName)
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		return h
+	}
+	return host
 }

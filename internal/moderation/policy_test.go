@@ -55,3 +55,22 @@ func TestDeniedServersSparesOwnServer(t *testing.T) {
 		t.Fatalf("deniedServers = %q, want [evil.example]", got)
 	}
 }
+
+// TestDeniedServersSparesOwnName: a server rule matching the node's own
+// name is left out of the ACL whatever the name's port and case.
+func TestDeniedServersSparesOwnName(t *testing.T) {
+	rules := []Rule{
+		{Kind: KindServer, Entity: "Example.ORG", Recommendation: RecommendationBan},
+		{Kind: KindServer, Entity: "*.example.org", Recommendation: RecommendationBan},
+		{Kind: KindServer, Entity: "evil.example", Recommendation: RecommendationBan},
+	}
+	for _, own := range []string{"example.org", "example.org:8448", "EXAMPLE.org:443"} {
+		got := deniedServers(rules, own)
+		if len(got) != 2 || got[0] != "*.example.org" || got[1] != "evil.example" {
+			t.Errorf("own name %s: denied %v, want [*.example.org evil.example]", own, got)
+		}
+	}
+	if got := deniedServers(rules[:1], "[::1]:8448"); len(got) != 1 {
+		t.Errorf("an IPv6 own name: denied %v", got)
+	}
+}

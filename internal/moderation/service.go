@@ -610,6 +610,14 @@ func (s *Service) writeWatch(ctx context.Context) error {
 			set[watch{cfg.ModeratorsRoom, roleModerators}] = true
 		}
 	}
+	// The rules of a list no longer followed are forgotten: while
+	// unwatched, its changes go unread, so if it is followed again its
+	// rules are read afresh from its state.
+	for l := range s.lists {
+		if !set[watch{l, roleList}] {
+			delete(s.lists, l)
+		}
+	}
 	return s.opts.DB.Write(ctx, func(tx *storage.Tx) error {
 		if _, err := tx.Exec(ctx, "DELETE FROM moderation_watch"); err != nil {
 			return err
