@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 )
@@ -100,6 +101,56 @@ func (s *session) onOwnLeave(ctx context.Context, evt *event.Event) {
 	if err := s.store.forget(ctx, evt.RoomID); err != nil {
 		s.a.opts.Log.Warn("assistant: forget a room it left", "room_id", evt.RoomID, "err", err)
 	}
+	if err := s.store.forgetJoins(ctx, evt.RoomID); err != nil {
+		s.a.opts.Log.Warn("assistant: forget a room it left", "room_id", evt.RoomID, "err", err)
+	}
+}
+
+// horizon is where user may start reading room: anywhere when the room
+// is not encrypted and its history_visibility is shared or
+// world_readable; else from the user's latest join, as a member of a
+// room of joined (or invited) history sees, and as an encrypted room's
+// member holds the keys of what was sent since they joined, no more.
+func (s *session) horizon(ctx context.Context, room id.RoomID, user id.UserID) (horizon, error) {
+	encrypted, err := s.encrypted(ctx, room)
+	if err != nil {
+		return horizon{}, err
+	}
+	if !encrypted {
+		var hv event.HistoryVisibilityEventContent
+		err := s.client.StateEvent(ctx, room, event.StateHistoryVisibility, "", &hv)
+		if err != nil && !errors.Is(err, mautrix.MNotFound) {
+			return horizon{}, fmt.Errorf("history visibility of %s: %w", room, err)
+		}
+		// Without the event the history is shared (the spec's default).
+		if err != nil || hv.HistoryVisibility == event.HistoryVisibilityShared || hv.HistoryVisibility == event.HistoryVisibilityWorldReadable {
+			return horizon{}, nil
+		}
+	}
+	return s.store.joinHorizon(ctx, room, user)
+}
+
+// encrypted reports whether room has end-to-end encryption on.
+func (s *session) encrypted(ctx context.Context, room id.RoomID) (bool, error) {
+	var enc event.EncryptionEventContent
+	err := s.client.StateEvent(ctx, room, event.StateEncryption, "", &enc)
+	if errors.Is(err, mautrix.MNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("encryption of %s: %w", room, err)
+	}
+	return enc.Algorithm != "", nil
+}
+
+// readable returns what req's sender may read of the room's messages sent
+// after since: at most limit, the newest.
+func (s *session) readable(ctx context.Context, req request, since time.Time, limit int) ([]Message, error) {
+	h, err := s.horizon(ctx, req.evt.RoomID, req.evt.Sender)
+	if err != nil {
+		return nil, err
+	}
+	return s.store.messages(ctx, req.evt.RoomID, since, h, limit)
 }
 
 // logAction appends to the room's log, logging a failure.
@@ -153,7 +204,7 @@ func (s *session) summary(ctx context.Context, req request, args string) Reply {
 	if err != nil {
 		return Reply{Text: err.Error()}
 	}
-	msgs, err := s.store.messages(ctx, room, since, maxRead)
+	msgs, err := s.readable(ctx, req, since, maxRead)
 	if err != nil {
 		return Reply{Text: "summary: " + err.Error()}
 	}
@@ -236,7 +287,7 @@ func (s *session) ask(ctx context.Context, req request, question string) Reply {
 	if strings.TrimSpace(question) == "" {
 		return Reply{Text: "Ask me a question about this room, like: !assistant ask when is the release?"}
 	}
-	msgs, err := s.store.messages(ctx, room, time.Time{}, maxRead)
+	msgs, err := s.readable(ctx, req, time.Time{}, maxRead)
 	if err != nil {
 		return Reply{Text: "ask: " + err.Error()}
 	}
@@ -282,6 +333,13 @@ func (s *session) repliedTo(ctx context.Context, req request, what string) (Mess
 	if err != nil {
 		return Message{}, err
 	}
+	if ok {
+		h, err := s.horizon(ctx, req.evt.RoomID, req.evt.Sender)
+		if err != nil {
+			return Message{}, err
+		}
+		ok = h.admits(m)
+	}
 	if !ok {
 		return Message{}, fmt.Errorf("%s: I did not read that message (I read only what was sent since I joined)", what)
 	}
@@ -319,7 +377,7 @@ func (s *session) translate(ctx context.Context, req request, args string) Reply
 // draft drafts a reply to the last messages of the room or thread.
 func (s *session) draft(ctx context.Context, req request, args string) Reply {
 	room := req.evt.RoomID
-	msgs, err := s.store.messages(ctx, room, time.Time{}, 30)
+	msgs, err := s.readable(ctx, req, time.Time{}, 30)
 	if err != nil {
 		return Reply{Text: "draft: " + err.Error()}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -29,9 +30,11 @@ type request struct {
 	text string // what follows the prefix or the mention
 }
 
-// onMember accepts invites of the assistant.
+// onMember accepts invites of the assistant and records the members'
+// joins, which bound what each may ask about (see horizon).
 func (s *session) onMember(ctx context.Context, evt *event.Event) {
 	if evt.GetStateKey() != s.client.UserID.String() {
+		s.onOtherMember(ctx, evt)
 		return
 	}
 	switch membership := evt.Content.AsMember().Membership; {
@@ -47,6 +50,21 @@ func (s *session) onMember(ctx context.Context, evt *event.Event) {
 	}
 	s.a.opts.Log.Info("assistant: joined on invite", "room_id", evt.RoomID, "inviter", evt.Sender)
 	s.logAction(ctx, evt.RoomID, "joined", "invited by "+evt.Sender.String())
+}
+
+// onOtherMember records a member's join (a change of display name or
+// avatar, a join after a join, is none).
+func (s *session) onOtherMember(ctx context.Context, evt *event.Event) {
+	if evt.Mautrix.EventSource&event.SourceInvite != 0 || evt.Content.AsMember().Membership != event.MembershipJoin {
+		return
+	}
+	if prev := evt.Unsigned.PrevContent; prev != nil && prev.Raw["membership"] == string(event.MembershipJoin) {
+		return
+	}
+	user := id.UserID(evt.GetStateKey())
+	if err := s.store.addJoin(ctx, evt.RoomID, user, time.UnixMilli(evt.Timestamp)); err != nil {
+		s.a.opts.Log.Warn("assistant: store", "err", err)
+	}
 }
 
 // onMessage answers a message addressed to the assistant. Messages of

@@ -21,6 +21,24 @@ type Message struct {
 	// Link is the message's matrix.to link (not stored: the assistant
 	// fills it for the engines).
 	Link string
+
+	seq int64 // the order the assistant stored it in
+}
+
+// horizon is the earliest message an asker may read: one the assistant
+// stored after the message numbered seq and that was sent at or after
+// ts. Both bounds count: the order of arrival holds against a join whose
+// origin_server_ts was set in the past, the time against a message sent
+// before the join that arrived (or was decrypted) after it. The zero
+// horizon bounds nothing.
+type horizon struct {
+	seq int64
+	ts  time.Time
+}
+
+// admits reports whether m is at or after h.
+func (h horizon) admits(m Message) bool {
+	return m.seq > h.seq && !m.Time.Before(h.ts)
 }
 
 // LogEntry is one line of a room's log: what the assistant read or sent
@@ -33,7 +51,8 @@ type LogEntry struct {
 
 // store is the assistant's own record of the rooms it is in, in its
 // SQLite database beside the crypto store: the messages it read since it
-// joined, the log, the last read receipt of each member, and settings.
+// joined, the log, the last read receipt and the latest join of each
+// member, and settings.
 type store struct {
 	db *sql.DB
 }
@@ -61,6 +80,12 @@ var storeSchema = []string{
 	`CREATE TABLE IF NOT EXISTS assistant_receipts (
 		room_id TEXT NOT NULL,
 		user_id TEXT NOT NULL,
+		ts INTEGER NOT NULL,
+		PRIMARY KEY (room_id, user_id))`,
+	`CREATE TABLE IF NOT EXISTS assistant_joins (
+		room_id TEXT NOT NULL,
+		user_id TEXT NOT NULL,
+		after_seq INTEGER NOT NULL,
 		ts INTEGER NOT NULL,
 		PRIMARY KEY (room_id, user_id))`,
 	`CREATE TABLE IF NOT EXISTS assistant_settings (
@@ -113,13 +138,13 @@ func (s *store) deleteMessage(ctx context.Context, room id.RoomID, evID id.Event
 	return nil
 }
 
-// messages returns room's messages sent after since, oldest first, at
-// most limit (the newest ones).
-func (s *store) messages(ctx context.Context, room id.RoomID, since time.Time, limit int) ([]Message, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT event_id, sender, ts, thread_root, body FROM (
+// messages returns room's messages sent after since and at or after the
+// horizon h, oldest first, at most limit (the newest ones).
+func (s *store) messages(ctx context.Context, room id.RoomID, since time.Time, h horizon, limit int) ([]Message, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, event_id, sender, ts, thread_root, body FROM (
 		SELECT seq, event_id, sender, ts, thread_root, body FROM assistant_messages
-		WHERE room_id = $1 AND ts > $2 ORDER BY ts DESC, seq DESC LIMIT $3) ORDER BY ts, seq`,
-		room, since.UnixMilli(), limit)
+		WHERE room_id = $1 AND ts > $2 AND seq > $3 AND ts >= $4 ORDER BY ts DESC, seq DESC LIMIT $5) ORDER BY ts, seq`,
+		room, since.UnixMilli(), h.seq, h.ts.UnixMilli(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("read messages: %w", err)
 	}
@@ -128,7 +153,7 @@ func (s *store) messages(ctx context.Context, room id.RoomID, since time.Time, l
 	for rows.Next() {
 		var m Message
 		var ts int64
-		if err := rows.Scan(&m.EventID, &m.Sender, &ts, &m.ThreadRoot, &m.Body); err != nil {
+		if err := rows.Scan(&m.seq, &m.EventID, &m.Sender, &ts, &m.ThreadRoot, &m.Body); err != nil {
 			return nil, fmt.Errorf("read messages: %w", err)
 		}
 		m.Time = time.UnixMilli(ts)
@@ -141,8 +166,8 @@ func (s *store) messages(ctx context.Context, room id.RoomID, since time.Time, l
 func (s *store) message(ctx context.Context, room id.RoomID, evID id.EventID) (Message, bool, error) {
 	m := Message{EventID: evID}
 	var ts int64
-	err := s.db.QueryRowContext(ctx, "SELECT sender, ts, thread_root, body FROM assistant_messages WHERE room_id = $1 AND event_id = $2",
-		room, evID).Scan(&m.Sender, &ts, &m.ThreadRoot, &m.Body)
+	err := s.db.QueryRowContext(ctx, "SELECT seq, sender, ts, thread_root, body FROM assistant_messages WHERE room_id = $1 AND event_id = $2",
+		room, evID).Scan(&m.seq, &m.Sender, &ts, &m.ThreadRoot, &m.Body)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Message{}, false, nil
 	}
@@ -160,6 +185,46 @@ func (s *store) countMessages(ctx context.Context, room id.RoomID) (int, error) 
 		return 0, fmt.Errorf("count messages: %w", err)
 	}
 	return n, nil
+}
+
+// addJoin records that user joined room, at ts by its event: the
+// messages stored so far were sent before.
+func (s *store) addJoin(ctx context.Context, room id.RoomID, user id.UserID, ts time.Time) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO assistant_joins (room_id, user_id, after_seq, ts)
+		VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) FROM assistant_messages), $3)
+		ON CONFLICT (room_id, user_id) DO UPDATE SET after_seq = excluded.after_seq, ts = excluded.ts`,
+		room, user, ts.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("store join: %w", err)
+	}
+	return nil
+}
+
+// joinHorizon is the horizon of user's latest join of room; a join the
+// assistant never saw is taken as happening now.
+func (s *store) joinHorizon(ctx context.Context, room id.RoomID, user id.UserID) (horizon, error) {
+	var h horizon
+	var ts int64
+	err := s.db.QueryRowContext(ctx, "SELECT after_seq, ts FROM assistant_joins WHERE room_id = $1 AND user_id = $2",
+		room, user).Scan(&h.seq, &ts)
+	if errors.Is(err, sql.ErrNoRows) {
+		ts = time.Now().UnixMilli()
+		err = s.db.QueryRowContext(ctx, "SELECT COALESCE(MAX(seq), 0) FROM assistant_messages").Scan(&h.seq)
+	}
+	if err != nil {
+		return horizon{}, fmt.Errorf("read join: %w", err)
+	}
+	h.ts = time.UnixMilli(ts)
+	return h, nil
+}
+
+// forgetJoins deletes the joins recorded in room (which forget keeps:
+// they are the room's membership, not what was said).
+func (s *store) forgetJoins(ctx context.Context, room id.RoomID) error {
+	if _, err := s.db.ExecContext(ctx, "DELETE FROM assistant_joins WHERE room_id = $1", room); err != nil {
+		return fmt.Errorf("forget joins of %s: %w", room, err)
+	}
+	return nil
 }
 
 // forget deletes everything stored about room: messages, log, receipts
