@@ -6,10 +6,14 @@
 // start, like the in-process bridges of internal/bridges/host: it reads
 // only what the client API gives it, never another package's tables.
 //
-// It joins only the rooms it is invited to (it accepts every invite) and
-// leaves when asked. In those rooms it answers messages that mention it
-// and messages that start with "!assistant"; a message in a thread is
-// answered in the thread.
+// It joins only the rooms it is invited to (by its own server's users,
+// unless Options.RemoteInvites) and leaves when asked. In those rooms it
+// answers messages that mention it and messages that start with
+// "!assistant"; a message in a thread is answered in the thread. It takes
+// requests within a rate per user and per room (internal/ratelimit),
+// works on a few at a time and refuses past a bounded queue. It answers
+// a member only from the messages sent since their latest join, unless
+// the room is unencrypted and its history shared or world-readable.
 //
 // # Commands
 //

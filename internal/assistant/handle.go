@@ -44,12 +44,40 @@ func (s *session) onMember(ctx context.Context, evt *event.Event) {
 	case membership != event.MembershipInvite || evt.Mautrix.EventSource&event.SourceInvite == 0:
 		return
 	}
+	if !s.a.opts.RemoteInvites && evt.Sender.Homeserver() != s.client.UserID.Homeserver() {
+		s.decline(evt)
+		return
+	}
 	if _, err := s.client.JoinRoomByID(ctx, evt.RoomID); err != nil {
 		s.a.opts.Log.Warn("assistant: join on invite", "room_id", evt.RoomID, "inviter", evt.Sender, "err", err)
 		return
 	}
 	s.a.opts.Log.Info("assistant: joined on invite", "room_id", evt.RoomID, "inviter", evt.Sender)
 	s.logAction(ctx, evt.RoomID, "joined", "invited by "+evt.Sender.String())
+}
+
+// decline rejects the invite of another server's user, on its own
+// goroutine: a rejection the node refuses at once (the invite it just
+// received not yet recorded) is tried again a few times.
+func (s *session) decline(evt *event.Event) {
+	s.a.opts.Log.Info("assistant: declining the invite of another server's user", "room_id", evt.RoomID, "inviter", evt.Sender)
+	s.a.running.Add(1)
+	go func() {
+		defer s.a.running.Done()
+		req := &mautrix.ReqLeave{Reason: "this server's assistant joins only at the invitation of its own users"}
+		var err error
+		for try := range 5 {
+			if _, err = s.client.LeaveRoom(s.ctx, evt.RoomID, req); err == nil {
+				return
+			}
+			select {
+			case <-time.After(time.Duration(try+1) * time.Second):
+			case <-s.ctx.Done():
+				return
+			}
+		}
+		s.a.opts.Log.Warn("assistant: decline an invite", "room_id", evt.RoomID, "inviter", evt.Sender, "err", err)
+	}()
 }
 
 // onOtherMember records a member's join (a change of display name or
@@ -88,13 +116,40 @@ func (s *session) onMessage(ctx context.Context, evt *event.Event) {
 		return
 	}
 	req := request{evt: evt, msg: msg, text: text}
+	if ok, why := s.a.take(evt.Sender, evt.RoomID); !ok {
+		s.refuse(req, why)
+		return
+	}
 	s.a.running.Add(1)
 	go func() {
 		defer s.a.running.Done()
+		defer func() { <-s.a.queued }()
 		mu := s.a.roomLock(evt.RoomID)
 		mu.Lock()
 		defer mu.Unlock()
+		select {
+		case s.a.working <- struct{}{}:
+		case <-s.ctx.Done():
+			return
+		}
+		defer func() { <-s.a.working }()
 		s.answer(s.ctx, req)
+	}()
+}
+
+// refuse logs a request the assistant will not answer and tells its
+// sender why, once a minute at most.
+func (s *session) refuse(req request, why string) {
+	s.a.opts.Log.Info("assistant: request refused", "room_id", req.evt.RoomID, "sender", req.evt.Sender, "why", why)
+	if !s.a.tellRefused(req.evt.Sender) {
+		return
+	}
+	s.a.running.Add(1)
+	go func() {
+		defer s.a.running.Done()
+		if err := s.sendText(s.ctx, req, "Not now: "+why+"."); err != nil {
+			s.a.opts.Log.Warn("assistant: send", "room_id", req.evt.RoomID, "err", err)
+		}
 	}()
 }
 

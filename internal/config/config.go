@@ -69,6 +69,7 @@ type Config struct {
 	AssistantModelPrivate    bool          `yaml:"assistant_model_allow_private" doc:"Let the assistant reach assistant_model_url although its host is a loopback or private address (a model server on this machine or network). Off: the model URL goes through the same guard as URL previews, and only allow_private_networks opens private ranges."`
 	AssistantModelStream     bool          `yaml:"assistant_model_stream" doc:"Ask the model server for streamed chat completions (server-sent events)."`
 	AssistantModelTimeout    time.Duration `yaml:"assistant_model_timeout" doc:"Longest wait for one answer of the model server; a slower one is given up and the offline engine answers."`
+	AssistantRemoteInvites   bool          `yaml:"assistant_remote_invites" doc:"Let users of other servers invite the assistant into their rooms. Off: it declines their invites and joins only at the invitation of this server's users."`
 }
 
 // Default returns the built-in defaults.

@@ -18,7 +18,7 @@ const assistantName = "Assistant"
 // newAssistant builds the assistant, which other packages register
 // commands into whether or not it runs.
 func (n *Node) newAssistant() {
-	opts := assistant.Options{Dir: filepath.Join(n.cfg.DataDir, "assistant"), Log: n.log}
+	opts := assistant.Options{Dir: filepath.Join(n.cfg.DataDir, "assistant"), Log: n.log, RemoteInvites: n.cfg.AssistantRemoteInvites}
 	if n.cfg.Assistant && n.cfg.AssistantModelURL != "" {
 		model, err := n.assistantModel()
 		if err != nil {
