@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,6 +68,11 @@ type Options struct {
 	RegistrationTokens  bool
 	SharedSecret        string
 	AccessTokenLifetime time.Duration
+	// Reserved are the localparts of the node's own users (the assistant,
+	// the moderation user): ValidateLocalpart refuses them (M_EXCLUSIVE),
+	// so registration, the availability check and appservice
+	// registration do; CreateUser, the node's own path, does not.
+	Reserved []string
 }
 
 // Service is the accounts service.
@@ -124,8 +130,20 @@ func newDeviceID() id.DeviceID { return id.DeviceID(RandomString(deviceIDChars, 
 
 var localpartRE = regexp.MustCompile(`^[a-z0-9._=\-/+]+$`)
 
-// ValidateLocalpart checks a localpart for a new user.
+// ValidateLocalpart checks a localpart for a new user: its grammar, and
+// that it is not one the node keeps for its own users (Options.Reserved).
 func (s *Service) ValidateLocalpart(localpart string) error {
+	if err := s.validateLocalpartGrammar(localpart); err != nil {
+		return err
+	}
+	if slices.Contains(s.opts.Reserved, localpart) {
+		return mxhttp.Exclusive("%s is reserved for the node's own user", s.UserID(localpart))
+	}
+	return nil
+}
+
+// validateLocalpartGrammar checks a localpart's characters and length.
+func (s *Service) validateLocalpartGrammar(localpart string) error {
 	if localpart == "" || !localpartRE.MatchString(localpart) {
 		return mxhttp.InvalidUsername("user ID may only contain a-z, 0-9, ., _, =, -, / and +")
 	}
@@ -196,7 +214,7 @@ func (s *Service) CreateUser(ctx context.Context, localpart, password string, ad
 // createUser is CreateUser that, when regToken is not empty, counts a use
 // of that registration token in the same transaction.
 func (s *Service) createUser(ctx context.Context, localpart, password string, admin bool, regToken string) (id.UserID, error) {
-	if err := s.ValidateLocalpart(localpart); err != nil {
+	if err := s.validateLocalpartGrammar(localpart); err != nil {
 		return "", err
 	}
 	uid := s.UserID(localpart)

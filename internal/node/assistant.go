@@ -80,9 +80,10 @@ func (n *Node) assistantLogin(ctx context.Context) (assistant.Login, error) {
 	if err != nil {
 		return assistant.Login{}, fmt.Errorf("assistant account: %w", err)
 	}
+	if err := n.checkNodeUser(ctx, u, exists); err != nil {
+		return assistant.Login{}, fmt.Errorf("%w: turn the assistant setting off", err)
+	}
 	switch {
-	case exists && u.PasswordHash != "":
-		return assistant.Login{}, fmt.Errorf("%s is a user account with a password, not the assistant: rename it or turn the assistant setting off", uid)
 	case exists && u.Deactivated:
 		return assistant.Login{}, fmt.Errorf("the assistant's account %s is deactivated: turn the assistant setting off", uid)
 	case !exists:
@@ -99,4 +100,25 @@ func (n *Node) assistantLogin(ctx context.Context) (assistant.Login, error) {
 		return assistant.Login{}, fmt.Errorf("assistant's session: %w", err)
 	}
 	return assistant.Login{UserID: uid, DeviceID: res.DeviceID, AccessToken: res.AccessToken}, nil
+}
+
+// checkNodeUser checks that u, the account of one of the node's own
+// users (accounts.Options.Reserved), is not someone else's: it has no
+// password (a user registered it before its localpart was reserved) and
+// no application service owns it.
+func (n *Node) checkNodeUser(ctx context.Context, u *accounts.User, exists bool) error {
+	if !exists {
+		return nil
+	}
+	if u.PasswordHash != "" {
+		return fmt.Errorf("%s is a user account with a password, not the node's", u.ID)
+	}
+	as, _, err := n.Accounts.UserAppservice(ctx, u.ID)
+	if err != nil {
+		return err
+	}
+	if as != "" {
+		return fmt.Errorf("%s belongs to the application service %s, not the node", u.ID, as)
+	}
+	return nil
 }

@@ -191,6 +191,7 @@ func AccountsOptions(cfg config.Config) accounts.Options {
 		RegistrationTokens:  cfg.RegistrationTokens,
 		SharedSecret:        cfg.RegistrationSharedSecret,
 		AccessTokenLifetime: cfg.AccessTokenLifetime,
+		Reserved:            []string{assistant.Localpart, moderation.BotLocalpart},
 	}
 }
 
