@@ -27,7 +27,7 @@ func (s *session) builtins() map[string]builtin {
 	return map[string]builtin{
 		"help":      {"this list", func(context.Context, request, string) Reply { return Reply{Text: s.help()} }},
 		"":          {"", func(context.Context, request, string) Reply { return Reply{Text: s.help()} }},
-		"leave":     {"I leave this room and forget what I read here", func(ctx context.Context, req request, _ string) Reply { return s.leave(ctx, req) }},
+		"leave":     {"I leave this room and forget what I read here (members who may change the room's state)", s.roomAdminsOnly("leave", func(ctx context.Context, req request, _ string) Reply { return s.leave(ctx, req) })},
 		"summary":   {"sum up what was said since your last read receipt, or over a period: summary last 2h | today | last 3 days", s.summary},
 		"ask":       {"answer a question from this room's messages, with links to them (a question without the word ask works too)", s.ask},
 		"translate": {"reply to a message with: translate [language] (the language in your settings, else English)", s.translate},
@@ -35,7 +35,7 @@ func (s *session) builtins() map[string]builtin {
 		"language":  {"reply to a message with: language (which language it is in)", s.language},
 		"log":       {"what I read and sent in this room: log [n]", s.showLog},
 		"settings":  {"settings | settings room model on|off | settings me language CODE", s.settings},
-		"forget":    {"forget everything I read in this room and leave: forget | forget keep (and stay)", s.forget},
+		"forget":    {"forget everything I read in this room and leave: forget | forget keep (and stay) (members who may change the room's state)", s.roomAdminsOnly("forget", s.forget)},
 	}
 }
 
@@ -492,6 +492,21 @@ func (s *session) mayChangeRoom(ctx context.Context, req request) (bool, error) 
 	}
 	pl.CreateEvent = create
 	return pl.GetUserLevel(req.evt.Sender) >= pl.StateDefault(), nil
+}
+
+// roomAdminsOnly runs run only for members who may change the room's
+// state (mayChangeRoom), and tells the others so.
+func (s *session) roomAdminsOnly(what string, run func(ctx context.Context, req request, args string) Reply) func(ctx context.Context, req request, args string) Reply {
+	return func(ctx context.Context, req request, args string) Reply {
+		ok, err := s.mayChangeRoom(ctx, req)
+		if err != nil {
+			s.a.opts.Log.Warn("assistant: power levels", "room_id", req.evt.RoomID, "err", err)
+		}
+		if !ok {
+			return Reply{Text: what + ": only members who may change the room's state may ask me that"}
+		}
+		return run(ctx, req, args)
+	}
 }
 
 // forget deletes what the assistant read in the room and leaves, or with
