@@ -251,7 +251,7 @@ func TestAssistantWithModelServer(t *testing.T) {
 
 	fake.Fail(500, "model overloaded")
 	reply = replyTo(t, alice, alice.Send(room, "!assistant summary last 1h"))
-	if !strings.Contains(body(reply), "model overloaded") || !strings.Contains(body(reply), "answered by the offline engine") {
+	if !strings.Contains(body(reply), "The model server failed") || strings.Contains(body(reply), "model overloaded") || !strings.Contains(body(reply), "answered by the offline engine") {
 		t.Errorf("summary when the model fails:\n%s", body(reply))
 	}
 	fake.Fail(0, "")

@@ -188,6 +188,32 @@ func (s *session) engine(ctx context.Context, room id.RoomID) Engine {
 	return s.a.opts.Model
 }
 
+// modelFailed starts an answer the offline engine gave because the model
+// server failed; what failed is in the node's log, not in the room (it
+// may name the model server's internal addresses).
+const modelFailed = "The model server failed (the node's log says why); "
+
+// userError is an error meant for the asker: a period not understood, a
+// reply to a message missing. Any other error is the node's: logged, and
+// answered in general terms (see failed).
+type userError string
+
+func (e userError) Error() string { return string(e) }
+
+func userErrorf(format string, args ...any) error { return userError(fmt.Sprintf(format, args...)) }
+
+// failed is the answer to a command (what) that failed with err: a
+// userError's text, or for any other error a general one, the error
+// going to the log.
+func (s *session) failed(what string, req request, err error) Reply {
+	var ue userError
+	if errors.As(err, &ue) {
+		return Reply{Text: ue.Error()}
+	}
+	s.a.opts.Log.Warn("assistant: "+what+" failed", "room_id", req.evt.RoomID, "sender", req.evt.Sender, "err", err)
+	return Reply{Text: what + ": that failed on the node (its log says why)."}
+}
+
 // answered appends which engine answered.
 func answered(text string, e Engine) Reply {
 	return Reply{Text: text + "\n\n— answered by " + e.Name()}
@@ -202,11 +228,11 @@ func (s *session) summary(ctx context.Context, req request, args string) Reply {
 	room := req.evt.RoomID
 	since, label, err := s.summaryStart(ctx, req, args)
 	if err != nil {
-		return Reply{Text: err.Error()}
+		return s.failed("summary", req, err)
 	}
 	msgs, err := s.readable(ctx, req, since, maxRead)
 	if err != nil {
-		return Reply{Text: "summary: " + err.Error()}
+		return s.failed("summary", req, err)
 	}
 	if root := req.msg.RelatesTo.GetThreadParent(); root != "" {
 		msgs = inThread(msgs, root)
@@ -217,14 +243,14 @@ func (s *session) summary(ctx context.Context, req request, args string) Reply {
 	sentences := min(max(len(msgs)/5, 3), 8)
 	e := s.engine(ctx, room)
 	text, err := e.Summarize(ctx, msgs, sentences)
-	if modelErr := err; err != nil && e != (Offline{}) {
-		s.a.opts.Log.Warn("assistant: model", "err", modelErr)
+	if err != nil && e != (Offline{}) {
+		s.a.opts.Log.Warn("assistant: model", "room_id", room, "err", err)
 		e = Offline{}
 		text, err = e.Summarize(ctx, msgs, sentences)
-		text = "The model server failed (" + modelErr.Error() + "); " + text
+		text = modelFailed + text
 	}
 	if err != nil {
-		return Reply{Text: "summary: " + err.Error()}
+		return s.failed("summary", req, err)
 	}
 	return answered("Since "+label+":\n"+text, e)
 }
@@ -267,7 +293,7 @@ func (s *session) summaryStart(ctx context.Context, req request, args string) (t
 	}
 	match := periodPattern.FindStringSubmatch(args)
 	if match == nil {
-		return time.Time{}, "", fmt.Errorf("summary: I understand \"last 2h\", \"last 30m\", \"last 3 days\", \"last week\", \"today\" and \"yesterday\", not %q", args)
+		return time.Time{}, "", userErrorf("summary: I understand \"last 2h\", \"last 30m\", \"last 3 days\", \"last week\", \"today\" and \"yesterday\", not %q", args)
 	}
 	n := 1
 	if match[1] != "" {
@@ -276,7 +302,7 @@ func (s *session) summaryStart(ctx context.Context, req request, args string) (t
 	unit := map[byte]time.Duration{'m': time.Minute, 'h': time.Hour, 'd': 24 * time.Hour, 'w': 7 * 24 * time.Hour}[match[2][0]]
 	d := time.Duration(n) * unit
 	if n <= 0 || d > 365*24*time.Hour {
-		return time.Time{}, "", fmt.Errorf("summary: a period from a minute to a year, please")
+		return time.Time{}, "", userErrorf("summary: a period from a minute to a year, please")
 	}
 	return now.Add(-d), "the last " + strings.TrimSpace(strings.TrimPrefix(strings.TrimPrefix(args, "last"), "past")), nil
 }
@@ -289,17 +315,17 @@ func (s *session) ask(ctx context.Context, req request, question string) Reply {
 	}
 	msgs, err := s.readable(ctx, req, time.Time{}, maxRead)
 	if err != nil {
-		return Reply{Text: "ask: " + err.Error()}
+		return s.failed("ask", req, err)
 	}
 	e := s.engine(ctx, room)
 	sources := s.withLinks(room, s.rank(ctx, e, question, search(msgs, question, 10)))
 	s.logAction(ctx, room, "read", fmt.Sprintf("%d messages searched, %d quoted, for a question of %s", len(msgs), len(sources), req.evt.Sender))
 	text, err := e.Answer(ctx, question, sources)
 	if err != nil && e != (Offline{}) {
-		s.a.opts.Log.Warn("assistant: model", "err", err)
+		s.a.opts.Log.Warn("assistant: model", "room_id", room, "err", err)
 		e = Offline{}
 		text, _ = e.Answer(ctx, question, sources)
-		text = "The model server failed (" + err.Error() + "); " + text
+		text = modelFailed + text
 	}
 	return answered(text, e)
 }
@@ -327,7 +353,7 @@ func (s *session) rank(ctx context.Context, e Engine, question string, candidate
 func (s *session) repliedTo(ctx context.Context, req request, what string) (Message, error) {
 	target := req.msg.RelatesTo.GetReplyTo()
 	if target == "" || target == req.msg.RelatesTo.GetThreadParent() && req.msg.RelatesTo.IsFallingBack {
-		return Message{}, fmt.Errorf("%s: reply to the message you mean", what)
+		return Message{}, userErrorf("%s: reply to the message you mean", what)
 	}
 	m, ok, err := s.store.message(ctx, req.evt.RoomID, target)
 	if err != nil {
@@ -341,7 +367,7 @@ func (s *session) repliedTo(ctx context.Context, req request, what string) (Mess
 		ok = h.admits(m)
 	}
 	if !ok {
-		return Message{}, fmt.Errorf("%s: I did not read that message (I read only what was sent since I joined)", what)
+		return Message{}, userErrorf("%s: I did not read that message (I read only what was sent since I joined)", what)
 	}
 	return m, nil
 }
@@ -350,7 +376,7 @@ func (s *session) repliedTo(ctx context.Context, req request, what string) (Mess
 func (s *session) translate(ctx context.Context, req request, args string) Reply {
 	m, err := s.repliedTo(ctx, req, "translate")
 	if err != nil {
-		return Reply{Text: err.Error()}
+		return s.failed("translate", req, err)
 	}
 	target := strings.TrimSpace(args)
 	if target == "" {
@@ -369,7 +395,7 @@ func (s *session) translate(ctx context.Context, req request, args string) Reply
 		return answered(fmt.Sprintf("Translation %s. The message looks like %s.", err.Error(), detected), e)
 	}
 	if err != nil {
-		return Reply{Text: "translate: " + err.Error()}
+		return s.failed("translate", req, err)
 	}
 	return answered(text, e)
 }
@@ -379,7 +405,7 @@ func (s *session) draft(ctx context.Context, req request, args string) Reply {
 	room := req.evt.RoomID
 	msgs, err := s.readable(ctx, req, time.Time{}, 30)
 	if err != nil {
-		return Reply{Text: "draft: " + err.Error()}
+		return s.failed("draft", req, err)
 	}
 	if root := req.msg.RelatesTo.GetThreadParent(); root != "" {
 		msgs = inThread(msgs, root)
@@ -390,7 +416,7 @@ func (s *session) draft(ctx context.Context, req request, args string) Reply {
 		return answered("Drafting "+err.Error()+".", e)
 	}
 	if err != nil {
-		return Reply{Text: "draft: " + err.Error()}
+		return s.failed("draft", req, err)
 	}
 	s.logAction(ctx, room, "read", fmt.Sprintf("%d messages for a draft asked by %s", len(msgs), req.evt.Sender))
 	return answered("Draft:\n"+text, e)
@@ -402,7 +428,7 @@ func (s *session) language(ctx context.Context, req request, args string) Reply 
 	if text == "" {
 		m, err := s.repliedTo(ctx, req, "language")
 		if err != nil {
-			return Reply{Text: err.Error()}
+			return s.failed("language", req, err)
 		}
 		text = m.Body
 	}
@@ -421,11 +447,11 @@ func (s *session) showLog(ctx context.Context, req request, args string) Reply {
 	n = min(n, 200)
 	entries, err := s.store.log(ctx, req.evt.RoomID, n)
 	if err != nil {
-		return Reply{Text: "log: " + err.Error()}
+		return s.failed("log", req, err)
 	}
 	count, err := s.store.countMessages(ctx, req.evt.RoomID)
 	if err != nil {
-		return Reply{Text: "log: " + err.Error()}
+		return s.failed("log", req, err)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "I keep %d messages of this room. The last %d entries of my log:\n", count, len(entries))
@@ -450,13 +476,13 @@ func (s *session) settings(ctx context.Context, req request, args string) Reply 
 			return Reply{Text: "settings: only members who may change the room's state may change its settings"}
 		}
 		if err := s.store.setSetting(ctx, room, "model", f[2]); err != nil {
-			return Reply{Text: "settings: " + err.Error()}
+			return s.failed("settings", req, err)
 		}
 		s.logAction(ctx, req.evt.RoomID, "settings", fmt.Sprintf("model %s, by %s", f[2], req.evt.Sender))
 		return Reply{Text: "The model server is now " + f[2] + " for this room."}
 	case len(f) == 3 && f[0] == "me" && f[1] == "language" && len(f[2]) <= 16:
 		if err := s.store.setSetting(ctx, user, "language", f[2]); err != nil {
-			return Reply{Text: "settings: " + err.Error()}
+			return s.failed("settings", req, err)
 		}
 		return Reply{Text: "I will translate into " + f[2] + " for you."}
 	}
@@ -513,7 +539,7 @@ func (s *session) roomAdminsOnly(what string, run func(ctx context.Context, req 
 // "keep" stays.
 func (s *session) forget(ctx context.Context, req request, args string) Reply {
 	if err := s.store.forget(ctx, req.evt.RoomID); err != nil {
-		return Reply{Text: "forget: " + err.Error()}
+		return s.failed("forget", req, err)
 	}
 	if strings.TrimSpace(strings.ToLower(args)) == "keep" {
 		s.logAction(ctx, req.evt.RoomID, "forgot", "everything before, as "+req.evt.Sender.String()+" asked")

@@ -226,7 +226,7 @@ func (s *session) leave(ctx context.Context, req request) Reply {
 		s.a.opts.Log.Warn("assistant: send", "room_id", req.evt.RoomID, "err", err)
 	}
 	if _, err := s.client.LeaveRoom(ctx, req.evt.RoomID); err != nil {
-		return Reply{Text: fmt.Sprintf("leave: %v", err)}
+		return s.failed("leave", req, err)
 	}
 	s.a.opts.Log.Info("assistant: left on request", "room_id", req.evt.RoomID, "by", req.evt.Sender)
 	return Reply{}

@@ -53,13 +53,10 @@ func NewOpenAI(opts OpenAIOptions) *OpenAI {
 	return &OpenAI{opts: opts}
 }
 
-// Name implements Engine.
+// Name implements Engine: the model's name, not the server's address,
+// which may be internal.
 func (o *OpenAI) Name() string {
-	host := o.opts.URL
-	if u, err := url.Parse(o.opts.URL); err == nil {
-		host = u.Host
-	}
-	return fmt.Sprintf("the model %s at %s", o.opts.Model, host)
+	return fmt.Sprintf("the model %s", o.opts.Model)
 }
 
 // ChatMessage is one message of a chat completion request.
