@@ -222,11 +222,12 @@ func (n named) Run(context.Context, id.RoomID, id.UserID, string) (assistant.Rep
 	return assistant.Reply{}, nil
 }
 
-// TestAssistantWithModelServer: with a model server configured, the
-// assistant's summary in an encrypted room comes from the model (which
-// got the decrypted messages) and says so; a room that turns the model
-// off gets the offline engine, and a failing model server falls back to
-// it with a note.
+// TestAssistantWithModelServer: with a model server configured, an
+// encrypted room gets the offline engine until a member who may change
+// its state turns the model on; then the assistant's summary comes from
+// the model (which got the decrypted messages) and says so; a room that
+// turns the model off gets the offline engine, and a failing model
+// server falls back to it with a note.
 func TestAssistantWithModelServer(t *testing.T) {
 	fake := openaifake.Start(t, func(r openaifake.Request) string { return "The team picked March 3rd." }, nil)
 	keyFile := filepath.Join(t.TempDir(), "key")
@@ -241,6 +242,14 @@ func TestAssistantWithModelServer(t *testing.T) {
 	room := encryptedRoom(t, alice)
 	alice.Send(room, "We agreed on March 3rd for the release.")
 	reply := replyTo(t, alice, alice.Send(room, "!assistant summary last 1h"))
+	if !strings.Contains(body(reply), "answered by the offline engine") || len(fake.Requests()) != 0 {
+		t.Fatalf("an encrypted room's messages went to the model server (%d requests) before the room turned it on:\n%s", len(fake.Requests()), body(reply))
+	}
+	reply = replyTo(t, alice, alice.Send(room, "!assistant settings room model on"))
+	if !strings.Contains(body(reply), "now on") {
+		t.Fatalf("settings: %s", body(reply))
+	}
+	reply = replyTo(t, alice, alice.Send(room, "!assistant summary last 1h"))
 	if !strings.HasPrefix(strings.SplitN(body(reply), "\n", 2)[1], "The team picked March 3rd.") || !strings.Contains(body(reply), "answered by the model fake-model") {
 		t.Errorf("summary by the model:\n%s", body(reply))
 	}

@@ -34,7 +34,7 @@ func (s *session) builtins() map[string]builtin {
 		"draft":     {"draft a reply to the recent conversation: draft [what to say]", s.draft},
 		"language":  {"reply to a message with: language (which language it is in)", s.language},
 		"log":       {"what I read and sent in this room: log [n]", s.showLog},
-		"settings":  {"settings | settings room model on|off | settings me language CODE", s.settings},
+		"settings":  {"settings | settings room model on|off (off by default in encrypted rooms) | settings me language CODE", s.settings},
 		"forget":    {"forget everything I read in this room and leave: forget | forget keep (and stay) (members who may change the room's state)", s.roomAdminsOnly("forget", s.forget)},
 	}
 }
@@ -176,16 +176,35 @@ func (s *session) withLinks(room id.RoomID, msgs []Message) []Message {
 	return msgs
 }
 
-// engine is the engine that answers in room: the model unless there is
-// none or the room turned it off.
+// engine is the engine that answers in room: the model if there is one
+// and the room allows it (modelOn).
 func (s *session) engine(ctx context.Context, room id.RoomID) Engine {
 	if s.a.opts.Model == nil {
 		return Offline{}
 	}
-	if v, err := s.store.setting(ctx, room.String(), "model"); err != nil || v == "off" {
+	if on, err := s.modelOn(ctx, room); err != nil || !on {
+		if err != nil {
+			s.a.opts.Log.Warn("assistant: room setting", "room_id", room, "err", err)
+		}
 		return Offline{}
 	}
 	return s.a.opts.Model
+}
+
+// modelOn reports whether room lets the model server see its messages:
+// as its setting model says, and without one, unless the room is
+// encrypted: its members chose that nothing leave their devices
+// readable, so the model sees it only once someone who may change the
+// room's state turns it on.
+func (s *session) modelOn(ctx context.Context, room id.RoomID) (bool, error) {
+	switch v, err := s.store.setting(ctx, room.String(), "model"); {
+	case err != nil:
+		return false, err
+	case v != "":
+		return v == "on", nil
+	}
+	encrypted, err := s.encrypted(ctx, room)
+	return !encrypted, err
 }
 
 // modelFailed starts an answer the offline engine gave because the model
@@ -467,10 +486,15 @@ func (s *session) settings(ctx context.Context, req request, args string) Reply 
 	f := strings.Fields(strings.ToLower(args))
 	switch {
 	case len(f) == 0:
-		model, _ := s.store.setting(ctx, room, "model")
+		model := "off"
+		if on, err := s.modelOn(ctx, req.evt.RoomID); err != nil {
+			return s.failed("settings", req, err)
+		} else if on {
+			model = "on"
+		}
 		lang, _ := s.store.setting(ctx, user, "language")
 		return Reply{Text: fmt.Sprintf("Room: model %s (%s). You: language %s.",
-			orDefault(model, "on"), s.modelNote(), orDefault(lang, "en"))}
+			model, s.modelNote(), orDefault(lang, "en"))}
 	case len(f) == 3 && f[0] == "room" && f[1] == "model" && (f[2] == "on" || f[2] == "off"):
 		if ok, err := s.mayChangeRoom(ctx, req); err != nil || !ok {
 			return Reply{Text: "settings: only members who may change the room's state may change its settings"}

@@ -25,7 +25,7 @@ func (n *Node) newAssistant() {
 			n.log.Error("the assistant's model server is not used; the offline engine answers", "err", err)
 		} else {
 			opts.Model = model
-			n.log.Warn("the assistant sends room content to a model server: it sees the messages of the summaries, answers, translations and drafts it writes (a room can refuse with !assistant settings room model off)",
+			n.log.Warn("the assistant sends room content to a model server: it sees the messages of the summaries, answers, translations and drafts it writes (a room can refuse with !assistant settings room model off; an encrypted room must turn it on)",
 				"url", n.cfg.AssistantModelURL, "model", n.cfg.AssistantModel)
 		}
 	}
