@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -232,11 +233,17 @@ func (s *session) leave(ctx context.Context, req request) Reply {
 	return Reply{}
 }
 
+// maxReplyText bounds the text of a reply (a model's answer may be
+// megabytes), so that its event stays under the 65,536 bytes an event
+// may have even encrypted (base64 adds a third) with its HTML beside;
+// an HTML form longer than that is dropped rather than cut mid-tag.
+const maxReplyText = 16 << 10
+
 // send sends reply's text and file, if any, in answer to req.
 func (s *session) send(ctx context.Context, req request, reply Reply) error {
 	if reply.Text != "" {
-		content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: reply.Text}
-		if reply.HTML != "" {
+		content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: cutText(reply.Text, maxReplyText)}
+		if reply.HTML != "" && len(reply.HTML) <= maxReplyText {
 			content.Format, content.FormattedBody = event.FormatHTML, reply.HTML
 		}
 		if err := s.sendContent(ctx, req, content); err != nil {
@@ -247,6 +254,20 @@ func (s *session) send(ctx context.Context, req request, reply Reply) error {
 		return s.sendFile(ctx, req, reply.File)
 	}
 	return nil
+}
+
+// cutText cuts text to at most limit bytes, at a character's boundary,
+// marking the cut.
+func cutText(text string, limit int) string {
+	const mark = "\n… (cut)"
+	if len(text) <= limit {
+		return text
+	}
+	cut := limit - len(mark)
+	for cut > 0 && !utf8.RuneStart(text[cut]) {
+		cut--
+	}
+	return text[:cut] + mark
 }
 
 // sendText sends a plain notice in answer to req.

@@ -37,7 +37,7 @@ var cueWords = map[string]float64{
 // others talk about ranks high), adds weight for cue words (decided,
 // deadline, ...), discounts very short sentences, then takes the best
 // that do not repeat one already taken, in the conversation's order,
-// each with its author and a link to its message.
+// each cut to 300 characters, with its author and a link to its message.
 func (Offline) Summarize(ctx context.Context, msgs []Message, n int) (string, error) {
 	if len(msgs) == 0 {
 		return "Nothing was said in that time.", nil
@@ -47,7 +47,7 @@ func (Offline) Summarize(ctx context.Context, msgs []Message, n int) (string, er
 	fmt.Fprintf(&b, "Summary of %d messages from %d people:\n", len(msgs), countSenders(msgs))
 	for _, s := range picked {
 		m := msgs[s.msg]
-		fmt.Fprintf(&b, "• %s (%s, %s)\n", s.text, m.Sender, m.Link)
+		fmt.Fprintf(&b, "• %s (%s, %s)\n", quoteLine(s.text), m.Sender, m.Link)
 	}
 	return strings.TrimRight(b.String(), "\n"), nil
 }
