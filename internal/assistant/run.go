@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -82,15 +83,26 @@ func (a *Assistant) Run(ctx context.Context, login Login) error {
 }
 
 // openStore opens (creating it, 0600) the assistant's SQLite database
-// with foreign keys on and write-ahead logging.
+// with foreign keys on and write-ahead logging. Its write-ahead log and
+// shared-memory index are 0600 too, whatever the umask: the log takes
+// the database file's mode (modeof), the index is created first.
 func openStore(path string) (*dbutil.Database, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDONLY, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("assistant store: %w", err)
+	for _, p := range []string{path, path + "-shm"} {
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_RDONLY, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("assistant store: %w", err)
+		}
+		f.Close()
 	}
-	f.Close()
+	// Files an older version made readable by others are made private.
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("assistant store: %w", err)
+		}
+	}
 	dsn := "file:" + path + "?_txlock=immediate" +
-		"&_pragma=foreign_keys(1)&_pragma=journal_mode(wal)&_pragma=synchronous(normal)&_pragma=busy_timeout(10000)"
+		"&_pragma=foreign_keys(1)&_pragma=journal_mode(wal)&_pragma=synchronous(normal)&_pragma=busy_timeout(10000)" +
+		"&modeof=" + url.QueryEscape(path)
 	raw, err := sql.Open("sqlite3", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("assistant store: %w", err)

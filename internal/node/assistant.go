@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/assistant"
@@ -14,6 +15,10 @@ import (
 
 // assistantName is the assistant's display name and its device's name.
 const assistantName = "Assistant"
+
+// modelLookupTimeout bounds the lookup of the model server's host name
+// at start.
+const modelLookupTimeout = 10 * time.Second
 
 // newAssistant builds the assistant, which other packages register
 // commands into whether or not it runs.
@@ -36,14 +41,21 @@ func (n *Node) newAssistant() {
 // settings.
 func (n *Node) assistantModel() (*assistant.OpenAI, error) {
 	var key string
-	if n.cfg.AssistantAPIKeyFile != "" {
-		data, err := os.ReadFile(n.cfg.AssistantAPIKeyFile)
+	if path := n.cfg.AssistantAPIKeyFile; path != "" {
+		data, err := os.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("assistant_api_key_file: %w", err)
 		}
+		if st, err := os.Stat(path); err == nil && st.Mode().Perm()&0o077 != 0 {
+			return nil, fmt.Errorf("assistant_api_key_file %s is readable by others (mode %v); chmod 600 it", path, st.Mode().Perm())
+		}
 		key = strings.TrimSpace(string(data))
 	}
-	client, err := assistant.ModelClient(context.Background(), n.cfg.AssistantModelURL, n.cfg.AllowPrivateNetworks,
+	// The lookup of the model server's host (for a private one) must not
+	// hold the node's start up.
+	ctx, cancel := context.WithTimeout(context.Background(), modelLookupTimeout)
+	defer cancel()
+	client, err := assistant.ModelClient(ctx, n.cfg.AssistantModelURL, n.cfg.AllowPrivateNetworks,
 		n.cfg.AssistantModelPrivate, n.cfg.AssistantModelTimeout)
 	if err != nil {
 		return nil, err
