@@ -13,6 +13,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/follower"
 	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
 )
@@ -39,11 +40,10 @@ type Options struct {
 // Service keeps the aggregates and answers reports.
 type Service struct {
 	opts Options
-	wake chan struct{}
 	// stepMu serialises steps: two at once would count the same
 	// messages from the same mark.
-	stepMu       sync.Mutex
-	stopFollower func()
+	stepMu   sync.Mutex
+	follower *follower.Follower
 }
 
 // New returns the service; Start starts its follower.
@@ -51,67 +51,27 @@ func New(opts Options) *Service {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Service{opts: opts, wake: make(chan struct{}, 1)}
+	s := &Service{opts: opts}
+	s.follower = follower.New("analytics", followInterval, opts.Log, s.Step)
+	return s
 }
 
 // OnEvent is the room engine's hook: it wakes the follower. It never
 // blocks.
 func (s *Service) OnEvent(ev *rooms.Event, _ *rooms.RoomInfo) {
-	if ev.Pos <= 0 {
-		return
-	}
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	if ev.Pos > 0 {
+		s.follower.Wake()
 	}
 }
 
 // Start runs the follower until Close.
-func (s *Service) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.follow(ctx)
-	}()
-	s.stopFollower = func() {
-		cancel()
-		<-done
-	}
-}
+func (s *Service) Start() { s.follower.Start() }
 
 // Close stops the follower.
-func (s *Service) Close() {
-	if s.stopFollower != nil {
-		s.stopFollower()
-	}
-}
-
-func (s *Service) follow(ctx context.Context) {
-	tick := time.NewTicker(followInterval)
-	defer tick.Stop()
-	for {
-		if err := s.CatchUp(ctx); err != nil && ctx.Err() == nil {
-			s.opts.Log.Error("analytics: follow events", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.wake:
-		case <-tick.C:
-		}
-	}
-}
+func (s *Service) Close() { s.follower.Close() }
 
 // CatchUp runs Step until everything committed is counted.
-func (s *Service) CatchUp(ctx context.Context) error {
-	for {
-		more, err := s.Step(ctx)
-		if err != nil || !more {
-			return err
-		}
-	}
-}
+func (s *Service) CatchUp(ctx context.Context) error { return s.follower.CatchUp(ctx) }
 
 var followQuery = `SELECT pos, room_id, sender, origin_ts FROM events
 	WHERE pos > $1 AND pos <= $2 AND state_key IS NULL AND NOT rejected
