@@ -13,9 +13,10 @@ import (
 // automationWebhookTimeout bounds an outgoing webhook call of a rule.
 const automationWebhookTimeout = 10 * time.Second
 
-// startAutomation builds the automation service, with outgoing webhooks
-// through netguard (allow_private_networks applies), and starts it.
-func (n *Node) startAutomation(ctx context.Context) error {
+// newAutomation builds the automation service, with outgoing webhooks
+// through netguard (allow_private_networks applies); startFollowers
+// starts it.
+func (n *Node) newAutomation(ctx context.Context) error {
 	guard, err := netguard.New(n.cfg.AllowPrivateNetworks)
 	if err != nil {
 		return err
@@ -27,7 +28,6 @@ func (n *Node) startAutomation(ctx context.Context) error {
 	}
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Automation.OnEvent)
 	n.Rooms.OnPurge = append(n.Rooms.OnPurge, n.Automation.PurgeRoom)
-	n.Automation.Start()
 	return nil
 }
 

@@ -22,9 +22,9 @@ func LedgerKeysDir(cfg config.Config) string {
 }
 
 // openLedger opens the events log, signed with the ledger's key (derived
-// from the node's, see ledger.DeriveKey), and has it follow the room
-// engine's committed events, and, when ledger_keys is on, the identity
-// keys log, which follows the device list changes.
+// from the node's, see ledger.DeriveKey), which follows the room engine's
+// committed events, and, when ledger_keys is on, the identity keys log,
+// which follows the device list changes. startFollowers starts both.
 func (n *Node) openLedger(ctx context.Context, nodeKey ed25519.PrivateKey) error {
 	key, err := ledger.DeriveKey(nodeKey)
 	if err != nil {
@@ -43,16 +43,13 @@ func (n *Node) openLedger(ctx context.Context, nodeKey ed25519.PrivateKey) error
 	}
 	n.Ledger = l
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, l.OnEvent)
-	l.Start()
 	if !n.cfg.LedgerKeys {
 		return nil
 	}
 	keys, err := ledger.OpenKeys(ctx, n.DB, n.log, LedgerKeysDir(n.cfg), n.cfg.ServerName, key)
 	if err != nil {
-		l.Close(ctx)
 		return fmt.Errorf("open the identity keys log: %w", err)
 	}
 	n.LedgerKeys = keys
-	keys.Start()
 	return nil
 }

@@ -228,8 +228,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.csExtra.serverKey = key
 	n.Rooms = rooms.New(n.DB, log, rooms.Signer{ServerName: cfg.ServerName, KeyID: keyID, Key: key})
 	if err := n.Rooms.Load(ctx); err != nil {
-		n.DB.Close()
-		return nil, err
+		return nil, n.abandon(ctx, err)
 	}
 	n.Appservices.Rooms = n.Rooms
 	n.Appservices.LocalAliases = func(ctx context.Context, roomID id.RoomID) ([]id.RoomAlias, error) {
@@ -244,16 +243,14 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		Wake: n.Sync.Notifier.Wake, ThreadSubscriptionRules: cfg.ThreadSubscriptionRules,
 	})
 	if err := n.Push.Load(ctx); err != nil {
-		n.DB.Close()
-		return nil, err
+		return nil, n.abandon(ctx, err)
 	}
 	n.Rooms.OnAccept = append(n.Rooms.OnAccept, n.Push.OnAccept)
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Push.CopyRulesOnUpgrade)
 	n.Sync.AddSource(n.Push.RulesSource())
 	n.Keys = keys.New(n.DB, log, n.Accounts, n.Rooms, n.Sync.Notifier)
 	if err := n.Keys.Load(ctx); err != nil {
-		n.DB.Close()
-		return nil, err
+		return nil, n.abandon(ctx, err)
 	}
 	n.Sync.AddSource(n.Keys)
 	n.AccountData = accountdata.New(n.DB, log, n.Accounts, n.Sync.Notifier)
@@ -280,28 +277,22 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.UserDir = userdir.New(n.Accounts, n.Rooms)
 	n.Media, err = media.New(n.DB, log, n.Accounts, MediaOptions(cfg))
 	if err != nil {
-		n.DB.Close()
-		return nil, err
+		return nil, n.abandon(ctx, err)
 	}
 	n.Rooms.OnPurge = append(n.Rooms.OnPurge, n.Push.PurgeRoom, n.Ephemeral.PurgeRoom, n.AccountData.PurgeRoom)
 	n.wireHooks()
 	if err := n.openLedger(ctx, key); err != nil {
-		n.DB.Close()
-		return nil, err
+		return nil, n.abandon(ctx, err)
 	}
 	n.Contracts, err = contracts.New(ctx, contracts.Options{DB: n.DB, Rooms: n.Rooms, Accounts: n.Accounts, Log: log,
 		OnHalt: n.noticeContractHalt})
 	if err != nil {
-		n.Ledger.Close(ctx)
-		n.DB.Close()
-		return nil, err
+		return nil, n.abandon(ctx, err)
 	}
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Contracts.OnEvent)
-	n.Contracts.Start()
 	n.Analytics = analytics.New(analytics.Options{DB: n.DB, Rooms: n.Rooms, Accounts: n.Accounts, Log: log})
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Analytics.OnEvent)
 	n.Rooms.OnPurge = append(n.Rooms.OnPurge, analytics.PurgeRoom)
-	n.Analytics.Start()
 	n.newAssistant()
 	n.Moderation = moderation.New(moderation.Options{DB: n.DB, Rooms: n.Rooms, Accounts: n.Accounts, Log: log,
 		RoomVersion: id.RoomVersion(cfg.DefaultRoomVersion)})
@@ -311,43 +302,28 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Rooms.StateChecks[moderation.ConfigType] = moderation.CheckConfig
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Moderation.OnEvent)
 	if err := n.Assistant.Register(n.Moderation.Command()); err != nil {
-		n.DB.Close()
-		return nil, err
+		return nil, n.abandon(ctx, err)
 	}
-	if err := n.startAutomation(ctx); err != nil {
-		n.Moderation.Close(ctx)
-		n.Analytics.Close()
-		n.Contracts.Close(ctx)
-		n.Ledger.Close(ctx)
-		n.DB.Close()
-		return nil, err
+	if err := n.newAutomation(ctx); err != nil {
+		return nil, n.abandon(ctx, err)
 	}
 	if err := n.registerCommands(); err != nil {
-		n.Automation.Close()
-		n.Moderation.Close(ctx)
-		n.Analytics.Close()
-		n.Contracts.Close(ctx)
-		n.Ledger.Close(ctx)
-		n.DB.Close()
-		return nil, err
+		return nil, n.abandon(ctx, err)
 	}
 	n.wireAppserviceQueue(n.Appservices)
 	if cfg.Federation {
 		n.Federation, err = federation.New(ctx, n.DB, log, FederationOptions(cfg, keyID, key))
 		if err != nil {
-			n.DB.Close()
-			return nil, err
+			return nil, n.abandon(ctx, err)
 		}
 		n.wireFederation()
 		if err := n.wireWitness(ctx, key); err != nil {
-			n.Ledger.Close(ctx)
-			n.DB.Close()
-			return nil, err
+			return nil, n.abandon(ctx, err)
 		}
 	}
 	// Past New's last failure, so that a failed New leaves no follower
-	// running; the events committed meanwhile wait for it.
-	n.Moderation.Start()
+	// running; the events committed meanwhile wait for them.
+	n.startFollowers()
 
 	n.registry = prometheus.NewRegistry()
 	n.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -572,6 +548,43 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	errs = append(errs, n.DB.Close())
 	return errors.Join(errs...)
+}
+
+// startFollowers starts the loops that follow the committed events.
+func (n *Node) startFollowers() {
+	n.Ledger.Start()
+	if n.LedgerKeys != nil {
+		n.LedgerKeys.Start()
+	}
+	n.Contracts.Start()
+	n.Analytics.Start()
+	n.Automation.Start()
+	n.Moderation.Start()
+}
+
+// abandon closes what a New that failed with err had opened, none of its
+// followers started yet, and returns err.
+func (n *Node) abandon(ctx context.Context, err error) error {
+	if n.Automation != nil {
+		n.Automation.Close()
+	}
+	if n.Moderation != nil {
+		n.Moderation.Close(ctx)
+	}
+	if n.Analytics != nil {
+		n.Analytics.Close()
+	}
+	if n.Contracts != nil {
+		n.Contracts.Close(ctx)
+	}
+	if n.LedgerKeys != nil {
+		n.LedgerKeys.Close(ctx)
+	}
+	if n.Ledger != nil {
+		n.Ledger.Close(ctx)
+	}
+	n.DB.Close()
+	return err
 }
 
 // Banner is the start-up text for people: where the node is, a warning
