@@ -48,6 +48,9 @@ type Client struct {
 	stopped  bool               // Disconnect was called (and Connect not since)
 	stop     context.CancelFunc // ends the connect retry loop
 	caughtUp map[string]bool    // channels caught up in this gateway session
+
+	// webhooks are what relayed messages are sent through.
+	webhooks *webhooks
 }
 
 var (
@@ -72,7 +75,7 @@ func newClient(c *Connector, login *bridgev2.UserLogin, token string) (*Client, 
 	session.ShouldRetryOnRateLimit = true
 	session.StateEnabled = true
 	session.LogLevel = discordgo.LogWarning
-	client := &Client{connector: c, login: login, session: session, botID: string(login.ID), caughtUp: map[string]bool{}}
+	client := &Client{connector: c, login: login, session: session, botID: string(login.ID), caughtUp: map[string]bool{}, webhooks: newWebhooks()}
 	session.AddHandler(guarded(client, "READY", client.onReady))
 	session.AddHandler(guarded(client, "RESUMED", client.onResumed))
 	session.AddHandler(guarded(client, "disconnect", client.onDisconnect))
@@ -310,11 +313,12 @@ func (c *Client) chatInfo(ch *discordgo.Channel) *bridgev2.ChatInfo {
 		Members:  &bridgev2.ChatMemberList{Members: []bridgev2.ChatMember{self}},
 		ExtraUpdates: func(ctx context.Context, p *bridgev2.Portal) bool {
 			meta, ok := p.Metadata.(*PortalMetadata)
-			if !ok || meta.GuildID == guildID {
+			if !ok {
 				return false
 			}
+			changed := meta.GuildID != guildID
 			meta.GuildID = guildID
-			return true
+			return c.offerRelay(p, meta) || changed
 		},
 	}
 }
@@ -427,5 +431,23 @@ func (c *Client) GetCapabilities(ctx context.Context, portal *bridgev2.Portal) *
 		Edit:          event.CapLevelFullySupported,
 		Delete:        event.CapLevelFullySupported,
 		Reaction:      event.CapLevelFullySupported,
+		// Relayed messages carry their sender's name and avatar (see
+		// relay.go); bridgev2 need not format them.
+		PerMessageProfileRelay: true,
 	}
+}
+
+// offerRelay makes the bot login the relay of a guild channel's portal the
+// first time the portal is synced, so that Matrix users who have not logged
+// in can write there (through a webhook). A relay unset later with
+// unset-relay stays unset.
+func (c *Client) offerRelay(p *bridgev2.Portal, meta *PortalMetadata) bool {
+	if meta.RelayOffered {
+		return false
+	}
+	meta.RelayOffered = true
+	if p.Relay == nil {
+		p.Relay, p.RelayLoginID = c.login, c.login.ID
+	}
+	return true
 }

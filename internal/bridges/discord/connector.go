@@ -32,6 +32,10 @@ type Config struct {
 	// CatchUpLimit is how many messages per channel are fetched, after a
 	// restart, from after the last bridged one. 0 means 500.
 	CatchUpLimit int `yaml:"catch_up_limit"`
+	// PublicMediaURL is the node's address as Discord may reach it, when
+	// the node serves media without authentication: relayed messages show
+	// their sender's Matrix avatar from there. Empty means no avatar.
+	PublicMediaURL string `yaml:"public_media_url"`
 }
 
 //go:embed example-config.yaml
@@ -41,6 +45,7 @@ func upgradeConfig(helper configupgrade.Helper) {
 	helper.Copy(configupgrade.Str|configupgrade.Null, "api_url")
 	helper.Copy(configupgrade.Str|configupgrade.Null, "cdn_url")
 	helper.Copy(configupgrade.Int, "catch_up_limit")
+	helper.Copy(configupgrade.Str|configupgrade.Null, "public_media_url")
 }
 
 const (
@@ -127,6 +132,11 @@ func (c *Connector) ValidateConfig() error {
 	}
 	if _, err := baseURL(c.Config.CDNURL, defaultCDNURL); err != nil {
 		return fmt.Errorf("discord: cdn_url: %w", err)
+	}
+	if c.Config.PublicMediaURL != "" {
+		if _, err := baseURL(c.Config.PublicMediaURL, ""); err != nil {
+			return fmt.Errorf("discord: public_media_url: %w", err)
+		}
 	}
 	if c.Config.CatchUpLimit < 0 {
 		return fmt.Errorf("discord: catch_up_limit %d is negative", c.Config.CatchUpLimit)
@@ -270,11 +280,15 @@ type MessageMetadata struct {
 	// ChannelID is the Discord channel the message is in: the portal's
 	// channel, or a thread of it.
 	ChannelID string `json:"channel_id"`
+	// WebhookID is the webhook a relayed message was sent through.
+	WebhookID string `json:"webhook_id,omitempty"`
 }
 
 // PortalMetadata is kept per portal.
 type PortalMetadata struct {
 	GuildID string `json:"guild_id,omitempty"`
+	// RelayOffered is set once the bot login was made the portal's relay.
+	RelayOffered bool `json:"relay_offered,omitempty"`
 }
 
 // LoadUserLogin gives a stored login its Discord client.

@@ -17,6 +17,12 @@
 // discordfake) therefore apply to the whole process, and only one Discord
 // bridge runs per process.
 //
+// The bot login relays (relay.go): it is the bridgev2 relay of its guild
+// channel portals, so Matrix users who have not logged in write there too,
+// through a webhook of the channel under their own name and avatar (or,
+// without the Manage Webhooks permission, through the bot as
+// "**Name**: text").
+//
 // Nothing is lost across a restart: a dropped gateway connection RESUMEs
 // its session and Discord replays what it missed; a new session (after a
 // restart of the bridge) fetches each bridged channel's and thread's

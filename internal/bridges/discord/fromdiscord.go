@@ -189,14 +189,15 @@ func (c *Client) onMessageCreate(s *discordgo.Session, m *discordgo.MessageCreat
 // bridgedMessageTypes are the Discord message types with user content.
 var bridgedMessageTypes = []discordgo.MessageType{discordgo.MessageTypeDefault, discordgo.MessageTypeReply}
 
-// handleMessage queues a new Discord message. The bot's own messages are
-// what the bridge sent from Matrix: they are already in the room.
+// handleMessage queues a new Discord message. The bot's own messages, and
+// those of the bridge's webhooks, are what the bridge sent from Matrix:
+// they are already in the room.
 func (c *Client) handleMessage(ctx context.Context, m *discordgo.Message) {
 	if m.Author == nil || m.Author.ID == c.botID || !slices.Contains(bridgedMessageTypes, m.Type) {
 		return
 	}
 	portalChannel, _, ok := c.portalFor(ctx, m.ChannelID)
-	if !ok {
+	if !ok || c.isRelayEcho(ctx, portalChannel, m) {
 		return
 	}
 	c.login.QueueRemoteEvent(&simplevent.Message[*discordgo.Message]{
@@ -212,6 +213,12 @@ func (c *Client) handleMessage(ctx context.Context, m *discordgo.Message) {
 		Data:               m,
 		ConvertMessageFunc: c.convertMessage,
 	})
+}
+
+// isRelayEcho reports whether a message was sent by one of the bridge's
+// webhooks of the portal's channel: a relayed Matrix message.
+func (c *Client) isRelayEcho(ctx context.Context, portalChannel string, m *discordgo.Message) bool {
+	return m.WebhookID != "" && c.isOwnWebhook(ctx, portalChannel, m.WebhookID)
 }
 
 // convertMessage turns a Discord message into Matrix parts: its text (part
@@ -371,7 +378,7 @@ func (c *Client) onMessageUpdate(s *discordgo.Session, m *discordgo.MessageUpdat
 	}
 	ctx := c.eventContext()
 	portalChannel, _, ok := c.portalFor(ctx, m.ChannelID)
-	if !ok {
+	if !ok || c.isRelayEcho(ctx, portalChannel, m.Message) {
 		return
 	}
 	c.login.QueueRemoteEvent(&simplevent.Message[*discordgo.Message]{

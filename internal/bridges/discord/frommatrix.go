@@ -35,22 +35,43 @@ const threadNameLength = 60
 
 // HandleMatrixMessage sends a Matrix message to the portal's channel, or to
 // the Discord thread of its m.thread root (opening the thread if needed).
+// A relayed message (of a Matrix user who has not logged in) goes through
+// the channel's webhook where the bot may use one.
 func (c *Client) HandleMatrixMessage(ctx context.Context, msg *bridgev2.MatrixMessage) (*bridgev2.MatrixMessageResponse, error) {
-	channelID := string(msg.Portal.ID)
+	portalChannel := string(msg.Portal.ID)
+	channelID := portalChannel
 	if msg.ThreadRoot != nil {
 		var err error
 		if channelID, err = c.threadChannel(ctx, channelID, msg.ThreadRoot); err != nil {
 			return nil, err
 		}
 	}
-	send, err := c.messageSend(ctx, msg.Content)
+	var relay *relayed
+	var hook *discordgo.Webhook
+	if msg.OrigSender != nil {
+		r := c.relayedSender(msg.OrigSender)
+		relay = &r
+		var err error
+		if hook, err = c.relayWebhook(ctx, msg.Portal); err != nil {
+			return nil, err
+		}
+	}
+	send, err := c.messageSend(ctx, msg.Content, relay, hook == nil)
 	if err != nil {
 		return nil, err
 	}
-	if msg.ReplyTo != nil && messageChannel(msg.ReplyTo, string(msg.Portal.ID)) == channelID {
-		send.Reference = &discordgo.MessageReference{MessageID: string(msg.ReplyTo.ID), ChannelID: channelID}
+	meta := &MessageMetadata{ChannelID: channelID}
+	var sent *discordgo.Message
+	if hook != nil {
+		// Webhooks cannot reply: the reply is not marked on Discord.
+		sent, err = c.executeWebhook(ctx, hook, portalChannel, channelID, send, relay)
+		meta.WebhookID = hook.ID
+	} else {
+		if msg.ReplyTo != nil && messageChannel(msg.ReplyTo, portalChannel) == channelID {
+			send.Reference = &discordgo.MessageReference{MessageID: string(msg.ReplyTo.ID), ChannelID: channelID}
+		}
+		sent, err = c.session.ChannelMessageSendComplex(channelID, send, discordgo.WithContext(ctx))
 	}
-	sent, err := c.session.ChannelMessageSendComplex(channelID, send, discordgo.WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("discord: send message: %w", err)
 	}
@@ -58,13 +79,44 @@ func (c *Client) HandleMatrixMessage(ctx context.Context, msg *bridgev2.MatrixMe
 		ID:        networkid.MessageID(sent.ID),
 		SenderID:  networkid.UserID(c.botID),
 		Timestamp: sent.Timestamp,
-		Metadata:  &MessageMetadata{ChannelID: channelID},
+		Metadata:  meta,
 	}}, nil
 }
 
+// relayWebhook is the webhook a relayed message in the portal goes
+// through, or nil when it goes through the login itself with the sender's
+// name in front: in DMs, and in channels where the bot may not manage
+// webhooks (the room is told once).
+func (c *Client) relayWebhook(ctx context.Context, portal *bridgev2.Portal) (*discordgo.Webhook, error) {
+	if portal.RoomType == database.RoomTypeDM {
+		return nil, nil
+	}
+	hook, err := c.channelWebhook(ctx, string(portal.ID))
+	if errors.Is(err, errWebhooksDenied) {
+		c.tellRelayFallback(ctx, portal)
+		return nil, nil
+	}
+	return hook, err
+}
+
+// executeWebhook sends a relayed message through the channel's webhook,
+// into the thread channelID when it is not the webhook's channel.
+func (c *Client) executeWebhook(ctx context.Context, hook *discordgo.Webhook, portalChannel, channelID string, send *discordgo.MessageSend, relay *relayed) (*discordgo.Message, error) {
+	params := &discordgo.WebhookParams{
+		Content: send.Content, Username: relay.name, AvatarURL: relay.avatarURL,
+		Files: send.Files, AllowedMentions: send.AllowedMentions,
+	}
+	threadID := ""
+	if channelID != portalChannel {
+		threadID = channelID
+	}
+	return c.session.WebhookThreadExecute(hook.ID, hook.Token, true, threadID, params, discordgo.WithContext(ctx))
+}
+
 // messageSend builds a Discord message from Matrix content: text as Discord
-// markdown, media as an uploaded file with its caption.
-func (c *Client) messageSend(ctx context.Context, content *event.MessageEventContent) (*discordgo.MessageSend, error) {
+// markdown, media as an uploaded file with its caption. A relayed message
+// sent by the login itself (byLogin) has its sender's name in front.
+func (c *Client) messageSend(ctx context.Context, content *event.MessageEventContent, relay *relayed, byLogin bool) (*discordgo.MessageSend, error) {
 	send := &discordgo.MessageSend{}
 	var text string
 	var mentioned []string
@@ -85,6 +137,9 @@ func (c *Client) messageSend(ctx context.Context, content *event.MessageEventCon
 		}
 	default:
 		return nil, bridgev2.ErrUnsupportedMessageType
+	}
+	if relay != nil && byLogin {
+		text = prefixName(relay.name, text)
 	}
 	if utf8.RuneCountInString(text) > maxContentLength {
 		return nil, errTooLong
@@ -160,15 +215,26 @@ func truncateRunes(s string, n int) string {
 	return string([]rune(s)[:n-1]) + "…"
 }
 
-// HandleMatrixEdit edits a message the bridge sent.
+// HandleMatrixEdit edits a message the bridge sent: through the webhook
+// that sent it, if it was relayed through one. Only the message's Matrix
+// sender may edit it.
 func (c *Client) HandleMatrixEdit(ctx context.Context, msg *bridgev2.MatrixEdit) error {
 	target := msg.EditTarget
-	if string(target.SenderID) != c.botID {
+	if string(target.SenderID) != c.botID || (target.SenderMXID != "" && target.SenderMXID != msg.Event.Sender) {
 		return errEditOthers
+	}
+	meta, _ := target.Metadata.(*MessageMetadata)
+	portalChannel := string(msg.Portal.ID)
+	hook, err := c.relayedWebhook(ctx, portalChannel, meta)
+	if err != nil {
+		return err
 	}
 	text, mentioned := c.matrixToDiscord(msg.Content)
 	if msg.Content.MsgType == event.MsgEmote {
 		text = "_" + text + "_"
+	}
+	if msg.OrigSender != nil && hook == nil {
+		text = prefixName(c.relayedSender(msg.OrigSender).name, text)
 	}
 	if utf8.RuneCountInString(text) > maxContentLength {
 		return errTooLong
@@ -176,10 +242,13 @@ func (c *Client) HandleMatrixEdit(ctx context.Context, msg *bridgev2.MatrixEdit)
 	if strings.TrimSpace(text) == "" {
 		return errEmpty
 	}
-	channelID := messageChannel(target, string(msg.Portal.ID))
-	_, err := c.session.ChannelMessageEditComplex(&discordgo.MessageEdit{
-		ID: string(target.ID), Channel: channelID, Content: &text,
-		AllowedMentions: &discordgo.MessageAllowedMentions{Parse: []discordgo.AllowedMentionType{}, Users: mentioned},
+	channelID := messageChannel(target, portalChannel)
+	allowed := &discordgo.MessageAllowedMentions{Parse: []discordgo.AllowedMentionType{}, Users: mentioned}
+	if hook != nil {
+		return c.editWebhookMessage(ctx, hook, string(target.ID), threadOf(portalChannel, channelID), &discordgo.WebhookEdit{Content: &text, AllowedMentions: allowed})
+	}
+	_, err = c.session.ChannelMessageEditComplex(&discordgo.MessageEdit{
+		ID: string(target.ID), Channel: channelID, Content: &text, AllowedMentions: allowed,
 	}, discordgo.WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("discord: edit message: %w", err)
@@ -187,9 +256,28 @@ func (c *Client) HandleMatrixEdit(ctx context.Context, msg *bridgev2.MatrixEdit)
 	return nil
 }
 
-// HandleMatrixMessageRemove deletes a message on Discord.
+// threadOf is the thread_id of a webhook request in channelID: the
+// channel, unless it is the webhook's own.
+func threadOf(portalChannel, channelID string) string {
+	if channelID == portalChannel {
+		return ""
+	}
+	return channelID
+}
+
+// HandleMatrixMessageRemove deletes a message on Discord: a relayed one
+// through the webhook that sent it.
 func (c *Client) HandleMatrixMessageRemove(ctx context.Context, msg *bridgev2.MatrixMessageRemove) error {
-	channelID := messageChannel(msg.TargetMessage, string(msg.Portal.ID))
+	portalChannel := string(msg.Portal.ID)
+	channelID := messageChannel(msg.TargetMessage, portalChannel)
+	meta, _ := msg.TargetMessage.Metadata.(*MessageMetadata)
+	hook, err := c.relayedWebhook(ctx, portalChannel, meta)
+	if err != nil {
+		return err
+	}
+	if hook != nil {
+		return c.deleteWebhookMessage(ctx, hook, string(msg.TargetMessage.ID), threadOf(portalChannel, channelID))
+	}
 	if err := c.session.ChannelMessageDelete(channelID, string(msg.TargetMessage.ID), discordgo.WithContext(ctx)); err != nil {
 		return fmt.Errorf("discord: delete message: %w", err)
 	}

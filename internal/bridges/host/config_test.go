@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	mautrixas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/bridgev2"
+	"maunium.net/go/mautrix/event"
 
 	"github.com/matrixos/matrixos/internal/bridges"
 	"github.com/matrixos/matrixos/internal/bridges/bridgetest"
@@ -55,5 +57,34 @@ func TestLoadConfig(t *testing.T) {
 	}
 	if !cfg.Encryption.Allow || !cfg.Encryption.Appservice || !cfg.Encryption.MSC4190 || cfg.Encryption.PickleKey == "" {
 		t.Errorf("encryption %+v", cfg.Encryption)
+	}
+}
+
+// TestLoadConfigRelayFormats: a config file without a relay section still
+// has mautrix's relay formats, which relaying a message needs (bridgev2
+// formatted the name with a nil template and panicked before).
+func TestLoadConfigRelayFormats(t *testing.T) {
+	data := t.TempDir()
+	files := bridges.Files{DataDir: data, ServerName: "example.org", Name: "echo", Network: "greeting: hi\n"}
+	if err := files.Write(); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := host.LoadConfig(host.Options{
+		Name: "echo", Dir: bridges.Dir(data, "echo"), RegistrationFile: bridges.RegistrationFile(data, "echo"),
+		HomeserverURL: "http://127.0.0.1:8008", ServerName: "example.org", Network: bridgetest.EchoKind("echo", 0, nil).NewNetwork(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Bridge.Relay.Enabled {
+		t.Error("relay mode's set-relay is allowed by default")
+	}
+	sender := &bridgev2.OrigSender{DisambiguatedName: "Bob"}
+	if got := cfg.Bridge.Relay.FormatName(sender); got != "Bob" {
+		t.Errorf("relayed name = %q, want Bob", got)
+	}
+	content, err := cfg.Bridge.Relay.FormatMessage(&event.MessageEventContent{MsgType: event.MsgText, Body: "hi"}, sender)
+	if err != nil || content.FormattedBody != "<b>Bob</b>: hi" {
+		t.Errorf("relayed message = %q, %v; want <b>Bob</b>: hi", content.FormattedBody, err)
 	}
 }

@@ -210,6 +210,7 @@ func defaultConfig(name string) *bridgeconfig.Config {
 	b.PortalEventBuffer = 64
 	b.KickMatrixUsers = true
 	b.PortalCreateFilter.Mode = bridgeconfig.PortalCreateFilterModeDeny
+	b.Relay = defaultRelay()
 	cfg.Matrix.MessageErrorNotices = true
 	cfg.Matrix.SyncDirectChatList = true
 	cfg.Matrix.FederateRooms = true
@@ -233,6 +234,39 @@ func defaultConfig(name string) *bridgeconfig.Config {
 	cfg.Homeserver.Software = bridgeconfig.SoftwareStandard
 	cfg.Homeserver.RetryLimit = 4
 	return cfg
+}
+
+// relayDefaults is mautrix's example relay section: set-relay refused,
+// and the formats relayed messages and names are written with, which a
+// connector that makes a portal's relay itself (Discord's bot login) needs
+// even when the command is off.
+const relayDefaults = `
+enabled: false
+admin_only: true
+prefer_default: true
+allow_bridge: true
+default_relays: []
+user_distinguishers: []
+message_formats:
+    m.text: "<b>{{ .Sender.DisambiguatedName }}</b>: {{ .Message }}"
+    m.notice: "<b>{{ .Sender.DisambiguatedName }}</b>: {{ .Message }}"
+    m.emote: "* <b>{{ .Sender.DisambiguatedName }}</b> {{ .Message }}"
+    m.file: "<b>{{ .Sender.DisambiguatedName }}</b> sent a file{{ if .Caption }}: {{ .Caption }}{{ end }}"
+    m.image: "<b>{{ .Sender.DisambiguatedName }}</b> sent an image{{ if .Caption }}: {{ .Caption }}{{ end }}"
+    m.audio: "<b>{{ .Sender.DisambiguatedName }}</b> sent an audio file{{ if .Caption }}: {{ .Caption }}{{ end }}"
+    m.video: "<b>{{ .Sender.DisambiguatedName }}</b> sent a video{{ if .Caption }}: {{ .Caption }}{{ end }}"
+    m.location: "<b>{{ .Sender.DisambiguatedName }}</b> sent a location{{ if .Caption }}: {{ .Caption }}{{ end }}"
+displayname_format: "{{ .DisambiguatedName }}"
+`
+
+// defaultRelay decodes relayDefaults; decoding, not a struct literal,
+// compiles the formats' templates.
+func defaultRelay() bridgeconfig.RelayConfig {
+	var relay bridgeconfig.RelayConfig
+	if err := yaml.Unmarshal([]byte(relayDefaults), &relay); err != nil {
+		panic("host: relayDefaults: " + err.Error())
+	}
+	return relay
 }
 
 // applyNode sets what the node and the registration decide.

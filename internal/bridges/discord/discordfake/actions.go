@@ -57,7 +57,7 @@ func (s *Server) Post(channelID, authorID, content string, opts ...PostOption) (
 	if ch == nil || author == nil {
 		return nil, fmt.Errorf("post: unknown channel %q or user %q", channelID, authorID)
 	}
-	m, _, _, msg := s.postLocked(ch, author, content, o.reference, o.files)
+	m, _, _, msg := s.postLocked(ch, author, "", content, o.reference, o.files)
 	if m == nil {
 		return nil, fmt.Errorf("post: %s", msg)
 	}

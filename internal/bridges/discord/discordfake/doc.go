@@ -6,7 +6,10 @@
 // guilds and their channels, channel messages (list with after/before,
 // create as JSON or multipart with attachments, edit, delete, replies through
 // message_reference), reactions, threads started from a message, DM
-// channels, and the attachments themselves under a CDN-like path. Every
+// channels, channel webhooks (list and create, which need the Manage
+// Webhooks permission; execute, and edit and delete their messages, with
+// the webhook's token in the path), and the attachments themselves under a
+// CDN-like path. Every
 // answer carries the X-RateLimit-* headers of its bucket; a bucket that is
 // used up answers 429 with retry_after, as Discord does.
 //

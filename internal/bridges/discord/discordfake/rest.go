@@ -237,7 +237,7 @@ func (s *Server) createMessage(w http.ResponseWriter, r *http.Request) {
 	if ch == nil {
 		return
 	}
-	m, status, code, msg := s.postLocked(ch, s.bot, payload.Content, payload.Reference, files)
+	m, status, code, msg := s.postLocked(ch, s.bot, "", payload.Content, payload.Reference, files)
 	if m == nil {
 		writeError(w, status, code, msg)
 		return
@@ -248,6 +248,9 @@ func (s *Server) createMessage(w http.ResponseWriter, r *http.Request) {
 type messagePayload struct {
 	Content   string                      `json:"content"`
 	Reference *discordgo.MessageReference `json:"message_reference"`
+	// Username and AvatarURL are a webhook message's author.
+	Username  string `json:"username"`
+	AvatarURL string `json:"avatar_url"`
 }
 
 func readMessagePayload(r *http.Request) (messagePayload, []upload, error) {
@@ -290,9 +293,10 @@ func readMessagePayload(r *http.Request) (messagePayload, []upload, error) {
 	}
 }
 
-// postLocked stores a new message and dispatches MESSAGE_CREATE. On a
-// refusal it returns nil and the HTTP status, JSON code and message.
-func (s *Server) postLocked(ch *discordgo.Channel, author *discordgo.User, content string, ref *discordgo.MessageReference, files []upload) (*discordgo.Message, int, int, string) {
+// postLocked stores a new message and dispatches MESSAGE_CREATE; webhookID
+// is the webhook that sent it, if one did. On a refusal it returns nil and
+// the HTTP status, JSON code and message.
+func (s *Server) postLocked(ch *discordgo.Channel, author *discordgo.User, webhookID, content string, ref *discordgo.MessageReference, files []upload) (*discordgo.Message, int, int, string) {
 	if content == "" && len(files) == 0 {
 		return nil, http.StatusBadRequest, codeEmptyMessage, "Cannot send an empty message"
 	}
@@ -306,7 +310,7 @@ func (s *Server) postLocked(ch *discordgo.Channel, author *discordgo.User, conte
 		ID: s.newID(), ChannelID: ch.ID, GuildID: ch.GuildID, Content: content,
 		Timestamp: time.Now().UTC(), Author: author, Type: discordgo.MessageTypeDefault,
 		Attachments: []*discordgo.MessageAttachment{}, Embeds: []*discordgo.MessageEmbed{},
-		Mentions: []*discordgo.User{}, MentionRoles: []string{},
+		Mentions: []*discordgo.User{}, MentionRoles: []string{}, WebhookID: webhookID,
 	}
 	if ref != nil && ref.MessageID != "" {
 		refChannel := ref.ChannelID

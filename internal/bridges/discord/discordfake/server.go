@@ -57,6 +57,12 @@ type Server struct {
 	// null user.
 	readyWithoutUser int
 	requests         []string // "METHOD path" of every REST request, for assertions
+
+	webhooks map[string]*discordgo.Webhook // by ID
+	// webhookAvatars is the avatar_url each webhook message was sent with.
+	webhookAvatars map[string]string
+	// webhooksDenied makes the bot lack the Manage Webhooks permission.
+	webhooksDenied bool
 }
 
 type attachmentFile struct {
@@ -97,6 +103,8 @@ func Start(t interface{ Cleanup(func()) }, opts Options) *Server {
 		files:             map[string]attachmentFile{},
 		reactionUsers:     map[string]map[string]*reactionState{},
 		sessions:          map[string]*gatewaySession{},
+		webhooks:          map[string]*discordgo.Webhook{},
+		webhookAvatars:    map[string]string{},
 		changed:           make(chan struct{}),
 		limits:            rateLimits{limit: 50, window: time.Second, buckets: map[string]*bucket{}},
 	}
@@ -364,6 +372,17 @@ func (s *Server) routes() http.Handler {
 	api("PUT /channels/{channel}/messages/{message}/reactions/{emoji}/@me", s.addReaction)
 	api("DELETE /channels/{channel}/messages/{message}/reactions/{emoji}/@me", s.removeReaction)
 	api("POST /channels/{channel}/messages/{message}/threads", s.startThread)
+	api("GET /channels/{channel}/webhooks", s.listWebhooks)
+	api("POST /channels/{channel}/webhooks", s.createWebhook)
+	// Executing a webhook and changing its messages authenticate with the
+	// webhook's token in the path, not the bot's.
+	webhook := func(pattern string, h func(http.ResponseWriter, *http.Request)) {
+		method, path, _ := strings.Cut(pattern, " ")
+		mux.HandleFunc(method+" /api/{version}"+path, s.webhookRoute(path, h))
+	}
+	webhook("POST /webhooks/{webhook}/{token}", s.executeWebhook)
+	webhook("PATCH /webhooks/{webhook}/{token}/messages/{message}", s.editWebhookMessage)
+	webhook("DELETE /webhooks/{webhook}/{token}/messages/{message}", s.deleteWebhookMessage)
 	mux.HandleFunc("GET /attachments/", s.getCDNFile)
 	mux.HandleFunc("GET /avatars/", s.getCDNFile)
 	// The gateway lives at the root, as wss://gateway.discord.gg/?v=..&encoding=json does.
@@ -402,6 +421,9 @@ func majorParameter(r *http.Request) string {
 	if ch := r.PathValue("channel"); ch != "" {
 		return ch
 	}
+	if hook := r.PathValue("webhook"); hook != "" {
+		return hook
+	}
 	return r.PathValue("guild")
 }
 
@@ -421,12 +443,15 @@ func writeError(w http.ResponseWriter, status, code int, message string) {
 
 // JSON error codes Discord uses.
 const (
-	codeUnknownChannel   = 10003
-	codeUnknownMessage   = 10008
-	codeUnknownUser      = 10013
-	codeUnknownEmoji     = 10014
-	codeEmptyMessage     = 50006
-	codeCannotEditOthers = 50005
-	codeInvalidFormBody  = 50035
-	codeThreadExists     = 160004
+	codeUnknownChannel     = 10003
+	codeUnknownMessage     = 10008
+	codeUnknownUser        = 10013
+	codeUnknownEmoji       = 10014
+	codeEmptyMessage       = 50006
+	codeCannotEditOthers   = 50005
+	codeUnknownWebhook     = 10015
+	codeMissingPermissions = 50013
+	codeBadWebhookToken    = 50027
+	codeInvalidFormBody    = 50035
+	codeThreadExists       = 160004
 )
