@@ -26,6 +26,8 @@ const intents = discordgo.IntentsGuilds |
 	discordgo.IntentsGuildMessageReactions |
 	discordgo.IntentsDirectMessages |
 	discordgo.IntentsDirectMessageReactions |
+	discordgo.IntentsGuildMessageTyping |
+	discordgo.IntentsDirectMessageTyping |
 	discordgo.IntentMessageContent
 
 // closeAuthenticationFailed is the gateway's close code for a bad token.
@@ -85,6 +87,7 @@ func newClient(c *Connector, login *bridgev2.UserLogin, token string) (*Client, 
 	session.AddHandler(guarded(client, "MESSAGE_DELETE", client.onMessageDelete))
 	session.AddHandler(guarded(client, "MESSAGE_REACTION_ADD", client.onReactionAdd))
 	session.AddHandler(guarded(client, "MESSAGE_REACTION_REMOVE", client.onReactionRemove))
+	session.AddHandler(guarded(client, "TYPING_START", client.onTypingStart))
 	return client, nil
 }
 

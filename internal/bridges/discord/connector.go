@@ -237,7 +237,7 @@ func (c *Connector) GetDBMetaTypes() database.MetaTypes {
 
 // GetCapabilities says what the network does as a whole.
 func (c *Connector) GetCapabilities() *bridgev2.NetworkGeneralCapabilities {
-	return &bridgev2.NetworkGeneralCapabilities{}
+	return &bridgev2.NetworkGeneralCapabilities{TypingRepeatInterval: typingRepeat}
 }
 
 // GetConfig returns the example `network:` section and where it is loaded.

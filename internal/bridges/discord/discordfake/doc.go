@@ -5,7 +5,7 @@
 // The REST side covers what a bot relay needs: users/@me, gateway/bot,
 // guilds and their channels, channel messages (list with after/before,
 // create as JSON or multipart with attachments, edit, delete, replies through
-// message_reference), reactions, threads started from a message, DM
+// message_reference), reactions, typing, threads started from a message, DM
 // channels, channel webhooks (list and create, which need the Manage
 // Webhooks permission; execute, and edit and delete their messages, with
 // the webhook's token in the path), and the attachments themselves under a
@@ -15,7 +15,7 @@
 //
 // The gateway side sends HELLO, answers IDENTIFY with READY and one
 // GUILD_CREATE per guild, acknowledges heartbeats, dispatches
-// MESSAGE_CREATE/UPDATE/DELETE, MESSAGE_REACTION_ADD/REMOVE and
+// MESSAGE_CREATE/UPDATE/DELETE, MESSAGE_REACTION_ADD/REMOVE, TYPING_START and
 // THREAD_CREATE with sequence numbers, and replays what a session missed
 // when it RESUMEs after a dropped connection.
 //

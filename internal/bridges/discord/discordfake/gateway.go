@@ -38,6 +38,7 @@ const writeTimeout = 5 * time.Second
 // connection so that a client can RESUME it.
 type gatewaySession struct {
 	id      string
+	userID  string // who logged in: the bot or a user
 	intents int
 	seq     int64
 	backlog []sequenced // dispatches, oldest first, for RESUME
@@ -132,22 +133,24 @@ func (s *Server) authenticate(conn *websocket.Conn) *gatewaySession {
 				Token   string `json:"token"`
 				Intents int    `json:"intents"`
 			}
-			if json.Unmarshal(f.Data, &id) != nil || strings.TrimPrefix(id.Token, "Bot ") != s.token {
+			user := s.gatewayUser(f.Data, &id, func() string { return id.Token })
+			if user == nil {
 				closeWith(conn, closeAuthenticationFailed, "Authentication failed.")
 				return nil
 			}
-			return s.identify(conn, id.Intents)
+			return s.identify(conn, id.Intents, user)
 		case opResume:
 			var res struct {
 				Token     string `json:"token"`
 				SessionID string `json:"session_id"`
 				Seq       int64  `json:"seq"`
 			}
-			if json.Unmarshal(f.Data, &res) != nil || strings.TrimPrefix(res.Token, "Bot ") != s.token {
+			user := s.gatewayUser(f.Data, &res, func() string { return res.Token })
+			if user == nil {
 				closeWith(conn, closeAuthenticationFailed, "Authentication failed.")
 				return nil
 			}
-			if sess := s.resume(conn, res.SessionID, res.Seq); sess != nil {
+			if sess := s.resume(conn, res.SessionID, res.Seq, user.ID); sess != nil {
 				return sess
 			}
 			// Unknown or expired session: the client must IDENTIFY afresh.
@@ -164,27 +167,48 @@ func (s *Server) authenticate(conn *websocket.Conn) *gatewaySession {
 	}
 }
 
-// identify starts a session: READY, then a GUILD_CREATE per guild.
-func (s *Server) identify(conn *websocket.Conn, intents int) *gatewaySession {
+// gatewayUser decodes an IDENTIFY or RESUME payload into v and returns who
+// its token logs in as, or nil.
+func (s *Server) gatewayUser(data json.RawMessage, v any, token func() string) *discordgo.User {
+	if json.Unmarshal(data, v) != nil {
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sess := &gatewaySession{id: s.newID(), intents: intents, conn: conn}
+	return s.tokenUserLocked(token(), true)
+}
+
+// identify starts a session: READY, then a GUILD_CREATE per guild. A user
+// (not a bot) gets every event whatever the intents, and their private
+// channels in READY.
+func (s *Server) identify(conn *websocket.Conn, intents int, user *discordgo.User) *gatewaySession {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if user.ID != s.bot.ID {
+		intents = allIntents
+	}
+	sess := &gatewaySession{id: s.newID(), userID: user.ID, intents: intents, conn: conn}
 	s.sessions[sess.id] = sess
 	unavailable := make([]map[string]any, 0, len(s.guilds))
 	for _, g := range s.guilds {
 		unavailable = append(unavailable, map[string]any{"id": g.ID, "unavailable": true})
 	}
 	wsURL := "ws" + strings.TrimPrefix(s.http.URL, "http")
-	var user any = s.bot
+	var readyUser any = user
 	if s.readyWithoutUser > 0 {
 		s.readyWithoutUser--
-		user = nil
+		readyUser = nil
 	}
-	s.sendLocked(sess, "READY", map[string]any{
-		"v": 10, "user": user, "guilds": unavailable, "session_id": sess.id,
+	ready := map[string]any{
+		"v": 10, "user": readyUser, "guilds": unavailable, "session_id": sess.id,
 		"resume_gateway_url": wsURL, "shard": []int{0, 1}, "private_channels": []any{},
-		"application": map[string]any{"id": s.bot.ID, "flags": 0},
-	})
+	}
+	if user.ID == s.bot.ID {
+		ready["application"] = map[string]any{"id": s.bot.ID, "flags": 0}
+	} else {
+		ready["private_channels"] = s.privateChannelsLocked(user.ID)
+	}
+	s.sendLocked(sess, "READY", ready)
 	if intents&intentGuilds != 0 {
 		for _, g := range s.guilds {
 			s.sendLocked(sess, "GUILD_CREATE", s.guildCreateLocked(g))
@@ -195,11 +219,11 @@ func (s *Server) identify(conn *websocket.Conn, intents int) *gatewaySession {
 
 // resume reattaches a session and replays what it missed after seq, then
 // sends RESUMED. It returns nil for an unknown session or a seq too old.
-func (s *Server) resume(conn *websocket.Conn, sessionID string, seq int64) *gatewaySession {
+func (s *Server) resume(conn *websocket.Conn, sessionID string, seq int64, userID string) *gatewaySession {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sess := s.sessions[sessionID]
-	if sess == nil || (len(sess.backlog) > 0 && sess.backlog[0].seq > seq+1) {
+	if sess == nil || sess.userID != userID || (len(sess.backlog) > 0 && sess.backlog[0].seq > seq+1) {
 		return nil
 	}
 	if sess.conn != nil {
@@ -291,16 +315,26 @@ func (s *Server) dispatchLocked(event string, data any, intent int) {
 	}
 }
 
+// dispatchChannelLocked is dispatchLocked for an event in a channel: only
+// sessions whose user sees the channel get it.
+func (s *Server) dispatchChannelLocked(event string, data any, intent int, ch *discordgo.Channel) {
+	for _, sess := range s.sessions {
+		if sess.intents&intent != 0 && s.canSeeLocked(sess.userID, ch) {
+			s.sendLocked(sess, event, data)
+		}
+	}
+}
+
 // dispatchMessageLocked sends MESSAGE_CREATE/UPDATE; as on Discord, a
 // session without the MESSAGE_CONTENT intent gets guild messages of others
 // without their content and attachments.
 func (s *Server) dispatchMessageLocked(event string, ch *discordgo.Channel, m *discordgo.Message) {
 	for _, sess := range s.sessions {
-		if sess.intents&messageIntent(ch) == 0 {
+		if sess.intents&messageIntent(ch) == 0 || !s.canSeeLocked(sess.userID, ch) {
 			continue
 		}
 		data := m
-		if sess.intents&intentMessageContent == 0 && ch.GuildID != "" && m.Author.ID != s.bot.ID {
+		if sess.intents&intentMessageContent == 0 && ch.GuildID != "" && m.Author.ID != sess.userID {
 			data = cloneMessage(m)
 			data.Content, data.Attachments, data.Embeds = "", []*discordgo.MessageAttachment{}, []*discordgo.MessageEmbed{}
 		}
@@ -309,14 +343,14 @@ func (s *Server) dispatchMessageLocked(event string, ch *discordgo.Channel, m *d
 }
 
 func messageIntent(ch *discordgo.Channel) int {
-	if ch.Type == discordgo.ChannelTypeDM {
+	if isPrivate(ch) {
 		return intentDirectMessages
 	}
 	return intentGuildMessages
 }
 
 func reactionIntent(ch *discordgo.Channel) int {
-	if ch.Type == discordgo.ChannelTypeDM {
+	if isPrivate(ch) {
 		return 1 << 13 // DIRECT_MESSAGE_REACTIONS
 	}
 	return 1 << 10 // GUILD_MESSAGE_REACTIONS

@@ -36,7 +36,7 @@ func (s *Server) getGateway(w http.ResponseWriter, r *http.Request) {
 func (s *Server) getUser(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("user")
 	if id == "@me" {
-		id = s.bot.ID
+		id = actor(r).ID
 	}
 	s.mu.Lock()
 	u := s.users[id]
@@ -67,7 +67,8 @@ func (s *Server) createDM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	ch := s.dmChannelLocked(body.RecipientID)
+	me := actor(r).ID
+	ch := s.viewLocked(s.dmBetweenLocked(me, body.RecipientID), me)
 	s.mu.Unlock()
 	if ch == nil {
 		writeError(w, http.StatusBadRequest, codeUnknownUser, "Unknown User")
@@ -125,12 +126,18 @@ func (s *Server) listGuildChannels(w http.ResponseWriter, r *http.Request, threa
 	writeJSON(w, http.StatusOK, out)
 }
 
-// channelOr404 looks up the request's channel, answering 404 if unknown.
-// The caller holds s.mu.
+// channelOr404 looks up the request's channel, answering 404 if unknown
+// and 403 if the request's user is not in it (a private channel of
+// others). The caller holds s.mu.
 func (s *Server) channelOr404(w http.ResponseWriter, r *http.Request) *discordgo.Channel {
 	ch := s.channels[r.PathValue("channel")]
-	if ch == nil {
+	switch {
+	case ch == nil:
 		writeError(w, http.StatusNotFound, codeUnknownChannel, "Unknown Channel")
+		return nil
+	case actor(r) != nil && !s.canSeeLocked(actor(r).ID, ch):
+		writeError(w, http.StatusForbidden, codeMissingAccess, "Missing Access")
+		return nil
 	}
 	return ch
 }
@@ -162,7 +169,7 @@ func (s *Server) getChannel(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ch := s.channelOr404(w, r); ch != nil {
-		writeJSON(w, http.StatusOK, ch)
+		writeJSON(w, http.StatusOK, s.viewLocked(ch, actor(r).ID))
 	}
 }
 
@@ -237,7 +244,7 @@ func (s *Server) createMessage(w http.ResponseWriter, r *http.Request) {
 	if ch == nil {
 		return
 	}
-	m, status, code, msg := s.postLocked(ch, s.bot, "", payload.Content, payload.Reference, files)
+	m, status, code, msg := s.postLocked(ch, actor(r), "", payload.Content, payload.Reference, files)
 	if m == nil {
 		writeError(w, status, code, msg)
 		return
@@ -384,7 +391,7 @@ func (s *Server) editMessage(w http.ResponseWriter, r *http.Request) {
 	if m == nil {
 		return
 	}
-	if m.Author.ID != s.bot.ID {
+	if m.Author.ID != actor(r).ID {
 		writeError(w, http.StatusForbidden, codeCannotEditOthers, "Cannot edit a message authored by another user")
 		return
 	}
@@ -425,7 +432,7 @@ func (s *Server) deleteMessage(w http.ResponseWriter, r *http.Request) {
 func (s *Server) deleteLocked(ch *discordgo.Channel, messageID string) {
 	s.messages[ch.ID] = slices.DeleteFunc(s.messages[ch.ID], func(m *discordgo.Message) bool { return m.ID == messageID })
 	s.notifyLocked()
-	s.dispatchLocked("MESSAGE_DELETE", map[string]string{"id": messageID, "channel_id": ch.ID, "guild_id": ch.GuildID}, messageIntent(ch))
+	s.dispatchChannelLocked("MESSAGE_DELETE", map[string]string{"id": messageID, "channel_id": ch.ID, "guild_id": ch.GuildID}, messageIntent(ch), ch)
 }
 
 func (s *Server) addReaction(w http.ResponseWriter, r *http.Request) {
@@ -448,7 +455,7 @@ func (s *Server) reactionRoute(w http.ResponseWriter, r *http.Request, add bool)
 	if m == nil {
 		return
 	}
-	s.reactLocked(ch, m, s.bot.ID, emoji, add)
+	s.reactLocked(ch, m, actor(r).ID, emoji, add)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -494,9 +501,9 @@ func (s *Server) reactLocked(ch *discordgo.Channel, m *discordgo.Message, userID
 	if !add {
 		event = "MESSAGE_REACTION_REMOVE"
 	}
-	s.dispatchLocked(event, &discordgo.MessageReaction{
+	s.dispatchChannelLocked(event, &discordgo.MessageReaction{
 		UserID: userID, MessageID: m.ID, ChannelID: ch.ID, GuildID: ch.GuildID, Emoji: emoji,
-	}, reactionIntent(ch))
+	}, reactionIntent(ch), ch)
 }
 
 func (s *Server) startThread(w http.ResponseWriter, r *http.Request) {
@@ -513,7 +520,7 @@ func (s *Server) startThread(w http.ResponseWriter, r *http.Request) {
 	if m == nil {
 		return
 	}
-	thread, ok := s.startThreadLocked(ch, m, s.bot.ID, body.Name)
+	thread, ok := s.startThreadLocked(ch, m, actor(r).ID, body.Name)
 	if !ok {
 		writeError(w, http.StatusBadRequest, codeThreadExists, "A thread has already been created for this message")
 		return

@@ -63,6 +63,12 @@ type Server struct {
 	webhookAvatars map[string]string
 	// webhooksDenied makes the bot lack the Manage Webhooks permission.
 	webhooksDenied bool
+	// typers is, per channel, who has typed there.
+	typers map[string][]string
+	// userTokens maps the tokens of users (not bots) to their IDs.
+	userTokens map[string]string
+	// members is, per DM and group DM, who is in it.
+	members map[string][]string
 }
 
 type attachmentFile struct {
@@ -105,6 +111,9 @@ func Start(t interface{ Cleanup(func()) }, opts Options) *Server {
 		sessions:          map[string]*gatewaySession{},
 		webhooks:          map[string]*discordgo.Webhook{},
 		webhookAvatars:    map[string]string{},
+		typers:            map[string][]string{},
+		userTokens:        map[string]string{},
+		members:           map[string][]string{},
 		changed:           make(chan struct{}),
 		limits:            rateLimits{limit: 50, window: time.Second, buckets: map[string]*bucket{}},
 	}
@@ -181,18 +190,7 @@ func (s *Server) DMChannel(userID string) *discordgo.Channel {
 }
 
 func (s *Server) dmChannelLocked(userID string) *discordgo.Channel {
-	for _, ch := range s.channels {
-		if ch.Type == discordgo.ChannelTypeDM && len(ch.Recipients) == 1 && ch.Recipients[0].ID == userID {
-			return ch
-		}
-	}
-	u := s.users[userID]
-	if u == nil {
-		return nil
-	}
-	ch := &discordgo.Channel{ID: s.newID(), Type: discordgo.ChannelTypeDM, Recipients: []*discordgo.User{u}}
-	s.channels[ch.ID] = ch
-	return ch
+	return s.viewLocked(s.dmBetweenLocked(s.bot.ID, userID), s.bot.ID)
 }
 
 // guildCreateLocked is a guild as GUILD_CREATE carries it: with its channels
@@ -372,6 +370,7 @@ func (s *Server) routes() http.Handler {
 	api("PUT /channels/{channel}/messages/{message}/reactions/{emoji}/@me", s.addReaction)
 	api("DELETE /channels/{channel}/messages/{message}/reactions/{emoji}/@me", s.removeReaction)
 	api("POST /channels/{channel}/messages/{message}/threads", s.startThread)
+	api("POST /channels/{channel}/typing", s.triggerTyping)
 	api("GET /channels/{channel}/webhooks", s.listWebhooks)
 	api("POST /channels/{channel}/webhooks", s.createWebhook)
 	// Executing a webhook and changing its messages authenticate with the
@@ -405,11 +404,13 @@ func (s *Server) rest(route string, h func(http.ResponseWriter, *http.Request)) 
 		}
 		s.mu.Lock()
 		s.requests = append(s.requests, r.Method+" "+r.URL.Path)
+		user := s.tokenUserLocked(r.Header.Get("Authorization"), false)
 		s.mu.Unlock()
-		if route != "/gateway" && r.Header.Get("Authorization") != "Bot "+s.token {
+		if route != "/gateway" && user == nil {
 			writeError(w, http.StatusUnauthorized, 0, "401: Unauthorized")
 			return
 		}
+		r = withActor(r, user)
 		if !s.admit(w, r.Method+" "+route+" "+majorParameter(r)) {
 			return
 		}

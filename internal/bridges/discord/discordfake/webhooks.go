@@ -126,7 +126,7 @@ func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request) {
 	}
 	hook := &discordgo.Webhook{
 		ID: s.newID(), Type: discordgo.WebhookTypeIncoming, GuildID: ch.GuildID, ChannelID: ch.ID,
-		User: s.bot, Name: body.Name, Token: hex.EncodeToString(token), ApplicationID: s.bot.ID,
+		User: actor(r), Name: body.Name, Token: hex.EncodeToString(token), ApplicationID: s.bot.ID,
 	}
 	s.webhooks[hook.ID] = hook
 	writeJSON(w, http.StatusOK, hook)
