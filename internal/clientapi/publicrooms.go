@@ -174,6 +174,9 @@ func (s *Service) directoryRooms(ctx context.Context, req publicRoomsRequest) ([
 	}
 	out := make([]*spaces.Chunk, 0, len(ids))
 	for _, roomID := range ids {
+		if s.rooms.CheckRoomPolicy(ctx, roomID) != nil {
+			continue // the node takes no part in it: none may join through here
+		}
 		pr, err := spaces.Describe(ctx, s.rooms, roomID)
 		if errors.Is(err, rooms.ErrNoRoom) {
 			continue // purged since it was published

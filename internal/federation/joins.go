@@ -88,6 +88,9 @@ func (s *Service) viaServers(via []string) []string {
 // imported into the room engine. The last server's error
 // is returned when none does.
 func (s *Service) JoinRemote(ctx context.Context, user id.UserID, roomID id.RoomID, via []string, content map[string]any) error {
+	if err := s.rooms.CheckRoomPolicy(ctx, roomID); err != nil {
+		return err
+	}
 	servers := s.viaServers(via)
 	if len(servers) == 0 {
 		return mxhttp.NotFound("no server to join %s through", roomID)

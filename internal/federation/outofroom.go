@@ -54,6 +54,9 @@ func (s *Service) leaveVia(ctx context.Context, server string, user id.UserID, r
 // through the first of via that accepts: make_knock, signed here,
 // send_knock.
 func (s *Service) KnockRemote(ctx context.Context, user id.UserID, roomID id.RoomID, via []string, content map[string]any) error {
+	if err := s.rooms.CheckRoomPolicy(ctx, roomID); err != nil {
+		return err
+	}
 	servers := s.viaServers(via)
 	if len(servers) == 0 {
 		return mxhttp.NotFound("no server to knock on %s through", roomID)

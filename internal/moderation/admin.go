@@ -126,6 +126,9 @@ func (s *Service) enforceAll(ctx context.Context) error {
 		rooms = append(rooms, s.settings.ModeratorsRoom)
 	}
 	s.joinAll(ctx, rooms)
+	if err := s.refreshRoomBans(ctx); err != nil {
+		return err
+	}
 	for roomID := range s.configs {
 		if err := s.enforce(ctx, roomID); err != nil {
 			return err

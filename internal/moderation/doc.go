@@ -25,8 +25,13 @@
 // older types Mjolnir wrote): user rules ban matching members of every
 // protected room that follows the list, at once and when they join;
 // server rules become the room's m.room.server_acl deny entries; room
-// rules are kept but not acted on. Removing a rule lifts what it caused
-// when the room asks (unban_on_rule_removal). The node publishes its own
+// rules of any list the node or a protected room follows keep the node
+// out of the rooms they match (RoomPolicy, the room engine's one hook
+// for every way into a room: local users are taken out, and joins,
+// invites and knocks through the node are refused, the room hidden from
+// its directory). Removing a rule (emptying or redacting it) lifts a
+// room rule's block at once, and a user rule's bans and a server rule's
+// ACL entries when the room asks (unban_on_rule_removal). The node publishes its own
 // list (the admin API), which every protected room follows.
 //
 // The classifier is a multinomial naive Bayes model over a message's

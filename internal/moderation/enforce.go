@@ -3,12 +3,14 @@ package moderation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/rooms"
 )
 
@@ -80,6 +82,9 @@ func (s *Service) ruleChanged(ctx context.Context, list id.RoomID, evType, state
 	} else {
 		delete(rules, key)
 	}
+	if err := s.refreshRoomBans(ctx); err != nil {
+		return err
+	}
 	for roomID, cfg := range s.configs {
 		if slices.Contains(s.listsOf(cfg), list) {
 			if err := s.enforce(ctx, roomID); err != nil {
@@ -88,6 +93,31 @@ func (s *Service) ruleChanged(ctx context.Context, list id.RoomID, evType, state
 		}
 	}
 	return nil
+}
+
+// ruleRedacted handles a redaction in a policy list: a redacted rule
+// has no entity left, so it is lifted like one whose content was
+// emptied.
+func (s *Service) ruleRedacted(ctx context.Context, ev storedEvent) error {
+	redacts := gjson.GetBytes(ev.json, "redacts").Str
+	if redacts == "" {
+		redacts = ev.content().Get("redacts").Str // room version 11 and later
+	}
+	if redacts == "" {
+		return nil
+	}
+	target, err := s.opts.Rooms.Event(ctx, id.EventID(redacts))
+	var unknown *mxhttp.Error
+	if errors.As(err, &unknown) {
+		return nil // an event this node does not have (or holds back)
+	}
+	if err != nil {
+		return fmt.Errorf("read the event redacted in policy list %s: %w", ev.roomID, err)
+	}
+	if target.RoomID != ev.roomID || target.StateKey == nil || !isRuleType(target.Type) {
+		return nil
+	}
+	return s.ruleChanged(ctx, ev.roomID, target.Type, *target.StateKey)
 }
 
 func ruleFromEvent(list id.RoomID, ev *rooms.Event) (Rule, bool) {

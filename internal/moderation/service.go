@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -97,6 +98,11 @@ type Service struct {
 	// receive times, not the origin_server_ts a sender chooses.
 	arrivedMu sync.Mutex
 	arrived   map[int64]int64
+
+	// roomBans is the room rules that ban rooms, of every list the node
+	// or a protected room follows: RoomPolicy reads it without waiting
+	// for the follower, which replaces it (refreshRoomBans).
+	roomBans atomic.Pointer[[]Rule]
 
 	clsMu    sync.Mutex
 	cls      *Classifier
@@ -403,6 +409,9 @@ func (s *Service) load(ctx context.Context) error {
 			s.teachers[r] = s.setByAdmin(ctx, ev)
 		}
 	}
+	if err := s.refreshRoomBans(ctx); err != nil {
+		return err
+	}
 	s.loaded = true
 	return nil
 }
@@ -459,6 +468,9 @@ func (s *Service) handle(ctx context.Context, ev storedEvent) error {
 	if ev.stateKey.Valid && isRuleType(ev.evType) && s.isList(ev.roomID) {
 		return s.ruleChanged(ctx, ev.roomID, ev.evType, ev.stateKey.String)
 	}
+	if ev.evType == "m.room.redaction" && s.isList(ev.roomID) {
+		return s.ruleRedacted(ctx, ev)
+	}
 	if ev.sender == s.Bot() {
 		return nil
 	}
@@ -500,7 +512,10 @@ func (s *Service) configure(ctx context.Context, roomID id.RoomID) error {
 		delete(s.teachers, roomID)
 		s.forgetRoom(roomID)
 		s.log.Info("moderation: protections off", "room_id", roomID)
-		return s.writeWatch(ctx)
+		if err := s.writeWatch(ctx); err != nil {
+			return err
+		}
+		return s.refreshRoomBans(ctx)
 	}
 	if _, known := s.configs[roomID]; !known && len(s.configs) >= maxProtectedRooms {
 		s.log.Warn("moderation: protections not turned on: the node protects too many rooms", "room_id", roomID, "max", maxProtectedRooms)
@@ -513,6 +528,9 @@ func (s *Service) configure(ctx context.Context, roomID id.RoomID) error {
 		return err
 	}
 	s.joinAll(ctx, append([]id.RoomID{roomID}, s.related(cfg)...))
+	if err := s.refreshRoomBans(ctx); err != nil {
+		return err
+	}
 	return s.enforce(ctx, roomID)
 }
 
@@ -600,6 +618,11 @@ func (s *Service) writeWatch(ctx context.Context) error {
 	set := map[watch]bool{}
 	if s.settings.ModeratorsRoom != "" {
 		set[watch{s.settings.ModeratorsRoom, roleModerators}] = true
+	}
+	// The node's lists are read even with no protected room: their
+	// room rules apply to the whole node.
+	for _, l := range s.listsOf(&Config{}) {
+		set[watch{l, roleList}] = true
 	}
 	for r, cfg := range s.configs {
 		set[watch{r, roleProtected}] = true

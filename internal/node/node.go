@@ -300,6 +300,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		n.Rooms.StateChecks = map[string]func(json.RawMessage) error{}
 	}
 	n.Rooms.StateChecks[moderation.ConfigType] = moderation.CheckConfig
+	n.Rooms.RoomPolicy = n.Moderation.RoomPolicy
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Moderation.OnEvent)
 	if err := n.Assistant.Register(n.Moderation.Command()); err != nil {
 		return nil, n.abandon(ctx, err)

@@ -78,6 +78,12 @@ type Engine struct {
 	// (M_BAD_JSON) instead of being stored and ignored. Set them before
 	// serving.
 	StateChecks map[string]func(content json.RawMessage) error
+	// RoomPolicy, when set, keeps the node out of the rooms it refuses
+	// (moderation's policy-list room rules): its error (M_FORBIDDEN with
+	// the reason) answers every way into such a room through this node
+	// (see CheckRoomPolicy). It must not wait for a room's pipeline. Set
+	// it before serving.
+	RoomPolicy func(ctx context.Context, roomID id.RoomID) error
 	// Remote is how the engine reaches other servers (keys, missing
 	// events); nil on a node that does not federate, which then refuses
 	// remote events. Set before use.
@@ -561,6 +567,9 @@ type accepted struct {
 // committed.
 func (e *Engine) appendEvents(ctx context.Context, r *room, ps []Proto, pre []accepted) ([]*Event, error) {
 	if pre == nil {
+		if err := e.checkEntries(ctx, r.id, ps); err != nil {
+			return nil, err
+		}
 		r.mu.Lock()
 	}
 	q, err := e.enqueue(ctx, r, ps, pre)

@@ -52,6 +52,11 @@ func (e *Engine) MembershipTemplate(ctx context.Context, roomID id.RoomID, user 
 	if r.partial.Load() != nil && membership != "leave" {
 		return "", nil, errPartialState
 	}
+	if entering(membership) {
+		if err := e.CheckRoomPolicy(ctx, roomID); err != nil {
+			return "", nil, err
+		}
+	}
 	if supported != nil && !slices.Contains(supported, r.version) {
 		return "", nil, incompatibleRoomVersion(r.version)
 	}
@@ -148,6 +153,11 @@ func (e *Engine) ReceiveMembership(ctx context.Context, origin string, roomID id
 	}
 	if r.partial.Load() != nil && membership != "leave" {
 		return nil, errPartialState
+	}
+	if entering(membership) {
+		if err := e.CheckRoomPolicy(ctx, roomID); err != nil {
+			return nil, err
+		}
 	}
 	ev, err := e.parseRemote(ctx, r.version, raw)
 	if err != nil {

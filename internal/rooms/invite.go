@@ -50,6 +50,9 @@ func (e *Engine) ReceiveInvite(ctx context.Context, origin string, version id.Ro
 	case ev.Sender.Homeserver() != origin:
 		return nil, mxhttp.Forbidden("the inviter is not a user of %s", origin)
 	}
+	if err := e.CheckRoomPolicy(ctx, ev.RoomID); err != nil {
+		return nil, err
+	}
 	if err := e.countersign(version, ev); err != nil {
 		return nil, err
 	}
