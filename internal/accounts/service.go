@@ -69,7 +69,8 @@ type Options struct {
 	SharedSecret        string
 	AccessTokenLifetime time.Duration
 	// Reserved are the localparts of the node's own users (the assistant,
-	// the moderation user): ValidateLocalpart refuses them (M_EXCLUSIVE),
+	// the moderation, automation and contracts users, the server notices
+	// user; node.ReservedLocalparts): ValidateLocalpart refuses them (M_EXCLUSIVE),
 	// so registration, the availability check and appservice
 	// registration do; CreateUser, the node's own path, does not.
 	Reserved []string

@@ -183,6 +183,15 @@ func OpenDB(ctx context.Context, cfg config.Config, log *slog.Logger) (*storage.
 	return db, nil
 }
 
+// ReservedLocalparts are the localparts of the node's own users, which
+// nobody may register: the assistant, the moderation, automation and
+// contracts users and the server notices user (analytics answers
+// through the assistant and has no user of its own).
+func ReservedLocalparts(cfg config.Config) []string {
+	return []string{assistant.Localpart, moderation.BotLocalpart, automation.BotLocalpart, contracts.BotLocalpart,
+		cfg.ServerNoticesLocalpart}
+}
+
 // AccountsOptions derives the accounts settings from the config.
 func AccountsOptions(cfg config.Config) accounts.Options {
 	return accounts.Options{
@@ -191,7 +200,7 @@ func AccountsOptions(cfg config.Config) accounts.Options {
 		RegistrationTokens:  cfg.RegistrationTokens,
 		SharedSecret:        cfg.RegistrationSharedSecret,
 		AccessTokenLifetime: cfg.AccessTokenLifetime,
-		Reserved:            []string{assistant.Localpart, moderation.BotLocalpart},
+		Reserved:            ReservedLocalparts(cfg),
 	}
 }
 
