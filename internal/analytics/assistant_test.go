@@ -62,7 +62,8 @@ func TestAssistantStatsAndForecast(t *testing.T) {
 	}
 
 	asked = alice.Send(room, "!assistant forecast")
-	if text := answer(t, alice, asked, event.MsgNotice).Body; !strings.Contains(text, "Next 24 hours: about") {
+	if text := answer(t, alice, asked, event.MsgNotice).Body; !strings.Contains(text, "Next 24 hours: no forecast, not enough history yet: ") ||
+		!strings.Contains(text, "(a forecast needs 6)") {
 		t.Fatalf("forecast answer: %q", text)
 	}
 	img := answer(t, alice, asked, event.MsgImage)

@@ -11,11 +11,11 @@ func TestChartDecodes(t *testing.T) {
 	for i := range hours {
 		hours[i] = int64(i % 24)
 	}
-	rep := &Report{Days: 7, From: 1_700_000_000_000, Hours: hours, Forecast: forecast(hours)}
+	rep := &Report{Days: 7, From: 1_700_000_000_000, Hours: hours, Forecast: forecast(hours, 0)}
 	for _, tc := range []struct {
 		name string
 		rep  *Report
-	}{{"a week", rep}, {"empty", &Report{Days: 1, Hours: make([]int64, 24), Forecast: forecast(nil)}}} {
+	}{{"a week", rep}, {"empty", &Report{Days: 1, Hours: make([]int64, 24), Forecast: forecast(nil, 0)}}} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := ChartPNG(tc.rep, "messages in !room:example.org")
 			if err != nil {

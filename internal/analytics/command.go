@@ -48,7 +48,7 @@ func (c forecastCommand) Run(ctx context.Context, room id.RoomID, _ id.UserID, a
 	if err != nil {
 		return assistant.Reply{}, err
 	}
-	png, err := ChartPNG(rep, "messages per hour, last "+strconv.Itoa(rep.Days)+" days, and the next 24 hours")
+	png, err := ChartPNG(rep, "messages per hour, last "+strconv.Itoa(rep.Days)+" days; forecast: "+ModelLabel(rep.Forecast))
 	if err != nil {
 		return assistant.Reply{}, err
 	}

@@ -1,6 +1,9 @@
 package analytics
 
-import "math"
+import (
+	"math"
+	"slices"
+)
 
 // HoltWinters is an additive Holt-Winters model (level, trend and a
 // season of Season steps) fitted to a series.
@@ -75,6 +78,48 @@ func (m *HoltWinters) Forecast(h int) []float64 {
 		out[i] = max(0, m.level+float64(step)*m.trend+m.seasonal[(m.n-1+step)%m.Season])
 	}
 	return out
+}
+
+// ProfileForecast is the forecast for a short history, too short for a
+// seasonal model (under two days): a level, the median of the last day's
+// hourly counts (so one burst does not lift it), plus each hour of the
+// day's departure from it, shrunk toward it by how often that hour was
+// seen (an hour seen once keeps a third of its departure, twice a half).
+// y[0] is at hour of day start (0-23); the h steps follow y's last.
+func ProfileForecast(y []float64, start, h int) []float64 {
+	level := median(y[max(0, len(y)-24):])
+	var sum, seen [24]float64
+	for i, v := range y {
+		hour := (start + i) % 24
+		sum[hour] += v
+		seen[hour]++
+	}
+	out := make([]float64, h)
+	for i := range out {
+		hour := (start + len(y) + i) % 24
+		if seen[hour] == 0 {
+			out[i] = level
+			continue
+		}
+		departure := sum[hour]/seen[hour] - level
+		out[i] = max(0, level+departure*seen[hour]/(seen[hour]+profileShrink))
+	}
+	return out
+}
+
+// profileShrink is how many observations of the level an hour of the
+// day's own observations are weighed against.
+const profileShrink = 2
+
+func median(y []float64) float64 {
+	if len(y) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(y))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // MeanForecast is the baseline: the series' mean for each of h steps.

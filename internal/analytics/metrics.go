@@ -20,7 +20,7 @@ var (
 	descReply = prometheus.NewDesc("matrixos_analytics_median_reply_seconds_7d",
 		"Median delay of a reply to another member's message over the last 7 days (0 without replies).", nil, nil)
 	descForecast = prometheus.NewDesc("matrixos_analytics_forecast_next_hour_messages",
-		"Messages the node's activity forecast expects in the next hour.", nil, nil)
+		"Messages the node's activity forecast expects in the next hour (absent while the node has under 6 hours of history).", nil, nil)
 )
 
 // Collectors are the node's analytics gauges, computed at each scrape
@@ -57,5 +57,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descCurrentHour, float64(rep.Hours[len(rep.Hours)-1]))
 	gauge(descActive, float64(rep.ActiveMembers))
 	gauge(descReply, median)
-	gauge(descForecast, rep.Forecast.Hours[0])
+	if len(rep.Forecast.Hours) > 0 {
+		gauge(descForecast, rep.Forecast.Hours[0])
+	}
 }

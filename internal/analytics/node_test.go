@@ -85,8 +85,9 @@ func TestRoomReport(t *testing.T) {
 		if b := rep.Busiest; b == nil || b.Messages != 5 || b.Hour != now.Hour() && b.Hour != (now.Hour()+23)%24 {
 			t.Fatalf("busiest %+v at %v", b, now)
 		}
-		if len(rep.Forecast.Hours) != analytics.ForecastHours {
-			t.Fatalf("forecast %+v", rep.Forecast)
+		// An hour of history is too little for any forecast.
+		if rep.Forecast.Model != analytics.ModelNone || len(rep.Forecast.Hours) != 0 || rep.Forecast.HistoryHours < 1 {
+			t.Fatalf("forecast %+v from an hour of history", rep.Forecast)
 		}
 
 		// The node's figures include the room.
@@ -105,6 +106,9 @@ func TestRoomReport(t *testing.T) {
 		metrics := n.Do(t, "GET", "/metrics", "", nil, testnode.NoSpecCheck())
 		if !strings.Contains(string(metrics.Body), "\nmatrixos_analytics_messages_7d 5\n") {
 			t.Fatalf("metrics lack the 7-day messages gauge:\n%s", grepLines(string(metrics.Body), "matrixos_analytics"))
+		}
+		if strings.Contains(string(metrics.Body), "\nmatrixos_analytics_forecast_next_hour_messages ") {
+			t.Fatalf("a forecast gauge from an hour of history:\n%s", grepLines(string(metrics.Body), "matrixos_analytics"))
 		}
 
 		for _, tc := range []struct {

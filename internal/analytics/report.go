@@ -65,7 +65,8 @@ type MemberCount struct {
 }
 
 // ForecastResult is the messages expected in each of the next hours,
-// the model that gave them and how much history it was fitted to.
+// the model that gave them (ModelHoltWinters, ModelProfile, or ModelNone
+// with no hours) and how much history it was fitted to.
 type ForecastResult struct {
 	Model        string    `json:"model"`
 	HistoryHours int       `json:"history_hours"`
@@ -99,7 +100,7 @@ func (s *Service) Report(ctx context.Context, roomID id.RoomID, days int) (*Repo
 		rep.BusiestHours[t.Weekday()][t.Hour()] += n
 	}
 	rep.Busiest = busiest(rep.BusiestHours)
-	rep.Forecast = forecast(hours[len(hours)-int(end-history):])
+	rep.Forecast = forecast(hours[len(hours)-int(end-history):], int(end%24))
 	if err := s.replies(ctx, rep, start/24, end/24+1); err != nil {
 		return nil, err
 	}
@@ -206,21 +207,43 @@ func busiest(grid [7][24]int64) *Slot {
 	return best
 }
 
-// forecast fits the model to the hourly history from the room's first
-// active hour: Holt-Winters with a daily season when there are two days
-// of it, otherwise the mean.
-func forecast(history []int64) ForecastResult {
+// Forecast models, as ForecastResult.Model names them.
+const (
+	ModelHoltWinters = "holt-winters-additive-daily"
+	ModelProfile     = "hour-of-day-profile"
+	ModelNone        = "not-enough-history"
+)
+
+// Forecast thresholds: a seasonal model needs two days of history, any
+// forecast six hours.
+const (
+	seasonalHistoryHours = 48
+	minHistoryHours      = 6
+)
+
+// forecast fits a model to the hourly history from the room's first
+// active hour (history ends at the hour before endHour, an hour of the
+// day): Holt-Winters with a daily season when there are two days of it,
+// an hour-of-day profile shrunk toward the median (ProfileForecast) from
+// six hours, and none below that: with so little history any forecast
+// would only repeat it.
+func forecast(history []int64, endHour int) ForecastResult {
 	first := slices.IndexFunc(history, func(n int64) bool { return n > 0 })
 	if first < 0 {
-		return ForecastResult{Model: "mean", Hours: make([]float64, ForecastHours)}
+		return ForecastResult{Model: ModelNone}
 	}
 	y := make([]float64, len(history)-first)
 	for i, n := range history[first:] {
 		y[i] = float64(n)
 	}
-	if m, ok := FitHoltWinters(y, 24); ok {
-		return ForecastResult{Model: "holt-winters-additive-daily", HistoryHours: len(y), Hours: m.Forecast(ForecastHours),
+	switch {
+	case len(y) >= seasonalHistoryHours:
+		m, _ := FitHoltWinters(y, 24)
+		return ForecastResult{Model: ModelHoltWinters, HistoryHours: len(y), Hours: m.Forecast(ForecastHours),
 			Alpha: m.Alpha, Beta: m.Beta, Gamma: m.Gamma}
+	case len(y) >= minHistoryHours:
+		start := ((endHour-len(y))%24 + 24) % 24
+		return ForecastResult{Model: ModelProfile, HistoryHours: len(y), Hours: ProfileForecast(y, start, ForecastHours)}
 	}
-	return ForecastResult{Model: "mean", HistoryHours: len(y), Hours: MeanForecast(y, ForecastHours)}
+	return ForecastResult{Model: ModelNone, HistoryHours: len(y)}
 }

@@ -34,21 +34,52 @@ func Text(rep *Report) string {
 	return b.String()
 }
 
-// ForecastText describes a report's forecast in one line.
+// ForecastText describes a report's forecast in one line, with the
+// model and the history it was fitted to.
 func ForecastText(rep *Report) string {
+	f := rep.Forecast
+	if len(f.Hours) == 0 {
+		return fmt.Sprintf("Next 24 hours: no forecast, not enough history yet: %s (a forecast needs %d).\n",
+			hoursText(f.HistoryHours), minHistoryHours)
+	}
 	var total float64
-	for _, v := range rep.Forecast.Hours {
+	for _, v := range f.Hours {
 		total += v
 	}
-	peak := 0
-	if len(rep.Forecast.Hours) > 0 {
-		peak = slices.Index(rep.Forecast.Hours, slices.Max(rep.Forecast.Hours))
-	}
+	peak := slices.Index(f.Hours, slices.Max(f.Hours))
 	peakAt := time.UnixMilli(rep.To).UTC().Add(time.Duration(peak) * time.Hour)
-	model := "a Holt-Winters model with a daily season"
-	if rep.Forecast.Model != "holt-winters-additive-daily" {
-		model = "the mean (less than two days of history)"
+	return fmt.Sprintf("Next 24 hours: about %.0f messages, busiest around %02d:00 UTC (%s).\n",
+		total, peakAt.Hour(), ModelText(f))
+}
+
+// ModelText names a forecast's model and the history it was fitted to,
+// for the answer and the chart.
+func ModelText(f ForecastResult) string {
+	switch f.Model {
+	case ModelHoltWinters:
+		return fmt.Sprintf("a Holt-Winters model with a daily season, fitted to %d hours of history", f.HistoryHours)
+	case ModelProfile:
+		return fmt.Sprintf("an hour-of-day profile shrunk toward the median, from %d hours of history; a seasonal model needs %d",
+			f.HistoryHours, seasonalHistoryHours)
 	}
-	return fmt.Sprintf("Next 24 hours: about %.0f messages, busiest around %02d:00 UTC (%s fitted to %d hours of history).\n",
-		total, peakAt.Hour(), model, rep.Forecast.HistoryHours)
+	return "no forecast: not enough history yet, " + hoursText(f.HistoryHours)
+}
+
+// hoursText is "1 hour" or "n hours".
+func hoursText(n int) string {
+	if n == 1 {
+		return "1 hour"
+	}
+	return fmt.Sprintf("%d hours", n)
+}
+
+// ModelLabel is ModelText in a few words, for the chart's title.
+func ModelLabel(f ForecastResult) string {
+	switch f.Model {
+	case ModelHoltWinters:
+		return fmt.Sprintf("Holt-Winters, %d h of history", f.HistoryHours)
+	case ModelProfile:
+		return fmt.Sprintf("hour-of-day profile, %d h of history", f.HistoryHours)
+	}
+	return fmt.Sprintf("none, only %d h of history", f.HistoryHours)
 }
