@@ -84,10 +84,31 @@ func stateLevel(evType string) func(*event.PowerLevelsEventContent) int {
 }
 
 // refused logs an action the moderation user could not take and tells
-// the moderators' room, so a missing power level is seen, not silent.
-func (s *Service) refused(ctx context.Context, roomID id.RoomID, err error) {
-	s.log.Warn("moderation: action refused", "room_id", roomID, "err", err)
-	s.notifyModerators(ctx, s.configs[roomID], "⚠️ "+err.Error(), nil)
+// the moderators' room what it meant to do (what: the action, its
+// target and the protection or rule with its reason) and why it could
+// not, so a missing power level is seen, not silent.
+func (s *Service) refused(ctx context.Context, roomID id.RoomID, what string, err error) {
+	s.log.Warn("moderation: action refused", "room_id", roomID, "action", what, "err", err)
+	s.notifyModerators(ctx, s.configs[roomID], "⚠️ Could not "+what+": "+err.Error()+".", nil)
+}
+
+// protectionNames are the protections as notices name them.
+var protectionNames = map[string]string{
+	"flood":         "the flood protection",
+	"mentions":      "the mention-spam protection",
+	"words":         "the word filter",
+	"blocked_links": "the link filter",
+	"new_accounts":  "the new-account limit",
+	"first_message": "the first-message limit",
+	"classifier":    "the spam classifier",
+}
+
+// protectionName names a protection for a notice.
+func protectionName(p string) string {
+	if n, ok := protectionNames[p]; ok {
+		return n
+	}
+	return "the " + p + " protection"
 }
 
 // setMembership sends a membership event as the moderation user.
@@ -223,7 +244,7 @@ func (s *Service) notifyModerators(ctx context.Context, cfg *Config, text string
 func (s *Service) report(ctx context.Context, a *Action, text string) {
 	undo := ""
 	if undoable(a.Action) {
-		undo = " A moderator reacting with " + UndoKey + " to this message undoes it."
+		undo = fmt.Sprintf(" Undo: react with %s to this message, or send \"!assistant mod undo %d\" in %s.", UndoKey, a.ID, a.RoomID)
 	}
 	reportID := s.notifyModerators(ctx, s.configs[a.RoomID], text+undo, map[string]any{"action": a.Action, "action_id": a.ID,
 		"room_id": a.RoomID, "target": a.Target, "event_id": a.EventID})

@@ -171,10 +171,10 @@ func (s *Service) banByRule(ctx context.Context, cfg *Config, roomID id.RoomID, 
 	}
 	a, err := s.ban(ctx, roomID, u, reason, r.key())
 	if err != nil {
-		s.refused(ctx, roomID, err)
+		s.refused(ctx, roomID, fmt.Sprintf("ban %s from %s (%s)", u, roomID, describeRule(r)), err)
 		return nil
 	}
-	s.report(ctx, a, fmt.Sprintf("Banned %s from %s (rule %s in %s).", u, roomID, r.Entity, r.List))
+	s.report(ctx, a, fmt.Sprintf("%s banned from %s by %s.", u, roomID, describeRule(r)))
 	if cfg.RedactOnBan {
 		s.redactRecent(ctx, roomID, u, reason)
 	}
@@ -189,7 +189,7 @@ func (s *Service) redactRecent(ctx context.Context, roomID id.RoomID, u id.UserI
 			continue
 		}
 		if _, err := s.redact(ctx, roomID, m.eventID, u, reason, m.body); err != nil {
-			s.refused(ctx, roomID, err)
+			s.refused(ctx, roomID, fmt.Sprintf("redact the recent messages of %s in %s (%s)", u, roomID, reason), err)
 			return
 		}
 		m.redacted = true
@@ -210,7 +210,7 @@ func (s *Service) liftStaleBans(ctx context.Context, roomID id.RoomID, rules []R
 			continue
 		}
 		if err := s.unban(ctx, roomID, u, "the policy rule that banned them was removed"); err != nil {
-			s.refused(ctx, roomID, err)
+			s.refused(ctx, roomID, fmt.Sprintf("unban %s in %s (the policy rule that banned them was removed)", u, roomID), err)
 			continue
 		}
 		if err := s.setUndone(ctx, a.ID); err != nil {
@@ -262,8 +262,9 @@ func (s *Service) applyACL(ctx context.Context, cfg *Config, roomID id.RoomID, r
 	if slices.Equal(sorted(newDeny), sorted(deny)) {
 		return s.setSetting(ctx, aclKey(roomID), mustJSON(ours))
 	}
+	what := fmt.Sprintf("deny %v in the server ACL of %s (server rules of its policy lists)", newDeny, roomID)
 	if _, err := s.mayAct(ctx, roomID, "set the server ACL", stateLevel("m.room.server_acl")); err != nil {
-		s.refused(ctx, roomID, err)
+		s.refused(ctx, roomID, what, err)
 		return nil
 	}
 	acl["deny"] = newDeny
@@ -272,14 +273,14 @@ func (s *Service) applyACL(ctx context.Context, cfg *Config, roomID id.RoomID, r
 	if _, err := s.opts.Rooms.Send(ctx, roomID, rooms.Proto{Type: "m.room.server_acl", StateKey: &sk, Sender: s.Bot(), Content: b}); err != nil {
 		// The room refused it (power levels changed since mayAct, a
 		// bad ACL kept from before): told, not retried.
-		s.refused(ctx, roomID, fmt.Errorf("set the server ACL of %s: %w", roomID, err))
+		s.refused(ctx, roomID, what, err)
 		return nil
 	}
 	a, err := s.logAction(ctx, Action{RoomID: roomID, Action: ActionACL, Target: mustJSON(newDeny), Reason: "policy lists"})
 	if err != nil {
 		return err
 	}
-	s.report(ctx, a, fmt.Sprintf("Server ACL of %s now denies %v.", roomID, newDeny))
+	s.report(ctx, a, fmt.Sprintf("The server ACL of %s now denies %v, by the server rules of its policy lists.", roomID, newDeny))
 	return s.setSetting(ctx, aclKey(roomID), mustJSON(ours))
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -115,6 +116,20 @@ func wantNotice(t *testing.T, n *testnode.Node, c *mautrix.Client, room id.RoomI
 	return ""
 }
 
+// wantNoticeMatching returns the event ID of the moderation user's newest
+// message in the room that matches the regular expression re.
+func wantNoticeMatching(t *testing.T, n *testnode.Node, c *mautrix.Client, room id.RoomID, re string) id.EventID {
+	t.Helper()
+	bodies, ids := notices(t, n, c, room)
+	for i := len(bodies) - 1; i >= 0; i-- {
+		if regexp.MustCompile(re).MatchString(bodies[i]) {
+			return ids[i]
+		}
+	}
+	t.Fatalf("no message of the moderation user in %s matches %s; it sent %q", room, re, bodies)
+	return ""
+}
+
 func wantMembership(t *testing.T, n *testnode.Node, room id.RoomID, user id.UserID, want string) {
 	t.Helper()
 	if got := n.Rooms.Membership(user, room); got != want {
@@ -149,7 +164,8 @@ func TestPolicyListBanPropagates(t *testing.T) {
 			wantMembership(t, n, room, spammer.UserID, "ban")
 			wantMembership(t, n, room, friend.UserID, "join")
 		}
-		wantNotice(t, n, admin, mods, "Banned "+string(spammer.UserID))
+		wantNotice(t, n, admin, mods, string(spammer.UserID)+" banned from "+string(a)+" by policy list "+string(list)+
+			`, rule "@spam*:`+n.Accounts.ServerName()+`": spam. Undo: react with ↩️`)
 
 		if _, err := late.JoinRoomByID(t.Context(), a); err != nil {
 			t.Fatal(err)
@@ -234,7 +250,8 @@ func TestBanRefusedWithoutPower(t *testing.T) {
 	testnode.SendState(t, admin, list, userRule, "r1", map[string]string{"entity": string(spammer.UserID), "recommendation": "m.ban"})
 	catchUp(t, n)
 	wantMembership(t, n, room, spammer.UserID, "join")
-	wantNotice(t, n, admin, mods, "may not ban in "+string(room))
+	wantNotice(t, n, admin, mods, "⚠️ Could not ban "+string(spammer.UserID)+" from "+string(room)+" (policy list "+string(list)+
+		`, rule "`+string(spammer.UserID)+`"): the moderation user may not ban in `+string(room))
 }
 
 // TestFloodIsStopped: a user over the flood limit is muted (power level
@@ -260,8 +277,12 @@ func TestFloodIsStopped(t *testing.T) {
 		_, err := flooder.SendText(t.Context(), room, "still here?")
 		testnode.WantErr(t, err, "M_FORBIDDEN", 403)
 		testnode.SendText(t, calm, room, "I can still talk")
-		wantNotice(t, n, admin, room, "you are muted")
-		report := wantNotice(t, n, admin, mods, "Muted "+string(flooder.UserID))
+		wantNotice(t, n, admin, room, string(flooder.UserID)+": you are muted by the flood protection: 4 messages in 60 s (the limit is 3).")
+		// The report names who, which protection, why, and both ways to
+		// undo it.
+		report := wantNoticeMatching(t, n, admin, mods, "^"+regexp.QuoteMeta(string(flooder.UserID)+" muted in "+string(room)+
+			" by the flood protection: 4 messages in 60 s (the limit is 3). Undo: react with ↩️ to this message, or send \"!assistant mod undo ")+
+			`\d+`+regexp.QuoteMeta(`" in `+string(room)+".")+"$")
 
 		if _, err := admin.SendReaction(t.Context(), mods, report, "↩️"); err != nil {
 			t.Fatal(err)
@@ -401,7 +422,8 @@ func TestClassifierLearnsFromRedactions(t *testing.T) {
 				t.Errorf("%s: redacted %v, want %v", evID, got, want)
 			}
 		}
-		report := wantNotice(t, n, admin, mods, "Spam? Redacted "+string(spammer.UserID))
+		report := wantNotice(t, n, admin, mods, string(spammer.UserID)+"'s message "+string(newSpam)+" in "+string(room)+
+			" redacted by the spam classifier: ")
 
 		if _, err := admin.SendReaction(t.Context(), mods, report, "↩️"); err != nil {
 			t.Fatal(err)
@@ -540,7 +562,7 @@ func TestUndoNeedsModerator(t *testing.T) {
 	testnode.SendText(t, flooder, room, "one")
 	testnode.SendText(t, flooder, room, "two")
 	catchUp(t, n)
-	report := wantNotice(t, n, admin, mods, "Muted "+string(flooder.UserID))
+	report := wantNotice(t, n, admin, mods, string(flooder.UserID)+" muted in "+string(room)+" by the flood protection: ")
 	for _, r := range []struct {
 		who  *mautrix.Client
 		room id.RoomID

@@ -189,11 +189,13 @@ func (s *Service) check(ctx context.Context, cfg *Config, ev storedEvent, body s
 func (s *Service) act(ctx context.Context, ev storedEvent, body string, v verdict) error {
 	a, err := s.redact(ctx, ev.roomID, ev.eventID, ev.sender, v.protection+": "+v.reason, body)
 	if err != nil {
-		s.refused(ctx, ev.roomID, err)
+		s.refused(ctx, ev.roomID, fmt.Sprintf("redact %s's message %s in %s (%s: %s)", ev.sender, ev.eventID, ev.roomID,
+			protectionName(v.protection), v.reason), err)
 		return nil
 	}
-	s.warn(ctx, ev.roomID, ev.sender, "your message was removed: "+v.reason+".")
-	s.report(ctx, a, fmt.Sprintf("Redacted %s's message %s in %s (%s: %s).", ev.sender, ev.eventID, ev.roomID, v.protection, v.reason))
+	s.warn(ctx, ev.roomID, ev.sender, "your message was removed by "+protectionName(v.protection)+": "+v.reason+".")
+	s.report(ctx, a, fmt.Sprintf("%s's message %s in %s redacted by %s: %s.", ev.sender, ev.eventID, ev.roomID,
+		protectionName(v.protection), v.reason))
 	return nil
 }
 
@@ -228,13 +230,13 @@ func floodKey(ev storedEvent) string { return string(ev.roomID) + "\x00" + strin
 // window, not for every message over the limit; a sender already muted
 // (the rest of a backlog read after the mute) is not muted again.
 func (s *Service) stopFlood(ctx context.Context, cfg *Config, ev storedEvent, body string) error {
-	reason := fmt.Sprintf("more than %d messages in %d seconds", cfg.Flood.Messages, cfg.Flood.Seconds)
 	key := floodKey(ev)
+	reason := fmt.Sprintf("%d messages in %d s (the limit is %d)", len(s.flood[key]), cfg.Flood.Seconds, cfg.Flood.Messages)
 	if cfg.Flood.Action == "redact" {
 		now := s.receivedAt(ev)
 		if told, ok := s.floodTold[key]; ok && now-told < int64(cfg.Flood.Seconds)*1000 {
 			if _, err := s.redact(ctx, ev.roomID, ev.eventID, ev.sender, "flood: "+reason, body); err != nil {
-				s.refused(ctx, ev.roomID, err)
+				s.refused(ctx, ev.roomID, fmt.Sprintf("redact %s's message %s in %s (the flood protection: %s)", ev.sender, ev.eventID, ev.roomID, reason), err)
 			}
 			return nil
 		}
@@ -251,11 +253,11 @@ func (s *Service) stopFlood(ctx context.Context, cfg *Config, ev storedEvent, bo
 	}
 	a, err := s.mute(ctx, ev.roomID, ev.sender, "flood: "+reason)
 	if err != nil {
-		s.refused(ctx, ev.roomID, err)
+		s.refused(ctx, ev.roomID, fmt.Sprintf("mute %s in %s (the flood protection: %s)", ev.sender, ev.roomID, reason), err)
 		return nil
 	}
-	s.warn(ctx, ev.roomID, ev.sender, "you are muted: "+reason+".")
-	s.report(ctx, a, fmt.Sprintf("Muted %s in %s (flood: %s).", ev.sender, ev.roomID, reason))
+	s.warn(ctx, ev.roomID, ev.sender, "you are muted by the flood protection: "+reason+".")
+	s.report(ctx, a, fmt.Sprintf("%s muted in %s by the flood protection: %s.", ev.sender, ev.roomID, reason))
 	return nil
 }
 
@@ -333,7 +335,7 @@ func (s *Service) flag(ctx context.Context, ev storedEvent, m *recentMsg, p floa
 	reason := "classifier: like the spam moderators removed here"
 	a, err := s.redact(ctx, ev.roomID, ev.eventID, ev.sender, reason, m.body)
 	if err != nil {
-		s.refused(ctx, ev.roomID, err)
+		s.refused(ctx, ev.roomID, fmt.Sprintf("redact %s's message %s in %s (the spam classifier: %.0f%% likely spam)", ev.sender, ev.eventID, ev.roomID, p*100), err)
 		return nil
 	}
 	m.redacted = true
@@ -341,7 +343,7 @@ func (s *Service) flag(ctx context.Context, ev storedEvent, m *recentMsg, p floa
 	if err := s.retype(ctx, a.ID, ActionFlag); err != nil {
 		return err
 	}
-	s.report(ctx, a, fmt.Sprintf("Spam? Redacted %s's message in %s (classifier: %.0f%% spam): %q.", ev.sender, ev.roomID, p*100, excerpt(m.body)))
+	s.report(ctx, a, fmt.Sprintf("%s's message %s in %s redacted by the spam classifier: %.0f%% likely spam: %q.", ev.sender, ev.eventID, ev.roomID, p*100, excerpt(m.body)))
 	return nil
 }
 
@@ -498,7 +500,7 @@ func (s *Service) undo(ctx context.Context, a *Action, by id.UserID) error {
 		err = s.restore(ctx, a, by)
 	}
 	if err != nil {
-		s.refused(ctx, a.RoomID, fmt.Errorf("undo of action %d by %s: %w", a.ID, by, err))
+		s.refused(ctx, a.RoomID, fmt.Sprintf("undo action %d (%s of %s in %s) for %s", a.ID, a.Action, a.Target, a.RoomID, by), err)
 		return nil
 	}
 	if err := s.setUndone(ctx, a.ID); err != nil {

@@ -165,15 +165,15 @@ func (s *Service) removeLocal(ctx context.Context, roomID id.RoomID, u id.UserID
 	b, _ := json.Marshal(map[string]string{"membership": "leave", "reason": reason})
 	sk := string(u)
 	if _, err := s.opts.Rooms.Send(ctx, roomID, rooms.Proto{Type: "m.room.member", StateKey: &sk, Sender: u, Content: b}); err != nil {
-		s.refused(ctx, roomID, fmt.Errorf("remove %s from %s: %w", u, roomID, err))
+		s.refused(ctx, roomID, fmt.Sprintf("remove %s from %s (%s)", u, roomID, reason), err)
 		return nil
 	}
 	a, err := s.logAction(ctx, Action{RoomID: roomID, Action: ActionRemove, Target: string(u), Reason: reason, Rule: r.key()})
 	if err != nil {
 		return err
 	}
-	s.report(ctx, a, fmt.Sprintf("%s removed from %s by the room rule %q of policy list %s (reason: %s); the node refuses joins, invites and knocks there until the rule is lifted.",
-		u, roomID, r.Entity, r.List, reasonOrNone(r.Reason)))
+	s.report(ctx, a, fmt.Sprintf("%s removed from %s by the room rule of %s. The node refuses joins, invites and knocks there until the rule is lifted.",
+		u, roomID, describeRule(r)))
 	return nil
 }
 
