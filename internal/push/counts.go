@@ -230,13 +230,25 @@ func (s *Service) outcome(ctx context.Context, ev *rooms.Event, info *rooms.Room
 			s.log.Warn("push rules: unreadable event", "event_id", ev.ID, "err", err)
 			return nil
 		}
+		o.hits = make([]hit, 0, len(users))
+		var plan *defaultPlan // the members with unchanged rules share it
 		for _, u := range users {
 			if s.ignores(ctx, u, ev.Sender) {
 				continue
 			}
-			_, cs := s.rulesOf(u).build(s, u)
+			ur := s.rulesOf(u)
 			x.user = u
-			if r := cs.matchRule(x); r != nil && r.notify {
+			var r *compiledRule
+			if mr, ok := ur.shared(s, u); ok {
+				if plan == nil {
+					plan = s.template().plan(x)
+				}
+				r = plan.match(mr, x)
+			} else {
+				_, cs := ur.build(s, u)
+				r = cs.matchRule(x)
+			}
+			if r != nil && r.notify {
 				o.hits = append(o.hits, hit{u, r})
 			}
 		}
@@ -274,6 +286,7 @@ func (s *Service) ignores(ctx context.Context, user, sender id.UserID) bool {
 // for an invite, the invited user, who is not joined yet but whom
 // .m.rule.invite_for_me notifies, however few have joined.
 func recipients(ev *rooms.Event, info *rooms.RoomInfo, local func(id.UserID) bool) (users []id.UserID, joined int) {
+	users = make([]id.UserID, 0, len(info.Members)+1)
 	for u, m := range info.Members {
 		if m == "join" {
 			joined++

@@ -11,9 +11,12 @@
 //
 // Before each event's write is queued, on the sender's goroutine,
 // [Service.OnAccept] evaluates the rules of every local joined member but
-// the sender against the room's state after the event; inside the event's
-// write transaction it records the outcome as one row (the users notified,
-// with their actions), so the counts commit with the event. Read receipts
+// the sender against the room's state after the event (the members whose
+// rules are the predefined ones, unchanged, share one walk of them and
+// have only the conditions that name them matched each: see shared.go);
+// inside the event's write transaction it records the outcome as one row
+// (the users notified, with their actions), so the counts commit with the
+// event. Read receipts
 // ([Service.MarkRead]) and the user's own events move read marks, which
 // clear them. Counts are also kept in memory, updated after the commit;
 // [Service.CountsSource] reports them in /sync, and

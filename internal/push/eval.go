@@ -106,6 +106,9 @@ func never(*evalCtx) bool { return false }
 type compiledCond struct {
 	match condMatcher
 	slot  int // 1 + the index in evalCtx.memo; 0 for none
+	// perUser is set when the outcome depends on the user whose rules
+	// are evaluated (contains_display_name, thread_subscription).
+	perUser bool
 }
 
 // sharedConds interns the conditions that depend on the event alone, by
@@ -125,7 +128,7 @@ func internCondition(c json.RawMessage) compiledCond {
 		return cd
 	}
 	match, perUser := compileCondition(c)
-	cd := compiledCond{match: match}
+	cd := compiledCond{match: match, perUser: perUser}
 	if perUser || len(sharedConds.byJSON) >= maxSharedConditions {
 		return cd
 	}

@@ -26,6 +26,11 @@ func insertRecord(ctx context.Context, tx *storage.Tx, o *eventOutcome, pos int6
 		return nil
 	}
 	var actions, notified strings.Builder
+	size := 0
+	for _, h := range o.hits {
+		size += len(h.user) + 4 // "\n", "\t" and the index, mostly one digit
+	}
+	notified.Grow(size)
 	index := map[string]int{}
 	actions.WriteByte('[')
 	for _, h := range o.hits {

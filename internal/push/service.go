@@ -60,6 +60,10 @@ type Service struct {
 
 	names nameCache
 
+	// template is the predefined ruleset as every member whose rules are
+	// unchanged shares its evaluation (see defaultTemplate).
+	template func() *defaultTemplate
+
 	changedMu sync.Mutex // guards changed; never held while queueing writes
 	changed   map[id.UserID]map[id.RoomID]int64
 
@@ -91,12 +95,14 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, rs RoomState, 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{
+	s := &Service{
 		db: db, log: log, acc: acc, rooms: rs, opts: opts,
 		users:   map[id.UserID]*userRules{},
 		unread:  map[id.UserID]map[id.RoomID]*roomUnread{},
 		changed: map[id.UserID]map[id.RoomID]int64{},
 	}
+	s.template = sync.OnceValue(func() *defaultTemplate { return newDefaultTemplate(s) })
+	return s
 }
 
 func (s *Service) wake(users ...id.UserID) {
@@ -120,6 +126,36 @@ type userRules struct {
 	once sync.Once
 	rs   *Ruleset
 	cs   *compiledSet
+
+	sharedOnce sync.Once
+	unchanged  bool        // see isUnchanged
+	member     memberRules // when unchanged
+}
+
+// isUnchanged reports whether the user's rules are the predefined ones:
+// no rule of their own and no change to a predefined rule.
+func (u *userRules) isUnchanged() bool {
+	if len(u.defaults) > 0 {
+		return false
+	}
+	for _, list := range u.custom {
+		if len(list) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// shared returns, when the user's rules are unchanged, the user's own
+// versions of the predefined rules that depend on the member, compiled
+// once: the user shares the evaluation of the others (see defaultPlan).
+func (u *userRules) shared(s *Service, user id.UserID) (memberRules, bool) {
+	u.sharedOnce.Do(func() {
+		if u.unchanged = u.isUnchanged(); u.unchanged {
+			u.member = s.template().memberRules(s, user)
+		}
+	})
+	return u.member, u.unchanged
 }
 
 func (u *userRules) copy() *userRules {
