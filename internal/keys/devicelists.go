@@ -3,6 +3,7 @@ package keys
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 
 	"maunium.net/go/mautrix/id"
@@ -19,7 +20,9 @@ import (
 //   - left: users whose membership changed in a room of user's during the
 //     window and who now share no room with user.
 //
-// Membership changes are read from the member events of the window.
+// Device-list and membership changes of the window come from memory when
+// the token is recent (a window without any costs no query and no copy),
+// from the database otherwise.
 // Reporting a user who did not really start or stop sharing is
 // harmless (clients re-query or stop tracking), missing one is not, so the
 // computation errs on the side of reporting.
@@ -27,39 +30,23 @@ func (s *Service) deviceLists(ctx context.Context, user id.UserID, since, to int
 	if since >= to {
 		return nil, nil, nil
 	}
-	mine := s.activeRooms(user)
-	changedSet := map[id.UserID]bool{}
-	leftSet := map[id.UserID]bool{}
-
-	var candidates []id.UserID
-	if s.lastDeviceChange.Load() > since {
-		rows, err := s.db.Query(ctx, `SELECT DISTINCT user_id FROM e2e_device_changes
-			WHERE pos > $1 AND pos <= $2 AND (viewer = '' OR viewer = $3)`, since, to, user)
-		if err != nil {
-			return nil, nil, fmt.Errorf("load device list changes: %w", err)
-		}
-		for rows.Next() {
-			var u id.UserID
-			if err := rows.Scan(&u); err != nil {
-				rows.Close()
-				return nil, nil, err
-			}
-			candidates = append(candidates, u)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, nil, err
-		}
-	}
-	for _, u := range candidates {
-		if u == user || s.sharesRoom(mine, u) {
-			changedSet[u] = true
-		}
-	}
-
-	memberChanged, joined, err := s.membershipChanges(ctx, user, mine, since, to)
+	candidates, err := s.deviceChanges(ctx, user, since, to)
 	if err != nil {
 		return nil, nil, err
+	}
+	memberChanged, joined, err := s.membershipChanges(ctx, user, since, to)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(candidates) == 0 && len(memberChanged) == 0 && !joined {
+		return nil, nil, nil
+	}
+	changedSet := map[id.UserID]bool{}
+	leftSet := map[id.UserID]bool{}
+	for _, u := range candidates {
+		if u == user || s.rooms.SharesRoom(user, u) {
+			changedSet[u] = true
+		}
 	}
 	if joined {
 		changedSet[user] = true
@@ -68,7 +55,7 @@ func (s *Service) deviceLists(ctx context.Context, user id.UserID, since, to int
 		if u == user {
 			continue
 		}
-		if s.sharesRoom(mine, u) {
+		if s.rooms.SharesRoom(user, u) {
 			changedSet[u] = true
 		} else {
 			leftSet[u] = true
@@ -85,76 +72,98 @@ func (s *Service) deviceLists(ctx context.Context, user id.UserID, since, to int
 	return changed, left, nil
 }
 
-// membershipChanges returns the users whose membership changed in
-// (since, to] in a room where user is (mine: the rooms where user is joined
-// or invited) or was, in that window, a member, and every current member of
-// the rooms where user's own membership changed; joined reports whether
-// user is now joined to one of those. It reads the rooms package's tables
-// (never writes them): the user's memberships index, and the member events
-// of the window.
-func (s *Service) membershipChanges(ctx context.Context, user id.UserID, mine map[id.RoomID]bool, since, to int64) (out map[id.UserID]bool, joined bool, err error) {
-	own := map[id.RoomID]bool{}
-	if s.rooms.MembershipPos(user) > since {
-		rows, err := s.db.Query(ctx, "SELECT room_id FROM memberships WHERE user_id = $1 AND pos > $2 AND pos <= $3", user, since, to)
-		if err != nil {
-			return nil, false, fmt.Errorf("load own membership changes: %w", err)
-		}
-		for rows.Next() {
-			var r id.RoomID
-			if err := rows.Scan(&r); err != nil {
-				rows.Close()
-				return nil, false, err
+// listChange is one recorded change of user's devices or cross-signing
+// keys, for every user sharing a room with them (viewer "") or for viewer
+// alone.
+type listChange struct {
+	user, viewer id.UserID
+}
+
+// maxDeviceLog bounds the device-list changes kept in memory; windows
+// reaching before the oldest read the database.
+const maxDeviceLog = 20_000
+
+// deviceChanges returns the users whose device-list changes in (since,
+// to] are for viewer (or for everyone), from memory when the log covers
+// the window and from e2e_device_changes otherwise; a user may appear more
+// than once.
+func (s *Service) deviceChanges(ctx context.Context, viewer id.UserID, since, to int64) ([]id.UserID, error) {
+	if s.lastDeviceChange.Load() <= since {
+		return nil, nil
+	}
+	if changes, ok := s.deviceLog.Window(since, to); ok {
+		var out []id.UserID
+		for _, c := range changes {
+			if c.viewer == "" || c.viewer == viewer {
+				out = append(out, c.user)
 			}
-			own[r] = true
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, false, err
+		return out, nil
+	}
+	rows, err := s.db.Query(ctx, `SELECT DISTINCT user_id FROM e2e_device_changes
+		WHERE pos > $1 AND pos <= $2 AND (viewer = '' OR viewer = $3)`, since, to, viewer)
+	if err != nil {
+		return nil, fmt.Errorf("load device list changes: %w", err)
+	}
+	defer rows.Close()
+	var out []id.UserID
+	for rows.Next() {
+		var u id.UserID
+		if err := rows.Scan(&u); err != nil {
+			return nil, fmt.Errorf("load device list changes: %w", err)
+		}
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("load device list changes: %w", err)
+	}
+	return out, nil
+}
+
+// membershipChanges returns the users whose membership changed in
+// (since, to] in a room where user is now joined or invited, and, for
+// each room where user's own membership changed after since (joined,
+// left, was invited, ...), everyone whose membership changed there in the
+// window and its current members; joined reports whether user is now
+// joined to one of those rooms. A change of user's own after to counts
+// too: the memberships read here are the newest, so a room user left just
+// after to is no longer theirs, yet the window's changes there (another
+// member's leave) are still news for them. It asks the room engine for the
+// changes (from memory for recent tokens), so a window without membership
+// changes costs no query and no copy of the user's rooms.
+func (s *Service) membershipChanges(ctx context.Context, user id.UserID, since, to int64) (out map[id.UserID]bool, joined bool, err error) {
+	changes, err := s.rooms.MemberChanges(ctx, since, math.MaxInt64)
+	if err != nil || len(changes) == 0 {
+		return nil, false, err
+	}
+	var own map[id.RoomID]bool
+	for _, c := range changes {
+		if c.UserID == user {
+			if own == nil {
+				own = map[id.RoomID]bool{}
+			}
+			own[c.RoomID] = true
 		}
 	}
-	out = map[id.UserID]bool{}
-	current := s.rooms.Memberships(user)
+	for _, c := range changes {
+		if c.Pos > to {
+			break
+		}
+		if own[c.RoomID] || active(s.rooms.Membership(user, c.RoomID)) {
+			if out == nil {
+				out = map[id.UserID]bool{}
+			}
+			out[c.UserID] = true
+		}
+	}
 	for roomID := range own {
-		joined = joined || current[roomID] == "join"
-		if err := s.roomMembershipChanges(ctx, user, roomID, true, since, to, out); err != nil {
-			return nil, false, err
+		joined = joined || s.rooms.Membership(user, roomID) == "join"
+		if out == nil {
+			out = map[id.UserID]bool{}
 		}
-	}
-	for roomID := range mine {
-		if own[roomID] || s.rooms.LastMemberPos(ctx, roomID) <= since {
-			continue
-		}
-		if err := s.roomMembershipChanges(ctx, user, roomID, false, since, to, out); err != nil {
+		if err := s.activeMembers(ctx, roomID, func(u id.UserID) { out[u] = true }); err != nil {
 			return nil, false, err
 		}
 	}
 	return out, joined, nil
-}
-
-// roomMembershipChanges adds to out the users whose membership changed in
-// the room in (since, to] and, when user's own did (self), the room's
-// current members.
-func (s *Service) roomMembershipChanges(ctx context.Context, user id.UserID, roomID id.RoomID, self bool, since, to int64, out map[id.UserID]bool) error {
-	rows, err := s.db.Query(ctx, `SELECT state_key FROM events
-		WHERE room_id = $1 AND type = 'm.room.member' AND pos > $2 AND pos <= $3`, roomID, since, to)
-	if err != nil {
-		return fmt.Errorf("load membership events: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var u id.UserID
-		if err := rows.Scan(&u); err != nil {
-			return err
-		}
-		out[u] = true
-		self = self || u == user
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	rows.Close()
-	if !self {
-		return nil
-	}
-	return s.activeMembers(ctx, roomID, func(u id.UserID) { out[u] = true })
 }

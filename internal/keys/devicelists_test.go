@@ -2,10 +2,15 @@ package keys_test
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/keys"
+	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
@@ -139,4 +144,55 @@ func TestDeviceRenameChangesDeviceList(t *testing.T) {
 			t.Errorf("device_display_name = %v, want the new name", name)
 		}
 	})
+}
+
+// TestDeviceListsWithoutChangesAllocateNothing: the device lists of a
+// window with messages but no device-list or membership change, for a user
+// in 200 rooms, cost no allocation (they copied the user's memberships
+// twice, the woken /sync's main cost), and a change after it is found.
+func TestDeviceListsWithoutChangesAllocateNothing(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	ctx := context.Background()
+	alice, bob := n.Register("alice"), n.Register("bob")
+	var shared id.RoomID
+	for i := range 200 {
+		state := func(evType, stateKey, content string) rooms.Proto {
+			return rooms.Proto{Type: evType, StateKey: &stateKey, Sender: alice.UserID, Content: json.RawMessage(content)}
+		}
+		roomID, _, err := n.Rooms.CreateRoom(ctx, id.RoomV11, alice.UserID, nil, []rooms.Proto{
+			state("m.room.member", string(alice.UserID), `{"membership":"join"}`),
+			state("m.room.join_rules", "", `{"join_rule":"public"}`),
+			state("m.room.name", "", `{"name":"room `+itoa(i)+`"}`),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		shared = roomID
+	}
+	if _, err := bob.JoinRoomByID(ctx, shared); err != nil {
+		t.Fatal(err)
+	}
+	testnode.Call(t, bob, "POST", v3+"/keys/upload", map[string]any{"device_keys": newFakeDevice(t, bob).deviceKeys(t)}).OK(t)
+	since := n.DB.Visible()
+	for range 5 {
+		if _, err := bob.SendText(ctx, shared, "hello"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	to := n.DB.Visible()
+	allocs := testing.AllocsPerRun(20, func() {
+		changed, left, err := keys.DeviceLists(n.Keys, ctx, alice.UserID, since, to)
+		if err != nil || changed != nil || left != nil {
+			t.Fatalf("device lists of a window of messages: %v, %v, %v", changed, left, err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations for a window without changes, want 0", allocs)
+	}
+
+	testnode.Call(t, bob, "PUT", v3+"/devices/"+string(bob.DeviceID), map[string]any{"display_name": "Bob's phone"}).OK(t)
+	changed, _, err := keys.DeviceLists(n.Keys, ctx, alice.UserID, to, n.DB.Visible())
+	if err != nil || !slices.Equal(changed, []id.UserID{bob.UserID}) {
+		t.Errorf("after Bob's rename: changed %v (%v), want Bob", changed, err)
+	}
 }

@@ -80,6 +80,8 @@ type Service struct {
 	cache syncCache
 	// lastDeviceChange is the position of the newest device list change.
 	lastDeviceChange atomic.Int64
+	// deviceLog is the newest device-list changes (see deviceChanges).
+	deviceLog *storage.PosLog[listChange]
 
 	// fed and edus reach other servers (nil while federation is off).
 	fed  FederationClient
@@ -101,7 +103,8 @@ type Service struct {
 // requests when to-device messages or device-list changes arrive.
 func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Engine, notifier *sync.Notifier) *Service {
 	s := &Service{db: db, log: log, accounts: acc, rooms: eng, notifier: notifier, Limits: DefaultLimits,
-		remoteCached: map[id.UserID]bool{}, resyncing: map[id.UserID]bool{}, resyncSlots: make(chan struct{}, resyncParallelism)}
+		remoteCached: map[id.UserID]bool{}, resyncing: map[id.UserID]bool{}, resyncSlots: make(chan struct{}, resyncParallelism),
+		deviceLog: storage.NewPosLog[listChange](maxDeviceLog)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	eng.OnEvent = append(eng.OnEvent, s.untrackOnLeave, s.announceOnJoin)
 	return s
@@ -246,7 +249,10 @@ func (s *Service) recordChange(ctx context.Context, tx *storage.Tx, user id.User
 	if err != nil {
 		return err
 	}
-	tx.AfterCommit(func() { s.lastDeviceChange.Store(max(s.lastDeviceChange.Load(), pos)) })
+	tx.AfterCommit(func() {
+		s.deviceLog.Add(pos, listChange{user: user, viewer: viewer})
+		s.lastDeviceChange.Store(max(s.lastDeviceChange.Load(), pos))
+	})
 	if s.OnDeviceListChange != nil {
 		return s.OnDeviceListChange(ctx, tx, user, viewer)
 	}
@@ -255,6 +261,9 @@ func (s *Service) recordChange(ctx context.Context, tx *storage.Tx, user id.User
 
 // Load reads what the service keeps in memory; call it before serving.
 func (s *Service) Load(ctx context.Context) error {
+	// Changes committed from now on reach the log (recordChange); older
+	// windows read the database.
+	s.deviceLog.Start(s.db.Visible())
 	var pos sql.NullInt64
 	if err := s.db.QueryRow(ctx, "SELECT MAX(pos) FROM e2e_device_changes").Scan(&pos); err != nil {
 		return fmt.Errorf("load device list changes: %w", err)
@@ -276,16 +285,6 @@ func (s *Service) activeRooms(user id.UserID) map[id.RoomID]bool {
 		}
 	}
 	return out
-}
-
-// sharesRoom reports whether other is joined or invited to one of rooms.
-func (s *Service) sharesRoom(rooms map[id.RoomID]bool, other id.UserID) bool {
-	for r, m := range s.rooms.Memberships(other) {
-		if active(m) && rooms[r] {
-			return true
-		}
-	}
-	return false
 }
 
 // activeMembers calls fn for each user joined to or invited in the room.

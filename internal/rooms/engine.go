@@ -102,6 +102,8 @@ type Engine struct {
 	// memberRows caches users' rows of the memberships table (see
 	// UserMemberships). Guarded by mu.
 	memberRows membershipRows
+	// memberLog is the newest membership changes (see MemberChanges).
+	memberLog *storage.PosLog[MemberChange]
 	// nonTargets remembers events that no event relates to.
 	nonTargets nonTargets
 	// sentTxns spares a new transaction ID the transactions table's
@@ -122,6 +124,7 @@ func New(db *storage.DB, log *slog.Logger, signer Signer) *Engine {
 		rooms:     map[id.RoomID]*room{},
 		members:   map[id.UserID]map[id.RoomID]string{},
 		memberPos: map[id.UserID]int64{},
+		memberLog: storage.NewPosLog[MemberChange](maxMemberLog),
 		cache:     newEventCache(20000),
 		resyncs:   newResyncers(),
 	}
@@ -264,6 +267,9 @@ func (e *Engine) Load(ctx context.Context) error {
 	defer rows.Close()
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// Changes committed from now on reach the log (commitView); older
+	// windows read the database.
+	e.memberLog.Start(e.db.Visible())
 	for rows.Next() {
 		var roomID id.RoomID
 		var userID id.UserID
@@ -860,6 +866,7 @@ func (e *Engine) commitView(r *room, built []accepted) {
 		for _, u := range a.changedMembers() {
 			e.setMembershipLocked(u, r.id, r.cur.members[u])
 			e.memberPos[u] = max(e.memberPos[u], a.ev.Pos)
+			e.memberLog.Add(a.ev.Pos, MemberChange{Pos: a.ev.Pos, RoomID: r.id, UserID: u})
 		}
 	}
 }
