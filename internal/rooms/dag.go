@@ -280,7 +280,7 @@ func (e *Engine) persistRemote(ctx context.Context, tx *storage.Tx, r *room, a a
 		if err != nil {
 			return err
 		}
-		r.dbSnapshot, r.dbChainLen = snap, chain
+		setSnapshot(tx, r, snap, chain)
 	}
 	ev.Pos = tx.NextPos()
 	if err := e.insertEvent(ctx, tx, r, ev); err != nil {
@@ -301,7 +301,7 @@ func (e *Engine) persistRemote(ctx context.Context, tx *storage.Tx, r *room, a a
 			return err
 		}
 		if d.evIsCurrent {
-			r.dbSnapshot, r.dbChainLen = ev.Pos, chain
+			setSnapshot(tx, r, ev.Pos, chain)
 		}
 	}
 	for _, u := range d.changedMembers {

@@ -1308,6 +1308,17 @@ func nullString(s string) any {
 	return s
 }
 
+// setSnapshot moves the room's latest written state snapshot to snap, a
+// chain of that length, in tx's write; if the write does not commit, the
+// room's snapshot goes back to the one before, so that a write its batch
+// runs again (see storage.DB.Write) builds on the same snapshot as its
+// first run.
+func setSnapshot(tx *storage.Tx, r *room, snap int64, chain int) {
+	prev, prevChain := r.dbSnapshot, r.dbChainLen
+	tx.AfterAbort(func() { r.dbSnapshot, r.dbChainLen = prev, prevChain })
+	r.dbSnapshot, r.dbChainLen = snap, chain
+}
+
 // persistState records a new state snapshot: a delta on the previous one,
 // or the full state every snapshotFullEvery changes.
 func (e *Engine) persistState(ctx context.Context, tx *storage.Tx, r *room, ev *Event) error {
@@ -1337,7 +1348,7 @@ func (e *Engine) persistState(ctx context.Context, tx *storage.Tx, r *room, ev *
 			return fmt.Errorf("insert snapshot entry: %w", err)
 		}
 	}
-	r.dbSnapshot, r.dbChainLen = snap, chain
+	setSnapshot(tx, r, snap, chain)
 	if ev.Type == "m.room.member" {
 		return upsertMembership(ctx, tx, r.id, ev, ev.Pos)
 	}

@@ -535,7 +535,7 @@ func (e *Engine) writeFullState(ctx context.Context, tx *storage.Tx, r *room, af
 	if err != nil {
 		return err
 	}
-	r.dbSnapshot, r.dbChainLen = snap, chain
+	setSnapshot(tx, r, snap, chain)
 	for _, u := range changed {
 		m := after.get("m.room.member", string(u))
 		if m == nil {
