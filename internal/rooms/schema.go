@@ -263,4 +263,16 @@ CREATE TABLE partial_state_completed (
 	pos BIGINT NOT NULL
 );
 `,
+}, {
+	// Only state events are in the state index: a message, most of a
+	// timeline, no longer adds an entry to it, which with sends into
+	// many rooms was a page of its own in the commit for each room's
+	// messages. Its queries (visibilityQuery) compare state_key with a
+	// value, which implies IS NOT NULL to both databases' planners.
+	Component: "rooms",
+	Version:   13,
+	SQL: `
+DROP INDEX events_room_state;
+CREATE INDEX events_room_state ON events (room_id, type, state_key, pos) WHERE state_key IS NOT NULL;
+`,
 }}
