@@ -108,6 +108,11 @@ type Log struct {
 	// len(recovered)): in the log, but not yet recorded (a crash came
 	// between their append and their mark). Guarded by appendMu.
 	recovered []Entry
+	// sizeKnown is set once recover has read the log's size, which is
+	// then mark.size + len(recovered) as long as every append is
+	// recorded; an append or record that fails clears it, so the next
+	// step reads the size again. Guarded by appendMu.
+	sizeKnown bool
 
 	// scanned is mark.pos, for readers that do not take appendMu.
 	scanned atomic.Int64
@@ -327,7 +332,11 @@ func (l *Log) appendBatch(ctx context.Context, entries []Entry) ([]uint64, error
 	for i, e := range entries {
 		leaves[i] = e.Marshal()
 	}
-	return appendData(ctx, l.appender, leaves)
+	idx, err := appendData(ctx, l.appender, leaves)
+	if err != nil {
+		l.sizeKnown = false // some may have landed
+	}
+	return idx, err
 }
 
 // loadMark reads the follower's mark once.
@@ -352,7 +361,14 @@ func (l *Log) loadMark(ctx context.Context) error {
 // read back into l.recovered so that the follower matches them with their
 // events instead of appending them again. A log smaller than recorded has
 // lost entries, which nothing can repair.
+//
+// The size is read again only after an append or record failed (sizeKnown):
+// reading it takes a file lock and a read of the log's state, at every
+// step of the follower (every commit of the node) before.
 func (l *Log) recover(ctx context.Context) error {
+	if l.sizeKnown {
+		return nil
+	}
 	n, err := l.reader.IntegratedSize(ctx)
 	if err != nil {
 		return fmt.Errorf("ledger size: %w", err)
@@ -362,6 +378,7 @@ func (l *Log) recover(ctx context.Context) error {
 	case n < l.mark.size:
 		return fmt.Errorf("ledger %s holds %d entries but %d were recorded: entries were lost", l.opts.Dir, n, l.mark.size)
 	case n == have:
+		l.sizeKnown = true
 		return nil
 	}
 	entries, err := readEntries(ctx, client.FileFetcher{Root: l.opts.Dir}.ReadEntryBundle, l.mark.size, n, n)
@@ -370,6 +387,7 @@ func (l *Log) recover(ctx context.Context) error {
 	}
 	l.log.Info("ledger: entries appended before the last stop are matched with their events", "from", l.mark.size, "to", n)
 	l.recovered = entries
+	l.sizeKnown = true
 	return nil
 }
 
@@ -422,6 +440,7 @@ func (l *Log) record(ctx context.Context, entries []Entry, idx []uint64, toggles
 		return nil
 	})
 	if err != nil {
+		l.sizeKnown = false // the log may hold entries that no mark records
 		return err
 	}
 	l.setMark(next)

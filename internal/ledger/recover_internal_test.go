@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/transparency-dev/tessera"
 	"github.com/transparency-dev/tessera/client"
 
 	"github.com/matrixos/matrixos/internal/keys"
@@ -163,5 +164,88 @@ func TestKeysCrashBetweenAppendAndRecord(t *testing.T) {
 	size, err := k.Size(ctx)
 	if err != nil || size != 1 {
 		t.Fatalf("keys log size %d (%v), want 1: the recovered entry appended again", size, err)
+	}
+}
+
+// sizeCounter counts the reads of the log's size.
+type sizeCounter struct {
+	tessera.LogReader
+	reads int
+}
+
+func (c *sizeCounter) IntegratedSize(ctx context.Context) (uint64, error) {
+	c.reads++
+	return c.LogReader.IntegratedSize(ctx)
+}
+
+// TestStepReadsSizeOnce: the follower reads the log's size (a file lock
+// and a read of the log's state) at its first step only, not at every
+// step, and again after a record that failed, when the log may hold
+// entries no mark records; those are then matched, not appended twice.
+func TestStepReadsSizeOnce(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := storage.Open(ctx, filepath.Join(dir, "t.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx, append(rooms.Migrations, Migrations...)); err != nil {
+		t.Fatal(err)
+	}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	l, err := Open(ctx, db, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Options{Dir: filepath.Join(dir, "ledger"), Origin: EventsOrigin("test"), Key: key, All: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close(ctx)
+	counter := &sizeCounter{LogReader: l.reader}
+	l.reader = counter
+	step := func() {
+		t.Helper()
+		if _, err := l.Step(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	for i := range 5 {
+		storeEvents(t, db, i, 1)
+		step()
+	}
+	if counter.reads != 1 {
+		t.Errorf("five steps read the log's size %d times, want once", counter.reads)
+	}
+
+	// A record that fails after its entries were appended (the database
+	// refuses the mark): the next step reads the size again and matches
+	// the entries the log already holds.
+	if err := db.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, "ALTER TABLE ledger_marks RENAME TO ledger_marks_away")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	storeEvents(t, db, 5, 2)
+	if _, err := l.Step(ctx); err == nil {
+		t.Fatal("step with no ledger_marks table succeeded")
+	}
+	if err := db.Write(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, "ALTER TABLE ledger_marks_away RENAME TO ledger_marks")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	reads := counter.reads
+	step()
+	if counter.reads != reads+1 {
+		t.Errorf("the step after a failed record read the size %d times, want once", counter.reads-reads)
+	}
+	size, err := l.Size(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if size != 7 {
+		t.Errorf("log size %d, want 7 (each event once)", size)
 	}
 }
