@@ -180,6 +180,9 @@ type room struct {
 	// lastMemberPos is the position of the room's latest committed
 	// membership event.
 	lastMemberPos int64
+	// lastStatePos is at or after the position of the room's latest
+	// committed change of current state (see StateChangedAfter).
+	lastStatePos int64
 	// purged is set once the room has been purged: late commits must not
 	// bring it back.
 	purged bool
@@ -376,7 +379,8 @@ func (e *Engine) room(ctx context.Context, roomID id.RoomID) (*room, error) {
 		return nil, err
 	}
 	r.dbChainLen = chainLen
-	r.recent.floor = r.lastPos // nothing older is in memory
+	r.lastStatePos = r.dbSnapshot // the current state's snapshot: its last change
+	r.recent.floor = r.lastPos    // nothing older is in memory
 	var lmp sql.NullInt64
 	if err := e.db.QueryRow(ctx, "SELECT MAX(pos) FROM events WHERE room_id = $1 AND type = 'm.room.member'", roomID).Scan(&lmp); err != nil {
 		return nil, fmt.Errorf("load room %s: %w", roomID, err)
@@ -470,6 +474,21 @@ func (e *Engine) LastMemberPos(ctx context.Context, roomID id.RoomID) int64 {
 	r.viewMu.Lock()
 	defer r.viewMu.Unlock()
 	return r.lastMemberPos
+}
+
+// StateChangedAfter reports whether the room's current state may have
+// changed after stream position pos (a state event, or a state resolution,
+// committed after it); false means the room's state snapshot at pos is
+// its current one, so the state at any later position is the same. It
+// errs on the side of true (a room it cannot load).
+func (e *Engine) StateChangedAfter(ctx context.Context, roomID id.RoomID, pos int64) bool {
+	r, err := e.room(ctx, roomID)
+	if err != nil {
+		return true
+	}
+	r.viewMu.Lock()
+	defer r.viewMu.Unlock()
+	return r.lastStatePos > pos
 }
 
 // MembershipPos returns the position of the user's latest committed
@@ -851,6 +870,9 @@ func (e *Engine) commitView(r *room, built []accepted) {
 	for _, a := range built {
 		if a.ev.Pos > r.lastPos {
 			r.cur, r.lastPos = a.after, a.ev.Pos
+		}
+		if a.ev.StateKey != nil || a.dag != nil {
+			r.lastStatePos = max(r.lastStatePos, a.ev.Pos)
 		}
 		if len(a.changedMembers()) > 0 {
 			r.lastMemberPos = max(r.lastMemberPos, a.ev.Pos)

@@ -630,6 +630,7 @@ func (e *Engine) commitFullState(r *room, after *roomState, changed []id.UserID,
 	next := *after
 	next.extremities, next.depth = r.cur.extremities, r.cur.depth
 	r.cur = &next
+	r.lastStatePos = max(r.lastStatePos, pos)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, u := range changed {

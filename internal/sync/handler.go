@@ -674,6 +674,9 @@ type StateKey struct {
 // position end; from -1 asks for the whole state at end (every event
 // Changed).
 func (s *Service) stateDelta(ctx context.Context, roomID id.RoomID, from, end int64) (*StateDelta, error) {
+	if from >= 0 && from <= end && !s.rooms.StateChangedAfter(ctx, roomID, from) {
+		return &StateDelta{}, nil // no state change since from: no query
+	}
 	endSnap, err := s.rooms.SnapshotAtPos(ctx, roomID, end)
 	if err != nil {
 		return nil, err
