@@ -61,7 +61,7 @@ func (d *discordSide) waitDiscord(t *testing.T, channelID, what string, match fu
 func login(t *testing.T, env *bridgetest.Env, d *discordSide) id.RoomID {
 	t.Helper()
 	dm := env.DM()
-	env.Send(dm, "login")
+	env.Send(dm, "login bot-token")
 	env.WaitMessage(dm, env.Bot, "Please enter your Bot token")
 	env.Send(dm, d.fake.Token())
 	env.WaitMessage(dm, env.Bot, "Logged in as the bot "+d.fake.Bot().Username)
@@ -433,7 +433,7 @@ func TestBridgeLoginAndDMs(t *testing.T) {
 	d := newDiscordSide(t)
 	env := bridgetest.Start(t, discord.Kind(), d.networkConfig())
 	dm := env.DM()
-	env.Send(dm, "login")
+	env.Send(dm, "login bot-token")
 	env.WaitMessage(dm, env.Bot, "Please enter your Bot token")
 	env.Send(dm, "not-the-token")
 	env.WaitMessage(dm, env.Bot, "Discord refused that bot token")
@@ -441,7 +441,7 @@ func TestBridgeLoginAndDMs(t *testing.T) {
 		t.Fatalf("%d gateway sessions after a refused token", n)
 	}
 	// Trying again with the right token logs in.
-	env.Send(dm, "login")
+	env.Send(dm, "login bot-token")
 	waitMatrix(t, env, dm, "the second prompt for the token", func() func(*event.Event, *event.MessageEventContent) bool {
 		prompts := map[id.EventID]bool{}
 		return func(evt *event.Event, msg *event.MessageEventContent) bool {

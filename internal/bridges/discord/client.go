@@ -1,6 +1,7 @@
 package discord
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/database"
 	"maunium.net/go/mautrix/bridgev2/networkid"
+	"maunium.net/go/mautrix/bridgev2/simplevent"
 	"maunium.net/go/mautrix/bridgev2/status"
 	"maunium.net/go/mautrix/event"
 )
@@ -39,12 +41,13 @@ const (
 	maxRetryDelay   = 5 * time.Minute
 )
 
-// Client is one logged-in bot: its REST session and gateway connection.
+// Client is one login (a bot, or a user with their own token): its REST
+// session and gateway connection.
 type Client struct {
 	connector *Connector
 	login     *bridgev2.UserLogin
 	session   *discordgo.Session
-	botID     string
+	selfID    string // the login's Discord user: the bot or the user
 
 	mu       sync.Mutex
 	stopped  bool               // Disconnect was called (and Connect not since)
@@ -53,6 +56,11 @@ type Client struct {
 
 	// webhooks are what relayed messages are sent through.
 	webhooks *webhooks
+	// userToken is set for a user account's login (not a bot's): the
+	// user's own messages typed on Discord are bridged, and those the
+	// bridge sent for them (own) are not.
+	userToken bool
+	own       ownSends
 }
 
 var (
@@ -63,8 +71,8 @@ var (
 	_ bridgev2.IdentifierResolvingNetworkAPI = (*Client)(nil)
 )
 
-func newClient(c *Connector, login *bridgev2.UserLogin, token string) (*Client, error) {
-	session, err := discordgo.New("Bot " + token)
+func newClient(c *Connector, login *bridgev2.UserLogin, token string, userToken bool) (*Client, error) {
+	session, err := discordgo.New(authorization(token, userToken))
 	if err != nil {
 		return nil, fmt.Errorf("discord: new session: %w", err)
 	}
@@ -77,7 +85,7 @@ func newClient(c *Connector, login *bridgev2.UserLogin, token string) (*Client, 
 	session.ShouldRetryOnRateLimit = true
 	session.StateEnabled = true
 	session.LogLevel = discordgo.LogWarning
-	client := &Client{connector: c, login: login, session: session, botID: string(login.ID), caughtUp: map[string]bool{}, webhooks: newWebhooks()}
+	client := &Client{connector: c, login: login, session: session, selfID: string(login.ID), caughtUp: map[string]bool{}, webhooks: newWebhooks(), userToken: userToken}
 	session.AddHandler(guarded(client, "READY", client.onReady))
 	session.AddHandler(guarded(client, "RESUMED", client.onResumed))
 	session.AddHandler(guarded(client, "disconnect", client.onDisconnect))
@@ -154,7 +162,7 @@ func (c *Client) connectLoop() {
 		}
 		var closeErr *websocket.CloseError
 		if errors.As(err, &closeErr) && closeErr.Code == closeAuthenticationFailed {
-			c.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateBadCredentials, Error: "discord-bad-token", Message: "Discord refused the bot token"})
+			c.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateBadCredentials, Error: "discord-bad-token", Message: "Discord refused the token"})
 			return
 		}
 		c.login.Log.Warn().Err(err).Dur("retry_in", delay).Msg("Connecting to the Discord gateway failed")
@@ -190,15 +198,57 @@ func (c *Client) closeSession() {
 	}
 }
 
+// ownSends tells the echoes of what a user login sent from Matrix from the
+// user's own messages typed on Discord. A send holds mu until its
+// message's ID is recorded, so an echo that arrives over the gateway
+// before the REST answer waits for it.
+type ownSends struct {
+	mu  sync.Mutex
+	ids map[string]time.Time // sent message IDs, with when
+}
+
+// ownEchoMemory is how long a sent message's ID is remembered.
+const ownEchoMemory = 10 * time.Minute
+
+// send runs send and remembers the ID of the message it returns.
+func (o *ownSends) send(send func() (*discordgo.Message, error)) (*discordgo.Message, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	m, err := send()
+	if err != nil || m == nil {
+		return m, err
+	}
+	if o.ids == nil {
+		o.ids = map[string]time.Time{}
+	}
+	now := time.Now()
+	for old, at := range o.ids {
+		if now.Sub(at) > ownEchoMemory {
+			delete(o.ids, old)
+		}
+	}
+	o.ids[m.ID] = now
+	return m, nil
+}
+
+// isEcho reports whether a message is one the bridge sent, waiting for a
+// send in flight.
+func (o *ownSends) isEcho(id string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, ok := o.ids[id]
+	return ok
+}
+
 // IsLoggedIn reports whether the client has a token; Discord checks it.
 func (c *Client) IsLoggedIn() bool { return c.session.Token != "" }
 
-// LogoutRemote disconnects; a bot token cannot be revoked from here.
+// LogoutRemote disconnects; a token cannot be revoked from here.
 func (c *Client) LogoutRemote(ctx context.Context) { c.Disconnect() }
 
-// IsThisUser reports whether a Discord user is the logged-in bot.
+// IsThisUser reports whether a Discord user is the login's own.
 func (c *Client) IsThisUser(ctx context.Context, userID networkid.UserID) bool {
-	return string(userID) == c.botID
+	return string(userID) == c.selfID
 }
 
 func (c *Client) onReady(s *discordgo.Session, r *discordgo.Ready) {
@@ -220,6 +270,22 @@ func (c *Client) onReady(s *discordgo.Session, r *discordgo.Ready) {
 		if portal.Receiver == c.login.ID && portal.RoomType == database.RoomTypeDM {
 			c.catchUp(ctx, string(portal.ID), "")
 		}
+	}
+	// A user's READY lists their DMs and group DMs (a bot's lists none).
+	for _, ch := range r.PrivateChannels {
+		if !isBridgedChannel(ch) {
+			continue
+		}
+		c.login.QueueRemoteEvent(&simplevent.ChatResync{
+			EventMeta: simplevent.EventMeta{
+				Type:         bridgev2.RemoteEventChatResync,
+				PortalKey:    c.portalKey(ch.ID),
+				CreatePortal: true,
+				LogContext:   channelLogContext(ch.ID),
+			},
+			ChatInfo: c.chatInfo(ch),
+		})
+		c.catchUp(ctx, ch.ID, "")
 	}
 }
 
@@ -268,7 +334,7 @@ func (c *Client) channel(ctx context.Context, channelID string) (*discordgo.Chan
 // and DMs (threads live in their parent's portal).
 func isBridgedChannel(ch *discordgo.Channel) bool {
 	switch ch.Type {
-	case discordgo.ChannelTypeGuildText, discordgo.ChannelTypeGuildNews, discordgo.ChannelTypeDM:
+	case discordgo.ChannelTypeGuildText, discordgo.ChannelTypeGuildNews, discordgo.ChannelTypeDM, discordgo.ChannelTypeGroupDM:
 		return true
 	}
 	return false
@@ -294,7 +360,7 @@ func (c *Client) GetChatInfo(ctx context.Context, portal *bridgev2.Portal) (*bri
 }
 
 func (c *Client) chatInfo(ch *discordgo.Channel) *bridgev2.ChatInfo {
-	self := bridgev2.ChatMember{EventSender: bridgev2.EventSender{IsFromMe: true, Sender: networkid.UserID(c.botID)}, Membership: event.MembershipJoin}
+	self := bridgev2.ChatMember{EventSender: bridgev2.EventSender{IsFromMe: true, Sender: networkid.UserID(c.selfID)}, Membership: event.MembershipJoin}
 	if ch.Type == discordgo.ChannelTypeDM {
 		members := &bridgev2.ChatMemberList{IsFull: true, Members: []bridgev2.ChatMember{self}}
 		roomType := database.RoomTypeDM
@@ -303,6 +369,9 @@ func (c *Client) chatInfo(ch *discordgo.Channel) *bridgev2.ChatInfo {
 			members.Members = append(members.Members, bridgev2.ChatMember{EventSender: bridgev2.EventSender{Sender: networkid.UserID(u.ID)}, Membership: event.MembershipJoin})
 		}
 		return &bridgev2.ChatInfo{Members: members, Type: &roomType}
+	}
+	if ch.Type == discordgo.ChannelTypeGroupDM {
+		return groupDMInfo(ch, self)
 	}
 	roomType := database.RoomTypeDefault
 	name, topic := "#"+ch.Name, ch.Topic
@@ -321,9 +390,23 @@ func (c *Client) chatInfo(ch *discordgo.Channel) *bridgev2.ChatInfo {
 			}
 			changed := meta.GuildID != guildID
 			meta.GuildID = guildID
-			return c.offerRelay(p, meta) || changed
+			return (!c.userToken && c.offerRelay(p, meta)) || changed
 		},
 	}
+}
+
+// groupDMInfo describes a group DM's room: its name (or its members'),
+// and its members.
+func groupDMInfo(ch *discordgo.Channel, self bridgev2.ChatMember) *bridgev2.ChatInfo {
+	roomType := database.RoomTypeGroupDM
+	members := &bridgev2.ChatMemberList{IsFull: true, Members: []bridgev2.ChatMember{self}}
+	var names []string
+	for _, u := range ch.Recipients {
+		members.Members = append(members.Members, bridgev2.ChatMember{EventSender: bridgev2.EventSender{Sender: networkid.UserID(u.ID)}, Membership: event.MembershipJoin})
+		names = append(names, cmp.Or(u.GlobalName, u.Username))
+	}
+	name := cmp.Or(ch.Name, strings.Join(names, ", "))
+	return &bridgev2.ChatInfo{Name: &name, Type: &roomType, Members: members}
 }
 
 // guildInfo describes a guild's space.
@@ -335,7 +418,7 @@ func (c *Client) guildInfo(ctx context.Context, guildID string) (*bridgev2.ChatI
 		}
 	}
 	roomType := database.RoomTypeSpace
-	self := bridgev2.ChatMember{EventSender: bridgev2.EventSender{IsFromMe: true, Sender: networkid.UserID(c.botID)}, Membership: event.MembershipJoin}
+	self := bridgev2.ChatMember{EventSender: bridgev2.EventSender{IsFromMe: true, Sender: networkid.UserID(c.selfID)}, Membership: event.MembershipJoin}
 	return &bridgev2.ChatInfo{
 		Name:    &guild.Name,
 		Type:    &roomType,

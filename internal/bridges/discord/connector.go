@@ -59,7 +59,7 @@ const (
 )
 
 // Connector is the Discord bridgev2.NetworkConnector: a bot relay for
-// guild channels and the bot's DMs.
+// guild channels and the bot's DMs, or a user's own account.
 //
 // discordgo keeps Discord's URLs in package-level variables, so only one
 // Discord bridge (one Connector) may run per process.
@@ -270,9 +270,11 @@ func (c *Connector) catchUpLimit() int {
 	return defaultCatchUpLimit
 }
 
-// UserLoginMetadata is what the bridge keeps for a logged-in bot.
+// UserLoginMetadata is what the bridge keeps for a login.
 type UserLoginMetadata struct {
 	Token string `json:"token"`
+	// UserToken is set when Token is a user account's, not a bot's.
+	UserToken bool `json:"user_token,omitempty"`
 }
 
 // MessageMetadata is kept per bridged message.
@@ -295,9 +297,9 @@ type PortalMetadata struct {
 func (c *Connector) LoadUserLogin(ctx context.Context, login *bridgev2.UserLogin) error {
 	meta, ok := login.Metadata.(*UserLoginMetadata)
 	if !ok || meta.Token == "" {
-		return fmt.Errorf("discord: login %s has no bot token", login.ID)
+		return fmt.Errorf("discord: login %s has no token", login.ID)
 	}
-	client, err := newClient(c, login, meta.Token)
+	client, err := newClient(c, login, meta.Token, meta.UserToken)
 	if err != nil {
 		return err
 	}

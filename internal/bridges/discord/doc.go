@@ -1,10 +1,15 @@
 // Package discord is Matrix OS's built-in Discord bridge: a bridgev2
 // network connector run in-process by internal/bridges/host.
 //
-// A Matrix user logs in by sending the bridge bot `login` and then a Discord
-// bot token. The bot relays: each text channel of the guilds it is in, and
-// each DM it has, is a portal room; Discord users are ghosts
-// (@discord_<user id>:server). Messages go both ways with Discord markdown
+// A Matrix user logs in by sending the bridge bot `login bot-token` and then
+// a Discord bot token. The bot relays: each text channel of the guilds it is
+// in, and each DM it has, is a portal room; Discord users are ghosts
+// (@discord_<user id>:server). Where the user chooses it, `login user-token`
+// logs in with their own account's token (against Discord's terms, at their
+// own risk): their DMs, group DMs (from READY's private_channels) and guild
+// channels are portals of that login, their Matrix messages are sent as
+// them, and their own messages typed on Discord are bridged while the
+// echoes of those sent from Matrix are not (ownSends). Messages go both ways with Discord markdown
 // converted to and from Matrix HTML (markdown.go, tomarkdown.go), with
 // edits, deletions, replies, reactions (unicode emoji; custom emoji arrive
 // as :name: text), attachments and threads (a Discord thread opened on a

@@ -136,7 +136,7 @@ func (c *Client) lastBridgedID(ctx context.Context, channelID, parentID string) 
 		// A message sent from Matrix is newer than Discord messages typed
 		// before it and missed meanwhile: only what came from Discord marks
 		// where the channel was last read.
-		fromDiscord := string(m.SenderID) != c.botID
+		fromDiscord := string(m.SenderID) != c.selfID
 		if fromDiscord && messageChannel(m, portalID) == channelID && compareSnowflakes(string(m.ID), newest) > 0 {
 			newest = string(m.ID)
 		}
@@ -179,7 +179,7 @@ func (c *Client) portalFor(ctx context.Context, channelID string) (portalChannel
 }
 
 func (c *Client) sender(userID string) bridgev2.EventSender {
-	return bridgev2.EventSender{Sender: networkid.UserID(userID), IsFromMe: userID == c.botID}
+	return bridgev2.EventSender{Sender: networkid.UserID(userID), IsFromMe: userID == c.selfID}
 }
 
 func (c *Client) onMessageCreate(s *discordgo.Session, m *discordgo.MessageCreate) {
@@ -189,11 +189,12 @@ func (c *Client) onMessageCreate(s *discordgo.Session, m *discordgo.MessageCreat
 // bridgedMessageTypes are the Discord message types with user content.
 var bridgedMessageTypes = []discordgo.MessageType{discordgo.MessageTypeDefault, discordgo.MessageTypeReply}
 
-// handleMessage queues a new Discord message. The bot's own messages, and
-// those of the bridge's webhooks, are what the bridge sent from Matrix:
-// they are already in the room.
+// handleMessage queues a new Discord message. The bot's own messages, a
+// user login's messages sent from Matrix, and those of the bridge's
+// webhooks are what the bridge sent: they are already in the room. A user
+// login's messages typed on Discord are bridged as the user's.
 func (c *Client) handleMessage(ctx context.Context, m *discordgo.Message) {
-	if m.Author == nil || m.Author.ID == c.botID || !slices.Contains(bridgedMessageTypes, m.Type) {
+	if m.Author == nil || c.isOwnEcho(m) || !slices.Contains(bridgedMessageTypes, m.Type) {
 		return
 	}
 	portalChannel, _, ok := c.portalFor(ctx, m.ChannelID)
@@ -213,6 +214,13 @@ func (c *Client) handleMessage(ctx context.Context, m *discordgo.Message) {
 		Data:               m,
 		ConvertMessageFunc: c.convertMessage,
 	})
+}
+
+// isOwnEcho reports whether a message of the login's own Discord user is
+// what the bridge sent: all of a bot's, those a user login sent from Matrix
+// (edits of them included).
+func (c *Client) isOwnEcho(m *discordgo.Message) bool {
+	return m.Author.ID == c.selfID && (!c.userToken || c.own.isEcho(m.ID))
 }
 
 // isRelayEcho reports whether a message was sent by one of the bridge's
@@ -373,7 +381,7 @@ func (c *Connector) download(ctx context.Context, url string, limit int64) ([]by
 // onMessageUpdate bridges edits of a message's text. Updates without an
 // edit timestamp (embeds resolving) change nothing a user wrote.
 func (c *Client) onMessageUpdate(s *discordgo.Session, m *discordgo.MessageUpdate) {
-	if m.Author == nil || m.Author.ID == c.botID || m.EditedTimestamp == nil {
+	if m.Author == nil || c.isOwnEcho(m.Message) || m.EditedTimestamp == nil {
 		return
 	}
 	ctx := c.eventContext()
@@ -439,7 +447,7 @@ func (c *Client) onReactionRemove(s *discordgo.Session, r *discordgo.MessageReac
 // handleReaction bridges a reaction of someone other than the bot: a
 // unicode emoji as itself, a custom emoji as its :name:.
 func (c *Client) handleReaction(r *discordgo.MessageReaction, kind bridgev2.RemoteEventType) {
-	if r == nil || r.UserID == c.botID || r.Emoji.Name == "" {
+	if r == nil || r.UserID == c.selfID || r.Emoji.Name == "" {
 		return
 	}
 	ctx := c.eventContext()

@@ -17,7 +17,8 @@ import (
 	"maunium.net/go/mautrix/event"
 )
 
-// This file sends what Matrix users do to Discord, as the bot.
+// This file sends what Matrix users do to Discord, as the login's bot or
+// user (or, for relayed users, through a webhook: relay.go).
 
 var (
 	errTooLong = bridgev2.WrapErrorInStatus(errors.New("the message is longer than Discord's 2000 characters")).
@@ -70,17 +71,29 @@ func (c *Client) HandleMatrixMessage(ctx context.Context, msg *bridgev2.MatrixMe
 		if msg.ReplyTo != nil && messageChannel(msg.ReplyTo, portalChannel) == channelID {
 			send.Reference = &discordgo.MessageReference{MessageID: string(msg.ReplyTo.ID), ChannelID: channelID}
 		}
-		sent, err = c.session.ChannelMessageSendComplex(channelID, send, discordgo.WithContext(ctx))
+		sent, err = c.sendAsLogin(ctx, channelID, send)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("discord: send message: %w", err)
 	}
 	return &bridgev2.MatrixMessageResponse{DB: &database.Message{
 		ID:        networkid.MessageID(sent.ID),
-		SenderID:  networkid.UserID(c.botID),
+		SenderID:  networkid.UserID(c.selfID),
 		Timestamp: sent.Timestamp,
 		Metadata:  meta,
 	}}, nil
+}
+
+// sendAsLogin sends a message as the login's Discord user; a user login
+// remembers it, so that its echo is not bridged back.
+func (c *Client) sendAsLogin(ctx context.Context, channelID string, send *discordgo.MessageSend) (*discordgo.Message, error) {
+	post := func() (*discordgo.Message, error) {
+		return c.session.ChannelMessageSendComplex(channelID, send, discordgo.WithContext(ctx))
+	}
+	if !c.userToken {
+		return post()
+	}
+	return c.own.send(post)
 }
 
 // relayWebhook is the webhook a relayed message in the portal goes
@@ -220,7 +233,7 @@ func truncateRunes(s string, n int) string {
 // sender may edit it.
 func (c *Client) HandleMatrixEdit(ctx context.Context, msg *bridgev2.MatrixEdit) error {
 	target := msg.EditTarget
-	if string(target.SenderID) != c.botID || (target.SenderMXID != "" && target.SenderMXID != msg.Event.Sender) {
+	if string(target.SenderID) != c.selfID || (target.SenderMXID != "" && target.SenderMXID != msg.Event.Sender) {
 		return errEditOthers
 	}
 	meta, _ := target.Metadata.(*MessageMetadata)
@@ -294,7 +307,7 @@ func (c *Client) PreHandleMatrixReaction(ctx context.Context, msg *bridgev2.Matr
 	// variation selector only where Unicode requires one (❤️, not 👍️).
 	discordEmoji := variationselector.FullyQualify(key)
 	return bridgev2.MatrixReactionPreResponse{
-		SenderID: networkid.UserID(c.botID),
+		SenderID: networkid.UserID(c.selfID),
 		EmojiID:  networkid.EmojiID(discordEmoji),
 		Emoji:    key,
 	}, nil

@@ -10,7 +10,7 @@ import (
 func Kind() bridges.Kind {
 	return bridges.Kind{
 		Name:        "discord",
-		Description: "Discord: a bot relays guild channels and its DMs (log in with a bot token)",
+		Description: "Discord: a bot relays guild channels and its DMs (log in with a bot token), or your own account's DMs and channels (a user token, at your own risk)",
 		NewNetwork:  func() bridgev2.NetworkConnector { return NewConnector() },
 	}
 }

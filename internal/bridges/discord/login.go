@@ -14,40 +14,69 @@ import (
 )
 
 const (
-	flowBotToken     = "bot-token"
-	stepBotToken     = "org.matrixos.discord.bot_token"
-	stepLoginDone    = "org.matrixos.discord.complete"
-	fieldBotToken    = "token"
-	maxBotTokenBytes = 200
+	flowBotToken  = "bot-token"
+	flowUserToken = "user-token"
+	stepBotToken  = "org.matrixos.discord.bot_token"
+	stepUserToken = "org.matrixos.discord.user_token"
+	stepLoginDone = "org.matrixos.discord.complete"
+	fieldToken    = "token"
+	maxTokenBytes = 200
 )
 
-// GetLoginFlows lists the ways to log in: a bot token.
+// GetLoginFlows lists the ways to log in: a bot token (a relay bot), or,
+// where the user chooses it, their own account's token.
 func (c *Connector) GetLoginFlows() []bridgev2.LoginFlow {
 	return []bridgev2.LoginFlow{{
 		Name:        "Bot token",
 		Description: "Log in with a Discord bot's token; the bot relays the guild channels it can see and its DMs.",
 		ID:          flowBotToken,
+	}, {
+		Name: "User token",
+		Description: "Log in with your own Discord account's token: your DMs, group DMs and guild channels become rooms " +
+			"and you write as yourself. Against Discord's terms of service: at your own risk.",
+		ID: flowUserToken,
 	}}
 }
 
 // CreateLogin starts a login flow for a Matrix user.
 func (c *Connector) CreateLogin(ctx context.Context, user *bridgev2.User, flowID string) (bridgev2.LoginProcess, error) {
-	if flowID != flowBotToken {
-		return nil, fmt.Errorf("discord: unknown login flow %q", flowID)
+	switch flowID {
+	case flowBotToken:
+		return &tokenLogin{connector: c, user: user}, nil
+	case flowUserToken:
+		return &tokenLogin{connector: c, user: user, userToken: true}, nil
 	}
-	return &botTokenLogin{connector: c, user: user}, nil
+	return nil, fmt.Errorf("discord: unknown login flow %q", flowID)
 }
 
-// botTokenLogin asks for a bot token, checks it with GET /users/@me and
-// stores the login.
-type botTokenLogin struct {
+// tokenLogin asks for a bot's or a user's token, checks it with GET
+// /users/@me and stores the login.
+type tokenLogin struct {
 	connector *Connector
 	user      *bridgev2.User
+	userToken bool // a user account's token, not a bot's
 }
 
-var _ bridgev2.LoginProcessUserInput = (*botTokenLogin)(nil)
+var _ bridgev2.LoginProcessUserInput = (*tokenLogin)(nil)
 
-func (l *botTokenLogin) Start(ctx context.Context) (*bridgev2.LoginStep, error) {
+func (l *tokenLogin) Start(ctx context.Context) (*bridgev2.LoginStep, error) {
+	if l.userToken {
+		return &bridgev2.LoginStep{
+			Type:   bridgev2.LoginStepTypeUserInput,
+			StepID: stepUserToken,
+			Instructions: "Logging in with your own account's token is against Discord's terms of service; Discord may " +
+				"suspend accounts that do it. Go on only at your own risk. The token is in the Authorization header of " +
+				"requests the Discord web app makes (browser developer tools, Network tab). Send it to log in.",
+			UserInputParams: &bridgev2.LoginUserInputParams{
+				Fields: []bridgev2.LoginInputDataField{{
+					Type:        bridgev2.LoginInputFieldTypeToken,
+					ID:          fieldToken,
+					Name:        "User token",
+					Description: "Your Discord account's token",
+				}},
+			},
+		}, nil
+	}
 	return &bridgev2.LoginStep{
 		Type:   bridgev2.LoginStepTypeUserInput,
 		StepID: stepBotToken,
@@ -56,7 +85,7 @@ func (l *botTokenLogin) Start(ctx context.Context) (*bridgev2.LoginStep, error) 
 		UserInputParams: &bridgev2.LoginUserInputParams{
 			Fields: []bridgev2.LoginInputDataField{{
 				Type:        bridgev2.LoginInputFieldTypeToken,
-				ID:          fieldBotToken,
+				ID:          fieldToken,
 				Name:        "Bot token",
 				Description: "The token from the Bot page of your Discord application",
 			}},
@@ -64,7 +93,7 @@ func (l *botTokenLogin) Start(ctx context.Context) (*bridgev2.LoginStep, error) 
 	}, nil
 }
 
-func (l *botTokenLogin) Cancel() {}
+func (l *tokenLogin) Cancel() {}
 
 // errBadToken is shown to the user when Discord refuses the token.
 var errBadToken = bridgev2.RespError{
@@ -73,12 +102,24 @@ var errBadToken = bridgev2.RespError{
 	StatusCode: http.StatusBadRequest,
 }
 
-func (l *botTokenLogin) SubmitUserInput(ctx context.Context, input map[string]string) (*bridgev2.LoginStep, error) {
-	token := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(input[fieldBotToken]), "Bot "))
-	if token == "" || len(token) > maxBotTokenBytes || strings.ContainsAny(token, " \t\r\n") {
-		return nil, errBadToken.WithMessage("That does not look like a Discord bot token")
+// authorization is the Authorization header of a token: bots' carry "Bot ".
+func authorization(token string, userToken bool) string {
+	if userToken {
+		return token
 	}
-	session, err := discordgo.New("Bot " + token)
+	return "Bot " + token
+}
+
+func (l *tokenLogin) SubmitUserInput(ctx context.Context, input map[string]string) (*bridgev2.LoginStep, error) {
+	kind := "bot"
+	if l.userToken {
+		kind = "user"
+	}
+	token := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(input[fieldToken]), "Bot "))
+	if token == "" || len(token) > maxTokenBytes || strings.ContainsAny(token, " \t\r\n") {
+		return nil, errBadToken.WithMessage("That does not look like a Discord %s token", kind)
+	}
+	session, err := discordgo.New(authorization(token, l.userToken))
 	if err != nil {
 		return nil, fmt.Errorf("discord: new session: %w", err)
 	}
@@ -87,25 +128,29 @@ func (l *botTokenLogin) SubmitUserInput(ctx context.Context, input map[string]st
 	var restErr *discordgo.RESTError
 	switch {
 	case errors.As(err, &restErr) && restErr.Response != nil && restErr.Response.StatusCode == http.StatusUnauthorized:
-		return nil, errBadToken
+		return nil, errBadToken.WithMessage("Discord refused that %s token", kind)
 	case err != nil:
 		return nil, fmt.Errorf("discord: checking the token: %w", err)
-	case !me.Bot:
-		return nil, errBadToken.WithMessage("That token is not a bot's token")
+	case me.Bot != !l.userToken:
+		return nil, errBadToken.WithMessage("That token is not a %s's token", kind)
 	}
 	login, err := l.user.NewLogin(ctx, &database.UserLogin{
 		ID:         networkid.UserLoginID(me.ID),
 		RemoteName: me.Username,
-		Metadata:   &UserLoginMetadata{Token: token},
+		Metadata:   &UserLoginMetadata{Token: token, UserToken: l.userToken},
 	}, &bridgev2.NewLoginParams{DeleteOnConflict: true})
 	if err != nil {
 		return nil, fmt.Errorf("discord: saving the login: %w", err)
 	}
 	l.connector.guard.Go(func() { login.Client.Connect(login.Log.WithContext(context.Background())) })
+	done := fmt.Sprintf("Logged in as the bot %s; its guild channels will appear as rooms.", me.Username)
+	if l.userToken {
+		done = fmt.Sprintf("Logged in as %s; your DMs, group DMs and guild channels will appear as rooms.", me.Username)
+	}
 	return &bridgev2.LoginStep{
 		Type:           bridgev2.LoginStepTypeComplete,
 		StepID:         stepLoginDone,
-		Instructions:   fmt.Sprintf("Logged in as the bot %s; its guild channels will appear as rooms.", me.Username),
+		Instructions:   done,
 		CompleteParams: &bridgev2.LoginCompleteParams{UserLoginID: login.ID, UserLogin: login},
 	}, nil
 }

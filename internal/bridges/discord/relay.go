@@ -102,7 +102,7 @@ func (c *Client) channelWebhook(ctx context.Context, channelID string) (*discord
 
 // isBridgeWebhook reports whether a webhook is one the bridge's bot made.
 func (c *Client) isBridgeWebhook(hook *discordgo.Webhook) bool {
-	return hook.Type == discordgo.WebhookTypeIncoming && hook.User != nil && hook.User.ID == c.botID
+	return hook.Type == discordgo.WebhookTypeIncoming && hook.User != nil && hook.User.ID == c.selfID
 }
 
 // webhookError turns a refusal for lack of permission into

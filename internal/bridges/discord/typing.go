@@ -39,7 +39,7 @@ func (c *Client) HandleMatrixTyping(ctx context.Context, msg *bridgev2.MatrixTyp
 // onTypingStart shows a Discord user's typing on their ghost for as long as
 // Discord's indicator lasts.
 func (c *Client) onTypingStart(s *discordgo.Session, t *discordgo.TypingStart) {
-	if t.UserID == c.botID {
+	if t.UserID == c.selfID {
 		return
 	}
 	ctx := c.eventContext()

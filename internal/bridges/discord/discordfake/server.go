@@ -69,6 +69,8 @@ type Server struct {
 	userTokens map[string]string
 	// members is, per DM and group DM, who is in it.
 	members map[string][]string
+	// acks is the message each user has read up to in each channel.
+	acks map[ackKey]string
 }
 
 type attachmentFile struct {
@@ -114,6 +116,7 @@ func Start(t interface{ Cleanup(func()) }, opts Options) *Server {
 		typers:            map[string][]string{},
 		userTokens:        map[string]string{},
 		members:           map[string][]string{},
+		acks:              map[ackKey]string{},
 		changed:           make(chan struct{}),
 		limits:            rateLimits{limit: 50, window: time.Second, buckets: map[string]*bucket{}},
 	}
@@ -371,6 +374,7 @@ func (s *Server) routes() http.Handler {
 	api("DELETE /channels/{channel}/messages/{message}/reactions/{emoji}/@me", s.removeReaction)
 	api("POST /channels/{channel}/messages/{message}/threads", s.startThread)
 	api("POST /channels/{channel}/typing", s.triggerTyping)
+	api("POST /channels/{channel}/messages/{message}/ack", s.ackMessage)
 	api("GET /channels/{channel}/webhooks", s.listWebhooks)
 	api("POST /channels/{channel}/webhooks", s.createWebhook)
 	// Executing a webhook and changing its messages authenticate with the
