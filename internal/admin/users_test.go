@@ -97,9 +97,10 @@ func TestAdminUsers(t *testing.T) {
 		bob := n.Register("bob")
 		bobPath := url.PathEscape(string(bob.UserID))
 
-		// List: everyone, then only admins, then by name.
+		// List: everyone (the admin, bob and the moderation user the node
+		// creates at start), then only admins, then by name.
 		list := testnode.Call(t, adm, "GET", "/_synapse/admin/v2/users", nil)
-		if list.Status != 200 || list.JSON(t)["total"].(float64) != 2 {
+		if list.Status != 200 || list.JSON(t)["total"].(float64) != 3 {
 			t.Fatalf("list users: %d %s", list.Status, list.Body)
 		}
 		admins := testnode.Call(t, adm, "GET", "/_synapse/admin/v2/users?admins=true", nil).JSON(t)
@@ -187,10 +188,10 @@ func TestAdminUsers(t *testing.T) {
 			t.Fatalf("deactivated user's membership %q, want leave", got)
 		}
 		deact := testnode.Call(t, adm, "GET", "/_synapse/admin/v2/users?deactivated=true", nil).JSON(t)
-		if deact["total"].(float64) != 3 {
-			t.Fatalf("deactivated=true should list all 3: %v", deact)
+		if deact["total"].(float64) != 4 {
+			t.Fatalf("deactivated=true should list all 4 (the moderation user too): %v", deact)
 		}
-		if testnode.Call(t, adm, "GET", "/_synapse/admin/v2/users", nil).JSON(t)["total"].(float64) != 2 {
+		if testnode.Call(t, adm, "GET", "/_synapse/admin/v2/users", nil).JSON(t)["total"].(float64) != 3 {
 			t.Fatal("deactivated users are listed by default")
 		}
 		ver := testnode.Call(t, adm, "GET", "/_synapse/admin/v1/server_version", nil).JSON(t)

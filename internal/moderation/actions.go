@@ -22,6 +22,7 @@ const (
 	ActionMute   = "mute"
 	ActionACL    = "server_acl"
 	ActionFlag   = "flag"
+	ActionKick   = "kick"
 )
 
 // Action is one logged moderator action of the moderation user.
@@ -77,6 +78,7 @@ func (s *Service) mayAct(ctx context.Context, roomID id.RoomID, action string, n
 
 func banLevel(pl *event.PowerLevelsEventContent) int    { return pl.Ban() }
 func redactLevel(pl *event.PowerLevelsEventContent) int { return pl.Redact() }
+func kickLevel(pl *event.PowerLevelsEventContent) int   { return pl.Kick() }
 func stateLevel(evType string) func(*event.PowerLevelsEventContent) int {
 	return func(pl *event.PowerLevelsEventContent) int {
 		return pl.GetEventLevel(event.Type{Type: evType, Class: event.StateEventType})
@@ -178,6 +180,21 @@ func (s *Service) mute(ctx context.Context, roomID id.RoomID, user id.UserID, re
 		return nil, err
 	}
 	return s.logAction(ctx, Action{RoomID: roomID, Action: ActionMute, Target: string(user), Reason: reason, Detail: strconv.Itoa(before)})
+}
+
+// kick removes a user from a room (they may join again) and logs it.
+func (s *Service) kick(ctx context.Context, roomID id.RoomID, user id.UserID, reason string) (*Action, error) {
+	pl, err := s.mayAct(ctx, roomID, "kick", kickLevel)
+	if err != nil {
+		return nil, err
+	}
+	if pl.GetUserLevel(user) >= pl.GetUserLevel(s.Bot()) {
+		return nil, fmt.Errorf("the moderation user may not kick %s in %s: their power level is not below its own", user, roomID)
+	}
+	if err := s.setMembership(ctx, roomID, user, "leave", reason); err != nil {
+		return nil, fmt.Errorf("kick %s from %s: %w", user, roomID, err)
+	}
+	return s.logAction(ctx, Action{RoomID: roomID, Action: ActionKick, Target: string(user), Reason: reason})
 }
 
 // setUserLevel sends the room's power levels with one user's changed.

@@ -9,9 +9,12 @@
 // (protected rooms, their policy lists and moderators' rooms) and every
 // configuration event, and acts as the moderation user
 // (@moderation:<server>) with ordinary events: bans, unbans, redactions,
-// power levels and server ACLs. Each action needs the power level any
+// kicks, power levels and server ACLs. The node creates the moderation
+// user at start (EnsureBot). Each action needs the power level any
 // moderator would; one the moderation user lacks the power for is
-// refused, logged and told to the moderators' room. Every action is
+// refused, logged and told to the moderators' room, except a flood's
+// mute, which falls back to redacting the flooder's messages and
+// kicking them. Every action is
 // logged (moderation_actions, the admin API) and reported to the
 // moderators' room, where a reaction with UndoKey (↩️) to the report, by
 // a user who may ban in the room acted in, undoes it.

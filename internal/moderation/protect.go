@@ -2,6 +2,7 @@ package moderation
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -253,12 +254,61 @@ func (s *Service) stopFlood(ctx context.Context, cfg *Config, ev storedEvent, bo
 	}
 	a, err := s.mute(ctx, ev.roomID, ev.sender, "flood: "+reason)
 	if err != nil {
-		s.refused(ctx, ev.roomID, fmt.Sprintf("mute %s in %s (the flood protection: %s)", ev.sender, ev.roomID, reason), err)
+		s.stopFloodWithoutMute(ctx, ev, body, reason, err)
 		return nil
 	}
 	s.warn(ctx, ev.roomID, ev.sender, "you are muted by the flood protection: "+reason+".")
 	s.report(ctx, a, fmt.Sprintf("%s muted in %s by the flood protection: %s.", ev.sender, ev.roomID, reason))
 	return nil
+}
+
+// stopFloodWithoutMute stops a flooder the moderation user may not mute
+// (it lacks the power to change power levels) with what it may do:
+// redact the flooder's messages it remembers in the room, the one over
+// the limit included, and kick them. The report says so and why.
+func (s *Service) stopFloodWithoutMute(ctx context.Context, ev storedEvent, body, reason string, muteErr error) {
+	why := "flood: " + reason
+	var done []string
+	redacted, redactErr := 0, error(nil)
+	if _, err := s.redact(ctx, ev.roomID, ev.eventID, ev.sender, why, body); err != nil {
+		redactErr = err
+	} else {
+		redacted++
+		for _, m := range s.recent[ev.roomID] {
+			if m.sender != ev.sender || m.redacted {
+				continue
+			}
+			if _, err := s.redact(ctx, ev.roomID, m.eventID, ev.sender, why, m.body); err != nil {
+				redactErr = err
+				break
+			}
+			m.redacted = true
+			redacted++
+		}
+	}
+	if redacted > 0 {
+		done = append(done, fmt.Sprintf("redacted %d of their messages", redacted))
+	}
+	kicked, kickErr := s.kick(ctx, ev.roomID, ev.sender, why)
+	if kickErr == nil {
+		done = append(done, "kicked them")
+	}
+	what := fmt.Sprintf("mute %s in %s (the flood protection: %s)", ev.sender, ev.roomID, reason)
+	if len(done) == 0 {
+		s.refused(ctx, ev.roomID, what, errors.Join(muteErr, redactErr, kickErr))
+		return
+	}
+	text := fmt.Sprintf("%s flooded %s, stopped by the flood protection: %s. Could not mute them (%v), so instead %s.",
+		ev.sender, ev.roomID, reason, muteErr, strings.Join(done, " and "))
+	if kickErr != nil {
+		text += fmt.Sprintf(" Could not kick them: %v.", kickErr)
+	}
+	if kicked == nil {
+		s.warn(ctx, ev.roomID, ev.sender, "your messages were removed by the flood protection: "+reason+".")
+		s.notifyModerators(ctx, s.configs[ev.roomID], text+" Undo a redaction with \"!assistant mod undo <id>\" (see \"!assistant mod log\").", nil)
+		return
+	}
+	s.report(ctx, kicked, text+" They may join again.")
 }
 
 // mentions counts the users a message mentions: m.mentions or the user

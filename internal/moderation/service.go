@@ -679,6 +679,11 @@ func (s *Service) join(ctx context.Context, roomID id.RoomID) error {
 	return err
 }
 
+// EnsureBot creates the moderation user if it does not exist; the node
+// calls it at start, so the user is there (to invite, to give a power
+// level) before any room turns protections on.
+func (s *Service) EnsureBot(ctx context.Context) error { return s.ensureBot(ctx) }
+
 // ensureBot creates the moderation user if it does not exist.
 func (s *Service) ensureBot(ctx context.Context) error {
 	bot := s.Bot()

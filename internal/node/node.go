@@ -310,6 +310,10 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	}
 	n.Rooms.StateChecks[moderation.ConfigType] = moderation.CheckConfig
 	n.Rooms.RoomPolicy = n.Moderation.RoomPolicy
+	if err := n.Moderation.EnsureBot(ctx); err != nil {
+		// Protections then report, room by room, that it cannot join.
+		log.Warn("moderation: the moderation user is not available", "err", err)
+	}
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Moderation.OnEvent)
 	if err := n.Assistant.Register(n.Moderation.Command()); err != nil {
 		return nil, n.abandon(ctx, err)
