@@ -6,8 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/matrixos/matrixos/internal/config"
 	"github.com/matrixos/matrixos/internal/node"
 	"github.com/matrixos/matrixos/internal/storage"
+	"github.com/matrixos/matrixos/internal/storage/pgtest"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
@@ -20,8 +22,7 @@ func TestServerNameBoundOnceUsersExist(t *testing.T) {
 		ctx := context.Background()
 		cfg := n.Config
 		n.Stop()
-		open := func(serverName string) error {
-			c := cfg
+		openWith := func(c config.Config, serverName string) error {
 			c.ServerName = serverName
 			db, err := node.OpenDB(ctx, c, node.NewLogger(c, io.Discard))
 			if err == nil {
@@ -29,11 +30,19 @@ func TestServerNameBoundOnceUsersExist(t *testing.T) {
 			}
 			return err
 		}
-		// No users yet: the name follows the config.
-		if err := open("renamed.example"); err != nil {
+		open := func(serverName string) error { return openWith(cfg, serverName) }
+		// No users yet (a database no node has run on: a node creates its
+		// own users, such as @moderation, at start): the name follows the
+		// config.
+		fresh := cfg
+		fresh.DataDir = t.TempDir()
+		if cfg.Database != "" {
+			fresh.Database = pgtest.Start(t)
+		}
+		if err := openWith(fresh, "renamed.example"); err != nil {
 			t.Fatalf("renaming a node without users: %v", err)
 		}
-		if err := open(cfg.ServerName); err != nil {
+		if err := openWith(fresh, cfg.ServerName); err != nil {
 			t.Fatalf("renaming back: %v", err)
 		}
 		n = testnode.StartConfig(t, cfg)
