@@ -57,6 +57,7 @@ type Config struct {
 	TLSKey                   string        `yaml:"tls_key" doc:"PEM private key file for tls_cert."`
 	FederationCA             string        `yaml:"federation_ca" doc:"PEM file of extra certificate authorities trusted for outbound federation, beside the system's (a private CA for test networks)."`
 	TrustedKeyServers        []string      `yaml:"trusted_key_servers" doc:"Server names of notaries asked for other servers' signing keys before asking those servers directly (comma-separated). Empty: keys are fetched directly only."`
+	FederationStateBatch     int           `yaml:"federation_state_batch" doc:"Events of a big room's state (the /state answer of a partial-state join's resync: hundreds of thousands of events) decoded, checked and written at a time: the answer is read as a stream, so the memory it takes while it is checked is bounded by this, not by the room (about 2 KiB per event held). 1 to 100000; 0 is the default."`
 	FederationPresence       bool          `yaml:"federation_presence" doc:"Send local users' presence to the other servers they share rooms with and accept theirs (m.presence EDUs). Off: presence stays on this server, as each update would otherwise go to every server of every room."`
 	Ledger                   string        `yaml:"ledger" doc:"Which rooms' events go into the node's transparency log (docs/ledger.md): room (each room whose admins set the org.matrixos.ledger state event to {\"enabled\": true}) or all (every room)."`
 	LedgerPublic             bool          `yaml:"ledger_public" doc:"Serve the events transparency log's checkpoint and tiles to anyone (docs/ledger.md). Off: only to server admins, as the entries name the room and event IDs of every logged room (with ledger: all, direct messages included); the log's key and the proof endpoint are unchanged."`
@@ -96,6 +97,7 @@ func Default() Config {
 		RateLimitUploadPerMin:  60,
 		RateLimitUploadBurst:   20,
 		FederationListen:       ":8448",
+		FederationStateBatch:   1000,
 		Ledger:                 "room",
 		Assistant:              true,
 		AssistantModelStream:   true,

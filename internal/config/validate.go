@@ -267,6 +267,9 @@ func (c *Config) validateFederation(bad func(setting, format string, args ...any
 			bad("trusted_key_servers", "%v", err)
 		}
 	}
+	if c.FederationStateBatch < 0 || c.FederationStateBatch > 100_000 {
+		bad("federation_state_batch", "%d: want 1 to 100000 events (0: the default)", c.FederationStateBatch)
+	}
 }
 
 // LoadCertPool reads a PEM file of CA certificates into a pool with no

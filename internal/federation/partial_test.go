@@ -61,11 +61,11 @@ func (g *gatedRemote) wait(ctx context.Context) error {
 	}
 }
 
-func (g *gatedRemote) GetState(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) ([]json.RawMessage, []json.RawMessage, error) {
+func (g *gatedRemote) GetState(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID, each func(bool, json.RawMessage) error) error {
 	if err := g.wait(ctx); err != nil {
-		return nil, nil, err
+		return err
 	}
-	return g.Remote.GetState(ctx, server, roomID, eventID)
+	return g.Remote.GetState(ctx, server, roomID, eventID, each)
 }
 
 // bigRoom fills a room of a's with n members (a's users, written straight

@@ -50,16 +50,6 @@ func (r *RoomRemote) GetStateIDs(ctx context.Context, server string, roomID id.R
 	return resp.PDUs, resp.AuthChain, nil
 }
 
-// GetState asks server for the room's state before an event and its auth
-// chain, as PDUs (/state).
-func (r *RoomRemote) GetState(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) (state, authChain []json.RawMessage, err error) {
-	resp, err := r.Client.GetState(ctx, server, roomID, eventID)
-	if err != nil {
-		return nil, nil, fmt.Errorf("state from %s: %w", server, err)
-	}
-	return resp.PDUs, resp.AuthChain, nil
-}
-
 // GetEvent asks server for one event (/event).
 func (r *RoomRemote) GetEvent(ctx context.Context, server string, eventID id.EventID) (json.RawMessage, error) {
 	resp, err := r.Client.GetEvent(ctx, server, eventID)

@@ -65,6 +65,7 @@ func (n *Node) wireFederation() {
 	// Remote room events are checked with keys and events fetched
 	// through the federation client; without it they are refused.
 	n.Rooms.Remote = n.Federation.RoomRemote()
+	n.Rooms.StateBatch = n.cfg.FederationStateBatch
 	f := n.Federation
 	f.InviteBlocked = n.AccountData.InviteBlocked
 	f.LocalUserActive = n.Accounts.Active

@@ -24,5 +24,6 @@
 // (depth, position) (TopoEvents), while /sync follows positions. A room
 // joined with partial state (ImportPartialJoin: send_join's
 // members_omitted) is usable at once and completed in the background
-// from the servers the answer named (partial.go).
+// from the servers the answer named (partial.go), whose state answer is
+// checked as a stream, a batch at a time (statestream.go).
 package rooms

@@ -44,6 +44,12 @@ type Engine struct {
 	// resyncs runs the resyncs of partial-state rooms (partial.go).
 	resyncs *resyncers
 
+	// StateBatch is how many events of a room's state streamed in (the
+	// /state answer of a partial-state resync) are decoded, checked and
+	// written at a time, which bounds the memory the answer takes while
+	// it is checked (DefaultStateBatch when 0). Set it before serving.
+	StateBatch int
+
 	// OnEvent hooks run, in order, after each event has committed. They run
 	// on the sender's goroutine and must be quick (wake-ups, counters).
 	OnEvent []func(ev *Event, r *RoomInfo)

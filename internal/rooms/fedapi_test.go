@@ -96,12 +96,21 @@ func (r netRemote) GetStateIDs(ctx context.Context, server string, roomID id.Roo
 	return e.StateIDsBefore(ctx, roomID, eventID)
 }
 
-func (r netRemote) GetState(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) ([]json.RawMessage, []json.RawMessage, error) {
+func (r netRemote) GetState(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID, each func(bool, json.RawMessage) error) error {
 	e, err := r.server(server)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	return e.StateBefore(ctx, roomID, eventID, false)
+	state, chain, err := e.StateBefore(ctx, roomID, eventID, false)
+	if err != nil {
+		return err
+	}
+	for i, raw := range slices.Concat(state, chain) {
+		if err := each(i >= len(state), raw); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (r netRemote) Backfill(ctx context.Context, server string, roomID id.RoomID, from []id.EventID, limit int) ([]json.RawMessage, error) {

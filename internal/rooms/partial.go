@@ -24,7 +24,8 @@ import (
 // read and paginate at once. The room is marked partial (a
 // partial_state_rooms row, written with the join), and a resync fetches
 // the full state at the join (/state_ids, then the events not stored
-// here by /event, or /state when they are many) from the servers the
+// here by /event, or /state when they are many, read as a stream with
+// memory bounded by StateBatch: statestream.go) from the servers the
 // answer named
 // (servers_in_room, the answering server first), checks it as a joined
 // room's state is checked, and lays the members that were left out under
@@ -308,12 +309,12 @@ func (e *Engine) resyncOnce(ctx context.Context, r *room, pj *partialJoin) error
 	}
 	errs := []error{}
 	for _, server := range pj.servers {
-		state, chain, err := e.fetchStateAt(ctx, server, r.id, at, withAt)
+		full, err := e.fullStateAt(ctx, server, r, at, withAt)
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("the state from %s: %w", server, err))
 			continue
 		}
-		if err := e.completeState(ctx, r, pj, state, chain); err != nil {
+		if err := e.completeState(ctx, r, pj, full); err != nil {
 			errs = append(errs, fmt.Errorf("the state from %s: %w", server, err))
 			continue
 		}
@@ -348,23 +349,27 @@ func (e *Engine) resyncPoint(ctx context.Context, pj *partialJoin) (at id.EventI
 // instead.
 const fetchManyEvents = 100
 
-// fetchStateAt asks server for the state before the event at and its
-// auth chain: their IDs (/state_ids), then the events not stored here, one
-// by one (/event, a few at a time) when they are few, all at once (/state)
-// otherwise. withAt adds the event at itself last to the state, so that a
-// state event overrides what the state before it holds for its key.
-func (e *Engine) fetchStateAt(ctx context.Context, server string, roomID id.RoomID, at id.EventID, withAt bool) (state, authChain []json.RawMessage, err error) {
-	stateIDs, chainIDs, err := e.Remote.GetStateIDs(ctx, server, roomID, at)
+// fullStateAt asks server for the state before the event at and its
+// auth chain, checks them (checkStreamedState: the events that pass are
+// stored) and returns the state. It asks for their IDs (/state_ids), then
+// for the events not stored here, one by one (/event, a few at a time)
+// when they are few, or for the whole state, streamed (/state),
+// otherwise. withAt adds the event at itself to the state, overriding
+// what the state before it holds for its key.
+func (e *Engine) fullStateAt(ctx context.Context, server string, r *room, at id.EventID, withAt bool) (idState, error) {
+	stateIDs, chainIDs, err := e.Remote.GetStateIDs(ctx, server, r.id, at)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	atOverride := id.EventID("")
 	if withAt {
 		stateIDs = append(stateIDs, at)
+		atOverride = at
 	}
 	all := slices.Concat(stateIDs, chainIDs)
 	stored, err := e.anyEvents(ctx, all)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var missing []id.EventID
 	for _, eid := range all {
@@ -372,42 +377,52 @@ func (e *Engine) fetchStateAt(ctx context.Context, server string, roomID id.Room
 			missing = append(missing, eid)
 		}
 		if len(missing) > fetchManyEvents {
-			return e.fetchWholeStateAt(ctx, server, roomID, at, withAt, stored[at])
+			return e.checkStreamedState(ctx, r.version, r.id, atOverride, func(add func(bool, json.RawMessage) error) error {
+				return e.streamWholeStateAt(ctx, server, r.id, at, withAt, add)
+			})
 		}
 	}
 	fetched, err := e.fetchEvents(ctx, server, missing)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	raw := func(ids []id.EventID) []json.RawMessage {
-		out := make([]json.RawMessage, 0, len(ids))
-		for _, eid := range ids {
+	return e.checkStreamedState(ctx, r.version, r.id, atOverride, func(add func(bool, json.RawMessage) error) error {
+		for i, eid := range slices.Concat(stateIDs, chainIDs) {
+			raw := fetched[eid]
 			if ev := stored[eid]; ev != nil {
-				out = append(out, json.RawMessage(ev.JSON))
-			} else {
-				out = append(out, fetched[eid])
+				raw = json.RawMessage(ev.JSON)
+			}
+			if err := add(i < len(stateIDs), raw); err != nil {
+				return err
 			}
 		}
-		return out
-	}
-	return raw(stateIDs), raw(chainIDs), nil
+		return nil
+	})
 }
 
-// fetchWholeStateAt is fetchStateAt by /state; atEvent is the event at
-// when it is stored here.
-func (e *Engine) fetchWholeStateAt(ctx context.Context, server string, roomID id.RoomID, at id.EventID, withAt bool, atEvent *Event) (state, authChain []json.RawMessage, err error) {
-	state, authChain, err = e.Remote.GetState(ctx, server, roomID, at)
-	if err != nil || !withAt {
-		return state, authChain, err
+// streamWholeStateAt hands the events of server's /state answer before at
+// to add as they are read, then the event at itself when withAt.
+func (e *Engine) streamWholeStateAt(ctx context.Context, server string, roomID id.RoomID, at id.EventID, withAt bool, add func(bool, json.RawMessage) error) error {
+	if err := e.Remote.GetState(ctx, server, roomID, at, func(authChain bool, raw json.RawMessage) error {
+		return add(!authChain, raw)
+	}); err != nil {
+		return err
+	}
+	if !withAt {
+		return nil
+	}
+	atEvent, err := e.storedEvent(ctx, at)
+	if err != nil {
+		return err
 	}
 	if atEvent != nil {
-		return append(state, json.RawMessage(atEvent.JSON)), authChain, nil
+		return add(true, json.RawMessage(atEvent.JSON))
 	}
 	raw, err := e.Remote.GetEvent(ctx, server, at)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	return append(state, raw), authChain, nil
+	return add(true, raw)
 }
 
 // fetchEvents asks server for each event of ids (/event), 8 at a time.
@@ -435,36 +450,12 @@ func (e *Engine) fetchEvents(ctx context.Context, server string, ids []id.EventI
 	return byID, nil
 }
 
-// completeState replaces the room's partial state: state (the full state
-// before the join, with its auth chain) is checked as a joined room's
-// state is, its keys the room's current state lacks are added to it, the
-// remote state events accepted since the join are checked again, and the
-// new current state is written with the mark's removal.
-func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, state, authChain []json.RawMessage) error {
-	known, err := e.checkOutliers(ctx, r.version, r.id, append(slices.Clone(state), authChain...))
-	if err != nil {
-		return err
-	}
-	full := idState{}
-	for _, raw := range state {
-		se := known[EventIDOf(r.version, raw)]
-		if se != nil && se.StateKey != nil {
-			full[stateKey{se.Type, *se.StateKey}] = se.ID
-		}
-	}
-	if full[stateKey{"m.room.create", ""}] == "" {
-		return errors.New("the answer's state has no m.room.create event that checks out")
-	}
-	stored, err := e.anyEvents(ctx, slices.Collect(maps.Keys(known)))
-	if err != nil {
-		return err
-	}
-	var outliers []*Event
-	for eid, ev := range known {
-		if stored[eid] == nil {
-			outliers = append(outliers, ev)
-		}
-	}
+// completeState replaces the room's partial state: full (the full state
+// before the join, checked by checkStreamedState, its events stored) has
+// its keys the room's current state lacks added to it, the remote state
+// events accepted since the join are checked again, and the new current
+// state is written with the mark's removal.
+func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, full idState) error {
 	r.settle()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -484,10 +475,10 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, st
 			cur[k] = eid
 		}
 	}
-	if err := e.recheckSincePartial(ctx, r, pj, cur, full, known); err != nil {
+	if err := e.recheckSincePartial(ctx, r, pj, cur, full); err != nil {
 		return err
 	}
-	after, err := e.stateFrom(ctx, head, cur, known, head.extremities, head.depth)
+	after, err := e.stateFrom(ctx, head, cur, nil, head.extremities, head.depth)
 	if err != nil {
 		return err
 	}
@@ -498,7 +489,7 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, st
 		if r.broken.Load() {
 			return errPipelineBroken
 		}
-		return e.writeFullState(wctx, tx, r, after, full, cur, changed, outliers, &local)
+		return e.writeFullState(wctx, tx, r, after, full, cur, changed, &local)
 	}))
 	r.lastWrite = wait
 	if err := wait(); err != nil {
@@ -517,16 +508,13 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, st
 	return nil
 }
 
-// writeFullState is completeState's write: the events new here beside the
-// timeline, the full state's keys laid under every snapshot of the room
+// writeFullState is completeState's write (the state's events are stored
+// already, by checkStreamedState): the full state's keys laid under every snapshot of the room
 // (all were built on the partial state), the new current state as a
 // snapshot at a fresh position, the memberships it adds or changes, and
 // the mark's removal; the committed view follows once it has committed,
 // and local is set to the room's local joined members then.
-func (e *Engine) writeFullState(ctx context.Context, tx *storage.Tx, r *room, after *roomState, full, cur idState, changed []id.UserID, outliers []*Event, local *[]id.UserID) error {
-	if err := storeOutliers(ctx, tx, outliers, kindOutlier); err != nil {
-		return err
-	}
+func (e *Engine) writeFullState(ctx context.Context, tx *storage.Tx, r *room, after *roomState, full, cur idState, changed []id.UserID, local *[]id.UserID) error {
 	if err := completeSnapshots(ctx, tx, r.id, full); err != nil {
 		return err
 	}
@@ -649,12 +637,12 @@ func (e *Engine) commitFullState(r *room, after *roomState, changed []id.UserID,
 // remote state events accepted since the join that are current state
 // there (their checks could only use the partial state): one the auth
 // rules now refuse gives its key back to the full state's event (or none).
-func (e *Engine) recheckSincePartial(ctx context.Context, r *room, pj *partialJoin, cur, full idState, known map[id.EventID]*Event) error {
+func (e *Engine) recheckSincePartial(ctx context.Context, r *room, pj *partialJoin, cur, full idState) error {
 	join, err := e.storedEvent(ctx, pj.joinID)
 	if err != nil || join == nil {
 		return err
 	}
-	getEvents := e.authEventLoader(ctx, known)
+	getEvents := e.authEventLoader(ctx, nil)
 	keys := e.keyFunc(ctx)
 	for k, ev := range r.head.state {
 		if ev.Pos <= join.Pos || ev.Sender.Homeserver() == e.signer.ServerName || ev.Outlier {
@@ -666,7 +654,7 @@ func (e *Engine) recheckSincePartial(ctx context.Context, r *room, pj *partialJo
 		} else {
 			delete(before, k)
 		}
-		st, err := e.stateFrom(ctx, r.head, before, known, nil, 0)
+		st, err := e.stateFrom(ctx, r.head, before, nil, nil, 0)
 		if err != nil {
 			return err
 		}

@@ -42,8 +42,10 @@ type Remote interface {
 	// chain, as IDs (/state_ids).
 	GetStateIDs(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) (state, authChain []id.EventID, err error)
 	// GetState asks server for the state before an event and its auth
-	// chain, as PDUs (/state).
-	GetState(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID) (state, authChain []json.RawMessage, err error)
+	// chain, as PDUs (/state), handed to each one at a time as they are
+	// read (authChain set for those of the auth chain): the answer of a
+	// big room is hundreds of thousands of events, never held whole.
+	GetState(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID, each func(authChain bool, pdu json.RawMessage) error) error
 	// GetEvent asks server for one event (/event).
 	GetEvent(ctx context.Context, server string, eventID id.EventID) (json.RawMessage, error)
 	// Backfill asks server for up to limit events of the room reached by
@@ -135,6 +137,12 @@ func (e *Engine) parseRemote(ctx context.Context, v id.RoomVersion, raw []byte) 
 	if err != nil {
 		return nil, mxhttp.BadJSON("invalid PDU: %v", err)
 	}
+	return remoteEvent(v, evID, pd, stored), nil
+}
+
+// remoteEvent is the Event of a remote PDU that passed parseRemote's
+// checks: pd parsed from stored, the JSON kept, with ID evID.
+func remoteEvent(v id.RoomVersion, evID id.EventID, pd *pdu.PDU, stored []byte) *Event {
 	if pd.Type == "m.room.redaction" && pd.Redacts == nil {
 		// From room version 11 the target is in the content; the engine
 		// reads it from Redacts (kept in memory only: the stored JSON is
@@ -153,7 +161,7 @@ func (e *Engine) parseRemote(ctx context.Context, v id.RoomVersion, raw []byte) 
 		Depth: pd.Depth, TS: pd.OriginServerTS, PDU: pd, JSON: stored,
 	}
 	ev.RelType, ev.RelatesTo, ev.ThreadID = relationOf(pd.Content)
-	return ev, nil
+	return ev
 }
 
 // referenceID is the event ID of an event of room version v (3 and
