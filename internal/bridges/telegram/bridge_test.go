@@ -48,19 +48,23 @@ func newHarness(t *testing.T) *harness {
 	return h
 }
 
-// command sends text to the bot and waits for its reply containing want.
-func (h *harness) command(room id.RoomID, text, want string) {
+// command sends text to the bot and waits for its replies containing
+// each of wants (the last is the one to wait for before the next command:
+// the bot takes input for its next step only after that prompt).
+func (h *harness) command(room id.RoomID, text string, wants ...string) {
 	h.t.Helper()
 	seen := len(h.env.Device.Decrypted())
 	h.env.Send(room, text)
-	h.env.Device.SyncUntil(bridgetest.Timeout, fmt.Sprintf("the bot's answer %q to %q", want, text), func() bool {
-		for _, evt := range h.env.Device.Decrypted()[seen:] {
-			msg, ok := evt.Content.Parsed.(*event.MessageEventContent)
-			if ok && evt.Sender == h.env.Bot && strings.Contains(msg.Body, want) {
-				return true
+	h.env.Device.SyncUntil(bridgetest.Timeout, fmt.Sprintf("the bot's answers %q to %q", wants, text), func() bool {
+		for _, want := range wants {
+			if !slices.ContainsFunc(h.env.Device.Decrypted()[seen:], func(evt *event.Event) bool {
+				msg, ok := evt.Content.Parsed.(*event.MessageEventContent)
+				return ok && evt.Sender == h.env.Bot && strings.Contains(msg.Body, want)
+			}) {
+				return false
 			}
 		}
-		return false
+		return true
 	})
 }
 

@@ -1,7 +1,8 @@
 // Package telegram is the built-in Telegram bridge: a bridgev2 network
 // connector that puppets a Telegram account through gotd's MTProto client.
-// A user logs in with their phone number and the code Telegram sends; the
-// gotd session, the update state (pts, and each supergroup's and channel's
+// A user logs in with their phone number and the code Telegram sends (then
+// the cloud password, proved by SRP, where the account has two-step
+// verification); the gotd session, the update state (pts, and each supergroup's and channel's
 // own) and the users' and channels' access hashes live in the login's
 // metadata, so messages sent while the bridge was down arrive through
 // getDifference and getChannelDifference, and the bridge can still name a

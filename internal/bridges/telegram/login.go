@@ -42,6 +42,7 @@ const (
 	loginFlowPhone    = "phone"
 	loginStepPhone    = "org.matrixos.telegram.login.phone"
 	loginStepCode     = "org.matrixos.telegram.login.code"
+	loginStepPassword = "org.matrixos.telegram.login.password"
 	loginStepComplete = "org.matrixos.telegram.login.complete"
 )
 
@@ -116,6 +117,9 @@ type phoneLogin struct {
 	api     *telegram.Client
 	phone   string
 	hash    string
+	// needsPassword is set once the code was right and Telegram asks for
+	// the account's cloud password (two-step verification).
+	needsPassword bool
 }
 
 var _ bridgev2.LoginProcessUserInput = (*phoneLogin)(nil)
@@ -185,8 +189,11 @@ func (l *phoneLogin) SubmitUserInput(ctx context.Context, input map[string]strin
 		l.Cancel()
 		return nil, errLoginExpired
 	}
-	if l.hash == "" {
+	switch {
+	case l.hash == "":
 		return l.sendCode(ctx, strings.TrimSpace(input["phone"]))
+	case l.needsPassword:
+		return l.checkPassword(ctx, input["password"])
 	}
 	return l.signIn(ctx, strings.TrimSpace(input["code"]))
 }
@@ -266,14 +273,52 @@ func (l *phoneLogin) signIn(ctx context.Context, code string) (*bridgev2.LoginSt
 	authorization, err := l.api.Auth().SignIn(ctx, l.phone, code, l.hash)
 	switch {
 	case errors.Is(err, auth.ErrPasswordAuthNeeded):
-		l.Cancel()
-		return nil, errors.New("this account has a two-step verification password, which the bridge does not support yet")
+		l.needsPassword = true
+		return passwordStep("This account has two-step verification: enter its cloud password."), nil
 	case tgerr.Is(err, "PHONE_CODE_INVALID"):
 		return l.codeStep("Telegram did not accept the code; enter it again."), nil
 	case err != nil:
 		l.Cancel()
 		return nil, fmt.Errorf("Telegram refused the login: %w", err)
 	}
+	return l.complete(ctx, authorization)
+}
+
+// passwordStep asks for the account's cloud password (the bot redacts the
+// message that answers it).
+func passwordStep(instructions string) *bridgev2.LoginStep {
+	return &bridgev2.LoginStep{
+		Type:         bridgev2.LoginStepTypeUserInput,
+		StepID:       loginStepPassword,
+		Instructions: instructions,
+		UserInputParams: &bridgev2.LoginUserInputParams{Fields: []bridgev2.LoginInputDataField{{
+			Type: bridgev2.LoginInputFieldTypePassword,
+			ID:   "password",
+			Name: "Password",
+		}}},
+	}
+}
+
+// checkPassword proves the cloud password to Telegram by SRP
+// (account.getPassword, then auth.checkPassword; the password itself never
+// leaves the bridge). A wrong one is asked for again.
+func (l *phoneLogin) checkPassword(ctx context.Context, password string) (*bridgev2.LoginStep, error) {
+	if password == "" {
+		return passwordStep("The password was empty; enter the account's cloud password."), nil
+	}
+	authorization, err := l.api.Auth().Password(ctx, password)
+	switch {
+	case errors.Is(err, auth.ErrPasswordInvalid):
+		return passwordStep("Telegram did not accept the password (PASSWORD_HASH_INVALID); enter it again."), nil
+	case err != nil:
+		l.Cancel()
+		return nil, fmt.Errorf("Telegram refused the password: %w", err)
+	}
+	return l.complete(ctx, authorization)
+}
+
+// complete saves the login Telegram authorized and connects its client.
+func (l *phoneLogin) complete(ctx context.Context, authorization *tg.AuthAuthorization) (*bridgev2.LoginStep, error) {
 	self, ok := authorization.User.(*tg.User)
 	if !ok {
 		l.Cancel()

@@ -1,7 +1,8 @@
 // Package telegramfake is a Telegram server for tests: it speaks real
 // MTProto on loopback through gotd's tgtest server, so the bridge's gotd
 // client connects to it as it would to a Telegram data center. It knows
-// users with phone numbers, logs them in with a code, keeps private chats
+// users with phone numbers, logs them in with a code (and the cloud
+// password, by SRP, for a user who set one: password.go), keeps private chats
 // (messages, replies, edits, deletes, reactions), and pushes updates with
 // pts that updates.getDifference can replay. Supergroups and broadcast
 // channels have a pts of their own that updates.getChannelDifference
@@ -61,6 +62,14 @@ type Server struct {
 	chats    map[int64]*group         // basic groups
 	files    map[int64][]byte         // document ID -> content
 	photos   map[photoSize][]byte     // a photo's sizes' content
+	// passwords are the users' cloud passwords (their SRP verifiers);
+	// awaitingPassword the sessions whose sign-in waits for one (auth key
+	// ID -> user), srp the exchanges account.getPassword began (by SRP ID).
+	passwords        map[int64]*cloudPassword
+	awaitingPassword map[[8]byte]int64
+	srp              map[int64]*srpSession
+	passwordChecks   map[int64]int
+	passwordRefusals map[int64]int
 	// loggedOut counts each user's sessions ended by auth.logOut.
 	loggedOut map[int64]int
 	uploads   map[uploadKey]upload
@@ -131,9 +140,15 @@ func New(t testing.TB) *Server {
 		photos:   map[photoSize][]byte{},
 
 		loggedOut: map[int64]int{},
-		uploads:   map[uploadKey]upload{},
-		nextUser:  1000,
-		nextChat:  500,
+
+		passwords:        map[int64]*cloudPassword{},
+		awaitingPassword: map[[8]byte]int64{},
+		srp:              map[int64]*srpSession{},
+		passwordChecks:   map[int64]int{},
+		passwordRefusals: map[int64]int{},
+		uploads:          map[uploadKey]upload{},
+		nextUser:         1000,
+		nextChat:         500,
 
 		channels:      map[int64]*channel{},
 		channelSynced: map[int64]int{},
@@ -277,6 +292,8 @@ func (s *Server) register(d *tgtest.Dispatcher) {
 	d.HandleFunc(tg.AuthSendCodeRequestTypeID, s.handle(s.sendCode))
 	d.HandleFunc(tg.AuthSignInRequestTypeID, s.handle(s.signIn))
 	d.HandleFunc(tg.AuthLogOutRequestTypeID, s.handle(s.logOut))
+	d.HandleFunc(tg.AccountGetPasswordRequestTypeID, s.handle(s.getPassword))
+	d.HandleFunc(tg.AuthCheckPasswordRequestTypeID, s.handle(s.checkPassword))
 	d.HandleFunc(tg.UsersGetUsersRequestTypeID, s.handle(s.getUsers))
 	d.HandleFunc(tg.UpdatesGetStateRequestTypeID, s.handle(s.getState))
 	d.HandleFunc(tg.UpdatesGetDifferenceRequestTypeID, s.handle(s.getDifference))
@@ -379,11 +396,22 @@ func (s *Server) signIn(c call) (bin.Encoder, error) {
 	}
 	delete(s.codes, r.PhoneCodeHash)
 	id := s.byPhone[phone]
+	if s.passwords[id] != nil {
+		// The code was right; the session now needs the cloud password
+		// (account.getPassword, then auth.checkPassword).
+		s.awaitingPassword[c.req.Session.AuthKey.ID] = id
+		return nil, tgerr.New(401, "SESSION_PASSWORD_NEEDED")
+	}
+	return s.logInLocked(c, id), nil
+}
+
+// logInLocked logs the caller's session in as a user.
+func (s *Server) logInLocked(c call, id int64) *tg.AuthAuthorization {
 	s.sessions[c.req.Session.AuthKey.ID] = id
 	s.live[id] = c.req.Session
 	self := *s.users[id]
 	self.Self = true
-	return &tg.AuthAuthorization{User: &self}, nil
+	return &tg.AuthAuthorization{User: &self}
 }
 
 // logOut ends the caller's session: its auth key is no longer logged in.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gotd/td/session"
 	"github.com/gotd/td/telegram"
+	"github.com/gotd/td/telegram/auth"
 	"github.com/gotd/td/telegram/dcs"
 	"github.com/gotd/td/telegram/updates"
 	"github.com/gotd/td/tg"
@@ -188,4 +189,54 @@ func TestLoginMessagesAndCatchUp(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestCloudPassword: a gotd client signs in to an account with a cloud
+// password: the code alone answers SESSION_PASSWORD_NEEDED, a wrong
+// password PASSWORD_HASH_INVALID (gotd's ErrPasswordInvalid), and the
+// right one, proved by gotd's SRP client, logs the session in.
+func TestCloudPassword(t *testing.T) {
+	fake := telegramfake.New(t)
+	mia := fake.AddUser("+15550001", "Mia", "Example")
+	fake.SetPassword(mia, "hunter2")
+	c := newClient(t, fake, &session.StorageMemory{})
+	c.opts.NoUpdates = true
+	api := telegram.NewClient(1, "test", c.opts)
+	// Each password hash takes 100,000 rounds of PBKDF2: slow on a busy machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := api.Run(ctx, func(ctx context.Context) error {
+		sent, err := api.Auth().SendCode(ctx, "+15550001", telegramfake.CodeSettings())
+		if err != nil {
+			return fmt.Errorf("sendCode: %w", err)
+		}
+		hash := sent.(*tg.AuthSentCode).PhoneCodeHash
+		if _, err := api.Auth().SignIn(ctx, "+15550001", telegramfake.LoginCode, hash); !errors.Is(err, auth.ErrPasswordAuthNeeded) {
+			return fmt.Errorf("signIn = %v, want SESSION_PASSWORD_NEEDED", err)
+		}
+		if _, err := api.Self(ctx); !tgerr.Is(err, "AUTH_KEY_UNREGISTERED") {
+			return fmt.Errorf("users.getUsers before the password = %v, want AUTH_KEY_UNREGISTERED", err)
+		}
+		if _, err := api.Auth().Password(ctx, "hunter3"); !errors.Is(err, auth.ErrPasswordInvalid) {
+			return fmt.Errorf("a wrong password = %v, want PASSWORD_HASH_INVALID", err)
+		}
+		authorization, err := api.Auth().Password(ctx, "hunter2")
+		if err != nil {
+			return fmt.Errorf("the right password: %w", err)
+		}
+		if self := authorization.User.(*tg.User); self.ID != mia {
+			return fmt.Errorf("logged in as %d, want %d", self.ID, mia)
+		}
+		self, err := api.Self(ctx)
+		if err != nil || self.ID != mia {
+			return fmt.Errorf("users.getUsers after the password = %v, %v", self, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if checked, refused := fake.PasswordChecks(mia); checked != 2 || refused != 1 {
+		t.Errorf("password checks = %d (%d refused), want 2 (1 refused)", checked, refused)
+	}
 }
