@@ -257,7 +257,8 @@ func (tc *Client) GetUserInfo(ctx context.Context, ghost *bridgev2.Ghost) (*brid
 }
 
 // GetCapabilities: text with replies, edits, deletes and one reaction per
-// user and message, and files (as documents, with a caption).
+// user and message, and files with a caption: images, voice messages,
+// audio, videos, GIFs, stickers and other files (see inputMedia).
 func (tc *Client) GetCapabilities(context.Context, *bridgev2.Portal) *event.RoomFeatures {
 	files := &event.FileFeatures{
 		MimeTypes: map[string]event.CapabilitySupportLevel{"*/*": event.CapLevelFullySupported},
@@ -265,8 +266,11 @@ func (tc *Client) GetCapabilities(context.Context, *bridgev2.Portal) *event.Room
 		MaxSize:   maxFileSize,
 	}
 	return &event.RoomFeatures{
-		ID:            "org.matrixos.telegram.v2",
-		File:          event.FileFeatureMap{event.MsgImage: files, event.MsgFile: files, event.MsgVideo: files, event.MsgAudio: files},
+		ID: "org.matrixos.telegram.v3",
+		File: event.FileFeatureMap{
+			event.MsgImage: files, event.MsgFile: files, event.MsgVideo: files, event.MsgAudio: files,
+			event.CapMsgVoice: files, event.CapMsgGIF: files, event.CapMsgSticker: files,
+		},
 		MaxTextLength: maxMessageLength,
 		Reply:         event.CapLevelFullySupported,
 		Edit:          event.CapLevelFullySupported,

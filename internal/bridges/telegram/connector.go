@@ -145,7 +145,7 @@ func (c *Connector) GetConfig() (string, any, configupgrade.Upgrader) {
 }
 
 // GetBridgeInfoVersion versions m.bridge and room capabilities.
-func (c *Connector) GetBridgeInfoVersion() (info, capabilities int) { return 1, 2 }
+func (c *Connector) GetBridgeInfoVersion() (info, capabilities int) { return 1, 3 }
 
 // LoadUserLogin gives a stored login its client; it connects later.
 func (c *Connector) LoadUserLogin(_ context.Context, login *bridgev2.UserLogin) error {

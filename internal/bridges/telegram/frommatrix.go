@@ -83,7 +83,7 @@ func refused(what string, err error) error {
 func (tc *Client) HandleMatrixMessage(ctx context.Context, msg *bridgev2.MatrixMessage) (*bridgev2.MatrixMessageResponse, error) {
 	switch msg.Content.MsgType {
 	case event.MsgText, event.MsgNotice, event.MsgEmote:
-	case event.MsgFile, event.MsgImage, event.MsgVideo, event.MsgAudio:
+	case event.MsgFile, event.MsgImage, event.MsgVideo, event.MsgAudio, event.CapMsgSticker:
 		peer, err := tc.peer(ctx, msg.Portal)
 		if err != nil {
 			return nil, err

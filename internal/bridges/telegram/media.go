@@ -195,7 +195,7 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 }
 
 // sendFile uploads a Matrix file to Telegram (upload.saveFilePart) and
-// sends it as a document with the message's caption.
+// sends it as the media it is (see inputMedia) with the message's caption.
 func (tc *Client) sendFile(ctx context.Context, api *tg.Client, peer tg.InputPeerClass, msg *bridgev2.MatrixMessage) (*bridgev2.MatrixMessageResponse, error) {
 	content := msg.Content
 	if content.Info != nil && content.Info.Size > maxFileSize {
@@ -219,10 +219,6 @@ func (tc *Client) sendFile(ctx context.Context, api *tg.Client, peer tg.InputPee
 	if name == "" || strings.ContainsAny(name, "/\\") {
 		name = "file"
 	}
-	caption := ""
-	if content.FileName != "" && content.Body != content.FileName {
-		caption = content.Body
-	}
 	mimeType := ""
 	if content.Info != nil {
 		mimeType = content.Info.MimeType
@@ -235,12 +231,9 @@ func (tc *Client) sendFile(ctx context.Context, api *tg.Client, peer tg.InputPee
 		return nil, fmt.Errorf("%w: upload.saveFilePart: %w", bridgev2.ErrMediaReuploadFailed, err)
 	}
 	req := &tg.MessagesSendMediaRequest{
-		Peer: peer,
-		Media: &tg.InputMediaUploadedDocument{
-			File: file, MimeType: mimeType, ForceFile: true,
-			Attributes: []tg.DocumentAttributeClass{&tg.DocumentAttributeFilename{FileName: name}},
-		},
-		Message:  caption,
+		Peer:     peer,
+		Media:    inputMedia(content, file, name, mimeType),
+		Message:  caption(content),
 		RandomID: randomID(msg.Event.ID),
 	}
 	result, err := withFloodWait(ctx, func() (tg.UpdatesClass, error) { return api.MessagesSendMedia(ctx, req) })
@@ -256,6 +249,64 @@ func (tc *Client) sendFile(ctx context.Context, api *tg.Client, peer tg.InputPee
 		SenderID:  ghostID(tc.selfID()),
 		Timestamp: time.Unix(int64(date), 0),
 	}}, nil
+}
+
+// caption is a Matrix file message's caption: its body where it has a
+// file name apart from it (MSC2530); a sticker's body describes it and
+// is no caption.
+func caption(content *event.MessageEventContent) string {
+	if content.MsgType == event.CapMsgSticker || content.FileName == "" || content.Body == content.FileName {
+		return ""
+	}
+	return content.Body
+}
+
+// photoTypes are the image types Telegram takes as photos (it recompresses
+// them); other images (GIF, SVG) go as documents, unchanged.
+var photoTypes = map[string]bool{"image/jpeg": true, "image/png": true, "image/webp": true}
+
+// inputMedia is how an uploaded Matrix file goes to Telegram, by what the
+// message is: an image as a photo, a voice message (MSC3245) as a voice
+// note, audio and video as a document Telegram plays (with its duration
+// and size), a WebP sticker as a sticker (another as a photo), and
+// anything else as a document with its file name and MIME type.
+func inputMedia(content *event.MessageEventContent, file tg.InputFileClass, name, mimeType string) tg.InputMediaClass {
+	info := content.Info
+	if info == nil {
+		info = &event.FileInfo{}
+	}
+	seconds := info.Duration / 1000
+	if seconds == 0 && content.MSC1767Audio != nil {
+		seconds = content.MSC1767Audio.Duration / 1000
+	}
+	named := &tg.DocumentAttributeFilename{FileName: name}
+	document := func(forceFile bool, attributes ...tg.DocumentAttributeClass) tg.InputMediaClass {
+		return &tg.InputMediaUploadedDocument{File: file, MimeType: mimeType, ForceFile: forceFile, Attributes: attributes}
+	}
+	switch content.GetCapMsgType() {
+	case event.MsgImage:
+		if photoTypes[mimeType] {
+			return &tg.InputMediaUploadedPhoto{File: file}
+		}
+	case event.CapMsgSticker:
+		if mimeType == "image/webp" {
+			return document(false,
+				&tg.DocumentAttributeSticker{Alt: content.Body, Stickerset: &tg.InputStickerSetEmpty{}},
+				&tg.DocumentAttributeImageSize{W: info.Width, H: info.Height}, named)
+		}
+		if photoTypes[mimeType] {
+			return &tg.InputMediaUploadedPhoto{File: file}
+		}
+	case event.CapMsgVoice:
+		return document(false, &tg.DocumentAttributeAudio{Voice: true, Duration: seconds})
+	case event.MsgAudio:
+		return document(false, &tg.DocumentAttributeAudio{Duration: seconds}, named)
+	case event.MsgVideo, event.CapMsgGIF:
+		return document(false, &tg.DocumentAttributeVideo{
+			Duration: float64(info.Duration) / 1000, W: info.Width, H: info.Height, SupportsStreaming: true,
+		}, named)
+	}
+	return document(true, named)
 }
 
 // sentMessage finds, in a send call's answer, the ID and date of the

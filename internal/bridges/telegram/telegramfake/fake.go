@@ -73,6 +73,7 @@ type Server struct {
 	// loggedOut counts each user's sessions ended by auth.logOut.
 	loggedOut map[int64]int
 	uploads   map[uploadKey]upload
+	sentMedia map[int]tg.InputMediaClass // message ID -> the media a client sent
 	nextFile  int64
 	nextUser  int64
 	nextChat  int64
@@ -147,6 +148,7 @@ func New(t testing.TB) *Server {
 		passwordChecks:   map[int64]int{},
 		passwordRefusals: map[int64]int{},
 		uploads:          map[uploadKey]upload{},
+		sentMedia:        map[int]tg.InputMediaClass{},
 		nextUser:         1000,
 		nextChat:         500,
 

@@ -93,7 +93,7 @@ func (s *Server) SetPhoto(user int64, data []byte) {
 }
 
 // File returns the name and content of the document of a message a user
-// sees, and whether it has one.
+// sees (of a photo: no name, its largest size), and whether it has one.
 func (s *Server) File(user int64, msgID int) (string, []byte, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -101,12 +101,14 @@ func (s *Server) File(user int64, msgID int) (string, []byte, bool) {
 	if m == nil {
 		return "", nil, false
 	}
-	media, ok := m.Media.(*tg.MessageMediaDocument)
-	if !ok {
-		return "", nil, false
+	switch media := m.Media.(type) {
+	case *tg.MessageMediaDocument:
+		doc := media.Document.(*tg.Document)
+		return documentName(doc), s.files[doc.ID], true
+	case *tg.MessageMediaPhoto:
+		return "", s.photos[photoSize{media.Photo.GetID(), "y"}], true
 	}
-	doc := media.Document.(*tg.Document)
-	return documentName(doc), s.files[doc.ID], true
+	return "", nil, false
 }
 
 func documentName(doc *tg.Document) string {
@@ -185,6 +187,10 @@ func (s *Server) takeUploadLocked(user int64, file tg.InputFileClass) ([]byte, s
 	return data, in.Name, nil
 }
 
+// sendMedia sends an uploaded photo or document, as Telegram would show
+// it: a photo in one size, a document with the attributes the client gave
+// (a voice note, a video, a sticker, a file name). The input media is kept
+// as the client sent it (SentMedia).
 func (s *Server) sendMedia(c call) (bin.Encoder, error) {
 	if c.user == 0 {
 		return nil, errUnauthorized
@@ -193,8 +199,13 @@ func (s *Server) sendMedia(c call) (bin.Encoder, error) {
 	if err := r.Decode(c.req.Buf); err != nil {
 		return nil, err
 	}
-	in, ok := r.Media.(*tg.InputMediaUploadedDocument)
-	if !ok {
+	var file tg.InputFileClass
+	switch in := r.Media.(type) {
+	case *tg.InputMediaUploadedDocument:
+		file = in.File
+	case *tg.InputMediaUploadedPhoto:
+		file = in.File
+	default:
 		return nil, tgerr.New(400, "MEDIA_INVALID")
 	}
 	sides, err := s.sides(c.user, r.Peer)
@@ -202,24 +213,54 @@ func (s *Server) sendMedia(c call) (bin.Encoder, error) {
 		return nil, err
 	}
 	s.mu.Lock()
-	data, name, err := s.takeUploadLocked(c.user, in.File)
+	data, name, err := s.takeUploadLocked(c.user, file)
 	if err != nil {
 		s.mu.Unlock()
 		return nil, err
 	}
-	for _, a := range in.Attributes {
-		if fileName, ok := a.(*tg.DocumentAttributeFilename); ok {
-			name = fileName.FileName
-		}
-	}
-	doc := s.addDocumentLocked(name, in.MimeType, data)
+	media := s.storeMediaLocked(r.Media, name, data)
 	s.mu.Unlock()
-	_, own := s.deliverMedia(c.req.RequestCtx, c.user, sides, r.Message, &tg.MessageMediaDocument{Document: doc})
+	id, own := s.deliverMedia(c.req.RequestCtx, c.user, sides, r.Message, media)
+	s.mu.Lock()
+	s.sentMedia[id] = r.Media
+	s.mu.Unlock()
 	answer := s.answer(c.user, own)
 	if u, ok := own.(*tg.UpdateNewMessage); ok {
 		answer.Updates = append([]tg.UpdateClass{&tg.UpdateMessageID{ID: u.Message.GetID(), RandomID: r.RandomID}}, answer.Updates...)
 	}
 	return answer, nil
+}
+
+// storeMediaLocked keeps an uploaded file as the photo or document the
+// input media makes of it.
+func (s *Server) storeMediaLocked(in tg.InputMediaClass, name string, data []byte) tg.MessageMediaClass {
+	if _, ok := in.(*tg.InputMediaUploadedPhoto); ok {
+		s.nextFile++
+		id := s.nextFile
+		s.photos[photoSize{id, "y"}] = data
+		return &tg.MessageMediaPhoto{Photo: &tg.Photo{
+			ID: id, AccessHash: id * 37, FileReference: []byte("ref"), Date: int(time.Now().Unix()), DCID: DC,
+			Sizes: []tg.PhotoSizeClass{&tg.PhotoSize{Type: "y", W: 1280, H: 1280, Size: len(data)}},
+		}}
+	}
+	doc := in.(*tg.InputMediaUploadedDocument)
+	stored := s.addDocumentLocked(name, doc.MimeType, data)
+	for _, a := range doc.Attributes {
+		if fileName, ok := a.(*tg.DocumentAttributeFilename); ok {
+			stored.Attributes[0] = fileName
+		} else {
+			stored.Attributes = append(stored.Attributes, a)
+		}
+	}
+	return &tg.MessageMediaDocument{Document: stored}
+}
+
+// SentMedia is the media of a message a client sent with
+// messages.sendMedia, as the client sent it (nil for none).
+func (s *Server) SentMedia(msgID int) tg.InputMediaClass {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sentMedia[msgID]
 }
 
 func (s *Server) getFile(c call) (bin.Encoder, error) {
