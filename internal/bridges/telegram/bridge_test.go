@@ -36,13 +36,16 @@ type harness struct {
 	aliceMX id.UserID
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { return newHarnessWith(t, "") }
+
+// newHarnessWith is newHarness with more of the bridge's network config.
+func newHarnessWith(t *testing.T, extraConfig string) *harness {
 	fake := telegramfake.New(t)
 	h := &harness{t: t, fake: fake}
 	h.mia = fake.AddUser("+15550001", "Mia", "Example")
 	h.alice = fake.AddUser("+15550002", "Alice", "Liddell")
 	config := fmt.Sprintf("api_id: 1\napi_hash: test\ndc_address: %q\ndc_id: %d\npublic_key: %q\n",
-		fake.Addr, telegramfake.DC, fake.PublicKeyPEM())
+		fake.Addr, telegramfake.DC, fake.PublicKeyPEM()) + extraConfig
 	h.env = bridgetest.Start(t, telegram.Kind(), config)
 	h.aliceMX = id.NewUserID("telegram_"+strconv.FormatInt(h.alice, 10), h.env.Node.Config.ServerName)
 	return h

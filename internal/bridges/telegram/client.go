@@ -263,7 +263,7 @@ func (tc *Client) GetCapabilities(context.Context, *bridgev2.Portal) *event.Room
 	files := &event.FileFeatures{
 		MimeTypes: map[string]event.CapabilitySupportLevel{"*/*": event.CapLevelFullySupported},
 		Caption:   event.CapLevelFullySupported,
-		MaxSize:   maxFileSize,
+		MaxSize:   tc.connector.Config.maxFileSize(),
 	}
 	return &event.RoomFeatures{
 		ID: "org.matrixos.telegram.v3",

@@ -42,6 +42,21 @@ type Config struct {
 	DCAddress string `yaml:"dc_address"`
 	DCID      int    `yaml:"dc_id"`
 	PublicKey string `yaml:"public_key"`
+	// MaxFileSizeMiB is the largest file the bridge carries either way, in
+	// MiB (50 when unset). Telegram takes up to 2 GB; files cross as
+	// streams, so the limit bounds time and disk, not memory.
+	MaxFileSizeMiB int `yaml:"max_file_size_mib"`
+}
+
+// defaultMaxFileSize is the file size limit when the config sets none.
+const defaultMaxFileSize = 50 << 20
+
+// maxFileSize is the largest file the bridge carries, in bytes.
+func (c Config) maxFileSize() int64 {
+	if c.MaxFileSizeMiB <= 0 {
+		return defaultMaxFileSize
+	}
+	return int64(c.MaxFileSizeMiB) << 20
 }
 
 // errNoApp is why a bridge without its application's api_id and api_hash
@@ -65,6 +80,8 @@ api_hash: ""
 dc_address: ""
 dc_id: 0
 public_key: ""
+# The largest file carried either way, in MiB.
+max_file_size_mib: 50
 `
 
 // Kind is the Telegram bridge for the bridge manager.
@@ -141,6 +158,7 @@ func (c *Connector) GetConfig() (string, any, configupgrade.Upgrader) {
 		helper.Copy(configupgrade.Str, "dc_address")
 		helper.Copy(configupgrade.Int, "dc_id")
 		helper.Copy(configupgrade.Str, "public_key")
+		helper.Copy(configupgrade.Int, "max_file_size_mib")
 	})
 }
 

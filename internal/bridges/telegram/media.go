@@ -1,17 +1,20 @@
 package telegram
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gotd/td/telegram/downloader"
-	"github.com/gotd/td/telegram/uploader"
 	"github.com/gotd/td/tg"
+	"maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/database"
 	"maunium.net/go/mautrix/bridgev2/networkid"
@@ -20,11 +23,10 @@ import (
 	"github.com/matrixos/matrixos/internal/bridges"
 )
 
-// maxFileSize is the largest file the bridge carries either way. Telegram
-// takes up to 2 GB, but the bridge holds a file in memory while it crosses.
-const maxFileSize = 50 << 20
-
-var errFileTooLarge = fmt.Errorf("%w: the bridge carries files up to %d MiB", bridgev2.ErrMediaTooLarge, maxFileSize>>20)
+// fileTooLarge is why a file past the bridge's limit is not carried.
+func fileTooLarge(limit int64) error {
+	return fmt.Errorf("%w: the bridge carries files up to %d MiB", bridgev2.ErrMediaTooLarge, limit>>20)
+}
 
 // document is the file of a message, if it has one.
 func document(m *tg.Message) (*tg.Document, bool) {
@@ -148,24 +150,32 @@ func isSticker(doc *tg.Document) bool {
 }
 
 // reupload downloads a Telegram file (upload.getFile) of a size Telegram
-// gave, refusing it past maxFileSize before downloading anything, and
-// uploads it to Matrix, encrypted in an encrypted portal.
+// gave, refusing it past the bridge's limit before downloading anything,
+// and uploads it to Matrix, encrypted in an encrypted portal. The download
+// goes part by part into a temporary file that is then uploaded from, so
+// its memory does not grow with the file.
 func (tc *Client) reupload(ctx context.Context, portal *bridgev2.Portal, intent bridgev2.MatrixAPI, location tg.InputFileLocationClass, size int64, name, mimeType string) (*event.MessageEventContent, error) {
-	if size > maxFileSize {
-		return nil, errFileTooLarge
+	limit := tc.connector.Config.maxFileSize()
+	if size > limit {
+		return nil, fileTooLarge(limit)
 	}
 	api, err := tc.client()
 	if err != nil {
 		return nil, err
 	}
-	var data bytes.Buffer
-	if _, err := downloader.NewDownloader().Download(api, location).Stream(ctx, &limitedWriter{w: &data, left: maxFileSize}); err != nil {
-		return nil, fmt.Errorf("%w: upload.getFile: %w", bridgev2.ErrMediaDownloadFailed, err)
-	}
-	if mimeType == "" {
-		mimeType = http.DetectContentType(data.Bytes())
-	}
-	mxc, file, err := intent.UploadMedia(ctx, portal.MXID, data.Bytes(), name, mimeType)
+	var written int64
+	mxc, file, err := intent.UploadMediaStream(ctx, portal.MXID, size, true, func(w io.Writer) (*bridgev2.FileStreamResult, error) {
+		head := &headWriter{}
+		out := &limitWriter{w: io.MultiWriter(w, head), left: limit, tooLarge: fileTooLarge(limit)}
+		if _, err := downloader.NewDownloader().Download(api, location).Stream(ctx, out); err != nil {
+			return nil, fmt.Errorf("%w: upload.getFile: %w", bridgev2.ErrMediaDownloadFailed, err)
+		}
+		written = limit - out.left
+		if mimeType == "" {
+			mimeType = http.DetectContentType(head.data)
+		}
+		return &bridgev2.FileStreamResult{FileName: name, MimeType: mimeType}, nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", bridgev2.ErrMediaReuploadFailed, err)
 	}
@@ -175,43 +185,26 @@ func (tc *Client) reupload(ctx context.Context, portal *bridgev2.Portal, intent 
 		FileName: name,
 		URL:      mxc,
 		File:     file,
-		Info:     &event.FileInfo{MimeType: mimeType, Size: data.Len()},
+		Info:     &event.FileInfo{MimeType: mimeType, Size: int(written)},
 	}, nil
 }
 
-// limitedWriter fails a download that grows past what it may hold (a
-// file larger than Telegram said).
-type limitedWriter struct {
-	w    *bytes.Buffer
-	left int64
-}
+// headWriter keeps the first 512 bytes written to it, for sniffing the
+// content's type.
+type headWriter struct{ data []byte }
 
-func (l *limitedWriter) Write(p []byte) (int, error) {
-	if int64(len(p)) > l.left {
-		return 0, errFileTooLarge
+func (h *headWriter) Write(p []byte) (int, error) {
+	if room := 512 - len(h.data); room > 0 {
+		h.data = append(h.data, p[:min(room, len(p))]...)
 	}
-	l.left -= int64(len(p))
-	return l.w.Write(p)
+	return len(p), nil
 }
 
-// sendFile uploads a Matrix file to Telegram (upload.saveFilePart) and
-// sends it as the media it is (see inputMedia) with the message's caption.
+// sendFile uploads a Matrix file to Telegram as it downloads
+// (uploadMatrixFile) and sends it as the media it is (see inputMedia), with
+// the message's caption.
 func (tc *Client) sendFile(ctx context.Context, api *tg.Client, peer tg.InputPeerClass, msg *bridgev2.MatrixMessage) (*bridgev2.MatrixMessageResponse, error) {
 	content := msg.Content
-	if content.Info != nil && content.Info.Size > maxFileSize {
-		return nil, errFileTooLarge
-	}
-	uri := content.URL
-	if content.File != nil {
-		uri = content.File.URL
-	}
-	data, err := tc.connector.Bridge.Bot.DownloadMedia(ctx, uri, content.File)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", bridgev2.ErrMediaDownloadFailed, err)
-	}
-	if len(data) > maxFileSize {
-		return nil, errFileTooLarge
-	}
 	name := content.FileName
 	if name == "" {
 		name = content.Body
@@ -223,12 +216,9 @@ func (tc *Client) sendFile(ctx context.Context, api *tg.Client, peer tg.InputPee
 	if content.Info != nil {
 		mimeType = content.Info.MimeType
 	}
-	if mimeType == "" {
-		mimeType = http.DetectContentType(data)
-	}
-	file, err := uploader.NewUploader(api).FromBytes(ctx, name, data)
+	file, err := tc.uploadMatrixFile(ctx, api, content, name, &mimeType)
 	if err != nil {
-		return nil, fmt.Errorf("%w: upload.saveFilePart: %w", bridgev2.ErrMediaReuploadFailed, err)
+		return nil, err
 	}
 	req := &tg.MessagesSendMediaRequest{
 		Peer:     peer,
@@ -249,6 +239,71 @@ func (tc *Client) sendFile(ctx context.Context, api *tg.Client, peer tg.InputPee
 		SenderID:  ghostID(tc.selfID()),
 		Timestamp: time.Unix(int64(date), 0),
 	}}, nil
+}
+
+// uploadMatrixFile streams a Matrix file to Telegram: downloaded,
+// decrypted and uploaded in parts as it arrives, with the bridge's limit
+// enforced on the way (a file without info.size is refused with a notice
+// as soon as it passes it). The file's hash is checked at its end, before
+// anything is sent. A MIME type left empty is sniffed from the content.
+func (tc *Client) uploadMatrixFile(ctx context.Context, api *tg.Client, content *event.MessageEventContent, name string, mimeType *string) (tg.InputFileClass, error) {
+	limit := tc.connector.Config.maxFileSize()
+	size := int64(-1)
+	if content.Info != nil && content.Info.Size > 0 {
+		size = int64(content.Info.Size)
+	}
+	if size > limit {
+		return nil, fileTooLarge(limit)
+	}
+	body, err := tc.openMatrixFile(ctx, content)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", bridgev2.ErrMediaDownloadFailed, err)
+	}
+	defer body.Close()
+	source := bufio.NewReaderSize(&limitReader{r: body, left: limit, tooLarge: fileTooLarge(limit)}, 512)
+	if *mimeType == "" {
+		head, _ := source.Peek(512)
+		*mimeType = http.DetectContentType(head)
+	}
+	file, err := uploadStream(ctx, api, name, source, size)
+	if errors.Is(err, bridgev2.ErrMediaTooLarge) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: uploading to Telegram: %w", bridgev2.ErrMediaReuploadFailed, err)
+	}
+	if err := body.Close(); err != nil {
+		return nil, fmt.Errorf("%w: %w", bridgev2.ErrMediaDownloadFailed, err)
+	}
+	return file, nil
+}
+
+// openMatrixFile opens a Matrix file's content as it downloads, decrypted
+// for an encrypted file (whose Close then checks its hash).
+func (tc *Client) openMatrixFile(ctx context.Context, content *event.MessageEventContent) (io.ReadCloser, error) {
+	bot, ok := tc.connector.Bridge.Bot.(interface{ Matrix() *appservice.IntentAPI })
+	if !ok {
+		return nil, fmt.Errorf("the bridge's Matrix connector (%T) cannot stream media", tc.connector.Bridge.Bot)
+	}
+	uri := content.URL
+	if content.File != nil {
+		uri = content.File.URL
+		if err := content.File.PrepareForDecryption(); err != nil {
+			return nil, err
+		}
+	}
+	parsed, err := uri.Parse()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := bot.Matrix().Download(ctx, parsed)
+	if err != nil {
+		return nil, err
+	}
+	if content.File == nil {
+		return resp.Body, nil
+	}
+	return content.File.DecryptStream(resp.Body), nil
 }
 
 // caption is a Matrix file message's caption: its body where it has a

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/gotd/td/tg"
@@ -205,4 +206,49 @@ func (h *harness) sendMedia(room id.RoomID, evtType event.Type, content event.Me
 	// Wrapped in event.Content: mautrix's canonical JSON drops the empty
 	// object of MSC3245's voice key from a bare struct.
 	return h.sendContent(room, evtType, &event.Content{Parsed: &content})
+}
+
+// TestTelegramFilesStream: with a 1 MiB limit configured, a Matrix file
+// without info.size goes to Telegram as it downloads (a streamed upload)
+// and arrives whole, and one past the limit, also without info.size, is
+// stopped on the way with a notice in the room: nothing of it is sent,
+// and the next file still goes.
+func TestTelegramFilesStream(t *testing.T) {
+	h := newHarnessWith(t, "max_file_size_mib: 1\n")
+	env, fake := h.env, h.fake
+	h.login()
+	fake.Type(h.alice, h.mia, "send me files")
+	portal := env.WaitPortal("Alice Liddell")
+	env.WaitMessage(portal, h.aliceMX, "send me files")
+
+	unsized := bytes.Repeat([]byte("a file of no stated size\n"), 30000) // 750 kB
+	h.sendMedia(portal, event.EventMessage, event.MessageEventContent{MsgType: event.MsgFile, Body: "unsized.txt", FileName: "unsized.txt"}, unsized)
+	sent := h.waitTelegram("the file without info.size", func(m tg.Message) bool { return m.Media != nil })
+	if name, got, ok := fake.File(h.alice, sent.ID); !ok || name != "unsized.txt" || !bytes.Equal(got, unsized) {
+		t.Errorf("file on Telegram = %q, %d bytes (ok %v), want unsized.txt with %d", name, len(got), ok, len(unsized))
+	}
+	if _, big := fake.SentMedia(sent.ID).(*tg.InputMediaUploadedDocument).File.(*tg.InputFileBig); !big {
+		t.Errorf("a file of unknown size went as %T, want a streamed upload (inputFileBig)", fake.SentMedia(sent.ID).(*tg.InputMediaUploadedDocument).File)
+	}
+
+	uploaded := fake.Uploaded(h.mia)
+	tooLarge := bytes.Repeat([]byte("x"), 3<<20)
+	h.sendMedia(portal, event.EventMessage, event.MessageEventContent{MsgType: event.MsgFile, Body: "huge.bin", FileName: "huge.bin"}, tooLarge)
+	h.waitEvent(portal, "the bot's notice that the file is too large", func(evt *event.Event) bool {
+		msg := message(evt)
+		return msg != nil && evt.Sender == env.Bot && strings.Contains(msg.Body, "the bridge carries files up to 1 MiB")
+	})
+	if got := fake.Uploaded(h.mia) - uploaded; got > 1<<20 {
+		t.Errorf("%d bytes of the too-large file were uploaded, want at most the 1 MiB limit", got)
+	}
+
+	after := []byte("the next file")
+	h.sendMedia(portal, event.EventMessage, event.MessageEventContent{MsgType: event.MsgFile, Body: "next.txt", FileName: "next.txt"}, after)
+	next := h.waitTelegram("the file after the too-large one", func(m tg.Message) bool { return m.Media != nil && m.ID != sent.ID })
+	if name, got, _ := fake.File(h.alice, next.ID); name != "next.txt" || !bytes.Equal(got, after) {
+		t.Errorf("the file after the too-large one = %q %q", name, got)
+	}
+	if n := len(slices.DeleteFunc(fake.Messages(h.alice, h.mia), func(m tg.Message) bool { return m.Media == nil })); n != 2 {
+		t.Errorf("%d files on Telegram, want 2 (the too-large one not sent)", n)
+	}
 }

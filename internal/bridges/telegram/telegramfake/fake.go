@@ -2,9 +2,9 @@
 // MTProto on loopback through gotd's tgtest server, so the bridge's gotd
 // client connects to it as it would to a Telegram data center. It knows
 // users with phone numbers, logs them in with a code (and the cloud
-// password, by SRP, for a user who set one: password.go), keeps private chats
-// (messages, replies, edits, deletes, reactions), and pushes updates with
-// pts that updates.getDifference can replay. Supergroups and broadcast
+// password, by SRP, for a user who set one: password.go), keeps private
+// chats (messages, replies, edits, deletes, reactions), and pushes updates
+// with pts that updates.getDifference can replay. Supergroups and broadcast
 // channels have a pts of their own that updates.getChannelDifference
 // replays (or answers channelDifferenceTooLong past a limit).
 package telegramfake
@@ -73,12 +73,16 @@ type Server struct {
 	// loggedOut counts each user's sessions ended by auth.logOut.
 	loggedOut map[int64]int
 	uploads   map[uploadKey]upload
-	sentMedia map[int]tg.InputMediaClass // message ID -> the media a client sent
-	nextFile  int64
-	nextUser  int64
-	nextChat  int64
-	nextMsg   int
-	randoms   map[randomKey]int // a sender's random_id -> the message it sent
+	// uploadTotals are the part counts big uploads named; uploaded counts
+	// each user's bytes of file parts.
+	uploadTotals map[uploadKey]int
+	uploaded     map[int64]int64
+	sentMedia    map[int]tg.InputMediaClass // message ID -> the media a client sent
+	nextFile     int64
+	nextUser     int64
+	nextChat     int64
+	nextMsg      int
+	randoms      map[randomKey]int // a sender's random_id -> the message it sent
 	// channels are supergroups and broadcast channels; channelSynced
 	// counts their getChannelDifference calls.
 	channels      map[int64]*channel
@@ -148,6 +152,8 @@ func New(t testing.TB) *Server {
 		passwordChecks:   map[int64]int{},
 		passwordRefusals: map[int64]int{},
 		uploads:          map[uploadKey]upload{},
+		uploadTotals:     map[uploadKey]int{},
+		uploaded:         map[int64]int64{},
 		sentMedia:        map[int]tg.InputMediaClass{},
 		nextUser:         1000,
 		nextChat:         500,
@@ -303,6 +309,7 @@ func (s *Server) register(d *tgtest.Dispatcher) {
 	d.HandleFunc(tg.MessagesGetFullChatRequestTypeID, s.handle(s.getFullChat))
 	d.HandleFunc(tg.MessagesSendMediaRequestTypeID, s.handle(s.sendMedia))
 	d.HandleFunc(tg.UploadSaveFilePartRequestTypeID, s.handle(s.saveFilePart))
+	d.HandleFunc(tg.UploadSaveBigFilePartRequestTypeID, s.handle(s.saveBigFilePart))
 	d.HandleFunc(tg.UploadGetFileRequestTypeID, s.handle(s.getFile))
 	d.HandleFunc(tg.MessagesEditMessageRequestTypeID, s.handle(s.editMessage))
 	d.HandleFunc(tg.MessagesDeleteMessagesRequestTypeID, s.handle(s.deleteMessages))

@@ -3,7 +3,8 @@ package telegramfake
 import (
 	"bytes"
 	"context"
-	"sort"
+	"crypto/md5"
+	"encoding/hex"
 	"time"
 
 	"github.com/gotd/td/bin"
@@ -147,11 +148,17 @@ func (s *Server) saveFilePart(c call) (bin.Encoder, error) {
 	if err := r.Decode(c.req.Buf); err != nil {
 		return nil, err
 	}
+	if err := checkPart(r.FilePart, r.Bytes); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	key := uploadKey{c.user, r.FileID}
 	if s.uploads[key] == nil {
 		s.uploads[key] = upload{}
+	}
+	if _, again := s.uploads[key][r.FilePart]; !again {
+		s.uploaded[c.user] += int64(len(r.Bytes))
 	}
 	s.uploads[key][r.FilePart] = bytes.Clone(r.Bytes)
 	return boolResult(true), nil
@@ -163,28 +170,42 @@ type uploadKey struct {
 	file int64
 }
 
-// takeUploadLocked assembles and forgets an uploaded file.
+// takeUploadLocked assembles and forgets an uploaded file: a small one
+// (inputFile) must have the parts and MD5 checksum it names, a big one
+// (inputFileBig) the parts and the total its last part named.
 func (s *Server) takeUploadLocked(user int64, file tg.InputFileClass) ([]byte, string, error) {
-	in, ok := file.(*tg.InputFile)
-	if !ok {
+	var key uploadKey
+	var parts int
+	var name, checksum string
+	switch in := file.(type) {
+	case *tg.InputFile:
+		key, parts, name, checksum = uploadKey{user, in.ID}, in.Parts, in.Name, in.MD5Checksum
+	case *tg.InputFileBig:
+		key, parts, name = uploadKey{user, in.ID}, in.Parts, in.Name
+		if total, ok := s.uploadTotals[key]; !ok || total != parts {
+			return nil, "", tgerr.New(400, "FILE_PARTS_INVALID")
+		}
+	default:
 		return nil, "", tgerr.New(400, "FILE_PARTS_INVALID")
 	}
-	key := uploadKey{user, in.ID}
-	parts := s.uploads[key]
+	uploaded := s.uploads[key]
 	delete(s.uploads, key)
-	if len(parts) != in.Parts {
+	delete(s.uploadTotals, key)
+	var data []byte
+	for i := range parts {
+		part, ok := uploaded[i]
+		if !ok {
+			return nil, "", tgerr.New(400, "FILE_PARTS_INVALID")
+		}
+		data = append(data, part...)
+	}
+	if len(uploaded) != parts {
 		return nil, "", tgerr.New(400, "FILE_PARTS_INVALID")
 	}
-	indexes := make([]int, 0, len(parts))
-	for i := range parts {
-		indexes = append(indexes, i)
+	if sum := md5.Sum(data); checksum != "" && checksum != hex.EncodeToString(sum[:]) {
+		return nil, "", tgerr.New(400, "MD5_CHECKSUM_INVALID")
 	}
-	sort.Ints(indexes)
-	var data []byte
-	for _, i := range indexes {
-		data = append(data, parts[i]...)
-	}
-	return data, in.Name, nil
+	return data, name, nil
 }
 
 // sendMedia sends an uploaded photo or document, as Telegram would show
