@@ -65,6 +65,7 @@ func newUpdateHandler(tc *Client) *updateHandler {
 		tc.remember(ctx, e)
 		return tc.queueReactions(u)
 	})
+	tc.onReceiptsAndTyping(h.dispatcher)
 	return h
 }
 

@@ -3,10 +3,11 @@
 // client connects to it as it would to a Telegram data center. It knows
 // users with phone numbers, logs them in with a code (and the cloud
 // password, by SRP, for a user who set one: password.go), keeps private
-// chats (messages, replies, edits, deletes, reactions), and pushes updates
-// with pts that updates.getDifference can replay. Supergroups and broadcast
-// channels have a pts of their own that updates.getChannelDifference
-// replays (or answers channelDifferenceTooLong past a limit).
+// chats (messages, replies, edits, deletes, reactions, read receipts and
+// typing), and pushes updates with pts that updates.getDifference can
+// replay. Supergroups and broadcast channels have a pts of their own that
+// updates.getChannelDifference replays (or answers channelDifferenceTooLong
+// past a limit).
 package telegramfake
 
 import (
@@ -78,11 +79,15 @@ type Server struct {
 	uploadTotals map[uploadKey]int
 	uploaded     map[int64]int64
 	sentMedia    map[int]tg.InputMediaClass // message ID -> the media a client sent
-	nextFile     int64
-	nextUser     int64
-	nextChat     int64
-	nextMsg      int
-	randoms      map[randomKey]int // a sender's random_id -> the message it sent
+	// read is how far each side of a private chat read; typing the
+	// actions each side set (receipts.go).
+	read     map[chatKey]int
+	typing   map[chatKey][]tg.SendMessageActionClass
+	nextFile int64
+	nextUser int64
+	nextChat int64
+	nextMsg  int
+	randoms  map[randomKey]int // a sender's random_id -> the message it sent
 	// channels are supergroups and broadcast channels; channelSynced
 	// counts their getChannelDifference calls.
 	channels      map[int64]*channel
@@ -155,6 +160,8 @@ func New(t testing.TB) *Server {
 		uploadTotals:     map[uploadKey]int{},
 		uploaded:         map[int64]int64{},
 		sentMedia:        map[int]tg.InputMediaClass{},
+		read:             map[chatKey]int{},
+		typing:           map[chatKey][]tg.SendMessageActionClass{},
 		nextUser:         1000,
 		nextChat:         500,
 
@@ -310,6 +317,8 @@ func (s *Server) register(d *tgtest.Dispatcher) {
 	d.HandleFunc(tg.MessagesSendMediaRequestTypeID, s.handle(s.sendMedia))
 	d.HandleFunc(tg.UploadSaveFilePartRequestTypeID, s.handle(s.saveFilePart))
 	d.HandleFunc(tg.UploadSaveBigFilePartRequestTypeID, s.handle(s.saveBigFilePart))
+	d.HandleFunc(tg.MessagesReadHistoryRequestTypeID, s.handle(s.readHistoryRequest))
+	d.HandleFunc(tg.MessagesSetTypingRequestTypeID, s.handle(s.setTypingRequest))
 	d.HandleFunc(tg.UploadGetFileRequestTypeID, s.handle(s.getFile))
 	d.HandleFunc(tg.MessagesEditMessageRequestTypeID, s.handle(s.editMessage))
 	d.HandleFunc(tg.MessagesDeleteMessagesRequestTypeID, s.handle(s.deleteMessages))
