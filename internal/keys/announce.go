@@ -66,17 +66,29 @@ func (s *Service) recordDeviceChange(ctx context.Context, tx *storage.Tx, user i
 }
 
 // remoteServers lists the other servers with a user who is joined to or
-// invited in a room where user is.
+// invited in a room where user is, and, for a room whose state is still
+// partial (its other members not known yet), the servers its send_join
+// answer named.
 func (s *Service) remoteServers(ctx context.Context, user id.UserID) []string {
-	seen := map[string]bool{}
+	seen := map[string]bool{s.accounts.ServerName(): true}
 	var out []string
-	for _, u := range s.sharers(ctx, user) {
-		_, server, err := u.Parse()
-		if err != nil || server == s.accounts.ServerName() || seen[server] {
-			continue
+	add := func(server string) {
+		if !seen[server] {
+			seen[server] = true
+			out = append(out, server)
 		}
-		seen[server] = true
-		out = append(out, server)
+	}
+	for _, u := range s.sharers(ctx, user) {
+		if _, server, err := u.Parse(); err == nil {
+			add(server)
+		}
+	}
+	for roomID := range s.activeRooms(user) {
+		if s.rooms.HasPartialState(ctx, roomID) {
+			for _, server := range s.rooms.JoinedServers(ctx, roomID) {
+				add(server)
+			}
+		}
 	}
 	slices.Sort(out)
 	return out
