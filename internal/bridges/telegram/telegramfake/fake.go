@@ -48,7 +48,7 @@ type Server struct {
 
 	srv *tgtest.Server
 	key *rsa.PrivateKey
-	t   testing.TB
+	t   Logger
 
 	mu       sync.Mutex
 	users    map[int64]*tg.User
@@ -126,15 +126,33 @@ type logged struct {
 	update tg.UpdateClass
 }
 
+// Logger takes the fake's errors and notes: a test's *testing.T, or a
+// program's log.
+type Logger interface {
+	Errorf(format string, args ...any)
+	Logf(format string, args ...any)
+}
+
 // New starts a fake Telegram on loopback; it stops when the test ends.
 func New(t testing.TB) *Server {
+	s, stop, err := Start(t, "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("telegramfake: %v", err)
+	}
+	t.Cleanup(stop)
+	return s
+}
+
+// Start starts a fake Telegram listening on addr (host:port, port 0 for
+// any), with a new RSA key, reporting to log. stop ends it.
+func Start(log Logger, addr string) (s *Server, stop func(), err error) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
-		t.Fatalf("telegramfake: rsa key: %v", err)
+		return nil, nil, fmt.Errorf("rsa key: %w", err)
 	}
-	s := &Server{
+	s = &Server{
 		key:      key,
-		t:        t,
+		t:        log,
 		users:    map[int64]*tg.User{},
 		byPhone:  map[string]int64{},
 		sessions: map[[8]byte]int64{},
@@ -169,9 +187,9 @@ func New(t testing.TB) *Server {
 		channelSynced: map[int64]int{},
 		nextChannel:   700,
 	}
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	listener, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Fatalf("telegramfake: listen: %v", err)
+		return nil, nil, fmt.Errorf("listen: %w", err)
 	}
 	s.Addr = listener.Addr().String()
 	tcp := listener.Addr().(*net.TCPAddr)
@@ -189,12 +207,12 @@ func New(t testing.TB) *Server {
 		defer close(done)
 		_ = s.srv.Serve(ctx, transport.ListenCodec(nil, listener))
 	}()
-	t.Cleanup(func() {
+	stop = func() {
 		cancel()
 		_ = listener.Close()
 		<-done
-	})
-	return s
+	}
+	return s, stop, nil
 }
 
 // PublicKeyPEM is the server's RSA public key, as the client's config takes it.
