@@ -116,11 +116,13 @@ type Engine struct {
 	// lookup.
 	sentTxns txnIndex
 
-	cache    eventCache
-	snaps    snapshotCache
-	graphs   authGraphs
-	backfill backfills
-	awaited  awaitedIDs
+	cache eventCache
+	// committed holds the newest timeline events for CommittedEvents.
+	committed *committedEvents
+	snaps     snapshotCache
+	graphs    authGraphs
+	backfill  backfills
+	awaited   awaitedIDs
 }
 
 // New returns the engine; call Load before use.
@@ -132,6 +134,7 @@ func New(db *storage.DB, log *slog.Logger, signer Signer) *Engine {
 		memberPos: map[id.UserID]int64{},
 		memberLog: storage.NewPosLog[MemberChange](maxMemberLog),
 		cache:     newEventCache(20000),
+		committed: newCommittedEvents(),
 		resyncs:   newResyncers(),
 	}
 }
@@ -1318,6 +1321,9 @@ func (e *Engine) insertEvent(ctx context.Context, tx *storage.Tx, r *room, ev *E
 		// having no relations once this one can be read.
 		e.nonTargets.invalidate()
 	}
+	if ev.Pos > 0 {
+		tx.AfterCommit(func() { e.committed.add(ev) })
+	}
 	if _, err := tx.Exec(ctx, `INSERT INTO events (pos, event_id, room_id, type, state_key, sender, depth, origin_ts, json,
 		snapshot_before, txn_id, device_id, rel_type, relates_to, thread_id, gap)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
@@ -1511,6 +1517,7 @@ func (e *Engine) applyRedaction(ctx context.Context, tx *storage.Tx, r *room, re
 			cp := *old
 			cp.PDU, cp.JSON, cp.RedactedBy = p, b, red.ID
 			r.recent.replace(&cp)
+			e.committed.replace(&cp)
 		}
 		e.cache.drop(targetID)
 	})

@@ -55,6 +55,7 @@ func (e *Engine) Purge(ctx context.Context, roomID id.RoomID) error {
 		return err
 	}
 	e.purgedMemberships()
+	e.committed.dropRoom(roomID)
 	// Leave the in-memory room empty so that anyone still holding it
 	// cannot append to it, then forget it.
 	r.head, r.txns = emptyState, map[string]*pendingTxn{}
