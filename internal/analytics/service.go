@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +42,7 @@ type Service struct {
 	// stepMu serialises steps: two at once would count the same
 	// messages from the same mark.
 	stepMu   sync.Mutex
+	mark     *follower.Mark
 	follower *follower.Follower
 }
 
@@ -51,7 +51,7 @@ func New(opts Options) *Service {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Service{opts: opts}
+	s := &Service{opts: opts, mark: follower.NewMark(opts.DB, "analytics_marks", followerName)}
 	s.follower = follower.New("analytics", followInterval, opts.Log, s.Step)
 	return s
 }
@@ -73,18 +73,13 @@ func (s *Service) Close() { s.follower.Close() }
 // CatchUp runs Step until everything committed is counted.
 func (s *Service) CatchUp(ctx context.Context) error { return s.follower.CatchUp(ctx) }
 
-var followQuery = `SELECT pos, room_id, sender, origin_ts FROM events
-	WHERE pos > $1 AND pos <= $2 AND state_key IS NULL AND NOT rejected
-	AND type IN ('` + strings.Join(MessageTypes, "', '") + `')
-	ORDER BY pos LIMIT ` + fmt.Sprint(stepSize)
-
 // Step counts the next committed messages (at most stepSize) and
 // reports whether more may be waiting. The buckets and the mark move in
 // one transaction, so a message is counted exactly once.
 func (s *Service) Step(ctx context.Context) (more bool, err error) {
 	s.stepMu.Lock()
 	defer s.stepMu.Unlock()
-	mark, err := s.mark(ctx)
+	mark, err := s.mark.Pos(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -92,9 +87,13 @@ func (s *Service) Step(ctx context.Context) (more bool, err error) {
 	if visible <= mark {
 		return false, nil
 	}
-	msgs, lastPos, err := s.scan(ctx, mark, visible)
+	msgs, through, err := s.scan(ctx, mark, visible)
 	if err != nil {
 		return false, err
+	}
+	more = through < visible
+	if len(msgs) == 0 {
+		return more, s.mark.Skip(ctx, through)
 	}
 	b := newBatch()
 	for _, m := range msgs {
@@ -106,49 +105,31 @@ func (s *Service) Step(ctx context.Context) (more bool, err error) {
 		}
 		b.add(m, prev, ok)
 	}
-	more = len(msgs) == stepSize
-	newMark := visible
-	if more {
-		newMark = lastPos
-	}
 	if err := s.opts.DB.Write(ctx, func(tx *storage.Tx) error {
 		if err := b.write(ctx, tx); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO analytics_marks (follower, pos) VALUES ($1, $2)
-			ON CONFLICT (follower) DO UPDATE SET pos = excluded.pos`, followerName, newMark)
-		return err
+		return s.mark.SetTx(ctx, tx, through)
 	}); err != nil {
 		return false, fmt.Errorf("store analytics: %w", err)
 	}
 	return more, nil
 }
 
+// scan reads the next committed messages (state events of a message
+// type are not messages) and the position it read up to.
 func (s *Service) scan(ctx context.Context, mark, visible int64) ([]Message, int64, error) {
-	rows, err := s.opts.DB.Query(ctx, followQuery, mark, visible)
+	evs, through, err := s.opts.Rooms.CommittedEvents(ctx, mark, visible, rooms.EventFilter{Types: MessageTypes}, stepSize)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read events for analytics: %w", err)
 	}
-	defer rows.Close()
 	var msgs []Message
-	var pos int64
-	for rows.Next() {
-		var m Message
-		if err := rows.Scan(&pos, &m.RoomID, &m.Sender, &m.TS); err != nil {
-			return nil, 0, fmt.Errorf("read events for analytics: %w", err)
+	for _, ev := range evs {
+		if ev.StateKey == nil {
+			msgs = append(msgs, Message{RoomID: ev.RoomID, Sender: ev.Sender, TS: ev.TS})
 		}
-		msgs = append(msgs, m)
 	}
-	return msgs, pos, rows.Err()
-}
-
-func (s *Service) mark(ctx context.Context) (int64, error) {
-	var pos int64
-	err := s.opts.DB.QueryRow(ctx, "SELECT pos FROM analytics_marks WHERE follower = $1", followerName).Scan(&pos)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("read analytics mark: %w", err)
-	}
-	return pos, nil
+	return msgs, through, nil
 }
 
 func (s *Service) lastMessage(ctx context.Context, roomID id.RoomID) (last, bool, error) {

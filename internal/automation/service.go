@@ -20,6 +20,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/follower"
 	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
 )
@@ -98,8 +99,8 @@ type Service struct {
 	// scheduleMu serialises RunDue, so a rule due runs once.
 	scheduleMu sync.Mutex
 	clock      atomic.Pointer[func() time.Time]
-	wake       chan struct{}
-	stop       func()
+	mark       *follower.Mark
+	follower   *follower.Follower
 }
 
 // New returns the service with the rules stored; Start starts it.
@@ -108,7 +109,9 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		opts.Now = time.Now
 	}
 	s := &Service{opts: opts, rules: map[id.RoomID]map[string]*storedRule{}, hooks: map[string]*storedRule{},
-		limits: map[string]*rate.Limiter{}, wake: make(chan struct{}, 1)}
+		limits: map[string]*rate.Limiter{}, mark: follower.NewMark(opts.DB, "automation_marks", followerName)}
+	s.follower = follower.New("automation", followInterval, opts.Log, s.Step)
+	s.follower.Every(scheduleInterval, s.RunDue)
 	s.clock.Store(&opts.Now)
 	return s, s.load(ctx)
 }
@@ -301,75 +304,19 @@ func (s *Service) join(ctx context.Context, roomID id.RoomID) error {
 // OnEvent is the room engine's hook: it wakes the follower. It never
 // blocks.
 func (s *Service) OnEvent(ev *rooms.Event, _ *rooms.RoomInfo) {
-	if ev.Pos <= 0 {
-		return
-	}
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	if ev.Pos > 0 {
+		s.follower.Wake()
 	}
 }
 
 // Start runs the follower and the schedule until Close.
-func (s *Service) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.loop(ctx)
-	}()
-	s.stop = func() {
-		cancel()
-		<-done
-	}
-}
+func (s *Service) Start() { s.follower.Start() }
 
 // Close stops the follower and the schedule.
-func (s *Service) Close() {
-	if s.stop != nil {
-		s.stop()
-	}
-}
-
-func (s *Service) loop(ctx context.Context) {
-	follow := time.NewTicker(followInterval)
-	defer follow.Stop()
-	schedule := time.NewTicker(scheduleInterval)
-	defer schedule.Stop()
-	for {
-		if err := s.CatchUp(ctx); err != nil && ctx.Err() == nil {
-			s.opts.Log.Error("automation: follow events", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.wake:
-		case <-follow.C:
-		case <-schedule.C:
-			if err := s.RunDue(ctx); err != nil && ctx.Err() == nil {
-				s.opts.Log.Error("automation: scheduled rules", "err", err)
-			}
-		}
-	}
-}
+func (s *Service) Close() { s.follower.Close() }
 
 // CatchUp runs Step until every committed event was looked at.
-func (s *Service) CatchUp(ctx context.Context) error {
-	for {
-		more, err := s.Step(ctx)
-		if err != nil || !more {
-			return err
-		}
-	}
-}
-
-// followQuery reads the events the follower must look at: rule changes,
-// the events of rooms with rules, and the automation user's invites.
-const followQuery = `SELECT pos, room_id, event_id, type, state_key, sender, origin_ts, json FROM events
-	WHERE pos > $1 AND pos <= $2 AND NOT rejected
-	AND (type = '` + StateType + `' OR room_id IN (SELECT room_id FROM automation_rules)
-		OR (type = 'm.room.member' AND state_key = $3))
-	ORDER BY pos LIMIT 100`
+func (s *Service) CatchUp(ctx context.Context) error { return s.follower.CatchUp(ctx) }
 
 // trigger is what set a rule off.
 type trigger struct {
@@ -389,70 +336,57 @@ type trigger struct {
 func (s *Service) Step(ctx context.Context) (more bool, err error) {
 	s.stepMu.Lock()
 	defer s.stepMu.Unlock()
-	var mark int64
-	err = s.opts.DB.QueryRow(ctx, "SELECT pos FROM automation_marks WHERE follower = $1", followerName).Scan(&mark)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return false, fmt.Errorf("read automation mark: %w", err)
+	mark, err := s.mark.Pos(ctx)
+	if err != nil {
+		return false, err
 	}
 	visible := s.opts.DB.Visible()
 	if visible <= mark {
 		return false, nil
 	}
-	evs, err := s.scan(ctx, mark, visible)
+	evs, through, err := s.scan(ctx, mark, visible)
 	if err != nil {
 		return false, err
 	}
-	for i, ev := range evs {
-		if err := s.handle(ctx, ev.trigger); err != nil {
+	for _, t := range evs {
+		if err := s.handle(ctx, t); err != nil {
 			return false, err
 		}
-		if ev.trigger.evType == StateType {
-			// The query's view of the rooms with rules is out of date.
-			return true, s.setMark(ctx, ev.pos)
-		}
-		if i == len(evs)-1 && len(evs) == stepSize {
-			return true, s.setMark(ctx, ev.pos)
-		}
 	}
-	return false, s.setMark(ctx, visible)
+	if len(evs) == 0 {
+		return through < visible, s.mark.Skip(ctx, through)
+	}
+	return through < visible, s.mark.Set(ctx, through)
 }
 
-type scanned struct {
-	pos     int64
-	trigger trigger
-}
-
-func (s *Service) scan(ctx context.Context, mark, visible int64) ([]scanned, error) {
-	rows, err := s.opts.DB.Query(ctx, followQuery, mark, visible, s.Bot())
+// scan reads the committed events after mark that the follower must look
+// at: rule changes (up to and including the next, which changes the
+// rooms with rules), the events of rooms with rules, and the automation
+// user's invites.
+func (s *Service) scan(ctx context.Context, mark, visible int64) ([]trigger, int64, error) {
+	filter := rooms.EventFilter{Types: []string{StateType, "m.room.member"},
+		Rooms: func(r id.RoomID) bool { return len(s.roomRules(r)) > 0 }}
+	evs, through, err := s.opts.Rooms.CommittedEvents(ctx, mark, visible, filter, stepSize)
 	if err != nil {
-		return nil, fmt.Errorf("read events for automation: %w", err)
+		return nil, 0, fmt.Errorf("read events for automation: %w", err)
 	}
-	defer rows.Close()
-	var out []scanned
-	for rows.Next() {
-		var ev scanned
-		var sk sql.NullString
-		var ts int64
-		t := &ev.trigger
-		if err := rows.Scan(&ev.pos, &t.roomID, &t.id, &t.evType, &sk, &t.sender, &ts, &t.json); err != nil {
-			return nil, fmt.Errorf("read events for automation: %w", err)
+	bot := string(s.Bot())
+	var out []trigger
+	for _, ev := range evs {
+		if ev.Type == "m.room.member" && (ev.StateKey == nil || *ev.StateKey != bot) && len(s.roomRules(ev.RoomID)) == 0 {
+			continue
 		}
-		if sk.Valid {
-			t.stateKey = &sk.String
+		out = append(out, newTrigger(ev))
+		if ev.Type == StateType {
+			return out, ev.Pos, nil
 		}
-		t.ts = time.UnixMilli(ts)
-		t.content = json.RawMessage(gjson.GetBytes(t.json, "content").Raw)
-		out = append(out, ev)
 	}
-	return out, rows.Err()
+	return out, through, nil
 }
 
-func (s *Service) setMark(ctx context.Context, pos int64) error {
-	return s.opts.DB.Write(ctx, func(tx *storage.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO automation_marks (follower, pos) VALUES ($1, $2)
-			ON CONFLICT (follower) DO UPDATE SET pos = excluded.pos`, followerName, pos)
-		return err
-	})
+func newTrigger(ev *rooms.Event) trigger {
+	return trigger{id: string(ev.ID), evType: ev.Type, roomID: ev.RoomID, sender: ev.Sender, stateKey: ev.StateKey,
+		ts: time.UnixMilli(ev.TS), json: ev.JSON, content: json.RawMessage(gjson.GetBytes(ev.JSON, "content").Raw)}
 }
 
 // handle applies a rule change, or runs the rules an event triggers. The

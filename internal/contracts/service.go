@@ -78,7 +78,11 @@ type Service struct {
 	timeouts map[string]int
 	halted   map[string]bool
 
+	// attached holds the rooms with an attachment. Guarded by stepMu.
+	attached *follower.RoomSet
+
 	stepMu   sync.Mutex
+	mark     *follower.Mark
 	follower *follower.Follower
 }
 
@@ -92,7 +96,8 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{opts: opts, rt: rt, programs: map[string]*Program{},
-		timeouts: map[string]int{}, halted: map[string]bool{}}
+		timeouts: map[string]int{}, halted: map[string]bool{}, mark: follower.NewMark(opts.DB, "contract_marks", followerName),
+		attached: follower.NewRoomSet(opts.DB, "SELECT DISTINCT room_id FROM contract_attachments")}
 	s.follower = follower.New("contracts", followInterval, opts.Log, s.Step)
 	return s, nil
 }
@@ -220,33 +225,15 @@ func (s *Service) Close(ctx context.Context) error {
 	return s.rt.Close(ctx)
 }
 
-// followQuery reads the committed events after a position that the
-// follower must look at: those of rooms with an attachment and the
-// attachments themselves.
-const followQuery = `SELECT e.pos, e.room_id, e.event_id, e.type, e.state_key, e.sender, e.json FROM events e
-	WHERE e.pos > $1 AND e.pos <= $2 AND NOT e.rejected
-	AND (e.type = '` + StateType + `' OR e.room_id IN (SELECT room_id FROM contract_attachments))
-	ORDER BY e.pos LIMIT 100`
-
-// storedEvent is one row the follower reads.
-type storedEvent struct {
-	pos      int64
-	roomID   id.RoomID
-	eventID  string
-	evType   string
-	stateKey sql.NullString
-	sender   id.UserID
-	json     []byte
-}
-
 // Step runs the contracts on the next committed events (at most
 // stepSize, up to and including the next attachment change) and reports
-// whether more may be waiting. The follower calls it; tests call it to
-// catch up at once.
+// whether more may be waiting. An event a contract ran on moves the mark
+// with the contract's state; the others need no write. The follower
+// calls it; tests call it to catch up at once.
 func (s *Service) Step(ctx context.Context) (more bool, err error) {
 	s.stepMu.Lock()
 	defer s.stepMu.Unlock()
-	mark, err := s.mark(ctx)
+	mark, err := s.mark.Pos(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -254,7 +241,7 @@ func (s *Service) Step(ctx context.Context) (more bool, err error) {
 	if visible <= mark {
 		return false, nil
 	}
-	evs, err := s.scan(ctx, mark, visible)
+	evs, through, err := s.scan(ctx, mark, visible)
 	if err != nil {
 		return false, err
 	}
@@ -263,50 +250,28 @@ func (s *Service) Step(ctx context.Context) (more bool, err error) {
 			return false, err
 		}
 	}
-	if len(evs) == stepSize || (len(evs) > 0 && evs[len(evs)-1].evType == StateType) {
-		// Stopped early: more may follow.
-		return true, s.setMark(ctx, evs[len(evs)-1].pos)
-	}
-	return false, s.setMark(ctx, visible)
+	return through < visible, s.mark.Skip(ctx, through)
 }
 
-func (s *Service) scan(ctx context.Context, mark, visible int64) ([]storedEvent, error) {
-	rows, err := s.opts.DB.Query(ctx, followQuery, mark, visible)
+// scan reads the committed events after mark that the follower must look
+// at: those of rooms with an attachment, and the attachments themselves,
+// up to and including the next one (which changes the rooms).
+func (s *Service) scan(ctx context.Context, mark, visible int64) ([]*rooms.Event, int64, error) {
+	attached, err := s.attached.Get(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read events for contracts: %w", err)
+		return nil, 0, err
 	}
-	defer rows.Close()
-	var evs []storedEvent
-	for rows.Next() {
-		var ev storedEvent
-		if err := rows.Scan(&ev.pos, &ev.roomID, &ev.eventID, &ev.evType, &ev.stateKey, &ev.sender, &ev.json); err != nil {
-			return nil, fmt.Errorf("read events for contracts: %w", err)
-		}
-		evs = append(evs, ev)
-		if ev.evType == StateType {
-			break // the query's view of the attached rooms is out of date
+	filter := rooms.EventFilter{Types: []string{StateType}, Rooms: func(r id.RoomID) bool { return attached[r] }}
+	evs, through, err := s.opts.Rooms.CommittedEvents(ctx, mark, visible, filter, stepSize)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read events for contracts: %w", err)
+	}
+	for i, ev := range evs {
+		if ev.Type == StateType {
+			return evs[:i+1], ev.Pos, nil
 		}
 	}
-	return evs, rows.Err()
-}
-
-func (s *Service) mark(ctx context.Context) (int64, error) {
-	var pos int64
-	err := s.opts.DB.QueryRow(ctx, "SELECT pos FROM contract_marks WHERE follower = $1", followerName).Scan(&pos)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("read contracts mark: %w", err)
-	}
-	return pos, nil
-}
-
-func setMarkTx(ctx context.Context, tx *storage.Tx, pos int64) error {
-	_, err := tx.Exec(ctx, `INSERT INTO contract_marks (follower, pos) VALUES ($1, $2)
-		ON CONFLICT (follower) DO UPDATE SET pos = excluded.pos`, followerName, pos)
-	return err
-}
-
-func (s *Service) setMark(ctx context.Context, pos int64) error {
-	return s.opts.DB.Write(ctx, func(tx *storage.Tx) error { return setMarkTx(ctx, tx, pos) })
+	return evs, through, nil
 }
 
 // handle runs what one event calls for; when a contract ran, its state
@@ -314,17 +279,17 @@ func (s *Service) setMark(ctx context.Context, pos int64) error {
 // rather than the contract (a database read, the event's input, sending
 // the result) is handle's error: nothing commits and the step runs the
 // event again.
-func (s *Service) handle(ctx context.Context, ev storedEvent) error {
-	if ev.evType == StateType && ev.stateKey.Valid {
+func (s *Service) handle(ctx context.Context, ev *rooms.Event) error {
+	if ev.Type == StateType && ev.StateKey != nil {
 		return s.attach(ctx, ev)
 	}
-	atts, err := s.attachments(ctx, ev.roomID)
+	atts, err := s.attachments(ctx, ev.RoomID)
 	if err != nil {
 		return err
 	}
 	var writes []stateWrite
 	for _, a := range atts {
-		if !a.runsOn(ev.evType) || ev.sender == s.Bot() || s.halted[haltKey(ev.roomID, a)] {
+		if !a.runsOn(ev.Type) || ev.Sender == s.Bot() || s.halted[haltKey(ev.RoomID, a)] {
 			continue
 		}
 		out, err := s.run(ctx, ev, a)
@@ -337,11 +302,11 @@ func (s *Service) handle(ctx context.Context, ev storedEvent) error {
 			continue
 		}
 		if errors.Is(err, errUnusable) {
-			s.opts.Log.Error("contracts: run", "room_id", ev.roomID, "attachment", a.Name, "event_id", ev.eventID, "err", err)
+			s.opts.Log.Error("contracts: run", "room_id", ev.RoomID, "attachment", a.Name, "event_id", string(ev.ID), "err", err)
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("contract %s on %s: %w", a.Name, ev.eventID, err)
+			return fmt.Errorf("contract %s on %s: %w", a.Name, string(ev.ID), err)
 		}
 		if out.hasResult() {
 			if err := s.sendResult(ctx, ev, a, out); err != nil {
@@ -358,11 +323,11 @@ func (s *Service) handle(ctx context.Context, ev storedEvent) error {
 	}
 	return s.opts.DB.Write(ctx, func(tx *storage.Tx) error {
 		for _, w := range writes {
-			if err := w.apply(ctx, tx, ev.roomID); err != nil {
+			if err := w.apply(ctx, tx, ev.RoomID); err != nil {
 				return err
 			}
 		}
-		return setMarkTx(ctx, tx, ev.pos)
+		return s.mark.SetTx(ctx, tx, ev.Pos)
 	})
 }
 
@@ -384,78 +349,79 @@ func haltKey(roomID id.RoomID, a Attachment) string {
 // halted: after limit failures on the same input it is skipped, with an
 // error log line and OnHalt, until its attachment changes. Until then
 // the call is not done: the step fails and runs it again.
-func (s *Service) failedOn(ctx context.Context, ev storedEvent, a Attachment, err error, limit int) bool {
-	key := haltKey(ev.roomID, a) + "\x00" + ev.eventID
+func (s *Service) failedOn(ctx context.Context, ev *rooms.Event, a Attachment, err error, limit int) bool {
+	key := haltKey(ev.RoomID, a) + "\x00" + string(ev.ID)
 	s.timeouts[key]++
 	if s.timeouts[key] < limit {
 		return false
 	}
 	delete(s.timeouts, key)
-	s.halted[haltKey(ev.roomID, a)] = true
+	s.halted[haltKey(ev.RoomID, a)] = true
 	s.opts.Log.Error("contracts: attachment halted: the same input failed again and again for a reason outside the contract; attach it again to restart it",
-		"room_id", ev.roomID, "attachment", a.Name, "module", a.Module, "event_id", ev.eventID, "tries", limit, "err", err)
+		"room_id", ev.RoomID, "attachment", a.Name, "module", a.Module, "event_id", string(ev.ID), "tries", limit, "err", err)
 	if s.opts.OnHalt != nil {
-		s.opts.OnHalt(ctx, Halt{RoomID: ev.roomID, Attachment: a.Name, Module: a.Module, EventID: ev.eventID, Err: err})
+		s.opts.OnHalt(ctx, Halt{RoomID: ev.RoomID, Attachment: a.Name, Module: a.Module, EventID: string(ev.ID), Err: err})
 	}
 	return true
 }
 
-func (s *Service) run(ctx context.Context, ev storedEvent, a Attachment) (*Outcome, error) {
+func (s *Service) run(ctx context.Context, ev *rooms.Event, a Attachment) (*Outcome, error) {
 	p, err := s.program(ctx, a.Module)
 	if err != nil {
 		return nil, err
 	}
-	in, err := Input(ev.eventID, ev.json, a.Config)
+	in, err := Input(string(ev.ID), ev.JSON, a.Config)
 	if err != nil {
 		return nil, fmt.Errorf("input: %w", err)
 	}
-	return p.Run(ctx, in, &dbState{db: s.opts.DB, roomID: ev.roomID, att: a})
+	return p.Run(ctx, in, &dbState{db: s.opts.DB, roomID: ev.RoomID, att: a})
 }
 
 // sendResult sends the result event. Its transaction ID is the input's,
 // so a step run again (after a crash or a failed send) does not send it
 // twice.
-func (s *Service) sendResult(ctx context.Context, ev storedEvent, a Attachment, out *Outcome) error {
-	content, err := json.Marshal(resultContent(a, ev.eventID, out))
+func (s *Service) sendResult(ctx context.Context, ev *rooms.Event, a Attachment, out *Outcome) error {
+	content, err := json.Marshal(resultContent(a, string(ev.ID), out))
 	if err == nil {
-		_, err = s.opts.Rooms.Send(ctx, ev.roomID, rooms.Proto{Type: ResultType, Sender: s.Bot(), Content: content,
-			TxnID: "contract/" + a.Name + "/" + ev.eventID})
+		_, err = s.opts.Rooms.Send(ctx, ev.RoomID, rooms.Proto{Type: ResultType, Sender: s.Bot(), Content: content,
+			TxnID: "contract/" + a.Name + "/" + string(ev.ID)})
 	}
 	if err != nil {
-		return fmt.Errorf("send the result of %s on %s: %w", a.Name, ev.eventID, err)
+		return fmt.Errorf("send the result of %s on %s: %w", a.Name, string(ev.ID), err)
 	}
 	return nil
 }
 
 // attach records an attachment change, and has the contracts user join
 // the room when a contract is attached.
-func (s *Service) attach(ctx context.Context, ev storedEvent) error {
-	a, ok, err := ParseAttachment(ev.stateKey.String, []byte(gjson.GetBytes(ev.json, "content").Raw))
+func (s *Service) attach(ctx context.Context, ev *rooms.Event) error {
+	a, ok, err := ParseAttachment(*ev.StateKey, []byte(gjson.GetBytes(ev.JSON, "content").Raw))
 	for key := range s.halted {
-		if strings.HasPrefix(key, string(ev.roomID)+"\x00"+ev.stateKey.String+"\x00") {
+		if strings.HasPrefix(key, string(ev.RoomID)+"\x00"+*ev.StateKey+"\x00") {
 			delete(s.halted, key)
 		}
 	}
 	if err != nil {
-		s.opts.Log.Warn("contracts: attachment ignored", "room_id", ev.roomID, "event_id", ev.eventID, "err", err)
+		s.opts.Log.Warn("contracts: attachment ignored", "room_id", ev.RoomID, "event_id", string(ev.ID), "err", err)
 	}
 	if ok {
-		if err := s.join(ctx, ev.roomID); err != nil {
-			s.opts.Log.Warn("contracts: the contracts user could not join", "room_id", ev.roomID, "err", err)
+		if err := s.join(ctx, ev.RoomID); err != nil {
+			s.opts.Log.Warn("contracts: the contracts user could not join", "room_id", ev.RoomID, "err", err)
 		}
 	}
+	s.attached.Forget() // read again at the next step
 	return s.opts.DB.Write(ctx, func(tx *storage.Tx) error {
-		if _, err := tx.Exec(ctx, "DELETE FROM contract_attachments WHERE room_id = $1 AND name = $2", ev.roomID, ev.stateKey.String); err != nil {
+		if _, err := tx.Exec(ctx, "DELETE FROM contract_attachments WHERE room_id = $1 AND name = $2", ev.RoomID, *ev.StateKey); err != nil {
 			return err
 		}
 		if ok {
 			events, _ := json.Marshal(a.Events)
 			if _, err := tx.Exec(ctx, `INSERT INTO contract_attachments (room_id, name, module, events, config) VALUES ($1, $2, $3, $4, $5)`,
-				ev.roomID, a.Name, a.Module, string(events), string(a.Config)); err != nil {
+				ev.RoomID, a.Name, a.Module, string(events), string(a.Config)); err != nil {
 				return err
 			}
 		}
-		return setMarkTx(ctx, tx, ev.pos)
+		return s.mark.SetTx(ctx, tx, ev.Pos)
 	})
 }
 

@@ -1,9 +1,13 @@
 // Package follower runs the loop that the node's event followers share
-// (the ledger, contracts, analytics): a step function, called at start, on
-// each wake-up and every interval, until it reports that nothing more is
-// waiting. A follower keeps its own mark in its own table and moves it in
-// the same transaction as its effects; this package only schedules the
-// steps, off the send path.
+// (the ledger, its keys log, contracts, analytics, automation,
+// moderation): a step function, called at start, on each wake-up and
+// every interval, until it reports that nothing more is waiting, with
+// what a follower does beside its steps (AfterRound, Every) in the same
+// goroutine. A follower keeps its Mark in its own table and moves it in
+// the same transaction as its effects; it reads the committed events
+// with rooms.Engine.CommittedEvents, which serves the newest from memory,
+// so a send's wake-ups cost its followers no query. Steps run off the
+// send path.
 package follower
 
 import (
@@ -26,6 +30,12 @@ type Follower struct {
 	log      *slog.Logger
 	wake     chan struct{}
 
+	// Set before Start: afterRound runs after each round of steps, every
+	// on its own ticker.
+	afterRound    func(ctx context.Context) error
+	every         func(ctx context.Context) error
+	everyInterval time.Duration
+
 	mu   sync.Mutex
 	stop func()
 }
@@ -37,6 +47,18 @@ func New(name string, interval time.Duration, log *slog.Logger, step StepFunc) *
 		log = slog.Default()
 	}
 	return &Follower{name: name, step: step, interval: interval, log: log, wake: make(chan struct{}, 1)}
+}
+
+// AfterRound has the follower call fn after each round of steps (at
+// start, on each wake-up and every interval), for work that follows the
+// steps' results, such as saving what they learnt. Call it before Start.
+func (f *Follower) AfterRound(fn func(ctx context.Context) error) { f.afterRound = fn }
+
+// Every has the follower also call fn every interval, between rounds of
+// steps, for work on a clock rather than on events, such as schedules.
+// Call it before Start.
+func (f *Follower) Every(interval time.Duration, fn func(ctx context.Context) error) {
+	f.every, f.everyInterval = fn, interval
 }
 
 // Wake asks for a round of steps soon. It never blocks: wake-ups that come
@@ -93,15 +115,30 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 func (f *Follower) run(ctx context.Context) {
 	tick := time.NewTicker(f.interval)
 	defer tick.Stop()
+	var everyC <-chan time.Time
+	if f.every != nil {
+		every := time.NewTicker(f.everyInterval)
+		defer every.Stop()
+		everyC = every.C
+	}
 	for {
 		if err := f.CatchUp(ctx); err != nil && ctx.Err() == nil {
 			f.log.Error(f.name+": follow events", "err", err)
+		}
+		if f.afterRound != nil {
+			if err := f.afterRound(ctx); err != nil && ctx.Err() == nil {
+				f.log.Error(f.name+": after following events", "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-f.wake:
 		case <-tick.C:
+		case <-everyC:
+			if err := f.every(ctx); err != nil && ctx.Err() == nil {
+				f.log.Error(f.name+": scheduled work", "err", err)
+			}
 		}
 	}
 }

@@ -19,8 +19,9 @@
 // a toggle on a fork that lost the state resolution turns nothing on or
 // off, and a resolution that drops or replaces the room's toggle does.
 //
-// The log follows the events table: an OnEvent hook only wakes the Log's
-// follower, which reads the committed events after its mark (the stream
+// The log follows the committed events (rooms.Engine.CommittedEvents): an
+// OnEvent hook only wakes the Log's follower (internal/follower), which
+// reads the committed events after its mark (the stream
 // position up to which it has appended, stored in ledger_marks with the
 // log's size) up to the next position where a room's ledger turns on or
 // off, appends those of ledger rooms to Tessera in batches, waits

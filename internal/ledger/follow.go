@@ -3,7 +3,6 @@ package ledger
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 
 	"github.com/tidwall/gjson"
@@ -15,7 +14,7 @@ import (
 var errNoRows = sql.ErrNoRows
 
 // OnEvent is the room engine's hook: it wakes the follower, which reads the
-// event from the events table. It never blocks.
+// event with the engine's CommittedEvents. It never blocks.
 func (l *Log) OnEvent(ev *rooms.Event, _ *rooms.RoomInfo) {
 	if ev.Pos > 0 {
 		l.follower.Wake()
@@ -26,16 +25,8 @@ func (l *Log) OnEvent(ev *rooms.Event, _ *rooms.RoomInfo) {
 // rooms committed since the mark, at once and then on each wake-up.
 func (l *Log) Start() { l.follower.Start() }
 
-// followQuery reads the committed events in ($1, $2] that the follower
-// must log: those of rooms with the ledger on ($3 set: of every room) and
-// the one at $4, where a room's ledger turns on or off.
-const followQuery = `SELECT e.pos, e.room_id, e.event_id, e.json
-	FROM events e LEFT JOIN ledger_rooms l ON l.room_id = e.room_id
-	WHERE e.pos > $1 AND e.pos <= $2 AND ($3 OR l.enabled OR e.pos = $4)
-	ORDER BY e.pos LIMIT 1000`
-
-// Step appends the next events of ledger rooms from the events table (at
-// most batchSize; up to the next position where a room's ledger turns on
+// Step appends the next committed events of ledger rooms (at most
+// batchSize; up to the next position where a room's ledger turns on
 // or off) and records them. It reports whether more may be waiting. The
 // follower calls it; tests call it to catch up at once.
 func (l *Log) Step(ctx context.Context) (more bool, err error) {
@@ -155,41 +146,39 @@ func (l *Log) toggleContents(ctx context.Context, changes []rooms.StateChange) (
 
 // roomEnabled reports whether the follower has the room's ledger on.
 func (l *Log) roomEnabled(ctx context.Context, roomID string) (bool, error) {
-	var on bool
-	err := l.db.QueryRow(ctx, "SELECT enabled FROM ledger_rooms WHERE room_id = $1", roomID).Scan(&on)
-	if err != nil && !errors.Is(err, errNoRows) {
-		return false, fmt.Errorf("read ledger room %s: %w", roomID, err)
-	}
-	return on, nil
+	enabled, err := l.enabled.Get(ctx)
+	return enabled[id.RoomID(roomID)], err
 }
 
 // scan reads, in order, the events after pos up to end that the log must
-// hold: those of ledger rooms, and the one at sw's position. full reports
-// that it stopped at a batch's end before end; last is the last position
-// read.
+// hold: those of ledger rooms (of every room with All), and the one at
+// sw's position. full reports that it stopped at a batch's end before
+// end; last is the position it read up to. Without States it reads
+// nothing.
 func (l *Log) scan(ctx context.Context, pos, end int64, sw *ledgerSwitch) (entries []Entry, last int64, full bool, err error) {
-	var at int64
-	if sw != nil {
-		at = sw.pos
+	if l.opts.States == nil {
+		return nil, end, false, nil
 	}
-	rows, err := l.db.Query(ctx, followQuery, pos, end, l.opts.All, at)
+	var filter rooms.EventFilter
+	var enabled map[id.RoomID]bool
+	if !l.opts.All {
+		if enabled, err = l.enabled.Get(ctx); err != nil {
+			return nil, 0, false, err
+		}
+		filter.Rooms = func(r id.RoomID) bool { return enabled[r] || (sw != nil && string(r) == sw.room) }
+	}
+	evs, through, err := l.opts.States.CommittedEvents(ctx, pos, end, filter, batchSize)
 	if err != nil {
 		return nil, 0, false, fmt.Errorf("read events for the ledger: %w", err)
 	}
-	defer rows.Close()
-	n := 0
-	for rows.Next() {
-		var roomID, eventID, raw string
-		if err := rows.Scan(&last, &roomID, &eventID, &raw); err != nil {
-			return nil, 0, false, fmt.Errorf("read events for the ledger: %w", err)
+	for _, ev := range evs {
+		if filter.Rooms != nil && !enabled[ev.RoomID] && (sw == nil || ev.Pos != sw.pos) {
+			continue // the switching room's events before its switch
 		}
-		n++
-		entries = append(entries, Entry{RoomID: roomID, EventID: eventID, ContentHash: gjson.Get(raw, "hashes.sha256").String()})
+		entries = append(entries, Entry{RoomID: string(ev.RoomID), EventID: string(ev.ID),
+			ContentHash: gjson.GetBytes(ev.JSON, "hashes.sha256").String()})
 	}
-	if err := rows.Err(); err != nil {
-		return nil, 0, false, fmt.Errorf("read events for the ledger: %w", err)
-	}
-	return entries, last, n == batchSize && last < end, nil
+	return entries, through, through < end, nil
 }
 
 // matchRecovered pairs the first candidates with the recovered entries

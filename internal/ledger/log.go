@@ -64,10 +64,10 @@ type Options struct {
 	// All logs the events of every room, not only those with the ledger
 	// on.
 	All bool
-	// States tells the follower which rooms have the ledger on: their
-	// resolved state's StateType event, read from the rooms engine
-	// (*rooms.Engine). Without it only All logs anything (tests that
-	// append directly leave it out).
+	// States is the rooms engine (*rooms.Engine): the follower reads the
+	// committed events from it, and which rooms have the ledger on from
+	// their resolved state's StateType event. Without it the follower
+	// logs nothing (tests that append directly leave it out).
 	States RoomStates
 	// Public serves the log's checkpoint and tiles to anyone; without it
 	// only server admins read them (the key is always public).
@@ -82,6 +82,9 @@ type RoomStates interface {
 	StateChanges(ctx context.Context, evType, stateKey string, from, to int64) ([]rooms.StateChange, error)
 	// Events reads events by ID.
 	Events(ctx context.Context, ids []id.EventID) ([]*rooms.Event, error)
+	// CommittedEvents reads the committed events after a position (see
+	// rooms.Engine.CommittedEvents).
+	CommittedEvents(ctx context.Context, after, upTo int64, f rooms.EventFilter, limit int) ([]*rooms.Event, int64, error)
 }
 
 // Log is the node's events log: a Tessera log on the local disk, fed from
@@ -104,6 +107,8 @@ type Log struct {
 	appendMu sync.Mutex
 	mark     mark // guarded by appendMu
 	loaded   bool // mark read from the database; guarded by appendMu
+	// enabled holds the rooms with the ledger on. Guarded by appendMu.
+	enabled *follower.RoomSet
 	// recovered are the entries at indexes [mark.size, mark.size +
 	// len(recovered)): in the log, but not yet recorded (a crash came
 	// between their append and their mark). Guarded by appendMu.
@@ -141,6 +146,7 @@ func Open(ctx context.Context, db *storage.DB, log *slog.Logger, opts Options) (
 		prover:   NewProver(db, opts.Dir, t.vkey),
 		appender: t.appender, shutdown: t.shutdown, reader: t.reader, cancel: t.cancel,
 	}
+	l.enabled = follower.NewRoomSet(db, "SELECT room_id FROM ledger_rooms WHERE enabled")
 	l.follower = follower.New("ledger", followInterval, log, l.Step)
 	return l, nil
 }
@@ -419,6 +425,9 @@ func readEntries(ctx context.Context, fetch client.EntryBundleFetcherFunc, from,
 // ledger was turned on or off, and the new mark; then it is the mark in
 // memory too.
 func (l *Log) record(ctx context.Context, entries []Entry, idx []uint64, toggles map[string]bool, next mark) error {
+	if len(toggles) > 0 {
+		l.enabled.Forget() // read again at the next step
+	}
 	err := l.db.Write(ctx, func(tx *storage.Tx) error {
 		for i, e := range entries {
 			if _, err := tx.Exec(ctx, `INSERT INTO ledger_entries (event_id, log_index, room_id) VALUES ($1, $2, $3)

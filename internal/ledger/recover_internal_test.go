@@ -59,8 +59,10 @@ func TestCrashBetweenAppendAndMark(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	opts := Options{Dir: filepath.Join(dir, "ledger"), Origin: EventsOrigin("test"), Key: key, All: true}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// The engine reads the rows storeEvents writes; it never committed them.
+	engine := rooms.New(db, log, rooms.Signer{ServerName: "test", KeyID: "ed25519:t", Key: key})
+	opts := Options{Dir: filepath.Join(dir, "ledger"), Origin: EventsOrigin("test"), Key: key, All: true, States: engine}
 	open := func() *Log {
 		l, err := Open(ctx, db, log, opts)
 		if err != nil {
@@ -194,8 +196,9 @@ func TestStepReadsSizeOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	l, err := Open(ctx, db, slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Options{Dir: filepath.Join(dir, "ledger"), Origin: EventsOrigin("test"), Key: key, All: true})
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	engine := rooms.New(db, log, rooms.Signer{ServerName: "test", KeyID: "ed25519:t", Key: key})
+	l, err := Open(ctx, db, log, Options{Dir: filepath.Join(dir, "ledger"), Origin: EventsOrigin("test"), Key: key, All: true, States: engine})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/admin"
+	"github.com/matrixos/matrixos/internal/follower"
 	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
 )
@@ -70,10 +71,10 @@ type Service struct {
 	opts Options
 	log  *slog.Logger
 
-	wake         chan struct{}
-	reports      chan admin.Report // users' reports the follower posts
-	stepMu       sync.Mutex        // one step, settings change or undo at a time
-	stopFollower func()
+	reports  chan admin.Report // users' reports the follower posts
+	stepMu   sync.Mutex        // one step, settings change or undo at a time
+	mark     *follower.Mark
+	follower *follower.Follower
 
 	// Guarded by stepMu.
 	settings Settings
@@ -88,6 +89,8 @@ type Service struct {
 	// by room + user.
 	floodTold map[string]int64
 	loaded    bool
+	// watched holds the rooms the follower reads (moderation_watch).
+	watched *follower.RoomSet
 	// failedPos is the event whose handling failed at the last step and
 	// failures how many times in a row.
 	failedPos int64
@@ -125,11 +128,15 @@ func New(opts Options) *Service {
 	if opts.RoomVersion == "" {
 		opts.RoomVersion = id.RoomV11
 	}
-	return &Service{opts: opts, log: opts.Log.With("component", "moderation"), wake: make(chan struct{}, 1),
-		reports: make(chan admin.Report, maxQueuedReports),
+	s := &Service{opts: opts, log: opts.Log.With("component", "moderation"),
+		reports: make(chan admin.Report, maxQueuedReports), mark: follower.NewMark(opts.DB, "moderation_marks", followerName),
+		watched: follower.NewRoomSet(opts.DB, "SELECT DISTINCT room_id FROM moderation_watch"),
 		configs: map[id.RoomID]*Config{}, teachers: map[id.RoomID]bool{}, lists: map[id.RoomID]map[string]Rule{},
 		recent: map[id.RoomID][]*recentMsg{}, recentBytes: map[id.RoomID]int{}, flood: map[string][]int64{}, floodTold: map[string]int64{},
 		arrived: map[int64]int64{}, cls: NewClassifier()}
+	s.follower = follower.New("moderation", followInterval, s.log, s.Step)
+	s.follower.AfterRound(func(ctx context.Context) error { return s.saveClassifier(ctx, false) })
+	return s
 }
 
 // Bot is the moderation user.
@@ -182,70 +189,16 @@ func (s *Service) forgetArrivals(pos int64) {
 }
 
 // wakeUp has the follower look for events now.
-func (s *Service) wakeUp() {
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
+func (s *Service) wakeUp() { s.follower.Wake() }
 
 // Start runs the follower until Close.
-func (s *Service) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.follow(ctx)
-	}()
-	s.stopFollower = func() {
-		cancel()
-		<-done
-	}
-}
+func (s *Service) Start() { s.follower.Start() }
 
 // Close stops the follower and saves the classifier.
 func (s *Service) Close(ctx context.Context) error {
-	if s.stopFollower != nil {
-		s.stopFollower()
-	}
+	s.follower.Close()
 	return s.saveClassifier(ctx, true)
 }
-
-func (s *Service) follow(ctx context.Context) {
-	tick := time.NewTicker(followInterval)
-	defer tick.Stop()
-	for {
-		for {
-			more, err := s.Step(ctx)
-			if err != nil {
-				if ctx.Err() == nil {
-					s.log.Error("moderation: step", "err", err)
-				}
-				break
-			}
-			if !more {
-				break
-			}
-		}
-		if err := s.saveClassifier(ctx, false); err != nil && ctx.Err() == nil {
-			s.log.Error("moderation: save the classifier", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.wake:
-		case <-tick.C:
-		}
-	}
-}
-
-// followQuery reads the committed events after a position that the
-// follower must see: those of the rooms it watches and every protections
-// configuration.
-const followQuery = `SELECT e.pos, e.room_id, e.event_id, e.type, e.state_key, e.sender, e.json FROM events e
-	WHERE e.pos > $1 AND e.pos <= $2 AND NOT e.rejected
-	AND (e.type = '` + ConfigType + `' OR e.room_id IN (SELECT room_id FROM moderation_watch))
-	ORDER BY e.pos LIMIT 200`
 
 // storedEvent is one event the follower reads.
 type storedEvent struct {
@@ -275,7 +228,7 @@ func (s *Service) Step(ctx context.Context) (more bool, err error) {
 		return false, err
 	}
 	s.postReports(ctx)
-	mark, err := s.mark(ctx)
+	mark, err := s.mark.Pos(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -283,7 +236,7 @@ func (s *Service) Step(ctx context.Context) (more bool, err error) {
 	if visible <= mark {
 		return false, nil
 	}
-	evs, err := s.scan(ctx, mark, visible)
+	evs, through, err := s.scan(ctx, mark, visible)
 	if err != nil {
 		return false, err
 	}
@@ -293,18 +246,17 @@ func (s *Service) Step(ctx context.Context) (more bool, err error) {
 			// Handled again at the next step; the events before it are
 			// done and are not.
 			if done > mark {
-				err = errors.Join(err, s.setMark(ctx, done))
+				err = errors.Join(err, s.mark.Set(ctx, done))
 			}
 			return false, err
 		}
 		done = ev.pos
 	}
-	if len(evs) == stepSize || (len(evs) > 0 && evs[len(evs)-1].evType == ConfigType) {
-		s.forgetArrivals(done)
-		return true, s.setMark(ctx, done)
+	s.forgetArrivals(through)
+	if len(evs) == 0 {
+		return through < visible, s.mark.Skip(ctx, through)
 	}
-	s.forgetArrivals(visible)
-	return false, s.setMark(ctx, visible)
+	return through < visible, s.mark.Set(ctx, through)
 }
 
 // skip reports whether an event whose handling failed is given up: after
@@ -328,41 +280,36 @@ func (s *Service) skip(ctx context.Context, ev storedEvent, err error) bool {
 	return true
 }
 
-func (s *Service) scan(ctx context.Context, mark, visible int64) ([]storedEvent, error) {
-	rows, err := s.opts.DB.Query(ctx, followQuery, mark, visible)
+// scan reads the committed events after mark that the follower must
+// see: those of the rooms it watches, and every protections
+// configuration, up to and including the next (which may change the
+// watched rooms).
+func (s *Service) scan(ctx context.Context, mark, visible int64) ([]storedEvent, int64, error) {
+	watched, err := s.watched.Get(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read events for moderation: %w", err)
+		return nil, 0, err
 	}
-	defer rows.Close()
-	var evs []storedEvent
-	for rows.Next() {
-		var ev storedEvent
-		if err := rows.Scan(&ev.pos, &ev.roomID, &ev.eventID, &ev.evType, &ev.stateKey, &ev.sender, &ev.json); err != nil {
-			return nil, fmt.Errorf("read events for moderation: %w", err)
-		}
-		evs = append(evs, ev)
-		if ev.evType == ConfigType {
-			break // the query's view of the watched rooms is out of date
+	filter := rooms.EventFilter{Types: []string{ConfigType}, Rooms: func(r id.RoomID) bool { return watched[r] }}
+	evs, through, err := s.opts.Rooms.CommittedEvents(ctx, mark, visible, filter, stepSize)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read events for moderation: %w", err)
+	}
+	out := make([]storedEvent, 0, len(evs))
+	for _, ev := range evs {
+		out = append(out, newStoredEvent(ev))
+		if ev.Type == ConfigType {
+			return out, ev.Pos, nil
 		}
 	}
-	return evs, rows.Err()
+	return out, through, nil
 }
 
-func (s *Service) mark(ctx context.Context) (int64, error) {
-	var pos int64
-	err := s.opts.DB.QueryRow(ctx, "SELECT pos FROM moderation_marks WHERE follower = $1", followerName).Scan(&pos)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("read moderation mark: %w", err)
+func newStoredEvent(ev *rooms.Event) storedEvent {
+	se := storedEvent{pos: ev.Pos, roomID: ev.RoomID, eventID: ev.ID, evType: ev.Type, sender: ev.Sender, json: ev.JSON}
+	if ev.StateKey != nil {
+		se.stateKey = sql.NullString{String: *ev.StateKey, Valid: true}
 	}
-	return pos, nil
-}
-
-func (s *Service) setMark(ctx context.Context, pos int64) error {
-	return s.opts.DB.Write(ctx, func(tx *storage.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO moderation_marks (follower, pos) VALUES ($1, $2)
-			ON CONFLICT (follower) DO UPDATE SET pos = excluded.pos`, followerName, pos)
-		return err
-	})
+	return se
 }
 
 // load reads, once, the node's settings, the classifier and the
@@ -641,6 +588,7 @@ func (s *Service) writeWatch(ctx context.Context) error {
 			delete(s.lists, l)
 		}
 	}
+	s.watched.Forget() // read again at the next step
 	return s.opts.DB.Write(ctx, func(tx *storage.Tx) error {
 		if _, err := tx.Exec(ctx, "DELETE FROM moderation_watch"); err != nil {
 			return err

@@ -40,6 +40,21 @@ func (f EventFilter) picks(ev *Event) bool {
 	return slices.Contains(f.Types, ev.Type) || (f.Rooms != nil && f.Rooms(ev.RoomID))
 }
 
+// pick appends to out the events of evs the filter picks, up to limit in
+// all; full reports that it reached the limit.
+func (f EventFilter) pick(out, evs []*Event, limit int) (_ []*Event, full bool) {
+	for _, ev := range evs {
+		if !f.picks(ev) {
+			continue
+		}
+		out = append(out, ev)
+		if len(out) == limit {
+			return out, true
+		}
+	}
+	return out, false
+}
+
 // CommittedEvents returns, in stream order, up to limit committed events
 // of the timeline with after < pos <= upTo (upTo cut to the committed
 // position) that f picks, and through, the position up to which it
@@ -85,14 +100,10 @@ func (e *Engine) committedFromDB(ctx context.Context, after, upTo int64, f Event
 		if err != nil {
 			return nil, 0, fmt.Errorf("read committed events: %w", err)
 		}
-		for _, ev := range page {
-			if !f.picks(ev) {
-				continue
-			}
-			out = append(out, ev)
-			if len(out) == limit {
-				return out, ev.Pos, nil
-			}
+		var full bool
+		out, full = f.pick(out, page, limit)
+		if full {
+			return out, out[len(out)-1].Pos, nil
 		}
 		if len(page) < committedPageSize {
 			return out, upTo, nil
@@ -152,14 +163,9 @@ func (c *committedEvents) get(after, upTo int64, f EventFilter, limit int) (evs 
 		in = append(in, c.at(i))
 	}
 	c.mu.Unlock()
-	for _, ev := range in {
-		if !f.picks(ev) {
-			continue
-		}
-		evs = append(evs, ev)
-		if len(evs) == limit {
-			return evs, ev.Pos, true
-		}
+	evs, full := f.pick(nil, in, limit)
+	if full {
+		return evs, evs[len(evs)-1].Pos, true
 	}
 	return evs, upTo, true
 }
@@ -168,11 +174,7 @@ func (c *committedEvents) get(after, upTo int64, f EventFilter, limit int) (evs 
 func (c *committedEvents) replace(ev *Event) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for i, old := range c.events {
-		if old.ID == ev.ID {
-			c.events[i] = ev
-		}
-	}
+	replaceEvent(c.events, ev)
 }
 
 // dropRoom forgets a purged room's events: they are no longer in the

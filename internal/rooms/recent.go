@@ -51,9 +51,14 @@ func (re *recentEvents) find(evID id.EventID) *Event {
 func (re *recentEvents) replace(ev *Event) {
 	re.mu.Lock()
 	defer re.mu.Unlock()
-	for i, old := range re.events {
+	replaceEvent(re.events, ev)
+}
+
+// replaceEvent swaps ev in for the event of the same ID in evs.
+func replaceEvent(evs []*Event, ev *Event) {
+	for i, old := range evs {
 		if old.ID == ev.ID {
-			re.events[i] = ev
+			evs[i] = ev
 		}
 	}
 }
