@@ -47,21 +47,11 @@ func (cs *changes) record(ctx context.Context, tx *storage.Tx, topic string, c a
 	return nil
 }
 
-// collect returns the write function that runs fn with cs: cs holds the
-// changes of that run only, since a write may run twice (see
-// storage.DB.Write) and a run rolled back recorded nothing.
-func (cs *changes) collect(fn func(tx *storage.Tx, cs *changes) error) func(tx *storage.Tx) error {
-	return func(tx *storage.Tx) error {
-		*cs = (*cs)[:0]
-		return fn(tx, cs)
-	}
-}
-
 // write runs fn in a write transaction, then applies the changes it
 // recorded if this service applies changes.
 func (s *Service) write(ctx context.Context, fn func(tx *storage.Tx, cs *changes) error) error {
 	var cs changes
-	if err := s.db.Write(ctx, cs.collect(fn)); err != nil {
+	if err := s.db.Write(ctx, func(tx *storage.Tx) error { return fn(tx, &cs) }); err != nil {
 		return err
 	}
 	if !s.appliesChanges.Load() {
