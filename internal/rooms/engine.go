@@ -1344,9 +1344,8 @@ func nullString(s string) any {
 
 // setSnapshot moves the room's latest written state snapshot to snap, a
 // chain of that length, in tx's write; if the write does not commit, the
-// room's snapshot goes back to the one before, so that a write its batch
-// runs again (see storage.DB.Write) builds on the same snapshot as its
-// first run.
+// room's snapshot goes back to the one before, so that the next write
+// builds on a snapshot that is in the database.
 func setSnapshot(tx *storage.Tx, r *room, snap int64, chain int) {
 	prev, prevChain := r.dbSnapshot, r.dbChainLen
 	tx.AfterAbort(func() { r.dbSnapshot, r.dbChainLen = prev, prevChain })

@@ -3,7 +3,6 @@ package rooms
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -15,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/mxhttp"
@@ -507,113 +505,6 @@ func TestFailedWriteLeavesNoTrace(t *testing.T) {
 		}
 		if got.RedactedBy != "" || !strings.Contains(string(got.PDU.Content), "kept") {
 			t.Errorf("target of the failed redaction = %s (redacted_by %q)", got.PDU.Content, got.RedactedBy)
-		}
-	})
-}
-
-// TestWriteRunAgainKeepsSnapshots: when another write of its batch fails,
-// the batch runs again without it (see storage.DB.Write), so the write of
-// a state event runs twice: the room's state snapshots built on the second
-// run start from the snapshot before the event, not from the one its first
-// run made (which was rolled back), and the next state event builds on
-// the event's.
-func TestWriteRunAgainKeepsSnapshots(t *testing.T) {
-	backends(t, func(t *testing.T, env *testEnv) {
-		ctx := context.Background()
-		e := env.e
-		blocked, release := make(chan struct{}), make(chan struct{})
-		e.OnPersist = append(e.OnPersist, func(ctx context.Context, tx *storage.Tx, ev *Event, r *RoomInfo) error {
-			switch body := gjson.GetBytes(ev.PDU.Content, "body").Str; body {
-			case "block the writer":
-				close(blocked)
-				<-release
-			case "fail":
-				return errors.New("injected failure")
-			}
-			return nil
-		})
-		stateRoom, _ := createTestRoom(t, e, id.RoomV11)
-		blockRoom, _ := createTestRoom(t, e, id.RoomV11)
-		failRoom, _ := createTestRoom(t, e, id.RoomV11)
-		type result struct {
-			ev  *Event
-			err error
-		}
-		send := func(roomID id.RoomID, p Proto) <-chan result {
-			done := make(chan result, 1)
-			go func() {
-				ev, err := e.Send(ctx, roomID, p)
-				done <- result{ev, err}
-			}()
-			return done
-		}
-		// queued sends p and returns once its write is queued.
-		queued := func(roomID id.RoomID, p Proto) <-chan result {
-			r, err := e.room(ctx, roomID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.mu.Lock()
-			h0 := r.head
-			r.mu.Unlock()
-			done := send(roomID, p)
-			for moved := false; !moved; {
-				r.mu.Lock()
-				moved = r.head != h0
-				r.mu.Unlock()
-				if !moved {
-					time.Sleep(time.Millisecond)
-				}
-			}
-			return done
-		}
-		blocking := send(blockRoom, textProto(alice, "block the writer"))
-		<-blocked
-		topicSent := queued(stateRoom, stateProto(alice, "m.room.topic", "", `{"topic":"run twice"}`))
-		failSent := queued(failRoom, textProto(alice, "fail"))
-		close(release)
-		if res := <-blocking; res.err != nil {
-			t.Fatalf("blocking send: %v", res.err)
-		}
-		if res := <-failSent; res.err == nil {
-			t.Fatal("send with a failing write succeeded")
-		}
-		res := <-topicSent
-		if res.err != nil {
-			t.Fatalf("topic sent in the batch run again: %v", res.err)
-		}
-		topic := res.ev
-		name, err := e.Send(ctx, stateRoom, stateProto(alice, "m.room.name", "", `{"name":"after"}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-
-		snapshotRow := func(ev *Event) (before, parent int64) {
-			t.Helper()
-			if err := env.db.QueryRow(ctx, `SELECT e.snapshot_before, s.parent_id FROM events e
-				JOIN state_snapshots s ON s.snapshot_id = e.pos WHERE e.event_id = $1`, ev.ID).Scan(&before, &parent); err != nil {
-				t.Fatalf("snapshots of %s: %v", ev.Type, err)
-			}
-			return before, parent
-		}
-		topicBefore, topicParent := snapshotRow(topic)
-		if topicBefore >= topic.Pos || topicParent >= topic.Pos {
-			t.Errorf("topic at %d: state before it at snapshot %d, its snapshot's parent %d: want both before it", topic.Pos, topicBefore, topicParent)
-		}
-		nameBefore, nameParent := snapshotRow(name)
-		if nameBefore != topic.Pos || nameParent != topic.Pos {
-			t.Errorf("name after the topic (%d): state before it at snapshot %d, its snapshot's parent %d: want the topic's", topic.Pos, nameBefore, nameParent)
-		}
-		st, err := e.StateAt(ctx, name.Pos)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := map[string]string{}
-		for _, ev := range st {
-			got[ev.Type] = string(ev.ID)
-		}
-		if got["m.room.topic"] != string(topic.ID) || got["m.room.name"] != string(name.ID) {
-			t.Errorf("state after the name: topic %s, name %s; want %s, %s", got["m.room.topic"], got["m.room.name"], topic.ID, name.ID)
 		}
 	})
 }

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -524,21 +523,16 @@ func (tx *Tx) Dialect() Dialect { return tx.db.Dialect }
 // anyone holds while queueing or awaiting a write.
 func (tx *Tx) AfterCommit(fn func()) { tx.afterFns = append(tx.afterFns, fn) }
 
-// AfterAbort registers fn to run when this run of the write does not
-// commit: its own function failed (its work was rolled back), its batch
-// failed, or its batch was rolled back to run again without another write
-// that failed (see Write). Exactly one of the AfterCommit and AfterAbort
-// sets that one run of a write registers runs, so an in-memory reservation
-// or change made inside a write can be released or undone on either
-// outcome; a write's AfterAbort functions run last first, and the writes
-// of a batch last first. fn runs on the writer goroutine, with
-// AfterCommit's limits.
+// AfterAbort registers fn to run when the write does not commit: its own
+// function failed (its savepoint was rolled back) or its batch failed.
+// Exactly one of a write's AfterCommit and AfterAbort sets runs, so an
+// in-memory reservation made inside a write can be released on either
+// outcome. fn runs on the writer goroutine, with AfterCommit's limits.
 func (tx *Tx) AfterAbort(fn func()) { tx.abortFns = append(tx.abortFns, fn) }
 
-// aborted runs the functions registered with AfterAbort, the last first,
-// once.
+// aborted runs the functions registered with AfterAbort.
 func (tx *Tx) aborted() {
-	for _, f := range slices.Backward(tx.abortFns) {
+	for _, f := range tx.abortFns {
 		f()
 	}
 	tx.abortFns = nil
@@ -556,14 +550,8 @@ var ErrClosed = errors.New("storage: database closed")
 
 // Write runs fn in a write transaction and returns once it has committed
 // durably (or failed). Writes from concurrent callers are batched into one
-// transaction; a failing fn does not affect the others: its work is rolled
-// back and its error returned, while theirs commits. fn must not block on
-// other writes, and it may run more than once (twice at most): when a
-// write of its batch fails, the batch is rolled back and run again
-// without it. So fn must be safe to run again: whatever it changes outside
-// the transaction is either done again the same way (an assignment of a
-// result, a position) or registered with AfterCommit, or undone by an
-// AfterAbort function.
+// transaction; each fn runs inside its own savepoint so a failing fn does not
+// affect the others. fn must not block on other writes.
 func (db *DB) Write(ctx context.Context, fn func(tx *Tx) error) error {
 	return db.Enqueue(ctx, fn)()
 }
@@ -623,39 +611,69 @@ func (db *DB) writer() {
 	}
 }
 
-// commitBatch runs the writes of batch in one transaction and commits it.
-// The writes first run one after the other with nothing between them:
-// a savepoint per write would copy every page it first touches into the
-// statement journal, and makes the search index's FTS5 table flush its
-// pending terms at each one. When a write fails, the transaction is rolled
-// back, the runs so far are aborted (their AfterAbort functions, last
-// first) and the batch runs again without the failed write, this time
-// each write in a savepoint, so whatever else fails, no write runs more
-// than twice.
 func (db *DB) commitBatch(batch []*writeReq) {
 	ctx := context.Background()
 	start := time.Now()
 	startPos := db.pos
-	results := make([]error, len(batch))
-	failed, err := db.runBatch(ctx, batch, results, false)
-	if err == nil && failed >= 0 {
+	fail := func(err error) {
 		db.pos = startPos
-		abortRuns(batch[:failed+1])
-		if !slices.Contains(results, nil) {
-			answer(batch, results)
-			return
-		}
-		_, err = db.runBatch(ctx, batch, results, true)
-	}
-	if err != nil {
-		db.pos = startPos
-		abortRuns(batch)
-		for i := range results {
-			if results[i] == nil {
-				results[i] = err
+		for _, r := range batch {
+			r.tx.aborted()
+			if r.done != nil {
+				r.done <- err
+				r.done = nil
 			}
 		}
-		answer(batch, results)
+	}
+	sqlTx, err := db.write.BeginTx(ctx, nil)
+	if err != nil {
+		fail(fmt.Errorf("begin write transaction: %w", err))
+		return
+	}
+	results := make([]error, len(batch))
+	single := len(batch) == 1
+	shared := &batchTx{db: db, tx: sqlTx}
+	for i, r := range batch {
+		r.tx = Tx{db: db, tx: sqlTx, batch: shared}
+		if err := r.ctx.Err(); err != nil {
+			results[i] = err
+			continue
+		}
+		if single {
+			results[i] = r.fn(&r.tx)
+			continue
+		}
+		if _, err := shared.exec(ctx, "SAVEPOINT w"); err != nil {
+			sqlTx.Rollback()
+			fail(fmt.Errorf("savepoint: %w", err))
+			return
+		}
+		if err := r.fn(&r.tx); err != nil {
+			results[i] = err
+			if _, rerr := shared.exec(ctx, "ROLLBACK TO SAVEPOINT w"); rerr != nil {
+				sqlTx.Rollback()
+				fail(fmt.Errorf("rollback to savepoint: %w", rerr))
+				return
+			}
+		}
+		if _, err := shared.exec(ctx, "RELEASE SAVEPOINT w"); err != nil {
+			sqlTx.Rollback()
+			fail(fmt.Errorf("release savepoint: %w", err))
+			return
+		}
+	}
+	if single && results[0] != nil {
+		sqlTx.Rollback()
+		fail(results[0])
+		return
+	}
+	if err := db.persistPosition(ctx, shared); err != nil {
+		sqlTx.Rollback()
+		fail(err)
+		return
+	}
+	if err := sqlTx.Commit(); err != nil {
+		fail(fmt.Errorf("commit: %w", err))
 		return
 	}
 	// Publish to memory first, so that no reader sees a position whose
@@ -672,85 +690,6 @@ func (db *DB) commitBatch(batch []*writeReq) {
 	db.visible.Store(db.pos)
 	writeBatchSize.Observe(float64(len(batch)))
 	writeBatchSeconds.Observe(time.Since(start).Seconds())
-	answer(batch, results)
-}
-
-// runBatch runs, in one transaction, the writes of batch that have no
-// result yet, and commits it. Without savepoints it stops at the first
-// write that fails, rolls the transaction back and returns that write's
-// index (its error in results); with them, a failing write's savepoint is
-// rolled back and the others go on. failed is -1 when the transaction
-// committed; err is an error of the transaction itself, which fails every
-// write.
-func (db *DB) runBatch(ctx context.Context, batch []*writeReq, results []error, savepoints bool) (failed int, err error) {
-	sqlTx, err := db.write.BeginTx(ctx, nil)
-	if err != nil {
-		return -1, fmt.Errorf("begin write transaction: %w", err)
-	}
-	shared := &batchTx{db: db, tx: sqlTx}
-	for i, r := range batch {
-		if results[i] != nil {
-			continue
-		}
-		r.tx = Tx{db: db, tx: sqlTx, batch: shared}
-		if err := r.ctx.Err(); err != nil {
-			results[i] = err
-			continue
-		}
-		if !savepoints {
-			if err := r.fn(&r.tx); err != nil {
-				results[i] = err
-				sqlTx.Rollback()
-				return i, nil
-			}
-			continue
-		}
-		writeErr, err := runInSavepoint(ctx, shared, r)
-		if err != nil {
-			sqlTx.Rollback()
-			return -1, err
-		}
-		results[i] = writeErr
-	}
-	if err := db.persistPosition(ctx, shared); err != nil {
-		sqlTx.Rollback()
-		return -1, err
-	}
-	if err := sqlTx.Commit(); err != nil {
-		return -1, fmt.Errorf("commit: %w", err)
-	}
-	return -1, nil
-}
-
-// runInSavepoint runs r's function in a savepoint of the batch's
-// transaction, rolled back when the function fails: writeErr is the
-// function's error, err that of a savepoint statement.
-func runInSavepoint(ctx context.Context, b *batchTx, r *writeReq) (writeErr, err error) {
-	if _, err := b.exec(ctx, "SAVEPOINT w"); err != nil {
-		return nil, fmt.Errorf("savepoint: %w", err)
-	}
-	if writeErr = r.fn(&r.tx); writeErr != nil {
-		if _, err := b.exec(ctx, "ROLLBACK TO SAVEPOINT w"); err != nil {
-			return writeErr, fmt.Errorf("rollback to savepoint: %w", err)
-		}
-	}
-	if _, err := b.exec(ctx, "RELEASE SAVEPOINT w"); err != nil {
-		return writeErr, fmt.Errorf("release savepoint: %w", err)
-	}
-	return writeErr, nil
-}
-
-// abortRuns runs the AfterAbort functions of the writes' last runs, the
-// last write's first, so that each undoes what its run did on top of the
-// runs before it.
-func abortRuns(batch []*writeReq) {
-	for _, r := range slices.Backward(batch) {
-		r.tx.aborted()
-	}
-}
-
-// answer tells each write of batch its result.
-func answer(batch []*writeReq, results []error) {
 	for i, r := range batch {
 		r.done <- results[i]
 	}
