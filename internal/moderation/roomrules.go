@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -172,9 +173,35 @@ func (s *Service) removeLocal(ctx context.Context, roomID id.RoomID, u id.UserID
 	if err != nil {
 		return err
 	}
-	s.report(ctx, a, fmt.Sprintf("%s removed from %s by the room rule of %s. The node refuses joins, invites and knocks there until the rule is lifted.",
-		u, roomID, describeRule(r)))
+	text := fmt.Sprintf("%s removed from %s by the room rule of %s. The node refuses joins, invites and knocks there until the rule is lifted.",
+		u, roomID, describeRule(r))
+	for _, mods := range s.moderatorsRoomsFollowing(r.List) {
+		s.notifyModerators(ctx, &Config{ModeratorsRoom: mods}, text, map[string]any{"action": a.Action, "action_id": a.ID,
+			"room_id": a.RoomID, "target": a.Target})
+	}
 	return nil
+}
+
+// moderatorsRoomsFollowing returns the moderators' rooms of those who
+// follow a policy list: the node's, when the node follows it, and each
+// protected room's that follows it (its own moderators' room, or the
+// node's), without repeats. A room rule acts for the whole node, so its
+// removals are told to all of them, not to the banned room's.
+func (s *Service) moderatorsRoomsFollowing(list id.RoomID) []id.RoomID {
+	var out []id.RoomID
+	add := func(cfg *Config) {
+		if !slices.Contains(s.listsOf(cfg), list) {
+			return
+		}
+		if room := s.moderatorsRoom(cfg); room != "" && !slices.Contains(out, room) {
+			out = append(out, room)
+		}
+	}
+	add(&Config{})
+	for _, roomID := range slices.Sorted(maps.Keys(s.configs)) {
+		add(s.configs[roomID])
+	}
+	return out
 }
 
 // reasonOrNone returns a rule's reason, or "none given".

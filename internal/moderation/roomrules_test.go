@@ -127,3 +127,25 @@ func stateEventID(t *testing.T, n *testnode.Node, room id.RoomID, stateKey strin
 	}
 	return ev.ID
 }
+
+// TestRoomRuleRemovalsReachFollowers: with no node-wide moderators'
+// room, a removal by a room rule is told to the moderators' room of
+// each protected room that follows the rule's list.
+func TestRoomRuleRemovalsReachFollowers(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	admin := n.RegisterAdmin("admin")
+	alice := n.Register("alice")
+
+	list := publicRoom(t, admin, "list")
+	mods := modRoom(t, n, admin)
+	guarded := publicRoom(t, admin, "guarded")
+	protect(t, n, admin, guarded, map[string]any{"policy_lists": []id.RoomID{list}, "moderators_room": mods})
+
+	bad := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "bad"})
+	testnode.SendState(t, admin, list, roomRule, "bad", map[string]string{
+		"entity": string(bad), "recommendation": "m.ban", "reason": "abuse hub"})
+	catchUp(t, n)
+
+	wantMembership(t, n, bad, alice.UserID, "leave")
+	wantNotice(t, n, admin, mods, string(alice.UserID)+" removed from "+string(bad)+" by the room rule")
+}
