@@ -16,7 +16,6 @@ import (
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/database"
 	"maunium.net/go/mautrix/bridgev2/networkid"
-	"maunium.net/go/mautrix/bridgev2/simplevent"
 	"maunium.net/go/mautrix/bridgev2/status"
 	"maunium.net/go/mautrix/event"
 )
@@ -276,16 +275,7 @@ func (c *Client) onReady(s *discordgo.Session, r *discordgo.Ready) {
 		if !isBridgedChannel(ch) {
 			continue
 		}
-		c.login.QueueRemoteEvent(&simplevent.ChatResync{
-			EventMeta: simplevent.EventMeta{
-				Type:         bridgev2.RemoteEventChatResync,
-				PortalKey:    c.portalKey(ch.ID),
-				CreatePortal: true,
-				LogContext:   channelLogContext(ch.ID),
-			},
-			ChatInfo: c.chatInfo(ch),
-		})
-		c.catchUp(ctx, ch.ID, "")
+		c.resyncChannel(ctx, ch)
 	}
 }
 

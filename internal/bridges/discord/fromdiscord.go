@@ -41,16 +41,7 @@ func (c *Client) onGuildCreate(s *discordgo.Session, g *discordgo.GuildCreate) {
 		if !isBridgedChannel(ch) {
 			continue
 		}
-		c.login.QueueRemoteEvent(&simplevent.ChatResync{
-			EventMeta: simplevent.EventMeta{
-				Type:         bridgev2.RemoteEventChatResync,
-				PortalKey:    c.portalKey(ch.ID),
-				CreatePortal: true,
-				LogContext:   channelLogContext(ch.ID),
-			},
-			ChatInfo: c.chatInfo(ch),
-		})
-		c.catchUp(ctx, ch.ID, "")
+		c.resyncChannel(ctx, ch)
 	}
 	for _, th := range g.Threads {
 		c.catchUp(ctx, th.ID, th.ParentID)
@@ -471,4 +462,19 @@ func (c *Client) handleReaction(r *discordgo.MessageReaction, kind bridgev2.Remo
 		EmojiID:       networkid.EmojiID(r.Emoji.APIName()),
 		Emoji:         emoji,
 	})
+}
+
+// resyncChannel has bridgev2 create or update the portal of a bridged
+// channel and fetches the messages it missed.
+func (c *Client) resyncChannel(ctx context.Context, ch *discordgo.Channel) {
+	c.login.QueueRemoteEvent(&simplevent.ChatResync{
+		EventMeta: simplevent.EventMeta{
+			Type:         bridgev2.RemoteEventChatResync,
+			PortalKey:    c.portalKey(ch.ID),
+			CreatePortal: true,
+			LogContext:   channelLogContext(ch.ID),
+		},
+		ChatInfo: c.chatInfo(ch),
+	})
+	c.catchUp(ctx, ch.ID, "")
 }
