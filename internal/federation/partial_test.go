@@ -465,6 +465,10 @@ func TestPartialStateSync(t *testing.T) {
 		t.Fatalf("the long-polling sync showed the room before the resync: %s", raw)
 	case <-time.After(500 * time.Millisecond):
 	}
+	unknown := members[len(members)-1]
+	if b.Rooms.Membership(unknown, roomID) != "" {
+		t.Fatalf("B knows %s's membership before the resync: the test needs a member the partial state lacks", unknown)
+	}
 	start := time.Now()
 	close(g.open)
 	r := <-woken
@@ -486,6 +490,17 @@ func TestPartialStateSync(t *testing.T) {
 	}
 	if !sawMember {
 		t.Fatalf("the room newly shown after the resync lacks member %s's event", members[3])
+	}
+
+	// The members learned from the full state now share a room with bob:
+	// a lazy-loading sync from before the resync names them as device list
+	// changes, so that bob's client fetches their keys.
+	after, err := bob.SyncRequest(ctx, 0, lazy.NextBatch, lazyFilter, false, "")
+	if err != nil {
+		t.Fatalf("bob's lazy sync after the resync: %v", err)
+	}
+	if !slices.Contains(after.DeviceLists.Changed, unknown) {
+		t.Fatalf("device_lists.changed after the resync %v lacks %s, learned from the full state", after.DeviceLists.Changed, unknown)
 	}
 }
 

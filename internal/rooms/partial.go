@@ -619,10 +619,18 @@ func (e *Engine) commitFullState(r *room, after *roomState, changed []id.UserID,
 	next.extremities, next.depth = r.cur.extremities, r.cur.depth
 	r.cur = &next
 	r.lastStatePos = max(r.lastStatePos, pos)
+	if len(changed) > 0 {
+		r.lastMemberPos = max(r.lastMemberPos, pos)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, u := range changed {
 		e.setMembershipLocked(u, r.id, next.members[u])
+		// The members the full state brought are membership changes at
+		// the position the state became complete, as a member event's
+		// are at its own: /sync's device lists name them.
+		e.memberPos[u] = max(e.memberPos[u], pos)
+		e.memberLog.Add(pos, MemberChange{Pos: pos, RoomID: r.id, UserID: u})
 	}
 	local := []id.UserID{}
 	for u, m := range next.members {
