@@ -146,8 +146,12 @@ func (s *Service) membershipChanges(ctx context.Context, user id.UserID, since, 
 		}
 	}
 	for _, c := range changes {
-		if c.Pos > to {
-			break
+		// In a room whose membership of user's changed, a change after to
+		// counts too: its current members are read now, so one who left
+		// after to is not among them, and the next window, where user's
+		// own change no longer is, would not name them.
+		if c.Pos > to && !own[c.RoomID] {
+			continue
 		}
 		if own[c.RoomID] || active(s.rooms.Membership(user, c.RoomID)) {
 			if out == nil {

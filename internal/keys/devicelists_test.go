@@ -196,3 +196,35 @@ func TestDeviceListsWithoutChangesAllocateNothing(t *testing.T) {
 		t.Errorf("after Bob's rename: changed %v (%v), want Bob", changed, err)
 	}
 }
+
+// TestDeviceListsLeaveAfterOwnLeave: alice leaves the one room she shares
+// with bob, and bob leaves it too after the window that holds alice's
+// leave ends but before that window is answered. Bob is in that answer's
+// left (the room's members are read when it is answered, when bob is no
+// longer among them), since the next window, without alice's own change,
+// does not name him.
+func TestDeviceListsLeaveAfterOwnLeave(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	ctx := context.Background()
+	alice, bob := n.Register("alice"), n.Register("bob")
+	room := shareRoom(t, alice, bob)
+	since := n.DB.Visible()
+	if _, err := alice.LeaveRoom(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	to := n.DB.Visible()
+	if _, err := bob.LeaveRoom(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	_, left, err := keys.DeviceLists(n.Keys, ctx, alice.UserID, since, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, leftNext, err := keys.DeviceLists(n.Keys, ctx, alice.UserID, to, n.DB.Visible())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(left, bob.UserID) && !slices.Contains(leftNext, bob.UserID) {
+		t.Errorf("bob in neither window's left (%v, then %v)", left, leftNext)
+	}
+}
