@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tidwall/gjson"
+	"maunium.net/go/mautrix/crypto/canonicaljson"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/federation/eventauth"
 	"maunium.net/go/mautrix/federation/pdu"
@@ -998,14 +999,11 @@ func (e *Engine) build(r *room, st *roomState, p Proto) (*Event, error) {
 			return nil, mxhttp.BadJSON("event cannot be encoded as canonical JSON: %v", err)
 		}
 	} else {
-		if err := pd.Sign(r.version, e.signer.ServerName, e.signer.KeyID, e.signer.Key); err != nil {
+		var err error
+		if evID, err = e.sign(r.version, pd); err != nil {
 			// Only the content can make signing fail: floats, integers
 			// beyond 2^53, invalid UTF-8.
 			return nil, mxhttp.BadJSON("event cannot be encoded as canonical JSON: %v", err)
-		}
-		var err error
-		if evID, err = pd.GetEventID(r.version); err != nil {
-			return nil, fmt.Errorf("event ID: %w", err)
 		}
 		if raw, err = json.Marshal(pd); err != nil {
 			return nil, fmt.Errorf("encode event: %w", err)
@@ -1026,6 +1024,41 @@ func (e *Engine) build(r *room, st *roomState, p Proto) (*Event, error) {
 	}
 	ev.RelType, ev.RelatesTo, ev.ThreadID = relationOf(content)
 	return ev, nil
+}
+
+// sign signs pd, an event of room version v (3 and later) built here,
+// and returns its event ID. The signature and the event ID (the reference
+// hash) cover the same bytes, the event's signing form in canonical JSON,
+// made once for both: pdu.PDU.Sign and pdu.PDU.GetEventID would each make
+// it again.
+func (e *Engine) sign(v id.RoomVersion, pd *pdu.PDU) (id.EventID, error) {
+	if err := pd.FillContentHash(); err != nil {
+		return "", err
+	}
+	signed, err := canonicaljson.Marshal(pd.Clone().RedactForSignature(v))
+	if err != nil {
+		return "", err
+	}
+	evID, err := referenceID(v, signed)
+	if err != nil {
+		return "", err
+	}
+	sig := ed25519.Sign(e.signer.Key, signed)
+	pd.AddSignature(e.signer.ServerName, e.signer.KeyID, base64.RawStdEncoding.EncodeToString(sig))
+	nameCreate(pd, evID)
+	return evID, nil
+}
+
+// nameCreate has a create event of a room version whose event IDs are
+// reference hashes carry its ID: the auth rules ask for the create
+// event's ID on every join they check, and in room versions whose
+// creators are privileged (12) for every event (the power levels name the
+// create event), which with pdu.UseInternalMetaForGetEventID (stateres
+// turns it on) reads it here instead of hashing the create event again.
+func nameCreate(pd *pdu.PDU, evID id.EventID) {
+	if pd.Type == "m.room.create" && pd.StateKey != nil && *pd.StateKey == "" {
+		pd.InternalMeta.EventID = evID
+	}
 }
 
 // relationOf extracts m.relates_to from content.
@@ -1641,6 +1674,9 @@ func scanEvent(rows *sql.Rows) (*Event, error) {
 	var err error
 	if ev.PDU, err = parsePDU(ev.JSON); err != nil {
 		return nil, fmt.Errorf("decode event %s: %w", ev.ID, err)
+	}
+	if ev.Type == "m.room.create" && !isV1Format(ev.JSON) {
+		nameCreate(ev.PDU, ev.ID)
 	}
 	return ev, nil
 }

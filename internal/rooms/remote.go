@@ -119,13 +119,7 @@ func (e *Engine) parseRemote(ctx context.Context, v id.RoomVersion, raw []byte) 
 	if err != nil {
 		return nil, mxhttp.BadJSON("invalid PDU: %v", err)
 	}
-	if pd.Type == "m.room.create" {
-		// eventauth asks for the create event's ID on every join it
-		// checks and for the creators; with pdu.UseInternalMetaForGetEventID
-		// (which stateres turns on) it reads it here instead of hashing
-		// the create event again each time.
-		pd.InternalMeta.EventID = evID
-	}
+	nameCreate(pd, evID)
 	if err := verifySignedBytes(v, pd, pd.Sender.Homeserver(), signed, e.keyFunc(ctx)); err != nil {
 		return nil, mxhttp.Forbidden("event %s is not signed by its sender's server: %v", evID, err)
 	}

@@ -56,7 +56,7 @@ func (e *Engine) buildV1(r *room, st *roomState, pd *pdu.PDU) (id.EventID, []byt
 
 // parsePDU decodes stored event JSON of either format into the pdu.PDU view.
 func parsePDU(raw []byte) (*pdu.PDU, error) {
-	if !gjson.GetBytes(raw, "event_id").Exists() {
+	if !isV1Format(raw) {
 		p := &pdu.PDU{}
 		return p, json.Unmarshal(raw, p)
 	}
@@ -65,6 +65,12 @@ func parsePDU(raw []byte) (*pdu.PDU, error) {
 		return nil, err
 	}
 	return v1ToPDU(&v1), nil
+}
+
+// isV1Format reports whether raw, a stored event, is in the format of
+// room versions 1 and 2, which name the event in it (event_id).
+func isV1Format(raw []byte) bool {
+	return gjson.GetBytes(raw, "event_id").Exists()
 }
 
 func v1ToPDU(v1 *pdu.RoomV1PDU) *pdu.PDU {
