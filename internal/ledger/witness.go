@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -183,15 +184,34 @@ type Witness struct {
 	// PublicKey is the witness's cosignature verifier key.
 	PublicKey string
 	// OnAlert, when set, is called after a new alert is recorded (the
-	// node sends its admins a server notice).
+	// node sends its admins a server notice), at most once per log every
+	// alertNoticeInterval.
 	OnAlert func(ctx context.Context, a Alert)
+	// Peers, when set, returns the servers whose logs the witness
+	// cosigns (the node's: those it shares logged rooms with, which it
+	// asks to cosign its own); a request from any other server is
+	// refused, so a stranger can make the witness keep neither state nor
+	// alerts.
+	Peers func(ctx context.Context) ([]string, error)
 
 	// mu makes the check of a log's latest cosigned checkpoint and its
 	// update one step, as C2SP tlog-witness requires.
 	mu     sync.Mutex
 	alerts atomic.Int64
 	metric prometheus.CounterFunc
+	// noticed is when OnAlert was last called for each log (under mu).
+	noticed map[string]time.Time
 }
+
+// maxAlertsPerLog bounds the alerts kept for one log: a log that forks
+// again and again (its key in an attacker's hands, say) cannot fill the
+// database; the first ones are the evidence.
+const maxAlertsPerLog = 50
+
+// alertNoticeInterval is the least time between two server notices about
+// one log's alerts: every alert is logged and kept, but the admins are
+// not flooded.
+const alertNoticeInterval = time.Hour
 
 // NewWitness returns the witness of the server serverName, which cosigns
 // with key (see DeriveWitnessKey).
@@ -205,7 +225,7 @@ func NewWitness(ctx context.Context, db *storage.DB, log *slog.Logger, serverNam
 	if err != nil {
 		return nil, err
 	}
-	w := &Witness{db: db, log: log, signer: signer, PublicKey: vkey}
+	w := &Witness{db: db, log: log, signer: signer, PublicKey: vkey, noticed: make(map[string]time.Time)}
 	var n int64
 	if err := db.QueryRow(ctx, "SELECT COUNT(*) FROM ledger_alerts").Scan(&n); err != nil {
 		return nil, fmt.Errorf("count ledger alerts: %w", err)
@@ -273,6 +293,9 @@ func (w *Witness) AddCheckpoint(ctx context.Context, server, logKey string, body
 	if old == 0 && len(hashes) > 0 {
 		return nil, refuse(http.StatusBadRequest, "a consistency proof from size 0 must be empty")
 	}
+	if err := w.checkPeer(ctx, server); err != nil {
+		return nil, err
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	prev, err := w.latest(ctx, origin)
@@ -289,6 +312,21 @@ func (w *Witness) AddCheckpoint(ctx context.Context, server, logKey string, body
 		return nil, err
 	}
 	return w.cosign(raw)
+}
+
+// checkPeer refuses server unless Peers names it.
+func (w *Witness) checkPeer(ctx context.Context, server string) error {
+	if w.Peers == nil {
+		return nil
+	}
+	peers, err := w.Peers(ctx)
+	if err != nil {
+		return fmt.Errorf("list the servers the witness cosigns for: %w", err)
+	}
+	if !slices.Contains(peers, server) {
+		return refuse(http.StatusForbidden, "%s shares no logged room with this server, so its log is not witnessed here", server)
+	}
+	return nil
 }
 
 // check verifies that the checkpoint cp (raw) follows prev, the latest one
@@ -377,8 +415,10 @@ func (w *Witness) cosign(raw []byte) ([]byte, error) {
 }
 
 // alert records a contradiction, or a key change, between two
-// checkpoints of the log origin (once: the same two checkpoints again raise nothing new), logs it and
-// tells OnAlert.
+// checkpoints of the log origin (once: the same two checkpoints again
+// raise nothing new; at most maxAlertsPerLog per log), logs it and tells
+// OnAlert (at most once per log every alertNoticeInterval). The caller
+// holds w.mu.
 func (w *Witness) alert(ctx context.Context, kind, origin, cosigned, presented string) {
 	sum := sha256.Sum256([]byte(kind + "\n" + origin + "\n" + cosigned + "\n" + presented))
 	a := Alert{ID: hex.EncodeToString(sum[:16]), Origin: origin, Kind: kind, Cosigned: cosigned, Presented: presented, CreatedTS: time.Now().UnixMilli()}
@@ -386,6 +426,13 @@ func (w *Witness) alert(ctx context.Context, kind, origin, cosigned, presented s
 		"origin", origin, "kind", kind, "alert_id", a.ID, "cosigned", cosigned, "presented", presented)
 	var added int64
 	err := w.db.Write(ctx, func(tx *storage.Tx) error {
+		var n int
+		if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM ledger_alerts WHERE origin = $1", origin).Scan(&n); err != nil {
+			return err
+		}
+		if n >= maxAlertsPerLog {
+			return nil
+		}
 		res, err := tx.Exec(ctx, `INSERT INTO ledger_alerts (alert_id, origin, kind, cosigned, presented, created_ts)
 			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (alert_id) DO NOTHING`,
 			a.ID, a.Origin, a.Kind, a.Cosigned, a.Presented, a.CreatedTS)
@@ -403,9 +450,11 @@ func (w *Witness) alert(ctx context.Context, kind, origin, cosigned, presented s
 		return
 	}
 	w.alerts.Add(1)
-	if w.OnAlert != nil {
-		w.OnAlert(context.WithoutCancel(ctx), a)
+	if w.OnAlert == nil || time.Since(w.noticed[origin]) < alertNoticeInterval {
+		return
 	}
+	w.noticed[origin] = time.Now()
+	w.OnAlert(context.WithoutCancel(ctx), a)
 }
 
 // Alerts returns the alerts raised so far, oldest first.

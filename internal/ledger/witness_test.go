@@ -234,13 +234,18 @@ func TestWitnessDetectsFork(t *testing.T) {
 func testWitnessDetectsFork(t *testing.T, engine testnode.Engine) {
 	ca := testnode.NewCA(t)
 	logNode := testnode.StartFederating(t, testnode.SQLite, ca)
-	wit := testnode.StartFederating(t, engine, ca)
+	wit := testnode.StartFederating(t, engine, ca, ledgerAll)
 	admin := wit.RegisterAdmin("admin")
 	f := newForger(t, logNode)
 	wkey := wit.Witness.PublicKey
 	ask := func(old, size uint64, tree *testonly.Tree) (int, string) {
 		return addCheckpoint(t, logNode, wit, ledger.AddCheckpointRequest{LogKey: f.vkey, Body: f.request(t, tree, old, size)})
 	}
+	// A server that shares no logged room with the witness is refused.
+	if status, answer := ask(0, 3, newTree("a", "b", "c")); status != http.StatusForbidden {
+		t.Fatalf("add-checkpoint from a stranger: %d %s, want 403", status, answer)
+	}
+	shareLoggedRoom(t, logNode, wit)
 	wantCosigned := func(status int, answer string, tree *testonly.Tree, size uint64) {
 		t.Helper()
 		if status != http.StatusOK {
@@ -313,28 +318,57 @@ func testWitnessDetectsFork(t *testing.T, engine testnode.Engine) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		found := false
-		for _, ev := range msgs.Chunk {
-			if ev.Type == event.EventMessage && strings.Contains(ev.Content.Raw["body"].(string), "Ledger witness alert") {
-				found = true
-			}
-		}
-		if !found {
-			t.Fatalf("no alert notice among %d events", len(msgs.Chunk))
+		// Two alerts, one notice: the admins hear of a log's alerts at
+		// most once an hour.
+		if n := alertNotices(msgs.Chunk); n != 1 {
+			t.Fatalf("%d alert notices among %d events, want 1", n, len(msgs.Chunk))
 		}
 	}
 
 	badRequests(t, logNode, wit, f, honest)
 
+	// A log that forks again and again fills neither the database nor
+	// the admins' rooms: at most 50 alerts are kept for it.
+	for i := range 60 {
+		ask(8, 8, newTree("a", "b", "c", "d", "e", "f", "g", fmt.Sprint("fork ", i)))
+	}
+	if n := len(mustAlerts(t, wit)); n != 50 || metric() != 50 {
+		t.Fatalf("%d alerts kept after 60 more forks (metric %v), want 50", n, metric())
+	}
+
 	// The alerts and the witnessed state outlive a restart.
 	wit = wit.Restart()
-	if len(mustAlerts(t, wit)) != 2 || testutil.ToFloat64(wit.Witness.Collectors()[0]) != 2 {
+	if len(mustAlerts(t, wit)) != 50 || testutil.ToFloat64(wit.Witness.Collectors()[0]) != 50 {
 		t.Fatal("alerts lost in a restart")
 	}
 	honest.AppendData([]byte("i"))
 	if status, answer := addCheckpoint(t, logNode, wit, ledger.AddCheckpointRequest{LogKey: f.vkey, Body: f.request(t, honest, 0, 9)}); status != http.StatusConflict || answer != "8\n" {
 		t.Fatalf("after a restart: %d %q, want 409 \"8\\n\"", status, answer)
 	}
+}
+
+// shareLoggedRoom has a user of logNode create a room that a user of wit
+// joins: wit (started with ledger: all) logs it, so logNode is a server it
+// witnesses. logNode, with the default ledger setting and the room's
+// ledger off, asks no one to cosign its real log.
+func shareLoggedRoom(t testing.TB, logNode, wit *testnode.Node) {
+	t.Helper()
+	alice := logNode.Register("alice")
+	testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomAliasName: "logged"})
+	if _, err := wit.Register("bob").JoinRoom(t.Context(), "#logged:"+logNode.Config.ServerName, nil); err != nil {
+		t.Fatalf("join the logged room: %v", err)
+	}
+}
+
+// alertNotices counts the witness alert notices among events.
+func alertNotices(events []*event.Event) int {
+	n := 0
+	for _, ev := range events {
+		if body, _ := ev.Content.Raw["body"].(string); ev.Type == event.EventMessage && strings.Contains(body, "Ledger witness alert") {
+			n++
+		}
+	}
+	return n
 }
 
 func mustAlerts(t testing.TB, n *testnode.Node) []ledger.Alert {
@@ -396,7 +430,8 @@ func badRequests(t *testing.T, logNode, wit *testnode.Node, f *forger, tree *tes
 func TestWitnessAlertsOnKeyChange(t *testing.T) {
 	ca := testnode.NewCA(t)
 	logNode := testnode.StartFederating(t, testnode.SQLite, ca)
-	wit := testnode.StartFederating(t, testnode.SQLite, ca)
+	wit := testnode.StartFederating(t, testnode.SQLite, ca, ledgerAll)
+	shareLoggedRoom(t, logNode, wit)
 	f := newForger(t, logNode)
 	tree := newTree("a", "b", "c", "d", "e")
 	if status, answer := addCheckpoint(t, logNode, wit, ledger.AddCheckpointRequest{LogKey: f.vkey, Body: f.request(t, tree, 0, 3)}); status != http.StatusOK {

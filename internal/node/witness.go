@@ -15,11 +15,11 @@ import (
 	"github.com/matrixos/matrixos/internal/ledger"
 )
 
-// wireWitness makes the node a witness of the servers it federates with
-// (their add-checkpoint requests on the federation listener, its key
-// beside) and has its own log's checkpoints cosigned by the servers it
-// shares ledger rooms with. An alert is sent to the node's admins as a
-// server notice.
+// wireWitness makes the node a witness of the servers it shares ledger
+// rooms with (their add-checkpoint requests on the federation listener,
+// its key beside) and has its own log's checkpoints cosigned by the same
+// servers: witnessing is mutual, and a server that shares no logged room
+// is refused. An alert is sent to the node's admins as a server notice.
 func (n *Node) wireWitness(ctx context.Context, nodeKey ed25519.PrivateKey) error {
 	key, err := ledger.DeriveWitnessKey(nodeKey)
 	if err != nil {
@@ -31,6 +31,7 @@ func (n *Node) wireWitness(ctx context.Context, nodeKey ed25519.PrivateKey) erro
 	}
 	n.Witness = w
 	w.OnAlert = n.noticeAdmins
+	w.Peers = n.ledgerPeers
 	f := n.Federation
 	addCheckpoint := f.Authenticate(w.AddCheckpointHandler(fed.AuthenticatedOrigin))
 	// Authenticated by X-Matrix like every federation request, with the
