@@ -2,6 +2,7 @@ package automation_test
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/matrixos/matrixos/internal/automation"
 	"github.com/matrixos/matrixos/internal/config"
+	"github.com/matrixos/matrixos/internal/storage"
 	"github.com/matrixos/matrixos/internal/storage/pgtest"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
@@ -320,6 +322,36 @@ func TestForwardAndContractInput(t *testing.T) {
 	if !found {
 		t.Fatal("no contract input event for the trigger")
 	}
+}
+
+// TestPurgeRolledBackKeepsRules: a room purge whose write rolls back
+// leaves the room's rules working; one that commits stops them.
+func TestPurgeRolledBackKeepsRules(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	admin, bob, room := setup(t, n)
+	setRule(t, admin, room, "hello", `{"trigger":{"type":"message","pattern":"^!hello"},"actions":[{"type":"send","body":"hi"}]}`)
+	catchUp(t, n)
+	purge := func(fail error) error {
+		return n.DB.Write(t.Context(), func(tx *storage.Tx) error {
+			if err := n.Automation.PurgeRoom(t.Context(), tx, room); err != nil {
+				return err
+			}
+			return fail
+		})
+	}
+	abort := errors.New("abort the purge")
+	if err := purge(abort); !errors.Is(err, abort) {
+		t.Fatalf("purge: %v, want %v", err, abort)
+	}
+	say(t, bob, room, "!hello")
+	catchUp(t, n)
+	want(t, botSays(t, n, bob, room), "hi")
+	if err := purge(nil); err != nil {
+		t.Fatal(err)
+	}
+	say(t, bob, room, "!hello")
+	catchUp(t, n)
+	want(t, botSays(t, n, bob, room), "hi")
 }
 
 func TestRefusedRuleAndAdminAPI(t *testing.T) {

@@ -467,15 +467,19 @@ func (r *Rule) matches(t trigger) bool {
 	return false
 }
 
-// PurgeRoom forgets a purged room's rules (a rooms.Engine OnPurge hook).
+// PurgeRoom forgets a purged room's rules (a rooms.Engine OnPurge hook):
+// in the database inside the purge's write, in memory once it committed,
+// so a purge that rolls back leaves the rules working.
 func (s *Service) PurgeRoom(ctx context.Context, tx *storage.Tx, roomID id.RoomID) error {
 	if _, err := tx.Exec(ctx, "DELETE FROM automation_rules WHERE room_id = $1", roomID); err != nil {
 		return fmt.Errorf("purge automation rules: %w", err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, r := range s.rules[roomID] {
-		s.forgetLocked(roomID, r.Source, r.Name)
-	}
+	tx.AfterCommit(func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, r := range s.rules[roomID] {
+			s.forgetLocked(roomID, r.Source, r.Name)
+		}
+	})
 	return nil
 }
