@@ -60,6 +60,9 @@ type Client struct {
 	// bridge sent for them (own) are not.
 	userToken bool
 	own       ownSends
+	// webhookAuthors are the profiles of foreign webhooks' authors
+	// (webhookauthors.go).
+	webhookAuthors webhookAuthors
 }
 
 var (
@@ -418,6 +421,9 @@ func (c *Client) guildInfo(ctx context.Context, guildID string) (*bridgev2.ChatI
 
 // GetUserInfo describes a Discord user's ghost.
 func (c *Client) GetUserInfo(ctx context.Context, ghost *bridgev2.Ghost) (*bridgev2.UserInfo, error) {
+	if isWebhookGhost(ghost.ID) {
+		return c.webhookAuthorInfo(ghost.ID), nil
+	}
 	u, err := c.session.User(string(ghost.ID), discordgo.WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("discord: get user %s: %w", ghost.ID, err)

@@ -197,7 +197,7 @@ func (c *Client) handleMessage(ctx context.Context, m *discordgo.Message) {
 			Type:         bridgev2.RemoteEventMessage,
 			PortalKey:    c.portalKey(portalChannel),
 			CreatePortal: true,
-			Sender:       c.sender(m.Author.ID),
+			Sender:       c.senderOf(m),
 			Timestamp:    m.Timestamp,
 			LogContext:   channelLogContext(m.ChannelID),
 		},
@@ -384,7 +384,7 @@ func (c *Client) onMessageUpdate(s *discordgo.Session, m *discordgo.MessageUpdat
 		EventMeta: simplevent.EventMeta{
 			Type:       bridgev2.RemoteEventEdit,
 			PortalKey:  c.portalKey(portalChannel),
-			Sender:     c.sender(m.Author.ID),
+			Sender:     c.senderOf(m.Message),
 			Timestamp:  *m.EditedTimestamp,
 			LogContext: channelLogContext(m.ChannelID),
 		},

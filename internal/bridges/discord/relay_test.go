@@ -3,7 +3,10 @@
 package discord_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -196,5 +199,51 @@ func TestBridgeRelaysThroughWebhook(t *testing.T) {
 	}
 	if n := len(d.fake.Webhooks(random.ID)); n != 0 {
 		t.Fatalf("%d webhooks in #random without the permission", n)
+	}
+}
+
+// TestForeignWebhookMessages: messages an integration posts through a
+// webhook of its own (not the bridge's) are bridged, each from a ghost
+// named as the message was (one per webhook and name), although Discord
+// has no user profile for the webhook; the bridge's own relayed messages
+// are still not bridged back.
+func TestForeignWebhookMessages(t *testing.T) {
+	d := newDiscordSide(t)
+	env := bridgetest.Start(t, discord.Kind(), d.networkConfig())
+	portal := login(t, env, d)
+	hook := d.fake.AddWebhook(d.general.ID, d.alice.ID, "CI")
+	post := func(username, content string) {
+		t.Helper()
+		body, err := json.Marshal(map[string]string{"username": username, "content": content})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.Post(d.fake.URL()+"api/v10/webhooks/"+hook.ID+"/"+hook.Token+"?wait=true", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("execute the webhook: %s", resp.Status)
+		}
+	}
+	post("Build Bot", "build 42 passed")
+	post("Deploy Bot", "deployed 42")
+	post("Build Bot", "build 43 passed")
+
+	senderOf := func(text string) id.UserID {
+		return waitMatrix(t, env, portal, text, func(_ *event.Event, msg *event.MessageEventContent) bool {
+			return msg.Body == text
+		}).Sender
+	}
+	build, deploy, build2 := senderOf("build 42 passed"), senderOf("deployed 42"), senderOf("build 43 passed")
+	if build == deploy || build != build2 || build == ghostOf(env, d.alice) {
+		t.Fatalf("senders %s, %s, %s: want one ghost per name, not the webhook owner's", build, deploy, build2)
+	}
+	for ghost, name := range map[id.UserID]string{build: "Build Bot", deploy: "Deploy Bot"} {
+		testnode.WaitFor(t, bridgetest.Timeout, "the profile of "+string(ghost), func() bool {
+			profile, err := env.Admin.GetProfile(context.Background(), ghost)
+			return err == nil && profile.DisplayName == name
+		})
 	}
 }

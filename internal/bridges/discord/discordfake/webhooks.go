@@ -29,6 +29,24 @@ func (s *Server) DenyManageWebhooks(denied bool) {
 	s.webhooksDenied = denied
 }
 
+// AddWebhook adds a webhook to a channel as its owner (a user, not the
+// bot) would through Discord's settings, as integrations get theirs; its
+// messages are posted with its ID and token like any webhook's.
+func (s *Server) AddWebhook(channelID, ownerID, name string) *discordgo.Webhook {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch := s.channels[channelID]
+	token := make([]byte, 32)
+	rand.Read(token)
+	hook := &discordgo.Webhook{
+		ID: s.newID(), Type: discordgo.WebhookTypeIncoming, GuildID: ch.GuildID, ChannelID: ch.ID,
+		User: s.users[ownerID], Name: name, Token: hex.EncodeToString(token),
+	}
+	s.webhooks[hook.ID] = hook
+	c := *hook
+	return &c
+}
+
 // Webhooks lists the webhooks of a channel.
 func (s *Server) Webhooks(channelID string) []*discordgo.Webhook {
 	s.mu.Lock()
