@@ -8,7 +8,10 @@
 //
 // It also serves simplified sliding sync (MSC4186, sliding*.go): room
 // lists ordered by bump stamp, room subscriptions and extensions, with
-// per-connection state (connStore) in memory. Sliding sync builds its
+// per-connection state (connStore) in memory. A response follows its
+// predecessor's room list from the events since (slidingfollow.go) and
+// visits only the rooms they touched, unless a membership, the request
+// or the user's direct rooms changed. Sliding sync builds its
 // rooms with the same timeline, state delta, summary and stripped-state
 // functions as /sync, and its extensions and unread counts by running the
 // same Sources on a /sync Request whose filter and Skip parts select

@@ -66,6 +66,12 @@ type Service struct {
 	builds *builds    // /sync builds shared by identical requests
 	conns  connStore  // sliding sync connections
 	bumps  bumpStamps // sliding sync's room order
+	// slidingFromScratch makes every sliding sync response build its room
+	// list afresh, for tests that compare the followed list with it.
+	slidingFromScratch atomic.Bool
+	// slidingFollowed counts the sliding sync responses whose room list
+	// was followed from the previous response's.
+	slidingFollowed atomic.Int64
 
 	mu      gosync.Mutex
 	sources []Source

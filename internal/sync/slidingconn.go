@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	gosync "sync"
@@ -60,6 +61,9 @@ type connState struct {
 	window map[id.RoomID]bool
 	// subscriptions are the connection's room subscriptions.
 	subscriptions map[id.RoomID]*roomConfig
+	// followed is what the next response needs to follow this one's room
+	// list from the events since, instead of building it again.
+	followed followedList
 }
 
 // roomSent is what a connection knows of one room.
@@ -84,24 +88,39 @@ type roomSent struct {
 }
 
 // sentRooms maps the rooms a connection was sent to what it was sent of
-// them. A response changes few of them, so the state it stores shares its
-// predecessor's base map, never written, and keeps the changes since that
-// base was made on top; they are folded into a new base only once they
-// are a quarter of it. A response thus copies what changed lately, not
-// every room the connection was ever sent.
+// them. A response changes few of them, so the state it stores is layered:
+// a base map and the layers of the responses since it was made, all
+// shared with the states before and never written, and top, the changes
+// of the response being built. A successor copies only the list of its
+// layers; the layers are merged into one once there are maxSentLayers of
+// them, and into a new base once they hold a quarter as many rooms. A
+// response thus copies what changed lately, not every room the
+// connection was ever sent, and an older state stays whole for a client
+// that retries its pos.
 type sentRooms struct {
-	base map[id.RoomID]roomSent
-	top  map[id.RoomID]roomSent
+	base   map[id.RoomID]roomSent
+	layers []map[id.RoomID]roomSent // oldest first
+	size   int                      // rooms in layers, counted with repeats
+	top    map[id.RoomID]roomSent
 }
 
-// minFoldedTop is how many changes sentRooms keeps on top of its base
-// before folding them in, however small the base.
-const minFoldedTop = 64
+// Bounds of sentRooms' layers: how many rooms they hold before they are
+// folded into the base, however small it is, and how many layers a
+// lookup may go through.
+const (
+	minFoldedTop  = 64
+	maxSentLayers = 8
+)
 
 // get returns what was sent of the room, and whether it was.
 func (s *sentRooms) get(roomID id.RoomID) (roomSent, bool) {
 	if r, ok := s.top[roomID]; ok {
 		return r, true
+	}
+	for i := len(s.layers) - 1; i >= 0; i-- {
+		if r, ok := s.layers[i][roomID]; ok {
+			return r, true
+		}
 	}
 	r, ok := s.base[roomID]
 	return r, ok
@@ -115,15 +134,31 @@ func (s *sentRooms) set(roomID id.RoomID, r roomSent) {
 	s.top[roomID] = r
 }
 
-// successor returns a copy of s for the next response to change.
+// successor returns s for the next response to change: it shares s's
+// maps, which it never writes.
 func (s *sentRooms) successor() sentRooms {
-	if len(s.top) < max(minFoldedTop, len(s.base)/4) {
-		return sentRooms{base: s.base, top: maps.Clone(s.top)}
+	layers := s.layers
+	size := s.size
+	if len(s.top) > 0 {
+		layers = append(slices.Clip(layers), s.top)
+		size += len(s.top)
 	}
-	base := make(map[id.RoomID]roomSent, len(s.base)+len(s.top))
-	maps.Copy(base, s.base)
-	maps.Copy(base, s.top)
-	return sentRooms{base: base}
+	switch {
+	case size >= max(minFoldedTop, len(s.base)/4):
+		base := make(map[id.RoomID]roomSent, len(s.base)+size)
+		maps.Copy(base, s.base)
+		for _, l := range layers {
+			maps.Copy(base, l)
+		}
+		return sentRooms{base: base}
+	case len(layers) > maxSentLayers:
+		merged := make(map[id.RoomID]roomSent, size)
+		for _, l := range layers {
+			maps.Copy(merged, l)
+		}
+		return sentRooms{base: s.base, layers: []map[id.RoomID]roomSent{merged}, size: len(merged)}
+	}
+	return sentRooms{base: s.base, layers: layers, size: size}
 }
 
 // sameConfig reports whether r and o were sent with the same membership,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 
 	"maunium.net/go/mautrix/id"
@@ -140,14 +141,26 @@ func (b *slidingBuild) extensions(ctx context.Context, list []listRoom) error {
 			return err
 		}
 	}
+	// A room extension with neither lists nor rooms covers the joined
+	// rooms of the window, kept from one response to the next while they
+	// stay the same; the sources run on those rooms and on the others
+	// that an extension's lists or rooms name.
 	scopes := map[string]map[id.RoomID]bool{}
-	var union []id.RoomID
-	seen := map[id.RoomID]bool{}
+	union := b.joined
+	var seen map[id.RoomID]bool
 	for name, c := range map[string]*extensionConfig{"account_data": ext.accountData, "receipts": ext.receipts, "typing": ext.typing} {
 		if !c.enabled() {
 			continue
 		}
+		if c.Lists == nil && c.Rooms == nil {
+			scopes[name] = b.windowJoined()
+			continue
+		}
 		scopes[name] = b.scope(c, list)
+		if seen == nil {
+			union = slices.Clone(b.joined)
+			seen = maps.Clone(b.windowJoined())
+		}
 		for r := range scopes[name] {
 			if !seen[r] {
 				seen[r] = true
@@ -155,20 +168,13 @@ func (b *slidingBuild) extensions(ctx context.Context, list []listRoom) error {
 			}
 		}
 	}
-	if len(scopes) == 0 {
-		union = b.joined // no room extension: the joined rooms, each once
-	}
-	for _, r := range b.joined {
-		if len(scopes) > 0 && !seen[r] {
-			seen[r] = true
-			union = append(union, r)
-		}
-	}
 	req := b.creq
 	req.Joined = union
-	for _, r := range union {
-		if !b.prev.window[r] {
-			req.NewlyJoined[r] = true
+	if seen != nil || !b.sameRooms {
+		for _, r := range union {
+			if !b.prev.window[r] {
+				req.NewlyJoined[r] = true
+			}
 		}
 	}
 	req.Filter = extensionFilter(ext)
@@ -232,7 +238,8 @@ func extensionFilter(ext extensionsConfig) *Filter {
 	return f
 }
 
-// scope returns the joined rooms a room extension covers.
+// scope returns the joined rooms a room extension with lists or rooms
+// covers.
 func (b *slidingBuild) scope(c *extensionConfig, list []listRoom) map[id.RoomID]bool {
 	joined := make(map[id.RoomID]bool, len(list))
 	for _, lr := range list {
@@ -241,14 +248,6 @@ func (b *slidingBuild) scope(c *extensionConfig, list []listRoom) map[id.RoomID]
 		}
 	}
 	out := map[id.RoomID]bool{}
-	if c.Lists == nil && c.Rooms == nil {
-		for r := range b.next.window {
-			if joined[r] {
-				out[r] = true
-			}
-		}
-		return out
-	}
 	for r, cfg := range b.configs {
 		if joined[r] && slices.ContainsFunc(cfg.lists, func(l string) bool { return slices.Contains(c.Lists, l) || slices.Contains(c.Lists, "*") }) {
 			out[r] = true

@@ -1,7 +1,6 @@
 package sync
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -35,6 +34,13 @@ type slidingBuild struct {
 	// joined are the joined rooms of the window, whose unread counts the
 	// response carries when they change.
 	joined []id.RoomID
+	// changed are the rooms with new events since the previous response,
+	// when its room list was followed (nil when the list was built
+	// afresh).
+	changed map[id.RoomID]bool
+	// sameRooms says that the window's rooms and their configs are the
+	// previous response's.
+	sameRooms bool
 }
 
 // listRoom is a room of the user's room list.
@@ -81,6 +87,7 @@ func (s *Service) buildSliding(ctx context.Context, sess *accounts.Session, req 
 		}
 		b.direct = direct
 	}
+	b.next.followed.ignored, b.next.followed.direct = b.creq.Ignored, b.direct
 	list, err := b.roomList(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -88,13 +95,8 @@ func (s *Service) buildSliding(ctx context.Context, sess *accounts.Session, req 
 	if err := b.match(ctx, list); err != nil {
 		return nil, nil, err
 	}
-	b.joined = make([]id.RoomID, 0, len(b.configs))
-	for _, lr := range list {
-		if cfg := b.configs[lr.room]; cfg != nil {
-			if err := b.room(ctx, lr, cfg); err != nil {
-				return nil, nil, err
-			}
-		}
+	if err := b.rooms(ctx, list); err != nil {
+		return nil, nil, err
 	}
 	if err := s.addAggregations(ctx, b.creq); err != nil {
 		return nil, nil, err
@@ -131,13 +133,25 @@ func subscriptions(had map[id.RoomID]*roomConfig, req *slidingRequest) (map[id.R
 // kicked or banned from, and rooms they left that the connection has
 // already been sent (so that it learns of the leave). Forgotten rooms and
 // hidden invites are left out.
+// When only new events can have changed it, it is the previous response's
+// list with the rooms those events moved (followList).
 func (b *slidingBuild) roomList(ctx context.Context) ([]listRoom, error) {
-	ms, err := b.s.memberships(ctx, b.creq.User)
+	rows, err := b.s.rooms.UserMemberships(ctx, b.creq.User)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]listRoom, 0, len(ms))
-	for _, m := range ms {
+	b.next.followed.rows = rows
+	list, ok, err := b.followList(ctx, rows)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		b.next.followed.list = list
+		return list, nil
+	}
+	out := make([]listRoom, 0, len(rows))
+	for _, row := range rows {
+		m := membershipRow{room: row.RoomID, membership: row.Membership, eventID: row.EventID, pos: row.Pos, forgotten: row.Forgotten}
 		lr := listRoom{membershipRow: m, bump: m.pos}
 		switch m.membership {
 		case "join":
@@ -146,6 +160,7 @@ func (b *slidingBuild) roomList(ctx context.Context) ([]listRoom, error) {
 			}
 		case "knock":
 		case "invite":
+			b.next.followed.invites = true
 			ev, err := b.s.rooms.Event(ctx, m.eventID)
 			if err != nil {
 				return nil, fmt.Errorf("load invite %s: %w", m.eventID, err)
@@ -174,9 +189,12 @@ func (b *slidingBuild) roomList(ctx context.Context) ([]listRoom, error) {
 		}
 		out = append(out, lr)
 	}
-	slices.SortFunc(out, func(a, c listRoom) int {
-		return cmp.Or(cmp.Compare(c.bump, a.bump), cmp.Compare(a.room, c.room))
-	})
+	slices.SortFunc(out, compareListRooms)
+	inList := make(map[id.RoomID]bool, len(out))
+	for _, lr := range out {
+		inList[lr.room] = true
+	}
+	b.next.followed.list, b.next.followed.rooms = out, inList
 	return out, nil
 }
 
@@ -185,9 +203,35 @@ func (b *slidingBuild) roomList(ctx context.Context) ([]listRoom, error) {
 // that a list's ranges or a subscription selects, and the window. Rooms
 // selected alike share one config, so matching allocates per distinct
 // selection, not per room.
+//
+// A response whose predecessor had the same lists, subscriptions, direct
+// rooms and room list has its configs and window; one whose list moved
+// reuses its predecessor's configs for each selection, so that a room
+// selected as before has the same config (compared by pointer).
 func (b *slidingBuild) match(ctx context.Context, list []listRoom) error {
+	prev := &b.prev.followed
+	key, keyed := b.req.requestKey(b.next.subscriptions)
+	same := keyed && b.changed != nil && key == prev.request && maps.Equal(prev.direct, b.direct)
+	if keyed {
+		b.next.followed.request = key
+	}
+	if same && len(list) > 0 && len(prev.list) == len(list) && &list[0] == &prev.list[0] {
+		b.sameRooms = true
+		b.configs = prev.configs
+		b.next.window = b.prev.window
+		b.next.counts = b.prev.counts
+		for name, n := range b.prev.counts {
+			b.resp.Lists[name] = SlidingListResult{Count: n}
+		}
+		b.next.followed.configs, b.next.followed.shared = prev.configs, prev.shared
+		b.next.followed.joined, b.next.followed.windowJoined = prev.joined, prev.windowJoined
+		return nil
+	}
 	b.configs = make(map[id.RoomID]*combinedConfig, len(list))
-	shared := map[configStep]*combinedConfig{}
+	shared, copied := map[configStep]*combinedConfig{}, true
+	if same && prev.shared != nil {
+		shared, copied = prev.shared, false
+	}
 	for _, name := range slices.Sorted(maps.Keys(b.req.Lists)) {
 		l := b.req.Lists[name]
 		ranges, _ := l.ranges() // checked with the request
@@ -204,6 +248,9 @@ func (b *slidingBuild) match(ctx context.Context, list []listRoom) error {
 				step := configStep{b.configs[lr.room], name}
 				c := shared[step]
 				if c == nil {
+					if !copied { // the predecessor's, never written
+						shared, copied = maps.Clone(shared), true
+					}
 					c = step.from.with(&l.roomConfig, name)
 					shared[step] = c
 				}
@@ -226,6 +273,43 @@ func (b *slidingBuild) match(ctx context.Context, list []listRoom) error {
 		}
 	}
 	b.next.window = b.window()
+	b.next.followed.configs, b.next.followed.shared = b.configs, shared
+	return nil
+}
+
+// rooms adds the matched rooms to the response: with a followed list,
+// those with new events or a config other than before; otherwise every
+// one, which finds for itself whether anything is new.
+func (b *slidingBuild) rooms(ctx context.Context, list []listRoom) error {
+	if b.sameRooms {
+		b.joined = b.next.followed.joined
+		for _, lr := range list {
+			if cfg := b.configs[lr.room]; cfg != nil && b.changed[lr.room] {
+				if err := b.room(ctx, lr, cfg); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	prev := b.prev.followed.configs
+	b.joined = make([]id.RoomID, 0, len(b.configs))
+	for _, lr := range list {
+		cfg := b.configs[lr.room]
+		if cfg == nil {
+			continue
+		}
+		if lr.membership == "join" {
+			b.joined = append(b.joined, lr.room)
+		}
+		if b.changed != nil && !b.changed[lr.room] && prev[lr.room] == cfg {
+			continue // as before, and nothing new
+		}
+		if err := b.room(ctx, lr, cfg); err != nil {
+			return err
+		}
+	}
+	b.next.followed.joined = b.joined
 	return nil
 }
 
@@ -450,9 +534,6 @@ func (b *slidingBuild) eventRoom(ctx context.Context, lr listRoom, cfg *combined
 		if !record.sameConfig(sent) {
 			b.next.rooms.set(lr.room, record)
 		}
-		if lr.membership == "join" {
-			b.joined = append(b.joined, lr.room)
-		}
 		return nil
 	}
 	timelineFrom := sent.pos
@@ -481,9 +562,6 @@ func (b *slidingBuild) eventRoom(ctx context.Context, lr listRoom, cfg *combined
 	}
 	record.members = members
 	b.next.rooms.set(lr.room, record)
-	if lr.membership == "join" {
-		b.joined = append(b.joined, lr.room)
-	}
 	if !full && len(tl.Events) == 0 && len(required) == 0 && isDM == sent.isDM {
 		return nil // only events the user may not see
 	}
