@@ -1,15 +1,12 @@
 package ledger
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 
-	"github.com/transparency-dev/merkle/proof"
-	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/tessera/api/layout"
 	"github.com/transparency-dev/tessera/client"
 	"maunium.net/go/mautrix/federation/pdu"
@@ -184,18 +181,7 @@ func VerifyExport(data []byte, trustedKey string) (*VerifiedExport, error) {
 		return nil, ErrNoTrustedKey
 	}
 	var x Export
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&x); err != nil {
-		return nil, fmt.Errorf("not a ledger export: %w", err)
-	}
-	if x.Format != ExportFormat {
-		return nil, fmt.Errorf("not a ledger export: format %q, want %q", x.Format, ExportFormat)
-	}
-	if x.LogKey != trustedKey {
-		return nil, fmt.Errorf("the export is for the log key %s, not the trusted key %s", x.LogKey, trustedKey)
-	}
-	cp, err := OpenCheckpoint([]byte(x.Checkpoint), x.LogKey)
+	cp, err := openSigned(data, &x, "ledger export", ExportFormat, trustedKey)
 	if err != nil {
 		return nil, err
 	}
@@ -228,12 +214,8 @@ func verifyExported(ev ExportedEvent, roomID string, cp *Checkpoint) (checked bo
 	if entry.RoomID != roomID {
 		return false, fmt.Errorf("entry of room %s in the export of %s", entry.RoomID, roomID)
 	}
-	if ev.Index >= cp.Size {
-		return false, fmt.Errorf("entry index %d is outside the checkpoint's tree of size %d", ev.Index, cp.Size)
-	}
-	leaf := rfc6962.DefaultHasher.HashLeaf([]byte(ev.Entry))
-	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, ev.Index, cp.Size, leaf, ev.InclusionProof, cp.Root); err != nil {
-		return false, fmt.Errorf("the entry of %s is not in the checkpoint's tree: %w", entry.EventID, err)
+	if err := verifyIncluded(ev.Index, ev.Entry, ev.InclusionProof, cp); err != nil {
+		return false, fmt.Errorf("%s: %w", entry.EventID, err)
 	}
 	if ev.Event == nil {
 		return false, nil

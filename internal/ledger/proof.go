@@ -271,19 +271,7 @@ func Verify(data []byte, trustedKey string) (*Verified, error) {
 		return nil, ErrNoTrustedKey
 	}
 	var b Bundle
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&b); err != nil {
-		return nil, fmt.Errorf("not a proof bundle: %w", err)
-	}
-	if b.Format != BundleFormat {
-		return nil, fmt.Errorf("not a proof bundle: format %q, want %q", b.Format, BundleFormat)
-	}
-	key := b.LogKey
-	if key != trustedKey {
-		return nil, fmt.Errorf("the bundle is for the log key %s, not the trusted key %s", key, trustedKey)
-	}
-	cp, err := OpenCheckpoint([]byte(b.Checkpoint), key)
+	cp, err := openSigned(data, &b, "proof bundle", BundleFormat, trustedKey)
 	if err != nil {
 		return nil, err
 	}
@@ -291,14 +279,55 @@ func Verify(data []byte, trustedKey string) (*Verified, error) {
 	if err != nil {
 		return nil, err
 	}
-	if b.Index >= cp.Size {
-		return nil, fmt.Errorf("entry index %d is outside the checkpoint's tree of size %d", b.Index, cp.Size)
+	if err := verifyIncluded(b.Index, b.Entry, b.InclusionProof, cp); err != nil {
+		return nil, err
 	}
-	leaf := rfc6962.DefaultHasher.HashLeaf([]byte(b.Entry))
-	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, b.Index, cp.Size, leaf, b.InclusionProof, cp.Root); err != nil {
-		return nil, fmt.Errorf("the entry at index %d is not in the checkpoint's tree: %w", b.Index, err)
+	return &Verified{Entry: entry, Index: b.Index, Checkpoint: *cp, Key: b.LogKey}, nil
+}
+
+// signedDocument is what a proof bundle and an export both carry.
+type signedDocument interface {
+	format() string
+	logKey() string
+	checkpoint() string
+}
+
+func (b *Bundle) format() string     { return b.Format }
+func (b *Bundle) logKey() string     { return b.LogKey }
+func (b *Bundle) checkpoint() string { return b.Checkpoint }
+func (x *Export) format() string     { return x.Format }
+func (x *Export) logKey() string     { return x.LogKey }
+func (x *Export) checkpoint() string { return x.Checkpoint }
+
+// openSigned decodes data, a document of the given kind, into doc
+// (refusing unknown fields), checks its format and that it names
+// trustedKey, and opens its checkpoint with that key.
+func openSigned(data []byte, doc signedDocument, kind, format, trustedKey string) (*Checkpoint, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(doc); err != nil {
+		return nil, fmt.Errorf("not a %s: %w", kind, err)
 	}
-	return &Verified{Entry: entry, Index: b.Index, Checkpoint: *cp, Key: key}, nil
+	if doc.format() != format {
+		return nil, fmt.Errorf("not a %s: format %q, want %q", kind, doc.format(), format)
+	}
+	if doc.logKey() != trustedKey {
+		return nil, fmt.Errorf("the %s is for the log key %s, not the trusted key %s", kind, doc.logKey(), trustedKey)
+	}
+	return OpenCheckpoint([]byte(doc.checkpoint()), trustedKey)
+}
+
+// verifyIncluded checks that entry is the leaf at index of the
+// checkpoint's tree, by its inclusion proof.
+func verifyIncluded(index uint64, entry string, inclusion [][]byte, cp *Checkpoint) error {
+	if index >= cp.Size {
+		return fmt.Errorf("entry index %d is outside the checkpoint's tree of size %d", index, cp.Size)
+	}
+	leaf := rfc6962.DefaultHasher.HashLeaf([]byte(entry))
+	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, index, cp.Size, leaf, inclusion, cp.Root); err != nil {
+		return fmt.Errorf("the entry at index %d is not in the checkpoint's tree: %w", index, err)
+	}
+	return nil
 }
 
 // ErrTooFewWitnesses answers a verification whose checkpoint fewer of the
