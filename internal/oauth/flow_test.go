@@ -59,6 +59,27 @@ func TestAuthMetadata(t *testing.T) {
 	}
 }
 
+// TestAuthIssuer checks MSC2965's earlier discovery, which Element Web's
+// react-sdk 3.x and matrix-js-sdk 34 use: the issuer from auth_issuer, then
+// the metadata from the OpenID Connect discovery document under it. Without
+// it those clients offer only password login.
+func TestAuthIssuer(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	got := n.Do(t, "GET", "/_matrix/client/unstable/org.matrix.msc2965/auth_issuer", "", nil, testnode.NoSpecCheck()).OK(t)
+	issuer, _ := got["issuer"].(string)
+	if issuer != n.URL+"/" {
+		t.Fatalf("auth_issuer = %v, want issuer %s/", got, n.URL)
+	}
+	discovery, err := url.JoinPath(issuer, ".well-known/openid-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := n.Do(t, "GET", strings.TrimPrefix(discovery, n.URL), "", nil, testnode.NoSpecCheck()).OK(t)
+	if m["issuer"] != issuer || m["authorization_endpoint"] != n.URL+"/oauth2/authorize" {
+		t.Errorf("discovery document at the issuer: %v", m)
+	}
+}
+
 func toString(v any) string {
 	var b strings.Builder
 	if vs, ok := v.([]any); ok {

@@ -115,6 +115,11 @@ const (
 func (s *Service) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /_matrix/client/v1/auth_metadata", s.getMetadata)
 	mux.HandleFunc("GET /_matrix/client/unstable/org.matrix.msc2965/auth_metadata", s.getMetadata)
+	// The issuer alone, as the earlier form of MSC2965 served it: clients
+	// of that era (Element Web 1.11, matrix-js-sdk before 35) ask only
+	// this, then read the metadata from the issuer's OpenID Connect
+	// discovery document.
+	mux.HandleFunc("GET /_matrix/client/unstable/org.matrix.msc2965/auth_issuer", s.getIssuer)
 	// The discovery documents of RFC 8414 and OpenID Connect, at the
 	// issuer: clients that refresh through an OIDC library look there.
 	mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.getMetadata)
@@ -174,6 +179,11 @@ func (s *Service) Metadata() map[string]any {
 func (s *Service) getMetadata(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	writeJSON(w, http.StatusOK, s.Metadata())
+}
+
+func (s *Service) getIssuer(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	writeJSON(w, http.StatusOK, map[string]string{"issuer": s.Metadata()["issuer"].(string)})
 }
 
 // writeJSON writes v as a JSON response that caches never keep.
