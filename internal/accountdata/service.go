@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	gosync "sync"
+	"sync/atomic"
 
 	"maunium.net/go/mautrix/id"
 
@@ -34,6 +35,9 @@ type Service struct {
 	// with the position of the user's last write they hold (see
 	// IgnoredUsers). Guarded by lastMu.
 	ignored map[id.UserID]ignoredList
+	// ignoreLists counts the changes to anyone's ignored users (see
+	// IgnoreListsVersion).
+	ignoreLists atomic.Uint64
 
 	// Virtual answers GET requests for global types that another service
 	// keeps (m.push_rules), keyed by type. Set it before serving.
@@ -87,6 +91,10 @@ type ignoredList struct {
 	users map[id.UserID]bool
 }
 
+// ignoredUserListType is the global account data that lists the users a
+// user ignores.
+const ignoredUserListType = "m.ignored_user_list"
+
 // maxCachedIgnored bounds the ignored-users cache; it starts afresh when
 // full.
 const maxCachedIgnored = 100_000
@@ -121,8 +129,19 @@ func (s *Service) IgnoredUsers(ctx context.Context, user id.UserID) (map[id.User
 	return users, nil
 }
 
+// IgnoreListsVersion returns a number that changes whenever any user's
+// ignored users may have changed (a write of their m.ignored_user_list, a
+// deactivation), by the time the write that changed them returns: what
+// was derived from IgnoredUsers under one version holds while the version
+// stays the same.
+func (s *Service) IgnoreListsVersion() uint64 { return s.ignoreLists.Load() }
+
+// ignoreListChanged moves IgnoreListsVersion on once a write of a user's
+// ignored users has committed.
+func (s *Service) ignoreListChanged() { s.ignoreLists.Add(1) }
+
 func (s *Service) readIgnored(ctx context.Context, user id.UserID) (map[id.UserID]bool, error) {
-	raw, ok, err := s.Get(ctx, user, "", "m.ignored_user_list")
+	raw, ok, err := s.Get(ctx, user, "", ignoredUserListType)
 	if err != nil || !ok {
 		return nil, err
 	}
@@ -246,6 +265,9 @@ func (s *Service) Update(ctx context.Context, user id.UserID, roomID id.RoomID, 
 		return false, err
 	}
 	if changed {
+		if roomID == "" && typ == ignoredUserListType {
+			s.ignoreListChanged()
+		}
 		s.notifier.Wake(user)
 	}
 	return changed, nil
@@ -296,6 +318,7 @@ func (s *Service) OnDeactivated(ctx context.Context, user id.UserID) {
 	s.lastMu.Lock()
 	delete(s.ignored, user)
 	s.lastMu.Unlock()
+	s.ignoreListChanged()
 }
 
 // latest returns a position at or after the user's newest account data.

@@ -267,6 +267,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 	n.Sync.AddSource(n.AccountData)
 	n.Sync.Ignored = n.AccountData.IgnoredUsers
 	n.Push.IgnoredUsers = n.AccountData.IgnoredUsers
+	n.Push.IgnoreListsVersion = n.AccountData.IgnoreListsVersion
 	n.Sync.InviteIgnored = n.AccountData.InviteIgnored
 	n.Sync.DirectRooms = n.AccountData.DirectRooms
 	n.Sync.RoomTags = n.AccountData.RoomTags

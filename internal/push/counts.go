@@ -26,6 +26,10 @@ type roomUnread struct {
 	entries []unreadEntry // ascending pos
 	readAll int64         // unthreaded receipt
 	read    map[id.EventID]int64
+	// changedAt is the stream position at which the counts last changed,
+	// for /sync (see changedSince); set before the change commits, which
+	// makes the position visible.
+	changedAt int64
 }
 
 func (ru *roomUnread) readPos(thread id.EventID) int64 {
@@ -147,15 +151,10 @@ func Total(room sync.Counts, threads map[id.EventID]*sync.Counts) sync.Counts {
 // markChanged records pos as the position at which the users' counts in
 // roomID changed, for /sync.
 func (s *Service) markChanged(roomID id.RoomID, pos int64, users ...id.UserID) {
-	s.changedMu.Lock()
-	defer s.changedMu.Unlock()
+	s.countsMu.Lock()
+	defer s.countsMu.Unlock()
 	for _, u := range users {
-		m := s.changed[u]
-		if m == nil {
-			m = map[id.RoomID]int64{}
-			s.changed[u] = m
-		}
-		m[roomID] = pos
+		s.roomUnreadLocked(u, roomID, true).changedAt = pos
 	}
 }
 
@@ -199,6 +198,8 @@ func (s *Service) OnEvent(ev *rooms.Event, info *rooms.RoomInfo) {
 type hit struct {
 	user id.UserID
 	rule *compiledRule
+	// unread is the user's state in the room, found once by record.
+	unread *roomUnread
 }
 
 // eventOutcome is what an event changes in unread counts, worked out
@@ -224,7 +225,11 @@ func (s *Service) outcome(ctx context.Context, ev *rooms.Event, info *rooms.Room
 	server := s.rooms.ServerName()
 	local := func(u id.UserID) bool { return u.Homeserver() == server }
 	o := &eventOutcome{ev: ev}
-	if users, joined := recipients(ev, info, local); len(users) > 0 {
+	if r := s.rosterOf(ctx, info); r != nil {
+		if !s.evaluateRoster(ctx, o, r, info) {
+			return nil
+		}
+	} else if users, joined := recipients(ev, info, local); len(users) > 0 {
 		x, err := s.evalCtx(ctx, ev, joined, info)
 		if err != nil {
 			s.log.Warn("push rules: unreadable event", "event_id", ev.ID, "err", err)
@@ -233,23 +238,8 @@ func (s *Service) outcome(ctx context.Context, ev *rooms.Event, info *rooms.Room
 		o.hits = make([]hit, 0, len(users))
 		var plan *defaultPlan // the members with unchanged rules share it
 		for _, u := range users {
-			if s.ignores(ctx, u, ev.Sender) {
-				continue
-			}
-			ur := s.rulesOf(u)
-			x.user = u
-			var r *compiledRule
-			if mr, ok := ur.shared(s, u); ok {
-				if plan == nil {
-					plan = s.template().plan(x)
-				}
-				r = plan.match(mr, x)
-			} else {
-				_, cs := ur.build(s, u)
-				r = cs.matchRule(x)
-			}
-			if r != nil && r.notify {
-				o.hits = append(o.hits, hit{u, r})
+			if !s.ignores(ctx, u, ev.Sender) {
+				o.addHit(u, s.decideUser(x, &plan, u))
 			}
 		}
 	}
@@ -265,6 +255,84 @@ func (s *Service) outcome(ctx context.Context, ev *rooms.Event, info *rooms.Room
 		o.thread = s.threadOf(ctx, ev)
 	}
 	return o
+}
+
+// evaluateRoster evaluates ev for the local joined members of the room's
+// roster r but its sender and, for an invite, for the invited user; it
+// reports false when the event cannot be read.
+func (s *Service) evaluateRoster(ctx context.Context, o *eventOutcome, r *roster, info *rooms.RoomInfo) bool {
+	ev := o.ev
+	invited := invitedLocal(ev, s.rooms.ServerName())
+	if len(r.members) == 0 && invited == "" {
+		return true
+	}
+	x, err := s.evalCtx(ctx, ev, r.joined, info)
+	if err != nil {
+		s.log.Warn("push rules: unreadable event", "event_id", ev.ID, "err", err)
+		return false
+	}
+	if s.opts.DisplayName == nil {
+		x.ownName = func() string { return r.name(s, info, x.member) }
+	}
+	o.hits = make([]hit, 0, len(r.members)+1)
+	var plan *defaultPlan // the members with unchanged rules share it
+	for i := range r.members {
+		m := &r.members[i]
+		if m.user == ev.Sender || m.ignored[ev.Sender] {
+			continue
+		}
+		x.member = i
+		o.addHit(m.user, s.decide(x, &plan, m.user, m.rules, m.shared, m.unchanged))
+	}
+	if invited != "" && !s.ignores(ctx, invited, ev.Sender) {
+		x.ownName = nil // not a member yet: their name is read from the state
+		o.addHit(invited, s.decideUser(x, &plan, invited))
+	}
+	return true
+}
+
+// decideUser returns the rule of user's rules that decides the event of x
+// for them (see decide).
+func (s *Service) decideUser(x *evalCtx, plan **defaultPlan, user id.UserID) *compiledRule {
+	ur := s.rulesOf(user)
+	mr, unchanged := ur.shared(s, user)
+	return s.decide(x, plan, user, ur, mr, unchanged)
+}
+
+// decide returns the rule that decides the event of x for user, whose
+// rules are ur: when they are the predefined ones, unchanged, from the
+// event's plan (made once per event, by the first such member) and the
+// user's per-member rules mr.
+func (s *Service) decide(x *evalCtx, plan **defaultPlan, user id.UserID, ur *userRules, mr memberRules, unchanged bool) *compiledRule {
+	x.user = user
+	if unchanged {
+		if *plan == nil {
+			*plan = s.template().plan(x)
+		}
+		return (*plan).match(mr, x)
+	}
+	_, cs := ur.build(s, user)
+	return cs.matchRule(x)
+}
+
+// addHit records that rule r decides the event for user, when it
+// notifies.
+func (o *eventOutcome) addHit(user id.UserID, r *compiledRule) {
+	if r != nil && r.notify {
+		o.hits = append(o.hits, hit{user: user, rule: r})
+	}
+}
+
+// invitedLocal returns the local user an invite event invites, unless
+// they sent it themselves; "" for any other event.
+func invitedLocal(ev *rooms.Event, server string) id.UserID {
+	if ev.Type != "m.room.member" || ev.StateKey == nil || ev.Membership() != "invite" {
+		return ""
+	}
+	if u := id.UserID(*ev.StateKey); u != ev.Sender && u.Homeserver() == server {
+		return u
+	}
+	return ""
 }
 
 // ignores reports whether user ignores sender, whose events then notify
@@ -331,14 +399,23 @@ func (s *Service) record(ctx context.Context, tx *storage.Tx, o *eventOutcome, c
 		}
 		users = append(users, o.gone)
 	}
-	// The change becomes visible when this transaction commits.
-	s.markChanged(ev.RoomID, changePos, users...)
+	// The change becomes visible when this transaction commits. Each
+	// notified user's state is found here, once: the commit adds to it.
+	s.countsMu.Lock()
+	for i := range o.hits {
+		h := &o.hits[i]
+		h.unread = s.roomUnreadLocked(h.user, ev.RoomID, true)
+		h.unread.changedAt = changePos
+	}
+	for _, u := range users[len(o.hits):] {
+		s.roomUnreadLocked(u, ev.RoomID, true).changedAt = changePos
+	}
+	s.countsMu.Unlock()
 	tx.AfterCommit(func() {
 		s.countsMu.Lock()
 		for _, h := range o.hits {
-			ru := s.roomUnreadLocked(h.user, ev.RoomID, true)
-			if pos > ru.readPos(thread) { // else a receipt already covers it
-				ru.add(unreadEntry{pos: pos, thread: thread, highlight: h.rule.highlight})
+			if pos > h.unread.readPos(thread) { // else a receipt already covers it
+				h.unread.add(unreadEntry{pos: pos, thread: thread, highlight: h.rule.highlight})
 			}
 		}
 		if o.senderLocal {
@@ -487,11 +564,11 @@ func (s *Service) loadUnread(ctx context.Context) (map[id.UserID]map[id.RoomID]*
 // changedSince lists the user's rooms whose counts changed at a position
 // in (since, to].
 func (s *Service) changedSince(user id.UserID, since, to int64) []id.RoomID {
-	s.changedMu.Lock()
-	defer s.changedMu.Unlock()
+	s.countsMu.Lock()
+	defer s.countsMu.Unlock()
 	var out []id.RoomID
-	for r, p := range s.changed[user] {
-		if p > since && p <= to {
+	for r, ru := range s.unread[user] {
+		if p := ru.changedAt; p > since && p <= to {
 			out = append(out, r)
 		}
 	}

@@ -13,7 +13,11 @@
 // [Service.OnAccept] evaluates the rules of every local joined member but
 // the sender against the room's state after the event (the members whose
 // rules are the predefined ones, unchanged, share one walk of them and
-// have only the conditions that name them matched each: see shared.go);
+// have only the conditions that name them matched each: see shared.go).
+// What that needs of the members (who is local and joined, their rules,
+// whom they ignore, their display names) is kept per room and made again
+// only when the room's members, anyone's rules or anyone's ignored users
+// change (see roster.go);
 // inside the event's write transaction it records the outcome as one row
 // (the users notified, with their actions), so the counts commit with the
 // event. Read receipts

@@ -404,7 +404,11 @@ type evalCtx struct {
 	hasMentions bool
 	memberCount int
 
-	user        id.UserID
+	user id.UserID
+	// member is the index of user in the room's roster, when ownName
+	// is set: it returns the member's display name from the roster.
+	member      int
+	ownName     func() string
 	displayName func(user id.UserID) string
 	powerLevels func() *event.PowerLevelsEventContent
 	// subscribed reports whether user is subscribed to the event's
@@ -485,6 +489,9 @@ func (x *evalCtx) stringAt(path []string) (string, bool) {
 
 // GetOwnDisplayname is the evaluated user's display name in the room.
 func (x *evalCtx) GetOwnDisplayname() string {
+	if x.ownName != nil {
+		return x.ownName()
+	}
 	if x.displayName == nil {
 		return ""
 	}

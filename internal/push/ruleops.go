@@ -201,12 +201,14 @@ func (s *Service) update(ctx context.Context, user id.UserID, mutate func(*userR
 		next.pos = pos
 		s.mu.Lock()
 		s.users[user] = next
+		s.rulesChanged.Add(1)
 		s.mu.Unlock()
 		return nil
 	})
 	if err != nil {
 		s.mu.Lock()
 		s.users[user] = cur
+		s.rulesChanged.Add(1)
 		s.mu.Unlock()
 		return fmt.Errorf("save push rules: %w", err)
 	}

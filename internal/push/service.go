@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -60,12 +61,14 @@ type Service struct {
 
 	names nameCache
 
+	// rulesChanged moves on with every change to users' rules (see
+	// rosterOf); rosters are the rooms' rosters.
+	rulesChanged atomic.Uint64
+	rosters      rosters
+
 	// template is the predefined ruleset as every member whose rules are
 	// unchanged shares its evaluation (see defaultTemplate).
 	template func() *defaultTemplate
-
-	changedMu sync.Mutex // guards changed; never held while queueing writes
-	changed   map[id.UserID]map[id.RoomID]int64
 
 	// OnNotify hooks run after an event's notifications are recorded,
 	// once per user the event notifies (see [NotifyFunc]): once the
@@ -87,6 +90,14 @@ type Service struct {
 	// (*accountdata.Service).IgnoredUsers does once it has read a user's
 	// list). Unset, no one ignores anyone.
 	IgnoredUsers func(ctx context.Context, user id.UserID) (map[id.UserID]bool, error)
+
+	// IgnoreListsVersion, when set with IgnoredUsers, returns a number
+	// that changes whenever anyone's ignored users may have changed, by
+	// the time the change is visible to IgnoredUsers (as
+	// (*accountdata.Service).IgnoreListsVersion does): a room's members'
+	// lists are then read once and kept until it changes (see roster).
+	// Unset, they are read again for every event.
+	IgnoreListsVersion func() uint64
 }
 
 // New returns the service; call Load before use. acc may be nil when the
@@ -97,9 +108,8 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, rs RoomState, 
 	}
 	s := &Service{
 		db: db, log: log, acc: acc, rooms: rs, opts: opts,
-		users:   map[id.UserID]*userRules{},
-		unread:  map[id.UserID]map[id.RoomID]*roomUnread{},
-		changed: map[id.UserID]map[id.RoomID]int64{},
+		users:  map[id.UserID]*userRules{},
+		unread: map[id.UserID]map[id.RoomID]*roomUnread{},
 	}
 	s.template = sync.OnceValue(func() *defaultTemplate { return newDefaultTemplate(s) })
 	return s
@@ -227,7 +237,7 @@ func (s *Service) rulesOf(user id.UserID) *userRules {
 	defer s.mu.Unlock()
 	if u = s.users[user]; u == nil {
 		u = &userRules{custom: map[Kind][]*Rule{}, defaults: map[string]defaultChange{}}
-		s.users[user] = u
+		s.users[user] = u // the predefined rules, as before: no change
 	}
 	return u
 }
@@ -459,6 +469,7 @@ func (s *Service) Load(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	s.users = users
+	s.rulesChanged.Add(1)
 	s.mu.Unlock()
 	s.countsMu.Lock()
 	s.unread = unread
@@ -498,6 +509,7 @@ func (s *Service) OnDeactivated(ctx context.Context, user id.UserID) {
 	}
 	s.mu.Lock()
 	delete(s.users, user)
+	s.rulesChanged.Add(1)
 	s.mu.Unlock()
 	s.countsMu.Lock()
 	delete(s.unread, user)

@@ -95,6 +95,11 @@ func testSharedEvaluationExact(t *testing.T, threadRules bool, rng *rand.Rand) {
 			info.Members[u] = "join"
 		}
 		info.Members[ev.Sender] = "join"
+		if i%2 == 1 {
+			// With the state after the event: the members are
+			// evaluated from the room's roster (roster.go).
+			info = withState(info, fr.names, ev)
+		}
 		got := s.outcome(ctx, ev, info)
 		want := fullOutcome(t, s, ev, info)
 		if got == nil {
@@ -131,6 +136,30 @@ func testSharedEvaluationExact(t *testing.T, threadRules bool, rng *rand.Rand) {
 	}
 }
 
+// withState returns info with the state after ev: a member event for
+// each of its members, with their display names, and ev when it is a
+// member event.
+func withState(info *rooms.RoomInfo, names map[id.UserID]string, ev *rooms.Event) *rooms.RoomInfo {
+	var evs []*rooms.Event
+	for u, m := range info.Members {
+		if ev.StateKey != nil && ev.Type == "m.room.member" && *ev.StateKey == string(u) {
+			continue
+		}
+		content := map[string]any{"membership": m}
+		if name, ok := names[u]; ok {
+			content["displayname"] = name
+		}
+		c, _ := json.Marshal(content)
+		member := mkEvent("m.room.member", u, ptr(string(u)), string(c))
+		member.ID = id.EventID("$member-" + string(u) + "-" + m)
+		evs = append(evs, member)
+	}
+	if ev.StateKey != nil && ev.Type == "m.room.member" {
+		evs = append(evs, ev)
+	}
+	return rooms.InfoWithState(info.ID, id.RoomV11, evs)
+}
+
 // fullOutcome evaluates, with a context of its own, every recipient's
 // whole ruleset for ev, as the service did before the shared evaluation.
 func fullOutcome(t *testing.T, s *Service, ev *rooms.Event, info *rooms.RoomInfo) []hit {
@@ -146,7 +175,7 @@ func fullOutcome(t *testing.T, s *Service, ev *rooms.Event, info *rooms.RoomInfo
 		_, cs := s.rulesOf(u).build(s, u)
 		x.user = u
 		if r := cs.matchRule(x); r != nil && r.notify {
-			hits = append(hits, hit{u, r})
+			hits = append(hits, hit{user: u, rule: r})
 		}
 	}
 	return hits

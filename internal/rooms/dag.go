@@ -185,7 +185,7 @@ func (e *Engine) stateFrom(ctx context.Context, base *roomState, target idState,
 		}
 	}
 	if changed == 0 && !removed {
-		return &roomState{state: base.state, byID: base.byID, members: base.members, servers: base.servers, extremities: ext, depth: depth}, nil
+		return &roomState{state: base.state, byID: base.byID, members: base.members, membership: base.membership, servers: base.servers, extremities: ext, depth: depth}, nil
 	}
 	loaded, err := e.Events(ctx, load)
 	if err != nil {
@@ -209,7 +209,7 @@ func (e *Engine) stateFrom(ctx context.Context, base *roomState, target idState,
 		}
 		return stateOf(evs, ext, depth), nil
 	}
-	next := &roomState{state: maps.Clone(base.state), byID: maps.Clone(base.byID), members: base.members, servers: base.servers, extremities: ext, depth: depth}
+	next := &roomState{state: maps.Clone(base.state), byID: maps.Clone(base.byID), members: base.members, membership: base.membership, servers: base.servers, extremities: ext, depth: depth}
 	for k, eid := range target {
 		if cur := base.state[k]; cur != nil && cur.ID == eid {
 			continue

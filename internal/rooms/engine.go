@@ -237,6 +237,14 @@ func newRoomInfo(r *room, after *roomState) *RoomInfo {
 	return &RoomInfo{ID: r.id, Version: r.version, Members: after.members, state: after, partialServers: r.partialServers()}
 }
 
+// InfoWithState returns the info of a room whose state right after the
+// event is made of the state events evs, as the engine gives its hooks
+// (for tests of hooks that read the state).
+func InfoWithState(roomID id.RoomID, version id.RoomVersion, evs []*Event) *RoomInfo {
+	st := stateOf(evs, nil, 0)
+	return &RoomInfo{ID: roomID, Version: version, Members: st.members, state: st}
+}
+
 // HasState reports whether the info carries the room's state after the
 // event (it does when the engine made it).
 func (ri *RoomInfo) HasState() bool { return ri.state != nil }
@@ -249,6 +257,19 @@ func (ri *RoomInfo) StateEvent(evType, sk string) *Event {
 		return nil
 	}
 	return ri.state.get(evType, sk)
+}
+
+// MembersVersion identifies the room's members and their member events
+// right after the event: two infos with the same non-zero MembersVersion have the
+// same Members and the same member events, so what is derived from them
+// (display names, who is local and joined) can be kept per room and made
+// again only when it changes. It is 0 when the info carries no state or
+// the state was made without one, and then says nothing.
+func (ri *RoomInfo) MembersVersion() uint64 {
+	if ri.state == nil {
+		return 0
+	}
+	return ri.state.membership
 }
 
 // JoinedServers returns the servers with a member joined to the room

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"maps"
 	"slices"
+	"sync/atomic"
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -21,12 +22,22 @@ type roomState struct {
 	byID map[id.EventID]*Event
 	// members maps users to their membership.
 	members map[id.UserID]string
+	// membership names members and the member events behind it: a new
+	// one (see nextMembership) whenever either changes, carried along
+	// with members otherwise; 0 for a state made without one.
+	membership uint64
 	// servers are the servers of the joined members, sorted: derived from
 	// members, remade only when a membership changes.
 	servers     []string
 	extremities []id.EventID
 	depth       int64
 }
+
+// memberships numbers the member sets of every room's states.
+var memberships atomic.Uint64
+
+// nextMembership returns a roomState.membership no state has had.
+func nextMembership() uint64 { return memberships.Add(1) }
 
 var emptyState = &roomState{
 	state: map[stateKey]*Event{}, byID: map[id.EventID]*Event{}, members: map[id.UserID]string{},
@@ -37,7 +48,7 @@ var emptyState = &roomState{
 func stateOf(evs []*Event, extremities []id.EventID, depth int64) *roomState {
 	s := &roomState{
 		state: make(map[stateKey]*Event, len(evs)), byID: make(map[id.EventID]*Event, len(evs)),
-		members: map[id.UserID]string{}, extremities: extremities, depth: depth,
+		members: map[id.UserID]string{}, membership: nextMembership(), extremities: extremities, depth: depth,
 	}
 	for _, ev := range evs {
 		k := stateKey{ev.Type, *ev.StateKey}
@@ -57,7 +68,7 @@ func (s *roomState) get(evType, sk string) *Event { return s.state[stateKey{evTy
 // of version v.
 func (s *roomState) with(v id.RoomVersion, ev *Event) *roomState {
 	next := &roomState{
-		state: s.state, byID: s.byID, members: s.members, servers: s.servers,
+		state: s.state, byID: s.byID, members: s.members, membership: s.membership, servers: s.servers,
 		extremities: extremitiesAfter(s.extremities, ev), depth: max(s.depth, ev.Depth),
 	}
 	var redacted *Event
@@ -141,6 +152,7 @@ func (s *roomState) set(ev *Event) {
 		m := maps.Clone(s.members)
 		m[id.UserID(*ev.StateKey)] = ev.Membership()
 		s.members = m
+		s.membership = nextMembership()
 		s.servers = joinedServers(m)
 	}
 }
