@@ -164,7 +164,10 @@ func (s *Service) keylessDevice(ctx context.Context, u *deviceListUpdate) error 
 // user's devices becomes a new update of their stream, sent to every
 // server sharing a room with them (those already up to date apply it as
 // the next update), and the users sharing a room with them see them in
-// device_lists.changed.
+// device_lists.changed. A user none of whose devices has keys has no list
+// a client sees, and nothing is announced (the other server fetches the
+// list when it needs it; Complement's partial-state residents refuse EDUs
+// they do not expect).
 func (s *Service) announceOnJoin(ev *rooms.Event, info *rooms.RoomInfo) {
 	if s.edus == nil || ev.Type != "m.room.member" || ev.StateKey == nil || ev.Membership() != "join" {
 		return
@@ -202,8 +205,16 @@ func (s *Service) serversNewTo(user id.UserID, roomID id.RoomID, servers []strin
 }
 
 // announceAllDevices records an update of each of a local user's devices
-// and announces them.
+// and announces them, when one of them has keys.
 func (s *Service) announceAllDevices(ctx context.Context, user id.UserID) error {
+	var keyed int
+	err := s.db.QueryRow(ctx, "SELECT COUNT(*) FROM e2e_device_keys WHERE user_id = $1", user).Scan(&keyed)
+	if err != nil {
+		return fmt.Errorf("count device keys: %w", err)
+	}
+	if keyed == 0 {
+		return nil
+	}
 	devices, err := s.accounts.Devices(ctx, user)
 	if err != nil {
 		return err

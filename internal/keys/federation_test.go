@@ -4,8 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +16,7 @@ import (
 	"maunium.net/go/mautrix/federation"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/keys"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
@@ -409,6 +413,67 @@ func TestRemoteDeviceListTracking(t *testing.T) {
 		"user_id": bob.UserID, "device_id": "GHOST", "stream_id": 1, "prev_id": []int64{}, "keys": ghost}))
 	if e, ok := mxhttp.AsError(err); !ok || e.Code != "M_FORBIDDEN" {
 		t.Errorf("forged m.device_list_update: %v, want M_FORBIDDEN", err)
+	}
+}
+
+// requestLog records the requests a node's keys service makes of other
+// servers.
+type requestLog struct {
+	keys.FederationClient
+	mu       sync.Mutex
+	requests []string
+}
+
+func (l *requestLog) MakeRequest(ctx context.Context, server string, auth bool, method string, path mautrix.PrefixableURLPath, req, resp any) error {
+	l.mu.Lock()
+	var parts []string
+	for _, part := range path.FullPath() {
+		parts = append(parts, fmt.Sprint(part))
+	}
+	l.requests = append(l.requests, method+" /"+strings.Join(parts, "/"))
+	l.mu.Unlock()
+	return l.FederationClient.MakeRequest(ctx, server, auth, method, path, req, resp)
+}
+
+// made returns the requests recorded so far.
+func (l *requestLog) made() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.requests)
+}
+
+// TestQueryFetchesTrackedList: the first /keys/query of a remote user who
+// shares a room with a user here fetches the user's device list (GET
+// /user/devices) and answers from it, so the next query is answered from
+// the list held, without a second request: before, the query asked
+// /user/keys/query and fetched the list in the background after answering,
+// two requests where one does (Complement's msc3902 "Device list tracked
+// for new members in partial state room" counts them).
+func TestQueryFetchesTrackedList(t *testing.T) {
+	a, b := federatingPair(t, testnode.SQLite)
+	log := &requestLog{}
+	a.Keys.WrapFederationClient(func(c keys.FederationClient) keys.FederationClient {
+		log.FederationClient = c
+		return log
+	})
+	alice, bob := a.Register("alice"), b.Register("bob")
+	joinAcross(t, a, alice, bob)
+	// Bob has no device with keys: B announces nothing as he joins, and A
+	// fetches no list until asked.
+	before := len(log.made())
+	if got := queryDevices(t, alice, bob.UserID); len(got) != 0 {
+		t.Fatalf("Alice's first query lists %v, want none (Bob uploaded no keys)", got)
+	}
+	want := []string{"GET /_matrix/federation/v1/user/devices/" + string(bob.UserID)}
+	if got := log.made()[before:]; !slices.Equal(got, want) {
+		t.Fatalf("Alice's first query made %v, want %v", got, want)
+	}
+	queryDevices(t, alice, bob.UserID)
+	if got := log.made()[before:]; !slices.Equal(got, want) {
+		t.Errorf("after Alice's second query A made %v, want only the first query's %v", got, want)
+	}
+	if s := streamOf(t, b, bob.UserID); s != 0 {
+		t.Errorf("B recorded device-list update %d of Bob, who has no device with keys, when he joined", s)
 	}
 }
 

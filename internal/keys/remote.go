@@ -106,8 +106,11 @@ type remoteQueryResponse struct {
 }
 
 // queryRemote adds the keys of remote users to resp: from the device
-// lists this server tracks where they are current, else asked of their
-// servers (in parallel, within timeout); servers that do not answer are
+// lists this server tracks where they are current; a tracked list (of a
+// user sharing a room with a user here) that is not held yet or stale is
+// fetched first (GET /user/devices), so that the answer is the list later
+// queries are answered from; what is left is asked of the users' servers
+// (in parallel, all within timeout); servers that do not answer are
 // recorded in resp.Failures.
 func (s *Service) queryRemote(ctx context.Context, want map[id.UserID][]id.DeviceID, timeout time.Duration, resp *queryResponse) error {
 	servers := byServer(s, want)
@@ -120,6 +123,8 @@ func (s *Service) queryRemote(ctx context.Context, want map[id.UserID][]id.Devic
 		}
 		return nil
 	}
+	deadline := time.Now().Add(timeout)
+	var tracked []id.UserID
 	for _, users := range servers {
 		for user, devices := range users {
 			ok, err := s.cachedKeys(ctx, user, devices, resp)
@@ -128,7 +133,20 @@ func (s *Service) queryRemote(ctx context.Context, want map[id.UserID][]id.Devic
 			}
 			if ok {
 				delete(users, user)
+			} else if s.sharedWithLocal(ctx, user) {
+				tracked = append(tracked, user)
 			}
+		}
+	}
+	s.fetchLists(ctx, tracked, deadline)
+	for _, user := range tracked {
+		_, server, _ := user.Parse()
+		ok, err := s.cachedKeys(ctx, user, servers[server][user], resp)
+		if err != nil {
+			return err
+		}
+		if ok {
+			delete(servers[server], user)
 		}
 	}
 	for server, users := range servers {
@@ -137,7 +155,7 @@ func (s *Service) queryRemote(ctx context.Context, want map[id.UserID][]id.Devic
 		}
 	}
 	var mu gosync.Mutex
-	eachServer(ctx, servers, timeout, resp.Failures, func(ctx context.Context, server string, users map[id.UserID][]id.DeviceID) error {
+	eachServer(ctx, servers, time.Until(deadline), resp.Failures, func(ctx context.Context, server string, users map[id.UserID][]id.DeviceID) error {
 		var got remoteQueryResponse
 		err := s.fed.MakeRequest(ctx, server, true, http.MethodPost, federation.URLPath{"v1", "user", "keys", "query"},
 			map[string]any{"device_keys": users}, &got)
@@ -149,12 +167,34 @@ func (s *Service) queryRemote(ctx context.Context, want map[id.UserID][]id.Devic
 		mergeRemoteKeys(users, &got, resp)
 		return nil
 	})
-	for _, users := range servers {
-		for user := range users {
-			s.trackIfShared(ctx, user)
-		}
-	}
 	return nil
+}
+
+// fetchLists fetches the device lists of remote users (GET /user/devices,
+// at most resyncParallelism at once) before deadline; a list that cannot
+// be fetched is left as it was.
+func (s *Service) fetchLists(ctx context.Context, users []id.UserID, deadline time.Time) {
+	if len(users) == 0 {
+		return
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	var wg gosync.WaitGroup
+	sem := make(chan struct{}, resyncParallelism)
+	for _, user := range users {
+		wg.Go(func() {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-sem }()
+			if err := s.Resync(ctx, user); err != nil {
+				s.log.Info("fetch remote device list for a query", "user_id", user, "err", err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // mergeRemoteKeys adds to resp what a server answered about the users

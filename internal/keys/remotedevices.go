@@ -166,15 +166,6 @@ func (s *Service) loadRemoteCache(ctx context.Context) error {
 	return rows.Err()
 }
 
-// trackIfShared starts fetching a remote user's device list, which is not
-// cached or stale, when they share a room with a user here.
-func (s *Service) trackIfShared(ctx context.Context, user id.UserID) {
-	if s.fed == nil || !s.sharedWithLocal(ctx, user) {
-		return
-	}
-	s.resyncSoon(user)
-}
-
 // resyncSoon fetches a remote user's device list in the background. A
 // call while a fetch for the user runs makes it fetch once more when done,
 // as an update may have come after the running fetch's answer.
