@@ -439,6 +439,20 @@ func TestPartialStateSync(t *testing.T) {
 	}) {
 		t.Fatal("a lazy-loading sync while partial lacks the member event of carl, who sent a message of its timeline")
 	}
+	// So does an incremental one: the state bob's client has lacks carl.
+	hasCarl := func(r *mautrix.RespSync) bool {
+		jr := r.Rooms.Join[roomID]
+		return jr != nil && slices.ContainsFunc(jr.State.Events, func(ev *event.Event) bool {
+			return ev.Type == event.StateMember && ev.GetStateKey() == string(carl.UserID)
+		})
+	}
+	inc, err := bob.SyncRequest(ctx, 0, since, lazyFilter, false, "")
+	if err != nil {
+		t.Fatalf("bob's incremental lazy sync: %v", err)
+	}
+	if !hasCarl(inc) {
+		t.Fatal("an incremental lazy-loading sync while partial lacks the member event of carl, who sent a message of its timeline")
+	}
 
 	// Long-poll (each answer without the room is another change, such as
 	// bob's device list) until the room shows.
@@ -501,6 +515,20 @@ func TestPartialStateSync(t *testing.T) {
 	}
 	if !slices.Contains(after.DeviceLists.Changed, unknown) {
 		t.Fatalf("device_lists.changed after the resync %v lacks %s, learned from the full state", after.DeviceLists.Changed, unknown)
+	}
+	// carl's member event, which the client was never given while the
+	// state was partial, comes with his message in a sync spanning the
+	// resync, though the state B now holds for the token had it.
+	lastOnly := `{"room":{"state":{"lazy_load_members":true},"timeline":{"lazy_load_members":true,"limit":1}}}`
+	span, err := bob.SyncRequest(ctx, 0, since, lastOnly, false, "")
+	if err != nil {
+		t.Fatalf("bob's lazy sync spanning the resync: %v", err)
+	}
+	if jr := span.Rooms.Join[roomID]; jr == nil || len(jr.Timeline.Events) == 0 || jr.Timeline.Events[len(jr.Timeline.Events)-1].Sender != carl.UserID {
+		t.Fatalf("the lazy sync spanning the resync does not end with carl's message: %+v", jr)
+	}
+	if !hasCarl(span) {
+		t.Fatal("a lazy-loading sync spanning the resync lacks the member event of carl, who sent its timeline's message")
 	}
 }
 

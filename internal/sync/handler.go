@@ -764,7 +764,8 @@ func (s *Service) showState(req *Request, ev *rooms.Event, senders map[id.UserID
 // empty one starts there too.
 func (s *Service) stateSection(ctx context.Context, req *Request, roomID id.RoomID, end int64, timeline []*rooms.Event, limited, full bool) (*Events, error) {
 	out := &Events{Events: []any{}}
-	if !full && !limited {
+	partialSince := !full && s.partialAtSince(ctx, req, roomID)
+	if !full && !limited && !partialSince {
 		return out, nil
 	}
 	var startSnap int64
@@ -780,7 +781,7 @@ func (s *Service) stateSection(ctx context.Context, req *Request, roomID id.Room
 		if err != nil {
 			return nil, err
 		}
-		if sinceSnap == startSnap {
+		if sinceSnap == startSnap && !partialSince {
 			return out, nil // the client has this state already
 		}
 		if sinceIDs, err = s.stateIDs(ctx, sinceSnap); err != nil {
@@ -798,10 +799,14 @@ func (s *Service) stateSection(ctx context.Context, req *Request, roomID id.Room
 	senders := timelineSenders(req, timeline)
 	shown := map[id.UserID]bool{}
 	for _, ev := range startState {
-		if !inTimeline[ev.ID] && !sinceIDs[ev.ID] && s.showState(req, ev, senders) {
+		member := ev.Type == "m.room.member" && ev.StateKey != nil
+		// A state the client had partially lacked most member events:
+		// the senders' are given whether or not the state held them then.
+		had := sinceIDs[ev.ID] && !(partialSince && member)
+		if !inTimeline[ev.ID] && !had && (full || limited || member) && s.showState(req, ev, senders) {
 			out.Add(clientEvent(ev, req))
 		}
-		if ev.Type == "m.room.member" && ev.StateKey != nil {
+		if member {
 			shown[id.UserID(*ev.StateKey)] = true
 		}
 	}
@@ -813,6 +818,18 @@ func (s *Service) stateSection(ctx context.Context, req *Request, roomID id.Room
 		}
 	}
 	return out, nil
+}
+
+// partialAtSince reports whether the room's state was partial at the
+// request's since token as the client knows it: a lazy-loading sync's
+// client was given a state lacking most members while it was (MSC3706),
+// so the senders' member events are news to it even where the state the
+// node holds for then (completed under every snapshot since) has them.
+func (s *Service) partialAtSince(ctx context.Context, req *Request, roomID id.RoomID) bool {
+	if !req.Filter.LazyLoadMembers() || req.Initial() {
+		return false
+	}
+	return s.rooms.HasPartialState(ctx, roomID) || s.completedSince(ctx, roomID, req)
 }
 
 // sendersFromAuthEvents returns, for the senders of the timeline whose
