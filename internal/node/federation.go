@@ -162,12 +162,16 @@ func (n *Node) queueLocalEvents() {
 
 // eventDestinations are the servers an event goes to: those with a member
 // joined to the room after it, and, for a membership event about a user
-// of another server (an invite, a kick, a ban), that user's server, less
-// the server the event came from (the resident server that answered a
-// send_join has the join already). The list may hold this server; the
-// outbox leaves it out.
+// of another server (an invite, a kick, a ban), that user's server. An
+// event taken from another server's answer (the join send_join returned)
+// goes nowhere: that server has it and sends it to the room's other
+// servers, as the spec has the resident server do. The list may hold this
+// server; the outbox leaves it out.
 func eventDestinations(ev *rooms.Event, r *rooms.RoomInfo) []string {
-	seen := map[string]bool{ev.ReceivedFrom: true}
+	if ev.ReceivedFrom != "" {
+		return nil
+	}
+	seen := map[string]bool{}
 	var out []string
 	add := func(server string) {
 		if server != "" && !seen[server] {
