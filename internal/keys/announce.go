@@ -51,6 +51,13 @@ func (s *Service) recordDeviceChange(ctx context.Context, tx *storage.Tx, user i
 	if err := s.recordChange(ctx, tx, user, ""); err != nil {
 		return err
 	}
+	return s.recordStreamUpdate(ctx, tx, user, device, changes)
+}
+
+// recordStreamUpdate adds an update of a local user's device-list stream
+// for a device to changes, for announce, without telling the users who
+// share a room with them (a change of a device without keys).
+func (s *Service) recordStreamUpdate(ctx context.Context, tx *storage.Tx, user id.UserID, device id.DeviceID, changes *[]deviceChange) error {
 	var prev int64
 	err := tx.QueryRow(ctx, "SELECT stream_id FROM e2e_device_list_streams WHERE user_id = $1", user).Scan(&prev)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {

@@ -477,6 +477,20 @@ func TestQueryFetchesTrackedList(t *testing.T) {
 	}
 }
 
+// TestKeylessRenameGoesOut: a rename of Bob's device, which has no keys,
+// is an update of his device-list stream that reaches the servers sharing
+// a room with him (Complement's msc3902 "Outgoing device list updates"
+// renames devices without keys): A, holding Bob's list, moves on to it.
+func TestKeylessRenameGoesOut(t *testing.T) {
+	a, b := federatingPair(t, testnode.SQLite)
+	alice, bob := a.Register("alice"), b.Register("bob")
+	joinAcross(t, a, alice, bob)
+	queryDevices(t, alice, bob.UserID) // A fetches Bob's list
+	before := streamOf(t, b, bob.UserID)
+	testnode.Call(t, bob, "PUT", v3+"/devices/"+string(bob.DeviceID), map[string]any{"display_name": "renamed"}).OK(t)
+	waitHeld(t, a, b, bob.UserID, before)
+}
+
 // TestDevicesAnnouncedOnJoin: when Bob on node B joins a room on node A,
 // a server that was not receiving his device-list updates, B announces
 // his devices to A (his second device has no keys yet), so A tracks his

@@ -182,9 +182,10 @@ func (s *Service) OnDeviceDeleted(ctx context.Context, user id.UserID, device id
 	}
 }
 
-// OnDeviceRenamed tells the users who share a room with a device's owner,
-// and their servers, that the device's display name changed, when the
-// device has keys (others know nothing of it).
+// OnDeviceRenamed tells the servers of the users who share a room with a
+// device's owner that the device's display name changed (an update of the
+// owner's device-list stream), and those users, when the device has keys
+// (a device without keys is in no list their clients see).
 func (s *Service) OnDeviceRenamed(ctx context.Context, user id.UserID, device id.DeviceID) {
 	hasKeys := false
 	var changes []deviceChange
@@ -195,7 +196,7 @@ func (s *Service) OnDeviceRenamed(ctx context.Context, user id.UserID, device id
 			return err
 		}
 		if hasKeys = n > 0; !hasKeys {
-			return nil
+			return s.recordStreamUpdate(ctx, tx, user, device, &changes)
 		}
 		return s.recordDeviceChange(ctx, tx, user, device, &changes)
 	})
@@ -205,8 +206,8 @@ func (s *Service) OnDeviceRenamed(ctx context.Context, user id.UserID, device id
 	}
 	if hasKeys {
 		s.wakeSharers(ctx, user)
-		s.announceDevices(ctx, changes)
 	}
+	s.announceDevices(ctx, changes)
 }
 
 // OnDeactivated removes everything a deactivated account had stored here:
