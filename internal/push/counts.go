@@ -575,10 +575,15 @@ func (s *Service) changedSince(user id.UserID, since, to int64) []id.RoomID {
 	return out
 }
 
+// purgeQuery deletes a room's push_events rows, which have no index by
+// room: the hook runs before the room's events are deleted, and finds the
+// rows through them.
+const purgeQuery = "DELETE FROM push_events WHERE pos IN (SELECT pos FROM events WHERE room_id = $1)"
+
 // PurgeRoom forgets a purged room's unread notifications (a
 // rooms.Engine.OnPurge hook).
 func (s *Service) PurgeRoom(ctx context.Context, tx *storage.Tx, roomID id.RoomID) error {
-	for _, q := range []string{"DELETE FROM push_events WHERE room_id = $1", "DELETE FROM push_read_marks WHERE room_id = $1"} {
+	for _, q := range []string{purgeQuery, "DELETE FROM push_read_marks WHERE room_id = $1"} {
 		if _, err := tx.Exec(ctx, q, roomID); err != nil {
 			return fmt.Errorf("purge unread notifications: %w", err)
 		}

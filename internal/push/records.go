@@ -215,19 +215,31 @@ func (s *Service) Notifications(ctx context.Context, user id.UserID, before int6
 	return out, 0, nil
 }
 
+// pruneWhere is the walk of Prune: the next rows in stream order.
+const pruneWhere = "WHERE pos > $1 ORDER BY pos LIMIT $2"
+
 // pruneBatch is how many old rows a pass of Prune looks at.
 const pruneBatch = 1000
 
 // Prune deletes the notifications recorded before cutoff that no one has
 // unread any more; an unread one stays until it is read, since it is what
-// the user's unread counts are rebuilt from at start-up.
+// the user's unread counts are rebuilt from at start-up. Rows are recorded
+// in stream order, so it walks them in that order and stops at the first
+// one recorded at or after cutoff (push_events has no index by time: one
+// would be a page of its own in every send's commit); a row recorded
+// before it but after a later one (the clock stepped back) waits for a
+// later pass.
 func (s *Service) Prune(ctx context.Context, cutoff time.Time) error {
-	after := int64(-1 << 62)
+	after, cut := int64(-1<<62), cutoff.UnixMilli()
 	for {
 		var positions []int64
-		err := s.scanRecords(ctx, "WHERE ts < $1 AND pos > $2 ORDER BY pos LIMIT $3",
-			[]any{cutoff.UnixMilli(), after, pruneBatch}, func(rec *record) error {
-				positions = append(positions, rec.pos)
+		reached, read := false, 0
+		err := s.scanRecords(ctx, pruneWhere,
+			[]any{after, pruneBatch}, func(rec *record) error {
+				read++
+				if reached = reached || rec.ts >= cut; !reached {
+					positions = append(positions, rec.pos)
+				}
 				return nil
 			})
 		if err != nil {
@@ -252,7 +264,7 @@ func (s *Service) Prune(ctx context.Context, cutoff time.Time) error {
 		if err != nil {
 			return fmt.Errorf("prune notifications: %w", err)
 		}
-		if len(positions) < pruneBatch {
+		if reached || read < pruneBatch {
 			return nil
 		}
 	}

@@ -107,4 +107,17 @@ CREATE TABLE push_events (
 CREATE INDEX push_events_room ON push_events (room_id, pos);
 CREATE INDEX push_events_ts ON push_events (ts);
 `,
+}, {
+	// push_events has no index besides its key: each was a page of its
+	// own in every send's commit (push_events_room one per room sent
+	// into). A purge finds the room's rows through the room's events
+	// (rooms.Engine runs its OnPurge hooks before it deletes them) and
+	// Prune walks the rows in stream order, which is the order they were
+	// recorded in, up to the first one recorded after its cutoff.
+	Component: "push",
+	Version:   4,
+	SQL: `
+DROP INDEX push_events_room;
+DROP INDEX push_events_ts;
+`,
 }}

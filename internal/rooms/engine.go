@@ -97,7 +97,9 @@ type Engine struct {
 	Remote Remote
 
 	// OnPurge hooks remove what other packages keep about a room, inside
-	// the transaction that purges it (search index, counts, receipts, ...).
+	// the transaction that purges it (search index, counts, receipts, ...),
+	// before the room's own rows are deleted: a hook can find the room's
+	// rows of a table not indexed by room through the room's events.
 	OnPurge []func(ctx context.Context, tx *storage.Tx, roomID id.RoomID) error
 
 	mu      sync.Mutex

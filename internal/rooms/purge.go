@@ -25,6 +25,13 @@ func (e *Engine) Purge(ctx context.Context, roomID id.RoomID) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	err = e.db.Write(ctx, func(tx *storage.Tx) error {
+		// The hooks run first, while the room's events are still there:
+		// tables with no index by room find the room's rows through them.
+		for _, h := range e.OnPurge {
+			if err := h(ctx, tx, roomID); err != nil {
+				return fmt.Errorf("purge room %s: %w", roomID, err)
+			}
+		}
 		for _, q := range []string{
 			"DELETE FROM transactions WHERE event_id IN (SELECT event_id FROM events WHERE room_id = $1)",
 			"DELETE FROM state_snapshot_entries WHERE snapshot_id IN (SELECT snapshot_id FROM state_snapshots WHERE room_id = $1)",
@@ -41,11 +48,6 @@ func (e *Engine) Purge(ctx context.Context, roomID id.RoomID) error {
 			"DELETE FROM rooms WHERE room_id = $1",
 		} {
 			if _, err := tx.Exec(ctx, q, roomID); err != nil {
-				return fmt.Errorf("purge room %s: %w", roomID, err)
-			}
-		}
-		for _, h := range e.OnPurge {
-			if err := h(ctx, tx, roomID); err != nil {
 				return fmt.Errorf("purge room %s: %w", roomID, err)
 			}
 		}
