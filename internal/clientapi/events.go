@@ -22,8 +22,7 @@ func readBodyObject(r *http.Request) (json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	var obj map[string]json.RawMessage
-	if err := mxhttp.Unmarshal(b, &obj); err != nil {
+	if err := mxhttp.CheckObject(b); err != nil {
 		return nil, err
 	}
 	if len(b) == 0 {
@@ -60,8 +59,9 @@ func (s *Service) sendMessage(w http.ResponseWriter, r *http.Request, sess *acco
 	}
 	// A retried delayed send answers the delay ID its first try got, as a
 	// retried send answers its event ID, whatever body it carries.
-	txnKey := string(mustJSON([]string{"send", string(roomID), evType, txn}))
+	var txnKey string
 	if delayed {
+		txnKey = string(mustJSON([]string{"send", string(roomID), evType, txn}))
 		if prev := s.Delayed.ByTxn(sess.UserID, sess.DeviceID, txnKey); prev != "" {
 			return map[string]any{"delay_id": prev}, nil
 		}

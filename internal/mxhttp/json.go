@@ -51,14 +51,8 @@ func Unmarshal(b []byte, v any) error {
 	if len(b) == 0 {
 		b = []byte("{}")
 	}
-	if !utf8.Valid(b) || !json.Valid(b) {
-		return NotJSON("request body is not valid UTF-8 JSON")
-	}
-	if b[0] != '{' {
-		return BadJSON("request body must be a JSON object")
-	}
-	if hasNUL(b) {
-		return BadJSON("strings must not contain U+0000")
+	if err := CheckObject(b); err != nil {
+		return err
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		var ute *json.UnmarshalTypeError
@@ -69,6 +63,27 @@ func Unmarshal(b []byte, v any) error {
 			return BadJSON("wrong type: expected %s", ute.Type)
 		}
 		return BadJSON("invalid request body: %v", err)
+	}
+	return nil
+}
+
+// CheckObject checks that body is a JSON object (an empty body counts as
+// {}) that an event or a database column can hold, with the errors
+// Unmarshal gives, without decoding it: for a body passed on as it is,
+// such as an event's content.
+func CheckObject(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return nil
+	}
+	if !utf8.Valid(b) || !json.Valid(b) {
+		return NotJSON("request body is not valid UTF-8 JSON")
+	}
+	if b[0] != '{' {
+		return BadJSON("request body must be a JSON object")
+	}
+	if hasNUL(b) {
+		return BadJSON("strings must not contain U+0000")
 	}
 	return nil
 }

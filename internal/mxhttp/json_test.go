@@ -85,3 +85,27 @@ func TestWriteJSONMatchesMarshal(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckObject checks that CheckObject answers a body as Unmarshal into
+// a map would, and decodes nothing: an event's content is checked on every
+// send and passed on as it came.
+func TestCheckObject(t *testing.T) {
+	for _, body := range []string{
+		``, `  {}  `, `{"msgtype":"m.text","body":"hi"}`, `{"a":{"b":[1,2,{"c":null}]}}`,
+		`{"type":"a\\\u0000b"}`, `{`, `{"type":"x"} {}`, "{\"type\":\"\xff\"}", `[]`, `null`, `"x"`,
+		`{"type":"a\u0000b"}`, `{"a\u0000":1}`,
+	} {
+		var m map[string]json.RawMessage
+		want, got := mxhttp.Unmarshal([]byte(body), &m), mxhttp.CheckObject([]byte(body))
+		var wantErr, gotErr *mxhttp.Error
+		errors.As(want, &wantErr)
+		errors.As(got, &gotErr)
+		if (want == nil) != (got == nil) || (want != nil && (gotErr == nil || wantErr == nil || gotErr.Code != wantErr.Code)) {
+			t.Errorf("CheckObject(%q) = %v, Unmarshal into a map = %v", body, got, want)
+		}
+	}
+	body := []byte(`{"msgtype":"m.text","body":"hello","m.relates_to":{"rel_type":"m.thread","event_id":"$x"}}`)
+	if n := testing.AllocsPerRun(100, func() { mxhttp.CheckObject(body) }); n != 0 {
+		t.Errorf("CheckObject allocates %.0f times per call, want 0", n)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/accounts"
@@ -87,10 +88,11 @@ func (s *Service) index(ctx context.Context, tx *storage.Tx, ev *rooms.Event, _ 
 	if !ok {
 		return nil
 	}
-	var c map[string]any
-	json.Unmarshal(ev.Content(), &c)
-	text, _ := c[strings.TrimPrefix(key, "content.")].(string)
-	if text == "" {
+	// One field of the content, read in place rather than decoding the
+	// whole content on the writer.
+	field := gjson.GetBytes(ev.Content(), strings.TrimPrefix(key, "content."))
+	text := field.Str
+	if field.Type != gjson.String || text == "" {
 		return nil
 	}
 	if len(text) > 16384 {
