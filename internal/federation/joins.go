@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
+	"net/url"
+	"strconv"
 	"strings"
 
 	"maunium.net/go/mautrix/federation"
@@ -133,30 +136,109 @@ func (s *Service) joinVia(ctx context.Context, server string, user id.UserID, ro
 	// the other members, which are fetched once the room is usable.
 	_, known := s.rooms.Version(ctx, roomID)
 	omit := errors.Is(known, rooms.ErrNoRoom) && !s.FullStateJoins
-	resp, err := s.Client.SendJoin(ctx, &federation.ReqSendJoin{RoomID: roomID, EventID: evID, Event: signed, Via: server, OmitMembers: omit})
+	st, answer, err := s.requestJoin(ctx, server, version, roomID, evID, signed, omit)
 	if err != nil {
 		return fmt.Errorf("send_join: %w", err)
 	}
 	join := signed
-	if len(resp.Event) > 0 {
+	if len(answer.event) > 0 {
 		// Countersigned for a restricted join: the same event, or refused.
-		if got := rooms.EventIDOf(version, resp.Event); got != evID {
+		if got := rooms.EventIDOf(version, answer.event); got != evID {
 			return fmt.Errorf("send_join: %s answered event %s, not the join %s it was sent", server, got, evID)
 		}
-		join = resp.Event
+		join = answer.event
 	}
-	if resp.MembersOmitted {
+	if answer.membersOmitted {
 		if !omit {
 			return fmt.Errorf("send_join: %s omitted the members, which were not asked to be", server)
 		}
-		servers := s.residentServers(resp.ServersInRoom)
-		if _, err := s.rooms.ImportPartialJoin(ctx, server, version, join, resp.State, resp.AuthChain, servers); err != nil {
+		servers := s.residentServers(answer.serversInRoom)
+		if _, err := s.rooms.ImportCheckedPartialJoin(ctx, server, version, join, st, servers); err != nil {
 			return fmt.Errorf("import the joined room: %w", err)
 		}
 		return nil
 	}
-	if _, err := s.rooms.ImportJoin(ctx, server, version, join, resp.State, resp.AuthChain); err != nil {
+	if _, err := s.rooms.ImportCheckedJoin(ctx, server, version, join, st); err != nil {
 		return fmt.Errorf("import the joined room: %w", err)
+	}
+	return nil
+}
+
+// joinAnswer is what a send_join answer holds besides the room's state
+// and auth chain.
+type joinAnswer struct {
+	event          json.RawMessage
+	membersOmitted bool
+	serversInRoom  []string
+}
+
+// maxServersRead bounds the servers_in_room of a send_join answer that
+// are read, of which residentServers keeps maxServersInRoom.
+const maxServersRead = 10 * maxServersInRoom
+
+// requestJoin sends the signed join to server (send_join v2, omit_members
+// as omit says) and reads the answer as a stream, with the limits of a
+// /state answer (a full answer holds the room's whole state and auth
+// chain: hundreds of thousands of events in a big room): the events of
+// state and auth_chain are handed to rooms.Engine.CheckJoinState as they
+// are read, so that no more of them than a batch is held at a time.
+func (s *Service) requestJoin(ctx context.Context, server string, version id.RoomVersion, roomID id.RoomID, evID id.EventID, signed json.RawMessage, omit bool) (*rooms.JoinState, *joinAnswer, error) {
+	resp, err := streamedRequest(ctx, s.Client, federation.RequestParams{
+		ServerName:   server,
+		Method:       http.MethodPut,
+		Path:         federation.URLPath{"v2", "send_join", roomID, evID},
+		Query:        url.Values{"omit_members": {strconv.FormatBool(omit)}},
+		Authenticate: true,
+		RequestJSON:  signed,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	answer := &joinAnswer{}
+	st, err := s.rooms.CheckJoinState(ctx, version, roomID, func(add func(bool, json.RawMessage) error) error {
+		each := func(authChain bool, pdu json.RawMessage) error { return add(!authChain, pdu) }
+		return decodeAnswer(resp.Body, MaxStateResponseBytes, map[string]bool{"state": false, "auth_chain": true}, each, answer.decode)
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("the answer of %s: %w", server, err)
+	}
+	return st, answer, nil
+}
+
+// decode reads the member key of a send_join answer other than its state
+// and auth chain (origin and unknown keys skipped).
+func (a *joinAnswer) decode(key string, d *streamDecoder) error {
+	switch key {
+	case "event":
+		v, err := d.value()
+		if err != nil {
+			return err
+		}
+		switch v.Kind() {
+		case 'n':
+		case '{':
+			a.event = json.RawMessage(v)
+		default:
+			return fmt.Errorf("the event is a JSON %s, not an object", v.Kind())
+		}
+	case "members_omitted":
+		v, err := d.value()
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(v, &a.membersOmitted); err != nil {
+			return fmt.Errorf("members_omitted: %w", err)
+		}
+	case "servers_in_room":
+		servers, err := d.strings(maxServersRead)
+		if err != nil {
+			return err
+		}
+		a.serversInRoom = servers
+	default:
+		_, err := d.value()
+		return err
 	}
 	return nil
 }

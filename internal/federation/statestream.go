@@ -39,29 +39,45 @@ var errStateTooLarge = errors.New("the answer exceeds the size allowed")
 // of the answer (auth_chain set for the events of the auth chain), so
 // that no more of the answer than one event is held here at a time.
 func (r *RoomRemote) GetState(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID, each func(authChain bool, pdu json.RawMessage) error) error {
-	client := *r.Client
-	hc := *client.HTTP
-	hc.Timeout = StateRequestTimeout
-	client.HTTP = &hc
-	_, resp, err := client.MakeFullRequest(ctx, federation.RequestParams{
+	resp, err := streamedRequest(ctx, r.Client, federation.RequestParams{
 		ServerName:   server,
 		Method:       http.MethodGet,
 		Path:         federation.URLPath{"v1", "state", roomID},
 		Query:        url.Values{"event_id": {string(eventID)}},
 		Authenticate: true,
-		DontReadBody: true,
 	})
 	if err != nil {
 		return fmt.Errorf("state from %s: %w", server, err)
 	}
 	defer resp.Body.Close()
-	if resp.ContentLength > MaxStateResponseBytes {
-		return fmt.Errorf("state from %s: %w", server, errStateTooLarge)
-	}
 	if err := decodeStatePDUs(resp.Body, MaxStateResponseBytes, each); err != nil {
 		return fmt.Errorf("state from %s: %w", server, err)
 	}
 	return nil
+}
+
+// streamedRequest makes a request whose answer is read as a stream (a
+// room's state: /state, send_join) under the limits of such an answer,
+// StateRequestTimeout and MaxStateResponseBytes, rather than the
+// client's. The caller reads and closes the body.
+func streamedRequest(ctx context.Context, c *federation.Client, params federation.RequestParams) (*http.Response, error) {
+	client := *c
+	hc := *client.HTTP
+	hc.Timeout = StateRequestTimeout
+	client.HTTP = &hc
+	params.DontReadBody = true
+	_, resp, err := client.MakeFullRequest(ctx, params)
+	if err != nil {
+		if resp != nil {
+			resp.Body.Close()
+		}
+		return nil, err
+	}
+	if resp.ContentLength > MaxStateResponseBytes {
+		resp.Body.Close()
+		return nil, errStateTooLarge
+	}
+	return resp, nil
 }
 
 // decodeStatePDUs reads a /state answer ({"pdus": [...], "auth_chain":
@@ -69,6 +85,16 @@ func (r *RoomRemote) GetState(ctx context.Context, server string, roomID id.Room
 // a copy it may keep. The body is bounded by maxBytes and each PDU by
 // maxStreamedEventBytes.
 func decodeStatePDUs(body io.Reader, maxBytes int64, each func(authChain bool, pdu json.RawMessage) error) error {
+	return decodeAnswer(body, maxBytes, map[string]bool{"pdus": false, "auth_chain": true}, each, nil)
+}
+
+// decodeAnswer reads a JSON object whose big members are arrays of PDUs
+// (pduArrays: the key of each, and whether it holds the auth chain)
+// token by token, handing each PDU to each, a copy it may keep. Each
+// other member is handed to other (skipped when other is nil), which
+// must read its value from the decoder. The body is bounded by maxBytes,
+// each PDU and each value other reads by maxStreamedEventBytes.
+func decodeAnswer(body io.Reader, maxBytes int64, pduArrays map[string]bool, each func(authChain bool, pdu json.RawMessage) error, other func(key string, d *streamDecoder) error) error {
 	in := &boundedReader{r: body, total: maxBytes, window: maxStreamedEventBytes}
 	dec := jsontext.NewDecoder(in)
 	if err := expectKind(dec, '{'); err != nil {
@@ -81,14 +107,17 @@ func decodeStatePDUs(body io.Reader, maxBytes int64, each func(authChain bool, p
 			return in.wrap(err)
 		}
 		key := name.String()
-		if key != "pdus" && key != "auth_chain" {
-			in.mark = dec.InputOffset()
-			if err := dec.SkipValue(); err != nil {
-				return in.wrap(err)
-			}
-			continue
+		authChain, isPDUs := pduArrays[key]
+		in.mark = dec.InputOffset()
+		switch {
+		case isPDUs:
+			err = decodePDUArray(dec, in, authChain, each)
+		case other != nil:
+			err = in.wrap(other(key, &streamDecoder{dec: dec, in: in}))
+		default:
+			err = in.wrap(dec.SkipValue())
 		}
-		if err := decodePDUArray(dec, in, key == "auth_chain", each); err != nil {
+		if err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
 	}
@@ -118,6 +147,48 @@ func decodePDUArray(dec *jsontext.Decoder, in *boundedReader, authChain bool, ea
 	}
 	_, err := dec.ReadToken()
 	return in.wrap(err)
+}
+
+// streamDecoder reads the members of a streamed answer that are not
+// arrays of PDUs, each value bounded as a PDU is.
+type streamDecoder struct {
+	dec *jsontext.Decoder
+	in  *boundedReader
+}
+
+// value reads the next value whole, a copy the caller may keep.
+func (d *streamDecoder) value() (jsontext.Value, error) {
+	d.in.mark = d.dec.InputOffset()
+	v, err := d.dec.ReadValue()
+	if err != nil {
+		return nil, d.in.wrap(err)
+	}
+	return v.Clone(), nil
+}
+
+// strings reads an array of strings one at a time (a big room's
+// servers_in_room is longer than one value may be), keeping the first
+// max of them.
+func (d *streamDecoder) strings(max int) ([]string, error) {
+	if err := expectKind(d.dec, '['); err != nil {
+		return nil, err
+	}
+	var out []string
+	for d.dec.PeekKind() != ']' {
+		d.in.mark = d.dec.InputOffset()
+		tok, err := d.dec.ReadToken()
+		if err != nil {
+			return nil, d.in.wrap(err)
+		}
+		if tok.Kind() != '"' {
+			return nil, fmt.Errorf("want a JSON string, got %s", tok.Kind())
+		}
+		if len(out) < max {
+			out = append(out, tok.String())
+		}
+	}
+	_, err := d.dec.ReadToken()
+	return out, d.in.wrap(err)
 }
 
 // expectKind reads the next token, which must open an object or array.

@@ -1,9 +1,12 @@
 package federation_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"runtime"
 	"runtime/metrics"
@@ -100,6 +103,121 @@ func liveHeap() uint64 {
 // answer's size beyond what B keeps of the room afterwards, and B's state
 // holds every generated member and A's state.
 func TestPartialStateResyncStreamsBigState(t *testing.T) {
+	ctx := context.Background()
+	a, b, bob, roomID, g := startGenerated(t)
+	b.Rooms.Remote = g
+
+	heap := sampleHeap(g.started)
+	if _, err := bob.JoinRoom(ctx, string(roomID), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatalf("bob joins: %v", err)
+	}
+	wait, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	if !b.Rooms.AwaitFullState(wait, roomID) {
+		t.Fatal("B's state of the room never became complete")
+	}
+	heap.check(t, uint64(g.sentBytes.Load()))
+	checkGeneratedState(t, a, b, roomID, g.n)
+}
+
+// TestFullStateJoinStreamsBigAnswer: bob of B joins a room of A with the
+// full state (FullStateJoins); A's send_join answer holds, after the
+// room's real state, 20,000 more member events of 2.5 KiB made on the fly
+// (MATRIXOS_STATE_EVENTS sets another count) as it is sent: 50 MB, beyond
+// what any answer read whole may be. B reads and checks it as a stream
+// with the machinery of the resync's /state: the live heap while the
+// answer is checked and written grows by far less than the answer's size
+// beyond what B keeps of the room afterwards, and B's state holds every
+// generated member and A's state.
+func TestFullStateJoinStreamsBigAnswer(t *testing.T) {
+	ctx := context.Background()
+	a, b, bob, roomID, g := startGenerated(t)
+	b.Federation.FullStateJoins = true
+	hc := *b.Federation.Client.HTTP
+	resident := &generatedJoin{RoundTripper: hc.Transport, g: g, roomID: roomID}
+	hc.Transport = resident
+	b.Federation.Client.HTTP = &hc
+
+	heap := sampleHeap(g.started)
+	if _, err := bob.JoinRoom(ctx, string(roomID), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatalf("bob joins: %v", err)
+	}
+	// A join still going on after a while finishes in the background.
+	testnode.WaitFor(t, 10*time.Minute, "bob's join on B", func() bool {
+		if err, _ := resident.abandoned.Load().(error); err != nil {
+			t.Fatalf("B stopped reading the send_join answer: %v", err)
+		}
+		return b.Rooms.Members(ctx, roomID)[bob.UserID] == "join"
+	})
+	if b.Rooms.HasPartialState(ctx, roomID) {
+		t.Fatal("B joined with partial state, want the full state")
+	}
+	heap.check(t, uint64(g.sentBytes.Load()))
+	checkGeneratedState(t, a, b, roomID, g.n)
+}
+
+// generatedJoin is B's federation transport with A's send_join answer
+// grown as it is sent: the generated members follow the real state's
+// events (A's answer, its keys sorted, ends with the state array).
+type generatedJoin struct {
+	http.RoundTripper
+	g         *generatedState
+	roomID    id.RoomID
+	abandoned atomic.Value // the error writing the answer met: B stopped reading it
+}
+
+func (j *generatedJoin) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := j.RoundTripper.RoundTrip(req)
+	if err != nil || !strings.Contains(req.URL.Path, "/v2/send_join/") || resp.StatusCode != http.StatusOK {
+		return resp, err
+	}
+	real, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	head, found := bytes.CutSuffix(bytes.TrimSpace(real), []byte("]}"))
+	if !found || !bytes.Contains(head, []byte(`"state":[{`)) {
+		return nil, fmt.Errorf("A's send_join answer does not end with its state: %.200s", real)
+	}
+	j.g.once.Do(func() { close(j.g.started) })
+	pr, pw := io.Pipe()
+	go func() {
+		err := j.writeAnswer(pw, head)
+		if err != nil {
+			j.abandoned.Store(err)
+		}
+		pw.CloseWithError(err)
+	}()
+	resp.Body, resp.ContentLength = pr, -1
+	resp.Header.Del("Content-Length")
+	return resp, nil
+}
+
+// writeAnswer writes A's answer up to the end of its state, then the
+// generated members, then the end of the answer.
+func (j *generatedJoin) writeAnswer(w io.Writer, head []byte) error {
+	if _, err := w.Write(head); err != nil {
+		return err
+	}
+	for i := range j.g.n {
+		raw, err := j.g.member(j.roomID, i)
+		if err != nil {
+			return err
+		}
+		j.g.sentBytes.Add(int64(len(raw)))
+		if _, err := w.Write(append([]byte{','}, raw...)); err != nil {
+			return err
+		}
+	}
+	_, err := io.WriteString(w, "]}")
+	return err
+}
+
+// startGenerated starts A with alice's public room and B with bob, and
+// the generator of n member events of A (20,000, or MATRIXOS_STATE_EVENTS)
+// for the room. B checks the state in batches of 500.
+func startGenerated(t *testing.T) (a, b *testnode.Node, bob *mautrix.Client, roomID id.RoomID, g *generatedState) {
 	n := 20_000
 	if v := os.Getenv("MATRIXOS_STATE_EVENTS"); v != "" {
 		var err error
@@ -109,13 +227,14 @@ func TestPartialStateResyncStreamsBigState(t *testing.T) {
 	}
 	ctx := context.Background()
 	ca := testnode.NewCA(t)
-	a := testnode.StartFederating(t, testnode.SQLite, ca)
-	b := testnode.StartFederating(t, testnode.SQLite, ca)
-	alice, bob := a.Register("alice"), b.Register("bob")
-	roomID := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	a = testnode.StartFederating(t, testnode.SQLite, ca)
+	b = testnode.StartFederating(t, testnode.SQLite, ca)
+	alice := a.Register("alice")
+	bob = b.Register("bob")
+	roomID = testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
 	b.Rooms.StateBatch = 500
 
-	g := &generatedState{Remote: b.Rooms.Remote, a: a, n: n, started: make(chan struct{})}
+	g = &generatedState{Remote: b.Rooms.Remote, a: a, n: n, started: make(chan struct{})}
 	version, err := a.Rooms.Version(ctx, roomID)
 	if err != nil {
 		t.Fatalf("room version: %v", err)
@@ -129,53 +248,69 @@ func TestPartialStateResyncStreamsBigState(t *testing.T) {
 		g.auth = append(g.auth, ev.ID)
 		g.prev, g.depth = ev.ID, ev.Depth+1
 	}
-	b.Rooms.Remote = g
+	return a, b, bob, roomID, g
+}
 
-	base := make(chan uint64, 1)
-	var peak atomic.Uint64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
+// liveHeapSampler follows the live heap from a start signal until check.
+type liveHeapSampler struct {
+	base    chan uint64
+	peak    atomic.Uint64
+	stop    chan struct{}
+	sampled chan struct{}
+}
+
+// sampleHeap takes the live heap after started is closed as the base,
+// then samples it every 5 ms.
+func sampleHeap(started <-chan struct{}) *liveHeapSampler {
+	h := &liveHeapSampler{base: make(chan uint64, 1), stop: make(chan struct{}), sampled: make(chan struct{})}
 	go func() {
-		defer close(sampled)
-		<-g.started
+		defer close(h.sampled)
+		<-started
 		runtime.GC()
-		base <- liveHeap()
+		h.base <- liveHeap()
 		for {
-			if h := liveHeap(); h > peak.Load() {
-				peak.Store(h)
+			if l := liveHeap(); l > h.peak.Load() {
+				h.peak.Store(l)
 			}
 			select {
-			case <-stop:
+			case <-h.stop:
 				return
 			case <-time.After(5 * time.Millisecond):
 			}
 		}
 	}()
+	return h
+}
 
-	if _, err := bob.JoinRoom(ctx, string(roomID), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
-		t.Fatalf("bob joins: %v", err)
-	}
-	wait, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	if !b.Rooms.AwaitFullState(wait, roomID) {
-		t.Fatal("B's state of the room never became complete")
-	}
-	close(stop)
-	<-sampled
+// check stops the sampling and fails the test when the peak rose above
+// what stays after a collection by more than a quarter of the answer.
+func (h *liveHeapSampler) check(t *testing.T, answer uint64) {
+	t.Helper()
+	close(h.stop)
+	<-h.sampled
 	runtime.GC()
 	after := liveHeap()
-	before := <-base
-
-	answer := uint64(g.sentBytes.Load())
-	transit := int64(peak.Load()) - int64(after)
+	var before uint64
+	select {
+	case before = <-h.base:
+	default:
+		t.Fatal("the answer was never asked for")
+	}
+	peak := h.peak.Load()
+	transit := int64(peak) - int64(after)
 	t.Logf("answer %d MB; live heap before %d MB, peak %d MB, after %d MB (room kept: %d MB); transit %d MB",
-		answer>>20, before>>20, peak.Load()>>20, after>>20, (after-before)>>20, transit>>20)
+		answer>>20, before>>20, peak>>20, after>>20, (int64(after)-int64(before))>>20, transit>>20)
 	if bound := int64(answer / 4); transit > bound {
 		t.Errorf("the live heap rose %d MB above what B keeps of the room while the answer was checked, want under %d MB (a quarter of the %d MB answer)",
 			transit>>20, bound>>20, answer>>20)
 	}
+}
 
-	state, err := b.Rooms.CurrentState(ctx, roomID)
+// checkGeneratedState fails the test unless B's state of the room holds
+// every generated member and A's state, and nothing else.
+func checkGeneratedState(t *testing.T, a, b *testnode.Node, roomID id.RoomID, n int) {
+	t.Helper()
+	state, err := b.Rooms.CurrentState(context.Background(), roomID)
 	if err != nil {
 		t.Fatalf("B's state: %v", err)
 	}

@@ -22,8 +22,9 @@
 // page of /messages reaches it (HistoryBefore) and stored in the timeline
 // at negative positions, without state; pages run in topological order,
 // (depth, position) (TopoEvents), while /sync follows positions. A room
-// joined with partial state (ImportPartialJoin: send_join's
+// joined with partial state (ImportCheckedPartialJoin: send_join's
 // members_omitted) is usable at once and completed in the background
-// from the servers the answer named (partial.go), whose state answer is
+// from the servers the answer named (partial.go). The state of a
+// send_join answer (CheckJoinState) and of a resync's /state answer is
 // checked as a stream, a batch at a time (statestream.go).
 package rooms

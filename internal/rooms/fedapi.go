@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	jsonv2 "encoding/json/v2"
 	"fmt"
-	"maps"
 	"slices"
 	"time"
 
@@ -425,26 +424,88 @@ func (e *Engine) ServerInRoom(ctx context.Context, server string, roomID id.Room
 	return found
 }
 
-// ImportJoin stores a room this node has just joined through origin: it
-// checks every event of state and authChain (signatures, hashes, auth
-// rules against their own auth events), stores them as outliers, and
-// appends join, the local user's join event the resident server accepted,
-// with state as the state before it. A state event that fails those checks
-// (a missing or bad signature, a key that cannot be had, an auth event
-// that cannot be verified) is left out of that state rather than failing
-// the join: the join goes on when what remains still allows it. The local
-// user's membership and /sync see the room once it returns.
-func (e *Engine) ImportJoin(ctx context.Context, origin string, version id.RoomVersion, join json.RawMessage, state, authChain []json.RawMessage) (*Event, error) {
-	return e.importJoin(ctx, origin, version, join, state, authChain, nil)
+// JoinState is the state before a join that a send_join answer gave,
+// checked (CheckJoinState): the events that pass are stored as outliers
+// already, and only the state's keys and event IDs are held here.
+type JoinState struct {
+	roomID id.RoomID
+	before idState
 }
 
-// ImportPartialJoin is ImportJoin for a send_join answer with
-// members_omitted: state lacks the member events of other users, so the
-// room is marked partial and its full state fetched in the background
-// from origin and serversInRoom (partial.go). The room must be new here:
-// a room this node knows already has state that a partial answer would
-// only shrink.
-func (e *Engine) ImportPartialJoin(ctx context.Context, origin string, version id.RoomVersion, join json.RawMessage, state, authChain []json.RawMessage, serversInRoom []string) (*Event, error) {
+// CheckJoinState checks the state and auth chain of a send_join answer
+// for the room, which feed hands to add one event at a time as it reads
+// them (inState false for the auth chain), with the memory of a /state
+// answer of the resync (checkStreamedState): a batch of Engine.StateBatch
+// events at a time, signatures on every core, spooled, then checked
+// against their own auth events in depth order and stored as outliers
+// (rejected where the auth rules refuse them). A state event that fails
+// those checks (a missing or bad signature, a key that cannot be had, an
+// auth event that cannot be verified) is left out of the state rather
+// than failing the join: the join goes on when what remains allows it.
+func (e *Engine) CheckJoinState(ctx context.Context, version id.RoomVersion, roomID id.RoomID, feed func(add func(inState bool, raw json.RawMessage) error) error) (*JoinState, error) {
+	if e.Remote == nil {
+		return nil, errNoFederation
+	}
+	before, err := e.checkStreamedState(ctx, version, roomID, "", feed)
+	if err != nil {
+		return nil, err
+	}
+	return &JoinState{roomID: roomID, before: before}, nil
+}
+
+// ImportJoin stores a room this node has just joined through origin: it
+// checks every event of state and authChain (CheckJoinState) and appends
+// join, the local user's join event the resident server accepted (as
+// ImportCheckedJoin).
+func (e *Engine) ImportJoin(ctx context.Context, origin string, version id.RoomVersion, join json.RawMessage, state, authChain []json.RawMessage) (*Event, error) {
+	roomID, err := e.joinRoomID(ctx, version, join)
+	if err != nil {
+		return nil, err
+	}
+	st, err := e.CheckJoinState(ctx, version, roomID, func(add func(bool, json.RawMessage) error) error {
+		for i, raw := range slices.Concat(state, authChain) {
+			if err := add(i < len(state), raw); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return e.ImportCheckedJoin(ctx, origin, version, join, st)
+}
+
+// joinRoomID is the room of a join event as its JSON names it.
+func (e *Engine) joinRoomID(ctx context.Context, version id.RoomVersion, join json.RawMessage) (id.RoomID, error) {
+	ev, err := e.parseRemote(ctx, version, join)
+	if err != nil {
+		return "", err
+	}
+	return ev.RoomID, nil
+}
+
+// ImportCheckedJoin appends join, the local user's join event that origin
+// accepted, to a room this node has just joined through it, with st (the
+// checked state of its send_join answer) as the state before it. The
+// local user's membership and /sync see the room once it returns.
+func (e *Engine) ImportCheckedJoin(ctx context.Context, origin string, version id.RoomVersion, join json.RawMessage, st *JoinState) (*Event, error) {
+	return e.importJoin(ctx, origin, version, join, st, nil)
+}
+
+// ImportCheckedPartialJoin is ImportCheckedJoin for a send_join answer
+// with members_omitted: its state lacks the member events of other users,
+// so the room is marked partial and its full state fetched in the
+// background from origin and serversInRoom (partial.go). The room must be
+// new here: a room this node knows already has state that a partial
+// answer would only shrink.
+func (e *Engine) ImportCheckedPartialJoin(ctx context.Context, origin string, version id.RoomVersion, join json.RawMessage, st *JoinState, serversInRoom []string) (*Event, error) {
+	return e.importJoin(ctx, origin, version, join, st, e.partialServers(origin, serversInRoom))
+}
+
+// partialServers are the servers a partial-state room's resync asks:
+// origin first, then those of serversInRoom, each once, this one left out.
+func (e *Engine) partialServers(origin string, serversInRoom []string) []string {
 	servers := []string{origin}
 	seen := map[string]bool{origin: true, e.signer.ServerName: true}
 	for _, s := range serversInRoom {
@@ -453,12 +514,12 @@ func (e *Engine) ImportPartialJoin(ctx context.Context, origin string, version i
 			servers = append(servers, s)
 		}
 	}
-	return e.importJoin(ctx, origin, version, join, state, authChain, servers)
+	return servers
 }
 
-// importJoin is ImportJoin, and ImportPartialJoin when partialServers is
-// not nil.
-func (e *Engine) importJoin(ctx context.Context, origin string, version id.RoomVersion, join json.RawMessage, state, authChain []json.RawMessage, partialServers []string) (*Event, error) {
+// importJoin is ImportCheckedJoin, and ImportCheckedPartialJoin when
+// partialServers is not nil.
+func (e *Engine) importJoin(ctx context.Context, origin string, version id.RoomVersion, join json.RawMessage, st *JoinState, partialServers []string) (*Event, error) {
 	if e.Remote == nil {
 		return nil, errNoFederation
 	}
@@ -469,47 +530,28 @@ func (e *Engine) importJoin(ctx context.Context, origin string, version id.RoomV
 	if ev.Type != "m.room.member" || ev.Membership() != "join" || ev.Sender.Homeserver() != e.signer.ServerName {
 		return nil, mxhttp.BadJSON("the event is not a join of a user of this server")
 	}
+	if ev.RoomID != st.roomID {
+		return nil, mxhttp.BadJSON("the join is for room %s, its state for %s", ev.RoomID, st.roomID)
+	}
 	ev.ReceivedFrom = origin
-	parsed, errs := e.parseRemoteAll(ctx, version, append(slices.Clone(state), authChain...))
-	known, err := e.checkParsedOutliers(ctx, version, ev.RoomID, parsed, errs)
+	create := st.before[stateKey{"m.room.create", ""}]
+	if create == "" {
+		return nil, mxhttp.BadJSON("the room's state has no m.room.create event")
+	}
+	createEvent, err := e.storedEvent(ctx, create)
 	if err != nil {
 		return nil, err
 	}
-	before := idState{}
-	for i, raw := range state {
-		var id id.EventID
-		if parsed[i] != nil {
-			id = parsed[i].ID
-		} else {
-			id = EventIDOf(version, raw)
-		}
-		se := known[id]
-		if se == nil || se.StateKey == nil {
-			e.log.Info("a state event of a joined room is left out: it does not pass the checks on receipt", "room_id", ev.RoomID, "event_id", id)
-			continue
-		}
-		before[stateKey{se.Type, *se.StateKey}] = se.ID
-	}
-	create := before[stateKey{"m.room.create", ""}]
-	if create == "" {
-		return nil, mxhttp.BadJSON("the room's state has no m.room.create event")
+	if createEvent == nil {
+		return nil, fmt.Errorf("the room's m.room.create event %s is not stored", create)
 	}
 	r, fresh, err := e.joiningRoom(ctx, ev.RoomID, version)
 	if err != nil {
 		return nil, err
 	}
-	opts := receiveOpts{strict: true, before: before, known: known}
-	stored, err := e.anyEvents(ctx, slices.Collect(maps.Keys(known)))
-	if err != nil {
-		return nil, err
-	}
-	for eid, x := range known {
-		if stored[eid] == nil {
-			opts.outliers = append(opts.outliers, x)
-		}
-	}
+	opts := receiveOpts{strict: true, before: st.before}
 	if fresh {
-		opts.newRoom = known[create]
+		opts.newRoom = createEvent
 	}
 	var pj *partialJoin
 	if partialServers != nil {
@@ -587,11 +629,6 @@ func EventIDOf(v id.RoomVersion, raw json.RawMessage) id.EventID {
 // checks) is only left out, as that auth event may still come.
 func (e *Engine) checkOutliers(ctx context.Context, v id.RoomVersion, roomID id.RoomID, raws []json.RawMessage) (map[id.EventID]*Event, error) {
 	parsed, errs := e.parseRemoteAll(ctx, v, raws)
-	return e.checkParsedOutliers(ctx, v, roomID, parsed, errs)
-}
-
-// checkParsedOutliers is checkOutliers on events parseRemoteAll parsed.
-func (e *Engine) checkParsedOutliers(ctx context.Context, v id.RoomVersion, roomID id.RoomID, parsed []*Event, errs []error) (map[id.EventID]*Event, error) {
 	var evs []*Event
 	seen := map[id.EventID]bool{}
 	for i, ev := range parsed {

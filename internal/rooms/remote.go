@@ -634,7 +634,7 @@ type receiveOpts struct {
 	known    map[id.EventID]*Event
 	outliers []*Event
 	newRoom  *Event
-	// partial marks the joined room partial (ImportPartialJoin).
+	// partial marks the joined room partial (ImportCheckedPartialJoin).
 	partial *partialJoin
 }
 
