@@ -227,53 +227,77 @@ func (b *slidingBuild) match(ctx context.Context, list []listRoom) error {
 		b.next.followed.joined, b.next.followed.windowJoined = prev.joined, prev.windowJoined
 		return nil
 	}
-	b.configs = make(map[id.RoomID]*combinedConfig, len(list))
-	shared, copied := map[configStep]*combinedConfig{}, true
-	if same && prev.shared != nil {
-		shared, copied = prev.shared, false
-	}
+	lists := make([]listMatch, 0, len(b.req.Lists))
 	for _, name := range slices.Sorted(maps.Keys(b.req.Lists)) {
 		l := b.req.Lists[name]
 		ranges, _ := l.ranges() // checked with the request
-		index := 0
-		for _, lr := range list {
-			ok, err := b.passes(ctx, lr, l.Filters)
+		lists = append(lists, listMatch{name: name, list: l, ranges: ranges})
+	}
+	// configs and shared start as the predecessor's, never written: they
+	// are copied at the first room whose config differs, or a selection
+	// not made before.
+	configs, ownConfigs := map[id.RoomID]*combinedConfig{}, true
+	shared, ownShared := map[configStep]*combinedConfig{}, true
+	if same && prev.configs != nil {
+		configs, ownConfigs = prev.configs, false
+		shared, ownShared = prev.shared, false
+	}
+	step := func(st configStep, rc *roomConfig) *combinedConfig {
+		if c := shared[st]; c != nil {
+			return c
+		}
+		if !ownShared {
+			shared, ownShared = maps.Clone(shared), true
+		}
+		c := st.from.with(rc, st.list)
+		shared[st] = c
+		return c
+	}
+	for _, lr := range list {
+		var c *combinedConfig
+		for i := range lists {
+			m := &lists[i]
+			ok, err := b.passes(ctx, lr, m.list.Filters)
 			if err != nil {
 				return err
 			}
 			if !ok {
 				continue
 			}
-			if inRanges(index, ranges) {
-				step := configStep{b.configs[lr.room], name}
-				c := shared[step]
-				if c == nil {
-					if !copied { // the predecessor's, never written
-						shared, copied = maps.Clone(shared), true
-					}
-					c = step.from.with(&l.roomConfig, name)
-					shared[step] = c
-				}
-				b.configs[lr.room] = c
+			if inRanges(m.index, m.ranges) {
+				c = step(configStep{from: c, list: m.name}, &m.list.roomConfig)
 			}
-			index++
+			m.index++
 		}
-		b.resp.Lists[name] = SlidingListResult{Count: index}
-		b.next.counts[name] = index
-	}
-	if len(b.next.subscriptions) > 0 {
-		inList := make(map[id.RoomID]bool, len(list))
-		for _, lr := range list {
-			inList[lr.room] = true
+		// A subscription counts for rooms the user may see, the list's;
+		// others are ignored.
+		if sub := b.next.subscriptions[lr.room]; sub != nil {
+			c = step(configStep{from: c, room: lr.room}, sub)
 		}
-		for roomID, sub := range b.next.subscriptions {
-			if inList[roomID] { // rooms the user may see; others are ignored
-				b.configs[roomID] = b.configs[roomID].with(sub, "")
-			}
+		if configs[lr.room] == c {
+			continue
+		}
+		if !ownConfigs {
+			configs, ownConfigs = maps.Clone(configs), true
+		}
+		if c == nil {
+			delete(configs, lr.room)
+		} else {
+			configs[lr.room] = c
 		}
 	}
-	b.next.window = b.window()
-	b.next.followed.configs, b.next.followed.shared = b.configs, shared
+	for _, m := range lists {
+		b.resp.Lists[m.name] = SlidingListResult{Count: m.index}
+		b.next.counts[m.name] = m.index
+	}
+	b.configs = configs
+	if ownConfigs {
+		b.next.window = b.window()
+	} else { // every room selected as before
+		b.next.window = b.prev.window
+		b.next.followed.windowJoined = prev.windowJoined
+	}
+	b.next.followed.configs, b.next.followed.shared = configs, shared
 	return nil
 }
 
@@ -313,10 +337,20 @@ func (b *slidingBuild) rooms(ctx context.Context, list []listRoom) error {
 	return nil
 }
 
-// configStep is a room config (nil for none) combined with a list's.
+// listMatch is a list being matched: the index its next room would have.
+type listMatch struct {
+	name   string
+	list   *slidingList
+	ranges [][2]int
+	index  int
+}
+
+// configStep is a room config (nil for none) combined with a list's, or
+// with the room subscription of room when list is empty.
 type configStep struct {
 	from *combinedConfig
 	list string
+	room id.RoomID
 }
 
 // with returns a new config: c's (none when nil) combined with rc, of list
