@@ -42,10 +42,12 @@ type followedList struct {
 	ignored map[id.UserID]bool
 	direct  map[id.RoomID]bool
 	// request is the canonical form of the lists and room subscriptions
-	// the response matched (empty when they use a filter whose outcome
-	// may change without a new event of the room: tags, spaces,
-	// encryption).
+	// the response matched, and keyed whether it has one: not when they
+	// use a filter whose outcome may change without a new event of the
+	// room (tags, spaces, encryption). A request with neither lists nor
+	// subscriptions has an empty one, so keyed tells it apart.
 	request string
+	keyed   bool
 	// configs are the rooms' combined configs, shared the configs made
 	// for each selection, joined the joined rooms with a config (list
 	// order) and windowJoined the same as a set.

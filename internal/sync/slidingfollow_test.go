@@ -208,3 +208,43 @@ func TestSlidingRetryAfterLostResponse(t *testing.T) {
 		t.Fatalf("after the retry, a new message: rooms %s", mustJSON(last.Rooms))
 	}
 }
+
+// TestSlidingListsDroppedAfterFilteredList: a connection whose lists used
+// a filter the followed list cannot reuse (not_tags) and whose next
+// request has no lists and no subscriptions must answer no lists and no
+// rooms, although its room list did not move (a room's new topic bumps
+// nothing). The request with nothing in it and the one whose filters are
+// not comparable both had an empty key, so the second response took the
+// first one's window, list counts and room configs.
+func TestSlidingListsDroppedAfterFilteredList(t *testing.T) {
+	ctx := context.Background()
+	f := newEngineFixture(t, 3, 1)
+	body := roomListRequest(2)
+	body["conn_id"] = "room-list"
+	body["lists"].(map[string]any)["all_rooms"].(map[string]any)["filters"] = map[string]any{"not_tags": []string{"m.lowpriority"}}
+	var first slidingResponse
+	if err := json.Unmarshal(f.slidingSyncBody(t, body, ""), &first); err != nil {
+		t.Fatal(err)
+	}
+	if len(first.Rooms) != 3 {
+		t.Fatalf("first response: %d rooms, want 3", len(first.Rooms))
+	}
+	if _, err := f.node.Rooms.Send(ctx, f.rooms[1], stateProto(f.user.UserID, "m.room.topic", "", `{"topic":"new"}`)); err != nil {
+		t.Fatal(err)
+	}
+	followed := sync.SlidingFollowed(f.node.Sync)
+	raw := f.slidingSyncBody(t, map[string]any{"conn_id": "room-list", "lists": map[string]any{}}, first.Pos)
+	if sync.SlidingFollowed(f.node.Sync) == followed {
+		t.Fatal("the second response built its room list afresh: the test tests nothing")
+	}
+	var second struct {
+		Lists map[string]any                `json:"lists"`
+		Rooms map[id.RoomID]json.RawMessage `json:"rooms"`
+	}
+	if err := json.Unmarshal(raw, &second); err != nil {
+		t.Fatal(err)
+	}
+	if len(second.Lists) != 0 || len(second.Rooms) != 0 {
+		t.Fatalf("no lists asked: the response has lists %v and rooms %s", second.Lists, raw)
+	}
+}

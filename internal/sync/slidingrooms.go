@@ -211,10 +211,8 @@ func (b *slidingBuild) roomList(ctx context.Context) ([]listRoom, error) {
 func (b *slidingBuild) match(ctx context.Context, list []listRoom) error {
 	prev := &b.prev.followed
 	key, keyed := b.req.requestKey(b.next.subscriptions)
-	same := keyed && b.changed != nil && key == prev.request && maps.Equal(prev.direct, b.direct)
-	if keyed {
-		b.next.followed.request = key
-	}
+	same := keyed && prev.keyed && b.changed != nil && key == prev.request && maps.Equal(prev.direct, b.direct)
+	b.next.followed.request, b.next.followed.keyed = key, keyed
 	if same && len(list) > 0 && len(prev.list) == len(list) && &list[0] == &prev.list[0] {
 		b.sameRooms = true
 		b.configs = prev.configs
