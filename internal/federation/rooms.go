@@ -196,21 +196,22 @@ func (s *Service) sendJoin(v int) mxhttp.HandlerFunc {
 		if err != nil {
 			return nil, err
 		}
-		state, chain, err := s.rooms.StateBefore(r.Context(), ev.RoomID, ev.ID, omit)
+		answer, err := s.rooms.StateAnswerBefore(r.Context(), ev.RoomID, ev.ID, omit)
 		if err != nil {
 			return nil, err
 		}
-		resp := map[string]any{
-			"origin": s.serverName, "state": nonNil(state), "auth_chain": nonNil(chain),
-			"event": json.RawMessage(ev.JSON), "members_omitted": omit,
+		members := []answerMember{
+			eventsMember("auth_chain", answer.AuthChain),
+			valueMember("event", json.RawMessage(ev.JSON)),
+			valueMember("members_omitted", omit),
+			valueMember("origin", s.serverName),
 		}
 		if omit {
-			resp["servers_in_room"] = before
+			members = append(members, valueMember("servers_in_room", before))
 		}
-		if v == 1 {
-			return []any{http.StatusOK, resp}, nil
-		}
-		return resp, nil
+		members = append(members, eventsMember("state", answer.State))
+		s.writeAnswer(r.Context(), w, v == 1, members)
+		return nil, nil
 	}
 }
 
@@ -512,11 +513,12 @@ func (s *Service) state(w http.ResponseWriter, r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	state, chain, err := s.rooms.StateBefore(r.Context(), roomID, evID, false)
+	answer, err := s.rooms.StateAnswerBefore(r.Context(), roomID, evID, false)
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"pdus": nonNil(state), "auth_chain": nonNil(chain)}, nil
+	s.writeAnswer(r.Context(), w, false, []answerMember{eventsMember("auth_chain", answer.AuthChain), eventsMember("pdus", answer.State)})
+	return nil, nil
 }
 
 // stateIDs is GET /state_ids/{roomId}?event_id=.

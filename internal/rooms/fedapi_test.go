@@ -855,3 +855,19 @@ func TestRestrictedJoinAllowedRoomsUnknown(t *testing.T) {
 		t.Errorf("a, which left the space: %v, want M_UNABLE_TO_AUTHORISE_JOIN", err)
 	}
 }
+
+func eventIDs(evs []*Event) []id.EventID {
+	out := make([]id.EventID, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.ID
+	}
+	return out
+}
+
+func eventJSON(evs []*Event) []json.RawMessage {
+	out := make([]json.RawMessage, len(evs))
+	for i, ev := range evs {
+		out[i] = json.RawMessage(ev.JSON)
+	}
+	return out
+}
