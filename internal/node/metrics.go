@@ -1,7 +1,9 @@
 package node
 
 import (
+	"bufio"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -23,7 +25,16 @@ var (
 
 type statusWriter struct {
 	http.ResponseWriter
-	code int
+	code     int
+	hijacked bool // the handler took the connection (a parked /sync)
+}
+
+// Hijack lets a handler take the connection through the writer, and
+// notes that it did.
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	w.hijacked = err == nil
+	return conn, brw, err
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -41,6 +52,11 @@ func instrument(log *slog.Logger, mux *http.ServeMux, next http.Handler) http.Ha
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		next.ServeHTTP(sw, r)
+		if sw.hijacked {
+			// Parked: its answer comes later, off the handler, and is not
+			// counted here.
+			return
+		}
 		_, route := mux.Handler(r)
 		if route == "" {
 			route = "unmatched"

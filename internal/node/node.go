@@ -32,6 +32,7 @@ import (
 	"github.com/matrixos/matrixos/internal/contracts"
 	"github.com/matrixos/matrixos/internal/ephemeral"
 	"github.com/matrixos/matrixos/internal/federation"
+	"github.com/matrixos/matrixos/internal/httppark"
 	"github.com/matrixos/matrixos/internal/keys"
 	"github.com/matrixos/matrixos/internal/ledger"
 	"github.com/matrixos/matrixos/internal/media"
@@ -455,8 +456,11 @@ func (n *Node) Start() error {
 	}
 	n.Addr = ln.Addr().String()
 	srv := n.newServer(n.handler)
+	// Long-polls that wait leave net/http's goroutines (httppark).
+	pl := httppark.NewListener(ln, srv.IdleTimeout)
+	srv.BaseContext = pl.BaseContext
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(pl); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("client listener failed", "err", err)
 		}
 	}()

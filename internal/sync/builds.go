@@ -47,7 +47,8 @@ type flight struct {
 	done  chan struct{}   // closed when resp and err are set
 	resp  *Response
 	err   error
-	users int // requests sharing the build; final once done
+	users int             // requests sharing the build; final once done
+	then  []func(*flight) // run once done (join)
 
 	encoded func() ([]byte, error) // resp as JSON, encoded once
 }
@@ -72,13 +73,7 @@ func newBuilds() *builds {
 // error.
 func (b *builds) do(ctx context.Context, key buildKey, wake <-chan struct{}, build func(context.Context) (*Response, error)) (*flight, error) {
 	b.mu.Lock()
-	f := b.inFlight[key]
-	if f == nil || f.wake != wake {
-		f = &flight{wake: wake, done: make(chan struct{})}
-		b.inFlight[key] = f
-		go b.run(context.WithoutCancel(ctx), key, f, build)
-	}
-	f.users++
+	f := b.flight(ctx, key, wake, build)
 	b.mu.Unlock()
 	select {
 	case <-f.done:
@@ -86,6 +81,34 @@ func (b *builds) do(ctx context.Context, key buildKey, wake <-chan struct{}, bui
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// join is do for a caller that does not wait: then runs with the build
+// once it is done, on the goroutine that ran it (or on the caller's, if
+// it is done already), and must not block.
+func (b *builds) join(ctx context.Context, key buildKey, wake <-chan struct{}, build func(context.Context) (*Response, error), then func(*flight)) {
+	b.mu.Lock()
+	f := b.flight(ctx, key, wake, build)
+	select {
+	case <-f.done:
+		b.mu.Unlock()
+		then(f)
+	default:
+		f.then = append(f.then, then)
+		b.mu.Unlock()
+	}
+}
+
+// flight returns the build to join, starting it if needed; b.mu is held.
+func (b *builds) flight(ctx context.Context, key buildKey, wake <-chan struct{}, build func(context.Context) (*Response, error)) *flight {
+	f := b.inFlight[key]
+	if f == nil || f.wake != wake {
+		f = &flight{wake: wake, done: make(chan struct{})}
+		b.inFlight[key] = f
+		go b.run(context.WithoutCancel(ctx), key, f, build)
+	}
+	f.users++
+	return f
 }
 
 func (b *builds) run(ctx context.Context, key buildKey, f *flight, build func(context.Context) (*Response, error)) {
@@ -101,7 +124,12 @@ func (b *builds) run(ctx context.Context, key buildKey, f *flight, build func(co
 		delete(b.inFlight, key)
 	}
 	close(f.done)
+	then := f.then
+	f.then = nil
 	b.mu.Unlock()
+	for _, fn := range then {
+		fn(f)
+	}
 }
 
 // answer is the flight's response as a handler returns it: the response

@@ -4,7 +4,9 @@
 // receipts, typing, presence, to-device messages, device lists, ...).
 // Identical /sync requests woken together share one build and one JSON
 // encoding, and builds run off the connection's goroutine so that a
-// waiting long-poll holds a small stack (builds.go).
+// waiting long-poll holds a small stack (builds.go); where its
+// connection can leave net/http (httppark), a waiting long-poll holds
+// no goroutine at all (park.go).
 //
 // It also serves simplified sliding sync (MSC4186, sliding*.go): room
 // lists ordered by bump stamp, room subscriptions and extensions, with

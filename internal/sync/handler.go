@@ -63,9 +63,10 @@ type Service struct {
 	// (from, to], PrevBatch set when older ones were left out.
 	ThreadSubscriptions func(ctx context.Context, user id.UserID, from, to int64, limit int) (ThreadSubscriptionChanges, error)
 
-	builds *builds    // /sync builds shared by identical requests
-	conns  connStore  // sliding sync connections
-	bumps  bumpStamps // sliding sync's room order
+	builds  *builds    // /sync builds shared by identical requests
+	resumes *workQueue // parked long-polls woken or timed out (park.go)
+	conns   connStore  // sliding sync connections
+	bumps   bumpStamps // sliding sync's room order
 	// slidingFromScratch makes every sliding sync response build its room
 	// list afresh, for tests that compare the followed list with it.
 	slidingFromScratch atomic.Bool
@@ -81,7 +82,8 @@ type Service struct {
 // New returns the sync service. It wakes members of a room whenever an
 // event commits there.
 func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Engine) *Service {
-	s := &Service{db: db, log: log, accounts: acc, rooms: eng, Notifier: NewNotifier(), builds: newBuilds()}
+	s := &Service{db: db, log: log, accounts: acc, rooms: eng, Notifier: NewNotifier(), builds: newBuilds(),
+		resumes: &workQueue{max: maxBuilds}}
 	eng.OnEvent = append(eng.OnEvent, s.onEvent)
 	eng.OnStateComplete = append(eng.OnStateComplete, func(_ id.RoomID, local []id.UserID) {
 		s.Notifier.Wake(local...)
@@ -193,6 +195,10 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request, sess *accou
 		}
 		// Nothing yet: wait for a wake-up, then build again; after the
 		// deadline the next build is the (empty) answer, with a fresh token.
+		// The wait is parked off the connection's goroutine where it can be.
+		if s.park(w, r, key, build, deadline, ch) {
+			return nil, nil
+		}
 		wctx, cancel := context.WithDeadline(ctx, deadline)
 		s.waiting.Add(1)
 		s.Notifier.Wait(wctx, ch)

@@ -1,0 +1,233 @@
+package httppark
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// writeTimeout bounds the writing of a parked request's answer, so that
+// a client that stopped reading cannot hold the answering goroutine.
+const writeTimeout = 30 * time.Second
+
+// Conn is the connection of a parked request.
+type Conn struct {
+	l       *Listener
+	conn    net.Conn
+	pending []byte      // read ahead by the server: the start of the next request
+	header  http.Header // the handler's headers when it parked
+	gone    func()
+
+	mu      sync.Mutex
+	state   connState
+	unwatch func() bool // stops watching the connection; false if it already fired
+	idle    *time.Timer // closes an answered connection that sends nothing
+}
+
+type connState int
+
+const (
+	parked    connState = iota // waiting for its answer
+	answering                  // Answer is writing
+	idle                       // answered, waiting for the next request
+	closed
+)
+
+// Park takes r's connection off the server if r can be parked and
+// returns it; the handler must then return without writing anything,
+// and answer later with Conn.Answer. The client closing the connection
+// before that (or the listener closing) runs gone once, on another
+// goroutine, possibly before Park returns; gone must not block.
+//
+// ok is false (and nothing was done) unless r came through a Listener
+// on a platform that can watch connections, is an HTTP/1.1 GET without
+// a body, without TLS and without Connection: close.
+func Park(w http.ResponseWriter, r *http.Request, gone func()) (c *Conn, ok bool) {
+	l := listenerOf(r.Context())
+	if l == nil || l.watch == nil || !parkable(r) {
+		return nil, false
+	}
+	header := w.Header().Clone()
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, false
+	}
+	c = &Conn{l: l, conn: conn, header: header, gone: gone}
+	if n := brw.Reader.Buffered(); n > 0 {
+		p, _ := brw.Reader.Peek(n)
+		c.pending = bytes.Clone(p)
+	}
+	if !l.hold(c) {
+		c.state = closed
+		conn.Close()
+		gone()
+		return c, true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if unwatch, err := l.watch.add(conn, c.readable); err == nil {
+		c.unwatch = unwatch
+	}
+	return c, true
+}
+
+func parkable(r *http.Request) bool {
+	return r.ProtoMajor == 1 && r.ProtoMinor == 1 && !r.Close && r.TLS == nil &&
+		r.Method == http.MethodGet && r.ContentLength == 0 && len(r.TransferEncoding) == 0 &&
+		(r.Body == nil || r.Body == http.NoBody)
+}
+
+// Header is the response's header, as the handler had set it when it
+// parked; Answer adds Content-Length and Date.
+func (c *Conn) Header() http.Header { return c.header }
+
+// Answer writes the response, status and body, in one write and hands
+// the connection back to the server for its next request. It fails if
+// the client has gone (or Answer ran before).
+func (c *Conn) Answer(status int, body []byte) error {
+	c.mu.Lock()
+	if c.state != parked {
+		c.mu.Unlock()
+		return net.ErrClosed
+	}
+	c.state = answering
+	unwatch := c.unwatch
+	c.unwatch = nil
+	c.mu.Unlock()
+	if unwatch != nil {
+		unwatch()
+	}
+	head := c.head(status, len(body))
+	c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	bufs := net.Buffers{head, body}
+	if _, err := bufs.WriteTo(c.conn); err != nil {
+		c.drop()
+		return fmt.Errorf("write parked answer: %w", err)
+	}
+	c.conn.SetWriteDeadline(time.Time{})
+	c.header = nil
+	if len(c.pending) > 0 {
+		c.l.release(c)
+		c.l.handBack(&replayConn{Conn: c.conn, pending: c.pending})
+		return nil
+	}
+	c.waitForNext()
+	return nil
+}
+
+// head is the status line and header block of an answer.
+func (c *Conn) head(status, length int) []byte {
+	var b bytes.Buffer
+	text := http.StatusText(status)
+	if text == "" {
+		text = "status code " + strconv.Itoa(status)
+	}
+	fmt.Fprintf(&b, "HTTP/1.1 %03d %s\r\n", status, text)
+	c.header.Set("Content-Length", strconv.Itoa(length))
+	if c.header.Get("Date") == "" {
+		c.header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+	}
+	c.header.Write(&b)
+	b.WriteString("\r\n")
+	return b.Bytes()
+}
+
+// waitForNext holds an answered connection off the server until the
+// client sends its next request (or closes, or idles too long).
+func (c *Conn) waitForNext() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != answering {
+		return
+	}
+	c.state = idle
+	if c.l.idleTimeout > 0 {
+		c.idle = time.AfterFunc(c.l.idleTimeout, c.drop)
+	}
+	unwatch, err := c.l.watch.add(c.conn, c.readable)
+	if err != nil {
+		// Not watched: let the server wait for the request instead.
+		c.state = closed
+		c.stopIdle()
+		c.l.release(c)
+		c.l.handBack(c.conn)
+		return
+	}
+	c.unwatch = unwatch
+}
+
+// readable runs when the watched connection has bytes to read or was
+// closed by the client.
+func (c *Conn) readable(hup bool) {
+	c.mu.Lock()
+	state := c.state
+	c.unwatch = nil
+	switch {
+	case state == idle && !hup:
+		c.state = closed // no longer ours
+		c.stopIdle()
+		c.mu.Unlock()
+		c.l.release(c)
+		c.l.handBack(c.conn)
+		return
+	case state == parked && !hup:
+		// A pipelined request while parked: it waits in the socket until
+		// the answer, but a close is no longer noticed before it.
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	if hup {
+		c.drop()
+	}
+}
+
+func (c *Conn) stopIdle() {
+	if c.idle != nil {
+		c.idle.Stop()
+		c.idle = nil
+	}
+}
+
+// drop closes the connection; a request still parked is told it went.
+func (c *Conn) drop() {
+	c.mu.Lock()
+	prev := c.state
+	if prev == closed {
+		c.mu.Unlock()
+		return
+	}
+	c.state = closed
+	unwatch := c.unwatch
+	c.unwatch = nil
+	c.stopIdle()
+	c.mu.Unlock()
+	if unwatch != nil {
+		unwatch()
+	}
+	c.conn.Close()
+	c.l.release(c)
+	if prev == parked {
+		c.gone()
+	}
+}
+
+// replayConn reads the bytes the server had read ahead before the rest
+// of the connection.
+type replayConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}

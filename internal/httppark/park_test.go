@@ -1,0 +1,236 @@
+package httppark_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/matrixos/matrixos/internal/httppark"
+)
+
+// parkServer serves /park (parked until release is called, then answered
+// with the request's query) and /plain (answered at once) on a Listener.
+type parkServer struct {
+	addr string
+	gone chan struct{} // one value per parked request whose client went
+
+	mu     sync.Mutex
+	parked []*httppark.Conn
+	bodies []string
+}
+
+func startParkServer(t *testing.T) *parkServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := &parkServer{addr: ln.Addr().String(), gone: make(chan struct{}, 100)}
+	pl := httppark.NewListener(ln, time.Minute)
+	srv := &http.Server{Handler: http.HandlerFunc(ps.serve), BaseContext: pl.BaseContext}
+	go srv.Serve(pl)
+	t.Cleanup(func() { srv.Close() })
+	return ps
+}
+
+func (ps *parkServer) serve(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Set-Before", "yes")
+	body := `{"q":"` + r.URL.RawQuery + `"}`
+	if r.URL.Path == "/park" {
+		c, ok := httppark.Park(w, r, func() { ps.gone <- struct{}{} })
+		if ok {
+			ps.mu.Lock()
+			ps.parked = append(ps.parked, c)
+			ps.bodies = append(ps.bodies, body)
+			ps.mu.Unlock()
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, body)
+}
+
+// waitParked waits until n requests are parked.
+func (ps *parkServer) waitParked(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ps.mu.Lock()
+		got := len(ps.parked)
+		ps.mu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests parked, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// release answers every parked request.
+func (ps *parkServer) release(t *testing.T) {
+	t.Helper()
+	ps.mu.Lock()
+	parked, bodies := ps.parked, ps.bodies
+	ps.parked, ps.bodies = nil, nil
+	ps.mu.Unlock()
+	for i, c := range parked {
+		c.Header().Set("Content-Type", "application/json")
+		if err := c.Answer(http.StatusOK, []byte(bodies[i])); err != nil {
+			t.Errorf("answer: %v", err)
+		}
+	}
+}
+
+// TestParkedKeepAlive sends several parked requests, and plain ones
+// between them, over one connection: each parked answer carries the
+// handler's headers and its body, and the connection serves the next
+// request after it.
+func TestParkedKeepAlive(t *testing.T) {
+	ps := startParkServer(t)
+	conn, err := net.Dial("tcp", ps.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	for i := range 5 {
+		fmt.Fprintf(conn, "GET /park?n=%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+		ps.waitParked(t, 1)
+		ps.release(t)
+		resp := readResponse(t, br)
+		if want := fmt.Sprintf(`{"q":"n=%d"}`, i); resp.body != want || resp.StatusCode != 200 {
+			t.Fatalf("parked answer %d: %d %q, want 200 %q", i, resp.StatusCode, resp.body, want)
+		}
+		if resp.Header.Get("X-Set-Before") != "yes" || resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("Date") == "" {
+			t.Fatalf("parked answer %d: headers %v", i, resp.Header)
+		}
+		if resp.Close {
+			t.Fatalf("parked answer %d closes the connection", i)
+		}
+		fmt.Fprintf(conn, "GET /plain?m=%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+		if resp := readResponse(t, br); resp.body != fmt.Sprintf(`{"q":"m=%d"}`, i) {
+			t.Fatalf("plain answer %d after a parked one: %q", i, resp.body)
+		}
+	}
+}
+
+// TestParkedPipelined sends the next request before the parked one is
+// answered: it is answered after it, on the same connection.
+func TestParkedPipelined(t *testing.T) {
+	ps := startParkServer(t)
+	conn, err := net.Dial("tcp", ps.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /park?a HTTP/1.1\r\nHost: x\r\n\r\nGET /plain?b HTTP/1.1\r\nHost: x\r\n\r\n")
+	ps.waitParked(t, 1)
+	ps.release(t)
+	br := bufio.NewReader(conn)
+	for _, want := range []string{`{"q":"a"}`, `{"q":"b"}`} {
+		if resp := readResponse(t, br); resp.body != want {
+			t.Fatalf("answer %q, want %q", resp.body, want)
+		}
+	}
+}
+
+// TestParkedClientGoes closes parked connections from the client side:
+// each parked request is told, and the server's goroutines and open
+// descriptors return to what they were before.
+func TestParkedClientGoes(t *testing.T) {
+	ps := startParkServer(t)
+	// One request first, so that the server's own goroutines run.
+	warm, err := http.Get("http://" + ps.addr + "/plain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	warm.Body.Close()
+	http.DefaultClient.CloseIdleConnections()
+	goroutines, fds := settle(t, -1, -1)
+
+	const n = 50
+	var conns []net.Conn
+	for i := range n {
+		conn, err := net.Dial("tcp", ps.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, conn)
+		fmt.Fprintf(conn, "GET /park?%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+	}
+	ps.waitParked(t, n)
+	if g := runtime.NumGoroutine(); g > goroutines+5 {
+		t.Errorf("%d goroutines with %d requests parked, %d before", g, n, goroutines)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	for range n {
+		select {
+		case <-ps.gone:
+		case <-time.After(10 * time.Second):
+			t.Fatal("a parked request was not told its client went")
+		}
+	}
+	for _, c := range ps.parked {
+		if err := c.Answer(200, []byte("{}")); err == nil {
+			t.Fatal("answered a request whose client went")
+		}
+	}
+	settle(t, goroutines, fds)
+}
+
+// settle waits until the goroutine and open descriptor counts are at
+// most the given ones (any, when -1) and returns them.
+func settle(t *testing.T, goroutines, fds int) (int, int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		g, f := runtime.NumGoroutine(), openFDs(t)
+		if (goroutines < 0 || g <= goroutines) && (fds < 0 || f <= fds) {
+			return g, f
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines and %d open descriptors, want at most %d and %d", g, f, goroutines, fds)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd:", err)
+	}
+	return len(entries)
+}
+
+type response struct {
+	*http.Response
+	body string
+}
+
+func readResponse(t *testing.T, br *bufio.Reader) response {
+	t.Helper()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	var b strings.Builder
+	if _, err := io.Copy(&b, resp.Body); err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	resp.Body.Close()
+	return response{resp, b.String()}
+}

@@ -1,0 +1,246 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	jsonv2 "encoding/json/v2"
+	"net/http"
+	gosync "sync"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/httppark"
+	"github.com/matrixos/matrixos/internal/mxhttp"
+)
+
+// A /sync long-poll that has to wait is parked where it can be
+// (httppark): its connection leaves net/http, the handler's goroutine
+// returns, and a parkedSync waits in the Notifier (OnWake) and on a
+// timer for its deadline. When woken it joins the build of its request
+// (shared with identical ones, as a waiting handler would), and when
+// that has news or the deadline has passed, the answer is written by one
+// of a few goroutines (resumes); otherwise it waits again. A long-poll
+// that cannot be parked waits on its handler's goroutine as before.
+
+// parkedSync is a parked /sync long-poll.
+type parkedSync struct {
+	s        *Service
+	conn     *httppark.Conn
+	user     id.UserID
+	key      buildKey
+	build    func(context.Context) (*Response, error)
+	deadline time.Time
+	timer    *time.Timer
+
+	mu     gosync.Mutex
+	state  parkState
+	unwake func() // takes back the Notifier registration while waiting
+}
+
+type parkState int
+
+const (
+	parkRunning parkState = iota // building or deciding
+	parkWaiting                  // registered in the Notifier
+	parkDone                     // answered, or the client went
+)
+
+// park parks the long-poll if its connection can be taken off the
+// server, to wait on ch (taken before the build that found no news).
+func (s *Service) park(w http.ResponseWriter, r *http.Request, key buildKey, build func(context.Context) (*Response, error), deadline time.Time, ch <-chan struct{}) bool {
+	p := &parkedSync{s: s, user: key.user, key: key, build: build, deadline: deadline, state: parkRunning}
+	s.waiting.Add(1)
+	conn, ok := httppark.Park(w, r, p.gone)
+	if !ok {
+		s.waiting.Add(-1)
+		return false
+	}
+	p.mu.Lock()
+	p.conn = conn
+	if p.state == parkDone { // gone already
+		p.mu.Unlock()
+		return true
+	}
+	p.timer = time.AfterFunc(time.Until(deadline), p.timedOut)
+	p.mu.Unlock()
+	p.wait(ch)
+	return true
+}
+
+// wait registers p to be woken when ch closes, or resumes it at once if
+// ch has closed already or the deadline has passed (the timer, which
+// fired while p was running, found nothing to take).
+func (p *parkedSync) wait(ch <-chan struct{}) {
+	p.mu.Lock()
+	if p.state != parkRunning {
+		p.mu.Unlock()
+		return
+	}
+	if !time.Now().Before(p.deadline) {
+		p.mu.Unlock()
+		p.s.resumes.add(p.resume)
+		return
+	}
+	p.state = parkWaiting
+	p.mu.Unlock()
+	unwake, ok := p.s.Notifier.OnWake(p.user, ch, p.woken)
+	p.mu.Lock()
+	if p.state == parkWaiting {
+		if ok {
+			p.unwake = unwake
+			p.mu.Unlock()
+			return
+		}
+		p.state = parkRunning
+		p.mu.Unlock()
+		p.s.resumes.add(p.resume)
+		return
+	}
+	// Taken meanwhile (timed out, or gone).
+	p.mu.Unlock()
+	if ok {
+		unwake()
+	}
+}
+
+// take moves a waiting p to running; false if it was not waiting.
+func (p *parkedSync) take() bool {
+	p.mu.Lock()
+	if p.state != parkWaiting {
+		p.mu.Unlock()
+		return false
+	}
+	p.state = parkRunning
+	unwake := p.unwake
+	p.unwake = nil
+	p.mu.Unlock()
+	if unwake != nil {
+		unwake()
+	}
+	return true
+}
+
+func (p *parkedSync) woken() {
+	if p.take() {
+		p.s.resumes.add(p.resume)
+	}
+}
+
+func (p *parkedSync) timedOut() {
+	if p.take() {
+		p.s.resumes.add(p.resume)
+	}
+}
+
+// gone runs when the client closes the connection (or the listener
+// closes): p is forgotten.
+func (p *parkedSync) gone() {
+	p.mu.Lock()
+	prev := p.state
+	p.state = parkDone
+	unwake, timer := p.unwake, p.timer
+	p.unwake = nil
+	p.mu.Unlock()
+	if prev == parkDone {
+		return
+	}
+	if unwake != nil {
+		unwake()
+	}
+	if timer != nil {
+		timer.Stop()
+	}
+	p.s.waiting.Add(-1)
+}
+
+// resume builds the answer again, from a fresh notifier channel.
+func (p *parkedSync) resume() {
+	ch := p.s.Notifier.Channel(p.user)
+	p.s.builds.join(context.Background(), p.key, ch, p.build, func(f *flight) {
+		p.s.resumes.add(func() { p.decide(f, ch) })
+	})
+}
+
+// decide answers with f if it has news or the deadline has passed, and
+// waits again on ch otherwise.
+func (p *parkedSync) decide(f *flight, ch <-chan struct{}) {
+	if f.err == nil && !f.resp.news && time.Now().Before(p.deadline) {
+		p.wait(ch)
+		return
+	}
+	p.mu.Lock()
+	if p.state != parkRunning {
+		p.mu.Unlock()
+		return
+	}
+	p.state = parkDone
+	p.mu.Unlock()
+	p.timer.Stop()
+	p.s.waiting.Add(-1)
+	status, body := p.answer(f)
+	p.conn.Header().Set("Content-Type", "application/json")
+	if err := p.conn.Answer(status, body); err != nil {
+		p.s.log.Debug("parked /sync answer not delivered", "user", p.user, "err", err)
+	}
+}
+
+// answer is the status and JSON body the handler would have written
+// for f.
+func (p *parkedSync) answer(f *flight) (int, []byte) {
+	if f.err == nil {
+		b, err := f.encoded()
+		if err == nil {
+			return http.StatusOK, b
+		}
+		p.s.log.Error("encode response", "err", err)
+		return http.StatusInternalServerError, []byte(`{"errcode":"M_UNKNOWN","error":"could not encode response"}`)
+	}
+	me, ok := mxhttp.AsError(f.err)
+	if !ok {
+		p.s.log.Error("request failed", "method", http.MethodGet, "path", "/_matrix/client/v3/sync", "err", f.err)
+	}
+	b, err := jsonv2.Marshal(me.Body(), json.DefaultOptionsV1())
+	if err != nil {
+		return http.StatusInternalServerError, []byte(`{"errcode":"M_UNKNOWN","error":"could not encode response"}`)
+	}
+	return me.Status, b
+}
+
+// workQueue runs functions on at most max goroutines, started when work
+// comes and gone when there is none.
+type workQueue struct {
+	mu      gosync.Mutex
+	jobs    []func()
+	running int
+	max     int
+}
+
+func (q *workQueue) add(job func()) {
+	q.mu.Lock()
+	q.jobs = append(q.jobs, job)
+	start := q.running < q.max
+	if start {
+		q.running++
+	}
+	q.mu.Unlock()
+	if start {
+		go q.work()
+	}
+}
+
+func (q *workQueue) work() {
+	for {
+		q.mu.Lock()
+		if len(q.jobs) == 0 {
+			q.running--
+			q.mu.Unlock()
+			return
+		}
+		job := q.jobs[0]
+		q.jobs[0] = nil
+		q.jobs = q.jobs[1:]
+		q.mu.Unlock()
+		job()
+	}
+}
