@@ -258,6 +258,12 @@ func (s *Service) Update(ctx context.Context, user id.UserID, roomID id.RoomID, 
 		s.lastMu.Lock()
 		s.last[user] = pos
 		s.lastMu.Unlock()
+		if roomID == "" && typ == ignoredUserListType {
+			// On the writer right after the commit, before the write
+			// is visible or returns: a push roster made before it
+			// holds the old list under the old version.
+			tx.AfterCommit(s.ignoreListChanged)
+		}
 		changed = true
 		return nil
 	})
@@ -265,9 +271,6 @@ func (s *Service) Update(ctx context.Context, user id.UserID, roomID id.RoomID, 
 		return false, err
 	}
 	if changed {
-		if roomID == "" && typ == ignoredUserListType {
-			s.ignoreListChanged()
-		}
 		s.notifier.Wake(user)
 	}
 	return changed, nil
