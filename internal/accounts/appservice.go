@@ -88,7 +88,11 @@ func (s *Service) AuthenticateRequest(r *http.Request) (*Session, error) {
 			return sess, err
 		}
 	}
-	return s.Authenticate(r.Context(), tok)
+	sess, err := s.Authenticate(r.Context(), tok)
+	if err == nil {
+		s.noteSeen(r, sess)
+	}
+	return sess, err
 }
 
 // checkNotExclusive refuses a user an application service holds

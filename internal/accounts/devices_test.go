@@ -116,3 +116,32 @@ func TestDevices(t *testing.T) {
 		wantErr(t, n.Do(t, "GET", "/_matrix/client/v3/devices", "", nil), http.StatusUnauthorized, "M_MISSING_TOKEN")
 	})
 }
+
+// TestDeviceLastSeen checks that using a device records when and from where:
+// clients' session lists and the account page show it as the session's last
+// activity. Before, a device's last_seen_ts stayed its creation time and
+// last_seen_ip stayed empty however long it was used.
+func TestDeviceLastSeen(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	ctx := context.Background()
+	alice := n.Register("alice")
+	phone := n.Login(alice.UserID)
+	before, err := alice.GetDeviceInfo(ctx, phone.DeviceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The phone's own request is what marks it seen.
+	if _, err := phone.Whoami(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after, err := alice.GetDeviceInfo(ctx, phone.DeviceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.LastSeenIP != "127.0.0.1" {
+		t.Errorf("last_seen_ip = %q after the device's request, want 127.0.0.1", after.LastSeenIP)
+	}
+	if after.LastSeenTS < before.LastSeenTS {
+		t.Errorf("last_seen_ts went back: %d, then %d", before.LastSeenTS, after.LastSeenTS)
+	}
+}

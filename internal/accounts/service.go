@@ -101,6 +101,9 @@ type Service struct {
 	// raced with a drop does not cache what it read.
 	forgotten uint64
 
+	seenMu sync.Mutex
+	seen   map[deviceKey]seenMark // when noteSeen last recorded each device
+
 	appliesChanges atomic.Bool                                            // see WatchChanges
 	changeHandlers map[string]func(context.Context, storage.Change) error // see HandleChanges
 
