@@ -704,6 +704,7 @@ func (e *Engine) enqueue(ctx context.Context, r *room, ps []Proto, pre []accepte
 		}
 		head = head.with(r.version, ev)
 		built = append(built, accepted{ev: ev, after: head})
+		e.nonTargets.addBuilt(ev.ID)
 	}
 	if len(ps) == 1 && ps[0].TxnID != "" {
 		q.txn = &pendingTxn{ev: built[len(built)-1].ev, done: make(chan struct{})}
@@ -1373,9 +1374,13 @@ func (e *Engine) finishPersist(ctx context.Context, tx *storage.Tx, r *room, ev 
 // timeline.
 func (e *Engine) insertEvent(ctx context.Context, tx *storage.Tx, r *room, ev *Event) error {
 	if ev.RelatesTo != "" {
-		// Before the commit, so that no reader caches the target as
-		// having no relations once this one can be read.
-		e.nonTargets.invalidate()
+		// Once committed, before anyone learns of it: a reader that
+		// queried before the commit (and found no relation) either
+		// remembers its answer before this and is forgotten, or after
+		// this and is refused (its generation has passed). Forgetting
+		// before the commit would let a reader that began between the two
+		// remember the old answer for good.
+		tx.AfterCommit(e.nonTargets.invalidate)
 	}
 	if ev.Pos > 0 {
 		tx.AfterCommit(func() { e.committed.add(ev) })

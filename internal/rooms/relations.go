@@ -285,12 +285,30 @@ func (e *Engine) relationTargets(ctx context.Context, ids []id.EventID) ([]id.Ev
 
 // nonTargets remembers events known to have no relation pointing at them,
 // so that the bundled aggregations of /sync (every woken long-poll of a
-// room asks about the same new events) skip the query for them. Any event
-// stored with a relation forgets them all, before it commits.
+// room asks about the same new events) skip the query for them; events
+// built here are known at once (addBuilt), so a woken /sync that serves a
+// local event reads nothing from the database for its aggregations. Any
+// event stored with a relation forgets them all once it has committed.
 type nonTargets struct {
 	mu  sync.Mutex
 	gen int64 // moved on by every event stored with a relation
 	ids map[id.EventID]struct{}
+}
+
+// addBuilt records an event this server has just built, before it is
+// queued for writing, as having no relations: a relation names its target
+// by event ID, and no one else knows this event's ID before it commits
+// (the woken /syncs that serve it and the send's answer come after). So
+// the /sync that first serves a local event asks no query about it. An
+// event never stored (its write failed) is remembered in vain, which is
+// harmless; any relation stored later forgets it as it forgets all.
+func (n *nonTargets) addBuilt(evID id.EventID) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ids == nil || len(n.ids) >= maxNonTargets {
+		n.ids = map[id.EventID]struct{}{}
+	}
+	n.ids[evID] = struct{}{}
 }
 
 // maxNonTargets bounds nonTargets; it starts afresh when full.
