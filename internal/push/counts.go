@@ -411,6 +411,9 @@ func (s *Service) record(ctx context.Context, tx *storage.Tx, o *eventOutcome, c
 		s.roomUnreadLocked(u, ev.RoomID, true).changedAt = changePos
 	}
 	s.countsMu.Unlock()
+	// Woken once the change is visible: a /sync woken before would find
+	// nothing new, wait again and need a second wake-up.
+	tx.AfterVisible(func() { s.wake(users...) })
 	tx.AfterCommit(func() {
 		s.countsMu.Lock()
 		for _, h := range o.hits {
@@ -425,7 +428,6 @@ func (s *Service) record(ctx context.Context, tx *storage.Tx, o *eventOutcome, c
 			s.roomUnreadLocked(o.gone, ev.RoomID, true).markRead(true, "", pos)
 		}
 		s.countsMu.Unlock()
-		s.wake(users...)
 		for _, h := range o.hits {
 			for _, f := range s.OnNotify {
 				f(h.user, ev, h.rule.rule.Actions, h.rule.highlight)

@@ -54,6 +54,17 @@ type Engine struct {
 	// OnEvent hooks run, in order, after each event has committed. They run
 	// on the sender's goroutine and must be quick (wake-ups, counters).
 	OnEvent []func(ev *Event, r *RoomInfo)
+	// OnVisible hooks run for each event as soon as readers can see it:
+	// on the database writer, right after the commit that stored it made
+	// its position visible (DB.Visible) with the room's view moved on,
+	// before the sender (or the OnEvent hooks) learns that the write
+	// committed. They are for waking readers that wait for the event
+	// (long-polling /syncs), which then do not wait for the sender's
+	// goroutine to be scheduled; they must be very quick and must not
+	// block, write, or wait for a room. (A local user's membership in a
+	// room this node is not in runs them on the storing goroutine, after
+	// its write.)
+	OnVisible []func(ev *Event, r *RoomInfo)
 	// OnStateComplete hooks run after a partial-state room's full state
 	// has committed, with the room's local joined members; like OnEvent
 	// hooks they must be quick.
@@ -759,6 +770,9 @@ func (e *Engine) queueWrite(ctx context.Context, r *room, built []accepted) func
 		// positions visible before the view moved, a response's next_batch
 		// could pass these events without them.
 		tx.AfterCommit(func() { e.commitView(r, built) })
+		if len(e.OnVisible) > 0 {
+			tx.AfterVisible(func() { e.runVisibleHooks(r, built) })
+		}
 		return nil
 	}))
 	r.lastWrite = wait
@@ -947,6 +961,17 @@ func (e *Engine) eventsOrErr(ctx context.Context, evID id.EventID) ([]*Event, er
 		return nil, err
 	}
 	return []*Event{ev}, nil
+}
+
+// runVisibleHooks runs the OnVisible hooks for the events of one write,
+// on the database writer once they are visible.
+func (e *Engine) runVisibleHooks(r *room, built []accepted) {
+	for _, a := range built {
+		info := newRoomInfo(r, a.after)
+		for _, h := range e.OnVisible {
+			h(a.ev, info)
+		}
+	}
 }
 
 func (e *Engine) runHooks(r *room, a accepted) {

@@ -162,6 +162,9 @@ func (e *Engine) storeOutOfRoom(ctx context.Context, version id.RoomVersion, ev 
 	}
 	ev.Outlier = true
 	info := &RoomInfo{ID: ev.RoomID, Version: version, Members: map[id.UserID]string{user: membership}}
+	for _, h := range e.OnVisible {
+		h(ev, info)
+	}
 	for _, h := range e.OnEvent {
 		h(ev, info)
 	}

@@ -421,12 +421,13 @@ func (db *DB) Visible() int64 { return db.visible.Load() }
 
 // Tx is one write inside a batched transaction.
 type Tx struct {
-	db        *DB
-	tx        *sql.Tx
-	batch     *batchTx
-	afterFns  []func()
-	abortFns  []func()
-	positions int
+	db         *DB
+	tx         *sql.Tx
+	batch      *batchTx
+	afterFns   []func()
+	visibleFns []func()
+	abortFns   []func()
+	positions  int
 }
 
 // batchTx is the SQL transaction that one batch of writes shares, with
@@ -522,6 +523,15 @@ func (tx *Tx) Dialect() Dialect { return tx.db.Dialect }
 // writer goroutine, so it must be quick and must not wait for a lock that
 // anyone holds while queueing or awaiting a write.
 func (tx *Tx) AfterCommit(fn func()) { tx.afterFns = append(tx.afterFns, fn) }
+
+// AfterVisible registers fn to run once the transaction has committed and
+// its stream positions are visible (DB.Visible), before Write returns:
+// every reader that starts then sees what the write did and every view
+// its AfterCommit functions updated. It is for wake-ups of readers that
+// wait for such writes, which then need not wait for the writer's caller
+// to learn the outcome. fn runs on the writer goroutine, with
+// AfterCommit's limits.
+func (tx *Tx) AfterVisible(fn func()) { tx.visibleFns = append(tx.visibleFns, fn) }
 
 // AfterAbort registers fn to run when the write does not commit: its own
 // function failed (its savepoint was rolled back) or its batch failed.
@@ -688,6 +698,13 @@ func (db *DB) commitBatch(batch []*writeReq) {
 		}
 	}
 	db.visible.Store(db.pos)
+	for i, r := range batch {
+		if results[i] == nil {
+			for _, f := range r.tx.visibleFns {
+				f()
+			}
+		}
+	}
 	writeBatchSize.Observe(float64(len(batch)))
 	writeBatchSeconds.Observe(time.Since(start).Seconds())
 	for i, r := range batch {

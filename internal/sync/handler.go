@@ -79,12 +79,13 @@ type Service struct {
 	late    []Source
 }
 
-// New returns the sync service. It wakes members of a room whenever an
-// event commits there.
+// New returns the sync service. It wakes members of a room as soon as an
+// event there is visible (on the database writer, see
+// rooms.Engine.OnVisible), not once the sender has heard of the commit.
 func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Engine) *Service {
 	s := &Service{db: db, log: log, accounts: acc, rooms: eng, Notifier: NewNotifier(), builds: newBuilds(),
 		resumes: &workQueue{max: maxBuilds}}
-	eng.OnEvent = append(eng.OnEvent, s.onEvent)
+	eng.OnVisible = append(eng.OnVisible, s.onEvent)
 	eng.OnStateComplete = append(eng.OnStateComplete, func(_ id.RoomID, local []id.UserID) {
 		s.Notifier.Wake(local...)
 	})
@@ -294,13 +295,20 @@ func (s *Service) memberships(ctx context.Context, user id.UserID) ([]membership
 	}
 	out := make([]membershipRow, len(rows))
 	for i, m := range rows {
-		out[i] = membershipRow{room: m.RoomID, membership: m.Membership, eventID: m.EventID, pos: m.Pos, forgotten: m.Forgotten}
+		out[i] = rowOf(m)
 	}
 	return out, nil
 }
 
+// rowOf is the engine's membership row as this package reads it.
+func rowOf(m rooms.MembershipRow) membershipRow {
+	return membershipRow{room: m.RoomID, membership: m.Membership, eventID: m.EventID, pos: m.Pos, forgotten: m.Forgotten}
+}
+
 func (s *Service) fillRooms(ctx context.Context, req *Request, resp *Response) error {
-	ms, err := s.memberships(ctx, req.User)
+	// The engine's rows are shared, so they are read in place: a woken
+	// /sync copies none of the user's rooms.
+	rows, err := s.rooms.UserMemberships(ctx, req.User)
 	if err != nil {
 		return err
 	}
@@ -308,7 +316,8 @@ func (s *Service) fillRooms(ctx context.Context, req *Request, resp *Response) e
 	if req.Filter != nil {
 		roomFilter = req.Filter.Room
 	}
-	for _, m := range ms {
+	for _, row := range rows {
+		m := rowOf(row)
 		if m.pos > req.To.Pos {
 			// Changed after our upper bound: the next sync reports it.
 			continue

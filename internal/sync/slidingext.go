@@ -263,12 +263,16 @@ func (b *slidingBuild) scope(c *extensionConfig, list []listRoom) map[id.RoomID]
 
 // fill runs every source on a request.
 func (s *Service) fill(ctx context.Context, req *Request, resp *Response) error {
+	// Sources are only ever appended: the slices as of now stay valid
+	// without a copy.
 	s.mu.Lock()
-	sources := slices.Concat(s.sources, s.late)
+	sources, late := s.sources, s.late
 	s.mu.Unlock()
-	for _, src := range sources {
-		if err := src.Fill(ctx, req, resp); err != nil {
-			return fmt.Errorf("sync source: %w", err)
+	for _, list := range [...][]Source{sources, late} {
+		for _, src := range list {
+			if err := src.Fill(ctx, req, resp); err != nil {
+				return fmt.Errorf("sync source: %w", err)
+			}
 		}
 	}
 	return nil
