@@ -2,6 +2,7 @@ package httppark
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -87,7 +88,9 @@ func (c *Conn) Header() http.Header { return c.header }
 
 // Answer writes the response, status and body, in one write and hands
 // the connection back to the server for its next request. It fails if
-// the client has gone (or Answer ran before).
+// the client has gone (or Answer ran before). An answer the client does
+// not take at once is finished on a goroutine of its own: Answer does
+// not wait for a slow reader.
 func (c *Conn) Answer(status int, body []byte) error {
 	c.mu.Lock()
 	if c.state != parked {
@@ -102,21 +105,52 @@ func (c *Conn) Answer(status int, body []byte) error {
 		unwatch()
 	}
 	head := c.head(status, len(body))
-	c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	c.header = nil
+	// Most answers fit the socket's buffer and are written at once. One
+	// that does not (a client reading slowly, or not at all) is finished
+	// on a goroutine of its own, so that the caller (a small pool
+	// answering many long-polls) is never held by one client. WriteTo
+	// consumes bufs as it writes, so the rest is what is left of it.
 	bufs := net.Buffers{head, body}
-	if _, err := bufs.WriteTo(c.conn); err != nil {
+	c.conn.SetWriteDeadline(time.Now().Add(quickWrite))
+	_, err := bufs.WriteTo(c.conn)
+	if isTimeout(err) {
+		go func() {
+			c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if _, err := bufs.WriteTo(c.conn); err != nil {
+				c.drop()
+				return
+			}
+			c.answered()
+		}()
+		return nil
+	}
+	if err != nil {
 		c.drop()
 		return fmt.Errorf("write parked answer: %w", err)
 	}
+	c.answered()
+	return nil
+}
+
+// quickWrite is how long Answer itself writes before leaving the rest of
+// the answer to a goroutine of its own.
+const quickWrite = 5 * time.Millisecond
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// answered hands the connection back once its whole answer was written.
+func (c *Conn) answered() {
 	c.conn.SetWriteDeadline(time.Time{})
-	c.header = nil
 	if len(c.pending) > 0 {
 		c.l.release(c)
 		c.l.handBack(&replayConn{Conn: c.conn, pending: c.pending})
-		return nil
+		return
 	}
 	c.waitForNext()
-	return nil
 }
 
 // head is the status line and header block of an answer.

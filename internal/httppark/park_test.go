@@ -234,3 +234,39 @@ func readResponse(t *testing.T, br *bufio.Reader) response {
 	resp.Body.Close()
 	return response{resp, b.String()}
 }
+
+// TestAnswerDoesNotWaitForASlowReader: an answer larger than the
+// socket's buffers, to a client that reads nothing yet, returns at once
+// (the few goroutines answering parked long-polls are not held by one
+// client) and still reaches the client whole once it reads, on a
+// connection that then serves its next request.
+func TestAnswerDoesNotWaitForASlowReader(t *testing.T) {
+	ps := startParkServer(t)
+	conn, err := net.Dial("tcp", ps.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /park HTTP/1.1\r\nHost: x\r\n\r\n")
+	ps.waitParked(t, 1)
+	ps.mu.Lock()
+	c := ps.parked[0]
+	ps.parked, ps.bodies = nil, nil
+	ps.mu.Unlock()
+	body := []byte(strings.Repeat("x", 32<<20))
+	start := time.Now()
+	if err := c.Answer(http.StatusOK, body); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("Answer took %v with a client that does not read", took)
+	}
+	br := bufio.NewReader(conn)
+	if resp := readResponse(t, br); len(resp.body) != len(body) {
+		t.Fatalf("the client read %d bytes of the answer, want %d", len(resp.body), len(body))
+	}
+	fmt.Fprintf(conn, "GET /plain?after HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp := readResponse(t, br); resp.body != `{"q":"after"}` {
+		t.Fatalf("next request on the connection: %q", resp.body)
+	}
+}
