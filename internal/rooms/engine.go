@@ -1610,10 +1610,10 @@ func (e *Engine) applyRedaction(ctx context.Context, tx *storage.Tx, r *room, re
 }
 
 // Event loads one event by ID: of the timeline, or an outlier (a soft-
-// failed one answers not found).
+// failed or rejected one answers not found).
 func (e *Engine) Event(ctx context.Context, evID id.EventID) (*Event, error) {
 	if ev := e.cache.get(evID); ev != nil {
-		if ev.SoftFailed {
+		if ev.SoftFailed || ev.Rejected {
 			return nil, errSoftFailed
 		}
 		return ev, nil
@@ -1631,14 +1631,16 @@ func (e *Engine) Event(ctx context.Context, evID id.EventID) (*Event, error) {
 		return nil, mxhttp.NotFound("event not found")
 	}
 	e.cache.put(evs[0])
-	if evs[0].SoftFailed {
+	if evs[0].SoftFailed || evs[0].Rejected {
 		return nil, errSoftFailed
 	}
 	return evs[0], nil
 }
 
 // errSoftFailed answers a request for a soft-failed event by ID: such
-// events are never shown (they load only as state a resolution picked).
+// events are never shown (they load only as state a resolution picked);
+// so does a timeline event the full state of a room joined with partial
+// state refused (partial.go).
 var errSoftFailed = mxhttp.NotFound("event not found")
 
 // Events loads events by ID, from the cache or in batched queries. Unknown

@@ -32,6 +32,9 @@ type fedNet struct {
 	withheld map[id.EventID]bool
 	// noMissingEvents makes get_missing_events fail.
 	noMissingEvents bool
+	// stateGate, when not nil, holds /state_ids and /state (a partial-state
+	// resync's fetch) until it is closed.
+	stateGate chan struct{}
 }
 
 func newFedNet(t testing.TB, names ...string) *fedNet {
@@ -92,6 +95,9 @@ func (r netRemote) GetStateIDs(ctx context.Context, server string, roomID id.Roo
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := r.n.waitGate(ctx); err != nil {
+		return nil, nil, err
+	}
 	r.n.stateAsked++
 	return e.StateIDsBefore(ctx, roomID, eventID)
 }
@@ -99,6 +105,9 @@ func (r netRemote) GetStateIDs(ctx context.Context, server string, roomID id.Roo
 func (r netRemote) GetState(ctx context.Context, server string, roomID id.RoomID, eventID id.EventID, each func(bool, json.RawMessage) error) error {
 	e, err := r.server(server)
 	if err != nil {
+		return err
+	}
+	if err := r.n.waitGate(ctx); err != nil {
 		return err
 	}
 	state, chain, err := e.StateBefore(ctx, roomID, eventID, false)
@@ -111,6 +120,19 @@ func (r netRemote) GetState(ctx context.Context, server string, roomID id.RoomID
 		}
 	}
 	return nil
+}
+
+// waitGate waits until n.stateGate, if any, is closed.
+func (n *fedNet) waitGate(ctx context.Context) error {
+	if n.stateGate == nil {
+		return nil
+	}
+	select {
+	case <-n.stateGate:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (r netRemote) Backfill(ctx context.Context, server string, roomID id.RoomID, from []id.EventID, limit int) ([]json.RawMessage, error) {

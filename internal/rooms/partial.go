@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -41,10 +40,12 @@ import (
 //   - the room's servers (JoinedServers, RoomInfo.JoinedServers: the
 //     outbound queue's destinations) are those of the known members and
 //     the servers the answer named.
-// Once the full state is known, the remote state events accepted during
-// the resync that are current state are checked again against it; one the
-// auth rules now refuse is dropped from the current state (the full
-// state's event for its key stays).
+// Once the full state is known, the remote events accepted during the
+// resync are checked again, in order, each against the state before it
+// completed with the full state (recheckSincePartial); one the auth rules
+// now refuse is rejected (never served again), and a state event among
+// them gives its key back to the state before it in the current state and
+// in every stored state of the room that held it.
 
 // partialJoin is the mark of a room joined with partial state.
 type partialJoin struct {
@@ -475,7 +476,8 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, fu
 			cur[k] = eid
 		}
 	}
-	if err := e.recheckSincePartial(ctx, r, pj, cur, full); err != nil {
+	refused, err := e.recheckSincePartial(ctx, r, pj, cur, full)
+	if err != nil {
 		return err
 	}
 	after, err := e.stateFrom(ctx, head, cur, nil, head.extremities, head.depth)
@@ -489,7 +491,7 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, fu
 		if r.broken.Load() {
 			return errPipelineBroken
 		}
-		return e.writeFullState(wctx, tx, r, after, full, cur, changed, &local)
+		return e.writeFullState(wctx, tx, r, after, full, cur, refused, changed, &local)
 	}))
 	r.lastWrite = wait
 	if err := wait(); err != nil {
@@ -497,6 +499,9 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, fu
 		return fmt.Errorf("write the full state: %w", err)
 	}
 	r.head = after
+	for _, rf := range refused {
+		e.cache.drop(rf.ev.ID)
+	}
 	r.partial.Store(nil)
 	close(pj.done)
 	if local != nil {
@@ -514,8 +519,11 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, fu
 // snapshot at a fresh position, the memberships it adds or changes, and
 // the mark's removal; the committed view follows once it has committed,
 // and local is set to the room's local joined members then.
-func (e *Engine) writeFullState(ctx context.Context, tx *storage.Tx, r *room, after *roomState, full, cur idState, changed []id.UserID, local *[]id.UserID) error {
+func (e *Engine) writeFullState(ctx context.Context, tx *storage.Tx, r *room, after *roomState, full, cur idState, refused []refusal, changed []id.UserID, local *[]id.UserID) error {
 	if err := completeSnapshots(ctx, tx, r.id, full); err != nil {
+		return err
+	}
+	if err := writeRefusals(ctx, tx, r.id, refused); err != nil {
 		return err
 	}
 	snap := tx.NextPos()
@@ -641,38 +649,109 @@ func (e *Engine) commitFullState(r *room, after *roomState, changed []id.UserID,
 	return local
 }
 
-// recheckSincePartial checks again, against the complete state cur, the
-// remote state events accepted since the join that are current state
-// there (their checks could only use the partial state): one the auth
-// rules now refuse gives its key back to the full state's event (or none).
-func (e *Engine) recheckSincePartial(ctx context.Context, r *room, pj *partialJoin, cur, full idState) error {
+// refusal is an event accepted while the room's state was partial that
+// the full state refuses: it becomes rejected, and the states that held
+// it hold old instead, the state's event for its key before it ("" for
+// none; a state event only).
+type refusal struct {
+	ev  *Event
+	old id.EventID
+}
+
+// recheckSincePartial checks again, in the order they were accepted, the
+// remote events accepted since the join, each against the state before
+// it completed with full (the full state at the join; their checks could
+// only use the partial state) and corrected for the events refused before
+// it. It returns the events the auth rules now refuse, and gives their
+// keys in cur (the room's complete current state) back to the state
+// before them. An event refused here was never checked against the full
+// state before: its rejection is decided now, once, as the spec asks of
+// events received while the state is partial.
+func (e *Engine) recheckSincePartial(ctx context.Context, r *room, pj *partialJoin, cur, full idState) ([]refusal, error) {
 	join, err := e.storedEvent(ctx, pj.joinID)
-	if err != nil || join == nil {
-		return err
+	if err != nil || join == nil || join.Pos <= 0 {
+		return nil, err
+	}
+	evs, err := e.queryEvents(ctx, "WHERE room_id = $1 AND pos > $2 AND rejected = FALSE ORDER BY pos", r.id, join.Pos)
+	if err != nil {
+		return nil, err
 	}
 	getEvents := e.authEventLoader(ctx, nil)
 	keys := e.keyFunc(ctx)
-	for k, ev := range r.head.state {
-		if ev.Pos <= join.Pos || ev.Sender.Homeserver() == e.signer.ServerName || ev.Outlier {
+	var refused []refusal
+	for _, ev := range evs {
+		if ev.Sender.Homeserver() == e.signer.ServerName {
 			continue
 		}
-		before := maps.Clone(cur)
-		if prior, ok := full[k]; ok {
-			before[k] = prior
-		} else {
-			delete(before, k)
-		}
-		st, err := e.stateFrom(ctx, r.head, before, nil, nil, 0)
+		snap, _, err := e.snapshotState(ctx, ev.SnapshotBefore)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if err := authorizeRules(r.version, ev.PDU, authEventsIn(r.version, st, ev), getEvents, keys); err != nil {
-			e.log.Info("a state event received during a partial-state resync is refused by the full state", "room_id", r.id, "event_id", ev.ID, "reason", authMessage(err))
-			if prior, ok := full[k]; ok {
-				cur[k] = prior
-			} else {
-				delete(cur, k)
+		before := func(k stateKey) id.EventID {
+			eid, ok := snap[k]
+			if !ok {
+				eid = full[k]
 			}
+			for _, rf := range refused {
+				if eid == rf.ev.ID {
+					eid = rf.old
+				}
+			}
+			return eid
+		}
+		var ids []id.EventID
+		for _, k := range ev.PDU.AuthEventSelection(r.version) {
+			if eid := before(stateKey{k.Type, k.StateKey}); eid != "" {
+				ids = append(ids, eid)
+			}
+		}
+		authEvents, err := getEvents(ids)
+		if err != nil {
+			return nil, err
+		}
+		authEvents = slices.DeleteFunc(authEvents, func(p *pdu.PDU) bool { return p == nil })
+		err = authorizeRules(r.version, ev.PDU, authEvents, getEvents, keys)
+		if err == nil {
+			continue
+		}
+		e.log.Info("an event received during a partial-state resync is refused by the full state", "room_id", r.id, "event_id", ev.ID, "reason", authMessage(err))
+		rf := refusal{ev: ev}
+		if ev.StateKey != nil {
+			k := stateKey{ev.Type, *ev.StateKey}
+			rf.old = before(k)
+			if cur[k] == ev.ID {
+				if rf.old != "" {
+					cur[k] = rf.old
+				} else {
+					delete(cur, k)
+				}
+			}
+		}
+		refused = append(refused, rf)
+	}
+	return refused, nil
+}
+
+// writeRefusals marks the events the full state refuses rejected and
+// gives the keys of the state events among them, in every snapshot of the
+// room that holds them, back to the state before them.
+func writeRefusals(ctx context.Context, tx *storage.Tx, roomID id.RoomID, refused []refusal) error {
+	for _, rf := range refused {
+		if _, err := tx.Exec(ctx, "UPDATE events SET rejected = TRUE WHERE event_id = $1", rf.ev.ID); err != nil {
+			return fmt.Errorf("reject %s: %w", rf.ev.ID, err)
+		}
+		if rf.ev.StateKey == nil {
+			continue
+		}
+		const inRoom = " WHERE event_id = $1 AND type = $2 AND state_key = $3 AND snapshot_id IN (SELECT snapshot_id FROM state_snapshots WHERE room_id = $4)"
+		var err error
+		if rf.old == "" {
+			_, err = tx.Exec(ctx, "DELETE FROM state_snapshot_entries"+inRoom, rf.ev.ID, rf.ev.Type, *rf.ev.StateKey, roomID)
+		} else {
+			_, err = tx.Exec(ctx, "UPDATE state_snapshot_entries SET event_id = $5"+inRoom, rf.ev.ID, rf.ev.Type, *rf.ev.StateKey, roomID, rf.old)
+		}
+		if err != nil {
+			return fmt.Errorf("take rejected %s out of the room's states: %w", rf.ev.ID, err)
 		}
 	}
 	return nil

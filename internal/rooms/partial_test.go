@@ -1,0 +1,252 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/federation/pdu"
+	"maunium.net/go/mautrix/id"
+)
+
+// joinPartial makes user, of server joiner, join roomID through resident
+// with a send_join answer that omits the members (as omit_members asks),
+// so the room is partial on joiner; its resync waits until the test
+// closes n.stateGate. It returns the join as joiner stored it.
+func (n *fedNet) joinPartial(resident, joiner string, roomID id.RoomID, user id.UserID) *Event {
+	n.t.Helper()
+	ctx := context.Background()
+	res, j := n.e(resident), n.e(joiner)
+	if n.stateGate == nil {
+		n.stateGate = make(chan struct{})
+	}
+	version, tmpl, err := res.MembershipTemplate(ctx, roomID, user, "join", SupportedVersions)
+	if err != nil {
+		n.t.Fatalf("make_join: %v", err)
+	}
+	evID, signed, err := j.SignTemplate(version, tmpl)
+	if err != nil {
+		n.t.Fatalf("sign template: %v", err)
+	}
+	servers := res.JoinedServers(ctx, roomID)
+	stored, err := res.ReceiveMembership(ctx, joiner, roomID, evID, signed, "join")
+	if err != nil {
+		n.t.Fatalf("send_join: %v", err)
+	}
+	state, chain, err := res.StateBefore(ctx, roomID, evID, true)
+	if err != nil {
+		n.t.Fatalf("state before the join: %v", err)
+	}
+	st, err := j.CheckJoinState(ctx, version, roomID, func(add func(bool, json.RawMessage) error) error {
+		for i, raw := range append(state, chain...) {
+			if err := add(i < len(state), raw); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		n.t.Fatalf("check the join's state: %v", err)
+	}
+	imported, err := j.ImportCheckedPartialJoin(ctx, resident, version, stored.JSON, st, servers)
+	if err != nil {
+		n.t.Fatalf("import the partial join: %v", err)
+	}
+	if !j.HasPartialState(ctx, roomID) {
+		n.t.Fatal("the room is not partial after a join with members omitted")
+	}
+	return imported
+}
+
+// completeResync lets server's resync of the room fetch the full state
+// and waits until the state is complete.
+func (n *fedNet) completeResync(server string, roomID id.RoomID) {
+	n.t.Helper()
+	close(n.stateGate)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if !n.e(server).AwaitFullState(ctx, roomID) {
+		n.t.Fatalf("%s's state of the room never became complete", server)
+	}
+}
+
+// forge builds and signs, as server, an event of the room with the
+// prev_events and auth_events given (what a misbehaving or differently
+// informed server may send), and returns its ID and JSON.
+func (n *fedNet) forge(server string, roomID id.RoomID, p Proto, prevs, auth []id.EventID, depth int64) (id.EventID, json.RawMessage) {
+	n.t.Helper()
+	e := n.e(server)
+	v, err := e.Version(context.Background(), roomID)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	pd := &pdu.PDU{
+		RoomID: roomID, Sender: p.Sender, Type: p.Type, StateKey: p.StateKey, Content: []byte(p.Content),
+		PrevEvents: prevs, AuthEvents: auth, Depth: depth, OriginServerTS: time.Now().UnixMilli(),
+	}
+	if err := pd.Sign(v, e.signer.ServerName, e.signer.KeyID, e.signer.Key); err != nil {
+		n.t.Fatal(err)
+	}
+	raw, err := json.Marshal(pd)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return EventIDOf(v, raw), raw
+}
+
+// stateIDsBefore is the state before an event on server as /state_ids
+// answers it.
+func stateIDsBefore(t *testing.T, e *Engine, roomID id.RoomID, eventID id.EventID) map[id.EventID]bool {
+	t.Helper()
+	state, _, err := e.StateIDsBefore(context.Background(), roomID, eventID)
+	if err != nil {
+		t.Fatalf("state_ids before %s: %v", eventID, err)
+	}
+	out := map[id.EventID]bool{}
+	for _, eid := range state {
+		out[eid] = true
+	}
+	return out
+}
+
+// partialRoom creates a public room on server a by alice, with the power
+// levels given (alice's 100 added), in which each of joined (users of a)
+// joins, then each of left leaves again.
+func partialRoom(t *testing.T, n *fedNet, levels map[id.UserID]int, joined, left []id.UserID) (id.RoomID, map[id.UserID]*Event) {
+	t.Helper()
+	users := map[id.UserID]int{aliceA: 100}
+	for u, l := range levels {
+		users[u] = l
+	}
+	pl, _ := json.Marshal(map[string]any{
+		"users": users, "users_default": 0, "events_default": 0, "state_default": 50,
+		"ban": 50, "kick": 50, "redact": 50, "invite": 0,
+	})
+	roomID, _, err := n.e("a").CreateRoom(context.Background(), id.RoomV10, aliceA, nil, []Proto{
+		memberProto(aliceA, "join"),
+		stateProto(aliceA, "m.room.power_levels", "", string(pl)),
+		stateProto(aliceA, "m.room.join_rules", "", `{"join_rule":"public"}`),
+		stateProto(aliceA, "m.room.history_visibility", "", `{"history_visibility":"shared"}`),
+		stateProto(aliceA, "m.room.name", "", `{"name":"named"}`),
+	})
+	if err != nil {
+		t.Fatalf("create room: %v", err)
+	}
+	joins := map[id.UserID]*Event{}
+	for _, u := range joined {
+		joins[u] = n.send("a", roomID, memberProto(u, "join"))
+	}
+	for _, u := range left {
+		n.send("a", roomID, memberProto(u, "leave"))
+	}
+	return roomID, joins
+}
+
+const (
+	derekA = id.UserID("@derek:a")
+	elsieA = id.UserID("@elsie:a")
+)
+
+// TestPartialStateAcceptedIncorrectly follows Complement's "State accepted
+// incorrectly": derek, who may send state, joined and left; while c's
+// state is partial (it lacks derek's member events), a sends a state
+// event of derek's whose auth events name his old join. c accepts it, as
+// the spec says for a member the partial state does not know; once the
+// full state shows derek left, the event is rejected: not served, not in
+// the current state nor in the state at the events after it.
+func TestPartialStateAcceptedIncorrectly(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "c")
+	roomID, joins := partialRoom(t, n, map[id.UserID]int{derekA: 50}, []id.UserID{derekA}, []id.UserID{derekA})
+	carolJoin := n.joinPartial("a", "c", roomID, carolC)
+
+	st := n.e("a").rooms[roomID].view()
+	create, pl, aliceJoin := st.get("m.room.create", ""), st.get("m.room.power_levels", ""), st.get("m.room.member", string(aliceA))
+	bad, badRaw := n.forge("a", roomID, stateProto(derekA, "m.room.test", "", `{"body":"bad state event"}`),
+		[]id.EventID{carolJoin.ID}, []id.EventID{create.ID, pl.ID, joins[derekA].ID}, carolJoin.Depth+1)
+	if _, err := n.e("c").ReceivePDU(ctx, "a", badRaw); err != nil {
+		t.Fatalf("c refuses derek's state event while its state is partial: %v", err)
+	}
+	if _, err := n.e("c").Event(ctx, bad); err != nil {
+		t.Fatalf("derek's state event is not served while the state is partial: %v", err)
+	}
+	msg, msgRaw := n.forge("a", roomID, textProto(aliceA, "after"), []id.EventID{bad},
+		[]id.EventID{create.ID, pl.ID, aliceJoin.ID}, carolJoin.Depth+2)
+	if _, err := n.e("c").ReceivePDU(ctx, "a", msgRaw); err != nil {
+		t.Fatalf("c refuses alice's message: %v", err)
+	}
+
+	n.completeResync("c", roomID)
+	if _, err := n.e("c").Event(ctx, bad); errCode(err) != "M_NOT_FOUND" {
+		t.Errorf("derek's state event after the resync: %v, want M_NOT_FOUND", err)
+	}
+	if got := currentStateIDs(t, n.e("c"), roomID)[stateKey{"m.room.test", ""}]; got != "" {
+		t.Errorf("derek's state event %s is in the current state after the resync", got)
+	}
+	if before := stateIDsBefore(t, n.e("c"), roomID, msg); before[bad] {
+		t.Errorf("derek's refused state event is in the state before the message after it")
+	}
+}
+
+// TestPartialStateKickRejectedAfterResync follows Complement's "State
+// rejected incorrectly": derek, who may kick, joined and left; while c's
+// state is partial, a sends derek's kick of elsie with auth events that
+// name his old join, which c accepts; once the full state shows derek
+// left, the kick is rejected and elsie is a member again on c, in its
+// current state and its memberships. A message from a user who was
+// never a member, refused on receipt by its own auth events, stays
+// rejected, and the messages accepted meanwhile stay accepted.
+func TestPartialStateKickRejectedAfterResync(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "c")
+	roomID, joins := partialRoom(t, n, map[id.UserID]int{derekA: 100, elsieA: 50}, []id.UserID{derekA, elsieA}, []id.UserID{derekA})
+	carolJoin := n.joinPartial("a", "c", roomID, carolC)
+
+	st := n.e("a").rooms[roomID].view()
+	create, pl, aliceJoin := st.get("m.room.create", ""), st.get("m.room.power_levels", ""), st.get("m.room.member", string(aliceA))
+	kick, kickRaw := n.forge("a", roomID, stateProto(derekA, "m.room.member", string(elsieA), `{"membership":"leave"}`),
+		[]id.EventID{carolJoin.ID}, []id.EventID{create.ID, pl.ID, joins[derekA].ID, joins[elsieA].ID}, carolJoin.Depth+1)
+	if _, err := n.e("c").ReceivePDU(ctx, "a", kickRaw); err != nil {
+		t.Fatalf("c refuses derek's kick while its state is partial: %v", err)
+	}
+	if m := n.e("c").Membership(elsieA, roomID); m != "leave" {
+		t.Fatalf("elsie's membership on c after the kick = %q, want leave", m)
+	}
+	never, neverRaw := n.forge("a", roomID, stateProto("@fred:a", "m.room.test", "", `{"body":"never a member"}`),
+		[]id.EventID{kick}, []id.EventID{create.ID, pl.ID}, carolJoin.Depth+2)
+	if _, err := n.e("c").ReceivePDU(ctx, "a", neverRaw); errCode(err) != "M_FORBIDDEN" {
+		t.Fatalf("a state event of a user never in the room: %v, want M_FORBIDDEN", err)
+	}
+	msg, msgRaw := n.forge("a", roomID, textProto(aliceA, "sentinel"), []id.EventID{never},
+		[]id.EventID{create.ID, pl.ID, aliceJoin.ID}, carolJoin.Depth+3)
+	if _, err := n.e("c").ReceivePDU(ctx, "a", msgRaw); err != nil {
+		t.Fatalf("c refuses alice's message: %v", err)
+	}
+
+	n.completeResync("c", roomID)
+	if _, err := n.e("c").Event(ctx, kick); errCode(err) != "M_NOT_FOUND" {
+		t.Errorf("derek's kick after the resync: %v, want M_NOT_FOUND", err)
+	}
+	if _, err := n.e("c").FederationEvent(ctx, kick); errCode(err) != "M_NOT_FOUND" {
+		t.Errorf("derek's kick served to other servers after the resync: %v, want M_NOT_FOUND", err)
+	}
+	if m := n.e("c").Membership(elsieA, roomID); m != "join" {
+		t.Errorf("elsie's membership on c after the resync = %q, want join", m)
+	}
+	if got := currentStateIDs(t, n.e("c"), roomID)[stateKey{"m.room.member", string(elsieA)}]; got != joins[elsieA].ID {
+		t.Errorf("elsie's member event in c's current state = %s, want her join %s", got, joins[elsieA].ID)
+	}
+	if before := stateIDsBefore(t, n.e("c"), roomID, msg); before[kick] || !before[joins[elsieA].ID] {
+		t.Errorf("the state before the message after the kick holds the kick, or lacks elsie's join")
+	}
+	if stored, err := n.e("c").storedEvent(ctx, never); err != nil || stored == nil || !stored.Rejected {
+		t.Errorf("the state event of a user never in the room is not rejected after the resync (%v)", err)
+	}
+	if _, err := n.e("c").Event(ctx, msg); err != nil {
+		t.Errorf("alice's message after the resync: %v", err)
+	}
+	if m := n.e("c").Membership(derekA, roomID); m != "leave" {
+		t.Errorf("derek's membership on c after the resync = %q, want leave", m)
+	}
+}
