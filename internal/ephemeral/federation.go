@@ -11,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/rooms"
 )
 
 // EDUSender queues EDUs for another server; the federation outbox
@@ -175,9 +176,12 @@ type receiptEDU map[id.RoomID]map[string]map[id.UserID]struct {
 }
 
 // HandleReceipt handles an m.receipt EDU: each public read receipt of a
-// remote user joined to the room, for an event this server has, is
-// stored as a local one would be. Receipts of users of another server than
-// origin are refused; other receipt types are ignored.
+// remote user joined to the room is stored as a local one would be, also
+// one for an event this server does not have (yet: a room joined with
+// partial state, an event still on its way), as the spec asks nothing of
+// the event. One for an event of another room is ignored. Receipts of users
+// of another server than origin are refused; other receipt types are
+// ignored.
 func (s *Service) HandleReceipt(ctx context.Context, origin string, content json.RawMessage) error {
 	var edu receiptEDU
 	if err := json.Unmarshal(content, &edu); err != nil {
@@ -194,12 +198,17 @@ func (s *Service) HandleReceipt(ctx context.Context, origin string, content json
 			if len(r.EventIDs) == 0 || thread != "" && thread != "main" && !strings.HasPrefix(thread, "$") {
 				continue
 			}
-			ev, err := s.roomEvent(ctx, roomID, r.EventIDs[len(r.EventIDs)-1])
-			if err != nil {
-				if _, ok := mxhttp.AsError(err); ok {
-					continue // not (yet) known here
-				}
+			evID := r.EventIDs[len(r.EventIDs)-1]
+			ev, err := s.rooms.Event(ctx, evID)
+			switch e, ok := mxhttp.AsError(err); {
+			case ok && e.Code == "M_NOT_FOUND":
+				// Not (yet) known here: the remote user has read up to it all
+				// the same, and their clients' receipts point at it.
+				ev = &rooms.Event{ID: evID, RoomID: roomID}
+			case err != nil:
 				return fmt.Errorf("m.receipt: %w", err)
+			case ev.RoomID != roomID:
+				continue
 			}
 			if _, err := s.storeReceipt(ctx, user, roomID, ReceiptRead, thread, ev, receiptTS(r.Data.TS, time.Now())); err != nil {
 				return fmt.Errorf("m.receipt: %w", err)

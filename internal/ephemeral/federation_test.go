@@ -119,12 +119,7 @@ func TestRemoteReceiptTimestamp(t *testing.T) {
 	ctx := context.Background()
 	a, b, alice, bob, roomID := sharedRoomNodes(t)
 	receiptEDU := func(evID id.EventID, ts int64) json.RawMessage {
-		raw, err := json.Marshal(map[string]any{string(roomID): map[string]any{"m.read": map[string]any{string(bob.UserID): map[string]any{
-			"event_ids": []string{string(evID)}, "data": map[string]any{"ts": ts}}}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return raw
+		return readReceiptEDU(t, roomID, bob.UserID, evID, ts)
 	}
 	past := time.Now().Add(-time.Hour).UnixMilli()
 	for _, c := range []struct {
@@ -155,6 +150,56 @@ func TestRemoteReceiptTimestamp(t *testing.T) {
 				t.Errorf("stored ts %d, want %d", int64(ts), c.want)
 			}
 		})
+	}
+}
+
+// readReceiptEDU is the content of an m.receipt EDU: user has read up to
+// evID in roomID at ts.
+func readReceiptEDU(t *testing.T, roomID id.RoomID, user id.UserID, evID id.EventID, ts int64) json.RawMessage {
+	t.Helper()
+	raw, err := json.Marshal(map[string]any{string(roomID): map[string]any{"m.read": map[string]any{string(user): map[string]any{
+		"event_ids": []string{string(evID)}, "data": map[string]any{"ts": ts}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// TestRemoteReceiptForUnknownEvent: a remote user's read receipt for an
+// event this server does not have (yet) is stored and shown in /sync like
+// any other (Complement's CanReceiveReceiptDuringPartialStateJoin); one for
+// a known event replaces it, and one for an event of another room is
+// ignored.
+func TestRemoteReceiptForUnknownEvent(t *testing.T) {
+	ctx := context.Background()
+	a, b, alice, bob, roomID := sharedRoomNodes(t)
+	other := testnode.PublicRoom(t, alice)
+	otherEv := sendText(t, alice, other, "elsewhere")
+	known := sendText(t, alice, roomID, "known")
+	unknown := id.EventID("$not-known-here")
+	steps := []struct {
+		name       string
+		evID       id.EventID
+		want, gone id.EventID
+	}{
+		{"an unknown event", unknown, unknown, ""},
+		{"a known event after it", known, known, unknown},
+		{"an unknown event after a known one", unknown, unknown, known},
+		{"the same unknown event again", unknown, unknown, known},
+		{"an event of another room", otherEv, unknown, otherEv},
+	}
+	for i, st := range steps {
+		ts := time.Now().Add(-time.Hour).UnixMilli() + int64(i)
+		if err := a.Ephemeral.HandleReceipt(ctx, b.Config.ServerName, readReceiptEDU(t, roomID, bob.UserID, st.evID, ts)); err != nil {
+			t.Fatalf("%s: the receipt EDU: %v", st.name, err)
+		}
+		s := testnode.SyncOnce(t, alice, "", 0)
+		if receipt(s, roomID, st.want, "m.read", bob.UserID) == nil {
+			t.Errorf("%s: bob's receipt for %s is not in alice's /sync", st.name, st.want)
+		}
+		if st.gone != "" && receipt(s, roomID, st.gone, "m.read", bob.UserID) != nil {
+			t.Errorf("%s: bob's receipt for %s is still in alice's /sync", st.name, st.gone)
+		}
 	}
 }
 

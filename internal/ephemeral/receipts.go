@@ -185,15 +185,18 @@ func (s *Service) putReceipt(ctx context.Context, user id.UserID, roomID id.Room
 
 // storeReceipt stores a receipt made at ts unless the user's receipt of
 // that type and thread already points at the same or a later event, and
-// wakes whoever may see it. It reports whether the receipt moved.
+// wakes whoever may see it. It reports whether the receipt moved. An event
+// not known here (Pos 0, a remote receipt's) cannot be placed: its receipt
+// replaces any other, and any receipt for a known event replaces it.
 func (s *Service) storeReceipt(ctx context.Context, user id.UserID, roomID id.RoomID, rtype, threadID string, ev *rooms.Event, ts int64) (bool, error) {
 	moved := false
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		moved = false
 		var prev int64
-		err := tx.QueryRow(ctx, "SELECT event_pos FROM receipts WHERE room_id = $1 AND user_id = $2 AND receipt_type = $3 AND thread_id = $4",
-			roomID, user, rtype, threadID).Scan(&prev)
-		if err == nil && prev >= ev.Pos {
+		var prevID id.EventID
+		err := tx.QueryRow(ctx, "SELECT event_pos, event_id FROM receipts WHERE room_id = $1 AND user_id = $2 AND receipt_type = $3 AND thread_id = $4",
+			roomID, user, rtype, threadID).Scan(&prev, &prevID)
+		if err == nil && (prevID == ev.ID || ev.Pos != 0 && prev >= ev.Pos) {
 			return nil
 		}
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {

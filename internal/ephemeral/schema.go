@@ -4,7 +4,8 @@ import "github.com/matrixos/matrixos/internal/storage"
 
 // Migrations are the receipt and presence tables. A receipt's thread_id is
 // empty for unthreaded receipts; event_pos is the stream position of the
-// acknowledged event, so receipts never move backwards.
+// acknowledged event, so receipts never move backwards (0 for an event not
+// known here, which a remote receipt may name).
 var Migrations = []storage.Migration{{
 	Component: "ephemeral",
 	Version:   1,
