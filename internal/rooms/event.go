@@ -2,7 +2,11 @@ package rooms
 
 import (
 	"encoding/json"
+	"encoding/json/jsontext"
+	jsonv2 "encoding/json/v2"
+	"slices"
 	"time"
+	"unicode/utf8"
 
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
@@ -146,6 +150,116 @@ func (e *Event) Client(opts ClientOptions) *ClientEvent {
 		ce.Unsigned = unsigned
 	}
 	return ce
+}
+
+// MarshalJSONTo writes ce as its struct tags say, under the encoder's
+// options, without reflection: a sync response carries thousands of
+// events, and the reflective encoding of each one's unsigned map (every
+// key and value copied, then sorted) cost more than the rest of the event.
+// The keys of Unsigned come out sorted, as encoding/json sorts map keys.
+func (ce *ClientEvent) MarshalJSONTo(enc *jsontext.Encoder) error {
+	w := tokenWriter{enc: enc}
+	w.token(jsontext.BeginObject)
+	w.member("content")
+	w.raw(ce.Content)
+	w.member("event_id")
+	w.token(jsontext.String(string(ce.EventID)))
+	w.member("origin_server_ts")
+	w.token(jsontext.Int(ce.OriginServerTS))
+	if ce.RoomID != "" {
+		w.member("room_id")
+		w.token(jsontext.String(string(ce.RoomID)))
+	}
+	w.member("sender")
+	w.token(jsontext.String(string(ce.Sender)))
+	if ce.StateKey != nil {
+		w.member("state_key")
+		w.token(jsontext.String(*ce.StateKey))
+	}
+	w.member("type")
+	w.token(jsontext.String(ce.Type))
+	if ce.Redacts != "" {
+		w.member("redacts")
+		w.token(jsontext.String(string(ce.Redacts)))
+	}
+	if len(ce.Unsigned) > 0 {
+		w.member("unsigned")
+		w.unsigned(ce.Unsigned)
+	}
+	w.token(jsontext.EndObject)
+	return w.err
+}
+
+// tokenWriter writes to an encoder until the first error, which it keeps.
+type tokenWriter struct {
+	enc *jsontext.Encoder
+	err error
+}
+
+func (w *tokenWriter) token(t jsontext.Token) {
+	if w.err == nil {
+		w.err = w.enc.WriteToken(t)
+	}
+}
+
+func (w *tokenWriter) member(name string) { w.token(jsontext.String(name)) }
+
+// raw writes a raw JSON value as encoding/json writes a json.RawMessage:
+// null when nil.
+func (w *tokenWriter) raw(v json.RawMessage) {
+	switch {
+	case w.err != nil:
+	case v == nil:
+		w.token(jsontext.Null)
+	default:
+		w.err = w.enc.WriteValue(jsontext.Value(v))
+	}
+}
+
+// any writes v through encoding/json, under the encoder's options.
+func (w *tokenWriter) any(v any) {
+	if w.err == nil {
+		w.err = jsonv2.MarshalEncode(w.enc, v)
+	}
+}
+
+// unsigned writes an unsigned map with its keys sorted; the types events
+// carry there are written directly, others through encoding/json.
+func (w *tokenWriter) unsigned(u map[string]any) {
+	var buf [8]string
+	keys := buf[:0]
+	for k := range u {
+		if !isASCII(k) {
+			w.any(u) // sorted as encoding/json sorts them
+			return
+		}
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	w.token(jsontext.BeginObject)
+	for _, k := range keys {
+		w.member(k)
+		switch v := u[k].(type) {
+		case int64:
+			w.token(jsontext.Int(v))
+		case string:
+			w.token(jsontext.String(v))
+		case json.RawMessage:
+			w.raw(v)
+		default:
+			w.any(v)
+		}
+	}
+	w.token(jsontext.EndObject)
+}
+
+func isASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 type stateKey struct {

@@ -2,6 +2,8 @@ package rooms
 
 import (
 	"encoding/json"
+	jsonv2 "encoding/json/v2"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -230,5 +232,81 @@ func TestRelationOf(t *testing.T) {
 				t.Errorf("relationOf = (%q, %q, %q), want (%q, %q, %q)", rt, to, th, tt.relType, tt.relatesTo, tt.threadID)
 			}
 		})
+	}
+}
+
+// reflectedClientEvent is ClientEvent without its MarshalJSONTo method:
+// what encoding/json writes from the struct tags alone.
+type reflectedClientEvent ClientEvent
+
+// TestClientEventMarshalMatchesReflection checks that the hand-written
+// encoding of a client event is byte for byte encoding/json's (as
+// json.Marshal and as the HTTP layer's v1 options write it) for random
+// events: HTML and non-ASCII characters, escapes and spaces in content,
+// optional fields set or not, and the unsigned value types events carry.
+func TestClientEventMarshalMatchesReflection(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	strs := []string{"", "a", "<b>&amp;</b>", "é\u2028ü", "\"quoted\\\"", "\x00\x1f", "\xff\xfe", "😀", "@u:example.org"}
+	raws := []string{`{}`, `{"body":"<p>hi & bye</p>"}`, `{ "a" : [1, 2.50, true, null] , "b":"\u00e9\u2029"}`, `{"nested":{"k":"v"}}`, `"s"`, `null`}
+	pick := func(xs []string) string { return xs[rng.IntN(len(xs))] }
+	for i := range 2000 {
+		ce := &ClientEvent{
+			Content:        json.RawMessage(pick(raws)),
+			EventID:        id.EventID("$" + pick(strs)),
+			OriginServerTS: rng.Int64N(1 << 42),
+			Sender:         id.UserID(pick(strs)),
+			Type:           pick(strs),
+		}
+		if rng.IntN(2) == 0 {
+			ce.RoomID = id.RoomID(pick(strs))
+		}
+		if rng.IntN(2) == 0 {
+			sk := pick(strs)
+			ce.StateKey = &sk
+		}
+		if rng.IntN(3) == 0 {
+			ce.Redacts = id.EventID(pick(strs))
+		}
+		if rng.IntN(5) == 0 {
+			ce.Content = nil
+		}
+		if n := rng.IntN(6); n > 0 {
+			ce.Unsigned = map[string]any{}
+			keys := []string{"age", "membership", "transaction_id", "prev_content", "replaces_state", "prev_sender", "redacted_because", "m.relations", "z<&>", "ünï"}
+			for range n {
+				switch k := keys[rng.IntN(len(keys))]; rng.IntN(6) {
+				case 0:
+					ce.Unsigned[k] = rng.Int64N(1<<40) - 5
+				case 1:
+					ce.Unsigned[k] = pick(strs)
+				case 2:
+					ce.Unsigned[k] = json.RawMessage(pick(raws))
+				case 3:
+					ce.Unsigned[k] = map[string]any{"m.replace": &ClientEvent{Content: json.RawMessage(pick(raws)), EventID: "$e", Unsigned: map[string]any{"age": int64(3)}}}
+				case 4:
+					ce.Unsigned[k] = id.EventID(pick(strs))
+				default:
+					ce.Unsigned[k] = json.RawMessage(nil)
+				}
+			}
+		}
+		got, err := json.Marshal(ce)
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		want, err := json.Marshal((*reflectedClientEvent)(ce))
+		if err != nil {
+			t.Fatalf("event %d (reflection): %v", i, err)
+		}
+		if string(got) != string(want) {
+			t.Fatalf("event %d:\n got %s\nwant %s", i, got, want)
+		}
+		got2, err := jsonv2.Marshal([]any{ce}, json.DefaultOptionsV1())
+		if err != nil {
+			t.Fatalf("event %d (v2): %v", i, err)
+		}
+		if want := "[" + string(want) + "]"; string(got2) != want {
+			t.Fatalf("event %d (v2 with v1 options):\n got %s\nwant %s", i, got2, want)
+		}
 	}
 }
