@@ -22,6 +22,7 @@ type Conn struct {
 	pending []byte      // read ahead by the server: the start of the next request
 	header  http.Header // the handler's headers when it parked
 	gone    func()
+	finish  func(status int) // the Finisher's, taken by the first to run it
 
 	mu      sync.Mutex
 	state   connState
@@ -47,6 +48,10 @@ const (
 // ok is false (and nothing was done) unless r came through a Listener
 // on a platform that can watch connections, is an HTTP/1.1 GET without
 // a body, without TLS and without Connection: close.
+//
+// If w, or a ResponseWriter it wraps (through an Unwrap method, as
+// http.ResponseController finds them), is a Finisher, it is told when
+// the parked request is over.
 func Park(w http.ResponseWriter, r *http.Request, gone func()) (c *Conn, ok bool) {
 	l := listenerOf(r.Context())
 	if l == nil || l.watch == nil || !parkable(r) {
@@ -58,6 +63,9 @@ func Park(w http.ResponseWriter, r *http.Request, gone func()) (c *Conn, ok bool
 		return nil, false
 	}
 	c = &Conn{l: l, conn: conn, header: header, gone: gone}
+	if f := finisherOf(w); f != nil {
+		c.finish = f.ParkedFinished
+	}
 	if n := brw.Reader.Buffered(); n > 0 {
 		p, _ := brw.Reader.Peek(n)
 		c.pending = bytes.Clone(p)
@@ -65,15 +73,50 @@ func Park(w http.ResponseWriter, r *http.Request, gone func()) (c *Conn, ok bool
 	if !l.hold(c) {
 		c.state = closed
 		conn.Close()
+		c.finished(0)
 		gone()
 		return c, true
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if unwatch, err := l.watch.add(conn, c.readable); err == nil {
+	// Watched for the client closing it: a pipelined request waits in
+	// the socket until the answer.
+	if unwatch, err := l.watch.add(conn, false, c.readable); err == nil {
 		c.unwatch = unwatch
 	}
 	return c, true
+}
+
+// A Finisher is told when a request parked through it is over.
+// ParkedFinished runs once, with the status of the answer once it has
+// been written (or has failed), or with 0 when the client went (or the
+// Listener closed) before the answer; it must not block.
+type Finisher interface {
+	ParkedFinished(status int)
+}
+
+func finisherOf(w http.ResponseWriter) Finisher {
+	for {
+		switch t := w.(type) {
+		case Finisher:
+			return t
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return nil
+		}
+	}
+}
+
+// finished runs the Finisher's function unless it ran already.
+func (c *Conn) finished(status int) {
+	c.mu.Lock()
+	finish := c.finish
+	c.finish = nil
+	c.mu.Unlock()
+	if finish != nil {
+		finish(status)
+	}
 }
 
 func parkable(r *http.Request) bool {
@@ -117,7 +160,9 @@ func (c *Conn) Answer(status int, body []byte) error {
 	if isTimeout(err) {
 		go func() {
 			c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-			if _, err := bufs.WriteTo(c.conn); err != nil {
+			_, err := bufs.WriteTo(c.conn)
+			c.finished(status)
+			if err != nil {
 				c.drop()
 				return
 			}
@@ -125,6 +170,7 @@ func (c *Conn) Answer(status int, body []byte) error {
 		}()
 		return nil
 	}
+	c.finished(status)
 	if err != nil {
 		c.drop()
 		return fmt.Errorf("write parked answer: %w", err)
@@ -182,7 +228,7 @@ func (c *Conn) waitForNext() {
 	if c.l.idleTimeout > 0 {
 		c.idle = time.AfterFunc(c.l.idleTimeout, c.drop)
 	}
-	unwatch, err := c.l.watch.add(c.conn, c.readable)
+	unwatch, err := c.l.watch.add(c.conn, true, c.readable)
 	if err != nil {
 		// Not watched: let the server wait for the request instead.
 		c.state = closed
@@ -194,24 +240,17 @@ func (c *Conn) waitForNext() {
 	c.unwatch = unwatch
 }
 
-// readable runs when the watched connection has bytes to read or was
-// closed by the client.
+// readable runs when the watched connection was closed by the client,
+// or has bytes to read while idle.
 func (c *Conn) readable(hup bool) {
 	c.mu.Lock()
-	state := c.state
 	c.unwatch = nil
-	switch {
-	case state == idle && !hup:
+	if c.state == idle && !hup {
 		c.state = closed // no longer ours
 		c.stopIdle()
 		c.mu.Unlock()
 		c.l.release(c)
 		c.l.handBack(c.conn)
-		return
-	case state == parked && !hup:
-		// A pipelined request while parked: it waits in the socket until
-		// the answer, but a close is no longer noticed before it.
-		c.mu.Unlock()
 		return
 	}
 	c.mu.Unlock()
@@ -246,6 +285,7 @@ func (c *Conn) drop() {
 	c.conn.Close()
 	c.l.release(c)
 	if prev == parked {
+		c.finished(0)
 		c.gone()
 	}
 }

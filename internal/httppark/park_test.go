@@ -19,8 +19,9 @@ import (
 // parkServer serves /park (parked until release is called, then answered
 // with the request's query) and /plain (answered at once) on a Listener.
 type parkServer struct {
-	addr string
-	gone chan struct{} // one value per parked request whose client went
+	addr     string
+	gone     chan struct{} // one value per parked request whose client went
+	finished chan int      // the status of each parked request once over
 
 	mu     sync.Mutex
 	parked []*httppark.Conn
@@ -33,9 +34,12 @@ func startParkServer(t *testing.T) *parkServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps := &parkServer{addr: ln.Addr().String(), gone: make(chan struct{}, 100)}
+	ps := &parkServer{addr: ln.Addr().String(), gone: make(chan struct{}, 100), finished: make(chan int, 100)}
 	pl := httppark.NewListener(ln, time.Minute)
-	srv := &http.Server{Handler: http.HandlerFunc(ps.serve), BaseContext: pl.BaseContext}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ps.serve(wrapWriter{&finishWriter{w, ps.finished}}, r)
+	})
+	srv := &http.Server{Handler: handler, BaseContext: pl.BaseContext}
 	go srv.Serve(pl)
 	t.Cleanup(func() { srv.Close() })
 	return ps
@@ -56,6 +60,34 @@ func (ps *parkServer) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	io.WriteString(w, body)
+}
+
+// finishWriter is a middleware's ResponseWriter that is told the
+// status of each parked request once it is over.
+type finishWriter struct {
+	http.ResponseWriter
+	finished chan<- int
+}
+
+func (w *finishWriter) ParkedFinished(status int) { w.finished <- status }
+
+func (w *finishWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// wrapWriter is another middleware's, in front of finishWriter.
+type wrapWriter struct{ http.ResponseWriter }
+
+func (w wrapWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// finish is the status of the next parked request that is over.
+func (ps *parkServer) finish(t *testing.T) int {
+	t.Helper()
+	select {
+	case status := <-ps.finished:
+		return status
+	case <-time.After(10 * time.Second):
+		t.Fatal("a parked request was over and its Finisher not told")
+		return 0
+	}
 }
 
 // waitParked waits until n requests are parked.
@@ -141,6 +173,79 @@ func TestParkedPipelined(t *testing.T) {
 		if resp := readResponse(t, br); resp.body != want {
 			t.Fatalf("answer %q, want %q", resp.body, want)
 		}
+	}
+}
+
+// TestParkedPipelinedClientGoes: a client that sends its next request
+// while parked (before and after the parking), then closes, is still
+// noticed going.
+func TestParkedPipelinedClientGoes(t *testing.T) {
+	ps := startParkServer(t)
+	for _, early := range []bool{true, false} {
+		conn, err := net.Dial("tcp", ps.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next := "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n"
+		first := "GET /park HTTP/1.1\r\nHost: x\r\n\r\n"
+		if early {
+			first += next
+		}
+		io.WriteString(conn, first)
+		ps.waitParked(t, 1)
+		if !early {
+			io.WriteString(conn, next)
+			time.Sleep(50 * time.Millisecond) // let the watcher see the bytes
+		}
+		conn.Close()
+		select {
+		case <-ps.gone:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("pipelined (early %v): the parked request was not told its client went", early)
+		}
+		if status := ps.finish(t); status != 0 {
+			t.Fatalf("a parked request whose client went finished with status %d, want 0", status)
+		}
+		ps.mu.Lock()
+		ps.parked, ps.bodies = nil, nil
+		ps.mu.Unlock()
+	}
+}
+
+// TestParkedFinished: a Finisher behind the server's ResponseWriter is
+// told each parked request's status once answered, and nothing of the
+// requests answered at once.
+func TestParkedFinished(t *testing.T) {
+	ps := startParkServer(t)
+	conn, err := net.Dial("tcp", ps.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	for _, status := range []int{http.StatusOK, http.StatusTooManyRequests} {
+		io.WriteString(conn, "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")
+		readResponse(t, br)
+		io.WriteString(conn, "GET /park HTTP/1.1\r\nHost: x\r\n\r\n")
+		ps.waitParked(t, 1)
+		ps.mu.Lock()
+		c := ps.parked[0]
+		ps.parked, ps.bodies = nil, nil
+		ps.mu.Unlock()
+		if err := c.Answer(status, []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+		if resp := readResponse(t, br); resp.StatusCode != status {
+			t.Fatalf("answered %d, want %d", resp.StatusCode, status)
+		}
+		if got := ps.finish(t); got != status {
+			t.Fatalf("finished with %d, want %d", got, status)
+		}
+	}
+	select {
+	case got := <-ps.finished:
+		t.Fatalf("finished once more, with %d", got)
+	case <-time.After(50 * time.Millisecond):
 	}
 }
 

@@ -45,10 +45,11 @@ func newWatcher() (*watcher, error) {
 	return w, nil
 }
 
-// add watches conn until it is readable or closed by the peer, then runs
-// fn (on the watcher's goroutine: it must not block). The returned
-// function stops the watch; it reports false if fn has run or will.
-func (w *watcher) add(conn net.Conn, fn func(hup bool)) (func() bool, error) {
+// add watches conn until it is closed by the peer, or (with data) until
+// it is readable, then runs fn (on the watcher's goroutine: it must not
+// block). The returned function stops the watch; it reports false if fn
+// has run or will.
+func (w *watcher) add(conn net.Conn, data bool, fn func(hup bool)) (func() bool, error) {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
 		return nil, errors.New("not a file descriptor connection")
@@ -66,7 +67,12 @@ func (w *watcher) add(conn net.Conn, fn func(hup bool)) (func() bool, error) {
 		w.mu.Lock()
 		w.watches[key] = watch{fd: int(fd), fn: fn}
 		w.mu.Unlock()
-		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
+		// EPOLLRDHUP alone still reports the peer's close (and EPOLLHUP
+		// and EPOLLERR its reset) while unread bytes wait.
+		ev := syscall.EpollEvent{Events: syscall.EPOLLRDHUP | syscall.EPOLLONESHOT}
+		if data {
+			ev.Events |= syscall.EPOLLIN
+		}
 		setKey(&ev, key)
 		ctlErr = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
 		if errors.Is(ctlErr, syscall.EEXIST) {

@@ -12,7 +12,7 @@ type watcher struct{}
 
 func newWatcher() (*watcher, error) { return nil, errors.New("parking needs Linux") }
 
-func (w *watcher) add(net.Conn, func(bool)) (func() bool, error) {
+func (w *watcher) add(net.Conn, bool, func(bool)) (func() bool, error) {
 	return nil, errors.New("parking needs Linux")
 }
 
