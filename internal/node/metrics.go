@@ -27,6 +27,12 @@ type statusWriter struct {
 	http.ResponseWriter
 	code     int
 	hijacked bool // the handler took the connection (a parked /sync)
+
+	// What record needs once a parked request's answer comes.
+	log   *slog.Logger
+	mux   *http.ServeMux
+	r     *http.Request
+	start time.Time
 }
 
 // Hijack lets a handler take the connection through the writer, and
@@ -44,32 +50,45 @@ func (w *statusWriter) WriteHeader(code int) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// ParkedFinished records a parked request once its answer is written
+// (httppark.Finisher); one whose client went before is recorded as
+// mxhttp records a request whose client went (499).
+func (w *statusWriter) ParkedFinished(status int) {
+	if status == 0 {
+		status = 499
+	}
+	w.record(status)
+}
+
+// record counts the request and its duration, and logs it.
+func (w *statusWriter) record(code int) {
+	_, route := w.mux.Handler(w.r)
+	if route == "" {
+		route = "unmatched"
+	}
+	httpRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	took := time.Since(w.start)
+	httpDuration.WithLabelValues(route).Observe(took.Seconds())
+	if w.log.Enabled(w.r.Context(), slog.LevelDebug) || code >= 500 {
+		level := slog.LevelDebug
+		if code >= 500 {
+			level = slog.LevelWarn
+		}
+		w.log.Log(w.r.Context(), level, "request", "method", w.r.Method, "path", w.r.URL.Path, "status", code, "took", took)
+	}
+}
+
 // instrument counts requests per route pattern (not per raw path, which
-// would explode the label space).
+// would explode the label space), parked ones once answered.
 // It also logs each request at debug level.
 func instrument(log *slog.Logger, mux *http.ServeMux, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK, log: log, mux: mux, r: r, start: time.Now()}
 		next.ServeHTTP(sw, r)
 		if sw.hijacked {
-			// Parked: its answer comes later, off the handler, and is not
-			// counted here.
+			// Parked: counted by ParkedFinished once answered.
 			return
 		}
-		_, route := mux.Handler(r)
-		if route == "" {
-			route = "unmatched"
-		}
-		httpRequests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
-		took := time.Since(start)
-		httpDuration.WithLabelValues(route).Observe(took.Seconds())
-		if log.Enabled(r.Context(), slog.LevelDebug) || sw.code >= 500 {
-			level := slog.LevelDebug
-			if sw.code >= 500 {
-				level = slog.LevelWarn
-			}
-			log.Log(r.Context(), level, "request", "method", r.Method, "path", r.URL.Path, "status", sw.code, "took", took)
-		}
+		sw.record(sw.code)
 	})
 }
