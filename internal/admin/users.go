@@ -610,23 +610,33 @@ type createUsersRequest struct {
 		Password string `json:"password"`
 		Admin    bool   `json:"admin"`
 	} `json:"users"`
+	// GeneratePasswords is refused: see createUsers.
 	GeneratePasswords bool `json:"generate_passwords"`
 }
 
 type createdUserJSON struct {
-	UserID   id.UserID `json:"user_id"`
-	Admin    bool      `json:"admin"`
-	Password string    `json:"password,omitempty"`
+	UserID id.UserID `json:"user_id"`
+	Admin  bool      `json:"admin"`
 }
 
 // createUsers creates many accounts, all or none (accounts.CreateUsers):
-// each username is a localpart or a user ID of this server; the answer
-// lists them in order, with the passwords generated for those sent
-// without one when generate_passwords is true.
+// each username is a localpart or a user ID of this server, each with the
+// caller's password; the answer lists them in order.
+//
+// It generates no passwords: a generated password lives only in the
+// answer, so a client that went away before reading it would leave
+// accounts nobody can log in to. With the caller's passwords a lost
+// answer loses nothing, and its retry answers M_USER_IN_USE naming the
+// first account, which tells that the list was created. The CLI (user
+// add-bulk --generate-passwords) generates them, as it writes them to its
+// file before the accounts exist.
 func (s *Service) createUsers(w http.ResponseWriter, r *http.Request, sess *accounts.Session) (any, error) {
 	var req createUsersRequest
 	if err := mxhttp.DecodeJSON(r, &req); err != nil {
 		return nil, err
+	}
+	if req.GeneratePasswords {
+		return nil, mxhttp.InvalidParam("generate_passwords is not offered over HTTP, where a lost answer would lose the passwords: send each account's password, or use matrixos user add-bulk --generate-passwords")
 	}
 	if len(req.Users) == 0 {
 		return nil, mxhttp.InvalidParam("users must list at least one account")
@@ -639,14 +649,14 @@ func (s *Service) createUsers(w http.ResponseWriter, r *http.Request, sess *acco
 		}
 		news[i] = accounts.NewAccount{Localpart: uid.Localpart(), Password: u.Password, Admin: u.Admin}
 	}
-	created, err := s.accounts.CreateUsers(r.Context(), news, req.GeneratePasswords)
+	created, err := s.accounts.CreateUsers(r.Context(), news, false)
 	if err != nil {
 		return nil, err
 	}
 	s.log.Info("admin created users", "admin", sess.UserID, "count", len(created))
 	out := make([]createdUserJSON, len(created))
 	for i, c := range created {
-		out[i] = createdUserJSON{UserID: c.UserID, Admin: c.Admin, Password: c.Password}
+		out[i] = createdUserJSON{UserID: c.UserID, Admin: c.Admin}
 	}
 	return map[string]any{"users": out}, nil
 }
