@@ -120,4 +120,25 @@ CREATE INDEX push_events_ts ON push_events (ts);
 DROP INDEX push_events_room;
 DROP INDEX push_events_ts;
 `,
+}, {
+	// On SQLite a row's position is its key (INTEGER PRIMARY KEY), not a
+	// column with a unique index of its own: one B-tree and one page less
+	// in every send's commit. PostgreSQL keeps its BIGINT key.
+	Component: "push",
+	Version:   5,
+	SQLite: `
+CREATE TABLE push_events_by_pos (
+	pos INTEGER PRIMARY KEY,
+	room_id TEXT NOT NULL,
+	event_id TEXT NOT NULL,
+	thread_id TEXT NOT NULL,
+	ts BIGINT NOT NULL,
+	actions TEXT NOT NULL,
+	notified TEXT NOT NULL
+);
+INSERT INTO push_events_by_pos (pos, room_id, event_id, thread_id, ts, actions, notified)
+	SELECT pos, room_id, event_id, thread_id, ts, actions, notified FROM push_events ORDER BY pos;
+DROP TABLE push_events;
+ALTER TABLE push_events_by_pos RENAME TO push_events;
+`,
 }}
