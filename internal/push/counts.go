@@ -376,7 +376,7 @@ func recipients(ev *rooms.Event, info *rooms.RoomInfo, local func(id.UserID) boo
 // tx).
 func (s *Service) record(ctx context.Context, tx *storage.Tx, o *eventOutcome, changePos int64) error {
 	ev, thread, pos := o.ev, o.thread, o.ev.Pos
-	if err := insertRecord(ctx, tx, o, pos); err != nil {
+	if err := s.insertRecord(ctx, tx, o, pos); err != nil {
 		return err
 	}
 	users := make([]id.UserID, 0, len(o.hits)+2)
@@ -550,7 +550,7 @@ func (s *Service) loadUnread(ctx context.Context) (map[id.UserID]map[id.RoomID]*
 		return nil, fmt.Errorf("load read positions: %w", err)
 	}
 	err = s.scanRecords(ctx, "ORDER BY pos", nil, func(rec *record) error {
-		return rec.each(func(user id.UserID, _ json.RawMessage, highlight bool) {
+		return rec.each(func(n int) (id.UserID, error) { return s.userOf(ctx, rec.roomID, n) }, func(user id.UserID, _ json.RawMessage, highlight bool) {
 			ru := get(user, rec.roomID)
 			if rec.pos > ru.readPos(rec.thread) {
 				ru.entries = append(ru.entries, unreadEntry{pos: rec.pos, thread: rec.thread, highlight: highlight})
@@ -585,12 +585,18 @@ const purgeQuery = "DELETE FROM push_events WHERE pos IN (SELECT pos FROM events
 // PurgeRoom forgets a purged room's unread notifications (a
 // rooms.Engine.OnPurge hook).
 func (s *Service) PurgeRoom(ctx context.Context, tx *storage.Tx, roomID id.RoomID) error {
-	for _, q := range []string{purgeQuery, "DELETE FROM push_read_marks WHERE room_id = $1"} {
+	for _, q := range []string{purgeQuery, "DELETE FROM push_read_marks WHERE room_id = $1", "DELETE FROM push_room_users WHERE room_id = $1"} {
 		if _, err := tx.Exec(ctx, q, roomID); err != nil {
 			return fmt.Errorf("purge unread notifications: %w", err)
 		}
 	}
+	// The room's user numbers are forgotten at once, so that a write
+	// after this one in its batch numbers the users afresh from what tx
+	// holds, and again at the commit, so that none a reader read before
+	// it is kept.
+	s.slots.forget(roomID)
 	tx.AfterCommit(func() {
+		s.slots.forget(roomID)
 		s.countsMu.Lock()
 		defer s.countsMu.Unlock()
 		for _, rs := range s.unread {

@@ -19,8 +19,8 @@
 // only when the room's members, anyone's rules or anyone's ignored users
 // change (see roster.go);
 // inside the event's write transaction it records the outcome as one row
-// (the users notified, with their actions), so the counts commit with the
-// event. Read receipts
+// (the users notified, by their numbers in the room, with their actions:
+// see slots.go), so the counts commit with the event. Read receipts
 // ([Service.MarkRead]) and the user's own events move read marks, which
 // clear them. Counts are also kept in memory, updated after the commit;
 // [Service.CountsSource] reports them in /sync, and

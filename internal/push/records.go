@@ -1,6 +1,7 @@
 package push
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,46 +14,50 @@ import (
 	"github.com/matrixos/matrixos/internal/storage"
 )
 
-// An event's notifications are one push_events row: the event, and in
-// notified one entry per notified user, "\n" + user ID + "\t" + the index
-// of the user's actions in the row's actions (a JSON array of the distinct
-// action lists). Whether a notification highlights follows from its
-// actions. A user has an event unread while their read mark for its room
-// (or thread) is below it; see loadUnread.
+// An event's notifications are one push_events row: the event, its
+// actions (a JSON array of the distinct action lists of the users it
+// notifies) and in notified the users, by their numbers in the room (see
+// slots.go and encodeNotified). Rows recorded before push schema version
+// 6 list instead one entry per notified user, "\n" + user ID + "\t" + the
+// index of the user's actions. Whether a notification highlights follows
+// from its actions. A user has an event unread while their read mark for
+// its room (or thread) is below it; see loadUnread.
 
 // insertRecord writes the notifications of o, at stream position pos.
-func insertRecord(ctx context.Context, tx *storage.Tx, o *eventOutcome, pos int64) error {
+func (s *Service) insertRecord(ctx context.Context, tx *storage.Tx, o *eventOutcome, pos int64) error {
 	if len(o.hits) == 0 {
 		return nil
 	}
-	var actions, notified strings.Builder
-	size := 0
-	for _, h := range o.hits {
-		size += len(h.user) + 4 // "\n", "\t" and the index, mostly one digit
+	ev := o.ev
+	slots, err := s.numberHits(ctx, tx, ev.RoomID, o.hits)
+	if err != nil {
+		return err
 	}
-	notified.Grow(size)
+	var actions strings.Builder
+	lists := make([]int, len(o.hits))
 	index := map[string]int{}
+	var last *compiledRule // most members share the rule before theirs
+	i := -1
 	actions.WriteByte('[')
-	for _, h := range o.hits {
-		i, ok := index[h.rule.actionsJSON]
-		if !ok {
-			i = len(index)
-			index[h.rule.actionsJSON] = i
-			if i > 0 {
-				actions.WriteByte(',')
+	for k, h := range o.hits {
+		if h.rule != last {
+			var ok bool
+			if i, ok = index[h.rule.actionsJSON]; !ok {
+				i = len(index)
+				index[h.rule.actionsJSON] = i
+				if i > 0 {
+					actions.WriteByte(',')
+				}
+				actions.WriteString(h.rule.actionsJSON)
 			}
-			actions.WriteString(h.rule.actionsJSON)
+			last = h.rule
 		}
-		notified.WriteByte('\n')
-		notified.WriteString(string(h.user))
-		notified.WriteByte('\t')
-		notified.WriteString(strconv.Itoa(i))
+		lists[k] = i
 	}
 	actions.WriteByte(']')
-	ev := o.ev
 	if _, err := tx.Exec(ctx, `INSERT INTO push_events (pos, room_id, event_id, thread_id, ts, actions, notified)
 		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (pos) DO NOTHING`,
-		pos, ev.RoomID, ev.ID, o.thread, time.Now().UnixMilli(), actions.String(), notified.String()); err != nil {
+		pos, ev.RoomID, ev.ID, o.thread, time.Now().UnixMilli(), actions.String(), encodeNotified(slots, lists, len(index))); err != nil {
 		return fmt.Errorf("record notifications: %w", err)
 	}
 	return nil
@@ -92,11 +97,29 @@ func (rec *record) actionLists() ([]actionList, error) {
 	return out, nil
 }
 
-// each calls f for every user the record notifies.
-func (rec *record) each(f func(user id.UserID, actions json.RawMessage, highlight bool)) error {
+// each calls f for every user the record notifies; userOf names the
+// user numbered n in the record's room.
+func (rec *record) each(userOf func(n int) (id.UserID, error), f func(user id.UserID, actions json.RawMessage, highlight bool)) error {
 	lists, err := rec.actionLists()
 	if err != nil {
 		return err
+	}
+	if compact, ok := strings.CutPrefix(rec.notified, compactPrefix); ok {
+		var uerr error
+		err := eachRun(compact, len(lists), func(l, first, last int) bool {
+			for n := first; n <= last; n++ {
+				var user id.UserID
+				if user, uerr = userOf(n); uerr != nil {
+					return false
+				}
+				f(user, lists[l].raw, lists[l].highlight)
+			}
+			return true
+		})
+		if err = cmp.Or(err, uerr); err != nil {
+			return fmt.Errorf("notifications of position %d: %w", rec.pos, err)
+		}
+		return nil
 	}
 	for entry := range strings.SplitSeq(strings.TrimPrefix(rec.notified, "\n"), "\n") {
 		user, idx, ok := parseEntry(entry, len(lists))
@@ -109,7 +132,53 @@ func (rec *record) each(f func(user id.UserID, actions json.RawMessage, highligh
 }
 
 // find returns the user's actions in the record, if it notifies the user.
-func (rec *record) find(user id.UserID) (actions json.RawMessage, highlight, ok bool, err error) {
+func (s *Service) find(ctx context.Context, rec *record, user id.UserID) (actions json.RawMessage, highlight, ok bool, err error) {
+	compact, isCompact := strings.CutPrefix(rec.notified, compactPrefix)
+	if !isCompact {
+		return rec.findListed(user)
+	}
+	lists, err := rec.actionLists()
+	if err != nil {
+		return nil, false, false, err
+	}
+	slot, known, numbered := s.slotOf(rec.roomID, user)
+	list, top, err := listOf(compact, len(lists), slot, numbered)
+	if err == nil && !numbered && top >= known {
+		// The row names a number the table lacks: the writer may have
+		// numbered the user and not published it yet.
+		if _, err = s.userOf(ctx, rec.roomID, top); err == nil {
+			if slot, _, numbered = s.slotOf(rec.roomID, user); numbered {
+				list, _, err = listOf(compact, len(lists), slot, true)
+			}
+		}
+	}
+	if err != nil {
+		return nil, false, false, fmt.Errorf("notifications of position %d: %w", rec.pos, err)
+	}
+	if list < 0 {
+		return nil, false, false, nil
+	}
+	return lists[list].raw, lists[list].highlight, true, nil
+}
+
+// listOf returns the action list of the compact row's runs that holds the
+// user numbered slot (-1 for none, or when numbered is false) and the
+// highest number it has read.
+func listOf(compact string, nLists, slot int, numbered bool) (list, top int, err error) {
+	list, top = -1, -1
+	err = eachRun(compact, nLists, func(l, first, last int) bool {
+		top = max(top, last)
+		if numbered && first <= slot && slot <= last {
+			list = l
+			return false
+		}
+		return true
+	})
+	return list, top, err
+}
+
+// findListed is find for a row that lists user IDs.
+func (rec *record) findListed(user id.UserID) (actions json.RawMessage, highlight, ok bool, err error) {
 	key := "\n" + string(user) + "\t"
 	at := strings.Index(rec.notified, key)
 	if at < 0 {
@@ -194,7 +263,7 @@ func (s *Service) Notifications(ctx context.Context, user id.UserID, before int6
 				if len(out) == limit {
 					return nil
 				}
-				raw, hl, ok, err := rec.find(user)
+				raw, hl, ok, err := s.find(ctx, rec, user)
 				if err != nil || !ok || (onlyHighlight && !hl) {
 					return err
 				}

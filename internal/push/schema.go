@@ -32,6 +32,14 @@ import "github.com/matrixos/matrixos/internal/storage"
 // rows version 2 left in push_unread become such rows at the next start
 // (see convertLegacyUnread), with the actions "notify", or "notify" with
 // a highlight, since that was all they kept; push_unread stays, empty.
+//
+// Version 6 numbers the local users each room's events have notified,
+// in the order of their first notification (push_room_users, see
+// slots.go), and push_events rows name the users they notify by those
+// numbers, as runs of numbers per action list (see encodeNotified): a
+// send into a room of 2,000 members that notifies all of them alike
+// writes a few bytes instead of every member's user ID. Rows written
+// before keep the list of user IDs, which is still read.
 var Migrations = []storage.Migration{{
 	Component: "push",
 	Version:   1,
@@ -140,5 +148,16 @@ INSERT INTO push_events_by_pos (pos, room_id, event_id, thread_id, ts, actions, 
 	SELECT pos, room_id, event_id, thread_id, ts, actions, notified FROM push_events ORDER BY pos;
 DROP TABLE push_events;
 ALTER TABLE push_events_by_pos RENAME TO push_events;
+`,
+}, {
+	Component: "push",
+	Version:   6,
+	SQL: `
+CREATE TABLE push_room_users (
+	room_id TEXT NOT NULL,
+	idx BIGINT NOT NULL,
+	user_id TEXT NOT NULL,
+	PRIMARY KEY (room_id, idx)
+);
 `,
 }}

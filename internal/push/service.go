@@ -66,6 +66,9 @@ type Service struct {
 	rulesChanged atomic.Uint64
 	rosters      rosters
 
+	// slots numbers the users each room's events notified (slots.go).
+	slots slotTable
+
 	// template is the predefined ruleset as every member whose rules are
 	// unchanged shares its evaluation (see defaultTemplate).
 	template func() *defaultTemplate
@@ -461,6 +464,9 @@ func (s *Service) Load(ctx context.Context) error {
 		return fmt.Errorf("load push rule positions: %w", err)
 	}
 	if err := s.convertLegacyUnread(ctx); err != nil {
+		return err
+	}
+	if err := s.loadSlots(ctx); err != nil {
 		return err
 	}
 	unread, err := s.loadUnread(ctx)
