@@ -218,7 +218,16 @@ func compileCondition(c json.RawMessage) (match condMatcher, perUser bool) {
 	if json.Unmarshal(c, &pc) != nil {
 		return never, false
 	}
-	return func(x *evalCtx) bool { return pc.Match(x, x.mev) }, pc.Kind == pushrules.KindContainsDisplayName
+	if pc.Kind == pushrules.KindContainsDisplayName {
+		return func(x *evalCtx) bool {
+			body, ok := x.mev.Content.Raw["body"].(string)
+			if ok && !x.mayHaveName(body, x.GetOwnDisplayname()) {
+				return false
+			}
+			return pc.Match(x, x.mev)
+		}, true
+	}
+	return func(x *evalCtx) bool { return pc.Match(x, x.mev) }, false
 }
 
 // compileProperty compiles an event_property_is (is) or
@@ -386,6 +395,9 @@ func (r *compiledRule) matches(x *evalCtx) bool {
 		return true
 	case Content:
 		body, ok := x.content["body"].(string)
+		if ok && r.pattern.word != "" && !x.mayHaveWord(body, r.pattern.lowerWord) {
+			return false
+		}
 		return ok && r.pattern.match(body)
 	case Room:
 		return r.rule.RuleID == string(x.ev.RoomID)
@@ -422,6 +434,9 @@ type evalCtx struct {
 	// memo holds the outcomes of the conditions that depend on the event
 	// alone, by their slot (see compiledCond).
 	memo []uint8
+	// body indexes the body for the members' mention rules
+	// (bodyindex.go).
+	body bodyIndex
 }
 
 // newEvalCtx prepares ev for evaluation in a room with memberCount joined

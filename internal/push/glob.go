@@ -16,6 +16,8 @@ type glob struct {
 	// (re matches the same): matched without re in an ASCII value, as
 	// .m.rule.contains_user_name is for every member and message.
 	word string
+	// lowerWord is word lowercased, for evalCtx.mayHaveWord.
+	lowerWord string
 }
 
 var globCache sync.Map // globKey -> *glob
@@ -62,7 +64,7 @@ func compileGlob(pattern string, words bool) *glob {
 		}
 		g.re = regexp.MustCompile(b.String()) // quoted literals and .* only
 		if words && pattern != "" && !strings.ContainsAny(pattern, "*?") && isASCII(pattern) {
-			g.word = pattern
+			g.word, g.lowerWord = pattern, strings.ToLower(pattern)
 		}
 	}
 	if len(pattern) < 256 {

@@ -304,7 +304,8 @@ func randomEvent(rng *rand.Rand, users []id.UserID, i int) *rooms.Event {
 
 // BenchmarkOutcomeBigRoom evaluates a message without m.mentions for a
 // room of 2,000 members with unchanged rules: shared is OnAccept's
-// evaluation, full evaluates each member's whole ruleset.
+// evaluation, roster the same with the room's state (as a send has it),
+// full evaluates each member's whole ruleset.
 //
 //	GOEXPERIMENT=jsonv2 go test -tags goolm -run '^$' -bench OutcomeBigRoom -benchmem ./internal/push/
 func BenchmarkOutcomeBigRoom(b *testing.B) {
@@ -333,6 +334,17 @@ func BenchmarkOutcomeBigRoom(b *testing.B) {
 		defer reportCPU(b)()
 		for b.Loop() {
 			if o := s.outcome(ctx, ev, info); o == nil || len(o.hits) != 1999 {
+				b.Fatalf("outcome %+v, want 1,999 notified", o)
+			}
+		}
+	})
+	// As a send has it: the room's state after the event, its members
+	// from the room's roster (roster.go).
+	withNames := withState(info, names, ev)
+	b.Run("roster", func(b *testing.B) {
+		defer reportCPU(b)()
+		for b.Loop() {
+			if o := s.outcome(ctx, ev, withNames); o == nil || len(o.hits) != 1999 {
 				b.Fatalf("outcome %+v, want 1,999 notified", o)
 			}
 		}
