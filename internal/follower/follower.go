@@ -112,6 +112,15 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 	}
 }
 
+// wakeGap is the least time between the starts of two rounds that
+// wake-ups ask for: a wake-up within it of the last round waits out the
+// rest, and every wake-up that comes meanwhile joins the one round. A
+// lone event is followed at once; a burst of sends, which wakes the
+// followers at each commit, is followed in rounds of many events, each
+// with one transaction for a follower's effects and mark instead of one
+// for each commit.
+const wakeGap = 50 * time.Millisecond
+
 func (f *Follower) run(ctx context.Context) {
 	tick := time.NewTicker(f.interval)
 	defer tick.Stop()
@@ -121,7 +130,10 @@ func (f *Follower) run(ctx context.Context) {
 		defer every.Stop()
 		everyC = every.C
 	}
+	gap := time.NewTimer(wakeGap)
+	gap.Stop()
 	for {
+		last := time.Now()
 		if err := f.CatchUp(ctx); err != nil && ctx.Err() == nil {
 			f.log.Error(f.name+": follow events", "err", err)
 		}
@@ -134,6 +146,20 @@ func (f *Follower) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-f.wake:
+			if wait := wakeGap - time.Since(last); wait > 0 {
+				gap.Reset(wait)
+				select {
+				case <-ctx.Done():
+					return
+				case <-gap.C:
+				}
+				// The round that follows reads every event visible
+				// now: the wake-ups of those events are answered.
+				select {
+				case <-f.wake:
+				default:
+				}
+			}
 		case <-tick.C:
 		case <-everyC:
 			if err := f.every(ctx); err != nil && ctx.Err() == nil {

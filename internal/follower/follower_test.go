@@ -126,3 +126,33 @@ func TestFollowerHooks(t *testing.T) {
 	wait(everyDone, "scheduled call")
 	f.Close()
 }
+
+// TestBurstSharesRounds: wake-ups that come one after another, as a burst
+// of sends makes them, are followed in a few rounds that each take many
+// events, and every event is followed.
+func TestBurstSharesRounds(t *testing.T) {
+	const events = 200
+	var sent, followed, rounds atomic.Int64
+	f := New("test", time.Hour, slog.New(slog.DiscardHandler), func(context.Context) (bool, error) {
+		if n := sent.Load(); n > followed.Load() {
+			followed.Store(n)
+			rounds.Add(1)
+		}
+		return false, nil
+	})
+	f.Start()
+	defer f.Close()
+	for range events {
+		sent.Add(1)
+		f.Wake()
+		time.Sleep(time.Millisecond)
+	}
+	for deadline := time.Now().Add(5 * time.Second); followed.Load() < events; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d events followed after 5 s", followed.Load(), events)
+		}
+	}
+	if n := rounds.Load(); n > events/2 {
+		t.Errorf("%d rounds for %d wake-ups, each an event: want them to share rounds", n, events)
+	}
+}
