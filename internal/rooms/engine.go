@@ -1733,6 +1733,7 @@ func scanEvent(rows *sql.Rows) (*Event, error) {
 	if ev.Type == "m.room.create" && !isV1Format(ev.JSON) {
 		nameCreate(ev.PDU, ev.ID)
 	}
+	ev.PDU.InternalMeta.Rejected = ev.Rejected
 	return ev, nil
 }
 

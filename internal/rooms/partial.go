@@ -1,11 +1,14 @@
 package rooms
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -40,12 +43,15 @@ import (
 //   - the room's servers (JoinedServers, RoomInfo.JoinedServers: the
 //     outbound queue's destinations) are those of the known members and
 //     the servers the answer named.
-// Once the full state is known, the remote events accepted during the
-// resync are checked again, in order, each against the state before it
-// completed with the full state (recheckSincePartial); one the auth rules
-// now refuse is rejected (never served again), and a state event among
-// them gives its key back to the state before it in the current state and
-// in every stored state of the room that held it.
+// Once the full state is known, the remote events received during the
+// resync that only the partial state could check are checked again, in
+// the room's order, each against the state before it completed with the
+// full state (recheckSincePartial): an accepted one the auth rules now
+// refuse is rejected (never served again; a state event gives its key back
+// to the state before it in the current state and in every stored state
+// of the room that held it), and one the state before it rejected that
+// they now allow joins the timeline at a new position (a state event
+// takes its key in the states after it).
 
 // partialJoin is the mark of a room joined with partial state.
 type partialJoin struct {
@@ -476,11 +482,17 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, fu
 			cur[k] = eid
 		}
 	}
-	refused, err := e.recheckSincePartial(ctx, r, pj, cur, full)
+	flips, err := e.recheckSincePartial(ctx, r, pj, cur, full)
 	if err != nil {
 		return err
 	}
-	after, err := e.stateFrom(ctx, head, cur, nil, head.extremities, head.depth)
+	allowed := map[id.EventID]*Event{}
+	for _, f := range flips {
+		if f.allowed {
+			allowed[f.ev.ID] = f.ev
+		}
+	}
+	after, err := e.stateFrom(ctx, head, cur, allowed, head.extremities, head.depth)
 	if err != nil {
 		return err
 	}
@@ -491,7 +503,7 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, fu
 		if r.broken.Load() {
 			return errPipelineBroken
 		}
-		return e.writeFullState(wctx, tx, r, after, full, cur, refused, changed, &local)
+		return e.writeFullState(wctx, tx, r, after, full, cur, flips, changed, &local)
 	}))
 	r.lastWrite = wait
 	if err := wait(); err != nil {
@@ -499,8 +511,11 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, fu
 		return fmt.Errorf("write the full state: %w", err)
 	}
 	r.head = after
-	for _, rf := range refused {
-		e.cache.drop(rf.ev.ID)
+	for _, f := range flips {
+		e.cache.drop(f.ev.ID)
+		for _, x := range f.after {
+			e.cache.drop(x.ID)
+		}
 	}
 	r.partial.Store(nil)
 	close(pj.done)
@@ -519,11 +534,11 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, fu
 // snapshot at a fresh position, the memberships it adds or changes, and
 // the mark's removal; the committed view follows once it has committed,
 // and local is set to the room's local joined members then.
-func (e *Engine) writeFullState(ctx context.Context, tx *storage.Tx, r *room, after *roomState, full, cur idState, refused []refusal, changed []id.UserID, local *[]id.UserID) error {
+func (e *Engine) writeFullState(ctx context.Context, tx *storage.Tx, r *room, after *roomState, full, cur idState, flips []*flip, changed []id.UserID, local *[]id.UserID) error {
 	if err := completeSnapshots(ctx, tx, r.id, full); err != nil {
 		return err
 	}
-	if err := writeRefusals(ctx, tx, r.id, refused); err != nil {
+	if err := e.writeFlips(ctx, tx, r, flips); err != nil {
 		return err
 	}
 	snap := tx.NextPos()
@@ -649,25 +664,47 @@ func (e *Engine) commitFullState(r *room, after *roomState, changed []id.UserID,
 	return local
 }
 
-// refusal is an event accepted while the room's state was partial that
-// the full state refuses: it becomes rejected, and the states that held
-// it hold old instead, the state's event for its key before it ("" for
-// none; a state event only).
-type refusal struct {
-	ev  *Event
-	old id.EventID
+// flip is an event whose verdict the full state changes: one accepted
+// while the room's state was partial that the full state refuses (it
+// becomes rejected), or one rejected then by the state before it that the
+// full state allows (it joins the timeline). old is the state's event for
+// its key before it ("" for none; state events only): where the states
+// after it held it, a refused one gives its key back to old; where they
+// hold old, an allowed one takes its key.
+type flip struct {
+	ev      *Event
+	allowed bool
+	old     id.EventID
+	// after are the events checked after an allowed one that follow it
+	// (its descendants among them): the states before and after them
+	// gain it.
+	after []*Event
+	// from is the allowed event's snapshot before it as stored.
+	from int64
 }
 
-// recheckSincePartial checks again, in the order they were accepted, the
-// remote events accepted since the join, each against the state before
-// it completed with full (the full state at the join; their checks could
-// only use the partial state) and corrected for the events refused before
-// it. It returns the events the auth rules now refuse, and gives their
-// keys in cur (the room's complete current state) back to the state
-// before them. An event refused here was never checked against the full
-// state before: its rejection is decided now, once, as the spec asks of
-// events received while the state is partial.
-func (e *Engine) recheckSincePartial(ctx context.Context, r *room, pj *partialJoin, cur, full idState) ([]refusal, error) {
+// follows reports whether ev follows f's event: names it, or an event
+// that follows it, as a prev event.
+func (f *flip) follows(ev *Event) bool {
+	for _, p := range ev.PDU.PrevEvents {
+		if p == f.ev.ID || slices.ContainsFunc(f.after, func(a *Event) bool { return a.ID == p }) {
+			return true
+		}
+	}
+	return false
+}
+
+// recheckSincePartial checks again, in the order of the room's history
+// (depth, then position), the remote events received since the join that
+// the room's state could only check against the partial state: those
+// accepted, and those rejected by the state before them (not those their
+// own auth events refused). Each is checked against the state before it
+// completed with full (the full state at the join) and corrected by the
+// verdicts changed before it. It returns the changed verdicts, and
+// updates cur (the room's complete current state) for them. The
+// rejection of an event received while the state was partial is decided
+// here, once the full state is known, as the spec asks.
+func (e *Engine) recheckSincePartial(ctx context.Context, r *room, pj *partialJoin, cur, full idState) ([]*flip, error) {
 	join, err := e.storedEvent(ctx, pj.joinID)
 	if err != nil || join == nil || join.Pos <= 0 {
 		return nil, err
@@ -676,9 +713,20 @@ func (e *Engine) recheckSincePartial(ctx context.Context, r *room, pj *partialJo
 	if err != nil {
 		return nil, err
 	}
+	rejected, err := e.rejectedSincePartial(ctx, r.id)
+	if err != nil {
+		return nil, err
+	}
+	evs = append(evs, rejected...)
+	slices.SortStableFunc(evs, func(a, b *Event) int {
+		if a.Depth != b.Depth {
+			return cmp.Compare(a.Depth, b.Depth)
+		}
+		return cmp.Compare(cmp.Or(a.Pos, math.MaxInt64), cmp.Or(b.Pos, math.MaxInt64))
+	})
 	getEvents := e.authEventLoader(ctx, nil)
 	keys := e.keyFunc(ctx)
-	var refused []refusal
+	var flips []*flip
 	for _, ev := range evs {
 		if ev.Sender.Homeserver() == e.signer.ServerName {
 			continue
@@ -687,71 +735,204 @@ func (e *Engine) recheckSincePartial(ctx context.Context, r *room, pj *partialJo
 		if err != nil {
 			return nil, err
 		}
+		var following []*flip
+		for _, f := range flips {
+			if f.allowed && f.follows(ev) {
+				following = append(following, f)
+			}
+		}
 		before := func(k stateKey) id.EventID {
 			eid, ok := snap[k]
 			if !ok {
 				eid = full[k]
 			}
-			for _, rf := range refused {
-				if eid == rf.ev.ID {
-					eid = rf.old
+			for _, f := range flips {
+				switch {
+				case !f.allowed && eid == f.ev.ID:
+					eid = f.old
+				case f.allowed && f.ev.StateKey != nil && eid == f.old && *f.ev.StateKey == k.StateKey && f.ev.Type == k.Type && slices.Contains(following, f):
+					eid = f.ev.ID
 				}
 			}
 			return eid
 		}
-		var ids []id.EventID
-		for _, k := range ev.PDU.AuthEventSelection(r.version) {
-			if eid := before(stateKey{k.Type, k.StateKey}); eid != "" {
-				ids = append(ids, eid)
-			}
+		for _, f := range following {
+			f.after = append(f.after, ev)
 		}
-		authEvents, err := getEvents(ids)
-		if err != nil {
-			return nil, err
+		err = e.recheckOne(r.version, ev, before, getEvents, keys)
+		if (err == nil) != ev.Rejected {
+			continue // the verdict stands
 		}
-		authEvents = slices.DeleteFunc(authEvents, func(p *pdu.PDU) bool { return p == nil })
-		err = authorizeRules(r.version, ev.PDU, authEvents, getEvents, keys)
-		if err == nil {
-			continue
+		f := &flip{ev: ev, allowed: err == nil, from: ev.SnapshotBefore}
+		if f.allowed {
+			e.log.Info("an event received during a partial-state resync and rejected is allowed by the full state", "room_id", r.id, "event_id", ev.ID)
+		} else {
+			e.log.Info("an event received during a partial-state resync is refused by the full state", "room_id", r.id, "event_id", ev.ID, "reason", authMessage(err))
 		}
-		e.log.Info("an event received during a partial-state resync is refused by the full state", "room_id", r.id, "event_id", ev.ID, "reason", authMessage(err))
-		rf := refusal{ev: ev}
 		if ev.StateKey != nil {
 			k := stateKey{ev.Type, *ev.StateKey}
-			rf.old = before(k)
-			if cur[k] == ev.ID {
-				if rf.old != "" {
-					cur[k] = rf.old
-				} else {
-					delete(cur, k)
-				}
+			f.old = before(k)
+			switch {
+			case !f.allowed && cur[k] == ev.ID && f.old == "":
+				delete(cur, k)
+			case !f.allowed && cur[k] == ev.ID:
+				cur[k] = f.old
 			}
 		}
-		refused = append(refused, rf)
+		flips = append(flips, f)
 	}
-	return refused, nil
+	// An allowed state event takes its key in the current state when the
+	// room's extremities follow it and the key still holds what it held
+	// before it.
+	for _, f := range flips {
+		if !f.allowed || f.ev.StateKey == nil {
+			continue
+		}
+		k := stateKey{f.ev.Type, *f.ev.StateKey}
+		followed := slices.ContainsFunc(r.head.extremities, func(x id.EventID) bool {
+			return x == f.ev.ID || slices.ContainsFunc(f.after, func(a *Event) bool { return a.ID == x })
+		})
+		if followed && cur[k] == f.old {
+			cur[k] = f.ev.ID
+		}
+	}
+	return flips, nil
 }
 
-// writeRefusals marks the events the full state refuses rejected and
-// gives the keys of the state events among them, in every snapshot of the
-// room that holds them, back to the state before them.
-func writeRefusals(ctx context.Context, tx *storage.Tx, roomID id.RoomID, refused []refusal) error {
-	for _, rf := range refused {
-		if _, err := tx.Exec(ctx, "UPDATE events SET rejected = TRUE WHERE event_id = $1", rf.ev.ID); err != nil {
-			return fmt.Errorf("reject %s: %w", rf.ev.ID, err)
+// recheckOne checks ev against its own auth events when it was rejected
+// (a rejection they decided stands), then against the state before it
+// that before names.
+func (e *Engine) recheckOne(v id.RoomVersion, ev *Event, before func(stateKey) id.EventID, getEvents func([]id.EventID) ([]*pdu.PDU, error), keys pdu.GetKeyFunc) error {
+	pd := ev.PDU
+	if ev.Rejected {
+		c := *ev.PDU
+		c.InternalMeta.Rejected = false
+		pd = &c
+		if err := authorizeRules(v, pd, nil, getEvents, keys); err != nil {
+			return err
 		}
-		if rf.ev.StateKey == nil {
+	}
+	var ids []id.EventID
+	for _, k := range pd.AuthEventSelection(v) {
+		if eid := before(stateKey{k.Type, k.StateKey}); eid != "" {
+			ids = append(ids, eid)
+		}
+	}
+	authEvents, err := getEvents(ids)
+	if err != nil {
+		return err
+	}
+	authEvents = slices.DeleteFunc(authEvents, func(p *pdu.PDU) bool { return p == nil })
+	return authorizeRules(v, pd, authEvents, getEvents, keys)
+}
+
+// rejectedSincePartial loads the room's events rejected by the state
+// before them (stored with it: those the auth rules refused by their own
+// auth events, or during the join, have none).
+func (e *Engine) rejectedSincePartial(ctx context.Context, roomID id.RoomID) ([]*Event, error) {
+	rows, err := e.db.Query(ctx, `SELECT event_id FROM outlier_events WHERE room_id = $1 AND kind = 'rejected' AND snapshot_before > 0`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("the room's rejected events: %w", err)
+	}
+	var ids []id.EventID
+	for rows.Next() {
+		var eid id.EventID
+		if err := rows.Scan(&eid); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids = append(ids, eid)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return e.outliers(ctx, ids, true)
+}
+
+// writeFlips writes the changed verdicts: a refused event is marked
+// rejected and its key, in every snapshot of the room that holds it, given
+// back to the state before it; an allowed one leaves the rejected events
+// for the timeline, at a new position, with the state after it when it is
+// a state event, and the states before and after the events that follow
+// it, where they were built on the state before it, are built on that
+// one instead.
+func (e *Engine) writeFlips(ctx context.Context, tx *storage.Tx, r *room, flips []*flip) error {
+	for _, f := range flips {
+		if f.allowed {
+			if err := e.writeAllowed(ctx, tx, r, f); err != nil {
+				return err
+			}
+			continue
+		}
+		if _, err := tx.Exec(ctx, "UPDATE events SET rejected = TRUE WHERE event_id = $1", f.ev.ID); err != nil {
+			return fmt.Errorf("reject %s: %w", f.ev.ID, err)
+		}
+		if f.ev.StateKey == nil {
 			continue
 		}
 		const inRoom = " WHERE event_id = $1 AND type = $2 AND state_key = $3 AND snapshot_id IN (SELECT snapshot_id FROM state_snapshots WHERE room_id = $4)"
 		var err error
-		if rf.old == "" {
-			_, err = tx.Exec(ctx, "DELETE FROM state_snapshot_entries"+inRoom, rf.ev.ID, rf.ev.Type, *rf.ev.StateKey, roomID)
+		if f.old == "" {
+			_, err = tx.Exec(ctx, "DELETE FROM state_snapshot_entries"+inRoom, f.ev.ID, f.ev.Type, *f.ev.StateKey, r.id)
 		} else {
-			_, err = tx.Exec(ctx, "UPDATE state_snapshot_entries SET event_id = $5"+inRoom, rf.ev.ID, rf.ev.Type, *rf.ev.StateKey, roomID, rf.old)
+			_, err = tx.Exec(ctx, "UPDATE state_snapshot_entries SET event_id = $5"+inRoom, f.ev.ID, f.ev.Type, *f.ev.StateKey, r.id, f.old)
 		}
 		if err != nil {
-			return fmt.Errorf("take rejected %s out of the room's states: %w", rf.ev.ID, err)
+			return fmt.Errorf("take rejected %s out of the room's states: %w", f.ev.ID, err)
+		}
+	}
+	return nil
+}
+
+// writeAllowed is writeFlips for an event the full state allows.
+func (e *Engine) writeAllowed(ctx context.Context, tx *storage.Tx, r *room, f *flip) error {
+	ev := f.ev
+	if _, err := tx.Exec(ctx, "DELETE FROM outlier_events WHERE event_id = $1", ev.ID); err != nil {
+		return fmt.Errorf("allow %s: %w", ev.ID, err)
+	}
+	ev.Pos = tx.NextPos()
+	ev.Rejected, ev.PDU.InternalMeta.Rejected = false, false
+	ev.RelType, ev.RelatesTo, ev.ThreadID = relationOf(ev.PDU.Content)
+	if err := e.insertEvent(ctx, tx, r, ev); err != nil {
+		return err
+	}
+	tx.AfterCommit(func() { r.recent.add(ev) })
+	if ev.StateKey == nil {
+		return nil
+	}
+	k := stateKey{ev.Type, *ev.StateKey}
+	base, _, err := e.snapshotStateTx(ctx, tx, ev.SnapshotBefore)
+	if err != nil {
+		return err
+	}
+	after := maps.Clone(base)
+	after[k] = ev.ID
+	if _, err := e.writeSnapshot(ctx, tx, r.id, ev.Pos, ev.SnapshotBefore, after, false); err != nil {
+		return err
+	}
+	for _, x := range f.after {
+		if x.SnapshotBefore == f.from {
+			x.SnapshotBefore = ev.Pos
+			if x.Pos > 0 {
+				if _, err := tx.Exec(ctx, "UPDATE events SET snapshot_before = $1 WHERE event_id = $2", ev.Pos, x.ID); err != nil {
+					return fmt.Errorf("the state before %s: %w", x.ID, err)
+				}
+			}
+		}
+		if x.Pos <= 0 || x.StateKey == nil || x.Rejected {
+			continue
+		}
+		// The state after x: a delta on the state before ev now follows
+		// ev; a full copy holding what ev replaced takes ev.
+		if _, err := tx.Exec(ctx, "UPDATE state_snapshots SET parent_id = $1 WHERE snapshot_id = $2 AND parent_id = $3", ev.Pos, x.Pos, f.from); err != nil {
+			return fmt.Errorf("the state after %s: %w", x.ID, err)
+		}
+		if f.old != "" && (x.Type != k.Type || *x.StateKey != k.StateKey) {
+			if _, err := tx.Exec(ctx, "UPDATE state_snapshot_entries SET event_id = $1 WHERE snapshot_id = $2 AND type = $3 AND state_key = $4 AND event_id = $5 AND snapshot_id IN (SELECT snapshot_id FROM state_snapshots WHERE parent_id = 0)",
+				ev.ID, x.Pos, k.Type, k.StateKey, f.old); err != nil {
+				return fmt.Errorf("the state after %s: %w", x.ID, err)
+			}
 		}
 	}
 	return nil

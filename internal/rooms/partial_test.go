@@ -250,3 +250,57 @@ func TestPartialStateKickRejectedAfterResync(t *testing.T) {
 		t.Errorf("derek's membership on c after the resync = %q, want leave", m)
 	}
 }
+
+// TestPartialStateRejectedThenAllowed follows Complement's "State
+// rejected incorrectly" and its device-list "user incorrectly believed to
+// be in room": while c's state is partial, fred (who joined and left)
+// bans derek, which c accepts by fred's old join; derek then kicks elsie,
+// which c rejects, derek being banned as far as it knows. Once the full
+// state shows fred left, the ban is rejected and the kick, checked again,
+// allowed: it joins c's timeline, elsie has left in c's current state and
+// in the state before the events that follow the kick, and derek is a
+// member.
+func TestPartialStateRejectedThenAllowed(t *testing.T) {
+	ctx := context.Background()
+	const fredA = id.UserID("@fred:a")
+	n := newFedNet(t, "a", "c")
+	roomID, joins := partialRoom(t, n, map[id.UserID]int{derekA: 50, fredA: 100}, []id.UserID{derekA, fredA, elsieA}, []id.UserID{fredA})
+	carolJoin := n.joinPartial("a", "c", roomID, carolC)
+
+	st := n.e("a").rooms[roomID].view()
+	create, pl, aliceJoin := st.get("m.room.create", ""), st.get("m.room.power_levels", ""), st.get("m.room.member", string(aliceA))
+	ban, banRaw := n.forge("a", roomID, stateProto(fredA, "m.room.member", string(derekA), `{"membership":"ban"}`),
+		[]id.EventID{carolJoin.ID}, []id.EventID{create.ID, pl.ID, joins[fredA].ID, joins[derekA].ID}, carolJoin.Depth+1)
+	if _, err := n.e("c").ReceivePDU(ctx, "a", banRaw); err != nil {
+		t.Fatalf("c refuses fred's ban while its state is partial: %v", err)
+	}
+	kick, kickRaw := n.forge("a", roomID, stateProto(derekA, "m.room.member", string(elsieA), `{"membership":"leave"}`),
+		[]id.EventID{ban}, []id.EventID{create.ID, pl.ID, joins[derekA].ID, joins[elsieA].ID}, carolJoin.Depth+2)
+	if _, err := n.e("c").ReceivePDU(ctx, "a", kickRaw); errCode(err) != "M_FORBIDDEN" {
+		t.Fatalf("derek's kick while c believes him banned: %v, want M_FORBIDDEN", err)
+	}
+	msg, msgRaw := n.forge("a", roomID, textProto(aliceA, "sentinel"), []id.EventID{kick},
+		[]id.EventID{create.ID, pl.ID, aliceJoin.ID}, carolJoin.Depth+3)
+	if _, err := n.e("c").ReceivePDU(ctx, "a", msgRaw); err != nil {
+		t.Fatalf("c refuses alice's message: %v", err)
+	}
+
+	n.completeResync("c", roomID)
+	if _, err := n.e("c").Event(ctx, ban); errCode(err) != "M_NOT_FOUND" {
+		t.Errorf("fred's ban after the resync: %v, want M_NOT_FOUND", err)
+	}
+	if ev, err := n.e("c").Event(ctx, kick); err != nil || ev.Pos <= 0 {
+		t.Errorf("derek's kick is not in c's timeline after the resync: %v", err)
+	}
+	for user, want := range map[id.UserID]string{elsieA: "leave", derekA: "join", fredA: "leave"} {
+		if m := n.e("c").Membership(user, roomID); m != want {
+			t.Errorf("%s's membership on c after the resync = %q, want %q", user, m, want)
+		}
+	}
+	if got := currentStateIDs(t, n.e("c"), roomID)[stateKey{"m.room.member", string(elsieA)}]; got != kick {
+		t.Errorf("elsie's member event in c's current state = %s, want the kick %s", got, kick)
+	}
+	if before := stateIDsBefore(t, n.e("c"), roomID, msg); !before[kick] || before[ban] || !before[joins[derekA].ID] {
+		t.Errorf("the state before the message after the kick lacks the kick or derek's join, or holds the ban")
+	}
+}

@@ -843,6 +843,9 @@ func (e *Engine) checkRemote(ctx context.Context, r *room, ev *Event, opts recei
 		return nil, err
 	}
 	if err := authorizeRules(v, ev.PDU, fromState, getEvents, keys); err != nil {
+		// Kept with the state it was refused by: in a room whose state
+		// is partial, the resync checks it again (partial.go).
+		ev.SnapshotBefore = d.beforeSnap
 		return nil, e.reject(ctx, ev, err)
 	}
 	// Soft-fail against the current state (for a joined room's first
