@@ -1,11 +1,15 @@
 package federation_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
+	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -554,3 +558,90 @@ func mustState(t *testing.T, n *testnode.Node, roomID id.RoomID) []*rooms.Event 
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// serversInRoomOnly rewrites the servers_in_room of the send_join answers
+// its node gets to one server, as a resident that names too few does.
+type serversInRoomOnly struct {
+	http.RoundTripper
+	server string
+}
+
+func (s serversInRoomOnly) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := s.RoundTripper.RoundTrip(req)
+	if err != nil || !strings.Contains(req.URL.Path, "/v2/send_join/") || resp.StatusCode != http.StatusOK {
+		return resp, err
+	}
+	raw, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	var answer map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &answer); err != nil {
+		return nil, err
+	}
+	answer["servers_in_room"], _ = json.Marshal([]string{s.server})
+	if raw, err = json.Marshal(answer); err != nil {
+		return nil, err
+	}
+	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(raw)), int64(len(raw))
+	resp.Header.Set("Content-Length", strconv.Itoa(len(raw)))
+	return resp, nil
+}
+
+// TestPartialStateMissedDeviceListUpdate follows Complement's "Device list
+// updates reach incorrectly absent servers once partial state join
+// completes": carol of C is in A's room before bob of B joins it, and A's
+// send_join answer names only A. While B's state is partial, bob renames
+// his device: the update goes to A only, B knowing nothing of C. Once the
+// full state shows carol was in the room, C is sent the update it missed.
+func TestPartialStateMissedDeviceListUpdate(t *testing.T) {
+	ctx := context.Background()
+	ca := testnode.NewCA(t)
+	a := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	c := testnode.StartFederating(t, testnode.SQLite, ca)
+	alice, bob, carol := a.Register("alice"), b.Register("bob"), c.Register("carol")
+	roomID := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "named"})
+	if _, err := carol.JoinRoom(ctx, string(roomID), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatalf("carol joins: %v", err)
+	}
+	waitSameState(t, a, c, roomID)
+	updates := make(chan string, 16)
+	c.Federation.HandleEDU("m.device_list_update", func(_ context.Context, origin string, content json.RawMessage) error {
+		var u struct {
+			UserID            id.UserID `json:"user_id"`
+			DeviceDisplayName string    `json:"device_display_name"`
+		}
+		if err := json.Unmarshal(content, &u); err == nil && u.UserID == bob.UserID {
+			updates <- u.DeviceDisplayName
+		}
+		return nil
+	})
+	hc := *b.Federation.Client.HTTP
+	hc.Transport = serversInRoomOnly{RoundTripper: hc.Transport, server: a.Config.ServerName}
+	b.Federation.Client.HTTP = &hc
+	g := gate(b)
+	if _, err := bob.JoinRoom(ctx, string(roomID), &mautrix.ReqJoinRoom{Via: []string{a.Config.ServerName}}); err != nil {
+		t.Fatalf("bob joins: %v", err)
+	}
+	<-g.asked
+	if err := bob.SetDeviceInfo(ctx, bob.DeviceID, &mautrix.ReqDeviceInfo{DisplayName: "renamed while partial"}); err != nil {
+		t.Fatalf("bob renames his device: %v", err)
+	}
+	select {
+	case name := <-updates:
+		t.Fatalf("C got bob's update %q while B's partial state knew nothing of C", name)
+	case <-time.After(time.Second):
+	}
+	close(g.open)
+	waitSameState(t, a, b, roomID)
+	select {
+	case name := <-updates:
+		if name != "renamed while partial" {
+			t.Fatalf("C got bob's update naming %q, want the rename it missed", name)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("C never got the device-list update it missed while B's state was partial")
+	}
+}

@@ -109,6 +109,7 @@ func (s *Service) announceDevices(ctx context.Context, changes []deviceChange) {
 	}
 	for _, c := range changes {
 		servers := s.remoteServers(ctx, c.user)
+		s.notePartialSent(ctx, c, servers)
 		if len(servers) == 0 {
 			continue
 		}
