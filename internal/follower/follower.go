@@ -115,11 +115,20 @@ func (f *Follower) CatchUp(ctx context.Context) error {
 // wakeGap is the least time between the starts of two rounds that
 // wake-ups ask for: a wake-up within it of the last round waits out the
 // rest, and every wake-up that comes meanwhile joins the one round. A
-// lone event is followed at once; a burst of sends, which wakes the
+// lone event is followed soon (wakeSettle); a burst of sends, which wakes the
 // followers at each commit, is followed in rounds of many events, each
 // with one transaction for a follower's effects and mark instead of one
 // for each commit.
 const wakeGap = 50 * time.Millisecond
+
+// wakeSettle is the least time a round waits after the wake-up that asks
+// for it. A send wakes its followers once it has committed, just when the
+// long-polls it woke are being built and answered: on a machine of a few
+// cores the followers' queries and writes (the ledger's state changes, the
+// analytics' last message and its transaction, a second commit with its
+// own fdatasync) competed with those answers for the CPU. Waiting a little
+// moves them out of that window.
+const wakeSettle = 20 * time.Millisecond
 
 func (f *Follower) run(ctx context.Context) {
 	tick := time.NewTicker(f.interval)
@@ -146,7 +155,7 @@ func (f *Follower) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-f.wake:
-			if wait := wakeGap - time.Since(last); wait > 0 {
+			if wait := max(wakeGap-time.Since(last), wakeSettle); wait > 0 {
 				gap.Reset(wait)
 				select {
 				case <-ctx.Done():

@@ -156,3 +156,28 @@ func TestBurstSharesRounds(t *testing.T) {
 		t.Errorf("%d rounds for %d wake-ups, each an event: want them to share rounds", n, events)
 	}
 }
+
+// TestLoneWakeUpSettles: the round a lone wake-up asks for starts no
+// sooner than wakeSettle after it, out of the way of the long-polls the
+// same send woke (a lower bound, which no load can break).
+func TestLoneWakeUpSettles(t *testing.T) {
+	rounds := make(chan time.Time, 10)
+	f := New("test", time.Hour, slog.New(slog.DiscardHandler), func(context.Context) (bool, error) {
+		rounds <- time.Now()
+		return false, nil
+	})
+	f.Start()
+	defer f.Close()
+	<-rounds            // the round at start
+	time.Sleep(wakeGap) // the next wake-up is a lone one
+	woke := time.Now()
+	f.Wake()
+	select {
+	case at := <-rounds:
+		if at.Sub(woke) < wakeSettle {
+			t.Fatalf("round %v after its wake-up, want at least %v", at.Sub(woke), wakeSettle)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no round within 5 s of a wake-up")
+	}
+}
