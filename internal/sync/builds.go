@@ -83,31 +83,45 @@ func (b *builds) do(ctx context.Context, key buildKey, wake <-chan struct{}, bui
 	}
 }
 
-// join is do for a caller that does not wait: then runs with the build
-// once it is done, on the goroutine that ran it (or on the caller's, if
-// it is done already), and must not block.
-func (b *builds) join(ctx context.Context, key buildKey, wake <-chan struct{}, build func(context.Context) (*Response, error), then func(*flight)) {
+// joinHere is do for a caller that does not wait and whose goroutine may
+// run the build itself (a parked long-poll's resume, on a goroutine that
+// ends when its queue is empty, so the stack the build grows is not
+// kept). When no build for key began after wake, it runs one on the
+// caller's goroutine and returns it, done: no hop to a build goroutine
+// and back. When one did (it is still running), then runs with it once
+// it is done, on the goroutine that runs it (then must not block), and
+// joinHere returns nil.
+func (b *builds) joinHere(ctx context.Context, key buildKey, wake <-chan struct{}, build func(context.Context) (*Response, error), then func(*flight)) *flight {
 	b.mu.Lock()
-	f := b.flight(ctx, key, wake, build)
-	select {
-	case <-f.done:
-		b.mu.Unlock()
-		then(f)
-	default:
+	if f := b.inFlight[key]; f != nil && f.wake == wake {
+		// Still running: a build leaves inFlight before it is done.
+		f.users++
 		f.then = append(f.then, then)
 		b.mu.Unlock()
+		return nil
 	}
+	f := b.start(key, wake)
+	b.mu.Unlock()
+	b.run(context.WithoutCancel(ctx), key, f, build)
+	return f
 }
 
 // flight returns the build to join, starting it if needed; b.mu is held.
 func (b *builds) flight(ctx context.Context, key buildKey, wake <-chan struct{}, build func(context.Context) (*Response, error)) *flight {
 	f := b.inFlight[key]
 	if f == nil || f.wake != wake {
-		f = &flight{wake: wake, done: make(chan struct{})}
-		b.inFlight[key] = f
+		f = b.start(key, wake)
 		go b.run(context.WithoutCancel(ctx), key, f, build)
+		return f
 	}
 	f.users++
+	return f
+}
+
+// start records a new build for key with its first user; b.mu is held.
+func (b *builds) start(key buildKey, wake <-chan struct{}) *flight {
+	f := &flight{wake: wake, done: make(chan struct{}), users: 1}
+	b.inFlight[key] = f
 	return f
 }
 

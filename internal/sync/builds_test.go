@@ -3,6 +3,7 @@ package sync
 import (
 	"context"
 	"encoding/json"
+	"runtime"
 	"strings"
 	gosync "sync"
 	"sync/atomic"
@@ -89,5 +90,54 @@ func TestBuildsPanicIsAnError(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "panic: boom") {
 		t.Fatalf("a panicking build answered %v, want its panic as the error", err)
+	}
+}
+
+// TestJoinHere checks that a parked long-poll's resume runs a build of its
+// own on its own goroutine (the build is done when joinHere returns, and
+// the callback is not used), joins a build in flight for the same request
+// (one build, the callback run when it is done).
+func TestJoinHere(t *testing.T) {
+	b := newBuilds()
+	key := buildKey{user: "@a:x", device: "D", since: Token{Pos: 7}}
+	var runs atomic.Int32
+	release := make(chan struct{})
+	build := func(context.Context) (*Response, error) {
+		runs.Add(1)
+		<-release
+		return &Response{NextBatch: "s8_0", news: true}, nil
+	}
+	never := func(*flight) { t.Error("callback run for a build joinHere ran itself") }
+
+	close(release)
+	f := b.joinHere(context.Background(), key, make(chan struct{}), build, never)
+	if f == nil || runs.Load() != 1 || f.resp.NextBatch != "s8_0" {
+		t.Fatalf("joinHere with no build in flight returned %v after %d builds, want its own finished build", f, runs.Load())
+	}
+	select {
+	case <-f.done:
+	default:
+		t.Fatal("the build joinHere ran is not done")
+	}
+
+	// A build in flight (a waiting handler's) is joined, not run again.
+	release = make(chan struct{})
+	wake := make(chan struct{})
+	handler := make(chan *flight)
+	go func() {
+		f, _ := b.do(context.Background(), key, wake, build)
+		handler <- f
+	}()
+	for runs.Load() != 2 {
+		runtime.Gosched() // wait for the handler's build to start
+	}
+	joined := make(chan *flight, 1)
+	if f := b.joinHere(context.Background(), key, wake, build, func(f *flight) { joined <- f }); f != nil {
+		t.Fatal("joinHere returned a build still in flight")
+	}
+	close(release)
+	fh, fj := <-handler, <-joined
+	if fh != fj || fj.users != 2 || runs.Load() != 2 {
+		t.Fatalf("joined build %p (users %d), handler's %p, %d builds: want one shared build", fj, fj.users, fh, runs.Load())
 	}
 }

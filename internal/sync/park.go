@@ -17,10 +17,11 @@ import (
 // A /sync long-poll that has to wait is parked where it can be
 // (httppark): its connection leaves net/http, the handler's goroutine
 // returns, and a parkedSync waits in the Notifier (OnWake) and on a
-// timer for its deadline. When woken it joins the build of its request
-// (shared with identical ones, as a waiting handler would), and when
-// that has news or the deadline has passed, the answer is written by one
-// of a few goroutines (resumes); otherwise it waits again. A long-poll
+// timer for its deadline. When woken, one of a few goroutines (resumes)
+// builds its answer and writes it, or joins the build of an identical
+// request in flight (as a waiting handler would) and writes the answer on
+// a resumes goroutine once that is done; an answer without news before
+// the deadline is not written, and the long-poll waits again. A long-poll
 // that cannot be parked waits on its handler's goroutine as before.
 
 // parkedSync is a parked /sync long-poll.
@@ -154,12 +155,18 @@ func (p *parkedSync) gone() {
 	p.s.waiting.Add(-1)
 }
 
-// resume builds the answer again, from a fresh notifier channel.
+// resume builds the answer again, from a fresh notifier channel. It runs
+// on a resumes goroutine, which builds and answers itself unless a build
+// for the same request is in flight: then the answer is queued for when
+// that is done.
 func (p *parkedSync) resume() {
 	ch := p.s.Notifier.Channel(p.user)
-	p.s.builds.join(context.Background(), p.key, ch, p.build, func(f *flight) {
+	f := p.s.builds.joinHere(context.Background(), p.key, ch, p.build, func(f *flight) {
 		p.s.resumes.add(func() { p.decide(f, ch) })
 	})
+	if f != nil {
+		p.decide(f, ch)
+	}
 }
 
 // decide answers with f if it has news or the deadline has passed, and
