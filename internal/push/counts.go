@@ -271,8 +271,10 @@ func (s *Service) evaluateRoster(ctx context.Context, o *eventOutcome, r *roster
 		s.log.Warn("push rules: unreadable event", "event_id", ev.ID, "err", err)
 		return false
 	}
+	x.roster = r
 	if s.opts.DisplayName == nil {
-		x.ownName = func() string { return r.name(s, info, x.member) }
+		x.rosterName = func(i int) string { return r.name(s, info, i) }
+		x.ownName = func() string { return x.rosterName(x.member) }
 	}
 	o.hits = make([]hit, 0, len(r.members)+1)
 	var plan *defaultPlan // the members with unchanged rules share it
@@ -286,6 +288,7 @@ func (s *Service) evaluateRoster(ctx context.Context, o *eventOutcome, r *roster
 	}
 	if invited != "" && !s.ignores(ctx, invited, ev.Sender) {
 		x.ownName = nil // not a member yet: their name is read from the state
+		x.member = -1
 		o.addHit(invited, s.decideUser(x, &plan, invited))
 	}
 	return true

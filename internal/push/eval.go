@@ -419,7 +419,11 @@ type evalCtx struct {
 	user id.UserID
 	// member is the index of user in the room's roster, when ownName
 	// is set: it returns the member's display name from the roster.
+	// roster is set for the members of a roster (member is -1 for
+	// another user), rosterName when ownName reads the roster's names.
 	member      int
+	roster      *roster
+	rosterName  func(i int) string
 	ownName     func() string
 	displayName func(user id.UserID) string
 	powerLevels func() *event.PowerLevelsEventContent

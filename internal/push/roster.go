@@ -31,6 +31,9 @@ type roster struct {
 
 	namesOnce sync.Once
 	names     []string // parallels members
+
+	// index finds members from an event's body (memberfilter.go).
+	index rosterIndex
 }
 
 // rosterMember is one local joined member.

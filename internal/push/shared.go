@@ -33,6 +33,12 @@ type templateRule struct {
 	// own are the indices, in the rule's Conditions, of those that
 	// depend on the member.
 	own []int
+	// filter says how a big room's members the rule may match are found
+	// from the body (memberfilter.go).
+	filter memberFilterKind
+	// lists are the keys of its own event_property_contains conditions:
+	// with no list at one of them, the rule matches no one.
+	lists []string
 }
 
 // defaultTemplate is the predefined ruleset compiled once for the
@@ -66,6 +72,7 @@ func newDefaultTemplate(s *Service) *defaultTemplate {
 		for i, r := range list {
 			tr := templateRuleOf(r, b.lists[k][i])
 			if tr.perMember {
+				tr.filter, tr.lists = filterKindOf(r, tr.own)
 				tr.member = len(t.perMember)
 				t.perMember = append(t.perMember, ruleRef{k, i})
 			}
@@ -145,7 +152,10 @@ func compileMemberRule(k Kind, r *Rule, own []int) *compiledRule {
 // order, then the first rule that matches whoever the member is (nil when
 // none does).
 type defaultPlan struct {
-	steps    []int
+	steps []int
+	// filters parallels steps: the roster members the step's rule may
+	// match, nil for all (see memberfilter.go).
+	filters  []memberSet
 	fallback *compiledRule
 }
 
@@ -165,6 +175,7 @@ func (t *defaultTemplate) plan(x *evalCtx) *defaultPlan {
 			}
 			if tr.mayMatch(r, x) {
 				p.steps = append(p.steps, tr.member)
+				p.filters = append(p.filters, x.memberFilter(tr.member, tr.filter))
 			}
 		}
 	}
@@ -183,6 +194,13 @@ func (tr templateRule) mayMatch(r *compiledRule, x *evalCtx) bool {
 			return false
 		}
 	}
+	for _, key := range tr.lists {
+		if val, ok := x.property(key); !ok {
+			return false
+		} else if list, ok := val.([]any); !ok || len(list) == 0 {
+			return false
+		}
+	}
 	return true
 }
 
@@ -190,7 +208,10 @@ func (tr templateRule) mayMatch(r *compiledRule, x *evalCtx) bool {
 // per-member rules are mr (x.user set to them): the first step that
 // matches, else the plan's fallback.
 func (p *defaultPlan) match(mr memberRules, x *evalCtx) *compiledRule {
-	for _, j := range p.steps {
+	for k, j := range p.steps {
+		if f := p.filters[k]; f != nil && x.member >= 0 && !f.has(x.member) {
+			continue
+		}
 		if r := mr[j]; r.matches(x) {
 			return r
 		}
