@@ -263,17 +263,28 @@ func (s *Service) loadReceipts(ctx context.Context, where string, args ...any) (
 	return out, rs.Err()
 }
 
+// maxRoomsPerQuery bounds the rooms of one query's IN list.
+const maxRoomsPerQuery = 500
+
 // fillReceipts adds one m.receipt event per joined room: every receipt on
 // full syncs and for rooms joined since the token, otherwise the receipts
 // that changed after it. Private receipts are only shown to their owner.
 func (s *Service) fillReceipts(ctx context.Context, req *sync.Request, resp *sync.Response) error {
 	var rows []receiptRow
 	if req.FullState {
+		// A few queries for all the rooms, not one per room: a user may be
+		// in thousands.
+		var rooms []any
 		for _, roomID := range req.Joined {
-			if !ephemeralAllowed(req, roomID, "m.receipt") {
-				continue
+			if ephemeralAllowed(req, roomID, "m.receipt") {
+				rooms = append(rooms, roomID)
 			}
-			rs, err := s.loadReceipts(ctx, "WHERE room_id = $1 AND pos <= $2", roomID, req.To.Pos)
+		}
+		for len(rooms) > 0 {
+			part := rooms[:min(len(rooms), maxRoomsPerQuery)]
+			rooms = rooms[len(part):]
+			rs, err := s.loadReceipts(ctx, "WHERE pos <= $1 AND room_id IN ("+storage.Placeholders(2, len(part))+")",
+				append([]any{req.To.Pos}, part...)...)
 			if err != nil {
 				return err
 			}

@@ -29,3 +29,14 @@ func TestInlineLimit(t *testing.T) {
 		t.Errorf("PostgreSQL queries must be left alone: %q", q)
 	}
 }
+
+func TestPlaceholders(t *testing.T) {
+	for _, tc := range []struct {
+		start, n int
+		want     string
+	}{{1, 0, ""}, {1, 1, "$1"}, {2, 3, "$2, $3, $4"}, {9, 2, "$9, $10"}} {
+		if got := Placeholders(tc.start, tc.n); got != tc.want {
+			t.Errorf("Placeholders(%d, %d) = %q, want %q", tc.start, tc.n, got, tc.want)
+		}
+	}
+}

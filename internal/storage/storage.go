@@ -292,6 +292,20 @@ func (db *DB) rewrite(q string) string {
 	return out
 }
 
+// Placeholders returns n query placeholders numbered from start, for an
+// IN list: "$2, $3, $4" for Placeholders(2, 3).
+func Placeholders(start, n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('$')
+		b.WriteString(strconv.Itoa(start + i))
+	}
+	return b.String()
+}
+
 // maxCachedStmts bounds each statement cache; queries built with a
 // variable number of placeholders beyond it are simply not cached.
 const maxCachedStmts = 1024
