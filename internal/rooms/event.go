@@ -144,12 +144,30 @@ func (e *Event) Client(opts ClientOptions) *ClientEvent {
 		unsigned["transaction_id"] = e.TxnID
 	}
 	if opts.Membership != "" {
-		unsigned["membership"] = opts.Membership
+		unsigned["membership"] = boxMembership(opts.Membership)
 	}
 	if len(unsigned) > 0 {
 		ce.Unsigned = unsigned
 	}
 	return ce
+}
+
+// boxMembership returns m as an interface value without allocating for
+// the spec's memberships, which every timeline event of a sync carries.
+func boxMembership(m string) any {
+	switch m {
+	case "join":
+		return "join"
+	case "leave":
+		return "leave"
+	case "invite":
+		return "invite"
+	case "ban":
+		return "ban"
+	case "knock":
+		return "knock"
+	}
+	return m
 }
 
 // MarshalJSONTo writes ce as its struct tags say, under the encoder's
