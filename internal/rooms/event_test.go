@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	jsonv2 "encoding/json/v2"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 	"time"
 
@@ -248,24 +249,31 @@ func TestClientEventMarshalMatchesReflection(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	strs := []string{"", "a", "<b>&amp;</b>", "é\u2028ü", "\"quoted\\\"", "\x00\x1f", "\xff\xfe", "😀", "@u:example.org"}
 	raws := []string{`{}`, `{"body":"<p>hi & bye</p>"}`, `{ "a" : [1, 2.50, true, null] , "b":"\u00e9\u2029"}`, `{"nested":{"k":"v"}}`, `"s"`, `null`}
+	plain := []string{"", "a", "@u:example.org", "m.room.message", "$ev_-/+=:x.y"}
 	pick := func(xs []string) string { return xs[rng.IntN(len(xs))] }
+	pickStr := func() string {
+		if rng.IntN(10) < 8 {
+			return pick(plain) // most events take the shortcut for plain strings
+		}
+		return pick(strs)
+	}
 	for i := range 2000 {
 		ce := &ClientEvent{
 			Content:        json.RawMessage(pick(raws)),
-			EventID:        id.EventID("$" + pick(strs)),
+			EventID:        id.EventID("$" + pickStr()),
 			OriginServerTS: rng.Int64N(1 << 42),
-			Sender:         id.UserID(pick(strs)),
-			Type:           pick(strs),
+			Sender:         id.UserID(pickStr()),
+			Type:           pickStr(),
 		}
 		if rng.IntN(2) == 0 {
-			ce.RoomID = id.RoomID(pick(strs))
+			ce.RoomID = id.RoomID(pickStr())
 		}
 		if rng.IntN(2) == 0 {
-			sk := pick(strs)
+			sk := pickStr()
 			ce.StateKey = &sk
 		}
 		if rng.IntN(3) == 0 {
-			ce.Redacts = id.EventID(pick(strs))
+			ce.Redacts = id.EventID(pickStr())
 		}
 		if rng.IntN(5) == 0 {
 			ce.Content = nil
@@ -278,13 +286,13 @@ func TestClientEventMarshalMatchesReflection(t *testing.T) {
 				case 0:
 					ce.Unsigned[k] = rng.Int64N(1<<40) - 5
 				case 1:
-					ce.Unsigned[k] = pick(strs)
+					ce.Unsigned[k] = pickStr()
 				case 2:
 					ce.Unsigned[k] = json.RawMessage(pick(raws))
 				case 3:
 					ce.Unsigned[k] = map[string]any{"m.replace": &ClientEvent{Content: json.RawMessage(pick(raws)), EventID: "$e", Unsigned: map[string]any{"age": int64(3)}}}
 				case 4:
-					ce.Unsigned[k] = id.EventID(pick(strs))
+					ce.Unsigned[k] = id.EventID(pickStr())
 				default:
 					ce.Unsigned[k] = json.RawMessage(nil)
 				}
@@ -307,6 +315,31 @@ func TestClientEventMarshalMatchesReflection(t *testing.T) {
 		}
 		if want := "[" + string(want) + "]"; string(got2) != want {
 			t.Fatalf("event %d (v2 with v1 options):\n got %s\nwant %s", i, got2, want)
+		}
+	}
+}
+
+// BenchmarkClientEventMarshal encodes the client events of a sync
+// timeline under the HTTP layer's options.
+func BenchmarkClientEventMarshal(b *testing.B) {
+	sk := ""
+	evs := make([]any, 100)
+	for i := range evs {
+		ce := &ClientEvent{
+			Content: json.RawMessage(`{"msgtype":"m.text","body":"message ` + strconv.Itoa(i) + `"}`),
+			EventID: "$Rqnc-F-dvnEYJTyHq_iKxU2bZ1CI92-kuZq3a5lr5Zg", OriginServerTS: 1700000000000 + int64(i),
+			Sender: "@bench:localhost", Type: "m.room.message",
+			Unsigned: map[string]any{"age": int64(1234), "membership": "join"},
+		}
+		if i%2 == 0 {
+			ce.StateKey, ce.Type = &sk, "m.room.name"
+		}
+		evs[i] = ce
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := jsonv2.Marshal(evs, json.DefaultOptionsV1()); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
