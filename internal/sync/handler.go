@@ -565,7 +565,7 @@ func (s *Service) timeline(ctx context.Context, req *Request, roomID id.RoomID, 
 			limited = false // nothing older is visible either
 		}
 	}
-	tl := &Timeline{Events: []any{}, Limited: limited}
+	tl := &Timeline{Events: []*rooms.ClientEvent{}, Limited: limited}
 	for _, ev := range evs {
 		if !tf.AllowsEvent(ev) {
 			continue

@@ -16,6 +16,7 @@ import (
 
 	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/rooms"
 )
 
 // SlidingPath is the simplified sliding sync endpoint (MSC4186, under its
@@ -289,22 +290,22 @@ type SlidingRoom struct {
 	// ExpandedTimeline marks a timeline that repeats events sent before,
 	// because the room's timeline_limit grew; UnstableExpandedTimeline is
 	// the name clients read today.
-	ExpandedTimeline         bool     `json:"expanded_timeline,omitempty"`
-	UnstableExpandedTimeline bool     `json:"unstable_expanded_timeline,omitempty"`
-	RequiredState            []any    `json:"required_state,omitempty"`
-	Timeline                 []any    `json:"timeline,omitempty"`
-	PrevBatch                string   `json:"prev_batch,omitempty"`
-	Limited                  bool     `json:"limited,omitempty"`
-	NumLive                  *int     `json:"num_live,omitempty"`
-	JoinedCount              *int     `json:"joined_count,omitempty"`
-	InvitedCount             *int     `json:"invited_count,omitempty"`
-	NotificationCount        int      `json:"notification_count"`
-	HighlightCount           int      `json:"highlight_count"`
-	BumpStamp                int64    `json:"bump_stamp,omitempty"`
-	Membership               string   `json:"membership,omitempty"`
-	Lists                    []string `json:"lists,omitempty"`
-	InviteState              []any    `json:"invite_state,omitempty"`
-	KnockState               []any    `json:"knock_state,omitempty"`
+	ExpandedTimeline         bool                 `json:"expanded_timeline,omitempty"`
+	UnstableExpandedTimeline bool                 `json:"unstable_expanded_timeline,omitempty"`
+	RequiredState            []any                `json:"required_state,omitempty"`
+	Timeline                 []*rooms.ClientEvent `json:"timeline,omitempty"`
+	PrevBatch                string               `json:"prev_batch,omitempty"`
+	Limited                  bool                 `json:"limited,omitempty"`
+	NumLive                  *int                 `json:"num_live,omitempty"`
+	JoinedCount              *int                 `json:"joined_count,omitempty"`
+	InvitedCount             *int                 `json:"invited_count,omitempty"`
+	NotificationCount        int                  `json:"notification_count"`
+	HighlightCount           int                  `json:"highlight_count"`
+	BumpStamp                int64                `json:"bump_stamp,omitempty"`
+	Membership               string               `json:"membership,omitempty"`
+	Lists                    []string             `json:"lists,omitempty"`
+	InviteState              []any                `json:"invite_state,omitempty"`
+	KnockState               []any                `json:"knock_state,omitempty"`
 }
 
 // SlidingHero is a member that clients may name a room after.

@@ -59,11 +59,12 @@ func (e *Events) Add(ev any) { e.Events = append(e.Events, ev) }
 // Empty reports whether the list has no events.
 func (e *Events) Empty() bool { return e == nil || len(e.Events) == 0 }
 
-// Timeline is a room's timeline section.
+// Timeline is a room's timeline section. Its events are typed, not any,
+// so that encoding thousands of them allocates nothing for each.
 type Timeline struct {
-	Events    []any  `json:"events"`
-	Limited   bool   `json:"limited"`
-	PrevBatch string `json:"prev_batch,omitempty"`
+	Events    []*rooms.ClientEvent `json:"events"`
+	Limited   bool                 `json:"limited"`
+	PrevBatch string               `json:"prev_batch,omitempty"`
 }
 
 // Counts are unread notification counts.
