@@ -48,22 +48,22 @@ type bodyIndex struct {
 // mayHaveWord reports whether the ASCII word, lowercased, may match body
 // as containsWord matches it: false only when it cannot.
 func (x *evalCtx) mayHaveWord(body, lowerWord string) bool {
-	bi := x.bodyIndexed(body)
-	if bi == nil || bi.words == nil {
-		return true
-	}
-	_, ok := bi.words[lowerWord]
-	return ok
+	return mayHave(x.bodyIndexed(body), lowerWord, func(bi *bodyIndex) map[string]struct{} { return bi.words })
 }
 
 // mayHaveName reports whether mautrix's contains_display_name may match
 // name in body: false only when it cannot.
 func (x *evalCtx) mayHaveName(body, name string) bool {
-	bi := x.bodyIndexed(body)
-	if bi == nil || bi.names == nil {
+	return mayHave(x.bodyIndexed(body), name, func(bi *bodyIndex) map[string]struct{} { return bi.names })
+}
+
+// mayHave reports whether the set of an index that set picks holds s;
+// true without an index or a set.
+func mayHave(bi *bodyIndex, s string, set func(*bodyIndex) map[string]struct{}) bool {
+	if bi == nil || set(bi) == nil {
 		return true
 	}
-	_, ok := bi.names[name]
+	_, ok := set(bi)[s]
 	return ok
 }
 

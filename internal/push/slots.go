@@ -2,6 +2,7 @@ package push
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strconv"
 	"strings"
@@ -109,25 +110,9 @@ func (s *Service) numberHits(ctx context.Context, tx *storage.Tx, roomID id.Room
 	}
 	// The numbers after those the table has: all of the room's when the
 	// table has none of it yet.
-	rows, err := tx.Query(ctx, "SELECT idx, user_id FROM push_room_users WHERE room_id = $1 AND idx >= $2 ORDER BY idx", roomID, first)
+	added, err := scanSlots(roomID, first)(tx.Query(ctx, slotsQuery, roomID, first))
 	if err != nil {
-		return nil, fmt.Errorf("read notified users: %w", err)
-	}
-	var added []id.UserID
-	err = scanRows(rows, func() error {
-		var n int
-		var u id.UserID
-		if err := rows.Scan(&n, &u); err != nil {
-			return err
-		}
-		if n != first+len(added) {
-			return fmt.Errorf("room %s: user number %d out of sequence", roomID, n)
-		}
-		added = append(added, u)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read notified users: %w", err)
+		return nil, err
 	}
 	tail := make(map[id.UserID]int, len(added))
 	for i, u := range added {
@@ -155,6 +140,36 @@ func (s *Service) numberHits(ctx context.Context, tx *storage.Tx, roomID id.Room
 	}
 	tx.AfterCommit(func() { t.publish(roomID, gen, first, added) })
 	return out, nil
+}
+
+// slotsQuery reads a room's numbered users from a number on.
+const slotsQuery = "SELECT idx, user_id FROM push_room_users WHERE room_id = $1 AND idx >= $2 ORDER BY idx"
+
+// scanSlots returns a function that reads the result of slotsQuery from
+// number first on: the users in number order.
+func scanSlots(roomID id.RoomID, first int) func(*sql.Rows, error) ([]id.UserID, error) {
+	return func(rows *sql.Rows, err error) ([]id.UserID, error) {
+		if err != nil {
+			return nil, fmt.Errorf("read notified users: %w", err)
+		}
+		var users []id.UserID
+		err = scanRows(rows, func() error {
+			var n int
+			var u id.UserID
+			if err := rows.Scan(&n, &u); err != nil {
+				return err
+			}
+			if n != first+len(users) {
+				return fmt.Errorf("room %s: user number %d out of sequence", roomID, n)
+			}
+			users = append(users, u)
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("read notified users: %w", err)
+		}
+		return users, nil
+	}
 }
 
 // slotRowsPerInsert bounds the rows of one INSERT of insertSlots (three
@@ -236,25 +251,9 @@ func (s *Service) userOf(ctx context.Context, roomID id.RoomID, n int) (id.UserI
 		return u, nil
 	}
 	t.mu.Unlock()
-	rows, err := s.db.Query(ctx, "SELECT idx, user_id FROM push_room_users WHERE room_id = $1 ORDER BY idx", roomID)
+	users, err := scanSlots(roomID, 0)(s.db.Query(ctx, slotsQuery, roomID, 0))
 	if err != nil {
-		return "", fmt.Errorf("read notified users: %w", err)
-	}
-	var users []id.UserID
-	err = scanRows(rows, func() error {
-		var i int
-		var u id.UserID
-		if err := rows.Scan(&i, &u); err != nil {
-			return err
-		}
-		if i != len(users) {
-			return fmt.Errorf("room %s: user number %d out of sequence", roomID, i)
-		}
-		users = append(users, u)
-		return nil
-	})
-	if err != nil {
-		return "", fmt.Errorf("read notified users: %w", err)
+		return "", err
 	}
 	t.publish(roomID, gen, 0, users)
 	if n >= len(users) {
