@@ -22,13 +22,14 @@ import (
 // taken, so the shared answer is as new as one built for the request
 // alone.
 //
-// Builds run on their own goroutines, never on the connection's: a build
-// reaches deep into the database driver, and the stack it grows would
-// stay with the connection's goroutine for as long as the long-poll then
-// waits (stacks shrink only at garbage collection). A waiting /sync thus
-// holds a small stack, and at most maxBuilds builds run at once, so
-// 10,000 long-polls woken together queue for the CPU instead of all
-// holding half-built responses.
+// Builds run on the workers of a workQueue, never on the connection's
+// goroutine: a build reaches deep into the database driver, and the
+// stack it grows would stay with the connection's goroutine for as long
+// as the long-poll then waits (stacks shrink only at garbage
+// collection); nor on a goroutine of its own, which would grow its stack
+// again for each build. A waiting /sync thus holds a small stack, and at
+// most maxBuilds builds run at once, so 10,000 long-polls woken together
+// queue for the CPU instead of all holding half-built responses.
 
 // buildKey is what a /sync response depends on besides the moment it is
 // built.
@@ -57,24 +58,29 @@ type flight struct {
 type builds struct {
 	mu       gosync.Mutex
 	inFlight map[buildKey]*flight
-	slots    chan struct{}
+	workers  *workQueue // runs the builds do starts
 }
 
-// maxBuilds bounds the /sync builds that run at once.
+// maxBuilds bounds the /sync builds that run at once: the workers of
+// the Service's workQueue.
 var maxBuilds = max(16, 4*runtime.GOMAXPROCS(0))
 
-func newBuilds() *builds {
-	return &builds{inFlight: map[buildKey]*flight{}, slots: make(chan struct{}, maxBuilds)}
+func newBuilds(workers *workQueue) *builds {
+	return &builds{inFlight: map[buildKey]*flight{}, workers: workers}
 }
 
-// do returns the build for key that began after wake was taken, starting
-// one with build if none is in flight. The build runs to its end even if
-// ctx ends first (other requests may share it); do then returns ctx's
-// error.
+// do returns the build for key that began after wake was taken,
+// starting one with build on a worker if none is in flight. The build
+// runs to its end even if ctx ends first (other requests may share it);
+// do then returns ctx's error. It must not be called from a worker.
 func (b *builds) do(ctx context.Context, key buildKey, wake <-chan struct{}, build func(context.Context) (*Response, error)) (*flight, error) {
 	b.mu.Lock()
-	f := b.flight(ctx, key, wake, build)
+	f, start := b.flight(key, wake)
 	b.mu.Unlock()
+	if start {
+		ctx := context.WithoutCancel(ctx)
+		b.workers.add(func() { b.run(ctx, key, f, build) })
+	}
 	select {
 	case <-f.done:
 		return f, f.err
@@ -84,13 +90,12 @@ func (b *builds) do(ctx context.Context, key buildKey, wake <-chan struct{}, bui
 }
 
 // joinHere is do for a caller that does not wait and whose goroutine may
-// run the build itself (a parked long-poll's resume, on a goroutine that
-// ends when its queue is empty, so the stack the build grows is not
-// kept). When no build for key began after wake, it runs one on the
-// caller's goroutine and returns it, done: no hop to a build goroutine
-// and back. When one did (it is still running), then runs with it once
-// it is done, on the goroutine that runs it (then must not block), and
-// joinHere returns nil.
+// run the build itself (a parked long-poll's resume, on a worker, whose
+// stack stays grown for the next build). When no build for key began
+// after wake, it runs one on the caller's goroutine and returns it,
+// done: no hop to another goroutine and back. When one did (it is still
+// running), then runs with it once it is done, on the goroutine that
+// runs it (then must not block), and joinHere returns nil.
 func (b *builds) joinHere(ctx context.Context, key buildKey, wake <-chan struct{}, build func(context.Context) (*Response, error), then func(*flight)) *flight {
 	b.mu.Lock()
 	if f := b.inFlight[key]; f != nil && f.wake == wake {
@@ -106,16 +111,15 @@ func (b *builds) joinHere(ctx context.Context, key buildKey, wake <-chan struct{
 	return f
 }
 
-// flight returns the build to join, starting it if needed; b.mu is held.
-func (b *builds) flight(ctx context.Context, key buildKey, wake <-chan struct{}, build func(context.Context) (*Response, error)) *flight {
-	f := b.inFlight[key]
+// flight returns the build to join, and whether the caller must run it;
+// b.mu is held.
+func (b *builds) flight(key buildKey, wake <-chan struct{}) (f *flight, start bool) {
+	f = b.inFlight[key]
 	if f == nil || f.wake != wake {
-		f = b.start(key, wake)
-		go b.run(context.WithoutCancel(ctx), key, f, build)
-		return f
+		return b.start(key, wake), true
 	}
 	f.users++
-	return f
+	return f, false
 }
 
 // start records a new build for key with its first user; b.mu is held.
@@ -126,9 +130,7 @@ func (b *builds) start(key buildKey, wake <-chan struct{}) *flight {
 }
 
 func (b *builds) run(ctx context.Context, key buildKey, f *flight, build func(context.Context) (*Response, error)) {
-	b.slots <- struct{}{}
 	resp, err := recovered(func() (*Response, error) { return build(ctx) })
-	<-b.slots
 	f.resp, f.err = resp, err
 	f.encoded = gosync.OnceValues(func() ([]byte, error) {
 		return jsonv2.Marshal(resp, json.DefaultOptionsV1())
@@ -158,22 +160,6 @@ func (f *flight) answer() (any, error) {
 		return nil, err
 	}
 	return json.RawMessage(b), nil
-}
-
-// offStack runs fn on a goroutine of its own and waits for it, so that the
-// stack fn grows is not kept by the caller's goroutine (see builds).
-func offStack[T any](fn func() (T, error)) (T, error) {
-	type result struct {
-		v   T
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		v, err := recovered(fn)
-		ch <- result{v, err}
-	}()
-	r := <-ch
-	return r.v, r.err
 }
 
 // recovered runs fn and turns a panic into an error (with the stack), as

@@ -15,7 +15,7 @@ import (
 // request whose channel is newer (it was woken after the build began) gets
 // a build of its own.
 func TestBuildsShareOneBuild(t *testing.T) {
-	b := newBuilds()
+	b := newBuilds(newWorkQueue(maxBuilds))
 	key := buildKey{user: "@a:x", device: "D", since: Token{Pos: 7}}
 	release := make(chan struct{})
 	var runs atomic.Int32
@@ -84,7 +84,7 @@ func TestBuildsShareOneBuild(t *testing.T) {
 // TestBuildsPanicIsAnError checks that a build that panics on its own
 // goroutine fails its requests instead of ending the process.
 func TestBuildsPanicIsAnError(t *testing.T) {
-	b := newBuilds()
+	b := newBuilds(newWorkQueue(maxBuilds))
 	_, err := b.do(context.Background(), buildKey{user: "@a:x"}, make(chan struct{}), func(context.Context) (*Response, error) {
 		panic("boom")
 	})
@@ -98,7 +98,7 @@ func TestBuildsPanicIsAnError(t *testing.T) {
 // the callback is not used), joins a build in flight for the same request
 // (one build, the callback run when it is done).
 func TestJoinHere(t *testing.T) {
-	b := newBuilds()
+	b := newBuilds(newWorkQueue(maxBuilds))
 	key := buildKey{user: "@a:x", device: "D", since: Token{Pos: 7}}
 	var runs atomic.Int32
 	release := make(chan struct{})

@@ -64,7 +64,7 @@ type Service struct {
 	ThreadSubscriptions func(ctx context.Context, user id.UserID, from, to int64, limit int) (ThreadSubscriptionChanges, error)
 
 	builds  *builds    // /sync builds shared by identical requests
-	resumes *workQueue // parked long-polls woken or timed out (park.go)
+	workers *workQueue // builds, parked long-polls' answers (park.go) and other deep work of /sync
 	conns   connStore  // sliding sync connections
 	bumps   bumpStamps // sliding sync's room order
 	// slidingFromScratch makes every sliding sync response build its room
@@ -83,8 +83,9 @@ type Service struct {
 // event there is visible (on the database writer, see
 // rooms.Engine.OnVisible), not once the sender has heard of the commit.
 func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Engine) *Service {
-	s := &Service{db: db, log: log, accounts: acc, rooms: eng, Notifier: NewNotifier(), builds: newBuilds(),
-		resumes: &workQueue{max: maxBuilds}}
+	workers := newWorkQueue(maxBuilds)
+	s := &Service{db: db, log: log, accounts: acc, rooms: eng, Notifier: NewNotifier(), builds: newBuilds(workers),
+		workers: workers}
 	eng.OnVisible = append(eng.OnVisible, s.onEvent)
 	eng.OnStateComplete = append(eng.OnStateComplete, func(_ id.RoomID, local []id.UserID) {
 		s.Notifier.Wake(local...)
@@ -161,7 +162,7 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request, sess *accou
 		return nil, err
 	}
 	filterParam := q.Get("filter")
-	filter, err := offStack(func() (*Filter, error) { return s.resolveFilter(r.Context(), sess.UserID, filterParam) })
+	filter, err := onWorker(s.workers, func() (*Filter, error) { return s.resolveFilter(r.Context(), sess.UserID, filterParam) })
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +180,7 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request, sess *accou
 	}
 	if s.OnSync != nil {
 		setPresence := q.Get("set_presence")
-		offStack(func() (struct{}, error) { s.OnSync(sess.UserID, setPresence); return struct{}{}, nil })
+		onWorker(s.workers, func() (struct{}, error) { s.OnSync(sess.UserID, setPresence); return struct{}{}, nil })
 	}
 	ctx := r.Context()
 	deadline := time.Now().Add(timeout)

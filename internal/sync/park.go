@@ -17,11 +17,11 @@ import (
 // A /sync long-poll that has to wait is parked where it can be
 // (httppark): its connection leaves net/http, the handler's goroutine
 // returns, and a parkedSync waits in the Notifier (OnWake) and on a
-// timer for its deadline. When woken, one of a few goroutines (resumes)
+// timer for its deadline. When woken, one of the Service's workers
 // builds its answer and writes it, or joins the build of an identical
 // request in flight (as a waiting handler would) and writes the answer on
-// a resumes goroutine once that is done; an answer without news before
-// the deadline is not written, and the long-poll waits again. A long-poll
+// a worker once that is done; an answer without news before the deadline
+// is not written, and the long-poll waits again. A long-poll
 // that cannot be parked waits on its handler's goroutine as before.
 
 // parkedSync is a parked /sync long-poll.
@@ -80,7 +80,7 @@ func (p *parkedSync) wait(ch <-chan struct{}) {
 	}
 	if !time.Now().Before(p.deadline) {
 		p.mu.Unlock()
-		p.s.resumes.add(p.resume)
+		p.s.workers.add(p.resume)
 		return
 	}
 	p.state = parkWaiting
@@ -95,7 +95,7 @@ func (p *parkedSync) wait(ch <-chan struct{}) {
 		}
 		p.state = parkRunning
 		p.mu.Unlock()
-		p.s.resumes.add(p.resume)
+		p.s.workers.add(p.resume)
 		return
 	}
 	// Taken meanwhile (timed out, or gone).
@@ -124,13 +124,13 @@ func (p *parkedSync) take() bool {
 
 func (p *parkedSync) woken() {
 	if p.take() {
-		p.s.resumes.add(p.resume)
+		p.s.workers.add(p.resume)
 	}
 }
 
 func (p *parkedSync) timedOut() {
 	if p.take() {
-		p.s.resumes.add(p.resume)
+		p.s.workers.add(p.resume)
 	}
 }
 
@@ -156,13 +156,14 @@ func (p *parkedSync) gone() {
 }
 
 // resume builds the answer again, from a fresh notifier channel. It runs
-// on a resumes goroutine, which builds and answers itself unless a build
-// for the same request is in flight: then the answer is queued for when
-// that is done.
+// on a worker, which builds and answers itself unless a build for the
+// same request is in flight: then the answer is queued for when that is
+// done, so that the answers of many long-polls sharing a build are spread
+// over the workers.
 func (p *parkedSync) resume() {
 	ch := p.s.Notifier.Channel(p.user)
 	f := p.s.builds.joinHere(context.Background(), p.key, ch, p.build, func(f *flight) {
-		p.s.resumes.add(func() { p.decide(f, ch) })
+		p.s.workers.add(func() { p.decide(f, ch) })
 	})
 	if f != nil {
 		p.decide(f, ch)
@@ -212,42 +213,4 @@ func (p *parkedSync) answer(f *flight) (int, []byte) {
 		return http.StatusInternalServerError, []byte(`{"errcode":"M_UNKNOWN","error":"could not encode response"}`)
 	}
 	return me.Status, b
-}
-
-// workQueue runs functions on at most max goroutines, started when work
-// comes and gone when there is none.
-type workQueue struct {
-	mu      gosync.Mutex
-	jobs    []func()
-	running int
-	max     int
-}
-
-func (q *workQueue) add(job func()) {
-	q.mu.Lock()
-	q.jobs = append(q.jobs, job)
-	start := q.running < q.max
-	if start {
-		q.running++
-	}
-	q.mu.Unlock()
-	if start {
-		go q.work()
-	}
-}
-
-func (q *workQueue) work() {
-	for {
-		q.mu.Lock()
-		if len(q.jobs) == 0 {
-			q.running--
-			q.mu.Unlock()
-			return
-		}
-		job := q.jobs[0]
-		q.jobs[0] = nil
-		q.jobs = q.jobs[1:]
-		q.mu.Unlock()
-		job()
-	}
 }
