@@ -86,6 +86,7 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Eng
 	workers := newWorkQueue(maxBuilds)
 	s := &Service{db: db, log: log, accounts: acc, rooms: eng, Notifier: NewNotifier(), builds: newBuilds(workers),
 		workers: workers}
+	s.Notifier.run = workers.add
 	eng.OnVisible = append(eng.OnVisible, s.onEvent)
 	eng.OnStateComplete = append(eng.OnStateComplete, func(_ id.RoomID, local []id.UserID) {
 		s.Notifier.Wake(local...)
