@@ -201,17 +201,27 @@ func (c *Conn) answered() {
 
 // head is the status line and header block of an answer.
 func (c *Conn) head(status, length int) []byte {
-	var b bytes.Buffer
-	text := http.StatusText(status)
-	if text == "" {
-		text = "status code " + strconv.Itoa(status)
+	b := bytes.NewBuffer(make([]byte, 0, 512))
+	b.WriteString("HTTP/1.1 ")
+	b.Write(strconv.AppendInt(b.AvailableBuffer(), int64(status), 10))
+	b.WriteByte(' ')
+	if text := http.StatusText(status); text != "" {
+		b.WriteString(text)
+	} else {
+		b.WriteString("status code ")
+		b.Write(strconv.AppendInt(b.AvailableBuffer(), int64(status), 10))
 	}
-	fmt.Fprintf(&b, "HTTP/1.1 %03d %s\r\n", status, text)
-	c.header.Set("Content-Length", strconv.Itoa(length))
+	b.WriteString("\r\n")
+	c.header.Del("Content-Length")
+	c.header.Write(b)
+	b.WriteString("Content-Length: ")
+	b.Write(strconv.AppendInt(b.AvailableBuffer(), int64(length), 10))
+	b.WriteString("\r\n")
 	if c.header.Get("Date") == "" {
-		c.header.Set("Date", time.Now().UTC().Format(http.TimeFormat))
+		b.WriteString("Date: ")
+		b.Write(time.Now().UTC().AppendFormat(b.AvailableBuffer(), http.TimeFormat))
+		b.WriteString("\r\n")
 	}
-	c.header.Write(&b)
 	b.WriteString("\r\n")
 	return b.Bytes()
 }
