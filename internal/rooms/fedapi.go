@@ -475,7 +475,7 @@ func (e *Engine) checkOutliers(ctx context.Context, v id.RoomVersion, roomID id.
 	for _, ev := range evs {
 		if err := authorizeRules(v, ev.PDU, nil, getEvents, keys); err != nil {
 			e.log.Info("an event of a joined room's state fails the auth rules", "room_id", roomID, "event_id", ev.ID, "err", err)
-			if !lacksAuthEvents(err) {
+			if !undecided(err) {
 				if err := e.recordOutside(ctx, ev, kindRejected, authMessage(err)); err != nil {
 					return nil, err
 				}

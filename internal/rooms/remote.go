@@ -63,6 +63,14 @@ const (
 // errNoFederation refuses remote events on a node that does not federate.
 var errNoFederation = mxhttp.Forbidden("this server does not federate")
 
+// errKeyUnavailable marks a signature check that could not run: the
+// signing server's key could not be had (that server and the notaries
+// unreachable, or no such key). It is no verdict on the event: the auth
+// rules' refusal for it (a restricted join's authoriser's signature)
+// leaves the event unchecked, never rejected for good, so a later check
+// with the key can still accept it.
+var errKeyUnavailable = errors.New("signing key unavailable")
+
 // keyFunc returns the signature checks' key lookup: this server's own key,
 // and other servers' keys through Remote.
 func (e *Engine) keyFunc(ctx context.Context) pdu.GetKeyFunc {
@@ -75,7 +83,7 @@ func (e *Engine) keyFunc(ctx context.Context) pdu.GetKeyFunc {
 		}
 		key, err := e.Remote.VerifyKey(ctx, server, keyID, validAt)
 		if err != nil {
-			return "", time.Time{}, err
+			return "", time.Time{}, fmt.Errorf("%w: %w", errKeyUnavailable, err)
 		}
 		// Remote answers with a key valid at validAt.
 		return key, validAt, nil
@@ -743,6 +751,13 @@ func lacksAuthEvents(err error) bool {
 	return errors.Is(err, eventauth.ErrMissingAuthEvent) || errors.Is(err, eventauth.ErrCreateEventNotFound) || errors.Is(err, eventauth.ErrFailedToGetAuthEvents)
 }
 
+// undecided reports whether the auth rules refused an event only for want
+// of what may still be had (auth events not known here, a key that could
+// not be fetched): such an event is left out, not rejected.
+func undecided(err error) bool {
+	return lacksAuthEvents(err) || errors.Is(err, errKeyUnavailable)
+}
+
 // eventKeys is the key lookup of one event's checks: what a first check
 // fetched is remembered, so the checks made under the room's lock find it
 // without asking another server again.
@@ -1087,9 +1102,13 @@ func (e *Engine) authEventLoader(ctx context.Context, known map[id.EventID]*Even
 	}
 }
 
-// reject stores ev as rejected and returns the refusal.
+// reject stores ev as rejected and returns the refusal; a refusal for a
+// key that could not be had (undecided) is returned without a record.
 func (e *Engine) reject(ctx context.Context, ev *Event, cause error) error {
 	msg := authMessage(cause)
+	if errors.Is(cause, errKeyUnavailable) {
+		return mxhttp.Forbidden("%s", msg)
+	}
 	if err := e.recordOutside(ctx, ev, kindRejected, msg); err != nil {
 		return err
 	}

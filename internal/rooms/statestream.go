@@ -229,7 +229,7 @@ func (e *Engine) checkSpooledBatch(ctx context.Context, v id.RoomVersion, roomID
 		if passed == nil {
 			if err := authorizeRules(v, ev.PDU, nil, getEvents, keys); err != nil {
 				e.log.Info("an event of a joined room's state fails the auth rules", "room_id", roomID, "event_id", ev.ID, "err", err)
-				if !lacksAuthEvents(err) {
+				if !undecided(err) {
 					ev.Outlier, ev.Rejected = false, true
 					ev.PDU.InternalMeta.Rejected = true
 					known[ev.ID] = ev
