@@ -8,7 +8,6 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
-	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
 	"github.com/matrixos/matrixos/internal/sync"
 )
@@ -20,11 +19,8 @@ import (
 func TestConvertLegacyUnread(t *testing.T) {
 	backends(t, func(t *testing.T, dsn string) {
 		ctx := context.Background()
-		db := openDB(t, dsn)
+		db := openRoomsDB(t, dsn)
 		defer db.Close()
-		if err := db.Migrate(ctx, rooms.Migrations); err != nil {
-			t.Fatal(err)
-		}
 		// Event IDs without "$": the statements are literal SQL, where the
 		// storage layer reads $ as a placeholder.
 		err := db.Write(ctx, func(tx *storage.Tx) error {

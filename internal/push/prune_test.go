@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
 )
 
@@ -21,11 +20,8 @@ import (
 func TestPushEventsWithoutIndexes(t *testing.T) {
 	backends(t, func(t *testing.T, dsn string) {
 		ctx := context.Background()
-		db := openDB(t, dsn)
+		db := openRoomsDB(t, dsn)
 		defer db.Close()
-		if err := db.Migrate(ctx, rooms.Migrations); err != nil {
-			t.Fatal(err)
-		}
 		if got := tableIndexes(t, db, "push_events"); len(got) != 0 {
 			t.Errorf("push_events has indexes %v besides its key", got)
 		}

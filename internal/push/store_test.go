@@ -41,6 +41,18 @@ func openDB(t *testing.T, dsn string) *storage.DB {
 	return db
 }
 
+// openRoomsDB is openDB with the rooms package's tables too, for tests
+// that write events and rooms themselves.
+func openRoomsDB(t *testing.T, dsn string) *storage.DB {
+	t.Helper()
+	db := openDB(t, dsn)
+	if err := db.Migrate(context.Background(), rooms.Migrations); err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
+	return db
+}
+
 func loadService(t *testing.T, db *storage.DB, acc *accounts.Service, fr *fakeRooms) *Service {
 	t.Helper()
 	s := New(db, nil, acc, fr, Options{})

@@ -16,13 +16,7 @@ import (
 // aggregations as soon as an edit and a thread reply of it are stored.
 func TestAggregateSeesNewRelations(t *testing.T) {
 	ctx := context.Background()
-	env := newTestEnv(t)
-	e := env.e
-	roomID, _ := createTestRoom(t, e, id.RoomV11)
-	msg, err := e.Send(ctx, roomID, textProto(alice, "first"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, roomID, msg := engineWithMessage(t)
 	aggregate := func() Aggregations {
 		t.Helper()
 		agg, err := e.Aggregate(ctx, []*Event{msg}, ClientOptions{User: bob}, e.LastPos(ctx, roomID))
@@ -54,18 +48,25 @@ func TestAggregateSeesNewRelations(t *testing.T) {
 	}
 }
 
+// engineWithMessage is an engine with a room and alice's message "first"
+// in it.
+func engineWithMessage(t *testing.T) (*Engine, id.RoomID, *Event) {
+	t.Helper()
+	e := newTestEnv(t).e
+	roomID, _ := createTestRoom(t, e, id.RoomV11)
+	msg, err := e.Send(context.Background(), roomID, textProto(alice, "first"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, roomID, msg
+}
+
 // TestBuiltEventsAreNonTargets checks that an event sent here is known to
 // have no relations without a query (the first /sync serving it reads
 // nothing for its aggregations), and that a relation to it still shows.
 func TestBuiltEventsAreNonTargets(t *testing.T) {
 	ctx := context.Background()
-	env := newTestEnv(t)
-	e := env.e
-	roomID, _ := createTestRoom(t, e, id.RoomV11)
-	msg, err := e.Send(ctx, roomID, textProto(alice, "first"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, roomID, msg := engineWithMessage(t)
 	if _, unknown := e.nonTargets.unknown([]id.EventID{msg.ID}); len(unknown) != 0 {
 		t.Fatalf("a message just sent needs a relations query: %v", unknown)
 	}
