@@ -78,6 +78,17 @@ type wrapWriter struct{ http.ResponseWriter }
 
 func (w wrapWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// dial opens a connection to the server, closed at the end of the test.
+func (ps *parkServer) dial(t *testing.T) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", ps.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 // finish is the status of the next parked request that is over.
 func (ps *parkServer) finish(t *testing.T) int {
 	t.Helper()
@@ -108,6 +119,18 @@ func (ps *parkServer) waitParked(t *testing.T, n int) {
 	}
 }
 
+// take waits for one parked request and takes it off the server's list,
+// unanswered.
+func (ps *parkServer) take(t *testing.T) *httppark.Conn {
+	t.Helper()
+	ps.waitParked(t, 1)
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	c := ps.parked[0]
+	ps.parked, ps.bodies = nil, nil
+	return c
+}
+
 // release answers every parked request.
 func (ps *parkServer) release(t *testing.T) {
 	t.Helper()
@@ -129,11 +152,7 @@ func (ps *parkServer) release(t *testing.T) {
 // request after it.
 func TestParkedKeepAlive(t *testing.T) {
 	ps := startParkServer(t)
-	conn, err := net.Dial("tcp", ps.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := ps.dial(t)
 	br := bufio.NewReader(conn)
 	for i := range 5 {
 		fmt.Fprintf(conn, "GET /park?n=%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
@@ -160,11 +179,7 @@ func TestParkedKeepAlive(t *testing.T) {
 // answered: it is answered after it, on the same connection.
 func TestParkedPipelined(t *testing.T) {
 	ps := startParkServer(t)
-	conn, err := net.Dial("tcp", ps.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := ps.dial(t)
 	io.WriteString(conn, "GET /park?a HTTP/1.1\r\nHost: x\r\n\r\nGET /plain?b HTTP/1.1\r\nHost: x\r\n\r\n")
 	ps.waitParked(t, 1)
 	ps.release(t)
@@ -182,17 +197,14 @@ func TestParkedPipelined(t *testing.T) {
 func TestParkedPipelinedClientGoes(t *testing.T) {
 	ps := startParkServer(t)
 	for _, early := range []bool{true, false} {
-		conn, err := net.Dial("tcp", ps.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		conn := ps.dial(t)
 		next := "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n"
 		first := "GET /park HTTP/1.1\r\nHost: x\r\n\r\n"
 		if early {
 			first += next
 		}
 		io.WriteString(conn, first)
-		ps.waitParked(t, 1)
+		ps.take(t)
 		if !early {
 			io.WriteString(conn, next)
 			time.Sleep(50 * time.Millisecond) // let the watcher see the bytes
@@ -206,9 +218,6 @@ func TestParkedPipelinedClientGoes(t *testing.T) {
 		if status := ps.finish(t); status != 0 {
 			t.Fatalf("a parked request whose client went finished with status %d, want 0", status)
 		}
-		ps.mu.Lock()
-		ps.parked, ps.bodies = nil, nil
-		ps.mu.Unlock()
 	}
 }
 
@@ -217,21 +226,13 @@ func TestParkedPipelinedClientGoes(t *testing.T) {
 // requests answered at once.
 func TestParkedFinished(t *testing.T) {
 	ps := startParkServer(t)
-	conn, err := net.Dial("tcp", ps.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := ps.dial(t)
 	br := bufio.NewReader(conn)
 	for _, status := range []int{http.StatusOK, http.StatusTooManyRequests} {
 		io.WriteString(conn, "GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")
 		readResponse(t, br)
 		io.WriteString(conn, "GET /park HTTP/1.1\r\nHost: x\r\n\r\n")
-		ps.waitParked(t, 1)
-		ps.mu.Lock()
-		c := ps.parked[0]
-		ps.parked, ps.bodies = nil, nil
-		ps.mu.Unlock()
+		c := ps.take(t)
 		if err := c.Answer(status, []byte("{}")); err != nil {
 			t.Fatal(err)
 		}
@@ -347,17 +348,9 @@ func readResponse(t *testing.T, br *bufio.Reader) response {
 // connection that then serves its next request.
 func TestAnswerDoesNotWaitForASlowReader(t *testing.T) {
 	ps := startParkServer(t)
-	conn, err := net.Dial("tcp", ps.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := ps.dial(t)
 	fmt.Fprintf(conn, "GET /park HTTP/1.1\r\nHost: x\r\n\r\n")
-	ps.waitParked(t, 1)
-	ps.mu.Lock()
-	c := ps.parked[0]
-	ps.parked, ps.bodies = nil, nil
-	ps.mu.Unlock()
+	c := ps.take(t)
 	body := []byte(strings.Repeat("x", 32<<20))
 	start := time.Now()
 	if err := c.Answer(http.StatusOK, body); err != nil {
