@@ -80,7 +80,7 @@ func (e *Engine) CommittedEvents(ctx context.Context, after, upTo int64, f Event
 // page at a time, the type filter in the query when there is no rooms
 // filter.
 func (e *Engine) committedFromDB(ctx context.Context, after, upTo int64, f EventFilter, limit int) ([]*Event, int64, error) {
-	where := "WHERE pos > $1 AND pos <= $2"
+	where := "WHERE pos > $1 AND pos <= $2 AND rejected = FALSE"
 	args := []any{0, upTo}
 	if f.Rooms == nil && f.Types != nil {
 		if len(f.Types) == 0 {
@@ -180,12 +180,23 @@ func (c *committedEvents) replace(ev *Event) {
 // dropRoom forgets a purged room's events: they are no longer in the
 // events table either.
 func (c *committedEvents) dropRoom(roomID id.RoomID) {
+	c.drop(func(ev *Event) bool { return ev.RoomID == roomID })
+}
+
+// dropEvent forgets an event that has left the timeline (rejected once a
+// partial-state room's full state is known).
+func (c *committedEvents) dropEvent(evID id.EventID) {
+	c.drop(func(ev *Event) bool { return ev.ID == evID })
+}
+
+// drop forgets the events gone picks.
+func (c *committedEvents) drop(gone func(*Event) bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := len(c.events)
 	kept := make([]*Event, 0, cap(c.events))
 	for i := range n {
-		if ev := c.at(i); ev.RoomID != roomID {
+		if ev := c.at(i); !gone(ev) {
 			kept = append(kept, ev)
 		}
 	}

@@ -1781,7 +1781,7 @@ func (e *Engine) RoomEvents(ctx context.Context, roomID id.RoomID, from, to int6
 	if backwards {
 		order = "DESC"
 	}
-	return e.queryEvents(ctx, "WHERE room_id = $1 AND pos > $2 AND pos <= $3 ORDER BY pos "+order+" LIMIT $4", roomID, from, to, limit)
+	return e.queryEvents(ctx, "WHERE room_id = $1 AND pos > $2 AND pos <= $3 AND rejected = FALSE ORDER BY pos "+order+" LIMIT $4", roomID, from, to, limit)
 }
 
 // AllRooms lists every room the node knows.

@@ -868,6 +868,12 @@ func (e *Engine) writeFlips(ctx context.Context, tx *storage.Tx, r *room, flips 
 		if _, err := tx.Exec(ctx, "UPDATE events SET rejected = TRUE WHERE event_id = $1", f.ev.ID); err != nil {
 			return fmt.Errorf("reject %s: %w", f.ev.ID, err)
 		}
+		// The event leaves the timeline: the newest events in memory, which
+		// /sync, /messages and the followers read, forget it too.
+		tx.AfterCommit(func() {
+			r.recent.drop(f.ev.ID)
+			e.committed.dropEvent(f.ev.ID)
+		})
 		if f.ev.StateKey == nil {
 			continue
 		}

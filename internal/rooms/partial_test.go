@@ -3,6 +3,8 @@ package rooms
 import (
 	"context"
 	"encoding/json"
+	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -187,6 +189,7 @@ func TestPartialStateAcceptedIncorrectly(t *testing.T) {
 	if before := stateIDsBefore(t, n.e("c"), roomID, msg); before[bad] {
 		t.Errorf("derek's refused state event is in the state before the message after it")
 	}
+	assertNotInTimeline(t, n.e("c"), roomID, bad)
 }
 
 // TestPartialStateKickRejectedAfterResync follows Complement's "State
@@ -248,6 +251,35 @@ func TestPartialStateKickRejectedAfterResync(t *testing.T) {
 	}
 	if m := n.e("c").Membership(derekA, roomID); m != "leave" {
 		t.Errorf("derek's membership on c after the resync = %q, want leave", m)
+	}
+	assertNotInTimeline(t, n.e("c"), roomID, kick)
+}
+
+// assertNotInTimeline checks that no timeline read (the room's events from
+// memory and from the database, the node's committed events) serves evID.
+func assertNotInTimeline(t *testing.T, e *Engine, roomID id.RoomID, evID id.EventID) {
+	t.Helper()
+	ctx := context.Background()
+	reads := map[string]func() ([]*Event, error){
+		"RoomEvents, newest (memory)": func() ([]*Event, error) { return e.RoomEvents(ctx, roomID, 0, math.MaxInt64, 3, true) },
+		"RoomEvents, all (database)":  func() ([]*Event, error) { return e.RoomEvents(ctx, roomID, math.MinInt64, math.MaxInt64, 1000, false) },
+		"CommittedEvents (memory)": func() ([]*Event, error) {
+			evs, _, err := e.CommittedEvents(ctx, 0, math.MaxInt64, EventFilter{}, 1000)
+			return evs, err
+		},
+		"CommittedEvents (database)": func() ([]*Event, error) {
+			evs, _, err := e.committedFromDB(ctx, 0, math.MaxInt64, EventFilter{}, 1000)
+			return evs, err
+		},
+	}
+	for name, read := range reads {
+		evs, err := read()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if slices.ContainsFunc(evs, func(ev *Event) bool { return ev.ID == evID }) {
+			t.Errorf("%s serves %s, rejected", name, evID)
+		}
 	}
 }
 

@@ -47,6 +47,14 @@ func (re *recentEvents) find(evID id.EventID) *Event {
 	return nil
 }
 
+// drop forgets an event that has left the timeline (rejected once a
+// partial-state room's full state is known).
+func (re *recentEvents) drop(evID id.EventID) {
+	re.mu.Lock()
+	defer re.mu.Unlock()
+	re.events = slices.DeleteFunc(re.events, func(ev *Event) bool { return ev.ID == evID })
+}
+
 // replace swaps in a new version of a stored event (after a redaction).
 func (re *recentEvents) replace(ev *Event) {
 	re.mu.Lock()
