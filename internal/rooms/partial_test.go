@@ -336,3 +336,44 @@ func TestPartialStateRejectedThenAllowed(t *testing.T) {
 		t.Errorf("the state before the message after the kick lacks the kick or derek's join, or holds the ban")
 	}
 }
+
+// TestPartialStateRejectedKickNotInHistory: derek, who joined and left,
+// kicks carol (c's own user) while c's state is partial, which c accepts by
+// his old join; once the full state rejects the kick, carol was a member
+// all along: her membership at the message after the kick (unsigned
+// membership, history visibility) is her join, not the kick's leave.
+func TestPartialStateRejectedKickNotInHistory(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "c")
+	roomID, joins := partialRoom(t, n, map[id.UserID]int{derekA: 100}, []id.UserID{derekA}, []id.UserID{derekA})
+	carolJoin := n.joinPartial("a", "c", roomID, carolC)
+
+	st := n.e("a").rooms[roomID].view()
+	create, pl, aliceJoin := st.get("m.room.create", ""), st.get("m.room.power_levels", ""), st.get("m.room.member", string(aliceA))
+	kick, kickRaw := n.forge("a", roomID, stateProto(derekA, "m.room.member", string(carolC), `{"membership":"leave"}`),
+		[]id.EventID{carolJoin.ID}, []id.EventID{create.ID, pl.ID, joins[derekA].ID, carolJoin.ID}, carolJoin.Depth+1)
+	if _, err := n.e("c").ReceivePDU(ctx, "a", kickRaw); err != nil {
+		t.Fatalf("c refuses derek's kick of carol while its state is partial: %v", err)
+	}
+	msg, msgRaw := n.forge("a", roomID, textProto(aliceA, "after"), []id.EventID{kick},
+		[]id.EventID{create.ID, pl.ID, aliceJoin.ID}, carolJoin.Depth+2)
+	if _, err := n.e("c").ReceivePDU(ctx, "a", msgRaw); err != nil {
+		t.Fatalf("c refuses alice's message: %v", err)
+	}
+
+	n.completeResync("c", roomID)
+	if m := n.e("c").Membership(carolC, roomID); m != "join" {
+		t.Fatalf("carol's membership on c after the resync = %q, want join", m)
+	}
+	ev, err := n.e("c").Event(ctx, msg)
+	if err != nil {
+		t.Fatalf("alice's message after the resync: %v", err)
+	}
+	v, err := n.e("c").Visibility(ctx, roomID, carolC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := v.MembershipAt(ev); m != "join" {
+		t.Errorf("carol's membership at the message after the rejected kick = %q, want join", m)
+	}
+}

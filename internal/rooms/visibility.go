@@ -61,10 +61,12 @@ func before(list []posValue, p TopoPoint, def string) string {
 // membership changes and its create event (whose absence means that older
 // history is missing here). Each part is a range of the events_room_state
 // index, so the cost follows the number of changes, not the length of the
-// room's history.
-const visibilityQuery = `SELECT pos, depth, type, json FROM events WHERE room_id = $1 AND type = 'm.room.history_visibility' AND state_key = ''
+// room's history. A change the full state of a room joined with partial
+// state rejected (partial.go) stays in the events table, rejected: it
+// changed nothing.
+const visibilityQuery = `SELECT pos, depth, type, json FROM events WHERE room_id = $1 AND type = 'm.room.history_visibility' AND state_key = '' AND rejected = FALSE
 	UNION ALL
-	SELECT pos, depth, type, json FROM events WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2
+	SELECT pos, depth, type, json FROM events WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2 AND rejected = FALSE
 	UNION ALL
 	SELECT pos, depth, type, '{}' FROM events WHERE room_id = $1 AND type = 'm.room.create' AND state_key = ''`
 
