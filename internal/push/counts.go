@@ -552,8 +552,30 @@ func (s *Service) loadUnread(ctx context.Context) (map[id.UserID]map[id.RoomID]*
 	if err != nil {
 		return nil, fmt.Errorf("load read positions: %w", err)
 	}
+	// A deactivated user's notifications up to their deactivation are
+	// not theirs to count (see OnDeactivated).
+	gone := map[id.UserID]int64{}
+	rows, err = s.db.Query(ctx, "SELECT user_id, pos FROM push_gone_users")
+	if err != nil {
+		return nil, fmt.Errorf("load deactivated users: %w", err)
+	}
+	err = scanRows(rows, func() error {
+		var user id.UserID
+		var pos int64
+		if err := rows.Scan(&user, &pos); err != nil {
+			return err
+		}
+		gone[user] = pos
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load deactivated users: %w", err)
+	}
 	err = s.scanRecords(ctx, "ORDER BY pos", nil, func(rec *record) error {
 		return rec.each(func(n int) (id.UserID, error) { return s.userOf(ctx, rec.roomID, n) }, func(user id.UserID, _ json.RawMessage, highlight bool) {
+			if last, ok := gone[user]; ok && rec.pos <= last {
+				return
+			}
 			ru := get(user, rec.roomID)
 			if rec.pos > ru.readPos(rec.thread) {
 				ru.entries = append(ru.entries, unreadEntry{pos: rec.pos, thread: rec.thread, highlight: highlight})

@@ -40,6 +40,12 @@ import "github.com/matrixos/matrixos/internal/storage"
 // send into a room of 2,000 members that notifies all of them alike
 // writes a few bytes instead of every member's user ID. Rows written
 // before keep the list of user IDs, which is still read.
+//
+// Version 7 keeps, for each deactivated user, the last position recorded
+// when they were deactivated (push_gone_users): their read marks are
+// deleted, and the counts rebuilt at start-up skip their notifications at
+// or below it, which the rows still name (a reactivated account counts
+// only what notified it after).
 var Migrations = []storage.Migration{{
 	Component: "push",
 	Version:   1,
@@ -158,6 +164,15 @@ CREATE TABLE push_room_users (
 	idx BIGINT NOT NULL,
 	user_id TEXT NOT NULL,
 	PRIMARY KEY (room_id, idx)
+);
+`,
+}, {
+	Component: "push",
+	Version:   7,
+	SQL: `
+CREATE TABLE push_gone_users (
+	user_id TEXT PRIMARY KEY,
+	pos BIGINT NOT NULL
 );
 `,
 }}

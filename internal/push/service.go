@@ -494,7 +494,9 @@ func scanRows(rows *sql.Rows, scan func() error) error {
 }
 
 // OnDeactivated forgets a deactivated user's push rules and unread
-// notifications (an accounts.Hooks.Deactivated hook).
+// notifications (an accounts.Hooks.Deactivated hook). The push_events rows
+// that name the user are left as they are: push_gone_users keeps the last
+// position recorded, at or below which loadUnread skips the user.
 func (s *Service) OnDeactivated(ctx context.Context, user id.UserID) {
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
 		for _, q := range []string{
@@ -507,7 +509,13 @@ func (s *Service) OnDeactivated(ctx context.Context, user id.UserID) {
 				return err
 			}
 		}
-		return nil
+		var last int64
+		if err := tx.QueryRow(ctx, "SELECT COALESCE(MAX(pos), 0) FROM push_events").Scan(&last); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO push_gone_users (user_id, pos) VALUES ($1, $2)
+			ON CONFLICT (user_id) DO UPDATE SET pos = excluded.pos`, user, last)
+		return err
 	})
 	if err != nil {
 		s.log.Error("forget push rules of deactivated user", "user_id", user, "err", err)
