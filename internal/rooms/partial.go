@@ -541,6 +541,15 @@ func (e *Engine) writeFullState(ctx context.Context, tx *storage.Tx, r *room, af
 	if err := e.writeFlips(ctx, tx, r, flips); err != nil {
 		return err
 	}
+	// The newest event the full state allowed, now in the timeline: the
+	// room's last position covers it, so that an incremental /sync past
+	// the last one reads the room's timeline again.
+	var lastEv int64
+	for _, f := range flips {
+		if f.allowed {
+			lastEv = max(lastEv, f.ev.Pos)
+		}
+	}
 	snap := tx.NextPos()
 	chain, err := e.writeSnapshot(ctx, tx, r.id, snap, r.dbSnapshot, cur, false)
 	if err != nil {
@@ -559,7 +568,7 @@ func (e *Engine) writeFullState(ctx context.Context, tx *storage.Tx, r *room, af
 			return err
 		}
 	}
-	if _, err := tx.Exec(ctx, "UPDATE rooms SET snapshot = $1 WHERE room_id = $2", snap, r.id); err != nil {
+	if _, err := tx.Exec(ctx, "UPDATE rooms SET snapshot = $1, last_pos = CASE WHEN last_pos < $2 THEN $2 ELSE last_pos END WHERE room_id = $3", snap, lastEv, r.id); err != nil {
 		return fmt.Errorf("update room: %w", err)
 	}
 	if _, err := tx.Exec(ctx, "DELETE FROM partial_state_rooms WHERE room_id = $1", r.id); err != nil {
@@ -568,7 +577,7 @@ func (e *Engine) writeFullState(ctx context.Context, tx *storage.Tx, r *room, af
 	if _, err := tx.Exec(ctx, "INSERT INTO partial_state_completed (room_id, pos) VALUES ($1, $2) ON CONFLICT (room_id) DO UPDATE SET pos = excluded.pos", r.id, snap); err != nil {
 		return fmt.Errorf("note the partial state's completion: %w", err)
 	}
-	tx.AfterCommit(func() { *local = e.commitFullState(r, after, changed, snap) })
+	tx.AfterCommit(func() { *local = e.commitFullState(r, after, changed, snap, lastEv) })
 	return nil
 }
 
@@ -628,9 +637,10 @@ func completeSnapshots(ctx context.Context, tx *storage.Tx, roomID id.RoomID, fu
 
 // commitFullState moves the committed view to the complete state and
 // notes the position at which it became complete (pos, the new
-// snapshot's). It returns the room's local joined members, for the
+// snapshot's) and that of the newest event the full state allowed (lastEv,
+// 0 for none). It returns the room's local joined members, for the
 // OnStateComplete hooks (nil when the room was purged).
-func (e *Engine) commitFullState(r *room, after *roomState, changed []id.UserID, pos int64) []id.UserID {
+func (e *Engine) commitFullState(r *room, after *roomState, changed []id.UserID, pos, lastEv int64) []id.UserID {
 	e.snaps.reset()
 	r.completedAt.Store(pos)
 	r.viewMu.Lock()
@@ -642,6 +652,7 @@ func (e *Engine) commitFullState(r *room, after *roomState, changed []id.UserID,
 	next.extremities, next.depth = r.cur.extremities, r.cur.depth
 	r.cur = &next
 	r.lastStatePos = max(r.lastStatePos, pos)
+	r.lastPos = max(r.lastPos, lastEv)
 	if len(changed) > 0 {
 		r.lastMemberPos = max(r.lastMemberPos, pos)
 	}

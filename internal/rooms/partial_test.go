@@ -321,8 +321,19 @@ func TestPartialStateRejectedThenAllowed(t *testing.T) {
 	if _, err := n.e("c").Event(ctx, ban); errCode(err) != "M_NOT_FOUND" {
 		t.Errorf("fred's ban after the resync: %v, want M_NOT_FOUND", err)
 	}
-	if ev, err := n.e("c").Event(ctx, kick); err != nil || ev.Pos <= 0 {
-		t.Errorf("derek's kick is not in c's timeline after the resync: %v", err)
+	kickEv, err := n.e("c").Event(ctx, kick)
+	if err != nil || kickEv.Pos <= 0 {
+		t.Fatalf("derek's kick is not in c's timeline after the resync: %v", err)
+	}
+	// The room's last position covers the kick, in memory (an incremental
+	// /sync skips a room whose last position is not past its token) and
+	// as stored (a restart loads it).
+	if last := n.e("c").LastPos(ctx, roomID); last < kickEv.Pos {
+		t.Errorf("c's last position in the room after the resync = %d, before the kick's %d", last, kickEv.Pos)
+	}
+	var stored int64
+	if err := n.e("c").db.QueryRow(ctx, "SELECT last_pos FROM rooms WHERE room_id = $1", roomID).Scan(&stored); err != nil || stored < kickEv.Pos {
+		t.Errorf("c's stored last position in the room after the resync = %d (%v), before the kick's %d", stored, err, kickEv.Pos)
 	}
 	for user, want := range map[id.UserID]string{elsieA: "leave", derekA: "join", fredA: "leave"} {
 		if m := n.e("c").Membership(user, roomID); m != want {
