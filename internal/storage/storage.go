@@ -200,8 +200,8 @@ func Open(ctx context.Context, dsn string, log *slog.Logger) (*DB, error) {
 		return nil, fmt.Errorf("connect to %s database: %w", db.Dialect, err)
 	}
 	if db.Dialect == SQLite {
-		db.readStmts = &stmtCache{db: db.read, m: map[string]*sql.Stmt{}}
-		db.writeStmts = &stmtCache{db: db.write, m: map[string]*sql.Stmt{}}
+		db.readStmts = newStmtCache(db.read, maxCachedStmts)
+		db.writeStmts = newStmtCache(db.write, maxCachedStmts)
 	}
 	if err := db.Migrate(ctx, coreMigrations); err != nil {
 		db.Close()
@@ -306,59 +306,6 @@ func Placeholders(start, n int) string {
 	return b.String()
 }
 
-// maxCachedStmts bounds each statement cache; queries built with a
-// variable number of placeholders beyond it are simply not cached.
-const maxCachedStmts = 1024
-
-// stmtCache keeps prepared statements by query text. SQLite spends a large
-// share of its time parsing SQL, so every fixed query is prepared once per
-// pool. PostgreSQL's driver caches prepared statements by itself.
-type stmtCache struct {
-	db *sql.DB
-	mu sync.Mutex
-	m  map[string]*sql.Stmt
-}
-
-func (c *stmtCache) get(ctx context.Context, q string) *sql.Stmt {
-	if c == nil {
-		return nil
-	}
-	c.mu.Lock()
-	st, ok := c.m[q]
-	c.mu.Unlock()
-	if ok {
-		return st
-	}
-	st, err := c.db.PrepareContext(ctx, q)
-	if err != nil {
-		return nil // let the caller run it unprepared and report the error
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if old, ok := c.m[q]; ok {
-		st.Close()
-		return old
-	}
-	if len(c.m) >= maxCachedStmts {
-		st.Close()
-		return nil
-	}
-	c.m[q] = st
-	return st
-}
-
-func (c *stmtCache) close() {
-	if c == nil {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, st := range c.m {
-		st.Close()
-	}
-	clear(c.m)
-}
-
 // limitRE finds a trailing "LIMIT $n [OFFSET $m]".
 var limitRE = regexp.MustCompile(`(?i)\bLIMIT\s+\$(\d+)(?:\s+OFFSET\s+\$(\d+))?\s*$`)
 
@@ -413,8 +360,9 @@ func (db *DB) inlineLimit(q string, args []any) (string, []any) {
 func (db *DB) Query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
 	q, args = db.inlineLimit(q, args)
 	q = db.rewrite(q)
-	if st := db.readStmts.get(ctx, q); st != nil {
-		return st.QueryContext(ctx, args...)
+	if cs := db.readStmts.get(ctx, q); cs != nil {
+		defer db.readStmts.release(cs)
+		return cs.st.QueryContext(ctx, args...)
 	}
 	return db.read.QueryContext(ctx, q, args...)
 }
@@ -423,8 +371,9 @@ func (db *DB) Query(ctx context.Context, q string, args ...any) (*sql.Rows, erro
 func (db *DB) QueryRow(ctx context.Context, q string, args ...any) *sql.Row {
 	q, args = db.inlineLimit(q, args)
 	q = db.rewrite(q)
-	if st := db.readStmts.get(ctx, q); st != nil {
-		return st.QueryRowContext(ctx, args...)
+	if cs := db.readStmts.get(ctx, q); cs != nil {
+		defer db.readStmts.release(cs)
+		return cs.st.QueryRowContext(ctx, args...)
 	}
 	return db.read.QueryRowContext(ctx, q, args...)
 }
@@ -465,11 +414,14 @@ func (b *batchTx) stmt(ctx context.Context, q string) *sql.Stmt {
 	if st, ok := b.stmts[q]; ok {
 		return st
 	}
-	st := b.db.writeStmts.get(ctx, q)
-	if st == nil {
+	cs := b.db.writeStmts.get(ctx, q)
+	if cs == nil {
 		return nil
 	}
-	st = b.tx.StmtContext(ctx, st)
+	// The transaction's statement keeps what it uses of the cached one
+	// until the transaction ends, even if the cache closes it.
+	st := b.tx.StmtContext(ctx, cs.st)
+	b.db.writeStmts.release(cs)
 	if b.stmts == nil {
 		b.stmts = map[string]*sql.Stmt{}
 	}
