@@ -13,8 +13,9 @@ import (
 // statements give way to new ones, so the hot ones stay.
 const maxCachedStmts = 1024
 
-// stmtCache keeps up to limit prepared statements by query text, the least
-// recently used closed first. SQLite spends a large share of its time
+// stmtCache keeps up to limit prepared statements by query text (in
+// PostgreSQL's style, prepared in SQLite's), the least recently used
+// closed first. SQLite spends a large share of its time
 // parsing SQL, so every query in use is prepared once per pool.
 // PostgreSQL's driver caches prepared statements by itself.
 type stmtCache struct {
@@ -58,7 +59,7 @@ func (c *stmtCache) get(ctx context.Context, q string) *cachedStmt {
 		return cs
 	}
 	c.mu.Unlock()
-	st, err := c.db.PrepareContext(ctx, q)
+	st, err := c.db.PrepareContext(ctx, sqliteText(q))
 	if err != nil {
 		return nil
 	}

@@ -54,8 +54,6 @@ type DB struct {
 	write *sql.DB
 	log   *slog.Logger
 
-	queries sync.Map // query text -> rewritten text (SQLite placeholders)
-
 	readStmts, writeStmts *stmtCache // SQLite only
 
 	writes  chan *writeReq
@@ -279,18 +277,18 @@ func (db *DB) Close() error {
 }
 
 // rewrite turns $1-style placeholders into SQLite's ?1 form. Queries are
-// written once, in PostgreSQL's style.
+// written once, in PostgreSQL's style. The statement caches keep the
+// SQLite form of the queries they hold, so this runs only for the queries
+// they cannot prepare.
 func (db *DB) rewrite(q string) string {
 	if db.Dialect == Postgres {
 		return q
 	}
-	if v, ok := db.queries.Load(q); ok {
-		return v.(string)
-	}
-	out := strings.ReplaceAll(q, "$", "?")
-	db.queries.Store(q, out)
-	return out
+	return sqliteText(q)
 }
+
+// sqliteText is q with SQLite's placeholders.
+func sqliteText(q string) string { return strings.ReplaceAll(q, "$", "?") }
 
 // Placeholders returns n query placeholders numbered from start, for an
 // IN list: "$2, $3, $4" for Placeholders(2, 3).
@@ -359,23 +357,21 @@ func (db *DB) inlineLimit(q string, args []any) (string, []any) {
 // Query runs a read query.
 func (db *DB) Query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
 	q, args = db.inlineLimit(q, args)
-	q = db.rewrite(q)
 	if cs := db.readStmts.get(ctx, q); cs != nil {
 		defer db.readStmts.release(cs)
 		return cs.st.QueryContext(ctx, args...)
 	}
-	return db.read.QueryContext(ctx, q, args...)
+	return db.read.QueryContext(ctx, db.rewrite(q), args...)
 }
 
 // QueryRow runs a read query that returns at most one row.
 func (db *DB) QueryRow(ctx context.Context, q string, args ...any) *sql.Row {
 	q, args = db.inlineLimit(q, args)
-	q = db.rewrite(q)
 	if cs := db.readStmts.get(ctx, q); cs != nil {
 		defer db.readStmts.release(cs)
 		return cs.st.QueryRowContext(ctx, args...)
 	}
-	return db.read.QueryRowContext(ctx, q, args...)
+	return db.read.QueryRowContext(ctx, db.rewrite(q), args...)
 }
 
 // Visible is the highest stream position whose write has committed and
@@ -434,7 +430,7 @@ func (b *batchTx) exec(ctx context.Context, q string, args ...any) (sql.Result, 
 	if st := b.stmt(ctx, q); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
-	return b.tx.ExecContext(ctx, q, args...)
+	return b.tx.ExecContext(ctx, b.db.rewrite(q), args...)
 }
 
 // stmt returns the prepared form of q bound to the transaction, or nil.
@@ -444,31 +440,28 @@ func (tx *Tx) stmt(ctx context.Context, q string) *sql.Stmt {
 
 // Exec runs a statement in the transaction.
 func (tx *Tx) Exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
-	q = tx.db.rewrite(q)
 	if st := tx.stmt(ctx, q); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
-	return tx.tx.ExecContext(ctx, q, args...)
+	return tx.tx.ExecContext(ctx, tx.db.rewrite(q), args...)
 }
 
 // Query runs a query in the transaction.
 func (tx *Tx) Query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
 	q, args = tx.db.inlineLimit(q, args)
-	q = tx.db.rewrite(q)
 	if st := tx.stmt(ctx, q); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
-	return tx.tx.QueryContext(ctx, q, args...)
+	return tx.tx.QueryContext(ctx, tx.db.rewrite(q), args...)
 }
 
 // QueryRow runs a single-row query in the transaction.
 func (tx *Tx) QueryRow(ctx context.Context, q string, args ...any) *sql.Row {
 	q, args = tx.db.inlineLimit(q, args)
-	q = tx.db.rewrite(q)
 	if st := tx.stmt(ctx, q); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
-	return tx.tx.QueryRowContext(ctx, q, args...)
+	return tx.tx.QueryRowContext(ctx, tx.db.rewrite(q), args...)
 }
 
 // NextPos allocates the next stream position. Positions become visible to
@@ -705,8 +698,8 @@ CREATE TABLE sequences (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
 // transaction, when the batch moved it.
 func (db *DB) persistPosition(ctx context.Context, tx *batchTx) error {
 	if db.pos != db.visible.Load() {
-		if _, err := tx.exec(ctx, db.rewrite(`INSERT INTO stream_position (id, value) VALUES (1, $1)
-			ON CONFLICT (id) DO UPDATE SET value = excluded.value`), db.pos); err != nil {
+		if _, err := tx.exec(ctx, `INSERT INTO stream_position (id, value) VALUES (1, $1)
+			ON CONFLICT (id) DO UPDATE SET value = excluded.value`, db.pos); err != nil {
 			return fmt.Errorf("save stream position: %w", err)
 		}
 	}
