@@ -255,7 +255,9 @@ func (s *Service) handleSearch(w http.ResponseWriter, r *http.Request, sess *acc
 	groups := map[string]map[string]map[string]any{}
 	for _, h := range hits {
 		ev := byID[h.eventID]
-		if ev == nil {
+		if ev == nil || ev.Rejected {
+			// A rejected one: the full state of a room joined with
+			// partial state refused it after it was indexed.
 			continue
 		}
 		vis, ok := visCache[ev.RoomID]

@@ -8,6 +8,7 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/storage"
 	"github.com/matrixos/matrixos/internal/storage/pgtest"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
@@ -154,4 +155,36 @@ func TestSearchPaginates(t *testing.T) {
 	if len(last["results"].([]any)) != 0 || last["next_batch"] != nil {
 		t.Fatalf("page after the last match: %v, want no results and no next_batch", last)
 	}
+}
+
+// TestSearchSkipsRejected: a message that the full state of a room joined
+// with partial state rejected stays in the events table, marked rejected
+// (rooms/partial.go), and in the search index; /search must not show it,
+// as /event and the timeline do not.
+func TestSearchSkipsRejected(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice := n.Register("alice")
+		room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{})
+		testnode.SendText(t, alice, room, "tomato kept")
+		refused := testnode.SendText(t, alice, room, "tomato refused")
+		// What a resync writes for a refused event; a restart empties the
+		// event cache, as the resync drops the event from it.
+		if err := n.DB.Write(ctx, func(tx *storage.Tx) error {
+			_, err := tx.Exec(ctx, "UPDATE events SET rejected = TRUE WHERE event_id = $1", refused)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		n = n.Restart()
+		res := search(t, n, alice, map[string]any{"search_categories": map[string]any{"room_events": map[string]any{"search_term": "tomato"}}})
+		for _, r := range res["results"].([]any) {
+			if eid := r.(map[string]any)["result"].(map[string]any)["event_id"]; eid == refused.String() {
+				t.Errorf("/search shows the rejected event %s: %v", refused, res)
+			}
+		}
+		if got := len(res["results"].([]any)); got != 1 {
+			t.Errorf("%d results, want the kept message only: %v", got, res)
+		}
+	})
 }
