@@ -15,10 +15,7 @@ import (
 func TestDeactivatedCountsStayGone(t *testing.T) {
 	backends(t, func(t *testing.T, dsn string) {
 		ctx := context.Background()
-		db := openDB(t, dsn)
-		defer db.Close()
-		fr := &fakeRooms{events: map[id.EventID]*rooms.Event{}}
-		s := loadService(t, db, nil, fr)
+		db, fr, s := openService(t, dsn)
 		members := &rooms.RoomInfo{ID: testRoom, Members: map[id.UserID]string{alice: "join", bob: "join"}}
 		send := func(evID id.EventID) {
 			ev := mkEvent("m.room.message", bob, nil, `{"msgtype":"m.text","body":"hi"}`)

@@ -62,6 +62,16 @@ func loadService(t *testing.T, db *storage.DB, acc *accounts.Service, fr *fakeRo
 	return s
 }
 
+// openService opens dsn's database, closed at the test's end, and a
+// loaded Service on it whose rooms hold the events the test adds.
+func openService(t *testing.T, dsn string) (*storage.DB, *fakeRooms, *Service) {
+	t.Helper()
+	db := openDB(t, dsn)
+	t.Cleanup(func() { db.Close() })
+	fr := &fakeRooms{events: map[id.EventID]*rooms.Event{}}
+	return db, fr, loadService(t, db, nil, fr)
+}
+
 func ruleIDs(list []*Rule) []string {
 	var out []string
 	for _, r := range list {
@@ -81,10 +91,7 @@ func rawList(s ...string) []json.RawMessage {
 func TestStorageRoundTrip(t *testing.T) {
 	backends(t, func(t *testing.T, dsn string) {
 		ctx := context.Background()
-		db := openDB(t, dsn)
-		defer db.Close()
-		fr := &fakeRooms{events: map[id.EventID]*rooms.Event{}}
-		s := loadService(t, db, nil, fr)
+		db, fr, s := openService(t, dsn)
 
 		put := func(kind Kind, ruleID string, nr NewRule) {
 			t.Helper()
