@@ -17,6 +17,7 @@ import (
 	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/bridgev2/database"
 
+	"github.com/matrixos/matrixos/internal/bridges"
 	"github.com/matrixos/matrixos/internal/bridges/guard"
 )
 
@@ -70,7 +71,8 @@ type Connector struct {
 	maxFileSize atomic.Int64
 	httpClient  *http.Client
 	// guard fails the bridge's run on a panic in a goroutine of ours.
-	guard *guard.Guard
+	guard     *guard.Guard
+	newLogins bridges.Logins // stores and connects logins one at a time
 }
 
 var (

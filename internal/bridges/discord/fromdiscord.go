@@ -107,7 +107,7 @@ func (c *Client) lastBridgedID(ctx context.Context, channelID, parentID string) 
 		portalID = parentID
 	}
 	portal, err := c.connector.br.GetExistingPortalByKey(ctx, c.portalKey(portalID))
-	if err != nil || portal == nil || portal.MXID == "" {
+	if err != nil || portal == nil || !portal.RoomCreated.IsSet() { // not MXID, which its room's creation writes unguarded
 		return "", err
 	}
 	db := c.connector.br.DB.Message

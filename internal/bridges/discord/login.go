@@ -134,7 +134,7 @@ func (l *tokenLogin) SubmitUserInput(ctx context.Context, input map[string]strin
 	case me.Bot != !l.userToken:
 		return nil, errBadToken.WithMessage("That token is not a %s's token", kind)
 	}
-	login, err := l.user.NewLogin(ctx, &database.UserLogin{
+	login, err := l.connector.newLogins.New(ctx, l.user, &database.UserLogin{
 		ID:         networkid.UserLoginID(me.ID),
 		RemoteName: me.Username,
 		Metadata:   &UserLoginMetadata{Token: token, UserToken: l.userToken},
@@ -142,7 +142,6 @@ func (l *tokenLogin) SubmitUserInput(ctx context.Context, input map[string]strin
 	if err != nil {
 		return nil, fmt.Errorf("discord: saving the login: %w", err)
 	}
-	l.connector.guard.Go(func() { login.Client.Connect(login.Log.WithContext(context.Background())) })
 	done := fmt.Sprintf("Logged in as the bot %s; its guild channels will appear as rooms.", me.Username)
 	if l.userToken {
 		done = fmt.Sprintf("Logged in as %s; your DMs, group DMs and guild channels will appear as rooms.", me.Username)

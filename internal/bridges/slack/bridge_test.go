@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	slackapi "github.com/slack-go/slack"
 	"github.com/slack-go/slack/socketmode"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/bridgev2"
 	"maunium.net/go/mautrix/crypto/attachment"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -520,4 +522,49 @@ func TestSlackBridgeCatchesUpOnReconnect(t *testing.T) {
 	})
 	fake.SetSocketDown(false)
 	env.WaitMessage(portal, h.aliceMX, "typed while the socket was down")
+}
+
+// TestConcurrentLoginsOfOneApp: logins of one Slack app completing at once
+// for one user each replace the login's client (bridgev2 disconnects the
+// one before), so exactly one client stays connected to Slack; no replaced
+// client connects after it was disconnected, which left it bridging every
+// event a second time beside its replacement.
+func TestConcurrentLoginsOfOneApp(t *testing.T) {
+	h := newHarness(t)
+	env, fake := h.env, h.fake
+	conn := env.Network.(*slack.Connector)
+	ctx := t.Context()
+	user, err := conn.Bridge.GetUserByMXID(ctx, env.Admin.UserID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const logins = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, logins)
+	for range logins {
+		wg.Go(func() {
+			process, err := conn.CreateLogin(ctx, user, "bot-token")
+			if err == nil {
+				_, err = process.(bridgev2.LoginProcessUserInput).SubmitUserInput(ctx,
+					map[string]string{"bot_token": fake.BotToken(), "app_token": fake.AppToken()})
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("login: %v", err)
+		}
+	}
+	if n := len(user.GetUserLogins()); n != 1 {
+		t.Fatalf("%d logins after %d of one app, want 1", n, logins)
+	}
+	portal := env.WaitPortal("#general")
+	fake.Post(h.general, h.alice, "after the logins")
+	env.WaitMessage(portal, h.aliceMX, "after the logins")
+	if n := fake.Connections(); n != 1 {
+		t.Errorf("%d Socket Mode connections open after %d logins of one app, want 1", n, logins)
+	}
 }

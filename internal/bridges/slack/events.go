@@ -233,7 +233,7 @@ const maxCatchUp = 500
 func (sc *Client) catchUp(ctx context.Context, channelID string) {
 	log := zerolog.Ctx(ctx).With().Str("slack_channel", channelID).Logger()
 	portal, err := sc.connector.Bridge.GetExistingPortalByKey(ctx, portalKey(sc.meta.TeamID, channelID))
-	if err != nil || portal == nil || portal.MXID == "" {
+	if err != nil || portal == nil || !portal.RoomCreated.IsSet() { // not MXID, which its room's creation writes unguarded
 		return
 	}
 	oldest, err := sc.lastReceivedTS(ctx, portal.PortalKey)

@@ -109,7 +109,7 @@ func (l *tokenLogin) SubmitUserInput(ctx context.Context, input map[string]strin
 	}); err != nil {
 		return nil, fmt.Errorf("%w: app-level token (is Socket Mode enabled?): %w", errBadToken, err)
 	}
-	login, err := l.user.NewLogin(ctx, &database.UserLogin{
+	login, err := l.connector.newLogins.New(ctx, l.user, &database.UserLogin{
 		ID:         loginID(auth.TeamID, auth.UserID),
 		RemoteName: auth.Team,
 		Metadata: &UserLoginMetadata{
@@ -123,7 +123,6 @@ func (l *tokenLogin) SubmitUserInput(ctx context.Context, input map[string]strin
 	if err != nil {
 		return nil, fmt.Errorf("saving the login: %w", err)
 	}
-	l.connector.guard.Go(func() { login.Client.Connect(login.Log.WithContext(l.connector.Bridge.BackgroundCtx)) })
 	return &bridgev2.LoginStep{
 		Type:           bridgev2.LoginStepTypeComplete,
 		StepID:         loginStepComplete,

@@ -99,7 +99,8 @@ type Connector struct {
 	Config Config
 
 	// guard fails the bridge's run on a panic in a goroutine of ours.
-	guard *guard.Guard
+	guard     *guard.Guard
+	newLogins bridges.Logins // stores and connects logins one at a time
 
 	loginsMu sync.Mutex
 	logins   map[id.UserID]*phoneLogin // each user's login in progress

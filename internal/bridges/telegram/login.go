@@ -249,6 +249,13 @@ func (l *phoneLogin) connect() error {
 	ctx, stop := context.WithTimeout(l.connector.Bridge.BackgroundCtx, loginTimeout)
 	ended, ready := make(chan struct{}), make(chan struct{})
 	l.mu.Lock()
+	if l.cancelled {
+		// A newer login of the user cancelled this one since its input
+		// arrived: its client must not start, as nothing would stop it.
+		l.mu.Unlock()
+		stop()
+		return errLoginExpired
+	}
 	l.stop, l.ended = stop, ended
 	l.mu.Unlock()
 	var runErr error
@@ -329,7 +336,7 @@ func (l *phoneLogin) complete(ctx context.Context, authorization *tg.AuthAuthori
 	if err != nil {
 		return nil, fmt.Errorf("reading the Telegram session: %w", err)
 	}
-	login, err := l.user.NewLogin(ctx, &database.UserLogin{
+	login, err := l.connector.newLogins.New(ctx, l.user, &database.UserLogin{
 		ID:         loginID(self.ID),
 		RemoteName: displayName(self),
 		Metadata:   &UserLoginMetadata{Phone: l.phone, Session: data},
@@ -337,7 +344,6 @@ func (l *phoneLogin) complete(ctx context.Context, authorization *tg.AuthAuthori
 	if err != nil {
 		return nil, fmt.Errorf("saving the login: %w", err)
 	}
-	l.connector.guard.Go(func() { login.Client.Connect(login.Log.WithContext(l.connector.Bridge.BackgroundCtx)) })
 	return &bridgev2.LoginStep{
 		Type:           bridgev2.LoginStepTypeComplete,
 		StepID:         loginStepComplete,

@@ -1,0 +1,45 @@
+package bridges
+
+import (
+	"context"
+	"sync"
+
+	"maunium.net/go/mautrix/bridgev2"
+	"maunium.net/go/mautrix/bridgev2/database"
+)
+
+// Logins completes a bridge's logins one at a time; a connector keeps one,
+// and its zero value is ready.
+//
+// A login of an account that is logged in already replaces the login's
+// client: bridgev2's User.NewLogin disconnects the old client and loads a
+// new one into the same UserLogin. Were two logins of one account to
+// complete at once, the second could disconnect the first's client before
+// it connected; that client then connected anyway and stayed connected
+// beside its replacement, bridging every event twice (and the goroutine
+// that connected it read UserLogin.Client while NewLogin wrote it).
+// Logins stores a login only once the client of the one before has
+// returned from Connect, so a client is replaced only once it is
+// connecting (or connected), and Disconnect stops it.
+type Logins struct {
+	mu sync.Mutex
+}
+
+// New stores a login as user.NewLogin does and connects its client in a
+// goroutine of its own; the next login waits until that Connect returns.
+// Connect recovers its own panics, as bridgev2 also calls it from a
+// goroutine.
+func (l *Logins) New(ctx context.Context, user *bridgev2.User, data *database.UserLogin, params *bridgev2.NewLoginParams) (*bridgev2.UserLogin, error) {
+	l.mu.Lock()
+	login, err := user.NewLogin(ctx, data, params)
+	if err != nil {
+		l.mu.Unlock()
+		return nil, err
+	}
+	client := login.Client // read before the next login replaces it
+	go func() {
+		defer l.mu.Unlock()
+		client.Connect(login.Log.WithContext(user.Bridge.BackgroundCtx))
+	}()
+	return login, nil
+}
