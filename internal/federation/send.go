@@ -179,7 +179,8 @@ func (s *Service) processTransaction(ctx context.Context, origin string, txn *tr
 			return
 		}
 		res := pduResult{}
-		if err != nil {
+		// A rejected event was processed: it is stored as rejected.
+		if err != nil && !errors.Is(err, rooms.ErrRejected) {
 			res.Error = s.pduError(origin, evID, err)
 		}
 		mu.Lock()

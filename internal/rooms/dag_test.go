@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -517,8 +518,8 @@ func TestAwaitedAuthEventRechecked(t *testing.T) {
 	}
 	n.withheld = map[id.EventID]bool{rename.ID: true}
 	evID, err := n.e("a").ReceivePDU(ctx, "b", raw)
-	if errCode(err) != "M_FORBIDDEN" {
-		t.Fatalf("a message whose auth event cannot be had: %v, want M_FORBIDDEN", err)
+	if errCode(err) != "M_FORBIDDEN" || errors.Is(err, ErrRejected) {
+		t.Fatalf("a message whose auth event cannot be had: %v, want M_FORBIDDEN, not rejected", err)
 	}
 	if stored, err := n.e("a").storedEvent(ctx, evID); err != nil || stored != nil {
 		t.Fatalf("the message is stored before its auth event is known (%v)", err)

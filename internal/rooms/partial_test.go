@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math"
 	"slices"
 	"testing"
@@ -218,8 +219,8 @@ func TestPartialStateKickRejectedAfterResync(t *testing.T) {
 	}
 	never, neverRaw := n.forge("a", roomID, stateProto("@fred:a", "m.room.test", "", `{"body":"never a member"}`),
 		[]id.EventID{kick}, []id.EventID{create.ID, pl.ID}, carolJoin.Depth+2)
-	if _, err := n.e("c").ReceivePDU(ctx, "a", neverRaw); errCode(err) != "M_FORBIDDEN" {
-		t.Fatalf("a state event of a user never in the room: %v, want M_FORBIDDEN", err)
+	if _, err := n.e("c").ReceivePDU(ctx, "a", neverRaw); errCode(err) != "M_FORBIDDEN" || !errors.Is(err, ErrRejected) {
+		t.Fatalf("a state event of a user never in the room: %v, want M_FORBIDDEN, rejected", err)
 	}
 	msg, msgRaw := n.forge("a", roomID, textProto(aliceA, "sentinel"), []id.EventID{never},
 		[]id.EventID{create.ID, pl.ID, aliceJoin.ID}, carolJoin.Depth+3)
@@ -386,5 +387,52 @@ func TestPartialStateRejectedKickNotInHistory(t *testing.T) {
 	}
 	if m := v.MembershipAt(ev); m != "join" {
 		t.Errorf("carol's membership at the message after the rejected kick = %q, want join", m)
+	}
+}
+
+// TestPartialStateRejectedIncorrectly follows Complement's "State
+// rejected incorrectly", its events in one transaction (ReceivePDUs):
+// derek's kick of elsie, accepted by his old join while c's state is
+// partial; elsie's state event, rejected since she was kicked; a message
+// after it. Once the full state shows derek left, the kick is rejected
+// and elsie's state event, checked again, allowed: it is in the current
+// state and in the state before the message; elsie is a member.
+func TestPartialStateRejectedIncorrectly(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "c")
+	roomID, joins := partialRoom(t, n, map[id.UserID]int{derekA: 100, elsieA: 50}, []id.UserID{derekA, elsieA}, []id.UserID{derekA})
+	carolJoin := n.joinPartial("a", "c", roomID, carolC)
+
+	st := n.e("a").rooms[roomID].view()
+	create, pl, aliceJoin := st.get("m.room.create", ""), st.get("m.room.power_levels", ""), st.get("m.room.member", string(aliceA))
+	kick, kickRaw := n.forge("a", roomID, stateProto(derekA, "m.room.member", string(elsieA), `{"membership":"leave"}`),
+		[]id.EventID{carolJoin.ID}, []id.EventID{create.ID, pl.ID, joins[derekA].ID, joins[elsieA].ID}, carolJoin.Depth+1)
+	elsieState, elsieRaw := n.forge("a", roomID, stateProto(elsieA, "m.room.test", "", `{"body":"rejected state"}`),
+		[]id.EventID{kick}, []id.EventID{create.ID, pl.ID, joins[elsieA].ID}, carolJoin.Depth+2)
+	msg, msgRaw := n.forge("a", roomID, textProto(aliceA, "sentinel"), []id.EventID{elsieState},
+		[]id.EventID{create.ID, pl.ID, aliceJoin.ID}, carolJoin.Depth+3)
+	out := n.e("c").ReceivePDUs(ctx, "a", []json.RawMessage{kickRaw, elsieRaw, msgRaw})
+	if out[0].Err != nil || out[2].Err != nil {
+		t.Fatalf("c refuses the kick (%v) or the message (%v) while its state is partial", out[0].Err, out[2].Err)
+	}
+	if !errors.Is(out[1].Err, ErrRejected) {
+		t.Fatalf("elsie's state event after her kick: %v, want rejected", out[1].Err)
+	}
+
+	n.completeResync("c", roomID)
+	if _, err := n.e("c").Event(ctx, kick); errCode(err) != "M_NOT_FOUND" {
+		t.Errorf("derek's kick after the resync: %v, want M_NOT_FOUND", err)
+	}
+	if ev, err := n.e("c").Event(ctx, elsieState); err != nil || ev.Pos <= 0 {
+		t.Errorf("elsie's state event is not in c's timeline after the resync: %v", err)
+	}
+	if m := n.e("c").Membership(elsieA, roomID); m != "join" {
+		t.Errorf("elsie's membership on c after the resync = %q, want join", m)
+	}
+	if got := currentStateIDs(t, n.e("c"), roomID)[stateKey{"m.room.test", ""}]; got != elsieState {
+		t.Errorf("m.room.test in c's current state = %q, want elsie's %s", got, elsieState)
+	}
+	if before := stateIDsBefore(t, n.e("c"), roomID, msg); !before[elsieState] || before[kick] || !before[joins[elsieA].ID] {
+		t.Errorf("the state before the message lacks elsie's state event or her join, or holds the kick")
 	}
 }

@@ -274,7 +274,16 @@ func (e *Engine) queueRun(ctx context.Context, r *room, b *batch, start int) (bu
 		// The state before the event is the head's, which is also the
 		// current state: a check against it is both the check against the
 		// state before and the soft-fail check.
-		if err := authorizeRules(v, ev.PDU, authEventsIn(v, head, ev), getEvents, b.keys.get); err != nil {
+		fromHead, err := e.partialAuthEvents(r, head, ev, getEvents)
+		if err != nil {
+			return nil, nil, 0, nil, err
+		}
+		if err := authorizeRules(v, ev.PDU, fromHead, getEvents, b.keys.get); err != nil {
+			if r.partial.Load() != nil {
+				// Rejected on ReceivePDU's path, which keeps the state
+				// it was rejected by for the resync's second check.
+				break
+			}
 			b.done(i, e.reject(ctx, ev, err))
 			continue
 		}

@@ -718,7 +718,7 @@ func (e *Engine) enqueueRemote(ctx context.Context, r *room, ev *Event, opts rec
 func knownOutcome(old *Event, strict bool) error {
 	switch {
 	case old.Rejected:
-		return mxhttp.Forbidden("event %s was rejected", old.ID)
+		return fmt.Errorf("%w: %w", ErrRejected, mxhttp.Forbidden("event %s was rejected", old.ID))
 	case old.SoftFailed && strict:
 		return mxhttp.Forbidden("event %s is not allowed by the room's current state", old.ID)
 	}
@@ -1102,8 +1102,9 @@ func (e *Engine) authEventLoader(ctx context.Context, known map[id.EventID]*Even
 	}
 }
 
-// reject stores ev as rejected and returns the refusal; a refusal for a
-// key that could not be had (undecided) is returned without a record.
+// reject stores ev as rejected and returns the refusal, an ErrRejected; a
+// refusal for a key that could not be had (undecided) is returned without
+// a record, and is no ErrRejected.
 func (e *Engine) reject(ctx context.Context, ev *Event, cause error) error {
 	msg := authMessage(cause)
 	if errors.Is(cause, errKeyUnavailable) {
@@ -1112,8 +1113,15 @@ func (e *Engine) reject(ctx context.Context, ev *Event, cause error) error {
 	if err := e.recordOutside(ctx, ev, kindRejected, msg); err != nil {
 		return err
 	}
-	return mxhttp.Forbidden("%s", msg)
+	return fmt.Errorf("%w: %w", ErrRejected, mxhttp.Forbidden("%s", msg))
 }
+
+// ErrRejected marks the refusal of a remote event that the auth rules
+// rejected: the event is stored as rejected, which is the outcome of its
+// checks on receipt, not a failure to process it (/send answers it
+// without an error, as other servers do). Its refusal is also an
+// *mxhttp.Error (403 M_FORBIDDEN).
+var ErrRejected = errors.New("rejected by the auth rules")
 
 // addUnsigned gives a remote state event the unsigned data clients expect
 // (the sender's own is dropped), from the state before it.
