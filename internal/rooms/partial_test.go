@@ -436,3 +436,25 @@ func TestPartialStateRejectedIncorrectly(t *testing.T) {
 		t.Errorf("the state before the message lacks elsie's state event or her join, or holds the kick")
 	}
 }
+
+// TestPartialStateRejectedNotLatest: the room's newest event, which a room
+// upgrade names as its predecessor's last, is never one the full state
+// rejected.
+func TestPartialStateRejectedNotLatest(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "c")
+	roomID, joins := partialRoom(t, n, map[id.UserID]int{derekA: 50}, []id.UserID{derekA}, []id.UserID{derekA})
+	carolJoin := n.joinPartial("a", "c", roomID, carolC)
+
+	st := n.e("a").rooms[roomID].view()
+	create, pl := st.get("m.room.create", ""), st.get("m.room.power_levels", "")
+	bad, badRaw := n.forge("a", roomID, stateProto(derekA, "m.room.test", "", `{"body":"bad state event"}`),
+		[]id.EventID{carolJoin.ID}, []id.EventID{create.ID, pl.ID, joins[derekA].ID}, carolJoin.Depth+1)
+	if _, err := n.e("c").ReceivePDU(ctx, "a", badRaw); err != nil {
+		t.Fatalf("c refuses derek's state event while its state is partial: %v", err)
+	}
+	n.completeResync("c", roomID)
+	if latest, err := n.e("c").LatestEventID(ctx, roomID); err != nil || latest == bad {
+		t.Errorf("the room's latest event after the resync = %s (%v), the rejected one", latest, err)
+	}
+}

@@ -177,10 +177,11 @@ func (e *Engine) EventNearTS(ctx context.Context, roomID id.RoomID, ts int64, fo
 	return evs[0], nil
 }
 
-// LatestEventID returns the ID of the room's newest event.
+// LatestEventID returns the ID of the room's newest event (not one the
+// full state of a room joined with partial state rejected).
 func (e *Engine) LatestEventID(ctx context.Context, roomID id.RoomID) (id.EventID, error) {
 	var evID id.EventID
-	err := e.db.QueryRow(ctx, "SELECT event_id FROM events WHERE room_id = $1 ORDER BY pos DESC LIMIT 1", roomID).Scan(&evID)
+	err := e.db.QueryRow(ctx, "SELECT event_id FROM events WHERE room_id = $1 AND rejected = FALSE ORDER BY pos DESC LIMIT 1", roomID).Scan(&evID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", ErrNoRoom
 	}
