@@ -174,9 +174,10 @@ func (n *fedNet) join(resident, joiner string, roomID id.RoomID, user id.UserID)
 	return n.joinAltered(resident, joiner, roomID, user, nil)
 }
 
-// joinAltered is join with the send_join answer's state and auth chain
-// passed through alter (when not nil) on their way to the joining server.
-func (n *fedNet) joinAltered(resident, joiner string, roomID id.RoomID, user id.UserID, alter func(state, chain []json.RawMessage)) (*Event, *Event) {
+// sendJoin makes user, of server joiner, join roomID through resident
+// (make_join, the template signed by joiner, send_join) and returns the
+// room's version and the join as resident stored it.
+func (n *fedNet) sendJoin(resident, joiner string, roomID id.RoomID, user id.UserID) (id.RoomVersion, *Event) {
 	n.t.Helper()
 	ctx := context.Background()
 	res, j := n.e(resident), n.e(joiner)
@@ -192,6 +193,17 @@ func (n *fedNet) joinAltered(resident, joiner string, roomID id.RoomID, user id.
 	if err != nil {
 		n.t.Fatalf("send_join: %v", err)
 	}
+	return version, stored
+}
+
+// joinAltered is join with the send_join answer's state and auth chain
+// passed through alter (when not nil) on their way to the joining server.
+func (n *fedNet) joinAltered(resident, joiner string, roomID id.RoomID, user id.UserID, alter func(state, chain []json.RawMessage)) (*Event, *Event) {
+	n.t.Helper()
+	ctx := context.Background()
+	res, j := n.e(resident), n.e(joiner)
+	version, stored := n.sendJoin(resident, joiner, roomID, user)
+	evID := stored.ID
 	state, chain, err := res.StateBefore(ctx, roomID, evID, false)
 	if err != nil {
 		n.t.Fatalf("state before the join: %v", err)

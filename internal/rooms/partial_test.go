@@ -24,20 +24,9 @@ func (n *fedNet) joinPartial(resident, joiner string, roomID id.RoomID, user id.
 	if n.stateGate == nil {
 		n.stateGate = make(chan struct{})
 	}
-	version, tmpl, err := res.MembershipTemplate(ctx, roomID, user, "join", SupportedVersions)
-	if err != nil {
-		n.t.Fatalf("make_join: %v", err)
-	}
-	evID, signed, err := j.SignTemplate(version, tmpl)
-	if err != nil {
-		n.t.Fatalf("sign template: %v", err)
-	}
 	servers := res.JoinedServers(ctx, roomID)
-	stored, err := res.ReceiveMembership(ctx, joiner, roomID, evID, signed, "join")
-	if err != nil {
-		n.t.Fatalf("send_join: %v", err)
-	}
-	state, chain, err := res.StateBefore(ctx, roomID, evID, true)
+	version, stored := n.sendJoin(resident, joiner, roomID, user)
+	state, chain, err := res.StateBefore(ctx, roomID, stored.ID, true)
 	if err != nil {
 		n.t.Fatalf("state before the join: %v", err)
 	}
@@ -146,6 +135,26 @@ func partialRoom(t *testing.T, n *fedNet, levels map[id.UserID]int, joined, left
 	return roomID, joins
 }
 
+// partialFixture is a room of a's (partialRoom) that carol of c has joined
+// with partial state, and the events of a's state that the tests' forged
+// events name.
+type partialFixture struct {
+	roomID                id.RoomID
+	joins                 map[id.UserID]*Event
+	carolJoin             *Event
+	create, pl, aliceJoin *Event
+}
+
+func newPartialFixture(t *testing.T, n *fedNet, levels map[id.UserID]int, joined, left []id.UserID) partialFixture {
+	t.Helper()
+	f := partialFixture{}
+	f.roomID, f.joins = partialRoom(t, n, levels, joined, left)
+	f.carolJoin = n.joinPartial("a", "c", f.roomID, carolC)
+	st := n.e("a").rooms[f.roomID].view()
+	f.create, f.pl, f.aliceJoin = st.get("m.room.create", ""), st.get("m.room.power_levels", ""), st.get("m.room.member", string(aliceA))
+	return f
+}
+
 const (
 	derekA = id.UserID("@derek:a")
 	elsieA = id.UserID("@elsie:a")
@@ -161,11 +170,9 @@ const (
 func TestPartialStateAcceptedIncorrectly(t *testing.T) {
 	ctx := context.Background()
 	n := newFedNet(t, "a", "c")
-	roomID, joins := partialRoom(t, n, map[id.UserID]int{derekA: 50}, []id.UserID{derekA}, []id.UserID{derekA})
-	carolJoin := n.joinPartial("a", "c", roomID, carolC)
-
-	st := n.e("a").rooms[roomID].view()
-	create, pl, aliceJoin := st.get("m.room.create", ""), st.get("m.room.power_levels", ""), st.get("m.room.member", string(aliceA))
+	f := newPartialFixture(t, n, map[id.UserID]int{derekA: 50}, []id.UserID{derekA}, []id.UserID{derekA})
+	roomID, joins, carolJoin := f.roomID, f.joins, f.carolJoin
+	create, pl, aliceJoin := f.create, f.pl, f.aliceJoin
 	bad, badRaw := n.forge("a", roomID, stateProto(derekA, "m.room.test", "", `{"body":"bad state event"}`),
 		[]id.EventID{carolJoin.ID}, []id.EventID{create.ID, pl.ID, joins[derekA].ID}, carolJoin.Depth+1)
 	if _, err := n.e("c").ReceivePDU(ctx, "a", badRaw); err != nil {
@@ -204,11 +211,9 @@ func TestPartialStateAcceptedIncorrectly(t *testing.T) {
 func TestPartialStateKickRejectedAfterResync(t *testing.T) {
 	ctx := context.Background()
 	n := newFedNet(t, "a", "c")
-	roomID, joins := partialRoom(t, n, map[id.UserID]int{derekA: 100, elsieA: 50}, []id.UserID{derekA, elsieA}, []id.UserID{derekA})
-	carolJoin := n.joinPartial("a", "c", roomID, carolC)
-
-	st := n.e("a").rooms[roomID].view()
-	create, pl, aliceJoin := st.get("m.room.create", ""), st.get("m.room.power_levels", ""), st.get("m.room.member", string(aliceA))
+	f := newPartialFixture(t, n, map[id.UserID]int{derekA: 100, elsieA: 50}, []id.UserID{derekA, elsieA}, []id.UserID{derekA})
+	roomID, joins, carolJoin := f.roomID, f.joins, f.carolJoin
+	create, pl, aliceJoin := f.create, f.pl, f.aliceJoin
 	kick, kickRaw := n.forge("a", roomID, stateProto(derekA, "m.room.member", string(elsieA), `{"membership":"leave"}`),
 		[]id.EventID{carolJoin.ID}, []id.EventID{create.ID, pl.ID, joins[derekA].ID, joins[elsieA].ID}, carolJoin.Depth+1)
 	if _, err := n.e("c").ReceivePDU(ctx, "a", kickRaw); err != nil {
@@ -297,11 +302,9 @@ func TestPartialStateRejectedThenAllowed(t *testing.T) {
 	ctx := context.Background()
 	const fredA = id.UserID("@fred:a")
 	n := newFedNet(t, "a", "c")
-	roomID, joins := partialRoom(t, n, map[id.UserID]int{derekA: 50, fredA: 100}, []id.UserID{derekA, fredA, elsieA}, []id.UserID{fredA})
-	carolJoin := n.joinPartial("a", "c", roomID, carolC)
-
-	st := n.e("a").rooms[roomID].view()
-	create, pl, aliceJoin := st.get("m.room.create", ""), st.get("m.room.power_levels", ""), st.get("m.room.member", string(aliceA))
+	f := newPartialFixture(t, n, map[id.UserID]int{derekA: 50, fredA: 100}, []id.UserID{derekA, fredA, elsieA}, []id.UserID{fredA})
+	roomID, joins, carolJoin := f.roomID, f.joins, f.carolJoin
+	create, pl, aliceJoin := f.create, f.pl, f.aliceJoin
 	ban, banRaw := n.forge("a", roomID, stateProto(fredA, "m.room.member", string(derekA), `{"membership":"ban"}`),
 		[]id.EventID{carolJoin.ID}, []id.EventID{create.ID, pl.ID, joins[fredA].ID, joins[derekA].ID}, carolJoin.Depth+1)
 	if _, err := n.e("c").ReceivePDU(ctx, "a", banRaw); err != nil {
@@ -357,11 +360,9 @@ func TestPartialStateRejectedThenAllowed(t *testing.T) {
 func TestPartialStateRejectedKickNotInHistory(t *testing.T) {
 	ctx := context.Background()
 	n := newFedNet(t, "a", "c")
-	roomID, joins := partialRoom(t, n, map[id.UserID]int{derekA: 100}, []id.UserID{derekA}, []id.UserID{derekA})
-	carolJoin := n.joinPartial("a", "c", roomID, carolC)
-
-	st := n.e("a").rooms[roomID].view()
-	create, pl, aliceJoin := st.get("m.room.create", ""), st.get("m.room.power_levels", ""), st.get("m.room.member", string(aliceA))
+	f := newPartialFixture(t, n, map[id.UserID]int{derekA: 100}, []id.UserID{derekA}, []id.UserID{derekA})
+	roomID, joins, carolJoin := f.roomID, f.joins, f.carolJoin
+	create, pl, aliceJoin := f.create, f.pl, f.aliceJoin
 	kick, kickRaw := n.forge("a", roomID, stateProto(derekA, "m.room.member", string(carolC), `{"membership":"leave"}`),
 		[]id.EventID{carolJoin.ID}, []id.EventID{create.ID, pl.ID, joins[derekA].ID, carolJoin.ID}, carolJoin.Depth+1)
 	if _, err := n.e("c").ReceivePDU(ctx, "a", kickRaw); err != nil {
@@ -400,11 +401,9 @@ func TestPartialStateRejectedKickNotInHistory(t *testing.T) {
 func TestPartialStateRejectedIncorrectly(t *testing.T) {
 	ctx := context.Background()
 	n := newFedNet(t, "a", "c")
-	roomID, joins := partialRoom(t, n, map[id.UserID]int{derekA: 100, elsieA: 50}, []id.UserID{derekA, elsieA}, []id.UserID{derekA})
-	carolJoin := n.joinPartial("a", "c", roomID, carolC)
-
-	st := n.e("a").rooms[roomID].view()
-	create, pl, aliceJoin := st.get("m.room.create", ""), st.get("m.room.power_levels", ""), st.get("m.room.member", string(aliceA))
+	f := newPartialFixture(t, n, map[id.UserID]int{derekA: 100, elsieA: 50}, []id.UserID{derekA, elsieA}, []id.UserID{derekA})
+	roomID, joins, carolJoin := f.roomID, f.joins, f.carolJoin
+	create, pl, aliceJoin := f.create, f.pl, f.aliceJoin
 	kick, kickRaw := n.forge("a", roomID, stateProto(derekA, "m.room.member", string(elsieA), `{"membership":"leave"}`),
 		[]id.EventID{carolJoin.ID}, []id.EventID{create.ID, pl.ID, joins[derekA].ID, joins[elsieA].ID}, carolJoin.Depth+1)
 	elsieState, elsieRaw := n.forge("a", roomID, stateProto(elsieA, "m.room.test", "", `{"body":"rejected state"}`),
@@ -443,11 +442,9 @@ func TestPartialStateRejectedIncorrectly(t *testing.T) {
 func TestPartialStateRejectedNotLatest(t *testing.T) {
 	ctx := context.Background()
 	n := newFedNet(t, "a", "c")
-	roomID, joins := partialRoom(t, n, map[id.UserID]int{derekA: 50}, []id.UserID{derekA}, []id.UserID{derekA})
-	carolJoin := n.joinPartial("a", "c", roomID, carolC)
-
-	st := n.e("a").rooms[roomID].view()
-	create, pl := st.get("m.room.create", ""), st.get("m.room.power_levels", "")
+	f := newPartialFixture(t, n, map[id.UserID]int{derekA: 50}, []id.UserID{derekA}, []id.UserID{derekA})
+	roomID, joins, carolJoin := f.roomID, f.joins, f.carolJoin
+	create, pl := f.create, f.pl
 	bad, badRaw := n.forge("a", roomID, stateProto(derekA, "m.room.test", "", `{"body":"bad state event"}`),
 		[]id.EventID{carolJoin.ID}, []id.EventID{create.ID, pl.ID, joins[derekA].ID}, carolJoin.Depth+1)
 	if _, err := n.e("c").ReceivePDU(ctx, "a", badRaw); err != nil {
