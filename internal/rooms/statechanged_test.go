@@ -2,6 +2,9 @@ package rooms
 
 import (
 	"context"
+	"math/rand/v2"
+	"slices"
+	"strconv"
 	"testing"
 
 	"maunium.net/go/mautrix/id"
@@ -53,6 +56,50 @@ func TestStateChangedAfter(t *testing.T) {
 			}
 			if !c.want && snap != now {
 				t.Errorf("%s: unchanged after %s, yet its snapshot %d is not the current %d", when, c.name, snap, now)
+			}
+		}
+	}
+	check("in memory")
+	env.reopen()
+	check("after a restart")
+}
+
+// TestStateAtPosFromMemory: the state as of every position of a room with
+// state changes among its messages is the state of the snapshot at that
+// position, whether StateAtPos takes it from memory (no change after the
+// position) or from the snapshot, in memory and after a restart.
+func TestStateAtPosFromMemory(t *testing.T) {
+	env := newTestEnv(t)
+	ctx := context.Background()
+	roomID, _ := createTestRoom(t, env.e, id.RoomV11)
+	first := env.db.Visible()
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range 30 {
+		p := textProto(alice, "message "+strconv.Itoa(i))
+		if rng.IntN(3) == 0 {
+			p = stateProto(alice, "m.room.topic", "", `{"topic":"topic `+strconv.Itoa(i)+`"}`)
+		}
+		if _, err := env.e.Send(ctx, roomID, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(when string) {
+		t.Helper()
+		for pos := first; pos <= env.db.Visible(); pos++ {
+			got, err := env.e.StateAtPos(ctx, roomID, pos)
+			if err != nil {
+				t.Fatal(err)
+			}
+			snap, err := env.e.SnapshotAtPos(ctx, roomID, pos)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := env.e.StateAt(ctx, snap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.EqualFunc(got, want, func(a, b *Event) bool { return a.ID == b.ID }) {
+				t.Errorf("%s: state at %d (changed after: %v) differs from its snapshot %d's", when, pos, env.e.StateChangedAfter(ctx, roomID, pos), snap)
 			}
 		}
 	}

@@ -12,9 +12,20 @@ import (
 
 // StateAtPos returns the room's state as of stream position pos (the state
 // after every event at or before it); math.MaxInt64 means the current state.
+// Where the state has not changed after pos (the usual case for a recent
+// position) it is the current state, from memory: a first sliding sync
+// response reads it for each of the user's rooms.
 func (e *Engine) StateAtPos(ctx context.Context, roomID id.RoomID, pos int64) ([]*Event, error) {
 	if pos == math.MaxInt64 {
 		return e.CurrentState(ctx, roomID)
+	}
+	if !e.StateChangedAfter(ctx, roomID, pos) {
+		// Checked again after the read: a change committed in between
+		// would have made the state read newer than pos.
+		cur, err := e.CurrentState(ctx, roomID)
+		if err == nil && !e.StateChangedAfter(ctx, roomID, pos) {
+			return cur, nil
+		}
 	}
 	snap, err := e.SnapshotAtPos(ctx, roomID, pos)
 	if err != nil {

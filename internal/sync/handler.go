@@ -700,6 +700,15 @@ func (s *Service) stateDelta(ctx context.Context, roomID id.RoomID, from, end in
 	if from >= 0 && from <= end && !s.rooms.StateChangedAfter(ctx, roomID, from) {
 		return &StateDelta{}, nil // no state change since from: no query
 	}
+	if from < 0 {
+		// The whole state, which the engine has in memory when it is the
+		// current one.
+		endState, err := s.rooms.StateAtPos(ctx, roomID, end)
+		if err != nil {
+			return nil, err
+		}
+		return &StateDelta{Changed: slices.Clone(endState), End: endState}, nil
+	}
 	endSnap, err := s.rooms.SnapshotAtPos(ctx, roomID, end)
 	if err != nil {
 		return nil, err
