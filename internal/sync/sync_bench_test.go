@@ -177,9 +177,11 @@ func BenchmarkSlidingSyncRoomList(b *testing.B) {
 	body["conn_id"] = "room-list"
 	b.Run("sliding/initial", func(b *testing.B) {
 		b.ReportAllocs()
+		cpu0 := cpuTime(b)
 		for b.Loop() {
 			f.slidingSync(b, body, "")
 		}
+		b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
 	})
 	pos := f.slidingSync(b, body, "")
 	since := f.syncFiltered(b, "")
@@ -194,9 +196,11 @@ func BenchmarkSlidingSyncRoomList(b *testing.B) {
 	})
 	b.Run("sync/initial", func(b *testing.B) {
 		b.ReportAllocs()
+		cpu0 := cpuTime(b)
 		for b.Loop() {
 			f.syncFiltered(b, "")
 		}
+		b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
 	})
 	b.Run("sync/incremental", func(b *testing.B) {
 		b.ReportAllocs()
