@@ -667,7 +667,10 @@ func (s *Service) stateAfterSection(ctx context.Context, req *Request, roomID id
 	if err != nil {
 		return nil, err
 	}
-	senders := timelineSenders(req, timeline)
+	var senders map[id.UserID]bool // only lazy-loaded members need them
+	if req.Filter.LazyLoadMembers() {
+		senders = timelineSenders(req, timeline)
+	}
 	for _, ev := range delta.Changed {
 		if s.showState(req, ev, senders) {
 			out.Add(clientEvent(ev, req))
@@ -822,8 +825,12 @@ func (s *Service) stateSection(ctx context.Context, req *Request, roomID id.Room
 	for _, ev := range timeline {
 		inTimeline[ev.ID] = true
 	}
-	senders := timelineSenders(req, timeline)
-	shown := map[id.UserID]bool{}
+	// Who sent the timeline, and which members the state shows, matter
+	// only to lazy-loaded members: no map for each room otherwise.
+	var senders, shown map[id.UserID]bool
+	if req.Filter.LazyLoadMembers() {
+		senders, shown = timelineSenders(req, timeline), map[id.UserID]bool{}
+	}
 	for _, ev := range startState {
 		member := ev.Type == "m.room.member" && ev.StateKey != nil
 		// A state the client had partially lacked most member events:
@@ -832,7 +839,7 @@ func (s *Service) stateSection(ctx context.Context, req *Request, roomID id.Room
 		if !inTimeline[ev.ID] && !had && (full || limited || member) && s.showState(req, ev, senders) {
 			out.Add(clientEvent(ev, req))
 		}
-		if member {
+		if member && shown != nil {
 			shown[id.UserID(*ev.StateKey)] = true
 		}
 	}
