@@ -7,10 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/storage"
 )
 
 // Relation types the server aggregates.
@@ -25,17 +26,7 @@ const (
 const maxInList = 500
 
 // placeholders returns "$start, $start+1, ..." for n values.
-func placeholders(start, n int) string {
-	var b strings.Builder
-	for i := range n {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("$")
-		b.WriteString(strconv.Itoa(start + i))
-	}
-	return b.String()
-}
+func placeholders(start, n int) string { return storage.Placeholders(start, n) }
 
 // inChunks calls f with ids split into lists of at most maxInList.
 func inChunks[T any](ids []T, f func(part []T) error) error {
