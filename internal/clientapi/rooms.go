@@ -351,7 +351,21 @@ func (s *Service) join(r *http.Request, sess *accounts.Session, t target) (any, 
 			extra[k] = v
 		}
 	}
-	if s.remoteRooms != nil && !s.inRoomHere(r.Context(), roomID) {
+	// While the room's state is partial here, this node cannot tell
+	// whether the room lets the user in (their membership may be among
+	// the state it lacks): the join goes through a resident server, as
+	// one of a room this node is not in does. A ban it knows of refuses
+	// the join at once; a user joined already stays so.
+	partial := s.remoteRooms != nil && s.rooms.HasPartialState(r.Context(), roomID)
+	if partial {
+		switch s.rooms.Membership(sess.UserID, roomID) {
+		case "ban":
+			return nil, mxhttp.Forbidden("you are banned from this room")
+		case "join":
+			return map[string]any{"room_id": roomID}, nil
+		}
+	}
+	if s.remoteRooms != nil && (partial || !s.inRoomHere(r.Context(), roomID)) {
 		if m := s.rooms.Membership(sess.UserID, roomID); m == "invite" || m == "knock" {
 			t.via = append(s.outOfRoomVia(r.Context(), sess.UserID, roomID), t.via...)
 		}

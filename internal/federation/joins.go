@@ -87,7 +87,8 @@ func (s *Service) viaServers(via []string) []string {
 // lets it in: make_join, the template signed with the extra content keys
 // added (displayname, reason, ...), send_join (v2; with omit_members for
 // a room new here, which is then usable at once with partial state while
-// its members are fetched in the background), and the answer's state
+// its members are fetched in the background, and for one whose state is
+// still partial here), and the answer's state
 // imported into the room engine. The last server's error
 // is returned when none does.
 func (s *Service) JoinRemote(ctx context.Context, user id.UserID, roomID id.RoomID, via []string, content map[string]any) error {
@@ -133,9 +134,11 @@ func (s *Service) joinVia(ctx context.Context, server string, user id.UserID, ro
 		return err
 	}
 	// A room new here is joined with partial state: the answer leaves out
-	// the other members, which are fetched once the room is usable.
+	// the other members, which are fetched once the room is usable. So is
+	// one whose state is still partial here (another user's join, or a
+	// rejoin, during the resync): its members come with the resync.
 	_, known := s.rooms.Version(ctx, roomID)
-	omit := errors.Is(known, rooms.ErrNoRoom) && !s.FullStateJoins
+	omit := (errors.Is(known, rooms.ErrNoRoom) || s.rooms.HasPartialState(ctx, roomID)) && !s.FullStateJoins
 	st, answer, err := s.requestJoin(ctx, server, version, roomID, evID, signed, omit)
 	if err != nil {
 		return fmt.Errorf("send_join: %w", err)
