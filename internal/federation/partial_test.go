@@ -347,7 +347,10 @@ func TestPartialStateSync(t *testing.T) {
 	a := testnode.StartFederating(t, testnode.SQLite, ca)
 	b := testnode.StartFederating(t, testnode.SQLite, ca)
 	alice, bob := a.Register("alice"), b.Register("bob")
-	roomID := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	// Encrypted: the members the full state brings then count as users who
+	// now share an encrypted room with bob (device lists below).
+	roomID := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{Preset: "public_chat", InitialState: []*event.Event{{
+		Type: event.StateEncryption, Content: event.Content{Raw: map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}}}})
 	members := bigRoom(t, a, roomID, 30)
 	carl := a.Register("carl")
 	if _, err := carl.JoinRoom(ctx, string(roomID), nil); err != nil {
@@ -510,9 +513,9 @@ func TestPartialStateSync(t *testing.T) {
 		t.Fatalf("the room newly shown after the resync lacks member %s's event", members[3])
 	}
 
-	// The members learned from the full state now share a room with bob:
-	// a lazy-loading sync from before the resync names them as device list
-	// changes, so that bob's client fetches their keys.
+	// The members learned from the full state now share an encrypted room
+	// with bob: a lazy-loading sync from before the resync names them as
+	// device list changes, so that bob's client fetches their keys.
 	after, err := bob.SyncRequest(ctx, 0, lazy.NextBatch, lazyFilter, false, "")
 	if err != nil {
 		t.Fatalf("bob's lazy sync after the resync: %v", err)

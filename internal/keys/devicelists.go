@@ -16,7 +16,11 @@ import (
 //     devices or cross-signing keys changed in the window, users who began
 //     sharing a room with user in it, users whose master key user signed
 //     in it, and user itself when it joined a room in it (its other
-//     devices then learn that new servers may ask for its keys);
+//     devices then learn that new servers may ask for its keys). The
+//     members a partial-state room's full state brought count as beginning
+//     to share only when the room is encrypted: the spec names the users
+//     who "now share an encrypted room", and those members joined no
+//     room, this node only learnt of them;
 //   - left: users whose membership changed in a room of user's during the
 //     window and who now share no room with user.
 //
@@ -153,6 +157,9 @@ func (s *Service) membershipChanges(ctx context.Context, user id.UserID, since, 
 		if c.Pos > to && !own[c.RoomID] {
 			continue
 		}
+		if c.Pos == s.rooms.StateCompletedAt(ctx, c.RoomID) && !s.encrypted(ctx, c.RoomID) {
+			continue // a member the full state brought, in an unencrypted room
+		}
 		if own[c.RoomID] || active(s.rooms.Membership(user, c.RoomID)) {
 			if out == nil {
 				out = map[id.UserID]bool{}
@@ -170,4 +177,11 @@ func (s *Service) membershipChanges(ctx context.Context, user id.UserID, since, 
 		}
 	}
 	return out, joined, nil
+}
+
+// encrypted reports whether the room's current state has an
+// m.room.encryption event.
+func (s *Service) encrypted(ctx context.Context, roomID id.RoomID) bool {
+	ev, err := s.rooms.StateEvent(ctx, roomID, "m.room.encryption", "")
+	return err == nil && ev != nil
 }

@@ -357,7 +357,10 @@ func remoteUserOf(user id.UserID, origin string) error {
 // is applied to the cached list when it continues it, else the list is
 // fetched again; either way the local users sharing a room with the user
 // see the user in device_lists.changed (once the list is fetched, when it
-// is, or the fetch failed). An update of a device without
+// is, or the fetch failed). An update of a user no local user is known to
+// share a room with, from a server of a room whose state is partial here,
+// is recorded for those who turn out to share one once the state is
+// complete. An update of a device without
 // keys changes no list a client sees: it only moves the cached list's
 // stream on.
 func (s *Service) HandleDeviceListUpdate(ctx context.Context, origin string, content json.RawMessage) error {
@@ -372,7 +375,18 @@ func (s *Service) HandleDeviceListUpdate(ctx context.Context, origin string, con
 		return mxhttp.BadJSON("m.device_list_update without device_id")
 	}
 	if !s.sharedWithLocal(ctx, u.UserID) {
-		return nil // nobody here cares: the list is not tracked
+		if !s.rooms.InPartialRoomWith(ctx, origin) {
+			return nil // nobody here cares: the list is not tracked
+		}
+		// The user may be among the members a room whose state is partial
+		// lacks: the change is recorded, the list not tracked, and the
+		// local users who share a room with the user once the state is
+		// complete see the user in device_lists.changed then (not before:
+		// who is in the room is not known yet).
+		if err := s.db.Write(ctx, func(tx *storage.Tx) error { return s.recordChange(ctx, tx, u.UserID, "") }); err != nil {
+			return fmt.Errorf("m.device_list_update: %w", err)
+		}
+		return nil
 	}
 	// A device without keys (announced as its user joined a room) is not
 	// in any list a client sees: its update only moves the stream on.
