@@ -321,10 +321,10 @@ func (e *Engine) ImportCheckedJoin(ctx context.Context, origin string, version i
 // ImportCheckedPartialJoin is ImportCheckedJoin for a send_join answer
 // with members_omitted: its state lacks the member events of other users,
 // so the room is marked partial and its full state fetched in the
-// background from origin and serversInRoom (partial.go). The room must be
-// new here, or one whose state is still partial here (the join is then
-// taken on top of that state, the resync running already): a room this
-// node knows fully has state that a partial answer would only shrink.
+// background from origin and serversInRoom (partial.go). For a room known
+// here (its state still partial, or completed since the join was asked
+// for) the join is taken on top of the room's own state instead, which a
+// partial answer would only shrink.
 func (e *Engine) ImportCheckedPartialJoin(ctx context.Context, origin string, version id.RoomVersion, join json.RawMessage, st *JoinState, serversInRoom []string) (*Event, error) {
 	return e.importJoin(ctx, origin, version, join, st, e.partialServers(origin, serversInRoom))
 }
@@ -386,20 +386,19 @@ func (e *Engine) importJoin(ctx context.Context, origin string, version id.RoomV
 		pj = newPartialJoin(ev.ID, partialServers)
 		opts.partial = pj
 		r.partial.Store(pj)
-	case r.partial.Load() != nil:
-		// Another join while the room's state is still partial here (a
-		// second user's, or a rejoin after a leave): the answer's state
-		// lacks the members this node knows, so the join goes on top of
-		// the room's own state as an event received over federation
+	default:
+		// Another join while the room's state is partial here (a second
+		// user's, or a rejoin after a leave), or was when the join was
+		// asked for (the resync may have completed since): the answer's
+		// state lacks the members this node knows, so the join goes on top
+		// of the room's own state as an event received over federation
 		// would, the answer's state standing in only for prev events this
-		// node lacks. The running resync completes the state for it too.
+		// node lacks. A running resync completes the state for it too.
 		prevStates := map[id.EventID]idState{}
 		for _, p := range ev.PDU.PrevEvents {
 			prevStates[p] = st.before
 		}
 		opts = receiveOpts{strict: true, prevStates: prevStates}
-	default:
-		return nil, mxhttp.BadJSON("room %s is known here: a send_join answer with members omitted cannot complete its state", ev.RoomID)
 	}
 	joined, err := e.acceptRemote(ctx, r, ev, opts)
 	if err != nil {
