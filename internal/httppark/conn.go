@@ -64,7 +64,7 @@ func Park(w http.ResponseWriter, r *http.Request, gone func()) (c *Conn, ok bool
 	}
 	c = &Conn{l: l, conn: conn, header: header, gone: gone}
 	if f := finisherOf(w); f != nil {
-		c.finish = f.ParkedFinished
+		c.finish = f.ParkedFinisher()
 	}
 	if n := brw.Reader.Buffered(); n > 0 {
 		p, _ := brw.Reader.Peek(n)
@@ -88,11 +88,15 @@ func Park(w http.ResponseWriter, r *http.Request, gone func()) (c *Conn, ok bool
 }
 
 // A Finisher is told when a request parked through it is over.
-// ParkedFinished runs once, with the status of the answer once it has
-// been written (or has failed), or with 0 when the client went (or the
-// Listener closed) before the answer; it must not block.
+// ParkedFinisher is called once, when the request is parked; the function
+// it returns runs once, with the status of the answer once it has been
+// written (or has failed), or with 0 when the client went (or the
+// Listener closed) before the answer, and must not block. The function is
+// held while the request is parked, so it should hold no more than it
+// needs: not the ResponseWriter or the Request, which keep the server's
+// buffers for the connection alive.
 type Finisher interface {
-	ParkedFinished(status int)
+	ParkedFinisher() func(status int)
 }
 
 func finisherOf(w http.ResponseWriter) Finisher {

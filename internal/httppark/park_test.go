@@ -69,7 +69,10 @@ type finishWriter struct {
 	finished chan<- int
 }
 
-func (w *finishWriter) ParkedFinished(status int) { w.finished <- status }
+func (w *finishWriter) ParkedFinisher() func(status int) {
+	finished := w.finished
+	return func(status int) { finished <- status }
+}
 
 func (w *finishWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bufio"
+	"context"
 	"log/slog"
 	"net"
 	"net/http"
@@ -27,12 +28,26 @@ type statusWriter struct {
 	http.ResponseWriter
 	code     int
 	hijacked bool // the handler took the connection (a parked /sync)
+	rec      requestRecord
+}
 
-	// What record needs once a parked request's answer comes.
-	log   *slog.Logger
-	mux   *http.ServeMux
-	r     *http.Request
-	start time.Time
+// requestRecord is what counting and logging a request needs once it is
+// over: for a parked request it is all that is held while it waits (not
+// the request or the server's ResponseWriter, which keep the connection's
+// buffers alive).
+type requestRecord struct {
+	log          *slog.Logger
+	route        string
+	method, path string
+	start        time.Time
+}
+
+func newRequestRecord(log *slog.Logger, mux *http.ServeMux, r *http.Request, start time.Time) requestRecord {
+	_, route := mux.Handler(r)
+	if route == "" {
+		route = "unmatched"
+	}
+	return requestRecord{log: log, route: route, method: r.Method, path: r.URL.Path, start: start}
 }
 
 // Hijack lets a handler take the connection through the writer, and
@@ -50,31 +65,30 @@ func (w *statusWriter) WriteHeader(code int) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// ParkedFinished records a parked request once its answer is written
-// (httppark.Finisher); one whose client went before is recorded as
-// mxhttp records a request whose client went (499).
-func (w *statusWriter) ParkedFinished(status int) {
-	if status == 0 {
-		status = 499
+// ParkedFinisher (httppark.Finisher) records a parked request once its
+// answer is written; one whose client went before is recorded as mxhttp
+// records a request whose client went (499).
+func (w *statusWriter) ParkedFinisher() func(status int) {
+	rec := w.rec
+	return func(status int) {
+		if status == 0 {
+			status = 499
+		}
+		rec.record(context.Background(), status)
 	}
-	w.record(status)
 }
 
 // record counts the request and its duration, and logs it.
-func (w *statusWriter) record(code int) {
-	_, route := w.mux.Handler(w.r)
-	if route == "" {
-		route = "unmatched"
-	}
-	httpRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
-	took := time.Since(w.start)
-	httpDuration.WithLabelValues(route).Observe(took.Seconds())
-	if w.log.Enabled(w.r.Context(), slog.LevelDebug) || code >= 500 {
+func (rec requestRecord) record(ctx context.Context, code int) {
+	httpRequests.WithLabelValues(rec.route, strconv.Itoa(code)).Inc()
+	took := time.Since(rec.start)
+	httpDuration.WithLabelValues(rec.route).Observe(took.Seconds())
+	if rec.log.Enabled(ctx, slog.LevelDebug) || code >= 500 {
 		level := slog.LevelDebug
 		if code >= 500 {
 			level = slog.LevelWarn
 		}
-		w.log.Log(w.r.Context(), level, "request", "method", w.r.Method, "path", w.r.URL.Path, "status", code, "took", took)
+		rec.log.Log(ctx, level, "request", "method", rec.method, "path", rec.path, "status", code, "took", took)
 	}
 }
 
@@ -83,12 +97,12 @@ func (w *statusWriter) record(code int) {
 // It also logs each request at debug level.
 func instrument(log *slog.Logger, mux *http.ServeMux, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK, log: log, mux: mux, r: r, start: time.Now()}
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK, rec: newRequestRecord(log, mux, r, time.Now())}
 		next.ServeHTTP(sw, r)
 		if sw.hijacked {
-			// Parked: counted by ParkedFinished once answered.
+			// Parked: counted by ParkedFinisher's function once answered.
 			return
 		}
-		sw.record(sw.code)
+		sw.rec.record(r.Context(), sw.code)
 	})
 }
