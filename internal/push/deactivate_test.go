@@ -50,6 +50,19 @@ func TestDeactivatedCountsStayGone(t *testing.T) {
 			if got := counts(s); got != 1 {
 				t.Errorf("reactivated, %s: %d unread, want 1", name, got)
 			}
+			// /notifications lists what counts: the new one, not those
+			// from before the deactivation.
+			notes, _, err := s.Notifications(ctx, alice, db.Visible()+1, 10, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var listed []id.EventID
+			for _, n := range notes {
+				listed = append(listed, n.EventID)
+			}
+			if len(listed) != 1 || listed[0] != "$d" {
+				t.Errorf("reactivated, %s: /notifications lists %v, want [$d]", name, listed)
+			}
 		}
 	})
 }

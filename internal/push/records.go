@@ -3,7 +3,9 @@ package push
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -252,13 +254,20 @@ const notificationsScan = 1000
 // with fewer than limit, scannedTo is the position of the last row it read
 // (a look below it goes on where this one stopped), else 0.
 func (s *Service) Notifications(ctx context.Context, user id.UserID, before int64, limit int, onlyHighlight bool) (out []Notification, scannedTo int64, err error) {
+	// A deactivated account's notifications up to its deactivation are
+	// gone, as its counts are (push_gone_users), also once reactivated.
+	gone := int64(-1 << 62) // below every position, as Prune starts
+	err = s.db.QueryRow(ctx, "SELECT pos FROM push_gone_users WHERE user_id = $1", user).Scan(&gone)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, 0, fmt.Errorf("read notifications: %w", err)
+	}
 	for scanned := 0; len(out) < limit; {
 		if scanned >= notificationsScan {
 			return out, before, nil
 		}
 		read := 0
-		err := s.scanRecords(ctx, `WHERE pos < $1 ORDER BY pos DESC LIMIT $2`,
-			[]any{before, notificationsBatch}, func(rec *record) error {
+		err := s.scanRecords(ctx, `WHERE pos < $1 AND pos > $3 ORDER BY pos DESC LIMIT $2`,
+			[]any{before, notificationsBatch, gone}, func(rec *record) error {
 				read, before = read+1, rec.pos
 				if len(out) == limit {
 					return nil
