@@ -155,19 +155,17 @@ func (f *Follower) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-f.wake:
-			if wait := max(wakeGap-time.Since(last), wakeSettle); wait > 0 {
-				gap.Reset(wait)
-				select {
-				case <-ctx.Done():
-					return
-				case <-gap.C:
-				}
-				// The round that follows reads every event visible
-				// now: the wake-ups of those events are answered.
-				select {
-				case <-f.wake:
-				default:
-				}
+			gap.Reset(max(wakeGap-time.Since(last), wakeSettle))
+			select {
+			case <-ctx.Done():
+				return
+			case <-gap.C:
+			}
+			// The round that follows reads every event visible
+			// now: the wake-ups of those events are answered.
+			select {
+			case <-f.wake:
+			default:
 			}
 		case <-tick.C:
 		case <-everyC:
