@@ -63,7 +63,7 @@ func (s *Service) park(w http.ResponseWriter, r *http.Request, key buildKey, bui
 		p.mu.Unlock()
 		return true
 	}
-	p.timer = time.AfterFunc(time.Until(deadline), p.timedOut)
+	p.timer = time.AfterFunc(time.Until(deadline), p.woken)
 	p.mu.Unlock()
 	p.wait(ch)
 	return true
@@ -122,13 +122,8 @@ func (p *parkedSync) take() bool {
 	return true
 }
 
+// woken resumes a waiting p, at its wake-up or at its deadline.
 func (p *parkedSync) woken() {
-	if p.take() {
-		p.s.workers.add(p.resume)
-	}
-}
-
-func (p *parkedSync) timedOut() {
 	if p.take() {
 		p.s.workers.add(p.resume)
 	}
