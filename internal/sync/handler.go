@@ -288,20 +288,6 @@ type membershipRow struct {
 	forgotten  bool
 }
 
-// memberships lists the user's rooms (from the engine's cache of the
-// memberships table).
-func (s *Service) memberships(ctx context.Context, user id.UserID) ([]membershipRow, error) {
-	rows, err := s.rooms.UserMemberships(ctx, user)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]membershipRow, len(rows))
-	for i, m := range rows {
-		out[i] = rowOf(m)
-	}
-	return out, nil
-}
-
 // rowOf is the engine's membership row as this package reads it.
 func rowOf(m rooms.MembershipRow) membershipRow {
 	return membershipRow{room: m.RoomID, membership: m.Membership, eventID: m.EventID, pos: m.Pos, forgotten: m.Forgotten}
