@@ -331,14 +331,6 @@ type hit struct {
 	rank    float64
 }
 
-func placeholders(start, n int) string {
-	ps := make([]string, n)
-	for i := range ps {
-		ps[i] = "$" + strconv.Itoa(start+i)
-	}
-	return strings.Join(ps, ", ")
-}
-
 // query runs the engine's full-text search. Filters on senders and types
 // are applied in SQL where they map to columns; scanned counts the page's
 // rows before the rest of the filter, for the next page's offset.
@@ -361,17 +353,17 @@ func (s *Service) query(ctx context.Context, words []string, roomIDs []id.RoomID
 		rankExpr = "-bm25(search_fts)"
 	}
 	where := match
-	where += " AND s.room_id IN (" + placeholders(len(args)+1, len(roomIDs)) + ")"
+	where += " AND s.room_id IN (" + storage.Placeholders(len(args)+1, len(roomIDs)) + ")"
 	for _, r := range roomIDs {
 		args = append(args, r)
 	}
-	where += " AND s.key IN (" + placeholders(len(args)+1, len(keys)) + ")"
+	where += " AND s.key IN (" + storage.Placeholders(len(args)+1, len(keys)) + ")"
 	for _, k := range keys {
 		args = append(args, k)
 	}
 	if f != nil {
 		if f.Senders != nil && len(*f.Senders) > 0 {
-			where += " AND s.sender IN (" + placeholders(len(args)+1, len(*f.Senders)) + ")"
+			where += " AND s.sender IN (" + storage.Placeholders(len(args)+1, len(*f.Senders)) + ")"
 			for _, u := range *f.Senders {
 				args = append(args, u)
 			}
