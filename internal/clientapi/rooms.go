@@ -351,22 +351,21 @@ func (s *Service) join(r *http.Request, sess *accounts.Session, t target) (any, 
 			extra[k] = v
 		}
 	}
-	// While the room's state is partial here, this node cannot tell
-	// whether the room lets the user in (their membership may be among
-	// the state it lacks): the join goes through a resident server, as
-	// one of a room this node is not in does. A ban it knows of refuses
-	// the join at once; a user joined already stays so.
+	// A user joined already stays so. While the room's state is partial
+	// here, this node cannot tell whether the room lets the user in (their
+	// membership may be among the state it lacks): the join goes through a
+	// resident server, as one of a room this node is not in does. A ban it
+	// knows of refuses the join at once.
+	m := s.rooms.Membership(sess.UserID, roomID)
+	if m == "join" {
+		return map[string]any{"room_id": roomID}, nil
+	}
 	partial := s.remoteRooms != nil && s.rooms.HasPartialState(r.Context(), roomID)
-	if partial {
-		switch s.rooms.Membership(sess.UserID, roomID) {
-		case "ban":
-			return nil, mxhttp.Forbidden("you are banned from this room")
-		case "join":
-			return map[string]any{"room_id": roomID}, nil
-		}
+	if partial && m == "ban" {
+		return nil, mxhttp.Forbidden("you are banned from this room")
 	}
 	if s.remoteRooms != nil && (partial || !s.inRoomHere(r.Context(), roomID)) {
-		if m := s.rooms.Membership(sess.UserID, roomID); m == "invite" || m == "knock" {
+		if m == "invite" || m == "knock" {
 			t.via = append(s.outOfRoomVia(r.Context(), sess.UserID, roomID), t.via...)
 		}
 		if via := s.remoteVia(r.Context(), t); len(via) > 0 {
@@ -379,9 +378,6 @@ func (s *Service) join(r *http.Request, sess *accounts.Session, t target) (any, 
 	}
 	if _, err := s.rooms.Version(r.Context(), roomID); err != nil {
 		return nil, mxhttp.NotFound("room not found (joining rooms on other servers needs federation)")
-	}
-	if s.rooms.Membership(sess.UserID, roomID) == "join" {
-		return map[string]any{"room_id": roomID}, nil
 	}
 	// A restricted room lets in the members of the rooms it allows, with a
 	// local member who may invite named as the join's authoriser; when no
