@@ -641,10 +641,12 @@ func (db *DB) commitBatch(batch []*writeReq) {
 		fail(err)
 		return
 	}
+	commitStart := time.Now()
 	if err := sqlTx.Commit(); err != nil {
 		fail(fmt.Errorf("commit: %w", err))
 		return
 	}
+	commitSeconds.Observe(time.Since(commitStart).Seconds())
 	// Publish to memory first, so that no reader sees a position whose
 	// in-memory view is not yet updated.
 	for i, r := range batch {

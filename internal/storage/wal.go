@@ -114,7 +114,9 @@ func (db *DB) checkpoint() (logFrames, copied int, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	db.wal.passes.Add(1)
+	start := time.Now()
 	var busy int
 	err = db.write.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &copied)
+	checkpointSeconds.Observe(time.Since(start).Seconds())
 	return logFrames, copied, err
 }
