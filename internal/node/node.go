@@ -551,6 +551,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	n.Keys.Close()
 	n.Automation.Close()
 	n.Analytics.Close()
+	n.Search.Close()
 	if err := n.Contracts.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
@@ -577,6 +578,7 @@ func (n *Node) startFollowers() {
 	}
 	n.Contracts.Start()
 	n.Analytics.Start()
+	n.Search.Start()
 	n.Automation.Start()
 	n.Moderation.Start()
 }
@@ -592,6 +594,9 @@ func (n *Node) abandon(ctx context.Context, err error) error {
 	}
 	if n.Analytics != nil {
 		n.Analytics.Close()
+	}
+	if n.Search != nil {
+		n.Search.Close()
 	}
 	if n.Contracts != nil {
 		n.Contracts.Close(ctx)

@@ -1,7 +1,11 @@
 // Package search owns server-side search (/search): a full-text index of
-// message bodies, room names and topics, kept in the same transaction as
-// the events it indexes, on SQLite FTS5 or PostgreSQL text search behind
-// one interface.
+// message bodies, room names and topics, on SQLite FTS5 or PostgreSQL
+// text search behind one interface. The index follows the committed
+// events (internal/follower), off the send path: a send's commit writes
+// no index page, and the follower adds many events' text in one
+// transaction with its durable mark. A search first brings the index up
+// to the position visible when it arrived, so it finds every message
+// sent before it, as if the index were written with the events.
 package search
 
 import (
@@ -12,11 +16,14 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	stdsync "sync"
+	"time"
 
 	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/accounts"
+	"github.com/matrixos/matrixos/internal/follower"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/storage"
@@ -53,7 +60,27 @@ DROP TABLE search_events;
 ALTER TABLE search_events_by_pos RENAME TO search_events;
 CREATE INDEX search_events_room ON search_events (room_id, pos);
 `,
+}, {
+	// The index follows the committed events from a durable mark instead
+	// of being written in each event's transaction. Every event up to the
+	// newest indexed one was indexed by the old hook; the follower reads
+	// again those after it, which only costs a scan (indexing is
+	// idempotent).
+	Component: "search",
+	Version:   3,
+	SQL: `
+CREATE TABLE search_marks (follower TEXT PRIMARY KEY, pos BIGINT NOT NULL);
+INSERT INTO search_marks (follower, pos) SELECT 'search', COALESCE(MAX(pos), 0) FROM search_events;
+`,
 }}
+
+const (
+	// stepSize is the most events one step of the follower indexes.
+	stepSize = 500
+	// followInterval is how often the follower looks for events without
+	// being woken.
+	followInterval = 5 * time.Second
+)
 
 // Service indexes events and answers /search.
 type Service struct {
@@ -61,14 +88,90 @@ type Service struct {
 	log      *slog.Logger
 	accounts *accounts.Service
 	rooms    *rooms.Engine
+
+	mark     *follower.Mark
+	follower *follower.Follower
+	stepMu   stdsync.Mutex // one step at a time: the follower's or a search's
 }
 
-// New returns the service and registers its indexing hook on the engine.
+// New returns the service and registers its hooks on the engine; Start
+// starts the follower that keeps the index.
 func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Engine) *Service {
-	s := &Service{db: db, log: log, accounts: acc, rooms: eng}
-	eng.OnPersist = append(eng.OnPersist, s.index)
+	s := &Service{db: db, log: log, accounts: acc, rooms: eng, mark: follower.NewMark(db, "search_marks", "search")}
+	s.follower = follower.New("search", followInterval, log, s.step)
+	eng.OnEvent = append(eng.OnEvent, s.onEvent)
 	eng.OnPurge = append(eng.OnPurge, s.purge)
 	return s
+}
+
+// Start starts the follower that indexes the committed events.
+func (s *Service) Start() { s.follower.Start() }
+
+// Close stops the follower.
+func (s *Service) Close() { s.follower.Close() }
+
+// CatchUp indexes every committed event at once (tests).
+func (s *Service) CatchUp(ctx context.Context) error { return s.follower.CatchUp(ctx) }
+
+// followed are the event types the index follows: the indexed ones and
+// redactions, which take their target out.
+var followed = []string{"m.room.message", "m.room.name", "m.room.topic", "m.room.redaction"}
+
+// onEvent is the room engine's hook: it wakes the follower for the events
+// it indexes. It never blocks.
+func (s *Service) onEvent(ev *rooms.Event, _ *rooms.RoomInfo) {
+	if ev.Type == "m.room.redaction" || indexed[ev.Type] != "" {
+		s.follower.Wake()
+	}
+}
+
+// step indexes the next committed events (at most stepSize), the index
+// rows and the mark in one transaction, and reports whether more may be
+// waiting.
+func (s *Service) step(ctx context.Context) (more bool, err error) {
+	s.stepMu.Lock()
+	defer s.stepMu.Unlock()
+	mark, err := s.mark.Pos(ctx)
+	if err != nil {
+		return false, err
+	}
+	visible := s.db.Visible()
+	if visible <= mark {
+		return false, nil
+	}
+	evs, through, err := s.rooms.CommittedEvents(ctx, mark, visible, rooms.EventFilter{Types: followed}, stepSize)
+	if err != nil {
+		return false, fmt.Errorf("read events to index: %w", err)
+	}
+	more = through < visible
+	if len(evs) == 0 {
+		return more, s.mark.Skip(ctx, through)
+	}
+	if err := s.db.Write(ctx, func(tx *storage.Tx) error {
+		for _, ev := range evs {
+			if err := s.index(ctx, tx, ev); err != nil {
+				return err
+			}
+		}
+		return s.mark.SetTx(ctx, tx, through)
+	}); err != nil {
+		return false, fmt.Errorf("index events: %w", err)
+	}
+	return more, nil
+}
+
+// caughtUp brings the index up to pos, the position visible when a search
+// arrived: the follower may not have reached it yet.
+func (s *Service) caughtUp(ctx context.Context, pos int64) error {
+	for {
+		mark, err := s.mark.Pos(ctx)
+		if err != nil || mark >= pos {
+			return err
+		}
+		if _, err := s.step(ctx); err != nil {
+			return err
+		}
+	}
 }
 
 // purge drops a purged room's messages from the index.
@@ -94,8 +197,10 @@ var indexed = map[string]string{
 	"m.room.topic":   "content.topic",
 }
 
-// index runs inside the event's write transaction.
-func (s *Service) index(ctx context.Context, tx *storage.Tx, ev *rooms.Event, _ *rooms.RoomInfo) error {
+// index adds ev to the index, or takes out a redaction's target, in the
+// follower's transaction. It is idempotent, and indexes nothing of an event
+// purged since it was read.
+func (s *Service) index(ctx context.Context, tx *storage.Tx, ev *rooms.Event) error {
 	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {
 		return s.unindex(ctx, tx, *ev.PDU.Redacts)
 	}
@@ -115,15 +220,26 @@ func (s *Service) index(ctx context.Context, tx *storage.Tx, ev *rooms.Event, _ 
 	}
 	if tx.Dialect() == storage.Postgres {
 		_, err := tx.Exec(ctx, `INSERT INTO search_events (pos, room_id, sender, key, origin_ts, vec)
-			VALUES ($1, $2, $3, $4, $5, to_tsvector('simple', $6)) ON CONFLICT DO NOTHING`, ev.Pos, ev.RoomID, ev.Sender, key, ev.TS, text)
-		return err
+			SELECT CAST($1 AS BIGINT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS BIGINT), to_tsvector('simple', CAST($6 AS TEXT))
+			WHERE EXISTS (SELECT 1 FROM events WHERE pos = $1) ON CONFLICT DO NOTHING`, ev.Pos, ev.RoomID, ev.Sender, key, ev.TS, text)
+		if err != nil {
+			return fmt.Errorf("index event: %w", err)
+		}
+		return nil
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO search_events (pos, room_id, sender, key, origin_ts) VALUES ($1, $2, $3, $4, $5)`,
-		ev.Pos, ev.RoomID, ev.Sender, key, ev.TS); err != nil {
+	res, err := tx.Exec(ctx, `INSERT INTO search_events (pos, room_id, sender, key, origin_ts)
+		SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM events WHERE pos = $1) ON CONFLICT DO NOTHING`,
+		ev.Pos, ev.RoomID, ev.Sender, key, ev.TS)
+	if err != nil {
 		return fmt.Errorf("index event: %w", err)
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO search_fts (rowid, text) VALUES ($1, $2)`, ev.Pos, text)
-	return err
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return err // purged, or indexed before
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO search_fts (rowid, text) VALUES ($1, $2)`, ev.Pos, text); err != nil {
+		return fmt.Errorf("index event text: %w", err)
+	}
+	return nil
 }
 
 func (s *Service) unindex(ctx context.Context, tx *storage.Tx, target id.EventID) error {
@@ -228,6 +344,9 @@ func (s *Service) handleSearch(w http.ResponseWriter, r *http.Request, sess *acc
 		if c.Filter == nil || c.Filter.AllowsRoom(rid) {
 			roomIDs = append(roomIDs, rid)
 		}
+	}
+	if err := s.caughtUp(r.Context(), s.db.Visible()); err != nil {
+		return nil, err
 	}
 	words := terms(c.SearchTerm)
 	result := map[string]any{"count": 0, "results": []any{}, "highlights": words}

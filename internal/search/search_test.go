@@ -79,6 +79,9 @@ func TestSearch(t *testing.T) {
 func indexed(t *testing.T, n *testnode.Node, room id.RoomID) int {
 	t.Helper()
 	var c int
+	if err := n.Search.CatchUp(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if err := n.DB.QueryRow(context.Background(), "SELECT COUNT(*) FROM search_events WHERE room_id = $1", room).Scan(&c); err != nil {
 		t.Fatal(err)
 	}
@@ -185,6 +188,51 @@ func TestSearchSkipsRejected(t *testing.T) {
 		}
 		if got := len(res["results"].([]any)); got != 1 {
 			t.Errorf("%d results, want the kept message only: %v", got, res)
+		}
+	})
+}
+
+// TestIndexCatchesUpFromItsMark: the index follows the events from a
+// durable mark, so what it had not indexed when the node stopped (here: a
+// mark moved back and the index emptied) is indexed after a restart, once
+// and exactly; a redaction met on the way takes its target out again.
+func TestIndexCatchesUpFromItsMark(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice := n.Register("alice")
+		room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{})
+		for i := range 5 {
+			testnode.SendText(t, alice, room, fmt.Sprintf("pumpkin number %d", i))
+		}
+		gone := testnode.SendText(t, alice, room, "pumpkin to be redacted")
+		if _, err := alice.RedactEvent(ctx, room, gone); err != nil {
+			t.Fatal(err)
+		}
+		if c := indexed(t, n, room); c != 5 {
+			t.Fatalf("indexed %d messages, want 5", c)
+		}
+		if err := n.DB.Write(ctx, func(tx *storage.Tx) error {
+			for _, q := range []string{"DELETE FROM search_events", "UPDATE search_marks SET pos = 0"} {
+				if _, err := tx.Exec(ctx, q); err != nil {
+					return err
+				}
+			}
+			if tx.Dialect() == storage.SQLite {
+				_, err := tx.Exec(ctx, "INSERT INTO search_fts (search_fts) VALUES ('delete-all')")
+				return err
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		n = n.Restart()
+		alice = n.Login(alice.UserID)
+		res := search(t, n, alice, map[string]any{"search_categories": map[string]any{"room_events": map[string]any{"search_term": "pumpkin"}}})
+		if got := len(res["results"].([]any)); got != 5 {
+			t.Fatalf("after a restart found %d messages, want 5: %v", got, res)
+		}
+		if c := indexed(t, n, room); c != 5 {
+			t.Fatalf("indexed %d messages after catching up again, want 5", c)
 		}
 	})
 }
