@@ -107,9 +107,19 @@ func (s *Service) announceDevices(ctx context.Context, changes []deviceChange) {
 	if s.edus == nil {
 		return
 	}
-	for _, c := range changes {
-		servers := s.remoteServers(ctx, c.user)
-		s.notePartialSent(ctx, c, servers)
+	// Which servers each update goes to is recorded for the user's
+	// partial-state rooms before it is queued (partialstate.go).
+	sent := make([][]string, len(changes))
+	var notes []partialNote
+	for i, c := range changes {
+		sent[i] = s.remoteServers(ctx, c.user)
+		notes = s.partialNotes(ctx, notes, c, sent[i])
+	}
+	if err := s.notePartialSent(ctx, notes); err != nil {
+		s.log.Warn("record device-list updates", "err", err)
+	}
+	for i, c := range changes {
+		servers := sent[i]
 		if len(servers) == 0 {
 			continue
 		}

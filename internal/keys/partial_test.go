@@ -2,12 +2,14 @@ package keys_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/keys"
 	"github.com/matrixos/matrixos/internal/rooms"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
@@ -55,5 +57,42 @@ func TestPartialStateDeviceListsGoOut(t *testing.T) {
 	changedUntil(t, alice, since, bob.UserID)
 	if !b.Rooms.HasPartialState(ctx, roomID) {
 		t.Fatal("the room's state became complete on B during the test")
+	}
+}
+
+// TestPartialSentBounded: the updates recorded for a partial-state room
+// (kept in the database, so that a restart during the resync does not
+// lose them) are bounded per room, the oldest dropped first, and other
+// rooms' records are left alone. (This node has no federation, so nothing
+// catches them up.)
+func TestPartialSentBounded(t *testing.T) {
+	ctx := context.Background()
+	for _, engine := range testnode.Engines {
+		t.Run(string(engine), func(t *testing.T) {
+			n := testnode.Start(t, engine)
+			const room, other = id.RoomID("!partial:example.org"), id.RoomID("!other:example.org")
+			const total = keys.MaxPartialSent + 10
+			for i := range total {
+				if err := n.Keys.NotePartialSent(ctx, room, "@bob:example.org", "DEV", int64(i+1), []string{"a.example", "b.example"}); err != nil {
+					t.Fatalf("note %d: %v", i, err)
+				}
+			}
+			if err := n.Keys.NotePartialSent(ctx, other, "@bob:example.org", "DEV", 1, nil); err != nil {
+				t.Fatalf("note in the other room: %v", err)
+			}
+			ids, servers, err := n.Keys.PartialSent(ctx, room)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ids) != keys.MaxPartialSent || ids[0] != total-keys.MaxPartialSent+1 || ids[len(ids)-1] != total {
+				t.Fatalf("kept %d updates, %v..%v; want the newest %d", len(ids), ids[:1], ids[len(ids)-1:], keys.MaxPartialSent)
+			}
+			if !slices.Equal(servers[0], []string{"a.example", "b.example"}) {
+				t.Fatalf("servers read back %v", servers[0])
+			}
+			if ids, _, err := n.Keys.PartialSent(ctx, other); err != nil || len(ids) != 1 {
+				t.Fatalf("the other room's records: %v, %v", ids, err)
+			}
+		})
 	}
 }

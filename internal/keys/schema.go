@@ -154,4 +154,22 @@ CREATE TABLE to_device_inbound (
 );
 CREATE INDEX to_device_inbound_age ON to_device_inbound (origin, received_ts);
 `,
+}, {
+	// The device-list updates announced while a room's state was
+	// partial and the servers each went to, until the full state's
+	// catch-up has sent them to the servers that missed them
+	// (partialstate.go); servers is a JSON array.
+	Component: "keys",
+	Version:   4,
+	SQL: `
+CREATE TABLE e2e_partial_sent (
+	room_id TEXT NOT NULL,
+	stream_id BIGINT NOT NULL,
+	user_id TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	prev_id BIGINT NOT NULL,
+	servers TEXT NOT NULL,
+	PRIMARY KEY (room_id, stream_id)
+);
+`,
 }}

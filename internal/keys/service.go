@@ -93,10 +93,9 @@ type Service struct {
 	remoteCached map[id.UserID]bool
 	resyncing    map[id.UserID]bool
 	resyncSlots  chan struct{}
-	// partialMu guards partialSent: the device-list updates announced
-	// while a room's state was partial, by room (partialstate.go).
-	partialMu   gosync.Mutex
-	partialSent map[id.RoomID][]sentUpdate
+	// catchUpMu serializes the catch-ups of partial-state rooms
+	// (partialstate.go).
+	catchUpMu gosync.Mutex
 	// background runs device-list fetches; ctx ends them at Close.
 	background gosync.WaitGroup
 	ctx        context.Context
@@ -108,7 +107,7 @@ type Service struct {
 func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Engine, notifier *sync.Notifier) *Service {
 	s := &Service{db: db, log: log, accounts: acc, rooms: eng, notifier: notifier, Limits: DefaultLimits,
 		remoteCached: map[id.UserID]bool{}, resyncing: map[id.UserID]bool{}, resyncSlots: make(chan struct{}, resyncParallelism),
-		deviceLog: storage.NewPosLog[listChange](maxDeviceLog), partialSent: map[id.RoomID][]sentUpdate{}}
+		deviceLog: storage.NewPosLog[listChange](maxDeviceLog)}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	eng.OnEvent = append(eng.OnEvent, s.untrackOnLeave, s.announceOnJoin)
 	eng.OnStateComplete = append(eng.OnStateComplete, s.onStateComplete)

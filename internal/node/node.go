@@ -473,6 +473,11 @@ func (n *Node) Start() error {
 		if err := n.Rooms.StartResyncs(context.Background()); err != nil {
 			return err
 		}
+		// Device-list updates that servers missed while a room's state
+		// was partial, for rooms completed just before a restart.
+		if err := n.Keys.StartCatchUps(context.Background()); err != nil {
+			return err
+		}
 	}
 	// Nothing goes to a bridge's appservice before the bridge runs.
 	if err := n.Bridges.Hold(context.Background()); err != nil {
