@@ -255,11 +255,14 @@ func (c *Conn) waitForNext() {
 }
 
 // readable runs when the watched connection was closed by the client,
-// or has bytes to read while idle.
+// or has bytes to read while idle. An idle connection with bytes to read
+// goes back to the server even when the client has shut down its side
+// since (a request, then a half-close): the server reads and answers it,
+// then finds the end of the connection.
 func (c *Conn) readable(hup bool) {
 	c.mu.Lock()
 	c.unwatch = nil
-	if c.state == idle && !hup {
+	if c.state == idle && (!hup || hasBytes(c.conn)) {
 		c.state = closed // no longer ours
 		c.stopIdle()
 		c.mu.Unlock()

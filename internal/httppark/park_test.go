@@ -224,6 +224,35 @@ func TestParkedPipelinedClientGoes(t *testing.T) {
 	}
 }
 
+// TestIdleHalfClose: a client whose connection idles after a parked
+// answer sends its next request and at once half-closes (shut down its
+// writing side): the request is served, as net/http serves it.
+func TestIdleHalfClose(t *testing.T) {
+	ps := startParkServer(t)
+	for i := range 10 {
+		conn := ps.dial(t)
+		br := bufio.NewReader(conn)
+		io.WriteString(conn, "GET /park HTTP/1.1\r\nHost: x\r\n\r\n")
+		ps.waitParked(t, 1)
+		ps.release(t)
+		readResponse(t, br)
+		time.Sleep(20 * time.Millisecond) // let the connection idle, watched
+		fmt.Fprintf(conn, "GET /plain?half=%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+		if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("half-closed %d: the request after the parked answer was not served: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if want := fmt.Sprintf(`{"q":"half=%d"}`, i); string(body) != want {
+			t.Fatalf("half-closed %d: answer %q, want %q", i, body, want)
+		}
+	}
+}
+
 // TestParkedFinished: a Finisher behind the server's ResponseWriter is
 // told each parked request's status once answered, and nothing of the
 // requests answered at once.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"unsafe"
 )
 
 // watcher tells when watched connections become readable or are closed
@@ -145,6 +146,26 @@ func (w *watcher) close() { syscall.Close(w.stop[1]) }
 func (w *watcher) closeFDs() {
 	syscall.Close(w.stop[0])
 	syscall.Close(w.epfd)
+}
+
+// hasBytes reports whether conn has bytes waiting to be read.
+func hasBytes(conn net.Conn) bool {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var n int32
+	var errno syscall.Errno
+	if err := rc.Control(func(fd uintptr) {
+		_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCINQ, uintptr(unsafe.Pointer(&n)))
+	}); err != nil || errno != 0 {
+		return false
+	}
+	return n > 0
 }
 
 func setKey(ev *syscall.EpollEvent, key uint64) {
