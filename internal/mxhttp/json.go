@@ -112,7 +112,7 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 	// What json.Marshal returns, encoded straight into buf.
 	if err := jsonv2.MarshalWrite(buf, v, json.DefaultOptionsV1()); err != nil {
 		slog.Error("encode response", "err", err)
-		WriteRawJSON(w, http.StatusInternalServerError, []byte(`{"errcode":"M_UNKNOWN","error":"could not encode response"}`))
+		WriteRawJSON(w, http.StatusInternalServerError, []byte(encodeFailed))
 		return
 	}
 	WriteRawJSON(w, status, buf.Bytes())
@@ -142,31 +142,55 @@ func WriteRawJSON(w http.ResponseWriter, status int, b []byte) {
 	w.Write(b)
 }
 
-// WriteError writes err as a Matrix error response. Errors that are not
-// *Error are logged and answered with M_UNKNOWN.
+// WriteError writes err as a Matrix error response (ErrorResponse), or
+// only the status 499 when the client went away (a long-poll it gave up
+// on): nobody reads that answer, and it is no server error.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
-	var custom CustomError
-	if errors.As(err, &custom) {
-		WriteJSON(w, custom.HTTPStatus(), custom.ResponseBody())
-		return
-	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
-		// The client went away (a long-poll it gave up on); nobody reads
-		// this answer, and it is no server error.
 		w.WriteHeader(499)
 		return
 	}
-	me, ok := AsError(err)
-	if !ok {
-		slog.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	status, header, body := ErrorResponse(r.Context(), r.Method, r.URL.Path, err)
+	for k, v := range header {
+		w.Header()[k] = v
 	}
-	if me.Code == "M_LIMIT_EXCEEDED" {
-		if ms, ok := me.Extra["retry_after_ms"].(int64); ok {
-			w.Header().Set("Retry-After", strconv.FormatInt((ms+999)/1000, 10))
-		}
-	}
-	WriteJSON(w, me.Status, me.Body())
+	WriteRawJSON(w, status, body)
 }
+
+// ErrorResponse is the answer to a request (method and path, for the log)
+// that failed with err: its status, the headers it has beyond
+// Content-Type and Content-Length (Retry-After for M_LIMIT_EXCEEDED; nil
+// when none) and its JSON body. A CustomError answers with its own body;
+// any other error that is not an *Error is logged and answered with
+// M_UNKNOWN. Answers written off the handler (a parked long-poll's) use
+// it as WriteError does.
+func ErrorResponse(ctx context.Context, method, path string, err error) (status int, header http.Header, body []byte) {
+	var v any
+	var custom CustomError
+	if errors.As(err, &custom) {
+		status, v = custom.HTTPStatus(), custom.ResponseBody()
+	} else {
+		me, ok := AsError(err)
+		if !ok {
+			slog.ErrorContext(ctx, "request failed", "method", method, "path", path, "err", err)
+		}
+		if me.Code == "M_LIMIT_EXCEEDED" {
+			if ms, ok := me.Extra["retry_after_ms"].(int64); ok {
+				header = http.Header{"Retry-After": {strconv.FormatInt((ms+999)/1000, 10)}}
+			}
+		}
+		status, v = me.Status, me.Body()
+	}
+	body, err = jsonv2.Marshal(v, json.DefaultOptionsV1())
+	if err != nil {
+		slog.ErrorContext(ctx, "encode response", "err", err)
+		return http.StatusInternalServerError, nil, []byte(encodeFailed)
+	}
+	return status, header, body
+}
+
+// encodeFailed is the answer to a response that could not be encoded.
+const encodeFailed = `{"errcode":"M_UNKNOWN","error":"could not encode response"}`
 
 // CustomError is an error with its own response body, such as the 401
 // User-Interactive Authentication response.

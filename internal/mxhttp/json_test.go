@@ -3,6 +3,8 @@ package mxhttp_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
@@ -107,5 +109,44 @@ func TestCheckObject(t *testing.T) {
 	body := []byte(`{"msgtype":"m.text","body":"hello","m.relates_to":{"rel_type":"m.thread","event_id":"$x"}}`)
 	if n := testing.AllocsPerRun(100, func() { mxhttp.CheckObject(body) }); n != 0 {
 		t.Errorf("CheckObject allocates %.0f times per call, want 0", n)
+	}
+}
+
+// uiaError is a CustomError, as the 401 of User-Interactive
+// Authentication is.
+type uiaError struct{}
+
+func (uiaError) Error() string     { return "uia" }
+func (uiaError) HTTPStatus() int   { return http.StatusUnauthorized }
+func (uiaError) ResponseBody() any { return map[string]any{"session": "s"} }
+
+// TestErrorResponse: the status, headers and body of each kind of error,
+// and WriteError writing exactly them.
+func TestErrorResponse(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		err        error
+		status     int
+		retryAfter string
+		body       string
+	}{
+		{"limit", fmt.Errorf("send: %w", mxhttp.LimitExceeded("slow down").With("retry_after_ms", int64(1500))), 429, "2", `{"errcode":"M_LIMIT_EXCEEDED","error":"slow down","retry_after_ms":1500}`},
+		{"limit without retry", mxhttp.LimitExceeded("slow down"), 429, "", `{"errcode":"M_LIMIT_EXCEEDED","error":"slow down"}`},
+		{"matrix", mxhttp.NotFound("no such room"), 404, "", `{"errcode":"M_NOT_FOUND","error":"no such room"}`},
+		{"custom", uiaError{}, 401, "", `{"session":"s"}`},
+		{"internal", errors.New("disk on fire"), 500, "", `{"errcode":"M_UNKNOWN","error":"internal server error"}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			status, header, body := mxhttp.ErrorResponse(t.Context(), http.MethodGet, "/x", c.err)
+			if status != c.status || header.Get("Retry-After") != c.retryAfter || string(body) != c.body {
+				t.Fatalf("ErrorResponse: %d %v %s, want %d Retry-After %q %s", status, header, body, c.status, c.retryAfter, c.body)
+			}
+			rec := httptest.NewRecorder()
+			mxhttp.WriteError(rec, httptest.NewRequest(http.MethodGet, "/x", nil), c.err)
+			if rec.Code != status || rec.Header().Get("Retry-After") != c.retryAfter || rec.Body.String() != string(body) ||
+				rec.Header().Get("Content-Type") != "application/json" {
+				t.Fatalf("WriteError: %d %v %s, want ErrorResponse's", rec.Code, rec.Header(), rec.Body)
+			}
+		})
 	}
 }

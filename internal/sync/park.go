@@ -2,8 +2,7 @@ package sync
 
 import (
 	"context"
-	"encoding/json"
-	jsonv2 "encoding/json/v2"
+	"fmt"
 	"net/http"
 	gosync "sync"
 	"time"
@@ -181,31 +180,30 @@ func (p *parkedSync) decide(f *flight, ch <-chan struct{}) {
 	p.mu.Unlock()
 	p.timer.Stop()
 	p.s.waiting.Add(-1)
-	status, body := p.answer(f)
-	p.conn.Header().Set("Content-Type", "application/json")
+	status, header, body := p.answer(f)
+	h := p.conn.Header()
+	for k, v := range header {
+		h[k] = v
+	}
+	h.Set("Content-Type", "application/json")
 	if err := p.conn.Answer(status, body); err != nil {
 		p.s.log.Debug("parked /sync answer not delivered", "user", p.user, "err", err)
 	}
 }
 
-// answer is the status and JSON body the handler would have written
-// for f.
-func (p *parkedSync) answer(f *flight) (int, []byte) {
-	if f.err == nil {
-		b, err := f.encoded()
-		if err == nil {
-			return http.StatusOK, b
+// answer is the status, headers and JSON body the handler would have
+// written for f.
+func (p *parkedSync) answer(f *flight) (int, http.Header, []byte) {
+	err := f.err
+	if err == nil {
+		b, encErr := f.encoded()
+		if encErr == nil {
+			return http.StatusOK, nil, b
 		}
-		p.s.log.Error("encode response", "err", err)
-		return http.StatusInternalServerError, []byte(`{"errcode":"M_UNKNOWN","error":"could not encode response"}`)
+		err = fmt.Errorf("encode response: %w", encErr)
 	}
-	me, ok := mxhttp.AsError(f.err)
-	if !ok {
-		p.s.log.Error("request failed", "method", http.MethodGet, "path", "/_matrix/client/v3/sync", "err", f.err)
-	}
-	b, err := jsonv2.Marshal(me.Body(), json.DefaultOptionsV1())
-	if err != nil {
-		return http.StatusInternalServerError, []byte(`{"errcode":"M_UNKNOWN","error":"could not encode response"}`)
-	}
-	return me.Status, b
+	return mxhttp.ErrorResponse(context.Background(), http.MethodGet, syncPath, err)
 }
+
+// syncPath is the path of the requests parked here, for the log.
+const syncPath = "/_matrix/client/v3/sync"

@@ -3,6 +3,7 @@ package sync_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -12,9 +13,12 @@ import (
 	"regexp"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/matrixos/matrixos/internal/mxhttp"
+	"github.com/matrixos/matrixos/internal/sync"
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
@@ -118,6 +122,50 @@ func TestParkedLongPolls(t *testing.T) {
 	}
 	waitFor(t, func() bool { return n.Sync.Waiting() == 0 }, "closed long-polls forgotten")
 	waitFor(t, func() bool { return runtime.NumGoroutine() <= baseline+polls/4 }, "goroutines back to the baseline")
+}
+
+// TestParkedErrorAnswer: a parked long-poll whose build fails when woken
+// is answered as the handler answers the same failure: status, body and
+// the Retry-After of M_LIMIT_EXCEEDED.
+func TestParkedErrorAnswer(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	alice := n.Register("alice")
+	room := testnode.PublicRoom(t, alice)
+	var failing atomic.Bool
+	n.Sync.AddSource(sync.SourceFunc(func(context.Context, *sync.Request, *sync.Response) error {
+		if failing.Load() {
+			return fmt.Errorf("presence: %w", mxhttp.LimitExceeded("too many requests").With("retry_after_ms", int64(2500)))
+		}
+		return nil
+	}))
+	since := testnode.SyncOnce(t, alice, "", 0).NextBatch
+	path := "/_matrix/client/v3/sync?" + url.Values{"since": {since}, "timeout": {"30000"}, "filter": {noPresence}}.Encode()
+
+	conn, err := net.Dial("tcp", n.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	getOn(t, conn, path, alice.AccessToken)
+	waitFor(t, func() bool { return n.Sync.Waiting() == 1 }, "the long-poll waiting")
+	failing.Store(true)
+	if _, err := alice.SendText(t.Context(), room, "wake up"); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := readAnswer(t, bufio.NewReader(conn))
+
+	req := httptest.NewRequest(http.MethodGet, path, nil)
+	req.Header.Set("Authorization", "Bearer "+alice.AccessToken)
+	rec := httptest.NewRecorder()
+	n.Handler().ServeHTTP(rec, req)
+	if resp.StatusCode != http.StatusTooManyRequests || resp.StatusCode != rec.Code || !bytes.Equal(body, rec.Body.Bytes()) {
+		t.Fatalf("parked answer %d %s, the handler's %d %s", resp.StatusCode, body, rec.Code, rec.Body)
+	}
+	for _, h := range []string{"Retry-After", "Content-Type", "Access-Control-Allow-Origin"} {
+		if got, want := resp.Header.Get(h), rec.Header().Get(h); got != want || want == "" {
+			t.Errorf("header %s: parked %q, handler %q", h, got, want)
+		}
+	}
 }
 
 // withoutAge blanks the events' unsigned.age, which is the time since
