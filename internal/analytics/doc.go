@@ -10,8 +10,11 @@
 // The figures are incremental aggregates: a follower reads the committed
 // events after its mark in stream order, as the ledger and the contracts
 // do, and adds them to hourly and daily bucket tables in the same
-// transaction that moves its mark. A report reads buckets only (at most
-// one row per hour of the window), never the events.
+// transaction that moves its mark. The follower runs every few seconds,
+// or sooner after a burst of messages, not after each send; a report
+// (endpoint or command) first counts what was committed before it, then
+// reads buckets only (at most one row per hour of the window), never the
+// events.
 //
 // Served at GET /_matrixos/admin/v1/analytics (the node) and
 // /_matrixos/admin/v1/analytics/rooms/{roomId} (a room), with a chart

@@ -85,6 +85,9 @@ func (s *Service) requestedReport(r *http.Request) (*Report, error) {
 			return nil, err
 		}
 	}
+	if err := s.CatchUp(r.Context()); err != nil {
+		return nil, err
+	}
 	return s.Report(r.Context(), roomID, days)
 }
 

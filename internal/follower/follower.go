@@ -14,6 +14,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -35,6 +36,10 @@ type Follower struct {
 	afterRound    func(ctx context.Context) error
 	every         func(ctx context.Context) error
 	everyInterval time.Duration
+	// wakeEvery, when set, lets only every wakeEvery-th Wake through;
+	// wakes counts those held back since the last round.
+	wakeEvery int64
+	wakes     atomic.Int64
 
 	mu   sync.Mutex
 	stop func()
@@ -61,9 +66,19 @@ func (f *Follower) Every(interval time.Duration, fn func(ctx context.Context) er
 	f.every, f.everyInterval = fn, interval
 }
 
+// WakeEvery has Wake ask for a round only once n wake-ups have come since
+// the last round; the events of fewer wait for the interval. It is for a
+// follower whose readers catch it up themselves when they need it exact
+// (the search index): a lone send then costs it no commit of its own,
+// whose fdatasync would delay the next send's. Call it before Start.
+func (f *Follower) WakeEvery(n int) { f.wakeEvery = int64(n) }
+
 // Wake asks for a round of steps soon. It never blocks: wake-ups that come
 // while one is pending are merged.
 func (f *Follower) Wake() {
+	if f.wakeEvery > 1 && f.wakes.Add(1) < f.wakeEvery {
+		return
+	}
 	select {
 	case f.wake <- struct{}{}:
 	default:
@@ -143,6 +158,7 @@ func (f *Follower) run(ctx context.Context) {
 	gap.Stop()
 	for {
 		last := time.Now()
+		f.wakes.Store(0)
 		if err := f.CatchUp(ctx); err != nil && ctx.Err() == nil {
 			f.log.Error(f.name+": follow events", "err", err)
 		}

@@ -181,3 +181,16 @@ func TestLoneWakeUpSettles(t *testing.T) {
 		t.Fatal("no round within 5 s of a wake-up")
 	}
 }
+
+// TestWakeEvery: with WakeEvery(n), the first n-1 wake-ups after a round
+// ask for none (the interval follows their events), the n-th does.
+func TestWakeEvery(t *testing.T) {
+	f := New("test", time.Hour, slog.New(slog.DiscardHandler), func(context.Context) (bool, error) { return false, nil })
+	f.WakeEvery(3)
+	for i := 1; i <= 3; i++ {
+		f.Wake()
+		if asked := len(f.wake) == 1; asked != (i == 3) {
+			t.Fatalf("wake-up %d of 3: round asked for %v", i, asked)
+		}
+	}
+}

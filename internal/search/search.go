@@ -3,7 +3,8 @@
 // text search behind one interface. The index follows the committed
 // events (internal/follower), off the send path: a send's commit writes
 // no index page, and the follower adds many events' text in one
-// transaction with its durable mark. A search first brings the index up
+// transaction with its durable mark, every second or after a burst of
+// messages, not after each send. A search first brings the index up
 // to the position visible when it arrived, so it finds every message
 // sent before it, as if the index were written with the events.
 package search
@@ -77,9 +78,11 @@ INSERT INTO search_marks (follower, pos) SELECT 'search', COALESCE(MAX(pos), 0) 
 const (
 	// stepSize is the most events one step of the follower indexes.
 	stepSize = 500
-	// followInterval is how often the follower looks for events without
-	// being woken.
-	followInterval = 5 * time.Second
+	// followInterval is how often the follower indexes what was sent
+	// since its last round. A search catches the index up itself, so
+	// only the sends of a burst wake it sooner (every wakeEvery).
+	followInterval = time.Second
+	wakeEvery      = 256
 )
 
 // Service indexes events and answers /search.
@@ -99,6 +102,7 @@ type Service struct {
 func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Engine) *Service {
 	s := &Service{db: db, log: log, accounts: acc, rooms: eng, mark: follower.NewMark(db, "search_marks", "search")}
 	s.follower = follower.New("search", followInterval, log, s.step)
+	s.follower.WakeEvery(wakeEvery)
 	eng.OnEvent = append(eng.OnEvent, s.onEvent)
 	eng.OnPurge = append(eng.OnPurge, s.purge)
 	return s
