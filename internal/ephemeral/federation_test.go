@@ -3,7 +3,9 @@ package ephemeral_test
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,8 +170,9 @@ func readReceiptEDU(t *testing.T, roomID id.RoomID, user id.UserID, evID id.Even
 // TestRemoteReceiptForUnknownEvent: a remote user's read receipt for an
 // event this server does not have (yet) is stored and shown in /sync like
 // any other (Complement's CanReceiveReceiptDuringPartialStateJoin); one for
-// a known event replaces it, and one for an event of another room is
-// ignored.
+// a known event replaces it, one for an unknown event does not replace one
+// for a known event (it may be older: the receipt would move backwards),
+// and one for an event of another room is ignored.
 func TestRemoteReceiptForUnknownEvent(t *testing.T) {
 	ctx := context.Background()
 	a, b, alice, bob, roomID := sharedRoomNodes(t)
@@ -184,9 +187,8 @@ func TestRemoteReceiptForUnknownEvent(t *testing.T) {
 	}{
 		{"an unknown event", unknown, unknown, ""},
 		{"a known event after it", known, known, unknown},
-		{"an unknown event after a known one", unknown, unknown, known},
-		{"the same unknown event again", unknown, unknown, known},
-		{"an event of another room", otherEv, unknown, otherEv},
+		{"an unknown event after a known one", unknown, known, unknown},
+		{"an event of another room", otherEv, known, otherEv},
 	}
 	for i, st := range steps {
 		ts := time.Now().Add(-time.Hour).UnixMilli() + int64(i)
@@ -200,6 +202,63 @@ func TestRemoteReceiptForUnknownEvent(t *testing.T) {
 		if st.gone != "" && receipt(s, roomID, st.gone, "m.read", bob.UserID) != nil {
 			t.Errorf("%s: bob's receipt for %s is still in alice's /sync", st.name, st.gone)
 		}
+	}
+}
+
+// heldSends holds a node's outgoing federation transactions until open
+// is closed.
+type heldSends struct {
+	http.RoundTripper
+	open chan struct{}
+}
+
+func (h heldSends) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.Contains(req.URL.Path, "/v1/send/") {
+		select {
+		case <-h.open:
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		}
+	}
+	return h.RoundTripper.RoundTrip(req)
+}
+
+// TestRemoteReceiptMovesForwardOnceKnown: bob's receipt for his message X
+// reaches A before X does (B's transactions held), and is stored; once A
+// has X, a late receipt of bob's for an older event (a retried EDU) leaves
+// his receipt at X: a receipt stored for an event then unknown is placed
+// by the event's position once it is known.
+func TestRemoteReceiptMovesForwardOnceKnown(t *testing.T) {
+	ctx := context.Background()
+	a, b, alice, bob, roomID := sharedRoomNodes(t)
+	older := sendText(t, alice, roomID, "older")
+	testnode.WaitFor(t, 20*time.Second, "B has alice's message", func() bool {
+		_, err := b.Rooms.Event(ctx, older)
+		return err == nil
+	})
+	held := heldSends{RoundTripper: b.Federation.Client.HTTP.Transport, open: make(chan struct{})}
+	hc := *b.Federation.Client.HTTP
+	hc.Transport = held
+	b.Federation.Client.HTTP = &hc
+	x := sendText(t, bob, roomID, "x")
+	if _, err := a.Rooms.Event(ctx, x); err == nil {
+		t.Fatal("A has bob's message while B's transactions are held")
+	}
+	ts := time.Now().Add(-time.Minute).UnixMilli()
+	if err := a.Ephemeral.HandleReceipt(ctx, b.Config.ServerName, readReceiptEDU(t, roomID, bob.UserID, x, ts)); err != nil {
+		t.Fatalf("the receipt EDU for x: %v", err)
+	}
+	close(held.open)
+	testnode.WaitFor(t, 20*time.Second, "A has bob's message", func() bool {
+		_, err := a.Rooms.Event(ctx, x)
+		return err == nil
+	})
+	if err := a.Ephemeral.HandleReceipt(ctx, b.Config.ServerName, readReceiptEDU(t, roomID, bob.UserID, older, ts+1)); err != nil {
+		t.Fatalf("the receipt EDU for the older event: %v", err)
+	}
+	s := testnode.SyncOnce(t, alice, "", 0)
+	if receipt(s, roomID, x, "m.read", bob.UserID) == nil || receipt(s, roomID, older, "m.read", bob.UserID) != nil {
+		t.Fatal("bob's receipt moved back from x to the older event")
 	}
 }
 

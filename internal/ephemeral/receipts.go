@@ -187,7 +187,10 @@ func (s *Service) putReceipt(ctx context.Context, user id.UserID, roomID id.Room
 // that type and thread already points at the same or a later event, and
 // wakes whoever may see it. It reports whether the receipt moved. An event
 // not known here (Pos 0, a remote receipt's) cannot be placed: its receipt
-// replaces any other, and any receipt for a known event replaces it.
+// replaces none for a known event (it may be older), and a receipt stored
+// for it is placed by the event's position once the event is known, until
+// then any receipt for a known event replaces it. So a receipt only moves
+// forward in stream order once its event is known.
 func (s *Service) storeReceipt(ctx context.Context, user id.UserID, roomID id.RoomID, rtype, threadID string, ev *rooms.Event, ts int64) (bool, error) {
 	moved := false
 	err := s.db.Write(ctx, func(tx *storage.Tx) error {
@@ -196,11 +199,19 @@ func (s *Service) storeReceipt(ctx context.Context, user id.UserID, roomID id.Ro
 		var prevID id.EventID
 		err := tx.QueryRow(ctx, "SELECT event_pos, event_id FROM receipts WHERE room_id = $1 AND user_id = $2 AND receipt_type = $3 AND thread_id = $4",
 			roomID, user, rtype, threadID).Scan(&prev, &prevID)
-		if err == nil && (prevID == ev.ID || ev.Pos != 0 && prev >= ev.Pos) {
-			return nil
-		}
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("load receipt: %w", err)
+		}
+		if err == nil {
+			if prevID == ev.ID {
+				return nil
+			}
+			if prev == 0 {
+				prev = s.knownPos(ctx, roomID, prevID)
+			}
+			if prev != 0 && (ev.Pos == 0 || prev >= ev.Pos) {
+				return nil
+			}
 		}
 		pos := tx.NextPos()
 		if _, err := tx.Exec(ctx, `INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, event_pos, ts, pos)
@@ -228,6 +239,17 @@ func (s *Service) storeReceipt(ctx context.Context, user id.UserID, roomID id.Ro
 		s.sync.Notifier.Wake(s.joinedMembers(ctx, roomID)...)
 	}
 	return true, nil
+}
+
+// knownPos returns the position of a receipt's event that was not known
+// here when the receipt was stored: 0 while it is still not known (or
+// not in the room, or its read fails: the receipt stays replaceable).
+func (s *Service) knownPos(ctx context.Context, roomID id.RoomID, evID id.EventID) int64 {
+	ev, err := s.rooms.Event(ctx, evID)
+	if err != nil || ev.RoomID != roomID {
+		return 0
+	}
+	return ev.Pos
 }
 
 // receiptRow is one stored receipt.
