@@ -240,31 +240,76 @@ func unionServers(sorted, extra []string) []string {
 	return slices.Compact(out)
 }
 
-// partialAuthEvents completes the auth events the rules take from the
-// state (authEventsIn) in a partial-state room: a member event the
-// selection wants and the partial state lacks is taken from the event's
-// own auth events, which passed the checks on receipt.
-func (e *Engine) partialAuthEvents(r *room, st *roomState, ev *Event, getEvents func([]id.EventID) ([]*pdu.PDU, error)) ([]*pdu.PDU, error) {
+// partialAuthEvents returns, in a partial-state room, the auth events
+// the rules take from the state st for a remote event (authEventsIn), as
+// MSC3902 asks: since st may lack or be wrong about keys the full state
+// settles, the event is checked against st resolved with the event's own
+// auth events (which passed the checks on receipt). A member event the
+// selection wants and st lacks is taken from the event's auth events; a
+// key for which st and the event's auth events hold different events is
+// settled by state resolution between the two, limited to the keys the
+// event's auth rules read: a ban st knows still refuses a banned user's
+// event, while a kick accepted by st alone (its sender's membership taken
+// from its own auth events) that does not cite its target's join loses to
+// that join, so the kicked user's own leave, citing the join, passes.
+// Only the auth decision reads the result: the state before and after the
+// event stay st's.
+func (e *Engine) partialAuthEvents(ctx context.Context, r *room, st *roomState, ev *Event, known map[id.EventID]*Event, getEvents func([]id.EventID) ([]*pdu.PDU, error)) ([]*pdu.PDU, error) {
 	out := authEventsIn(r.version, st, ev)
 	if r.partial.Load() == nil {
-		return out, nil
-	}
-	var lacking []string
-	for _, k := range ev.PDU.AuthEventSelection(r.version) {
-		if k.Type == "m.room.member" && st.get(k.Type, k.StateKey) == nil {
-			lacking = append(lacking, k.StateKey)
-		}
-	}
-	if len(lacking) == 0 {
 		return out, nil
 	}
 	own, err := getEvents(ev.PDU.AuthEvents)
 	if err != nil {
 		return nil, err
 	}
-	for _, ae := range own {
-		if ae != nil && ae.Type == "m.room.member" && ae.StateKey != nil && slices.Contains(lacking, *ae.StateKey) {
-			out = append(out, ae)
+	sel := ev.PDU.AuthEventSelection(r.version)
+	claimed, local := idState{}, idState{}
+	for i, ae := range own {
+		if ae != nil && ae.StateKey != nil && sel.Has(pdu.StateKey{Type: ae.Type, StateKey: *ae.StateKey}) {
+			claimed[stateKey{ae.Type, *ae.StateKey}] = ev.PDU.AuthEvents[i]
+		}
+	}
+	conflict := false
+	for _, k := range sel {
+		sk := stateKey{k.Type, k.StateKey}
+		if cur := st.get(k.Type, k.StateKey); cur != nil {
+			local[sk] = cur.ID
+			if c, ok := claimed[sk]; ok && c != cur.ID {
+				conflict = true
+			}
+		}
+	}
+	if !conflict {
+		for _, ae := range own {
+			if ae == nil || ae.StateKey == nil || ae.Type != "m.room.member" {
+				continue
+			}
+			k := stateKey{ae.Type, *ae.StateKey}
+			if _, ok := claimed[k]; ok && local[k] == "" {
+				out = append(out, ae)
+			}
+		}
+		return out, nil
+	}
+	resolved, err := e.resolve(ctx, r, []idState{local, claimed}, known)
+	if err != nil {
+		return nil, fmt.Errorf("resolve the partial state with the auth events of %s: %w", ev.ID, err)
+	}
+	var ids []id.EventID
+	for _, k := range sel {
+		if eid, ok := resolved[stateKey{k.Type, k.StateKey}]; ok {
+			ids = append(ids, eid)
+		}
+	}
+	evs, err := getEvents(ids)
+	if err != nil {
+		return nil, err
+	}
+	out = []*pdu.PDU{} // nil would make the rules read auth_events
+	for _, p := range evs {
+		if p != nil {
+			out = append(out, p)
 		}
 	}
 	return out, nil

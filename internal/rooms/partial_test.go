@@ -455,3 +455,77 @@ func TestPartialStateRejectedNotLatest(t *testing.T) {
 		t.Errorf("the room's latest event after the resync = %s (%v), the rejected one", latest, err)
 	}
 }
+
+// TestPartialStateLeaveAfterKickAcceptedIncorrectly follows Complement's
+// "Device list updates reach incorrectly kicked servers once partial state
+// join completes even though remote server left room": while c's state is
+// partial, elsie joins; derek, who may kick but joined and left before
+// c's join, kicks her with auth events naming his old join and not her
+// join, which c accepts; elsie then leaves with auth events naming her
+// join. The partial state holds the kick for her key, but her leave is
+// checked against the partial state resolved with the leave's own auth
+// events (MSC3902): her join, which the kick does not cite, is applied
+// after it, so she is a member and may leave. (A kick that cites her join
+// wins the resolution: TestPartialStateRejectedIncorrectly.) Once the
+// full state shows derek left, the kick is rejected and her leave stands:
+// she was a member from her join to her leave, as the state between them
+// says.
+func TestPartialStateLeaveAfterKickAcceptedIncorrectly(t *testing.T) {
+	for _, oneByOne := range []bool{true, false} {
+		name := map[bool]string{true: "ReceivePDU", false: "ReceivePDUs"}[oneByOne]
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			n := newFedNet(t, "a", "c")
+			f := newPartialFixture(t, n, map[id.UserID]int{derekA: 100}, []id.UserID{derekA}, []id.UserID{derekA})
+			roomID, joins, carolJoin := f.roomID, f.joins, f.carolJoin
+			create, pl := f.create, f.pl
+			joinRules := n.e("a").rooms[roomID].view().get("m.room.join_rules", "")
+			c := n.e("c")
+			receive := func(what string, raw json.RawMessage) {
+				t.Helper()
+				var err error
+				if oneByOne {
+					_, err = c.ReceivePDU(ctx, "a", raw)
+				} else {
+					err = c.ReceivePDUs(ctx, "a", []json.RawMessage{raw})[0].Err
+				}
+				if err != nil {
+					t.Fatalf("c refuses %s while its state is partial: %v", what, err)
+				}
+			}
+
+			join, joinRaw := n.forge("a", roomID, memberProto(elsieA, "join"),
+				[]id.EventID{carolJoin.ID}, []id.EventID{create.ID, pl.ID, joinRules.ID}, carolJoin.Depth+1)
+			receive("elsie's join", joinRaw)
+			kick, kickRaw := n.forge("a", roomID, stateProto(derekA, "m.room.member", string(elsieA), `{"membership":"leave"}`),
+				[]id.EventID{join}, []id.EventID{create.ID, pl.ID, joins[derekA].ID}, carolJoin.Depth+2)
+			receive("derek's kick", kickRaw)
+			if m := c.Membership(elsieA, roomID); m != "leave" {
+				t.Fatalf("elsie's membership on c after the kick = %q, want leave", m)
+			}
+			leave, leaveRaw := n.forge("a", roomID, memberProto(elsieA, "leave"),
+				[]id.EventID{kick}, []id.EventID{create.ID, pl.ID, join}, carolJoin.Depth+3)
+			receive("elsie's leave", leaveRaw)
+			if ev, err := c.Event(ctx, leave); err != nil || ev.Pos <= 0 {
+				t.Fatalf("elsie's leave is not in c's timeline while the state is partial: %v", err)
+			}
+
+			n.completeResync("c", roomID)
+			if _, err := c.Event(ctx, kick); errCode(err) != "M_NOT_FOUND" {
+				t.Errorf("derek's kick after the resync: %v, want M_NOT_FOUND", err)
+			}
+			if _, err := c.Event(ctx, leave); err != nil {
+				t.Errorf("elsie's leave after the resync: %v", err)
+			}
+			if m := c.Membership(elsieA, roomID); m != "leave" {
+				t.Errorf("elsie's membership on c after the resync = %q, want leave", m)
+			}
+			if got := currentStateIDs(t, c, roomID)[stateKey{"m.room.member", string(elsieA)}]; got != leave {
+				t.Errorf("elsie's member event in c's current state = %s, want her leave %s", got, leave)
+			}
+			if before := stateIDsBefore(t, c, roomID, leave); before[kick] || !before[join] {
+				t.Errorf("the state before elsie's leave holds the kick, or lacks her join")
+			}
+		})
+	}
+}

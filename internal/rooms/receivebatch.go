@@ -274,7 +274,7 @@ func (e *Engine) queueRun(ctx context.Context, r *room, b *batch, start int) (bu
 		// The state before the event is the head's, which is also the
 		// current state: a check against it is both the check against the
 		// state before and the soft-fail check.
-		fromHead, err := e.partialAuthEvents(r, head, ev, getEvents)
+		fromHead, err := e.partialAuthEvents(ctx, r, head, ev, known, getEvents)
 		if err != nil {
 			return nil, nil, 0, nil, err
 		}

@@ -853,7 +853,7 @@ func (e *Engine) checkRemote(ctx context.Context, r *room, ev *Event, opts recei
 		return nil, err
 	}
 	// Auth against the state before the event.
-	fromState, err := e.partialAuthEvents(r, beforeState, ev, getEvents)
+	fromState, err := e.partialAuthEvents(ctx, r, beforeState, ev, opts.known, getEvents)
 	if err != nil {
 		return nil, err
 	}
@@ -869,7 +869,7 @@ func (e *Engine) checkRemote(ctx context.Context, r *room, ev *Event, opts recei
 		addUnsigned(ev, beforeState)
 		return e.acceptInto(ctx, r, head, ev, d, opts.known)
 	}
-	fromHead, err := e.partialAuthEvents(r, head, ev, getEvents)
+	fromHead, err := e.partialAuthEvents(ctx, r, head, ev, opts.known, getEvents)
 	if err != nil {
 		return nil, err
 	}
