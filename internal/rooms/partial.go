@@ -37,7 +37,10 @@ import (
 // While the room is partial:
 //   - a remote event whose sender's or target's member event is not in
 //     the partial state is checked against the event's own auth events for
-//     that key (which passed the checks on receipt), not refused;
+//     that key (which passed the checks on receipt), not refused; one whose
+//     auth events name other events than the partial state for a key its
+//     rules read is checked against the state resolution of the two
+//     (partialAuthEvents);
 //   - events from the servers the answer named are taken as from servers
 //     in the room;
 //   - the room's servers (JoinedServers, RoomInfo.JoinedServers: the
