@@ -16,6 +16,7 @@ import (
 	"github.com/gotd/td/tgerr"
 	"go.mau.fi/util/variationselector"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/bridgev2/networkid"
 	"maunium.net/go/mautrix/crypto/attachment"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -518,4 +519,36 @@ func TestTelegramReconnects(t *testing.T) {
 	h.login()
 	h.fake.Type(h.alice, h.mia, "hello after the reconnect")
 	h.env.WaitMessage(h.env.WaitPortal("Alice Liddell"), h.aliceMX, "hello after the reconnect")
+}
+
+// TestTelegramConnectTwice: bridgev2 may call Connect on a client that is
+// connected already; the client still runs once, so Disconnect stops it:
+// a message typed on Telegram while it is disconnected is not bridged
+// then (before, the first run went on beside the second, out of
+// Disconnect's reach), and arrives once it connects again.
+func TestTelegramConnectTwice(t *testing.T) {
+	h := newHarness(t)
+	env, fake := h.env, h.fake
+	h.login()
+	fake.Type(h.alice, h.mia, "before the second connect")
+	portal := env.WaitPortal("Alice Liddell")
+	env.WaitMessage(portal, h.aliceMX, "before the second connect")
+	conn := env.Network.(*telegram.Connector)
+	login := conn.Bridge.GetCachedUserLoginByID(networkid.UserLoginID(strconv.FormatInt(h.mia, 10)))
+	if login == nil {
+		t.Fatal("no login of mia's")
+	}
+	ctx := login.Log.WithContext(conn.Bridge.BackgroundCtx)
+	login.Client.Connect(ctx)
+	login.Client.Disconnect()
+	fake.Type(h.alice, h.mia, "typed while disconnected")
+	time.Sleep(2 * time.Second)
+	env.Device.Sync(500)
+	for _, evt := range h.events(portal) {
+		if m := message(evt); m != nil && m.Body == "typed while disconnected" {
+			t.Fatal("a message typed while the client was disconnected was bridged: a client run outlived Disconnect")
+		}
+	}
+	login.Client.Connect(ctx)
+	env.WaitMessage(portal, h.aliceMX, "typed while disconnected")
 }

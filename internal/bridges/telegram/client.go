@@ -50,6 +50,9 @@ func (tc *Client) selfID() int64 {
 }
 
 // Connect runs the gotd client and its updates manager until Disconnect.
+// On a client whose run is going on already it does nothing: a second run
+// beside it would take the same updates, and Disconnect would stop only
+// the second.
 func (tc *Client) Connect(ctx context.Context) {
 	defer tc.connector.guard.Recover() // bridgev2's reconnect calls it from a goroutine of its own
 	opts, err := tc.connector.clientOptions()
@@ -57,11 +60,19 @@ func (tc *Client) Connect(ctx context.Context) {
 		tc.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateUnknownError, Error: "tg-config", Message: err.Error()})
 		return
 	}
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if tc.stop != nil {
+		select {
+		case <-tc.done:
+			// Its context ended without Disconnect: a new run may start.
+		default:
+			return
+		}
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
-	tc.mu.Lock()
 	tc.stop, tc.done = stop, done
-	tc.mu.Unlock()
 	tc.connector.guard.Go(func() {
 		defer close(done)
 		backoff := reconnectMin
