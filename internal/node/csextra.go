@@ -59,6 +59,7 @@ func (n *Node) csExtraRoutes(mux *http.ServeMux) {
 	th := threading.New(n.DB, n.Accounts, n.Rooms)
 	n.Rooms.OnPersist = append(n.Rooms.OnPersist, th.OnPersist)
 	n.Rooms.OnBackfill = append(n.Rooms.OnBackfill, th.OnBackfill)
+	n.Rooms.OnReject = append(n.Rooms.OnReject, th.OnReject)
 	if n.Federation != nil {
 		n.wireThreadingFederation(th)
 	}

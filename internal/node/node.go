@@ -256,6 +256,7 @@ func New(ctx context.Context, cfg config.Config, log *slog.Logger) (*Node, error
 		return nil, n.abandon(ctx, err)
 	}
 	n.Rooms.OnAccept = append(n.Rooms.OnAccept, n.Push.OnAccept)
+	n.Rooms.OnReject = append(n.Rooms.OnReject, n.Push.OnReject)
 	n.Rooms.OnEvent = append(n.Rooms.OnEvent, n.Push.CopyRulesOnUpgrade)
 	n.Sync.AddSource(n.Push.RulesSource())
 	n.Keys = keys.New(n.DB, log, n.Accounts, n.Rooms, n.Sync.Notifier)

@@ -607,6 +607,42 @@ func (s *Service) changedSince(user id.UserID, since, to int64) []id.RoomID {
 // rows through them.
 const purgeQuery = "DELETE FROM push_events WHERE pos IN (SELECT pos FROM events WHERE room_id = $1)"
 
+// OnReject forgets the notifications of an event taken out of the
+// timeline (a rooms.Engine OnReject hook: a remote event accepted while a
+// room's state was partial that the full state refuses): its push_events
+// row goes, so /notifications no longer lists it, and once the transaction
+// has committed it no longer counts for anyone, whose counts change at a
+// position of the transaction, for /sync, and who are woken.
+func (s *Service) OnReject(ctx context.Context, tx *storage.Tx, ev *rooms.Event) error {
+	res, err := tx.Exec(ctx, "DELETE FROM push_events WHERE pos = $1", ev.Pos)
+	if err != nil {
+		return fmt.Errorf("forget the notifications of %s: %w", ev.ID, err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n == 0 {
+		return nil // it notified no one
+	}
+	changePos := tx.NextPos()
+	var users []id.UserID
+	tx.AfterCommit(func() {
+		s.countsMu.Lock()
+		defer s.countsMu.Unlock()
+		for user, rs := range s.unread {
+			ru := rs[ev.RoomID]
+			if ru == nil {
+				continue
+			}
+			n := len(ru.entries)
+			ru.entries = slices.DeleteFunc(ru.entries, func(e unreadEntry) bool { return e.pos == ev.Pos })
+			if len(ru.entries) < n {
+				ru.changedAt = changePos
+				users = append(users, user)
+			}
+		}
+	})
+	tx.AfterVisible(func() { s.wake(users...) })
+	return nil
+}
+
 // PurgeRoom forgets a purged room's unread notifications (a
 // rooms.Engine.OnPurge hook).
 func (s *Service) PurgeRoom(ctx context.Context, tx *storage.Tx, roomID id.RoomID) error {

@@ -85,6 +85,14 @@ type Engine struct {
 	// pipeline is held: they must not wait for the room, nor for the
 	// database writer.
 	OnAccept []func(ctx context.Context, ev *Event, r *RoomInfo) PersistFunc
+	// OnReject hooks run inside the write transaction that takes an event
+	// out of the timeline after it was persisted: a remote event accepted
+	// while a room's state was partial that the full state refuses
+	// (partial.go). They remove what the event's OnPersist and OnAccept
+	// hooks derived from it (counts, notifications, index rows); ev.Pos is
+	// the position it was persisted at. Like OnPersist hooks they run on
+	// the database writer and must only write.
+	OnReject []func(ctx context.Context, tx *storage.Tx, ev *Event) error
 	// OnBackfill hooks run inside the write transaction that stores each
 	// event learnt late (backfilled history, see StoreHistory), for the
 	// indexes that cover every timeline event. Such an event changes no
@@ -755,11 +763,8 @@ func (e *Engine) queueWrite(ctx context.Context, r *room, built []accepted) func
 			} else {
 				err = e.persist(wctx, tx, r, a.ev, a.after)
 			}
-			for _, f := range prepared[i] {
-				if err != nil {
-					break
-				}
-				err = f(wctx, tx)
+			if err == nil {
+				err = e.runPersistHooks(wctx, tx, r, a, prepared[i])
 			}
 			if err != nil {
 				r.broken.Store(true)
@@ -1372,17 +1377,31 @@ func (e *Engine) persist(ctx context.Context, tx *storage.Tx, r *room, ev *Event
 	return e.finishPersist(ctx, tx, r, ev, after)
 }
 
-// finishPersist runs the OnPersist hooks for ev, an event just inserted,
-// after which the room's state is after, and moves the room's row on.
-func (e *Engine) finishPersist(ctx context.Context, tx *storage.Tx, r *room, ev *Event, after *roomState) error {
+// runPersistHooks runs, in the write transaction of a.ev (inserted, with
+// its position), the OnPersist hooks and then what its OnAccept hooks
+// left (prepared). Every event that joins the timeline passes here: a
+// sent or received one, and one a partial-state room's full state allows
+// (writeAllowed).
+func (e *Engine) runPersistHooks(ctx context.Context, tx *storage.Tx, r *room, a accepted, prepared []PersistFunc) error {
 	if len(e.OnPersist) > 0 {
-		info := newRoomInfo(r, after)
+		info := newRoomInfo(r, a.after)
 		for _, h := range e.OnPersist {
-			if err := h(ctx, tx, ev, info); err != nil {
+			if err := h(ctx, tx, a.ev, info); err != nil {
 				return err
 			}
 		}
 	}
+	for _, f := range prepared {
+		if err := f(ctx, tx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// finishPersist moves the room's row on for ev, an event just inserted,
+// after which the room's state is after.
+func (e *Engine) finishPersist(ctx context.Context, tx *storage.Tx, r *room, ev *Event, after *roomState) error {
 	// Readers ignore positions above the visible one, but a failed write's
 	// position can become visible with its batch: only committed events
 	// join the recent events.

@@ -52,9 +52,13 @@ import (
 // full state (recheckSincePartial): an accepted one the auth rules now
 // refuse is rejected (never served again; a state event gives its key back
 // to the state before it in the current state and in every stored state
-// of the room that held it), and one the state before it rejected that
-// they now allow joins the timeline at a new position (a state event
-// takes its key in the states after it).
+// of the room that held it; the OnReject hooks drop what other packages
+// derived from it: counts, notifications, index rows; a forward extremity
+// gives way to the events it follows, so no event of ours names it), and
+// one the state before it rejected that they now allow joins the timeline
+// at a new position (a state event takes its key in the states after it)
+// through the hooks every event joining the timeline runs (OnAccept,
+// OnPersist, OnVisible, OnEvent).
 
 // partialJoin is the mark of a room joined with partial state.
 type partialJoin struct {
@@ -534,24 +538,44 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, fu
 	if err != nil {
 		return err
 	}
+	ext, err := e.extremitiesWithout(ctx, r, head.extremities, flips)
+	if err != nil {
+		return err
+	}
+	takeAllowedKeys(cur, flips, ext)
 	allowed := map[id.EventID]*Event{}
 	for _, f := range flips {
 		if f.allowed {
 			allowed[f.ev.ID] = f.ev
 		}
 	}
-	after, err := e.stateFrom(ctx, head, cur, allowed, head.extremities, head.depth)
+	after, err := e.stateFrom(ctx, head, cur, allowed, ext, head.depth)
 	if err != nil {
 		return err
 	}
+	// The events the full state allows join the timeline as any event
+	// does: the OnAccept hooks see each with the state right after it,
+	// before the write is queued, and the write runs the OnPersist hooks,
+	// then the OnVisible and OnEvent ones.
+	built, err := e.allowedEvents(ctx, after, flips, allowed)
+	if err != nil {
+		return err
+	}
+	wctx := context.WithoutCancel(ctx)
+	prepared := e.runAcceptHooks(wctx, r, built)
 	changed := changedMemberKeys(head, cur)
 	var local []id.UserID
-	wctx := context.WithoutCancel(ctx)
 	wait := sync.OnceValue(e.db.Enqueue(wctx, func(tx *storage.Tx) error {
 		if r.broken.Load() {
 			return errPipelineBroken
 		}
-		return e.writeFullState(wctx, tx, r, after, full, cur, flips, changed, &local)
+		if err := e.writeFullState(wctx, tx, r, after, full, cur, flips, built, prepared, changed, &local); err != nil {
+			return err
+		}
+		if len(e.OnVisible) > 0 && len(built) > 0 {
+			tx.AfterVisible(func() { e.runVisibleHooks(r, built) })
+		}
+		return nil
 	}))
 	r.lastWrite = wait
 	if err := wait(); err != nil {
@@ -567,6 +591,9 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, fu
 	}
 	r.partial.Store(nil)
 	close(pj.done)
+	for _, a := range built {
+		e.runHooks(r, a)
+	}
 	if local != nil {
 		// Now that the positions are visible: a woken /sync sees them.
 		for _, h := range e.OnStateComplete {
@@ -576,17 +603,40 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, fu
 	return nil
 }
 
+// allowedEvents makes the events the full state allows (flips, in order)
+// timeline events, no longer rejected, each with the room's state right
+// after it, for the hooks: cur is the room's complete current state, known
+// the allowed events.
+func (e *Engine) allowedEvents(ctx context.Context, cur *roomState, flips []*flip, known map[id.EventID]*Event) ([]accepted, error) {
+	var out []accepted
+	for _, f := range flips {
+		if !f.allowed {
+			continue
+		}
+		st, err := e.stateFrom(ctx, cur, f.state, known, nil, f.ev.Depth)
+		if err != nil {
+			return nil, fmt.Errorf("the state after %s: %w", f.ev.ID, err)
+		}
+		f.state = nil
+		ev := f.ev
+		ev.Rejected, ev.PDU.InternalMeta.Rejected = false, false
+		ev.RelType, ev.RelatesTo, ev.ThreadID = relationOf(ev.PDU.Content)
+		out = append(out, accepted{ev: ev, after: st})
+	}
+	return out, nil
+}
+
 // writeFullState is completeState's write (the state's events are stored
 // already, by checkStreamedState): the full state's keys laid under every snapshot of the room
 // (all were built on the partial state), the new current state as a
 // snapshot at a fresh position, the memberships it adds or changes, and
 // the mark's removal; the committed view follows once it has committed,
 // and local is set to the room's local joined members then.
-func (e *Engine) writeFullState(ctx context.Context, tx *storage.Tx, r *room, after *roomState, full, cur idState, flips []*flip, changed []id.UserID, local *[]id.UserID) error {
+func (e *Engine) writeFullState(ctx context.Context, tx *storage.Tx, r *room, after *roomState, full, cur idState, flips []*flip, built []accepted, prepared [][]PersistFunc, changed []id.UserID, local *[]id.UserID) error {
 	if err := completeSnapshots(ctx, tx, r.id, full); err != nil {
 		return err
 	}
-	if err := e.writeFlips(ctx, tx, r, flips); err != nil {
+	if err := e.writeFlips(ctx, tx, r, flips, built, prepared); err != nil {
 		return err
 	}
 	// The newest event the full state allowed, now in the timeline: the
@@ -616,7 +666,8 @@ func (e *Engine) writeFullState(ctx context.Context, tx *storage.Tx, r *room, af
 			return err
 		}
 	}
-	if _, err := tx.Exec(ctx, "UPDATE rooms SET snapshot = $1, last_pos = CASE WHEN last_pos < $2 THEN $2 ELSE last_pos END WHERE room_id = $3", snap, lastEv, r.id); err != nil {
+	ext, _ := json.Marshal(after.extremities)
+	if _, err := tx.Exec(ctx, "UPDATE rooms SET snapshot = $1, last_pos = CASE WHEN last_pos < $2 THEN $2 ELSE last_pos END, extremities = $3 WHERE room_id = $4", snap, lastEv, string(ext), r.id); err != nil {
 		return fmt.Errorf("update room: %w", err)
 	}
 	if _, err := tx.Exec(ctx, "DELETE FROM partial_state_rooms WHERE room_id = $1", r.id); err != nil {
@@ -697,7 +748,7 @@ func (e *Engine) commitFullState(r *room, after *roomState, changed []id.UserID,
 		return nil
 	}
 	next := *after
-	next.extremities, next.depth = r.cur.extremities, r.cur.depth
+	next.depth = r.cur.depth
 	r.cur = &next
 	r.lastStatePos = max(r.lastStatePos, pos)
 	r.lastPos = max(r.lastPos, lastEv)
@@ -740,6 +791,37 @@ type flip struct {
 	after []*Event
 	// from is the allowed event's snapshot before it as stored.
 	from int64
+	// state is the room's state right after an allowed event, for the
+	// hooks its write runs (dropped once they have it).
+	state idState
+}
+
+// stateAfterAllowed is the room's state right after ev, an event the full
+// state allows: every key of the state before it as stored (snap) and of
+// the full state at the join, as before (which corrects them by the
+// flips before ev) names it, and ev's own.
+func stateAfterAllowed(ev *Event, snap, full idState, following []*flip, before func(stateKey) id.EventID) idState {
+	st := make(idState, max(len(snap), len(full)))
+	add := func(k stateKey) {
+		if _, done := st[k]; done {
+			return
+		}
+		if eid := before(k); eid != "" {
+			st[k] = eid
+		}
+	}
+	for k := range snap {
+		add(k)
+	}
+	for k := range full {
+		add(k)
+	}
+	for _, f := range following {
+		if f.ev.StateKey != nil {
+			add(stateKey{f.ev.Type, *f.ev.StateKey})
+		}
+	}
+	return withState(st, ev)
 }
 
 // follows reports whether ev follows f's event: names it, or an event
@@ -824,6 +906,7 @@ func (e *Engine) recheckSincePartial(ctx context.Context, r *room, pj *partialJo
 		}
 		f := &flip{ev: ev, allowed: err == nil, from: ev.SnapshotBefore}
 		if f.allowed {
+			f.state = stateAfterAllowed(ev, snap, full, following, before)
 			e.log.Info("an event received during a partial-state resync and rejected is allowed by the full state", "room_id", r.id, "event_id", ev.ID)
 		} else {
 			e.log.Info("an event received during a partial-state resync is refused by the full state", "room_id", r.id, "event_id", ev.ID, "reason", authMessage(err))
@@ -840,22 +923,136 @@ func (e *Engine) recheckSincePartial(ctx context.Context, r *room, pj *partialJo
 		}
 		flips = append(flips, f)
 	}
-	// An allowed state event takes its key in the current state when the
-	// room's extremities follow it and the key still holds what it held
-	// before it.
+	return flips, nil
+}
+
+// takeAllowedKeys gives each allowed state event of flips its key in cur,
+// the room's current state, when the room's extremities ext follow it and
+// the key still holds what it held before it.
+func takeAllowedKeys(cur idState, flips []*flip, ext []id.EventID) {
 	for _, f := range flips {
 		if !f.allowed || f.ev.StateKey == nil {
 			continue
 		}
 		k := stateKey{f.ev.Type, *f.ev.StateKey}
-		followed := slices.ContainsFunc(r.head.extremities, func(x id.EventID) bool {
+		followed := slices.ContainsFunc(ext, func(x id.EventID) bool {
 			return x == f.ev.ID || slices.ContainsFunc(f.after, func(a *Event) bool { return a.ID == x })
 		})
 		if followed && cur[k] == f.old {
 			cur[k] = f.ev.ID
 		}
 	}
-	return flips, nil
+}
+
+// maxChildScan bounds the events deeper than a candidate extremity that
+// extremitiesWithout reads for one naming it: a candidate with more
+// deeper events than this is taken to be followed (it is far from the
+// room's newest events).
+const maxChildScan = 256
+
+// extremitiesWithout returns the room's forward extremities ext once the
+// refused events of flips have left the timeline: the spec has a server
+// never name a rejected event in the prev_events of its events, so a
+// refused extremity gives way to the events it follows (through refused
+// and rejected ones, as statePrevs walks them), those no accepted event
+// follows already, an allowed one included.
+func (e *Engine) extremitiesWithout(ctx context.Context, r *room, ext []id.EventID, flips []*flip) ([]id.EventID, error) {
+	refused := map[id.EventID]*Event{}
+	allowed := map[id.EventID]*Event{}
+	for _, f := range flips {
+		if f.allowed {
+			allowed[f.ev.ID] = f.ev
+		} else {
+			refused[f.ev.ID] = f.ev
+		}
+	}
+	var want []id.EventID
+	out := make([]id.EventID, 0, len(ext))
+	for _, x := range ext {
+		if ev := refused[x]; ev != nil {
+			want = append(want, ev.PDU.PrevEvents...)
+		} else {
+			out = append(out, x)
+		}
+	}
+	if len(want) == 0 {
+		return ext, nil
+	}
+	seen := map[id.EventID]bool{}
+	var cands []*Event
+	for walked := 0; len(want) > 0 && walked < maxRejectedPrevsWalked; walked++ {
+		p := want[0]
+		want = want[1:]
+		if seen[p] || slices.Contains(out, p) {
+			continue
+		}
+		seen[p] = true
+		if ev := refused[p]; ev != nil {
+			want = append(want, ev.PDU.PrevEvents...)
+			continue
+		}
+		if ev := allowed[p]; ev != nil {
+			cands = append(cands, ev)
+			continue
+		}
+		in, err := e.timelineEvents(ctx, []id.EventID{p})
+		if err != nil {
+			return nil, err
+		}
+		if len(in) == 1 {
+			cands = append(cands, in[0])
+			continue
+		}
+		outside, err := e.outliers(ctx, []id.EventID{p}, true)
+		if err != nil {
+			return nil, err
+		}
+		if len(outside) == 1 && outside[0].Rejected {
+			want = append(want, outside[0].PDU.PrevEvents...)
+		}
+	}
+	kept := len(out)
+	for _, c := range cands {
+		followed, err := e.followedByAccepted(ctx, r, c, refused, allowed)
+		if err != nil {
+			return nil, err
+		}
+		if !followed {
+			out = append(out, c.ID)
+		}
+	}
+	if len(out) == 0 {
+		// Something to build on, whatever follows the candidates.
+		for _, c := range cands[kept:] {
+			out = append(out, c.ID)
+		}
+	}
+	return out, nil
+}
+
+// followedByAccepted reports whether an accepted event of the room, once
+// the flips are written (refused ones out of the timeline, allowed ones
+// in), names ev as a prev event; it reads at most maxChildScan events
+// deeper than ev, and takes ev for followed past them.
+func (e *Engine) followedByAccepted(ctx context.Context, r *room, ev *Event, refused, allowed map[id.EventID]*Event) (bool, error) {
+	for _, a := range allowed {
+		if slices.Contains(a.PDU.PrevEvents, ev.ID) {
+			return true, nil
+		}
+	}
+	deeper, err := e.queryEvents(ctx, fmt.Sprintf("WHERE room_id = $1 AND depth > $2 AND rejected = FALSE ORDER BY depth, pos LIMIT %d", maxChildScan+1), r.id, ev.Depth)
+	if err != nil {
+		return false, err
+	}
+	if len(deeper) > maxChildScan {
+		return true, nil
+	}
+	for _, x := range deeper {
+		if refused[x.ID] == nil && slices.Contains(x.PDU.PrevEvents, ev.ID) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // recheckOne checks ev against its own auth events when it was rejected
@@ -916,16 +1113,27 @@ func (e *Engine) rejectedSincePartial(ctx context.Context, roomID id.RoomID) ([]
 // a state event, and the states before and after the events that follow
 // it, where they were built on the state before it, are built on that
 // one instead.
-func (e *Engine) writeFlips(ctx context.Context, tx *storage.Tx, r *room, flips []*flip) error {
+func (e *Engine) writeFlips(ctx context.Context, tx *storage.Tx, r *room, flips []*flip, built []accepted, prepared [][]PersistFunc) error {
+	i := 0
 	for _, f := range flips {
 		if f.allowed {
 			if err := e.writeAllowed(ctx, tx, r, f); err != nil {
 				return err
 			}
+			if err := e.runPersistHooks(ctx, tx, r, built[i], prepared[i]); err != nil {
+				return err
+			}
+			i++
 			continue
 		}
 		if _, err := tx.Exec(ctx, "UPDATE events SET rejected = TRUE WHERE event_id = $1", f.ev.ID); err != nil {
 			return fmt.Errorf("reject %s: %w", f.ev.ID, err)
+		}
+		// What the hooks derived from it when it was persisted goes too.
+		for _, h := range e.OnReject {
+			if err := h(ctx, tx, f.ev); err != nil {
+				return fmt.Errorf("reject %s: %w", f.ev.ID, err)
+			}
 		}
 		// The event leaves the timeline: the newest events in memory, which
 		// /sync, /messages and the followers read, forget it too.
@@ -957,8 +1165,6 @@ func (e *Engine) writeAllowed(ctx context.Context, tx *storage.Tx, r *room, f *f
 		return fmt.Errorf("allow %s: %w", ev.ID, err)
 	}
 	ev.Pos = tx.NextPos()
-	ev.Rejected, ev.PDU.InternalMeta.Rejected = false, false
-	ev.RelType, ev.RelatesTo, ev.ThreadID = relationOf(ev.PDU.Content)
 	if err := e.insertEvent(ctx, tx, r, ev); err != nil {
 		return err
 	}

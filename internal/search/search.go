@@ -105,6 +105,7 @@ func New(db *storage.DB, log *slog.Logger, acc *accounts.Service, eng *rooms.Eng
 	s.follower.WakeEvery(wakeEvery)
 	eng.OnEvent = append(eng.OnEvent, s.onEvent)
 	eng.OnPurge = append(eng.OnPurge, s.purge)
+	eng.OnReject = append(eng.OnReject, s.reject)
 	return s
 }
 
@@ -176,6 +177,12 @@ func (s *Service) caughtUp(ctx context.Context, pos int64) error {
 			return err
 		}
 	}
+}
+
+// reject drops an event taken out of the timeline from the index (a
+// rooms.Engine OnReject hook).
+func (s *Service) reject(ctx context.Context, tx *storage.Tx, ev *rooms.Event) error {
+	return s.unindexPos(ctx, tx, ev.Pos)
 }
 
 // purge drops a purged room's messages from the index.
@@ -251,6 +258,11 @@ func (s *Service) unindex(ctx context.Context, tx *storage.Tx, target id.EventID
 	if err := tx.QueryRow(ctx, "SELECT pos FROM events WHERE event_id = $1", target).Scan(&pos); err != nil {
 		return nil // unknown event: nothing indexed
 	}
+	return s.unindexPos(ctx, tx, pos)
+}
+
+// unindexPos drops the event at pos from the index.
+func (s *Service) unindexPos(ctx context.Context, tx *storage.Tx, pos int64) error {
 	if _, err := tx.Exec(ctx, "DELETE FROM search_events WHERE pos = $1", pos); err != nil {
 		return err
 	}

@@ -178,6 +178,15 @@ func (s *Service) OnBackfill(ctx context.Context, tx *storage.Tx, ev *rooms.Even
 	return nil
 }
 
+// OnReject drops the relationship of an event taken out of the timeline
+// (a rooms.Engine OnReject hook).
+func (s *Service) OnReject(ctx context.Context, tx *storage.Tx, ev *rooms.Event) error {
+	if _, err := tx.Exec(ctx, "DELETE FROM msc2836_children WHERE child_id = $1", ev.ID); err != nil {
+		return fmt.Errorf("drop event relationship: %w", err)
+	}
+	return nil
+}
+
 // PurgeRoom drops a purged room's relationships (a rooms.Engine OnPurge
 // hook).
 func (s *Service) PurgeRoom(ctx context.Context, tx *storage.Tx, roomID id.RoomID) error {
