@@ -56,11 +56,18 @@ func forgeAs(t *testing.T, n *testnode.Node, roomID id.RoomID, sender id.UserID,
 // derek's and not fred's, a long-poll waiting meanwhile is woken with
 // derek's message, and bob's next event names no rejected event as a
 // prev_event.
+// B runs on each engine, whose search indexes differ.
 func TestPartialStateFlipsReachIndexes(t *testing.T) {
+	for _, engine := range testnode.Engines {
+		t.Run(string(engine), func(t *testing.T) { testFlipsReachIndexes(t, engine) })
+	}
+}
+
+func testFlipsReachIndexes(t *testing.T, engine testnode.Engine) {
 	ctx := context.Background()
 	ca := testnode.NewCA(t)
 	a := testnode.StartFederating(t, testnode.SQLite, ca)
-	b := testnode.StartFederating(t, testnode.SQLite, ca)
+	b := testnode.StartFederating(t, engine, ca)
 	alice, fred, derek := a.Register("alice"), a.Register("fred"), a.Register("derek")
 	bob := b.Register("bob")
 	roomID := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{

@@ -48,7 +48,9 @@ type Engine struct {
 	// StateBatch is how many events of a room's state streamed in (the
 	// /state answer of a partial-state resync) are decoded, checked and
 	// written at a time, which bounds the memory the answer takes while
-	// it is checked (DefaultStateBatch when 0). Set it before serving.
+	// it is checked, and how many of the events received during the
+	// resync are read at a time when they are checked again against the
+	// full state (DefaultStateBatch when 0). Set it before serving.
 	StateBatch int
 
 	// OnEvent hooks run, in order, after each event has committed. They run

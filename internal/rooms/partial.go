@@ -1,7 +1,6 @@
 package rooms
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -787,8 +786,11 @@ type flip struct {
 	old     id.EventID
 	// after are the events checked after an allowed one that follow it
 	// (its descendants among them): the states before and after them
-	// gain it.
-	after []*Event
+	// gain it. Those whose verdict stands are kept as what the write
+	// needs of them (ID, position, snapshot before, type and state key);
+	// afterIDs indexes them.
+	after    []*Event
+	afterIDs map[id.EventID]bool
 	// from is the allowed event's snapshot before it as stored.
 	from int64
 	// state is the room's state right after an allowed event, for the
@@ -828,11 +830,83 @@ func stateAfterAllowed(ev *Event, snap, full idState, following []*flip, before 
 // that follows it, as a prev event.
 func (f *flip) follows(ev *Event) bool {
 	for _, p := range ev.PDU.PrevEvents {
-		if p == f.ev.ID || slices.ContainsFunc(f.after, func(a *Event) bool { return a.ID == p }) {
+		if p == f.ev.ID || f.afterIDs[p] {
 			return true
 		}
 	}
 	return false
+}
+
+// addAfter notes x, checked after f's (allowed) event, as following it.
+func (f *flip) addAfter(x *Event) {
+	if f.afterIDs == nil {
+		f.afterIDs = map[id.EventID]bool{}
+	}
+	f.after = append(f.after, x)
+	f.afterIDs[x.ID] = true
+}
+
+// recheckPages reads the events recheckSincePartial checks again, in the
+// room's order, a page (Engine.StateBatch events) at a time from each of
+// their two tables, so that memory holds two pages, not every event
+// received during the resync: the remote events of the timeline after the
+// join, by (depth, position), and the room's events rejected by the state
+// before them, by (depth, event ID), after the timeline's of the same
+// depth. Each page starts past the last key read, and each table is read
+// in its key's order, so the merge yields exactly the order of one sort
+// of them all: an event of a later page never comes before one already
+// yielded (it may have a lower position, never a lower key).
+type recheckPages struct {
+	e       *Engine
+	roomID  id.RoomID
+	joinPos int64
+	size    int
+
+	timeline     []*Event
+	timelineDone bool
+	depth, pos   int64 // the timeline's last key read
+	rejected     []*Event
+	rejectedDone bool
+	rejDepth     int64 // the rejected events' last key read
+	rejID        id.EventID
+}
+
+func newRecheckPages(e *Engine, roomID id.RoomID, joinPos int64) *recheckPages {
+	return &recheckPages{e: e, roomID: roomID, joinPos: joinPos, size: e.stateBatch(),
+		depth: math.MinInt64, pos: math.MinInt64, rejDepth: math.MinInt64}
+}
+
+// next returns the next event in the room's order, nil after the last.
+func (p *recheckPages) next(ctx context.Context) (*Event, error) {
+	if len(p.timeline) == 0 && !p.timelineDone {
+		evs, err := p.e.queryEvents(ctx, fmt.Sprintf(`WHERE room_id = $1 AND pos > $2 AND rejected = FALSE
+			AND (depth > $3 OR (depth = $3 AND pos > $4)) ORDER BY depth, pos LIMIT %d`, p.size), p.roomID, p.joinPos, p.depth, p.pos)
+		if err != nil {
+			return nil, err
+		}
+		p.timeline, p.timelineDone = evs, len(evs) < p.size
+		if len(evs) > 0 {
+			p.depth, p.pos = evs[len(evs)-1].Depth, evs[len(evs)-1].Pos
+		}
+	}
+	if len(p.rejected) == 0 && !p.rejectedDone {
+		evs, err := p.e.rejectedPage(ctx, p.roomID, p.rejDepth, p.rejID, p.size)
+		if err != nil {
+			return nil, err
+		}
+		p.rejected, p.rejectedDone = evs, len(evs) < p.size
+		if len(evs) > 0 {
+			p.rejDepth, p.rejID = evs[len(evs)-1].Depth, evs[len(evs)-1].ID
+		}
+	}
+	var ev *Event
+	switch {
+	case len(p.timeline) > 0 && (len(p.rejected) == 0 || p.timeline[0].Depth <= p.rejected[0].Depth):
+		ev, p.timeline = p.timeline[0], p.timeline[1:]
+	case len(p.rejected) > 0:
+		ev, p.rejected = p.rejected[0], p.rejected[1:]
+	}
+	return ev, nil
 }
 
 // recheckSincePartial checks again, in the order of the room's history
@@ -850,25 +924,18 @@ func (e *Engine) recheckSincePartial(ctx context.Context, r *room, pj *partialJo
 	if err != nil || join == nil || join.Pos <= 0 {
 		return nil, err
 	}
-	evs, err := e.queryEvents(ctx, "WHERE room_id = $1 AND pos > $2 AND rejected = FALSE ORDER BY pos", r.id, join.Pos)
-	if err != nil {
-		return nil, err
-	}
-	rejected, err := e.rejectedSincePartial(ctx, r.id)
-	if err != nil {
-		return nil, err
-	}
-	evs = append(evs, rejected...)
-	slices.SortStableFunc(evs, func(a, b *Event) int {
-		if a.Depth != b.Depth {
-			return cmp.Compare(a.Depth, b.Depth)
-		}
-		return cmp.Compare(cmp.Or(a.Pos, math.MaxInt64), cmp.Or(b.Pos, math.MaxInt64))
-	})
 	getEvents := e.authEventLoader(ctx, nil)
 	keys := e.keyFunc(ctx)
 	var flips []*flip
-	for _, ev := range evs {
+	pages := newRecheckPages(e, r.id, join.Pos)
+	for {
+		ev, err := pages.next(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if ev == nil {
+			break
+		}
 		if ev.Sender.Homeserver() == e.signer.ServerName {
 			continue
 		}
@@ -897,12 +964,20 @@ func (e *Engine) recheckSincePartial(ctx context.Context, r *room, pj *partialJo
 			}
 			return eid
 		}
-		for _, f := range following {
-			f.after = append(f.after, ev)
-		}
 		err = e.recheckOne(r.version, ev, before, getEvents, keys)
 		if (err == nil) != ev.Rejected {
-			continue // the verdict stands
+			// The verdict stands: the allowed events it follows keep what
+			// their writes need of it, not the event (its page goes).
+			if len(following) > 0 {
+				later := &Event{ID: ev.ID, Pos: ev.Pos, SnapshotBefore: ev.SnapshotBefore, Type: ev.Type, StateKey: ev.StateKey, Rejected: ev.Rejected}
+				for _, f := range following {
+					f.addAfter(later)
+				}
+			}
+			continue
+		}
+		for _, f := range following {
+			f.addAfter(ev)
 		}
 		f := &flip{ev: ev, allowed: err == nil, from: ev.SnapshotBefore}
 		if f.allowed {
@@ -1082,28 +1157,27 @@ func (e *Engine) recheckOne(v id.RoomVersion, ev *Event, before func(stateKey) i
 	return authorizeRules(v, pd, authEvents, getEvents, keys)
 }
 
-// rejectedSincePartial loads the room's events rejected by the state
-// before them (stored with it: those the auth rules refused by their own
-// auth events, or during the join, have none).
-func (e *Engine) rejectedSincePartial(ctx context.Context, roomID id.RoomID) ([]*Event, error) {
-	rows, err := e.db.Query(ctx, `SELECT event_id FROM outlier_events WHERE room_id = $1 AND kind = 'rejected' AND snapshot_before > 0`, roomID)
+// rejectedPage loads, by (depth, event ID) after the key given, at most
+// size of the room's events rejected by the state before them (stored
+// with it: those the auth rules refused by their own auth events, or
+// during the join, have none).
+func (e *Engine) rejectedPage(ctx context.Context, roomID id.RoomID, depth int64, after id.EventID, size int) ([]*Event, error) {
+	rows, err := e.db.Query(ctx, fmt.Sprintf(`SELECT event_id, room_id, kind, type, state_key, sender, depth, origin_ts, json, snapshot_before
+		FROM outlier_events WHERE room_id = $1 AND kind = 'rejected' AND snapshot_before > 0
+		AND (depth > $2 OR (depth = $2 AND event_id > $3)) ORDER BY depth, event_id LIMIT %d`, size), roomID, depth, after)
 	if err != nil {
 		return nil, fmt.Errorf("the room's rejected events: %w", err)
 	}
-	var ids []id.EventID
+	defer rows.Close()
+	var out []*Event
 	for rows.Next() {
-		var eid id.EventID
-		if err := rows.Scan(&eid); err != nil {
-			rows.Close()
+		ev, err := scanOutlier(rows)
+		if err != nil {
 			return nil, err
 		}
-		ids = append(ids, eid)
+		out = append(out, ev)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return e.outliers(ctx, ids, true)
+	return out, rows.Err()
 }
 
 // writeFlips writes the changed verdicts: a refused event is marked

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -525,6 +526,67 @@ func TestPartialStateLeaveAfterKickAcceptedIncorrectly(t *testing.T) {
 			}
 			if before := stateIDsBefore(t, c, roomID, leave); before[kick] || !before[join] {
 				t.Errorf("the state before elsie's leave holds the kick, or lacks her join")
+			}
+		})
+	}
+}
+
+// TestPartialStateRecheckPaged: the re-check after the resync reads the
+// events received meanwhile a page (StateBatch) at a time. With pages of
+// one and two events, fewer than there are to check, the verdicts and
+// the states are those of one page: fred's ban of derek is refused,
+// derek's kick of elsie after it allowed, and the messages that follow
+// the kick have it in their state before. A second branch, received
+// last, has lower depths at higher positions than the first, so the
+// room's order (depth, then position) is not the positions'.
+func TestPartialStateRecheckPaged(t *testing.T) {
+	for _, batch := range []int{1, 2, DefaultStateBatch} {
+		t.Run(strconv.Itoa(batch), func(t *testing.T) {
+			ctx := context.Background()
+			const fredA = id.UserID("@fred:a")
+			n := newFedNet(t, "a", "c")
+			f := newPartialFixture(t, n, map[id.UserID]int{derekA: 50, fredA: 100}, []id.UserID{derekA, fredA, elsieA}, []id.UserID{fredA})
+			n.e("c").StateBatch = batch
+			roomID, joins, carolJoin := f.roomID, f.joins, f.carolJoin
+			create, pl, aliceJoin := f.create, f.pl, f.aliceJoin
+			d := carolJoin.Depth
+			ban, banRaw := n.forge("a", roomID, stateProto(fredA, "m.room.member", string(derekA), `{"membership":"ban"}`),
+				[]id.EventID{carolJoin.ID}, []id.EventID{create.ID, pl.ID, joins[fredA].ID, joins[derekA].ID}, d+1)
+			kick, kickRaw := n.forge("a", roomID, stateProto(derekA, "m.room.member", string(elsieA), `{"membership":"leave"}`),
+				[]id.EventID{ban}, []id.EventID{create.ID, pl.ID, joins[derekA].ID, joins[elsieA].ID}, d+2)
+			aliceAuth := []id.EventID{create.ID, pl.ID, aliceJoin.ID}
+			m1, m1Raw := n.forge("a", roomID, textProto(aliceA, "m1"), []id.EventID{kick}, aliceAuth, d+3)
+			m2, m2Raw := n.forge("a", roomID, textProto(aliceA, "m2"), []id.EventID{m1}, aliceAuth, d+4)
+			b1, b1Raw := n.forge("a", roomID, textProto(aliceA, "b1"), []id.EventID{carolJoin.ID}, aliceAuth, d+1)
+			b2, b2Raw := n.forge("a", roomID, textProto(aliceA, "b2"), []id.EventID{b1}, aliceAuth, d+2)
+			for i, raw := range []json.RawMessage{banRaw, kickRaw, m1Raw, m2Raw, b1Raw, b2Raw} {
+				_, err := n.e("c").ReceivePDU(ctx, "a", raw)
+				if (i == 1) != (err != nil) {
+					t.Fatalf("c receives event %d while its state is partial: %v", i, err)
+				}
+			}
+
+			n.completeResync("c", roomID)
+			if _, err := n.e("c").Event(ctx, ban); errCode(err) != "M_NOT_FOUND" {
+				t.Errorf("fred's ban after the resync: %v, want M_NOT_FOUND", err)
+			}
+			for _, eid := range []id.EventID{kick, m1, m2, b1, b2} {
+				if ev, err := n.e("c").Event(ctx, eid); err != nil || ev.Pos <= 0 {
+					t.Errorf("%s is not in c's timeline after the resync: %v", eid, err)
+				}
+			}
+			for user, want := range map[id.UserID]string{elsieA: "leave", derekA: "join"} {
+				if m := n.e("c").Membership(user, roomID); m != want {
+					t.Errorf("%s's membership on c after the resync = %q, want %q", user, m, want)
+				}
+			}
+			for _, eid := range []id.EventID{m1, m2} {
+				if before := stateIDsBefore(t, n.e("c"), roomID, eid); !before[kick] || before[ban] {
+					t.Errorf("the state before %s lacks the allowed kick or holds the refused ban", eid)
+				}
+			}
+			if before := stateIDsBefore(t, n.e("c"), roomID, b2); before[kick] || before[ban] || !before[joins[elsieA].ID] {
+				t.Errorf("the state before b2, on the other branch, holds the kick or the ban, or lacks elsie's join")
 			}
 		})
 	}
