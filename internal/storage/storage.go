@@ -62,6 +62,7 @@ type DB struct {
 	closing sync.Once
 
 	pos     int64        // last allocated position; writer goroutine only
+	stored  int64        // stream_position's committed value; writer goroutine only
 	visible atomic.Int64 // highest committed position
 
 	checkpointDone chan struct{} // closed when the checkpointer has stopped
@@ -636,7 +637,8 @@ func (db *DB) commitBatch(batch []*writeReq) {
 		fail(results[0])
 		return
 	}
-	if err := db.persistPosition(ctx, shared); err != nil {
+	stored, err := db.persistPosition(ctx, shared)
+	if err != nil {
 		sqlTx.Rollback()
 		fail(err)
 		return
@@ -646,6 +648,7 @@ func (db *DB) commitBatch(batch []*writeReq) {
 		fail(fmt.Errorf("commit: %w", err))
 		return
 	}
+	db.stored = stored
 	commitSeconds.Observe(time.Since(commitStart).Seconds())
 	// Publish to memory first, so that no reader sees a position whose
 	// in-memory view is not yet updated.
@@ -678,7 +681,7 @@ func (db *DB) loadPosition(ctx context.Context) error {
 	if err := db.read.QueryRowContext(ctx, "SELECT value FROM stream_position WHERE id = 1").Scan(&pos); err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("load stream position: %w", err)
 	}
-	db.pos = pos.Int64
+	db.pos, db.stored = pos.Int64, pos.Int64
 	db.visible.Store(db.pos)
 	return nil
 }
@@ -696,14 +699,25 @@ CREATE TABLE sequences (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
 	SQL:       "DROP TABLE sequences;", // never used
 }, changesMigration}
 
-// persistPosition records the stream position inside the batch's
-// transaction, when the batch moved it.
-func (db *DB) persistPosition(ctx context.Context, tx *batchTx) error {
-	if db.pos != db.visible.Load() {
-		if _, err := tx.exec(ctx, `INSERT INTO stream_position (id, value) VALUES (1, $1)
-			ON CONFLICT (id) DO UPDATE SET value = excluded.value`, db.pos); err != nil {
-			return fmt.Errorf("save stream position: %w", err)
-		}
+// positionReserve is how far past the positions a batch hands out the
+// stored stream position runs ahead. The stored value only has to be at
+// or past every position ever handed out, so that a restart never hands
+// one out again; storing it with room to spare leaves the row, one page
+// of the commit, out of all but one batch in positionReserve positions.
+// A restart starts after the reserve: positions have gaps anyway.
+const positionReserve = 1024
+
+// persistPosition records, inside the batch's transaction, a stream
+// position at or past every position the batch handed out, when the one
+// stored is not, and returns the value stored once the batch commits.
+func (db *DB) persistPosition(ctx context.Context, tx *batchTx) (int64, error) {
+	if db.pos <= db.stored {
+		return db.stored, nil
 	}
-	return nil
+	reserve := db.pos + positionReserve
+	if _, err := tx.exec(ctx, `INSERT INTO stream_position (id, value) VALUES (1, $1)
+		ON CONFLICT (id) DO UPDATE SET value = excluded.value`, reserve); err != nil {
+		return 0, fmt.Errorf("save stream position: %w", err)
+	}
+	return reserve, nil
 }
