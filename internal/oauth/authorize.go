@@ -163,10 +163,16 @@ func (s *Service) getConsent(w http.ResponseWriter, r *http.Request) {
 	s.render(w, http.StatusOK, "consent", s.consentPage(b, req.client, req.scope, rid, ""), formTarget(req.redirectURI))
 }
 
-// consentPage describes what a client asks for.
+// consentPage describes what a client asks for. Its Next is the page
+// itself, so that signing out there to switch accounts comes back to the
+// same request.
 func (s *Service) consentPage(b *browserSession, c *Client, scope grantScope, rid, userCode string) page {
+	next := pathConsent + "?request=" + url.QueryEscape(rid)
+	if userCode != "" {
+		next = pathDevice + "?user_code=" + url.QueryEscape(userCode)
+	}
 	return page{Title: "Allow access", CSRF: b.csrf, User: b.user, Client: c, DeviceID: scope.device,
-		RequestID: rid, UserCode: userCode, Scope: scopeLines(scope)}
+		RequestID: rid, UserCode: userCode, Scope: scopeLines(scope), Next: next}
 }
 
 func (s *Service) postConsent(w http.ResponseWriter, r *http.Request) {

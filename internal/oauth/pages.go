@@ -336,12 +336,18 @@ func (s *Service) postLogin(w http.ResponseWriter, r *http.Request) {
 	redirect(w, r, next)
 }
 
+// postLogout ends the browser session (the header's Sign out button).
 func (s *Service) postLogout(w http.ResponseWriter, r *http.Request) {
 	b := s.browser(w, r)
 	if !s.checkCSRF(w, r, b) {
 		return
 	}
 	s.endBrowserSession(w, b)
+	if next := r.PostFormValue("next"); next != "" {
+		// Signed out on a consent page: sign in again for the same request.
+		redirect(w, r, pathLogin+"?next="+url.QueryEscape(localNext(next)))
+		return
+	}
 	redirect(w, r, pathLogin)
 }
 

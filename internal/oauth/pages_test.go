@@ -329,3 +329,40 @@ func TestPendingLoginsRateLimited(t *testing.T) {
 		t.Fatalf("the login page for a browser with a session: %d", p.status)
 	}
 }
+
+// TestSignOutOnConsentKeepsRequest: a browser still signed in as someone
+// else (here: the account a previous app login used) that signs out on
+// the consent page lands on the login page of the same request, and
+// signing in there goes on to that request's consent, not to the
+// account page.
+func TestSignOutOnConsentKeepsRequest(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	alice := n.Register("alice")
+	bob := n.Register("bob")
+	client := webClient(t, n)
+	b := newBrowser(t, n)
+	_, challenge := pkce()
+	b.authorize(client, challenge, "FIRSTDEV", alice.UserID.Localpart())
+
+	p := b.get(authorizeURL(n, client, challenge, "SECONDDEV", nil))
+	if !strings.Contains(p.url, "/oauth2/consent") || !strings.Contains(p.body, string(alice.UserID)) {
+		t.Fatalf("second login did not go straight to consent as alice: %s\n%s", p.url, p.body)
+	}
+	out := b.submit(p, "/oauth2/logout", nil)
+	if !strings.Contains(out.url, "/oauth2/login") || !strings.Contains(out.url, "next=") {
+		t.Fatalf("signing out on the consent page ended on %s, not a login page that goes on with the request", out.url)
+	}
+	p = b.login(out, bob.UserID.Localpart(), testnode.Password)
+	if !strings.Contains(p.url, "/oauth2/consent") || !strings.Contains(p.body, string(bob.UserID)) {
+		t.Fatalf("after signing in as bob: %s\n%s", p.url, p.body)
+	}
+	q := callback(t, b.submit(p, "/oauth2/consent", url.Values{"decision": {"allow"}}))
+	if q.Get("code") == "" || q.Get("state") != "state-123" {
+		t.Fatalf("callback %v: want a code and the state", q)
+	}
+	// Signing out anywhere else still ends on the plain login page.
+	acct := b.get(n.URL + "/account")
+	if out := b.submit(acct, "/oauth2/logout", nil); !strings.HasSuffix(out.url, "/oauth2/login") {
+		t.Fatalf("signing out on the account page ended on %s", out.url)
+	}
+}
