@@ -591,3 +591,46 @@ func TestPartialStateRecheckPaged(t *testing.T) {
 		})
 	}
 }
+
+// TestPartialStateRefusedExtremity: a refused event that is one of the
+// room's forward extremities gives way to the events it follows that no
+// accepted event follows. While c's state is partial, derek's state event
+// (refused once the full state shows he left) and alice's message both
+// follow carol's join, a fork: after the resync the room's one extremity
+// is alice's message (carol's join, which it follows, is not one), in
+// memory and as stored, and carol's next event names it alone.
+func TestPartialStateRefusedExtremity(t *testing.T) {
+	ctx := context.Background()
+	n := newFedNet(t, "a", "c")
+	f := newPartialFixture(t, n, map[id.UserID]int{derekA: 50}, []id.UserID{derekA}, []id.UserID{derekA})
+	roomID, joins, carolJoin := f.roomID, f.joins, f.carolJoin
+	create, pl, aliceJoin := f.create, f.pl, f.aliceJoin
+	bad, badRaw := n.forge("a", roomID, stateProto(derekA, "m.room.test", "", `{"body":"bad state event"}`),
+		[]id.EventID{carolJoin.ID}, []id.EventID{create.ID, pl.ID, joins[derekA].ID}, carolJoin.Depth+1)
+	msg, msgRaw := n.forge("a", roomID, textProto(aliceA, "beside"), []id.EventID{carolJoin.ID},
+		[]id.EventID{create.ID, pl.ID, aliceJoin.ID}, carolJoin.Depth+1)
+	for _, raw := range []json.RawMessage{badRaw, msgRaw} {
+		if _, err := n.e("c").ReceivePDU(ctx, "a", raw); err != nil {
+			t.Fatalf("c refuses an event while its state is partial: %v", err)
+		}
+	}
+	if ext := n.e("c").rooms[roomID].view().extremities; !slices.Contains(ext, bad) || !slices.Contains(ext, msg) {
+		t.Fatalf("c's extremities while partial = %v, want derek's %s and alice's %s", ext, bad, msg)
+	}
+
+	n.completeResync("c", roomID)
+	if ext := n.e("c").rooms[roomID].view().extremities; !slices.Equal(ext, []id.EventID{msg}) {
+		t.Errorf("c's extremities after the resync = %v, want alice's message %s alone", ext, msg)
+	}
+	var stored string
+	if err := n.e("c").db.QueryRow(ctx, "SELECT extremities FROM rooms WHERE room_id = $1", roomID).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if want, _ := json.Marshal([]id.EventID{msg}); stored != string(want) {
+		t.Errorf("c's stored extremities after the resync = %s, want %s", stored, want)
+	}
+	next := n.send("c", roomID, textProto(carolC, "next"))
+	if !slices.Equal(next.PDU.PrevEvents, []id.EventID{msg}) {
+		t.Errorf("carol's next event has prev_events %v, want alice's message %s alone (not the refused %s)", next.PDU.PrevEvents, msg, bad)
+	}
+}
