@@ -73,7 +73,13 @@ func (db *DB) checkpointer() {
 
 // checkpointPasses runs one pass, and when the log is long, up to
 // walCatchUpPasses more until the pass is behind the writer by at most
-// walCatchUpFrames, then hands the rest to the writer (finishCheckpoint).
+// walCatchUpFrames, then hands the rest, if any, to the writer
+// (finishCheckpoint). A pass that copied the whole log while the writer
+// committed nothing asks the writer for nothing: the writer's pass would
+// run after the next batch, which has already started the log again, and
+// copy that batch's frames for two fsyncs that gain nothing, beside the
+// work the batch's commit woke (a fan-out's long-polls after its first
+// send).
 func (db *DB) checkpointPasses() {
 	if db.wal.frames.Load() < int64(walRestartFrames) {
 		return
@@ -88,7 +94,13 @@ func (db *DB) checkpointPasses() {
 			return
 		}
 		if logFrames-copied <= walCatchUpFrames {
-			db.wal.restart.Store(true)
+			// A log copied to its end while the writer committed
+			// nothing starts again at the next write transaction by
+			// itself; a remainder, or frames committed meanwhile,
+			// need the writer.
+			if copied < logFrames || db.wal.frames.Load() != int64(logFrames) {
+				db.wal.restart.Store(true)
+			}
 			return
 		}
 	}

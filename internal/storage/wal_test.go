@@ -119,3 +119,51 @@ func TestShortWALNotCheckpointed(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestCaughtUpWALLeavesWriterAlone: when the checkpointer's pass copies
+// the whole log (the writer idle), the next write starts the log again
+// by itself and the writer runs no checkpoint pass of its own after it.
+func TestCaughtUpWALLeavesWriterAlone(t *testing.T) {
+	defer setWALLimits(10*time.Millisecond, 200, 16)()
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "test.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	write := func(n int) {
+		t.Helper()
+		for range n {
+			if err := db.Write(ctx, func(tx *Tx) error {
+				_, err := tx.Exec(ctx, "INSERT INTO t (v) VALUES (zeroblob(4096))")
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := db.Write(ctx, func(tx *Tx) error {
+		_, err := tx.Exec(ctx, "CREATE TABLE t (v BLOB NOT NULL)")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	write(150) // past 200 frames
+	deadline := time.Now().Add(5 * time.Second)
+	for db.wal.passes.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint pass over a log of %d frames", db.wal.frames.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // the checkpointer's passes end
+	passes := db.wal.passes.Load()
+	write(1)
+	if n := db.wal.frames.Load(); n >= 200 {
+		t.Fatalf("the log holds %d frames after the write that followed a complete checkpoint, want it started again", n)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := db.wal.passes.Load() - passes; n != 0 {
+		t.Fatalf("%d checkpoint passes after the write that started the log again, want none", n)
+	}
+}
