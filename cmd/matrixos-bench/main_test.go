@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -234,11 +236,44 @@ func TestConditions(t *testing.T) {
 		t.Errorf("parseLoadAvg(garbage) = %v, want -1", got)
 	}
 	prom := "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 12.5\nprocess_open_fds 9\n"
-	if got, err := parsePromCPU(strings.NewReader(prom)); err != nil || got != 12.5 {
-		t.Errorf("parsePromCPU = %v, %v; want 12.5", got, err)
+	if got, err := parseProm(strings.NewReader(prom)); err != nil || got["process_cpu_seconds_total"] != 12.5 || len(got) != 2 {
+		t.Errorf("parseProm = %v, %v; want process_cpu_seconds_total 12.5 and process_open_fds", got, err)
 	}
-	if _, err := parsePromCPU(strings.NewReader("go_goroutines 3\n")); err == nil {
-		t.Error("parsePromCPU without the metric: no error")
+}
+
+// TestStorageFigures: the window's figures from the server's metrics are
+// the differences of its commit and checkpoint histograms and GC count;
+// series the server lacks give no figure.
+func TestStorageFigures(t *testing.T) {
+	at := func(commits, fast, ckpts int, ckptSum float64, gcs int) map[string]float64 {
+		text := fmt.Sprintf(`matrixos_db_commit_seconds_bucket{le="0.0064"} %d
+matrixos_db_commit_seconds_bucket{le="0.0128"} %d
+matrixos_db_commit_seconds_bucket{le="+Inf"} %d
+matrixos_db_commit_seconds_count %d
+matrixos_db_wal_checkpoint_seconds_sum %g
+matrixos_db_wal_checkpoint_seconds_count %d
+go_gc_duration_seconds_count %d
+`, fast, fast, commits, commits, ckptSum, ckpts, gcs)
+		m, err := parseProm(strings.NewReader(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	r := &result{}
+	storageFigures(r, at(100, 90, 3, 0.010, 7), at(160, 145, 5, 0.0425, 10))
+	want := map[string]float64{"commits": 60, "commits_over_12ms": 5, "checkpoints": 2, "checkpoint_ms": 32.5, "server_gc_cycles": 3}
+	got := map[string]float64{}
+	for _, m := range r.Metrics {
+		got[m.Name] = m.Value
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("storageFigures = %v, want %v", got, want)
+	}
+	r = &result{}
+	storageFigures(r, map[string]float64{"go_goroutines": 3}, map[string]float64{"go_goroutines": 4})
+	if len(r.Metrics) != 0 {
+		t.Errorf("storageFigures without the series = %v, want none", r.Metrics)
 	}
 }
 
