@@ -74,24 +74,23 @@ func setWALLimits(interval time.Duration, restartFrames, catchUpFrames int) (und
 	return func() { checkpointInterval, walRestartFrames, walCatchUpFrames = oldInterval, oldRestart, oldCatchUp }
 }
 
-// TestShortWALNotCheckpointed: a log shorter than walRestartFrames is left
-// alone (a pass would cost two fsyncs beside the writer's commits); one
-// that reaches it is checkpointed.
-func TestShortWALNotCheckpointed(t *testing.T) {
-	defer setWALLimits(10*time.Millisecond, 200, 16)()
+// pageWriter opens a database with a table t and returns it with a
+// function that commits n writes of one 4 KiB row each.
+func pageWriter(t *testing.T) (*DB, func(n int)) {
+	t.Helper()
 	ctx := context.Background()
 	db, err := Open(ctx, filepath.Join(t.TempDir(), "test.db"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	if err := db.Write(ctx, func(tx *Tx) error {
 		_, err := tx.Exec(ctx, "CREATE TABLE t (v BLOB NOT NULL)")
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	write := func(n int) {
+	return db, func(n int) {
 		t.Helper()
 		for range n {
 			if err := db.Write(ctx, func(tx *Tx) error {
@@ -102,15 +101,11 @@ func TestShortWALNotCheckpointed(t *testing.T) {
 			}
 		}
 	}
-	write(10)
-	if n := db.wal.frames.Load(); n == 0 {
-		t.Fatal("the WAL hook saw no frames")
-	}
-	time.Sleep(100 * time.Millisecond) // ten checkpointer ticks
-	if n := db.wal.passes.Load(); n != 0 {
-		t.Fatalf("%d checkpoint passes over a log of %d frames, want none", n, db.wal.frames.Load())
-	}
-	write(150) // past 200 frames
+}
+
+// waitForPass waits until the checkpointer has run a pass.
+func waitForPass(t *testing.T, db *DB) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for db.wal.passes.Load() == 0 {
 		if time.Now().After(deadline) {
@@ -120,49 +115,38 @@ func TestShortWALNotCheckpointed(t *testing.T) {
 	}
 }
 
+// TestShortWALNotCheckpointed: a log shorter than walRestartFrames is left
+// alone (a pass would cost two fsyncs beside the writer's commits); one
+// that reaches it is checkpointed.
+func TestShortWALNotCheckpointed(t *testing.T) {
+	defer setWALLimits(10*time.Millisecond, 200, 16)()
+	db, write := pageWriter(t)
+	write(10)
+	if n := db.wal.frames.Load(); n == 0 {
+		t.Fatal("the WAL hook saw no frames")
+	}
+	time.Sleep(100 * time.Millisecond) // ten checkpointer ticks
+	if n := db.wal.passes.Load(); n != 0 {
+		t.Fatalf("%d checkpoint passes over a log of %d frames, want none", n, db.wal.frames.Load())
+	}
+	write(150) // past 200 frames
+	waitForPass(t, db)
+}
+
 // TestCaughtUpWALLeavesWriterAlone: when the checkpointer's pass copies
 // the whole log (the writer idle), the next write starts the log again
 // by itself and the writer runs no checkpoint pass of its own after it.
 func TestCaughtUpWALLeavesWriterAlone(t *testing.T) {
-	defer setWALLimits(10*time.Millisecond, 200, 16)()
-	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "test.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	write := func(n int) {
-		t.Helper()
-		for range n {
-			if err := db.Write(ctx, func(tx *Tx) error {
-				_, err := tx.Exec(ctx, "INSERT INTO t (v) VALUES (zeroblob(4096))")
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := db.Write(ctx, func(tx *Tx) error {
-		_, err := tx.Exec(ctx, "CREATE TABLE t (v BLOB NOT NULL)")
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	defer setWALLimits(time.Hour, 200, 16)() // the test runs the passes
+	db, write := pageWriter(t)
 	write(150) // past 200 frames
-	deadline := time.Now().Add(5 * time.Second)
-	for db.wal.passes.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no checkpoint pass over a log of %d frames", db.wal.frames.Load())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond) // the checkpointer's passes end
+	db.checkpointPasses()
 	passes := db.wal.passes.Load()
 	write(1)
 	if n := db.wal.frames.Load(); n >= 200 {
 		t.Fatalf("the log holds %d frames after the write that followed a complete checkpoint, want it started again", n)
 	}
-	time.Sleep(50 * time.Millisecond)
+	write(1) // the writer is past the first write's batch and what follows it
 	if n := db.wal.passes.Load() - passes; n != 0 {
 		t.Fatalf("%d checkpoint passes after the write that started the log again, want none", n)
 	}
