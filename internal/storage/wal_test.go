@@ -119,7 +119,7 @@ func waitForPass(t *testing.T, db *DB) {
 // alone (a pass would cost two fsyncs beside the writer's commits); one
 // that reaches it is checkpointed.
 func TestShortWALNotCheckpointed(t *testing.T) {
-	defer setWALLimits(10*time.Millisecond, 200, 16)()
+	t.Cleanup(setWALLimits(10*time.Millisecond, 200, 16)) // after pageWriter's database is closed
 	db, write := pageWriter(t)
 	write(10)
 	if n := db.wal.frames.Load(); n == 0 {
@@ -137,7 +137,7 @@ func TestShortWALNotCheckpointed(t *testing.T) {
 // the whole log (the writer idle), the next write starts the log again
 // by itself and the writer runs no checkpoint pass of its own after it.
 func TestCaughtUpWALLeavesWriterAlone(t *testing.T) {
-	defer setWALLimits(time.Hour, 200, 16)() // the test runs the passes
+	t.Cleanup(setWALLimits(time.Hour, 200, 16)) // the test runs the passes; restored after the database is closed
 	db, write := pageWriter(t)
 	write(150) // past 200 frames
 	db.checkpointPasses()
