@@ -132,8 +132,11 @@ type usedGraph struct {
 }
 
 // maxAuthGraphEvents bounds the events remembered by all rooms' auth
-// graphs: about 150 bytes each, so some 15 MB at most.
-const maxAuthGraphEvents = 100_000
+// graphs: about 150 bytes each, so some 30 MB at most. A room's graph
+// must hold the auth chains of its state, or every resolution in it
+// starts afresh: 200,000 is twice issue 16's big room (10,000 members,
+// 100,000 state events).
+const maxAuthGraphEvents = 200_000
 
 // of returns the room's graph, making it if needed.
 func (c *authGraphs) of(roomID id.RoomID) *stateres.AuthGraph {

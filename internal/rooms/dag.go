@@ -113,7 +113,12 @@ func (e *Engine) resolve(ctx context.Context, r *room, states []idState, known m
 	loader := engineEvents{e, known}
 	res := stateres.Resolver{Events: loader, GetKey: e.keyFunc(ctx)}
 	if !usesV1Format(r.version) {
-		res.Index = e.graphs.of(r.id).Index(loader)
+		g, err := e.authGraph(ctx, r.id)
+		if err != nil {
+			return nil, err
+		}
+		res.Index = g.Index(loader)
+		defer e.saveLoadedAuthEdges(r.id, g)
 	}
 	out, err := res.Resolve(ctx, r.version, in)
 	if err != nil {

@@ -1439,6 +1439,9 @@ func (e *Engine) insertEvent(ctx context.Context, tx *storage.Tx, r *room, ev *E
 		ev.Gap); err != nil {
 		return fmt.Errorf("insert event: %w", err)
 	}
+	if err := insertEventAuthEdges(ctx, tx, r.id, ev); err != nil {
+		return err
+	}
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/cputime"
 	"github.com/matrixos/matrixos/internal/storage"
 )
 
@@ -160,6 +161,23 @@ func BenchmarkSend(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkSendState is Send of a state event, the sender's display name
+// changing each time: beside the event it writes a snapshot delta (a full
+// copy every 64), the membership and the event's auth_edges row.
+func BenchmarkSendState(b *testing.B) {
+	ctx := context.Background()
+	e, roomID, creator := benchRoom(b, 10)
+	b.ReportAllocs()
+	meter := cputime.Start()
+	for i := 0; b.Loop(); i++ {
+		p := stateProto(creator, "m.room.member", creator.String(), fmt.Sprintf(`{"membership":"join","displayname":"c%d"}`, i))
+		if _, err := e.Send(ctx, roomID, p); err != nil {
+			b.Fatal(err)
+		}
+	}
+	meter.Report(b, b.N)
 }
 
 // BenchmarkCurrentState copies and sorts the room's current state.

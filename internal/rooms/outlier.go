@@ -37,12 +37,15 @@ func storeOutlier(ctx context.Context, tx *storage.Tx, ev *Event, kind, reason s
 		ev.SnapshotBefore, reason, time.Now().UnixMilli()); err != nil {
 		return fmt.Errorf("store %s event %s: %w", kind, ev.ID, err)
 	}
-	return nil
+	return insertEventAuthEdges(ctx, tx, ev.RoomID, ev)
 }
 
 // storeOutliers is storeOutlier for many events, in multi-row inserts
 // (a joined room's state and auth chain: thousands of events).
 func storeOutliers(ctx context.Context, tx *storage.Tx, evs []*Event, kind string) error {
+	if err := insertAuthEdges(ctx, tx, stateAuthEdges(evs)); err != nil {
+		return err
+	}
 	now := time.Now().UnixMilli()
 	return insertRows(evs, 12, func(part []*Event, values string) error {
 		args := make([]any, 0, len(part)*12)

@@ -38,6 +38,7 @@ func (e *Engine) Purge(ctx context.Context, roomID id.RoomID) error {
 			"DELETE FROM state_snapshots WHERE room_id = $1",
 			"DELETE FROM events WHERE room_id = $1",
 			"DELETE FROM outlier_events WHERE room_id = $1",
+			"DELETE FROM auth_edges WHERE room_id = $1",
 			"DELETE FROM pending_redactions WHERE room_id = $1",
 			"DELETE FROM awaiting_auth WHERE room_id = $1",
 			"DELETE FROM invite_state WHERE room_id = $1",

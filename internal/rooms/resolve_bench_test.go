@@ -125,7 +125,6 @@ const (
 func BenchmarkResolveBigRoom(b *testing.B) {
 	ctx := context.Background()
 	env := newTestEnvAt(b, filepath.Join(b.TempDir(), "db"))
-	alice := id.UserID("@alice:test")
 	roomID := createFedRoom(b, env.e, id.RoomV11, alice)
 	heads := bulkForkedRoom(b, env.e, roomID, alice)
 	for _, cold := range []bool{true, false} {
@@ -360,6 +359,9 @@ func (bb *bulkBuilder) ids() idState {
 func (bb *bulkBuilder) insert(ctx context.Context, tx *storage.Tx) error {
 	for _, ev := range bb.evs {
 		ev.Pos, ev.SnapshotBefore = tx.NextPos(), bb.before
+	}
+	if err := insertAuthEdges(ctx, tx, stateAuthEdges(bb.evs)); err != nil {
+		return err
 	}
 	return insertRows(bb.evs, 10, func(part []*Event, values string) error {
 		args := make([]any, 0, len(part)*10)

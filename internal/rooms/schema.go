@@ -318,4 +318,31 @@ CREATE INDEX events_relates_pos ON events (relates_to, pos) WHERE relates_to IS 
 CREATE INDEX events_room_thread ON events (room_id, thread_id, pos) WHERE thread_id IS NOT NULL;
 CREATE INDEX events_room_state ON events (room_id, type, state_key, pos) WHERE state_key IS NOT NULL;
 `,
+}, {
+	// auth_edges is the persistent auth-chain index: the auth_events of
+	// every stored event (timeline and outliers), space-separated, keyed by
+	// room so that a room's whole auth DAG is one range scan. The room's
+	// auth graph (stateres.AuthGraph) starts from it instead of loading
+	// and parsing every event of the auth chains. Rooms stored before it
+	// fill in lazily: what a resolution still had to load is added after
+	// it (authedges.go). On SQLite the table is its primary key (WITHOUT
+	// ROWID): one B-tree written per event, the room's rows together.
+	Component: "rooms",
+	Version:   15,
+	SQL: `
+CREATE TABLE auth_edges (
+	room_id TEXT NOT NULL,
+	event_id TEXT NOT NULL,
+	auth_events TEXT NOT NULL,
+	PRIMARY KEY (room_id, event_id)
+);
+`,
+	SQLite: `
+CREATE TABLE auth_edges (
+	room_id TEXT NOT NULL,
+	event_id TEXT NOT NULL,
+	auth_events TEXT NOT NULL,
+	PRIMARY KEY (room_id, event_id)
+) WITHOUT ROWID;
+`,
 }}

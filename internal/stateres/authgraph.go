@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -32,6 +33,9 @@ type AuthGraph struct {
 	// they are known yet (an event is numbered as soon as it is cited).
 	authEvents [][]int32
 	loaded     []bool
+	// fresh numbers the events loaded through an EventLoader since the
+	// last TakeLoaded (not those given to Add).
+	fresh []int32
 }
 
 // NewAuthGraph returns an empty AuthGraph holding at most max events.
@@ -43,6 +47,55 @@ func NewAuthGraph(max int) *AuthGraph {
 // for a query in progress.
 func (g *AuthGraph) Len() int {
 	return int(g.size.Load())
+}
+
+// Add tells the graph the auth_events of an event, as a persistent index
+// of a room's auth edges knows them, so that no query loads the event.
+// It does nothing for an event whose auth_events the graph knows, or once
+// the graph holds Max events.
+func (g *AuthGraph) Add(event id.EventID, authEvents []id.EventID) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.numbers == nil {
+		g.numbers = map[id.EventID]int32{}
+	}
+	if len(g.eventIDs) >= g.Max {
+		return
+	}
+	n := g.numberOf(event)
+	if g.loaded[n] {
+		return
+	}
+	numbers := make([]int32, 0, len(authEvents))
+	for _, authID := range uniqueIDs(authEvents) {
+		authN, ok := g.numbers[authID]
+		if !ok {
+			// The caller's strings may be parts of a longer one (a row
+			// read from a database): keep a copy of just the ID.
+			authN = g.numberOf(id.EventID(strings.Clone(string(authID))))
+		}
+		numbers = append(numbers, authN)
+	}
+	g.authEvents[n], g.loaded[n] = numbers, true
+}
+
+// TakeLoaded returns the events whose auth_events the graph loaded through
+// an EventLoader since the last call, with their auth_events: what a
+// persistent index lacked, for the caller to add to it.
+func (g *AuthGraph) TakeLoaded() ([]id.EventID, [][]id.EventID) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	events := make([]id.EventID, len(g.fresh))
+	authEvents := make([][]id.EventID, len(g.fresh))
+	for i, n := range g.fresh {
+		events[i] = g.eventIDs[n]
+		authEvents[i] = make([]id.EventID, len(g.authEvents[n]))
+		for j, authN := range g.authEvents[n] {
+			authEvents[i][j] = g.eventIDs[authN]
+		}
+	}
+	g.fresh = nil
+	return events, authEvents
 }
 
 // Index returns the AuthIndex that answers from the graph, loading through
@@ -161,7 +214,7 @@ func (g *AuthGraph) resetIfFull() {
 		return
 	}
 	g.numbers = map[id.EventID]int32{}
-	g.eventIDs, g.authEvents, g.loaded = nil, nil, nil
+	g.eventIDs, g.authEvents, g.loaded, g.fresh = nil, nil, nil, nil
 	g.size.Store(0)
 }
 
@@ -245,13 +298,19 @@ func (g *AuthGraph) load(ctx context.Context, events EventLoader, numbers []int3
 			return fmt.Errorf("walk auth chains: %w: %s", ErrEventNotFound, missing[i])
 		}
 		n := missingN[i]
-		authEvents := make([]int32, 0, len(evt.AuthEvents))
-		for _, authID := range uniqueIDs(evt.AuthEvents) {
-			authEvents = append(authEvents, g.numberOf(authID))
-		}
-		g.authEvents[n], g.loaded[n] = authEvents, true
+		g.authEvents[n], g.loaded[n] = g.numbersOf(evt.AuthEvents), true
+		g.fresh = append(g.fresh, n)
 	}
 	return nil
+}
+
+// numbersOf returns the numbers of the auth events, each once.
+func (g *AuthGraph) numbersOf(authEvents []id.EventID) []int32 {
+	out := make([]int32, 0, len(authEvents))
+	for _, authID := range uniqueIDs(authEvents) {
+		out = append(out, g.numberOf(authID))
+	}
+	return out
 }
 
 // sortedIDs returns the event IDs of the numbers, without repeats, sorted.

@@ -103,3 +103,42 @@ func TestAuthGraphMissingEvent(t *testing.T) {
 		t.Fatalf("AuthChain of an unknown event: %v, want ErrEventNotFound", err)
 	}
 }
+
+// TestAuthGraphAddedEdges builds a graph from what another graph loaded
+// (TakeLoaded, as a persistent index would store it) and asks it the same
+// questions: it answers as walking does and loads no event.
+func TestAuthGraphAddedEdges(t *testing.T) {
+	ctx := context.Background()
+	for seed := range uint64(5) {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		b, forks := randomRoom(t, id.RoomV12, rng, 3, 40)
+		states := forkStates(forks)
+		sets := make([][]id.EventID, len(states))
+		for i, state := range states {
+			sets[i] = stateIDs(state)
+		}
+		first := NewAuthGraph(10_000)
+		if _, err := first.Index(b.events).AuthDifference(ctx, sets); err != nil {
+			t.Fatal(err)
+		}
+		events, authEvents := first.TakeLoaded()
+		if len(events) == 0 {
+			t.Fatal("the first graph loaded nothing")
+		}
+		if again, _ := first.TakeLoaded(); len(again) != 0 {
+			t.Fatalf("TakeLoaded again returned %d events", len(again))
+		}
+		second := NewAuthGraph(10_000)
+		for i, eventID := range events {
+			second.Add(eventID, authEvents[i])
+		}
+		loader := &countingLoader{events: b.events}
+		compareIDs(t, "auth difference", WalkIndex{Events: b.events}.AuthDifference, second.Index(loader).AuthDifference, ctx, sets)
+		if loader.asked != 0 {
+			t.Errorf("seed %d: the graph built from added edges loaded %d events", seed, loader.asked)
+		}
+		if loaded, _ := second.TakeLoaded(); len(loaded) != 0 {
+			t.Errorf("seed %d: added edges counted as loaded: %d", seed, len(loaded))
+		}
+	}
+}
