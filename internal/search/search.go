@@ -210,7 +210,8 @@ var indexed = map[string]string{
 
 // index adds ev to the index, or takes out a redaction's target, in the
 // follower's transaction. It is idempotent, and indexes nothing of an event
-// purged since it was read.
+// purged or rejected since it was read: a rejection's OnReject hook,
+// committed before this transaction, found no row to take out.
 func (s *Service) index(ctx context.Context, tx *storage.Tx, ev *rooms.Event) error {
 	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {
 		return s.unindex(ctx, tx, *ev.PDU.Redacts)
@@ -232,14 +233,14 @@ func (s *Service) index(ctx context.Context, tx *storage.Tx, ev *rooms.Event) er
 	if tx.Dialect() == storage.Postgres {
 		_, err := tx.Exec(ctx, `INSERT INTO search_events (pos, room_id, sender, key, origin_ts, vec)
 			SELECT CAST($1 AS BIGINT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS TEXT), CAST($5 AS BIGINT), to_tsvector('simple', CAST($6 AS TEXT))
-			WHERE EXISTS (SELECT 1 FROM events WHERE pos = $1) ON CONFLICT DO NOTHING`, ev.Pos, ev.RoomID, ev.Sender, key, ev.TS, text)
+			WHERE EXISTS (SELECT 1 FROM events WHERE pos = $1 AND rejected = FALSE) ON CONFLICT DO NOTHING`, ev.Pos, ev.RoomID, ev.Sender, key, ev.TS, text)
 		if err != nil {
 			return fmt.Errorf("index event: %w", err)
 		}
 		return nil
 	}
 	res, err := tx.Exec(ctx, `INSERT INTO search_events (pos, room_id, sender, key, origin_ts)
-		SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM events WHERE pos = $1) ON CONFLICT DO NOTHING`,
+		SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM events WHERE pos = $1 AND rejected = FALSE) ON CONFLICT DO NOTHING`,
 		ev.Pos, ev.RoomID, ev.Sender, key, ev.TS)
 	if err != nil {
 		return fmt.Errorf("index event: %w", err)

@@ -236,3 +236,50 @@ func TestIndexCatchesUpFromItsMark(t *testing.T) {
 		}
 	})
 }
+
+// TestIndexSkipsEventRejectedSinceRead: the follower reads the committed
+// events, then writes their index rows; an event a partial-state re-check
+// rejects in between (its OnReject hook has nothing to unindex yet) must
+// not be indexed by that write. The stale read is the follower's view
+// from before the event was rejected: here the engine's memory of the
+// newest events, which a direct update of the events table leaves alone.
+func TestIndexSkipsEventRejectedSinceRead(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice := n.Register("alice")
+		room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{})
+		testnode.SendText(t, alice, room, "tomato kept")
+		refused := testnode.SendText(t, alice, room, "tomato refused")
+		if c := indexed(t, n, room); c != 2 {
+			t.Fatalf("indexed %d messages, want 2", c)
+		}
+		// The index as it was before the refused event was indexed, and the
+		// event rejected: the follower reads it again (from memory) and
+		// writes after the rejection.
+		var pos int64
+		if err := n.DB.QueryRow(ctx, "SELECT pos FROM events WHERE event_id = $1", refused).Scan(&pos); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.DB.Write(ctx, func(tx *storage.Tx) error {
+			if tx.Dialect() == storage.SQLite {
+				if _, err := tx.Exec(ctx, "DELETE FROM search_fts WHERE rowid = $1", pos); err != nil {
+					return err
+				}
+			}
+			for _, q := range []string{"DELETE FROM search_events WHERE pos = $1", "UPDATE events SET rejected = TRUE WHERE pos = $1"} {
+				if _, err := tx.Exec(ctx, q, pos); err != nil {
+					return fmt.Errorf("%s: %w", q, err)
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Search.SetMark(ctx, pos-1); err != nil {
+			t.Fatal(err)
+		}
+		if c := indexed(t, n, room); c != 1 {
+			t.Fatalf("indexed %d messages after the rejection, want 1 (the rejected one indexed again)", c)
+		}
+	})
+}
