@@ -135,12 +135,21 @@ func (b *bench) sliding(ctx context.Context) ([]*result, error) {
 		poll   wakePoll
 		from   string
 	}{{"", slidingPoll, first.Pos}, {"sync_", syncPoll, initial.NextBatch}} {
+		// The measured phase (server CPU, and with --metrics the
+		// commits, checkpoints and GCs) is the sliding connection's.
+		var win *window
+		if kind.prefix == "" {
+			win = b.measure(ctx)
+		}
 		wake, errs, err := b.measureWake(ctx, a, room, kind.prefix+"wake", kind.poll, kind.from)
 		if err != nil {
 			return nil, err
 		}
 		r.Errors += errs
 		s := wake.summary()
+		if win != nil {
+			win.finish(ctx, r, s.N, "wake-up")
+		}
 		r.add(kind.prefix+"wake_p50_ms", ms(s.P50), "ms")
 		r.add(kind.prefix+"wake_p99_ms", ms(s.P99), "ms")
 	}
