@@ -176,7 +176,7 @@ func withoutAge(b []byte) []byte {
 
 var ageField = regexp.MustCompile(`"age":[0-9]+`)
 
-func getOn(t *testing.T, conn net.Conn, path, token string) {
+func getOn(t testing.TB, conn net.Conn, path, token string) {
 	t.Helper()
 	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", path, token); err != nil {
 		t.Fatal(err)
