@@ -7,8 +7,10 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unique"
 )
 
 // writeTimeout bounds the writing of a parked request's answer, so that
@@ -19,8 +21,8 @@ const writeTimeout = 30 * time.Second
 type Conn struct {
 	l       *Listener
 	conn    net.Conn
-	pending []byte      // read ahead by the server: the start of the next request
-	header  http.Header // the handler's headers when it parked
+	pending []byte                // read ahead by the server: the start of the next request
+	lines   unique.Handle[string] // the handler's header lines when it parked, shared by all alike
 	gone    func()
 	finish  func(status int) // the Finisher's, taken by the first to run it
 
@@ -57,12 +59,12 @@ func Park(w http.ResponseWriter, r *http.Request, gone func()) (c *Conn, ok bool
 	if l == nil || l.watch == nil || !parkable(r) {
 		return nil, false
 	}
-	header := w.Header().Clone()
+	lines := headerLines(w.Header())
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return nil, false
 	}
-	c = &Conn{l: l, conn: conn, header: header, gone: gone}
+	c = &Conn{l: l, conn: conn, lines: lines, gone: gone}
 	if f := finisherOf(w); f != nil {
 		c.finish = f.ParkedFinisher()
 	}
@@ -129,16 +131,27 @@ func parkable(r *http.Request) bool {
 		(r.Body == nil || r.Body == http.NoBody)
 }
 
-// Header is the response's header, as the handler had set it when it
-// parked; Answer adds Content-Length and Date.
-func (c *Conn) Header() http.Header { return c.header }
+// headerLines is h as the lines of a response's header (without
+// Content-Length, which Answer writes), one copy kept for all alike: the
+// parked requests of one route carry the same headers (CORS), and each
+// holds only a handle to them.
+func headerLines(h http.Header) unique.Handle[string] {
+	var b strings.Builder
+	h.WriteSubset(&b, contentLength)
+	return unique.Make(b.String())
+}
 
-// Answer writes the response, status and body, in one write and hands
-// the connection back to the server for its next request. It fails if
-// the client has gone (or Answer ran before). An answer the client does
-// not take at once is finished on a goroutine of its own: Answer does
-// not wait for a slow reader.
-func (c *Conn) Answer(status int, body []byte) error {
+var contentLength = map[string]bool{"Content-Length": true}
+
+// Answer writes the response, status, header and body, in one write and
+// hands the connection back to the server for its next request. The
+// response's header is the one the handler had set when it parked, with
+// header's fields added (replacing those of the same name), and
+// Content-Length and (unless set) Date. It fails if the client has gone
+// (or Answer ran before). An answer the client does not take at once is
+// finished on a goroutine of its own: Answer does not wait for a slow
+// reader.
+func (c *Conn) Answer(status int, header http.Header, body []byte) error {
 	c.mu.Lock()
 	if c.state != parked {
 		c.mu.Unlock()
@@ -151,8 +164,7 @@ func (c *Conn) Answer(status int, body []byte) error {
 	if unwatch != nil {
 		unwatch()
 	}
-	head := c.head(status, len(body))
-	c.header = nil
+	head := c.head(status, header, len(body))
 	// Most answers fit the socket's buffer and are written at once. One
 	// that does not (a client reading slowly, or not at all) is finished
 	// on a goroutine of its own, so that the caller (a small pool
@@ -204,7 +216,7 @@ func (c *Conn) answered() {
 }
 
 // head is the status line and header block of an answer.
-func (c *Conn) head(status, length int) []byte {
+func (c *Conn) head(status int, header http.Header, length int) []byte {
 	b := bytes.NewBuffer(make([]byte, 0, 512))
 	b.WriteString("HTTP/1.1 ")
 	b.Write(strconv.AppendInt(b.AvailableBuffer(), int64(status), 10))
@@ -216,12 +228,20 @@ func (c *Conn) head(status, length int) []byte {
 		b.Write(strconv.AppendInt(b.AvailableBuffer(), int64(status), 10))
 	}
 	b.WriteString("\r\n")
-	c.header.Del("Content-Length")
-	c.header.Write(b)
+	date := header.Get("Date") != ""
+	for line := range strings.Lines(c.lines.Value()) {
+		key, _, _ := strings.Cut(line, ":")
+		if header.Values(key) != nil {
+			continue // replaced by the answer's
+		}
+		date = date || http.CanonicalHeaderKey(key) == "Date"
+		b.WriteString(line)
+	}
+	header.WriteSubset(b, contentLength)
 	b.WriteString("Content-Length: ")
 	b.Write(strconv.AppendInt(b.AvailableBuffer(), int64(length), 10))
 	b.WriteString("\r\n")
-	if c.header.Get("Date") == "" {
+	if !date {
 		b.WriteString("Date: ")
 		b.Write(time.Now().UTC().AppendFormat(b.AvailableBuffer(), http.TimeFormat))
 		b.WriteString("\r\n")

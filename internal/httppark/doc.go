@@ -7,9 +7,11 @@
 // the handler returns, and nothing but a Conn is left: no goroutine, no
 // buffered reader or writer. While parked, the connection is watched
 // for the client closing it by one epoll instance per Listener (Linux),
-// not by a goroutine per connection. Conn.Answer writes the response
-// (status line, the headers the handler had set, Content-Length and the
-// body in one write) and hands the connection back: the Listener's
+// not by a goroutine per connection. The headers the handler had set are
+// held as one copy shared by all parked requests that set the same.
+// Conn.Answer writes the response (status line, those headers with the
+// answer's own, Content-Length and the body in one write) and hands the
+// connection back: the Listener's
 // Accept returns it to the http.Server once the client sends its next
 // request (or at once when bytes it sent are already buffered, which
 // are then read first), so a kept-alive connection between requests

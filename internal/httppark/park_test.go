@@ -142,8 +142,7 @@ func (ps *parkServer) release(t *testing.T) {
 	ps.parked, ps.bodies = nil, nil
 	ps.mu.Unlock()
 	for i, c := range parked {
-		c.Header().Set("Content-Type", "application/json")
-		if err := c.Answer(http.StatusOK, []byte(bodies[i])); err != nil {
+		if err := c.Answer(http.StatusOK, http.Header{"Content-Type": {"application/json"}}, []byte(bodies[i])); err != nil {
 			t.Errorf("answer: %v", err)
 		}
 	}
@@ -175,6 +174,25 @@ func TestParkedKeepAlive(t *testing.T) {
 		if resp := readResponse(t, br); resp.body != fmt.Sprintf(`{"q":"m=%d"}`, i) {
 			t.Fatalf("plain answer %d after a parked one: %q", i, resp.body)
 		}
+	}
+}
+
+// TestAnswerHeader: an answer's header fields are added to those the
+// handler had set when it parked, replacing those of the same name.
+func TestAnswerHeader(t *testing.T) {
+	ps := startParkServer(t)
+	conn := ps.dial(t)
+	io.WriteString(conn, "GET /park HTTP/1.1\r\nHost: x\r\n\r\n")
+	c := ps.take(t)
+	if err := c.Answer(http.StatusTooManyRequests, http.Header{"X-Set-Before": {"replaced"}, "Retry-After": {"3"}}, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	resp := readResponse(t, bufio.NewReader(conn))
+	if got := resp.Header.Values("X-Set-Before"); len(got) != 1 || got[0] != "replaced" {
+		t.Errorf("X-Set-Before: %q, want only the answer's", got)
+	}
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "3" || resp.Header.Get("Date") == "" || resp.body != "{}" {
+		t.Errorf("answer: %d %v %q", resp.StatusCode, resp.Header, resp.body)
 	}
 }
 
@@ -265,7 +283,7 @@ func TestParkedFinished(t *testing.T) {
 		readResponse(t, br)
 		io.WriteString(conn, "GET /park HTTP/1.1\r\nHost: x\r\n\r\n")
 		c := ps.take(t)
-		if err := c.Answer(status, []byte("{}")); err != nil {
+		if err := c.Answer(status, nil, []byte("{}")); err != nil {
 			t.Fatal(err)
 		}
 		if resp := readResponse(t, br); resp.StatusCode != status {
@@ -321,7 +339,7 @@ func TestParkedClientGoes(t *testing.T) {
 		}
 	}
 	for _, c := range ps.parked {
-		if err := c.Answer(200, []byte("{}")); err == nil {
+		if err := c.Answer(200, nil, []byte("{}")); err == nil {
 			t.Fatal("answered a request whose client went")
 		}
 	}
@@ -385,7 +403,7 @@ func TestAnswerDoesNotWaitForASlowReader(t *testing.T) {
 	c := ps.take(t)
 	body := []byte(strings.Repeat("x", 32<<20))
 	start := time.Now()
-	if err := c.Answer(http.StatusOK, body); err != nil {
+	if err := c.Answer(http.StatusOK, nil, body); err != nil {
 		t.Fatal(err)
 	}
 	if took := time.Since(start); took > 2*time.Second {

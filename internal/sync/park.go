@@ -181,12 +181,12 @@ func (p *parkedSync) decide(f *flight, ch <-chan struct{}) {
 	p.timer.Stop()
 	p.s.waiting.Add(-1)
 	status, header, body := p.answer(f)
-	h := p.conn.Header()
-	for k, v := range header {
-		h[k] = v
+	if header == nil {
+		header = jsonHeader
+	} else {
+		header.Set("Content-Type", "application/json")
 	}
-	h.Set("Content-Type", "application/json")
-	if err := p.conn.Answer(status, body); err != nil {
+	if err := p.conn.Answer(status, header, body); err != nil {
 		p.s.log.Debug("parked /sync answer not delivered", "user", p.user, "err", err)
 	}
 }
@@ -204,6 +204,9 @@ func (p *parkedSync) answer(f *flight) (int, http.Header, []byte) {
 	}
 	return mxhttp.ErrorResponse(context.Background(), http.MethodGet, syncPath, err)
 }
+
+// jsonHeader is what a parked answer adds to the handler's header.
+var jsonHeader = http.Header{"Content-Type": {"application/json"}}
 
 // syncPath is the path of the requests parked here, for the log.
 const syncPath = "/_matrix/client/v3/sync"
