@@ -75,7 +75,7 @@ func TestParkedRequestsCounted(t *testing.T) {
 	if got := count("200"); got != ok0 {
 		t.Fatalf("a parked request was counted before its answer")
 	}
-	if err := c.Answer(http.StatusOK, []byte("{}")); err != nil {
+	if err := c.Answer(http.StatusOK, nil, []byte("{}")); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)

@@ -63,10 +63,11 @@ type Service struct {
 	// (from, to], PrevBatch set when older ones were left out.
 	ThreadSubscriptions func(ctx context.Context, user id.UserID, from, to int64, limit int) (ThreadSubscriptionChanges, error)
 
-	builds  *builds    // /sync builds shared by identical requests
-	workers *workQueue // builds, parked long-polls' answers (park.go) and other deep work of /sync
-	conns   connStore  // sliding sync connections
-	bumps   bumpStamps // sliding sync's room order
+	builds    *builds    // /sync builds shared by identical requests
+	workers   *workQueue // builds, parked long-polls' answers (park.go) and other deep work of /sync
+	deadlines deadlines  // of the parked long-polls (park.go)
+	conns     connStore  // sliding sync connections
+	bumps     bumpStamps // sliding sync's room order
 	// slidingFromScratch makes every sliding sync response build its room
 	// list afresh, for tests that compare the followed list with it.
 	slidingFromScratch atomic.Bool
@@ -199,7 +200,7 @@ func (s *Service) handleSync(w http.ResponseWriter, r *http.Request, sess *accou
 		// Nothing yet: wait for a wake-up, then build again; after the
 		// deadline the next build is the (empty) answer, with a fresh token.
 		// The wait is parked off the connection's goroutine where it can be.
-		if s.park(w, r, key, build, deadline, ch) {
+		if s.park(w, r, sess, filter, key, deadline, ch) {
 			return nil, nil
 		}
 		wctx, cancel := context.WithDeadline(ctx, deadline)

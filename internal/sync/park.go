@@ -1,37 +1,39 @@
 package sync
 
 import (
+	"container/heap"
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	gosync "sync"
 	"time"
 
-	"maunium.net/go/mautrix/id"
-
+	"github.com/matrixos/matrixos/internal/accounts"
 	"github.com/matrixos/matrixos/internal/httppark"
 	"github.com/matrixos/matrixos/internal/mxhttp"
 )
 
 // A /sync long-poll that has to wait is parked where it can be
 // (httppark): its connection leaves net/http, the handler's goroutine
-// returns, and a parkedSync waits in the Notifier (OnWake) and on a
-// timer for its deadline. When woken, one of the Service's workers
+// returns, and a parkedSync waits in the Notifier (OnWake) and in the
+// Service's deadlines (one timer for all) for its deadline. When woken, one of the Service's workers
 // builds its answer and writes it, or joins the build of an identical
 // request in flight (as a waiting handler would) and writes the answer on
 // a worker once that is done; an answer without news before the deadline
 // is not written, and the long-poll waits again. A long-poll
 // that cannot be parked waits on its handler's goroutine as before.
 
-// parkedSync is a parked /sync long-poll.
+// parkedSync is a parked /sync long-poll. It holds what its builds
+// need (sess, filter and key), not a closure over them.
 type parkedSync struct {
 	s        *Service
 	conn     *httppark.Conn
-	user     id.UserID
+	sess     *accounts.Session
+	filter   *Filter
 	key      buildKey
-	build    func(context.Context) (*Response, error)
 	deadline time.Time
-	timer    *time.Timer
+	slot     int // in s.deadlines, guarded by its mutex; -1 when not in it
 
 	mu     gosync.Mutex
 	state  parkState
@@ -48,8 +50,11 @@ const (
 
 // park parks the long-poll if its connection can be taken off the
 // server, to wait on ch (taken before the build that found no news).
-func (s *Service) park(w http.ResponseWriter, r *http.Request, key buildKey, build func(context.Context) (*Response, error), deadline time.Time, ch <-chan struct{}) bool {
-	p := &parkedSync{s: s, user: key.user, key: key, build: build, deadline: deadline, state: parkRunning}
+func (s *Service) park(w http.ResponseWriter, r *http.Request, sess *accounts.Session, filter *Filter, key buildKey, deadline time.Time, ch <-chan struct{}) bool {
+	// The filter parameter is a part of the request's line, which it
+	// would keep.
+	key.filter = strings.Clone(key.filter)
+	p := &parkedSync{s: s, sess: sess, filter: filter, key: key, deadline: deadline, slot: -1, state: parkRunning}
 	s.waiting.Add(1)
 	conn, ok := httppark.Park(w, r, p.gone)
 	if !ok {
@@ -62,7 +67,7 @@ func (s *Service) park(w http.ResponseWriter, r *http.Request, key buildKey, bui
 		p.mu.Unlock()
 		return true
 	}
-	p.timer = time.AfterFunc(time.Until(deadline), p.woken)
+	s.deadlines.add(p)
 	p.mu.Unlock()
 	p.wait(ch)
 	return true
@@ -84,7 +89,7 @@ func (p *parkedSync) wait(ch <-chan struct{}) {
 	}
 	p.state = parkWaiting
 	p.mu.Unlock()
-	unwake, ok := p.s.Notifier.OnWake(p.user, ch, p.woken)
+	unwake, ok := p.s.Notifier.OnWake(p.key.user, ch, p.woken)
 	p.mu.Lock()
 	if p.state == parkWaiting {
 		if ok {
@@ -134,7 +139,7 @@ func (p *parkedSync) gone() {
 	p.mu.Lock()
 	prev := p.state
 	p.state = parkDone
-	unwake, timer := p.unwake, p.timer
+	unwake := p.unwake
 	p.unwake = nil
 	p.mu.Unlock()
 	if prev == parkDone {
@@ -143,9 +148,7 @@ func (p *parkedSync) gone() {
 	if unwake != nil {
 		unwake()
 	}
-	if timer != nil {
-		timer.Stop()
-	}
+	p.s.deadlines.remove(p)
 	p.s.waiting.Add(-1)
 }
 
@@ -155,13 +158,18 @@ func (p *parkedSync) gone() {
 // done, so that the answers of many long-polls sharing a build are spread
 // over the workers.
 func (p *parkedSync) resume() {
-	ch := p.s.Notifier.Channel(p.user)
+	ch := p.s.Notifier.Channel(p.key.user)
 	f := p.s.builds.joinHere(context.Background(), p.key, ch, p.build, func(f *flight) {
 		p.s.workers.add(func() { p.decide(f, ch) })
 	})
 	if f != nil {
 		p.decide(f, ch)
 	}
+}
+
+// build builds p's answer.
+func (p *parkedSync) build(ctx context.Context) (*Response, error) {
+	return p.s.build(ctx, p.sess, p.key.since, p.key.full, p.key.mode, p.filter)
 }
 
 // decide answers with f if it has news or the deadline has passed, and
@@ -178,7 +186,7 @@ func (p *parkedSync) decide(f *flight, ch <-chan struct{}) {
 	}
 	p.state = parkDone
 	p.mu.Unlock()
-	p.timer.Stop()
+	p.s.deadlines.remove(p)
 	p.s.waiting.Add(-1)
 	status, header, body := p.answer(f)
 	if header == nil {
@@ -187,7 +195,7 @@ func (p *parkedSync) decide(f *flight, ch <-chan struct{}) {
 		header.Set("Content-Type", "application/json")
 	}
 	if err := p.conn.Answer(status, header, body); err != nil {
-		p.s.log.Debug("parked /sync answer not delivered", "user", p.user, "err", err)
+		p.s.log.Debug("parked /sync answer not delivered", "user", p.key.user, "err", err)
 	}
 }
 
@@ -210,3 +218,83 @@ var jsonHeader = http.Header{"Content-Type": {"application/json"}}
 
 // syncPath is the path of the requests parked here, for the log.
 const syncPath = "/_matrix/client/v3/sync"
+
+// deadlines wakes parked long-polls at their deadlines, with one timer
+// for all of them (a timer each was a tenth of a parked long-poll's
+// memory): a heap of them by deadline, the timer set for the first.
+type deadlines struct {
+	mu    gosync.Mutex
+	polls []*parkedSync // a heap by deadline; each knows its slot
+	timer *time.Timer
+	at    time.Time // when the timer fires; zero when stopped
+}
+
+// add puts p in d, to be woken at its deadline.
+func (d *deadlines) add(p *parkedSync) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	heap.Push((*deadlineHeap)(&d.polls), p)
+	if !d.at.IsZero() && !p.deadline.Before(d.at) {
+		return
+	}
+	d.at = p.deadline
+	if d.timer == nil {
+		d.timer = time.AfterFunc(time.Until(p.deadline), d.fire)
+	} else {
+		d.timer.Reset(time.Until(p.deadline))
+	}
+}
+
+// remove takes p out of d, if it is there.
+func (d *deadlines) remove(p *parkedSync) {
+	d.mu.Lock()
+	if p.slot >= 0 {
+		heap.Remove((*deadlineHeap)(&d.polls), p.slot)
+	}
+	d.mu.Unlock()
+}
+
+// fire wakes the long-polls whose deadline has come, and sets the timer
+// for the next.
+func (d *deadlines) fire() {
+	now := time.Now()
+	var due []*parkedSync
+	d.mu.Lock()
+	for len(d.polls) > 0 && !d.polls[0].deadline.After(now) {
+		due = append(due, heap.Pop((*deadlineHeap)(&d.polls)).(*parkedSync))
+	}
+	d.at = time.Time{}
+	if len(d.polls) > 0 {
+		d.at = d.polls[0].deadline
+		d.timer.Reset(time.Until(d.at))
+	}
+	d.mu.Unlock()
+	for _, p := range due {
+		p.woken()
+	}
+}
+
+// deadlineHeap is container/heap's view of deadlines.polls.
+type deadlineHeap []*parkedSync
+
+func (h deadlineHeap) Len() int           { return len(h) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].deadline.Before(h[j].deadline) }
+func (h deadlineHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].slot, h[j].slot = i, j
+}
+
+func (h *deadlineHeap) Push(x any) {
+	p := x.(*parkedSync)
+	p.slot = len(*h)
+	*h = append(*h, p)
+}
+
+func (h *deadlineHeap) Pop() any {
+	old := *h
+	p := old[len(old)-1]
+	old[len(old)-1] = nil
+	p.slot = -1
+	*h = old[:len(old)-1]
+	return p
+}
