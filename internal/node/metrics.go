@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+	"unique"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -70,6 +71,10 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // records a request whose client went (499).
 func (w *statusWriter) ParkedFinisher() func(status int) {
 	rec := w.rec
+	// The method and path are parts of the request's line (query
+	// included), which they would keep; the parked requests' few methods
+	// and paths are kept once.
+	rec.method, rec.path = unique.Make(rec.method).Value(), unique.Make(rec.path).Value()
 	return func(status int) {
 		if status == 0 {
 			status = 499
