@@ -379,7 +379,8 @@ func recipients(ev *rooms.Event, info *rooms.RoomInfo, local func(id.UserID) boo
 // tx).
 func (s *Service) record(ctx context.Context, tx *storage.Tx, o *eventOutcome, changePos int64) error {
 	ev, thread, pos := o.ev, o.thread, o.ev.Pos
-	if err := s.insertRecord(ctx, tx, o, pos); err != nil {
+	named, err := s.insertRecord(ctx, tx, o, pos)
+	if err != nil {
 		return err
 	}
 	users := make([]id.UserID, 0, len(o.hits)+2)
@@ -389,8 +390,11 @@ func (s *Service) record(ctx context.Context, tx *storage.Tx, o *eventOutcome, c
 	if o.senderLocal {
 		// Sending an event moves the sender's read marker to it: the
 		// event's thread, or the whole room for a main-timeline event.
-		if err := setReadMark(ctx, tx, ev.Sender, ev.RoomID, thread == "", thread, pos); err != nil {
-			return err
+		// A row that names the sender as its reader records it.
+		if !named {
+			if err := setReadMark(ctx, tx, ev.Sender, ev.RoomID, thread == "", thread, pos); err != nil {
+				return err
+			}
 		}
 		users = append(users, ev.Sender)
 	}
@@ -572,7 +576,7 @@ func (s *Service) loadUnread(ctx context.Context) (map[id.UserID]map[id.RoomID]*
 		return nil, fmt.Errorf("load deactivated users: %w", err)
 	}
 	err = s.scanRecords(ctx, "ORDER BY pos", nil, func(rec *record) error {
-		return rec.each(func(n int) (id.UserID, error) { return s.userOf(ctx, rec.roomID, n) }, func(user id.UserID, _ json.RawMessage, highlight bool) {
+		err := rec.each(func(n int) (id.UserID, error) { return s.userOf(ctx, rec.roomID, n) }, func(user id.UserID, _ json.RawMessage, highlight bool) {
 			if last, ok := gone[user]; ok && rec.pos <= last {
 				return
 			}
@@ -581,6 +585,11 @@ func (s *Service) loadUnread(ctx context.Context) (map[id.UserID]map[id.RoomID]*
 				ru.entries = append(ru.entries, unreadEntry{pos: rec.pos, thread: rec.thread, highlight: highlight})
 			}
 		})
+		if err == nil && rec.reader.Valid {
+			// The sender's read mark, which the send did not write.
+			get(id.UserID(rec.reader.String), rec.roomID).markRead(rec.thread == "", rec.thread, rec.pos)
+		}
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load unread notifications: %w", err)

@@ -25,15 +25,17 @@ import (
 // from its actions. A user has an event unread while their read mark for
 // its room (or thread) is below it; see loadUnread.
 
-// insertRecord writes the notifications of o, at stream position pos.
-func (s *Service) insertRecord(ctx context.Context, tx *storage.Tx, o *eventOutcome, pos int64) error {
+// insertRecord writes the notifications of o, at stream position pos, and
+// reports whether it wrote a row: one that names the sender as its reader
+// when o moves the sender's read mark.
+func (s *Service) insertRecord(ctx context.Context, tx *storage.Tx, o *eventOutcome, pos int64) (bool, error) {
 	if len(o.hits) == 0 {
-		return nil
+		return false, nil
 	}
 	ev := o.ev
 	slots, err := s.numberHits(ctx, tx, ev.RoomID, o.hits)
 	if err != nil {
-		return err
+		return false, err
 	}
 	var actions strings.Builder
 	lists := make([]int, len(o.hits))
@@ -57,12 +59,16 @@ func (s *Service) insertRecord(ctx context.Context, tx *storage.Tx, o *eventOutc
 		lists[k] = i
 	}
 	actions.WriteByte(']')
-	if _, err := tx.Exec(ctx, `INSERT INTO push_events (pos, room_id, event_id, thread_id, ts, actions, notified)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (pos) DO NOTHING`,
-		pos, ev.RoomID, ev.ID, o.thread, time.Now().UnixMilli(), actions.String(), encodeNotified(slots, lists, len(index))); err != nil {
-		return fmt.Errorf("record notifications: %w", err)
+	var reader *string
+	if o.senderLocal {
+		reader = (*string)(&ev.Sender)
 	}
-	return nil
+	if _, err := tx.Exec(ctx, `INSERT INTO push_events (pos, room_id, event_id, thread_id, ts, actions, notified, reader)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (pos) DO NOTHING`,
+		pos, ev.RoomID, ev.ID, o.thread, time.Now().UnixMilli(), actions.String(), encodeNotified(slots, lists, len(index)), reader); err != nil {
+		return false, fmt.Errorf("record notifications: %w", err)
+	}
+	return true, nil
 }
 
 // record is a push_events row.
@@ -74,6 +80,7 @@ type record struct {
 	ts       int64
 	actions  string
 	notified string
+	reader   sql.NullString // the sender whose read mark the event moves
 }
 
 // actionList is one of a record's distinct action lists.
@@ -215,13 +222,13 @@ func parseEntry(entry string, n int) (id.UserID, int, bool) {
 // scanRecords reads push_events rows, the query ending in tail, and calls
 // f for each.
 func (s *Service) scanRecords(ctx context.Context, tail string, args []any, f func(*record) error) error {
-	rows, err := s.db.Query(ctx, "SELECT pos, room_id, event_id, thread_id, ts, actions, notified FROM push_events "+tail, args...)
+	rows, err := s.db.Query(ctx, "SELECT pos, room_id, event_id, thread_id, ts, actions, notified, reader FROM push_events "+tail, args...)
 	if err != nil {
 		return err
 	}
 	return scanRows(rows, func() error {
 		var rec record
-		if err := rows.Scan(&rec.pos, &rec.roomID, &rec.eventID, &rec.thread, &rec.ts, &rec.actions, &rec.notified); err != nil {
+		if err := rows.Scan(&rec.pos, &rec.roomID, &rec.eventID, &rec.thread, &rec.ts, &rec.actions, &rec.notified, &rec.reader); err != nil {
 			return err
 		}
 		return f(&rec)
