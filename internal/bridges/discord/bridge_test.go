@@ -579,7 +579,18 @@ func TestBridgeSurvivesPanic(t *testing.T) {
 
 	d.fake.SendReadyWithoutUser(1)
 	env.Stop()
+	identified := d.fake.GatewaySessions()
 	env.Run()
+	// Connect returns before the gateway is open: post once the bridge
+	// has IDENTIFYed again (its READY sent first), not into the catch-up
+	// the bad READY skipped.
+	deadline := time.Now().Add(bridgetest.Timeout)
+	for d.fake.GatewaySessions() == identified {
+		if time.Now().After(deadline) {
+			t.Fatal("the bridge never connected to the gateway after the restart")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if _, err := d.fake.Post(d.general.ID, d.alice.ID, "after the bad READY"); err != nil {
 		t.Fatal(err)
 	}

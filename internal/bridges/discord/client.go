@@ -126,31 +126,46 @@ func (c *Client) recoverPanic(what string) {
 	})
 }
 
-// Connect opens the gateway, retrying with backoff until it succeeds, the
-// token is refused or Disconnect is called.
-func (c *Client) Connect(ctx context.Context) {
+// Connect opens the gateway in the background, retrying with backoff
+// until it succeeds, the token is refused or Disconnect is called. It
+// returns at once: bridgev2 connects its logins one after the other, and
+// one whose gateway cannot be reached must not hold up the others.
+func (c *Client) Connect(context.Context) {
 	defer c.connector.guard.Recover() // bridgev2's reconnect calls it from a goroutine of its own
 	c.mu.Lock()
 	c.stopped = false
 	c.mu.Unlock()
-	c.connectLoop()
+	c.reconnect()
 }
 
-// connectLoop opens the gateway (RESUMEing the session after a dropped
-// connection), retrying with backoff. A newer loop or Disconnect ends it.
-//
-// discordgo's own reconnect is off (ShouldReconnectOnError): its reader
-// can race with Close and reconnect (RESUME) a connection Disconnect is
-// closing, leaving a second gateway session running after the bridge
-// stopped (TestBridgeEndToEnd saw it).
-func (c *Client) connectLoop() {
+// reconnect starts connectLoop in a goroutine of its own, ending the loop
+// before it, unless Disconnect was called.
+func (c *Client) reconnect() {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return
+	}
 	if c.stop != nil {
 		c.stop()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.stop = cancel
-	c.mu.Unlock()
+	go func() {
+		defer c.recoverPanic("connecting to the Discord gateway")
+		c.connectLoop(ctx)
+	}()
+}
+
+// connectLoop opens the gateway (RESUMEing the session after a dropped
+// connection), retrying with backoff until ctx ends (a newer loop or
+// Disconnect).
+//
+// discordgo's own reconnect is off (ShouldReconnectOnError): its reader
+// can race with Close and reconnect (RESUME) a connection Disconnect is
+// closing, leaving a second gateway session running after the bridge
+// stopped (TestBridgeEndToEnd saw it).
+func (c *Client) connectLoop(ctx context.Context) {
 	delay := firstRetryDelay
 	for ctx.Err() == nil {
 		c.login.BridgeState.Send(status.BridgeState{StateEvent: status.StateConnecting})
@@ -296,10 +311,7 @@ func (c *Client) onDisconnect(s *discordgo.Session, d *discordgo.Disconnect) {
 	// connectLoop reports CONNECTING, then CONNECTED once resumed;
 	// TRANSIENT_DISCONNECT is for failed attempts only (bridgev2 schedules a
 	// notice for it, racily: see the -race run of TestBridgeEndToEnd).
-	go func() {
-		defer c.recoverPanic("reconnecting to the Discord gateway")
-		c.connectLoop()
-	}()
+	c.reconnect()
 }
 
 // portalKey is the portal of a Discord channel for this login.

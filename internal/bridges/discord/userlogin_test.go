@@ -6,6 +6,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bwmarrin/discordgo"
 	"maunium.net/go/mautrix/event"
@@ -90,5 +91,36 @@ func TestBridgeUserLogin(t *testing.T) {
 	}
 	if err := d.fake.WaitAck(ctx, me.ID, dm.ID, again.ID); err != nil {
 		t.Fatalf("the read receipt did not reach Discord: %v", err)
+	}
+}
+
+// TestLoginWhileAnotherCannotConnect: while Discord's gateway refuses
+// connections, the bot's login completes and its client keeps trying to
+// connect; a user's login made meanwhile completes too (before, it waited
+// for the bot's client to connect, so every login of the bridge hung
+// while one could not), and both connect once the gateway is back.
+func TestLoginWhileAnotherCannotConnect(t *testing.T) {
+	d := newDiscordSide(t)
+	me := d.fake.AddUser("me")
+	env := bridgetest.Start(t, discord.Kind(), d.networkConfig())
+	d.fake.SetGatewayDown(true)
+	control := env.DM()
+	env.Send(control, "login bot-token")
+	env.WaitMessage(control, env.Bot, "Please enter your Bot token")
+	env.Send(control, d.fake.Token())
+	env.WaitMessage(control, env.Bot, "Logged in as the bot "+d.fake.Bot().Username)
+
+	env.Send(control, "login user-token")
+	env.WaitMessage(control, env.Bot, "Please enter your User token")
+	env.Send(control, d.fake.UserToken(me.ID))
+	env.WaitMessage(control, env.Bot, "Logged in as me")
+
+	d.fake.SetGatewayDown(false)
+	deadline := time.Now().Add(bridgetest.Timeout)
+	for d.fake.ConnectedSessions() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d gateway sessions connected after the outage, want the bot's and the user's", d.fake.ConnectedSessions())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

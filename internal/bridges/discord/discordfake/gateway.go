@@ -66,6 +66,13 @@ func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "only encoding=json is supported", http.StatusBadRequest)
 		return
 	}
+	s.mu.Lock()
+	down := s.gatewayDown
+	s.mu.Unlock()
+	if down {
+		http.Error(w, "the gateway is down", http.StatusServiceUnavailable)
+		return
+	}
 	conn, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return
@@ -283,6 +290,14 @@ func (s *Server) ForgetSessions() {
 		}
 		delete(s.sessions, id)
 	}
+}
+
+// SetGatewayDown makes the gateway refuse new connections (503) while down
+// is true, as an outage would; connections open already stay.
+func (s *Server) SetGatewayDown(down bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gatewayDown = down
 }
 
 // ConnectedSessions is how many sessions have a connection now.

@@ -71,6 +71,8 @@ type Server struct {
 	members map[string][]string
 	// acks is the message each user has read up to in each channel.
 	acks map[ackKey]string
+	// gatewayDown makes the gateway refuse every connection.
+	gatewayDown bool
 }
 
 type attachmentFile struct {
