@@ -2,29 +2,35 @@ package rooms
 
 import (
 	"context"
-
-	"maunium.net/go/mautrix/id"
+	"slices"
 )
 
 // InPartialRoomWith reports whether server is one of the servers of a room
 // whose state is still partial here and where a local user is joined or
 // invited: a user of that server may be among the members this node does
-// not know yet.
+// not know yet. It reads the rooms' sorted server lists (a local member
+// joined puts this server in it); only a partial room where none is
+// joined has its members read, for an invited one.
 func (e *Engine) InPartialRoomWith(ctx context.Context, server string) bool {
 	e.mu.Lock()
-	var partial []id.RoomID
-	for roomID, r := range e.rooms {
+	var partial []*room
+	for _, r := range e.rooms {
 		if r.partial.Load() != nil {
-			partial = append(partial, roomID)
+			partial = append(partial, r)
 		}
 	}
 	e.mu.Unlock()
-	for _, roomID := range partial {
-		if !e.ServerInRoom(ctx, server, roomID) {
+	local := e.signer.ServerName
+	for _, r := range partial {
+		st := r.view()
+		if _, ok := slices.BinarySearch(st.servers, server); !ok && !slices.Contains(r.partialServers(), server) {
 			continue
 		}
-		for u, m := range e.Members(ctx, roomID) {
-			if activeMembership(m) && u.Homeserver() == e.signer.ServerName {
+		if _, ok := slices.BinarySearch(st.servers, local); ok {
+			return true
+		}
+		for u, m := range st.members {
+			if m == "invite" && u.Homeserver() == local {
 				return true
 			}
 		}
