@@ -204,7 +204,8 @@ type OAuthSessions interface {
 // session obtained through the OAuth 2.0 API completes it with the m.oauth
 // stage, as the spec says: the 401 gives the account page's URL, where
 // the user approves the reset, and the client then retries with
-// {"type": "m.oauth"}. Other sessions authenticate as SessionUIA has them.
+// {"type": "m.oauth"}; clients of the stage's unstable name retry with
+// the session only. Other sessions authenticate as SessionUIA has them.
 func (s *Service) CrossSigningResetUIA(r *http.Request, sess *Session, auth *AuthDict) error {
 	if s.OAuth == nil || sess.DeviceID == "" {
 		return s.SessionUIA(r, sess, auth)
@@ -216,8 +217,17 @@ func (s *Service) CrossSigningResetUIA(r *http.Request, sess *Session, auth *Aut
 	if !viaOAuth {
 		return s.SessionUIA(r, sess, auth)
 	}
-	params := map[string]any{StageOAuth: map[string]string{"url": s.OAuth.CrossSigningResetURL()}}
-	_, err = s.interactiveAuthParams(r, auth, [][]string{{StageOAuth}}, params,
+	if auth != nil && auth.Type == "" && auth.Session != "" {
+		// A client of the unstable stage retrying after the approval.
+		a := *auth
+		a.Type = StageOAuthUnstable
+		auth = &a
+	}
+	// The unstable stage's flow comes first: the clients that know only
+	// it take the first flow, those that know m.oauth find it second.
+	reset := map[string]string{"url": s.OAuth.CrossSigningResetURL()}
+	params := map[string]any{StageOAuthUnstable: reset, StageOAuth: reset}
+	_, err = s.interactiveAuthParams(r, auth, [][]string{{StageOAuthUnstable}, {StageOAuth}}, params,
 		r.Method+" "+r.URL.Path+" "+string(sess.UserID), sess.UserID)
 	return err
 }

@@ -21,6 +21,11 @@ const (
 	// StageOAuth is approval through the OAuth account management page
 	// (spec v1.17), for the sessions of the OAuth 2.0 API.
 	StageOAuth = "m.oauth"
+	// StageOAuthUnstable is m.oauth's name before spec v1.17
+	// (org.matrix.cross_signing_reset, as Matrix Authentication Service
+	// offers it), which clients released before then know. Once the user
+	// approved, they retry with only the session.
+	StageOAuthUnstable = "org.matrix.cross_signing_reset"
 )
 
 const uiaSessionLifetime = 15 * time.Minute
@@ -225,7 +230,7 @@ func (s *Service) doStage(r *http.Request, auth *AuthDict, sess *uiaSession, use
 		}
 		sess.token = auth.Token
 		return nil
-	case StageOAuth:
+	case StageOAuth, StageOAuthUnstable:
 		if user == "" || s.OAuth == nil || !s.OAuth.CrossSigningResetApproved(user) {
 			return mxhttp.Forbidden("the action has not been approved on the account page yet")
 		}
