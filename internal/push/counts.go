@@ -26,6 +26,11 @@ type roomUnread struct {
 	entries []unreadEntry // ascending pos
 	readAll int64         // unthreaded receipt
 	read    map[id.EventID]int64
+	// left is where the user's membership last ended (push_read_marks
+	// scope leftScope): everything up to it is read. It is kept apart
+	// from readAll so that a membership end the re-check after a
+	// partial-state resync refuses can be undone (see OnReject).
+	left int64
 	// changedAt is the stream position at which the counts last changed,
 	// for /sync (see changedSince); set before the change commits, which
 	// makes the position visible.
@@ -33,7 +38,14 @@ type roomUnread struct {
 }
 
 func (ru *roomUnread) readPos(thread id.EventID) int64 {
-	return max(ru.readAll, ru.read[thread])
+	return max(ru.readAll, ru.read[thread], ru.left)
+}
+
+// markLeft records that the user's membership ended at pos and drops
+// the entries up to it.
+func (ru *roomUnread) markLeft(pos int64) {
+	ru.left = max(ru.left, pos)
+	ru.entries = slices.DeleteFunc(ru.entries, func(e unreadEntry) bool { return e.pos <= pos })
 }
 
 func (ru *roomUnread) add(e unreadEntry) {
@@ -66,6 +78,10 @@ func (ru *roomUnread) markRead(all bool, thread id.EventID, upTo int64) (moved b
 	return moved
 }
 
+// leftScope is the push_read_marks scope of where a user's membership
+// of the room last ended.
+const leftScope = "-"
+
 // readScope names what a read covers in push_read_marks: '*' the whole
 // room, else one thread (empty: the main timeline).
 func readScope(all bool, thread id.EventID) string {
@@ -78,9 +94,14 @@ func readScope(all bool, thread id.EventID) string {
 // setReadMark records durably that user has read a room (all) or one of
 // its threads up to position upTo; marks only move forward.
 func setReadMark(ctx context.Context, tx *storage.Tx, user id.UserID, roomID id.RoomID, all bool, thread id.EventID, upTo int64) error {
+	return setMark(ctx, tx, user, roomID, readScope(all, thread), upTo)
+}
+
+// setMark moves user's mark of scope in a room forward to upTo.
+func setMark(ctx context.Context, tx *storage.Tx, user id.UserID, roomID id.RoomID, scope string, upTo int64) error {
 	_, err := tx.Exec(ctx, `INSERT INTO push_read_marks (user_id, room_id, scope, pos) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (user_id, room_id, scope) DO UPDATE SET pos = CASE WHEN excluded.pos > push_read_marks.pos THEN excluded.pos ELSE push_read_marks.pos END`,
-		user, roomID, readScope(all, thread), upTo)
+		user, roomID, scope, upTo)
 	if err != nil {
 		return fmt.Errorf("record read position: %w", err)
 	}
@@ -401,7 +422,7 @@ func (s *Service) record(ctx context.Context, tx *storage.Tx, o *eventOutcome, c
 	if o.gone != "" {
 		// Everything up to the membership's end is read: nothing of the
 		// room counts for the user any more.
-		if err := setReadMark(ctx, tx, o.gone, ev.RoomID, true, "", pos); err != nil {
+		if err := setMark(ctx, tx, o.gone, ev.RoomID, leftScope, pos); err != nil {
 			return err
 		}
 		users = append(users, o.gone)
@@ -432,7 +453,7 @@ func (s *Service) record(ctx context.Context, tx *storage.Tx, o *eventOutcome, c
 			s.roomUnreadLocked(ev.Sender, ev.RoomID, true).markRead(thread == "", thread, pos)
 		}
 		if o.gone != "" {
-			s.roomUnreadLocked(o.gone, ev.RoomID, true).markRead(true, "", pos)
+			s.roomUnreadLocked(o.gone, ev.RoomID, true).markLeft(pos)
 		}
 		s.countsMu.Unlock()
 		for _, h := range o.hits {
@@ -543,9 +564,12 @@ func (s *Service) loadUnread(ctx context.Context) (map[id.UserID]map[id.RoomID]*
 			return err
 		}
 		ru := get(user, roomID)
-		if scope == "*" {
+		switch scope {
+		case "*":
 			ru.readAll = pos
-		} else {
+		case leftScope:
+			ru.left = pos
+		default:
 			if ru.read == nil {
 				ru.read = map[id.EventID]int64{}
 			}
@@ -621,8 +645,13 @@ const purgeQuery = "DELETE FROM push_events WHERE pos IN (SELECT pos FROM events
 // room's state was partial that the full state refuses): its push_events
 // row goes, so /notifications no longer lists it, and once the transaction
 // has committed it no longer counts for anyone, whose counts change at a
-// position of the transaction, for /sync, and who are woken.
+// position of the transaction, for /sync, and who are woken. A refused
+// end of a local user's membership (a kick, a ban) never happened: what
+// notified the user before it is unread again (see unleave).
 func (s *Service) OnReject(ctx context.Context, tx *storage.Tx, ev *rooms.Event) error {
+	if err := s.unleave(ctx, tx, ev); err != nil {
+		return err
+	}
 	res, err := tx.Exec(ctx, "DELETE FROM push_events WHERE pos = $1", ev.Pos)
 	if err != nil {
 		return fmt.Errorf("forget the notifications of %s: %w", ev.ID, err)
@@ -649,6 +678,72 @@ func (s *Service) OnReject(ctx context.Context, tx *storage.Tx, ev *rooms.Event)
 		}
 	})
 	tx.AfterVisible(func() { s.wake(users...) })
+	return nil
+}
+
+// unleave undoes, for OnReject, what ev did as the end of a local user's
+// membership: the user's left mark goes when ev set it, and the
+// notifications between the user's read marks and ev count again. The
+// events after ev, while the user seemed gone, were evaluated for the
+// room's members then, without the user, and notify them of nothing.
+func (s *Service) unleave(ctx context.Context, tx *storage.Tx, ev *rooms.Event) error {
+	if ev.Type != "m.room.member" || ev.StateKey == nil || ev.Membership() == "join" {
+		return nil
+	}
+	user := id.UserID(*ev.StateKey)
+	if user.Homeserver() != s.rooms.ServerName() {
+		return nil
+	}
+	res, err := tx.Exec(ctx, "DELETE FROM push_read_marks WHERE user_id = $1 AND room_id = $2 AND scope = $3 AND pos = $4",
+		user, ev.RoomID, leftScope, ev.Pos)
+	if err != nil {
+		return fmt.Errorf("undo the membership end %s: %w", ev.ID, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return err // a later end moved the mark on, or none was set
+	}
+	// The rows above the user's whole-room read mark up to ev are those
+	// that may count again; memory's mark is at or past the stored one.
+	s.countsMu.Lock()
+	var readAll int64
+	if ru := s.roomUnreadLocked(user, ev.RoomID, false); ru != nil {
+		readAll = ru.readAll
+	}
+	s.countsMu.Unlock()
+	var back []unreadEntry
+	var recs []record
+	err = eachRecord(ctx, tx.Query, "WHERE pos > $1 AND pos < $2 AND room_id = $3 ORDER BY pos", []any{readAll, ev.Pos, ev.RoomID}, func(rec *record) error {
+		recs = append(recs, *rec)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("undo the membership end %s: %w", ev.ID, err)
+	}
+	for i := range recs {
+		_, highlight, ok, err := s.find(ctx, &recs[i], user)
+		if err != nil {
+			return fmt.Errorf("undo the membership end %s: %w", ev.ID, err)
+		}
+		if ok {
+			back = append(back, unreadEntry{pos: recs[i].pos, thread: recs[i].thread, highlight: highlight})
+		}
+	}
+	changePos := tx.NextPos()
+	tx.AfterCommit(func() {
+		s.countsMu.Lock()
+		defer s.countsMu.Unlock()
+		ru := s.roomUnreadLocked(user, ev.RoomID, true)
+		if ru.left == ev.Pos {
+			ru.left = 0
+		}
+		for _, e := range back {
+			if e.pos > ru.readPos(e.thread) {
+				ru.add(e)
+			}
+		}
+		ru.changedAt = changePos
+	})
+	tx.AfterVisible(func() { s.wake(user) })
 	return nil
 }
 

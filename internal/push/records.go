@@ -222,7 +222,12 @@ func parseEntry(entry string, n int) (id.UserID, int, bool) {
 // scanRecords reads push_events rows, the query ending in tail, and calls
 // f for each.
 func (s *Service) scanRecords(ctx context.Context, tail string, args []any, f func(*record) error) error {
-	rows, err := s.db.Query(ctx, "SELECT pos, room_id, event_id, thread_id, ts, actions, notified, reader FROM push_events "+tail, args...)
+	return eachRecord(ctx, s.db.Query, tail, args, f)
+}
+
+// eachRecord is scanRecords on query, the database's or a transaction's.
+func eachRecord(ctx context.Context, query func(context.Context, string, ...any) (*sql.Rows, error), tail string, args []any, f func(*record) error) error {
+	rows, err := query(ctx, "SELECT pos, room_id, event_id, thread_id, ts, actions, notified, reader FROM push_events "+tail, args...)
 	if err != nil {
 		return err
 	}

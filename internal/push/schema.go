@@ -10,8 +10,9 @@ import "github.com/matrixos/matrixos/internal/storage"
 // the stream position of each user's last rule change. push_unread lists
 // the events that notified a user, and push_read_marks how far each user
 // has read in each room: scope '*' for the whole room (an unthreaded
-// receipt, or the user's own send in the main timeline), else one thread
-// (empty: the main timeline). A row at or below its user's read position for
+// receipt, or the user's own send in the main timeline), '-' where the
+// user's membership last ended (apart, so that a refused kick can be
+// undone), else one thread (empty: the main timeline). A row at or below its user's read position for
 // its room and thread is read: it is garbage, deleted by position in
 // batches (see collectGarbage), never counted.
 //
