@@ -3,6 +3,7 @@ package push
 import (
 	"context"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix/id"
 
@@ -52,6 +53,46 @@ func TestSendersMarkInTheRow(t *testing.T) {
 		}
 		if marks != 0 {
 			t.Errorf("%d read marks of alice's stored beside the rows that name her", marks)
+		}
+	})
+}
+
+// TestPruneKeepsReadersMark: a pruned row that named its sender as reader
+// held the sender's read mark; the mark outlives the row. carol's message
+// notifies alice and bob, bob's reply notifies carol only (alice has
+// left) and reads the room for bob; carol reads it. Prune drops bob's
+// row (read by all) and keeps carol's (alice has it unread): after a
+// restart bob still has carol's message read.
+func TestPruneKeepsReadersMark(t *testing.T) {
+	backends(t, func(t *testing.T, dsn string) {
+		ctx := context.Background()
+		db, fr, s := openService(t, dsn)
+		const carol = id.UserID("@carol:hs")
+		send := func(sender id.UserID, evID id.EventID, members map[id.UserID]string) {
+			ev := mkEvent("m.room.message", sender, nil, `{"msgtype":"m.text","body":"hi"}`)
+			ev.ID, ev.Pos = evID, db.Visible()+1
+			fr.events[evID] = ev
+			s.OnEvent(ev, &rooms.RoomInfo{ID: testRoom, Members: members})
+		}
+		send(carol, "$carol", map[id.UserID]string{alice: "join", bob: "join", carol: "join"})
+		send(bob, "$bob", map[id.UserID]string{bob: "join", carol: "join"})
+		if err := s.MarkRead(ctx, carol, testRoom, "", db.Visible()); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Prune(ctx, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		var rows int
+		if err := db.QueryRow(ctx, "SELECT COUNT(*) FROM push_events").Scan(&rows); err != nil {
+			t.Fatal(err)
+		}
+		if rows != 1 {
+			t.Fatalf("%d rows after Prune, want carol's alone", rows)
+		}
+		for name, s := range map[string]*Service{"at once": s, "after a restart": loadService(t, db, nil, fr)} {
+			if main, _ := s.Counts(bob, testRoom); main.NotificationCount != 0 {
+				t.Errorf("%s: bob has %d unread, want 0 (his reply read carol's message)", name, main.NotificationCount)
+			}
 		}
 	})
 }

@@ -313,7 +313,9 @@ const pruneBatch = 1000
 
 // Prune deletes the notifications recorded before cutoff that no one has
 // unread any more; an unread one stays until it is read, since it is what
-// the user's unread counts are rebuilt from at start-up. Rows are recorded
+// the user's unread counts are rebuilt from at start-up, and the read
+// mark a deleted row held for its sender (reader) is written as a read
+// mark. Rows are recorded
 // in stream order, so it walks them in that order and stops at the first
 // one recorded at or after cutoff (push_events has no index by time: one
 // would be a page of its own in every send's commit); a row recorded
@@ -322,30 +324,37 @@ const pruneBatch = 1000
 func (s *Service) Prune(ctx context.Context, cutoff time.Time) error {
 	after, cut := int64(-1<<62), cutoff.UnixMilli()
 	for {
-		var positions []int64
+		var recs []record
 		reached, read := false, 0
 		err := s.scanRecords(ctx, pruneWhere,
 			[]any{after, pruneBatch}, func(rec *record) error {
 				read++
 				if reached = reached || rec.ts >= cut; !reached {
-					positions = append(positions, rec.pos)
+					recs = append(recs, *rec)
 				}
 				return nil
 			})
 		if err != nil {
 			return fmt.Errorf("prune notifications: %w", err)
 		}
-		if len(positions) == 0 {
+		if len(recs) == 0 {
 			return nil
 		}
-		after = positions[len(positions)-1]
+		after = recs[len(recs)-1].pos
 		unread := s.unreadAtOrBelow(after)
 		err = s.db.Write(ctx, func(tx *storage.Tx) error {
-			for _, pos := range positions {
-				if unread[pos] {
+			for _, rec := range recs {
+				if unread[rec.pos] {
 					continue
 				}
-				if _, err := tx.Exec(ctx, "DELETE FROM push_events WHERE pos = $1", pos); err != nil {
+				if rec.reader.Valid {
+					// The row held its sender's read mark (see
+					// insertRecord): it goes where marks live.
+					if err := setReadMark(ctx, tx, id.UserID(rec.reader.String), rec.roomID, rec.thread == "", rec.thread, rec.pos); err != nil {
+						return err
+					}
+				}
+				if _, err := tx.Exec(ctx, "DELETE FROM push_events WHERE pos = $1", rec.pos); err != nil {
 					return err
 				}
 			}
