@@ -574,3 +574,23 @@ func TestPushedEventGapNeedsMissingEvents(t *testing.T) {
 		t.Errorf("a's timeline = %q, want missed and pushed", got)
 	}
 }
+
+// TestExtremitiesBounded: events that each fork from an old event leave at
+// most maxPrevEvents forward extremities, the newest, so the current state
+// never resolves more states than a local event cites.
+func TestExtremitiesBounded(t *testing.T) {
+	ext := []id.EventID{"$old"}
+	var sent []id.EventID
+	for i := range 3 * maxPrevEvents {
+		evID := id.EventID(fmt.Sprintf("$fork%d", i))
+		ext = extremitiesFollowing(ext, evID, []id.EventID{"$root"})
+		sent = append(sent, evID)
+	}
+	if want := sent[len(sent)-maxPrevEvents:]; !slices.Equal(ext, want) {
+		t.Fatalf("extremities after %d forks: %v, want the newest %d: %v", len(sent), ext, maxPrevEvents, want)
+	}
+	ext = extremitiesFollowing(ext, "$merge", ext)
+	if !slices.Equal(ext, []id.EventID{"$merge"}) {
+		t.Fatalf("after an event citing them all: %v", ext)
+	}
+}

@@ -103,7 +103,17 @@ func extremitiesAfter(ext []id.EventID, ev *Event) []id.EventID {
 
 // extremitiesFollowing returns the forward extremities once the event evID,
 // which follows prevs, has been accepted: those of ext not among prevs,
-// then evID.
+// then evID; at most maxPrevEvents of them, the oldest dropped.
+//
+// The bound is what keeps the work of one received event bounded: the
+// room's current state is the resolution of the states after its
+// extremities, so each extremity is one more full state to load and
+// resolve, and any server in the room can add one with every event it
+// sends on an old event. It is also the number a local event cites (a
+// local event is built on the current state, so the current state must
+// be the resolution of the extremities it cites). An extremity dropped
+// is a fork no event has followed since newer ones arrived; its state
+// comes back into the current state when an event citing it arrives.
 func extremitiesFollowing(ext []id.EventID, evID id.EventID, prevs []id.EventID) []id.EventID {
 	if len(ext) == 1 && len(prevs) == 1 && ext[0] == prevs[0] {
 		return []id.EventID{evID} // the straight line
@@ -114,11 +124,16 @@ func extremitiesFollowing(ext []id.EventID, evID id.EventID, prevs []id.EventID)
 			out = append(out, x)
 		}
 	}
-	return append(out, evID)
+	out = append(out, evID)
+	if len(out) > maxPrevEvents {
+		out = out[len(out)-maxPrevEvents:]
+	}
+	return out
 }
 
-// maxPrevEvents caps the prev_events of a local event; the extremities it
-// leaves out stay extremities for the next one.
+// maxPrevEvents caps the prev_events of a local event, as the PDU format
+// caps those of a received one (maxPrevEventsReceived), and the forward
+// extremities of a room (extremitiesFollowing).
 const maxPrevEvents = 20
 
 // maxDepth is the largest depth an event may have (the largest integer
