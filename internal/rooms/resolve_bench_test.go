@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/cputime"
+	"github.com/matrixos/matrixos/internal/stateres"
 	"github.com/matrixos/matrixos/internal/storage"
 )
 
@@ -127,6 +129,7 @@ func BenchmarkResolveBigRoom(b *testing.B) {
 	env := newTestEnvAt(b, filepath.Join(b.TempDir(), "db"))
 	roomID := createFedRoom(b, env.e, id.RoomV11, alice)
 	heads := bulkForkedRoom(b, env.e, roomID, alice)
+	checkBigRoomResolution(b, env.e, roomID, heads)
 	for _, cold := range []bool{true, false} {
 		name := "warm"
 		if cold {
@@ -184,6 +187,49 @@ func BenchmarkResolveBigRoom(b *testing.B) {
 			b.ReportMetric(float64(cpu)/float64(time.Millisecond)/float64(b.N), "cpu-ms/op")
 			b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
 		})
+	}
+}
+
+// checkBigRoomResolution resolves the two sides once as the engine does
+// (from the auth_edges index) and once walking every auth chain through
+// the events (stateres.WalkIndex), and fails unless both agree.
+func checkBigRoomResolution(b *testing.B, e *Engine, roomID id.RoomID, heads []id.EventID) {
+	b.Helper()
+	ctx := context.Background()
+	r, err := e.room(ctx, roomID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	evs, err := e.Events(ctx, heads)
+	if err != nil || len(evs) != 2 {
+		b.Fatalf("heads: %v (%d found)", err, len(evs))
+	}
+	states, _, err := e.stateAfterEvents(ctx, evs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	got, err := e.resolve(ctx, r, states, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := make([]stateres.StateMap, len(states))
+	for i, st := range states {
+		in[i] = stateres.StateMap{}
+		for k, v := range st {
+			in[i][pdu.StateKey(k)] = v
+		}
+	}
+	walked, err := stateres.Resolver{Events: engineEvents{e, nil}, GetKey: e.keyFunc(ctx)}.Resolve(ctx, r.version, in)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(walked) != len(got) {
+		b.Fatalf("resolved from the index: %d entries, by walking: %d", len(got), len(walked))
+	}
+	for k, v := range walked {
+		if got[stateKey(k)] != v {
+			b.Fatalf("%v: %s from the index, %s by walking", k, got[stateKey(k)], v)
+		}
 	}
 }
 

@@ -16,7 +16,8 @@
 // [WalkIndex] walks auth_events through the loader on every resolution, an
 // [AuthGraph] (which the room engine keeps per room) remembers every
 // event's auth_events as small numbers and walks them without loading
-// anything twice. Authorisation is mautrix federation/eventauth's
+// anything twice; it can start from the edges of a persistent index
+// ([AuthGraph.Add]) and tells what it had to load ([AuthGraph.TakeLoaded]). Authorisation is mautrix federation/eventauth's
 // Authorize with precomputed auth events. Only the conflicted part of the
 // state is resolved, and the power-level mainline is computed once per
 // resolution.
