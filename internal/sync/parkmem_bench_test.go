@@ -19,6 +19,8 @@ import (
 // heap), stack-B/poll and goroutines/poll. The figures include the test's
 // own end of each connection (a net.Conn, no goroutine or buffer: about
 // 300 bytes and 4 objects), the same before and after a change.
+// alloc-B/poll is the heap allocated while they were opened and parked,
+// per poll: the garbage a wave of new long-polls leaves.
 //
 //	go test -run '^$' -bench ParkedMemory -benchtime 3x ./internal/sync/
 func BenchmarkParkedMemory(b *testing.B) {
@@ -42,9 +44,10 @@ func BenchmarkParkedMemory(b *testing.B) {
 		}
 		paths[i] = "/_matrix/client/v3/sync?" + url.Values{"since": {since}, "timeout": {"600000"}, "set_presence": {"offline"}}.Encode()
 	}
-	var heap, objects, stack, goroutines float64
+	var heap, objects, stack, goroutines, allocated float64
 	for b.Loop() {
 		h0, o0, s0, g0 := memNow()
+		a0 := allocatedNow()
 		conns := make([]net.Conn, polls)
 		for i := range conns {
 			conn, err := net.Dial("tcp", n.Addr)
@@ -55,7 +58,9 @@ func BenchmarkParkedMemory(b *testing.B) {
 			getOn(b, conn, paths[i%users], tokens[i%users])
 		}
 		testnode.WaitFor(b, time.Minute, "every long-poll waiting", func() bool { return n.Sync.Waiting() == polls })
+		a1 := allocatedNow()
 		h1, o1, s1, g1 := memNow()
+		allocated += float64(a1-a0) / polls
 		heap += float64(h1-h0) / polls
 		objects += float64(o1-o0) / polls
 		stack += float64(s1-s0) / polls
@@ -70,6 +75,14 @@ func BenchmarkParkedMemory(b *testing.B) {
 	b.ReportMetric(objects/rounds, "objects/poll")
 	b.ReportMetric(stack/rounds, "stack-B/poll")
 	b.ReportMetric(goroutines/rounds, "goroutines/poll")
+	b.ReportMetric(allocated/rounds, "alloc-B/poll")
+}
+
+// allocatedNow is the heap allocated since the process started, bytes.
+func allocatedNow() int64 {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	metrics.Read(s)
+	return int64(s[0].Value.Uint64())
 }
 
 // memNow is the live heap (bytes and objects), the goroutine stacks'
