@@ -10,7 +10,7 @@
 // The figures are incremental aggregates: a follower reads the committed
 // events after its mark in stream order, as the ledger and the contracts
 // do, and adds them to hourly and daily bucket tables in the same
-// transaction that moves its mark. The follower runs every few seconds,
+// transaction that moves its mark. The follower runs every 30 seconds,
 // or sooner after a burst of messages, not after each send; a report
 // (endpoint or command) first counts what was committed before it, then
 // reads buckets only (at most one row per hour of the window), never the

@@ -21,8 +21,8 @@ const (
 	// stepSize is the most events one step of the follower reads.
 	stepSize = 500
 	// followInterval is how often the follower looks for events without
-	// a wake-up.
-	followInterval = 5 * time.Second
+	// a wake-up (see wakeEvery).
+	followInterval = 30 * time.Second
 	// wakeEvery is how many messages wake the follower before its
 	// interval: a report catches the figures up itself, so a lone send
 	// costs no commit of the follower's, whose fdatasync would delay the

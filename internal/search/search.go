@@ -3,7 +3,7 @@
 // text search behind one interface. The index follows the committed
 // events (internal/follower), off the send path: a send's commit writes
 // no index page, and the follower adds many events' text in one
-// transaction with its durable mark, every second or after a burst of
+// transaction with its durable mark, every 30 seconds or after 256
 // messages, not after each send. A search first brings the index up
 // to the position visible when it arrived, so it finds every message
 // sent before it, as if the index were written with the events.
@@ -79,9 +79,11 @@ const (
 	// stepSize is the most events one step of the follower indexes.
 	stepSize = 500
 	// followInterval is how often the follower indexes what was sent
-	// since its last round. A search catches the index up itself, so
-	// only the sends of a burst wake it sooner (every wakeEvery).
-	followInterval = time.Second
+	// since its last round, and wakeEvery how many sends wake it sooner:
+	// a search catches the index up itself, at most about wakeEvery
+	// events, so the follower's commits, whose fdatasync delays the send
+	// that comes during one, are few when the sends are.
+	followInterval = 30 * time.Second
 	wakeEvery      = 256
 )
 
