@@ -1243,6 +1243,12 @@ func (e *Engine) writeAllowed(ctx context.Context, tx *storage.Tx, r *room, f *f
 		return err
 	}
 	tx.AfterCommit(func() { r.recent.add(ev) })
+	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {
+		// As persist does: an allowed redaction redacts its target.
+		if err := e.applyRedaction(ctx, tx, r, ev); err != nil {
+			return err
+		}
+	}
 	if ev.StateKey == nil {
 		return nil
 	}

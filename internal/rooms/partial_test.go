@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -77,6 +78,9 @@ func (n *fedNet) forge(server string, roomID id.RoomID, p Proto, prevs, auth []i
 	pd := &pdu.PDU{
 		RoomID: roomID, Sender: p.Sender, Type: p.Type, StateKey: p.StateKey, Content: []byte(p.Content),
 		PrevEvents: prevs, AuthEvents: auth, Depth: depth, OriginServerTS: time.Now().UnixMilli(),
+	}
+	if p.Redacts != "" {
+		pd.Redacts = &p.Redacts
 	}
 	if err := pd.Sign(v, e.signer.ServerName, e.signer.KeyID, e.signer.Key); err != nil {
 		n.t.Fatal(err)
@@ -632,5 +636,50 @@ func TestPartialStateRefusedExtremity(t *testing.T) {
 	next := n.send("c", roomID, textProto(carolC, "next"))
 	if !slices.Equal(next.PDU.PrevEvents, []id.EventID{msg}) {
 		t.Errorf("carol's next event has prev_events %v, want alice's message %s alone (not the refused %s)", next.PDU.PrevEvents, msg, bad)
+	}
+}
+
+// TestPartialStateAllowedRedactionRedacts: while c's state is partial,
+// fred (who joined and left) bans derek, which c accepts by fred's old
+// join; derek's redaction of his own earlier message, after the ban, is
+// rejected. Once the full state shows fred left, the ban is rejected and
+// the redaction allowed: it joins c's timeline, and redacts its target
+// there as any redaction does.
+func TestPartialStateAllowedRedactionRedacts(t *testing.T) {
+	ctx := context.Background()
+	const fredA = id.UserID("@fred:a")
+	n := newFedNet(t, "a", "c")
+	f := newPartialFixture(t, n, map[id.UserID]int{fredA: 100}, []id.UserID{derekA, fredA}, []id.UserID{fredA})
+	roomID, joins, carolJoin := f.roomID, f.joins, f.carolJoin
+	create, pl := f.create, f.pl
+	msg, msgRaw := n.forge("a", roomID, textProto(derekA, "to be redacted"), []id.EventID{carolJoin.ID},
+		[]id.EventID{create.ID, pl.ID, joins[derekA].ID}, carolJoin.Depth+1)
+	if _, err := n.e("c").ReceivePDU(ctx, "a", msgRaw); err != nil {
+		t.Fatalf("c refuses derek's message while its state is partial: %v", err)
+	}
+	ban, banRaw := n.forge("a", roomID, stateProto(fredA, "m.room.member", string(derekA), `{"membership":"ban"}`),
+		[]id.EventID{msg}, []id.EventID{create.ID, pl.ID, joins[fredA].ID, joins[derekA].ID}, carolJoin.Depth+2)
+	if _, err := n.e("c").ReceivePDU(ctx, "a", banRaw); err != nil {
+		t.Fatalf("c refuses fred's ban while its state is partial: %v", err)
+	}
+	red, redRaw := n.forge("a", roomID, Proto{Type: "m.room.redaction", Sender: derekA, Content: json.RawMessage(`{}`), Redacts: msg},
+		[]id.EventID{ban}, []id.EventID{create.ID, pl.ID, joins[derekA].ID}, carolJoin.Depth+3)
+	if _, err := n.e("c").ReceivePDU(ctx, "a", redRaw); errCode(err) != "M_FORBIDDEN" {
+		t.Fatalf("derek's redaction while c believes him banned: %v, want M_FORBIDDEN", err)
+	}
+	if ev, err := n.e("c").Event(ctx, msg); err != nil || ev.RedactedBy != "" {
+		t.Fatalf("derek's message before the resync: %v, redacted by %q", err, ev.RedactedBy)
+	}
+
+	n.completeResync("c", roomID)
+	if ev, err := n.e("c").Event(ctx, red); err != nil || ev.Pos <= 0 {
+		t.Fatalf("derek's redaction is not in c's timeline after the resync: %v", err)
+	}
+	ev, err := n.e("c").Event(ctx, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.RedactedBy != red || strings.Contains(string(ev.JSON), "to be redacted") {
+		t.Errorf("derek's message after the resync allowed his redaction: redacted by %q, want %s; %s", ev.RedactedBy, red, ev.JSON)
 	}
 }
