@@ -137,23 +137,7 @@ func BenchmarkResolveBigRoom(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			e := env.e
-			load := func() (*room, []idState) {
-				b.Helper()
-				r, err := e.room(ctx, roomID)
-				if err != nil {
-					b.Fatal(err)
-				}
-				evs, err := e.Events(ctx, heads)
-				if err != nil || len(evs) != 2 {
-					b.Fatalf("heads: %v (%d found)", err, len(evs))
-				}
-				states, _, err := e.stateAfterEvents(ctx, evs)
-				if err != nil {
-					b.Fatal(err)
-				}
-				return r, states
-			}
-			r, states := load()
+			r, states := statesAfter(b, e, roomID, heads)
 			if !cold {
 				if _, err := e.resolve(ctx, r, states, nil); err != nil {
 					b.Fatal(err)
@@ -167,7 +151,7 @@ func BenchmarkResolveBigRoom(b *testing.B) {
 				if cold {
 					env.reopen()
 					e = env.e
-					r, states = load()
+					r, states = statesAfter(b, e, roomID, heads)
 				}
 				sampler := startHeapPeak()
 				began := cputime.Process()
@@ -190,10 +174,8 @@ func BenchmarkResolveBigRoom(b *testing.B) {
 	}
 }
 
-// checkBigRoomResolution resolves the two sides once as the engine does
-// (from the auth_edges index) and once walking every auth chain through
-// the events (stateres.WalkIndex), and fails unless both agree.
-func checkBigRoomResolution(b *testing.B, e *Engine, roomID id.RoomID, heads []id.EventID) {
+// statesAfter loads the room and the states after its heads.
+func statesAfter(b *testing.B, e *Engine, roomID id.RoomID, heads []id.EventID) (*room, []idState) {
 	b.Helper()
 	ctx := context.Background()
 	r, err := e.room(ctx, roomID)
@@ -201,13 +183,23 @@ func checkBigRoomResolution(b *testing.B, e *Engine, roomID id.RoomID, heads []i
 		b.Fatal(err)
 	}
 	evs, err := e.Events(ctx, heads)
-	if err != nil || len(evs) != 2 {
+	if err != nil || len(evs) != len(heads) {
 		b.Fatalf("heads: %v (%d found)", err, len(evs))
 	}
 	states, _, err := e.stateAfterEvents(ctx, evs)
 	if err != nil {
 		b.Fatal(err)
 	}
+	return r, states
+}
+
+// checkBigRoomResolution resolves the two sides once as the engine does
+// (from the auth_edges index) and once walking every auth chain through
+// the events (stateres.WalkIndex), and fails unless both agree.
+func checkBigRoomResolution(b *testing.B, e *Engine, roomID id.RoomID, heads []id.EventID) {
+	b.Helper()
+	ctx := context.Background()
+	r, states := statesAfter(b, e, roomID, heads)
 	got, err := e.resolve(ctx, r, states, nil)
 	if err != nil {
 		b.Fatal(err)
