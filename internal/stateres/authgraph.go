@@ -36,6 +36,8 @@ type AuthGraph struct {
 	// fresh numbers the events loaded through an EventLoader since the
 	// last TakeLoaded (not those given to Add).
 	fresh []int32
+	// block is where the auth_events slices are cut from (alloc).
+	block []int32
 }
 
 // NewAuthGraph returns an empty AuthGraph holding at most max events.
@@ -66,8 +68,8 @@ func (g *AuthGraph) Add(event id.EventID, authEvents []id.EventID) {
 	if g.loaded[n] {
 		return
 	}
-	numbers := make([]int32, 0, len(authEvents))
-	for _, authID := range uniqueIDs(authEvents) {
+	numbers := g.alloc(len(authEvents))
+	for _, authID := range authEvents {
 		authN, ok := g.numbers[authID]
 		if !ok {
 			// The caller's strings may be parts of a longer one (a row
@@ -76,7 +78,7 @@ func (g *AuthGraph) Add(event id.EventID, authEvents []id.EventID) {
 		}
 		numbers = append(numbers, authN)
 	}
-	g.authEvents[n], g.loaded[n] = numbers, true
+	g.authEvents[n], g.loaded[n] = uniqueNumbers(numbers), true
 }
 
 // TakeLoaded returns the events whose auth_events the graph loaded through
@@ -214,7 +216,7 @@ func (g *AuthGraph) resetIfFull() {
 		return
 	}
 	g.numbers = map[id.EventID]int32{}
-	g.eventIDs, g.authEvents, g.loaded, g.fresh = nil, nil, nil, nil
+	g.eventIDs, g.authEvents, g.loaded, g.fresh, g.block = nil, nil, nil, nil, nil
 	g.size.Store(0)
 }
 
@@ -306,11 +308,28 @@ func (g *AuthGraph) load(ctx context.Context, events EventLoader, numbers []int3
 
 // numbersOf returns the numbers of the auth events, each once.
 func (g *AuthGraph) numbersOf(authEvents []id.EventID) []int32 {
-	out := make([]int32, 0, len(authEvents))
-	for _, authID := range uniqueIDs(authEvents) {
+	out := g.alloc(len(authEvents))
+	for _, authID := range authEvents {
 		out = append(out, g.numberOf(authID))
 	}
-	return out
+	return uniqueNumbers(out)
+}
+
+// alloc returns an empty slice of capacity n for an event's auth_events,
+// cut from a shared block: one allocation for many events, not one each.
+func (g *AuthGraph) alloc(n int) []int32 {
+	if cap(g.block)-len(g.block) < n {
+		g.block = make([]int32, 0, max(n, 4096))
+	}
+	start := len(g.block)
+	g.block = g.block[:start+n]
+	return g.block[start : start : start+n]
+}
+
+// uniqueNumbers sorts numbers and drops repeats, in place.
+func uniqueNumbers(numbers []int32) []int32 {
+	slices.Sort(numbers)
+	return slices.Compact(numbers)
 }
 
 // sortedIDs returns the event IDs of the numbers, without repeats, sorted.
