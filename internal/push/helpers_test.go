@@ -10,6 +10,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/rooms"
+	"github.com/matrixos/matrixos/internal/storage"
 	"github.com/matrixos/matrixos/internal/storage/pgtest"
 )
 
@@ -55,3 +56,24 @@ func mkEvent(typ string, sender id.UserID, stateKey *string, content string) *ro
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// sendEvent has s record an event of typ from sender at the next
+// position, with the room's members after it as given.
+func sendEvent(db *storage.DB, fr *fakeRooms, s *Service, evID id.EventID, typ string, sender id.UserID, stateKey *string, content string, members map[id.UserID]string) *rooms.Event {
+	ev := mkEvent(typ, sender, stateKey, content)
+	ev.ID, ev.Pos = evID, db.Visible()+1
+	fr.events[evID] = ev
+	s.OnEvent(ev, &rooms.RoomInfo{ID: testRoom, Members: members})
+	return ev
+}
+
+// sendText is sendEvent for a text message.
+func sendText(db *storage.DB, fr *fakeRooms, s *Service, evID id.EventID, sender id.UserID, members map[id.UserID]string) *rooms.Event {
+	return sendEvent(db, fr, s, evID, "m.room.message", sender, nil, `{"msgtype":"m.text","body":"hi"}`, members)
+}
+
+// unread is user's notification count in the test room's main timeline.
+func unread(s *Service, user id.UserID) int {
+	main, _ := s.Counts(user, testRoom)
+	return main.NotificationCount
+}

@@ -68,14 +68,8 @@ func TestPruneKeepsReadersMark(t *testing.T) {
 		ctx := context.Background()
 		db, fr, s := openService(t, dsn)
 		const carol = id.UserID("@carol:hs")
-		send := func(sender id.UserID, evID id.EventID, members map[id.UserID]string) {
-			ev := mkEvent("m.room.message", sender, nil, `{"msgtype":"m.text","body":"hi"}`)
-			ev.ID, ev.Pos = evID, db.Visible()+1
-			fr.events[evID] = ev
-			s.OnEvent(ev, &rooms.RoomInfo{ID: testRoom, Members: members})
-		}
-		send(carol, "$carol", map[id.UserID]string{alice: "join", bob: "join", carol: "join"})
-		send(bob, "$bob", map[id.UserID]string{bob: "join", carol: "join"})
+		sendText(db, fr, s, "$carol", carol, map[id.UserID]string{alice: "join", bob: "join", carol: "join"})
+		sendText(db, fr, s, "$bob", bob, map[id.UserID]string{bob: "join", carol: "join"})
 		if err := s.MarkRead(ctx, carol, testRoom, "", db.Visible()); err != nil {
 			t.Fatal(err)
 		}
@@ -90,8 +84,8 @@ func TestPruneKeepsReadersMark(t *testing.T) {
 			t.Fatalf("%d rows after Prune, want carol's alone", rows)
 		}
 		for name, s := range map[string]*Service{"at once": s, "after a restart": loadService(t, db, nil, fr)} {
-			if main, _ := s.Counts(bob, testRoom); main.NotificationCount != 0 {
-				t.Errorf("%s: bob has %d unread, want 0 (his reply read carol's message)", name, main.NotificationCount)
+			if got := unread(s, bob); got != 0 {
+				t.Errorf("%s: bob has %d unread, want 0 (his reply read carol's message)", name, got)
 			}
 		}
 	})
