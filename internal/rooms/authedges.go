@@ -18,6 +18,10 @@ import (
 // resolution in a big room reads one short row per event instead of
 // loading and parsing every event of its auth chains.
 
+// maxLazyAuthEdges bounds the rows one resolution adds to the index for
+// events stored before it, to keep that write a short one.
+const maxLazyAuthEdges = 2_000
+
 // authEdgeRow is one event's row of the index.
 type authEdgeRow struct {
 	roomID     id.RoomID
@@ -112,11 +116,17 @@ func (e *Engine) authGraph(ctx context.Context, roomID id.RoomID) (*stateres.Aut
 // edges the room's graph had to load from whole events: events stored
 // before the index existed (it fills in lazily, as rooms are resolved in,
 // rather than in a migration that would parse every event of every room
-// at start-up) and events not stored yet.
+// at start-up) and events not stored yet. At most maxLazyAuthEdges rows
+// go in one write, so that a big old room does not hold the writer (and
+// every send behind it) for a long transaction; the rest are loaded again
+// and saved by the resolutions after the graph next starts empty.
 func (e *Engine) saveLoadedAuthEdges(roomID id.RoomID, g *stateres.AuthGraph) {
 	events, authEvents := g.TakeLoaded()
 	if len(events) == 0 {
 		return
+	}
+	if len(events) > maxLazyAuthEdges {
+		events, authEvents = events[:maxLazyAuthEdges], authEvents[:maxLazyAuthEdges]
 	}
 	rows := make([]authEdgeRow, len(events))
 	for i, eventID := range events {

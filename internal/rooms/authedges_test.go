@@ -8,8 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrixos/matrixos/internal/stateres"
 	"github.com/matrixos/matrixos/internal/storage"
 )
 
@@ -213,4 +215,30 @@ func TestAuthEdgesBackends(t *testing.T) {
 			t.Fatalf("the graph starts with %d events, want the index's %d", g.Len(), len(want))
 		}
 	})
+}
+
+// TestLazyAuthEdgesBounded: a resolution that had to load more events than
+// maxLazyAuthEdges adds only that many rows to the index in its write.
+func TestLazyAuthEdgesBounded(t *testing.T) {
+	ctx := context.Background()
+	env := newTestEnv(t)
+	roomID := id.RoomID("!lazy:test")
+	events := stateres.EventMap{}
+	prev := []id.EventID{}
+	for i := range maxLazyAuthEdges + 500 {
+		eventID := id.EventID(fmt.Sprintf("$e%d", i))
+		events[eventID] = &pdu.PDU{AuthEvents: prev}
+		prev = []id.EventID{eventID}
+	}
+	g := stateres.NewAuthGraph(maxAuthGraphEvents)
+	if _, err := g.Index(events).AuthChain(ctx, prev); err != nil {
+		t.Fatal(err)
+	}
+	env.e.saveLoadedAuthEdges(roomID, g)
+	if err := env.db.Write(ctx, func(*storage.Tx) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if rows := authEdgeRows(t, env.db, roomID); len(rows) != maxLazyAuthEdges {
+		t.Fatalf("%d rows saved, want %d", len(rows), maxLazyAuthEdges)
+	}
 }
