@@ -6,18 +6,22 @@ import (
 	"strings"
 	"testing"
 
+	"maunium.net/go/mautrix"
+
 	"github.com/matrixos/matrixos/internal/testnode"
 )
 
-// TestCrossSigningResetWithOAuthUIA replaces the cross-signing keys of an
-// OAuth session through the m.oauth stage: the 401 points at the account
-// page, the user approves the reset there, and the retried upload goes
-// through, once. A password session still authenticates with its password.
-func TestCrossSigningResetWithOAuthUIA(t *testing.T) {
-	n := testnode.Start(t, testnode.SQLite)
-	alice := n.Register("alice")
+const upload = "/_matrix/client/v3/keys/device_signing/upload"
+
+// oauthKeysSession signs alice in through the OAuth flow in a browser
+// and uploads a first master key for that session (which needs no UIA).
+// master builds an upload of another master key with an auth dict.
+func oauthKeysSession(t *testing.T) (n *testnode.Node, alice *mautrix.Client, b *browser, token string, master func(pub string, auth map[string]any) map[string]any) {
+	t.Helper()
+	n = testnode.Start(t, testnode.SQLite)
+	alice = n.Register("alice")
 	clientID := webClient(t, n)
-	b := newBrowser(t, n)
+	b = newBrowser(t, n)
 	verifier, challenge := pkce()
 	p := b.get(authorizeURL(n, clientID, challenge, "XSIGNDEV01", nil))
 	p = b.login(p, alice.UserID.Localpart(), testnode.Password)
@@ -26,10 +30,8 @@ func TestCrossSigningResetWithOAuthUIA(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("exchange: %d %v", status, tok)
 	}
-	token := tok["access_token"].(string)
-
-	const upload = "/_matrix/client/v3/keys/device_signing/upload"
-	master := func(pub string, auth map[string]any) map[string]any {
+	token = tok["access_token"].(string)
+	master = func(pub string, auth map[string]any) map[string]any {
 		body := map[string]any{"master_key": map[string]any{
 			"user_id": alice.UserID, "usage": []string{"master"}, "keys": map[string]string{"ed25519:" + pub: pub},
 		}}
@@ -39,6 +41,15 @@ func TestCrossSigningResetWithOAuthUIA(t *testing.T) {
 		return body
 	}
 	n.Do(t, "POST", upload, token, master("firstmasterkey", nil)).OK(t)
+	return n, alice, b, token, master
+}
+
+// TestCrossSigningResetWithOAuthUIA replaces the cross-signing keys of an
+// OAuth session through the m.oauth stage: the 401 points at the account
+// page, the user approves the reset there, and the retried upload goes
+// through, once. A password session still authenticates with its password.
+func TestCrossSigningResetWithOAuthUIA(t *testing.T) {
+	n, alice, b, token, master := oauthKeysSession(t)
 
 	uia := n.Do(t, "POST", upload, token, master("secondmasterkey", nil)).Want(t, http.StatusUnauthorized, "").JSON(t)
 	flows, _ := uia["flows"].([]any)
@@ -85,30 +96,7 @@ func TestCrossSigningResetWithOAuthUIA(t *testing.T) {
 // the first flow): they open the stage's url, and once the user approved
 // the reset there, retry with only the UIA session.
 func TestCrossSigningResetUnstableStage(t *testing.T) {
-	n := testnode.Start(t, testnode.SQLite)
-	alice := n.Register("alice")
-	clientID := webClient(t, n)
-	b := newBrowser(t, n)
-	verifier, challenge := pkce()
-	p := b.get(authorizeURL(n, clientID, challenge, "XSIGNDEV02", nil))
-	p = b.login(p, alice.UserID.Localpart(), testnode.Password)
-	code := callback(t, b.submit(p, "/oauth2/consent", url.Values{"decision": {"allow"}})).Get("code")
-	status, tok := exchange(t, n, clientID, code, verifier)
-	if status != http.StatusOK {
-		t.Fatalf("exchange: %d %v", status, tok)
-	}
-	token := tok["access_token"].(string)
-	const upload = "/_matrix/client/v3/keys/device_signing/upload"
-	master := func(pub string, auth map[string]any) map[string]any {
-		body := map[string]any{"master_key": map[string]any{
-			"user_id": alice.UserID, "usage": []string{"master"}, "keys": map[string]string{"ed25519:" + pub: pub},
-		}}
-		if auth != nil {
-			body["auth"] = auth
-		}
-		return body
-	}
-	n.Do(t, "POST", upload, token, master("firstmasterkey", nil)).OK(t)
+	n, _, b, token, master := oauthKeysSession(t)
 
 	uia := n.Do(t, "POST", upload, token, master("secondmasterkey", nil)).Want(t, http.StatusUnauthorized, "").JSON(t)
 	flows, _ := uia["flows"].([]any)
