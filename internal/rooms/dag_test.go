@@ -576,21 +576,51 @@ func TestPushedEventGapNeedsMissingEvents(t *testing.T) {
 }
 
 // TestExtremitiesBounded: events that each fork from an old event leave at
-// most maxPrevEvents forward extremities, the newest, so the current state
-// never resolves more states than a local event cites.
+// most maxExtremities forward extremities, the newest.
 func TestExtremitiesBounded(t *testing.T) {
 	ext := []id.EventID{"$old"}
 	var sent []id.EventID
-	for i := range 3 * maxPrevEvents {
+	for i := range maxExtremities + 5 {
 		evID := id.EventID(fmt.Sprintf("$fork%d", i))
 		ext = extremitiesFollowing(ext, evID, []id.EventID{"$root"})
 		sent = append(sent, evID)
 	}
-	if want := sent[len(sent)-maxPrevEvents:]; !slices.Equal(ext, want) {
-		t.Fatalf("extremities after %d forks: %v, want the newest %d: %v", len(sent), ext, maxPrevEvents, want)
+	if want := sent[len(sent)-maxExtremities:]; !slices.Equal(ext, want) {
+		t.Fatalf("extremities after %d forks: %d, want the newest %d", len(sent), len(ext), maxExtremities)
 	}
 	ext = extremitiesFollowing(ext, "$merge", ext)
 	if !slices.Equal(ext, []id.EventID{"$merge"}) {
 		t.Fatalf("after an event citing them all: %v", ext)
+	}
+}
+
+// TestDroppedExtremityKeepsItsState: a state change on one fork stays in
+// the room's current state when more than maxPrevEvents newer forks follow
+// (the room then resolves step by step), and after an event merging some
+// of them (a server could otherwise undo a state change, a ban say, by
+// sending 20 events on a point before it).
+func TestDroppedExtremityKeepsItsState(t *testing.T) {
+	n := newFedNet(t, "a", "b")
+	roomID := createFedRoom(t, n.e("a"), id.RoomV10, aliceA)
+	join, _ := n.join("a", "b", roomID, bobB)
+	create := mustStateEvent(t, n.e("a"), roomID, "m.room.create")
+	pl := mustStateEvent(t, n.e("a"), roomID, "m.room.power_levels")
+	renamed := n.send("b", roomID, stateProto(bobB, "m.room.member", string(bobB), `{"membership":"join","displayname":"renamed"}`))
+	n.deliver("b", renamed, "a")
+	auth := []id.EventID{create.ID, pl.ID, join.ID}
+	var forks []id.EventID
+	for i := range maxPrevEvents + 2 {
+		evID, raw := n.forge("b", roomID, textProto(bobB, fmt.Sprintf("fork %d", i)), []id.EventID{join.ID}, auth, join.Depth+1)
+		if _, err := n.e("a").ReceivePDU(context.Background(), "b", raw); err != nil {
+			t.Fatalf("fork %d (%s): %v", i, evID, err)
+		}
+		forks = append(forks, evID)
+	}
+	_, raw := n.forge("b", roomID, textProto(bobB, "merge"), forks[:2], auth, join.Depth+2)
+	if _, err := n.e("a").ReceivePDU(context.Background(), "b", raw); err != nil {
+		t.Fatalf("merge: %v", err)
+	}
+	if got := currentStateIDs(t, n.e("a"), roomID)[stateKey{"m.room.member", string(bobB)}]; got != renamed.ID {
+		t.Errorf("bob's member event in a's current state = %s, want the rename %s", got, renamed.ID)
 	}
 }

@@ -983,6 +983,17 @@ func (e *Engine) acceptInto(ctx context.Context, r *room, head *roomState, ev *E
 		after = straightAfter(r.version, head, ev, d)
 	case len(ext) == 1:
 		d.current = afterEv
+	case len(ext) > maxPrevEvents:
+		// Past the number of prev_events one event may cite, the room is
+		// forked beyond what a merge can follow: the current state so far
+		// (which holds every fork's state) is resolved with the state
+		// after ev alone, two states, however many forks a server sends.
+		k := map[id.EventID]*Event{ev.ID: ev}
+		maps.Copy(k, known)
+		var err error
+		if d.current, err = e.resolve(ctx, r, []idState{headIDs, afterEv}, k); err != nil {
+			return nil, err
+		}
 	default:
 		others, err := e.timelineEvents(ctx, ext[:len(ext)-1])
 		if err != nil {

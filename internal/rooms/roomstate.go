@@ -103,17 +103,7 @@ func extremitiesAfter(ext []id.EventID, ev *Event) []id.EventID {
 
 // extremitiesFollowing returns the forward extremities once the event evID,
 // which follows prevs, has been accepted: those of ext not among prevs,
-// then evID; at most maxPrevEvents of them, the oldest dropped.
-//
-// The bound is what keeps the work of one received event bounded: the
-// room's current state is the resolution of the states after its
-// extremities, so each extremity is one more full state to load and
-// resolve, and any server in the room can add one with every event it
-// sends on an old event. It is also the number a local event cites (a
-// local event is built on the current state, so the current state must
-// be the resolution of the extremities it cites). An extremity dropped
-// is a fork no event has followed since newer ones arrived; its state
-// comes back into the current state when an event citing it arrives.
+// then evID; at most maxExtremities of them, the oldest dropped.
 func extremitiesFollowing(ext []id.EventID, evID id.EventID, prevs []id.EventID) []id.EventID {
 	if len(ext) == 1 && len(prevs) == 1 && ext[0] == prevs[0] {
 		return []id.EventID{evID} // the straight line
@@ -125,16 +115,23 @@ func extremitiesFollowing(ext []id.EventID, evID id.EventID, prevs []id.EventID)
 		}
 	}
 	out = append(out, evID)
-	if len(out) > maxPrevEvents {
-		out = out[len(out)-maxPrevEvents:]
+	if len(out) > maxExtremities {
+		out = out[len(out)-maxExtremities:]
 	}
 	return out
 }
 
 // maxPrevEvents caps the prev_events of a local event, as the PDU format
-// caps those of a received one (maxPrevEventsReceived), and the forward
-// extremities of a room (extremitiesFollowing).
+// caps those of a received one (maxPrevEventsReceived). A room with more
+// forward extremities than that resolves the current state step by step
+// (acceptInto), so the work of one received event stays bounded.
 const maxPrevEvents = 20
+
+// maxExtremities caps the forward extremities a room remembers. Beyond
+// maxPrevEvents the current state already carries every fork's state
+// (acceptInto), so dropping the oldest loses none; the list stays
+// bounded against a server that forks the room with every event.
+const maxExtremities = 1000
 
 // maxDepth is the largest depth an event may have (the largest integer
 // canonical JSON allows).
