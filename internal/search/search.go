@@ -76,8 +76,11 @@ INSERT INTO search_marks (follower, pos) SELECT 'search', COALESCE(MAX(pos), 0) 
 }}
 
 const (
-	// stepSize is the most events one step of the follower indexes.
-	stepSize = 500
+	// stepSize is the most events one step of the follower indexes: the
+	// step's write shares the writer's batch with sends, which wait for
+	// it, so it stays a few milliseconds (500 made the sends of a burst
+	// wait about 20 ms each time the follower ran).
+	stepSize = 32
 	// followInterval is how often the follower indexes what was sent
 	// since its last round, and wakeEvery how many sends wake it sooner:
 	// a search catches the index up itself, at most about wakeEvery
