@@ -85,6 +85,33 @@ func r0Aliases(next http.Handler) http.Handler {
 				r.RequestURI = r.URL.RequestURI()
 			}
 		}
+		if stateWithoutKey(r) {
+			// The empty state key without its slash, as clients send it
+			// too: served by the one route (and its guards and limits),
+			// not redirected (a redirected PUT loses its body in some
+			// clients).
+			r = r.Clone(r.Context())
+			r.URL.Path += "/"
+			if r.URL.RawPath != "" {
+				r.URL.RawPath += "/"
+			}
+			r.RequestURI = r.URL.RequestURI()
+		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// stateWithoutKey reports whether r is a GET or PUT of
+// /_matrix/client/v3/rooms/{roomId}/state/{eventType}: a state event with
+// the empty state key, named without the trailing slash.
+func stateWithoutKey(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodPut {
+		return false
+	}
+	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), v3Prefix+"rooms/")
+	if !ok {
+		return false
+	}
+	parts := strings.Split(rest, "/")
+	return len(parts) == 3 && parts[0] != "" && parts[1] == "state" && parts[2] != ""
 }

@@ -1,7 +1,10 @@
 package node_test
 
 import (
+	"io"
+	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix/id"
@@ -51,4 +54,37 @@ func TestR0Aliases(t *testing.T) {
 
 	// Relations came with v1.x: no r0 path.
 	testnode.Call(t, alice, "GET", r0+"/rooms/"+url.PathEscape(room)+"/relations/$x", nil).Want(t, 404, "M_UNRECOGNIZED")
+}
+
+// TestStateEmptyKeyWithoutSlash: PUT and GET of a state event with the
+// empty state key are answered without the trailing slash too, not
+// redirected.
+func TestStateEmptyKeyWithoutSlash(t *testing.T) {
+	n := testnode.Start(t, testnode.SQLite)
+	alice := n.Register("alice")
+	room := testnode.Call(t, alice, "POST", testnode.V3+"/createRoom", map[string]any{}).OK(t)["room_id"].(string)
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	do := func(method, body string) (int, string) {
+		req, err := http.NewRequest(method, alice.HomeserverURL.String()+testnode.V3+"/rooms/"+url.PathEscape(room)+"/state/m.room.topic", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+alice.AccessToken)
+		res, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	if status, body := do("PUT", `{"topic":"no slash"}`); status != http.StatusOK || !strings.Contains(body, "event_id") {
+		t.Fatalf("PUT without the slash: %d %s", status, body)
+	}
+	if status, body := do("GET", ""); status != http.StatusOK || !strings.Contains(body, "no slash") {
+		t.Fatalf("GET without the slash: %d %s", status, body)
+	}
+	if got := testnode.Call(t, alice, "GET", testnode.V3+"/rooms/"+url.PathEscape(room)+"/state/m.room.topic/", nil).OK(t)["topic"]; got != "no slash" {
+		t.Fatalf("topic with the slash = %v", got)
+	}
 }
