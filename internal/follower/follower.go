@@ -40,6 +40,8 @@ type Follower struct {
 	// wakes counts those held back since the last round.
 	wakeEvery int64
 	wakes     atomic.Int64
+	// woken counts the calls of Wake, for Woken.
+	woken atomic.Int64
 
 	mu   sync.Mutex
 	stop func()
@@ -76,6 +78,7 @@ func (f *Follower) WakeEvery(n int) { f.wakeEvery = int64(n) }
 // Wake asks for a round of steps soon. It never blocks: wake-ups that come
 // while one is pending are merged.
 func (f *Follower) Wake() {
+	f.woken.Add(1)
 	if f.wakeEvery > 1 && f.wakes.Add(1) < f.wakeEvery {
 		return
 	}
@@ -84,6 +87,10 @@ func (f *Follower) Wake() {
 	default:
 	}
 }
+
+// Woken returns how many times Wake was called: tests of a follower's
+// OnEvent hook count with it the events that asked for a round.
+func (f *Follower) Woken() int64 { return f.woken.Load() }
 
 // Start runs the follower until Close. A second Start before Close does
 // nothing.

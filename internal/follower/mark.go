@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"maunium.net/go/mautrix/id"
 
@@ -97,11 +98,23 @@ func (m *Mark) moved(pos int64, saved bool) {
 
 // RoomSet is a set of rooms read from the follower's own tables, for an
 // rooms.EventFilter's Rooms, kept until Forget. Its user serialises its
-// calls (the follower's steps).
+// calls of Get and Forget (the follower's steps); MayHave is safe for
+// concurrent use.
 type RoomSet struct {
 	db    *storage.DB
 	query string
 	set   map[id.RoomID]bool
+	// known is set as last read, for MayHave; nil while unread.
+	known atomic.Pointer[map[id.RoomID]bool]
+}
+
+// MayHave reports whether room is in the set as last read, or true while
+// the set is unread (before the first Get, after Forget). A follower's
+// OnEvent hook uses it to wake the follower only for events that may
+// concern it; the follower's rounds still read everything after its mark.
+func (r *RoomSet) MayHave(room id.RoomID) bool {
+	set := r.known.Load()
+	return set == nil || (*set)[room]
 }
 
 // NewRoomSet returns the set of the room IDs query returns.
@@ -129,9 +142,13 @@ func (r *RoomSet) Get(ctx context.Context) (map[id.RoomID]bool, error) {
 		return nil, fmt.Errorf("read rooms: %w", err)
 	}
 	r.set = set
+	r.known.Store(&set)
 	return set, nil
 }
 
 // Forget has the next Get read the set again, after a change of the
 // table it comes from.
-func (r *RoomSet) Forget() { r.set = nil }
+func (r *RoomSet) Forget() {
+	r.set = nil
+	r.known.Store(nil)
+}

@@ -14,11 +14,26 @@ import (
 var errNoRows = sql.ErrNoRows
 
 // OnEvent is the room engine's hook: it wakes the follower, which reads the
-// event with the engine's CommittedEvents. It never blocks.
-func (l *Log) OnEvent(ev *rooms.Event, _ *rooms.RoomInfo) {
-	if ev.Pos > 0 {
+// event with the engine's CommittedEvents, when the event may concern the
+// log: with All, or when the room has the ledger on as the follower last
+// read it (so its turning off is seen) or in its state right after the
+// event (so its turning on is seen, whatever event resolved it). Other
+// events cost no round; the next round still reads past them. It never
+// blocks.
+func (l *Log) OnEvent(ev *rooms.Event, info *rooms.RoomInfo) {
+	if ev.Pos > 0 && l.mayConcern(ev, info) {
 		l.follower.Wake()
 	}
+}
+
+// mayConcern reports whether ev may call for an entry or a switch of the
+// room's ledger.
+func (l *Log) mayConcern(ev *rooms.Event, info *rooms.RoomInfo) bool {
+	if l.opts.All || l.enabled.MayHave(ev.RoomID) || info == nil || !info.HasState() {
+		return true
+	}
+	toggle := info.StateEvent(StateType, "")
+	return toggle != nil && gjson.GetBytes(toggle.JSON, "content.enabled").Type == gjson.True
 }
 
 // Start runs the follower until Close: it appends the events of ledger
