@@ -301,12 +301,24 @@ func (s *Service) join(ctx context.Context, roomID id.RoomID) error {
 	return err
 }
 
-// OnEvent is the room engine's hook: it wakes the follower. It never
-// blocks.
+// OnEvent is the room engine's hook: it wakes the follower for the events
+// scan reads (rule changes, the automation user's memberships, the events
+// of rooms with rules); other events cost no round, and the next round
+// still reads past them. It never blocks.
 func (s *Service) OnEvent(ev *rooms.Event, _ *rooms.RoomInfo) {
-	if ev.Pos > 0 {
+	if ev.Pos <= 0 {
+		return
+	}
+	if ev.Type == StateType || ev.Type == "m.room.member" && ev.StateKey != nil && *ev.StateKey == string(s.Bot()) || s.hasRules(ev.RoomID) {
 		s.follower.Wake()
 	}
+}
+
+// hasRules reports whether the room has a rule.
+func (s *Service) hasRules(roomID id.RoomID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.rules[roomID]) > 0
 }
 
 // Start runs the follower and the schedule until Close.
@@ -356,7 +368,10 @@ func (s *Service) Step(ctx context.Context) (more bool, err error) {
 	if len(evs) == 0 {
 		return through < visible, s.mark.Skip(ctx, through)
 	}
-	return through < visible, s.mark.Set(ctx, through)
+	// After a rule change another step reads what came meanwhile: an
+	// event of its room that came before the rule did woke no round.
+	ruled := evs[len(evs)-1].evType == StateType
+	return through < visible || ruled, s.mark.Set(ctx, through)
 }
 
 // scan reads the committed events after mark that the follower must look

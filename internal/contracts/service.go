@@ -208,10 +208,12 @@ func (s *Service) program(ctx context.Context, hash string) (*Program, error) {
 	return p, nil
 }
 
-// OnEvent is the room engine's hook: it wakes the follower. It never
-// blocks.
+// OnEvent is the room engine's hook: it wakes the follower for an
+// attachment and for the events of rooms with one (as the follower last
+// read them); other events cost no round, and the next round still reads
+// past them. It never blocks.
 func (s *Service) OnEvent(ev *rooms.Event, _ *rooms.RoomInfo) {
-	if ev.Pos > 0 {
+	if ev.Pos > 0 && (ev.Type == StateType || s.attached.MayHave(ev.RoomID)) {
 		s.follower.Wake()
 	}
 }
@@ -250,7 +252,11 @@ func (s *Service) Step(ctx context.Context) (more bool, err error) {
 			return false, err
 		}
 	}
-	return through < visible, s.mark.Skip(ctx, through)
+	// After an attachment another step reads what came meanwhile: an
+	// event of its room that came before the rooms were forgotten woke
+	// no round.
+	attached := len(evs) > 0 && evs[len(evs)-1].Type == StateType
+	return through < visible || attached, s.mark.Skip(ctx, through)
 }
 
 // scan reads the committed events after mark that the follower must look

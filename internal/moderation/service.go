@@ -142,10 +142,12 @@ func New(opts Options) *Service {
 // Bot is the moderation user.
 func (s *Service) Bot() id.UserID { return s.opts.Accounts.UserID(BotLocalpart) }
 
-// OnEvent is the room engine's hook: it notes when a message arrived and
-// wakes the follower. It never blocks.
+// OnEvent is the room engine's hook: for a configuration and the events
+// of the rooms it watches (as the follower last read them) it notes when
+// a message arrived and wakes the follower; other events cost no round,
+// and the next round still reads past them. It never blocks.
 func (s *Service) OnEvent(ev *rooms.Event, _ *rooms.RoomInfo) {
-	if ev.Pos <= 0 {
+	if ev.Pos <= 0 || ev.Type != ConfigType && !s.watched.MayHave(ev.RoomID) {
 		return
 	}
 	if isMessageType(ev.Type) {
@@ -256,7 +258,11 @@ func (s *Service) Step(ctx context.Context) (more bool, err error) {
 	if len(evs) == 0 {
 		return through < visible, s.mark.Skip(ctx, through)
 	}
-	return through < visible, s.mark.Set(ctx, through)
+	// After a configuration another step reads what came meanwhile: an
+	// event of a room it watches now that came before the rooms were
+	// forgotten woke no round.
+	configured := evs[len(evs)-1].evType == ConfigType
+	return through < visible || configured, s.mark.Set(ctx, through)
 }
 
 // skip reports whether an event whose handling failed is given up: after
