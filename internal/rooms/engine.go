@@ -1590,9 +1590,9 @@ func (e *Engine) snapshotStateQ(ctx context.Context,
 // applyRedaction redacts the target event as stored.
 func (e *Engine) applyRedaction(ctx context.Context, tx *storage.Tx, r *room, red *Event) error {
 	targetID := *red.PDU.Redacts
-	var raw string
+	var raw, redactedBy string
 	var roomID id.RoomID
-	err := tx.QueryRow(ctx, "SELECT json, room_id FROM events WHERE event_id = $1", targetID).Scan(&raw, &roomID)
+	err := tx.QueryRow(ctx, "SELECT json, room_id, COALESCE(redacted_by, '') FROM events WHERE event_id = $1", targetID).Scan(&raw, &roomID, &redactedBy)
 	if errors.Is(err, sql.ErrNoRows) {
 		// Redacting an unknown event is allowed; it is applied if the
 		// event arrives later (over federation).
@@ -1608,6 +1608,14 @@ func (e *Engine) applyRedaction(ctx context.Context, tx *storage.Tx, r *room, re
 	if roomID != r.id {
 		return nil
 	}
+	if r.partial.Load() != nil && redactedBy == "" {
+		// The full state may yet refuse the redaction (partial.go,
+		// unredact): the target as it was is kept until then.
+		if _, err := tx.Exec(ctx, "INSERT INTO partial_redacted (event_id, room_id, original_json) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+			targetID, r.id, raw); err != nil {
+			return fmt.Errorf("keep the redaction's target: %w", err)
+		}
+	}
 	because, _ := json.Marshal(red.Client(ClientOptions{}))
 	unsigned, _ := json.Marshal(map[string]json.RawMessage{"redacted_because": because})
 	b, err := redactStored([]byte(raw), r.version, unsigned)
@@ -1621,16 +1629,22 @@ func (e *Engine) applyRedaction(ctx context.Context, tx *storage.Tx, r *room, re
 	if err != nil {
 		return fmt.Errorf("parse redacted event: %w", err)
 	}
-	tx.AfterCommit(func() {
-		if old := r.recent.find(targetID); old != nil {
-			cp := *old
-			cp.PDU, cp.JSON, cp.RedactedBy = p, b, red.ID
-			r.recent.replace(&cp)
-			e.committed.replace(&cp)
-		}
-		e.cache.drop(targetID)
-	})
+	tx.AfterCommit(func() { e.rewritten(r, targetID, p, b, red.ID) })
 	return nil
+}
+
+// rewritten makes the caches follow an event whose stored JSON and
+// redaction changed (redacted, or restored by unredact in partial.go):
+// the newest events in memory get the new copy, the event cache forgets
+// it. It runs after the commit.
+func (e *Engine) rewritten(r *room, evID id.EventID, p *pdu.PDU, raw []byte, redactedBy id.EventID) {
+	if old := r.recent.find(evID); old != nil {
+		cp := *old
+		cp.PDU, cp.JSON, cp.RedactedBy = p, raw, redactedBy
+		r.recent.replace(&cp)
+		e.committed.replace(&cp)
+	}
+	e.cache.drop(evID)
 }
 
 // Event loads one event by ID: of the timeline, or an outlier (a soft-
@@ -1659,6 +1673,22 @@ func (e *Engine) Event(ctx context.Context, evID id.EventID) (*Event, error) {
 		return nil, errSoftFailed
 	}
 	return evs[0], nil
+}
+
+// TimelineEventTx loads a timeline event by ID as tx sees it, for a hook
+// that runs inside a write: an OnReject hook reads there the target of a
+// refused redaction that the same write restored. It answers nil when
+// the timeline lacks the event.
+func (e *Engine) TimelineEventTx(ctx context.Context, tx *storage.Tx, evID id.EventID) (*Event, error) {
+	rows, err := tx.Query(ctx, "SELECT "+eventColumns+" FROM events WHERE event_id = $1", evID)
+	if err != nil {
+		return nil, fmt.Errorf("query event: %w", err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return nil, rows.Err()
+	}
+	return scanEvent(rows)
 }
 
 // errSoftFailed answers a request for a soft-failed event by ID: such

@@ -38,6 +38,12 @@ type fedNet struct {
 }
 
 func newFedNet(t testing.TB, names ...string) *fedNet {
+	return newFedNetAt(t, nil, names...)
+}
+
+// newFedNetAt is newFedNet with the databases dsns names (a PostgreSQL
+// one of pgtest.Start, say) for the servers it keys; the others get SQLite.
+func newFedNetAt(t testing.TB, dsns map[string]string, names ...string) *fedNet {
 	t.Helper()
 	n := &fedNet{t: t, servers: map[string]*testEnv{}}
 	for _, name := range names {
@@ -45,7 +51,11 @@ func newFedNet(t testing.TB, names ...string) *fedNet {
 		if err != nil {
 			t.Fatal(err)
 		}
-		env := &testEnv{t: t, path: filepath.Join(t.TempDir(), "db"), key: key, server: name, remote: netRemote{n}}
+		path := dsns[name]
+		if path == "" {
+			path = filepath.Join(t.TempDir(), "db")
+		}
+		env := &testEnv{t: t, path: path, key: key, server: name, remote: netRemote{n}}
 		env.open()
 		t.Cleanup(func() { env.db.Close() })
 		n.servers[name] = env

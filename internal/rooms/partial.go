@@ -672,6 +672,9 @@ func (e *Engine) writeFullState(ctx context.Context, tx *storage.Tx, r *room, af
 	if _, err := tx.Exec(ctx, "DELETE FROM partial_state_rooms WHERE room_id = $1", r.id); err != nil {
 		return fmt.Errorf("clear the partial-state mark: %w", err)
 	}
+	if _, err := tx.Exec(ctx, "DELETE FROM partial_redacted WHERE room_id = $1", r.id); err != nil {
+		return fmt.Errorf("forget the targets of redactions while partial: %w", err)
+	}
 	if _, err := tx.Exec(ctx, "INSERT INTO partial_state_completed (room_id, pos) VALUES ($1, $2) ON CONFLICT (room_id) DO UPDATE SET pos = excluded.pos", r.id, snap); err != nil {
 		return fmt.Errorf("note the partial state's completion: %w", err)
 	}
@@ -1203,6 +1206,11 @@ func (e *Engine) writeFlips(ctx context.Context, tx *storage.Tx, r *room, flips 
 		if _, err := tx.Exec(ctx, "UPDATE events SET rejected = TRUE WHERE event_id = $1", f.ev.ID); err != nil {
 			return fmt.Errorf("reject %s: %w", f.ev.ID, err)
 		}
+		if f.ev.Type == "m.room.redaction" && f.ev.PDU.Redacts != nil {
+			if err := e.unredact(ctx, tx, r, f.ev); err != nil {
+				return fmt.Errorf("reject %s: %w", f.ev.ID, err)
+			}
+		}
 		// What the hooks derived from it when it was persisted goes too.
 		for _, h := range e.OnReject {
 			if err := h(ctx, tx, f.ev); err != nil {
@@ -1229,6 +1237,40 @@ func (e *Engine) writeFlips(ctx context.Context, tx *storage.Tx, r *room, flips 
 			return fmt.Errorf("take rejected %s out of the room's states: %w", f.ev.ID, err)
 		}
 	}
+	return nil
+}
+
+// unredact undoes what applyRedaction did for red, a redaction applied
+// while the room's state was partial that the full state refuses: its
+// target gets back the JSON kept then (partial_redacted), unless another
+// redaction has redacted it since, and one still waiting for its target
+// is forgotten. The OnReject hooks, which run next, read the target
+// restored (search indexes it again).
+func (e *Engine) unredact(ctx context.Context, tx *storage.Tx, r *room, red *Event) error {
+	targetID := *red.PDU.Redacts
+	if _, err := tx.Exec(ctx, "DELETE FROM pending_redactions WHERE redaction_id = $1", red.ID); err != nil {
+		return fmt.Errorf("forget the pending redaction: %w", err)
+	}
+	var raw string
+	err := tx.QueryRow(ctx, "SELECT original_json FROM partial_redacted WHERE event_id = $1", targetID).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil // not redacted by it while partial
+	}
+	if err != nil {
+		return fmt.Errorf("load the redaction's target as it was: %w", err)
+	}
+	res, err := tx.Exec(ctx, "UPDATE events SET json = $1, redacted_by = NULL WHERE event_id = $2 AND redacted_by = $3", raw, targetID, red.ID)
+	if err != nil {
+		return fmt.Errorf("restore the redaction's target: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return err // redacted by another since
+	}
+	p, err := parsePDU([]byte(raw))
+	if err != nil {
+		return fmt.Errorf("parse the redaction's target: %w", err)
+	}
+	tx.AfterCommit(func() { e.rewritten(r, targetID, p, []byte(raw), "") })
 	return nil
 }
 

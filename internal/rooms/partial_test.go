@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strconv"
@@ -13,6 +14,9 @@ import (
 
 	"maunium.net/go/mautrix/federation/pdu"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/matrixos/matrixos/internal/storage"
+	"github.com/matrixos/matrixos/internal/storage/pgtest"
 )
 
 // joinPartial makes user, of server joiner, join roomID through resident
@@ -681,5 +685,78 @@ func TestPartialStateAllowedRedactionRedacts(t *testing.T) {
 	}
 	if ev.RedactedBy != red || strings.Contains(string(ev.JSON), "to be redacted") {
 		t.Errorf("derek's message after the resync allowed his redaction: redacted by %q, want %s; %s", ev.RedactedBy, red, ev.JSON)
+	}
+}
+
+// TestPartialStateRefusedRedactionRestores: while c's state is partial,
+// fred (who joined with the power to redact, and left) redacts derek's
+// message; c accepts it by fred's old join and redacts the message at
+// once. Once the full state shows fred left, the redaction is refused and
+// the message is given back: its content in the events c serves, in the
+// newest events in memory that /sync reads, and to the OnReject hooks
+// (search indexes it again from there). c runs on SQLite and PostgreSQL.
+func TestPartialStateRefusedRedactionRestores(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) { testRefusedRedactionRestores(t, newFedNet(t, "a", "c")) })
+	t.Run("postgres", func(t *testing.T) {
+		testRefusedRedactionRestores(t, newFedNetAt(t, map[string]string{"c": pgtest.Start(t)}, "a", "c"))
+	})
+}
+
+func testRefusedRedactionRestores(t *testing.T, n *fedNet) {
+	ctx := context.Background()
+	const fredA = id.UserID("@fred:a")
+	f := newPartialFixture(t, n, map[id.UserID]int{fredA: 100}, []id.UserID{derekA, fredA}, []id.UserID{fredA})
+	roomID, joins, carolJoin := f.roomID, f.joins, f.carolJoin
+	c := n.e("c")
+	msg, msgRaw := n.forge("a", roomID, textProto(derekA, "to be given back"), []id.EventID{carolJoin.ID},
+		[]id.EventID{f.create.ID, f.pl.ID, joins[derekA].ID}, carolJoin.Depth+1)
+	if _, err := c.ReceivePDU(ctx, "a", msgRaw); err != nil {
+		t.Fatalf("c refuses derek's message while its state is partial: %v", err)
+	}
+	red, redRaw := n.forge("a", roomID, Proto{Type: "m.room.redaction", Sender: fredA, Content: json.RawMessage(`{}`), Redacts: msg},
+		[]id.EventID{msg}, []id.EventID{f.create.ID, f.pl.ID, joins[fredA].ID}, carolJoin.Depth+2)
+	if _, err := c.ReceivePDU(ctx, "a", redRaw); err != nil {
+		t.Fatalf("c refuses fred's redaction while its state is partial: %v", err)
+	}
+	if ev, err := c.Event(ctx, msg); err != nil || ev.RedactedBy != red || strings.Contains(string(ev.JSON), "to be given back") {
+		t.Fatalf("derek's message while the redaction stands: %v, redacted by %q, want %s", err, ev.RedactedBy, red)
+	}
+	var hookSaw string
+	c.OnReject = append(c.OnReject, func(ctx context.Context, tx *storage.Tx, ev *Event) error {
+		if ev.ID != red {
+			return nil
+		}
+		target, err := c.TimelineEventTx(ctx, tx, msg)
+		if err != nil || target == nil {
+			return fmt.Errorf("the refused redaction's target: %v", err)
+		}
+		hookSaw = string(target.Content())
+		return nil
+	})
+
+	n.completeResync("c", roomID)
+	if _, err := c.Event(ctx, red); err == nil {
+		t.Fatal("c serves fred's redaction after the full state refused it")
+	}
+	ev, err := c.Event(ctx, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.RedactedBy != "" || !strings.Contains(string(ev.JSON), "to be given back") {
+		t.Errorf("derek's message after the resync refused the redaction: redacted by %q; %s", ev.RedactedBy, ev.JSON)
+	}
+	if ev := c.rooms[roomID].recent.find(msg); ev == nil || ev.RedactedBy != "" || !strings.Contains(string(ev.JSON), "to be given back") {
+		t.Errorf("the newest events in memory lack derek's message as it was (found: %t)", ev != nil)
+	}
+	evs, _, err := c.CommittedEvents(ctx, ev.Pos-1, ev.Pos, EventFilter{}, 1)
+	if err != nil || len(evs) != 1 || !strings.Contains(string(evs[0].JSON), "to be given back") {
+		t.Errorf("the committed events at derek's message: %v, %v", err, evs)
+	}
+	if !strings.Contains(hookSaw, "to be given back") {
+		t.Errorf("the OnReject hooks read the target as %q, want its content back", hookSaw)
+	}
+	var kept int
+	if err := c.db.QueryRow(ctx, "SELECT COUNT(*) FROM partial_redacted").Scan(&kept); err != nil || kept != 0 {
+		t.Errorf("partial_redacted keeps %d rows after the resync (%v), want none", kept, err)
 	}
 }

@@ -46,6 +46,7 @@ func (e *Engine) Purge(ctx context.Context, roomID id.RoomID) error {
 			"DELETE FROM room_aliases WHERE room_id = $1",
 			"DELETE FROM partial_state_rooms WHERE room_id = $1",
 			"DELETE FROM partial_state_completed WHERE room_id = $1",
+			"DELETE FROM partial_redacted WHERE room_id = $1",
 			"DELETE FROM rooms WHERE room_id = $1",
 		} {
 			if _, err := tx.Exec(ctx, q, roomID); err != nil {

@@ -345,4 +345,19 @@ CREATE TABLE auth_edges (
 	PRIMARY KEY (room_id, event_id)
 ) WITHOUT ROWID;
 `,
+}, {
+	// A redaction applied while its room's state is partial keeps its
+	// target's JSON as it was, so that the target is restored if the full
+	// state refuses the redaction; the rows go when the resync completes
+	// (partial.go).
+	Component: "rooms",
+	Version:   16,
+	SQL: `
+CREATE TABLE partial_redacted (
+	event_id TEXT PRIMARY KEY,
+	room_id TEXT NOT NULL,
+	original_json TEXT NOT NULL
+);
+CREATE INDEX partial_redacted_room ON partial_redacted (room_id);
+`,
 }}

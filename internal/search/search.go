@@ -185,8 +185,20 @@ func (s *Service) caughtUp(ctx context.Context, pos int64) error {
 }
 
 // reject drops an event taken out of the timeline from the index (a
-// rooms.Engine OnReject hook).
+// rooms.Engine OnReject hook). A redaction taken out gives its target
+// back, restored by the engine in the same write: it is indexed again.
 func (s *Service) reject(ctx context.Context, tx *storage.Tx, ev *rooms.Event) error {
+	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {
+		target, err := s.rooms.TimelineEventTx(ctx, tx, *ev.PDU.Redacts)
+		if err != nil {
+			return fmt.Errorf("the refused redaction's target: %w", err)
+		}
+		if target != nil && target.RedactedBy == "" && !target.Rejected {
+			if err := s.index(ctx, tx, target); err != nil {
+				return err
+			}
+		}
+	}
 	return s.unindexPos(ctx, tx, ev.Pos)
 }
 
@@ -219,7 +231,7 @@ var indexed = map[string]string{
 // committed before this transaction, found no row to take out.
 func (s *Service) index(ctx context.Context, tx *storage.Tx, ev *rooms.Event) error {
 	if ev.Type == "m.room.redaction" && ev.PDU.Redacts != nil {
-		return s.unindex(ctx, tx, *ev.PDU.Redacts)
+		return s.unindex(ctx, tx, *ev.PDU.Redacts, ev.Pos)
 	}
 	key, ok := indexed[ev.Type]
 	if !ok {
@@ -259,10 +271,12 @@ func (s *Service) index(ctx context.Context, tx *storage.Tx, ev *rooms.Event) er
 	return nil
 }
 
-func (s *Service) unindex(ctx context.Context, tx *storage.Tx, target id.EventID) error {
+// unindex takes out the target of the redaction at redPos, unless the
+// redaction was rejected since it was read (its target is back).
+func (s *Service) unindex(ctx context.Context, tx *storage.Tx, target id.EventID, redPos int64) error {
 	var pos int64
-	if err := tx.QueryRow(ctx, "SELECT pos FROM events WHERE event_id = $1", target).Scan(&pos); err != nil {
-		return nil // unknown event: nothing indexed
+	if err := tx.QueryRow(ctx, "SELECT pos FROM events WHERE event_id = $1 AND EXISTS (SELECT 1 FROM events WHERE pos = $2 AND rejected = FALSE)", target, redPos).Scan(&pos); err != nil {
+		return nil // unknown event, or a rejected redaction: nothing to take out
 	}
 	return s.unindexPos(ctx, tx, pos)
 }

@@ -283,3 +283,55 @@ func TestIndexSkipsEventRejectedSinceRead(t *testing.T) {
 		}
 	})
 }
+
+// TestRefusedRedactionIndexesTarget: a redaction applied while a room's
+// state was partial that the full state refuses gives its target back
+// (rooms/partial.go restores it and marks the redaction rejected in one
+// write, then runs the OnReject hooks): the target is searchable again,
+// and the follower, reading the redaction again from before its
+// rejection, does not take it out once more.
+func TestRefusedRedactionIndexesTarget(t *testing.T) {
+	testnode.Each(t, func(t *testing.T, n *testnode.Node) {
+		ctx := context.Background()
+		alice := n.Register("alice")
+		room := testnode.CreateRoom(t, alice, &mautrix.ReqCreateRoom{})
+		target := testnode.SendText(t, alice, room, "tomato given back")
+		var original string
+		if err := n.DB.QueryRow(ctx, "SELECT json FROM events WHERE event_id = $1", target).Scan(&original); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := alice.RedactEvent(ctx, room, target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := indexed(t, n, room); c != 0 {
+			t.Fatalf("indexed %d messages after the redaction, want 0", c)
+		}
+		red, err := n.Rooms.Event(ctx, resp.EventID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// What the resync writes for the refused redaction.
+		if err := n.DB.Write(ctx, func(tx *storage.Tx) error {
+			if _, err := tx.Exec(ctx, "UPDATE events SET rejected = TRUE WHERE event_id = $1", red.ID); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "UPDATE events SET json = $1, redacted_by = NULL WHERE event_id = $2", original, target); err != nil {
+				return err
+			}
+			return n.Search.Reject(ctx, tx, red)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Search.SetMark(ctx, red.Pos-1); err != nil {
+			t.Fatal(err)
+		}
+		if c := indexed(t, n, room); c != 1 {
+			t.Fatalf("indexed %d messages after the redaction was refused, want 1", c)
+		}
+		res := search(t, n, alice, map[string]any{"search_categories": map[string]any{"room_events": map[string]any{"search_term": "tomato"}}})
+		if got := len(res["results"].([]any)); got != 1 {
+			t.Errorf("%d results, want the message given back: %v", got, res)
+		}
+	})
+}
