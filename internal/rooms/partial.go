@@ -552,6 +552,9 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, fu
 	if err != nil {
 		return err
 	}
+	if err := e.unredactState(ctx, after, flips); err != nil {
+		return err
+	}
 	// The events the full state allows join the timeline as any event
 	// does: the OnAccept hooks see each with the state right after it,
 	// before the write is queued, and the write runs the OnPersist hooks,
@@ -1271,6 +1274,45 @@ func (e *Engine) unredact(ctx context.Context, tx *storage.Tx, r *room, red *Eve
 		return fmt.Errorf("parse the redaction's target: %w", err)
 	}
 	tx.AfterCommit(func() { e.rewritten(r, targetID, p, []byte(raw), "") })
+	return nil
+}
+
+// unredactState gives after, the room's new current state, back the
+// state events that redactions the full state refuses had redacted
+// (roomState.with keeps a redacted copy in the state): each as kept in
+// partial_redacted, or, for one this node holds only as an outlier (never
+// redacted as stored), from the copy's own JSON.
+func (e *Engine) unredactState(ctx context.Context, after *roomState, flips []*flip) error {
+	cloned := false
+	for _, f := range flips {
+		if f.allowed || f.ev.Type != "m.room.redaction" || f.ev.PDU.Redacts == nil {
+			continue
+		}
+		t := after.byID[*f.ev.PDU.Redacts]
+		if t == nil || t.RedactedBy != f.ev.ID {
+			continue
+		}
+		raw := t.JSON
+		var kept string
+		err := e.db.QueryRow(ctx, "SELECT original_json FROM partial_redacted WHERE event_id = $1", t.ID).Scan(&kept)
+		if err == nil {
+			raw = []byte(kept)
+		} else if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("load %s as it was: %w", t.ID, err)
+		}
+		p, err := parsePDU(raw)
+		if err != nil {
+			return fmt.Errorf("parse %s: %w", t.ID, err)
+		}
+		cp := *t
+		cp.PDU, cp.JSON, cp.RedactedBy = p, raw, ""
+		if !cloned {
+			// The maps may be the old state's, which readers hold.
+			after.state, after.byID = maps.Clone(after.state), maps.Clone(after.byID)
+			cloned = true
+		}
+		after.set(&cp)
+	}
 	return nil
 }
 

@@ -721,6 +721,17 @@ func testRefusedRedactionRestores(t *testing.T, n *fedNet) {
 	if ev, err := c.Event(ctx, msg); err != nil || ev.RedactedBy != red || strings.Contains(string(ev.JSON), "to be given back") {
 		t.Fatalf("derek's message while the redaction stands: %v, redacted by %q, want %s", err, ev.RedactedBy, red)
 	}
+	// A state event redacted, the room's name, is given back in the
+	// current state too.
+	name := n.e("a").rooms[roomID].view().get("m.room.name", "")
+	_, nameRedRaw := n.forge("a", roomID, Proto{Type: "m.room.redaction", Sender: fredA, Content: json.RawMessage(`{}`), Redacts: name.ID},
+		[]id.EventID{red}, []id.EventID{f.create.ID, f.pl.ID, joins[fredA].ID}, carolJoin.Depth+3)
+	if _, err := c.ReceivePDU(ctx, "a", nameRedRaw); err != nil {
+		t.Fatalf("c refuses fred's redaction of the name while its state is partial: %v", err)
+	}
+	if ev, _ := c.StateEvent(ctx, roomID, "m.room.name", ""); ev == nil || strings.Contains(string(ev.Content()), "named") {
+		t.Fatalf("the room's name while its redaction stands: found %t, not redacted", ev != nil)
+	}
 	var hookSaw string
 	c.OnReject = append(c.OnReject, func(ctx context.Context, tx *storage.Tx, ev *Event) error {
 		if ev.ID != red {
@@ -751,6 +762,12 @@ func testRefusedRedactionRestores(t *testing.T, n *fedNet) {
 	evs, _, err := c.CommittedEvents(ctx, ev.Pos-1, ev.Pos, EventFilter{}, 1)
 	if err != nil || len(evs) != 1 || !strings.Contains(string(evs[0].JSON), "to be given back") {
 		t.Errorf("the committed events at derek's message: %v, %v", err, evs)
+	}
+	if ev, _ := c.StateEvent(ctx, roomID, "m.room.name", ""); ev == nil || ev.RedactedBy != "" || !strings.Contains(string(ev.Content()), "named") {
+		t.Errorf("the room's name in the current state after the resync refused its redaction: found %t, not named", ev != nil)
+	}
+	if ev, err := c.Event(ctx, name.ID); err != nil || !strings.Contains(string(ev.Content()), "named") {
+		t.Errorf("the room's name event after the resync refused its redaction: %v", err)
 	}
 	if !strings.Contains(hookSaw, "to be given back") {
 		t.Errorf("the OnReject hooks read the target as %q, want its content back", hookSaw)
