@@ -18,6 +18,22 @@ import (
 	"github.com/matrixos/matrixos/internal/storage"
 )
 
+// openTestDB opens a database with the rooms' and the ledger's tables,
+// closed when the test ends.
+func openTestDB(t *testing.T) *storage.DB {
+	t.Helper()
+	ctx := context.Background()
+	db, err := storage.Open(ctx, filepath.Join(t.TempDir(), "t.db"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Migrate(ctx, append(rooms.Migrations, Migrations...)); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
 // storeEvents writes n message events of a room straight into the events
 // table and returns their entries.
 func storeEvents(t *testing.T, db *storage.DB, from, n int) []Entry {
@@ -50,14 +66,7 @@ func storeEvents(t *testing.T, db *storage.DB, from, n int) []Entry {
 func TestCrashBetweenAppendAndMark(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	db, err := storage.Open(ctx, filepath.Join(dir, "t.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.Migrate(ctx, append(rooms.Migrations, Migrations...)); err != nil {
-		t.Fatal(err)
-	}
+	db := openTestDB(t)
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	// The engine reads the rows storeEvents writes; it never committed them.

@@ -21,15 +21,7 @@ import (
 // room asks for no round.
 func TestOnEventWakesOnlyForLedgerRooms(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := storage.Open(ctx, filepath.Join(dir, "t.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.Migrate(ctx, append(rooms.Migrations, Migrations...)); err != nil {
-		t.Fatal(err)
-	}
+	db := openTestDB(t)
 	if err := db.Write(ctx, func(tx *storage.Tx) error {
 		_, err := tx.Exec(ctx, "INSERT INTO ledger_rooms (room_id, enabled) VALUES ('!on:test', TRUE), ('!off:test', FALSE)")
 		return err
