@@ -6,8 +6,10 @@
 // goroutine. A follower keeps its Mark in its own table and moves it in
 // the same transaction as its effects; it reads the committed events
 // with rooms.Engine.CommittedEvents, which serves the newest from memory,
-// so a send's wake-ups cost its followers no query. Steps run off the
-// send path.
+// so a send's wake-ups cost its followers no query. A follower's OnEvent
+// hook wakes it only for an event it may act on (RoomSet.MayHave), so an
+// event of no followed room costs no round; the next round still reads
+// everything after the mark. Steps run off the send path.
 package follower
 
 import (
