@@ -1587,12 +1587,20 @@ func (e *Engine) snapshotStateQ(ctx context.Context,
 	return out, chainLen, nil
 }
 
-// applyRedaction redacts the target event as stored.
+// applyRedaction redacts the target event as stored: in the timeline, or
+// beside it (the state of a room joined over federation is held as
+// outliers, and served by /event and /state as stored).
 func (e *Engine) applyRedaction(ctx context.Context, tx *storage.Tx, r *room, red *Event) error {
 	targetID := *red.PDU.Redacts
 	var raw, redactedBy string
 	var roomID id.RoomID
+	outlier := false
 	err := tx.QueryRow(ctx, "SELECT json, room_id, COALESCE(redacted_by, '') FROM events WHERE event_id = $1", targetID).Scan(&raw, &roomID, &redactedBy)
+	if errors.Is(err, sql.ErrNoRows) {
+		outlier = true
+		err = tx.QueryRow(ctx, "SELECT json, room_id FROM outlier_events WHERE event_id = $1", targetID).Scan(&raw, &roomID)
+		redactedBy = string(redactedByOf([]byte(raw)))
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		// Redacting an unknown event is allowed; it is applied if the
 		// event arrives later (over federation).
@@ -1622,7 +1630,12 @@ func (e *Engine) applyRedaction(ctx context.Context, tx *storage.Tx, r *room, re
 	if err != nil {
 		return fmt.Errorf("redact event: %w", err)
 	}
-	if _, err := tx.Exec(ctx, "UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3", string(b), red.ID, targetID); err != nil {
+	if outlier {
+		_, err = tx.Exec(ctx, "UPDATE outlier_events SET json = $1 WHERE event_id = $2", string(b), targetID)
+	} else {
+		_, err = tx.Exec(ctx, "UPDATE events SET json = $1, redacted_by = $2 WHERE event_id = $3", string(b), red.ID, targetID)
+	}
+	if err != nil {
 		return fmt.Errorf("store redacted event: %w", err)
 	}
 	p, err := parsePDU(b)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidwall/gjson"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrixos/matrixos/internal/storage"
@@ -151,7 +152,15 @@ func scanOutlier(rows *sql.Rows) (*Event, error) {
 		return nil, fmt.Errorf("decode event %s: %w", ev.ID, err)
 	}
 	ev.PDU.InternalMeta.Rejected = ev.Rejected
+	ev.RedactedBy = redactedByOf(ev.JSON)
 	return ev, nil
+}
+
+// redactedByOf is the redaction that redacted an outlier as stored (its
+// table has no redacted_by column: applyRedaction writes the redaction
+// into the JSON's unsigned), or "".
+func redactedByOf(raw []byte) id.EventID {
+	return id.EventID(gjson.GetBytes(raw, "unsigned.redacted_because.event_id").Str)
 }
 
 // anyEvents loads events from the timeline and beside it (rejected and

@@ -1266,8 +1266,23 @@ func (e *Engine) unredact(ctx context.Context, tx *storage.Tx, r *room, red *Eve
 	if err != nil {
 		return fmt.Errorf("restore the redaction's target: %w", err)
 	}
-	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		return err // redacted by another since
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		// A target held as an outlier, or one redacted by another since.
+		var cur string
+		err := tx.QueryRow(ctx, "SELECT json FROM outlier_events WHERE event_id = $1", targetID).Scan(&cur)
+		if errors.Is(err, sql.ErrNoRows) || err == nil && redactedByOf([]byte(cur)) != red.ID {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("load the redaction's target: %w", err)
+		}
+		if _, err := tx.Exec(ctx, "UPDATE outlier_events SET json = $1 WHERE event_id = $2", raw, targetID); err != nil {
+			return fmt.Errorf("restore the redaction's target: %w", err)
+		}
 	}
 	p, err := parsePDU([]byte(raw))
 	if err != nil {
@@ -1280,8 +1295,7 @@ func (e *Engine) unredact(ctx context.Context, tx *storage.Tx, r *room, red *Eve
 // unredactState gives after, the room's new current state, back the
 // state events that redactions the full state refuses had redacted
 // (roomState.with keeps a redacted copy in the state): each as kept in
-// partial_redacted, or, for one this node holds only as an outlier (never
-// redacted as stored), from the copy's own JSON.
+// partial_redacted, or else from the copy's own JSON.
 func (e *Engine) unredactState(ctx context.Context, after *roomState, flips []*flip) error {
 	cloned := false
 	for _, f := range flips {
