@@ -527,6 +527,9 @@ func (e *Engine) completeState(ctx context.Context, r *room, pj *partialJoin, fu
 		return errPipelineBroken
 	}
 	head := r.head
+	if err := e.redactWaiting(ctx, r, head); err != nil {
+		return err
+	}
 	cur := idsOf(head)
 	for k, eid := range full {
 		if _, ok := cur[k]; !ok {
@@ -1241,6 +1244,58 @@ func (e *Engine) writeFlips(ctx context.Context, tx *storage.Tx, r *room, flips 
 		}
 	}
 	return nil
+}
+
+// redactWaiting redacts, as stored, the outliers of the room that a
+// redaction received before them waits for (pending_redactions): state
+// events the resync brought, a redaction of which arrived while the state
+// was partial. st judges whether each redaction's sender may redact its
+// target (redactionAllowed), as for a target that joins the timeline.
+func (e *Engine) redactWaiting(ctx context.Context, r *room, st *roomState) error {
+	rows, err := e.db.Query(ctx, `SELECT p.target_id, p.redaction_id FROM pending_redactions p
+		JOIN outlier_events o ON o.event_id = p.target_id WHERE p.room_id = $1 AND o.kind <> 'rejected'`, r.id)
+	if err != nil {
+		return fmt.Errorf("redactions waiting for outliers: %w", err)
+	}
+	var targetIDs, redIDs []id.EventID
+	for rows.Next() {
+		var t, red id.EventID
+		if err := rows.Scan(&t, &red); err != nil {
+			rows.Close()
+			return err
+		}
+		targetIDs, redIDs = append(targetIDs, t), append(redIDs, red)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(redIDs) == 0 {
+		return err
+	}
+	targets, err := e.outliers(ctx, targetIDs, false)
+	if err != nil {
+		return err
+	}
+	reds, err := e.timelineEvents(ctx, redIDs)
+	if err != nil {
+		return err
+	}
+	return e.db.Write(ctx, func(tx *storage.Tx) error {
+		for _, red := range reds {
+			if red.PDU.Redacts == nil {
+				continue
+			}
+			i := slices.IndexFunc(targets, func(t *Event) bool { return t.ID == *red.PDU.Redacts })
+			if i < 0 || red.RoomID != r.id || !redactionAllowed(st, red, targets[i]) {
+				continue
+			}
+			if err := e.applyRedaction(ctx, tx, r, red); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "DELETE FROM pending_redactions WHERE target_id = $1 AND redaction_id = $2", targets[i].ID, red.ID); err != nil {
+				return fmt.Errorf("forget pending redaction: %w", err)
+			}
+		}
+		return nil
+	})
 }
 
 // unredact undoes what applyRedaction did for red, a redaction applied
