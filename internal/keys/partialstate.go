@@ -107,22 +107,9 @@ func (s *Service) notePartialSent(ctx context.Context, notes []partialNote) erro
 // complete before the node stopped, and that were not caught up then.
 // The node calls it once federation is wired.
 func (s *Service) StartCatchUps(ctx context.Context) error {
-	rows, err := s.db.Query(ctx, "SELECT DISTINCT room_id FROM e2e_partial_sent")
+	ids, err := storage.Column[id.RoomID](ctx, s.db, "SELECT DISTINCT room_id FROM e2e_partial_sent")
 	if err != nil {
 		return fmt.Errorf("rooms with device-list updates sent while partial: %w", err)
-	}
-	var ids []id.RoomID
-	for rows.Next() {
-		var roomID id.RoomID
-		if err := rows.Scan(&roomID); err != nil {
-			rows.Close()
-			return err
-		}
-		ids = append(ids, roomID)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
 	}
 	for _, roomID := range ids {
 		if !s.rooms.HasPartialState(ctx, roomID) {

@@ -117,22 +117,9 @@ func (e *Engine) startResync(r *room) {
 // node restarted during one). The node calls it once federation is
 // wired.
 func (e *Engine) StartResyncs(ctx context.Context) error {
-	rows, err := e.db.Query(ctx, "SELECT room_id FROM partial_state_rooms")
+	ids, err := storage.Column[id.RoomID](ctx, e.db, "SELECT room_id FROM partial_state_rooms")
 	if err != nil {
 		return fmt.Errorf("partial-state rooms: %w", err)
-	}
-	var ids []id.RoomID
-	for rows.Next() {
-		var roomID id.RoomID
-		if err := rows.Scan(&roomID); err != nil {
-			rows.Close()
-			return err
-		}
-		ids = append(ids, roomID)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
 	}
 	for _, roomID := range ids {
 		r, err := e.room(ctx, roomID)

@@ -721,3 +721,26 @@ func (db *DB) persistPosition(ctx context.Context, tx *batchTx) (int64, error) {
 	}
 	return reserve, nil
 }
+
+// Querier runs a read: a *DB or a *Tx.
+type Querier interface {
+	Query(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+}
+
+// Column runs q, which selects one column, and returns its values.
+func Column[T any](ctx context.Context, db Querier, q string, args ...any) ([]T, error) {
+	rows, err := db.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		var v T
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
