@@ -47,6 +47,11 @@ type Follower struct {
 
 	mu   sync.Mutex
 	stop func()
+
+	// stepMu serialises steps: the follower's own rounds and those a
+	// reader runs to catch up (Step, CatchUp); two at once would apply
+	// the same events from the same mark.
+	stepMu sync.Mutex
 }
 
 // New returns a follower named name (for its log lines) that runs step at
@@ -129,11 +134,20 @@ func (f *Follower) Close() {
 // fails. Tests call it to catch up at once.
 func (f *Follower) CatchUp(ctx context.Context) error {
 	for {
-		more, err := f.step(ctx)
+		more, err := f.Step(ctx)
 		if err != nil || !more {
 			return err
 		}
 	}
+}
+
+// Step runs one step, never beside another of this follower's, and
+// reports whether more may be waiting. A reader that must see every
+// committed event (a search) calls it to catch the follower up.
+func (f *Follower) Step(ctx context.Context) (more bool, err error) {
+	f.stepMu.Lock()
+	defer f.stepMu.Unlock()
+	return f.step(ctx)
 }
 
 // wakeGap is the least time between the starts of two rounds that

@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	stdsync "sync"
 	"time"
 
 	"github.com/tidwall/gjson"
@@ -99,7 +98,6 @@ type Service struct {
 
 	mark     *follower.Mark
 	follower *follower.Follower
-	stepMu   stdsync.Mutex // one step at a time: the follower's or a search's
 }
 
 // New returns the service and registers its hooks on the engine; Start
@@ -137,10 +135,8 @@ func (s *Service) onEvent(ev *rooms.Event, _ *rooms.RoomInfo) {
 
 // step indexes the next committed events (at most stepSize), the index
 // rows and the mark in one transaction, and reports whether more may be
-// waiting.
+// waiting. The follower runs one at a time (Follower.Step).
 func (s *Service) step(ctx context.Context) (more bool, err error) {
-	s.stepMu.Lock()
-	defer s.stepMu.Unlock()
 	mark, err := s.mark.Pos(ctx)
 	if err != nil {
 		return false, err
@@ -178,7 +174,7 @@ func (s *Service) caughtUp(ctx context.Context, pos int64) error {
 		if err != nil || mark >= pos {
 			return err
 		}
-		if _, err := s.step(ctx); err != nil {
+		if _, err := s.follower.Step(ctx); err != nil {
 			return err
 		}
 	}
